@@ -1,0 +1,1 @@
+//! Shared helpers for Ember benchmarks (see `benches/kernels.rs`).

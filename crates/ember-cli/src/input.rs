@@ -1,0 +1,107 @@
+//! Reading texts for `ember embed`: one per line, or JSON lines with a `"text"` field.
+//!
+//! Lines are numbered from 1 in errors. A final newline ends the last line rather than starting
+//! an empty one; every other line, empty or not, is a text.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::{CliError, InputFormat};
+
+/// Reads all texts from `path` (standard input when `None` or `-`).
+pub fn read_texts(path: Option<&Path>, format: InputFormat) -> Result<Vec<String>, CliError> {
+    let (name, bytes) = match path {
+        None => read_stdin()?,
+        Some(p) if p == Path::new("-") => read_stdin()?,
+        Some(p) => {
+            let name = p.display().to_string();
+            let bytes = std::fs::read(p).map_err(|source| CliError::Io {
+                path: name.clone(),
+                source,
+            })?;
+            (name, bytes)
+        }
+    };
+    parse_texts(&name, &bytes, format)
+}
+
+fn read_stdin() -> Result<(String, Vec<u8>), CliError> {
+    let name = "standard input".to_owned();
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .map_err(|source| CliError::Io {
+            path: name.clone(),
+            source,
+        })?;
+    Ok((name, bytes))
+}
+
+/// Splits `bytes` into texts; `name` names the source in errors.
+pub fn parse_texts(name: &str, bytes: &[u8], format: InputFormat) -> Result<Vec<String>, CliError> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let error = |line: usize, message: String| CliError::Input {
+        source_name: name.to_owned(),
+        line,
+        message,
+    };
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, raw)| {
+            let line = i + 1;
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let text = std::str::from_utf8(raw)
+                .map_err(|e| error(line, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+            match format {
+                InputFormat::Lines => Ok(text.to_owned()),
+                InputFormat::Jsonl => {
+                    let value: serde_json::Value = serde_json::from_str(text)
+                        .map_err(|e| error(line, format!("malformed JSON: {e}")))?;
+                    match value.get("text") {
+                        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                        Some(other) => Err(error(line, format!("\"text\" is not a string: {other}"))),
+                        None => Err(error(line, "no \"text\" field".into())),
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_keep_empty_lines_and_drop_the_final_newline() {
+        let texts = parse_texts("f", b"a\n\nb\r\nc\n", InputFormat::Lines).unwrap();
+        assert_eq!(texts, ["a", "", "b", "c"]);
+        assert_eq!(parse_texts("f", b"", InputFormat::Lines).unwrap(), Vec::<String>::new());
+        assert_eq!(parse_texts("f", b"\n", InputFormat::Lines).unwrap(), [""]);
+        assert_eq!(parse_texts("f", b"x\0y", InputFormat::Lines).unwrap(), ["x\0y"]);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = parse_texts("in.txt", b"ok\n\xff\xfe\n", InputFormat::Lines).unwrap_err();
+        assert_eq!(err.to_string(), "in.txt: line 2: invalid UTF-8 at byte 0");
+        let err = parse_texts("in.jsonl", b"{\"text\": \"a\"}\n{\"text\": 3}\n", InputFormat::Jsonl)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("in.jsonl: line 2:"), "{err}");
+        let err = parse_texts("in.jsonl", b"{\"text\": \"a\"}\n{\"id\": 1}", InputFormat::Jsonl).unwrap_err();
+        assert!(err.to_string().contains("line 2: no \"text\""), "{err}");
+        let err = parse_texts("in.jsonl", b"{oops", InputFormat::Jsonl).unwrap_err();
+        assert!(err.to_string().contains("line 1: malformed JSON"), "{err}");
+    }
+
+    #[test]
+    fn jsonl_reads_text_fields() {
+        let texts = parse_texts("f", b"{\"text\": \"a\\u0000b\", \"id\": 7}\n{\"text\": \"\"}\n", InputFormat::Jsonl)
+            .unwrap();
+        assert_eq!(texts, ["a\0b", ""]);
+    }
+}

@@ -1,0 +1,160 @@
+//! `ember`: sentence embeddings from the command line.
+//!
+//! ```text
+//! ember embed --model <DIR|org/name> [TEXT…] [--input FILE] [--input-format lines|jsonl]
+//!             [--output FILE] [--batch-size N] [--threads N]
+//! ember similarity --model <DIR|org/name> TEXT TEXT…
+//! ```
+//! `embed` writes JSON lines (one array per text, input order) to stdout, or to `--output`; an
+//! `--output` ending in `.npy` gets a float32 `[n, dim]` array. Output files are written to a
+//! temporary name and renamed only once complete, so a failed run leaves nothing behind.
+
+mod input;
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ember::{Embedder, EmberError};
+
+#[derive(Parser)]
+#[command(name = "ember", version, about = "Sentence embeddings from sentence-transformers models, in pure Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Model folder, or a hub id (org/name) already in the local Hugging Face cache.
+    #[arg(long, short)]
+    model: String,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = ember::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed texts: positional arguments, --input FILE, or standard input.
+    Embed {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Texts to embed (instead of --input / standard input).
+        texts: Vec<String>,
+        /// Read texts from FILE ("-" for standard input).
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+        /// One text per line, or JSON lines with a "text" field.
+        #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
+        input_format: InputFormat,
+        /// Write to FILE instead of standard output; `.npy` gives a float32 [n, dim] array.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Print the cosine similarity matrix of a few texts.
+    Similarity {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Two or more texts.
+        #[arg(required = true, num_args = 2..)]
+        texts: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum InputFormat {
+    /// One text per line (UTF-8; a trailing "\r" is dropped).
+    Lines,
+    /// JSON lines, each an object with a string field "text".
+    Jsonl,
+}
+
+/// Everything the CLI reports before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Ember(#[from] EmberError),
+    #[error("{source_name}: line {line}: {message}")]
+    Input {
+        source_name: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn load(args: &ModelArgs) -> Result<Embedder, CliError> {
+    let mut builder = Embedder::builder().batch_size(args.batch_size);
+    if let Some(threads) = args.threads {
+        builder = builder.threads(threads);
+    }
+    Ok(builder.load(&args.model)?)
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Embed {
+            model,
+            texts,
+            input,
+            input_format,
+            output,
+        } => {
+            let texts = match (texts.is_empty(), input) {
+                (false, Some(_)) => {
+                    return Err(CliError::Usage(
+                        "give texts as arguments or with --input, not both".into(),
+                    ))
+                }
+                (false, None) => texts,
+                (true, input) => input::read_texts(input.as_deref(), input_format)?,
+            };
+            let embedder = load(&model)?;
+            let embeddings = embedder.encode(&texts)?;
+            output::write_embeddings(&embeddings, output.as_deref())
+        }
+        Command::Similarity { model, texts } => {
+            let embedder = load(&model)?;
+            let embeddings = embedder.encode(&texts)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            output::write_similarity(&mut out, &texts, &embeddings).map_err(|source| CliError::Io {
+                path: "standard output".into(),
+                source,
+            })?;
+            out.flush().map_err(|source| CliError::Io {
+                path: "standard output".into(),
+                source,
+            })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ember: error: {error}");
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

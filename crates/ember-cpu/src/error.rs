@@ -1,0 +1,83 @@
+//! The crate's error type: every kernel validates its shapes and returns [`KernelError`]
+//! instead of panicking or reading out of bounds.
+
+use crate::isa::Isa;
+
+/// Why a kernel refused its input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// A buffer's length disagrees with the shape it was described by.
+    #[error("{op}: `{tensor}` has {found} elements, expected {expected}")]
+    LengthMismatch {
+        /// The kernel that checked (`"linear"`, `"layernorm"`, …).
+        op: &'static str,
+        /// The argument's name.
+        tensor: &'static str,
+        /// Elements the shape implies.
+        expected: usize,
+        /// Elements the slice has.
+        found: usize,
+    },
+    /// A shape product does not fit in `usize`.
+    #[error("{op}: shape of `{tensor}` overflows usize")]
+    ShapeOverflow {
+        /// The kernel that checked.
+        op: &'static str,
+        /// The argument's name.
+        tensor: &'static str,
+    },
+    /// A shape parameter is invalid on its own (e.g. `head_dim == 0`).
+    #[error("{op}: invalid shape: {reason}")]
+    InvalidShape {
+        /// The kernel that checked.
+        op: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `seq_offsets` is not `[0, …, T]` non-decreasing.
+    #[error("{op}: invalid seq_offsets: {reason}")]
+    InvalidOffsets {
+        /// The kernel that checked.
+        op: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A kernel was asked to run an instruction set this CPU does not have.
+    #[error("{op}: instruction set {isa:?} is not supported by this CPU")]
+    UnsupportedIsa {
+        /// The kernel that checked.
+        op: &'static str,
+        /// The requested instruction set.
+        isa: Isa,
+    },
+}
+
+/// `Err(LengthMismatch)` unless `found == expected`.
+pub(crate) fn check_len(
+    op: &'static str,
+    tensor: &'static str,
+    expected: usize,
+    found: usize,
+) -> Result<(), KernelError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(KernelError::LengthMismatch {
+            op,
+            tensor,
+            expected,
+            found,
+        })
+    }
+}
+
+/// `a · b`, or `Err(ShapeOverflow)`.
+pub(crate) fn checked_elems(
+    op: &'static str,
+    tensor: &'static str,
+    a: usize,
+    b: usize,
+) -> Result<usize, KernelError> {
+    a.checked_mul(b)
+        .ok_or(KernelError::ShapeOverflow { op, tensor })
+}

@@ -1,0 +1,180 @@
+//! AVX2 + FMA microkernel: `6 × 16` tiles (12 ymm accumulators), run twice per 32-column panel.
+//!
+//! The packed B panel is 32 columns wide; each half is read with a row stride of `NR = 32`.
+//! Per `kk`: two 8-float B loads, six broadcasts, twelve FMAs. Partial tiles: the same body
+//! for fewer rows; columns past `cols` go through masked loads/stores (`vmaskmovps`).
+
+use std::arch::x86_64::*;
+
+use super::{Microkernel, NR};
+use crate::activation::{epilogue_row, Activation};
+use crate::simd::Avx2Token;
+
+/// Tiles run so far (test builds only), for the ISA-coverage test.
+#[cfg(test)]
+pub(super) static TILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Rows per tile.
+pub(super) const MR: usize = 6;
+/// Columns per half-panel pass.
+const HALF: usize = 16;
+
+/// The AVX2 kernel; holding one proves the CPU has AVX2 and FMA.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2Kernel(Avx2Token);
+
+impl Avx2Kernel {
+    /// `Some` iff this CPU supports the kernel.
+    pub(crate) fn detect() -> Option<Self> {
+        Avx2Token::detect().map(Self)
+    }
+}
+
+impl Microkernel for Avx2Kernel {
+    const MR: usize = MR;
+
+    unsafe fn tile(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        #[cfg(test)]
+        TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for half in 0..NR / HALF {
+            let start = half * HALF;
+            if start >= cols {
+                break;
+            }
+            let width = HALF.min(cols - start);
+            // SAFETY: the token proves AVX2+FMA; this half's columns start..start+width lie
+            // inside the caller's tile, and b + start stays inside the kc·NR panel slice.
+            unsafe {
+                tile_avx2(kc, a, b.add(start), c.add(start), ldc, rows, width, accumulate)
+            }
+        }
+    }
+
+    fn epilogue_row(
+        self,
+        row: &mut [f32],
+        bias: Option<&[f32]>,
+        act: Activation,
+        residual: Option<&[f32]>,
+    ) {
+        #[target_feature(enable = "avx2,fma")]
+        fn run(t: Avx2Token, row: &mut [f32], bias: Option<&[f32]>, act: Activation, residual: Option<&[f32]>) {
+            epilogue_row(t, row, bias, act, residual)
+        }
+        // SAFETY: the token proves the CPU has AVX2 and FMA.
+        unsafe { run(self.0, row, bias, act, residual) }
+    }
+}
+
+/// Dispatches on `rows` to a body with a compile-time row count.
+///
+/// # Safety
+/// CPU has AVX2 and FMA; `b` readable for `kc` rows of stride `NR` and `width ≤ 16` columns;
+/// otherwise the pointer contract of [`Microkernel::tile`] with `cols = width`.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    width: usize,
+    accumulate: bool,
+) {
+    macro_rules! go {
+        ($r:literal) => {
+            // SAFETY: forwarded contract; rows == $r ≤ MR.
+            unsafe { tile_body::<$r>(kc, a, b, c, ldc, width, accumulate) }
+        };
+    }
+    match rows {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        6 => go!(6),
+        _ => {}
+    }
+}
+
+/// Lanes `i < n` all-ones.
+#[inline(always)]
+fn lane_mask(n: usize) -> __m256i {
+    let n = n.min(8) as i32;
+    // SAFETY: only reached from AVX2-enabled code (tile_body).
+    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+}
+
+/// `C[0..R, 0..width] = (accumulate ? C : 0) + A·B[:, 0..16]`.
+///
+/// # Safety
+/// As [`tile_avx2`], with `R ≤ MR`.
+#[inline(always)]
+unsafe fn tile_body<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    width: usize,
+    accumulate: bool,
+) {
+    let full = width == HALF;
+    let m0 = lane_mask(width);
+    let m1 = lane_mask(width.saturating_sub(8));
+    // SAFETY: (whole body) AVX2+FMA enabled by the caller. C is accessed only at rows < R and
+    // columns < width (full stores only when width == 16; masked lanes are not touched and
+    // `wrapping_add` keeps the address arithmetic defined). A/B reads stay in kc·MR / kc·NR.
+    unsafe {
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        if accumulate {
+            for i in 0..R {
+                let ci = c.wrapping_add(i * ldc);
+                if full {
+                    acc0[i] = _mm256_loadu_ps(ci);
+                    acc1[i] = _mm256_loadu_ps(ci.add(8));
+                } else {
+                    acc0[i] = _mm256_maskload_ps(ci, m0);
+                    acc1[i] = _mm256_maskload_ps(ci.wrapping_add(8), m1);
+                }
+            }
+        }
+        let mut a = a;
+        let mut b = b;
+        for _ in 0..kc {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for i in 0..R {
+                let ai = _mm256_set1_ps(*a.add(i));
+                acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
+                acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        for i in 0..R {
+            let ci = c.wrapping_add(i * ldc);
+            if full {
+                _mm256_storeu_ps(ci, acc0[i]);
+                _mm256_storeu_ps(ci.add(8), acc1[i]);
+            } else {
+                _mm256_maskstore_ps(ci, m0, acc0[i]);
+                _mm256_maskstore_ps(ci.wrapping_add(8), m1, acc1[i]);
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! AVX-512F microkernel: a `14 × 32` tile of `Y` in 28 zmm accumulators.
+//!
+//! Per `kk`: two 16-float loads of the B panel row, then for each of the 14 rows one
+//! broadcast of `a[kk·14 + i]` and two FMAs: 28 FMAs per 16 loads, so the two FMA ports stay
+//! the bottleneck. Partial tiles use the same body instantiated for `rows < 14` (identical
+//! per-element FMA chains) and masked loads/stores for `cols < 32`.
+
+use std::arch::x86_64::*;
+
+use super::{Microkernel, NR};
+use crate::activation::{epilogue_row, Activation};
+use crate::simd::{avx512_prefix_mask, Avx512Token};
+
+/// Tiles run so far (test builds only), for the ISA-coverage test.
+#[cfg(test)]
+pub(super) static TILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Rows per tile.
+pub(super) const MR: usize = 14;
+
+/// The AVX-512 kernel; holding one proves the CPU has AVX-512F, AVX2 and FMA.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Kernel(Avx512Token);
+
+impl Avx512Kernel {
+    /// `Some` iff this CPU supports the kernel.
+    pub(crate) fn detect() -> Option<Self> {
+        Avx512Token::detect().map(Self)
+    }
+}
+
+impl Microkernel for Avx512Kernel {
+    const MR: usize = MR;
+
+    unsafe fn tile(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        #[cfg(test)]
+        TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the token proves AVX-512F; the caller upholds the pointer contract.
+        unsafe { tile_avx512(kc, a, b, c, ldc, rows, cols, accumulate) }
+    }
+
+    fn epilogue_row(
+        self,
+        row: &mut [f32],
+        bias: Option<&[f32]>,
+        act: Activation,
+        residual: Option<&[f32]>,
+    ) {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn run(t: Avx512Token, row: &mut [f32], bias: Option<&[f32]>, act: Activation, residual: Option<&[f32]>) {
+            epilogue_row(t, row, bias, act, residual)
+        }
+        // SAFETY: the token proves the CPU has AVX-512F, AVX2 and FMA.
+        unsafe { run(self.0, row, bias, act, residual) }
+    }
+}
+
+/// Dispatches on `rows` to a body with a compile-time row count.
+///
+/// # Safety
+/// CPU has AVX-512F; pointer contract of [`Microkernel::tile`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    macro_rules! go {
+        ($r:literal) => {
+            // SAFETY: forwarded contract; rows == $r ≤ MR.
+            unsafe { tile_body::<$r>(kc, a, b, c, ldc, cols, accumulate) }
+        };
+    }
+    match rows {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        6 => go!(6),
+        7 => go!(7),
+        8 => go!(8),
+        9 => go!(9),
+        10 => go!(10),
+        11 => go!(11),
+        12 => go!(12),
+        13 => go!(13),
+        14 => go!(14),
+        _ => {}
+    }
+}
+
+/// `C[0..R, 0..cols] = (accumulate ? C : 0) + A·B`, one FMA chain per element over `kk`.
+///
+/// # Safety
+/// Called only from `tile_avx512` (AVX-512F enabled); `R ≤ MR`, pointer contract of
+/// [`Microkernel::tile`].
+#[inline(always)]
+unsafe fn tile_body<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let m0 = avx512_prefix_mask(cols);
+    let m1 = avx512_prefix_mask(cols.saturating_sub(16));
+    // SAFETY: (whole body) AVX-512F is enabled by the caller. C accesses use masks m0/m1,
+    // which cover exactly columns < cols of rows < R (inside the caller's tile; masked-off
+    // lanes are never touched, and `wrapping_add` keeps the address arithmetic defined even
+    // when the second half lies past the buffer). A and B reads stay within kc·MR and kc·NR.
+    unsafe {
+        let mut acc0 = [_mm512_setzero_ps(); R];
+        let mut acc1 = [_mm512_setzero_ps(); R];
+        if accumulate {
+            for i in 0..R {
+                let ci = c.wrapping_add(i * ldc);
+                acc0[i] = _mm512_maskz_loadu_ps(m0, ci);
+                acc1[i] = _mm512_maskz_loadu_ps(m1, ci.wrapping_add(16));
+            }
+        }
+        let mut a = a;
+        let mut b = b;
+        for _ in 0..kc {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            for i in 0..R {
+                let ai = _mm512_set1_ps(*a.add(i));
+                acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+                acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        for i in 0..R {
+            let ci = c.wrapping_add(i * ldc);
+            _mm512_mask_storeu_ps(ci, m0, acc0[i]);
+            _mm512_mask_storeu_ps(ci.wrapping_add(16), m1, acc1[i]);
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! GEMM tests: every ISA against the f64 reference on edge shapes, determinism across row
+//! counts and thread counts, input validation, and an ISA-coverage guard.
+
+use super::*;
+use crate::isa::supported_isas;
+
+/// Tiny deterministic PRNG (splitmix64), uniform in [-1, 1).
+pub(crate) struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub(crate) fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub(crate) fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.uniform()).collect()
+    }
+}
+
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    act: Activation,
+    bias: bool,
+    residual: bool,
+}
+
+impl std::fmt::Display for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "linear m={} n={} k={} act={:?} bias={} residual={}",
+            self.m, self.n, self.k, self.act, self.bias, self.residual
+        )
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use Activation::*;
+    let shapes: [(usize, usize, usize); 16] = [
+        (0, 4, 4),
+        (4, 0, 4),
+        (4, 4, 0),
+        (1, 1, 1),
+        (63, 2, 10),
+        (2, 63, 10),
+        (7, 33, 127),
+        (15, 31, 65),
+        (14, 32, 256),
+        (29, 65, 257),
+        (1, 768, 768),
+        (5, 768, 3072),
+        (16, 3072, 768),
+        (127, 768, 768),
+        (33, 2304, 768),
+        (230, 100, 300),
+    ];
+    let acts = [Identity, Gelu, GeluTanh, Relu];
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, n, k))| Case {
+            m,
+            n,
+            k,
+            act: acts[i % 4],
+            bias: i % 3 != 1,
+            residual: i % 2 == 0,
+        })
+        .collect()
+}
+
+/// Checks `fast` against the f64 reference with a per-element bound that scales with the
+/// magnitude of the reduction: f32 summation error grows like √k·ε·Σ|x·w|.
+fn check(case: &Case, isa: Isa, x: &[f32], w: &[f32], b: Option<&[f32]>, r: Option<&[f32]>, fast: &[f32]) {
+    let (m, n, k) = (case.m, case.n, case.k);
+    let mut reference = vec![f32::NAN; m * n];
+    linear_reference(x, m, w, b, n, k, case.act, r, &mut reference).unwrap();
+    let eps = f32::EPSILON as f64;
+    let mut worst = 0.0f64;
+    let mut failures = Vec::new();
+    for i in 0..m {
+        for j in 0..n {
+            let mut abs_sum: f64 = (0..k).map(|kk| (x[i * k + kk] as f64 * w[j * k + kk] as f64).abs()).sum();
+            let mut pre: f64 = (0..k).map(|kk| x[i * k + kk] as f64 * w[j * k + kk] as f64).sum();
+            if let Some(b) = b {
+                abs_sum += (b[j] as f64).abs();
+                pre += b[j] as f64;
+            }
+            let got = fast[i * n + j] as f64;
+            let want = reference[i * n + j] as f64;
+            let tol = 1.2 * (4.0 * (k.max(1) as f64).sqrt() * eps * abs_sum + eps * pre.abs())
+                + 2e-7 * pre.abs().max(1.0)
+                + 2.0 * eps * want.abs();
+            let err = (got - want).abs();
+            if !(err <= tol) {
+                failures.push(format!("  [{i},{j}] got {got} want {want} (tol {tol:.2e})"));
+            }
+            worst = worst.max(err / tol);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{case} on {isa}: {} mismatches, first:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n")
+    );
+    assert!(worst <= 1.0);
+}
+
+#[test]
+fn every_isa_matches_reference_on_edge_shapes() {
+    let mut rng = SplitMix(42);
+    for case in cases() {
+        let (m, n, k) = (case.m, case.n, case.k);
+        let x = rng.vec(m * k);
+        let w = rng.vec(n * k);
+        let b = case.bias.then(|| rng.vec(n));
+        let r = case.residual.then(|| rng.vec(m * n));
+        let packed = PackedLinear::new(&w, b.as_deref(), n, k).unwrap();
+        assert_eq!(packed.unpack_weight(), w);
+        for isa in supported_isas() {
+            let mut out = vec![f32::NAN; m * n];
+            linear_with_isa(isa, &x, m, &packed, case.act, r.as_deref(), &mut out).unwrap();
+            check(&case, isa, &x, &w, b.as_deref(), r.as_deref(), &out);
+        }
+    }
+}
+
+#[test]
+fn fma_isas_agree_bit_for_bit() {
+    // AVX2 and AVX-512 run the same FMA chain per element, and the same epilogue maths.
+    let isas: Vec<Isa> = supported_isas().into_iter().filter(|&i| i != Isa::Scalar).collect();
+    if isas.len() < 2 {
+        println!("skipped: fewer than two FMA ISAs on this CPU ({isas:?})");
+        return;
+    }
+    let mut rng = SplitMix(7);
+    let (m, n, k) = (37, 100, 600);
+    let x = rng.vec(m * k);
+    let w = rng.vec(n * k);
+    let b = rng.vec(n);
+    let packed = PackedLinear::new(&w, Some(&b), n, k).unwrap();
+    let mut outs = Vec::new();
+    for &isa in &isas {
+        let mut out = vec![f32::NAN; m * n];
+        linear_with_isa(isa, &x, m, &packed, Activation::Identity, None, &mut out).unwrap();
+        outs.push(out);
+    }
+    for (isa, out) in isas.iter().zip(&outs).skip(1) {
+        assert!(
+            out.iter().zip(&outs[0]).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{isa} differs from {}",
+            isas[0]
+        );
+    }
+}
+
+fn run_in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+#[test]
+fn rows_are_independent_of_batch_and_threads() {
+    let mut rng = SplitMix(1234);
+    // Big enough to be split into many tasks (rows and panels) on several threads.
+    let (m, n, k) = (301, 200, 700);
+    let x = rng.vec(m * k);
+    let w = rng.vec(n * k);
+    let b = rng.vec(n);
+    let r = rng.vec(m * n);
+    let packed = PackedLinear::new(&w, Some(&b), n, k).unwrap();
+    for isa in supported_isas() {
+        for act in [Activation::Gelu, Activation::Identity] {
+            let full = |threads: usize| {
+                run_in_pool(threads, || {
+                    let mut out = vec![f32::NAN; m * n];
+                    linear_with_isa(isa, &x, m, &packed, act, Some(&r), &mut out).unwrap();
+                    out
+                })
+            };
+            let one = full(1);
+            for threads in [2, 3, 4] {
+                let many = full(threads);
+                assert!(
+                    one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa} {act:?}: 1 vs {threads} threads differ"
+                );
+            }
+            // Row windows of every alignment relative to MR, computed alone.
+            for (start, len) in [(0, 1), (1, 1), (13, 1), (14, 2), (100, 7), (290, 11), (5, 64)] {
+                let xs = &x[start * k..(start + len) * k];
+                let rs = &r[start * n..(start + len) * n];
+                let mut out = vec![f32::NAN; len * n];
+                run_in_pool(2, || linear_with_isa(isa, xs, len, &packed, act, Some(rs), &mut out)).unwrap();
+                let expected = &one[start * n..(start + len) * n];
+                assert!(
+                    out.iter().zip(expected).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa} {act:?}: rows {start}..{} alone differ from the batch",
+                    start + len
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_lengths_are_errors_and_leave_out_untouched() {
+    let w = PackedLinear::new(&[1.0; 6], None, 3, 2).unwrap();
+    let mut out = vec![7.0f32; 3];
+    assert!(matches!(
+        linear(&[1.0; 3], 1, &w, Activation::Identity, None, &mut out),
+        Err(KernelError::LengthMismatch { tensor: "x", .. })
+    ));
+    assert!(matches!(
+        linear(&[1.0; 2], 1, &w, Activation::Identity, None, &mut out[..2]),
+        Err(KernelError::LengthMismatch { tensor: "out", .. })
+    ));
+    assert!(matches!(
+        linear(&[1.0; 2], 1, &w, Activation::Identity, Some(&[0.0; 4]), &mut out),
+        Err(KernelError::LengthMismatch { tensor: "residual", .. })
+    ));
+    assert_eq!(out, [7.0; 3]);
+    assert!(PackedLinear::new(&[1.0; 5], None, 3, 2).is_err());
+    assert!(PackedLinear::new(&[1.0; 6], Some(&[0.0; 2]), 3, 2).is_err());
+    assert!(PackedLinear::new(&[], None, usize::MAX, 2).is_err());
+    assert!(matches!(
+        linear(&[], usize::MAX, &w, Activation::Identity, None, &mut out),
+        Err(KernelError::ShapeOverflow { .. })
+    ));
+}
+
+#[test]
+fn plan_covers_every_row_and_panel_once() {
+    for mr in [4, 6, 14] {
+        for threads in [1, 2, 3, 8, 16] {
+            for m in [1, 2, 13, 14, 15, 100, 128, 512, 4096] {
+                for n_panels in [1, 2, 3, 24, 96] {
+                    let p = plan(m, n_panels, mr, threads);
+                    assert_eq!(p.rows_per_task % mr, 0);
+                    assert!(p.row_tasks * p.rows_per_task >= m);
+                    assert!((p.row_tasks - 1) * p.rows_per_task < m);
+                    assert!(p.panel_tasks * p.panels_per_task >= n_panels);
+                    assert!((p.panel_tasks - 1) * p.panels_per_task < n_panels);
+                    assert!(p.rows_per_task <= MC_MAX.max(mr));
+                }
+            }
+        }
+    }
+}
+
+/// The CI guard of `bluss/matrixmultiply`: if this CPU has AVX-512F (or `EMBER_EXPECT_ISA`
+/// names an ISA), that path must be detected *and* actually executed.
+#[test]
+fn expected_isa_paths_are_exercised() {
+    let mut expected = Vec::new();
+    if std::is_x86_feature_detected!("avx512f") {
+        expected.push(Isa::Avx512);
+    }
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        expected.push(Isa::Avx2);
+    }
+    if let Ok(name) = std::env::var("EMBER_EXPECT_ISA") {
+        let isa = Isa::from_name(&name).expect("EMBER_EXPECT_ISA must be avx512, avx2 or scalar");
+        assert!(isa.is_supported(), "EMBER_EXPECT_ISA={name} but this CPU lacks it");
+        expected.push(isa);
+    }
+    let mut rng = SplitMix(99);
+    let (m, n, k) = (20, 40, 30);
+    let x = rng.vec(m * k);
+    let w = PackedLinear::new(&rng.vec(n * k), None, n, k).unwrap();
+    for isa in expected {
+        assert!(supported_isas().contains(&isa), "{isa} detected by the CPU but not offered");
+        let before = kernel_tiles_run(isa);
+        let mut out = vec![f32::NAN; m * n];
+        linear_with_isa(isa, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
+        assert!(kernel_tiles_run(isa) > before, "{isa} path was not exercised");
+        println!("{isa}: exercised");
+    }
+    if std::env::var_os("EMBER_ISA").is_none() {
+        assert_eq!(active_isa(), crate::isa::best_isa(), "active ISA is not the best one");
+    }
+}
+
+/// Tiles run by an ISA's microkernel so far (test builds count them).
+fn kernel_tiles_run(isa: Isa) -> usize {
+    use std::sync::atomic::Ordering;
+    match isa {
+        Isa::Scalar => kernel_scalar::TILES.load(Ordering::Relaxed),
+        Isa::Avx2 => kernel_avx2::TILES.load(Ordering::Relaxed),
+        Isa::Avx512 => kernel_avx512::TILES.load(Ordering::Relaxed),
+    }
+}
+
+/// Single-thread GFLOP/s on BERT-base shapes, per ISA. Run with
+/// `cargo test --release -p ember-cpu gemm_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn gemm_throughput() {
+    let shapes = [
+        ("qkv      [128,768]x[2304,768]", 128, 2304, 768),
+        ("attn_out [128,768]x[768,768] ", 128, 768, 768),
+        ("ffn_up   [128,768]x[3072,768]", 128, 3072, 768),
+        ("ffn_down [128,3072]x[768,3072]", 128, 768, 3072),
+        ("small    [16,768]x[768,768]  ", 16, 768, 768),
+        ("large    [1024,768]x[3072,768]", 1024, 3072, 768),
+    ];
+    let mut rng = SplitMix(5);
+    for isa in supported_isas() {
+        for &(name, m, n, k) in &shapes {
+            let x = rng.vec(m * k);
+            let w = PackedLinear::new(&rng.vec(n * k), Some(&rng.vec(n)), n, k).unwrap();
+            let mut out = vec![0.0f32; m * n];
+            let flops = 2.0 * (m * n * k) as f64;
+            let best = run_in_pool(1, || {
+                let mut best = f64::MAX;
+                let reps = ((2e9 / flops) as usize).clamp(3, 200);
+                for _ in 0..reps {
+                    let t = std::time::Instant::now();
+                    linear_with_isa(isa, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                best
+            });
+            println!("{isa:7} {name}: {:7.1} GFLOP/s", flops / best / 1e9);
+        }
+    }
+}

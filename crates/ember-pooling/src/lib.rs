@@ -1,0 +1,421 @@
+//! sentence-transformers pooling and normalisation over Ember's packed layout.
+//!
+//! Input: the encoder's last hidden state `[T, H]` for a packed batch (sequences concatenated,
+//! no padding) and `seq_offsets` (`len = n + 1`, sequence `s` is rows
+//! `seq_offsets[s]..seq_offsets[s + 1]`). Output: `[n, modes · H]`, one block of `H` per mode,
+//! in the order the configuration lists them — what `sentence_transformers.models.Pooling` gives.
+//!
+//! For a sequence of `L` tokens `x_1 … x_L` (all real: packing means there is no mask):
+//! - `cls`: `x_1`;  `lasttoken`: `x_L`;
+//! - `max`: element-wise `max_i x_i`;
+//! - `mean`: `Σ x_i / L`;  `mean_sqrt_len_tokens`: `Σ x_i / √L`;
+//! - `weightedmean`: `Σ i·x_i / Σ i` (weights are 1-based positions, as in sentence-transformers).
+//!
+//! Sums are accumulated in f64 and rounded once, so a row never depends on the batch around it.
+//! [`normalize_rows`] is sentence-transformers' `Normalize` module: `x / max(‖x‖₂, 1e-12)`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// Errors reading a pooling configuration or pooling a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolingError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("pooling: {0}")]
+    Shape(String),
+}
+
+/// One sentence-transformers pooling mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolingMode {
+    Cls,
+    Max,
+    Mean,
+    MeanSqrtLen,
+    WeightedMean,
+    LastToken,
+}
+
+impl PoolingMode {
+    /// The legacy `pooling_mode_*` boolean keys, in the order sentence-transformers concatenates them.
+    const LEGACY_KEYS: [(&'static str, PoolingMode); 6] = [
+        ("pooling_mode_cls_token", PoolingMode::Cls),
+        ("pooling_mode_max_tokens", PoolingMode::Max),
+        ("pooling_mode_mean_tokens", PoolingMode::Mean),
+        (
+            "pooling_mode_mean_sqrt_len_tokens",
+            PoolingMode::MeanSqrtLen,
+        ),
+        (
+            "pooling_mode_weightedmean_tokens",
+            PoolingMode::WeightedMean,
+        ),
+        ("pooling_mode_lasttoken", PoolingMode::LastToken),
+    ];
+
+    /// The mode's name in sentence-transformers' `pooling_mode` key.
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolingMode::Cls => "cls",
+            PoolingMode::Max => "max",
+            PoolingMode::Mean => "mean",
+            PoolingMode::MeanSqrtLen => "mean_sqrt_len_tokens",
+            PoolingMode::WeightedMean => "weightedmean",
+            PoolingMode::LastToken => "lasttoken",
+        }
+    }
+
+    /// Parses a `pooling_mode` name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::LEGACY_KEYS
+            .iter()
+            .map(|&(_, mode)| mode)
+            .find(|mode| mode.name() == name)
+    }
+}
+
+impl std::fmt::Display for PoolingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `1_Pooling/config.json`: the token embedding size and the modes, in output order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolingConfig {
+    pub embedding_dimension: usize,
+    pub modes: Vec<PoolingMode>,
+}
+
+impl PoolingConfig {
+    /// Mean pooling: what sentence-transformers uses for a plain transformers folder.
+    pub fn mean(embedding_dimension: usize) -> Self {
+        Self {
+            embedding_dimension,
+            modes: vec![PoolingMode::Mean],
+        }
+    }
+
+    /// Reads `1_Pooling/config.json`.
+    pub fn from_file(path: &Path) -> Result<Self, PoolingError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PoolingError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parses a pooling config. Both formats are accepted: the legacy one with
+    /// `word_embedding_dimension` and `pooling_mode_*` booleans (no mode on means `mean`, as in
+    /// sentence-transformers), and the current one with `embedding_dimension` and `pooling_mode`
+    /// (a name or a list of names, kept in the order given). `path` only names the file in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self, PoolingError> {
+        let invalid = |message: String| PoolingError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let value: Value = serde_json::from_str(text).map_err(|source| PoolingError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid("expected a JSON object".into()))?;
+
+        let dim_value = object
+            .get("embedding_dimension")
+            .or_else(|| object.get("word_embedding_dimension"))
+            .ok_or_else(|| invalid("missing \"word_embedding_dimension\"".into()))?;
+        let embedding_dimension = dim_value
+            .as_u64()
+            .filter(|&d| d > 0 && d <= 1 << 20)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "embedding dimension {dim_value} is not a positive integer ≤ 2^20"
+                ))
+            })? as usize;
+
+        if let Some(include_prompt) = object.get("include_prompt") {
+            if include_prompt != &Value::Bool(true) {
+                return Err(invalid(format!(
+                    "\"include_prompt\": {include_prompt} is not supported (Ember has no prompts; only true)"
+                )));
+            }
+        }
+
+        let modes = match object.get("pooling_mode") {
+            Some(Value::String(name)) => vec![Self::parse_mode(name, path)?],
+            Some(Value::Array(names)) => names
+                .iter()
+                .map(|name| match name {
+                    Value::String(name) => Self::parse_mode(name, path),
+                    other => Err(invalid(format!("pooling mode {other} is not a string"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "\"pooling_mode\" must be a name or a list of names, found {other}"
+                )))
+            }
+            None => {
+                let mut modes = Vec::new();
+                for (key, mode) in PoolingMode::LEGACY_KEYS {
+                    match object.get(key) {
+                        None | Some(Value::Bool(false)) | Some(Value::Null) => {}
+                        Some(Value::Bool(true)) => modes.push(mode),
+                        Some(other) => {
+                            return Err(invalid(format!(
+                                "\"{key}\" must be true or false, found {other}"
+                            )))
+                        }
+                    }
+                }
+                modes
+            }
+        };
+        let modes = if modes.is_empty() {
+            vec![PoolingMode::Mean]
+        } else {
+            modes
+        };
+        Ok(Self {
+            embedding_dimension,
+            modes,
+        })
+    }
+
+    fn parse_mode(name: &str, path: &Path) -> Result<PoolingMode, PoolingError> {
+        PoolingMode::from_name(name).ok_or_else(|| PoolingError::Invalid {
+            path: path.to_owned(),
+            message: format!(
+                "unknown pooling mode {name:?} (known: cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken)"
+            ),
+        })
+    }
+
+    /// Width of a pooled row: `modes · embedding_dimension`.
+    pub fn output_dim(&self) -> usize {
+        self.modes.len() * self.embedding_dimension
+    }
+}
+
+/// Pools a packed batch: `hidden` is `[T, H]`, `seq_offsets` describes the sequences, `out` is
+/// `[n, modes · H]`. Every sequence must hold at least one token.
+pub fn pool(
+    config: &PoolingConfig,
+    hidden: &[f32],
+    seq_offsets: &[usize],
+    out: &mut [f32],
+) -> Result<(), PoolingError> {
+    let h = config.embedding_dimension;
+    let out_dim = config.output_dim();
+    let n = seq_offsets.len().saturating_sub(1);
+    let tokens = seq_offsets.last().copied().unwrap_or(0);
+    if seq_offsets.first().is_some_and(|&first| first != 0) {
+        return Err(PoolingError::Shape("seq_offsets must start at 0".into()));
+    }
+    if hidden.len() != tokens * h {
+        return Err(PoolingError::Shape(format!(
+            "hidden has {} values, expected {tokens} tokens × {h}",
+            hidden.len()
+        )));
+    }
+    if out.len() != n * out_dim {
+        return Err(PoolingError::Shape(format!(
+            "output has {} values, expected {n} × {out_dim}",
+            out.len()
+        )));
+    }
+    for (s, window) in seq_offsets.windows(2).enumerate() {
+        let (start, end) = (window[0], window[1]);
+        if end <= start {
+            return Err(PoolingError::Shape(format!(
+                "sequence {s} is empty or reversed ({start}..{end})"
+            )));
+        }
+        let rows = &hidden[start * h..end * h];
+        let out_row = &mut out[s * out_dim..(s + 1) * out_dim];
+        for (mode, block) in config.modes.iter().zip(out_row.chunks_exact_mut(h)) {
+            pool_sequence(*mode, rows, h, block);
+        }
+    }
+    Ok(())
+}
+
+/// One mode over one sequence: `rows` is `[L, H]` with `L ≥ 1`, `out` is `[H]`.
+fn pool_sequence(mode: PoolingMode, rows: &[f32], h: usize, out: &mut [f32]) {
+    let len = rows.len() / h;
+    match mode {
+        PoolingMode::Cls => out.copy_from_slice(&rows[..h]),
+        PoolingMode::LastToken => out.copy_from_slice(&rows[(len - 1) * h..]),
+        PoolingMode::Max => {
+            out.copy_from_slice(&rows[..h]);
+            for row in rows.chunks_exact(h).skip(1) {
+                for (o, &x) in out.iter_mut().zip(row) {
+                    // torch's max propagates NaN; so does this.
+                    if x > *o || x.is_nan() {
+                        *o = x;
+                    }
+                }
+            }
+        }
+        PoolingMode::Mean | PoolingMode::MeanSqrtLen | PoolingMode::WeightedMean => {
+            let weighted = mode == PoolingMode::WeightedMean;
+            // Reduce column blocks in an f64 stack buffer: no allocation, one rounding per output.
+            const BLOCK: usize = 64;
+            let mut acc = [0f64; BLOCK];
+            for col in (0..h).step_by(BLOCK) {
+                let width = BLOCK.min(h - col);
+                acc[..width].fill(0.0);
+                for (i, row) in rows.chunks_exact(h).enumerate() {
+                    let weight = if weighted { (i + 1) as f64 } else { 1.0 };
+                    for (a, &x) in acc[..width].iter_mut().zip(&row[col..col + width]) {
+                        *a += weight * x as f64;
+                    }
+                }
+                let denominator = match mode {
+                    PoolingMode::Mean => len as f64,
+                    PoolingMode::MeanSqrtLen => (len as f64).sqrt(),
+                    _ => (len * (len + 1) / 2) as f64,
+                };
+                for (o, a) in out[col..col + width].iter_mut().zip(&acc[..width]) {
+                    *o = (a / denominator) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// sentence-transformers' `Normalize`: each row `x ← x / max(‖x‖₂, 1e-12)`; `data` is `[n, dim]`.
+pub fn normalize_rows(data: &mut [f32], dim: usize) {
+    if dim == 0 {
+        return;
+    }
+    for row in data.chunks_exact_mut(dim) {
+        let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        let scale = 1.0 / norm.max(1e-12);
+        for x in row.iter_mut() {
+            *x = (*x as f64 * scale) as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(modes: &[PoolingMode], h: usize) -> PoolingConfig {
+        PoolingConfig {
+            embedding_dimension: h,
+            modes: modes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn legacy_config_keeps_sentence_transformers_order() {
+        let text = r#"{"word_embedding_dimension": 4, "pooling_mode_mean_tokens": true,
+            "pooling_mode_cls_token": true, "pooling_mode_max_tokens": false, "pooling_mode_lasttoken": true}"#;
+        let c = PoolingConfig::from_json_str(text, Path::new("p.json")).unwrap();
+        assert_eq!(
+            c.modes,
+            vec![PoolingMode::Cls, PoolingMode::Mean, PoolingMode::LastToken]
+        );
+        assert_eq!(c.output_dim(), 12);
+    }
+
+    #[test]
+    fn new_config_keeps_given_order_and_empty_means_mean() {
+        let text =
+            r#"{"embedding_dimension": 8, "pooling_mode": ["max", "cls"], "include_prompt": true}"#;
+        let c = PoolingConfig::from_json_str(text, Path::new("p.json")).unwrap();
+        assert_eq!(c.modes, vec![PoolingMode::Max, PoolingMode::Cls]);
+        let c =
+            PoolingConfig::from_json_str(r#"{"word_embedding_dimension": 8}"#, Path::new("p.json"))
+                .unwrap();
+        assert_eq!(c.modes, vec![PoolingMode::Mean]);
+    }
+
+    #[test]
+    fn bad_configs_name_the_file() {
+        for text in [
+            "not json",
+            "[]",
+            r#"{"pooling_mode": "mean"}"#,
+            r#"{"embedding_dimension": 4, "pooling_mode": "median"}"#,
+            r#"{"embedding_dimension": 0}"#,
+            r#"{"embedding_dimension": 4, "pooling_mode_mean_tokens": "yes"}"#,
+            r#"{"embedding_dimension": 4, "include_prompt": false}"#,
+        ] {
+            let err =
+                PoolingConfig::from_json_str(text, Path::new("1_Pooling/config.json")).unwrap_err();
+            assert!(err.to_string().contains("1_Pooling/config.json"), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_mode_on_a_small_batch() {
+        // Two sequences, H = 2: [[1,2],[3,-4]] and [[5,6]].
+        let hidden = [1.0, 2.0, 3.0, -4.0, 5.0, 6.0];
+        let offsets = [0, 2, 3];
+        let modes = [
+            PoolingMode::Cls,
+            PoolingMode::Max,
+            PoolingMode::Mean,
+            PoolingMode::MeanSqrtLen,
+            PoolingMode::WeightedMean,
+            PoolingMode::LastToken,
+        ];
+        let c = config(&modes, 2);
+        let mut out = vec![f32::NAN; 2 * 12];
+        pool(&c, &hidden, &offsets, &mut out).unwrap();
+        let s = 2f32.sqrt();
+        let expected_first = [
+            1.0,
+            2.0, // cls
+            3.0,
+            2.0, // max
+            2.0,
+            -1.0, // mean
+            4.0 / s,
+            -2.0 / s, // mean_sqrt_len
+            7.0 / 3.0,
+            -2.0, // weightedmean: (1·1+2·3)/3, (1·2-2·4)/3
+            3.0,
+            -4.0, // lasttoken
+        ];
+        for (a, b) in out[..12].iter().zip(expected_first) {
+            assert!((a - b).abs() < 1e-6, "{out:?}");
+        }
+        assert!(out[12..].chunks(2).all(|pair| pair == [5.0, 6.0]));
+    }
+
+    #[test]
+    fn shape_errors_are_errors() {
+        let c = config(&[PoolingMode::Mean], 2);
+        let mut out = vec![0.0; 2];
+        assert!(pool(&c, &[1.0; 4], &[0, 3], &mut out).is_err());
+        assert!(pool(&c, &[1.0; 4], &[0, 0, 2], &mut vec![0.0; 4]).is_err());
+        assert!(pool(&c, &[1.0; 4], &[1, 2], &mut out).is_err());
+    }
+
+    #[test]
+    fn normalize_gives_unit_rows_and_keeps_zero_rows() {
+        let mut data = [3.0, 4.0, 0.0, 0.0];
+        normalize_rows(&mut data, 2);
+        assert_eq!(data, [0.6, 0.8, 0.0, 0.0]);
+    }
+}

@@ -1,0 +1,302 @@
+//! The [`Embedder`]: a loaded model folder that turns texts into sentence embeddings.
+//!
+//! `encode` tokenizes every text, orders them longest first (as sentence-transformers does),
+//! packs each batch of `batch_size` texts into one `[T, H]` matrix without padding, runs the
+//! encoder, pools, normalises when the folder says so, and writes each row back at its text's
+//! input position. Every kernel computes a row independently of the others in its batch and
+//! of the thread count, so a text's embedding is bit-identical however it is batched.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ember_bert::{BertModel, Workspace};
+use ember_pooling::{normalize_rows, pool, PoolingConfig};
+use rayon::prelude::*;
+
+use crate::folder::{resolve_model, ModelFolder};
+use crate::tokenize::TextTokenizer;
+use crate::EmberError;
+
+/// Default texts per forward pass (sentence-transformers' default batch size).
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// Options for loading an [`Embedder`].
+#[derive(Clone, Debug, Default)]
+pub struct EmbedderBuilder {
+    threads: Option<usize>,
+    batch_size: Option<usize>,
+}
+
+impl EmbedderBuilder {
+    /// Worker threads of the embedder's own pool (default: the machine's cores).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Texts per forward pass (default [`DEFAULT_BATCH_SIZE`]).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = Some(batch_size);
+        self
+    }
+
+    /// Loads a model: a folder path, or a hub id `org/name` found in the local Hugging Face
+    /// cache.
+    pub fn load(self, model: &str) -> Result<Embedder, EmberError> {
+        let dir = resolve_model(model)?;
+        self.load_dir(&dir)
+    }
+
+    /// Loads the model folder `dir`.
+    pub fn load_dir(self, dir: &Path) -> Result<Embedder, EmberError> {
+        let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if batch_size == 0 {
+            return Err(EmberError::Options("batch size must be at least 1".into()));
+        }
+        let threads = match self.threads {
+            Some(0) => return Err(EmberError::Options("threads must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ember-{i}"))
+            .build()
+            .map_err(|e| EmberError::Options(format!("cannot start {threads} threads: {e}")))?;
+
+        let folder = ModelFolder::open(dir)?;
+        let model = pool.install(|| BertModel::from_dir(&folder.transformer_dir))?;
+        let config = model.config();
+        let pooling = folder.pooling(config.hidden_size)?;
+        let tokenizer = TextTokenizer::load(
+            &folder.transformer_dir,
+            folder.max_seq_length,
+            folder.do_lower_case,
+            config.max_position_embeddings,
+        )?;
+        Ok(Embedder {
+            model,
+            tokenizer,
+            dim: pooling.output_dim(),
+            pooling,
+            normalize: folder.normalize,
+            batch_size,
+            pool,
+            states: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// Per-call scratch, kept between calls so steady-state encoding reuses its buffers.
+#[derive(Default)]
+struct EncodeState {
+    /// Token ids of every text of the call, in input order.
+    tokens: Vec<Vec<u32>>,
+    /// Text indices, longest first.
+    order: Vec<usize>,
+    /// The packed batch: ids `[T]` and `seq_offsets` `[n + 1]`.
+    batch_ids: Vec<u32>,
+    seq_offsets: Vec<usize>,
+    /// Pooled rows of the batch, `[n, dim]`.
+    pooled: Vec<f32>,
+    workspace: Workspace,
+}
+
+/// A sentence-transformers model ready to embed text. `Send + Sync`: share one between
+/// threads; concurrent calls each get their own scratch and run on the embedder's pool.
+///
+/// ```no_run
+/// let embedder = ember::Embedder::builder().threads(2).load("path/to/all-MiniLM-L6-v2")?;
+/// let embeddings = embedder.encode(&["A cat sits on the mat.", "A dog plays."])?;
+/// assert_eq!(embeddings.len(), 2);
+/// assert_eq!(embeddings.row(0).len(), embedder.dim());
+/// # Ok::<(), ember::EmberError>(())
+/// ```
+pub struct Embedder {
+    model: BertModel,
+    tokenizer: TextTokenizer,
+    pooling: PoolingConfig,
+    normalize: bool,
+    dim: usize,
+    batch_size: usize,
+    pool: rayon::ThreadPool,
+    states: Mutex<Vec<EncodeState>>,
+}
+
+impl Embedder {
+    pub fn builder() -> EmbedderBuilder {
+        EmbedderBuilder::default()
+    }
+
+    /// Loads a model folder (or cached hub id) with default options.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, EmberError> {
+        EmbedderBuilder::default().load_dir(dir.as_ref())
+    }
+
+    /// Width of an embedding.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Longest token sequence (special tokens included); longer texts are truncated.
+    pub fn max_seq_length(&self) -> usize {
+        self.tokenizer.max_seq_length()
+    }
+
+    pub fn pooling(&self) -> &PoolingConfig {
+        &self.pooling
+    }
+
+    /// Whether embeddings are L2-normalised (the folder lists a `Normalize` module).
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The token ids the encoder sees for `text`: `[CLS] … [SEP]`, truncated to
+    /// [`max_seq_length`](Self::max_seq_length).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EmberError> {
+        let mut ids = Vec::new();
+        self.tokenizer
+            .encode_into(text, &mut ids)
+            .map_err(|message| EmberError::Tokenize { index: 0, message })?;
+        Ok(ids)
+    }
+
+    /// Embeds `texts`: `[n, dim]`, rows in input order.
+    pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings, EmberError> {
+        let mut data = vec![0f32; texts.len() * self.dim];
+        self.encode_into(texts, &mut data)?;
+        Ok(Embeddings {
+            data,
+            rows: texts.len(),
+            dim: self.dim,
+        })
+    }
+
+    /// Embeds `texts` into `out` (`[n, dim]`, row-major), rows in input order.
+    pub fn encode_into<S: AsRef<str> + Sync>(&self, texts: &[S], out: &mut [f32]) -> Result<(), EmberError> {
+        if out.len() != texts.len() * self.dim {
+            return Err(EmberError::Options(format!(
+                "output buffer holds {} values, {} texts × {} need {}",
+                out.len(),
+                texts.len(),
+                self.dim,
+                texts.len() * self.dim
+            )));
+        }
+        let mut state = self
+            .states
+            .lock()
+            .map_err(|_| EmberError::Poisoned)?
+            .pop()
+            .unwrap_or_default();
+        let result = self.pool.install(|| self.encode_with(&mut state, texts, out));
+        // A failed call's scratch is still sound (buffers only ever grow): keep it.
+        if let Ok(mut states) = self.states.lock() {
+            states.push(state);
+        }
+        result
+    }
+
+    fn encode_with<S: AsRef<str> + Sync>(
+        &self,
+        state: &mut EncodeState,
+        texts: &[S],
+        out: &mut [f32],
+    ) -> Result<(), EmberError> {
+        let n = texts.len();
+        if state.tokens.len() < n {
+            state.tokens.resize_with(n, Vec::new);
+        }
+        let tokens = &mut state.tokens[..n];
+        texts
+            .par_iter()
+            .zip(tokens.par_iter_mut())
+            .enumerate()
+            .try_for_each(|(index, (text, ids))| {
+                self.tokenizer
+                    .encode_into(text.as_ref(), ids)
+                    .map_err(|message| EmberError::Tokenize { index, message })
+            })?;
+
+        state.order.clear();
+        state.order.extend(0..n);
+        // Stable: equal lengths keep input order.
+        state.order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
+
+        let dim = self.dim;
+        for chunk in state.order.chunks(self.batch_size) {
+            state.batch_ids.clear();
+            state.seq_offsets.clear();
+            state.seq_offsets.push(0);
+            for &i in chunk {
+                state.batch_ids.extend_from_slice(&tokens[i]);
+                state.seq_offsets.push(state.batch_ids.len());
+            }
+            let hidden = self
+                .model
+                .forward(&state.batch_ids, &state.seq_offsets, &mut state.workspace)?;
+            let rows = chunk.len() * dim;
+            if state.pooled.len() < rows {
+                state.pooled.resize(rows, 0.0);
+            }
+            let pooled = &mut state.pooled[..rows];
+            pool(&self.pooling, hidden, &state.seq_offsets, pooled)?;
+            if self.normalize {
+                normalize_rows(pooled, dim);
+            }
+            for (row, &i) in pooled.chunks_exact(dim).zip(chunk) {
+                out[i * dim..(i + 1) * dim].copy_from_slice(row);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Embeddings of `len()` texts, `[len, dim]` row-major f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Embeddings {
+    data: Vec<f32>,
+    rows: usize,
+    dim: usize,
+}
+
+impl Embeddings {
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Row `i`. Panics if `i >= len()`, like slice indexing.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = &[f32]> {
+        // `max(1)`: chunks_exact panics on 0; with dim 0 there is no data to iterate anyway.
+        self.data.chunks_exact(self.dim.max(1))
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+}

@@ -1,0 +1,231 @@
+//! A sentence-transformers model folder as published: where it is, which modules it chains,
+//! and how its Transformer module is configured.
+//!
+//! ```text
+//! modules.json                 [Transformer, Pooling, (Normalize)]
+//! <transformer path>/          config.json, model.safetensors, tokenizer.json | vocab.txt,
+//!                              tokenizer_config.json, sentence_bert_config.json
+//! 1_Pooling/config.json        pooling modes
+//! ```
+//! A folder without `modules.json` is a plain transformers folder; sentence-transformers then
+//! uses mean pooling and no normalisation, and so does Ember.
+
+use std::path::{Path, PathBuf};
+
+use ember_pooling::PoolingConfig;
+use serde_json::Value;
+
+use crate::EmberError;
+
+/// The modules of a model folder that Ember runs.
+#[derive(Clone, Debug)]
+pub struct ModelFolder {
+    /// The folder itself.
+    pub root: PathBuf,
+    /// The Transformer module's folder (the root, or e.g. `0_Transformer` in older models).
+    pub transformer_dir: PathBuf,
+    /// The Pooling module's config file, if `modules.json` lists one.
+    pub pooling_config: Option<PathBuf>,
+    /// Whether `modules.json` lists a `Normalize` module.
+    pub normalize: bool,
+    /// `sentence_bert_config.json`'s `max_seq_length`, when given.
+    pub max_seq_length: Option<usize>,
+    /// `sentence_bert_config.json`'s `do_lower_case`.
+    pub do_lower_case: bool,
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<Value, EmberError> {
+    let text = std::fs::read_to_string(path).map_err(|source| EmberError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| EmberError::Json {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl ModelFolder {
+    /// Reads `modules.json` (when present) and `sentence_bert_config.json` of `root`.
+    pub fn open(root: &Path) -> Result<Self, EmberError> {
+        if !root.is_dir() {
+            return Err(EmberError::ModelNotFound {
+                model: root.display().to_string(),
+                looked: vec![root.to_owned()],
+            });
+        }
+        let modules_path = root.join("modules.json");
+        let mut folder = ModelFolder {
+            root: root.to_owned(),
+            transformer_dir: root.to_owned(),
+            pooling_config: None,
+            normalize: false,
+            max_seq_length: None,
+            do_lower_case: false,
+        };
+        if modules_path.exists() {
+            folder.read_modules(&modules_path)?;
+        }
+        let sbert_path = folder.transformer_dir.join("sentence_bert_config.json");
+        if sbert_path.exists() {
+            let value = read_json(&sbert_path)?;
+            let invalid = |message: String| EmberError::Invalid {
+                path: sbert_path.clone(),
+                message,
+            };
+            let object = value
+                .as_object()
+                .ok_or_else(|| invalid("expected a JSON object".into()))?;
+            folder.max_seq_length = match object.get("max_seq_length") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| invalid(format!("max_seq_length {v} is not a positive integer")))?
+                        as usize,
+                ),
+            };
+            folder.do_lower_case = match object.get("do_lower_case") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => return Err(invalid(format!("do_lower_case {v} is not true or false"))),
+            };
+        }
+        Ok(folder)
+    }
+
+    fn read_modules(&mut self, path: &Path) -> Result<(), EmberError> {
+        let invalid = |message: String| EmberError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let value = read_json(path)?;
+        let modules = value
+            .as_array()
+            .ok_or_else(|| invalid("expected a JSON list of modules".into()))?;
+        let mut saw_transformer = false;
+        for (i, module) in modules.iter().enumerate() {
+            let kind = module
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("module {i} has no \"type\"")))?;
+            let sub_path = module.get("path").and_then(Value::as_str).unwrap_or("");
+            let dir = safe_join(&self.root, sub_path).ok_or_else(|| {
+                invalid(format!("module {i} path {sub_path:?} leaves the model folder"))
+            })?;
+            // Types are dotted Python paths that moved between versions
+            // (`sentence_transformers.models.Pooling`, `…base.modules.…`): match the class name.
+            let class = kind.rsplit('.').next().unwrap_or(kind);
+            match class {
+                "Transformer" if !saw_transformer && i == 0 => {
+                    saw_transformer = true;
+                    self.transformer_dir = dir;
+                }
+                "Pooling" if saw_transformer && self.pooling_config.is_none() && !self.normalize => {
+                    self.pooling_config = Some(dir.join("config.json"));
+                }
+                "Normalize" if saw_transformer && !self.normalize => self.normalize = true,
+                "Transformer" | "Pooling" | "Normalize" => {
+                    return Err(invalid(format!(
+                        "module {i} ({kind}) is out of the order Ember runs: Transformer, Pooling, Normalize"
+                    )))
+                }
+                _ => {
+                    return Err(EmberError::UnsupportedModule {
+                        path: path.to_owned(),
+                        module: kind.to_owned(),
+                    })
+                }
+            }
+        }
+        if !saw_transformer {
+            return Err(invalid("no Transformer module".into()));
+        }
+        Ok(())
+    }
+
+    /// The pooling to apply: `1_Pooling/config.json` when listed, else sentence-transformers'
+    /// default (mean) over `hidden_size`.
+    pub fn pooling(&self, hidden_size: usize) -> Result<PoolingConfig, EmberError> {
+        match &self.pooling_config {
+            Some(path) => {
+                let config = PoolingConfig::from_file(path)?;
+                if config.embedding_dimension != hidden_size {
+                    return Err(EmberError::Invalid {
+                        path: path.clone(),
+                        message: format!(
+                            "word_embedding_dimension {} differs from the model's hidden_size {hidden_size}",
+                            config.embedding_dimension
+                        ),
+                    });
+                }
+                Ok(config)
+            }
+            None => Ok(PoolingConfig::mean(hidden_size)),
+        }
+    }
+}
+
+/// `root/sub`, refusing absolute paths and `..` so a module path cannot leave the folder.
+fn safe_join(root: &Path, sub: &str) -> Option<PathBuf> {
+    let sub = Path::new(sub);
+    let escapes = sub.components().any(|c| {
+        !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)
+    });
+    (!escapes).then(|| root.join(sub))
+}
+
+/// Resolves `--model`: a folder path, or a hub id `org/name` found offline in the local
+/// Hugging Face cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`),
+/// at `models--org--name/snapshots/<refs/main or the only snapshot>/`.
+pub fn resolve_model(model: &str) -> Result<PathBuf, EmberError> {
+    let as_path = PathBuf::from(model);
+    if as_path.is_dir() {
+        return Ok(as_path);
+    }
+    let mut looked = vec![as_path];
+    let is_hub_id = {
+        let parts: Vec<&str> = model.split('/').collect();
+        parts.len() == 2
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            && !parts.iter().any(|p| *p == "." || *p == "..")
+    };
+    if is_hub_id {
+        if let Some(cache) = hub_cache_dir() {
+            let repo = cache.join(format!("models--{}", model.replace('/', "--")));
+            let snapshots = repo.join("snapshots");
+            let from_ref = std::fs::read_to_string(repo.join("refs").join("main"))
+                .ok()
+                .map(|rev| snapshots.join(rev.trim()));
+            let candidate = from_ref.filter(|p| p.is_dir()).or_else(|| {
+                let entries: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+                    .ok()?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_dir())
+                    .collect();
+                (entries.len() == 1).then(|| entries[0].clone())
+            });
+            if let Some(dir) = candidate {
+                return Ok(dir);
+            }
+            looked.push(snapshots);
+        }
+    }
+    Err(EmberError::ModelNotFound {
+        model: model.to_owned(),
+        looked,
+    })
+}
+
+fn hub_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(home) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(home).join("hub"));
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".cache").join("huggingface").join("hub"))
+}

@@ -1,0 +1,61 @@
+//! Ember: sentence embeddings from BERT-family sentence-transformers models, in pure Rust.
+//!
+//! Load a model folder as published on the hub (`config.json`, `model.safetensors`,
+//! `tokenizer.json` or `vocab.txt`, `modules.json`, `1_Pooling/config.json`,
+//! `sentence_bert_config.json`) and embed text; the rows match what sentence-transformers gives
+//! for the same folder.
+//!
+//! ```no_run
+//! use ember::Embedder;
+//!
+//! let embedder = Embedder::from_dir("models/all-MiniLM-L6-v2")?;
+//! let embeddings = embedder.encode(&["The cat sits outside", "A man is playing guitar"])?;
+//! for row in embeddings.rows() {
+//!     println!("{:?}", &row[..4]);
+//! }
+//! # Ok::<(), ember::EmberError>(())
+//! ```
+
+pub mod embedder;
+pub mod folder;
+pub mod tokenize;
+
+use std::path::PathBuf;
+
+pub use embedder::{Embedder, EmbedderBuilder, Embeddings, DEFAULT_BATCH_SIZE};
+pub use folder::{resolve_model, ModelFolder};
+
+/// Everything that can go wrong loading a model folder or embedding text.
+#[derive(Debug, thiserror::Error)]
+pub enum EmberError {
+    #[error("model {model:?} not found (looked in {})", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    ModelNotFound { model: String, looked: Vec<PathBuf> },
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: module {module:?} is not supported (Ember runs Transformer, Pooling, Normalize)")]
+    UnsupportedModule { path: PathBuf, module: String },
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("text {index}: cannot tokenize: {message}")]
+    Tokenize { index: usize, message: String },
+    #[error(transparent)]
+    Bert(#[from] ember_bert::BertError),
+    #[error(transparent)]
+    Pooling(#[from] ember_pooling::PoolingError),
+    #[error("options: {0}")]
+    Options(String),
+    #[error("a previous call panicked while holding the embedder's scratch lock")]
+    Poisoned,
+}

@@ -1,0 +1,1005 @@
+#!/usr/bin/env python3
+"""Generate the sentence-transformers reference fixtures for Ember's Rust tests.
+
+The outputs are committed under ``tests/fixtures/``; ``cargo test`` reads them and never runs
+Python. Rerun this script only to regenerate them (pinned environment:
+``tests/reference/requirements.txt``)::
+
+    HF_HUB_OFFLINE=1 python tests/reference/make_reference.py --minilm-dir /path/to/all-MiniLM-L6-v2
+
+It writes (all paths relative to the repository root):
+
+``tests/fixtures/texts.json``
+    JSON list of awkward input texts (empty, whitespace, control characters, NUL, many scripts,
+    emoji, code, literal special-token strings, texts far beyond every length limit, and
+    exact truncation-boundary texts).
+
+``tests/fixtures/minilm_reference.json``
+    all-MiniLM-L6-v2 through ``SentenceTransformer(dir, device="cpu").encode(texts, batch_size=16)``
+    (its own Normalize applies): truncated unpadded ``input_ids`` and f32 embeddings for every text.
+
+``tests/fixtures/tiny-bert/``, ``tiny-bert-gelu-new/``, ``tiny-bert-relu/``
+    Tiny random BertModels (hidden 52, 4 heads of 13, intermediate 76, 2 layers, 64 positions,
+    reduced 2,601-entry WordPiece vocab) saved as complete sentence-transformers folders
+    (Transformer + mean Pooling, max_seq_length 40, no Normalize). Every parameter, LayerNorm
+    and biases included, is re-randomised so that every term of the forward pass matters.
+    Only ``hidden_act`` (gelu / gelu_new / relu) and the seed differ between them.
+
+``tests/fixtures/tiny_reference.json``
+    Embeddings of the tiny models under all 63 non-empty subsets of the six pooling modes
+    (tiny-bert), a few with Normalize appended, non-canonical mode orders, and two subsets each
+    for the gelu_new and relu variants.
+
+``tests/fixtures/sbert_base_seeded_reference.json``
+    A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
+    max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
+    below) that the Rust tests re-implement, so the ~440 MB folder is built in a temporary
+    directory and never committed. Holds weight checksums, input_ids and embeddings.
+
+Floats are written as the shortest decimal string that parses back (also via f64 then a cast)
+to the identical f32. The script is deterministic: torch runs single-threaded on the CPU and all
+random weights come from fixed seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import safetensors  # noqa: E402
+import safetensors.numpy  # noqa: E402
+import sentence_transformers  # noqa: E402
+import tokenizers  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from sentence_transformers import SentenceTransformer  # noqa: E402
+from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: E402
+from transformers import BertConfig, BertModel, BertTokenizer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+# --------------------------------------------------------------------------------------------
+# Texts
+# --------------------------------------------------------------------------------------------
+
+LONG_LIGHTHOUSE = """Lighthouses have guided sailors along dangerous coasts for more than two thousand years. The earliest beacons were simple fires burning on hilltops or on the roofs of tall buildings near harbours, and keepers had to feed them with wood, coal or oil through the night. Over the centuries the towers grew taller and the lights grew brighter. In the early nineteenth century the French engineer Augustin Fresnel designed a lens made of concentric rings of glass prisms, which could gather the light of a single lamp and throw it as a narrow beam far out to sea. A good Fresnel lens could be seen from more than twenty nautical miles away on a clear night, and it quickly became the standard for lighthouses around the world.
+
+Each lighthouse was given its own character so that sailors could tell them apart. Some flashed once every five seconds, others showed two short flashes followed by a long pause, and a few displayed coloured sectors that warned ships when they had strayed into shallow water. Captains carried printed lists describing every light on their route, and a careful navigator could fix the position of the ship simply by timing the flashes with a watch.
+
+Life for the keepers was often lonely and hard. On remote rocks they might be cut off for weeks by storms, relying on stored food and rainwater. They trimmed wicks, polished brass, cleaned soot from the glass and wound the clockwork that turned the lens. Many kept detailed logbooks recording the weather, passing vessels and every small repair.
+
+Today almost all lighthouses are automated. Electric lamps, solar panels and remote monitoring have replaced the keepers, and satellite navigation means that few ships depend on the lights alone. Yet the towers remain important landmarks, and many have been turned into museums, guest houses or nature reserves, where visitors can climb the spiral stairs and look out over the same waters that the old keepers watched for so long."""
+
+LONG_BREAD = """Baking bread at home is a slow process that rewards patience more than skill. A basic loaf needs only four ingredients: flour, water, salt and yeast. When the flour is mixed with water, two proteins in the wheat join together to form gluten, a stretchy network that traps the gas produced by the yeast. Kneading the dough for ten minutes, or simply folding it a few times over several hours, strengthens this network so that the loaf can rise high without collapsing.
+
+Sourdough bakers skip commercial yeast altogether and rely on a starter, a mixture of flour and water that has been left to ferment until wild yeasts and lactic acid bacteria settle in. The starter must be fed regularly, usually once or twice a day, and it develops a sour, slightly fruity smell. A spoonful of active starter added to a fresh dough will slowly raise it over twelve to eighteen hours, giving the finished bread a chewy crumb, a crisp crust and a mild tang.
+
+Temperature matters a great deal. In a warm kitchen the dough may double in size within a few hours, while in a cold room it can take all night. Many bakers deliberately chill the shaped loaf in the refrigerator overnight, because the long, cool fermentation deepens the flavour and makes the dough easier to score with a sharp blade just before baking.
+
+The oven should be very hot, often around 250 degrees Celsius, and a little steam during the first minutes helps the crust stay soft long enough for the loaf to expand. Some people bake inside a heavy cast-iron pot with a lid, which traps the moisture released by the dough. After about forty minutes the bread should sound hollow when tapped on the bottom. It is tempting to cut it immediately, but letting it cool for an hour allows the crumb to set and the flavour to settle."""
+
+LONG_MULTILINGUAL = """Le petit village se trouve au bord d'une rivière tranquille, entouré de champs de blé et de vignes. Chaque samedi, les habitants se retrouvent sur la place du marché pour acheter du fromage, du pain frais et des légumes de saison.
+El pequeño pueblo está junto a un río tranquilo, rodeado de campos de trigo y viñedos. Cada sábado, los vecinos se reúnen en la plaza del mercado para comprar queso, pan recién hecho y verduras de temporada.
+这个小村庄坐落在一条安静的河边，周围是麦田和葡萄园。每个星期六，村民们都会聚集在市场广场上，购买奶酪、新鲜面包和时令蔬菜。
+その小さな村は静かな川のほとりにあり、小麦畑とぶどう畑に囲まれています。毎週土曜日、村人たちは市場の広場に集まり、チーズや焼きたてのパン、旬の野菜を買います。
+Маленькая деревня стоит на берегу тихой реки, окружённая пшеничными полями и виноградниками. Каждую субботу жители собираются на рыночной площади, чтобы купить сыр, свежий хлеб и сезонные овощи."""
+
+LONG_ESSAY = """Search engines once relied almost entirely on matching the exact words in a query against the words in a document. If you typed "cheap flights to Rome", the engine looked for pages containing those words, perhaps giving extra weight to rare terms and to words that appeared in the title. This approach, built on inverted indexes and scoring formulas such as TF-IDF and BM25, is fast and surprisingly effective, and it still powers a large share of the world's search systems. Its weakness is that it knows nothing about meaning. A page that talks about "inexpensive airfare to Italy's capital" shares almost no words with the query, even though it answers it perfectly, and a page that mentions "Rome, Georgia" may score highly despite being about a different city altogether.
+
+Sentence embeddings attack this problem from a different direction. Instead of comparing words, a neural network reads the whole sentence and produces a list of a few hundred numbers, called a vector, that summarises what the sentence is about. Sentences with similar meanings end up with vectors that point in similar directions, so the similarity between two texts can be measured by the cosine of the angle between their vectors. A model trained this way will place "cheap flights to Rome" close to "inexpensive airfare to Italy's capital" and far from "how to repair a bicycle chain", even though it was never told explicitly that these phrases are related.
+
+Most modern embedding models are built on the transformer architecture. The input text is first split into tokens by a tokenizer, which breaks rare words into smaller pieces so that the vocabulary stays manageable. Each token is mapped to a learned vector, and a position vector is added so the model knows the order of the words. The vectors then pass through a stack of identical layers. In each layer, an attention mechanism lets every token look at every other token and gather information from the ones that matter most, and a small feed-forward network transforms the result. Layer normalisation and residual connections keep the numbers in a stable range as they flow through the stack. At the end, the model has one output vector per token, and a pooling step, often a simple average over all the tokens, collapses them into a single vector for the whole sentence.
+
+Training such a model usually happens in two stages. First, a large network is pre-trained on enormous amounts of text with a self-supervised objective, for example by hiding some words and asking the model to guess them from the context. This teaches it grammar, facts and a rough sense of meaning. Second, the model is fine-tuned on pairs of sentences that are known to be related, such as questions and their answers, titles and their articles, or two captions describing the same photograph. The fine-tuning objective pulls the vectors of related pairs together and pushes unrelated sentences apart, and after many millions of such examples the geometry of the vector space starts to reflect meaning rather than surface form.
+
+Running an embedding model in production raises practical questions that have little to do with machine learning. The tokenizer must behave exactly as it did during training, down to the treatment of accents, capital letters, unusual whitespace and characters from scripts the designers never thought about. Long documents must be truncated or split, because the model can only attend to a limited number of tokens at once. Numbers must be computed consistently across different processors, so that a vector computed today on one machine can be compared with a vector computed last year on another. Small differences in rounding are usually harmless, but a bug that silently drops a layer or mishandles padding can ruin search quality while every individual result still looks plausible.
+
+For this reason, engineers who reimplement a model in a new language or on new hardware tend to test their work against a trusted reference. They collect a set of awkward inputs, run them through the original implementation, save the outputs, and check that the new code reproduces them within a tight tolerance. The inputs deliberately include empty strings, emoji, mixed scripts, control characters and texts far longer than the model's limit, because these are exactly the cases where two implementations that agree on ordinary sentences are most likely to diverge. When every case matches, the team can be confident that the new engine computes the same function as the old one, and only then does it make sense to start optimising for speed.
+
+There is also the question of cost. A model with a few hundred million parameters can embed thousands of sentences per second on a modern graphics card, but many applications run on ordinary servers or even on laptops and phones, where memory and power are limited. Smaller models, distilled from larger ones, trade a little accuracy for a large gain in speed, and careful engineering of the matrix multiplications, the memory layout and the batching of requests can make an even bigger difference. Sorting a batch of inputs by length before padding them, for example, avoids wasting computation on padding tokens, while caching the embeddings of documents that rarely change means they never have to be computed twice.
+
+Finally, embeddings are only one part of a retrieval system. The vectors must be stored in an index that can find the nearest neighbours of a query among millions of candidates in a few milliseconds, which usually means accepting approximate answers. The results are often re-ranked by a slower but more accurate model, combined with traditional keyword scores, filtered by date, language or permissions, and then presented to a user who will judge the whole system by whether the first few results are useful. Each of these steps can be tested separately, and each deserves the same attention to detail as the embedding model itself."""
+
+MEDIUM = (
+    "A medium-length sentence for testing truncation: the committee reviewed forty-two proposals "
+    "over three long days, approved seventeen of them, asked for revisions on nine, and rejected "
+    "the rest because their budgets were unclear or their timelines were unrealistic."
+)
+
+
+def boundary_text(n_words: int) -> str:
+    """n_words copies of "a": exactly n_words word pieces in every vocab used here."""
+    return " ".join(["a"] * n_words)
+
+
+# The first 24 texts are the shared "core" set encoded by every reference (tiny and seeded
+# SBERT-base encode core + their own two truncation-boundary texts). Order is part of the format.
+CORE_TEXTS = [
+    "",
+    "   ",
+    "\t\n",
+    "The quick brown fox jumps over the lazy dog.",
+    "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG!",
+    "Crème brûlée à la café",
+    "naïve façade Ångström",
+    "我喜欢在周末去公园散步。",
+    "東京は日本の首都です。ひらがなとカタカナ。",
+    "안녕하세요, 만나서 반갑습니다.",
+    "I love pizza 🍕🍕! Family: 👨\u200d👩\u200d👧\u200d👦, flags 🇺🇸🇯🇵🇩🇪, thumbs 👍🏽",
+    "a\u0000b",
+    "[CLS] [SEP] [MASK] [UNK]",
+    LONG_LIGHTHOUSE,
+    MEDIUM,
+    'fn main() { let name = "Ember"; println!("Hello, {}!", name); }',
+    "Total: $1,234.56 (€1.099,00) on 2024-03-15 at 14:30 UTC; ±3.5% ≈ ¥180,000 or £99.99",
+    "Visit https://example.com/path?q=search&lang=en#frag or mail john.doe+tag@example.org",
+    "مرحبا بالعالم، كيف حالك اليوم؟",
+    "Привет, мир! Как дела у тебя сегодня?",
+    "Die Straße ist sehr schön, und die Bäume blühen im Frühling.",
+    "?!?!... --- ((([[[{{{<<<>>>}}}]]]))) !!! ??? ;;; ::: ,,, *** ~~~ ```",
+    "hello hello hello hello hello world world world hello hello",
+    LONG_ESSAY,
+]
+
+MORE_TEXTS = [
+    "Hello",
+    "a",
+    "HeLLo WoRLd, ThIs Is MiXeD CaSe TeXt wItH iPhone and eBay",
+    "Le cœur a ses raisons que la raison ne connaît point.",
+    "¿Dónde está la biblioteca? ¡Vamos a la playa mañana por la mañana!",
+    "Ich möchte gerne einen Kaffee und ein Stück Kuchen, bitte.",
+    "שלום עולם, מה שלומך היום?",
+    "नमस्ते दुनिया, आप कैसे हैं?",
+    "สวัสดีครับ ยินดีที่ได้รู้จัก",
+    "Γειά σου Κόσμε! ΟΔΟΣ ΣΟΦΟΣ και οδός",
+    "İstanbul'da ISPARTA ıslak ışık",
+    "ＡＢＣ１２３\u3000全角テキスト",
+    "ﬁnance ﬂow ligatures ½ ² ℃ ™ Ⅻ",
+    "e\u0301cole (decomposed) vs école (precomposed)",
+    "zero\u200bwidth\u200cnon\u200djoiner, soft\u00adhyphen and \ufeffBOM",
+    "line1\r\nline2\rline3\x0bvertical\x0cformfeed",
+    "bell\x07 esc\x1b[31m red \x1b[0m del\x7f nel\u0085 nbsp\u00a0end",
+    "replacement char \ufffd and private use \ue000 here",
+    "𝐀𝐁𝐂 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝄞 music",
+    "∑∫√∞ ≠ ≤ ≥ ∀x∈ℝ: x² ≥ 0",
+    "def add(a, b):\n    # add two numbers\n    return a + b\n",
+    "SELECT id, name FROM users WHERE age > 30 AND city = 'Oslo' ORDER BY name DESC LIMIT 10;",
+    '{"key": "value", "list": [1, 2, 3], "nested": {"a": null, "b": true}}',
+    "impl<T: Clone> Stack<T> { fn peek(&self) -> Option<&T> { self.items.last() } }",
+    '<div class="note">Hello &amp; welcome</div>',
+    "Pneumonoultramicroscopicsilicovolcanoconiosis is a very long word.",
+    "abcdefghij" * 12 + " is one word longer than 100 characters",
+    "The year 1999 was followed by 2000; π ≈ 3.14159, e ≈ 2.71828, 10^6 = 1,000,000.",
+    "Call +1 (555) 123-4567 or 0800-FLOWERS before 5pm.",
+    "don't can't won't it's y'all rock'n'roll",
+    "[CLS]hello[SEP]world[MASK]",
+    "[cls] [sep] [mask] lowercase special tokens",
+    "  leading and trailing spaces  ",
+    "multiple     internal\t\tspaces\n\n\nand newlines",
+    "😀😃😄😁😆😅😂🤣",
+    "🏳️\u200d🌈 🏴\u200d☠️ 👩🏽\u200d💻 ❤️ ☺️",
+    "中文和English混合的句子with数字123。",
+    "日本語のテキストにはひらがな、カタカナ、漢字が含まれています。",
+    "한국어 문장은 공백으로 단어를 구분합니다.",
+    "Mixed scripts: Hello Привет Γειά مرحبا שלום 你好 こんにちは 안녕",
+    "Sentence embeddings map text to dense vectors for semantic search.",
+    "What is the capital of France?",
+    "Paris is the capital and most populous city of France.",
+    "ALL CAPS SENTENCE WITH NUMBERS 123 AND SYMBOLS #@$%",
+    "#hashtag @mention $TICKER %percent ^caret &amp *star",
+    "C:\\Users\\name\\Documents\\file.txt and /usr/local/bin/ember",
+    "user@example.com, admin@sub.domain.co.uk",
+    "https://example.com/image.png",
+    "Tab\tseparated\tvalues\t1\t2\t3",
+    "One.Two.Three...Four....Five",
+    "1234567890",
+    "3.14159265358979323846264338327950288419716939937510",
+    "Ünïcödé Ümläüts ÄÖÜ äöü ß ẞ",
+    LONG_BREAD,
+    LONG_MULTILINGUAL,
+    " ".join(["na"] * 300) + " batman",
+]
+
+# (name, n_words): " ".join(["a"] * n) tokenizes to n pieces, so with [CLS]/[SEP] it is n + 2.
+BOUNDARY_TEXTS = [
+    ("tiny: exactly 40 tokens", 38),
+    ("tiny: 41 tokens, truncated to 40", 39),
+    ("sbert-base: exactly 75 tokens", 73),
+    ("sbert-base: 76 tokens, truncated to 75", 74),
+    ("minilm: exactly 256 tokens", 254),
+    ("minilm: 257 tokens, truncated to 256", 255),
+]
+
+
+def all_texts() -> list[str]:
+    texts = CORE_TEXTS + MORE_TEXTS + [boundary_text(n) for _, n in BOUNDARY_TEXTS]
+    assert len(texts) == len(set(texts)), "duplicate texts"
+    return texts
+
+
+N_CORE = len(CORE_TEXTS)
+
+
+def boundary_index(n_words: int) -> int:
+    return N_CORE + len(MORE_TEXTS) + [n for _, n in BOUNDARY_TEXTS].index(n_words)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON with exact f32 values
+# --------------------------------------------------------------------------------------------
+
+
+def f32_str(x) -> str:
+    """Shortest decimal that round-trips to the same f32, also when parsed as f64 then cast."""
+    v = np.float32(x)
+    if not np.isfinite(v):
+        raise ValueError(f"non-finite value {v!r}")
+    s = str(v)  # numpy: shortest repr that uniquely identifies the float32
+    if np.float32(float(s)) != v or (v == 0 and math.copysign(1, float(s)) != math.copysign(1, float(v))):
+        s = repr(float(v))  # the exact f64 of the f32: casts back exactly
+    return s
+
+
+class F32Rows:
+    """2-D float32 data, written one row per line."""
+
+    def __init__(self, a):
+        a = np.asarray(a)
+        assert a.dtype == np.float32 and a.ndim == 2, (a.dtype, a.shape)
+        self.a = a
+
+
+class F32List:
+    def __init__(self, a):
+        a = np.asarray(a)
+        assert a.dtype == np.float32 and a.ndim == 1, (a.dtype, a.shape)
+        self.a = a
+
+
+class IntRows:
+    """List of int lists, one per line."""
+
+    def __init__(self, rows):
+        self.rows = [[int(v) for v in r] for r in rows]
+
+
+class StrRows:
+    def __init__(self, rows):
+        self.rows = list(rows)
+
+
+def _dump(obj, ind: int) -> str:
+    pad = "  " * (ind + 1)
+    end = "  " * ind
+    if isinstance(obj, F32Rows):
+        if len(obj.a) == 0:
+            return "[]"
+        return "[\n" + ",\n".join(pad + "[" + ",".join(f32_str(v) for v in row) + "]" for row in obj.a) + "\n" + end + "]"
+    if isinstance(obj, F32List):
+        return "[" + ",".join(f32_str(v) for v in obj.a) + "]"
+    if isinstance(obj, IntRows):
+        if not obj.rows:
+            return "[]"
+        return "[\n" + ",\n".join(pad + json.dumps(r) for r in obj.rows) + "\n" + end + "]"
+    if isinstance(obj, StrRows):
+        if not obj.rows:
+            return "[]"
+        return "[\n" + ",\n".join(pad + json.dumps(s, ensure_ascii=False) for s in obj.rows) + "\n" + end + "]"
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [pad + json.dumps(str(k)) + ": " + _dump(v, ind + 1) for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + end + "}"
+    if isinstance(obj, (list, tuple)):
+        if all(isinstance(v, (str, int, float, bool)) or v is None for v in obj) and len(json.dumps(obj)) < 100:
+            return json.dumps(list(obj), ensure_ascii=False)
+        if not obj:
+            return "[]"
+        return "[\n" + ",\n".join(pad + _dump(v, ind + 1) for v in obj) + "\n" + end + "]"
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ValueError("non-finite float")
+        return repr(obj)
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def write_json(path: Path, obj) -> None:
+    text = _dump(obj, 0) + "\n"
+    path.write_text(text, encoding="utf-8")
+    json.loads(text)  # must be valid JSON
+
+
+def check_f32_roundtrip(path: Path, key_path: list, expected: np.ndarray) -> None:
+    """Re-read a fixture and verify the stored floats are bit-identical to what we computed."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for k in key_path:
+        data = data[k]
+    got = np.asarray(data, dtype=np.float64).astype(np.float32)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    assert np.array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32)), path
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def versions() -> dict:
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def unpadded_input_ids(model: SentenceTransformer, texts: list[str]) -> list[list[int]]:
+    """Token ids exactly as ST's encode() feeds them to the model, per text, without padding.
+
+    Each text is preprocessed alone (so there is no padding) and, as a cross-check, the
+    attention-masked rows of batched preprocessing (batch_size 16 as in encode) must agree.
+    """
+    single = []
+    for t in texts:
+        f = model.preprocess([t])
+        ids = f["input_ids"][0].tolist()
+        assert f["attention_mask"][0].tolist() == [1] * len(ids)
+        if "token_type_ids" in f:
+            assert f["token_type_ids"][0].tolist() == [0] * len(ids)
+        single.append(ids)
+    for s in range(0, len(texts), 16):
+        f = model.preprocess(texts[s : s + 16])
+        for i, (row, mask) in enumerate(zip(f["input_ids"].tolist(), f["attention_mask"].tolist())):
+            n = sum(mask)
+            assert mask == [1] * n + [0] * (len(mask) - n)
+            assert row[:n] == single[s + i] and all(v == 0 for v in row[n:])
+    return single
+
+
+def untruncated_counts(tokenizer_json: Path, texts: list[str]) -> list[int]:
+    """Token counts (incl. [CLS]/[SEP]) before truncation, via the plain `tokenizers` library."""
+    rt = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+    rt.no_padding()
+    rt.no_truncation()
+    return [len(rt.encode(t).ids) for t in texts]
+
+
+def encode(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
+    e = model.encode(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False)
+    assert e.dtype == np.float32 and e.shape[0] == len(texts)
+    assert np.isfinite(e).all()
+    return e
+
+
+def loading_info(folder: Path) -> dict:
+    _, info = BertModel.from_pretrained(str(folder), output_loading_info=True)
+    return {k: sorted(map(str, v)) if not isinstance(v, dict) else v for k, v in info.items()}
+
+
+def fsize(p: Path) -> int:
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size
+
+
+def sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# all-MiniLM-L6-v2
+# --------------------------------------------------------------------------------------------
+
+
+def make_minilm(minilm_dir: Path, texts: list[str]) -> dict:
+    print(f"[minilm] transformers load report: {loading_info(minilm_dir)}")
+    model = SentenceTransformer(str(minilm_dir), device="cpu")
+    msl = model.max_seq_length
+    tok = model.tokenizer
+    print(f"[minilm] modules: {[type(m).__name__ for m in model]}; max_seq_length={msl}; "
+          f"tokenizer={type(tok).__name__} model_max_length={tok.model_max_length}")
+    raw = json.loads((minilm_dir / "tokenizer.json").read_text())
+    print(f"[minilm] tokenizer.json says truncation={raw['truncation']} padding={raw['padding']}")
+    assert msl == 256 and tok.model_max_length == 256
+
+    ids = unpadded_input_ids(model, texts)
+    # ST adds nothing on top of the plain `tokenizers` pipeline + truncation to max_seq_length.
+    rt = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    rt.no_padding()
+    rt.enable_truncation(max_length=msl)
+    for t, row in zip(texts, ids):
+        assert rt.encode(t).ids == row, t
+    lens = [len(r) for r in ids]
+    assert max(lens) == msl
+    for r in ids:
+        assert r[0] == 101 and r[-1] == 102
+    assert lens[boundary_index(254)] == 256 and lens[boundary_index(255)] == 256
+    assert ids[boundary_index(255)][-2] == 1037  # truncation cuts content, then re-appends [SEP]
+
+    full = untruncated_counts(minilm_dir / "tokenizer.json", texts)
+    assert all(len(r) == min(n, msl) for r, n in zip(ids, full))
+    emb = encode(model, texts)
+    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+    assert np.all(np.abs(norms - 1) < 1e-5), norms
+    single = np.stack([encode(model, [t])[0] for t in texts])
+    diff = float(np.abs(single - emb).max())
+    print(f"[minilm] {len(texts)} texts; token counts min {min(lens)} max {max(lens)}; "
+          f"truncated: {sum(n > msl for n in full)}; "
+          f"max |batched - one-at-a-time| = {diff:.3g}")
+    out = {
+        "model": "all-MiniLM-L6-v2",
+        "versions": versions(),
+        "torch_num_threads": torch.get_num_threads(),
+        "encode_call": "SentenceTransformer(dir, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
+        "max_seq_length": msl,
+        "normalized": True,
+        "dim": int(emb.shape[1]),
+        "max_abs_diff_batched_vs_single": diff,
+        "texts": StrRows(texts),
+        "num_tokens_untruncated": full,
+        "input_ids": IntRows(ids),
+        "embeddings": F32Rows(emb),
+    }
+    path = FIXTURES / "minilm_reference.json"
+    write_json(path, out)
+    check_f32_roundtrip(path, ["embeddings"], emb)
+    return {"max_seq_length": msl, "diff": diff}
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random BERTs
+# --------------------------------------------------------------------------------------------
+
+TINY = {
+    # folder: (hidden_act, seed)
+    "tiny-bert": ("gelu", 0),
+    "tiny-bert-gelu-new": ("gelu_new", 1),
+    "tiny-bert-relu": ("relu", 2),
+}
+TINY_HIDDEN = 52
+TINY_MAX_SEQ = 40
+TINY_N_WORDS = 1000
+TINY_N_SUFFIXES = 500
+
+
+def tiny_vocab(minilm_vocab: Path) -> list[str]:
+    """Reduced WordPiece vocab taken from bert-base-uncased's (MiniLM's) vocab.txt.
+
+    Keeps ids 0..103 unchanged ([PAD]=0, [unused0..98], [UNK]=100, [CLS]=101, [SEP]=102,
+    [MASK]=103), drops [unused99..993], then keeps all single characters (original ids
+    999..1995), the first 1000 whole words and the first 500 "##" pieces (in original order,
+    interleaved as in the original), then any missing "##<ascii letter or digit>" pieces so that
+    any lowercase ASCII word can be split. Words containing characters outside it become [UNK].
+    """
+    orig = minilm_vocab.read_text(encoding="utf-8").split("\n")
+    if orig[-1] == "":
+        orig.pop()
+    assert len(orig) == 30522 and orig[100] == "[UNK]" and orig[103] == "[MASK]"
+    assert orig[998] == "[unused993]" and orig[999] == "!" and orig[1996] == "the"
+    vocab = orig[:104] + orig[999:1996]
+    words = suffixes = 0
+    for tokn in orig[1996:]:
+        if tokn.startswith("##"):
+            if suffixes < TINY_N_SUFFIXES:
+                vocab.append(tokn)
+                suffixes += 1
+        elif words < TINY_N_WORDS:
+            vocab.append(tokn)
+            words += 1
+        if words == TINY_N_WORDS and suffixes == TINY_N_SUFFIXES:
+            break
+    have = set(vocab)
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789":
+        if "##" + c not in have:
+            assert "##" + c in orig
+            vocab.append("##" + c)
+    assert len(vocab) == len(set(vocab))
+    return vocab
+
+
+def pooling_config(dim: int, modes: tuple[str, ...], full_legacy: bool) -> dict:
+    cfg = {
+        "word_embedding_dimension": dim,
+        "pooling_mode_cls_token": "cls" in modes,
+        "pooling_mode_mean_tokens": "mean" in modes,
+        "pooling_mode_max_tokens": "max" in modes,
+        "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens" in modes,
+    }
+    if full_legacy:
+        cfg["pooling_mode_weightedmean_tokens"] = "weightedmean" in modes
+        cfg["pooling_mode_lasttoken"] = "lasttoken" in modes
+        cfg["include_prompt"] = True
+    return cfg
+
+
+def write_st_files(folder: Path, max_seq_length: int, pooling_cfg: dict) -> None:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2) + "\n"
+    )
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg, indent=2) + "\n")
+
+
+def build_tiny(folder: Path, vocab: list[str], hidden_act: str, seed: int) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=TINY_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=76,
+        hidden_act=hidden_act,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+        position_embedding_type="absolute",
+        architectures=["BertModel"],
+    )
+    torch.manual_seed(seed)
+    model = BertModel(config).eval()
+    # Re-randomise every parameter so that LayerNorm affine terms and biases all matter.
+    gen = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(str(folder), safe_serialization=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True, model_max_length=512)
+    tok.save_pretrained(str(folder))
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+             "mask_token": "[MASK]"}, indent=2) + "\n"
+    )
+    write_st_files(folder, TINY_MAX_SEQ, pooling_config(TINY_HIDDEN, ("mean",), full_legacy=True))
+    info = loading_info(folder)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert fsize(folder) < 1_000_000, fsize(folder)
+    # The saved tokenizer must use our vocab with the special ids of the original.
+    tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    assert {a["content"]: a["id"] for a in tj["added_tokens"]} == {
+        "[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+    assert tj["model"]["vocab"] == {t: i for i, t in enumerate(vocab)}
+
+
+def numpy_pool(tok_emb: np.ndarray, modes) -> np.ndarray:
+    """Independent f64 re-implementation of ST pooling for one unpadded sequence [n, d]."""
+    x = tok_emb.astype(np.float64)
+    n = x.shape[0]
+    out = []
+    for m in modes:
+        if m == "cls":
+            out.append(x[0])
+        elif m == "max":
+            out.append(x.max(0))
+        elif m == "mean":
+            out.append(x.sum(0) / n)
+        elif m == "mean_sqrt_len_tokens":
+            out.append(x.sum(0) / math.sqrt(n))
+        elif m == "weightedmean":
+            w = np.arange(1, n + 1, dtype=np.float64)
+            out.append((x * w[:, None]).sum(0) / w.sum())
+        elif m == "lasttoken":
+            out.append(x[-1])
+    return np.concatenate(out)
+
+
+def make_tiny(minilm_dir: Path, texts: list[str]) -> dict:
+    vocab = tiny_vocab(minilm_dir / "vocab.txt")
+    for folder, (act, seed) in TINY.items():
+        build_tiny(FIXTURES / folder, vocab, act, seed)
+
+    idx = list(range(N_CORE)) + [boundary_index(38), boundary_index(39)]
+    sub = [texts[i] for i in idx]
+
+    # The folders load as complete ST models: mean pooling, max_seq_length 40 from sentence_bert_config.
+    direct = {}
+    for folder in TINY:
+        m = SentenceTransformer(str(FIXTURES / folder), device="cpu")
+        assert m.max_seq_length == TINY_MAX_SEQ, m.max_seq_length
+        assert [type(x).__name__ for x in m] == ["Transformer", "Pooling"]
+        assert m[1].pooling_mode == "mean"
+        direct[folder] = encode(m, sub)
+        if folder == "tiny-bert":
+            ids = unpadded_input_ids(m, sub)
+    lens = [len(r) for r in ids]
+    full = untruncated_counts(FIXTURES / "tiny-bert" / "tokenizer.json", sub)
+    assert all(n == min(f, TINY_MAX_SEQ) for n, f in zip(lens, full))
+    assert max(lens) == TINY_MAX_SEQ and lens[-2] == 40 and lens[-1] == 40 and ids[-1][-2] == vocab.index("a")
+    n_unk = sum(r.count(100) for r in ids)
+
+    combos = []  # (folder, modes, normalize)
+    for k in range(1, len(POOLING_MODES) + 1):
+        for subset in itertools.combinations(POOLING_MODES, k):
+            combos.append(("tiny-bert", subset, False))
+    combos += [
+        ("tiny-bert", ("mean",), True),
+        ("tiny-bert", ("cls", "max", "mean"), True),
+        ("tiny-bert", ("max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"), True),
+        ("tiny-bert", ("max", "cls"), False),
+        ("tiny-bert", ("lasttoken", "weightedmean", "cls", "mean"), False),
+    ]
+    for folder in ("tiny-bert-gelu-new", "tiny-bert-relu"):
+        combos += [(folder, ("mean",), False), (folder, ("cls", "max", "mean"), False)]
+
+    transformers_by_folder = {
+        folder: Transformer(str(FIXTURES / folder), max_seq_length=TINY_MAX_SEQ) for folder in TINY
+    }
+    for t in transformers_by_folder.values():
+        assert t.max_seq_length == TINY_MAX_SEQ
+
+    # Token embeddings of each text alone (no padding) for an independent check of pooling.
+    bert = transformers_by_folder["tiny-bert"].auto_model.eval()
+    tok_embs = []
+    with torch.inference_mode():
+        for r in ids:
+            t = torch.tensor([r])
+            tok_embs.append(bert(input_ids=t, attention_mask=torch.ones_like(t),
+                                 token_type_ids=torch.zeros_like(t)).last_hidden_state[0].numpy())
+
+    cases = []
+    worst_numpy = 0.0
+    for folder, modes, normalize in combos:
+        modules = [transformers_by_folder[folder], Pooling(TINY_HIDDEN, pooling_mode=list(modes))]
+        if normalize:
+            modules.append(Normalize())
+        m = SentenceTransformer(modules=modules, device="cpu")
+        emb = encode(m, sub)
+        assert emb.shape == (len(sub), TINY_HIDDEN * len(modes))
+        if folder == "tiny-bert":
+            ref = np.stack([numpy_pool(te, modes) for te in tok_embs])
+            if normalize:
+                ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+            err = float(np.abs(ref - emb).max())
+            worst_numpy = max(worst_numpy, err)
+            assert err < 1e-4, (modes, normalize, err)
+        if modes == ("mean",) and not normalize:
+            assert np.array_equal(emb, direct[folder]), folder
+        cases.append({"folder": folder, "pooling_mode": list(modes), "normalize": normalize,
+                      "embeddings": F32Rows(emb)})
+
+    # ST 6 keeps a non-canonical mode order: the output is the canonical blocks, permuted.
+    canon = {tuple(c["pooling_mode"]): c["embeddings"].a for c in cases
+             if c["folder"] == "tiny-bert" and not c["normalize"]}
+    n_permuted = 0
+    for c in cases:
+        modes = tuple(c["pooling_mode"])
+        canon_modes = tuple(m for m in POOLING_MODES if m in modes)
+        if c["folder"] != "tiny-bert" or c["normalize"] or modes == canon_modes:
+            continue
+        ref = canon[canon_modes]
+        blocks = {m: ref[:, k * TINY_HIDDEN:(k + 1) * TINY_HIDDEN] for k, m in enumerate(canon_modes)}
+        assert np.array_equal(c["embeddings"].a, np.concatenate([blocks[m] for m in modes], axis=1)), modes
+        n_permuted += 1
+    assert n_permuted == 2
+
+    out = {
+        "versions": versions(),
+        "torch_num_threads": torch.get_num_threads(),
+        "encode_call": ("SentenceTransformer(modules=[Transformer(folder, max_seq_length=40), "
+                        "Pooling(52, pooling_mode=modes)(, Normalize())], device='cpu')"
+                        ".encode(texts, batch_size=16, convert_to_numpy=True)"),
+        "max_seq_length": TINY_MAX_SEQ,
+        "hidden_size": TINY_HIDDEN,
+        "folders": {f: {"hidden_act": a, "seed": s} for f, (a, s) in TINY.items()},
+        "text_indices": idx,
+        "texts": StrRows(sub),
+        "num_tokens_untruncated": full,
+        "input_ids": IntRows(ids),
+        "cases": cases,
+    }
+    path = FIXTURES / "tiny_reference.json"
+    write_json(path, out)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for c_json, c in zip(data["cases"], cases):
+        got = np.asarray(c_json["embeddings"], dtype=np.float64).astype(np.float32)
+        assert np.array_equal(got.view(np.uint32), c["embeddings"].a.view(np.uint32))
+    print(f"[tiny] vocab {len(vocab)}; {len(cases)} cases x {len(sub)} texts; token counts "
+          f"{min(lens)}..{max(lens)}; [UNK] tokens {n_unk}; "
+          f"max |ST - numpy pooling of unpadded token embeddings| = {worst_numpy:.3g}")
+    return {"vocab": len(vocab), "cases": len(cases), "texts": len(sub), "numpy_err": worst_numpy}
+
+
+# --------------------------------------------------------------------------------------------
+# Seeded BERT-base-shaped model
+# --------------------------------------------------------------------------------------------
+
+SEED_SPEC = """Seeded BERT-base weights (no 'bert.' prefix, no pooler). For each tensor `name` and flat row-major index j (0-based), with all integer arithmetic mod 2^64:
+fnv1a64(name utf-8 bytes): h = 0xcbf29ce484222325; for each byte b: h ^= b; h = h * 0x100000001b3
+mix(z): z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9; z = (z ^ (z >> 27)) * 0x94d049bb133111eb; return z ^ (z >> 31)
+u = mix(fnv1a64(name) + (j + 1) * 0x9E3779B97F4A7C15)
+f = (u >> 40) / 2^24   (exact, in [0, 1))
+value = f32(center + scale * (2*f - 1)), evaluated in f64 in that order, rounded once to f32 (round-to-nearest-even).
+(center, scale): name ends 'LayerNorm.weight' -> (1.0, 0.2); ends 'LayerNorm.bias' -> (0.0, 0.2); embeddings.{word,position,token_type}_embeddings.weight -> (0.0, 1.0); other names ending '.bias' -> (0.0, 0.1); all other weights (Linear matrices, PyTorch [out, in]) -> (0.0, 0.06).
+Config: vocab 30522, hidden 768, 12 layers, 12 heads, intermediate 3072, max_position_embeddings 512, type_vocab_size 2, layer_norm_eps 1e-12, hidden_act gelu, absolute positions. Tokenizer: bert-base-uncased (all-MiniLM-L6-v2's files). Modules: Transformer + mean Pooling (no Normalize), max_seq_length 75.
+weight_checksums: first4 = first 4 values (flat index 0..3); sum_f64 = exactly rounded (math.fsum) sum of all values as f64; sum_abs_f64 likewise of |value|."""
+
+MASK64 = (1 << 64) - 1
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+GOLDEN = 0x9E3779B97F4A7C15
+MIX1 = 0xBF58476D1CE4E5B9
+MIX2 = 0x94D049BB133111EB
+
+
+def fnv1a64(name: str) -> int:
+    h = FNV_OFFSET
+    for b in name.encode("utf-8"):
+        h ^= b
+        h = (h * FNV_PRIME) & MASK64
+    return h
+
+
+def center_scale(name: str) -> tuple[float, float]:
+    if name.endswith("LayerNorm.weight"):
+        return 1.0, 0.2
+    if name.endswith("LayerNorm.bias"):
+        return 0.0, 0.2
+    if name in ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                "embeddings.token_type_embeddings.weight"):
+        return 0.0, 1.0
+    if name.endswith(".bias"):
+        return 0.0, 0.1
+    return 0.0, 0.06
+
+
+def seeded_scalar(name: str, j: int) -> np.float32:
+    """Literal, unvectorised transcription of SEED_SPEC (used to check the fast version)."""
+    z = (fnv1a64(name) + (j + 1) * GOLDEN) & MASK64
+    z = ((z ^ (z >> 30)) * MIX1) & MASK64
+    z = ((z ^ (z >> 27)) * MIX2) & MASK64
+    u = z ^ (z >> 31)
+    f = (u >> 40) / float(1 << 24)
+    c, s = center_scale(name)
+    return np.float32(c + s * (2.0 * f - 1.0))
+
+
+def seeded_tensor(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    n = int(np.prod(shape))
+    z = np.arange(1, n + 1, dtype=np.uint64)
+    z *= np.uint64(GOLDEN)  # uint64 array arithmetic wraps mod 2^64
+    z += np.uint64(fnv1a64(name))
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(MIX1)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(MIX2)
+    z ^= z >> np.uint64(31)
+    z >>= np.uint64(40)
+    f = z.astype(np.float64)
+    del z
+    f /= float(1 << 24)
+    c, s = center_scale(name)
+    v = (c + s * (2.0 * f - 1.0)).astype(np.float32)
+    return v.reshape(shape)
+
+
+SB_HIDDEN, SB_LAYERS, SB_INTER, SB_VOCAB, SB_POS, SB_TYPES = 768, 12, 3072, 30522, 512, 2
+SB_MAX_SEQ = 75
+
+
+def sbert_shapes() -> dict[str, tuple[int, ...]]:
+    h, i = SB_HIDDEN, SB_INTER
+    shapes = {
+        "embeddings.word_embeddings.weight": (SB_VOCAB, h),
+        "embeddings.position_embeddings.weight": (SB_POS, h),
+        "embeddings.token_type_embeddings.weight": (SB_TYPES, h),
+        "embeddings.LayerNorm.weight": (h,),
+        "embeddings.LayerNorm.bias": (h,),
+    }
+    for layer in range(SB_LAYERS):
+        p = f"encoder.layer.{layer}."
+        for q in ("query", "key", "value"):
+            shapes[p + f"attention.self.{q}.weight"] = (h, h)
+            shapes[p + f"attention.self.{q}.bias"] = (h,)
+        shapes[p + "attention.output.dense.weight"] = (h, h)
+        shapes[p + "attention.output.dense.bias"] = (h,)
+        shapes[p + "attention.output.LayerNorm.weight"] = (h,)
+        shapes[p + "attention.output.LayerNorm.bias"] = (h,)
+        shapes[p + "intermediate.dense.weight"] = (i, h)
+        shapes[p + "intermediate.dense.bias"] = (i,)
+        shapes[p + "output.dense.weight"] = (h, i)
+        shapes[p + "output.dense.bias"] = (h,)
+        shapes[p + "output.LayerNorm.weight"] = (h,)
+        shapes[p + "output.LayerNorm.bias"] = (h,)
+    return shapes
+
+
+CHECKSUM_TENSORS = [
+    "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight",
+    "embeddings.LayerNorm.weight",
+    "encoder.layer.0.attention.self.query.weight",
+    "encoder.layer.0.attention.self.query.bias",
+    "encoder.layer.5.intermediate.dense.weight",
+    "encoder.layer.11.output.LayerNorm.bias",
+]
+
+
+def make_sbert_base(minilm_dir: Path, texts: list[str], tmp_root: Path) -> dict:
+    t0 = time.time()
+    shapes = sbert_shapes()
+    assert len(shapes) == 5 + 16 * SB_LAYERS
+    tensors = {}
+    rng = np.random.default_rng(12345)  # only picks which indices get the scalar cross-check
+    for name, shape in shapes.items():
+        tensors[name] = seeded_tensor(name, shape)
+        flat = tensors[name].reshape(-1)
+        probe = [0, 1, 2, 3, flat.size - 1] + [int(k) for k in rng.integers(0, flat.size, 4)]
+        for j in probe:
+            assert flat[j].view(np.uint32) == seeded_scalar(name, j).view(np.uint32), (name, j)
+    n_params = sum(t.size for t in tensors.values())
+    checksums = {}
+    for name in CHECKSUM_TENSORS:
+        flat = tensors[name].reshape(-1).astype(np.float64)
+        checksums[name] = {
+            "shape": list(tensors[name].shape),
+            "first4": F32List(tensors[name].reshape(-1)[:4]),
+            "sum_f64": math.fsum(flat.tolist()),
+            "sum_abs_f64": math.fsum(np.abs(flat).tolist()),
+        }
+    t_gen = time.time() - t0
+
+    folder = tmp_root / "sbert-base-seeded"
+    folder.mkdir()
+    safetensors.numpy.save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": SB_VOCAB,
+        "hidden_size": SB_HIDDEN,
+        "num_hidden_layers": SB_LAYERS,
+        "num_attention_heads": 12,
+        "intermediate_size": SB_INTER,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": SB_POS,
+        "type_vocab_size": SB_TYPES,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for fn in TOKENIZER_FILES:
+        shutil.copy(minilm_dir / fn, folder / fn)
+    write_st_files(folder, SB_MAX_SEQ, pooling_config(SB_HIDDEN, ("mean",), full_legacy=False))
+
+    info = loading_info(folder)
+    print(f"[sbert-base] transformers load report: {info}")
+    assert info["missing_keys"] == ["pooler.dense.bias", "pooler.dense.weight"], info
+    assert not any(info[k] for k in ("unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert not info.get("conversion_errors"), info
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    assert model.max_seq_length == SB_MAX_SEQ, model.max_seq_length
+    assert [type(x).__name__ for x in model] == ["Transformer", "Pooling"]
+    # Every generated tensor must have reached the model unchanged (nothing re-initialised).
+    sd = model[0].auto_model.state_dict()
+    for name, arr in tensors.items():
+        assert sd[name].dtype == torch.float32
+        assert np.array_equal(sd[name].numpy().view(np.uint32), arr.view(np.uint32)), name
+
+    idx = list(range(N_CORE)) + [boundary_index(73), boundary_index(74)]
+    sub = [texts[i] for i in idx]
+    ids = unpadded_input_ids(model, sub)
+    lens = [len(r) for r in ids]
+    full = untruncated_counts(folder / "tokenizer.json", sub)
+    assert all(n == min(f, SB_MAX_SEQ) for n, f in zip(lens, full))
+    assert max(lens) == SB_MAX_SEQ and lens[-2] == SB_MAX_SEQ and lens[-1] == SB_MAX_SEQ
+    emb = encode(model, sub)
+    t_all = time.time() - t0
+    print(f"[sbert-base] {n_params:,} params generated in {t_gen:.1f}s; {len(sub)} texts; token counts "
+          f"{min(lens)}..{max(lens)}; attn={model[0].auto_model.config._attn_implementation}; "
+          f"safetensors {fsize(folder / 'model.safetensors') / 1e6:.0f} MB (temp, not kept); total {t_all:.1f}s")
+    out = {
+        "model": "sbert-base-seeded",
+        "spec": SEED_SPEC,
+        "versions": versions(),
+        "torch_num_threads": torch.get_num_threads(),
+        "encode_call": "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
+        "config": config,
+        "max_seq_length": SB_MAX_SEQ,
+        "normalized": False,
+        "num_parameters": int(n_params),
+        "tensor_names": list(shapes),
+        "weight_checksums": checksums,
+        "text_indices": idx,
+        "texts": StrRows(sub),
+        "num_tokens_untruncated": full,
+        "input_ids": IntRows(ids),
+        "embeddings": F32Rows(emb),
+    }
+    path = FIXTURES / "sbert_base_seeded_reference.json"
+    write_json(path, out)
+    check_f32_roundtrip(path, ["embeddings"], emb)
+    return {"max_seq_length": SB_MAX_SEQ, "params": n_params, "texts": len(sub)}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minilm-dir", required=True, type=Path,
+                    help="local copy of sentence-transformers/all-MiniLM-L6-v2")
+    ap.add_argument("--tmp-dir", type=Path, default=None,
+                    help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
+    args = ap.parse_args()
+    minilm_dir = args.minilm_dir.resolve()
+    for fn in ("config.json", "model.safetensors", "modules.json", "sentence_bert_config.json", *TOKENIZER_FILES):
+        if not (minilm_dir / fn).is_file():
+            sys.exit(f"missing {minilm_dir / fn}")
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    t0 = time.time()
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+
+    texts = all_texts()
+    write_json(FIXTURES / "texts.json", StrRows(texts))
+    assert json.loads((FIXTURES / "texts.json").read_text(encoding="utf-8")) == texts
+
+    t = time.time()
+    mini = make_minilm(minilm_dir, texts)
+    print(f"[minilm] done in {time.time() - t:.1f}s")
+    t = time.time()
+    tiny = make_tiny(minilm_dir, texts)
+    print(f"[tiny] done in {time.time() - t:.1f}s")
+    t = time.time()
+    with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
+        sb = make_sbert_base(minilm_dir, texts, Path(tmp))
+    print(f"[sbert-base] done in {time.time() - t:.1f}s")
+
+    print("\n=== summary ===")
+    print("versions:", json.dumps(versions()))
+    print(f"texts: {len(texts)} (core {N_CORE}); max_seq_length: minilm {mini['max_seq_length']}, "
+          f"tiny {TINY_MAX_SEQ}, sbert-base-seeded {sb['max_seq_length']}")
+    print(f"tiny: vocab {tiny['vocab']}, {tiny['cases']} cases x {tiny['texts']} texts; "
+          f"sbert-base-seeded: {sb['params']:,} params, {sb['texts']} texts")
+    for p in sorted(FIXTURES.iterdir()):
+        extra = f"  sha256:{sha256(p)}" if p.is_file() else ""
+        print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes{extra}")
+        if p.is_dir():
+            for q in sorted(p.rglob("*")):
+                if q.is_file():
+                    print(f"      {q.relative_to(p)}  {fsize(q):,}  sha256:{sha256(q)}")
+    print(f"total time {time.time() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

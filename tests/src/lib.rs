@@ -1,0 +1,149 @@
+//! Shared pieces of Ember's reference tests: fixture paths, the real-model fetch, the
+//! reference-file schema, comparison metrics, and the seeded SBERT-base-shaped model.
+//!
+//! References come from `tests/reference/make_reference.py` (sentence-transformers, pinned in
+//! `tests/reference/requirements.txt`); its small outputs are committed in `tests/fixtures/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ember_tensor::DType;
+use serde::Deserialize;
+
+/// `tests/fixtures/`.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// The all-MiniLM-L6-v2 folder: `$EMBER_MINILM_DIR` if set, else the cache that
+/// `scripts/fetch-model.sh` fills (downloading the model once if it is absent).
+pub fn minilm_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EMBER_MINILM_DIR") {
+        return PathBuf::from(dir);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-model.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// A reference file written by `make_reference.py` for one model.
+#[derive(Deserialize)]
+pub struct ModelReference {
+    pub texts: Vec<String>,
+    #[serde(default)]
+    pub input_ids: Vec<Vec<u32>>,
+    pub embeddings: Vec<Vec<f32>>,
+    pub max_seq_length: usize,
+}
+
+/// Reads and parses `tests/fixtures/<name>`.
+pub fn read_fixture<T: for<'de> Deserialize<'de>>(name: &str) -> T {
+    let path = fixtures_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// How close one set of embeddings is to the reference, row by row.
+#[derive(Debug, Clone, Copy)]
+pub struct Agreement {
+    pub min_cosine: f64,
+    pub max_abs_diff: f64,
+    pub worst_row: usize,
+}
+
+/// Per-row cosine (f64) and element-wise |diff|; NaN anywhere makes the agreement fail.
+pub fn agreement(ours: &[&[f32]], reference: &[Vec<f32>]) -> Agreement {
+    assert_eq!(ours.len(), reference.len(), "row count");
+    let mut result = Agreement {
+        min_cosine: f64::INFINITY,
+        max_abs_diff: 0.0,
+        worst_row: 0,
+    };
+    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+        assert_eq!(a.len(), b.len(), "row {i}: width");
+        let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        let na: f64 = a.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        // Two all-zero rows agree exactly; `max(1e-300)` keeps that from being 0/0.
+        let cosine = if na == 0.0 && nb == 0.0 { 1.0 } else { dot / (na * nb).max(1e-300) };
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as f64 - y as f64).abs())
+            .fold(0.0, |m: f64, d| if d.is_nan() { f64::NAN } else { m.max(d) });
+        let cosine = if cosine.is_nan() { f64::NEG_INFINITY } else { cosine };
+        if cosine < result.min_cosine {
+            result.min_cosine = cosine;
+            result.worst_row = i;
+        }
+        if diff.is_nan() || diff > result.max_abs_diff {
+            result.max_abs_diff = if diff.is_nan() { f64::INFINITY } else { diff };
+        }
+    }
+    result
+}
+
+/// Asserts the f32 bounds: cosine ≥ 0.99999 and max |diff| ≤ 1e-4 on every row.
+pub fn assert_f32_bounds(what: &str, a: Agreement) {
+    println!(
+        "{what}: min cosine {:.8}, max |diff| {:.3e} (worst row {})",
+        a.min_cosine, a.max_abs_diff, a.worst_row
+    );
+    assert!(
+        a.min_cosine >= 0.99999 && a.max_abs_diff <= 1e-4,
+        "{what}: min cosine {} (row {}), max |diff| {} — bounds are cosine ≥ 0.99999, |diff| ≤ 1e-4",
+        a.min_cosine,
+        a.worst_row,
+        a.max_abs_diff
+    );
+}
+
+/// Copies a model folder (recursively) to `dest`.
+pub fn copy_dir(from: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = dest.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Rewrites `dir/model.safetensors` with every tensor stored as `dtype`.
+pub fn convert_weights(dir: &Path, dtype: DType) {
+    let path = dir.join("model.safetensors");
+    let file = ember_tensor::SafeTensorsFile::open(&path).unwrap();
+    let names: Vec<String> = file.names().map(str::to_owned).collect();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = names
+        .iter()
+        .map(|name| {
+            let t = file.f32_tensor(name).unwrap();
+            let bytes = match dtype {
+                DType::F32 => ember_tensor::f32_to_le_bytes(t.data()),
+                DType::F16 => ember_tensor::f32_to_f16_bytes(t.data()),
+                DType::BF16 => ember_tensor::f32_to_bf16_bytes(t.data()),
+            };
+            (name.clone(), t.shape().to_vec(), bytes)
+        })
+        .collect();
+    drop(file);
+    let views: Vec<(&str, DType, Vec<usize>, &[u8])> = tensors
+        .iter()
+        .map(|(n, s, b)| (n.as_str(), dtype, s.clone(), b.as_slice()))
+        .collect();
+    ember_tensor::write_safetensors(&path, &views).unwrap();
+}
+
+pub mod seeded;

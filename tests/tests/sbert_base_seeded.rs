@@ -1,0 +1,52 @@
+//! An SBERT-base-nli-v2-shaped model (768/12 layers/12 heads/3072, max_seq_length 75, mean
+//! pooling, no Normalize) whose weights this test generates from a seed; the references were
+//! made once by `make_reference.py` from the same recipe and committed.
+
+use std::collections::BTreeMap;
+
+use ember::Embedder;
+use ember_reference_tests::seeded::{seeded_values, write_seeded_folder, SBERT_BASE};
+use ember_reference_tests::*;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct SeededReference {
+    #[serde(flatten)]
+    model: ModelReference,
+    /// name → [first 4 values, sum of all values (f64)]
+    weight_checksums: BTreeMap<String, Vec<f64>>,
+}
+
+#[test]
+fn generator_matches_the_reference_script() {
+    let reference: SeededReference = read_fixture("sbert_base_seeded_reference.json");
+    assert!(!reference.weight_checksums.is_empty());
+    let shapes = ember_reference_tests::seeded::bert_tensor_shapes(SBERT_BASE);
+    for (name, check) in &reference.weight_checksums {
+        let len: usize = shapes.iter().find(|(n, _)| n == name).expect(name).1.iter().product();
+        let values = seeded_values(name, len);
+        for (i, (&ours, &theirs)) in values.iter().zip(&check[..4]).enumerate() {
+            assert_eq!(ours, theirs as f32, "{name}[{i}]");
+        }
+        let sum: f64 = values.iter().map(|&v| v as f64).sum();
+        assert!((sum - check[4]).abs() <= 1e-6 * (1.0 + sum.abs()), "{name}: sum {sum} vs {}", check[4]);
+    }
+}
+
+#[test]
+fn seeded_sbert_base_matches_sentence_transformers() {
+    let reference: SeededReference = read_fixture("sbert_base_seeded_reference.json");
+    let reference = reference.model;
+    let dir = tempfile::tempdir().unwrap();
+    write_seeded_folder(dir.path(), SBERT_BASE, &minilm_dir(), 75);
+    let embedder = Embedder::builder().threads(2).load_dir(dir.path()).unwrap();
+    assert_eq!(embedder.max_seq_length(), 75);
+    assert_eq!(embedder.dim(), 768);
+    assert!(!embedder.normalizes());
+    for (i, (text, ids)) in reference.texts.iter().zip(&reference.input_ids).enumerate() {
+        assert_eq!(&embedder.tokenize(text).unwrap(), ids, "text {i}: {text:?}");
+    }
+    let embeddings = embedder.encode(&reference.texts).unwrap();
+    let rows: Vec<&[f32]> = embeddings.rows().collect();
+    assert_f32_bounds("SBERT-base-shaped seeded model f32", agreement(&rows, &reference.embeddings));
+}
