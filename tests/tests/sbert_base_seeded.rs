@@ -13,8 +13,16 @@ use serde::Deserialize;
 struct SeededReference {
     #[serde(flatten)]
     model: ModelReference,
-    /// name → [first 4 values, sum of all values (f64)]
-    weight_checksums: BTreeMap<String, Vec<f64>>,
+    weight_checksums: BTreeMap<String, Checksum>,
+}
+
+/// A generated tensor as the reference script saw it; sums are exactly rounded (`math.fsum`).
+#[derive(Deserialize)]
+struct Checksum {
+    shape: Vec<usize>,
+    first4: Vec<f32>,
+    sum_f64: f64,
+    sum_abs_f64: f64,
 }
 
 #[test]
@@ -23,13 +31,15 @@ fn generator_matches_the_reference_script() {
     assert!(!reference.weight_checksums.is_empty());
     let shapes = ember_reference_tests::seeded::bert_tensor_shapes(SBERT_BASE);
     for (name, check) in &reference.weight_checksums {
-        let len: usize = shapes.iter().find(|(n, _)| n == name).expect(name).1.iter().product();
-        let values = seeded_values(name, len);
-        for (i, (&ours, &theirs)) in values.iter().zip(&check[..4]).enumerate() {
-            assert_eq!(ours, theirs as f32, "{name}[{i}]");
-        }
+        let shape = &shapes.iter().find(|(n, _)| n == name).expect(name).1;
+        assert_eq!(shape, &check.shape, "{name}");
+        let values = seeded_values(name, shape.iter().product());
+        assert_eq!(values[..4], check.first4[..], "{name}");
+        // Plain f64 sums of ≤ 23M f32 values are within 1e-9 relative of the exact sum.
         let sum: f64 = values.iter().map(|&v| v as f64).sum();
-        assert!((sum - check[4]).abs() <= 1e-6 * (1.0 + sum.abs()), "{name}: sum {sum} vs {}", check[4]);
+        let sum_abs: f64 = values.iter().map(|&v| (v as f64).abs()).sum();
+        assert!((sum - check.sum_f64).abs() <= 1e-9 * sum_abs, "{name}: sum {sum} vs {}", check.sum_f64);
+        assert!((sum_abs - check.sum_abs_f64).abs() <= 1e-9 * sum_abs, "{name}: Σ|w| {sum_abs}");
     }
 }
 

@@ -12,10 +12,12 @@
 //! layout serves every ISA.
 //!
 //! Per call, work is split into tasks of (row block × panel range). A task walks `K` in
-//! blocks of `KC`; for each it packs its rows of `X[:, pc..pc+KC]` into *A micro-panels* of
-//! `MR` rows (k-major, `a[kk·MR + i]`) in a per-thread buffer, then for every panel and every
-//! micro-panel runs the ISA's `MR × NR` microkernel, which keeps the whole `MR × NR` tile of
-//! `Y` in registers and does one FMA per (row, column, kk):
+//! blocks of `KC`; for each it copies its rows of `X[:, pc..pc+KC]` into a per-thread buffer
+//! with the constant row stride `KC` (*A micro-panels* are `MR` consecutive rows), then lets
+//! each A micro-panel sweep a group of `NC_PANELS` B panels with the ISA's `MR × NR`
+//! microkernel, which keeps the whole `MR × NR` tile of `Y` in registers and does one FMA
+//! per (row, column, kk): per `kk`, `NR/16` vector loads of B, `MR` broadcasts of
+//! `a[i·KC + kk]`, `MR·NR/16` FMAs.
 //!
 //! | ISA      | MR × NR        | accumulators          |
 //! |----------|----------------|-----------------------|
@@ -50,11 +52,18 @@ use crate::isa::{active_isa, Isa};
 
 /// Output columns per packed panel of `W` (and per microkernel tile).
 pub const NR: usize = 32;
-/// K block: one B micro-panel (`KC × NR` floats, 32 KiB) stays in L1 while the A
-/// micro-panels of a row block stream past it.
-const KC: usize = 256;
+/// K block, and the row stride of packed A. An A micro-panel (`MR × KC` floats, 14 KiB for
+/// AVX-512) stays in L1 while it sweeps a group of B micro-panels (`KC × NR`, 32 KiB each)
+/// streaming from L2. Being a compile-time constant, the stride becomes immediate address
+/// offsets in the microkernels' broadcast loads.
+pub(crate) const KC: usize = 256;
+/// Packed A groups `KG` consecutive k values per row (see [`pack_a_block`]).
+pub(crate) const KG: usize = 16;
+/// Panels swept per A micro-panel: a group's B micro-panels (`KC × NR × NC_PANELS`
+/// floats, 768 KiB) stay in L2 while every A micro-panel of the task passes over them.
+const NC_PANELS: usize = 16;
 /// Most rows a task packs per K block: its A block (`MC_MAX × KC`) is ~230 KiB, well inside L2.
-const MC_MAX: usize = 224;
+const MC_MAX: usize = 336;
 /// Below this many multiply-adds a call runs on the calling thread: handing work to rayon
 /// costs more than it saves.
 const SEQUENTIAL_MACS: usize = 1 << 17;
@@ -196,13 +205,16 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
     const MR: usize;
 
     /// `C[0..rows, 0..cols] = (accumulate ? C : 0) + A·B` for one tile, where `A` is a packed
-    /// micro-panel (`a[kk·MR + i]`, `kk < kc`) and `B` a slice of a packed panel
-    /// (`b[kk·NR + jj]`). Each element is one sequential FMA chain over `kk`.
+    /// micro-panel (`a[i·KC + kk]`, `i < rows`, `kk < kc ≤ KC`) and `B` a slice of a packed
+    /// panel (`b[kk·NR + jj]`). Each element is one sequential FMA chain over `kk`. With `epi`
+    /// (last K block), the tile is finished in registers before the store (see
+    /// [`TileEpilogue`]).
     ///
     /// # Safety
-    /// `rows ≤ MR`, `cols ≤ NR`; `a` readable for `kc·MR` floats, `b` for `kc·NR`; `c` valid
+    /// `rows ≤ MR`, `cols ≤ NR`, `kc ≤ KC`; `a` readable at `a[i·KC + kk]` for `i < rows`,
+    /// `kk < kc`; `b` readable for `kc·NR` floats; `c` valid
     /// for reads and writes of `C[i·ldc + j]` for `i < rows`, `j < cols`, and not accessed by
-    /// anyone else meanwhile.
+    /// anyone else meanwhile; `epi`'s pointers as documented there.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         self,
@@ -214,7 +226,14 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
         rows: usize,
         cols: usize,
         accumulate: bool,
+        epi: Option<TileEpilogue>,
     );
+
+    /// Packs `X[r0..r1, pc..pc+kc]` for this kernel; see [`pack_a_block`] for the layout and
+    /// the bounds.
+    fn pack_a(self, x: &[f32], k: usize, rows: (usize, usize), pc: usize, kc: usize, dst: &mut [f32]) {
+        pack_a_block(x, k, rows, pc, kc, Self::MR, dst);
+    }
 
     /// `row = act(row + bias) + residual` (see [`crate::activation::epilogue_row`]).
     fn epilogue_row(
@@ -224,6 +243,23 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
         act: Activation,
         residual: Option<&[f32]>,
     );
+}
+
+/// The part of the epilogue a microkernel applies in registers after the last K block:
+/// `acc ← acc + bias`, then `max(acc, 0)` if `relu`, then `acc ← acc + R`. (GELU, too long to
+/// inline into a kernel holding 28 accumulators, runs afterwards over the stored tile.)
+/// Element-wise in the same order as [`crate::activation::epilogue_row`], so results do not
+/// depend on which path finished a tile.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TileEpilogue {
+    /// Bias for the tile's columns, readable for `cols` floats; null for none.
+    pub(crate) bias: *const f32,
+    /// Residual tile, `R[i·ld_residual + j]` readable for `i < rows`, `j < cols`; null for none.
+    pub(crate) residual: *const f32,
+    /// Row stride of `residual`.
+    pub(crate) ld_residual: usize,
+    /// Apply `max(·, 0)` between bias and residual.
+    pub(crate) relu: bool,
 }
 
 /// A reusable per-thread buffer for packed A blocks.
@@ -380,13 +416,13 @@ fn gemm_driver<K: Microkernel>(
         }
         PACKED_A.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
-                let len = (r1 - r0).div_ceil(K::MR) * K::MR * KC.min(k);
+                let len = (r1 - r0).div_ceil(K::MR) * K::MR * KC;
                 gemm_task(kern, x, w, act, residual, out_ptr, (r0, r1), (p0, p1), buf.aligned(len));
             }
             // Re-entered on this thread (cannot happen: tasks never nest); stay correct.
             Err(_) => {
                 let mut own = ScratchBuf(Vec::new());
-                let len = (r1 - r0).div_ceil(K::MR) * K::MR * KC.min(k);
+                let len = (r1 - r0).div_ceil(K::MR) * K::MR * KC;
                 gemm_task(kern, x, w, act, residual, out_ptr, (r0, r1), (p0, p1), own.aligned(len));
             }
         });
@@ -418,37 +454,82 @@ fn gemm_task<K: Microkernel>(
     while pc < k {
         let kc = KC.min(k - pc);
         let last = pc + kc == k;
-        pack_a_block(x, k, (r0, r1), pc, kc, mr, packed_a);
-        for p in p0..p1 {
-            let b = &w.panel(p)[pc * NR..(pc + kc) * NR];
-            let c0 = p * NR;
-            let cols = NR.min(n - c0);
-            for (q, ir) in (r0..r1).step_by(mr).enumerate() {
+        kern.pack_a(x, k, (r0, r1), pc, kc, packed_a);
+        // Tile order: groups of NC_PANELS panels; in a group, each A micro-panel (MR × kc,
+        // stays in L1) sweeps the group's B micro-panels (≤ 768 KiB, in L2 after the first
+        // sweep). Nested loops, not a flat index: the per-tile bookkeeping must stay far
+        // below the tile's few thousand cycles.
+        let row_panels = (r1 - r0).div_ceil(mr);
+        let in_kernel_act = matches!(act, Activation::Identity | Activation::Relu);
+        for g0 in (p0..p1).step_by(NC_PANELS) {
+            let g1 = (g0 + NC_PANELS).min(p1);
+            for q in 0..row_panels {
+                let ir = r0 + q * mr;
                 let rows = mr.min(r1 - ir);
-                let a = &packed_a[q * mr * kc..(q + 1) * mr * kc];
-                // SAFETY: rows ≤ MR, cols ≤ NR; `a` holds kc·MR floats and `b` kc·NR; the
-                // tile C[ir..ir+rows, c0..c0+cols] lies inside `out` ([m, n], validated) and
-                // belongs to this task alone (tasks own disjoint row × panel ranges).
-                unsafe {
-                    kern.tile(
-                        kc,
-                        a.as_ptr(),
-                        b.as_ptr(),
-                        out.0.add(ir * n + c0),
-                        n,
-                        rows,
-                        cols,
-                        pc > 0,
-                    );
-                }
-                if last {
-                    for i in ir..ir + rows {
-                        // SAFETY: row i, columns c0..c0+cols of `out`: inside `out` and owned
-                        // by this task (as above); no other reference to it exists now.
-                        let row = unsafe { std::slice::from_raw_parts_mut(out.0.add(i * n + c0), cols) };
-                        let bias = w.bias.as_deref().map(|b| &b[c0..c0 + cols]);
-                        let res = residual.map(|r| &r[i * n + c0..i * n + c0 + cols]);
-                        kern.epilogue_row(row, bias, act, res);
+                let kc_pad = kc.next_multiple_of(KG);
+                let a = &packed_a[q * mr * kc_pad..(q + 1) * mr * kc_pad];
+                for p in g0..g1 {
+                    let c0 = p * NR;
+                    let cols = NR.min(n - c0);
+                    // The next tile's C (and residual) rows are `n` floats apart, too far
+                    // apart for the hardware prefetchers; fetch them one tile ahead.
+                    let next = if p + 1 < g1 {
+                        Some((ir, rows, c0 + NR))
+                    } else if q + 1 < row_panels {
+                        Some((ir + mr, mr.min(r1 - ir - mr), g0 * NR))
+                    } else if g1 < p1 {
+                        Some((r0, mr.min(r1 - r0), g1 * NR))
+                    } else {
+                        None
+                    };
+                    if let Some((row, rows, col)) = next {
+                        let tile = (row, rows, col, NR.min(n - col));
+                        prefetch_tile(out.0, n, tile);
+                        if let (true, Some(r)) = (last, residual) {
+                            prefetch_tile(r.as_ptr(), n, tile);
+                        }
+                    }
+                    let b = &w.panel(p)[pc * NR..(pc + kc) * NR];
+                    // After the last K block: bias (+ relu + residual) in registers; GELU
+                    // runs over the stored tile below.
+                    let epi = last.then(|| TileEpilogue {
+                        bias: w.bias.as_deref().map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
+                        residual: match (in_kernel_act, residual) {
+                            (true, Some(r)) => r[ir * n + c0..].as_ptr(),
+                            _ => std::ptr::null(),
+                        },
+                        ld_residual: n,
+                        relu: act == Activation::Relu,
+                    });
+                    // SAFETY: rows ≤ MR, cols ≤ NR, kc ≤ KC; `a` holds `rows` rows of stride
+                    // KC and `b` kc·NR floats;
+                    // the tile C[ir..ir+rows, c0..c0+cols] lies inside `out` ([m, n],
+                    // validated) and belongs to this task alone (tasks own disjoint row ×
+                    // panel ranges). The bias is padded to whole panels; the residual tile
+                    // lies inside `residual` ([m, n]).
+                    unsafe {
+                        kern.tile(
+                            kc,
+                            a.as_ptr(),
+                            b.as_ptr(),
+                            out.0.add(ir * n + c0),
+                            n,
+                            rows,
+                            cols,
+                            pc > 0,
+                            epi,
+                        );
+                    }
+                    if last && !in_kernel_act {
+                        for i in ir..ir + rows {
+                            // SAFETY: row i, columns c0..c0+cols of `out`: inside `out` and
+                            // owned by this task (as above); no other reference to it exists.
+                            let row = unsafe {
+                                std::slice::from_raw_parts_mut(out.0.add(i * n + c0), cols)
+                            };
+                            let res = residual.map(|r| &r[i * n + c0..i * n + c0 + cols]);
+                            kern.epilogue_row(row, None, act, res);
+                        }
                     }
                 }
             }
@@ -457,8 +538,32 @@ fn gemm_task<K: Microkernel>(
     }
 }
 
-/// Packs `X[r0..r1, pc..pc+kc]` into micro-panels of `mr` rows: panel `q` at
-/// `dst[q·mr·kc ..]`, element `(i, kk)` at `kk·mr + i`; rows past `r1` are zero.
+/// Prefetches (into L1) the `rows × cols` tile at `(row, col)` of a row-major matrix with `ld`
+/// floats per row. A hint only: never faults, never changes results.
+#[inline(always)]
+fn prefetch_tile(base: *const f32, ld: usize, (row, rows, col, cols): (usize, usize, usize, usize)) {
+    #[cfg(target_arch = "x86_64")]
+    for i in row..row + rows {
+        let first = base.wrapping_add(i * ld + col);
+        let last = first.wrapping_add(cols - 1);
+        // SAFETY: prefetch is a hint that cannot fault, whatever the address; SSE is part
+        // of the x86-64 baseline.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(first.cast());
+            _mm_prefetch::<_MM_HINT_T0>(last.cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (base, ld, row, rows, col, cols);
+}
+
+/// Packs `X[r0..r1, pc..pc+kc]` (`X` row-major, `k` columns) into micro-panels of `mr` rows.
+/// Within a micro-panel, k runs in groups of `KG`: element `(i, kk)` sits at
+/// `(kk / KG)·mr·KG + i·KG + kk % KG`, and micro-panel `q` starts at `q·mr·kc_pad`
+/// (`kc_pad` = `kc` rounded up to `KG`). Packing is then a copy of `KG`-float pieces (no
+/// transpose), while one k step's `mr` broadcasts still fall in a few cache lines. Rows past
+/// `r1` are left as they are: kernels never read them. `dst.len() ≥ ⌈(r1−r0)/mr⌉·mr·kc_pad`.
 fn pack_a_block(
     x: &[f32],
     k: usize,
@@ -468,19 +573,24 @@ fn pack_a_block(
     mr: usize,
     dst: &mut [f32],
 ) {
+    let kc_pad = kc.next_multiple_of(KG);
+    let full_groups = kc / KG;
     for (q, ir) in (r0..r1).step_by(mr).enumerate() {
-        let panel = &mut dst[q * mr * kc..(q + 1) * mr * kc];
         let rows = mr.min(r1 - ir);
-        for i in 0..mr {
-            if i < rows {
-                let src = &x[(ir + i) * k + pc..(ir + i) * k + pc + kc];
-                for (kk, &v) in src.iter().enumerate() {
-                    panel[kk * mr + i] = v;
-                }
-            } else {
-                for kk in 0..kc {
-                    panel[kk * mr + i] = 0.0;
-                }
+        let panel = &mut dst[q * mr * kc_pad..(q + 1) * mr * kc_pad];
+        let src_row = |i: usize| &x[(ir + i) * k + pc..(ir + i) * k + pc + kc];
+        // Full groups: the destination is written sequentially, KG floats per row.
+        for (g, group) in panel.chunks_exact_mut(mr * KG).take(full_groups).enumerate() {
+            for (i, piece) in group.chunks_exact_mut(KG).take(rows).enumerate() {
+                piece.copy_from_slice(&src_row(i)[g * KG..g * KG + KG]);
+            }
+        }
+        // Tail group (kc not a multiple of KG).
+        let tail = kc - full_groups * KG;
+        if tail > 0 {
+            let group = &mut panel[full_groups * mr * KG..];
+            for i in 0..rows {
+                group[i * KG..i * KG + tail].copy_from_slice(&src_row(i)[full_groups * KG..]);
             }
         }
     }

@@ -13,7 +13,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::{BertNormalizer, Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::folder::read_json;
 use crate::EmberError;
@@ -33,6 +33,8 @@ struct TokenizerConfig {
     unk: String,
     cls: String,
     sep: String,
+    pad: String,
+    mask: String,
 }
 
 impl TokenizerConfig {
@@ -71,6 +73,8 @@ impl TokenizerConfig {
             unk: token("unk_token", "[UNK]"),
             cls: token("cls_token", "[CLS]"),
             sep: token("sep_token", "[SEP]"),
+            pad: token("pad_token", "[PAD]"),
+            mask: token("mask_token", "[MASK]"),
         })
     }
 }
@@ -184,6 +188,14 @@ impl TextTokenizer {
         )));
         tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
         tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
+        // transformers registers the special tokens as added tokens: a literal "[CLS]" in the
+        // text becomes the [CLS] id rather than word pieces.
+        let specials: Vec<AddedToken> = [&config.pad, &config.unk, &config.cls, &config.sep, &config.mask]
+            .into_iter()
+            .filter(|t| tokenizer.token_to_id(t).is_some())
+            .map(|t| AddedToken::from(t.clone(), true))
+            .collect();
+        tokenizer.add_special_tokens(&specials);
         Ok(tokenizer)
     }
 

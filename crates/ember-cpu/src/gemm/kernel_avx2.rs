@@ -1,12 +1,12 @@
 //! AVX2 + FMA microkernel: `6 × 16` tiles (12 ymm accumulators), run twice per 32-column panel.
 //!
 //! The packed B panel is 32 columns wide; each half is read with a row stride of `NR = 32`.
-//! Per `kk`: two 8-float B loads, six broadcasts, twelve FMAs. Partial tiles: the same body
+//! Per `kk`: two 8-float B loads, six broadcasts of `a[i·KC + kk]`, twelve FMAs. Partial tiles: the same body
 //! for fewer rows; columns past `cols` go through masked loads/stores (`vmaskmovps`).
 
 use std::arch::x86_64::*;
 
-use super::{Microkernel, NR};
+use super::{Microkernel, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, Activation};
 use crate::simd::Avx2Token;
 
@@ -43,6 +43,7 @@ impl Microkernel for Avx2Kernel {
         rows: usize,
         cols: usize,
         accumulate: bool,
+        epi: Option<TileEpilogue>,
     ) {
         #[cfg(test)]
         TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -52,10 +53,17 @@ impl Microkernel for Avx2Kernel {
                 break;
             }
             let width = HALF.min(cols - start);
+            // Shift the epilogue's pointers to this half (null stays null).
+            let shift = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(start) };
+            let epi = epi.map(|e| TileEpilogue {
+                bias: shift(e.bias),
+                residual: shift(e.residual),
+                ..e
+            });
             // SAFETY: the token proves AVX2+FMA; this half's columns start..start+width lie
             // inside the caller's tile, and b + start stays inside the kc·NR panel slice.
             unsafe {
-                tile_avx2(kc, a, b.add(start), c.add(start), ldc, rows, width, accumulate)
+                tile_avx2(kc, a, b.add(start), c.add(start), ldc, rows, width, accumulate, epi)
             }
         }
     }
@@ -92,11 +100,12 @@ unsafe fn tile_avx2(
     rows: usize,
     width: usize,
     accumulate: bool,
+    epi: Option<TileEpilogue>,
 ) {
     macro_rules! go {
         ($r:literal) => {
             // SAFETY: forwarded contract; rows == $r ≤ MR.
-            unsafe { tile_body::<$r>(kc, a, b, c, ldc, width, accumulate) }
+            unsafe { tile_body::<$r>(kc, a, b, c, ldc, width, accumulate, epi) }
         };
     }
     match rows {
@@ -118,11 +127,13 @@ fn lane_mask(n: usize) -> __m256i {
     unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
 }
 
-/// `C[0..R, 0..width] = (accumulate ? C : 0) + A·B[:, 0..16]`.
+/// `C[0..R, 0..width] = (accumulate ? C : 0) + A·B[:, 0..16]`, then the in-register
+/// epilogue if `epi` is given.
 ///
 /// # Safety
 /// As [`tile_avx2`], with `R ≤ MR`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile_body<const R: usize>(
     kc: usize,
     a: *const f32,
@@ -131,6 +142,7 @@ unsafe fn tile_body<const R: usize>(
     ldc: usize,
     width: usize,
     accumulate: bool,
+    epi: Option<TileEpilogue>,
 ) {
     let full = width == HALF;
     let m0 = lane_mask(width);
@@ -153,18 +165,53 @@ unsafe fn tile_body<const R: usize>(
                 }
             }
         }
+        macro_rules! k_step {
+            ($a:expr, $b:expr) => {{
+                let b0 = _mm256_loadu_ps($b);
+                let b1 = _mm256_loadu_ps($b.add(8));
+                for i in 0..R {
+                    let ai = _mm256_set1_ps(*$a.add(i * KG));
+                    acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
+                    acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+                }
+            }};
+        }
         let mut a = a;
         let mut b = b;
-        for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for i in 0..R {
-                let ai = _mm256_set1_ps(*a.add(i));
-                acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
-                acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+        for _ in 0..kc / KG {
+            for u in 0..KG {
+                k_step!(a.add(u), b.add(u * NR));
             }
-            a = a.add(MR);
-            b = b.add(NR);
+            a = a.add(MR * KG);
+            b = b.add(KG * NR);
+        }
+        for u in 0..kc % KG {
+            k_step!(a.add(u), b.add(u * NR));
+        }
+        if let Some(e) = epi {
+            // Masked like C: only columns < width of bias / residual rows are read.
+            if !e.bias.is_null() {
+                let bias0 = _mm256_maskload_ps(e.bias, m0);
+                let bias1 = _mm256_maskload_ps(e.bias.wrapping_add(8), m1);
+                for i in 0..R {
+                    acc0[i] = _mm256_add_ps(acc0[i], bias0);
+                    acc1[i] = _mm256_add_ps(acc1[i], bias1);
+                }
+            }
+            if e.relu {
+                // max(0, x): a NaN in x is returned (second operand), as torch.relu.
+                for i in 0..R {
+                    acc0[i] = _mm256_max_ps(_mm256_setzero_ps(), acc0[i]);
+                    acc1[i] = _mm256_max_ps(_mm256_setzero_ps(), acc1[i]);
+                }
+            }
+            if !e.residual.is_null() {
+                for i in 0..R {
+                    let ri = e.residual.wrapping_add(i * e.ld_residual);
+                    acc0[i] = _mm256_add_ps(acc0[i], _mm256_maskload_ps(ri, m0));
+                    acc1[i] = _mm256_add_ps(acc1[i], _mm256_maskload_ps(ri.wrapping_add(8), m1));
+                }
+            }
         }
         for i in 0..R {
             let ci = c.wrapping_add(i * ldc);

@@ -1,13 +1,13 @@
 //! AVX-512F microkernel: a `14 × 32` tile of `Y` in 28 zmm accumulators.
 //!
 //! Per `kk`: two 16-float loads of the B panel row, then for each of the 14 rows one
-//! broadcast of `a[kk·14 + i]` and two FMAs: 28 FMAs per 16 loads, so the two FMA ports stay
+//! broadcast of `a[i·KC + kk]` (constant offsets) and two FMAs: 28 FMAs per 16 loads, so the two FMA ports stay
 //! the bottleneck. Partial tiles use the same body instantiated for `rows < 14` (identical
 //! per-element FMA chains) and masked loads/stores for `cols < 32`.
 
 use std::arch::x86_64::*;
 
-use super::{Microkernel, NR};
+use super::{Microkernel, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, Activation};
 use crate::simd::{avx512_prefix_mask, Avx512Token};
 
@@ -42,11 +42,26 @@ impl Microkernel for Avx512Kernel {
         rows: usize,
         cols: usize,
         accumulate: bool,
+        epi: Option<TileEpilogue>,
     ) {
         #[cfg(test)]
         TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the token proves AVX-512F; the caller upholds the pointer contract.
-        unsafe { tile_avx512(kc, a, b, c, ldc, rows, cols, accumulate) }
+        unsafe { tile_avx512(kc, a, b, c, ldc, rows, cols, accumulate, epi) }
+    }
+
+    fn pack_a(self, x: &[f32], k: usize, (r0, r1): (usize, usize), pc: usize, kc: usize, dst: &mut [f32]) {
+        let kc_pad = kc.next_multiple_of(KG);
+        let in_bounds = r0 <= r1
+            && pc + kc <= k
+            && r1.checked_mul(k).is_some_and(|len| len <= x.len())
+            && dst.len() >= (r1 - r0).div_ceil(MR) * MR * kc_pad;
+        if !in_bounds {
+            debug_assert!(false, "pack_a: out-of-bounds request");
+            return;
+        }
+        // SAFETY: the token proves AVX-512F; bounds were checked just above.
+        unsafe { pack_a_avx512(x.as_ptr(), k, (r0, r1), pc, kc, dst.as_mut_ptr()) }
     }
 
     fn epilogue_row(
@@ -65,6 +80,44 @@ impl Microkernel for Avx512Kernel {
     }
 }
 
+/// [`super::pack_a_block`] for `MR = 14`, `KG = 4`, 16 columns at a time: one zmm load per
+/// row, then each 4-float group goes to its place with one masked store (the base pointer is
+/// shifted back by the group's lane offset, so no shuffles are needed).
+///
+/// # Safety
+/// CPU has AVX-512F; `x` readable for `r1·k` floats, `pc + kc ≤ k`, `dst` writable for
+/// `⌈(r1−r0)/14⌉·14·kc_pad` floats.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pack_a_avx512(x: *const f32, k: usize, (r0, r1): (usize, usize), pc: usize, kc: usize, dst: *mut f32) {
+    const GROUPS_PER_ZMM: usize = 16 / KG;
+    let kc_pad = kc.next_multiple_of(KG);
+    for (q, ir) in (r0..r1).step_by(MR).enumerate() {
+        let rows = MR.min(r1 - ir);
+        let panel = dst.wrapping_add(q * MR * kc_pad);
+        let mut kk0 = 0;
+        while kk0 < kc {
+            let width = 16.min(kc - kk0);
+            let load_mask = avx512_prefix_mask(width);
+            for i in 0..rows {
+                // SAFETY: row ir + i < r1 and columns pc + kk0 .. pc + kk0 + width ≤ k are
+                // inside x (masked-off lanes are not read). Each store writes lanes
+                // 4u..4u+4 (only those below `width`) to group (kk0/4 + u), row i: inside
+                // the panel. `wrapping_sub` keeps the shifted base pointer's arithmetic
+                // defined; only the unmasked lanes' addresses are accessed.
+                unsafe {
+                    let v = _mm512_maskz_loadu_ps(load_mask, x.add((ir + i) * k + pc + kk0));
+                    for u in 0..GROUPS_PER_ZMM.min(width.div_ceil(KG)) {
+                        let group = (kk0 / KG + u) * MR * KG + i * KG;
+                        let lanes = (((1u32 << KG) - 1) << (u * KG)) as __mmask16 & load_mask;
+                        _mm512_mask_storeu_ps(panel.wrapping_add(group).wrapping_sub(u * KG), lanes, v);
+                    }
+                }
+            }
+            kk0 += width;
+        }
+    }
+}
+
 /// Dispatches on `rows` to a body with a compile-time row count.
 ///
 /// # Safety
@@ -80,11 +133,12 @@ unsafe fn tile_avx512(
     rows: usize,
     cols: usize,
     accumulate: bool,
+    epi: Option<TileEpilogue>,
 ) {
     macro_rules! go {
         ($r:literal) => {
             // SAFETY: forwarded contract; rows == $r ≤ MR.
-            unsafe { tile_body::<$r>(kc, a, b, c, ldc, cols, accumulate) }
+            unsafe { tile_body::<$r>(kc, a, b, c, ldc, cols, accumulate, epi) }
         };
     }
     match rows {
@@ -106,12 +160,14 @@ unsafe fn tile_avx512(
     }
 }
 
-/// `C[0..R, 0..cols] = (accumulate ? C : 0) + A·B`, one FMA chain per element over `kk`.
+/// `C[0..R, 0..cols] = (accumulate ? C : 0) + A·B`, one FMA chain per element over `kk`,
+/// then the in-register epilogue if `epi` is given.
 ///
 /// # Safety
 /// Called only from `tile_avx512` (AVX-512F enabled); `R ≤ MR`, pointer contract of
 /// [`Microkernel::tile`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile_body<const R: usize>(
     kc: usize,
     a: *const f32,
@@ -120,6 +176,7 @@ unsafe fn tile_body<const R: usize>(
     ldc: usize,
     cols: usize,
     accumulate: bool,
+    epi: Option<TileEpilogue>,
 ) {
     let m0 = avx512_prefix_mask(cols);
     let m1 = avx512_prefix_mask(cols.saturating_sub(16));
@@ -137,18 +194,55 @@ unsafe fn tile_body<const R: usize>(
                 acc1[i] = _mm512_maskz_loadu_ps(m1, ci.wrapping_add(16));
             }
         }
+        // One k step: two B vectors, R broadcasts, 2R FMAs. Unrolled ×4 so the loop counter
+        // and pointer updates (which compete for the FMA ports) are amortised.
+        macro_rules! k_step {
+            ($a:expr, $b:expr) => {{
+                let b0 = _mm512_loadu_ps($b);
+                let b1 = _mm512_loadu_ps($b.add(16));
+                for i in 0..R {
+                    let ai = _mm512_set1_ps(*$a.add(i * KG));
+                    acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+                    acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+                }
+            }};
+        }
         let mut a = a;
         let mut b = b;
-        for _ in 0..kc {
-            let b0 = _mm512_loadu_ps(b);
-            let b1 = _mm512_loadu_ps(b.add(16));
-            for i in 0..R {
-                let ai = _mm512_set1_ps(*a.add(i));
-                acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
-                acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+        for _ in 0..kc / KG {
+            for u in 0..KG {
+                k_step!(a.add(u), b.add(u * NR));
             }
-            a = a.add(MR);
-            b = b.add(NR);
+            a = a.add(MR * KG);
+            b = b.add(KG * NR);
+        }
+        for u in 0..kc % KG {
+            k_step!(a.add(u), b.add(u * NR));
+        }
+        if let Some(e) = epi {
+            // Same masks as C: only columns < cols of bias / residual rows are read.
+            if !e.bias.is_null() {
+                let bias0 = _mm512_maskz_loadu_ps(m0, e.bias);
+                let bias1 = _mm512_maskz_loadu_ps(m1, e.bias.wrapping_add(16));
+                for i in 0..R {
+                    acc0[i] = _mm512_add_ps(acc0[i], bias0);
+                    acc1[i] = _mm512_add_ps(acc1[i], bias1);
+                }
+            }
+            if e.relu {
+                // max(0, x): a NaN in x is returned (second operand), as torch.relu.
+                for i in 0..R {
+                    acc0[i] = _mm512_max_ps(_mm512_setzero_ps(), acc0[i]);
+                    acc1[i] = _mm512_max_ps(_mm512_setzero_ps(), acc1[i]);
+                }
+            }
+            if !e.residual.is_null() {
+                for i in 0..R {
+                    let ri = e.residual.wrapping_add(i * e.ld_residual);
+                    acc0[i] = _mm512_add_ps(acc0[i], _mm512_maskz_loadu_ps(m0, ri));
+                    acc1[i] = _mm512_add_ps(acc1[i], _mm512_maskz_loadu_ps(m1, ri.wrapping_add(16)));
+                }
+            }
         }
         for i in 0..R {
             let ci = c.wrapping_add(i * ldc);

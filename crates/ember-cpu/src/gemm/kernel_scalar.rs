@@ -1,8 +1,8 @@
-//! Portable microkernel: `4 × 4` blocks of scalar accumulators swept across the 32-column
-//! panel. Separate multiply and add (no FMA), so it is fast on any x86-64 and deterministic;
+//! Portable microkernel: one row × 8 columns of scalar accumulators at a time, swept across
+//! the tile (`MR = 4` rows per tile, 32-column panel). Separate multiply and add (no FMA), so it is fast on any x86-64 and deterministic;
 //! its results differ from the FMA kernels in the last bits.
 
-use super::{Microkernel, NR};
+use super::{Microkernel, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, Activation};
 use crate::simd::ScalarToken;
 
@@ -13,7 +13,7 @@ pub(super) static TILES: std::sync::atomic::AtomicUsize = std::sync::atomic::Ato
 /// Rows per tile.
 pub(super) const MR: usize = 4;
 /// Columns per register block.
-const NB: usize = 4;
+const NB: usize = 8;
 
 /// The scalar kernel (always available).
 #[derive(Clone, Copy, Debug)]
@@ -32,40 +32,50 @@ impl Microkernel for ScalarKernel {
         rows: usize,
         cols: usize,
         accumulate: bool,
+        epi: Option<TileEpilogue>,
     ) {
         #[cfg(test)]
         TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the caller guarantees a: kc·MR floats, b: kc·NR floats.
-        let (a, b) = unsafe {
-            (
-                std::slice::from_raw_parts(a, kc * MR),
-                std::slice::from_raw_parts(b, kc * NR),
-            )
-        };
         let rows = rows.min(MR);
         let cols = cols.min(NR);
-        for j0 in (0..cols).step_by(NB) {
-            let nb = NB.min(cols - j0);
-            let mut acc = [[0.0f32; NB]; MR];
-            if accumulate {
-                for (i, acc_row) in acc.iter_mut().enumerate().take(rows) {
-                    for (jj, v) in acc_row.iter_mut().enumerate().take(nb) {
+        // SAFETY: the caller guarantees b: kc·NR floats.
+        let b = unsafe { std::slice::from_raw_parts(b, kc * NR) };
+        for i in 0..rows {
+            // SAFETY: the caller guarantees the micro-panel: MR·kc_pad floats.
+            let a_panel = unsafe { std::slice::from_raw_parts(a, MR * kc.next_multiple_of(KG)) };
+            for j0 in (0..cols).step_by(NB) {
+                let nb = NB.min(cols - j0);
+                let mut acc = [0.0f32; NB];
+                if accumulate {
+                    for (jj, v) in acc.iter_mut().enumerate().take(nb) {
                         // SAFETY: (i, j0 + jj) is inside the caller's rows × cols tile.
                         *v = unsafe { *c.add(i * ldc + j0 + jj) };
                     }
                 }
-            }
-            for kk in 0..kc {
-                let a_k = &a[kk * MR..kk * MR + MR];
-                let b_k = &b[kk * NR + j0..kk * NR + j0 + NB];
-                for i in 0..MR {
+                for kk in 0..kc {
+                    let a_ik = a_panel[(kk / KG) * MR * KG + i * KG + kk % KG];
+                    let b_k = &b[kk * NR + j0..kk * NR + j0 + NB];
                     for jj in 0..NB {
-                        acc[i][jj] += a_k[i] * b_k[jj];
+                        acc[jj] += a_ik * b_k[jj];
                     }
                 }
-            }
-            for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                for (jj, &v) in acc_row.iter().enumerate().take(nb) {
+                for (jj, &v) in acc.iter().enumerate().take(nb) {
+                    let mut v = v;
+                    if let Some(e) = epi {
+                        // SAFETY: column j0 + jj < cols and row i < rows are inside the
+                        // bias / residual areas the caller vouches for.
+                        unsafe {
+                            if !e.bias.is_null() {
+                                v += *e.bias.add(j0 + jj);
+                            }
+                            if e.relu && v < 0.0 {
+                                v = 0.0;
+                            }
+                            if !e.residual.is_null() {
+                                v += *e.residual.add(i * e.ld_residual + j0 + jj);
+                            }
+                        }
+                    }
                     // SAFETY: (i, j0 + jj) is inside the caller's rows × cols tile.
                     unsafe { *c.add(i * ldc + j0 + jj) = v };
                 }

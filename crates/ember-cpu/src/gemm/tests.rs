@@ -316,24 +316,272 @@ fn gemm_throughput() {
         ("small    [16,768]x[768,768]  ", 16, 768, 768),
         ("large    [1024,768]x[3072,768]", 1024, 3072, 768),
     ];
+    // EMBER_GEMM_SHAPES="m,n,k;m,n,k" replaces the list (for tuning experiments).
+    let custom: Vec<(String, usize, usize, usize)> = std::env::var("EMBER_GEMM_SHAPES")
+        .map(|v| {
+            v.split(';')
+                .map(|t| {
+                    let d: Vec<usize> = t.split(',').map(|x| x.trim().parse().unwrap()).collect();
+                    (format!("[{},{}]x[{},{}]", d[0], d[2], d[1], d[2]), d[0], d[1], d[2])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let shapes: Vec<(String, usize, usize, usize)> = if custom.is_empty() {
+        shapes.iter().map(|&(s, m, n, k)| (s.to_string(), m, n, k)).collect()
+    } else {
+        custom
+    };
+    let isas: Vec<Isa> = match std::env::var("EMBER_ISA") {
+        Ok(name) => Isa::from_name(&name).into_iter().collect(),
+        Err(_) => supported_isas(),
+    };
     let mut rng = SplitMix(5);
-    for isa in supported_isas() {
-        for &(name, m, n, k) in &shapes {
+    for isa in isas {
+        for (name, m, n, k) in shapes.iter().cloned() {
             let x = rng.vec(m * k);
             let w = PackedLinear::new(&rng.vec(n * k), Some(&rng.vec(n)), n, k).unwrap();
             let mut out = vec![0.0f32; m * n];
             let flops = 2.0 * (m * n * k) as f64;
-            let best = run_in_pool(1, || {
-                let mut best = f64::MAX;
-                let reps = ((2e9 / flops) as usize).clamp(3, 200);
-                for _ in 0..reps {
-                    let t = std::time::Instant::now();
-                    linear_with_isa(isa, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
-                    best = best.min(t.elapsed().as_secs_f64());
-                }
-                best
+            // Host noise (shared machine, turbo) moves absolute numbers by ±10%: interleave
+            // short peak measurements and report the median of per-round ratios.
+            let mut rounds: Vec<(f64, f64)> = run_in_pool(1, || {
+                (0..7)
+                    .map(|_| {
+                        let peak = fma_peak_gflops(isa, 5.0);
+                        let reps = ((6e9 / flops) as usize).clamp(3, 400);
+                        let mut best = f64::MAX;
+                        for _ in 0..reps {
+                            let t = std::time::Instant::now();
+                            linear_with_isa(isa, &x, m, &w, Activation::Identity, None, &mut out)
+                                .unwrap();
+                            best = best.min(t.elapsed().as_secs_f64());
+                        }
+                        let gflops = flops / best / 1e9;
+                        (gflops, peak.map_or(f64::NAN, |p| gflops / p))
+                    })
+                    .collect()
             });
-            println!("{isa:7} {name}: {:7.1} GFLOP/s", flops / best / 1e9);
+            rounds.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
+            let (gflops, ratio) = rounds[rounds.len() / 2];
+            println!("{isa:7} {name}: {gflops:7.1} GFLOP/s  ({:4.1}% of FMA peak)", ratio * 100.0);
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_chains_512(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    // SAFETY: avx512f is enabled on this function; callers check detection first.
+    unsafe {
+        let mut acc = [_mm512_set1_ps(0.0); 24];
+        let a = _mm512_set1_ps(0.999_999);
+        let b = _mm512_set1_ps(1e-7);
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for v in acc {
+            s = _mm512_add_ps(s, v);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains_256(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    // SAFETY: avx2+fma are enabled on this function; callers check detection first.
+    unsafe {
+        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let a = _mm256_set1_ps(0.999_999);
+        let b = _mm256_set1_ps(1e-7);
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let s = acc.iter().fold(_mm256_setzero_ps(), |x, &y| _mm256_add_ps(x, y));
+        let mut out = [0.0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), s);
+        out.iter().sum()
+    }
+}
+
+/// FMA peak of one core in GFLOP/s for `isa` (independent FMA chains, no memory traffic),
+/// best of 3 runs of about `millis` ms each. `None` for `Scalar`.
+fn fma_peak_gflops(isa: Isa, millis: f64) -> Option<f64> {
+    let (flops_per_iter, run): (f64, fn(usize) -> f32) = match isa {
+        // SAFETY (both closures): only reached when the ISA is supported (callers iterate
+        // `supported_isas()`).
+        Isa::Avx512 => (2.0 * 16.0 * 24.0, |i| unsafe { fma_chains_512(i) }),
+        Isa::Avx2 => (2.0 * 8.0 * 12.0, |i| unsafe { fma_chains_256(i) }),
+        Isa::Scalar => return None,
+    };
+    // ~100 GFLOP/s as a first guess of the iteration count.
+    let iters = ((millis * 1e-3 * 100e9 / flops_per_iter) as usize).max(1000);
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        std::hint::black_box(run(std::hint::black_box(iters)));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Some(flops_per_iter * iters as f64 / best / 1e9)
+}
+
+/// Measured FMA peak of one core (GFLOP/s), the denominator of the GEMM ratio.
+#[test]
+#[ignore]
+fn fma_peak() {
+    for isa in supported_isas() {
+        if let Some(g) = fma_peak_gflops(isa, 200.0) {
+            println!("{isa}: FMA peak {g:.1} GFLOP/s per core");
+        }
+    }
+}
+
+/// Microkernel alone, operands hot in cache: the ceiling the blocking loops can reach.
+#[test]
+#[ignore]
+fn microkernel_throughput() {
+    let Some(kern) = kernel_avx512::Avx512Kernel::detect() else {
+        println!("skipped: no AVX-512");
+        return;
+    };
+    let mr = kernel_avx512::MR;
+    for kc in [128usize, 256] {
+        let a = vec![0.5f32; KC * mr];
+        let b = vec![0.25f32; kc * NR];
+        let mut c = vec![0.0f32; mr * NR];
+        let reps = 20_000_000 / kc;
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                // SAFETY: a, b, c are sized for one full tile.
+                unsafe { kern.tile(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), NR, mr, NR, true, None) };
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let flops = 2.0 * (reps * kc * mr * NR) as f64;
+        println!("avx512 microkernel kc={kc}: {:.1} GFLOP/s", flops / best / 1e9);
+    }
+}
+
+/// The blocking loop's access pattern without packing or epilogue: `panels` B micro-panels
+/// × `q` A micro-panels, kc = 256. Separates cache effects from driver overhead.
+#[test]
+#[ignore]
+fn microkernel_access_pattern() {
+    let Some(kern) = kernel_avx512::Avx512Kernel::detect() else {
+        println!("skipped: no AVX-512");
+        return;
+    };
+    let mr = kernel_avx512::MR;
+    let kc = 256;
+    let a_outer = std::env::var_os("A_OUTER").is_some();
+    for (panels, q, ldc) in [(1, 1, 32), (1, 10, 32), (24, 10, 768), (16, 10, 3072), (24, 10, 3072), (96, 10, 3072), (96, 10, 3040), (24, 1, 768)] {
+        let a = vec![0.5f32; KC * mr * q];
+        let b = vec![0.25f32; kc * NR * panels];
+        let mut c = vec![0.0f32; mr * q * ldc.max(NR * panels)];
+        let ldc = ldc.max(NR);
+        let tiles = panels * q;
+        let reps = (40_000_000 / (kc * tiles)).max(1);
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                for t in 0..panels * q {
+                    let (p, i) = if a_outer { (t % panels, t / panels) } else { (t / q, t % q) };
+                    {
+                        let cp = c[(i * mr * ldc + (p * NR) % ldc)..].as_mut_ptr();
+                        // SAFETY: each A/B slice holds a full kc-long micro-panel, and the
+                        // C tile lies inside `c`.
+                        unsafe {
+                            kern.tile(kc, a[i * KC * mr..].as_ptr(), b[p * kc * NR..].as_ptr(), cp, ldc, mr, NR, true, None)
+                        };
+                    }
+                }
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let flops = 2.0 * (reps * tiles * kc * mr * NR) as f64;
+        println!("panels={panels:3} a_panels={q:2} ldc={ldc:5}: {:.1} GFLOP/s", flops / best / 1e9);
+    }
+}
+
+/// Read bandwidth of one core from buffers of several sizes (L2, L3, DRAM).
+#[test]
+#[ignore]
+fn read_bandwidth() {
+    #[target_feature(enable = "avx512f")]
+    fn sum(data: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        // SAFETY: avx512f enabled; loads stay inside `data` (chunks of 64 floats).
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for c in data.chunks_exact(64) {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_add_ps(*a, _mm512_loadu_ps(c.as_ptr().add(16 * j)));
+                }
+            }
+            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))
+        }
+    }
+    if !Isa::Avx512.is_supported() {
+        return;
+    }
+    for kib in [256usize, 1024, 3072, 8192, 32768, 262_144] {
+        let data = vec![1.0f32; kib * 256];
+        let reps = (1 << 22) / kib.max(1) + 2;
+        let mut best = f64::MAX;
+        for _ in 0..reps {
+            let t = std::time::Instant::now();
+            // SAFETY: AVX-512F is supported (checked above).
+            std::hint::black_box(unsafe { sum(&data) });
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("{kib:7} KiB: {:6.1} GB/s", (kib * 1024) as f64 / best / 1e9);
+    }
+}
+
+fn d_len(m: usize) -> usize {
+    m.div_ceil(14) * 14 * KC
+}
+
+/// Cost of packing A (a strided row copy), in ns per element.
+#[test]
+#[ignore]
+fn pack_a_throughput() {
+    let mut rng = SplitMix(3);
+    let (m, k, kc) = (128, 768, 256);
+    let x = rng.vec(m * k);
+    let mut dst = vec![0.0f32; m.div_ceil(14) * 14 * KC];
+    let reps = 2000;
+    let mut time = |name: &str, pack: &dyn Fn(&mut [f32])| {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                pack(&mut dst);
+                std::hint::black_box(&mut dst);
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("{name}: {:.3} ns/element", best / reps as f64 / (m * kc) as f64 * 1e9);
+    };
+    time("portable pack_a", &|d| pack_a_block(&x, k, (0, m), 256, kc, 14, d));
+    if let Some(kern) = kernel_avx512::Avx512Kernel::detect() {
+        time("avx512 pack_a", &|d| kern.pack_a(&x, k, (0, m), 256, kc, d));
+        // Both packings must agree exactly.
+        let mut a = vec![0.0f32; d_len(m)];
+        let mut b = vec![0.0f32; d_len(m)];
+        pack_a_block(&x, k, (0, m), 256, kc, 14, &mut a);
+        kern.pack_a(&x, k, (0, m), 256, kc, &mut b);
+        assert_eq!(a, b);
     }
 }
