@@ -1,7 +1,7 @@
 //! AVX-512F microkernel: a `14 × 32` tile of `Y` in 28 zmm accumulators.
 //!
 //! Per `kk`: two 16-float loads of the B panel row, then for each of the 14 rows one
-//! broadcast of `a[i·KC + kk]` (constant offsets) and two FMAs: 28 FMAs per 16 loads, so the two FMA ports stay
+//! broadcast from the packed A micro-panel (constant offsets `i·KG`) and two FMAs: 28 FMAs per 16 loads, so the two FMA ports stay
 //! the bottleneck. Partial tiles use the same body instantiated for `rows < 14` (identical
 //! per-element FMA chains) and masked loads/stores for `cols < 32`.
 
@@ -80,40 +80,32 @@ impl Microkernel for Avx512Kernel {
     }
 }
 
-/// [`super::pack_a_block`] for `MR = 14`, `KG = 4`, 16 columns at a time: one zmm load per
-/// row, then each 4-float group goes to its place with one masked store (the base pointer is
-/// shifted back by the group's lane offset, so no shuffles are needed).
+// One k group is exactly one zmm (and one cache line) per row.
+const _: () = assert!(KG == 16);
+
+/// [`super::pack_a_block`] for `MR = 14`, `KG = 16`: each row's 16-float group is one
+/// masked zmm load and one masked zmm store (masks cover the `kc` tail).
 ///
 /// # Safety
 /// CPU has AVX-512F; `x` readable for `r1·k` floats, `pc + kc ≤ k`, `dst` writable for
 /// `⌈(r1−r0)/14⌉·14·kc_pad` floats.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn pack_a_avx512(x: *const f32, k: usize, (r0, r1): (usize, usize), pc: usize, kc: usize, dst: *mut f32) {
-    const GROUPS_PER_ZMM: usize = 16 / KG;
     let kc_pad = kc.next_multiple_of(KG);
     for (q, ir) in (r0..r1).step_by(MR).enumerate() {
         let rows = MR.min(r1 - ir);
         let panel = dst.wrapping_add(q * MR * kc_pad);
-        let mut kk0 = 0;
-        while kk0 < kc {
-            let width = 16.min(kc - kk0);
-            let load_mask = avx512_prefix_mask(width);
+        for (g, kk0) in (0..kc).step_by(KG).enumerate() {
+            let mask = avx512_prefix_mask(kc - kk0);
             for i in 0..rows {
-                // SAFETY: row ir + i < r1 and columns pc + kk0 .. pc + kk0 + width ≤ k are
-                // inside x (masked-off lanes are not read). Each store writes lanes
-                // 4u..4u+4 (only those below `width`) to group (kk0/4 + u), row i: inside
-                // the panel. `wrapping_sub` keeps the shifted base pointer's arithmetic
-                // defined; only the unmasked lanes' addresses are accessed.
+                // SAFETY: row ir + i < r1 and columns pc + kk0 .. pc + min(kc, kk0 + 16) ≤ k
+                // lie inside x; the store goes to group g, row i of this micro-panel, inside
+                // dst. Masked-off lanes are neither read nor written.
                 unsafe {
-                    let v = _mm512_maskz_loadu_ps(load_mask, x.add((ir + i) * k + pc + kk0));
-                    for u in 0..GROUPS_PER_ZMM.min(width.div_ceil(KG)) {
-                        let group = (kk0 / KG + u) * MR * KG + i * KG;
-                        let lanes = (((1u32 << KG) - 1) << (u * KG)) as __mmask16 & load_mask;
-                        _mm512_mask_storeu_ps(panel.wrapping_add(group).wrapping_sub(u * KG), lanes, v);
-                    }
+                    let v = _mm512_maskz_loadu_ps(mask, x.add((ir + i) * k + pc + kk0));
+                    _mm512_mask_storeu_ps(panel.add(g * MR * KG + i * KG), mask, v);
                 }
             }
-            kk0 += width;
         }
     }
 }

@@ -4,24 +4,7 @@
 use super::*;
 use crate::isa::supported_isas;
 
-/// Tiny deterministic PRNG (splitmix64), uniform in [-1, 1).
-pub(crate) struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub(crate) fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub(crate) fn vec(&mut self, len: usize) -> Vec<f32> {
-        (0..len).map(|_| self.uniform()).collect()
-    }
-}
+pub(crate) use crate::test_util::SplitMix;
 
 struct Case {
     m: usize,
@@ -469,83 +452,6 @@ fn microkernel_throughput() {
         }
         let flops = 2.0 * (reps * kc * mr * NR) as f64;
         println!("avx512 microkernel kc={kc}: {:.1} GFLOP/s", flops / best / 1e9);
-    }
-}
-
-/// The blocking loop's access pattern without packing or epilogue: `panels` B micro-panels
-/// × `q` A micro-panels, kc = 256. Separates cache effects from driver overhead.
-#[test]
-#[ignore]
-fn microkernel_access_pattern() {
-    let Some(kern) = kernel_avx512::Avx512Kernel::detect() else {
-        println!("skipped: no AVX-512");
-        return;
-    };
-    let mr = kernel_avx512::MR;
-    let kc = 256;
-    let a_outer = std::env::var_os("A_OUTER").is_some();
-    for (panels, q, ldc) in [(1, 1, 32), (1, 10, 32), (24, 10, 768), (16, 10, 3072), (24, 10, 3072), (96, 10, 3072), (96, 10, 3040), (24, 1, 768)] {
-        let a = vec![0.5f32; KC * mr * q];
-        let b = vec![0.25f32; kc * NR * panels];
-        let mut c = vec![0.0f32; mr * q * ldc.max(NR * panels)];
-        let ldc = ldc.max(NR);
-        let tiles = panels * q;
-        let reps = (40_000_000 / (kc * tiles)).max(1);
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                for t in 0..panels * q {
-                    let (p, i) = if a_outer { (t % panels, t / panels) } else { (t / q, t % q) };
-                    {
-                        let cp = c[(i * mr * ldc + (p * NR) % ldc)..].as_mut_ptr();
-                        // SAFETY: each A/B slice holds a full kc-long micro-panel, and the
-                        // C tile lies inside `c`.
-                        unsafe {
-                            kern.tile(kc, a[i * KC * mr..].as_ptr(), b[p * kc * NR..].as_ptr(), cp, ldc, mr, NR, true, None)
-                        };
-                    }
-                }
-            }
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        let flops = 2.0 * (reps * tiles * kc * mr * NR) as f64;
-        println!("panels={panels:3} a_panels={q:2} ldc={ldc:5}: {:.1} GFLOP/s", flops / best / 1e9);
-    }
-}
-
-/// Read bandwidth of one core from buffers of several sizes (L2, L3, DRAM).
-#[test]
-#[ignore]
-fn read_bandwidth() {
-    #[target_feature(enable = "avx512f")]
-    fn sum(data: &[f32]) -> f32 {
-        use std::arch::x86_64::*;
-        // SAFETY: avx512f enabled; loads stay inside `data` (chunks of 64 floats).
-        unsafe {
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for c in data.chunks_exact(64) {
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_add_ps(*a, _mm512_loadu_ps(c.as_ptr().add(16 * j)));
-                }
-            }
-            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))
-        }
-    }
-    if !Isa::Avx512.is_supported() {
-        return;
-    }
-    for kib in [256usize, 1024, 3072, 8192, 32768, 262_144] {
-        let data = vec![1.0f32; kib * 256];
-        let reps = (1 << 22) / kib.max(1) + 2;
-        let mut best = f64::MAX;
-        for _ in 0..reps {
-            let t = std::time::Instant::now();
-            // SAFETY: AVX-512F is supported (checked above).
-            std::hint::black_box(unsafe { sum(&data) });
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        println!("{kib:7} KiB: {:6.1} GB/s", (kib * 1024) as f64 / best / 1e9);
     }
 }
 
