@@ -1,59 +1,46 @@
-//! Multi-head self-attention over a packed batch, one sequence at a time (no padding, no mask).
+//! Multi-head self-attention over a packed, variable-length batch (no padding, no mask).
 //!
-//! `qkv` is `[T, 3H]` (the fused projection: `[Q | K | V]`, head `h` at columns `h·hd..(h+1)·hd`
-//! of each part), `seq_offsets` delimits the sequences, `out` is `[T, H]`:
+//! Shapes: `qkv` is `[T, 3H]`, the fused QKV projection: columns `[0, H)` are Q, `[H, 2H)`
+//! K, `[2H, 3H)` V, and head `h` owns columns `h·hd .. (h+1)·hd` of each. `seq_offsets` is
+//! `[0, …, T]` (non-decreasing, `n_seq + 1` entries): sequence `s` is rows
+//! `seq_offsets[s] .. seq_offsets[s+1]`. `out` is `[T, H]`:
 //!
-//! `out[t, h] = softmax(q_t,h · K_s,hᵀ / √hd) · V_s,h`   for the sequence `s` holding `t`.
+//! `out[t, h·hd ..] = softmax(q_t · K_sᵀ / √hd) · V_s` for the sequence `s` holding `t`.
 //!
-//! Sequences run in parallel on rayon's current pool; a sequence's result depends only on its
-//! own rows, computed in a fixed order, so it is bit-identical alone or in any batch, with any
-//! thread count. The score row lives in a per-thread buffer reused across calls.
+//! Work is split into (sequence, head[, query chunk]) tasks on rayon's current pool. A task
+//! copies `K_hᵀ` (`[hd, L]`) and `V_h` (`[L, hd]`) of its sequence into a per-thread scratch
+//! buffer (zero-padded to whole vectors), then for each block of 4 queries computes scores
+//! with a register tile (4 queries × 2 vectors of keys, one FMA chain over `d` per score),
+//! applies the softmax of [`crate::softmax`], and accumulates `P·V` (4 queries × 2 vectors of
+//! `d`, one FMA chain over keys per output). Every output element therefore depends only on
+//! its own sequence and head, in a fixed order: results are bit-identical whether a sequence
+//! is alone or batched, and for any thread count.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use crate::error::{check_len, checked_elems, KernelError};
-use crate::math::exp_f32;
+use crate::isa::{active_isa, Isa};
+use crate::simd::{isa_dispatch, Simd};
+use crate::softmax::softmax_row;
 
-thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
+/// Queries per register tile.
+const QB: usize = 4;
+/// Below this many multiply-adds (`Σ L²·H`) a call stays on the calling thread.
+const SEQUENTIAL_MACS: usize = 1 << 17;
 
-/// `*mut f32` that may cross threads: each task writes the rows of its own sequence only.
-#[derive(Clone, Copy)]
-struct OutRows(*mut f32);
-// SAFETY: tasks write disjoint row ranges (sequences do not overlap: offsets are validated to be
-// strictly increasing), so sharing the pointer cannot produce a data race.
-unsafe impl Send for OutRows {}
-unsafe impl Sync for OutRows {}
-
-fn validate(
-    qkv: &[f32],
-    seq_offsets: &[usize],
-    heads: usize,
-    head_dim: usize,
-    out: &[f32],
-) -> Result<usize, KernelError> {
-    const OP: &str = "attention_varlen";
-    let hidden = checked_elems(OP, "hidden", heads, head_dim)?;
-    let tokens = *seq_offsets.last().ok_or(KernelError::InvalidOffsets {
-        op: OP,
-        reason: "empty".into(),
-    })?;
-    if seq_offsets[0] != 0 || seq_offsets.windows(2).any(|w| w[1] <= w[0]) {
-        return Err(KernelError::InvalidOffsets {
-            op: OP,
-            reason: "must start at 0 and strictly increase".into(),
-        });
-    }
-    let row = checked_elems(OP, "qkv", hidden, 3)?;
-    check_len(OP, "qkv", checked_elems(OP, "qkv", tokens, row)?, qkv.len())?;
-    check_len(OP, "out", checked_elems(OP, "out", tokens, hidden)?, out.len())?;
-    Ok(hidden)
-}
-
-/// Attention for every sequence and head of a packed batch; see the module docs.
+/// `out = softmax(Q·Kᵀ/√hd)·V` per sequence and head, on the [`active_isa`]. See the module
+/// docs for the shapes. Errors (leaving `out` untouched) on inconsistent shapes or offsets.
+///
+/// ```
+/// // One sequence of 2 tokens, 1 head of dim 1: q = k = 0, so the weights are uniform.
+/// let qkv = [0.0, 0.0, 1.0, /* token 1: */ 0.0, 0.0, 3.0];
+/// let mut out = [0.0f32; 2];
+/// ember_cpu::attention_varlen(&qkv, &[0, 2], 1, 1, &mut out)?;
+/// assert_eq!(out, [2.0, 2.0]);
+/// # Ok::<(), ember_cpu::error::KernelError>(())
+/// ```
 pub fn attention_varlen(
     qkv: &[f32],
     seq_offsets: &[usize],
@@ -61,167 +48,391 @@ pub fn attention_varlen(
     head_dim: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let hidden = validate(qkv, seq_offsets, heads, head_dim, out)?;
-    if hidden == 0 {
+    attention_varlen_with_isa(active_isa(), qkv, seq_offsets, heads, head_dim, out)
+}
+
+/// Checks shapes and offsets; returns `(T, H)`.
+fn validate(
+    op: &'static str,
+    qkv: &[f32],
+    seq_offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    out: &[f32],
+) -> Result<(usize, usize), KernelError> {
+    let bad_offsets = |reason: String| KernelError::InvalidOffsets { op, reason };
+    let Some(&t) = seq_offsets.last() else {
+        return Err(bad_offsets("empty (needs at least [0])".into()));
+    };
+    if seq_offsets[0] != 0 {
+        return Err(bad_offsets(format!("starts at {}, not 0", seq_offsets[0])));
+    }
+    if let Some(i) = seq_offsets.windows(2).position(|w| w[1] < w[0]) {
+        return Err(bad_offsets(format!(
+            "decreasing at index {}: {} > {}",
+            i + 1,
+            seq_offsets[i],
+            seq_offsets[i + 1]
+        )));
+    }
+    if t > 0 && (heads == 0 || head_dim == 0) {
+        return Err(KernelError::InvalidShape {
+            op,
+            reason: format!("heads = {heads}, head_dim = {head_dim}: both must be > 0"),
+        });
+    }
+    let h = checked_elems(op, "out", heads, head_dim)?;
+    let h3 = checked_elems(op, "qkv", h, 3)?;
+    check_len(op, "qkv", checked_elems(op, "qkv", t, h3)?, qkv.len())?;
+    check_len(op, "out", checked_elems(op, "out", t, h)?, out.len())?;
+    Ok((t, h))
+}
+
+/// `out` as a raw pointer that tasks may share: they write disjoint (row, head) blocks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint regions (rows of their own sequence and query chunk, columns
+// of their own head), and `out` outlives the parallel section.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// What one task computes.
+#[derive(Clone, Copy)]
+struct Task {
+    /// First row of the sequence in `qkv` / `out`.
+    s0: usize,
+    /// Sequence length.
+    len: usize,
+    /// Query rows (relative to `s0`) this task owns.
+    q0: usize,
+    q1: usize,
+    head: usize,
+}
+
+/// [`attention_varlen`] on an explicit instruction set (`Err(UnsupportedIsa)` if this CPU
+/// lacks it).
+pub fn attention_varlen_with_isa(
+    isa: Isa,
+    qkv: &[f32],
+    seq_offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "attention_varlen";
+    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, out)?;
+    if !isa.is_supported() {
+        return Err(KernelError::UnsupportedIsa { op: OP, isa });
+    }
+    let n_seq = seq_offsets.len() - 1;
+    if n_seq == 0 || h == 0 {
         return Ok(());
     }
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let out_rows = OutRows(out.as_mut_ptr());
-    (0..seq_offsets.len() - 1).into_par_iter().for_each(|s| {
-        let (start, end) = (seq_offsets[s], seq_offsets[s + 1]);
-        // SAFETY: rows start..end of `out` (length checked in `validate`) belong to sequence `s`
-        // alone; no other task touches them while this one runs.
-        let out_seq = unsafe {
-            let rows = out_rows;
-            std::slice::from_raw_parts_mut(rows.0.add(start * hidden), (end - start) * hidden)
-        };
-        let qkv_seq = &qkv[start * 3 * hidden..end * 3 * hidden];
-        SCORES.with(|scores| {
-            let mut scores = scores.borrow_mut();
-            if scores.len() < end - start {
-                scores.resize(end - start, 0.0);
-            }
-            attend_sequence(qkv_seq, end - start, heads, head_dim, scale, &mut scores[..end - start], out_seq);
-        });
-    });
+    let macs: usize = seq_offsets
+        .windows(2)
+        .map(|w| (w[1] - w[0]).saturating_mul(w[1] - w[0]))
+        .fold(0usize, |a, b| a.saturating_add(b))
+        .saturating_mul(h);
+    let threads = if macs < SEQUENTIAL_MACS {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
+    // Split queries only when (sequence, head) pairs alone cannot keep the threads busy.
+    let pairs = n_seq * heads;
+    let chunks = if pairs >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(pairs)
+    };
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let run = |index: usize| {
+        let (pair, chunk) = (index / chunks, index % chunks);
+        let (seq, head) = (pair / heads, pair % heads);
+        let s0 = seq_offsets[seq];
+        let len = seq_offsets[seq + 1] - s0;
+        let per_chunk = len.div_ceil(chunks);
+        let q0 = (chunk * per_chunk).min(len);
+        let q1 = (q0 + per_chunk).min(len);
+        if q0 < q1 {
+            let task = Task {
+                s0,
+                len,
+                q0,
+                q1,
+                head,
+            };
+            // Support was checked above: dispatch cannot fail.
+            let _ = attention_task_with_isa(isa, qkv, heads, head_dim, task, out_ptr);
+        }
+    };
+    let tasks = pairs * chunks;
+    if threads == 1 {
+        (0..tasks).for_each(run);
+    } else {
+        (0..tasks).into_par_iter().for_each(run);
+    }
     Ok(())
 }
 
-/// One sequence of `len` tokens: `qkv` is `[len, 3H]`, `out` is `[len, H]`.
-fn attend_sequence(
-    qkv: &[f32],
-    len: usize,
-    heads: usize,
-    head_dim: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let hidden = heads * head_dim;
-    let row = 3 * hidden;
-    for h in 0..heads {
-        let (q_col, k_col, v_col) = (h * head_dim, hidden + h * head_dim, 2 * hidden + h * head_dim);
-        for i in 0..len {
-            let q = &qkv[i * row + q_col..i * row + q_col + head_dim];
-            let mut max = f32::NEG_INFINITY;
-            for (j, score) in scores.iter_mut().enumerate() {
-                let k = &qkv[j * row + k_col..j * row + k_col + head_dim];
-                *score = dot(q, k) * scale;
-                max = max.max(*score);
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer grown to at least `len` floats.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                *buf = vec![0.0; len];
             }
-            let mut sum = 0.0f32;
-            for score in scores.iter_mut() {
-                *score = exp_f32(*score - max);
-                sum += *score;
+            f(&mut buf[..len])
+        }
+        // Re-entered on this thread (tasks never nest, but stay correct): use a fresh one.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// One task (see the module docs).
+#[inline(always)]
+fn attention_task<S: Simd>(s: S, qkv: &[f32], heads: usize, hd: usize, task: Task, out: OutPtr) {
+    let v2 = 2 * S::LANES; // floats per register pair
+    let h = heads * hd;
+    let ld = 3 * h;
+    let Task {
+        s0,
+        len,
+        q0,
+        q1,
+        head,
+    } = task;
+    let lp = len.next_multiple_of(v2);
+    let hdp = hd.next_multiple_of(v2);
+    let scale = s.splat(1.0 / (hd as f32).sqrt());
+    with_scratch(hd * lp + len * hdp + QB * lp, |scratch| {
+        let (kt, rest) = scratch.split_at_mut(hd * lp);
+        let (vp, scores) = rest.split_at_mut(len * hdp);
+        // Kᵀ: kt[d·lp + j] = K[j, d]; V: vp[j·hdp + d] = V[j, d]; padding zero.
+        kt.fill(0.0);
+        vp.fill(0.0);
+        for j in 0..len {
+            let row = &qkv[(s0 + j) * ld..(s0 + j + 1) * ld];
+            let k = &row[h + head * hd..h + (head + 1) * hd];
+            let v = &row[2 * h + head * hd..2 * h + (head + 1) * hd];
+            for (d, &kd) in k.iter().enumerate() {
+                kt[d * lp + j] = kd;
             }
-            let inv = 1.0 / sum;
-            let o = &mut out[i * hidden + h * head_dim..i * hidden + (h + 1) * head_dim];
-            o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let v = &qkv[j * row + v_col..j * row + v_col + head_dim];
-                let p = p * inv;
-                for (o, &v) in o.iter_mut().zip(v) {
-                    *o = p.mul_add(v, *o);
+            vp[j * hdp..j * hdp + hd].copy_from_slice(v);
+        }
+        let q_col = head * hd;
+        for i0 in (q0..q1).step_by(QB) {
+            let qb = QB.min(q1 - i0);
+            // Rows past the block's end repeat its last query: computed, never stored.
+            let q_rows: [&[f32]; QB] = std::array::from_fn(|r| {
+                let i = s0 + i0 + r.min(qb - 1);
+                &qkv[i * ld + q_col..i * ld + q_col + hd]
+            });
+            // Scores: 4 queries × 2 vectors of keys, one FMA chain over d per score.
+            for jc in (0..lp).step_by(v2) {
+                let mut acc = [[s.splat(0.0); 2]; QB];
+                for d in 0..hd {
+                    // SAFETY: jc + v2 ≤ lp, so both loads stay in row d of kt.
+                    let (k0, k1) = unsafe {
+                        let p = kt.as_ptr().add(d * lp + jc);
+                        (s.load(p), s.load(p.add(S::LANES)))
+                    };
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let qd = s.splat(q_rows[r][d]);
+                        acc_r[0] = s.fma(qd, k0, acc_r[0]);
+                        acc_r[1] = s.fma(qd, k1, acc_r[1]);
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate() {
+                    // SAFETY: row r of `scores` holds lp ≥ jc + v2 floats.
+                    unsafe {
+                        let p = scores.as_mut_ptr().add(r * lp + jc);
+                        s.store(p, s.mul(acc_r[0], scale));
+                        s.store(p.add(S::LANES), s.mul(acc_r[1], scale));
+                    }
+                }
+            }
+            for r in 0..qb {
+                softmax_row(s, &mut scores[r * lp..r * lp + len]);
+            }
+            // P·V: 4 queries × 2 vectors of d, one FMA chain over keys per output.
+            for dc in (0..hdp).step_by(v2) {
+                let mut acc = [[s.splat(0.0); 2]; QB];
+                for j in 0..len {
+                    // SAFETY: dc + v2 ≤ hdp, so both loads stay in row j of vp.
+                    let (v0, v1) = unsafe {
+                        let p = vp.as_ptr().add(j * hdp + dc);
+                        (s.load(p), s.load(p.add(S::LANES)))
+                    };
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let pj = s.splat(scores[r * lp + j]);
+                        acc_r[0] = s.fma(pj, v0, acc_r[0]);
+                        acc_r[1] = s.fma(pj, v1, acc_r[1]);
+                    }
+                }
+                let w0 = S::LANES.min(hd.saturating_sub(dc));
+                let w1 = S::LANES.min(hd.saturating_sub(dc + S::LANES));
+                for (r, acc_r) in acc.iter().enumerate().take(qb) {
+                    let t = s0 + i0 + r;
+                    // SAFETY: row t < T and columns head·hd + dc .. + w0 + w1 ≤ (head+1)·hd
+                    // lie inside `out` ([T, H], validated); this task alone owns them.
+                    unsafe {
+                        let p = out.0.add(t * h + head * hd + dc);
+                        s.store_partial(p, acc_r[0], w0);
+                        if w1 > 0 {
+                            s.store_partial(p.add(S::LANES), acc_r[1], w1);
+                        }
+                    }
                 }
             }
         }
-    }
+    });
 }
 
-/// Dot product with 8 independent accumulators (vectorisable; fixed order).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] = a[c * 8 + l].mul_add(b[c * 8 + l], acc[l]);
-        }
-    }
-    let mut tail = 0.0f32;
-    for i in chunks * 8..a.len() {
-        tail = a[i].mul_add(b[i], tail);
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
+isa_dispatch!(fn attention_task_with_isa(
+    qkv: &[f32],
+    heads: usize,
+    hd: usize,
+    task: Task,
+    out: OutPtr,
+) -> () => attention_task);
 
-/// The plain reference: f64 throughout.
-pub fn attention_varlen_reference(qkv: &[f32], seq_offsets: &[usize], heads: usize, head_dim: usize, out: &mut [f32]) {
-    let hidden = heads * head_dim;
-    let row = 3 * hidden;
+/// Plain-loop reference: f64 scores, softmax and weighted sum.
+pub fn attention_varlen_reference(
+    qkv: &[f32],
+    seq_offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let (_, h) = validate("attention_varlen_reference", qkv, seq_offsets, heads, head_dim, out)?;
+    let ld = 3 * h;
     let scale = 1.0 / (head_dim as f64).sqrt();
     for w in seq_offsets.windows(2) {
-        let (start, end) = (w[0], w[1]);
-        for h in 0..heads {
-            for i in start..end {
-                let q = &qkv[i * row + h * head_dim..][..head_dim];
-                let scores: Vec<f64> = (start..end)
+        let (s0, s1) = (w[0], w[1]);
+        for head in 0..heads {
+            let col = head * head_dim;
+            for i in s0..s1 {
+                let scores: Vec<f64> = (s0..s1)
                     .map(|j| {
-                        let k = &qkv[j * row + hidden + h * head_dim..][..head_dim];
-                        q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale
+                        (0..head_dim)
+                            .map(|d| qkv[i * ld + col + d] as f64 * qkv[j * ld + h + col + d] as f64)
+                            .sum::<f64>()
+                            * scale
                     })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let exps: Vec<f64> = scores.iter().map(|&v| (v - max).exp()).collect();
                 let sum: f64 = exps.iter().sum();
                 for d in 0..head_dim {
-                    let value: f64 = (start..end)
+                    let acc: f64 = (s0..s1)
                         .zip(&exps)
-                        .map(|(j, e)| e / sum * qkv[j * row + 2 * hidden + h * head_dim + d] as f64)
+                        .map(|(j, e)| e / sum * qkv[j * ld + 2 * h + col + d] as f64)
                         .sum();
-                    out[i * hidden + h * head_dim + d] = value as f32;
+                    out[i * h + col + d] = acc as f32;
                 }
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::isa::supported_isas;
+    use crate::test_util::SplitMix;
 
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 6.0 - 3.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn matches_reference_and_is_batch_invariant() {
-        for (heads, head_dim, lens) in [(1, 1, vec![1]), (4, 13, vec![3, 1, 40]), (12, 32, vec![7, 64, 2]), (2, 64, vec![130])] {
-            let hidden = heads * head_dim;
-            let mut offsets = vec![0];
-            for l in &lens {
-                offsets.push(offsets.last().unwrap() + l);
+    fn run_case(offsets: &[usize], heads: usize, hd: usize, seed: u64) {
+        let t = *offsets.last().unwrap();
+        let h = heads * hd;
+        let mut rng = SplitMix(seed);
+        let qkv: Vec<f32> = rng.vec(t * 3 * h).iter().map(|v| v * 2.0).collect();
+        let mut want = vec![f32::NAN; t * h];
+        attention_varlen_reference(&qkv, offsets, heads, hd, &mut want).unwrap();
+        for isa in supported_isas() {
+            let mut got = vec![f32::NAN; t * h];
+            attention_varlen_with_isa(isa, &qkv, offsets, heads, hd, &mut got).unwrap();
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 2e-6 * (1.0 + w.abs()),
+                    "{isa} offsets={offsets:?} heads={heads} hd={hd} [{i}]: {g} vs {w}"
+                );
             }
-            let tokens = *offsets.last().unwrap();
-            let qkv = random(tokens * 3 * hidden, tokens as u64);
-            let mut fast = vec![f32::NAN; tokens * hidden];
-            let mut reference = vec![f32::NAN; tokens * hidden];
-            attention_varlen(&qkv, &offsets, heads, head_dim, &mut fast).unwrap();
-            attention_varlen_reference(&qkv, &offsets, heads, head_dim, &mut reference);
-            for (a, b) in fast.iter().zip(&reference) {
-                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
-            }
-            // The last sequence alone gives the same bits.
-            let (s, e) = (offsets[lens.len() - 1], tokens);
-            let mut alone = vec![f32::NAN; (e - s) * hidden];
-            attention_varlen(&qkv[s * 3 * hidden..], &[0, e - s], heads, head_dim, &mut alone).unwrap();
-            assert_eq!(alone, fast[s * hidden..]);
         }
     }
 
     #[test]
-    fn bad_offsets_are_errors() {
-        let qkv = vec![0.0; 2 * 3 * 4];
-        let mut out = vec![0.0; 2 * 4];
-        assert!(attention_varlen(&qkv, &[0, 1, 1, 2], 1, 4, &mut out).is_err());
-        assert!(attention_varlen(&qkv, &[1, 2], 1, 4, &mut out).is_err());
-        assert!(attention_varlen(&qkv, &[0, 3], 1, 4, &mut out).is_err());
-        assert!(attention_varlen(&qkv, &[], 1, 4, &mut out).is_err());
+    fn every_isa_matches_reference() {
+        run_case(&[0, 1], 1, 1, 1);
+        run_case(&[0, 5], 2, 3, 2);
+        run_case(&[0, 3, 3, 10, 11], 3, 8, 3); // includes an empty sequence
+        run_case(&[0, 17, 50, 83], 4, 16, 4);
+        run_case(&[0, 128], 12, 64, 5);
+        run_case(&[0, 33, 100, 257], 2, 64, 6);
+        run_case(&[0, 40], 2, 80, 7); // head_dim not a multiple of the vector width
+        run_case(&[0], 12, 64, 8); // empty batch
+    }
+
+    #[test]
+    fn sequences_are_independent_of_batch_and_threads() {
+        let (heads, hd) = (4, 64);
+        let h = heads * hd;
+        let offsets = [0usize, 9, 70, 71, 200, 333];
+        let t = *offsets.last().unwrap();
+        let mut rng = SplitMix(9);
+        let qkv = rng.vec(t * 3 * h);
+        for isa in supported_isas() {
+            let run = |threads: usize, qkv: &[f32], offsets: &[usize]| {
+                let t = *offsets.last().unwrap();
+                let mut out = vec![f32::NAN; t * h];
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| attention_varlen_with_isa(isa, qkv, offsets, heads, hd, &mut out))
+                    .unwrap();
+                out
+            };
+            let one = run(1, &qkv, &offsets);
+            for threads in [2, 5] {
+                let many = run(threads, &qkv, &offsets);
+                assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa}");
+            }
+            for s in 0..offsets.len() - 1 {
+                let (s0, s1) = (offsets[s], offsets[s + 1]);
+                let alone = run(2, &qkv[s0 * 3 * h..s1 * 3 * h], &[0, s1 - s0]);
+                assert!(
+                    alone.iter().zip(&one[s0 * h..s1 * h]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa}: sequence {s} alone differs from batched"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_inputs_are_errors() {
+        let qkv = vec![0.0f32; 4 * 3 * 8];
+        let mut out = vec![7.0f32; 4 * 8];
+        let err = |offsets: &[usize], heads, hd, qkv: &[f32], out: &mut [f32]| {
+            attention_varlen(qkv, offsets, heads, hd, out).unwrap_err()
+        };
+        assert!(matches!(err(&[], 2, 4, &qkv, &mut out), KernelError::InvalidOffsets { .. }));
+        assert!(matches!(err(&[1, 4], 2, 4, &qkv, &mut out), KernelError::InvalidOffsets { .. }));
+        assert!(matches!(err(&[0, 3, 2, 4], 2, 4, &qkv, &mut out), KernelError::InvalidOffsets { .. }));
+        assert!(matches!(err(&[0, 5], 2, 4, &qkv, &mut out), KernelError::LengthMismatch { .. }));
+        assert!(matches!(err(&[0, 4], 0, 4, &qkv, &mut out), KernelError::InvalidShape { .. }));
+        assert!(matches!(err(&[0, 4], 2, 4, &qkv[1..], &mut out), KernelError::LengthMismatch { .. }));
+        assert!(matches!(
+            err(&[0, 4], 2, 4, &qkv, &mut out[1..]),
+            KernelError::LengthMismatch { .. }
+        ));
+        assert!(out.iter().all(|&v| v == 7.0));
+        attention_varlen(&qkv, &[0, 2, 4], 2, 4, &mut out).unwrap();
     }
 }

@@ -356,22 +356,20 @@ fn gemm_throughput() {
 #[target_feature(enable = "avx512f")]
 fn fma_chains_512(iters: usize) -> f32 {
     use std::arch::x86_64::*;
-    // SAFETY: avx512f is enabled on this function; callers check detection first.
-    unsafe {
-        let mut acc = [_mm512_set1_ps(0.0); 24];
-        let a = _mm512_set1_ps(0.999_999);
-        let b = _mm512_set1_ps(1e-7);
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, a, b);
-            }
+    // (No `unsafe` needed: value-only intrinsics are safe inside a matching target_feature fn.)
+    let mut acc = [_mm512_set1_ps(0.0); 24];
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
         }
-        let mut s = _mm512_setzero_ps();
-        for v in acc {
-            s = _mm512_add_ps(s, v);
-        }
-        _mm512_reduce_add_ps(s)
     }
+    let mut s = _mm512_setzero_ps();
+    for v in acc {
+        s = _mm512_add_ps(s, v);
+    }
+    _mm512_reduce_add_ps(s)
 }
 
 #[cfg(target_arch = "x86_64")]
