@@ -74,13 +74,24 @@ pub fn agreement(ours: &[&[f32]], reference: &[Vec<f32>]) -> Agreement {
         let na: f64 = a.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
         let nb: f64 = b.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
         // Two all-zero rows agree exactly; `max(1e-300)` keeps that from being 0/0.
-        let cosine = if na == 0.0 && nb == 0.0 { 1.0 } else { dot / (na * nb).max(1e-300) };
+        let cosine = if na == 0.0 && nb == 0.0 {
+            1.0
+        } else {
+            dot / (na * nb).max(1e-300)
+        };
         let diff = a
             .iter()
             .zip(b)
             .map(|(&x, &y)| (x as f64 - y as f64).abs())
-            .fold(0.0, |m: f64, d| if d.is_nan() { f64::NAN } else { m.max(d) });
-        let cosine = if cosine.is_nan() { f64::NEG_INFINITY } else { cosine };
+            .fold(
+                0.0,
+                |m: f64, d| if d.is_nan() { f64::NAN } else { m.max(d) },
+            );
+        let cosine = if cosine.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            cosine
+        };
         if cosine < result.min_cosine {
             result.min_cosine = cosine;
             result.worst_row = i;

@@ -82,9 +82,18 @@ pub const SBERT_BASE: BertShape = BertShape {
 pub fn bert_tensor_shapes(s: BertShape) -> Vec<(String, Vec<usize>)> {
     let (h, f) = (s.hidden, s.intermediate);
     let mut shapes = vec![
-        ("embeddings.word_embeddings.weight".to_owned(), vec![s.vocab, h]),
-        ("embeddings.position_embeddings.weight".to_owned(), vec![s.max_positions, h]),
-        ("embeddings.token_type_embeddings.weight".to_owned(), vec![2, h]),
+        (
+            "embeddings.word_embeddings.weight".to_owned(),
+            vec![s.vocab, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".to_owned(),
+            vec![s.max_positions, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".to_owned(),
+            vec![2, h],
+        ),
         ("embeddings.LayerNorm.weight".to_owned(), vec![h]),
         ("embeddings.LayerNorm.bias".to_owned(), vec![h]),
     ];
@@ -135,10 +144,18 @@ pub fn write_seeded_folder(dir: &Path, s: BertShape, tokenizer_from: &Path, max_
     .unwrap();
     std::fs::write(
         dir.join("1_Pooling/config.json"),
-        format!(r#"{{"word_embedding_dimension": {}, "pooling_mode_mean_tokens": true}}"#, s.hidden),
+        format!(
+            r#"{{"word_embedding_dimension": {}, "pooling_mode_mean_tokens": true}}"#,
+            s.hidden
+        ),
     )
     .unwrap();
-    for file in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+    for file in [
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
         let from = tokenizer_from.join(file);
         if from.exists() {
             std::fs::copy(&from, dir.join(file)).unwrap();

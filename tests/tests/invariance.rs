@@ -9,11 +9,23 @@ fn rows_are_bit_identical_across_batches_batch_sizes_and_threads() {
     let reference = read_fixture::<ModelReference>("minilm_reference.json");
     let texts = &reference.texts;
     let dir = minilm_dir();
-    let two_threads = Embedder::builder().threads(2).batch_size(16).load_dir(&dir).unwrap();
+    let two_threads = Embedder::builder()
+        .threads(2)
+        .batch_size(16)
+        .load_dir(&dir)
+        .unwrap();
     let batched = two_threads.encode(texts).unwrap();
 
-    let one_thread_batch_one = Embedder::builder().threads(1).batch_size(1).load_dir(&dir).unwrap();
-    let big_batch = Embedder::builder().threads(2).batch_size(1000).load_dir(&dir).unwrap();
+    let one_thread_batch_one = Embedder::builder()
+        .threads(1)
+        .batch_size(1)
+        .load_dir(&dir)
+        .unwrap();
+    let big_batch = Embedder::builder()
+        .threads(2)
+        .batch_size(1000)
+        .load_dir(&dir)
+        .unwrap();
 
     // Each text alone, with one thread, batch size 1.
     for (i, text) in texts.iter().enumerate() {
@@ -26,7 +38,11 @@ fn rows_are_bit_identical_across_batches_batch_sizes_and_threads() {
     let in_mixed = big_batch.encode(&mixed).unwrap();
     let n = texts.len();
     for i in 0..n {
-        assert_eq!(in_mixed.row(n - 1 - i), batched.row(i), "text {i} in a mixed batch");
+        assert_eq!(
+            in_mixed.row(n - 1 - i),
+            batched.row(i),
+            "text {i} in a mixed batch"
+        );
     }
     // The same call twice, and from 4 threads at once on one shared embedder.
     assert_eq!(two_threads.encode(texts).unwrap(), batched);

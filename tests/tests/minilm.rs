@@ -30,7 +30,10 @@ fn tokenization_matches_sentence_transformers() {
 fn f32_embeddings_match_sentence_transformers() {
     let reference = reference();
     assert!(reference.texts.len() >= 50);
-    let embedder = Embedder::builder().threads(2).load_dir(&minilm_dir()).unwrap();
+    let embedder = Embedder::builder()
+        .threads(2)
+        .load_dir(&minilm_dir())
+        .unwrap();
     assert_eq!(embedder.dim(), 384);
     assert!(embedder.normalizes());
     let a = check_embeddings("minilm f32", &embedder, &reference);
@@ -64,6 +67,11 @@ fn reduced_precision_weights_stay_close() {
             "all-MiniLM-L6-v2 {dtype:?} weights: min cosine {:.6}, max |diff| {:.3e}",
             a.min_cosine, a.max_abs_diff
         );
-        assert!(a.min_cosine >= 0.999, "{dtype:?}: min cosine {} (row {})", a.min_cosine, a.worst_row);
+        assert!(
+            a.min_cosine >= 0.999,
+            "{dtype:?}: min cosine {} (row {})",
+            a.min_cosine,
+            a.worst_row
+        );
     }
 }

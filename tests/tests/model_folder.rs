@@ -28,18 +28,41 @@ fn edit_json(path: &Path, from: &str, to: &str) {
 #[test]
 fn broken_configs_are_named() {
     let cases: [(&str, &str, &str); 5] = [
-        ("\"num_attention_heads\": 4", "\"num_attention_heads\": 5", "does not divide"),
-        ("\"hidden_size\": 52", "\"hidden_size\": 64", "embeddings.word_embeddings.weight"),
-        ("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1000000000", "num_hidden_layers"),
-        ("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3", "encoder.layer.2"),
-        ("\"absolute\"", "\"relative_key_query\"", "position_embedding_type"),
+        (
+            "\"num_attention_heads\": 4",
+            "\"num_attention_heads\": 5",
+            "does not divide",
+        ),
+        (
+            "\"hidden_size\": 52",
+            "\"hidden_size\": 64",
+            "embeddings.word_embeddings.weight",
+        ),
+        (
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 1000000000",
+            "num_hidden_layers",
+        ),
+        (
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 3",
+            "encoder.layer.2",
+        ),
+        (
+            "\"absolute\"",
+            "\"relative_key_query\"",
+            "position_embedding_type",
+        ),
     ];
     for (from, to, expected) in cases {
         let dir = tiny_copy();
         edit_json(&dir.path().join("config.json"), from, to);
         let err = load_error(dir.path());
         assert!(err.contains(expected), "{to}: {err}");
-        assert!(err.contains("config.json") || err.contains("model.safetensors"), "{to}: {err}");
+        assert!(
+            err.contains("config.json") || err.contains("model.safetensors"),
+            "{to}: {err}"
+        );
     }
     let dir = tiny_copy();
     std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
@@ -69,17 +92,32 @@ fn broken_weights_are_named() {
         .filter(|n| *n != "encoder.layer.1.intermediate.dense.bias")
         .map(|n| {
             let t = file.f32_tensor(n).unwrap();
-            (n.to_owned(), t.shape().to_vec(), ember_tensor::f32_to_le_bytes(t.data()))
+            (
+                n.to_owned(),
+                t.shape().to_vec(),
+                ember_tensor::f32_to_le_bytes(t.data()),
+            )
         })
         .collect();
     drop(file);
     let views: Vec<_> = kept
         .iter()
-        .map(|(n, s, b)| (n.as_str(), ember_tensor::DType::F32, s.clone(), b.as_slice()))
+        .map(|(n, s, b)| {
+            (
+                n.as_str(),
+                ember_tensor::DType::F32,
+                s.clone(),
+                b.as_slice(),
+            )
+        })
         .collect();
     ember_tensor::write_safetensors(&weights, &views).unwrap();
     let err = load_error(dir.path());
-    assert!(err.contains("encoder.layer.1.intermediate.dense.bias") && err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("encoder.layer.1.intermediate.dense.bias")
+            && err.contains("model.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -96,24 +134,46 @@ fn broken_tokenizers_and_modules_are_named() {
 
     let dir = tiny_copy();
     let modules = dir.path().join("modules.json");
-    edit_json(&modules, "sentence_transformers.models.Pooling", "sentence_transformers.models.Dense");
+    edit_json(
+        &modules,
+        "sentence_transformers.models.Pooling",
+        "sentence_transformers.models.Dense",
+    );
     let err = load_error(dir.path());
-    assert!(err.contains("modules.json") && err.contains("Dense"), "{err}");
-    std::fs::write(&modules, "[{\"type\": \"sentence_transformers.models.Transformer\", \"path\": \"../../etc\"}]").unwrap();
+    assert!(
+        err.contains("modules.json") && err.contains("Dense"),
+        "{err}"
+    );
+    std::fs::write(
+        &modules,
+        "[{\"type\": \"sentence_transformers.models.Transformer\", \"path\": \"../../etc\"}]",
+    )
+    .unwrap();
     assert!(load_error(dir.path()).contains("leaves the model folder"));
     std::fs::write(&modules, "{}").unwrap();
     assert!(load_error(dir.path()).contains("modules.json"));
 
     let dir = tiny_copy();
     let pooling = dir.path().join("1_Pooling/config.json");
-    std::fs::write(&pooling, "{\"word_embedding_dimension\": 51, \"pooling_mode_mean_tokens\": true}").unwrap();
+    std::fs::write(
+        &pooling,
+        "{\"word_embedding_dimension\": 51, \"pooling_mode_mean_tokens\": true}",
+    )
+    .unwrap();
     let err = load_error(dir.path());
-    assert!(err.contains("1_Pooling/config.json") && err.contains("51"), "{err}");
+    assert!(
+        err.contains("1_Pooling/config.json") && err.contains("51"),
+        "{err}"
+    );
     std::fs::write(&pooling, "[1, 2]").unwrap();
     assert!(load_error(dir.path()).contains("1_Pooling/config.json"));
 
     let dir = tiny_copy();
-    std::fs::write(dir.path().join("sentence_bert_config.json"), "{\"max_seq_length\": \"long\"}").unwrap();
+    std::fs::write(
+        dir.path().join("sentence_bert_config.json"),
+        "{\"max_seq_length\": \"long\"}",
+    )
+    .unwrap();
     assert!(load_error(dir.path()).contains("sentence_bert_config.json"));
 }
 

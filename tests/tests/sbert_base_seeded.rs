@@ -38,8 +38,15 @@ fn generator_matches_the_reference_script() {
         // Plain f64 sums of ≤ 23M f32 values are within 1e-9 relative of the exact sum.
         let sum: f64 = values.iter().map(|&v| v as f64).sum();
         let sum_abs: f64 = values.iter().map(|&v| (v as f64).abs()).sum();
-        assert!((sum - check.sum_f64).abs() <= 1e-9 * sum_abs, "{name}: sum {sum} vs {}", check.sum_f64);
-        assert!((sum_abs - check.sum_abs_f64).abs() <= 1e-9 * sum_abs, "{name}: Σ|w| {sum_abs}");
+        assert!(
+            (sum - check.sum_f64).abs() <= 1e-9 * sum_abs,
+            "{name}: sum {sum} vs {}",
+            check.sum_f64
+        );
+        assert!(
+            (sum_abs - check.sum_abs_f64).abs() <= 1e-9 * sum_abs,
+            "{name}: Σ|w| {sum_abs}"
+        );
     }
 }
 
@@ -58,5 +65,8 @@ fn seeded_sbert_base_matches_sentence_transformers() {
     }
     let embeddings = embedder.encode(&reference.texts).unwrap();
     let rows: Vec<&[f32]> = embeddings.rows().collect();
-    assert_f32_bounds("SBERT-base-shaped seeded model f32", agreement(&rows, &reference.embeddings));
+    assert_f32_bounds(
+        "SBERT-base-shaped seeded model f32",
+        agreement(&rows, &reference.embeddings),
+    );
 }

@@ -22,7 +22,14 @@ struct Case {
     embeddings: Vec<Vec<f32>>,
 }
 
-const CANONICAL: [&str; 6] = ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"];
+const CANONICAL: [&str; 6] = [
+    "cls",
+    "max",
+    "mean",
+    "mean_sqrt_len_tokens",
+    "weightedmean",
+    "lasttoken",
+];
 const LEGACY_KEYS: [&str; 6] = [
     "pooling_mode_cls_token",
     "pooling_mode_max_tokens",
@@ -59,22 +66,41 @@ fn folder_for(case: &Case, dest: &Path) {
     if case.normalize {
         modules.push(serde_json::json!({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}));
     }
-    std::fs::write(dest.join("modules.json"), serde_json::Value::Array(modules).to_string()).unwrap();
+    std::fs::write(
+        dest.join("modules.json"),
+        serde_json::Value::Array(modules).to_string(),
+    )
+    .unwrap();
 }
 
 #[test]
 fn every_pooling_combination_matches_sentence_transformers() {
     let reference: TinyReference = read_fixture("tiny_reference.json");
-    assert!(reference.cases.len() >= 63 + 4, "{} cases", reference.cases.len());
-    let mut worst = Agreement { min_cosine: 1.0, max_abs_diff: 0.0, worst_row: 0 };
+    assert!(
+        reference.cases.len() >= 63 + 4,
+        "{} cases",
+        reference.cases.len()
+    );
+    let mut worst = Agreement {
+        min_cosine: 1.0,
+        max_abs_diff: 0.0,
+        worst_row: 0,
+    };
     for case in &reference.cases {
         let dir = tempfile::tempdir().unwrap();
         folder_for(case, dir.path());
-        let embedder = Embedder::builder().threads(2).batch_size(7).load_dir(dir.path()).unwrap();
+        let embedder = Embedder::builder()
+            .threads(2)
+            .batch_size(7)
+            .load_dir(dir.path())
+            .unwrap();
         let embeddings = embedder.encode(&reference.texts).unwrap();
         let rows: Vec<&[f32]> = embeddings.rows().collect();
         let a = agreement(&rows, &case.embeddings);
-        let what = format!("{} {:?} normalize={}", case.folder, case.pooling_mode, case.normalize);
+        let what = format!(
+            "{} {:?} normalize={}",
+            case.folder, case.pooling_mode, case.normalize
+        );
         assert!(
             a.min_cosine >= 0.99999 && a.max_abs_diff <= 1e-4,
             "{what}: min cosine {} (row {}), max |diff| {}",
@@ -85,7 +111,10 @@ fn every_pooling_combination_matches_sentence_transformers() {
         worst.min_cosine = worst.min_cosine.min(a.min_cosine);
         worst.max_abs_diff = worst.max_abs_diff.max(a.max_abs_diff);
     }
-    assert_f32_bounds(&format!("tiny BERTs, {} pooling cases", reference.cases.len()), worst);
+    assert_f32_bounds(
+        &format!("tiny BERTs, {} pooling cases", reference.cases.len()),
+        worst,
+    );
 }
 
 #[test]

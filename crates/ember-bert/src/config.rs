@@ -83,10 +83,11 @@ impl BertConfig {
 
     /// Parses and checks a config; `path` names the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, BertError> {
-        let raw: RawConfig = serde_json::from_str(text).map_err(|source| BertError::ConfigJson {
-            path: path.to_owned(),
-            source,
-        })?;
+        let raw: RawConfig =
+            serde_json::from_str(text).map_err(|source| BertError::ConfigJson {
+                path: path.to_owned(),
+                source,
+            })?;
         let invalid = |message: String| BertError::Config {
             path: PathBuf::from(path),
             message,
@@ -101,14 +102,17 @@ impl BertConfig {
         let field = |name: &str, value: Option<u64>, max: usize| -> Result<usize, BertError> {
             let value = value.ok_or_else(|| invalid(format!("missing \"{name}\"")))?;
             if value == 0 || value > max as u64 {
-                return Err(invalid(format!("\"{name}\" = {value} is outside 1..={max}")));
+                return Err(invalid(format!(
+                    "\"{name}\" = {value} is outside 1..={max}"
+                )));
             }
             Ok(value as usize)
         };
         let hidden_size = field("hidden_size", raw.hidden_size, MAX_HIDDEN)?;
         let num_hidden_layers = field("num_hidden_layers", raw.num_hidden_layers, MAX_LAYERS)?;
         let num_attention_heads = field("num_attention_heads", raw.num_attention_heads, MAX_HEADS)?;
-        let intermediate_size = field("intermediate_size", raw.intermediate_size, MAX_INTERMEDIATE)?;
+        let intermediate_size =
+            field("intermediate_size", raw.intermediate_size, MAX_INTERMEDIATE)?;
         let vocab_size = field("vocab_size", raw.vocab_size, MAX_VOCAB)?;
         let max_position_embeddings = field(
             "max_position_embeddings",
@@ -121,7 +125,8 @@ impl BertConfig {
                 "num_attention_heads = {num_attention_heads} does not divide hidden_size = {hidden_size}"
             )));
         }
-        if !(raw.layer_norm_eps.is_finite() && raw.layer_norm_eps > 0.0 && raw.layer_norm_eps < 1.0) {
+        if !(raw.layer_norm_eps.is_finite() && raw.layer_norm_eps > 0.0 && raw.layer_norm_eps < 1.0)
+        {
             return Err(invalid(format!(
                 "layer_norm_eps = {} is not in (0, 1)",
                 raw.layer_norm_eps
@@ -185,7 +190,10 @@ mod tests {
             ("\"num_attention_heads\": 12", "\"num_attention_heads\": 7"),
             ("\"absolute\"", "\"relative_key\""),
             ("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"swish\""),
-            ("\"num_hidden_layers\": 6", "\"num_hidden_layers\": 1000000000"),
+            (
+                "\"num_hidden_layers\": 6",
+                "\"num_hidden_layers\": 1000000000",
+            ),
             ("\"hidden_size\": 384", "\"hidden_size\": 0"),
             ("\"vocab_size\": 30522", "\"vocab_size\": -1"),
             ("\"model_type\": \"bert\"", "\"model_type\": \"gpt2\""),

@@ -44,7 +44,9 @@ pub enum BertError {
     Config { path: PathBuf, message: String },
     #[error(transparent)]
     Tensor(#[from] ember_tensor::TensorError),
-    #[error("{path}: missing tensor \"{name}\" (looked for it with and without a \"bert.\" prefix)")]
+    #[error(
+        "{path}: missing tensor \"{name}\" (looked for it with and without a \"bert.\" prefix)"
+    )]
     MissingWeight { path: PathBuf, name: String },
     #[error("{path}: tensor \"{name}\" has shape {found:?}, config.json implies {expected:?}")]
     WeightShape {

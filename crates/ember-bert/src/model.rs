@@ -96,7 +96,10 @@ impl<'a> WeightLoader<'a> {
                 name.strip_suffix("LayerNorm.bias")
                     .map(|stem| format!("{stem}LayerNorm.beta"))
             });
-        let candidates = [Some(format!("{}{name}", self.prefix)), legacy.map(|l| format!("{}{l}", self.prefix))];
+        let candidates = [
+            Some(format!("{}{name}", self.prefix)),
+            legacy.map(|l| format!("{}{l}", self.prefix)),
+        ];
         let found = candidates
             .iter()
             .flatten()
@@ -136,8 +139,14 @@ impl<'a> WeightLoader<'a> {
         let mut weight = Vec::with_capacity(3 * hidden * hidden);
         let mut bias = Vec::with_capacity(3 * hidden);
         for part in ["query", "key", "value"] {
-            weight.extend_from_slice(self.tensor(&format!("{stem}.{part}.weight"), &[hidden, hidden])?.data());
-            bias.extend_from_slice(self.tensor(&format!("{stem}.{part}.bias"), &[hidden])?.data());
+            weight.extend_from_slice(
+                self.tensor(&format!("{stem}.{part}.weight"), &[hidden, hidden])?
+                    .data(),
+            );
+            bias.extend_from_slice(
+                self.tensor(&format!("{stem}.{part}.bias"), &[hidden])?
+                    .data(),
+            );
         }
         Ok(PackedLinear::new(&weight, Some(&bias), 3 * hidden, hidden)?)
     }
@@ -173,8 +182,13 @@ impl BertModel {
                 let stem = format!("encoder.layer.{i}");
                 Ok(Layer {
                     qkv: loader.fused_qkv(&format!("{stem}.attention.self"), h)?,
-                    attention_output: loader.linear(&format!("{stem}.attention.output.dense"), h, h)?,
-                    attention_norm: loader.layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
+                    attention_output: loader.linear(
+                        &format!("{stem}.attention.output.dense"),
+                        h,
+                        h,
+                    )?,
+                    attention_norm: loader
+                        .layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
                     intermediate: loader.linear(&format!("{stem}.intermediate.dense"), f, h)?,
                     output: loader.linear(&format!("{stem}.output.dense"), h, f)?,
                     output_norm: loader.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
@@ -223,14 +237,55 @@ impl BertModel {
         self.embed(token_ids, seq_offsets, hidden)?;
         for layer in &self.layers {
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
-            attention_varlen(qkv, seq_offsets, c.num_attention_heads, c.head_dim(), context)?;
-            linear(context, t, &layer.attention_output, Activation::Identity, Some(hidden), attention)?;
+            attention_varlen(
+                qkv,
+                seq_offsets,
+                c.num_attention_heads,
+                c.head_dim(),
+                context,
+            )?;
+            linear(
+                context,
+                t,
+                &layer.attention_output,
+                Activation::Identity,
+                Some(hidden),
+                attention,
+            )?;
             let norm = &layer.attention_norm;
-            layernorm(attention, t, h, norm.gamma.data(), norm.beta.data(), c.layer_norm_eps)?;
-            linear(attention, t, &layer.intermediate, c.activation, None, intermediate)?;
-            linear(intermediate, t, &layer.output, Activation::Identity, Some(attention), hidden)?;
+            layernorm(
+                attention,
+                t,
+                h,
+                norm.gamma.data(),
+                norm.beta.data(),
+                c.layer_norm_eps,
+            )?;
+            linear(
+                attention,
+                t,
+                &layer.intermediate,
+                c.activation,
+                None,
+                intermediate,
+            )?;
+            linear(
+                intermediate,
+                t,
+                &layer.output,
+                Activation::Identity,
+                Some(attention),
+                hidden,
+            )?;
             let norm = &layer.output_norm;
-            layernorm(hidden, t, h, norm.gamma.data(), norm.beta.data(), c.layer_norm_eps)?;
+            layernorm(
+                hidden,
+                t,
+                h,
+                norm.gamma.data(),
+                norm.beta.data(),
+                c.layer_norm_eps,
+            )?;
         }
         Ok(hidden)
     }
@@ -262,7 +317,12 @@ impl BertModel {
     }
 
     /// `x[t] = LN(word[id_t] + type[0] + pos[t − start(t)])`, summed in torch's order.
-    fn embed(&self, token_ids: &[u32], seq_offsets: &[usize], out: &mut [f32]) -> Result<(), BertError> {
+    fn embed(
+        &self,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+        out: &mut [f32],
+    ) -> Result<(), BertError> {
         let c = &self.config;
         let h = c.hidden_size;
         let e = &self.embeddings;
@@ -280,7 +340,14 @@ impl BertModel {
             }
         }
         let tokens = token_ids.len();
-        layernorm(out, tokens, h, e.norm.gamma.data(), e.norm.beta.data(), c.layer_norm_eps)?;
+        layernorm(
+            out,
+            tokens,
+            h,
+            e.norm.gamma.data(),
+            e.norm.beta.data(),
+            c.layer_norm_eps,
+        )?;
         Ok(())
     }
 }

@@ -63,7 +63,9 @@ pub fn parse_texts(name: &str, bytes: &[u8], format: InputFormat) -> Result<Vec<
                         .map_err(|e| error(line, format!("malformed JSON: {e}")))?;
                     match value.get("text") {
                         Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                        Some(other) => Err(error(line, format!("\"text\" is not a string: {other}"))),
+                        Some(other) => {
+                            Err(error(line, format!("\"text\" is not a string: {other}")))
+                        }
                         None => Err(error(line, "no \"text\" field".into())),
                     }
                 }
@@ -80,19 +82,34 @@ mod tests {
     fn lines_keep_empty_lines_and_drop_the_final_newline() {
         let texts = parse_texts("f", b"a\n\nb\r\nc\n", InputFormat::Lines).unwrap();
         assert_eq!(texts, ["a", "", "b", "c"]);
-        assert_eq!(parse_texts("f", b"", InputFormat::Lines).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse_texts("f", b"", InputFormat::Lines).unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(parse_texts("f", b"\n", InputFormat::Lines).unwrap(), [""]);
-        assert_eq!(parse_texts("f", b"x\0y", InputFormat::Lines).unwrap(), ["x\0y"]);
+        assert_eq!(
+            parse_texts("f", b"x\0y", InputFormat::Lines).unwrap(),
+            ["x\0y"]
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
         let err = parse_texts("in.txt", b"ok\n\xff\xfe\n", InputFormat::Lines).unwrap_err();
         assert_eq!(err.to_string(), "in.txt: line 2: invalid UTF-8 at byte 0");
-        let err = parse_texts("in.jsonl", b"{\"text\": \"a\"}\n{\"text\": 3}\n", InputFormat::Jsonl)
-            .unwrap_err();
+        let err = parse_texts(
+            "in.jsonl",
+            b"{\"text\": \"a\"}\n{\"text\": 3}\n",
+            InputFormat::Jsonl,
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("in.jsonl: line 2:"), "{err}");
-        let err = parse_texts("in.jsonl", b"{\"text\": \"a\"}\n{\"id\": 1}", InputFormat::Jsonl).unwrap_err();
+        let err = parse_texts(
+            "in.jsonl",
+            b"{\"text\": \"a\"}\n{\"id\": 1}",
+            InputFormat::Jsonl,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("line 2: no \"text\""), "{err}");
         let err = parse_texts("in.jsonl", b"{oops", InputFormat::Jsonl).unwrap_err();
         assert!(err.to_string().contains("line 1: malformed JSON"), "{err}");
@@ -100,8 +117,12 @@ mod tests {
 
     #[test]
     fn jsonl_reads_text_fields() {
-        let texts = parse_texts("f", b"{\"text\": \"a\\u0000b\", \"id\": 7}\n{\"text\": \"\"}\n", InputFormat::Jsonl)
-            .unwrap();
+        let texts = parse_texts(
+            "f",
+            b"{\"text\": \"a\\u0000b\", \"id\": 7}\n{\"text\": \"\"}\n",
+            InputFormat::Jsonl,
+        )
+        .unwrap();
         assert_eq!(texts, ["a\0b", ""]);
     }
 }

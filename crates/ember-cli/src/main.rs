@@ -20,7 +20,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ember::{Embedder, EmberError};
 
 #[derive(Parser)]
-#[command(name = "ember", version, about = "Sentence embeddings from sentence-transformers models, in pure Rust")]
+#[command(
+    name = "ember",
+    version,
+    about = "Sentence embeddings from sentence-transformers models, in pure Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -131,9 +135,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let embeddings = embedder.encode(&texts)?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            output::write_similarity(&mut out, &texts, &embeddings).map_err(|source| CliError::Io {
-                path: "standard output".into(),
-                source,
+            output::write_similarity(&mut out, &texts, &embeddings).map_err(|source| {
+                CliError::Io {
+                    path: "standard output".into(),
+                    source,
+                }
             })?;
             out.flush().map_err(|source| CliError::Io {
                 path: "standard output".into(),

@@ -36,7 +36,10 @@ pub fn write_embeddings(embeddings: &Embeddings, path: Option<&Path>) -> Result<
     let result = (|| {
         let file = std::fs::File::create(&temp)?;
         let mut out = BufWriter::new(file);
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+        {
             write_npy(&mut out, embeddings)?;
         } else {
             write_json_lines(&mut out, embeddings)?;
@@ -81,12 +84,27 @@ fn write_npy(out: &mut impl Write, embeddings: &Embeddings) -> std::io::Result<(
 }
 
 /// A readable cosine-similarity matrix of `texts`.
-pub fn write_similarity(out: &mut impl Write, texts: &[String], embeddings: &Embeddings) -> std::io::Result<()> {
+pub fn write_similarity(
+    out: &mut impl Write,
+    texts: &[String],
+    embeddings: &Embeddings,
+) -> std::io::Result<()> {
     let norms: Vec<f64> = embeddings
         .rows()
-        .map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt().max(1e-12))
+        .map(|r| {
+            r.iter()
+                .map(|&x| x as f64 * x as f64)
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12)
+        })
         .collect();
-    writeln!(out, "cosine similarity ({} texts, dim {}):", texts.len(), embeddings.dim())?;
+    writeln!(
+        out,
+        "cosine similarity ({} texts, dim {}):",
+        texts.len(),
+        embeddings.dim()
+    )?;
     for (i, text) in texts.iter().enumerate() {
         let shown: String = text.chars().take(48).collect();
         let ellipsis = if text.chars().count() > 48 { "…" } else { "" };

@@ -27,7 +27,11 @@ fn ember(args: &[&str], stdin: Option<&[u8]>) -> Output {
 }
 
 fn json_rows(output: &Output) -> Vec<Vec<f32>> {
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout.clone())
         .unwrap()
         .lines()
@@ -41,8 +45,17 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     assert_eq!((10 + header_len) % 64, 0, "header is padded to 64 bytes");
     let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_text = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
     let shape: Vec<usize> = shape_text
         .split(',')
         .map(str::trim)
@@ -60,8 +73,26 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 fn positional_texts_give_json_lines_in_input_order() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
-    let ab = json_rows(&ember(&["embed", "--model", m, "first text", "a second, longer text here"], None));
-    let ba = json_rows(&ember(&["embed", "--model", m, "a second, longer text here", "first text"], None));
+    let ab = json_rows(&ember(
+        &[
+            "embed",
+            "--model",
+            m,
+            "first text",
+            "a second, longer text here",
+        ],
+        None,
+    ));
+    let ba = json_rows(&ember(
+        &[
+            "embed",
+            "--model",
+            m,
+            "a second, longer text here",
+            "first text",
+        ],
+        None,
+    ));
     assert_eq!(ab.len(), 2);
     assert!(ab.iter().all(|r| r.len() == 52));
     assert_eq!(ab[0], ba[1]);
@@ -82,15 +113,34 @@ fn lines_from_stdin_and_file_and_npy_output_agree() {
     std::fs::write(&input_path, input).unwrap();
     let npy = dir.path().join("out.npy");
     let out = ember(
-        &["embed", "--model", m, "--input", input_path.to_str().unwrap(), "--output", npy.to_str().unwrap(), "--threads", "1", "--batch-size", "3"],
+        &[
+            "embed",
+            "--model",
+            m,
+            "--input",
+            input_path.to_str().unwrap(),
+            "--output",
+            npy.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--batch-size",
+            "3",
+        ],
         None,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (shape, data) = read_npy(&npy);
     assert_eq!(shape, [4, 52]);
     let flat: Vec<f32> = from_stdin.concat();
     assert_eq!(data, flat, "npy and JSON lines carry the same f32 values");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
 }
 
@@ -99,7 +149,10 @@ fn jsonl_input_reads_the_text_field() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
     let jsonl = b"{\"text\": \"hello world\", \"id\": 1}\n{\"text\": \"\"}\n";
-    let rows = json_rows(&ember(&["embed", "--model", m, "--input-format", "jsonl"], Some(jsonl)));
+    let rows = json_rows(&ember(
+        &["embed", "--model", m, "--input-format", "jsonl"],
+        Some(jsonl),
+    ));
     let plain = json_rows(&ember(&["embed", "--model", m, "hello world", ""], None));
     assert_eq!(rows, plain);
 }
@@ -111,7 +164,10 @@ fn empty_input_gives_zero_rows() {
     assert!(json_rows(&ember(&["embed", "--model", m], Some(b""))).is_empty());
     let dir = tempfile::tempdir().unwrap();
     let npy = dir.path().join("empty.npy");
-    let out = ember(&["embed", "--model", m, "--output", npy.to_str().unwrap()], Some(b""));
+    let out = ember(
+        &["embed", "--model", m, "--output", npy.to_str().unwrap()],
+        Some(b""),
+    );
     assert!(out.status.success());
     let (shape, data) = read_npy(&npy);
     assert_eq!(shape, [0, 52]);
@@ -126,10 +182,26 @@ fn bad_input_names_the_line_and_leaves_no_output() {
     let npy = dir.path().join("out.npy");
     let out_arg = npy.to_str().unwrap();
     let cases: [(&[u8], &[&str], &str); 4] = [
-        (b"fine\nfine\n\xff\xfe broken\n", &[], "line 3: invalid UTF-8"),
-        (b"{\"text\": \"a\"}\n{not json}\n", &["--input-format", "jsonl"], "line 2: malformed JSON"),
-        (b"{\"text\": \"a\"}\n{\"body\": \"b\"}\n", &["--input-format", "jsonl"], "line 2: no \"text\" field"),
-        (b"{\"text\": 7}\n", &["--input-format", "jsonl"], "line 1: \"text\" is not a string"),
+        (
+            b"fine\nfine\n\xff\xfe broken\n",
+            &[],
+            "line 3: invalid UTF-8",
+        ),
+        (
+            b"{\"text\": \"a\"}\n{not json}\n",
+            &["--input-format", "jsonl"],
+            "line 2: malformed JSON",
+        ),
+        (
+            b"{\"text\": \"a\"}\n{\"body\": \"b\"}\n",
+            &["--input-format", "jsonl"],
+            "line 2: no \"text\" field",
+        ),
+        (
+            b"{\"text\": 7}\n",
+            &["--input-format", "jsonl"],
+            "line 1: \"text\" is not a string",
+        ),
     ];
     for (input, extra, expected) in cases {
         let mut args = vec!["embed", "--model", m, "--output", out_arg];
@@ -137,8 +209,14 @@ fn bad_input_names_the_line_and_leaves_no_output() {
         let out = ember(&args, Some(input));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{expected}");
-        assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
-        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "no output file left behind");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "no output file left behind"
+        );
     }
 }
 
@@ -148,7 +226,16 @@ fn missing_model_and_input_are_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model-dir"));
     let model = tiny_model();
-    let out = ember(&["embed", "--model", model.to_str().unwrap(), "--input", "/nonexistent/in.txt"], None);
+    let out = ember(
+        &[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            "/nonexistent/in.txt",
+        ],
+        None,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/in.txt"));
 }
@@ -158,7 +245,10 @@ fn a_five_megabyte_line_is_embedded() {
     let model = tiny_model();
     let mut line = "lorem ipsum dolor sit amet ".repeat(5 * 1024 * 1024 / 27);
     line.push('\n');
-    let rows = json_rows(&ember(&["embed", "--model", model.to_str().unwrap()], Some(line.as_bytes())));
+    let rows = json_rows(&ember(
+        &["embed", "--model", model.to_str().unwrap()],
+        Some(line.as_bytes()),
+    ));
     assert_eq!(rows.len(), 1);
     assert!(rows[0].iter().all(|x| x.is_finite()));
 }
@@ -166,8 +256,22 @@ fn a_five_megabyte_line_is_embedded() {
 #[test]
 fn similarity_prints_a_matrix() {
     let model = tiny_model();
-    let out = ember(&["similarity", "--model", model.to_str().unwrap(), "a cat", "a dog", "a cat"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ember(
+        &[
+            "similarity",
+            "--model",
+            model.to_str().unwrap(),
+            "a cat",
+            "a dog",
+            "a cat",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("cosine similarity (3 texts"), "{text}");
     assert!(text.contains(" 1.000"), "{text}");

@@ -120,9 +120,9 @@ pub(crate) fn epilogue_row<S: Simd>(
         Activation::Gelu => {
             epilogue_loop(s, row, bias, residual, |v| activate(s, Activation::Gelu, v))
         }
-        Activation::GeluTanh => {
-            epilogue_loop(s, row, bias, residual, |v| activate(s, Activation::GeluTanh, v))
-        }
+        Activation::GeluTanh => epilogue_loop(s, row, bias, residual, |v| {
+            activate(s, Activation::GeluTanh, v)
+        }),
     }
 }
 
@@ -234,7 +234,8 @@ mod tests {
                 for (&x, &y) in xs.iter().zip(&fast) {
                     let r = act.reference(x as f64);
                     // ~1e-7 absolute on erf/tanh, scaled by |x|, plus a couple of ulp of y.
-                    let tol = 2e-7 * (x.abs() as f64).max(1.0) + 3.0 * f32::EPSILON as f64 * r.abs();
+                    let tol =
+                        2e-7 * (x.abs() as f64).max(1.0) + 3.0 * f32::EPSILON as f64 * r.abs();
                     let err = (y as f64 - r).abs();
                     assert!(err <= tol, "{isa} {act:?} x={x}: got {y}, want {r}");
                     worst = worst.max(err / (x.abs() as f64).max(1.0));
@@ -263,8 +264,7 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
             let r: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
             let mut y = x.clone();
-            epilogue_with_isa(isa, &mut y, Some(&b), Activation::Gelu, Some(&r))
-                .unwrap();
+            epilogue_with_isa(isa, &mut y, Some(&b), Activation::Gelu, Some(&r)).unwrap();
             for j in 0..n {
                 let want = Activation::Gelu.reference((x[j] + b[j]) as f64) + r[j] as f64;
                 assert!((y[j] as f64 - want).abs() < 1e-6, "{isa} j={j}");

@@ -236,10 +236,10 @@ fn attention_task<S: Simd>(s: S, qkv: &[f32], heads: usize, hd: usize, task: Tas
             // Scores: 4 queries × 2 vectors of keys, one FMA chain over d per score.
             for jc in (0..lp).step_by(v2) {
                 let mut acc = [[s.splat(0.0); 2]; QB];
-                for d in 0..hd {
+                for (d, kt_d) in kt.chunks_exact(lp).enumerate() {
                     // SAFETY: jc + v2 ≤ lp, so both loads stay in row d of kt.
                     let (k0, k1) = unsafe {
-                        let p = kt.as_ptr().add(d * lp + jc);
+                        let p = kt_d.as_ptr().add(jc);
                         (s.load(p), s.load(p.add(S::LANES)))
                     };
                     for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -310,7 +310,14 @@ pub fn attention_varlen_reference(
     head_dim: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let (_, h) = validate("attention_varlen_reference", qkv, seq_offsets, heads, head_dim, out)?;
+    let (_, h) = validate(
+        "attention_varlen_reference",
+        qkv,
+        seq_offsets,
+        heads,
+        head_dim,
+        out,
+    )?;
     let ld = 3 * h;
     let scale = 1.0 / (head_dim as f64).sqrt();
     for w in seq_offsets.windows(2) {
@@ -321,7 +328,9 @@ pub fn attention_varlen_reference(
                 let scores: Vec<f64> = (s0..s1)
                     .map(|j| {
                         (0..head_dim)
-                            .map(|d| qkv[i * ld + col + d] as f64 * qkv[j * ld + h + col + d] as f64)
+                            .map(|d| {
+                                qkv[i * ld + col + d] as f64 * qkv[j * ld + h + col + d] as f64
+                            })
                             .sum::<f64>()
                             * scale
                     })
@@ -402,13 +411,21 @@ mod tests {
             let one = run(1, &qkv, &offsets);
             for threads in [2, 5] {
                 let many = run(threads, &qkv, &offsets);
-                assert!(one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa}");
+                assert!(
+                    one.iter()
+                        .zip(&many)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa}"
+                );
             }
             for s in 0..offsets.len() - 1 {
                 let (s0, s1) = (offsets[s], offsets[s + 1]);
                 let alone = run(2, &qkv[s0 * 3 * h..s1 * 3 * h], &[0, s1 - s0]);
                 assert!(
-                    alone.iter().zip(&one[s0 * h..s1 * h]).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    alone
+                        .iter()
+                        .zip(&one[s0 * h..s1 * h])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{isa}: sequence {s} alone differs from batched"
                 );
             }
@@ -422,12 +439,30 @@ mod tests {
         let err = |offsets: &[usize], heads, hd, qkv: &[f32], out: &mut [f32]| {
             attention_varlen(qkv, offsets, heads, hd, out).unwrap_err()
         };
-        assert!(matches!(err(&[], 2, 4, &qkv, &mut out), KernelError::InvalidOffsets { .. }));
-        assert!(matches!(err(&[1, 4], 2, 4, &qkv, &mut out), KernelError::InvalidOffsets { .. }));
-        assert!(matches!(err(&[0, 3, 2, 4], 2, 4, &qkv, &mut out), KernelError::InvalidOffsets { .. }));
-        assert!(matches!(err(&[0, 5], 2, 4, &qkv, &mut out), KernelError::LengthMismatch { .. }));
-        assert!(matches!(err(&[0, 4], 0, 4, &qkv, &mut out), KernelError::InvalidShape { .. }));
-        assert!(matches!(err(&[0, 4], 2, 4, &qkv[1..], &mut out), KernelError::LengthMismatch { .. }));
+        assert!(matches!(
+            err(&[], 2, 4, &qkv, &mut out),
+            KernelError::InvalidOffsets { .. }
+        ));
+        assert!(matches!(
+            err(&[1, 4], 2, 4, &qkv, &mut out),
+            KernelError::InvalidOffsets { .. }
+        ));
+        assert!(matches!(
+            err(&[0, 3, 2, 4], 2, 4, &qkv, &mut out),
+            KernelError::InvalidOffsets { .. }
+        ));
+        assert!(matches!(
+            err(&[0, 5], 2, 4, &qkv, &mut out),
+            KernelError::LengthMismatch { .. }
+        ));
+        assert!(matches!(
+            err(&[0, 4], 0, 4, &qkv, &mut out),
+            KernelError::InvalidShape { .. }
+        ));
+        assert!(matches!(
+            err(&[0, 4], 2, 4, &qkv[1..], &mut out),
+            KernelError::LengthMismatch { .. }
+        ));
         assert!(matches!(
             err(&[0, 4], 2, 4, &qkv, &mut out[1..]),
             KernelError::LengthMismatch { .. }

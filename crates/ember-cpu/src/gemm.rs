@@ -38,7 +38,9 @@
 //! on the number of threads. (AVX2 and AVX-512 both use FMA in the same order and agree
 //! bit-for-bit on the product; `Scalar` uses separate multiply and add.)
 
+#[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
+#[cfg(target_arch = "x86_64")]
 mod kernel_avx512;
 mod kernel_scalar;
 
@@ -114,7 +116,12 @@ impl PackedLinear {
         k: usize,
     ) -> Result<PackedLinear, KernelError> {
         const OP: &str = "PackedLinear::new";
-        check_len(OP, "weight", checked_elems(OP, "weight", n, k)?, weight.len())?;
+        check_len(
+            OP,
+            "weight",
+            checked_elems(OP, "weight", n, k)?,
+            weight.len(),
+        )?;
         if let Some(b) = bias {
             check_len(OP, "bias", n, b.len())?;
         }
@@ -231,7 +238,15 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
 
     /// Packs `X[r0..r1, pc..pc+kc]` for this kernel; see [`pack_a_block`] for the layout and
     /// the bounds.
-    fn pack_a(self, x: &[f32], k: usize, rows: (usize, usize), pc: usize, kc: usize, dst: &mut [f32]) {
+    fn pack_a(
+        self,
+        x: &[f32],
+        k: usize,
+        rows: (usize, usize),
+        pc: usize,
+        kc: usize,
+        dst: &mut [f32],
+    ) {
         pack_a_block(x, k, rows, pc, kc, Self::MR, dst);
     }
 
@@ -318,14 +333,18 @@ pub fn linear_with_isa(
     let unsupported = KernelError::UnsupportedIsa { op: OP, isa };
     match isa {
         Isa::Scalar => gemm_driver(kernel_scalar::ScalarKernel, x, m, w, act, residual, out),
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             let kern = kernel_avx2::Avx2Kernel::detect().ok_or(unsupported)?;
             gemm_driver(kern, x, m, w, act, residual, out)
         }
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             let kern = kernel_avx512::Avx512Kernel::detect().ok_or(unsupported)?;
             gemm_driver(kern, x, m, w, act, residual, out)
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2 | Isa::Avx512 => return Err(unsupported),
     }
     Ok(())
 }
@@ -417,13 +436,33 @@ fn gemm_driver<K: Microkernel>(
         PACKED_A.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 let len = (r1 - r0).div_ceil(K::MR) * K::MR * KC;
-                gemm_task(kern, x, w, act, residual, out_ptr, (r0, r1), (p0, p1), buf.aligned(len));
+                gemm_task(
+                    kern,
+                    x,
+                    w,
+                    act,
+                    residual,
+                    out_ptr,
+                    (r0, r1),
+                    (p0, p1),
+                    buf.aligned(len),
+                );
             }
             // Re-entered on this thread (cannot happen: tasks never nest); stay correct.
             Err(_) => {
                 let mut own = ScratchBuf(Vec::new());
                 let len = (r1 - r0).div_ceil(K::MR) * K::MR * KC;
-                gemm_task(kern, x, w, act, residual, out_ptr, (r0, r1), (p0, p1), own.aligned(len));
+                gemm_task(
+                    kern,
+                    x,
+                    w,
+                    act,
+                    residual,
+                    out_ptr,
+                    (r0, r1),
+                    (p0, p1),
+                    own.aligned(len),
+                );
             }
         });
     };
@@ -493,7 +532,10 @@ fn gemm_task<K: Microkernel>(
                     // After the last K block: bias (+ relu + residual) in registers; GELU
                     // runs over the stored tile below.
                     let epi = last.then(|| TileEpilogue {
-                        bias: w.bias.as_deref().map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
+                        bias: w
+                            .bias
+                            .as_deref()
+                            .map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
                         residual: match (in_kernel_act, residual) {
                             (true, Some(r)) => r[ir * n + c0..].as_ptr(),
                             _ => std::ptr::null(),
@@ -541,7 +583,11 @@ fn gemm_task<K: Microkernel>(
 /// Prefetches (into L1) the `rows × cols` tile at `(row, col)` of a row-major matrix with `ld`
 /// floats per row. A hint only: never faults, never changes results.
 #[inline(always)]
-fn prefetch_tile(base: *const f32, ld: usize, (row, rows, col, cols): (usize, usize, usize, usize)) {
+fn prefetch_tile(
+    base: *const f32,
+    ld: usize,
+    (row, rows, col, cols): (usize, usize, usize, usize),
+) {
     #[cfg(target_arch = "x86_64")]
     for i in row..row + rows {
         let first = base.wrapping_add(i * ld + col);
@@ -580,7 +626,11 @@ fn pack_a_block(
         let panel = &mut dst[q * mr * kc_pad..(q + 1) * mr * kc_pad];
         let src_row = |i: usize| &x[(ir + i) * k + pc..(ir + i) * k + pc + kc];
         // Full groups: the destination is written sequentially, KG floats per row.
-        for (g, group) in panel.chunks_exact_mut(mr * KG).take(full_groups).enumerate() {
+        for (g, group) in panel
+            .chunks_exact_mut(mr * KG)
+            .take(full_groups)
+            .enumerate()
+        {
             for (i, piece) in group.chunks_exact_mut(KG).take(rows).enumerate() {
                 piece.copy_from_slice(&src_row(i)[g * KG..g * KG + KG]);
             }
@@ -612,7 +662,12 @@ pub fn linear_reference(
 ) -> Result<(), KernelError> {
     const OP: &str = "linear_reference";
     check_len(OP, "x", checked_elems(OP, "x", m, k)?, x.len())?;
-    check_len(OP, "weight", checked_elems(OP, "weight", n, k)?, weight.len())?;
+    check_len(
+        OP,
+        "weight",
+        checked_elems(OP, "weight", n, k)?,
+        weight.len(),
+    )?;
     let mn = checked_elems(OP, "out", m, n)?;
     check_len(OP, "out", mn, out.len())?;
     if let Some(b) = bias {

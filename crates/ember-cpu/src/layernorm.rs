@@ -97,7 +97,10 @@ fn row_moments(row: &[f32]) -> (f64, f64) {
         }
     }
     let mut total_sq: f64 = sq.iter().sum();
-    total_sq += tail.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>();
+    total_sq += tail
+        .iter()
+        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+        .sum::<f64>();
     (mean, total_sq / n)
 }
 
@@ -159,15 +162,25 @@ pub fn layernorm_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::SplitMix;
     use crate::isa::supported_isas;
+    use crate::test_util::SplitMix;
 
     #[test]
     fn every_isa_matches_reference() {
         let mut rng = SplitMix(11);
-        for &(rows, hidden) in &[(0, 768), (1, 1), (3, 7), (5, 768), (64, 768), (2, 1000), (40, 1024)] {
+        for &(rows, hidden) in &[
+            (0, 768),
+            (1, 1),
+            (3, 7),
+            (5, 768),
+            (64, 768),
+            (2, 1000),
+            (40, 1024),
+        ] {
             // Offset rows (|μ| ≫ σ) stress the variance; torch-like eps.
-            let x: Vec<f32> = (0..rows * hidden).map(|i| rng.uniform() * 3.0 + (i / hidden) as f32).collect();
+            let x: Vec<f32> = (0..rows * hidden)
+                .map(|i| rng.uniform() * 3.0 + (i / hidden) as f32)
+                .collect();
             let gamma: Vec<f32> = (0..hidden).map(|_| 1.0 + 0.5 * rng.uniform()).collect();
             let beta = rng.vec(hidden);
             let mut want = x.clone();
@@ -205,11 +218,17 @@ mod tests {
         };
         let one = run(1);
         let three = run(3);
-        assert!(one.iter().zip(&three).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(one
+            .iter()
+            .zip(&three)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
         // A row alone equals the same row inside the batch.
         let mut row = x[7 * hidden..8 * hidden].to_vec();
         layernorm(&mut row, 1, hidden, &gamma, &beta, 1e-5).unwrap();
-        assert!(row.iter().zip(&one[7 * hidden..8 * hidden]).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(row
+            .iter()
+            .zip(&one[7 * hidden..8 * hidden])
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
 
         let mut constant = vec![3.5f32; hidden];
         layernorm(&mut constant, 1, hidden, &gamma, &beta, 1e-5).unwrap();

@@ -295,14 +295,15 @@ impl Simd for Avx2Token {
     }
     #[inline(always)]
     fn round(self, a: __m256) -> __m256 {
-        simd_op!(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a))
+        simd_op!(_mm256_round_ps::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(a))
     }
     #[inline(always)]
     fn pow2i(self, n: __m256) -> __m256 {
-        simd_op!(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-            _mm256_cvtps_epi32(n),
-            _mm256_set1_epi32(127)
-        ))))
+        simd_op!(_mm256_castsi256_ps(_mm256_slli_epi32::<23>(
+            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))
+        )))
     }
     #[inline(always)]
     fn select_lt(self, a: __m256, b: __m256, t: __m256, f: __m256) -> __m256 {
@@ -355,7 +356,12 @@ impl Simd for Avx2Token {
 fn avx2_prefix_mask(n: usize) -> __m256i {
     let n = n.min(8) as i32;
     // SAFETY: only called from Avx2Token methods, whose token proves AVX2.
-    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
 }
 
 /// AVX-512 mask selecting lanes `i < n`.
@@ -430,18 +436,23 @@ impl Simd for Avx512Token {
     }
     #[inline(always)]
     fn round(self, a: __m512) -> __m512 {
-        simd_op!(_mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a))
+        simd_op!(_mm512_roundscale_ps::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(a))
     }
     #[inline(always)]
     fn pow2i(self, n: __m512) -> __m512 {
-        simd_op!(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
-            _mm512_cvtps_epi32(n),
-            _mm512_set1_epi32(127)
-        ))))
+        simd_op!(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(
+            _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127))
+        )))
     }
     #[inline(always)]
     fn select_lt(self, a: __m512, b: __m512, t: __m512, f: __m512) -> __m512 {
-        simd_op!(_mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b), f, t))
+        simd_op!(_mm512_mask_blend_ps(
+            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b),
+            f,
+            t
+        ))
     }
     #[inline(always)]
     fn reduce_add(self, v: __m512) -> f32 {

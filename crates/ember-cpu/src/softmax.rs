@@ -2,8 +2,8 @@
 //! `y_j = e^{x_j − m} / Σ_k e^{x_k − m}`, `m = max_k x_k`.
 //!
 //! Three passes on the active ISA: the maximum, then `e^{x−m}` (the vectorised `exp` of
-//! [`crate::math`], ≤ 2 ulp) written back while summing in `LANES` f32 partial sums, then a
-//! multiply by `1/Σ`. Lanes are combined in a fixed order, so a row's result depends only on
+//! [`crate::math`], ≤ 2 ulp) written back while summing (each vector reduced in f32, the
+//! vectors accumulated in f64), then a multiply by `1/Σ`. Lanes are combined in a fixed order, so a row's result depends only on
 //! the row. A row of all `-inf` gives NaN (as torch); `-inf` entries otherwise give 0.
 
 use crate::isa::{active_isa, Isa};
@@ -45,13 +45,18 @@ pub(crate) fn softmax_row<S: Simd>(s: S, row: &mut [f32]) {
         let w = S::LANES.min(n - j);
         // SAFETY: j + w ≤ n.
         let v = unsafe { s.load_partial(ptr.add(j), w) };
-        let v = if w == S::LANES { v } else { pad_with(s, v, w, f32::NEG_INFINITY) };
+        let v = if w == S::LANES {
+            v
+        } else {
+            pad_with(s, v, w, f32::NEG_INFINITY)
+        };
         vmax = s.max(vmax, v);
         j += w;
     }
     let max = s.splat(s.reduce_max(vmax));
-    // Pass 2: e^{x − max}, stored, and summed per lane.
-    let mut vsum = s.splat(0.0);
+    // Pass 2: e^{x − max}, stored and summed: each vector is reduced in f32 (a short tree),
+    // the vectors are summed in f64, so long rows lose nothing to a long f32 chain.
+    let mut total = 0.0f64;
     let mut j = 0;
     while j < n {
         let w = S::LANES.min(n - j);
@@ -59,12 +64,16 @@ pub(crate) fn softmax_row<S: Simd>(s: S, row: &mut [f32]) {
         unsafe {
             let e = exp(s, s.sub(s.load_partial(ptr.add(j), w), max));
             s.store_partial(ptr.add(j), e, w);
-            let e = if w == S::LANES { e } else { pad_with(s, e, w, 0.0) };
-            vsum = s.add(vsum, e);
+            let e = if w == S::LANES {
+                e
+            } else {
+                pad_with(s, e, w, 0.0)
+            };
+            total += s.reduce_add(e) as f64;
         }
         j += w;
     }
-    let inv = s.splat(1.0 / s.reduce_add(vsum));
+    let inv = s.splat((1.0 / total) as f32);
     // Pass 3: normalise.
     let mut j = 0;
     while j < n {
@@ -105,8 +114,8 @@ pub fn softmax_reference(row: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::SplitMix;
     use crate::isa::supported_isas;
+    use crate::test_util::SplitMix;
 
     #[test]
     fn every_isa_matches_reference() {

@@ -182,7 +182,11 @@ impl Embedder {
     }
 
     /// Embeds `texts` into `out` (`[n, dim]`, row-major), rows in input order.
-    pub fn encode_into<S: AsRef<str> + Sync>(&self, texts: &[S], out: &mut [f32]) -> Result<(), EmberError> {
+    pub fn encode_into<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        out: &mut [f32],
+    ) -> Result<(), EmberError> {
         if out.len() != texts.len() * self.dim {
             return Err(EmberError::Options(format!(
                 "output buffer holds {} values, {} texts × {} need {}",
@@ -198,7 +202,9 @@ impl Embedder {
             .map_err(|_| EmberError::Poisoned)?
             .pop()
             .unwrap_or_default();
-        let result = self.pool.install(|| self.encode_with(&mut state, texts, out));
+        let result = self
+            .pool
+            .install(|| self.encode_with(&mut state, texts, out));
         // A failed call's scratch is still sound (buffers only ever grow): keep it.
         if let Ok(mut states) = self.states.lock() {
             states.push(state);
@@ -230,7 +236,9 @@ impl Embedder {
         state.order.clear();
         state.order.extend(0..n);
         // Stable: equal lengths keep input order.
-        state.order.sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
+        state
+            .order
+            .sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
 
         let dim = self.dim;
         for chunk in state.order.chunks(self.batch_size) {
@@ -241,9 +249,9 @@ impl Embedder {
                 state.batch_ids.extend_from_slice(&tokens[i]);
                 state.seq_offsets.push(state.batch_ids.len());
             }
-            let hidden = self
-                .model
-                .forward(&state.batch_ids, &state.seq_offsets, &mut state.workspace)?;
+            let hidden =
+                self.model
+                    .forward(&state.batch_ids, &state.seq_offsets, &mut state.workspace)?;
             let rows = chunk.len() * dim;
             if state.pooled.len() < rows {
                 state.pooled.resize(rows, 0.0);

@@ -78,12 +78,9 @@ impl ModelFolder {
                 .ok_or_else(|| invalid("expected a JSON object".into()))?;
             folder.max_seq_length = match object.get("max_seq_length") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(
-                    v.as_u64()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| invalid(format!("max_seq_length {v} is not a positive integer")))?
-                        as usize,
-                ),
+                Some(v) => Some(v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+                    invalid(format!("max_seq_length {v} is not a positive integer"))
+                })? as usize),
             };
             folder.do_lower_case = match object.get("do_lower_case") {
                 None | Some(Value::Null) => false,
@@ -111,7 +108,9 @@ impl ModelFolder {
                 .ok_or_else(|| invalid(format!("module {i} has no \"type\"")))?;
             let sub_path = module.get("path").and_then(Value::as_str).unwrap_or("");
             let dir = safe_join(&self.root, sub_path).ok_or_else(|| {
-                invalid(format!("module {i} path {sub_path:?} leaves the model folder"))
+                invalid(format!(
+                    "module {i} path {sub_path:?} leaves the model folder"
+                ))
             })?;
             // Types are dotted Python paths that moved between versions
             // (`sentence_transformers.models.Pooling`, `…base.modules.…`): match the class name.
@@ -170,7 +169,10 @@ impl ModelFolder {
 fn safe_join(root: &Path, sub: &str) -> Option<PathBuf> {
     let sub = Path::new(sub);
     let escapes = sub.components().any(|c| {
-        !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)
+        !matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
     });
     (!escapes).then(|| root.join(sub))
 }
@@ -187,9 +189,11 @@ pub fn resolve_model(model: &str) -> Result<PathBuf, EmberError> {
     let is_hub_id = {
         let parts: Vec<&str> = model.split('/').collect();
         parts.len() == 2
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            })
             && !parts.iter().any(|p| *p == "." || *p == "..")
     };
     if is_hub_id {
@@ -227,5 +231,10 @@ fn hub_cache_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(home).join("hub"));
     }
     let home = std::env::var_os("HOME")?;
-    Some(PathBuf::from(home).join(".cache").join("huggingface").join("hub"))
+    Some(
+        PathBuf::from(home)
+            .join(".cache")
+            .join("huggingface")
+            .join("hub"),
+    )
 }

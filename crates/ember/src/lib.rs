@@ -44,7 +44,9 @@ pub enum EmberError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{path}: module {module:?} is not supported (Ember runs Transformer, Pooling, Normalize)")]
+    #[error(
+        "{path}: module {module:?} is not supported (Ember runs Transformer, Pooling, Normalize)"
+    )]
     UnsupportedModule { path: PathBuf, module: String },
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },

@@ -13,7 +13,9 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::{BertNormalizer, Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::folder::read_json;
 use crate::EmberError;
@@ -64,7 +66,10 @@ impl TokenizerConfig {
                 .and_then(Value::as_f64)
                 .filter(|&n| n >= 1.0 && n < 1e15)
                 .map(|n| n as usize),
-            do_lower_case: value.get("do_lower_case").and_then(Value::as_bool).unwrap_or(true),
+            do_lower_case: value
+                .get("do_lower_case")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
             strip_accents: value.get("strip_accents").and_then(Value::as_bool),
             tokenize_chinese_chars: value
                 .get("tokenize_chinese_chars")
@@ -96,13 +101,17 @@ impl TextTokenizer {
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
         let (mut tokenizer, source) = if json_path.exists() {
-            let tokenizer = Tokenizer::from_file(&json_path).map_err(|e| EmberError::Tokenizer {
-                path: json_path.clone(),
-                message: e.to_string(),
-            })?;
+            let tokenizer =
+                Tokenizer::from_file(&json_path).map_err(|e| EmberError::Tokenizer {
+                    path: json_path.clone(),
+                    message: e.to_string(),
+                })?;
             (tokenizer, json_path)
         } else if vocab_path.exists() {
-            (Self::wordpiece_from_vocab(&vocab_path, &config)?, vocab_path)
+            (
+                Self::wordpiece_from_vocab(&vocab_path, &config)?,
+                vocab_path,
+            )
         } else {
             return Err(EmberError::Tokenizer {
                 path: dir.to_owned(),
@@ -138,7 +147,9 @@ impl TextTokenizer {
         if max_seq_length < 2 {
             return Err(EmberError::Tokenizer {
                 path: source,
-                message: format!("max_seq_length {max_seq_length} leaves no room for [CLS] and [SEP]"),
+                message: format!(
+                    "max_seq_length {max_seq_length} leaves no room for [CLS] and [SEP]"
+                ),
             });
         }
         tokenizer
@@ -160,7 +171,10 @@ impl TextTokenizer {
     }
 
     /// The WordPiece pipeline transformers' `BertTokenizerFast` builds from a vocabulary.
-    fn wordpiece_from_vocab(vocab_path: &Path, config: &TokenizerConfig) -> Result<Tokenizer, EmberError> {
+    fn wordpiece_from_vocab(
+        vocab_path: &Path,
+        config: &TokenizerConfig,
+    ) -> Result<Tokenizer, EmberError> {
         let error = |message: String| EmberError::Tokenizer {
             path: vocab_path.to_owned(),
             message,
@@ -190,11 +204,17 @@ impl TextTokenizer {
         tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
         // transformers registers the special tokens as added tokens: a literal "[CLS]" in the
         // text becomes the [CLS] id rather than word pieces.
-        let specials: Vec<AddedToken> = [&config.pad, &config.unk, &config.cls, &config.sep, &config.mask]
-            .into_iter()
-            .filter(|t| tokenizer.token_to_id(t).is_some())
-            .map(|t| AddedToken::from(t.clone(), true))
-            .collect();
+        let specials: Vec<AddedToken> = [
+            &config.pad,
+            &config.unk,
+            &config.cls,
+            &config.sep,
+            &config.mask,
+        ]
+        .into_iter()
+        .filter(|t| tokenizer.token_to_id(t).is_some())
+        .map(|t| AddedToken::from(t.clone(), true))
+        .collect();
         tokenizer.add_special_tokens(&specials);
         Ok(tokenizer)
     }

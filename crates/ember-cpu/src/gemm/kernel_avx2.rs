@@ -54,7 +54,13 @@ impl Microkernel for Avx2Kernel {
             }
             let width = HALF.min(cols - start);
             // Shift the epilogue's pointers to this half (null stays null).
-            let shift = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(start) };
+            let shift = |p: *const f32| {
+                if p.is_null() {
+                    p
+                } else {
+                    p.wrapping_add(start)
+                }
+            };
             let epi = epi.map(|e| TileEpilogue {
                 bias: shift(e.bias),
                 residual: shift(e.residual),
@@ -63,7 +69,17 @@ impl Microkernel for Avx2Kernel {
             // SAFETY: the token proves AVX2+FMA; this half's columns start..start+width lie
             // inside the caller's tile, and b + start stays inside the kc·NR panel slice.
             unsafe {
-                tile_avx2(kc, a, b.add(start), c.add(start), ldc, rows, width, accumulate, epi)
+                tile_avx2(
+                    kc,
+                    a,
+                    b.add(start),
+                    c.add(start),
+                    ldc,
+                    rows,
+                    width,
+                    accumulate,
+                    epi,
+                )
             }
         }
     }
@@ -76,7 +92,13 @@ impl Microkernel for Avx2Kernel {
         residual: Option<&[f32]>,
     ) {
         #[target_feature(enable = "avx2,fma")]
-        fn run(t: Avx2Token, row: &mut [f32], bias: Option<&[f32]>, act: Activation, residual: Option<&[f32]>) {
+        fn run(
+            t: Avx2Token,
+            row: &mut [f32],
+            bias: Option<&[f32]>,
+            act: Activation,
+            residual: Option<&[f32]>,
+        ) {
             epilogue_row(t, row, bias, act, residual)
         }
         // SAFETY: the token proves the CPU has AVX2 and FMA.
@@ -124,7 +146,12 @@ unsafe fn tile_avx2(
 fn lane_mask(n: usize) -> __m256i {
     let n = n.min(8) as i32;
     // SAFETY: only reached from AVX2-enabled code (tile_body).
-    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
 }
 
 /// `C[0..R, 0..width] = (accumulate ? C : 0) + A·B[:, 0..16]`, then the in-register

@@ -50,7 +50,15 @@ impl Microkernel for Avx512Kernel {
         unsafe { tile_avx512(kc, a, b, c, ldc, rows, cols, accumulate, epi) }
     }
 
-    fn pack_a(self, x: &[f32], k: usize, (r0, r1): (usize, usize), pc: usize, kc: usize, dst: &mut [f32]) {
+    fn pack_a(
+        self,
+        x: &[f32],
+        k: usize,
+        (r0, r1): (usize, usize),
+        pc: usize,
+        kc: usize,
+        dst: &mut [f32],
+    ) {
         let kc_pad = kc.next_multiple_of(KG);
         let in_bounds = r0 <= r1
             && pc + kc <= k
@@ -72,7 +80,13 @@ impl Microkernel for Avx512Kernel {
         residual: Option<&[f32]>,
     ) {
         #[target_feature(enable = "avx512f,avx2,fma")]
-        fn run(t: Avx512Token, row: &mut [f32], bias: Option<&[f32]>, act: Activation, residual: Option<&[f32]>) {
+        fn run(
+            t: Avx512Token,
+            row: &mut [f32],
+            bias: Option<&[f32]>,
+            act: Activation,
+            residual: Option<&[f32]>,
+        ) {
             epilogue_row(t, row, bias, act, residual)
         }
         // SAFETY: the token proves the CPU has AVX-512F, AVX2 and FMA.
@@ -90,7 +104,14 @@ const _: () = assert!(KG == 16);
 /// CPU has AVX-512F; `x` readable for `r1·k` floats, `pc + kc ≤ k`, `dst` writable for
 /// `⌈(r1−r0)/14⌉·14·kc_pad` floats.
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn pack_a_avx512(x: *const f32, k: usize, (r0, r1): (usize, usize), pc: usize, kc: usize, dst: *mut f32) {
+unsafe fn pack_a_avx512(
+    x: *const f32,
+    k: usize,
+    (r0, r1): (usize, usize),
+    pc: usize,
+    kc: usize,
+    dst: *mut f32,
+) {
     let kc_pad = kc.next_multiple_of(KG);
     for (q, ir) in (r0..r1).step_by(MR).enumerate() {
         let rows = MR.min(r1 - ir);
@@ -232,7 +253,8 @@ unsafe fn tile_body<const R: usize>(
                 for i in 0..R {
                     let ri = e.residual.wrapping_add(i * e.ld_residual);
                     acc0[i] = _mm512_add_ps(acc0[i], _mm512_maskz_loadu_ps(m0, ri));
-                    acc1[i] = _mm512_add_ps(acc1[i], _mm512_maskz_loadu_ps(m1, ri.wrapping_add(16)));
+                    acc1[i] =
+                        _mm512_add_ps(acc1[i], _mm512_maskz_loadu_ps(m1, ri.wrapping_add(16)));
                 }
             }
         }

@@ -62,7 +62,15 @@ fn cases() -> Vec<Case> {
 
 /// Checks `fast` against the f64 reference with a per-element bound that scales with the
 /// magnitude of the reduction: f32 summation error grows like √k·ε·Σ|x·w|.
-fn check(case: &Case, isa: Isa, x: &[f32], w: &[f32], b: Option<&[f32]>, r: Option<&[f32]>, fast: &[f32]) {
+fn check(
+    case: &Case,
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    r: Option<&[f32]>,
+    fast: &[f32],
+) {
     let (m, n, k) = (case.m, case.n, case.k);
     let mut reference = vec![f32::NAN; m * n];
     linear_reference(x, m, w, b, n, k, case.act, r, &mut reference).unwrap();
@@ -71,8 +79,12 @@ fn check(case: &Case, isa: Isa, x: &[f32], w: &[f32], b: Option<&[f32]>, r: Opti
     let mut failures = Vec::new();
     for i in 0..m {
         for j in 0..n {
-            let mut abs_sum: f64 = (0..k).map(|kk| (x[i * k + kk] as f64 * w[j * k + kk] as f64).abs()).sum();
-            let mut pre: f64 = (0..k).map(|kk| x[i * k + kk] as f64 * w[j * k + kk] as f64).sum();
+            let mut abs_sum: f64 = (0..k)
+                .map(|kk| (x[i * k + kk] as f64 * w[j * k + kk] as f64).abs())
+                .sum();
+            let mut pre: f64 = (0..k)
+                .map(|kk| x[i * k + kk] as f64 * w[j * k + kk] as f64)
+                .sum();
             if let Some(b) = b {
                 abs_sum += (b[j] as f64).abs();
                 pre += b[j] as f64;
@@ -83,7 +95,7 @@ fn check(case: &Case, isa: Isa, x: &[f32], w: &[f32], b: Option<&[f32]>, r: Opti
                 + 2e-7 * pre.abs().max(1.0)
                 + 2.0 * eps * want.abs();
             let err = (got - want).abs();
-            if !(err <= tol) {
+            if err.is_nan() || err > tol {
                 failures.push(format!("  [{i},{j}] got {got} want {want} (tol {tol:.2e})"));
             }
             worst = worst.max(err / tol);
@@ -120,7 +132,10 @@ fn every_isa_matches_reference_on_edge_shapes() {
 #[test]
 fn fma_isas_agree_bit_for_bit() {
     // AVX2 and AVX-512 run the same FMA chain per element, and the same epilogue maths.
-    let isas: Vec<Isa> = supported_isas().into_iter().filter(|&i| i != Isa::Scalar).collect();
+    let isas: Vec<Isa> = supported_isas()
+        .into_iter()
+        .filter(|&i| i != Isa::Scalar)
+        .collect();
     if isas.len() < 2 {
         println!("skipped: fewer than two FMA ISAs on this CPU ({isas:?})");
         return;
@@ -139,7 +154,9 @@ fn fma_isas_agree_bit_for_bit() {
     }
     for (isa, out) in isas.iter().zip(&outs).skip(1) {
         assert!(
-            out.iter().zip(&outs[0]).all(|(a, b)| a.to_bits() == b.to_bits()),
+            out.iter()
+                .zip(&outs[0])
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{isa} differs from {}",
             isas[0]
         );
@@ -177,19 +194,34 @@ fn rows_are_independent_of_batch_and_threads() {
             for threads in [2, 3, 4] {
                 let many = full(threads);
                 assert!(
-                    one.iter().zip(&many).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    one.iter()
+                        .zip(&many)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{isa} {act:?}: 1 vs {threads} threads differ"
                 );
             }
             // Row windows of every alignment relative to MR, computed alone.
-            for (start, len) in [(0, 1), (1, 1), (13, 1), (14, 2), (100, 7), (290, 11), (5, 64)] {
+            for (start, len) in [
+                (0, 1),
+                (1, 1),
+                (13, 1),
+                (14, 2),
+                (100, 7),
+                (290, 11),
+                (5, 64),
+            ] {
                 let xs = &x[start * k..(start + len) * k];
                 let rs = &r[start * n..(start + len) * n];
                 let mut out = vec![f32::NAN; len * n];
-                run_in_pool(2, || linear_with_isa(isa, xs, len, &packed, act, Some(rs), &mut out)).unwrap();
+                run_in_pool(2, || {
+                    linear_with_isa(isa, xs, len, &packed, act, Some(rs), &mut out)
+                })
+                .unwrap();
                 let expected = &one[start * n..(start + len) * n];
                 assert!(
-                    out.iter().zip(expected).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    out.iter()
+                        .zip(expected)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{isa} {act:?}: rows {start}..{} alone differ from the batch",
                     start + len
                 );
@@ -211,8 +243,18 @@ fn bad_lengths_are_errors_and_leave_out_untouched() {
         Err(KernelError::LengthMismatch { tensor: "out", .. })
     ));
     assert!(matches!(
-        linear(&[1.0; 2], 1, &w, Activation::Identity, Some(&[0.0; 4]), &mut out),
-        Err(KernelError::LengthMismatch { tensor: "residual", .. })
+        linear(
+            &[1.0; 2],
+            1,
+            &w,
+            Activation::Identity,
+            Some(&[0.0; 4]),
+            &mut out
+        ),
+        Err(KernelError::LengthMismatch {
+            tensor: "residual",
+            ..
+        })
     ));
     assert_eq!(out, [7.0; 3]);
     assert!(PackedLinear::new(&[1.0; 5], None, 3, 2).is_err());
@@ -243,6 +285,7 @@ fn plan_covers_every_row_and_panel_once() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// The CI guard of `bluss/matrixmultiply`: if this CPU has AVX-512F (or `EMBER_EXPECT_ISA`
 /// names an ISA), that path must be detected *and* actually executed.
 #[test]
@@ -256,7 +299,10 @@ fn expected_isa_paths_are_exercised() {
     }
     if let Ok(name) = std::env::var("EMBER_EXPECT_ISA") {
         let isa = Isa::from_name(&name).expect("EMBER_EXPECT_ISA must be avx512, avx2 or scalar");
-        assert!(isa.is_supported(), "EMBER_EXPECT_ISA={name} but this CPU lacks it");
+        assert!(
+            isa.is_supported(),
+            "EMBER_EXPECT_ISA={name} but this CPU lacks it"
+        );
         expected.push(isa);
     }
     let mut rng = SplitMix(99);
@@ -264,18 +310,29 @@ fn expected_isa_paths_are_exercised() {
     let x = rng.vec(m * k);
     let w = PackedLinear::new(&rng.vec(n * k), None, n, k).unwrap();
     for isa in expected {
-        assert!(supported_isas().contains(&isa), "{isa} detected by the CPU but not offered");
+        assert!(
+            supported_isas().contains(&isa),
+            "{isa} detected by the CPU but not offered"
+        );
         let before = kernel_tiles_run(isa);
         let mut out = vec![f32::NAN; m * n];
         linear_with_isa(isa, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
-        assert!(kernel_tiles_run(isa) > before, "{isa} path was not exercised");
+        assert!(
+            kernel_tiles_run(isa) > before,
+            "{isa} path was not exercised"
+        );
         println!("{isa}: exercised");
     }
     if std::env::var_os("EMBER_ISA").is_none() {
-        assert_eq!(active_isa(), crate::isa::best_isa(), "active ISA is not the best one");
+        assert_eq!(
+            active_isa(),
+            crate::isa::best_isa(),
+            "active ISA is not the best one"
+        );
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Tiles run by an ISA's microkernel so far (test builds count them).
 fn kernel_tiles_run(isa: Isa) -> usize {
     use std::sync::atomic::Ordering;
@@ -286,6 +343,7 @@ fn kernel_tiles_run(isa: Isa) -> usize {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Single-thread GFLOP/s on BERT-base shapes, per ISA. Run with
 /// `cargo test --release -p ember-cpu gemm_throughput -- --ignored --nocapture`.
 #[test]
@@ -305,13 +363,21 @@ fn gemm_throughput() {
             v.split(';')
                 .map(|t| {
                     let d: Vec<usize> = t.split(',').map(|x| x.trim().parse().unwrap()).collect();
-                    (format!("[{},{}]x[{},{}]", d[0], d[2], d[1], d[2]), d[0], d[1], d[2])
+                    (
+                        format!("[{},{}]x[{},{}]", d[0], d[2], d[1], d[2]),
+                        d[0],
+                        d[1],
+                        d[2],
+                    )
                 })
                 .collect()
         })
         .unwrap_or_default();
     let shapes: Vec<(String, usize, usize, usize)> = if custom.is_empty() {
-        shapes.iter().map(|&(s, m, n, k)| (s.to_string(), m, n, k)).collect()
+        shapes
+            .iter()
+            .map(|&(s, m, n, k)| (s.to_string(), m, n, k))
+            .collect()
     } else {
         custom
     };
@@ -347,7 +413,10 @@ fn gemm_throughput() {
             });
             rounds.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
             let (gflops, ratio) = rounds[rounds.len() / 2];
-            println!("{isa:7} {name}: {gflops:7.1} GFLOP/s  ({:4.1}% of FMA peak)", ratio * 100.0);
+            println!(
+                "{isa:7} {name}: {gflops:7.1} GFLOP/s  ({:4.1}% of FMA peak)",
+                ratio * 100.0
+            );
         }
     }
 }
@@ -386,7 +455,9 @@ fn fma_chains_256(iters: usize) -> f32 {
                 *v = _mm256_fmadd_ps(*v, a, b);
             }
         }
-        let s = acc.iter().fold(_mm256_setzero_ps(), |x, &y| _mm256_add_ps(x, y));
+        let s = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |x, &y| _mm256_add_ps(x, y));
         let mut out = [0.0f32; 8];
         _mm256_storeu_ps(out.as_mut_ptr(), s);
         out.iter().sum()
@@ -395,12 +466,19 @@ fn fma_chains_256(iters: usize) -> f32 {
 
 /// FMA peak of one core in GFLOP/s for `isa` (independent FMA chains, no memory traffic),
 /// best of 3 runs of about `millis` ms each. `None` for `Scalar`.
+#[cfg(target_arch = "x86_64")]
 fn fma_peak_gflops(isa: Isa, millis: f64) -> Option<f64> {
     let (flops_per_iter, run): (f64, fn(usize) -> f32) = match isa {
-        // SAFETY (both closures): only reached when the ISA is supported (callers iterate
+        // Both closures are only reached when the ISA is supported (callers iterate
         // `supported_isas()`).
-        Isa::Avx512 => (2.0 * 16.0 * 24.0, |i| unsafe { fma_chains_512(i) }),
-        Isa::Avx2 => (2.0 * 8.0 * 12.0, |i| unsafe { fma_chains_256(i) }),
+        Isa::Avx512 => (2.0 * 16.0 * 24.0, |i| {
+            // SAFETY: only reached for a supported ISA (see above).
+            unsafe { fma_chains_512(i) }
+        }),
+        Isa::Avx2 => (2.0 * 8.0 * 12.0, |i| {
+            // SAFETY: only reached for a supported ISA (see above).
+            unsafe { fma_chains_256(i) }
+        }),
         Isa::Scalar => return None,
     };
     // ~100 GFLOP/s as a first guess of the iteration count.
@@ -414,6 +492,7 @@ fn fma_peak_gflops(isa: Isa, millis: f64) -> Option<f64> {
     Some(flops_per_iter * iters as f64 / best / 1e9)
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Measured FMA peak of one core (GFLOP/s), the denominator of the GEMM ratio.
 #[test]
 #[ignore]
@@ -425,6 +504,7 @@ fn fma_peak() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Microkernel alone, operands hot in cache: the ceiling the blocking loops can reach.
 #[test]
 #[ignore]
@@ -444,19 +524,36 @@ fn microkernel_throughput() {
             let t = std::time::Instant::now();
             for _ in 0..reps {
                 // SAFETY: a, b, c are sized for one full tile.
-                unsafe { kern.tile(kc, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), NR, mr, NR, true, None) };
+                unsafe {
+                    kern.tile(
+                        kc,
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        c.as_mut_ptr(),
+                        NR,
+                        mr,
+                        NR,
+                        true,
+                        None,
+                    )
+                };
             }
             best = best.min(t.elapsed().as_secs_f64());
         }
         let flops = 2.0 * (reps * kc * mr * NR) as f64;
-        println!("avx512 microkernel kc={kc}: {:.1} GFLOP/s", flops / best / 1e9);
+        println!(
+            "avx512 microkernel kc={kc}: {:.1} GFLOP/s",
+            flops / best / 1e9
+        );
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 fn d_len(m: usize) -> usize {
     m.div_ceil(14) * 14 * KC
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Cost of packing A (a strided row copy), in ns per element.
 #[test]
 #[ignore]
@@ -476,9 +573,14 @@ fn pack_a_throughput() {
             }
             best = best.min(t.elapsed().as_secs_f64());
         }
-        println!("{name}: {:.3} ns/element", best / reps as f64 / (m * kc) as f64 * 1e9);
+        println!(
+            "{name}: {:.3} ns/element",
+            best / reps as f64 / (m * kc) as f64 * 1e9
+        );
     };
-    time("portable pack_a", &|d| pack_a_block(&x, k, (0, m), 256, kc, 14, d));
+    time("portable pack_a", &|d| {
+        pack_a_block(&x, k, (0, m), 256, kc, 14, d)
+    });
     if let Some(kern) = kernel_avx512::Avx512Kernel::detect() {
         time("avx512 pack_a", &|d| kern.pack_a(&x, k, (0, m), 256, kc, d));
         // Both packings must agree exactly.
