@@ -105,8 +105,9 @@ struct EncodeState {
 /// A sentence-transformers model ready to embed text. `Send + Sync`: share one between
 /// threads; concurrent calls each get their own scratch and run on the embedder's pool.
 ///
-/// ```no_run
-/// let embedder = ember::Embedder::builder().threads(2).load("path/to/all-MiniLM-L6-v2")?;
+/// ```
+/// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+/// let embedder = ember::Embedder::builder().threads(2).load(model)?;
 /// let embeddings = embedder.encode(&["A cat sits on the mat.", "A dog plays."])?;
 /// assert_eq!(embeddings.len(), 2);
 /// assert_eq!(embeddings.row(0).len(), embedder.dim());

@@ -5,14 +5,20 @@
 //! `sentence_bert_config.json`) and embed text; the rows match what sentence-transformers gives
 //! for the same folder.
 //!
-//! ```no_run
+//! ```
 //! use ember::Embedder;
 //!
-//! let embedder = Embedder::from_dir("models/all-MiniLM-L6-v2")?;
+//! # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+//! // `model`: a folder such as all-MiniLM-L6-v2 (here: the repository's tiny test model).
+//! let embedder = Embedder::builder().threads(2).batch_size(32).load(model)?;
 //! let embeddings = embedder.encode(&["The cat sits outside", "A man is playing guitar"])?;
+//! assert_eq!((embeddings.len(), embeddings.dim()), (2, embedder.dim()));
 //! for row in embeddings.rows() {
 //!     println!("{:?}", &row[..4]);
 //! }
+//! // A text's row does not depend on what else is in the batch.
+//! let alone = embedder.encode(&["A man is playing guitar"])?;
+//! assert_eq!(alone.row(0), embeddings.row(1));
 //! # Ok::<(), ember::EmberError>(())
 //! ```
 
