@@ -11,21 +11,25 @@
 //! (`panel[kk·NR + jj] = W[p·NR + jj, kk]`), the last panel zero-padded; 64-byte aligned. One
 //! layout serves every ISA.
 //!
-//! Per call, work is split into tasks of (row block × panel range). A task walks `K` in
-//! blocks of `KC`; for each it copies its rows of `X[:, pc..pc+KC]` into a per-thread buffer
-//! with the constant row stride `KC` (*A micro-panels* are `MR` consecutive rows), then lets
-//! each A micro-panel sweep a group of `NC_PANELS` B panels with the ISA's `MR × NR`
-//! microkernel, which keeps the whole `MR × NR` tile of `Y` in registers and does one FMA
-//! per (row, column, kk): per `kk`, `NR/16` vector loads of B, `MR` broadcasts of
-//! `a[i·KC + kk]`, `MR·NR/16` FMAs.
+//! Per call, `X` is packed once (in parallel) into a buffer of the calling thread: per K
+//! block of `KC = 256`, *A micro-panels* of `MR` rows with k in groups of `KG = 16` (one
+//! cache line per row and group, so packing is a copy of 64-byte pieces while one k step's
+//! `MR` broadcasts stay within `MR` adjacent lines). The output is then cut into tasks of
+//! (row block × panel range) on rayon's current pool, N first for small `m` so each thread
+//! streams only its share of `W`. In a task, for each K block, each A micro-panel (in L1)
+//! sweeps a group of `NC_PANELS` B micro-panels (in L2) with the ISA's `MR × NR`
+//! microkernel, which keeps the whole tile of `Y` in registers: per k step, `NR/LANES` loads
+//! of B, `MR` broadcasts of A, `MR·NR/LANES` FMAs. (For a huge `X`, over 64 MiB packed, each
+//! task instead packs its own row block per K block into a per-worker buffer.)
 //!
 //! | ISA      | MR × NR        | accumulators          |
 //! |----------|----------------|-----------------------|
 //! | AVX-512  | 14 × 32        | 28 zmm (+2 B, 1 A)    |
 //! | AVX2     | 6 × 16 (twice) | 12 ymm (+2 B, 1 A)    |
-//! | scalar   | 4 × 4 (×8)     | 16 f32                |
+//! | scalar   | 4 × 32         | 1 × 8 f32 at a time   |
 //!
-//! After the last K block, the epilogue applies `act(· + b) + R` to the tile while it is hot.
+//! After the last K block the tile is finished in registers (`+ b`, ReLU, `+ R`) before its
+//! store; GELU runs right after over the stored tile while it is in L1.
 //!
 //! # Determinism
 //!
@@ -54,18 +58,22 @@ use crate::isa::{active_isa, Isa};
 
 /// Output columns per packed panel of `W` (and per microkernel tile).
 pub const NR: usize = 32;
-/// K block, and the row stride of packed A. An A micro-panel (`MR × KC` floats, 14 KiB for
-/// AVX-512) stays in L1 while it sweeps a group of B micro-panels (`KC × NR`, 32 KiB each)
-/// streaming from L2. Being a compile-time constant, the stride becomes immediate address
-/// offsets in the microkernels' broadcast loads.
+/// K block. An A micro-panel (`MR × KC` floats, 14 KiB for AVX-512) stays in L1 while it
+/// sweeps a group of B micro-panels (`KC × NR`, 32 KiB each) streaming from L2. Fixed, never
+/// derived from `m`: K blocking is part of no result (see Determinism), but keeping it
+/// constant keeps that argument trivial.
 pub(crate) const KC: usize = 256;
 /// Packed A groups `KG` consecutive k values per row (see [`pack_a_block`]).
 pub(crate) const KG: usize = 16;
-/// Panels swept per A micro-panel: a group's B micro-panels (`KC × NR × NC_PANELS`
-/// floats, 768 KiB) stay in L2 while every A micro-panel of the task passes over them.
+/// Panels swept per A micro-panel: a group's B micro-panels (`KC × NR × NC_PANELS` floats,
+/// 512 KiB) stay in L2 while every A micro-panel of the task passes over them.
 const NC_PANELS: usize = 16;
-/// Most rows a task packs per K block: its A block (`MC_MAX × KC`) is ~230 KiB, well inside L2.
+/// Most rows a task packs per K block: its A block (`MC_MAX × KC` floats, 336 KiB) stays in
+/// L2 next to the B group.
 const MC_MAX: usize = 336;
+/// Largest `X` (in packed floats, 64 MiB) packed once per call and shared by all tasks;
+/// beyond it each task packs its own row block per K block.
+const SHARED_A_MAX: usize = 1 << 24;
 /// Below this many multiply-adds a call runs on the calling thread: handing work to rayon
 /// costs more than it saves.
 const SEQUENTIAL_MACS: usize = 1 << 17;
@@ -212,7 +220,7 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
     const MR: usize;
 
     /// `C[0..rows, 0..cols] = (accumulate ? C : 0) + A·B` for one tile, where `A` is a packed
-    /// micro-panel (`a[i·KC + kk]`, `i < rows`, `kk < kc ≤ KC`) and `B` a slice of a packed
+    /// micro-panel of height `mr` (`rows ≤ mr ≤ MR`; see [`pack_a_block`] for its layout) (`a[i·KC + kk]`, `i < rows`, `kk < kc ≤ KC`) and `B` a slice of a packed
     /// panel (`b[kk·NR + jj]`). Each element is one sequential FMA chain over `kk`. With `epi`
     /// (last K block), the tile is finished in registers before the store (see
     /// [`TileEpilogue`]).
@@ -232,12 +240,14 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
         ldc: usize,
         rows: usize,
         cols: usize,
+        mr: usize,
         accumulate: bool,
         epi: Option<TileEpilogue>,
     );
 
-    /// Packs `X[r0..r1, pc..pc+kc]` for this kernel; see [`pack_a_block`] for the layout and
-    /// the bounds.
+    /// Packs `X[r0..r1, pc..pc+kc]` into micro-panels of height `mr ≤ MR`; see
+    /// [`pack_a_block`] for the layout and the bounds.
+    #[allow(clippy::too_many_arguments)]
     fn pack_a(
         self,
         x: &[f32],
@@ -245,10 +255,27 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
         rows: (usize, usize),
         pc: usize,
         kc: usize,
+        mr: usize,
         dst: &mut [f32],
     ) {
-        pack_a_block(x, k, rows, pc, kc, Self::MR, dst);
+        pack_a_block(x, k, rows, pc, kc, mr, dst);
     }
+
+    /// `C = act(C) + R` over a stored tile (see [`crate::activation::epilogue_tile`]).
+    ///
+    /// # Safety
+    /// As [`crate::activation::epilogue_tile`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn epilogue_tile(
+        self,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        act: Activation,
+        residual: *const f32,
+        ldr: usize,
+    );
 
     /// `row = act(row + bias) + residual` (see [`crate::activation::epilogue_row`]).
     fn epilogue_row(
@@ -277,23 +304,32 @@ pub(crate) struct TileEpilogue {
     pub(crate) relu: bool,
 }
 
-/// A reusable per-thread buffer for packed A blocks.
-struct ScratchBuf(Vec<f32>);
-
-impl ScratchBuf {
-    /// A 64-byte-aligned slice of `len` floats, growing the buffer if needed (only during
-    /// warm-up: the largest request is `MC_MAX × KC`).
-    fn aligned(&mut self, len: usize) -> &mut [f32] {
-        if self.0.len() < len + 15 {
-            self.0 = vec![0.0; len + 15];
-        }
-        let offset = self.0.as_ptr().align_offset(64).min(15);
-        &mut self.0[offset..offset + len]
-    }
+thread_local! {
+    /// Per-worker buffer for A blocks a task packs itself (huge `X` only).
+    static PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's buffer for all of A, packed once per call and read by every task.
+    static CALLER_PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-thread_local! {
-    static PACKED_A: RefCell<ScratchBuf> = const { RefCell::new(ScratchBuf(Vec::new())) };
+/// Runs `f` on a 64-byte-aligned slice of `len` floats from the thread-local buffer `key`,
+/// growing it if needed (so only warm-up allocates). If the buffer is already in use on this
+/// thread (cannot happen in this crate: tasks never nest), a temporary one is used instead.
+fn with_scratch<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+        if buf.len() < len + 15 {
+            *buf = vec![0.0; len + 15];
+        }
+        let offset = buf.as_ptr().align_offset(64).min(15);
+        &mut buf[offset..offset + len]
+    }
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(aligned(&mut buf, len)),
+        Err(_) => f(aligned(&mut Vec::new(), len)),
+    })
 }
 
 /// `Y = act(X·Wᵀ + b) + R` on the [`active_isa`].
@@ -322,6 +358,21 @@ pub fn linear_with_isa(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    linear_impl(isa, x, m, w, act, residual, out, SHARED_A_MAX)
+}
+
+/// [`linear_with_isa`] with the shared-A threshold as a parameter (tests force both paths).
+#[allow(clippy::too_many_arguments)]
+fn linear_impl(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: &PackedLinear,
+    act: Activation,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+    shared_a_max: usize,
+) -> Result<(), KernelError> {
     const OP: &str = "linear";
     let (n, k) = (w.n, w.k);
     check_len(OP, "x", checked_elems(OP, "x", m, k)?, x.len())?;
@@ -331,22 +382,41 @@ pub fn linear_with_isa(
         check_len(OP, "residual", mn, r.len())?;
     }
     let unsupported = KernelError::UnsupportedIsa { op: OP, isa };
+    let args = GemmArgs {
+        x,
+        m,
+        w,
+        act,
+        residual,
+        shared_a_max,
+    };
     match isa {
-        Isa::Scalar => gemm_driver(kernel_scalar::ScalarKernel, x, m, w, act, residual, out),
+        Isa::Scalar => gemm_driver(kernel_scalar::ScalarKernel, args, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             let kern = kernel_avx2::Avx2Kernel::detect().ok_or(unsupported)?;
-            gemm_driver(kern, x, m, w, act, residual, out)
+            gemm_driver(kern, args, out)
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             let kern = kernel_avx512::Avx512Kernel::detect().ok_or(unsupported)?;
-            gemm_driver(kern, x, m, w, act, residual, out)
+            gemm_driver(kern, args, out)
         }
         #[cfg(not(target_arch = "x86_64"))]
         Isa::Avx2 | Isa::Avx512 => return Err(unsupported),
     }
     Ok(())
+}
+
+/// The validated inputs of one call.
+#[derive(Clone, Copy)]
+struct GemmArgs<'a> {
+    x: &'a [f32],
+    m: usize,
+    w: &'a PackedLinear,
+    act: Activation,
+    residual: Option<&'a [f32]>,
+    shared_a_max: usize,
 }
 
 /// `*mut f32` that may cross threads: tasks write disjoint tiles of `out`.
@@ -367,40 +437,51 @@ struct Plan {
     panel_tasks: usize,
 }
 
-/// Picks task sizes: rows in multiples of `mr` (≤ `MC_MAX`), then panels, aiming at ≥ 4
-/// tasks per thread for balance, but never splitting `N` more than needed (each task packs
-/// its own A block, so narrower tasks repack more). Only affects speed, never results.
-fn plan(m: usize, n_panels: usize, mr: usize, threads: usize) -> Plan {
+/// Picks task sizes (rows in multiples of `mr`, at most `MC_MAX`). Only affects speed, never
+/// results.
+///
+/// With A packed once per call (`shared_a`), tasks cost nothing to set up: aim at about four
+/// per thread for balance, splitting N first (each thread then streams only its share of
+/// `W`, and each B micro-panel is reused by all rows of the task). Otherwise every task packs
+/// its own A block, so keep row blocks large and split N only as much as threads require.
+fn plan(m: usize, n_panels: usize, mr: usize, threads: usize, shared_a: bool) -> Plan {
     let mc_max = (MC_MAX / mr).max(1) * mr;
-    let m_panels = m.div_ceil(mr);
-    let target = if threads <= 1 { 1 } else { 4 * threads };
-    let mut row_tasks = m.div_ceil(mc_max).max(1);
-    if row_tasks < target {
-        row_tasks = target.min(m_panels).max(1);
-    }
+    let m_panels = m.div_ceil(mr).max(1);
+    let n_panels = n_panels.max(1);
+    let target = if threads <= 1 {
+        1
+    } else if shared_a {
+        4 * threads
+    } else {
+        2 * threads
+    };
+    let min_row_tasks = m.div_ceil(mc_max).max(1);
+    let panel_tasks = if shared_a {
+        target.div_ceil(min_row_tasks).min(n_panels)
+    } else {
+        target.div_ceil(min_row_tasks).clamp(1, n_panels)
+    };
+    let row_tasks = target.div_ceil(panel_tasks).clamp(min_row_tasks, m_panels);
     let rows_per_task = m_panels.div_ceil(row_tasks) * mr;
-    let row_tasks = m.div_ceil(rows_per_task).max(1);
-    let panel_tasks = target.div_ceil(row_tasks).clamp(1, n_panels.max(1));
-    let panels_per_task = n_panels.div_ceil(panel_tasks).max(1);
-    let panel_tasks = n_panels.div_ceil(panels_per_task).max(1);
+    let panels_per_task = n_panels.div_ceil(panel_tasks);
     Plan {
         rows_per_task,
         panels_per_task,
-        row_tasks,
-        panel_tasks,
+        row_tasks: m.div_ceil(rows_per_task).max(1),
+        panel_tasks: n_panels.div_ceil(panels_per_task),
     }
 }
 
 /// The blocking loops (module docs), generic over the microkernel. Lengths were validated.
-fn gemm_driver<K: Microkernel>(
-    kern: K,
-    x: &[f32],
-    m: usize,
-    w: &PackedLinear,
-    act: Activation,
-    residual: Option<&[f32]>,
-    out: &mut [f32],
-) {
+fn gemm_driver<K: Microkernel>(kern: K, args: GemmArgs<'_>, out: &mut [f32]) {
+    let GemmArgs {
+        x,
+        m,
+        w,
+        act,
+        residual,
+        shared_a_max,
+    } = args;
     let (n, k) = (w.n, w.k);
     if m == 0 || n == 0 {
         return;
@@ -422,78 +503,177 @@ fn gemm_driver<K: Microkernel>(
     } else {
         rayon::current_num_threads()
     };
-    let plan = plan(m, n_panels, K::MR, threads);
+    let mr = panel_height(m, K::MR);
+    let m_pad = m.div_ceil(mr) * mr;
+    let k_blocks = k.div_ceil(KC);
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let run_task = |task: usize| {
-        let (rt, pt) = (task / plan.panel_tasks, task % plan.panel_tasks);
+    // Pack all of A once (in parallel) unless it is huge; tasks then only read it.
+    let shared_len = m_pad.saturating_mul(KC).saturating_mul(k_blocks);
+    if shared_len <= shared_a_max {
+        let plan = plan(m, n_panels, mr, threads, true);
+        with_scratch(&CALLER_PACKED_A, shared_len, |packed| {
+            pack_a_shared(kern, x, m, k, mr, threads, packed);
+            let packed: &[f32] = packed;
+            run_tasks(plan, m, n_panels, threads, |(r0, r1), (p0, p1)| {
+                let source = ASource::Shared { packed, m_pad };
+                gemm_task(
+                    kern,
+                    w,
+                    act,
+                    residual,
+                    out_ptr,
+                    mr,
+                    (r0, r1),
+                    (p0, p1),
+                    source,
+                );
+            });
+        });
+    } else {
+        let plan = plan(m, n_panels, mr, threads, false);
+        run_tasks(plan, m, n_panels, threads, |(r0, r1), (p0, p1)| {
+            let len = (r1 - r0).div_ceil(mr) * mr * KC;
+            with_scratch(&PACKED_A, len, |block| {
+                let source = ASource::Own { x, block };
+                gemm_task(
+                    kern,
+                    w,
+                    act,
+                    residual,
+                    out_ptr,
+                    mr,
+                    (r0, r1),
+                    (p0, p1),
+                    source,
+                );
+            });
+        });
+    }
+}
+
+/// Height of the A micro-panels for `m` rows: the fewest panels of at most `max` rows, evened
+/// out (`m = 16` → 2 × 8 rather than 14 + 2; `m = 128` → 13s rather than 9 × 14 + 2). A
+/// short panel leaves the FMA units waiting on latency, so evening out pays; results do not
+/// change (each element is the same FMA chain in a tile of any height).
+fn panel_height(m: usize, max: usize) -> usize {
+    let panels = m.div_ceil(max).max(1);
+    m.div_ceil(panels).clamp(1, max)
+}
+
+/// Runs `task(rows, panels)` for every task of `plan`, on the calling thread if there is
+/// only one task or one thread.
+fn run_tasks(
+    plan: Plan,
+    m: usize,
+    n_panels: usize,
+    threads: usize,
+    task: impl Fn((usize, usize), (usize, usize)) + Sync,
+) {
+    let run = |index: usize| {
+        let (rt, pt) = (index / plan.panel_tasks, index % plan.panel_tasks);
         let r0 = rt * plan.rows_per_task;
         let r1 = (r0 + plan.rows_per_task).min(m);
         let p0 = pt * plan.panels_per_task;
         let p1 = (p0 + plan.panels_per_task).min(n_panels);
-        if r0 >= r1 || p0 >= p1 {
-            return;
+        if r0 < r1 && p0 < p1 {
+            task((r0, r1), (p0, p1));
         }
-        PACKED_A.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                let len = (r1 - r0).div_ceil(K::MR) * K::MR * KC;
-                gemm_task(
-                    kern,
-                    x,
-                    w,
-                    act,
-                    residual,
-                    out_ptr,
-                    (r0, r1),
-                    (p0, p1),
-                    buf.aligned(len),
-                );
-            }
-            // Re-entered on this thread (cannot happen: tasks never nest); stay correct.
-            Err(_) => {
-                let mut own = ScratchBuf(Vec::new());
-                let len = (r1 - r0).div_ceil(K::MR) * K::MR * KC;
-                gemm_task(
-                    kern,
-                    x,
-                    w,
-                    act,
-                    residual,
-                    out_ptr,
-                    (r0, r1),
-                    (p0, p1),
-                    own.aligned(len),
-                );
-            }
-        });
     };
     let tasks = plan.row_tasks * plan.panel_tasks;
-    if tasks == 1 {
-        run_task(0);
+    if tasks == 1 || threads == 1 {
+        (0..tasks).for_each(run);
     } else {
-        (0..tasks).into_par_iter().for_each(run_task);
+        (0..tasks).into_par_iter().for_each(run);
     }
+}
+
+/// Packs all of `X` (`[m, k]`) for `kern`: K block `b` at `packed[b·m_pad·KC ..]`, laid out
+/// as [`pack_a_block`] does for rows `0..m`. Parallel over (K block, row range) jobs.
+fn pack_a_shared<K: Microkernel>(
+    kern: K,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    mr: usize,
+    threads: usize,
+    packed: &mut [f32],
+) {
+    let m_pad = m.div_ceil(mr) * mr;
+    let k_blocks = k.div_ceil(KC);
+    // Rows per job: a multiple of MR, about 4 jobs per thread overall.
+    let jobs_per_block = (4 * threads).div_ceil(k_blocks).clamp(1, m_pad / mr);
+    let rows_per_job = (m_pad / mr).div_ceil(jobs_per_block) * mr;
+    let pack_job = |b: usize, j: usize, dst: &mut [f32]| {
+        let pc = b * KC;
+        let r0 = j * rows_per_job;
+        kern.pack_a(
+            x,
+            k,
+            (r0, (r0 + rows_per_job).min(m)),
+            pc,
+            KC.min(k - pc),
+            mr,
+            dst,
+        );
+    };
+    let blocks = packed.chunks_mut(m_pad * KC).take(k_blocks).enumerate();
+    if threads == 1 {
+        for (b, block) in blocks {
+            for (j, dst) in block.chunks_mut(rows_per_job * KC).enumerate() {
+                pack_job(b, j, dst);
+            }
+        }
+    } else {
+        packed[..k_blocks * m_pad * KC]
+            .par_chunks_mut(m_pad * KC)
+            .enumerate()
+            .for_each(|(b, block)| {
+                block
+                    .par_chunks_mut(rows_per_job * KC)
+                    .enumerate()
+                    .for_each(|(j, dst)| pack_job(b, j, dst));
+            });
+    }
+}
+
+/// Where a task's packed A micro-panels come from.
+enum ASource<'a> {
+    /// Packed once per call by [`pack_a_shared`]; `m_pad` rows per K block.
+    Shared { packed: &'a [f32], m_pad: usize },
+    /// Packed by the task itself, one K block at a time, into `block`.
+    Own { x: &'a [f32], block: &'a mut [f32] },
 }
 
 /// One task: rows `r0..r1` × panels `p0..p1`, all of K.
 #[allow(clippy::too_many_arguments)]
 fn gemm_task<K: Microkernel>(
     kern: K,
-    x: &[f32],
     w: &PackedLinear,
     act: Activation,
     residual: Option<&[f32]>,
     out: OutPtr,
+    mr: usize,
     (r0, r1): (usize, usize),
     (p0, p1): (usize, usize),
-    packed_a: &mut [f32],
+    mut source: ASource<'_>,
 ) {
     let (n, k) = (w.n, w.k);
-    let mr = K::MR;
     let mut pc = 0;
     while pc < k {
         let kc = KC.min(k - pc);
         let last = pc + kc == k;
-        kern.pack_a(x, k, (r0, r1), pc, kc, packed_a);
+        let kc_pad = kc.next_multiple_of(KG);
+        // This task's micro-panels for this K block, micro-panel q at q·mr·KC.
+        let packed_a: &[f32] = match &mut source {
+            ASource::Shared { packed, m_pad } => {
+                let start = (pc / KC) * *m_pad * KC + r0 * KC;
+                &packed[start..start + (r1 - r0).div_ceil(mr) * mr * KC]
+            }
+            ASource::Own { x, block } => {
+                kern.pack_a(x, k, (r0, r1), pc, kc, mr, block);
+                block
+            }
+        };
         // Tile order: groups of NC_PANELS panels; in a group, each A micro-panel (MR × kc,
         // stays in L1) sweeps the group's B micro-panels (≤ 768 KiB, in L2 after the first
         // sweep). Nested loops, not a flat index: the per-tile bookkeeping must stay far
@@ -505,8 +685,7 @@ fn gemm_task<K: Microkernel>(
             for q in 0..row_panels {
                 let ir = r0 + q * mr;
                 let rows = mr.min(r1 - ir);
-                let kc_pad = kc.next_multiple_of(KG);
-                let a = &packed_a[q * mr * kc_pad..(q + 1) * mr * kc_pad];
+                let a = &packed_a[q * mr * KC..q * mr * KC + mr * kc_pad];
                 for p in g0..g1 {
                     let c0 = p * NR;
                     let cols = NR.min(n - c0);
@@ -558,20 +737,18 @@ fn gemm_task<K: Microkernel>(
                             n,
                             rows,
                             cols,
+                            mr,
                             pc > 0,
                             epi,
                         );
                     }
                     if last && !in_kernel_act {
-                        for i in ir..ir + rows {
-                            // SAFETY: row i, columns c0..c0+cols of `out`: inside `out` and
-                            // owned by this task (as above); no other reference to it exists.
-                            let row = unsafe {
-                                std::slice::from_raw_parts_mut(out.0.add(i * n + c0), cols)
-                            };
-                            let res = residual.map(|r| &r[i * n + c0..i * n + c0 + cols]);
-                            kern.epilogue_row(row, None, act, res);
-                        }
+                        let res = residual.map_or(std::ptr::null(), |r| r[ir * n + c0..].as_ptr());
+                        // SAFETY: rows ir..ir+rows, columns c0..c0+cols of `out` (and of
+                        // `residual`, [m, n]) are in bounds; this task alone owns that tile.
+                        unsafe {
+                            kern.epilogue_tile(out.0.add(ir * n + c0), n, rows, cols, act, res, n)
+                        };
                     }
                 }
             }
@@ -606,10 +783,12 @@ fn prefetch_tile(
 
 /// Packs `X[r0..r1, pc..pc+kc]` (`X` row-major, `k` columns) into micro-panels of `mr` rows.
 /// Within a micro-panel, k runs in groups of `KG`: element `(i, kk)` sits at
-/// `(kk / KG)·mr·KG + i·KG + kk % KG`, and micro-panel `q` starts at `q·mr·kc_pad`
-/// (`kc_pad` = `kc` rounded up to `KG`). Packing is then a copy of `KG`-float pieces (no
-/// transpose), while one k step's `mr` broadcasts still fall in a few cache lines. Rows past
-/// `r1` are left as they are: kernels never read them. `dst.len() ≥ ⌈(r1−r0)/mr⌉·mr·kc_pad`.
+/// `(kk / KG)·mr·KG + i·KG + kk % KG`, and micro-panel `q` starts at `q·mr·KC` (for every
+/// K block, even a short last one, so all blocks share one layout). Packing is then a copy
+/// of `KG`-float pieces (no transpose), while one k step's `mr` broadcasts still fall in a
+/// few cache lines. Rows past
+/// `r1` are left as they are: kernels never read them. Needs `kc ≤ KC` and
+/// `dst.len() ≥ (⌈(r1−r0)/mr⌉ − 1)·mr·KC + mr·kc_pad` (`kc_pad` = `kc` rounded up to `KG`).
 fn pack_a_block(
     x: &[f32],
     k: usize,
@@ -623,7 +802,7 @@ fn pack_a_block(
     let full_groups = kc / KG;
     for (q, ir) in (r0..r1).step_by(mr).enumerate() {
         let rows = mr.min(r1 - ir);
-        let panel = &mut dst[q * mr * kc_pad..(q + 1) * mr * kc_pad];
+        let panel = &mut dst[q * mr * KC..q * mr * KC + mr * kc_pad];
         let src_row = |i: usize| &x[(ir + i) * k + pc..(ir + i) * k + pc + kc];
         // Full groups: the destination is written sequentially, KG floats per row.
         for (g, group) in panel

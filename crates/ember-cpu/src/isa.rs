@@ -11,7 +11,7 @@
 //! |-----------|------------------------|----------------------------|
 //! | `Avx512`  | AVX-512F, AVX2, FMA    | 14 × 32 (two zmm per row)   |
 //! | `Avx2`    | AVX2, FMA              | 6 × 16 (two ymm per row)    |
-//! | `Scalar`  | nothing                | 4 × 4, plain `a·b + c`     |
+//! | `Scalar`  | nothing                | 4 × 32, plain `a·b + c`    |
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -103,7 +103,8 @@ pub fn active_isa() -> Isa {
             }
             None => {
                 eprintln!(
-                    "ember-cpu: unknown EMBER_ISA={forced:?} (expected avx512, avx2 or scalar); using {best}"
+                    "ember-cpu: unknown EMBER_ISA={forced:?} \
+                     (expected avx512, avx2 or scalar); using {best}"
                 );
                 best
             }

@@ -130,7 +130,10 @@ fn layernorm_row<S: Simd>(s: S, row: &mut [f32], gamma: &[f32], beta: &[f32], ep
     }
 }
 
-isa_dispatch!(fn layernorm_row_with_isa(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) -> () => layernorm_row);
+isa_dispatch!(
+    fn layernorm_row_with_isa(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) -> ()
+        => layernorm_row
+);
 
 /// Plain-loop reference: the same maths entirely in f64.
 pub fn layernorm_reference(

@@ -15,6 +15,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+#[cfg(target_arch = "x86_64")]
 use crate::isa::Isa;
 
 /// Vector operations over `f32` lanes. See the module docs for why arithmetic is safe.

@@ -3,8 +3,11 @@
 //!
 //! Three passes on the active ISA: the maximum, then `e^{x−m}` (the vectorised `exp` of
 //! [`crate::math`], ≤ 2 ulp) written back while summing (each vector reduced in f32, the
-//! vectors accumulated in f64), then a multiply by `1/Σ`. Lanes are combined in a fixed order, so a row's result depends only on
-//! the row. A row of all `-inf` gives NaN (as torch); `-inf` entries otherwise give 0.
+//! vectors accumulated in f64), then a multiply by `1/Σ`. Lanes are combined in a fixed
+//! order, so a row's result depends only on the row. A row of all `-inf` gives NaN (as
+//! torch); `-inf` entries otherwise give 0, and so does any entry more than 80 below the row
+//! maximum (its true value is < 2·10⁻³⁵; flushing it keeps subnormals, which are slow on
+//! x86, out of the row).
 
 use crate::isa::{active_isa, Isa};
 use crate::math::exp;
@@ -62,7 +65,11 @@ pub(crate) fn softmax_row<S: Simd>(s: S, row: &mut [f32]) {
         let w = S::LANES.min(n - j);
         // SAFETY: j + w ≤ n.
         unsafe {
-            let e = exp(s, s.sub(s.load_partial(ptr.add(j), w), max));
+            // Terms below e^{−80} (relative to the largest, so < 2·10⁻³⁵ of the sum) are
+            // flushed to 0: they would turn subnormal after normalisation, and subnormal
+            // operands trap to microcode on x86 (here and in attention's P·V).
+            let d = s.sub(s.load_partial(ptr.add(j), w), max);
+            let e = s.select_lt(d, s.splat(-80.0), s.splat(0.0), exp(s, d));
             s.store_partial(ptr.add(j), e, w);
             let e = if w == S::LANES {
                 e

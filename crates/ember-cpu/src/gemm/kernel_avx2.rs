@@ -1,13 +1,14 @@
 //! AVX2 + FMA microkernel: `6 × 16` tiles (12 ymm accumulators), run twice per 32-column panel.
 //!
 //! The packed B panel is 32 columns wide; each half is read with a row stride of `NR = 32`.
-//! Per `kk`: two 8-float B loads, six broadcasts of `a[i·KC + kk]`, twelve FMAs. Partial tiles: the same body
-//! for fewer rows; columns past `cols` go through masked loads/stores (`vmaskmovps`).
+//! Per `kk`: two 8-float B loads, six broadcasts from the packed A micro-panel, twelve FMAs.
+//! Partial tiles: the same body for fewer rows; columns past `cols` go through masked
+//! loads/stores (`vmaskmovps`).
 
 use std::arch::x86_64::*;
 
 use super::{Microkernel, TileEpilogue, KG, NR};
-use crate::activation::{epilogue_row, Activation};
+use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::Avx2Token;
 
 /// Tiles run so far (test builds only), for the ISA-coverage test.
@@ -42,6 +43,7 @@ impl Microkernel for Avx2Kernel {
         ldc: usize,
         rows: usize,
         cols: usize,
+        mr: usize,
         accumulate: bool,
         epi: Option<TileEpilogue>,
     ) {
@@ -77,11 +79,43 @@ impl Microkernel for Avx2Kernel {
                     ldc,
                     rows,
                     width,
+                    mr,
                     accumulate,
                     epi,
                 )
             }
         }
+    }
+
+    unsafe fn epilogue_tile(
+        self,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        act: Activation,
+        residual: *const f32,
+        ldr: usize,
+    ) {
+        /// # Safety
+        /// As [`epilogue_tile`]; the CPU supports the token's features.
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn run(
+            t: Avx2Token,
+            c: *mut f32,
+            ldc: usize,
+            rows: usize,
+            cols: usize,
+            act: Activation,
+            residual: *const f32,
+            ldr: usize,
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { epilogue_tile(t, c, ldc, rows, cols, act, residual, ldr) }
+        }
+        // SAFETY: the token proves the CPU features; the caller upholds the tile contract.
+        unsafe { run(self.0, c, ldc, rows, cols, act, residual, ldr) }
     }
 
     fn epilogue_row(
@@ -121,13 +155,14 @@ unsafe fn tile_avx2(
     ldc: usize,
     rows: usize,
     width: usize,
+    mr: usize,
     accumulate: bool,
     epi: Option<TileEpilogue>,
 ) {
     macro_rules! go {
         ($r:literal) => {
-            // SAFETY: forwarded contract; rows == $r ≤ MR.
-            unsafe { tile_body::<$r>(kc, a, b, c, ldc, width, accumulate, epi) }
+            // SAFETY: forwarded contract; rows == $r ≤ mr ≤ MR.
+            unsafe { tile_body::<$r>(kc, a, b, c, ldc, width, mr, accumulate, epi) }
         };
     }
     match rows {
@@ -168,6 +203,7 @@ unsafe fn tile_body<const R: usize>(
     c: *mut f32,
     ldc: usize,
     width: usize,
+    mr: usize,
     accumulate: bool,
     epi: Option<TileEpilogue>,
 ) {
@@ -209,7 +245,7 @@ unsafe fn tile_body<const R: usize>(
             for u in 0..KG {
                 k_step!(a.add(u), b.add(u * NR));
             }
-            a = a.add(MR * KG);
+            a = a.add(mr * KG);
             b = b.add(KG * NR);
         }
         for u in 0..kc % KG {

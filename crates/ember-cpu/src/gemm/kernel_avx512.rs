@@ -1,14 +1,15 @@
 //! AVX-512F microkernel: a `14 × 32` tile of `Y` in 28 zmm accumulators.
 //!
 //! Per `kk`: two 16-float loads of the B panel row, then for each of the 14 rows one
-//! broadcast from the packed A micro-panel (constant offsets `i·KG`) and two FMAs: 28 FMAs per 16 loads, so the two FMA ports stay
-//! the bottleneck. Partial tiles use the same body instantiated for `rows < 14` (identical
-//! per-element FMA chains) and masked loads/stores for `cols < 32`.
+//! broadcast from the packed A micro-panel (constant offsets `i·KG`) and two FMAs: 28 FMAs
+//! per 16 loads, so the two FMA ports stay the bottleneck. Partial tiles use the same body
+//! instantiated for `rows < 14` (identical per-element FMA chains) and masked loads/stores
+//! for `cols < 32`.
 
 use std::arch::x86_64::*;
 
-use super::{Microkernel, TileEpilogue, KG, NR};
-use crate::activation::{epilogue_row, Activation};
+use super::{Microkernel, TileEpilogue, KC, KG, NR};
+use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::{avx512_prefix_mask, Avx512Token};
 
 /// Tiles run so far (test builds only), for the ISA-coverage test.
@@ -41,13 +42,14 @@ impl Microkernel for Avx512Kernel {
         ldc: usize,
         rows: usize,
         cols: usize,
+        mr: usize,
         accumulate: bool,
         epi: Option<TileEpilogue>,
     ) {
         #[cfg(test)]
         TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the token proves AVX-512F; the caller upholds the pointer contract.
-        unsafe { tile_avx512(kc, a, b, c, ldc, rows, cols, accumulate, epi) }
+        unsafe { tile_avx512(kc, a, b, c, ldc, rows, cols, mr, accumulate, epi) }
     }
 
     fn pack_a(
@@ -57,19 +59,54 @@ impl Microkernel for Avx512Kernel {
         (r0, r1): (usize, usize),
         pc: usize,
         kc: usize,
+        mr: usize,
         dst: &mut [f32],
     ) {
         let kc_pad = kc.next_multiple_of(KG);
+        let panels = (r1 - r0).div_ceil(mr.max(1));
         let in_bounds = r0 <= r1
+            && (1..=MR).contains(&mr)
+            && kc <= KC
             && pc + kc <= k
             && r1.checked_mul(k).is_some_and(|len| len <= x.len())
-            && dst.len() >= (r1 - r0).div_ceil(MR) * MR * kc_pad;
+            && (panels == 0 || dst.len() >= (panels - 1) * mr * KC + mr * kc_pad);
         if !in_bounds {
             debug_assert!(false, "pack_a: out-of-bounds request");
             return;
         }
         // SAFETY: the token proves AVX-512F; bounds were checked just above.
-        unsafe { pack_a_avx512(x.as_ptr(), k, (r0, r1), pc, kc, dst.as_mut_ptr()) }
+        unsafe { pack_a_avx512(x.as_ptr(), k, (r0, r1), pc, kc, mr, dst.as_mut_ptr()) }
+    }
+
+    unsafe fn epilogue_tile(
+        self,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        act: Activation,
+        residual: *const f32,
+        ldr: usize,
+    ) {
+        /// # Safety
+        /// As [`epilogue_tile`]; the CPU supports the token's features.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn run(
+            t: Avx512Token,
+            c: *mut f32,
+            ldc: usize,
+            rows: usize,
+            cols: usize,
+            act: Activation,
+            residual: *const f32,
+            ldr: usize,
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { epilogue_tile(t, c, ldc, rows, cols, act, residual, ldr) }
+        }
+        // SAFETY: the token proves the CPU features; the caller upholds the tile contract.
+        unsafe { run(self.0, c, ldc, rows, cols, act, residual, ldr) }
     }
 
     fn epilogue_row(
@@ -97,12 +134,12 @@ impl Microkernel for Avx512Kernel {
 // One k group is exactly one zmm (and one cache line) per row.
 const _: () = assert!(KG == 16);
 
-/// [`super::pack_a_block`] for `MR = 14`, `KG = 16`: each row's 16-float group is one
+/// [`super::pack_a_block`] for `KG = 16`: each row's 16-float group is one
 /// masked zmm load and one masked zmm store (masks cover the `kc` tail).
 ///
 /// # Safety
-/// CPU has AVX-512F; `x` readable for `r1·k` floats, `pc + kc ≤ k`, `dst` writable for
-/// `⌈(r1−r0)/14⌉·14·kc_pad` floats.
+/// CPU has AVX-512F; `x` readable for `r1·k` floats, `kc ≤ KC`, `pc + kc ≤ k`, `mr ≥ 1`,
+/// `dst` writable for the layout of [`super::pack_a_block`].
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn pack_a_avx512(
     x: *const f32,
@@ -110,12 +147,12 @@ unsafe fn pack_a_avx512(
     (r0, r1): (usize, usize),
     pc: usize,
     kc: usize,
+    mr: usize,
     dst: *mut f32,
 ) {
-    let kc_pad = kc.next_multiple_of(KG);
-    for (q, ir) in (r0..r1).step_by(MR).enumerate() {
-        let rows = MR.min(r1 - ir);
-        let panel = dst.wrapping_add(q * MR * kc_pad);
+    for (q, ir) in (r0..r1).step_by(mr).enumerate() {
+        let rows = mr.min(r1 - ir);
+        let panel = dst.wrapping_add(q * mr * KC);
         for (g, kk0) in (0..kc).step_by(KG).enumerate() {
             let mask = avx512_prefix_mask(kc - kk0);
             for i in 0..rows {
@@ -124,7 +161,7 @@ unsafe fn pack_a_avx512(
                 // dst. Masked-off lanes are neither read nor written.
                 unsafe {
                     let v = _mm512_maskz_loadu_ps(mask, x.add((ir + i) * k + pc + kk0));
-                    _mm512_mask_storeu_ps(panel.add(g * MR * KG + i * KG), mask, v);
+                    _mm512_mask_storeu_ps(panel.add(g * mr * KG + i * KG), mask, v);
                 }
             }
         }
@@ -145,13 +182,14 @@ unsafe fn tile_avx512(
     ldc: usize,
     rows: usize,
     cols: usize,
+    mr: usize,
     accumulate: bool,
     epi: Option<TileEpilogue>,
 ) {
     macro_rules! go {
         ($r:literal) => {
-            // SAFETY: forwarded contract; rows == $r ≤ MR.
-            unsafe { tile_body::<$r>(kc, a, b, c, ldc, cols, accumulate, epi) }
+            // SAFETY: forwarded contract; rows == $r ≤ mr ≤ MR.
+            unsafe { tile_body::<$r>(kc, a, b, c, ldc, cols, mr, accumulate, epi) }
         };
     }
     match rows {
@@ -188,6 +226,7 @@ unsafe fn tile_body<const R: usize>(
     c: *mut f32,
     ldc: usize,
     cols: usize,
+    mr: usize,
     accumulate: bool,
     epi: Option<TileEpilogue>,
 ) {
@@ -196,7 +235,8 @@ unsafe fn tile_body<const R: usize>(
     // SAFETY: (whole body) AVX-512F is enabled by the caller. C accesses use masks m0/m1,
     // which cover exactly columns < cols of rows < R (inside the caller's tile; masked-off
     // lanes are never touched, and `wrapping_add` keeps the address arithmetic defined even
-    // when the second half lies past the buffer). A and B reads stay within kc·MR and kc·NR.
+    // when the second half lies past the buffer). A reads stay within the mr·kc_pad micro-panel,
+    // B reads within kc·NR.
     unsafe {
         let mut acc0 = [_mm512_setzero_ps(); R];
         let mut acc1 = [_mm512_setzero_ps(); R];
@@ -226,7 +266,7 @@ unsafe fn tile_body<const R: usize>(
             for u in 0..KG {
                 k_step!(a.add(u), b.add(u * NR));
             }
-            a = a.add(MR * KG);
+            a = a.add(mr * KG);
             b = b.add(KG * NR);
         }
         for u in 0..kc % KG {

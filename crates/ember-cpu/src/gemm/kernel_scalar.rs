@@ -1,9 +1,10 @@
 //! Portable microkernel: one row × 8 columns of scalar accumulators at a time, swept across
-//! the tile (`MR = 4` rows per tile, 32-column panel). Separate multiply and add (no FMA), so it is fast on any x86-64 and deterministic;
-//! its results differ from the FMA kernels in the last bits.
+//! the tile (`MR = 4` rows per tile, 32-column panel). Separate multiply and add (no FMA),
+//! so it is fast on any x86-64 and deterministic; its results differ from the FMA kernels in
+//! the last bits.
 
 use super::{Microkernel, TileEpilogue, KG, NR};
-use crate::activation::{epilogue_row, Activation};
+use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::ScalarToken;
 
 /// Tiles run so far (test builds only), for the ISA-coverage test.
@@ -31,6 +32,7 @@ impl Microkernel for ScalarKernel {
         ldc: usize,
         rows: usize,
         cols: usize,
+        mr: usize,
         accumulate: bool,
         epi: Option<TileEpilogue>,
     ) {
@@ -42,7 +44,7 @@ impl Microkernel for ScalarKernel {
         let b = unsafe { std::slice::from_raw_parts(b, kc * NR) };
         for i in 0..rows {
             // SAFETY: the caller guarantees the micro-panel: MR·kc_pad floats.
-            let a_panel = unsafe { std::slice::from_raw_parts(a, MR * kc.next_multiple_of(KG)) };
+            let a_panel = unsafe { std::slice::from_raw_parts(a, mr * kc.next_multiple_of(KG)) };
             for j0 in (0..cols).step_by(NB) {
                 let nb = NB.min(cols - j0);
                 let mut acc = [0.0f32; NB];
@@ -53,7 +55,7 @@ impl Microkernel for ScalarKernel {
                     }
                 }
                 for kk in 0..kc {
-                    let a_ik = a_panel[(kk / KG) * MR * KG + i * KG + kk % KG];
+                    let a_ik = a_panel[(kk / KG) * mr * KG + i * KG + kk % KG];
                     let b_k = &b[kk * NR + j0..kk * NR + j0 + NB];
                     for jj in 0..NB {
                         acc[jj] += a_ik * b_k[jj];
@@ -81,6 +83,20 @@ impl Microkernel for ScalarKernel {
                 }
             }
         }
+    }
+
+    unsafe fn epilogue_tile(
+        self,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        act: Activation,
+        residual: *const f32,
+        ldr: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { epilogue_tile(ScalarToken, c, ldc, rows, cols, act, residual, ldr) }
     }
 
     fn epilogue_row(

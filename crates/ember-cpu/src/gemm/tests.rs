@@ -125,6 +125,15 @@ fn every_isa_matches_reference_on_edge_shapes() {
             let mut out = vec![f32::NAN; m * n];
             linear_with_isa(isa, &x, m, &packed, case.act, r.as_deref(), &mut out).unwrap();
             check(&case, isa, &x, &w, b.as_deref(), r.as_deref(), &out);
+            // The per-task packing path (used for huge X) must agree bit for bit.
+            let mut own = vec![f32::NAN; m * n];
+            linear_impl(isa, &x, m, &packed, case.act, r.as_deref(), &mut own, 0).unwrap();
+            assert!(
+                own.iter()
+                    .zip(&out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{case} on {isa}: per-task packing differs from shared packing"
+            );
         }
     }
 }
@@ -271,8 +280,11 @@ fn plan_covers_every_row_and_panel_once() {
     for mr in [4, 6, 14] {
         for threads in [1, 2, 3, 8, 16] {
             for m in [1, 2, 13, 14, 15, 100, 128, 512, 4096] {
-                for n_panels in [1, 2, 3, 24, 96] {
-                    let p = plan(m, n_panels, mr, threads);
+                for (n_panels, shared) in [1, 2, 3, 24, 96]
+                    .into_iter()
+                    .flat_map(|n| [(n, false), (n, true)])
+                {
+                    let p = plan(m, n_panels, mr, threads, shared);
                     assert_eq!(p.rows_per_task % mr, 0);
                     assert!(p.row_tasks * p.rows_per_task >= m);
                     assert!((p.row_tasks - 1) * p.rows_per_task < m);
@@ -394,7 +406,17 @@ fn gemm_throughput() {
             let flops = 2.0 * (m * n * k) as f64;
             // Host noise (shared machine, turbo) moves absolute numbers by ±10%: interleave
             // short peak measurements and report the median of per-round ratios.
-            let mut rounds: Vec<(f64, f64)> = run_in_pool(1, || {
+            // EMBER_BENCH_THREADS (default 1): pool size; the ratio is to threads × peak.
+            // EMBER_BENCH_ACT=gelu|gelu_new|relu (default identity): the fused epilogue.
+            let act = std::env::var("EMBER_BENCH_ACT")
+                .ok()
+                .and_then(|a| Activation::from_hf_name(&a))
+                .unwrap_or(Activation::Identity);
+            let threads: usize = std::env::var("EMBER_BENCH_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            let mut rounds: Vec<(f64, f64)> = run_in_pool(threads, || {
                 (0..7)
                     .map(|_| {
                         let peak = fma_peak_gflops(isa, 5.0);
@@ -402,21 +424,25 @@ fn gemm_throughput() {
                         let mut best = f64::MAX;
                         for _ in 0..reps {
                             let t = std::time::Instant::now();
-                            linear_with_isa(isa, &x, m, &w, Activation::Identity, None, &mut out)
-                                .unwrap();
+                            linear_with_isa(isa, &x, m, &w, act, None, &mut out).unwrap();
                             best = best.min(t.elapsed().as_secs_f64());
                         }
                         let gflops = flops / best / 1e9;
-                        (gflops, peak.map_or(f64::NAN, |p| gflops / p))
+                        (
+                            gflops,
+                            peak.map_or(f64::NAN, |p| gflops / (p * threads as f64)),
+                        )
                     })
                     .collect()
             });
             rounds.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
             let (gflops, ratio) = rounds[rounds.len() / 2];
-            println!(
-                "{isa:7} {name}: {gflops:7.1} GFLOP/s  ({:4.1}% of FMA peak)",
-                ratio * 100.0
-            );
+            if ratio.is_nan() {
+                println!("{isa:7} {name}: {gflops:7.1} GFLOP/s");
+            } else {
+                let percent = ratio * 100.0;
+                println!("{isa:7} {name}: {gflops:7.1} GFLOP/s  ({percent:4.1}% of FMA peak)");
+            }
         }
     }
 }
@@ -533,6 +559,7 @@ fn microkernel_throughput() {
                         NR,
                         mr,
                         NR,
+                        mr,
                         true,
                         None,
                     )
@@ -582,12 +609,14 @@ fn pack_a_throughput() {
         pack_a_block(&x, k, (0, m), 256, kc, 14, d)
     });
     if let Some(kern) = kernel_avx512::Avx512Kernel::detect() {
-        time("avx512 pack_a", &|d| kern.pack_a(&x, k, (0, m), 256, kc, d));
+        time("avx512 pack_a", &|d| {
+            kern.pack_a(&x, k, (0, m), 256, kc, 14, d)
+        });
         // Both packings must agree exactly.
         let mut a = vec![0.0f32; d_len(m)];
         let mut b = vec![0.0f32; d_len(m)];
         pack_a_block(&x, k, (0, m), 256, kc, 14, &mut a);
-        kern.pack_a(&x, k, (0, m), 256, kc, &mut b);
+        kern.pack_a(&x, k, (0, m), 256, kc, 14, &mut b);
         assert_eq!(a, b);
     }
 }
