@@ -173,5 +173,5 @@ pub fn write_seeded_folder(dir: &Path, s: BertShape, tokenizer_from: &Path, max_
         .iter()
         .map(|(n, shape, b)| (n.as_str(), DType::F32, shape.clone(), b.as_slice()))
         .collect();
-    ember_tensor::write_safetensors(&dir.join("model.safetensors"), &views).unwrap();
+    ember_tensor::write_safetensors(dir.join("model.safetensors"), &views).unwrap();
 }

@@ -9,7 +9,7 @@ fn reference() -> ModelReference {
     read_fixture("minilm_reference.json")
 }
 
-fn check_embeddings(what: &str, embedder: &Embedder, reference: &ModelReference) -> Agreement {
+fn check_embeddings(embedder: &Embedder, reference: &ModelReference) -> Agreement {
     let embeddings = embedder.encode(&reference.texts).unwrap();
     let rows: Vec<&[f32]> = embeddings.rows().collect();
     agreement(&rows, &reference.embeddings)
@@ -36,7 +36,7 @@ fn f32_embeddings_match_sentence_transformers() {
         .unwrap();
     assert_eq!(embedder.dim(), 384);
     assert!(embedder.normalizes());
-    let a = check_embeddings("minilm f32", &embedder, &reference);
+    let a = check_embeddings(&embedder, &reference);
     assert_f32_bounds("all-MiniLM-L6-v2 f32", a);
 }
 
@@ -50,7 +50,7 @@ fn vocab_txt_only_folder_matches() {
     for (i, (text, ids)) in reference.texts.iter().zip(&reference.input_ids).enumerate() {
         assert_eq!(&embedder.tokenize(text).unwrap(), ids, "text {i}: {text:?}");
     }
-    let a = check_embeddings("minilm vocab.txt only", &embedder, &reference);
+    let a = check_embeddings(&embedder, &reference);
     assert_f32_bounds("all-MiniLM-L6-v2 from vocab.txt", a);
 }
 
@@ -62,7 +62,7 @@ fn reduced_precision_weights_stay_close() {
         copy_dir(&minilm_dir(), dir.path());
         convert_weights(dir.path(), dtype);
         let embedder = Embedder::from_dir(dir.path()).unwrap();
-        let a = check_embeddings("reduced", &embedder, &reference);
+        let a = check_embeddings(&embedder, &reference);
         println!(
             "all-MiniLM-L6-v2 {dtype:?} weights: min cosine {:.6}, max |diff| {:.3e}",
             a.min_cosine, a.max_abs_diff

@@ -156,7 +156,7 @@ impl BertModel {
     /// Loads `config.json` and `model.safetensors` from a Hugging Face model folder.
     pub fn from_dir(dir: &Path) -> Result<Self, BertError> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
-        let weights = SafeTensorsFile::open(&dir.join("model.safetensors"))?;
+        let weights = SafeTensorsFile::open(dir.join("model.safetensors"))?;
         Self::from_weights(config, &weights)
     }
 
@@ -299,7 +299,7 @@ impl BertModel {
             )));
         }
         for window in seq_offsets.windows(2) {
-            let len = window[1].checked_sub(window[0]).unwrap_or(0);
+            let len = window[1].saturating_sub(window[0]);
             if window[1] <= window[0] || len > c.max_position_embeddings {
                 return Err(BertError::Input(format!(
                     "sequence {}..{} must hold 1..={} tokens",

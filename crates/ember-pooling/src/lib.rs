@@ -408,7 +408,7 @@ mod tests {
         let c = config(&[PoolingMode::Mean], 2);
         let mut out = vec![0.0; 2];
         assert!(pool(&c, &[1.0; 4], &[0, 3], &mut out).is_err());
-        assert!(pool(&c, &[1.0; 4], &[0, 0, 2], &mut vec![0.0; 4]).is_err());
+        assert!(pool(&c, &[1.0; 4], &[0, 0, 2], &mut [0.0; 4]).is_err());
         assert!(pool(&c, &[1.0; 4], &[1, 2], &mut out).is_err());
     }
 

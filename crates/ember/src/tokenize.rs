@@ -64,7 +64,7 @@ impl TokenizerConfig {
             model_max_length: value
                 .get("model_max_length")
                 .and_then(Value::as_f64)
-                .filter(|&n| n >= 1.0 && n < 1e15)
+                .filter(|&n| (1.0..1e15).contains(&n))
                 .map(|n| n as usize),
             do_lower_case: value
                 .get("do_lower_case")
