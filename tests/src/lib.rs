@@ -85,7 +85,14 @@ pub fn agreement(ours: &[&[f32]], reference: &[Vec<f32>]) -> Agreement {
             .map(|(&x, &y)| (x as f64 - y as f64).abs())
             .fold(
                 0.0,
-                |m: f64, d| if d.is_nan() { f64::NAN } else { m.max(d) },
+                // NaN is sticky: `f64::max` would drop it at the next finite value.
+                |m: f64, d| {
+                    if m.is_nan() || d.is_nan() {
+                        f64::NAN
+                    } else {
+                        m.max(d)
+                    }
+                },
             );
         let cosine = if cosine.is_nan() {
             f64::NEG_INFINITY
@@ -158,3 +165,21 @@ pub fn convert_weights(dir: &Path, dtype: DType) {
 }
 
 pub mod seeded;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nan_anywhere_fails_the_agreement() {
+        let reference = vec![vec![1.0, 2.0, 3.0]];
+        let ours = [f32::NAN, 2.0, 3.0];
+        let a = agreement(&[&ours], &reference);
+        assert!(
+            a.max_abs_diff.is_infinite() && a.min_cosine < 0.99999,
+            "{a:?}"
+        );
+        let exact = agreement(&[&[1.0, 2.0, 3.0]], &reference);
+        assert_eq!((exact.min_cosine, exact.max_abs_diff), (1.0, 0.0));
+    }
+}

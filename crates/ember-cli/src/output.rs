@@ -54,7 +54,7 @@ pub fn write_embeddings(embeddings: &Embeddings, path: Option<&Path>) -> Result<
 }
 
 fn write_json_lines(out: &mut impl Write, embeddings: &Embeddings) -> std::io::Result<()> {
-    for row in embeddings.rows().take(embeddings.len()) {
+    for row in embeddings.rows() {
         serde_json::to_writer(&mut *out, row)?;
         out.write_all(b"\n")?;
     }
