@@ -9,7 +9,8 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use ember_benches::{fma_peak_gflops, random_vec};
+use ember_benches::random_vec;
+use ember_cpu::probe::fma_peak_gflops;
 use ember_cpu::{active_isa, attention_varlen, layernorm, linear, Activation, PackedLinear};
 
 const SHAPES: [(usize, usize, &str); 3] = [
@@ -99,7 +100,13 @@ fn bench_layernorm(c: &mut Criterion) {
 /// Best-of-N GFLOP/s of each GEMM shape next to the probed peak, in one run.
 fn peak_table() {
     let pool = one_thread();
-    let peak = fma_peak_gflops();
+    let Some(peak) = fma_peak_gflops(active_isa(), 200.0) else {
+        println!(
+            "\nno FMA probe for the {} path: no ratio table",
+            active_isa().name()
+        );
+        return;
+    };
     println!(
         "\nGEMM vs FMA peak (one thread, {} path, probe {peak:.1} GFLOP/s)",
         active_isa().name()

@@ -23,6 +23,7 @@ pub mod gemm;
 pub mod isa;
 pub mod layernorm;
 pub mod math;
+pub mod probe;
 pub(crate) mod simd;
 pub mod softmax;
 #[cfg(test)]

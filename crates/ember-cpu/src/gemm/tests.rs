@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::isa::supported_isas;
+use crate::probe::fma_peak_gflops;
 
 pub(crate) use crate::test_util::SplitMix;
 
@@ -445,77 +446,6 @@ fn gemm_throughput() {
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn fma_chains_512(iters: usize) -> f32 {
-    use std::arch::x86_64::*;
-    // (No `unsafe` needed: value-only intrinsics are safe inside a matching target_feature fn.)
-    let mut acc = [_mm512_set1_ps(0.0); 24];
-    let a = _mm512_set1_ps(0.999_999);
-    let b = _mm512_set1_ps(1e-7);
-    for _ in 0..iters {
-        for v in acc.iter_mut() {
-            *v = _mm512_fmadd_ps(*v, a, b);
-        }
-    }
-    let mut s = _mm512_setzero_ps();
-    for v in acc {
-        s = _mm512_add_ps(s, v);
-    }
-    _mm512_reduce_add_ps(s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn fma_chains_256(iters: usize) -> f32 {
-    use std::arch::x86_64::*;
-    // SAFETY: avx2+fma are enabled on this function; callers check detection first.
-    unsafe {
-        let mut acc = [_mm256_set1_ps(0.0); 12];
-        let a = _mm256_set1_ps(0.999_999);
-        let b = _mm256_set1_ps(1e-7);
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm256_fmadd_ps(*v, a, b);
-            }
-        }
-        let s = acc
-            .iter()
-            .fold(_mm256_setzero_ps(), |x, &y| _mm256_add_ps(x, y));
-        let mut out = [0.0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), s);
-        out.iter().sum()
-    }
-}
-
-/// FMA peak of one core in GFLOP/s for `isa` (independent FMA chains, no memory traffic),
-/// best of 3 runs of about `millis` ms each. `None` for `Scalar`.
-#[cfg(target_arch = "x86_64")]
-fn fma_peak_gflops(isa: Isa, millis: f64) -> Option<f64> {
-    let (flops_per_iter, run): (f64, fn(usize) -> f32) = match isa {
-        // Both closures are only reached when the ISA is supported (callers iterate
-        // `supported_isas()`).
-        Isa::Avx512 => (2.0 * 16.0 * 24.0, |i| {
-            // SAFETY: only reached for a supported ISA (see above).
-            unsafe { fma_chains_512(i) }
-        }),
-        Isa::Avx2 => (2.0 * 8.0 * 12.0, |i| {
-            // SAFETY: only reached for a supported ISA (see above).
-            unsafe { fma_chains_256(i) }
-        }),
-        Isa::Scalar => return None,
-    };
-    // ~100 GFLOP/s as a first guess of the iteration count.
-    let iters = ((millis * 1e-3 * 100e9 / flops_per_iter) as usize).max(1000);
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        std::hint::black_box(run(std::hint::black_box(iters)));
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    Some(flops_per_iter * iters as f64 / best / 1e9)
 }
 
 #[cfg(target_arch = "x86_64")]
