@@ -29,8 +29,8 @@ pub struct BertConfig {
     pub max_position_embeddings: usize,
     pub type_vocab_size: usize,
     pub layer_norm_eps: f32,
-    /// `hidden_act` mapped to a kernel activation: `gelu` → exact erf GELU;
-    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast` → tanh GELU; `relu`.
+    /// `hidden_act` mapped by [`Activation::from_hf_name`]: `gelu` → exact erf GELU;
+    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast` → tanh GELU; `relu`; `linear`.
     pub activation: Activation,
 }
 
@@ -138,16 +138,12 @@ impl BertConfig {
                 raw.position_embedding_type
             )));
         }
-        let activation = match raw.hidden_act.as_str() {
-            "gelu" => Activation::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-            "relu" => Activation::Relu,
-            other => {
-                return Err(invalid(format!(
-                    "hidden_act {other:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu)"
-                )))
-            }
-        };
+        let activation = Activation::from_hf_name(&raw.hidden_act).ok_or_else(|| {
+            invalid(format!(
+                "hidden_act {:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, linear)",
+                raw.hidden_act
+            ))
+        })?;
         Ok(Self {
             hidden_size,
             num_hidden_layers,
