@@ -141,11 +141,17 @@ pub fn copy_dir(from: &Path, dest: &Path) {
 
 /// Rewrites `dir/model.safetensors` with every tensor stored as `dtype`.
 pub fn convert_weights(dir: &Path, dtype: DType) {
+    rewrite_weights(dir, dtype, |_| true);
+}
+
+/// Rewrites `dir/model.safetensors` keeping the tensors whose names pass `keep`, each stored as
+/// `dtype`. The map is dropped before the file is replaced (never rewrite a mapped file).
+pub fn rewrite_weights(dir: &Path, dtype: DType, keep: impl Fn(&str) -> bool) {
     let path = dir.join("model.safetensors");
     let file = ember_tensor::SafeTensorsFile::open(&path).unwrap();
-    let names: Vec<String> = file.names().map(str::to_owned).collect();
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = names
-        .iter()
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .names()
+        .filter(|name| keep(name))
         .map(|name| {
             let t = file.f32_tensor(name).unwrap();
             let bytes = match dtype {
@@ -153,7 +159,7 @@ pub fn convert_weights(dir: &Path, dtype: DType) {
                 DType::F16 => ember_tensor::f32_to_f16_bytes(t.data()),
                 DType::BF16 => ember_tensor::f32_to_bf16_bytes(t.data()),
             };
-            (name.clone(), t.shape().to_vec(), bytes)
+            (name.to_owned(), t.shape().to_vec(), bytes)
         })
         .collect();
     drop(file);
