@@ -236,10 +236,11 @@ impl Embedder {
 
         state.order.clear();
         state.order.extend(0..n);
-        // Stable: equal lengths keep input order.
+        // Longest first, equal lengths in input order. The index in the key makes an unstable
+        // sort give that exact order without the stable sort's scratch allocation.
         state
             .order
-            .sort_by_key(|&i| std::cmp::Reverse(tokens[i].len()));
+            .sort_unstable_by_key(|&i| (std::cmp::Reverse(tokens[i].len()), i));
 
         let dim = self.dim;
         for chunk in state.order.chunks(self.batch_size) {
