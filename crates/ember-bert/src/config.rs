@@ -161,6 +161,20 @@ impl BertConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
+
+    /// Floating-point operations (a multiply-add counts 2) of the encoder on one sequence of
+    /// `len` tokens: per layer and token the four projections, `2·(3H² + H² + 2HF)`, plus
+    /// attention's `q·kᵀ` and `p·v`, `2·2·len·H`. Embeddings, LayerNorm, softmax and GELU are
+    /// left out (they are O(H) per token). Ember's throughput figures are counted in these.
+    pub fn encoder_flops(&self, len: usize) -> f64 {
+        let (h, f, l) = (
+            self.hidden_size as f64,
+            self.intermediate_size as f64,
+            len as f64,
+        );
+        let per_token = 2.0 * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * h;
+        self.num_hidden_layers as f64 * l * per_token
+    }
 }
 
 #[cfg(test)]

@@ -4,11 +4,14 @@
 //! ember embed --model <DIR|org/name> [TEXT…] [--input FILE] [--input-format lines|jsonl]
 //!             [--output FILE] [--batch-size N] [--threads N]
 //! ember similarity --model <DIR|org/name> TEXT TEXT…
+//! ember bench --model <DIR|org/name> --input FILE [--batch-size N] [--threads N] [--limit N]
+//!             [--repeats R] [--latency-texts L] [--json]
 //! ```
 //! `embed` writes JSON lines (one array per text, input order) to stdout, or to `--output`; an
 //! `--output` ending in `.npy` gets a float32 `[n, dim]` array. Output files are written to a
 //! temporary name and renamed only once complete, so a failed run leaves nothing behind.
 
+mod bench;
 mod input;
 mod output;
 
@@ -68,6 +71,26 @@ enum Command {
         /// Two or more texts.
         #[arg(required = true, num_args = 2..)]
         texts: Vec<String>,
+    },
+    /// Measure throughput, latency and share of the FMA peak on a corpus (one text per line).
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The corpus: one text per line.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Use only the first N texts.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Timed passes over the corpus (the best one is reported), after one warm-up pass.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Texts encoded one at a time for the latency percentiles.
+        #[arg(long, default_value_t = 200)]
+        latency_texts: usize,
+        /// Print one JSON line instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -145,6 +168,31 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 path: "standard output".into(),
                 source,
             })
+        }
+        Command::Bench {
+            model,
+            input,
+            limit,
+            repeats,
+            latency_texts,
+            json,
+        } => {
+            let mut texts = input::read_texts(Some(&input), InputFormat::Lines)?;
+            texts.truncate(limit.unwrap_or(usize::MAX));
+            let start = std::time::Instant::now();
+            let embedder = load(&model)?;
+            let load_ms = start.elapsed().as_secs_f64() * 1e3;
+            let options = bench::BenchOptions {
+                repeats,
+                latency_texts,
+            };
+            let report = bench::run_bench(&model.model, &embedder, load_ms, &texts, &options)?;
+            if json {
+                println!("{report}");
+            } else {
+                println!("{}", bench::describe(&report));
+            }
+            Ok(())
         }
     }
 }

@@ -16,6 +16,29 @@ pub fn fma_peak_gflops(isa: Isa, millis: f64) -> Option<f64> {
     peak_on_supported(isa, millis)
 }
 
+/// Summed FMA peak of `threads` cores running the probe at the same time, in GFLOP/s: the
+/// peak a `threads`-thread run can reach. Below `threads ×` [`fma_peak_gflops`] when vCPUs
+/// share a physical core. `None` where [`fma_peak_gflops`] is.
+pub fn fma_peak_gflops_threads(isa: Isa, millis: f64, threads: usize) -> Option<f64> {
+    if !isa.is_supported() || threads == 0 {
+        return None;
+    }
+    let start = std::sync::Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    peak_on_supported(isa, millis)
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().ok().flatten())
+            .sum::<Option<f64>>()
+    })
+}
+
 #[cfg(target_arch = "x86_64")]
 fn peak_on_supported(isa: Isa, millis: f64) -> Option<f64> {
     let (flops_per_iter, run): (f64, fn(usize) -> f32) = match isa {

@@ -161,6 +161,13 @@ impl Embedder {
         self.batch_size
     }
 
+    /// Encoder FLOPs for one text of `tokens` ids (see
+    /// [`BertConfig::encoder_flops`](ember_bert::BertConfig::encoder_flops)): what throughput
+    /// figures are counted in.
+    pub fn encoder_flops(&self, tokens: usize) -> f64 {
+        self.model.config().encoder_flops(tokens)
+    }
+
     /// The token ids the encoder sees for `text`: `[CLS] … [SEP]`, truncated to
     /// [`max_seq_length`](Self::max_seq_length).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EmberError> {
