@@ -1,17 +1,20 @@
 //! Kernel benchmarks on BERT shapes, one thread: the linear layer (GEMM + fused epilogue) on
-//! `[T,768]×[768,768]ᵀ`, `[T,768]×[3072,768]ᵀ`, `[T,3072]×[768,3072]ᵀ`, attention over 32
-//! sequences of 75 tokens (12 heads of 64), and LayerNorm. Throughput is in FLOPs (criterion's
-//! "elements"); after the criterion runs, a table gives each GEMM as a fraction of the FMA peak
-//! probed in the same process.
+//! `[T,768]×[768,768]ᵀ`, `[T,768]×[3072,768]ᵀ`, `[T,3072]×[768,3072]ᵀ` for every ISA this CPU
+//! runs (scalar only for T ≤ 128) and for the `matrixmultiply` crate (the peer), attention over
+//! 32 sequences of 75 tokens (12 heads of 64), and LayerNorm. Throughput is in FLOPs
+//! (criterion's "elements"); after the criterion runs, a table gives each GEMM as a fraction of
+//! the FMA peak probed in the same process and as a ratio to `matrixmultiply` on the same
+//! shape, measured in the same process.
 //!
-//! `cargo bench -p ember-benches --bench kernels` (`EMBER_ISA=avx2|scalar` forces a path).
+//! `cargo bench -p ember-benches --bench kernels` (`-- no-criterion-case` for the table only).
 
 use std::time::Instant;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use ember_benches::random_vec;
+use ember_cpu::gemm::linear_with_isa;
 use ember_cpu::probe::fma_peak_gflops;
-use ember_cpu::{active_isa, attention_varlen, layernorm, linear, Activation, PackedLinear};
+use ember_cpu::{attention_varlen, layernorm, supported_isas, Activation, Isa, PackedLinear};
 
 const SHAPES: [(usize, usize, &str); 3] = [
     (768, 768, "attn_out"),
@@ -29,11 +32,76 @@ fn one_thread() -> rayon::ThreadPool {
 
 fn bench_linear(c: &mut Criterion) {
     let pool = one_thread();
-    let mut group = c.benchmark_group(format!("cpu-{}/linear", active_isa().name()));
+    for isa in supported_isas() {
+        let mut group = c.benchmark_group(format!("cpu-{}/linear", isa.name()));
+        group.sample_size(10);
+        for (n, k, name) in SHAPES {
+            let w = PackedLinear::new(&random_vec(n * k, 1), Some(&random_vec(n, 2)), n, k)
+                .expect("shapes agree");
+            for t in TOKENS {
+                if isa == Isa::Scalar && t > 128 {
+                    continue; // seconds per call: the small shapes show the path is sound.
+                }
+                let x = random_vec(t * k, 3);
+                let mut out = vec![f32::NAN; t * n];
+                group.throughput(Throughput::Elements((2 * t * n * k) as u64));
+                group.bench_with_input(
+                    BenchmarkId::new(name, format!("{t}x{k}x{n}")),
+                    &t,
+                    |b, &t| {
+                        pool.install(|| {
+                            b.iter(|| {
+                                linear_with_isa(
+                                    isa,
+                                    &x,
+                                    t,
+                                    &w,
+                                    Activation::Identity,
+                                    None,
+                                    &mut out,
+                                )
+                                .expect("shapes agree")
+                            })
+                        })
+                    },
+                );
+            }
+        }
+        group.finish();
+    }
+}
+
+/// The peer: `matrixmultiply::sgemm` (one thread, its own packing every call) on the same
+/// `Y = X·Wᵀ`, `W` read in place as `[n, k]` row-major.
+fn matrixmultiply_xwt(x: &[f32], w: &[f32], t: usize, n: usize, k: usize, out: &mut [f32]) {
+    assert!(x.len() == t * k && w.len() == n * k && out.len() == t * n);
+    // SAFETY: the assert above bounds every access: A = X is [t, k] with strides (k, 1),
+    // B = Wᵀ is [k, n] with strides (1, k) over `w`, C is [t, n] with strides (n, 1).
+    unsafe {
+        matrixmultiply::sgemm(
+            t,
+            k,
+            n,
+            1.0,
+            x.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+fn bench_matrixmultiply(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matrixmultiply/sgemm");
     group.sample_size(10);
     for (n, k, name) in SHAPES {
-        let w = PackedLinear::new(&random_vec(n * k, 1), Some(&random_vec(n, 2)), n, k)
-            .expect("shapes agree");
+        let w = random_vec(n * k, 1);
         for t in TOKENS {
             let x = random_vec(t * k, 3);
             let mut out = vec![f32::NAN; t * n];
@@ -41,14 +109,7 @@ fn bench_linear(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new(name, format!("{t}x{k}x{n}")),
                 &t,
-                |b, &t| {
-                    pool.install(|| {
-                        b.iter(|| {
-                            linear(&x, t, &w, Activation::Identity, None, &mut out)
-                                .expect("shapes agree")
-                        })
-                    })
-                },
+                |b, &t| b.iter(|| matrixmultiply_xwt(&x, &w, t, n, k, &mut out)),
             );
         }
     }
@@ -97,53 +158,88 @@ fn bench_layernorm(c: &mut Criterion) {
     group.finish();
 }
 
-/// Best-of-N GFLOP/s of each GEMM shape next to the probed peak, in one run.
+/// GFLOP/s of each of `calls` (each doing `flops`), timed in turns — one timing of each, 7
+/// rounds, best of each kept — so that the machine's noise falls on all of them alike.
+fn best_gflops_interleaved(flops: f64, calls: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let reps = ((2e9 / flops) as usize).clamp(1, 2000);
+    let mut best = vec![0.0f64; calls.len()];
+    for _ in 0..7 {
+        for (call, best) in calls.iter_mut().zip(&mut best) {
+            let start = Instant::now();
+            for _ in 0..reps {
+                call();
+            }
+            *best = best.max(flops * reps as f64 / start.elapsed().as_secs_f64() / 1e9);
+        }
+    }
+    best
+}
+
+/// Each GEMM shape per ISA next to the probed peak and to `matrixmultiply`, in one run.
 fn peak_table() {
     let pool = one_thread();
-    let Some(peak) = fma_peak_gflops(active_isa(), 200.0) else {
-        println!(
-            "\nno FMA probe for the {} path: no ratio table",
-            active_isa().name()
-        );
+    let isas: Vec<(Isa, f64)> = supported_isas()
+        .into_iter()
+        .filter_map(|isa| Some((isa, fma_peak_gflops(isa, 200.0)?)))
+        .collect();
+    if isas.is_empty() {
+        println!("\nno FMA probe on this CPU: no ratio table");
         return;
-    };
+    }
+    println!("\nGEMM, one thread: share of the FMA peak probed in this run, and speed-up over matrixmultiply");
     println!(
-        "\nGEMM vs FMA peak (one thread, {} path, probe {peak:.1} GFLOP/s)",
-        active_isa().name()
-    );
-    println!(
-        "{:<10} {:>16} {:>10} {:>8}",
-        "layer", "T x K x N", "GFLOP/s", "% peak"
+        "{:<7} {:<9} {:>16} {:>9} {:>8} {:>10} {:>8}",
+        "isa", "layer", "T x K x N", "GFLOP/s", "% peak", "mm GFLOP/s", "× mm"
     );
     for (n, k, name) in SHAPES {
-        let w = PackedLinear::new(&random_vec(n * k, 1), None, n, k).expect("shapes agree");
+        let weight = random_vec(n * k, 1);
+        let w = PackedLinear::new(&weight, None, n, k).expect("shapes agree");
         for t in TOKENS {
             let x = random_vec(t * k, 3);
-            let mut out = vec![0.0; t * n];
             let flops = (2 * t * n * k) as f64;
-            let reps = ((2e9 / flops) as usize).clamp(3, 2000);
-            let best = pool.install(|| {
-                (0..5)
-                    .map(|_| {
-                        let start = Instant::now();
-                        for _ in 0..reps {
-                            linear(&x, t, &w, Activation::Identity, None, &mut out)
-                                .expect("shapes agree");
-                        }
-                        flops * reps as f64 / start.elapsed().as_secs_f64() / 1e9
-                    })
-                    .fold(0.0, f64::max)
-            });
-            println!(
-                "{name:<10} {:>16} {best:>10.1} {:>7.1}%",
-                format!("{t}x{k}x{n}"),
-                100.0 * best / peak
-            );
+            let mut out_peer = vec![0.0f32; t * n];
+            let mut peer = || matrixmultiply_xwt(&x, &weight, t, n, k, &mut out_peer);
+            let mut ours: Vec<Box<dyn FnMut()>> = isas
+                .iter()
+                .map(|&(isa, _)| {
+                    let (x, w, pool) = (&x, &w, &pool);
+                    let mut out = vec![0.0f32; t * n];
+                    Box::new(move || {
+                        let out = &mut out;
+                        pool.install(|| {
+                            linear_with_isa(isa, x, t, w, Activation::Identity, None, out)
+                                .expect("shapes agree")
+                        })
+                    }) as Box<dyn FnMut()>
+                })
+                .collect();
+            let mut calls: Vec<&mut dyn FnMut()> = vec![&mut peer];
+            calls.extend(ours.iter_mut().map(|c| &mut **c as &mut dyn FnMut()));
+            let gflops = best_gflops_interleaved(flops, &mut calls);
+            let peer = gflops[0];
+            for (&(isa, peak), &ours) in isas.iter().zip(&gflops[1..]) {
+                println!(
+                    "{:<7} {name:<9} {:>16} {ours:>9.1} {:>7.1}% {peer:>10.1} {:>7.2}×",
+                    isa.name(),
+                    format!("{t}x{k}x{n}"),
+                    100.0 * ours / peak,
+                    ours / peer
+                );
+            }
         }
+    }
+    for &(isa, peak) in &isas {
+        println!("probe {}: {peak:.1} GFLOP/s", isa.name());
     }
 }
 
-criterion_group!(benches, bench_linear, bench_attention, bench_layernorm);
+criterion_group!(
+    benches,
+    bench_linear,
+    bench_matrixmultiply,
+    bench_attention,
+    bench_layernorm
+);
 
 fn main() {
     benches();
