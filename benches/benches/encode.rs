@@ -1,0 +1,112 @@
+//! End-to-end encode benchmark: all-MiniLM-L6-v2 on the committed corpus
+//! (`benches/corpus/wordnet-examples.txt`), batches of 32, on 1 and 2 threads, and one text at a
+//! time. Throughput is in encoder FLOPs (criterion's "elements"); a closing table divides the
+//! achieved GFLOP/s by the FMA peak probed on the same threads in the same run.
+//!
+//! `cargo bench -p ember-benches --bench encode` (needs the model: `scripts/fetch-model.sh`,
+//! or `EMBER_MODEL_DIR`; without it the bench says so and does nothing). For the comparison
+//! with ONNX Runtime and PyTorch see `ember bench` and `scripts/peers/`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use criterion::{criterion_group, Criterion, Throughput};
+use ember::Embedder;
+use ember_cpu::active_isa;
+use ember_cpu::probe::fma_peak_gflops_threads;
+
+/// Texts of the corpus used per pass (the whole corpus takes seconds per criterion sample).
+const TEXTS: usize = 256;
+
+fn model_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("EMBER_MODEL_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            Some(PathBuf::from(home).join(".cache/ember/models/all-MiniLM-L6-v2"))
+        })?;
+    dir.join("model.safetensors").exists().then_some(dir)
+}
+
+fn corpus() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/wordnet-examples.txt");
+    std::fs::read_to_string(path)
+        .expect("the committed corpus")
+        .lines()
+        .take(TEXTS)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn flops(embedder: &Embedder, texts: &[String]) -> f64 {
+    texts
+        .iter()
+        .map(|t| embedder.encoder_flops(embedder.tokenize(t).expect("tokenizes").len()))
+        .sum()
+}
+
+fn bench_encode(c: &mut Criterion) {
+    let Some(dir) = model_dir() else {
+        println!("encode bench skipped: no all-MiniLM-L6-v2 (run scripts/fetch-model.sh)");
+        return;
+    };
+    let texts = corpus();
+    let mut group = c.benchmark_group("cpu/encode/all-MiniLM-L6-v2");
+    group.sample_size(10);
+    let mut table = Vec::new();
+    for threads in [1, 2] {
+        let embedder = Embedder::builder()
+            .threads(threads)
+            .batch_size(32)
+            .load_dir(&dir)
+            .expect("model loads");
+        let mut out = vec![0f32; texts.len() * embedder.dim()];
+        let corpus_flops = flops(&embedder, &texts);
+        group.throughput(Throughput::Elements(corpus_flops as u64));
+        group.bench_function(format!("{TEXTS}texts-batch32-{threads}t"), |b| {
+            b.iter(|| embedder.encode_into(&texts, &mut out).expect("encodes"))
+        });
+        let one_flops = flops(&embedder, &texts[..1]);
+        let mut row = vec![0f32; embedder.dim()];
+        group.throughput(Throughput::Elements(one_flops as u64));
+        group.bench_function(format!("one-text-{threads}t"), |b| {
+            b.iter(|| {
+                embedder
+                    .encode_into(&texts[..1], &mut row)
+                    .expect("encodes")
+            })
+        });
+
+        // The ratio: best of 5 corpus passes over the peak of `threads` cores, same run.
+        let best = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                embedder.encode_into(&texts, &mut out).expect("encodes");
+                start.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min);
+        let peak = fma_peak_gflops_threads(active_isa(), 200.0, threads);
+        table.push((threads, corpus_flops / best / 1e9, peak));
+    }
+    group.finish();
+    println!(
+        "\nencode, {TEXTS} corpus texts, batch 32, {} path",
+        active_isa().name()
+    );
+    for (threads, gflops, peak) in table {
+        match peak {
+            Some(peak) => println!(
+                "{threads} thread(s): {gflops:.1} GFLOP/s = {:.1} % of the FMA peak ({peak:.1})",
+                100.0 * gflops / peak
+            ),
+            None => println!("{threads} thread(s): {gflops:.1} GFLOP/s (no probe on this path)"),
+        }
+    }
+}
+
+criterion_group!(benches, bench_encode);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
