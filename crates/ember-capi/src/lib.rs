@@ -1,0 +1,203 @@
+//! The C ABI of Ember (`include/ember.h`): load a model, ask its dimension, embed UTF-8 texts
+//! into a caller's buffer, read the last error, free.
+//!
+//! Every entry point runs under [`std::panic::catch_unwind`], so no panic unwinds into C; a
+//! failure is a return value (`NULL` or `-1`) and [`ember_last_error`] tells what happened,
+//! per thread. Pointers from C are checked for `NULL`; lengths are checked before any
+//! slice is formed; texts are validated as UTF-8 (an error names the text's index).
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ember::Embedder;
+
+/// What `ember_load` returns: the embedder behind an opaque C type.
+pub struct EmberEmbedder {
+    embedder: Embedder,
+}
+
+thread_local! {
+    /// The calling thread's last error, returned by `ember_last_error`.
+    static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+fn set_last_error(message: Option<String>) {
+    // An interior NUL cannot be represented in a C string: show it as U+2400.
+    let message = message
+        .map(|m| CString::new(m.replace('\0', "\u{2400}")).unwrap_or_else(|_| CString::default()));
+    LAST_ERROR.with(|cell| *cell.borrow_mut() = message);
+}
+
+/// Runs `f`, recording its error (or panic) as the thread's last error; `fallback` is returned
+/// on failure.
+fn guarded<T>(fallback: T, f: impl FnOnce() -> Result<T, String>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => {
+            set_last_error(None);
+            value
+        }
+        Ok(Err(message)) => {
+            set_last_error(Some(message));
+            fallback
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            set_last_error(Some(format!("internal error (panic): {what}")));
+            fallback
+        }
+    }
+}
+
+/// Loads a model folder or cached hub id. `threads == 0`: one per core; `batch_size == 0`:
+/// the default. `NULL` on failure.
+///
+/// # Safety
+/// `model` is `NULL` or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ember_load(
+    model: *const c_char,
+    threads: usize,
+    batch_size: usize,
+) -> *mut EmberEmbedder {
+    guarded(std::ptr::null_mut(), || {
+        if model.is_null() {
+            return Err("ember_load: model is NULL".into());
+        }
+        // SAFETY: non-null, and the caller promises a NUL-terminated string.
+        let model = unsafe { CStr::from_ptr(model) }
+            .to_str()
+            .map_err(|_| "ember_load: model path is not UTF-8".to_string())?;
+        let mut builder = Embedder::builder();
+        if threads > 0 {
+            builder = builder.threads(threads);
+        }
+        if batch_size > 0 {
+            builder = builder.batch_size(batch_size);
+        }
+        let embedder = builder.load(model).map_err(|e| e.to_string())?;
+        Ok(Box::into_raw(Box::new(EmberEmbedder { embedder })))
+    })
+}
+
+/// Width of one embedding; 0 for `NULL`.
+///
+/// # Safety
+/// `embedder` is `NULL` or a live pointer from [`ember_load`].
+#[no_mangle]
+pub unsafe extern "C" fn ember_dim(embedder: *const EmberEmbedder) -> usize {
+    // SAFETY: the caller promises NULL or a live embedder.
+    unsafe { embedder.as_ref() }.map_or(0, |e| e.embedder.dim())
+}
+
+/// Longest token sequence the model reads; 0 for `NULL`.
+///
+/// # Safety
+/// As [`ember_dim`].
+#[no_mangle]
+pub unsafe extern "C" fn ember_max_seq_length(embedder: *const EmberEmbedder) -> usize {
+    // SAFETY: the caller promises NULL or a live embedder.
+    unsafe { embedder.as_ref() }.map_or(0, |e| e.embedder.max_seq_length())
+}
+
+/// Embeds `n` texts (`texts[i]`: `lens[i]` bytes of UTF-8) into `out` (`out_len` floats, at
+/// least `n · dim` needed). 0 on success, -1 on failure.
+///
+/// # Safety
+/// `embedder` is `NULL` or live; when `n > 0`, `texts` and `lens` point to `n` entries each,
+/// `texts[i]` to `lens[i]` readable bytes, and `out` to `out_len` writable floats that nothing
+/// else accesses during the call.
+#[no_mangle]
+pub unsafe extern "C" fn ember_encode(
+    embedder: *const EmberEmbedder,
+    texts: *const *const c_char,
+    lens: *const usize,
+    n: usize,
+    out: *mut f32,
+    out_len: usize,
+) -> c_int {
+    guarded(-1, || {
+        // SAFETY: the caller promises NULL or a live embedder.
+        let embedder = &unsafe { embedder.as_ref() }
+            .ok_or("ember_encode: embedder is NULL")?
+            .embedder;
+        if n == 0 {
+            return Ok(0);
+        }
+        if texts.is_null() || lens.is_null() || out.is_null() {
+            return Err("ember_encode: texts, lens and out must not be NULL".into());
+        }
+        let needed = n
+            .checked_mul(embedder.dim())
+            .ok_or("ember_encode: n × dim overflows")?;
+        if out_len < needed {
+            return Err(format!(
+                "ember_encode: out holds {out_len} floats, {n} texts × {} need {needed}",
+                embedder.dim()
+            ));
+        }
+        // SAFETY: non-null, and the caller promises `n` entries each.
+        let (ptrs, lens) = unsafe {
+            (
+                std::slice::from_raw_parts(texts, n),
+                std::slice::from_raw_parts(lens, n),
+            )
+        };
+        let strs = ptrs
+            .iter()
+            .zip(lens)
+            .enumerate()
+            .map(|(i, (&ptr, &len))| {
+                if len == 0 {
+                    return Ok("");
+                }
+                if ptr.is_null() {
+                    return Err(format!("ember_encode: text {i} is NULL"));
+                }
+                // SAFETY: the caller promises `len` readable bytes at `ptr`.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+                std::str::from_utf8(bytes).map_err(|e| {
+                    format!(
+                        "ember_encode: text {i} is not UTF-8 (at byte {})",
+                        e.valid_up_to()
+                    )
+                })
+            })
+            .collect::<Result<Vec<&str>, String>>()?;
+        // SAFETY: non-null, the caller promises `out_len ≥ needed` writable floats used by
+        // nothing else during the call.
+        let out = unsafe { std::slice::from_raw_parts_mut(out, needed) };
+        embedder
+            .encode_into(&strs, out)
+            .map_err(|e| e.to_string())?;
+        Ok(0)
+    })
+}
+
+/// The error of the calling thread's last `ember_load` or `ember_encode`, or `NULL` if it
+/// succeeded; valid until the thread's next such call.
+#[no_mangle]
+pub extern "C" fn ember_last_error() -> *const c_char {
+    LAST_ERROR.with(|cell| {
+        cell.borrow()
+            .as_ref()
+            .map_or(std::ptr::null(), |m| m.as_ptr())
+    })
+}
+
+/// Releases an embedder; `NULL` is ignored.
+///
+/// # Safety
+/// `embedder` is `NULL` or a pointer from [`ember_load`] not yet freed, unused by any other
+/// thread from now on.
+#[no_mangle]
+pub unsafe extern "C" fn ember_free(embedder: *mut EmberEmbedder) {
+    if !embedder.is_null() {
+        // SAFETY: the caller passes ownership of a pointer made by `Box::into_raw`.
+        drop(unsafe { Box::from_raw(embedder) });
+    }
+}
