@@ -25,6 +25,7 @@
 pub mod embedder;
 pub mod folder;
 pub mod tokenize;
+pub mod wordpiece;
 
 use std::path::PathBuf;
 
