@@ -24,6 +24,7 @@
 
 pub mod embedder;
 pub mod folder;
+mod resident;
 pub mod tokenize;
 pub mod wordpiece;
 
