@@ -10,7 +10,8 @@
 //! forcing a prepended `Lowercase`), the same with only `vocab.txt` + `tokenizer_config.json`,
 //! the committed tiny BERTs (both ways), and edits of MiniLM's `tokenizer.json` that switch
 //! each normaliser flag, swap the post-processor, add normalised and stripped added tokens and
-//! shrink the limits. Edits the fast path does not reproduce must fall back, and say why.
+//! shrink the limits. Edits the fast path does not reproduce must fall back, and say why; a
+//! folder that falls back still embeds (on the crate) exactly as the fast path does.
 //!
 //! `cargo test --release -p ember-reference-tests --test tokenizer_parity -- --ignored
 //! --nocapture tokenizer_speed` prints the fast path's speed against the crate's.
@@ -392,6 +393,48 @@ fn pipeline_variants_match_or_fall_back() {
         }
         assert_parity(variant.name, &tokenizer, &texts);
     }
+}
+
+/// A folder the fast path does not take still embeds, on the `tokenizers` crate: a tiny-bert
+/// copy whose `[MASK]` is `single_word` gives the same ids on texts without `[MASK]`, so the
+/// same embeddings, bit for bit.
+#[test]
+fn fallback_folder_embeds_on_the_tokenizers_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures_dir().join("tiny-bert"), dir.path());
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for token in tokenizer_json["added_tokens"].as_array_mut().unwrap() {
+        if token["content"] == "[MASK]" {
+            token["single_word"] = json!(true);
+        }
+    }
+    std::fs::write(&path, tokenizer_json.to_string()).unwrap();
+    assert!(!load(dir.path(), None).is_fast());
+
+    let texts: Vec<String> = all_texts(2_000, 8)
+        .into_iter()
+        .filter(|text| !text.contains("[MASK]"))
+        .collect();
+    let fast = ember::Embedder::builder()
+        .threads(2)
+        .load_dir(&fixtures_dir().join("tiny-bert"))
+        .unwrap();
+    let fallback = ember::Embedder::builder()
+        .threads(2)
+        .load_dir(dir.path())
+        .unwrap();
+    for text in texts.iter().take(200) {
+        assert_eq!(
+            fallback.tokenize(text).unwrap(),
+            fast.tokenize(text).unwrap()
+        );
+    }
+    assert_eq!(
+        fallback.encode(&texts).unwrap(),
+        fast.encode(&texts).unwrap()
+    );
 }
 
 /// Fast path against the crate on the corpus, same process, same texts: prints texts/s and
