@@ -163,8 +163,7 @@ pub fn attention_varlen_with_isa(
                 q1,
                 head,
             };
-            let (lp, hdp) = padded_dims(isa, len, head_dim);
-            with_scratch(head_dim * lp + len * hdp + QB * lp, |scratch| {
+            with_scratch(task_scratch_len(isa, len, head_dim), |scratch| {
                 // Support was checked above: dispatch cannot fail.
                 let _ = attention_task_with_isa(isa, qkv, heads, head_dim, task, out_ptr, scratch);
             });
@@ -195,6 +194,23 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         // Re-entered on this thread (tasks never nest, but stay correct): use a fresh one.
         Err(_) => f(&mut vec![0.0; len]),
     })
+}
+
+/// Floats of scratch one task needs for a sequence of `len` tokens (see [`padded_dims`]).
+fn task_scratch_len(isa: Isa, len: usize, head_dim: usize) -> usize {
+    let (lp, hdp) = padded_dims(isa, len, head_dim);
+    head_dim * lp + len * hdp + QB * lp
+}
+
+/// Grows the calling thread's scratch to fit a task of any sequence of up to `max_len`
+/// tokens and heads of `head_dim`, on the [`active_isa`], so that later calls allocate
+/// nothing on this thread.
+///
+/// Which worker runs which (sequence, head) task is up to work stealing, so a worker that has
+/// not yet drawn a long sequence would grow its buffer whenever it first does; to rule that
+/// out, run this on every worker of the pool once (e.g. with `ThreadPool::broadcast`).
+pub fn reserve_attention_scratch(max_len: usize, head_dim: usize) {
+    with_scratch(task_scratch_len(active_isa(), max_len, head_dim), |_| {});
 }
 
 /// Keys and head dims padded to whole register pairs of `isa`: `(lp, hdp)`.
@@ -387,6 +403,23 @@ mod tests {
     use super::*;
     use crate::isa::supported_isas;
     use crate::test_util::SplitMix;
+
+    #[test]
+    fn reserved_scratch_fits_every_shorter_sequence() {
+        // On a fresh thread, whose scratch starts empty.
+        std::thread::spawn(|| {
+            reserve_attention_scratch(77, 24);
+            let reserved = SCRATCH.with(|cell| cell.borrow().len());
+            for len in 1..=77 {
+                assert!(
+                    task_scratch_len(active_isa(), len, 24) <= reserved,
+                    "len {len}"
+                );
+            }
+        })
+        .join()
+        .unwrap();
+    }
 
     fn run_case(offsets: &[usize], heads: usize, hd: usize, seed: u64) {
         let t = *offsets.last().unwrap();

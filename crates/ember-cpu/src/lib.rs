@@ -30,7 +30,7 @@ pub mod softmax;
 pub(crate) mod test_util;
 
 pub use activation::{apply_activation, Activation};
-pub use attention::attention_varlen;
+pub use attention::{attention_varlen, reserve_attention_scratch};
 pub use error::KernelError;
 pub use gemm::{linear, PackedLinear};
 pub use isa::{active_isa, supported_isas, Isa};

@@ -5,16 +5,20 @@
 //! encoder, pools, normalises when the folder says so, and writes each row back at its text's
 //! input position. Every kernel computes a row independently of the others in its batch and
 //! of the thread count, so a text's embedding is bit-identical however it is batched.
+//!
+//! After warm-up a call allocates nothing: scratch lives in a reused `EncodeState`, texts are
+//! tokenized on the fast WordPiece path (for standard BERT folders), and the call reaches the
+//! pool through a resident job (`resident.rs`) rather than `ThreadPool::install`.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use ember_bert::{BertModel, Workspace};
 use ember_pooling::{normalize_rows, pool, PoolingConfig};
-use rayon::prelude::*;
 
 use crate::folder::{resolve_model, ModelFolder};
-use crate::tokenize::TextTokenizer;
+use crate::resident::ResidentJob;
+use crate::tokenize::{TextTokenizer, TokenizeScratch};
 use crate::EmberError;
 
 /// Default texts per forward pass (sentence-transformers' default batch size).
@@ -74,6 +78,12 @@ impl EmbedderBuilder {
             folder.do_lower_case,
             config.max_position_embeddings,
         )?;
+        // Which worker runs which attention task is up to work stealing: size every worker's
+        // scratch for the longest sequence now, so that no later call grows one.
+        let (max_len, head_dim) = (tokenizer.max_seq_length(), config.head_dim());
+        pool.broadcast(|_| ember_cpu::reserve_attention_scratch(max_len, head_dim));
+        // Last: once it runs, the resident job keeps a worker (see `ResidentJob::start`).
+        let resident = ResidentJob::start(&pool);
         Ok(Embedder {
             model,
             tokenizer,
@@ -81,6 +91,7 @@ impl EmbedderBuilder {
             pooling,
             normalize: folder.normalize,
             batch_size,
+            resident,
             pool,
             states: Mutex::new(Vec::new()),
         })
@@ -90,8 +101,10 @@ impl EmbedderBuilder {
 /// Per-call scratch, kept between calls so steady-state encoding reuses its buffers.
 #[derive(Default)]
 struct EncodeState {
-    /// Token ids of every text of the call, in input order.
+    /// Token ids of every text of the call, in input order; each with room for
+    /// `max_seq_length` ids, so a longer text landing in a slot does not grow it.
     tokens: Vec<Vec<u32>>,
+    tokenize: TokenizeScratch,
     /// Text indices, longest first.
     order: Vec<usize>,
     /// The packed batch: ids `[T]` and `seq_offsets` `[n + 1]`.
@@ -103,7 +116,7 @@ struct EncodeState {
 }
 
 /// A sentence-transformers model ready to embed text. `Send + Sync`: share one between
-/// threads; concurrent calls each get their own scratch and run on the embedder's pool.
+/// threads; concurrent calls take turns on the embedder's pool (each uses all its threads).
 ///
 /// ```
 /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
@@ -120,6 +133,9 @@ pub struct Embedder {
     normalize: bool,
     dim: usize,
     batch_size: usize,
+    /// Runs calls on `pool`; declared before it, so dropped first: it lets its worker go
+    /// before the pool shuts down.
+    resident: ResidentJob,
     pool: rayon::ThreadPool,
     states: Mutex<Vec<EncodeState>>,
 }
@@ -211,8 +227,8 @@ impl Embedder {
             .pop()
             .unwrap_or_default();
         let result = self
-            .pool
-            .install(|| self.encode_with(&mut state, texts, out));
+            .resident
+            .run(|| self.encode_with(&mut state, texts, out));
         // A failed call's scratch is still sound (buffers only ever grow): keep it.
         if let Ok(mut states) = self.states.lock() {
             states.push(state);
@@ -228,18 +244,19 @@ impl Embedder {
     ) -> Result<(), EmberError> {
         let n = texts.len();
         if state.tokens.len() < n {
-            state.tokens.resize_with(n, Vec::new);
+            let max_seq_length = self.tokenizer.max_seq_length();
+            state
+                .tokens
+                .resize_with(n, || Vec::with_capacity(max_seq_length));
         }
         let tokens = &mut state.tokens[..n];
-        texts
-            .par_iter()
-            .zip(tokens.par_iter_mut())
-            .enumerate()
-            .try_for_each(|(index, (text, ids))| {
-                self.tokenizer
-                    .encode_into(text.as_ref(), ids)
-                    .map_err(|message| EmberError::Tokenize { index, message })
-            })?;
+        // On one thread, in order: the fast path takes ~2 µs a sentence, under 1% of the
+        // forward pass, and a single scratch then grows to the longest text once.
+        for (index, (text, ids)) in texts.iter().zip(tokens.iter_mut()).enumerate() {
+            self.tokenizer
+                .encode_into_with(text.as_ref(), ids, &mut state.tokenize)
+                .map_err(|message| EmberError::Tokenize { index, message })?;
+        }
 
         state.order.clear();
         state.order.extend(0..n);

@@ -24,7 +24,9 @@
 
 pub mod embedder;
 pub mod folder;
+mod resident;
 pub mod tokenize;
+pub mod wordpiece;
 
 use std::path::PathBuf;
 

@@ -5,25 +5,56 @@
 //! (BERT normaliser with the config's lower-casing, accent and CJK rules, BERT pre-tokeniser,
 //! `[CLS] … [SEP]`). Truncation is always `longest_first` to `max_seq_length` and padding is
 //! off — whatever `tokenizer.json` says — because the batch is packed.
+//!
+//! When the pipeline is exactly the standard BERT one (BertNormalizer, optionally after a
+//! `Lowercase`; BertPreTokenizer; WordPiece; `[CLS] … [SEP]` by BertProcessing or the
+//! equivalent TemplateProcessing; added tokens without `single_word`), texts are encoded by
+//! Ember's own [`WordPieceTokenizer`], which gives the same ids without allocating. Any other
+//! pipeline runs on the `tokenizers` crate, which stays loaded as the reference either way.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use serde_json::Value;
 use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::models::ModelWrapper;
 use tokenizers::normalizers::{BertNormalizer, Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::bert::BertProcessing;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{
     AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
 use crate::folder::read_json;
+use crate::wordpiece::{
+    AddedTokenSpec, BertNormalization, WordPieceScratch, WordPieceSpec, WordPieceTokenizer,
+};
 use crate::EmberError;
 
 /// A tokenizer configured for one model: truncation to `max_seq_length`, no padding.
 pub struct TextTokenizer {
+    /// The `tokenizers` crate's pipeline: the reference, and the path for pipelines
+    /// `wordpiece` does not reproduce.
     tokenizer: Tokenizer,
+    /// The same pipeline without per-text allocation, when it is the standard BERT one.
+    wordpiece: Option<WordPieceTokenizer>,
+    /// Why `wordpiece` is `None`.
+    fallback_reason: Option<String>,
     max_seq_length: usize,
+}
+
+/// Buffers [`TextTokenizer::encode_into_with`] reuses from one text to the next.
+#[derive(Debug, Default)]
+pub struct TokenizeScratch {
+    wordpiece: WordPieceScratch,
+}
+
+thread_local! {
+    /// Scratch for [`TextTokenizer::encode_into`], whose callers bring none.
+    static SCRATCH: RefCell<TokenizeScratch> = RefCell::new(TokenizeScratch::default());
 }
 
 /// `tokenizer_config.json`'s settings that matter here.
@@ -119,6 +150,9 @@ impl TextTokenizer {
             });
         };
 
+        // Whether a `Lowercase` normaliser goes in front of the file's own: the added tokens'
+        // patterns were normalised without it, so the fast path needs to know.
+        let mut lowercase_prepended = false;
         if do_lower_case {
             let normalizer = tokenizer.get_normalizer().cloned();
             let has_lowercase = match &normalizer {
@@ -137,6 +171,7 @@ impl TextTokenizer {
                     None => {}
                 }
                 tokenizer.with_normalizer(Some(Sequence::new(chain)));
+                lowercase_prepended = true;
             }
         }
 
@@ -164,8 +199,17 @@ impl TextTokenizer {
                 message: e.to_string(),
             })?;
         tokenizer.with_padding(None);
+        let (wordpiece, fallback_reason) =
+            match standard_bert_spec(&tokenizer, lowercase_prepended, max_seq_length)
+                .and_then(|spec| WordPieceTokenizer::new(&spec).map_err(|e| e.to_string()))
+            {
+                Ok(wordpiece) => (Some(wordpiece), None),
+                Err(reason) => (None, Some(reason)),
+            };
         Ok(Self {
             tokenizer,
+            wordpiece,
+            fallback_reason,
             max_seq_length,
         })
     }
@@ -220,8 +264,36 @@ impl TextTokenizer {
     }
 
     /// Tokenizes one text into `ids` (cleared first): `[CLS] … [SEP]`, at most
-    /// `max_seq_length` ids.
+    /// `max_seq_length` ids. Uses a per-thread scratch; see
+    /// [`encode_into_with`](Self::encode_into_with) to bring one.
     pub fn encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), String> {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.encode_into_with(text, ids, &mut scratch),
+            // Re-entered on this thread (cannot happen here): a fresh scratch is still right.
+            Err(_) => self.encode_into_with(text, ids, &mut TokenizeScratch::default()),
+        })
+    }
+
+    /// [`encode_into`](Self::encode_into) with the caller's scratch: on the fast path nothing
+    /// is allocated once `ids` and `scratch` have grown to the longest text.
+    pub fn encode_into_with(
+        &self,
+        text: &str,
+        ids: &mut Vec<u32>,
+        scratch: &mut TokenizeScratch,
+    ) -> Result<(), String> {
+        match &self.wordpiece {
+            Some(wordpiece) => {
+                wordpiece.encode_into(text, ids, &mut scratch.wordpiece);
+                Ok(())
+            }
+            None => self.reference_encode_into(text, ids),
+        }
+    }
+
+    /// Tokenizes with the `tokenizers` crate whatever the pipeline: the reference the fast
+    /// path is tested against.
+    pub fn reference_encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), String> {
         let encoding = self
             .tokenizer
             .encode_fast(text, true)
@@ -231,7 +303,154 @@ impl TextTokenizer {
         Ok(())
     }
 
+    /// Whether texts take Ember's allocation-free WordPiece path (the pipeline is the
+    /// standard BERT one) rather than the `tokenizers` crate.
+    pub fn is_fast(&self) -> bool {
+        self.wordpiece.is_some()
+    }
+
+    /// Why the pipeline runs on the `tokenizers` crate; `None` on the fast path.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
     }
+}
+
+/// Describes `tokenizer` for [`WordPieceTokenizer`] if its pipeline is the standard BERT one;
+/// otherwise says what differs. `lowercase_prepended`: a `Lowercase` went in front of the
+/// file's normaliser after the added tokens were registered.
+fn standard_bert_spec(
+    tokenizer: &Tokenizer,
+    lowercase_prepended: bool,
+    max_length: usize,
+) -> Result<WordPieceSpec, String> {
+    let (lowercase_first, bert) = match tokenizer.get_normalizer() {
+        Some(NormalizerWrapper::BertNormalizer(bert)) => (false, bert),
+        Some(NormalizerWrapper::Sequence(sequence)) => match sequence.as_ref() {
+            [NormalizerWrapper::BertNormalizer(bert)] => (false, bert),
+            [NormalizerWrapper::Lowercase(_), NormalizerWrapper::BertNormalizer(bert)] => {
+                (true, bert)
+            }
+            _ => {
+                return Err(
+                    "the normaliser is a sequence other than [Lowercase,] BertNormalizer".into(),
+                )
+            }
+        },
+        Some(_) => return Err("the normaliser is not BertNormalizer".into()),
+        None => return Err("there is no normaliser".into()),
+    };
+    let normalization = BertNormalization {
+        lowercase_first,
+        clean_text: bert.clean_text,
+        handle_chinese_chars: bert.handle_chinese_chars,
+        strip_accents: bert.strip_accents.unwrap_or(bert.lowercase),
+        lowercase: bert.lowercase,
+    };
+    if !matches!(
+        tokenizer.get_pre_tokenizer(),
+        Some(PreTokenizerWrapper::BertPreTokenizer(_))
+    ) {
+        return Err("the pre-tokeniser is not BertPreTokenizer".into());
+    }
+    let ModelWrapper::WordPiece(model) = tokenizer.get_model() else {
+        return Err("the model is not WordPiece".into());
+    };
+    let (prefix_ids, suffix_ids) = match tokenizer.get_post_processor() {
+        Some(PostProcessorWrapper::Bert(bert)) => {
+            (vec![bert.get_cls_copy().1], vec![bert.get_sep_copy().1])
+        }
+        Some(PostProcessorWrapper::Template(template)) => template_single_ids(template)?,
+        _ => {
+            return Err(
+                "the post-processor is neither BertProcessing nor TemplateProcessing".into(),
+            )
+        }
+    };
+    if prefix_ids.len() + suffix_ids.len() > max_length {
+        return Err(format!(
+            "max_seq_length {max_length} is shorter than the post-processor's special tokens"
+        ));
+    }
+    if tokenizer.get_encode_special_tokens() || tokenizer.get_padding().is_some() {
+        return Err("special tokens are encoded as text, or padding is on".into());
+    }
+
+    let mut added_tokens = Vec::new();
+    for (id, token) in tokenizer.get_added_tokens_decoder() {
+        if token.single_word {
+            return Err(format!("added token {:?} is single_word", token.content));
+        }
+        // The crate matches by content and looks flags up by id: they must agree.
+        if tokenizer.token_to_id(&token.content) != Some(id) {
+            return Err(format!("added token {:?} has two ids", token.content));
+        }
+        added_tokens.push(AddedTokenSpec {
+            content: token.content,
+            id,
+            lstrip: token.lstrip,
+            rstrip: token.rstrip,
+            normalized: token.normalized,
+        });
+    }
+    added_tokens.sort_by_key(|token| token.id);
+
+    Ok(WordPieceSpec {
+        vocab: tokenizers::Model::get_vocab(model),
+        unk_token: model.unk_token.clone(),
+        continuing_subword_prefix: model.continuing_subword_prefix.clone(),
+        max_input_chars_per_word: model.max_input_chars_per_word,
+        normalization,
+        added_token_normalization: BertNormalization {
+            lowercase_first: lowercase_first && !lowercase_prepended,
+            ..normalization
+        },
+        added_tokens,
+        prefix_ids,
+        suffix_ids,
+        max_length,
+    })
+}
+
+/// The ids a TemplateProcessing puts before and after a single sequence, if its `single`
+/// template is special tokens, `$A`, special tokens.
+fn template_single_ids(template: &TemplateProcessing) -> Result<(Vec<u32>, Vec<u32>), String> {
+    let unsupported = || "the TemplateProcessing is not [specials] $A [specials]".to_string();
+    // The template's pieces are not public; its serialised form is (the tokenizer.json one).
+    let value = serde_json::to_value(template).map_err(|e| e.to_string())?;
+    let pieces = value["single"].as_array().ok_or_else(unsupported)?;
+    let (mut prefix, mut suffix) = (Vec::new(), Vec::new());
+    let mut seen_sequence = false;
+    for piece in pieces {
+        if let Some(sequence) = piece.get("Sequence") {
+            if seen_sequence || sequence["id"] != "A" {
+                return Err(unsupported());
+            }
+            seen_sequence = true;
+        } else if let Some(name) = piece["SpecialToken"]["id"].as_str() {
+            let ids = value["special_tokens"][name]["ids"]
+                .as_array()
+                .ok_or_else(unsupported)?;
+            for id in ids {
+                let id = id
+                    .as_u64()
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(unsupported)?;
+                if seen_sequence {
+                    suffix.push(id);
+                } else {
+                    prefix.push(id);
+                }
+            }
+        } else {
+            return Err(unsupported());
+        }
+    }
+    if !seen_sequence {
+        return Err(unsupported());
+    }
+    Ok((prefix, suffix))
 }

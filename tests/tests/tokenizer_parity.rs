@@ -1,0 +1,491 @@
+//! Ember's WordPiece fast path against the `tokenizers` crate, id for id.
+//!
+//! Each folder's [`TextTokenizer`] carries both pipelines: `encode_into` (the fast path once
+//! [`TextTokenizer::is_fast`] says so, asserted first, so the crate is never compared with
+//! itself) and `reference_encode_into` (always the crate). Texts: every line of the benchmark
+//! corpus, every text of `fixtures/texts.json`, a few hand-picked edge cases, and
+//! [`MixedText`]'s seeded hostile texts (100 000 per real folder, 20 000 per variant).
+//!
+//! Folders: all-MiniLM-L6-v2 as published (and with sentence-transformers' `do_lower_case`
+//! forcing a prepended `Lowercase`), the same with only `vocab.txt` + `tokenizer_config.json`,
+//! the committed tiny BERTs (both ways), and edits of MiniLM's `tokenizer.json` that switch
+//! each normaliser flag, swap the post-processor, add normalised and stripped added tokens and
+//! shrink the limits. Edits the fast path does not reproduce must fall back, and say why; a
+//! folder that falls back still embeds (on the crate) exactly as the fast path does.
+//!
+//! `cargo test --release -p ember-reference-tests --test tokenizer_parity -- --ignored
+//! --nocapture tokenizer_speed` prints the fast path's speed against the crate's.
+
+use std::path::Path;
+use std::time::Instant;
+
+use ember::tokenize::TextTokenizer;
+use ember::ModelFolder;
+use ember_reference_tests::mixed_text::MixedText;
+use ember_reference_tests::*;
+use serde_json::{json, Value};
+
+const GENERATED_PER_FOLDER: usize = 100_000;
+const GENERATED_PER_VARIANT: usize = 20_000;
+
+/// Texts that exercise the added-token variants below.
+const EXTRA_TEXTS: &[&str] = &[
+    "HELLO world and Hello World!",
+    "xHello Worldy",
+    "中文 and 中文字",
+    "ümlaut Ümlaut UMLAUT",
+    "E-MAIL e-mail",
+    "<eos>Ember ember EMBER<eos>",
+    "a   [MASK]   b[MASK]c [MASK]",
+    "[MASK]",
+    "   [CLS]   ",
+    "İstanbul İ",
+    // Canonical reordering: U+1D165 (Mc, class 216) sorts before U+1D16D (Mc, 226) and
+    // U+0301 (Mn, 230, then stripped); see the "reordering" variant's vocabulary.
+    "a\u{1D16D}\u{1D165} ba\u{1D16D}\u{301}\u{1D165} a\u{1D165}\u{1D16D}\u{301}",
+    "a\u{301}\u{1D16D}\u{1D165}a\u{1D16D}\u{1D165}",
+];
+
+/// The tokenizer of the model folder `dir`, configured as the embedder configures it (or with
+/// `do_lower_case` forced).
+fn load(dir: &Path, do_lower_case: Option<bool>) -> TextTokenizer {
+    let folder = ModelFolder::open(dir).unwrap();
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(folder.transformer_dir.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    TextTokenizer::load(
+        &folder.transformer_dir,
+        folder.max_seq_length,
+        do_lower_case.unwrap_or(folder.do_lower_case),
+        config["max_position_embeddings"].as_u64().unwrap() as usize,
+    )
+    .unwrap()
+}
+
+fn corpus() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/corpus/wordnet-examples.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(
+        lines.len() >= 1000,
+        "{}: {} lines",
+        path.display(),
+        lines.len()
+    );
+    lines
+}
+
+/// Vocabulary entries as generator words (`##` removed), so texts hit real pieces.
+fn vocabulary_words() -> Vec<String> {
+    let text = std::fs::read_to_string(minilm_dir().join("vocab.txt")).unwrap();
+    text.lines()
+        .filter(|w| !w.starts_with("[unused"))
+        .map(|w| w.trim_start_matches("##").to_owned())
+        .collect()
+}
+
+/// Corpus, fixture texts, edge cases, then `generated` seeded texts.
+fn all_texts(generated: usize, seed: u64) -> Vec<String> {
+    let mut texts = corpus();
+    texts.extend(read_fixture::<Vec<String>>("texts.json"));
+    texts.extend(EXTRA_TEXTS.iter().map(|t| t.to_string()));
+    let mut generator = MixedText::new(seed, vocabulary_words());
+    texts.extend((0..generated).map(|_| generator.text()));
+    texts
+}
+
+/// Compares both paths on every text; panics listing the first mismatches. Returns how many
+/// texts were compared.
+fn assert_parity(name: &str, tokenizer: &TextTokenizer, texts: &[String]) -> usize {
+    let (mut fast, mut reference) = (Vec::new(), Vec::new());
+    let mut mismatches = Vec::new();
+    let mut truncated = 0;
+    let (mut fast_time, mut reference_time) = (0.0, 0.0);
+    for (i, text) in texts.iter().enumerate() {
+        let start = Instant::now();
+        let a = tokenizer.encode_into(text, &mut fast).map(|_| fast.clone());
+        let middle = Instant::now();
+        let b = tokenizer
+            .reference_encode_into(text, &mut reference)
+            .map(|_| reference.clone());
+        fast_time += (middle - start).as_secs_f64();
+        reference_time += middle.elapsed().as_secs_f64();
+        if b.as_ref()
+            .is_ok_and(|ids| ids.len() == tokenizer.max_seq_length())
+        {
+            truncated += 1;
+        }
+        if a != b {
+            mismatches.push(format!(
+                "text {i} {text:?}:\n  fast      {a:?}\n  tokenizers {b:?}"
+            ));
+        }
+    }
+    println!(
+        "{name}: {} texts compared ({truncated} at max_seq_length {}), {} mismatches \
+         (fast {fast_time:.2} s, tokenizers {reference_time:.2} s)",
+        texts.len(),
+        tokenizer.max_seq_length(),
+        mismatches.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{name}: {} of {} texts differ; first:\n{}",
+        mismatches.len(),
+        texts.len(),
+        mismatches[..mismatches.len().min(5)].join("\n")
+    );
+    texts.len()
+}
+
+/// A copy of `from` without `tokenizer.json`: the `vocab.txt` + `tokenizer_config.json` path.
+fn vocab_txt_only(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(from, dir.path());
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    dir
+}
+
+fn tiny_dirs() -> Vec<std::path::PathBuf> {
+    ["tiny-bert", "tiny-bert-relu", "tiny-bert-gelu-new"]
+        .iter()
+        .map(|name| fixtures_dir().join(name))
+        .collect()
+}
+
+#[test]
+fn standard_folders_take_the_fast_path() {
+    let minilm = minilm_dir();
+    let minilm_vocab = vocab_txt_only(&minilm);
+    let mut dirs = vec![minilm.clone(), minilm_vocab.path().to_owned()];
+    let tiny_vocab: Vec<_> = tiny_dirs().iter().map(|d| vocab_txt_only(d)).collect();
+    dirs.extend(tiny_dirs());
+    dirs.extend(tiny_vocab.iter().map(|d| d.path().to_owned()));
+    for dir in &dirs {
+        for do_lower_case in [None, Some(true)] {
+            let tokenizer = load(dir, do_lower_case);
+            assert!(
+                tokenizer.is_fast(),
+                "{} (do_lower_case {do_lower_case:?}) falls back: {:?}",
+                dir.display(),
+                tokenizer.fallback_reason()
+            );
+        }
+    }
+}
+
+#[test]
+fn minilm_matches_tokenizers_crate() {
+    let texts = all_texts(GENERATED_PER_FOLDER, 1);
+    let dir = minilm_dir();
+    let tokenizer = load(&dir, None);
+    assert!(tokenizer.is_fast());
+    assert_parity("all-MiniLM-L6-v2 tokenizer.json", &tokenizer, &texts);
+    // sentence-transformers' do_lower_case prepends a Lowercase normaliser.
+    let lowered = load(&dir, Some(true));
+    assert!(lowered.is_fast());
+    assert_parity(
+        "all-MiniLM-L6-v2 tokenizer.json, do_lower_case",
+        &lowered,
+        &texts,
+    );
+}
+
+#[test]
+fn minilm_vocab_txt_only_matches_tokenizers_crate() {
+    let texts = all_texts(GENERATED_PER_FOLDER, 2);
+    let dir = vocab_txt_only(&minilm_dir());
+    let tokenizer = load(dir.path(), None);
+    assert!(tokenizer.is_fast());
+    assert_parity("all-MiniLM-L6-v2 vocab.txt", &tokenizer, &texts);
+}
+
+#[test]
+fn tiny_folders_match_tokenizers_crate() {
+    // The three folders' tokenizer files are identical: a different seed each tests more.
+    for (seed, dir) in (3..).zip(tiny_dirs()) {
+        let texts = all_texts(GENERATED_PER_FOLDER, seed);
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let tokenizer = load(&dir, None);
+        assert!(tokenizer.is_fast());
+        assert_parity(&format!("{name} tokenizer.json"), &tokenizer, &texts);
+    }
+    let texts = all_texts(GENERATED_PER_FOLDER, 6);
+    let vocab = vocab_txt_only(&fixtures_dir().join("tiny-bert"));
+    let tokenizer = load(vocab.path(), None);
+    assert!(tokenizer.is_fast());
+    assert_parity("tiny-bert vocab.txt", &tokenizer, &texts);
+}
+
+/// One edit of MiniLM's `tokenizer.json` and how to load it.
+struct Variant {
+    name: &'static str,
+    edit: fn(&mut Value),
+    do_lower_case: bool,
+    max_seq_length: usize,
+    fast: bool,
+}
+
+fn bert_normalizer(lowercase: bool, strip_accents: Value) -> Value {
+    json!({"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+           "strip_accents": strip_accents, "lowercase": lowercase})
+}
+
+fn added_token(id: u32, content: &str, normalized: bool, special: bool) -> Value {
+    json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+           "rstrip": false, "normalized": normalized, "special": special})
+}
+
+/// Non-special tokens matched in the normalised text, plain ones matched in the raw text,
+/// and `[MASK]` swallowing the spaces around it.
+fn add_tokens(t: &mut Value) {
+    let added = t["added_tokens"].as_array_mut().unwrap();
+    for token in added.iter_mut() {
+        if token["content"] == "[MASK]" {
+            token["lstrip"] = json!(true);
+            token["rstrip"] = json!(true);
+        }
+    }
+    added.extend([
+        added_token(30522, "Hello World", true, false),
+        added_token(30523, "ümlaut", true, false),
+        added_token(30524, "中文", true, false),
+        added_token(30525, "e-mail", true, false),
+        added_token(30526, "<eos>", false, true),
+        added_token(30527, "Ember", false, false),
+        added_token(2088, "world", true, false),
+    ]);
+}
+
+fn variants() -> Vec<Variant> {
+    let fast = |name, edit: fn(&mut Value)| Variant {
+        name,
+        edit,
+        do_lower_case: false,
+        max_seq_length: 256,
+        fast: true,
+    };
+    vec![
+        fast("cased", |t| {
+            t["normalizer"] = bert_normalizer(false, Value::Null)
+        }),
+        fast("lowercase, keep accents", |t| {
+            t["normalizer"] = bert_normalizer(true, json!(false))
+        }),
+        fast("cased, strip accents", |t| {
+            t["normalizer"] = bert_normalizer(false, json!(true))
+        }),
+        fast("no clean_text, no CJK spacing", |t| {
+            t["normalizer"]["clean_text"] = json!(false);
+            t["normalizer"]["handle_chinese_chars"] = json!(false);
+        }),
+        fast("file's own [Lowercase, cased BertNormalizer]", |t| {
+            t["normalizer"] = json!({"type": "Sequence", "normalizers": [
+                {"type": "Lowercase"}, bert_normalizer(false, Value::Null)]});
+        }),
+        fast("BertProcessing", |t| {
+            t["post_processor"] =
+                json!({"type": "BertProcessing", "sep": ["[SEP]", 102], "cls": ["[CLS]", 101]});
+        }),
+        fast("added tokens, normalised and stripped", add_tokens),
+        Variant {
+            do_lower_case: true,
+            ..fast("cased with added tokens, do_lower_case", |t| {
+                t["normalizer"] = bert_normalizer(false, Value::Null);
+                add_tokens(t);
+            })
+        },
+        fast("reordering: Mc non-starters in the vocabulary", |t| {
+            // Only non-starters that are not Mn survive strip_accents, and no published
+            // vocabulary holds one, so reordering never shows in real ids: add some.
+            let vocab = t["model"]["vocab"].as_object_mut().unwrap();
+            vocab.insert("a\u{1D165}\u{1D16D}".into(), json!(30522));
+            vocab.insert("##a\u{1D165}\u{1D16D}".into(), json!(30523));
+        }),
+        fast("max_input_chars_per_word 8", |t| {
+            t["model"]["max_input_chars_per_word"] = json!(8)
+        }),
+        Variant {
+            max_seq_length: 2,
+            ..fast("max_seq_length 2", |_| {})
+        },
+        Variant {
+            max_seq_length: 3,
+            ..fast("max_seq_length 3", |_| {})
+        },
+        Variant {
+            max_seq_length: 9,
+            ..fast("max_seq_length 9", |_| {})
+        },
+        Variant {
+            fast: false,
+            ..fast("single_word added token", |t| {
+                t["added_tokens"][4]["single_word"] = json!(true)
+            })
+        },
+        Variant {
+            fast: false,
+            ..fast("NFKC normaliser", |t| {
+                t["normalizer"] = json!({"type": "NFKC"})
+            })
+        },
+        Variant {
+            fast: false,
+            ..fast("WhitespaceSplit pre-tokeniser", |t| {
+                t["pre_tokenizer"] = json!({"type": "WhitespaceSplit"})
+            })
+        },
+        Variant {
+            fast: false,
+            ..fast("no post-processor", |t| t["post_processor"] = Value::Null)
+        },
+        Variant {
+            fast: false,
+            ..fast("unknown token missing from the vocabulary", |t| {
+                t["model"]["unk_token"] = json!("<unk>")
+            })
+        },
+    ]
+}
+
+#[test]
+fn pipeline_variants_match_or_fall_back() {
+    let texts = all_texts(GENERATED_PER_VARIANT, 7);
+    let original: Value = serde_json::from_str(
+        &std::fs::read_to_string(minilm_dir().join("tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    for variant in variants() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tokenizer_json = original.clone();
+        (variant.edit)(&mut tokenizer_json);
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            tokenizer_json.to_string(),
+        )
+        .unwrap();
+        let tokenizer = TextTokenizer::load(
+            dir.path(),
+            Some(variant.max_seq_length),
+            variant.do_lower_case,
+            512,
+        )
+        .unwrap();
+        assert_eq!(
+            tokenizer.is_fast(),
+            variant.fast,
+            "{}: fallback reason {:?}",
+            variant.name,
+            tokenizer.fallback_reason()
+        );
+        if let Some(reason) = tokenizer.fallback_reason() {
+            println!("{}: falls back: {reason}", variant.name);
+            // Encoding still works, on the crate.
+            let mut ids = Vec::new();
+            let ok = tokenizer.encode_into("A cat sits.", &mut ids);
+            assert!(
+                ok.is_ok() || variant.name.contains("unknown"),
+                "{}",
+                variant.name
+            );
+            continue;
+        }
+        assert_parity(variant.name, &tokenizer, &texts);
+    }
+}
+
+/// A folder the fast path does not take still embeds, on the `tokenizers` crate: a tiny-bert
+/// copy whose `[MASK]` is `single_word` gives the same ids on texts without `[MASK]`, so the
+/// same embeddings, bit for bit.
+#[test]
+fn fallback_folder_embeds_on_the_tokenizers_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures_dir().join("tiny-bert"), dir.path());
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for token in tokenizer_json["added_tokens"].as_array_mut().unwrap() {
+        if token["content"] == "[MASK]" {
+            token["single_word"] = json!(true);
+        }
+    }
+    std::fs::write(&path, tokenizer_json.to_string()).unwrap();
+    assert!(!load(dir.path(), None).is_fast());
+
+    let texts: Vec<String> = all_texts(2_000, 8)
+        .into_iter()
+        .filter(|text| !text.contains("[MASK]"))
+        .collect();
+    let fast = ember::Embedder::builder()
+        .threads(2)
+        .load_dir(&fixtures_dir().join("tiny-bert"))
+        .unwrap();
+    let fallback = ember::Embedder::builder()
+        .threads(2)
+        .load_dir(dir.path())
+        .unwrap();
+    for text in texts.iter().take(200) {
+        assert_eq!(
+            fallback.tokenize(text).unwrap(),
+            fast.tokenize(text).unwrap()
+        );
+    }
+    assert_eq!(
+        fallback.encode(&texts).unwrap(),
+        fast.encode(&texts).unwrap()
+    );
+}
+
+/// Fast path against the crate on the corpus, same process, same texts: prints texts/s and
+/// the ratio.
+#[test]
+#[ignore = "timing: run with --ignored --nocapture"]
+fn tokenizer_speed() {
+    let texts = corpus();
+    let tokenizer = load(&minilm_dir(), None);
+    assert!(tokenizer.is_fast());
+    let mut ids = Vec::new();
+    let mut time = |encode: &dyn Fn(&str, &mut Vec<u32>)| {
+        // Best of 5 passes, after one to warm caches and grow buffers.
+        let mut best = f64::INFINITY;
+        for pass in 0..6 {
+            let start = Instant::now();
+            for text in &texts {
+                encode(text, &mut ids);
+            }
+            if pass > 0 {
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+        }
+        best
+    };
+    let fast = time(&|text, ids| tokenizer.encode_into(text, ids).unwrap());
+    let crate_time = time(&|text, ids| tokenizer.reference_encode_into(text, ids).unwrap());
+    let per_text = |seconds: f64| seconds / texts.len() as f64 * 1e6;
+    println!(
+        "tokenize {} corpus texts, one thread: Ember WordPiece {:.2} µs/text, tokenizers crate \
+         {:.2} µs/text: {:.1}× faster",
+        texts.len(),
+        per_text(fast),
+        per_text(crate_time),
+        crate_time / fast
+    );
+
+    // Tokenization's share of a whole call (the embedder tokenizes on one thread).
+    let embedder = ember::Embedder::builder()
+        .threads(2)
+        .batch_size(32)
+        .load_dir(&minilm_dir())
+        .unwrap();
+    let mut out = vec![0f32; texts.len() * embedder.dim()];
+    embedder.encode_into(&texts, &mut out).unwrap();
+    let start = Instant::now();
+    embedder.encode_into(&texts, &mut out).unwrap();
+    let encode = start.elapsed().as_secs_f64();
+    println!(
+        "encode_into of the corpus (2 threads, batches of 32): {encode:.3} s, of which \
+         tokenization {:.2}%",
+        100.0 * fast / encode
+    );
+}
