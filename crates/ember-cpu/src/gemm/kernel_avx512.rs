@@ -168,6 +168,9 @@ unsafe fn pack_a_avx512(
     }
 }
 
+/// How many k steps ahead (`B_PREFETCH · NR` floats) the microkernel prefetches B.
+const B_PREFETCH: usize = 24;
+
 /// Dispatches on `rows` to a body with a compile-time row count.
 ///
 /// # Safety
@@ -264,6 +267,12 @@ unsafe fn tile_body<const R: usize>(
         let mut b = b;
         for _ in 0..kc / KG {
             for u in 0..KG {
+                // B streams from memory when the weights are not cached (few rows, e.g. one
+                // text): fetch the lines B_PREFETCH k steps ahead. A hint only — it never
+                // faults, so running past the panel's end is harmless.
+                let ahead = b.wrapping_add((u + B_PREFETCH) * NR);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
                 k_step!(a.add(u), b.add(u * NR));
             }
             a = a.add(mr * KG);
