@@ -52,3 +52,42 @@ fn rows_are_bit_identical_across_batches_batch_sizes_and_threads() {
         }
     });
 }
+
+/// A caller that runs its own code on rayon — its own pool, or rayon's global one — and calls
+/// `encode` from inside parallel loops: every call completes (no deadlock: the caller's worker
+/// blocks while Ember's own pool runs the call) and gives the serial rows bit for bit.
+#[test]
+fn encode_from_inside_the_callers_rayon_pools() {
+    use rayon::prelude::*;
+    let reference = read_fixture::<ModelReference>("minilm_reference.json");
+    let texts: Vec<&str> = reference
+        .texts
+        .iter()
+        .take(24)
+        .map(String::as_str)
+        .collect();
+    let embedder = Embedder::builder()
+        .threads(2)
+        .batch_size(4)
+        .load_dir(&minilm_dir())
+        .unwrap();
+    let serial = embedder.encode(&texts).unwrap();
+    let check = || {
+        texts.par_iter().enumerate().for_each(|(i, text)| {
+            let row = embedder.encode(&[text]).unwrap();
+            assert_eq!(row.row(0), serial.row(i), "text {i}");
+        });
+        texts.par_chunks(5).enumerate().for_each(|(c, chunk)| {
+            let rows = embedder.encode(chunk).unwrap();
+            for (j, row) in rows.rows().enumerate() {
+                assert_eq!(row, serial.row(c * 5 + j), "chunk {c} row {j}");
+            }
+        });
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap()
+        .install(check);
+    check(); // on rayon's global pool
+}
