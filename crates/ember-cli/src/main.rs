@@ -4,6 +4,7 @@
 //! ember embed --model <DIR|org/name> [TEXT…] [--input FILE] [--input-format lines|jsonl]
 //!             [--output FILE] [--batch-size N] [--threads N]
 //! ember similarity --model <DIR|org/name> TEXT TEXT…
+//! ember search --model <DIR|org/name> --corpus FILE --query TEXT [--query TEXT…] [--top-k K]
 //! ember bench --model <DIR|org/name> --input FILE [--batch-size N] [--threads N] [--limit N]
 //!             [--repeats R] [--latency-texts L] [--json]
 //! ```
@@ -71,6 +72,20 @@ enum Command {
         /// Two or more texts.
         #[arg(required = true, num_args = 2..)]
         texts: Vec<String>,
+    },
+    /// Find the corpus lines most similar (cosine) to each query; prints JSON lines.
+    Search {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The corpus: one text per line.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// A query (repeat for several).
+        #[arg(long, required = true)]
+        query: Vec<String>,
+        /// Hits per query.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
     },
     /// Measure throughput, latency and share of the FMA peak on a corpus (one text per line).
     Bench {
@@ -168,6 +183,37 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 path: "standard output".into(),
                 source,
             })
+        }
+        Command::Search {
+            model,
+            corpus,
+            query,
+            top_k,
+        } => {
+            let texts = input::read_texts(Some(&corpus), InputFormat::Lines)?;
+            let embedder = load(&model)?;
+            let corpus_embeddings = embedder.encode(&texts)?;
+            let queries = embedder.encode(&query)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let io_error = |source| CliError::Io {
+                path: "standard output".into(),
+                source,
+            };
+            for (q, text) in query.iter().enumerate() {
+                let hits = ember::similarity::top_k(queries.row(q), &corpus_embeddings, top_k);
+                for (rank, (index, score)) in hits.into_iter().enumerate() {
+                    let line = serde_json::json!({
+                        "query": text,
+                        "rank": rank + 1,
+                        "line": index + 1,
+                        "score": score,
+                        "text": texts[index],
+                    });
+                    writeln!(out, "{line}").map_err(io_error)?;
+                }
+            }
+            out.flush().map_err(io_error)
         }
         Command::Bench {
             model,

@@ -89,16 +89,6 @@ pub fn write_similarity(
     texts: &[String],
     embeddings: &Embeddings,
 ) -> std::io::Result<()> {
-    let norms: Vec<f64> = embeddings
-        .rows()
-        .map(|r| {
-            r.iter()
-                .map(|&x| x as f64 * x as f64)
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-12)
-        })
-        .collect();
     writeln!(
         out,
         "cosine similarity ({} texts, dim {}):",
@@ -118,13 +108,8 @@ pub fn write_similarity(
     for i in 0..texts.len() {
         write!(out, "  {:<3}", format!("[{i}]"))?;
         for j in 0..texts.len() {
-            let dot: f64 = embeddings
-                .row(i)
-                .iter()
-                .zip(embeddings.row(j))
-                .map(|(&a, &b)| a as f64 * b as f64)
-                .sum();
-            write!(out, " {:>6.3}", dot / (norms[i] * norms[j]))?;
+            let similarity = ember::similarity::cosine(embeddings.row(i), embeddings.row(j));
+            write!(out, " {similarity:>6.3}")?;
         }
         writeln!(out)?;
     }

@@ -276,3 +276,44 @@ fn similarity_prints_a_matrix() {
     assert!(text.contains("cosine similarity (3 texts"), "{text}");
     assert!(text.contains(" 1.000"), "{text}");
 }
+
+#[test]
+fn search_finds_the_matching_line_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "Stock markets fell sharply today.\nA cat sits on the mat.\nThe recipe needs two eggs.\n",
+    )
+    .unwrap();
+    let model = tiny_model();
+    let output = ember(
+        &[
+            "search",
+            "--model",
+            model.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--query",
+            "A cat sits on the mat.",
+            "--top-k",
+            "2",
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let hits: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["line"], 2);
+    assert_eq!(hits[0]["rank"], 1);
+    assert!((hits[0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    assert!(hits[0]["score"].as_f64().unwrap() >= hits[1]["score"].as_f64().unwrap());
+}

@@ -304,6 +304,18 @@ pub struct Embeddings {
 }
 
 impl Embeddings {
+    /// Wraps `rows × dim` row-major values (e.g. a matrix saved earlier). Errors if
+    /// `data.len() != rows · dim`.
+    pub fn from_vec(data: Vec<f32>, rows: usize, dim: usize) -> Result<Self, EmberError> {
+        if rows.checked_mul(dim) != Some(data.len()) {
+            return Err(EmberError::Options(format!(
+                "{} values do not make {rows} rows of {dim}",
+                data.len()
+            )));
+        }
+        Ok(Self { data, rows, dim })
+    }
+
     pub fn len(&self) -> usize {
         self.rows
     }

@@ -25,6 +25,7 @@
 pub mod embedder;
 pub mod folder;
 mod resident;
+pub mod similarity;
 pub mod tokenize;
 pub mod wordpiece;
 
