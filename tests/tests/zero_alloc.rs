@@ -8,6 +8,9 @@
 //! `tests/Cargo.toml`), so no test runner thread can allocate while counting: libtest's
 //! main thread prints "has been running for over 60 seconds" notes, for one.
 //!
+//! The C ABI's `ember_encode` is checked the same way at the end (before it kept a per-thread
+//! list of text views it allocated one `Vec` per call: 74 counted allocations).
+//!
 //! all-MiniLM-L6-v2 is loaded with 2 threads and batches of 32; the benchmark corpus (1,244
 //! sentences) is encoded 3 times whole and once text by text to warm up, then counted: twice
 //! whole and once text by text (batches of 1).
@@ -192,4 +195,60 @@ fn main() {
         texts.len(),
         texts.len()
     );
+    drop(embedder);
+    c_abi_encode_allocates_nothing(&texts, &expected);
+}
+
+/// The same through the C ABI: `ember_encode` keeps its per-thread list of text views, so a
+/// warm call allocates nothing either.
+fn c_abi_encode_allocates_nothing(texts: &[String], expected: &[f32]) {
+    use ember_capi::{ember_dim, ember_encode, ember_free, ember_load};
+    let model = std::ffi::CString::new(minilm_dir().to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    let embedder = unsafe { ember_load(model.as_ptr(), 2, 32) };
+    assert!(!embedder.is_null());
+    // SAFETY: live embedder.
+    let dim = unsafe { ember_dim(embedder) };
+    let ptrs: Vec<*const std::ffi::c_char> = texts.iter().map(|t| t.as_ptr().cast()).collect();
+    let lens: Vec<usize> = texts.iter().map(String::len).collect();
+    let mut all = vec![0f32; texts.len() * dim];
+    let encode = |from: usize, to: usize, out: &mut [f32]| {
+        // SAFETY: `ptrs[from..to]`/`lens[from..to]` describe live strings; `out` holds
+        // (to − from)·dim floats, exclusively borrowed.
+        let rc = unsafe {
+            ember_encode(
+                embedder,
+                ptrs[from..].as_ptr(),
+                lens[from..].as_ptr(),
+                to - from,
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        assert_eq!(rc, 0);
+    };
+    for _ in 0..2 {
+        encode(0, texts.len(), &mut all);
+    }
+    all.fill(f32::NAN);
+    COUNTING.store(true, Ordering::SeqCst);
+    encode(0, texts.len(), &mut all);
+    let mut one = [0f32; 384];
+    for i in 0..64 {
+        encode(i, i + 1, &mut one[..dim]);
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+    let first = FIRST_ALLOCATION.lock().unwrap().take().unwrap_or_default();
+    assert!(
+        allocations == 0,
+        "C ABI: {allocations} allocations after warm-up; the first: {first}"
+    );
+    assert!(
+        all == expected,
+        "C ABI embeddings differ from the Rust API's"
+    );
+    // SAFETY: no other use of `embedder` remains.
+    unsafe { ember_free(embedder) };
+    println!("zero_alloc: C ABI, the corpus + 64 single texts after warm-up: 0 allocations");
 }

@@ -17,7 +17,43 @@ pub struct EmberEmbedder {
     embedder: Embedder,
 }
 
+/// A caller's text inside `ember_encode`: `len` bytes at `ptr`, checked to be UTF-8 before
+/// it is used as a `&str`. Read only during the `ember_encode` call that made it, while the
+/// caller keeps the bytes alive and unchanged.
+#[derive(Clone, Copy)]
+struct CText {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a read-only view of bytes the caller keeps alive and unmodified for the whole
+// `ember_encode` call; the embedder only reads them, from any of its threads, during the call.
+unsafe impl Send for CText {}
+// SAFETY: as above.
+unsafe impl Sync for CText {}
+
+impl CText {
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: non-null (checked when the view was made) and `len` readable bytes, as the
+        // caller of `ember_encode` promises, alive for the call.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl AsRef<str> for CText {
+    fn as_ref(&self) -> &str {
+        // SAFETY: `ember_encode` validated these bytes as UTF-8 before pushing the view.
+        unsafe { std::str::from_utf8_unchecked(self.bytes()) }
+    }
+}
+
 thread_local! {
+    /// Per-thread list of text views, reused by `ember_encode` so that it allocates nothing
+    /// once warm.
+    static TEXTS: RefCell<Vec<CText>> = const { RefCell::new(Vec::new()) };
     /// The calling thread's last error, returned by `ember_last_error`.
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
 }
@@ -147,33 +183,41 @@ pub unsafe extern "C" fn ember_encode(
                 std::slice::from_raw_parts(lens, n),
             )
         };
-        let strs = ptrs
-            .iter()
-            .zip(lens)
-            .enumerate()
-            .map(|(i, (&ptr, &len))| {
-                if len == 0 {
-                    return Ok("");
-                }
-                if ptr.is_null() {
+        TEXTS.with(|cell| {
+            // Reuse the thread's list of views (no allocation after the first calls); a
+            // fresh one if it is somehow in use.
+            let mut own = Vec::new();
+            let mut borrowed = cell.try_borrow_mut();
+            let views = match borrowed.as_deref_mut() {
+                Ok(views) => views,
+                Err(_) => &mut own,
+            };
+            views.clear();
+            for (i, (&ptr, &len)) in ptrs.iter().zip(lens).enumerate() {
+                if len > 0 && ptr.is_null() {
                     return Err(format!("ember_encode: text {i} is NULL"));
                 }
-                // SAFETY: the caller promises `len` readable bytes at `ptr`.
-                let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
-                std::str::from_utf8(bytes).map_err(|e| {
+                let view = CText {
+                    ptr: ptr.cast(),
+                    len,
+                };
+                std::str::from_utf8(view.bytes()).map_err(|e| {
                     format!(
                         "ember_encode: text {i} is not UTF-8 (at byte {})",
                         e.valid_up_to()
                     )
-                })
-            })
-            .collect::<Result<Vec<&str>, String>>()?;
-        // SAFETY: non-null, the caller promises `out_len ≥ needed` writable floats used by
-        // nothing else during the call.
-        let out = unsafe { std::slice::from_raw_parts_mut(out, needed) };
-        embedder
-            .encode_into(&strs, out)
-            .map_err(|e| e.to_string())?;
+                })?;
+                views.push(view);
+            }
+            // SAFETY: non-null, the caller promises `out_len ≥ needed` writable floats used
+            // by nothing else during the call.
+            let out = unsafe { std::slice::from_raw_parts_mut(out, needed) };
+            let result = embedder.encode_into(views, out).map_err(|e| e.to_string());
+            // Views are only ever read inside the call that made them (every call clears the
+            // list first); clearing here too leaves no dangling view behind a success.
+            views.clear();
+            result
+        })?;
         Ok(0)
     })
 }
