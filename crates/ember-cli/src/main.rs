@@ -5,6 +5,7 @@
 //!             [--output FILE] [--batch-size N] [--threads N]
 //! ember similarity --model <DIR|org/name> TEXT TEXT…
 //! ember search --model <DIR|org/name> --corpus FILE --query TEXT [--query TEXT…] [--top-k K]
+//!              [--matrix FILE.npy]
 //! ember bench --model <DIR|org/name> --input FILE [--batch-size N] [--threads N] [--limit N]
 //!             [--repeats R] [--latency-texts L] [--json]
 //! ```
@@ -86,6 +87,11 @@ enum Command {
         /// Hits per query.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
+        /// The corpus embeddings as a float32 .npy: read if the file exists (its rows must
+        /// match the corpus lines: delete it when the corpus changes), else computed and
+        /// written there for the next search.
+        #[arg(long)]
+        matrix: Option<PathBuf>,
     },
     /// Measure throughput, latency and share of the FMA peak on a corpus (one text per line).
     Bench {
@@ -189,10 +195,40 @@ fn run(cli: Cli) -> Result<(), CliError> {
             corpus,
             query,
             top_k,
+            matrix,
         } => {
             let texts = input::read_texts(Some(&corpus), InputFormat::Lines)?;
+            if matrix
+                .as_ref()
+                .is_some_and(|m| !m.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")))
+            {
+                return Err(CliError::Usage("--matrix must name a .npy file".into()));
+            }
             let embedder = load(&model)?;
-            let corpus_embeddings = embedder.encode(&texts)?;
+            let corpus_embeddings = match &matrix {
+                Some(path) if path.exists() => {
+                    let saved = output::read_npy(path)?;
+                    if (saved.len(), saved.dim()) != (texts.len(), embedder.dim()) {
+                        return Err(CliError::Usage(format!(
+                            "{}: holds {} rows of {}, but the corpus has {} lines and the model \
+                             gives {} values a text (delete the file to recompute it)",
+                            path.display(),
+                            saved.len(),
+                            saved.dim(),
+                            texts.len(),
+                            embedder.dim()
+                        )));
+                    }
+                    saved
+                }
+                _ => {
+                    let computed = embedder.encode(&texts)?;
+                    if let Some(path) = &matrix {
+                        output::write_embeddings(&computed, Some(path))?;
+                    }
+                    computed
+                }
+            };
             let queries = embedder.encode(&query)?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();

@@ -115,3 +115,68 @@ pub fn write_similarity(
     }
     Ok(())
 }
+
+/// Reads a float32 `[rows, dim]` `.npy` as [`write_npy`] writes it (format 1.0 or 2.0,
+/// `'<f4'`, C order). Anything else is an error naming the file and what is wrong.
+pub fn read_npy(path: &Path) -> Result<Embeddings, CliError> {
+    let name = path.display().to_string();
+    let bad = |message: &str| {
+        CliError::Usage(format!("{name}: not a float32 [rows, dim] .npy: {message}"))
+    };
+    let bytes = std::fs::read(path).map_err(|source| CliError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("no NumPy magic"));
+    }
+    let (header_len, start): (usize, usize) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return Err(bad("unknown format version")),
+    };
+    let data_start = start
+        .checked_add(header_len)
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| bad("header runs past the end of the file"))?;
+    let header =
+        std::str::from_utf8(&bytes[start..data_start]).map_err(|_| bad("header is not text"))?;
+    let squashed: String = header.chars().filter(|c| !c.is_whitespace()).collect();
+    if !squashed.contains("'descr':'<f4'") {
+        return Err(bad("dtype is not little-endian float32 ('<f4')"));
+    }
+    if !squashed.contains("'fortran_order':False") {
+        return Err(bad("array is not in C order"));
+    }
+    let shape = squashed
+        .split("'shape':(")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .ok_or_else(|| bad("no shape"))?;
+    let dims: Vec<usize> = shape
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse()
+                .map_err(|_| bad("shape is not a tuple of integers"))
+        })
+        .collect::<Result<_, _>>()?;
+    let [rows, dim] = dims[..] else {
+        return Err(bad("shape is not two-dimensional"));
+    };
+    let data = &bytes[data_start..];
+    if rows.checked_mul(dim).and_then(|n| n.checked_mul(4)) != Some(data.len()) {
+        return Err(bad(&format!(
+            "{} data bytes for shape ({rows}, {dim})",
+            data.len()
+        )));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Embeddings::from_vec(values, rows, dim).map_err(CliError::from)
+}

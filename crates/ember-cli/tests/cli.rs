@@ -317,3 +317,69 @@ fn search_finds_the_matching_line_first() {
     assert!((hits[0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-5);
     assert!(hits[0]["score"].as_f64().unwrap() >= hits[1]["score"].as_f64().unwrap());
 }
+
+#[test]
+fn search_saves_and_reuses_the_corpus_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, "a cat sits\na dog runs\nstocks fell\n").unwrap();
+    let matrix = dir.path().join("corpus.npy");
+    let model = tiny_model();
+    let search = |corpus: &Path| {
+        ember(
+            &[
+                "search",
+                "--model",
+                model.to_str().unwrap(),
+                "--corpus",
+                corpus.to_str().unwrap(),
+                "--query",
+                "a cat",
+                "--top-k",
+                "3",
+                "--matrix",
+                matrix.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let first = search(&corpus);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(matrix.exists(), "the matrix was not saved");
+    let second = search(&corpus);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        first.stdout, second.stdout,
+        "reusing the matrix changed the hits"
+    );
+
+    // A matrix that does not fit the corpus is refused, naming the file.
+    let shorter = dir.path().join("shorter.txt");
+    std::fs::write(&shorter, "a cat sits\n").unwrap();
+    let refused = search(&shorter);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("corpus.npy") && stderr.contains("3 rows"),
+        "{stderr}"
+    );
+
+    // So is a damaged one.
+    let bytes = std::fs::read(&matrix).unwrap();
+    std::fs::write(&matrix, &bytes[..bytes.len() - 3]).unwrap();
+    let damaged = search(&corpus);
+    assert!(!damaged.status.success());
+    let stderr = String::from_utf8_lossy(&damaged.stderr);
+    assert!(
+        stderr.contains("corpus.npy") && stderr.contains("data bytes"),
+        "{stderr}"
+    );
+}
