@@ -29,8 +29,8 @@
 //!   through a resident job (`crates/ember/src/resident.rs`) spawned once at load: callers
 //!   hand it their closure through a mutex and condition variable, and the parallel loops
 //!   inside run as in-pool `join`s, which only touch the workers' preallocated deques.
-//! - Each text's id buffer is created with room for `max_seq_length` ids, so a longer text
-//!   landing in a slot does not grow it.
+//! - The call's token ids live in one concatenated buffer (with offsets), grown once by the
+//!   largest call, rather than a vector per text.
 //! - Attention's per-thread scratch grows to the largest task a worker has run, and which
 //!   worker runs which (sequence, head) task is up to work stealing: 10 of 19 runs of this test
 //!   on the shared 2-core machine, under load from other processes, allocated once or twice, in
@@ -39,8 +39,8 @@
 //!   (`reserve_attention_scratch` on each, by `ThreadPool::broadcast`); 12 of 12 runs, three
 //!   processes at once, then counted 0.
 //!
-//! Everything else already reused its buffers: the call state (`EncodeState`, kept in the
-//! embedder's `Mutex<Vec<_>>`), the model's `Workspace`, pooling (stack accumulators), and
+//! Everything else already reused its buffers: the call state (`EncodeState`, the
+//! embedder's one `Mutex<EncodeState>`), the model's `Workspace`, pooling (stack accumulators), and
 //! GEMM's packed-A scratch, which is the calling thread's (always the resident job's worker).
 //! Not covered: GEMMs with `T·K > 2^24` (e.g. BERT-base batches of 32 × 512 tokens) pack A
 //! per task in a per-worker buffer, which can grow late in the same way attention's did.

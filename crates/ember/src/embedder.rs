@@ -11,7 +11,7 @@
 //! pool through a resident job (`resident.rs`) rather than `ThreadPool::install`.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use ember_bert::{BertModel, Workspace};
 use ember_pooling::{normalize_rows, pool, PoolingConfig};
@@ -93,7 +93,7 @@ impl EmbedderBuilder {
             batch_size,
             resident,
             pool,
-            states: Mutex::new(Vec::new()),
+            state: Mutex::new(EncodeState::default()),
         })
     }
 }
@@ -101,9 +101,13 @@ impl EmbedderBuilder {
 /// Per-call scratch, kept between calls so steady-state encoding reuses its buffers.
 #[derive(Default)]
 struct EncodeState {
-    /// Token ids of every text of the call, in input order; each with room for
-    /// `max_seq_length` ids, so a longer text landing in a slot does not grow it.
-    tokens: Vec<Vec<u32>>,
+    /// One text's ids, as the tokenizer writes them.
+    text_ids: Vec<u32>,
+    /// The ids of every text of the call, concatenated in input order; text `i` is
+    /// `token_ids[token_offsets[i]..token_offsets[i + 1]]`. One buffer sized by the call's
+    /// tokens (not a vector per text), grown once by the largest call.
+    token_ids: Vec<u32>,
+    token_offsets: Vec<usize>,
     tokenize: TokenizeScratch,
     /// Text indices, longest first.
     order: Vec<usize>,
@@ -137,7 +141,9 @@ pub struct Embedder {
     /// before the pool shuts down.
     resident: ResidentJob,
     pool: rayon::ThreadPool,
-    states: Mutex<Vec<EncodeState>>,
+    /// The call scratch. Calls take turns on the pool anyway (see `ResidentJob`), so one
+    /// suffices; its lock is what orders concurrent callers.
+    state: Mutex<EncodeState>,
 }
 
 impl Embedder {
@@ -220,20 +226,11 @@ impl Embedder {
                 texts.len() * self.dim
             )));
         }
-        let mut state = self
-            .states
-            .lock()
-            .map_err(|_| EmberError::Poisoned)?
-            .pop()
-            .unwrap_or_default();
-        let result = self
-            .resident
-            .run(|| self.encode_with(&mut state, texts, out));
-        // A failed call's scratch is still sound (buffers only ever grow): keep it.
-        if let Ok(mut states) = self.states.lock() {
-            states.push(state);
-        }
-        result
+        // A call that panicked leaves the scratch sound (every buffer is cleared or resized
+        // before use), so a poisoned lock is simply taken over.
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = &mut *state;
+        self.resident.run(|| self.encode_with(state, texts, out))
     }
 
     fn encode_with<S: AsRef<str> + Sync>(
@@ -243,20 +240,20 @@ impl Embedder {
         out: &mut [f32],
     ) -> Result<(), EmberError> {
         let n = texts.len();
-        if state.tokens.len() < n {
-            let max_seq_length = self.tokenizer.max_seq_length();
-            state
-                .tokens
-                .resize_with(n, || Vec::with_capacity(max_seq_length));
-        }
-        let tokens = &mut state.tokens[..n];
         // On one thread, in order: the fast path takes ~2 µs a sentence, under 1% of the
         // forward pass, and a single scratch then grows to the longest text once.
-        for (index, (text, ids)) in texts.iter().zip(tokens.iter_mut()).enumerate() {
+        state.token_ids.clear();
+        state.token_offsets.clear();
+        state.token_offsets.push(0);
+        for (index, text) in texts.iter().enumerate() {
             self.tokenizer
-                .encode_into_with(text.as_ref(), ids, &mut state.tokenize)
+                .encode_into_with(text.as_ref(), &mut state.text_ids, &mut state.tokenize)
                 .map_err(|message| EmberError::Tokenize { index, message })?;
+            state.token_ids.extend_from_slice(&state.text_ids);
+            state.token_offsets.push(state.token_ids.len());
         }
+        let (token_ids, offsets) = (&state.token_ids, &state.token_offsets);
+        let tokens = |i: usize| &token_ids[offsets[i]..offsets[i + 1]];
 
         state.order.clear();
         state.order.extend(0..n);
@@ -264,7 +261,7 @@ impl Embedder {
         // sort give that exact order without the stable sort's scratch allocation.
         state
             .order
-            .sort_unstable_by_key(|&i| (std::cmp::Reverse(tokens[i].len()), i));
+            .sort_unstable_by_key(|&i| (std::cmp::Reverse(offsets[i + 1] - offsets[i]), i));
 
         let dim = self.dim;
         for chunk in state.order.chunks(self.batch_size) {
@@ -272,7 +269,7 @@ impl Embedder {
             state.seq_offsets.clear();
             state.seq_offsets.push(0);
             for &i in chunk {
-                state.batch_ids.extend_from_slice(&tokens[i]);
+                state.batch_ids.extend_from_slice(tokens(i));
                 state.seq_offsets.push(state.batch_ids.len());
             }
             let hidden =

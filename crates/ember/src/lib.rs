@@ -67,6 +67,4 @@ pub enum EmberError {
     Pooling(#[from] ember_pooling::PoolingError),
     #[error("options: {0}")]
     Options(String),
-    #[error("a previous call panicked while holding the embedder's scratch lock")]
-    Poisoned,
 }
