@@ -3,30 +3,20 @@
 //! time. Throughput is in encoder FLOPs (criterion's "elements"); a closing table divides the
 //! achieved GFLOP/s by the FMA peak probed on the same threads in the same run.
 //!
-//! `cargo bench -p ember-benches --bench encode` (needs the model: `scripts/fetch-model.sh`,
-//! or `EMBER_MODEL_DIR`; without it the bench says so and does nothing). For the comparison
-//! with ONNX Runtime and PyTorch see `ember bench` and `scripts/peers/`.
+//! `cargo bench -p ember-benches --bench encode` (the model is found or fetched once as the
+//! tests do: `$EMBER_MINILM_DIR`, else `scripts/fetch-model.sh`). For the comparison with
+//! ONNX Runtime and PyTorch see `ember bench` and `scripts/peers/`.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use criterion::{criterion_group, Criterion, Throughput};
 use ember::Embedder;
 use ember_cpu::active_isa;
 use ember_cpu::probe::fma_peak_gflops_threads;
+use ember_reference_tests::minilm_dir;
 
 /// Texts of the corpus used per pass (the whole corpus takes seconds per criterion sample).
 const TEXTS: usize = 256;
-
-fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("EMBER_MODEL_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let home = std::env::var_os("HOME")?;
-            Some(PathBuf::from(home).join(".cache/ember/models/all-MiniLM-L6-v2"))
-        })?;
-    dir.join("model.safetensors").exists().then_some(dir)
-}
 
 fn corpus() -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/wordnet-examples.txt");
@@ -39,17 +29,11 @@ fn corpus() -> Vec<String> {
 }
 
 fn flops(embedder: &Embedder, texts: &[String]) -> f64 {
-    texts
-        .iter()
-        .map(|t| embedder.encoder_flops(embedder.tokenize(t).expect("tokenizes").len()))
-        .sum()
+    embedder.encoder_work(texts).expect("tokenizes").1
 }
 
 fn bench_encode(c: &mut Criterion) {
-    let Some(dir) = model_dir() else {
-        println!("encode bench skipped: no all-MiniLM-L6-v2 (run scripts/fetch-model.sh)");
-        return;
-    };
+    let dir = minilm_dir();
     let texts = corpus();
     let mut group = c.benchmark_group("cpu/encode/all-MiniLM-L6-v2");
     group.sample_size(10);

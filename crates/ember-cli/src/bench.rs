@@ -41,13 +41,7 @@ pub fn run_bench(
     if options.repeats == 0 {
         return Err(CliError::Usage("--repeats must be at least 1".into()));
     }
-    let mut tokens = 0usize;
-    let mut flops = 0f64;
-    for text in texts {
-        let len = embedder.tokenize(text)?.len();
-        tokens += len;
-        flops += embedder.encoder_flops(len);
-    }
+    let (tokens, flops) = embedder.encoder_work(texts)?;
 
     let dim = embedder.dim();
     let mut out = vec![0f32; texts.len() * dim];

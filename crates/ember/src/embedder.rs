@@ -183,11 +183,21 @@ impl Embedder {
         self.batch_size
     }
 
-    /// Encoder FLOPs for one text of `tokens` ids (see
-    /// [`BertConfig::encoder_flops`](ember_bert::BertConfig::encoder_flops)): what throughput
-    /// figures are counted in.
-    pub fn encoder_flops(&self, tokens: usize) -> f64 {
-        self.model.config().encoder_flops(tokens)
+    /// The work of encoding `texts`: their token count (special tokens included, after
+    /// truncation) and the encoder FLOPs
+    /// ([`BertConfig::encoder_flops`](ember_bert::BertConfig::encoder_flops) per text), which
+    /// throughput figures are counted in.
+    pub fn encoder_work<S: AsRef<str>>(&self, texts: &[S]) -> Result<(usize, f64), EmberError> {
+        let mut ids = Vec::new();
+        let (mut tokens, mut flops) = (0, 0.0);
+        for (index, text) in texts.iter().enumerate() {
+            self.tokenizer
+                .encode_into(text.as_ref(), &mut ids)
+                .map_err(|message| EmberError::Tokenize { index, message })?;
+            tokens += ids.len();
+            flops += self.model.config().encoder_flops(ids.len());
+        }
+        Ok((tokens, flops))
     }
 
     /// The token ids the encoder sees for `text`: `[CLS] … [SEP]`, truncated to
