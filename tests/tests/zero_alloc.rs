@@ -176,12 +176,7 @@ fn main() {
     }
     COUNTING.store(false, Ordering::SeqCst);
 
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
-    let first = FIRST_ALLOCATION.lock().unwrap().take().unwrap_or_default();
-    assert!(
-        allocations == 0,
-        "{allocations} allocations after warm-up; the first: {first}"
-    );
+    assert_nothing_counted("encode_into");
     assert!(
         all == expected,
         "whole-corpus embeddings changed between calls"
@@ -197,6 +192,17 @@ fn main() {
     );
     drop(embedder);
     c_abi_encode_allocates_nothing(&texts, &expected);
+}
+
+/// Asserts that nothing was counted since the last check, showing the first allocation's
+/// backtrace if something was; resets the count.
+fn assert_nothing_counted(what: &str) {
+    let allocations = ALLOCATIONS.swap(0, Ordering::SeqCst);
+    let first = FIRST_ALLOCATION.lock().unwrap().take().unwrap_or_default();
+    assert!(
+        allocations == 0,
+        "{what}: {allocations} allocations after warm-up; the first: {first}"
+    );
 }
 
 /// The same through the C ABI: `ember_encode` keeps its per-thread list of text views, so a
@@ -231,22 +237,23 @@ fn c_abi_encode_allocates_nothing(texts: &[String], expected: &[f32]) {
         encode(0, texts.len(), &mut all);
     }
     all.fill(f32::NAN);
+    let mut one = vec![0f32; dim];
+    let mut singles_match = true;
     COUNTING.store(true, Ordering::SeqCst);
     encode(0, texts.len(), &mut all);
-    let mut one = [0f32; 384];
     for i in 0..64 {
-        encode(i, i + 1, &mut one[..dim]);
+        encode(i, i + 1, &mut one);
+        singles_match &= one[..] == expected[i * dim..(i + 1) * dim];
     }
     COUNTING.store(false, Ordering::SeqCst);
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
-    let first = FIRST_ALLOCATION.lock().unwrap().take().unwrap_or_default();
-    assert!(
-        allocations == 0,
-        "C ABI: {allocations} allocations after warm-up; the first: {first}"
-    );
+    assert_nothing_counted("C ABI ember_encode");
     assert!(
         all == expected,
         "C ABI embeddings differ from the Rust API's"
+    );
+    assert!(
+        singles_match,
+        "C ABI: a text embedded alone differs from the Rust API's row"
     );
     // SAFETY: no other use of `embedder` remains.
     unsafe { ember_free(embedder) };
