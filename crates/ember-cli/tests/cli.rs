@@ -26,12 +26,17 @@ fn ember(args: &[&str], stdin: Option<&[u8]>) -> Output {
     output
 }
 
-fn json_rows(output: &Output) -> Vec<Vec<f32>> {
+/// Asserts the run succeeded, showing its stderr if not.
+fn assert_success(output: &Output) {
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+fn json_rows(output: &Output) -> Vec<Vec<f32>> {
+    assert_success(output);
     String::from_utf8(output.stdout.clone())
         .unwrap()
         .lines()
@@ -128,11 +133,7 @@ fn lines_from_stdin_and_file_and_npy_output_agree() {
         ],
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let (shape, data) = read_npy(&npy);
     assert_eq!(shape, [4, 52]);
     let flat: Vec<f32> = from_stdin.concat();
@@ -267,11 +268,7 @@ fn similarity_prints_a_matrix() {
         ],
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("cosine similarity (3 texts"), "{text}");
     assert!(text.contains(" 1.000"), "{text}");
@@ -301,11 +298,7 @@ fn search_finds_the_matching_line_first() {
         ],
         None,
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output);
     let hits: Vec<serde_json::Value> = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
@@ -344,18 +337,10 @@ fn search_saves_and_reuses_the_corpus_matrix() {
         )
     };
     let first = search(&corpus);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_success(&first);
     assert!(matrix.exists(), "the matrix was not saved");
     let second = search(&corpus);
-    assert!(
-        second.status.success(),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    assert_success(&second);
     assert_eq!(
         first.stdout, second.stdout,
         "reusing the matrix changed the hits"
