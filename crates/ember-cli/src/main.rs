@@ -18,7 +18,7 @@ mod input;
 mod output;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -144,6 +144,16 @@ pub enum CliError {
     Usage(String),
 }
 
+impl CliError {
+    /// A failed write to standard output.
+    fn stdout(source: std::io::Error) -> Self {
+        CliError::Io {
+            path: "standard output".into(),
+            source,
+        }
+    }
+}
+
 fn load(args: &ModelArgs) -> Result<Embedder, CliError> {
     let mut builder = Embedder::builder().batch_size(args.batch_size);
     if let Some(threads) = args.threads {
@@ -179,16 +189,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let embeddings = embedder.encode(&texts)?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            output::write_similarity(&mut out, &texts, &embeddings).map_err(|source| {
-                CliError::Io {
-                    path: "standard output".into(),
-                    source,
-                }
-            })?;
-            out.flush().map_err(|source| CliError::Io {
-                path: "standard output".into(),
-                source,
-            })
+            output::write_similarity(&mut out, &texts, &embeddings).map_err(CliError::stdout)?;
+            out.flush().map_err(CliError::stdout)
         }
         Command::Search {
             model,
@@ -196,61 +198,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             query,
             top_k,
             matrix,
-        } => {
-            let texts = input::read_texts(Some(&corpus), InputFormat::Lines)?;
-            if matrix
-                .as_ref()
-                .is_some_and(|m| !m.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")))
-            {
-                return Err(CliError::Usage("--matrix must name a .npy file".into()));
-            }
-            let embedder = load(&model)?;
-            let corpus_embeddings = match &matrix {
-                Some(path) if path.exists() => {
-                    let saved = output::read_npy(path)?;
-                    if (saved.len(), saved.dim()) != (texts.len(), embedder.dim()) {
-                        return Err(CliError::Usage(format!(
-                            "{}: holds {} rows of {}, but the corpus has {} lines and the model \
-                             gives {} values a text (delete the file to recompute it)",
-                            path.display(),
-                            saved.len(),
-                            saved.dim(),
-                            texts.len(),
-                            embedder.dim()
-                        )));
-                    }
-                    saved
-                }
-                _ => {
-                    let computed = embedder.encode(&texts)?;
-                    if let Some(path) = &matrix {
-                        output::write_embeddings(&computed, Some(path))?;
-                    }
-                    computed
-                }
-            };
-            let queries = embedder.encode(&query)?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            let io_error = |source| CliError::Io {
-                path: "standard output".into(),
-                source,
-            };
-            for (q, text) in query.iter().enumerate() {
-                let hits = ember::similarity::top_k(queries.row(q), &corpus_embeddings, top_k);
-                for (rank, (index, score)) in hits.into_iter().enumerate() {
-                    let line = serde_json::json!({
-                        "query": text,
-                        "rank": rank + 1,
-                        "line": index + 1,
-                        "score": score,
-                        "text": texts[index],
-                    });
-                    writeln!(out, "{line}").map_err(io_error)?;
-                }
-            }
-            out.flush().map_err(io_error)
-        }
+        } => search(&model, &corpus, &query, top_k, matrix.as_deref()),
         Command::Bench {
             model,
             input,
@@ -277,6 +225,63 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// `ember search`: the `top_k` corpus lines nearest each query, as JSON lines; the corpus
+/// embeddings come from `matrix` when it exists and are saved there otherwise.
+fn search(
+    model: &ModelArgs,
+    corpus: &Path,
+    query: &[String],
+    top_k: usize,
+    matrix: Option<&Path>,
+) -> Result<(), CliError> {
+    let texts = input::read_texts(Some(corpus), InputFormat::Lines)?;
+    if matrix.is_some_and(|m| !m.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))) {
+        return Err(CliError::Usage("--matrix must name a .npy file".into()));
+    }
+    let embedder = load(model)?;
+    let corpus_embeddings = match matrix {
+        Some(path) if path.exists() => {
+            let saved = output::read_npy(path)?;
+            if (saved.len(), saved.dim()) != (texts.len(), embedder.dim()) {
+                return Err(CliError::Usage(format!(
+                    "{}: holds {} rows of {}, but the corpus has {} lines and the model \
+                     gives {} values a text (delete the file to recompute it)",
+                    path.display(),
+                    saved.len(),
+                    saved.dim(),
+                    texts.len(),
+                    embedder.dim()
+                )));
+            }
+            saved
+        }
+        _ => {
+            let computed = embedder.encode(&texts)?;
+            if let Some(path) = matrix {
+                output::write_embeddings(&computed, Some(path))?;
+            }
+            computed
+        }
+    };
+    let queries = embedder.encode(query)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (q, text) in query.iter().enumerate() {
+        let hits = ember::similarity::top_k(queries.row(q), &corpus_embeddings, top_k);
+        for (rank, (index, score)) in hits.into_iter().enumerate() {
+            let line = serde_json::json!({
+                "query": text,
+                "rank": rank + 1,
+                "line": index + 1,
+                "score": score,
+                "text": texts[index],
+            });
+            writeln!(out, "{line}").map_err(CliError::stdout)?;
+        }
+    }
+    out.flush().map_err(CliError::stdout)
 }
 
 fn main() -> ExitCode {

@@ -15,10 +15,7 @@ pub fn write_embeddings(embeddings: &Embeddings, path: Option<&Path>) -> Result<
         let mut out = BufWriter::new(stdout.lock());
         return write_json_lines(&mut out, embeddings)
             .and_then(|()| out.flush())
-            .map_err(|source| CliError::Io {
-                path: "standard output".into(),
-                source,
-            });
+            .map_err(CliError::stdout);
     };
     let name = path.display().to_string();
     let io_error = |source| CliError::Io {
