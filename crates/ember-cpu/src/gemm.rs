@@ -46,10 +46,14 @@
 mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx512;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx512_bf16;
 mod kernel_scalar;
+mod kernel_scalar_bf16;
 
 use std::cell::RefCell;
 
+use half::bf16;
 use rayon::prelude::*;
 
 use crate::activation::Activation;
@@ -78,8 +82,62 @@ const SHARED_A_MAX: usize = 1 << 24;
 /// costs more than it saves.
 const SEQUENTIAL_MACS: usize = 1 << 17;
 
+/// The operand precision of a linear layer's GEMM; accumulation is always `f32`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// `f32` weights and activations: the exact path (the default).
+    #[default]
+    F32,
+    /// `bf16` weights and activations (`X` rounded to nearest-even while it is packed),
+    /// products summed in `f32` two k at a time: `vdpbf16ps` where the CPU has AVX512_BF16,
+    /// a portable widening kernel elsewhere. Half the weight memory, about twice the FMA rate.
+    Bf16,
+}
+
+impl Precision {
+    /// Lower-case name (`f32`, `bf16`), as the CLI's `--dtype` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Parses a name (case-insensitive); `None` if unknown.
+    pub fn from_name(name: &str) -> Option<Precision> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Some(Precision::F32),
+            "bf16" | "bfloat16" => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per packed weight element.
+    fn elem_bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::Bf16 => 2,
+        }
+    }
+
+    /// k values per panel row (see [`Microkernel::KSTEP`]).
+    fn kstep(self) -> usize {
+        match self {
+            Precision::F32 => 1,
+            Precision::Bf16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A linear layer's weight `[n, k]` and optional bias `[n]`, repacked once into the GEMM's
-/// panel layout (see the module docs). Costs `n_panels·NR·k` floats (≈ the weight's size).
+/// panel layout (see the module docs) in a [`Precision`]. Costs `n_panels·NR·k` elements
+/// (≈ the weight's size in that precision).
 ///
 /// ```
 /// use ember_cpu::{gemm::linear, Activation, PackedLinear};
@@ -95,8 +153,10 @@ const SEQUENTIAL_MACS: usize = 1 << 17;
 pub struct PackedLinear {
     n: usize,
     k: usize,
-    /// Backing store; the panels start at `offset` (64-byte aligned) and span
-    /// `n_panels · k · NR` floats.
+    precision: Precision,
+    /// Backing store (f32-typed, holding elements of `precision`); the panels start at
+    /// `offset` floats (64-byte aligned) and span `n_panels · k_pad · NR` elements, `k_pad`
+    /// being `k` rounded up to the precision's `KSTEP`.
     storage: Vec<f32>,
     offset: usize,
     /// Bias zero-padded to `n_panels · NR`.
@@ -108,13 +168,14 @@ impl std::fmt::Debug for PackedLinear {
         f.debug_struct("PackedLinear")
             .field("n", &self.n)
             .field("k", &self.k)
+            .field("precision", &self.precision)
             .field("bias", &self.bias.is_some())
             .finish()
     }
 }
 
 impl PackedLinear {
-    /// Packs `weight` (`[n, k]`, `nn.Linear` layout) and `bias` (`[n]`).
+    /// Packs `weight` (`[n, k]`, `nn.Linear` layout) and `bias` (`[n]`) in `f32`.
     ///
     /// Errors if `weight.len() != n·k` or `bias.len() != n`.
     pub fn new(
@@ -122,6 +183,18 @@ impl PackedLinear {
         bias: Option<&[f32]>,
         n: usize,
         k: usize,
+    ) -> Result<PackedLinear, KernelError> {
+        Self::with_precision(weight, bias, n, k, Precision::F32)
+    }
+
+    /// Packs `weight` and `bias` as [`PackedLinear::new`], with the weight stored in
+    /// `precision` (rounded to nearest-even for `Bf16`; the bias stays `f32`).
+    pub fn with_precision(
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        n: usize,
+        k: usize,
+        precision: Precision,
     ) -> Result<PackedLinear, KernelError> {
         const OP: &str = "PackedLinear::new";
         check_len(
@@ -134,17 +207,25 @@ impl PackedLinear {
             check_len(OP, "bias", n, b.len())?;
         }
         let n_panels = n.div_ceil(NR);
-        let panel_len = checked_elems(OP, "weight", k, NR)?;
+        let k_pad = k.next_multiple_of(precision.kstep());
+        let panel_len = checked_elems(OP, "weight", k_pad, NR)?;
         let packed_len = checked_elems(OP, "weight", n_panels, panel_len)?;
+        let packed_floats = (packed_len * precision.elem_bytes()).div_ceil(4);
         // 15 spare floats let the panels start on a 64-byte boundary.
-        let mut storage = vec![0.0f32; packed_len + 15];
+        let mut storage = vec![0.0f32; packed_floats + 15];
         let offset = storage.as_ptr().align_offset(64).min(15);
-        let panels = &mut storage[offset..offset + packed_len];
+        let floats = &mut storage[offset..offset + packed_floats];
         if panel_len > 0 {
-            panels
-                .par_chunks_mut(panel_len)
-                .enumerate()
-                .for_each(|(p, panel)| pack_b_panel(weight, k, n, p, panel));
+            match precision {
+                Precision::F32 => floats
+                    .par_chunks_mut(panel_len)
+                    .enumerate()
+                    .for_each(|(p, panel)| pack_b_panel(weight, k, n, p, panel)),
+                Precision::Bf16 => bytemuck::cast_slice_mut::<f32, bf16>(floats)[..packed_len]
+                    .par_chunks_mut(panel_len)
+                    .enumerate()
+                    .for_each(|(p, panel)| pack_b_panel_bf16(weight, k, n, p, panel)),
+            }
         }
         let bias = bias.map(|b| {
             let mut padded = vec![0.0f32; n_panels * NR];
@@ -154,6 +235,7 @@ impl PackedLinear {
         Ok(PackedLinear {
             n,
             k,
+            precision,
             storage,
             offset,
             bias,
@@ -170,6 +252,16 @@ impl PackedLinear {
         self.k
     }
 
+    /// The precision the weight is stored and multiplied in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes held by the packed weight and bias.
+    pub fn bytes(&self) -> usize {
+        4 * (self.storage.len() + self.bias.as_ref().map_or(0, Vec::len))
+    }
+
     /// The bias, if any (`[n]`).
     pub fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref().map(|b| &b[..self.n])
@@ -180,19 +272,29 @@ impl PackedLinear {
         self.n.div_ceil(NR)
     }
 
-    /// Panel `p`: `k × NR` floats, k-major.
-    fn panel(&self, p: usize) -> &[f32] {
-        let len = self.k * NR;
-        &self.storage[self.offset + p * len..self.offset + (p + 1) * len]
+    /// Panel `p` as elements of type `E` (which must be the precision's element type, and
+    /// `kstep` its KSTEP): `k_pad × NR` elements.
+    fn panel<E: bytemuck::Pod>(&self, p: usize, kstep: usize) -> &[E] {
+        debug_assert_eq!(std::mem::size_of::<E>(), self.precision.elem_bytes());
+        debug_assert_eq!(kstep, self.precision.kstep());
+        let len = self.k.next_multiple_of(kstep) * NR;
+        let floats = (self.n_panels() * len * std::mem::size_of::<E>()).div_ceil(4);
+        let all: &[E] = bytemuck::cast_slice(&self.storage[self.offset..self.offset + floats]);
+        &all[p * len..(p + 1) * len]
     }
 
-    /// Unpacks back to `[n, k]` (for tests and debugging).
+    /// Unpacks back to `[n, k]` in `f32` (for tests and debugging; a `Bf16` weight comes
+    /// back as its rounded values).
     pub fn unpack_weight(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.n * self.k];
         for j in 0..self.n {
-            let panel = self.panel(j / NR);
             for kk in 0..self.k {
-                w[j * self.k + kk] = panel[kk * NR + j % NR];
+                w[j * self.k + kk] = match self.precision {
+                    Precision::F32 => self.panel::<f32>(j / NR, 1)[kk * NR + j % NR],
+                    Precision::Bf16 => self.panel::<bf16>(j / NR, 2)
+                        [(kk / 2) * 2 * NR + 2 * (j % NR) + kk % 2]
+                        .to_f32(),
+                };
             }
         }
         w
@@ -214,10 +316,36 @@ fn pack_b_panel(weight: &[f32], k: usize, n: usize, p: usize, panel: &mut [f32])
     }
 }
 
+/// Writes panel `p` of `weight` (`[n, k]`) in the pair-interleaved bf16 layout:
+/// `panel[(kk/2)·2NR + 2jj + kk%2] = bf16(W[p·NR + jj, kk])`, zero past `n` and past `k`.
+fn pack_b_panel_bf16(weight: &[f32], k: usize, n: usize, p: usize, panel: &mut [bf16]) {
+    for jj in 0..NR {
+        let j = p * NR + jj;
+        if j >= n {
+            break; // storage is zero-initialised: padding stays 0.
+        }
+        let w_row = &weight[j * k..(j + 1) * k];
+        for (kk, &v) in w_row.iter().enumerate() {
+            panel[(kk / 2) * 2 * NR + 2 * jj + kk % 2] = bf16::from_f32(v);
+        }
+    }
+}
+
 /// What the blocking loops need from an ISA: its tile height and two tile operations.
 pub(crate) trait Microkernel: Copy + Send + Sync {
+    /// Element of the packed A micro-panels and B panels: `f32`, or `bf16` for the
+    /// [`Precision::Bf16`] kernels.
+    type Elem: bytemuck::Pod + Send + Sync;
     /// Rows per A micro-panel / tile.
     const MR: usize;
+    /// K block (in k steps): an A micro-panel and a B micro-panel are `MR·KC` and `KC·NR`
+    /// elements.
+    const KC: usize = KC;
+    /// k values per row and group in a packed A micro-panel (see [`pack_a_block`]).
+    const KG: usize = KG;
+    /// k values per B panel row: 1 (`b[kk·NR + jj]`), or 2 for the pair-interleaved bf16
+    /// layout (`b[(kk/2)·2NR + 2jj + kk%2]`). Panels hold `k` rounded up to it, zero-padded.
+    const KSTEP: usize = 1;
 
     /// `C[0..rows, 0..cols] = (accumulate ? C : 0) + A·B` for one tile, where `A` is a packed
     /// micro-panel of height `mr` (`rows ≤ mr ≤ MR`; see [`pack_a_block`] for its layout) (`a[i·KC + kk]`, `i < rows`, `kk < kc ≤ KC`) and `B` a slice of a packed
@@ -234,8 +362,8 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
     unsafe fn tile(
         self,
         kc: usize,
-        a: *const f32,
-        b: *const f32,
+        a: *const Self::Elem,
+        b: *const Self::Elem,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -246,7 +374,7 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
     );
 
     /// Packs `X[r0..r1, pc..pc+kc]` into micro-panels of height `mr ≤ MR`; see
-    /// [`pack_a_block`] for the layout and the bounds.
+    /// [`pack_a_block`] for the layout and the bounds (with this kernel's `KC`, `KG`).
     #[allow(clippy::too_many_arguments)]
     fn pack_a(
         self,
@@ -256,10 +384,8 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
         pc: usize,
         kc: usize,
         mr: usize,
-        dst: &mut [f32],
-    ) {
-        pack_a_block(x, k, rows, pc, kc, mr, dst);
-    }
+        dst: &mut [Self::Elem],
+    );
 
     /// `C = act(C) + R` over a stored tile (see [`crate::activation::epilogue_tile`]).
     ///
@@ -314,21 +440,35 @@ thread_local! {
 /// Runs `f` on a 64-byte-aligned slice of `len` floats from the thread-local buffer `key`,
 /// growing it if needed (so only warm-up allocates). If the buffer is already in use on this
 /// thread (cannot happen in this crate: tasks never nest), a temporary one is used instead.
-fn with_scratch<R>(
+fn with_scratch<T: bytemuck::Pod, R>(
     key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
     len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
+    f: impl FnOnce(&mut [T]) -> R,
 ) -> R {
-    fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-        if buf.len() < len + 15 {
-            *buf = vec![0.0; len + 15];
+    // The buffer is f32-typed storage for any `Pod` element no larger than a float.
+    const { assert!(std::mem::size_of::<T>() <= 4 && 4 % std::mem::size_of::<T>() == 0) };
+    let per_float = 4 / std::mem::size_of::<T>();
+    let floats = len.div_ceil(per_float);
+    let aligned = |buf: &mut Vec<f32>| -> *mut T {
+        if buf.len() < floats + 15 {
+            *buf = vec![0.0; floats + 15];
         }
         let offset = buf.as_ptr().align_offset(64).min(15);
-        &mut buf[offset..offset + len]
-    }
+        bytemuck::cast_slice_mut::<f32, T>(&mut buf[offset..offset + floats]).as_mut_ptr()
+    };
     key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(aligned(&mut buf, len)),
-        Err(_) => f(aligned(&mut Vec::new(), len)),
+        Ok(mut buf) => {
+            let ptr = aligned(&mut buf);
+            // SAFETY: `ptr` addresses `floats · per_float ≥ len` elements of `buf`, which
+            // stays borrowed (and unmoved) until `f` returns.
+            f(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+        }
+        Err(_) => {
+            let mut temporary = Vec::new();
+            let ptr = aligned(&mut temporary);
+            // SAFETY: as above, for `temporary`.
+            f(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+        }
     })
 }
 
@@ -390,20 +530,33 @@ fn linear_impl(
         residual,
         shared_a_max,
     };
-    match isa {
-        Isa::Scalar => gemm_driver(kernel_scalar::ScalarKernel, args, out),
+    if !isa.is_supported() {
+        return Err(unsupported);
+    }
+    match (w.precision, isa) {
+        (Precision::F32, Isa::Scalar) => gemm_driver(kernel_scalar::ScalarKernel, args, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
+        (Precision::F32, Isa::Avx2) => {
             let kern = kernel_avx2::Avx2Kernel::detect().ok_or(unsupported)?;
             gemm_driver(kern, args, out)
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
+        (Precision::F32, Isa::Avx512) => {
             let kern = kernel_avx512::Avx512Kernel::detect().ok_or(unsupported)?;
             gemm_driver(kern, args, out)
         }
+        // bf16: `vdpbf16ps` on AVX-512 CPUs that have AVX512_BF16, the portable widening
+        // kernel on every other path.
+        #[cfg(target_arch = "x86_64")]
+        (Precision::Bf16, Isa::Avx512)
+            if kernel_avx512_bf16::Avx512Bf16Kernel::detect().is_some() =>
+        {
+            let kern = kernel_avx512_bf16::Avx512Bf16Kernel::detect().ok_or(unsupported)?;
+            gemm_driver(kern, args, out)
+        }
+        (Precision::Bf16, _) => gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, out),
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2 | Isa::Avx512 => return Err(unsupported),
+        (Precision::F32, Isa::Avx2 | Isa::Avx512) => return Err(unsupported),
     }
     Ok(())
 }
@@ -505,15 +658,15 @@ fn gemm_driver<K: Microkernel>(kern: K, args: GemmArgs<'_>, out: &mut [f32]) {
     };
     let mr = panel_height(m, K::MR);
     let m_pad = m.div_ceil(mr) * mr;
-    let k_blocks = k.div_ceil(KC);
+    let k_blocks = k.div_ceil(K::KC);
     let out_ptr = OutPtr(out.as_mut_ptr());
     // Pack all of A once (in parallel) unless it is huge; tasks then only read it.
-    let shared_len = m_pad.saturating_mul(KC).saturating_mul(k_blocks);
+    let shared_len = m_pad.saturating_mul(K::KC).saturating_mul(k_blocks);
     if shared_len <= shared_a_max {
         let plan = plan(m, n_panels, mr, threads, true);
         with_scratch(&CALLER_PACKED_A, shared_len, |packed| {
             pack_a_shared(kern, x, m, k, mr, threads, packed);
-            let packed: &[f32] = packed;
+            let packed: &[K::Elem] = packed;
             run_tasks(plan, m, n_panels, threads, |(r0, r1), (p0, p1)| {
                 let source = ASource::Shared { packed, m_pad };
                 gemm_task(
@@ -532,7 +685,7 @@ fn gemm_driver<K: Microkernel>(kern: K, args: GemmArgs<'_>, out: &mut [f32]) {
     } else {
         let plan = plan(m, n_panels, mr, threads, false);
         run_tasks(plan, m, n_panels, threads, |(r0, r1), (p0, p1)| {
-            let len = (r1 - r0).div_ceil(mr) * mr * KC;
+            let len = (r1 - r0).div_ceil(mr) * mr * K::KC;
             with_scratch(&PACKED_A, len, |block| {
                 let source = ASource::Own { x, block };
                 gemm_task(
@@ -596,40 +749,40 @@ fn pack_a_shared<K: Microkernel>(
     k: usize,
     mr: usize,
     threads: usize,
-    packed: &mut [f32],
+    packed: &mut [K::Elem],
 ) {
     let m_pad = m.div_ceil(mr) * mr;
-    let k_blocks = k.div_ceil(KC);
+    let k_blocks = k.div_ceil(K::KC);
     // Rows per job: a multiple of MR, about 4 jobs per thread overall.
     let jobs_per_block = (4 * threads).div_ceil(k_blocks).clamp(1, m_pad / mr);
     let rows_per_job = (m_pad / mr).div_ceil(jobs_per_block) * mr;
-    let pack_job = |b: usize, j: usize, dst: &mut [f32]| {
-        let pc = b * KC;
+    let pack_job = |b: usize, j: usize, dst: &mut [K::Elem]| {
+        let pc = b * K::KC;
         let r0 = j * rows_per_job;
         kern.pack_a(
             x,
             k,
             (r0, (r0 + rows_per_job).min(m)),
             pc,
-            KC.min(k - pc),
+            K::KC.min(k - pc),
             mr,
             dst,
         );
     };
-    let blocks = packed.chunks_mut(m_pad * KC).take(k_blocks).enumerate();
+    let blocks = packed.chunks_mut(m_pad * K::KC).take(k_blocks).enumerate();
     if threads == 1 {
         for (b, block) in blocks {
-            for (j, dst) in block.chunks_mut(rows_per_job * KC).enumerate() {
+            for (j, dst) in block.chunks_mut(rows_per_job * K::KC).enumerate() {
                 pack_job(b, j, dst);
             }
         }
     } else {
-        packed[..k_blocks * m_pad * KC]
-            .par_chunks_mut(m_pad * KC)
+        packed[..k_blocks * m_pad * K::KC]
+            .par_chunks_mut(m_pad * K::KC)
             .enumerate()
             .for_each(|(b, block)| {
                 block
-                    .par_chunks_mut(rows_per_job * KC)
+                    .par_chunks_mut(rows_per_job * K::KC)
                     .enumerate()
                     .for_each(|(j, dst)| pack_job(b, j, dst));
             });
@@ -637,11 +790,11 @@ fn pack_a_shared<K: Microkernel>(
 }
 
 /// Where a task's packed A micro-panels come from.
-enum ASource<'a> {
+enum ASource<'a, E> {
     /// Packed once per call by [`pack_a_shared`]; `m_pad` rows per K block.
-    Shared { packed: &'a [f32], m_pad: usize },
+    Shared { packed: &'a [E], m_pad: usize },
     /// Packed by the task itself, one K block at a time, into `block`.
-    Own { x: &'a [f32], block: &'a mut [f32] },
+    Own { x: &'a [f32], block: &'a mut [E] },
 }
 
 /// One task: rows `r0..r1` × panels `p0..p1`, all of K.
@@ -655,19 +808,19 @@ fn gemm_task<K: Microkernel>(
     mr: usize,
     (r0, r1): (usize, usize),
     (p0, p1): (usize, usize),
-    mut source: ASource<'_>,
+    mut source: ASource<'_, K::Elem>,
 ) {
     let (n, k) = (w.n, w.k);
     let mut pc = 0;
     while pc < k {
-        let kc = KC.min(k - pc);
+        let kc = K::KC.min(k - pc);
         let last = pc + kc == k;
-        let kc_pad = kc.next_multiple_of(KG);
+        let kc_pad = kc.next_multiple_of(K::KG);
         // This task's micro-panels for this K block, micro-panel q at q·mr·KC.
-        let packed_a: &[f32] = match &mut source {
+        let packed_a: &[K::Elem] = match &mut source {
             ASource::Shared { packed, m_pad } => {
-                let start = (pc / KC) * *m_pad * KC + r0 * KC;
-                &packed[start..start + (r1 - r0).div_ceil(mr) * mr * KC]
+                let start = (pc / K::KC) * *m_pad * K::KC + r0 * K::KC;
+                &packed[start..start + (r1 - r0).div_ceil(mr) * mr * K::KC]
             }
             ASource::Own { x, block } => {
                 kern.pack_a(x, k, (r0, r1), pc, kc, mr, block);
@@ -685,7 +838,7 @@ fn gemm_task<K: Microkernel>(
             for q in 0..row_panels {
                 let ir = r0 + q * mr;
                 let rows = mr.min(r1 - ir);
-                let a = &packed_a[q * mr * KC..q * mr * KC + mr * kc_pad];
+                let a = &packed_a[q * mr * K::KC..q * mr * K::KC + mr * kc_pad];
                 for p in g0..g1 {
                     let c0 = p * NR;
                     let cols = NR.min(n - c0);
@@ -707,7 +860,8 @@ fn gemm_task<K: Microkernel>(
                             prefetch_tile(r.as_ptr(), n, tile);
                         }
                     }
-                    let b = &w.panel(p)[pc * NR..(pc + kc) * NR];
+                    let b = &w.panel::<K::Elem>(p, K::KSTEP)
+                        [pc * NR..(pc + kc.next_multiple_of(K::KSTEP)) * NR];
                     // After the last K block: bias (+ relu + residual) in registers; GELU
                     // runs over the stored tile below.
                     let epi = last.then(|| TileEpilogue {
@@ -723,7 +877,7 @@ fn gemm_task<K: Microkernel>(
                         relu: act == Activation::Relu,
                     });
                     // SAFETY: rows ≤ MR, cols ≤ NR, kc ≤ KC; `a` holds `rows` rows of stride
-                    // KC and `b` kc·NR floats;
+                    // KC and `b` kc·NR elements (kc rounded up to KSTEP);
                     // the tile C[ir..ir+rows, c0..c0+cols] lies inside `out` ([m, n],
                     // validated) and belongs to this task alone (tasks own disjoint row ×
                     // panel ranges). The bias is padded to whole panels; the residual tile
@@ -820,6 +974,40 @@ fn pack_a_block(
             let group = &mut panel[full_groups * mr * KG..];
             for i in 0..rows {
                 group[i * KG..i * KG + tail].copy_from_slice(&src_row(i)[full_groups * KG..]);
+            }
+        }
+    }
+}
+
+/// K block of the bf16 kernels: twice [`KC`], so that a B micro-panel is again 32 KiB.
+pub(crate) const KC_BF16: usize = 2 * KC;
+/// k values per row and group in a packed bf16 A micro-panel: one 64-byte line, as for f32.
+pub(crate) const KG_BF16: usize = 2 * KG;
+
+/// [`pack_a_block`] for the bf16 kernels (`KC_BF16`, `KG_BF16`), rounding each value to
+/// nearest-even bf16. An odd `kc` gets a zero after its last value, so that the final k pair
+/// is complete (its B partner is the panel's zero padding).
+pub(crate) fn pack_a_block_bf16(
+    x: &[f32],
+    k: usize,
+    (r0, r1): (usize, usize),
+    pc: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [bf16],
+) {
+    const G: usize = KG_BF16;
+    let kc_pad = kc.next_multiple_of(G);
+    for (q, ir) in (r0..r1).step_by(mr).enumerate() {
+        let rows = mr.min(r1 - ir);
+        let panel = &mut dst[q * mr * KC_BF16..q * mr * KC_BF16 + mr * kc_pad];
+        for i in 0..rows {
+            let src = &x[(ir + i) * k + pc..(ir + i) * k + pc + kc];
+            for (kk, &v) in src.iter().enumerate() {
+                panel[(kk / G) * mr * G + i * G + kk % G] = bf16::from_f32(v);
+            }
+            if kc % 2 == 1 {
+                panel[(kc / G) * mr * G + i * G + kc % G] = bf16::ZERO;
             }
         }
     }

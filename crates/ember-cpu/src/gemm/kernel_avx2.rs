@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Microkernel, TileEpilogue, KG, NR};
+use super::{pack_a_block, Microkernel, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::Avx2Token;
 
@@ -32,6 +32,7 @@ impl Avx2Kernel {
 }
 
 impl Microkernel for Avx2Kernel {
+    type Elem = f32;
     const MR: usize = MR;
 
     unsafe fn tile(
@@ -85,6 +86,19 @@ impl Microkernel for Avx2Kernel {
                 )
             }
         }
+    }
+
+    fn pack_a(
+        self,
+        x: &[f32],
+        k: usize,
+        rows: (usize, usize),
+        pc: usize,
+        kc: usize,
+        mr: usize,
+        dst: &mut [f32],
+    ) {
+        pack_a_block(x, k, rows, pc, kc, mr, dst);
     }
 
     unsafe fn epilogue_tile(

@@ -31,6 +31,7 @@ impl Avx512Kernel {
 }
 
 impl Microkernel for Avx512Kernel {
+    type Elem = f32;
     const MR: usize = MR;
 
     unsafe fn tile(

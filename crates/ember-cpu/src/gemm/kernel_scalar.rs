@@ -3,7 +3,7 @@
 //! so it is fast on any x86-64 and deterministic; its results differ from the FMA kernels in
 //! the last bits.
 
-use super::{Microkernel, TileEpilogue, KG, NR};
+use super::{pack_a_block, Microkernel, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::ScalarToken;
 
@@ -21,6 +21,7 @@ const NB: usize = 8;
 pub(crate) struct ScalarKernel;
 
 impl Microkernel for ScalarKernel {
+    type Elem = f32;
     const MR: usize = MR;
 
     unsafe fn tile(
@@ -83,6 +84,19 @@ impl Microkernel for ScalarKernel {
                 }
             }
         }
+    }
+
+    fn pack_a(
+        self,
+        x: &[f32],
+        k: usize,
+        rows: (usize, usize),
+        pc: usize,
+        kc: usize,
+        mr: usize,
+        dst: &mut [f32],
+    ) {
+        pack_a_block(x, k, rows, pc, kc, mr, dst);
     }
 
     unsafe fn epilogue_tile(

@@ -120,21 +120,126 @@ fn every_isa_matches_reference_on_edge_shapes() {
         let w = rng.vec(n * k);
         let b = case.bias.then(|| rng.vec(n));
         let r = case.residual.then(|| rng.vec(m * n));
-        let packed = PackedLinear::new(&w, b.as_deref(), n, k).unwrap();
-        assert_eq!(packed.unpack_weight(), w);
-        for isa in supported_isas() {
-            let mut out = vec![f32::NAN; m * n];
-            linear_with_isa(isa, &x, m, &packed, case.act, r.as_deref(), &mut out).unwrap();
-            check(&case, isa, &x, &w, b.as_deref(), r.as_deref(), &out);
-            // The per-task packing path (used for huge X) must agree bit for bit.
-            let mut own = vec![f32::NAN; m * n];
-            linear_impl(isa, &x, m, &packed, case.act, r.as_deref(), &mut own, 0).unwrap();
-            assert!(
-                own.iter()
-                    .zip(&out)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{case} on {isa}: per-task packing differs from shared packing"
-            );
+        for precision in [Precision::F32, Precision::Bf16] {
+            let packed = PackedLinear::with_precision(&w, b.as_deref(), n, k, precision).unwrap();
+            // The reference multiplies exactly what the kernels see: for bf16, X and W
+            // rounded to bf16 (products of bf16 values are exact in f32 and in f64).
+            let (x_seen, w_seen) = match precision {
+                Precision::F32 => {
+                    assert_eq!(packed.unpack_weight(), w);
+                    (x.clone(), w.clone())
+                }
+                Precision::Bf16 => (round_bf16(&x), packed.unpack_weight()),
+            };
+            assert_eq!(w_seen, round_to(precision, &w));
+            for isa in supported_isas() {
+                let mut out = vec![f32::NAN; m * n];
+                linear_with_isa(isa, &x, m, &packed, case.act, r.as_deref(), &mut out).unwrap();
+                check(
+                    &case,
+                    isa,
+                    &x_seen,
+                    &w_seen,
+                    b.as_deref(),
+                    r.as_deref(),
+                    &out,
+                );
+                // The per-task packing path (used for huge X) must agree bit for bit.
+                let mut own = vec![f32::NAN; m * n];
+                linear_impl(isa, &x, m, &packed, case.act, r.as_deref(), &mut own, 0).unwrap();
+                assert!(
+                    own.iter()
+                        .zip(&out)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{case} {precision} on {isa}: per-task packing differs from shared packing"
+                );
+            }
+        }
+    }
+}
+
+/// `values` rounded to nearest-even bf16 and widened back.
+fn round_bf16(values: &[f32]) -> Vec<f32> {
+    values
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect()
+}
+
+/// `values` as a weight of `precision` holds them.
+fn round_to(precision: Precision, values: &[f32]) -> Vec<f32> {
+    match precision {
+        Precision::F32 => values.to_vec(),
+        Precision::Bf16 => round_bf16(values),
+    }
+}
+
+#[test]
+fn bf16_kernels_agree_bit_for_bit() {
+    // The portable kernel follows vdpbf16ps's order (odd k, then even k, per pair), and
+    // products of bf16 values are exact: on normal inputs the two paths are identical.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let Some(fast) = kernel_avx512_bf16::Avx512Bf16Kernel::detect() else {
+            println!("skipped: this CPU has no AVX512_BF16");
+            return;
+        };
+        let mut rng = SplitMix(77);
+        for (m, n, k) in [(37, 100, 600), (15, 33, 1025), (1, 2304, 768), (29, 65, 7)] {
+            let x = rng.vec(m * k);
+            let w = rng.vec(n * k);
+            let b = rng.vec(n);
+            let r = rng.vec(m * n);
+            let packed = PackedLinear::with_precision(&w, Some(&b), n, k, Precision::Bf16).unwrap();
+            let args = GemmArgs {
+                x: &x,
+                m,
+                w: &packed,
+                act: Activation::Identity,
+                residual: Some(&r),
+                shared_a_max: SHARED_A_MAX,
+            };
+            let mut hw = vec![f32::NAN; m * n];
+            gemm_driver(fast, args, &mut hw);
+            let mut portable = vec![f32::NAN; m * n];
+            gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, &mut portable);
+            let differ = hw
+                .iter()
+                .zip(&portable)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(differ, 0, "m={m} n={n} k={k}: {differ} elements differ");
+        }
+        // Packing: the vcvtne2ps2bf16 path rounds exactly as the portable one.
+        let (m, k) = (31, 700);
+        let x = rng.vec(m * k);
+        let len = m.div_ceil(14) * 14 * KC_BF16;
+        let mut a = vec![half::bf16::NAN; len];
+        let mut b = a.clone();
+        for (pc, kc) in [(0, KC_BF16), (KC_BF16, k - KC_BF16), (3, 101)] {
+            a.fill(half::bf16::NAN);
+            b.fill(half::bf16::NAN);
+            pack_a_block_bf16(&x, k, (0, m), pc, kc, 14, &mut a);
+            fast.pack_a(&x, k, (0, m), pc, kc, 14, &mut b);
+            let used = |v: &[half::bf16]| -> Vec<u16> {
+                (0..m.div_ceil(14))
+                    .flat_map(|q| {
+                        let start = q * 14 * KC_BF16;
+                        v[start..start + 14 * kc.next_multiple_of(2).next_multiple_of(KG_BF16)]
+                            .iter()
+                            .map(|h| h.to_bits())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            // Compare only the slots the portable packing writes (rows < m, k < kc rounded
+            // up to a pair); the vector path also zero-fills the rest of each group.
+            let (ua, ub) = (used(&a), used(&b));
+            for (i, (&pa, &pb)) in ua.iter().zip(&ub).enumerate() {
+                if !half::bf16::from_bits(pa).is_nan() {
+                    assert_eq!(pa, pb, "pack differs at {i} (pc={pc} kc={kc})");
+                }
+            }
         }
     }
 }
@@ -190,51 +295,53 @@ fn rows_are_independent_of_batch_and_threads() {
     let w = rng.vec(n * k);
     let b = rng.vec(n);
     let r = rng.vec(m * n);
-    let packed = PackedLinear::new(&w, Some(&b), n, k).unwrap();
-    for isa in supported_isas() {
-        for act in [Activation::Gelu, Activation::Identity] {
-            let full = |threads: usize| {
-                run_in_pool(threads, || {
-                    let mut out = vec![f32::NAN; m * n];
-                    linear_with_isa(isa, &x, m, &packed, act, Some(&r), &mut out).unwrap();
-                    out
-                })
-            };
-            let one = full(1);
-            for threads in [2, 3, 4] {
-                let many = full(threads);
-                assert!(
-                    one.iter()
-                        .zip(&many)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{isa} {act:?}: 1 vs {threads} threads differ"
-                );
-            }
-            // Row windows of every alignment relative to MR, computed alone.
-            for (start, len) in [
-                (0, 1),
-                (1, 1),
-                (13, 1),
-                (14, 2),
-                (100, 7),
-                (290, 11),
-                (5, 64),
-            ] {
-                let xs = &x[start * k..(start + len) * k];
-                let rs = &r[start * n..(start + len) * n];
-                let mut out = vec![f32::NAN; len * n];
-                run_in_pool(2, || {
-                    linear_with_isa(isa, xs, len, &packed, act, Some(rs), &mut out)
-                })
-                .unwrap();
-                let expected = &one[start * n..(start + len) * n];
-                assert!(
-                    out.iter()
-                        .zip(expected)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{isa} {act:?}: rows {start}..{} alone differ from the batch",
-                    start + len
-                );
+    for precision in [Precision::F32, Precision::Bf16] {
+        let packed = PackedLinear::with_precision(&w, Some(&b), n, k, precision).unwrap();
+        for isa in supported_isas() {
+            for act in [Activation::Gelu, Activation::Identity] {
+                let full = |threads: usize| {
+                    run_in_pool(threads, || {
+                        let mut out = vec![f32::NAN; m * n];
+                        linear_with_isa(isa, &x, m, &packed, act, Some(&r), &mut out).unwrap();
+                        out
+                    })
+                };
+                let one = full(1);
+                for threads in [2, 3, 4] {
+                    let many = full(threads);
+                    assert!(
+                        one.iter()
+                            .zip(&many)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa} {precision} {act:?}: 1 vs {threads} threads differ"
+                    );
+                }
+                // Row windows of every alignment relative to MR, computed alone.
+                for (start, len) in [
+                    (0, 1),
+                    (1, 1),
+                    (13, 1),
+                    (14, 2),
+                    (100, 7),
+                    (290, 11),
+                    (5, 64),
+                ] {
+                    let xs = &x[start * k..(start + len) * k];
+                    let rs = &r[start * n..(start + len) * n];
+                    let mut out = vec![f32::NAN; len * n];
+                    run_in_pool(2, || {
+                        linear_with_isa(isa, xs, len, &packed, act, Some(rs), &mut out)
+                    })
+                    .unwrap();
+                    let expected = &one[start * n..(start + len) * n];
+                    assert!(
+                        out.iter()
+                            .zip(expected)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa} {precision} {act:?}: rows {start}..{} alone differ from the batch",
+                        start + len
+                    );
+                }
             }
         }
     }
@@ -336,6 +443,17 @@ fn expected_isa_paths_are_exercised() {
         );
         println!("{isa}: exercised");
     }
+    if std::is_x86_feature_detected!("avx512bf16") && Isa::Avx512.is_supported() {
+        let before = kernel_avx512_bf16::TILES.load(std::sync::atomic::Ordering::Relaxed);
+        let w = PackedLinear::with_precision(&rng.vec(n * k), None, n, k, Precision::Bf16).unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        linear_with_isa(Isa::Avx512, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
+        assert!(
+            kernel_avx512_bf16::TILES.load(std::sync::atomic::Ordering::Relaxed) > before,
+            "avx512 bf16 path was not exercised"
+        );
+        println!("avx512 bf16: exercised");
+    }
     if std::env::var_os("EMBER_ISA").is_none() {
         assert_eq!(
             active_isa(),
@@ -402,7 +520,14 @@ fn gemm_throughput() {
     for isa in isas {
         for (name, m, n, k) in shapes.iter().cloned() {
             let x = rng.vec(m * k);
-            let w = PackedLinear::new(&rng.vec(n * k), Some(&rng.vec(n)), n, k).unwrap();
+            // EMBER_BENCH_DTYPE=bf16: the bf16 kernels (the ratio stays to the f32 FMA peak).
+            let precision = std::env::var("EMBER_BENCH_DTYPE")
+                .ok()
+                .and_then(|d| Precision::from_name(&d))
+                .unwrap_or_default();
+            let w =
+                PackedLinear::with_precision(&rng.vec(n * k), Some(&rng.vec(n)), n, k, precision)
+                    .unwrap();
             let mut out = vec![0.0f32; m * n];
             let flops = 2.0 * (m * n * k) as f64;
             // Host noise (shared machine, turbo) moves absolute numbers by ±10%: interleave
@@ -442,7 +567,9 @@ fn gemm_throughput() {
                 println!("{isa:7} {name}: {gflops:7.1} GFLOP/s");
             } else {
                 let percent = ratio * 100.0;
-                println!("{isa:7} {name}: {gflops:7.1} GFLOP/s  ({percent:4.1}% of FMA peak)");
+                println!(
+                    "{isa:7} {precision} {name}: {gflops:7.1} GFLOP/s  ({percent:5.1}% of f32 FMA peak)"
+                );
             }
         }
     }
