@@ -125,6 +125,20 @@ pub fn assert_f32_bounds(what: &str, a: Agreement) {
     );
 }
 
+/// Asserts a reduced-precision bound: cosine ≥ `min_cosine` on every row (and no NaN).
+pub fn assert_cosine_bound(what: &str, a: Agreement, min_cosine: f64) {
+    println!(
+        "{what}: min cosine {:.8}, max |diff| {:.3e} (worst row {})",
+        a.min_cosine, a.max_abs_diff, a.worst_row
+    );
+    assert!(
+        a.min_cosine >= min_cosine && a.max_abs_diff.is_finite(),
+        "{what}: min cosine {} (row {}) — bound is cosine ≥ {min_cosine}",
+        a.min_cosine,
+        a.worst_row,
+    );
+}
+
 /// Copies a model folder (recursively) to `dest`.
 pub fn copy_dir(from: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();

@@ -69,4 +69,18 @@ fn seeded_sbert_base_matches_sentence_transformers() {
         "SBERT-base-shaped seeded model f32",
         agreement(&rows, &reference.embeddings),
     );
+    // The same folder with bf16 matrix products (generating it is the slow part).
+    drop(embedder);
+    let bf16 = Embedder::builder()
+        .threads(2)
+        .dtype(ember::Precision::Bf16)
+        .load_dir(dir.path())
+        .unwrap();
+    let embeddings = bf16.encode(&reference.texts).unwrap();
+    let rows: Vec<&[f32]> = embeddings.rows().collect();
+    assert_cosine_bound(
+        "SBERT-base-shaped seeded model, bf16 compute",
+        agreement(&rows, &reference.embeddings),
+        0.999,
+    );
 }

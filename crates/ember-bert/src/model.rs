@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ember_cpu::{attention_varlen, layernorm, linear, Activation, PackedLinear};
+use ember_cpu::{attention_varlen, layernorm, linear, Activation, PackedLinear, Precision};
 use ember_tensor::{F32Tensor, SafeTensorsFile};
 
 use crate::{BertConfig, BertError};
@@ -70,16 +70,22 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 struct WeightLoader<'a> {
     file: &'a SafeTensorsFile,
     prefix: &'static str,
+    /// Precision the linear layers are packed in.
+    precision: Precision,
 }
 
 impl<'a> WeightLoader<'a> {
-    fn new(file: &'a SafeTensorsFile) -> Self {
+    fn new(file: &'a SafeTensorsFile, precision: Precision) -> Self {
         let prefix = if file.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
             ""
         };
-        Self { file, prefix }
+        Self {
+            file,
+            prefix,
+            precision,
+        }
     }
 
     fn path(&self) -> PathBuf {
@@ -131,7 +137,13 @@ impl<'a> WeightLoader<'a> {
     fn linear(&self, stem: &str, n: usize, k: usize) -> Result<PackedLinear, BertError> {
         let weight = self.tensor(&format!("{stem}.weight"), &[n, k])?;
         let bias = self.tensor(&format!("{stem}.bias"), &[n])?;
-        Ok(PackedLinear::new(weight.data(), Some(bias.data()), n, k)?)
+        Ok(PackedLinear::with_precision(
+            weight.data(),
+            Some(bias.data()),
+            n,
+            k,
+            self.precision,
+        )?)
     }
 
     /// Q, K and V of one layer fused into a single `[3H, H]` linear.
@@ -148,22 +160,43 @@ impl<'a> WeightLoader<'a> {
                     .data(),
             );
         }
-        Ok(PackedLinear::new(&weight, Some(&bias), 3 * hidden, hidden)?)
+        Ok(PackedLinear::with_precision(
+            &weight,
+            Some(&bias),
+            3 * hidden,
+            hidden,
+            self.precision,
+        )?)
     }
 }
 
 impl BertModel {
     /// Loads `config.json` and `model.safetensors` from a Hugging Face model folder.
     pub fn from_dir(dir: &Path) -> Result<Self, BertError> {
+        Self::from_dir_with(dir, Precision::F32)
+    }
+
+    /// [`BertModel::from_dir`] with the linear layers in `precision` (LayerNorm, softmax,
+    /// attention and every reduction stay `f32`).
+    pub fn from_dir_with(dir: &Path, precision: Precision) -> Result<Self, BertError> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         let weights = SafeTensorsFile::open(dir.join("model.safetensors"))?;
-        Self::from_weights(config, &weights)
+        Self::from_weights_with(config, &weights, precision)
     }
 
     /// Builds the model from a config and an opened weights file, checking every tensor's
     /// shape against the config.
     pub fn from_weights(config: BertConfig, file: &SafeTensorsFile) -> Result<Self, BertError> {
-        let loader = WeightLoader::new(file);
+        Self::from_weights_with(config, file, Precision::F32)
+    }
+
+    /// [`BertModel::from_weights`] with the linear layers in `precision`.
+    pub fn from_weights_with(
+        config: BertConfig,
+        file: &SafeTensorsFile,
+        precision: Precision,
+    ) -> Result<Self, BertError> {
+        let loader = WeightLoader::new(file, precision);
         let (h, f) = (config.hidden_size, config.intermediate_size);
         let embeddings = Embeddings {
             word: loader.tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
@@ -204,6 +237,13 @@ impl BertModel {
 
     pub fn config(&self) -> &BertConfig {
         &self.config
+    }
+
+    /// The precision of the linear layers.
+    pub fn precision(&self) -> Precision {
+        self.layers
+            .first()
+            .map_or(Precision::F32, |l| l.qkv.precision())
     }
 
     /// Runs the encoder on a packed batch and returns the last hidden state `[T, H]`, a view

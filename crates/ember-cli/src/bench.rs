@@ -8,6 +8,10 @@
 //!   of `batch_size` (the embedder sorts by length); the best pass gives `sentences_per_s`,
 //!   `tokens_per_s` and `gflops` (encoder FLOPs, see `BertConfig::encoder_flops`, over time);
 //! - single-text latency: each of the first `latency_texts` texts encoded alone, p50 and p99;
+//! - with `--dtype` other than f32, the same model is also loaded in f32 (the baseline) and
+//!   timed in turns with it, pass for pass and text for text, so `speedup_vs_f32` and
+//!   `latency_ratio_vs_f32` are ratios measured in one run; `min_cosine_vs_f32` compares
+//!   every embedding with its f32 counterpart;
 //! - last, the FMA probe on `threads` cores at once (`peak_gflops`) and on one
 //!   (`peak_gflops_1thread`), in the same process, so `peak_share = gflops / peak_gflops` is
 //!   a ratio measured in one run.
@@ -31,6 +35,7 @@ pub struct BenchOptions {
 pub fn run_bench(
     model: &str,
     embedder: &Embedder,
+    baseline: Option<&Embedder>,
     load_ms: f64,
     texts: &[String],
     options: &BenchOptions,
@@ -45,31 +50,64 @@ pub fn run_bench(
 
     let dim = embedder.dim();
     let mut out = vec![0f32; texts.len() * dim];
+    let mut base_out = vec![0f32; if baseline.is_some() { out.len() } else { 0 }];
     embedder.encode_into(texts, &mut out)?;
-    let mut best = f64::MAX;
-    for _ in 0..options.repeats {
+    if let Some(base) = baseline {
+        base.encode_into(texts, &mut base_out)?;
+    }
+    let timed = |e: &Embedder, texts: &[String], out: &mut [f32]| -> Result<f64, CliError> {
         let start = Instant::now();
-        embedder.encode_into(texts, &mut out)?;
-        best = best.min(start.elapsed().as_secs_f64());
+        e.encode_into(texts, out)?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let (mut best, mut base_best) = (f64::MAX, f64::MAX);
+    for _ in 0..options.repeats {
+        best = best.min(timed(embedder, texts, &mut out)?);
+        if let Some(base) = baseline {
+            base_best = base_best.min(timed(base, texts, &mut base_out)?);
+        }
     }
 
     let latency_texts = &texts[..options.latency_texts.min(texts.len())];
     let mut latencies_ms = Vec::with_capacity(latency_texts.len());
+    let mut base_latencies_ms = Vec::with_capacity(latency_texts.len());
     let mut row = vec![0f32; dim];
     for text in latency_texts {
-        let start = Instant::now();
-        embedder.encode_into(std::slice::from_ref(text), &mut row)?;
-        latencies_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        let one = std::slice::from_ref(text);
+        latencies_ms.push(timed(embedder, one, &mut row)? * 1e3);
+        if let Some(base) = baseline {
+            base_latencies_ms.push(timed(base, one, &mut row)? * 1e3);
+        }
     }
     latencies_ms.sort_by(f64::total_cmp);
+    base_latencies_ms.sort_by(f64::total_cmp);
+    // Cosine of each embedding with its f32 counterpart.
+    let cosines: Vec<f64> = out
+        .chunks_exact(dim)
+        .zip(base_out.chunks_exact(dim))
+        .map(|(a, b)| ember::similarity::cosine(a, b) as f64)
+        .collect();
 
     let isa = active_isa();
     let threads = embedder.threads();
     let peak = fma_peak_gflops_threads(isa, 200.0, threads);
     let peak_1thread = fma_peak_gflops(isa, 200.0);
     let gflops = flops / best / 1e9;
-    Ok(json!({
+    let p50 = percentile(&latencies_ms, 0.50);
+    let base_p50 = percentile(&base_latencies_ms, 0.50);
+    let baseline_report = baseline.map(|_| {
+        json!({
+            "f32_sentences_per_s": texts.len() as f64 / base_best,
+            "speedup_vs_f32": base_best / best,
+            "f32_latency_ms_p50": base_p50,
+            "latency_ratio_vs_f32": p50.zip(base_p50).map(|(a, b)| a / b),
+            "min_cosine_vs_f32": cosines.iter().copied().reduce(f64::min),
+            "mean_cosine_vs_f32": cosines.iter().sum::<f64>() / cosines.len().max(1) as f64,
+        })
+    });
+    let mut report = json!({
         "model": model,
+        "dtype": embedder.dtype().name(),
         "isa": isa.name(),
         "texts": texts.len(),
         "tokens": tokens,
@@ -80,13 +118,19 @@ pub fn run_bench(
         "sentences_per_s": texts.len() as f64 / best,
         "tokens_per_s": tokens as f64 / best,
         "latency_texts": latencies_ms.len(),
-        "latency_ms_p50": percentile(&latencies_ms, 0.50),
+        "latency_ms_p50": p50,
         "latency_ms_p99": percentile(&latencies_ms, 0.99),
         "gflops": gflops,
         "peak_gflops": peak,
         "peak_gflops_1thread": peak_1thread,
         "peak_share": peak.map(|p| gflops / p),
-    }))
+    });
+    if let (Some(extra), Some(map)) = (baseline_report, report.as_object_mut()) {
+        if let Some(extra) = extra.as_object() {
+            map.extend(extra.clone());
+        }
+    }
+    Ok(report)
 }
 
 /// The `q`-quantile of sorted `values` (nearest rank); `None` when empty.
@@ -105,7 +149,7 @@ pub fn describe(report: &serde_json::Value) -> String {
          latency     p50 {p50:.2} ms, p99 {p99:.2} ms (one text at a time)\n\
          compute     {gflops:.1} GFLOP/s = {share:.1} % of the FMA peak ({peak:.1} GFLOP/s on \
          {threads} threads, {peak1:.1} on one)\n\
-         load        {load:.0} ms",
+         load        {load:.0} ms{versus}",
         model = report["model"].as_str().unwrap_or("?"),
         texts = num("texts"),
         tokens = num("tokens"),
@@ -121,6 +165,19 @@ pub fn describe(report: &serde_json::Value) -> String {
         peak = num("peak_gflops"),
         peak1 = num("peak_gflops_1thread"),
         load = num("load_ms"),
+        versus = if report.get("speedup_vs_f32").is_some() {
+            format!(
+                "\n{dtype} vs f32  {speedup:.2}x throughput, {lat:.2}x p50 latency, cosine to f32 \
+                 min {min:.6} mean {mean:.6}",
+                dtype = report["dtype"].as_str().unwrap_or("?"),
+                speedup = num("speedup_vs_f32"),
+                lat = num("latency_ratio_vs_f32"),
+                min = num("min_cosine_vs_f32"),
+                mean = num("mean_cosine_vs_f32"),
+            )
+        } else {
+            String::new()
+        },
     )
 }
 

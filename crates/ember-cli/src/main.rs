@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ember embed --model <DIR|org/name> [TEXT…] [--input FILE] [--input-format lines|jsonl]
-//!             [--output FILE] [--batch-size N] [--threads N]
+//!             [--output FILE] [--batch-size N] [--threads N] [--dtype f32|bf16]
 //! ember similarity --model <DIR|org/name> TEXT TEXT…
 //! ember search --model <DIR|org/name> --corpus FILE --query TEXT [--query TEXT…] [--top-k K]
 //!              [--matrix FILE.npy]
@@ -46,6 +46,26 @@ struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Precision of the matrix products: f32 (exact, the default) or bf16 (about twice as
+    /// fast on CPUs with AVX512_BF16; cosine ≥ 0.999 to f32).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
+}
+
+/// `--dtype` values.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Dtype {
+    F32,
+    Bf16,
+}
+
+impl From<Dtype> for ember::Precision {
+    fn from(d: Dtype) -> Self {
+        match d {
+            Dtype::F32 => ember::Precision::F32,
+            Dtype::Bf16 => ember::Precision::Bf16,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -155,7 +175,9 @@ impl CliError {
 }
 
 fn load(args: &ModelArgs) -> Result<Embedder, CliError> {
-    let mut builder = Embedder::builder().batch_size(args.batch_size);
+    let mut builder = Embedder::builder()
+        .batch_size(args.batch_size)
+        .dtype(args.dtype.into());
     if let Some(threads) = args.threads {
         builder = builder.threads(threads);
     }
@@ -216,7 +238,23 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 repeats,
                 latency_texts,
             };
-            let report = bench::run_bench(&model.model, &embedder, load_ms, &texts, &options)?;
+            // A reduced precision is measured against the same model in f32, in one run.
+            let baseline = match model.dtype {
+                Dtype::F32 => None,
+                _ => Some(load(&ModelArgs {
+                    dtype: Dtype::F32,
+                    model: model.model.clone(),
+                    ..model
+                })?),
+            };
+            let report = bench::run_bench(
+                &model.model,
+                &embedder,
+                baseline.as_ref(),
+                load_ms,
+                &texts,
+                &options,
+            )?;
             if json {
                 println!("{report}");
             } else {

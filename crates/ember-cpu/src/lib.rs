@@ -32,7 +32,7 @@ pub(crate) mod test_util;
 pub use activation::{apply_activation, Activation};
 pub use attention::{attention_varlen, reserve_attention_scratch};
 pub use error::KernelError;
-pub use gemm::{linear, PackedLinear};
+pub use gemm::{linear, PackedLinear, Precision};
 pub use isa::{active_isa, supported_isas, Isa};
 pub use layernorm::layernorm;
 pub use softmax::softmax_inplace;

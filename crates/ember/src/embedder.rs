@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use ember_bert::{BertModel, Workspace};
+use ember_cpu::Precision;
 use ember_pooling::{normalize_rows, pool, PoolingConfig};
 
 use crate::folder::{resolve_model, ModelFolder};
@@ -29,6 +30,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 32;
 pub struct EmbedderBuilder {
     threads: Option<usize>,
     batch_size: Option<usize>,
+    dtype: Precision,
 }
 
 impl EmbedderBuilder {
@@ -41,6 +43,15 @@ impl EmbedderBuilder {
     /// Texts per forward pass (default [`DEFAULT_BATCH_SIZE`]).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = Some(batch_size);
+        self
+    }
+
+    /// Operand precision of the linear layers (default [`Precision::F32`], exact). `Bf16`
+    /// rounds weights and activations to bf16 for the matrix products (f32 accumulation;
+    /// LayerNorm, attention, pooling stay f32): about twice the speed on CPUs with
+    /// AVX512_BF16, half the weight memory, cosine ≥ 0.999 to the f32 embeddings.
+    pub fn dtype(mut self, dtype: Precision) -> Self {
+        self.dtype = dtype;
         self
     }
 
@@ -69,7 +80,8 @@ impl EmbedderBuilder {
             .map_err(|e| EmberError::Options(format!("cannot start {threads} threads: {e}")))?;
 
         let folder = ModelFolder::open(dir)?;
-        let model = pool.install(|| BertModel::from_dir(&folder.transformer_dir))?;
+        let model =
+            pool.install(|| BertModel::from_dir_with(&folder.transformer_dir, self.dtype))?;
         let config = model.config();
         let pooling = folder.pooling(config.hidden_size)?;
         let tokenizer = TextTokenizer::load(
@@ -181,6 +193,11 @@ impl Embedder {
 
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    /// Operand precision of the linear layers (see [`EmbedderBuilder::dtype`]).
+    pub fn dtype(&self) -> Precision {
+        self.model.precision()
     }
 
     /// The work of encoding `texts`: their token count (special tokens included, after

@@ -32,6 +32,7 @@ pub mod wordpiece;
 use std::path::PathBuf;
 
 pub use embedder::{Embedder, EmbedderBuilder, Embeddings, DEFAULT_BATCH_SIZE};
+pub use ember_cpu::Precision;
 pub use folder::{resolve_model, ModelFolder};
 
 /// Everything that can go wrong loading a model folder or embedding text.
