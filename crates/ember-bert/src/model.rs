@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+use ember_cpu::gemm::WeightData;
 use ember_cpu::{attention_varlen, layernorm, linear, Activation, PackedLinear, Precision};
-use ember_tensor::{F32Tensor, SafeTensorsFile};
+use ember_tensor::{F32Tensor, SafeTensorsFile, StoredData, StoredTensor};
 
 use crate::{BertConfig, BertError};
 
@@ -17,11 +18,12 @@ struct LayerNormWeights {
     beta: F32Tensor,
 }
 
-/// `BertEmbeddings`: word, position and token-type tables and their LayerNorm.
+/// `BertEmbeddings`: word, position and token-type tables (in their stored dtype, read in
+/// place: an f16 table stays f16, and only the rows in use are paged in) and their LayerNorm.
 struct Embeddings {
-    word: F32Tensor,
-    position: F32Tensor,
-    token_type: F32Tensor,
+    word: StoredTensor,
+    position: StoredTensor,
+    token_type: StoredTensor,
     norm: LayerNormWeights,
 }
 
@@ -92,9 +94,42 @@ impl<'a> WeightLoader<'a> {
         self.file.path().to_owned()
     }
 
-    /// Loads `name` and checks its shape. LayerNorm parameters saved by old transformers
-    /// versions as `gamma`/`beta` are found under those names too.
+    /// Loads `name` as f32 and checks its shape (see [`WeightLoader::find`]).
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<F32Tensor, BertError> {
+        let found = self.find(name)?;
+        let tensor = self.file.f32_tensor(&found)?;
+        self.check_shape(&found, tensor.shape(), shape)?;
+        Ok(tensor)
+    }
+
+    /// Loads `name` in its stored dtype and checks its shape.
+    fn stored(&self, name: &str, shape: &[usize]) -> Result<StoredTensor, BertError> {
+        let found = self.find(name)?;
+        let tensor = self.file.stored_tensor(&found)?;
+        self.check_shape(&found, tensor.shape(), shape)?;
+        Ok(tensor)
+    }
+
+    fn check_shape(
+        &self,
+        name: &str,
+        found: &[usize],
+        expected: &[usize],
+    ) -> Result<(), BertError> {
+        if found != expected {
+            return Err(BertError::WeightShape {
+                path: self.path(),
+                name: name.to_owned(),
+                expected: expected.to_vec(),
+                found: found.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The checkpoint name of `name`. LayerNorm parameters saved by old transformers
+    /// versions as `gamma`/`beta` are found under those names too.
+    fn find(&self, name: &str) -> Result<String, BertError> {
         let legacy = name
             .strip_suffix("LayerNorm.weight")
             .map(|stem| format!("{stem}LayerNorm.gamma"))
@@ -114,16 +149,7 @@ impl<'a> WeightLoader<'a> {
                 path: self.path(),
                 name: format!("{}{name}", self.prefix),
             })?;
-        let tensor = self.file.f32_tensor(found)?;
-        if tensor.shape() != shape {
-            return Err(BertError::WeightShape {
-                path: self.path(),
-                name: found.clone(),
-                expected: shape.to_vec(),
-                found: tensor.shape().to_vec(),
-            });
-        }
-        Ok(tensor)
+        Ok(found.clone())
     }
 
     fn layer_norm(&self, stem: &str, hidden: usize) -> Result<LayerNormWeights, BertError> {
@@ -135,10 +161,10 @@ impl<'a> WeightLoader<'a> {
 
     /// A `nn.Linear(k → n)`: weight `[n, k]`, bias `[n]`, packed for the GEMM.
     fn linear(&self, stem: &str, n: usize, k: usize) -> Result<PackedLinear, BertError> {
-        let weight = self.tensor(&format!("{stem}.weight"), &[n, k])?;
+        let weight = self.stored(&format!("{stem}.weight"), &[n, k])?;
         let bias = self.tensor(&format!("{stem}.bias"), &[n])?;
-        Ok(PackedLinear::with_precision(
-            weight.data(),
+        Ok(PackedLinear::from_weight(
+            weight_data(weight.data()),
             Some(bias.data()),
             n,
             k,
@@ -146,27 +172,47 @@ impl<'a> WeightLoader<'a> {
         )?)
     }
 
-    /// Q, K and V of one layer fused into a single `[3H, H]` linear.
+    /// Q, K and V of one layer fused into a single `[3H, H]` linear, kept in the stored
+    /// dtype when all three share it (widened to f32 otherwise).
     fn fused_qkv(&self, stem: &str, hidden: usize) -> Result<PackedLinear, BertError> {
-        let mut weight = Vec::with_capacity(3 * hidden * hidden);
+        let mut parts = Vec::with_capacity(3);
         let mut bias = Vec::with_capacity(3 * hidden);
         for part in ["query", "key", "value"] {
-            weight.extend_from_slice(
-                self.tensor(&format!("{stem}.{part}.weight"), &[hidden, hidden])?
-                    .data(),
-            );
+            parts.push(self.stored(&format!("{stem}.{part}.weight"), &[hidden, hidden])?);
             bias.extend_from_slice(
                 self.tensor(&format!("{stem}.{part}.bias"), &[hidden])?
                     .data(),
             );
         }
-        Ok(PackedLinear::with_precision(
-            &weight,
-            Some(&bias),
-            3 * hidden,
-            hidden,
-            self.precision,
-        )?)
+        let pack = |weight: WeightData<'_>| {
+            PackedLinear::from_weight(weight, Some(&bias), 3 * hidden, hidden, self.precision)
+        };
+        let data: Vec<StoredData<'_>> = parts.iter().map(StoredTensor::data).collect();
+        let packed = match (data[0], data[1], data[2]) {
+            (StoredData::F16(q), StoredData::F16(k), StoredData::F16(v)) => {
+                pack(WeightData::F16(&[q, k, v].concat()))
+            }
+            (StoredData::Bf16(q), StoredData::Bf16(k), StoredData::Bf16(v)) => {
+                pack(WeightData::Bf16(&[q, k, v].concat()))
+            }
+            _ => {
+                let mut weight = vec![0.0f32; 3 * hidden * hidden];
+                for (part, out) in data.iter().zip(weight.chunks_exact_mut(hidden * hidden)) {
+                    part.widen_into(0, out);
+                }
+                pack(WeightData::F32(&weight))
+            }
+        };
+        Ok(packed?)
+    }
+}
+
+/// A stored tensor's values as the GEMM's weight input.
+fn weight_data(data: StoredData<'_>) -> WeightData<'_> {
+    match data {
+        StoredData::F32(w) => WeightData::F32(w),
+        StoredData::F16(w) => WeightData::F16(w),
+        StoredData::Bf16(w) => WeightData::Bf16(w),
     }
 }
 
@@ -199,12 +245,12 @@ impl BertModel {
         let loader = WeightLoader::new(file, precision);
         let (h, f) = (config.hidden_size, config.intermediate_size);
         let embeddings = Embeddings {
-            word: loader.tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            position: loader.tensor(
+            word: loader.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position: loader.stored(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
             )?,
-            token_type: loader.tensor(
+            token_type: loader.stored(
                 "embeddings.token_type_embeddings.weight",
                 &[config.type_vocab_size, h],
             )?,
@@ -366,17 +412,17 @@ impl BertModel {
         let c = &self.config;
         let h = c.hidden_size;
         let e = &self.embeddings;
-        let (word, position) = (e.word.data(), e.position.data());
-        let token_type = &e.token_type.data()[..h];
+        let (word, position, token_type) = (e.word.data(), e.position.data(), e.token_type.data());
         for window in seq_offsets.windows(2) {
             for (pos, t) in (window[0]..window[1]).enumerate() {
                 let id = token_ids[t] as usize;
                 let row = &mut out[t * h..(t + 1) * h];
-                let w = &word[id * h..(id + 1) * h];
-                let p = &position[pos * h..(pos + 1) * h];
-                for j in 0..h {
-                    row[j] = (w[j] + token_type[j]) + p[j];
-                }
+                // Rows are widened as they are read (exact), summed in torch's order; the
+                // tables stay in their stored dtype. Ids and positions were checked against
+                // the table shapes in `check_batch`.
+                word.widen_into(id * h, row);
+                add_widened(row, token_type, 0);
+                add_widened(row, position, pos * h);
             }
         }
         let tokens = token_ids.len();
@@ -389,5 +435,24 @@ impl BertModel {
             c.layer_norm_eps,
         )?;
         Ok(())
+    }
+}
+
+/// `row[j] += table[start + j]` for every `j`, the table widened to f32 as it is read.
+fn add_widened(row: &mut [f32], table: StoredData<'_>, start: usize) {
+    let end = start + row.len();
+    match table {
+        StoredData::F32(t) => row
+            .iter_mut()
+            .zip(&t[start..end])
+            .for_each(|(r, v)| *r += v),
+        StoredData::F16(t) => row
+            .iter_mut()
+            .zip(&t[start..end])
+            .for_each(|(r, v)| *r += v.to_f32()),
+        StoredData::Bf16(t) => row
+            .iter_mut()
+            .zip(&t[start..end])
+            .for_each(|(r, v)| *r += v.to_f32()),
     }
 }

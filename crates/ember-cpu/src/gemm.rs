@@ -50,10 +50,11 @@ mod kernel_avx512;
 mod kernel_avx512_bf16;
 mod kernel_scalar;
 mod kernel_scalar_bf16;
+mod panel_elem;
 
 use std::cell::RefCell;
 
-use half::bf16;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::activation::Activation;
@@ -111,22 +112,6 @@ impl Precision {
             _ => None,
         }
     }
-
-    /// Bytes per packed weight element.
-    fn elem_bytes(self) -> usize {
-        match self {
-            Precision::F32 => 4,
-            Precision::Bf16 => 2,
-        }
-    }
-
-    /// k values per panel row (see [`Microkernel::KSTEP`]).
-    fn kstep(self) -> usize {
-        match self {
-            Precision::F32 => 1,
-            Precision::Bf16 => 2,
-        }
-    }
 }
 
 impl std::fmt::Display for Precision {
@@ -153,14 +138,62 @@ impl std::fmt::Display for Precision {
 pub struct PackedLinear {
     n: usize,
     k: usize,
-    precision: Precision,
-    /// Backing store (f32-typed, holding elements of `precision`); the panels start at
+    layout: PanelLayout,
+    /// Backing store (f32-typed, holding elements of `layout`); the panels start at
     /// `offset` floats (64-byte aligned) and span `n_panels · k_pad · NR` elements, `k_pad`
-    /// being `k` rounded up to the precision's `KSTEP`.
+    /// being `k` rounded up to the layout's `KSTEP`.
     storage: Vec<f32>,
     offset: usize,
     /// Bias zero-padded to `n_panels · NR`.
     bias: Option<Vec<f32>>,
+}
+
+/// A weight matrix as stored in a checkpoint: `f32`, or `f16` / `bf16` kept at that width.
+#[derive(Clone, Copy, Debug)]
+pub enum WeightData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+}
+
+impl WeightData<'_> {
+    fn len(&self) -> usize {
+        match self {
+            WeightData::F32(w) => w.len(),
+            WeightData::F16(w) => w.len(),
+            WeightData::Bf16(w) => w.len(),
+        }
+    }
+}
+
+/// How a [`PackedLinear`]'s panels hold the weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PanelLayout {
+    /// `panel[kk·NR + jj]`, f32 (the [`Precision::F32`] kernels).
+    F32,
+    /// As `F32` in f16 or bf16: a half-width checkpoint kept at its width, widened exactly
+    /// as the [`Precision::F32`] kernels load it.
+    F16,
+    Bf16,
+    /// `panel[(kk/2)·2NR + 2jj + kk%2]`, bf16 (the [`Precision::Bf16`] kernels).
+    Bf16Pairs,
+}
+
+impl PanelLayout {
+    fn elem_bytes(self) -> usize {
+        match self {
+            PanelLayout::F32 => 4,
+            PanelLayout::F16 | PanelLayout::Bf16 | PanelLayout::Bf16Pairs => 2,
+        }
+    }
+
+    /// k values per panel row (see [`Microkernel::KSTEP`]).
+    fn kstep(self) -> usize {
+        match self {
+            PanelLayout::Bf16Pairs => 2,
+            _ => 1,
+        }
+    }
 }
 
 impl std::fmt::Debug for PackedLinear {
@@ -168,7 +201,7 @@ impl std::fmt::Debug for PackedLinear {
         f.debug_struct("PackedLinear")
             .field("n", &self.n)
             .field("k", &self.k)
-            .field("precision", &self.precision)
+            .field("layout", &self.layout)
             .field("bias", &self.bias.is_some())
             .finish()
     }
@@ -184,13 +217,27 @@ impl PackedLinear {
         n: usize,
         k: usize,
     ) -> Result<PackedLinear, KernelError> {
-        Self::with_precision(weight, bias, n, k, Precision::F32)
+        Self::from_weight(WeightData::F32(weight), bias, n, k, Precision::F32)
     }
 
-    /// Packs `weight` and `bias` as [`PackedLinear::new`], with the weight stored in
-    /// `precision` (rounded to nearest-even for `Bf16`; the bias stays `f32`).
+    /// Packs `weight` and `bias` as [`PackedLinear::new`], for the kernels of `precision`
+    /// (the weight rounded to nearest-even for `Bf16`; the bias stays `f32`).
     pub fn with_precision(
         weight: &[f32],
+        bias: Option<&[f32]>,
+        n: usize,
+        k: usize,
+        precision: Precision,
+    ) -> Result<PackedLinear, KernelError> {
+        Self::from_weight(WeightData::F32(weight), bias, n, k, precision)
+    }
+
+    /// Packs a weight as stored (`[n, k]`) for the kernels of `precision`. For
+    /// [`Precision::F32`] an `f16` or `bf16` weight keeps its width in the panels (half the
+    /// memory of widening it) and is widened exactly as it is loaded: the results equal
+    /// those of the widened weight bit for bit.
+    pub fn from_weight(
+        weight: WeightData<'_>,
         bias: Option<&[f32]>,
         n: usize,
         k: usize,
@@ -206,25 +253,66 @@ impl PackedLinear {
         if let Some(b) = bias {
             check_len(OP, "bias", n, b.len())?;
         }
+        let layout = match (precision, weight) {
+            (Precision::Bf16, _) => PanelLayout::Bf16Pairs,
+            (Precision::F32, WeightData::F32(_)) => PanelLayout::F32,
+            (Precision::F32, WeightData::F16(_)) => PanelLayout::F16,
+            (Precision::F32, WeightData::Bf16(_)) => PanelLayout::Bf16,
+        };
         let n_panels = n.div_ceil(NR);
-        let k_pad = k.next_multiple_of(precision.kstep());
+        let k_pad = k.next_multiple_of(layout.kstep());
         let panel_len = checked_elems(OP, "weight", k_pad, NR)?;
         let packed_len = checked_elems(OP, "weight", n_panels, panel_len)?;
-        let packed_floats = (packed_len * precision.elem_bytes()).div_ceil(4);
+        let packed_floats = (packed_len * layout.elem_bytes()).div_ceil(4);
         // 15 spare floats let the panels start on a 64-byte boundary.
         let mut storage = vec![0.0f32; packed_floats + 15];
         let offset = storage.as_ptr().align_offset(64).min(15);
         let floats = &mut storage[offset..offset + packed_floats];
         if panel_len > 0 {
-            match precision {
-                Precision::F32 => floats
+            fn fill<T: bytemuck::Pod + Send>(
+                floats: &mut [f32],
+                len: usize,
+                panel_len: usize,
+                pack: impl Fn(usize, &mut [T]) + Sync,
+            ) {
+                bytemuck::cast_slice_mut::<f32, T>(floats)[..len]
                     .par_chunks_mut(panel_len)
                     .enumerate()
-                    .for_each(|(p, panel)| pack_b_panel(weight, k, n, p, panel)),
-                Precision::Bf16 => bytemuck::cast_slice_mut::<f32, bf16>(floats)[..packed_len]
-                    .par_chunks_mut(panel_len)
-                    .enumerate()
-                    .for_each(|(p, panel)| pack_b_panel_bf16(weight, k, n, p, panel)),
+                    .for_each(|(p, panel)| pack(p, panel));
+            }
+            let len = packed_len;
+            match (layout, weight) {
+                (PanelLayout::F32, WeightData::F32(w)) => {
+                    fill(floats, len, panel_len, |p, panel| {
+                        pack_b_panel(w, k, n, p, panel, |v| v)
+                    })
+                }
+                (PanelLayout::F16, WeightData::F16(w)) => {
+                    fill(floats, len, panel_len, |p, panel| {
+                        pack_b_panel(w, k, n, p, panel, |v| v)
+                    })
+                }
+                (PanelLayout::Bf16, WeightData::Bf16(w)) => {
+                    fill(floats, len, panel_len, |p, panel| {
+                        pack_b_panel(w, k, n, p, panel, |v| v)
+                    })
+                }
+                (PanelLayout::Bf16Pairs, WeightData::F32(w)) => {
+                    fill(floats, len, panel_len, |p, panel| {
+                        pack_b_panel_pairs(w, k, n, p, panel, bf16::from_f32)
+                    })
+                }
+                (PanelLayout::Bf16Pairs, WeightData::F16(w)) => {
+                    fill(floats, len, panel_len, |p, panel| {
+                        pack_b_panel_pairs(w, k, n, p, panel, |v| bf16::from_f32(v.to_f32()))
+                    })
+                }
+                (PanelLayout::Bf16Pairs, WeightData::Bf16(w)) => {
+                    fill(floats, len, panel_len, |p, panel| {
+                        pack_b_panel_pairs(w, k, n, p, panel, |v| v)
+                    })
+                }
+                _ => unreachable!("layout chosen from the weight's type above"),
             }
         }
         let bias = bias.map(|b| {
@@ -235,7 +323,7 @@ impl PackedLinear {
         Ok(PackedLinear {
             n,
             k,
-            precision,
+            layout,
             storage,
             offset,
             bias,
@@ -252,9 +340,17 @@ impl PackedLinear {
         self.k
     }
 
-    /// The precision the weight is stored and multiplied in.
+    /// The precision of the products.
     pub fn precision(&self) -> Precision {
-        self.precision
+        match self.layout {
+            PanelLayout::Bf16Pairs => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+
+    /// Bytes per weight element in the panels (4 for f32; 2 for f16, bf16).
+    pub fn weight_elem_bytes(&self) -> usize {
+        self.layout.elem_bytes()
     }
 
     /// Bytes held by the packed weight and bias.
@@ -272,11 +368,11 @@ impl PackedLinear {
         self.n.div_ceil(NR)
     }
 
-    /// Panel `p` as elements of type `E` (which must be the precision's element type, and
+    /// Panel `p` as elements of type `E` (which must be the layout's element type, and
     /// `kstep` its KSTEP): `k_pad × NR` elements.
     fn panel<E: bytemuck::Pod>(&self, p: usize, kstep: usize) -> &[E] {
-        debug_assert_eq!(std::mem::size_of::<E>(), self.precision.elem_bytes());
-        debug_assert_eq!(kstep, self.precision.kstep());
+        debug_assert_eq!(std::mem::size_of::<E>(), self.layout.elem_bytes());
+        debug_assert_eq!(kstep, self.layout.kstep());
         let len = self.k.next_multiple_of(kstep) * NR;
         let floats = (self.n_panels() * len * std::mem::size_of::<E>()).div_ceil(4);
         let all: &[E] = bytemuck::cast_slice(&self.storage[self.offset..self.offset + floats]);
@@ -288,12 +384,15 @@ impl PackedLinear {
     pub fn unpack_weight(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.n * self.k];
         for j in 0..self.n {
+            let (p, jj) = (j / NR, j % NR);
             for kk in 0..self.k {
-                w[j * self.k + kk] = match self.precision {
-                    Precision::F32 => self.panel::<f32>(j / NR, 1)[kk * NR + j % NR],
-                    Precision::Bf16 => self.panel::<bf16>(j / NR, 2)
-                        [(kk / 2) * 2 * NR + 2 * (j % NR) + kk % 2]
-                        .to_f32(),
+                w[j * self.k + kk] = match self.layout {
+                    PanelLayout::F32 => self.panel::<f32>(p, 1)[kk * NR + jj],
+                    PanelLayout::F16 => self.panel::<f16>(p, 1)[kk * NR + jj].to_f32(),
+                    PanelLayout::Bf16 => self.panel::<bf16>(p, 1)[kk * NR + jj].to_f32(),
+                    PanelLayout::Bf16Pairs => {
+                        self.panel::<bf16>(p, 2)[(kk / 2) * 2 * NR + 2 * jj + kk % 2].to_f32()
+                    }
                 };
             }
         }
@@ -301,9 +400,16 @@ impl PackedLinear {
     }
 }
 
-/// Writes panel `p` of `weight` (`[n, k]`): `panel[kk·NR + jj] = W[p·NR + jj, kk]`, zero for
-/// columns past `n`.
-fn pack_b_panel(weight: &[f32], k: usize, n: usize, p: usize, panel: &mut [f32]) {
+/// Writes panel `p` of `weight` (`[n, k]`): `panel[kk·NR + jj] = convert(W[p·NR + jj, kk])`,
+/// zero for columns past `n`.
+fn pack_b_panel<S: Copy, T: Copy>(
+    weight: &[S],
+    k: usize,
+    n: usize,
+    p: usize,
+    panel: &mut [T],
+    convert: impl Fn(S) -> T,
+) {
     for jj in 0..NR {
         let j = p * NR + jj;
         if j >= n {
@@ -311,14 +417,21 @@ fn pack_b_panel(weight: &[f32], k: usize, n: usize, p: usize, panel: &mut [f32])
         }
         let w_row = &weight[j * k..(j + 1) * k];
         for (kk, &v) in w_row.iter().enumerate() {
-            panel[kk * NR + jj] = v;
+            panel[kk * NR + jj] = convert(v);
         }
     }
 }
 
-/// Writes panel `p` of `weight` (`[n, k]`) in the pair-interleaved bf16 layout:
-/// `panel[(kk/2)·2NR + 2jj + kk%2] = bf16(W[p·NR + jj, kk])`, zero past `n` and past `k`.
-fn pack_b_panel_bf16(weight: &[f32], k: usize, n: usize, p: usize, panel: &mut [bf16]) {
+/// Writes panel `p` of `weight` in the pair-interleaved bf16 layout:
+/// `panel[(kk/2)·2NR + 2jj + kk%2] = convert(W[p·NR + jj, kk])`, zero past `n` and past `k`.
+fn pack_b_panel_pairs<S: Copy>(
+    weight: &[S],
+    k: usize,
+    n: usize,
+    p: usize,
+    panel: &mut [bf16],
+    convert: impl Fn(S) -> bf16,
+) {
     for jj in 0..NR {
         let j = p * NR + jj;
         if j >= n {
@@ -326,16 +439,18 @@ fn pack_b_panel_bf16(weight: &[f32], k: usize, n: usize, p: usize, panel: &mut [
         }
         let w_row = &weight[j * k..(j + 1) * k];
         for (kk, &v) in w_row.iter().enumerate() {
-            panel[(kk / 2) * 2 * NR + 2 * jj + kk % 2] = bf16::from_f32(v);
+            panel[(kk / 2) * 2 * NR + 2 * jj + kk % 2] = convert(v);
         }
     }
 }
 
 /// What the blocking loops need from an ISA: its tile height and two tile operations.
 pub(crate) trait Microkernel: Copy + Send + Sync {
-    /// Element of the packed A micro-panels and B panels: `f32`, or `bf16` for the
-    /// [`Precision::Bf16`] kernels.
-    type Elem: bytemuck::Pod + Send + Sync;
+    /// Element of the packed A micro-panels: `f32`, or `bf16` for the [`Precision::Bf16`]
+    /// kernels.
+    type A: bytemuck::Pod + Send + Sync;
+    /// Element of the B panels (`f32`, `f16` or `bf16`).
+    type B: bytemuck::Pod + Send + Sync;
     /// Rows per A micro-panel / tile.
     const MR: usize;
     /// K block (in k steps): an A micro-panel and a B micro-panel are `MR·KC` and `KC·NR`
@@ -362,8 +477,8 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
     unsafe fn tile(
         self,
         kc: usize,
-        a: *const Self::Elem,
-        b: *const Self::Elem,
+        a: *const Self::A,
+        b: *const Self::B,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -384,7 +499,7 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
         pc: usize,
         kc: usize,
         mr: usize,
-        dst: &mut [Self::Elem],
+        dst: &mut [Self::A],
     );
 
     /// `C = act(C) + R` over a stored tile (see [`crate::activation::epilogue_tile`]).
@@ -533,30 +648,44 @@ fn linear_impl(
     if !isa.is_supported() {
         return Err(unsupported);
     }
-    match (w.precision, isa) {
-        (Precision::F32, Isa::Scalar) => gemm_driver(kernel_scalar::ScalarKernel, args, out),
-        #[cfg(target_arch = "x86_64")]
-        (Precision::F32, Isa::Avx2) => {
-            let kern = kernel_avx2::Avx2Kernel::detect().ok_or(unsupported)?;
-            gemm_driver(kern, args, out)
+    /// Runs the f32 kernel of `isa` over panels of `B`.
+    fn f32_kernel<B: panel_elem::PanelElem>(
+        isa: Isa,
+        args: GemmArgs<'_>,
+        out: &mut [f32],
+        unsupported: KernelError,
+    ) -> Result<(), KernelError> {
+        match isa {
+            Isa::Scalar => gemm_driver(kernel_scalar::ScalarKernel::<B>::new(), args, out),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                let kern = kernel_avx2::Avx2Kernel::<B>::detect().ok_or(unsupported)?;
+                gemm_driver(kern, args, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                let kern = kernel_avx512::Avx512Kernel::<B>::detect().ok_or(unsupported)?;
+                gemm_driver(kern, args, out)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512 => return Err(unsupported),
         }
-        #[cfg(target_arch = "x86_64")]
-        (Precision::F32, Isa::Avx512) => {
-            let kern = kernel_avx512::Avx512Kernel::detect().ok_or(unsupported)?;
-            gemm_driver(kern, args, out)
-        }
-        // bf16: `vdpbf16ps` on AVX-512 CPUs that have AVX512_BF16, the portable widening
+        Ok(())
+    }
+    match (w.layout, isa) {
+        (PanelLayout::F32, _) => f32_kernel::<f32>(isa, args, out, unsupported)?,
+        (PanelLayout::F16, _) => f32_kernel::<f16>(isa, args, out, unsupported)?,
+        (PanelLayout::Bf16, _) => f32_kernel::<bf16>(isa, args, out, unsupported)?,
+        // bf16 products: `vdpbf16ps` on AVX-512 CPUs that have AVX512_BF16, the portable
         // kernel on every other path.
         #[cfg(target_arch = "x86_64")]
-        (Precision::Bf16, Isa::Avx512)
+        (PanelLayout::Bf16Pairs, Isa::Avx512)
             if kernel_avx512_bf16::Avx512Bf16Kernel::detect().is_some() =>
         {
             let kern = kernel_avx512_bf16::Avx512Bf16Kernel::detect().ok_or(unsupported)?;
             gemm_driver(kern, args, out)
         }
-        (Precision::Bf16, _) => gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, out),
-        #[cfg(not(target_arch = "x86_64"))]
-        (Precision::F32, Isa::Avx2 | Isa::Avx512) => return Err(unsupported),
+        (PanelLayout::Bf16Pairs, _) => gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, out),
     }
     Ok(())
 }
@@ -666,7 +795,7 @@ fn gemm_driver<K: Microkernel>(kern: K, args: GemmArgs<'_>, out: &mut [f32]) {
         let plan = plan(m, n_panels, mr, threads, true);
         with_scratch(&CALLER_PACKED_A, shared_len, |packed| {
             pack_a_shared(kern, x, m, k, mr, threads, packed);
-            let packed: &[K::Elem] = packed;
+            let packed: &[K::A] = packed;
             run_tasks(plan, m, n_panels, threads, |(r0, r1), (p0, p1)| {
                 let source = ASource::Shared { packed, m_pad };
                 gemm_task(
@@ -749,14 +878,14 @@ fn pack_a_shared<K: Microkernel>(
     k: usize,
     mr: usize,
     threads: usize,
-    packed: &mut [K::Elem],
+    packed: &mut [K::A],
 ) {
     let m_pad = m.div_ceil(mr) * mr;
     let k_blocks = k.div_ceil(K::KC);
     // Rows per job: a multiple of MR, about 4 jobs per thread overall.
     let jobs_per_block = (4 * threads).div_ceil(k_blocks).clamp(1, m_pad / mr);
     let rows_per_job = (m_pad / mr).div_ceil(jobs_per_block) * mr;
-    let pack_job = |b: usize, j: usize, dst: &mut [K::Elem]| {
+    let pack_job = |b: usize, j: usize, dst: &mut [K::A]| {
         let pc = b * K::KC;
         let r0 = j * rows_per_job;
         kern.pack_a(
@@ -808,7 +937,7 @@ fn gemm_task<K: Microkernel>(
     mr: usize,
     (r0, r1): (usize, usize),
     (p0, p1): (usize, usize),
-    mut source: ASource<'_, K::Elem>,
+    mut source: ASource<'_, K::A>,
 ) {
     let (n, k) = (w.n, w.k);
     let mut pc = 0;
@@ -817,7 +946,7 @@ fn gemm_task<K: Microkernel>(
         let last = pc + kc == k;
         let kc_pad = kc.next_multiple_of(K::KG);
         // This task's micro-panels for this K block, micro-panel q at q·mr·KC.
-        let packed_a: &[K::Elem] = match &mut source {
+        let packed_a: &[K::A] = match &mut source {
             ASource::Shared { packed, m_pad } => {
                 let start = (pc / K::KC) * *m_pad * K::KC + r0 * K::KC;
                 &packed[start..start + (r1 - r0).div_ceil(mr) * mr * K::KC]
@@ -860,7 +989,7 @@ fn gemm_task<K: Microkernel>(
                             prefetch_tile(r.as_ptr(), n, tile);
                         }
                     }
-                    let b = &w.panel::<K::Elem>(p, K::KSTEP)
+                    let b = &w.panel::<K::B>(p, K::KSTEP)
                         [pc * NR..(pc + kc.next_multiple_of(K::KSTEP)) * NR];
                     // After the last K block: bias (+ relu + residual) in registers; GELU
                     // runs over the stored tile below.

@@ -226,6 +226,19 @@ impl SafeTensorsFile {
             .ok_or_else(|| self.out_of_bounds(name, &info.byte_range))
     }
 
+    /// Tensor `name` in its stored dtype (F32, F16 or BF16): a zero-copy view into the map
+    /// when aligned on a little-endian host, else an owned copy in the same dtype. Half-width
+    /// weights stay half width.
+    ///
+    /// # Errors
+    ///
+    /// As [`f32_tensor`](Self::f32_tensor).
+    pub fn stored_tensor(&self, name: &str) -> Result<crate::StoredTensor, TensorError> {
+        let info = self.require(name)?;
+        crate::StoredTensor::from_map(name, info, &self.map)
+            .ok_or_else(|| self.out_of_bounds(name, &info.byte_range))
+    }
+
     /// Like [`f32_tensor`](Self::f32_tensor), but fails with [`TensorError::ShapeMismatch`] (before
     /// reading any data) unless the shape is exactly `expected`.
     ///

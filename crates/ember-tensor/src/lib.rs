@@ -41,11 +41,13 @@
 mod dtype;
 mod error;
 mod file;
+mod stored;
 mod tensor;
 mod write;
 
 pub use dtype::DType;
 pub use error::TensorError;
 pub use file::{SafeTensorsFile, TensorInfo, MAX_HEADER_LEN};
+pub use stored::{StoredData, StoredTensor};
 pub use tensor::F32Tensor;
 pub use write::{f32_to_bf16_bytes, f32_to_f16_bytes, f32_to_le_bytes, write_safetensors};

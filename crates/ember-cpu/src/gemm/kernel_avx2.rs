@@ -7,6 +7,9 @@
 
 use std::arch::x86_64::*;
 
+use std::marker::PhantomData;
+
+use super::panel_elem::PanelElem;
 use super::{pack_a_block, Microkernel, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::Avx2Token;
@@ -20,26 +23,38 @@ pub(super) const MR: usize = 6;
 /// Columns per half-panel pass.
 const HALF: usize = 16;
 
-/// The AVX2 kernel; holding one proves the CPU has AVX2 and FMA.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx2Kernel(Avx2Token);
+/// The AVX2 kernel over B panels of `B`; holding one proves the CPU has AVX2, FMA and F16C
+/// (every AVX2 CPU has F16C; it widens f16 panels).
+#[derive(Debug)]
+pub(crate) struct Avx2Kernel<B>(Avx2Token, PhantomData<fn() -> B>);
 
-impl Avx2Kernel {
+impl<B> Clone for Avx2Kernel<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B> Copy for Avx2Kernel<B> {}
+
+impl<B> Avx2Kernel<B> {
     /// `Some` iff this CPU supports the kernel.
     pub(crate) fn detect() -> Option<Self> {
-        Avx2Token::detect().map(Self)
+        let f16c = std::is_x86_feature_detected!("f16c");
+        Avx2Token::detect()
+            .filter(|_| f16c)
+            .map(|t| Self(t, PhantomData))
     }
 }
 
-impl Microkernel for Avx2Kernel {
-    type Elem = f32;
+impl<B: PanelElem> Microkernel for Avx2Kernel<B> {
+    type A = f32;
+    type B = B;
     const MR: usize = MR;
 
     unsafe fn tile(
         self,
         kc: usize,
         a: *const f32,
-        b: *const f32,
+        b: *const B,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -69,10 +84,10 @@ impl Microkernel for Avx2Kernel {
                 residual: shift(e.residual),
                 ..e
             });
-            // SAFETY: the token proves AVX2+FMA; this half's columns start..start+width lie
+            // SAFETY: `detect` proved AVX2, FMA and F16C; this half's columns start..start+width lie
             // inside the caller's tile, and b + start stays inside the kc·NR panel slice.
             unsafe {
-                tile_avx2(
+                tile_avx2::<B>(
                     kc,
                     a,
                     b.add(start),
@@ -157,14 +172,14 @@ impl Microkernel for Avx2Kernel {
 /// Dispatches on `rows` to a body with a compile-time row count.
 ///
 /// # Safety
-/// CPU has AVX2 and FMA; `b` readable for `kc` rows of stride `NR` and `width ≤ 16` columns;
+/// CPU has AVX2, FMA and F16C; `b` readable for `kc` rows of stride `NR` and `width ≤ 16` columns;
 /// otherwise the pointer contract of [`Microkernel::tile`] with `cols = width`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx2(
+unsafe fn tile_avx2<B: PanelElem>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    b: *const B,
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -176,7 +191,7 @@ unsafe fn tile_avx2(
     macro_rules! go {
         ($r:literal) => {
             // SAFETY: forwarded contract; rows == $r ≤ mr ≤ MR.
-            unsafe { tile_body::<$r>(kc, a, b, c, ldc, width, mr, accumulate, epi) }
+            unsafe { tile_body::<B, $r>(kc, a, b, c, ldc, width, mr, accumulate, epi) }
         };
     }
     match rows {
@@ -210,10 +225,10 @@ fn lane_mask(n: usize) -> __m256i {
 /// As [`tile_avx2`], with `R ≤ MR`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_body<const R: usize>(
+unsafe fn tile_body<B: PanelElem, const R: usize>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    b: *const B,
     c: *mut f32,
     ldc: usize,
     width: usize,
@@ -244,8 +259,8 @@ unsafe fn tile_body<const R: usize>(
         }
         macro_rules! k_step {
             ($a:expr, $b:expr) => {{
-                let b0 = _mm256_loadu_ps($b);
-                let b1 = _mm256_loadu_ps($b.add(8));
+                let b0 = B::load8($b);
+                let b1 = B::load8($b.add(8));
                 for i in 0..R {
                     let ai = _mm256_set1_ps(*$a.add(i * KG));
                     acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);

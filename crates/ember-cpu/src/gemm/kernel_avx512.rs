@@ -8,6 +8,9 @@
 
 use std::arch::x86_64::*;
 
+use std::marker::PhantomData;
+
+use super::panel_elem::PanelElem;
 use super::{Microkernel, TileEpilogue, KC, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::{avx512_prefix_mask, Avx512Token};
@@ -19,26 +22,35 @@ pub(super) static TILES: std::sync::atomic::AtomicUsize = std::sync::atomic::Ato
 /// Rows per tile.
 pub(super) const MR: usize = 14;
 
-/// The AVX-512 kernel; holding one proves the CPU has AVX-512F, AVX2 and FMA.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx512Kernel(Avx512Token);
+/// The AVX-512 kernel over B panels of `B`; holding one proves the CPU has AVX-512F, AVX2
+/// and FMA.
+#[derive(Debug)]
+pub(crate) struct Avx512Kernel<B>(Avx512Token, PhantomData<fn() -> B>);
 
-impl Avx512Kernel {
+impl<B> Clone for Avx512Kernel<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B> Copy for Avx512Kernel<B> {}
+
+impl<B> Avx512Kernel<B> {
     /// `Some` iff this CPU supports the kernel.
     pub(crate) fn detect() -> Option<Self> {
-        Avx512Token::detect().map(Self)
+        Avx512Token::detect().map(|t| Self(t, PhantomData))
     }
 }
 
-impl Microkernel for Avx512Kernel {
-    type Elem = f32;
+impl<B: PanelElem> Microkernel for Avx512Kernel<B> {
+    type A = f32;
+    type B = B;
     const MR: usize = MR;
 
     unsafe fn tile(
         self,
         kc: usize,
         a: *const f32,
-        b: *const f32,
+        b: *const B,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -50,7 +62,7 @@ impl Microkernel for Avx512Kernel {
         #[cfg(test)]
         TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the token proves AVX-512F; the caller upholds the pointer contract.
-        unsafe { tile_avx512(kc, a, b, c, ldc, rows, cols, mr, accumulate, epi) }
+        unsafe { tile_avx512::<B>(kc, a, b, c, ldc, rows, cols, mr, accumulate, epi) }
     }
 
     fn pack_a(
@@ -178,10 +190,10 @@ const B_PREFETCH: usize = 24;
 /// CPU has AVX-512F; pointer contract of [`Microkernel::tile`].
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512(
+unsafe fn tile_avx512<B: PanelElem>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    b: *const B,
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -193,7 +205,7 @@ unsafe fn tile_avx512(
     macro_rules! go {
         ($r:literal) => {
             // SAFETY: forwarded contract; rows == $r ≤ mr ≤ MR.
-            unsafe { tile_body::<$r>(kc, a, b, c, ldc, cols, mr, accumulate, epi) }
+            unsafe { tile_body::<B, $r>(kc, a, b, c, ldc, cols, mr, accumulate, epi) }
         };
     }
     match rows {
@@ -223,10 +235,10 @@ unsafe fn tile_avx512(
 /// [`Microkernel::tile`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_body<const R: usize>(
+unsafe fn tile_body<B: PanelElem, const R: usize>(
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    b: *const B,
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -255,8 +267,8 @@ unsafe fn tile_body<const R: usize>(
         // and pointer updates (which compete for the FMA ports) are amortised.
         macro_rules! k_step {
             ($a:expr, $b:expr) => {{
-                let b0 = _mm512_loadu_ps($b);
-                let b1 = _mm512_loadu_ps($b.add(16));
+                let b0 = B::load16($b);
+                let b1 = B::load16($b.add(16));
                 for i in 0..R {
                     let ai = _mm512_set1_ps(*$a.add(i * KG));
                     acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);

@@ -40,7 +40,8 @@ impl Avx512Bf16Kernel {
 const _: () = assert!(KG_BF16 == 32);
 
 impl Microkernel for Avx512Bf16Kernel {
-    type Elem = bf16;
+    type A = bf16;
+    type B = bf16;
     const MR: usize = MR;
     const KC: usize = KC_BF16;
     const KG: usize = KG_BF16;

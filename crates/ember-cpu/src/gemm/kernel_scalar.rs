@@ -3,6 +3,9 @@
 //! so it is fast on any x86-64 and deterministic; its results differ from the FMA kernels in
 //! the last bits.
 
+use std::marker::PhantomData;
+
+use super::panel_elem::PanelElem;
 use super::{pack_a_block, Microkernel, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::ScalarToken;
@@ -16,19 +19,33 @@ pub(super) const MR: usize = 4;
 /// Columns per register block.
 const NB: usize = 8;
 
-/// The scalar kernel (always available).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ScalarKernel;
+/// The scalar kernel (always available), over B panels of `B`.
+#[derive(Debug)]
+pub(crate) struct ScalarKernel<B>(PhantomData<fn() -> B>);
 
-impl Microkernel for ScalarKernel {
-    type Elem = f32;
+impl<B> Clone for ScalarKernel<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B> Copy for ScalarKernel<B> {}
+
+impl<B> ScalarKernel<B> {
+    pub(crate) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<B: PanelElem> Microkernel for ScalarKernel<B> {
+    type A = f32;
+    type B = B;
     const MR: usize = MR;
 
     unsafe fn tile(
         self,
         kc: usize,
         a: *const f32,
-        b: *const f32,
+        b: *const B,
         c: *mut f32,
         ldc: usize,
         rows: usize,
@@ -59,7 +76,7 @@ impl Microkernel for ScalarKernel {
                     let a_ik = a_panel[(kk / KG) * mr * KG + i * KG + kk % KG];
                     let b_k = &b[kk * NR + j0..kk * NR + j0 + NB];
                     for jj in 0..NB {
-                        acc[jj] += a_ik * b_k[jj];
+                        acc[jj] += a_ik * b_k[jj].to_f32();
                     }
                 }
                 for (jj, &v) in acc.iter().enumerate().take(nb) {

@@ -26,7 +26,8 @@ const NB: usize = 8;
 pub(crate) struct ScalarBf16Kernel;
 
 impl Microkernel for ScalarBf16Kernel {
-    type Elem = bf16;
+    type A = bf16;
+    type B = bf16;
     const MR: usize = MR;
     const KC: usize = KC_BF16;
     const KG: usize = KG_BF16;

@@ -158,6 +158,58 @@ fn every_isa_matches_reference_on_edge_shapes() {
     }
 }
 
+#[test]
+fn half_width_panels_give_the_widened_results_bit_for_bit() {
+    // f16 / bf16 checkpoints kept at their width: every ISA widens exactly as it loads, so
+    // the results equal those of the f32 weights holding the same values.
+    use half::{bf16, f16};
+    let mut rng = SplitMix(31);
+    for (m, n, k) in [(1, 40, 33), (29, 65, 257), (37, 100, 600), (14, 768, 384)] {
+        let x = rng.vec(m * k);
+        let b = rng.vec(n);
+        let r = rng.vec(m * n);
+        let w = rng.vec(n * k);
+        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        let stored = [
+            (
+                WeightData::F16(&w16),
+                w16.iter().map(|v| v.to_f32()).collect::<Vec<_>>(),
+            ),
+            (
+                WeightData::Bf16(&wb16),
+                wb16.iter().map(|v| v.to_f32()).collect(),
+            ),
+        ];
+        for (data, widened) in stored {
+            let half = PackedLinear::from_weight(data, Some(&b), n, k, Precision::F32).unwrap();
+            assert_eq!(half.weight_elem_bytes(), 2);
+            assert_eq!(half.unpack_weight(), widened);
+            let full = PackedLinear::new(&widened, Some(&b), n, k).unwrap();
+            for isa in supported_isas() {
+                for act in [Activation::Identity, Activation::Gelu] {
+                    let mut got = vec![f32::NAN; m * n];
+                    let mut want = vec![f32::NAN; m * n];
+                    linear_with_isa(isa, &x, m, &half, act, Some(&r), &mut got).unwrap();
+                    linear_with_isa(isa, &x, m, &full, act, Some(&r), &mut want).unwrap();
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{data:?} m={m} n={n} k={k} {isa} {act:?}: differs from widened f32",
+                        data = half.layout
+                    );
+                }
+            }
+            // For bf16 products, a stored f16 / bf16 weight is rounded as its f32 value is.
+            let pairs = PackedLinear::from_weight(data, None, n, k, Precision::Bf16).unwrap();
+            let from_f32 =
+                PackedLinear::with_precision(&widened, None, n, k, Precision::Bf16).unwrap();
+            assert_eq!(pairs.unpack_weight(), from_f32.unpack_weight());
+        }
+    }
+}
+
 /// `values` rounded to nearest-even bf16 and widened back.
 fn round_bf16(values: &[f32]) -> Vec<f32> {
     values
@@ -592,7 +644,7 @@ fn fma_peak() {
 #[test]
 #[ignore]
 fn microkernel_throughput() {
-    let Some(kern) = kernel_avx512::Avx512Kernel::detect() else {
+    let Some(kern) = kernel_avx512::Avx512Kernel::<f32>::detect() else {
         println!("skipped: no AVX-512");
         return;
     };
@@ -665,7 +717,7 @@ fn pack_a_throughput() {
     time("portable pack_a", &|d| {
         pack_a_block(&x, k, (0, m), 256, kc, 14, d)
     });
-    if let Some(kern) = kernel_avx512::Avx512Kernel::detect() {
+    if let Some(kern) = kernel_avx512::Avx512Kernel::<f32>::detect() {
         time("avx512 pack_a", &|d| {
             kern.pack_a(&x, k, (0, m), 256, kc, 14, d)
         });
