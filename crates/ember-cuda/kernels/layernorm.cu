@@ -5,9 +5,10 @@
 //   v = x + r,   y = (v − μ) / √(σ² + ε) · γ + β,   μ = Σv / hidden,   σ² = Σ(v − μ)² / hidden
 //
 // (biased variance, as torch.nn.LayerNorm). One warp per row, 8 rows per 256-thread block;
-// statistics two-pass in f32 (the row is read again from L1/L2 rather than held, so any hidden
-// size works); the last pass is one fmaf per element, (v − μ)·rstd·γ + β, as on the CPU. In
-// place is safe: a lane writes only after the warp-wide reductions that consumed every read.
+// statistics two-pass in f32, the mean summed relative to the row's first element (the row is
+// read again from L1/L2 rather than held, so any hidden size works); the last pass is one fmaf
+// per element, (v − μ)·rstd·γ + β, as on the CPU. In place is safe: a lane writes only after
+// the warp-wide reductions that consumed every read.
 #include "common.cuh"
 
 #define LN_WARPS 8
@@ -22,9 +23,13 @@ __device__ __forceinline__ void layernorm_rows(
     const T* rr = residual ? residual + static_cast<size_t>(row) * hidden : nullptr;
     T* yr = out + static_cast<size_t>(row) * hidden;
 
+    // Σ(v − v₀) rather than Σv: with |μ| ≫ σ (rows offset far from 0) the f32 sum would lose
+    // the digits that distinguish the elements; relative to v₀ it keeps them.
+    const float shift = to_f32(xr[0]) + (rr ? to_f32(rr[0]) : 0.0f);
     float sum = 0.0f;
-    for (int j = lane; j < hidden; j += 32) sum += to_f32(xr[j]) + (rr ? to_f32(rr[j]) : 0.0f);
-    const float mean = warp_sum(sum) / hidden;
+    for (int j = lane; j < hidden; j += 32)
+        sum += (to_f32(xr[j]) + (rr ? to_f32(rr[j]) : 0.0f)) - shift;
+    const float mean = shift + warp_sum(sum) / hidden;
     float sq = 0.0f;
     for (int j = lane; j < hidden; j += 32) {
         const float d = to_f32(xr[j]) + (rr ? to_f32(rr[j]) : 0.0f) - mean;

@@ -160,7 +160,13 @@ impl Nvrtc {
             reason,
         };
         // SAFETY: loading a library runs its initialisers; libnvrtc's only set up its own state.
-        let library = unsafe { libloading::Library::new(path) }.map_err(|e| fail(e.to_string()))?;
+        let library = unsafe { libloading::Library::new(path) }.map_err(|e| {
+            // libloading's message is "dlopen failed"; dlerror()'s text is its source.
+            fail(match std::error::Error::source(&e) {
+                Some(source) => source.to_string(),
+                None => e.to_string(),
+            })
+        })?;
         macro_rules! symbol {
             ($name:literal) => {{
                 // SAFETY: the symbol is the NVRTC function of that name, whose C signature
