@@ -1,0 +1,221 @@
+//! Ember's GEMM on BERT-base shapes, in TFLOP/s: `Y = X·Wᵀ` (`X` `[T, k]`, `W` `[n, k]`) for
+//! T ∈ {2400, 4800} × (n × k) ∈ {768 × 768, 3072 × 768, 768 × 3072} (attention output, FFN up,
+//! FFN down; in `nn.Linear` terms out × in), each GEMM kernel that handles the dtype, plus the
+//! fused FFN-up epilogue (`+ b`, GELU).
+//!
+//! Protocol (the same as `scripts/gpu/torch_gemm.py`, so that the ratio is fair): random inputs
+//! in [-1, 1) (never zeros), 4 input sets used in turn, 10 warm-up launches, then the median of
+//! 100 launches each timed with CUDA events. FLOPs = 2·T·n·k.
+//!
+//! ```sh
+//! cargo run --release -p ember-cuda --example gemm_bench -- [--dtype bf16|f16] [--json FILE]
+//! ```
+//! Prints one line per case; `--json` also writes them as JSON lines for
+//! `scripts/gpu/bench_gpu.sh`. Without a GPU it says so and exits with status 2.
+
+use std::io::Write;
+
+use ember_cpu::Activation;
+use ember_cuda::gemm::{linear_with_kernel, DeviceLinear, GemmKernel};
+use ember_cuda::{CudaDevice, CudaError, DeviceTensor, Dtype, Element};
+
+const SETS: usize = 4;
+const WARM_UP: usize = 10;
+const ITERATIONS: usize = 100;
+
+struct Args {
+    dtype: Dtype,
+    json: Option<std::path::PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        dtype: Dtype::Bf16,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--dtype" => {
+                args.dtype = match it.next().as_deref() {
+                    Some("bf16") => Dtype::Bf16,
+                    Some("f16") => Dtype::F16,
+                    Some("f32") => Dtype::F32,
+                    other => return Err(format!("--dtype bf16|f16|f32, not {other:?}")),
+                }
+            }
+            "--json" => args.json = Some(it.next().ok_or("--json FILE")?.into()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+/// splitmix64 in [-1, 1).
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+struct Measured {
+    median_ms: f64,
+    tflops: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure<E: Element>(
+    device: &CudaDevice,
+    kernel: GemmKernel,
+    xs: &[DeviceTensor<E>],
+    ws: &[DeviceLinear<E>],
+    t: usize,
+    act: Activation,
+    ys: &mut [DeviceTensor<E>],
+) -> Result<Measured, CudaError> {
+    let (n, k) = (ws[0].n(), ws[0].k());
+    let mut run = |i: usize| {
+        let (x, w) = (&xs[i % SETS], &ws[i % SETS]);
+        linear_with_kernel(device, kernel, x, t, w, act, None, &mut ys[i % SETS])
+    };
+    for i in 0..WARM_UP {
+        run(i)?;
+    }
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(ITERATIONS);
+    for i in 0..ITERATIONS {
+        times.push(device.time_ms(|| run(i))? as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    let median_ms = times[ITERATIONS / 2];
+    Ok(Measured {
+        median_ms,
+        tflops: 2.0 * (t * n * k) as f64 / (median_ms * 1e-3) / 1e12,
+    })
+}
+
+fn bench<E: Element>(
+    device: &CudaDevice,
+    json: &mut Option<std::fs::File>,
+) -> Result<(), CudaError> {
+    let kernels: Vec<GemmKernel> = GemmKernel::ALL
+        .into_iter()
+        .filter(|kernel| kernel.entry_point(E::DTYPE).is_some())
+        .collect();
+    println!(
+        "{} ({}, {} SMs), {} , median of {ITERATIONS} after {WARM_UP} warm-up, {SETS} input sets",
+        device.name(),
+        device.arch(),
+        device.multiprocessors(),
+        E::DTYPE
+    );
+    for t in [2400, 4800] {
+        for (n, k, name) in [
+            (768, 768, "attn_out"),
+            (3072, 768, "ffn_up"),
+            (768, 3072, "ffn_down"),
+        ] {
+            let xs = (0..SETS)
+                .map(|s| device.upload::<E>(&random(t * k, s as u64)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let scale = 1.0 / (k as f32).sqrt();
+            let weights = |bias: bool| {
+                (0..SETS)
+                    .map(|s| {
+                        let w: Vec<f32> = random(n * k, 100 + s as u64)
+                            .iter()
+                            .map(|v| v * scale)
+                            .collect();
+                        let b = bias.then(|| random(n, 200 + s as u64));
+                        DeviceLinear::<E>::upload(device, &w, b.as_deref(), n, k)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let plain = weights(false)?;
+            // FFN up also as BERT runs it: + b and GELU fused into the epilogue (torch: a
+            // separate GELU kernel after cuBLAS's bias epilogue).
+            let fused = if name == "ffn_up" {
+                Some(weights(true)?)
+            } else {
+                None
+            };
+            let mut ys = (0..SETS)
+                .map(|_| device.zeros::<E>(t * n))
+                .collect::<Result<Vec<_>, _>>()?;
+            let chosen = GemmKernel::choose(E::DTYPE, t, n, device.multiprocessors());
+            let variants = [
+                Some(("", Activation::Identity, &plain)),
+                fused.as_ref().map(|ws| ("+b+gelu", Activation::Gelu, ws)),
+            ];
+            for &kernel in &kernels {
+                for &(epilogue, act, ws) in variants.iter().flatten() {
+                    let m = measure(device, kernel, &xs, ws, t, act, &mut ys)?;
+                    let case = format!("gemm/T={t}/{name}_{n}x{k}{epilogue}/{}", E::DTYPE);
+                    println!(
+                        "{case:44} {:>10}{} {:9.1} µs {:7.1} TFLOP/s",
+                        format!("{kernel:?}"),
+                        if kernel == chosen { "*" } else { " " },
+                        m.median_ms * 1e3,
+                        m.tflops
+                    );
+                    if let Some(file) = json {
+                        let line = format!(
+                            "{{\"impl\":\"ember\",\"kernel\":\"{kernel:?}\",\"chosen\":{},\"t\":{t},\"n\":{n},\"k\":{k},\"epilogue\":\"{epilogue}\",\"dtype\":\"{}\",\"median_ms\":{},\"tflops\":{}}}",
+                            kernel == chosen,
+                            E::DTYPE,
+                            m.median_ms,
+                            m.tflops
+                        );
+                        writeln!(file, "{line}").map_err(|e| CudaError::InvalidShape {
+                            op: "gemm_bench",
+                            reason: format!("cannot write --json: {e}"),
+                        })?;
+                    }
+                }
+            }
+        }
+    }
+    println!("(* = the kernel gemm::linear chooses for the shape)");
+    Ok(())
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("gemm_bench: {message}");
+            std::process::exit(1);
+        }
+    };
+    let device = match CudaDevice::open(0) {
+        Ok(device) => device,
+        Err(err) => {
+            eprintln!("gemm_bench: no GPU: {err}");
+            std::process::exit(2);
+        }
+    };
+    let mut json = match args.json.as_ref().map(std::fs::File::create).transpose() {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("gemm_bench: cannot create the --json file: {err}");
+            std::process::exit(1);
+        }
+    };
+    let result = device.warm_up().and_then(|()| match args.dtype {
+        Dtype::Bf16 => bench::<half::bf16>(&device, &mut json),
+        Dtype::F16 => bench::<half::f16>(&device, &mut json),
+        Dtype::F32 => bench::<f32>(&device, &mut json),
+    });
+    if let Err(err) = result {
+        eprintln!("gemm_bench: {err}");
+        std::process::exit(1);
+    }
+}

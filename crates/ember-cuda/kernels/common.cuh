@@ -1,0 +1,147 @@
+// common.cuh: what every kernels/*.cu shares. No CUDA header is included (NVRTC ships none):
+// bf16/f16 are raw 16-bit patterns converted with PTX `cvt`, tensor-core and async-copy
+// instructions are inline PTX. Needs sm_80 or newer (cvt.rn.bf16.f32, cp.async, mma bf16).
+//
+// Shape legend (as in crates/ember-cpu): T = tokens of a packed batch (sequences concatenated,
+// no padding), H = hidden size, nh = heads, hd = head dim (H = nh·hd).
+#pragma once
+
+// ---- element types ------------------------------------------------------------------------
+
+// bfloat16 and IEEE half as their bits: distinct types so that overloads pick the conversion.
+struct bf16 { unsigned short bits; };
+struct f16 { unsigned short bits; };
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16 x) {
+    return __uint_as_float(static_cast<unsigned>(x.bits) << 16);
+}
+__device__ __forceinline__ float to_f32(f16 x) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
+    return f;
+}
+
+// Round to nearest even, NaN stays NaN: what torch's .to(bfloat16) / .half() do.
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) {
+    bf16 r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+    return r;
+}
+template <> __device__ __forceinline__ f16 from_f32<f16>(float x) {
+    f16 r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+    return r;
+}
+
+// Two values as one 32-bit word, `lo` at the lower address (little-endian pairs).
+template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi);
+template <> __device__ __forceinline__ unsigned pack2<bf16>(float lo, float hi) {
+    unsigned r;
+    // cvt puts its first source in the upper half.
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <> __device__ __forceinline__ unsigned pack2<f16>(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float f32_infinity() { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ float f32_nan() { return __int_as_float(0x7fffffff); }
+
+// ---- activations: crates/ember-cpu/src/activation.rs ----------------------------------------
+
+// Same numbering as the Rust side (ember_cuda::Activation as i32).
+#define ACT_IDENTITY 0
+#define ACT_GELU 1
+#define ACT_GELU_TANH 2
+#define ACT_RELU 3
+
+// y = act(x).
+// Gelu:     ½·x·(1 + erf(x/√2)) evaluated as x·Φ(x) = ½·x·erfc(−x/√2): no cancellation for x < 0.
+// GeluTanh: ½·x·(1 + tanh u) = x / (1 + e^{−2u}), u = √(2/π)·(x + 0.044715·x³), −2u ≥ −80.
+// Relu:     x < 0 ? 0 : x, so NaN passes through as on the CPU.
+__device__ __forceinline__ float activate(int act, float x) {
+    switch (act) {
+    case ACT_GELU:
+        return 0.5f * x * erfcf(-0.70710678118654752f * x);
+    case ACT_GELU_TANH: {
+        float minus_2u = -2.0f * 0.7978845608f * x * fmaf(x * x, 0.044715f, 1.0f);
+        return x / (1.0f + expf(fmaxf(minus_2u, -80.0f)));
+    }
+    case ACT_RELU:
+        return x < 0.0f ? 0.0f : x;
+    default:
+        return x;
+    }
+}
+
+// ---- warp reductions ------------------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// fmaxf drops a NaN operand; scores that are NaN still reach the output through exp().
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// ---- async copies and tensor cores (sm_80) --------------------------------------------------
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// Copies 16 bytes global → shared without passing through registers; bytes past `src_bytes`
+// (0 or 16 here) are zero-filled, so out-of-range rows read nothing and contribute zeros.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)),
+                 "l"(gmem), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8×8 b16 matrices from shared memory: lanes 8i..8i+7 give the row addresses of matrix i;
+// lane l receives row l/4, columns 2·(l%4), 2·(l%4)+1 of each matrix, in r[0..3].
+__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void* smem_row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(smem_row))
+                 : "memory");
+}
+
+// D = A·B + D on one m16n8k16 tile, f32 accumulators. Fragments (g = lane/4, t = lane%4):
+// a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..];
+// b[0] = B[2t..2t+1][g], b[1] = B[2t+8..][g]; d[0..1] = D[g][2t..2t+1], d[2..3] = D[g+8][2t..].
+template <typename T> __device__ __forceinline__ void mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2]);
+template <> __device__ __forceinline__ void mma_m16n8k16<bf16>(float d[4], const unsigned a[4], const unsigned b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <> __device__ __forceinline__ void mma_m16n8k16<f16>(float d[4], const unsigned a[4], const unsigned b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}

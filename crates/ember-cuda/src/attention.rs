@@ -1,0 +1,101 @@
+//! Attention over a packed, variable-length batch on the GPU (`kernels/attention.cu`),
+//! mirroring [`ember_cpu::attention_varlen`].
+//!
+//! `qkv` is `[T, 3H]` (Q, K, V blocks of `H` columns; head `h` owns columns `h·hd..(h+1)·hd` of
+//! each), `out` is `[T, H]`: `out[t, h·hd..] = softmax(q_t·K_sᵀ/√hd)·V_s` for the sequence `s`
+//! holding `t`. `head_dim ≤ 128`.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets};
+use crate::error::{check_len, checked_product, to_i32, CudaError};
+use crate::kernels::KernelFile;
+
+/// attention.cu's `ATT_BQ` (queries per block), `ATT_WARPS`, `ATT_MAX_HD`.
+const QUERIES_PER_BLOCK: usize = 16;
+const WARPS: u32 = 4;
+/// The largest head dimension the kernel holds.
+pub const MAX_HEAD_DIM: usize = 128;
+
+pub(crate) const ENTRY_POINTS: [&str; 3] = [
+    "attention_varlen_f32",
+    "attention_varlen_bf16",
+    "attention_varlen_f16",
+];
+
+fn entry_point(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F32 => ENTRY_POINTS[0],
+        Dtype::Bf16 => ENTRY_POINTS[1],
+        Dtype::F16 => ENTRY_POINTS[2],
+    }
+}
+
+/// `out = softmax(Q·Kᵀ/√hd)·V` per sequence and head (see the module docs).
+pub fn attention_varlen<E: Element>(
+    device: &CudaDevice,
+    qkv: &DeviceTensor<E>,
+    seq_offsets: &SeqOffsets,
+    heads: usize,
+    head_dim: usize,
+    out: &mut DeviceTensor<E>,
+) -> Result<(), CudaError> {
+    const OP: &str = "attention_varlen";
+    let t = seq_offsets.tokens();
+    let invalid = |reason: String| CudaError::InvalidShape { op: OP, reason };
+    if t > 0 && (heads == 0 || head_dim == 0) {
+        return Err(invalid(format!(
+            "heads = {heads}, head_dim = {head_dim}: both must be > 0"
+        )));
+    }
+    if head_dim > MAX_HEAD_DIM {
+        return Err(invalid(format!(
+            "head_dim = {head_dim}: the kernel holds at most {MAX_HEAD_DIM}"
+        )));
+    }
+    let h = checked_product(OP, "out", &[heads, head_dim])?;
+    check_len(
+        OP,
+        "qkv",
+        checked_product(OP, "qkv", &[t, 3, h])?,
+        qkv.len(),
+    )?;
+    check_len(OP, "out", checked_product(OP, "out", &[t, h])?, out.len())?;
+    // Row offsets are computed in size_t, columns in int.
+    to_i32(OP, "3·heads·head_dim", 3 * h)?;
+    let n_seq = seq_offsets.sequences();
+    if n_seq > 65_535 || heads > 65_535 {
+        return Err(invalid(format!(
+            "{n_seq} sequences × {heads} heads: each must be ≤ 65,535 (grid z and y)"
+        )));
+    }
+    if t == 0 || h == 0 {
+        return Ok(());
+    }
+    let function = device.function(KernelFile::Attention, entry_point(E::DTYPE), 0)?;
+    let config = LaunchConfig {
+        grid_dim: (
+            seq_offsets.max_len().div_ceil(QUERIES_PER_BLOCK) as u32,
+            heads as u32,
+            n_seq as u32,
+        ),
+        block_dim: (32 * WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (heads_i, head_dim_i) = (heads as i32, head_dim as i32);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let stream = device.stream();
+    let mut launch = stream.launch_builder(&function);
+    launch
+        .arg(qkv.slice())
+        .arg(seq_offsets.device())
+        .arg(out.slice_mut())
+        .arg(&heads_i)
+        .arg(&head_dim_i)
+        .arg(&scale);
+    // SAFETY: arguments match attention.cu (qkv, seq_offsets, out: device pointers; heads,
+    // head_dim: int; scale: float); seq_offsets were validated at upload (0 … T, non-decreasing)
+    // and qkv/out hold T·3H and T·H elements.
+    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch attention"))?;
+    Ok(())
+}

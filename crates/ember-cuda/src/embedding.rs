@@ -1,0 +1,171 @@
+//! BertEmbeddings on the GPU (`kernels/embedding.cu`): for token `t` at position `p` of its
+//! sequence, `x[t] = LN((word[id_t] + token_type[0]) + position[p])`, mirroring
+//! `ember_bert::BertModel`'s embedding step over a packed batch.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
+use crate::error::{check_len, checked_product, to_i32, CudaError};
+use crate::kernels::KernelFile;
+
+/// Tokens per 256-thread block (one warp each): `EMB_WARPS` in embedding.cu.
+const TOKENS_PER_BLOCK: usize = 8;
+
+pub(crate) const ENTRY_POINTS: [&str; 3] = [
+    "embedding_layernorm_f32",
+    "embedding_layernorm_bf16",
+    "embedding_layernorm_f16",
+];
+
+fn entry_point(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F32 => ENTRY_POINTS[0],
+        Dtype::Bf16 => ENTRY_POINTS[1],
+        Dtype::F16 => ENTRY_POINTS[2],
+    }
+}
+
+/// The embedding tables (in `E`) and their LayerNorm (f32) on the device.
+#[derive(Debug)]
+pub struct EmbeddingTables<E: Element> {
+    word: DeviceTensor<E>,
+    position: DeviceTensor<E>,
+    token_type: DeviceTensor<E>,
+    gamma: DeviceTensor<f32>,
+    beta: DeviceTensor<f32>,
+    hidden: usize,
+    vocab: usize,
+    max_positions: usize,
+}
+
+impl<E: Element> EmbeddingTables<E> {
+    /// Uploads `word` `[vocab, H]`, `position` `[max_positions, H]`, `token_type`
+    /// `[types ≥ 1, H]` and the LayerNorm's `gamma`, `beta` `[H]`.
+    pub fn upload(
+        device: &CudaDevice,
+        word: &[f32],
+        position: &[f32],
+        token_type: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        hidden: usize,
+    ) -> Result<Self, CudaError> {
+        const OP: &str = "EmbeddingTables::upload";
+        let rows = |tensor: &'static str, data: &[f32]| -> Result<usize, CudaError> {
+            if hidden == 0 || !data.len().is_multiple_of(hidden) || data.is_empty() {
+                return Err(CudaError::InvalidShape {
+                    op: OP,
+                    reason: format!(
+                        "`{tensor}` has {} elements: not a non-empty [rows, {hidden}]",
+                        data.len()
+                    ),
+                });
+            }
+            Ok(data.len() / hidden)
+        };
+        let vocab = rows("word", word)?;
+        let max_positions = rows("position", position)?;
+        rows("token_type", token_type)?;
+        check_len(OP, "gamma", hidden, gamma.len())?;
+        check_len(OP, "beta", hidden, beta.len())?;
+        to_i32(OP, "vocab", vocab)?;
+        to_i32(OP, "max_positions", max_positions)?;
+        Ok(EmbeddingTables {
+            word: device.upload(word)?,
+            position: device.upload(position)?,
+            // Only row 0 is read (single-segment inputs, as on the CPU).
+            token_type: device.upload(&token_type[..hidden])?,
+            gamma: device.upload(gamma)?,
+            beta: device.upload(beta)?,
+            hidden,
+            vocab,
+            max_positions,
+        })
+    }
+
+    /// Hidden size `H`.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    /// Rows of the position table.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+}
+
+/// `out[t] = LN((word[id_t] + token_type[0]) + position[t − start(t)])`, `out` `[T, H]`.
+///
+/// Checks that no sequence is longer than the position table; token ids are the caller's to
+/// check against [`EmbeddingTables::vocab`] before upload (an id out of range gives a NaN row,
+/// never an out-of-bounds read).
+pub fn embedding_layernorm<E: Element>(
+    device: &CudaDevice,
+    token_ids: &TokenIds,
+    seq_offsets: &SeqOffsets,
+    tables: &EmbeddingTables<E>,
+    eps: f32,
+    out: &mut DeviceTensor<E>,
+) -> Result<(), CudaError> {
+    const OP: &str = "embedding_layernorm";
+    let t = seq_offsets.tokens();
+    check_len(OP, "token_ids", t, token_ids.len())?;
+    check_len(
+        OP,
+        "out",
+        checked_product(OP, "out", &[t, tables.hidden])?,
+        out.len(),
+    )?;
+    if seq_offsets.max_len() > tables.max_positions {
+        return Err(CudaError::InvalidOffsets {
+            op: OP,
+            reason: format!(
+                "a sequence of {} tokens is longer than the {} positions",
+                seq_offsets.max_len(),
+                tables.max_positions
+            ),
+        });
+    }
+    let tokens = to_i32(OP, "tokens", t)?;
+    let n_seq = to_i32(OP, "sequences", seq_offsets.sequences())?;
+    if t == 0 {
+        return Ok(());
+    }
+    let function = device.function(KernelFile::Embedding, entry_point(E::DTYPE), 0)?;
+    let config = LaunchConfig {
+        grid_dim: (t.div_ceil(TOKENS_PER_BLOCK) as u32, 1, 1),
+        block_dim: (32 * TOKENS_PER_BLOCK as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (hidden, vocab, max_positions) = (
+        tables.hidden as i32,
+        tables.vocab as i32,
+        tables.max_positions as i32,
+    );
+    let stream = device.stream();
+    let mut launch = stream.launch_builder(&function);
+    launch
+        .arg(token_ids.device())
+        .arg(seq_offsets.device())
+        .arg(&n_seq)
+        .arg(tables.word.slice())
+        .arg(tables.position.slice())
+        .arg(tables.token_type.slice())
+        .arg(tables.gamma.slice())
+        .arg(tables.beta.slice())
+        .arg(out.slice_mut())
+        .arg(&tokens)
+        .arg(&hidden)
+        .arg(&vocab)
+        .arg(&max_positions)
+        .arg(&eps);
+    // SAFETY: arguments match embedding.cu's signature; the tables hold vocab, max_positions
+    // and 1 rows of H, out holds T·H, and the kernel bounds-checks ids and positions.
+    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch embedding"))?;
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The linear layer `Y = act(X·Wᵀ + b) + R` on the GPU (`kernels/gemm.cu`), mirroring
+//! [`ember_cpu::gemm::linear`].
+//!
+//! Shapes: `X` is `[m, k]`, `W` is `[n, k]` (`nn.Linear` layout), `b` is `[n]` (always f32), `R`
+//! and `Y` are `[m, n]`; `X`, `W`, `R`, `Y` share the element type.
+//!
+//! | kernel              | dtypes    | tile (m × n × k) | maths                                  |
+//! |---------------------|-----------|------------------|----------------------------------------|
+//! | `Mma128x128`        | bf16, f16 | 128 × 128 × 32   | `mma.sync.m16n8k16`, f32 accumulation  |
+//! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
+//! | `Simt`              | f32       | 64 × 64 × 16     | one `fmaf` chain per output over k in order (ember-cpu's AVX2/AVX-512 order) |
+//!
+//! The tensor-core kernels need `k % 8 == 0` (16-byte rows for `cp.async`); any `m`, `n`.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use ember_cpu::Activation;
+
+use crate::device::{CudaDevice, DeviceTensor, Dtype, Element};
+use crate::error::{check_len, checked_product, to_i32, CudaError};
+use crate::kernels::KernelFile;
+
+/// Threads per block of every GEMM kernel.
+const THREADS: u32 = 256;
+/// `kernels/gemm.cu`'s `GEMM_BK + 8` and `GEMM_STAGES`: shared memory of the mma kernels'
+/// pipeline (halves per row, stages).
+const MMA_LDS: u32 = 32 + 8;
+const MMA_STAGES: u32 = 3;
+/// The mma kernels' epilogue tile row stride, floats (`CS = BN + 8`).
+const MMA_EPILOGUE_PAD: u32 = 8;
+
+/// A GEMM kernel of `kernels/gemm.cu` (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmKernel {
+    /// Tensor cores, 128 × 128 tiles.
+    Mma128x128,
+    /// Tensor cores, 64 × 64 tiles.
+    Mma64x64,
+    /// CUDA cores, exact f32.
+    Simt,
+}
+
+impl GemmKernel {
+    /// Every kernel.
+    pub const ALL: [GemmKernel; 3] = [
+        GemmKernel::Mma128x128,
+        GemmKernel::Mma64x64,
+        GemmKernel::Simt,
+    ];
+
+    /// The kernel's `extern "C"` name for `dtype`, or `None` if it does not handle `dtype`.
+    pub fn entry_point(self, dtype: Dtype) -> Option<&'static str> {
+        match (self, dtype) {
+            (GemmKernel::Mma128x128, Dtype::Bf16) => Some("gemm_mma_128x128_bf16"),
+            (GemmKernel::Mma128x128, Dtype::F16) => Some("gemm_mma_128x128_f16"),
+            (GemmKernel::Mma64x64, Dtype::Bf16) => Some("gemm_mma_64x64_bf16"),
+            (GemmKernel::Mma64x64, Dtype::F16) => Some("gemm_mma_64x64_f16"),
+            (GemmKernel::Simt, Dtype::F32) => Some("gemm_f32"),
+            _ => None,
+        }
+    }
+
+    /// Output tile `(rows, cols)` of one block.
+    fn tile(self) -> (u32, u32) {
+        match self {
+            GemmKernel::Mma128x128 => (128, 128),
+            GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
+        }
+    }
+
+    /// Dynamic shared memory per block, bytes: the larger of the cp.async pipeline (bf16/f16)
+    /// and the epilogue's f32 tile, which reuses it.
+    fn dynamic_smem(self) -> u32 {
+        match self {
+            GemmKernel::Simt => 0,
+            _ => {
+                let (bm, bn) = self.tile();
+                let pipeline = MMA_STAGES * (bm + bn) * MMA_LDS * 2;
+                let epilogue = bm * (bn + MMA_EPILOGUE_PAD) * 4;
+                pipeline.max(epilogue)
+            }
+        }
+    }
+
+    /// What [`linear`] runs: `Simt` for f32; for bf16/f16, 128 × 128 tiles when they make at
+    /// least one block per multiprocessor, else 64 × 64.
+    pub fn choose(dtype: Dtype, m: usize, n: usize, multiprocessors: u32) -> GemmKernel {
+        if dtype == Dtype::F32 {
+            return GemmKernel::Simt;
+        }
+        let blocks = m.div_ceil(128) * n.div_ceil(128);
+        if blocks >= multiprocessors as usize {
+            GemmKernel::Mma128x128
+        } else {
+            GemmKernel::Mma64x64
+        }
+    }
+}
+
+/// A linear layer's weight `[n, k]` (in `E`) and optional bias `[n]` (f32) on the device,
+/// uploaded once.
+#[derive(Debug)]
+pub struct DeviceLinear<E: Element> {
+    weight: DeviceTensor<E>,
+    bias: Option<DeviceTensor<f32>>,
+    n: usize,
+    k: usize,
+}
+
+impl<E: Element> DeviceLinear<E> {
+    /// Uploads `weight` (`[n, k]`, `nn.Linear` layout, rounded to `E`) and `bias` (`[n]`).
+    pub fn upload(
+        device: &CudaDevice,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        n: usize,
+        k: usize,
+    ) -> Result<Self, CudaError> {
+        const OP: &str = "DeviceLinear::upload";
+        check_len(
+            OP,
+            "weight",
+            checked_product(OP, "weight", &[n, k])?,
+            weight.len(),
+        )?;
+        if let Some(b) = bias {
+            check_len(OP, "bias", n, b.len())?;
+        }
+        Ok(DeviceLinear {
+            weight: device.upload(weight)?,
+            bias: bias.map(|b| device.upload(b)).transpose()?,
+            n,
+            k,
+        })
+    }
+
+    /// Output features.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// `out = act(x·Wᵀ + b) + residual` with the kernel [`GemmKernel::choose`] picks.
+///
+/// `x`: `[m, k]`, `out` and `residual`: `[m, n]`. Queued on the device's stream; errors on any
+/// shape mismatch before launching.
+pub fn linear<E: Element>(
+    device: &CudaDevice,
+    x: &DeviceTensor<E>,
+    m: usize,
+    w: &DeviceLinear<E>,
+    act: Activation,
+    residual: Option<&DeviceTensor<E>>,
+    out: &mut DeviceTensor<E>,
+) -> Result<(), CudaError> {
+    let kernel = GemmKernel::choose(E::DTYPE, m, w.n, device.multiprocessors());
+    linear_with_kernel(device, kernel, x, m, w, act, residual, out)
+}
+
+/// [`linear`] on an explicit kernel (`Err(InvalidShape)` if it does not handle `E`).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_with_kernel<E: Element>(
+    device: &CudaDevice,
+    kernel: GemmKernel,
+    x: &DeviceTensor<E>,
+    m: usize,
+    w: &DeviceLinear<E>,
+    act: Activation,
+    residual: Option<&DeviceTensor<E>>,
+    out: &mut DeviceTensor<E>,
+) -> Result<(), CudaError> {
+    const OP: &str = "linear";
+    let (n, k) = (w.n, w.k);
+    let Some(entry_point) = kernel.entry_point(E::DTYPE) else {
+        return Err(CudaError::InvalidShape {
+            op: OP,
+            reason: format!("kernel {kernel:?} does not handle {}", E::DTYPE),
+        });
+    };
+    check_len(OP, "x", checked_product(OP, "x", &[m, k])?, x.len())?;
+    let mn = checked_product(OP, "out", &[m, n])?;
+    check_len(OP, "out", mn, out.len())?;
+    if let Some(r) = residual {
+        check_len(OP, "residual", mn, r.len())?;
+    }
+    if kernel != GemmKernel::Simt && !k.is_multiple_of(8) {
+        return Err(CudaError::InvalidShape {
+            op: OP,
+            reason: format!("k = {k}: the tensor-core kernels need k % 8 == 0"),
+        });
+    }
+    let (m_i, n_i, k_i) = (
+        to_i32(OP, "m", m)?,
+        to_i32(OP, "n", n)?,
+        to_i32(OP, "k", k)?,
+    );
+    if mn == 0 {
+        return Ok(());
+    }
+    let (bm, bn) = kernel.tile();
+    let grid_y = u32::try_from(m.div_ceil(bm as usize))
+        .ok()
+        .filter(|&y| y <= 65_535)
+        .ok_or_else(|| CudaError::InvalidShape {
+            op: OP,
+            reason: format!("m = {m} needs more than 65,535 row blocks"),
+        })?;
+    let grid_x = n.div_ceil(bn as usize) as u32; // n fits i32, so this fits u32
+    let smem = kernel.dynamic_smem();
+    let function = device.function(KernelFile::Gemm, entry_point, smem)?;
+    let config = LaunchConfig {
+        grid_dim: (grid_x, grid_y, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: smem,
+    };
+    let null: u64 = 0;
+    let act_i = crate::activation_code(act);
+    let stream = device.stream();
+    let mut launch = stream.launch_builder(&function);
+    launch.arg(x.slice()).arg(w.weight.slice());
+    match &w.bias {
+        Some(b) => launch.arg(b.slice()),
+        None => launch.arg(&null),
+    };
+    match residual {
+        Some(r) => launch.arg(r.slice()),
+        None => launch.arg(&null),
+    };
+    launch
+        .arg(out.slice_mut())
+        .arg(&m_i)
+        .arg(&n_i)
+        .arg(&k_i)
+        .arg(&act_i);
+    // SAFETY: the arguments match gemm.cu's signature (X, W, bias, R, Y: device pointers of
+    // the kernel's element type, null for an absent bias/residual; m, n, k, act: int), and
+    // every buffer was checked above to hold the elements the kernel touches for (m, n, k).
+    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch gemm"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_matches_gemm_cu() {
+        // gemm.cu: 128×128 needs 69,632 bytes (epilogue tile), 64×64 30,720 (pipeline).
+        assert_eq!(GemmKernel::Mma128x128.dynamic_smem(), 69_632);
+        assert_eq!(GemmKernel::Mma64x64.dynamic_smem(), 30_720);
+        assert_eq!(GemmKernel::Simt.dynamic_smem(), 0);
+    }
+
+    #[test]
+    fn choose_fills_the_gpu_with_the_largest_tile_that_can() {
+        // H100: 132 multiprocessors. BERT-base at T = 2400: 19 × 6 = 114 tiles of 128 × 128
+        // for n = 768 (too few), 19 × 24 = 456 for n = 3072.
+        assert_eq!(
+            GemmKernel::choose(Dtype::Bf16, 2400, 768, 132),
+            GemmKernel::Mma64x64
+        );
+        assert_eq!(
+            GemmKernel::choose(Dtype::Bf16, 2400, 3072, 132),
+            GemmKernel::Mma128x128
+        );
+        assert_eq!(
+            GemmKernel::choose(Dtype::F16, 1, 768, 132),
+            GemmKernel::Mma64x64
+        );
+        assert_eq!(
+            GemmKernel::choose(Dtype::F32, 4800, 3072, 132),
+            GemmKernel::Simt
+        );
+        for kernel in GemmKernel::ALL {
+            for dtype in Dtype::ALL {
+                let handles = kernel.entry_point(dtype).is_some();
+                assert_eq!(
+                    handles,
+                    (kernel == GemmKernel::Simt) == (dtype == Dtype::F32)
+                );
+            }
+        }
+    }
+}

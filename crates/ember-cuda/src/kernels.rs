@@ -1,0 +1,102 @@
+//! The kernel sources, embedded in the crate, and their compilation: each `kernels/<op>.cu` is
+//! compiled by NVRTC (with `kernels/common.cuh` as its only header) the first time one of its
+//! kernels is needed on a device, for that device's architecture; the CUBIN is cached for the
+//! rest of the process, so a second device of the same architecture reuses it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::error::CudaError;
+use crate::nvrtc::{Arch, Nvrtc};
+
+/// `kernels/common.cuh`, included by every kernel file.
+pub const COMMON_HEADER: (&str, &str) = ("common.cuh", include_str!("../kernels/common.cuh"));
+
+/// One `kernels/*.cu` file: one op, mirroring `crates/ember-cpu/src/<op>.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KernelFile {
+    /// `embedding.cu`: word + position + token-type gather, then LayerNorm.
+    Embedding,
+    /// `gemm.cu`: `Y = act(X·Wᵀ + b) + R`, tensor cores (bf16/f16) and exact f32.
+    Gemm,
+    /// `layernorm.cu`: (residual add +) LayerNorm.
+    LayerNorm,
+    /// `attention.cu`: packed variable-length attention with online softmax.
+    Attention,
+    /// `pooling.cu`: sentence-transformers pooling modes and Normalize.
+    Pooling,
+}
+
+impl KernelFile {
+    /// Every kernel file, in a fixed order.
+    pub const ALL: [KernelFile; 5] = [
+        KernelFile::Embedding,
+        KernelFile::Gemm,
+        KernelFile::LayerNorm,
+        KernelFile::Attention,
+        KernelFile::Pooling,
+    ];
+
+    /// The file's name under `kernels/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            KernelFile::Embedding => "embedding.cu",
+            KernelFile::Gemm => "gemm.cu",
+            KernelFile::LayerNorm => "layernorm.cu",
+            KernelFile::Attention => "attention.cu",
+            KernelFile::Pooling => "pooling.cu",
+        }
+    }
+
+    /// The file's text, as embedded at build time.
+    pub fn source(self) -> &'static str {
+        match self {
+            KernelFile::Embedding => include_str!("../kernels/embedding.cu"),
+            KernelFile::Gemm => include_str!("../kernels/gemm.cu"),
+            KernelFile::LayerNorm => include_str!("../kernels/layernorm.cu"),
+            KernelFile::Attention => include_str!("../kernels/attention.cu"),
+            KernelFile::Pooling => include_str!("../kernels/pooling.cu"),
+        }
+    }
+
+    /// Compiles this file for `arch` with `nvrtc` (no cache: see [`cubin`]).
+    pub fn compile(self, nvrtc: &Nvrtc, arch: Arch) -> Result<crate::nvrtc::Compiled, CudaError> {
+        nvrtc.compile(self.file_name(), self.source(), &[COMMON_HEADER], arch)
+    }
+
+    /// The `extern "C"` kernels of this file that the launchers use.
+    pub fn entry_points(self) -> Vec<&'static str> {
+        use crate::{attention, embedding, gemm, layernorm, pooling};
+        match self {
+            KernelFile::Embedding => embedding::ENTRY_POINTS.to_vec(),
+            KernelFile::Gemm => gemm::GemmKernel::ALL
+                .iter()
+                .flat_map(|kernel| crate::Dtype::ALL.map(|dtype| kernel.entry_point(dtype)))
+                .flatten()
+                .collect(),
+            KernelFile::LayerNorm => layernorm::ENTRY_POINTS.to_vec(),
+            KernelFile::Attention => attention::ENTRY_POINTS.to_vec(),
+            KernelFile::Pooling => pooling::ENTRY_POINTS.to_vec(),
+        }
+    }
+}
+
+/// Compiled CUBINs of this process, by file and architecture.
+type CubinCache = Mutex<HashMap<(KernelFile, Arch), Arc<[u8]>>>;
+
+/// The CUBIN of `file` for `arch`, compiled on first request and kept for the process.
+pub fn cubin(nvrtc: &Nvrtc, file: KernelFile, arch: Arch) -> Result<Arc<[u8]>, CudaError> {
+    static CACHE: OnceLock<CubinCache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let lock = || {
+        cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(cubin) = lock().get(&(file, arch)) {
+        return Ok(cubin.clone());
+    }
+    // Compile outside the lock (seconds for gemm.cu); a racing thread's copy is as good.
+    let cubin: Arc<[u8]> = file.compile(nvrtc, arch)?.cubin.into();
+    Ok(lock().entry((file, arch)).or_insert(cubin).clone())
+}

@@ -1,0 +1,76 @@
+//! (Residual add +) LayerNorm on the GPU (`kernels/layernorm.cu`), mirroring
+//! [`ember_cpu::layernorm`]: in place, `x ← LN(x + r)` over rows of `[rows, hidden]`,
+//!
+//! `y = (v − μ) / √(σ² + ε) · γ + β`, `v = x + r`, biased variance; `γ`, `β` are `[hidden]` f32.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use crate::device::{CudaDevice, DeviceTensor, Dtype, Element};
+use crate::error::{check_len, checked_product, to_i32, CudaError};
+use crate::kernels::KernelFile;
+
+/// Rows per 256-thread block (one warp each): `LN_WARPS` in layernorm.cu.
+const ROWS_PER_BLOCK: usize = 8;
+
+pub(crate) const ENTRY_POINTS: [&str; 3] = ["layernorm_f32", "layernorm_bf16", "layernorm_f16"];
+
+fn entry_point(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F32 => ENTRY_POINTS[0],
+        Dtype::Bf16 => ENTRY_POINTS[1],
+        Dtype::F16 => ENTRY_POINTS[2],
+    }
+}
+
+/// `x ← LN(x + residual)` row by row (`residual` optional), statistics in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm<E: Element>(
+    device: &CudaDevice,
+    x: &mut DeviceTensor<E>,
+    residual: Option<&DeviceTensor<E>>,
+    rows: usize,
+    hidden: usize,
+    gamma: &DeviceTensor<f32>,
+    beta: &DeviceTensor<f32>,
+    eps: f32,
+) -> Result<(), CudaError> {
+    const OP: &str = "layernorm";
+    let len = checked_product(OP, "x", &[rows, hidden])?;
+    check_len(OP, "x", len, x.len())?;
+    if let Some(r) = residual {
+        check_len(OP, "residual", len, r.len())?;
+    }
+    check_len(OP, "gamma", hidden, gamma.len())?;
+    check_len(OP, "beta", hidden, beta.len())?;
+    let (rows_i, hidden_i) = (to_i32(OP, "rows", rows)?, to_i32(OP, "hidden", hidden)?);
+    if len == 0 {
+        return Ok(());
+    }
+    let function = device.function(KernelFile::LayerNorm, entry_point(E::DTYPE), 0)?;
+    let config = LaunchConfig {
+        grid_dim: (rows.div_ceil(ROWS_PER_BLOCK) as u32, 1, 1),
+        block_dim: (32 * ROWS_PER_BLOCK as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let null: u64 = 0;
+    let stream = device.stream();
+    let mut launch = stream.launch_builder(&function);
+    // The kernel reads x (and r) and writes out = x: pass x once as input, once as output.
+    let x_ptr = x.slice_mut();
+    launch.arg(&*x_ptr);
+    match residual {
+        Some(r) => launch.arg(r.slice()),
+        None => launch.arg(&null),
+    };
+    launch
+        .arg(gamma.slice())
+        .arg(beta.slice())
+        .arg(&*x_ptr)
+        .arg(&rows_i)
+        .arg(&hidden_i)
+        .arg(&eps);
+    // SAFETY: arguments match layernorm.cu (x, residual|null, gamma, beta, out: device pointers,
+    // rows, hidden: int, eps: float); lengths were checked; out aliasing x is supported.
+    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch layernorm"))?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds here what scripts/gpu/bench_gpu.sh runs on the GPU machine, which may have no Rust
+# toolchain: ember-cuda's test binaries (nvrtc_compile, backend_ops) and the GEMM bench
+# (gemm_bench), stripped, into target/gpu-bin/ (~5 MB); with --with-model also an fp16 copy of
+# all-MiniLM-L6-v2 (~46 MB) for the sentence-transformers baseline. Carry `target/gpu-bin`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+out=target/gpu-bin
+rm -rf "$out"
+mkdir -p "$out"
+cargo build --release -p ember-cuda --example gemm_bench
+cp target/release/examples/gemm_bench "$out/"
+# The test binaries' names carry a hash: take them from cargo's own report.
+cargo test --release -p ember-cuda --no-run --message-format=json \
+  | python3 -c '
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and "test" in msg["target"]["kind"]:
+        print(msg["target"]["name"], msg["executable"])
+' \
+  | while read -r name path; do cp "$path" "$out/$name"; done
+for binary in nvrtc_compile backend_ops gemm_bench; do
+  [ -x "$out/$binary" ] || { echo "build: $out/$binary is missing" >&2; exit 1; }
+done
+strip "$out"/nvrtc_compile "$out"/backend_ops "$out"/gemm_bench
+if [ "${1:-}" = "--with-model" ]; then
+  python3 scripts/gpu/make_fp16_model.py "$(scripts/fetch-model.sh)" "$out/minilm-fp16"
+fi
+du -sh "$out"

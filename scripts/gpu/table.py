@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Merges bench_gpu.sh's measurements into one markdown table (ratios first).
+
+    python3 scripts/gpu/table.py --device TEXT --ember ember_gemm.jsonl --torch torch_gemm.jsonl
+                                 [--st st.json] [--out FILE]
+"""
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+
+
+def lines(path):
+    p = Path(path)
+    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.is_file() else []
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="")
+    parser.add_argument("--ember", required=True)
+    parser.add_argument("--torch", required=True)
+    parser.add_argument("--st")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    ember, torch_rows = lines(args.ember), lines(args.torch)
+    key = lambda r: (r["t"], r["n"], r["k"], r["epilogue"], r["dtype"])
+    cublas = {key(r): r for r in torch_rows}
+    out = [f"# Ember CUDA vs PyTorch, {datetime.date.today()}, {args.device.strip()}", ""]
+    out += ["## GEMM Y = X·Wᵀ (X [T, k], W [n, k]); median of 100, CUDA events", "",
+            "| T | n × k | epilogue | dtype | Ember kernel (chosen) | Ember TFLOP/s | best Ember kernel | best TFLOP/s | cuBLAS TFLOP/s | chosen ÷ cuBLAS |",
+            "|---:|---|---|---|---|---:|---|---:|---:|---:|"]
+    for k_ in sorted({key(r) for r in ember}):
+        rows = [r for r in ember if key(r) == k_]
+        chosen = next((r for r in rows if r["chosen"]), rows[0])
+        best = max(rows, key=lambda r: r["tflops"])
+        ref = cublas.get(k_)
+        ratio = f"{chosen['tflops'] / ref['tflops']:.2f}" if ref else "—"
+        ref_tflops = f"{ref['tflops']:.1f}" if ref else "—"
+        t, n, k, epilogue, dtype = k_
+        out.append(f"| {t} | {n} × {k} | {epilogue or 'none'} | {dtype} | {chosen['kernel']} | {chosen['tflops']:.1f} | "
+                   f"{best['kernel']} | {best['tflops']:.1f} | {ref_tflops} | {ratio} |")
+    out += ["", "Goal (issue 5): chosen ÷ cuBLAS ≥ 0.80 for T ≥ 2400.", ""]
+    out += ["## End to end (benches/corpus/wordnet-examples.txt)", ""]
+    st = lines(args.st)[0] if args.st and lines(args.st) else None
+    if st:
+        out += ["| engine | texts/s | batch | p50 ms (1 text) | p99 ms |", "|---|---:|---:|---:|---:|",
+                f"| sentence-transformers fp16 ({Path(st['model']).name}, torch {st['torch']}) | {st['texts_per_s']:.0f} | "
+                f"{st['batch_size']} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |",
+                "| Ember CUDA | TODO until `--device cuda` is wired (scripts/gpu/README.md) | | | |"]
+    else:
+        out.append("sentence-transformers not run (no model folder carried: scripts/gpu/build.sh --with-model).")
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
