@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use ember_cpu::{attention_varlen, layernorm, linear, Activation, PackedLinear};
-use ember_tensor::{F32Tensor, SafeTensorsFile};
+use ember_tensor::{find_weight_file, F32Tensor, WeightFile};
 
 use crate::{BertConfig, BertError};
 
@@ -68,12 +68,12 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` prefix.
 struct WeightLoader<'a> {
-    file: &'a SafeTensorsFile,
+    file: &'a WeightFile,
     prefix: &'static str,
 }
 
 impl<'a> WeightLoader<'a> {
-    fn new(file: &'a SafeTensorsFile) -> Self {
+    fn new(file: &'a WeightFile) -> Self {
         let prefix = if file.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
@@ -153,16 +153,17 @@ impl<'a> WeightLoader<'a> {
 }
 
 impl BertModel {
-    /// Loads `config.json` and `model.safetensors` from a Hugging Face model folder.
+    /// Loads `config.json` and the weights (`model.safetensors`, else `pytorch_model.bin`)
+    /// from a Hugging Face model folder.
     pub fn from_dir(dir: &Path) -> Result<Self, BertError> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
-        let weights = SafeTensorsFile::open(dir.join("model.safetensors"))?;
+        let weights = WeightFile::open(find_weight_file(dir)?)?;
         Self::from_weights(config, &weights)
     }
 
     /// Builds the model from a config and an opened weights file, checking every tensor's
     /// shape against the config.
-    pub fn from_weights(config: BertConfig, file: &SafeTensorsFile) -> Result<Self, BertError> {
+    pub fn from_weights(config: BertConfig, file: &WeightFile) -> Result<Self, BertError> {
         let loader = WeightLoader::new(file);
         let (h, f) = (config.hidden_size, config.intermediate_size);
         let embeddings = Embeddings {

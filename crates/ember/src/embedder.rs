@@ -13,8 +13,9 @@
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use ember_bert::{BertModel, Workspace};
+use ember_bert::{BertConfig, BertError, BertModel, Workspace};
 use ember_pooling::{normalize_rows, pool, PoolingConfig};
+use ember_tensor::WeightFile;
 
 use crate::folder::{resolve_model, ModelFolder};
 use crate::resident::ResidentJob;
@@ -69,7 +70,9 @@ impl EmbedderBuilder {
             .map_err(|e| EmberError::Options(format!("cannot start {threads} threads: {e}")))?;
 
         let folder = ModelFolder::open(dir)?;
-        let model = pool.install(|| BertModel::from_dir(&folder.transformer_dir))?;
+        let config = BertConfig::from_file(&folder.transformer_dir.join("config.json"))?;
+        let weights = WeightFile::open(folder.weights_file()?).map_err(BertError::from)?;
+        let model = pool.install(|| BertModel::from_weights(config, &weights))?;
         let config = model.config();
         let pooling = folder.pooling(config.hidden_size)?;
         let tokenizer = TextTokenizer::load(
