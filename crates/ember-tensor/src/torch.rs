@@ -1,32 +1,8 @@
 //! [`TorchFile`]: the weights of a `torch.save` zip archive (`pytorch_model.bin`), read without
 //! Python and without running any of the pickle's code.
 //!
-//! `torch.save(state_dict)` (PyTorch ≥ 1.6) writes a zip archive whose root folder name varies
-//! (it is the file's stem, `archive`, …):
-//!
-//! ```text
-//! <root>/data.pkl        the pickled dict: names → tensors (see `pickle.rs`)
-//! <root>/data/<key>      one entry per storage: raw little-endian elements, 64-byte aligned
-//! <root>/byteorder       "little" (absent in older archives, which are little-endian)
-//! <root>/version, …      ignored
-//! ```
-//!
-//! A tensor is a view of a storage: element `i = (i₀, …, iₙ₋₁)` lives at storage index
-//! `storage_offset + Σₖ iₖ·strideₖ`. Several tensors may share one storage (tied weights, `w[1:]`
-//! views). Every tensor is validated at [`open`](TorchFile::open): its storage entry exists and
-//! holds the storage's declared `numel × element size` bytes; offsets, sizes and strides are
-//! non-negative and every element lies inside the storage; and the tensor has no more elements
-//! than its storage (so no materialised copy is ever larger than the file).
-//!
-//! Reading follows [`SafeTensorsFile`](crate::SafeTensorsFile): a contiguous (row-major) F32
-//! tensor at a 4-byte-aligned place is used in place from the memory map (torch aligns storages
-//! to 64 bytes); F16 and BF16 are widened; a non-contiguous tensor (a transpose, a column) is
-//! materialised as a row-major copy. Storages of other dtypes (`LongStorage` for BERT's
-//! `embeddings.position_ids`, …) are validated and kept aside, as safetensors I64 tensors are.
-//!
-//! The pre-1.6 format (a pickle stream, or a tar, rather than a zip) is refused with
-//! [`TensorError::LegacyTorchFormat`]: re-save it with a current torch, or convert it to
-//! safetensors.
+//! The format, the checks and what is copied are documented on [`TorchFile`], where rustdoc
+//! shows them; the zip reader is `zip.rs`, the pickle interpreter `pickle.rs`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -51,9 +27,51 @@ const TAR_MAGIC_OFFSET: usize = 257;
 
 /// A validated `torch.save` zip archive of a state dict, memory-mapped.
 ///
-/// The same reading API as [`SafeTensorsFile`](crate::SafeTensorsFile); see the
-/// [module docs](self) for the format and the checks. Same trust assumption: the file must not
-/// change while it is mapped.
+/// The same reading API as [`SafeTensorsFile`](crate::SafeTensorsFile), and the same trust
+/// assumption: the file must not change while it is mapped.
+///
+/// # Format
+///
+/// `torch.save(state_dict)` (PyTorch ≥ 1.6) writes a zip archive whose root folder name varies
+/// (it is the file's stem, `archive`, …):
+///
+/// ```text
+/// <root>/data.pkl        the pickled dict: names → tensors (see `pickle.rs`)
+/// <root>/data/<key>      one entry per storage: raw little-endian elements, 64-byte aligned
+/// <root>/byteorder       "little" (absent in older archives, which are little-endian)
+/// <root>/version, …      ignored
+/// ```
+///
+/// # The pickle
+///
+/// `data.pkl` is interpreted, never executed: only the opcodes `torch.save` writes for a dict of
+/// tensors are known, and only the globals `collections.OrderedDict`,
+/// `torch._utils._rebuild_tensor_v2` (and `_rebuild_tensor`, `_rebuild_parameter`) and the
+/// `torch.*Storage` classes, each applied by Ember itself. Any other opcode or global is an error
+/// naming it and its byte offset ([`TensorError::PickleOpcode`], [`TensorError::PickleGlobal`]).
+/// A checkpoint that wraps its weights as `{"state_dict": {…}, …}` is unwrapped; entries that
+/// are not tensors (and `_metadata`) are ignored.
+///
+/// # Validation
+///
+/// A tensor is a view of a storage: element `i = (i₀, …, iₙ₋₁)` lives at storage index
+/// `storage_offset + Σₖ iₖ·strideₖ`. Several tensors may share one storage (tied weights, `w[1:]`
+/// views). Every tensor is validated at [`open`](TorchFile::open): its storage entry exists and
+/// holds the storage's declared `numel × element size` bytes; offsets, sizes and strides are
+/// non-negative and every element lies inside the storage; and the tensor has no more elements
+/// than its storage (so no materialised copy is ever larger than the file).
+///
+/// # Reading
+///
+/// Reading follows [`SafeTensorsFile`](crate::SafeTensorsFile): a contiguous (row-major) F32
+/// tensor at a 4-byte-aligned place is used in place from the memory map (torch aligns storages
+/// to 64 bytes); F16 and BF16 are widened; a non-contiguous tensor (a transpose, a column) is
+/// materialised as a row-major copy. Storages of other dtypes (`LongStorage` for BERT's
+/// `embeddings.position_ids`, …) are validated and kept aside, as safetensors I64 tensors are.
+///
+/// The pre-1.6 format (a pickle stream, or a tar, rather than a zip) is refused with
+/// [`TensorError::LegacyTorchFormat`]: re-save it with a current torch, or convert it to
+/// safetensors.
 pub struct TorchFile {
     path: PathBuf,
     map: Arc<Mmap>,
