@@ -30,6 +30,12 @@ It writes (all paths relative to the repository root):
     (tiny-bert), a few with Normalize appended, non-canonical mode orders, and two subsets each
     for the gelu_new and relu variants.
 
+``tests/fixtures/tiny-bert-torchbin/``, ``tests/fixtures/torch-save/``
+    ``torch.save`` (zip format) copies of tiny-bert's weights and small tensor files with shared
+    storages, offsets, strides, f16/bf16 and pickle protocol 4, for Ember's ``pytorch_model.bin``
+    reader (see ``make_torch_fixtures``; the only part that needs ``torch.save``). Rewrite only
+    these with ``--torch-fixtures-only`` (no ``--minilm-dir`` needed).
+
 ``tests/fixtures/sbert_base_seeded_reference.json``
     A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
     max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
@@ -44,6 +50,7 @@ random weights come from fixed seeds.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import itertools
 import json
@@ -62,6 +69,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import safetensors  # noqa: E402
 import safetensors.numpy  # noqa: E402
+import safetensors.torch  # noqa: E402
 import sentence_transformers  # noqa: E402
 import tokenizers  # noqa: E402
 import torch  # noqa: E402
@@ -735,6 +743,104 @@ def make_tiny(minilm_dir: Path, texts: list[str]) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# torch.save fixtures (the only part of this script that needs torch.save itself)
+# --------------------------------------------------------------------------------------------
+
+TORCHBIN_FOLDER = "tiny-bert-torchbin"
+TORCH_SAVE_DIR = "torch-save"
+
+
+def torch_expected(tensors: dict) -> dict:
+    """What torch itself reads back: dtype, shape, stride, storage offset and the values (as
+    f32, row-major; floats are exact, as every f16/bf16/f32 value is an f64)."""
+    out = {}
+    for name, t in tensors.items():
+        entry = {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                 "stride": list(t.stride()), "storage_offset": t.storage_offset(),
+                 "contiguous": t.is_contiguous()}
+        if t.is_floating_point():
+            entry["values"] = F32List(t.float().reshape(-1).numpy())
+        out[name] = entry
+    return out
+
+
+def make_torch_fixtures() -> None:
+    """``pytorch_model.bin`` fixtures written by ``torch.save`` (zip format, pickle protocol 2
+    unless noted), for Ember's safe reader of that format:
+
+    ``tests/fixtures/tiny-bert-torchbin/``
+        tiny-bert's folder with ``model.safetensors`` replaced by ``pytorch_model.bin``: the same
+        tensors, bit for bit, saved as ``torch.save(OrderedDict)`` of a state dict with its
+        ``_metadata`` attribute, plus the int64 ``embeddings.position_ids`` buffer that older
+        transformers versions saved (as published SBERT checkpoints have it).
+    ``tests/fixtures/torch-save/``
+        ``views.pt`` (f32 tensors sharing one storage: the tensor itself twice, ``w[1:]``, a
+        column, a transpose; a scalar, an empty tensor, an int64 buffer), ``half_proto4.pt``
+        (f16 and bf16 storages, a transposed f16 view; pickle protocol 4: FRAME, MEMOIZE,
+        STACK_GLOBAL), ``wrapped.pt`` (a plain dict ``{"epoch": 3, "state_dict": {...}}``),
+        ``legacy.pt`` (the pre-1.6 non-zip format, which Ember refuses; its storage keys are
+        object ids, so unlike the zip files it is not byte-identical when rewritten), and
+        ``expected.json``: per file and tensor what ``torch.load`` reads back.
+    """
+    src = FIXTURES / "tiny-bert"
+    folder = FIXTURES / TORCHBIN_FOLDER
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    state = collections.OrderedDict(safetensors.torch.load_file(str(src / "model.safetensors")))
+    n_float = len(state)
+    state["embeddings.position_ids"] = torch.arange(64).unsqueeze(0)
+    state._metadata = collections.OrderedDict({"": {"version": 1}, "embeddings": {"version": 1}})
+    torch.save(state, str(folder / "pytorch_model.bin"))
+    back = torch.load(str(folder / "pytorch_model.bin"), weights_only=True)
+    assert list(back) == list(state) and all(torch.equal(back[k], state[k]) for k in state)
+
+    # sentence-transformers reads the .bin folder to the same embeddings, bit for bit.
+    texts = ["A cat sits on the mat.", "Lighthouses guided sailors.", "", "naïve café 123"]
+    a = encode(SentenceTransformer(str(src), device="cpu"), texts)
+    b = encode(SentenceTransformer(str(folder), device="cpu"), texts)
+    assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+    out_dir = FIXTURES / TORCH_SAVE_DIR
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir()
+    gen = torch.Generator().manual_seed(7)
+    base = torch.randn(3, 4, generator=gen)
+    views = collections.OrderedDict()
+    views["base"] = base
+    views["tied"] = base  # the same tensor object: one pickle memo entry
+    views["tail"] = base[1:]  # storage offset 4
+    views["column"] = base[:, 2]  # offset 2, stride [4]
+    views["transposed"] = base.t()  # not contiguous
+    views["scale"] = torch.tensor(3.5)
+    views["empty"] = torch.zeros(0, 4)
+    views["position_ids"] = torch.arange(8).unsqueeze(0)
+    views._metadata = collections.OrderedDict({"": {"version": 1}})
+    half = (torch.randn(2, 3, generator=gen) * 4).half()
+    halves = {
+        "half": half,
+        "half_t": half.t(),
+        "bf16": torch.randn(5, generator=gen).bfloat16(),
+    }
+    wrapped = {"epoch": 3, "state_dict": collections.OrderedDict(w=torch.randn(2, 2, generator=gen))}
+    files = {"views.pt": (views, 2), "half_proto4.pt": (halves, 4), "wrapped.pt": (wrapped, 2)}
+    expected = {}
+    for fn, (obj, proto) in files.items():
+        torch.save(obj, str(out_dir / fn), pickle_protocol=proto)
+        # torch's weights_only unpickler has no FRAME (protocol 4); this file is our own.
+        loaded = torch.load(str(out_dir / fn), weights_only=proto == 2)
+        tensors = loaded["state_dict"] if "state_dict" in loaded else loaded
+        expected[fn] = torch_expected(tensors)
+    torch.save(collections.OrderedDict(w=base), str(out_dir / "legacy.pt"),
+               _use_new_zipfile_serialization=False)
+    write_json(out_dir / "expected.json", {"versions": versions(), "files": expected})
+    print(f"[torch-save] {folder.relative_to(REPO)}/pytorch_model.bin ({n_float} float tensors + "
+          f"position_ids, {fsize(folder / 'pytorch_model.bin'):,} bytes); "
+          + ", ".join(f"{p.name} {fsize(p):,}" for p in sorted(out_dir.iterdir())))
+
+
+# --------------------------------------------------------------------------------------------
 # Seeded BERT-base-shaped model
 # --------------------------------------------------------------------------------------------
 
@@ -955,11 +1061,21 @@ def make_sbert_base(minilm_dir: Path, texts: list[str], tmp_root: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minilm-dir", required=True, type=Path,
-                    help="local copy of sentence-transformers/all-MiniLM-L6-v2")
+    ap.add_argument("--minilm-dir", type=Path,
+                    help="local copy of sentence-transformers/all-MiniLM-L6-v2 (required unless "
+                         "--torch-fixtures-only)")
+    ap.add_argument("--torch-fixtures-only", action="store_true",
+                    help="only (re)write the torch.save fixtures from the committed tiny-bert "
+                         "(see make_torch_fixtures); leaves every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
     args = ap.parse_args()
+    if args.torch_fixtures_only:
+        torch.set_num_threads(1)
+        make_torch_fixtures()
+        return
+    if args.minilm_dir is None:
+        ap.error("--minilm-dir is required")
     minilm_dir = args.minilm_dir.resolve()
     for fn in ("config.json", "model.safetensors", "modules.json", "sentence_bert_config.json", *TOKENIZER_FILES):
         if not (minilm_dir / fn).is_file():
@@ -980,6 +1096,7 @@ def main() -> None:
     t = time.time()
     tiny = make_tiny(minilm_dir, texts)
     print(f"[tiny] done in {time.time() - t:.1f}s")
+    make_torch_fixtures()
     t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ember_cpu::gemm::WeightData;
 use ember_cpu::{attention_varlen, layernorm, linear, Activation, PackedLinear, Precision};
-use ember_tensor::{F32Tensor, SafeTensorsFile, StoredData, StoredTensor};
+use ember_tensor::{find_weight_file, F32Tensor, StoredData, StoredTensor, WeightFile};
 
 use crate::{BertConfig, BertError};
 
@@ -70,14 +70,14 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` prefix.
 struct WeightLoader<'a> {
-    file: &'a SafeTensorsFile,
+    file: &'a WeightFile,
     prefix: &'static str,
     /// Precision the linear layers are packed in.
     precision: Precision,
 }
 
 impl<'a> WeightLoader<'a> {
-    fn new(file: &'a SafeTensorsFile, precision: Precision) -> Self {
+    fn new(file: &'a WeightFile, precision: Precision) -> Self {
         let prefix = if file.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
@@ -217,7 +217,8 @@ fn weight_data(data: StoredData<'_>) -> WeightData<'_> {
 }
 
 impl BertModel {
-    /// Loads `config.json` and `model.safetensors` from a Hugging Face model folder.
+    /// Loads `config.json` and the weights (`model.safetensors`, else `pytorch_model.bin`)
+    /// from a Hugging Face model folder.
     pub fn from_dir(dir: &Path) -> Result<Self, BertError> {
         Self::from_dir_with(dir, Precision::F32)
     }
@@ -226,20 +227,20 @@ impl BertModel {
     /// attention and every reduction stay `f32`).
     pub fn from_dir_with(dir: &Path, precision: Precision) -> Result<Self, BertError> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
-        let weights = SafeTensorsFile::open(dir.join("model.safetensors"))?;
+        let weights = WeightFile::open(find_weight_file(dir)?)?;
         Self::from_weights_with(config, &weights, precision)
     }
 
     /// Builds the model from a config and an opened weights file, checking every tensor's
     /// shape against the config.
-    pub fn from_weights(config: BertConfig, file: &SafeTensorsFile) -> Result<Self, BertError> {
+    pub fn from_weights(config: BertConfig, file: &WeightFile) -> Result<Self, BertError> {
         Self::from_weights_with(config, file, Precision::F32)
     }
 
     /// [`BertModel::from_weights`] with the linear layers in `precision`.
     pub fn from_weights_with(
         config: BertConfig,
-        file: &SafeTensorsFile,
+        file: &WeightFile,
         precision: Precision,
     ) -> Result<Self, BertError> {
         let loader = WeightLoader::new(file, precision);

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-/// Why a safetensors file could not be opened, read, or written.
+/// Why a safetensors file or a `torch.save` archive could not be opened, read, or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TensorError {
@@ -172,6 +172,76 @@ pub enum TensorError {
     /// No tensor of that name in the file.
     #[error("{}: no tensor named \"{name}\"", .path.display())]
     MissingTensor { path: PathBuf, name: String },
+
+    /// A `torch.save` file in the pre-1.6 format (a pickle stream or a tar, not a zip archive).
+    #[error(
+        "{}: legacy (pre-PyTorch-1.6, non-zip) torch.save format is not supported; re-save it with torch >= 1.6 or convert it to safetensors",
+        .path.display()
+    )]
+    LegacyTorchFormat { path: PathBuf },
+
+    /// The file is not a sound zip archive of the kind `torch.save` writes (no end record, a
+    /// central directory that points outside the file or disagrees with its local headers,
+    /// compressed entries, no single `<folder>/data.pkl`, a pickle whose CRC does not match…).
+    #[error("{}: not a readable torch.save archive: {reason} (byte {offset})", .path.display())]
+    TorchArchive {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// The pickle uses an opcode outside the state-dict subset Ember interprets (e.g. `INST`,
+    /// `OBJ`); `offset` is the opcode's byte offset in `entry`.
+    #[error(
+        "{}: {entry}: pickle opcode {opcode} at byte {offset} is not supported (Ember reads only what torch.save writes for a state dict, and never runs code)",
+        .path.display()
+    )]
+    PickleOpcode {
+        path: PathBuf,
+        entry: String,
+        offset: usize,
+        opcode: String,
+    },
+
+    /// The pickle names a global outside the allow-list (`collections.OrderedDict`,
+    /// `torch._utils._rebuild_tensor_v2` / `_rebuild_tensor` / `_rebuild_parameter`, the
+    /// `torch.*Storage` classes). Nothing is ever imported or called.
+    #[error(
+        "{}: {entry}: pickle global \"{global}\" at byte {offset} is not allowed (Ember accepts only collections.OrderedDict, torch._utils._rebuild_tensor_v2/_rebuild_tensor/_rebuild_parameter and torch.*Storage, and never runs code)",
+        .path.display()
+    )]
+    PickleGlobal {
+        path: PathBuf,
+        entry: String,
+        offset: usize,
+        global: String,
+    },
+
+    /// The pickle is malformed or describes something other than a dict of tensors: truncated,
+    /// stack underflow, an unknown memo key, arguments of the wrong type…
+    #[error("{}: {entry}: bad pickle at byte {offset}: {reason}", .path.display())]
+    Pickle {
+        path: PathBuf,
+        entry: String,
+        offset: usize,
+        reason: String,
+    },
+
+    /// Raw bytes were asked for a tensor whose elements are not dense and row-major (a
+    /// transposed or sliced view in a `torch.save` file); `f32_tensor` copies it instead.
+    #[error("{}: tensor \"{tensor}\" is not contiguous: it has no raw bytes of its own", .path.display())]
+    NonContiguous { path: PathBuf, tensor: String },
+
+    /// A model folder holds none of the weight files Ember reads.
+    #[error(
+        "{}: no weights: neither {} exists",
+        .dir.display(),
+        .looked.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" nor ")
+    )]
+    NoWeightFile {
+        dir: PathBuf,
+        looked: Vec<&'static str>,
+    },
 
     /// The tensor exists but its shape is not the one the caller needs.
     #[error("{}: tensor \"{name}\": expected shape {expected:?}, found {found:?}", .path.display())]

@@ -1,4 +1,5 @@
-//! Validated, zero-copy, memory-mapped safetensors weights for Ember.
+//! Validated, zero-copy, memory-mapped model weights for Ember: safetensors, and the zip archives
+//! of `torch.save` (`pytorch_model.bin`), read without Python.
 //!
 //! [`SafeTensorsFile::open`] maps a `.safetensors` file read-only and validates the whole header
 //! up front (see [`SafeTensorsFile`] for the list of checks); every error is a [`TensorError`] naming the file
@@ -8,6 +9,12 @@
 //!
 //! Trust assumption: a mapped file must not be modified or truncated while it is open (the usual
 //! caveat of memory maps; validation happens once, at open).
+//!
+//! [`TorchFile`] reads a `torch.save` state dict the same way: its own zip reader finds the
+//! storages, and a pickle interpreter that knows only the opcodes and the handful of globals a
+//! state dict uses (and never runs code) finds the tensors; storages are used in place when
+//! aligned. [`WeightFile`] holds either, with one API, and [`find_weight_file`] picks a model
+//! folder's file (`model.safetensors`, else `pytorch_model.bin`).
 //!
 //! [`write_safetensors`] and the `f32_to_*_bytes` helpers write files, for tests and tools.
 //!
@@ -41,13 +48,19 @@
 mod dtype;
 mod error;
 mod file;
+mod pickle;
 mod stored;
 mod tensor;
+mod torch;
+mod weights;
 mod write;
+mod zip;
 
 pub use dtype::DType;
 pub use error::TensorError;
 pub use file::{SafeTensorsFile, TensorInfo, MAX_HEADER_LEN};
 pub use stored::{StoredData, StoredTensor};
 pub use tensor::F32Tensor;
+pub use torch::TorchFile;
+pub use weights::{find_weight_file, WeightFile, WEIGHT_FILE_NAMES};
 pub use write::{f32_to_bf16_bytes, f32_to_f16_bytes, f32_to_le_bytes, write_safetensors};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use half::{bf16, f16};
 use memmap2::Mmap;
 
-use crate::{DType, TensorInfo};
+use crate::{DType, F32Tensor, TensorInfo};
 
 /// A tensor's values in their stored dtype.
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +73,8 @@ enum Storage {
     F32(Vec<f32>),
     F16(Vec<f16>),
     Bf16(Vec<bf16>),
+    /// An f32 tensor from elsewhere (e.g. a torch archive), mapped or owned.
+    Tensor(F32Tensor),
 }
 
 /// A named tensor in its stored dtype, row-major. Holds the memory map alive when it borrows
@@ -172,6 +174,7 @@ impl StoredTensor {
             Storage::F32(v) => StoredData::F32(v),
             Storage::F16(v) => StoredData::F16(v),
             Storage::Bf16(v) => StoredData::Bf16(v),
+            Storage::Tensor(t) => StoredData::F32(t.data()),
         }
     }
 
@@ -192,7 +195,23 @@ impl StoredTensor {
 
     /// Whether [`data`](Self::data) points into the memory map (zero-copy).
     pub fn is_mapped(&self) -> bool {
-        matches!(self.storage, Storage::Mapped { .. })
+        match &self.storage {
+            Storage::Mapped { .. } => true,
+            Storage::Tensor(t) => t.is_mapped(),
+            _ => false,
+        }
+    }
+}
+
+impl From<F32Tensor> for StoredTensor {
+    /// An f32 tensor as a stored tensor of dtype F32 (keeps its data where it is).
+    fn from(tensor: F32Tensor) -> Self {
+        StoredTensor {
+            name: tensor.name().to_owned(),
+            shape: tensor.shape().to_vec(),
+            dtype: DType::F32,
+            storage: Storage::Tensor(tensor),
+        }
     }
 }
 

@@ -34,7 +34,8 @@ enum Storage {
     Owned(Vec<f32>),
 }
 
-/// A named f32 tensor read from a [`SafeTensorsFile`](crate::SafeTensorsFile), row-major.
+/// A named f32 tensor read from a [`SafeTensorsFile`](crate::SafeTensorsFile) or a
+/// [`TorchFile`](crate::TorchFile), row-major.
 ///
 /// Holds the memory map alive when it borrows from it, so it may outlive the file object. Cloning
 /// a mapped tensor is cheap (an `Arc` increment); cloning an owned one copies its data.
@@ -76,6 +77,21 @@ impl F32Tensor {
             stored_dtype: info.dtype,
             storage,
         })
+    }
+
+    /// A tensor holding `values` (already decoded, row-major), stored on disk as `stored_dtype`.
+    pub(crate) fn from_owned(
+        name: &str,
+        shape: Vec<usize>,
+        stored_dtype: DType,
+        values: Vec<f32>,
+    ) -> F32Tensor {
+        F32Tensor {
+            name: name.to_owned(),
+            shape,
+            stored_dtype,
+            storage: Storage::Owned(values),
+        }
     }
 
     /// The values, row-major, `∏ shape` of them.

@@ -13,9 +13,10 @@
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use ember_bert::{BertModel, Workspace};
+use ember_bert::{BertConfig, BertError, BertModel, Workspace};
 use ember_cpu::Precision;
 use ember_pooling::{normalize_rows, pool, PoolingConfig};
+use ember_tensor::WeightFile;
 
 use crate::folder::{resolve_model, ModelFolder};
 use crate::resident::ResidentJob;
@@ -80,8 +81,9 @@ impl EmbedderBuilder {
             .map_err(|e| EmberError::Options(format!("cannot start {threads} threads: {e}")))?;
 
         let folder = ModelFolder::open(dir)?;
-        let model =
-            pool.install(|| BertModel::from_dir_with(&folder.transformer_dir, self.dtype))?;
+        let config = BertConfig::from_file(&folder.transformer_dir.join("config.json"))?;
+        let weights = WeightFile::open(folder.weights_file()?).map_err(BertError::from)?;
+        let model = pool.install(|| BertModel::from_weights_with(config, &weights, self.dtype))?;
         let config = model.config();
         let pooling = folder.pooling(config.hidden_size)?;
         let tokenizer = TextTokenizer::load(

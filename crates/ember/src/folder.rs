@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! modules.json                 [Transformer, Pooling, (Normalize)]
-//! <transformer path>/          config.json, model.safetensors, tokenizer.json | vocab.txt,
-//!                              tokenizer_config.json, sentence_bert_config.json
+//! <transformer path>/          config.json, model.safetensors | pytorch_model.bin,
+//!                              tokenizer.json | vocab.txt, tokenizer_config.json,
+//!                              sentence_bert_config.json
 //! 1_Pooling/config.json        pooling modes
 //! ```
 //! A folder without `modules.json` is a plain transformers folder; sentence-transformers then
@@ -141,6 +142,14 @@ impl ModelFolder {
             return Err(invalid("no Transformer module".into()));
         }
         Ok(())
+    }
+
+    /// The Transformer module's weights: `model.safetensors` when present, else
+    /// `pytorch_model.bin` (a `torch.save` archive, read by `ember_tensor::TorchFile` without
+    /// running its pickle); an error naming both when neither exists.
+    pub fn weights_file(&self) -> Result<PathBuf, EmberError> {
+        ember_tensor::find_weight_file(&self.transformer_dir)
+            .map_err(|e| EmberError::Bert(e.into()))
     }
 
     /// The pooling to apply: `1_Pooling/config.json` when listed, else sentence-transformers'

@@ -1,9 +1,9 @@
 //! Ember: sentence embeddings from BERT-family sentence-transformers models, in pure Rust.
 //!
-//! Load a model folder as published on the hub (`config.json`, `model.safetensors`,
-//! `tokenizer.json` or `vocab.txt`, `modules.json`, `1_Pooling/config.json`,
-//! `sentence_bert_config.json`) and embed text; the rows match what sentence-transformers gives
-//! for the same folder.
+//! Load a model folder as published on the hub (`config.json`, `model.safetensors` or
+//! `pytorch_model.bin`, `tokenizer.json` or `vocab.txt`, `modules.json`,
+//! `1_Pooling/config.json`, `sentence_bert_config.json`) and embed text; the rows match what
+//! sentence-transformers gives for the same folder.
 //!
 //! ```
 //! use ember::Embedder;

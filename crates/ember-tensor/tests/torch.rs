@@ -1,0 +1,822 @@
+//! `torch.save` archives: files written by torch itself (`tests/fixtures/torch-save/`, from
+//! `tests/reference/make_reference.py`) read to exactly what `torch.load` reads, and hostile or
+//! corrupt archives and pickles, built here byte by byte, refused with a message that says why.
+
+use std::path::{Path, PathBuf};
+
+use ember_tensor::{find_weight_file, DType, SafeTensorsFile, TensorError, TorchFile, WeightFile};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn torch_save_fixture(name: &str) -> PathBuf {
+    fixtures().join("torch-save").join(name)
+}
+
+fn expected() -> Value {
+    let path = torch_save_fixture("expected.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn usizes(value: &Value) -> Vec<usize> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect()
+}
+
+/// Every tensor `torch.load` read from `file`, against ours: shape, contiguity, values bit for
+/// bit; contiguous F32 in place.
+fn check_against_torch(file_name: &str) -> TorchFile {
+    let file = TorchFile::open(torch_save_fixture(file_name)).unwrap();
+    let expected = expected();
+    let tensors = expected["files"][file_name].as_object().unwrap();
+    for (name, want) in tensors {
+        let shape = usizes(&want["shape"]);
+        let contiguous = want["contiguous"].as_bool().unwrap();
+        assert_eq!(
+            file.is_contiguous(name),
+            Some(contiguous),
+            "{file_name}: {name}"
+        );
+        let Some(values) = want.get("values") else {
+            // An integer buffer: validated, listed, refused as f32.
+            assert_eq!(want["dtype"], "int64");
+            assert!(file
+                .unsupported_tensors()
+                .any(|(n, d)| n == name && d == "I64"));
+            let err = file.f32_tensor(name).unwrap_err();
+            assert!(matches!(err, TensorError::UnsupportedDType { .. }), "{err}");
+            assert!(err.to_string().contains("\"I64\""), "{err}");
+            continue;
+        };
+        let tensor = file.f32_tensor_with_shape(name, &shape).unwrap();
+        let want: Vec<u32> = values
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v.as_f64().unwrap() as f32).to_bits())
+            .collect();
+        let got: Vec<u32> = tensor.data().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want, "{file_name}: {name}");
+        let dtype = match want_dtype(&expected["files"][file_name][name]) {
+            "float32" => DType::F32,
+            "float16" => DType::F16,
+            "bfloat16" => DType::BF16,
+            other => panic!("{other}"),
+        };
+        assert_eq!(tensor.stored_dtype(), dtype);
+        assert_eq!(
+            tensor.is_mapped(),
+            contiguous && dtype == DType::F32 && cfg!(target_endian = "little"),
+            "{file_name}: {name}"
+        );
+    }
+    assert_eq!(
+        file.len() + file.unsupported_tensors().count(),
+        tensors.len()
+    );
+    file
+}
+
+fn want_dtype(entry: &Value) -> &str {
+    entry["dtype"].as_str().unwrap()
+}
+
+#[test]
+fn shared_storages_offsets_and_strides_read_as_torch_reads_them() {
+    let file = check_against_torch("views.pt");
+    // `tied` is the same tensor as `base`, `tail` is `base[1:]`: one storage, in place.
+    let base = file.info("base").unwrap().byte_range.clone();
+    assert_eq!(file.info("tied").unwrap().byte_range, base);
+    let tail = &file.info("tail").unwrap().byte_range;
+    assert_eq!((tail.start, tail.end), (base.start + 16, base.end));
+    assert_eq!(base.start % 64, 0, "torch aligns storages to 64 bytes");
+    let base_bytes = file.raw_bytes("base").unwrap();
+    assert_eq!(file.raw_bytes("tail").unwrap(), &base_bytes[16..]);
+    // A transposed view has no bytes of its own; as f32 it is copied, row-major.
+    let err = file.raw_bytes("transposed").unwrap_err();
+    assert!(
+        err.to_string().contains("\"transposed\" is not contiguous"),
+        "{err}"
+    );
+    assert!(!file.f32_tensor("column").unwrap().is_mapped());
+    assert_eq!(file.f32_tensor("scale").unwrap().shape(), &[] as &[usize]);
+    assert!(file.f32_tensor("empty").unwrap().data().is_empty());
+}
+
+#[test]
+fn f16_bf16_and_pickle_protocol_4_read_as_torch_reads_them() {
+    check_against_torch("half_proto4.pt");
+}
+
+#[test]
+fn a_checkpoint_wrapping_its_state_dict_is_unwrapped() {
+    let file = check_against_torch("wrapped.pt");
+    assert_eq!(file.names().collect::<Vec<_>>(), ["w"]);
+}
+
+#[test]
+fn the_legacy_format_is_refused_by_name() {
+    let err = TorchFile::open(torch_save_fixture("legacy.pt")).unwrap_err();
+    assert!(matches!(err, TensorError::LegacyTorchFormat { .. }));
+    let message = err.to_string();
+    assert!(
+        message.contains("legacy.pt") && message.contains("legacy (pre-PyTorch-1.6"),
+        "{message}"
+    );
+}
+
+#[test]
+fn tiny_bert_bin_holds_the_safetensors_tensors_bit_for_bit() {
+    let bin = TorchFile::open(fixtures().join("tiny-bert-torchbin/pytorch_model.bin")).unwrap();
+    let st = SafeTensorsFile::open(fixtures().join("tiny-bert/model.safetensors")).unwrap();
+    assert_eq!(
+        bin.names().collect::<Vec<_>>(),
+        st.names().collect::<Vec<_>>()
+    );
+    for name in st.names() {
+        let (a, b) = (st.f32_tensor(name).unwrap(), bin.f32_tensor(name).unwrap());
+        assert_eq!(a.shape(), b.shape(), "{name}");
+        assert!(
+            b.is_mapped() || cfg!(target_endian = "big"),
+            "{name} copied"
+        );
+        let bits =
+            |t: &ember_tensor::F32Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "{name}");
+        assert_eq!(st.raw_bytes(name).unwrap(), bin.raw_bytes(name).unwrap());
+    }
+    // Older transformers saved the int64 position_ids buffer; it must not stop the file.
+    assert_eq!(
+        bin.unsupported_tensors().collect::<Vec<_>>(),
+        [("embeddings.position_ids", "I64")]
+    );
+}
+
+#[test]
+fn weight_files_of_either_format_open_through_one_type() {
+    let st_dir = fixtures().join("tiny-bert");
+    let bin_dir = fixtures().join("tiny-bert-torchbin");
+    let st = WeightFile::open(find_weight_file(&st_dir).unwrap()).unwrap();
+    let bin = WeightFile::open(find_weight_file(&bin_dir).unwrap()).unwrap();
+    assert!(matches!(st, WeightFile::SafeTensors(_)) && matches!(bin, WeightFile::Torch(_)));
+    assert_eq!(st.len(), bin.len());
+    assert!(bin.path().ends_with("pytorch_model.bin"));
+    let name = "encoder.layer.0.attention.self.query.weight";
+    assert!(st.contains(name) && bin.contains(name));
+    assert_eq!(st.info(name).unwrap().shape, bin.info(name).unwrap().shape);
+    assert_eq!(
+        st.f32_tensor_with_shape(name, &[52, 52]).unwrap().data(),
+        bin.f32_tensor_with_shape(name, &[52, 52]).unwrap().data()
+    );
+
+    // Content decides for names that say nothing: a zip is a torch archive.
+    let dir = tempfile::tempdir().unwrap();
+    let renamed = dir.path().join("weights");
+    std::fs::copy(torch_save_fixture("views.pt"), &renamed).unwrap();
+    assert!(matches!(
+        WeightFile::open(&renamed).unwrap(),
+        WeightFile::Torch(_)
+    ));
+
+    let err = find_weight_file(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("pytorch_model.bin"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile and corrupt archives, built here
+// ---------------------------------------------------------------------------------------------
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                0xEDB8_8320 ^ (crc >> 1)
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Offsets of the pieces of an archive from [`zip_archive`], for corrupting them.
+struct ZipLayout {
+    /// Local header offset of each entry.
+    local: Vec<usize>,
+    /// Central header offset of each entry.
+    central: Vec<usize>,
+    /// End-of-central-directory record.
+    end: usize,
+}
+
+/// A STORED zip archive as torch writes it (data 64-byte aligned through local extra padding),
+/// without zip64 records.
+fn zip_archive(entries: &[(&str, &[u8])]) -> (Vec<u8>, ZipLayout) {
+    let mut out = Vec::new();
+    let mut layout = ZipLayout {
+        local: Vec::new(),
+        central: Vec::new(),
+        end: 0,
+    };
+    for (name, data) in entries {
+        layout.local.push(out.len());
+        let unpadded = out.len() + 30 + name.len();
+        let pad = (64 - unpadded % 64) % 64;
+        let pad = if pad > 0 && pad < 4 { pad + 64 } else { pad };
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&crc32(data).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(pad as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        if pad > 0 {
+            // An unknown extra field of `pad - 4` zero bytes, as torch pads.
+            out.extend_from_slice(&0x4b46u16.to_le_bytes());
+            out.extend_from_slice(&((pad - 4) as u16).to_le_bytes());
+            out.resize(out.len() + pad - 4, 0);
+        }
+        out.extend_from_slice(data);
+    }
+    let cd_start = out.len();
+    for ((name, data), &local) in entries.iter().zip(&layout.local) {
+        layout.central.push(out.len());
+        out.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&crc32(data).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 12]);
+        out.extend_from_slice(&(local as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    let cd_size = out.len() - cd_start;
+    layout.end = out.len();
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(cd_size as u32).to_le_bytes());
+    out.extend_from_slice(&(cd_start as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 2]);
+    (out, layout)
+}
+
+/// A pickle, opcode by opcode.
+#[derive(Default, Clone)]
+struct Pickle(Vec<u8>);
+
+impl Pickle {
+    fn proto2() -> Self {
+        Pickle(vec![0x80, 2])
+    }
+    fn raw(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+    fn global(self, module: &str, name: &str) -> Self {
+        self.raw(format!("c{module}\n{name}\n").as_bytes())
+    }
+    fn string(mut self, s: &str) -> Self {
+        self.0.push(b'X');
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.raw(s.as_bytes())
+    }
+    /// LONG1 of 8 bytes: any i64.
+    fn int(mut self, n: i64) -> Self {
+        self.0.extend_from_slice(&[0x8a, 8]);
+        self.raw(&n.to_le_bytes())
+    }
+    fn int_tuple(self, values: &[i64]) -> Self {
+        values
+            .iter()
+            .fold(self.raw(b"("), |p, &v| p.int(v))
+            .raw(b"t")
+    }
+    /// `_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`.
+    fn tensor(self, spec: &TensorSpec) -> Self {
+        self.global("torch._utils", "_rebuild_tensor_v2")
+            .raw(b"((")
+            .string("storage")
+            .global("torch", spec.class)
+            .string("0")
+            .string("cpu")
+            .int(spec.numel)
+            .raw(b"tQ")
+            .int(spec.offset)
+            .int_tuple(&spec.shape)
+            .int_tuple(&spec.stride)
+            .raw(b"\x89")
+            .global("collections", "OrderedDict")
+            .raw(b")R")
+            .raw(b"tR")
+    }
+    /// `OrderedDict(name=tensor)`.
+    fn state_dict(spec: &TensorSpec) -> Self {
+        Pickle::proto2()
+            .global("collections", "OrderedDict")
+            .raw(b")R")
+            .string(spec.name)
+            .tensor(spec)
+            .raw(b"s.")
+    }
+}
+
+struct TensorSpec {
+    name: &'static str,
+    class: &'static str,
+    numel: i64,
+    offset: i64,
+    shape: Vec<i64>,
+    stride: Vec<i64>,
+}
+
+/// A 3 × 4 F32 tensor over a 12-element storage, in row-major order.
+fn good_spec() -> TensorSpec {
+    TensorSpec {
+        name: "dense.weight",
+        class: "FloatStorage",
+        numel: 12,
+        offset: 0,
+        shape: vec![3, 4],
+        stride: vec![4, 1],
+    }
+}
+
+const STORAGE_BYTES: usize = 48;
+
+/// `archive/data.pkl` = `pickle`, `archive/data/0` = `storage_len` bytes.
+fn torch_archive(pickle: &[u8], storage_len: usize) -> (Vec<u8>, ZipLayout) {
+    let storage: Vec<u8> = (0..storage_len).map(|i| i as u8).collect();
+    zip_archive(&[
+        ("archive/data.pkl", pickle),
+        ("archive/byteorder", b"little"),
+        ("archive/data/0", &storage),
+        ("archive/version", b"3\n"),
+    ])
+}
+
+/// Writes `bytes` as `hostile.bin` and opens it; returns the error's message after checking it
+/// names the file.
+fn open_error(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.bin");
+    std::fs::write(&path, bytes).unwrap();
+    let message = match TorchFile::open(&path) {
+        Ok(file) => panic!("opened: {file:?}"),
+        Err(err) => err.to_string(),
+    };
+    assert!(message.contains("hostile.bin"), "{message}");
+    message
+}
+
+fn pickle_error(pickle: &Pickle) -> String {
+    open_error(&torch_archive(&pickle.0, STORAGE_BYTES).0)
+}
+
+fn spec_error(spec: &TensorSpec) -> String {
+    let message = pickle_error(&Pickle::state_dict(spec));
+    assert!(
+        message.contains(&format!("tensor \"{}\"", spec.name)),
+        "{message}"
+    );
+    message
+}
+
+#[test]
+fn the_builders_make_a_valid_archive() {
+    let (bytes, _) = torch_archive(&Pickle::state_dict(&good_spec()).0, STORAGE_BYTES);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("good.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let file = TorchFile::open(&path).unwrap();
+    let tensor = file.f32_tensor_with_shape("dense.weight", &[3, 4]).unwrap();
+    assert!(tensor.is_mapped());
+    assert_eq!(
+        file.raw_bytes("dense.weight").unwrap(),
+        &(0..48).collect::<Vec<u8>>()[..]
+    );
+}
+
+#[test]
+fn globals_outside_the_allow_list_are_refused_without_running_them() {
+    // os.system("echo pwned") through GLOBAL + REDUCE: refused at the GLOBAL, byte 2.
+    let os_system = Pickle::proto2()
+        .global("os", "system")
+        .string("echo pwned")
+        .raw(b"\x85R.");
+    let message = pickle_error(&os_system);
+    assert!(
+        message.contains("archive/data.pkl: pickle global \"os.system\" at byte 2 is not allowed"),
+        "{message}"
+    );
+    // builtins.eval through STACK_GLOBAL (protocol 4).
+    let eval = Pickle(vec![0x80, 4])
+        .raw(b"\x8c\x08builtins\x8c\x04eval\x93")
+        .string("1+1")
+        .raw(b"\x85R.");
+    let message = pickle_error(&eval);
+    assert!(
+        message.contains("\"builtins.eval\" at byte 18"),
+        "{message}"
+    );
+    // An object's __reduce__ naming its own class.
+    let custom = Pickle::proto2().global("__main__", "Exploit").raw(b")R.");
+    assert!(pickle_error(&custom).contains("\"__main__.Exploit\""));
+    // torch itself, beyond the rebuild functions: torch.load is not on the list.
+    let torch_load = Pickle::proto2().global("torch", "load").raw(b")R.");
+    assert!(pickle_error(&torch_load).contains("\"torch.load\""));
+    // Allowed globals used for something else are refused too.
+    let storage_call = Pickle::proto2().global("torch", "FloatStorage").raw(b")R.");
+    assert!(pickle_error(&storage_call).contains("storages may only appear in persistent ids"));
+    let call_a_string = Pickle::proto2().string("os.system").raw(b")R.");
+    assert!(pickle_error(&call_a_string).contains("REDUCE calls a str"));
+}
+
+#[test]
+fn opcodes_outside_the_subset_are_refused_by_name() {
+    let cases: [(&[u8], &str); 7] = [
+        (b"(ios\nsystem\nX\x00\x00\x00\x00.", "INST (0x69)"),
+        (b"(cos\nsystem\no.", "\"os.system\""),
+        (b"()o.", "OBJ (0x6f)"),
+        (b")}\x81.", "NEWOBJ (0x81)"),
+        (b"\x82\x01.", "EXT1 (0x82)"),
+        (b"Pfoo\n.", "PERSID (0x50)"),
+        (b"K\x01\x32.", "DUP (0x32)"),
+    ];
+    for (body, expected) in cases {
+        let message = pickle_error(&Pickle::proto2().raw(body));
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    let message = pickle_error(&Pickle::proto2().raw(b"()o."));
+    assert!(
+        message.contains("pickle opcode OBJ (0x6f) at byte 4 is not supported"),
+        "{message}"
+    );
+}
+
+#[test]
+fn tensors_that_do_not_fit_their_storage_are_refused() {
+    let base = good_spec;
+    let cases: Vec<(TensorSpec, &str)> = vec![
+        (
+            TensorSpec {
+                numel: 100,
+                ..base()
+            },
+            "declares 100 F32 elements but the entry holds 48 bytes",
+        ),
+        (
+            TensorSpec {
+                numel: i64::MAX,
+                ..base()
+            },
+            "declares 9223372036854775807 F32 elements",
+        ),
+        (
+            TensorSpec {
+                numel: -1,
+                ..base()
+            },
+            "declares -1 F32 elements",
+        ),
+        (
+            TensorSpec {
+                shape: vec![-1, 4],
+                ..base()
+            },
+            "size [-1, 4] has a negative entry",
+        ),
+        (
+            TensorSpec {
+                stride: vec![4, -1],
+                ..base()
+            },
+            "stride [4, -1] has a negative entry",
+        ),
+        (
+            TensorSpec {
+                offset: -4,
+                ..base()
+            },
+            "storage offset -4 is negative",
+        ),
+        (
+            TensorSpec {
+                offset: 1,
+                ..base()
+            },
+            "reach past the 12 elements of its storage",
+        ),
+        (
+            TensorSpec {
+                shape: vec![1 << 20, 4],
+                ..base()
+            },
+            "reach past the 12 elements",
+        ),
+        (
+            TensorSpec {
+                shape: vec![1 << 62, 1 << 62],
+                stride: vec![0, 0],
+                ..base()
+            },
+            "overflows usize",
+        ),
+        (
+            TensorSpec {
+                shape: vec![100],
+                stride: vec![0],
+                ..base()
+            },
+            "overlapping (expanded) views are not supported",
+        ),
+        (
+            TensorSpec {
+                shape: vec![3, 4, 1],
+                ..base()
+            },
+            "size has 3 dimensions but its stride 2",
+        ),
+        (
+            TensorSpec {
+                shape: vec![1; 17],
+                stride: vec![1; 17],
+                ..base()
+            },
+            "at most 16 are supported",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let message = if expected.contains("dimensions") || expected.contains("at most 16") {
+            pickle_error(&Pickle::state_dict(&spec))
+        } else {
+            spec_error(&spec)
+        };
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    // A storage class Ember does not read is validated, then refused when asked for.
+    let (bytes, _) = torch_archive(
+        &Pickle::state_dict(&TensorSpec {
+            class: "LongStorage",
+            numel: 6,
+            shape: vec![2, 3],
+            stride: vec![3, 1],
+            ..base()
+        })
+        .0,
+        STORAGE_BYTES,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.bin");
+    std::fs::write(&path, bytes).unwrap();
+    let file = TorchFile::open(&path).unwrap();
+    let err = file.f32_tensor("dense.weight").unwrap_err().to_string();
+    assert!(err.contains("\"I64\" is not supported"), "{err}");
+    // The storage entry must exist.
+    let (bytes, _) = zip_archive(&[("archive/data.pkl", &Pickle::state_dict(&base()).0)]);
+    assert!(open_error(&bytes).contains("storage entry \"archive/data/0\" is not in the archive"));
+}
+
+#[test]
+fn malformed_pickles_are_refused_with_their_offset() {
+    let cases: [(Pickle, &str); 11] = [
+        (
+            Pickle::proto2().raw(b"."),
+            "bad pickle at byte 2: stack underflow in STOP",
+        ),
+        (
+            Pickle::proto2().raw(b"h\x05."),
+            "memo key 5 was never stored",
+        ),
+        (
+            Pickle::proto2().raw(b"X\xff\xff\xff\xff"),
+            "truncated: BINUNICODE needs 4294967295 more bytes",
+        ),
+        (Pickle::proto2().raw(b"}"), "truncated: no STOP opcode"),
+        (
+            Pickle::proto2().raw(b"K\x01."),
+            "the pickled object is a int, not a dict of tensors",
+        ),
+        (
+            Pickle::proto2().raw(b"}(K\x01u."),
+            "SETITEMS with an odd number of values",
+        ),
+        (
+            Pickle::proto2().raw(b"K\x01K\x02K\x03s."),
+            "SETITEM on a int, not a dict",
+        ),
+        (Pickle::proto2().raw(b"]K\x01b."), "BUILD on a list"),
+        (
+            Pickle::proto2().raw(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01."),
+            "LONG1 of 9 bytes",
+        ),
+        (Pickle::proto2().raw(b"t."), "TUPLE without a MARK"),
+        (
+            Pickle::proto2()
+                .global("collections", "OrderedDict")
+                .raw(b"(K\x01K\x01K\x01K\x01K\x01K\x01K\x01K\x01tR."),
+            "REDUCE with 8 arguments",
+        ),
+    ];
+    for (pickle, expected) in cases {
+        let message = pickle_error(&pickle);
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    // A MARK fences the stack: ops after it cannot reach below it.
+    let message = pickle_error(&Pickle::proto2().raw(b"}(s."));
+    assert!(message.contains("stack underflow in SETITEM"), "{message}");
+}
+
+#[test]
+fn cycles_and_deep_nesting_cannot_exhaust_the_stack_or_leak() {
+    // A dict that contains itself, then STOP: a dict with no tensors.
+    let cyclic = Pickle::proto2()
+        .raw(b"}q\x00")
+        .string("self")
+        .raw(b"h\x00s.");
+    let (bytes, _) = torch_archive(&cyclic.0, STORAGE_BYTES);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cyclic.bin");
+    std::fs::write(&path, bytes).unwrap();
+    assert!(TorchFile::open(&path).unwrap().is_empty());
+    // 200,000 nested lists: nothing recurses, neither the parse nor the drop.
+    let depth = 200_000;
+    let mut nested = Pickle::proto2();
+    nested.0.resize(2 + depth, b']');
+    nested.0.resize(2 + 2 * depth - 1, b'a');
+    nested.0.push(b'.');
+    assert!(pickle_error(&nested).contains("a list, not a dict"));
+}
+
+#[test]
+fn a_central_directory_that_lies_is_refused() {
+    let pickle = Pickle::state_dict(&good_spec()).0;
+    let (good, layout) = torch_archive(&pickle, STORAGE_BYTES);
+    let patch = |at: usize, value: &[u8]| {
+        let mut bytes = good.clone();
+        bytes[at..at + value.len()].copy_from_slice(value);
+        bytes
+    };
+    let storage_entry = 2;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // The storage's size grows past the central directory.
+        (
+            patch(
+                layout.central[storage_entry] + 24,
+                &100_000u32.to_le_bytes(),
+            ),
+            "entry \"archive/data/0\" is STORED but its compressed size 48 differs",
+        ),
+        (
+            {
+                let b = patch(
+                    layout.central[storage_entry] + 20,
+                    &100_000u32.to_le_bytes(),
+                );
+                let at = layout.central[storage_entry] + 24;
+                let mut b = b;
+                b[at..at + 4].copy_from_slice(&100_000u32.to_le_bytes());
+                b
+            },
+            "100000 bytes of data from offset",
+        ),
+        // The entry points at another entry's local header.
+        (
+            patch(
+                layout.central[storage_entry] + 42,
+                &(layout.local[0] as u32).to_le_bytes(),
+            ),
+            "the local header at 0 names another entry",
+        ),
+        // …or at no local header at all.
+        (
+            patch(layout.central[storage_entry] + 42, &7u32.to_le_bytes()),
+            "no local header at offset 7",
+        ),
+        // The directory is said to start past the end record.
+        (
+            patch(layout.end + 16, &(layout.end as u32 + 1).to_le_bytes()),
+            "runs past the end records",
+        ),
+        // More entries than the directory could hold.
+        (
+            patch(layout.end + 8, &[200, 0, 200, 0]),
+            "200 entries cannot fit",
+        ),
+        // A compressed entry.
+        (
+            patch(layout.central[storage_entry] + 10, &8u16.to_le_bytes()),
+            "is compressed (method 8)",
+        ),
+        // A central header that is not one.
+        (
+            patch(layout.central[1], b"XXXX"),
+            "central directory entry 1: bad signature",
+        ),
+        // The pickle's bytes change under its recorded CRC.
+        (
+            patch(layout.local[0] + 64, b"\x81"),
+            "archive/data.pkl: CRC-32 is",
+        ),
+    ];
+    for (bytes, expected) in cases {
+        let message = open_error(&bytes);
+        assert!(
+            message.contains("not a readable torch.save archive"),
+            "{message}"
+        );
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    // Not an archive of torch.save: no <folder>/data.pkl.
+    let (other, _) = zip_archive(&[("readme.txt", b"hello")]);
+    assert!(open_error(&other).contains("no <folder>/data.pkl entry"));
+    // A zip64 locator (as torch writes) that points nowhere.
+    let real = std::fs::read(torch_save_fixture("views.pt")).unwrap();
+    let end = real.len() - 22;
+    let locator = end - 20;
+    let mut bytes = real.clone();
+    bytes[locator + 8..locator + 16].copy_from_slice(&(real.len() as u64).to_le_bytes());
+    assert!(open_error(&bytes).contains("zip64 locator points to"));
+}
+
+#[test]
+fn truncated_files_are_refused_at_every_length() {
+    let real = std::fs::read(torch_save_fixture("views.pt")).unwrap();
+    for len in [
+        0,
+        1,
+        21,
+        22,
+        100,
+        real.len() / 2,
+        real.len() - 23,
+        real.len() - 1,
+    ] {
+        let message = open_error(&real[..len]);
+        assert!(
+            message.contains("not a readable torch.save archive"),
+            "{len}: {message}"
+        );
+    }
+    for len in 0..real.len() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.bin");
+        std::fs::write(&path, &real[..len]).unwrap();
+        assert!(TorchFile::open(&path).is_err(), "{len}");
+    }
+}
+
+#[test]
+fn every_single_byte_corruption_is_an_error_or_still_a_sound_file() {
+    // The archive: each byte of a real torch file flipped in turn. Errors or not, never a
+    // panic, and whatever opens reads back within bounds.
+    let real = std::fs::read(torch_save_fixture("views.pt")).unwrap();
+    // The pickle: re-wrapped with a correct CRC, so that the interpreter sees every change.
+    let pickle = Pickle::state_dict(&good_spec()).0;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flipped.bin");
+    let mut opened = 0;
+    let mut check = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        if let Ok(file) = TorchFile::open(&path) {
+            opened += 1;
+            for name in file.names().map(str::to_owned).collect::<Vec<_>>() {
+                let tensor = file.f32_tensor(&name).unwrap();
+                assert_eq!(
+                    tensor.data().len(),
+                    tensor.shape().iter().product::<usize>()
+                );
+            }
+        }
+    };
+    for i in 0..real.len() {
+        let mut bytes = real.clone();
+        bytes[i] ^= 0x5a;
+        check(&bytes);
+    }
+    for i in 0..pickle.len() {
+        for flip in [0x01, 0x80, 0xff] {
+            let mut bytes = pickle.clone();
+            bytes[i] ^= flip;
+            check(&torch_archive(&bytes, STORAGE_BYTES).0);
+        }
+    }
+    assert!(
+        opened > 0,
+        "some flips (in padding, names, versions) leave a sound file"
+    );
+}
