@@ -13,7 +13,8 @@
 //!
 //! all-MiniLM-L6-v2 is loaded with 2 threads and batches of 32; the benchmark corpus (1,244
 //! sentences) is encoded 3 times whole and once text by text to warm up, then counted: twice
-//! whole and once text by text (batches of 1).
+//! whole and once text by text (batches of 1); then once whole with per-text reports
+//! (`encode_into_with_report`, which tokenizes every text to its end).
 //!
 //! What had to change for the count to reach 0, as measured with this test:
 //! - Tokenization: the `tokenizers` crate allocates about 390 times per corpus sentence
@@ -188,6 +189,29 @@ fn main() {
     println!(
         "zero_alloc: {} texts × 2 calls + {} single-text calls after warm-up: 0 allocations",
         texts.len(),
+        texts.len()
+    );
+
+    // With per-text reports, every text is tokenized to its end: still nothing allocated.
+    let mut reports = vec![ember::TextReport::default(); texts.len()];
+    for _ in 0..2 {
+        embedder
+            .encode_into_with_report(&texts, &mut all, &mut reports)
+            .unwrap();
+    }
+    all.fill(f32::NAN);
+    COUNTING.store(true, Ordering::SeqCst);
+    embedder
+        .encode_into_with_report(&texts, &mut all, &mut reports)
+        .unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_nothing_counted("encode_into_with_report");
+    assert!(all == expected, "reporting changed the embeddings");
+    assert!(reports
+        .iter()
+        .all(|r| r.tokens > 2 && r.dropped_tokens == 0));
+    println!(
+        "zero_alloc: {} texts with reports: 0 allocations",
         texts.len()
     );
     drop(embedder);

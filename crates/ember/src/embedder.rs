@@ -6,11 +6,15 @@
 //! input position. Every kernel computes a row independently of the others in its batch and
 //! of the thread count, so a text's embedding is bit-identical however it is batched.
 //!
+//! Texts longer than `max_seq_length` tokens are truncated (as sentence-transformers does) or
+//! refused, as [`Truncation`] says; [`Embedder::encode_into_with_report`] tells, per text, how
+//! many tokens were dropped.
+//!
 //! After warm-up a call allocates nothing: scratch lives in a reused `EncodeState`, texts are
 //! tokenized on the fast WordPiece path (for standard BERT folders), and the call reaches the
 //! pool through a resident job (`resident.rs`) rather than `ThreadPool::install`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use ember_bert::{BertConfig, BertError, BertModel, Workspace};
@@ -26,12 +30,65 @@ use crate::EmberError;
 /// Default texts per forward pass (sentence-transformers' default batch size).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
+/// What to do with a text longer than `max_seq_length` tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Truncation {
+    /// Keep its first `max_seq_length` tokens (`[CLS]` and `[SEP]` included), as
+    /// sentence-transformers does. [`Embedder::encode_into_with_report`] says how many were
+    /// dropped.
+    #[default]
+    Truncate,
+    /// Refuse the call: [`EmberError::TooLong`] names the first such text and its length.
+    Error,
+}
+
+/// What happened to one text in [`Embedder::encode_into_with_report`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TextReport {
+    /// Tokens the encoder saw, `[CLS]` and `[SEP]` included (at most `max_seq_length`).
+    pub tokens: usize,
+    /// Tokens truncation dropped: the untruncated length is `tokens + dropped_tokens`.
+    pub dropped_tokens: usize,
+}
+
+/// What a loaded model is: [`Embedder::info`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// The model folder.
+    pub model_dir: PathBuf,
+    /// The weights file read (`model.safetensors` or `pytorch_model.bin`).
+    pub weights_file: PathBuf,
+    /// Width of an embedding.
+    pub dim: usize,
+    /// Longest token sequence encoded, special tokens included.
+    pub max_seq_length: usize,
+    /// The longest `max_seq_length` the model allows (`config.json`).
+    pub max_position_embeddings: usize,
+    /// Pooling modes, in output order (sentence-transformers' names: `mean`, `cls`, …).
+    pub pooling: Vec<&'static str>,
+    /// Whether embeddings are L2-normalised.
+    pub normalize: bool,
+    pub truncation: Truncation,
+    /// Operand precision of the linear layers.
+    pub dtype: Precision,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub attention_heads: usize,
+    pub intermediate_size: usize,
+    pub vocab_size: usize,
+    /// Whether texts take Ember's allocation-free WordPiece path (else the `tokenizers` crate).
+    pub fast_tokenizer: bool,
+}
+
 /// Options for loading an [`Embedder`].
 #[derive(Clone, Debug, Default)]
 pub struct EmbedderBuilder {
     threads: Option<usize>,
     batch_size: Option<usize>,
     dtype: Precision,
+    max_seq_length: Option<usize>,
+    normalize: Option<bool>,
+    truncation: Truncation,
 }
 
 impl EmbedderBuilder {
@@ -53,6 +110,29 @@ impl EmbedderBuilder {
     /// AVX512_BF16, half the weight memory, cosine ≥ 0.999 to the f32 embeddings.
     pub fn dtype(mut self, dtype: Precision) -> Self {
         self.dtype = dtype;
+        self
+    }
+
+    /// Longest token sequence, special tokens included (default: the folder's
+    /// `sentence_bert_config.json`, else the tokenizer's `model_max_length`, capped at the
+    /// model's `max_position_embeddings`). Loading fails if `n` exceeds
+    /// `max_position_embeddings`, or leaves no room for `[CLS]` and `[SEP]`.
+    pub fn max_seq_length(mut self, n: usize) -> Self {
+        self.max_seq_length = Some(n);
+        self
+    }
+
+    /// L2-normalise the embeddings or not, whatever the folder's `modules.json` says (default:
+    /// normalise exactly when it lists a `Normalize` module).
+    pub fn normalize(mut self, normalize: bool) -> Self {
+        self.normalize = Some(normalize);
+        self
+    }
+
+    /// What to do with texts longer than `max_seq_length` tokens (default
+    /// [`Truncation::Truncate`]).
+    pub fn truncation(mut self, truncation: Truncation) -> Self {
+        self.truncation = truncation;
         self
     }
 
@@ -81,14 +161,27 @@ impl EmbedderBuilder {
             .map_err(|e| EmberError::Options(format!("cannot start {threads} threads: {e}")))?;
 
         let folder = ModelFolder::open(dir)?;
-        let config = BertConfig::from_file(&folder.transformer_dir.join("config.json"))?;
-        let weights = WeightFile::open(folder.weights_file()?).map_err(BertError::from)?;
+        let config_path = folder.transformer_dir.join("config.json");
+        let config = BertConfig::from_file(&config_path)?;
+        let max_seq_length = match self.max_seq_length {
+            Some(n) if n > config.max_position_embeddings => {
+                return Err(EmberError::Options(format!(
+                    "max_seq_length {n} exceeds the model's max_position_embeddings {} ({})",
+                    config.max_position_embeddings,
+                    config_path.display()
+                )))
+            }
+            Some(n) => Some(n),
+            None => folder.max_seq_length,
+        };
+        let weights_file = folder.weights_file()?;
+        let weights = WeightFile::open(&weights_file).map_err(BertError::from)?;
         let model = pool.install(|| BertModel::from_weights_with(config, &weights, self.dtype))?;
         let config = model.config();
         let pooling = folder.pooling(config.hidden_size)?;
         let tokenizer = TextTokenizer::load(
             &folder.transformer_dir,
-            folder.max_seq_length,
+            max_seq_length,
             folder.do_lower_case,
             config.max_position_embeddings,
         )?;
@@ -103,7 +196,10 @@ impl EmbedderBuilder {
             tokenizer,
             dim: pooling.output_dim(),
             pooling,
-            normalize: folder.normalize,
+            normalize: self.normalize.unwrap_or(folder.normalize),
+            truncation: self.truncation,
+            model_dir: folder.root,
+            weights_file,
             batch_size,
             resident,
             pool,
@@ -149,6 +245,9 @@ pub struct Embedder {
     tokenizer: TextTokenizer,
     pooling: PoolingConfig,
     normalize: bool,
+    truncation: Truncation,
+    model_dir: PathBuf,
+    weights_file: PathBuf,
     dim: usize,
     batch_size: usize,
     /// Runs calls on `pool`; declared before it, so dropped first: it lets its worker go
@@ -184,9 +283,44 @@ impl Embedder {
         &self.pooling
     }
 
-    /// Whether embeddings are L2-normalised (the folder lists a `Normalize` module).
+    /// Whether embeddings are L2-normalised (the folder lists a `Normalize` module, unless
+    /// [`EmbedderBuilder::normalize`] said otherwise).
     pub fn normalizes(&self) -> bool {
         self.normalize
+    }
+
+    pub fn truncation(&self) -> Truncation {
+        self.truncation
+    }
+
+    /// What the loaded model is: shape, limits, pooling, precision, files.
+    ///
+    /// ```
+    /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+    /// let embedder = ember::Embedder::builder().threads(1).load(model)?;
+    /// let info = embedder.info();
+    /// assert_eq!((info.dim, info.max_seq_length, info.pooling.as_slice()), (52, 40, &["mean"][..]));
+    /// # Ok::<(), ember::EmberError>(())
+    /// ```
+    pub fn info(&self) -> ModelInfo {
+        let config = self.model.config();
+        ModelInfo {
+            model_dir: self.model_dir.clone(),
+            weights_file: self.weights_file.clone(),
+            dim: self.dim,
+            max_seq_length: self.max_seq_length(),
+            max_position_embeddings: config.max_position_embeddings,
+            pooling: self.pooling.modes.iter().map(|m| m.name()).collect(),
+            normalize: self.normalize,
+            truncation: self.truncation,
+            dtype: self.dtype(),
+            layers: config.num_hidden_layers,
+            hidden_size: config.hidden_size,
+            attention_heads: config.num_attention_heads,
+            intermediate_size: config.intermediate_size,
+            vocab_size: config.vocab_size,
+            fast_tokenizer: self.tokenizer.is_fast(),
+        }
     }
 
     pub fn threads(&self) -> usize {
@@ -240,11 +374,71 @@ impl Embedder {
         })
     }
 
-    /// Embeds `texts` into `out` (`[n, dim]`, row-major), rows in input order.
+    /// Embeds `texts` into `out` (`[n, dim]`, row-major), rows in input order. With
+    /// [`Truncation::Error`], a text longer than `max_seq_length` tokens fails the call
+    /// ([`EmberError::TooLong`]) and `out` is left unspecified.
     pub fn encode_into<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
         out: &mut [f32],
+    ) -> Result<(), EmberError> {
+        self.encode_checked(texts, out, None)
+    }
+
+    /// [`encode`](Self::encode) that also reports, per text, its tokens and how many
+    /// truncation dropped. See [`encode_into_with_report`](Self::encode_into_with_report)
+    /// for the allocation-free form.
+    ///
+    /// ```
+    /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+    /// let embedder = ember::Embedder::builder().threads(1).load(model)?;
+    /// let (embeddings, reports) = embedder.encode_with_report(&["short", &"word ".repeat(100)])?;
+    /// assert_eq!(embeddings.len(), 2);
+    /// assert_eq!(reports[0].dropped_tokens, 0);
+    /// assert_eq!(reports[1].tokens, embedder.max_seq_length());
+    /// assert_eq!(reports[1].tokens + reports[1].dropped_tokens, 102); // [CLS] 100 × word [SEP]
+    /// # Ok::<(), ember::EmberError>(())
+    /// ```
+    pub fn encode_with_report<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+    ) -> Result<(Embeddings, Vec<TextReport>), EmberError> {
+        let mut data = vec![0f32; texts.len() * self.dim];
+        let mut reports = vec![TextReport::default(); texts.len()];
+        self.encode_into_with_report(texts, &mut data, &mut reports)?;
+        let embeddings = Embeddings {
+            data,
+            rows: texts.len(),
+            dim: self.dim,
+        };
+        Ok((embeddings, reports))
+    }
+
+    /// [`encode_into`](Self::encode_into) that also fills `reports[i]` (one per text) with
+    /// text `i`'s tokens and how many truncation dropped. Every text is tokenized to its end
+    /// to count them (time linear in its length; plain `encode_into` stops at the limit); a
+    /// warm call allocates nothing either.
+    pub fn encode_into_with_report<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        out: &mut [f32],
+        reports: &mut [TextReport],
+    ) -> Result<(), EmberError> {
+        if reports.len() != texts.len() {
+            return Err(EmberError::Options(format!(
+                "{} reports for {} texts",
+                reports.len(),
+                texts.len()
+            )));
+        }
+        self.encode_checked(texts, out, Some(reports))
+    }
+
+    fn encode_checked<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        out: &mut [f32],
+        reports: Option<&mut [TextReport]>,
     ) -> Result<(), EmberError> {
         if out.len() != texts.len() * self.dim {
             return Err(EmberError::Options(format!(
@@ -259,7 +453,8 @@ impl Embedder {
         // before use), so a poisoned lock is simply taken over.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *state;
-        self.resident.run(|| self.encode_with(state, texts, out))
+        self.resident
+            .run(|| self.encode_with(state, texts, out, reports))
     }
 
     fn encode_with<S: AsRef<str> + Sync>(
@@ -267,17 +462,41 @@ impl Embedder {
         state: &mut EncodeState,
         texts: &[S],
         out: &mut [f32],
+        mut reports: Option<&mut [TextReport]>,
     ) -> Result<(), EmberError> {
         let n = texts.len();
+        // Dropped tokens are counted only when someone looks: counting reads a text to its
+        // end, where plain truncation stops at the limit.
+        let count_dropped = reports.is_some() || self.truncation == Truncation::Error;
         // On one thread, in order: the fast path takes ~2 µs a sentence, under 1% of the
         // forward pass, and a single scratch then grows to the longest text once.
         state.token_ids.clear();
         state.token_offsets.clear();
         state.token_offsets.push(0);
         for (index, text) in texts.iter().enumerate() {
-            self.tokenizer
-                .encode_into_with(text.as_ref(), &mut state.text_ids, &mut state.tokenize)
-                .map_err(|message| EmberError::Tokenize { index, message })?;
+            let (ids, scratch) = (&mut state.text_ids, &mut state.tokenize);
+            let dropped = if count_dropped {
+                self.tokenizer
+                    .encode_into_counting_dropped(text.as_ref(), ids, scratch)
+            } else {
+                self.tokenizer
+                    .encode_into_with(text.as_ref(), ids, scratch)
+                    .map(|()| 0)
+            }
+            .map_err(|message| EmberError::Tokenize { index, message })?;
+            if dropped > 0 && self.truncation == Truncation::Error {
+                return Err(EmberError::TooLong {
+                    index,
+                    tokens: ids.len() + dropped,
+                    max_seq_length: self.max_seq_length(),
+                });
+            }
+            if let Some(reports) = reports.as_deref_mut() {
+                reports[index] = TextReport {
+                    tokens: ids.len(),
+                    dropped_tokens: dropped,
+                };
+            }
             state.token_ids.extend_from_slice(&state.text_ids);
             state.token_offsets.push(state.token_ids.len());
         }

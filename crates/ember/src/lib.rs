@@ -31,7 +31,9 @@ pub mod wordpiece;
 
 use std::path::PathBuf;
 
-pub use embedder::{Embedder, EmbedderBuilder, Embeddings, DEFAULT_BATCH_SIZE};
+pub use embedder::{
+    Embedder, EmbedderBuilder, Embeddings, ModelInfo, TextReport, Truncation, DEFAULT_BATCH_SIZE,
+};
 pub use ember_cpu::Precision;
 pub use folder::{resolve_model, ModelFolder};
 
@@ -62,6 +64,14 @@ pub enum EmberError {
     Tokenizer { path: PathBuf, message: String },
     #[error("text {index}: cannot tokenize: {message}")]
     Tokenize { index: usize, message: String },
+    /// A text longer than `max_seq_length` under [`Truncation::Error`]; `index` counts from 0
+    /// in the call's texts.
+    #[error("text {index} has {tokens} tokens, more than max_seq_length {max_seq_length} (truncation is set to error)")]
+    TooLong {
+        index: usize,
+        tokens: usize,
+        max_seq_length: usize,
+    },
     #[error(transparent)]
     Bert(#[from] ember_bert::BertError),
     #[error(transparent)]

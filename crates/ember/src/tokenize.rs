@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use tokenizers::models::wordpiece::WordPiece;
@@ -43,6 +44,9 @@ pub struct TextTokenizer {
     wordpiece: Option<WordPieceTokenizer>,
     /// Why `wordpiece` is `None`.
     fallback_reason: Option<String>,
+    /// `tokenizer` without truncation, built the first time a text's full length is asked
+    /// for: the reference count of dropped tokens, and the fallback path's way to count them.
+    untruncated: OnceLock<Result<Tokenizer, String>>,
     max_seq_length: usize,
 }
 
@@ -210,6 +214,7 @@ impl TextTokenizer {
             tokenizer,
             wordpiece,
             fallback_reason,
+            untruncated: OnceLock::new(),
             max_seq_length,
         })
     }
@@ -289,6 +294,47 @@ impl TextTokenizer {
             }
             None => self.reference_encode_into(text, ids),
         }
+    }
+
+    /// [`encode_into_with`](Self::encode_into_with) that also returns how many tokens
+    /// truncation dropped (0 when the text fits): `ids.len()` + the result is the text's
+    /// untruncated length. The whole text is tokenized, in time linear in its length; on the
+    /// fast path nothing is allocated beyond what `encode_into_with` would grow.
+    pub fn encode_into_counting_dropped(
+        &self,
+        text: &str,
+        ids: &mut Vec<u32>,
+        scratch: &mut TokenizeScratch,
+    ) -> Result<usize, String> {
+        match &self.wordpiece {
+            Some(wordpiece) => {
+                Ok(wordpiece.encode_into_counting_dropped(text, ids, &mut scratch.wordpiece))
+            }
+            None => {
+                self.reference_encode_into(text, ids)?;
+                Ok(self
+                    .reference_untruncated_len(text)?
+                    .saturating_sub(ids.len()))
+            }
+        }
+    }
+
+    /// The text's length in tokens without truncation (special tokens included), by the
+    /// `tokenizers` crate: the reference for the dropped counts.
+    pub fn reference_untruncated_len(&self, text: &str) -> Result<usize, String> {
+        let untruncated = self
+            .untruncated
+            .get_or_init(|| {
+                let mut tokenizer = self.tokenizer.clone();
+                tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
+                Ok(tokenizer)
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let encoding = untruncated
+            .encode_fast(text, true)
+            .map_err(|e| e.to_string())?;
+        Ok(encoding.len())
     }
 
     /// Tokenizes with the `tokenizers` crate whatever the pipeline: the reference the fast

@@ -26,6 +26,9 @@
 //!
 //! Since truncation keeps the first word pieces, encoding stops at the first word that fills
 //! `max_seq_length − 2` pieces: a long text costs no more than its first few hundred tokens.
+//! A caller who wants to know how many pieces were dropped asks for the whole text to be
+//! counted ([`WordPieceTokenizer::encode_into_counting_dropped`]): linear in its length, and
+//! still without keeping more than one word past the limit.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -302,71 +305,94 @@ impl WordPieceTokenizer {
     }
 
     /// Tokenizes `text` into `ids` (cleared first): prefix, at most `max_length − 2` word
-    /// pieces, suffix. Allocates only while `ids` or `scratch` grow.
+    /// pieces, suffix. Allocates only while `ids` or `scratch` grow. Stops at the first word
+    /// past the limit: a long text costs no more than its first few hundred tokens.
     pub fn encode_into(&self, text: &str, ids: &mut Vec<u32>, scratch: &mut WordPieceScratch) {
+        self.encode(text, ids, scratch, false);
+    }
+
+    /// [`encode_into`](Self::encode_into) that also counts the word pieces truncation drops,
+    /// and returns that count (0 when the text fits). Tokenizes the whole text, so its cost is
+    /// linear in the text's length; `ids` still grows only by one word past the limit.
+    pub fn encode_into_counting_dropped(
+        &self,
+        text: &str,
+        ids: &mut Vec<u32>,
+        scratch: &mut WordPieceScratch,
+    ) -> usize {
+        self.encode(text, ids, scratch, true)
+    }
+
+    fn encode(
+        &self,
+        text: &str,
+        ids: &mut Vec<u32>,
+        scratch: &mut WordPieceScratch,
+        count_dropped: bool,
+    ) -> usize {
         ids.clear();
         ids.extend_from_slice(&self.prefix_ids);
-        let limit = self.prefix_ids.len() + self.max_pieces;
+        let mut pieces = Pieces {
+            limit: self.prefix_ids.len() + self.max_pieces,
+            ids: &mut *ids,
+            count_dropped,
+            dropped: 0,
+        };
         match &self.raw_added {
-            None => self.encode_piece(text, ids, limit, scratch),
+            None => self.encode_piece(text, &mut pieces, scratch),
             Some(matcher) => matcher.split(text, |range, added| {
                 match added {
-                    Some(id) => ids.push(id),
-                    None => self.encode_piece(&text[range], ids, limit, scratch),
+                    Some(id) => pieces.push_word(|ids| ids.push(id)),
+                    None => self.encode_piece(&text[range], &mut pieces, scratch),
                 }
-                ids.len() < limit
+                !pieces.done()
             }),
         }
-        ids.truncate(limit);
+        let dropped = pieces.dropped;
         ids.extend_from_slice(&self.suffix_ids);
+        dropped
     }
 
     /// Normalises one stretch of raw text between added tokens and appends its pieces.
-    fn encode_piece(
-        &self,
-        raw: &str,
-        ids: &mut Vec<u32>,
-        limit: usize,
-        scratch: &mut WordPieceScratch,
-    ) {
-        if ids.len() >= limit {
+    fn encode_piece(&self, raw: &str, pieces: &mut Pieces<'_>, scratch: &mut WordPieceScratch) {
+        if pieces.done() {
             return;
         }
         normalize_into(self.normalization, raw, scratch);
         let normalized = scratch.normalized.as_str();
         match &self.normalized_added {
-            None => self.encode_words(normalized, ids, limit),
+            None => self.encode_words(normalized, pieces),
             Some(matcher) => matcher.split(normalized, |range, added| {
                 match added {
-                    Some(id) => ids.push(id),
-                    None => self.encode_words(&normalized[range], ids, limit),
+                    Some(id) => pieces.push_word(|ids| ids.push(id)),
+                    None => self.encode_words(&normalized[range], pieces),
                 }
-                ids.len() < limit
+                !pieces.done()
             }),
         }
     }
 
     /// BertPreTokenizer then WordPiece over normalised text.
-    fn encode_words(&self, text: &str, ids: &mut Vec<u32>, limit: usize) {
+    fn encode_words(&self, text: &str, pieces: &mut Pieces<'_>) {
         let mut word_start = 0;
         for (at, c) in text.char_indices() {
-            if ids.len() >= limit {
+            if pieces.done() {
                 return;
             }
             let whitespace = c.is_whitespace();
             if whitespace || is_bert_punctuation(c) {
                 if word_start < at {
-                    self.encode_word(&text[word_start..at], ids);
+                    pieces.push_word(|ids| self.encode_word(&text[word_start..at], ids));
                 }
                 let next = at + c.len_utf8();
-                if !whitespace && ids.len() < limit {
-                    self.encode_word(&text[at..next], ids);
+                if !whitespace && !pieces.done() {
+                    pieces.push_word(|ids| self.encode_word(&text[at..next], ids));
                 }
                 word_start = next;
             }
         }
-        if word_start < text.len() && ids.len() < limit {
-            self.encode_word(&text[word_start..], ids);
+        if word_start < text.len() && !pieces.done() {
+            pieces.push_word(|ids| self.encode_word(&text[word_start..], ids));
         }
     }
 
@@ -413,6 +439,33 @@ impl WordPieceTokenizer {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// The ids of one text as words are added: kept up to `limit` (prefix included); past it,
+/// either tokenizing stops (`done`) or, with `count_dropped`, the pieces are only counted.
+struct Pieces<'a> {
+    ids: &'a mut Vec<u32>,
+    limit: usize,
+    count_dropped: bool,
+    /// Pieces cut at the limit so far (a lower bound unless `count_dropped`).
+    dropped: usize,
+}
+
+impl Pieces<'_> {
+    /// Whether more text can change nothing the caller asked for.
+    fn done(&self) -> bool {
+        !self.count_dropped && self.ids.len() >= self.limit
+    }
+
+    /// Appends one word's pieces (written by `encode`), then cuts what passes the limit. A
+    /// word is whole before it is cut because WordPiece may replace its pieces by `[UNK]`.
+    fn push_word(&mut self, encode: impl FnOnce(&mut Vec<u32>)) {
+        encode(self.ids);
+        if self.ids.len() > self.limit {
+            self.dropped += self.ids.len() - self.limit;
+            self.ids.truncate(self.limit);
         }
     }
 }
@@ -655,6 +708,35 @@ mod tests {
         let ids = encode(&t, &long);
         assert_eq!(ids.len(), 16);
         assert_eq!((ids[0], ids[15]), (2, 3));
+    }
+
+    #[test]
+    fn counting_keeps_the_same_ids_and_counts_every_dropped_piece() {
+        // ids: 5 a, 6 ##a, 7 un, 8 ##b
+        let t = WordPieceTokenizer::new(&spec(&["a", "##a", "un", "##b"], normalization(true)))
+            .unwrap();
+        let mut scratch = WordPieceScratch::default();
+        let cases = [
+            (String::new(), 0),
+            ("a ".repeat(14), 0),
+            ("a ".repeat(40), 26),
+            // 13 words, then a two-piece word across the limit (one piece kept), then 2 more.
+            (format!("{}aa a a", "a ".repeat(13)), 3),
+            // Past the limit: a word with an unknown part is one [UNK], an added token one id,
+            // "aaa" three pieces (a ##a ##a).
+            (format!("{}unbx [MASK] aaa", "a ".repeat(14)), 1 + 1 + 3),
+        ];
+        for (text, dropped) in cases {
+            let mut counted = Vec::new();
+            let got = t.encode_into_counting_dropped(&text, &mut counted, &mut scratch);
+            assert_eq!(counted, encode(&t, &text), "{text:?}");
+            assert_eq!(got, dropped, "{text:?}");
+            // The untruncated length, from a tokenizer whose limit does not bind.
+            let mut unlimited = spec(&["a", "##a", "un", "##b"], normalization(true));
+            unlimited.max_length = usize::MAX;
+            let full = encode(&WordPieceTokenizer::new(&unlimited).unwrap(), &text);
+            assert_eq!(full.len(), counted.len() + dropped, "{text:?}");
+        }
     }
 
     #[test]
