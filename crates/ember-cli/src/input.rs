@@ -10,6 +10,14 @@ use crate::{CliError, InputFormat};
 
 /// Reads all texts from `path` (standard input when `None` or `-`).
 pub fn read_texts(path: Option<&Path>, format: InputFormat) -> Result<Vec<String>, CliError> {
+    read_named_texts(path, format).map(|(_, texts)| texts)
+}
+
+/// [`read_texts`], with the name errors give the source (`standard input` or the path).
+pub fn read_named_texts(
+    path: Option<&Path>,
+    format: InputFormat,
+) -> Result<(String, Vec<String>), CliError> {
     let (name, bytes) = match path {
         None => read_stdin()?,
         Some(p) if p == Path::new("-") => read_stdin()?,
@@ -22,7 +30,8 @@ pub fn read_texts(path: Option<&Path>, format: InputFormat) -> Result<Vec<String
             (name, bytes)
         }
     };
-    parse_texts(&name, &bytes, format)
+    let texts = parse_texts(&name, &bytes, format)?;
+    Ok((name, texts))
 }
 
 fn read_stdin() -> Result<(String, Vec<u8>), CliError> {

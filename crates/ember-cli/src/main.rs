@@ -2,40 +2,87 @@
 //!
 //! ```text
 //! ember embed --model <DIR|org/name> [TEXT…] [--input FILE] [--input-format lines|jsonl]
-//!             [--output FILE] [--batch-size N] [--threads N] [--dtype f32|bf16]
+//!             [--output FILE] [--output-format jsonl|npy|raw] [--shard I/N] [MODEL OPTIONS]
 //! ember similarity --model <DIR|org/name> TEXT TEXT…
 //! ember search --model <DIR|org/name> --corpus FILE --query TEXT [--query TEXT…] [--top-k K]
 //!              [--matrix FILE.npy]
-//! ember bench --model <DIR|org/name> --input FILE [--batch-size N] [--threads N] [--limit N]
-//!             [--repeats R] [--latency-texts L] [--json]
+//! ember info --model <DIR|org/name>
+//! ember bench --model <DIR|org/name> --input FILE [--limit N] [--repeats R]
+//!             [--latency-texts L] [--json]
+//! MODEL OPTIONS: [--batch-size N] [--threads N] [--dtype f32|bf16] [--max-seq-length N]
+//!                [--normalize | --no-normalize] [--truncation truncate|error]
 //! ```
-//! `embed` writes JSON lines (one array per text, input order) to stdout, or to `--output`; an
-//! `--output` ending in `.npy` gets a float32 `[n, dim]` array. Output files are written to a
-//! temporary name and renamed only once complete, so a failed run leaves nothing behind.
+//! `embed` writes JSON lines (one array per text, input order) to stdout, or to `--output`;
+//! `npy` is a float32 `[n, dim]` array and `raw` the same values with no header (see
+//! `output.rs`). `--shard I/N` embeds the texts whose 0-based index `j` has `j % N == I`, in
+//! input order; its JSON lines carry `j`. Output files are written to a temporary name and
+//! renamed only once complete, so a failed run leaves nothing behind. Texts are embedded in
+//! chunks and written as they are done, with a progress bar on stderr when it is a terminal
+//! and the input has at least 1000 texts.
 
 mod bench;
 mod input;
 mod output;
+mod progress;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ember::{Embedder, EmberError};
+use ember::{Embedder, EmberError, Truncation};
+
+use crate::output::{EmbeddingWriter, OutputFormat};
+use crate::progress::Progress;
+
+const EXAMPLES: &str = "\
+Examples:
+  ember embed -m all-MiniLM-L6-v2 'A cat sits on the mat.' 'A dog plays.'
+  ember embed -m DIR -i corpus.txt -o corpus.npy
+  ember embed -m DIR -i corpus.txt -o corpus.f32 --max-seq-length 128 --no-normalize
+  ember embed -m DIR -i corpus.txt -o part-3.jsonl --shard 3/16
+  ember similarity -m DIR 'a cat' 'a kitten' 'stock markets'
+  ember search -m DIR --corpus corpus.txt --query 'a pet' --top-k 3 --matrix corpus.npy
+  ember info -m DIR
+
+DIR is a sentence-transformers model folder; org/name is looked up in the local Hugging Face
+cache. Run `ember help embed` for output formats and sharding.";
+
+const EMBED_DETAILS: &str = "\
+Output formats (--output-format, else from the --output extension):
+  jsonl  one JSON array per text, in input order (the default, and for standard output)
+  npy    .npy: NumPy float32 [n, dim], C order
+  raw    .f32 .bin .raw: little-endian float32, row-major, no header (n * dim * 4 bytes)
+
+Sharding: --shard I/N (0-based I) embeds text j (0-based, line j+1) iff j % N == I, in input
+order. Its JSON lines are {\"index\": j, \"embedding\": [...]}; row r of an npy/raw shard is
+text I + r*N. Every shard reads the whole input, so any scheduler can run them:
+  Kubernetes indexed Job (completions: 16):  --shard \"$JOB_COMPLETION_INDEX/16\"
+  Slurm array (--array=0-15):  --shard \"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\"
+  Spark:  rdd.pipe(\"ember embed -m DIR\") gives one JSON line per element, in order
+See README.md for complete recipes.
+
+Examples:
+  ember embed -m DIR 'first text' 'second text'
+  cat corpus.txt | ember embed -m DIR > corpus.jsonl
+  ember embed -m DIR -i corpus.jsonl --input-format jsonl -o corpus.npy
+  ember embed -m DIR -i corpus.txt --truncation error -o corpus.f32";
 
 #[derive(Parser)]
 #[command(
     name = "ember",
     version,
-    about = "Sentence embeddings from sentence-transformers models, in pure Rust"
+    about = "Sentence embeddings from sentence-transformers models, in pure Rust",
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// The model and how it embeds; flattened last into each command, under its own heading.
 #[derive(clap::Args)]
+#[command(next_help_heading = "Model options")]
 struct ModelArgs {
     /// Model folder, or a hub id (org/name) already in the local Hugging Face cache.
     #[arg(long, short)]
@@ -50,6 +97,27 @@ struct ModelArgs {
     /// fast on CPUs with AVX512_BF16; cosine ≥ 0.999 to f32).
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
+    /// Longest token sequence, [CLS] and [SEP] included [default: the model's].
+    #[arg(long, value_name = "N")]
+    max_seq_length: Option<usize>,
+    /// L2-normalise the embeddings [default: if the model folder has a Normalize module].
+    #[arg(long, overrides_with = "no_normalize")]
+    normalize: bool,
+    /// Do not L2-normalise, even if the model folder has a Normalize module.
+    #[arg(long, overrides_with = "normalize")]
+    no_normalize: bool,
+    /// Texts over --max-seq-length tokens: cut them, or stop with an error naming the line.
+    #[arg(long, value_enum, default_value_t = TruncationArg::Truncate)]
+    truncation: TruncationArg,
+}
+
+/// `--truncation` values.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TruncationArg {
+    /// Keep the first max-seq-length tokens, as sentence-transformers does.
+    Truncate,
+    /// Fail, naming the first text that is too long and its token count.
+    Error,
 }
 
 /// `--dtype` values.
@@ -71,9 +139,8 @@ impl From<Dtype> for ember::Precision {
 #[derive(Subcommand)]
 enum Command {
     /// Embed texts: positional arguments, --input FILE, or standard input.
+    #[command(after_help = EMBED_DETAILS)]
     Embed {
-        #[command(flatten)]
-        model: ModelArgs,
         /// Texts to embed (instead of --input / standard input).
         texts: Vec<String>,
         /// Read texts from FILE ("-" for standard input).
@@ -82,22 +149,28 @@ enum Command {
         /// One text per line, or JSON lines with a "text" field.
         #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
         input_format: InputFormat,
-        /// Write to FILE instead of standard output; `.npy` gives a float32 [n, dim] array.
+        /// Write to FILE (complete or not at all) instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// jsonl, npy or raw f32 [default: from the --output extension, else jsonl].
+        #[arg(long, value_enum)]
+        output_format: Option<OutputFormat>,
+        /// Embed only shard I of N (0-based): the texts whose index j has j % N == I.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<Shard>,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Print the cosine similarity matrix of a few texts.
     Similarity {
-        #[command(flatten)]
-        model: ModelArgs,
         /// Two or more texts.
         #[arg(required = true, num_args = 2..)]
         texts: Vec<String>,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Find the corpus lines most similar (cosine) to each query; prints JSON lines.
     Search {
-        #[command(flatten)]
-        model: ModelArgs,
         /// The corpus: one text per line.
         #[arg(long)]
         corpus: PathBuf,
@@ -107,16 +180,19 @@ enum Command {
         /// Hits per query.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
-        /// The corpus embeddings as a float32 .npy: read if the file exists (its rows must
-        /// match the corpus lines: delete it when the corpus changes), else computed and
-        /// written there for the next search.
+        /// Corpus embeddings (.npy): read if present (delete it when the corpus changes), else saved.
         #[arg(long)]
         matrix: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Print what a model is, as JSON: dim, max length, pooling, normalize, dtype, shape, files.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Measure throughput, latency and share of the FMA peak on a corpus (one text per line).
     Bench {
-        #[command(flatten)]
-        model: ModelArgs,
         /// The corpus: one text per line.
         #[arg(long, short)]
         input: PathBuf,
@@ -132,7 +208,27 @@ enum Command {
         /// Print one JSON line instead of a summary.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        model: ModelArgs,
     },
+}
+
+/// `--shard I/N`: this run embeds text `j` iff `j % count == index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let usage = || format!("{text:?} is not I/N (shard I of N, 0 <= I < N), e.g. 3/16");
+    let (index, count) = text.split_once('/').ok_or_else(usage)?;
+    let index: usize = index.trim().parse().map_err(|_| usage())?;
+    let count: usize = count.trim().parse().map_err(|_| usage())?;
+    if index >= count {
+        return Err(usage());
+    }
+    Ok(Shard { index, count })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -154,6 +250,9 @@ pub enum CliError {
         line: usize,
         message: String,
     },
+    /// A text the embedder refused, `at` naming it (`FILE: line N`, `text argument N`).
+    #[error("{at}: {message}")]
+    Text { at: String, message: String },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -177,11 +276,137 @@ impl CliError {
 fn load(args: &ModelArgs) -> Result<Embedder, CliError> {
     let mut builder = Embedder::builder()
         .batch_size(args.batch_size)
-        .dtype(args.dtype.into());
+        .dtype(args.dtype.into())
+        .truncation(match args.truncation {
+            TruncationArg::Truncate => Truncation::Truncate,
+            TruncationArg::Error => Truncation::Error,
+        });
     if let Some(threads) = args.threads {
         builder = builder.threads(threads);
     }
+    if let Some(n) = args.max_seq_length {
+        builder = builder.max_seq_length(n);
+    }
+    if args.normalize || args.no_normalize {
+        builder = builder.normalize(args.normalize);
+    }
     Ok(builder.load(&args.model)?)
+}
+
+/// Texts per `encode_into` call in `embed`: output is written and progress shown between
+/// calls. Embeddings do not depend on how texts are grouped, so this changes no number.
+const EMBED_CHUNK_BATCHES: usize = 8;
+
+/// Embeds `texts` (`[n, dim]` into `out`); a refused text becomes [`CliError::Text`] with
+/// `name(i)` naming text `i`.
+fn encode_named<S: AsRef<str> + Sync>(
+    embedder: &Embedder,
+    texts: &[S],
+    out: &mut [f32],
+    name: impl Fn(usize) -> String,
+) -> Result<(), CliError> {
+    embedder
+        .encode_into(texts, out)
+        .map_err(|error| match error {
+            EmberError::TooLong {
+                index,
+                tokens,
+                max_seq_length,
+            } => CliError::Text {
+                at: name(index),
+                message: format!(
+                    "{tokens} tokens, more than the {max_seq_length} of --max-seq-length \
+                 (--truncation error)"
+                ),
+            },
+            EmberError::Tokenize { index, message } => CliError::Text {
+                at: name(index),
+                message: format!("cannot tokenize: {message}"),
+            },
+            other => CliError::Ember(other),
+        })
+}
+
+/// [`encode_named`] into a new [`ember::Embeddings`].
+fn encode_all(
+    embedder: &Embedder,
+    texts: &[String],
+    name: impl Fn(usize) -> String,
+) -> Result<ember::Embeddings, CliError> {
+    let mut data = vec![0f32; texts.len() * embedder.dim()];
+    encode_named(embedder, texts, &mut data, name)?;
+    Ok(ember::Embeddings::from_vec(
+        data,
+        texts.len(),
+        embedder.dim(),
+    )?)
+}
+
+/// `ember embed` after argument checks: `texts` named by `name`, this shard's rows written as
+/// they are done.
+fn embed(
+    embedder: &Embedder,
+    texts: &[String],
+    name: impl Fn(usize) -> String,
+    shard: Option<Shard>,
+    output: Option<&Path>,
+    format: OutputFormat,
+) -> Result<(), CliError> {
+    let Shard { index, count } = shard.unwrap_or(Shard { index: 0, count: 1 });
+    let selected: Vec<usize> = (index..texts.len()).step_by(count).collect();
+    let dim = embedder.dim();
+    let mut writer = EmbeddingWriter::create(output, format, shard.is_some(), selected.len(), dim)?;
+    let chunk_len = embedder.batch_size() * EMBED_CHUNK_BATCHES;
+    let mut rows = Vec::new();
+    let mut chunk_texts: Vec<&str> = Vec::with_capacity(chunk_len);
+    let mut progress = Progress::new(selected.len());
+    progress.update(0);
+    for (c, chunk) in selected.chunks(chunk_len).enumerate() {
+        chunk_texts.clear();
+        chunk_texts.extend(chunk.iter().map(|&j| texts[j].as_str()));
+        rows.resize(chunk.len() * dim, 0.0);
+        encode_named(embedder, &chunk_texts, &mut rows, |i| name(chunk[i]))?;
+        writer.write_rows(&rows, chunk)?;
+        progress.update(c * chunk_len + chunk.len());
+    }
+    progress.finish();
+    writer.finish()
+}
+
+/// `ember info`: the model's metadata as one JSON object.
+fn info(args: &ModelArgs) -> Result<(), CliError> {
+    let embedder = load(args)?;
+    let info = embedder.info();
+    let json = serde_json::json!({
+        "model": args.model,
+        "model_dir": info.model_dir.display().to_string(),
+        "weights_file": info.weights_file.display().to_string(),
+        "dim": info.dim,
+        "max_seq_length": info.max_seq_length,
+        "max_position_embeddings": info.max_position_embeddings,
+        "pooling": info.pooling,
+        "normalize": info.normalize,
+        "truncation": match info.truncation {
+            Truncation::Truncate => "truncate",
+            Truncation::Error => "error",
+        },
+        "dtype": info.dtype.name(),
+        "layers": info.layers,
+        "hidden_size": info.hidden_size,
+        "attention_heads": info.attention_heads,
+        "intermediate_size": info.intermediate_size,
+        "vocab_size": info.vocab_size,
+        "fast_tokenizer": info.fast_tokenizer,
+        "threads": embedder.threads(),
+        "batch_size": embedder.batch_size(),
+    });
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    serde_json::to_writer_pretty(&mut out, &json)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush())
+        .map_err(CliError::stdout)
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -192,23 +417,33 @@ fn run(cli: Cli) -> Result<(), CliError> {
             input,
             input_format,
             output,
+            output_format,
+            shard,
         } => {
-            let texts = match (texts.is_empty(), input) {
+            let (source, texts) = match (texts.is_empty(), input) {
                 (false, Some(_)) => {
                     return Err(CliError::Usage(
                         "give texts as arguments or with --input, not both".into(),
                     ))
                 }
-                (false, None) => texts,
-                (true, input) => input::read_texts(input.as_deref(), input_format)?,
+                (false, None) => (None, texts),
+                (true, input) => {
+                    let (name, texts) = input::read_named_texts(input.as_deref(), input_format)?;
+                    (Some(name), texts)
+                }
             };
+            let name = |j: usize| match &source {
+                Some(source) => format!("{source}: line {}", j + 1),
+                None => format!("text argument {}", j + 1),
+            };
+            let format = output_format.unwrap_or(OutputFormat::from_path(output.as_deref()));
             let embedder = load(&model)?;
-            let embeddings = embedder.encode(&texts)?;
-            output::write_embeddings(&embeddings, output.as_deref())
+            embed(&embedder, &texts, name, shard, output.as_deref(), format)
         }
+        Command::Info { model } => info(&model),
         Command::Similarity { model, texts } => {
             let embedder = load(&model)?;
-            let embeddings = embedder.encode(&texts)?;
+            let embeddings = encode_all(&embedder, &texts, |i| format!("text argument {}", i + 1))?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             output::write_similarity(&mut out, &texts, &embeddings).map_err(CliError::stdout)?;
@@ -296,14 +531,16 @@ fn search(
             saved
         }
         _ => {
-            let computed = embedder.encode(&texts)?;
+            let computed = encode_all(&embedder, &texts, |i| {
+                format!("{}: line {}", corpus.display(), i + 1)
+            })?;
             if let Some(path) = matrix {
                 output::write_embeddings(&computed, Some(path))?;
             }
             computed
         }
     };
-    let queries = embedder.encode(query)?;
+    let queries = encode_all(&embedder, query, |i| format!("query {}", i + 1))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (q, text) in query.iter().enumerate() {

@@ -368,3 +368,345 @@ fn search_saves_and_reuses_the_corpus_matrix() {
         "{stderr}"
     );
 }
+
+/// Eleven short texts, one per line, for the options below.
+const ELEVEN_LINES: &[u8] = b"zero\none text\ntwo words here\n\nfour\nfive, with a comma\n\
+six\nseven seven\neight: the last but two\nnine\nten\n";
+
+fn norm(row: &[f32]) -> f64 {
+    row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+#[test]
+fn shards_merge_into_the_unsharded_output() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let whole = json_rows(&ember(&["embed", "--model", m], Some(ELEVEN_LINES)));
+    assert_eq!(whole.len(), 11);
+    let dir = tempfile::tempdir().unwrap();
+    let whole_raw = dir.path().join("whole.f32");
+    assert_success(&ember(
+        &["embed", "--model", m, "-o", whole_raw.to_str().unwrap()],
+        Some(ELEVEN_LINES),
+    ));
+    let whole_raw = std::fs::read(whole_raw).unwrap();
+
+    let shards = 3;
+    let mut merged: Vec<Option<Vec<f32>>> = vec![None; whole.len()];
+    let mut interleaved = vec![0u8; whole_raw.len()];
+    let row_bytes = 52 * 4;
+    for i in 0..shards {
+        let shard = format!("{i}/{shards}");
+        // JSON lines: objects carrying the text's index, this shard's texts in input order.
+        let out = ember(
+            &["embed", "--model", m, "--shard", &shard],
+            Some(ELEVEN_LINES),
+        );
+        assert_success(&out);
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let indices: Vec<usize> = lines
+            .iter()
+            .map(|l| l["index"].as_u64().unwrap() as usize)
+            .collect();
+        let expected: Vec<usize> = (i..whole.len()).step_by(shards).collect();
+        assert_eq!(indices, expected, "shard {shard}");
+        for line in &lines {
+            let row: Vec<f32> = serde_json::from_value(line["embedding"].clone()).unwrap();
+            let slot = &mut merged[line["index"].as_u64().unwrap() as usize];
+            assert!(slot.replace(row).is_none(), "two shards wrote one text");
+        }
+        // Raw f32: row r of shard i is text i + r·N.
+        let path = dir.path().join(format!("part-{i}.bin"));
+        assert_success(&ember(
+            &[
+                "embed",
+                "--model",
+                m,
+                "--shard",
+                &shard,
+                "-o",
+                path.to_str().unwrap(),
+            ],
+            Some(ELEVEN_LINES),
+        ));
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(bytes.len(), expected.len() * row_bytes);
+        for (r, &j) in expected.iter().enumerate() {
+            interleaved[j * row_bytes..(j + 1) * row_bytes]
+                .copy_from_slice(&bytes[r * row_bytes..(r + 1) * row_bytes]);
+        }
+    }
+    let merged: Vec<Vec<f32>> = merged.into_iter().map(Option::unwrap).collect();
+    assert_eq!(merged, whole, "merged shards differ from the unsharded run");
+    assert_eq!(interleaved, whole_raw);
+
+    // More shards than texts: the empty ones succeed with nothing to say.
+    let out = ember(&["embed", "--model", m, "--shard", "5/8", "a", "b"], None);
+    assert_success(&out);
+    assert!(out.stdout.is_empty());
+    for bad in ["3/3", "1", "a/2", "1/0", "-1/2"] {
+        let out = ember(
+            &["embed", "--model", m, &format!("--shard={bad}"), "x"],
+            None,
+        );
+        assert!(!out.status.success(), "--shard {bad} was accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("I/N"));
+    }
+}
+
+#[test]
+fn raw_output_is_the_npy_payload() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, extra: &[&str]| {
+        let path = dir.path().join(name);
+        let mut args = vec!["embed", "--model", m, "-o", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        assert_success(&ember(&args, Some(ELEVEN_LINES)));
+        std::fs::read(path).unwrap()
+    };
+    let npy = write("e.npy", &[]);
+    let header_len = 10 + u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let payload = &npy[header_len..];
+    assert_eq!(payload.len(), 11 * 52 * 4);
+    assert_eq!(write("e.f32", &[]), payload);
+    assert_eq!(write("e.raw", &[]), payload);
+    assert_eq!(write("e.out", &["--output-format", "raw"]), payload);
+    // --output-format wins over the extension, and works on standard output.
+    assert_eq!(write("e.bin", &["--output-format", "npy"]), npy);
+    let stdout = ember(
+        &["embed", "--model", m, "--output-format", "raw"],
+        Some(ELEVEN_LINES),
+    );
+    assert_success(&stdout);
+    assert_eq!(stdout.stdout, payload);
+    let (_, values) = read_npy(&dir.path().join("e.npy"));
+    let jsonl = json_rows(&ember(&["embed", "--model", m], Some(ELEVEN_LINES)));
+    assert_eq!(values, jsonl.concat());
+}
+
+/// A copy of the tiny model whose `modules.json` ends in a Normalize module.
+fn tiny_model_normalized(dir: &Path) -> PathBuf {
+    let copy = dir.join("tiny-bert-normalize");
+    let copy_dir = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    };
+    copy_dir(&tiny_model(), &copy);
+    copy_dir(&tiny_model().join("1_Pooling"), &copy.join("1_Pooling"));
+    let modules = copy.join("modules.json");
+    let mut list: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&modules).unwrap()).unwrap();
+    list.push(serde_json::json!({
+        "idx": 2, "name": "2", "path": "2_Normalize",
+        "type": "sentence_transformers.models.Normalize"
+    }));
+    std::fs::write(&modules, serde_json::to_string(&list).unwrap()).unwrap();
+    copy
+}
+
+#[test]
+fn normalize_flags_override_the_model_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = tiny_model();
+    let normalized = tiny_model_normalized(dir.path());
+    let rows = |model: &Path, flag: Option<&str>| {
+        let mut args = vec!["embed", "--model", model.to_str().unwrap()];
+        args.extend(flag);
+        json_rows(&ember(&args, Some(ELEVEN_LINES)))
+    };
+    let raw = rows(&plain, None);
+    assert!(raw.iter().all(|r| (norm(r) - 1.0).abs() > 1e-2));
+    // The folder with Normalize gives unit rows; --no-normalize gives the raw ones back.
+    let unit = rows(&normalized, None);
+    assert!(unit.iter().all(|r| (norm(r) - 1.0).abs() < 1e-5));
+    assert_eq!(rows(&normalized, Some("--no-normalize")), raw);
+    // --normalize on the folder without it gives the same unit rows.
+    assert_eq!(rows(&plain, Some("--normalize")), unit);
+    for (u, r) in unit.iter().zip(&raw) {
+        for (&a, &b) in u.iter().zip(r) {
+            assert!((a as f64 - b as f64 / norm(r)).abs() < 1e-6);
+        }
+    }
+    // The last of the two flags wins.
+    let out = ember(
+        &[
+            "embed",
+            "--model",
+            normalized.to_str().unwrap(),
+            "--normalize",
+            "--no-normalize",
+            "zero",
+        ],
+        None,
+    );
+    assert_eq!(json_rows(&out)[0], raw[0]);
+}
+
+#[test]
+fn error_on_truncation_names_the_line_and_max_seq_length_moves_the_limit() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    // [CLS] + 50 words + [SEP] = 52 tokens: past the tiny model's 40, within its 64 positions.
+    let input = format!("short\nalso short\n{}\nfine\n", "word ".repeat(50));
+    let dir = tempfile::tempdir().unwrap();
+    let npy = dir.path().join("out.npy");
+    let out = ember(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--truncation",
+            "error",
+            "-o",
+            npy.to_str().unwrap(),
+        ],
+        Some(input.as_bytes()),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("standard input: line 3: 52 tokens") && stderr.contains("40"),
+        "{stderr}"
+    );
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+
+    // The same from a file and as an argument.
+    let file = dir.path().join("in.txt");
+    std::fs::write(&file, &input).unwrap();
+    let out = ember(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--truncation",
+            "error",
+            "-i",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in.txt: line 3: 52 tokens"));
+    let long = "word ".repeat(50);
+    let out = ember(
+        &["embed", "--model", m, "--truncation", "error", "a", &long],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("text argument 2: 52 tokens"));
+
+    // Truncated by default; with room for it, the long text is whole and changes.
+    let truncated = json_rows(&ember(&["embed", "--model", m], Some(input.as_bytes())));
+    let whole = json_rows(&ember(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--truncation",
+            "error",
+            "--max-seq-length",
+            "64",
+        ],
+        Some(input.as_bytes()),
+    ));
+    assert_eq!(truncated.len(), 4);
+    assert_eq!(whole[0], truncated[0]);
+    assert_ne!(whole[2], truncated[2]);
+
+    let out = ember(
+        &["embed", "--model", m, "--max-seq-length", "65", "x"],
+        None,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("max_seq_length 65") && stderr.contains("max_position_embeddings 64"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn info_prints_the_model_as_json() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let info = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["info", "--model", m];
+        args.extend_from_slice(extra);
+        let out = ember(&args, None);
+        assert_success(&out);
+        serde_json::from_slice(&out.stdout).expect("info prints one JSON value")
+    };
+    let plain = info(&[]);
+    for (key, value) in [
+        ("dim", serde_json::json!(52)),
+        ("max_seq_length", serde_json::json!(40)),
+        ("max_position_embeddings", serde_json::json!(64)),
+        ("pooling", serde_json::json!(["mean"])),
+        ("normalize", serde_json::json!(false)),
+        ("dtype", serde_json::json!("f32")),
+        ("layers", serde_json::json!(2)),
+        ("hidden_size", serde_json::json!(52)),
+        ("vocab_size", serde_json::json!(2601)),
+        ("truncation", serde_json::json!("truncate")),
+    ] {
+        assert_eq!(plain[key], value, "{key}: {plain}");
+    }
+    assert!(plain["weights_file"]
+        .as_str()
+        .unwrap()
+        .ends_with("model.safetensors"));
+    let changed = info(&[
+        "--max-seq-length",
+        "64",
+        "--normalize",
+        "--dtype",
+        "bf16",
+        "--truncation",
+        "error",
+    ]);
+    assert_eq!(
+        (
+            &changed["max_seq_length"],
+            &changed["normalize"],
+            &changed["dtype"],
+            &changed["truncation"]
+        ),
+        (
+            &serde_json::json!(64),
+            &serde_json::json!(true),
+            &serde_json::json!("bf16"),
+            &serde_json::json!("error")
+        )
+    );
+}
+
+#[test]
+fn help_lists_every_option_and_the_examples() {
+    let out = ember(&["embed", "--help"], None);
+    assert_success(&out);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--max-seq-length",
+        "--normalize",
+        "--no-normalize",
+        "--truncation",
+        "--output-format",
+        "--shard",
+        "JOB_COMPLETION_INDEX",
+        "SLURM_ARRAY_TASK_ID",
+        "rdd.pipe",
+        "Examples:",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from embed --help");
+    }
+}
