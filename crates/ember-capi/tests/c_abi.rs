@@ -181,9 +181,9 @@ fn c_example_matches_rust_api() {
 
 fn last_error() -> Option<String> {
     let ptr = ember_last_error();
-    // SAFETY: non-null pointers from ember_last_error are NUL-terminated and valid until the
-    // next ember call on this thread.
     (!ptr.is_null()).then(|| {
+        // SAFETY: non-null pointers from ember_last_error are NUL-terminated and valid until
+        // the next ember call on this thread.
         unsafe { CStr::from_ptr(ptr) }
             .to_string_lossy()
             .into_owned()
