@@ -138,6 +138,13 @@ fn c_example_matches_rust_api() {
         .arg(&lib)
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&exe)
+        // Extra flags, e.g. `-fsanitize=address` when the library was built with ASan
+        // (scripts/sanitize.sh).
+        .args(
+            std::env::var("EMBER_C_FLAGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
     assert!(status.success(), "the C example did not compile");
