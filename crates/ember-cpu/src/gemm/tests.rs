@@ -339,6 +339,23 @@ fn row_quantisation_follows_its_definition() {
     assert_eq!(q.quantise(1e30), 0);
     assert_eq!(q.quantise(-1e30), 0);
     assert_eq!(q.quantise(2.0), 255);
+    assert_eq!(q.quantise(-2.0), 0);
+    // Ties round to even, as vcvtps2dq does.
+    let q = RowQuant {
+        scale: 1.0,
+        inv_scale: 1.0,
+        zero: 100,
+    };
+    for (v, want) in [
+        (0.5, 100),
+        (1.5, 102),
+        (2.5, 102),
+        (-0.5, 100),
+        (-1.5, 98),
+        (3e6, 255),
+    ] {
+        assert_eq!(q.quantise(v), want, "{v}");
+    }
 }
 
 #[test]
