@@ -83,4 +83,18 @@ fn seeded_sbert_base_matches_sentence_transformers() {
         agreement(&rows, &reference.embeddings),
         0.999,
     );
+    // And with int8 matrix products (weights per channel, activations per token).
+    drop(bf16);
+    let int8 = Embedder::builder()
+        .threads(2)
+        .dtype(ember::Precision::Int8)
+        .load_dir(dir.path())
+        .unwrap();
+    let embeddings = int8.encode(&reference.texts).unwrap();
+    let rows: Vec<&[f32]> = embeddings.rows().collect();
+    assert_cosine_bound(
+        "SBERT-base-shaped seeded model, int8 compute",
+        agreement(&rows, &reference.embeddings),
+        0.99,
+    );
 }

@@ -41,6 +41,19 @@
 //! on `X[i, :]`, `W` and the ISA: not on `m`, on which rows share a tile, on the task split or
 //! on the number of threads. (AVX2 and AVX-512 both use FMA in the same order and agree
 //! bit-for-bit on the product; `Scalar` uses separate multiply and add.)
+//!
+//! # Int8
+//!
+//! [`Precision::Int8`] (maths in `gemm/quant.rs`): `W` is quantised per output channel at
+//! load into `i8` panels of k quads (`panel[(kk/4)·4NR + 4jj + kk%4]`, zero-padded), with
+//! `s_j` and `Σ_k w_q[j,k]` beside them. Per call, a pre-pass computes each row's scale
+//! `s_i` and zero point `z_i` over the *whole* row (never per K block); `X` is quantised to
+//! `u8` while it is packed (`KC = 1024`, `KG = 64`: the f32 kernels' bytes). The microkernel
+//! (`vpdpbusd` on AVX512_VNNI, 14 × 32; a portable twin giving the same integers elsewhere)
+//! sums exactly in `i32`; between K blocks a tile's partial sums wait in `Y`, bit-cast, so
+//! the sum is the same integer whatever the blocking. After the last K block the tile is
+//! rescaled, `y = f32(acc − z_i·Σ_k w_q[j,k])·(s_i·s_j)`, and finished as above; the result
+//! depends only on the row, as for f32.
 
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
@@ -48,9 +61,13 @@ mod kernel_avx2;
 mod kernel_avx512;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx512_bf16;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx512_vnni;
 mod kernel_scalar;
 mod kernel_scalar_bf16;
+mod kernel_scalar_i8;
 mod panel_elem;
+mod quant;
 
 use std::cell::RefCell;
 
@@ -60,6 +77,8 @@ use rayon::prelude::*;
 use crate::activation::Activation;
 use crate::error::{check_len, checked_elems, KernelError};
 use crate::isa::{active_isa, Isa};
+pub use quant::INT8_MAX_K;
+pub(crate) use quant::{pack_a_block_i8, RowQuant, KC_I8, KG_I8};
 
 /// Output columns per packed panel of `W` (and per microkernel tile).
 pub const NR: usize = 32;
@@ -83,7 +102,8 @@ const SHARED_A_MAX: usize = 1 << 24;
 /// costs more than it saves.
 const SEQUENTIAL_MACS: usize = 1 << 17;
 
-/// The operand precision of a linear layer's GEMM; accumulation is always `f32`.
+/// The operand precision of a linear layer's GEMM (accumulation in `f32`, or exactly in
+/// `i32` for `Int8`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// `f32` weights and activations: the exact path (the default).
@@ -93,14 +113,22 @@ pub enum Precision {
     /// products summed in `f32` two k at a time: `vdpbf16ps` where the CPU has AVX512_BF16,
     /// a portable widening kernel elsewhere. Half the weight memory, about twice the FMA rate.
     Bf16,
+    /// `i8` weights, quantised per output channel at load (`s_j = max_k |W[j,k]| / 127`),
+    /// and `u8` activations, quantised per row (token) while `X` is packed (asymmetric, the
+    /// row's range including 0 mapped onto 0..=255); products summed exactly in `i32` and
+    /// rescaled once: `vpdpbusd` where the CPU has AVX512_VNNI, a portable kernel giving the
+    /// same integers elsewhere. A quarter of the weight memory, about four times the f32
+    /// multiply-add rate; see the module docs (Int8).
+    Int8,
 }
 
 impl Precision {
-    /// Lower-case name (`f32`, `bf16`), as the CLI's `--dtype` takes it.
+    /// Lower-case name (`f32`, `bf16`, `int8`), as the CLI's `--dtype` takes it.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
@@ -109,6 +137,7 @@ impl Precision {
         match name.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Some(Precision::F32),
             "bf16" | "bfloat16" => Some(Precision::Bf16),
+            "int8" | "i8" => Some(Precision::Int8),
             _ => None,
         }
     }
@@ -146,6 +175,8 @@ pub struct PackedLinear {
     offset: usize,
     /// Bias zero-padded to `n_panels · NR`.
     bias: Option<Vec<f32>>,
+    /// The per-output-channel quantisation of an `I8Quads` weight; `None` otherwise.
+    quant: Option<quant::WeightQuant>,
 }
 
 /// A weight matrix as stored in a checkpoint: `f32`, or `f16` / `bf16` kept at that width.
@@ -177,6 +208,9 @@ enum PanelLayout {
     Bf16,
     /// `panel[(kk/2)·2NR + 2jj + kk%2]`, bf16 (the [`Precision::Bf16`] kernels).
     Bf16Pairs,
+    /// `panel[(kk/4)·4NR + 4jj + kk%4]`, i8 quantised per column (the [`Precision::Int8`]
+    /// kernels; scales and column sums in [`quant::WeightQuant`]).
+    I8Quads,
 }
 
 impl PanelLayout {
@@ -184,6 +218,7 @@ impl PanelLayout {
         match self {
             PanelLayout::F32 => 4,
             PanelLayout::F16 | PanelLayout::Bf16 | PanelLayout::Bf16Pairs => 2,
+            PanelLayout::I8Quads => 1,
         }
     }
 
@@ -191,6 +226,7 @@ impl PanelLayout {
     fn kstep(self) -> usize {
         match self {
             PanelLayout::Bf16Pairs => 2,
+            PanelLayout::I8Quads => 4,
             _ => 1,
         }
     }
@@ -235,7 +271,9 @@ impl PackedLinear {
     /// Packs a weight as stored (`[n, k]`) for the kernels of `precision`. For
     /// [`Precision::F32`] an `f16` or `bf16` weight keeps its width in the panels (half the
     /// memory of widening it) and is widened exactly as it is loaded: the results equal
-    /// those of the widened weight bit for bit.
+    /// those of the widened weight bit for bit. For [`Precision::Int8`] the (widened) weight
+    /// is quantised per output channel; `k` must not exceed [`INT8_MAX_K`] (the `i32`
+    /// accumulators could overflow beyond), else `Err(InvalidShape)`.
     pub fn from_weight(
         weight: WeightData<'_>,
         bias: Option<&[f32]>,
@@ -253,8 +291,17 @@ impl PackedLinear {
         if let Some(b) = bias {
             check_len(OP, "bias", n, b.len())?;
         }
+        if precision == Precision::Int8 && k > INT8_MAX_K {
+            return Err(KernelError::InvalidShape {
+                op: OP,
+                reason: format!(
+                    "int8 weights need k <= {INT8_MAX_K} (i32 accumulators), got k = {k}"
+                ),
+            });
+        }
         let layout = match (precision, weight) {
             (Precision::Bf16, _) => PanelLayout::Bf16Pairs,
+            (Precision::Int8, _) => PanelLayout::I8Quads,
             (Precision::F32, WeightData::F32(_)) => PanelLayout::F32,
             (Precision::F32, WeightData::F16(_)) => PanelLayout::F16,
             (Precision::F32, WeightData::Bf16(_)) => PanelLayout::Bf16,
@@ -268,7 +315,17 @@ impl PackedLinear {
         let mut storage = vec![0.0f32; packed_floats + 15];
         let offset = storage.as_ptr().align_offset(64).min(15);
         let floats = &mut storage[offset..offset + packed_floats];
-        if panel_len > 0 {
+        let quant = (layout == PanelLayout::I8Quads).then(|| {
+            let q = quant::WeightQuant::new(weight, n, k);
+            if panel_len > 0 {
+                bytemuck::cast_slice_mut::<f32, i8>(floats)[..packed_len]
+                    .par_chunks_mut(panel_len)
+                    .enumerate()
+                    .for_each(|(p, panel)| q.pack_panel(weight, k, n, p, panel));
+            }
+            q
+        });
+        if panel_len > 0 && quant.is_none() {
             fn fill<T: bytemuck::Pod + Send>(
                 floats: &mut [f32],
                 len: usize,
@@ -327,6 +384,7 @@ impl PackedLinear {
             storage,
             offset,
             bias,
+            quant,
         })
     }
 
@@ -344,11 +402,12 @@ impl PackedLinear {
     pub fn precision(&self) -> Precision {
         match self.layout {
             PanelLayout::Bf16Pairs => Precision::Bf16,
+            PanelLayout::I8Quads => Precision::Int8,
             _ => Precision::F32,
         }
     }
 
-    /// Bytes per weight element in the panels (4 for f32; 2 for f16, bf16).
+    /// Bytes per weight element in the panels (4 for f32; 2 for f16, bf16; 1 for int8).
     pub fn weight_elem_bytes(&self) -> usize {
         self.layout.elem_bytes()
     }
@@ -356,6 +415,7 @@ impl PackedLinear {
     /// Bytes held by the packed weight and bias.
     pub fn bytes(&self) -> usize {
         4 * (self.storage.len() + self.bias.as_ref().map_or(0, Vec::len))
+            + self.quant.as_ref().map_or(0, quant::WeightQuant::bytes)
     }
 
     /// The bias, if any (`[n]`).
@@ -379,7 +439,8 @@ impl PackedLinear {
         &all[p * len..(p + 1) * len]
     }
 
-    /// Unpacks back to `[n, k]` in `f32` (for tests and debugging; a `Bf16` weight comes
+    /// Unpacks back to `[n, k]` in `f32` (for tests and debugging; an `Int8` weight comes
+    /// back dequantised, `s_j·w_q[j,k]` rounded to f32; a `Bf16` weight comes
     /// back as its rounded values).
     pub fn unpack_weight(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.n * self.k];
@@ -392,6 +453,11 @@ impl PackedLinear {
                     PanelLayout::Bf16 => self.panel::<bf16>(p, 1)[kk * NR + jj].to_f32(),
                     PanelLayout::Bf16Pairs => {
                         self.panel::<bf16>(p, 2)[(kk / 2) * 2 * NR + 2 * jj + kk % 2].to_f32()
+                    }
+                    PanelLayout::I8Quads => {
+                        let q = self.panel::<i8>(p, 4)[(kk / 4) * 4 * NR + 4 * jj + kk % 4];
+                        let scale = self.quant.as_ref().map_or(0.0, |wq| wq.scale[j]);
+                        scale * f32::from(q)
                     }
                 };
             }
@@ -446,10 +512,10 @@ fn pack_b_panel_pairs<S: Copy>(
 
 /// What the blocking loops need from an ISA: its tile height and two tile operations.
 pub(crate) trait Microkernel: Copy + Send + Sync {
-    /// Element of the packed A micro-panels: `f32`, or `bf16` for the [`Precision::Bf16`]
-    /// kernels.
+    /// Element of the packed A micro-panels: `f32`, `bf16` for the [`Precision::Bf16`]
+    /// kernels, `u8` for the [`Precision::Int8`] ones.
     type A: bytemuck::Pod + Send + Sync;
-    /// Element of the B panels (`f32`, `f16` or `bf16`).
+    /// Element of the B panels (`f32`, `f16`, `bf16` or `i8`).
     type B: bytemuck::Pod + Send + Sync;
     /// Rows per A micro-panel / tile.
     const MR: usize;
@@ -458,9 +524,21 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
     const KC: usize = KC;
     /// k values per row and group in a packed A micro-panel (see [`pack_a_block`]).
     const KG: usize = KG;
-    /// k values per B panel row: 1 (`b[kk·NR + jj]`), or 2 for the pair-interleaved bf16
-    /// layout (`b[(kk/2)·2NR + 2jj + kk%2]`). Panels hold `k` rounded up to it, zero-padded.
+    /// k values per B panel row: 1 (`b[kk·NR + jj]`), 2 for the pair-interleaved bf16
+    /// layout (`b[(kk/2)·2NR + 2jj + kk%2]`), 4 for the int8 quads. Panels hold `k` rounded
+    /// up to it, zero-padded.
     const KSTEP: usize = 1;
+    /// Whether the kernel quantises A per row: the driver then computes every row's
+    /// [`RowQuant`] over the whole row before packing, hands them to [`Microkernel::pack_a`]
+    /// and to the last K block's [`TileEpilogue`], and `C` holds the tile's exact `i32`
+    /// partial sums (bit-cast) between K blocks.
+    const ROW_QUANT: bool = false;
+
+    /// The quantisation of one row of `X` (`ROW_QUANT` kernels): [`RowQuant::of_row`],
+    /// which an ISA may compile with its own features (the result cannot differ).
+    fn row_quant(self, row: &[f32]) -> RowQuant {
+        RowQuant::of_row(row)
+    }
 
     /// `C[0..rows, 0..cols] = (accumulate ? C : 0) + A·B` for one tile, where `A` is a packed
     /// micro-panel of height `mr` (`rows ≤ mr ≤ MR`; see [`pack_a_block`] for its layout) (`a[i·KC + kk]`, `i < rows`, `kk < kc ≤ KC`) and `B` a slice of a packed
@@ -490,6 +568,8 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
 
     /// Packs `X[r0..r1, pc..pc+kc]` into micro-panels of height `mr ≤ MR`; see
     /// [`pack_a_block`] for the layout and the bounds (with this kernel's `KC`, `KG`).
+    /// `quant` holds every row's quantisation (indexed by row of `X`) if `ROW_QUANT`, and
+    /// is empty otherwise.
     #[allow(clippy::too_many_arguments)]
     fn pack_a(
         self,
@@ -499,6 +579,7 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
         pc: usize,
         kc: usize,
         mr: usize,
+        quant: &[RowQuant],
         dst: &mut [Self::A],
     );
 
@@ -529,6 +610,7 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
 }
 
 /// The part of the epilogue a microkernel applies in registers after the last K block:
+/// for the int8 kernels first `acc ← s_i·s_j·(acc − z_i·Σ_k w_q[j,k])` (see [`quant`]), then
 /// `acc ← acc + bias`, then `max(acc, 0)` if `relu`, then `acc ← acc + R`. (GELU, too long to
 /// inline into a kernel holding 28 accumulators, runs afterwards over the stored tile.)
 /// Element-wise in the same order as [`crate::activation::epilogue_row`], so results do not
@@ -543,6 +625,13 @@ pub(crate) struct TileEpilogue {
     pub(crate) ld_residual: usize,
     /// Apply `max(·, 0)` between bias and residual.
     pub(crate) relu: bool,
+    /// Int8 kernels only (null otherwise): the tile's rows' quantisation, readable for
+    /// `rows` entries.
+    pub(crate) row_quant: *const RowQuant,
+    /// Int8 kernels only (null otherwise): the tile's columns' weight scales `s_j` and sums
+    /// `Σ_k w_q[j,k]`, readable for `cols` entries.
+    pub(crate) col_scale: *const f32,
+    pub(crate) col_sum: *const i32,
 }
 
 thread_local! {
@@ -550,6 +639,8 @@ thread_local! {
     static PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The calling thread's buffer for all of A, packed once per call and read by every task.
     static CALLER_PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's per-row quantisation of X (int8 kernels).
+    static CALLER_ROW_QUANT: RefCell<Vec<RowQuant>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on a 64-byte-aligned slice of `len` floats from the thread-local buffer `key`,
@@ -686,6 +777,16 @@ fn linear_impl(
             gemm_driver(kern, args, out)
         }
         (PanelLayout::Bf16Pairs, _) => gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, out),
+        // int8 products: `vpdpbusd` on AVX-512 CPUs that have AVX512_VNNI, the portable
+        // kernel (same integers, same results) on every other path.
+        #[cfg(target_arch = "x86_64")]
+        (PanelLayout::I8Quads, Isa::Avx512)
+            if kernel_avx512_vnni::Avx512VnniKernel::detect().is_some() =>
+        {
+            let kern = kernel_avx512_vnni::Avx512VnniKernel::detect().ok_or(unsupported)?;
+            gemm_driver(kern, args, out)
+        }
+        (PanelLayout::I8Quads, _) => gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, out),
     }
     Ok(())
 }
@@ -789,48 +890,88 @@ fn gemm_driver<K: Microkernel>(kern: K, args: GemmArgs<'_>, out: &mut [f32]) {
     let m_pad = m.div_ceil(mr) * mr;
     let k_blocks = k.div_ceil(K::KC);
     let out_ptr = OutPtr(out.as_mut_ptr());
-    // Pack all of A once (in parallel) unless it is huge; tasks then only read it.
-    let shared_len = m_pad.saturating_mul(K::KC).saturating_mul(k_blocks);
-    if shared_len <= shared_a_max {
-        let plan = plan(m, n_panels, mr, threads, true);
-        with_scratch(&CALLER_PACKED_A, shared_len, |packed| {
-            pack_a_shared(kern, x, m, k, mr, threads, packed);
-            let packed: &[K::A] = packed;
+    // Per-row quantisation (int8), over whole rows: never per K block or per task.
+    with_row_quant(kern, x, m, k, threads, |quant| {
+        // Pack all of A once (in parallel) unless it is huge; tasks then only read it.
+        let shared_len = m_pad.saturating_mul(K::KC).saturating_mul(k_blocks);
+        if shared_len <= shared_a_max {
+            let plan = plan(m, n_panels, mr, threads, true);
+            with_scratch(&CALLER_PACKED_A, shared_len, |packed| {
+                pack_a_shared(kern, x, m, k, mr, threads, quant, packed);
+                let packed: &[K::A] = packed;
+                run_tasks(plan, m, n_panels, threads, |(r0, r1), (p0, p1)| {
+                    let source = ASource::Shared { packed, m_pad };
+                    let task = TaskArgs {
+                        w,
+                        act,
+                        residual,
+                        out: out_ptr,
+                        mr,
+                        quant,
+                    };
+                    gemm_task(kern, task, (r0, r1), (p0, p1), source);
+                });
+            });
+        } else {
+            let plan = plan(m, n_panels, mr, threads, false);
             run_tasks(plan, m, n_panels, threads, |(r0, r1), (p0, p1)| {
-                let source = ASource::Shared { packed, m_pad };
-                gemm_task(
-                    kern,
-                    w,
-                    act,
-                    residual,
-                    out_ptr,
-                    mr,
-                    (r0, r1),
-                    (p0, p1),
-                    source,
-                );
+                let len = (r1 - r0).div_ceil(mr) * mr * K::KC;
+                with_scratch(&PACKED_A, len, |block| {
+                    let source = ASource::Own { x, block };
+                    let task = TaskArgs {
+                        w,
+                        act,
+                        residual,
+                        out: out_ptr,
+                        mr,
+                        quant,
+                    };
+                    gemm_task(kern, task, (r0, r1), (p0, p1), source);
+                });
             });
-        });
-    } else {
-        let plan = plan(m, n_panels, mr, threads, false);
-        run_tasks(plan, m, n_panels, threads, |(r0, r1), (p0, p1)| {
-            let len = (r1 - r0).div_ceil(mr) * mr * K::KC;
-            with_scratch(&PACKED_A, len, |block| {
-                let source = ASource::Own { x, block };
-                gemm_task(
-                    kern,
-                    w,
-                    act,
-                    residual,
-                    out_ptr,
-                    mr,
-                    (r0, r1),
-                    (p0, p1),
-                    source,
-                );
-            });
-        });
+        }
+    });
+}
+
+/// Runs `f` on every row's [`RowQuant`] (`[m]`, in the calling thread's buffer) if `K`
+/// quantises A, on an empty slice otherwise.
+fn with_row_quant<K: Microkernel>(
+    kern: K,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    threads: usize,
+    f: impl FnOnce(&[RowQuant]),
+) {
+    if !K::ROW_QUANT {
+        return f(&[]);
     }
+    let fill = |quant: &mut [RowQuant]| {
+        let rows = x.chunks_exact(k).zip(quant.iter_mut());
+        if threads == 1 {
+            rows.for_each(|(row, q)| *q = kern.row_quant(row));
+        } else {
+            x.par_chunks_exact(k)
+                .zip(quant.par_iter_mut())
+                .with_min_len(16)
+                .for_each(|(row, q)| *q = kern.row_quant(row));
+        }
+    };
+    CALLER_ROW_QUANT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < m {
+                buf.resize(m, RowQuant::default());
+            }
+            fill(&mut buf[..m]);
+            f(&buf[..m]);
+        }
+        Err(_) => {
+            // Cannot happen in this crate (calls never nest on one thread); stay correct.
+            let mut temporary = vec![RowQuant::default(); m];
+            fill(&mut temporary);
+            f(&temporary);
+        }
+    })
 }
 
 /// Height of the A micro-panels for `m` rows: the fewest panels of at most `max` rows, evened
@@ -871,6 +1012,7 @@ fn run_tasks(
 
 /// Packs all of `X` (`[m, k]`) for `kern`: K block `b` at `packed[b·m_pad·KC ..]`, laid out
 /// as [`pack_a_block`] does for rows `0..m`. Parallel over (K block, row range) jobs.
+#[allow(clippy::too_many_arguments)]
 fn pack_a_shared<K: Microkernel>(
     kern: K,
     x: &[f32],
@@ -878,6 +1020,7 @@ fn pack_a_shared<K: Microkernel>(
     k: usize,
     mr: usize,
     threads: usize,
+    quant: &[RowQuant],
     packed: &mut [K::A],
 ) {
     let m_pad = m.div_ceil(mr) * mr;
@@ -895,6 +1038,7 @@ fn pack_a_shared<K: Microkernel>(
             pc,
             K::KC.min(k - pc),
             mr,
+            quant,
             dst,
         );
     };
@@ -926,19 +1070,35 @@ enum ASource<'a, E> {
     Own { x: &'a [f32], block: &'a mut [E] },
 }
 
+/// What every task of a call shares.
+#[derive(Clone, Copy)]
+struct TaskArgs<'a> {
+    w: &'a PackedLinear,
+    act: Activation,
+    residual: Option<&'a [f32]>,
+    out: OutPtr,
+    /// Height of the A micro-panels.
+    mr: usize,
+    /// Every row's quantisation (int8 kernels), else empty.
+    quant: &'a [RowQuant],
+}
+
 /// One task: rows `r0..r1` × panels `p0..p1`, all of K.
-#[allow(clippy::too_many_arguments)]
 fn gemm_task<K: Microkernel>(
     kern: K,
-    w: &PackedLinear,
-    act: Activation,
-    residual: Option<&[f32]>,
-    out: OutPtr,
-    mr: usize,
+    args: TaskArgs<'_>,
     (r0, r1): (usize, usize),
     (p0, p1): (usize, usize),
     mut source: ASource<'_, K::A>,
 ) {
+    let TaskArgs {
+        w,
+        act,
+        residual,
+        out,
+        mr,
+        quant,
+    } = args;
     let (n, k) = (w.n, w.k);
     let mut pc = 0;
     while pc < k {
@@ -952,7 +1112,7 @@ fn gemm_task<K: Microkernel>(
                 &packed[start..start + (r1 - r0).div_ceil(mr) * mr * K::KC]
             }
             ASource::Own { x, block } => {
-                kern.pack_a(x, k, (r0, r1), pc, kc, mr, block);
+                kern.pack_a(x, k, (r0, r1), pc, kc, mr, quant, block);
                 block
             }
         };
@@ -1004,13 +1164,27 @@ fn gemm_task<K: Microkernel>(
                         },
                         ld_residual: n,
                         relu: act == Activation::Relu,
+                        row_quant: if quant.is_empty() {
+                            std::ptr::null()
+                        } else {
+                            quant[ir..].as_ptr()
+                        },
+                        col_scale: w
+                            .quant
+                            .as_ref()
+                            .map_or(std::ptr::null(), |q| q.scale[c0..].as_ptr()),
+                        col_sum: w
+                            .quant
+                            .as_ref()
+                            .map_or(std::ptr::null(), |q| q.col_sum[c0..].as_ptr()),
                     });
                     // SAFETY: rows ≤ MR, cols ≤ NR, kc ≤ KC; `a` holds `rows` rows of stride
                     // KC and `b` kc·NR elements (kc rounded up to KSTEP);
                     // the tile C[ir..ir+rows, c0..c0+cols] lies inside `out` ([m, n],
                     // validated) and belongs to this task alone (tasks own disjoint row ×
                     // panel ranges). The bias is padded to whole panels; the residual tile
-                    // lies inside `residual` ([m, n]).
+                    // lies inside `residual` ([m, n]). For the int8 kernels, `quant` has all
+                    // m rows and the weight's scales and sums are padded to whole panels.
                     unsafe {
                         kern.tile(
                             kc,

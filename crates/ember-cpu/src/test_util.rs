@@ -80,6 +80,14 @@ mod tests {
         let (m, n, k) = (9, 40, 70);
         let x = rng.vec(m * k);
         let w = PackedLinear::new(&rng.vec(n * k), Some(&rng.vec(n)), n, k).unwrap();
+        let w8 = PackedLinear::with_precision(
+            &rng.vec(n * k),
+            Some(&rng.vec(n)),
+            n,
+            k,
+            crate::Precision::Int8,
+        )
+        .unwrap();
         let r = rng.vec(m * n);
         let mut out = vec![0.0f32; m * n];
         let (heads, hd, offsets) = (2, 8, [0usize, 3, 9]);
@@ -90,6 +98,7 @@ mod tests {
         let mut run = || {
             linear(&x, m, &w, Activation::Gelu, Some(&r), &mut out).unwrap();
             linear(&x, m, &w, Activation::Identity, None, &mut out).unwrap();
+            linear(&x, m, &w8, Activation::Relu, Some(&r), &mut out).unwrap();
             attention_varlen(&qkv, &offsets, heads, hd, &mut ctx).unwrap();
             layernorm(&mut out, m, n, &gamma, &beta, 1e-5).unwrap();
             softmax_inplace(&mut out[..n]);

@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 use std::marker::PhantomData;
 
 use super::panel_elem::PanelElem;
-use super::{pack_a_block, Microkernel, TileEpilogue, KG, NR};
+use super::{pack_a_block, Microkernel, RowQuant, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::Avx2Token;
 
@@ -111,6 +111,7 @@ impl<B: PanelElem> Microkernel for Avx2Kernel<B> {
         pc: usize,
         kc: usize,
         mr: usize,
+        _quant: &[RowQuant],
         dst: &mut [f32],
     ) {
         pack_a_block(x, k, rows, pc, kc, mr, dst);

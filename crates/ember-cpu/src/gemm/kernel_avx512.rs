@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use std::marker::PhantomData;
 
 use super::panel_elem::PanelElem;
-use super::{Microkernel, TileEpilogue, KC, KG, NR};
+use super::{Microkernel, RowQuant, TileEpilogue, KC, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::{avx512_prefix_mask, Avx512Token};
 
@@ -73,6 +73,7 @@ impl<B: PanelElem> Microkernel for Avx512Kernel<B> {
         pc: usize,
         kc: usize,
         mr: usize,
+        _quant: &[RowQuant],
         dst: &mut [f32],
     ) {
         let kc_pad = kc.next_multiple_of(KG);

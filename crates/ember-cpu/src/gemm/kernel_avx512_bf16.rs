@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 
 use half::bf16;
 
-use super::{Microkernel, TileEpilogue, KC_BF16, KG_BF16, NR};
+use super::{Microkernel, RowQuant, TileEpilogue, KC_BF16, KG_BF16, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::{avx512_prefix_mask, Avx512Token};
 
@@ -74,6 +74,7 @@ impl Microkernel for Avx512Bf16Kernel {
         pc: usize,
         kc: usize,
         mr: usize,
+        _quant: &[RowQuant],
         dst: &mut [bf16],
     ) {
         let kc_pad = kc.next_multiple_of(KG_BF16);

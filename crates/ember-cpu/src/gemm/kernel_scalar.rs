@@ -6,7 +6,7 @@
 use std::marker::PhantomData;
 
 use super::panel_elem::PanelElem;
-use super::{pack_a_block, Microkernel, TileEpilogue, KG, NR};
+use super::{pack_a_block, Microkernel, RowQuant, TileEpilogue, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::ScalarToken;
 
@@ -111,6 +111,7 @@ impl<B: PanelElem> Microkernel for ScalarKernel<B> {
         pc: usize,
         kc: usize,
         mr: usize,
+        _quant: &[RowQuant],
         dst: &mut [f32],
     ) {
         pack_a_block(x, k, rows, pc, kc, mr, dst);

@@ -8,7 +8,7 @@
 
 use half::bf16;
 
-use super::{pack_a_block_bf16, Microkernel, TileEpilogue, KC_BF16, KG_BF16, NR};
+use super::{pack_a_block_bf16, Microkernel, RowQuant, TileEpilogue, KC_BF16, KG_BF16, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::ScalarToken;
 
@@ -109,6 +109,7 @@ impl Microkernel for ScalarBf16Kernel {
         pc: usize,
         kc: usize,
         mr: usize,
+        _quant: &[RowQuant],
         dst: &mut [bf16],
     ) {
         pack_a_block_bf16(x, k, rows, pc, kc, mr, dst);

@@ -120,18 +120,20 @@ fn every_isa_matches_reference_on_edge_shapes() {
         let w = rng.vec(n * k);
         let b = case.bias.then(|| rng.vec(n));
         let r = case.residual.then(|| rng.vec(m * n));
-        for precision in [Precision::F32, Precision::Bf16] {
+        for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
             let packed = PackedLinear::with_precision(&w, b.as_deref(), n, k, precision).unwrap();
             // The reference multiplies exactly what the kernels see: for bf16, X and W
-            // rounded to bf16 (products of bf16 values are exact in f32 and in f64).
+            // rounded to bf16 (products of bf16 values are exact in f32 and in f64); for
+            // int8, X and W dequantised.
             let (x_seen, w_seen) = match precision {
                 Precision::F32 => {
                     assert_eq!(packed.unpack_weight(), w);
                     (x.clone(), w.clone())
                 }
                 Precision::Bf16 => (round_bf16(&x), packed.unpack_weight()),
+                Precision::Int8 => (dequantised_rows(&x, m, k), packed.unpack_weight()),
             };
-            assert_eq!(w_seen, round_to(precision, &w));
+            assert_eq!(w_seen, round_to(precision, &w, n, k));
             for isa in supported_isas() {
                 let mut out = vec![f32::NAN; m * n];
                 linear_with_isa(isa, &x, m, &packed, case.act, r.as_deref(), &mut out).unwrap();
@@ -144,6 +146,9 @@ fn every_isa_matches_reference_on_edge_shapes() {
                     r.as_deref(),
                     &out,
                 );
+                if precision == Precision::Int8 {
+                    check_int8_against_f32(&case, &x, &w, b.as_deref(), r.as_deref(), &out);
+                }
                 // The per-task packing path (used for huge X) must agree bit for bit.
                 let mut own = vec![f32::NAN; m * n];
                 linear_impl(isa, &x, m, &packed, case.act, r.as_deref(), &mut own, 0).unwrap();
@@ -206,6 +211,12 @@ fn half_width_panels_give_the_widened_results_bit_for_bit() {
             let from_f32 =
                 PackedLinear::with_precision(&widened, None, n, k, Precision::Bf16).unwrap();
             assert_eq!(pairs.unpack_weight(), from_f32.unpack_weight());
+            // And quantised to int8 as its f32 value is.
+            let quads = PackedLinear::from_weight(data, None, n, k, Precision::Int8).unwrap();
+            let from_f32 =
+                PackedLinear::with_precision(&widened, None, n, k, Precision::Int8).unwrap();
+            assert_eq!(quads.weight_elem_bytes(), 1);
+            assert_eq!(quads.unpack_weight(), from_f32.unpack_weight());
         }
     }
 }
@@ -218,12 +229,168 @@ fn round_bf16(values: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// `values` as a weight of `precision` holds them.
-fn round_to(precision: Precision, values: &[f32]) -> Vec<f32> {
+/// `values` (`[n, k]`) as a weight of `precision` holds them; for int8 computed here from
+/// the definition (`s_j = max|W[j,:]|/127`, `s_j·round(W/s_j)`), independently of the packing.
+fn round_to(precision: Precision, values: &[f32], n: usize, k: usize) -> Vec<f32> {
     match precision {
         Precision::F32 => values.to_vec(),
         Precision::Bf16 => round_bf16(values),
+        Precision::Int8 => (0..n)
+            .flat_map(|j| {
+                let row = &values[j * k..(j + 1) * k];
+                let scale = row.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0;
+                row.iter().map(move |&v| {
+                    if scale == 0.0 {
+                        0.0
+                    } else {
+                        scale * (v / scale).round_ties_even()
+                    }
+                })
+            })
+            .collect(),
     }
+}
+
+/// `X` (`[m, k]`) as the int8 kernels see it: each row quantised with its own scale and zero
+/// point and dequantised, `s_i·(x_q − z_i)`.
+fn dequantised_rows(x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    (0..m)
+        .flat_map(|i| {
+            let row = &x[i * k..(i + 1) * k];
+            let q = RowQuant::of_row(row);
+            row.iter().map(move |&v| q.dequantise(q.quantise(v)))
+        })
+        .collect()
+}
+
+/// The int8 result against the exact f32 product: each operand is off by at most half a
+/// step (`s_i/2`, `s_j/2`), so `|Δ(x·w)| ≤ s_j/2·Σ|x| + s_i/2·Σ|w| + k·s_i·s_j/4`, times
+/// the activation's slope (≤ 1.13 for GELU), plus f32 rounding.
+fn check_int8_against_f32(
+    case: &Case,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    r: Option<&[f32]>,
+    fast: &[f32],
+) {
+    let (m, n, k) = (case.m, case.n, case.k);
+    let mut reference = vec![f32::NAN; m * n];
+    linear_reference(x, m, w, b, n, k, case.act, r, &mut reference).unwrap();
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        let s_i = RowQuant::of_row(row).scale as f64;
+        let x_abs: f64 = row.iter().map(|&v| (v as f64).abs()).sum();
+        for j in 0..n {
+            let w_row = &w[j * k..(j + 1) * k];
+            let s_j = w_row.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
+            let w_abs: f64 = w_row.iter().map(|&v| (v as f64).abs()).sum();
+            let bound = 1.2 * (s_j / 2.0 * x_abs + s_i / 2.0 * w_abs + k as f64 * s_i * s_j / 4.0)
+                + 1e-5 * (1.0 + reference[i * n + j].abs() as f64);
+            let err = (fast[i * n + j] as f64 - reference[i * n + j] as f64).abs();
+            assert!(
+                err <= bound,
+                "{case} int8 [{i},{j}]: {} vs f32 {} (bound {bound:.2e})",
+                fast[i * n + j],
+                reference[i * n + j]
+            );
+        }
+    }
+}
+
+#[test]
+fn row_quantisation_follows_its_definition() {
+    let mut rng = SplitMix(8);
+    let shifted: Vec<f32> = rng.vec(300).iter().map(|v| 3.0 + v).collect();
+    let rows: [Vec<f32>; 5] = [
+        rng.vec(1000),
+        shifted,                                        // all positive: lo = 0, z = 0
+        rng.vec(77).iter().map(|v| -v.abs()).collect(), // all ≤ 0: z = 255
+        vec![0.0; 10],                                  // all zero: s = 1, z = 0
+        vec![1e-30, -2e-30, 0.0],                       // tiny range
+    ];
+    for row in &rows {
+        let q = RowQuant::of_row(row);
+        let lo = row.iter().fold(0.0f32, |a, &v| a.min(v));
+        let hi = row.iter().fold(0.0f32, |a, &v| a.max(v));
+        if hi == lo {
+            assert_eq!(q, RowQuant::default());
+        } else {
+            assert_eq!(q.scale, (hi - lo) / 255.0);
+            assert_eq!(q.inv_scale, 1.0 / q.scale);
+            assert_eq!(q.zero as f32, (-lo * q.inv_scale).round_ties_even());
+        }
+        assert!((0..=255).contains(&q.zero));
+        for &v in row {
+            let back = q.dequantise(q.quantise(v));
+            // Half a step, plus the rounding of 1/s and of the dequantised value.
+            let tol = 0.5 * q.scale as f64 * (1.0 + 1e-5) + 1e-6 * (v as f64).abs();
+            assert!(
+                (back as f64 - v as f64).abs() <= tol,
+                "{v} -> {back} (scale {})",
+                q.scale
+            );
+        }
+    }
+    // As vcvtps2dq: NaN and out-of-range values convert to i32::MIN, then clamp to 0.
+    let q = RowQuant::from_range(-1.0, 1.0);
+    assert_eq!(q.quantise(f32::NAN), 0);
+    assert_eq!(q.quantise(f32::INFINITY), 0);
+    assert_eq!(q.quantise(1e30), 0);
+    assert_eq!(q.quantise(-1e30), 0);
+    assert_eq!(q.quantise(2.0), 255);
+    assert_eq!(q.quantise(-2.0), 0);
+    // Ties round to even, as vcvtps2dq does.
+    let q = RowQuant {
+        scale: 1.0,
+        inv_scale: 1.0,
+        zero: 100,
+    };
+    for (v, want) in [
+        (0.5, 100),
+        (1.5, 102),
+        (2.5, 102),
+        (-0.5, 100),
+        (-1.5, 98),
+        (3e6, 255),
+    ] {
+        assert_eq!(q.quantise(v), want, "{v}");
+    }
+}
+
+#[test]
+fn int8_sums_are_exact_up_to_the_largest_k() {
+    // The extremes: x_q − z_i = ±255 and w_q = ±127 in every k, at k = INT8_MAX_K, where
+    // |Σ| is within 0.002 % of i32::MAX. Every kernel must give s_i·s_j·Σ, rounded once or
+    // twice in f32.
+    let k = INT8_MAX_K;
+    let (m, n) = (2, 2);
+    let mut x = vec![0.5f32; m * k]; // row 0: x_q = 255, z = 0
+    x[k..].fill(-0.25); // row 1: x_q = 0, z = 255
+    let mut w = vec![2.0f32; n * k]; // column 0: w_q = 127
+    w[k..].fill(-3.0); // column 1: w_q = −127
+    let packed = PackedLinear::with_precision(&w, None, n, k, Precision::Int8).unwrap();
+    let sum = (255 * 127 * k) as f64;
+    assert!(sum < i32::MAX as f64);
+    let (s0, s1) = (0.5 / 255.0, 0.25 / 255.0);
+    let (t0, t1) = (2.0 / 127.0, 3.0 / 127.0);
+    let want = [sum * s0 * t0, -sum * s0 * t1, -sum * s1 * t0, sum * s1 * t1];
+    for isa in supported_isas() {
+        let mut out = vec![f32::NAN; m * n];
+        linear_with_isa(isa, &x, m, &packed, Activation::Identity, None, &mut out).unwrap();
+        for (got, want) in out.iter().zip(want) {
+            assert!(
+                (*got as f64 - want).abs() <= 4.0 * f32::EPSILON as f64 * want.abs(),
+                "{isa}: {got} vs {want}"
+            );
+        }
+    }
+    // One more k could overflow: refused at packing.
+    let k = INT8_MAX_K + 1;
+    assert!(matches!(
+        PackedLinear::with_precision(&vec![1.0; k], None, 1, k, Precision::Int8),
+        Err(KernelError::InvalidShape { .. })
+    ));
 }
 
 #[test]
@@ -272,7 +439,7 @@ fn bf16_kernels_agree_bit_for_bit() {
             a.fill(half::bf16::NAN);
             b.fill(half::bf16::NAN);
             pack_a_block_bf16(&x, k, (0, m), pc, kc, 14, &mut a);
-            fast.pack_a(&x, k, (0, m), pc, kc, 14, &mut b);
+            fast.pack_a(&x, k, (0, m), pc, kc, 14, &[], &mut b);
             let used = |v: &[half::bf16]| -> Vec<u16> {
                 (0..m.div_ceil(14))
                     .flat_map(|q| {
@@ -292,6 +459,72 @@ fn bf16_kernels_agree_bit_for_bit() {
                     assert_eq!(pa, pb, "pack differs at {i} (pc={pc} kc={kc})");
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn int8_kernels_agree_bit_for_bit() {
+    // Integer sums are exact and the rescaling is the same f32 operations: the VNNI and
+    // portable kernels agree on every input (activations applied inside the kernel).
+    #[cfg(target_arch = "x86_64")]
+    {
+        let Some(fast) = kernel_avx512_vnni::Avx512VnniKernel::detect() else {
+            println!("skipped: this CPU has no AVX512_VNNI");
+            return;
+        };
+        let mut rng = SplitMix(78);
+        let shapes = [
+            (37, 100, 600),
+            (15, 33, 1025),
+            (1, 2304, 768),
+            (29, 65, 7),
+            (20, 70, 2100),
+        ];
+        for (m, n, k) in shapes {
+            let x = rng.vec(m * k);
+            let w = rng.vec(n * k);
+            let b = rng.vec(n);
+            let r = rng.vec(m * n);
+            let packed = PackedLinear::with_precision(&w, Some(&b), n, k, Precision::Int8).unwrap();
+            for act in [Activation::Identity, Activation::Relu] {
+                for shared_a_max in [SHARED_A_MAX, 0] {
+                    let args = GemmArgs {
+                        x: &x,
+                        m,
+                        w: &packed,
+                        act,
+                        residual: Some(&r),
+                        shared_a_max,
+                    };
+                    let mut hw = vec![f32::NAN; m * n];
+                    gemm_driver(fast, args, &mut hw);
+                    let mut portable = vec![f32::NAN; m * n];
+                    gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, &mut portable);
+                    let differ = hw
+                        .iter()
+                        .zip(&portable)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    assert_eq!(differ, 0, "m={m} n={n} k={k} {act:?}: {differ} differ");
+                }
+            }
+        }
+        // Row quantisation and packing: the vector paths give the same bytes.
+        let (m, k) = (31, 1500);
+        let mut x = rng.vec(m * k);
+        x[5 * k..6 * k].fill(0.0); // an all-zero row
+        x[7 * k + 3] = 40.0; // an outlier
+        let quant: Vec<RowQuant> = x.chunks_exact(k).map(RowQuant::of_row).collect();
+        let quant_hw: Vec<RowQuant> = x.chunks_exact(k).map(|r| fast.row_quant(r)).collect();
+        assert_eq!(quant, quant_hw);
+        let len = m.div_ceil(14) * 14 * KC_I8;
+        for (pc, kc) in [(0, KC_I8), (KC_I8, k - KC_I8), (3, 101)] {
+            let mut a = vec![0xAAu8; len];
+            let mut b = a.clone();
+            pack_a_block_i8(&x, k, (0, m), pc, kc, 14, &quant, &mut a);
+            fast.pack_a(&x, k, (0, m), pc, kc, 14, &quant, &mut b);
+            assert!(a == b, "packing differs (pc={pc} kc={kc})");
         }
     }
 }
@@ -347,7 +580,7 @@ fn rows_are_independent_of_batch_and_threads() {
     let w = rng.vec(n * k);
     let b = rng.vec(n);
     let r = rng.vec(m * n);
-    for precision in [Precision::F32, Precision::Bf16] {
+    for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
         let packed = PackedLinear::with_precision(&w, Some(&b), n, k, precision).unwrap();
         for isa in supported_isas() {
             for act in [Activation::Gelu, Activation::Identity] {
@@ -506,6 +739,17 @@ fn expected_isa_paths_are_exercised() {
         );
         println!("avx512 bf16: exercised");
     }
+    if std::is_x86_feature_detected!("avx512vnni") && Isa::Avx512.is_supported() {
+        let before = kernel_avx512_vnni::TILES.load(std::sync::atomic::Ordering::Relaxed);
+        let w = PackedLinear::with_precision(&rng.vec(n * k), None, n, k, Precision::Int8).unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        linear_with_isa(Isa::Avx512, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
+        assert!(
+            kernel_avx512_vnni::TILES.load(std::sync::atomic::Ordering::Relaxed) > before,
+            "avx512 vnni (int8) path was not exercised"
+        );
+        println!("avx512 vnni int8: exercised");
+    }
     if std::env::var_os("EMBER_ISA").is_none() {
         assert_eq!(
             active_isa(),
@@ -572,7 +816,8 @@ fn gemm_throughput() {
     for isa in isas {
         for (name, m, n, k) in shapes.iter().cloned() {
             let x = rng.vec(m * k);
-            // EMBER_BENCH_DTYPE=bf16: the bf16 kernels (the ratio stays to the f32 FMA peak).
+            // EMBER_BENCH_DTYPE=bf16|int8: those kernels (GFLOP/s counts 2·m·n·k whatever the
+            // dtype; the ratio stays to the f32 FMA peak).
             let precision = std::env::var("EMBER_BENCH_DTYPE")
                 .ok()
                 .and_then(|d| Precision::from_name(&d))
@@ -719,13 +964,13 @@ fn pack_a_throughput() {
     });
     if let Some(kern) = kernel_avx512::Avx512Kernel::<f32>::detect() {
         time("avx512 pack_a", &|d| {
-            kern.pack_a(&x, k, (0, m), 256, kc, 14, d)
+            kern.pack_a(&x, k, (0, m), 256, kc, 14, &[], d)
         });
         // Both packings must agree exactly.
         let mut a = vec![0.0f32; d_len(m)];
         let mut b = vec![0.0f32; d_len(m)];
         pack_a_block(&x, k, (0, m), 256, kc, 14, &mut a);
-        kern.pack_a(&x, k, (0, m), 256, kc, 14, &mut b);
+        kern.pack_a(&x, k, (0, m), 256, kc, 14, &[], &mut b);
         assert_eq!(a, b);
     }
 }

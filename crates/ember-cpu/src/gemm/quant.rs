@@ -1,0 +1,260 @@
+//! Int8 quantisation for [`Precision::Int8`](super::Precision): weights per output channel
+//! (symmetric `i8`), activations per row of `X`, i.e. per token (asymmetric `u8`), products
+//! summed exactly in `i32`.
+//!
+//! # Maths
+//!
+//! Weight `W` (`[n, k]`), at load: `s_j = max_k |W[j,k]| / 127` and
+//! `w_q[j,k] = round(W[j,k] / s_j) ∈ [−127, 127]` (ties to even; an all-zero row has
+//! `s_j = 0`, `w_q = 0`). The panels hold `w_q` in k quads, `panel[(kk/4)·4NR + 4jj + kk%4]`
+//! (zero past `n` and past `k`); `s_j` and `Σ_k w_q[j,k]` sit beside them, padded to whole
+//! panels.
+//!
+//! Activations, per row `i` of `X` (`[m, k]`), over the *whole* row (never per K block):
+//! `lo = min(0, min_k x)`, `hi = max(0, max_k x)`, `s_i = (hi − lo) / 255` (1 for an
+//! all-zero row), `z_i = round(−lo / s_i) ∈ [0, 255]` and
+//! `x_q = clamp(round(x · (1/s_i)) + z_i, 0, 255)`. Keeping 0 in the range keeps `z_i` a
+//! `u8`, so `|x_q − z_i| ≤ 255`.
+//!
+//! Product (`vpdpbusd`: `u8 × i8`, four k at a time, into `i32`):
+//! `acc_ij = Σ_k x_q[i,k]·w_q[j,k]`, then
+//! `y_ij = f32(acc_ij − z_i·Σ_k w_q[j,k]) · (s_i·s_j) + b_j`. The integer is
+//! `Σ_k (x_q[i,k] − z_i)·w_q[j,k]` exactly: every partial sum is bounded by `255·127·k`, which
+//! fits in `i32` for `k ≤` [`INT8_MAX_K`] (and wrapping arithmetic is exact whenever the
+//! true result fits). Against `X·Wᵀ` each operand is off by at most half its step:
+//! `|x − s_i(x_q − z_i)| ≤ s_i/2`, `|W − s_j w_q| ≤ s_j/2`.
+//!
+//! # Determinism
+//!
+//! Integer sums are exact, so `acc_ij` does not depend on K blocking (a tile's `i32` partial
+//! sums wait in the output buffer, bit-cast, between K blocks), on the tile, the task split
+//! or the thread count; the rescaling is the same f32 operations in every kernel. So the
+//! portable and the VNNI kernels agree bit for bit, and a row's result depends only on the
+//! row. (A NaN in `X` quantises to `x_q = 0` instead of propagating; ±∞ makes the row's
+//! scale infinite and its outputs non-finite.)
+
+use rayon::prelude::*;
+
+use super::{WeightData, KC, KG, NR};
+
+/// K block of the int8 kernels: four times [`KC`], so that the A and B micro-panels take the
+/// same bytes as the f32 kernels' (14 KiB and 32 KiB).
+pub(crate) const KC_I8: usize = 4 * KC;
+/// k values per row and group in a packed `u8` A micro-panel: one 64-byte line.
+pub(crate) const KG_I8: usize = 4 * KG;
+/// Largest `k` for which the `i32` accumulators cannot overflow: `255·127·k ≤ i32::MAX`.
+pub const INT8_MAX_K: usize = i32::MAX as usize / (255 * 127);
+
+/// One row's activation quantisation: `x_q = clamp(round(x·inv_scale) + zero, 0, 255)`,
+/// `x ≈ scale·(x_q − zero)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub(crate) struct RowQuant {
+    /// `s_i`.
+    pub(crate) scale: f32,
+    /// `1 / s_i`, rounded once; every kernel multiplies by this same value.
+    pub(crate) inv_scale: f32,
+    /// `z_i ∈ [0, 255]`.
+    pub(crate) zero: i32,
+}
+
+impl Default for RowQuant {
+    fn default() -> Self {
+        RowQuant {
+            scale: 1.0,
+            inv_scale: 1.0,
+            zero: 0,
+        }
+    }
+}
+
+impl RowQuant {
+    /// The quantisation of `row` (see the module docs). `#[inline(always)]` so that an ISA's
+    /// `#[target_feature]` wrapper vectorises it; the result is the same on every ISA (min
+    /// and max are exact, and NaN never enters them).
+    #[inline(always)]
+    pub(crate) fn of_row(row: &[f32]) -> RowQuant {
+        const LANES: usize = 16;
+        // `if v < lo { v } else { lo }` is `minps(v, lo)`: LLVM vectorises it. Lanes start at
+        // +0.0, so −0.0 and NaN never replace a lane's value.
+        let mut lo = [0.0f32; LANES];
+        let mut hi = [0.0f32; LANES];
+        let mut update = |l: usize, v: f32| {
+            lo[l] = if v < lo[l] { v } else { lo[l] };
+            hi[l] = if v > hi[l] { v } else { hi[l] };
+        };
+        let chunks = row.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for chunk in chunks {
+            for (l, &v) in chunk.iter().enumerate() {
+                update(l, v);
+            }
+        }
+        for (l, &v) in tail.iter().enumerate() {
+            update(l, v);
+        }
+        let lo = lo.iter().fold(0.0f32, |a, &v| if v < a { v } else { a });
+        let hi = hi.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
+        Self::from_range(lo, hi)
+    }
+
+    /// The quantisation of values in `[lo, hi]` (`lo ≤ 0 ≤ hi`).
+    pub(crate) fn from_range(lo: f32, hi: f32) -> RowQuant {
+        let range = hi - lo;
+        if range == 0.0 {
+            return RowQuant::default();
+        }
+        let scale = range / 255.0;
+        let inv_scale = 1.0 / scale;
+        // −lo·(1/s) ≤ 255 (a little more after rounding); a NaN here (lo = −∞) becomes 0.
+        let zero = round_ties_even_small(-lo * inv_scale).clamp(0.0, 255.0) as i32;
+        RowQuant {
+            scale,
+            inv_scale,
+            zero,
+        }
+    }
+
+    /// `x_q` for `v`, exactly as the vector packing computes it (`vcvtps2dq` rounding to
+    /// nearest-even, whose out-of-range and NaN result is `i32::MIN`; then `+ z`, clamp).
+    #[inline(always)]
+    pub(crate) fn quantise(self, v: f32) -> u8 {
+        let p = v * self.inv_scale;
+        let q = if p.abs() < 4_194_304.0 {
+            round_ties_even_small(p) as i32
+        } else if (-2_147_483_648.0..2_147_483_648.0).contains(&p) {
+            // |p| ≥ 2²²: far outside 0..=255 whichever way it rounds, so truncation clamps
+            // to the same byte.
+            p as i32
+        } else {
+            i32::MIN
+        };
+        q.wrapping_add(self.zero).clamp(0, 255) as u8
+    }
+
+    /// `s_i·(x_q − z_i)`, the value the kernels multiply (for tests).
+    #[cfg(test)]
+    pub(crate) fn dequantise(self, q: u8) -> f32 {
+        self.scale * (i32::from(q) - self.zero) as f32
+    }
+}
+
+/// A weight's per-output-channel quantisation, padded to whole panels of `NR` columns.
+#[derive(Clone, Debug)]
+pub(crate) struct WeightQuant {
+    /// `s_j` (0 for padding and for all-zero rows).
+    pub(crate) scale: Vec<f32>,
+    /// `Σ_k w_q[j,k]`.
+    pub(crate) col_sum: Vec<i32>,
+}
+
+impl WeightQuant {
+    /// Scales and column sums of `weight` (`[n, k]`, `k ≤ INT8_MAX_K`).
+    pub(crate) fn new(weight: WeightData<'_>, n: usize, k: usize) -> WeightQuant {
+        let padded = n.div_ceil(NR) * NR;
+        let mut scale = vec![0.0f32; padded];
+        let mut col_sum = vec![0i32; padded];
+        scale[..n]
+            .par_iter_mut()
+            .zip(col_sum[..n].par_iter_mut())
+            .enumerate()
+            .for_each(|(j, (s, sum))| {
+                let row = widen_row(weight, j, k);
+                let max = row.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+                *s = max / 127.0;
+                *sum = row.iter().map(|&v| i32::from(quantise_weight(v, *s))).sum();
+            });
+        WeightQuant { scale, col_sum }
+    }
+
+    /// Writes panel `p` of the quantised `weight`:
+    /// `panel[(kk/4)·4NR + 4jj + kk%4] = w_q[p·NR + jj, kk]`; the panel must be zeroed
+    /// (padding past `n` and `k` stays 0).
+    pub(crate) fn pack_panel(
+        &self,
+        weight: WeightData<'_>,
+        k: usize,
+        n: usize,
+        p: usize,
+        panel: &mut [i8],
+    ) {
+        for jj in 0..NR {
+            let j = p * NR + jj;
+            if j >= n {
+                break;
+            }
+            for (kk, &v) in widen_row(weight, j, k).iter().enumerate() {
+                panel[(kk / 4) * 4 * NR + 4 * jj + kk % 4] = quantise_weight(v, self.scale[j]);
+            }
+        }
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        4 * (self.scale.len() + self.col_sum.len())
+    }
+}
+
+/// `round(v / scale)` clamped to `[−127, 127]` (0 if `scale` is 0).
+fn quantise_weight(v: f32, scale: f32) -> i8 {
+    if scale == 0.0 {
+        return 0;
+    }
+    // |v / scale| ≤ 127 (a little more after rounding) since scale = max|v| / 127; `as`
+    // maps a NaN (non-finite weight) to 0.
+    round_ties_even_small(v / scale).clamp(-127.0, 127.0) as i8
+}
+
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2²²` (NaN stays NaN).
+/// Adding and subtracting `1.5·2²³` leaves no fraction bits, so the addition rounds as the
+/// FPU does (nearest-even). `f32::round_ties_even` is the same value, but without SSE4.1
+/// it is a libm call: 20 ns a weight at load.
+#[inline(always)]
+fn round_ties_even_small(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 · 2²³
+    (x + SHIFT) - SHIFT
+}
+
+/// Row `j` of `weight` (`[n, k]`) widened to f32.
+fn widen_row(weight: WeightData<'_>, j: usize, k: usize) -> Vec<f32> {
+    let range = j * k..(j + 1) * k;
+    match weight {
+        WeightData::F32(w) => w[range].to_vec(),
+        WeightData::F16(w) => w[range].iter().map(|v| v.to_f32()).collect(),
+        WeightData::Bf16(w) => w[range].iter().map(|v| v.to_f32()).collect(),
+    }
+}
+
+/// Packs `X[r0..r1, pc..pc+kc]` quantised with `quant` (indexed by row of `X`) into `u8`
+/// micro-panels of `mr` rows: the layout of [`super::pack_a_block`] with [`KC_I8`] and
+/// [`KG_I8`] (element `(i, kk)` at `(kk/KG_I8)·mr·KG_I8 + i·KG_I8 + kk%KG_I8`, micro-panel
+/// `q` at `q·mr·KC_I8`). Slots past `kc` in the last group are 0 (a kernel reads up to `kc`
+/// rounded up to a quad, where B holds the panel's zero padding).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_a_block_i8(
+    x: &[f32],
+    k: usize,
+    (r0, r1): (usize, usize),
+    pc: usize,
+    kc: usize,
+    mr: usize,
+    quant: &[RowQuant],
+    dst: &mut [u8],
+) {
+    const G: usize = KG_I8;
+    let kc_pad = kc.next_multiple_of(G);
+    for (q, ir) in (r0..r1).step_by(mr).enumerate() {
+        let rows = mr.min(r1 - ir);
+        let panel = &mut dst[q * mr * KC_I8..q * mr * KC_I8 + mr * kc_pad];
+        for i in 0..rows {
+            let rq = quant[ir + i];
+            let src = &x[(ir + i) * k + pc..(ir + i) * k + pc + kc];
+            for (g, group) in panel.chunks_exact_mut(mr * G).enumerate() {
+                let piece = &mut group[i * G..(i + 1) * G];
+                for (t, slot) in piece.iter_mut().enumerate() {
+                    *slot = src.get(g * G + t).map_or(0, |&v| rq.quantise(v));
+                }
+            }
+        }
+    }
+}
