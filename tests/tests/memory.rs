@@ -41,7 +41,7 @@ fn memory_is_flat_over_100_000_texts() {
     // max_seq_length, truncated).
     let text = |i: usize| {
         let line = &base[i % base.len()];
-        if i % 97 == 0 {
+        if i.is_multiple_of(97) {
             format!("{i} {}", line.repeat(20))
         } else {
             format!("{i} {line}")
