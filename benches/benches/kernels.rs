@@ -14,7 +14,9 @@ use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use ember_benches::random_vec;
 use ember_cpu::gemm::linear_with_isa;
 use ember_cpu::probe::fma_peak_gflops;
-use ember_cpu::{attention_varlen, layernorm, supported_isas, Activation, Isa, PackedLinear};
+use ember_cpu::{
+    attention_varlen, layernorm, supported_isas, Activation, Isa, PackedLinear, Precision,
+};
 
 const SHAPES: [(usize, usize, &str); 3] = [
     (768, 768, "attn_out"),
@@ -32,12 +34,29 @@ fn one_thread() -> rayon::ThreadPool {
 
 fn bench_linear(c: &mut Criterion) {
     let pool = one_thread();
-    for isa in supported_isas() {
-        let mut group = c.benchmark_group(format!("cpu-{}/linear", isa.name()));
+    // Every ISA in f32; the best ISA also in each reduced precision (group
+    // `cpu-<isa>-<dtype>/linear`; FLOPs counted as 2·t·n·k for every dtype).
+    let best = *supported_isas().last().expect("scalar is always there");
+    let runs = supported_isas()
+        .into_iter()
+        .map(|isa| (isa, Precision::F32))
+        .chain([Precision::Bf16, Precision::Int8].map(|p| (best, p)));
+    for (isa, precision) in runs {
+        let group_name = match precision {
+            Precision::F32 => format!("cpu-{}/linear", isa.name()),
+            p => format!("cpu-{}-{}/linear", isa.name(), p.name()),
+        };
+        let mut group = c.benchmark_group(group_name);
         group.sample_size(10);
         for (n, k, name) in SHAPES {
-            let w = PackedLinear::new(&random_vec(n * k, 1), Some(&random_vec(n, 2)), n, k)
-                .expect("shapes agree");
+            let w = PackedLinear::with_precision(
+                &random_vec(n * k, 1),
+                Some(&random_vec(n, 2)),
+                n,
+                k,
+                precision,
+            )
+            .expect("shapes agree");
             for t in TOKENS {
                 if isa == Isa::Scalar && t > 128 {
                     continue; // seconds per call: the small shapes show the path is sound.
