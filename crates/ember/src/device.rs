@@ -56,6 +56,8 @@ impl std::fmt::Display for Device {
 }
 
 /// The loaded encoder on its device.
+// One per embedder, never moved in a loop: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     Cpu(BertModel),
     /// Behind a lock: the GPU model reuses its activation buffers, so a call needs it
