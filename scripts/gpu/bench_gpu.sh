@@ -4,6 +4,8 @@
 #   2. every CUDA op matches the CPU reference (backend_ops, EMBER_REQUIRE_CUDA=1);
 #   3. Ember's GEMM vs cuBLAS (torch.matmul) on BERT-base shapes, bf16 (gemm_bench, torch_gemm.py);
 #   4. sentence-transformers fp16 end to end, if build.sh --with-model carried a model;
+#      4a. Ember on cuda end to end against sentence-transformers' embeddings (cuda_e2e);
+#      4b. `ember bench --device cuda --dtype f16` on the same corpus (ember.json);
 # then one table, gpu_bench.md. Writes run.log, ember_gemm.jsonl, torch_gemm.jsonl, st.json and
 # gpu_bench.md under $OUT (else /tmp/ember-gpu). Exit status: non-zero if a step failed.
 set -uo pipefail
@@ -54,6 +56,17 @@ st_args=()
 if [ -d "$bin/minilm-fp16" ]; then
   step python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --json "$out/st.json"
   st_args=(--st "$out/st.json")
+  step env EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" EMBER_FIXTURES_DIR="$PWD/tests/fixtures" \
+    "$bin/cuda_e2e" --nocapture --test-threads 1
+  echo "== $bin/ember bench --device cuda --dtype f16" | tee -a "$log"
+  if "$bin/ember" bench --model "$bin/minilm-fp16" --device cuda --dtype f16 \
+      --input benches/corpus/wordnet-examples.txt --batch-size 128 --latency-texts 200 --json \
+      > "$out/ember.json" 2> >(tee -a "$log" >&2); then
+    cat "$out/ember.json" >> "$log"
+  else
+    echo "== FAILED: ember bench --device cuda" | tee -a "$log"
+    status=1
+  fi
 fi
 step python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \
   --torch "$out/torch_gemm.jsonl" "${st_args[@]}" --out "$out/gpu_bench.md"

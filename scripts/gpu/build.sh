@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds here what scripts/gpu/bench_gpu.sh runs on the GPU machine, which may have no Rust
-# toolchain: ember-cuda's test binaries (nvrtc_compile, backend_ops) and the GEMM bench
-# (gemm_bench), stripped, into target/gpu-bin/ (~5 MB); with --with-model also an fp16 copy of
+# toolchain: ember-cuda's test binaries (nvrtc_compile, backend_ops), the end-to-end test
+# (cuda_e2e), the CLI (ember) and the GEMM bench (gemm_bench), stripped, into target/gpu-bin/ (~5 MB); with --with-model also an fp16 copy of
 # all-MiniLM-L6-v2 (~46 MB) for the sentence-transformers baseline. Carry `target/gpu-bin`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,8 +11,12 @@ rm -rf "$out"
 mkdir -p "$out"
 cargo build --release -p ember-cuda --example gemm_bench
 cp target/release/examples/gemm_bench "$out/"
+# The CLI (its `cuda` feature is on by default) for `ember bench --device cuda`.
+cargo build --release -p ember-cli
+cp target/release/ember "$out/"
 # The test binaries' names carry a hash: take them from cargo's own report.
-cargo test --release -p ember-cuda --no-run --message-format=json \
+{ cargo test --release -p ember-cuda --no-run --message-format=json
+  cargo test --release -p ember-reference-tests --test cuda_e2e --no-run --message-format=json; } \
   | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -21,10 +25,10 @@ for line in sys.stdin:
         print(msg["target"]["name"], msg["executable"])
 ' \
   | while read -r name path; do cp "$path" "$out/$name"; done
-for binary in nvrtc_compile backend_ops gemm_bench; do
+for binary in nvrtc_compile backend_ops cuda_e2e gemm_bench ember; do
   [ -x "$out/$binary" ] || { echo "build: $out/$binary is missing" >&2; exit 1; }
 done
-strip "$out"/nvrtc_compile "$out"/backend_ops "$out"/gemm_bench
+strip "$out"/nvrtc_compile "$out"/backend_ops "$out"/cuda_e2e "$out"/gemm_bench "$out"/ember
 if [ "${1:-}" = "--with-model" ]; then
   python3 scripts/gpu/make_fp16_model.py "$(scripts/fetch-model.sh)" "$out/minilm-fp16"
 fi

@@ -10,9 +10,13 @@ use std::process::Command;
 use ember_tensor::DType;
 use serde::Deserialize;
 
-/// `tests/fixtures/`.
+/// `tests/fixtures/`, or `$EMBER_FIXTURES_DIR` (a test binary carried to another machine,
+/// where the build's checkout path does not exist).
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    match std::env::var_os("EMBER_FIXTURES_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
+    }
 }
 
 /// The all-MiniLM-L6-v2 folder: `$EMBER_MINILM_DIR` if set, else the cache that

@@ -19,11 +19,13 @@
 
 pub mod config;
 pub mod model;
+pub mod weights;
 
 use std::path::PathBuf;
 
 pub use config::BertConfig;
-pub use model::{BertModel, Workspace};
+pub use model::{check_batch, BertModel, Workspace};
+pub use weights::F32WeightReader;
 
 /// Errors loading or running a BERT encoder.
 #[derive(Debug, thiserror::Error)]

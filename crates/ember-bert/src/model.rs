@@ -69,7 +69,7 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` prefix.
-struct WeightLoader<'a> {
+pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
     prefix: &'static str,
     /// Precision the linear layers are packed in.
@@ -77,7 +77,7 @@ struct WeightLoader<'a> {
 }
 
 impl<'a> WeightLoader<'a> {
-    fn new(file: &'a WeightFile, precision: Precision) -> Self {
+    pub(crate) fn new(file: &'a WeightFile, precision: Precision) -> Self {
         let prefix = if file.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
@@ -95,7 +95,7 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// Loads `name` as f32 and checks its shape (see [`WeightLoader::find`]).
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<F32Tensor, BertError> {
+    pub(crate) fn tensor(&self, name: &str, shape: &[usize]) -> Result<F32Tensor, BertError> {
         let found = self.find(name)?;
         let tensor = self.file.f32_tensor(&found)?;
         self.check_shape(&found, tensor.shape(), shape)?;
@@ -103,7 +103,7 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// Loads `name` in its stored dtype and checks its shape.
-    fn stored(&self, name: &str, shape: &[usize]) -> Result<StoredTensor, BertError> {
+    pub(crate) fn stored(&self, name: &str, shape: &[usize]) -> Result<StoredTensor, BertError> {
         let found = self.find(name)?;
         let tensor = self.file.stored_tensor(&found)?;
         self.check_shape(&found, tensor.shape(), shape)?;
@@ -378,29 +378,7 @@ impl BertModel {
     }
 
     fn check_batch(&self, token_ids: &[u32], seq_offsets: &[usize]) -> Result<(), BertError> {
-        let c = &self.config;
-        if seq_offsets.first() != Some(&0) || seq_offsets.last() != Some(&token_ids.len()) {
-            return Err(BertError::Input(format!(
-                "seq_offsets must run from 0 to the token count {}",
-                token_ids.len()
-            )));
-        }
-        for window in seq_offsets.windows(2) {
-            let len = window[1].saturating_sub(window[0]);
-            if window[1] <= window[0] || len > c.max_position_embeddings {
-                return Err(BertError::Input(format!(
-                    "sequence {}..{} must hold 1..={} tokens",
-                    window[0], window[1], c.max_position_embeddings
-                )));
-            }
-        }
-        if let Some(&id) = token_ids.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(BertError::Input(format!(
-                "token id {id} is outside the vocabulary of {}",
-                c.vocab_size
-            )));
-        }
-        Ok(())
+        check_batch(&self.config, token_ids, seq_offsets)
     }
 
     /// `x[t] = LN(word[id_t] + type[0] + pos[t − start(t)])`, summed in torch's order.
@@ -437,6 +415,39 @@ impl BertModel {
         )?;
         Ok(())
     }
+}
+
+/// Checks a packed batch against `config` (what [`BertModel::forward`] and other backends'
+/// forward passes accept): `seq_offsets` run from 0 to `T = token_ids.len()`, every sequence
+/// holds `1..=max_position_embeddings` tokens, every id is inside the vocabulary.
+pub fn check_batch(
+    config: &BertConfig,
+    token_ids: &[u32],
+    seq_offsets: &[usize],
+) -> Result<(), BertError> {
+    let c = config;
+    if seq_offsets.first() != Some(&0) || seq_offsets.last() != Some(&token_ids.len()) {
+        return Err(BertError::Input(format!(
+            "seq_offsets must run from 0 to the token count {}",
+            token_ids.len()
+        )));
+    }
+    for window in seq_offsets.windows(2) {
+        let len = window[1].saturating_sub(window[0]);
+        if window[1] <= window[0] || len > c.max_position_embeddings {
+            return Err(BertError::Input(format!(
+                "sequence {}..{} must hold 1..={} tokens",
+                window[0], window[1], c.max_position_embeddings
+            )));
+        }
+    }
+    if let Some(&id) = token_ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+        return Err(BertError::Input(format!(
+            "token id {id} is outside the vocabulary of {}",
+            c.vocab_size
+        )));
+    }
+    Ok(())
 }
 
 /// `row[j] += table[start + j]` for every `j`, the table widened to f32 as it is read.

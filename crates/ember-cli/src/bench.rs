@@ -108,6 +108,7 @@ pub fn run_bench(
     let mut report = json!({
         "model": model,
         "dtype": embedder.dtype().name(),
+        "device": embedder.device().to_string(),
         "isa": isa.name(),
         "texts": texts.len(),
         "tokens": tokens,

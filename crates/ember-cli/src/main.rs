@@ -9,7 +9,8 @@
 //! ember info --model <DIR|org/name>
 //! ember bench --model <DIR|org/name> --input FILE [--limit N] [--repeats R]
 //!             [--latency-texts L] [--json]
-//! MODEL OPTIONS: [--batch-size N] [--threads N] [--dtype f32|bf16|int8] [--max-seq-length N]
+//! MODEL OPTIONS: [--batch-size N] [--threads N] [--device cpu|cuda[:N]] [--dtype f32|bf16|int8|f16]
+//!                [--max-seq-length N]
 //!                [--normalize | --no-normalize] [--truncation truncate|error]
 //! ```
 //! `embed` writes JSON lines (one array per text, input order) to stdout, or to `--output`;
@@ -96,8 +97,13 @@ struct ModelArgs {
     /// Precision of the matrix products: f32 (exact, the default), bf16 (about twice as
     /// fast on CPUs with AVX512_BF16; cosine ≥ 0.999 to f32) or int8 (weights per channel,
     /// activations per token; fastest on CPUs with AVX512_VNNI; cosine ≥ 0.99 to f32).
+    /// On cuda: f32 (exact), bf16 or f16 (tensor cores; cosine ≥ 0.999 to f32); int8 is
+    /// CPU only, f16 cuda only.
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
+    /// Where the encoder runs: cpu, or cuda[:N] (NVIDIA GPU N, default 0; needs its driver).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: ember::Device,
     /// Longest token sequence, [CLS] and [SEP] included [default: the model's].
     #[arg(long, value_name = "N")]
     max_seq_length: Option<usize>,
@@ -121,12 +127,19 @@ enum TruncationArg {
     Error,
 }
 
+/// `--device` values: `cpu`, `cuda`, `cuda:N`.
+fn parse_device(name: &str) -> Result<ember::Device, String> {
+    ember::Device::from_name(name).ok_or_else(|| format!("{name:?}: expected cpu, cuda or cuda:N"))
+}
+
 /// `--dtype` values.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Dtype {
     F32,
     Bf16,
     Int8,
+    /// CUDA only.
+    F16,
 }
 
 impl From<Dtype> for ember::Precision {
@@ -135,6 +148,7 @@ impl From<Dtype> for ember::Precision {
             Dtype::F32 => ember::Precision::F32,
             Dtype::Bf16 => ember::Precision::Bf16,
             Dtype::Int8 => ember::Precision::Int8,
+            Dtype::F16 => ember::Precision::F16,
         }
     }
 }
@@ -280,6 +294,7 @@ fn load(args: &ModelArgs) -> Result<Embedder, CliError> {
     let mut builder = Embedder::builder()
         .batch_size(args.batch_size)
         .dtype(args.dtype.into())
+        .device(args.device)
         .truncation(match args.truncation {
             TruncationArg::Truncate => Truncation::Truncate,
             TruncationArg::Error => Truncation::Error,
@@ -394,6 +409,7 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
             Truncation::Error => "error",
         },
         "dtype": info.dtype.name(),
+        "device": info.device.to_string(),
         "layers": info.layers,
         "hidden_size": info.hidden_size,
         "attention_heads": info.attention_heads,

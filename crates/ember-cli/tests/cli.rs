@@ -710,3 +710,41 @@ fn help_lists_every_option_and_the_examples() {
         assert!(help.contains(flag), "{flag} missing from embed --help");
     }
 }
+
+#[test]
+fn device_cuda_without_a_gpu_is_a_clear_error() {
+    let model = tiny_model();
+    let model = model.to_str().unwrap();
+    let output = ember(
+        &["embed", "--model", model, "--device", "cuda", "hello"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        println!("a GPU is present: --device cuda ran");
+        return;
+    }
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.starts_with("ember: error: no CUDA driver found (libcuda.so)")
+            || stderr.starts_with("ember: error: no CUDA device")
+            || stderr.contains("NVRTC"),
+        "{stderr}"
+    );
+    // Refused before any device is opened, GPU or not.
+    let output = ember(
+        &[
+            "embed", "--model", model, "--device", "cuda:0", "--dtype", "int8", "x",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr).trim(),
+        "ember: error: options: dtype int8 runs on the CPU only; on cuda use f32, bf16 or f16"
+    );
+    let output = ember(&["embed", "--model", model, "--dtype", "f16", "x"], None);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("dtype f16 runs on cuda only"));
+    let output = ember(&["embed", "--model", model, "--device", "gpu", "x"], None);
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -50,6 +50,14 @@ pub enum KernelError {
         /// The requested instruction set.
         isa: Isa,
     },
+    /// A precision the CPU kernels do not implement ([`crate::Precision::F16`]: GPU only).
+    #[error("{op}: {precision} operands run on CUDA only; on the CPU use f32, bf16 or int8")]
+    UnsupportedPrecision {
+        /// The kernel that checked.
+        op: &'static str,
+        /// The precision asked for.
+        precision: crate::Precision,
+    },
 }
 
 /// `Err(LengthMismatch)` unless `found == expected`.

@@ -120,15 +120,20 @@ pub enum Precision {
     /// same integers elsewhere. A quarter of the weight memory, about four times the f32
     /// multiply-add rate; see the module docs (Int8).
     Int8,
+    /// `f16` weights and activations, `f32` accumulation: the CUDA backend's tensor-core
+    /// path (ember-cuda). The CPU kernels refuse it
+    /// ([`KernelError::UnsupportedPrecision`](crate::KernelError::UnsupportedPrecision)).
+    F16,
 }
 
 impl Precision {
-    /// Lower-case name (`f32`, `bf16`, `int8`), as the CLI's `--dtype` takes it.
+    /// Lower-case name (`f32`, `bf16`, `int8`, `f16`), as the CLI's `--dtype` takes it.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
             Precision::Int8 => "int8",
+            Precision::F16 => "f16",
         }
     }
 
@@ -138,6 +143,7 @@ impl Precision {
             "f32" | "fp32" | "float32" => Some(Precision::F32),
             "bf16" | "bfloat16" => Some(Precision::Bf16),
             "int8" | "i8" => Some(Precision::Int8),
+            "f16" | "fp16" | "float16" | "half" => Some(Precision::F16),
             _ => None,
         }
     }
@@ -300,6 +306,9 @@ impl PackedLinear {
             });
         }
         let layout = match (precision, weight) {
+            (Precision::F16, _) => {
+                return Err(KernelError::UnsupportedPrecision { op: OP, precision })
+            }
             (Precision::Bf16, _) => PanelLayout::Bf16Pairs,
             (Precision::Int8, _) => PanelLayout::I8Quads,
             (Precision::F32, WeightData::F32(_)) => PanelLayout::F32,

@@ -121,6 +121,25 @@ impl<E: Element> DeviceTensor<E> {
         self.len == 0
     }
 
+    /// Elements the allocation holds (at least [`len`](Self::len)).
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Sets the length the launchers check against, within the allocation: a buffer sized for
+    /// the largest batch is reused for smaller ones. `Err(InvalidShape)` if `len` exceeds
+    /// [`capacity`](Self::capacity).
+    pub fn set_len(&mut self, len: usize) -> Result<(), CudaError> {
+        if len > self.data.len() {
+            return Err(CudaError::InvalidShape {
+                op: "DeviceTensor::set_len",
+                reason: format!("{len} elements in an allocation of {}", self.data.len()),
+            });
+        }
+        self.len = len;
+        Ok(())
+    }
+
     pub(crate) fn slice(&self) -> &CudaSlice<E::Bits> {
         &self.data
     }
@@ -445,6 +464,75 @@ impl CudaDevice {
             device,
             max_len,
         })
+    }
+
+    /// Overwrites `dst` with `seq_offsets` (checked as by [`upload_offsets`](Self::upload_offsets)),
+    /// reusing its host and device buffers; they grow (never shrink) when the batch has more
+    /// sequences than any before, so a warm caller allocates nothing.
+    pub fn write_offsets(
+        &self,
+        seq_offsets: &[usize],
+        dst: &mut SeqOffsets,
+    ) -> Result<(), CudaError> {
+        let bad = |reason: String| CudaError::InvalidOffsets {
+            op: "write_offsets",
+            reason,
+        };
+        if seq_offsets.first() != Some(&0) {
+            return Err(bad("does not start at 0".into()));
+        }
+        dst.host.clear();
+        dst.max_len = 0;
+        for w in seq_offsets.windows(2) {
+            if w[1] < w[0] {
+                return Err(bad(format!("decreasing: {} > {}", w[0], w[1])));
+            }
+            dst.max_len = dst.max_len.max(w[1] - w[0]);
+        }
+        for &o in seq_offsets {
+            dst.host
+                .push(u32::try_from(o).map_err(|_| bad(format!("{o} does not fit in u32")))?);
+        }
+        if dst.device.len() < dst.host.len() {
+            dst.device = self
+                .stream
+                .alloc_zeros::<u32>(dst.host.capacity())
+                .map_err(CudaError::driver("cuMemAlloc"))?;
+        }
+        self.stream
+            .memcpy_htod(&dst.host, &mut dst.device)
+            .map_err(CudaError::driver("cuMemcpyHtoD"))
+    }
+
+    /// Overwrites `dst` with `token_ids`, growing its device buffer (never shrinking) when
+    /// the batch has more tokens than any before.
+    pub fn write_token_ids(&self, token_ids: &[u32], dst: &mut TokenIds) -> Result<(), CudaError> {
+        if dst.device.len() < token_ids.len() {
+            dst.device = self
+                .stream
+                .alloc_zeros::<u32>(token_ids.len())
+                .map_err(CudaError::driver("cuMemAlloc"))?;
+        }
+        dst.len = token_ids.len();
+        if token_ids.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .memcpy_htod(token_ids, &mut dst.device)
+            .map_err(CudaError::driver("cuMemcpyHtoD"))
+    }
+
+    /// Copies an f32 tensor into `dst` (lengths must match) and waits for it: the
+    /// allocation-free form of [`download`](Self::download).
+    pub fn download_into(&self, src: &DeviceTensor<f32>, dst: &mut [f32]) -> Result<(), CudaError> {
+        crate::error::check_len("download_into", "dst", src.len, dst.len())?;
+        if src.len == 0 {
+            return Ok(());
+        }
+        self.stream
+            .memcpy_dtoh(&src.data.slice(..src.len), dst)
+            .map_err(CudaError::driver("cuMemcpyDtoH"))?;
+        self.synchronize()
     }
 
     /// Uploads a packed batch's token ids. Ids are checked against the vocabulary by the

@@ -102,6 +102,9 @@ pub enum CudaError {
         /// What is wrong.
         reason: String,
     },
+    /// The checkpoint or the batch does not fit the model (from `ember-bert`'s checks).
+    #[error(transparent)]
+    Model(#[from] ember_bert::BertError),
 }
 
 impl CudaError {

@@ -34,6 +34,7 @@
 //! ```
 
 pub mod attention;
+pub mod bert;
 pub mod device;
 pub mod embedding;
 pub mod error;
@@ -43,6 +44,7 @@ pub mod layernorm;
 pub mod nvrtc;
 pub mod pooling;
 
+pub use bert::CudaBertModel;
 pub use device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
 pub use error::CudaError;
 pub use nvrtc::{Arch, Nvrtc};

@@ -17,10 +17,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use ember_bert::{BertConfig, BertError, BertModel, Workspace};
+use ember_bert::{BertConfig, BertError};
 use ember_cpu::Precision;
-use ember_pooling::{normalize_rows, pool, PoolingConfig};
+use ember_pooling::PoolingConfig;
 use ember_tensor::WeightFile;
+
+use crate::device::{Backend, CpuScratch, Device};
 
 use crate::folder::{resolve_model, ModelFolder};
 use crate::resident::ResidentJob;
@@ -71,6 +73,8 @@ pub struct ModelInfo {
     pub truncation: Truncation,
     /// Operand precision of the linear layers.
     pub dtype: Precision,
+    /// Where the encoder runs.
+    pub device: Device,
     pub layers: usize,
     pub hidden_size: usize,
     pub attention_heads: usize,
@@ -86,6 +90,7 @@ pub struct EmbedderBuilder {
     threads: Option<usize>,
     batch_size: Option<usize>,
     dtype: Precision,
+    device: Device,
     max_seq_length: Option<usize>,
     normalize: Option<bool>,
     truncation: Truncation,
@@ -113,6 +118,25 @@ impl EmbedderBuilder {
     /// memory, cosine ≥ 0.99 to the f32 embeddings.
     pub fn dtype(mut self, dtype: Precision) -> Self {
         self.dtype = dtype;
+        self
+    }
+
+    /// Where the encoder runs (default [`Device::Cpu`]). On [`Device::Cuda`] the texts are
+    /// still tokenized and packed on the CPU; the forward pass, pooling and normalisation run
+    /// on the GPU with dtype `F32` (exact f32 GEMM), `Bf16` or `F16` (tensor cores); `Int8` is
+    /// refused. Loading fails with a clear error, never a crash, when the machine has no
+    /// NVIDIA driver (or ember was built without its `cuda` feature).
+    ///
+    /// ```
+    /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+    /// use ember::{Device, Embedder};
+    /// match Embedder::builder().device(Device::Cuda(0)).load(model) {
+    ///     Ok(embedder) => assert_eq!(embedder.device(), Device::Cuda(0)),
+    ///     Err(err) => println!("no GPU: {err}"), // e.g. "no CUDA driver found (libcuda.so): …"
+    /// }
+    /// ```
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = device;
         self
     }
 
@@ -178,9 +202,9 @@ impl EmbedderBuilder {
             None => folder.max_seq_length,
         };
         let weights_file = folder.weights_file()?;
-        let weights = WeightFile::open(&weights_file).map_err(BertError::from)?;
-        let model = pool.install(|| BertModel::from_weights_with(config, &weights, self.dtype))?;
-        let config = model.config();
+        let open_weights = || Ok(WeightFile::open(&weights_file).map_err(BertError::from)?);
+        let backend = Backend::load(self.device, config.clone(), open_weights, self.dtype, &pool)?;
+        let config = &config;
         let pooling = folder.pooling(config.hidden_size)?;
         let tokenizer = TextTokenizer::load(
             &folder.transformer_dir,
@@ -195,7 +219,9 @@ impl EmbedderBuilder {
         // Last: once it runs, the resident job keeps a worker (see `ResidentJob::start`).
         let resident = ResidentJob::start(&pool);
         Ok(Embedder {
-            model,
+            backend,
+            config: config.clone(),
+            device: self.device,
             tokenizer,
             dim: pooling.output_dim(),
             pooling,
@@ -229,7 +255,7 @@ struct EncodeState {
     seq_offsets: Vec<usize>,
     /// Pooled rows of the batch, `[n, dim]`.
     pooled: Vec<f32>,
-    workspace: Workspace,
+    cpu: CpuScratch,
 }
 
 /// A sentence-transformers model ready to embed text. `Send + Sync`: share one between
@@ -244,7 +270,10 @@ struct EncodeState {
 /// # Ok::<(), ember::EmberError>(())
 /// ```
 pub struct Embedder {
-    model: BertModel,
+    backend: Backend,
+    /// The encoder's config (also inside `backend`, kept here for lock-free reads).
+    config: BertConfig,
+    device: Device,
     tokenizer: TextTokenizer,
     pooling: PoolingConfig,
     normalize: bool,
@@ -306,7 +335,7 @@ impl Embedder {
     /// # Ok::<(), ember::EmberError>(())
     /// ```
     pub fn info(&self) -> ModelInfo {
-        let config = self.model.config();
+        let config = &self.config;
         ModelInfo {
             model_dir: self.model_dir.clone(),
             weights_file: self.weights_file.clone(),
@@ -317,6 +346,7 @@ impl Embedder {
             normalize: self.normalize,
             truncation: self.truncation,
             dtype: self.dtype(),
+            device: self.device,
             layers: config.num_hidden_layers,
             hidden_size: config.hidden_size,
             attention_heads: config.num_attention_heads,
@@ -336,7 +366,12 @@ impl Embedder {
 
     /// Operand precision of the linear layers (see [`EmbedderBuilder::dtype`]).
     pub fn dtype(&self) -> Precision {
-        self.model.precision()
+        self.backend.precision()
+    }
+
+    /// Where the encoder runs (see [`EmbedderBuilder::device`]).
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The work of encoding `texts`: their token count (special tokens included, after
@@ -351,7 +386,7 @@ impl Embedder {
                 .encode_into(text.as_ref(), &mut ids)
                 .map_err(|message| EmberError::Tokenize { index, message })?;
             tokens += ids.len();
-            flops += self.model.config().encoder_flops(ids.len());
+            flops += self.config.encoder_flops(ids.len());
         }
         Ok((tokens, flops))
     }
@@ -523,18 +558,19 @@ impl Embedder {
                 state.batch_ids.extend_from_slice(tokens(i));
                 state.seq_offsets.push(state.batch_ids.len());
             }
-            let hidden =
-                self.model
-                    .forward(&state.batch_ids, &state.seq_offsets, &mut state.workspace)?;
             let rows = chunk.len() * dim;
             if state.pooled.len() < rows {
                 state.pooled.resize(rows, 0.0);
             }
             let pooled = &mut state.pooled[..rows];
-            pool(&self.pooling, hidden, &state.seq_offsets, pooled)?;
-            if self.normalize {
-                normalize_rows(pooled, dim);
-            }
+            self.backend.embed_batch(
+                &mut state.cpu,
+                &state.batch_ids,
+                &state.seq_offsets,
+                &self.pooling,
+                self.normalize,
+                pooled,
+            )?;
             for (row, &i) in pooled.chunks_exact(dim).zip(chunk) {
                 out[i * dim..(i + 1) * dim].copy_from_slice(row);
             }

@@ -22,6 +22,7 @@
 //! # Ok::<(), ember::EmberError>(())
 //! ```
 
+mod device;
 pub mod embedder;
 pub mod folder;
 mod resident;
@@ -31,6 +32,7 @@ pub mod wordpiece;
 
 use std::path::PathBuf;
 
+pub use device::Device;
 pub use embedder::{
     Embedder, EmbedderBuilder, Embeddings, ModelInfo, TextReport, Truncation, DEFAULT_BATCH_SIZE,
 };
@@ -78,4 +80,8 @@ pub enum EmberError {
     Pooling(#[from] ember_pooling::PoolingError),
     #[error("options: {0}")]
     Options(String),
+    /// The GPU could not be used: no driver, no such device, no NVRTC, or a CUDA call failed.
+    #[cfg(feature = "cuda")]
+    #[error(transparent)]
+    Cuda(#[from] ember_cuda::CudaError),
 }

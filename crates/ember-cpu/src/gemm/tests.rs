@@ -132,6 +132,7 @@ fn every_isa_matches_reference_on_edge_shapes() {
                 }
                 Precision::Bf16 => (round_bf16(&x), packed.unpack_weight()),
                 Precision::Int8 => (dequantised_rows(&x, m, k), packed.unpack_weight()),
+                Precision::F16 => unreachable!("not in the list"),
             };
             assert_eq!(w_seen, round_to(precision, &w, n, k));
             for isa in supported_isas() {
@@ -235,6 +236,7 @@ fn round_to(precision: Precision, values: &[f32], n: usize, k: usize) -> Vec<f32
     match precision {
         Precision::F32 => values.to_vec(),
         Precision::Bf16 => round_bf16(values),
+        Precision::F16 => unreachable!("the CPU refuses f16"),
         Precision::Int8 => (0..n)
             .flat_map(|j| {
                 let row = &values[j * k..(j + 1) * k];
@@ -973,4 +975,14 @@ fn pack_a_throughput() {
         kern.pack_a(&x, k, (0, m), 256, kc, 14, &[], &mut b);
         assert_eq!(a, b);
     }
+}
+
+#[test]
+fn f16_is_refused_on_the_cpu() {
+    let err = PackedLinear::with_precision(&[1.0; 8], None, 2, 4, Precision::F16).unwrap_err();
+    assert!(
+        matches!(err, KernelError::UnsupportedPrecision { .. }),
+        "{err}"
+    );
+    assert_eq!(Precision::from_name("fp16"), Some(Precision::F16));
 }

@@ -1,0 +1,137 @@
+//! A BERT checkpoint's weights as plain `f32` arrays in checkpoint layout, one encoder layer at
+//! a time: what a backend that keeps its own copy (ember-cuda uploads them to a GPU) reads,
+//! with the same names, prefixes, legacy `gamma`/`beta` and shape checks as [`BertModel`].
+//!
+//! Shapes (`H` hidden, `F` FFN): linear weights `[n, k]` (`nn.Linear` layout), biases `[n]`;
+//! Q, K and V fused into one `[3H, H]` weight and `[3H]` bias, as the CPU model fuses them.
+//!
+//! [`BertModel`]: crate::BertModel
+
+use ember_cpu::Precision;
+use ember_tensor::WeightFile;
+
+use crate::model::WeightLoader;
+use crate::{BertConfig, BertError};
+
+/// A LayerNorm's `γ`, `β`, each `[H]`.
+#[derive(Clone, Debug)]
+pub struct NormWeights {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+/// A `nn.Linear(k → n)`: `weight` `[n, k]`, `bias` `[n]`.
+#[derive(Clone, Debug)]
+pub struct LinearWeights {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// `BertEmbeddings`: `word` `[vocab, H]`, `position` `[max_positions, H]`, `token_type`
+/// `[types, H]`, and their LayerNorm.
+#[derive(Clone, Debug)]
+pub struct EmbeddingWeights {
+    pub word: Vec<f32>,
+    pub position: Vec<f32>,
+    pub token_type: Vec<f32>,
+    pub norm: NormWeights,
+}
+
+/// One `BertLayer`, in forward order.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    /// `attention.self.{query,key,value}` fused: `[3H, H]`.
+    pub qkv: LinearWeights,
+    /// `attention.output.dense`: `[H, H]`.
+    pub attention_output: LinearWeights,
+    pub attention_norm: NormWeights,
+    /// `intermediate.dense`: `[F, H]`.
+    pub intermediate: LinearWeights,
+    /// `output.dense`: `[H, F]`.
+    pub output: LinearWeights,
+    pub output_norm: NormWeights,
+}
+
+/// Reads a checkpoint's tensors as `f32` (widened exactly from f16/bf16), checked against a
+/// config. Each call copies only what it returns, so a caller that uploads layer by layer
+/// holds one layer on the host at a time.
+pub struct F32WeightReader<'a> {
+    loader: WeightLoader<'a>,
+    config: &'a BertConfig,
+}
+
+impl<'a> F32WeightReader<'a> {
+    pub fn new(config: &'a BertConfig, file: &'a WeightFile) -> Self {
+        Self {
+            // The precision only matters to the CPU model's packing, not used here.
+            loader: WeightLoader::new(file, Precision::F32),
+            config,
+        }
+    }
+
+    fn vec(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, BertError> {
+        Ok(self.loader.tensor(name, shape)?.into_vec())
+    }
+
+    fn norm(&self, stem: &str) -> Result<NormWeights, BertError> {
+        let h = self.config.hidden_size;
+        Ok(NormWeights {
+            gamma: self.vec(&format!("{stem}.weight"), &[h])?,
+            beta: self.vec(&format!("{stem}.bias"), &[h])?,
+        })
+    }
+
+    fn linear(&self, stem: &str, n: usize, k: usize) -> Result<LinearWeights, BertError> {
+        Ok(LinearWeights {
+            weight: self.vec(&format!("{stem}.weight"), &[n, k])?,
+            bias: self.vec(&format!("{stem}.bias"), &[n])?,
+            n,
+            k,
+        })
+    }
+
+    /// The embedding tables and their LayerNorm.
+    pub fn embeddings(&self) -> Result<EmbeddingWeights, BertError> {
+        let c = self.config;
+        let h = c.hidden_size;
+        Ok(EmbeddingWeights {
+            word: self.vec("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            position: self.vec(
+                "embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, h],
+            )?,
+            token_type: self.vec(
+                "embeddings.token_type_embeddings.weight",
+                &[c.type_vocab_size, h],
+            )?,
+            norm: self.norm("embeddings.LayerNorm")?,
+        })
+    }
+
+    /// Encoder layer `index` (`< num_hidden_layers`).
+    pub fn layer(&self, index: usize) -> Result<LayerWeights, BertError> {
+        let (h, f) = (self.config.hidden_size, self.config.intermediate_size);
+        let stem = format!("encoder.layer.{index}");
+        let mut qkv = LinearWeights {
+            weight: Vec::with_capacity(3 * h * h),
+            bias: Vec::with_capacity(3 * h),
+            n: 3 * h,
+            k: h,
+        };
+        for part in ["query", "key", "value"] {
+            let linear = self.linear(&format!("{stem}.attention.self.{part}"), h, h)?;
+            qkv.weight.extend_from_slice(&linear.weight);
+            qkv.bias.extend_from_slice(&linear.bias);
+        }
+        Ok(LayerWeights {
+            qkv,
+            attention_output: self.linear(&format!("{stem}.attention.output.dense"), h, h)?,
+            attention_norm: self.norm(&format!("{stem}.attention.output.LayerNorm"))?,
+            intermediate: self.linear(&format!("{stem}.intermediate.dense"), f, h)?,
+            output: self.linear(&format!("{stem}.output.dense"), h, f)?,
+            output_norm: self.norm(&format!("{stem}.output.LayerNorm"))?,
+        })
+    }
+}

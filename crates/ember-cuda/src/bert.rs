@@ -1,0 +1,405 @@
+//! The BERT encoder on the GPU, pooling and normalisation included: [`CudaBertModel`] mirrors
+//! [`ember_bert::BertModel::forward`] op for op over this crate's launchers, then pools on the
+//! device and copies only the pooled rows `[n, modes·H]` back.
+//!
+//! ```text
+//! embedding_layernorm(ids, offsets)                          → hidden   [T, H]
+//! per layer:
+//!   linear(hidden, W_qkv)                                    → qkv      [T, 3H]
+//!   attention_varlen(qkv, offsets)                           → context  [T, H]
+//!   linear(context, W_o) + hidden                            → attn     [T, H]
+//!   LN(attn)                                                   (in place)
+//!   act(linear(attn, W_i))                                   → inter    [T, F]
+//!   linear(inter, W_o2) + attn                               → hidden   [T, H]
+//!   LN(hidden)                                                 (in place)
+//! pool(hidden, offsets, modes) → pooled [n, modes·H];  normalize_rows if asked
+//! ```
+//!
+//! Weights go up once, at load, in the element type of the run: `f32` (the exact SIMT GEMM)
+//! or `bf16`/`f16` (tensor cores; biases and LayerNorm parameters stay f32). Activations live
+//! in buffers grown to the largest batch seen and reused, so a warm call allocates no device
+//! memory. It lives here, not in `ember-bert`, so that `ember-bert` stays free of CUDA and the
+//! facade (`ember`) can leave this crate out entirely; it reads the checkpoint through
+//! [`ember_bert::F32WeightReader`] (same names, prefixes and shape checks as the CPU model).
+
+use ember_bert::{check_batch, BertConfig, F32WeightReader};
+use ember_pooling::PoolingMode;
+use ember_tensor::WeightFile;
+
+use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
+use crate::embedding::{embedding_layernorm, EmbeddingTables};
+use crate::error::CudaError;
+use crate::gemm::{linear, DeviceLinear};
+use crate::layernorm::layernorm;
+use crate::pooling::{normalize_rows, pool};
+use ember_cpu::Activation;
+
+/// A LayerNorm's `γ`, `β` `[H]` on the device.
+struct DeviceNorm {
+    gamma: DeviceTensor<f32>,
+    beta: DeviceTensor<f32>,
+}
+
+impl DeviceNorm {
+    fn upload(
+        device: &CudaDevice,
+        norm: &ember_bert::weights::NormWeights,
+    ) -> Result<Self, CudaError> {
+        Ok(DeviceNorm {
+            gamma: device.upload(&norm.gamma)?,
+            beta: device.upload(&norm.beta)?,
+        })
+    }
+}
+
+/// One `BertLayer` on the device.
+struct DeviceLayer<E: Element> {
+    qkv: DeviceLinear<E>,
+    attention_output: DeviceLinear<E>,
+    attention_norm: DeviceNorm,
+    intermediate: DeviceLinear<E>,
+    output: DeviceLinear<E>,
+    output_norm: DeviceNorm,
+}
+
+/// Activation buffers, each sized for the largest batch seen (`tokens` rows, `sequences`
+/// pooled rows) and reused; [`DeviceTensor::set_len`] fits them to each batch.
+struct Activations<E: Element> {
+    tokens: usize,
+    sequences: usize,
+    pooled_dim: usize,
+    hidden: DeviceTensor<E>,
+    qkv: DeviceTensor<E>,
+    context: DeviceTensor<E>,
+    attention: DeviceTensor<E>,
+    intermediate: DeviceTensor<E>,
+    pooled: DeviceTensor<f32>,
+    token_ids: TokenIds,
+    seq_offsets: SeqOffsets,
+}
+
+/// The encoder's weights and activations in one element type.
+struct Encoder<E: Element> {
+    embeddings: EmbeddingTables<E>,
+    layers: Vec<DeviceLayer<E>>,
+    activations: Option<Activations<E>>,
+}
+
+fn upload_linear<E: Element>(
+    device: &CudaDevice,
+    linear: &ember_bert::weights::LinearWeights,
+) -> Result<DeviceLinear<E>, CudaError> {
+    DeviceLinear::upload(
+        device,
+        &linear.weight,
+        Some(&linear.bias),
+        linear.n,
+        linear.k,
+    )
+}
+
+impl<E: Element> Encoder<E> {
+    /// Uploads the embeddings, then each layer in turn (one layer on the host at a time).
+    fn upload(
+        device: &CudaDevice,
+        reader: &F32WeightReader<'_>,
+        config: &BertConfig,
+    ) -> Result<Self, CudaError> {
+        let e = reader.embeddings()?;
+        let embeddings = EmbeddingTables::upload(
+            device,
+            &e.word,
+            &e.position,
+            &e.token_type,
+            &e.norm.gamma,
+            &e.norm.beta,
+            config.hidden_size,
+        )?;
+        drop(e);
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let l = reader.layer(i)?;
+                Ok(DeviceLayer {
+                    qkv: upload_linear(device, &l.qkv)?,
+                    attention_output: upload_linear(device, &l.attention_output)?,
+                    attention_norm: DeviceNorm::upload(device, &l.attention_norm)?,
+                    intermediate: upload_linear(device, &l.intermediate)?,
+                    output: upload_linear(device, &l.output)?,
+                    output_norm: DeviceNorm::upload(device, &l.output_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>, CudaError>>()?;
+        Ok(Encoder {
+            embeddings,
+            layers,
+            activations: None,
+        })
+    }
+
+    /// Runs the batch and writes its pooled (and normalised, if asked) rows into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn embed(
+        &mut self,
+        device: &CudaDevice,
+        c: &BertConfig,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+        modes: &[PoolingMode],
+        normalize: bool,
+        out: &mut [f32],
+    ) -> Result<(), CudaError> {
+        let (h, t) = (c.hidden_size, token_ids.len());
+        let n = seq_offsets.len().saturating_sub(1);
+        let pooled_dim = modes.len() * h;
+        let a = grow_activations(&mut self.activations, device, c, pooled_dim, t, n)?;
+        for buffer in [&mut a.hidden, &mut a.context, &mut a.attention] {
+            buffer.set_len(t * h)?;
+        }
+        a.qkv.set_len(t * 3 * h)?;
+        a.intermediate.set_len(t * c.intermediate_size)?;
+        a.pooled.set_len(n * pooled_dim)?;
+        device.write_token_ids(token_ids, &mut a.token_ids)?;
+        device.write_offsets(seq_offsets, &mut a.seq_offsets)?;
+        let offsets = &a.seq_offsets;
+        let (heads, head_dim, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
+
+        embedding_layernorm(
+            device,
+            &a.token_ids,
+            offsets,
+            &self.embeddings,
+            eps,
+            &mut a.hidden,
+        )?;
+        for layer in &self.layers {
+            linear(
+                device,
+                &a.hidden,
+                t,
+                &layer.qkv,
+                Activation::Identity,
+                None,
+                &mut a.qkv,
+            )?;
+            crate::attention::attention_varlen(
+                device,
+                &a.qkv,
+                offsets,
+                heads,
+                head_dim,
+                &mut a.context,
+            )?;
+            linear(
+                device,
+                &a.context,
+                t,
+                &layer.attention_output,
+                Activation::Identity,
+                Some(&a.hidden),
+                &mut a.attention,
+            )?;
+            let norm = &layer.attention_norm;
+            layernorm(
+                device,
+                &mut a.attention,
+                None,
+                t,
+                h,
+                &norm.gamma,
+                &norm.beta,
+                eps,
+            )?;
+            linear(
+                device,
+                &a.attention,
+                t,
+                &layer.intermediate,
+                c.activation,
+                None,
+                &mut a.intermediate,
+            )?;
+            linear(
+                device,
+                &a.intermediate,
+                t,
+                &layer.output,
+                Activation::Identity,
+                Some(&a.attention),
+                &mut a.hidden,
+            )?;
+            let norm = &layer.output_norm;
+            layernorm(
+                device,
+                &mut a.hidden,
+                None,
+                t,
+                h,
+                &norm.gamma,
+                &norm.beta,
+                eps,
+            )?;
+        }
+        pool(device, &a.hidden, offsets, h, modes, &mut a.pooled)?;
+        if normalize {
+            normalize_rows(device, &mut a.pooled, pooled_dim)?;
+        }
+        device.download_into(&a.pooled, out)
+    }
+}
+
+/// The activation buffers, grown (never shrunk) to hold `t` tokens and `n` sequences.
+fn grow_activations<'a, E: Element>(
+    slot: &'a mut Option<Activations<E>>,
+    device: &CudaDevice,
+    c: &BertConfig,
+    pooled_dim: usize,
+    t: usize,
+    n: usize,
+) -> Result<&'a mut Activations<E>, CudaError> {
+    let (old_t, old_n, old_dim) = slot
+        .as_ref()
+        .map_or((0, 0, 0), |a| (a.tokens, a.sequences, a.pooled_dim));
+    if t > old_t || n > old_n || pooled_dim > old_dim {
+        let (t, n, pooled_dim) = (t.max(old_t), n.max(old_n), pooled_dim.max(old_dim));
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        // Free the old buffers before allocating the larger ones.
+        *slot = None;
+        *slot = Some(Activations {
+            tokens: t,
+            sequences: n,
+            pooled_dim,
+            hidden: device.zeros(t * h)?,
+            qkv: device.zeros(t * 3 * h)?,
+            context: device.zeros(t * h)?,
+            attention: device.zeros(t * h)?,
+            intermediate: device.zeros(t * f)?,
+            pooled: device.zeros(n * pooled_dim)?,
+            token_ids: device.upload_token_ids(&vec![0; t])?,
+            seq_offsets: device.upload_offsets(&vec![0; n + 1])?,
+        });
+    }
+    match slot {
+        Some(a) => Ok(a),
+        // Impossible: the slot was filled above unless it already held large enough buffers.
+        None => Err(CudaError::InvalidShape {
+            op: "CudaBertModel",
+            reason: "activation buffers missing".into(),
+        }),
+    }
+}
+
+/// The encoder in the element type chosen at load.
+enum AnyEncoder {
+    F32(Encoder<f32>),
+    Bf16(Encoder<half::bf16>),
+    F16(Encoder<half::f16>),
+}
+
+/// A BERT encoder on one GPU: weights uploaded once, activations reused, pooling on the device.
+///
+/// ```no_run
+/// use ember_cuda::{bert::CudaBertModel, CudaDevice, Dtype};
+/// use ember_pooling::PoolingMode;
+/// let dir = std::path::Path::new("all-MiniLM-L6-v2");
+/// let config = ember_bert::BertConfig::from_file(&dir.join("config.json"))?;
+/// let weights = ember_tensor::WeightFile::open(dir.join("model.safetensors"))?;
+/// let mut model = CudaBertModel::load(CudaDevice::open(0)?, config, &weights, Dtype::Bf16)?;
+/// // Two sequences of 3 and 2 tokens, packed: [CLS] a [SEP] [CLS] [SEP].
+/// let mut out = vec![0.0; 2 * 384];
+/// model.embed(&[101, 1037, 102, 101, 102], &[0, 3, 5], &[PoolingMode::Mean], true, &mut out)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CudaBertModel {
+    device: CudaDevice,
+    config: BertConfig,
+    encoder: AnyEncoder,
+}
+
+impl std::fmt::Debug for CudaBertModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBertModel")
+            .field("device", &self.device)
+            .field("dtype", &self.dtype())
+            .field("layers", &self.config.num_hidden_layers)
+            .finish()
+    }
+}
+
+impl CudaBertModel {
+    /// Uploads the checkpoint `file` (checked against `config`) to `device` in `dtype`, and
+    /// compiles every kernel now so that no later call pays for NVRTC.
+    pub fn load(
+        device: CudaDevice,
+        config: BertConfig,
+        file: &WeightFile,
+        dtype: Dtype,
+    ) -> Result<Self, CudaError> {
+        if config.head_dim() > crate::attention::MAX_HEAD_DIM {
+            return Err(CudaError::InvalidShape {
+                op: "CudaBertModel::load",
+                reason: format!(
+                    "head_dim {} exceeds the attention kernel's {}",
+                    config.head_dim(),
+                    crate::attention::MAX_HEAD_DIM
+                ),
+            });
+        }
+        device.warm_up()?;
+        let reader = F32WeightReader::new(&config, file);
+        let encoder = match dtype {
+            Dtype::F32 => AnyEncoder::F32(Encoder::upload(&device, &reader, &config)?),
+            Dtype::Bf16 => AnyEncoder::Bf16(Encoder::upload(&device, &reader, &config)?),
+            Dtype::F16 => AnyEncoder::F16(Encoder::upload(&device, &reader, &config)?),
+        };
+        device.synchronize()?;
+        Ok(CudaBertModel {
+            device,
+            config,
+            encoder,
+        })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &CudaDevice {
+        &self.device
+    }
+
+    /// The element type of weights and activations.
+    pub fn dtype(&self) -> Dtype {
+        match self.encoder {
+            AnyEncoder::F32(_) => Dtype::F32,
+            AnyEncoder::Bf16(_) => Dtype::Bf16,
+            AnyEncoder::F16(_) => Dtype::F16,
+        }
+    }
+
+    /// Encodes a packed batch (`token_ids` `[T]`, `seq_offsets` `[n + 1]`, checked as by
+    /// [`ember_bert::BertModel::forward`]), pools each sequence with `modes`, L2-normalises
+    /// the rows if `normalize`, and writes them into `out` `[n, modes·H]`.
+    pub fn embed(
+        &mut self,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+        modes: &[PoolingMode],
+        normalize: bool,
+        out: &mut [f32],
+    ) -> Result<(), CudaError> {
+        check_batch(&self.config, token_ids, seq_offsets)?;
+        let n = seq_offsets.len() - 1; // check_batch: at least [0, T]
+        crate::error::check_len(
+            "CudaBertModel::embed",
+            "out",
+            n * modes.len() * self.config.hidden_size,
+            out.len(),
+        )?;
+        let (d, c) = (&self.device, &self.config);
+        match &mut self.encoder {
+            AnyEncoder::F32(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out),
+            AnyEncoder::Bf16(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out),
+            AnyEncoder::F16(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `Device::Cuda` end to end on all-MiniLM-L6-v2 against sentence-transformers and against the
+//! CPU: the f32 path (exact SIMT GEMM) within the f32 bounds (cosine ≥ 0.99999, |diff| ≤ 1e-4)
+//! of the CPU on the same folder, and of sentence-transformers when the folder's weights are
+//! f32; bf16 and f16 (tensor cores) within cosine 0.999 of sentence-transformers; a text's row
+//! the same alone as in a batch. Also, on any machine: asking for cuda without a GPU is an
+//! `Err` that says so, and the dtypes a device does not run are refused.
+//!
+//! Without a GPU the GPU tests print that they skipped and pass; `EMBER_REQUIRE_CUDA=1` makes
+//! that a failure. On the GPU machine (see scripts/gpu/README.md), with the carried binary:
+//!
+//! ```sh
+//! EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR=target/gpu-bin/minilm-fp16 \
+//!   EMBER_FIXTURES_DIR=tests/fixtures target/gpu-bin/cuda_e2e --nocapture --test-threads 1
+//! ```
+
+use ember::{Device, Embedder, EmberError, Precision};
+use ember_reference_tests::*;
+use ember_tensor::{DType, WeightFile};
+
+fn reference() -> ModelReference {
+    read_fixture("minilm_reference.json")
+}
+
+fn load(
+    dir: &std::path::Path,
+    device: Device,
+    dtype: Precision,
+    batch: usize,
+) -> Result<Embedder, EmberError> {
+    Embedder::builder()
+        .threads(2)
+        .batch_size(batch)
+        .device(device)
+        .dtype(dtype)
+        .load_dir(dir)
+}
+
+/// The GPU embedder, or `None` after saying why `test` is skipped (a failure under
+/// `EMBER_REQUIRE_CUDA=1`). Errors other than "no GPU" fail the test.
+fn cuda_or_skip(test: &str, dtype: Precision, batch: usize) -> Option<Embedder> {
+    match load(&minilm_dir(), Device::Cuda(0), dtype, batch) {
+        Ok(embedder) => Some(embedder),
+        Err(EmberError::Cuda(err)) if std::env::var("EMBER_REQUIRE_CUDA").as_deref() != Ok("1") => {
+            eprintln!("{test}: skipped: {err}");
+            None
+        }
+        Err(err) => panic!("{test}: cannot load all-MiniLM-L6-v2 on cuda:0 in {dtype}: {err}"),
+    }
+}
+
+fn rows(embedder: &Embedder, texts: &[String]) -> Vec<Vec<f32>> {
+    let embeddings = embedder.encode(texts).unwrap();
+    embeddings.rows().map(<[f32]>::to_vec).collect()
+}
+
+fn agree(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> Agreement {
+    let ours: Vec<&[f32]> = ours.iter().map(Vec::as_slice).collect();
+    agreement(&ours, theirs)
+}
+
+/// Whether the folder stores its weights in f32 (the carried GPU copy is f16, which moves
+/// rows by ~1e-4 whatever computes them).
+fn stores_f32(dir: &std::path::Path) -> bool {
+    let file = WeightFile::open(dir.join("model.safetensors")).unwrap();
+    let name = file
+        .names()
+        .find(|n| n.ends_with("word_embeddings.weight"))
+        .unwrap()
+        .to_owned();
+    file.stored_tensor(&name).unwrap().dtype() == DType::F32
+}
+
+#[test]
+fn f32_matches_the_cpu_and_sentence_transformers() {
+    let Some(gpu) = cuda_or_skip(
+        "f32_matches_the_cpu_and_sentence_transformers",
+        Precision::F32,
+        32,
+    ) else {
+        return;
+    };
+    assert_eq!(
+        (gpu.device(), gpu.dtype()),
+        (Device::Cuda(0), Precision::F32)
+    );
+    let reference = reference();
+    let ours = rows(&gpu, &reference.texts);
+    let cpu = load(&minilm_dir(), Device::Cpu, Precision::F32, 32).unwrap();
+    assert_f32_bounds(
+        "cuda f32 vs cpu f32",
+        agree(&ours, &rows(&cpu, &reference.texts)),
+    );
+    let a = agree(&ours, &reference.embeddings);
+    if stores_f32(&minilm_dir()) {
+        assert_f32_bounds("cuda f32 vs sentence-transformers", a);
+    } else {
+        assert_cosine_bound(
+            "cuda f32 (f16-stored weights) vs sentence-transformers",
+            a,
+            0.999,
+        );
+    }
+}
+
+#[test]
+fn bf16_and_f16_stay_within_cosine_0_999() {
+    for dtype in [Precision::Bf16, Precision::F16] {
+        let Some(gpu) = cuda_or_skip("bf16_and_f16_stay_within_cosine_0_999", dtype, 32) else {
+            return;
+        };
+        assert_eq!(gpu.dtype(), dtype);
+        let reference = reference();
+        let a = agree(&rows(&gpu, &reference.texts), &reference.embeddings);
+        assert_cosine_bound(&format!("cuda {dtype} vs sentence-transformers"), a, 0.999);
+    }
+}
+
+#[test]
+fn rows_are_the_same_alone_and_batched() {
+    for dtype in [Precision::F32, Precision::Bf16, Precision::F16] {
+        let Some(gpu) = cuda_or_skip("rows_are_the_same_alone_and_batched", dtype, 64) else {
+            return;
+        };
+        let texts = reference().texts;
+        let batched = rows(&gpu, &texts);
+        for (i, text) in texts.iter().enumerate().step_by(7) {
+            let alone = rows(&gpu, std::slice::from_ref(text));
+            if dtype == Precision::F32 {
+                // One fmaf chain per output, per-row LayerNorm, per-sequence attention and
+                // pooling: nothing depends on the other rows.
+                assert_eq!(alone[0], batched[i], "cuda f32, text {i}");
+            } else {
+                // The tensor-core GEMM's tile size depends on the batch's token count.
+                let a = agree(&alone, &batched[i..i + 1]);
+                assert_cosine_bound(
+                    &format!("cuda {dtype} text {i} alone vs batched"),
+                    a,
+                    0.99999,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error() {
+    let tiny = fixtures_dir().join("tiny-bert");
+    match load(&tiny, Device::Cuda(0), Precision::F32, 8) {
+        Ok(embedder) => println!("a GPU is present ({}): nothing to check", embedder.device()),
+        Err(err) => {
+            let message = err.to_string();
+            println!("{message}");
+            assert!(matches!(err, EmberError::Cuda(_)), "{err:?}");
+            assert!(
+                message.starts_with("no CUDA driver found (libcuda.so)")
+                    || message.starts_with("no CUDA device")
+                    || message.contains("NVRTC"),
+                "{message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dtypes_a_device_does_not_run_are_refused() {
+    let tiny = fixtures_dir().join("tiny-bert");
+    let err = load(&tiny, Device::Cuda(0), Precision::Int8, 8)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "options: dtype int8 runs on the CPU only; on cuda use f32, bf16 or f16"
+    );
+    let err = load(&tiny, Device::Cpu, Precision::F16, 8)
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "options: dtype f16 runs on cuda only; on the CPU use f32, bf16 or int8"
+    );
+}
