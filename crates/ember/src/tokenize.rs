@@ -13,7 +13,7 @@
 //! pipeline runs on the `tokenizers` crate, which stays loaded as the reference either way.
 
 use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tokenizers::models::wordpiece::WordPiece;
@@ -44,6 +44,8 @@ pub struct TextTokenizer {
     /// Why `wordpiece` is `None`.
     fallback_reason: Option<String>,
     max_seq_length: usize,
+    /// `tokenizer.json` or `vocab.txt`: the file errors about the vocabulary name.
+    source: PathBuf,
 }
 
 /// Buffers [`TextTokenizer::encode_into_with`] reuses from one text to the next.
@@ -71,6 +73,8 @@ struct TokenizerConfig {
 }
 
 impl TokenizerConfig {
+    /// Reads `dir/tokenizer_config.json` if there is one (defaults otherwise). A key that is
+    /// present must have the kind transformers writes (`null` counts as absent).
     fn read(dir: &Path) -> Result<Self, EmberError> {
         let path = dir.join("tokenizer_config.json");
         let value = if path.exists() {
@@ -78,39 +82,57 @@ impl TokenizerConfig {
         } else {
             Value::Object(Default::default())
         };
-        let token = |key: &str, default: &str| -> String {
-            match value.get(key) {
-                Some(Value::String(s)) => s.clone(),
-                // transformers also writes special tokens as AddedToken objects.
-                Some(Value::Object(o)) => o
-                    .get("content")
-                    .and_then(Value::as_str)
-                    .unwrap_or(default)
-                    .to_owned(),
-                _ => default.to_owned(),
+        let invalid = |message: String| EmberError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid("expected a JSON object".into()))?;
+        let get = |key: &str| object.get(key).filter(|v| !v.is_null());
+        let flag = |key: &str| -> Result<Option<bool>, EmberError> {
+            get(key)
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| invalid(format!("\"{key}\" = {v} is not true or false")))
+                })
+                .transpose()
+        };
+        // transformers writes special tokens as strings or as AddedToken objects.
+        let token = |key: &str, default: &str| -> Result<String, EmberError> {
+            match get(key) {
+                None => Ok(default.to_owned()),
+                Some(v) => v
+                    .as_str()
+                    .or_else(|| v.get("content")?.as_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "\"{key}\" = {v} is not a token (a string, or an object with a \"content\" string)"
+                        ))
+                    }),
+            }
+        };
+        // transformers writes 1e30 for "no limit": anything past usize range means none.
+        let model_max_length = match get("model_max_length") {
+            None => None,
+            Some(v) => {
+                let n = v.as_f64().filter(|&n| n >= 1.0).ok_or_else(|| {
+                    invalid(format!("\"model_max_length\" = {v} is not a number ≥ 1"))
+                })?;
+                (n < 1e15).then_some(n as usize)
             }
         };
         Ok(Self {
-            // transformers writes 1e30 for "no limit": anything past usize range means none.
-            model_max_length: value
-                .get("model_max_length")
-                .and_then(Value::as_f64)
-                .filter(|&n| (1.0..1e15).contains(&n))
-                .map(|n| n as usize),
-            do_lower_case: value
-                .get("do_lower_case")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            strip_accents: value.get("strip_accents").and_then(Value::as_bool),
-            tokenize_chinese_chars: value
-                .get("tokenize_chinese_chars")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            unk: token("unk_token", "[UNK]"),
-            cls: token("cls_token", "[CLS]"),
-            sep: token("sep_token", "[SEP]"),
-            pad: token("pad_token", "[PAD]"),
-            mask: token("mask_token", "[MASK]"),
+            model_max_length,
+            do_lower_case: flag("do_lower_case")?.unwrap_or(true),
+            strip_accents: flag("strip_accents")?,
+            tokenize_chinese_chars: flag("tokenize_chinese_chars")?.unwrap_or(true),
+            unk: token("unk_token", "[UNK]")?,
+            cls: token("cls_token", "[CLS]")?,
+            sep: token("sep_token", "[SEP]")?,
+            pad: token("pad_token", "[PAD]")?,
+            mask: token("mask_token", "[MASK]")?,
         })
     }
 }
@@ -137,6 +159,18 @@ impl TextTokenizer {
                     path: json_path.clone(),
                     message: e.to_string(),
                 })?;
+            // The crate loads such a file and then fails on the first unknown word.
+            if let ModelWrapper::WordPiece(model) = tokenizer.get_model() {
+                if tokenizer.token_to_id(&model.unk_token).is_none() {
+                    return Err(EmberError::Tokenizer {
+                        path: json_path,
+                        message: format!(
+                            "the WordPiece unknown token {:?} is not in the vocabulary",
+                            model.unk_token
+                        ),
+                    });
+                }
+            }
             (tokenizer, json_path)
         } else if vocab_path.exists() {
             (
@@ -211,6 +245,7 @@ impl TextTokenizer {
             wordpiece,
             fallback_reason,
             max_seq_length,
+            source,
         })
     }
 
@@ -316,6 +351,36 @@ impl TextTokenizer {
 
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
+    }
+
+    /// Checks that every id the tokenizer can emit — its vocabulary, added tokens and the
+    /// post-processor's special tokens — has a row in an embedding table of `vocab_size` rows;
+    /// otherwise the folder would load and then fail on the first text that used the word.
+    pub fn check_ids_below(&self, vocab_size: usize) -> Result<(), EmberError> {
+        let vocab = self.tokenizer.get_vocab(true);
+        let largest_in_vocab = vocab.iter().max_by_key(|&(_, &id)| id);
+        // Whatever the post-processor is, encoding "" gives exactly its special tokens.
+        let mut special_ids = Vec::new();
+        self.reference_encode_into("", &mut special_ids)
+            .map_err(|message| EmberError::Tokenizer {
+                path: self.source.clone(),
+                message,
+            })?;
+        let largest_special = special_ids.iter().max().map(|&id| ("(special token)", id));
+        let largest = largest_in_vocab
+            .map(|(token, &id)| (token.as_str(), id))
+            .into_iter()
+            .chain(largest_special)
+            .max_by_key(|&(_, id)| id);
+        match largest {
+            Some((token, id)) if id as usize >= vocab_size => Err(EmberError::Tokenizer {
+                path: self.source.clone(),
+                message: format!(
+                    "token {token:?} has id {id}, but the embeddings have config.json's vocab_size {vocab_size} rows"
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
