@@ -96,6 +96,14 @@ fn set_key(dir: &Path, file: &str, key: &str, value: Option<Value>) {
     std::fs::write(&path, serde_json::to_string_pretty(&object).unwrap()).unwrap();
 }
 
+/// Edits the JSON value in `dir/file` through `edit`.
+fn edit_json(dir: &Path, file: &str, edit: impl FnOnce(&mut Value)) {
+    let path = dir.join(file);
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(&path, value.to_string()).unwrap();
+}
+
 fn set_config(dir: &Path, key: &str, value: Value) {
     set_key(dir, "config.json", key, Some(value));
 }
@@ -636,14 +644,29 @@ pub fn cases() -> Vec<BrokenFolder> {
         case!(
             "tokenizer.json/empty",
             TOKENIZER,
-            ["tokenizer:"],
+            ["not valid JSON", "EOF"],
             |d| write(d, TOKENIZER, b"")
         ),
         case!(
             "tokenizer.json/not JSON",
             TOKENIZER,
-            ["tokenizer:", "key must be a string"],
-            |d| { write(d, TOKENIZER, "{ not json") }
+            ["not valid JSON", "key must be a string"],
+            |d| write(d, TOKENIZER, "{ not json")
+        ),
+        // Found by the tokenizer_files fuzz target: the tokenizers crate panicked on it.
+        case!(
+            "tokenizer.json/control character inside the decoder",
+            TOKENIZER,
+            ["not valid JSON", "control character"],
+            |d| edit_text_bytes(d, TOKENIZER, b"\"prefix\": \"##\"", b"\"prefix\": \"#\t#\"")
+        ),
+        case!(
+            "tokenizer.json/Precompiled normaliser with a number for a charsmap",
+            TOKENIZER,
+            ["the tokenizers crate panicked reading it"],
+            |d| edit_json(d, TOKENIZER, |t| {
+                t["normalizer"] = json!({ "type": "Precompiled", "precompiled_charsmap": 5 });
+            })
         ),
         case!(
             "tokenizer.json/version a number",
@@ -670,9 +693,12 @@ pub fn cases() -> Vec<BrokenFolder> {
                 )
             }
         ),
-        case!("tokenizer.json/not UTF-8", TOKENIZER, ["tokenizer:"], |d| {
-            edit_text_bytes(d, TOKENIZER, b"[PAD]", b"[P\xffD]")
-        }),
+        case!(
+            "tokenizer.json/not UTF-8",
+            TOKENIZER,
+            ["cannot read", "UTF-8"],
+            |d| { edit_text_bytes(d, TOKENIZER, b"[PAD]", b"[P\xffD]") }
+        ),
         case!(
             "tokenizer.json/ids past the embeddings",
             TOKENIZER,

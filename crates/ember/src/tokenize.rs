@@ -154,11 +154,7 @@ impl TextTokenizer {
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
         let (mut tokenizer, source) = if json_path.exists() {
-            let tokenizer =
-                Tokenizer::from_file(&json_path).map_err(|e| EmberError::Tokenizer {
-                    path: json_path.clone(),
-                    message: e.to_string(),
-                })?;
+            let tokenizer = read_tokenizer_json(&json_path)?;
             // The crate loads such a file and then fails on the first unknown word.
             if let ModelWrapper::WordPiece(model) = tokenizer.get_model() {
                 if tokenizer.token_to_id(&model.unk_token).is_none() {
@@ -380,6 +376,35 @@ impl TextTokenizer {
                 ),
             }),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Reads `tokenizer.json` with the `tokenizers` crate, which panics rather than erring on some
+/// malformed files (0.22.2: a JSON syntax error inside `"decoder"` reaches an
+/// `expect("Helper")`, found by the `tokenizer_files` fuzz target; a `Precompiled` normaliser
+/// whose fields do not parse, an `expect("Precompiled")`). The file is parsed as JSON here first,
+/// so syntax errors are reported like any other file's, and the crate builds the tokenizer from
+/// the parsed value; a panic that still escapes it is caught and reported as an error naming the
+/// file (under `panic = "abort"` it would abort instead).
+fn read_tokenizer_json(path: &Path) -> Result<Tokenizer, EmberError> {
+    let value = read_json(path)?;
+    let error = |message: String| EmberError::Tokenizer {
+        path: path.to_owned(),
+        message,
+    };
+    match std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(value)) {
+        Ok(Ok(tokenizer)) => Ok(tokenizer),
+        Ok(Err(e)) => Err(error(e.to_string())),
+        Err(payload) => {
+            let reason = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("no message");
+            Err(error(format!(
+                "the tokenizers crate panicked reading it: {reason}"
+            )))
         }
     }
 }
