@@ -660,6 +660,18 @@ pub fn cases() -> Vec<BrokenFolder> {
             ["not valid JSON", "control character"],
             |d| edit_text_bytes(d, TOKENIZER, b"\"prefix\": \"##\"", b"\"prefix\": \"#\t#\"")
         ),
+        // Found by the tokenizer_files fuzz target: the tokenizers crate panicked on every text.
+        case!(
+            "tokenizer.json/template token not among the special tokens",
+            TOKENIZER,
+            ["single template uses special token \"[SEP]\""],
+            |d| edit_json(d, TOKENIZER, |t| {
+                t["post_processor"]["special_tokens"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("[SEP]");
+            })
+        ),
         case!(
             "tokenizer.json/Precompiled normaliser with a number for a charsmap",
             TOKENIZER,

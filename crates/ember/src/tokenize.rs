@@ -229,6 +229,12 @@ impl TextTokenizer {
                 message: e.to_string(),
             })?;
         tokenizer.with_padding(None);
+        if let Some(PostProcessorWrapper::Template(template)) = tokenizer.get_post_processor() {
+            check_template_tokens(template).map_err(|message| EmberError::Tokenizer {
+                path: source.clone(),
+                message,
+            })?;
+        }
         let (wordpiece, fallback_reason) =
             match standard_bert_spec(&tokenizer, lowercase_prepended, max_seq_length)
                 .and_then(|spec| WordPieceTokenizer::new(&spec).map_err(|e| e.to_string()))
@@ -324,11 +330,20 @@ impl TextTokenizer {
 
     /// Tokenizes with the `tokenizers` crate whatever the pipeline: the reference the fast
     /// path is tested against.
+    ///
+    /// A panic of the crate (it has some on malformed pipelines, see
+    /// [`check_template_tokens`]) is caught and returned as the error.
     pub fn reference_encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), String> {
-        let encoding = self
-            .tokenizer
-            .encode_fast(text, true)
-            .map_err(|e| e.to_string())?;
+        let encoded = std::panic::catch_unwind(|| self.tokenizer.encode_fast(text, true));
+        let encoding = match encoded {
+            Ok(encoded) => encoded.map_err(|e| e.to_string())?,
+            Err(payload) => {
+                return Err(format!(
+                    "the tokenizers crate panicked: {}",
+                    panic_message(payload.as_ref())
+                ))
+            }
+        };
         ids.clear();
         ids.extend_from_slice(encoding.get_ids());
         Ok(())
@@ -396,17 +411,44 @@ fn read_tokenizer_json(path: &Path) -> Result<Tokenizer, EmberError> {
     match std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(value)) {
         Ok(Ok(tokenizer)) => Ok(tokenizer),
         Ok(Err(e)) => Err(error(e.to_string())),
-        Err(payload) => {
-            let reason = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("no message");
-            Err(error(format!(
-                "the tokenizers crate panicked reading it: {reason}"
-            )))
+        Err(payload) => Err(error(format!(
+            "the tokenizers crate panicked reading it: {}",
+            panic_message(payload.as_ref())
+        ))),
+    }
+}
+
+/// The message a panic was raised with.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+/// Every special token a TemplateProcessing's templates use must be one of its
+/// `special_tokens`: the crate checks this when a template is built, not when one is
+/// deserialised, and then panics (a `HashMap` index, "no entry found for key") on every text.
+/// Found by the `tokenizer_files` fuzz target.
+fn check_template_tokens(template: &TemplateProcessing) -> Result<(), String> {
+    let value = serde_json::to_value(template).map_err(|e| e.to_string())?;
+    for which in ["single", "pair"] {
+        let pieces = value[which]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for piece in pieces {
+            if let Some(name) = piece["SpecialToken"]["id"].as_str() {
+                if value["special_tokens"].get(name).is_none() {
+                    return Err(format!(
+                        "the TemplateProcessing's {which} template uses special token {name:?}, which its special_tokens do not define"
+                    ));
+                }
+            }
         }
     }
+    Ok(())
 }
 
 /// Describes `tokenizer` for [`WordPieceTokenizer`] if its pipeline is the standard BERT one;
