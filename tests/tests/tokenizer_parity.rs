@@ -340,6 +340,14 @@ fn variants() -> Vec<Variant> {
             fast: false,
             ..fast("no post-processor", |t| t["post_processor"] = Value::Null)
         },
+        // Found by the tokenizer_files fuzz target: the fast path missed "[SEP]" as an added
+        // token once "[MASK]" shared its id.
+        Variant {
+            fast: false,
+            ..fast("two added tokens on one id", |t| {
+                t["model"]["vocab"]["[MASK]"] = json!(102)
+            })
+        },
     ]
 }
 
