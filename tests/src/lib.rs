@@ -188,6 +188,7 @@ pub fn rewrite_weights(dir: &Path, dtype: DType, keep: impl Fn(&str) -> bool) {
     ember_tensor::write_safetensors(&path, &views).unwrap();
 }
 
+pub mod broken_folders;
 pub mod mixed_text;
 pub mod seeded;
 

@@ -340,10 +340,12 @@ fn variants() -> Vec<Variant> {
             fast: false,
             ..fast("no post-processor", |t| t["post_processor"] = Value::Null)
         },
+        // Found by the tokenizer_files fuzz target: the fast path missed "[SEP]" as an added
+        // token once "[MASK]" shared its id.
         Variant {
             fast: false,
-            ..fast("unknown token missing from the vocabulary", |t| {
-                t["model"]["unk_token"] = json!("<unk>")
+            ..fast("two added tokens on one id", |t| {
+                t["model"]["vocab"]["[MASK]"] = json!(102)
             })
         },
     ]
@@ -381,14 +383,12 @@ fn pipeline_variants_match_or_fall_back() {
         );
         if let Some(reason) = tokenizer.fallback_reason() {
             println!("{}: falls back: {reason}", variant.name);
-            // Encoding still works, on the crate.
+            // Encoding still works, on the crate. (An unknown token missing from the
+            // vocabulary, which the crate would only report per text, is refused at load: see
+            // `broken_folders.rs`.)
             let mut ids = Vec::new();
             let ok = tokenizer.encode_into("A cat sits.", &mut ids);
-            assert!(
-                ok.is_ok() || variant.name.contains("unknown"),
-                "{}",
-                variant.name
-            );
+            assert!(ok.is_ok(), "{}", variant.name);
             continue;
         }
         assert_parity(variant.name, &tokenizer, &texts);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ember_cpu::Activation;
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::BertError;
 
@@ -34,42 +34,12 @@ pub struct BertConfig {
     pub activation: Activation,
 }
 
-/// `config.json` as written by transformers; defaults are `BertConfig`'s.
-#[derive(Deserialize)]
-struct RawConfig {
-    hidden_size: Option<u64>,
-    num_hidden_layers: Option<u64>,
-    num_attention_heads: Option<u64>,
-    intermediate_size: Option<u64>,
-    vocab_size: Option<u64>,
-    #[serde(default = "default_max_positions")]
-    max_position_embeddings: u64,
-    #[serde(default = "default_type_vocab")]
-    type_vocab_size: u64,
-    #[serde(default = "default_eps")]
-    layer_norm_eps: f64,
-    #[serde(default = "default_act")]
-    hidden_act: String,
-    #[serde(default = "default_position_type")]
-    position_embedding_type: String,
-    model_type: Option<String>,
-}
-
-fn default_max_positions() -> u64 {
-    512
-}
-fn default_type_vocab() -> u64 {
-    2
-}
-fn default_eps() -> f64 {
-    1e-12
-}
-fn default_act() -> String {
-    "gelu".into()
-}
-fn default_position_type() -> String {
-    "absolute".into()
-}
+/// `BertConfig`'s defaults for the keys transformers may leave out.
+const DEFAULT_MAX_POSITIONS: u64 = 512;
+const DEFAULT_TYPE_VOCAB: u64 = 2;
+const DEFAULT_EPS: f64 = 1e-12;
+const DEFAULT_ACT: &str = "gelu";
+const DEFAULT_POSITION_TYPE: &str = "absolute";
 
 impl BertConfig {
     /// Reads and checks `config.json`.
@@ -82,66 +52,91 @@ impl BertConfig {
     }
 
     /// Parses and checks a config; `path` names the file in errors.
+    ///
+    /// The JSON is walked by hand rather than deserialised into a struct so that a value of the
+    /// wrong kind (`-52`, `52.0` or `"52"` for `hidden_size`) is reported by its key.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, BertError> {
-        let raw: RawConfig =
-            serde_json::from_str(text).map_err(|source| BertError::ConfigJson {
-                path: path.to_owned(),
-                source,
-            })?;
+        let value: Value = serde_json::from_str(text).map_err(|source| BertError::ConfigJson {
+            path: path.to_owned(),
+            source,
+        })?;
         let invalid = |message: String| BertError::Config {
             path: PathBuf::from(path),
             message,
         };
-        if let Some(model_type) = &raw.model_type {
-            if model_type != "bert" {
+        let Value::Object(object) = &value else {
+            return Err(invalid(format!(
+                "must be a JSON object, found {}",
+                json_kind(&value)
+            )));
+        };
+        // `null` is what transformers writes for an unset key: the default then applies.
+        let get = |key: &str| object.get(key).filter(|v| !v.is_null());
+        let string = |key: &str, default: &str| -> Result<String, BertError> {
+            match get(key) {
+                None => Ok(default.to_owned()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(v) => Err(invalid(format!("\"{key}\" = {v} is not a string"))),
+            }
+        };
+        let layer_norm_eps = match get("layer_norm_eps") {
+            None => DEFAULT_EPS,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| invalid(format!("\"layer_norm_eps\" = {v} is not a number")))?,
+        };
+        let hidden_act = string("hidden_act", DEFAULT_ACT)?;
+        let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
+        if let Some(model_type) = get("model_type") {
+            if model_type.as_str() != Some("bert") {
                 return Err(invalid(format!(
-                    "model_type {model_type:?} is not supported (Ember runs \"bert\")"
+                    "model_type {model_type} is not supported (Ember runs \"bert\")"
                 )));
             }
         }
-        let field = |name: &str, value: Option<u64>, max: usize| -> Result<usize, BertError> {
-            let value = value.ok_or_else(|| invalid(format!("missing \"{name}\"")))?;
+        // Every size is an integer in 1..=max, bounded before anything is sized from it.
+        let field = |key: &str, default: Option<u64>, max: usize| -> Result<usize, BertError> {
+            let value = match get(key) {
+                None => default.ok_or_else(|| invalid(format!("missing \"{key}\"")))?,
+                Some(v) => v
+                    .as_u64()
+                    .ok_or_else(|| invalid(format!("\"{key}\" = {v} is not a positive integer")))?,
+            };
             if value == 0 || value > max as u64 {
-                return Err(invalid(format!(
-                    "\"{name}\" = {value} is outside 1..={max}"
-                )));
+                return Err(invalid(format!("\"{key}\" = {value} is outside 1..={max}")));
             }
             Ok(value as usize)
         };
-        let hidden_size = field("hidden_size", raw.hidden_size, MAX_HIDDEN)?;
-        let num_hidden_layers = field("num_hidden_layers", raw.num_hidden_layers, MAX_LAYERS)?;
-        let num_attention_heads = field("num_attention_heads", raw.num_attention_heads, MAX_HEADS)?;
-        let intermediate_size =
-            field("intermediate_size", raw.intermediate_size, MAX_INTERMEDIATE)?;
-        let vocab_size = field("vocab_size", raw.vocab_size, MAX_VOCAB)?;
+        let hidden_size = field("hidden_size", None, MAX_HIDDEN)?;
+        let num_hidden_layers = field("num_hidden_layers", None, MAX_LAYERS)?;
+        let num_attention_heads = field("num_attention_heads", None, MAX_HEADS)?;
+        let intermediate_size = field("intermediate_size", None, MAX_INTERMEDIATE)?;
+        let vocab_size = field("vocab_size", None, MAX_VOCAB)?;
         let max_position_embeddings = field(
             "max_position_embeddings",
-            Some(raw.max_position_embeddings),
+            Some(DEFAULT_MAX_POSITIONS),
             MAX_POSITIONS,
         )?;
-        let type_vocab_size = field("type_vocab_size", Some(raw.type_vocab_size), MAX_TYPE_VOCAB)?;
+        let type_vocab_size = field("type_vocab_size", Some(DEFAULT_TYPE_VOCAB), MAX_TYPE_VOCAB)?;
         if hidden_size % num_attention_heads != 0 {
             return Err(invalid(format!(
                 "num_attention_heads = {num_attention_heads} does not divide hidden_size = {hidden_size}"
             )));
         }
-        if !(raw.layer_norm_eps.is_finite() && raw.layer_norm_eps > 0.0 && raw.layer_norm_eps < 1.0)
-        {
+        if !(layer_norm_eps.is_finite() && layer_norm_eps > 0.0 && layer_norm_eps < 1.0) {
             return Err(invalid(format!(
                 "layer_norm_eps = {} is not in (0, 1)",
-                raw.layer_norm_eps
+                layer_norm_eps
             )));
         }
-        if raw.position_embedding_type != "absolute" {
+        if position_embedding_type != "absolute" {
             return Err(invalid(format!(
-                "position_embedding_type {:?} is not supported (only \"absolute\")",
-                raw.position_embedding_type
+                "position_embedding_type {position_embedding_type:?} is not supported (only \"absolute\")"
             )));
         }
-        let activation = Activation::from_hf_name(&raw.hidden_act).ok_or_else(|| {
+        let activation = Activation::from_hf_name(&hidden_act).ok_or_else(|| {
             invalid(format!(
-                "hidden_act {:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, linear)",
-                raw.hidden_act
+                "hidden_act {hidden_act:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, linear)"
             ))
         })?;
         Ok(Self {
@@ -152,7 +147,7 @@ impl BertConfig {
             vocab_size,
             max_position_embeddings,
             type_vocab_size,
-            layer_norm_eps: raw.layer_norm_eps as f32,
+            layer_norm_eps: layer_norm_eps as f32,
             activation,
         })
     }
@@ -174,6 +169,17 @@ impl BertConfig {
         );
         let per_token = 2.0 * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * h;
         self.num_hidden_layers as f64 * l * per_token
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -208,6 +214,9 @@ mod tests {
             ("\"vocab_size\": 30522", "\"vocab_size\": -1"),
             ("\"model_type\": \"bert\"", "\"model_type\": \"gpt2\""),
             ("\"layer_norm_eps\": 1e-12", "\"layer_norm_eps\": 0"),
+            ("\"hidden_size\": 384", "\"hidden_size\": 384.0"),
+            ("\"num_hidden_layers\": 6", "\"num_hidden_layers\": \"6\""),
+            ("\"hidden_act\": \"gelu\"", "\"hidden_act\": 1"),
         ] {
             let text = MINILM.replace(from, to);
             assert_ne!(text, MINILM);

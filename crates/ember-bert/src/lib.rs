@@ -57,6 +57,15 @@ pub enum BertError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    #[error(
+        "{path}: tensor \"{name}\" is in layer {layer}, but config.json has num_hidden_layers = {layers}"
+    )]
+    LayerPastConfig {
+        path: PathBuf,
+        name: String,
+        layer: usize,
+        layers: usize,
+    },
     #[error("input: {0}")]
     Input(String),
     #[error("kernel: {0}")]

@@ -141,10 +141,12 @@ impl<'a> WeightLoader<'a> {
             Some(format!("{}{name}", self.prefix)),
             legacy.map(|l| format!("{}{l}", self.prefix)),
         ];
+        // Tensors of a dtype Ember does not read count as found, so that `f32_tensor` names
+        // their dtype rather than this reporting them missing.
         let found = candidates
             .iter()
             .flatten()
-            .find(|candidate| self.file.contains(candidate))
+            .find(|candidate| self.file.raw_bytes(candidate).is_ok())
             .ok_or_else(|| BertError::MissingWeight {
                 path: self.path(),
                 name: format!("{}{name}", self.prefix),
@@ -172,18 +174,46 @@ impl<'a> WeightLoader<'a> {
         )?)
     }
 
+    /// Refuses a checkpoint with tensors of a layer past the config's last: it would otherwise
+    /// run, silently, as a shallower model than the one trained.
+    fn check_no_layer_past(&self, layers: usize) -> Result<(), BertError> {
+        let layer_of = |name: &str| -> Option<usize> {
+            let rest = name
+                .strip_prefix(self.prefix)?
+                .strip_prefix("encoder.layer.")?;
+            rest.split('.').next()?.parse().ok()
+        };
+        let names = self
+            .file
+            .names()
+            .chain(self.file.unsupported_tensors().map(|(name, _)| name));
+        for name in names {
+            if let Some(layer) = layer_of(name).filter(|&layer| layer >= layers) {
+                return Err(BertError::LayerPastConfig {
+                    path: self.path(),
+                    name: name.to_owned(),
+                    layer,
+                    layers,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Q, K and V of one layer fused into a single `[3H, H]` linear, kept in the stored
     /// dtype when all three share it (widened to f32 otherwise).
+    ///
+    /// The six tensors are found and shape-checked before the fused buffers are sized: the
+    /// config alone does not justify `3H²` floats (a config with `H = 2^16` and 1 MB of
+    /// embeddings asked for 48 GiB before the missing query weight was noticed).
     fn fused_qkv(&self, stem: &str, hidden: usize) -> Result<PackedLinear, BertError> {
         let mut parts = Vec::with_capacity(3);
-        let mut bias = Vec::with_capacity(3 * hidden);
+        let mut biases = Vec::with_capacity(3);
         for part in ["query", "key", "value"] {
             parts.push(self.stored(&format!("{stem}.{part}.weight"), &[hidden, hidden])?);
-            bias.extend_from_slice(
-                self.tensor(&format!("{stem}.{part}.bias"), &[hidden])?
-                    .data(),
-            );
+            biases.push(self.tensor(&format!("{stem}.{part}.bias"), &[hidden])?);
         }
+        let bias: Vec<f32> = biases.iter().flat_map(|b| b.data()).copied().collect();
         let pack = |weight: WeightData<'_>| {
             PackedLinear::from_weight(weight, Some(&bias), 3 * hidden, hidden, self.precision)
         };
@@ -275,6 +305,7 @@ impl BertModel {
                 })
             })
             .collect::<Result<Vec<_>, BertError>>()?;
+        loader.check_no_layer_past(config.num_hidden_layers)?;
         Ok(Self {
             config,
             embeddings,

@@ -86,9 +86,28 @@ impl TensorInfo {
 /// that changes after it was checked.
 pub struct SafeTensorsFile {
     path: PathBuf,
-    map: Arc<Mmap>,
+    bytes: Arc<FileBytes>,
     tensors: BTreeMap<String, TensorInfo>,
     unsupported: BTreeMap<String, UnsupportedTensor>,
+}
+
+/// The whole file: mapped by [`SafeTensorsFile::open`], owned after
+/// [`SafeTensorsFile::from_bytes`]. Never mutated once built (it lives behind an `Arc` that is
+/// never unwrapped), so its bytes neither move nor change while tensors borrow them.
+pub(crate) enum FileBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Owned(bytes) => bytes,
+        }
+    }
 }
 
 /// A validated tensor whose dtype Ember does not read.
@@ -104,7 +123,7 @@ impl std::fmt::Debug for SafeTensorsFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SafeTensorsFile")
             .field("path", &self.path)
-            .field("bytes", &self.map.len())
+            .field("bytes", &self.bytes.len())
             .field("tensors", &self.tensors.len())
             .field("unsupported_tensors", &self.unsupported.len())
             .finish()
@@ -142,10 +161,41 @@ impl SafeTensorsFile {
         // modifying a model file while Ember has it open is this crate's documented trust
         // assumption, the same one every mmap-based weights loader makes.
         let map = unsafe { Mmap::map(&file) }.map_err(io_error)?;
-        let (tensors, unsupported) = parse_header(&path, &map)?;
+        Self::validate(path, FileBytes::Mapped(map))
+    }
+
+    /// Validates a safetensors file already in memory (read from an archive or a network
+    /// stream, or a fuzzer's input), exactly as [`open`](Self::open) validates a file; `path`
+    /// only names it in errors. Aligned F32 tensors borrow from `bytes` as they would from the
+    /// map.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`open`](Self::open), except [`TensorError::Io`].
+    ///
+    /// ```
+    /// use ember_tensor::SafeTensorsFile;
+    ///
+    /// let header = br#"{"bias":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    /// let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    /// bytes.extend_from_slice(header);
+    /// bytes.extend_from_slice(&0.5f32.to_le_bytes());
+    /// let file = SafeTensorsFile::from_bytes("in-memory.safetensors", bytes)?;
+    /// assert_eq!(file.f32_tensor("bias")?.data(), &[0.5]);
+    ///
+    /// let err = SafeTensorsFile::from_bytes("short.safetensors", vec![1, 2]).unwrap_err();
+    /// assert!(err.to_string().starts_with("short.safetensors: file is 2 bytes"));
+    /// # Ok::<(), ember_tensor::TensorError>(())
+    /// ```
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, TensorError> {
+        Self::validate(path.into(), FileBytes::Owned(bytes))
+    }
+
+    fn validate(path: PathBuf, bytes: FileBytes) -> Result<Self, TensorError> {
+        let (tensors, unsupported) = parse_header(&path, &bytes)?;
         Ok(Self {
             path,
-            map: Arc::new(map),
+            bytes: Arc::new(bytes),
             tensors,
             unsupported,
         })
@@ -208,12 +258,12 @@ impl SafeTensorsFile {
             (None, Some(tensor)) => &tensor.byte_range,
             (None, None) => return Err(self.missing(name)),
         };
-        self.map
+        self.bytes
             .get(byte_range.clone())
             .ok_or_else(|| self.out_of_bounds(name, byte_range))
     }
 
-    /// Tensor `name` as f32: a zero-copy view into the map when the data is F32, 4-byte aligned and
+    /// Tensor `name` as f32: a zero-copy view into the file's bytes when the data is F32, 4-byte aligned and
     /// the host little-endian; otherwise an owned copy (F16 and BF16 are widened exactly).
     ///
     /// # Errors
@@ -222,7 +272,7 @@ impl SafeTensorsFile {
     /// [`TensorError::UnsupportedDType`] if its dtype is neither F32, F16 nor BF16.
     pub fn f32_tensor(&self, name: &str) -> Result<F32Tensor, TensorError> {
         let info = self.require(name)?;
-        F32Tensor::from_map(name, info, &self.map)
+        F32Tensor::from_file_bytes(name, info, &self.bytes)
             .ok_or_else(|| self.out_of_bounds(name, &info.byte_range))
     }
 
@@ -235,7 +285,7 @@ impl SafeTensorsFile {
     /// As [`f32_tensor`](Self::f32_tensor).
     pub fn stored_tensor(&self, name: &str) -> Result<crate::StoredTensor, TensorError> {
         let info = self.require(name)?;
-        crate::StoredTensor::from_map(name, info, &self.map)
+        crate::StoredTensor::from_file_bytes(name, info, &self.bytes)
             .ok_or_else(|| self.out_of_bounds(name, &info.byte_range))
     }
 
@@ -284,8 +334,8 @@ impl SafeTensorsFile {
         }
     }
 
-    /// Unreachable for a validated file (ranges were checked against the map at `open`); reported
-    /// as an error rather than a panic all the same. `data_len` is then the whole map's length, as
+    /// Unreachable for a validated file (ranges were checked against the bytes at `open`); reported
+    /// as an error rather than a panic all the same. `data_len` is then the whole file's length, as
     /// the range is absolute.
     fn out_of_bounds(&self, name: &str, byte_range: &Range<usize>) -> TensorError {
         TensorError::OutOfBounds {
@@ -293,7 +343,7 @@ impl SafeTensorsFile {
             tensor: name.to_owned(),
             begin: byte_range.start,
             end: byte_range.end,
-            data_len: self.map.len(),
+            data_len: self.bytes.len(),
         }
     }
 }

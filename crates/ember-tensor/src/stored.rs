@@ -8,8 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use half::{bf16, f16};
-use memmap2::Mmap;
 
+use crate::file::FileBytes;
 use crate::{DType, F32Tensor, TensorInfo};
 
 /// A tensor's values in their stored dtype.
@@ -62,11 +62,11 @@ impl StoredData<'_> {
 enum Storage {
     /// `len` values of `dtype` starting `offset` bytes into `map`.
     ///
-    /// Invariant (established in [`StoredTensor::from_map`], the only constructor): the host
+    /// Invariant (established in [`StoredTensor::from_file_bytes`], the only constructor): the host
     /// is little-endian, `offset + len · size(dtype) <= map.len()`, and `map.as_ptr() + offset`
     /// is aligned for the element type.
     Mapped {
-        map: Arc<Mmap>,
+        map: Arc<FileBytes>,
         offset: usize,
         len: usize,
     },
@@ -90,7 +90,11 @@ pub struct StoredTensor {
 impl StoredTensor {
     /// Builds the tensor described by `info` from `map`; `None` if `info.byte_range` is not
     /// inside `map` (impossible for a validated file).
-    pub(crate) fn from_map(name: &str, info: &TensorInfo, map: &Arc<Mmap>) -> Option<StoredTensor> {
+    pub(crate) fn from_file_bytes(
+        name: &str,
+        info: &TensorInfo,
+        map: &Arc<FileBytes>,
+    ) -> Option<StoredTensor> {
         let bytes = map.get(info.byte_range.clone())?;
         let mapped = |ok: bool, elem: usize| {
             ok.then(|| Storage::Mapped {
@@ -154,7 +158,7 @@ impl StoredTensor {
             Storage::Mapped { map, offset, len } => {
                 let ptr = map.as_ptr().wrapping_add(*offset);
                 // SAFETY: by the invariant of `Storage::Mapped` (checked by `try_cast_slice`
-                // in `from_map`, the only constructor; the fields are private and never
+                // in `from_file_bytes`, the only constructor; the fields are private and never
                 // changed): the `len` elements at `offset` lie inside the map, start aligned
                 // for their type, and the host is little-endian, so they are valid values
                 // (every bit pattern is one). The map never moves, stays alive while `self`

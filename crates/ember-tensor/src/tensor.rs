@@ -1,4 +1,5 @@
-//! [`F32Tensor`]: a tensor's data as `&[f32]`, borrowed from the memory map when possible.
+//! [`F32Tensor`]: a tensor's data as `&[f32]`, borrowed from the file's bytes (its memory map,
+//! or the buffer given to `SafeTensorsFile::from_bytes`) when possible.
 //!
 //! A BERT checkpoint is mostly F32 matrices placed at 4-byte-aligned offsets, so on a
 //! little-endian host the weights can be used in place: the tensor holds an `Arc` of the map and
@@ -12,22 +13,21 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::file::FileBytes;
+use crate::{DType, TensorInfo};
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
-use memmap2::Mmap;
-
-use crate::{DType, TensorInfo};
 
 /// Where the f32 values live.
 #[derive(Clone)]
 enum Storage {
-    /// `len` f32 values starting `offset` bytes into `map`.
+    /// `len` f32 values starting `offset` bytes into `map` (the file's bytes).
     ///
-    /// Invariant (established in [`F32Tensor::from_map`], the only constructor): the host is
-    /// little-endian, `offset + len * 4 <= map.len()`, and `map.as_ptr() + offset` is aligned for
-    /// `f32`.
+    /// Invariant (established in [`F32Tensor::from_file_bytes`], the only constructor): the
+    /// host is little-endian, `offset + len * 4 <= map.len()`, and `map.as_ptr() + offset` is
+    /// aligned for `f32`.
     Mapped {
-        map: Arc<Mmap>,
+        map: Arc<FileBytes>,
         offset: usize,
         len: usize,
     },
@@ -52,7 +52,11 @@ impl F32Tensor {
     /// `map` (impossible for a validated file). The range's length is taken to be
     /// `∏ shape × dtype size`, as validated when the file was opened; were it not, the tensor would
     /// hold fewer elements than its shape says, but nothing would be read out of bounds.
-    pub(crate) fn from_map(name: &str, info: &TensorInfo, map: &Arc<Mmap>) -> Option<F32Tensor> {
+    pub(crate) fn from_file_bytes(
+        name: &str,
+        info: &TensorInfo,
+        map: &Arc<FileBytes>,
+    ) -> Option<F32Tensor> {
         let bytes = map.get(info.byte_range.clone())?;
         let storage = match info.dtype {
             DType::F32 if cfg!(target_endian = "little") => {
@@ -101,11 +105,12 @@ impl F32Tensor {
                 debug_assert!(offset + len * 4 <= map.len());
                 debug_assert_eq!(map.as_ptr().wrapping_add(*offset) as usize % 4, 0);
                 // SAFETY: by the invariant of `Storage::Mapped`, checked by `try_cast_slice` in
-                // `from_map` (the only constructor; the fields are private and never changed):
+                // `from_file_bytes` (the only constructor; the fields are private and never changed):
                 // the `len * 4` bytes at `offset` lie inside the map and start f32-aligned, and the
                 // host is little-endian, so they are `len` valid f32 values (every bit pattern is
-                // one). The map never moves and stays alive while `self` holds its `Arc`, and it
-                // is read-only, so no `&mut` aliases it; the returned slice borrows `self`. A file
+                // one). The bytes (a read-only map, or a `Vec` never touched again after
+                // validation) never move and stay alive while `self` holds their `Arc`, and no
+                // `&mut` to them exists; the returned slice borrows `self`. A file
                 // modified by another process while mapped is outside this guarantee: that is the
                 // documented trust assumption of the crate.
                 unsafe { std::slice::from_raw_parts(map.as_ptr().add(*offset).cast::<f32>(), *len) }
@@ -129,7 +134,8 @@ impl F32Tensor {
         self.stored_dtype
     }
 
-    /// Whether [`data`](Self::data) points into the memory map (zero-copy) rather than an owned copy.
+    /// Whether [`data`](Self::data) points into the file's bytes (zero-copy) rather than an owned
+    /// copy.
     pub fn is_mapped(&self) -> bool {
         matches!(self.storage, Storage::Mapped { .. })
     }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use half::{bf16, f16};
 use memmap2::Mmap;
 
+use crate::file::FileBytes;
+
 use crate::pickle::{self, PickleError, PickleFault, StorageRecord, TensorRecord};
 use crate::zip::{self, ZipArchive, ZipError};
 use crate::{DType, F32Tensor, TensorError, TensorInfo};
@@ -74,7 +76,7 @@ const TAR_MAGIC_OFFSET: usize = 257;
 /// safetensors.
 pub struct TorchFile {
     path: PathBuf,
-    map: Arc<Mmap>,
+    map: Arc<FileBytes>,
     /// F32, F16 and BF16 tensors.
     tensors: BTreeMap<String, TorchTensor>,
     /// Tensors of every other storage dtype.
@@ -136,7 +138,7 @@ impl TorchFile {
         let (tensors, unsupported) = parse(&path, &map)?;
         Ok(Self {
             path,
-            map: Arc::new(map),
+            map: Arc::new(FileBytes::Mapped(map)),
             tensors,
             unsupported,
         })
@@ -228,7 +230,7 @@ impl TorchFile {
         let info = &tensor.info;
         let out_of_bounds = || self.out_of_bounds(name, &info.byte_range);
         match &tensor.strides {
-            None => F32Tensor::from_map(name, info, &self.map).ok_or_else(out_of_bounds),
+            None => F32Tensor::from_file_bytes(name, info, &self.map).ok_or_else(out_of_bounds),
             Some(strides) => {
                 let values = gather(&self.map, info, strides).ok_or_else(out_of_bounds)?;
                 Ok(F32Tensor::from_owned(

@@ -873,7 +873,8 @@ fn writer_keeps_f32_aligned_among_odd_f16_tensors() {
 }
 
 /// Byte flips in a valid file never panic: each mutant opens (and then every tensor reads) or is
-/// an error, and Ember accepts a mutant only if the reference reader does.
+/// an error, and Ember accepts a mutant only if the reference reader does. `from_bytes` on the
+/// same bytes gives the same tensors or the same message.
 #[test]
 fn mutated_files_never_panic() {
     let values = sample_values(6, 8);
@@ -913,6 +914,14 @@ fn mutated_files_never_panic() {
             };
         }
         let path = write_file(dir.path(), &format!("mutant{round}.safetensors"), &bytes);
+        match (
+            SafeTensorsFile::open(&path),
+            SafeTensorsFile::from_bytes(&path, bytes.clone()),
+        ) {
+            (Ok(mapped), Ok(owned)) => assert!(mapped.iter().eq(owned.iter())),
+            (Err(mapped), Err(owned)) => assert_eq!(mapped.to_string(), owned.to_string()),
+            (mapped, owned) => panic!("open gave {mapped:?}, from_bytes {owned:?}"),
+        }
         match SafeTensorsFile::open(&path) {
             Ok(file) => {
                 opened += 1;

@@ -43,7 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 latencies.sort_by(f64::total_cmp);
                 if let Some(p50) = latencies.get(latencies.len() / 2) {
-                    println!("worker {worker}: {} requests, p50 {p50:.2} ms", latencies.len());
+                    println!(
+                        "worker {worker}: {} requests, p50 {p50:.2} ms",
+                        latencies.len()
+                    );
                 }
             });
         }

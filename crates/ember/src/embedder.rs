@@ -212,6 +212,7 @@ impl EmbedderBuilder {
             folder.do_lower_case,
             config.max_position_embeddings,
         )?;
+        tokenizer.check_ids_below(config.vocab_size)?;
         // Which worker runs which attention task is up to work stealing: size every worker's
         // scratch for the longest sequence now, so that no later call grows one.
         let (max_len, head_dim) = (tokenizer.max_seq_length(), config.head_dim());

@@ -79,9 +79,17 @@ impl ModelFolder {
                 .ok_or_else(|| invalid("expected a JSON object".into()))?;
             folder.max_seq_length = match object.get("max_seq_length") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
-                    invalid(format!("max_seq_length {v} is not a positive integer"))
-                })? as usize),
+                Some(v) => {
+                    let n = v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+                        invalid(format!("max_seq_length {v} is not a positive integer"))
+                    })?;
+                    if n < 2 {
+                        return Err(invalid(format!(
+                            "max_seq_length {n} leaves no room for [CLS] and [SEP]"
+                        )));
+                    }
+                    Some(usize::try_from(n).unwrap_or(usize::MAX))
+                }
             };
             folder.do_lower_case = match object.get("do_lower_case") {
                 None | Some(Value::Null) => false,
@@ -107,7 +115,17 @@ impl ModelFolder {
                 .get("type")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid(format!("module {i} has no \"type\"")))?;
-            let sub_path = module.get("path").and_then(Value::as_str).unwrap_or("");
+            let sub_path = match module.get("path") {
+                None => "",
+                Some(Value::String(sub_path)) => sub_path,
+                // Read as "" it would make the folder root the module's (a Pooling module
+                // would then read the transformer's config.json as its own).
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "module {i} \"path\" {other} is not a string"
+                    )))
+                }
+            };
             let dir = safe_join(&self.root, sub_path).ok_or_else(|| {
                 invalid(format!(
                     "module {i} path {sub_path:?} leaves the model folder"

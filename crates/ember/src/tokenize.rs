@@ -13,7 +13,7 @@
 //! pipeline runs on the `tokenizers` crate, which stays loaded as the reference either way.
 
 use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -48,6 +48,8 @@ pub struct TextTokenizer {
     /// for: the reference count of dropped tokens, and the fallback path's way to count them.
     untruncated: OnceLock<Result<Tokenizer, String>>,
     max_seq_length: usize,
+    /// `tokenizer.json` or `vocab.txt`: the file errors about the vocabulary name.
+    source: PathBuf,
 }
 
 /// Buffers [`TextTokenizer::encode_into_with`] reuses from one text to the next.
@@ -75,6 +77,8 @@ struct TokenizerConfig {
 }
 
 impl TokenizerConfig {
+    /// Reads `dir/tokenizer_config.json` if there is one (defaults otherwise). A key that is
+    /// present must have the kind transformers writes (`null` counts as absent).
     fn read(dir: &Path) -> Result<Self, EmberError> {
         let path = dir.join("tokenizer_config.json");
         let value = if path.exists() {
@@ -82,39 +86,57 @@ impl TokenizerConfig {
         } else {
             Value::Object(Default::default())
         };
-        let token = |key: &str, default: &str| -> String {
-            match value.get(key) {
-                Some(Value::String(s)) => s.clone(),
-                // transformers also writes special tokens as AddedToken objects.
-                Some(Value::Object(o)) => o
-                    .get("content")
-                    .and_then(Value::as_str)
-                    .unwrap_or(default)
-                    .to_owned(),
-                _ => default.to_owned(),
+        let invalid = |message: String| EmberError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid("expected a JSON object".into()))?;
+        let get = |key: &str| object.get(key).filter(|v| !v.is_null());
+        let flag = |key: &str| -> Result<Option<bool>, EmberError> {
+            get(key)
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| invalid(format!("\"{key}\" = {v} is not true or false")))
+                })
+                .transpose()
+        };
+        // transformers writes special tokens as strings or as AddedToken objects.
+        let token = |key: &str, default: &str| -> Result<String, EmberError> {
+            match get(key) {
+                None => Ok(default.to_owned()),
+                Some(v) => v
+                    .as_str()
+                    .or_else(|| v.get("content")?.as_str())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "\"{key}\" = {v} is not a token (a string, or an object with a \"content\" string)"
+                        ))
+                    }),
+            }
+        };
+        // transformers writes 1e30 for "no limit": anything past usize range means none.
+        let model_max_length = match get("model_max_length") {
+            None => None,
+            Some(v) => {
+                let n = v.as_f64().filter(|&n| n >= 1.0).ok_or_else(|| {
+                    invalid(format!("\"model_max_length\" = {v} is not a number ≥ 1"))
+                })?;
+                (n < 1e15).then_some(n as usize)
             }
         };
         Ok(Self {
-            // transformers writes 1e30 for "no limit": anything past usize range means none.
-            model_max_length: value
-                .get("model_max_length")
-                .and_then(Value::as_f64)
-                .filter(|&n| (1.0..1e15).contains(&n))
-                .map(|n| n as usize),
-            do_lower_case: value
-                .get("do_lower_case")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            strip_accents: value.get("strip_accents").and_then(Value::as_bool),
-            tokenize_chinese_chars: value
-                .get("tokenize_chinese_chars")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            unk: token("unk_token", "[UNK]"),
-            cls: token("cls_token", "[CLS]"),
-            sep: token("sep_token", "[SEP]"),
-            pad: token("pad_token", "[PAD]"),
-            mask: token("mask_token", "[MASK]"),
+            model_max_length,
+            do_lower_case: flag("do_lower_case")?.unwrap_or(true),
+            strip_accents: flag("strip_accents")?,
+            tokenize_chinese_chars: flag("tokenize_chinese_chars")?.unwrap_or(true),
+            unk: token("unk_token", "[UNK]")?,
+            cls: token("cls_token", "[CLS]")?,
+            sep: token("sep_token", "[SEP]")?,
+            pad: token("pad_token", "[PAD]")?,
+            mask: token("mask_token", "[MASK]")?,
         })
     }
 }
@@ -136,11 +158,19 @@ impl TextTokenizer {
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
         let (mut tokenizer, source) = if json_path.exists() {
-            let tokenizer =
-                Tokenizer::from_file(&json_path).map_err(|e| EmberError::Tokenizer {
-                    path: json_path.clone(),
-                    message: e.to_string(),
-                })?;
+            let tokenizer = read_tokenizer_json(&json_path)?;
+            // The crate loads such a file and then fails on the first unknown word.
+            if let ModelWrapper::WordPiece(model) = tokenizer.get_model() {
+                if tokenizer.token_to_id(&model.unk_token).is_none() {
+                    return Err(EmberError::Tokenizer {
+                        path: json_path,
+                        message: format!(
+                            "the WordPiece unknown token {:?} is not in the vocabulary",
+                            model.unk_token
+                        ),
+                    });
+                }
+            }
             (tokenizer, json_path)
         } else if vocab_path.exists() {
             (
@@ -203,6 +233,12 @@ impl TextTokenizer {
                 message: e.to_string(),
             })?;
         tokenizer.with_padding(None);
+        if let Some(PostProcessorWrapper::Template(template)) = tokenizer.get_post_processor() {
+            check_template_tokens(template).map_err(|message| EmberError::Tokenizer {
+                path: source.clone(),
+                message,
+            })?;
+        }
         let (wordpiece, fallback_reason) =
             match standard_bert_spec(&tokenizer, lowercase_prepended, max_seq_length)
                 .and_then(|spec| WordPieceTokenizer::new(&spec).map_err(|e| e.to_string()))
@@ -216,6 +252,7 @@ impl TextTokenizer {
             fallback_reason,
             untruncated: OnceLock::new(),
             max_seq_length,
+            source,
         })
     }
 
@@ -339,11 +376,20 @@ impl TextTokenizer {
 
     /// Tokenizes with the `tokenizers` crate whatever the pipeline: the reference the fast
     /// path is tested against.
+    ///
+    /// A panic of the crate (it has some on malformed pipelines, see
+    /// [`check_template_tokens`]) is caught and returned as the error.
     pub fn reference_encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), String> {
-        let encoding = self
-            .tokenizer
-            .encode_fast(text, true)
-            .map_err(|e| e.to_string())?;
+        let encoded = std::panic::catch_unwind(|| self.tokenizer.encode_fast(text, true));
+        let encoding = match encoded {
+            Ok(encoded) => encoded.map_err(|e| e.to_string())?,
+            Err(payload) => {
+                return Err(format!(
+                    "the tokenizers crate panicked: {}",
+                    panic_message(payload.as_ref())
+                ))
+            }
+        };
         ids.clear();
         ids.extend_from_slice(encoding.get_ids());
         Ok(())
@@ -363,6 +409,92 @@ impl TextTokenizer {
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
     }
+
+    /// Checks that every id the tokenizer can emit — its vocabulary, added tokens and the
+    /// post-processor's special tokens — has a row in an embedding table of `vocab_size` rows;
+    /// otherwise the folder would load and then fail on the first text that used the word.
+    pub fn check_ids_below(&self, vocab_size: usize) -> Result<(), EmberError> {
+        let vocab = self.tokenizer.get_vocab(true);
+        let largest_in_vocab = vocab.iter().max_by_key(|&(_, &id)| id);
+        // Whatever the post-processor is, encoding "" gives exactly its special tokens.
+        let mut special_ids = Vec::new();
+        self.reference_encode_into("", &mut special_ids)
+            .map_err(|message| EmberError::Tokenizer {
+                path: self.source.clone(),
+                message,
+            })?;
+        let largest_special = special_ids.iter().max().map(|&id| ("(special token)", id));
+        let largest = largest_in_vocab
+            .map(|(token, &id)| (token.as_str(), id))
+            .into_iter()
+            .chain(largest_special)
+            .max_by_key(|&(_, id)| id);
+        match largest {
+            Some((token, id)) if id as usize >= vocab_size => Err(EmberError::Tokenizer {
+                path: self.source.clone(),
+                message: format!(
+                    "token {token:?} has id {id}, but the embeddings have config.json's vocab_size {vocab_size} rows"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads `tokenizer.json` with the `tokenizers` crate, which panics rather than erring on some
+/// malformed files (0.22.2: a JSON syntax error inside `"decoder"` reaches an
+/// `expect("Helper")`, found by the `tokenizer_files` fuzz target; a `Precompiled` normaliser
+/// whose fields do not parse, an `expect("Precompiled")`). The file is parsed as JSON here first,
+/// so syntax errors are reported like any other file's, and the crate builds the tokenizer from
+/// the parsed value; a panic that still escapes it is caught and reported as an error naming the
+/// file (under `panic = "abort"` it would abort instead).
+fn read_tokenizer_json(path: &Path) -> Result<Tokenizer, EmberError> {
+    let value = read_json(path)?;
+    let error = |message: String| EmberError::Tokenizer {
+        path: path.to_owned(),
+        message,
+    };
+    match std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(value)) {
+        Ok(Ok(tokenizer)) => Ok(tokenizer),
+        Ok(Err(e)) => Err(error(e.to_string())),
+        Err(payload) => Err(error(format!(
+            "the tokenizers crate panicked reading it: {}",
+            panic_message(payload.as_ref())
+        ))),
+    }
+}
+
+/// The message a panic was raised with.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+/// Every special token a TemplateProcessing's templates use must be one of its
+/// `special_tokens`: the crate checks this when a template is built, not when one is
+/// deserialised, and then panics (a `HashMap` index, "no entry found for key") on every text.
+/// Found by the `tokenizer_files` fuzz target.
+fn check_template_tokens(template: &TemplateProcessing) -> Result<(), String> {
+    let value = serde_json::to_value(template).map_err(|e| e.to_string())?;
+    for which in ["single", "pair"] {
+        let pieces = value[which]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for piece in pieces {
+            if let Some(name) = piece["SpecialToken"]["id"].as_str() {
+                if value["special_tokens"].get(name).is_none() {
+                    return Err(format!(
+                        "the TemplateProcessing's {which} template uses special token {name:?}, which its special_tokens do not define"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Describes `tokenizer` for [`WordPieceTokenizer`] if its pipeline is the standard BERT one;
@@ -425,8 +557,19 @@ fn standard_bert_spec(
         return Err("special tokens are encoded as text, or padding is on".into());
     }
 
+    // The crate matches added tokens by content (its content → id map) but keeps one token per
+    // id: two contents on one id (a vocabulary giving "[MASK]" the id of "[SEP]", found by the
+    // tokenizer_files fuzz target) leave a matched content out of the id → token list read below.
+    let decoder = tokenizer.get_added_tokens_decoder();
+    for (content, id) in tokenizer.get_added_vocabulary().get_vocab() {
+        if decoder.get(id).map(|token| &token.content) != Some(content) {
+            return Err(format!(
+                "added token {content:?} shares id {id} with another token"
+            ));
+        }
+    }
     let mut added_tokens = Vec::new();
-    for (id, token) in tokenizer.get_added_tokens_decoder() {
+    for (id, token) in decoder {
         if token.single_word {
             return Err(format!("added token {:?} is single_word", token.content));
         }

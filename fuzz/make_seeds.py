@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora in fuzz/seeds/<target>/ from the tiny model in tests/fixtures.
+
+Small on purpose: libFuzzer mutates and re-runs its inputs millions of times, so each seed keeps
+the fixture's structure (header entries, config keys, added tokens) with little bulk (a few
+tensors, a vocabulary cut to its first 200 tokens).
+Run from anywhere: python3 fuzz/make_seeds.py
+"""
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+FUZZ = Path(__file__).resolve().parent
+TINY = FUZZ.parent / "tests" / "fixtures" / "tiny-bert"
+SEEDS = FUZZ / "seeds"
+
+
+def safetensors(entries, metadata=None, pad_to=None):
+    """entries: [(name, dtype, shape, bytes)] laid out in order."""
+    header, data = {}, b""
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, dtype, shape, raw in entries:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if pad_to is not None:
+        text += b" " * ((pad_to - (8 + len(text)) % pad_to) % pad_to)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def f32(*values):
+    return struct.pack(f"<{len(values)}f", *values)
+
+
+def write(target, name, data):
+    path = SEEDS / target / name
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+def main():
+    shutil.rmtree(SEEDS, ignore_errors=True)
+    for target in ["safetensors", "bert_config", "st_configs", "tokenize_text", "tokenizer_files"]:
+        (SEEDS / target).mkdir(parents=True)
+
+    # safetensors: the tiny model's first tensors, every readable dtype, an I64 buffer,
+    # metadata, a scalar, an empty tensor, misaligned F32, an empty header.
+    weights = (TINY / "model.safetensors").read_bytes()
+    n = struct.unpack("<Q", weights[:8])[0]
+    header = json.loads(weights[8 : 8 + n])
+    data = weights[8 + n :]
+    first = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])[:4]
+    write("safetensors", "tiny-first-tensors", safetensors(
+        [(k, header[k]["dtype"], header[k]["shape"], data[slice(*header[k]["data_offsets"])]) for k in first],
+        metadata=header.get("__metadata__"), pad_to=8))
+    write("safetensors", "dtypes", safetensors([
+        ("w", "F32", [2, 2], f32(1, -2, 3.5, 0)),
+        ("h", "F16", [3], struct.pack("<3e", 1, 2, -0.5)),
+        ("b", "BF16", [1], b"\x80\x3f"),
+        ("embeddings.position_ids", "I64", [1, 2], struct.pack("<2q", 0, 1)),
+    ], metadata={"format": "pt"}, pad_to=8))
+    write("safetensors", "scalar-and-empty", safetensors([("s", "F32", [], f32(7)), ("e", "F32", [0, 4], b"")]))
+    write("safetensors", "misaligned", safetensors([("odd", "F16", [1], b"\x00\x3c"), ("x", "F32", [2], f32(1, 2))]))
+    write("safetensors", "empty-header", struct.pack("<Q", 2) + b"{}")
+
+    # bert_config: the tiny, MiniLM-shaped and minimal configs.
+    config = json.loads((TINY / "config.json").read_text())
+    write("bert_config", "tiny", json.dumps(config, indent=2))
+    minilm = dict(config, hidden_size=384, intermediate_size=1536, num_attention_heads=12,
+                  num_hidden_layers=6, max_position_embeddings=512, vocab_size=30522)
+    write("bert_config", "minilm", json.dumps(minilm))
+    write("bert_config", "minimal", json.dumps({k: config[k] for k in
+          ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"]}))
+
+    # st_configs: modules.json NUL sentence_bert_config.json NUL 1_Pooling/config.json.
+    modules = (TINY / "modules.json").read_text()
+    sbert = (TINY / "sentence_bert_config.json").read_text()
+    pooling = (TINY / "1_Pooling" / "config.json").read_text()
+    write("st_configs", "tiny", "\0".join([modules, sbert, pooling]))
+    normalize = json.loads(modules) + [{"idx": 2, "name": "2", "path": "2_Normalize",
+                                        "type": "sentence_transformers.models.Normalize"}]
+    current = json.dumps({"embedding_dimension": 52, "pooling_mode": ["cls", "mean", "max"], "include_prompt": True})
+    write("st_configs", "normalize-current-pooling", "\0".join([json.dumps(normalize), sbert, current]))
+    write("st_configs", "no-modules", "")
+
+    # tokenize_text: the repository's texts.
+    texts = json.loads((FUZZ.parent / "tests" / "fixtures" / "texts.json").read_text())
+    for i, text in enumerate(texts if isinstance(texts, list) else texts.get("texts", [])):
+        write("tokenize_text", f"text{i:03}", text)
+
+    # tokenizer_files: selector byte, tokenizer file, NUL, tokenizer_config.json.
+    tokenizer = json.loads((TINY / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    tokenizer["model"]["vocab"] = {k: v for k, v in vocab.items() if v < 200}
+    small_json = json.dumps(tokenizer)
+    small_vocab = "".join(line + "\n" for line in (TINY / "vocab.txt").read_text().splitlines()[:200])
+    tokenizer_config = (TINY / "tokenizer_config.json").read_text()
+    write("tokenizer_files", "json-with-config", "\x00" + small_json + "\0" + tokenizer_config)
+    write("tokenizer_files", "json-lowercase", "\x02" + small_json)
+    write("tokenizer_files", "vocab-with-config", "\x01" + small_vocab + "\0" + tokenizer_config)
+    write("tokenizer_files", "vocab-len8", "\x09" + small_vocab)
+
+
+if __name__ == "__main__":
+    main()

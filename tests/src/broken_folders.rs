@@ -1,0 +1,1053 @@
+//! Model folders broken in one way each, made from the good tiny model: the case table that
+//! `tests/broken_folders.rs` (every case refused with an error naming the file and the fault)
+//! and `tests/broken_folder_allocations.rs` (no case allocates more than its files justify)
+//! both run.
+//!
+//! A case is a name, a mutation of a fresh copy of `tests/fixtures/tiny-bert`, the file (relative
+//! to the folder) whose full path the error must contain, and fragments the message must also
+//! contain. The header and placement corruptions of `model.safetensors` are tested one by one,
+//! against the reference reader, in `crates/ember-tensor/tests/safetensors.rs`; the ones here
+//! check that they surface through `Embedder` with the file named.
+
+use std::path::{Path, PathBuf};
+
+use ember_tensor::{f32_to_le_bytes, write_safetensors, DType};
+use serde_json::{json, Map, Value};
+
+use crate::{copy_dir, fixtures_dir, rewrite_weights};
+
+/// One broken folder.
+pub struct BrokenFolder {
+    /// Printable name: `<file>/<what is wrong>`.
+    pub name: &'static str,
+    /// Breaks a copy of the good folder in place.
+    pub break_folder: fn(&Path),
+    /// The file the error must name, relative to the folder (`""`: the folder itself).
+    pub file: &'static str,
+    /// What else the message must say.
+    pub says: &'static [&'static str],
+}
+
+impl BrokenFolder {
+    /// A fresh copy of the tiny model, broken by this case.
+    pub fn make(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures_dir().join("tiny-bert"), dir.path());
+        (self.break_folder)(dir.path());
+        dir
+    }
+
+    /// The path the error must contain.
+    pub fn named_path(&self, dir: &Path) -> PathBuf {
+        if self.file.is_empty() {
+            dir.to_owned()
+        } else {
+            dir.join(self.file)
+        }
+    }
+
+    /// `Ok` if `message` names the file and says every fragment; otherwise what is missing.
+    pub fn check_message(&self, dir: &Path, message: &str) -> Result<(), String> {
+        let path = self.named_path(dir).display().to_string();
+        let missing: Vec<&str> = std::iter::once(path.as_str())
+            .chain(self.says.iter().copied())
+            .filter(|fragment| !message.contains(fragment))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("message lacks {missing:?}: {message}"))
+        }
+    }
+}
+
+/// Total bytes of the files under `dir`.
+pub fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                folder_bytes(&entry.path())
+            } else {
+                entry.metadata().unwrap().len()
+            }
+        })
+        .sum()
+}
+
+fn write(dir: &Path, file: &str, bytes: impl AsRef<[u8]>) {
+    std::fs::write(dir.join(file), bytes).unwrap();
+}
+
+fn remove(dir: &Path, file: &str) {
+    std::fs::remove_file(dir.join(file)).unwrap();
+}
+
+/// Sets (or with `None` removes) `key` of the JSON object in `dir/file`.
+fn set_key(dir: &Path, file: &str, key: &str, value: Option<Value>) {
+    let path = dir.join(file);
+    let mut object: Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    match value {
+        Some(value) => object.insert(key.to_owned(), value),
+        None => object.remove(key),
+    };
+    std::fs::write(&path, serde_json::to_string_pretty(&object).unwrap()).unwrap();
+}
+
+/// Edits the JSON value in `dir/file` through `edit`.
+fn edit_json(dir: &Path, file: &str, edit: impl FnOnce(&mut Value)) {
+    let path = dir.join(file);
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(&path, value.to_string()).unwrap();
+}
+
+fn set_config(dir: &Path, key: &str, value: Value) {
+    set_key(dir, "config.json", key, Some(value));
+}
+
+fn set_pooling(dir: &Path, key: &str, value: Value) {
+    set_key(dir, "1_Pooling/config.json", key, Some(value));
+}
+
+fn set_sbert(dir: &Path, key: &str, value: Value) {
+    set_key(dir, "sentence_bert_config.json", key, Some(value));
+}
+
+fn set_tokenizer_config(dir: &Path, key: &str, value: Value) {
+    set_key(dir, "tokenizer_config.json", key, Some(value));
+}
+
+/// Leaves `vocab.txt` as the tokenizer (a folder's `tokenizer.json` takes precedence).
+fn vocab_only(dir: &Path) {
+    remove(dir, "tokenizer.json");
+}
+
+/// `model.safetensors` as `(header length, header object, data section)`.
+fn read_weights(dir: &Path) -> (usize, Map<String, Value>, Vec<u8>) {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    (header_len, header, bytes[8 + header_len..].to_vec())
+}
+
+fn write_weights(dir: &Path, header: &Map<String, Value>, data: &[u8]) {
+    let header = serde_json::to_vec(header).unwrap();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(data);
+    write(dir, "model.safetensors", bytes);
+}
+
+/// Rewrites the header of `model.safetensors` through `edit`, keeping the data section.
+fn edit_header(dir: &Path, edit: impl FnOnce(&mut Map<String, Value>)) {
+    let (_, mut header, data) = read_weights(dir);
+    edit(&mut header);
+    write_weights(dir, &header, &data);
+}
+
+/// Sets field `key` of tensor `tensor`'s header entry.
+fn set_entry(dir: &Path, tensor: &str, key: &str, value: Value) {
+    edit_header(dir, |header| {
+        header[tensor][key] = value;
+    });
+}
+
+/// Edits the raw bytes of `model.safetensors`.
+fn edit_weight_bytes(dir: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    edit(&mut bytes);
+    std::fs::write(&path, bytes).unwrap();
+}
+
+fn set_modules(dir: &Path, modules: Value) {
+    write(dir, "modules.json", modules.to_string());
+}
+
+const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
+const POOLING: &str = "sentence_transformers.models.Pooling";
+
+/// A config and weights that agree with each other and are within every config bound, but
+/// whose `hidden_size` of 2^16 would size a `[3H, H]` fused Q/K/V buffer of 48 GiB from 1 MB
+/// of embeddings if anything were allocated before the layer's tensors were checked.
+fn huge_hidden_small_file(dir: &Path) {
+    let h = 1 << 16;
+    for (key, value) in [
+        ("hidden_size", h),
+        ("num_attention_heads", 1),
+        ("num_hidden_layers", 1),
+        ("intermediate_size", 1),
+        ("vocab_size", 1),
+        ("max_position_embeddings", 1),
+        ("type_vocab_size", 1),
+    ] {
+        set_config(dir, key, json!(value));
+    }
+    let row = f32_to_le_bytes(&vec![0.5f32; h]);
+    let tensors: Vec<(&str, DType, Vec<usize>, &[u8])> = [
+        ("embeddings.word_embeddings.weight", vec![1, h]),
+        ("embeddings.position_embeddings.weight", vec![1, h]),
+        ("embeddings.token_type_embeddings.weight", vec![1, h]),
+        ("embeddings.LayerNorm.weight", vec![h]),
+        ("embeddings.LayerNorm.bias", vec![h]),
+    ]
+    .into_iter()
+    .map(|(name, shape)| (name, DType::F32, shape, row.as_slice()))
+    .collect();
+    write_safetensors(dir.join("model.safetensors"), &tensors).unwrap();
+}
+
+/// Every broken folder, grouped by the file at fault.
+pub fn cases() -> Vec<BrokenFolder> {
+    macro_rules! case {
+        ($name:expr, $file:expr, [$($says:expr),* $(,)?], $break_folder:expr) => {
+            BrokenFolder {
+                name: $name,
+                break_folder: $break_folder,
+                file: $file,
+                says: &[$($says),*],
+            }
+        };
+    }
+    const WEIGHTS: &str = "model.safetensors";
+    const CONFIG: &str = "config.json";
+    const TOKENIZER: &str = "tokenizer.json";
+    const VOCAB: &str = "vocab.txt";
+    const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+    const MODULES: &str = "modules.json";
+    const POOLING_CONFIG: &str = "1_Pooling/config.json";
+    const SBERT: &str = "sentence_bert_config.json";
+    vec![
+        // ---- model.safetensors: the file and its header ----------------------------------
+        // No weights file at all: the error names the folder and both accepted names.
+        case!(
+            "weights/missing",
+            "",
+            ["neither model.safetensors nor pytorch_model.bin"],
+            |d| remove(d, WEIGHTS)
+        ),
+        case!("weights/empty", WEIGHTS, ["0 bytes, too short"], |d| write(
+            d, WEIGHTS, b""
+        )),
+        case!("weights/4 bytes", WEIGHTS, ["4 bytes, too short"], |d| {
+            edit_weight_bytes(d, |b| b.truncate(4))
+        }),
+        case!(
+            "weights/truncated in the header",
+            WEIGHTS,
+            ["runs past the end"],
+            |d| { edit_weight_bytes(d, |b| b.truncate(100)) }
+        ),
+        case!(
+            "weights/truncated in the data",
+            WEIGHTS,
+            ["run past the end of the"],
+            |d| { edit_weight_bytes(d, |b| b.truncate(b.len() / 2)) }
+        ),
+        case!(
+            "weights/last byte missing",
+            WEIGHTS,
+            ["run past the end of the"],
+            |d| {
+                edit_weight_bytes(d, |b| {
+                    b.pop();
+                })
+            }
+        ),
+        case!(
+            "weights/trailing bytes",
+            WEIGHTS,
+            ["cover only the first"],
+            |d| { edit_weight_bytes(d, |b| b.extend_from_slice(&[0; 12])) }
+        ),
+        case!(
+            "weights/header length past the file",
+            WEIGHTS,
+            ["runs past the end"],
+            |d| {
+                edit_weight_bytes(d, |b| {
+                    let past = b.len() as u64;
+                    b[..8].copy_from_slice(&past.to_le_bytes());
+                })
+            }
+        ),
+        case!(
+            "weights/header length 2^64 - 1",
+            WEIGHTS,
+            ["exceeds the"],
+            |d| { edit_weight_bytes(d, |b| b[..8].copy_from_slice(&u64::MAX.to_le_bytes())) }
+        ),
+        case!(
+            "weights/header not JSON",
+            WEIGHTS,
+            ["header is not valid JSON"],
+            |d| { edit_weight_bytes(d, |b| b[8..16].copy_from_slice(b"garbage!")) }
+        ),
+        case!(
+            "weights/header not UTF-8",
+            WEIGHTS,
+            ["header is not UTF-8"],
+            |d| { edit_weight_bytes(d, |b| b[9] = 0xff) }
+        ),
+        case!(
+            "weights/header a JSON array",
+            WEIGHTS,
+            ["must be a JSON object"],
+            |d| {
+                let (_, _, data) = read_weights(d);
+                let mut bytes = 2u64.to_le_bytes().to_vec();
+                bytes.extend_from_slice(b"[]");
+                bytes.extend_from_slice(&data);
+                write(d, WEIGHTS, bytes);
+            }
+        ),
+        // ---- model.safetensors: entries ---------------------------------------------------
+        case!(
+            "weights/range past the end",
+            WEIGHTS,
+            ["embeddings.LayerNorm.bias", "run past the end of the"],
+            |d| {
+                let (_, _, data) = read_weights(d);
+                let end = data.len() + 208;
+                set_entry(
+                    d,
+                    "embeddings.LayerNorm.bias",
+                    "data_offsets",
+                    json!([end - 208, end]),
+                );
+            }
+        ),
+        case!(
+            "weights/range reversed",
+            WEIGHTS,
+            ["embeddings.LayerNorm.weight", "end before they begin"],
+            |d| set_entry(
+                d,
+                "embeddings.LayerNorm.weight",
+                "data_offsets",
+                json!([416, 208])
+            )
+        ),
+        case!(
+            "weights/ranges overlapping",
+            WEIGHTS,
+            ["embeddings.LayerNorm", "overlaps tensor"],
+            |d| set_entry(
+                d,
+                "embeddings.LayerNorm.weight",
+                "data_offsets",
+                json!([0, 208])
+            )
+        ),
+        case!(
+            "weights/shape × dtype ≠ bytes",
+            WEIGHTS,
+            [
+                "embeddings.LayerNorm.weight",
+                "needs 212 bytes but data_offsets give 208"
+            ],
+            |d| set_entry(d, "embeddings.LayerNorm.weight", "shape", json!([53]))
+        ),
+        case!(
+            "weights/F16 dtype on F32 bytes",
+            WEIGHTS,
+            ["embeddings.LayerNorm.weight", "needs 104 bytes"],
+            |d| set_entry(d, "embeddings.LayerNorm.weight", "dtype", json!("F16"))
+        ),
+        case!(
+            "weights/unknown dtype",
+            WEIGHTS,
+            [
+                "embeddings.LayerNorm.weight",
+                "dtype \"F33\" is not supported"
+            ],
+            |d| set_entry(d, "embeddings.LayerNorm.weight", "dtype", json!("F33"))
+        ),
+        case!(
+            "weights/I32 weight",
+            WEIGHTS,
+            [
+                "embeddings.LayerNorm.weight",
+                "dtype \"I32\" is not supported"
+            ],
+            |d| set_entry(d, "embeddings.LayerNorm.weight", "dtype", json!("I32"))
+        ),
+        case!(
+            "weights/shape overflows",
+            WEIGHTS,
+            ["embeddings.LayerNorm.weight", "overflows usize"],
+            |d| set_entry(
+                d,
+                "embeddings.LayerNorm.weight",
+                "shape",
+                json!([1u64 << 40, 1u64 << 40])
+            )
+        ),
+        case!(
+            "weights/negative offset",
+            WEIGHTS,
+            ["embeddings.LayerNorm.weight", "two non-negative integers"],
+            |d| set_entry(
+                d,
+                "embeddings.LayerNorm.weight",
+                "data_offsets",
+                json!([-208, 416])
+            )
+        ),
+        case!(
+            "weights/float in a shape",
+            WEIGHTS,
+            [
+                "embeddings.LayerNorm.weight",
+                "\"shape\" must be an array of non-negative integers"
+            ],
+            |d| set_entry(d, "embeddings.LayerNorm.weight", "shape", json!([52.0]))
+        ),
+        case!(
+            "weights/entry not an object",
+            WEIGHTS,
+            [
+                "embeddings.LayerNorm.weight",
+                "must be a JSON object, found a string"
+            ],
+            |d| edit_header(d, |h| {
+                h["embeddings.LayerNorm.weight"] = json!("F32");
+            })
+        ),
+        case!(
+            "weights/entry without dtype",
+            WEIGHTS,
+            ["embeddings.LayerNorm.weight", "missing \"dtype\""],
+            |d| edit_header(d, |h| {
+                h["embeddings.LayerNorm.weight"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("dtype");
+            })
+        ),
+        case!(
+            "weights/metadata not strings",
+            WEIGHTS,
+            ["__metadata__", "mapping strings to strings"],
+            |d| edit_header(d, |h| {
+                h.insert("__metadata__".into(), json!({ "format": 1 }));
+            })
+        ),
+        case!(
+            "weights/tensor missing",
+            WEIGHTS,
+            ["missing tensor \"encoder.layer.1.intermediate.dense.bias\""],
+            |d| rewrite_weights(d, DType::F32, |name| {
+                name != "encoder.layer.1.intermediate.dense.bias"
+            })
+        ),
+        case!(
+            "weights/weight transposed",
+            WEIGHTS,
+            [
+                "encoder.layer.0.intermediate.dense.weight",
+                "[52, 76]",
+                "config.json implies [76, 52]"
+            ],
+            |d| set_entry(
+                d,
+                "encoder.layer.0.intermediate.dense.weight",
+                "shape",
+                json!([52, 76])
+            )
+        ),
+        // ---- config.json against the tensors ---------------------------------------------
+        case!(
+            "config/hidden_size ≠ tensors",
+            WEIGHTS,
+            [
+                "embeddings.word_embeddings.weight",
+                "config.json implies [2601, 64]"
+            ],
+            |d| set_config(d, "hidden_size", json!(64))
+        ),
+        case!(
+            "config/max_position_embeddings ≠ tensors",
+            WEIGHTS,
+            [
+                "embeddings.position_embeddings.weight",
+                "config.json implies [128, 52]"
+            ],
+            |d| set_config(d, "max_position_embeddings", json!(128))
+        ),
+        case!(
+            "config/vocab_size ≠ tensors",
+            WEIGHTS,
+            [
+                "embeddings.word_embeddings.weight",
+                "config.json implies [2600, 52]"
+            ],
+            |d| set_config(d, "vocab_size", json!(2600))
+        ),
+        case!(
+            "config/type_vocab_size ≠ tensors",
+            WEIGHTS,
+            [
+                "embeddings.token_type_embeddings.weight",
+                "config.json implies [3, 52]"
+            ],
+            |d| set_config(d, "type_vocab_size", json!(3))
+        ),
+        case!(
+            "config/intermediate_size ≠ tensors",
+            WEIGHTS,
+            [
+                "encoder.layer.0.intermediate.dense.weight",
+                "config.json implies [80, 52]"
+            ],
+            |d| set_config(d, "intermediate_size", json!(80))
+        ),
+        case!(
+            "config/one layer more than the tensors",
+            WEIGHTS,
+            ["missing tensor \"encoder.layer.2.attention.self.query.weight\""],
+            |d| set_config(d, "num_hidden_layers", json!(3))
+        ),
+        case!(
+            "config/one layer fewer than the tensors",
+            WEIGHTS,
+            ["encoder.layer.1.", "num_hidden_layers = 1"],
+            |d| set_config(d, "num_hidden_layers", json!(1))
+        ),
+        case!(
+            "config/hidden 2^16 with 1 MB of weights",
+            WEIGHTS,
+            ["missing tensor \"encoder.layer.0.attention.self.query.weight\""],
+            huge_hidden_small_file
+        ),
+        // ---- config.json on its own ------------------------------------------------------
+        case!("config/missing", CONFIG, ["No such file"], |d| remove(
+            d, CONFIG
+        )),
+        case!("config/empty", CONFIG, ["EOF"], |d| write(d, CONFIG, b"")),
+        case!("config/not JSON", CONFIG, ["key must be a string"], |d| {
+            write(d, CONFIG, "{ not json")
+        }),
+        case!("config/not UTF-8", CONFIG, ["UTF-8"], |d| write(
+            d,
+            CONFIG,
+            b"{\"\xff\": 1}"
+        )),
+        case!(
+            "config/a JSON array",
+            CONFIG,
+            ["must be a JSON object"],
+            |d| { write(d, CONFIG, "[]") }
+        ),
+        case!(
+            "config/hidden_size missing",
+            CONFIG,
+            ["missing \"hidden_size\""],
+            |d| { set_key(d, CONFIG, "hidden_size", None) }
+        ),
+        case!(
+            "config/heads do not divide hidden",
+            CONFIG,
+            ["num_attention_heads = 5 does not divide hidden_size = 52"],
+            |d| set_config(d, "num_attention_heads", json!(5))
+        ),
+        case!(
+            "config/10^9 layers",
+            CONFIG,
+            ["\"num_hidden_layers\" = 1000000000 is outside 1..="],
+            |d| set_config(d, "num_hidden_layers", json!(1_000_000_000))
+        ),
+        case!(
+            "config/hidden 2^40",
+            CONFIG,
+            ["\"hidden_size\" = 1099511627776 is outside 1..="],
+            |d| set_config(d, "hidden_size", json!(1u64 << 40))
+        ),
+        case!(
+            "config/vocab 2^40",
+            CONFIG,
+            ["\"vocab_size\" = 1099511627776 is outside 1..="],
+            |d| set_config(d, "vocab_size", json!(1u64 << 40))
+        ),
+        case!(
+            "config/intermediate 10^12",
+            CONFIG,
+            ["\"intermediate_size\" = 1000000000000 is outside 1..="],
+            |d| set_config(d, "intermediate_size", json!(1_000_000_000_000u64))
+        ),
+        case!(
+            "config/positions 2^40",
+            CONFIG,
+            ["\"max_position_embeddings\" = 1099511627776 is outside 1..="],
+            |d| set_config(d, "max_position_embeddings", json!(1u64 << 40))
+        ),
+        case!(
+            "config/hidden_size 0",
+            CONFIG,
+            ["\"hidden_size\" = 0 is outside 1..="],
+            |d| set_config(d, "hidden_size", json!(0))
+        ),
+        case!(
+            "config/negative hidden_size",
+            CONFIG,
+            ["\"hidden_size\"", "-52"],
+            |d| set_config(d, "hidden_size", json!(-52))
+        ),
+        case!(
+            "config/float hidden_size",
+            CONFIG,
+            ["\"hidden_size\"", "52.0"],
+            |d| set_config(d, "hidden_size", json!(52.0))
+        ),
+        case!(
+            "config/string num_hidden_layers",
+            CONFIG,
+            ["\"num_hidden_layers\"", "\"2\""],
+            |d| set_config(d, "num_hidden_layers", json!("2"))
+        ),
+        case!(
+            "config/string layer_norm_eps",
+            CONFIG,
+            ["\"layer_norm_eps\"", "\"tiny\""],
+            |d| set_config(d, "layer_norm_eps", json!("tiny"))
+        ),
+        case!(
+            "config/layer_norm_eps 0",
+            CONFIG,
+            ["layer_norm_eps = 0 is not in (0, 1)"],
+            |d| { set_config(d, "layer_norm_eps", json!(0)) }
+        ),
+        case!(
+            "config/hidden_act swish",
+            CONFIG,
+            ["hidden_act \"swish\" is not supported"],
+            |d| { set_config(d, "hidden_act", json!("swish")) }
+        ),
+        case!(
+            "config/hidden_act a number",
+            CONFIG,
+            ["\"hidden_act\"", "7"],
+            |d| { set_config(d, "hidden_act", json!(7)) }
+        ),
+        case!(
+            "config/relative positions",
+            CONFIG,
+            ["position_embedding_type \"relative_key\" is not supported"],
+            |d| set_config(d, "position_embedding_type", json!("relative_key"))
+        ),
+        case!(
+            "config/model_type gpt2",
+            CONFIG,
+            ["model_type \"gpt2\" is not supported"],
+            |d| { set_config(d, "model_type", json!("gpt2")) }
+        ),
+        // ---- tokenizer.json, vocab.txt, tokenizer_config.json ----------------------------
+        case!(
+            "tokenizer.json/empty",
+            TOKENIZER,
+            ["not valid JSON", "EOF"],
+            |d| write(d, TOKENIZER, b"")
+        ),
+        case!(
+            "tokenizer.json/not JSON",
+            TOKENIZER,
+            ["not valid JSON", "key must be a string"],
+            |d| write(d, TOKENIZER, "{ not json")
+        ),
+        // Found by the tokenizer_files fuzz target: the tokenizers crate panicked on it.
+        case!(
+            "tokenizer.json/control character inside the decoder",
+            TOKENIZER,
+            ["not valid JSON", "control character"],
+            |d| edit_text_bytes(d, TOKENIZER, b"\"prefix\": \"##\"", b"\"prefix\": \"#\t#\"")
+        ),
+        // Found by the tokenizer_files fuzz target: the tokenizers crate panicked on every text.
+        case!(
+            "tokenizer.json/template token not among the special tokens",
+            TOKENIZER,
+            ["single template uses special token \"[SEP]\""],
+            |d| edit_json(d, TOKENIZER, |t| {
+                t["post_processor"]["special_tokens"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("[SEP]");
+            })
+        ),
+        case!(
+            "tokenizer.json/Precompiled normaliser with a number for a charsmap",
+            TOKENIZER,
+            ["the tokenizers crate panicked reading it"],
+            |d| edit_json(d, TOKENIZER, |t| {
+                t["normalizer"] = json!({ "type": "Precompiled", "precompiled_charsmap": 5 });
+            })
+        ),
+        case!(
+            "tokenizer.json/version a number",
+            TOKENIZER,
+            ["invalid type: integer `7`"],
+            |d| { write(d, TOKENIZER, "{\"version\": 7}") }
+        ),
+        case!(
+            "tokenizer.json/no model",
+            TOKENIZER,
+            ["tokenizer:", "Model missing"],
+            |d| { set_key(d, TOKENIZER, "model", None) }
+        ),
+        case!(
+            "tokenizer.json/unk_token not in the vocabulary",
+            TOKENIZER,
+            ["unknown token \"<unk>\" is not in the vocabulary"],
+            |d| {
+                edit_text_bytes(
+                    d,
+                    TOKENIZER,
+                    b"\"unk_token\": \"[UNK]\"",
+                    b"\"unk_token\": \"<unk>\"",
+                )
+            }
+        ),
+        case!(
+            "tokenizer.json/not UTF-8",
+            TOKENIZER,
+            ["cannot read", "UTF-8"],
+            |d| { edit_text_bytes(d, TOKENIZER, b"[PAD]", b"[P\xffD]") }
+        ),
+        case!(
+            "tokenizer.json/ids past the embeddings",
+            TOKENIZER,
+            ["id 2601", "vocab_size 2601"],
+            |d| edit_text_bytes(d, TOKENIZER, b"\"[unused0]\": 1", b"\"[unused0]\": 2601")
+        ),
+        case!(
+            "vocab.txt/no [CLS]",
+            VOCAB,
+            ["\"[CLS]\" is not in the vocabulary"],
+            |d| {
+                vocab_only(d);
+                write(d, VOCAB, "[UNK]\n[SEP]\nwords\n");
+            }
+        ),
+        case!(
+            "vocab.txt/empty",
+            VOCAB,
+            ["is not in the vocabulary"],
+            |d| {
+                vocab_only(d);
+                write(d, VOCAB, b"");
+            }
+        ),
+        case!("vocab.txt/not UTF-8", VOCAB, ["tokenizer:"], |d| {
+            vocab_only(d);
+            edit_text_bytes(d, VOCAB, b"[PAD]", b"[P\xffD]");
+        }),
+        case!(
+            "vocab.txt/more words than the embeddings",
+            VOCAB,
+            ["id 2601", "vocab_size 2601"],
+            |d| {
+                vocab_only(d);
+                let mut vocab = std::fs::read_to_string(d.join(VOCAB)).unwrap();
+                vocab.push_str("onemoreword\n");
+                write(d, VOCAB, vocab);
+            }
+        ),
+        case!(
+            "vocab.txt/missing too",
+            "",
+            ["neither tokenizer.json nor vocab.txt"],
+            |d| {
+                vocab_only(d);
+                remove(d, VOCAB);
+            }
+        ),
+        case!(
+            "tokenizer_config/not JSON",
+            TOKENIZER_CONFIG,
+            ["not valid JSON"],
+            |d| { write(d, TOKENIZER_CONFIG, "{ not json") }
+        ),
+        case!(
+            "tokenizer_config/a JSON array",
+            TOKENIZER_CONFIG,
+            ["expected a JSON object"],
+            |d| { write(d, TOKENIZER_CONFIG, "[]") }
+        ),
+        case!(
+            "tokenizer_config/string do_lower_case",
+            TOKENIZER_CONFIG,
+            ["\"do_lower_case\"", "\"yes\""],
+            |d| {
+                vocab_only(d);
+                set_tokenizer_config(d, "do_lower_case", json!("yes"));
+            }
+        ),
+        case!(
+            "tokenizer_config/negative model_max_length",
+            TOKENIZER_CONFIG,
+            ["\"model_max_length\"", "-5"],
+            |d| set_tokenizer_config(d, "model_max_length", json!(-5))
+        ),
+        case!(
+            "tokenizer_config/unk_token not in vocab.txt",
+            VOCAB,
+            ["special token \"<unk>\" is not in the vocabulary"],
+            |d| {
+                vocab_only(d);
+                set_tokenizer_config(d, "unk_token", json!("<unk>"));
+            }
+        ),
+        case!(
+            "tokenizer_config/unk_token a number",
+            TOKENIZER_CONFIG,
+            ["\"unk_token\"", "3"],
+            |d| {
+                vocab_only(d);
+                set_tokenizer_config(d, "unk_token", json!(3));
+            }
+        ),
+        // ---- modules.json ----------------------------------------------------------------
+        case!("modules/not JSON", MODULES, ["not valid JSON"], |d| write(
+            d, MODULES, "[{"
+        )),
+        case!(
+            "modules/an object",
+            MODULES,
+            ["expected a JSON list of modules"],
+            |d| { write(d, MODULES, "{}") }
+        ),
+        case!(
+            "modules/empty list",
+            MODULES,
+            ["no Transformer module"],
+            |d| { write(d, MODULES, "[]") }
+        ),
+        case!("modules/module not an object", MODULES, ["module 0"], |d| {
+            write(d, MODULES, "[\"Transformer\"]")
+        }),
+        case!(
+            "modules/module without type",
+            MODULES,
+            ["module 0 has no \"type\""],
+            |d| { set_modules(d, json!([{ "path": "" }])) }
+        ),
+        case!(
+            "modules/type a number",
+            MODULES,
+            ["module 0 has no \"type\""],
+            |d| { set_modules(d, json!([{ "type": 7, "path": "" }])) }
+        ),
+        case!(
+            "modules/path a number",
+            MODULES,
+            ["module 1", "\"path\""],
+            |d| {
+                set_modules(
+                    d,
+                    json!([{ "type": TRANSFORMER, "path": "" }, { "type": POOLING, "path": 1 }]),
+                )
+            }
+        ),
+        case!(
+            "modules/Dense module",
+            MODULES,
+            ["sentence_transformers.models.Dense", "not supported"],
+            |d| {
+                set_modules(
+                    d,
+                    json!([
+                        { "type": TRANSFORMER, "path": "" },
+                        { "type": POOLING, "path": "1_Pooling" },
+                        { "type": "sentence_transformers.models.Dense", "path": "2_Dense" },
+                    ]),
+                )
+            }
+        ),
+        case!(
+            "modules/path leaves the folder",
+            MODULES,
+            ["\"../../etc\" leaves the model folder"],
+            |d| { set_modules(d, json!([{ "type": TRANSFORMER, "path": "../../etc" }])) }
+        ),
+        case!(
+            "modules/absolute path",
+            MODULES,
+            ["\"/etc\" leaves the model folder"],
+            |d| { set_modules(d, json!([{ "type": TRANSFORMER, "path": "/etc" }])) }
+        ),
+        case!(
+            "modules/Pooling first",
+            MODULES,
+            ["module 0", "out of the order"],
+            |d| {
+                set_modules(
+                    d,
+                    json!([
+                        { "type": POOLING, "path": "1_Pooling" },
+                        { "type": TRANSFORMER, "path": "" },
+                    ]),
+                )
+            }
+        ),
+        case!(
+            "modules/two Transformers",
+            MODULES,
+            ["module 1", "out of the order"],
+            |d| {
+                set_modules(
+                    d,
+                    json!([
+                        { "type": TRANSFORMER, "path": "" },
+                        { "type": TRANSFORMER, "path": "" },
+                    ]),
+                )
+            }
+        ),
+        case!(
+            "modules/Transformer folder missing",
+            "0_Transformer/config.json",
+            ["No such file"],
+            |d| { set_modules(d, json!([{ "type": TRANSFORMER, "path": "0_Transformer" }])) }
+        ),
+        case!(
+            "modules/Pooling folder missing",
+            "2_Pooling/config.json",
+            ["No such file"],
+            |d| {
+                set_modules(
+                    d,
+                    json!([
+                        { "type": TRANSFORMER, "path": "" },
+                        { "type": POOLING, "path": "2_Pooling" },
+                    ]),
+                )
+            }
+        ),
+        // ---- 1_Pooling/config.json -------------------------------------------------------
+        case!("pooling/missing", POOLING_CONFIG, ["No such file"], |d| {
+            remove(d, POOLING_CONFIG)
+        }),
+        case!(
+            "pooling/not JSON",
+            POOLING_CONFIG,
+            ["not valid JSON"],
+            |d| { write(d, POOLING_CONFIG, "{ \"word_embedding_dimension\": ") }
+        ),
+        case!(
+            "pooling/a JSON array",
+            POOLING_CONFIG,
+            ["expected a JSON object"],
+            |d| { write(d, POOLING_CONFIG, "[1, 2]") }
+        ),
+        case!(
+            "pooling/dimension ≠ hidden_size",
+            POOLING_CONFIG,
+            ["word_embedding_dimension 51 differs from the model's hidden_size 52"],
+            |d| set_pooling(d, "word_embedding_dimension", json!(51))
+        ),
+        case!(
+            "pooling/dimension missing",
+            POOLING_CONFIG,
+            ["missing \"word_embedding_dimension\""],
+            |d| set_key(d, POOLING_CONFIG, "word_embedding_dimension", None)
+        ),
+        case!(
+            "pooling/negative dimension",
+            POOLING_CONFIG,
+            ["embedding dimension -52 is not a positive integer"],
+            |d| set_pooling(d, "word_embedding_dimension", json!(-52))
+        ),
+        case!(
+            "pooling/float dimension",
+            POOLING_CONFIG,
+            ["embedding dimension 52.5 is not a positive integer"],
+            |d| set_pooling(d, "word_embedding_dimension", json!(52.5))
+        ),
+        case!(
+            "pooling/dimension 2^40",
+            POOLING_CONFIG,
+            ["embedding dimension 1099511627776 is not a positive integer ≤ 2^20"],
+            |d| set_pooling(d, "word_embedding_dimension", json!(1u64 << 40))
+        ),
+        case!(
+            "pooling/unknown mode",
+            POOLING_CONFIG,
+            ["unknown pooling mode \"median\""],
+            |d| set_pooling(d, "pooling_mode", json!("median"))
+        ),
+        case!(
+            "pooling/mode a number",
+            POOLING_CONFIG,
+            ["\"pooling_mode\" must be a name or a list of names"],
+            |d| set_pooling(d, "pooling_mode", json!(3))
+        ),
+        case!(
+            "pooling/mode flag a string",
+            POOLING_CONFIG,
+            ["\"pooling_mode_mean_tokens\" must be true or false"],
+            |d| set_pooling(d, "pooling_mode_mean_tokens", json!("yes"))
+        ),
+        case!(
+            "pooling/include_prompt false",
+            POOLING_CONFIG,
+            ["\"include_prompt\": false is not supported"],
+            |d| set_pooling(d, "include_prompt", json!(false))
+        ),
+        // ---- sentence_bert_config.json ---------------------------------------------------
+        case!("sbert/not JSON", SBERT, ["not valid JSON"], |d| write(
+            d, SBERT, "{,}"
+        )),
+        case!(
+            "sbert/a JSON array",
+            SBERT,
+            ["expected a JSON object"],
+            |d| write(d, SBERT, "[]")
+        ),
+        case!(
+            "sbert/string max_seq_length",
+            SBERT,
+            ["max_seq_length \"long\" is not a positive integer"],
+            |d| set_sbert(d, "max_seq_length", json!("long"))
+        ),
+        case!(
+            "sbert/negative max_seq_length",
+            SBERT,
+            ["max_seq_length -1 is not a positive integer"],
+            |d| set_sbert(d, "max_seq_length", json!(-1))
+        ),
+        case!(
+            "sbert/float max_seq_length",
+            SBERT,
+            ["max_seq_length 40.5 is not a positive integer"],
+            |d| set_sbert(d, "max_seq_length", json!(40.5))
+        ),
+        case!(
+            "sbert/max_seq_length 1",
+            SBERT,
+            ["max_seq_length 1", "[CLS] and [SEP]"],
+            |d| set_sbert(d, "max_seq_length", json!(1))
+        ),
+        case!(
+            "sbert/string do_lower_case",
+            SBERT,
+            ["do_lower_case \"no\" is not true or false"],
+            |d| set_sbert(d, "do_lower_case", json!("no"))
+        ),
+    ]
+}
+
+/// Replaces the first `from` in `dir/file` by `to`, byte-wise.
+fn edit_text_bytes(dir: &Path, file: &str, from: &[u8], to: &[u8]) {
+    let path = dir.join(file);
+    let bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(from.len())
+        .position(|window| window == from)
+        .unwrap_or_else(|| panic!("{} does not contain {from:?}", path.display()));
+    let mut edited = bytes[..at].to_vec();
+    edited.extend_from_slice(to);
+    edited.extend_from_slice(&bytes[at + from.len()..]);
+    std::fs::write(&path, edited).unwrap();
+}
