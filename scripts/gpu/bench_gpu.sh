@@ -55,7 +55,7 @@ step python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.json
 st_args=()
 if [ -d "$bin/minilm-fp16" ]; then
   step python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --json "$out/st.json"
-  st_args=(--st "$out/st.json")
+  st_args=(--st "$out/st.json" --ember-e2e "$out/ember.json")
   step env EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" EMBER_FIXTURES_DIR="$PWD/tests/fixtures" \
     "$bin/cuda_e2e" --nocapture --test-threads 1
   echo "== $bin/ember bench --device cuda --dtype f16" | tee -a "$log"

@@ -22,6 +22,7 @@ def main():
     parser.add_argument("--ember", required=True)
     parser.add_argument("--torch", required=True)
     parser.add_argument("--st")
+    parser.add_argument("--ember-e2e", help="`ember bench --device cuda --json` output")
     parser.add_argument("--out")
     args = parser.parse_args()
     ember, torch_rows = lines(args.ember), lines(args.torch)
@@ -47,8 +48,15 @@ def main():
     if st:
         out += ["| engine | texts/s | batch | p50 ms (1 text) | p99 ms |", "|---|---:|---:|---:|---:|",
                 f"| sentence-transformers fp16 ({Path(st['model']).name}, torch {st['torch']}) | {st['texts_per_s']:.0f} | "
-                f"{st['batch_size']} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |",
-                "| Ember CUDA | TODO until `--device cuda` is wired (scripts/gpu/README.md) | | | |"]
+                f"{st['batch_size']} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |"]
+        e2e = lines(args.ember_e2e)[0] if args.ember_e2e and Path(args.ember_e2e).exists() and lines(args.ember_e2e) else None
+        if e2e:
+            out.append(f"| Ember CUDA {e2e.get('dtype', '?')} | {e2e['sentences_per_s']:.0f} | {e2e['batch_size']} | "
+                       f"{e2e['latency_ms_p50']:.2f} | {e2e['latency_ms_p99']:.2f} |")
+            out += ["", f"Ember ÷ sentence-transformers: throughput {e2e['sentences_per_s'] / st['texts_per_s']:.2f}× "
+                        f"(goal ≥ 2), batch-1 p50 {e2e['latency_ms_p50'] / st['p50_ms']:.2f} (goal ≤ 0.5)."]
+        else:
+            out.append("| Ember CUDA | not measured (ember bench --device cuda failed or was not run) | | | |")
     else:
         out.append("sentence-transformers not run (no model folder carried: scripts/gpu/build.sh --with-model).")
     text = "\n".join(out) + "\n"
