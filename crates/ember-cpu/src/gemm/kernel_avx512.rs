@@ -102,25 +102,8 @@ impl<B: PanelElem> Microkernel for Avx512Kernel<B> {
         residual: *const f32,
         ldr: usize,
     ) {
-        /// # Safety
-        /// As [`epilogue_tile`]; the CPU supports the token's features.
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn run(
-            t: Avx512Token,
-            c: *mut f32,
-            ldc: usize,
-            rows: usize,
-            cols: usize,
-            act: Activation,
-            residual: *const f32,
-            ldr: usize,
-        ) {
-            // SAFETY: forwarded contract.
-            unsafe { epilogue_tile(t, c, ldc, rows, cols, act, residual, ldr) }
-        }
         // SAFETY: the token proves the CPU features; the caller upholds the tile contract.
-        unsafe { run(self.0, c, ldc, rows, cols, act, residual, ldr) }
+        unsafe { epilogue_tile_avx512(self.0, c, ldc, rows, cols, act, residual, ldr) }
     }
 
     fn epilogue_row(
@@ -130,20 +113,77 @@ impl<B: PanelElem> Microkernel for Avx512Kernel<B> {
         act: Activation,
         residual: Option<&[f32]>,
     ) {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn run(
-            t: Avx512Token,
-            row: &mut [f32],
-            bias: Option<&[f32]>,
-            act: Activation,
-            residual: Option<&[f32]>,
-        ) {
-            epilogue_row(t, row, bias, act, residual)
-        }
-        // SAFETY: the token proves the CPU has AVX-512F, AVX2 and FMA.
-        unsafe { run(self.0, row, bias, act, residual) }
+        epilogue_row_avx512(self.0, row, bias, act, residual)
     }
 }
+
+/// [`Microkernel::epilogue_tile`] of every AVX-512 kernel (f32, bf16, int8): the generic
+/// epilogue compiled with AVX-512.
+///
+/// # Safety
+/// As [`epilogue_tile`].
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn epilogue_tile_avx512(
+    t: Avx512Token,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    act: Activation,
+    residual: *const f32,
+    ldr: usize,
+) {
+    // SAFETY: forwarded contract; the token proves the CPU features.
+    unsafe { epilogue_tile(t, c, ldc, rows, cols, act, residual, ldr) }
+}
+
+/// [`Microkernel::epilogue_row`] of every AVX-512 kernel, compiled with AVX-512.
+pub(super) fn epilogue_row_avx512(
+    t: Avx512Token,
+    row: &mut [f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    residual: Option<&[f32]>,
+) {
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn run(
+        t: Avx512Token,
+        row: &mut [f32],
+        bias: Option<&[f32]>,
+        act: Activation,
+        residual: Option<&[f32]>,
+    ) {
+        epilogue_row(t, row, bias, act, residual)
+    }
+    // SAFETY: the token proves the CPU has AVX-512F, AVX2 and FMA.
+    unsafe { run(t, row, bias, act, residual) }
+}
+
+/// `match rows { 1 => go!(1), …, 14 => go!(14), _ => {} }`: a tile body instantiated for
+/// each row count of the 14-row AVX-512 kernels.
+macro_rules! dispatch_rows_14 {
+    ($rows:expr, $go:ident) => {
+        match $rows {
+            1 => $go!(1),
+            2 => $go!(2),
+            3 => $go!(3),
+            4 => $go!(4),
+            5 => $go!(5),
+            6 => $go!(6),
+            7 => $go!(7),
+            8 => $go!(8),
+            9 => $go!(9),
+            10 => $go!(10),
+            11 => $go!(11),
+            12 => $go!(12),
+            13 => $go!(13),
+            14 => $go!(14),
+            _ => {}
+        }
+    };
+}
+pub(super) use dispatch_rows_14;
 
 // One k group is exactly one zmm (and one cache line) per row.
 const _: () = assert!(KG == 16);
@@ -209,23 +249,7 @@ unsafe fn tile_avx512<B: PanelElem>(
             unsafe { tile_body::<B, $r>(kc, a, b, c, ldc, cols, mr, accumulate, epi) }
         };
     }
-    match rows {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        7 => go!(7),
-        8 => go!(8),
-        9 => go!(9),
-        10 => go!(10),
-        11 => go!(11),
-        12 => go!(12),
-        13 => go!(13),
-        14 => go!(14),
-        _ => {}
-    }
+    dispatch_rows_14!(rows, go);
 }
 
 /// `C[0..R, 0..cols] = (accumulate ? C : 0) + A·B`, one FMA chain per element over `kk`,

@@ -11,8 +11,9 @@ use std::arch::x86_64::*;
 
 use half::bf16;
 
+use super::kernel_avx512::{dispatch_rows_14, epilogue_row_avx512, epilogue_tile_avx512};
 use super::{Microkernel, RowQuant, TileEpilogue, KC_BF16, KG_BF16, NR};
-use crate::activation::{epilogue_row, epilogue_tile, Activation};
+use crate::activation::Activation;
 use crate::simd::{avx512_prefix_mask, Avx512Token};
 
 /// Tiles run so far (test builds only), for the ISA-coverage test.
@@ -103,25 +104,8 @@ impl Microkernel for Avx512Bf16Kernel {
         residual: *const f32,
         ldr: usize,
     ) {
-        /// # Safety
-        /// As [`epilogue_tile`]; the CPU supports the token's features.
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn run(
-            t: Avx512Token,
-            c: *mut f32,
-            ldc: usize,
-            rows: usize,
-            cols: usize,
-            act: Activation,
-            residual: *const f32,
-            ldr: usize,
-        ) {
-            // SAFETY: forwarded contract.
-            unsafe { epilogue_tile(t, c, ldc, rows, cols, act, residual, ldr) }
-        }
         // SAFETY: the token proves the CPU features; the caller upholds the tile contract.
-        unsafe { run(self.0, c, ldc, rows, cols, act, residual, ldr) }
+        unsafe { epilogue_tile_avx512(self.0, c, ldc, rows, cols, act, residual, ldr) }
     }
 
     fn epilogue_row(
@@ -131,18 +115,7 @@ impl Microkernel for Avx512Bf16Kernel {
         act: Activation,
         residual: Option<&[f32]>,
     ) {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        fn run(
-            t: Avx512Token,
-            row: &mut [f32],
-            bias: Option<&[f32]>,
-            act: Activation,
-            residual: Option<&[f32]>,
-        ) {
-            epilogue_row(t, row, bias, act, residual)
-        }
-        // SAFETY: the token proves the CPU has AVX-512F, AVX2 and FMA.
-        unsafe { run(self.0, row, bias, act, residual) }
+        epilogue_row_avx512(self.0, row, bias, act, residual)
     }
 }
 
@@ -213,23 +186,7 @@ unsafe fn tile_avx512_bf16(
             unsafe { tile_body::<$r>(kc, a, b, c, ldc, cols, mr, accumulate, epi) }
         };
     }
-    match rows {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        7 => go!(7),
-        8 => go!(8),
-        9 => go!(9),
-        10 => go!(10),
-        11 => go!(11),
-        12 => go!(12),
-        13 => go!(13),
-        14 => go!(14),
-        _ => {}
-    }
+    dispatch_rows_14!(rows, go);
 }
 
 /// `C[0..R, 0..cols] = (accumulate ? C : 0) + A·B`, one `vdpbf16ps` chain per element over

@@ -80,22 +80,12 @@ impl<B: PanelElem> Microkernel for ScalarKernel<B> {
                     }
                 }
                 for (jj, &v) in acc.iter().enumerate().take(nb) {
-                    let mut v = v;
-                    if let Some(e) = epi {
-                        // SAFETY: column j0 + jj < cols and row i < rows are inside the
+                    let v = match epi {
+                        // SAFETY: row i < rows and column j0 + jj < cols are inside the
                         // bias / residual areas the caller vouches for.
-                        unsafe {
-                            if !e.bias.is_null() {
-                                v += *e.bias.add(j0 + jj);
-                            }
-                            if e.relu && v < 0.0 {
-                                v = 0.0;
-                            }
-                            if !e.residual.is_null() {
-                                v += *e.residual.add(i * e.ld_residual + j0 + jj);
-                            }
-                        }
-                    }
+                        Some(e) => unsafe { finish_element(v, &e, i, j0 + jj) },
+                        None => v,
+                    };
                     // SAFETY: (i, j0 + jj) is inside the caller's rows × cols tile.
                     unsafe { *c.add(i * ldc + j0 + jj) = v };
                 }
@@ -140,4 +130,27 @@ impl<B: PanelElem> Microkernel for ScalarKernel<B> {
     ) {
         epilogue_row(ScalarToken, row, bias, act, residual)
     }
+}
+
+/// The in-register epilogue of [`TileEpilogue`] on one element `v` at row `i`, column `j` of
+/// the tile: `+ bias[j]`, ReLU, `+ R[i, j]`, in the order of the SIMD kernels. Shared by the
+/// portable kernels.
+///
+/// # Safety
+/// `e`'s bias is readable at `j` and its residual at `i·ld_residual + j` (when non-null).
+#[inline(always)]
+pub(super) unsafe fn finish_element(mut v: f32, e: &TileEpilogue, i: usize, j: usize) -> f32 {
+    // SAFETY: the caller vouches for both positions.
+    unsafe {
+        if !e.bias.is_null() {
+            v += *e.bias.add(j);
+        }
+        if e.relu && v < 0.0 {
+            v = 0.0;
+        }
+        if !e.residual.is_null() {
+            v += *e.residual.add(i * e.ld_residual + j);
+        }
+    }
+    v
 }

@@ -8,6 +8,7 @@
 
 use half::bf16;
 
+use super::kernel_scalar::finish_element;
 use super::{pack_a_block_bf16, Microkernel, RowQuant, TileEpilogue, KC_BF16, KG_BF16, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::ScalarToken;
@@ -78,22 +79,12 @@ impl Microkernel for ScalarBf16Kernel {
                     }
                 }
                 for (jj, &v) in acc.iter().enumerate().take(nb) {
-                    let mut v = v;
-                    if let Some(e) = epi {
-                        // SAFETY: column j0 + jj < cols and row i < rows are inside the
+                    let v = match epi {
+                        // SAFETY: row i < rows and column j0 + jj < cols are inside the
                         // bias / residual areas the caller vouches for.
-                        unsafe {
-                            if !e.bias.is_null() {
-                                v += *e.bias.add(j0 + jj);
-                            }
-                            if e.relu && v < 0.0 {
-                                v = 0.0;
-                            }
-                            if !e.residual.is_null() {
-                                v += *e.residual.add(i * e.ld_residual + j0 + jj);
-                            }
-                        }
-                    }
+                        Some(e) => unsafe { finish_element(v, &e, i, j0 + jj) },
+                        None => v,
+                    };
                     // SAFETY: (i, j0 + jj) is inside the caller's rows × cols tile.
                     unsafe { *c.add(i * ldc + j0 + jj) = v };
                 }

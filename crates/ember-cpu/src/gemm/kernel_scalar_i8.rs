@@ -6,6 +6,7 @@
 //! f32 rescaling, see [`super::quant`]) its results, equal the VNNI kernel's bit for bit.
 //! Between K blocks the tile's `i32` partial sums are kept in `C`, bit-cast.
 
+use super::kernel_scalar::finish_element;
 use super::{pack_a_block_i8, Microkernel, RowQuant, TileEpilogue, KC_I8, KG_I8, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::ScalarToken;
@@ -91,17 +92,8 @@ impl Microkernel for ScalarI8Kernel {
                     let y = unsafe {
                         let rq: RowQuant = *e.row_quant.add(i);
                         let d = v.wrapping_sub(rq.zero.wrapping_mul(*e.col_sum.add(j)));
-                        let mut y = d as f32 * (rq.scale * *e.col_scale.add(j));
-                        if !e.bias.is_null() {
-                            y += *e.bias.add(j);
-                        }
-                        if e.relu && y < 0.0 {
-                            y = 0.0;
-                        }
-                        if !e.residual.is_null() {
-                            y += *e.residual.add(i * e.ld_residual + j);
-                        }
-                        y
+                        let y = d as f32 * (rq.scale * *e.col_scale.add(j));
+                        finish_element(y, &e, i, j)
                     };
                     // SAFETY: (i, j) is inside the caller's rows × cols tile.
                     unsafe { *c.add(i * ldc + j) = y };

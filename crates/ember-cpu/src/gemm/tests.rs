@@ -114,7 +114,10 @@ fn check(
 #[test]
 fn every_isa_matches_reference_on_edge_shapes() {
     let mut rng = SplitMix(42);
-    for case in cases() {
+    // Under Miri (scripts/miri.sh) only the small edge shapes: it interprets every
+    // instruction, and these still cover edge rows, masked columns, odd k and k tails.
+    let small_enough = |c: &Case| !cfg!(miri) || c.m * c.n * c.k <= 40_000;
+    for case in cases().into_iter().filter(small_enough) {
         let (m, n, k) = (case.m, case.n, case.k);
         let x = rng.vec(m * k);
         let w = rng.vec(n * k);
