@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the unsafe code (SIMD kernels on every ISA this CPU has, the memory map, the torch
 # archive reader, the C ABI) under AddressSanitizer. Needs a nightly toolchain
-# (`rustup toolchain install nightly`); not part of .ci/run (about 10 minutes on 2 cores).
+# (`rustup toolchain install nightly`); not part of .ci/run (about 5 minutes on 2 cores).
 #   scripts/sanitize.sh              # the default selection below
 #   scripts/sanitize.sh -p ember-cpu # any cargo test arguments instead
 set -euo pipefail
