@@ -141,26 +141,17 @@ impl SafeTensorsFile {
     /// tensor.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, TensorError> {
         let path = path.as_ref().to_path_buf();
-        let io_error = |source| TensorError::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = File::open(&path).map_err(io_error)?;
-        let file_len = file.metadata().map_err(io_error)?.len();
-        // Checked before mapping too: mapping an empty file is an error on some platforms, and
-        // "too short" is the message a reader wants.
-        if file_len < HEADER_LEN_PREFIX as u64 {
-            return Err(TensorError::TooShort {
-                path,
-                len: file_len,
-            });
-        }
-        // SAFETY: the map is read-only, and every byte is validated (below) before use, so any
-        // content is safe to read. What validation cannot cover is the file changing while mapped
-        // (truncation would fault on access, writes would change tensors under readers): not
-        // modifying a model file while Ember has it open is this crate's documented trust
-        // assumption, the same one every mmap-based weights loader makes.
-        let map = unsafe { Mmap::map(&file) }.map_err(io_error)?;
+        // Checked before mapping too: "too short" is the message a reader wants.
+        let map = map_read_only(&path, |len| {
+            if len < HEADER_LEN_PREFIX as u64 {
+                Err(TensorError::TooShort {
+                    path: path.clone(),
+                    len,
+                })
+            } else {
+                Ok(())
+            }
+        })?;
         Self::validate(path, FileBytes::Mapped(map))
     }
 
@@ -623,4 +614,25 @@ fn json_kind(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Opens `path` and maps it read-only, after `check_len(file length)` (run before mapping:
+/// mapping an empty file is an error on some platforms, and each format says better why a
+/// short file is not one of its files).
+pub(crate) fn map_read_only(
+    path: &Path,
+    check_len: impl FnOnce(u64) -> Result<(), TensorError>,
+) -> Result<Mmap, TensorError> {
+    let io_error = |source| TensorError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_error)?;
+    check_len(file.metadata().map_err(io_error)?.len())?;
+    // SAFETY: the map is read-only, and both readers validate or bounds-check every byte
+    // before use, so any content is safe to read. What validation cannot cover is the file
+    // changing while mapped (truncation would fault on access, writes would change tensors
+    // under readers): not modifying a model file while Ember has it open is this crate's
+    // documented trust assumption, the same one every mmap-based weights loader makes.
+    unsafe { Mmap::map(&file) }.map_err(io_error)
 }

@@ -5,15 +5,13 @@
 //! shows them; the zip reader is `zip.rs`, the pickle interpreter `pickle.rs`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use half::{bf16, f16};
-use memmap2::Mmap;
 
-use crate::file::FileBytes;
+use crate::file::{map_read_only, FileBytes};
 
 use crate::pickle::{self, PickleError, PickleFault, StorageRecord, TensorRecord};
 use crate::zip::{self, ZipArchive, ZipError};
@@ -120,21 +118,13 @@ impl TorchFile {
     /// tensor) if a tensor does not fit its storage.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, TensorError> {
         let path = path.as_ref().to_path_buf();
-        let io_error = |source| TensorError::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = File::open(&path).map_err(io_error)?;
-        let file_len = file.metadata().map_err(io_error)?.len();
-        if file_len == 0 {
-            // Mapping an empty file fails on some platforms; the archive check says why it is
-            // no archive.
-            ZipArchive::parse(&[]).map_err(|e| archive_error(&path, e))?;
-        }
-        // SAFETY: the map is read-only and every byte is bounds-checked before use (central
-        // directory, pickle, storages), so any content is safe to read. That the file does not
-        // change while mapped is the crate's documented trust assumption (see `SafeTensorsFile`).
-        let map = unsafe { Mmap::map(&file) }.map_err(io_error)?;
+        let map = map_read_only(&path, |len| match len {
+            // An empty file: the archive check says why it is no archive.
+            0 => ZipArchive::parse(&[])
+                .map(|_| ())
+                .map_err(|e| archive_error(&path, e)),
+            _ => Ok(()),
+        })?;
         let (tensors, unsupported) = parse(&path, &map)?;
         Ok(Self {
             path,
