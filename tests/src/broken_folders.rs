@@ -31,8 +31,14 @@ pub struct BrokenFolder {
 impl BrokenFolder {
     /// A fresh copy of the tiny model, broken by this case.
     pub fn make(&self) -> tempfile::TempDir {
+        self.make_from(&fixtures_dir().join("tiny-bert"))
+    }
+
+    /// A fresh copy of the good folder `good` (any BERT sentence-transformers folder with
+    /// `model.safetensors`), broken by this case.
+    pub fn make_from(&self, good: &Path) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(&fixtures_dir().join("tiny-bert"), dir.path());
+        copy_dir(good, dir.path());
         (self.break_folder)(dir.path());
         dir
     }
@@ -131,6 +137,19 @@ fn read_weights(dir: &Path) -> (usize, Map<String, Value>, Vec<u8>) {
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
     (header_len, header, bytes[8 + header_len..].to_vec())
+}
+
+/// The byte length of tensor `name`'s range in a safetensors header.
+fn entry_bytes(header: &Map<String, Value>, name: &str) -> usize {
+    let offsets = &header[name]["data_offsets"];
+    (offsets[1].as_u64().unwrap() - offsets[0].as_u64().unwrap()) as usize
+}
+
+/// `num_hidden_layers` of the folder's `config.json`.
+fn config_layers(dir: &Path) -> u64 {
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    config["num_hidden_layers"].as_u64().unwrap()
 }
 
 fn write_weights(dir: &Path, header: &Map<String, Value>, data: &[u8]) {
@@ -310,13 +329,14 @@ pub fn cases() -> Vec<BrokenFolder> {
             WEIGHTS,
             ["embeddings.LayerNorm.bias", "run past the end of the"],
             |d| {
-                let (_, _, data) = read_weights(d);
-                let end = data.len() + 208;
+                let (_, header, data) = read_weights(d);
+                let len = entry_bytes(&header, "embeddings.LayerNorm.bias");
+                let end = data.len() + len;
                 set_entry(
                     d,
                     "embeddings.LayerNorm.bias",
                     "data_offsets",
-                    json!([end - 208, end]),
+                    json!([end - len, end]),
                 );
             }
         ),
@@ -335,12 +355,17 @@ pub fn cases() -> Vec<BrokenFolder> {
             "weights/ranges overlapping",
             WEIGHTS,
             ["embeddings.LayerNorm", "overlaps tensor"],
-            |d| set_entry(
-                d,
-                "embeddings.LayerNorm.weight",
-                "data_offsets",
-                json!([0, 208])
-            )
+            |d| {
+                let (_, header, _) = read_weights(d);
+                let len = entry_bytes(&header, "embeddings.LayerNorm.weight");
+                // Over the first tensor of the data section (never this one in a real file).
+                set_entry(
+                    d,
+                    "embeddings.LayerNorm.weight",
+                    "data_offsets",
+                    json!([0, len]),
+                )
+            }
         ),
         case!(
             "weights/shape × dtype ≠ bytes",
@@ -465,9 +490,16 @@ pub fn cases() -> Vec<BrokenFolder> {
             WEIGHTS,
             [
                 "embeddings.word_embeddings.weight",
-                "config.json implies [2601, 64]"
+                "config.json implies [2601, 56]"
             ],
-            |d| set_config(d, "hidden_size", json!(64))
+            // Still a multiple of the head count, so that the tensors are what disagree.
+            |d| {
+                let config: Value =
+                    serde_json::from_slice(&std::fs::read(d.join(CONFIG)).unwrap()).unwrap();
+                let (hidden, heads) = (&config["hidden_size"], &config["num_attention_heads"]);
+                let wider = hidden.as_u64().unwrap() + heads.as_u64().unwrap();
+                set_config(d, "hidden_size", json!(wider))
+            }
         ),
         case!(
             "config/max_position_embeddings ≠ tensors",
@@ -509,13 +541,13 @@ pub fn cases() -> Vec<BrokenFolder> {
             "config/one layer more than the tensors",
             WEIGHTS,
             ["missing tensor \"encoder.layer.2.attention.self.query.weight\""],
-            |d| set_config(d, "num_hidden_layers", json!(3))
+            |d| set_config(d, "num_hidden_layers", json!(config_layers(d) + 1))
         ),
         case!(
             "config/one layer fewer than the tensors",
             WEIGHTS,
             ["encoder.layer.1.", "num_hidden_layers = 1"],
-            |d| set_config(d, "num_hidden_layers", json!(1))
+            |d| set_config(d, "num_hidden_layers", json!(config_layers(d) - 1))
         ),
         case!(
             "config/hidden 2^16 with 1 MB of weights",
@@ -719,7 +751,14 @@ pub fn cases() -> Vec<BrokenFolder> {
             "tokenizer.json/ids past the embeddings",
             TOKENIZER,
             ["id 2601", "vocab_size 2601"],
-            |d| edit_text_bytes(d, TOKENIZER, b"\"[unused0]\": 1", b"\"[unused0]\": 2601")
+            |d| {
+                // The first id past the embedding table, whatever the model's vocabulary.
+                let config: Value =
+                    serde_json::from_slice(&std::fs::read(d.join(CONFIG)).unwrap()).unwrap();
+                let past = config["vocab_size"].as_u64().unwrap();
+                let to = format!("\"[unused0]\": {past}");
+                edit_text_bytes(d, TOKENIZER, b"\"[unused0]\": 1", to.as_bytes())
+            }
         ),
         case!(
             "vocab.txt/no [CLS]",
@@ -1039,15 +1078,25 @@ pub fn cases() -> Vec<BrokenFolder> {
 }
 
 /// Replaces the first `from` in `dir/file` by `to`, byte-wise.
+///
+/// JSON files are written with `": "` (the fixtures) or `":"` (compact, as published): `from`
+/// is tried as given, then with `": "` made `":"` (and `to` likewise).
 fn edit_text_bytes(dir: &Path, file: &str, from: &[u8], to: &[u8]) {
     let path = dir.join(file);
     let bytes = std::fs::read(&path).unwrap();
-    let at = bytes
-        .windows(from.len())
-        .position(|window| window == from)
-        .unwrap_or_else(|| panic!("{} does not contain {from:?}", path.display()));
+    let find = |needle: &[u8]| bytes.windows(needle.len()).position(|w| w == needle);
+    let compact = |text: &[u8]| -> Vec<u8> {
+        String::from_utf8_lossy(text)
+            .replace("\": ", "\":")
+            .into_bytes()
+    };
+    let (from, to) = match find(from) {
+        Some(_) => (from.to_vec(), to.to_vec()),
+        None => (compact(from), compact(to)),
+    };
+    let at = find(&from).unwrap_or_else(|| panic!("{} does not contain {from:?}", path.display()));
     let mut edited = bytes[..at].to_vec();
-    edited.extend_from_slice(to);
+    edited.extend_from_slice(&to);
     edited.extend_from_slice(&bytes[at + from.len()..]);
     std::fs::write(&path, edited).unwrap();
 }
