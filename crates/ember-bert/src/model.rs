@@ -49,15 +49,19 @@ pub struct BertModel {
     layers: Vec<Layer>,
 }
 
+/// Tokens per step of the feed-forward block (`[rows, F]` intermediate: 1.5 MB for
+/// all-MiniLM-L6-v2, 3 MB for BERT-base). Each row's result is the same for any value.
+const FFN_ROW_BLOCK: usize = 256;
+
 /// Activation buffers reused across forward passes; they grow to the largest batch seen and
 /// never shrink, so steady-state encoding allocates nothing here.
 #[derive(Default)]
 pub struct Workspace {
     hidden: Vec<f32>,
+    /// `[T, 3H]` Q, K, V; after attention, the feed-forward intermediate `[rows, F]`.
     qkv: Vec<f32>,
     context: Vec<f32>,
     attention: Vec<f32>,
-    intermediate: Vec<f32>,
 }
 
 /// Grows `buffer` to at least `len` values (never shrinks) and returns its first `len`.
@@ -344,16 +348,17 @@ impl BertModel {
             qkv,
             context,
             attention,
-            intermediate,
         } = workspace;
         let hidden = grow(hidden, t * h);
-        let qkv = grow(qkv, t * 3 * h);
+        // Q, K, V are dead once attention has run: the FFN intermediate reuses their buffer.
+        let ffn_rows = t.min(FFN_ROW_BLOCK);
+        let qkv_or_intermediate = grow(qkv, (t * 3 * h).max(ffn_rows * f));
         let context = grow(context, t * h);
         let attention = grow(attention, t * h);
-        let intermediate = grow(intermediate, t * f);
 
         self.embed(token_ids, seq_offsets, hidden)?;
         for layer in &self.layers {
+            let qkv = &mut qkv_or_intermediate[..t * 3 * h];
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
             attention_varlen(
                 qkv,
@@ -379,22 +384,29 @@ impl BertModel {
                 norm.beta.data(),
                 c.layer_norm_eps,
             )?;
-            linear(
-                attention,
-                t,
-                &layer.intermediate,
-                c.activation,
-                None,
-                intermediate,
-            )?;
-            linear(
-                intermediate,
-                t,
-                &layer.output,
-                Activation::Identity,
-                Some(attention),
-                hidden,
-            )?;
+            // The feed-forward block, FFN_ROW_BLOCK tokens at a time: rows are independent, so
+            // the `[rows, F]` intermediate stays in cache and is all that is kept of it.
+            for r0 in (0..t).step_by(FFN_ROW_BLOCK) {
+                let rows = (t - r0).min(FFN_ROW_BLOCK);
+                let input = r0 * h..(r0 + rows) * h;
+                let out = &mut qkv_or_intermediate[..rows * f];
+                linear(
+                    &attention[input.clone()],
+                    rows,
+                    &layer.intermediate,
+                    c.activation,
+                    None,
+                    out,
+                )?;
+                linear(
+                    out,
+                    rows,
+                    &layer.output,
+                    Activation::Identity,
+                    Some(&attention[input.clone()]),
+                    &mut hidden[input],
+                )?;
+            }
             let norm = &layer.output_norm;
             layernorm(
                 hidden,

@@ -206,13 +206,15 @@ impl EmbedderBuilder {
         let backend = Backend::load(self.device, config.clone(), open_weights, self.dtype, &pool)?;
         let config = &config;
         let pooling = folder.pooling(config.hidden_size)?;
-        let tokenizer = TextTokenizer::load(
+        let mut tokenizer = TextTokenizer::load(
             &folder.transformer_dir,
             max_seq_length,
             folder.do_lower_case,
             config.max_position_embeddings,
         )?;
         tokenizer.check_ids_below(config.vocab_size)?;
+        // Encoding needs only one pipeline: on Ember's WordPiece path, the crate's goes.
+        tokenizer.release_reference();
         // Which worker runs which attention task is up to work stealing: size every worker's
         // scratch for the longest sequence now, so that no later call grows one.
         let (max_len, head_dim) = (tokenizer.max_seq_length(), config.head_dim());

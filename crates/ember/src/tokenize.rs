@@ -38,8 +38,9 @@ use crate::EmberError;
 /// A tokenizer configured for one model: truncation to `max_seq_length`, no padding.
 pub struct TextTokenizer {
     /// The `tokenizers` crate's pipeline: the reference, and the path for pipelines
-    /// `wordpiece` does not reproduce.
-    tokenizer: Tokenizer,
+    /// `wordpiece` does not reproduce. `None` once [`TextTokenizer::release_reference`] has
+    /// dropped it (only ever with `wordpiece` present).
+    tokenizer: Option<Tokenizer>,
     /// The same pipeline without per-text allocation, when it is the standard BERT one.
     wordpiece: Option<WordPieceTokenizer>,
     /// Why `wordpiece` is `None`.
@@ -247,7 +248,7 @@ impl TextTokenizer {
                 Err(reason) => (None, Some(reason)),
             };
         Ok(Self {
-            tokenizer,
+            tokenizer: Some(tokenizer),
             wordpiece,
             fallback_reason,
             untruncated: OnceLock::new(),
@@ -362,7 +363,7 @@ impl TextTokenizer {
         let untruncated = self
             .untruncated
             .get_or_init(|| {
-                let mut tokenizer = self.tokenizer.clone();
+                let mut tokenizer = self.reference()?.clone();
                 tokenizer.with_truncation(None).map_err(|e| e.to_string())?;
                 Ok(tokenizer)
             })
@@ -380,7 +381,8 @@ impl TextTokenizer {
     /// A panic of the crate (it has some on malformed pipelines, see
     /// [`check_template_tokens`]) is caught and returned as the error.
     pub fn reference_encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), String> {
-        let encoded = std::panic::catch_unwind(|| self.tokenizer.encode_fast(text, true));
+        let reference = self.reference()?;
+        let encoded = std::panic::catch_unwind(|| reference.encode_fast(text, true));
         let encoding = match encoded {
             Ok(encoded) => encoded.map_err(|e| e.to_string())?,
             Err(payload) => {
@@ -393,6 +395,25 @@ impl TextTokenizer {
         ids.clear();
         ids.extend_from_slice(encoding.get_ids());
         Ok(())
+    }
+
+    /// Drops the `tokenizers` crate's pipeline when texts take Ember's own WordPiece path, which
+    /// then needs nothing else (about 4 MB for a 30k-word vocabulary: the crate keeps its own
+    /// vocabulary maps). The `reference_*` methods are errors afterwards; a tokenizer on the
+    /// crate's path keeps it.
+    pub fn release_reference(&mut self) {
+        if self.wordpiece.is_some() {
+            self.tokenizer = None;
+        }
+    }
+
+    /// The `tokenizers` crate's pipeline, unless [`release_reference`](Self::release_reference)
+    /// dropped it.
+    fn reference(&self) -> Result<&Tokenizer, String> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            "the tokenizers crate's pipeline was released (TextTokenizer::release_reference)"
+                .to_owned()
+        })
     }
 
     /// Whether texts take Ember's allocation-free WordPiece path (the pipeline is the
@@ -414,7 +435,13 @@ impl TextTokenizer {
     /// post-processor's special tokens — has a row in an embedding table of `vocab_size` rows;
     /// otherwise the folder would load and then fail on the first text that used the word.
     pub fn check_ids_below(&self, vocab_size: usize) -> Result<(), EmberError> {
-        let vocab = self.tokenizer.get_vocab(true);
+        let vocab = self
+            .reference()
+            .map_err(|message| EmberError::Tokenizer {
+                path: self.source.clone(),
+                message,
+            })?
+            .get_vocab(true);
         let largest_in_vocab = vocab.iter().max_by_key(|&(_, &id)| id);
         // Whatever the post-processor is, encoding "" gives exactly its special tokens.
         let mut special_ids = Vec::new();
