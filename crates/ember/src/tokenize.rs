@@ -406,6 +406,8 @@ impl TextTokenizer {
         self.fallback_reason.as_deref()
     }
 
+    /// The most tokens a text becomes, `[CLS]` and `[SEP]` included (`≥ 2`, `≤
+    /// max_position_embeddings`); longer texts are truncated.
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
     }
