@@ -122,7 +122,7 @@ pub enum Precision {
     Int8,
     /// `f16` weights and activations, `f32` accumulation: the CUDA backend's tensor-core
     /// path (ember-cuda). The CPU kernels refuse it
-    /// ([`KernelError::UnsupportedPrecision`](crate::KernelError::UnsupportedPrecision)).
+    /// ([`KernelError::UnsupportedPrecision`]).
     F16,
 }
 

@@ -378,7 +378,7 @@ impl TextTokenizer {
     /// path is tested against.
     ///
     /// A panic of the crate (it has some on malformed pipelines, see
-    /// [`check_template_tokens`]) is caught and returned as the error.
+    /// `check_template_tokens`) is caught and returned as the error.
     pub fn reference_encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), String> {
         let encoded = std::panic::catch_unwind(|| self.tokenizer.encode_fast(text, true));
         let encoding = match encoded {
