@@ -21,6 +21,15 @@
 //! assert_eq!(alone.row(0), embeddings.row(1));
 //! # Ok::<(), ember::EmberError>(())
 //! ```
+//!
+//! The entry points, each with an example:
+//! - [`Embedder::builder`] → [`EmbedderBuilder`] (threads, batch size, [`Precision`],
+//!   [`Device`], `max_seq_length`, normalisation, [`Truncation`]) → [`EmbedderBuilder::load`];
+//! - [`Embedder::encode`] → [`Embeddings`] (`[n, dim]`, rows in input order), or
+//!   [`Embedder::encode_into`] a caller's buffer (no allocation once warm);
+//! - [`similarity::dot`], [`similarity::cosine`] and [`similarity::top_k`] over the rows;
+//! - [`Embedder::info`] for what was loaded, [`EmberError`] for what went wrong (each variant
+//!   names the file, tensor or text at fault).
 
 mod device;
 pub mod embedder;
