@@ -68,7 +68,7 @@ pub enum BertError {
     MissingWeight {
         /// The weight file.
         path: PathBuf,
-        /// The tensor's name without the `bert.` prefix.
+        /// The tensor's name, with the prefix (`bert.` or none) the file's tensors use.
         name: String,
     },
     /// A tensor's shape disagrees with the sizes in `config.json`.
