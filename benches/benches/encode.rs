@@ -7,6 +7,9 @@
 //! tests do: `$EMBER_MINILM_DIR`, else `scripts/fetch-model.sh`). For the comparison with
 //! ONNX Runtime and PyTorch see `ember bench` and `scripts/peers/`.
 
+// `criterion_group!` defines a `pub fn benches` it gives no doc comment.
+#![allow(missing_docs)]
+
 use std::time::Instant;
 
 use criterion::{criterion_group, Criterion, Throughput};

@@ -8,6 +8,9 @@
 //!
 //! `cargo bench -p ember-benches --bench kernels` (`-- no-criterion-case` for the table only).
 
+// `criterion_group!` defines a `pub fn benches` it gives no doc comment.
+#![allow(missing_docs)]
+
 use std::time::Instant;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};

@@ -42,10 +42,15 @@ pub fn minilm_dir() -> PathBuf {
 /// A reference file written by `make_reference.py` for one model.
 #[derive(Deserialize)]
 pub struct ModelReference {
+    /// The texts, in the order of the rows below.
     pub texts: Vec<String>,
+    /// Each text's token ids from the Python tokenizer, `[CLS]` and `[SEP]` included (absent
+    /// from older files: empty).
     #[serde(default)]
     pub input_ids: Vec<Vec<u32>>,
+    /// sentence-transformers' embedding of each text, `[texts, dim]`.
     pub embeddings: Vec<Vec<f32>>,
+    /// The model's `max_seq_length` when the reference was made.
     pub max_seq_length: usize,
 }
 
@@ -59,8 +64,11 @@ pub fn read_fixture<T: for<'de> Deserialize<'de>>(name: &str) -> T {
 /// How close one set of embeddings is to the reference, row by row.
 #[derive(Debug, Clone, Copy)]
 pub struct Agreement {
+    /// The lowest cosine between a row and its reference (1 is identical).
     pub min_cosine: f64,
+    /// The largest element-wise `|ours − reference|` over all rows; NaN if any value is NaN.
     pub max_abs_diff: f64,
+    /// The row with the lowest cosine.
     pub worst_row: usize,
 }
 

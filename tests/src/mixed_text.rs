@@ -249,6 +249,7 @@ const CASE_ODDITIES: &[&str] = &[
 ];
 
 impl MixedText {
+    /// A generator seeded with `seed`, drawing whole words from `words`.
     pub fn new(seed: u64, words: Vec<String>) -> Self {
         Self { state: seed, words }
     }

@@ -60,11 +60,17 @@ pub fn seeded_values(name: &str, len: usize) -> Vec<f32> {
 /// Shape of a BERT encoder: `(vocab, hidden, layers, heads, intermediate, max_positions)`.
 #[derive(Clone, Copy, Debug)]
 pub struct BertShape {
+    /// Vocabulary size (rows of the word-embedding table).
     pub vocab: usize,
+    /// `H`, the hidden size.
     pub hidden: usize,
+    /// Encoder layers.
     pub layers: usize,
+    /// Attention heads; divides `hidden`.
     pub heads: usize,
+    /// `F`, the feed-forward width.
     pub intermediate: usize,
+    /// Rows of the position-embedding table: the longest sequence.
     pub max_positions: usize,
 }
 

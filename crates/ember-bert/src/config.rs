@@ -21,13 +21,21 @@ const MAX_TYPE_VOCAB: usize = 1 << 16;
 /// The subset of `BertConfig` that shapes the forward pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BertConfig {
+    /// `H`, the width of every token's hidden state.
     pub hidden_size: usize,
+    /// The number of encoder layers.
     pub num_hidden_layers: usize,
+    /// `nh`, the attention heads per layer; divides `H`.
     pub num_attention_heads: usize,
+    /// `F`, the width of the feed-forward layer.
     pub intermediate_size: usize,
+    /// Rows of the word-embedding table; every token id must be below it.
     pub vocab_size: usize,
+    /// Rows of the position-embedding table: the longest sequence, in tokens, the model runs.
     pub max_position_embeddings: usize,
+    /// Rows of the token-type (segment) table; Ember uses row 0.
     pub type_vocab_size: usize,
+    /// The LayerNorm `ε` in `y = (x − μ) / √(σ² + ε) · γ + β`, in `(0, 1)`.
     pub layer_norm_eps: f32,
     /// `hidden_act` mapped by [`Activation::from_hf_name`]: `gelu` → exact erf GELU;
     /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast` → tanh GELU; `relu`; `linear`.
@@ -55,6 +63,27 @@ impl BertConfig {
     ///
     /// The JSON is walked by hand rather than deserialised into a struct so that a value of the
     /// wrong kind (`-52`, `52.0` or `"52"` for `hidden_size`) is reported by its key.
+    ///
+    /// # Errors
+    ///
+    /// [`BertError::ConfigJson`] when `text` is not JSON; [`BertError::Config`] when a size is
+    /// missing or outside its bounds, the heads do not divide the hidden size, or the
+    /// activation, `model_type` or `position_embedding_type` is one Ember does not run.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use ember_bert::BertConfig;
+    ///
+    /// let text = r#"{"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+    ///                "intermediate_size": 1536, "vocab_size": 30522}"#;
+    /// let config = BertConfig::from_json_str(text, Path::new("config.json"))?;
+    /// assert_eq!(config.head_dim(), 32);
+    /// assert_eq!(config.max_position_embeddings, 512); // transformers' default
+    ///
+    /// let bad = text.replace("12", "7"); // 7 heads do not divide 384
+    /// assert!(BertConfig::from_json_str(&bad, Path::new("config.json")).is_err());
+    /// # Ok::<(), ember_bert::BertError>(())
+    /// ```
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, BertError> {
         let value: Value = serde_json::from_str(text).map_err(|source| BertError::ConfigJson {
             path: path.to_owned(),

@@ -317,6 +317,7 @@ impl BertModel {
         })
     }
 
+    /// The configuration the model was built from.
     pub fn config(&self) -> &BertConfig {
         &self.config
     }

@@ -16,16 +16,22 @@ use crate::{BertConfig, BertError};
 /// A LayerNorm's `γ`, `β`, each `[H]`.
 #[derive(Clone, Debug)]
 pub struct NormWeights {
+    /// The scale `γ` (`LayerNorm.weight`, or a legacy `gamma`), `[H]`.
     pub gamma: Vec<f32>,
+    /// The shift `β` (`LayerNorm.bias`, or a legacy `beta`), `[H]`.
     pub beta: Vec<f32>,
 }
 
 /// A `nn.Linear(k → n)`: `weight` `[n, k]`, `bias` `[n]`.
 #[derive(Clone, Debug)]
 pub struct LinearWeights {
+    /// `W`, `[n, k]` row-major: output `j` is `x · W[j] + bias[j]`.
     pub weight: Vec<f32>,
+    /// `[n]`.
     pub bias: Vec<f32>,
+    /// Output features.
     pub n: usize,
+    /// Input features.
     pub k: usize,
 }
 
@@ -33,9 +39,13 @@ pub struct LinearWeights {
 /// `[types, H]`, and their LayerNorm.
 #[derive(Clone, Debug)]
 pub struct EmbeddingWeights {
+    /// `embeddings.word_embeddings.weight`, `[vocab, H]`: one row per token id.
     pub word: Vec<f32>,
+    /// `embeddings.position_embeddings.weight`, `[max_positions, H]`: one row per position.
     pub position: Vec<f32>,
+    /// `embeddings.token_type_embeddings.weight`, `[types, H]`.
     pub token_type: Vec<f32>,
+    /// `embeddings.LayerNorm`, applied to the sum of the three rows.
     pub norm: NormWeights,
 }
 
@@ -46,11 +56,13 @@ pub struct LayerWeights {
     pub qkv: LinearWeights,
     /// `attention.output.dense`: `[H, H]`.
     pub attention_output: LinearWeights,
+    /// `attention.output.LayerNorm`, over the attention output plus the layer's input.
     pub attention_norm: NormWeights,
     /// `intermediate.dense`: `[F, H]`.
     pub intermediate: LinearWeights,
     /// `output.dense`: `[H, F]`.
     pub output: LinearWeights,
+    /// `output.LayerNorm`, over the FFN output plus `attention_norm`'s output.
     pub output_norm: NormWeights,
 }
 
@@ -63,6 +75,9 @@ pub struct F32WeightReader<'a> {
 }
 
 impl<'a> F32WeightReader<'a> {
+    /// A reader of `file`'s tensors, checked against the shapes `config` implies. Reads nothing
+    /// yet: each tensor is found and checked when [`embeddings`](Self::embeddings) or
+    /// [`layer`](Self::layer) asks for it.
     pub fn new(config: &'a BertConfig, file: &'a WeightFile) -> Self {
         Self {
             // The precision only matters to the CPU model's packing, not used here.

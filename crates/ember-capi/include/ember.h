@@ -2,9 +2,11 @@
  *
  * The C interface of the `ember-capi` crate: `cargo build --release -p ember-capi` gives
  * target/release/libember_capi.so and libember_capi.a (link the static one with
- * -lpthread -ldl -lm). Every function is
+ * -lpthread -ldl -lm). Every function but ember_free is
  * thread-safe; one EmberEmbedder may be shared by any number of threads. No Rust panic
  * crosses this boundary: a failure is a return value, and ember_last_error() describes it.
+ * Ember never keeps a pointer the caller passed in: strings, text arrays and output buffers
+ * stay the caller's, and need to live only for the call.
  *
  * Texts are UTF-8 with explicit byte lengths (they may contain NUL). Embeddings are written
  * row-major into the caller's buffer: n rows of ember_dim() floats, in input order.
@@ -25,29 +27,46 @@ extern "C" {
 typedef struct EmberEmbedder EmberEmbedder;
 
 /* Loads a model folder (or a hub id org/name found in the local Hugging Face cache).
+ * model: NUL-terminated UTF-8 path or hub id; read during the call only.
  * threads: worker threads of the embedder's own pool, 0 for one per core.
  * batch_size: texts per forward pass, 0 for the default (32).
- * Returns NULL on failure (see ember_last_error). */
+ * Returns a new embedder, owned by the caller: release it with ember_free, once.
+ * Returns NULL on failure (model NULL or not UTF-8, model not found, a folder Ember cannot
+ * run, ...); ember_last_error then says why, naming the file and tensor at fault.
+ * Thread-safe: any thread may load, and several may load at once. */
 EmberEmbedder *ember_load(const char *model, size_t threads, size_t batch_size);
 
-/* Width of one embedding (0 if embedder is NULL). */
+/* Width of one embedding, in floats (0 if embedder is NULL). Never fails; thread-safe;
+ * leaves ember_last_error as it was. */
 size_t ember_dim(const EmberEmbedder *embedder);
 
-/* Longest token sequence the model reads; longer texts are truncated (0 if NULL). */
+/* Longest token sequence the model reads, [CLS] and [SEP] included; longer texts are
+ * truncated (0 if embedder is NULL). Never fails; thread-safe; leaves ember_last_error as
+ * it was. */
 size_t ember_max_seq_length(const EmberEmbedder *embedder);
 
-/* Embeds n texts: texts[i] points to lens[i] bytes of UTF-8. Writes n * ember_dim() floats to
- * out, which holds out_len floats. Returns 0 on success, -1 on failure (out is then
- * unspecified; see ember_last_error). n == 0 succeeds and writes nothing. */
+/* Embeds n texts: texts[i] points to lens[i] bytes of UTF-8 (no NUL terminator needed;
+ * texts[i] may be NULL when lens[i] is 0). Writes n * ember_dim() floats to out, which holds
+ * out_len floats (any floats past n * ember_dim() are left untouched): row i is text i's
+ * embedding. texts, lens and out stay the caller's and are not used after the call returns.
+ * Returns 0 on success, -1 on failure (out is then unspecified; ember_last_error says why):
+ * embedder, texts, lens or out NULL, a NULL text of nonzero length, a text that is not
+ * UTF-8 (its index and byte offset are named), out_len < n * ember_dim().
+ * n == 0 succeeds and writes nothing.
+ * Thread-safe: any number of threads may encode with one embedder at once; their calls take
+ * turns on the embedder's pool, each using all of its threads. Once warm, a call allocates
+ * no memory. */
 int ember_encode(const EmberEmbedder *embedder, const char *const *texts, const size_t *lens,
                  size_t n, float *out, size_t out_len);
 
 /* The error of the calling thread's last ember_load or ember_encode, as NUL-terminated
- * UTF-8, or NULL if that call succeeded. Valid until the thread's next ember_load or
- * ember_encode. */
+ * UTF-8, or NULL if that call succeeded (or there was none). The string belongs to Ember:
+ * do not free or modify it; it is valid until the thread's next ember_load or ember_encode
+ * (copy it to keep it). Errors are per thread: another thread's calls never change it. */
 const char *ember_last_error(void);
 
-/* Releases an embedder (NULL is ignored). No other thread may be using it. */
+/* Releases an embedder and its threads (NULL is ignored). The pointer is invalid afterwards:
+ * free each embedder once, after every call using it, on any thread, has returned. */
 void ember_free(EmberEmbedder *embedder);
 
 #ifdef __cplusplus

@@ -248,6 +248,7 @@ fn parse_shard(text: &str) -> Result<Shard, String> {
     Ok(Shard { index, count })
 }
 
+/// How `--input` files (and standard input) hold their texts.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum InputFormat {
     /// One text per line (UTF-8; a trailing "\r" is dropped).
@@ -259,23 +260,37 @@ pub enum InputFormat {
 /// Everything the CLI reports before exiting non-zero.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    /// Loading the model or embedding failed.
     #[error(transparent)]
     Ember(#[from] EmberError),
+    /// An input line could not be read as a text (not UTF-8, bad JSON, no "text" field).
     #[error("{source_name}: line {line}: {message}")]
     Input {
+        /// The input file's path, or `standard input`.
         source_name: String,
+        /// The line number, from 1.
         line: usize,
+        /// What is wrong with the line.
         message: String,
     },
     /// A text the embedder refused, `at` naming it (`FILE: line N`, `text argument N`).
     #[error("{at}: {message}")]
-    Text { at: String, message: String },
+    Text {
+        /// Where the text came from.
+        at: String,
+        /// The embedder's error.
+        message: String,
+    },
+    /// A file could not be opened, read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file, or `standard input` / `standard output`.
         path: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// Arguments that do not make a command (a bad `--shard`, no texts, …); the message says how.
     #[error("{0}")]
     Usage(String),
 }

@@ -122,7 +122,7 @@ pub enum Precision {
     Int8,
     /// `f16` weights and activations, `f32` accumulation: the CUDA backend's tensor-core
     /// path (ember-cuda). The CPU kernels refuse it
-    /// ([`KernelError::UnsupportedPrecision`](crate::KernelError::UnsupportedPrecision)).
+    /// ([`KernelError::UnsupportedPrecision`]).
     F16,
 }
 
@@ -138,6 +138,15 @@ impl Precision {
     }
 
     /// Parses a name (case-insensitive); `None` if unknown.
+    ///
+    /// ```
+    /// use ember_cpu::Precision;
+    ///
+    /// assert_eq!(Precision::from_name("BF16"), Some(Precision::Bf16));
+    /// assert_eq!(Precision::from_name("fp16"), Some(Precision::F16));
+    /// assert_eq!(Precision::from_name(Precision::Int8.name()), Some(Precision::Int8));
+    /// assert_eq!(Precision::from_name("f64"), None);
+    /// ```
     pub fn from_name(name: &str) -> Option<Precision> {
         match name.trim().to_ascii_lowercase().as_str() {
             "f32" | "fp32" | "float32" => Some(Precision::F32),
@@ -188,8 +197,11 @@ pub struct PackedLinear {
 /// A weight matrix as stored in a checkpoint: `f32`, or `f16` / `bf16` kept at that width.
 #[derive(Clone, Copy, Debug)]
 pub enum WeightData<'a> {
+    /// Single-precision weights.
     F32(&'a [f32]),
+    /// Half-precision weights, widened to f32 when packed or in the kernel.
     F16(&'a [f16]),
+    /// bfloat16 weights, widened to f32 when packed or in the kernel.
     Bf16(&'a [bf16]),
 }
 

@@ -359,10 +359,12 @@ impl CudaBertModel {
         })
     }
 
+    /// The configuration the model was built from.
     pub fn config(&self) -> &BertConfig {
         &self.config
     }
 
+    /// The GPU the weights live on, and its stream.
     pub fn device(&self) -> &CudaDevice {
         &self.device
     }

@@ -1,5 +1,5 @@
 //! (Residual add +) LayerNorm on the GPU (`kernels/layernorm.cu`), mirroring
-//! [`ember_cpu::layernorm`]: in place, `x ← LN(x + r)` over rows of `[rows, hidden]`,
+//! [`ember_cpu::layernorm()`]: in place, `x ← LN(x + r)` over rows of `[rows, hidden]`,
 //!
 //! `y = (v − μ) / √(σ² + ε) · γ + β`, `v = x + r`, biased variance; `γ`, `β` are `[hidden]` f32.
 

@@ -21,20 +21,35 @@ use serde_json::Value;
 /// Errors reading a pooling configuration or pooling a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolingError {
+    /// The configuration file could not be read.
     #[error("{path}: cannot read: {source}")]
     Io {
+        /// The configuration file (`1_Pooling/config.json`).
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The configuration file is not JSON.
     #[error("{path}: not valid JSON: {source}")]
     Json {
+        /// The configuration file.
         path: PathBuf,
+        /// The JSON parser's error, with its line and column.
         #[source]
         source: serde_json::Error,
     },
+    /// The configuration is JSON but not one Ember can use: no embedding dimension, an unknown
+    /// mode, a mode key that is not a boolean, `include_prompt: false`…
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong, in words.
+        message: String,
+    },
+    /// [`pool`]'s buffers disagree with the configuration or the offsets (wrong lengths, offsets
+    /// not starting at 0, an empty or reversed sequence); the message says which.
     #[error("pooling: {0}")]
     Shape(String),
 }
@@ -42,11 +57,17 @@ pub enum PoolingError {
 /// One sentence-transformers pooling mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PoolingMode {
+    /// The first token's row (`[CLS]`): `x_1`.
     Cls,
+    /// Element-wise maximum over the tokens (NaN propagates, as in torch).
     Max,
+    /// Mean over the tokens: `Σ x_i / L`.
     Mean,
+    /// Sum over the tokens divided by the square root of their count: `Σ x_i / √L`.
     MeanSqrtLen,
+    /// Position-weighted mean: `Σ i·x_i / Σ i`, with 1-based positions `i`.
     WeightedMean,
+    /// The last token's row: `x_L`.
     LastToken,
 }
 
@@ -68,6 +89,14 @@ impl PoolingMode {
     ];
 
     /// The mode's name in sentence-transformers' `pooling_mode` key.
+    ///
+    /// ```
+    /// use ember_pooling::PoolingMode;
+    ///
+    /// assert_eq!(PoolingMode::MeanSqrtLen.name(), "mean_sqrt_len_tokens");
+    /// assert_eq!(PoolingMode::from_name("weightedmean"), Some(PoolingMode::WeightedMean));
+    /// assert_eq!(PoolingMode::from_name("median"), None);
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             PoolingMode::Cls => "cls",
@@ -79,7 +108,8 @@ impl PoolingMode {
         }
     }
 
-    /// Parses a `pooling_mode` name.
+    /// Parses a `pooling_mode` name (the inverse of [`PoolingMode::name`]); `None` for a name
+    /// sentence-transformers does not define.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::LEGACY_KEYS
             .iter()
@@ -97,7 +127,10 @@ impl std::fmt::Display for PoolingMode {
 /// A `1_Pooling/config.json`: the token embedding size and the modes, in output order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolingConfig {
+    /// `H`, the width of one token's hidden state (the model's hidden size).
     pub embedding_dimension: usize,
+    /// The modes, in the order their `H`-wide blocks appear in a pooled row; never empty when
+    /// parsed from a file (no mode means `mean`).
     pub modes: Vec<PoolingMode>,
 }
 
@@ -123,6 +156,26 @@ impl PoolingConfig {
     /// `word_embedding_dimension` and `pooling_mode_*` booleans (no mode on means `mean`, as in
     /// sentence-transformers), and the current one with `embedding_dimension` and `pooling_mode`
     /// (a name or a list of names, kept in the order given). `path` only names the file in errors.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolingError::Json`] when `text` is not JSON, [`PoolingError::Invalid`] when it is not a
+    /// pooling configuration Ember supports.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use ember_pooling::{PoolingConfig, PoolingMode};
+    ///
+    /// let text = r#"{"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true}"#;
+    /// let config = PoolingConfig::from_json_str(text, Path::new("1_Pooling/config.json"))?;
+    /// assert_eq!(config.modes, [PoolingMode::Mean]);
+    /// assert_eq!(config.output_dim(), 384);
+    ///
+    /// let text = r#"{"embedding_dimension": 384, "pooling_mode": ["cls", "max"]}"#;
+    /// let config = PoolingConfig::from_json_str(text, Path::new("1_Pooling/config.json"))?;
+    /// assert_eq!(config.output_dim(), 2 * 384);
+    /// # Ok::<(), ember_pooling::PoolingError>(())
+    /// ```
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self, PoolingError> {
         let invalid = |message: String| PoolingError::Invalid {
             path: path.to_owned(),
@@ -215,6 +268,27 @@ impl PoolingConfig {
 
 /// Pools a packed batch: `hidden` is `[T, H]`, `seq_offsets` describes the sequences, `out` is
 /// `[n, modes · H]`. Every sequence must hold at least one token.
+///
+/// # Errors
+///
+/// [`PoolingError::Shape`] when `seq_offsets` does not start at 0, a sequence is empty or
+/// reversed, or `hidden` / `out` do not have `T · H` / `n · modes · H` values.
+///
+/// ```
+/// use ember_pooling::{pool, PoolingConfig, PoolingMode};
+///
+/// // H = 2; two sequences packed back to back: tokens 0..2 and 2..3.
+/// let hidden = [1.0, 2.0, 3.0, -4.0, 5.0, 6.0];
+/// let seq_offsets = [0, 2, 3];
+/// let config = PoolingConfig {
+///     embedding_dimension: 2,
+///     modes: vec![PoolingMode::Mean, PoolingMode::Cls],
+/// };
+/// let mut out = [0.0; 2 * 4];
+/// pool(&config, &hidden, &seq_offsets, &mut out)?;
+/// assert_eq!(out, [2.0, -1.0, 1.0, 2.0, /* second sequence */ 5.0, 6.0, 5.0, 6.0]);
+/// # Ok::<(), ember_pooling::PoolingError>(())
+/// ```
 pub fn pool(
     config: &PoolingConfig,
     hidden: &[f32],
@@ -301,6 +375,14 @@ fn pool_sequence(mode: PoolingMode, rows: &[f32], h: usize, out: &mut [f32]) {
 }
 
 /// sentence-transformers' `Normalize`: each row `x ← x / max(‖x‖₂, 1e-12)`; `data` is `[n, dim]`.
+///
+/// A zero row stays zero. Values past the last whole row are left as they are.
+///
+/// ```
+/// let mut rows = [3.0, 4.0, 0.0, 0.0];
+/// ember_pooling::normalize_rows(&mut rows, 2);
+/// assert_eq!(rows, [0.6, 0.8, 0.0, 0.0]);
+/// ```
 pub fn normalize_rows(data: &mut [f32], dim: usize) {
     if dim == 0 {
         return;

@@ -14,20 +14,30 @@ pub enum TensorError {
     /// The file could not be opened, inspected, mapped or written.
     #[error("{}: {source}", .path.display())]
     Io {
+        /// The file that was being opened, inspected, mapped or written.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 
     /// The file cannot even hold the 8-byte header-length prefix.
     #[error("{}: file is {len} bytes, too short for the 8-byte header length prefix", .path.display())]
-    TooShort { path: PathBuf, len: u64 },
+    TooShort {
+        /// The file that was being read.
+        path: PathBuf,
+        /// The file's length in bytes (under 8).
+        len: u64,
+    },
 
     /// The header length prefix exceeds the sanity limit (the `safetensors` crate's 100 MB).
     #[error("{}: header length {header_len} exceeds the {max}-byte limit", .path.display())]
     HeaderTooLarge {
+        /// The file that was being read.
         path: PathBuf,
+        /// The header length, in bytes, that the prefix gives.
         header_len: u64,
+        /// The largest header accepted, in bytes.
         max: u64,
     },
 
@@ -37,15 +47,20 @@ pub enum TensorError {
         .path.display()
     )]
     HeaderOutOfBounds {
+        /// The file that was being read.
         path: PathBuf,
+        /// The header length, in bytes, that the prefix gives.
         header_len: u64,
+        /// The file's whole length in bytes, prefix included.
         file_len: u64,
     },
 
     /// The header bytes are not UTF-8.
     #[error("{}: header is not UTF-8: {source}", .path.display())]
     HeaderNotUtf8 {
+        /// The file that was being read.
         path: PathBuf,
+        /// Where the first invalid byte is.
         #[source]
         source: std::str::Utf8Error,
     },
@@ -53,14 +68,21 @@ pub enum TensorError {
     /// The header is not valid JSON.
     #[error("{}: header is not valid JSON: {source}", .path.display())]
     HeaderNotJson {
+        /// The file that was being read.
         path: PathBuf,
+        /// The JSON parser's error, with its line and column.
         #[source]
         source: serde_json::Error,
     },
 
     /// The header is JSON but not an object.
     #[error("{}: header must be a JSON object, found {found}", .path.display())]
-    HeaderNotObject { path: PathBuf, found: &'static str },
+    HeaderNotObject {
+        /// The file that was being read.
+        path: PathBuf,
+        /// The JSON kind found instead (`"an array"`, `"a string"`, …).
+        found: &'static str,
+    },
 
     /// A header entry is malformed (missing or mistyped `dtype`, `shape`, `data_offsets`, a
     /// `__metadata__` that is not a string-to-string map, a sub-byte dtype whose elements do not
@@ -68,8 +90,11 @@ pub enum TensorError {
     /// empty, reserved or repeated, or bytes whose length is not `∏ shape × dtype size`. `tensor` is the entry's key.
     #[error("{}: tensor \"{tensor}\": {reason}", .path.display())]
     BadEntry {
+        /// The file that was being read or written.
         path: PathBuf,
+        /// The entry's key in the header (the tensor name).
         tensor: String,
+        /// What is wrong with the entry, in words.
         reason: String,
     },
 
@@ -81,26 +106,37 @@ pub enum TensorError {
         .path.display()
     )]
     UnsupportedDType {
+        /// The file that was being read.
         path: PathBuf,
+        /// The tensor whose dtype is refused.
         tensor: String,
+        /// The dtype as the header spells it (`"I64"`, `"F8_E4M3"`, …).
         dtype: String,
     },
 
     /// The element count, or its size in bytes, does not fit in `usize`.
     #[error("{}: tensor \"{tensor}\": shape {shape:?} × {dtype} overflows usize", .path.display())]
     ShapeOverflow {
+        /// The file that was being read.
         path: PathBuf,
+        /// The tensor whose size overflows.
         tensor: String,
+        /// The tensor's shape as the file gives it.
         shape: Vec<usize>,
+        /// The tensor's dtype name.
         dtype: &'static str,
     },
 
     /// `data_offsets` has its begin after its end.
     #[error("{}: tensor \"{tensor}\": data_offsets [{begin}, {end}] end before they begin", .path.display())]
     ReversedRange {
+        /// The file that was being read.
         path: PathBuf,
+        /// The tensor whose range is reversed.
         tensor: String,
+        /// The range's first byte, relative to the start of the data section.
         begin: usize,
+        /// The range's end (exclusive), relative to the start of the data section.
         end: usize,
     },
 
@@ -110,11 +146,17 @@ pub enum TensorError {
         .path.display()
     )]
     ByteLengthMismatch {
+        /// The file that was being read.
         path: PathBuf,
+        /// The tensor whose byte length is wrong.
         tensor: String,
+        /// The tensor's shape as the header gives it.
         shape: Vec<usize>,
+        /// The tensor's dtype name.
         dtype: &'static str,
+        /// The byte length `∏ shape × dtype size`.
         expected: usize,
+        /// The byte length `end − begin` that `data_offsets` give.
         found: usize,
     },
 
@@ -124,10 +166,15 @@ pub enum TensorError {
         .path.display()
     )]
     OutOfBounds {
+        /// The file that was being read.
         path: PathBuf,
+        /// The tensor whose bytes lie past the end.
         tensor: String,
+        /// The range's first byte, relative to the start of the data section.
         begin: usize,
+        /// The range's end (exclusive), relative to the start of the data section.
         end: usize,
+        /// The data section's length in bytes (the file after its header).
         data_len: usize,
     },
 
@@ -137,11 +184,17 @@ pub enum TensorError {
         .path.display()
     )]
     Overlap {
+        /// The file that was being read.
         path: PathBuf,
+        /// The tensor that starts inside another one.
         tensor: String,
+        /// `tensor`'s first byte, relative to the start of the data section.
         begin: usize,
+        /// `tensor`'s end (exclusive), relative to the start of the data section.
         end: usize,
+        /// The tensor it overlaps (the one before it in offset order).
         other: String,
+        /// `other`'s end (exclusive), past `begin`.
         other_end: usize,
     },
 
@@ -152,9 +205,13 @@ pub enum TensorError {
         .path.display()
     )]
     Gap {
+        /// The file that was being read.
         path: PathBuf,
+        /// The first tensor after the uncovered bytes.
         tensor: String,
+        /// The first uncovered byte, relative to the start of the data section.
         gap_begin: usize,
+        /// `tensor`'s first byte, where the gap ends.
         begin: usize,
     },
 
@@ -164,29 +221,43 @@ pub enum TensorError {
         .path.display()
     )]
     TrailingData {
+        /// The file that was being read.
         path: PathBuf,
+        /// How many leading bytes of the data section the tensors cover.
         covered: usize,
+        /// The data section's length in bytes.
         data_len: usize,
     },
 
     /// No tensor of that name in the file.
     #[error("{}: no tensor named \"{name}\"", .path.display())]
-    MissingTensor { path: PathBuf, name: String },
+    MissingTensor {
+        /// The file that was searched.
+        path: PathBuf,
+        /// The tensor name that was asked for.
+        name: String,
+    },
 
     /// A `torch.save` file in the pre-1.6 format (a pickle stream or a tar, not a zip archive).
     #[error(
         "{}: legacy (pre-PyTorch-1.6, non-zip) torch.save format is not supported; re-save it with torch >= 1.6 or convert it to safetensors",
         .path.display()
     )]
-    LegacyTorchFormat { path: PathBuf },
+    LegacyTorchFormat {
+        /// The file that was being read.
+        path: PathBuf,
+    },
 
     /// The file is not a sound zip archive of the kind `torch.save` writes (no end record, a
     /// central directory that points outside the file or disagrees with its local headers,
     /// compressed entries, no single `<folder>/data.pkl`, a pickle whose CRC does not match…).
     #[error("{}: not a readable torch.save archive: {reason} (byte {offset})", .path.display())]
     TorchArchive {
+        /// The file that was being read.
         path: PathBuf,
+        /// The byte offset in the file where the fault was found.
         offset: u64,
+        /// What is wrong, in words.
         reason: String,
     },
 
@@ -197,9 +268,13 @@ pub enum TensorError {
         .path.display()
     )]
     PickleOpcode {
+        /// The archive that was being read.
         path: PathBuf,
+        /// The pickle's entry name inside the archive (`<folder>/data.pkl`).
         entry: String,
+        /// The opcode's byte offset in `entry`.
         offset: usize,
+        /// The opcode's name and byte, e.g. `INST (0x69)`.
         opcode: String,
     },
 
@@ -211,9 +286,13 @@ pub enum TensorError {
         .path.display()
     )]
     PickleGlobal {
+        /// The archive that was being read.
         path: PathBuf,
+        /// The pickle's entry name inside the archive (`<folder>/data.pkl`).
         entry: String,
+        /// The `GLOBAL` / `STACK_GLOBAL` opcode's byte offset in `entry`.
         offset: usize,
+        /// The global as `module.name`.
         global: String,
     },
 
@@ -221,16 +300,25 @@ pub enum TensorError {
     /// stack underflow, an unknown memo key, arguments of the wrong type…
     #[error("{}: {entry}: bad pickle at byte {offset}: {reason}", .path.display())]
     Pickle {
+        /// The archive that was being read.
         path: PathBuf,
+        /// The pickle's entry name inside the archive (`<folder>/data.pkl`).
         entry: String,
+        /// The byte offset in `entry` of the opcode being run.
         offset: usize,
+        /// What is wrong, in words.
         reason: String,
     },
 
     /// Raw bytes were asked for a tensor whose elements are not dense and row-major (a
     /// transposed or sliced view in a `torch.save` file); `f32_tensor` copies it instead.
     #[error("{}: tensor \"{tensor}\" is not contiguous: it has no raw bytes of its own", .path.display())]
-    NonContiguous { path: PathBuf, tensor: String },
+    NonContiguous {
+        /// The file that holds the tensor.
+        path: PathBuf,
+        /// The tensor whose raw bytes were asked for.
+        tensor: String,
+    },
 
     /// A model folder holds none of the weight files Ember reads.
     #[error(
@@ -239,16 +327,22 @@ pub enum TensorError {
         .looked.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" nor ")
     )]
     NoWeightFile {
+        /// The model folder.
         dir: PathBuf,
+        /// The file names looked for in `dir`, in order of preference.
         looked: Vec<&'static str>,
     },
 
     /// The tensor exists but its shape is not the one the caller needs.
     #[error("{}: tensor \"{name}\": expected shape {expected:?}, found {found:?}", .path.display())]
     ShapeMismatch {
+        /// The file that holds the tensor.
         path: PathBuf,
+        /// The tensor's name.
         name: String,
+        /// The shape the caller needs.
         expected: Vec<usize>,
+        /// The shape stored in the file.
         found: Vec<usize>,
     },
 }

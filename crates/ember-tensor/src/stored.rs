@@ -15,8 +15,11 @@ use crate::{DType, F32Tensor, TensorInfo};
 /// A tensor's values in their stored dtype.
 #[derive(Clone, Copy, Debug)]
 pub enum StoredData<'a> {
+    /// IEEE 754 single precision, as stored (`F32`).
     F32(&'a [f32]),
+    /// IEEE 754 half precision (`F16`).
     F16(&'a [f16]),
+    /// bfloat16: f32's exponent with a 7-bit mantissa (`BF16`).
     Bf16(&'a [bf16]),
 }
 

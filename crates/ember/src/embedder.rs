@@ -70,15 +70,21 @@ pub struct ModelInfo {
     pub pooling: Vec<&'static str>,
     /// Whether embeddings are L2-normalised.
     pub normalize: bool,
+    /// What happens to texts longer than `max_seq_length`.
     pub truncation: Truncation,
     /// Operand precision of the linear layers.
     pub dtype: Precision,
     /// Where the encoder runs.
     pub device: Device,
+    /// Encoder layers (`num_hidden_layers`).
     pub layers: usize,
+    /// `H`, the width of a token's hidden state (the embedding width under one pooling mode).
     pub hidden_size: usize,
+    /// Attention heads per layer.
     pub attention_heads: usize,
+    /// `F`, the width of the feed-forward layer.
     pub intermediate_size: usize,
+    /// Tokens in the vocabulary.
     pub vocab_size: usize,
     /// Whether texts take Ember's allocation-free WordPiece path (else the `tokenizers` crate).
     pub fast_tokenizer: bool,
@@ -165,12 +171,45 @@ impl EmbedderBuilder {
 
     /// Loads a model: a folder path, or a hub id `org/name` found in the local Hugging Face
     /// cache.
+    ///
+    /// # Errors
+    ///
+    /// [`EmberError::ModelNotFound`] when `model` is neither; otherwise as
+    /// [`load_dir`](Self::load_dir).
+    ///
+    /// ```
+    /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+    /// use ember::{Embedder, Precision, Truncation};
+    ///
+    /// let embedder = Embedder::builder()
+    ///     .threads(2)
+    ///     .batch_size(16)
+    ///     .dtype(Precision::F32)
+    ///     .truncation(Truncation::Error)
+    ///     .load(model)?;
+    /// assert_eq!((embedder.threads(), embedder.batch_size()), (2, 16));
+    ///
+    /// assert!(matches!(
+    ///     Embedder::builder().load("no-such-org/no-such-model"),
+    ///     Err(ember::EmberError::ModelNotFound { .. })
+    /// ));
+    /// # Ok::<(), ember::EmberError>(())
+    /// ```
     pub fn load(self, model: &str) -> Result<Embedder, EmberError> {
         let dir = resolve_model(model)?;
         self.load_dir(&dir)
     }
 
-    /// Loads the model folder `dir`.
+    /// Loads the model folder `dir`: reads its configuration, maps and checks the weights
+    /// (packing them for the chosen precision), loads the tokenizer and starts the thread pool.
+    ///
+    /// # Errors
+    ///
+    /// [`EmberError::Options`] for a zero thread count or batch size, or a `max_seq_length`
+    /// past the model's; the folder's own faults as [`EmberError::Io`], [`EmberError::Json`],
+    /// [`EmberError::Invalid`], [`EmberError::UnsupportedModule`], [`EmberError::Tokenizer`],
+    /// [`EmberError::Bert`] (config and weights, naming the file and tensor) or
+    /// [`EmberError::Pooling`].
     pub fn load_dir(self, dir: &Path) -> Result<Embedder, EmberError> {
         let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
         if batch_size == 0 {
@@ -295,6 +334,17 @@ pub struct Embedder {
 }
 
 impl Embedder {
+    /// Options for loading a model, all at their defaults; finish with
+    /// [`load`](EmbedderBuilder::load) or [`load_dir`](EmbedderBuilder::load_dir).
+    ///
+    /// ```no_run
+    /// // all-MiniLM-L6-v2 from the Hugging Face cache (`~/.cache/huggingface/hub`).
+    /// let embedder = ember::Embedder::builder()
+    ///     .threads(4)
+    ///     .load("sentence-transformers/all-MiniLM-L6-v2")?;
+    /// assert_eq!(embedder.dim(), 384);
+    /// # Ok::<(), ember::EmberError>(())
+    /// ```
     pub fn builder() -> EmbedderBuilder {
         EmbedderBuilder::default()
     }
@@ -314,6 +364,7 @@ impl Embedder {
         self.tokenizer.max_seq_length()
     }
 
+    /// How token states become one row: the modes, in output order, over `H`-wide blocks.
     pub fn pooling(&self) -> &PoolingConfig {
         &self.pooling
     }
@@ -324,6 +375,8 @@ impl Embedder {
         self.normalize
     }
 
+    /// What happens to texts longer than [`max_seq_length`](Self::max_seq_length) (see
+    /// [`EmbedderBuilder::truncation`]).
     pub fn truncation(&self) -> Truncation {
         self.truncation
     }
@@ -359,10 +412,12 @@ impl Embedder {
         }
     }
 
+    /// Worker threads of the embedder's pool; every call uses all of them.
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
     }
 
+    /// Texts per forward pass (see [`EmbedderBuilder::batch_size`]).
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
@@ -404,7 +459,26 @@ impl Embedder {
         Ok(ids)
     }
 
-    /// Embeds `texts`: `[n, dim]`, rows in input order.
+    /// Embeds `texts`: `[n, dim]`, rows in input order. Each row depends only on its text, not
+    /// on the batch around it, the batch size or the thread count.
+    ///
+    /// # Errors
+    ///
+    /// [`EmberError::Tokenize`] when the tokenizer fails on a text, [`EmberError::TooLong`]
+    /// for a text past `max_seq_length` under [`Truncation::Error`], [`EmberError::Bert`] for
+    /// a batch the encoder refuses (a bug, as the tokenizer's ids are checked at load).
+    ///
+    /// ```
+    /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+    /// // `normalize(true)`: unit rows whatever the folder says, so a dot product is a cosine.
+    /// let embedder = ember::Embedder::builder().threads(1).normalize(true).load(model)?;
+    /// let texts = vec![String::from("A man is eating food."), String::from("A man rides a horse.")];
+    /// let embeddings = embedder.encode(&texts)?;
+    /// assert_eq!((embeddings.len(), embeddings.dim()), (2, embedder.dim()));
+    /// let norm = ember::similarity::dot(embeddings.row(0), embeddings.row(0)).sqrt();
+    /// assert!((norm - 1.0).abs() < 1e-5);
+    /// # Ok::<(), ember::EmberError>(())
+    /// ```
     pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings, EmberError> {
         let mut data = vec![0f32; texts.len() * self.dim];
         self.encode_into(texts, &mut data)?;
@@ -418,6 +492,24 @@ impl Embedder {
     /// Embeds `texts` into `out` (`[n, dim]`, row-major), rows in input order. With
     /// [`Truncation::Error`], a text longer than `max_seq_length` tokens fails the call
     /// ([`EmberError::TooLong`]) and `out` is left unspecified.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`](Self::encode), and [`EmberError::Options`] when `out` does not hold
+    /// `texts.len() · dim` values.
+    ///
+    /// ```
+    /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+    /// let embedder = ember::Embedder::builder().threads(1).load(model)?;
+    /// let texts = ["first text", "second text"];
+    /// // One buffer reused across calls: a warm call allocates nothing.
+    /// let mut out = vec![0.0f32; texts.len() * embedder.dim()];
+    /// for _ in 0..3 {
+    ///     embedder.encode_into(&texts, &mut out)?;
+    /// }
+    /// assert!(embedder.encode_into(&texts, &mut out[1..]).is_err());
+    /// # Ok::<(), ember::EmberError>(())
+    /// ```
     pub fn encode_into<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
@@ -583,6 +675,20 @@ impl Embedder {
 }
 
 /// Embeddings of `len()` texts, `[len, dim]` row-major f32.
+///
+/// ```
+/// use ember::Embeddings;
+///
+/// let embeddings = Embeddings::from_vec(vec![1.0, 0.0, 0.6, 0.8, 0.0, 1.0], 3, 2)?;
+/// assert_eq!((embeddings.len(), embeddings.dim()), (3, 2));
+/// assert_eq!(embeddings.row(1), &[0.6, 0.8]);
+/// for (i, row) in embeddings.rows().enumerate() {
+///     assert_eq!(row, &embeddings.as_slice()[i * 2..(i + 1) * 2]);
+/// }
+/// let flat: Vec<f32> = embeddings.into_vec(); // `[len · dim]`, row-major
+/// assert_eq!(flat.len(), 6);
+/// # Ok::<(), ember::EmberError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Embeddings {
     data: Vec<f32>,
@@ -603,14 +709,17 @@ impl Embeddings {
         Ok(Self { data, rows, dim })
     }
 
+    /// Number of rows: one per text.
     pub fn len(&self) -> usize {
         self.rows
     }
 
+    /// Whether there are no rows (no texts were encoded).
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }
 
+    /// Width of a row ([`Embedder::dim`]).
     pub fn dim(&self) -> usize {
         self.dim
     }
@@ -620,15 +729,18 @@ impl Embeddings {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// The rows in order, each `dim` values.
     pub fn rows(&self) -> impl ExactSizeIterator<Item = &[f32]> {
         // `max(1)`: chunks_exact panics on 0; with dim 0 there is no data to iterate anyway.
         self.data.chunks_exact(self.dim.max(1))
     }
 
+    /// All values, `[len, dim]` row-major.
     pub fn as_slice(&self) -> &[f32] {
         &self.data
     }
 
+    /// The values, `[len, dim]` row-major, without copying.
     pub fn into_vec(self) -> Vec<f32> {
         self.data
     }

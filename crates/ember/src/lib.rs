@@ -21,6 +21,15 @@
 //! assert_eq!(alone.row(0), embeddings.row(1));
 //! # Ok::<(), ember::EmberError>(())
 //! ```
+//!
+//! The entry points, each with an example:
+//! - [`Embedder::builder`] → [`EmbedderBuilder`] (threads, batch size, [`Precision`],
+//!   [`Device`], `max_seq_length`, normalisation, [`Truncation`]) → [`EmbedderBuilder::load`];
+//! - [`Embedder::encode`] → [`Embeddings`] (`[n, dim]`, rows in input order), or
+//!   [`Embedder::encode_into`] a caller's buffer (no allocation once warm);
+//! - [`similarity::dot`], [`similarity::cosine`] and [`similarity::top_k`] over the rows;
+//! - [`Embedder::info`] for what was loaded, [`EmberError`] for what went wrong (each variant
+//!   names the file, tensor or text at fault).
 
 mod device;
 pub mod embedder;
@@ -42,42 +51,90 @@ pub use folder::{resolve_model, ModelFolder};
 /// Everything that can go wrong loading a model folder or embedding text.
 #[derive(Debug, thiserror::Error)]
 pub enum EmberError {
+    /// The model is neither a folder nor a hub id in the local Hugging Face cache.
     #[error("model {model:?} not found (looked in {})", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
-    ModelNotFound { model: String, looked: Vec<PathBuf> },
+    ModelNotFound {
+        /// The model as given: a path or a hub id `org/name`.
+        model: String,
+        /// Every place looked in, in order.
+        looked: Vec<PathBuf>,
+    },
+    /// A file of the model folder could not be read.
     #[error("{path}: cannot read: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A JSON file of the model folder (`modules.json`, `sentence_bert_config.json`,
+    /// `tokenizer_config.json`, …) is not JSON.
     #[error("{path}: not valid JSON: {source}")]
     Json {
+        /// The file.
         path: PathBuf,
+        /// The JSON parser's error, with its line and column.
         #[source]
         source: serde_json::Error,
     },
+    /// A file of the model folder is JSON but says something Ember cannot use (a key of the
+    /// wrong kind, a module path outside the folder, …).
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// `modules.json` lists a module other than Transformer, Pooling and Normalize (a Dense
+    /// projection, a CNN, …): the embeddings would not match sentence-transformers'.
     #[error(
         "{path}: module {module:?} is not supported (Ember runs Transformer, Pooling, Normalize)"
     )]
-    UnsupportedModule { path: PathBuf, module: String },
+    UnsupportedModule {
+        /// `modules.json`.
+        path: PathBuf,
+        /// The module's type, as `modules.json` names it.
+        module: String,
+    },
+    /// The tokenizer files (`tokenizer.json` or `vocab.txt`) could not be loaded, or do not
+    /// suit the model (an id outside its vocabulary, a `max_seq_length` under 2).
     #[error("{path}: tokenizer: {message}")]
-    Tokenizer { path: PathBuf, message: String },
+    Tokenizer {
+        /// The tokenizer file (or the folder, when it holds neither).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The tokenizer failed on one text.
     #[error("text {index}: cannot tokenize: {message}")]
-    Tokenize { index: usize, message: String },
+    Tokenize {
+        /// The text's index in the call's texts, from 0.
+        index: usize,
+        /// The tokenizer's error.
+        message: String,
+    },
     /// A text longer than `max_seq_length` under [`Truncation::Error`]; `index` counts from 0
     /// in the call's texts.
     #[error("text {index} has {tokens} tokens, more than max_seq_length {max_seq_length} (truncation is set to error)")]
     TooLong {
+        /// The first such text's index in the call's texts, from 0.
         index: usize,
+        /// Its length in tokens before truncation, `[CLS]` and `[SEP]` included.
         tokens: usize,
+        /// The embedder's limit ([`Embedder::max_seq_length`]).
         max_seq_length: usize,
     },
+    /// The encoder could not be loaded (config, weights) or refused a batch.
     #[error(transparent)]
     Bert(#[from] ember_bert::BertError),
+    /// The pooling configuration could not be read or used.
     #[error(transparent)]
     Pooling(#[from] ember_pooling::PoolingError),
+    /// A builder option or call argument is out of range: zero threads or batch size, a
+    /// `max_seq_length` past the model's, an output buffer of the wrong length, a device the
+    /// build does not support…
     #[error("options: {0}")]
     Options(String),
     /// The GPU could not be used: no driver, no such device, no NVRTC, or a CUDA call failed.

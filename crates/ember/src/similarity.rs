@@ -11,6 +11,15 @@ use crate::Embeddings;
 const LANES: usize = 16;
 
 /// `Σ a[i]·b[i]` over the common length, in 16 interleaved partial sums.
+///
+/// On L2-normalised embeddings this is their cosine similarity, without the norms.
+///
+/// ```
+/// use ember::similarity::dot;
+///
+/// assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
+/// assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0]), 4.0); // the common length only
+/// ```
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -30,7 +39,16 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Cosine similarity of `a` and `b` (see the module docs for the zero-norm case).
+/// Cosine similarity of `a` and `b` (see the module docs for the zero-norm case), in
+/// `[-1, 1]` up to rounding.
+///
+/// ```
+/// use ember::similarity::cosine;
+///
+/// assert!((cosine(&[1.0, 1.0], &[2.0, 2.0]) - 1.0).abs() < 1e-6); // same direction
+/// assert_eq!(cosine(&[1.0, 0.0], &[0.0, 3.0]), 0.0); // orthogonal
+/// assert_eq!(cosine(&[1.0, 0.0], &[0.0, 0.0]), 0.0); // a zero row scores 0, not NaN
+/// ```
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let norms = (dot(a, a) * dot(b, b)).sqrt();
     dot(a, b) / norms.max(1e-12)
@@ -39,6 +57,19 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// The `k` rows of `corpus` most similar (cosine) to `query`, best first, as
 /// `(row index, similarity)`; ties keep the lower index first, and a NaN score sorts last.
 /// `k` larger than the corpus gives every row.
+///
+/// ```
+/// use ember::{similarity::top_k, Embeddings};
+///
+/// // Three 2-d rows: the query [1, 0] is closest to row 2, then row 0.
+/// let corpus = Embeddings::from_vec(vec![0.6, 0.8, 0.0, 1.0, 1.0, 0.1], 3, 2)?;
+/// let hits = top_k(&[1.0, 0.0], &corpus, 2);
+/// assert_eq!(hits.iter().map(|&(row, _)| row).collect::<Vec<_>>(), [2, 0]);
+/// assert!((hits[1].1 - 0.6).abs() < 1e-6);
+/// # Ok::<(), ember::EmberError>(())
+/// ```
+///
+/// With an embedder: search a corpus for a query text.
 ///
 /// ```
 /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");

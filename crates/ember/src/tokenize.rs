@@ -379,7 +379,7 @@ impl TextTokenizer {
     /// path is tested against.
     ///
     /// A panic of the crate (it has some on malformed pipelines, see
-    /// [`check_template_tokens`]) is caught and returned as the error.
+    /// `check_template_tokens`) is caught and returned as the error.
     pub fn reference_encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<(), String> {
         let reference = self.reference()?;
         let encoded = std::panic::catch_unwind(|| reference.encode_fast(text, true));
@@ -427,6 +427,8 @@ impl TextTokenizer {
         self.fallback_reason.as_deref()
     }
 
+    /// The most tokens a text becomes, `[CLS]` and `[SEP]` included (`≥ 2`, `≤
+    /// max_position_embeddings`); longer texts are truncated.
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
     }

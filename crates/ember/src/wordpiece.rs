@@ -40,10 +40,17 @@ use unicode_normalization_alignments::char::{canonical_combining_class, decompos
 /// Why a tokenizer description cannot be built into a [`WordPieceTokenizer`].
 #[derive(Debug, thiserror::Error)]
 pub enum WordPieceError {
+    /// [`WordPieceSpec::unk_token`] (named here) has no id in the vocabulary.
     #[error("the unknown token {0:?} is not in the vocabulary")]
     MissingUnkToken(String),
+    /// A `normalized` added token becomes the empty string once normalised (e.g. a lone
+    /// combining accent under `strip_accents`), so it could match everywhere.
     #[error("added token {content:?} normalises to an empty string")]
-    EmptyAddedToken { content: String },
+    EmptyAddedToken {
+        /// The added token's content as given.
+        content: String,
+    },
+    /// The added tokens could not be built into one matcher (too many, or too long).
     #[error("cannot build the added-token matcher: {0}")]
     Matcher(#[from] aho_corasick::BuildError),
 }
@@ -55,9 +62,14 @@ pub struct BertNormalization {
     /// A `Lowercase` normaliser runs first (sentence-transformers' `do_lower_case` prepends
     /// one to the tokenizer's own normaliser).
     pub lowercase_first: bool,
+    /// Drop NUL, U+FFFD and control / format / private-use characters; every whitespace
+    /// character becomes `' '`.
     pub clean_text: bool,
+    /// Put spaces around each CJK ideograph, so that each becomes a word of its own.
     pub handle_chinese_chars: bool,
+    /// Decompose (NFD) and drop nonspacing marks: `é` → `e`.
     pub strip_accents: bool,
+    /// Lower-case with `char::to_lowercase` (after `strip_accents`).
     pub lowercase: bool,
 }
 
@@ -65,11 +77,14 @@ pub struct BertNormalization {
 /// folder), matched in the text before WordPiece runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddedTokenSpec {
+    /// The token's text, e.g. `[CLS]` or `[MASK]`.
     pub content: String,
+    /// The id it encodes to.
     pub id: u32,
-    /// Swallow the whitespace to its left / right. (It would be dropped by the pre-tokeniser
+    /// Swallow the whitespace to its left. (It would be dropped by the pre-tokeniser
     /// anyway, so this never changes the ids; it is mirrored to keep the splits identical.)
     pub lstrip: bool,
+    /// Swallow the whitespace to its right (see `lstrip`).
     pub rstrip: bool,
     /// Matched in the normalised text (its content normalised too) rather than the raw text.
     pub normalized: bool,
@@ -80,17 +95,22 @@ pub struct AddedTokenSpec {
 pub struct WordPieceSpec {
     /// Token → id, continuation pieces with their prefix (`##ing`).
     pub vocab: HashMap<String, u32>,
+    /// The token a word with no WordPiece split encodes to (`[UNK]`); must be in `vocab`.
     pub unk_token: String,
+    /// The prefix marking a piece that continues a word (`##`).
     pub continuing_subword_prefix: String,
+    /// Words longer than this, in chars, become `unk_token` whole (100 for BERT).
     pub max_input_chars_per_word: usize,
     /// How the text is normalised.
     pub normalization: BertNormalization,
     /// How the contents of `normalized` added tokens are normalised: the normaliser the
     /// `tokenizers` crate had when the tokens were added (before a prepended `Lowercase`).
     pub added_token_normalization: BertNormalization,
+    /// Tokens split out of the text before WordPiece runs, matched leftmost-longest.
     pub added_tokens: Vec<AddedTokenSpec>,
     /// Ids before and after the word pieces: `[CLS]` and `[SEP]` for BERT.
     pub prefix_ids: Vec<u32>,
+    /// Ids after the word pieces (`[SEP]`).
     pub suffix_ids: Vec<u32>,
     /// Most ids in one encoding, prefix and suffix included (`max_seq_length`).
     pub max_length: usize,
@@ -236,6 +256,45 @@ impl AddedTokenMatcher {
 }
 
 /// A BERT WordPiece tokenizer that reuses caller-owned buffers.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use ember::wordpiece::{BertNormalization, WordPieceScratch, WordPieceSpec, WordPieceTokenizer};
+///
+/// let vocab: HashMap<String, u32> = ["[UNK]", "[CLS]", "[SEP]", "play", "##ing", "cafe", "!"]
+///     .iter()
+///     .enumerate()
+///     .map(|(id, token)| (token.to_string(), id as u32))
+///     .collect();
+/// let bert = BertNormalization {
+///     lowercase_first: false,
+///     clean_text: true,
+///     handle_chinese_chars: true,
+///     strip_accents: true,
+///     lowercase: true,
+/// };
+/// let spec = WordPieceSpec {
+///     vocab,
+///     unk_token: "[UNK]".into(),
+///     continuing_subword_prefix: "##".into(),
+///     max_input_chars_per_word: 100,
+///     normalization: bert,
+///     added_token_normalization: bert,
+///     added_tokens: Vec::new(),
+///     prefix_ids: vec![1], // [CLS]
+///     suffix_ids: vec![2], // [SEP]
+///     max_length: 6,
+/// };
+/// let tokenizer = WordPieceTokenizer::new(&spec)?;
+/// let (mut ids, mut scratch) = (Vec::new(), WordPieceScratch::default());
+/// tokenizer.encode_into("Playing at the CAFÉ!", &mut ids, &mut scratch);
+/// // [CLS] play ##ing [UNK] [UNK] [SEP]: "at" and "the" are not in the vocabulary, and
+/// // `max_length` 6 leaves room for four pieces, so "cafe" and "!" are dropped.
+/// assert_eq!(ids, [1, 3, 4, 0, 0, 2]);
+/// let dropped = tokenizer.encode_into_counting_dropped("Playing at the CAFÉ!", &mut ids, &mut scratch);
+/// assert_eq!(dropped, 2);
+/// # Ok::<(), ember::wordpiece::WordPieceError>(())
+/// ```
 pub struct WordPieceTokenizer {
     normalization: BertNormalization,
     /// Added tokens matched in the raw text.
@@ -256,6 +315,13 @@ pub struct WordPieceTokenizer {
 }
 
 impl WordPieceTokenizer {
+    /// Builds the piece tables and added-token matchers of `spec`.
+    ///
+    /// # Errors
+    ///
+    /// [`WordPieceError::MissingUnkToken`] when `unk_token` is not in the vocabulary,
+    /// [`WordPieceError::EmptyAddedToken`] or [`WordPieceError::Matcher`] for added tokens
+    /// that cannot be matched.
     pub fn new(spec: &WordPieceSpec) -> Result<Self, WordPieceError> {
         let unk_id = *spec
             .vocab
