@@ -1,9 +1,10 @@
 //! Comparing embeddings: dot product, cosine similarity and top-k search over rows.
 //!
 //! `cos(a, b) = a·b / max(‖a‖·‖b‖, ε)` with `ε = 1e-12` (so a zero row scores 0, not NaN, as
-//! in `torch.nn.functional.cosine_similarity`). Sums use 16 independent f32 lanes, which the
-//! compiler keeps in SIMD registers on every target (no `unsafe`, no ISA dispatch needed:
-//! this is memory-bound work next to the encoder).
+//! in `torch.nn.functional.cosine_similarity`). Sums use 16 independent f32 lanes with a
+//! separate multiply and add (no FMA), which the compiler keeps in SIMD registers: SSE2 on any
+//! x86-64, and one zmm (or two ymm) register when [`ember_cpu::active_isa`] says AVX-512 (or
+//! AVX2) — the same operations in the same order, so every path gives the same bits.
 
 use crate::Embeddings;
 
@@ -21,6 +22,40 @@ const LANES: usize = 16;
 /// assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0]), 4.0); // the common length only
 /// ```
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    match ember_cpu::active_isa() {
+        // SAFETY: `active_isa` reports an ISA only when the CPU supports it.
+        ember_cpu::Isa::Avx512 => return unsafe { dot_avx512(a, b) },
+        // SAFETY: as above.
+        ember_cpu::Isa::Avx2 => return unsafe { dot_avx2(a, b) },
+        ember_cpu::Isa::Scalar => {}
+    }
+    dot_lanes(a, b)
+}
+
+/// [`dot_lanes`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+/// [`dot_lanes`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+/// The body of [`dot`], the same arithmetic whatever it is compiled for.
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; LANES];
@@ -33,7 +68,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         .sum();
     for (ca, cb) in a_chunks.zip(b_chunks) {
         for l in 0..LANES {
-            acc[l] = ca[l].mul_add(cb[l], acc[l]);
+            // Not `mul_add`: without FMA in the target it is a call to `fmaf` per element.
+            acc[l] += ca[l] * cb[l];
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -118,6 +154,26 @@ mod tests {
                 (s % 2001) as f32 / 1000.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn dot_is_the_same_bits_on_every_isa() {
+        for len in [0, 1, 15, 16, 17, 63, 384, 769] {
+            let (a, b) = (values(len, 3), values(len, 4));
+            let portable = dot_lanes(&a, &b).to_bits();
+            #[cfg(target_arch = "x86_64")]
+            for isa in ember_cpu::supported_isas() {
+                let got = match isa {
+                    // SAFETY: `supported_isas` lists only what this CPU has.
+                    ember_cpu::Isa::Avx512 => unsafe { dot_avx512(&a, &b) },
+                    // SAFETY: as above.
+                    ember_cpu::Isa::Avx2 => unsafe { dot_avx2(&a, &b) },
+                    ember_cpu::Isa::Scalar => dot_lanes(&a, &b),
+                };
+                assert_eq!(got.to_bits(), portable, "len {len}, {isa}");
+            }
+            assert_eq!(dot(&a, &b).to_bits(), portable, "len {len}");
+        }
     }
 
     #[test]
