@@ -25,6 +25,7 @@ use ember_tensor::WeightFile;
 use crate::device::{Backend, CpuScratch, Device};
 
 use crate::folder::{resolve_model, ModelFolder};
+use crate::hub::{resolve_model_with, HubConfig};
 use crate::resident::ResidentJob;
 use crate::tokenize::{TextTokenizer, TokenizeScratch};
 use crate::EmberError;
@@ -94,6 +95,7 @@ pub struct EmbedderBuilder {
     max_seq_length: Option<usize>,
     normalize: Option<bool>,
     truncation: Truncation,
+    hub: Option<HubConfig>,
 }
 
 impl EmbedderBuilder {
@@ -163,10 +165,21 @@ impl EmbedderBuilder {
         self
     }
 
-    /// Loads a model: a folder path, or a hub id `org/name` found in the local Hugging Face
-    /// cache.
+    /// Where hub ids are looked up and downloaded from (default: [`HubConfig::from_env`],
+    /// read when [`load`](Self::load) runs).
+    pub fn hub(mut self, hub: HubConfig) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// Loads a model: a folder path, or a hub id `org/name[@revision]` found in the local
+    /// Hugging Face cache or, with the `hub` feature, downloaded into it (see
+    /// [`resolve_model_with`]).
     pub fn load(self, model: &str) -> Result<Embedder, EmberError> {
-        let dir = resolve_model(model)?;
+        let dir = match &self.hub {
+            Some(hub) => resolve_model_with(model, hub)?,
+            None => resolve_model(model)?,
+        };
         self.load_dir(&dir)
     }
 
