@@ -1,303 +1,23 @@
 //! Downloading hub ids (the `hub` feature) against a fake hub on 127.0.0.1: no outside
 //! network, ever.
 //!
-//! The fake hub serves `tests/fixtures/tiny-bert` the way huggingface.co does: the model-info
-//! JSON (`sha`, `siblings`, with ONNX/TF/README files Ember must not fetch), `resolve` URLs
-//! with `X-Repo-Commit` and `ETag`, and for the LFS weights a 302 to a second listener (the
-//! "CDN", another origin) with `X-Linked-Etag` (the sha256) and `X-Linked-Size`. The CDN
-//! honours `Range: bytes=N-`. Every request is logged, so tests can check what went where.
-//! Settings travel in a `HubConfig` per test, never through the environment.
+//! The fake hub (`fake_hub/mod.rs`) serves `tests/fixtures/tiny-bert` the way huggingface.co
+//! does, the weights through a redirect to another origin, and logs every request, so tests
+//! can check what went where. Settings travel in a `HubConfig` per test, never through the
+//! environment.
 #![cfg(feature = "hub")]
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+mod fake_hub;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ember::{resolve_model_with, Embedder, EmberError, HubConfig};
-use sha2::{Digest, Sha256};
+use fake_hub::*;
 
-const COMMIT: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c";
-const REPO: &str = "org/tiny";
-const LFS_FILE: &str = "model.safetensors";
-/// Listed by the model info but never to be fetched (the fake hub 404s them).
-const UNWANTED: &[&str] = &[
-    "README.md",
-    "onnx/model.onnx",
-    "openvino/openvino_model.xml",
-    "tf_model.h5",
-    "pytorch_model.bin",
-];
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-bert")
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The etag the hub gives a non-LFS file (its git blob sha1; here any 40 hex digits).
-fn git_etag(bytes: &[u8]) -> String {
-    sha256_hex(bytes)[..40].to_owned()
-}
-
-/// The fixture's files, by path relative to the folder (`1_Pooling/config.json`).
-fn fixture_files() -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).unwrap().to_str().unwrap();
-                out.insert(rel.replace('\\', "/"), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    walk(&fixture_dir(), &fixture_dir(), &mut files);
-    assert!(files.contains_key(LFS_FILE) && files.contains_key("1_Pooling/config.json"));
-    files
-}
-
-/// One request as the fake hub saw it.
-#[derive(Clone, Debug)]
-struct Logged {
-    /// `"hub"` or `"cdn"`.
-    server: &'static str,
-    method: String,
-    path: String,
-    range: Option<String>,
-    authorization: Option<String>,
-}
-
-/// How the fake hub misbehaves.
-#[derive(Clone, Default)]
-struct Behaviour {
-    /// Answer 401 to hub requests without `Authorization: Bearer <token>`.
-    require_token: Option<String>,
-    /// The CDN's first GET sends full headers but only half the body, then hangs up.
-    drop_first_download: bool,
-    /// The CDN serves the weights with one byte changed.
-    corrupt_weights: bool,
-}
-
-struct FakeHub {
-    hub_port: u16,
-    log: Arc<Mutex<Vec<Logged>>>,
-}
-
-struct State {
-    files: BTreeMap<String, Vec<u8>>,
-    behaviour: Behaviour,
-    cdn_port: u16,
-    log: Arc<Mutex<Vec<Logged>>>,
-    cdn_gets: Mutex<usize>,
-}
-
-impl FakeHub {
-    fn start(behaviour: Behaviour) -> Self {
-        let hub = TcpListener::bind("127.0.0.1:0").unwrap();
-        let cdn = TcpListener::bind("127.0.0.1:0").unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let state = Arc::new(State {
-            files: fixture_files(),
-            behaviour,
-            cdn_port: cdn.local_addr().unwrap().port(),
-            log: Arc::clone(&log),
-            cdn_gets: Mutex::new(0),
-        });
-        let hub_port = hub.local_addr().unwrap().port();
-        for (listener, server) in [(hub, "hub"), (cdn, "cdn")] {
-            let state = Arc::clone(&state);
-            // Threads blocked in accept end with the test process.
-            std::thread::spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    let state = Arc::clone(&state);
-                    std::thread::spawn(move || serve(stream, server, &state));
-                }
-            });
-        }
-        FakeHub { hub_port, log }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.hub_port)
-    }
-
-    fn config(&self, cache: &Path) -> HubConfig {
-        HubConfig::new(cache).endpoint(self.endpoint())
-    }
-
-    fn requests(&self) -> Vec<Logged> {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-/// Answers one request on `stream`, then closes it.
-fn serve(stream: TcpStream, server: &'static str, state: &State) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_owned(),
-        parts.next().unwrap_or("").to_owned(),
-    );
-    state.log.lock().unwrap().push(Logged {
-        server,
-        method: method.clone(),
-        path: path.clone(),
-        range: headers.get("range").cloned(),
-        authorization: headers.get("authorization").cloned(),
-    });
-    let response = match server {
-        "hub" => hub_response(state, &path, headers.get("authorization")),
-        _ => cdn_response(state, &method, &path, headers.get("range")),
-    };
-    let mut stream = stream;
-    let head_only = method == "HEAD";
-    let mut head = format!("HTTP/1.1 {}\r\nConnection: close\r\n", response.status);
-    let mut has_length = false;
-    for (name, value) in &response.headers {
-        has_length |= name.eq_ignore_ascii_case("content-length");
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !has_length {
-        head.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
-    }
-    head.push_str("\r\n");
-    let _ = stream.write_all(head.as_bytes());
-    if !head_only {
-        let body = match response.cut_at {
-            Some(n) => &response.body[..n],
-            None => &response.body[..],
-        };
-        let _ = stream.write_all(body);
-    }
-    let _ = stream.flush();
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-}
-
-struct Reply {
-    status: &'static str,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Send only this many body bytes, then hang up.
-    cut_at: Option<usize>,
-}
-
-fn reply(status: &'static str, body: impl Into<Vec<u8>>) -> Reply {
-    Reply {
-        status,
-        headers: Vec::new(),
-        body: body.into(),
-        cut_at: None,
-    }
-}
-
-fn hub_response(state: &State, path: &str, authorization: Option<&String>) -> Reply {
-    if let Some(token) = &state.behaviour.require_token {
-        if authorization != Some(&format!("Bearer {token}")) {
-            return reply("401 Unauthorized", "Invalid credentials");
-        }
-    }
-    if let Some(revision) = path.strip_prefix(&format!("/api/models/{REPO}/revision/")) {
-        let mut siblings: Vec<&str> = state.files.keys().map(String::as_str).collect();
-        siblings.extend(UNWANTED);
-        let info = serde_json::json!({
-            "id": REPO,
-            "sha": COMMIT,
-            "revision": revision,
-            "siblings": siblings.iter().map(|f| serde_json::json!({"rfilename": f})).collect::<Vec<_>>(),
-        });
-        let mut r = reply("200 OK", info.to_string());
-        r.headers
-            .push(("Content-Type".into(), "application/json".into()));
-        return r;
-    }
-    let Some(file) = path.strip_prefix(&format!("/{REPO}/resolve/{COMMIT}/")) else {
-        return reply("404 Not Found", "Repository not found");
-    };
-    let Some(bytes) = state.files.get(file) else {
-        let mut r = reply("404 Not Found", "Entry not found");
-        r.headers
-            .push(("X-Error-Code".into(), "EntryNotFound".into()));
-        return r;
-    };
-    let commit = ("X-Repo-Commit".to_owned(), COMMIT.to_owned());
-    if file == LFS_FILE {
-        let sha = sha256_hex(bytes);
-        let mut r = reply("302 Found", "");
-        r.headers = vec![
-            commit,
-            (
-                "Location".into(),
-                format!("http://127.0.0.1:{}/lfs/{sha}?sig=abc", state.cdn_port),
-            ),
-            ("X-Linked-Etag".into(), format!("\"{sha}\"")),
-            ("X-Linked-Size".into(), bytes.len().to_string()),
-            ("ETag".into(), format!("W/\"{}\"", git_etag(b"pointer"))),
-        ];
-        return r;
-    }
-    let mut r = reply("200 OK", bytes.clone());
-    r.headers = vec![commit, ("ETag".into(), format!("\"{}\"", git_etag(bytes)))];
-    r
-}
-
-fn cdn_response(state: &State, method: &str, path: &str, range: Option<&String>) -> Reply {
-    let bytes = &state.files[LFS_FILE];
-    let expected = format!("/lfs/{}?sig=abc", sha256_hex(bytes));
-    if path != expected || method != "GET" {
-        return reply("404 Not Found", "");
-    }
-    let mut body = bytes.clone();
-    if state.behaviour.corrupt_weights {
-        let third = body.len() / 3;
-        body[third] ^= 0x55;
-    }
-    let first = {
-        let mut gets = state.cdn_gets.lock().unwrap();
-        *gets += 1;
-        *gets == 1
-    };
-    let start: usize = range
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let mut r = if start > 0 {
-        let mut r = reply("206 Partial Content", body[start..].to_vec());
-        r.headers.push((
-            "Content-Range".into(),
-            format!("bytes {start}-{}/{}", body.len() - 1, body.len()),
-        ));
-        r
-    } else {
-        reply("200 OK", body)
-    };
-    if first && state.behaviour.drop_first_download {
-        r.cut_at = Some(r.body.len() / 2);
-    }
-    r
+/// Ember pointed at `hub`, caching into `cache`.
+fn hub_config(hub: &FakeHub, cache: &Path) -> HubConfig {
+    HubConfig::new(cache).endpoint(hub.endpoint())
 }
 
 fn blobs(cache: &Path) -> PathBuf {
@@ -340,7 +60,7 @@ fn download_embeds_like_the_folder_and_lays_out_the_cache() {
     let finished = Arc::new(Mutex::new(Vec::new()));
     let config = {
         let finished = Arc::clone(&finished);
-        hub.config(cache.path()).on_progress(move |p| {
+        hub_config(&hub, cache.path()).on_progress(move |p| {
             assert_eq!(p.model, REPO);
             if p.finished {
                 finished.lock().unwrap().push(p.file.to_owned());
@@ -412,7 +132,7 @@ fn download_embeds_like_the_folder_and_lays_out_the_cache() {
     // Cached now: resolving and loading again sends nothing, online or offline.
     let before = hub.requests().len();
     assert_eq!(resolve_model_with(REPO, &config).unwrap(), dir);
-    let offline = hub.config(cache.path()).offline(true);
+    let offline = hub_config(&hub, cache.path()).offline(true);
     assert_eq!(resolve_model_with(REPO, &offline).unwrap(), dir);
     let from_hub = Embedder::builder()
         .threads(2)
@@ -437,7 +157,7 @@ fn download_embeds_like_the_folder_and_lays_out_the_cache() {
 fn revision_suffix_is_asked_for_and_recorded_in_refs() {
     let hub = FakeHub::start(Behaviour::default());
     let cache = tempfile::tempdir().unwrap();
-    let dir = resolve_model_with("org/tiny@v1.0", &hub.config(cache.path())).unwrap();
+    let dir = resolve_model_with("org/tiny@v1.0", &hub_config(&hub, cache.path())).unwrap();
     assert_eq!(dir, snapshot(cache.path()));
     assert!(hub
         .requests()
@@ -452,7 +172,7 @@ fn revision_suffix_is_asked_for_and_recorded_in_refs() {
 fn offline_miss_names_the_id_and_cache_and_sends_nothing() {
     let hub = FakeHub::start(Behaviour::default());
     let cache = tempfile::tempdir().unwrap();
-    let err = resolve_model_with(REPO, &hub.config(cache.path()).offline(true)).unwrap_err();
+    let err = resolve_model_with(REPO, &hub_config(&hub, cache.path()).offline(true)).unwrap_err();
     assert!(matches!(err, EmberError::HubOffline { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains(REPO), "{message}");
@@ -472,7 +192,7 @@ fn resumes_a_partial_blob_with_a_range_request() {
     let partial = blobs(cache.path()).join(format!("{}.incomplete", sha256_hex(weights)));
     std::fs::write(&partial, &weights[..prefix]).unwrap();
 
-    let dir = resolve_model_with(REPO, &hub.config(cache.path())).unwrap();
+    let dir = resolve_model_with(REPO, &hub_config(&hub, cache.path())).unwrap();
     assert_eq!(&std::fs::read(dir.join(LFS_FILE)).unwrap(), weights);
     let cdn: Vec<Logged> = hub
         .requests()
@@ -492,7 +212,7 @@ fn resumes_after_the_connection_drops_midway() {
     });
     let cache = tempfile::tempdir().unwrap();
     let weights = &fixture_files()[LFS_FILE];
-    let dir = resolve_model_with(REPO, &hub.config(cache.path())).unwrap();
+    let dir = resolve_model_with(REPO, &hub_config(&hub, cache.path())).unwrap();
     assert_eq!(&std::fs::read(dir.join(LFS_FILE)).unwrap(), weights);
     let ranges: Vec<Option<String>> = hub
         .requests()
@@ -515,7 +235,7 @@ fn corrupt_download_is_refused_and_removed() {
         ..Behaviour::default()
     });
     let cache = tempfile::tempdir().unwrap();
-    let err = resolve_model_with(REPO, &hub.config(cache.path())).unwrap_err();
+    let err = resolve_model_with(REPO, &hub_config(&hub, cache.path())).unwrap_err();
     assert!(matches!(err, EmberError::HubCorrupt { .. }), "{err:?}");
     let message = err.to_string();
     assert!(
@@ -538,7 +258,7 @@ fn unauthorized_error_points_at_hf_token() {
         ..Behaviour::default()
     });
     let cache = tempfile::tempdir().unwrap();
-    let err = resolve_model_with(REPO, &hub.config(cache.path())).unwrap_err();
+    let err = resolve_model_with(REPO, &hub_config(&hub, cache.path())).unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(err, EmberError::HubHttp { status: 401, .. }),
@@ -561,7 +281,7 @@ fn token_goes_to_the_hub_but_not_across_the_redirect() {
         ..Behaviour::default()
     });
     let cache = tempfile::tempdir().unwrap();
-    let config = hub.config(cache.path()).token(Some("hf_secret\n".into()));
+    let config = hub_config(&hub, cache.path()).token(Some("hf_secret\n".into()));
     resolve_model_with(REPO, &config).unwrap();
     let requests = hub.requests();
     assert!(requests.iter().any(|r| r.server == "cdn"));
@@ -575,7 +295,7 @@ fn token_goes_to_the_hub_but_not_across_the_redirect() {
 fn unknown_model_is_a_404_naming_the_id() {
     let hub = FakeHub::start(Behaviour::default());
     let cache = tempfile::tempdir().unwrap();
-    let err = resolve_model_with("org/nope", &hub.config(cache.path())).unwrap_err();
+    let err = resolve_model_with("org/nope", &hub_config(&hub, cache.path())).unwrap_err();
     let message = err.to_string();
     assert!(
         matches!(err, EmberError::HubHttp { status: 404, .. }),
