@@ -10,10 +10,11 @@
 //! <cache>/.locks/models--org--name/<etag>.lock
 //! ```
 //!
-//! `<cache>` is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`. A model
-//! found there is used as is, without the network. With the `hub` cargo feature, a model that
-//! is not there is downloaded from `$HF_ENDPOINT` (default `https://huggingface.co`), with
-//! `$HF_TOKEN` when set, unless `$HF_HUB_OFFLINE` is set (see `hub/download.rs`).
+//! `<cache>` is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, `$XDG_CACHE_HOME/huggingface/hub` or
+//! `~/.cache/huggingface/hub`. A model found there is used as is, without the network. With
+//! the `hub` cargo feature, a model that is not there is downloaded from `$HF_ENDPOINT`
+//! (default `https://huggingface.co`), with `$HF_TOKEN` when set, unless `$HF_HUB_OFFLINE` is
+//! set (see `hub/download.rs`).
 //!
 //! The environment is read in one place, [`HubConfig::from_env`]; everything else takes a
 //! [`HubConfig`], so tests and embedding programs can point the cache and the endpoint
@@ -85,7 +86,8 @@ impl HubConfig {
 
     /// The settings huggingface_hub reads from the environment:
     ///
-    /// - cache: `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`;
+    /// - cache: `HF_HUB_CACHE`, else `$HF_HOME/hub`; `HF_HOME` defaults to
+    ///   `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`;
     /// - endpoint: `HF_ENDPOINT`, else [`DEFAULT_ENDPOINT`];
     /// - token: `HF_TOKEN`, else the file `HF_TOKEN_PATH`, else `$HF_HOME/token`
     ///   (`~/.cache/huggingface/token`);
@@ -93,7 +95,10 @@ impl HubConfig {
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let hf_home = var("HF_HOME").map(PathBuf::from).or_else(|| {
-            var("HOME").map(|home| PathBuf::from(home).join(".cache").join("huggingface"))
+            let cache = var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+            Some(cache.join("huggingface"))
         });
         let cache_dir = var("HF_HUB_CACHE")
             .map(PathBuf::from)

@@ -229,6 +229,24 @@ fn resumes_after_the_connection_drops_midway() {
 }
 
 #[test]
+fn concurrent_downloads_share_one_cache() {
+    let hub = FakeHub::start(Behaviour::default());
+    let cache = tempfile::tempdir().unwrap();
+    let config = hub_config(&hub, cache.path());
+    let dirs: Vec<PathBuf> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| resolve_model_with(REPO, &config).unwrap()))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert!(dirs.iter().all(|dir| *dir == snapshot(cache.path())));
+    for (file, bytes) in fixture_files() {
+        assert_eq!(std::fs::read(dirs[0].join(&file)).unwrap(), bytes, "{file}");
+    }
+    assert!(leftovers(cache.path()).is_empty());
+}
+
+#[test]
 fn corrupt_download_is_refused_and_removed() {
     let hub = FakeHub::start(Behaviour {
         corrupt_weights: true,

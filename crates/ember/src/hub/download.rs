@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -160,13 +161,16 @@ fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<(), EmberE
     };
     let parent = ref_path.parent().unwrap_or(repo_dir);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
+    // Unique per process and per call: threads of one process write refs too.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let tmp = parent.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         ref_path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("ref"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
     ));
     fs::write(&tmp, commit).map_err(io_err(&tmp))?;
     fs::rename(&tmp, &ref_path).map_err(io_err(&ref_path))
@@ -596,8 +600,11 @@ fn link_snapshot_file(blob: &Path, pointer: &Path, file: &str) -> Result<(), Emb
     if let Some(parent) = pointer.parent() {
         fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
+    if pointer.is_file() {
+        return Ok(()); // another process linked it meanwhile
+    }
     if fs::symlink_metadata(pointer).is_ok() {
-        // A dangling link (its blob deleted) or a stale file: replace it.
+        // A dangling link: its blob was deleted.
         fs::remove_file(pointer).map_err(io_err(pointer))?;
     }
     #[cfg(unix)]
