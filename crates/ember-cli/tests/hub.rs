@@ -107,3 +107,35 @@ fn help_says_hub_ids_are_downloaded() {
         assert!(help.contains(needle), "{needle} missing from embed --help");
     }
 }
+
+#[test]
+fn token_file_in_hf_home_is_sent_to_the_hub_only() {
+    let hub = FakeHub::start(Behaviour {
+        require_token: Some("hf_from_file".into()),
+        ..Behaviour::default()
+    });
+    let home = tempfile::tempdir().unwrap();
+    let endpoint = hub.endpoint();
+    let env = [("HF_ENDPOINT", endpoint.as_str())];
+    let denied = ember(&["embed", "--model", REPO, "x"], &env, home.path());
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("HF_TOKEN"),
+        "{stderr}"
+    );
+
+    std::fs::write(home.path().join("token"), "hf_from_file\n").unwrap();
+    let out = ember(&["embed", "--model", REPO, "x"], &env, home.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let requests = hub.requests();
+    assert!(requests.iter().any(|r| r.server == "cdn"));
+    for r in requests.iter().filter(|r| r.authorization.is_some()) {
+        assert_eq!(r.server, "hub", "{r:?}");
+        assert_eq!(r.authorization.as_deref(), Some("Bearer hf_from_file"));
+    }
+}
