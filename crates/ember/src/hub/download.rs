@@ -94,22 +94,21 @@ pub(super) fn download_model(
         let modules_path = snapshot.join("modules.json");
         let modules = crate::folder::read_json(&modules_path)?;
         for (i, module) in modules.as_array().into_iter().flatten().enumerate() {
-            let path = module.get("path").and_then(Value::as_str).unwrap_or("");
-            let path = path.trim_matches('/');
-            if !is_relative_inside(path) {
+            let raw_path = module.get("path").and_then(Value::as_str).unwrap_or("");
+            let Some(path) = relative_inside(raw_path) else {
                 return Err(EmberError::Invalid {
                     path: modules_path,
-                    message: format!("module {i} path {path:?} leaves the model folder"),
+                    message: format!("module {i} path {raw_path:?} leaves the model folder"),
                 });
-            }
+            };
             let is_transformer = module
                 .get("type")
                 .and_then(Value::as_str)
                 .is_some_and(|t| t.ends_with("Transformer"));
             if is_transformer && i == 0 {
-                transformer_dir = path.to_owned();
+                transformer_dir = path;
             } else if !path.is_empty() {
-                other_modules.push(path.to_owned());
+                other_modules.push(path);
             }
         }
     }
@@ -176,11 +175,18 @@ fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<(), EmberE
     fs::rename(&tmp, &ref_path).map_err(io_err(&ref_path))
 }
 
-/// Whether `path` is relative with only normal components (`""` is the folder itself).
-fn is_relative_inside(path: &str) -> bool {
-    Path::new(path)
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)))
+/// `path` as the hub names files (`a/b`, no `.`), if it is relative and stays inside the
+/// folder (`""` is the folder itself); `None` for absolute paths and `..`.
+fn relative_inside(path: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for component in Path::new(path).components() {
+        match component {
+            std::path::Component::Normal(part) => parts.push(part.to_str()?),
+            std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(parts.join("/"))
 }
 
 /// What `HEAD …/resolve/{commit}/{file}` says about a file.
@@ -770,6 +776,18 @@ mod tests {
         assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(content_range_start("bytes */200"), None);
         assert_eq!(encode_segment("refs/pr/1"), "refs%2Fpr%2F1");
+    }
+
+    #[test]
+    fn module_paths_stay_inside() {
+        assert_eq!(relative_inside("").as_deref(), Some(""));
+        assert_eq!(
+            relative_inside("./1_Pooling/").as_deref(),
+            Some("1_Pooling")
+        );
+        assert_eq!(relative_inside("a/./b").as_deref(), Some("a/b"));
+        assert_eq!(relative_inside("../x"), None);
+        assert_eq!(relative_inside("/etc"), None);
     }
 
     #[test]
