@@ -12,14 +12,19 @@ fn hub_ids_resolve_in_the_local_cache_and_missing_models_are_named() {
     copy_dir(&fixtures_dir().join("tiny-bert"), &snapshot);
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), "0123abc").unwrap();
-    // This test binary's only environment change; nothing else here reads HF variables.
+    // This test binary's only environment changes; nothing else here reads HF variables.
+    // Offline: with ember's `hub` feature (on in workspace builds, through the CLI) a missing
+    // id would otherwise be downloaded.
     std::env::set_var("HF_HOME", cache.path());
     std::env::remove_var("HF_HUB_CACHE");
+    std::env::set_var("HF_HUB_OFFLINE", "1");
     assert_eq!(ember::resolve_model("acme/tiny-bert").unwrap(), snapshot);
     let embedder = Embedder::builder().load("acme/tiny-bert").unwrap();
     assert_eq!(embedder.dim(), 52);
     match Embedder::builder().load("acme/absent-model") {
-        Err(EmberError::ModelNotFound { model, .. }) => assert_eq!(model, "acme/absent-model"),
+        Err(EmberError::ModelNotFound { model, .. } | EmberError::HubOffline { model, .. }) => {
+            assert_eq!(model, "acme/absent-model")
+        }
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("loaded a model that is not there"),
     }

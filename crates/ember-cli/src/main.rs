@@ -20,6 +20,9 @@
 //! renamed only once complete, so a failed run leaves nothing behind. Texts are embedded in
 //! chunks and written as they are done, with a progress bar on stderr when it is a terminal
 //! and the input has at least 1000 texts.
+//!
+//! `--model org/name[@revision]` not in the Hugging Face cache is downloaded into it (ember's
+//! `hub` feature, on by default here), with a byte progress bar on stderr when it is a terminal.
 
 mod bench;
 mod input;
@@ -31,14 +34,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ember::{Embedder, EmberError, Truncation};
+use ember::{Embedder, EmberError, HubConfig, Truncation};
 
 use crate::output::{EmbeddingWriter, OutputFormat};
-use crate::progress::Progress;
+use crate::progress::{DownloadBar, Progress};
 
 const EXAMPLES: &str = "\
 Examples:
-  ember embed -m all-MiniLM-L6-v2 'A cat sits on the mat.' 'A dog plays.'
+  ember embed -m sentence-transformers/all-MiniLM-L6-v2 'A cat sits on the mat.' 'A dog plays.'
   ember embed -m DIR -i corpus.txt -o corpus.npy
   ember embed -m DIR -i corpus.txt -o corpus.f32 --max-seq-length 128 --no-normalize
   ember embed -m DIR -i corpus.txt -o part-3.jsonl --shard 3/16
@@ -46,8 +49,10 @@ Examples:
   ember search -m DIR --corpus corpus.txt --query 'a pet' --top-k 3 --matrix corpus.npy
   ember info -m DIR
 
-DIR is a sentence-transformers model folder; org/name is looked up in the local Hugging Face
-cache. Run `ember help embed` for output formats and sharding.";
+DIR is a sentence-transformers model folder; org/name[@revision] (e.g.
+sentence-transformers/all-MiniLM-L6-v2) is taken from the local Hugging Face cache, and
+downloaded into it when missing (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE; HF_HUB_OFFLINE=1 never
+downloads). Run `ember help embed` for output formats and sharding.";
 
 const EMBED_DETAILS: &str = "\
 Output formats (--output-format, else from the --output extension):
@@ -85,7 +90,9 @@ struct Cli {
 #[derive(clap::Args)]
 #[command(next_help_heading = "Model options")]
 struct ModelArgs {
-    /// Model folder, or a hub id (org/name) already in the local Hugging Face cache.
+    /// Model folder, or a hub id org/name[@revision]: taken from the local Hugging Face cache,
+    /// or downloaded into it when missing (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE; HF_HUB_OFFLINE=1
+    /// never downloads).
     #[arg(long, short)]
     model: String,
     /// Texts per forward pass.
@@ -323,6 +330,8 @@ fn load(args: &ModelArgs) -> Result<Embedder, CliError> {
     if args.normalize || args.no_normalize {
         builder = builder.normalize(args.normalize);
     }
+    let bar = DownloadBar::new();
+    builder = builder.hub(HubConfig::from_env().on_progress(move |p| bar.update(p)));
     Ok(builder.load(&args.model)?)
 }
 

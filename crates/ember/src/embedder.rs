@@ -25,6 +25,7 @@ use ember_tensor::WeightFile;
 use crate::device::{Backend, CpuScratch, Device};
 
 use crate::folder::{resolve_model, ModelFolder};
+use crate::hub::{resolve_model_with, HubConfig};
 use crate::resident::ResidentJob;
 use crate::tokenize::{TextTokenizer, TokenizeScratch};
 use crate::EmberError;
@@ -100,6 +101,7 @@ pub struct EmbedderBuilder {
     max_seq_length: Option<usize>,
     normalize: Option<bool>,
     truncation: Truncation,
+    hub: Option<HubConfig>,
 }
 
 impl EmbedderBuilder {
@@ -169,13 +171,22 @@ impl EmbedderBuilder {
         self
     }
 
-    /// Loads a model: a folder path, or a hub id `org/name` found in the local Hugging Face
-    /// cache.
+    /// Where hub ids are looked up and downloaded from (default: [`HubConfig::from_env`],
+    /// read when [`load`](Self::load) runs).
+    pub fn hub(mut self, hub: HubConfig) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// Loads a model: a folder path, or a hub id `org/name[@revision]` found in the local
+    /// Hugging Face cache or, with the `hub` feature, downloaded into it (see
+    /// [`resolve_model_with`]).
     ///
     /// # Errors
     ///
-    /// [`EmberError::ModelNotFound`] when `model` is neither; otherwise as
-    /// [`load_dir`](Self::load_dir).
+    /// [`EmberError::ModelNotFound`] when `model` is neither; [`EmberError::HubOffline`] for
+    /// an id not cached while offline; with the `hub` feature, the `Hub*` errors of a
+    /// download; otherwise as [`load_dir`](Self::load_dir).
     ///
     /// ```
     /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
@@ -190,13 +201,16 @@ impl EmbedderBuilder {
     /// assert_eq!((embedder.threads(), embedder.batch_size()), (2, 16));
     ///
     /// assert!(matches!(
-    ///     Embedder::builder().load("no-such-org/no-such-model"),
+    ///     Embedder::builder().load("no-such-folder"),
     ///     Err(ember::EmberError::ModelNotFound { .. })
     /// ));
     /// # Ok::<(), ember::EmberError>(())
     /// ```
     pub fn load(self, model: &str) -> Result<Embedder, EmberError> {
-        let dir = resolve_model(model)?;
+        let dir = match &self.hub {
+            Some(hub) => resolve_model_with(model, hub)?,
+            None => resolve_model(model)?,
+        };
         self.load_dir(&dir)
     }
 

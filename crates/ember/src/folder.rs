@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use ember_pooling::PoolingConfig;
 use serde_json::Value;
 
+use crate::hub::{resolve_model_with, HubConfig};
 use crate::EmberError;
 
 /// The modules of a model folder that Ember runs.
@@ -204,64 +205,11 @@ fn safe_join(root: &Path, sub: &str) -> Option<PathBuf> {
     (!escapes).then(|| root.join(sub))
 }
 
-/// Resolves `--model`: a folder path, or a hub id `org/name` found offline in the local
-/// Hugging Face cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`),
-/// at `models--org--name/snapshots/<refs/main or the only snapshot>/`.
+/// Resolves `--model`: a folder path, or a hub id `org/name[@revision]` in the local Hugging
+/// Face cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), at
+/// `models--org--name/snapshots/<refs/main or the only snapshot>/`; with the `hub` feature, a
+/// hub id not cached is downloaded there. The settings come from the environment
+/// ([`HubConfig::from_env`]); [`resolve_model_with`] takes them explicitly.
 pub fn resolve_model(model: &str) -> Result<PathBuf, EmberError> {
-    let as_path = PathBuf::from(model);
-    if as_path.is_dir() {
-        return Ok(as_path);
-    }
-    let mut looked = vec![as_path];
-    let is_hub_id = {
-        let parts: Vec<&str> = model.split('/').collect();
-        parts.len() == 2
-            && parts.iter().all(|p| {
-                !p.is_empty()
-                    && p.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            })
-            && !parts.iter().any(|p| *p == "." || *p == "..")
-    };
-    if is_hub_id {
-        if let Some(cache) = hub_cache_dir() {
-            let repo = cache.join(format!("models--{}", model.replace('/', "--")));
-            let snapshots = repo.join("snapshots");
-            let from_ref = std::fs::read_to_string(repo.join("refs").join("main"))
-                .ok()
-                .map(|rev| snapshots.join(rev.trim()));
-            let candidate = from_ref.filter(|p| p.is_dir()).or_else(|| {
-                let entries: Vec<PathBuf> = std::fs::read_dir(&snapshots)
-                    .ok()?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_dir())
-                    .collect();
-                (entries.len() == 1).then(|| entries[0].clone())
-            });
-            if let Some(dir) = candidate {
-                return Ok(dir);
-            }
-            looked.push(snapshots);
-        }
-    }
-    Err(EmberError::ModelNotFound {
-        model: model.to_owned(),
-        looked,
-    })
-}
-
-fn hub_cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
-        return Some(PathBuf::from(dir));
-    }
-    if let Some(home) = std::env::var_os("HF_HOME") {
-        return Some(PathBuf::from(home).join("hub"));
-    }
-    let home = std::env::var_os("HOME")?;
-    Some(
-        PathBuf::from(home)
-            .join(".cache")
-            .join("huggingface")
-            .join("hub"),
-    )
+    resolve_model_with(model, &HubConfig::from_env())
 }

@@ -34,6 +34,7 @@
 mod device;
 pub mod embedder;
 pub mod folder;
+pub mod hub;
 mod resident;
 pub mod similarity;
 pub mod tokenize;
@@ -47,6 +48,7 @@ pub use embedder::{
 };
 pub use ember_cpu::Precision;
 pub use folder::{resolve_model, ModelFolder};
+pub use hub::{resolve_model_with, DownloadProgress, HubConfig};
 
 /// Everything that can go wrong loading a model folder or embedding text.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,65 @@ pub enum EmberError {
         model: String,
         /// Every place looked in, in order.
         looked: Vec<PathBuf>,
+    },
+    /// A hub id that is not in the Hugging Face cache, with the network off limits
+    /// ([`HubConfig::offline`], `HF_HUB_OFFLINE`); `looked` is the repo's cache folder.
+    #[error("model {model:?} is not in the Hugging Face cache (looked in {}) and offline mode (HF_HUB_OFFLINE) forbids downloading it", looked.display())]
+    HubOffline {
+        /// The hub id asked for.
+        model: String,
+        /// `<cache>/models--org--name`.
+        looked: PathBuf,
+    },
+    /// The hub answered with an error status (401/403: private, gated or misspelled model;
+    /// 404: no such model, revision or file).
+    #[cfg(feature = "hub")]
+    #[error("{model}: {url}: HTTP {status}{}", hub_status_hint(*status, *token_set))]
+    HubHttp {
+        /// The hub id being downloaded.
+        model: String,
+        /// The URL that answered.
+        url: String,
+        /// Its HTTP status.
+        status: u16,
+        /// Whether a token was sent (it changes the 401/403 advice).
+        token_set: bool,
+    },
+    /// A hub request failed without an HTTP status (connection, TLS, a body cut short), or
+    /// its answer was not what the hub sends.
+    #[cfg(feature = "hub")]
+    #[error("{model}: {url}: {message}")]
+    HubTransfer {
+        /// The hub id being downloaded.
+        model: String,
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A downloaded file failed its size or sha256 check; the partial blob was removed.
+    #[cfg(feature = "hub")]
+    #[error("{model}: {file} (from {url}): {message}")]
+    HubCorrupt {
+        /// The hub id being downloaded.
+        model: String,
+        /// The file, relative to the model folder.
+        file: String,
+        /// Where its content came from.
+        url: String,
+        /// The check that failed.
+        message: String,
+    },
+    /// The hub repo lacks a file Ember needs (the weights).
+    #[cfg(feature = "hub")]
+    #[error("{model}@{revision}: the repo has no {file}")]
+    HubMissingFile {
+        /// The hub id being downloaded.
+        model: String,
+        /// The revision looked at.
+        revision: String,
+        /// The file(s) missing.
+        file: String,
     },
     /// A file of the model folder could not be read.
     #[error("{path}: cannot read: {source}")]
@@ -141,4 +202,19 @@ pub enum EmberError {
     #[cfg(feature = "cuda")]
     #[error(transparent)]
     Cuda(#[from] ember_cuda::CudaError),
+}
+
+/// Advice to follow an HTTP error status from the hub.
+#[cfg(feature = "hub")]
+fn hub_status_hint(status: u16, token_set: bool) -> &'static str {
+    match (status, token_set) {
+        (401 | 403, false) => {
+            " (the model may be private, gated or misspelled: set HF_TOKEN to a token that can read it)"
+        }
+        (401 | 403, true) => {
+            " (HF_TOKEN was sent: check that it can read this model, and that the id is right)"
+        }
+        (404, _) => " (no such model, revision or file on the hub: check the id)",
+        _ => "",
+    }
 }
