@@ -68,12 +68,23 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buffer[..len]
 }
 
+/// Input channels per linear layer that the int8 path keeps exact (f32) when the model is
+/// loaded with calibration text ([`BertModel::from_weights_calibrated`]): those with the
+/// largest absolute activation over the calibration batch.
+pub const INT8_OUTLIER_CHANNELS: usize = 4;
+
+/// Per encoder layer, the largest `|x|` of each input channel of its four linear layers
+/// (QKV, attention output, intermediate, output), over a calibration batch.
+type LinearInputMax = Vec<[Vec<f32>; 4]>;
+
 /// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` prefix.
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
     prefix: &'static str,
     /// Precision the linear layers are packed in.
     precision: Precision,
+    /// Calibrated input ranges (int8 only): each linear's largest channels stay exact.
+    input_max: Option<LinearInputMax>,
 }
 
 impl<'a> WeightLoader<'a> {
@@ -87,7 +98,22 @@ impl<'a> WeightLoader<'a> {
             file,
             prefix,
             precision,
+            input_max: None,
         }
+    }
+
+    /// The int8 outlier channels of linear `kind` (0 QKV, 1 attention output, 2
+    /// intermediate, 3 output) of `layer`: the [`INT8_OUTLIER_CHANNELS`] largest calibrated
+    /// input maxima (ties to the lower channel); none without calibration.
+    fn outliers(&self, layer: usize, kind: usize) -> Vec<usize> {
+        let Some(max) = self.input_max.as_ref().and_then(|m| m.get(layer)) else {
+            return Vec::new();
+        };
+        let max = &max[kind];
+        let mut channels: Vec<usize> = (0..max.len()).collect();
+        channels.sort_by(|&a, &b| max[b].total_cmp(&max[a]).then(a.cmp(&b)));
+        channels.truncate(INT8_OUTLIER_CHANNELS);
+        channels
     }
 
     fn path(&self) -> PathBuf {
@@ -161,16 +187,24 @@ impl<'a> WeightLoader<'a> {
         })
     }
 
-    /// A `nn.Linear(k → n)`: weight `[n, k]`, bias `[n]`, packed for the GEMM.
-    fn linear(&self, stem: &str, n: usize, k: usize) -> Result<PackedLinear, BertError> {
+    /// A `nn.Linear(k → n)`: weight `[n, k]`, bias `[n]`, packed for the GEMM (int8:
+    /// with the input channels `outliers` exact).
+    fn linear(
+        &self,
+        stem: &str,
+        n: usize,
+        k: usize,
+        outliers: &[usize],
+    ) -> Result<PackedLinear, BertError> {
         let weight = self.stored(&format!("{stem}.weight"), &[n, k])?;
         let bias = self.tensor(&format!("{stem}.bias"), &[n])?;
-        Ok(PackedLinear::from_weight(
+        Ok(PackedLinear::from_weight_with_outliers(
             weight_data(weight.data()),
             Some(bias.data()),
             n,
             k,
             self.precision,
+            outliers,
         )?)
     }
 
@@ -206,7 +240,12 @@ impl<'a> WeightLoader<'a> {
     /// The six tensors are found and shape-checked before the fused buffers are sized: the
     /// config alone does not justify `3H²` floats (a config with `H = 2^16` and 1 MB of
     /// embeddings asked for 48 GiB before the missing query weight was noticed).
-    fn fused_qkv(&self, stem: &str, hidden: usize) -> Result<PackedLinear, BertError> {
+    fn fused_qkv(
+        &self,
+        stem: &str,
+        hidden: usize,
+        outliers: &[usize],
+    ) -> Result<PackedLinear, BertError> {
         let mut parts = Vec::with_capacity(3);
         let mut biases = Vec::with_capacity(3);
         for part in ["query", "key", "value"] {
@@ -215,7 +254,14 @@ impl<'a> WeightLoader<'a> {
         }
         let bias: Vec<f32> = biases.iter().flat_map(|b| b.data()).copied().collect();
         let pack = |weight: WeightData<'_>| {
-            PackedLinear::from_weight(weight, Some(&bias), 3 * hidden, hidden, self.precision)
+            PackedLinear::from_weight_with_outliers(
+                weight,
+                Some(&bias),
+                3 * hidden,
+                hidden,
+                self.precision,
+                outliers,
+            )
         };
         let data: Vec<StoredData<'_>> = parts.iter().map(StoredTensor::data).collect();
         let packed = match (data[0], data[1], data[2]) {
@@ -267,13 +313,48 @@ impl BertModel {
         Self::from_weights_with(config, file, Precision::F32)
     }
 
-    /// [`BertModel::from_weights`] with the linear layers in `precision`.
+    /// [`BertModel::from_weights`] with the linear layers in `precision`. For
+    /// [`Precision::Int8`] every channel is quantised; see
+    /// [`BertModel::from_weights_calibrated`] for the more accurate int8 load.
     pub fn from_weights_with(
         config: BertConfig,
         file: &WeightFile,
         precision: Precision,
     ) -> Result<Self, BertError> {
-        let loader = WeightLoader::new(file, precision);
+        Self::load(config, WeightLoader::new(file, precision))
+    }
+
+    /// [`BertModel::from_weights_with`], and for [`Precision::Int8`] calibrated on a batch
+    /// of text: the model is first loaded in f32 and run on the batch (`token_ids`
+    /// `[T]`, `seq_offsets` as for [`BertModel::forward`]; an empty batch skips
+    /// calibration), which records each linear layer's largest `|x|` per input channel;
+    /// then each linear keeps its [`INT8_OUTLIER_CHANNELS`] largest channels exact (f32)
+    /// beside the int8 product (see `PackedLinear::from_weight_with_outliers`). Costs one
+    /// f32 load and forward pass at load time, and the f32 weights' memory meanwhile.
+    /// Other precisions ignore the batch.
+    pub fn from_weights_calibrated(
+        config: BertConfig,
+        file: &WeightFile,
+        precision: Precision,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+    ) -> Result<Self, BertError> {
+        let mut loader = WeightLoader::new(file, precision);
+        if precision == Precision::Int8 && !token_ids.is_empty() {
+            let f32_model = Self::from_weights_with(config.clone(), file, Precision::F32)?;
+            let mut input_max = LinearInputMax::new();
+            f32_model.forward_impl(
+                token_ids,
+                seq_offsets,
+                &mut Workspace::default(),
+                Some(&mut input_max),
+            )?;
+            loader.input_max = Some(input_max);
+        }
+        Self::load(config, loader)
+    }
+
+    fn load(config: BertConfig, loader: WeightLoader<'_>) -> Result<Self, BertError> {
         let (h, f) = (config.hidden_size, config.intermediate_size);
         let embeddings = Embeddings {
             word: loader.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
@@ -290,17 +371,24 @@ impl BertModel {
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let stem = format!("encoder.layer.{i}");
+                let outliers = |kind| loader.outliers(i, kind);
                 Ok(Layer {
-                    qkv: loader.fused_qkv(&format!("{stem}.attention.self"), h)?,
+                    qkv: loader.fused_qkv(&format!("{stem}.attention.self"), h, &outliers(0))?,
                     attention_output: loader.linear(
                         &format!("{stem}.attention.output.dense"),
                         h,
                         h,
+                        &outliers(1),
                     )?,
                     attention_norm: loader
                         .layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
-                    intermediate: loader.linear(&format!("{stem}.intermediate.dense"), f, h)?,
-                    output: loader.linear(&format!("{stem}.output.dense"), h, f)?,
+                    intermediate: loader.linear(
+                        &format!("{stem}.intermediate.dense"),
+                        f,
+                        h,
+                        &outliers(2),
+                    )?,
+                    output: loader.linear(&format!("{stem}.output.dense"), h, f, &outliers(3))?,
                     output_norm: loader.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
                 })
             })
@@ -335,6 +423,18 @@ impl BertModel {
         seq_offsets: &[usize],
         workspace: &'w mut Workspace,
     ) -> Result<&'w [f32], BertError> {
+        self.forward_impl(token_ids, seq_offsets, workspace, None)
+    }
+
+    /// [`BertModel::forward`], raising `input_max` (grown to one entry per layer) to each
+    /// linear layer's largest `|x|` per input channel if given.
+    fn forward_impl<'w>(
+        &self,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+        workspace: &'w mut Workspace,
+        mut input_max: Option<&mut LinearInputMax>,
+    ) -> Result<&'w [f32], BertError> {
         let c = &self.config;
         let (h, f, t) = (c.hidden_size, c.intermediate_size, token_ids.len());
         self.check_batch(token_ids, seq_offsets)?;
@@ -353,7 +453,22 @@ impl BertModel {
         let intermediate = grow(intermediate, t * f);
 
         self.embed(token_ids, seq_offsets, hidden)?;
-        for layer in &self.layers {
+        let mut record = |layer: usize, kind: usize, x: &[f32], k: usize| {
+            if let Some(input_max) = input_max.as_deref_mut() {
+                if input_max.len() <= layer {
+                    input_max.resize_with(layer + 1, Default::default);
+                }
+                let max = &mut input_max[layer][kind];
+                max.resize(k, 0.0);
+                for row in x.chunks_exact(k) {
+                    for (m, &v) in max.iter_mut().zip(row) {
+                        *m = m.max(v.abs());
+                    }
+                }
+            }
+        };
+        for (l, layer) in self.layers.iter().enumerate() {
+            record(l, 0, hidden, h);
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
             attention_varlen(
                 qkv,
@@ -362,6 +477,7 @@ impl BertModel {
                 c.head_dim(),
                 context,
             )?;
+            record(l, 1, context, h);
             linear(
                 context,
                 t,
@@ -379,6 +495,7 @@ impl BertModel {
                 norm.beta.data(),
                 c.layer_norm_eps,
             )?;
+            record(l, 2, attention, h);
             linear(
                 attention,
                 t,
@@ -387,6 +504,7 @@ impl BertModel {
                 None,
                 intermediate,
             )?;
+            record(l, 3, intermediate, f);
             linear(
                 intermediate,
                 t,

@@ -75,12 +75,15 @@ pub(crate) struct CpuScratch {
 impl Backend {
     /// Loads `weights` onto `device` with its linear layers in `dtype`, refusing the
     /// combinations a device does not run. The device is opened first, so that a missing
-    /// driver fails fast, before the weights are read.
+    /// driver fails fast, before the weights are read. `calibration` (packed token ids and
+    /// sequence offsets) calibrates a CPU int8 model (see
+    /// [`BertModel::from_weights_calibrated`]).
     pub(crate) fn load(
         device: Device,
         config: BertConfig,
         weights: impl FnOnce() -> Result<WeightFile, EmberError>,
         dtype: Precision,
+        calibration: (&[u32], &[usize]),
         pool: &rayon::ThreadPool,
     ) -> Result<Backend, EmberError> {
         match device {
@@ -91,8 +94,10 @@ impl Backend {
                     ));
                 }
                 let weights = weights()?;
-                let model =
-                    pool.install(|| BertModel::from_weights_with(config, &weights, dtype))?;
+                let (ids, offsets) = calibration;
+                let model = pool.install(|| {
+                    BertModel::from_weights_calibrated(config, &weights, dtype, ids, offsets)
+                })?;
                 Ok(Backend::Cpu(model))
             }
             Device::Cuda(ordinal) => Self::load_cuda(ordinal, config, weights, dtype),

@@ -22,6 +22,7 @@ use ember_cpu::Precision;
 use ember_pooling::PoolingConfig;
 use ember_tensor::WeightFile;
 
+use crate::calibration::calibration_batch;
 use crate::device::{Backend, CpuScratch, Device};
 
 use crate::folder::{resolve_model, ModelFolder};
@@ -203,9 +204,6 @@ impl EmbedderBuilder {
         };
         let weights_file = folder.weights_file()?;
         let open_weights = || Ok(WeightFile::open(&weights_file).map_err(BertError::from)?);
-        let backend = Backend::load(self.device, config.clone(), open_weights, self.dtype, &pool)?;
-        let config = &config;
-        let pooling = folder.pooling(config.hidden_size)?;
         let tokenizer = TextTokenizer::load(
             &folder.transformer_dir,
             max_seq_length,
@@ -213,6 +211,20 @@ impl EmbedderBuilder {
             config.max_position_embeddings,
         )?;
         tokenizer.check_ids_below(config.vocab_size)?;
+        let calibration = match self.device {
+            Device::Cpu => calibration_batch(&tokenizer, self.dtype)?,
+            Device::Cuda(_) => (Vec::new(), vec![0]),
+        };
+        let backend = Backend::load(
+            self.device,
+            config.clone(),
+            open_weights,
+            self.dtype,
+            (&calibration.0, &calibration.1),
+            &pool,
+        )?;
+        let config = &config;
+        let pooling = folder.pooling(config.hidden_size)?;
         // Which worker runs which attention task is up to work stealing: size every worker's
         // scratch for the longest sequence now, so that no later call grows one.
         let (max_len, head_dim) = (tokenizer.max_seq_length(), config.head_dim());

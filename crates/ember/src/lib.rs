@@ -22,6 +22,7 @@
 //! # Ok::<(), ember::EmberError>(())
 //! ```
 
+mod calibration;
 mod device;
 pub mod embedder;
 pub mod folder;
