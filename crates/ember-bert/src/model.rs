@@ -77,6 +77,14 @@ pub const INT8_OUTLIER_CHANNELS: usize = 4;
 /// (QKV, attention output, intermediate, output), over a calibration batch.
 type LinearInputMax = Vec<[Vec<f32>; 4]>;
 
+/// The largest `|x|` of every input channel of every linear layer over a calibration batch
+/// ([`BertModel::linear_input_ranges`]), which [`BertModel::from_weights_calibrated`] uses
+/// to pick the int8 outlier channels.
+#[derive(Clone, Debug, Default)]
+pub struct LinearInputRanges {
+    input_max: LinearInputMax,
+}
+
 /// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` prefix.
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
@@ -324,34 +332,42 @@ impl BertModel {
         Self::load(config, WeightLoader::new(file, precision))
     }
 
-    /// [`BertModel::from_weights_with`], and for [`Precision::Int8`] calibrated on a batch
-    /// of text: the model is first loaded in f32 and run on the batch (`token_ids`
-    /// `[T]`, `seq_offsets` as for [`BertModel::forward`]; an empty batch skips
-    /// calibration), which records each linear layer's largest `|x|` per input channel;
-    /// then each linear keeps its [`INT8_OUTLIER_CHANNELS`] largest channels exact (f32)
-    /// beside the int8 product (see `PackedLinear::from_weight_with_outliers`). Costs one
-    /// f32 load and forward pass at load time, and the f32 weights' memory meanwhile.
-    /// Other precisions ignore the batch.
+    /// [`BertModel::from_weights_with`], and for [`Precision::Int8`] calibrated: each linear
+    /// layer keeps the [`INT8_OUTLIER_CHANNELS`] input channels with the largest `ranges`
+    /// exact (f32) beside its int8 product (see `PackedLinear::from_weight_with_outliers`).
+    /// `ranges` come from [`BertModel::linear_input_ranges`] of this model loaded in f32;
+    /// empty ranges (or a layer missing from them) mean no exact channels. Other precisions
+    /// ignore `ranges`.
     pub fn from_weights_calibrated(
         config: BertConfig,
         file: &WeightFile,
         precision: Precision,
-        token_ids: &[u32],
-        seq_offsets: &[usize],
+        ranges: &LinearInputRanges,
     ) -> Result<Self, BertError> {
         let mut loader = WeightLoader::new(file, precision);
-        if precision == Precision::Int8 && !token_ids.is_empty() {
-            let f32_model = Self::from_weights_with(config.clone(), file, Precision::F32)?;
-            let mut input_max = LinearInputMax::new();
-            f32_model.forward_impl(
-                token_ids,
-                seq_offsets,
-                &mut Workspace::default(),
-                Some(&mut input_max),
-            )?;
-            loader.input_max = Some(input_max);
+        if precision == Precision::Int8 {
+            loader.input_max = Some(ranges.input_max.clone());
         }
         Self::load(config, loader)
+    }
+
+    /// Runs the model on a calibration batch (`token_ids` `[T]`, `seq_offsets` as for
+    /// [`BertModel::forward`]) and returns the largest `|x|` of every input channel of every
+    /// linear layer, for [`BertModel::from_weights_calibrated`]. Run it on the f32 model:
+    /// the ranges should be those of the exact activations.
+    pub fn linear_input_ranges(
+        &self,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+    ) -> Result<LinearInputRanges, BertError> {
+        let mut input_max = LinearInputMax::new();
+        self.forward_impl(
+            token_ids,
+            seq_offsets,
+            &mut Workspace::default(),
+            Some(&mut input_max),
+        )?;
+        Ok(LinearInputRanges { input_max })
     }
 
     fn load(config: BertConfig, loader: WeightLoader<'_>) -> Result<Self, BertError> {

@@ -54,6 +54,17 @@
 //! the sum is the same integer whatever the blocking. After the last K block the tile is
 //! rescaled, `y = f32(acc − z_i·Σ_k w_q[j,k])·(s_i·s_j)`, and finished as above; the result
 //! depends only on the row, as for f32.
+//!
+//! A few input channels (BERT has some whose activations are 10–20× the rest, after its
+//! LayerNorms and in the GELU output) would set every row's `u8` step. A weight may keep up
+//! to [`MAX_OUTLIER_CHANNELS`] of them out of the int8 product
+//! ([`PackedLinear::from_weight_with_outliers`]): their columns are zero in the `i8` panels
+//! and kept in f32, the row's range is taken over the other channels, and the epilogue adds
+//! `x_c·w_c` per channel (rounded product, rounded sum; the same operations in both
+//! kernels) to the rescaled sum before the bias. ember-bert picks the 4 channels with the
+//! largest `|x|` per linear from a calibration pass at load: on all-MiniLM-L6-v2 that takes
+//! the mean `1 − cos` to the f32 embeddings from 1.1e-3 to 3.1e-4 (nearest neighbour as f32
+//! on 96.75 % of 400 corpus queries instead of 93 %) for 3–6.5 % more time per product.
 
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
@@ -118,7 +129,8 @@ pub enum Precision {
     /// row's range including 0 mapped onto 0..=255); products summed exactly in `i32` and
     /// rescaled once: `vpdpbusd` where the CPU has AVX512_VNNI, a portable kernel giving the
     /// same integers elsewhere. A quarter of the weight memory, about four times the f32
-    /// multiply-add rate; see the module docs (Int8).
+    /// multiply-add rate; optionally a few outlier input channels kept exact in f32
+    /// ([`PackedLinear::from_weight_with_outliers`]). See the module docs (Int8).
     Int8,
     /// `f16` weights and activations, `f32` accumulation: the CUDA backend's tensor-core
     /// path (ember-cuda). The CPU kernels refuse it

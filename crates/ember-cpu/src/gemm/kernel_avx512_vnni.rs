@@ -7,7 +7,9 @@
 //! zmm; A supplies each row's quad as one broadcast 32-bit value. Per k quad: 2 loads of B,
 //! 14 broadcasts, 28 `vpdpbusd` — the f32 kernel's instruction count for four times the k.
 //! Between K blocks the tile's `i32` sums are stored to `C` bit-cast; after the last one they
-//! are rescaled, `y = f32(acc − z_i·Σ_k w_q) · (s_i·s_j)`, and finished as the f32 kernels do.
+//! are rescaled, `y = f32(acc − z_i·Σ_k w_q) · (s_i·s_j)`, the weight's outlier channels
+//! added (`y + x_c·w_c`, multiply then add, as the portable kernel does), and finished as
+//! the f32 kernels do.
 //! The A micro-panel is quantised (`vcvtps2dq`, `+ z_i`, clamp, `vpmovdb`) as it is packed.
 
 use std::arch::x86_64::*;

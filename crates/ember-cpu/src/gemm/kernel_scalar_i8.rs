@@ -3,7 +3,8 @@
 //!
 //! Per k quad it adds `Σ_{t<4} a[4p+t]·b[4p+t]` (`u8 × i8`) to the accumulator, which is what
 //! `vpdpbusd` computes; integer sums are exact, so this kernel's integers, and (with the same
-//! f32 rescaling, see [`super::quant`]) its results, equal the VNNI kernel's bit for bit.
+//! f32 rescaling and outlier-channel products, see [`super::quant`]) its results, equal the
+//! VNNI kernel's bit for bit.
 //! Between K blocks the tile's `i32` partial sums are kept in `C`, bit-cast.
 
 use super::kernel_scalar::finish_element;

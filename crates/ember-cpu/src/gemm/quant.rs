@@ -24,6 +24,17 @@
 //! true result fits). Against `X·Wᵀ` each operand is off by at most half its step:
 //! `|x − s_i(x_q − z_i)| ≤ s_i/2`, `|W − s_j w_q| ≤ s_j/2`.
 //!
+//! # Outlier channels
+//!
+//! A weight may keep a few input channels `C` (at most [`MAX_OUTLIER_CHANNELS`]) out of
+//! the int8 product: `W[:, c]` is zeroed before the quantisation above (so it sets no
+//! `s_j`) and kept in f32, `lo`/`hi` are taken over the row without `C` (which equals the
+//! range of the row with those entries zeroed, 0 being always inside), and the rescaling
+//! becomes `y_ij = f32(acc_ij − z_i·Σ_k w_q[j,k])·(s_i·s_j) + Σ_{c∈C} x[i,c]·W[j,c] + b_j`,
+//! channel by channel in `C`'s ascending order, each a rounded product then a rounded sum.
+//! The packed `x_q` of those channels is whatever the clamp makes of them: their weights
+//! are 0.
+//!
 //! # Determinism
 //!
 //! Integer sums are exact, so `acc_ij` does not depend on K blocking (a tile's `i32` partial
