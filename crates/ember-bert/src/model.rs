@@ -633,3 +633,63 @@ fn add_widened(row: &mut [f32], table: StoredData<'_>, start: usize) {
             .for_each(|(r, v)| *r += v.to_f32()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository's tiny test model (2 layers, H = 52, F = 76).
+    fn tiny() -> (BertConfig, WeightFile) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-bert");
+        let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+        let file = WeightFile::open(dir.join("model.safetensors")).unwrap();
+        (config, file)
+    }
+
+    #[test]
+    fn calibrated_int8_keeps_the_largest_input_channels_exact() {
+        let (config, file) = tiny();
+        let (h, f) = (config.hidden_size, config.intermediate_size);
+        let f32_model = BertModel::from_weights(config.clone(), &file).unwrap();
+        // Two sequences of ids spread over the vocabulary.
+        let ids: Vec<u32> = (0..23).map(|i| 101 + 97 * i).collect();
+        let offsets = [0, 9, 23];
+        let ranges = f32_model.linear_input_ranges(&ids, &offsets).unwrap();
+        assert_eq!(ranges.input_max.len(), config.num_hidden_layers);
+        let int8 =
+            BertModel::from_weights_calibrated(config.clone(), &file, Precision::Int8, &ranges)
+                .unwrap();
+        assert_eq!(int8.precision(), Precision::Int8);
+        for (layer, max) in int8.layers.iter().zip(&ranges.input_max) {
+            let linears = [
+                &layer.qkv,
+                &layer.attention_output,
+                &layer.intermediate,
+                &layer.output,
+            ];
+            for ((linear, max), k) in linears.iter().zip(max).zip([h, h, h, f]) {
+                assert_eq!(max.len(), k);
+                let mut want: Vec<usize> = (0..k).collect();
+                want.sort_by(|&a, &b| max[b].total_cmp(&max[a]));
+                want.truncate(INT8_OUTLIER_CHANNELS);
+                want.sort_unstable();
+                assert_eq!(linear.outlier_channels(), want);
+            }
+        }
+        // Without ranges, and in other precisions, no channel is kept out.
+        let plain = BertModel::from_weights_with(config.clone(), &file, Precision::Int8).unwrap();
+        assert!(plain.layers[0].output.outlier_channels().is_empty());
+        let bf16 =
+            BertModel::from_weights_calibrated(config, &file, Precision::Bf16, &ranges).unwrap();
+        assert!(bf16.layers[0].output.outlier_channels().is_empty());
+        // And the calibrated model runs, close to f32.
+        let (mut w32, mut w8) = (Workspace::default(), Workspace::default());
+        let exact = f32_model.forward(&ids, &offsets, &mut w32).unwrap();
+        let quantised = int8.forward(&ids, &offsets, &mut w8).unwrap();
+        for (a, b) in exact.chunks_exact(h).zip(quantised.chunks_exact(h)) {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let norms = a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|y| y * y).sum::<f32>();
+            assert!(dot / norms.sqrt() > 0.99, "cosine {}", dot / norms.sqrt());
+        }
+    }
+}
