@@ -308,11 +308,12 @@ impl PackedLinear {
     /// [`PackedLinear::from_weight`] with, for [`Precision::Int8`], the input channels
     /// `outliers` (distinct, each `< k`, at most [`MAX_OUTLIER_CHANNELS`], in any order)
     /// kept out of the int8 product: their weight columns stay f32, each row's `u8` range
-    /// is taken over the other channels, and the kernels add `Σ_{c ∈ outliers} X[i,c]·W[j,c]`
-    /// in f32 to the rescaled integer product, before the bias. Channels whose activations are far larger than the
-    /// rest (BERT has a few) then no longer coarsen every activation's step, nor their own
-    /// column's weights. Other precisions ignore `outliers` (their products are already
-    /// floating point). A repeated or out-of-range channel is `Err(InvalidShape)`.
+    /// is taken over the other channels, and the kernels add
+    /// `Σ_{c ∈ outliers} X[i,c]·W[j,c]` in f32 to the rescaled integer product, before the
+    /// bias. Channels whose activations are far larger than the rest (BERT has a few) then
+    /// no longer coarsen every activation's step, nor their own column's weights. Other
+    /// precisions ignore `outliers` (their products are already floating point). A repeated
+    /// or out-of-range channel, or too many, is `Err(InvalidShape)`.
     pub fn from_weight_with_outliers(
         weight: WeightData<'_>,
         bias: Option<&[f32]>,
@@ -515,8 +516,8 @@ impl PackedLinear {
     }
 
     /// Unpacks back to `[n, k]` in `f32` (for tests and debugging; an `Int8` weight comes
-    /// back dequantised, `s_j·w_q[j,k]` rounded to f32, its outlier columns exact; a `Bf16` weight comes
-    /// back as its rounded values).
+    /// back dequantised, `s_j·w_q[j,k]` rounded to f32, its outlier columns exact; a `Bf16`
+    /// weight comes back as its rounded values).
     pub fn unpack_weight(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.n * self.k];
         for j in 0..self.n {
