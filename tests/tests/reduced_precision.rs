@@ -1,5 +1,5 @@
 //! `--dtype bf16` and `--dtype int8` on the real all-MiniLM-L6-v2: every row within cosine
-//! 0.999 (bf16) or 0.99 (int8) of sentence-transformers (f32), whatever the stored weight
+//! 0.999 (bf16) or 0.998 (int8) of sentence-transformers (f32), whatever the stored weight
 //! dtype; the nearest neighbour of corpus lines the same as with f32 (see
 //! `assert_nearest_neighbours_agree` and its callers for the bounds); rows bit-identical across batches, batch
 //! sizes and thread counts within the dtype.
@@ -75,14 +75,15 @@ fn int8_rows_are_bit_identical_across_batches_and_threads() {
 }
 
 #[test]
-fn int8_compute_stays_within_cosine_0_99() {
+fn int8_compute_stays_within_cosine_0_998() {
     let reference = reference();
     let embedder = int8_embedder(&minilm_dir(), 2, 32);
     assert_eq!(embedder.dtype(), Precision::Int8);
     let embeddings = embedder.encode(&reference.texts).unwrap();
     let rows: Vec<&[f32]> = embeddings.rows().collect();
     let a = agreement(&rows, &reference.embeddings);
-    assert_cosine_bound("all-MiniLM-L6-v2 int8 compute", a, 0.99);
+    // Measured: 0.99893 (0.9935 before the calibrated exact channels; the issue asks 0.99).
+    assert_cosine_bound("all-MiniLM-L6-v2 int8 compute", a, 0.998);
     assert!(a.max_abs_diff > 1e-4, "int8 results equal f32 to 1e-4");
 
     // Weights stored as f16 or bf16, quantised from their widened values.
@@ -96,7 +97,7 @@ fn int8_compute_stays_within_cosine_0_99() {
         assert_cosine_bound(
             &format!("all-MiniLM-L6-v2 stored {dtype:?}, int8 compute"),
             agreement(&rows, &reference.embeddings),
-            0.99,
+            0.998,
         );
     }
 }
@@ -112,12 +113,17 @@ fn bf16_nearest_neighbours_agree_with_f32() {
 
 #[test]
 fn int8_nearest_neighbours_agree_with_f32() {
-    // Measured: 372/400 (93 %), short of the issue's 98 % goal. On this corpus 15 of the 400
-    // queries have a top-1/top-2 cosine margin under 0.002, so 98 % needs 1 − cos(int8, f32)
-    // ≲ 1e-4 per row; per-token u8 activations and per-channel i8 weights give ~1.1e-3
-    // (activations alone ~6.7e-4 → 96 %, weights alone ~4.2e-4 → 96.25 %; even i8 weights
-    // with a scale per 32 k alone give 1.3e-4 → 97.75 %). The bound keeps what is achieved.
-    assert_nearest_neighbours_agree(Precision::Int8, 0.92);
+    // Measured: 387/400 (96.75 %), below the issue's 98 % goal; the bound sits just under
+    // it. The int8 load keeps each linear's 4 largest input channels (calibrated on the
+    // built-in sentences of crates/ember/src/calibration.rs, not on this corpus) exact in
+    // f32, which took plain per-token u8 × per-channel i8 from 372/400 and a mean
+    // 1 − cos(int8, f32) of 1.1e-3 to 3.1e-4. On this corpus 15 of the 400 queries have a
+    // top-1/top-2 cosine margin under 0.002, and at 3e-4 the count moves between about 385
+    // and 395 with any change of rounding. Simulated on top of the exact channels, 8 to 32
+    // of them, SmoothQuant scales (α 0.4–0.6), bias correction, clipped weight scales or
+    // GPTQ rounding all stay at 2.4–3.2e-4 (SmoothQuant alone, α 0.3–0.8: 5.7e-4 at best);
+    // what remains is plain 8-bit rounding noise, weights ~1.8e-4 and activations ~1.2e-4.
+    assert_nearest_neighbours_agree(Precision::Int8, 0.96);
 }
 
 /// Each of the first [`NN_LINES`] corpus lines, as a query, finds its most similar other line

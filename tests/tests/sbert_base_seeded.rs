@@ -83,7 +83,9 @@ fn seeded_sbert_base_matches_sentence_transformers() {
         agreement(&rows, &reference.embeddings),
         0.999,
     );
-    // And with int8 matrix products (weights per channel, activations per token).
+    // And with int8 matrix products (weights per channel, activations per token; the 4
+    // calibrated outlier channels per linear exact). Measured 0.99933: random weights have
+    // no outlier channels, so calibration barely matters here (0.99937 without).
     drop(bf16);
     let int8 = Embedder::builder()
         .threads(2)

@@ -72,12 +72,31 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buffer[..len]
 }
 
+/// Input channels per linear layer that the int8 path keeps exact (f32) when the model is
+/// loaded with calibration text ([`BertModel::from_weights_calibrated`]): those with the
+/// largest absolute activation over the calibration batch.
+pub const INT8_OUTLIER_CHANNELS: usize = 4;
+
+/// Per encoder layer, the largest `|x|` of each input channel of its four linear layers
+/// (QKV, attention output, intermediate, output), over a calibration batch.
+type LinearInputMax = Vec<[Vec<f32>; 4]>;
+
+/// The largest `|x|` of every input channel of every linear layer over a calibration batch
+/// ([`BertModel::linear_input_ranges`]), which [`BertModel::from_weights_calibrated`] uses
+/// to pick the int8 outlier channels.
+#[derive(Clone, Debug, Default)]
+pub struct LinearInputRanges {
+    input_max: LinearInputMax,
+}
+
 /// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` prefix.
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
     prefix: &'static str,
     /// Precision the linear layers are packed in.
     precision: Precision,
+    /// Calibrated input ranges (int8 only): each linear's largest channels stay exact.
+    input_max: Option<LinearInputMax>,
 }
 
 impl<'a> WeightLoader<'a> {
@@ -91,7 +110,22 @@ impl<'a> WeightLoader<'a> {
             file,
             prefix,
             precision,
+            input_max: None,
         }
+    }
+
+    /// The int8 outlier channels of linear `kind` (0 QKV, 1 attention output, 2
+    /// intermediate, 3 output) of `layer`: the [`INT8_OUTLIER_CHANNELS`] largest calibrated
+    /// input maxima (ties to the lower channel); none without calibration.
+    fn outliers(&self, layer: usize, kind: usize) -> Vec<usize> {
+        let Some(max) = self.input_max.as_ref().and_then(|m| m.get(layer)) else {
+            return Vec::new();
+        };
+        let max = &max[kind];
+        let mut channels: Vec<usize> = (0..max.len()).collect();
+        channels.sort_by(|&a, &b| max[b].total_cmp(&max[a]).then(a.cmp(&b)));
+        channels.truncate(INT8_OUTLIER_CHANNELS);
+        channels
     }
 
     fn path(&self) -> PathBuf {
@@ -165,16 +199,24 @@ impl<'a> WeightLoader<'a> {
         })
     }
 
-    /// A `nn.Linear(k → n)`: weight `[n, k]`, bias `[n]`, packed for the GEMM.
-    fn linear(&self, stem: &str, n: usize, k: usize) -> Result<PackedLinear, BertError> {
+    /// A `nn.Linear(k → n)`: weight `[n, k]`, bias `[n]`, packed for the GEMM (int8:
+    /// with the input channels `outliers` exact).
+    fn linear(
+        &self,
+        stem: &str,
+        n: usize,
+        k: usize,
+        outliers: &[usize],
+    ) -> Result<PackedLinear, BertError> {
         let weight = self.stored(&format!("{stem}.weight"), &[n, k])?;
         let bias = self.tensor(&format!("{stem}.bias"), &[n])?;
-        Ok(PackedLinear::from_weight(
+        Ok(PackedLinear::from_weight_with_outliers(
             weight_data(weight.data()),
             Some(bias.data()),
             n,
             k,
             self.precision,
+            outliers,
         )?)
     }
 
@@ -210,7 +252,12 @@ impl<'a> WeightLoader<'a> {
     /// The six tensors are found and shape-checked before the fused buffers are sized: the
     /// config alone does not justify `3H²` floats (a config with `H = 2^16` and 1 MB of
     /// embeddings asked for 48 GiB before the missing query weight was noticed).
-    fn fused_qkv(&self, stem: &str, hidden: usize) -> Result<PackedLinear, BertError> {
+    fn fused_qkv(
+        &self,
+        stem: &str,
+        hidden: usize,
+        outliers: &[usize],
+    ) -> Result<PackedLinear, BertError> {
         let mut parts = Vec::with_capacity(3);
         let mut biases = Vec::with_capacity(3);
         for part in ["query", "key", "value"] {
@@ -219,7 +266,14 @@ impl<'a> WeightLoader<'a> {
         }
         let bias: Vec<f32> = biases.iter().flat_map(|b| b.data()).copied().collect();
         let pack = |weight: WeightData<'_>| {
-            PackedLinear::from_weight(weight, Some(&bias), 3 * hidden, hidden, self.precision)
+            PackedLinear::from_weight_with_outliers(
+                weight,
+                Some(&bias),
+                3 * hidden,
+                hidden,
+                self.precision,
+                outliers,
+            )
         };
         let data: Vec<StoredData<'_>> = parts.iter().map(StoredTensor::data).collect();
         let packed = match (data[0], data[1], data[2]) {
@@ -271,13 +325,56 @@ impl BertModel {
         Self::from_weights_with(config, file, Precision::F32)
     }
 
-    /// [`BertModel::from_weights`] with the linear layers in `precision`.
+    /// [`BertModel::from_weights`] with the linear layers in `precision`. For
+    /// [`Precision::Int8`] every channel is quantised; see
+    /// [`BertModel::from_weights_calibrated`] for the more accurate int8 load.
     pub fn from_weights_with(
         config: BertConfig,
         file: &WeightFile,
         precision: Precision,
     ) -> Result<Self, BertError> {
-        let loader = WeightLoader::new(file, precision);
+        Self::load(config, WeightLoader::new(file, precision))
+    }
+
+    /// [`BertModel::from_weights_with`], and for [`Precision::Int8`] calibrated: each linear
+    /// layer keeps the [`INT8_OUTLIER_CHANNELS`] input channels with the largest `ranges`
+    /// exact (f32) beside its int8 product (see `PackedLinear::from_weight_with_outliers`).
+    /// `ranges` come from [`BertModel::linear_input_ranges`] of this model loaded in f32;
+    /// empty ranges (or a layer missing from them) mean no exact channels. Other precisions
+    /// ignore `ranges`.
+    pub fn from_weights_calibrated(
+        config: BertConfig,
+        file: &WeightFile,
+        precision: Precision,
+        ranges: &LinearInputRanges,
+    ) -> Result<Self, BertError> {
+        let mut loader = WeightLoader::new(file, precision);
+        if precision == Precision::Int8 {
+            loader.input_max = Some(ranges.input_max.clone());
+        }
+        Self::load(config, loader)
+    }
+
+    /// Runs the model on a calibration batch (`token_ids` `[T]`, `seq_offsets` as for
+    /// [`BertModel::forward`]) and returns the largest `|x|` of every input channel of every
+    /// linear layer, for [`BertModel::from_weights_calibrated`]. Run it on the f32 model:
+    /// the ranges should be those of the exact activations.
+    pub fn linear_input_ranges(
+        &self,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+    ) -> Result<LinearInputRanges, BertError> {
+        let mut input_max = LinearInputMax::new();
+        self.forward_impl(
+            token_ids,
+            seq_offsets,
+            &mut Workspace::default(),
+            Some(&mut input_max),
+        )?;
+        Ok(LinearInputRanges { input_max })
+    }
+
+    fn load(config: BertConfig, loader: WeightLoader<'_>) -> Result<Self, BertError> {
         let (h, f) = (config.hidden_size, config.intermediate_size);
         let embeddings = Embeddings {
             word: loader.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
@@ -294,17 +391,24 @@ impl BertModel {
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let stem = format!("encoder.layer.{i}");
+                let outliers = |kind| loader.outliers(i, kind);
                 Ok(Layer {
-                    qkv: loader.fused_qkv(&format!("{stem}.attention.self"), h)?,
+                    qkv: loader.fused_qkv(&format!("{stem}.attention.self"), h, &outliers(0))?,
                     attention_output: loader.linear(
                         &format!("{stem}.attention.output.dense"),
                         h,
                         h,
+                        &outliers(1),
                     )?,
                     attention_norm: loader
                         .layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
-                    intermediate: loader.linear(&format!("{stem}.intermediate.dense"), f, h)?,
-                    output: loader.linear(&format!("{stem}.output.dense"), h, f)?,
+                    intermediate: loader.linear(
+                        &format!("{stem}.intermediate.dense"),
+                        f,
+                        h,
+                        &outliers(2),
+                    )?,
+                    output: loader.linear(&format!("{stem}.output.dense"), h, f, &outliers(3))?,
                     output_norm: loader.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
                 })
             })
@@ -340,6 +444,18 @@ impl BertModel {
         seq_offsets: &[usize],
         workspace: &'w mut Workspace,
     ) -> Result<&'w [f32], BertError> {
+        self.forward_impl(token_ids, seq_offsets, workspace, None)
+    }
+
+    /// [`BertModel::forward`], raising `input_max` (grown to one entry per layer) to each
+    /// linear layer's largest `|x|` per input channel if given.
+    fn forward_impl<'w>(
+        &self,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+        workspace: &'w mut Workspace,
+        mut input_max: Option<&mut LinearInputMax>,
+    ) -> Result<&'w [f32], BertError> {
         let c = &self.config;
         let (h, f, t) = (c.hidden_size, c.intermediate_size, token_ids.len());
         self.check_batch(token_ids, seq_offsets)?;
@@ -358,8 +474,23 @@ impl BertModel {
         let attention = grow(attention, t * h);
 
         self.embed(token_ids, seq_offsets, hidden)?;
-        for layer in &self.layers {
+        let mut record = |layer: usize, kind: usize, x: &[f32], k: usize| {
+            if let Some(input_max) = input_max.as_deref_mut() {
+                if input_max.len() <= layer {
+                    input_max.resize_with(layer + 1, Default::default);
+                }
+                let max = &mut input_max[layer][kind];
+                max.resize(k, 0.0);
+                for row in x.chunks_exact(k) {
+                    for (m, &v) in max.iter_mut().zip(row) {
+                        *m = m.max(v.abs());
+                    }
+                }
+            }
+        };
+        for (l, layer) in self.layers.iter().enumerate() {
             let qkv = &mut qkv_or_intermediate[..t * 3 * h];
+            record(l, 0, hidden, h);
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
             attention_varlen(
                 qkv,
@@ -368,6 +499,7 @@ impl BertModel {
                 c.head_dim(),
                 context,
             )?;
+            record(l, 1, context, h);
             linear(
                 context,
                 t,
@@ -385,6 +517,7 @@ impl BertModel {
                 norm.beta.data(),
                 c.layer_norm_eps,
             )?;
+            record(l, 2, attention, h);
             // The feed-forward block, FFN_ROW_BLOCK tokens at a time: rows are independent, so
             // the `[rows, F]` intermediate stays in cache and is all that is kept of it.
             for r0 in (0..t).step_by(FFN_ROW_BLOCK) {
@@ -399,6 +532,7 @@ impl BertModel {
                     None,
                     out,
                 )?;
+                record(l, 3, out, f);
                 linear(
                     out,
                     rows,
@@ -510,5 +644,65 @@ fn add_widened(row: &mut [f32], table: StoredData<'_>, start: usize) {
             .iter_mut()
             .zip(&t[start..end])
             .for_each(|(r, v)| *r += v.to_f32()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository's tiny test model (2 layers, H = 52, F = 76).
+    fn tiny() -> (BertConfig, WeightFile) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-bert");
+        let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+        let file = WeightFile::open(dir.join("model.safetensors")).unwrap();
+        (config, file)
+    }
+
+    #[test]
+    fn calibrated_int8_keeps_the_largest_input_channels_exact() {
+        let (config, file) = tiny();
+        let (h, f) = (config.hidden_size, config.intermediate_size);
+        let f32_model = BertModel::from_weights(config.clone(), &file).unwrap();
+        // Two sequences of ids spread over the vocabulary.
+        let ids: Vec<u32> = (0..23).map(|i| 101 + 97 * i).collect();
+        let offsets = [0, 9, 23];
+        let ranges = f32_model.linear_input_ranges(&ids, &offsets).unwrap();
+        assert_eq!(ranges.input_max.len(), config.num_hidden_layers);
+        let int8 =
+            BertModel::from_weights_calibrated(config.clone(), &file, Precision::Int8, &ranges)
+                .unwrap();
+        assert_eq!(int8.precision(), Precision::Int8);
+        for (layer, max) in int8.layers.iter().zip(&ranges.input_max) {
+            let linears = [
+                &layer.qkv,
+                &layer.attention_output,
+                &layer.intermediate,
+                &layer.output,
+            ];
+            for ((linear, max), k) in linears.iter().zip(max).zip([h, h, h, f]) {
+                assert_eq!(max.len(), k);
+                let mut want: Vec<usize> = (0..k).collect();
+                want.sort_by(|&a, &b| max[b].total_cmp(&max[a]));
+                want.truncate(INT8_OUTLIER_CHANNELS);
+                want.sort_unstable();
+                assert_eq!(linear.outlier_channels(), want);
+            }
+        }
+        // Without ranges, and in other precisions, no channel is kept out.
+        let plain = BertModel::from_weights_with(config.clone(), &file, Precision::Int8).unwrap();
+        assert!(plain.layers[0].output.outlier_channels().is_empty());
+        let bf16 =
+            BertModel::from_weights_calibrated(config, &file, Precision::Bf16, &ranges).unwrap();
+        assert!(bf16.layers[0].output.outlier_channels().is_empty());
+        // And the calibrated model runs, close to f32.
+        let (mut w32, mut w8) = (Workspace::default(), Workspace::default());
+        let exact = f32_model.forward(&ids, &offsets, &mut w32).unwrap();
+        let quantised = int8.forward(&ids, &offsets, &mut w8).unwrap();
+        for (a, b) in exact.chunks_exact(h).zip(quantised.chunks_exact(h)) {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let norms = a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|y| y * y).sum::<f32>();
+            assert!(dot / norms.sqrt() > 0.99, "cosine {}", dot / norms.sqrt());
+        }
     }
 }

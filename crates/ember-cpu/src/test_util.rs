@@ -88,6 +88,15 @@ mod tests {
             crate::Precision::Int8,
         )
         .unwrap();
+        let w8_outliers = PackedLinear::from_weight_with_outliers(
+            crate::gemm::WeightData::F32(&rng.vec(n * k)),
+            Some(&rng.vec(n)),
+            n,
+            k,
+            crate::Precision::Int8,
+            &[3, 50, 69],
+        )
+        .unwrap();
         let r = rng.vec(m * n);
         let mut out = vec![0.0f32; m * n];
         let (heads, hd, offsets) = (2, 8, [0usize, 3, 9]);
@@ -99,6 +108,7 @@ mod tests {
             linear(&x, m, &w, Activation::Gelu, Some(&r), &mut out).unwrap();
             linear(&x, m, &w, Activation::Identity, None, &mut out).unwrap();
             linear(&x, m, &w8, Activation::Relu, Some(&r), &mut out).unwrap();
+            linear(&x, m, &w8_outliers, Activation::Gelu, Some(&r), &mut out).unwrap();
             attention_varlen(&qkv, &offsets, heads, hd, &mut ctx).unwrap();
             layernorm(&mut out, m, n, &gamma, &beta, 1e-5).unwrap();
             softmax_inplace(&mut out[..n]);

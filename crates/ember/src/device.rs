@@ -75,7 +75,8 @@ pub(crate) struct CpuScratch {
 impl Backend {
     /// Loads `weights` onto `device` with its linear layers in `dtype`, refusing the
     /// combinations a device does not run. The device is opened first, so that a missing
-    /// driver fails fast, before the weights are read.
+    /// driver fails fast, before the weights are read. (A CPU int8 model is loaded in f32
+    /// here and quantised by [`Backend::into_calibrated_int8`] once the tokenizer is up.)
     pub(crate) fn load(
         device: Device,
         config: BertConfig,
@@ -97,6 +98,30 @@ impl Backend {
             }
             Device::Cuda(ordinal) => Self::load_cuda(ordinal, config, weights, dtype),
         }
+    }
+
+    /// The int8 model for a CPU model loaded in f32: runs it on `calibration` (packed ids
+    /// and sequence offsets, see [`crate::calibration`]) to find each linear layer's
+    /// largest input channels, drops it, and loads `weights` in int8 with those channels
+    /// exact (see [`BertModel::from_weights_calibrated`]). Other backends come back as
+    /// they are.
+    pub(crate) fn into_calibrated_int8(
+        self,
+        config: BertConfig,
+        weights: impl FnOnce() -> Result<WeightFile, EmberError>,
+        (token_ids, seq_offsets): (&[u32], &[usize]),
+        pool: &rayon::ThreadPool,
+    ) -> Result<Backend, EmberError> {
+        let Backend::Cpu(f32_model) = self else {
+            return Ok(self);
+        };
+        let ranges = pool.install(|| f32_model.linear_input_ranges(token_ids, seq_offsets))?;
+        drop(f32_model);
+        let weights = weights()?;
+        let model = pool.install(|| {
+            BertModel::from_weights_calibrated(config, &weights, Precision::Int8, &ranges)
+        })?;
+        Ok(Backend::Cpu(model))
     }
 
     #[cfg(feature = "cuda")]

@@ -31,6 +31,7 @@
 //! - [`Embedder::info`] for what was loaded, [`EmberError`] for what went wrong (each variant
 //!   names the file, tensor or text at fault).
 
+mod calibration;
 mod device;
 pub mod embedder;
 pub mod folder;

@@ -7,13 +7,15 @@
 //! zmm; A supplies each row's quad as one broadcast 32-bit value. Per k quad: 2 loads of B,
 //! 14 broadcasts, 28 `vpdpbusd` — the f32 kernel's instruction count for four times the k.
 //! Between K blocks the tile's `i32` sums are stored to `C` bit-cast; after the last one they
-//! are rescaled, `y = f32(acc − z_i·Σ_k w_q) · (s_i·s_j)`, and finished as the f32 kernels do.
+//! are rescaled, `y = f32(acc − z_i·Σ_k w_q) · (s_i·s_j)`, the weight's outlier channels
+//! added (`y + x_c·w_c`, multiply then add, as the portable kernel does), and finished as
+//! the f32 kernels do.
 //! The A micro-panel is quantised (`vcvtps2dq`, `+ z_i`, clamp, `vpmovdb`) as it is packed.
 
 use std::arch::x86_64::*;
 
 use super::kernel_avx512::{dispatch_rows_14, epilogue_row_avx512, epilogue_tile_avx512};
-use super::{Microkernel, RowQuant, TileEpilogue, KC_I8, KG_I8, NR};
+use super::{Microkernel, RowQuant, TileEpilogue, KC_I8, KG_I8, MAX_OUTLIER_CHANNELS, NR};
 use crate::activation::Activation;
 use crate::simd::{avx512_prefix_mask, Avx512Token};
 
@@ -73,14 +75,15 @@ impl Microkernel for Avx512VnniKernel {
         unsafe { tile_avx512_vnni(kc, a, b, c, ldc, rows, cols, mr, accumulate, epi) }
     }
 
-    fn row_quant(self, row: &[f32]) -> RowQuant {
-        /// [`RowQuant::of_row`] vectorised with AVX-512 (min and max are exact: same result).
+    fn row_quant(self, row: &[f32], skip: &[usize]) -> RowQuant {
+        /// [`RowQuant::of_row_skipping`] vectorised with AVX-512 (min and max are exact:
+        /// same result).
         #[target_feature(enable = "avx512f,avx2,fma")]
-        fn run(_: Avx512Token, row: &[f32]) -> RowQuant {
-            RowQuant::of_row(row)
+        fn run(_: Avx512Token, row: &[f32], skip: &[usize]) -> RowQuant {
+            RowQuant::of_row_skipping(row, skip)
         }
         // SAFETY: the token proves the CPU has AVX-512F, AVX2 and FMA.
-        unsafe { run(self.0, row) }
+        unsafe { run(self.0, row, skip) }
     }
 
     fn pack_a(
@@ -246,7 +249,8 @@ unsafe fn tile_body<const R: usize>(
     // m0/m1, which cover exactly columns < cols of rows < R (inside the caller's tile). A reads
     // stay within the mr·kc_pad micro-panel (the packing zero-fills the last group past kc),
     // B reads within ⌈kc/4⌉ quad rows of 4·NR bytes; the epilogue's row quantisation is read
-    // for rows < R, its column scales / sums, bias and residual under the column masks.
+    // for rows < R, its column scales / sums, outlier weights (rows c < outliers), bias and
+    // residual under the column masks.
     unsafe {
         let mut acc0 = [_mm512_setzero_si512(); R];
         let mut acc1 = [_mm512_setzero_si512(); R];
@@ -308,6 +312,14 @@ unsafe fn tile_body<const R: usize>(
                 Some(_mm512_maskz_loadu_ps(m1, e.bias.wrapping_add(16))),
             )
         };
+        // The outlier channels' weights for the tile's columns, loaded once for all rows.
+        let mut outlier_weight0 = [_mm512_setzero_ps(); MAX_OUTLIER_CHANNELS];
+        let mut outlier_weight1 = [_mm512_setzero_ps(); MAX_OUTLIER_CHANNELS];
+        for c in 0..e.outliers.min(MAX_OUTLIER_CHANNELS) {
+            let row = e.outlier_weight.wrapping_add(c * e.ld_outlier_weight);
+            outlier_weight0[c] = _mm512_maskz_loadu_ps(m0, row);
+            outlier_weight1[c] = _mm512_maskz_loadu_ps(m1, row.wrapping_add(16));
+        }
         for i in 0..R {
             let rq: RowQuant = *e.row_quant.add(i);
             let zero = _mm512_set1_epi32(rq.zero);
@@ -315,10 +327,14 @@ unsafe fn tile_body<const R: usize>(
             // Same operations, in the same order, as the portable kernel. (A macro, not a
             // closure: a closure would not be compiled with this function's features.)
             macro_rules! finish {
-                ($acc:expr, $sum:expr, $scale:expr, $bias:expr) => {{
+                ($acc:expr, $sum:expr, $scale:expr, $bias:expr, $outlier_weight:expr) => {{
                     let d = _mm512_sub_epi32($acc, _mm512_mullo_epi32(zero, $sum));
                     let d = _mm512_cvt_roundepi32_ps::<NEAREST>(d);
                     let mut y = _mm512_mul_ps(d, _mm512_mul_ps(row_scale, $scale));
+                    for c in 0..e.outliers.min(MAX_OUTLIER_CHANNELS) {
+                        let x = _mm512_set1_ps(rq.exact[c]);
+                        y = _mm512_add_ps(y, _mm512_mul_ps(x, $outlier_weight[c]));
+                    }
                     if let Some(bias) = $bias {
                         y = _mm512_add_ps(y, bias);
                     }
@@ -328,8 +344,8 @@ unsafe fn tile_body<const R: usize>(
                     y
                 }};
             }
-            let mut y0 = finish!(acc0[i], sum0, scale0, bias0);
-            let mut y1 = finish!(acc1[i], sum1, scale1, bias1);
+            let mut y0 = finish!(acc0[i], sum0, scale0, bias0, outlier_weight0);
+            let mut y1 = finish!(acc1[i], sum1, scale1, bias1, outlier_weight1);
             if !e.residual.is_null() {
                 let ri = e.residual.wrapping_add(i * e.ld_residual);
                 y0 = _mm512_add_ps(y0, _mm512_maskz_loadu_ps(m0, ri));

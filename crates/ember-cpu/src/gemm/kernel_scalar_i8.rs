@@ -3,7 +3,8 @@
 //!
 //! Per k quad it adds `Σ_{t<4} a[4p+t]·b[4p+t]` (`u8 × i8`) to the accumulator, which is what
 //! `vpdpbusd` computes; integer sums are exact, so this kernel's integers, and (with the same
-//! f32 rescaling, see [`super::quant`]) its results, equal the VNNI kernel's bit for bit.
+//! f32 rescaling and outlier-channel products, see [`super::quant`]) its results, equal the
+//! VNNI kernel's bit for bit.
 //! Between K blocks the tile's `i32` partial sums are kept in `C`, bit-cast.
 
 use super::kernel_scalar::finish_element;
@@ -87,12 +88,17 @@ impl Microkernel for ScalarI8Kernel {
                         continue;
                     };
                     // SAFETY: row i < rows and column j < cols are inside the row
-                    // quantisation, column scale / sum, bias and residual areas the caller
-                    // vouches for (the int8 pointers are never null for this kernel).
+                    // quantisation, column scale / sum, outlier weight (c < outliers), bias
+                    // and residual areas the caller vouches for (the int8 pointers are never
+                    // null for this kernel; the outlier weights are read only if outliers > 0).
                     let y = unsafe {
                         let rq: RowQuant = *e.row_quant.add(i);
                         let d = v.wrapping_sub(rq.zero.wrapping_mul(*e.col_sum.add(j)));
-                        let y = d as f32 * (rq.scale * *e.col_scale.add(j));
+                        let mut y = d as f32 * (rq.scale * *e.col_scale.add(j));
+                        for (c, &x) in rq.exact.iter().enumerate().take(e.outliers) {
+                            let product = x * *e.outlier_weight.add(c * e.ld_outlier_weight + j);
+                            y += product;
+                        }
                         finish_element(y, &e, i, j)
                     };
                     // SAFETY: (i, j) is inside the caller's rows × cols tile.

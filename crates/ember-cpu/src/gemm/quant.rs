@@ -24,6 +24,17 @@
 //! true result fits). Against `X·Wᵀ` each operand is off by at most half its step:
 //! `|x − s_i(x_q − z_i)| ≤ s_i/2`, `|W − s_j w_q| ≤ s_j/2`.
 //!
+//! # Outlier channels
+//!
+//! A weight may keep a few input channels `C` (at most [`MAX_OUTLIER_CHANNELS`]) out of
+//! the int8 product: `W[:, c]` is zeroed before the quantisation above (so it sets no
+//! `s_j`) and kept in f32, `lo`/`hi` are taken over the row without `C` (which equals the
+//! range of the row with those entries zeroed, 0 being always inside), and the rescaling
+//! becomes `y_ij = f32(acc_ij − z_i·Σ_k w_q[j,k])·(s_i·s_j) + Σ_{c∈C} x[i,c]·W[j,c] + b_j`,
+//! channel by channel in `C`'s ascending order, each a rounded product then a rounded sum.
+//! The packed `x_q` of those channels is whatever the clamp makes of them: their weights
+//! are 0.
+//!
 //! # Determinism
 //!
 //! Integer sums are exact, so `acc_ij` does not depend on K blocking (a tile's `i32` partial
@@ -44,6 +55,9 @@ pub(crate) const KC_I8: usize = 4 * KC;
 pub(crate) const KG_I8: usize = 4 * KG;
 /// Largest `k` for which the `i32` accumulators cannot overflow: `255·127·k ≤ i32::MAX`.
 pub const INT8_MAX_K: usize = i32::MAX as usize / (255 * 127);
+/// Most input channels an int8 weight keeps exact (f32) beside its int8 product (see
+/// [`PackedLinear::from_weight_with_outliers`](super::PackedLinear::from_weight_with_outliers)).
+pub const MAX_OUTLIER_CHANNELS: usize = 4;
 
 /// One row's activation quantisation: `x_q = clamp(round(x·inv_scale) + zero, 0, 255)`,
 /// `x ≈ scale·(x_q − zero)`.
@@ -56,6 +70,9 @@ pub(crate) struct RowQuant {
     pub(crate) inv_scale: f32,
     /// `z_i ∈ [0, 255]`.
     pub(crate) zero: i32,
+    /// The row's values in the weight's outlier channels (see [`OutlierColumns`]), which
+    /// the kernels multiply in f32; 0 past their count.
+    pub(crate) exact: [f32; MAX_OUTLIER_CHANNELS],
 }
 
 impl Default for RowQuant {
@@ -64,6 +81,7 @@ impl Default for RowQuant {
             scale: 1.0,
             inv_scale: 1.0,
             zero: 0,
+            exact: [0.0; MAX_OUTLIER_CHANNELS],
         }
     }
 }
@@ -72,30 +90,31 @@ impl RowQuant {
     /// The quantisation of `row` (see the module docs). `#[inline(always)]` so that an ISA's
     /// `#[target_feature]` wrapper vectorises it; the result is the same on every ISA (min
     /// and max are exact, and NaN never enters them).
+    #[cfg(test)]
     #[inline(always)]
     pub(crate) fn of_row(row: &[f32]) -> RowQuant {
-        const LANES: usize = 16;
-        // `if v < lo { v } else { lo }` is `minps(v, lo)`: LLVM vectorises it. Lanes start at
-        // +0.0, so −0.0 and NaN never replace a lane's value.
-        let mut lo = [0.0f32; LANES];
-        let mut hi = [0.0f32; LANES];
-        let mut update = |l: usize, v: f32| {
-            lo[l] = if v < lo[l] { v } else { lo[l] };
-            hi[l] = if v > hi[l] { v } else { hi[l] };
-        };
-        let chunks = row.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        for chunk in chunks {
-            for (l, &v) in chunk.iter().enumerate() {
-                update(l, v);
-            }
+        Self::of_row_skipping(row, &[])
+    }
+
+    /// The quantisation of `row` with the columns `skip` (ascending, each `< row.len()`, at
+    /// most [`MAX_OUTLIER_CHANNELS`]) left out of its range and their values kept in
+    /// `exact`: the outlier channels of a [`PackedLinear`](super::PackedLinear), whose
+    /// products are computed in f32 instead.
+    #[inline(always)]
+    pub(crate) fn of_row_skipping(row: &[f32], skip: &[usize]) -> RowQuant {
+        let (mut lo, mut hi) = (0.0f32, 0.0f32);
+        let mut start = 0;
+        for &end in skip.iter().chain(std::iter::once(&row.len())) {
+            let (l, h) = range_with_zero(&row[start.min(end)..end]);
+            lo = if l < lo { l } else { lo };
+            hi = if h > hi { h } else { hi };
+            start = end + 1;
         }
-        for (l, &v) in tail.iter().enumerate() {
-            update(l, v);
+        let mut quant = Self::from_range(lo, hi);
+        for (exact, &c) in quant.exact.iter_mut().zip(skip) {
+            *exact = row[c];
         }
-        let lo = lo.iter().fold(0.0f32, |a, &v| if v < a { v } else { a });
-        let hi = hi.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
-        Self::from_range(lo, hi)
+        quant
     }
 
     /// The quantisation of values in `[lo, hi]` (`lo ≤ 0 ≤ hi`).
@@ -112,6 +131,7 @@ impl RowQuant {
             scale,
             inv_scale,
             zero,
+            exact: [0.0; MAX_OUTLIER_CHANNELS],
         }
     }
 
@@ -192,6 +212,85 @@ impl WeightQuant {
     /// Heap bytes held.
     pub(crate) fn bytes(&self) -> usize {
         4 * (self.scale.len() + self.col_sum.len())
+    }
+}
+
+/// `(min(0, min values), max(0, max values))`, vectorisable: `if v < lo { v } else { lo }`
+/// is `minps(v, lo)`. Lanes start at +0.0, so −0.0 and NaN never replace a lane's value.
+#[inline(always)]
+fn range_with_zero(values: &[f32]) -> (f32, f32) {
+    const LANES: usize = 16;
+    let mut lo = [0.0f32; LANES];
+    let mut hi = [0.0f32; LANES];
+    let mut update = |l: usize, v: f32| {
+        lo[l] = if v < lo[l] { v } else { lo[l] };
+        hi[l] = if v > hi[l] { v } else { hi[l] };
+    };
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in chunk.iter().enumerate() {
+            update(l, v);
+        }
+    }
+    for (l, &v) in tail.iter().enumerate() {
+        update(l, v);
+    }
+    let lo = lo.iter().fold(0.0f32, |a, &v| if v < a { v } else { a });
+    let hi = hi.iter().fold(0.0f32, |a, &v| if v > a { v } else { a });
+    (lo, hi)
+}
+
+/// The input channels of a weight kept out of the int8 product ("outliers", whose
+/// activations are far larger than the rest and would coarsen every row's `u8` step): the
+/// kernels add `Σ_c X[i, channels[c]] · W[j, channels[c]]` in f32 to the rescaled integer
+/// product, channel by channel, each a rounded product then a rounded sum (no FMA), before
+/// the bias (see [`super::PackedLinear::from_weight_with_outliers`]).
+#[derive(Clone, Debug)]
+pub(crate) struct OutlierColumns {
+    /// The channels, ascending and distinct, each `< k`.
+    pub(crate) channels: Vec<usize>,
+    /// `weight[c·n_pad + j] = W[j, channels[c]]` (widened to f32), zero past `n`.
+    pub(crate) weight: Vec<f32>,
+    /// `n` rounded up to whole panels.
+    pub(crate) n_pad: usize,
+}
+
+impl OutlierColumns {
+    /// Takes `channels` (ascending, distinct, `< k`) out of `weight` (`[n, k]`): returns
+    /// them and the weight, widened to f32, with those columns zeroed (what the int8 panels
+    /// then hold).
+    pub(crate) fn split(
+        weight: WeightData<'_>,
+        n: usize,
+        k: usize,
+        channels: &[usize],
+    ) -> (OutlierColumns, Vec<f32>) {
+        let n_pad = n.div_ceil(NR) * NR;
+        let mut rest = vec![0.0f32; n * k];
+        let mut exact = vec![0.0f32; channels.len() * n_pad];
+        for j in 0..n {
+            let row = widen_row(weight, j, k);
+            for (c, &ch) in channels.iter().enumerate() {
+                exact[c * n_pad + j] = row[ch];
+            }
+            let dst = &mut rest[j * k..(j + 1) * k];
+            dst.copy_from_slice(&row);
+            for &ch in channels {
+                dst[ch] = 0.0;
+            }
+        }
+        let columns = OutlierColumns {
+            channels: channels.to_vec(),
+            weight: exact,
+            n_pad,
+        };
+        (columns, rest)
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        4 * self.weight.len() + std::mem::size_of::<usize>() * self.channels.len()
     }
 }
 

@@ -350,6 +350,7 @@ fn row_quantisation_follows_its_definition() {
         scale: 1.0,
         inv_scale: 1.0,
         zero: 100,
+        ..RowQuant::default()
     };
     for (v, want) in [
         (0.5, 100),
@@ -521,7 +522,7 @@ fn int8_kernels_agree_bit_for_bit() {
         x[5 * k..6 * k].fill(0.0); // an all-zero row
         x[7 * k + 3] = 40.0; // an outlier
         let quant: Vec<RowQuant> = x.chunks_exact(k).map(RowQuant::of_row).collect();
-        let quant_hw: Vec<RowQuant> = x.chunks_exact(k).map(|r| fast.row_quant(r)).collect();
+        let quant_hw: Vec<RowQuant> = x.chunks_exact(k).map(|r| fast.row_quant(r, &[])).collect();
         assert_eq!(quant, quant_hw);
         let len = m.div_ceil(14) * 14 * KC_I8;
         for (pc, kc) in [(0, KC_I8), (KC_I8, k - KC_I8), (3, 101)] {
@@ -531,6 +532,179 @@ fn int8_kernels_agree_bit_for_bit() {
             fast.pack_a(&x, k, (0, m), pc, kc, 14, &quant, &mut b);
             assert!(a == b, "packing differs (pc={pc} kc={kc})");
         }
+    }
+}
+
+#[test]
+fn int8_outlier_channels_are_exact_and_kernels_agree_bit_for_bit() {
+    // Channels with activations far above the rest, kept out of the int8 product: every
+    // ISA matches the reference on what it multiplies (the other channels dequantised,
+    // these exact), beats the plain int8 result against f32, and the VNNI and portable
+    // kernels agree bit for bit (identity and ReLU, on both packing paths).
+    let mut rng = SplitMix(91);
+    let shapes = [(37, 100, 600), (15, 33, 1025), (5, 1536, 384), (29, 65, 7)];
+    let acts = [Activation::Identity, Activation::Gelu, Activation::Relu];
+    for (case_index, &(m, n, k)) in shapes.iter().enumerate() {
+        let outliers = [k - 1, 0, k / 2];
+        let mut x = rng.vec(m * k);
+        for (i, row) in x.chunks_exact_mut(k).enumerate() {
+            for (c, &ch) in outliers.iter().enumerate() {
+                row[ch] = 30.0 * (1.0 + c as f32) * if i % 2 == 0 { 1.0 } else { -1.0 };
+            }
+        }
+        let w = rng.vec(n * k);
+        let b = rng.vec(n);
+        let r = rng.vec(m * n);
+        let data = WeightData::F32(&w);
+        let packed = PackedLinear::from_weight_with_outliers(
+            data,
+            Some(&b),
+            n,
+            k,
+            Precision::Int8,
+            &outliers,
+        )
+        .unwrap();
+        let plain = PackedLinear::with_precision(&w, Some(&b), n, k, Precision::Int8).unwrap();
+        let mut sorted = outliers.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(packed.outlier_channels(), sorted);
+        let w_seen = packed.unpack_weight();
+        for j in 0..n {
+            for &ch in &outliers {
+                assert_eq!(
+                    w_seen[j * k + ch],
+                    w[j * k + ch],
+                    "outlier weight [{j},{ch}]"
+                );
+            }
+        }
+        let skip = &sorted;
+        let x_seen: Vec<f32> = x
+            .chunks_exact(k)
+            .flat_map(|row| {
+                let q = RowQuant::of_row_skipping(row, skip);
+                row.iter().enumerate().map(move |(c, &v)| {
+                    if skip.contains(&c) {
+                        v
+                    } else {
+                        q.dequantise(q.quantise(v))
+                    }
+                })
+            })
+            .collect();
+        let act = acts[case_index % acts.len()];
+        let case = Case {
+            m,
+            n,
+            k,
+            act,
+            bias: true,
+            residual: true,
+        };
+        let mut exact = vec![f32::NAN; m * n];
+        linear_reference(&x, m, &w, Some(&b), n, k, act, Some(&r), &mut exact).unwrap();
+        let max_err = |y: &[f32]| -> f32 {
+            y.iter()
+                .zip(&exact)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        };
+        for isa in supported_isas() {
+            let mut out = vec![f32::NAN; m * n];
+            linear_with_isa(isa, &x, m, &packed, act, Some(&r), &mut out).unwrap();
+            check(&case, isa, &x_seen, &w_seen, Some(&b), Some(&r), &out);
+            let mut without = vec![f32::NAN; m * n];
+            linear_with_isa(isa, &x, m, &plain, act, Some(&r), &mut without).unwrap();
+            assert!(
+                max_err(&out) < 0.5 * max_err(&without),
+                "{case} on {isa}: outliers exact {} vs plain int8 {}",
+                max_err(&out),
+                max_err(&without)
+            );
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(fast) = kernel_avx512_vnni::Avx512VnniKernel::detect() {
+            // (GELU is each ISA's own, as for every precision: not part of the claim.)
+            for act in [Activation::Identity, Activation::Relu] {
+                for shared_a_max in [SHARED_A_MAX, 0] {
+                    let args = GemmArgs {
+                        x: &x,
+                        m,
+                        w: &packed,
+                        act,
+                        residual: Some(&r),
+                        shared_a_max,
+                    };
+                    let mut hw = vec![f32::NAN; m * n];
+                    gemm_driver(fast, args, &mut hw);
+                    let mut portable = vec![f32::NAN; m * n];
+                    gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, &mut portable);
+                    let differ = hw
+                        .iter()
+                        .zip(&portable)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    assert_eq!(differ, 0, "m={m} n={n} k={k} {act:?}: {differ} differ");
+                }
+            }
+            let quant: Vec<RowQuant> = x
+                .chunks_exact(k)
+                .map(|row| RowQuant::of_row_skipping(row, &sorted))
+                .collect();
+            let quant_hw: Vec<RowQuant> = x
+                .chunks_exact(k)
+                .map(|row| fast.row_quant(row, &sorted))
+                .collect();
+            assert_eq!(quant, quant_hw);
+        } else {
+            println!("bit-identity part skipped: this CPU has no AVX512_VNNI");
+        }
+    }
+}
+
+#[test]
+fn row_quantisation_skipping_equals_zeroing_those_columns() {
+    // 0 is always inside a row's range, so leaving columns out is zeroing them (and their
+    // values are kept for the f32 products).
+    let mut rng = SplitMix(92);
+    for k in [1, 7, 16, 17, 100, 1537] {
+        let mut row = rng.vec(k);
+        row[k - 1] = 90.0;
+        row[0] = -70.0;
+        let mut skips = vec![vec![], vec![0], vec![k - 1], vec![0, k - 1], vec![k / 2]];
+        skips.retain(|s| s.windows(2).all(|w| w[0] < w[1]));
+        for skip in skips {
+            let mut zeroed = row.clone();
+            skip.iter().for_each(|&c| zeroed[c] = 0.0);
+            let skipping = RowQuant::of_row_skipping(&row, &skip);
+            let mut exact = [0.0; MAX_OUTLIER_CHANNELS];
+            skip.iter().zip(&mut exact).for_each(|(&c, e)| *e = row[c]);
+            let want = RowQuant {
+                exact,
+                ..RowQuant::of_row(&zeroed)
+            };
+            assert_eq!(skipping, want, "k={k} skip={skip:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_outlier_channels_are_errors() {
+    let w = vec![1.0f32; 16];
+    for outliers in [&[8usize][..], &[1, 1], &[0, 1, 2, 3, 4]] {
+        let packed = PackedLinear::from_weight_with_outliers(
+            WeightData::F32(&w),
+            None,
+            2,
+            8,
+            Precision::Int8,
+            outliers,
+        );
+        assert!(
+            matches!(packed, Err(KernelError::InvalidShape { .. })),
+            "{outliers:?} accepted"
+        );
     }
 }
 
