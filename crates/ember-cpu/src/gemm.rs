@@ -58,6 +58,8 @@
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
+mod kernel_avx2_i8;
+#[cfg(target_arch = "x86_64")]
 mod kernel_avx512;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx512_bf16;
@@ -798,13 +800,21 @@ fn linear_impl(
             gemm_driver(kern, args, out)
         }
         (PanelLayout::Bf16Pairs, _) => gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, out),
-        // int8 products: `vpdpbusd` on AVX-512 CPUs that have AVX512_VNNI, the portable
-        // kernel (same integers, same results) on every other path.
+        // int8 products (the same integers, hence the same results, on every path):
+        // `vpdpbusd` on AVX-512 CPUs that have AVX512_VNNI, else widening `vpmaddwd` on any
+        // AVX2 CPU, else the portable kernel.
         #[cfg(target_arch = "x86_64")]
         (PanelLayout::I8Quads, Isa::Avx512)
             if kernel_avx512_vnni::Avx512VnniKernel::detect().is_some() =>
         {
             let kern = kernel_avx512_vnni::Avx512VnniKernel::detect().ok_or(unsupported)?;
+            gemm_driver(kern, args, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (PanelLayout::I8Quads, Isa::Avx2 | Isa::Avx512)
+            if kernel_avx2_i8::Avx2I8Kernel::detect().is_some() =>
+        {
+            let kern = kernel_avx2_i8::Avx2I8Kernel::detect().ok_or(unsupported)?;
             gemm_driver(kern, args, out)
         }
         (PanelLayout::I8Quads, _) => gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, out),
