@@ -27,7 +27,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::kernel_avx2::Avx2Kernel;
-use super::{pack_a_block_i8, Microkernel, RowQuant, TileEpilogue, KC_I8, KG_I8, NR};
+use super::{Microkernel, RowQuant, TileEpilogue, KC_I8, KG_I8, NR};
 use crate::activation::Activation;
 use crate::simd::Avx2Token;
 
@@ -110,7 +110,22 @@ impl Microkernel for Avx2I8Kernel {
         quant: &[RowQuant],
         dst: &mut [u8],
     ) {
-        pack_a_block_i8(x, k, rows, pc, kc, mr, quant, dst);
+        let (r0, r1) = rows;
+        let kc_pad = kc.next_multiple_of(KG_I8);
+        let panels = (r1 - r0).div_ceil(mr.max(1));
+        let in_bounds = r0 <= r1
+            && (1..=MR).contains(&mr)
+            && kc <= KC_I8
+            && pc + kc <= k
+            && r1 <= quant.len()
+            && r1.checked_mul(k).is_some_and(|len| len <= x.len())
+            && (panels == 0 || dst.len() >= (panels - 1) * mr * KC_I8 + mr * kc_pad);
+        if !in_bounds {
+            debug_assert!(false, "pack_a: out-of-bounds request");
+            return;
+        }
+        // SAFETY: the token proves the CPU features; bounds were checked just above.
+        unsafe { pack_a_avx2_i8(x.as_ptr(), k, rows, pc, kc, mr, quant, dst.as_mut_ptr()) }
     }
 
     unsafe fn epilogue_tile(
@@ -138,6 +153,80 @@ impl Microkernel for Avx2I8Kernel {
         residual: Option<&[f32]>,
     ) {
         self.f32_kernel.epilogue_row(row, bias, act, residual)
+    }
+}
+
+/// [`super::pack_a_block_i8`] vectorised: each row's 64-value group is eight (masked) 8-float
+/// loads, each multiplied by `1/s_i`, converted (`vcvtps2dq`, nearest-even, as
+/// [`RowQuant::quantise`] models it), `+ z_i`, clamped to `[0, 255]`, zeroed past `kc`, and
+/// narrowed four at a time to one 32-byte store.
+///
+/// # Safety
+/// CPU has AVX2; `x` readable for `r1·k` floats, `quant` for `r1` entries, `kc ≤ KC_I8`,
+/// `pc + kc ≤ k`, `1 ≤ mr ≤ MR`, `dst` writable for the layout of
+/// [`super::pack_a_block_i8`].
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_a_avx2_i8(
+    x: *const f32,
+    k: usize,
+    (r0, r1): (usize, usize),
+    pc: usize,
+    kc: usize,
+    mr: usize,
+    quant: &[RowQuant],
+    dst: *mut u8,
+) {
+    let low = _mm256_setzero_si256();
+    let high = _mm256_set1_epi32(255);
+    // packus leaves 32-bit pieces [q0 q1 q2 q3 | q0 q1 q2 q3] (low, high halves of each
+    // chunk); this puts them back in k order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (q, ir) in (r0..r1).step_by(mr).enumerate() {
+        let rows = mr.min(r1 - ir);
+        let panel = dst.wrapping_add(q * mr * KC_I8);
+        for i in 0..rows {
+            let rq = quant[ir + i];
+            let inv = _mm256_set1_ps(rq.inv_scale);
+            let zero = _mm256_set1_epi32(rq.zero);
+            let src = x.wrapping_add((ir + i) * k + pc);
+            for (g, kk0) in (0..kc).step_by(KG_I8).enumerate() {
+                for half in 0..2 {
+                    let mut chunks = [low; 4];
+                    for (t, chunk) in chunks.iter_mut().enumerate() {
+                        let kk = kk0 + 32 * half + 8 * t;
+                        let left = kc.saturating_sub(kk);
+                        // SAFETY: row ir + i < r1 and columns pc + kk .. pc + kk + 8 ≤ pc + kc
+                        // ≤ k lie inside x when left ≥ 8; otherwise the masked load reads only
+                        // the `left` lanes below kc (none if left = 0).
+                        unsafe {
+                            let v = if left >= 8 {
+                                _mm256_loadu_ps(src.add(kk))
+                            } else {
+                                _mm256_maskload_ps(src.wrapping_add(kk), lane_mask(left))
+                            };
+                            let r = _mm256_cvtps_epi32(_mm256_mul_ps(v, inv));
+                            let c = _mm256_min_epi32(
+                                _mm256_max_epi32(_mm256_add_epi32(r, zero), low),
+                                high,
+                            );
+                            // Slots past kc hold 0, as the portable packing writes.
+                            *chunk = _mm256_and_si256(c, lane_mask(left));
+                        }
+                    }
+                    let words01 = _mm256_packus_epi32(chunks[0], chunks[1]);
+                    let words23 = _mm256_packus_epi32(chunks[2], chunks[3]);
+                    let bytes = _mm256_packus_epi16(words01, words23);
+                    let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+                    // SAFETY: bytes 32·half .. + 32 of group g, row i of this micro-panel,
+                    // inside dst.
+                    unsafe {
+                        let at = panel.add(g * mr * KG_I8 + i * KG_I8 + 32 * half);
+                        _mm256_storeu_si256(at.cast(), bytes);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -180,7 +269,7 @@ unsafe fn tile_avx2_i8(
 #[inline(always)]
 fn lane_mask(n: usize) -> __m256i {
     let n = n.min(8) as i32;
-    // SAFETY: only reached from AVX2-enabled code (tile_body).
+    // SAFETY: only reached from AVX2-enabled code (tile_body, pack_a_avx2_i8).
     unsafe {
         _mm256_cmpgt_epi32(
             _mm256_set1_epi32(n),

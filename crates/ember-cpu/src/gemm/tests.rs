@@ -598,9 +598,20 @@ fn int8_kernel_matches_portable<K: Microkernel<A = u8, B = i8>>(fast: K, name: &
     let mut x = rng.vec(m * k);
     x[5 * k..6 * k].fill(0.0); // an all-zero row
     x[7 * k + 3] = 40.0; // an outlier
+    x[9 * k + 5] = f32::NAN; // quantises to 0 on every path
+    x[11 * k + 1400] = f32::INFINITY; // an infinite scale
     let quant: Vec<RowQuant> = x.chunks_exact(k).map(RowQuant::of_row).collect();
     let quant_hw: Vec<RowQuant> = x.chunks_exact(k).map(|r| fast.row_quant(r)).collect();
-    assert_eq!(quant, quant_hw, "{name}: row quantisation differs");
+    let bits = |q: &[RowQuant]| -> Vec<(u32, u32, i32)> {
+        q.iter()
+            .map(|r| (r.scale.to_bits(), r.inv_scale.to_bits(), r.zero))
+            .collect()
+    };
+    assert_eq!(
+        bits(&quant),
+        bits(&quant_hw),
+        "{name}: row quantisation differs"
+    );
     let mr = K::MR;
     let len = m.div_ceil(mr) * mr * KC_I8;
     for (pc, kc) in [(0, KC_I8), (KC_I8, k - KC_I8), (3, 101)] {
