@@ -21,7 +21,11 @@
 //! accumulators into one `i32` per column, in column order; integer addition is exact (and
 //! wraps as the portable kernel's), so the grouping changes nothing. Between K blocks the
 //! sums wait in `C` bit-cast; after the last one they are rescaled,
-//! `y = f32(acc − z_i·Σ_k w_q) · (s_i·s_j)`, and finished as the AVX2 f32 kernel does.
+//! `y = f32(acc − z_i·Σ_k w_q) · (s_i·s_j)`, and finished as the AVX2 f32 kernel does. A is
+//! quantised (`vcvtps2dq`, `+ z_i`, clamp, `vpackusdw`/`vpackuswb`) as it is packed.
+//!
+//! On a Zen 4 forced to AVX2 this runs at about 1.3× the f32 FMA peak (`vpmaddwd` and `vpaddd`
+//! share four vector pipes), against 2× at best; see the README for measured figures.
 
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
