@@ -49,8 +49,9 @@
 //! `s_j` and `Σ_k w_q[j,k]` beside them. Per call, a pre-pass computes each row's scale
 //! `s_i` and zero point `z_i` over the *whole* row (never per K block); `X` is quantised to
 //! `u8` while it is packed (`KC = 1024`, `KG = 64`: the f32 kernels' bytes). The microkernel
-//! (`vpdpbusd` on AVX512_VNNI, 14 × 32; a portable twin giving the same integers elsewhere)
-//! sums exactly in `i32`; between K blocks a tile's partial sums wait in `Y`, bit-cast, so
+//! (`vpdpbusd` on AVX512_VNNI, 14 × 32; on AVX2 without VNNI, operands widened to `i16` and
+//! `vpmaddwd`, 6 × 8 four times per panel — never `vpmaddubsw`, whose `i16` pair sums
+//! saturate; a portable twin elsewhere; all giving the same integers) sums exactly in `i32`; between K blocks a tile's partial sums wait in `Y`, bit-cast, so
 //! the sum is the same integer whatever the blocking. After the last K block the tile is
 //! rescaled, `y = f32(acc − z_i·Σ_k w_q[j,k])·(s_i·s_j)`, and finished as above; the result
 //! depends only on the row, as for f32.
@@ -68,6 +69,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx2_i8;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx512;
 #[cfg(target_arch = "x86_64")]
@@ -127,9 +130,10 @@ pub enum Precision {
     /// `i8` weights, quantised per output channel at load (`s_j = max_k |W[j,k]| / 127`),
     /// and `u8` activations, quantised per row (token) while `X` is packed (asymmetric, the
     /// row's range including 0 mapped onto 0..=255); products summed exactly in `i32` and
-    /// rescaled once: `vpdpbusd` where the CPU has AVX512_VNNI, a portable kernel giving the
-    /// same integers elsewhere. A quarter of the weight memory, about four times the f32
-    /// multiply-add rate; optionally a few outlier input channels kept exact in f32
+    /// rescaled once: `vpdpbusd` where the CPU has AVX512_VNNI, widening `vpmaddwd` on other
+    /// AVX2 CPUs, a portable kernel elsewhere, all giving the same integers. A quarter of the
+    /// weight memory, about four times the f32 multiply-add rate (with VNNI); optionally a few
+    /// outlier input channels kept exact in f32
     /// ([`PackedLinear::from_weight_with_outliers`]). See the module docs (Int8).
     Int8,
     /// `f16` weights and activations, `f32` accumulation: the CUDA backend's tensor-core
@@ -880,13 +884,21 @@ fn linear_impl(
             gemm_driver(kern, args, out)
         }
         (PanelLayout::Bf16Pairs, _) => gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, out),
-        // int8 products: `vpdpbusd` on AVX-512 CPUs that have AVX512_VNNI, the portable
-        // kernel (same integers, same results) on every other path.
+        // int8 products (the same integers, hence the same results, on every path):
+        // `vpdpbusd` on AVX-512 CPUs that have AVX512_VNNI, else widening `vpmaddwd` on any
+        // AVX2 CPU, else the portable kernel.
         #[cfg(target_arch = "x86_64")]
         (PanelLayout::I8Quads, Isa::Avx512)
             if kernel_avx512_vnni::Avx512VnniKernel::detect().is_some() =>
         {
             let kern = kernel_avx512_vnni::Avx512VnniKernel::detect().ok_or(unsupported)?;
+            gemm_driver(kern, args, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (PanelLayout::I8Quads, Isa::Avx2 | Isa::Avx512)
+            if kernel_avx2_i8::Avx2I8Kernel::detect().is_some() =>
+        {
+            let kern = kernel_avx2_i8::Avx2I8Kernel::detect().ok_or(unsupported)?;
             gemm_driver(kern, args, out)
         }
         (PanelLayout::I8Quads, _) => gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, out),

@@ -40,7 +40,7 @@
 //! Integer sums are exact, so `acc_ij` does not depend on K blocking (a tile's `i32` partial
 //! sums wait in the output buffer, bit-cast, between K blocks), on the tile, the task split
 //! or the thread count; the rescaling is the same f32 operations in every kernel. So the
-//! portable and the VNNI kernels agree bit for bit, and a row's result depends only on the
+//! portable, the VNNI and the AVX2 kernels agree bit for bit, and a row's result depends only on the
 //! row. (A NaN in `X` quantises to `x_q = 0` instead of propagating; ±∞ makes the row's
 //! scale infinite and its outputs non-finite.)
 

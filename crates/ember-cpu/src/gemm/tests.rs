@@ -471,67 +471,156 @@ fn bf16_kernels_agree_bit_for_bit() {
 
 #[test]
 fn int8_kernels_agree_bit_for_bit() {
-    // Integer sums are exact and the rescaling is the same f32 operations: the VNNI and
+    // Integer sums are exact and the rescaling is the same f32 operations: the VNNI, AVX2 and
     // portable kernels agree on every input (activations applied inside the kernel).
     #[cfg(target_arch = "x86_64")]
     {
-        let Some(fast) = kernel_avx512_vnni::Avx512VnniKernel::detect() else {
-            println!("skipped: this CPU has no AVX512_VNNI");
-            return;
-        };
-        let mut rng = SplitMix(78);
-        let shapes = [
-            (37, 100, 600),
-            (15, 33, 1025),
-            (1, 2304, 768),
-            (29, 65, 7),
-            (20, 70, 2100),
-        ];
-        for (m, n, k) in shapes {
-            let x = rng.vec(m * k);
-            let w = rng.vec(n * k);
-            let b = rng.vec(n);
-            let r = rng.vec(m * n);
-            let packed = PackedLinear::with_precision(&w, Some(&b), n, k, Precision::Int8).unwrap();
-            for act in [Activation::Identity, Activation::Relu] {
-                for shared_a_max in [SHARED_A_MAX, 0] {
+        let mut ran = 0;
+        if let Some(fast) = kernel_avx512_vnni::Avx512VnniKernel::detect() {
+            int8_kernel_matches_portable(fast, "avx512 vnni");
+            ran += 1;
+        } else {
+            println!("skipped avx512 vnni: this CPU has no AVX512_VNNI");
+        }
+        if let Some(fast) = kernel_avx2_i8::Avx2I8Kernel::detect() {
+            int8_kernel_matches_portable(fast, "avx2 int8");
+            ran += 1;
+        } else {
+            println!("skipped avx2 int8: this CPU has no AVX2");
+        }
+        println!("{ran} int8 kernels checked against the portable one");
+        // GELU runs after the kernel over the stored tile, with the ISA's vector maths (FMA):
+        // the SIMD kernels agree with each other there, not with the portable epilogue.
+        if let (Some(vnni), Some(avx2)) = (
+            kernel_avx512_vnni::Avx512VnniKernel::detect(),
+            kernel_avx2_i8::Avx2I8Kernel::detect(),
+        ) {
+            let mut rng = SplitMix(79);
+            for (m, n, k) in [(1, 1, 1), (7, 33, 127), (37, 100, 600), (16, 3072, 768)] {
+                let x = rng.vec(m * k);
+                let w = rng.vec(n * k);
+                let b = rng.vec(n);
+                let r = rng.vec(m * n);
+                let packed =
+                    PackedLinear::with_precision(&w, Some(&b), n, k, Precision::Int8).unwrap();
+                for act in [Activation::Gelu, Activation::GeluTanh] {
                     let args = GemmArgs {
                         x: &x,
                         m,
                         w: &packed,
                         act,
                         residual: Some(&r),
+                        shared_a_max: SHARED_A_MAX,
+                    };
+                    let mut one = vec![f32::NAN; m * n];
+                    gemm_driver(vnni, args, &mut one);
+                    let mut two = vec![f32::NAN; m * n];
+                    gemm_driver(avx2, args, &mut two);
+                    assert!(
+                        one.iter()
+                            .zip(&two)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "avx2 int8 vs vnni: m={m} n={n} k={k} {act:?} differ"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `fast` against [`kernel_scalar_i8::ScalarI8Kernel`], bit for bit: GEMMs on edge shapes
+/// (one K block and several, partial tiles in both directions), with and without the
+/// in-kernel epilogues (bias, ReLU, residual), both packing paths, one and several threads; then row quantisation
+/// and packing byte for byte.
+#[cfg(target_arch = "x86_64")]
+fn int8_kernel_matches_portable<K: Microkernel<A = u8, B = i8>>(fast: K, name: &str) {
+    let mut rng = SplitMix(78);
+    let shapes = [
+        (1, 1, 1),
+        (63, 2, 10),
+        (2, 63, 10),
+        (37, 100, 600),
+        (15, 33, 1025),
+        (1, 2304, 768),
+        (29, 65, 7),
+        (7, 33, 127),
+        (20, 70, 2100),
+        (5, 768, 3072),
+        (127, 768, 768),
+    ];
+    for (m, n, k) in shapes {
+        let x = rng.vec(m * k);
+        let w = rng.vec(n * k);
+        let b = rng.vec(n);
+        let r = rng.vec(m * n);
+        for bias in [true, false] {
+            let packed =
+                PackedLinear::with_precision(&w, bias.then_some(&b[..]), n, k, Precision::Int8)
+                    .unwrap();
+            for act in [Activation::Identity, Activation::Relu] {
+                for (residual, shared_a_max, threads) in [
+                    (Some(&r[..]), SHARED_A_MAX, 1),
+                    (None, SHARED_A_MAX, 3),
+                    (Some(&r[..]), 0, 2),
+                ] {
+                    let args = GemmArgs {
+                        x: &x,
+                        m,
+                        w: &packed,
+                        act,
+                        residual,
                         shared_a_max,
                     };
-                    let mut hw = vec![f32::NAN; m * n];
-                    gemm_driver(fast, args, &mut hw);
-                    let mut portable = vec![f32::NAN; m * n];
-                    gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, &mut portable);
+                    let (hw, portable) = run_in_pool(threads, || {
+                        let mut hw = vec![f32::NAN; m * n];
+                        gemm_driver(fast, args, &mut hw);
+                        let mut portable = vec![f32::NAN; m * n];
+                        gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, &mut portable);
+                        (hw, portable)
+                    });
                     let differ = hw
                         .iter()
                         .zip(&portable)
                         .filter(|(a, b)| a.to_bits() != b.to_bits())
                         .count();
-                    assert_eq!(differ, 0, "m={m} n={n} k={k} {act:?}: {differ} differ");
+                    assert_eq!(
+                        differ,
+                        0,
+                        "{name}: m={m} n={n} k={k} bias={bias} {act:?} residual={} \
+                         shared_a_max={shared_a_max} threads={threads}: {differ} differ",
+                        residual.is_some()
+                    );
                 }
             }
         }
-        // Row quantisation and packing: the vector paths give the same bytes.
-        let (m, k) = (31, 1500);
-        let mut x = rng.vec(m * k);
-        x[5 * k..6 * k].fill(0.0); // an all-zero row
-        x[7 * k + 3] = 40.0; // an outlier
-        let quant: Vec<RowQuant> = x.chunks_exact(k).map(RowQuant::of_row).collect();
-        let quant_hw: Vec<RowQuant> = x.chunks_exact(k).map(|r| fast.row_quant(r, &[])).collect();
-        assert_eq!(quant, quant_hw);
-        let len = m.div_ceil(14) * 14 * KC_I8;
-        for (pc, kc) in [(0, KC_I8), (KC_I8, k - KC_I8), (3, 101)] {
-            let mut a = vec![0xAAu8; len];
-            let mut b = a.clone();
-            pack_a_block_i8(&x, k, (0, m), pc, kc, 14, &quant, &mut a);
-            fast.pack_a(&x, k, (0, m), pc, kc, 14, &quant, &mut b);
-            assert!(a == b, "packing differs (pc={pc} kc={kc})");
-        }
+    }
+    // Row quantisation and packing: the vector paths give the same bytes.
+    let (m, k) = (31, 1500);
+    let mut x = rng.vec(m * k);
+    x[5 * k..6 * k].fill(0.0); // an all-zero row
+    x[7 * k + 3] = 40.0; // an outlier
+    x[9 * k + 5] = f32::NAN; // quantises to 0 on every path
+    x[11 * k + 1400] = f32::INFINITY; // an infinite scale
+    let quant: Vec<RowQuant> = x.chunks_exact(k).map(RowQuant::of_row).collect();
+    let quant_hw: Vec<RowQuant> = x.chunks_exact(k).map(|r| fast.row_quant(r, &[])).collect();
+    let bits = |q: &[RowQuant]| -> Vec<(u32, u32, i32)> {
+        q.iter()
+            .map(|r| (r.scale.to_bits(), r.inv_scale.to_bits(), r.zero))
+            .collect()
+    };
+    assert_eq!(
+        bits(&quant),
+        bits(&quant_hw),
+        "{name}: row quantisation differs"
+    );
+    let mr = K::MR;
+    let len = m.div_ceil(mr) * mr * KC_I8;
+    for (pc, kc) in [(0, KC_I8), (KC_I8, k - KC_I8), (3, 101)] {
+        let mut a = vec![0xAAu8; len];
+        let mut b = a.clone();
+        pack_a_block_i8(&x, k, (0, m), pc, kc, mr, &quant, &mut a);
+        fast.pack_a(&x, k, (0, m), pc, kc, mr, &quant, &mut b);
+        assert!(a == b, "{name}: packing differs (pc={pc} kc={kc})");
     }
 }
 
@@ -624,43 +713,64 @@ fn int8_outlier_channels_are_exact_and_kernels_agree_bit_for_bit() {
             );
         }
         #[cfg(target_arch = "x86_64")]
-        if let Some(fast) = kernel_avx512_vnni::Avx512VnniKernel::detect() {
-            // (GELU is each ISA's own, as for every precision: not part of the claim.)
-            for act in [Activation::Identity, Activation::Relu] {
-                for shared_a_max in [SHARED_A_MAX, 0] {
-                    let args = GemmArgs {
-                        x: &x,
-                        m,
-                        w: &packed,
-                        act,
-                        residual: Some(&r),
-                        shared_a_max,
-                    };
-                    let mut hw = vec![f32::NAN; m * n];
-                    gemm_driver(fast, args, &mut hw);
-                    let mut portable = vec![f32::NAN; m * n];
-                    gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, &mut portable);
-                    let differ = hw
-                        .iter()
-                        .zip(&portable)
-                        .filter(|(a, b)| a.to_bits() != b.to_bits())
-                        .count();
-                    assert_eq!(differ, 0, "m={m} n={n} k={k} {act:?}: {differ} differ");
-                }
+        {
+            let inputs = (&x[..], m, &packed, &r[..], &sorted[..]);
+            match kernel_avx512_vnni::Avx512VnniKernel::detect() {
+                Some(fast) => outliers_match_portable(fast, "avx512 vnni", inputs),
+                None => println!("avx512 vnni part skipped: this CPU has no AVX512_VNNI"),
             }
-            let quant: Vec<RowQuant> = x
-                .chunks_exact(k)
-                .map(|row| RowQuant::of_row_skipping(row, &sorted))
-                .collect();
-            let quant_hw: Vec<RowQuant> = x
-                .chunks_exact(k)
-                .map(|row| fast.row_quant(row, &sorted))
-                .collect();
-            assert_eq!(quant, quant_hw);
-        } else {
-            println!("bit-identity part skipped: this CPU has no AVX512_VNNI");
+            match kernel_avx2_i8::Avx2I8Kernel::detect() {
+                Some(fast) => outliers_match_portable(fast, "avx2 int8", inputs),
+                None => println!("avx2 int8 part skipped: this CPU has no AVX2"),
+            }
         }
     }
+}
+
+/// With outlier channels, `fast` against [`kernel_scalar_i8::ScalarI8Kernel`], bit for bit
+/// (identity and ReLU, both packing paths), and its row quantisation skipping them.
+#[cfg(target_arch = "x86_64")]
+fn outliers_match_portable<K: Microkernel<A = u8, B = i8>>(
+    fast: K,
+    name: &str,
+    (x, m, packed, r, sorted): (&[f32], usize, &PackedLinear, &[f32], &[usize]),
+) {
+    let (n, k) = (packed.n(), packed.k());
+    // (GELU is each ISA's own, as for every precision: not part of the claim.)
+    for act in [Activation::Identity, Activation::Relu] {
+        for shared_a_max in [SHARED_A_MAX, 0] {
+            let args = GemmArgs {
+                x,
+                m,
+                w: packed,
+                act,
+                residual: Some(r),
+                shared_a_max,
+            };
+            let mut hw = vec![f32::NAN; m * n];
+            gemm_driver(fast, args, &mut hw);
+            let mut portable = vec![f32::NAN; m * n];
+            gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, &mut portable);
+            let differ = hw
+                .iter()
+                .zip(&portable)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{name}: m={m} n={n} k={k} {act:?}: {differ} differ"
+            );
+        }
+    }
+    let quant: Vec<RowQuant> = x
+        .chunks_exact(k)
+        .map(|row| RowQuant::of_row_skipping(row, sorted))
+        .collect();
+    let quant_hw: Vec<RowQuant> = x
+        .chunks_exact(k)
+        .map(|row| fast.row_quant(row, sorted))
+        .collect();
+    assert_eq!(quant, quant_hw, "{name}: row quantisation differs");
 }
 
 #[test]
@@ -928,6 +1038,18 @@ fn expected_isa_paths_are_exercised() {
             "avx512 vnni (int8) path was not exercised"
         );
         println!("avx512 vnni int8: exercised");
+    }
+    if Isa::Avx2.is_supported() {
+        // Int8 on the AVX2 path is the AVX2 int8 kernel (with or without VNNI on the CPU).
+        let before = kernel_avx2_i8::TILES.load(std::sync::atomic::Ordering::Relaxed);
+        let w = PackedLinear::with_precision(&rng.vec(n * k), None, n, k, Precision::Int8).unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        linear_with_isa(Isa::Avx2, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
+        assert!(
+            kernel_avx2_i8::TILES.load(std::sync::atomic::Ordering::Relaxed) > before,
+            "avx2 int8 path was not exercised"
+        );
+        println!("avx2 int8: exercised");
     }
     if std::env::var_os("EMBER_ISA").is_none() {
         assert_eq!(
