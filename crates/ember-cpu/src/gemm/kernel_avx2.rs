@@ -195,22 +195,32 @@ unsafe fn tile_avx2<B: PanelElem>(
             unsafe { tile_body::<B, $r>(kc, a, b, c, ldc, width, mr, accumulate, epi) }
         };
     }
-    match rows {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        _ => {}
-    }
+    dispatch_rows_6!(rows, go);
 }
+
+/// `match rows { 1 => go!(1), …, 6 => go!(6), _ => {} }`: a tile body instantiated for each
+/// row count of the 6-row AVX2 kernels.
+macro_rules! dispatch_rows_6 {
+    ($rows:expr, $go:ident) => {
+        match $rows {
+            1 => $go!(1),
+            2 => $go!(2),
+            3 => $go!(3),
+            4 => $go!(4),
+            5 => $go!(5),
+            6 => $go!(6),
+            _ => {}
+        }
+    };
+}
+pub(super) use dispatch_rows_6;
 
 /// Lanes `i < n` all-ones.
 #[inline(always)]
-fn lane_mask(n: usize) -> __m256i {
+pub(super) fn lane_mask(n: usize) -> __m256i {
     let n = n.min(8) as i32;
-    // SAFETY: only reached from AVX2-enabled code (tile_body).
+    // SAFETY: only reached from AVX2-enabled code (this module's and kernel_avx2_i8's tile
+    // bodies and packing).
     unsafe {
         _mm256_cmpgt_epi32(
             _mm256_set1_epi32(n),

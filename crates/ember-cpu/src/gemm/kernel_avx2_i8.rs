@@ -31,7 +31,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::kernel_avx2::Avx2Kernel;
+use super::kernel_avx2::{dispatch_rows_6, lane_mask, Avx2Kernel};
 use super::{Microkernel, RowQuant, TileEpilogue, KC_I8, KG_I8, NR};
 use crate::activation::Activation;
 use crate::simd::Avx2Token;
@@ -260,28 +260,7 @@ unsafe fn tile_avx2_i8(
             unsafe { tile_body::<$r>(kc, a, b, c, ldc, cols, mr, accumulate, epi) }
         };
     }
-    match rows {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        _ => {}
-    }
-}
-
-/// Lanes `i < n` all-ones.
-#[inline(always)]
-fn lane_mask(n: usize) -> __m256i {
-    let n = n.min(8) as i32;
-    // SAFETY: only reached from AVX2-enabled code (tile_body, pack_a_avx2_i8).
-    unsafe {
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(n),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
-    }
+    dispatch_rows_6!(rows, go);
 }
 
 /// The tile's A rows widened to `i16`: row `i`'s k quad `p` at `[i·KC_I8 + 4p ..][..4]`.
