@@ -514,26 +514,21 @@ impl<'a> Client<'a> {
                 .filter(|_| origin(&url) == endpoint_origin)
                 .map(|token| format!("Bearer {token}"));
             let range = range.map(|start| format!("bytes={start}-"));
-            let response = if head {
-                let mut request = self.agent.head(&url);
-                if let Some(auth) = &auth {
-                    request = request.header(header::AUTHORIZATION, auth);
-                }
-                if let Some(range) = &range {
-                    request = request.header(header::RANGE, range);
-                }
-                request.call()
+            // HEAD and GET build the same kind of request (no body): one path for both.
+            let mut request = if head {
+                self.agent.head(&url)
             } else {
-                let mut request = self.agent.get(&url);
-                if let Some(auth) = &auth {
-                    request = request.header(header::AUTHORIZATION, auth);
-                }
-                if let Some(range) = &range {
-                    request = request.header(header::RANGE, range);
-                }
-                request.call()
+                self.agent.get(&url)
+            };
+            if let Some(auth) = &auth {
+                request = request.header(header::AUTHORIZATION, auth);
             }
-            .map_err(|e| self.transfer_error(&url, e.to_string()))?;
+            if let Some(range) = &range {
+                request = request.header(header::RANGE, range);
+            }
+            let response = request
+                .call()
+                .map_err(|e| self.transfer_error(&url, e.to_string()))?;
             let location = response
                 .status()
                 .is_redirection()
