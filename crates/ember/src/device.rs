@@ -112,16 +112,20 @@ impl Backend {
         (token_ids, seq_offsets): (&[u32], &[usize]),
         pool: &rayon::ThreadPool,
     ) -> Result<Backend, EmberError> {
-        let Backend::Cpu(f32_model) = self else {
-            return Ok(self);
-        };
-        let ranges = pool.install(|| f32_model.linear_input_ranges(token_ids, seq_offsets))?;
-        drop(f32_model);
-        let weights = weights()?;
-        let model = pool.install(|| {
-            BertModel::from_weights_calibrated(config, &weights, Precision::Int8, &ranges)
-        })?;
-        Ok(Backend::Cpu(model))
+        match self {
+            Backend::Cpu(f32_model) => {
+                let ranges =
+                    pool.install(|| f32_model.linear_input_ranges(token_ids, seq_offsets))?;
+                drop(f32_model);
+                let weights = weights()?;
+                let model = pool.install(|| {
+                    BertModel::from_weights_calibrated(config, &weights, Precision::Int8, &ranges)
+                })?;
+                Ok(Backend::Cpu(model))
+            }
+            #[cfg(feature = "cuda")]
+            other => Ok(other),
+        }
     }
 
     #[cfg(feature = "cuda")]
