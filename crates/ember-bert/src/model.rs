@@ -74,8 +74,18 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// Input channels per linear layer that the int8 path keeps exact (f32) when the model is
 /// loaded with calibration text ([`BertModel::from_weights_calibrated`]): those with the
-/// largest absolute activation over the calibration batch.
-pub const INT8_OUTLIER_CHANNELS: usize = 4;
+/// largest absolute activation over the calibration batch: as many as the int8 kernels
+/// allow.
+pub const INT8_OUTLIER_CHANNELS: usize = ember_cpu::gemm::MAX_OUTLIER_CHANNELS;
+
+/// Indices of a layer's four linear layers in [`LinearInputMax`] (the order their inputs
+/// appear in the forward pass).
+mod linear_kind {
+    pub(super) const QKV: usize = 0;
+    pub(super) const ATTENTION_OUTPUT: usize = 1;
+    pub(super) const INTERMEDIATE: usize = 2;
+    pub(super) const OUTPUT: usize = 3;
+}
 
 /// Per encoder layer, the largest `|x|` of each input channel of its four linear layers
 /// (QKV, attention output, intermediate, output), over a calibration batch.
@@ -96,7 +106,7 @@ pub(crate) struct WeightLoader<'a> {
     /// Precision the linear layers are packed in.
     precision: Precision,
     /// Calibrated input ranges (int8 only): each linear's largest channels stay exact.
-    input_max: Option<LinearInputMax>,
+    input_max: Option<&'a LinearInputMax>,
 }
 
 impl<'a> WeightLoader<'a> {
@@ -114,11 +124,10 @@ impl<'a> WeightLoader<'a> {
         }
     }
 
-    /// The int8 outlier channels of linear `kind` (0 QKV, 1 attention output, 2
-    /// intermediate, 3 output) of `layer`: the [`INT8_OUTLIER_CHANNELS`] largest calibrated
+    /// The int8 outlier channels of linear `kind` (a [`linear_kind`]) of `layer`: the [`INT8_OUTLIER_CHANNELS`] largest calibrated
     /// input maxima (ties to the lower channel); none without calibration.
     fn outliers(&self, layer: usize, kind: usize) -> Vec<usize> {
-        let Some(max) = self.input_max.as_ref().and_then(|m| m.get(layer)) else {
+        let Some(max) = self.input_max.and_then(|m| m.get(layer)) else {
             return Vec::new();
         };
         let max = &max[kind];
@@ -350,7 +359,7 @@ impl BertModel {
     ) -> Result<Self, BertError> {
         let mut loader = WeightLoader::new(file, precision);
         if precision == Precision::Int8 {
-            loader.input_max = Some(ranges.input_max.clone());
+            loader.input_max = Some(&ranges.input_max);
         }
         Self::load(config, loader)
     }
@@ -393,12 +402,16 @@ impl BertModel {
                 let stem = format!("encoder.layer.{i}");
                 let outliers = |kind| loader.outliers(i, kind);
                 Ok(Layer {
-                    qkv: loader.fused_qkv(&format!("{stem}.attention.self"), h, &outliers(0))?,
+                    qkv: loader.fused_qkv(
+                        &format!("{stem}.attention.self"),
+                        h,
+                        &outliers(linear_kind::QKV),
+                    )?,
                     attention_output: loader.linear(
                         &format!("{stem}.attention.output.dense"),
                         h,
                         h,
-                        &outliers(1),
+                        &outliers(linear_kind::ATTENTION_OUTPUT),
                     )?,
                     attention_norm: loader
                         .layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
@@ -406,9 +419,14 @@ impl BertModel {
                         &format!("{stem}.intermediate.dense"),
                         f,
                         h,
-                        &outliers(2),
+                        &outliers(linear_kind::INTERMEDIATE),
                     )?,
-                    output: loader.linear(&format!("{stem}.output.dense"), h, f, &outliers(3))?,
+                    output: loader.linear(
+                        &format!("{stem}.output.dense"),
+                        h,
+                        f,
+                        &outliers(linear_kind::OUTPUT),
+                    )?,
                     output_norm: loader.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
                 })
             })
@@ -490,7 +508,7 @@ impl BertModel {
         };
         for (l, layer) in self.layers.iter().enumerate() {
             let qkv = &mut qkv_or_intermediate[..t * 3 * h];
-            record(l, 0, hidden, h);
+            record(l, linear_kind::QKV, hidden, h);
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
             attention_varlen(
                 qkv,
@@ -499,7 +517,7 @@ impl BertModel {
                 c.head_dim(),
                 context,
             )?;
-            record(l, 1, context, h);
+            record(l, linear_kind::ATTENTION_OUTPUT, context, h);
             linear(
                 context,
                 t,
@@ -517,7 +535,7 @@ impl BertModel {
                 norm.beta.data(),
                 c.layer_norm_eps,
             )?;
-            record(l, 2, attention, h);
+            record(l, linear_kind::INTERMEDIATE, attention, h);
             // The feed-forward block, FFN_ROW_BLOCK tokens at a time: rows are independent, so
             // the `[rows, F]` intermediate stays in cache and is all that is kept of it.
             for r0 in (0..t).step_by(FFN_ROW_BLOCK) {
@@ -532,7 +550,7 @@ impl BertModel {
                     None,
                     out,
                 )?;
-                record(l, 3, out, f);
+                record(l, linear_kind::OUTPUT, out, f);
                 linear(
                     out,
                     rows,
