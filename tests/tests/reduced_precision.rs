@@ -1,5 +1,5 @@
 //! `--dtype bf16` and `--dtype int8` on the real all-MiniLM-L6-v2: every row within cosine
-//! 0.999 (bf16) or 0.998 (int8) of sentence-transformers (f32), whatever the stored weight
+//! 0.999 of sentence-transformers (f32), whatever the stored weight
 //! dtype; the nearest neighbour of corpus lines the same as with f32 (see
 //! `assert_nearest_neighbours_agree` and its callers for the bounds); rows bit-identical across batches, batch
 //! sizes and thread counts within the dtype.
@@ -75,15 +75,16 @@ fn int8_rows_are_bit_identical_across_batches_and_threads() {
 }
 
 #[test]
-fn int8_compute_stays_within_cosine_0_998() {
+fn int8_compute_stays_within_cosine_0_999() {
     let reference = reference();
     let embedder = int8_embedder(&minilm_dir(), 2, 32);
     assert_eq!(embedder.dtype(), Precision::Int8);
     let embeddings = embedder.encode(&reference.texts).unwrap();
     let rows: Vec<&[f32]> = embeddings.rows().collect();
     let a = agreement(&rows, &reference.embeddings);
-    // Measured: 0.99893 (0.9935 before the calibrated exact channels; the issue asks 0.99).
-    assert_cosine_bound("all-MiniLM-L6-v2 int8 compute", a, 0.998);
+    // Measured: 0.99934 (0.9935 with plain per-token × per-channel int8, 0.99893 with the
+    // calibrated exact channels, then rotated channels; the issue asks 0.99).
+    assert_cosine_bound("all-MiniLM-L6-v2 int8 compute", a, 0.999);
     assert!(a.max_abs_diff > 1e-4, "int8 results equal f32 to 1e-4");
 
     // Weights stored as f16 or bf16, quantised from their widened values.
@@ -97,84 +98,81 @@ fn int8_compute_stays_within_cosine_0_998() {
         assert_cosine_bound(
             &format!("all-MiniLM-L6-v2 stored {dtype:?}, int8 compute"),
             agreement(&rows, &reference.embeddings),
-            0.998,
+            0.999,
         );
     }
 }
 
-/// Lines of the benchmark corpus used as queries (each against all the others).
-const NN_LINES: usize = 400;
-
 #[test]
 fn bf16_nearest_neighbours_agree_with_f32() {
-    // Measured: 399/400.
-    assert_nearest_neighbours_agree(Precision::Bf16, 0.98);
+    // Measured: 1238/1244 (99.52 %).
+    assert_nearest_neighbours_agree(Precision::Bf16, 0.99);
 }
 
 #[test]
 fn int8_nearest_neighbours_agree_with_f32() {
-    // Measured: 387/400 (96.75 %), below the issue's 98 % goal; the bound sits just under
-    // it. The int8 load keeps each linear's 4 largest input channels (calibrated on the
-    // built-in sentences of crates/ember/src/calibration.rs, not on this corpus) exact in
-    // f32, which took plain per-token u8 × per-channel i8 from 372/400 and a mean
-    // 1 − cos(int8, f32) of 1.1e-3 to 3.1e-4. On this corpus 15 of the 400 queries have a
-    // top-1/top-2 cosine margin under 0.002, and at 3e-4 the count moves between about 385
-    // and 395 with any change of rounding. Simulated on top of the exact channels, 8 to 32
-    // of them, SmoothQuant scales (α 0.4–0.6), bias correction, clipped weight scales or
-    // GPTQ rounding all stay at 2.4–3.2e-4 (SmoothQuant alone, α 0.3–0.8: 5.7e-4 at best);
-    // what remains is plain 8-bit rounding noise, weights ~1.8e-4 and activations ~1.2e-4.
-    assert_nearest_neighbours_agree(Precision::Int8, 0.96);
+    // The issue's goal is 98 %; this is not met with margin. Measured: 1215/1244 (97.67 %)
+    // with AVX512_VNNI, 1218/1244 (97.91 %) on the AVX2 path (GELU and f32 rounding differ
+    // a little by ISA, and so does the f32 run compared against). History on this corpus:
+    // plain per-token u8 × per-channel i8, mean 1 − cos(int8, f32) 1.1e-3; the 4
+    // calibrated exact channels per linear (calibrated on the built-in sentences of
+    // crates/ember/src/calibration.rs, not on this corpus), 3.1e-4 and 96.9 %; rotated
+    // channels (ember_cpu's `from_weight_int8`, all 24 linears of this model rotate),
+    // 1.9e-4 and 97.7–98.1 % (the variant without the sign flips gave 98.07 % for the
+    // same error: at this level the count is at the mercy of rounding; 15 of the first
+    // 400 queries have a top-1/top-2 margin under 0.002). Simulated (PyTorch, same
+    // scheme), GPTQ rounding, 8 exact channels or larger Hadamard blocks all land between
+    // 97.3 and 98.6 %; what remains is mostly the weights' 8-bit rounding (1.4e-4 of the
+    // 2e-4). Without rotation this bound fails (96.9 %).
+    assert_nearest_neighbours_agree(Precision::Int8, 0.97);
 }
 
-/// Each of the first [`NN_LINES`] corpus lines, as a query, finds its most similar other line
+/// Every line of the benchmark corpus, as a query, finds its most similar other line
 /// (cosine); with `dtype` it must be the same line as with f32 for at least `min_share` of
 /// the queries.
 fn assert_nearest_neighbours_agree(dtype: Precision, min_share: f64) {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../benches/corpus/wordnet-examples.txt");
     let text = std::fs::read_to_string(&corpus).unwrap();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(NN_LINES)
-        .collect();
-    assert_eq!(lines.len(), NN_LINES, "{}: too few lines", corpus.display());
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 1000, "{}: too few lines", corpus.display());
     let dir = minilm_dir();
     let f32_rows = embedder(Precision::F32, &dir, 2, 32)
         .encode(&lines)
         .unwrap();
     let dtype_rows = embedder(dtype, &dir, 2, 32).encode(&lines).unwrap();
     let nearest = |e: &ember::Embeddings| -> Vec<usize> {
-        let rows: Vec<&[f32]> = e.rows().collect();
-        let norm = |r: &[f32]| r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
-        let norms: Vec<f64> = rows.iter().map(|r| norm(r)).collect();
+        let rows: Vec<Vec<f64>> = e
+            .rows()
+            .map(|r| {
+                let norm = r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+                r.iter().map(|&v| v as f64 / norm.max(1e-300)).collect()
+            })
+            .collect();
         (0..rows.len())
             .map(|q| {
-                let cosine = |j: usize| {
-                    let dot: f64 = rows[q]
-                        .iter()
-                        .zip(rows[j])
-                        .map(|(&a, &b)| a as f64 * b as f64)
-                        .sum();
-                    dot / (norms[q] * norms[j]).max(1e-300)
-                };
+                let cosine =
+                    |j: usize| -> f64 { rows[q].iter().zip(&rows[j]).map(|(a, b)| a * b).sum() };
                 (0..rows.len())
                     .filter(|&j| j != q)
-                    .max_by(|&a, &b| cosine(a).total_cmp(&cosine(b)))
+                    .map(|j| (j, cosine(j)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
                     .unwrap()
+                    .0
             })
             .collect()
     };
     let (want, got) = (nearest(&f32_rows), nearest(&dtype_rows));
+    let queries = lines.len();
     let same = want.iter().zip(&got).filter(|(a, b)| a == b).count();
-    let share = same as f64 / NN_LINES as f64;
+    let share = same as f64 / queries as f64;
     println!(
-        "{dtype} nearest neighbour = f32's for {same}/{NN_LINES} queries ({:.2} %)",
+        "{dtype} nearest neighbour = f32's for {same}/{queries} queries ({:.2} %)",
         100.0 * share
     );
     assert!(
         share >= min_share,
-        "{dtype} nearest neighbour agrees with f32 for only {same}/{NN_LINES} queries \
+        "{dtype} nearest neighbour agrees with f32 for only {same}/{queries} queries \
          (bound {min_share})"
     );
 }

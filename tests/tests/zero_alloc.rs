@@ -216,6 +216,36 @@ fn main() {
     );
     drop(embedder);
     c_abi_encode_allocates_nothing(&texts, &expected);
+    for dtype in [ember::Precision::Bf16, ember::Precision::Int8] {
+        reduced_precision_encode_allocates_nothing(dtype, &texts);
+    }
+}
+
+/// `--dtype bf16` and `--dtype int8` (whose rotated weights rotate every GEMM input into a
+/// scratch buffer): warm calls allocate nothing either.
+fn reduced_precision_encode_allocates_nothing(dtype: ember::Precision, texts: &[String]) {
+    let embedder = Embedder::builder()
+        .threads(2)
+        .batch_size(32)
+        .dtype(dtype)
+        .load_dir(&minilm_dir())
+        .unwrap();
+    let dim = embedder.dim();
+    let mut all = vec![0f32; texts.len() * dim];
+    for _ in 0..2 {
+        embedder.encode_into(texts, &mut all).unwrap();
+    }
+    let expected = all.clone();
+    all.fill(f32::NAN);
+    COUNTING.store(true, Ordering::SeqCst);
+    embedder.encode_into(texts, &mut all).unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_nothing_counted(&format!("{dtype} encode_into"));
+    assert!(all == expected, "{dtype}: embeddings changed between calls");
+    println!(
+        "zero_alloc: {dtype}, {} texts after warm-up: 0 allocations",
+        texts.len()
+    );
 }
 
 /// Asserts that nothing was counted since the last check, showing the first allocation's

@@ -92,7 +92,7 @@ use crate::activation::Activation;
 use crate::error::{check_len, checked_elems, KernelError};
 use crate::isa::{active_isa, Isa};
 pub(crate) use quant::{pack_a_block_i8, OutlierColumns, RowQuant, KC_I8, KG_I8};
-pub use quant::{INT8_MAX_K, MAX_OUTLIER_CHANNELS};
+pub use quant::{INT8_MAX_K, MAX_OUTLIER_CHANNELS, MAX_ROTATION_BLOCK};
 
 /// Output columns per packed panel of `W` (and per microkernel tile).
 pub const NR: usize = 32;
@@ -211,6 +211,23 @@ pub struct PackedLinear {
     /// The input channels an `I8Quads` weight computes exactly in f32 (zero in its panels);
     /// `None` for none.
     outliers: Option<OutlierColumns>,
+    /// The Hadamard block of an `I8Quads` weight rotated along `k` (see
+    /// [`PackedLinear::from_weight_int8`]); 1 for none.
+    rotation: usize,
+}
+
+/// Whether an int8 weight is rotated along `k` (see [`PackedLinear::from_weight_int8`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Int8Rotation<'a> {
+    /// Not rotated.
+    Never,
+    /// Rotated whenever `k` allows it (a multiple of 32).
+    Always,
+    /// Rotated if that lowers the expected error of the product on these sample rows of
+    /// `X` (`[rows, k]`, e.g. the layer's inputs over a calibration batch): the `u8` and
+    /// `i8` steps of both ways, weighed by the operands' norms (a row spread evenly gets a
+    /// wider range once rotated; one with a few large values, a much narrower one).
+    Calibrated(&'a [f32]),
 }
 
 /// A weight matrix as stored in a checkpoint: `f32`, or `f16` / `bf16` kept at that width.
@@ -338,6 +355,58 @@ impl PackedLinear {
         precision: Precision,
         outliers: &[usize],
     ) -> Result<PackedLinear, KernelError> {
+        Self::pack(weight, bias, n, k, precision, outliers, Int8Rotation::Never)
+    }
+
+    /// An int8 weight ([`Precision::Int8`]) with the input channels `outliers` exact, as
+    /// [`PackedLinear::from_weight_with_outliers`], and, as `rotation` says, rotated along `k` by a
+    /// block Hadamard transform before it is quantised, each row of `X` then rotated the
+    /// same way before its own quantisation (`X·Wᵀ = (X·Q)·(W·Q/b)ᵀ`, `Q` fixed signs then a
+    /// block Hadamard transform; see the "Rotated channels" section of the int8 module
+    /// docs). Rotation spreads the few large values of
+    /// a row over many channels, so both `u8` and `i8` steps shrink: the products are more
+    /// accurate for the price of one pass over `X` per call, if the rows do have large
+    /// values: a row already spread evenly (a random model's) gets a *wider* range once
+    /// rotated, which is why [`Int8Rotation::Calibrated`] decides from sample rows. It needs
+    /// `k` to be a multiple of 32 (otherwise the weight is simply not rotated).
+    ///
+    /// ```
+    /// use ember_cpu::gemm::{Int8Rotation, WeightData};
+    /// use ember_cpu::{linear, Activation, PackedLinear};
+    /// let (n, k) = (2, 64);
+    /// let w: Vec<f32> = (0..n * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+    /// let x: Vec<f32> = (0..k).map(|i| if i == 5 { 40.0 } else { (i % 5) as f32 / 4.0 }).collect();
+    /// let rotation = Int8Rotation::Always;
+    /// let packed = PackedLinear::from_weight_int8(WeightData::F32(&w), None, n, k, &[5], rotation)?;
+    /// let mut y = vec![0.0; n];
+    /// linear(&x, 1, &packed, Activation::Identity, None, &mut y)?;
+    /// for j in 0..n {
+    ///     let want: f32 = (0..k).map(|i| x[i] * w[j * k + i]).sum();
+    ///     assert!((y[j] - want).abs() < 0.02 * want.abs().max(1.0));
+    /// }
+    /// # Ok::<(), ember_cpu::KernelError>(())
+    /// ```
+    pub fn from_weight_int8(
+        weight: WeightData<'_>,
+        bias: Option<&[f32]>,
+        n: usize,
+        k: usize,
+        outliers: &[usize],
+        rotation: Int8Rotation<'_>,
+    ) -> Result<PackedLinear, KernelError> {
+        Self::pack(weight, bias, n, k, Precision::Int8, outliers, rotation)
+    }
+
+    /// The packing behind the constructors (`rotation`: int8 only).
+    fn pack(
+        weight: WeightData<'_>,
+        bias: Option<&[f32]>,
+        n: usize,
+        k: usize,
+        precision: Precision,
+        outliers: &[usize],
+        rotation: Int8Rotation<'_>,
+    ) -> Result<PackedLinear, KernelError> {
         const OP: &str = "PackedLinear::new";
         let mut channels = outliers.to_vec();
         channels.sort_unstable();
@@ -390,13 +459,47 @@ impl PackedLinear {
         let mut storage = vec![0.0f32; packed_floats + 15];
         let offset = storage.as_ptr().align_offset(64).min(15);
         let floats = &mut storage[offset..offset + packed_floats];
-        // Int8 with outliers: those columns leave the weight (zeroed) for an f32 side product.
-        let (outliers, rest) = if layout == PanelLayout::I8Quads && !channels.is_empty() {
-            let (columns, rest) = OutlierColumns::split(weight, n, k, &channels);
-            (Some(columns), Some(rest))
-        } else {
-            (None, None)
+        // Int8 with outliers: those columns leave the weight (zeroed) for an f32 side product;
+        // with rotation, what is left is rotated along k before it is quantised.
+        if let Int8Rotation::Calibrated(rows) = rotation {
+            if k == 0 || rows.len() % k != 0 {
+                return Err(KernelError::InvalidShape {
+                    op: OP,
+                    reason: format!(
+                        "calibration rows: {} floats is not a whole number of rows of k = {k}",
+                        rows.len()
+                    ),
+                });
+            }
+        }
+        let block = match rotation {
+            _ if layout != PanelLayout::I8Quads => 1,
+            Int8Rotation::Never => 1,
+            _ => quant::rotation_block(k),
         };
+        let mut rotation_block = 1;
+        let (outliers, rest) =
+            if layout == PanelLayout::I8Quads && (!channels.is_empty() || block > 1) {
+                let (columns, mut rest) = OutlierColumns::split(weight, n, k, &channels);
+                if block > 1 {
+                    let mut rotated = rest.clone();
+                    quant::rotate_weight_rows(&mut rotated, k, block);
+                    let pays = match rotation {
+                        Int8Rotation::Calibrated(rows) => {
+                            quant::rotation_pays(&rest, &rotated, rows, k, &channels, block)
+                        }
+                        _ => true,
+                    };
+                    if pays {
+                        rest = rotated;
+                        rotation_block = block;
+                    }
+                }
+                ((!channels.is_empty()).then_some(columns), Some(rest))
+            } else {
+                (None, None)
+            };
+        let rotation = rotation_block;
         let quant_weight = rest.as_deref().map_or(weight, WeightData::F32);
         let quant = (layout == PanelLayout::I8Quads).then(|| {
             let weight = quant_weight;
@@ -470,6 +573,7 @@ impl PackedLinear {
             bias,
             quant,
             outliers,
+            rotation,
         })
     }
 
@@ -510,6 +614,12 @@ impl PackedLinear {
         self.outliers.as_ref().map_or(&[], |o| &o.channels)
     }
 
+    /// The Hadamard block an int8 weight was rotated with along `k` (see
+    /// [`PackedLinear::from_weight_int8`]); 1 if it was not rotated.
+    pub fn rotation_block(&self) -> usize {
+        self.rotation
+    }
+
     /// The bias, if any (`[n]`).
     pub fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref().map(|b| &b[..self.n])
@@ -532,8 +642,9 @@ impl PackedLinear {
     }
 
     /// Unpacks back to `[n, k]` in `f32` (for tests and debugging; an `Int8` weight comes
-    /// back dequantised, `s_j·w_q[j,k]` rounded to f32, its outlier columns exact; a `Bf16`
-    /// weight comes back as its rounded values).
+    /// back dequantised, `s_j·w_q[j,k]` rounded to f32, its outlier columns exact, and a
+    /// rotated one rotated back, `(s_j·w_q)·H·D` in f32; a `Bf16` weight comes back as its
+    /// rounded values).
     pub fn unpack_weight(&self) -> Vec<f32> {
         let mut w = vec![0.0; self.n * self.k];
         for j in 0..self.n {
@@ -553,9 +664,25 @@ impl PackedLinear {
                         });
                         let q = self.panel::<i8>(p, 4)[(kk / 4) * 4 * NR + 4 * jj + kk % 4];
                         let scale = self.quant.as_ref().map_or(0.0, |wq| wq.scale[j]);
-                        exact.unwrap_or(scale * f32::from(q))
+                        match exact {
+                            // A rotated weight's exact columns go in once it is rotated back.
+                            Some(v) if self.rotation == 1 => v,
+                            _ => scale * f32::from(q),
+                        }
                     }
                 };
+            }
+        }
+        if self.rotation > 1 && self.k > 0 {
+            // (W·D·H/b)·H·D = W.
+            for (j, row) in w.chunks_exact_mut(self.k).enumerate() {
+                quant::hadamard_channels(row, self.rotation);
+                quant::flip_signs(row);
+                if let Some(o) = &self.outliers {
+                    for (c, &channel) in o.channels.iter().enumerate() {
+                        row[channel] = o.weight[c * o.n_pad + j];
+                    }
+                }
             }
         }
         w
@@ -635,6 +762,20 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
     /// result cannot differ).
     fn row_quant(self, row: &[f32], skip: &[usize]) -> RowQuant {
         RowQuant::of_row_skipping(row, skip)
+    }
+
+    /// The quantisation of one row of `X` for a weight rotated with Hadamard block `block`
+    /// (`ROW_QUANT` kernels), the rotated row written to `rotated`:
+    /// [`RowQuant::of_row_rotated`], which an ISA may compile with its own features (the
+    /// result cannot differ).
+    fn row_quant_rotated(
+        self,
+        row: &[f32],
+        skip: &[usize],
+        block: usize,
+        rotated: &mut [f32],
+    ) -> RowQuant {
+        RowQuant::of_row_rotated(row, skip, block, rotated)
     }
 
     /// `C[0..rows, 0..cols] = (accumulate ? C : 0) + A·B` for one tile, where `A` is a packed
@@ -748,6 +889,8 @@ thread_local! {
     static CALLER_PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The calling thread's per-row quantisation of X (int8 kernels).
     static CALLER_ROW_QUANT: RefCell<Vec<RowQuant>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's rotated copy of X (int8 kernels, rotated weights).
+    static CALLER_ROTATED_X: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on a 64-byte-aligned slice of `len` floats from the thread-local buffer `key`,
@@ -1007,7 +1150,7 @@ fn gemm_driver<K: Microkernel>(kern: K, args: GemmArgs<'_>, out: &mut [f32]) {
     let out_ptr = OutPtr(out.as_mut_ptr());
     // Per-row quantisation (int8), over whole rows: never per K block or per task.
     let skip = w.outlier_channels();
-    with_row_quant(kern, x, m, k, skip, threads, |quant| {
+    with_row_quant(kern, x, m, k, (skip, w.rotation), threads, |x, quant| {
         // Pack all of A once (in parallel) unless it is huge; tasks then only read it.
         let shared_len = m_pad.saturating_mul(K::KC).saturating_mul(k_blocks);
         if shared_len <= shared_a_max {
@@ -1049,19 +1192,21 @@ fn gemm_driver<K: Microkernel>(kern: K, args: GemmArgs<'_>, out: &mut [f32]) {
     });
 }
 
-/// Runs `f` on every row's [`RowQuant`] (`[m]`, in the calling thread's buffer; columns
-/// `skip` left out) if `K` quantises A, on an empty slice otherwise.
+/// Runs `f` on the rows A is packed from and every row's [`RowQuant`] (`[m]`, in the
+/// calling thread's buffer; columns `skip` left out) if `K` quantises A, on `x` and an empty
+/// slice otherwise. With a rotated weight (`rotation > 1`), A is `X` rotated (in the calling
+/// thread's buffer; see [`RowQuant::of_row_rotated`]).
 fn with_row_quant<K: Microkernel>(
     kern: K,
     x: &[f32],
     m: usize,
     k: usize,
-    skip: &[usize],
+    (skip, rotation): (&[usize], usize),
     threads: usize,
-    f: impl FnOnce(&[RowQuant]),
+    f: impl FnOnce(&[f32], &[RowQuant]),
 ) {
     if !K::ROW_QUANT {
-        return f(&[]);
+        return f(x, &[]);
     }
     let fill = |quant: &mut [RowQuant]| {
         let rows = x.chunks_exact(k).zip(quant.iter_mut());
@@ -1074,19 +1219,45 @@ fn with_row_quant<K: Microkernel>(
                 .for_each(|(row, q)| *q = kern.row_quant(row, skip));
         }
     };
+    let fill_rotated = |quant: &mut [RowQuant], rotated: &mut [f32]| {
+        let one = |((row, q), out): ((&[f32], &mut RowQuant), &mut [f32])| {
+            *q = kern.row_quant_rotated(row, skip, rotation, out);
+        };
+        if threads == 1 {
+            x.chunks_exact(k)
+                .zip(quant.iter_mut())
+                .zip(rotated.chunks_exact_mut(k))
+                .for_each(one);
+        } else {
+            x.par_chunks_exact(k)
+                .zip(quant.par_iter_mut())
+                .zip(rotated.par_chunks_exact_mut(k))
+                .with_min_len(16)
+                .for_each(one);
+        }
+    };
+    let run = |quant: &mut [RowQuant]| {
+        if rotation > 1 {
+            with_scratch(&CALLER_ROTATED_X, m * k, |rotated: &mut [f32]| {
+                fill_rotated(quant, rotated);
+                f(rotated, quant);
+            });
+        } else {
+            fill(quant);
+            f(x, quant);
+        }
+    };
     CALLER_ROW_QUANT.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < m {
                 buf.resize(m, RowQuant::default());
             }
-            fill(&mut buf[..m]);
-            f(&buf[..m]);
+            run(&mut buf[..m]);
         }
         Err(_) => {
             // Cannot happen in this crate (calls never nest on one thread); stay correct.
             let mut temporary = vec![RowQuant::default(); m];
-            fill(&mut temporary);
-            f(&temporary);
+            run(&mut temporary);
         }
     })
 }

@@ -105,6 +105,29 @@ impl Microkernel for Avx2I8Kernel {
         unsafe { run(self.token, row, skip) }
     }
 
+    fn row_quant_rotated(
+        self,
+        row: &[f32],
+        skip: &[usize],
+        block: usize,
+        rotated: &mut [f32],
+    ) -> RowQuant {
+        /// [`RowQuant::of_row_rotated`] vectorised with AVX2 (additions, subtractions, min
+        /// and max in the same order: same result).
+        #[target_feature(enable = "avx2,fma")]
+        fn run(
+            _: Avx2Token,
+            row: &[f32],
+            skip: &[usize],
+            block: usize,
+            rotated: &mut [f32],
+        ) -> RowQuant {
+            RowQuant::of_row_rotated(row, skip, block, rotated)
+        }
+        // SAFETY: the token proves the CPU has AVX2 and FMA.
+        unsafe { run(self.token, row, skip, block, rotated) }
+    }
+
     fn pack_a(
         self,
         x: &[f32],

@@ -86,6 +86,29 @@ impl Microkernel for Avx512VnniKernel {
         unsafe { run(self.0, row, skip) }
     }
 
+    fn row_quant_rotated(
+        self,
+        row: &[f32],
+        skip: &[usize],
+        block: usize,
+        rotated: &mut [f32],
+    ) -> RowQuant {
+        /// [`RowQuant::of_row_rotated`] vectorised with AVX-512 (additions, subtractions, min
+        /// and max in the same order: same result).
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn run(
+            _: Avx512Token,
+            row: &[f32],
+            skip: &[usize],
+            block: usize,
+            rotated: &mut [f32],
+        ) -> RowQuant {
+            RowQuant::of_row_rotated(row, skip, block, rotated)
+        }
+        // SAFETY: the token proves the CPU has AVX-512F, AVX2 and FMA.
+        unsafe { run(self.0, row, skip, block, rotated) }
+    }
+
     fn pack_a(
         self,
         x: &[f32],
