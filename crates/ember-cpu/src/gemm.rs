@@ -42,6 +42,18 @@
 //! on the number of threads. (AVX2 and AVX-512 both use FMA in the same order and agree
 //! bit-for-bit on the product; `Scalar` uses separate multiply and add.)
 //!
+//! # Bf16
+//!
+//! [`Precision::Bf16`]: `W` is rounded to bf16 at load into panels of k pairs
+//! (`panel[(kk/2)·2NR + 2jj + kk%2]`, zero-padded), `X` while it is packed. Each element is
+//! the chain, per k pair, `acc ← fma(x₂ₚ₊₁, w₂ₚ₊₁, acc)` then `acc ← fma(x₂ₚ, w₂ₚ, acc)`:
+//! Intel's order for `vdpbf16ps`, and a product of two bf16 values is exact in f32, so each
+//! step rounds once. `vdpbf16ps` (AVX512_BF16, 14 × 32, `KC = 512`) runs it two k per
+//! instruction; without it, AVX-512F (14 × 32) and AVX2 (6 × 16 twice) kernels run it as two
+//! FMAs, B widened in registers (`lane & 0xFFFF0000`, `lane << 16`) and A packed already
+//! widened to f32 (`KC = 256`, `KG = 16`); a portable kernel elsewhere. All agree bit for bit
+//! on normal inputs (the hardware flushes subnormals), whatever the K blocking.
+//!
 //! # Int8
 //!
 //! [`Precision::Int8`] (maths in `gemm/quant.rs`): `W` is quantised per output channel at
@@ -128,8 +140,11 @@ pub enum Precision {
     #[default]
     F32,
     /// `bf16` weights and activations (`X` rounded to nearest-even while it is packed),
-    /// products summed in `f32` two k at a time: `vdpbf16ps` where the CPU has AVX512_BF16,
-    /// a portable widening kernel elsewhere. Half the weight memory, about twice the FMA rate.
+    /// products summed in `f32` two k at a time: `vdpbf16ps` where the CPU has AVX512_BF16
+    /// (half the weight memory, about twice the f32 FMA rate); elsewhere the same steps as
+    /// FMAs on operands widened in registers, AVX-512F or AVX2 (about the f32 kernels' speed,
+    /// half their weight bytes), or a portable kernel without AVX2. Every path gives the same
+    /// bits on normal (non-subnormal) inputs; see the module docs (Bf16).
     Bf16,
     /// `i8` weights, quantised per output channel at load (`s_j = max_k |W[j,k]| / 127`),
     /// and `u8` activations, quantised per row (token) while `X` is packed (asymmetric, the
