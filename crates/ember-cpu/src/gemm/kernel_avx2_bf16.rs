@@ -14,10 +14,12 @@
 //!   widened to f32 in the f32 kernels' layout (`pack_a_block_bf16_widened` in gemm.rs), so each
 //!   row's `a_odd` and `a_even` are plain `vbroadcastss` loads.
 //!
-//! Per k pair and half-panel: 2 `vpand` and 2 `vpslld` (each from memory), 12 broadcasts,
-//! 24 FMAs — the f32 kernel's FMAs and broadcasts for two k, half its B bytes. The odd half
-//! of the pair runs over all rows before the even half, so only two B vectors are live:
-//! 12 accumulators, 2 B, 1 A and the mask fill the 16 ymm.
+//! Per k pair and half-panel: 2 loads of B, 2 masks and 2 shifts, 12 broadcasts, 24 FMAs —
+//! the f32 kernel's FMAs and broadcasts for two k, half its B bytes. The odd half of the
+//! pair runs over all rows before the even half, so two widened B vectors are live at a time;
+//! with 12 accumulators and the broadcast A that leaves no ymm for the two loaded lanes, which
+//! LLVM keeps on the stack until the even half (two stores and two reloads per pair, both in
+//! L1). On Zen 4 the kernel runs at the f32 kernel's speed (README).
 
 use std::arch::x86_64::*;
 
@@ -274,21 +276,20 @@ unsafe fn tile_body<const R: usize>(
         };
         let high = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
         // One k pair: `$a` points at the pair in row 0 (rows KG apart), `$b` at this half's
-        // pair row (columns 0–7, then 8–15). The B lanes are loaded again for the even half
-        // rather than kept: the loads fold into `vpand` / `vpslld`, and registers are short.
+        // pair row (columns 0–7, then 8–15); odd k over all rows, then even k.
         macro_rules! pair_step {
             ($a:expr, $b:expr) => {{
-                let lanes0 = $b.cast::<__m256i>();
-                let lanes1 = $b.add(16).cast::<__m256i>();
-                let b0 = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256(lanes0), high));
-                let b1 = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256(lanes1), high));
+                let lanes0 = _mm256_loadu_si256($b.cast::<__m256i>());
+                let lanes1 = _mm256_loadu_si256($b.add(16).cast::<__m256i>());
+                let b0 = _mm256_castsi256_ps(_mm256_and_si256(lanes0, high));
+                let b1 = _mm256_castsi256_ps(_mm256_and_si256(lanes1, high));
                 for i in 0..R {
                     let ai = _mm256_set1_ps(*$a.add(i * KG + 1));
                     acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
                     acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
                 }
-                let b0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_loadu_si256(lanes0)));
-                let b1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_loadu_si256(lanes1)));
+                let b0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(lanes0));
+                let b1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(lanes1));
                 for i in 0..R {
                     let ai = _mm256_set1_ps(*$a.add(i * KG));
                     acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
