@@ -102,7 +102,8 @@ struct ModelArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Precision of the matrix products: f32 (exact, the default), bf16 (about twice as
-    /// fast on CPUs with AVX512_BF16; cosine ≥ 0.999 to f32) or int8 (weights per channel,
+    /// fast on CPUs with AVX512_BF16, about f32 speed on other AVX2 CPUs; cosine ≥ 0.999 to
+    /// f32) or int8 (weights per channel,
     /// activations per token; fastest on CPUs with AVX512_VNNI; cosine ≥ 0.99 to f32).
     /// On cuda: f32 (exact), bf16 or f16 (tensor cores; cosine ≥ 0.999 to f32); int8 is
     /// CPU only, f16 cuda only.

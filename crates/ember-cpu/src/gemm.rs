@@ -42,6 +42,18 @@
 //! on the number of threads. (AVX2 and AVX-512 both use FMA in the same order and agree
 //! bit-for-bit on the product; `Scalar` uses separate multiply and add.)
 //!
+//! # Bf16
+//!
+//! [`Precision::Bf16`]: `W` is rounded to bf16 at load into panels of k pairs
+//! (`panel[(kk/2)·2NR + 2jj + kk%2]`, zero-padded), `X` while it is packed. Each element is
+//! the chain, per k pair, `acc ← fma(x₂ₚ₊₁, w₂ₚ₊₁, acc)` then `acc ← fma(x₂ₚ, w₂ₚ, acc)`:
+//! Intel's order for `vdpbf16ps`, and a product of two bf16 values is exact in f32, so each
+//! step rounds once. `vdpbf16ps` (AVX512_BF16, 14 × 32, `KC = 512`) runs it two k per
+//! instruction; without it, AVX-512F (14 × 32) and AVX2 (6 × 16 twice) kernels run it as two
+//! FMAs, B widened in registers (`lane & 0xFFFF0000`, `lane << 16`) and A packed already
+//! widened to f32 (`KC = 256`, `KG = 16`); a portable kernel elsewhere. All agree bit for bit
+//! on normal inputs (the hardware flushes subnormals), whatever the K blocking.
+//!
 //! # Int8
 //!
 //! [`Precision::Int8`] (maths in `gemm/quant.rs`): `W` is quantised per output channel at
@@ -70,6 +82,8 @@
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
+mod kernel_avx2_bf16;
+#[cfg(target_arch = "x86_64")]
 mod kernel_avx2_i8;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx512;
@@ -77,6 +91,8 @@ mod kernel_avx512;
 mod kernel_avx512_bf16;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx512_vnni;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx512f_bf16;
 mod kernel_scalar;
 mod kernel_scalar_bf16;
 mod kernel_scalar_i8;
@@ -124,8 +140,11 @@ pub enum Precision {
     #[default]
     F32,
     /// `bf16` weights and activations (`X` rounded to nearest-even while it is packed),
-    /// products summed in `f32` two k at a time: `vdpbf16ps` where the CPU has AVX512_BF16,
-    /// a portable widening kernel elsewhere. Half the weight memory, about twice the FMA rate.
+    /// products summed in `f32` two k at a time: `vdpbf16ps` where the CPU has AVX512_BF16
+    /// (half the weight memory, about twice the f32 FMA rate); elsewhere the same steps as
+    /// FMAs on operands widened in registers, AVX-512F or AVX2 (about the f32 kernels' speed,
+    /// half their weight bytes), or a portable kernel without AVX2. Every path gives the same
+    /// bits on normal (non-subnormal) inputs; see the module docs (Bf16).
     Bf16,
     /// `i8` weights, quantised per output channel at load (`s_j = max_k |W[j,k]| / 127`),
     /// and `u8` activations, quantised per row (token) while `X` is packed (asymmetric, the
@@ -1017,13 +1036,28 @@ fn linear_impl(
         (PanelLayout::F32, _) => f32_kernel::<f32>(isa, args, out, unsupported)?,
         (PanelLayout::F16, _) => f32_kernel::<f16>(isa, args, out, unsupported)?,
         (PanelLayout::Bf16, _) => f32_kernel::<bf16>(isa, args, out, unsupported)?,
-        // bf16 products: `vdpbf16ps` on AVX-512 CPUs that have AVX512_BF16, the portable
-        // kernel on every other path.
+        // bf16 products (the same bits on every path, normal inputs): `vdpbf16ps` on AVX-512
+        // CPUs that have AVX512_BF16, else the same steps as widening FMAs (AVX-512F, then
+        // AVX2), else the portable kernel.
         #[cfg(target_arch = "x86_64")]
         (PanelLayout::Bf16Pairs, Isa::Avx512)
             if kernel_avx512_bf16::Avx512Bf16Kernel::detect().is_some() =>
         {
             let kern = kernel_avx512_bf16::Avx512Bf16Kernel::detect().ok_or(unsupported)?;
+            gemm_driver(kern, args, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (PanelLayout::Bf16Pairs, Isa::Avx512)
+            if kernel_avx512f_bf16::Avx512fBf16Kernel::detect().is_some() =>
+        {
+            let kern = kernel_avx512f_bf16::Avx512fBf16Kernel::detect().ok_or(unsupported)?;
+            gemm_driver(kern, args, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (PanelLayout::Bf16Pairs, Isa::Avx2 | Isa::Avx512)
+            if kernel_avx2_bf16::Avx2Bf16Kernel::detect().is_some() =>
+        {
+            let kern = kernel_avx2_bf16::Avx2Bf16Kernel::detect().ok_or(unsupported)?;
             gemm_driver(kern, args, out)
         }
         (PanelLayout::Bf16Pairs, _) => gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, out),
@@ -1605,6 +1639,38 @@ pub(crate) fn pack_a_block_bf16(
             }
             if kc % 2 == 1 {
                 panel[(kc / G) * mr * G + i * G + kc % G] = bf16::ZERO;
+            }
+        }
+    }
+}
+
+/// [`pack_a_block`] (`KC`, `KG`, f32 elements) for the bf16 kernels without AVX512_BF16:
+/// each value rounded to nearest-even bf16 exactly as [`pack_a_block_bf16`] rounds it, then
+/// stored widened back to f32 (exact), so that a kernel broadcasts it straight into an FMA.
+/// An odd `kc` gets a zero after its last value, completing the final k pair (its B partner
+/// is the panel's zero padding). The plain-loop reference of those kernels' vector packing
+/// (test builds only: every kernel that uses this layout packs with SIMD).
+#[cfg(test)]
+pub(crate) fn pack_a_block_bf16_widened(
+    x: &[f32],
+    k: usize,
+    (r0, r1): (usize, usize),
+    pc: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [f32],
+) {
+    let kc_pad = kc.next_multiple_of(KG);
+    for (q, ir) in (r0..r1).step_by(mr).enumerate() {
+        let rows = mr.min(r1 - ir);
+        let panel = &mut dst[q * mr * KC..q * mr * KC + mr * kc_pad];
+        for i in 0..rows {
+            let src = &x[(ir + i) * k + pc..(ir + i) * k + pc + kc];
+            for (kk, &v) in src.iter().enumerate() {
+                panel[(kk / KG) * mr * KG + i * KG + kk % KG] = bf16::from_f32(v).to_f32();
+            }
+            if kc % 2 == 1 {
+                panel[(kc / KG) * mr * KG + i * KG + kc % KG] = 0.0;
             }
         }
     }

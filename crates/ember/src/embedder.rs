@@ -121,7 +121,8 @@ impl EmbedderBuilder {
     /// Operand precision of the linear layers (default [`Precision::F32`], exact). `Bf16`
     /// rounds weights and activations to bf16 for the matrix products (f32 accumulation;
     /// LayerNorm, attention, pooling stay f32): about twice the speed on CPUs with
-    /// AVX512_BF16, half the weight memory, cosine ≥ 0.999 to the f32 embeddings. `Int8`
+    /// AVX512_BF16 (about f32's on other AVX2 CPUs), half the weight memory, cosine ≥ 0.999
+    /// to the f32 embeddings. `Int8`
     /// quantises weights per output channel at load and activations per token at run time
     /// (exact `i32` sums): `vpdpbusd` on CPUs with AVX512_VNNI, a quarter of the weight
     /// memory, cosine ≥ 0.99 to the f32 embeddings. An `Int8` load first runs the model in

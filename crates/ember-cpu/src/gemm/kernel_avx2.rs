@@ -21,7 +21,7 @@ pub(super) static TILES: std::sync::atomic::AtomicUsize = std::sync::atomic::Ato
 /// Rows per tile.
 pub(super) const MR: usize = 6;
 /// Columns per half-panel pass.
-const HALF: usize = 16;
+pub(super) const HALF: usize = 16;
 
 /// The AVX2 kernel over B panels of `B`; holding one proves the CPU has AVX2, FMA and F16C
 /// (every AVX2 CPU has F16C; it widens f16 panels).
@@ -65,27 +65,10 @@ impl<B: PanelElem> Microkernel for Avx2Kernel<B> {
     ) {
         #[cfg(test)]
         TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for half in 0..NR / HALF {
-            let start = half * HALF;
-            if start >= cols {
-                break;
-            }
-            let width = HALF.min(cols - start);
-            // Shift the epilogue's pointers to this half (null stays null).
-            let shift = |p: *const f32| {
-                if p.is_null() {
-                    p
-                } else {
-                    p.wrapping_add(start)
-                }
-            };
-            let epi = epi.map(|e| TileEpilogue {
-                bias: shift(e.bias),
-                residual: shift(e.residual),
-                ..e
-            });
-            // SAFETY: `detect` proved AVX2, FMA and F16C; this half's columns start..start+width lie
-            // inside the caller's tile, and b + start stays inside the kc·NR panel slice.
+        for_each_half(cols, epi, |start, width, epi| {
+            // SAFETY: `detect` proved AVX2, FMA and F16C; this half's columns
+            // start..start+width lie inside the caller's tile, and b + start stays inside the
+            // kc·NR panel slice.
             unsafe {
                 tile_avx2::<B>(
                     kc,
@@ -100,7 +83,7 @@ impl<B: PanelElem> Microkernel for Avx2Kernel<B> {
                     epi,
                 )
             }
-        }
+        });
     }
 
     fn pack_a(
@@ -219,13 +202,42 @@ pub(super) use dispatch_rows_6;
 #[inline(always)]
 pub(super) fn lane_mask(n: usize) -> __m256i {
     let n = n.min(8) as i32;
-    // SAFETY: only reached from AVX2-enabled code (this module's and kernel_avx2_i8's tile
-    // bodies and packing).
+    // SAFETY: only reached from AVX2-enabled code (the tile bodies and packing of this module,
+    // kernel_avx2_i8 and kernel_avx2_bf16).
     unsafe {
         _mm256_cmpgt_epi32(
             _mm256_set1_epi32(n),
             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
         )
+    }
+}
+
+/// Runs `half(start, width, epi)` for each 16-column half of a `cols`-wide tile that has
+/// columns (`start` = 0, 16; `width ≤ 16`), with the epilogue's bias and residual pointers
+/// shifted to that half (null stays null).
+#[inline(always)]
+pub(super) fn for_each_half(
+    cols: usize,
+    epi: Option<TileEpilogue>,
+    mut half: impl FnMut(usize, usize, Option<TileEpilogue>),
+) {
+    for start in (0..NR).step_by(HALF) {
+        if start >= cols {
+            break;
+        }
+        let shift = |p: *const f32| {
+            if p.is_null() {
+                p
+            } else {
+                p.wrapping_add(start)
+            }
+        };
+        let epi = epi.map(|e| TileEpilogue {
+            bias: shift(e.bias),
+            residual: shift(e.residual),
+            ..e
+        });
+        half(start, HALF.min(cols - start), epi);
     }
 }
 
@@ -247,27 +259,14 @@ unsafe fn tile_body<B: PanelElem, const R: usize>(
     accumulate: bool,
     epi: Option<TileEpilogue>,
 ) {
-    let full = width == HALF;
-    let m0 = lane_mask(width);
-    let m1 = lane_mask(width.saturating_sub(8));
     // SAFETY: (whole body) AVX2+FMA enabled by the caller. C is accessed only at rows < R and
-    // columns < width (full stores only when width == 16; masked lanes are not touched and
-    // `wrapping_add` keeps the address arithmetic defined). A/B reads stay in kc·MR / kc·NR.
+    // columns < width (by `load_tile` / `finish_tile`). A/B reads stay in kc·MR / kc·NR.
     unsafe {
-        let mut acc0 = [_mm256_setzero_ps(); R];
-        let mut acc1 = [_mm256_setzero_ps(); R];
-        if accumulate {
-            for i in 0..R {
-                let ci = c.wrapping_add(i * ldc);
-                if full {
-                    acc0[i] = _mm256_loadu_ps(ci);
-                    acc1[i] = _mm256_loadu_ps(ci.add(8));
-                } else {
-                    acc0[i] = _mm256_maskload_ps(ci, m0);
-                    acc1[i] = _mm256_maskload_ps(ci.wrapping_add(8), m1);
-                }
-            }
-        }
+        let (mut acc0, mut acc1) = if accumulate {
+            load_tile::<R>(c, ldc, width)
+        } else {
+            ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R])
+        };
         macro_rules! k_step {
             ($a:expr, $b:expr) => {{
                 let b0 = B::load8($b);
@@ -291,6 +290,63 @@ unsafe fn tile_body<B: PanelElem, const R: usize>(
         for u in 0..kc % KG {
             k_step!(a.add(u), b.add(u * NR));
         }
+        finish_tile::<R>(acc0, acc1, c, ldc, width, epi);
+    }
+}
+
+/// The `R × width` tile of `C` at `c` (`width ≤ 16`) as two ymm per row, masked past
+/// `width`.
+///
+/// # Safety
+/// AVX2 enabled in the caller; `c` readable at `C[i·ldc + j]` for `i < R`, `j < width`.
+#[inline(always)]
+pub(super) unsafe fn load_tile<const R: usize>(
+    c: *const f32,
+    ldc: usize,
+    width: usize,
+) -> ([__m256; R], [__m256; R]) {
+    let m0 = lane_mask(width);
+    let m1 = lane_mask(width.saturating_sub(8));
+    // SAFETY: AVX2 is enabled in the caller; full loads only when width == 16, otherwise
+    // masked lanes are not read, and `wrapping_add` keeps the address arithmetic defined.
+    unsafe {
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        for i in 0..R {
+            let ci = c.wrapping_add(i * ldc);
+            if width == HALF {
+                acc0[i] = _mm256_loadu_ps(ci);
+                acc1[i] = _mm256_loadu_ps(ci.add(8));
+            } else {
+                acc0[i] = _mm256_maskload_ps(ci, m0);
+                acc1[i] = _mm256_maskload_ps(ci.wrapping_add(8), m1);
+            }
+        }
+        (acc0, acc1)
+    }
+}
+
+/// Applies `epi` (bias, ReLU, residual: [`TileEpilogue`]) to the accumulators if given and
+/// stores them to the `R × width` tile of `C` at `c` (`width ≤ 16`), masked past `width`.
+///
+/// # Safety
+/// AVX2 enabled in the caller; `c` writable at `C[i·ldc + j]` for `i < R`, `j < width`;
+/// `epi`'s pointers readable for those columns (and rows).
+#[inline(always)]
+pub(super) unsafe fn finish_tile<const R: usize>(
+    mut acc0: [__m256; R],
+    mut acc1: [__m256; R],
+    c: *mut f32,
+    ldc: usize,
+    width: usize,
+    epi: Option<TileEpilogue>,
+) {
+    let m0 = lane_mask(width);
+    let m1 = lane_mask(width.saturating_sub(8));
+    // SAFETY: C, bias and residual are accessed only at columns < width (full stores only
+    // when width == 16; masked lanes are not touched, and `wrapping_add` keeps the address
+    // arithmetic defined) of rows < R.
+    unsafe {
         if let Some(e) = epi {
             // Masked like C: only columns < width of bias / residual rows are read.
             if !e.bias.is_null() {
@@ -318,7 +374,7 @@ unsafe fn tile_body<B: PanelElem, const R: usize>(
         }
         for i in 0..R {
             let ci = c.wrapping_add(i * ldc);
-            if full {
+            if width == HALF {
                 _mm256_storeu_ps(ci, acc0[i]);
                 _mm256_storeu_ps(ci.add(8), acc1[i]);
             } else {

@@ -271,23 +271,15 @@ unsafe fn tile_body<B: PanelElem, const R: usize>(
     accumulate: bool,
     epi: Option<TileEpilogue>,
 ) {
-    let m0 = avx512_prefix_mask(cols);
-    let m1 = avx512_prefix_mask(cols.saturating_sub(16));
-    // SAFETY: (whole body) AVX-512F is enabled by the caller. C accesses use masks m0/m1,
-    // which cover exactly columns < cols of rows < R (inside the caller's tile; masked-off
-    // lanes are never touched, and `wrapping_add` keeps the address arithmetic defined even
-    // when the second half lies past the buffer). A reads stay within the mr·kc_pad micro-panel,
-    // B reads within kc·NR.
+    // SAFETY: (whole body) AVX-512F is enabled by the caller. `load_tile` and `finish_tile`
+    // touch only columns < cols of rows < R of C (inside the caller's tile). A reads stay
+    // within the mr·kc_pad micro-panel, B reads within kc·NR.
     unsafe {
-        let mut acc0 = [_mm512_setzero_ps(); R];
-        let mut acc1 = [_mm512_setzero_ps(); R];
-        if accumulate {
-            for i in 0..R {
-                let ci = c.wrapping_add(i * ldc);
-                acc0[i] = _mm512_maskz_loadu_ps(m0, ci);
-                acc1[i] = _mm512_maskz_loadu_ps(m1, ci.wrapping_add(16));
-            }
-        }
+        let (mut acc0, mut acc1) = if accumulate {
+            load_tile::<R>(c, ldc, cols)
+        } else {
+            ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R])
+        };
         // One k step: two B vectors, R broadcasts, 2R FMAs. Unrolled ×4 so the loop counter
         // and pointer updates (which compete for the FMA ports) are amortised.
         macro_rules! k_step {
@@ -319,6 +311,57 @@ unsafe fn tile_body<B: PanelElem, const R: usize>(
         for u in 0..kc % KG {
             k_step!(a.add(u), b.add(u * NR));
         }
+        finish_tile::<R>(acc0, acc1, c, ldc, cols, epi);
+    }
+}
+
+/// The `R × cols` tile of `C` at `c` (`cols ≤ 32`) as two zmm per row, zero past `cols`.
+///
+/// # Safety
+/// AVX-512F enabled in the caller; `c` readable at `C[i·ldc + j]` for `i < R`, `j < cols`.
+#[inline(always)]
+pub(super) unsafe fn load_tile<const R: usize>(
+    c: *const f32,
+    ldc: usize,
+    cols: usize,
+) -> ([__m512; R], [__m512; R]) {
+    let m0 = avx512_prefix_mask(cols);
+    let m1 = avx512_prefix_mask(cols.saturating_sub(16));
+    // SAFETY: AVX-512F is enabled in the caller; masked-off lanes are not read, and
+    // `wrapping_add` keeps the address arithmetic defined even when the second half lies
+    // past the buffer.
+    unsafe {
+        let mut acc0 = [_mm512_setzero_ps(); R];
+        let mut acc1 = [_mm512_setzero_ps(); R];
+        for i in 0..R {
+            let ci = c.wrapping_add(i * ldc);
+            acc0[i] = _mm512_maskz_loadu_ps(m0, ci);
+            acc1[i] = _mm512_maskz_loadu_ps(m1, ci.wrapping_add(16));
+        }
+        (acc0, acc1)
+    }
+}
+
+/// Applies `epi` (bias, ReLU, residual: [`TileEpilogue`]) to the accumulators if given and
+/// stores them to the `R × cols` tile of `C` at `c` (`cols ≤ 32`), masked past `cols`.
+///
+/// # Safety
+/// AVX-512F enabled in the caller; `c` writable at `C[i·ldc + j]` for `i < R`, `j < cols`;
+/// `epi`'s pointers readable for those columns (and rows).
+#[inline(always)]
+pub(super) unsafe fn finish_tile<const R: usize>(
+    mut acc0: [__m512; R],
+    mut acc1: [__m512; R],
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    epi: Option<TileEpilogue>,
+) {
+    let m0 = avx512_prefix_mask(cols);
+    let m1 = avx512_prefix_mask(cols.saturating_sub(16));
+    // SAFETY: C, bias and residual are accessed through masks m0/m1, which cover exactly
+    // columns < cols of rows < R; masked-off lanes are never touched.
+    unsafe {
         if let Some(e) = epi {
             // Same masks as C: only columns < cols of bias / residual rows are read.
             if !e.bias.is_null() {

@@ -11,7 +11,9 @@ use std::arch::x86_64::*;
 
 use half::bf16;
 
-use super::kernel_avx512::{dispatch_rows_14, epilogue_row_avx512, epilogue_tile_avx512};
+use super::kernel_avx512::{
+    dispatch_rows_14, epilogue_row_avx512, epilogue_tile_avx512, finish_tile, load_tile,
+};
 use super::{Microkernel, RowQuant, TileEpilogue, KC_BF16, KG_BF16, NR};
 use crate::activation::Activation;
 use crate::simd::{avx512_prefix_mask, Avx512Token};
@@ -208,22 +210,16 @@ unsafe fn tile_body<const R: usize>(
     accumulate: bool,
     epi: Option<TileEpilogue>,
 ) {
-    let m0 = avx512_prefix_mask(cols);
-    let m1 = avx512_prefix_mask(cols.saturating_sub(16));
-    // SAFETY: (whole body) the features are enabled by the caller. C accesses use masks
-    // m0/m1, which cover exactly columns < cols of rows < R (inside the caller's tile). A reads
+    // SAFETY: (whole body) the features are enabled by the caller. `load_tile` and
+    // `finish_tile` touch only columns < cols of rows < R of C (inside the caller's tile). A reads
     // stay within the mr·kc_pad micro-panel (an odd kc's last pair was zero-padded by the
     // packing), B reads within ⌈kc/2⌉ pair rows of 2·NR elements.
     unsafe {
-        let mut acc0 = [_mm512_setzero_ps(); R];
-        let mut acc1 = [_mm512_setzero_ps(); R];
-        if accumulate {
-            for i in 0..R {
-                let ci = c.wrapping_add(i * ldc);
-                acc0[i] = _mm512_maskz_loadu_ps(m0, ci);
-                acc1[i] = _mm512_maskz_loadu_ps(m1, ci.wrapping_add(16));
-            }
-        }
+        let (mut acc0, mut acc1) = if accumulate {
+            load_tile::<R>(c, ldc, cols)
+        } else {
+            ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R])
+        };
         // One k pair: two B vectors (columns 0–15 and 16–31, pairs interleaved), R broadcast
         // pairs, 2R vdpbf16ps. `$a` points at the pair in row 0; rows are KG_BF16 apart.
         macro_rules! pair_step {
@@ -255,35 +251,6 @@ unsafe fn tile_body<const R: usize>(
         for u in 0..(kc % KG_BF16).div_ceil(2) {
             pair_step!(a.add(2 * u), b.add(u * 2 * NR));
         }
-        if let Some(e) = epi {
-            // Same masks as C: only columns < cols of bias / residual rows are read.
-            if !e.bias.is_null() {
-                let bias0 = _mm512_maskz_loadu_ps(m0, e.bias);
-                let bias1 = _mm512_maskz_loadu_ps(m1, e.bias.wrapping_add(16));
-                for i in 0..R {
-                    acc0[i] = _mm512_add_ps(acc0[i], bias0);
-                    acc1[i] = _mm512_add_ps(acc1[i], bias1);
-                }
-            }
-            if e.relu {
-                for i in 0..R {
-                    acc0[i] = _mm512_max_ps(_mm512_setzero_ps(), acc0[i]);
-                    acc1[i] = _mm512_max_ps(_mm512_setzero_ps(), acc1[i]);
-                }
-            }
-            if !e.residual.is_null() {
-                for i in 0..R {
-                    let ri = e.residual.wrapping_add(i * e.ld_residual);
-                    acc0[i] = _mm512_add_ps(acc0[i], _mm512_maskz_loadu_ps(m0, ri));
-                    acc1[i] =
-                        _mm512_add_ps(acc1[i], _mm512_maskz_loadu_ps(m1, ri.wrapping_add(16)));
-                }
-            }
-        }
-        for i in 0..R {
-            let ci = c.wrapping_add(i * ldc);
-            _mm512_mask_storeu_ps(ci, m0, acc0[i]);
-            _mm512_mask_storeu_ps(ci.wrapping_add(16), m1, acc1[i]);
-        }
+        finish_tile::<R>(acc0, acc1, c, ldc, cols, epi);
     }
 }

@@ -1,5 +1,6 @@
 //! Portable bf16 microkernel: the [`Precision::Bf16`](super::Precision) path on CPUs without
-//! AVX512_BF16. `MR = 4` rows, one row × 8 columns of scalar accumulators at a time.
+//! AVX2 (and the reference of the AVX2 and AVX-512F fallbacks). `MR = 4` rows, one row × 8
+//! columns of scalar accumulators at a time.
 //!
 //! Per k pair `(2p, 2p+1)` it computes `acc ← (acc + a₂ₚ₊₁·b₂ₚ₊₁) + a₂ₚ·b₂ₚ`, the order of
 //! Intel's definition of `vdpbf16ps` (which Zen 4 was measured to follow). A product of two

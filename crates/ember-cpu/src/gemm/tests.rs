@@ -470,6 +470,221 @@ fn bf16_kernels_agree_bit_for_bit() {
 }
 
 #[test]
+fn bf16_fallback_kernels_agree_bit_for_bit() {
+    // The AVX2 and AVX-512F bf16 kernels (for CPUs without AVX512_BF16) run the same steps
+    // as widening FMAs: bit for bit the portable kernel's results (in-kernel epilogues) and
+    // the native one's (every epilogue, GELU included, whose vector maths the SIMD kernels
+    // share).
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut ran = 0;
+        if let Some(fast) = kernel_avx2_bf16::Avx2Bf16Kernel::detect() {
+            bf16_kernel_matches_portable(fast, "avx2 bf16");
+            ran += 1;
+        } else {
+            println!("skipped avx2 bf16: this CPU has no AVX2");
+        }
+        if let Some(fast) = kernel_avx512f_bf16::Avx512fBf16Kernel::detect() {
+            bf16_kernel_matches_portable(fast, "avx512f bf16");
+            ran += 1;
+        } else {
+            println!("skipped avx512f bf16: this CPU has no AVX-512F");
+        }
+        println!("{ran} bf16 fallback kernels checked against the portable one");
+        let avx2 = kernel_avx2_bf16::Avx2Bf16Kernel::detect();
+        let avx512f = kernel_avx512f_bf16::Avx512fBf16Kernel::detect();
+        let native = kernel_avx512_bf16::Avx512Bf16Kernel::detect();
+        if native.is_none() {
+            println!("skipped comparison with vdpbf16ps: this CPU has no AVX512_BF16");
+        }
+        let mut rng = SplitMix(81);
+        for (m, n, k) in [(1, 1, 1), (7, 33, 127), (37, 100, 601), (16, 3072, 768)] {
+            let x = rng.vec(m * k);
+            let w = rng.vec(n * k);
+            let b = rng.vec(n);
+            let r = rng.vec(m * n);
+            let packed = PackedLinear::with_precision(&w, Some(&b), n, k, Precision::Bf16).unwrap();
+            for act in [
+                Activation::Identity,
+                Activation::Relu,
+                Activation::Gelu,
+                Activation::GeluTanh,
+            ] {
+                let args = GemmArgs {
+                    x: &x,
+                    m,
+                    w: &packed,
+                    act,
+                    residual: Some(&r),
+                    shared_a_max: SHARED_A_MAX,
+                };
+                let run = |kern: &dyn Fn(&mut [f32])| {
+                    let mut out = vec![f32::NAN; m * n];
+                    kern(&mut out);
+                    out
+                };
+                let mut outs: Vec<(&str, Vec<f32>)> = Vec::new();
+                if let Some(kern) = native {
+                    outs.push(("vdpbf16ps", run(&|o| gemm_driver(kern, args, o))));
+                }
+                if let Some(kern) = avx512f {
+                    outs.push(("avx512f bf16", run(&|o| gemm_driver(kern, args, o))));
+                }
+                if let Some(kern) = avx2 {
+                    outs.push(("avx2 bf16", run(&|o| gemm_driver(kern, args, o))));
+                }
+                for (name, out) in outs.iter().skip(1) {
+                    let (first, expected) = &outs[0];
+                    let differ = out
+                        .iter()
+                        .zip(expected)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    assert_eq!(
+                        differ, 0,
+                        "{name} vs {first}: m={m} n={n} k={k} {act:?}: {differ} differ"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `fast` against [`kernel_scalar_bf16::ScalarBf16Kernel`], bit for bit: GEMMs on edge shapes
+/// (empty, one K block and several, an odd k whose last pair is padded, partial tiles in
+/// both directions), with and without bias, identity and ReLU (the in-kernel epilogues),
+/// with and without residual, both packing paths, one to three threads; then the packing
+/// of A and its bf16 rounding value for value.
+#[cfg(target_arch = "x86_64")]
+fn bf16_kernel_matches_portable<K: Microkernel<A = f32, B = half::bf16>>(fast: K, name: &str) {
+    let mut rng = SplitMix(80);
+    let shapes = [
+        (0, 4, 4),
+        (4, 0, 4),
+        (4, 4, 0),
+        (1, 1, 1),
+        (63, 2, 10),
+        (2, 63, 10),
+        (29, 65, 7),
+        (7, 33, 127),
+        (15, 31, 65),
+        (14, 32, 256),
+        (29, 65, 257),
+        (37, 100, 601),
+        (15, 33, 1025),
+        (1, 2304, 768),
+        (20, 70, 2101),
+        (5, 768, 3072),
+        (127, 768, 768),
+    ];
+    for (m, n, k) in shapes {
+        let x = rng.vec(m * k);
+        let w = rng.vec(n * k);
+        let b = rng.vec(n);
+        let r = rng.vec(m * n);
+        for bias in [true, false] {
+            let packed =
+                PackedLinear::with_precision(&w, bias.then_some(&b[..]), n, k, Precision::Bf16)
+                    .unwrap();
+            for act in [Activation::Identity, Activation::Relu] {
+                for (residual, shared_a_max, threads) in [
+                    (Some(&r[..]), SHARED_A_MAX, 1),
+                    (None, SHARED_A_MAX, 3),
+                    (Some(&r[..]), 0, 2),
+                ] {
+                    let args = GemmArgs {
+                        x: &x,
+                        m,
+                        w: &packed,
+                        act,
+                        residual,
+                        shared_a_max,
+                    };
+                    let (got, portable) = run_in_pool(threads, || {
+                        let mut got = vec![f32::NAN; m * n];
+                        gemm_driver(fast, args, &mut got);
+                        let mut portable = vec![f32::NAN; m * n];
+                        gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, &mut portable);
+                        (got, portable)
+                    });
+                    assert!(got.iter().all(|v| !v.is_nan()), "{name}: NaN left in out");
+                    let differ = got
+                        .iter()
+                        .zip(&portable)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    assert_eq!(
+                        differ,
+                        0,
+                        "{name}: m={m} n={n} k={k} bias={bias} {act:?} residual={} \
+                         shared_a_max={shared_a_max} threads={threads}: {differ} differ",
+                        residual.is_some()
+                    );
+                }
+            }
+        }
+    }
+    // Packing: the vector rounding gives the portable packing's values, bit for bit, on
+    // special values too (ties to even and odd, overflow to infinity, NaNs, subnormals, −0).
+    let (m, k) = (31, 700);
+    let mut x = rng.vec(m * k);
+    let specials = [
+        f32::from_bits(0x3F80_8000), // tie, even below: stays
+        f32::from_bits(0x3F81_8000), // tie, odd below: rounds up
+        f32::from_bits(0x3F80_8001),
+        f32::from_bits(0xBF81_7FFF),
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(0xFF80_0001), // signalling NaN, negative
+        f32::from_bits(0x7FBF_FFFF),
+        f32::from_bits(0x0000_8001), // subnormal
+        f32::MIN_POSITIVE,
+        -0.0,
+    ];
+    x[..specials.len()].copy_from_slice(&specials);
+    x[5 * k + 300..5 * k + 300 + specials.len()].copy_from_slice(&specials);
+    let mr = K::MR;
+    let len = m.div_ceil(mr) * mr * KC;
+    for (pc, kc) in [(0, KC), (KC, KC), (2 * KC, k - 2 * KC), (3, 101), (1, 16)] {
+        let mut want = vec![f32::NAN; len];
+        let mut got = want.clone();
+        pack_a_block_bf16_widened(&x, k, (0, m), pc, kc, mr, &mut want);
+        fast.pack_a(&x, k, (0, m), pc, kc, mr, &[], &mut got);
+        // Compare the slots the portable packing writes (rows < m, k < kc rounded up to a
+        // pair); the vector path also zero-fills the rest of each group.
+        for (i, (&w, &g)) in want.iter().zip(&got).enumerate() {
+            let (q, within) = (i / (mr * KC), i % (mr * KC));
+            let (group, row, kk) = (within / (mr * KG), within % (mr * KG) / KG, within % KG);
+            let written = q * mr + row < m && group * KG + kk < kc.next_multiple_of(2);
+            if written {
+                assert_eq!(
+                    w.to_bits(),
+                    g.to_bits(),
+                    "{name}: packing differs at {i} (pc={pc} kc={kc})"
+                );
+            }
+        }
+    }
+    // The widened packing holds the values the bf16 packing rounds to.
+    let mut widened = vec![f32::NAN; len];
+    pack_a_block_bf16_widened(&x, k, (0, m), 0, KC, mr, &mut widened);
+    for i in 0..m {
+        for kk in 0..KC {
+            let v = widened[(i / mr) * mr * KC + (kk / KG) * mr * KG + (i % mr) * KG + kk % KG];
+            let rounded = half::bf16::from_f32(x[i * k + kk]);
+            assert_eq!(
+                v.to_bits(),
+                rounded.to_f32().to_bits(),
+                "row {i} k {kk}: widened packing is not the bf16 rounding"
+            );
+        }
+    }
+}
+
+#[test]
 fn int8_kernels_agree_bit_for_bit() {
     // Integer sums are exact and the rescaling is the same f32 operations: the VNNI, AVX2 and
     // portable kernels agree on every input (activations applied inside the kernel).
@@ -1265,6 +1480,45 @@ fn expected_isa_paths_are_exercised() {
         );
         println!("avx512 bf16: exercised");
     }
+    if Isa::Avx2.is_supported() {
+        // Bf16 on the AVX2 path is the AVX2 bf16 kernel (with or without AVX512_BF16).
+        let before = kernel_avx2_bf16::TILES.load(std::sync::atomic::Ordering::Relaxed);
+        let w = PackedLinear::with_precision(&rng.vec(n * k), None, n, k, Precision::Bf16).unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        linear_with_isa(Isa::Avx2, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
+        assert!(
+            kernel_avx2_bf16::TILES.load(std::sync::atomic::Ordering::Relaxed) > before,
+            "avx2 bf16 path was not exercised"
+        );
+        println!("avx2 bf16: exercised");
+    }
+    if Isa::Avx512.is_supported() {
+        // Without AVX512_BF16 the AVX-512 path runs the AVX-512F bf16 kernel; with it, that
+        // kernel is unreachable through `linear`, so run it directly.
+        let before = kernel_avx512f_bf16::TILES.load(std::sync::atomic::Ordering::Relaxed);
+        let w = PackedLinear::with_precision(&rng.vec(n * k), None, n, k, Precision::Bf16).unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        if std::is_x86_feature_detected!("avx512bf16") {
+            let args = GemmArgs {
+                x: &x,
+                m,
+                w: &w,
+                act: Activation::Identity,
+                residual: None,
+                shared_a_max: SHARED_A_MAX,
+            };
+            let kern = kernel_avx512f_bf16::Avx512fBf16Kernel::detect()
+                .expect("AVX-512F is supported, so is its bf16 kernel");
+            gemm_driver(kern, args, &mut out);
+        } else {
+            linear_with_isa(Isa::Avx512, &x, m, &w, Activation::Identity, None, &mut out).unwrap();
+        }
+        assert!(
+            kernel_avx512f_bf16::TILES.load(std::sync::atomic::Ordering::Relaxed) > before,
+            "avx512f bf16 path was not exercised"
+        );
+        println!("avx512f bf16: exercised");
+    }
     if std::is_x86_feature_detected!("avx512vnni") && Isa::Avx512.is_supported() {
         let before = kernel_avx512_vnni::TILES.load(std::sync::atomic::Ordering::Relaxed);
         let w = PackedLinear::with_precision(&rng.vec(n * k), None, n, k, Precision::Int8).unwrap();
@@ -1358,7 +1612,7 @@ fn gemm_throughput() {
             // dtype; the ratio stays to the f32 FMA peak).
             let precision = std::env::var("EMBER_BENCH_DTYPE")
                 .ok()
-                .and_then(|d| Precision::from_name(&d))
+                .and_then(|d| Precision::from_name(d.trim_end_matches("-avx512f")))
                 .unwrap_or_default();
             let w =
                 PackedLinear::with_precision(&rng.vec(n * k), Some(&rng.vec(n)), n, k, precision)
@@ -1373,6 +1627,12 @@ fn gemm_throughput() {
                 .ok()
                 .and_then(|a| Activation::from_hf_name(&a))
                 .unwrap_or(Activation::Identity);
+            // EMBER_BENCH_DTYPE=bf16-avx512f: bf16 on the AVX-512 path through the AVX-512F
+            // kernel of CPUs without AVX512_BF16 (unreachable through `linear` on a CPU with it).
+            let avx512f_bf16 = match std::env::var("EMBER_BENCH_DTYPE").as_deref() {
+                Ok("bf16-avx512f") => kernel_avx512f_bf16::Avx512fBf16Kernel::detect(),
+                _ => None,
+            };
             let threads: usize = std::env::var("EMBER_BENCH_THREADS")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -1385,7 +1645,20 @@ fn gemm_throughput() {
                         let mut best = f64::MAX;
                         for _ in 0..reps {
                             let t = std::time::Instant::now();
-                            linear_with_isa(isa, &x, m, &w, act, None, &mut out).unwrap();
+                            match avx512f_bf16 {
+                                Some(kern) if isa == Isa::Avx512 => {
+                                    let args = GemmArgs {
+                                        x: &x,
+                                        m,
+                                        w: &w,
+                                        act,
+                                        residual: None,
+                                        shared_a_max: SHARED_A_MAX,
+                                    };
+                                    gemm_driver(kern, args, &mut out);
+                                }
+                                _ => linear_with_isa(isa, &x, m, &w, act, None, &mut out).unwrap(),
+                            }
                             best = best.min(t.elapsed().as_secs_f64());
                         }
                         let gflops = flops / best / 1e9;
@@ -1402,8 +1675,13 @@ fn gemm_throughput() {
                 println!("{isa:7} {name}: {gflops:7.1} GFLOP/s");
             } else {
                 let percent = ratio * 100.0;
+                let kernel = if avx512f_bf16.is_some() && isa == Isa::Avx512 {
+                    " (avx512f kernel)"
+                } else {
+                    ""
+                };
                 println!(
-                    "{isa:7} {precision} {name}: {gflops:7.1} GFLOP/s  ({percent:5.1}% of f32 FMA peak)"
+                    "{isa:7} {precision}{kernel} {name}: {gflops:7.1} GFLOP/s  ({percent:5.1}% of f32 FMA peak)"
                 );
             }
         }
