@@ -151,22 +151,40 @@ where
 {
     const L: usize = ROTATION_LANES;
     debug_assert!(block.is_power_of_two() && row.len().is_multiple_of(L * block));
-    for run in row.chunks_exact_mut(L * block) {
-        let mut half = 1;
-        while half < block {
-            for base in (0..block).step_by(2 * half) {
-                for t in base..base + half {
-                    let (low, high) = run.split_at_mut((t + half) * L);
-                    let u = &mut low[t * L..(t + 1) * L];
-                    let v = &mut high[..L];
-                    for (a, b) in u.iter_mut().zip(v.iter_mut()) {
-                        let (x, y) = (*a, *b);
-                        *a = x + y;
-                        *b = x - y;
-                    }
-                }
+    // Stage by stage over the whole row: the pairs `half·16` channels apart within each
+    // run of `2·half·16` (a run of `16·block` is a whole number of those), as contiguous
+    // slices zipped, a loop the compiler vectorises without bounds checks; two stages per
+    // pass where there are two left (the same additions, half the loads and stores).
+    let mut half = 1;
+    while 2 * half < block {
+        for quad in row.chunks_exact_mut(4 * half * L) {
+            let (low, high) = quad.split_at_mut(2 * half * L);
+            let (q0, q1) = low.split_at_mut(half * L);
+            let (q2, q3) = high.split_at_mut(half * L);
+            let lanes = q0
+                .iter_mut()
+                .zip(q1.iter_mut())
+                .zip(q2.iter_mut().zip(q3.iter_mut()));
+            for ((a, b), (c, d)) in lanes {
+                // Stage `half`: (a, b) and (c, d); stage `2·half`: (a, c) and (b, d).
+                let (s0, s1) = (*a + *b, *a - *b);
+                let (s2, s3) = (*c + *d, *c - *d);
+                *a = s0 + s2;
+                *c = s0 - s2;
+                *b = s1 + s3;
+                *d = s1 - s3;
             }
-            half *= 2;
+        }
+        half *= 4;
+    }
+    if half < block {
+        for pairs in row.chunks_exact_mut(2 * half * L) {
+            let (low, high) = pairs.split_at_mut(half * L);
+            for (a, b) in low.iter_mut().zip(high.iter_mut()) {
+                let (x, y) = (*a, *b);
+                *a = x + y;
+                *b = x - y;
+            }
         }
     }
 }
@@ -289,8 +307,8 @@ impl RowQuant {
     }
 
     /// The quantisation of `row` for a rotated weight (module docs, "Rotated channels"):
-    /// `rotated ← row·D·H` with the columns `skip` of `row` zeroed ([`flip_signs`], then
-    /// [`hadamard_channels`] with `block`); the range is that of `rotated`, and `exact`
+    /// `rotated ← row·D·H` with the columns `skip` of `row` zeroed (the signs of
+    /// [`flip_signs`], then [`hadamard_channels`] with `block`); the range is that of `rotated`, and `exact`
     /// keeps `row`'s values of `skip`.
     #[inline(always)]
     pub(crate) fn of_row_rotated(
@@ -299,11 +317,16 @@ impl RowQuant {
         block: usize,
         rotated: &mut [f32],
     ) -> RowQuant {
-        rotated.copy_from_slice(row);
+        // rotated ← row·D, then the outlier channels zeroed (a sign flip would make their
+        // zero −0.0, which the butterflies treat as +0.0 anyway).
+        for (chunk, source) in rotated.chunks_mut(SIGN_PERIOD).zip(row.chunks(SIGN_PERIOD)) {
+            for ((dst, &v), &sign) in chunk.iter_mut().zip(source).zip(&ROTATION_SIGNS) {
+                *dst = v * sign;
+            }
+        }
         for &c in skip {
             rotated[c] = 0.0;
         }
-        flip_signs(rotated);
         hadamard_channels(rotated, block);
         let (lo, hi) = range_with_zero(rotated);
         let mut quant = Self::from_range(lo, hi);
