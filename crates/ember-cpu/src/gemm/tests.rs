@@ -550,6 +550,66 @@ fn bf16_fallback_kernels_agree_bit_for_bit() {
     }
 }
 
+/// `fast` against `portable` (kernels of `precision`), bit for bit, on GEMMs of `shapes`:
+/// with and without bias, identity and ReLU (the in-kernel epilogues), with and without
+/// residual, both packing paths, one to three threads, outputs poisoned with NaN first.
+#[cfg(target_arch = "x86_64")]
+fn gemms_match_portable<F: Microkernel, P: Microkernel>(
+    fast: F,
+    portable: P,
+    precision: Precision,
+    shapes: &[(usize, usize, usize)],
+    rng: &mut SplitMix,
+    name: &str,
+) {
+    for &(m, n, k) in shapes {
+        let x = rng.vec(m * k);
+        let w = rng.vec(n * k);
+        let b = rng.vec(n);
+        let r = rng.vec(m * n);
+        for bias in [true, false] {
+            let packed =
+                PackedLinear::with_precision(&w, bias.then_some(&b[..]), n, k, precision).unwrap();
+            for act in [Activation::Identity, Activation::Relu] {
+                for (residual, shared_a_max, threads) in [
+                    (Some(&r[..]), SHARED_A_MAX, 1),
+                    (None, SHARED_A_MAX, 3),
+                    (Some(&r[..]), 0, 2),
+                ] {
+                    let args = GemmArgs {
+                        x: &x,
+                        m,
+                        w: &packed,
+                        act,
+                        residual,
+                        shared_a_max,
+                    };
+                    let (got, want) = run_in_pool(threads, || {
+                        let mut got = vec![f32::NAN; m * n];
+                        gemm_driver(fast, args, &mut got);
+                        let mut want = vec![f32::NAN; m * n];
+                        gemm_driver(portable, args, &mut want);
+                        (got, want)
+                    });
+                    assert!(got.iter().all(|v| !v.is_nan()), "{name}: NaN left in out");
+                    let differ = got
+                        .iter()
+                        .zip(&want)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    assert_eq!(
+                        differ,
+                        0,
+                        "{name}: m={m} n={n} k={k} bias={bias} {act:?} residual={} \
+                         shared_a_max={shared_a_max} threads={threads}: {differ} differ",
+                        residual.is_some()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// `fast` against [`kernel_scalar_bf16::ScalarBf16Kernel`], bit for bit: GEMMs on edge shapes
 /// (empty, one K block and several, an odd k whose last pair is padded, partial tiles in
 /// both directions), with and without bias, identity and ReLU (the in-kernel epilogues),
@@ -577,53 +637,14 @@ fn bf16_kernel_matches_portable<K: Microkernel<A = f32, B = half::bf16>>(fast: K
         (5, 768, 3072),
         (127, 768, 768),
     ];
-    for (m, n, k) in shapes {
-        let x = rng.vec(m * k);
-        let w = rng.vec(n * k);
-        let b = rng.vec(n);
-        let r = rng.vec(m * n);
-        for bias in [true, false] {
-            let packed =
-                PackedLinear::with_precision(&w, bias.then_some(&b[..]), n, k, Precision::Bf16)
-                    .unwrap();
-            for act in [Activation::Identity, Activation::Relu] {
-                for (residual, shared_a_max, threads) in [
-                    (Some(&r[..]), SHARED_A_MAX, 1),
-                    (None, SHARED_A_MAX, 3),
-                    (Some(&r[..]), 0, 2),
-                ] {
-                    let args = GemmArgs {
-                        x: &x,
-                        m,
-                        w: &packed,
-                        act,
-                        residual,
-                        shared_a_max,
-                    };
-                    let (got, portable) = run_in_pool(threads, || {
-                        let mut got = vec![f32::NAN; m * n];
-                        gemm_driver(fast, args, &mut got);
-                        let mut portable = vec![f32::NAN; m * n];
-                        gemm_driver(kernel_scalar_bf16::ScalarBf16Kernel, args, &mut portable);
-                        (got, portable)
-                    });
-                    assert!(got.iter().all(|v| !v.is_nan()), "{name}: NaN left in out");
-                    let differ = got
-                        .iter()
-                        .zip(&portable)
-                        .filter(|(a, b)| a.to_bits() != b.to_bits())
-                        .count();
-                    assert_eq!(
-                        differ,
-                        0,
-                        "{name}: m={m} n={n} k={k} bias={bias} {act:?} residual={} \
-                         shared_a_max={shared_a_max} threads={threads}: {differ} differ",
-                        residual.is_some()
-                    );
-                }
-            }
-        }
-    }
+    gemms_match_portable(
+        fast,
+        kernel_scalar_bf16::ScalarBf16Kernel,
+        Precision::Bf16,
+        &shapes,
+        &mut rng,
+        name,
+    );
     // Packing: the vector rounding gives the portable packing's values, bit for bit, on
     // special values too (ties to even and odd, overflow to infinity, NaNs, subnormals, −0).
     let (m, k) = (31, 700);
@@ -763,52 +784,14 @@ fn int8_kernel_matches_portable<K: Microkernel<A = u8, B = i8>>(fast: K, name: &
         (5, 768, 3072),
         (127, 768, 768),
     ];
-    for (m, n, k) in shapes {
-        let x = rng.vec(m * k);
-        let w = rng.vec(n * k);
-        let b = rng.vec(n);
-        let r = rng.vec(m * n);
-        for bias in [true, false] {
-            let packed =
-                PackedLinear::with_precision(&w, bias.then_some(&b[..]), n, k, Precision::Int8)
-                    .unwrap();
-            for act in [Activation::Identity, Activation::Relu] {
-                for (residual, shared_a_max, threads) in [
-                    (Some(&r[..]), SHARED_A_MAX, 1),
-                    (None, SHARED_A_MAX, 3),
-                    (Some(&r[..]), 0, 2),
-                ] {
-                    let args = GemmArgs {
-                        x: &x,
-                        m,
-                        w: &packed,
-                        act,
-                        residual,
-                        shared_a_max,
-                    };
-                    let (hw, portable) = run_in_pool(threads, || {
-                        let mut hw = vec![f32::NAN; m * n];
-                        gemm_driver(fast, args, &mut hw);
-                        let mut portable = vec![f32::NAN; m * n];
-                        gemm_driver(kernel_scalar_i8::ScalarI8Kernel, args, &mut portable);
-                        (hw, portable)
-                    });
-                    let differ = hw
-                        .iter()
-                        .zip(&portable)
-                        .filter(|(a, b)| a.to_bits() != b.to_bits())
-                        .count();
-                    assert_eq!(
-                        differ,
-                        0,
-                        "{name}: m={m} n={n} k={k} bias={bias} {act:?} residual={} \
-                         shared_a_max={shared_a_max} threads={threads}: {differ} differ",
-                        residual.is_some()
-                    );
-                }
-            }
-        }
-    }
+    gemms_match_portable(
+        fast,
+        kernel_scalar_i8::ScalarI8Kernel,
+        Precision::Int8,
+        &shapes,
+        &mut rng,
+        name,
+    );
     // Row quantisation and packing: the vector paths give the same bytes.
     let (m, k) = (31, 1500);
     let mut x = rng.vec(m * k);
