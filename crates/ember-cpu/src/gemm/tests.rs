@@ -911,17 +911,21 @@ fn int8_outlier_channels_are_exact_and_kernels_agree_bit_for_bit() {
             );
         }
         #[cfg(target_arch = "x86_64")]
-        {
-            let inputs = (&x[..], m, &packed, &r[..], &sorted[..]);
-            match kernel_avx512_vnni::Avx512VnniKernel::detect() {
-                Some(fast) => outliers_match_portable(fast, "avx512 vnni", inputs),
-                None => println!("avx512 vnni part skipped: this CPU has no AVX512_VNNI"),
-            }
-            match kernel_avx2_i8::Avx2I8Kernel::detect() {
-                Some(fast) => outliers_match_portable(fast, "avx2 int8", inputs),
-                None => println!("avx2 int8 part skipped: this CPU has no AVX2"),
-            }
-        }
+        fast_int8_kernels_match_portable((&x[..], m, &packed, &r[..], &sorted[..]));
+    }
+}
+
+/// [`outliers_match_portable`] for every fast int8 kernel this CPU has (saying which it
+/// skipped).
+#[cfg(target_arch = "x86_64")]
+fn fast_int8_kernels_match_portable(inputs: (&[f32], usize, &PackedLinear, &[f32], &[usize])) {
+    match kernel_avx512_vnni::Avx512VnniKernel::detect() {
+        Some(fast) => outliers_match_portable(fast, "avx512 vnni", inputs),
+        None => println!("avx512 vnni part skipped: this CPU has no AVX512_VNNI"),
+    }
+    match kernel_avx2_i8::Avx2I8Kernel::detect() {
+        Some(fast) => outliers_match_portable(fast, "avx2 int8", inputs),
+        None => println!("avx2 int8 part skipped: this CPU has no AVX2"),
     }
 }
 
@@ -1178,17 +1182,7 @@ fn rotated_int8_matches_its_definition_and_kernels_agree_bit_for_bit() {
             );
         }
         #[cfg(target_arch = "x86_64")]
-        {
-            let inputs = (&x[..], m, &packed, &r[..], &sorted[..]);
-            match kernel_avx512_vnni::Avx512VnniKernel::detect() {
-                Some(fast) => outliers_match_portable(fast, "avx512 vnni", inputs),
-                None => println!("avx512 vnni part skipped: this CPU has no AVX512_VNNI"),
-            }
-            match kernel_avx2_i8::Avx2I8Kernel::detect() {
-                Some(fast) => outliers_match_portable(fast, "avx2 int8", inputs),
-                None => println!("avx2 int8 part skipped: this CPU has no AVX2"),
-            }
-        }
+        fast_int8_kernels_match_portable((&x[..], m, &packed, &r[..], &sorted[..]));
     }
 }
 
