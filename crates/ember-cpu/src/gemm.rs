@@ -866,6 +866,31 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
     );
 }
 
+/// Whether a [`Microkernel::pack_a`] request for kernel `K` lies inside its buffers: rows
+/// `r0 ≤ r1` of `X` (`[·, k]`), `1 ≤ mr ≤ K::MR`, `kc ≤ K::KC`, `pc + kc ≤ k`, a
+/// quantisation for every row if `K::ROW_QUANT`, and `dst_len` elements enough for the
+/// micro-panels (see [`pack_a_block`]). The SIMD packers check it before their unchecked
+/// loops.
+pub(crate) fn pack_a_request_fits<K: Microkernel>(
+    (x, k): (&[f32], usize),
+    (r0, r1): (usize, usize),
+    (pc, kc): (usize, usize),
+    mr: usize,
+    quant: &[RowQuant],
+    dst_len: usize,
+) -> bool {
+    if r0 > r1 || !(1..=K::MR).contains(&mr) {
+        return false;
+    }
+    let panels = (r1 - r0).div_ceil(mr);
+    let kc_pad = kc.next_multiple_of(K::KG);
+    kc <= K::KC
+        && pc.checked_add(kc).is_some_and(|end| end <= k)
+        && (!K::ROW_QUANT || r1 <= quant.len())
+        && r1.checked_mul(k).is_some_and(|len| len <= x.len())
+        && (panels == 0 || dst_len >= (panels - 1) * mr * K::KC + mr * kc_pad)
+}
+
 /// The part of the epilogue a microkernel applies in registers after the last K block:
 /// for the int8 kernels first `acc ← s_i·s_j·(acc − z_i·Σ_k w_q[j,k])` (see [`quant`]) and
 /// `acc ← acc + x_c·w_c` for each outlier channel `c` (rounded product, then rounded sum), then

@@ -28,7 +28,7 @@ use half::bf16;
 use super::kernel_avx2::{
     dispatch_rows_6, finish_tile, for_each_half, lane_mask, load_tile, Avx2Kernel,
 };
-use super::{Microkernel, RowQuant, TileEpilogue, KC, KG, NR};
+use super::{pack_a_request_fits, Microkernel, RowQuant, TileEpilogue, KC, KG, NR};
 use crate::activation::Activation;
 
 /// Tiles run so far (test builds only), for the ISA-coverage test.
@@ -107,18 +107,10 @@ impl Microkernel for Avx2Bf16Kernel {
         pc: usize,
         kc: usize,
         mr: usize,
-        _quant: &[RowQuant],
+        quant: &[RowQuant],
         dst: &mut [f32],
     ) {
-        let kc_pad = kc.next_multiple_of(KG);
-        let panels = (r1 - r0).div_ceil(mr.max(1));
-        let in_bounds = r0 <= r1
-            && (1..=MR).contains(&mr)
-            && kc <= KC
-            && pc + kc <= k
-            && r1.checked_mul(k).is_some_and(|len| len <= x.len())
-            && (panels == 0 || dst.len() >= (panels - 1) * mr * KC + mr * kc_pad);
-        if !in_bounds {
+        if !pack_a_request_fits::<Self>((x, k), (r0, r1), (pc, kc), mr, quant, dst.len()) {
             debug_assert!(false, "pack_a: out-of-bounds request");
             return;
         }

@@ -32,7 +32,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::kernel_avx2::{dispatch_rows_6, lane_mask, Avx2Kernel};
-use super::{Microkernel, RowQuant, TileEpilogue, KC_I8, KG_I8, NR};
+use super::{pack_a_request_fits, Microkernel, RowQuant, TileEpilogue, KC_I8, KG_I8, NR};
 use crate::activation::Activation;
 use crate::simd::Avx2Token;
 
@@ -140,16 +140,7 @@ impl Microkernel for Avx2I8Kernel {
         dst: &mut [u8],
     ) {
         let (r0, r1) = rows;
-        let kc_pad = kc.next_multiple_of(KG_I8);
-        let panels = (r1 - r0).div_ceil(mr.max(1));
-        let in_bounds = r0 <= r1
-            && (1..=MR).contains(&mr)
-            && kc <= KC_I8
-            && pc + kc <= k
-            && r1 <= quant.len()
-            && r1.checked_mul(k).is_some_and(|len| len <= x.len())
-            && (panels == 0 || dst.len() >= (panels - 1) * mr * KC_I8 + mr * kc_pad);
-        if !in_bounds {
+        if !pack_a_request_fits::<Self>((x, k), (r0, r1), (pc, kc), mr, quant, dst.len()) {
             debug_assert!(false, "pack_a: out-of-bounds request");
             return;
         }

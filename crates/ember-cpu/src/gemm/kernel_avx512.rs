@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use std::marker::PhantomData;
 
 use super::panel_elem::PanelElem;
-use super::{Microkernel, RowQuant, TileEpilogue, KC, KG, NR};
+use super::{pack_a_request_fits, Microkernel, RowQuant, TileEpilogue, KC, KG, NR};
 use crate::activation::{epilogue_row, epilogue_tile, Activation};
 use crate::simd::{avx512_prefix_mask, Avx512Token};
 
@@ -73,18 +73,10 @@ impl<B: PanelElem> Microkernel for Avx512Kernel<B> {
         pc: usize,
         kc: usize,
         mr: usize,
-        _quant: &[RowQuant],
+        quant: &[RowQuant],
         dst: &mut [f32],
     ) {
-        let kc_pad = kc.next_multiple_of(KG);
-        let panels = (r1 - r0).div_ceil(mr.max(1));
-        let in_bounds = r0 <= r1
-            && (1..=MR).contains(&mr)
-            && kc <= KC
-            && pc + kc <= k
-            && r1.checked_mul(k).is_some_and(|len| len <= x.len())
-            && (panels == 0 || dst.len() >= (panels - 1) * mr * KC + mr * kc_pad);
-        if !in_bounds {
+        if !pack_a_request_fits::<Self>((x, k), (r0, r1), (pc, kc), mr, quant, dst.len()) {
             debug_assert!(false, "pack_a: out-of-bounds request");
             return;
         }
