@@ -478,10 +478,9 @@ impl PackedLinear {
         let mut storage = vec![0.0f32; packed_floats + 15];
         let offset = storage.as_ptr().align_offset(64).min(15);
         let floats = &mut storage[offset..offset + packed_floats];
-        // Int8 with outliers: those columns leave the weight (zeroed) for an f32 side product;
-        // with rotation, what is left is rotated along k before it is quantised.
         if let Int8Rotation::Calibrated(rows) = rotation {
-            if k == 0 || rows.len() % k != 0 {
+            // (`is_multiple_of(0)` holds only for no rows: a k = 0 weight has none.)
+            if !rows.len().is_multiple_of(k) {
                 return Err(KernelError::InvalidShape {
                     op: OP,
                     reason: format!(
@@ -491,15 +490,17 @@ impl PackedLinear {
                 });
             }
         }
+        // Int8 with outliers: those columns leave the weight (zeroed) for an f32 side product;
+        // with rotation, what is left is rotated along k before it is quantised, if it pays.
         let block = match rotation {
-            _ if layout != PanelLayout::I8Quads => 1,
             Int8Rotation::Never => 1,
+            _ if layout != PanelLayout::I8Quads => 1,
             _ => quant::rotation_block(k),
         };
-        let mut rotation_block = 1;
-        let (outliers, rest) =
+        let (outliers, rest, rotation) =
             if layout == PanelLayout::I8Quads && (!channels.is_empty() || block > 1) {
-                let (columns, mut rest) = OutlierColumns::split(weight, n, k, &channels);
+                let (columns, rest) = OutlierColumns::split(weight, n, k, &channels);
+                let columns = (!channels.is_empty()).then_some(columns);
                 if block > 1 {
                     let mut rotated = rest.clone();
                     quant::rotate_weight_rows(&mut rotated, k, block);
@@ -510,18 +511,19 @@ impl PackedLinear {
                         _ => true,
                     };
                     if pays {
-                        rest = rotated;
-                        rotation_block = block;
+                        (columns, Some(rotated), block)
+                    } else {
+                        (columns, Some(rest), 1)
                     }
+                } else {
+                    (columns, Some(rest), 1)
                 }
-                ((!channels.is_empty()).then_some(columns), Some(rest))
             } else {
-                (None, None)
+                (None, None, 1)
             };
-        let rotation = rotation_block;
-        let quant_weight = rest.as_deref().map_or(weight, WeightData::F32);
         let quant = (layout == PanelLayout::I8Quads).then(|| {
-            let weight = quant_weight;
+            // The int8 panels hold `rest` (outliers zeroed, maybe rotated) if it was made.
+            let weight = rest.as_deref().map_or(weight, WeightData::F32);
             let q = quant::WeightQuant::new(weight, n, k);
             if panel_len > 0 {
                 bytemuck::cast_slice_mut::<f32, i8>(floats)[..packed_len]

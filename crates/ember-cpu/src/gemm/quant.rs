@@ -131,11 +131,7 @@ pub(crate) fn rotation_block(k: usize) -> usize {
     while block > 1 && !k.is_multiple_of(ROTATION_LANES * block) {
         block /= 2;
     }
-    if block < 2 {
-        1
-    } else {
-        block
-    }
+    block
 }
 
 /// `row ← row·H` in place, `H` the unnormalised block Hadamard (Sylvester) matrix that mixes,
@@ -224,7 +220,7 @@ pub(crate) fn rotation_pays(
     let mean_step2 = |w: &[f32]| -> f64 {
         let sum: f64 = w
             .chunks_exact(k)
-            .map(|row| (f64::from(row.iter().fold(0.0f32, |a, &v| a.max(v.abs()))) / 127.0).powi(2))
+            .map(|row| f64::from(weight_row_scale(row)).powi(2))
             .sum();
         sum / (w.len() / k) as f64
     };
@@ -399,8 +395,7 @@ impl WeightQuant {
             .enumerate()
             .for_each(|(j, (s, sum))| {
                 let row = widen_row(weight, j, k);
-                let max = row.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
-                *s = max / 127.0;
+                *s = weight_row_scale(&row);
                 *sum = row.iter().map(|&v| i32::from(quantise_weight(v, *s))).sum();
             });
         WeightQuant { scale, col_sum }
@@ -511,6 +506,11 @@ impl OutlierColumns {
     pub(crate) fn bytes(&self) -> usize {
         4 * self.weight.len() + std::mem::size_of::<usize>() * self.channels.len()
     }
+}
+
+/// A weight row's `i8` step, `s_j = max_k |W[j,k]| / 127` (0 for an all-zero row).
+fn weight_row_scale(row: &[f32]) -> f32 {
+    row.iter().fold(0.0f32, |a, &v| a.max(v.abs())) / 127.0
 }
 
 /// `round(v / scale)` clamped to `[−127, 127]` (0 if `scale` is 0).
