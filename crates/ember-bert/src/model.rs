@@ -78,7 +78,7 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// allow.
 pub const INT8_OUTLIER_CHANNELS: usize = ember_cpu::gemm::MAX_OUTLIER_CHANNELS;
 
-/// Indices of a layer's four linear layers in [`LinearInputMax`] (the order their inputs
+/// Indices of a layer's four linear layers in [`LinearInputs`] (the order their inputs
 /// appear in the forward pass).
 mod linear_kind {
     pub(super) const QKV: usize = 0;
@@ -87,22 +87,16 @@ mod linear_kind {
     pub(super) const OUTPUT: usize = 3;
 }
 
-/// Per encoder layer, the largest `|x|` of each input channel of its four linear layers
-/// (QKV, attention output, intermediate, output), over a calibration batch.
-type LinearInputMax = Vec<[Vec<f32>; 4]>;
-
-/// Per encoder layer, the inputs (`[T, k]`) of its four linear layers over a calibration
-/// batch.
+/// Per encoder layer, the inputs (`[T, k]`) of its four linear layers (QKV, attention
+/// output, intermediate, output) over a calibration batch.
 type LinearInputs = Vec<[Vec<f32>; 4]>;
 
-/// What a calibration batch shows of every linear layer's input
-/// ([`BertModel::linear_input_ranges`]): the largest `|x|` of every input channel, from
-/// which [`BertModel::from_weights_calibrated`] picks the int8 outlier channels, and the
-/// rows themselves, on which it decides whether rotating each int8 weight pays (see
+/// Every linear layer's input over a calibration batch ([`BertModel::linear_input_ranges`]):
+/// [`BertModel::from_weights_calibrated`] picks each int8 weight's outlier channels by their
+/// largest `|x|` there, and decides on these rows whether rotating the weight pays (see
 /// `ember_cpu::gemm::Int8Rotation::Calibrated`).
 #[derive(Clone, Debug, Default)]
 pub struct LinearInputRanges {
-    input_max: LinearInputMax,
     inputs: LinearInputs,
 }
 
@@ -112,9 +106,8 @@ pub(crate) struct WeightLoader<'a> {
     prefix: &'static str,
     /// Precision the linear layers are packed in.
     precision: Precision,
-    /// Calibrated input ranges (int8 only): each linear's largest channels stay exact.
-    input_max: Option<&'a LinearInputMax>,
-    /// Calibration inputs (int8 only): each linear is rotated if that pays on them.
+    /// Calibration inputs (int8 only): each linear's largest channels on them stay exact,
+    /// and it is rotated if that pays on them.
     inputs: Option<&'a LinearInputs>,
 }
 
@@ -129,19 +122,25 @@ impl<'a> WeightLoader<'a> {
             file,
             prefix,
             precision,
-            input_max: None,
             inputs: None,
         }
     }
 
-    /// The int8 outlier channels of linear `kind` (a [`linear_kind`]) of `layer`: the [`INT8_OUTLIER_CHANNELS`] largest calibrated
-    /// input maxima (ties to the lower channel); none without calibration.
-    fn outliers(&self, layer: usize, kind: usize) -> Vec<usize> {
-        let Some(max) = self.input_max.and_then(|m| m.get(layer)) else {
+    /// The int8 outlier channels of linear `kind` (a [`linear_kind`]) of `layer`, whose
+    /// input has `k` channels: the [`INT8_OUTLIER_CHANNELS`] with the largest `|x|` over the
+    /// calibration rows (ties to the lower channel); none without calibration.
+    fn outliers(&self, layer: usize, kind: usize, k: usize) -> Vec<usize> {
+        let rows = self.calibration_rows(layer, kind);
+        if rows.is_empty() || k == 0 {
             return Vec::new();
-        };
-        let max = &max[kind];
-        let mut channels: Vec<usize> = (0..max.len()).collect();
+        }
+        let mut max = vec![0.0f32; k];
+        for row in rows.chunks_exact(k) {
+            for (m, &v) in max.iter_mut().zip(row) {
+                *m = m.max(v.abs());
+            }
+        }
+        let mut channels: Vec<usize> = (0..k).collect();
         channels.sort_by(|&a, &b| max[b].total_cmp(&max[a]).then(a.cmp(&b)));
         channels.truncate(INT8_OUTLIER_CHANNELS);
         channels
@@ -388,16 +387,15 @@ impl BertModel {
     ) -> Result<Self, BertError> {
         let mut loader = WeightLoader::new(file, precision);
         if precision == Precision::Int8 {
-            loader.input_max = Some(&ranges.input_max);
             loader.inputs = Some(&ranges.inputs);
         }
         Self::load(config, loader)
     }
 
     /// Runs the model on a calibration batch (`token_ids` `[T]`, `seq_offsets` as for
-    /// [`BertModel::forward`]) and returns the largest `|x|` of every input channel of every
-    /// linear layer, for [`BertModel::from_weights_calibrated`]. Run it on the f32 model:
-    /// the ranges should be those of the exact activations.
+    /// [`BertModel::forward`]) and returns every linear layer's input rows, for
+    /// [`BertModel::from_weights_calibrated`]. Run it on the f32 model: they should be the
+    /// exact activations.
     pub fn linear_input_ranges(
         &self,
         token_ids: &[u32],
@@ -430,20 +428,20 @@ impl BertModel {
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let stem = format!("encoder.layer.{i}");
-                let outliers = |kind| loader.outliers(i, kind);
+                let outliers = |kind, k| loader.outliers(i, kind, k);
                 let rows = |kind| loader.calibration_rows(i, kind);
                 Ok(Layer {
                     qkv: loader.fused_qkv(
                         &format!("{stem}.attention.self"),
                         h,
-                        (&outliers(linear_kind::QKV), rows(linear_kind::QKV)),
+                        (&outliers(linear_kind::QKV, h), rows(linear_kind::QKV)),
                     )?,
                     attention_output: loader.linear(
                         &format!("{stem}.attention.output.dense"),
                         h,
                         h,
                         (
-                            &outliers(linear_kind::ATTENTION_OUTPUT),
+                            &outliers(linear_kind::ATTENTION_OUTPUT, h),
                             rows(linear_kind::ATTENTION_OUTPUT),
                         ),
                     )?,
@@ -454,7 +452,7 @@ impl BertModel {
                         f,
                         h,
                         (
-                            &outliers(linear_kind::INTERMEDIATE),
+                            &outliers(linear_kind::INTERMEDIATE, h),
                             rows(linear_kind::INTERMEDIATE),
                         ),
                     )?,
@@ -462,7 +460,7 @@ impl BertModel {
                         &format!("{stem}.output.dense"),
                         h,
                         f,
-                        (&outliers(linear_kind::OUTPUT), rows(linear_kind::OUTPUT)),
+                        (&outliers(linear_kind::OUTPUT, f), rows(linear_kind::OUTPUT)),
                     )?,
                     output_norm: loader.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
                 })
@@ -502,8 +500,8 @@ impl BertModel {
         self.forward_impl(token_ids, seq_offsets, workspace, None)
     }
 
-    /// [`BertModel::forward`], raising `input_max` (grown to one entry per layer) to each
-    /// linear layer's largest `|x|` per input channel if given.
+    /// [`BertModel::forward`], appending each linear layer's input rows to `calibration`
+    /// (grown to one entry per layer) if given.
     fn forward_impl<'w>(
         &self,
         token_ids: &[u32],
@@ -529,25 +527,17 @@ impl BertModel {
         let attention = grow(attention, t * h);
 
         self.embed(token_ids, seq_offsets, hidden)?;
-        let mut record = |layer: usize, kind: usize, x: &[f32], k: usize| {
-            if let Some(LinearInputRanges { input_max, inputs }) = calibration.as_deref_mut() {
-                if input_max.len() <= layer {
-                    input_max.resize_with(layer + 1, Default::default);
+        let mut record = |layer: usize, kind: usize, x: &[f32]| {
+            if let Some(LinearInputRanges { inputs }) = calibration.as_deref_mut() {
+                if inputs.len() <= layer {
                     inputs.resize_with(layer + 1, Default::default);
                 }
                 inputs[layer][kind].extend_from_slice(x);
-                let max = &mut input_max[layer][kind];
-                max.resize(k, 0.0);
-                for row in x.chunks_exact(k) {
-                    for (m, &v) in max.iter_mut().zip(row) {
-                        *m = m.max(v.abs());
-                    }
-                }
             }
         };
         for (l, layer) in self.layers.iter().enumerate() {
             let qkv = &mut qkv_or_intermediate[..t * 3 * h];
-            record(l, linear_kind::QKV, hidden, h);
+            record(l, linear_kind::QKV, hidden);
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
             attention_varlen(
                 qkv,
@@ -556,7 +546,7 @@ impl BertModel {
                 c.head_dim(),
                 context,
             )?;
-            record(l, linear_kind::ATTENTION_OUTPUT, context, h);
+            record(l, linear_kind::ATTENTION_OUTPUT, context);
             linear(
                 context,
                 t,
@@ -574,7 +564,7 @@ impl BertModel {
                 norm.beta.data(),
                 c.layer_norm_eps,
             )?;
-            record(l, linear_kind::INTERMEDIATE, attention, h);
+            record(l, linear_kind::INTERMEDIATE, attention);
             // The feed-forward block, FFN_ROW_BLOCK tokens at a time: rows are independent, so
             // the `[rows, F]` intermediate stays in cache and is all that is kept of it.
             for r0 in (0..t).step_by(FFN_ROW_BLOCK) {
@@ -589,7 +579,7 @@ impl BertModel {
                     None,
                     out,
                 )?;
-                record(l, linear_kind::OUTPUT, out, f);
+                record(l, linear_kind::OUTPUT, out);
                 linear(
                     out,
                     rows,
@@ -725,20 +715,26 @@ mod tests {
         let ids: Vec<u32> = (0..23).map(|i| 101 + 97 * i).collect();
         let offsets = [0, 9, 23];
         let ranges = f32_model.linear_input_ranges(&ids, &offsets).unwrap();
-        assert_eq!(ranges.input_max.len(), config.num_hidden_layers);
+        assert_eq!(ranges.inputs.len(), config.num_hidden_layers);
         let int8 =
             BertModel::from_weights_calibrated(config.clone(), &file, Precision::Int8, &ranges)
                 .unwrap();
         assert_eq!(int8.precision(), Precision::Int8);
-        for (layer, max) in int8.layers.iter().zip(&ranges.input_max) {
+        for (layer, inputs) in int8.layers.iter().zip(&ranges.inputs) {
             let linears = [
                 &layer.qkv,
                 &layer.attention_output,
                 &layer.intermediate,
                 &layer.output,
             ];
-            for ((linear, max), k) in linears.iter().zip(max).zip([h, h, h, f]) {
-                assert_eq!(max.len(), k);
+            for ((linear, rows), k) in linears.iter().zip(inputs).zip([h, h, h, f]) {
+                assert_eq!(rows.len(), ids.len() * k);
+                let max: Vec<f32> = (0..k)
+                    .map(|c| {
+                        rows.chunks_exact(k)
+                            .fold(0.0f32, |m, row| m.max(row[c].abs()))
+                    })
+                    .collect();
                 let mut want: Vec<usize> = (0..k).collect();
                 want.sort_by(|&a, &b| max[b].total_cmp(&max[a]));
                 want.truncate(INT8_OUTLIER_CHANNELS);
