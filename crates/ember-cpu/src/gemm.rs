@@ -76,8 +76,11 @@
 //! `x_c·w_c` per channel (rounded product, rounded sum; the same operations in both
 //! kernels) to the rescaled sum before the bias. ember-bert picks the 4 channels with the
 //! largest `|x|` per linear from a calibration pass at load: on all-MiniLM-L6-v2 that takes
-//! the mean `1 − cos` to the f32 embeddings from 1.1e-3 to 3.1e-4 (nearest neighbour as f32
-//! on 96.75 % of 400 corpus queries instead of 93 %) for 3–6.5 % more time per product.
+//! the mean `1 − cos` to the f32 embeddings from 1.1e-3 to 3.1e-4 for 3–6.5 % more time per
+//! product. A weight may also be rotated along `k` ([`PackedLinear::from_weight_int8`]:
+//! fixed signs, then a block Hadamard transform, on `W` at load and on each row of `X` before
+//! its range is taken), which spreads a row's large values over many channels; ember-bert
+//! rotates where its calibration rows say it pays (MiniLM: 3.1e-4 → 1.9e-4).
 
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
