@@ -24,7 +24,7 @@ pub mod weights;
 use std::path::PathBuf;
 
 pub use config::BertConfig;
-pub use model::{check_batch, BertModel, LinearInputRanges, Workspace, INT8_OUTLIER_CHANNELS};
+pub use model::{check_batch, BertModel, Workspace, INT8_OUTLIER_CHANNELS};
 pub use weights::F32WeightReader;
 
 /// Errors loading or running a BERT encoder.

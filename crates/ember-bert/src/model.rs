@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ember_cpu::gemm::{Int8Rotation, WeightData};
+use ember_cpu::gemm::{Int8Rotation, Int8Rounding, WeightData};
 use ember_cpu::{attention_varlen, layernorm, linear, Activation, PackedLinear, Precision};
 use ember_tensor::{find_weight_file, F32Tensor, StoredData, StoredTensor, WeightFile};
 
@@ -73,12 +73,12 @@ fn grow(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Input channels per linear layer that the int8 path keeps exact (f32) when the model is
-/// loaded with calibration text ([`BertModel::from_weights_calibrated`]): those with the
+/// loaded with calibration text ([`BertModel::calibrated_int8`]): those with the
 /// largest absolute activation over the calibration batch: as many as the int8 kernels
 /// allow.
 pub const INT8_OUTLIER_CHANNELS: usize = ember_cpu::gemm::MAX_OUTLIER_CHANNELS;
 
-/// Indices of a layer's four linear layers in [`LinearInputs`] (the order their inputs
+/// Indices of a layer's four linear layers in [`LayerInputs`] (the order their inputs
 /// appear in the forward pass).
 mod linear_kind {
     pub(super) const QKV: usize = 0;
@@ -87,18 +87,13 @@ mod linear_kind {
     pub(super) const OUTPUT: usize = 3;
 }
 
-/// Per encoder layer, the inputs (`[T, k]`) of its four linear layers (QKV, attention
-/// output, intermediate, output) over a calibration batch.
-type LinearInputs = Vec<[Vec<f32>; 4]>;
+/// The inputs (`[T, k]`) of one encoder layer's four linear layers (QKV, attention output,
+/// intermediate, output) over a calibration batch, indexed by [`linear_kind`].
+type LayerInputs = [Vec<f32>; 4];
 
-/// Every linear layer's input over a calibration batch ([`BertModel::linear_input_ranges`]):
-/// [`BertModel::from_weights_calibrated`] picks each int8 weight's outlier channels by their
-/// largest `|x|` there, and decides on these rows whether rotating the weight pays (see
-/// `ember_cpu::gemm::Int8Rotation::Calibrated`).
-#[derive(Clone, Debug, Default)]
-pub struct LinearInputRanges {
-    inputs: LinearInputs,
-}
+/// Called by the calibrating forward pass at the end of each encoder layer with its index
+/// and its linear layers' inputs.
+type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(), BertError>;
 
 /// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` prefix.
 pub(crate) struct WeightLoader<'a> {
@@ -106,9 +101,6 @@ pub(crate) struct WeightLoader<'a> {
     prefix: &'static str,
     /// Precision the linear layers are packed in.
     precision: Precision,
-    /// Calibration inputs (int8 only): each linear's largest channels on them stay exact,
-    /// and it is rotated if that pays on them.
-    inputs: Option<&'a LinearInputs>,
 }
 
 impl<'a> WeightLoader<'a> {
@@ -122,15 +114,13 @@ impl<'a> WeightLoader<'a> {
             file,
             prefix,
             precision,
-            inputs: None,
         }
     }
 
-    /// The int8 outlier channels of linear `kind` (a [`linear_kind`]) of `layer`, whose
-    /// input has `k` channels: the [`INT8_OUTLIER_CHANNELS`] with the largest `|x|` over the
-    /// calibration rows (ties to the lower channel); none without calibration.
-    fn outliers(&self, layer: usize, kind: usize, k: usize) -> Vec<usize> {
-        let rows = self.calibration_rows(layer, kind);
+    /// The int8 outlier channels of a linear whose input has `k` channels: the
+    /// [`INT8_OUTLIER_CHANNELS`] with the largest `|x|` over its calibration `rows`
+    /// (`[T, k]`; ties to the lower channel); none without calibration.
+    fn outliers(rows: &[f32], k: usize) -> Vec<usize> {
         if rows.is_empty() || k == 0 {
             return Vec::new();
         }
@@ -146,16 +136,69 @@ impl<'a> WeightLoader<'a> {
         channels
     }
 
-    /// The calibration inputs of linear `kind` of `layer` (`[T, k]`); empty without
-    /// calibration.
-    fn calibration_rows(&self, layer: usize, kind: usize) -> &'a [f32] {
-        self.inputs
-            .and_then(|inputs| inputs.get(layer))
-            .map_or(&[], |kinds| &kinds[kind])
-    }
-
     fn path(&self) -> PathBuf {
         self.file.path().to_owned()
+    }
+
+    /// `embeddings.*`: the three tables and their LayerNorm.
+    fn embeddings(&self, config: &BertConfig) -> Result<Embeddings, BertError> {
+        let h = config.hidden_size;
+        Ok(Embeddings {
+            word: self.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position: self.stored(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            token_type: self.stored(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?,
+            norm: self.layer_norm("embeddings.LayerNorm", h)?,
+        })
+    }
+
+    /// `encoder.layer.{index}`, its linear layers (int8) calibrated on `inputs` if given.
+    fn layer(
+        &self,
+        config: &BertConfig,
+        index: usize,
+        inputs: Option<&LayerInputs>,
+    ) -> Result<Layer, BertError> {
+        let (h, f) = (config.hidden_size, config.intermediate_size);
+        let stem = format!("encoder.layer.{index}");
+        let rows = |kind: usize| inputs.map_or(&[][..], |inputs| &inputs[kind][..]);
+        // Input channels per linear kind: the layer's hidden size, but F into the output.
+        let mut k_of = [h; 4];
+        k_of[linear_kind::OUTPUT] = f;
+        let outliers = k_of
+            .iter()
+            .enumerate()
+            .map(|(kind, &k)| Self::outliers(rows(kind), k))
+            .collect::<Vec<_>>();
+        let int8 = |kind: usize| (&outliers[kind][..], rows(kind));
+        Ok(Layer {
+            qkv: self.fused_qkv(&format!("{stem}.attention.self"), h, int8(linear_kind::QKV))?,
+            attention_output: self.linear(
+                &format!("{stem}.attention.output.dense"),
+                h,
+                h,
+                int8(linear_kind::ATTENTION_OUTPUT),
+            )?,
+            attention_norm: self.layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
+            intermediate: self.linear(
+                &format!("{stem}.intermediate.dense"),
+                f,
+                h,
+                int8(linear_kind::INTERMEDIATE),
+            )?,
+            output: self.linear(
+                &format!("{stem}.output.dense"),
+                h,
+                f,
+                int8(linear_kind::OUTPUT),
+            )?,
+            output_norm: self.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
+        })
     }
 
     /// Loads `name` as f32 and checks its shape (see [`WeightLoader::find`]).
@@ -242,9 +285,10 @@ impl<'a> WeightLoader<'a> {
 
     /// Packs a linear's weight `[n, k]` and bias in the loader's precision; int8 weights
     /// keep the input channels `outliers` exact and, calibrated, are rotated along `k` where
-    /// that pays on the `calibration` rows (see [`PackedLinear::from_weight_int8`]: on
-    /// all-MiniLM-L6-v2, where every linear's inputs have large values, the mean `1 − cos`
-    /// to f32 falls from 3.1e-4 to 1.9e-4).
+    /// that pays on the `calibration` rows and rounded by GPTQ against them (see
+    /// [`PackedLinear::from_weight_int8`]: on all-MiniLM-L6-v2, where every linear's inputs
+    /// have large values, rotation takes the mean `1 − cos` to f32 from 3.1e-4 to 1.9e-4,
+    /// and GPTQ on 480 calibration sentences to about 1.2e-4).
     fn pack(
         &self,
         weight: WeightData<'_>,
@@ -255,12 +299,23 @@ impl<'a> WeightLoader<'a> {
     ) -> Result<PackedLinear, ember_cpu::KernelError> {
         match self.precision {
             Precision::Int8 => {
-                let rotation = if calibration.is_empty() {
-                    Int8Rotation::Never
+                let (rotation, rounding) = if calibration.is_empty() {
+                    (Int8Rotation::Never, Int8Rounding::Nearest)
                 } else {
-                    Int8Rotation::Calibrated(calibration)
+                    (
+                        Int8Rotation::Calibrated(calibration),
+                        Int8Rounding::Gptq(calibration),
+                    )
                 };
-                PackedLinear::from_weight_int8(weight, Some(bias), n, k, outliers, rotation)
+                PackedLinear::from_weight_int8(
+                    weight,
+                    Some(bias),
+                    n,
+                    k,
+                    outliers,
+                    rotation,
+                    rounding,
+                )
             }
             precision => PackedLinear::from_weight(weight, Some(bias), n, k, precision),
         }
@@ -363,8 +418,8 @@ impl BertModel {
     }
 
     /// [`BertModel::from_weights`] with the linear layers in `precision`. For
-    /// [`Precision::Int8`] every channel is quantised; see
-    /// [`BertModel::from_weights_calibrated`] for the more accurate int8 load.
+    /// [`Precision::Int8`] every channel is quantised, to nearest; see
+    /// [`BertModel::calibrated_int8`] for the more accurate int8 load.
     pub fn from_weights_with(
         config: BertConfig,
         file: &WeightFile,
@@ -373,98 +428,48 @@ impl BertModel {
         Self::load(config, WeightLoader::new(file, precision))
     }
 
-    /// [`BertModel::from_weights_with`], and for [`Precision::Int8`] calibrated: each linear
-    /// layer keeps the [`INT8_OUTLIER_CHANNELS`] input channels with the largest `ranges`
-    /// exact (f32) beside its int8 product (see `PackedLinear::from_weight_with_outliers`).
-    /// `ranges` come from [`BertModel::linear_input_ranges`] of this model loaded in f32;
-    /// empty ranges (or a layer missing from them) mean no exact channels. Other precisions
-    /// ignore `ranges`.
-    pub fn from_weights_calibrated(
-        config: BertConfig,
-        file: &WeightFile,
-        precision: Precision,
-        ranges: &LinearInputRanges,
-    ) -> Result<Self, BertError> {
-        let mut loader = WeightLoader::new(file, precision);
-        if precision == Precision::Int8 {
-            loader.inputs = Some(&ranges.inputs);
-        }
-        Self::load(config, loader)
-    }
-
-    /// Runs the model on a calibration batch (`token_ids` `[T]`, `seq_offsets` as for
-    /// [`BertModel::forward`]) and returns every linear layer's input rows, for
-    /// [`BertModel::from_weights_calibrated`]. Run it on the f32 model: they should be the
-    /// exact activations.
-    pub fn linear_input_ranges(
+    /// This model (loaded in f32 from `file`) in int8, calibrated on a batch of text
+    /// (`token_ids` `[T]`, `seq_offsets` as for [`BertModel::forward`]; some thousands of
+    /// tokens of varied text): runs it over the batch layer by layer, and as each layer
+    /// finishes packs that layer's linear layers from `file` in int8 against their inputs
+    /// there (then drops those), so only one layer's inputs are ever held. Each linear keeps
+    /// the [`INT8_OUTLIER_CHANNELS`] input channels with the largest `|x|` exact (f32)
+    /// beside its int8 product, is rotated along `k` if that lowers the expected error on
+    /// its inputs, and is rounded to its grid by GPTQ against them (see
+    /// [`PackedLinear::from_weight_int8`]). The calibration sees exact (f32) activations
+    /// throughout. Deterministic: the same batch gives the same model, whatever the thread
+    /// count.
+    pub fn calibrated_int8(
         &self,
+        file: &WeightFile,
         token_ids: &[u32],
         seq_offsets: &[usize],
-    ) -> Result<LinearInputRanges, BertError> {
-        let mut ranges = LinearInputRanges::default();
+    ) -> Result<BertModel, BertError> {
+        let loader = WeightLoader::new(file, Precision::Int8);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let mut pack_layer = |index: usize, inputs: &LayerInputs| -> Result<(), BertError> {
+            layers.push(loader.layer(&self.config, index, Some(inputs))?);
+            Ok(())
+        };
         self.forward_impl(
             token_ids,
             seq_offsets,
             &mut Workspace::default(),
-            Some(&mut ranges),
+            Some(&mut pack_layer),
         )?;
-        Ok(ranges)
+        let embeddings = loader.embeddings(&self.config)?;
+        loader.check_no_layer_past(self.config.num_hidden_layers)?;
+        Ok(Self {
+            config: self.config.clone(),
+            embeddings,
+            layers,
+        })
     }
 
     fn load(config: BertConfig, loader: WeightLoader<'_>) -> Result<Self, BertError> {
-        let (h, f) = (config.hidden_size, config.intermediate_size);
-        let embeddings = Embeddings {
-            word: loader.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            position: loader.stored(
-                "embeddings.position_embeddings.weight",
-                &[config.max_position_embeddings, h],
-            )?,
-            token_type: loader.stored(
-                "embeddings.token_type_embeddings.weight",
-                &[config.type_vocab_size, h],
-            )?,
-            norm: loader.layer_norm("embeddings.LayerNorm", h)?,
-        };
+        let embeddings = loader.embeddings(&config)?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| {
-                let stem = format!("encoder.layer.{i}");
-                let outliers = |kind, k| loader.outliers(i, kind, k);
-                let rows = |kind| loader.calibration_rows(i, kind);
-                Ok(Layer {
-                    qkv: loader.fused_qkv(
-                        &format!("{stem}.attention.self"),
-                        h,
-                        (&outliers(linear_kind::QKV, h), rows(linear_kind::QKV)),
-                    )?,
-                    attention_output: loader.linear(
-                        &format!("{stem}.attention.output.dense"),
-                        h,
-                        h,
-                        (
-                            &outliers(linear_kind::ATTENTION_OUTPUT, h),
-                            rows(linear_kind::ATTENTION_OUTPUT),
-                        ),
-                    )?,
-                    attention_norm: loader
-                        .layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
-                    intermediate: loader.linear(
-                        &format!("{stem}.intermediate.dense"),
-                        f,
-                        h,
-                        (
-                            &outliers(linear_kind::INTERMEDIATE, h),
-                            rows(linear_kind::INTERMEDIATE),
-                        ),
-                    )?,
-                    output: loader.linear(
-                        &format!("{stem}.output.dense"),
-                        h,
-                        f,
-                        (&outliers(linear_kind::OUTPUT, f), rows(linear_kind::OUTPUT)),
-                    )?,
-                    output_norm: loader.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
-                })
-            })
+            .map(|i| loader.layer(&config, i, None))
             .collect::<Result<Vec<_>, BertError>>()?;
         loader.check_no_layer_past(config.num_hidden_layers)?;
         Ok(Self {
@@ -500,14 +505,14 @@ impl BertModel {
         self.forward_impl(token_ids, seq_offsets, workspace, None)
     }
 
-    /// [`BertModel::forward`], appending each linear layer's input rows to `calibration`
-    /// (grown to one entry per layer) if given.
+    /// [`BertModel::forward`]; with `calibration`, each layer's linear layers' inputs are
+    /// gathered and handed to it at the end of the layer.
     fn forward_impl<'w>(
         &self,
         token_ids: &[u32],
         seq_offsets: &[usize],
         workspace: &'w mut Workspace,
-        mut calibration: Option<&mut LinearInputRanges>,
+        mut calibration: Option<LayerCalibration<'_>>,
     ) -> Result<&'w [f32], BertError> {
         let c = &self.config;
         let (h, f, t) = (c.hidden_size, c.intermediate_size, token_ids.len());
@@ -527,17 +532,15 @@ impl BertModel {
         let attention = grow(attention, t * h);
 
         self.embed(token_ids, seq_offsets, hidden)?;
-        let mut record = |layer: usize, kind: usize, x: &[f32]| {
-            if let Some(LinearInputRanges { inputs }) = calibration.as_deref_mut() {
-                if inputs.len() <= layer {
-                    inputs.resize_with(layer + 1, Default::default);
-                }
-                inputs[layer][kind].extend_from_slice(x);
+        let mut inputs = calibration.is_some().then(LayerInputs::default);
+        let record = |inputs: &mut Option<LayerInputs>, kind: usize, x: &[f32]| {
+            if let Some(inputs) = inputs {
+                inputs[kind].extend_from_slice(x);
             }
         };
         for (l, layer) in self.layers.iter().enumerate() {
             let qkv = &mut qkv_or_intermediate[..t * 3 * h];
-            record(l, linear_kind::QKV, hidden);
+            record(&mut inputs, linear_kind::QKV, hidden);
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
             attention_varlen(
                 qkv,
@@ -546,7 +549,7 @@ impl BertModel {
                 c.head_dim(),
                 context,
             )?;
-            record(l, linear_kind::ATTENTION_OUTPUT, context);
+            record(&mut inputs, linear_kind::ATTENTION_OUTPUT, context);
             linear(
                 context,
                 t,
@@ -564,7 +567,7 @@ impl BertModel {
                 norm.beta.data(),
                 c.layer_norm_eps,
             )?;
-            record(l, linear_kind::INTERMEDIATE, attention);
+            record(&mut inputs, linear_kind::INTERMEDIATE, attention);
             // The feed-forward block, FFN_ROW_BLOCK tokens at a time: rows are independent, so
             // the `[rows, F]` intermediate stays in cache and is all that is kept of it.
             for r0 in (0..t).step_by(FFN_ROW_BLOCK) {
@@ -579,7 +582,7 @@ impl BertModel {
                     None,
                     out,
                 )?;
-                record(l, linear_kind::OUTPUT, out);
+                record(&mut inputs, linear_kind::OUTPUT, out);
                 linear(
                     out,
                     rows,
@@ -598,6 +601,10 @@ impl BertModel {
                 norm.beta.data(),
                 c.layer_norm_eps,
             )?;
+            if let (Some(calibration), Some(inputs)) = (calibration.as_mut(), inputs.as_mut()) {
+                calibration(l, inputs)?;
+                inputs.iter_mut().for_each(Vec::clear);
+            }
         }
         Ok(hidden)
     }
@@ -714,13 +721,19 @@ mod tests {
         // Two sequences of ids spread over the vocabulary.
         let ids: Vec<u32> = (0..23).map(|i| 101 + 97 * i).collect();
         let offsets = [0, 9, 23];
-        let ranges = f32_model.linear_input_ranges(&ids, &offsets).unwrap();
-        assert_eq!(ranges.inputs.len(), config.num_hidden_layers);
-        let int8 =
-            BertModel::from_weights_calibrated(config.clone(), &file, Precision::Int8, &ranges)
-                .unwrap();
+        let mut gathered = Vec::new();
+        let mut keep = |layer: usize, inputs: &LayerInputs| {
+            assert_eq!(layer, gathered.len());
+            gathered.push(inputs.clone());
+            Ok(())
+        };
+        f32_model
+            .forward_impl(&ids, &offsets, &mut Workspace::default(), Some(&mut keep))
+            .unwrap();
+        assert_eq!(gathered.len(), config.num_hidden_layers);
+        let int8 = f32_model.calibrated_int8(&file, &ids, &offsets).unwrap();
         assert_eq!(int8.precision(), Precision::Int8);
-        for (layer, inputs) in int8.layers.iter().zip(&ranges.inputs) {
+        for (layer, inputs) in int8.layers.iter().zip(&gathered) {
             let linears = [
                 &layer.qkv,
                 &layer.attention_output,
@@ -742,16 +755,24 @@ mod tests {
                 assert_eq!(linear.outlier_channels(), want);
             }
         }
-        // Without ranges, and in other precisions, no channel is kept out.
+        // Without calibration no channel is kept out.
         let plain = BertModel::from_weights_with(config.clone(), &file, Precision::Int8).unwrap();
         assert!(plain.layers[0].output.outlier_channels().is_empty());
-        let bf16 =
-            BertModel::from_weights_calibrated(config, &file, Precision::Bf16, &ranges).unwrap();
-        assert!(bf16.layers[0].output.outlier_channels().is_empty());
+        // The same batch gives the same model, on one thread or several.
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| f32_model.calibrated_int8(&file, &ids, &offsets).unwrap());
         // And the calibrated model runs, close to f32.
         let (mut w32, mut w8) = (Workspace::default(), Workspace::default());
         let exact = f32_model.forward(&ids, &offsets, &mut w32).unwrap();
-        let quantised = int8.forward(&ids, &offsets, &mut w8).unwrap();
+        let quantised = int8.forward(&ids, &offsets, &mut w8).unwrap().to_vec();
+        let again = one_thread.forward(&ids, &offsets, &mut w8).unwrap();
+        assert!(again
+            .iter()
+            .zip(&quantised)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
         for (a, b) in exact.chunks_exact(h).zip(quantised.chunks_exact(h)) {
             let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
             let norms = a.iter().map(|x| x * x).sum::<f32>() * b.iter().map(|y| y * y).sum::<f32>();

@@ -101,26 +101,20 @@ impl Backend {
     }
 
     /// The int8 model for a CPU model loaded in f32: runs it on `calibration` (packed ids
-    /// and sequence offsets, see [`crate::calibration`]) to find each linear layer's
-    /// largest input channels, drops it, and loads `weights` in int8 with those channels
-    /// exact (see [`BertModel::from_weights_calibrated`]). Other backends come back as
-    /// they are.
+    /// and sequence offsets, see [`crate::calibration`]) and packs each layer in int8 from
+    /// `weights` against its inputs there (see [`BertModel::calibrated_int8`]), then drops
+    /// the f32 model. Other backends come back as they are.
     pub(crate) fn into_calibrated_int8(
         self,
-        config: BertConfig,
         weights: impl FnOnce() -> Result<WeightFile, EmberError>,
         (token_ids, seq_offsets): (&[u32], &[usize]),
         pool: &rayon::ThreadPool,
     ) -> Result<Backend, EmberError> {
         match self {
             Backend::Cpu(f32_model) => {
-                let ranges =
-                    pool.install(|| f32_model.linear_input_ranges(token_ids, seq_offsets))?;
-                drop(f32_model);
                 let weights = weights()?;
-                let model = pool.install(|| {
-                    BertModel::from_weights_calibrated(config, &weights, Precision::Int8, &ranges)
-                })?;
+                let model =
+                    pool.install(|| f32_model.calibrated_int8(&weights, token_ids, seq_offsets))?;
                 Ok(Backend::Cpu(model))
             }
             #[cfg(feature = "cuda")]

@@ -282,7 +282,7 @@ impl EmbedderBuilder {
         tokenizer.check_ids_below(config.vocab_size)?;
         let backend = if calibrate {
             let (ids, offsets) = calibration_batch(&tokenizer)?;
-            backend.into_calibrated_int8(config.clone(), open_weights, (&ids, &offsets), &pool)?
+            backend.into_calibrated_int8(open_weights, (&ids, &offsets), &pool)?
         } else {
             backend
         };

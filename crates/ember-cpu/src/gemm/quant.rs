@@ -384,8 +384,16 @@ pub(crate) struct WeightQuant {
 }
 
 impl WeightQuant {
-    /// Scales and column sums of `weight` (`[n, k]`, `k ≤ INT8_MAX_K`).
-    pub(crate) fn new(weight: WeightData<'_>, n: usize, k: usize) -> WeightQuant {
+    /// Scales and column sums of `weight` (`[n, k]`, `k ≤ INT8_MAX_K`): the scales its rows
+    /// give ([`weight_row_scale`]), or `scales` (`[n]`) if given (GPTQ's weight is already
+    /// on the grid of its rows' scales before rounding, which its own maxima may not
+    /// reproduce).
+    pub(crate) fn new(
+        weight: WeightData<'_>,
+        n: usize,
+        k: usize,
+        scales: Option<&[f32]>,
+    ) -> WeightQuant {
         let padded = n.div_ceil(NR) * NR;
         let mut scale = vec![0.0f32; padded];
         let mut col_sum = vec![0i32; padded];
@@ -395,7 +403,7 @@ impl WeightQuant {
             .enumerate()
             .for_each(|(j, (s, sum))| {
                 let row = widen_row(weight, j, k);
-                *s = weight_row_scale(&row);
+                *s = scales.map_or_else(|| weight_row_scale(&row), |scales| scales[j]);
                 *sum = row.iter().map(|&v| i32::from(quantise_weight(v, *s))).sum();
             });
         WeightQuant { scale, col_sum }
@@ -509,7 +517,7 @@ impl OutlierColumns {
 }
 
 /// A weight row's `i8` step, `s_j = max_k |W[j,k]| / 127` (0 for an all-zero row).
-fn weight_row_scale(row: &[f32]) -> f32 {
+pub(crate) fn weight_row_scale(row: &[f32]) -> f32 {
     row.iter().fold(0.0f32, |a, &v| a.max(v.abs())) / 127.0
 }
 

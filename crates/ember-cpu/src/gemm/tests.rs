@@ -1093,7 +1093,9 @@ fn rotated_int8_matches_its_definition_and_kernels_agree_bit_for_bit() {
         let r = rng.vec(m * n);
         let data = WeightData::F32(&w);
         let pack = |rotation| {
-            PackedLinear::from_weight_int8(data, Some(&b), n, k, &outliers, rotation).unwrap()
+            let nearest = Int8Rounding::Nearest;
+            PackedLinear::from_weight_int8(data, Some(&b), n, k, &outliers, rotation, nearest)
+                .unwrap()
         };
         let (packed, unrotated) = (pack(Int8Rotation::Always), pack(Int8Rotation::Never));
         let block = quant::rotation_block(k);
@@ -1201,7 +1203,8 @@ fn calibrated_rotation_follows_the_rows() {
     }
     let data = WeightData::F32(&w);
     let pack = |x: &[f32]| {
-        PackedLinear::from_weight_int8(data, None, n, k, &[], Int8Rotation::Calibrated(x))
+        let (rotation, nearest) = (Int8Rotation::Calibrated(x), Int8Rounding::Nearest);
+        PackedLinear::from_weight_int8(data, None, n, k, &[], rotation, nearest)
     };
     assert_eq!(pack(&even).unwrap().rotation_block(), 1);
     assert_eq!(pack(&spiky).unwrap().rotation_block(), 16);
@@ -1209,6 +1212,108 @@ fn calibrated_rotation_follows_the_rows() {
         pack(&even[..k + 1]),
         Err(KernelError::InvalidShape { .. })
     ));
+}
+
+#[test]
+fn gptq_rounding_lowers_the_error_on_inputs_like_the_calibration_and_ignores_threads() {
+    let mut rng = SplitMix(77);
+    let (n, k) = (48, 384);
+    // Inputs whose channels move together (a few shared factors, as activations do) and
+    // two channels far larger than the rest.
+    let factors = 24;
+    let mixing = rng.vec(factors * k);
+    let mut draw = |rows: usize| -> Vec<f32> {
+        let mut x = vec![0.0f32; rows * k];
+        for row in x.chunks_exact_mut(k) {
+            let z = rng.vec(factors);
+            for (c, v) in row.iter_mut().enumerate() {
+                let shared: f32 = (0..factors).map(|f| z[f] * mixing[f * k + c]).sum();
+                *v = shared + 0.2 * rng.uniform();
+            }
+            row[5] *= 40.0;
+            row[100] *= 25.0;
+        }
+        x
+    };
+    let calibration = draw(1500);
+    let held_out = draw(64);
+    let w = SplitMix(78).vec(n * k);
+    let b = SplitMix(79).vec(n);
+    let pack = |rounding| {
+        let rotation = Int8Rotation::Calibrated(&calibration);
+        PackedLinear::from_weight_int8(
+            WeightData::F32(&w),
+            Some(&b),
+            n,
+            k,
+            &[5, 100],
+            rotation,
+            rounding,
+        )
+        .unwrap()
+    };
+    let run = |packed: &PackedLinear| {
+        let mut y = vec![f32::NAN; 64 * n];
+        linear(&held_out, 64, packed, Activation::Identity, None, &mut y).unwrap();
+        y
+    };
+    let exact = {
+        let mut y = vec![0.0; 64 * n];
+        linear_reference(
+            &held_out,
+            64,
+            &w,
+            Some(&b),
+            n,
+            k,
+            Activation::Identity,
+            None,
+            &mut y,
+        )
+        .unwrap();
+        y
+    };
+    let error = |y: &[f32]| -> f64 {
+        y.iter()
+            .zip(&exact)
+            .map(|(a, e)| f64::from(a - e).powi(2))
+            .sum()
+    };
+    let nearest = run(&pack(Int8Rounding::Nearest));
+    let gptq = run(&pack(Int8Rounding::Gptq(&calibration)));
+    assert!(
+        error(&gptq) < 0.85 * error(&nearest),
+        "GPTQ {} vs nearest {}",
+        error(&gptq),
+        error(&nearest)
+    );
+    // The packed weight does not depend on the threads that packed it.
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let again = pool.install(|| run(&pack(Int8Rounding::Gptq(&calibration))));
+        assert!(
+            again
+                .iter()
+                .zip(&gptq)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{threads} threads"
+        );
+    }
+    // Rows of the wrong length are refused, as for the rotation's.
+    let rows = Int8Rounding::Gptq(&calibration[..k + 1]);
+    let refused = PackedLinear::from_weight_int8(
+        WeightData::F32(&w),
+        None,
+        n,
+        k,
+        &[],
+        Int8Rotation::Never,
+        rows,
+    );
+    assert!(matches!(refused, Err(KernelError::InvalidShape { .. })));
 }
 
 #[test]
@@ -1289,6 +1394,7 @@ fn rows_are_independent_of_batch_and_threads() {
         k,
         &[3, 500],
         Int8Rotation::Always,
+        Int8Rounding::Nearest,
     )
     .unwrap();
     assert_eq!(rotated.rotation_block(), 4);
