@@ -263,8 +263,9 @@ pub enum Int8Rounding<'a> {
     /// inputs over a calibration set; some thousands of tokens): the channels of a row are
     /// rounded in order, each absorbing the error left by those before it as the inputs'
     /// correlations `XᵀX` say, which minimises the product's error on such inputs rather
-    /// than the weights' own. Costs load time only: `t·k²` for `XᵀX` (on the f32 GEMM), `k³`
-    /// to factor it, `n·k²` to round. With no rows, as `Nearest`.
+    /// than the weights' own. Costs load time only: `t·k²/2` multiply-adds for `XᵀX` (on
+    /// the bf16 GEMM), `k³/3` to factor it, `n·k²/2` to round (mostly f32 GEMMs). With no
+    /// rows, as `Nearest`.
     Gptq(&'a [f32]),
 }
 
@@ -591,7 +592,7 @@ impl PackedLinear {
         if let (false, Some(rest)) = (gptq_rows.is_empty(), rest.as_mut()) {
             let gram = gptq::input_gram(gptq_rows, k, &channels, rotation)?;
             let row_scales: Vec<f32> = rest.chunks_exact(k).map(quant::weight_row_scale).collect();
-            if gptq::round_gptq(rest, k, &row_scales, gram) {
+            if gptq::round_gptq(rest, k, &row_scales, gram)? {
                 scales = Some(row_scales);
             }
         }
