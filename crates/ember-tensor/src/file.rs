@@ -84,6 +84,10 @@ impl TensorInfo {
 /// `SafeTensorsFile` or an [`F32Tensor`] from it is alive. That is the caveat of every memory map
 /// (`memmap2::Mmap::map` is `unsafe` for this reason); validation cannot protect against a file
 /// that changes after it was checked.
+///
+/// Cloning shares the mapping (the bytes sit behind an `Arc`): a clone costs the header's
+/// tensor table, never the data, and pages already read stay counted once.
+#[derive(Clone)]
 pub struct SafeTensorsFile {
     path: PathBuf,
     bytes: Arc<FileBytes>,

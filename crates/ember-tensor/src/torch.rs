@@ -72,6 +72,9 @@ const TAR_MAGIC_OFFSET: usize = 257;
 /// The pre-1.6 format (a pickle stream, or a tar, rather than a zip) is refused with
 /// [`TensorError::LegacyTorchFormat`]: re-save it with a current torch, or convert it to
 /// safetensors.
+///
+/// Cloning shares the mapping, as for [`crate::SafeTensorsFile`].
+#[derive(Clone)]
 pub struct TorchFile {
     path: PathBuf,
     map: Arc<FileBytes>,

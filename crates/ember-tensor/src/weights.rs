@@ -40,7 +40,8 @@ pub fn find_weight_file(dir: &Path) -> Result<PathBuf, TensorError> {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
+/// Cloning shares the mapped file (see [`SafeTensorsFile`]).
+#[derive(Clone, Debug)]
 pub enum WeightFile {
     /// A `.safetensors` file.
     SafeTensors(SafeTensorsFile),

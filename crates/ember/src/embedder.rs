@@ -260,11 +260,20 @@ impl EmbedderBuilder {
             None => folder.max_seq_length,
         };
         let weights_file = folder.weights_file()?;
-        let open_weights = || Ok(WeightFile::open(&weights_file).map_err(BertError::from)?);
         // A CPU int8 model is calibrated on text (see `calibration.rs`): loaded in f32 first,
         // quantised once the tokenizer is up. (The weights are still checked before the
-        // tokenizer, so a broken folder reports the same fault whatever the dtype.)
+        // tokenizer, so a broken folder reports the same fault whatever the dtype.) Both
+        // loads read one mapping of the file, so its pages count once in the RSS.
         let calibrate = self.device == Device::Cpu && self.dtype == Precision::Int8;
+        let shared_weights = if calibrate {
+            Some(WeightFile::open(&weights_file).map_err(BertError::from)?)
+        } else {
+            None
+        };
+        let open_weights = || match &shared_weights {
+            Some(file) => Ok(file.clone()),
+            None => Ok(WeightFile::open(&weights_file).map_err(BertError::from)?),
+        };
         let load_dtype = if calibrate {
             Precision::F32
         } else {
