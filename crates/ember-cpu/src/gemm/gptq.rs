@@ -86,36 +86,39 @@ pub(crate) fn input_gram(
     if k == 0 {
         return Ok(gram);
     }
-    // Rows transposed a tile at a time: `TILE` prepared rows, then their columns.
-    const TILE: usize = 16;
+    // Channels per task of the transposition: each writes its channels' rows of Xᵀ.
+    const CHANNELS: usize = 16;
     let mut product = vec![0.0f32; GRAM_BLOCK.min(k) * k];
-    let mut transposed = Vec::new();
-    let mut tile = vec![0.0f32; TILE * k];
+    let (mut prepared, mut transposed) = (Vec::new(), Vec::new());
     for chunk in rows.chunks(GRAM_CHUNK * k) {
         let t = chunk.len() / k;
+        // The rows as the panels see them, in parallel.
+        prepared.clear();
+        prepared.extend_from_slice(chunk);
+        prepared.par_chunks_mut(k).for_each(|row| {
+            for &c in skip {
+                row[c] = 0.0;
+            }
+            if block > 1 {
+                flip_signs(row);
+                hadamard_channels(row, block);
+            }
+        });
         // Xᵀ of the chunk, `[k, t]`: as the activations (`m = k` rows of length t) and as
         // the weight (`n = k` rows), the GEMM gives `Xᵀ·X`.
-        transposed.clear();
         transposed.resize(k * t, 0.0f32);
-        for (i0, rows) in chunk.chunks(TILE * k).enumerate() {
-            let tile = &mut tile[..rows.len()];
-            tile.copy_from_slice(rows);
-            for row in tile.chunks_exact_mut(k) {
-                for &c in skip {
-                    row[c] = 0.0;
+        transposed
+            .par_chunks_mut(CHANNELS * t)
+            .enumerate()
+            .for_each(|(g, columns)| {
+                let c0 = g * CHANNELS;
+                let channels = columns.len() / t;
+                for (i, row) in prepared.chunks_exact(k).enumerate() {
+                    for (cc, &v) in row[c0..c0 + channels].iter().enumerate() {
+                        columns[cc * t + i] = v;
+                    }
                 }
-                if block > 1 {
-                    flip_signs(row);
-                    hadamard_channels(row, block);
-                }
-            }
-            let first = i0 * TILE;
-            for (c, column) in transposed.chunks_exact_mut(t).enumerate() {
-                for (i, row) in tile.chunks_exact(k).enumerate() {
-                    column[first + i] = row[c];
-                }
-            }
-        }
+            });
         for r0 in (0..k).step_by(GRAM_BLOCK) {
             let r1 = (r0 + GRAM_BLOCK).min(k);
             // Rows r0..r1 of XᵀX, columns 0..r1: Xᵀ's rows r0..r1 against its first r1.
@@ -167,28 +170,36 @@ pub(crate) fn round_gptq(
         order
     };
     let mut permuted = vec![0.0f64; k * k];
-    for (a, &pa) in order.iter().enumerate() {
-        for (b, &pb) in order.iter().enumerate() {
-            permuted[a * k + b] = gram[pa * k + pb];
-        }
-    }
+    permuted
+        .par_chunks_mut(k.max(1))
+        .zip(order.par_iter())
+        .for_each(|(row, &pa)| {
+            for (v, &pb) in row.iter_mut().zip(&order) {
+                *v = gram[pa * k + pb];
+            }
+        });
     drop(gram);
     let Some(coefficients) = nearest_plane_coefficients(permuted, k)? else {
         return Ok(false);
     };
-    let mut permuted_rows: Vec<f32> = weight
-        .chunks_exact(k)
-        .flat_map(|row| order.iter().map(|&c| row[c]))
-        .collect();
+    let mut permuted_rows = vec![0.0f32; weight.len()];
+    permuted_rows
+        .par_chunks_mut(k)
+        .zip(weight.par_chunks(k))
+        .for_each(|(dst, src)| {
+            for (d, &c) in dst.iter_mut().zip(&order) {
+                *d = src[c];
+            }
+        });
     round_rows(&mut permuted_rows, k, scales, &coefficients)?;
-    for (dst, src) in weight
-        .chunks_exact_mut(k)
-        .zip(permuted_rows.chunks_exact(k))
-    {
-        for (&v, &c) in src.iter().zip(&order) {
-            dst[c] = v;
-        }
-    }
+    weight
+        .par_chunks_mut(k)
+        .zip(permuted_rows.par_chunks(k))
+        .for_each(|(dst, src)| {
+            for (&v, &c) in src.iter().zip(&order) {
+                dst[c] = v;
+            }
+        });
     Ok(true)
 }
 

@@ -226,18 +226,30 @@ pub(crate) fn rotation_pays(
     };
     let weight_norm2 =
         plain.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / (plain.len() / k) as f64;
+    // Per row in parallel, then summed in row order (the same sums on any thread count).
+    let per_row: Vec<[f64; 3]> = rows
+        .par_chunks_exact(k)
+        .map_init(
+            || vec![0.0f32; k],
+            |scratch, row| {
+                let plain = f64::from(RowQuant::of_row_skipping(row, skip).scale).powi(2);
+                let rotated =
+                    f64::from(RowQuant::of_row_rotated(row, skip, block, scratch).scale).powi(2);
+                let norm2 = row
+                    .iter()
+                    .enumerate()
+                    .filter(|(c, _)| !skip.contains(c))
+                    .map(|(_, &v)| f64::from(v).powi(2))
+                    .sum::<f64>();
+                [plain, rotated, norm2]
+            },
+        )
+        .collect();
     let (mut plain_act, mut rotated_act, mut x_norm2) = (0.0f64, 0.0f64, 0.0f64);
-    let mut scratch = vec![0.0f32; k];
-    for row in rows.chunks_exact(k) {
-        plain_act += f64::from(RowQuant::of_row_skipping(row, skip).scale).powi(2);
-        rotated_act +=
-            f64::from(RowQuant::of_row_rotated(row, skip, block, &mut scratch).scale).powi(2);
-        x_norm2 += row
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| !skip.contains(c))
-            .map(|(_, &v)| f64::from(v).powi(2))
-            .sum::<f64>();
+    for [plain, rotated, norm2] in per_row {
+        plain_act += plain;
+        rotated_act += rotated;
+        x_norm2 += norm2;
     }
     let plain_error = plain_act * weight_norm2 + mean_step2(plain) * x_norm2;
     let rotated_error = rotated_act / b * weight_norm2 + b * mean_step2(rotated) * x_norm2;
