@@ -53,6 +53,8 @@
 //! rows and f32 GEMMs (one fixed chain per element). The packed weight depends on the
 //! calibration rows and the f32 GEMM's ISA (FMA or not), never on the thread count.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::quant::{flip_signs, hadamard_channels};
@@ -288,18 +290,8 @@ fn round_rows(
             break;
         }
         let (w, later) = (c1 - c0, k - c1);
-        errors.clear();
-        errors.extend(
-            residual
-                .chunks_exact(k)
-                .flat_map(|d| d[c0..c1].iter().map(|&v| v as f32)),
-        );
-        block_coefficients.clear();
-        block_coefficients.extend((c1..k).flat_map(|c| {
-            coefficients[c * k + c0..c * k + c1]
-                .iter()
-                .map(|&v| v as f32)
-        }));
+        gather_columns(&mut errors, &residual, k, c0..c1);
+        gather_columns(&mut block_coefficients, &coefficients[c1 * k..], k, c0..c1);
         shares.resize(n * later, 0.0f32);
         let packed = PackedLinear::new(&block_coefficients, None, later, w)?;
         linear(&errors, n, &packed, Activation::Identity, None, &mut shares)?;
@@ -357,12 +349,7 @@ fn cholesky_lower(a: &mut [f64], k: usize) -> Result<bool, KernelError> {
         });
         // The trailing matrix: A[j1.., j1..] −= P·Pᵀ, lower triangle.
         let (m, w) = (k - j1, j1 - j0);
-        panel.clear();
-        panel.extend(
-            below
-                .chunks_exact(k)
-                .flat_map(|row| row[j0..j1].iter().map(|&v| v as f32)),
-        );
+        gather_columns(&mut panel, below, k, j0..j1);
         update.resize(m * m, 0.0f32);
         let packed = PackedLinear::new(&panel, None, m, w)?;
         linear(&panel, m, &packed, Activation::Identity, None, &mut update)?;
@@ -377,6 +364,16 @@ fn cholesky_lower(a: &mut [f64], k: usize) -> Result<bool, KernelError> {
             });
     }
     Ok(true)
+}
+
+/// `columns` of every row of `rows` (`[r, k]`), rounded to f32, into `out`
+/// (`[r, columns.len()]`): a GEMM operand.
+fn gather_columns(out: &mut Vec<f32>, rows: &[f64], k: usize, columns: Range<usize>) {
+    out.clear();
+    out.extend(
+        rows.chunks_exact(k)
+            .flat_map(|row| row[columns.clone()].iter().map(|&v| v as f32)),
+    );
 }
 
 /// `Σ a_i·b_i` in a fixed order (8 running sums, then the tail), which the compiler
