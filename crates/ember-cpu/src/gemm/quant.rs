@@ -6,7 +6,8 @@
 //!
 //! Weight `W` (`[n, k]`), at load: `s_j = max_k |W[j,k]| / 127` and
 //! `w_q[j,k] = round(W[j,k] / s_j) ∈ [−127, 127]` (ties to even; an all-zero row has
-//! `s_j = 0`, `w_q = 0`). The panels hold `w_q` in k quads, `panel[(kk/4)·4NR + 4jj + kk%4]`
+//! `s_j = 0`, `w_q = 0`), or, calibrated, the neighbour GPTQ picks on the same grid
+//! (`gemm/gptq.rs`). The panels hold `w_q` in k quads, `panel[(kk/4)·4NR + 4jj + kk%4]`
 //! (zero past `n` and past `k`); `s_j` and `Σ_k w_q[j,k]` sit beside them, padded to whole
 //! panels.
 //!
