@@ -43,8 +43,8 @@
 //! `XᵀX` on the bf16 GEMM (`t·k²` multiply-adds, its lower half only), the factorisation
 //! blocked, right-looking, its trailing updates f32 GEMMs (`k³/3`), the rounding blocked
 //! likewise, "lazy batch" (`n·k²/2`): GEMM-bound. An int8 all-MiniLM-L6-v2 loads in about
-//! 4.5 s instead of 0.3 s on 2 cores (the calibration's f32 forward pass included), the
-//! BERT-base shape in about 28 s instead of 1.4 s.
+//! 3.7 s instead of 0.3 s on 2 cores (the calibration's f32 forward pass included), the
+//! BERT-base shape in about 27 s instead of 1.3 s.
 //!
 //! # Determinism
 //!
