@@ -11,7 +11,8 @@
 //    distinct 16-byte bank groups. Fragments come from ldmatrix.x4. The epilogue stages the
 //    f32 tile in shared memory, then applies + b, act, + R in f32 with coalesced accesses and
 //    rounds once to bf16/f16.
-//    Needs k % 8 == 0 and 16-byte-aligned X and W (the host checks).
+//    Needs k % 8 == 0 (the host checks) and 16-byte-aligned X and W (every DeviceTensor is a
+//    whole cudarc allocation, 256-byte aligned, and there are no sub-views).
 // 2. gemm_f32: exact f32 on CUDA cores. 64×64 tile per 256-thread block, each thread 4×4
 //    outputs, BK = 16; every output is one fmaf chain over k = 0, 1, … from 0, then + b, act,
 //    + R: the same operations in the same order as ember-cpu's AVX2/AVX-512 kernels. Any shape.

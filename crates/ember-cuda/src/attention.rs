@@ -61,8 +61,10 @@ pub fn attention_varlen<E: Element>(
         qkv.len(),
     )?;
     check_len(OP, "out", checked_product(OP, "out", &[t, h])?, out.len())?;
-    // Row offsets are computed in size_t, columns in int.
+    // Row offsets are computed in size_t, columns in int, token indices (`s0 + q0 + r`) in
+    // int before they are widened.
     to_i32(OP, "3·heads·head_dim", 3 * h)?;
+    to_i32(OP, "tokens", t)?;
     let n_seq = seq_offsets.sequences();
     if n_seq > 65_535 || heads > 65_535 {
         return Err(invalid(format!(

@@ -113,10 +113,8 @@ pub fn normalize_rows(
             reason: format!("{} elements are not rows of {dim}", data.len()),
         });
     }
-    let rows = u32::try_from(data.len() / dim).map_err(|_| CudaError::InvalidShape {
-        op: OP,
-        reason: format!("{} rows: too many", data.len() / dim),
-    })?;
+    // One block a row: gridDim.x is at most 2³¹ − 1.
+    let rows = to_i32(OP, "rows", data.len() / dim)? as u32;
     let dim_i = to_i32(OP, "dim", dim)?;
     let function = device.function(KernelFile::Pooling, ENTRY_POINTS[3], 0)?;
     let config = LaunchConfig {
