@@ -527,17 +527,15 @@ impl PackedLinear {
         let mut storage = vec![0.0f32; packed_floats + 15];
         let offset = storage.as_ptr().align_offset(64).min(15);
         let floats = &mut storage[offset..offset + packed_floats];
-        let calibration_rows = [
-            match rotation {
-                Int8Rotation::Calibrated(rows) => rows,
-                _ => &[],
-            },
-            match rounding {
-                Int8Rounding::Gptq(rows) => rows,
-                Int8Rounding::Nearest => &[],
-            },
-        ];
-        for rows in calibration_rows {
+        let rotation_rows = match rotation {
+            Int8Rotation::Calibrated(rows) => rows,
+            _ => &[],
+        };
+        let gptq_rows = match rounding {
+            Int8Rounding::Gptq(rows) => rows,
+            Int8Rounding::Nearest => &[],
+        };
+        for rows in [rotation_rows, gptq_rows] {
             // (`is_multiple_of(0)` holds only for no rows: a k = 0 weight has none.)
             if !rows.len().is_multiple_of(k) {
                 return Err(KernelError::InvalidShape {
@@ -549,9 +547,10 @@ impl PackedLinear {
                 });
             }
         }
-        let gptq_rows = match rounding {
-            Int8Rounding::Gptq(rows) if layout == PanelLayout::I8Quads => rows,
-            _ => &[],
+        let gptq_rows = if layout == PanelLayout::I8Quads {
+            gptq_rows
+        } else {
+            &[]
         };
         // Int8 with outliers: those columns leave the weight (zeroed) for an f32 side product;
         // with rotation, what is left is rotated along k before it is quantised, if it pays.
@@ -568,12 +567,9 @@ impl PackedLinear {
             if block > 1 {
                 let mut rotated = rest.clone();
                 quant::rotate_weight_rows(&mut rotated, k, block);
-                let pays = match rotation {
-                    Int8Rotation::Calibrated(rows) => {
-                        quant::rotation_pays(&rest, &rotated, rows, k, &channels, block)
-                    }
-                    _ => true,
-                };
+                // With no calibration rows (`Always`), rotation pays.
+                let pays =
+                    quant::rotation_pays(&rest, &rotated, rotation_rows, k, &channels, block);
                 if pays {
                     (columns, Some(rotated), block)
                 } else {
@@ -588,14 +584,13 @@ impl PackedLinear {
         // GPTQ moves `rest`'s values onto the grid of its own row scales, against the
         // calibration rows as the panels see them (outliers zeroed, rotated likewise).
         let mut rest = rest;
-        let mut scales = None;
-        if let (false, Some(rest)) = (gptq_rows.is_empty(), rest.as_mut()) {
-            let gram = gptq::input_gram(gptq_rows, k, &channels, rotation)?;
-            let row_scales: Vec<f32> = rest.chunks_exact(k).map(quant::weight_row_scale).collect();
-            if gptq::round_gptq(rest, k, &row_scales, gram)? {
-                scales = Some(row_scales);
+        let scales = match rest.as_mut() {
+            Some(rest) if !gptq_rows.is_empty() => {
+                let gram = gptq::input_gram(gptq_rows, k, &channels, rotation)?;
+                gptq::round_gptq(rest, k, gram)?
             }
-        }
+            _ => None,
+        };
         let quant = (layout == PanelLayout::I8Quads).then(|| {
             // The int8 panels hold `rest` (outliers zeroed, maybe rotated) if it was made.
             let weight = rest.as_deref().map_or(weight, WeightData::F32);
