@@ -5,7 +5,9 @@
 #   3. Ember's GEMM vs cuBLAS (torch.matmul) on BERT-base shapes, bf16 (gemm_bench, torch_gemm.py);
 #   4. sentence-transformers fp16 end to end, if build.sh --with-model carried a model;
 #      4a. Ember on cuda end to end against sentence-transformers' embeddings (cuda_e2e);
-#      4b. `ember bench --device cuda --dtype f16` on the same corpus (ember.json);
+#      4b. `ember bench --device cuda --dtype f16` on the same corpus, with the mma.sync GEMMs
+#          (ember.json) and with Hopper's wgmma ones (EMBER_CUDA_GEMM=wgmma, ember_wgmma.json),
+#          then cuda_e2e again on the wgmma GEMMs;
 # then one table, gpu_bench.md. Writes run.log, ember_gemm.jsonl, torch_gemm.jsonl, st.json and
 # gpu_bench.md under $OUT (else /tmp/ember-gpu). Exit status: non-zero if a step failed.
 set -uo pipefail
@@ -58,15 +60,23 @@ if [ -d "$bin/minilm-fp16" ]; then
   st_args=(--st "$out/st.json" --ember-e2e "$out/ember.json")
   step env EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" EMBER_FIXTURES_DIR="$PWD/tests/fixtures" \
     "$bin/cuda_e2e" --nocapture --test-threads 1
-  echo "== $bin/ember bench --device cuda --dtype f16" | tee -a "$log"
-  if "$bin/ember" bench --model "$bin/minilm-fp16" --device cuda --dtype f16 \
-      --input benches/corpus/wordnet-examples.txt --batch-size 128 --latency-texts 200 --json \
-      > "$out/ember.json" 2> >(tee -a "$log" >&2); then
-    cat "$out/ember.json" >> "$log"
-  else
-    echo "== FAILED: ember bench --device cuda" | tee -a "$log"
-    status=1
-  fi
+  st_args+=(--ember-e2e-wgmma "$out/ember_wgmma.json")
+  for gemm in mma wgmma; do
+    json=$out/ember.json
+    [ "$gemm" = mma ] || json=$out/ember_$gemm.json
+    echo "== EMBER_CUDA_GEMM=$gemm $bin/ember bench --device cuda --dtype f16" | tee -a "$log"
+    if EMBER_CUDA_GEMM=$gemm "$bin/ember" bench --model "$bin/minilm-fp16" --device cuda --dtype f16 \
+        --input benches/corpus/wordnet-examples.txt --batch-size 128 --latency-texts 200 --json \
+        > "$json" 2> >(tee -a "$log" >&2); then
+      cat "$json" >> "$log"
+    else
+      echo "== FAILED: EMBER_CUDA_GEMM=$gemm ember bench --device cuda" | tee -a "$log"
+      status=1
+    fi
+  done
+  # The wgmma kernels end to end against sentence-transformers too.
+  step env EMBER_CUDA_GEMM=wgmma EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
+    EMBER_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/cuda_e2e" --nocapture --test-threads 1
 fi
 step python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \
   --torch "$out/torch_gemm.jsonl" "${st_args[@]}" --out "$out/gpu_bench.md"

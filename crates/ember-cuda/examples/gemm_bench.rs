@@ -108,7 +108,7 @@ fn bench<E: Element>(
 ) -> Result<(), CudaError> {
     let kernels: Vec<GemmKernel> = GemmKernel::ALL
         .into_iter()
-        .filter(|kernel| kernel.entry_point(E::DTYPE).is_some())
+        .filter(|kernel| kernel.entry_point(E::DTYPE).is_some() && kernel.runs_on(device.arch()))
         .collect();
     println!(
         "{} ({}, {} SMs), {} , median of {ITERATIONS} after {WARM_UP} warm-up, {SETS} input sets",
@@ -150,7 +150,13 @@ fn bench<E: Element>(
             let mut ys = (0..SETS)
                 .map(|_| device.zeros::<E>(t * n))
                 .collect::<Result<Vec<_>, _>>()?;
-            let chosen = GemmKernel::choose(E::DTYPE, t, n, device.multiprocessors());
+            let chosen = GemmKernel::choose(
+                E::DTYPE,
+                t,
+                n,
+                device.multiprocessors(),
+                device.wgmma_gemm(),
+            );
             let variants = [
                 Some(("", Activation::Identity, &plain)),
                 fused.as_ref().map(|ws| ("+b+gelu", Activation::Gelu, ws)),

@@ -12,46 +12,121 @@
 struct bf16 { unsigned short bits; };
 struct f16 { unsigned short bits; };
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(bf16 x) {
-    return __uint_as_float(static_cast<unsigned>(x.bits) << 16);
-}
-__device__ __forceinline__ float to_f32(f16 x) {
+// ---- the PTX primitives ----------------------------------------------------------------------
+//
+// Every instruction the kernels use that is not plain C++ is one of these wrappers; nothing else
+// in kernels/ is inline PTX. With EMBER_CPU_EMULATION defined the same names come from the CPU
+// emulation instead (crates/ember-cuda/emu/), which runs the unchanged kernels under g++.
+
+#ifdef EMBER_CPU_EMULATION
+#include "emulation.h"
+#else
+// A kernel's dynamic shared memory, `T name[]`, 16-byte aligned.
+#define EMBER_DYNAMIC_SMEM(T, name) extern __shared__ __align__(16) T name[]
+
+__device__ __forceinline__ float ptx_cvt_f32_f16(unsigned short h) {
     float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
 }
-
-// Round to nearest even, NaN stays NaN: what torch's .to(bfloat16) / .half() do.
-template <typename T> __device__ __forceinline__ T from_f32(float x);
-template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) {
-    bf16 r;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+// Round to nearest even, NaN stays NaN.
+__device__ __forceinline__ unsigned short ptx_cvt_bf16_f32(float x) {
+    unsigned short r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
     return r;
 }
-template <> __device__ __forceinline__ f16 from_f32<f16>(float x) {
-    f16 r;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+__device__ __forceinline__ unsigned short ptx_cvt_f16_f32(float x) {
+    unsigned short r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(x));
     return r;
 }
-
-// Two values as one 32-bit word, `lo` at the lower address (little-endian pairs).
-template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi);
-template <> __device__ __forceinline__ unsigned pack2<bf16>(float lo, float hi) {
+// Two values rounded as one 32-bit word, `lo` in the lower half (at the lower address).
+// cvt puts its first source in the upper half.
+__device__ __forceinline__ unsigned ptx_cvt_bf16x2(float lo, float hi) {
     unsigned r;
-    // cvt puts its first source in the upper half.
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-template <> __device__ __forceinline__ unsigned pack2<f16>(float lo, float hi) {
+__device__ __forceinline__ unsigned ptx_cvt_f16x2(float lo, float hi) {
     unsigned r;
     asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
 
+// Async copies and tensor cores (sm_80).
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// Copies 16 bytes global → shared without passing through registers; bytes past `src_bytes`
+// (0 or 16 here) are zero-filled, so out-of-range rows read nothing and contribute zeros.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)),
+                 "l"(gmem), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8×8 b16 matrices from shared memory: lanes 8i..8i+7 give the row addresses of matrix i;
+// lane l receives row l/4, columns 2·(l%4), 2·(l%4)+1 of each matrix, in r[0..3].
+__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void* smem_row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(smem_row))
+                 : "memory");
+}
+
+// D = A·B + D on one m16n8k16 tile, f32 accumulators. Fragments (g = lane/4, t = lane%4):
+// a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..];
+// b[0] = B[2t..2t+1][g], b[1] = B[2t+8..][g]; d[0..1] = D[g][2t..2t+1], d[2..3] = D[g+8][2t..].
+__device__ __forceinline__ void ptx_mma_bf16(float d[4], const unsigned a[4], const unsigned b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void ptx_mma_f16(float d[4], const unsigned a[4], const unsigned b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif  // EMBER_CPU_EMULATION
+
+// ---- element conversions --------------------------------------------------------------------
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16 x) {
+    return __uint_as_float(static_cast<unsigned>(x.bits) << 16);
+}
+__device__ __forceinline__ float to_f32(f16 x) { return ptx_cvt_f32_f16(x.bits); }
+
+// Round to nearest even, NaN stays NaN: what torch's .to(bfloat16) / .half() do.
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return bf16{ptx_cvt_bf16_f32(x)}; }
+template <> __device__ __forceinline__ f16 from_f32<f16>(float x) { return f16{ptx_cvt_f16_f32(x)}; }
+
+// Two values as one 32-bit word, `lo` at the lower address (little-endian pairs).
+template <typename T> __device__ __forceinline__ unsigned pack2(float lo, float hi);
+template <> __device__ __forceinline__ unsigned pack2<bf16>(float lo, float hi) { return ptx_cvt_bf16x2(lo, hi); }
+template <> __device__ __forceinline__ unsigned pack2<f16>(float lo, float hi) { return ptx_cvt_f16x2(lo, hi); }
+
 __device__ __forceinline__ float f32_infinity() { return __int_as_float(0x7f800000); }
 __device__ __forceinline__ float f32_nan() { return __int_as_float(0x7fffffff); }
+
+// D = A·B + D on one m16n8k16 tile (ptx_mma_bf16 / ptx_mma_f16 above).
+template <typename T> __device__ __forceinline__ void mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2]);
+template <> __device__ __forceinline__ void mma_m16n8k16<bf16>(float d[4], const unsigned a[4], const unsigned b[2]) {
+    ptx_mma_bf16(d, a, b);
+}
+template <> __device__ __forceinline__ void mma_m16n8k16<f16>(float d[4], const unsigned a[4], const unsigned b[2]) {
+    ptx_mma_f16(d, a, b);
+}
 
 // ---- activations: crates/ember-cpu/src/activation.rs ----------------------------------------
 
@@ -102,46 +177,39 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// ---- async copies and tensor cores (sm_80) --------------------------------------------------
+// ---- GEMM epilogue ----------------------------------------------------------------------------
 
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-    return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-// Copies 16 bytes global → shared without passing through registers; bytes past `src_bytes`
-// (0 or 16 here) are zero-filled, so out-of-range rows read nothing and contribute zeros.
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)),
-                 "l"(gmem), "r"(src_bytes)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// Four 8×8 b16 matrices from shared memory: lanes 8i..8i+7 give the row addresses of matrix i;
-// lane l receives row l/4, columns 2·(l%4), 2·(l%4)+1 of each matrix, in r[0..3].
-__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void* smem_row) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(smem_row))
-                 : "memory");
-}
-
-// D = A·B + D on one m16n8k16 tile, f32 accumulators. Fragments (g = lane/4, t = lane%4):
-// a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..];
-// b[0] = B[2t..2t+1][g], b[1] = B[2t+8..][g]; d[0..1] = D[g][2t..2t+1], d[2..3] = D[g+8][2t..].
-template <typename T> __device__ __forceinline__ void mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2]);
-template <> __device__ __forceinline__ void mma_m16n8k16<bf16>(float d[4], const unsigned a[4], const unsigned b[2]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-template <> __device__ __forceinline__ void mma_m16n8k16<f16>(float d[4], const unsigned a[4], const unsigned b[2]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+// The tensor-core GEMMs' (gemm.cu, gemm_sm90.cu) common epilogue: the block's f32 accumulator
+// tile Cs [BM][cs] (row stride cs floats, even, staged in shared memory by the caller, which
+// synchronises first) becomes Y[block_m.., block_n..] = act(C + b) + R, rounded once to T.
+// Each thread takes consecutive column pairs of a row, so that bias, residual and Y are read and
+// written coalesced, and the activation is one copy of code in a plain loop.
+template <typename T, int BM, int BN, int THREADS>
+__device__ __forceinline__ void gemm_store_tile(
+    const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
+    T* __restrict__ Y, int m, int n, int block_m, int block_n, int act) {
+    const bool paired = (n % 2) == 0;  // then (col, col + 1) is one aligned 32-bit word of Y
+    for (int p = threadIdx.x; p < BM * BN / 2; p += THREADS) {
+        const int row = p / (BN / 2), col = (p % (BN / 2)) * 2;
+        const int g_row = block_m + row, g_col = block_n + col;
+        if (g_row >= m || g_col >= n) continue;
+        const float2 c = *reinterpret_cast<const float2*>(Cs + row * cs + col);  // cs is even
+        float v[2] = {c.x, c.y};
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            if (g_col + e >= n) break;
+            float y = v[e];
+            if (bias) y += bias[g_col + e];
+            y = activate(act, y);
+            if (R) y += to_f32(R[static_cast<size_t>(g_row) * n + g_col + e]);
+            v[e] = y;
+        }
+        T* dst = Y + static_cast<size_t>(g_row) * n + g_col;
+        if (paired) {
+            *reinterpret_cast<unsigned*>(dst) = pack2<T>(v[0], v[1]);
+        } else {
+            dst[0] = from_f32<T>(v[0]);
+            if (g_col + 1 < n) dst[1] = from_f32<T>(v[1]);
+        }
+    }
 }

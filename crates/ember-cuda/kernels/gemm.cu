@@ -63,7 +63,7 @@ __device__ __forceinline__ void gemm_mma(
     static_assert(NI % 2 == 0, "B fragments are loaded two n8 tiles at a time");
     constexpr int STAGE = (BM + BN) * GEMM_LDS;  // halves per stage
 
-    extern __shared__ __align__(16) unsigned short gemm_smem[];
+    EMBER_DYNAMIC_SMEM(unsigned short, gemm_smem);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int warp_m = warp / 4, warp_n = warp % 4;
     const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
@@ -131,8 +131,7 @@ __device__ __forceinline__ void gemm_mma(
 
     // Epilogue through shared memory (the pipeline's stages are free now): the accumulators go
     // to an f32 tile Cs [BM][BN + 8] (float2 stores: two wavefronts per warp, the minimum), then
-    // each thread takes consecutive column pairs of a row, so that bias, residual and Y are
-    // read and written coalesced, and the activation is one copy of code in a plain loop.
+    // gemm_store_tile (common.cuh) applies + b, act, + R and writes Y.
     // Accumulator (i, j, r) is row g (+8 for r ≥ 2), columns 2t, 2t+1 of its m16n8 tile.
     constexpr int CS = BN + 8;
     float* Cs = reinterpret_cast<float*>(gemm_smem);
@@ -151,30 +150,7 @@ __device__ __forceinline__ void gemm_mma(
             }
     __syncthreads();
 
-    const bool paired = (n % 2) == 0;  // then (col, col + 1) is one aligned 32-bit word of Y
-    for (int p = threadIdx.x; p < BM * BN / 2; p += GEMM_THREADS) {
-        const int row = p / (BN / 2), col = (p % (BN / 2)) * 2;
-        const int g_row = block_m + row, g_col = block_n + col;
-        if (g_row >= m || g_col >= n) continue;
-        const float2 c = *reinterpret_cast<const float2*>(Cs + row * CS + col);
-        float v[2] = {c.x, c.y};
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            if (g_col + e >= n) break;
-            float y = v[e];
-            if (bias) y += bias[g_col + e];
-            y = activate(act, y);
-            if (R) y += to_f32(R[static_cast<size_t>(g_row) * n + g_col + e]);
-            v[e] = y;
-        }
-        T* dst = Y + static_cast<size_t>(g_row) * n + g_col;
-        if (paired) {
-            *reinterpret_cast<unsigned*>(dst) = pack2<T>(v[0], v[1]);
-        } else {
-            dst[0] = from_f32<T>(v[0]);
-            if (g_col + 1 < n) dst[1] = from_f32<T>(v[1]);
-        }
-    }
+    gemm_store_tile<T, BM, BN, GEMM_THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
 }
 
 #define GEMM_MMA(BM, BN, T, SUFFIX)                                                               \

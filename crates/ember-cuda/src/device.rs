@@ -222,6 +222,7 @@ pub struct CudaDevice {
     stream: Arc<CudaStream>,
     nvrtc: &'static Nvrtc,
     arch: Arch,
+    wgmma_gemm: bool,
     name: String,
     multiprocessors: u32,
     modules: Mutex<HashMap<KernelFile, Arc<CudaModule>>>,
@@ -284,6 +285,7 @@ impl CudaDevice {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .map_err(CudaError::driver("multiprocessor count"))?;
+        let wgmma_gemm = wgmma_gemm_setting(arch)?;
         let nvrtc = Nvrtc::get()?;
         let stream = context.default_stream();
         Ok(CudaDevice {
@@ -291,11 +293,19 @@ impl CudaDevice {
             stream,
             nvrtc,
             arch,
+            wgmma_gemm,
             name,
             multiprocessors: u32::try_from(multiprocessors).unwrap_or(1).max(1),
             modules: Mutex::default(),
             functions: Mutex::default(),
         })
+    }
+
+    /// Whether [`crate::gemm::linear`] runs Hopper's `wgmma` kernels (`kernels/gemm_sm90.cu`)
+    /// rather than `mma.sync`: only on sm_90, with `EMBER_CUDA_GEMM=wgmma` set when the device
+    /// was opened. Off by default until they have been measured against `mma.sync` on an H100.
+    pub fn wgmma_gemm(&self) -> bool {
+        self.wgmma_gemm
     }
 
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
@@ -354,7 +364,9 @@ impl CudaDevice {
     /// so that no later call pays for NVRTC.
     pub fn warm_up(&self) -> Result<(), CudaError> {
         for file in KernelFile::ALL {
-            self.module(file)?;
+            if file.compiles_for(self.arch) {
+                self.module(file)?;
+            }
         }
         Ok(())
     }
@@ -548,6 +560,28 @@ impl CudaDevice {
             device,
             len: token_ids.len(),
         })
+    }
+}
+
+/// `EMBER_CUDA_GEMM`: unset or `mma` → `mma.sync` kernels; `wgmma` → Hopper's `wgmma` kernels,
+/// which need sm_90. Anything else, or `wgmma` on another architecture, is an error.
+fn wgmma_gemm_setting(arch: Arch) -> Result<bool, CudaError> {
+    const VARIABLE: &str = "EMBER_CUDA_GEMM";
+    let Some(value) = std::env::var_os(VARIABLE) else {
+        return Ok(false);
+    };
+    let invalid = |reason: String| CudaError::InvalidSetting {
+        variable: VARIABLE,
+        value: value.to_string_lossy().into_owned(),
+        reason,
+    };
+    match value.to_str() {
+        Some("mma") => Ok(false),
+        Some("wgmma") if arch == Arch::SM90 => Ok(true),
+        Some("wgmma") => Err(invalid(format!(
+            "the wgmma kernels need sm_90 (Hopper); this device is {arch}"
+        ))),
+        _ => Err(invalid("expected `mma` or `wgmma`".to_owned())),
     }
 }
 

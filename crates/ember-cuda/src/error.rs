@@ -30,6 +30,16 @@ pub enum CudaError {
         /// Compute capability, minor.
         minor: u32,
     },
+    /// An `EMBER_CUDA_*` environment variable has a value Ember cannot use.
+    #[error("{variable}={value:?}: {reason}")]
+    InvalidSetting {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No `libnvrtc` was found in any of the places searched.
     #[error(
         "no NVRTC found (libnvrtc.so), needed to compile Ember's kernels; tried: {tried}. \

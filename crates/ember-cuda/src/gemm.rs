@@ -8,9 +8,15 @@
 //! |---------------------|-----------|------------------|----------------------------------------|
 //! | `Mma128x128`        | bf16, f16 | 128 × 128 × 32   | `mma.sync.m16n8k16`, f32 accumulation  |
 //! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
+//! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
+//! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
 //! | `Simt`              | f32       | 64 × 64 × 16     | one `fmaf` chain per output over k in order (ember-cpu's AVX2/AVX-512 order) |
 //!
 //! The tensor-core kernels need `k % 8 == 0` (16-byte rows for `cp.async`); any `m`, `n`.
+//!
+//! [`linear`] uses the `wgmma` kernels only when the device says so
+//! ([`CudaDevice::wgmma_gemm`]: sm_90 and `EMBER_CUDA_GEMM=wgmma`): they have not yet been
+//! measured against the `mma.sync` ones on an H100, so the default stays `mma.sync`.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ember_cpu::Activation;
@@ -18,8 +24,9 @@ use ember_cpu::Activation;
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
 use crate::kernels::KernelFile;
+use crate::nvrtc::Arch;
 
-/// Threads per block of every GEMM kernel.
+/// Threads per block of the `mma.sync` and SIMT kernels (the `wgmma` ones: 128 a warpgroup).
 const THREADS: u32 = 256;
 /// `kernels/gemm.cu`'s `GEMM_BK + 8` and `GEMM_STAGES`: shared memory of the mma kernels'
 /// pipeline (halves per row, stages).
@@ -27,6 +34,11 @@ const MMA_LDS: u32 = 32 + 8;
 const MMA_STAGES: u32 = 3;
 /// The mma kernels' epilogue tile row stride, floats (`CS = BN + 8`).
 const MMA_EPILOGUE_PAD: u32 = 8;
+/// `kernels/gemm_sm90.cu`'s `WG_STAGES` and tile row (`WG_BK` halves: 128 bytes), and the
+/// 1024 bytes of slack the kernel may skip to align its tiles to the swizzle's 1024 bytes.
+const WGMMA_STAGES: u32 = 4;
+const WGMMA_ROW_BYTES: u32 = 128;
+const WGMMA_ALIGN_SLACK: u32 = 1024;
 
 /// A GEMM kernel of `kernels/gemm.cu` (see the module table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,15 +47,21 @@ pub enum GemmKernel {
     Mma128x128,
     /// Tensor cores, 64 × 64 tiles.
     Mma64x64,
+    /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
+    Wgmma128x128,
+    /// Hopper's warpgroup tensor cores, 64 × 128 tiles (sm_90 only).
+    Wgmma64x128,
     /// CUDA cores, exact f32.
     Simt,
 }
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 3] = [
+    pub const ALL: [GemmKernel; 5] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
+        GemmKernel::Wgmma128x128,
+        GemmKernel::Wgmma64x128,
         GemmKernel::Simt,
     ];
 
@@ -54,44 +72,82 @@ impl GemmKernel {
             (GemmKernel::Mma128x128, Dtype::F16) => Some("gemm_mma_128x128_f16"),
             (GemmKernel::Mma64x64, Dtype::Bf16) => Some("gemm_mma_64x64_bf16"),
             (GemmKernel::Mma64x64, Dtype::F16) => Some("gemm_mma_64x64_f16"),
+            (GemmKernel::Wgmma128x128, Dtype::Bf16) => Some("gemm_wgmma_128x128_bf16"),
+            (GemmKernel::Wgmma128x128, Dtype::F16) => Some("gemm_wgmma_128x128_f16"),
+            (GemmKernel::Wgmma64x128, Dtype::Bf16) => Some("gemm_wgmma_64x128_bf16"),
+            (GemmKernel::Wgmma64x128, Dtype::F16) => Some("gemm_wgmma_64x128_f16"),
             (GemmKernel::Simt, Dtype::F32) => Some("gemm_f32"),
             _ => None,
         }
     }
 
+    /// The kernel file that holds it.
+    pub fn file(self) -> KernelFile {
+        match self {
+            GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
+            _ => KernelFile::Gemm,
+        }
+    }
+
+    /// Whether it runs on `arch` (the `wgmma` kernels: sm_90 only).
+    pub fn runs_on(self, arch: Arch) -> bool {
+        self.file().compiles_for(arch)
+    }
+
     /// Output tile `(rows, cols)` of one block.
     fn tile(self) -> (u32, u32) {
         match self {
-            GemmKernel::Mma128x128 => (128, 128),
+            GemmKernel::Mma128x128 | GemmKernel::Wgmma128x128 => (128, 128),
+            GemmKernel::Wgmma64x128 => (64, 128),
             GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
+        }
+    }
+
+    /// Threads per block: 256, or one warpgroup (128) per 64 rows for `wgmma`.
+    fn threads(self) -> u32 {
+        match self {
+            GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => self.tile().0 * 2,
+            _ => THREADS,
         }
     }
 
     /// Dynamic shared memory per block, bytes: the larger of the cp.async pipeline (bf16/f16)
     /// and the epilogue's f32 tile, which reuses it.
     fn dynamic_smem(self) -> u32 {
+        let (bm, bn) = self.tile();
+        let epilogue = bm * (bn + MMA_EPILOGUE_PAD) * 4;
         match self {
             GemmKernel::Simt => 0,
-            _ => {
-                let (bm, bn) = self.tile();
+            GemmKernel::Mma128x128 | GemmKernel::Mma64x64 => {
                 let pipeline = MMA_STAGES * (bm + bn) * MMA_LDS * 2;
-                let epilogue = bm * (bn + MMA_EPILOGUE_PAD) * 4;
                 pipeline.max(epilogue)
+            }
+            GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
+                let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES;
+                pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
         }
     }
 
     /// What [`linear`] runs: `Simt` for f32; for bf16/f16, 128 × 128 tiles when they make at
-    /// least one block per multiprocessor, else 64 × 64.
-    pub fn choose(dtype: Dtype, m: usize, n: usize, multiprocessors: u32) -> GemmKernel {
+    /// least one block per multiprocessor, else the smaller tile; `wgmma` kernels if `wgmma`
+    /// (see [`CudaDevice::wgmma_gemm`]), else `mma.sync`.
+    pub fn choose(
+        dtype: Dtype,
+        m: usize,
+        n: usize,
+        multiprocessors: u32,
+        wgmma: bool,
+    ) -> GemmKernel {
         if dtype == Dtype::F32 {
             return GemmKernel::Simt;
         }
-        let blocks = m.div_ceil(128) * n.div_ceil(128);
-        if blocks >= multiprocessors as usize {
-            GemmKernel::Mma128x128
-        } else {
-            GemmKernel::Mma64x64
+        let fills = m.div_ceil(128) * n.div_ceil(128) >= multiprocessors as usize;
+        match (wgmma, fills) {
+            (false, true) => GemmKernel::Mma128x128,
+            (false, false) => GemmKernel::Mma64x64,
+            (true, true) => GemmKernel::Wgmma128x128,
+            (true, false) => GemmKernel::Wgmma64x128,
         }
     }
 }
@@ -157,7 +213,13 @@ pub fn linear<E: Element>(
     residual: Option<&DeviceTensor<E>>,
     out: &mut DeviceTensor<E>,
 ) -> Result<(), CudaError> {
-    let kernel = GemmKernel::choose(E::DTYPE, m, w.n, device.multiprocessors());
+    let kernel = GemmKernel::choose(
+        E::DTYPE,
+        m,
+        w.n,
+        device.multiprocessors(),
+        device.wgmma_gemm(),
+    );
     linear_with_kernel(device, kernel, x, m, w, act, residual, out)
 }
 
@@ -187,6 +249,12 @@ pub fn linear_with_kernel<E: Element>(
     if let Some(r) = residual {
         check_len(OP, "residual", mn, r.len())?;
     }
+    if !kernel.runs_on(device.arch()) {
+        return Err(CudaError::InvalidShape {
+            op: OP,
+            reason: format!("kernel {kernel:?} does not run on {}", device.arch()),
+        });
+    }
     if kernel != GemmKernel::Simt && !k.is_multiple_of(8) {
         return Err(CudaError::InvalidShape {
             op: OP,
@@ -211,10 +279,10 @@ pub fn linear_with_kernel<E: Element>(
         })?;
     let grid_x = n.div_ceil(bn as usize) as u32; // n fits i32, so this fits u32
     let smem = kernel.dynamic_smem();
-    let function = device.function(KernelFile::Gemm, entry_point, smem)?;
+    let function = device.function(kernel.file(), entry_point, smem)?;
     let config = LaunchConfig {
         grid_dim: (grid_x, grid_y, 1),
-        block_dim: (THREADS, 1, 1),
+        block_dim: (kernel.threads(), 1, 1),
         shared_mem_bytes: smem,
     };
     let null: u64 = 0;
@@ -236,7 +304,7 @@ pub fn linear_with_kernel<E: Element>(
         .arg(&n_i)
         .arg(&k_i)
         .arg(&act_i);
-    // SAFETY: the arguments match gemm.cu's signature (X, W, bias, R, Y: device pointers of
+    // SAFETY: the arguments match gemm.cu's (and gemm_sm90.cu's) signature (X, W, bias, R, Y: device pointers of
     // the kernel's element type, null for an absent bias/residual; m, n, k, act: int), and
     // every buffer was checked above to hold the elements the kernel touches for (m, n, k).
     unsafe { launch.launch(config) }.map_err(CudaError::driver("launch gemm"))?;
@@ -253,28 +321,36 @@ mod tests {
         assert_eq!(GemmKernel::Mma128x128.dynamic_smem(), 69_632);
         assert_eq!(GemmKernel::Mma64x64.dynamic_smem(), 30_720);
         assert_eq!(GemmKernel::Simt.dynamic_smem(), 0);
+        // gemm_sm90.cu: 4 stages of (BM + 128) rows × 128 bytes, + 1024 bytes of alignment.
+        assert_eq!(GemmKernel::Wgmma128x128.dynamic_smem(), 131_072 + 1024);
+        assert_eq!(GemmKernel::Wgmma64x128.dynamic_smem(), 98_304 + 1024);
+        assert_eq!(GemmKernel::Wgmma128x128.threads(), 256);
+        assert_eq!(GemmKernel::Wgmma64x128.threads(), 128);
+        // H100's limit per block is 227 KiB.
+        assert!(GemmKernel::ALL
+            .iter()
+            .all(|k| k.dynamic_smem() <= 227 * 1024));
     }
 
     #[test]
     fn choose_fills_the_gpu_with_the_largest_tile_that_can() {
         // H100: 132 multiprocessors. BERT-base at T = 2400: 19 × 6 = 114 tiles of 128 × 128
         // for n = 768 (too few), 19 × 24 = 456 for n = 3072.
-        assert_eq!(
-            GemmKernel::choose(Dtype::Bf16, 2400, 768, 132),
-            GemmKernel::Mma64x64
-        );
-        assert_eq!(
-            GemmKernel::choose(Dtype::Bf16, 2400, 3072, 132),
-            GemmKernel::Mma128x128
-        );
-        assert_eq!(
-            GemmKernel::choose(Dtype::F16, 1, 768, 132),
-            GemmKernel::Mma64x64
-        );
-        assert_eq!(
-            GemmKernel::choose(Dtype::F32, 4800, 3072, 132),
-            GemmKernel::Simt
-        );
+        for (wgmma, big, small) in [
+            (false, GemmKernel::Mma128x128, GemmKernel::Mma64x64),
+            (true, GemmKernel::Wgmma128x128, GemmKernel::Wgmma64x128),
+        ] {
+            assert_eq!(
+                GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, wgmma),
+                small
+            );
+            assert_eq!(GemmKernel::choose(Dtype::Bf16, 2400, 3072, 132, wgmma), big);
+            assert_eq!(GemmKernel::choose(Dtype::F16, 1, 768, 132, wgmma), small);
+            assert_eq!(
+                GemmKernel::choose(Dtype::F32, 4800, 3072, 132, wgmma),
+                GemmKernel::Simt
+            );
+        }
         for kernel in GemmKernel::ALL {
             for dtype in Dtype::ALL {
                 let handles = kernel.entry_point(dtype).is_some();
@@ -283,6 +359,9 @@ mod tests {
                     (kernel == GemmKernel::Simt) == (dtype == Dtype::F32)
                 );
             }
+            let wgmma = matches!(kernel, GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128);
+            assert_eq!(kernel.runs_on(Arch::SM80), !wgmma);
+            assert!(kernel.runs_on(Arch::SM90));
         }
     }
 }

@@ -19,6 +19,8 @@ pub enum KernelFile {
     Embedding,
     /// `gemm.cu`: `Y = act(X·Wᵀ + b) + R`, tensor cores (bf16/f16) and exact f32.
     Gemm,
+    /// `gemm_sm90.cu`: the same linear layer on Hopper's `wgmma` (sm_90 only).
+    GemmSm90,
     /// `layernorm.cu`: (residual add +) LayerNorm.
     LayerNorm,
     /// `attention.cu`: packed variable-length attention with online softmax.
@@ -29,9 +31,10 @@ pub enum KernelFile {
 
 impl KernelFile {
     /// Every kernel file, in a fixed order.
-    pub const ALL: [KernelFile; 5] = [
+    pub const ALL: [KernelFile; 6] = [
         KernelFile::Embedding,
         KernelFile::Gemm,
+        KernelFile::GemmSm90,
         KernelFile::LayerNorm,
         KernelFile::Attention,
         KernelFile::Pooling,
@@ -42,6 +45,7 @@ impl KernelFile {
         match self {
             KernelFile::Embedding => "embedding.cu",
             KernelFile::Gemm => "gemm.cu",
+            KernelFile::GemmSm90 => "gemm_sm90.cu",
             KernelFile::LayerNorm => "layernorm.cu",
             KernelFile::Attention => "attention.cu",
             KernelFile::Pooling => "pooling.cu",
@@ -53,9 +57,19 @@ impl KernelFile {
         match self {
             KernelFile::Embedding => include_str!("../kernels/embedding.cu"),
             KernelFile::Gemm => include_str!("../kernels/gemm.cu"),
+            KernelFile::GemmSm90 => include_str!("../kernels/gemm_sm90.cu"),
             KernelFile::LayerNorm => include_str!("../kernels/layernorm.cu"),
             KernelFile::Attention => include_str!("../kernels/attention.cu"),
             KernelFile::Pooling => include_str!("../kernels/pooling.cu"),
+        }
+    }
+
+    /// Whether this file is for `arch`: `gemm_sm90.cu` is for sm_90 (Hopper) only, the rest
+    /// for every supported architecture.
+    pub fn compiles_for(self, arch: Arch) -> bool {
+        match self {
+            KernelFile::GemmSm90 => arch == Arch::SM90,
+            _ => true,
         }
     }
 
@@ -69,8 +83,9 @@ impl KernelFile {
         use crate::{attention, embedding, gemm, layernorm, pooling};
         match self {
             KernelFile::Embedding => embedding::ENTRY_POINTS.to_vec(),
-            KernelFile::Gemm => gemm::GemmKernel::ALL
+            KernelFile::Gemm | KernelFile::GemmSm90 => gemm::GemmKernel::ALL
                 .iter()
+                .filter(|kernel| kernel.file() == self)
                 .flat_map(|kernel| crate::Dtype::ALL.map(|dtype| kernel.entry_point(dtype)))
                 .flatten()
                 .collect(),

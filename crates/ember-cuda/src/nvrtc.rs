@@ -33,6 +33,18 @@ impl Arch {
     pub const SM80: Arch = Arch { major: 8, minor: 0 };
     /// Hopper (H100, H200).
     pub const SM90: Arch = Arch { major: 9, minor: 0 };
+
+    /// NVRTC's `--gpu-architecture` for this architecture: `sm_{major}{minor}`, except Hopper's
+    /// `sm_90a`, which adds the arch-specific instructions `kernels/gemm_sm90.cu` needs
+    /// (`wgmma`). An `sm_90a` CUBIN loads on compute capability 9.0 only, which is what
+    /// [`Arch::SM90`] stands for.
+    pub fn nvrtc_target(self) -> String {
+        if self == Arch::SM90 {
+            "sm_90a".to_owned()
+        } else {
+            self.to_string()
+        }
+    }
 }
 
 impl std::fmt::Display for Arch {
@@ -254,7 +266,7 @@ impl Nvrtc {
         let header_name_ptrs: Vec<*const c_char> =
             header_names.iter().map(|s| s.as_ptr()).collect();
         let options = [
-            format!("--gpu-architecture={arch}"),
+            format!("--gpu-architecture={}", arch.nvrtc_target()),
             "--std=c++17".to_owned(),
             // Line tables for profilers; no effect on the code.
             "--generate-line-info".to_owned(),
@@ -296,7 +308,7 @@ impl Nvrtc {
         if status != 0 {
             return Err(CudaError::Compile {
                 file,
-                arch: arch.to_string(),
+                arch: arch.nvrtc_target(),
                 log,
             });
         }

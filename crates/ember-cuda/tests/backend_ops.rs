@@ -205,6 +205,8 @@ impl Case {
                     None => "auto",
                     Some(GemmKernel::Mma128x128) => "mma128x128",
                     Some(GemmKernel::Mma64x64) => "mma64x64",
+                    Some(GemmKernel::Wgmma128x128) => "wgmma128x128",
+                    Some(GemmKernel::Wgmma64x128) => "wgmma64x128",
                     Some(GemmKernel::Simt) => "simt",
                 };
                 (
@@ -514,7 +516,12 @@ fn cases() -> Vec<Case> {
         (300, 2304, 768, true, Identity, false), // fused QKV
     ];
     for dtype in [Dtype::Bf16, Dtype::F16] {
-        for kernel in [GemmKernel::Mma128x128, GemmKernel::Mma64x64] {
+        for kernel in [
+            GemmKernel::Mma128x128,
+            GemmKernel::Mma64x64,
+            GemmKernel::Wgmma128x128,
+            GemmKernel::Wgmma64x128,
+        ] {
             for &(m, n, k, bias, act, residual) in &mma_shapes {
                 cases.push(Case {
                     op: gemm(Some(kernel), m, n, k, bias, act, residual),
@@ -695,6 +702,19 @@ fn every_op_matches_the_cpu_reference() {
         let name = case.name();
         if !name.contains(&filter) {
             continue;
+        }
+        if let Op::Gemm {
+            kernel: Some(kernel),
+            ..
+        } = case.op
+        {
+            if !kernel.runs_on(device.arch()) {
+                println!(
+                    "skip {name:60} {kernel:?} does not run on {}",
+                    device.arch()
+                );
+                continue;
+            }
         }
         ran += 1;
         let mut rng = SplitMix(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));

@@ -1,0 +1,268 @@
+// gemm_sm90.cu: the linear layer Y = act(X·Wᵀ + b) + R (as gemm.cu) on Hopper's warpgroup
+// tensor cores, `wgmma.mma_async`. Compiled for sm_90a only (wgmma is an arch-specific feature:
+// the CUBIN loads on compute capability 9.0, H100/H200); gemm.cu's mma.sync kernels serve
+// every other architecture. X [m, k], W [n, k] (both K-contiguous: wgmma's "K-major" A and B,
+// no transpose), b [n] f32, R and Y [m, n]; b and R may be null.
+//
+// gemm_wgmma_<BM>x128_{bf16,f16}: a block computes a BM × 128 tile of Y with BM/64 warpgroups
+// (128 threads each); warpgroup g owns rows 64g .. 64g + 63 and issues m64n128k16 MMAs, its
+// 64 × 128 f32 accumulator spread over its threads (64 floats each).
+//  - K advances in BK = 64 steps (one 128-byte row of bf16/f16 per tile row) through a ring of
+//    STAGES = 4 shared-memory stages, filled by cp.async (16-byte chunks, zero-filled past m, n
+//    and k) LOOKAHEAD = 2 tiles ahead, so that one wgmma group can still be reading stage
+//    kt − 1 while stage kt + 2 is being filled.
+//  - Tiles are stored in the 128-byte-swizzle layout wgmma's descriptors describe: tile row r
+//    is 128 bytes at r·128 from a 1024-byte-aligned base, and its 16-byte chunk c (k = 8c ..
+//    8c + 7) sits at chunk position c ^ (r % 8), so that the 8 rows a core matrix spans fall in
+//    8 distinct bank groups. The hardware applies the same XOR to the address bits [4, 7) with
+//    bits [7, 10) of every address it forms, which is why a k16 step is just +32 bytes on the
+//    descriptor's start address.
+//  - Per k tile kt: cp.async.wait_group (tile kt landed), fence.proxy.async (the copies, made
+//    through the generic proxy, become visible to the async proxy wgmma reads through),
+//    __syncthreads, the load of tile kt + 2, then wgmma.fence, 4 MMAs (k16 each), commit and
+//    wgmma.wait_group 1. Tile kt + 2 reuses the stage of tile kt − 2, whose MMAs every
+//    warpgroup retired at its wait_group 1 of iteration kt − 1, before the barrier.
+//  - The epilogue stages the accumulators in shared memory as f32 and calls gemm_store_tile
+//    (common.cuh): + b, act, + R in f32, coalesced, one rounding to bf16/f16.
+// Needs k % 8 == 0 (the host checks) and 16-byte-aligned X and W (whole allocations).
+#include "common.cuh"
+
+#define WG_BN 128
+#define WG_BK 64
+#define WG_STAGES 4
+#define WG_LOOKAHEAD (WG_STAGES - 2)
+#define WG_ROW_BYTES (WG_BK * 2)  // one tile row: 128 bytes, the swizzle's width
+
+// ---- wgmma primitives (sm_90a) ------------------------------------------------------------------
+
+#ifndef EMBER_CPU_EMULATION
+// Orders this thread's earlier register accesses of the accumulators before the next
+// wgmma.mma_async reads and writes them.
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+// Closes the group of wgmma.mma_async issued since the last commit.
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// Waits until at most N committed groups are pending.
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Makes this thread's earlier shared-memory writes (st.shared, cp.async) visible to the async
+// proxy that wgmma reads shared memory through.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// d[64] += A · Bᵀ over k16, f32 accumulation: A is 64 × 16 (K-major), B is 128 × 16 (K-major,
+// i.e. W's rows), both in shared memory, given by descriptors (wgmma_desc_sw128). Accumulator
+// fragment of thread (warp w of the warpgroup, lane l; g = l/4, t = l%4): for n8 block j,
+// d[4j], d[4j+1] = D[16w + g][8j + 2t, +1], d[4j+2], d[4j+3] = D[16w + g + 8][8j + 2t, +1].
+// Operands: scale-d = 1 (accumulate), no negation, no transposition.
+__device__ __forceinline__ void ptx_wgmma_m64n128k16_bf16(float d[64], unsigned long long desc_a,
+                                                       unsigned long long desc_b) {
+    asm volatile(
+        "{\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{" 
+        "%0, %1, %2, %3, %4, %5, %6, %7, "
+        "%8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, "
+        "%24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, "
+        "%40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, "
+        "%56, %57, %58, %59, %60, %61, %62, %63"
+        "}, %64, %65, 1, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+          "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+          "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),
+          "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b));
+}
+__device__ __forceinline__ void ptx_wgmma_m64n128k16_f16(float d[64], unsigned long long desc_a,
+                                                       unsigned long long desc_b) {
+    asm volatile(
+        "{\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+        "{" 
+        "%0, %1, %2, %3, %4, %5, %6, %7, "
+        "%8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, "
+        "%24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, "
+        "%40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, "
+        "%56, %57, %58, %59, %60, %61, %62, %63"
+        "}, %64, %65, 1, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+          "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+          "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),
+          "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b));
+}
+#endif  // EMBER_CPU_EMULATION
+
+// A K-major operand tile in the 128-byte-swizzle layout, as a wgmma shared-memory descriptor:
+// bits 0–13 start address / 16, 16–29 leading-dimension byte offset / 16 (unused by swizzled
+// K-major layouts whose k extent fits the 128-byte row: 1 by convention), 32–45 stride byte
+// offset / 16 (1024: the next group of 8 rows), 62–63 layout = 1 (128-byte swizzle). The base
+// offset (bits 49–51) is 0: every tile starts 1024-byte aligned.
+__device__ __forceinline__ unsigned long long wgmma_desc_sw128(unsigned smem_address) {
+    return static_cast<unsigned long long>((smem_address & 0x3FFFF) >> 4) |
+           (1ull << 16) | (static_cast<unsigned long long>(1024 >> 4) << 32) | (1ull << 62);
+}
+
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n128k16(float d[64], unsigned long long desc_a,
+                                                 unsigned long long desc_b);
+template <>
+__device__ __forceinline__ void wgmma_m64n128k16<bf16>(float d[64], unsigned long long desc_a,
+                                                       unsigned long long desc_b) {
+    ptx_wgmma_m64n128k16_bf16(d, desc_a, desc_b);
+}
+template <>
+__device__ __forceinline__ void wgmma_m64n128k16<f16>(float d[64], unsigned long long desc_a,
+                                                      unsigned long long desc_b) {
+    ptx_wgmma_m64n128k16_f16(d, desc_a, desc_b);
+}
+
+// Keeps the compiler from moving accesses of the accumulators across the asynchronous MMAs
+// (they are read and written behind its back between wgmma.mma_async and wgmma.wait_group).
+__device__ __forceinline__ void wgmma_fence_operands(float d[64]) {
+#ifndef EMBER_CPU_EMULATION
+#pragma unroll
+    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+#endif
+}
+
+// One operand tile (rows × 64 of X or W, starting at row `row0` and column k0) into `tile`
+// (1024-byte aligned), swizzled; rows past `rows_total` and columns past k are zero-filled.
+template <typename T, int ROWS, int THREADS>
+__device__ __forceinline__ void wgmma_load_tile(unsigned char* tile, const T* __restrict__ src,
+                                                int rows_total, int k, int row0, int k0) {
+    constexpr int CHUNKS = WG_ROW_BYTES / 16;  // 8 per row
+    static_assert((ROWS * CHUNKS) % THREADS == 0, "every thread copies the same number of chunks");
+#pragma unroll
+    for (int i = 0; i < ROWS * CHUNKS / THREADS; ++i) {
+        const int c = threadIdx.x + i * THREADS;
+        const int row = c / CHUNKS, chunk = c % CHUNKS;
+        const int g_row = row0 + row, g_k = k0 + chunk * 8;
+        const bool valid = g_row < rows_total && g_k < k;
+        const T* from = valid ? src + static_cast<size_t>(g_row) * k + g_k : src;
+        cp_async_16(tile + row * WG_ROW_BYTES + ((chunk ^ (row % 8)) * 16), from, valid ? 16 : 0);
+    }
+}
+
+template <typename T, int BM>
+__device__ __forceinline__ void gemm_wgmma(
+    const T* __restrict__ X, const T* __restrict__ W, const float* __restrict__ bias,
+    const T* __restrict__ R, T* __restrict__ Y, int m, int n, int k, int act) {
+    constexpr int THREADS = BM * 2;  // BM / 64 warpgroups of 128 threads
+    constexpr int A_BYTES = BM * WG_ROW_BYTES, B_BYTES = WG_BN * WG_ROW_BYTES;
+    constexpr int STAGE = A_BYTES + B_BYTES;
+    static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "tiles stay 1024-byte aligned");
+
+    // The dynamic shared memory, rounded up to 1024 bytes (the host adds the slack).
+    EMBER_DYNAMIC_SMEM(unsigned char, wgmma_smem_raw);
+    unsigned char* smem = wgmma_smem_raw + ((1024 - (smem_u32(wgmma_smem_raw) % 1024)) % 1024);
+    const unsigned smem_base = smem_u32(smem);
+
+    const int warpgroup = threadIdx.x / 128;
+    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * WG_BN;
+
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+
+    const int k_tiles = (k + WG_BK - 1) / WG_BK;
+    auto load = [&](int tile) {
+        unsigned char* stage = smem + (tile % WG_STAGES) * STAGE;
+        wgmma_load_tile<T, BM, THREADS>(stage, X, m, k, block_m, tile * WG_BK);
+        wgmma_load_tile<T, WG_BN, THREADS>(stage + A_BYTES, W, n, k, block_n, tile * WG_BK);
+    };
+#pragma unroll
+    for (int s = 0; s < WG_LOOKAHEAD; ++s) {
+        if (s < k_tiles) load(s);
+        cp_async_commit();
+    }
+
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        // Tile kt has landed (at most LOOKAHEAD − 1 younger groups in flight) and is visible
+        // to the async proxy; after the barrier every warpgroup has also retired the MMAs of
+        // tile kt − 2 (its wait_group 1 in iteration kt − 1), whose stage the next load reuses.
+        cp_async_wait<WG_LOOKAHEAD - 1>();
+        fence_proxy_async_shared();
+        __syncthreads();
+        if (kt + WG_LOOKAHEAD < k_tiles) load(kt + WG_LOOKAHEAD);
+        cp_async_commit();
+
+        const unsigned a = smem_base + (kt % WG_STAGES) * STAGE + warpgroup * 64 * WG_ROW_BYTES;
+        const unsigned b = smem_base + (kt % WG_STAGES) * STAGE + A_BYTES;
+        wgmma_fence_operands(acc);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < WG_BK / 16; ++kk)  // k16 step: 32 bytes along the swizzled row
+            wgmma_m64n128k16<T>(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
+        wgmma_commit();
+        wgmma_wait<1>();
+        wgmma_fence_operands(acc);
+    }
+    wgmma_wait<0>();
+    wgmma_fence_operands(acc);
+    cp_async_wait<0>();
+
+    // Epilogue through shared memory (every stage is free once all threads pass the barrier).
+    constexpr int CS = WG_BN + 8;
+    float* Cs = reinterpret_cast<float*>(smem);
+    const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < WG_BN / 8; ++j)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int row = warpgroup * 64 + warp * 16 + g + half * 8;
+            const int col = j * 8 + 2 * t;
+            *reinterpret_cast<float2*>(Cs + row * CS + col) =
+                make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
+        }
+    __syncthreads();
+    gemm_store_tile<T, BM, WG_BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
+}
+
+#define GEMM_WGMMA(BM, T, SUFFIX)                                                                 \
+    extern "C" __global__ void __launch_bounds__(BM * 2)                                         \
+        gemm_wgmma_##BM##x128_##SUFFIX(const T* __restrict__ X, const T* __restrict__ W,          \
+                                       const float* __restrict__ bias, const T* __restrict__ R,   \
+                                       T* __restrict__ Y, int m, int n, int k, int act) {        \
+        gemm_wgmma<T, BM>(X, W, bias, R, Y, m, n, k, act);                                        \
+    }
+
+GEMM_WGMMA(128, bf16, bf16)
+GEMM_WGMMA(128, f16, f16)
+GEMM_WGMMA(64, bf16, bf16)
+GEMM_WGMMA(64, f16, f16)
