@@ -124,6 +124,8 @@ __device__ __forceinline__ void ptx_wgmma_m64n128k16_f16(float d[64], unsigned l
           "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(desc_a), "l"(desc_b));
 }
+#else
+#include "wgmma.h"  // crates/ember-cuda/emu/: the same names on the CPU
 #endif  // EMBER_CPU_EMULATION
 
 // A K-major operand tile in the 128-byte-swizzle layout, as a wgmma shared-memory descriptor:

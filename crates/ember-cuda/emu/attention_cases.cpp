@@ -1,0 +1,80 @@
+// attention.cu under emulation: out[t, h·hd ..] = softmax(q_t · K_sᵀ / √hd) · V_s per sequence s
+// and head h, launched as src/attention.rs does.
+#include "harness.h"
+
+#include "attention.cu"
+
+namespace harness {
+namespace {
+
+template <typename T> using AttentionEntry = void (*)(const T*, const unsigned*, T*, int, int, float);
+
+template <typename T>
+void add(Cases& cases, AttentionEntry<T> entry, std::vector<unsigned> seq_offsets, int heads, int head_dim) {
+    const std::string name = "attention/" + lens(seq_offsets) + "x" + std::to_string(heads) + "x" +
+                             std::to_string(head_dim) + "/" + dtype_name<T>();
+    cases.push_back({name, bound<T>(), [entry, seq_offsets, heads, head_dim, seed = cases.size()] {
+                         Rng rng{seed};
+                         const std::size_t tokens = seq_offsets.back(), hd = head_dim, h = std::size_t(heads) * hd;
+                         // ×2 makes the softmax peaked enough for the online rescaling to matter.
+                         const auto qkv = quantize<T>(rng.vec(tokens * 3 * h, 2.0f));
+                         Instance instance;
+                         instance.want.resize(tokens * h);
+                         for (std::size_t s = 0; s + 1 < seq_offsets.size(); ++s) {
+                             const std::size_t start = seq_offsets[s], end = seq_offsets[s + 1];
+                             for (std::size_t head = 0; head < std::size_t(heads); ++head)
+                                 for (std::size_t t = start; t < end; ++t) {
+                                     std::vector<double> p(end - start);
+                                     double max_score = -INFINITY, sum = 0.0;
+                                     for (std::size_t j = start; j < end; ++j) {
+                                         double dot = 0.0;
+                                         for (std::size_t d = 0; d < hd; ++d)
+                                             dot += double(qkv[t * 3 * h + head * hd + d]) *
+                                                    qkv[j * 3 * h + h + head * hd + d];
+                                         p[j - start] = dot / std::sqrt(double(hd));
+                                         max_score = std::max(max_score, p[j - start]);
+                                     }
+                                     for (double& x : p) sum += x = std::exp(x - max_score);
+                                     for (std::size_t d = 0; d < hd; ++d) {
+                                         double o = 0.0;
+                                         for (std::size_t j = start; j < end; ++j)
+                                             o += p[j - start] * qkv[j * 3 * h + 2 * h + head * hd + d];
+                                         instance.want[t * h + head * hd + d] = o / sum;
+                                     }
+                                 }
+                         }
+                         instance.run = [=, qkv = encode<T>(qkv)](const emu::Schedule& schedule,
+                                                                   std::vector<float>& got) {
+                             auto out = poisoned<T>(tokens * h);
+                             unsigned max_len = 0;
+                             for (std::size_t s = 0; s + 1 < seq_offsets.size(); ++s)
+                                 max_len = std::max(max_len, seq_offsets[s + 1] - seq_offsets[s]);
+                             const dim3 grid((max_len + ATT_BQ - 1) / ATT_BQ, heads, seq_offsets.size() - 1);
+                             const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+                             const auto error = emu::launch(schedule, grid, dim3(32 * ATT_WARPS), 0, entry, qkv.data(),
+                                                            seq_offsets.data(), out.data(), heads, head_dim, scale);
+                             got = decode(out);
+                             return error;
+                         };
+                         return instance;
+                     }});
+}
+
+template <typename T> void add_all(Cases& cases, AttentionEntry<T> entry) {
+    add(cases, entry, {0, 1}, 1, 1);               // T = 1
+    add(cases, entry, {0, 5, 22}, 2, 13);          // odd head_dim, a sequence over one query tile
+    add(cases, entry, {0, 3, 3, 7}, 2, 8);         // an empty sequence
+    add(cases, entry, {0, 33, 34, 50}, 2, 32);     // keys straddling tiles of 32
+    add(cases, entry, {0, 20}, 1, 64);
+    add(cases, entry, {0, 17}, 1, 128);            // the largest head_dim
+}
+
+}  // namespace
+
+void add_attention_cases(Cases& cases) {
+    add_all<float>(cases, attention_varlen_f32);
+    add_all<bf16>(cases, attention_varlen_bf16);
+    add_all<f16>(cases, attention_varlen_f16);
+}
+
+}  // namespace harness

@@ -1,0 +1,694 @@
+// emulation.cpp: the fiber scheduler, barriers, warp collectives, cp.async queues, shared memory
+// and conversions behind emulation.h (see its header comment for the model and its limits).
+#include "emulation.h"
+
+#include <link.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMBER_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMBER_EMU_ASAN 1
+#endif
+#endif
+#ifdef EMBER_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+namespace emu {
+
+const Schedule kSchedules[3] = {
+    {"fwd", Schedule::Order::Ascending, false, 0},
+    {"rev", Schedule::Order::Descending, false, 0},
+    {"shuffle+eager", Schedule::Order::Random, true, 0x5eed},
+};
+
+namespace {
+
+constexpr std::size_t kStackBytes = 64 * 1024;  // per fiber, above a PROT_NONE guard page
+constexpr unsigned kMaxThreads = 1024;
+constexpr std::size_t kMaxDynamicSmem = 227 * 1024;  // sm_90's per-block opt-in maximum
+constexpr unsigned kWarp = 32;
+
+enum class State : unsigned char { Ready, AtBarrier, AtCollective, Exited, Faulted };
+
+struct Copy {
+    void* dst;
+    const void* src;
+    int src_bytes;
+};
+
+struct Fiber {
+    ucontext_t context;
+    char* stack;
+    State state;
+    uint3 tid;
+    Site site;  // of the barrier or collective it waits at
+    // The posted collective (warp_collective's arguments).
+    CollectiveOp op;
+    unsigned mask;
+    const void* in;
+    const void* in2;
+    void* out;
+    int param;
+    std::size_t size;
+    // cp.async: committed groups, oldest first, and the open group.
+    std::deque<std::vector<Copy>> committed;
+    std::vector<Copy> open;
+#ifdef EMBER_EMU_ASAN
+    void* fake_stack;
+#endif
+};
+
+struct Launch {
+    const Schedule* schedule;
+    KernelBody body;
+    void* args;
+    std::vector<Fiber> fibers;  // the block's threads, by linear thread index
+    char* stacks;               // one mapping: (guard page + stack) per fiber
+    std::size_t stacks_bytes;
+    ucontext_t scheduler;
+    Fiber* current;
+    unsigned char* smem;  // the block's dynamic shared memory
+    std::size_t smem_bytes;
+    std::uint64_t rng;
+    LaunchError error;
+#ifdef EMBER_EMU_ASAN
+    const void* scheduler_stack;
+    std::size_t scheduler_stack_bytes;
+    void* scheduler_fake_stack;
+#endif
+};
+
+Launch* g_launch;
+std::uint64_t g_block_serial;
+std::vector<ExitCheck>& exit_checks() {
+    static std::vector<ExitCheck> checks;
+    return checks;
+}
+
+// The executable's TLS block: exactly the __shared__ variables (emulation.h makes them
+// thread_local, and nothing else in the executable is).
+struct StaticShared {
+    unsigned char* base;
+    std::size_t bytes;
+};
+
+StaticShared static_shared() {
+    static const StaticShared found = [] {
+        StaticShared s{nullptr, 0};
+        dl_iterate_phdr(
+            [](dl_phdr_info* info, std::size_t, void* out) {
+                for (int i = 0; i < info->dlpi_phnum; ++i)
+                    if (info->dlpi_phdr[i].p_type == PT_TLS)
+                        *static_cast<StaticShared*>(out) = {static_cast<unsigned char*>(info->dlpi_tls_data),
+                                                            info->dlpi_phdr[i].p_memsz};
+                return 1;  // the first object is the executable
+            },
+            &s);
+        return s;
+    }();
+    return found;
+}
+
+std::uint64_t splitmix(std::uint64_t& state) {
+    state += 0x9E3779B97F4A7C15ull;
+    std::uint64_t z = state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+const char* op_name(CollectiveOp op) {
+    switch (op) {
+    case CollectiveOp::ShflIdx:
+        return "__shfl_sync";
+    case CollectiveOp::ShflXor:
+        return "__shfl_xor_sync";
+    case CollectiveOp::Ldmatrix:
+        return "ldmatrix_x4";
+    case CollectiveOp::MmaBf16:
+        return "ptx_mma_bf16";
+    case CollectiveOp::MmaF16:
+        return "ptx_mma_f16";
+    }
+    return "?";
+}
+
+const char* base_name(const char* path) {
+    const char* slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+// Records the launch's first failure, prefixed with the block.
+__attribute__((format(printf, 2, 3))) void fail(Launch& launch, const char* format, ...) {
+    if (launch.error.failed) return;
+    launch.error.failed = true;
+    int used = snprintf(launch.error.message, sizeof launch.error.message, "block (%u,%u,%u): ", blockIdx.x,
+                        blockIdx.y, blockIdx.z);
+    va_list args;
+    va_start(args, format);
+    vsnprintf(launch.error.message + used, sizeof launch.error.message - used, format, args);
+    va_end(args);
+}
+
+unsigned linear_index(const Fiber& f) { return static_cast<unsigned>(&f - g_launch->fibers.data()); }
+
+bool in_range(const void* p, std::size_t bytes, const unsigned char* base, std::size_t size) {
+    const auto* q = static_cast<const unsigned char*>(p);
+    return base && q >= base && bytes <= size && q <= base + (size - bytes);
+}
+
+bool in_shared(const void* p, std::size_t bytes) {
+    const StaticShared s = static_shared();
+    return in_range(p, bytes, g_launch->smem, g_launch->smem_bytes) || in_range(p, bytes, s.base, s.bytes);
+}
+
+// ---- fiber switching (with AddressSanitizer told which stack is live) ----
+
+void switch_to_scheduler(Fiber& f, bool exiting) {
+    Launch& launch = *g_launch;
+#ifdef EMBER_EMU_ASAN
+    __sanitizer_start_switch_fiber(exiting ? nullptr : &f.fake_stack, launch.scheduler_stack,
+                                   launch.scheduler_stack_bytes);
+#else
+    (void)exiting;
+#endif
+    swapcontext(&f.context, &launch.scheduler);
+#ifdef EMBER_EMU_ASAN
+    __sanitizer_finish_switch_fiber(f.fake_stack, nullptr, nullptr);
+#endif
+}
+
+void resume(Launch& launch, Fiber& f) {
+    threadIdx = f.tid;
+    launch.current = &f;
+#ifdef EMBER_EMU_ASAN
+    __sanitizer_start_switch_fiber(&launch.scheduler_fake_stack, f.stack, kStackBytes);
+#endif
+    swapcontext(&launch.scheduler, &f.context);
+#ifdef EMBER_EMU_ASAN
+    __sanitizer_finish_switch_fiber(launch.scheduler_fake_stack, nullptr, nullptr);
+#endif
+}
+
+std::size_t pending_copies(const Fiber& f) {
+    std::size_t n = f.open.size();
+    for (const auto& group : f.committed) n += group.size();
+    return n;
+}
+
+void fiber_main() {
+    Launch& launch = *g_launch;
+#ifdef EMBER_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &launch.scheduler_stack, &launch.scheduler_stack_bytes);
+#endif
+    launch.body(launch.args);
+    Fiber& f = *launch.current;
+    const char* wrong = nullptr;
+    for (ExitCheck check : exit_checks())
+        if (!wrong) wrong = check();
+    if (const std::size_t n = pending_copies(f)) {
+        fail(launch, "thread (%u,%u,%u) exited with %zu cp.async copies never waited for", f.tid.x, f.tid.y,
+             f.tid.z, n);
+        f.state = State::Faulted;
+    } else if (wrong) {
+        fail(launch, "thread (%u,%u,%u) exited: %s", f.tid.x, f.tid.y, f.tid.z, wrong);
+        f.state = State::Faulted;
+    } else {
+        f.state = State::Exited;
+    }
+    switch_to_scheduler(f, true);
+    __builtin_unreachable();
+}
+
+// ---- the scheduler ----
+
+Fiber* pick(Launch& launch) {
+    std::vector<Fiber>& fibers = launch.fibers;
+    switch (launch.schedule->order) {
+    case Schedule::Order::Ascending:
+        for (Fiber& f : fibers)
+            if (f.state == State::Ready) return &f;
+        return nullptr;
+    case Schedule::Order::Descending:
+        for (auto f = fibers.rbegin(); f != fibers.rend(); ++f)
+            if (f->state == State::Ready) return &*f;
+        return nullptr;
+    case Schedule::Order::Random: {
+        std::size_t ready = 0;
+        for (const Fiber& f : fibers) ready += f.state == State::Ready;
+        if (ready == 0) return nullptr;
+        std::size_t k = splitmix(launch.rng) % ready;
+        for (Fiber& f : fibers)
+            if (f.state == State::Ready && k-- == 0) return &f;
+    }
+    }
+    return nullptr;
+}
+
+float bf16_to_f32(unsigned short h) { return __uint_as_float(static_cast<unsigned>(h) << 16); }
+
+// The warp's lanes, all waiting at `op`: runs it.
+void run_collective(Launch& launch, Fiber* lanes, unsigned n) {
+    const CollectiveOp op = lanes[0].op;
+    switch (op) {
+    case CollectiveOp::ShflIdx:
+    case CollectiveOp::ShflXor: {
+        const std::size_t size = lanes[0].size;
+        if (size > 8) {
+            fail(launch, "%s of a %zu-byte value: not emulated", op_name(op), size);
+            return;
+        }
+        unsigned char values[kWarp][8];
+        for (unsigned l = 0; l < n; ++l) std::memcpy(values[l], lanes[l].in, size);
+        for (unsigned l = 0; l < n; ++l) {
+            const unsigned src = op == CollectiveOp::ShflIdx ? static_cast<unsigned>(lanes[l].param) % kWarp
+                                                             : l ^ static_cast<unsigned>(lanes[l].param);
+            std::memcpy(lanes[l].out, values[src < n ? src : l], size);
+        }
+        return;
+    }
+    case CollectiveOp::Ldmatrix: {
+        for (unsigned l = 0; l < n; ++l) {
+            const auto address = reinterpret_cast<std::uintptr_t>(lanes[l].in);
+            if (address % 16 != 0 || !in_shared(lanes[l].in, 16)) {
+                fail(launch, "ldmatrix_x4 at %s:%d: lane %u's row address %p is not 16 bytes of shared memory, "
+                             "16-byte aligned",
+                     base_name(lanes[l].site.file), lanes[l].site.line, l, lanes[l].in);
+                return;
+            }
+        }
+        unsigned rows[kWarp][4];
+        for (unsigned l = 0; l < n; ++l) std::memcpy(rows[l], lanes[l].in, 16);
+        for (unsigned l = 0; l < n; ++l) {
+            unsigned* r = static_cast<unsigned*>(lanes[l].out);
+            for (unsigned i = 0; i < 4; ++i) r[i] = rows[8 * i + l / 4][l % 4];
+        }
+        return;
+    }
+    case CollectiveOp::MmaBf16:
+    case CollectiveOp::MmaF16: {
+        float (*decode)(unsigned short) = op == CollectiveOp::MmaBf16 ? bf16_to_f32 : f16_to_f32;
+        double a[16][16], b[16][8], c[16][8];  // A [m][k], B [k][n], C [m][n]
+        auto halves = [&](unsigned word, double& lo, double& hi) {
+            lo = decode(static_cast<unsigned short>(word & 0xFFFF));
+            hi = decode(static_cast<unsigned short>(word >> 16));
+        };
+        for (unsigned l = 0; l < n; ++l) {
+            const unsigned g = l / 4, t = l % 4;
+            const unsigned* fa = static_cast<const unsigned*>(lanes[l].in);
+            const unsigned* fb = static_cast<const unsigned*>(lanes[l].in2);
+            const float* fd = static_cast<const float*>(lanes[l].out);
+            halves(fa[0], a[g][2 * t], a[g][2 * t + 1]);
+            halves(fa[1], a[g + 8][2 * t], a[g + 8][2 * t + 1]);
+            halves(fa[2], a[g][2 * t + 8], a[g][2 * t + 9]);
+            halves(fa[3], a[g + 8][2 * t + 8], a[g + 8][2 * t + 9]);
+            halves(fb[0], b[2 * t][g], b[2 * t + 1][g]);
+            halves(fb[1], b[2 * t + 8][g], b[2 * t + 9][g]);
+            c[g][2 * t] = fd[0];
+            c[g][2 * t + 1] = fd[1];
+            c[g + 8][2 * t] = fd[2];
+            c[g + 8][2 * t + 1] = fd[3];
+        }
+        auto dot = [&](unsigned i, unsigned j) {
+            double s = c[i][j];
+            for (unsigned k = 0; k < 16; ++k) s += a[i][k] * b[k][j];
+            return static_cast<float>(s);
+        };
+        for (unsigned l = 0; l < n; ++l) {
+            const unsigned g = l / 4, t = l % 4;
+            float* d = static_cast<float*>(lanes[l].out);
+            d[0] = dot(g, 2 * t);
+            d[1] = dot(g, 2 * t + 1);
+            d[2] = dot(g + 8, 2 * t);
+            d[3] = dot(g + 8, 2 * t + 1);
+        }
+        return;
+    }
+    }
+}
+
+// Runs warp `w`'s collective if every lane that has not exited waits at it.
+void settle_warp(Launch& launch, unsigned w) {
+    const unsigned first = w * kWarp;
+    const unsigned n = std::min<unsigned>(kWarp, static_cast<unsigned>(launch.fibers.size()) - first);
+    Fiber* lanes = &launch.fibers[first];
+    unsigned waiting = 0, exited_mask = 0;
+    for (unsigned l = 0; l < n; ++l) {
+        if (lanes[l].state == State::AtCollective) ++waiting;
+        else if (lanes[l].state == State::Exited) exited_mask |= 1u << l;
+        else return;
+    }
+    if (waiting == 0) return;
+    const Fiber& lead = *std::find_if(lanes, lanes + n, [](const Fiber& f) { return f.state == State::AtCollective; });
+    const unsigned all = n == kWarp ? 0xFFFFFFFFu : (1u << n) - 1;
+    if (exited_mask != 0) {
+        fail(launch, "warp %u: %s at %s:%d waits for lanes (mask 0x%08x) that exited",
+             w, op_name(lead.op), base_name(lead.site.file), lead.site.line, exited_mask);
+        return;
+    }
+    for (unsigned l = 0; l < n; ++l) {
+        const Fiber& f = lanes[l];
+        if (f.op != lead.op || f.size != lead.size || f.mask != lead.mask) {
+            fail(launch, "warp %u: lane %u is at %s (%s:%d, %zu bytes, mask 0x%08x) but lane %u at %s (%s:%d, "
+                         "%zu bytes, mask 0x%08x)",
+                 w, l, op_name(f.op), base_name(f.site.file), f.site.line, f.size, f.mask,
+                 linear_index(lead) - first, op_name(lead.op), base_name(lead.site.file), lead.site.line,
+                 lead.size, lead.mask);
+            return;
+        }
+    }
+    if (lead.mask != all) {
+        fail(launch, "warp %u: %s at %s:%d with mask 0x%08x: only full-warp masks (0x%08x) are emulated", w,
+             op_name(lead.op), base_name(lead.site.file), lead.site.line, lead.mask, all);
+        return;
+    }
+    if (lead.op == CollectiveOp::Ldmatrix || lead.op == CollectiveOp::MmaBf16 || lead.op == CollectiveOp::MmaF16) {
+        if (n != kWarp) {
+            fail(launch, "warp %u: %s needs 32 lanes, the warp has %u", w, op_name(lead.op), n);
+            return;
+        }
+    }
+    run_collective(launch, lanes, n);
+    for (unsigned l = 0; l < n; ++l) lanes[l].state = State::Ready;
+}
+
+// Releases __syncthreads() if every thread that has not exited waits at it.
+void settle_barrier(Launch& launch) {
+    unsigned waiting = 0, exited = 0;
+    const Fiber* lead = nullptr;
+    for (const Fiber& f : launch.fibers) {
+        if (f.state == State::AtBarrier) {
+            ++waiting;
+            if (!lead) lead = &f;
+        } else if (f.state == State::Exited) {
+            ++exited;
+        } else {
+            return;
+        }
+    }
+    if (waiting == 0) return;
+    if (exited != 0) {
+        unsigned first_exited = 0;
+        while (launch.fibers[first_exited].state != State::Exited) ++first_exited;
+        fail(launch,
+             "__syncthreads() at %s:%d is reached by %u threads, but %u (thread %u first) returned before it "
+             "(undefined behaviour in CUDA)",
+             base_name(lead->site.file), lead->site.line, waiting, exited, first_exited);
+        return;
+    }
+    for (const Fiber& f : launch.fibers) {
+        if (f.site.line != lead->site.line || strcmp(f.site.file, lead->site.file) != 0) {
+            fail(launch, "threads %u and %u wait at different barriers: %s:%d and %s:%d", linear_index(*lead),
+                 linear_index(f), base_name(lead->site.file), lead->site.line, base_name(f.site.file),
+                 f.site.line);
+            return;
+        }
+    }
+    for (Fiber& f : launch.fibers) f.state = State::Ready;
+}
+
+// Every thread is blocked and nothing can release them: say where they wait.
+void report_deadlock(Launch& launch) {
+    char text[384] = {};
+    std::size_t used = 0;
+    const std::vector<Fiber>& fibers = launch.fibers;
+    for (std::size_t i = 0; i < fibers.size();) {
+        std::size_t j = i;
+        auto same = [&](const Fiber& a, const Fiber& b) {
+            return a.state == b.state && (a.state == State::Exited || (a.op == b.op && a.site.line == b.site.line &&
+                                                                       a.site.file == b.site.file));
+        };
+        while (j + 1 < fibers.size() && same(fibers[j + 1], fibers[i])) ++j;
+        const Fiber& f = fibers[i];
+        const char* what = f.state == State::Exited      ? "exited"
+                           : f.state == State::AtBarrier ? "__syncthreads"
+                                                         : op_name(f.op);
+        if (used < sizeof text)
+            used += snprintf(text + used, sizeof text - used, "%sthreads %zu-%zu %s", i ? "; " : "", i, j, what);
+        if (f.state != State::Exited && used < sizeof text)
+            used += snprintf(text + used, sizeof text - used, " (%s:%d)", base_name(f.site.file), f.site.line);
+        i = j + 1;
+    }
+    fail(launch, "deadlock: %s", text);
+}
+
+void run_block(Launch& launch, dim3 block) {
+    ++g_block_serial;
+    const StaticShared s = static_shared();
+    if (s.bytes) std::memset(s.base, 0xFF, s.bytes);
+    void* arena = nullptr;
+    if (launch.smem_bytes && posix_memalign(&arena, 1024, launch.smem_bytes) != 0) {
+        fail(launch, "cannot allocate %zu bytes of dynamic shared memory", launch.smem_bytes);
+        return;
+    }
+    if (arena) std::memset(arena, 0xFF, launch.smem_bytes);
+    launch.smem = static_cast<unsigned char*>(arena);
+
+    for (unsigned i = 0; i < launch.fibers.size(); ++i) {
+        Fiber& f = launch.fibers[i];
+        f.state = State::Ready;
+        f.tid = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
+        f.committed.clear();
+        f.open.clear();
+#ifdef EMBER_EMU_ASAN
+        ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackBytes);
+#endif
+        getcontext(&f.context);
+        f.context.uc_stack.ss_sp = f.stack;
+        f.context.uc_stack.ss_size = kStackBytes;
+        f.context.uc_link = nullptr;
+        makecontext(&f.context, fiber_main, 0);
+    }
+
+    while (!launch.error.failed) {
+        Fiber* f = pick(launch);
+        if (!f) {
+            const bool done = std::all_of(launch.fibers.begin(), launch.fibers.end(),
+                                          [](const Fiber& g) { return g.state == State::Exited; });
+            if (!done) report_deadlock(launch);
+            break;
+        }
+        resume(launch, *f);
+        if (f->state == State::AtCollective || f->state == State::Exited)
+            settle_warp(launch, linear_index(*f) / kWarp);
+        if (!launch.error.failed) settle_barrier(launch);
+    }
+    free(arena);
+    launch.smem = nullptr;
+}
+
+void perform(const Copy& c) {
+    std::memcpy(c.dst, c.src, static_cast<std::size_t>(c.src_bytes));
+    std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, 16 - static_cast<std::size_t>(c.src_bytes));
+}
+
+Fiber& current_fiber(const char* what) {
+    if (!g_launch || !g_launch->current) {
+        fprintf(stderr, "emu: %s called outside a kernel launch\n", what);
+        abort();
+    }
+    return *g_launch->current;
+}
+
+}  // namespace
+
+// ---- kernel-side entry points ----
+
+void syncthreads(Site site) {
+    Fiber& f = current_fiber("__syncthreads");
+    f.state = State::AtBarrier;
+    f.site = site;
+    switch_to_scheduler(f, false);
+}
+
+void warp_collective(CollectiveOp op, unsigned mask, const void* in, const void* in2, void* out, int param,
+                     std::size_t size, Site site) {
+    Fiber& f = current_fiber(op_name(op));
+    f.state = State::AtCollective;
+    f.op = op;
+    f.mask = mask;
+    f.in = in;
+    f.in2 = in2;
+    f.out = out;
+    f.param = param;
+    f.size = size;
+    f.site = site;
+    switch_to_scheduler(f, false);
+}
+
+void* dynamic_smem_base() {
+    current_fiber("dynamic_smem_base");
+    return g_launch->smem;
+}
+
+std::uint64_t block_serial() { return g_block_serial; }
+
+void add_exit_check(ExitCheck check) { exit_checks().push_back(check); }
+
+void fault(const char* message) {
+    Fiber& f = current_fiber("fault");
+    fail(*g_launch, "thread (%u,%u,%u): %s", f.tid.x, f.tid.y, f.tid.z, message);
+    f.state = State::Faulted;
+    switch_to_scheduler(f, true);
+    __builtin_unreachable();
+}
+
+unsigned smem_offset(const void* p) {
+    Launch& launch = *g_launch;
+    current_fiber("smem_u32");
+    if (!in_range(p, 0, launch.smem, launch.smem_bytes)) fault("smem_u32 of an address outside the dynamic shared memory");
+    return static_cast<unsigned>(static_cast<const unsigned char*>(p) - launch.smem);
+}
+
+void cp_async_enqueue(void* smem, const void* gmem, int src_bytes, Site site) {
+    Fiber& f = current_fiber("cp_async_16");
+    char message[256];
+    if (src_bytes < 0 || src_bytes > 16) {
+        snprintf(message, sizeof message, "cp_async_16 at %s:%d with src_bytes = %d", base_name(site.file), site.line,
+                 src_bytes);
+        fault(message);
+    }
+    if (reinterpret_cast<std::uintptr_t>(smem) % 16 != 0 || !in_shared(smem, 16)) {
+        snprintf(message, sizeof message, "cp_async_16 at %s:%d: destination %p is not 16 bytes of shared memory, "
+                                          "16-byte aligned", base_name(site.file), site.line, smem);
+        fault(message);
+    }
+    if (reinterpret_cast<std::uintptr_t>(gmem) % 16 != 0) {
+        snprintf(message, sizeof message, "cp_async_16 at %s:%d: source %p is not 16-byte aligned",
+                 base_name(site.file), site.line, gmem);
+        fault(message);
+    }
+    const Copy copy{smem, gmem, src_bytes};
+    if (g_launch->schedule->eager_cp_async) perform(copy);
+    else f.open.push_back(copy);
+}
+
+void cp_async_commit_group() {
+    Fiber& f = current_fiber("cp_async_commit");
+    f.committed.push_back(std::move(f.open));
+    f.open.clear();
+}
+
+void cp_async_wait_group(int pending) {
+    Fiber& f = current_fiber("cp_async_wait");
+    while (f.committed.size() > static_cast<std::size_t>(pending)) {
+        for (const Copy& c : f.committed.front()) perform(c);
+        f.committed.pop_front();
+    }
+}
+
+// ---- conversions ----
+
+float f16_to_f32(unsigned short h) {
+    const unsigned sign = static_cast<unsigned>(h & 0x8000) << 16;
+    const unsigned exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    if (exponent == 0) {  // zero or subnormal: mantissa · 2⁻²⁴, exact in f32
+        const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
+        return sign ? -magnitude : magnitude;
+    }
+    if (exponent == 31) return __uint_as_float(sign | 0x7F800000u | mantissa << 13);  // inf, NaN
+    return __uint_as_float(sign | (exponent + 112) << 23 | mantissa << 13);
+}
+
+unsigned short f32_to_bf16(float x) {
+    unsigned u;
+    std::memcpy(&u, &x, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FFF;
+    return static_cast<unsigned short>((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
+}
+
+unsigned short f32_to_f16(float x) {
+    unsigned u;
+    std::memcpy(&u, &x, sizeof u);
+    const unsigned short sign = static_cast<unsigned short>((u >> 16) & 0x8000);
+    const unsigned a = u & 0x7FFFFFFFu;
+    if (a > 0x7F800000u) return 0x7FFF;
+    if (a >= 0x477FF000u) return sign | 0x7C00;  // ≥ 65520 rounds to infinity
+    if (a < 0x38800000u) {                        // below 2⁻¹⁴: subnormal, units of 2⁻²⁴
+        // |x|·2²⁴ is exact; nearbyint rounds half to even in the default rounding mode.
+        return sign | static_cast<unsigned short>(std::nearbyint(std::fabs(x) * 16777216.0f));
+    }
+    const unsigned rebased = a - (112u << 23);  // exponent bias 127 → 15
+    return sign | static_cast<unsigned short>((rebased + 0xFFFu + ((rebased >> 13) & 1)) >> 13);
+}
+
+// ---- launching ----
+
+LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_t dynamic_smem, KernelBody body,
+                     void* args) {
+    LaunchError error;
+    const unsigned long long threads = 1ull * block.x * block.y * block.z;
+    const unsigned long long blocks = 1ull * grid.x * grid.y * grid.z;
+    if (threads == 0 || threads > kMaxThreads || block.z > 64 || grid.y > 65535 || grid.z > 65535 ||
+        dynamic_smem > kMaxDynamicSmem || blocks == 0) {
+        error.failed = true;
+        snprintf(error.message, sizeof error.message,
+                 "invalid launch: grid (%u,%u,%u), block (%u,%u,%u), %zu bytes of dynamic shared memory "
+                 "(at most %u threads, grid y, z ≤ 65535, %zu bytes)",
+                 grid.x, grid.y, grid.z, block.x, block.y, block.z, dynamic_smem, kMaxThreads, kMaxDynamicSmem);
+        return error;
+    }
+
+    Launch launch{};
+    launch.schedule = &schedule;
+    launch.body = body;
+    launch.args = args;
+    launch.smem_bytes = dynamic_smem;
+    launch.rng = schedule.seed;
+    launch.fibers.resize(threads);
+    const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    launch.stacks_bytes = threads * (page + kStackBytes);
+    void* stacks = mmap(nullptr, launch.stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (stacks == MAP_FAILED) {
+        error.failed = true;
+        snprintf(error.message, sizeof error.message, "cannot map %zu bytes of fiber stacks", launch.stacks_bytes);
+        return error;
+    }
+    launch.stacks = static_cast<char*>(stacks);
+    for (std::size_t i = 0; i < threads; ++i) {
+        char* guard = launch.stacks + i * (page + kStackBytes);
+        mprotect(guard, page, PROT_NONE);  // a fiber that overflows its stack faults here
+        launch.fibers[i].stack = guard + page;
+    }
+
+    // Blocks in the schedule's order.
+    std::vector<unsigned long long> order(blocks);
+    for (unsigned long long b = 0; b < blocks; ++b) order[b] = b;
+    if (schedule.order == Schedule::Order::Descending) {
+        std::reverse(order.begin(), order.end());
+    } else if (schedule.order == Schedule::Order::Random) {
+        for (unsigned long long b = blocks; b > 1; --b) std::swap(order[b - 1], order[splitmix(launch.rng) % b]);
+    }
+
+    g_launch = &launch;
+    blockDim = block;
+    gridDim = grid;
+    for (unsigned long long b : order) {
+        blockIdx = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                    static_cast<unsigned>(b / (1ull * grid.x * grid.y))};
+        run_block(launch, block);
+        if (launch.error.failed) break;
+    }
+    g_launch = nullptr;
+    munmap(stacks, launch.stacks_bytes);
+    return launch.error;
+}
+
+}  // namespace emu
