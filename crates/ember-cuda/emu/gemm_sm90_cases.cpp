@@ -9,7 +9,9 @@ namespace {
 
 // GemmKernel::dynamic_smem of a wgmma kernel: the pipeline (it is larger than the epilogue's
 // f32 tile) plus the 1024 bytes the kernel may skip to align its tiles.
-constexpr std::size_t wgmma_smem(std::size_t bm) { return WG_STAGES * (bm + WG_BN) * WG_ROW_BYTES + 1024; }
+constexpr std::size_t wgmma_smem(std::size_t bm, std::size_t bn) {
+    return WG_STAGES * (bm + bn) * WG_ROW_BYTES + 1024;
+}
 
 }  // namespace
 
@@ -24,13 +26,16 @@ void add_gemm_sm90_cases(Cases& cases) {
         {130, 200, 72, true, ACT_GELU_TANH, false},
         {65, 136, 136, true, ACT_IDENTITY, true},
         {129, 128, 328, false, ACT_GELU, false},
+        {70, 300, 200, true, ACT_GELU, true},  // n past one 256-column tile
     };
     const GemmKernel<bf16> bf16_kernels[] = {
-        {"gemm-wgmma128x128", gemm_wgmma_128x128_bf16, 128, WG_BN, 256, wgmma_smem(128)},
-        {"gemm-wgmma64x128", gemm_wgmma_64x128_bf16, 64, WG_BN, 128, wgmma_smem(64)}};
+        {"gemm-wgmma128x256", gemm_wgmma_128x256_bf16, 128, 256, 256, wgmma_smem(128, 256)},
+        {"gemm-wgmma128x128", gemm_wgmma_128x128_bf16, 128, 128, 256, wgmma_smem(128, 128)},
+        {"gemm-wgmma64x128", gemm_wgmma_64x128_bf16, 64, 128, 128, wgmma_smem(64, 128)}};
     const GemmKernel<f16> f16_kernels[] = {
-        {"gemm-wgmma128x128", gemm_wgmma_128x128_f16, 128, WG_BN, 256, wgmma_smem(128)},
-        {"gemm-wgmma64x128", gemm_wgmma_64x128_f16, 64, WG_BN, 128, wgmma_smem(64)}};
+        {"gemm-wgmma128x256", gemm_wgmma_128x256_f16, 128, 256, 256, wgmma_smem(128, 256)},
+        {"gemm-wgmma128x128", gemm_wgmma_128x128_f16, 128, 128, 256, wgmma_smem(128, 128)},
+        {"gemm-wgmma64x128", gemm_wgmma_64x128_f16, 64, 128, 128, wgmma_smem(64, 128)}};
     for (const auto& kernel : bf16_kernels)
         for (const auto& s : shapes) add_gemm_case(cases, kernel, s);
     for (const auto& kernel : f16_kernels)

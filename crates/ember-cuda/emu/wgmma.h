@@ -145,3 +145,9 @@ __forceinline__ void ptx_wgmma_m64n128k16_bf16(float d[64], unsigned long long d
 __forceinline__ void ptx_wgmma_m64n128k16_f16(float d[64], unsigned long long desc_a, unsigned long long desc_b) {
     ::emu::wgmma::issue(d, 128, ::emu::wgmma::Type::F16, desc_a, desc_b);
 }
+__forceinline__ void ptx_wgmma_m64n256k16_bf16(float d[128], unsigned long long desc_a, unsigned long long desc_b) {
+    ::emu::wgmma::issue(d, 256, ::emu::wgmma::Type::Bf16, desc_a, desc_b);
+}
+__forceinline__ void ptx_wgmma_m64n256k16_f16(float d[128], unsigned long long desc_a, unsigned long long desc_b) {
+    ::emu::wgmma::issue(d, 256, ::emu::wgmma::Type::F16, desc_a, desc_b);
+}

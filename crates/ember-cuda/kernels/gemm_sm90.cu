@@ -4,9 +4,10 @@
 // every other architecture. X [m, k], W [n, k] (both K-contiguous: wgmma's "K-major" A and B,
 // no transpose), b [n] f32, R and Y [m, n]; b and R may be null.
 //
-// gemm_wgmma_<BM>x128_{bf16,f16}: a block computes a BM × 128 tile of Y with BM/64 warpgroups
-// (128 threads each); warpgroup g owns rows 64g .. 64g + 63 and issues m64n128k16 MMAs, its
-// 64 × 128 f32 accumulator spread over its threads (64 floats each).
+// gemm_wgmma_<BM>x<BN>_{bf16,f16} (BM × BN = 128 × 256, 128 × 128, 64 × 128): a block computes
+// a BM × BN tile of Y with BM/64 warpgroups (128 threads each); warpgroup g owns rows 64g ..
+// 64g + 63 and issues m64nBNk16 MMAs, its 64 × BN f32 accumulator spread over its threads
+// (BN/2 floats each).
 //  - K advances in BK = 64 steps (one 128-byte row of bf16/f16 per tile row) through a ring of
 //    STAGES = 4 shared-memory stages, filled by cp.async (16-byte chunks, zero-filled past m, n
 //    and k) LOOKAHEAD = 2 tiles ahead, so that one wgmma group can still be reading stage
@@ -27,7 +28,6 @@
 // Needs k % 8 == 0 (the host checks) and 16-byte-aligned X and W (whole allocations).
 #include "common.cuh"
 
-#define WG_BN 128
 #define WG_BK 64
 #define WG_STAGES 4
 #define WG_LOOKAHEAD (WG_STAGES - 2)
@@ -51,17 +51,17 @@ __device__ __forceinline__ void fence_proxy_async_shared() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-// d[64] += A · Bᵀ over k16, f32 accumulation: A is 64 × 16 (K-major), B is 128 × 16 (K-major,
-// i.e. W's rows), both in shared memory, given by descriptors (wgmma_desc_sw128). Accumulator
-// fragment of thread (warp w of the warpgroup, lane l; g = l/4, t = l%4): for n8 block j,
-// d[4j], d[4j+1] = D[16w + g][8j + 2t, +1], d[4j+2], d[4j+3] = D[16w + g + 8][8j + 2t, +1].
-// Operands: scale-d = 1 (accumulate), no negation, no transposition.
+// d[N/2] += A · Bᵀ over k16, f32 accumulation, N = 128 or 256: A is 64 × 16 (K-major), B is
+// N × 16 (K-major, i.e. W's rows), both in shared memory, given by descriptors
+// (wgmma_desc_sw128). Accumulator fragment of thread (warp w of the warpgroup, lane l;
+// g = l/4, t = l%4): for n8 block j, d[4j], d[4j+1] = D[16w + g][8j + 2t, +1] and
+// d[4j+2], d[4j+3] = D[16w + g + 8][8j + 2t, +1]. Operands: scale-d = 1 (accumulate), no
+// negation, no transposition.
 __device__ __forceinline__ void ptx_wgmma_m64n128k16_bf16(float d[64], unsigned long long desc_a,
                                                        unsigned long long desc_b) {
     asm volatile(
-        "{\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{" 
+        "{"
         "%0, %1, %2, %3, %4, %5, %6, %7, "
         "%8, %9, %10, %11, %12, %13, %14, %15, "
         "%16, %17, %18, %19, %20, %21, %22, %23, "
@@ -71,7 +71,6 @@ __device__ __forceinline__ void ptx_wgmma_m64n128k16_bf16(float d[64], unsigned 
         "%48, %49, %50, %51, %52, %53, %54, %55, "
         "%56, %57, %58, %59, %60, %61, %62, %63"
         "}, %64, %65, 1, 1, 1, 0, 0;\n"
-        "}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
           "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
@@ -93,9 +92,8 @@ __device__ __forceinline__ void ptx_wgmma_m64n128k16_bf16(float d[64], unsigned 
 __device__ __forceinline__ void ptx_wgmma_m64n128k16_f16(float d[64], unsigned long long desc_a,
                                                        unsigned long long desc_b) {
     asm volatile(
-        "{\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-        "{" 
+        "{"
         "%0, %1, %2, %3, %4, %5, %6, %7, "
         "%8, %9, %10, %11, %12, %13, %14, %15, "
         "%16, %17, %18, %19, %20, %21, %22, %23, "
@@ -105,7 +103,6 @@ __device__ __forceinline__ void ptx_wgmma_m64n128k16_f16(float d[64], unsigned l
         "%48, %49, %50, %51, %52, %53, %54, %55, "
         "%56, %57, %58, %59, %60, %61, %62, %63"
         "}, %64, %65, 1, 1, 1, 0, 0;\n"
-        "}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
           "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
@@ -124,6 +121,118 @@ __device__ __forceinline__ void ptx_wgmma_m64n128k16_f16(float d[64], unsigned l
           "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(desc_a), "l"(desc_b));
 }
+__device__ __forceinline__ void ptx_wgmma_m64n256k16_bf16(float d[128], unsigned long long desc_a,
+                                                       unsigned long long desc_b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, "
+        "%8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, "
+        "%24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, "
+        "%40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, "
+        "%56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, "
+        "%72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, "
+        "%88, %89, %90, %91, %92, %93, %94, %95, "
+        "%96, %97, %98, %99, %100, %101, %102, %103, "
+        "%104, %105, %106, %107, %108, %109, %110, %111, "
+        "%112, %113, %114, %115, %116, %117, %118, %119, "
+        "%120, %121, %122, %123, %124, %125, %126, %127"
+        "}, %128, %129, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+          "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+          "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),
+          "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]),
+          "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]),
+          "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),
+          "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]),
+          "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]),
+          "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]),
+          "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),
+          "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]),
+          "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(desc_a), "l"(desc_b));
+}
+__device__ __forceinline__ void ptx_wgmma_m64n256k16_f16(float d[128], unsigned long long desc_a,
+                                                       unsigned long long desc_b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+        "{"
+        "%0, %1, %2, %3, %4, %5, %6, %7, "
+        "%8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, "
+        "%24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, "
+        "%40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, "
+        "%56, %57, %58, %59, %60, %61, %62, %63, "
+        "%64, %65, %66, %67, %68, %69, %70, %71, "
+        "%72, %73, %74, %75, %76, %77, %78, %79, "
+        "%80, %81, %82, %83, %84, %85, %86, %87, "
+        "%88, %89, %90, %91, %92, %93, %94, %95, "
+        "%96, %97, %98, %99, %100, %101, %102, %103, "
+        "%104, %105, %106, %107, %108, %109, %110, %111, "
+        "%112, %113, %114, %115, %116, %117, %118, %119, "
+        "%120, %121, %122, %123, %124, %125, %126, %127"
+        "}, %128, %129, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]),
+          "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+          "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+          "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+          "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+          "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),
+          "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]),
+          "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]),
+          "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]),
+          "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]),
+          "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]),
+          "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]),
+          "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]),
+          "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]),
+          "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]),
+          "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "l"(desc_a), "l"(desc_b));
+}
 #else
 #include "wgmma.h"  // crates/ember-cuda/emu/: the same names on the CPU
 #endif  // EMBER_CPU_EMULATION
@@ -138,26 +247,34 @@ __device__ __forceinline__ unsigned long long wgmma_desc_sw128(unsigned smem_add
            (1ull << 16) | (static_cast<unsigned long long>(1024 >> 4) << 32) | (1ull << 62);
 }
 
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16(float d[64], unsigned long long desc_a,
-                                                 unsigned long long desc_b);
-template <>
-__device__ __forceinline__ void wgmma_m64n128k16<bf16>(float d[64], unsigned long long desc_a,
-                                                       unsigned long long desc_b) {
-    ptx_wgmma_m64n128k16_bf16(d, desc_a, desc_b);
-}
-template <>
-__device__ __forceinline__ void wgmma_m64n128k16<f16>(float d[64], unsigned long long desc_a,
-                                                      unsigned long long desc_b) {
-    ptx_wgmma_m64n128k16_f16(d, desc_a, desc_b);
-}
+template <typename T, int N> struct Wgmma;
+template <> struct Wgmma<bf16, 128> {
+    static __device__ __forceinline__ void mma(float* d, unsigned long long a, unsigned long long b) {
+        ptx_wgmma_m64n128k16_bf16(d, a, b);
+    }
+};
+template <> struct Wgmma<f16, 128> {
+    static __device__ __forceinline__ void mma(float* d, unsigned long long a, unsigned long long b) {
+        ptx_wgmma_m64n128k16_f16(d, a, b);
+    }
+};
+template <> struct Wgmma<bf16, 256> {
+    static __device__ __forceinline__ void mma(float* d, unsigned long long a, unsigned long long b) {
+        ptx_wgmma_m64n256k16_bf16(d, a, b);
+    }
+};
+template <> struct Wgmma<f16, 256> {
+    static __device__ __forceinline__ void mma(float* d, unsigned long long a, unsigned long long b) {
+        ptx_wgmma_m64n256k16_f16(d, a, b);
+    }
+};
 
 // Keeps the compiler from moving accesses of the accumulators across the asynchronous MMAs
 // (they are read and written behind its back between wgmma.mma_async and wgmma.wait_group).
-__device__ __forceinline__ void wgmma_fence_operands(float d[64]) {
+template <int COUNT> __device__ __forceinline__ void wgmma_fence_operands(float* d) {
 #ifndef EMBER_CPU_EMULATION
 #pragma unroll
-    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < COUNT; ++i) asm volatile("" : "+f"(d[i])::"memory");
 #endif
 }
 
@@ -179,12 +296,13 @@ __device__ __forceinline__ void wgmma_load_tile(unsigned char* tile, const T* __
     }
 }
 
-template <typename T, int BM>
+template <typename T, int BM, int BN>
 __device__ __forceinline__ void gemm_wgmma(
     const T* __restrict__ X, const T* __restrict__ W, const float* __restrict__ bias,
     const T* __restrict__ R, T* __restrict__ Y, int m, int n, int k, int act) {
     constexpr int THREADS = BM * 2;  // BM / 64 warpgroups of 128 threads
-    constexpr int A_BYTES = BM * WG_ROW_BYTES, B_BYTES = WG_BN * WG_ROW_BYTES;
+    constexpr int A_BYTES = BM * WG_ROW_BYTES, B_BYTES = BN * WG_ROW_BYTES;
+    constexpr int ACC = BN / 2;  // accumulators per thread
     constexpr int STAGE = A_BYTES + B_BYTES;
     static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "tiles stay 1024-byte aligned");
 
@@ -194,17 +312,17 @@ __device__ __forceinline__ void gemm_wgmma(
     const unsigned smem_base = smem_u32(smem);
 
     const int warpgroup = threadIdx.x / 128;
-    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * WG_BN;
+    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
 
-    float acc[64];
+    float acc[ACC];
 #pragma unroll
-    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
 
     const int k_tiles = (k + WG_BK - 1) / WG_BK;
     auto load = [&](int tile) {
         unsigned char* stage = smem + (tile % WG_STAGES) * STAGE;
         wgmma_load_tile<T, BM, THREADS>(stage, X, m, k, block_m, tile * WG_BK);
-        wgmma_load_tile<T, WG_BN, THREADS>(stage + A_BYTES, W, n, k, block_n, tile * WG_BK);
+        wgmma_load_tile<T, BN, THREADS>(stage + A_BYTES, W, n, k, block_n, tile * WG_BK);
     };
 #pragma unroll
     for (int s = 0; s < WG_LOOKAHEAD; ++s) {
@@ -224,27 +342,27 @@ __device__ __forceinline__ void gemm_wgmma(
 
         const unsigned a = smem_base + (kt % WG_STAGES) * STAGE + warpgroup * 64 * WG_ROW_BYTES;
         const unsigned b = smem_base + (kt % WG_STAGES) * STAGE + A_BYTES;
-        wgmma_fence_operands(acc);
+        wgmma_fence_operands<ACC>(acc);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < WG_BK / 16; ++kk)  // k16 step: 32 bytes along the swizzled row
-            wgmma_m64n128k16<T>(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
+            Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
         wgmma_commit();
         wgmma_wait<1>();
-        wgmma_fence_operands(acc);
+        wgmma_fence_operands<ACC>(acc);
     }
     wgmma_wait<0>();
-    wgmma_fence_operands(acc);
+    wgmma_fence_operands<ACC>(acc);
     cp_async_wait<0>();
 
     // Epilogue through shared memory (every stage is free once all threads pass the barrier).
-    constexpr int CS = WG_BN + 8;
+    constexpr int CS = BN + 8;
     float* Cs = reinterpret_cast<float*>(smem);
     const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     __syncthreads();
 #pragma unroll
-    for (int j = 0; j < WG_BN / 8; ++j)
+    for (int j = 0; j < BN / 8; ++j)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int row = warpgroup * 64 + warp * 16 + g + half * 8;
@@ -253,18 +371,20 @@ __device__ __forceinline__ void gemm_wgmma(
                 make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
         }
     __syncthreads();
-    gemm_store_tile<T, BM, WG_BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
+    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
 }
 
-#define GEMM_WGMMA(BM, T, SUFFIX)                                                                 \
+#define GEMM_WGMMA(BM, BN, T, SUFFIX)                                                             \
     extern "C" __global__ void __launch_bounds__(BM * 2)                                         \
-        gemm_wgmma_##BM##x128_##SUFFIX(const T* __restrict__ X, const T* __restrict__ W,          \
-                                       const float* __restrict__ bias, const T* __restrict__ R,   \
-                                       T* __restrict__ Y, int m, int n, int k, int act) {        \
-        gemm_wgmma<T, BM>(X, W, bias, R, Y, m, n, k, act);                                        \
+        gemm_wgmma_##BM##x##BN##_##SUFFIX(const T* __restrict__ X, const T* __restrict__ W,       \
+                                          const float* __restrict__ bias, const T* __restrict__ R, \
+                                          T* __restrict__ Y, int m, int n, int k, int act) {     \
+        gemm_wgmma<T, BM, BN>(X, W, bias, R, Y, m, n, k, act);                                    \
     }
 
-GEMM_WGMMA(128, bf16, bf16)
-GEMM_WGMMA(128, f16, f16)
-GEMM_WGMMA(64, bf16, bf16)
-GEMM_WGMMA(64, f16, f16)
+GEMM_WGMMA(128, 256, bf16, bf16)
+GEMM_WGMMA(128, 256, f16, f16)
+GEMM_WGMMA(128, 128, bf16, bf16)
+GEMM_WGMMA(128, 128, f16, f16)
+GEMM_WGMMA(64, 128, bf16, bf16)
+GEMM_WGMMA(64, 128, f16, f16)

@@ -8,6 +8,7 @@
 //! |---------------------|-----------|------------------|----------------------------------------|
 //! | `Mma128x128`        | bf16, f16 | 128 × 128 × 32   | `mma.sync.m16n8k16`, f32 accumulation  |
 //! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
+//! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
 //! | `Simt`              | f32       | 64 × 64 × 16     | one `fmaf` chain per output over k in order (ember-cpu's AVX2/AVX-512 order) |
@@ -47,6 +48,8 @@ pub enum GemmKernel {
     Mma128x128,
     /// Tensor cores, 64 × 64 tiles.
     Mma64x64,
+    /// Hopper's warpgroup tensor cores, 128 × 256 tiles (sm_90 only).
+    Wgmma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
     Wgmma128x128,
     /// Hopper's warpgroup tensor cores, 64 × 128 tiles (sm_90 only).
@@ -57,9 +60,10 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 5] = [
+    pub const ALL: [GemmKernel; 6] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
+        GemmKernel::Wgmma128x256,
         GemmKernel::Wgmma128x128,
         GemmKernel::Wgmma64x128,
         GemmKernel::Simt,
@@ -72,6 +76,8 @@ impl GemmKernel {
             (GemmKernel::Mma128x128, Dtype::F16) => Some("gemm_mma_128x128_f16"),
             (GemmKernel::Mma64x64, Dtype::Bf16) => Some("gemm_mma_64x64_bf16"),
             (GemmKernel::Mma64x64, Dtype::F16) => Some("gemm_mma_64x64_f16"),
+            (GemmKernel::Wgmma128x256, Dtype::Bf16) => Some("gemm_wgmma_128x256_bf16"),
+            (GemmKernel::Wgmma128x256, Dtype::F16) => Some("gemm_wgmma_128x256_f16"),
             (GemmKernel::Wgmma128x128, Dtype::Bf16) => Some("gemm_wgmma_128x128_bf16"),
             (GemmKernel::Wgmma128x128, Dtype::F16) => Some("gemm_wgmma_128x128_f16"),
             (GemmKernel::Wgmma64x128, Dtype::Bf16) => Some("gemm_wgmma_64x128_bf16"),
@@ -84,7 +90,9 @@ impl GemmKernel {
     /// The kernel file that holds it.
     pub fn file(self) -> KernelFile {
         match self {
-            GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
+            GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
+                KernelFile::GemmSm90
+            }
             _ => KernelFile::Gemm,
         }
     }
@@ -97,6 +105,7 @@ impl GemmKernel {
     /// Output tile `(rows, cols)` of one block.
     fn tile(self) -> (u32, u32) {
         match self {
+            GemmKernel::Wgmma128x256 => (128, 256),
             GemmKernel::Mma128x128 | GemmKernel::Wgmma128x128 => (128, 128),
             GemmKernel::Wgmma64x128 => (64, 128),
             GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
@@ -106,7 +115,9 @@ impl GemmKernel {
     /// Threads per block: 256, or one warpgroup (128) per 64 rows for `wgmma`.
     fn threads(self) -> u32 {
         match self {
-            GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => self.tile().0 * 2,
+            GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
+                self.tile().0 * 2
+            }
             _ => THREADS,
         }
     }
@@ -122,16 +133,17 @@ impl GemmKernel {
                 let pipeline = MMA_STAGES * (bm + bn) * MMA_LDS * 2;
                 pipeline.max(epilogue)
             }
-            GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
+            GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
         }
     }
 
-    /// What [`linear`] runs: `Simt` for f32; for bf16/f16, 128 × 128 tiles when they make at
-    /// least one block per multiprocessor, else the smaller tile; `wgmma` kernels if `wgmma`
-    /// (see [`CudaDevice::wgmma_gemm`]), else `mma.sync`.
+    /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile that still makes at
+    /// least one block per multiprocessor (`wgmma`: 128 × 256, 128 × 128, else 64 × 128;
+    /// `mma.sync`: 128 × 128, else 64 × 64); the `wgmma` kernels if `wgmma` (see
+    /// [`CudaDevice::wgmma_gemm`]), else `mma.sync`.
     pub fn choose(
         dtype: Dtype,
         m: usize,
@@ -142,13 +154,24 @@ impl GemmKernel {
         if dtype == Dtype::F32 {
             return GemmKernel::Simt;
         }
-        let fills = m.div_ceil(128) * n.div_ceil(128) >= multiprocessors as usize;
-        match (wgmma, fills) {
-            (false, true) => GemmKernel::Mma128x128,
-            (false, false) => GemmKernel::Mma64x64,
-            (true, true) => GemmKernel::Wgmma128x128,
-            (true, false) => GemmKernel::Wgmma64x128,
-        }
+        let fills = |(bm, bn): (u32, u32)| {
+            m.div_ceil(bm as usize) * n.div_ceil(bn as usize) >= multiprocessors as usize
+        };
+        let candidates: &[GemmKernel] = if wgmma {
+            &[GemmKernel::Wgmma128x256, GemmKernel::Wgmma128x128]
+        } else {
+            &[GemmKernel::Mma128x128]
+        };
+        let smallest = if wgmma {
+            GemmKernel::Wgmma64x128
+        } else {
+            GemmKernel::Mma64x64
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|kernel| fills(kernel.tile()))
+            .unwrap_or(smallest)
     }
 }
 
@@ -322,6 +345,7 @@ mod tests {
         assert_eq!(GemmKernel::Mma64x64.dynamic_smem(), 30_720);
         assert_eq!(GemmKernel::Simt.dynamic_smem(), 0);
         // gemm_sm90.cu: 4 stages of (BM + 128) rows × 128 bytes, + 1024 bytes of alignment.
+        assert_eq!(GemmKernel::Wgmma128x256.dynamic_smem(), 196_608 + 1024);
         assert_eq!(GemmKernel::Wgmma128x128.dynamic_smem(), 131_072 + 1024);
         assert_eq!(GemmKernel::Wgmma64x128.dynamic_smem(), 98_304 + 1024);
         assert_eq!(GemmKernel::Wgmma128x128.threads(), 256);
@@ -335,10 +359,15 @@ mod tests {
     #[test]
     fn choose_fills_the_gpu_with_the_largest_tile_that_can() {
         // H100: 132 multiprocessors. BERT-base at T = 2400: 19 × 6 = 114 tiles of 128 × 128
-        // for n = 768 (too few), 19 × 24 = 456 for n = 3072.
+        // for n = 768 (too few), 19 × 24 = 456 for n = 3072, and 19 × 12 = 228 of 128 × 256.
+        // For n = 1024: 19 × 4 = 76 tiles of 128 × 256 (too few), 19 × 8 = 152 of 128 × 128.
+        assert_eq!(
+            GemmKernel::choose(Dtype::Bf16, 2400, 1024, 132, true),
+            GemmKernel::Wgmma128x128
+        );
         for (wgmma, big, small) in [
             (false, GemmKernel::Mma128x128, GemmKernel::Mma64x64),
-            (true, GemmKernel::Wgmma128x128, GemmKernel::Wgmma64x128),
+            (true, GemmKernel::Wgmma128x256, GemmKernel::Wgmma64x128),
         ] {
             assert_eq!(
                 GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, wgmma),
@@ -359,7 +388,10 @@ mod tests {
                     (kernel == GemmKernel::Simt) == (dtype == Dtype::F32)
                 );
             }
-            let wgmma = matches!(kernel, GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128);
+            let wgmma = matches!(
+                kernel,
+                GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128
+            );
             assert_eq!(kernel.runs_on(Arch::SM80), !wgmma);
             assert!(kernel.runs_on(Arch::SM90));
         }

@@ -205,6 +205,7 @@ impl Case {
                     None => "auto",
                     Some(GemmKernel::Mma128x128) => "mma128x128",
                     Some(GemmKernel::Mma64x64) => "mma64x64",
+                    Some(GemmKernel::Wgmma128x256) => "wgmma128x256",
                     Some(GemmKernel::Wgmma128x128) => "wgmma128x128",
                     Some(GemmKernel::Wgmma64x128) => "wgmma64x128",
                     Some(GemmKernel::Simt) => "simt",
@@ -519,6 +520,7 @@ fn cases() -> Vec<Case> {
         for kernel in [
             GemmKernel::Mma128x128,
             GemmKernel::Mma64x64,
+            GemmKernel::Wgmma128x256,
             GemmKernel::Wgmma128x128,
             GemmKernel::Wgmma64x128,
         ] {
