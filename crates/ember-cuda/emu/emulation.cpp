@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#if !defined(__x86_64__)
 #include <ucontext.h>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,8 +55,81 @@ struct Copy {
     int src_bytes;
 };
 
-struct Fiber {
+// ---- fiber contexts ----
+//
+// context_start makes `context` run `entry` on `stack` at its first switch; context_switch saves
+// the running context in `from` and resumes `to`. On x86-64 a switch is a few instructions
+// (callee-saved registers, MXCSR and the x87 control word pushed on the stack, then the stack
+// pointer swapped): no system call, and nothing AddressSanitizer intercepts, unlike swapcontext
+// (sigprocmask) or longjmp (sigaltstack). Elsewhere ucontext does it.
+#if defined(__x86_64__)
+struct FiberContext {
+    void* sp;
+};
+
+extern "C" void ember_emu_context_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .p2align 4
+    .type ember_emu_context_switch, @function
+ember_emu_context_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size ember_emu_context_switch, .-ember_emu_context_switch
+)");
+
+// The frame ember_emu_context_switch pops, at the top of the stack: MXCSR and the x87 control
+// word (their defaults), six zeroed registers, then `entry` as the return address, placed so
+// that `entry` starts with the stack aligned as after a call.
+void context_start(FiberContext& context, char* stack, std::size_t bytes, void (*entry)()) {
+    auto* top = reinterpret_cast<std::uint64_t*>(stack + bytes);
+    std::uint64_t* sp = top - 2 - 7;
+    sp[0] = 0x1F80ull | 0x037Full << 32;
+    for (int i = 1; i <= 6; ++i) sp[i] = 0;
+    sp[7] = reinterpret_cast<std::uint64_t>(entry);
+    context.sp = sp;
+}
+
+__attribute__((noinline)) void context_switch(FiberContext& from, FiberContext& to) {
+    ember_emu_context_switch(&from.sp, to.sp);
+}
+#else
+struct FiberContext {
     ucontext_t context;
+};
+
+void context_start(FiberContext& context, char* stack, std::size_t bytes, void (*entry)()) {
+    getcontext(&context.context);
+    context.context.uc_stack.ss_sp = stack;
+    context.context.uc_stack.ss_size = bytes;
+    context.context.uc_link = nullptr;
+    makecontext(&context.context, entry, 0);
+}
+
+void context_switch(FiberContext& from, FiberContext& to) { swapcontext(&from.context, &to.context); }
+#endif
+
+struct Fiber {
+    FiberContext context;
     char* stack;
     State state;
     uint3 tid;
@@ -75,6 +150,12 @@ struct Fiber {
 #endif
 };
 
+// A block of __shared__ variables (find_static_shared).
+struct StaticShared {
+    unsigned char* base;
+    std::size_t bytes;
+};
+
 struct Launch {
     const Schedule* schedule;
     KernelBody body;
@@ -82,11 +163,12 @@ struct Launch {
     std::vector<Fiber> fibers;  // the block's threads, by linear thread index
     char* stacks;               // one mapping: (guard page + stack) per fiber
     std::size_t stacks_bytes;
-    ucontext_t scheduler;
+    FiberContext scheduler;
     Fiber* current;
     unsigned char* smem;  // the block's dynamic shared memory
     std::size_t smem_bytes;
     std::uint64_t rng;
+    StaticShared static_shared;  // this thread's __shared__ variables
     LaunchError error;
 #ifdef EMBER_EMU_ASAN
     const void* scheduler_stack;
@@ -102,28 +184,34 @@ std::vector<ExitCheck>& exit_checks() {
     return checks;
 }
 
-// The executable's TLS block: exactly the __shared__ variables (emulation.h makes them
-// thread_local, and nothing else in the executable is).
-struct StaticShared {
-    unsigned char* base;
-    std::size_t bytes;
-};
-
-StaticShared static_shared() {
-    static const StaticShared found = [] {
-        StaticShared s{nullptr, 0};
-        dl_iterate_phdr(
-            [](dl_phdr_info* info, std::size_t, void* out) {
-                for (int i = 0; i < info->dlpi_phnum; ++i)
-                    if (info->dlpi_phdr[i].p_type == PT_TLS)
-                        *static_cast<StaticShared*>(out) = {static_cast<unsigned char*>(info->dlpi_tls_data),
-                                                            info->dlpi_phdr[i].p_memsz};
-                return 1;  // the first object is the executable
-            },
-            &s);
-        return s;
-    }();
-    return found;
+// The calling thread's copy of the TLS block of the object that holds the emulator and the
+// kernels compiled with it (the executable of tests/emulation.rs, or the emulated driver's
+// libcuda.so): exactly the __shared__ variables (emulation.h makes them thread_local, and nothing
+// else in that object is, but for this function's anchor). Found at each launch: a shared
+// library's block differs per thread, and is only allocated at a thread's first access to it.
+StaticShared find_static_shared() {
+    [[maybe_unused]] static thread_local volatile unsigned char anchor;
+    anchor = 0;  // allocates this thread's block if it was not yet
+    struct Search {
+        std::uintptr_t code;
+        StaticShared found;
+    } search{reinterpret_cast<std::uintptr_t>(&find_static_shared), {nullptr, 0}};
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, std::size_t, void* out) {
+            Search& s = *static_cast<Search*>(out);
+            bool holds_code = false;
+            StaticShared tls{nullptr, 0};
+            for (int i = 0; i < info->dlpi_phnum; ++i) {
+                const ElfW(Phdr)& segment = info->dlpi_phdr[i];
+                const std::uintptr_t start = info->dlpi_addr + segment.p_vaddr;
+                if (segment.p_type == PT_LOAD && s.code - start < segment.p_memsz) holds_code = true;
+                if (segment.p_type == PT_TLS) tls = {static_cast<unsigned char*>(info->dlpi_tls_data), segment.p_memsz};
+            }
+            if (holds_code) s.found = tls;
+            return holds_code ? 1 : 0;
+        },
+        &search);
+    return search.found;
 }
 
 std::uint64_t splitmix(std::uint64_t& state) {
@@ -175,12 +263,13 @@ bool in_range(const void* p, std::size_t bytes, const unsigned char* base, std::
 }
 
 bool in_shared(const void* p, std::size_t bytes) {
-    const StaticShared s = static_shared();
+    const StaticShared& s = g_launch->static_shared;
     return in_range(p, bytes, g_launch->smem, g_launch->smem_bytes) || in_range(p, bytes, s.base, s.bytes);
 }
 
 // ---- fiber switching (with AddressSanitizer told which stack is live) ----
 
+// `exiting`: the fiber will never run again (it faulted), so ASan may drop its fake stack.
 void switch_to_scheduler(Fiber& f, bool exiting) {
     Launch& launch = *g_launch;
 #ifdef EMBER_EMU_ASAN
@@ -189,7 +278,7 @@ void switch_to_scheduler(Fiber& f, bool exiting) {
 #else
     (void)exiting;
 #endif
-    swapcontext(&f.context, &launch.scheduler);
+    context_switch(f.context, launch.scheduler);
 #ifdef EMBER_EMU_ASAN
     __sanitizer_finish_switch_fiber(f.fake_stack, nullptr, nullptr);
 #endif
@@ -201,7 +290,7 @@ void resume(Launch& launch, Fiber& f) {
 #ifdef EMBER_EMU_ASAN
     __sanitizer_start_switch_fiber(&launch.scheduler_fake_stack, f.stack, kStackBytes);
 #endif
-    swapcontext(&launch.scheduler, &f.context);
+    context_switch(launch.scheduler, f.context);
 #ifdef EMBER_EMU_ASAN
     __sanitizer_finish_switch_fiber(launch.scheduler_fake_stack, nullptr, nullptr);
 #endif
@@ -213,28 +302,31 @@ std::size_t pending_copies(const Fiber& f) {
     return n;
 }
 
-void fiber_main() {
+// A fiber's life: the kernel body once per block of the launch; resumed after its exit, it
+// runs as the same thread of the next block (so a fiber is started once per launch).
+[[noreturn]] void fiber_main() {
     Launch& launch = *g_launch;
 #ifdef EMBER_EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &launch.scheduler_stack, &launch.scheduler_stack_bytes);
 #endif
-    launch.body(launch.args);
-    Fiber& f = *launch.current;
-    const char* wrong = nullptr;
-    for (ExitCheck check : exit_checks())
-        if (!wrong) wrong = check();
-    if (const std::size_t n = pending_copies(f)) {
-        fail(launch, "thread (%u,%u,%u) exited with %zu cp.async copies never waited for", f.tid.x, f.tid.y,
-             f.tid.z, n);
-        f.state = State::Faulted;
-    } else if (wrong) {
-        fail(launch, "thread (%u,%u,%u) exited: %s", f.tid.x, f.tid.y, f.tid.z, wrong);
-        f.state = State::Faulted;
-    } else {
-        f.state = State::Exited;
+    for (;;) {
+        launch.body(launch.args);
+        Fiber& f = *launch.current;
+        const char* wrong = nullptr;
+        for (ExitCheck check : exit_checks())
+            if (!wrong) wrong = check();
+        if (const std::size_t n = pending_copies(f)) {
+            fail(launch, "thread (%u,%u,%u) exited with %zu cp.async copies never waited for", f.tid.x, f.tid.y,
+                 f.tid.z, n);
+            f.state = State::Faulted;
+        } else if (wrong) {
+            fail(launch, "thread (%u,%u,%u) exited: %s", f.tid.x, f.tid.y, f.tid.z, wrong);
+            f.state = State::Faulted;
+        } else {
+            f.state = State::Exited;
+        }
+        switch_to_scheduler(f, f.state == State::Faulted);
     }
-    switch_to_scheduler(f, true);
-    __builtin_unreachable();
 }
 
 // ---- the scheduler ----
@@ -451,7 +543,7 @@ void report_deadlock(Launch& launch) {
 
 void run_block(Launch& launch, dim3 block) {
     ++g_block_serial;
-    const StaticShared s = static_shared();
+    const StaticShared& s = launch.static_shared;
     if (s.bytes) std::memset(s.base, 0xFF, s.bytes);
     void* arena = nullptr;
     if (launch.smem_bytes && posix_memalign(&arena, 1024, launch.smem_bytes) != 0) {
@@ -467,14 +559,6 @@ void run_block(Launch& launch, dim3 block) {
         f.tid = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
         f.committed.clear();
         f.open.clear();
-#ifdef EMBER_EMU_ASAN
-        ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackBytes);
-#endif
-        getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack;
-        f.context.uc_stack.ss_size = kStackBytes;
-        f.context.uc_link = nullptr;
-        makecontext(&f.context, fiber_main, 0);
     }
 
     while (!launch.error.failed) {
@@ -652,6 +736,7 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
     launch.args = args;
     launch.smem_bytes = dynamic_smem;
     launch.rng = schedule.seed;
+    launch.static_shared = find_static_shared();
     launch.fibers.resize(threads);
     const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
     launch.stacks_bytes = threads * (page + kStackBytes);
@@ -665,7 +750,12 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
     for (std::size_t i = 0; i < threads; ++i) {
         char* guard = launch.stacks + i * (page + kStackBytes);
         mprotect(guard, page, PROT_NONE);  // a fiber that overflows its stack faults here
-        launch.fibers[i].stack = guard + page;
+        Fiber& f = launch.fibers[i];
+        f.stack = guard + page;
+#ifdef EMBER_EMU_ASAN
+        ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackBytes);  // the shadow of an earlier launch's frames
+#endif
+        context_start(f.context, f.stack, kStackBytes, fiber_main);
     }
 
     // Blocks in the schedule's order.

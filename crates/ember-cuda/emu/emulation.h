@@ -6,7 +6,7 @@
 //
 // Model (emulation.cpp implements it):
 // - A launch runs its blocks one after another on one OS thread. The threads of a block are
-//   fibers (ucontext), each on its own stack; a fiber runs until it reaches __syncthreads(), a
+//   fibers, each on its own stack; a fiber runs until it reaches __syncthreads(), a
 //   warp collective (shuffles, ldmatrix, mma) or its end, and only then does another run. Which
 //   ready fiber runs next is the schedule's choice (ascending or descending thread order, or
 //   seeded random), so that a missing barrier shows up as a wrong result under some schedule.

@@ -198,7 +198,9 @@ template <> struct Wgmma<f16, 256> {
 // Keeps the compiler from moving accesses of the accumulators across the asynchronous MMAs
 // (they are read and written behind its back between wgmma.mma_async and wgmma.wait_group).
 template <int COUNT> __device__ __forceinline__ void wgmma_fence_operands(float* d) {
-#ifndef EMBER_CPU_EMULATION
+#ifdef EMBER_CPU_EMULATION
+    (void)d;  // the emulated MMAs are calls the host compiler sees through
+#else
 #pragma unroll
     for (int i = 0; i < COUNT; ++i) asm volatile("" : "+f"(d[i])::"memory");
 #endif

@@ -14,6 +14,9 @@
 //! ```sh
 //! cargo test --release -p ember-cuda --test backend_ops -- --nocapture --test-threads 1
 //! ```
+//!
+//! On the emulated driver (`LD_LIBRARY_PATH=$(scripts/emulated-cuda.sh)`, kernels run on the CPU)
+//! the cases above [`EMULATED_MAX_MULTIPLY_ADDS`] say they skipped.
 
 use ember_cpu::attention::attention_varlen_reference;
 use ember_cpu::gemm::linear_reference;
@@ -48,6 +51,15 @@ impl SplitMix {
     fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
         (0..len).map(|_| self.uniform() * scale).collect()
     }
+}
+
+/// Multiply-adds above which a case is skipped on the emulated driver (tens of millions per
+/// second there): the large GEMM, attention and the f32 bit-identity shapes.
+const EMULATED_MAX_MULTIPLY_ADDS: usize = 20_000_000;
+
+/// Whether `device` is the emulated driver's (crates/ember-cuda/emu/driver), which names itself so.
+fn emulated(device: &CudaDevice) -> bool {
+    device.name().contains("emulated")
 }
 
 /// The device, or `None` after saying why `test` is skipped (a failure under
@@ -190,6 +202,33 @@ fn lens(seq_offsets: &[usize]) -> String {
 }
 
 impl Case {
+    /// The case's size, in multiply-adds (elements touched for the memory-bound ops).
+    fn multiply_adds(&self) -> usize {
+        match &self.op {
+            Op::Gemm { m, n, k, .. } => m * n * k,
+            Op::Attention {
+                seq_offsets,
+                heads,
+                head_dim,
+            } => {
+                let squares: usize = seq_offsets.windows(2).map(|w| (w[1] - w[0]).pow(2)).sum();
+                2 * squares * heads * head_dim
+            }
+            Op::LayerNorm { rows, hidden, .. } => rows * hidden,
+            Op::Embedding {
+                seq_offsets,
+                hidden,
+                ..
+            } => seq_offsets.last().copied().unwrap_or(0) * hidden,
+            Op::Pool {
+                seq_offsets,
+                hidden,
+                modes,
+            } => seq_offsets.last().copied().unwrap_or(0) * hidden * modes.len(),
+            Op::Normalize { rows, dim } => rows * dim,
+        }
+    }
+
     fn name(&self) -> String {
         let (op, shape) = match &self.op {
             Op::Gemm {
@@ -718,6 +757,10 @@ fn every_op_matches_the_cpu_reference() {
                 continue;
             }
         }
+        if emulated(&device) && case.multiply_adds() > EMULATED_MAX_MULTIPLY_ADDS {
+            println!("skip {name:60} (emulated device)");
+            continue;
+        }
         ran += 1;
         let mut rng = SplitMix(seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
         let start = std::time::Instant::now();
@@ -767,6 +810,10 @@ fn gemm_f32_is_bit_identical_to_the_cpu() {
         (37, 70, 300, Activation::Identity),
         (300, 768, 768, Activation::Relu),
     ] {
+        if emulated(&device) && m * n * k > EMULATED_MAX_MULTIPLY_ADDS {
+            println!("skip {m}x{n}x{k} (emulated device)");
+            continue;
+        }
         let x = rng.vec(m * k, 1.0);
         let w = rng.vec(n * k, 1.0 / (k as f32).sqrt());
         let b = rng.vec(n, 0.5);

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds the emulated CUDA driver (crates/ember-cuda/emu/driver/: the driver API cudarc calls,
+# over host memory and the kernel emulator, with every kernels/*.cu compiled for the CPU) into
+# target/emulated-cuda/libcuda.so, and prints that directory, so that the unchanged Rust CUDA
+# path runs on the CPU:
+#   LD_LIBRARY_PATH=$(scripts/emulated-cuda.sh) EMBER_REQUIRE_CUDA=1 \
+#     cargo test --release -p ember-cuda --test backend_ops
+# Rebuilds only when a source is newer than the library. CXX picks the compiler (default g++);
+# EMBER_EMU_CXXFLAGS adds flags (e.g. "-O1 -g").
+#   scripts/emulated-cuda.sh --test
+# then runs the CUDA tests on it (a few minutes on 2 cores; needs NVRTC, see
+# scripts/install-nvrtc.sh, and the model, see scripts/fetch-model.sh): backend_ops with the
+# mma.sync and the wgmma GEMM, cuda_e2e, and `ember embed --device cuda` in f32, bf16 and f16
+# against the CPU's f32 (cosine ≥ 0.99999 for f32, ≥ 0.999 for bf16 and f16).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+crate=$root/crates/ember-cuda
+out=$root/target/emulated-cuda
+library=$out/libcuda.so
+sources=("$crate"/emu/emulation.cpp "$crate"/emu/driver/*.cpp)
+mkdir -p "$out"
+if [ ! -e "$library" ] || [ -n "$(find "$crate/kernels" "$crate/emu" "$0" -newer "$library" -print -quit)" ]; then
+  # One g++ run (about a minute on 2 cores): the kernel files are the slow part.
+  # shellcheck disable=SC2086 # EMBER_EMU_CXXFLAGS is a list of flags
+  "${CXX:-g++}" -std=c++17 -O2 -fPIC -shared -fvisibility=hidden -fno-strict-aliasing \
+    -DEMBER_CPU_EMULATION -Wall -Wextra -Wno-unknown-pragmas -Wl,--no-undefined \
+    -I "$crate/kernels" -I "$crate/emu" ${EMBER_EMU_CXXFLAGS:-} "${sources[@]}" -o "$library.tmp" >&2
+  mv "$library.tmp" "$library"
+fi
+if [ "${1:-}" != --test ]; then
+  echo "$out"
+  exit 0
+fi
+
+cd "$root"
+export LD_LIBRARY_PATH="$out${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" EMBER_REQUIRE_CUDA=1
+EMBER_MINILM_DIR=${EMBER_MINILM_DIR:-$(scripts/fetch-model.sh)}
+export EMBER_MINILM_DIR
+cargo test --release -p ember-cuda --test backend_ops
+EMBER_CUDA_GEMM=wgmma cargo test --release -p ember-cuda --test backend_ops
+cargo test --release -p ember-reference-tests --test cuda_e2e
+cargo build --release -p ember-cli
+cosine() {  # of two JSON arrays of numbers
+  paste <(tr -d '[] ' <<<"$1" | tr ',' '\n') <(tr -d '[] ' <<<"$2" | tr ',' '\n') |
+    awk '{ d += $1 * $2; a += $1 * $1; b += $2 * $2 } END { printf "%.8f", d / sqrt(a * b) }'
+}
+text="hello world"
+cpu=$(target/release/ember embed --model "$EMBER_MINILM_DIR" "$text")
+for dtype in f32 bf16 f16; do
+  bound=0.999
+  [ "$dtype" = f32 ] && bound=0.99999
+  for gemm in mma wgmma; do
+    gpu=$(EMBER_CUDA_GEMM=$gemm target/release/ember embed --device cuda --dtype "$dtype" --model "$EMBER_MINILM_DIR" "$text")
+    c=$(cosine "$cpu" "$gpu")
+    echo "ember embed --device cuda --dtype $dtype (EMBER_CUDA_GEMM=$gemm) vs cpu f32: cosine $c (≥ $bound)"
+    awk -v c="$c" -v b="$bound" 'BEGIN { exit !(c >= b) }'
+  done
+done
