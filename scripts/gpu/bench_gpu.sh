@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# On the GPU machine (the device tool), from the repository root, after scripts/gpu/build.sh here:
+# On the GPU machine (the device tool), from the repository root, after scripts/gpu/build.sh here
+# (carry target/gpu-bin.tar.gz, which this unpacks):
 #   1. every kernel compiles with the machine's NVRTC (nvrtc_compile, EMBER_REQUIRE_NVRTC=1);
-#   2. every CUDA op matches the CPU reference (backend_ops, EMBER_REQUIRE_CUDA=1);
-#   3. Ember's GEMM vs cuBLAS (torch.matmul) on BERT-base shapes, bf16 (gemm_bench, torch_gemm.py);
-#   4. sentence-transformers fp16 end to end, if build.sh --with-model carried a model;
-#      4a. Ember on cuda end to end against sentence-transformers' embeddings (cuda_e2e);
-#      4b. `ember bench --device cuda --dtype f16` on the same corpus, with the mma.sync GEMMs
-#          (ember.json) and with Hopper's wgmma ones (EMBER_CUDA_GEMM=wgmma, ember_wgmma.json),
-#          then cuda_e2e again on the wgmma GEMMs;
-# then one table, gpu_bench.md. Writes run.log, ember_gemm.jsonl, torch_gemm.jsonl, st.json and
-# gpu_bench.md under $OUT (else /tmp/ember-gpu). Exit status: non-zero if a step failed.
+#   2. every CUDA op but the wgmma GEMMs matches the CPU reference (backend_ops,
+#      EMBER_REQUIRE_CUDA=1, EMBER_CUDA_CASES=-wgmma);
+#   3. Ember's mma.sync GEMMs vs cuBLAS (torch.matmul) on BERT-base shapes, bf16 (gemm_bench,
+#      torch_gemm.py);
+#   4. if build.sh --with-model carried a model: sentence-transformers fp16 end to end
+#      (st_bench.py), Ember on cuda against sentence-transformers' embeddings (cuda_e2e), and
+#      `ember bench --device cuda --dtype f16` on the same corpus (ember.json);
+#   5. on Hopper, the same for the wgmma GEMMs (kernels/gemm_sm90.cu): backend_ops' wgmma cases,
+#      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma
+#      (ember_wgmma.json); last, since a kernel that hangs takes its step's time limit;
+# then one table, gpu_bench.md. Every step runs under its own time limit, so that one that hangs
+# costs its limit and not the rest. Writes run.log, ember_gemm.jsonl, torch_gemm.jsonl, st.json,
+# ember.json, ember_wgmma.json and gpu_bench.md under $OUT (else /tmp/ember-gpu). Exit status:
+# non-zero if a step failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,8 +32,10 @@ if [ ! -x "$bin/gemm_bench" ]; then
   echo "bench_gpu: $bin/gemm_bench is missing: run scripts/gpu/build.sh on the build machine and carry target/gpu-bin.tar.gz" | tee -a "$log"
   exit 1
 fi
-device=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n 1)
+device=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 | head -n 1)
 echo "device: $device" | tee -a "$log"
+hopper=0
+case "$device" in *", 9.0"*) hopper=1 ;; esac
 
 # NVRTC: $EMBER_NVRTC_LIB, else the CUDA toolkit's, else the PyPI wheel PyTorch brought
 # (nvidia/cu13/lib or nvidia/cuda_nvrtc/lib in site-packages).
@@ -45,43 +53,61 @@ fi
 echo "NVRTC: ${EMBER_NVRTC_LIB:-not found in the usual places; trying the dynamic linker}" | tee -a "$log"
 
 status=0
+# step SECONDS COMMAND…: runs COMMAND under a time limit, its output into the log.
 step() {
-  echo "== $*" | tee -a "$log"
-  "$@" 2>&1 | tee -a "$log"
+  local limit=$1
+  shift
+  echo "== $* (limit ${limit} s)" | tee -a "$log"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
   local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 124 ] && echo "== TIMED OUT after ${limit} s" | tee -a "$log"
   [ "$rc" -eq 0 ] || { echo "== FAILED ($rc): $*" | tee -a "$log"; status=1; }
 }
-# The test binaries read kernels/ relative to the crate (every_cu_file_is_embedded).
-cd crates/ember-cuda
-step env EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
-step env EMBER_REQUIRE_CUDA=1 "$bin/backend_ops" --nocapture --test-threads 1
-cd ../..
-step "$bin/gemm_bench" --dtype bf16 --json "$out/ember_gemm.jsonl"
-step python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
-st_args=()
-if [ -d "$bin/minilm-fp16" ]; then
-  step python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --json "$out/st.json"
-  st_args=(--st "$out/st.json" --ember-e2e "$out/ember.json")
-  step env EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" EMBER_FIXTURES_DIR="$PWD/tests/fixtures" \
-    "$bin/cuda_e2e" --nocapture --test-threads 1
-  st_args+=(--ember-e2e-wgmma "$out/ember_wgmma.json")
-  for gemm in mma wgmma; do
-    json=$out/ember.json
-    [ "$gemm" = mma ] || json=$out/ember_$gemm.json
-    echo "== EMBER_CUDA_GEMM=$gemm $bin/ember bench --device cuda --dtype f16" | tee -a "$log"
-    if EMBER_CUDA_GEMM=$gemm "$bin/ember" bench --model "$bin/minilm-fp16" --device cuda --dtype f16 \
-        --input benches/corpus/wordnet-examples.txt --batch-size 128 --latency-texts 200 --json \
-        > "$json" 2> >(tee -a "$log" >&2); then
-      cat "$json" >> "$log"
-    else
-      echo "== FAILED: EMBER_CUDA_GEMM=$gemm ember bench --device cuda" | tee -a "$log"
-      status=1
-    fi
-  done
-  # The wgmma kernels end to end against sentence-transformers too.
-  step env EMBER_CUDA_GEMM=wgmma EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
+# ember_bench GEMM JSON: `ember bench --device cuda --dtype f16` on the corpus with
+# EMBER_CUDA_GEMM=GEMM, its JSON into JSON.
+ember_bench() {
+  local gemm=$1 json=$2
+  echo "== EMBER_CUDA_GEMM=$gemm $bin/ember bench --device cuda --dtype f16" | tee -a "$log"
+  if EMBER_CUDA_GEMM=$gemm timeout --kill-after=10 150 "$bin/ember" bench --model "$bin/minilm-fp16" \
+      --device cuda --dtype f16 --input benches/corpus/wordnet-examples.txt --batch-size 128 \
+      --latency-texts 200 --json > "$json" 2> >(tee -a "$log" >&2); then
+    cat "$json" >> "$log"
+  else
+    echo "== FAILED: EMBER_CUDA_GEMM=$gemm ember bench --device cuda" | tee -a "$log"
+    status=1
+  fi
+}
+e2e() {  # cuda_e2e with EMBER_CUDA_GEMM=$1
+  step 150 env EMBER_CUDA_GEMM="$1" EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
     EMBER_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/cuda_e2e" --nocapture --test-threads 1
+}
+model=0
+[ -d "$bin/minilm-fp16" ] && model=1
+
+# The test binaries read kernels/ relative to the crate (every_cu_file_is_embedded): env -C.
+crate=crates/ember-cuda
+step 180 env -C "$crate" EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
+step 180 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
+  --nocapture --test-threads 1
+step 150 "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl"
+step 150 python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
+st_args=()
+if [ "$model" = 1 ]; then
+  step 180 python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --json "$out/st.json"
+  st_args=(--st "$out/st.json" --ember-e2e "$out/ember.json")
+  e2e mma
+  ember_bench mma "$out/ember.json"
 fi
-step python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \
+if [ "$hopper" = 1 ]; then
+  step 120 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma "$bin/backend_ops" \
+    --nocapture --test-threads 1 every_op_matches_the_cpu_reference
+  step 150 "$bin/gemm_bench" --dtype bf16 --kernels Wgmma --json "$out/ember_gemm.jsonl"
+  if [ "$model" = 1 ]; then
+    st_args+=(--ember-e2e-wgmma "$out/ember_wgmma.json")
+    e2e wgmma
+    ember_bench wgmma "$out/ember_wgmma.json"
+  fi
+fi
+step 60 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \
   --torch "$out/torch_gemm.jsonl" "${st_args[@]}" --out "$out/gpu_bench.md"
 exit $status

@@ -48,11 +48,16 @@ def main():
     out += ["", "Goal (issue 5): chosen ÷ cuBLAS ≥ 0.80 for T ≥ 2400. The chosen kernels are mma.sync unless "
             "EMBER_CUDA_GEMM=wgmma; the Wgmma* rows are Hopper's wgmma kernels.", ""]
     out += ["## End to end (benches/corpus/wordnet-examples.txt)", ""]
-    st = lines(args.st)[0] if args.st and lines(args.st) else None
-    if st:
-        out += ["| engine | texts/s | batch | p50 ms (1 text) | p99 ms |", "|---|---:|---:|---:|---:|",
-                f"| sentence-transformers fp16 ({Path(st['model']).name}, torch {st['torch']}) | {st['texts_per_s']:.0f} | "
-                f"{st['batch_size']} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |"]
+    st = lines(args.st)[0] if args.st and Path(args.st).exists() and lines(args.st) else None
+    if not args.st and not args.ember_e2e:
+        out.append("Not run: no model folder was carried (scripts/gpu/build.sh --with-model).")
+    else:
+        out += ["| engine | texts/s | batch | p50 ms (1 text) | p99 ms |", "|---|---:|---:|---:|---:|"]
+        if st:
+            out.append(f"| sentence-transformers fp16 ({Path(st['model']).name}, torch {st['torch']}) | "
+                       f"{st['texts_per_s']:.0f} | {st['batch_size']} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |")
+        else:
+            out.append("| sentence-transformers fp16 | not measured (st_bench.py failed) | | | |")
         measured = []
         for label, path in [("", args.ember_e2e), (", EMBER_CUDA_GEMM=wgmma", args.ember_e2e_wgmma)]:
             e2e = lines(path)[0] if path and Path(path).exists() and lines(path) else None
@@ -62,13 +67,11 @@ def main():
                 measured.append((label, e2e))
             elif path:
                 out.append(f"| Ember CUDA{label} | not measured (ember bench --device cuda failed or was not run) | | | |")
-        if measured:
+        if measured and st:
             out.append("")
-        for label, e2e in measured:
-            out.append(f"Ember{label} ÷ sentence-transformers: throughput {e2e['sentences_per_s'] / st['texts_per_s']:.2f}× "
-                       f"(goal ≥ 2), batch-1 p50 {e2e['latency_ms_p50'] / st['p50_ms']:.2f} (goal ≤ 0.5).")
-    else:
-        out.append("sentence-transformers not run (no model folder carried: scripts/gpu/build.sh --with-model).")
+            for label, e2e in measured:
+                out.append(f"Ember{label} ÷ sentence-transformers: throughput {e2e['sentences_per_s'] / st['texts_per_s']:.2f}× "
+                           f"(goal ≥ 2), batch-1 p50 {e2e['latency_ms_p50'] / st['p50_ms']:.2f} (goal ≤ 0.5).")
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:

@@ -9,9 +9,13 @@
 //!
 //! ```sh
 //! cargo run --release -p ember-cuda --example gemm_bench -- [--dtype bf16|f16] [--json FILE]
+//!     [--kernels Mma,Simt]
 //! ```
-//! Prints one line per case; `--json` also writes them as JSON lines for
-//! `scripts/gpu/bench_gpu.sh`. Without a GPU it says so and exits with status 2.
+//! Prints one line per case; `--json` also appends them to FILE as JSON lines for
+//! `scripts/gpu/bench_gpu.sh`. `--kernels` times only the kernels whose names start with one of
+//! the prefixes (bench_gpu.sh times the `mma.sync` and the `wgmma` kernels in separate runs, so
+//! that a hang in one cannot lose the other's figures). Without a GPU it says so and exits with
+//! status 2.
 
 use std::io::Write;
 
@@ -26,12 +30,15 @@ const ITERATIONS: usize = 100;
 struct Args {
     dtype: Dtype,
     json: Option<std::path::PathBuf>,
+    /// `--kernels Mma,Simt`: only the kernels whose names start with one of these.
+    kernels: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         dtype: Dtype::Bf16,
         json: None,
+        kernels: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -45,6 +52,14 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--json" => args.json = Some(it.next().ok_or("--json FILE")?.into()),
+            "--kernels" => {
+                args.kernels = it
+                    .next()
+                    .ok_or("--kernels NAME,… (prefixes of GemmKernel names)")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -104,11 +119,16 @@ fn measure<E: Element>(
 
 fn bench<E: Element>(
     device: &CudaDevice,
+    prefixes: &[String],
     json: &mut Option<std::fs::File>,
 ) -> Result<(), CudaError> {
     let kernels: Vec<GemmKernel> = GemmKernel::ALL
         .into_iter()
         .filter(|kernel| kernel.entry_point(E::DTYPE).is_some() && kernel.runs_on(device.arch()))
+        .filter(|kernel| {
+            let name = format!("{kernel:?}");
+            prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        })
         .collect();
     println!(
         "{} ({}, {} SMs), {} , median of {ITERATIONS} after {WARM_UP} warm-up, {SETS} input sets",
@@ -208,18 +228,27 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut json = match args.json.as_ref().map(std::fs::File::create).transpose() {
+    let append = |path: &std::path::PathBuf| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
+    let mut json = match args.json.as_ref().map(append).transpose() {
         Ok(file) => file,
         Err(err) => {
             eprintln!("gemm_bench: cannot create the --json file: {err}");
             std::process::exit(1);
         }
     };
-    let result = device.warm_up().and_then(|()| match args.dtype {
-        Dtype::Bf16 => bench::<half::bf16>(&device, &mut json),
-        Dtype::F16 => bench::<half::f16>(&device, &mut json),
-        Dtype::F32 => bench::<f32>(&device, &mut json),
-    });
+    // No warm_up(): it would load every kernel file, and a file that fails to load would stop
+    // the kernels of the others from being timed. Each kernel's first launch (and its file's
+    // NVRTC compilation) falls in its own warm-up launches instead.
+    let result = match args.dtype {
+        Dtype::Bf16 => bench::<half::bf16>(&device, &args.kernels, &mut json),
+        Dtype::F16 => bench::<half::f16>(&device, &args.kernels, &mut json),
+        Dtype::F32 => bench::<f32>(&device, &args.kernels, &mut json),
+    };
     if let Err(err) = result {
         eprintln!("gemm_bench: {err}");
         std::process::exit(1);

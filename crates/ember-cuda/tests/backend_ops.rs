@@ -727,12 +727,55 @@ fn open_without_a_driver_is_a_clear_error() {
     }
 }
 
+/// `EMBER_CUDA_CASES`: comma-separated substrings of case names; a case runs if it contains one
+/// of the plain ones (or there are none) and none of those written `-substring`
+/// (`EMBER_CUDA_CASES=-wgmma`: every case but the wgmma kernels').
+struct CaseFilter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl CaseFilter {
+    fn from_env() -> CaseFilter {
+        Self::parse(&std::env::var("EMBER_CUDA_CASES").unwrap_or_default())
+    }
+
+    fn parse(text: &str) -> CaseFilter {
+        let (exclude, include): (Vec<&str>, Vec<&str>) = text
+            .split(',')
+            .filter(|part| !part.is_empty())
+            .partition(|part| part.starts_with('-'));
+        CaseFilter {
+            include: include.into_iter().map(str::to_owned).collect(),
+            exclude: exclude.iter().map(|part| part[1..].to_owned()).collect(),
+        }
+    }
+
+    fn admits(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|s| name.contains(s.as_str())))
+            && !self.exclude.iter().any(|s| name.contains(s.as_str()))
+    }
+}
+
+#[test]
+fn case_filter_includes_and_excludes() {
+    let all = CaseFilter::parse("");
+    assert!(all.admits("gemm-wgmma128x128/1x8x8/bf16"));
+    let no_wgmma = CaseFilter::parse("-wgmma");
+    assert!(!no_wgmma.admits("gemm-wgmma128x128/1x8x8/bf16"));
+    assert!(no_wgmma.admits("gemm-mma128x128/1x8x8/bf16"));
+    let some = CaseFilter::parse("attention,gemm-simt,-/f16");
+    assert!(some.admits("attention/L[3]x2x32/bf16"));
+    assert!(!some.admits("attention/L[3]x2x32/f16"));
+    assert!(!some.admits("layernorm/4x52/f32"));
+}
+
 #[test]
 fn every_op_matches_the_cpu_reference() {
     let Some(device) = device_or_skip("every_op_matches_the_cpu_reference") else {
         return;
     };
-    let filter = std::env::var("EMBER_CUDA_CASES").unwrap_or_default();
+    let filter = CaseFilter::from_env();
     let seed: u64 = std::env::var("EMBER_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -741,7 +784,7 @@ fn every_op_matches_the_cpu_reference() {
     let mut ran = 0;
     for (index, case) in cases().iter().enumerate() {
         let name = case.name();
-        if !name.contains(&filter) {
+        if !filter.admits(&name) {
             continue;
         }
         if let Op::Gemm {
