@@ -35,9 +35,10 @@ dim3 blockDim, gridDim;
 namespace emu {
 
 const Schedule kSchedules[3] = {
-    {"fwd", Schedule::Order::Ascending, false, 0},
-    {"rev", Schedule::Order::Descending, false, 0},
-    {"shuffle+eager", Schedule::Order::Random, true, 0x5eed},
+    {"fwd", Schedule::Order::Ascending, false, 0, 0},
+    {"rev", Schedule::Order::Descending, false, 0, 0},
+    // Dynamic shared memory 400 bytes past the window's 1024-byte boundary: 16-byte aligned only.
+    {"shuffle+eager", Schedule::Order::Random, true, 0x5eed, 400},
 };
 
 namespace {
@@ -165,7 +166,8 @@ struct Launch {
     std::size_t stacks_bytes;
     FiberContext scheduler;
     Fiber* current;
-    unsigned char* smem;  // the block's dynamic shared memory
+    unsigned char* window;  // the block's shared window: 1024-byte aligned, smem_shift bytes
+    unsigned char* smem;    // before the block's dynamic shared memory
     std::size_t smem_bytes;
     std::uint64_t rng;
     StaticShared static_shared;  // this thread's __shared__ variables
@@ -546,12 +548,14 @@ void run_block(Launch& launch, dim3 block) {
     const StaticShared& s = launch.static_shared;
     if (s.bytes) std::memset(s.base, 0xFF, s.bytes);
     void* arena = nullptr;
-    if (launch.smem_bytes && posix_memalign(&arena, 1024, launch.smem_bytes) != 0) {
+    const std::size_t shift = launch.schedule->smem_shift;
+    if (launch.smem_bytes && posix_memalign(&arena, 1024, shift + launch.smem_bytes) != 0) {
         fail(launch, "cannot allocate %zu bytes of dynamic shared memory", launch.smem_bytes);
         return;
     }
-    if (arena) std::memset(arena, 0xFF, launch.smem_bytes);
-    launch.smem = static_cast<unsigned char*>(arena);
+    if (arena) std::memset(arena, 0xFF, shift + launch.smem_bytes);
+    launch.window = static_cast<unsigned char*>(arena);
+    launch.smem = arena ? launch.window + shift : nullptr;
 
     for (unsigned i = 0; i < launch.fibers.size(); ++i) {
         Fiber& f = launch.fibers[i];
@@ -575,7 +579,7 @@ void run_block(Launch& launch, dim3 block) {
         if (!launch.error.failed) settle_barrier(launch);
     }
     free(arena);
-    launch.smem = nullptr;
+    launch.smem = launch.window = nullptr;
 }
 
 void perform(const Copy& c) {
@@ -622,6 +626,11 @@ void* dynamic_smem_base() {
     return g_launch->smem;
 }
 
+void* shared_window_base() {
+    current_fiber("shared_window_base");
+    return g_launch->window;
+}
+
 std::uint64_t block_serial() { return g_block_serial; }
 
 void add_exit_check(ExitCheck check) { exit_checks().push_back(check); }
@@ -638,7 +647,7 @@ unsigned smem_offset(const void* p) {
     Launch& launch = *g_launch;
     current_fiber("smem_u32");
     if (!in_range(p, 0, launch.smem, launch.smem_bytes)) fault("smem_u32 of an address outside the dynamic shared memory");
-    return static_cast<unsigned>(static_cast<const unsigned char*>(p) - launch.smem);
+    return static_cast<unsigned>(static_cast<const unsigned char*>(p) - launch.window);
 }
 
 void cp_async_enqueue(void* smem, const void* gmem, int src_bytes, Site site) {

@@ -103,6 +103,9 @@ void warp_collective(CollectiveOp op, unsigned mask, const void* in, const void*
 
 // The current block's dynamic shared memory (null when the launch asked for none).
 void* dynamic_smem_base();
+// The start of the current block's shared window: the 1024-byte boundary smem_u32's offsets
+// count from (Schedule::smem_shift bytes before dynamic_smem_base()).
+void* shared_window_base();
 // A number unique to the running block (across launches): for per-thread state kept outside
 // the emulator, such as wgmma.h's, to tell a new block from the last one.
 std::uint64_t block_serial();
@@ -168,8 +171,9 @@ __forceinline__ unsigned ptx_cvt_f16x2(float lo, float hi) {
     return static_cast<unsigned>(::emu::f32_to_f16(lo)) | static_cast<unsigned>(::emu::f32_to_f16(hi)) << 16;
 }
 
-// cvta.to.shared: here the offset from the dynamic shared memory's base (what a shared-memory
-// descriptor or ldmatrix address encodes when the kernel has no static shared memory).
+// cvta.to.shared: here the offset from the shared window's base (shared_window_base(): what a
+// shared-memory descriptor or ldmatrix address encodes when the kernel has no static shared
+// memory).
 __forceinline__ unsigned smem_u32(const void* p) { return ::emu::smem_offset(p); }
 
 // cp.async.cg.shared.global 16 bytes: `smem` and `gmem` 16-byte aligned, the first `src_bytes`
@@ -225,6 +229,11 @@ struct Schedule {
     Order order;
     bool eager_cp_async;  // copies land at issue rather than at the wait that retires them
     std::uint64_t seed;
+    // Where the dynamic shared memory starts in the block's shared window: this many bytes past
+    // a 1024-byte boundary (smem_u32 counts from the boundary). A kernel that needs its tiles
+    // 1024-byte aligned (gemm_sm90.cu) must align them itself, as on a GPU, where the start
+    // is not promised.
+    std::size_t smem_shift;
 };
 
 // The schedules every case runs under.

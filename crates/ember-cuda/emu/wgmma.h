@@ -14,8 +14,9 @@
 //   16 products in double, added to d and rounded once to f32.
 // - A descriptor is decoded as the hardware does for the 128-byte swizzle: element (row r, k)
 //   of the operand is at byte  start + (r / 8)·SBO + (r % 8)·128 + 2k  of the shared window,
-//   then bits [4, 7) of that address are XORed with bits [7, 10). The window is the dynamic
-//   shared memory (smem_u32's offsets); its base is 1024-byte aligned, as the swizzle needs.
+//   then bits [4, 7) of that address are XORed with bits [7, 10). Addresses are offsets in the
+//   block's shared window (emu::shared_window_base(), as smem_u32 gives them), whose base is
+//   1024-byte aligned; the dynamic shared memory may start past it (Schedule::smem_shift).
 //   A layout other than 128-byte swizzle, or a base offset that does not match the start
 //   address, fails the launch.
 // Limits: wgmma.fence and fence.proxy.async order nothing here (every write is visible at once);
@@ -91,7 +92,7 @@ inline float element(std::uint64_t desc, Type type, int row, int k) {
     const unsigned address = start + (row / 8) * sbo + (row % 8) * 128 + 2 * k;
     const unsigned swizzled = address ^ (((address >> 7) & 7) << 4);
     unsigned short bits;
-    std::memcpy(&bits, static_cast<const unsigned char*>(::emu::dynamic_smem_base()) + swizzled, sizeof bits);
+    std::memcpy(&bits, static_cast<const unsigned char*>(::emu::shared_window_base()) + swizzled, sizeof bits);
     return type == Type::Bf16 ? to_f32(bf16{bits}) : to_f32(f16{bits});
 }
 
