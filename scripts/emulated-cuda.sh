@@ -23,7 +23,7 @@ if [ ! -e "$library" ] || [ -n "$(find "$crate/kernels" "$crate/emu" "$0" -newer
   # One g++ run (about a minute on 2 cores): the kernel files are the slow part.
   # shellcheck disable=SC2086 # EMBER_EMU_CXXFLAGS is a list of flags
   "${CXX:-g++}" -std=c++17 -O2 -fPIC -shared -fvisibility=hidden -fno-strict-aliasing \
-    -DEMBER_CPU_EMULATION -Wall -Wextra -Wno-unknown-pragmas -Wl,--no-undefined \
+    -DEMBER_CPU_EMULATION -Wall -Wextra -Wno-unknown-pragmas -Wno-psabi -Wl,--no-undefined \
     -I "$crate/kernels" -I "$crate/emu" ${EMBER_EMU_CXXFLAGS:-} "${sources[@]}" -o "$library.tmp" >&2
   mv "$library.tmp" "$library"
 fi

@@ -48,7 +48,8 @@ constexpr unsigned kMaxThreads = 1024;
 constexpr std::size_t kMaxDynamicSmem = 227 * 1024;  // sm_90's per-block opt-in maximum
 constexpr unsigned kWarp = 32;
 
-enum class State : unsigned char { Ready, AtBarrier, AtCollective, Exited, Faulted };
+// Yielded: back from a spin-wait (yield), runnable once no fiber is Ready.
+enum class State : unsigned char { Ready, Yielded, AtBarrier, AtCollective, Exited, Faulted };
 
 struct Copy {
     void* dst;
@@ -134,7 +135,8 @@ struct Fiber {
     char* stack;
     State state;
     uint3 tid;
-    Site site;  // of the barrier or collective it waits at
+    Site site;  // of the barrier, collective or spin-wait it waits at
+    char waiting_for[128];  // a yielded fiber's yield() description
     // The posted collective (warp_collective's arguments).
     CollectiveOp op;
     unsigned mask;
@@ -171,6 +173,12 @@ struct Launch {
     std::size_t smem_bytes;
     std::uint64_t rng;
     StaticShared static_shared;  // this thread's __shared__ variables
+    // Deadlock detection for yielded fibers: `progress` counts note_progress() calls and fibers
+    // that came back from a run other than yielded; `round_progress` is its value when the last
+    // round of yielded fibers began (`in_round`: one has).
+    std::uint64_t progress;
+    std::uint64_t round_progress;
+    bool in_round;
     LaunchError error;
 #ifdef EMBER_EMU_ASAN
     const void* scheduler_stack;
@@ -520,19 +528,23 @@ void settle_barrier(Launch& launch) {
 
 // Every thread is blocked and nothing can release them: say where they wait.
 void report_deadlock(Launch& launch) {
-    char text[384] = {};
+    char text[448] = {};
     std::size_t used = 0;
     const std::vector<Fiber>& fibers = launch.fibers;
     for (std::size_t i = 0; i < fibers.size();) {
         std::size_t j = i;
         auto same = [&](const Fiber& a, const Fiber& b) {
-            return a.state == b.state && (a.state == State::Exited || (a.op == b.op && a.site.line == b.site.line &&
-                                                                       a.site.file == b.site.file));
+            if (a.state != b.state) return false;
+            if (a.state == State::Exited) return true;
+            if (a.site.line != b.site.line || a.site.file != b.site.file) return false;
+            if (a.state == State::Yielded) return strcmp(a.waiting_for, b.waiting_for) == 0;
+            return a.state == State::AtBarrier || a.op == b.op;
         };
         while (j + 1 < fibers.size() && same(fibers[j + 1], fibers[i])) ++j;
         const Fiber& f = fibers[i];
         const char* what = f.state == State::Exited      ? "exited"
                            : f.state == State::AtBarrier ? "__syncthreads"
+                           : f.state == State::Yielded   ? f.waiting_for
                                                          : op_name(f.op);
         if (used < sizeof text)
             used += snprintf(text + used, sizeof text - used, "%sthreads %zu-%zu %s", i ? "; " : "", i, j, what);
@@ -564,16 +576,30 @@ void run_block(Launch& launch, dim3 block) {
         f.committed.clear();
         f.open.clear();
     }
+    launch.progress = launch.round_progress = 0;
+    launch.in_round = false;
 
     while (!launch.error.failed) {
         Fiber* f = pick(launch);
         if (!f) {
+            // Nothing is ready: the yielded fibers run again, as a round, unless the last round
+            // got nowhere.
+            bool yielded = false;
+            for (const Fiber& g : launch.fibers) yielded |= g.state == State::Yielded;
+            if (yielded && !(launch.in_round && launch.progress == launch.round_progress)) {
+                for (Fiber& g : launch.fibers)
+                    if (g.state == State::Yielded) g.state = State::Ready;
+                launch.in_round = true;
+                launch.round_progress = launch.progress;
+                continue;
+            }
             const bool done = std::all_of(launch.fibers.begin(), launch.fibers.end(),
                                           [](const Fiber& g) { return g.state == State::Exited; });
             if (!done) report_deadlock(launch);
             break;
         }
         resume(launch, *f);
+        if (f->state != State::Yielded) ++launch.progress;
         if (f->state == State::AtCollective || f->state == State::Exited)
             settle_warp(launch, linear_index(*f) / kWarp);
         if (!launch.error.failed) settle_barrier(launch);
@@ -632,6 +658,27 @@ void* shared_window_base() {
 }
 
 std::uint64_t block_serial() { return g_block_serial; }
+
+SharedSpace shared_space(const void* p, std::size_t bytes) {
+    current_fiber("shared_space");
+    const StaticShared& s = g_launch->static_shared;
+    if (in_range(p, bytes, g_launch->smem, g_launch->smem_bytes)) return SharedSpace::Dynamic;
+    if (in_range(p, bytes, s.base, s.bytes)) return SharedSpace::Static;
+    return SharedSpace::None;
+}
+
+void yield(Site site, const char* waiting_for) {
+    Fiber& f = current_fiber("yield");
+    f.state = State::Yielded;
+    f.site = site;
+    snprintf(f.waiting_for, sizeof f.waiting_for, "%s", waiting_for);
+    switch_to_scheduler(f, false);
+}
+
+void note_progress() {
+    current_fiber("note_progress");
+    ++g_launch->progress;
+}
 
 void add_exit_check(ExitCheck check) { exit_checks().push_back(check); }
 

@@ -23,6 +23,11 @@
 //   thread wrote is a NaN (f32: 0xFFFFFFFF, bf16/f16: 0xFFFF).
 // - cp.async copies are queued per thread and land when cp_async_wait retires their group (or,
 //   under an eager schedule, at once): a read before the wait sees the old contents.
+// - A spin-wait on asynchronous state (tma.h's mbarrier try_wait) yields its fiber (emu::yield):
+//   it runs again only after every other ready fiber has had its turn. When no fiber is ready,
+//   the yielded ones all run once more (a round); a round in which none of them got anywhere and
+//   no waited-on state changed (emu::note_progress) is a deadlock, reported with what each
+//   thread waits for.
 //
 // Limits: no memory model beyond "a write is visible as soon as it is made" (no caches, no
 // reordering, no fences); static __shared__ arrays have no redzones (out-of-bounds accesses
@@ -45,6 +50,9 @@
 #define __forceinline__ inline __attribute__((always_inline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
+// A by-value kernel parameter the kernel may take the address of (a CUtensorMap): here every
+// parameter is an ordinary argument on the thread's stack.
+#define __grid_constant__
 // One block runs at a time, so a function-local static is the block's copy; thread_local puts
 // every __shared__ variable in the executable's TLS block, which the emulator poisons per block.
 #define __shared__ static thread_local
@@ -116,6 +124,18 @@ using ExitCheck = const char* (*)();
 void add_exit_check(ExitCheck check);
 // Fails the launch (from kernel code) with `message`; does not return.
 [[noreturn]] void fault(const char* message);
+
+// Where `bytes` bytes at `p` lie: in the block's dynamic shared memory, in its static __shared__
+// variables, or neither.
+enum class SharedSpace : unsigned char { None, Dynamic, Static };
+SharedSpace shared_space(const void* p, std::size_t bytes);
+
+// Yields the calling fiber from a spin-wait (see the model above); `waiting_for` (copied, up to
+// 127 characters) says on what, for the deadlock report, and `site` where.
+void yield(Site site, const char* waiting_for);
+// Records a change of the state that yielded fibers wait on (an mbarrier arrival, a completed
+// transaction): a round of yields with one is not a deadlock.
+void note_progress();
 
 // cp.async for the calling thread (see cp_async_16 below).
 void cp_async_enqueue(void* smem, const void* gmem, int src_bytes, Site site);

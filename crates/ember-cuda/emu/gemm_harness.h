@@ -4,6 +4,7 @@
 // shared memory).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,11 +31,18 @@ struct GemmShape {
     bool residual;
 };
 
-template <typename T> void add_gemm_case(Cases& cases, GemmKernel<T> kernel, GemmShape s) {
+// Launches `kernel` on encoded X, W (and b, R, Y) for `s` under a schedule.
+template <typename T>
+using GemmLauncher = std::function<emu::LaunchError(const emu::Schedule&, const GemmKernel<T>&, const std::vector<T>& x,
+                                                    const std::vector<T>& w, const float* b, const T* r, T* y)>;
+
+// A case of `kernel` on `s`: inputs, the double-precision reference, and `launch` to run it.
+template <typename T>
+void add_gemm_case_with(Cases& cases, GemmKernel<T> kernel, GemmShape s, GemmLauncher<T> launch) {
     const std::string name = std::string(kernel.name) + "/" + std::to_string(s.m) + "x" + std::to_string(s.n) + "x" +
                              std::to_string(s.k) + (s.bias ? "+b" : "") + act_suffix(s.act) +
                              (s.residual ? "+r" : "") + "/" + dtype_name<T>();
-    cases.push_back({name, bound<T>(), [kernel, s, seed = cases.size()] {
+    cases.push_back({name, bound<T>(), [kernel, s, launch, seed = cases.size()] {
                          Rng rng{seed};
                          const std::size_t m = s.m, n = s.n, k = s.k;
                          // Weights scaled by 1/√k, as in a trained layer: outputs stay O(1).
@@ -53,20 +61,27 @@ template <typename T> void add_gemm_case(Cases& cases, GemmKernel<T> kernel, Gem
                                  if (s.residual) acc += r[i * n + j];
                                  instance.want[i * n + j] = acc;
                              }
-                         instance.run = [kernel, s, x = encode<T>(x), w = encode<T>(w), b,
+                         instance.run = [kernel, s, launch, x = encode<T>(x), w = encode<T>(w), b,
                                          r = encode<T>(r)](const emu::Schedule& schedule, std::vector<float>& got) {
                              auto y = poisoned<T>(std::size_t(s.m) * s.n);
-                             const dim3 grid((s.n + kernel.bn - 1) / kernel.bn, (s.m + kernel.bm - 1) / kernel.bm);
-                             const auto error = emu::launch(schedule, grid, dim3(kernel.threads), kernel.dynamic_smem,
-                                                            kernel.entry, x.data(), w.data(),
-                                                            s.bias ? b.data() : nullptr,
-                                                            s.residual ? r.data() : nullptr, y.data(), s.m, s.n, s.k,
-                                                            s.act);
+                             const auto error = launch(schedule, kernel, x, w, s.bias ? b.data() : nullptr,
+                                                       s.residual ? r.data() : nullptr, y.data());
                              got = decode(y);
                              return error;
                          };
                          return instance;
                      }});
+}
+
+// A case of a kernel with the pointer signature (GemmEntry), launched on a grid of ⌈n/BN⌉ × ⌈m/BM⌉.
+template <typename T> void add_gemm_case(Cases& cases, GemmKernel<T> kernel, GemmShape s) {
+    add_gemm_case_with<T>(cases, kernel, s,
+                          [s](const emu::Schedule& schedule, const GemmKernel<T>& kernel, const std::vector<T>& x,
+                              const std::vector<T>& w, const float* b, const T* r, T* y) {
+                              const dim3 grid((s.n + kernel.bn - 1) / kernel.bn, (s.m + kernel.bm - 1) / kernel.bm);
+                              return emu::launch(schedule, grid, dim3(kernel.threads), kernel.dynamic_smem,
+                                                 kernel.entry, x.data(), w.data(), b, r, y, s.m, s.n, s.k, s.act);
+                          });
 }
 
 }  // namespace harness

@@ -1,6 +1,7 @@
 // gemm_sm90.cu under emulation (wgmma.h): Y = act(X·Wᵀ + b) + R on the wgmma kernels, launched
 // as src/gemm.rs launches them.
 #include "gemm_harness.h"
+#include "tensor_map.h"
 
 #include "gemm_sm90.cu"
 
@@ -11,6 +12,44 @@ namespace {
 // f32 tile) plus the 1024 bytes the kernel may skip to align its tiles.
 constexpr std::size_t wgmma_smem(std::size_t bm, std::size_t bn) {
     return WG_STAGES * (bm + bn) * WG_ROW_BYTES + 1024;
+}
+
+// GemmKernel::dynamic_smem of the TMA kernel: the stages, a full and an empty mbarrier per
+// stage, and the alignment slack.
+constexpr std::size_t tma_smem(std::size_t bm, std::size_t bn) {
+    return WS_STAGES * (bm + bn) * WG_ROW_BYTES + WS_STAGES * 2 * 8 + 1024;
+}
+
+template <typename T>
+using TmaEntry = void (*)(TensorMap, TensorMap, const float*, const T*, T*, int, int, int, int);
+
+// The TMA kernel's case: gemm_harness.h's reference and inputs, X and W passed as tensor maps
+// encoded as src/gemm.rs's TensorMap::tile_rows encodes them (dims {k, rows}, boxes {64, BM or
+// BN}, 128-byte swizzle).
+template <typename T>
+void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int bn, GemmShape s) {
+    const GemmKernel<T> reference_only{name, nullptr, unsigned(bm), unsigned(bn), unsigned((bm / 64 + 1) * 128),
+                                       tma_smem(bm, bn)};
+    add_gemm_case_with<T>(cases, reference_only, s,
+                       [entry, bm, bn, s](const emu::Schedule& schedule, const GemmKernel<T>& kernel,
+                                          const std::vector<T>& x, const std::vector<T>& w, const float* b,
+                                          const T* r, T* y) {
+                           const unsigned type = std::is_same<T, bf16>::value ? emu::kTensorMapBfloat16
+                                                                              : emu::kTensorMapFloat16;
+                           TensorMap x_map, w_map;
+                           const std::size_t row = std::size_t(s.k) * 2;
+                           const char* why = emu::encode_tensor_map_2d(&x_map, x.data(), s.k, s.m, row, 64, bm, type);
+                           if (!why) why = emu::encode_tensor_map_2d(&w_map, w.data(), s.k, s.n, row, 64, bn, type);
+                           if (why) {
+                               emu::LaunchError error;
+                               error.failed = true;
+                               snprintf(error.message, sizeof error.message, "encode_tensor_map_2d: %s", why);
+                               return error;
+                           }
+                           const dim3 grid((s.n + bn - 1) / bn, (s.m + bm - 1) / bm);
+                           return emu::launch(schedule, grid, dim3(kernel.threads), kernel.dynamic_smem, entry, x_map,
+                                              w_map, b, r, y, s.m, s.n, s.k, s.act);
+                       });
 }
 
 }  // namespace
@@ -40,6 +79,10 @@ void add_gemm_sm90_cases(Cases& cases) {
         for (const auto& s : shapes) add_gemm_case(cases, kernel, s);
     for (const auto& kernel : f16_kernels)
         for (const auto& s : shapes) add_gemm_case(cases, kernel, s);
+    for (const auto& s : shapes) {
+        add_tma_case<bf16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_bf16, 128, 256, s);
+        add_tma_case<f16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_f16, 128, 256, s);
+    }
 }
 
 }  // namespace harness

@@ -129,6 +129,9 @@ struct Case {
     std::string name;  // op/shape/dtype
     double bound;      // NMSE
     std::function<Instance()> make;
+    // An expected failure: the launch must fail with a message containing this (the emulator's
+    // own checks, tested by tma_cases.cpp); null for an ordinary case.
+    const char* expect_failure = nullptr;
 };
 
 using Cases = std::vector<Case>;
@@ -140,5 +143,7 @@ void add_gemm_sm90_cases(Cases& cases);
 void add_layernorm_cases(Cases& cases);
 void add_attention_cases(Cases& cases);
 void add_pooling_cases(Cases& cases);
+// Not a kernel file: the emulator's mbarriers and TMA (tma.h), on kernels of its own.
+void add_tma_cases(Cases& cases);
 
 }  // namespace harness

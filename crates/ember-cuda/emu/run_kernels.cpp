@@ -3,8 +3,9 @@
 //
 //   op/shape/dtype  schedule  max|err|  nmse  bound  ok|FAIL
 //
-// then a summary; exits non-zero if anything failed. Arguments: substrings, a case runs if its
-// name contains any (none: every case). Built and run by tests/emulation.rs.
+// (an expected-failure case prints the launch's error instead, and fails if there was none or
+// another), then a summary; exits non-zero if anything failed. Arguments: substrings, a case runs
+// if its name contains any (none: every case). Built and run by tests/emulation.rs.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -113,6 +114,7 @@ int main(int argc, char** argv) {
     harness::add_layernorm_cases(cases);
     harness::add_attention_cases(cases);
     harness::add_pooling_cases(cases);
+    harness::add_tma_cases(cases);
 
     const auto start = std::chrono::steady_clock::now();
     int runs = 0, failures = conversions_are_exact() ? 0 : 1;
@@ -125,6 +127,16 @@ int main(int argc, char** argv) {
             ++runs;
             std::vector<float> got;
             const emu::LaunchError error = instance.run(schedule, got);
+            if (c.expect_failure) {
+                const bool ok = error.failed && std::strstr(error.message, c.expect_failure);
+                printf("%-52s %-13s expected failure (\"%s\"): %s\n", c.name.c_str(), schedule.name,
+                       c.expect_failure, error.failed ? error.message : "the launch succeeded");
+                if (!ok) {
+                    printf("      FAIL: the launch should have failed with \"%s\"\n", c.expect_failure);
+                    ++failures;
+                }
+                continue;
+            }
             if (error.failed) {
                 printf("%-52s %-13s FAIL: %s\n", c.name.c_str(), schedule.name, error.message);
                 ++failures;

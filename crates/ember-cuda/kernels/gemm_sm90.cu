@@ -25,6 +25,22 @@
 //    warpgroup retired at its wait_group 1 of iteration kt − 1, before the barrier.
 //  - The epilogue stages the accumulators in shared memory as f32 and calls gemm_store_tile
 //    (common.cuh): + b, act, + R in f32, coalesced, one rounding to bf16/f16.
+//
+// gemm_wgmma_tma_128x256_{bf16,f16}: the same tile, warp-specialised (as CUTLASS's sm90 kernels):
+// 384 threads, warpgroup 0 the producer, warpgroups 1 and 2 the consumers (64 rows each).
+//  - The producer's warp 0 streams the tiles with the tensor memory accelerator: for tile kt it
+//    waits until stage kt % 4 is empty (mbarrier `empty`, phase kt / 4), then one lane arms
+//    `full` with the stage's byte count and issues two cp.async.bulk.tensor.2d loads (X's rows
+//    block_m.., W's rows block_n.., k = 64·kt..), which write the same 128-byte-swizzled layout
+//    as the cp.async kernels (the tensor maps say SWIZZLE_128B; the stages are 1024-aligned),
+//    zero-fill past m, n and k, and complete on `full`. Warps 1–3 of warpgroup 0 have no work.
+//  - Each consumer thread waits on `full` for tile kt, issues its warpgroup's 4 MMAs, commits,
+//    waits for the group before (wait_group 1) and then arrives on that tile's `empty`: 256
+//    arrivals free a stage. No __syncthreads in the main loop.
+//  - X and W come as CUtensorMaps passed by value (__grid_constant__), encoded by the host for
+//    each launch (src/gemm.rs): 2-D, {k, rows}, row stride k·2 bytes, box {64, 128 or 256}.
+//  - After the loop every thread meets at __syncthreads (all MMAs retired, all loads landed),
+//    the consumers stage their accumulators as f32 and all 384 threads run gemm_store_tile.
 // Needs k % 8 == 0 (the host checks) and 16-byte-aligned X and W (whole allocations).
 #include "common.cuh"
 
@@ -161,6 +177,57 @@ __device__ __forceinline__ void ptx_wgmma_m64n256k16_f16(float d[128], unsigned 
 }
 #else
 #include "wgmma.h"  // crates/ember-cuda/emu/: the same names on the CPU
+#endif  // EMBER_CPU_EMULATION
+
+// ---- mbarriers and the tensor memory accelerator (sm_90) --------------------------------------
+
+// A CUtensorMap (cuda.h), as a kernel parameter: 128 opaque bytes, 64-byte aligned.
+struct __align__(64) TensorMap {
+    unsigned long long opaque[16];
+};
+
+#ifndef EMBER_CPU_EMULATION
+// mbarrier.init: `count` arrivals complete a phase (the phase parity starts at 0).
+__device__ __forceinline__ void mbarrier_init(unsigned long long* bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+// Makes the initialised barriers visible to the other threads and to the async proxy (TMA).
+__device__ __forceinline__ void fence_mbarrier_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbarrier_arrive(unsigned long long* bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+// Arrives and expects `bytes` more of asynchronous transactions (TMA) before the phase completes.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(unsigned long long* bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
+                 : "memory");
+}
+// Whether the phase of parity `parity` has completed (the barrier's current parity differs).
+__device__ __forceinline__ bool mbarrier_try_wait_parity(unsigned long long* bar, unsigned parity) {
+    unsigned done;
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+    return done != 0;
+}
+// The box of `map` at (c0 = k, c1 = row) into `smem_dst`, completing on `bar`'s transactions.
+__device__ __forceinline__ void tma_load_2d(void* smem_dst, const TensorMap* map, int c0, int c1,
+                                            unsigned long long* bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::
+            "r"(smem_u32(smem_dst)),
+        "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(smem_u32(bar))
+        : "memory");
+}
+#else
+#include "tma.h"  // crates/ember-cuda/emu/
 #endif  // EMBER_CPU_EMULATION
 
 // A K-major operand tile in the 128-byte-swizzle layout, as a wgmma shared-memory descriptor:
@@ -316,3 +383,113 @@ GEMM_WGMMA(128, 128, bf16, bf16)
 GEMM_WGMMA(128, 128, f16, f16)
 GEMM_WGMMA(64, 128, bf16, bf16)
 GEMM_WGMMA(64, 128, f16, f16)
+
+// ---- warp-specialised, TMA-fed ------------------------------------------------------------------
+
+#define WS_STAGES 4
+
+template <typename T, int BM, int BN>
+__device__ __forceinline__ void gemm_wgmma_tma(
+    const TensorMap* x_map, const TensorMap* w_map, const float* __restrict__ bias,
+    const T* __restrict__ R, T* __restrict__ Y, int m, int n, int k, int act) {
+    constexpr int CONSUMERS = BM / 64;  // warpgroups
+    constexpr int THREADS = (CONSUMERS + 1) * 128;
+    constexpr int A_BYTES = BM * WG_ROW_BYTES, B_BYTES = BN * WG_ROW_BYTES;
+    constexpr int STAGE = A_BYTES + B_BYTES;
+    constexpr int ACC = BN / 2;
+    static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "stages stay 1024-byte aligned");
+
+    // Stages, then the barriers; the host adds 1024 bytes of slack for the alignment.
+    EMBER_DYNAMIC_SMEM(unsigned char, wgmma_tma_smem_raw);
+    unsigned char* smem =
+        wgmma_tma_smem_raw + ((1024 - (smem_u32(wgmma_tma_smem_raw) % 1024)) % 1024);
+    const unsigned smem_base = smem_u32(smem);
+    unsigned long long* full = reinterpret_cast<unsigned long long*>(smem + WS_STAGES * STAGE);
+    unsigned long long* empty = full + WS_STAGES;
+
+    const int warpgroup = threadIdx.x / 128;  // 0: producer
+    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    const int k_tiles = (k + WG_BK - 1) / WG_BK;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < WS_STAGES; ++s) {
+            mbarrier_init(&full[s], 1);
+            mbarrier_init(&empty[s], CONSUMERS * 128);
+        }
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+
+    float acc[ACC];
+    if (warpgroup == 0) {
+        // Warp 0 only; its lanes wait together (uniform control flow), lane 0 issues.
+        if (threadIdx.x < 32) {
+            for (int kt = 0; kt < k_tiles; ++kt) {
+                const int s = kt % WS_STAGES;
+                const unsigned round = kt / WS_STAGES;
+                // Round 0 passes at once (parity 1 "completed" before the first phase).
+                while (!mbarrier_try_wait_parity(&empty[s], (round & 1) ^ 1)) {
+                }
+                if (threadIdx.x == 0) {
+                    mbarrier_arrive_expect_tx(&full[s], STAGE);
+                    tma_load_2d(smem + s * STAGE, x_map, kt * WG_BK, block_m, &full[s]);
+                    tma_load_2d(smem + s * STAGE + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
+                }
+            }
+        }
+    } else {
+        const int consumer = warpgroup - 1;
+#pragma unroll
+        for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
+        for (int kt = 0; kt < k_tiles; ++kt) {
+            const int s = kt % WS_STAGES;
+            while (!mbarrier_try_wait_parity(&full[s], (kt / WS_STAGES) & 1)) {
+            }
+            const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
+            const unsigned b = smem_base + s * STAGE + A_BYTES;
+            wgmma_fence_operands<ACC>(acc);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < WG_BK / 16; ++kk)
+                Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
+            wgmma_commit();
+            wgmma_wait<1>();
+            wgmma_fence_operands<ACC>(acc);
+            // Tile kt − 1's MMAs have retired: its stage may be refilled.
+            if (kt > 0) mbarrier_arrive(&empty[(kt - 1) % WS_STAGES]);
+        }
+        wgmma_wait<0>();
+        wgmma_fence_operands<ACC>(acc);
+    }
+    // Every MMA retired and every load landed (the consumers waited for all of them): the
+    // stages are free for the epilogue.
+    __syncthreads();
+    constexpr int CS = BN + 8;
+    float* Cs = reinterpret_cast<float*>(smem);
+    if (warpgroup > 0) {
+        const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+        const int g = lane / 4, t = lane % 4;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = (warpgroup - 1) * 64 + warp * 16 + g + half * 8;
+                const int col = j * 8 + 2 * t;
+                *reinterpret_cast<float2*>(Cs + row * CS + col) =
+                    make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
+            }
+    }
+    __syncthreads();
+    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
+}
+
+#define GEMM_WGMMA_TMA(BM, BN, T, SUFFIX)                                                         \
+    extern "C" __global__ void __launch_bounds__((BM / 64 + 1) * 128, 1)                         \
+        gemm_wgmma_tma_##BM##x##BN##_##SUFFIX(                                                    \
+            const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,     \
+            const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m,    \
+            int n, int k, int act) {                                                              \
+        gemm_wgmma_tma<T, BM, BN>(&x_map, &w_map, bias, R, Y, m, n, k, act);                      \
+    }
+
+GEMM_WGMMA_TMA(128, 256, bf16, bf16)
+GEMM_WGMMA_TMA(128, 256, f16, f16)

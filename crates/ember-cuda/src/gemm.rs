@@ -8,6 +8,7 @@
 //! |---------------------|-----------|------------------|----------------------------------------|
 //! | `Mma128x128`        | bf16, f16 | 128 × 128 × 32   | `mma.sync.m16n8k16`, f32 accumulation  |
 //! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
+//! | `WgmmaTma128x256`   | bf16, f16 | 128 × 256 × 64   | the same, warp-specialised: a producer warp feeds 4 stages with TMA (`cp.async.bulk.tensor`) on mbarriers, two consumer warpgroups |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
@@ -19,7 +20,7 @@
 //! ([`CudaDevice::wgmma_gemm`]: sm_90 and `EMBER_CUDA_GEMM=wgmma`): they have not yet been
 //! measured against the `mma.sync` ones on an H100, so the default stays `mma.sync`.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
 use ember_cpu::Activation;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element};
@@ -48,6 +49,9 @@ pub enum GemmKernel {
     Mma128x128,
     /// Tensor cores, 64 × 64 tiles.
     Mma64x64,
+    /// Hopper's warpgroup tensor cores fed by TMA, warp-specialised, 128 × 256 tiles (sm_90
+    /// only).
+    WgmmaTma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 256 tiles (sm_90 only).
     Wgmma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
@@ -60,9 +64,10 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 6] = [
+    pub const ALL: [GemmKernel; 7] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
+        GemmKernel::WgmmaTma128x256,
         GemmKernel::Wgmma128x256,
         GemmKernel::Wgmma128x128,
         GemmKernel::Wgmma64x128,
@@ -76,6 +81,8 @@ impl GemmKernel {
             (GemmKernel::Mma128x128, Dtype::F16) => Some("gemm_mma_128x128_f16"),
             (GemmKernel::Mma64x64, Dtype::Bf16) => Some("gemm_mma_64x64_bf16"),
             (GemmKernel::Mma64x64, Dtype::F16) => Some("gemm_mma_64x64_f16"),
+            (GemmKernel::WgmmaTma128x256, Dtype::Bf16) => Some("gemm_wgmma_tma_128x256_bf16"),
+            (GemmKernel::WgmmaTma128x256, Dtype::F16) => Some("gemm_wgmma_tma_128x256_f16"),
             (GemmKernel::Wgmma128x256, Dtype::Bf16) => Some("gemm_wgmma_128x256_bf16"),
             (GemmKernel::Wgmma128x256, Dtype::F16) => Some("gemm_wgmma_128x256_f16"),
             (GemmKernel::Wgmma128x128, Dtype::Bf16) => Some("gemm_wgmma_128x128_bf16"),
@@ -90,9 +97,10 @@ impl GemmKernel {
     /// The kernel file that holds it.
     pub fn file(self) -> KernelFile {
         match self {
-            GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
-                KernelFile::GemmSm90
-            }
+            GemmKernel::WgmmaTma128x256
+            | GemmKernel::Wgmma128x256
+            | GemmKernel::Wgmma128x128
+            | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
             _ => KernelFile::Gemm,
         }
     }
@@ -105,16 +113,18 @@ impl GemmKernel {
     /// Output tile `(rows, cols)` of one block.
     fn tile(self) -> (u32, u32) {
         match self {
-            GemmKernel::Wgmma128x256 => (128, 256),
+            GemmKernel::WgmmaTma128x256 | GemmKernel::Wgmma128x256 => (128, 256),
             GemmKernel::Mma128x128 | GemmKernel::Wgmma128x128 => (128, 128),
             GemmKernel::Wgmma64x128 => (64, 128),
             GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
         }
     }
 
-    /// Threads per block: 256, or one warpgroup (128) per 64 rows for `wgmma`.
+    /// Threads per block: 256, or one warpgroup (128) per 64 rows for `wgmma`, plus the
+    /// producer warpgroup for the TMA kernel.
     fn threads(self) -> u32 {
         match self {
+            GemmKernel::WgmmaTma128x256 => (self.tile().0 / 64 + 1) * 128,
             GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 self.tile().0 * 2
             }
@@ -135,6 +145,11 @@ impl GemmKernel {
             }
             GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES;
+                pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
+            }
+            GemmKernel::WgmmaTma128x256 => {
+                // The stages, then a `full` and an `empty` mbarrier (8 bytes) per stage.
+                let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES + WGMMA_STAGES * 2 * 8;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
         }
@@ -312,7 +327,23 @@ pub fn linear_with_kernel<E: Element>(
     let act_i = crate::activation_code(act);
     let stream = device.stream();
     let mut launch = stream.launch_builder(&function);
-    launch.arg(x.slice()).arg(w.weight.slice());
+    // The TMA kernel takes X and W as tensor maps (by value) instead of pointers; the guards keep
+    // cudarc's stream-ordering records for the two buffers until the launch is queued.
+    let maps = if kernel == GemmKernel::WgmmaTma128x256 {
+        let (x_ptr, x_read) = x.slice().device_ptr(stream);
+        let (w_ptr, w_read) = w.weight.slice().device_ptr(stream);
+        Some((
+            TensorMap::tile_rows::<E>(x_ptr, m, k, bm)?,
+            TensorMap::tile_rows::<E>(w_ptr, n, k, bn)?,
+            (x_read, w_read),
+        ))
+    } else {
+        None
+    };
+    match &maps {
+        Some((x_map, w_map, _)) => launch.arg(x_map).arg(w_map),
+        None => launch.arg(x.slice()).arg(w.weight.slice()),
+    };
     match &w.bias {
         Some(b) => launch.arg(b.slice()),
         None => launch.arg(&null),
@@ -334,6 +365,69 @@ pub fn linear_with_kernel<E: Element>(
     Ok(())
 }
 
+/// A `CUtensorMap` as a kernel argument (`kernels/gemm_sm90.cu`'s `TensorMap`, passed by value
+/// as a `__grid_constant__` parameter): 128 bytes, 64-byte aligned.
+#[repr(transparent)]
+struct TensorMap(cudarc::driver::sys::CUtensorMap);
+
+// SAFETY: a plain 128-byte C struct (`#[repr(C, align(64))]` in cudarc's bindings), valid as
+// the kernel's by-value parameter of the same layout.
+unsafe impl cudarc::driver::DeviceRepr for TensorMap {}
+
+impl TensorMap {
+    /// The 2-D map gemm_sm90.cu's TMA kernel loads a row-major `[rows, k]` operand of `E` at
+    /// `base` with: dims {k, rows}, boxes of {64, `box_rows`} elements (one 128-byte row of
+    /// bf16/f16 per tile row), 128-byte swizzle (the layout the wgmma descriptors read), zeros
+    /// past the edges. Needs `k % 8 == 0` (16-byte row stride), which `linear` checks first.
+    fn tile_rows<E: Element>(
+        base: cudarc::driver::sys::CUdeviceptr,
+        rows: usize,
+        k: usize,
+        box_rows: u32,
+    ) -> Result<TensorMap, CudaError> {
+        use cudarc::driver::sys;
+        let data_type = match E::DTYPE {
+            Dtype::Bf16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            Dtype::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            Dtype::F32 => {
+                return Err(CudaError::InvalidShape {
+                    op: "linear",
+                    reason: "the TMA kernel takes bf16 or f16".to_owned(),
+                })
+            }
+        };
+        let dims = [k as u64, rows as u64];
+        let strides = [(k * std::mem::size_of::<E::Bits>()) as u64];
+        let boxes = [WGMMA_ROW_BYTES / 2, box_rows];
+        let element_strides = [1u32, 1];
+        let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+        // SAFETY: `map` is a writable CUtensorMap; the arrays hold `rank` = 2 entries (one
+        // stride: the outer dimension's); `base` is a live allocation of at least rows·k
+        // elements (linear checked the lengths), 256-byte aligned.
+        let status = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                map.as_mut_ptr(),
+                data_type,
+                2,
+                base as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                element_strides.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        status
+            .result()
+            .map_err(CudaError::driver("cuTensorMapEncodeTiled"))?;
+        // SAFETY: cuTensorMapEncodeTiled succeeded, so it wrote the whole map.
+        Ok(TensorMap(unsafe { map.assume_init() }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +440,11 @@ mod tests {
         assert_eq!(GemmKernel::Simt.dynamic_smem(), 0);
         // gemm_sm90.cu: 4 stages of (BM + 128) rows × 128 bytes, + 1024 bytes of alignment.
         assert_eq!(GemmKernel::Wgmma128x256.dynamic_smem(), 196_608 + 1024);
+        assert_eq!(
+            GemmKernel::WgmmaTma128x256.dynamic_smem(),
+            196_608 + 64 + 1024
+        );
+        assert_eq!(GemmKernel::WgmmaTma128x256.threads(), 384);
         assert_eq!(GemmKernel::Wgmma128x128.dynamic_smem(), 131_072 + 1024);
         assert_eq!(GemmKernel::Wgmma64x128.dynamic_smem(), 98_304 + 1024);
         assert_eq!(GemmKernel::Wgmma128x128.threads(), 256);
@@ -390,7 +489,10 @@ mod tests {
             }
             let wgmma = matches!(
                 kernel,
-                GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128
+                GemmKernel::WgmmaTma128x256
+                    | GemmKernel::Wgmma128x256
+                    | GemmKernel::Wgmma128x128
+                    | GemmKernel::Wgmma64x128
             );
             assert_eq!(kernel.runs_on(Arch::SM80), !wgmma);
             assert!(kernel.runs_on(Arch::SM90));

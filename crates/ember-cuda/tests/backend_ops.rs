@@ -244,6 +244,7 @@ impl Case {
                     None => "auto",
                     Some(GemmKernel::Mma128x128) => "mma128x128",
                     Some(GemmKernel::Mma64x64) => "mma64x64",
+                    Some(GemmKernel::WgmmaTma128x256) => "wgmmatma128x256",
                     Some(GemmKernel::Wgmma128x256) => "wgmma128x256",
                     Some(GemmKernel::Wgmma128x128) => "wgmma128x128",
                     Some(GemmKernel::Wgmma64x128) => "wgmma64x128",
@@ -559,6 +560,7 @@ fn cases() -> Vec<Case> {
         for kernel in [
             GemmKernel::Mma128x128,
             GemmKernel::Mma64x64,
+            GemmKernel::WgmmaTma128x256,
             GemmKernel::Wgmma128x256,
             GemmKernel::Wgmma128x128,
             GemmKernel::Wgmma64x128,

@@ -28,6 +28,11 @@
 // - One context, the device's primary context, current on every thread while retained. Every
 //   entry point holds one process-wide lock: launches from several threads run one at a time.
 //
+// - cuTensorMapEncodeTiled writes the emulation's tensor map (emu/tensor_map.h: rank 2, bf16/f16,
+//   128-byte swizzle), validating as the real one does, and also that the tensor lies inside one
+//   live allocation; a kernel's tma_load_2d (emu/tma.h) reads it. A by-value CUtensorMap kernel
+//   parameter (128 bytes, 64-byte aligned) is unpacked like any other.
+//
 // Limits: no asynchrony (a race between streams, or a missing synchronisation before a host
 // read, cannot show); static __shared__ memory is not counted against the shared-memory limits;
 // no memory model; anything cudarc calls that is not below fails to resolve (cudarc panics naming
@@ -49,6 +54,7 @@
 #include <vector>
 
 #include "registry.h"
+#include "tensor_map.h"
 
 namespace ember_driver {
 namespace {
@@ -768,6 +774,41 @@ __attribute__((visibility("default"))) CUresult cuFuncSetAttribute(Function* fun
     if (value < 0 || static_cast<std::size_t>(value) > kOptinSmemPerBlock) return CUDA_ERROR_INVALID_VALUE;
     function->max_dynamic_smem = static_cast<std::size_t>(value);
     return CUDA_SUCCESS;
+}
+
+// Tensor maps (the emulation's format, emu/tensor_map.h). Needs an initialised driver, no context.
+__attribute__((visibility("default"))) CUresult cuTensorMapEncodeTiled(
+    void* map, unsigned data_type, unsigned rank, void* global_address, const std::uint64_t* global_dims,
+    const std::uint64_t* global_strides, const std::uint32_t* box_dims, const std::uint32_t* element_strides,
+    unsigned interleave, unsigned swizzle, unsigned l2_promotion, unsigned oob_fill) {
+    EMBER_LOCK;
+    if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
+    // Encoded aside first: `map` is left alone unless every check passes.
+    alignas(64) unsigned char encoded[emu::kTensorMapBytes];
+    const char* why = map ? emu::encode_tensor_map(encoded, data_type, rank, global_address, global_dims,
+                                                   global_strides, box_dims, element_strides, interleave, swizzle,
+                                                   l2_promotion, oob_fill)
+                          : "the tensor map pointer is null";
+    if (!why && reinterpret_cast<std::uintptr_t>(map) % 64 != 0) why = "the tensor map is not 64-byte aligned";
+    if (!why) {
+        // Up to the last row's last element: TMA reads anywhere within the dimensions.
+        const std::size_t bytes = (global_dims[1] - 1) * global_strides[0] + global_dims[0] * 2;
+        if (device_range_ok("cuTensorMapEncodeTiled", "the tensor", reinterpret_cast<std::uintptr_t>(global_address),
+                            bytes)) {
+            std::memcpy(map, encoded, sizeof encoded);
+            return CUDA_SUCCESS;
+        }
+        why = "the tensor (dims × strides) is not inside one live allocation";
+    }
+    report("cuTensorMapEncodeTiled (data type %u, rank %u, address %p, dims {%llu, %llu}, stride %llu, box {%u, %u}, "
+           "interleave %u, swizzle %u, l2 %u, oob fill %u): %s",
+           data_type, rank, global_address,
+           global_dims && rank >= 1 ? static_cast<unsigned long long>(global_dims[0]) : 0ull,
+           global_dims && rank >= 2 ? static_cast<unsigned long long>(global_dims[1]) : 0ull,
+           global_strides && rank >= 2 ? static_cast<unsigned long long>(global_strides[0]) : 0ull,
+           box_dims && rank >= 1 ? box_dims[0] : 0u, box_dims && rank >= 2 ? box_dims[1] : 0u, interleave, swizzle,
+           l2_promotion, oob_fill, why);
+    return CUDA_ERROR_INVALID_VALUE;
 }
 
 __attribute__((visibility("default"))) CUresult cuLaunchKernel(Function* function, unsigned grid_x, unsigned grid_y,
