@@ -557,14 +557,11 @@ fn cases() -> Vec<Case> {
         (300, 2304, 768, true, Identity, false), // fused QKV
     ];
     for dtype in [Dtype::Bf16, Dtype::F16] {
-        for kernel in [
-            GemmKernel::Mma128x128,
-            GemmKernel::Mma64x64,
-            GemmKernel::WgmmaTma128x256,
-            GemmKernel::Wgmma128x256,
-            GemmKernel::Wgmma128x128,
-            GemmKernel::Wgmma64x128,
-        ] {
+        // Every tensor-core kernel (all but the SIMT f32 one).
+        for kernel in GemmKernel::ALL
+            .into_iter()
+            .filter(|&kernel| kernel != GemmKernel::Simt)
+        {
             for &(m, n, k, bias, act, residual) in &mma_shapes {
                 cases.push(Case {
                     op: gemm(Some(kernel), m, n, k, bias, act, residual),
