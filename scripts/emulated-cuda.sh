@@ -49,7 +49,7 @@ cpu=$(target/release/ember embed --model "$EMBER_MINILM_DIR" "$text")
 for dtype in f32 bf16 f16; do
   bound=0.999
   [ "$dtype" = f32 ] && bound=0.99999
-  for gemm in mma wgmma; do
+  for gemm in mma wgmma wgmma-tma; do
     gpu=$(EMBER_CUDA_GEMM=$gemm target/release/ember embed --device cuda --dtype "$dtype" --model "$EMBER_MINILM_DIR" "$text")
     c=$(cosine "$cpu" "$gpu")
     echo "ember embed --device cuda --dtype $dtype (EMBER_CUDA_GEMM=$gemm) vs cpu f32: cosine $c (≥ $bound)"

@@ -11,10 +11,11 @@
 #      `ember bench --device cuda --dtype f16` on the same corpus (ember.json);
 #   5. on Hopper, the same for the wgmma GEMMs (kernels/gemm_sm90.cu): backend_ops' wgmma cases,
 #      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma
-#      (ember_wgmma.json); last, since a kernel that hangs takes its step's time limit;
+#      (ember_wgmma.json) and =wgmma-tma (ember_wgmma-tma.json); last, since a kernel that hangs
+#      takes its step's time limit;
 # then one table, gpu_bench.md. Every step runs under its own time limit, so that one that hangs
 # costs its limit and not the rest. Writes run.log, ember_gemm.jsonl, torch_gemm.jsonl, st.json,
-# ember.json, ember_wgmma.json and gpu_bench.md under $OUT (else /tmp/ember-gpu). Exit status:
+# ember.json, ember_wgmma.json, ember_wgmma-tma.json and gpu_bench.md under $OUT (else /tmp/ember-gpu). Exit status:
 # non-zero if a step failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -103,9 +104,11 @@ if [ "$hopper" = 1 ]; then
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
   step 150 "$bin/gemm_bench" --dtype bf16 --kernels Wgmma --json "$out/ember_gemm.jsonl"
   if [ "$model" = 1 ]; then
-    st_args+=(--ember-e2e-wgmma "$out/ember_wgmma.json")
-    e2e wgmma
-    ember_bench wgmma "$out/ember_wgmma.json"
+    for gemm in wgmma wgmma-tma; do
+      st_args+=(--ember-e2e-gemm "$gemm=$out/ember_$gemm.json")
+      e2e "$gemm"
+      ember_bench "$gemm" "$out/ember_$gemm.json"
+    done
   fi
 fi
 step 60 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \

@@ -3,7 +3,7 @@
 
     python3 scripts/gpu/table.py --device TEXT --ember ember_gemm.jsonl --torch torch_gemm.jsonl
                                  [--st st.json] [--ember-e2e ember.json]
-                                 [--ember-e2e-wgmma ember_wgmma.json] [--out FILE]
+                                 [--ember-e2e-gemm wgmma=ember_wgmma.json ...] [--out FILE]
 """
 
 import argparse
@@ -24,7 +24,8 @@ def main():
     parser.add_argument("--torch", required=True)
     parser.add_argument("--st")
     parser.add_argument("--ember-e2e", help="`ember bench --device cuda --json` output")
-    parser.add_argument("--ember-e2e-wgmma", help="the same with EMBER_CUDA_GEMM=wgmma")
+    parser.add_argument("--ember-e2e-gemm", action="append", default=[], metavar="FAMILY=FILE",
+                        help="the same with EMBER_CUDA_GEMM=FAMILY (repeatable)")
     parser.add_argument("--out")
     args = parser.parse_args()
     ember, torch_rows = lines(args.ember), lines(args.torch)
@@ -46,7 +47,7 @@ def main():
         out.append(f"| {t} | {n} × {k} | {epilogue or 'none'} | {dtype} | {chosen['kernel']} | {chosen['tflops']:.1f} | "
                    f"{best['kernel']} | {best['tflops']:.1f} | {ref_tflops} | {ratio} | {best_ratio} |")
     out += ["", "Goal (issue 5): chosen ÷ cuBLAS ≥ 0.80 for T ≥ 2400. The chosen kernels are mma.sync unless "
-            "EMBER_CUDA_GEMM=wgmma; the Wgmma* rows are Hopper's wgmma kernels.", ""]
+            "EMBER_CUDA_GEMM=wgmma or wgmma-tma; the Wgmma* rows are Hopper's wgmma kernels.", ""]
     out += ["## End to end (benches/corpus/wordnet-examples.txt)", ""]
     st = lines(args.st)[0] if args.st and Path(args.st).exists() and lines(args.st) else None
     if not args.st and not args.ember_e2e:
@@ -59,7 +60,9 @@ def main():
         else:
             out.append("| sentence-transformers fp16 | not measured (st_bench.py failed) | | | |")
         measured = []
-        for label, path in [("", args.ember_e2e), (", EMBER_CUDA_GEMM=wgmma", args.ember_e2e_wgmma)]:
+        runs = [("", args.ember_e2e)] + [(f", EMBER_CUDA_GEMM={spec.split('=', 1)[0]}", spec.split("=", 1)[1])
+                                         for spec in args.ember_e2e_gemm]
+        for label, path in runs:
             e2e = lines(path)[0] if path and Path(path).exists() and lines(path) else None
             if e2e:
                 out.append(f"| Ember CUDA {e2e.get('dtype', '?')}{label} | {e2e['sentences_per_s']:.0f} | {e2e['batch_size']} | "

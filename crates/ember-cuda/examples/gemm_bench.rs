@@ -175,7 +175,7 @@ fn bench<E: Element>(
                 t,
                 n,
                 device.multiprocessors(),
-                device.wgmma_gemm(),
+                device.gemm_family(),
             );
             let variants = [
                 Some(("", Activation::Identity, &plain)),

@@ -17,6 +17,7 @@ use cudarc::driver::{
 };
 
 use crate::error::CudaError;
+use crate::gemm::GemmFamily;
 use crate::kernels::{self, KernelFile};
 use crate::nvrtc::{Arch, Nvrtc};
 
@@ -222,7 +223,7 @@ pub struct CudaDevice {
     stream: Arc<CudaStream>,
     nvrtc: &'static Nvrtc,
     arch: Arch,
-    wgmma_gemm: bool,
+    gemm_family: GemmFamily,
     name: String,
     multiprocessors: u32,
     modules: Mutex<HashMap<KernelFile, Arc<CudaModule>>>,
@@ -285,7 +286,7 @@ impl CudaDevice {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )
             .map_err(CudaError::driver("multiprocessor count"))?;
-        let wgmma_gemm = wgmma_gemm_setting(arch)?;
+        let gemm_family = gemm_family_setting(arch)?;
         let nvrtc = Nvrtc::get()?;
         let stream = context.default_stream();
         Ok(CudaDevice {
@@ -293,7 +294,7 @@ impl CudaDevice {
             stream,
             nvrtc,
             arch,
-            wgmma_gemm,
+            gemm_family,
             name,
             multiprocessors: u32::try_from(multiprocessors).unwrap_or(1).max(1),
             modules: Mutex::default(),
@@ -301,11 +302,11 @@ impl CudaDevice {
         })
     }
 
-    /// Whether [`crate::gemm::linear`] runs Hopper's `wgmma` kernels (`kernels/gemm_sm90.cu`)
-    /// rather than `mma.sync`: only on sm_90, with `EMBER_CUDA_GEMM=wgmma` set when the device
-    /// was opened. Off by default until they have been measured against `mma.sync` on an H100.
-    pub fn wgmma_gemm(&self) -> bool {
-        self.wgmma_gemm
+    /// The tensor-core kernels [`crate::gemm::linear`] chooses among: `EMBER_CUDA_GEMM` when the
+    /// device was opened (`mma`, `wgmma`, `wgmma-tma`; the last two sm_90 only), else `Mma`,
+    /// the default until Hopper's kernels have been measured against `mma.sync` on an H100.
+    pub fn gemm_family(&self) -> GemmFamily {
+        self.gemm_family
     }
 
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
@@ -563,25 +564,24 @@ impl CudaDevice {
     }
 }
 
-/// `EMBER_CUDA_GEMM`: unset or `mma` → `mma.sync` kernels; `wgmma` → Hopper's `wgmma` kernels,
-/// which need sm_90. Anything else, or `wgmma` on another architecture, is an error.
-fn wgmma_gemm_setting(arch: Arch) -> Result<bool, CudaError> {
+/// `EMBER_CUDA_GEMM`: unset → `Mma`; else [`GemmFamily::parse`]'s family, which must run on
+/// `arch`. Anything else is an error.
+fn gemm_family_setting(arch: Arch) -> Result<GemmFamily, CudaError> {
     const VARIABLE: &str = "EMBER_CUDA_GEMM";
     let Some(value) = std::env::var_os(VARIABLE) else {
-        return Ok(false);
+        return Ok(GemmFamily::Mma);
     };
     let invalid = |reason: String| CudaError::InvalidSetting {
         variable: VARIABLE,
         value: value.to_string_lossy().into_owned(),
         reason,
     };
-    match value.to_str() {
-        Some("mma") => Ok(false),
-        Some("wgmma") if arch == Arch::SM90 => Ok(true),
-        Some("wgmma") => Err(invalid(format!(
-            "the wgmma kernels need sm_90 (Hopper); this device is {arch}"
+    match value.to_str().and_then(GemmFamily::parse) {
+        Some(family) if family.runs_on(arch) => Ok(family),
+        Some(_) => Err(invalid(format!(
+            "Hopper's wgmma kernels need sm_90; this device is {arch}"
         ))),
-        _ => Err(invalid("expected `mma` or `wgmma`".to_owned())),
+        None => Err(invalid("expected `mma`, `wgmma` or `wgmma-tma`".to_owned())),
     }
 }
 

@@ -17,8 +17,8 @@
 //! The tensor-core kernels need `k % 8 == 0` (16-byte rows for `cp.async`); any `m`, `n`.
 //!
 //! [`linear`] uses the `wgmma` kernels only when the device says so
-//! ([`CudaDevice::wgmma_gemm`]: sm_90 and `EMBER_CUDA_GEMM=wgmma`): they have not yet been
-//! measured against the `mma.sync` ones on an H100, so the default stays `mma.sync`.
+//! ([`CudaDevice::gemm_family`]: sm_90 and `EMBER_CUDA_GEMM=wgmma` or `wgmma-tma`): they have not
+//! yet been measured against the `mma.sync` ones on an H100, so the default stays `mma.sync`.
 
 use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
 use ember_cpu::Activation;
@@ -155,16 +155,16 @@ impl GemmKernel {
         }
     }
 
-    /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile that still makes at
-    /// least one block per multiprocessor (`wgmma`: 128 × 256, 128 × 128, else 64 × 128;
-    /// `mma.sync`: 128 × 128, else 64 × 64); the `wgmma` kernels if `wgmma` (see
-    /// [`CudaDevice::wgmma_gemm`]), else `mma.sync`.
+    /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile of `family` that
+    /// still makes at least one block per multiprocessor (`Mma`: 128 × 128, else 64 × 64;
+    /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernel's 128 × 256,
+    /// else as `Wgmma`).
     pub fn choose(
         dtype: Dtype,
         m: usize,
         n: usize,
         multiprocessors: u32,
-        wgmma: bool,
+        family: GemmFamily,
     ) -> GemmKernel {
         if dtype == Dtype::F32 {
             return GemmKernel::Simt;
@@ -172,21 +172,51 @@ impl GemmKernel {
         let fills = |(bm, bn): (u32, u32)| {
             m.div_ceil(bm as usize) * n.div_ceil(bn as usize) >= multiprocessors as usize
         };
-        let candidates: &[GemmKernel] = if wgmma {
-            &[GemmKernel::Wgmma128x256, GemmKernel::Wgmma128x128]
-        } else {
-            &[GemmKernel::Mma128x128]
-        };
-        let smallest = if wgmma {
-            GemmKernel::Wgmma64x128
-        } else {
-            GemmKernel::Mma64x64
+        let (candidates, smallest): (&[GemmKernel], GemmKernel) = match family {
+            GemmFamily::Mma => (&[GemmKernel::Mma128x128], GemmKernel::Mma64x64),
+            GemmFamily::Wgmma => (
+                &[GemmKernel::Wgmma128x256, GemmKernel::Wgmma128x128],
+                GemmKernel::Wgmma64x128,
+            ),
+            GemmFamily::WgmmaTma => (
+                &[GemmKernel::WgmmaTma128x256, GemmKernel::Wgmma128x128],
+                GemmKernel::Wgmma64x128,
+            ),
         };
         candidates
             .iter()
             .copied()
             .find(|kernel| fills(kernel.tile()))
             .unwrap_or(smallest)
+    }
+}
+
+/// Which tensor-core kernels [`linear`] chooses among (`EMBER_CUDA_GEMM`, read by
+/// [`CudaDevice::open`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmFamily {
+    /// `mma.sync` (`kernels/gemm.cu`): any sm_80+ GPU; the default.
+    Mma,
+    /// Hopper's `wgmma` fed by `cp.async` (`kernels/gemm_sm90.cu`), sm_90 only.
+    Wgmma,
+    /// As `Wgmma`, but the warp-specialised TMA kernel for the large tiles, sm_90 only.
+    WgmmaTma,
+}
+
+impl GemmFamily {
+    /// The family an `EMBER_CUDA_GEMM` value names: `mma`, `wgmma` or `wgmma-tma`.
+    pub fn parse(value: &str) -> Option<GemmFamily> {
+        match value {
+            "mma" => Some(GemmFamily::Mma),
+            "wgmma" => Some(GemmFamily::Wgmma),
+            "wgmma-tma" => Some(GemmFamily::WgmmaTma),
+            _ => None,
+        }
+    }
+
+    /// Whether its kernels run on `arch`.
+    pub fn runs_on(self, arch: Arch) -> bool {
+        self == GemmFamily::Mma || arch == Arch::SM90
     }
 }
 
@@ -256,7 +286,7 @@ pub fn linear<E: Element>(
         m,
         w.n,
         device.multiprocessors(),
-        device.wgmma_gemm(),
+        device.gemm_family(),
     );
     linear_with_kernel(device, kernel, x, m, w, act, residual, out)
 }
@@ -461,24 +491,46 @@ mod tests {
         // for n = 768 (too few), 19 × 24 = 456 for n = 3072, and 19 × 12 = 228 of 128 × 256.
         // For n = 1024: 19 × 4 = 76 tiles of 128 × 256 (too few), 19 × 8 = 152 of 128 × 128.
         assert_eq!(
-            GemmKernel::choose(Dtype::Bf16, 2400, 1024, 132, true),
+            GemmKernel::choose(Dtype::Bf16, 2400, 1024, 132, GemmFamily::Wgmma),
             GemmKernel::Wgmma128x128
         );
-        for (wgmma, big, small) in [
-            (false, GemmKernel::Mma128x128, GemmKernel::Mma64x64),
-            (true, GemmKernel::Wgmma128x256, GemmKernel::Wgmma64x128),
+        for (family, big, small) in [
+            (
+                GemmFamily::Mma,
+                GemmKernel::Mma128x128,
+                GemmKernel::Mma64x64,
+            ),
+            (
+                GemmFamily::Wgmma,
+                GemmKernel::Wgmma128x256,
+                GemmKernel::Wgmma64x128,
+            ),
+            (
+                GemmFamily::WgmmaTma,
+                GemmKernel::WgmmaTma128x256,
+                GemmKernel::Wgmma64x128,
+            ),
         ] {
             assert_eq!(
-                GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, wgmma),
+                GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, family),
                 small
             );
-            assert_eq!(GemmKernel::choose(Dtype::Bf16, 2400, 3072, 132, wgmma), big);
-            assert_eq!(GemmKernel::choose(Dtype::F16, 1, 768, 132, wgmma), small);
             assert_eq!(
-                GemmKernel::choose(Dtype::F32, 4800, 3072, 132, wgmma),
+                GemmKernel::choose(Dtype::Bf16, 2400, 3072, 132, family),
+                big
+            );
+            assert_eq!(GemmKernel::choose(Dtype::F16, 1, 768, 132, family), small);
+            assert_eq!(
+                GemmKernel::choose(Dtype::F32, 4800, 3072, 132, family),
                 GemmKernel::Simt
             );
+            for kernel in [big, small] {
+                assert!(family.runs_on(Arch::SM90) && kernel.runs_on(Arch::SM90));
+                assert_eq!(family.runs_on(Arch::SM80), kernel.runs_on(Arch::SM80));
+            }
         }
+        assert_eq!(GemmFamily::parse("wgmma-tma"), Some(GemmFamily::WgmmaTma));
+        assert_eq!(GemmFamily::parse("WGMMA"), None);
         for kernel in GemmKernel::ALL {
             for dtype in Dtype::ALL {
                 let handles = kernel.entry_point(dtype).is_some();
