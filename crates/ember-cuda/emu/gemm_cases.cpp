@@ -1,4 +1,6 @@
 // gemm.cu under emulation: Y = act(X·Wᵀ + b) + R, launched as src/gemm.rs launches it.
+#include <algorithm>
+
 #include "gemm_harness.h"
 
 #include "gemm.cu"
@@ -9,22 +11,13 @@ namespace {
 // GemmKernel::dynamic_smem of an mma kernel: the larger of the cp.async pipeline and the
 // epilogue's f32 tile.
 constexpr std::size_t mma_smem(std::size_t bm, std::size_t bn) {
-    return GEMM_STAGES * (bm + bn) * GEMM_LDS * 2 > bm * (bn + 8) * 4 ? GEMM_STAGES * (bm + bn) * GEMM_LDS * 2
-                                                                       : bm * (bn + 8) * 4;
+    return std::max<std::size_t>(GEMM_STAGES * (bm + bn) * GEMM_LDS * 2, bm * (bn + 8) * 4);
 }
 
 }  // namespace
 
-// Edge shapes (m, n not multiples of the tile, k = 8 below one BK step, k not a multiple of BK)
-// and every epilogue, kept small: each mma and ldmatrix is a switch of 32 fibers.
+// kTensorCoreShapes for the mma kernels; the SIMT kernel's own shapes below.
 void add_gemm_cases(Cases& cases) {
-    const GemmShape mma_shapes[] = {
-        {1, 8, 8, false, ACT_IDENTITY, false},
-        {7, 13, 24, true, ACT_RELU, false},
-        {64, 64, 32, false, ACT_IDENTITY, true},
-        {127, 129, 40, true, ACT_GELU, true},
-        {130, 200, 72, true, ACT_GELU_TANH, false},
-    };
     const GemmKernel<bf16> bf16_kernels[] = {
         {"gemm-mma128x128", gemm_mma_128x128_bf16, 128, 128, GEMM_THREADS, mma_smem(128, 128)},
         {"gemm-mma64x64", gemm_mma_64x64_bf16, 64, 64, GEMM_THREADS, mma_smem(64, 64)}};
@@ -32,9 +25,9 @@ void add_gemm_cases(Cases& cases) {
         {"gemm-mma128x128", gemm_mma_128x128_f16, 128, 128, GEMM_THREADS, mma_smem(128, 128)},
         {"gemm-mma64x64", gemm_mma_64x64_f16, 64, 64, GEMM_THREADS, mma_smem(64, 64)}};
     for (const auto& kernel : bf16_kernels)
-        for (const auto& s : mma_shapes) add_gemm_case(cases, kernel, s);
+        for (const auto& s : kTensorCoreShapes) add_gemm_case(cases, kernel, s);
     for (const auto& kernel : f16_kernels)
-        for (const auto& s : mma_shapes) add_gemm_case(cases, kernel, s);
+        for (const auto& s : kTensorCoreShapes) add_gemm_case(cases, kernel, s);
 
     const GemmKernel<float> simt{"gemm-simt", gemm_f32, 64, 64, GEMM_THREADS, 0};
     for (const GemmShape& s : {GemmShape{1, 1, 1, false, ACT_IDENTITY, false},

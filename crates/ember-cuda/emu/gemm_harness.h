@@ -31,6 +31,17 @@ struct GemmShape {
     bool residual;
 };
 
+// The tensor-core kernels' edge shapes (m, n not multiples of the tile, k = 8 below one k step,
+// k not a multiple of it) and every epilogue, kept small: each mma and ldmatrix is a switch of
+// 32 fibers.
+constexpr GemmShape kTensorCoreShapes[] = {
+    {1, 8, 8, false, ACT_IDENTITY, false},
+    {7, 13, 24, true, ACT_RELU, false},
+    {64, 64, 32, false, ACT_IDENTITY, true},
+    {127, 129, 40, true, ACT_GELU, true},
+    {130, 200, 72, true, ACT_GELU_TANH, false},
+};
+
 // Launches `kernel` on encoded X, W (and b, R, Y) for `s` under a schedule.
 template <typename T>
 using GemmLauncher = std::function<emu::LaunchError(const emu::Schedule&, const GemmKernel<T>&, const std::vector<T>& x,

@@ -54,19 +54,16 @@ void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int
 
 }  // namespace
 
-// The shapes of gemm_cases.cpp plus k past one and two stage rings (k = 136: 3 k tiles, the
-// last partial; k = 328: 6 tiles, every stage reused) and m past two 64-row warpgroups.
+// kTensorCoreShapes plus k past one and two stage rings (k = 136: 3 k tiles, the last partial;
+// k = 328: 6 tiles, every stage reused), m past two 64-row warpgroups and n past one 256-column
+// tile.
 void add_gemm_sm90_cases(Cases& cases) {
-    const GemmShape shapes[] = {
-        {1, 8, 8, false, ACT_IDENTITY, false},
-        {7, 13, 24, true, ACT_RELU, false},
-        {64, 64, 32, false, ACT_IDENTITY, true},
-        {127, 129, 40, true, ACT_GELU, true},
-        {130, 200, 72, true, ACT_GELU_TANH, false},
+    std::vector<GemmShape> shapes(std::begin(kTensorCoreShapes), std::end(kTensorCoreShapes));
+    shapes.insert(shapes.end(), {
         {65, 136, 136, true, ACT_IDENTITY, true},
         {129, 128, 328, false, ACT_GELU, false},
-        {70, 300, 200, true, ACT_GELU, true},  // n past one 256-column tile
-    };
+        {70, 300, 200, true, ACT_GELU, true},
+    });
     const GemmKernel<bf16> bf16_kernels[] = {
         {"gemm-wgmma128x256", gemm_wgmma_128x256_bf16, 128, 256, 256, wgmma_smem(128, 256)},
         {"gemm-wgmma128x128", gemm_wgmma_128x128_bf16, 128, 128, 256, wgmma_smem(128, 128)},

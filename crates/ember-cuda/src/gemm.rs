@@ -214,9 +214,9 @@ impl GemmFamily {
         }
     }
 
-    /// Whether its kernels run on `arch`.
+    /// Whether its kernels run on `arch`: the wgmma families' file must compile for it.
     pub fn runs_on(self, arch: Arch) -> bool {
-        self == GemmFamily::Mma || arch == Arch::SM90
+        self == GemmFamily::Mma || KernelFile::GemmSm90.compiles_for(arch)
     }
 }
 
