@@ -79,6 +79,8 @@ void add_gemm_sm90_cases(Cases& cases) {
     for (const auto& s : shapes) {
         add_tma_case<bf16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_bf16, 128, 256, s);
         add_tma_case<f16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_f16, 128, 256, s);
+        add_tma_case<bf16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_bf16, 128, 128, s);
+        add_tma_case<f16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_f16, 128, 128, s);
     }
 }
 

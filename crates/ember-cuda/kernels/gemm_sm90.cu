@@ -26,8 +26,10 @@
 //  - The epilogue stages the accumulators in shared memory as f32 and calls gemm_store_tile
 //    (common.cuh): + b, act, + R in f32, coalesced, one rounding to bf16/f16.
 //
-// gemm_wgmma_tma_128x256_{bf16,f16}: the same tile, warp-specialised (as CUTLASS's sm90 kernels):
-// 384 threads, warpgroup 0 the producer, warpgroups 1 and 2 the consumers (64 rows each).
+// gemm_wgmma_tma_128x256_{bf16,f16} and gemm_wgmma_tma_128x128_{bf16,f16}: the same tiles,
+// warp-specialised (as CUTLASS's sm90 kernels): 384 threads, warpgroup 0 the producer,
+// warpgroups 1 and 2 the consumers (64 rows each). The 128 × 128 tile is for n = 768 (BERT-base's
+// attention output and FFN down), where 128 × 256 tiles give 3 columns of blocks.
 //  - The producer's warp 0 streams the tiles with the tensor memory accelerator: for tile kt it
 //    waits until stage kt % 4 is empty (mbarrier `empty`, phase kt / 4), then one lane arms
 //    `full` with the stage's byte count and issues two cp.async.bulk.tensor.2d loads (X's rows
@@ -493,3 +495,5 @@ __device__ __forceinline__ void gemm_wgmma_tma(
 
 GEMM_WGMMA_TMA(128, 256, bf16, bf16)
 GEMM_WGMMA_TMA(128, 256, f16, f16)
+GEMM_WGMMA_TMA(128, 128, bf16, bf16)
+GEMM_WGMMA_TMA(128, 128, f16, f16)

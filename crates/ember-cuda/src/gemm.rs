@@ -9,6 +9,7 @@
 //! | `Mma128x128`        | bf16, f16 | 128 × 128 × 32   | `mma.sync.m16n8k16`, f32 accumulation  |
 //! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
 //! | `WgmmaTma128x256`   | bf16, f16 | 128 × 256 × 64   | the same, warp-specialised: a producer warp feeds 4 stages with TMA (`cp.async.bulk.tensor`) on mbarriers, two consumer warpgroups |
+//! | `WgmmaTma128x128`   | bf16, f16 | 128 × 128 × 64   | the same with `m64n128k16`, for n = 768 (BERT-base's attention output and FFN down), where 128 × 256 tiles leave most multiprocessors idle |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
@@ -52,6 +53,8 @@ pub enum GemmKernel {
     /// Hopper's warpgroup tensor cores fed by TMA, warp-specialised, 128 × 256 tiles (sm_90
     /// only).
     WgmmaTma128x256,
+    /// As `WgmmaTma128x256`, 128 × 128 tiles (sm_90 only).
+    WgmmaTma128x128,
     /// Hopper's warpgroup tensor cores, 128 × 256 tiles (sm_90 only).
     Wgmma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
@@ -64,10 +67,11 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 7] = [
+    pub const ALL: [GemmKernel; 8] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
         GemmKernel::WgmmaTma128x256,
+        GemmKernel::WgmmaTma128x128,
         GemmKernel::Wgmma128x256,
         GemmKernel::Wgmma128x128,
         GemmKernel::Wgmma64x128,
@@ -83,6 +87,8 @@ impl GemmKernel {
             (GemmKernel::Mma64x64, Dtype::F16) => Some("gemm_mma_64x64_f16"),
             (GemmKernel::WgmmaTma128x256, Dtype::Bf16) => Some("gemm_wgmma_tma_128x256_bf16"),
             (GemmKernel::WgmmaTma128x256, Dtype::F16) => Some("gemm_wgmma_tma_128x256_f16"),
+            (GemmKernel::WgmmaTma128x128, Dtype::Bf16) => Some("gemm_wgmma_tma_128x128_bf16"),
+            (GemmKernel::WgmmaTma128x128, Dtype::F16) => Some("gemm_wgmma_tma_128x128_f16"),
             (GemmKernel::Wgmma128x256, Dtype::Bf16) => Some("gemm_wgmma_128x256_bf16"),
             (GemmKernel::Wgmma128x256, Dtype::F16) => Some("gemm_wgmma_128x256_f16"),
             (GemmKernel::Wgmma128x128, Dtype::Bf16) => Some("gemm_wgmma_128x128_bf16"),
@@ -98,6 +104,7 @@ impl GemmKernel {
     pub fn file(self) -> KernelFile {
         match self {
             GemmKernel::WgmmaTma128x256
+            | GemmKernel::WgmmaTma128x128
             | GemmKernel::Wgmma128x256
             | GemmKernel::Wgmma128x128
             | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
@@ -110,11 +117,21 @@ impl GemmKernel {
         self.file().compiles_for(arch)
     }
 
+    /// Whether it takes X and W as tensor maps (the warp-specialised TMA kernels).
+    fn uses_tma(self) -> bool {
+        matches!(
+            self,
+            GemmKernel::WgmmaTma128x256 | GemmKernel::WgmmaTma128x128
+        )
+    }
+
     /// Output tile `(rows, cols)` of one block.
     fn tile(self) -> (u32, u32) {
         match self {
             GemmKernel::WgmmaTma128x256 | GemmKernel::Wgmma128x256 => (128, 256),
-            GemmKernel::Mma128x128 | GemmKernel::Wgmma128x128 => (128, 128),
+            GemmKernel::Mma128x128 | GemmKernel::WgmmaTma128x128 | GemmKernel::Wgmma128x128 => {
+                (128, 128)
+            }
             GemmKernel::Wgmma64x128 => (64, 128),
             GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
         }
@@ -124,7 +141,9 @@ impl GemmKernel {
     /// producer warpgroup for the TMA kernel.
     fn threads(self) -> u32 {
         match self {
-            GemmKernel::WgmmaTma128x256 => (self.tile().0 / 64 + 1) * 128,
+            GemmKernel::WgmmaTma128x256 | GemmKernel::WgmmaTma128x128 => {
+                (self.tile().0 / 64 + 1) * 128
+            }
             GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 self.tile().0 * 2
             }
@@ -147,7 +166,7 @@ impl GemmKernel {
                 let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
-            GemmKernel::WgmmaTma128x256 => {
+            GemmKernel::WgmmaTma128x256 | GemmKernel::WgmmaTma128x128 => {
                 // The stages, then a `full` and an `empty` mbarrier (8 bytes) per stage.
                 let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES + WGMMA_STAGES * 2 * 8;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
@@ -157,8 +176,8 @@ impl GemmKernel {
 
     /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile of `family` that
     /// still makes at least one block per multiprocessor (`Mma`: 128 × 128, else 64 × 64;
-    /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernel's 128 × 256,
-    /// else as `Wgmma`).
+    /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernels' 128 × 256
+    /// and 128 × 128, else `Wgmma`'s 64 × 128).
     pub fn choose(
         dtype: Dtype,
         m: usize,
@@ -179,7 +198,7 @@ impl GemmKernel {
                 GemmKernel::Wgmma64x128,
             ),
             GemmFamily::WgmmaTma => (
-                &[GemmKernel::WgmmaTma128x256, GemmKernel::Wgmma128x128],
+                &[GemmKernel::WgmmaTma128x256, GemmKernel::WgmmaTma128x128],
                 GemmKernel::Wgmma64x128,
             ),
         };
@@ -359,7 +378,7 @@ pub fn linear_with_kernel<E: Element>(
     let mut launch = stream.launch_builder(&function);
     // The TMA kernel takes X and W as tensor maps (by value) instead of pointers; the guards keep
     // cudarc's stream-ordering records for the two buffers until the launch is queued.
-    let maps = if kernel == GemmKernel::WgmmaTma128x256 {
+    let maps = if kernel.uses_tma() {
         let (x_ptr, x_read) = x.slice().device_ptr(stream);
         let (w_ptr, w_read) = w.weight.slice().device_ptr(stream);
         Some((
@@ -475,6 +494,11 @@ mod tests {
             196_608 + 64 + 1024
         );
         assert_eq!(GemmKernel::WgmmaTma128x256.threads(), 384);
+        assert_eq!(
+            GemmKernel::WgmmaTma128x128.dynamic_smem(),
+            131_072 + 64 + 1024
+        );
+        assert_eq!(GemmKernel::WgmmaTma128x128.threads(), 384);
         assert_eq!(GemmKernel::Wgmma128x128.dynamic_smem(), 131_072 + 1024);
         assert_eq!(GemmKernel::Wgmma64x128.dynamic_smem(), 98_304 + 1024);
         assert_eq!(GemmKernel::Wgmma128x128.threads(), 256);
@@ -493,6 +517,10 @@ mod tests {
         assert_eq!(
             GemmKernel::choose(Dtype::Bf16, 2400, 1024, 132, GemmFamily::Wgmma),
             GemmKernel::Wgmma128x128
+        );
+        assert_eq!(
+            GemmKernel::choose(Dtype::Bf16, 2400, 1024, 132, GemmFamily::WgmmaTma),
+            GemmKernel::WgmmaTma128x128
         );
         for (family, big, small) in [
             (
@@ -542,6 +570,7 @@ mod tests {
             let wgmma = matches!(
                 kernel,
                 GemmKernel::WgmmaTma128x256
+                    | GemmKernel::WgmmaTma128x128
                     | GemmKernel::Wgmma128x256
                     | GemmKernel::Wgmma128x128
                     | GemmKernel::Wgmma64x128

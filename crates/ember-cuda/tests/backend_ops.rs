@@ -245,6 +245,7 @@ impl Case {
                     Some(GemmKernel::Mma128x128) => "mma128x128",
                     Some(GemmKernel::Mma64x64) => "mma64x64",
                     Some(GemmKernel::WgmmaTma128x256) => "wgmmatma128x256",
+                    Some(GemmKernel::WgmmaTma128x128) => "wgmmatma128x128",
                     Some(GemmKernel::Wgmma128x256) => "wgmma128x256",
                     Some(GemmKernel::Wgmma128x128) => "wgmma128x128",
                     Some(GemmKernel::Wgmma64x128) => "wgmma64x128",
