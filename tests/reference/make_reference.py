@@ -36,6 +36,30 @@ It writes (all paths relative to the repository root):
     reader (see ``make_torch_fixtures``; the only part that needs ``torch.save``). Rewrite only
     these with ``--torch-fixtures-only`` (no ``--minilm-dir`` needed).
 
+``tests/fixtures/tiny-roberta/``, ``tests/fixtures/tiny-xlm-roberta/``
+    Tiny random ``RobertaModel`` / ``XLMRobertaModel`` (model_type "roberta" / "xlm-roberta";
+    hidden 48, 4 heads of 12, intermediate 80, 2 layers, gelu, layer_norm_eps 1e-5,
+    type_vocab_size 1, pad_token_id 1, 66 positions, of which 64 usable as RoBERTa's start at
+    pad_token_id + 1), every parameter re-randomised as for tiny-bert (the padding rows of the word
+    and position tables included), saved as complete sentence-transformers folders with
+    max_seq_length 40. tiny-roberta: byte-level BPE trained here with ``tokenizers`` and saved
+    through RobertaTokenizerFast (ByteLevel, RobertaProcessing ``<s> ... </s>``), mean pooling.
+    tiny-xlm-roberta: a SentencePiece-style Unigram tokenizer (Metaspace, no normalizer) saved
+    through XLMRobertaTokenizerFast, CLS pooling then ``2_Normalize`` (listed in modules.json, no
+    folder, as in published models). Both: 1,501 ids, ``<s>``=0, ``<pad>``=1, ``</s>``=2,
+    ``<unk>``=3, ``<mask>`` (lstrip) last; trained on texts.json plus
+    ``benches/corpus/wordnet-examples.txt``.
+
+``tests/fixtures/tiny_roberta_reference.json``
+    Both RoBERTa models through ``SentenceTransformer(folder, device="cpu").encode(texts,
+    batch_size=16)``: the core texts, " a" x 38 (exactly 40 tokens) and x 39 (truncated), and
+    texts with literal ``<pad>`` / ``<s>`` / ``</s>`` / ``<mask>`` / ``<unk>`` strings (a ``<pad>``
+    token takes position row pad_token_id and is not counted by later positions), accents,
+    emoji and CJK, and a truncated text that starts with ``<pad>``. Per model: unpadded
+    ``input_ids``, the RoBERTa ``position_ids`` transformers derives from them,
+    ``num_tokens_untruncated`` and f32 ``embeddings``. Rewrite only this part (and the two
+    folders) with ``--only roberta`` (no ``--minilm-dir`` needed).
+
 ``tests/fixtures/sbert_base_seeded_reference.json``
     A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
     max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
@@ -44,7 +68,10 @@ It writes (all paths relative to the repository root):
 
 Floats are written as the shortest decimal string that parses back (also via f64 then a cast)
 to the identical f32. The script is deterministic: torch runs single-threaded on the CPU and all
-random weights come from fixed seeds.
+random weights come from fixed seeds; the tokenizers trained here are reproducible too (the BPE
+trainer is; the Unigram trainer's scores are not, so they are re-estimated, see
+``train_unigram_tokenizer``). On another CPU the float results can differ in the last bits
+(token ids and weights do not), so a full rerun there rewrites the embeddings of every fixture.
 """
 
 from __future__ import annotations
@@ -76,7 +103,17 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: E402
-from transformers import BertConfig, BertModel, BertTokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    BertConfig,
+    BertModel,
+    BertTokenizer,
+    RobertaConfig,
+    RobertaModel,
+    RobertaTokenizerFast,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+    XLMRobertaTokenizerFast,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -362,11 +399,12 @@ def versions() -> dict:
     }
 
 
-def unpadded_input_ids(model: SentenceTransformer, texts: list[str]) -> list[list[int]]:
+def unpadded_input_ids(model: SentenceTransformer, texts: list[str], pad_id: int = 0) -> list[list[int]]:
     """Token ids exactly as ST's encode() feeds them to the model, per text, without padding.
 
     Each text is preprocessed alone (so there is no padding) and, as a cross-check, the
-    attention-masked rows of batched preprocessing (batch_size 16 as in encode) must agree.
+    attention-masked rows of batched preprocessing (batch_size 16 as in encode) must agree
+    (the padding being ``pad_id``: 0 for BERT's [PAD], 1 for RoBERTa's <pad>).
     """
     single = []
     for t in texts:
@@ -381,7 +419,7 @@ def unpadded_input_ids(model: SentenceTransformer, texts: list[str]) -> list[lis
         for i, (row, mask) in enumerate(zip(f["input_ids"].tolist(), f["attention_mask"].tolist())):
             n = sum(mask)
             assert mask == [1] * n + [0] * (len(mask) - n)
-            assert row[:n] == single[s + i] and all(v == 0 for v in row[n:])
+            assert row[:n] == single[s + i] and all(v == pad_id for v in row[n:])
     return single
 
 
@@ -400,8 +438,8 @@ def encode(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
     return e
 
 
-def loading_info(folder: Path) -> dict:
-    _, info = BertModel.from_pretrained(str(folder), output_loading_info=True)
+def loading_info(folder: Path, model_cls=BertModel) -> dict:
+    _, info = model_cls.from_pretrained(str(folder), output_loading_info=True)
     return {k: sorted(map(str, v)) if not isinstance(v, dict) else v for k, v in info.items()}
 
 
@@ -541,11 +579,16 @@ def pooling_config(dim: int, modes: tuple[str, ...], full_legacy: bool) -> dict:
     return cfg
 
 
-def write_st_files(folder: Path, max_seq_length: int, pooling_cfg: dict) -> None:
+def write_st_files(folder: Path, max_seq_length: int, pooling_cfg: dict, normalize: bool = False) -> None:
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
+    if normalize:
+        # As published models list it (all-MiniLM-L6-v2): Normalize has no files, so there is
+        # no 2_Normalize folder.
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     (folder / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2) + "\n"
@@ -740,6 +783,357 @@ def make_tiny(minilm_dir: Path, texts: list[str]) -> dict:
           f"{min(lens)}..{max(lens)}; [UNK] tokens {n_unk}; "
           f"max |ST - numpy pooling of unpadded token embeddings| = {worst_numpy:.3g}")
     return {"vocab": len(vocab), "cases": len(cases), "texts": len(sub), "numpy_err": worst_numpy}
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random RoBERTa and XLM-RoBERTa
+# --------------------------------------------------------------------------------------------
+
+ROBERTA = {
+    # folder: (model_type, seed, pooling modes, Normalize)
+    "tiny-roberta": ("roberta", 10, ("mean",), False),
+    "tiny-xlm-roberta": ("xlm-roberta", 11, ("cls",), True),
+}
+RB_HIDDEN = 48
+RB_MAX_SEQ = 40
+RB_MAX_POS = 66  # RoBERTa positions start at pad_token_id + 1 = 2: 64 usable rows
+RB_PAD = 1
+RB_TRAINED_VOCAB = 1500  # trained entries incl. the four specials; "<mask>" is appended last
+RB_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in roberta-base and xlm-roberta-base
+# "<mask>" absorbs the whitespace before it (lstrip), as in roberta-base's and xlm-roberta-base's
+# tokenizer.json.
+RB_MASK = tokenizers.AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)
+WORDNET_CORPUS = REPO / "benches" / "corpus" / "wordnet-examples.txt"
+
+# Texts that only the RoBERTa fixture encodes (after the core texts and two boundary texts).
+RB_EDGE_TEXTS = [
+    # Literal specials: a <pad> token takes position row pad_token_id and later tokens shift.
+    "left <pad> right <s> end",
+    "<pad><pad><pad> three pads, then text, then <pad> <pad> <pad> spaced pads",
+    "fill <mask> here, </s> and <unk> too",
+    # Accents, emoji and CJK (some characters unseen in training: <unk> for the Unigram model).
+    "Café naïve Ångström — 東京で鮨を食べた 🦀🍣😀 한국어!",
+    # Truncated to 40 tokens with a literal <pad> first: every later position is shifted.
+    "<pad> " + LONG_BREAD,
+]
+
+
+def roberta_texts() -> list[str]:
+    """Core texts, " a" x 38 (exactly 40 tokens in both models) and x 39 (41, truncated), edges."""
+    texts = CORE_TEXTS + [boundary_text(38), boundary_text(39)] + RB_EDGE_TEXTS
+    assert len(texts) == len(set(texts)), "duplicate texts"
+    return texts
+
+
+def tokenizer_corpus() -> list[str]:
+    """What both tokenizers are trained on: every text of texts.json plus the WordNet bench corpus."""
+    lines = [ln for ln in WORDNET_CORPUS.read_text(encoding="utf-8").split("\n") if ln]
+    assert len(lines) == 1244, len(lines)
+    return all_texts() + lines
+
+
+def train_bpe_tokenizer(corpus: list[str]) -> RobertaTokenizerFast:
+    """Byte-level BPE trained with `tokenizers` (deterministic), wrapped as a RobertaTokenizer.
+
+    The trainer's vocab keeps <s>, <pad>, </s>, <unk> at ids 0..3, then the 256 byte symbols,
+    then merges; "<mask>" (lstrip) is appended as the last id, as in roberta-base.
+    """
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=RB_TRAINED_VOCAB, min_frequency=2, special_tokens=RB_SPECIALS, show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer=trainer)
+    model = json.loads(tok.to_str())["model"]
+    vocab = dict(model["vocab"])
+    assert len(vocab) == RB_TRAINED_VOCAB and [t for t, i in vocab.items() if i < 4] == RB_SPECIALS
+    vocab["<mask>"] = len(vocab)
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return RobertaTokenizerFast(vocab=vocab, merges=merges, model_max_length=RB_MAX_POS - 2,
+                                mask_token=RB_MASK)
+
+
+def unigram_words(corpus: list[str], pre_tokenizer) -> list[tuple[str, int]]:
+    counts = collections.Counter()
+    for text in corpus:
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(text))
+    return sorted(counts.items())
+
+
+def unigram_viterbi(word: str, logp: dict[str, float], max_len: int, unk: float) -> list[str]:
+    n = len(word)
+    best = [0.0] + [-math.inf] * n
+    back = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(max(0, end - max_len), end):
+            piece = word[start:end]
+            s = logp.get(piece, unk if end - start == 1 else None)
+            if s is not None and best[start] + s > best[end]:
+                best[end], back[end] = best[start] + s, start
+    pieces = []
+    end = n
+    while end > 0:
+        pieces.append(word[back[end]:end])
+        end = back[end]
+    return pieces[::-1]
+
+
+def train_unigram_tokenizer(corpus: list[str]) -> XLMRobertaTokenizerFast:
+    """SentencePiece-style Unigram tokenizer wrapped as an XLMRobertaTokenizer.
+
+    `tokenizers`' UnigramTrainer picks the pieces (with XLMRobertaTokenizer's own pre-tokenizer:
+    WhitespaceSplit then Metaspace "▁", prepend always; no normalizer, as transformers rebuilds
+    XLMRobertaTokenizer without one unless tokenizer.json holds a Precompiled charsmap). The
+    trainer's EM sums in a per-process hash order, so its scores (and hence its id order) vary
+    in the last digits from run to run, while its piece set does not; the scores are therefore
+    re-estimated here deterministically (3 rounds of Viterbi EM over the sorted word counts,
+    starting from substring counts) and the pieces ordered by score, then text. Ids: <s>, <pad>,
+    </s>, <unk> = 0..3, the pieces, "<mask>" (lstrip) last (as in xlm-roberta-base).
+    """
+    pre = tokenizers.pre_tokenizers.Sequence([
+        tokenizers.pre_tokenizers.WhitespaceSplit(),
+        tokenizers.pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+    ])
+    piece_sets = []
+    for _ in range(2):  # the piece set must not depend on the trainer's run-to-run noise
+        tok = tokenizers.Tokenizer(tokenizers.models.Unigram())
+        tok.pre_tokenizer = pre
+        trainer = tokenizers.trainers.UnigramTrainer(
+            vocab_size=RB_TRAINED_VOCAB, special_tokens=RB_SPECIALS, unk_token="<unk>", show_progress=False)
+        tok.train_from_iterator(corpus, trainer=trainer)
+        vocab = json.loads(tok.to_str())["model"]["vocab"]
+        assert [p for p, _ in vocab[:4]] == RB_SPECIALS, vocab[:4]
+        piece_sets.append(sorted(p for p, _ in vocab[4:]))
+    assert piece_sets[0] == piece_sets[1], "UnigramTrainer's piece set changed between two runs"
+    pieces = piece_sets[0]
+    assert len(pieces) == RB_TRAINED_VOCAB - 4, len(pieces)
+
+    words = unigram_words(corpus, pre)
+    max_len = max(len(p) for p in pieces)
+    counts = dict.fromkeys(pieces, 0)
+    for w, f in words:
+        for i in range(len(w)):
+            for j in range(i + 1, min(len(w), i + max_len) + 1):
+                if w[i:j] in counts:
+                    counts[w[i:j]] += f
+
+    def log_probs(counts: dict[str, int]) -> dict[str, float]:
+        total = sum(counts.values()) + 0.5 * len(counts)
+        return {p: math.log((c + 0.5) / total) for p, c in counts.items()}
+
+    for _ in range(3):
+        logp = log_probs(counts)
+        unk = min(logp.values()) - 10.0
+        counts = dict.fromkeys(pieces, 0)
+        for w, f in words:
+            for p in unigram_viterbi(w, logp, max_len, unk):
+                if p in counts:
+                    counts[p] += f
+    logp = log_probs(counts)
+    scored = sorted(((p, round(s, 6)) for p, s in logp.items()), key=lambda ps: (-ps[1], ps[0]))
+    vocab = [(t, 0.0) for t in RB_SPECIALS] + scored + [("<mask>", 0.0)]
+    return XLMRobertaTokenizerFast(vocab=vocab, model_max_length=RB_MAX_POS - 2, mask_token=RB_MASK)
+
+
+def roberta_position_ids(ids: list[int], pad: int = RB_PAD) -> list[int]:
+    """transformers' create_position_ids_from_input_ids, restated: a <pad> token takes row pad,
+    any other token row pad + (number of non-<pad> tokens up to and including it)."""
+    out, c = [], 0
+    for t in ids:
+        if t == pad:
+            out.append(pad)
+        else:
+            c += 1
+            out.append(pad + c)
+    return out
+
+
+def build_tiny_roberta(folder: Path, model_type: str, seed: int, tokenizer, modes, normalize: bool) -> dict:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    config_cls, model_cls = {"roberta": (RobertaConfig, RobertaModel),
+                             "xlm-roberta": (XLMRobertaConfig, XLMRobertaModel)}[model_type]
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=RB_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=80,
+        hidden_act="gelu",
+        max_position_embeddings=RB_MAX_POS,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=RB_PAD,
+        bos_token_id=0,
+        eos_token_id=2,
+        position_embedding_type="absolute",
+        architectures=[model_cls.__name__],
+    )
+    assert config.model_type == model_type
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    assert tokenizer.convert_tokens_to_ids(specials) == [0, 1, 2, 3, len(tokenizer) - 1]
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    # Re-randomise every parameter (as build_tiny) so that LayerNorm affine terms, biases and the
+    # padding_idx rows of the word and position tables (zero at init) all matter.
+    gen = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+             "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}, indent=2) + "\n"
+    )
+    write_st_files(folder, RB_MAX_SEQ, pooling_config(RB_HIDDEN, modes, full_legacy=True), normalize=normalize)
+    info = loading_info(folder, model_cls)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert not info.get("conversion_errors"), info
+    assert fsize(folder) < 1_000_000, fsize(folder)
+    tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    assert {a["content"]: a["id"] for a in tj["added_tokens"]} == {
+        "<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": len(tokenizer) - 1}
+    assert [a["lstrip"] for a in tj["added_tokens"]] == [False] * 4 + [True]
+    if model_type == "roberta":
+        assert tj["normalizer"] is None and tj["model"]["type"] == "BPE"
+        assert tj["pre_tokenizer"]["type"] == "ByteLevel" and not tj["pre_tokenizer"]["add_prefix_space"]
+        assert tj["post_processor"]["type"] == "RobertaProcessing"
+        assert tj["post_processor"]["cls"] == ["<s>", 0] and tj["post_processor"]["sep"] == ["</s>", 2]
+    else:
+        assert tj["normalizer"] is None and tj["model"]["type"] == "Unigram" and tj["model"]["unk_id"] == 3
+        assert [p["type"] for p in tj["pre_tokenizer"]["pretokenizers"]] == ["WhitespaceSplit", "Metaspace"]
+        assert tj["post_processor"]["type"] == "TemplateProcessing"
+    return {"state": state, "n_params": sum(v.numel() for v in state.values())}
+
+
+def make_roberta() -> dict:
+    corpus = tokenizer_corpus()
+    toks = {"tiny-roberta": train_bpe_tokenizer(corpus), "tiny-xlm-roberta": train_unigram_tokenizer(corpus)}
+    texts = roberta_texts()
+    pad_text = texts.index(RB_EDGE_TEXTS[0])
+    models_out = {}
+    summary = {}
+    for folder, (model_type, seed, modes, normalize) in ROBERTA.items():
+        path = FIXTURES / folder
+        built = build_tiny_roberta(path, model_type, seed, toks[folder], modes, normalize)
+        m = SentenceTransformer(str(path), device="cpu")
+        assert m.max_seq_length == RB_MAX_SEQ, m.max_seq_length
+        assert [type(x).__name__ for x in m] == ["Transformer", "Pooling"] + ["Normalize"] * normalize
+        assert m[1].pooling_mode == modes[0] and len(modes) == 1
+        hf = m[0].auto_model.eval()
+        assert type(hf).__name__ == {"roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}[model_type]
+        assert hf.config.model_type == model_type
+        # Every generated tensor reached the model unchanged (nothing re-initialised on load).
+        sd = hf.state_dict()
+        for name, t in built["state"].items():
+            assert torch.equal(sd[name], t), name
+        feats = m.preprocess(texts[:2])
+        st_keys = sorted(feats)
+        assert "token_type_ids" not in feats, st_keys  # RoBERTa tokenizers return none
+
+        ids = unpadded_input_ids(m, texts, pad_id=RB_PAD)
+        lens = [len(r) for r in ids]
+        # ST adds nothing on top of the plain `tokenizers` pipeline of tokenizer.json + truncation.
+        rt = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+        rt.no_padding()
+        rt.enable_truncation(max_length=RB_MAX_SEQ)
+        for t, row in zip(texts, ids):
+            assert rt.encode(t).ids == row, t
+        full = untruncated_counts(path / "tokenizer.json", texts)
+        assert all(n == min(f, RB_MAX_SEQ) for n, f in zip(lens, full))
+        assert all(r[0] == 0 and r[-1] == 2 for r in ids)
+        assert lens[N_CORE] == RB_MAX_SEQ and full[N_CORE] == RB_MAX_SEQ  # " a" x 38: exactly 40
+        assert full[N_CORE + 1] == RB_MAX_SEQ + 1 and lens[N_CORE + 1] == RB_MAX_SEQ  # x 39: cut
+        assert any(f > RB_MAX_SEQ for f in full), "no truncated text"
+        assert any(RB_PAD in r for r in ids), "no literal <pad> token"
+        assert ids[pad_text].count(RB_PAD) == 1 and ids[pad_text].count(0) == 2
+        assert ids[-1][1] == RB_PAD and lens[-1] == RB_MAX_SEQ  # <pad> first, then truncated
+
+        positions = [roberta_position_ids(r) for r in ids]
+        for r, pos in zip(ids, positions):
+            hf_pos = hf.embeddings.create_position_ids_from_input_ids(torch.tensor([r]), RB_PAD)
+            assert hf_pos[0].tolist() == pos
+        assert max(max(p) for p in positions) < RB_MAX_POS
+
+        emb = encode(m, texts)
+        single = np.stack([encode(m, [t])[0] for t in texts])
+        diff_single = float(np.abs(single - emb).max())
+        assert diff_single < 1e-5, diff_single
+        if normalize:
+            norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+            assert np.all(np.abs(norms - 1) < 1e-5), norms
+
+        # Independent recomputation: the folder loaded afresh as a plain transformers model, each
+        # <pad>-containing text alone, attention mask all ones, pooled here; and the same with
+        # naive positions (2, 3, 4, ...), which must give a clearly different embedding.
+        plain = type(hf).from_pretrained(str(path)).eval()
+        checks = {}
+        with torch.inference_mode():
+            for i in [pad_text, len(texts) - 1]:
+                t = torch.tensor([ids[i]])
+                out = plain(input_ids=t, attention_mask=torch.ones_like(t)).last_hidden_state[0]
+                naive = plain(input_ids=t, attention_mask=torch.ones_like(t),
+                              position_ids=torch.arange(2, t.shape[1] + 2)[None]).last_hidden_state[0]
+                explicit = plain(input_ids=t, attention_mask=torch.ones_like(t),
+                                 position_ids=torch.tensor([positions[i]])).last_hidden_state[0]
+                assert torch.equal(out, explicit)
+                refs = []
+                for x in (out, naive):
+                    x = x.double()
+                    v = x.mean(0) if modes == ("mean",) else x[0]
+                    if normalize:
+                        v = v / v.norm()
+                    refs.append(v.numpy())
+                err = float(np.abs(refs[0] - emb[i]).max())
+                err_naive = float(np.abs(refs[1] - emb[i]).max())
+                assert err < 1e-5, (folder, i, err)
+                assert err_naive > 1e-3, (folder, i, err_naive)
+                checks[i] = (err, err_naive)
+
+        models_out[folder] = {
+            "model_type": model_type,
+            "seed": seed,
+            "vocab_size": len(toks[folder]),
+            "pooling_mode": list(modes),
+            "normalize": normalize,
+            "input_ids": IntRows(ids),
+            "position_ids": IntRows(positions),
+            "num_tokens_untruncated": full,
+            "embeddings": F32Rows(emb),
+        }
+        summary[folder] = {"lens": lens, "full": full, "checks": checks, "diff_single": diff_single,
+                           "n_unk": sum(r.count(3) for r in ids), "n_pad": sum(r.count(RB_PAD) for r in ids),
+                           "size": fsize(path), "params": built["n_params"], "st_keys": st_keys}
+        print(f"[roberta] {folder}: {model_type}, vocab {len(toks[folder])}, {built['n_params']:,} params, "
+              f"{fsize(path):,} bytes; {len(texts)} texts, token counts {min(lens)}..{max(lens)}, "
+              f"truncated {sum(f > RB_MAX_SEQ for f in full)}, <pad> tokens {summary[folder]['n_pad']}, "
+              f"<unk> tokens {summary[folder]['n_unk']}; ST features {st_keys}; "
+              f"max |batched - one-at-a-time| = {diff_single:.3g}; plain-torch check "
+              + ", ".join(f"text {i}: |diff| {e:.3g} (naive positions {n:.3g})" for i, (e, n) in checks.items()))
+
+    out = {
+        "versions": versions(),
+        "torch_num_threads": torch.get_num_threads(),
+        "encode_call": "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
+        "max_seq_length": RB_MAX_SEQ,
+        "hidden_size": RB_HIDDEN,
+        "texts": StrRows(texts),
+        "models": models_out,
+    }
+    path = FIXTURES / "tiny_roberta_reference.json"
+    write_json(path, out)
+    for folder in ROBERTA:
+        check_f32_roundtrip(path, ["models", folder, "embeddings"], models_out[folder]["embeddings"].a)
+    return {"texts": texts, "summary": summary}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1067,12 +1461,32 @@ def main() -> None:
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
+    ap.add_argument("--only", choices=["roberta"], default=None,
+                    help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
+                         "tiny_roberta_reference.json (no --minilm-dir needed); leaves every other "
+                         "fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
     args = ap.parse_args()
+    if args.torch_fixtures_only and args.only:
+        ap.error("--torch-fixtures-only and --only are exclusive")
     if args.torch_fixtures_only:
         torch.set_num_threads(1)
         make_torch_fixtures()
+        return
+    if args.only == "roberta":
+        torch.set_num_threads(1)
+        t = time.time()
+        make_roberta()
+        print(f"[roberta] done in {time.time() - t:.1f}s")
+        for p in [FIXTURES / f for f in ROBERTA] + [FIXTURES / "tiny_roberta_reference.json"]:
+            print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes")
+            if p.is_dir():
+                for q in sorted(p.rglob("*")):
+                    if q.is_file():
+                        print(f"      {q.relative_to(p)}  {fsize(q):,}  sha256:{sha256(q)}")
+            else:
+                print(f"      sha256:{sha256(p)}")
         return
     if args.minilm_dir is None:
         ap.error("--minilm-dir is required")
@@ -1098,6 +1512,9 @@ def main() -> None:
     print(f"[tiny] done in {time.time() - t:.1f}s")
     make_torch_fixtures()
     t = time.time()
+    rob = make_roberta()
+    print(f"[roberta] done in {time.time() - t:.1f}s")
+    t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))
     print(f"[sbert-base] done in {time.time() - t:.1f}s")
@@ -1108,6 +1525,7 @@ def main() -> None:
           f"tiny {TINY_MAX_SEQ}, sbert-base-seeded {sb['max_seq_length']}")
     print(f"tiny: vocab {tiny['vocab']}, {tiny['cases']} cases x {tiny['texts']} texts; "
           f"sbert-base-seeded: {sb['params']:,} params, {sb['texts']} texts")
+    print(f"roberta: {', '.join(ROBERTA)}, {len(rob['texts'])} texts, max_seq_length {RB_MAX_SEQ}")
     for p in sorted(FIXTURES.iterdir()):
         extra = f"  sha256:{sha256(p)}" if p.is_file() else ""
         print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes{extra}")

@@ -676,6 +676,27 @@ pub fn cases() -> Vec<BrokenFolder> {
             ["model_type \"gpt2\" is not supported"],
             |d| { set_config(d, "model_type", json!("gpt2")) }
         ),
+        case!(
+            "config/roberta padding past the positions",
+            CONFIG,
+            [
+                "pad_token_id = 600",
+                "no row of the 64 position embeddings"
+            ],
+            |d| {
+                set_config(d, "model_type", json!("roberta"));
+                set_config(d, "pad_token_id", json!(600))
+            }
+        ),
+        case!(
+            "config/roberta padding id not a number",
+            CONFIG,
+            ["\"pad_token_id\" = \"1\" is not a token id"],
+            |d| {
+                set_config(d, "model_type", json!("xlm-roberta"));
+                set_config(d, "pad_token_id", json!("1"))
+            }
+        ),
         // ---- tokenizer.json, vocab.txt, tokenizer_config.json ----------------------------
         case!(
             "tokenizer.json/empty",

@@ -38,16 +38,29 @@ fn load(
         .load_dir(dir)
 }
 
-/// The GPU embedder, or `None` after saying why `test` is skipped (a failure under
-/// `EMBER_REQUIRE_CUDA=1`). Errors other than "no GPU" fail the test.
+/// The GPU embedder of all-MiniLM-L6-v2, or `None` after saying why `test` is skipped (a
+/// failure under `EMBER_REQUIRE_CUDA=1`). Errors other than "no GPU" fail the test.
 fn cuda_or_skip(test: &str, dtype: Precision, batch: usize) -> Option<Embedder> {
-    match load(&minilm_dir(), Device::Cuda(0), dtype, batch) {
+    cuda_or_skip_dir(test, &minilm_dir(), dtype, batch)
+}
+
+/// [`cuda_or_skip`] for the model folder `dir`.
+fn cuda_or_skip_dir(
+    test: &str,
+    dir: &std::path::Path,
+    dtype: Precision,
+    batch: usize,
+) -> Option<Embedder> {
+    match load(dir, Device::Cuda(0), dtype, batch) {
         Ok(embedder) => Some(embedder),
         Err(EmberError::Cuda(err)) if std::env::var("EMBER_REQUIRE_CUDA").as_deref() != Ok("1") => {
             eprintln!("{test}: skipped: {err}");
             None
         }
-        Err(err) => panic!("{test}: cannot load all-MiniLM-L6-v2 on cuda:0 in {dtype}: {err}"),
+        Err(err) => panic!(
+            "{test}: cannot load {} on cuda:0 in {dtype}: {err}",
+            dir.display()
+        ),
     }
 }
 
@@ -139,6 +152,37 @@ fn bf16_and_f16_stay_within_cosine_0_999() {
         let reference = gpu_reference();
         let a = agree(&rows(&gpu, &reference.texts), &reference.embeddings);
         assert_cosine_bound(&format!("cuda {dtype} vs sentence-transformers"), a, 0.999);
+    }
+}
+
+/// The RoBERTa family's position rows on the GPU: tiny-roberta and tiny-xlm-roberta
+/// (tests/tests/roberta.rs) against sentence-transformers, on texts with `<pad>` inside.
+#[test]
+fn the_roberta_family_matches_sentence_transformers() {
+    #[derive(serde::Deserialize)]
+    struct Reference {
+        texts: Vec<String>,
+        models: std::collections::BTreeMap<String, Model>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Model {
+        embeddings: Vec<Vec<f32>>,
+    }
+    let reference: Reference = read_fixture("tiny_roberta_reference.json");
+    for (folder, model) in &reference.models {
+        for dtype in [Precision::F32, Precision::F16] {
+            let dir = fixtures_dir().join(folder);
+            let test = "the_roberta_family_matches_sentence_transformers";
+            let Some(gpu) = cuda_or_skip_dir(test, &dir, dtype, 16) else {
+                return;
+            };
+            let a = agree(&rows(&gpu, &reference.texts), &model.embeddings);
+            if dtype == Precision::F32 {
+                assert_f32_bounds(&format!("cuda f32 {folder} vs sentence-transformers"), a);
+            } else {
+                assert_cosine_bound(&format!("cuda {dtype} {folder}"), a, 0.999);
+            }
+        }
     }
 }
 

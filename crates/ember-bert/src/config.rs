@@ -1,5 +1,6 @@
-//! `config.json` of a Hugging Face `BertModel`: parsed, checked for what Ember can run, and
-//! bounded before anything is allocated from it.
+//! `config.json` of a Hugging Face `BertModel` (or a RoBERTa-family model: `RobertaModel`,
+//! `XLMRobertaModel`, `CamembertModel`, which are BERT with other position ids): parsed,
+//! checked for what Ember can run, and bounded before anything is allocated from it.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,50 @@ pub struct BertConfig {
     /// `hidden_act` mapped by [`Activation::from_hf_name`]: `gelu` → exact erf GELU;
     /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast` → tanh GELU; `relu`; `linear`.
     pub activation: Activation,
+    /// How a token's position picks its row of the position table (`model_type`).
+    pub position_ids: PositionIds,
+}
+
+/// How token positions index the position table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PositionIds {
+    /// BERT: the `i`-th token of a sequence takes row `i`.
+    FromZero,
+    /// RoBERTa, XLM-RoBERTa, CamemBERT (transformers' `create_position_ids_from_input_ids`):
+    /// a token whose id is `pad_token_id` takes row `pad_token_id`; any other takes row
+    /// `pad_token_id + c`, where `c` counts the tokens of its sequence up to and including it
+    /// that are not `pad_token_id`. Without padding tokens in the text, the `i`-th token takes
+    /// row `pad_token_id + 1 + i`.
+    AfterPadding {
+        /// `config.json`'s `pad_token_id`.
+        pad_token_id: u32,
+    },
+}
+
+impl PositionIds {
+    /// The row of the position table of each token of one sequence, in order.
+    pub fn rows(self, sequence: &[u32]) -> impl Iterator<Item = usize> + '_ {
+        let mut counted = 0usize;
+        sequence.iter().enumerate().map(move |(i, &id)| match self {
+            PositionIds::FromZero => i,
+            PositionIds::AfterPadding { pad_token_id } if id == pad_token_id => {
+                pad_token_id as usize
+            }
+            PositionIds::AfterPadding { pad_token_id } => {
+                counted += 1;
+                pad_token_id as usize + counted
+            }
+        })
+    }
+
+    /// Rows of the position table that come before the first token's row: 0 for BERT,
+    /// `pad_token_id + 1` for the RoBERTa family.
+    pub fn first_row(self) -> usize {
+        match self {
+            PositionIds::FromZero => 0,
+            PositionIds::AfterPadding { pad_token_id } => pad_token_id as usize + 1,
+        }
+    }
 }
 
 /// `BertConfig`'s defaults for the keys transformers may leave out.
@@ -48,6 +93,12 @@ const DEFAULT_TYPE_VOCAB: u64 = 2;
 const DEFAULT_EPS: f64 = 1e-12;
 const DEFAULT_ACT: &str = "gelu";
 const DEFAULT_POSITION_TYPE: &str = "absolute";
+/// `RobertaConfig`'s default `pad_token_id`.
+const DEFAULT_ROBERTA_PAD: u64 = 1;
+/// The `model_type`s Ember runs: BERT, and the RoBERTa family (BERT's layers with
+/// [`PositionIds::AfterPadding`]).
+const BERT_TYPES: [&str; 1] = ["bert"];
+const ROBERTA_TYPES: [&str; 3] = ["roberta", "xlm-roberta", "camembert"];
 
 impl BertConfig {
     /// Reads and checks `config.json`.
@@ -116,13 +167,18 @@ impl BertConfig {
         };
         let hidden_act = string("hidden_act", DEFAULT_ACT)?;
         let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
-        if let Some(model_type) = get("model_type") {
-            if model_type.as_str() != Some("bert") {
-                return Err(invalid(format!(
-                    "model_type {model_type} is not supported (Ember runs \"bert\")"
-                )));
-            }
-        }
+        let roberta = match get("model_type") {
+            None => false,
+            Some(model_type) => match model_type.as_str() {
+                Some(t) if BERT_TYPES.contains(&t) => false,
+                Some(t) if ROBERTA_TYPES.contains(&t) => true,
+                _ => {
+                    return Err(invalid(format!(
+                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\" and \"camembert\")"
+                    )))
+                }
+            },
+        };
         // Every size is an integer in 1..=max, bounded before anything is sized from it.
         let field = |key: &str, default: Option<u64>, max: usize| -> Result<usize, BertError> {
             let value = match get(key) {
@@ -147,6 +203,25 @@ impl BertConfig {
             MAX_POSITIONS,
         )?;
         let type_vocab_size = field("type_vocab_size", Some(DEFAULT_TYPE_VOCAB), MAX_TYPE_VOCAB)?;
+        let position_ids = if roberta {
+            let pad_token_id = match get("pad_token_id") {
+                None => DEFAULT_ROBERTA_PAD,
+                Some(v) => v
+                    .as_u64()
+                    .ok_or_else(|| invalid(format!("\"pad_token_id\" = {v} is not a token id")))?,
+            };
+            // The first token's row, pad_token_id + 1, must leave at least one row.
+            if pad_token_id >= max_position_embeddings as u64 - 1 {
+                return Err(invalid(format!(
+                    "pad_token_id = {pad_token_id} leaves no row of the {max_position_embeddings} position embeddings for tokens (RoBERTa's positions start at pad_token_id + 1)"
+                )));
+            }
+            PositionIds::AfterPadding {
+                pad_token_id: pad_token_id as u32,
+            }
+        } else {
+            PositionIds::FromZero
+        };
         if hidden_size % num_attention_heads != 0 {
             return Err(invalid(format!(
                 "num_attention_heads = {num_attention_heads} does not divide hidden_size = {hidden_size}"
@@ -178,7 +253,14 @@ impl BertConfig {
             type_vocab_size,
             layer_norm_eps: layer_norm_eps as f32,
             activation,
+            position_ids,
         })
+    }
+
+    /// The longest sequence, in tokens, the position table holds: `max_position_embeddings`
+    /// less the rows before the first token's ([`PositionIds::first_row`]).
+    pub fn max_tokens(&self) -> usize {
+        self.max_position_embeddings - self.position_ids.first_row()
     }
 
     /// `hd = H / nh`.
@@ -227,6 +309,49 @@ mod tests {
         assert_eq!(c.hidden_size, 384);
         assert_eq!(c.head_dim(), 32);
         assert_eq!(c.activation, Activation::Gelu);
+    }
+
+    #[test]
+    fn reads_the_roberta_family_with_positions_after_the_padding_row() {
+        // all-distilroberta-v1 / paraphrase-multilingual-mpnet-base-v2 style: 514 rows, pad 1.
+        for model_type in ["roberta", "xlm-roberta", "camembert"] {
+            let text = MINILM
+                .replace("\"bert\"", &format!("\"{model_type}\""))
+                .replace("512", "514")
+                .replace(
+                    "\"type_vocab_size\": 2",
+                    "\"type_vocab_size\": 1, \"pad_token_id\": 1",
+                );
+            let c = BertConfig::from_json_str(&text, Path::new("config.json")).unwrap();
+            assert_eq!(
+                c.position_ids,
+                PositionIds::AfterPadding { pad_token_id: 1 }
+            );
+            assert_eq!((c.position_ids.first_row(), c.max_tokens()), (2, 512));
+        }
+        let bert = BertConfig::from_json_str(MINILM, Path::new("config.json")).unwrap();
+        assert_eq!(
+            (bert.position_ids, bert.max_tokens()),
+            (PositionIds::FromZero, 512)
+        );
+        // transformers' create_position_ids_from_input_ids: padding keeps row pad_token_id and
+        // does not advance the count.
+        let rows: Vec<usize> = PositionIds::AfterPadding { pad_token_id: 1 }
+            .rows(&[0, 7, 1, 1, 9, 2])
+            .collect();
+        assert_eq!(rows, [2, 3, 1, 1, 4, 5]);
+        let rows: Vec<usize> = PositionIds::FromZero.rows(&[0, 7, 1, 2]).collect();
+        assert_eq!(rows, [0, 1, 2, 3]);
+        // A padding id that leaves no row for tokens is refused, naming the file.
+        let text = MINILM.replace("\"bert\"", "\"roberta\"").replace(
+            "\"type_vocab_size\": 2",
+            "\"type_vocab_size\": 1, \"pad_token_id\": 511",
+        );
+        let err = BertConfig::from_json_str(&text, Path::new("r/config.json")).unwrap_err();
+        assert!(
+            err.to_string().contains("r/config.json") && err.to_string().contains("pad_token_id"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! `H` = hidden size, `F` = intermediate (FFN) size, `nh` = heads, `hd = H / nh`.
 //!
 //! The module tree mirrors Hugging Face's `BertModel` and the weight names are the
-//! checkpoint's own (with or without a `bert.` prefix):
+//! checkpoint's own (with or without a `bert.` prefix). RoBERTa-family checkpoints
+//! (`roberta`, `xlm-roberta`, `camembert`, with or without a `roberta.` prefix) are the same
+//! layers with other position rows ([`PositionIds`]):
 //!
 //! ```text
 //! embeddings   x = LN(word[id] + type[0] + pos[t])                           [T, H]
@@ -23,7 +25,7 @@ pub mod weights;
 
 use std::path::PathBuf;
 
-pub use config::BertConfig;
+pub use config::{BertConfig, PositionIds};
 pub use model::{check_batch, BertModel, Workspace, INT8_OUTLIER_CHANNELS};
 pub use weights::F32WeightReader;
 
@@ -63,12 +65,13 @@ pub enum BertError {
     Tensor(#[from] ember_tensor::TensorError),
     /// A tensor the config calls for is not in the weight file.
     #[error(
-        "{path}: missing tensor \"{name}\" (looked for it with and without a \"bert.\" prefix)"
+        "{path}: missing tensor \"{name}\" (looked for it with and without a \"bert.\" or \"roberta.\" prefix)"
     )]
     MissingWeight {
         /// The weight file.
         path: PathBuf,
-        /// The tensor's name, with the prefix (`bert.` or none) the file's tensors use.
+        /// The tensor's name, with the prefix (`bert.`, `roberta.` or none) the file's tensors
+        /// use.
         name: String,
     },
     /// A tensor's shape disagrees with the sizes in `config.json`.

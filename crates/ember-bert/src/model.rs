@@ -95,7 +95,8 @@ type LayerInputs = [Vec<f32>; 4];
 /// and its linear layers' inputs.
 type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(), BertError>;
 
-/// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` prefix.
+/// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` (or, for the
+/// RoBERTa family, `roberta.`) prefix.
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
     prefix: &'static str,
@@ -105,11 +106,10 @@ pub(crate) struct WeightLoader<'a> {
 
 impl<'a> WeightLoader<'a> {
     pub(crate) fn new(file: &'a WeightFile, precision: Precision) -> Self {
-        let prefix = if file.contains("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = ["bert.", "roberta."]
+            .into_iter()
+            .find(|prefix| file.contains(&format!("{prefix}embeddings.word_embeddings.weight")))
+            .unwrap_or("");
         Self {
             file,
             prefix,
@@ -495,7 +495,7 @@ impl BertModel {
     /// into `workspace`.
     ///
     /// `token_ids` is `[T]`; `seq_offsets` (`len = n + 1`, from 0 to `T`, strictly increasing)
-    /// delimits the sequences; no sequence may be longer than `max_position_embeddings`.
+    /// delimits the sequences; no sequence may be longer than [`BertConfig::max_tokens`].
     pub fn forward<'w>(
         &self,
         token_ids: &[u32],
@@ -613,7 +613,8 @@ impl BertModel {
         check_batch(&self.config, token_ids, seq_offsets)
     }
 
-    /// `x[t] = LN(word[id_t] + type[0] + pos[t − start(t)])`, summed in torch's order.
+    /// `x[t] = LN(word[id_t] + type[0] + pos[row(t)])`, summed in torch's order; `row(t)` is
+    /// the token's position row ([`crate::PositionIds`]: `t − start(t)` for BERT).
     fn embed(
         &self,
         token_ids: &[u32],
@@ -625,7 +626,8 @@ impl BertModel {
         let e = &self.embeddings;
         let (word, position, token_type) = (e.word.data(), e.position.data(), e.token_type.data());
         for window in seq_offsets.windows(2) {
-            for (pos, t) in (window[0]..window[1]).enumerate() {
+            let sequence = &token_ids[window[0]..window[1]];
+            for (pos, t) in c.position_ids.rows(sequence).zip(window[0]..window[1]) {
                 let id = token_ids[t] as usize;
                 let row = &mut out[t * h..(t + 1) * h];
                 // Rows are widened as they are read (exact), summed in torch's order; the
@@ -651,7 +653,7 @@ impl BertModel {
 
 /// Checks a packed batch against `config` (what [`BertModel::forward`] and other backends'
 /// forward passes accept): `seq_offsets` run from 0 to `T = token_ids.len()`, every sequence
-/// holds `1..=max_position_embeddings` tokens, every id is inside the vocabulary.
+/// holds `1..=`[`BertConfig::max_tokens`] tokens, every id is inside the vocabulary.
 pub fn check_batch(
     config: &BertConfig,
     token_ids: &[u32],
@@ -666,10 +668,12 @@ pub fn check_batch(
     }
     for window in seq_offsets.windows(2) {
         let len = window[1].saturating_sub(window[0]);
-        if window[1] <= window[0] || len > c.max_position_embeddings {
+        if window[1] <= window[0] || len > c.max_tokens() {
             return Err(BertError::Input(format!(
                 "sequence {}..{} must hold 1..={} tokens",
-                window[0], window[1], c.max_position_embeddings
+                window[0],
+                window[1],
+                c.max_tokens()
             )));
         }
     }

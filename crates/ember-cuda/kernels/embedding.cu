@@ -1,7 +1,12 @@
 // embedding.cu: BertEmbeddings on a packed batch, gather + LayerNorm in one pass
 // (crates/ember-bert/src/model.rs, `embed`):
 //
-//   x[t] = LN((word[id_t] + token_type[0]) + position[t − start(t)])
+//   x[t] = LN((word[id_t] + token_type[0]) + position[row(t)])
+//
+// row(t) is the token's position row: t − start(t) (BERT, pad_id < 0), or, for the RoBERTa family
+// (pad_id = config.json's pad_token_id ≥ 0, transformers' create_position_ids_from_input_ids):
+// pad_id for a token whose id is pad_id, else pad_id + the number of tokens of its sequence up to
+// and including t whose id is not pad_id (pad_id + 1 + t − start(t) in a text without them).
 //
 // token_ids is [T] u32; seq_offsets is [n_seq + 1] u32 (0, …, T, non-decreasing); the tables are
 // [vocab, H], [max_positions, H], [types, H] (only row 0 is read: Ember encodes single segments);
@@ -27,12 +32,25 @@ __device__ __forceinline__ void embedding_layernorm(
     const unsigned* __restrict__ token_ids, const unsigned* __restrict__ seq_offsets, int n_seq,
     const T* __restrict__ word, const T* __restrict__ position, const T* __restrict__ token_type,
     const float* __restrict__ gamma, const float* __restrict__ beta, T* __restrict__ out,
-    int tokens, int hidden, int vocab, int max_positions, float eps) {
+    int tokens, int hidden, int vocab, int max_positions, int pad_id, float eps) {
     const int t = blockIdx.x * EMB_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (t >= tokens) return;
     T* yr = out + static_cast<size_t>(t) * hidden;
     const unsigned id = token_ids[t];
-    const unsigned pos = t - seq_offsets[sequence_of(seq_offsets, n_seq, t)];
+    const unsigned start = seq_offsets[sequence_of(seq_offsets, n_seq, t)];
+    unsigned pos;
+    if (pad_id < 0) {
+        pos = t - start;
+    } else if (id == static_cast<unsigned>(pad_id)) {
+        pos = pad_id;
+    } else {
+        // The warp counts the sequence's tokens up to t that are not padding (exact in f32:
+        // a sequence is far shorter than 2^24).
+        float counted = 0.0f;
+        for (unsigned u = start + lane; u <= static_cast<unsigned>(t); u += 32)
+            counted += token_ids[u] != static_cast<unsigned>(pad_id) ? 1.0f : 0.0f;
+        pos = pad_id + static_cast<unsigned>(warp_sum(counted));
+    }
     if (id >= static_cast<unsigned>(vocab) || pos >= static_cast<unsigned>(max_positions)) {
         for (int j = lane; j < hidden; j += 32) yr[j] = from_f32<T>(f32_nan());
         return;
@@ -62,9 +80,9 @@ __device__ __forceinline__ void embedding_layernorm(
         int n_seq, const T* __restrict__ word, const T* __restrict__ position,                    \
         const T* __restrict__ token_type, const float* __restrict__ gamma,                        \
         const float* __restrict__ beta, T* __restrict__ out, int tokens, int hidden, int vocab,   \
-        int max_positions, float eps) {                                                           \
+        int max_positions, int pad_id, float eps) {                                               \
         embedding_layernorm<T>(token_ids, seq_offsets, n_seq, word, position, token_type, gamma,  \
-                               beta, out, tokens, hidden, vocab, max_positions, eps);             \
+                               beta, out, tokens, hidden, vocab, max_positions, pad_id, eps);     \
     }
 
 EMBEDDING(float, f32)

@@ -114,6 +114,7 @@ impl<E: Element> Encoder<E> {
             &e.norm.gamma,
             &e.norm.beta,
             config.hidden_size,
+            config.position_ids,
         )?;
         drop(e);
         let layers = (0..config.num_hidden_layers)

@@ -1,8 +1,10 @@
-//! BertEmbeddings on the GPU (`kernels/embedding.cu`): for token `t` at position `p` of its
-//! sequence, `x[t] = LN((word[id_t] + token_type[0]) + position[p])`, mirroring
+//! BertEmbeddings on the GPU (`kernels/embedding.cu`): for token `t` whose position row is `p`
+//! (its index in the sequence for BERT; [`PositionIds`] for the RoBERTa family),
+//! `x[t] = LN((word[id_t] + token_type[0]) + position[p])`, mirroring
 //! `ember_bert::BertModel`'s embedding step over a packed batch.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
+use ember_bert::PositionIds;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
@@ -36,11 +38,14 @@ pub struct EmbeddingTables<E: Element> {
     hidden: usize,
     vocab: usize,
     max_positions: usize,
+    position_ids: PositionIds,
 }
 
 impl<E: Element> EmbeddingTables<E> {
     /// Uploads `word` `[vocab, H]`, `position` `[max_positions, H]`, `token_type`
-    /// `[types ≥ 1, H]` and the LayerNorm's `gamma`, `beta` `[H]`.
+    /// `[types ≥ 1, H]` and the LayerNorm's `gamma`, `beta` `[H]`; `position_ids` says which
+    /// row of `position` each token takes (BERT's or the RoBERTa family's).
+    #[allow(clippy::too_many_arguments)]
     pub fn upload(
         device: &CudaDevice,
         word: &[f32],
@@ -49,6 +54,7 @@ impl<E: Element> EmbeddingTables<E> {
         gamma: &[f32],
         beta: &[f32],
         hidden: usize,
+        position_ids: PositionIds,
     ) -> Result<Self, CudaError> {
         const OP: &str = "EmbeddingTables::upload";
         let rows = |tensor: &'static str, data: &[f32]| -> Result<usize, CudaError> {
@@ -70,6 +76,14 @@ impl<E: Element> EmbeddingTables<E> {
         check_len(OP, "beta", hidden, beta.len())?;
         to_i32(OP, "vocab", vocab)?;
         to_i32(OP, "max_positions", max_positions)?;
+        if position_ids.first_row() >= max_positions {
+            return Err(CudaError::InvalidShape {
+                op: OP,
+                reason: format!(
+                    "{position_ids:?} leaves no row of the {max_positions} positions for tokens"
+                ),
+            });
+        }
         Ok(EmbeddingTables {
             word: device.upload(word)?,
             position: device.upload(position)?,
@@ -80,6 +94,7 @@ impl<E: Element> EmbeddingTables<E> {
             hidden,
             vocab,
             max_positions,
+            position_ids,
         })
     }
 
@@ -97,11 +112,19 @@ impl<E: Element> EmbeddingTables<E> {
     pub fn max_positions(&self) -> usize {
         self.max_positions
     }
+
+    /// The longest sequence the position table holds: its rows less those before the first
+    /// token's ([`PositionIds::first_row`]).
+    pub fn max_tokens(&self) -> usize {
+        self.max_positions - self.position_ids.first_row()
+    }
 }
 
-/// `out[t] = LN((word[id_t] + token_type[0]) + position[t − start(t)])`, `out` `[T, H]`.
+/// `out[t] = LN((word[id_t] + token_type[0]) + position[row(t)])`, `out` `[T, H]`, where
+/// `row(t)` is the token's position row ([`PositionIds::rows`]: `t − start(t)` for BERT).
 ///
-/// Checks that no sequence is longer than the position table; token ids are the caller's to
+/// Checks that no sequence is longer than the position table holds
+/// ([`EmbeddingTables::max_tokens`]); token ids are the caller's to
 /// check against [`EmbeddingTables::vocab`] before upload (an id out of range gives a NaN row,
 /// never an out-of-bounds read).
 pub fn embedding_layernorm<E: Element>(
@@ -121,13 +144,13 @@ pub fn embedding_layernorm<E: Element>(
         checked_product(OP, "out", &[t, tables.hidden])?,
         out.len(),
     )?;
-    if seq_offsets.max_len() > tables.max_positions {
+    if seq_offsets.max_len() > tables.max_tokens() {
         return Err(CudaError::InvalidOffsets {
             op: OP,
             reason: format!(
-                "a sequence of {} tokens is longer than the {} positions",
+                "a sequence of {} tokens is longer than the {} the position table holds",
                 seq_offsets.max_len(),
-                tables.max_positions
+                tables.max_tokens()
             ),
         });
     }
@@ -147,6 +170,11 @@ pub fn embedding_layernorm<E: Element>(
         tables.vocab as i32,
         tables.max_positions as i32,
     );
+    // −1: BERT's rows; else the padding id (below max_positions, so it fits i32).
+    let pad_id: i32 = match tables.position_ids {
+        PositionIds::FromZero => -1,
+        PositionIds::AfterPadding { pad_token_id } => pad_token_id as i32,
+    };
     let stream = device.stream();
     let mut launch = stream.launch_builder(&function);
     launch
@@ -163,6 +191,7 @@ pub fn embedding_layernorm<E: Element>(
         .arg(&hidden)
         .arg(&vocab)
         .arg(&max_positions)
+        .arg(&pad_id)
         .arg(&eps);
     // SAFETY: arguments match embedding.cu's signature; the tables hold vocab, max_positions
     // and 1 rows of H, out holds T·H, and the kernel bounds-checks ids and positions.

@@ -18,6 +18,7 @@
 //! On the emulated driver (`LD_LIBRARY_PATH=$(scripts/emulated-cuda.sh)`, kernels run on the CPU)
 //! the cases above [`EMULATED_MAX_MULTIPLY_ADDS`] say they skipped.
 
+use ember_bert::PositionIds;
 use ember_cpu::attention::attention_varlen_reference;
 use ember_cpu::gemm::linear_reference;
 use ember_cpu::layernorm::layernorm_reference;
@@ -166,6 +167,9 @@ enum Op {
         hidden: usize,
         vocab: usize,
         max_positions: usize,
+        /// `Some`: the RoBERTa family's position rows after this padding id, with the id
+        /// also inside sequences.
+        pad_token_id: Option<u32>,
     },
     Pool {
         seq_offsets: Vec<usize>,
@@ -286,11 +290,13 @@ impl Case {
                 hidden,
                 vocab,
                 max_positions,
+                pad_token_id,
             } => (
                 "embedding".to_owned(),
                 format!(
-                    "{}x{hidden},vocab={vocab},pos={max_positions}",
-                    lens(seq_offsets)
+                    "{}x{hidden},vocab={vocab},pos={max_positions}{}",
+                    lens(seq_offsets),
+                    pad_token_id.map_or(String::new(), |pad| format!(",pad={pad}"))
                 ),
             ),
             Op::Pool {
@@ -448,7 +454,12 @@ impl Case {
                 hidden,
                 vocab,
                 max_positions,
+                pad_token_id,
             } => {
+                let position_ids = match pad_token_id {
+                    None => PositionIds::FromZero,
+                    Some(pad_token_id) => PositionIds::AfterPadding { pad_token_id },
+                };
                 let t = *seq_offsets.last().unwrap();
                 let word = quantize::<E>(&rng.vec(vocab * hidden, 1.0));
                 let position = quantize::<E>(&rng.vec(max_positions * hidden, 1.0));
@@ -456,12 +467,17 @@ impl Case {
                 let gamma: Vec<f32> = (0..hidden).map(|_| 1.0 + 0.5 * rng.uniform()).collect();
                 let beta = rng.vec(hidden, 1.0);
                 let ids: Vec<u32> = (0..t)
-                    .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                    .map(|_| match pad_token_id {
+                        // A quarter of the tokens are the padding id, inside the texts.
+                        Some(pad) if rng.next_u64().is_multiple_of(4) => pad,
+                        _ => (rng.next_u64() % vocab as u64) as u32,
+                    })
                     .collect();
                 // ember-bert's embedding step: (word + type[0]) + position, then LayerNorm.
                 let mut want = vec![0.0f32; t * hidden];
                 for w in seq_offsets.windows(2) {
-                    for (pos, tok) in (w[0]..w[1]).enumerate() {
+                    let rows = position_ids.rows(&ids[w[0]..w[1]]);
+                    for (pos, tok) in rows.zip(w[0]..w[1]) {
                         let id = ids[tok] as usize;
                         for j in 0..hidden {
                             want[tok * hidden + j] = (word[id * hidden + j] + token_type[j])
@@ -483,6 +499,7 @@ impl Case {
                     &gamma,
                     &beta,
                     hidden,
+                    position_ids,
                 )?;
                 let ids_d = device.upload_token_ids(&ids)?;
                 let offsets_d = device.upload_offsets(seq_offsets)?;
@@ -636,10 +653,22 @@ fn cases() -> Vec<Case> {
                     hidden,
                     vocab: 100,
                     max_positions: 64,
+                    pad_token_id: None,
                 },
                 dtype,
             });
         }
+        // RoBERTa: positions from pad_token_id + 1 = 2, so 62 tokens fill the 64 rows.
+        cases.push(Case {
+            op: Op::Embedding {
+                seq_offsets: vec![0, 3, 10, 11, 31, 93],
+                hidden: 52,
+                vocab: 100,
+                max_positions: 64,
+                pad_token_id: Some(1),
+            },
+            dtype,
+        });
         for hidden in [52, 384, 768] {
             cases.push(Case {
                 op: Op::Pool {

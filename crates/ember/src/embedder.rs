@@ -158,7 +158,8 @@ impl EmbedderBuilder {
     /// Longest token sequence, special tokens included (default: the folder's
     /// `sentence_bert_config.json`, else the tokenizer's `model_max_length`, capped at the
     /// model's `max_position_embeddings`). Loading fails if `n` exceeds
-    /// `max_position_embeddings`, or leaves no room for `[CLS]` and `[SEP]`.
+    /// `max_position_embeddings` (less `pad_token_id + 1` for the RoBERTa family, whose
+    /// positions start there), or leaves no room for `[CLS]` and `[SEP]`.
     pub fn max_seq_length(mut self, n: usize) -> Self {
         self.max_seq_length = Some(n);
         self
@@ -251,12 +252,18 @@ impl EmbedderBuilder {
         let config_path = folder.transformer_dir.join("config.json");
         let config = BertConfig::from_file(&config_path)?;
         let max_seq_length = match self.max_seq_length {
-            Some(n) if n > config.max_position_embeddings => {
+            Some(n) if n > config.max_tokens() => {
+                let first = config.position_ids.first_row();
+                let rows_before = if first > 0 {
+                    format!(" less the {first} rows before the first token's")
+                } else {
+                    String::new()
+                };
                 return Err(EmberError::Options(format!(
-                    "max_seq_length {n} exceeds the model's max_position_embeddings {} ({})",
+                    "max_seq_length {n} exceeds the model's max_position_embeddings {}{rows_before} ({})",
                     config.max_position_embeddings,
                     config_path.display()
-                )))
+                )));
             }
             Some(n) => Some(n),
             None => folder.max_seq_length,
@@ -288,7 +295,7 @@ impl EmbedderBuilder {
             &folder.transformer_dir,
             max_seq_length,
             folder.do_lower_case,
-            config.max_position_embeddings,
+            config.max_tokens(),
         )?;
         tokenizer.check_ids_below(config.vocab_size)?;
         let backend = if calibrate {

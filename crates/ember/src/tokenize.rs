@@ -146,14 +146,15 @@ impl TextTokenizer {
     /// Loads the tokenizer of the Transformer module in `dir`.
     ///
     /// `max_seq_length` is sentence-transformers' (from `sentence_bert_config.json`), else the
-    /// tokenizer config's `model_max_length`; either way capped at `max_position_embeddings`.
+    /// tokenizer config's `model_max_length`; either way capped at `max_tokens`, the longest
+    /// sequence the model's position table holds ([`ember_bert::BertConfig::max_tokens`]).
     /// `do_lower_case` prepends a `Lowercase` normaliser unless one is there, as
     /// sentence-transformers does.
     pub fn load(
         dir: &Path,
         max_seq_length: Option<usize>,
         do_lower_case: bool,
-        max_position_embeddings: usize,
+        max_tokens: usize,
     ) -> Result<Self, EmberError> {
         let config = TokenizerConfig::read(dir)?;
         let json_path = dir.join("tokenizer.json");
@@ -212,8 +213,8 @@ impl TextTokenizer {
 
         let max_seq_length = max_seq_length
             .or(config.model_max_length)
-            .unwrap_or(max_position_embeddings)
-            .min(max_position_embeddings);
+            .unwrap_or(max_tokens)
+            .min(max_tokens);
         if max_seq_length < 2 {
             return Err(EmberError::Tokenizer {
                 path: source,
@@ -427,8 +428,8 @@ impl TextTokenizer {
         self.fallback_reason.as_deref()
     }
 
-    /// The most tokens a text becomes, `[CLS]` and `[SEP]` included (`≥ 2`, `≤
-    /// max_position_embeddings`); longer texts are truncated.
+    /// The most tokens a text becomes, `[CLS]` and `[SEP]` (or `<s>`, `</s>`) included (`≥ 2`,
+    /// `≤` the model's [`ember_bert::BertConfig::max_tokens`]); longer texts are truncated.
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
     }
