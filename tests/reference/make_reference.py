@@ -60,6 +60,29 @@ It writes (all paths relative to the repository root):
     ``num_tokens_untruncated`` and f32 ``embeddings``. Rewrite only this part (and the two
     folders) with ``--only roberta`` (no ``--minilm-dir`` needed).
 
+``tests/fixtures/tiny-mpnet/``
+    A tiny random ``MPNetModel`` (model_type "mpnet", the architecture of all-mpnet-base-v2:
+    hidden 48, 4 heads of 12, intermediate 80, 2 layers, gelu, layer_norm_eps 1e-5, pad_token_id 1,
+    130 positions, of which 128 usable as they start at pad_token_id + 1, and a relative attention
+    bias of 32 buckets x 4 heads shared by both layers), every parameter re-randomised as for
+    tiny-roberta, the relative bias with std 1.0 so that a wrong bucket shows. Saved as a complete
+    sentence-transformers folder (max_seq_length 128, mean pooling then ``2_Normalize``, as
+    all-mpnet-base-v2) with MPNetTokenizer's tokenizer.json: BertNormalizer (lowercase),
+    BertPreTokenizer, WordPiece (unk "[UNK]"), RobertaProcessing ``<s> ... </s>``; 2,606 ids laid
+    out as all-mpnet-base-v2's: ``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3 (a plain entry),
+    tiny-bert's WordPiece vocab from 4 (``[UNK]``=104), ``<mask>`` (lstrip) last.
+
+``tests/fixtures/tiny_mpnet_reference.json``
+    tiny-mpnet through ``SentenceTransformer(folder, device="cpu").encode(texts, batch_size=16)``
+    on the texts of tiny_roberta_reference.json plus " a" x 126 (exactly 128 tokens), x 127
+    (truncated: relative distances up to 127) and a text of about 60 tokens: unpadded
+    ``input_ids``, the absolute ``position_ids`` transformers derives (as RoBERTa's; the relative
+    bias instead uses plain sequence indices), ``num_tokens_untruncated``, f32 ``embeddings``; and
+    ``relative_buckets``: what transformers' ``MPNetEncoder.relative_position_bucket`` itself
+    returns for every relative position (key index - query index) from -600 to 600 (32 buckets,
+    max_distance 128). Rewrite only this part (and the folder) with ``--only mpnet`` (no
+    ``--minilm-dir`` needed: tiny-bert's committed vocab.txt is used).
+
 ``tests/fixtures/sbert_base_seeded_reference.json``
     A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
     max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
@@ -107,12 +130,19 @@ from transformers import (  # noqa: E402
     BertConfig,
     BertModel,
     BertTokenizer,
+    MPNetConfig,
+    MPNetModel,
+    MPNetTokenizerFast,
     RobertaConfig,
     RobertaModel,
     RobertaTokenizerFast,
     XLMRobertaConfig,
     XLMRobertaModel,
     XLMRobertaTokenizerFast,
+)
+from transformers.models.mpnet.modeling_mpnet import MPNetEncoder  # noqa: E402
+from transformers.models.mpnet.modeling_mpnet import (  # noqa: E402
+    create_position_ids_from_input_ids as mpnet_create_position_ids,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -326,6 +356,13 @@ class IntRows:
         self.rows = [[int(v) for v in r] for r in rows]
 
 
+class IntList:
+    """1-D int list, written on one line."""
+
+    def __init__(self, values):
+        self.values = [int(v) for v in values]
+
+
 class StrRows:
     def __init__(self, rows):
         self.rows = list(rows)
@@ -344,6 +381,8 @@ def _dump(obj, ind: int) -> str:
         if not obj.rows:
             return "[]"
         return "[\n" + ",\n".join(pad + json.dumps(r) for r in obj.rows) + "\n" + end + "]"
+    if isinstance(obj, IntList):
+        return json.dumps(obj.values)
     if isinstance(obj, StrRows):
         if not obj.rows:
             return "[]"
@@ -1137,6 +1176,365 @@ def make_roberta() -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Tiny random MPNet (the architecture of all-mpnet-base-v2)
+# --------------------------------------------------------------------------------------------
+
+MPNET_FOLDER = "tiny-mpnet"
+MP_SEED = 20
+MP_HIDDEN = 48
+MP_MAX_SEQ = 128
+MP_MAX_POS = 130  # MPNet's absolute positions start at pad_token_id + 1 = 2 (as RoBERTa's): 128 usable
+MP_PAD = 1
+MP_BUCKETS = 32  # relative_attention_num_buckets
+MP_MAX_DISTANCE = 128  # relative_position_bucket's default, which MPNetEncoder uses
+MP_REL_BIAS_STD = 1.0  # large, so that a wrong bucket visibly changes the embeddings
+MP_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in all-mpnet-base-v2's vocab
+MP_REL_RANGE = 600  # relative_buckets covers memory - context positions -600..600
+
+# Texts that only the MPNet fixture encodes, after roberta_texts().
+MP_EXTRA_TEXTS = [
+    boundary_text(126),  # exactly 128 tokens
+    boundary_text(127),  # 129 tokens, truncated to 128: relative distances up to 127
+    # About 60 tokens.
+    "Relative position buckets let the model tell near words from far ones: distances below "
+    "eight each get a bucket of their own, and longer ones share buckets that grow wider and wider.",
+]
+
+
+def mpnet_texts() -> list[str]:
+    """The texts of tiny_roberta_reference.json, then " a" x 126 (exactly 128 tokens), x 127
+    (truncated to 128) and a text of about 60 tokens."""
+    texts = roberta_texts() + MP_EXTRA_TEXTS
+    assert len(texts) == len(set(texts)), "duplicate texts"
+    return texts
+
+
+def mpnet_vocab(minilm_dir: Path | None) -> list[str]:
+    """all-mpnet-base-v2's layout on tiny-bert's reduced WordPiece vocab: <s>, <pad>, </s>, <unk>
+    (ids 0..3), then tiny_vocab ([PAD]=4, [UNK]=104, [CLS]=105, [SEP]=106, [MASK]=107, ...), then
+    <mask> last (2,606 ids). As in all-mpnet-base-v2 the WordPiece unk token is "[UNK]" (104), and
+    "<unk>" (3) is a plain vocab entry that no text maps to. tiny_vocab comes from MiniLM's
+    vocab.txt when --minilm-dir is given, else from the committed tiny-bert/vocab.txt (its output)."""
+    committed = FIXTURES / "tiny-bert" / "vocab.txt"
+    if minilm_dir is not None:
+        base = tiny_vocab(minilm_dir / "vocab.txt")
+        if committed.is_file():
+            assert committed.read_text(encoding="utf-8").split("\n")[:-1] == base, committed
+    else:
+        base = committed.read_text(encoding="utf-8").split("\n")
+        assert base.pop() == "" and len(base) == 2601 and base[100] == "[UNK]", committed
+    vocab = MP_SPECIALS + base + ["<mask>"]
+    assert len(vocab) == len(set(vocab)) and vocab[104] == "[UNK]"
+    return vocab
+
+
+def build_tiny_mpnet(folder: Path, vocab: list[str]) -> dict:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    # transformers 5: MPNetTokenizerFast is MPNetTokenizer (tokenizers backend): BertNormalizer
+    # (lowercase, CJK split, accents stripped as lowercase implies), BertPreTokenizer, WordPiece
+    # with unk "[UNK]", RobertaProcessing <s> ... </s>; "<mask>" is lstrip, as in all-mpnet-base-v2.
+    tokenizer = MPNetTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True,
+                                   model_max_length=MP_MAX_POS - 2)
+    assert len(tokenizer) == len(vocab)
+    config = MPNetConfig(
+        vocab_size=len(vocab),
+        hidden_size=MP_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=80,
+        hidden_act="gelu",
+        max_position_embeddings=MP_MAX_POS,
+        layer_norm_eps=1e-5,
+        relative_attention_num_buckets=MP_BUCKETS,
+        pad_token_id=MP_PAD,
+        bos_token_id=0,
+        eos_token_id=2,
+        architectures=["MPNetModel"],
+    )
+    assert config.model_type == "mpnet"
+    specials = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]
+    assert tokenizer.convert_tokens_to_ids(specials) == [0, 1, 2, 104, len(vocab) - 1]
+    torch.manual_seed(MP_SEED)
+    model = MPNetModel(config).eval()
+    # Re-randomise every parameter (as build_tiny_roberta): LayerNorm affine terms, biases, the
+    # padding_idx rows of the word and position tables, and the relative attention bias table
+    # (32 buckets x 4 heads, shared by both layers) with a large spread.
+    gen = torch.Generator().manual_seed(1000 + MP_SEED)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name == "encoder.relative_attention_bias.weight":
+                p.copy_(MP_REL_BIAS_STD * torch.randn(p.shape, generator=gen))
+            elif name.endswith("LayerNorm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert state["encoder.relative_attention_bias.weight"].shape == (MP_BUCKETS, 4)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    # As tiny-bert (and all-mpnet-base-v2): the WordPiece vocab also as vocab.txt, one id a line.
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "sep_token": "</s>",
+             "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}, indent=2) + "\n"
+    )
+    write_st_files(folder, MP_MAX_SEQ, pooling_config(MP_HIDDEN, ("mean",), full_legacy=True), normalize=True)
+    info = loading_info(folder, MPNetModel)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert not info.get("conversion_errors"), info
+    assert fsize(folder) < 1_000_000, fsize(folder)
+    with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
+        names = sorted(f.keys())
+        assert names == sorted(state), (names, sorted(state))
+        for n in names:
+            assert torch.equal(f.get_tensor(n), state[n]), n
+    tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    added = {a["content"]: a["id"] for a in tj["added_tokens"]}
+    assert added == {"<s>": 0, "<pad>": 1, "</s>": 2, "[UNK]": 104, "<mask>": len(vocab) - 1}, added
+    assert [a["lstrip"] for a in tj["added_tokens"]] == [False] * 4 + [True]
+    assert all(a["special"] and not a["normalized"] for a in tj["added_tokens"])
+    assert tj["normalizer"] == {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+                                "strip_accents": None, "lowercase": True}, tj["normalizer"]
+    assert tj["pre_tokenizer"] == {"type": "BertPreTokenizer"}, tj["pre_tokenizer"]
+    assert tj["model"]["type"] == "WordPiece" and tj["model"]["unk_token"] == "[UNK]"
+    assert tj["model"]["continuing_subword_prefix"] == "##" and tj["model"]["max_input_chars_per_word"] == 100
+    assert tj["model"]["vocab"] == {t: i for i, t in enumerate(vocab)}
+    assert tj["post_processor"]["type"] == "RobertaProcessing"
+    assert tj["post_processor"]["cls"] == ["<s>", 0] and tj["post_processor"]["sep"] == ["</s>", 2]
+    assert tj["truncation"] is None and tj["padding"] is None
+    return {"state": state, "n_params": sum(v.numel() for v in state.values()), "weight_names": names,
+            "tokenizer_json": {k: tj[k] for k in ("normalizer", "pre_tokenizer", "post_processor", "decoder")}
+            | {"model": {k: v for k, v in tj["model"].items() if k != "vocab"}, "added_tokens": added}}
+
+
+def mpnet_relative_buckets() -> dict:
+    """transformers' own MPNetEncoder.relative_position_bucket (torch, CPU; it takes the log in
+    float32) for every relative position from -600 to 600, num_buckets 32, max_distance 128.
+
+    Direction: relative_position = memory_position - context_position, i.e. KEY index minus
+    QUERY index (MPNetEncoder.compute_position_bias: context = arange(qlen)[:, None], memory =
+    arange(klen)[None, :], with plain 0-based sequence indices, not the pad-aware absolute
+    position ids). The function negates it (n = query - key); keys AFTER the query (relative
+    position > 0) get buckets 17..31, keys at or before it 0..15 (bucket 16 is never used); from
+    distance 91 on, both directions saturate (15 and 31). The score of query i and key j
+    gets relative_attention_bias.weight[bucket(j - i), head], the same table in every layer.
+    """
+    rel = torch.arange(-MP_REL_RANGE, MP_REL_RANGE + 1, dtype=torch.long)  # memory - context
+    buckets = MPNetEncoder.relative_position_bucket(rel, num_buckets=MP_BUCKETS, max_distance=MP_MAX_DISTANCE)
+    assert buckets.dtype == torch.long and buckets.shape == rel.shape
+    b = buckets.tolist()
+    r = rel.tolist()
+    # Bucket 16 (= num_buckets / 2) is never used: relative position 0 takes bucket 0.
+    assert set(b) == set(range(MP_BUCKETS)) - {MP_BUCKETS // 2}, sorted(set(b))
+    assert b[r.index(0)] == 0
+    assert all(0 <= x < MP_BUCKETS // 2 for x, d in zip(b, r) if d <= 0)
+    assert all(MP_BUCKETS // 2 <= x < MP_BUCKETS for x, d in zip(b, r) if d > 0)
+    # For information only: where an f64 evaluation of the same formula would disagree.
+    half = MP_BUCKETS // 2
+    exact = half // 2
+    f64 = []
+    for d in r:
+        n = -d
+        v = half if n < 0 else 0
+        n = abs(n)
+        v += n if n < exact else min(half - 1, exact + int(math.log(n / exact) / math.log(MP_MAX_DISTANCE / exact)
+                                                          * (half - exact)))
+        f64.append(v)
+    f64_diff = [d for d, x, y in zip(r, b, f64) if x != y]
+    return {"relative_positions": r, "buckets": b, "f64_diff": f64_diff}
+
+
+def mpnet_pooled(hidden: torch.Tensor) -> np.ndarray:
+    """Mean over the (unpadded) tokens then L2 normalisation, in f64."""
+    v = hidden.double().mean(0)
+    return (v / v.norm()).numpy()
+
+
+def make_mpnet(minilm_dir: Path | None = None) -> dict:
+    vocab = mpnet_vocab(minilm_dir)
+    texts = mpnet_texts()
+    path = FIXTURES / MPNET_FOLDER
+    built = build_tiny_mpnet(path, vocab)
+
+    m = SentenceTransformer(str(path), device="cpu")
+    assert m.max_seq_length == MP_MAX_SEQ, m.max_seq_length
+    assert [type(x).__name__ for x in m] == ["Transformer", "Pooling", "Normalize"]
+    assert m[1].pooling_mode == "mean"
+    hf = m[0].auto_model.eval()
+    assert type(hf).__name__ == "MPNetModel" and hf.config.model_type == "mpnet"
+    sd = hf.state_dict()
+    for name, t in built["state"].items():
+        assert torch.equal(sd[name], t), name
+    feats = m.preprocess(texts[:2])
+    st_keys = sorted(feats)
+    assert "token_type_ids" not in feats, st_keys  # MPNetTokenizer returns none
+    # What ST's Transformer actually hands to MPNetModel.forward (it calls model.forward(**kwargs)
+    # itself, past nn.Module hooks, so the bound method is wrapped on the instance for one call).
+    seen = []
+    bound = hf.forward
+
+    def spy(*args, **kwargs):
+        seen.append((len(args), sorted(kwargs)))
+        return bound(*args, **kwargs)
+
+    hf.forward = spy
+    try:
+        encode(m, texts[:2])
+    finally:
+        del hf.forward
+    assert seen and all(n == 0 and "token_type_ids" not in k and "position_ids" not in k for n, k in seen), seen
+    forward_kwargs = seen[0][1]
+
+    ids = unpadded_input_ids(m, texts, pad_id=MP_PAD)
+    lens = [len(r) for r in ids]
+    rt = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+    rt.no_padding()
+    rt.enable_truncation(max_length=MP_MAX_SEQ)
+    for t, row in zip(texts, ids):
+        assert rt.encode(t).ids == row, t
+    full = untruncated_counts(path / "tokenizer.json", texts)
+    assert all(n == min(f, MP_MAX_SEQ) for n, f in zip(lens, full))
+    assert all(r[0] == 0 and r[-1] == 2 for r in ids)
+    i126, i127, i60 = (texts.index(t) for t in MP_EXTRA_TEXTS)
+    assert full[i126] == MP_MAX_SEQ and lens[i126] == MP_MAX_SEQ  # " a" x 126: exactly 128
+    assert full[i127] == MP_MAX_SEQ + 1 and lens[i127] == MP_MAX_SEQ  # x 127: cut
+    assert ids[i127][-2] == vocab.index("a")
+    assert 55 <= lens[i60] <= 65, lens[i60]
+    assert sum(f > MP_MAX_SEQ for f in full) >= 3
+    pad_text = texts.index(RB_EDGE_TEXTS[0])
+    long_pad = len(roberta_texts()) - 1  # "<pad> " + LONG_BREAD, truncated
+    assert ids[pad_text].count(MP_PAD) == 1 and ids[pad_text].count(0) == 2
+    assert ids[long_pad][1] == MP_PAD and lens[long_pad] == MP_MAX_SEQ
+    assert texts.index("[CLS] [SEP] [MASK] [UNK]") == 12 and ids[12][-2] == 104  # literal [UNK]: special
+
+    positions = []
+    for r in ids:
+        pos = mpnet_create_position_ids(torch.tensor([r]), MP_PAD)[0].tolist()
+        assert pos == roberta_position_ids(r, MP_PAD)
+        positions.append(pos)
+    assert max(max(p) for p in positions) == MP_MAX_POS - 1  # 128 tokens, no <pad>: row 129
+
+    emb = encode(m, texts)
+    single = np.stack([encode(m, [t])[0] for t in texts])
+    diff_single = float(np.abs(single - emb).max())
+    assert diff_single < 1e-5, diff_single
+    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+    assert np.all(np.abs(norms - 1) < 1e-5), norms
+
+    rb = mpnet_relative_buckets()
+    # The model's own bias for a 128-token sequence is the table indexed by these buckets.
+    with torch.inference_mode():
+        x = torch.zeros(1, MP_MAX_SEQ, MP_HIDDEN)
+        bias = hf.encoder.compute_position_bias(x)[0]  # [heads, query, key]
+        q = torch.arange(MP_MAX_SEQ)
+        table = torch.tensor(rb["buckets"])[(q[None, :] - q[:, None]) + MP_REL_RANGE]  # [query, key]
+        assert torch.equal(bias, hf.encoder.relative_attention_bias.weight[table].permute(2, 0, 1))
+
+    # Independent recomputation: the folder loaded afresh as a plain MPNetModel, each text alone,
+    # attention mask all ones, mean pooled and L2-normalised here; and the same model with the
+    # relative attention bias zeroed, which must give clearly different embeddings. Two likely
+    # mistakes must show too (informative, > 1e-3): the bias with query and key swapped (the
+    # direction of relative_position reversed), and relative positions taken from the pad-aware
+    # absolute position ids instead of the plain sequence indices (only texts with a <pad>).
+    plain = MPNetModel.from_pretrained(str(path)).eval()
+    no_bias = MPNetModel.from_pretrained(str(path)).eval()
+    with torch.no_grad():
+        no_bias.encoder.relative_attention_bias.weight.zero_()
+    variant = MPNetModel.from_pretrained(str(path)).eval()
+    variant_kind = {}
+
+    def variant_bias(x, position_ids=None, num_buckets=MP_BUCKETS):
+        if variant_kind["kind"] == "swapped":
+            return MPNetEncoder.compute_position_bias(variant.encoder, x).transpose(-1, -2)
+        # (compute_position_bias's own position_ids branch fails on its permute, hence by hand.)
+        pos = torch.tensor(variant_kind["positions"])
+        bucket = MPNetEncoder.relative_position_bucket(pos[None, :] - pos[:, None], num_buckets=num_buckets)
+        return variant.encoder.relative_attention_bias(bucket).permute(2, 0, 1).unsqueeze(0)
+
+    variant.encoder.compute_position_bias = variant_bias
+    checks = {}
+    with torch.inference_mode():
+        for i in [pad_text, i60, long_pad]:
+            t = torch.tensor([ids[i]])
+            ones = torch.ones_like(t)
+            out = plain(input_ids=t, attention_mask=ones).last_hidden_state[0]
+            explicit = plain(input_ids=t, attention_mask=ones,
+                             position_ids=torch.tensor([positions[i]])).last_hidden_state[0]
+            assert torch.equal(out, explicit)
+            zero = no_bias(input_ids=t, attention_mask=ones).last_hidden_state[0]
+            err = float(np.abs(mpnet_pooled(out) - emb[i]).max())
+            err_zero = float(np.abs(mpnet_pooled(zero) - emb[i]).max())
+            assert err < 1e-5, (i, err)
+            assert err_zero > 1e-2, (i, err_zero)
+            variant_kind.update(kind="swapped")
+            swapped = variant(input_ids=t, attention_mask=ones).last_hidden_state[0]
+            err_swapped = float(np.abs(mpnet_pooled(swapped) - emb[i]).max())
+            assert err_swapped > 1e-3, (i, err_swapped)
+            variant_kind.update(kind="pad-aware", positions=positions[i])
+            pad_aware = variant(input_ids=t, attention_mask=ones).last_hidden_state[0]
+            err_pad_aware = float(np.abs(mpnet_pooled(pad_aware) - emb[i]).max())
+            assert (err_pad_aware > 1e-3) == (MP_PAD in ids[i]), (i, err_pad_aware)
+            checks[i] = (lens[i], err, err_zero, err_swapped, err_pad_aware)
+
+    out = {
+        "versions": versions(),
+        "torch_num_threads": torch.get_num_threads(),
+        "encode_call": "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
+        "max_seq_length": MP_MAX_SEQ,
+        "hidden_size": MP_HIDDEN,
+        "texts": StrRows(texts),
+        "models": {
+            MPNET_FOLDER: {
+                "model_type": "mpnet",
+                "seed": MP_SEED,
+                "vocab_size": len(vocab),
+                "pooling_mode": ["mean"],
+                "normalize": True,
+                "input_ids": IntRows(ids),
+                "position_ids": IntRows(positions),
+                "num_tokens_untruncated": full,
+                "embeddings": F32Rows(emb),
+            }
+        },
+        # transformers' MPNetEncoder.relative_position_bucket itself (see mpnet_relative_buckets):
+        # relative_positions[k] = memory_position - context_position = key index - query index
+        # (0-based sequence indices), buckets[k] its bucket.
+        "relative_buckets": {
+            "definition": "relative_position = memory_position - context_position = key index - query index",
+            "num_buckets": MP_BUCKETS,
+            "max_distance": MP_MAX_DISTANCE,
+            "relative_positions": IntList(rb["relative_positions"]),
+            "buckets": IntList(rb["buckets"]),
+        },
+    }
+    out_path = FIXTURES / "tiny_mpnet_reference.json"
+    write_json(out_path, out)
+    check_f32_roundtrip(out_path, ["models", MPNET_FOLDER, "embeddings"], emb)
+    data = json.loads(out_path.read_text(encoding="utf-8"))
+    assert data["relative_buckets"]["buckets"] == rb["buckets"]
+    assert data["models"][MPNET_FOLDER]["position_ids"] == positions
+
+    print(f"[mpnet] {MPNET_FOLDER}: vocab {len(vocab)}, {built['n_params']:,} params, {fsize(path):,} bytes; "
+          f"attn={hf.config._attn_implementation}; {len(texts)} texts, token counts {min(lens)}..{max(lens)}, "
+          f"truncated {sum(f > MP_MAX_SEQ for f in full)}, <pad> tokens {sum(r.count(MP_PAD) for r in ids)}, "
+          f"[UNK] tokens {sum(r.count(104) for r in ids)}; ST features {st_keys}; ST forward kwargs "
+          f"{forward_kwargs}; max |batched - one-at-a-time| = {diff_single:.3g}; plain-torch check "
+          + ", ".join(f"text {i} ({n} tokens): |diff| {e:.3g} (bias zeroed {z:.3g}, query/key swapped "
+                      f"{w:.3g}, pad-aware relative positions {a:.3g})" for i, (n, e, z, w, a) in checks.items()))
+    print(f"[mpnet] relative buckets -{MP_REL_RANGE}..{MP_REL_RANGE}: f32-log vs f64 formula differ at "
+          f"{rb['f64_diff'] or 'no relative position'}")
+    return {"texts": texts, "lens": lens, "full": full, "checks": checks, "diff_single": diff_single,
+            "weight_names": built["weight_names"], "tokenizer_json": built["tokenizer_json"],
+            "forward_kwargs": forward_kwargs, "st_keys": st_keys, "size": fsize(path),
+            "params": built["n_params"], "rel": rb}
+
+
+# --------------------------------------------------------------------------------------------
 # torch.save fixtures (the only part of this script that needs torch.save itself)
 # --------------------------------------------------------------------------------------------
 
@@ -1457,14 +1855,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minilm-dir", type=Path,
                     help="local copy of sentence-transformers/all-MiniLM-L6-v2 (required unless "
-                         "--torch-fixtures-only)")
+                         "--torch-fixtures-only or --only)")
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
-    ap.add_argument("--only", choices=["roberta"], default=None,
+    ap.add_argument("--only", choices=["roberta", "mpnet"], default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
-                         "tiny_roberta_reference.json (no --minilm-dir needed); leaves every other "
-                         "fixture untouched")
+                         "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
+                         "tiny_mpnet_reference.json (its vocab from --minilm-dir if given, else from "
+                         "the committed tiny-bert/vocab.txt). Neither needs --minilm-dir; both leave "
+                         "every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
     args = ap.parse_args()
@@ -1474,12 +1874,17 @@ def main() -> None:
         torch.set_num_threads(1)
         make_torch_fixtures()
         return
-    if args.only == "roberta":
+    if args.only is not None:
         torch.set_num_threads(1)
         t = time.time()
-        make_roberta()
-        print(f"[roberta] done in {time.time() - t:.1f}s")
-        for p in [FIXTURES / f for f in ROBERTA] + [FIXTURES / "tiny_roberta_reference.json"]:
+        if args.only == "roberta":
+            make_roberta()
+            written = [FIXTURES / f for f in ROBERTA] + [FIXTURES / "tiny_roberta_reference.json"]
+        else:
+            make_mpnet(args.minilm_dir.resolve() if args.minilm_dir else None)
+            written = [FIXTURES / MPNET_FOLDER, FIXTURES / "tiny_mpnet_reference.json"]
+        print(f"[{args.only}] done in {time.time() - t:.1f}s")
+        for p in written:
             print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes")
             if p.is_dir():
                 for q in sorted(p.rglob("*")):
@@ -1515,6 +1920,9 @@ def main() -> None:
     rob = make_roberta()
     print(f"[roberta] done in {time.time() - t:.1f}s")
     t = time.time()
+    mp = make_mpnet(minilm_dir)
+    print(f"[mpnet] done in {time.time() - t:.1f}s")
+    t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))
     print(f"[sbert-base] done in {time.time() - t:.1f}s")
@@ -1526,6 +1934,7 @@ def main() -> None:
     print(f"tiny: vocab {tiny['vocab']}, {tiny['cases']} cases x {tiny['texts']} texts; "
           f"sbert-base-seeded: {sb['params']:,} params, {sb['texts']} texts")
     print(f"roberta: {', '.join(ROBERTA)}, {len(rob['texts'])} texts, max_seq_length {RB_MAX_SEQ}")
+    print(f"mpnet: {MPNET_FOLDER}, {len(mp['texts'])} texts, max_seq_length {MP_MAX_SEQ}")
     for p in sorted(FIXTURES.iterdir()):
         extra = f"  sha256:{sha256(p)}" if p.is_file() else ""
         print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes{extra}")

@@ -679,10 +679,7 @@ pub fn cases() -> Vec<BrokenFolder> {
         case!(
             "config/roberta padding past the positions",
             CONFIG,
-            [
-                "pad_token_id = 600",
-                "no row of the 64 position embeddings"
-            ],
+            ["pad_token_id = 600", "no row of the 64 position embeddings"],
             |d| {
                 set_config(d, "model_type", json!("roberta"));
                 set_config(d, "pad_token_id", json!(600))

@@ -155,10 +155,11 @@ fn bf16_and_f16_stay_within_cosine_0_999() {
     }
 }
 
-/// The RoBERTa family's position rows on the GPU: tiny-roberta and tiny-xlm-roberta
-/// (tests/tests/roberta.rs) against sentence-transformers, on texts with `<pad>` inside.
+/// The RoBERTa and MPNet families on the GPU (position rows, MPNet's relative position bias):
+/// tiny-roberta, tiny-xlm-roberta and tiny-mpnet (tests/tests/model_families.rs) against
+/// sentence-transformers, on texts with `<pad>` inside.
 #[test]
-fn the_roberta_family_matches_sentence_transformers() {
+fn roberta_and_mpnet_match_sentence_transformers() {
     #[derive(serde::Deserialize)]
     struct Reference {
         texts: Vec<String>,
@@ -168,19 +169,22 @@ fn the_roberta_family_matches_sentence_transformers() {
     struct Model {
         embeddings: Vec<Vec<f32>>,
     }
-    let reference: Reference = read_fixture("tiny_roberta_reference.json");
-    for (folder, model) in &reference.models {
-        for dtype in [Precision::F32, Precision::F16] {
-            let dir = fixtures_dir().join(folder);
-            let test = "the_roberta_family_matches_sentence_transformers";
-            let Some(gpu) = cuda_or_skip_dir(test, &dir, dtype, 16) else {
-                return;
-            };
-            let a = agree(&rows(&gpu, &reference.texts), &model.embeddings);
-            if dtype == Precision::F32 {
-                assert_f32_bounds(&format!("cuda f32 {folder} vs sentence-transformers"), a);
-            } else {
-                assert_cosine_bound(&format!("cuda {dtype} {folder}"), a, 0.999);
+    for file in ["tiny_roberta_reference.json", "tiny_mpnet_reference.json"] {
+        // All 31–34 texts even on the emulated driver: the models are tiny (about 20 s there).
+        let reference: Reference = read_fixture(file);
+        for (folder, model) in &reference.models {
+            for dtype in [Precision::F32, Precision::F16] {
+                let dir = fixtures_dir().join(folder);
+                let test = "roberta_and_mpnet_match_sentence_transformers";
+                let Some(gpu) = cuda_or_skip_dir(test, &dir, dtype, 16) else {
+                    return;
+                };
+                let a = agree(&rows(&gpu, &reference.texts), &model.embeddings);
+                if dtype == Precision::F32 {
+                    assert_f32_bounds(&format!("cuda f32 {folder} vs sentence-transformers"), a);
+                } else {
+                    assert_cosine_bound(&format!("cuda {dtype} {folder}"), a, 0.999);
+                }
             }
         }
     }

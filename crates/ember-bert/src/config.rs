@@ -34,7 +34,7 @@ pub struct BertConfig {
     pub vocab_size: usize,
     /// Rows of the position-embedding table: the longest sequence, in tokens, the model runs.
     pub max_position_embeddings: usize,
-    /// Rows of the token-type (segment) table; Ember uses row 0.
+    /// Rows of the token-type (segment) table; Ember uses row 0. 0 for MPNet, which has none.
     pub type_vocab_size: usize,
     /// The LayerNorm `ε` in `y = (x − μ) / √(σ² + ε) · γ + β`, in `(0, 1)`.
     pub layer_norm_eps: f32,
@@ -43,7 +43,74 @@ pub struct BertConfig {
     pub activation: Activation,
     /// How a token's position picks its row of the position table (`model_type`).
     pub position_ids: PositionIds,
+    /// The checkpoint's layout (`model_type`).
+    pub family: ModelFamily,
+    /// MPNet's `relative_attention_num_buckets`: the rows of its relative position bias table
+    /// (transformers buckets with [`MPNET_BUCKETS`] whatever this says, so it is at least
+    /// that); `None` for BERT and RoBERTa, which have none.
+    pub relative_attention_buckets: Option<usize>,
 }
+
+/// Which family of checkpoints a config describes: the same encoder layers under other names,
+/// position rows and extras.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelFamily {
+    /// `bert`: `BertModel`.
+    Bert,
+    /// `roberta`, `xlm-roberta`, `camembert`: BERT's names under a `roberta.` prefix, with
+    /// [`PositionIds::AfterPadding`].
+    Roberta,
+    /// `mpnet` (all-mpnet-base-v2): attention weights named `attention.attn.{q,k,v,o}` and
+    /// `attention.LayerNorm`, no token-type table, [`PositionIds::AfterPadding`], and a
+    /// relative position bias added to every layer's attention scores.
+    Mpnet,
+}
+
+/// MPNet's `relative_position_bucket` (transformers' `MPNetEncoder`, `max_distance` 128):
+/// the bucket of `relative_position` = key index − query index. Keys before the query and
+/// after it take separate halves of the `num_buckets`; distances below a quarter of them get a
+/// bucket each, longer ones share logarithmically wider buckets up to `max_distance`. The
+/// logarithm is taken in f32, as torch does.
+pub fn relative_position_bucket(
+    relative_position: i64,
+    num_buckets: usize,
+    max_distance: usize,
+) -> usize {
+    let half = num_buckets / 2;
+    let n = -relative_position;
+    let base = if n < 0 { half } else { 0 };
+    let n = n.unsigned_abs() as usize;
+    let max_exact = half / 2;
+    if n < max_exact {
+        return base + n;
+    }
+    let ratio = (max_distance as f64 / max_exact as f64).ln() as f32;
+    let large = (n as f32 / max_exact as f32).ln() / ratio * (half - max_exact) as f32;
+    base + (max_exact + large as usize).min(half - 1)
+}
+
+/// MPNet's relative position bias expanded per distance for
+/// [`ember_cpu::RelativeBias`]: `weight` is `encoder.relative_attention_bias.weight`
+/// (`[rows, heads]`, `rows` ≥ [`MPNET_BUCKETS`]); the result is `[heads, 2·span + 1]`, entry
+/// `span + d` of head `h` the bias of relative position `d`.
+pub fn expand_relative_bias(weight: &[f32], heads: usize, span: usize) -> Vec<f32> {
+    let width = 2 * span + 1;
+    let mut values = vec![0.0f32; heads * width];
+    for (index, d) in (-(span as i64)..=span as i64).enumerate() {
+        let bucket = relative_position_bucket(d, MPNET_BUCKETS, MPNET_MAX_DISTANCE);
+        for h in 0..heads {
+            values[h * width + index] = weight[bucket * heads + h];
+        }
+    }
+    values
+}
+
+/// transformers' `MPNetEncoder.relative_position_bucket` default (not in `config.json`).
+pub const MPNET_MAX_DISTANCE: usize = 128;
+/// The buckets transformers' `MPNetEncoder` computes with, whatever `config.json`'s
+/// `relative_attention_num_buckets` (which only sizes the bias table): `compute_position_bias`'s
+/// default.
+pub const MPNET_BUCKETS: usize = 32;
 
 /// How token positions index the position table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,8 +160,11 @@ const DEFAULT_TYPE_VOCAB: u64 = 2;
 const DEFAULT_EPS: f64 = 1e-12;
 const DEFAULT_ACT: &str = "gelu";
 const DEFAULT_POSITION_TYPE: &str = "absolute";
-/// `RobertaConfig`'s default `pad_token_id`.
+/// `RobertaConfig`'s and `MPNetConfig`'s default `pad_token_id`.
 const DEFAULT_ROBERTA_PAD: u64 = 1;
+/// `MPNetConfig`'s default `relative_attention_num_buckets`, and a bound no model nears.
+const DEFAULT_MPNET_BUCKETS: u64 = 32;
+const MAX_BUCKETS: usize = 1 << 12;
 /// The `model_type`s Ember runs: BERT, and the RoBERTa family (BERT's layers with
 /// [`PositionIds::AfterPadding`]).
 const BERT_TYPES: [&str; 1] = ["bert"];
@@ -167,14 +237,15 @@ impl BertConfig {
         };
         let hidden_act = string("hidden_act", DEFAULT_ACT)?;
         let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
-        let roberta = match get("model_type") {
-            None => false,
+        let family = match get("model_type") {
+            None => ModelFamily::Bert,
             Some(model_type) => match model_type.as_str() {
-                Some(t) if BERT_TYPES.contains(&t) => false,
-                Some(t) if ROBERTA_TYPES.contains(&t) => true,
+                Some(t) if BERT_TYPES.contains(&t) => ModelFamily::Bert,
+                Some(t) if ROBERTA_TYPES.contains(&t) => ModelFamily::Roberta,
+                Some("mpnet") => ModelFamily::Mpnet,
                 _ => {
                     return Err(invalid(format!(
-                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\" and \"camembert\")"
+                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\" and \"mpnet\")"
                     )))
                 }
             },
@@ -202,8 +273,29 @@ impl BertConfig {
             Some(DEFAULT_MAX_POSITIONS),
             MAX_POSITIONS,
         )?;
-        let type_vocab_size = field("type_vocab_size", Some(DEFAULT_TYPE_VOCAB), MAX_TYPE_VOCAB)?;
-        let position_ids = if roberta {
+        // MPNet has no token-type table.
+        let type_vocab_size = match family {
+            ModelFamily::Mpnet => 0,
+            _ => field("type_vocab_size", Some(DEFAULT_TYPE_VOCAB), MAX_TYPE_VOCAB)?,
+        };
+        let relative_attention_buckets = match family {
+            ModelFamily::Mpnet => {
+                let buckets = field(
+                    "relative_attention_num_buckets",
+                    Some(DEFAULT_MPNET_BUCKETS),
+                    MAX_BUCKETS,
+                )?;
+                // transformers indexes the table with 32 buckets whatever its size.
+                if buckets < MPNET_BUCKETS {
+                    return Err(invalid(format!(
+                        "\"relative_attention_num_buckets\" = {buckets} is below the {MPNET_BUCKETS} buckets MPNet computes"
+                    )));
+                }
+                Some(buckets)
+            }
+            _ => None,
+        };
+        let position_ids = if family != ModelFamily::Bert {
             let pad_token_id = match get("pad_token_id") {
                 None => DEFAULT_ROBERTA_PAD,
                 Some(v) => v
@@ -254,6 +346,8 @@ impl BertConfig {
             layer_norm_eps: layer_norm_eps as f32,
             activation,
             position_ids,
+            family,
+            relative_attention_buckets,
         })
     }
 
@@ -350,6 +444,51 @@ mod tests {
         let err = BertConfig::from_json_str(&text, Path::new("r/config.json")).unwrap_err();
         assert!(
             err.to_string().contains("r/config.json") && err.to_string().contains("pad_token_id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_mpnet_with_its_relative_bias_and_no_token_types() {
+        // all-mpnet-base-v2's config.json.
+        let text = r#"{"architectures": ["MPNetForMaskedLM"], "attention_probs_dropout_prob": 0.1,
+            "bos_token_id": 0, "eos_token_id": 2, "hidden_act": "gelu", "hidden_size": 768,
+            "intermediate_size": 3072, "layer_norm_eps": 1e-05, "max_position_embeddings": 514,
+            "model_type": "mpnet", "num_attention_heads": 12, "num_hidden_layers": 12,
+            "pad_token_id": 1, "relative_attention_num_buckets": 32, "vocab_size": 30527}"#;
+        let c = BertConfig::from_json_str(text, Path::new("config.json")).unwrap();
+        assert_eq!(c.family, ModelFamily::Mpnet);
+        assert_eq!(c.relative_attention_buckets, Some(32));
+        assert_eq!((c.type_vocab_size, c.max_tokens()), (0, 512));
+        assert_eq!(
+            c.position_ids,
+            PositionIds::AfterPadding { pad_token_id: 1 }
+        );
+        // transformers' buckets: keys before the query (and the query) 0–15, after it 16–31.
+        for (d, bucket) in [
+            (0, 0),
+            (-1, 1),
+            (1, 17),
+            (-8, 8),
+            (8, 24),
+            (-90, 14),
+            (-91, 15),
+            (90, 30),
+            (91, 31),
+            (600, 31),
+        ] {
+            assert_eq!(relative_position_bucket(d, 32, 128), bucket, "{d}");
+        }
+        let bias = expand_relative_bias(&(0..64).map(|v| v as f32).collect::<Vec<_>>(), 2, 3);
+        // Head 1, distances −3..=3: buckets 3, 2, 1, 0, 17, 18, 19 → rows × 2 heads + 1.
+        assert_eq!(&bias[7..], &[7.0, 5.0, 3.0, 1.0, 35.0, 37.0, 39.0]);
+        let few = text.replace(
+            "\"relative_attention_num_buckets\": 32",
+            "\"relative_attention_num_buckets\": 16",
+        );
+        let err = BertConfig::from_json_str(&few, Path::new("m/config.json")).unwrap_err();
+        assert!(
+            err.to_string().contains("relative_attention_num_buckets"),
             "{err}"
         );
     }

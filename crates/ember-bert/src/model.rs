@@ -7,10 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use ember_cpu::gemm::{Int8Rotation, Int8Rounding, WeightData};
-use ember_cpu::{attention_varlen, layernorm, linear, Activation, PackedLinear, Precision};
+use ember_cpu::{
+    attention_varlen_biased, layernorm, linear, Activation, PackedLinear, Precision, RelativeBias,
+};
 use ember_tensor::{find_weight_file, F32Tensor, StoredData, StoredTensor, WeightFile};
 
-use crate::{BertConfig, BertError};
+use crate::{expand_relative_bias, BertConfig, BertError, ModelFamily};
 
 /// A LayerNorm's `γ` and `β`, each `[H]`.
 struct LayerNormWeights {
@@ -23,8 +25,15 @@ struct LayerNormWeights {
 struct Embeddings {
     word: StoredTensor,
     position: StoredTensor,
-    token_type: StoredTensor,
+    /// `None` for MPNet, which has no token-type table.
+    token_type: Option<StoredTensor>,
     norm: LayerNormWeights,
+}
+
+/// MPNet's relative position bias, expanded per distance ([`expand_relative_bias`]).
+struct RelativeBiasTable {
+    values: Vec<f32>,
+    span: usize,
 }
 
 /// One `BertLayer`.
@@ -47,6 +56,7 @@ pub struct BertModel {
     config: BertConfig,
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    relative_bias: Option<RelativeBiasTable>,
 }
 
 /// Tokens per step of the feed-forward block (`[rows, F]` intermediate: 1.5 MB for
@@ -95,23 +105,25 @@ type LayerInputs = [Vec<f32>; 4];
 /// and its linear layers' inputs.
 type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(), BertError>;
 
-/// Finds checkpoint tensors by their `BertModel` names, with or without a `bert.` (or, for the
-/// RoBERTa family, `roberta.`) prefix.
+/// Finds checkpoint tensors by their `BertModel` names (translated to MPNet's for MPNet), with
+/// or without a `bert.`, `roberta.` or `mpnet.` prefix.
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
+    family: ModelFamily,
     prefix: &'static str,
     /// Precision the linear layers are packed in.
     precision: Precision,
 }
 
 impl<'a> WeightLoader<'a> {
-    pub(crate) fn new(file: &'a WeightFile, precision: Precision) -> Self {
-        let prefix = ["bert.", "roberta."]
+    pub(crate) fn new(file: &'a WeightFile, family: ModelFamily, precision: Precision) -> Self {
+        let prefix = ["bert.", "roberta.", "mpnet."]
             .into_iter()
             .find(|prefix| file.contains(&format!("{prefix}embeddings.word_embeddings.weight")))
             .unwrap_or("");
         Self {
             file,
+            family,
             prefix,
             precision,
         }
@@ -149,10 +161,10 @@ impl<'a> WeightLoader<'a> {
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
             )?,
-            token_type: self.stored(
-                "embeddings.token_type_embeddings.weight",
-                &[config.type_vocab_size, h],
-            )?,
+            token_type: match config.type_vocab_size {
+                0 => None,
+                types => Some(self.stored("embeddings.token_type_embeddings.weight", &[types, h])?),
+            },
             norm: self.layer_norm("embeddings.LayerNorm", h)?,
         })
     }
@@ -237,6 +249,7 @@ impl<'a> WeightLoader<'a> {
     /// The checkpoint name of `name`. LayerNorm parameters saved by old transformers
     /// versions as `gamma`/`beta` are found under those names too.
     fn find(&self, name: &str) -> Result<String, BertError> {
+        let name = &self.family_name(name);
         let legacy = name
             .strip_suffix("LayerNorm.weight")
             .map(|stem| format!("{stem}LayerNorm.gamma"))
@@ -259,6 +272,38 @@ impl<'a> WeightLoader<'a> {
                 name: format!("{}{name}", self.prefix),
             })?;
         Ok(found.clone())
+    }
+
+    /// The name `BertModel`'s `name` has in this family's checkpoints.
+    fn family_name(&self, name: &str) -> String {
+        match self.family {
+            ModelFamily::Bert | ModelFamily::Roberta => name.to_owned(),
+            ModelFamily::Mpnet => name
+                .replace(".attention.self.query.", ".attention.attn.q.")
+                .replace(".attention.self.key.", ".attention.attn.k.")
+                .replace(".attention.self.value.", ".attention.attn.v.")
+                .replace(".attention.output.dense.", ".attention.attn.o.")
+                .replace(".attention.output.LayerNorm.", ".attention.LayerNorm."),
+        }
+    }
+
+    /// MPNet's `encoder.relative_attention_bias.weight` (`[buckets, heads]`) expanded over
+    /// every distance a sequence of [`BertConfig::max_tokens`] can hold: `(values, span)`;
+    /// `None` for the families without one.
+    pub(crate) fn relative_bias(
+        &self,
+        config: &BertConfig,
+    ) -> Result<Option<(Vec<f32>, usize)>, BertError> {
+        let Some(buckets) = config.relative_attention_buckets else {
+            return Ok(None);
+        };
+        let heads = config.num_attention_heads;
+        let weight = self.tensor("encoder.relative_attention_bias.weight", &[buckets, heads])?;
+        let span = config.max_tokens() - 1;
+        Ok(Some((
+            expand_relative_bias(weight.data(), heads, span),
+            span,
+        )))
     }
 
     fn layer_norm(&self, stem: &str, hidden: usize) -> Result<LayerNormWeights, BertError> {
@@ -425,7 +470,8 @@ impl BertModel {
         file: &WeightFile,
         precision: Precision,
     ) -> Result<Self, BertError> {
-        Self::load(config, WeightLoader::new(file, precision))
+        let loader = WeightLoader::new(file, config.family, precision);
+        Self::load(config, loader)
     }
 
     /// This model (loaded in f32 from `file`) in int8, calibrated on a batch of text
@@ -445,7 +491,7 @@ impl BertModel {
         token_ids: &[u32],
         seq_offsets: &[usize],
     ) -> Result<BertModel, BertError> {
-        let loader = WeightLoader::new(file, Precision::Int8);
+        let loader = WeightLoader::new(file, self.config.family, Precision::Int8);
         let mut layers = Vec::with_capacity(self.layers.len());
         let mut pack_layer = |index: usize, inputs: &LayerInputs| -> Result<(), BertError> {
             layers.push(loader.layer(&self.config, index, Some(inputs))?);
@@ -459,10 +505,12 @@ impl BertModel {
         )?;
         let embeddings = loader.embeddings(&self.config)?;
         loader.check_no_layer_past(self.config.num_hidden_layers)?;
+        let relative_bias = loader.relative_bias(&self.config)?;
         Ok(Self {
             config: self.config.clone(),
             embeddings,
             layers,
+            relative_bias: relative_bias.map(|(values, span)| RelativeBiasTable { values, span }),
         })
     }
 
@@ -472,10 +520,12 @@ impl BertModel {
             .map(|i| loader.layer(&config, i, None))
             .collect::<Result<Vec<_>, BertError>>()?;
         loader.check_no_layer_past(config.num_hidden_layers)?;
+        let relative_bias = loader.relative_bias(&config)?;
         Ok(Self {
             config,
             embeddings,
             layers,
+            relative_bias: relative_bias.map(|(values, span)| RelativeBiasTable { values, span }),
         })
     }
 
@@ -542,11 +592,16 @@ impl BertModel {
             let qkv = &mut qkv_or_intermediate[..t * 3 * h];
             record(&mut inputs, linear_kind::QKV, hidden);
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
-            attention_varlen(
+            let bias = self.relative_bias.as_ref().map(|b| RelativeBias {
+                values: &b.values,
+                span: b.span,
+            });
+            attention_varlen_biased(
                 qkv,
                 seq_offsets,
                 c.num_attention_heads,
                 c.head_dim(),
+                bias,
                 context,
             )?;
             record(&mut inputs, linear_kind::ATTENTION_OUTPUT, context);
@@ -624,7 +679,8 @@ impl BertModel {
         let c = &self.config;
         let h = c.hidden_size;
         let e = &self.embeddings;
-        let (word, position, token_type) = (e.word.data(), e.position.data(), e.token_type.data());
+        let (word, position) = (e.word.data(), e.position.data());
+        let token_type = e.token_type.as_ref().map(StoredTensor::data);
         for window in seq_offsets.windows(2) {
             let sequence = &token_ids[window[0]..window[1]];
             for (pos, t) in c.position_ids.rows(sequence).zip(window[0]..window[1]) {
@@ -634,7 +690,9 @@ impl BertModel {
                 // tables stay in their stored dtype. Ids and positions were checked against
                 // the table shapes in `check_batch`.
                 word.widen_into(id * h, row);
-                add_widened(row, token_type, 0);
+                if let Some(token_type) = token_type {
+                    add_widened(row, token_type, 0);
+                }
                 add_widened(row, position, pos * h);
             }
         }

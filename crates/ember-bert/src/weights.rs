@@ -43,7 +43,7 @@ pub struct EmbeddingWeights {
     pub word: Vec<f32>,
     /// `embeddings.position_embeddings.weight`, `[max_positions, H]`: one row per position.
     pub position: Vec<f32>,
-    /// `embeddings.token_type_embeddings.weight`, `[types, H]`.
+    /// `embeddings.token_type_embeddings.weight`, `[types, H]` (MPNet: one row of zeros).
     pub token_type: Vec<f32>,
     /// `embeddings.LayerNorm`, applied to the sum of the three rows.
     pub norm: NormWeights,
@@ -81,7 +81,7 @@ impl<'a> F32WeightReader<'a> {
     pub fn new(config: &'a BertConfig, file: &'a WeightFile) -> Self {
         Self {
             // The precision only matters to the CPU model's packing, not used here.
-            loader: WeightLoader::new(file, Precision::F32),
+            loader: WeightLoader::new(file, config.family, Precision::F32),
             config,
         }
     }
@@ -117,12 +117,20 @@ impl<'a> F32WeightReader<'a> {
                 "embeddings.position_embeddings.weight",
                 &[c.max_position_embeddings, h],
             )?,
-            token_type: self.vec(
-                "embeddings.token_type_embeddings.weight",
-                &[c.type_vocab_size, h],
-            )?,
+            // MPNet has no token-type table: a row of zeros adds nothing, exactly.
+            token_type: match c.type_vocab_size {
+                0 => vec![0.0; h],
+                types => self.vec("embeddings.token_type_embeddings.weight", &[types, h])?,
+            },
             norm: self.norm("embeddings.LayerNorm")?,
         })
+    }
+
+    /// MPNet's relative position bias expanded per distance, `([heads, 2·span + 1], span)`
+    /// (see [`crate::expand_relative_bias`]; `span` = [`BertConfig::max_tokens`] − 1); `None`
+    /// for the families without one.
+    pub fn relative_bias(&self) -> Result<Option<(Vec<f32>, usize)>, BertError> {
+        self.loader.relative_bias(self.config)
     }
 
     /// Encoder layer `index` (`< num_hidden_layers`).

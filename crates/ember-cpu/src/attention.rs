@@ -7,6 +7,9 @@
 //!
 //! `out[t, h·hd ..] = softmax(q_t · K_sᵀ / √hd) · V_s` for the sequence `s` holding `t`.
 //!
+//! With a [`RelativeBias`] (MPNet's), a bias that depends only on the head and on `j − i` is
+//! added to each score `(i, j)` after the scaling, as transformers adds its `position_bias`.
+//!
 //! Work is split into (sequence, head[, query chunk]) tasks on rayon's current pool. A task
 //! copies `K_hᵀ` (`[hd, L]`) and `V_h` (`[L, hd]`) of its sequence into a per-thread scratch
 //! buffer (zero-padded to whole vectors), then for each block of 4 queries computes scores
@@ -27,6 +30,51 @@ use crate::softmax::softmax_row;
 
 /// Queries per register tile.
 const QB: usize = 4;
+
+/// An additive bias on the attention scores that depends only on the head and on the position
+/// `j − i` of key `j` relative to query `i` (MPNet's bucketed relative position bias, expanded
+/// per distance): score `(i, j)` of head `h` gains `values[h·(2·span + 1) + span + j − i]`.
+#[derive(Clone, Copy, Debug)]
+pub struct RelativeBias<'a> {
+    /// `[heads, 2·span + 1]`.
+    pub values: &'a [f32],
+    /// The largest `|j − i|` it covers: at least the longest sequence's length − 1.
+    pub span: usize,
+}
+
+impl RelativeBias<'_> {
+    /// The biases of query `i` of head `head` against keys `0..len`.
+    fn row(&self, head: usize, i: usize, len: usize) -> &[f32] {
+        let start = head * (2 * self.span + 1) + self.span - i;
+        &self.values[start..start + len]
+    }
+
+    fn validate(
+        &self,
+        op: &'static str,
+        heads: usize,
+        seq_offsets: &[usize],
+    ) -> Result<(), KernelError> {
+        let width = checked_elems(op, "bias", 2, self.span)? + 1;
+        check_len(
+            op,
+            "bias",
+            checked_elems(op, "bias", heads, width)?,
+            self.values.len(),
+        )?;
+        let longest = seq_offsets.windows(2).map(|w| w[1] - w[0]).max();
+        if let Some(len) = longest.filter(|&len| len > self.span + 1) {
+            return Err(KernelError::InvalidShape {
+                op,
+                reason: format!(
+                    "a sequence of {len} tokens is longer than the bias's span {} allows",
+                    self.span
+                ),
+            });
+        }
+        Ok(())
+    }
+}
 /// Below this many multiply-adds (`Σ L²·H`) a call stays on the calling thread.
 const SEQUENTIAL_MACS: usize = 1 << 17;
 
@@ -49,6 +97,18 @@ pub fn attention_varlen(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     attention_varlen_with_isa(active_isa(), qkv, seq_offsets, heads, head_dim, out)
+}
+
+/// [`attention_varlen`] with `bias` (if any) added to the scaled scores.
+pub fn attention_varlen_biased(
+    qkv: &[f32],
+    seq_offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    bias: Option<RelativeBias<'_>>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    attention_impl(active_isa(), qkv, seq_offsets, heads, head_dim, bias, out)
 }
 
 /// Checks shapes and offsets; returns `(T, H)`.
@@ -99,7 +159,7 @@ unsafe impl Sync for OutPtr {}
 
 /// What one task computes.
 #[derive(Clone, Copy)]
-struct Task {
+struct Task<'b> {
     /// First row of the sequence in `qkv` / `out`.
     s0: usize,
     /// Sequence length.
@@ -108,6 +168,8 @@ struct Task {
     q0: usize,
     q1: usize,
     head: usize,
+    /// Added to the scaled scores, if any.
+    bias: Option<RelativeBias<'b>>,
 }
 
 /// [`attention_varlen`] on an explicit instruction set (`Err(UnsupportedIsa)` if this CPU
@@ -120,8 +182,23 @@ pub fn attention_varlen_with_isa(
     head_dim: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    attention_impl(isa, qkv, seq_offsets, heads, head_dim, None, out)
+}
+
+fn attention_impl(
+    isa: Isa,
+    qkv: &[f32],
+    seq_offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    bias: Option<RelativeBias<'_>>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     const OP: &str = "attention_varlen";
     let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, out)?;
+    if let Some(bias) = &bias {
+        bias.validate(OP, heads, seq_offsets)?;
+    }
     if !isa.is_supported() {
         return Err(KernelError::UnsupportedIsa { op: OP, isa });
     }
@@ -162,6 +239,7 @@ pub fn attention_varlen_with_isa(
                 q0,
                 q1,
                 head,
+                bias,
             };
             with_scratch(task_scratch_len(isa, len, head_dim), |scratch| {
                 // Support was checked above: dispatch cannot fail.
@@ -235,7 +313,7 @@ fn attention_task<S: Simd>(
     qkv: &[f32],
     heads: usize,
     hd: usize,
-    task: Task,
+    task: Task<'_>,
     out: OutPtr,
     scratch: &mut [f32],
 ) {
@@ -248,6 +326,7 @@ fn attention_task<S: Simd>(
         q0,
         q1,
         head,
+        bias,
     } = task;
     let lp = len.next_multiple_of(v2);
     let hdp = hd.next_multiple_of(v2);
@@ -304,7 +383,14 @@ fn attention_task<S: Simd>(
                 }
             }
             for r in 0..qb {
-                softmax_row(s, &mut scores[r * lp..r * lp + len]);
+                let row = &mut scores[r * lp..r * lp + len];
+                if let Some(bias) = &bias {
+                    // Added after the scaling, as transformers adds MPNet's position_bias.
+                    for (score, b) in row.iter_mut().zip(bias.row(head, i0 + r, len)) {
+                        *score += b;
+                    }
+                }
+                softmax_row(s, row);
             }
             // P·V: 4 queries × 2 vectors of d, one FMA chain over keys per output.
             for dc in (0..hdp).step_by(v2) {
@@ -344,7 +430,7 @@ isa_dispatch!(fn attention_task_with_isa(
     qkv: &[f32],
     heads: usize,
     hd: usize,
-    task: Task,
+    task: Task<'_>,
     out: OutPtr,
     scratch: &mut [f32],
 ) -> () => attention_task);
@@ -357,14 +443,23 @@ pub fn attention_varlen_reference(
     head_dim: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let (_, h) = validate(
-        "attention_varlen_reference",
-        qkv,
-        seq_offsets,
-        heads,
-        head_dim,
-        out,
-    )?;
+    attention_varlen_reference_biased(qkv, seq_offsets, heads, head_dim, None, out)
+}
+
+/// [`attention_varlen_reference`] with `bias` (if any) added to the scaled scores.
+pub fn attention_varlen_reference_biased(
+    qkv: &[f32],
+    seq_offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    bias: Option<RelativeBias<'_>>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "attention_varlen_reference";
+    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, out)?;
+    if let Some(bias) = &bias {
+        bias.validate(OP, heads, seq_offsets)?;
+    }
     let ld = 3 * h;
     let scale = 1.0 / (head_dim as f64).sqrt();
     for w in seq_offsets.windows(2) {
@@ -374,12 +469,13 @@ pub fn attention_varlen_reference(
             for i in s0..s1 {
                 let scores: Vec<f64> = (s0..s1)
                     .map(|j| {
-                        (0..head_dim)
+                        let dot = (0..head_dim)
                             .map(|d| {
                                 qkv[i * ld + col + d] as f64 * qkv[j * ld + h + col + d] as f64
                             })
-                            .sum::<f64>()
-                            * scale
+                            .sum::<f64>();
+                        let b = bias.map_or(0.0, |b| b.row(head, i - s0, s1 - s0)[j - s0] as f64);
+                        dot * scale + b
                     })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -428,15 +524,42 @@ mod tests {
         let qkv: Vec<f32> = rng.vec(t * 3 * h).iter().map(|v| v * 2.0).collect();
         let mut want = vec![f32::NAN; t * h];
         attention_varlen_reference(&qkv, offsets, heads, hd, &mut want).unwrap();
+        let close = |got: &[f32], want: &[f32], what: &str| {
+            for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 2e-6 * (1.0 + w.abs()),
+                    "{what} offsets={offsets:?} heads={heads} hd={hd} [{i}]: {g} vs {w}"
+                );
+            }
+        };
         for isa in supported_isas() {
             let mut got = vec![f32::NAN; t * h];
             attention_varlen_with_isa(isa, &qkv, offsets, heads, hd, &mut got).unwrap();
-            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 2e-6 * (1.0 + w.abs()),
-                    "{isa} offsets={offsets:?} heads={heads} hd={hd} [{i}]: {g} vs {w}"
-                );
-            }
+            close(&got, &want, &isa.to_string());
+        }
+        // A relative bias of a span wider than needed (every distance its own value).
+        let longest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        let span = longest + 2;
+        let values: Vec<f32> = rng
+            .vec(heads * (2 * span + 1))
+            .iter()
+            .map(|v| v * 3.0)
+            .collect();
+        let bias = Some(RelativeBias {
+            values: &values,
+            span,
+        });
+        let mut want_biased = vec![f32::NAN; t * h];
+        attention_varlen_reference_biased(&qkv, offsets, heads, hd, bias, &mut want_biased)
+            .unwrap();
+        let mut got = vec![f32::NAN; t * h];
+        attention_varlen_biased(&qkv, offsets, heads, hd, bias, &mut got).unwrap();
+        close(&got, &want_biased, "biased");
+        if longest > 1 {
+            assert!(want_biased
+                .iter()
+                .zip(&want)
+                .any(|(a, b)| (a - b).abs() > 1e-3));
         }
     }
 

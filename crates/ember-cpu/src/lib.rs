@@ -30,7 +30,9 @@ pub mod softmax;
 pub(crate) mod test_util;
 
 pub use activation::{apply_activation, Activation};
-pub use attention::{attention_varlen, reserve_attention_scratch};
+pub use attention::{
+    attention_varlen, attention_varlen_biased, reserve_attention_scratch, RelativeBias,
+};
 pub use error::KernelError;
 pub use gemm::{linear, PackedLinear, Precision};
 pub use isa::{active_isa, supported_isas, Isa};

@@ -1,5 +1,6 @@
-// attention.cu under emulation: out[t, h·hd ..] = softmax(q_t · K_sᵀ / √hd) · V_s per sequence s
-// and head h, launched as src/attention.rs does.
+// attention.cu under emulation: out[t, h·hd ..] = softmax(q_t · K_sᵀ / √hd + b_h) · V_s per
+// sequence s and head h, launched as src/attention.rs does; b_h is nothing, or a relative position
+// bias (MPNet's) of span `span`: b_h[t, j] = bias[h·(2·span + 1) + span + j − t].
 #include "harness.h"
 
 #include "attention.cu"
@@ -7,17 +8,23 @@
 namespace harness {
 namespace {
 
-template <typename T> using AttentionEntry = void (*)(const T*, const unsigned*, T*, int, int, float);
-
 template <typename T>
-void add(Cases& cases, AttentionEntry<T> entry, std::vector<unsigned> seq_offsets, int heads, int head_dim) {
+using AttentionEntry = void (*)(const T*, const unsigned*, T*, int, int, float, const float*, int);
+
+// span < 0: no bias.
+template <typename T>
+void add(Cases& cases, AttentionEntry<T> entry, std::vector<unsigned> seq_offsets, int heads, int head_dim,
+         int span = -1) {
     const std::string name = "attention/" + lens(seq_offsets) + "x" + std::to_string(heads) + "x" +
-                             std::to_string(head_dim) + "/" + dtype_name<T>();
-    cases.push_back({name, bound<T>(), [entry, seq_offsets, heads, head_dim, seed = cases.size()] {
+                             std::to_string(head_dim) + (span >= 0 ? "+bias" + std::to_string(span) : "") + "/" +
+                             dtype_name<T>();
+    cases.push_back({name, bound<T>(), [entry, seq_offsets, heads, head_dim, span, seed = cases.size()] {
                          Rng rng{seed};
                          const std::size_t tokens = seq_offsets.back(), hd = head_dim, h = std::size_t(heads) * hd;
                          // ×2 makes the softmax peaked enough for the online rescaling to matter.
                          const auto qkv = quantize<T>(rng.vec(tokens * 3 * h, 2.0f));
+                         const std::vector<float> bias =
+                             span >= 0 ? rng.vec(std::size_t(heads) * (2 * span + 1), 3.0f) : std::vector<float>();
                          Instance instance;
                          instance.want.resize(tokens * h);
                          for (std::size_t s = 0; s + 1 < seq_offsets.size(); ++s) {
@@ -32,6 +39,8 @@ void add(Cases& cases, AttentionEntry<T> entry, std::vector<unsigned> seq_offset
                                              dot += double(qkv[t * 3 * h + head * hd + d]) *
                                                     qkv[j * 3 * h + h + head * hd + d];
                                          p[j - start] = dot / std::sqrt(double(hd));
+                                         if (span >= 0)
+                                             p[j - start] += bias[head * (2 * span + 1) + span + j - t];
                                          max_score = std::max(max_score, p[j - start]);
                                      }
                                      for (double& x : p) sum += x = std::exp(x - max_score);
@@ -51,8 +60,10 @@ void add(Cases& cases, AttentionEntry<T> entry, std::vector<unsigned> seq_offset
                                  max_len = std::max(max_len, seq_offsets[s + 1] - seq_offsets[s]);
                              const dim3 grid((max_len + ATT_BQ - 1) / ATT_BQ, heads, seq_offsets.size() - 1);
                              const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-                             const auto error = emu::launch(schedule, grid, dim3(32 * ATT_WARPS), 0, entry, qkv.data(),
-                                                            seq_offsets.data(), out.data(), heads, head_dim, scale);
+                             const auto error = emu::launch(
+                                 schedule, grid, dim3(32 * ATT_WARPS), 0, entry, qkv.data(), seq_offsets.data(),
+                                 out.data(), heads, head_dim, scale, span >= 0 ? bias.data() : nullptr,
+                                 span >= 0 ? span : 0);
                              got = decode(out);
                              return error;
                          };
@@ -67,6 +78,10 @@ template <typename T> void add_all(Cases& cases, AttentionEntry<T> entry) {
     add(cases, entry, {0, 33, 34, 50}, 2, 32);     // keys straddling tiles of 32
     add(cases, entry, {0, 20}, 1, 64);
     add(cases, entry, {0, 17}, 1, 128);            // the largest head_dim
+    // MPNet's relative bias: the span just wide enough (a query block past the end of a
+    // sequence of 33 must not read outside it), and wider.
+    add(cases, entry, {0, 33, 34, 50}, 2, 32, 32);
+    add(cases, entry, {0, 5, 22}, 2, 13, 40);
 }
 
 }  // namespace

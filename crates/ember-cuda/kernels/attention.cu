@@ -13,7 +13,10 @@
 // warp's queries (K tile rows padded to hd + 1 floats: conflict-free), then per query
 //   m' = max(m, max_j s_j),  α = e^{m − m'},  p_j = e^{s_j − m'},  l ← α·l + Σ p_j,
 //   o ← α·o + Σ_j p_j·V_j     (lane owns o[d] for d = lane, lane + 32, …)
-// and finally out = o / l. Scores are (q·k)·(1/√hd), as on the CPU. hd ≤ 128 (the host checks).
+// and finally out = o / l. Scores are (q·k)·(1/√hd), as on the CPU, plus, when `bias` is not
+// null (MPNet's relative position bias, expanded per distance: [heads, 2·span + 1] f32),
+// bias[head·(2·span + 1) + span + j − i] for key j and query i (span ≥ the longest sequence − 1,
+// the host checks). hd ≤ 128 (the host checks).
 // Grid: (⌈max_len / 16⌉, heads, n_seq); blocks past their sequence's end return at once.
 #include "common.cuh"
 
@@ -27,7 +30,7 @@
 template <typename T>
 __device__ __forceinline__ void attention_varlen(
     const T* __restrict__ qkv, const unsigned* __restrict__ seq_offsets, T* __restrict__ out,
-    int heads, int head_dim, float scale) {
+    int heads, int head_dim, float scale, const float* __restrict__ bias, int span) {
     __shared__ float q_s[ATT_BQ][ATT_MAX_HD];
     __shared__ float k_s[ATT_BK][ATT_MAX_HD + 1];
     __shared__ float v_s[ATT_BK][ATT_MAX_HD];
@@ -71,7 +74,12 @@ __device__ __forceinline__ void attention_varlen(
             const float* qv = q_s[warp * ATT_QPW + q];
             float s = 0.0f;
             for (int d = 0; d < hd; ++d) s = fmaf(qv[d], k_s[lane][d], s);
+            const int query = q0 + warp * ATT_QPW + q;
             s = key_valid ? s * scale : -f32_infinity();
+            // Queries past the sequence's end are computed, never stored: no bias for them
+            // (their distances may lie outside the table).
+            if (bias != nullptr && key_valid && query < len)
+                s += bias[static_cast<size_t>(head) * (2 * span + 1) + span + (k0 + lane) - query];
             // The tile holds at least one valid key (k0 < len), so m_new is finite unless the
             // inputs are not; m_run = −∞ on the first tile gives α = 0.
             const float m_new = fmaxf(m_run[q], warp_max(s));
@@ -109,8 +117,8 @@ __device__ __forceinline__ void attention_varlen(
 #define ATTENTION(T, SUFFIX)                                                                      \
     extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_varlen_##SUFFIX(       \
         const T* __restrict__ qkv, const unsigned* __restrict__ seq_offsets, T* __restrict__ out, \
-        int heads, int head_dim, float scale) {                                                   \
-        attention_varlen<T>(qkv, seq_offsets, out, heads, head_dim, scale);                       \
+        int heads, int head_dim, float scale, const float* __restrict__ bias, int span) {         \
+        attention_varlen<T>(qkv, seq_offsets, out, heads, head_dim, scale, bias, span);           \
     }
 
 ATTENTION(float, f32)

@@ -31,13 +31,50 @@ fn entry_point(dtype: Dtype) -> &'static str {
     }
 }
 
-/// `out = softmax(Q·Kᵀ/√hd)·V` per sequence and head (see the module docs).
+/// MPNet's relative position bias on the device, expanded per distance as
+/// [`ember_cpu::RelativeBias`] is: `[heads, 2·span + 1]` f32, entry `span + (j − i)` of head
+/// `h` added to score `(i, j)`.
+#[derive(Debug)]
+pub struct DeviceRelativeBias {
+    values: DeviceTensor<f32>,
+    heads: usize,
+    span: usize,
+}
+
+impl DeviceRelativeBias {
+    /// Uploads `values` (`[heads, 2·span + 1]`).
+    pub fn upload(
+        device: &CudaDevice,
+        values: &[f32],
+        heads: usize,
+        span: usize,
+    ) -> Result<Self, CudaError> {
+        const OP: &str = "DeviceRelativeBias::upload";
+        let width = checked_product(OP, "bias", &[2, span])? + 1;
+        check_len(
+            OP,
+            "bias",
+            checked_product(OP, "bias", &[heads, width])?,
+            values.len(),
+        )?;
+        to_i32(OP, "bias", values.len())?;
+        Ok(DeviceRelativeBias {
+            values: device.upload(values)?,
+            heads,
+            span,
+        })
+    }
+}
+
+/// `out = softmax(Q·Kᵀ/√hd + bias)·V` per sequence and head (see the module docs); `bias`
+/// (MPNet's relative position bias) is added to the scaled scores when given.
 pub fn attention_varlen<E: Element>(
     device: &CudaDevice,
     qkv: &DeviceTensor<E>,
     seq_offsets: &SeqOffsets,
     heads: usize,
     head_dim: usize,
+    bias: Option<&DeviceRelativeBias>,
     out: &mut DeviceTensor<E>,
 ) -> Result<(), CudaError> {
     const OP: &str = "attention_varlen";
@@ -71,6 +108,21 @@ pub fn attention_varlen<E: Element>(
             "{n_seq} sequences × {heads} heads: each must be ≤ 65,535 (grid z and y)"
         )));
     }
+    if let Some(bias) = bias {
+        if bias.heads != heads {
+            return Err(invalid(format!(
+                "the relative bias has {} heads, the attention {heads}",
+                bias.heads
+            )));
+        }
+        if seq_offsets.max_len() > bias.span + 1 {
+            return Err(invalid(format!(
+                "a sequence of {} tokens is longer than the relative bias's span {} allows",
+                seq_offsets.max_len(),
+                bias.span
+            )));
+        }
+    }
     if t == 0 || h == 0 {
         return Ok(());
     }
@@ -86,6 +138,9 @@ pub fn attention_varlen<E: Element>(
     };
     let (heads_i, head_dim_i) = (heads as i32, head_dim as i32);
     let scale = 1.0 / (head_dim as f32).sqrt();
+    let null: u64 = 0;
+    // The span fits i32: the bias's heads·(2·span + 1) floats do (checked at upload).
+    let span = bias.map_or(0, |b| b.span as i32);
     let stream = device.stream();
     let mut launch = stream.launch_builder(&function);
     launch
@@ -95,9 +150,16 @@ pub fn attention_varlen<E: Element>(
         .arg(&heads_i)
         .arg(&head_dim_i)
         .arg(&scale);
+    match bias {
+        Some(b) => launch.arg(b.values.slice()),
+        None => launch.arg(&null),
+    };
+    launch.arg(&span);
     // SAFETY: arguments match attention.cu (qkv, seq_offsets, out: device pointers; heads,
-    // head_dim: int; scale: float); seq_offsets were validated at upload (0 … T, non-decreasing)
-    // and qkv/out hold T·3H and T·H elements.
+    // head_dim: int; scale: float; bias: a device pointer or null; span: int);
+    // seq_offsets were validated at upload (0 … T, non-decreasing), qkv/out hold T·3H and T·H
+    // elements, and the bias holds heads·(2·span + 1) floats with span ≥ the longest sequence
+    // − 1 (checked above).
     unsafe { launch.launch(config) }.map_err(CudaError::driver("launch attention"))?;
     Ok(())
 }

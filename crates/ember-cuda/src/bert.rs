@@ -26,6 +26,7 @@ use ember_bert::{check_batch, BertConfig, F32WeightReader};
 use ember_pooling::PoolingMode;
 use ember_tensor::WeightFile;
 
+use crate::attention::DeviceRelativeBias;
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
 use crate::embedding::{embedding_layernorm, EmbeddingTables};
 use crate::error::CudaError;
@@ -82,6 +83,8 @@ struct Activations<E: Element> {
 struct Encoder<E: Element> {
     embeddings: EmbeddingTables<E>,
     layers: Vec<DeviceLayer<E>>,
+    /// MPNet's relative position bias (f32 whatever `E`, as on the CPU).
+    relative_bias: Option<DeviceRelativeBias>,
     activations: Option<Activations<E>>,
 }
 
@@ -130,9 +133,16 @@ impl<E: Element> Encoder<E> {
                 })
             })
             .collect::<Result<Vec<_>, CudaError>>()?;
+        let relative_bias = reader
+            .relative_bias()?
+            .map(|(values, span)| {
+                DeviceRelativeBias::upload(device, &values, config.num_attention_heads, span)
+            })
+            .transpose()?;
         Ok(Encoder {
             embeddings,
             layers,
+            relative_bias,
             activations: None,
         })
     }
@@ -188,6 +198,7 @@ impl<E: Element> Encoder<E> {
                 offsets,
                 heads,
                 head_dim,
+                self.relative_bias.as_ref(),
                 &mut a.context,
             )?;
             linear(

@@ -19,11 +19,11 @@
 //! the cases above [`EMULATED_MAX_MULTIPLY_ADDS`] say they skipped.
 
 use ember_bert::PositionIds;
-use ember_cpu::attention::attention_varlen_reference;
+use ember_cpu::attention::attention_varlen_reference_biased;
 use ember_cpu::gemm::linear_reference;
 use ember_cpu::layernorm::layernorm_reference;
 use ember_cpu::{Activation, Isa, PackedLinear};
-use ember_cuda::attention::attention_varlen;
+use ember_cuda::attention::{attention_varlen, DeviceRelativeBias};
 use ember_cuda::embedding::{embedding_layernorm, EmbeddingTables};
 use ember_cuda::gemm::{linear, linear_with_kernel, DeviceLinear, GemmKernel};
 use ember_cuda::layernorm::layernorm;
@@ -155,6 +155,8 @@ enum Op {
         seq_offsets: Vec<usize>,
         heads: usize,
         head_dim: usize,
+        /// `Some(span)`: a random relative position bias (MPNet's) of that span.
+        bias_span: Option<usize>,
     },
     LayerNorm {
         rows: usize,
@@ -214,6 +216,7 @@ impl Case {
                 seq_offsets,
                 heads,
                 head_dim,
+                ..
             } => {
                 let squares: usize = seq_offsets.windows(2).map(|w| (w[1] - w[0]).pow(2)).sum();
                 2 * squares * heads * head_dim
@@ -269,9 +272,14 @@ impl Case {
                 seq_offsets,
                 heads,
                 head_dim,
+                bias_span,
             } => (
                 "attention".to_owned(),
-                format!("{}x{heads}x{head_dim}", lens(seq_offsets)),
+                format!(
+                    "{}x{heads}x{head_dim}{}",
+                    lens(seq_offsets),
+                    bias_span.map_or(String::new(), |span| format!("+bias{span}"))
+                ),
             ),
             Op::LayerNorm {
                 rows,
@@ -391,21 +399,44 @@ impl Case {
                 seq_offsets,
                 heads,
                 head_dim,
+                bias_span,
             } => {
                 let (t, h) = (*seq_offsets.last().unwrap(), heads * head_dim);
                 // ×2 makes the softmax peaked enough for the online rescaling to matter.
                 let qkv = quantize::<E>(&rng.vec(t * 3 * h, 2.0));
+                let bias_values = bias_span.map(|span| rng.vec(heads * (2 * span + 1), 3.0));
+                let bias = bias_span
+                    .zip(bias_values.as_deref())
+                    .map(|(span, values)| ember_cpu::RelativeBias { values, span });
                 let mut want = vec![0.0f32; t * h];
-                attention_varlen_reference(&qkv, seq_offsets, *heads, *head_dim, &mut want)
-                    .expect("reference shapes");
+                attention_varlen_reference_biased(
+                    &qkv,
+                    seq_offsets,
+                    *heads,
+                    *head_dim,
+                    bias,
+                    &mut want,
+                )
+                .expect("reference shapes");
 
                 let Some(device) = device else {
                     return Ok((None, want));
                 };
                 let qkv_d = device.upload::<E>(&qkv)?;
                 let offsets_d = device.upload_offsets(seq_offsets)?;
+                let bias_d = bias
+                    .map(|b| DeviceRelativeBias::upload(device, b.values, *heads, b.span))
+                    .transpose()?;
                 let mut out_d = device.upload::<E>(&vec![f32::NAN; t * h])?;
-                attention_varlen(device, &qkv_d, &offsets_d, *heads, *head_dim, &mut out_d)?;
+                attention_varlen(
+                    device,
+                    &qkv_d,
+                    &offsets_d,
+                    *heads,
+                    *head_dim,
+                    bias_d.as_ref(),
+                    &mut out_d,
+                )?;
                 Ok((Some(device.download(&out_d)?), want))
             }
             &Op::LayerNorm {
@@ -624,6 +655,24 @@ fn cases() -> Vec<Case> {
                     seq_offsets,
                     heads,
                     head_dim,
+                    bias_span: None,
+                },
+                dtype,
+            });
+        }
+        // MPNet's relative position bias: spans just wide enough and wider; sequences past
+        // one 32-key tile and one 16-query block.
+        for (seq_offsets, heads, head_dim, span) in [
+            (vec![0, 5, 22], 4, 13, 16),
+            (vec![0, 40, 41, 74, 138], 12, 32, 127),
+            (vec![0, 1, 3, 3, 70], 2, 64, 200),
+        ] {
+            cases.push(Case {
+                op: Op::Attention {
+                    seq_offsets,
+                    heads,
+                    head_dim,
+                    bias_span: Some(span),
                 },
                 dtype,
             });
@@ -982,6 +1031,7 @@ fn bad_shapes_are_errors() {
         &offsets,
         1,
         129,
+        None,
         &mut bf16(4 * 129),
     );
     assert!(

@@ -1,18 +1,21 @@
-//! The RoBERTa family (`RobertaModel`, `XLMRobertaModel`): tiny random models made by the
-//! reference script (tests/fixtures/tiny-roberta: byte-level BPE, mean pooling;
-//! tiny-xlm-roberta: SentencePiece Unigram, CLS pooling + Normalize) against
-//! sentence-transformers, on texts that hold the literal padding token `<pad>` (RoBERTa gives it
-//! the padding position row and does not count it), the empty text and one truncated to
+//! The families beside BERT: RoBERTa (`RobertaModel`, `XLMRobertaModel`) and MPNet
+//! (`MPNetModel`, all-mpnet-base-v2's architecture). Tiny random models made by the reference
+//! script (tests/fixtures/tiny-roberta: byte-level BPE, mean pooling; tiny-xlm-roberta:
+//! SentencePiece Unigram, CLS pooling + Normalize; tiny-mpnet: WordPiece with `<s> … </s>`,
+//! mean pooling + Normalize, a relative position bias, 128 tokens) against
+//! sentence-transformers, on texts that hold the literal padding token `<pad>` (both families
+//! give it the padding position row and do not count it), the empty text and texts truncated to
 //! `max_seq_length`.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use ember::{Embedder, Precision};
 use ember_reference_tests::*;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
-struct RobertaReference {
+struct Reference {
     max_seq_length: usize,
     texts: Vec<String>,
     models: BTreeMap<String, ModelCase>,
@@ -30,7 +33,8 @@ struct ModelCase {
 /// RoBERTa's and XLM-R's `<pad>`.
 const PAD: u32 = 1;
 
-fn load(folder: &str, dtype: Precision, batch: usize) -> Embedder {
+fn load(folder: impl AsRef<str>, dtype: Precision, batch: usize) -> Embedder {
+    let folder = folder.as_ref();
     Embedder::builder()
         .threads(2)
         .batch_size(batch)
@@ -39,19 +43,59 @@ fn load(folder: &str, dtype: Precision, batch: usize) -> Embedder {
         .unwrap_or_else(|e| panic!("{folder}: {e}"))
 }
 
-fn reference() -> RobertaReference {
-    let reference: RobertaReference = read_fixture("tiny_roberta_reference.json");
+/// The reference files and the folders each holds.
+const REFERENCES: [(&str, &[&str]); 2] = [
+    (
+        "tiny_roberta_reference.json",
+        &["tiny-roberta", "tiny-xlm-roberta"],
+    ),
+    ("tiny_mpnet_reference.json", &["tiny-mpnet"]),
+];
+
+/// Every model folder, with its reference file.
+fn models() -> Vec<(Rc<Reference>, String)> {
+    let mut models = Vec::new();
+    for (file, folders) in REFERENCES {
+        let reference: Rc<Reference> = Rc::new(read_fixture(file));
+        assert_eq!(reference.models.keys().collect::<Vec<_>>(), folders);
+        for folder in folders {
+            models.push((reference.clone(), folder.to_string()));
+        }
+    }
+    models
+}
+
+#[derive(Deserialize)]
+struct MpnetBuckets {
+    relative_buckets: Buckets,
+}
+
+#[derive(Deserialize)]
+struct Buckets {
+    num_buckets: usize,
+    max_distance: usize,
+    relative_positions: Vec<i64>,
+    buckets: Vec<usize>,
+}
+
+#[test]
+fn mpnet_buckets_are_torch_s() {
+    let b = read_fixture::<MpnetBuckets>("tiny_mpnet_reference.json").relative_buckets;
     assert_eq!(
-        reference.models.keys().collect::<Vec<_>>(),
-        ["tiny-roberta", "tiny-xlm-roberta"]
+        (b.num_buckets, b.max_distance),
+        (ember_bert::MPNET_BUCKETS, ember_bert::MPNET_MAX_DISTANCE)
     );
-    reference
+    assert!(b.relative_positions.len() > 1000);
+    for (&d, &want) in b.relative_positions.iter().zip(&b.buckets) {
+        let got = ember_bert::relative_position_bucket(d, b.num_buckets, b.max_distance);
+        assert_eq!(got, want, "relative position {d}");
+    }
 }
 
 #[test]
 fn token_ids_match_the_python_tokenizers() {
-    let reference = reference();
-    for (folder, case) in &reference.models {
+    for (reference, folder) in &models() {
+        let case = &reference.models[folder];
         let embedder = load(folder, Precision::F32, 8);
         assert_eq!(embedder.max_seq_length(), reference.max_seq_length);
         for (i, text) in reference.texts.iter().enumerate() {
@@ -78,8 +122,8 @@ fn token_ids_match_the_python_tokenizers() {
 
 #[test]
 fn f32_matches_sentence_transformers() {
-    let reference = reference();
-    for (folder, case) in &reference.models {
+    for (reference, folder) in &models() {
+        let case = &reference.models[folder];
         for batch in [1, 3, 64] {
             let embeddings = load(folder, Precision::F32, batch)
                 .encode(&reference.texts)
@@ -95,8 +139,8 @@ fn f32_matches_sentence_transformers() {
 
 #[test]
 fn reduced_precision_stays_within_cosine_0_999() {
-    let reference = reference();
-    for (folder, case) in &reference.models {
+    for (reference, folder) in &models() {
+        let case = &reference.models[folder];
         for dtype in [Precision::Bf16, Precision::Int8] {
             let embeddings = load(folder, dtype, 16).encode(&reference.texts).unwrap();
             let rows: Vec<&[f32]> = embeddings.rows().collect();
@@ -116,8 +160,7 @@ fn reduced_precision_stays_within_cosine_0_999() {
 
 #[test]
 fn a_text_is_the_same_alone_and_batched() {
-    let reference = reference();
-    for folder in reference.models.keys() {
+    for (reference, folder) in &models() {
         let embedder = load(folder, Precision::F32, 64);
         let batched = embedder.encode(&reference.texts).unwrap();
         for (i, text) in reference.texts.iter().enumerate() {
