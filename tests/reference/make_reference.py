@@ -83,6 +83,34 @@ It writes (all paths relative to the repository root):
     max_distance 128). Rewrite only this part (and the folder) with ``--only mpnet`` (no
     ``--minilm-dir`` needed: tiny-bert's committed vocab.txt is used).
 
+``tests/fixtures/tiny-distilbert/``
+    A tiny random ``DistilBertModel`` (model_type "distilbert", the architecture of
+    distiluse-base-multilingual-cased: dim 48, 4 heads of 12, hidden_dim 80, 2 layers, gelu, learned
+    positions (sinusoidal_pos_embds false), 64 positions, pad_token_id 0; no token-type table; its
+    LayerNorm eps is 1e-12, fixed in the code, not in config.json), every parameter re-randomised as
+    for tiny-bert (the three LayerNorms of each layer and of the embeddings, the biases, the padding
+    row). Tokenizer: tiny-bert's WordPiece vocab.txt saved through DistilBertTokenizerFast
+    (lower-casing, ``[CLS] ... [SEP]``, no token_type_ids: its tokenizer.json equals tiny-bert's).
+    Saved as a complete sentence-transformers folder, max_seq_length 40: mean Pooling, then
+    ``2_Dense``: a seeded ``Dense(48 -> 24, bias=True, activation_function=Tanh())`` written by
+    ``Dense.save`` itself (``2_Dense/config.json`` and ``2_Dense/model.safetensors`` with
+    ``linear.weight`` [out, in] and ``linear.bias`` [out], no safetensors metadata); no Normalize.
+
+``tests/fixtures/tiny-bert-dense/``, ``tests/fixtures/tiny-bert-dense-identity/``
+    Copies of tiny-bert/ (same weights, config and tokenizer files) with other module chains:
+    tiny-bert-dense as LaBSE, CLS Pooling then ``Dense(52 -> 52, bias=True, Tanh)`` then
+    ``3_Normalize`` (listed in modules.json, no folder); tiny-bert-dense-identity mean Pooling then
+    ``Dense(52 -> 20, bias=False, activation Identity)`` (only ``linear.weight``), no Normalize.
+
+``tests/fixtures/tiny_distilbert_dense_reference.json``
+    The three folders through ``SentenceTransformer(folder, device="cpu").encode(texts,
+    batch_size=16)`` on the texts of tiny_mpnet_reference.json (truncated at 40 tokens): per model
+    its ``model_type``, ``modules``, Dense settings, unpadded ``input_ids`` (the same in all three),
+    ``num_tokens_untruncated`` and f32 ``embeddings`` (24, 52 and 20 wide). Checked here against a
+    recomputation from the plain transformers model (pooling, ``tanh(x @ W.T + b)``, L2 norm in
+    f64). Rewrite only this part (and the three folders) with ``--only distilbert`` (no
+    ``--minilm-dir`` needed: it copies the committed tiny-bert/).
+
 ``tests/fixtures/sbert_base_seeded_reference.json``
     A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
     max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
@@ -125,11 +153,14 @@ import tokenizers  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
-from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: E402
+from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer  # noqa: E402
 from transformers import (  # noqa: E402
     BertConfig,
     BertModel,
     BertTokenizer,
+    DistilBertConfig,
+    DistilBertModel,
+    DistilBertTokenizerFast,
     MPNetConfig,
     MPNetModel,
     MPNetTokenizerFast,
@@ -618,15 +649,22 @@ def pooling_config(dim: int, modes: tuple[str, ...], full_legacy: bool) -> dict:
     return cfg
 
 
-def write_st_files(folder: Path, max_seq_length: int, pooling_cfg: dict, normalize: bool = False) -> None:
+def write_st_files(folder: Path, max_seq_length: int, pooling_cfg: dict, normalize: bool = False,
+                   dense: bool = False) -> None:
+    """modules.json (Transformer, Pooling, then a ``2_Dense`` entry if ``dense``, then Normalize if
+    ``normalize``), sentence_bert_config.json and 1_Pooling/config.json. The 2_Dense folder itself
+    is written by ``write_dense``."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
+    if dense:
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
     if normalize:
         # As published models list it (all-MiniLM-L6-v2): Normalize has no files, so there is
-        # no 2_Normalize folder.
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+        # no 2_Normalize (or, after a Dense, 3_Normalize) folder.
+        k = len(modules)
+        modules.append({"idx": k, "name": str(k), "path": f"{k}_Normalize",
                         "type": "sentence_transformers.models.Normalize"})
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     (folder / "sentence_bert_config.json").write_text(
@@ -1535,6 +1573,356 @@ def make_mpnet(minilm_dir: Path | None = None) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Tiny random DistilBERT and sentence-transformers Dense modules
+# --------------------------------------------------------------------------------------------
+
+DISTIL_FOLDER = "tiny-distilbert"
+DB_SEED = 30
+DB_HIDDEN = 48
+DB_MAX_SEQ = 40
+DB_MAX_POS = 64
+DENSE_BIAS_STD = 0.1
+ACTIVATIONS = {"tanh": torch.nn.Tanh, "identity": torch.nn.Identity}
+
+# folder: what the transformer is, the pooling, the Dense layer and whether Normalize follows.
+# tiny-distilbert mirrors distiluse-base-multilingual-cased (DistilBERT, mean, Dense with tanh);
+# tiny-bert-dense mirrors LaBSE (BERT, CLS, Dense with tanh, Normalize); the identity variant
+# covers bias=False and the identity activation.
+DENSE_MODELS = {
+    DISTIL_FOLDER: {"model_type": "distilbert", "pooling": ("mean",), "in": DB_HIDDEN, "out": 24,
+                    "bias": True, "activation": "tanh", "normalize": False, "dense_seed": 31},
+    "tiny-bert-dense": {"model_type": "bert", "pooling": ("cls",), "in": TINY_HIDDEN, "out": TINY_HIDDEN,
+                        "bias": True, "activation": "tanh", "normalize": True, "dense_seed": 32},
+    "tiny-bert-dense-identity": {"model_type": "bert", "pooling": ("mean",), "in": TINY_HIDDEN, "out": 20,
+                                 "bias": False, "activation": "identity", "normalize": False, "dense_seed": 33},
+}
+
+
+def committed_tiny_bert_vocab() -> list[str]:
+    """tiny-bert's WordPiece vocab (tiny_vocab's output) as committed in tiny-bert/vocab.txt."""
+    base = (FIXTURES / "tiny-bert" / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    assert base.pop() == "" and len(base) == 2601 and base[100] == "[UNK]" and base[0] == "[PAD]"
+    return base
+
+
+def fullname_of(cls) -> str:
+    """What Dense.get_config_dict writes for an activation class (sentence_transformers.util.fullname)."""
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def write_dense(folder: Path, spec: dict) -> dict:
+    """A seeded ``Dense`` saved by its own ``save`` into ``folder/2_Dense`` (config.json and
+    model.safetensors, tensors ``linear.weight`` [out, in] and ``linear.bias`` [out]).
+
+    The weights have std 1/sqrt(in_features) (0.144 for 48, 0.139 for 52), so that the
+    pre-activations have about unit spread and only a few percent of the tanh outputs saturate
+    (|tanh| > 0.99), where an upstream error would no longer show; std 0.3 would saturate 15 %
+    (tiny-distilbert) and 30 % (tiny-bert-dense) of them."""
+    gen = torch.Generator().manual_seed(1000 + spec["dense_seed"])
+    weight = torch.randn(spec["out"], spec["in"], generator=gen) / math.sqrt(spec["in"])
+    bias = DENSE_BIAS_STD * torch.randn(spec["out"], generator=gen) if spec["bias"] else None
+    dense = Dense(spec["in"], spec["out"], bias=spec["bias"], activation_function=ACTIVATIONS[spec["activation"]](),
+                  init_weight=weight, init_bias=bias)
+    out = folder / "2_Dense"
+    out.mkdir()
+    dense.save(str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert cfg == {"in_features": spec["in"], "out_features": spec["out"], "bias": spec["bias"],
+                   "activation_function": fullname_of(ACTIVATIONS[spec["activation"]]),
+                   "module_input_name": "sentence_embedding", "module_output_name": "sentence_embedding"}, cfg
+    saved = safetensors.torch.load_file(str(out / "model.safetensors"))
+    expected = {"linear.weight": weight} | ({"linear.bias": bias} if spec["bias"] else {})
+    assert sorted(saved) == sorted(expected), sorted(saved)
+    for k, v in expected.items():
+        assert saved[k].dtype == torch.float32 and torch.equal(saved[k], v), k
+    return {"config": cfg, "tensors": {k: list(v.shape) for k, v in saved.items()}}
+
+
+def build_tiny_distilbert(folder: Path, vocab: list[str]) -> dict:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    config = DistilBertConfig(
+        vocab_size=len(vocab),
+        dim=DB_HIDDEN,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=80,
+        activation="gelu",
+        max_position_embeddings=DB_MAX_POS,
+        sinusoidal_pos_embds=False,
+        pad_token_id=0,
+        architectures=["DistilBertModel"],
+    )
+    assert config.model_type == "distilbert"
+    torch.manual_seed(DB_SEED)
+    model = DistilBertModel(config).eval()
+    # Re-randomise every parameter (as build_tiny): the LayerNorm affine terms (embeddings.LayerNorm,
+    # sa_layer_norm, output_layer_norm), the biases and the padding_idx row 0 of the word table.
+    gen = torch.Generator().manual_seed(1000 + DB_SEED)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith(("LayerNorm.weight", "layer_norm.weight")):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert "embeddings.position_ids" not in state  # a non-persistent buffer
+    model.save_pretrained(str(folder), safe_serialization=True)
+    # transformers 5: DistilBertTokenizerFast is DistilBertTokenizer (tokenizers backend), a
+    # BertTokenizer without token_type_ids in model_input_names.
+    tok = DistilBertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True,
+                                  model_max_length=DB_MAX_POS)
+    assert tok.model_input_names == ["input_ids", "attention_mask"], tok.model_input_names
+    tok.save_pretrained(str(folder))
+    shutil.copy(FIXTURES / "tiny-bert" / "vocab.txt", folder / "vocab.txt")
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+             "mask_token": "[MASK]"}, indent=2) + "\n"
+    )
+    spec = DENSE_MODELS[DISTIL_FOLDER]
+    write_st_files(folder, DB_MAX_SEQ, pooling_config(DB_HIDDEN, spec["pooling"], full_legacy=True),
+                   normalize=spec["normalize"], dense=True)
+    dense = write_dense(folder, spec)
+    info = loading_info(folder, DistilBertModel)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert not info.get("conversion_errors"), info
+    assert fsize(folder) < 1_000_000, fsize(folder)
+    with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
+        names = list(f.keys())
+        assert sorted(names) == sorted(state), (names, sorted(state))
+        for n in names:
+            assert torch.equal(f.get_tensor(n), state[n]), n
+    # The same WordPiece pipeline as tiny-bert's tokenizer.json: BertNormalizer (lowercase),
+    # BertPreTokenizer, WordPiece, [CLS] $A [SEP].
+    tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    tj_bert = json.loads((FIXTURES / "tiny-bert" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert {a["content"]: a["id"] for a in tj["added_tokens"]} == {
+        "[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+    assert tj["model"]["vocab"] == {t: i for i, t in enumerate(vocab)}
+    assert tj["normalizer"]["type"] == "BertNormalizer" and tj["normalizer"]["lowercase"] is True
+    assert tj["post_processor"]["type"] == "TemplateProcessing"
+    assert [next(iter(x.values()))["id"] for x in tj["post_processor"]["single"]] == ["[CLS]", "A", "[SEP]"]
+    same_as_bert = {k: tj[k] == tj_bert[k] for k in tj}
+    tok_cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    return {"state": state, "n_params": sum(v.numel() for v in state.values()), "weight_names": names,
+            "config": json.loads((folder / "config.json").read_text(encoding="utf-8")), "dense": dense,
+            "tokenizer_json_same_as_tiny_bert": same_as_bert, "tokenizer_class": tok_cfg.get("tokenizer_class")}
+
+
+def build_tiny_bert_dense(folder: Path) -> dict:
+    """tiny-bert's folder (same weights and tokenizer files) with another module chain."""
+    spec = DENSE_MODELS[folder.name]
+    src = FIXTURES / "tiny-bert"
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(src, folder, ignore=shutil.ignore_patterns("1_Pooling", "modules.json"))
+    write_st_files(folder, TINY_MAX_SEQ, pooling_config(TINY_HIDDEN, spec["pooling"], full_legacy=True),
+                   normalize=spec["normalize"], dense=True)
+    dense = write_dense(folder, spec)
+    for fn in ("model.safetensors", "config.json", "sentence_bert_config.json", *TOKENIZER_FILES):
+        assert (folder / fn).read_bytes() == (src / fn).read_bytes(), fn
+    info = loading_info(folder)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert not info.get("conversion_errors"), info
+    assert fsize(folder) < 1_000_000, fsize(folder)
+    return {"dense": dense}
+
+
+def hand_embedding(hidden: torch.Tensor, spec: dict, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """Pooling, Dense and Normalize of one unpadded sequence [n, hidden], in f64."""
+    x = hidden.double().numpy()
+    v = x[0] if spec["pooling"] == ("cls",) else x.mean(0)
+    y = v @ weight.astype(np.float64).T
+    if bias is not None:
+        y = y + bias.astype(np.float64)
+    if spec["activation"] == "tanh":
+        y = np.tanh(y)
+    if spec["normalize"]:
+        y = y / np.linalg.norm(y)
+    return y
+
+
+def make_distilbert_dense() -> dict:
+    vocab = committed_tiny_bert_vocab()
+    texts = mpnet_texts()
+    built = {DISTIL_FOLDER: build_tiny_distilbert(FIXTURES / DISTIL_FOLDER, vocab)}
+    for folder in DENSE_MODELS:
+        if folder != DISTIL_FOLDER:
+            built[folder] = build_tiny_bert_dense(FIXTURES / folder)
+
+    # The modules.json type ST 6.2 itself writes for Dense, and its 2_Dense files: the same bytes.
+    with tempfile.TemporaryDirectory(prefix="ember-dense-") as tmp:
+        SentenceTransformer(str(FIXTURES / DISTIL_FOLDER), device="cpu").save(tmp)
+        st_types = [m["type"] for m in json.loads((Path(tmp) / "modules.json").read_text())]
+        for fn in ("config.json", "model.safetensors"):
+            assert (Path(tmp) / "2_Dense" / fn).read_bytes() == (FIXTURES / DISTIL_FOLDER / "2_Dense" / fn).read_bytes()
+    print(f"[distilbert] SentenceTransformer.save writes the same 2_Dense files; its modules.json types: {st_types}")
+
+    long_text = texts.index(LONG_LIGHTHOUSE)
+    check_texts = [texts.index(CORE_TEXTS[3]), N_CORE, long_text]  # short; exactly 40 tokens; truncated
+    models_out = {}
+    summary = {}
+    ids_by_folder = {}
+    for folder, spec in DENSE_MODELS.items():
+        path = FIXTURES / folder
+        m = SentenceTransformer(str(path), device="cpu")
+        modules = ["Transformer", "Pooling", "Dense"] + ["Normalize"] * spec["normalize"]
+        assert [type(x).__name__ for x in m] == modules, [type(x).__name__ for x in m]
+        assert m.max_seq_length == DB_MAX_SEQ == TINY_MAX_SEQ, m.max_seq_length
+        assert m[1].pooling_mode == spec["pooling"][0]
+        d = m[2]
+        assert (d.in_features, d.out_features, d.bias) == (spec["in"], spec["out"], spec["bias"])
+        assert type(d.activation_function) is ACTIVATIONS[spec["activation"]]
+        assert m.get_embedding_dimension() == spec["out"]
+        hf = m[0].auto_model.eval()
+        assert hf.config.model_type == spec["model_type"]
+        if folder == DISTIL_FOLDER:
+            assert type(hf).__name__ == "DistilBertModel"
+            sd = hf.state_dict()
+            for name, t in built[folder]["state"].items():
+                assert torch.equal(sd[name], t), name
+        feats = m.preprocess(texts[:2])
+        st_keys = sorted(feats)
+        # What ST's Transformer hands to the model's forward (wrapped on the instance, see make_mpnet).
+        seen = []
+        bound = hf.forward
+
+        def spy(*args, **kwargs):
+            seen.append((len(args), sorted(kwargs)))
+            return bound(*args, **kwargs)
+
+        hf.forward = spy
+        try:
+            encode(m, texts[:2])
+        finally:
+            del hf.forward
+        assert seen and all(n == 0 for n, _ in seen), seen
+        forward_kwargs = seen[0][1]
+        if folder == DISTIL_FOLDER:
+            assert "token_type_ids" not in feats and "token_type_ids" not in forward_kwargs, (st_keys, forward_kwargs)
+
+        ids = unpadded_input_ids(m, texts)
+        ids_by_folder[folder] = ids
+        lens = [len(r) for r in ids]
+        rt = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+        rt.no_padding()
+        rt.enable_truncation(max_length=DB_MAX_SEQ)
+        for t, row in zip(texts, ids):
+            assert rt.encode(t).ids == row, t
+        full = untruncated_counts(path / "tokenizer.json", texts)
+        assert all(n == min(f, DB_MAX_SEQ) for n, f in zip(lens, full))
+        assert all(r[0] == 101 and r[-1] == 102 for r in ids)
+        assert full[N_CORE] == DB_MAX_SEQ and full[N_CORE + 1] == DB_MAX_SEQ + 1 and lens[N_CORE + 1] == DB_MAX_SEQ
+        assert full[long_text] > DB_MAX_SEQ and lens[long_text] == DB_MAX_SEQ
+
+        emb = encode(m, texts)
+        assert emb.shape == (len(texts), spec["out"]), emb.shape
+        single = np.stack([encode(m, [t])[0] for t in texts])
+        diff_single = float(np.abs(single - emb).max())
+        assert diff_single < 1e-5, diff_single
+        if spec["normalize"]:
+            norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+            assert np.all(np.abs(norms - 1) < 1e-5), norms
+
+        # (ii) The Dense layer changes the output: the same model without it gives another width
+        # (or, 52 -> 52, other values).
+        pooled = encode(SentenceTransformer(modules=[m[0], m[1]], device="cpu"), texts)
+        emb_no_dense = encode(SentenceTransformer(modules=[m[0], m[1], Normalize()], device="cpu"), texts) \
+            if spec["normalize"] else pooled
+        assert emb_no_dense.shape[1] == spec["in"]
+        dense_changes = None
+        if spec["in"] == spec["out"]:
+            dense_changes = float(np.abs(emb_no_dense - emb).max())
+            assert dense_changes > 0.1, dense_changes
+        else:
+            assert emb.shape[1] != emb_no_dense.shape[1]
+
+        # (i) Independent recomputation: the folder loaded afresh as a plain transformers model, each
+        # text alone (attention mask all ones), then pooling, x @ W.T + b, the activation (and L2
+        # normalisation) in f64 here, W and b read from 2_Dense/model.safetensors. Leaving out the
+        # activation or the bias must give clearly different embeddings.
+        model_cls = DistilBertModel if spec["model_type"] == "distilbert" else BertModel
+        plain = model_cls.from_pretrained(str(path)).eval()
+        w = safetensors.numpy.load_file(str(path / "2_Dense" / "model.safetensors"))
+        weight, bias = w["linear.weight"], w.get("linear.bias")
+        assert weight.shape == (spec["out"], spec["in"]) and (bias is not None) == spec["bias"]
+        checks = {}
+        with torch.inference_mode():
+            for i in check_texts:
+                t = torch.tensor([ids[i]])
+                kw = {} if spec["model_type"] == "distilbert" else {"token_type_ids": torch.zeros_like(t)}
+                hidden = plain(input_ids=t, attention_mask=torch.ones_like(t), **kw).last_hidden_state[0]
+                err = float(np.abs(hand_embedding(hidden, spec, weight, bias) - emb[i]).max())
+                assert err < 1e-5, (folder, i, err)
+                variants = {}
+                if spec["activation"] == "tanh":
+                    variants["no activation"] = hand_embedding(hidden, spec | {"activation": "identity"}, weight, bias)
+                if spec["bias"]:
+                    variants["no bias"] = hand_embedding(hidden, spec, weight, None)
+                if spec["pooling"] == ("cls",):
+                    variants["mean pooling"] = hand_embedding(hidden, spec | {"pooling": ("mean",)}, weight, bias)
+                errs = {k: float(np.abs(v - emb[i]).max()) for k, v in variants.items()}
+                assert all(e > 1e-3 for e in errs.values()), (folder, i, errs)
+                checks[i] = (lens[i], err, errs)
+
+        pre = pooled.astype(np.float64) @ weight.astype(np.float64).T + (0.0 if bias is None else bias)
+        pre_std = float(pre.std())
+        tanh_saturated = float((np.abs(np.tanh(pre)) > 0.99).mean()) if spec["activation"] == "tanh" else None
+        models_out[folder] = {
+            "model_type": spec["model_type"],
+            "modules": modules,
+            "pooling_mode": list(spec["pooling"]),
+            "dense": {"in_features": spec["in"], "out_features": spec["out"], "bias": spec["bias"],
+                      "activation_function": built[folder]["dense"]["config"]["activation_function"],
+                      "seed": 1000 + spec["dense_seed"]},
+            "normalize": spec["normalize"],
+            "input_ids": IntRows(ids),
+            "num_tokens_untruncated": full,
+            "embeddings": F32Rows(emb),
+        }
+        if folder == DISTIL_FOLDER:
+            models_out[folder] = {"model_type": "distilbert", "seed": DB_SEED, "vocab_size": len(vocab)} | models_out[folder]
+        summary[folder] = {"lens": lens, "full": full, "checks": checks, "diff_single": diff_single,
+                           "size": fsize(path), "st_keys": st_keys, "forward_kwargs": forward_kwargs,
+                           "dense_changes": dense_changes, "tanh_saturated": tanh_saturated, "pre_std": pre_std,
+                           "attn": hf.config._attn_implementation}
+        print(f"[distilbert] {folder}: {spec['model_type']}, {' -> '.join(modules)}, dim {spec['out']}, "
+              f"{fsize(path):,} bytes; attn={hf.config._attn_implementation}; {len(texts)} texts, token counts "
+              f"{min(lens)}..{max(lens)}, truncated {sum(f > DB_MAX_SEQ for f in full)}; ST features {st_keys}; "
+              f"ST forward kwargs {forward_kwargs}; max |batched - one-at-a-time| = {diff_single:.3g}; "
+              + f"Dense pre-activation std {pre_std:.3g}"
+              + (f", |tanh| > 0.99: {tanh_saturated:.1%}; " if tanh_saturated is not None else "; ")
+              + (f"max |with - without Dense| {dense_changes:.3g}; " if dense_changes is not None else "")
+              + "plain-torch check " + ", ".join(
+                  f"text {i} ({n} tokens): |diff| {e:.3g} ("
+                  + ", ".join(f"{k} {v:.3g}" for k, v in errs.items()) + ")"
+                  for i, (n, e, errs) in checks.items()))
+    # One WordPiece vocabulary: DistilBERT's tokenizer gives tiny-bert's ids.
+    assert ids_by_folder[DISTIL_FOLDER] == ids_by_folder["tiny-bert-dense"] == ids_by_folder["tiny-bert-dense-identity"]
+
+    out = {
+        "versions": versions(),
+        "torch_num_threads": torch.get_num_threads(),
+        "encode_call": "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
+        "max_seq_length": DB_MAX_SEQ,
+        "texts": StrRows(texts),
+        "models": models_out,
+    }
+    out_path = FIXTURES / "tiny_distilbert_dense_reference.json"
+    write_json(out_path, out)
+    for folder in DENSE_MODELS:
+        check_f32_roundtrip(out_path, ["models", folder, "embeddings"], models_out[folder]["embeddings"].a)
+    return {"texts": texts, "summary": summary, "built": {k: {kk: vv for kk, vv in v.items() if kk != "state"}
+                                                          for k, v in built.items()},
+            "st_types": st_types}
+
+
+# --------------------------------------------------------------------------------------------
 # torch.save fixtures (the only part of this script that needs torch.save itself)
 # --------------------------------------------------------------------------------------------
 
@@ -1859,12 +2247,14 @@ def main() -> None:
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
-    ap.add_argument("--only", choices=["roberta", "mpnet"], default=None,
+    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert"], default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
                          "tiny_mpnet_reference.json (its vocab from --minilm-dir if given, else from "
-                         "the committed tiny-bert/vocab.txt). Neither needs --minilm-dir; both leave "
-                         "every other fixture untouched")
+                         "the committed tiny-bert/vocab.txt); distilbert: only (re)write "
+                         "tiny-distilbert/, tiny-bert-dense/, tiny-bert-dense-identity/ and "
+                         "tiny_distilbert_dense_reference.json (from the committed tiny-bert/). None "
+                         "needs --minilm-dir; all leave every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
     args = ap.parse_args()
@@ -1880,9 +2270,12 @@ def main() -> None:
         if args.only == "roberta":
             make_roberta()
             written = [FIXTURES / f for f in ROBERTA] + [FIXTURES / "tiny_roberta_reference.json"]
-        else:
+        elif args.only == "mpnet":
             make_mpnet(args.minilm_dir.resolve() if args.minilm_dir else None)
             written = [FIXTURES / MPNET_FOLDER, FIXTURES / "tiny_mpnet_reference.json"]
+        else:
+            make_distilbert_dense()
+            written = [FIXTURES / f for f in DENSE_MODELS] + [FIXTURES / "tiny_distilbert_dense_reference.json"]
         print(f"[{args.only}] done in {time.time() - t:.1f}s")
         for p in written:
             print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes")
@@ -1923,6 +2316,9 @@ def main() -> None:
     mp = make_mpnet(minilm_dir)
     print(f"[mpnet] done in {time.time() - t:.1f}s")
     t = time.time()
+    db = make_distilbert_dense()
+    print(f"[distilbert] done in {time.time() - t:.1f}s")
+    t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))
     print(f"[sbert-base] done in {time.time() - t:.1f}s")
@@ -1935,6 +2331,7 @@ def main() -> None:
           f"sbert-base-seeded: {sb['params']:,} params, {sb['texts']} texts")
     print(f"roberta: {', '.join(ROBERTA)}, {len(rob['texts'])} texts, max_seq_length {RB_MAX_SEQ}")
     print(f"mpnet: {MPNET_FOLDER}, {len(mp['texts'])} texts, max_seq_length {MP_MAX_SEQ}")
+    print(f"distilbert + Dense: {', '.join(DENSE_MODELS)}, {len(db['texts'])} texts, max_seq_length {DB_MAX_SEQ}")
     for p in sorted(FIXTURES.iterdir()):
         extra = f"  sha256:{sha256(p)}" if p.is_file() else ""
         print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes{extra}")

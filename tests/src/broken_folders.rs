@@ -186,6 +186,23 @@ fn set_modules(dir: &Path, modules: Value) {
     write(dir, "modules.json", modules.to_string());
 }
 
+/// Lists a Dense module (`2_Dense`) after Pooling, with `config` as its config.json if given
+/// (and no weights).
+fn set_dense(dir: &Path, config: Option<Value>) {
+    set_modules(
+        dir,
+        json!([
+            { "type": TRANSFORMER, "path": "" },
+            { "type": POOLING, "path": "1_Pooling" },
+            { "type": "sentence_transformers.models.Dense", "path": "2_Dense" },
+        ]),
+    );
+    if let Some(config) = config {
+        std::fs::create_dir_all(dir.join("2_Dense")).unwrap();
+        write(dir, "2_Dense/config.json", config.to_string());
+    }
+}
+
 const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
 const POOLING: &str = "sentence_transformers.models.Pooling";
 
@@ -908,19 +925,40 @@ pub fn cases() -> Vec<BrokenFolder> {
             }
         ),
         case!(
-            "modules/Dense module",
-            MODULES,
-            ["sentence_transformers.models.Dense", "not supported"],
-            |d| {
-                set_modules(
-                    d,
-                    json!([
-                        { "type": TRANSFORMER, "path": "" },
-                        { "type": POOLING, "path": "1_Pooling" },
-                        { "type": "sentence_transformers.models.Dense", "path": "2_Dense" },
-                    ]),
-                )
-            }
+            "dense/listed without its folder",
+            "2_Dense/config.json",
+            ["No such file"],
+            |d| set_dense(d, None)
+        ),
+        case!(
+            "dense/unknown activation",
+            "2_Dense/config.json",
+            ["activation_function", "Softsign", "not supported"],
+            |d| set_dense(
+                d,
+                Some(json!({"in_features": 52, "out_features": 8, "bias": true,
+                            "activation_function": "torch.nn.modules.activation.Softsign"}))
+            )
+        ),
+        case!(
+            "dense/in_features not the pooled width",
+            "2_Dense/config.json",
+            ["in_features 7", "52 values"],
+            |d| set_dense(
+                d,
+                Some(json!({"in_features": 7, "out_features": 8, "bias": true,
+                            "activation_function": "torch.nn.modules.activation.Tanh"}))
+            )
+        ),
+        case!(
+            "dense/no weights",
+            "2_Dense",
+            ["model.safetensors", "pytorch_model.bin"],
+            |d| set_dense(
+                d,
+                Some(json!({"in_features": 52, "out_features": 8, "bias": true,
+                            "activation_function": "torch.nn.modules.activation.Tanh"}))
+            )
         ),
         case!(
             "modules/path leaves the folder",

@@ -1,11 +1,15 @@
-//! The families beside BERT: RoBERTa (`RobertaModel`, `XLMRobertaModel`) and MPNet
-//! (`MPNetModel`, all-mpnet-base-v2's architecture). Tiny random models made by the reference
-//! script (tests/fixtures/tiny-roberta: byte-level BPE, mean pooling; tiny-xlm-roberta:
-//! SentencePiece Unigram, CLS pooling + Normalize; tiny-mpnet: WordPiece with `<s> … </s>`,
-//! mean pooling + Normalize, a relative position bias, 128 tokens) against
-//! sentence-transformers, on texts that hold the literal padding token `<pad>` (both families
-//! give it the padding position row and do not count it), the empty text and texts truncated to
-//! `max_seq_length`.
+//! The families beside BERT: RoBERTa (`RobertaModel`, `XLMRobertaModel`), MPNet (`MPNetModel`,
+//! all-mpnet-base-v2's architecture) and DistilBERT, and sentence-transformers' Dense module.
+//! Tiny random models made by the reference script, against sentence-transformers:
+//! - tiny-roberta (byte-level BPE, mean pooling), tiny-xlm-roberta (SentencePiece Unigram, CLS
+//!   pooling + Normalize) and tiny-mpnet (WordPiece with `<s> … </s>`, mean pooling +
+//!   Normalize, a relative position bias, 128 tokens), on texts that hold the literal padding
+//!   token `<pad>` (both families give it the padding position row and do not count it);
+//! - tiny-distilbert with a Dense module (48 → 24, tanh; distiluse's chain), and tiny-bert
+//!   under CLS pooling → Dense (tanh) → Normalize (LaBSE's chain) and mean pooling → Dense
+//!   without bias or activation;
+//!
+//! all on the empty text and texts truncated to `max_seq_length`.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -24,7 +28,8 @@ struct Reference {
 #[derive(Deserialize)]
 struct ModelCase {
     input_ids: Vec<Vec<u32>>,
-    /// The position rows transformers derives from `input_ids`.
+    /// The position rows transformers derives from `input_ids` (RoBERTa and MPNet only).
+    #[serde(default)]
     position_ids: Vec<Vec<usize>>,
     num_tokens_untruncated: Vec<usize>,
     embeddings: Vec<Vec<f32>>,
@@ -44,12 +49,20 @@ fn load(folder: impl AsRef<str>, dtype: Precision, batch: usize) -> Embedder {
 }
 
 /// The reference files and the folders each holds.
-const REFERENCES: [(&str, &[&str]); 2] = [
+const REFERENCES: [(&str, &[&str]); 3] = [
     (
         "tiny_roberta_reference.json",
         &["tiny-roberta", "tiny-xlm-roberta"],
     ),
     ("tiny_mpnet_reference.json", &["tiny-mpnet"]),
+    (
+        "tiny_distilbert_dense_reference.json",
+        &[
+            "tiny-bert-dense",
+            "tiny-bert-dense-identity",
+            "tiny-distilbert",
+        ],
+    ),
 ];
 
 /// Every model folder, with its reference file.
@@ -110,9 +123,12 @@ fn token_ids_match_the_python_tokenizers() {
             let rows: Vec<usize> = config.position_ids.rows(ids).collect();
             assert_eq!(&rows, want, "{folder}: {ids:?}");
         }
-        // The texts exercise what RoBERTa does differently: `<pad>` inside a text, and
-        // truncation.
-        assert!(case.input_ids.iter().any(|ids| ids[1..].contains(&PAD)));
+        // The texts exercise what RoBERTa and MPNet do differently: `<pad>` inside a text (its
+        // position rows are in the reference), and truncation.
+        if config.position_ids != ember_bert::PositionIds::FromZero {
+            assert_eq!(case.position_ids.len(), case.input_ids.len(), "{folder}");
+            assert!(case.input_ids.iter().any(|ids| ids[1..].contains(&PAD)));
+        }
         assert!(case
             .num_tokens_untruncated
             .iter()

@@ -64,6 +64,11 @@ pub enum ModelFamily {
     /// `attention.LayerNorm`, no token-type table, [`PositionIds::AfterPadding`], and a
     /// relative position bias added to every layer's attention scores.
     Mpnet,
+    /// `distilbert`: BERT's post-LayerNorm layers under `transformer.layer.{i}` (`attention.
+    /// {q,k,v,out}_lin`, `sa_layer_norm`, `ffn.lin{1,2}`, `output_layer_norm`), config keys
+    /// `dim`, `n_layers`, `n_heads`, `hidden_dim`, `activation`, LayerNorm ε 1e-12, no
+    /// token-type table, positions from 0.
+    DistilBert,
 }
 
 /// MPNet's `relative_position_bucket` (transformers' `MPNetEncoder`, `max_distance` 128):
@@ -229,27 +234,40 @@ impl BertConfig {
                 Some(v) => Err(invalid(format!("\"{key}\" = {v} is not a string"))),
             }
         };
-        let layer_norm_eps = match get("layer_norm_eps") {
-            None => DEFAULT_EPS,
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| invalid(format!("\"layer_norm_eps\" = {v} is not a number")))?,
-        };
-        let hidden_act = string("hidden_act", DEFAULT_ACT)?;
-        let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
         let family = match get("model_type") {
             None => ModelFamily::Bert,
             Some(model_type) => match model_type.as_str() {
                 Some(t) if BERT_TYPES.contains(&t) => ModelFamily::Bert,
                 Some(t) if ROBERTA_TYPES.contains(&t) => ModelFamily::Roberta,
                 Some("mpnet") => ModelFamily::Mpnet,
+                Some("distilbert") => ModelFamily::DistilBert,
                 _ => {
                     return Err(invalid(format!(
-                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\" and \"mpnet\")"
+                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\", \"mpnet\" and \"distilbert\")"
                     )))
                 }
             },
         };
+        // DistilBertConfig's names for BertConfig's keys.
+        let key = |bert_key: &'static str| -> &'static str {
+            match (family, bert_key) {
+                (ModelFamily::DistilBert, "hidden_size") => "dim",
+                (ModelFamily::DistilBert, "num_hidden_layers") => "n_layers",
+                (ModelFamily::DistilBert, "num_attention_heads") => "n_heads",
+                (ModelFamily::DistilBert, "intermediate_size") => "hidden_dim",
+                (ModelFamily::DistilBert, "hidden_act") => "activation",
+                _ => bert_key,
+            }
+        };
+        let layer_norm_eps = match (family, get("layer_norm_eps")) {
+            // DistilBERT's LayerNorms are built with ε = 1e-12 whatever the config says.
+            (ModelFamily::DistilBert, _) | (_, None) => DEFAULT_EPS,
+            (_, Some(v)) => v
+                .as_f64()
+                .ok_or_else(|| invalid(format!("\"layer_norm_eps\" = {v} is not a number")))?,
+        };
+        let hidden_act = string(key("hidden_act"), DEFAULT_ACT)?;
+        let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
         // Every size is an integer in 1..=max, bounded before anything is sized from it.
         let field = |key: &str, default: Option<u64>, max: usize| -> Result<usize, BertError> {
             let value = match get(key) {
@@ -263,19 +281,19 @@ impl BertConfig {
             }
             Ok(value as usize)
         };
-        let hidden_size = field("hidden_size", None, MAX_HIDDEN)?;
-        let num_hidden_layers = field("num_hidden_layers", None, MAX_LAYERS)?;
-        let num_attention_heads = field("num_attention_heads", None, MAX_HEADS)?;
-        let intermediate_size = field("intermediate_size", None, MAX_INTERMEDIATE)?;
+        let hidden_size = field(key("hidden_size"), None, MAX_HIDDEN)?;
+        let num_hidden_layers = field(key("num_hidden_layers"), None, MAX_LAYERS)?;
+        let num_attention_heads = field(key("num_attention_heads"), None, MAX_HEADS)?;
+        let intermediate_size = field(key("intermediate_size"), None, MAX_INTERMEDIATE)?;
         let vocab_size = field("vocab_size", None, MAX_VOCAB)?;
         let max_position_embeddings = field(
             "max_position_embeddings",
             Some(DEFAULT_MAX_POSITIONS),
             MAX_POSITIONS,
         )?;
-        // MPNet has no token-type table.
+        // MPNet and DistilBERT have no token-type table.
         let type_vocab_size = match family {
-            ModelFamily::Mpnet => 0,
+            ModelFamily::Mpnet | ModelFamily::DistilBert => 0,
             _ => field("type_vocab_size", Some(DEFAULT_TYPE_VOCAB), MAX_TYPE_VOCAB)?,
         };
         let relative_attention_buckets = match family {
@@ -295,7 +313,7 @@ impl BertConfig {
             }
             _ => None,
         };
-        let position_ids = if family != ModelFamily::Bert {
+        let position_ids = if matches!(family, ModelFamily::Roberta | ModelFamily::Mpnet) {
             let pad_token_id = match get("pad_token_id") {
                 None => DEFAULT_ROBERTA_PAD,
                 Some(v) => v
@@ -491,6 +509,40 @@ mod tests {
             err.to_string().contains("relative_attention_num_buckets"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reads_distilbert_s_own_keys() {
+        // multi-qa-distilbert-cos-v1's config.json.
+        let text = r#"{"activation": "gelu", "architectures": ["DistilBertModel"],
+            "attention_dropout": 0.1, "dim": 768, "dropout": 0.1, "hidden_dim": 3072,
+            "initializer_range": 0.02, "max_position_embeddings": 512, "model_type": "distilbert",
+            "n_heads": 12, "n_layers": 6, "pad_token_id": 0, "qa_dropout": 0.1,
+            "seq_classif_dropout": 0.2, "sinusoidal_pos_embds": false, "vocab_size": 30522}"#;
+        let c = BertConfig::from_json_str(text, Path::new("config.json")).unwrap();
+        assert_eq!(c.family, ModelFamily::DistilBert);
+        assert_eq!(
+            (
+                c.hidden_size,
+                c.num_hidden_layers,
+                c.num_attention_heads,
+                c.intermediate_size
+            ),
+            (768, 6, 12, 3072)
+        );
+        assert_eq!(
+            (c.type_vocab_size, c.max_tokens(), c.layer_norm_eps),
+            (0, 512, 1e-12)
+        );
+        assert_eq!(c.position_ids, PositionIds::FromZero);
+        assert_eq!(c.activation, Activation::Gelu);
+        // Errors name DistilBERT's key.
+        let bad = text.replace("\"n_heads\": 12", "\"n_heads\": 7");
+        let err = BertConfig::from_json_str(&bad, Path::new("d/config.json")).unwrap_err();
+        assert!(err.to_string().contains("num_attention_heads = 7"), "{err}");
+        let bad = text.replace("\"dim\": 768", "\"dim\": \"768\"");
+        let err = BertConfig::from_json_str(&bad, Path::new("d/config.json")).unwrap_err();
+        assert!(err.to_string().contains("\"dim\""), "{err}");
     }
 
     #[test]

@@ -105,8 +105,8 @@ type LayerInputs = [Vec<f32>; 4];
 /// and its linear layers' inputs.
 type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(), BertError>;
 
-/// Finds checkpoint tensors by their `BertModel` names (translated to MPNet's for MPNet), with
-/// or without a `bert.`, `roberta.` or `mpnet.` prefix.
+/// Finds checkpoint tensors by their `BertModel` names (translated to MPNet's and DistilBERT's
+/// for those), with or without a `bert.`, `roberta.`, `mpnet.` or `distilbert.` prefix.
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
     family: ModelFamily,
@@ -117,7 +117,7 @@ pub(crate) struct WeightLoader<'a> {
 
 impl<'a> WeightLoader<'a> {
     pub(crate) fn new(file: &'a WeightFile, family: ModelFamily, precision: Precision) -> Self {
-        let prefix = ["bert.", "roberta.", "mpnet."]
+        let prefix = ["bert.", "roberta.", "mpnet.", "distilbert."]
             .into_iter()
             .find(|prefix| file.contains(&format!("{prefix}embeddings.word_embeddings.weight")))
             .unwrap_or("");
@@ -284,6 +284,26 @@ impl<'a> WeightLoader<'a> {
                 .replace(".attention.self.value.", ".attention.attn.v.")
                 .replace(".attention.output.dense.", ".attention.attn.o.")
                 .replace(".attention.output.LayerNorm.", ".attention.LayerNorm."),
+            ModelFamily::DistilBert => name
+                .replacen("encoder.layer.", "transformer.layer.", 1)
+                .replace(".attention.self.query.", ".attention.q_lin.")
+                .replace(".attention.self.key.", ".attention.k_lin.")
+                .replace(".attention.self.value.", ".attention.v_lin.")
+                .replace(".attention.output.dense.", ".attention.out_lin.")
+                .replace(".attention.output.LayerNorm.", ".sa_layer_norm.")
+                .replace(".intermediate.dense.", ".ffn.lin1.")
+                // Only the FFN's output is left under these names.
+                .replace(".output.dense.", ".ffn.lin2.")
+                .replace(".output.LayerNorm.", ".output_layer_norm."),
+        }
+    }
+
+    /// Where the checkpoint's encoder layers are: `encoder.layer.` (DistilBERT:
+    /// `transformer.layer.`).
+    fn layers_stem(&self) -> &'static str {
+        match self.family {
+            ModelFamily::DistilBert => "transformer.layer.",
+            _ => "encoder.layer.",
         }
     }
 
@@ -372,7 +392,7 @@ impl<'a> WeightLoader<'a> {
         let layer_of = |name: &str| -> Option<usize> {
             let rest = name
                 .strip_prefix(self.prefix)?
-                .strip_prefix("encoder.layer.")?;
+                .strip_prefix(self.layers_stem())?;
             rest.split('.').next()?.parse().ok()
         };
         let names = self

@@ -356,6 +356,20 @@ impl CudaBertModel {
                 ),
             });
         }
+        // The tensor-core GEMMs read 16-byte rows: every linear's input width (H, and F into
+        // the FFN output) must be a multiple of 8. Published models' are; say so at load, not
+        // at the first batch.
+        if dtype != Dtype::F32
+            && !(config.hidden_size.is_multiple_of(8) && config.intermediate_size.is_multiple_of(8))
+        {
+            return Err(CudaError::InvalidShape {
+                op: "CudaBertModel::load",
+                reason: format!(
+                    "{dtype} runs on tensor cores, which need hidden_size and intermediate_size to be multiples of 8 (they are {} and {}); use f32",
+                    config.hidden_size, config.intermediate_size
+                ),
+            });
+        }
         device.warm_up()?;
         let reader = F32WeightReader::new(&config, file);
         let encoder = match dtype {

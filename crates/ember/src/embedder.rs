@@ -19,10 +19,11 @@ use std::sync::{Mutex, PoisonError};
 
 use ember_bert::{BertConfig, BertError};
 use ember_cpu::Precision;
-use ember_pooling::PoolingConfig;
+use ember_pooling::{normalize_rows, PoolingConfig};
 use ember_tensor::WeightFile;
 
 use crate::calibration::calibration_batch;
+use crate::dense::DenseLayer;
 use crate::device::{Backend, CpuScratch, Device};
 
 use crate::folder::{resolve_model, ModelFolder};
@@ -291,6 +292,17 @@ impl EmbedderBuilder {
         let backend = Backend::load(self.device, config.clone(), open_weights, load_dtype, &pool)?;
         let config = &config;
         let pooling = folder.pooling(config.hidden_size)?;
+        // Dense modules after Pooling, each taking the previous one's rows.
+        let mut width = pooling.output_dim();
+        let dense = folder
+            .dense
+            .iter()
+            .map(|dir| {
+                let layer = DenseLayer::load(dir, width)?;
+                width = layer.out_features();
+                Ok(layer)
+            })
+            .collect::<Result<Vec<_>, EmberError>>()?;
         let mut tokenizer = TextTokenizer::load(
             &folder.transformer_dir,
             max_seq_length,
@@ -317,7 +329,8 @@ impl EmbedderBuilder {
             config: config.clone(),
             device: self.device,
             tokenizer,
-            dim: pooling.output_dim(),
+            dim: width,
+            dense,
             pooling,
             normalize: self.normalize.unwrap_or(folder.normalize),
             truncation: self.truncation,
@@ -349,6 +362,8 @@ struct EncodeState {
     seq_offsets: Vec<usize>,
     /// Pooled rows of the batch, `[n, dim]`.
     pooled: Vec<f32>,
+    /// The Dense modules' outputs, `[n, out_features]` (ping-pong between layers).
+    dense: [Vec<f32>; 2],
     cpu: CpuScratch,
 }
 
@@ -374,7 +389,10 @@ pub struct Embedder {
     truncation: Truncation,
     model_dir: PathBuf,
     weights_file: PathBuf,
+    /// Width of the rows `encode` returns: the last Dense module's, else the pooling's.
     dim: usize,
+    /// sentence-transformers' Dense modules after Pooling, in order.
+    dense: Vec<DenseLayer>,
     batch_size: usize,
     /// Runs calls on `pool`; declared before it, so dropped first: it lets its worker go
     /// before the pool shuts down.
@@ -705,25 +723,63 @@ impl Embedder {
                 state.batch_ids.extend_from_slice(tokens(i));
                 state.seq_offsets.push(state.batch_ids.len());
             }
-            let rows = chunk.len() * dim;
+            let pooled_dim = self.pooling.output_dim();
+            let rows = chunk.len() * pooled_dim;
             if state.pooled.len() < rows {
                 state.pooled.resize(rows, 0.0);
             }
             let pooled = &mut state.pooled[..rows];
+            // With Dense modules, Normalize comes after them.
             self.backend.embed_batch(
                 &mut state.cpu,
                 &state.batch_ids,
                 &state.seq_offsets,
                 &self.pooling,
-                self.normalize,
+                self.normalize && self.dense.is_empty(),
                 pooled,
             )?;
-            for (row, &i) in pooled.chunks_exact(dim).zip(chunk) {
+            let rows_out: &[f32] = if self.dense.is_empty() {
+                pooled
+            } else {
+                let which = run_dense(&self.dense, pooled, chunk.len(), &mut state.dense)?;
+                let result = &mut state.dense[which][..chunk.len() * dim];
+                if self.normalize {
+                    normalize_rows(result, dim);
+                }
+                result
+            };
+            for (row, &i) in rows_out.chunks_exact(dim).zip(chunk) {
                 out[i * dim..(i + 1) * dim].copy_from_slice(row);
             }
         }
         Ok(())
     }
+}
+
+/// Runs the Dense modules on `rows` rows of `input`, alternating between the two `buffers`
+/// (grown as needed); returns the index of the buffer holding the last module's output.
+fn run_dense(
+    dense: &[DenseLayer],
+    input: &[f32],
+    rows: usize,
+    buffers: &mut [Vec<f32>; 2],
+) -> Result<usize, EmberError> {
+    let mut src_len = input.len();
+    for (l, layer) in dense.iter().enumerate() {
+        let len = rows * layer.out_features();
+        let [even, odd] = &mut *buffers;
+        let (src, dst): (&[f32], &mut Vec<f32>) = match l {
+            0 => (input, even),
+            _ if l % 2 == 0 => (&odd[..src_len], even),
+            _ => (&even[..src_len], odd),
+        };
+        if dst.len() < len {
+            dst.resize(len, 0.0);
+        }
+        layer.apply(src, rows, &mut dst[..len])?;
+        src_len = len;
+    }
+    Ok((dense.len() + 1) % 2)
 }
 
 /// Embeddings of `len()` texts, `[len, dim]` row-major f32.

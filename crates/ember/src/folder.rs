@@ -2,11 +2,12 @@
 //! and how its Transformer module is configured.
 //!
 //! ```text
-//! modules.json                 [Transformer, Pooling, (Normalize)]
+//! modules.json                 [Transformer, Pooling, (Dense…), (Normalize)]
 //! <transformer path>/          config.json, model.safetensors | pytorch_model.bin,
 //!                              tokenizer.json | vocab.txt, tokenizer_config.json,
 //!                              sentence_bert_config.json
 //! 1_Pooling/config.json        pooling modes
+//! 2_Dense/                     config.json, model.safetensors | pytorch_model.bin (see dense.rs)
 //! ```
 //! A folder without `modules.json` is a plain transformers folder; sentence-transformers then
 //! uses mean pooling and no normalisation, and so does Ember.
@@ -28,6 +29,8 @@ pub struct ModelFolder {
     pub transformer_dir: PathBuf,
     /// The Pooling module's config file, if `modules.json` lists one.
     pub pooling_config: Option<PathBuf>,
+    /// The folders of the `Dense` modules after Pooling, in order.
+    pub dense: Vec<PathBuf>,
     /// Whether `modules.json` lists a `Normalize` module.
     pub normalize: bool,
     /// `sentence_bert_config.json`'s `max_seq_length`, when given.
@@ -61,6 +64,7 @@ impl ModelFolder {
             root: root.to_owned(),
             transformer_dir: root.to_owned(),
             pooling_config: None,
+            dense: Vec::new(),
             normalize: false,
             max_seq_length: None,
             do_lower_case: false,
@@ -143,10 +147,13 @@ impl ModelFolder {
                 "Pooling" if saw_transformer && self.pooling_config.is_none() && !self.normalize => {
                     self.pooling_config = Some(dir.join("config.json"));
                 }
+                "Dense" if self.pooling_config.is_some() && !self.normalize => {
+                    self.dense.push(dir);
+                }
                 "Normalize" if saw_transformer && !self.normalize => self.normalize = true,
-                "Transformer" | "Pooling" | "Normalize" => {
+                "Transformer" | "Pooling" | "Dense" | "Normalize" => {
                     return Err(invalid(format!(
-                        "module {i} ({kind}) is out of the order Ember runs: Transformer, Pooling, Normalize"
+                        "module {i} ({kind}) is out of the order Ember runs: Transformer, Pooling, Dense…, Normalize"
                     )))
                 }
                 _ => {

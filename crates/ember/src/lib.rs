@@ -32,6 +32,7 @@
 //!   names the file, tensor or text at fault).
 
 mod calibration;
+mod dense;
 mod device;
 pub mod embedder;
 pub mod folder;
@@ -149,8 +150,8 @@ pub enum EmberError {
         /// What is wrong, naming the key.
         message: String,
     },
-    /// `modules.json` lists a module other than Transformer, Pooling and Normalize (a Dense
-    /// projection, a CNN, …): the embeddings would not match sentence-transformers'.
+    /// `modules.json` lists a module other than Transformer, Pooling, Dense and Normalize (a
+    /// CNN, an LSTM, …): the embeddings would not match sentence-transformers'.
     #[error(
         "{path}: module {module:?} is not supported (Ember runs Transformer, Pooling, Normalize)"
     )]
