@@ -71,6 +71,18 @@ pub enum ModelFamily {
     DistilBert,
 }
 
+impl ModelFamily {
+    /// The family's name: `bert`, `roberta`, `mpnet` or `distilbert`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::Bert => "bert",
+            ModelFamily::Roberta => "roberta",
+            ModelFamily::Mpnet => "mpnet",
+            ModelFamily::DistilBert => "distilbert",
+        }
+    }
+}
+
 /// MPNet's `relative_position_bucket` (transformers' `MPNetEncoder`, `max_distance` 128):
 /// the bucket of `relative_position` = key index − query index. Keys before the query and
 /// after it take separate halves of the `num_buckets`; distances below a quarter of them get a

@@ -441,6 +441,8 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
         "intermediate_size": info.intermediate_size,
         "vocab_size": info.vocab_size,
         "fast_tokenizer": info.fast_tokenizer,
+        "architecture": info.architecture,
+        "dense": info.dense.iter().map(|&(i, o)| serde_json::json!({"in": i, "out": o})).collect::<Vec<_>>(),
         "threads": embedder.threads(),
         "batch_size": embedder.batch_size(),
     });

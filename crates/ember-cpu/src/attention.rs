@@ -111,13 +111,14 @@ pub fn attention_varlen_biased(
     attention_impl(active_isa(), qkv, seq_offsets, heads, head_dim, bias, out)
 }
 
-/// Checks shapes and offsets; returns `(T, H)`.
+/// Checks shapes, offsets and the bias (if any); returns `(T, H)`.
 fn validate(
     op: &'static str,
     qkv: &[f32],
     seq_offsets: &[usize],
     heads: usize,
     head_dim: usize,
+    bias: Option<RelativeBias<'_>>,
     out: &[f32],
 ) -> Result<(usize, usize), KernelError> {
     let bad_offsets = |reason: String| KernelError::InvalidOffsets { op, reason };
@@ -145,6 +146,9 @@ fn validate(
     let h3 = checked_elems(op, "qkv", h, 3)?;
     check_len(op, "qkv", checked_elems(op, "qkv", t, h3)?, qkv.len())?;
     check_len(op, "out", checked_elems(op, "out", t, h)?, out.len())?;
+    if let Some(bias) = &bias {
+        bias.validate(op, heads, seq_offsets)?;
+    }
     Ok((t, h))
 }
 
@@ -195,10 +199,7 @@ fn attention_impl(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     const OP: &str = "attention_varlen";
-    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, out)?;
-    if let Some(bias) = &bias {
-        bias.validate(OP, heads, seq_offsets)?;
-    }
+    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, bias, out)?;
     if !isa.is_supported() {
         return Err(KernelError::UnsupportedIsa { op: OP, isa });
     }
@@ -456,10 +457,7 @@ pub fn attention_varlen_reference_biased(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     const OP: &str = "attention_varlen_reference";
-    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, out)?;
-    if let Some(bias) = &bias {
-        bias.validate(OP, heads, seq_offsets)?;
-    }
+    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, bias, out)?;
     let ld = 3 * h;
     let scale = 1.0 / (head_dim as f64).sqrt();
     for w in seq_offsets.windows(2) {
@@ -696,6 +694,20 @@ mod tests {
         let err = |offsets: &[usize], heads, hd, qkv: &[f32], out: &mut [f32]| {
             attention_varlen(qkv, offsets, heads, hd, out).unwrap_err()
         };
+        // A relative bias too narrow for the longest sequence, or of the wrong size.
+        let values = vec![0.0f32; 2 * (2 * 2 + 1)];
+        for (span, values) in [(2, &values[..]), (3, &values[..])] {
+            let bias = Some(RelativeBias { values, span });
+            let err = attention_varlen_biased(&qkv, &[0, 4], 2, 4, bias, &mut out).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    KernelError::InvalidShape { .. } | KernelError::LengthMismatch { .. }
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(out, vec![7.0f32; 4 * 8], "out untouched");
         assert!(matches!(
             err(&[], 2, 4, &qkv, &mut out),
             KernelError::InvalidOffsets { .. }

@@ -147,6 +147,11 @@ impl DenseLayer {
         })
     }
 
+    /// Width of the rows it takes.
+    pub(crate) fn in_features(&self) -> usize {
+        self.in_features
+    }
+
     /// Width of the rows it returns.
     pub(crate) fn out_features(&self) -> usize {
         self.out_features

@@ -91,6 +91,10 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// Whether texts take Ember's allocation-free WordPiece path (else the `tokenizers` crate).
     pub fast_tokenizer: bool,
+    /// The encoder's family: `bert`, `roberta` (also XLM-R, CamemBERT), `mpnet`, `distilbert`.
+    pub architecture: &'static str,
+    /// `(in, out)` features of each Dense module after pooling, in order.
+    pub dense: Vec<(usize, usize)>,
 }
 
 /// Options for loading an [`Embedder`].
@@ -479,6 +483,12 @@ impl Embedder {
             intermediate_size: config.intermediate_size,
             vocab_size: config.vocab_size,
             fast_tokenizer: self.tokenizer.is_fast(),
+            architecture: config.family.name(),
+            dense: self
+                .dense
+                .iter()
+                .map(|d| (d.in_features(), d.out_features()))
+                .collect(),
         }
     }
 
