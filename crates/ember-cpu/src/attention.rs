@@ -695,7 +695,7 @@ mod tests {
             attention_varlen(qkv, offsets, heads, hd, out).unwrap_err()
         };
         // A relative bias too narrow for the longest sequence, or of the wrong size.
-        let values = vec![0.0f32; 2 * (2 * 2 + 1)];
+        let values = [0.0f32; 2 * (2 * 2 + 1)];
         for (span, values) in [(2, &values[..]), (3, &values[..])] {
             let bias = Some(RelativeBias { values, span });
             let err = attention_varlen_biased(&qkv, &[0, 4], 2, 4, bias, &mut out).unwrap_err();
