@@ -523,6 +523,143 @@ def sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
 
 
+def print_folder_files(folder: Path) -> None:
+    """One line per file below ``folder``: its path, size and sha256 prefix."""
+    for q in sorted(folder.rglob("*")):
+        if q.is_file():
+            print(f"      {q.relative_to(folder)}  {fsize(q):,}  sha256:{sha256(q)}")
+
+
+FOLDER_ENCODE_CALL = "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)"
+
+
+def run_info(encode_call: str = FOLDER_ENCODE_CALL) -> dict:
+    """The keys every reference JSON starts with (after its "model"/"spec", where it has them)."""
+    return {"versions": versions(), "torch_num_threads": torch.get_num_threads(), "encode_call": encode_call}
+
+
+def checked_input_ids(model: SentenceTransformer, tokenizer_json: Path, texts: list[str], max_seq_length: int,
+                      ends: tuple[int, int] | None = None,
+                      pad_id: int = 0) -> tuple[list[list[int]], list[int], list[int]]:
+    """``unpadded_input_ids``, their lengths and the untruncated token counts, checked: ST adds
+    nothing on top of the plain `tokenizers` pipeline of tokenizer.json + truncation to
+    ``max_seq_length``, every row is ``min(untruncated, max_seq_length)`` long and (with ``ends``)
+    starts and ends with those two ids."""
+    ids = unpadded_input_ids(model, texts, pad_id=pad_id)
+    rt = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+    rt.no_padding()
+    rt.enable_truncation(max_length=max_seq_length)
+    for t, row in zip(texts, ids):
+        assert rt.encode(t).ids == row, t
+    lens = [len(r) for r in ids]
+    full = untruncated_counts(tokenizer_json, texts)
+    assert all(n == min(f, max_seq_length) for n, f in zip(lens, full))
+    if ends is not None:
+        assert all(r[0] == ends[0] and r[-1] == ends[1] for r in ids), ends
+    return ids, lens, full
+
+
+def encode_checked(model: SentenceTransformer, texts: list[str], normalized: bool) -> tuple[np.ndarray, float]:
+    """``encode`` (batches of 16) and the max |batched - one-at-a-time| difference, which must be
+    below 1e-5; with ``normalized`` every embedding must have unit L2 norm."""
+    emb = encode(model, texts)
+    single = np.stack([encode(model, [t])[0] for t in texts])
+    diff_single = float(np.abs(single - emb).max())
+    assert diff_single < 1e-5, diff_single
+    if normalized:
+        norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+        assert np.all(np.abs(norms - 1) < 1e-5), norms
+    return emb, diff_single
+
+
+def st_forward_kwargs(m: SentenceTransformer, texts: list[str]) -> list[list[str]]:
+    """The keyword names of each call that ST's Transformer makes to the model's forward while
+    encoding ``texts`` (no positional arguments allowed). ST calls model.forward(**kwargs) itself,
+    past nn.Module hooks, so the bound method is wrapped on the instance for one call."""
+    hf = m[0].auto_model
+    seen = []
+    bound = hf.forward
+
+    def spy(*args, **kwargs):
+        seen.append((len(args), sorted(kwargs)))
+        return bound(*args, **kwargs)
+
+    hf.forward = spy
+    try:
+        encode(m, texts)
+    finally:
+        del hf.forward
+    assert seen and all(n == 0 for n, _ in seen), seen
+    return [k for _, k in seen]
+
+
+def hidden_states(model, ids: list[int], token_types: bool = False, **kwargs) -> torch.Tensor:
+    """A plain transformers model's last hidden state [n, hidden] for one unpadded sequence
+    (attention mask all ones; with ``token_types``, token_type_ids all zeros, as BERT's tokenizer
+    gives them)."""
+    t = torch.tensor([ids])
+    if token_types:
+        kwargs["token_type_ids"] = torch.zeros_like(t)
+    return model(input_ids=t, attention_mask=torch.ones_like(t), **kwargs).last_hidden_state[0]
+
+
+def pool_f64(hidden: torch.Tensor, pooling: tuple[str, ...], normalize: bool) -> np.ndarray:
+    """CLS or mean pooling of one unpadded sequence [n, hidden] (then L2 normalisation), in f64."""
+    assert pooling in (("cls",), ("mean",)), pooling
+    x = hidden.double()
+    v = x[0] if pooling == ("cls",) else x.mean(0)
+    if normalize:
+        v = v / v.norm()
+    return v.numpy()
+
+
+def load_st_folder(folder: Path, max_seq_length: int, modules: list[str], pooling_mode: str, model_type: str,
+                   state: dict | None = None) -> SentenceTransformer:
+    """The folder loaded by sentence-transformers as a complete model: its module chain, pooling,
+    max_seq_length and model_type as written, and (given ``state``) every generated tensor reached
+    the model unchanged (nothing re-initialised on load)."""
+    m = SentenceTransformer(str(folder), device="cpu")
+    assert m.max_seq_length == max_seq_length, m.max_seq_length
+    assert [type(x).__name__ for x in m] == modules, [type(x).__name__ for x in m]
+    assert m[1].pooling_mode == pooling_mode, m[1].pooling_mode
+    hf = m[0].auto_model.eval()
+    assert hf.config.model_type == model_type, hf.config.model_type
+    if state is not None:
+        sd = hf.state_dict()
+        for name, t in state.items():
+            assert torch.equal(sd[name], t), name
+    return m
+
+
+def position_model_entry(model_type: str, seed: int, vocab_size: int, modes: tuple[str, ...], normalize: bool,
+                         ids: list[list[int]], positions: list[list[int]], full: list[int], emb: np.ndarray) -> dict:
+    """One model of tiny_roberta_reference.json / tiny_mpnet_reference.json."""
+    return {
+        "model_type": model_type,
+        "seed": seed,
+        "vocab_size": vocab_size,
+        "pooling_mode": list(modes),
+        "normalize": normalize,
+        "input_ids": IntRows(ids),
+        "position_ids": IntRows(positions),
+        "num_tokens_untruncated": full,
+        "embeddings": F32Rows(emb),
+    }
+
+
+def write_models_reference(path: Path, max_seq_length: int, texts: list[str], models: dict,
+                           hidden_size: int | None = None, **extra) -> None:
+    """A reference JSON of several folders encoded on the same texts (run_info, max_seq_length,
+    hidden_size if given, texts, models, then ``extra``), re-read to check every embedding."""
+    out = run_info() | {"max_seq_length": max_seq_length}
+    if hidden_size is not None:
+        out["hidden_size"] = hidden_size
+    out |= {"texts": StrRows(texts), "models": models} | extra
+    write_json(path, out)
+    for folder, entry in models.items():
+        check_f32_roundtrip(path, ["models", folder, "embeddings"], entry["embeddings"].a)
+
+
 # --------------------------------------------------------------------------------------------
 # all-MiniLM-L6-v2
 # --------------------------------------------------------------------------------------------
@@ -539,35 +676,18 @@ def make_minilm(minilm_dir: Path, texts: list[str]) -> dict:
     print(f"[minilm] tokenizer.json says truncation={raw['truncation']} padding={raw['padding']}")
     assert msl == 256 and tok.model_max_length == 256
 
-    ids = unpadded_input_ids(model, texts)
-    # ST adds nothing on top of the plain `tokenizers` pipeline + truncation to max_seq_length.
-    rt = tokenizers.Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
-    rt.no_padding()
-    rt.enable_truncation(max_length=msl)
-    for t, row in zip(texts, ids):
-        assert rt.encode(t).ids == row, t
-    lens = [len(r) for r in ids]
+    ids, lens, full = checked_input_ids(model, minilm_dir / "tokenizer.json", texts, msl, ends=(101, 102))
     assert max(lens) == msl
-    for r in ids:
-        assert r[0] == 101 and r[-1] == 102
     assert lens[boundary_index(254)] == 256 and lens[boundary_index(255)] == 256
     assert ids[boundary_index(255)][-2] == 1037  # truncation cuts content, then re-appends [SEP]
 
-    full = untruncated_counts(minilm_dir / "tokenizer.json", texts)
-    assert all(len(r) == min(n, msl) for r, n in zip(ids, full))
-    emb = encode(model, texts)
-    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
-    assert np.all(np.abs(norms - 1) < 1e-5), norms
-    single = np.stack([encode(model, [t])[0] for t in texts])
-    diff = float(np.abs(single - emb).max())
+    emb, diff = encode_checked(model, texts, normalized=True)
     print(f"[minilm] {len(texts)} texts; token counts min {min(lens)} max {max(lens)}; "
           f"truncated: {sum(n > msl for n in full)}; "
           f"max |batched - one-at-a-time| = {diff:.3g}")
     out = {
         "model": "all-MiniLM-L6-v2",
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "encode_call": "SentenceTransformer(dir, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
+        **run_info("SentenceTransformer(dir, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)"),
         "max_seq_length": msl,
         "normalized": True,
         "dim": int(emb.shape[1]),
@@ -674,10 +794,88 @@ def write_st_files(folder: Path, max_seq_length: int, pooling_cfg: dict, normali
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg, indent=2) + "\n")
 
 
-def build_tiny(folder: Path, vocab: list[str], hidden_act: str, seed: int) -> None:
+BERT_SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                       "mask_token": "[MASK]"}
+BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+
+
+def roberta_special_tokens(unk: str) -> dict:
+    """special_tokens_map.json of the <s> ... </s> tokenizers (RoBERTa, XLM-R: unk "<unk>"; MPNet:
+    unk "[UNK]", as all-mpnet-base-v2's)."""
+    return {"bos_token": "<s>", "eos_token": "</s>", "unk_token": unk, "sep_token": "</s>",
+            "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
+
+
+def fresh_folder(folder: Path) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+
+
+def random_model(model_cls, config, seed: int, std: dict[str, float] | None = None):
+    """``model_cls(config)`` built after ``torch.manual_seed(seed)``, then every parameter
+    re-randomised so that every term of the forward pass matters: LayerNorm affine terms, biases and
+    the padding_idx rows of the embedding tables (zero at init) included. The draws come from a
+    ``torch.Generator`` seeded ``1000 + seed`` in sorted parameter-name order (the committed weights
+    depend on that order): LayerNorm weights (DistilBERT's ``*layer_norm.weight`` too)
+    ``1 + 0.1 N(0, 1)``, biases ``0.1 N(0, 1)``, everything else ``0.2 N(0, 1)``, except the
+    parameters named in ``std``, drawn as ``std[name] * N(0, 1)``."""
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    gen = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if std and name in std:
+                p.copy_(std[name] * torch.randn(p.shape, generator=gen))
+            elif name.endswith(("LayerNorm.weight", "layer_norm.weight")):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def save_st_folder(folder: Path, model, tokenizer, special_tokens: dict, max_seq_length: int, pooling_cfg: dict,
+                   normalize: bool = False, dense: bool = False, vocab: list[str] | None = None) -> None:
+    """A complete sentence-transformers folder: the weights (model.safetensors) and config.json, the
+    tokenizer's files, ``vocab`` as vocab.txt (one entry a line) if given, our own
+    special_tokens_map.json and the ST files of ``write_st_files``."""
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    if vocab is not None:
+        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special_tokens, indent=2) + "\n")
+    write_st_files(folder, max_seq_length, pooling_cfg, normalize=normalize, dense=dense)
+
+
+def check_st_folder(folder: Path, model_cls=BertModel, state: dict | None = None) -> list[str]:
+    """transformers loads the folder with no missing, unexpected or mismatched weight, it stays
+    small, and (given the ``state`` that was saved) model.safetensors holds exactly those tensors.
+    Returns the sorted tensor names of model.safetensors."""
+    info = loading_info(folder, model_cls)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert not info.get("conversion_errors"), info
+    assert fsize(folder) < 1_000_000, fsize(folder)
+    with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
+        names = sorted(f.keys())
+        if state is not None:
+            assert names == sorted(state), (names, sorted(state))
+            for n in names:
+                assert torch.equal(f.get_tensor(n), state[n]), n
+    return names
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def added_token_ids(tokenizer_json: dict) -> dict[str, int]:
+    return {a["content"]: a["id"] for a in tokenizer_json["added_tokens"]}
+
+
+def build_tiny(folder: Path, vocab: list[str], hidden_act: str, seed: int) -> None:
+    fresh_folder(folder)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=TINY_HIDDEN,
@@ -692,35 +890,14 @@ def build_tiny(folder: Path, vocab: list[str], hidden_act: str, seed: int) -> No
         position_embedding_type="absolute",
         architectures=["BertModel"],
     )
-    torch.manual_seed(seed)
-    model = BertModel(config).eval()
-    # Re-randomise every parameter so that LayerNorm affine terms and biases all matter.
-    gen = torch.Generator().manual_seed(1000 + seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if name.endswith("LayerNorm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            elif name.endswith(".bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-    model.save_pretrained(str(folder), safe_serialization=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    model = random_model(BertModel, config, seed)
     tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True, model_max_length=512)
-    tok.save_pretrained(str(folder))
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps(
-            {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-             "mask_token": "[MASK]"}, indent=2) + "\n"
-    )
-    write_st_files(folder, TINY_MAX_SEQ, pooling_config(TINY_HIDDEN, ("mean",), full_legacy=True))
-    info = loading_info(folder)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-    assert fsize(folder) < 1_000_000, fsize(folder)
+    save_st_folder(folder, model, tok, BERT_SPECIAL_TOKENS, TINY_MAX_SEQ,
+                   pooling_config(TINY_HIDDEN, ("mean",), full_legacy=True), vocab=vocab)
+    check_st_folder(folder)
     # The saved tokenizer must use our vocab with the special ids of the original.
-    tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    assert {a["content"]: a["id"] for a in tj["added_tokens"]} == {
-        "[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+    tj = read_json(folder / "tokenizer.json")
+    assert added_token_ids(tj) == BERT_SPECIAL_IDS
     assert tj["model"]["vocab"] == {t: i for i, t in enumerate(vocab)}
 
 
@@ -757,16 +934,11 @@ def make_tiny(minilm_dir: Path, texts: list[str]) -> dict:
     # The folders load as complete ST models: mean pooling, max_seq_length 40 from sentence_bert_config.
     direct = {}
     for folder in TINY:
-        m = SentenceTransformer(str(FIXTURES / folder), device="cpu")
-        assert m.max_seq_length == TINY_MAX_SEQ, m.max_seq_length
-        assert [type(x).__name__ for x in m] == ["Transformer", "Pooling"]
-        assert m[1].pooling_mode == "mean"
+        m = load_st_folder(FIXTURES / folder, TINY_MAX_SEQ, ["Transformer", "Pooling"], "mean", "bert")
         direct[folder] = encode(m, sub)
         if folder == "tiny-bert":
-            ids = unpadded_input_ids(m, sub)
-    lens = [len(r) for r in ids]
-    full = untruncated_counts(FIXTURES / "tiny-bert" / "tokenizer.json", sub)
-    assert all(n == min(f, TINY_MAX_SEQ) for n, f in zip(lens, full))
+            ids, lens, full = checked_input_ids(m, FIXTURES / folder / "tokenizer.json", sub, TINY_MAX_SEQ,
+                                                ends=(101, 102))
     assert max(lens) == TINY_MAX_SEQ and lens[-2] == 40 and lens[-1] == 40 and ids[-1][-2] == vocab.index("a")
     n_unk = sum(r.count(100) for r in ids)
 
@@ -795,9 +967,7 @@ def make_tiny(minilm_dir: Path, texts: list[str]) -> dict:
     tok_embs = []
     with torch.inference_mode():
         for r in ids:
-            t = torch.tensor([r])
-            tok_embs.append(bert(input_ids=t, attention_mask=torch.ones_like(t),
-                                 token_type_ids=torch.zeros_like(t)).last_hidden_state[0].numpy())
+            tok_embs.append(hidden_states(bert, r, token_types=True).numpy())
 
     cases = []
     worst_numpy = 0.0
@@ -836,11 +1006,9 @@ def make_tiny(minilm_dir: Path, texts: list[str]) -> dict:
     assert n_permuted == 2
 
     out = {
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "encode_call": ("SentenceTransformer(modules=[Transformer(folder, max_seq_length=40), "
-                        "Pooling(52, pooling_mode=modes)(, Normalize())], device='cpu')"
-                        ".encode(texts, batch_size=16, convert_to_numpy=True)"),
+        **run_info("SentenceTransformer(modules=[Transformer(folder, max_seq_length=40), "
+                   "Pooling(52, pooling_mode=modes)(, Normalize())], device='cpu')"
+                   ".encode(texts, batch_size=16, convert_to_numpy=True)"),
         "max_seq_length": TINY_MAX_SEQ,
         "hidden_size": TINY_HIDDEN,
         "folders": {f: {"hidden_act": a, "seed": s} for f, (a, s) in TINY.items()},
@@ -1026,9 +1194,7 @@ def roberta_position_ids(ids: list[int], pad: int = RB_PAD) -> list[int]:
 
 
 def build_tiny_roberta(folder: Path, model_type: str, seed: int, tokenizer, modes, normalize: bool) -> dict:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    fresh_folder(folder)
     config_cls, model_cls = {"roberta": (RobertaConfig, RobertaModel),
                              "xlm-roberta": (XLMRobertaConfig, XLMRobertaModel)}[model_type]
     config = config_cls(
@@ -1050,35 +1216,14 @@ def build_tiny_roberta(folder: Path, model_type: str, seed: int, tokenizer, mode
     assert config.model_type == model_type
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     assert tokenizer.convert_tokens_to_ids(specials) == [0, 1, 2, 3, len(tokenizer) - 1]
-    torch.manual_seed(seed)
-    model = model_cls(config).eval()
-    # Re-randomise every parameter (as build_tiny) so that LayerNorm affine terms, biases and the
-    # padding_idx rows of the word and position tables (zero at init) all matter.
-    gen = torch.Generator().manual_seed(1000 + seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if name.endswith("LayerNorm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            elif name.endswith(".bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    # Re-randomised as build_tiny's (the padding_idx rows of the word and position tables too).
+    model = random_model(model_cls, config, seed)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps(
-            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-             "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}, indent=2) + "\n"
-    )
-    write_st_files(folder, RB_MAX_SEQ, pooling_config(RB_HIDDEN, modes, full_legacy=True), normalize=normalize)
-    info = loading_info(folder, model_cls)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-    assert not info.get("conversion_errors"), info
-    assert fsize(folder) < 1_000_000, fsize(folder)
-    tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    assert {a["content"]: a["id"] for a in tj["added_tokens"]} == {
-        "<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": len(tokenizer) - 1}
+    save_st_folder(folder, model, tokenizer, roberta_special_tokens("<unk>"), RB_MAX_SEQ,
+                   pooling_config(RB_HIDDEN, modes, full_legacy=True), normalize=normalize)
+    check_st_folder(folder, model_cls, state)
+    tj = read_json(folder / "tokenizer.json")
+    assert added_token_ids(tj) == {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": len(tokenizer) - 1}
     assert [a["lstrip"] for a in tj["added_tokens"]] == [False] * 4 + [True]
     if model_type == "roberta":
         assert tj["normalizer"] is None and tj["model"]["type"] == "BPE"
@@ -1102,32 +1247,16 @@ def make_roberta() -> dict:
     for folder, (model_type, seed, modes, normalize) in ROBERTA.items():
         path = FIXTURES / folder
         built = build_tiny_roberta(path, model_type, seed, toks[folder], modes, normalize)
-        m = SentenceTransformer(str(path), device="cpu")
-        assert m.max_seq_length == RB_MAX_SEQ, m.max_seq_length
-        assert [type(x).__name__ for x in m] == ["Transformer", "Pooling"] + ["Normalize"] * normalize
-        assert m[1].pooling_mode == modes[0] and len(modes) == 1
-        hf = m[0].auto_model.eval()
+        assert len(modes) == 1
+        m = load_st_folder(path, RB_MAX_SEQ, ["Transformer", "Pooling"] + ["Normalize"] * normalize, modes[0],
+                           model_type, built["state"])
+        hf = m[0].auto_model
         assert type(hf).__name__ == {"roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}[model_type]
-        assert hf.config.model_type == model_type
-        # Every generated tensor reached the model unchanged (nothing re-initialised on load).
-        sd = hf.state_dict()
-        for name, t in built["state"].items():
-            assert torch.equal(sd[name], t), name
         feats = m.preprocess(texts[:2])
         st_keys = sorted(feats)
         assert "token_type_ids" not in feats, st_keys  # RoBERTa tokenizers return none
 
-        ids = unpadded_input_ids(m, texts, pad_id=RB_PAD)
-        lens = [len(r) for r in ids]
-        # ST adds nothing on top of the plain `tokenizers` pipeline of tokenizer.json + truncation.
-        rt = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
-        rt.no_padding()
-        rt.enable_truncation(max_length=RB_MAX_SEQ)
-        for t, row in zip(texts, ids):
-            assert rt.encode(t).ids == row, t
-        full = untruncated_counts(path / "tokenizer.json", texts)
-        assert all(n == min(f, RB_MAX_SEQ) for n, f in zip(lens, full))
-        assert all(r[0] == 0 and r[-1] == 2 for r in ids)
+        ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, RB_MAX_SEQ, ends=(0, 2), pad_id=RB_PAD)
         assert lens[N_CORE] == RB_MAX_SEQ and full[N_CORE] == RB_MAX_SEQ  # " a" x 38: exactly 40
         assert full[N_CORE + 1] == RB_MAX_SEQ + 1 and lens[N_CORE + 1] == RB_MAX_SEQ  # x 39: cut
         assert any(f > RB_MAX_SEQ for f in full), "no truncated text"
@@ -1141,13 +1270,7 @@ def make_roberta() -> dict:
             assert hf_pos[0].tolist() == pos
         assert max(max(p) for p in positions) < RB_MAX_POS
 
-        emb = encode(m, texts)
-        single = np.stack([encode(m, [t])[0] for t in texts])
-        diff_single = float(np.abs(single - emb).max())
-        assert diff_single < 1e-5, diff_single
-        if normalize:
-            norms = np.linalg.norm(emb.astype(np.float64), axis=1)
-            assert np.all(np.abs(norms - 1) < 1e-5), norms
+        emb, diff_single = encode_checked(m, texts, normalize)
 
         # Independent recomputation: the folder loaded afresh as a plain transformers model, each
         # <pad>-containing text alone, attention mask all ones, pooled here; and the same with
@@ -1156,37 +1279,17 @@ def make_roberta() -> dict:
         checks = {}
         with torch.inference_mode():
             for i in [pad_text, len(texts) - 1]:
-                t = torch.tensor([ids[i]])
-                out = plain(input_ids=t, attention_mask=torch.ones_like(t)).last_hidden_state[0]
-                naive = plain(input_ids=t, attention_mask=torch.ones_like(t),
-                              position_ids=torch.arange(2, t.shape[1] + 2)[None]).last_hidden_state[0]
-                explicit = plain(input_ids=t, attention_mask=torch.ones_like(t),
-                                 position_ids=torch.tensor([positions[i]])).last_hidden_state[0]
-                assert torch.equal(out, explicit)
-                refs = []
-                for x in (out, naive):
-                    x = x.double()
-                    v = x.mean(0) if modes == ("mean",) else x[0]
-                    if normalize:
-                        v = v / v.norm()
-                    refs.append(v.numpy())
-                err = float(np.abs(refs[0] - emb[i]).max())
-                err_naive = float(np.abs(refs[1] - emb[i]).max())
+                out = hidden_states(plain, ids[i])
+                naive = hidden_states(plain, ids[i], position_ids=torch.arange(2, lens[i] + 2)[None])
+                assert torch.equal(out, hidden_states(plain, ids[i], position_ids=torch.tensor([positions[i]])))
+                err = float(np.abs(pool_f64(out, modes, normalize) - emb[i]).max())
+                err_naive = float(np.abs(pool_f64(naive, modes, normalize) - emb[i]).max())
                 assert err < 1e-5, (folder, i, err)
                 assert err_naive > 1e-3, (folder, i, err_naive)
                 checks[i] = (err, err_naive)
 
-        models_out[folder] = {
-            "model_type": model_type,
-            "seed": seed,
-            "vocab_size": len(toks[folder]),
-            "pooling_mode": list(modes),
-            "normalize": normalize,
-            "input_ids": IntRows(ids),
-            "position_ids": IntRows(positions),
-            "num_tokens_untruncated": full,
-            "embeddings": F32Rows(emb),
-        }
+        models_out[folder] = position_model_entry(model_type, seed, len(toks[folder]), modes, normalize, ids,
+                                                  positions, full, emb)
         summary[folder] = {"lens": lens, "full": full, "checks": checks, "diff_single": diff_single,
                            "n_unk": sum(r.count(3) for r in ids), "n_pad": sum(r.count(RB_PAD) for r in ids),
                            "size": fsize(path), "params": built["n_params"], "st_keys": st_keys}
@@ -1197,19 +1300,7 @@ def make_roberta() -> dict:
               f"max |batched - one-at-a-time| = {diff_single:.3g}; plain-torch check "
               + ", ".join(f"text {i}: |diff| {e:.3g} (naive positions {n:.3g})" for i, (e, n) in checks.items()))
 
-    out = {
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "encode_call": "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
-        "max_seq_length": RB_MAX_SEQ,
-        "hidden_size": RB_HIDDEN,
-        "texts": StrRows(texts),
-        "models": models_out,
-    }
-    path = FIXTURES / "tiny_roberta_reference.json"
-    write_json(path, out)
-    for folder in ROBERTA:
-        check_f32_roundtrip(path, ["models", folder, "embeddings"], models_out[folder]["embeddings"].a)
+    write_models_reference(FIXTURES / "tiny_roberta_reference.json", RB_MAX_SEQ, texts, models_out, RB_HIDDEN)
     return {"texts": texts, "summary": summary}
 
 
@@ -1267,9 +1358,7 @@ def mpnet_vocab(minilm_dir: Path | None) -> list[str]:
 
 
 def build_tiny_mpnet(folder: Path, vocab: list[str]) -> dict:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    fresh_folder(folder)
     # transformers 5: MPNetTokenizerFast is MPNetTokenizer (tokenizers backend): BertNormalizer
     # (lowercase, CJK split, accents stripped as lowercase implies), BertPreTokenizer, WordPiece
     # with unk "[UNK]", RobertaProcessing <s> ... </s>; "<mask>" is lstrip, as in all-mpnet-base-v2.
@@ -1294,45 +1383,17 @@ def build_tiny_mpnet(folder: Path, vocab: list[str]) -> dict:
     assert config.model_type == "mpnet"
     specials = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]
     assert tokenizer.convert_tokens_to_ids(specials) == [0, 1, 2, 104, len(vocab) - 1]
-    torch.manual_seed(MP_SEED)
-    model = MPNetModel(config).eval()
-    # Re-randomise every parameter (as build_tiny_roberta): LayerNorm affine terms, biases, the
-    # padding_idx rows of the word and position tables, and the relative attention bias table
-    # (32 buckets x 4 heads, shared by both layers) with a large spread.
-    gen = torch.Generator().manual_seed(1000 + MP_SEED)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if name == "encoder.relative_attention_bias.weight":
-                p.copy_(MP_REL_BIAS_STD * torch.randn(p.shape, generator=gen))
-            elif name.endswith("LayerNorm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            elif name.endswith(".bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    # Re-randomised as build_tiny_roberta's, and the relative attention bias table (32 buckets x 4
+    # heads, shared by both layers) with a large spread.
+    model = random_model(MPNetModel, config, MP_SEED, std={"encoder.relative_attention_bias.weight": MP_REL_BIAS_STD})
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert state["encoder.relative_attention_bias.weight"].shape == (MP_BUCKETS, 4)
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
     # As tiny-bert (and all-mpnet-base-v2): the WordPiece vocab also as vocab.txt, one id a line.
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps(
-            {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "sep_token": "</s>",
-             "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}, indent=2) + "\n"
-    )
-    write_st_files(folder, MP_MAX_SEQ, pooling_config(MP_HIDDEN, ("mean",), full_legacy=True), normalize=True)
-    info = loading_info(folder, MPNetModel)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-    assert not info.get("conversion_errors"), info
-    assert fsize(folder) < 1_000_000, fsize(folder)
-    with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
-        names = sorted(f.keys())
-        assert names == sorted(state), (names, sorted(state))
-        for n in names:
-            assert torch.equal(f.get_tensor(n), state[n]), n
-    tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    added = {a["content"]: a["id"] for a in tj["added_tokens"]}
+    save_st_folder(folder, model, tokenizer, roberta_special_tokens("[UNK]"), MP_MAX_SEQ,
+                   pooling_config(MP_HIDDEN, ("mean",), full_legacy=True), normalize=True, vocab=vocab)
+    names = check_st_folder(folder, MPNetModel, state)
+    tj = read_json(folder / "tokenizer.json")
+    added = added_token_ids(tj)
     assert added == {"<s>": 0, "<pad>": 1, "</s>": 2, "[UNK]": 104, "<mask>": len(vocab) - 1}, added
     assert [a["lstrip"] for a in tj["added_tokens"]] == [False] * 4 + [True]
     assert all(a["special"] and not a["normalized"] for a in tj["added_tokens"])
@@ -1387,57 +1448,24 @@ def mpnet_relative_buckets() -> dict:
     return {"relative_positions": r, "buckets": b, "f64_diff": f64_diff}
 
 
-def mpnet_pooled(hidden: torch.Tensor) -> np.ndarray:
-    """Mean over the (unpadded) tokens then L2 normalisation, in f64."""
-    v = hidden.double().mean(0)
-    return (v / v.norm()).numpy()
-
-
 def make_mpnet(minilm_dir: Path | None = None) -> dict:
     vocab = mpnet_vocab(minilm_dir)
     texts = mpnet_texts()
     path = FIXTURES / MPNET_FOLDER
     built = build_tiny_mpnet(path, vocab)
 
-    m = SentenceTransformer(str(path), device="cpu")
-    assert m.max_seq_length == MP_MAX_SEQ, m.max_seq_length
-    assert [type(x).__name__ for x in m] == ["Transformer", "Pooling", "Normalize"]
-    assert m[1].pooling_mode == "mean"
-    hf = m[0].auto_model.eval()
-    assert type(hf).__name__ == "MPNetModel" and hf.config.model_type == "mpnet"
-    sd = hf.state_dict()
-    for name, t in built["state"].items():
-        assert torch.equal(sd[name], t), name
+    m = load_st_folder(path, MP_MAX_SEQ, ["Transformer", "Pooling", "Normalize"], "mean", "mpnet", built["state"])
+    hf = m[0].auto_model
+    assert type(hf).__name__ == "MPNetModel"
     feats = m.preprocess(texts[:2])
     st_keys = sorted(feats)
     assert "token_type_ids" not in feats, st_keys  # MPNetTokenizer returns none
-    # What ST's Transformer actually hands to MPNetModel.forward (it calls model.forward(**kwargs)
-    # itself, past nn.Module hooks, so the bound method is wrapped on the instance for one call).
-    seen = []
-    bound = hf.forward
+    # What ST's Transformer actually hands to MPNetModel.forward.
+    calls = st_forward_kwargs(m, texts[:2])
+    assert all("token_type_ids" not in k and "position_ids" not in k for k in calls), calls
+    forward_kwargs = calls[0]
 
-    def spy(*args, **kwargs):
-        seen.append((len(args), sorted(kwargs)))
-        return bound(*args, **kwargs)
-
-    hf.forward = spy
-    try:
-        encode(m, texts[:2])
-    finally:
-        del hf.forward
-    assert seen and all(n == 0 and "token_type_ids" not in k and "position_ids" not in k for n, k in seen), seen
-    forward_kwargs = seen[0][1]
-
-    ids = unpadded_input_ids(m, texts, pad_id=MP_PAD)
-    lens = [len(r) for r in ids]
-    rt = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
-    rt.no_padding()
-    rt.enable_truncation(max_length=MP_MAX_SEQ)
-    for t, row in zip(texts, ids):
-        assert rt.encode(t).ids == row, t
-    full = untruncated_counts(path / "tokenizer.json", texts)
-    assert all(n == min(f, MP_MAX_SEQ) for n, f in zip(lens, full))
-    assert all(r[0] == 0 and r[-1] == 2 for r in ids)
+    ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, MP_MAX_SEQ, ends=(0, 2), pad_id=MP_PAD)
     i126, i127, i60 = (texts.index(t) for t in MP_EXTRA_TEXTS)
     assert full[i126] == MP_MAX_SEQ and lens[i126] == MP_MAX_SEQ  # " a" x 126: exactly 128
     assert full[i127] == MP_MAX_SEQ + 1 and lens[i127] == MP_MAX_SEQ  # x 127: cut
@@ -1457,12 +1485,7 @@ def make_mpnet(minilm_dir: Path | None = None) -> dict:
         positions.append(pos)
     assert max(max(p) for p in positions) == MP_MAX_POS - 1  # 128 tokens, no <pad>: row 129
 
-    emb = encode(m, texts)
-    single = np.stack([encode(m, [t])[0] for t in texts])
-    diff_single = float(np.abs(single - emb).max())
-    assert diff_single < 1e-5, diff_single
-    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
-    assert np.all(np.abs(norms - 1) < 1e-5), norms
+    emb, diff_single = encode_checked(m, texts, normalized=True)
 
     rb = mpnet_relative_buckets()
     # The model's own bias for a 128-token sequence is the table indexed by these buckets.
@@ -1495,65 +1518,44 @@ def make_mpnet(minilm_dir: Path | None = None) -> dict:
         return variant.encoder.relative_attention_bias(bucket).permute(2, 0, 1).unsqueeze(0)
 
     variant.encoder.compute_position_bias = variant_bias
+    def err_of(model, i: int) -> float:
+        """max |text i's hidden states under ``model``, mean pooled and L2-normalised - ST's embedding|"""
+        return float(np.abs(pool_f64(hidden_states(model, ids[i]), ("mean",), True) - emb[i]).max())
+
     checks = {}
     with torch.inference_mode():
         for i in [pad_text, i60, long_pad]:
-            t = torch.tensor([ids[i]])
-            ones = torch.ones_like(t)
-            out = plain(input_ids=t, attention_mask=ones).last_hidden_state[0]
-            explicit = plain(input_ids=t, attention_mask=ones,
-                             position_ids=torch.tensor([positions[i]])).last_hidden_state[0]
-            assert torch.equal(out, explicit)
-            zero = no_bias(input_ids=t, attention_mask=ones).last_hidden_state[0]
-            err = float(np.abs(mpnet_pooled(out) - emb[i]).max())
-            err_zero = float(np.abs(mpnet_pooled(zero) - emb[i]).max())
+            explicit = hidden_states(plain, ids[i], position_ids=torch.tensor([positions[i]]))
+            assert torch.equal(hidden_states(plain, ids[i]), explicit)
+            err = err_of(plain, i)
+            err_zero = err_of(no_bias, i)
             assert err < 1e-5, (i, err)
             assert err_zero > 1e-2, (i, err_zero)
             variant_kind.update(kind="swapped")
-            swapped = variant(input_ids=t, attention_mask=ones).last_hidden_state[0]
-            err_swapped = float(np.abs(mpnet_pooled(swapped) - emb[i]).max())
+            err_swapped = err_of(variant, i)
             assert err_swapped > 1e-3, (i, err_swapped)
             variant_kind.update(kind="pad-aware", positions=positions[i])
-            pad_aware = variant(input_ids=t, attention_mask=ones).last_hidden_state[0]
-            err_pad_aware = float(np.abs(mpnet_pooled(pad_aware) - emb[i]).max())
+            err_pad_aware = err_of(variant, i)
             assert (err_pad_aware > 1e-3) == (MP_PAD in ids[i]), (i, err_pad_aware)
             checks[i] = (lens[i], err, err_zero, err_swapped, err_pad_aware)
 
-    out = {
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "encode_call": "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
-        "max_seq_length": MP_MAX_SEQ,
-        "hidden_size": MP_HIDDEN,
-        "texts": StrRows(texts),
-        "models": {
-            MPNET_FOLDER: {
-                "model_type": "mpnet",
-                "seed": MP_SEED,
-                "vocab_size": len(vocab),
-                "pooling_mode": ["mean"],
-                "normalize": True,
-                "input_ids": IntRows(ids),
-                "position_ids": IntRows(positions),
-                "num_tokens_untruncated": full,
-                "embeddings": F32Rows(emb),
-            }
-        },
+    out_path = FIXTURES / "tiny_mpnet_reference.json"
+    models = {MPNET_FOLDER: position_model_entry("mpnet", MP_SEED, len(vocab), ("mean",), True, ids, positions,
+                                                 full, emb)}
+    write_models_reference(
+        out_path, MP_MAX_SEQ, texts, models, MP_HIDDEN,
         # transformers' MPNetEncoder.relative_position_bucket itself (see mpnet_relative_buckets):
         # relative_positions[k] = memory_position - context_position = key index - query index
         # (0-based sequence indices), buckets[k] its bucket.
-        "relative_buckets": {
+        relative_buckets={
             "definition": "relative_position = memory_position - context_position = key index - query index",
             "num_buckets": MP_BUCKETS,
             "max_distance": MP_MAX_DISTANCE,
             "relative_positions": IntList(rb["relative_positions"]),
             "buckets": IntList(rb["buckets"]),
         },
-    }
-    out_path = FIXTURES / "tiny_mpnet_reference.json"
-    write_json(out_path, out)
-    check_f32_roundtrip(out_path, ["models", MPNET_FOLDER, "embeddings"], emb)
-    data = json.loads(out_path.read_text(encoding="utf-8"))
+    )
+    data = read_json(out_path)
     assert data["relative_buckets"]["buckets"] == rb["buckets"]
     assert data["models"][MPNET_FOLDER]["position_ids"] == positions
 
@@ -1640,9 +1642,7 @@ def write_dense(folder: Path, spec: dict) -> dict:
 
 
 def build_tiny_distilbert(folder: Path, vocab: list[str]) -> dict:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    fresh_folder(folder)
     config = DistilBertConfig(
         vocab_size=len(vocab),
         dim=DB_HIDDEN,
@@ -1656,61 +1656,37 @@ def build_tiny_distilbert(folder: Path, vocab: list[str]) -> dict:
         architectures=["DistilBertModel"],
     )
     assert config.model_type == "distilbert"
-    torch.manual_seed(DB_SEED)
-    model = DistilBertModel(config).eval()
-    # Re-randomise every parameter (as build_tiny): the LayerNorm affine terms (embeddings.LayerNorm,
-    # sa_layer_norm, output_layer_norm), the biases and the padding_idx row 0 of the word table.
-    gen = torch.Generator().manual_seed(1000 + DB_SEED)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if name.endswith(("LayerNorm.weight", "layer_norm.weight")):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            elif name.endswith(".bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    # Re-randomised as build_tiny's: the LayerNorm affine terms (embeddings.LayerNorm, sa_layer_norm,
+    # output_layer_norm), the biases and the padding_idx row 0 of the word table.
+    model = random_model(DistilBertModel, config, DB_SEED)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert "embeddings.position_ids" not in state  # a non-persistent buffer
-    model.save_pretrained(str(folder), safe_serialization=True)
     # transformers 5: DistilBertTokenizerFast is DistilBertTokenizer (tokenizers backend), a
     # BertTokenizer without token_type_ids in model_input_names.
     tok = DistilBertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True,
                                   model_max_length=DB_MAX_POS)
     assert tok.model_input_names == ["input_ids", "attention_mask"], tok.model_input_names
-    tok.save_pretrained(str(folder))
-    shutil.copy(FIXTURES / "tiny-bert" / "vocab.txt", folder / "vocab.txt")
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps(
-            {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-             "mask_token": "[MASK]"}, indent=2) + "\n"
-    )
     spec = DENSE_MODELS[DISTIL_FOLDER]
-    write_st_files(folder, DB_MAX_SEQ, pooling_config(DB_HIDDEN, spec["pooling"], full_legacy=True),
-                   normalize=spec["normalize"], dense=True)
+    # vocab.txt: the same bytes as tiny-bert's (vocab is read from it).
+    save_st_folder(folder, model, tok, BERT_SPECIAL_TOKENS, DB_MAX_SEQ,
+                   pooling_config(DB_HIDDEN, spec["pooling"], full_legacy=True), normalize=spec["normalize"],
+                   dense=True, vocab=vocab)
+    assert (folder / "vocab.txt").read_bytes() == (FIXTURES / "tiny-bert" / "vocab.txt").read_bytes()
     dense = write_dense(folder, spec)
-    info = loading_info(folder, DistilBertModel)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-    assert not info.get("conversion_errors"), info
-    assert fsize(folder) < 1_000_000, fsize(folder)
-    with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
-        names = list(f.keys())
-        assert sorted(names) == sorted(state), (names, sorted(state))
-        for n in names:
-            assert torch.equal(f.get_tensor(n), state[n]), n
+    names = check_st_folder(folder, DistilBertModel, state)
     # The same WordPiece pipeline as tiny-bert's tokenizer.json: BertNormalizer (lowercase),
     # BertPreTokenizer, WordPiece, [CLS] $A [SEP].
-    tj = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    tj_bert = json.loads((FIXTURES / "tiny-bert" / "tokenizer.json").read_text(encoding="utf-8"))
-    assert {a["content"]: a["id"] for a in tj["added_tokens"]} == {
-        "[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+    tj = read_json(folder / "tokenizer.json")
+    tj_bert = read_json(FIXTURES / "tiny-bert" / "tokenizer.json")
+    assert added_token_ids(tj) == BERT_SPECIAL_IDS
     assert tj["model"]["vocab"] == {t: i for i, t in enumerate(vocab)}
     assert tj["normalizer"]["type"] == "BertNormalizer" and tj["normalizer"]["lowercase"] is True
     assert tj["post_processor"]["type"] == "TemplateProcessing"
     assert [next(iter(x.values()))["id"] for x in tj["post_processor"]["single"]] == ["[CLS]", "A", "[SEP]"]
     same_as_bert = {k: tj[k] == tj_bert[k] for k in tj}
-    tok_cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    tok_cfg = read_json(folder / "tokenizer_config.json")
     return {"state": state, "n_params": sum(v.numel() for v in state.values()), "weight_names": names,
-            "config": json.loads((folder / "config.json").read_text(encoding="utf-8")), "dense": dense,
+            "config": read_json(folder / "config.json"), "dense": dense,
             "tokenizer_json_same_as_tiny_bert": same_as_bert, "tokenizer_class": tok_cfg.get("tokenizer_class")}
 
 
@@ -1726,18 +1702,13 @@ def build_tiny_bert_dense(folder: Path) -> dict:
     dense = write_dense(folder, spec)
     for fn in ("model.safetensors", "config.json", "sentence_bert_config.json", *TOKENIZER_FILES):
         assert (folder / fn).read_bytes() == (src / fn).read_bytes(), fn
-    info = loading_info(folder)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-    assert not info.get("conversion_errors"), info
-    assert fsize(folder) < 1_000_000, fsize(folder)
+    check_st_folder(folder)
     return {"dense": dense}
 
 
 def hand_embedding(hidden: torch.Tensor, spec: dict, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """Pooling, Dense and Normalize of one unpadded sequence [n, hidden], in f64."""
-    x = hidden.double().numpy()
-    v = x[0] if spec["pooling"] == ("cls",) else x.mean(0)
-    y = v @ weight.astype(np.float64).T
+    y = pool_f64(hidden, spec["pooling"], normalize=False) @ weight.astype(np.float64).T
     if bias is not None:
         y = y + bias.astype(np.float64)
     if spec["activation"] == "tanh":
@@ -1770,64 +1741,30 @@ def make_distilbert_dense() -> dict:
     ids_by_folder = {}
     for folder, spec in DENSE_MODELS.items():
         path = FIXTURES / folder
-        m = SentenceTransformer(str(path), device="cpu")
         modules = ["Transformer", "Pooling", "Dense"] + ["Normalize"] * spec["normalize"]
-        assert [type(x).__name__ for x in m] == modules, [type(x).__name__ for x in m]
-        assert m.max_seq_length == DB_MAX_SEQ == TINY_MAX_SEQ, m.max_seq_length
-        assert m[1].pooling_mode == spec["pooling"][0]
+        assert DB_MAX_SEQ == TINY_MAX_SEQ
+        m = load_st_folder(path, DB_MAX_SEQ, modules, spec["pooling"][0], spec["model_type"],
+                           built[folder].get("state"))
         d = m[2]
         assert (d.in_features, d.out_features, d.bias) == (spec["in"], spec["out"], spec["bias"])
         assert type(d.activation_function) is ACTIVATIONS[spec["activation"]]
         assert m.get_embedding_dimension() == spec["out"]
-        hf = m[0].auto_model.eval()
-        assert hf.config.model_type == spec["model_type"]
+        hf = m[0].auto_model
         if folder == DISTIL_FOLDER:
             assert type(hf).__name__ == "DistilBertModel"
-            sd = hf.state_dict()
-            for name, t in built[folder]["state"].items():
-                assert torch.equal(sd[name], t), name
         feats = m.preprocess(texts[:2])
         st_keys = sorted(feats)
-        # What ST's Transformer hands to the model's forward (wrapped on the instance, see make_mpnet).
-        seen = []
-        bound = hf.forward
-
-        def spy(*args, **kwargs):
-            seen.append((len(args), sorted(kwargs)))
-            return bound(*args, **kwargs)
-
-        hf.forward = spy
-        try:
-            encode(m, texts[:2])
-        finally:
-            del hf.forward
-        assert seen and all(n == 0 for n, _ in seen), seen
-        forward_kwargs = seen[0][1]
+        forward_kwargs = st_forward_kwargs(m, texts[:2])[0]
         if folder == DISTIL_FOLDER:
             assert "token_type_ids" not in feats and "token_type_ids" not in forward_kwargs, (st_keys, forward_kwargs)
 
-        ids = unpadded_input_ids(m, texts)
+        ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, DB_MAX_SEQ, ends=(101, 102))
         ids_by_folder[folder] = ids
-        lens = [len(r) for r in ids]
-        rt = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
-        rt.no_padding()
-        rt.enable_truncation(max_length=DB_MAX_SEQ)
-        for t, row in zip(texts, ids):
-            assert rt.encode(t).ids == row, t
-        full = untruncated_counts(path / "tokenizer.json", texts)
-        assert all(n == min(f, DB_MAX_SEQ) for n, f in zip(lens, full))
-        assert all(r[0] == 101 and r[-1] == 102 for r in ids)
         assert full[N_CORE] == DB_MAX_SEQ and full[N_CORE + 1] == DB_MAX_SEQ + 1 and lens[N_CORE + 1] == DB_MAX_SEQ
         assert full[long_text] > DB_MAX_SEQ and lens[long_text] == DB_MAX_SEQ
 
-        emb = encode(m, texts)
+        emb, diff_single = encode_checked(m, texts, spec["normalize"])
         assert emb.shape == (len(texts), spec["out"]), emb.shape
-        single = np.stack([encode(m, [t])[0] for t in texts])
-        diff_single = float(np.abs(single - emb).max())
-        assert diff_single < 1e-5, diff_single
-        if spec["normalize"]:
-            norms = np.linalg.norm(emb.astype(np.float64), axis=1)
-            assert np.all(np.abs(norms - 1) < 1e-5), norms
 
         # (ii) The Dense layer changes the output: the same model without it gives another width
         # (or, 52 -> 52, other values).
@@ -1854,9 +1791,7 @@ def make_distilbert_dense() -> dict:
         checks = {}
         with torch.inference_mode():
             for i in check_texts:
-                t = torch.tensor([ids[i]])
-                kw = {} if spec["model_type"] == "distilbert" else {"token_type_ids": torch.zeros_like(t)}
-                hidden = plain(input_ids=t, attention_mask=torch.ones_like(t), **kw).last_hidden_state[0]
+                hidden = hidden_states(plain, ids[i], token_types=spec["model_type"] == "bert")
                 err = float(np.abs(hand_embedding(hidden, spec, weight, bias) - emb[i]).max())
                 assert err < 1e-5, (folder, i, err)
                 variants = {}
@@ -1905,18 +1840,7 @@ def make_distilbert_dense() -> dict:
     # One WordPiece vocabulary: DistilBERT's tokenizer gives tiny-bert's ids.
     assert ids_by_folder[DISTIL_FOLDER] == ids_by_folder["tiny-bert-dense"] == ids_by_folder["tiny-bert-dense-identity"]
 
-    out = {
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "encode_call": "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
-        "max_seq_length": DB_MAX_SEQ,
-        "texts": StrRows(texts),
-        "models": models_out,
-    }
-    out_path = FIXTURES / "tiny_distilbert_dense_reference.json"
-    write_json(out_path, out)
-    for folder in DENSE_MODELS:
-        check_f32_roundtrip(out_path, ["models", folder, "embeddings"], models_out[folder]["embeddings"].a)
+    write_models_reference(FIXTURES / "tiny_distilbert_dense_reference.json", DB_MAX_SEQ, texts, models_out)
     return {"texts": texts, "summary": summary, "built": {k: {kk: vv for kk, vv in v.items() if kk != "state"}
                                                           for k, v in built.items()},
             "st_types": st_types}
@@ -2191,9 +2115,7 @@ def make_sbert_base(minilm_dir: Path, texts: list[str], tmp_root: Path) -> dict:
     assert not any(info[k] for k in ("unexpected_keys", "mismatched_keys", "error_msgs")), info
     assert not info.get("conversion_errors"), info
 
-    model = SentenceTransformer(str(folder), device="cpu")
-    assert model.max_seq_length == SB_MAX_SEQ, model.max_seq_length
-    assert [type(x).__name__ for x in model] == ["Transformer", "Pooling"]
+    model = load_st_folder(folder, SB_MAX_SEQ, ["Transformer", "Pooling"], "mean", "bert")
     # Every generated tensor must have reached the model unchanged (nothing re-initialised).
     sd = model[0].auto_model.state_dict()
     for name, arr in tensors.items():
@@ -2202,10 +2124,7 @@ def make_sbert_base(minilm_dir: Path, texts: list[str], tmp_root: Path) -> dict:
 
     idx = list(range(N_CORE)) + [boundary_index(73), boundary_index(74)]
     sub = [texts[i] for i in idx]
-    ids = unpadded_input_ids(model, sub)
-    lens = [len(r) for r in ids]
-    full = untruncated_counts(folder / "tokenizer.json", sub)
-    assert all(n == min(f, SB_MAX_SEQ) for n, f in zip(lens, full))
+    ids, lens, full = checked_input_ids(model, folder / "tokenizer.json", sub, SB_MAX_SEQ, ends=(101, 102))
     assert max(lens) == SB_MAX_SEQ and lens[-2] == SB_MAX_SEQ and lens[-1] == SB_MAX_SEQ
     emb = encode(model, sub)
     t_all = time.time() - t0
@@ -2215,9 +2134,7 @@ def make_sbert_base(minilm_dir: Path, texts: list[str], tmp_root: Path) -> dict:
     out = {
         "model": "sbert-base-seeded",
         "spec": SEED_SPEC,
-        "versions": versions(),
-        "torch_num_threads": torch.get_num_threads(),
-        "encode_call": "SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, convert_to_numpy=True)",
+        **run_info(),
         "config": config,
         "max_seq_length": SB_MAX_SEQ,
         "normalized": False,
@@ -2280,9 +2197,7 @@ def main() -> None:
         for p in written:
             print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes")
             if p.is_dir():
-                for q in sorted(p.rglob("*")):
-                    if q.is_file():
-                        print(f"      {q.relative_to(p)}  {fsize(q):,}  sha256:{sha256(q)}")
+                print_folder_files(p)
             else:
                 print(f"      sha256:{sha256(p)}")
         return
@@ -2336,9 +2251,7 @@ def main() -> None:
         extra = f"  sha256:{sha256(p)}" if p.is_file() else ""
         print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes{extra}")
         if p.is_dir():
-            for q in sorted(p.rglob("*")):
-                if q.is_file():
-                    print(f"      {q.relative_to(p)}  {fsize(q):,}  sha256:{sha256(q)}")
+            print_folder_files(p)
     print(f"total time {time.time() - t0:.1f}s")
 
 
