@@ -8,10 +8,10 @@
 //!
 //! | op                                   | kernel file      | CPU reference                          |
 //! |--------------------------------------|------------------|----------------------------------------|
-//! | [`embedding::embedding_layernorm`]   | `embedding.cu`   | `ember_bert` embedding step            |
-//! | [`gemm::linear`]                     | `gemm.cu`        | [`ember_cpu::gemm::linear_reference`]  |
+//! | [`embedding::embedding_layernorm`] (BERT's or RoBERTa's position rows) | `embedding.cu` | `ember_bert` embedding step |
+//! | [`gemm::linear`]                     | `gemm.cu`, `gemm_sm90.cu` | [`ember_cpu::gemm::linear_reference`] |
 //! | [`layernorm::layernorm`]             | `layernorm.cu`   | [`ember_cpu::layernorm::layernorm_reference`] |
-//! | [`attention::attention_varlen`]      | `attention.cu`   | [`ember_cpu::attention::attention_varlen_reference`] |
+//! | [`attention::attention_varlen`] (optionally MPNet's relative position bias) | `attention.cu` | [`ember_cpu::attention::attention_varlen_reference_biased`] |
 //! | [`pooling::pool`], [`pooling::normalize_rows`] | `pooling.cu` | [`ember_pooling::pool`], [`ember_pooling::normalize_rows`] |
 //!
 //! Nothing CUDA is needed to build: the driver (`libcuda`) is loaded at run time by `cudarc`,
