@@ -111,6 +111,27 @@ It writes (all paths relative to the repository root):
     f64). Rewrite only this part (and the three folders) with ``--only distilbert`` (no
     ``--minilm-dir`` needed: it copies the committed tiny-bert/).
 
+``tests/fixtures/tiny-bert-prompts/``
+    A copy of tiny-bert/ (same weights, tokenizer, mean pooling with ``include_prompt`` true,
+    max_seq_length 40) plus ``config_sentence_transformers.json`` in the exact serialisation of ST's
+    own save (``json.dump(config, indent=2, sort_keys=True)``, no trailing newline; keys
+    ``__version__``, ``default_prompt_name``, ``model_type``, ``prompts``, ``similarity_fn_name``) with
+    prompts ``{"query": "query: ", "passage": "passage: ", "empty": ""}`` and default_prompt_name
+    "query". (ST's save would also list ``"document": ""``, the placeholder every SentenceTransformer
+    has; it is left out, and loading adds it back.)
+
+``tests/fixtures/tiny_prompts_reference.json``
+    tiny-bert-prompts through ``encode(texts, batch_size=16, prompt_name=..., prompt=...)`` on the
+    texts of tiny_mpnet_reference.json, one case per call of ``PROMPT_CASES``: the default prompt
+    (no arguments), ``prompt_name`` "passage" and "empty", ``prompt="custom instruction: "`` and
+    ``prompt=""`` (which disables the default). Per case: ``call``, ``prompt_name``, ``prompt``, the
+    ``resolved_prompt`` ST prepends (``prompt + text``, one string, tokenized and truncated to 40
+    tokens together), the ``prompt_length`` feature ST's Transformer computes (unused by this
+    pooling), untruncated counts, unpadded ``input_ids`` and f32 ``embeddings``; and
+    ``method_checks``: encode_query / encode_document compared bit for bit with the cases. Checked
+    here against the plain BertModel (mean pooling in f64). Rewrite only this part (and the folder)
+    with ``--only prompts`` (no ``--minilm-dir`` needed: it copies the committed tiny-bert/).
+
 ``tests/fixtures/sbert_base_seeded_reference.json``
     A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
     max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
@@ -469,23 +490,25 @@ def versions() -> dict:
     }
 
 
-def unpadded_input_ids(model: SentenceTransformer, texts: list[str], pad_id: int = 0) -> list[list[int]]:
+def unpadded_input_ids(model: SentenceTransformer, texts: list[str], pad_id: int = 0,
+                       prompt: str | None = None) -> list[list[int]]:
     """Token ids exactly as ST's encode() feeds them to the model, per text, without padding.
 
     Each text is preprocessed alone (so there is no padding) and, as a cross-check, the
     attention-masked rows of batched preprocessing (batch_size 16 as in encode) must agree
-    (the padding being ``pad_id``: 0 for BERT's [PAD], 1 for RoBERTa's <pad>).
+    (the padding being ``pad_id``: 0 for BERT's [PAD], 1 for RoBERTa's <pad>). ``prompt`` is the
+    already resolved prompt string, passed to ``preprocess`` as encode() passes it.
     """
     single = []
     for t in texts:
-        f = model.preprocess([t])
+        f = model.preprocess([t], prompt=prompt)
         ids = f["input_ids"][0].tolist()
         assert f["attention_mask"][0].tolist() == [1] * len(ids)
         if "token_type_ids" in f:
             assert f["token_type_ids"][0].tolist() == [0] * len(ids)
         single.append(ids)
     for s in range(0, len(texts), 16):
-        f = model.preprocess(texts[s : s + 16])
+        f = model.preprocess(texts[s : s + 16], prompt=prompt)
         for i, (row, mask) in enumerate(zip(f["input_ids"].tolist(), f["attention_mask"].tolist())):
             n = sum(mask)
             assert mask == [1] * n + [0] * (len(mask) - n)
@@ -539,20 +562,22 @@ def run_info(encode_call: str = FOLDER_ENCODE_CALL) -> dict:
 
 
 def checked_input_ids(model: SentenceTransformer, tokenizer_json: Path, texts: list[str], max_seq_length: int,
-                      ends: tuple[int, int] | None = None,
-                      pad_id: int = 0) -> tuple[list[list[int]], list[int], list[int]]:
+                      ends: tuple[int, int] | None = None, pad_id: int = 0,
+                      prompt: str | None = None) -> tuple[list[list[int]], list[int], list[int]]:
     """``unpadded_input_ids``, their lengths and the untruncated token counts, checked: ST adds
     nothing on top of the plain `tokenizers` pipeline of tokenizer.json + truncation to
     ``max_seq_length``, every row is ``min(untruncated, max_seq_length)`` long and (with ``ends``)
-    starts and ends with those two ids."""
-    ids = unpadded_input_ids(model, texts, pad_id=pad_id)
+    starts and ends with those two ids. With a (resolved, non-empty) ``prompt``, that pipeline
+    runs on the string ``prompt + text``, and the counts are of that string."""
+    ids = unpadded_input_ids(model, texts, pad_id=pad_id, prompt=prompt)
+    joined = [(prompt or "") + t for t in texts]
     rt = tokenizers.Tokenizer.from_file(str(tokenizer_json))
     rt.no_padding()
     rt.enable_truncation(max_length=max_seq_length)
-    for t, row in zip(texts, ids):
+    for t, row in zip(joined, ids):
         assert rt.encode(t).ids == row, t
     lens = [len(r) for r in ids]
-    full = untruncated_counts(tokenizer_json, texts)
+    full = untruncated_counts(tokenizer_json, joined)
     assert all(n == min(f, max_seq_length) for n, f in zip(lens, full))
     if ends is not None:
         assert all(r[0] == ends[0] and r[-1] == ends[1] for r in ids), ends
@@ -1847,6 +1872,213 @@ def make_distilbert_dense() -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# sentence-transformers prompts (config_sentence_transformers.json)
+# --------------------------------------------------------------------------------------------
+
+PROMPTS_FOLDER = "tiny-bert-prompts"
+PROMPTS = {"query": "query: ", "passage": "passage: ", "empty": ""}
+DEFAULT_PROMPT_NAME = "query"
+CUSTOM_PROMPT = "custom instruction: "
+# (call, prompt_name, prompt): each is model.encode(texts, batch_size=16, convert_to_numpy=True,
+# prompt_name=prompt_name, prompt=prompt). prompt_name=None is encode's default, so it does not
+# disable default_prompt_name; an explicit prompt="" does (any non-None prompt wins, and an empty one
+# prepends nothing), as does a prompt_name whose prompt is "" ("empty").
+PROMPT_CASES = [
+    ("encode(texts)", None, None),
+    ('encode(texts, prompt_name="passage")', "passage", None),
+    ('encode(texts, prompt_name="empty")', "empty", None),
+    (f'encode(texts, prompt="{CUSTOM_PROMPT}")', None, CUSTOM_PROMPT),
+    ('encode(texts, prompt="")', None, ""),
+]
+
+
+def st_config_json(config: dict) -> str:
+    """config_sentence_transformers.json as ST's save writes it: ``json.dump(config, f, indent=2,
+    sort_keys=True)`` (base/model.py), ASCII-escaped, no trailing newline."""
+    return json.dumps(config, indent=2, sort_keys=True)
+
+
+def write_prompts_config(folder: Path) -> dict:
+    """``folder/config_sentence_transformers.json`` with PROMPTS and DEFAULT_PROMPT_NAME, in exactly
+    the serialisation and keys of ST's own save (model_type, __version__, prompts,
+    default_prompt_name, similarity_fn_name), checked against a real ``SentenceTransformer.save``.
+    The one difference: ST's save also lists ``"document": ""``, the placeholder its
+    ``_default_prompts`` ({"query": None, "document": None}) leaves in every model's ``prompts``; it
+    is left out here, so the file holds only the three prompts asked for (loading adds the
+    placeholder back, which the caller checks)."""
+    m = SentenceTransformer(str(folder), device="cpu", prompts=PROMPTS, default_prompt_name=DEFAULT_PROMPT_NAME)
+    with tempfile.TemporaryDirectory(prefix="ember-prompts-") as tmp:
+        m.save(tmp)
+        st_text = (Path(tmp) / "config_sentence_transformers.json").read_text(encoding="utf-8")
+    st_cfg = json.loads(st_text)
+    assert st_text == st_config_json(st_cfg)
+    assert sorted(st_cfg) == ["__version__", "default_prompt_name", "model_type", "prompts", "similarity_fn_name"]
+    assert st_cfg["prompts"] == {"document": ""} | PROMPTS, st_cfg["prompts"]
+    assert st_cfg["default_prompt_name"] == DEFAULT_PROMPT_NAME and st_cfg["model_type"] == "SentenceTransformer"
+    assert st_cfg["similarity_fn_name"] == "cosine"
+    assert st_cfg["__version__"] == {"sentence_transformers": sentence_transformers.__version__,
+                                     "transformers": transformers.__version__, "pytorch": torch.__version__}
+    cfg = st_cfg | {"prompts": dict(PROMPTS)}
+    (folder / "config_sentence_transformers.json").write_text(st_config_json(cfg), encoding="utf-8")
+    return {"config": cfg, "st_save_prompts": st_cfg["prompts"]}
+
+
+def encode_prompted(model: SentenceTransformer, texts: list[str], prompt_name: str | None,
+                    prompt: str | None) -> np.ndarray:
+    e = model.encode(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False,
+                     prompt_name=prompt_name, prompt=prompt)
+    assert e.dtype == np.float32 and e.shape[0] == len(texts)
+    assert np.isfinite(e).all()
+    return e
+
+
+def make_prompts() -> dict:
+    """tests/fixtures/tiny-bert-prompts/ (tiny-bert plus config_sentence_transformers.json with
+    prompts) and tests/fixtures/tiny_prompts_reference.json: the texts of
+    tiny_mpnet_reference.json encoded under each of PROMPT_CASES."""
+    texts = mpnet_texts()
+    src = FIXTURES / "tiny-bert"
+    path = FIXTURES / PROMPTS_FOLDER
+    if path.exists():
+        shutil.rmtree(path)
+    shutil.copytree(src, path)
+    written = write_prompts_config(path)
+    for q in src.rglob("*"):
+        if q.is_file():
+            assert (path / q.relative_to(src)).read_bytes() == q.read_bytes(), q
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [p.name for p in src.iterdir()] + ["config_sentence_transformers.json"])
+
+    m = load_st_folder(path, TINY_MAX_SEQ, ["Transformer", "Pooling"], "mean", "bert")
+    # What ST holds after loading the file: the file's prompts plus the "document" placeholder.
+    assert m.prompts == {"query": "query: ", "document": ""} | PROMPTS, m.prompts
+    assert m.default_prompt_name == DEFAULT_PROMPT_NAME and m.similarity_fn_name == "cosine"
+    assert m[1].include_prompt is True  # mean pooling over the prompt tokens too
+    try:
+        m.encode(texts[:1], prompt_name="no-such-prompt")
+        raise AssertionError("an unknown prompt_name must raise")
+    except ValueError as e:
+        unknown_error = str(e)
+    assert "no-such-prompt" in unknown_error
+
+    plain_model = load_st_folder(src, TINY_MAX_SEQ, ["Transformer", "Pooling"], "mean", "bert")
+    assert plain_model.prompts == {"query": "", "document": ""} and plain_model.default_prompt_name is None
+    no_prompt = encode(plain_model, texts)
+    no_prompt_ids = unpadded_input_ids(plain_model, texts)
+    no_prompt_full = untruncated_counts(src / "tokenizer.json", texts)
+
+    tokenizer_json = path / "tokenizer.json"
+    rt = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+    plain = BertModel.from_pretrained(str(path)).eval()
+    long_text = texts.index(LONG_LIGHTHOUSE)
+    cases = []
+    summary = []
+    for call, prompt_name, prompt in PROMPT_CASES:
+        resolved = m._resolve_prompt(prompt, prompt_name)  # what encode() passes to preprocess
+        ids, lens, full = checked_input_ids(m, tokenizer_json, texts, TINY_MAX_SEQ, ends=(101, 102), prompt=resolved)
+        feats = m.preprocess(texts[:2], prompt=resolved)
+        prompt_length = feats.get("prompt_length")
+        if resolved:
+            # The prompt's own pieces (no [CLS]/[SEP]) come right after [CLS] in every row: ST
+            # tokenizes prompt + text as one string, and truncation to max_seq_length (which counts
+            # the prompt's tokens) cuts the text's end, never the prompt.
+            pieces = rt.encode(resolved, add_special_tokens=False).ids
+            assert all(r[1:1 + len(pieces)] == pieces for r in ids), call
+            # Transformer._get_prompt_length: the prompt tokenized alone, minus its trailing [SEP].
+            assert prompt_length == len(pieces) + 1, (call, prompt_length, pieces)
+        else:
+            assert prompt_length is None and ids == no_prompt_ids, call
+        emb = encode_prompted(m, texts, prompt_name, prompt)
+        single = np.stack([encode_prompted(m, [t], prompt_name, prompt)[0] for t in texts])
+        diff_single = float(np.abs(single - emb).max())
+        assert diff_single < 1e-5, (call, diff_single)
+        # Independent recomputation: the plain BertModel on each row of ids, mean pooled in f64.
+        worst = 0.0
+        with torch.inference_mode():
+            for i, r in enumerate(ids):
+                ref = pool_f64(hidden_states(plain, r, token_types=True), ("mean",), False)
+                worst = max(worst, float(np.abs(ref - emb[i]).max()))
+        assert worst < 1e-5, (call, worst)
+        # Texts that only the prompt pushes past max_seq_length (" a" x 38: exactly 40 tokens alone).
+        cut_by_prompt = [i for i, f in enumerate(full) if f > TINY_MAX_SEQ >= no_prompt_full[i]]
+        if resolved:
+            assert texts.index(boundary_text(38)) in cut_by_prompt and lens[long_text] == TINY_MAX_SEQ, call
+        else:
+            assert not cut_by_prompt and full == no_prompt_full, call
+        cases.append({
+            "call": call,
+            "prompt_name": prompt_name,
+            "prompt": prompt,
+            "resolved_prompt": resolved,
+            "prompt_length": prompt_length,
+            "num_tokens_untruncated": full,
+            "input_ids": IntRows(ids),
+            "embeddings": F32Rows(emb),
+        })
+        summary.append((call, repr(resolved), prompt_length, min(lens), max(lens),
+                        sum(f > TINY_MAX_SEQ for f in full), cut_by_prompt, diff_single, worst))
+
+    by_call = {c["call"]: c["embeddings"].a for c in cases}
+    same = lambda a, b: np.array_equal(a.view(np.uint32), b.view(np.uint32))  # noqa: E731
+    default_emb = by_call[PROMPT_CASES[0][0]]
+    assert same(by_call['encode(texts, prompt_name="empty")'], no_prompt)
+    assert same(by_call['encode(texts, prompt="")'], no_prompt)
+    assert not np.allclose(default_emb, no_prompt, atol=1e-3)
+    # The methods ST 6.2 adds: encode_query uses prompt_name "query" (always a key, "" unless set),
+    # encode_document the first of "document" / "passage" / "corpus" in prompts; "document" is always
+    # a key (the "" placeholder), so it never reaches "passage".
+    query_emb = m.encode_query(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False)
+    doc_emb = m.encode_document(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False)
+    explicit_default = encode_prompted(m, texts, DEFAULT_PROMPT_NAME, None)
+    method_checks = {
+        "encode_query(texts) == encode(texts)": same(query_emb, default_emb),
+        'encode_document(texts) == encode(texts, prompt="")': same(doc_emb, no_prompt),
+        'encode_document(texts) == encode(texts, prompt_name="passage")':
+            same(doc_emb, by_call['encode(texts, prompt_name="passage")']),
+        'encode(texts, prompt_name="query") == encode(texts)': same(explicit_default, default_emb),
+        'encode(texts, prompt="") == tiny-bert (no config_sentence_transformers.json) encode(texts)':
+            same(by_call['encode(texts, prompt="")'], no_prompt),
+        'encode(texts, prompt_name="no-such-prompt") raises ValueError': unknown_error,
+    }
+    assert method_checks["encode_query(texts) == encode(texts)"]
+    assert method_checks['encode_document(texts) == encode(texts, prompt="")']
+    assert not method_checks['encode_document(texts) == encode(texts, prompt_name="passage")']
+    assert method_checks['encode(texts, prompt_name="query") == encode(texts)']
+
+    out_path = FIXTURES / "tiny_prompts_reference.json"
+    out = run_info(FOLDER_ENCODE_CALL.removesuffix(")") + ", prompt_name=prompt_name, prompt=prompt)") | {
+        "folder": PROMPTS_FOLDER,
+        "max_seq_length": TINY_MAX_SEQ,
+        "hidden_size": TINY_HIDDEN,
+        "pooling_mode": ["mean"],
+        "include_prompt": True,
+        "normalize": False,
+        "prompts": dict(PROMPTS),
+        "default_prompt_name": DEFAULT_PROMPT_NAME,
+        "loaded_prompts": dict(m.prompts),
+        "texts": StrRows(texts),
+        "cases": cases,
+        "method_checks": method_checks,
+    }
+    write_json(out_path, out)
+    for k, c in enumerate(cases):
+        check_f32_roundtrip(out_path, ["cases", k, "embeddings"], c["embeddings"].a)
+    data = read_json(out_path)
+    assert [c["input_ids"] for c in data["cases"]] == [c["input_ids"].rows for c in cases]
+
+    print(f"[prompts] {PROMPTS_FOLDER}: tiny-bert + config_sentence_transformers.json "
+          f"{json.dumps(written['config'], sort_keys=True)}; ST's own save lists prompts "
+          f"{written['st_save_prompts']}; loaded prompts {m.prompts}; {len(texts)} texts; unknown prompt_name: "
+          f"{unknown_error!r}")
+    for call, resolved, pl, lo, hi, n_cut, cut_by_prompt, d, w in summary:
+        print(f"[prompts]   {call}: prompt {resolved}, prompt_length {pl}, token counts {lo}..{hi}, truncated {n_cut} "
+              f"(only because of the prompt: texts {cut_by_prompt}); max |batched - one-at-a-time| {d:.3g}; "
+              f"max |ST - plain BertModel mean| {w:.3g}")
+    print(f"[prompts]   method checks: {method_checks}")
+    return {"texts": texts, "cases": [c["call"] for c in cases]}
+
+
+# --------------------------------------------------------------------------------------------
 # torch.save fixtures (the only part of this script that needs torch.save itself)
 # --------------------------------------------------------------------------------------------
 
@@ -2164,14 +2396,16 @@ def main() -> None:
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
-    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert"], default=None,
+    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts"], default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
                          "tiny_mpnet_reference.json (its vocab from --minilm-dir if given, else from "
                          "the committed tiny-bert/vocab.txt); distilbert: only (re)write "
                          "tiny-distilbert/, tiny-bert-dense/, tiny-bert-dense-identity/ and "
-                         "tiny_distilbert_dense_reference.json (from the committed tiny-bert/). None "
-                         "needs --minilm-dir; all leave every other fixture untouched")
+                         "tiny_distilbert_dense_reference.json (from the committed tiny-bert/); "
+                         "prompts: only (re)write tiny-bert-prompts/ and tiny_prompts_reference.json "
+                         "(from the committed tiny-bert/). None needs --minilm-dir; all leave every "
+                         "other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
     args = ap.parse_args()
@@ -2190,9 +2424,12 @@ def main() -> None:
         elif args.only == "mpnet":
             make_mpnet(args.minilm_dir.resolve() if args.minilm_dir else None)
             written = [FIXTURES / MPNET_FOLDER, FIXTURES / "tiny_mpnet_reference.json"]
-        else:
+        elif args.only == "distilbert":
             make_distilbert_dense()
             written = [FIXTURES / f for f in DENSE_MODELS] + [FIXTURES / "tiny_distilbert_dense_reference.json"]
+        else:
+            make_prompts()
+            written = [FIXTURES / PROMPTS_FOLDER, FIXTURES / "tiny_prompts_reference.json"]
         print(f"[{args.only}] done in {time.time() - t:.1f}s")
         for p in written:
             print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes")
@@ -2234,6 +2471,9 @@ def main() -> None:
     db = make_distilbert_dense()
     print(f"[distilbert] done in {time.time() - t:.1f}s")
     t = time.time()
+    pr = make_prompts()
+    print(f"[prompts] done in {time.time() - t:.1f}s")
+    t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))
     print(f"[sbert-base] done in {time.time() - t:.1f}s")
@@ -2247,6 +2487,8 @@ def main() -> None:
     print(f"roberta: {', '.join(ROBERTA)}, {len(rob['texts'])} texts, max_seq_length {RB_MAX_SEQ}")
     print(f"mpnet: {MPNET_FOLDER}, {len(mp['texts'])} texts, max_seq_length {MP_MAX_SEQ}")
     print(f"distilbert + Dense: {', '.join(DENSE_MODELS)}, {len(db['texts'])} texts, max_seq_length {DB_MAX_SEQ}")
+    print(f"prompts: {PROMPTS_FOLDER}, {len(pr['texts'])} texts x {len(pr['cases'])} cases, "
+          f"max_seq_length {TINY_MAX_SEQ}")
     for p in sorted(FIXTURES.iterdir()):
         extra = f"  sha256:{sha256(p)}" if p.is_file() else ""
         print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes{extra}")

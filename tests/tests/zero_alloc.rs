@@ -214,11 +214,53 @@ fn main() {
         "zero_alloc: {} texts with reports: 0 allocations",
         texts.len()
     );
+
+    // With a prompt (prepended into a reused buffer): nothing.
+    let prompt = ember::Prompt::Text("query: ");
+    for _ in 0..2 {
+        embedder
+            .encode_into_with_prompt(prompt, &texts, &mut all)
+            .unwrap();
+    }
+    let prompted = all.clone();
+    COUNTING.store(true, Ordering::SeqCst);
+    embedder
+        .encode_into_with_prompt(prompt, &texts, &mut all)
+        .unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_nothing_counted("encode_into_with_prompt");
+    assert!(all == prompted && all != expected, "the prompt's rows");
+    println!(
+        "zero_alloc: {} texts with a prompt: 0 allocations",
+        texts.len()
+    );
     drop(embedder);
+    dense_encode_allocates_nothing(&texts);
     c_abi_encode_allocates_nothing(&texts, &expected);
     for dtype in [ember::Precision::Bf16, ember::Precision::Int8] {
         reduced_precision_encode_allocates_nothing(dtype, &texts);
     }
+}
+
+/// A Dense module after pooling and Normalize after it (LaBSE's chain, tiny-bert-dense): the
+/// Dense buffers grow once, then nothing.
+fn dense_encode_allocates_nothing(texts: &[String]) {
+    let embedder = Embedder::builder()
+        .threads(2)
+        .load_dir(&ember_reference_tests::fixtures_dir().join("tiny-bert-dense"))
+        .unwrap();
+    let mut all = vec![0f32; texts.len() * embedder.dim()];
+    for _ in 0..2 {
+        embedder.encode_into(texts, &mut all).unwrap();
+    }
+    COUNTING.store(true, Ordering::SeqCst);
+    embedder.encode_into(texts, &mut all).unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_nothing_counted("encode_into with a Dense module");
+    println!(
+        "zero_alloc: {} texts through a Dense module: 0 allocations",
+        texts.len()
+    );
 }
 
 /// `--dtype bf16` and `--dtype int8` (whose rotated weights rotate every GEMM input into a

@@ -12,6 +12,7 @@
 //! MODEL OPTIONS: [--batch-size N] [--threads N] [--device cpu|cuda[:N]] [--dtype f32|bf16|int8|f16]
 //!                [--max-seq-length N]
 //!                [--normalize | --no-normalize] [--truncation truncate|error]
+//!                [--prompt-name NAME | --prompt TEXT | --no-prompt]
 //! ```
 //! `embed` writes JSON lines (one array per text, input order) to stdout, or to `--output`;
 //! `npy` is a float32 `[n, dim]` array and `raw` the same values with no header (see
@@ -34,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ember::{Embedder, EmberError, HubConfig, Truncation};
+use ember::{Embedder, EmberError, HubConfig, Prompt, Truncation};
 
 use crate::output::{EmbeddingWriter, OutputFormat};
 use crate::progress::{DownloadBar, Progress};
@@ -124,6 +125,16 @@ struct ModelArgs {
     /// Texts over --max-seq-length tokens: cut them, or stop with an error naming the line.
     #[arg(long, value_enum, default_value_t = TruncationArg::Truncate)]
     truncation: TruncationArg,
+    /// Put the model's prompt NAME (config_sentence_transformers.json, e.g. `query`) before
+    /// every text [default: the model's default_prompt_name, if any].
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["prompt", "no_prompt"])]
+    prompt_name: Option<String>,
+    /// Put TEXT before every text (e.g. "query: " for e5).
+    #[arg(long, value_name = "TEXT", conflicts_with = "no_prompt")]
+    prompt: Option<String>,
+    /// No prompt, even if the model has a default one.
+    #[arg(long)]
+    no_prompt: bool,
 }
 
 /// `--truncation` values.
@@ -325,6 +336,13 @@ fn load(args: &ModelArgs) -> Result<Embedder, CliError> {
     if let Some(threads) = args.threads {
         builder = builder.threads(threads);
     }
+    if let Some(name) = &args.prompt_name {
+        builder = builder.default_prompt(Prompt::Named(name));
+    } else if let Some(text) = &args.prompt {
+        builder = builder.default_prompt(Prompt::Text(text));
+    } else if args.no_prompt {
+        builder = builder.default_prompt(Prompt::None);
+    }
     if let Some(n) = args.max_seq_length {
         builder = builder.max_seq_length(n);
     }
@@ -441,6 +459,8 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
         "intermediate_size": info.intermediate_size,
         "vocab_size": info.vocab_size,
         "fast_tokenizer": info.fast_tokenizer,
+        "prompts": embedder.prompts(),
+        "default_prompt": embedder.default_prompt(),
         "architecture": info.architecture,
         "dense": info.dense.iter().map(|&(i, o)| serde_json::json!({"in": i, "out": o})).collect::<Vec<_>>(),
         "threads": embedder.threads(),

@@ -748,3 +748,43 @@ fn device_cuda_without_a_gpu_is_a_clear_error() {
     let output = ember(&["embed", "--model", model, "--device", "gpu", "x"], None);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn prompt_flags_pick_the_prompt() {
+    // tiny-bert-prompts: tiny-bert with prompts query ("query: ", the default), passage, empty.
+    let model = tiny_model().with_file_name("tiny-bert-prompts");
+    let model = model.to_str().unwrap();
+    let plain = tiny_model();
+    let plain = plain.to_str().unwrap();
+    let rows = |args: &[&str]| json_rows(&ember(args, None));
+    let default = rows(&["embed", "-m", model, "a cat"]);
+    // The default prompt is "query: ", also given by name or as text on the plain model.
+    assert_eq!(
+        default,
+        rows(&["embed", "-m", model, "--prompt-name", "query", "a cat"])
+    );
+    assert_eq!(
+        default,
+        rows(&["embed", "-m", plain, "--prompt", "query: ", "a cat"])
+    );
+    // --no-prompt, or an empty prompt, is the plain model's row.
+    let none = rows(&["embed", "-m", plain, "a cat"]);
+    assert_eq!(none, rows(&["embed", "-m", model, "--no-prompt", "a cat"]));
+    assert_eq!(
+        none,
+        rows(&["embed", "-m", model, "--prompt-name", "empty", "a cat"])
+    );
+    assert_ne!(none, default);
+    let passage = rows(&["embed", "-m", model, "--prompt-name", "passage", "a cat"]);
+    assert_ne!(passage, default);
+    // An unknown name is refused, naming the prompts there are.
+    let output = ember(
+        &["embed", "-m", model, "--prompt-name", "nope", "a cat"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("document, empty, passage, query"),
+        "{stderr}"
+    );
+}

@@ -14,6 +14,7 @@
 //! tokenized on the fast WordPiece path (for standard BERT folders), and the call reaches the
 //! pool through a resident job (`resident.rs`) rather than `ThreadPool::install`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -108,6 +109,16 @@ pub struct EmbedderBuilder {
     normalize: Option<bool>,
     truncation: Truncation,
     hub: Option<HubConfig>,
+    /// What [`Prompt::Default`] stands for, if not the folder's `default_prompt_name`.
+    default_prompt: Option<DefaultPrompt>,
+}
+
+/// [`EmbedderBuilder::default_prompt`]'s choice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DefaultPrompt {
+    Named(String),
+    Text(String),
+    Off,
 }
 
 impl EmbedderBuilder {
@@ -181,6 +192,32 @@ impl EmbedderBuilder {
     /// [`Truncation::Truncate`]).
     pub fn truncation(mut self, truncation: Truncation) -> Self {
         self.truncation = truncation;
+        self
+    }
+
+    /// The prompt [`Embedder::encode`] (and every call with [`Prompt::Default`]) puts before
+    /// each text, instead of the folder's `default_prompt_name`: [`Prompt::Named`] (which must
+    /// be among the folder's prompts, checked at load), [`Prompt::Text`], or [`Prompt::None`]
+    /// for none. [`Prompt::Default`] keeps the folder's.
+    ///
+    /// ```
+    /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
+    /// use ember::{Embedder, Prompt};
+    /// let plain = Embedder::builder().threads(1).load(model)?;
+    /// let queries = Embedder::builder().threads(1).default_prompt(Prompt::Text("query: ")).load(model)?;
+    /// assert_eq!(
+    ///     queries.encode(&["a cat"])?,
+    ///     plain.encode_with_prompt(Prompt::Text("query: "), &["a cat"])?
+    /// );
+    /// # Ok::<(), ember::EmberError>(())
+    /// ```
+    pub fn default_prompt(mut self, prompt: Prompt<'_>) -> Self {
+        self.default_prompt = match prompt {
+            Prompt::Default => None,
+            Prompt::None => Some(DefaultPrompt::Off),
+            Prompt::Named(name) => Some(DefaultPrompt::Named(name.to_owned())),
+            Prompt::Text(text) => Some(DefaultPrompt::Text(text.to_owned())),
+        };
         self
     }
 
@@ -296,6 +333,24 @@ impl EmbedderBuilder {
         let backend = Backend::load(self.device, config.clone(), open_weights, load_dtype, &pool)?;
         let config = &config;
         let pooling = folder.pooling(config.hidden_size)?;
+        let default_prompt = match &self.default_prompt {
+            None => folder
+                .default_prompt_name
+                .as_ref()
+                .and_then(|name| folder.prompts.get(name))
+                .cloned(),
+            Some(DefaultPrompt::Off) => None,
+            Some(DefaultPrompt::Text(text)) => Some(text.clone()),
+            Some(DefaultPrompt::Named(name)) => {
+                Some(folder.prompts.get(name).cloned().ok_or_else(|| {
+                    EmberError::Options(format!(
+                        "prompt name {name:?} is not among the model's prompts ({})",
+                        prompt_names(&folder.prompts)
+                    ))
+                })?)
+            }
+        }
+        .filter(|prompt| !prompt.is_empty());
         // Dense modules after Pooling, each taking the previous one's rows.
         let mut width = pooling.output_dim();
         let dense = folder
@@ -335,6 +390,8 @@ impl EmbedderBuilder {
             tokenizer,
             dim: width,
             dense,
+            default_prompt,
+            prompts: folder.prompts,
             pooling,
             normalize: self.normalize.unwrap_or(folder.normalize),
             truncation: self.truncation,
@@ -353,6 +410,8 @@ impl EmbedderBuilder {
 struct EncodeState {
     /// One text's ids, as the tokenizer writes them.
     text_ids: Vec<u32>,
+    /// The prompt and one text, when the call has a prompt.
+    prompted: String,
     /// The ids of every text of the call, concatenated in input order; text `i` is
     /// `token_ids[token_offsets[i]..token_offsets[i + 1]]`. One buffer sized by the call's
     /// tokens (not a vector per text), grown once by the largest call.
@@ -397,6 +456,10 @@ pub struct Embedder {
     dim: usize,
     /// sentence-transformers' Dense modules after Pooling, in order.
     dense: Vec<DenseLayer>,
+    /// `config_sentence_transformers.json`'s prompts by name.
+    prompts: BTreeMap<String, String>,
+    /// What [`Prompt::Default`] puts before each text (`None`: nothing).
+    default_prompt: Option<String>,
     batch_size: usize,
     /// Runs calls on `pool`; declared before it, so dropped first: it lets its worker go
     /// before the pool shuts down.
@@ -595,7 +658,98 @@ impl Embedder {
         texts: &[S],
         out: &mut [f32],
     ) -> Result<(), EmberError> {
-        self.encode_checked(texts, out, None)
+        self.encode_checked(texts, out, None, Prompt::Default)
+    }
+
+    /// [`encode`](Self::encode) with `prompt` before every text, as sentence-transformers'
+    /// `encode(texts, prompt_name=…)` / `encode(texts, prompt=…)` does (plain [`encode`]
+    /// uses [`Prompt::Default`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`](Self::encode), and [`EmberError::Options`] for a [`Prompt::Named`]
+    /// the folder's `config_sentence_transformers.json` does not define.
+    ///
+    /// [`encode`]: Self::encode
+    pub fn encode_with_prompt<S: AsRef<str> + Sync>(
+        &self,
+        prompt: Prompt<'_>,
+        texts: &[S],
+    ) -> Result<Embeddings, EmberError> {
+        let mut data = vec![0f32; texts.len() * self.dim];
+        self.encode_into_with_prompt(prompt, texts, &mut data)?;
+        Ok(Embeddings {
+            data,
+            rows: texts.len(),
+            dim: self.dim,
+        })
+    }
+
+    /// [`encode_into`](Self::encode_into) with `prompt` before every text (see
+    /// [`encode_with_prompt`](Self::encode_with_prompt)); a warm call allocates nothing.
+    pub fn encode_into_with_prompt<S: AsRef<str> + Sync>(
+        &self,
+        prompt: Prompt<'_>,
+        texts: &[S],
+        out: &mut [f32],
+    ) -> Result<(), EmberError> {
+        self.encode_checked(texts, out, None, prompt)
+    }
+
+    /// sentence-transformers' `encode_query`: [`encode`](Self::encode) with the `query`
+    /// prompt (empty unless the folder sets one).
+    pub fn encode_query<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+    ) -> Result<Embeddings, EmberError> {
+        self.encode_with_prompt(Prompt::Named("query"), texts)
+    }
+
+    /// sentence-transformers' `encode_document`: [`encode`](Self::encode) with the first of the
+    /// `document`, `passage` and `corpus` prompts the folder has. As in sentence-transformers,
+    /// that is always `document` (every model has one, empty unless the folder sets it).
+    pub fn encode_document<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+    ) -> Result<Embeddings, EmberError> {
+        let name = ["document", "passage", "corpus"]
+            .into_iter()
+            .find(|name| self.prompts.contains_key(*name))
+            .unwrap_or("document");
+        self.encode_with_prompt(Prompt::Named(name), texts)
+    }
+
+    /// The text `prompt` stands for with this model: `None` for no prompt.
+    ///
+    /// # Errors
+    ///
+    /// [`EmberError::Options`] for a [`Prompt::Named`] the folder does not define.
+    pub fn prompt_text<'p>(&'p self, prompt: Prompt<'p>) -> Result<Option<&'p str>, EmberError> {
+        let text = match prompt {
+            Prompt::Default => self.default_prompt.as_deref(),
+            Prompt::None => None,
+            Prompt::Text(text) => Some(text),
+            Prompt::Named(name) => {
+                Some(self.prompts.get(name).map(String::as_str).ok_or_else(|| {
+                    EmberError::Options(format!(
+                        "prompt name {name:?} is not among the model's prompts ({})",
+                        prompt_names(&self.prompts)
+                    ))
+                })?)
+            }
+        };
+        Ok(text.filter(|t| !t.is_empty()))
+    }
+
+    /// The model's prompts by name (`config_sentence_transformers.json`).
+    pub fn prompts(&self) -> &BTreeMap<String, String> {
+        &self.prompts
+    }
+
+    /// What [`Embedder::encode`] puts before each text: the folder's default prompt, or the
+    /// builder's [`default_prompt`](EmbedderBuilder::default_prompt); `None` for nothing.
+    pub fn default_prompt(&self) -> Option<&str> {
+        self.default_prompt.as_deref()
     }
 
     /// [`encode`](Self::encode) that also reports, per text, its tokens and how many
@@ -644,7 +798,7 @@ impl Embedder {
                 texts.len()
             )));
         }
-        self.encode_checked(texts, out, Some(reports))
+        self.encode_checked(texts, out, Some(reports), Prompt::Default)
     }
 
     fn encode_checked<S: AsRef<str> + Sync>(
@@ -652,7 +806,9 @@ impl Embedder {
         texts: &[S],
         out: &mut [f32],
         reports: Option<&mut [TextReport]>,
+        prompt: Prompt<'_>,
     ) -> Result<(), EmberError> {
+        let prompt = self.prompt_text(prompt)?;
         if out.len() != texts.len() * self.dim {
             return Err(EmberError::Options(format!(
                 "output buffer holds {} values, {} texts × {} need {}",
@@ -667,7 +823,7 @@ impl Embedder {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *state;
         self.resident
-            .run(|| self.encode_with(state, texts, out, reports))
+            .run(|| self.encode_with(state, texts, out, reports, prompt))
     }
 
     fn encode_with<S: AsRef<str> + Sync>(
@@ -676,6 +832,7 @@ impl Embedder {
         texts: &[S],
         out: &mut [f32],
         mut reports: Option<&mut [TextReport]>,
+        prompt: Option<&str>,
     ) -> Result<(), EmberError> {
         let n = texts.len();
         // Dropped tokens are counted only when someone looks: counting reads a text to its
@@ -688,12 +845,23 @@ impl Embedder {
         state.token_offsets.push(0);
         for (index, text) in texts.iter().enumerate() {
             let (ids, scratch) = (&mut state.text_ids, &mut state.tokenize);
+            // sentence-transformers prepends the prompt to the text before tokenizing (in one
+            // reused buffer here, so a warm call still allocates nothing).
+            let text = match prompt {
+                Some(prompt) => {
+                    state.prompted.clear();
+                    state.prompted.push_str(prompt);
+                    state.prompted.push_str(text.as_ref());
+                    state.prompted.as_str()
+                }
+                None => text.as_ref(),
+            };
             let dropped = if count_dropped {
                 self.tokenizer
-                    .encode_into_counting_dropped(text.as_ref(), ids, scratch)
+                    .encode_into_counting_dropped(text, ids, scratch)
             } else {
                 self.tokenizer
-                    .encode_into_with(text.as_ref(), ids, scratch)
+                    .encode_into_with(text, ids, scratch)
                     .map(|()| 0)
             }
             .map_err(|message| EmberError::Tokenize { index, message })?;
@@ -790,6 +958,30 @@ fn run_dense(
         src_len = len;
     }
     Ok((dense.len() + 1) % 2)
+}
+
+/// The names of `prompts`, for errors: "query, passage", or "it has none".
+fn prompt_names(prompts: &BTreeMap<String, String>) -> String {
+    if prompts.is_empty() {
+        "it has none".to_owned()
+    } else {
+        prompts.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Which prompt sentence-transformers-style encoding puts before each text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Prompt<'a> {
+    /// The folder's `default_prompt_name`, if any (what `SentenceTransformer.encode` does
+    /// when the call names no prompt).
+    #[default]
+    Default,
+    /// No prompt, even if the folder has a default.
+    None,
+    /// The prompt of that name in `config_sentence_transformers.json` (`prompt_name=`).
+    Named(&'a str),
+    /// This text (`prompt=`).
+    Text(&'a str),
 }
 
 /// Embeddings of `len()` texts, `[len, dim]` row-major f32.

@@ -8,10 +8,12 @@
 //!                              sentence_bert_config.json
 //! 1_Pooling/config.json        pooling modes
 //! 2_Dense/                     config.json, model.safetensors | pytorch_model.bin (see dense.rs)
+//! config_sentence_transformers.json   prompts by name, default_prompt_name (optional)
 //! ```
 //! A folder without `modules.json` is a plain transformers folder; sentence-transformers then
 //! uses mean pooling and no normalisation, and so does Ember.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ember_pooling::PoolingConfig;
@@ -37,6 +39,13 @@ pub struct ModelFolder {
     pub max_seq_length: Option<usize>,
     /// `sentence_bert_config.json`'s `do_lower_case`.
     pub do_lower_case: bool,
+    /// `config_sentence_transformers.json`'s `prompts`: text put before a text to embed, by
+    /// name (e5's `query: `, bge's instruction). `query` and `document` are always there (empty
+    /// unless the file sets them), as sentence-transformers has them.
+    pub prompts: BTreeMap<String, String>,
+    /// `config_sentence_transformers.json`'s `default_prompt_name`: the prompt
+    /// sentence-transformers' `encode` uses when the call names none.
+    pub default_prompt_name: Option<String>,
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Value, EmberError> {
@@ -68,6 +77,12 @@ impl ModelFolder {
             normalize: false,
             max_seq_length: None,
             do_lower_case: false,
+            // sentence-transformers gives every model `query` and `document` prompts, empty
+            // unless the folder sets them.
+            prompts: BTreeMap::from(
+                ["query", "document"].map(|name| (name.to_owned(), String::new())),
+            ),
+            default_prompt_name: None,
         };
         if modules_path.exists() {
             folder.read_modules(&modules_path)?;
@@ -102,7 +117,46 @@ impl ModelFolder {
                 Some(v) => return Err(invalid(format!("do_lower_case {v} is not true or false"))),
             };
         }
+        let st_config = root.join("config_sentence_transformers.json");
+        if st_config.exists() {
+            folder.read_prompts(&st_config)?;
+        }
         Ok(folder)
+    }
+
+    /// `prompts` (an object of strings) and `default_prompt_name` (null or one of them).
+    fn read_prompts(&mut self, path: &Path) -> Result<(), EmberError> {
+        let invalid = |message: String| EmberError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let value = read_json(path)?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid("expected a JSON object".into()))?;
+        match object.get("prompts") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(prompts)) => {
+                for (name, prompt) in prompts {
+                    let prompt = prompt.as_str().ok_or_else(|| {
+                        invalid(format!("prompt {name:?} = {prompt} is not a string"))
+                    })?;
+                    self.prompts.insert(name.clone(), prompt.to_owned());
+                }
+            }
+            Some(v) => return Err(invalid(format!("\"prompts\" = {v} is not an object"))),
+        }
+        self.default_prompt_name = match object.get("default_prompt_name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) if self.prompts.contains_key(name) => Some(name.clone()),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "\"default_prompt_name\" = {v} is not one of the prompts ({})",
+                    self.prompts.keys().cloned().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        };
+        Ok(())
     }
 
     fn read_modules(&mut self, path: &Path) -> Result<(), EmberError> {

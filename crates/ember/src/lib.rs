@@ -46,7 +46,8 @@ use std::path::PathBuf;
 
 pub use device::Device;
 pub use embedder::{
-    Embedder, EmbedderBuilder, Embeddings, ModelInfo, TextReport, Truncation, DEFAULT_BATCH_SIZE,
+    Embedder, EmbedderBuilder, Embeddings, ModelInfo, Prompt, TextReport, Truncation,
+    DEFAULT_BATCH_SIZE,
 };
 pub use ember_cpu::Precision;
 pub use folder::{resolve_model, ModelFolder};

@@ -1,0 +1,124 @@
+//! sentence-transformers' prompts (`config_sentence_transformers.json`): tests/fixtures/
+//! tiny-bert-prompts is tiny-bert with prompts `query` ("query: ", the default), `passage`
+//! and `empty`, against `SentenceTransformer.encode` with no prompt named (the default
+//! applies), `prompt_name=`, `prompt=` and `prompt=""` (which turns the default off), on the
+//! 34 texts of the other family references (a prompt's tokens count against
+//! `max_seq_length`, so some texts are cut only with one).
+
+use ember::{Embedder, Prompt};
+use ember_reference_tests::*;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    folder: String,
+    texts: Vec<String>,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    call: String,
+    prompt_name: Option<String>,
+    prompt: Option<String>,
+    /// The prompt sentence-transformers put before each text.
+    resolved_prompt: String,
+    input_ids: Vec<Vec<u32>>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+impl Case {
+    /// The call as Ember spells it: `prompt=` wins over `prompt_name=`, as in
+    /// sentence-transformers; neither is the default.
+    fn prompt(&self) -> Prompt<'_> {
+        match (&self.prompt, &self.prompt_name) {
+            (Some(text), _) => Prompt::Text(text),
+            (None, Some(name)) => Prompt::Named(name),
+            (None, None) => Prompt::Default,
+        }
+    }
+}
+
+fn reference() -> Reference {
+    let reference: Reference = read_fixture("tiny_prompts_reference.json");
+    assert_eq!(reference.cases.len(), 5);
+    reference
+}
+
+fn load(folder: &str, prompt: Prompt<'_>) -> Embedder {
+    Embedder::builder()
+        .threads(2)
+        .default_prompt(prompt)
+        .load_dir(&fixtures_dir().join(folder))
+        .unwrap()
+}
+
+#[test]
+fn every_prompt_call_matches_sentence_transformers() {
+    let reference = reference();
+    let embedder = load(&reference.folder, Prompt::Default);
+    assert_eq!(embedder.default_prompt(), Some("query: "));
+    for case in &reference.cases {
+        // The ids the model saw: the prompt and the text, tokenized as one string.
+        for (i, text) in reference.texts.iter().enumerate() {
+            let ids = embedder
+                .tokenize(&format!("{}{text}", case.resolved_prompt))
+                .unwrap();
+            assert_eq!(ids, case.input_ids[i], "{}: text {i}", case.call);
+        }
+        let embeddings = embedder
+            .encode_with_prompt(case.prompt(), &reference.texts)
+            .unwrap();
+        let rows: Vec<&[f32]> = embeddings.rows().collect();
+        assert_f32_bounds(&case.call, agreement(&rows, &case.embeddings));
+        // The same prompt as the builder's default gives the same rows, bit for bit.
+        let defaulted = load(&reference.folder, case.prompt()).encode(&reference.texts);
+        assert_eq!(defaulted.unwrap(), embeddings, "{}", case.call);
+    }
+}
+
+#[test]
+fn encode_query_and_encode_document_pick_sentence_transformers_prompts() {
+    let reference = reference();
+    let embedder = load(&reference.folder, Prompt::Default);
+    let texts = &reference.texts;
+    // encode_query: the `query` prompt; encode_document: `document`, which every model has
+    // (empty here), not `passage`.
+    assert_eq!(
+        embedder.encode_query(texts).unwrap(),
+        embedder.encode(texts).unwrap()
+    );
+    let no_prompt = embedder
+        .encode_with_prompt(Prompt::Text(""), texts)
+        .unwrap();
+    assert_eq!(embedder.encode_document(texts).unwrap(), no_prompt);
+    assert_eq!(
+        embedder.encode_with_prompt(Prompt::None, texts).unwrap(),
+        no_prompt
+    );
+    // Without config_sentence_transformers.json: no default, and the rows of `prompt=""`.
+    let plain = load("tiny-bert", Prompt::Default);
+    assert_eq!(plain.default_prompt(), None);
+    assert_eq!(plain.encode(texts).unwrap(), no_prompt);
+}
+
+#[test]
+fn an_unknown_prompt_name_is_an_error_naming_the_prompts() {
+    let reference = reference();
+    let embedder = load(&reference.folder, Prompt::Default);
+    let err = embedder
+        .encode_with_prompt(Prompt::Named("no-such-prompt"), &["a"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no-such-prompt") && err.contains("document, empty, passage, query"),
+        "{err}"
+    );
+    let Err(err) = Embedder::builder()
+        .default_prompt(Prompt::Named("no-such-prompt"))
+        .load_dir(&fixtures_dir().join(&reference.folder))
+    else {
+        panic!("loaded with an unknown default prompt");
+    };
+    assert!(err.to_string().contains("no-such-prompt"), "{err}");
+}
