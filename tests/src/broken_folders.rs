@@ -186,6 +186,13 @@ fn set_modules(dir: &Path, modules: Value) {
     write(dir, "modules.json", modules.to_string());
 }
 
+/// The folder's `hidden_size` (the pooled width under one mode).
+fn hidden_size(dir: &Path) -> u64 {
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["hidden_size"].as_u64().unwrap()
+}
+
 /// Lists a Dense module (`2_Dense`) after Pooling, with `config` as its config.json if given
 /// (and no weights).
 fn set_dense(dir: &Path, config: Option<Value>) {
@@ -256,6 +263,7 @@ pub fn cases() -> Vec<BrokenFolder> {
     const MODULES: &str = "modules.json";
     const POOLING_CONFIG: &str = "1_Pooling/config.json";
     const SBERT: &str = "sentence_bert_config.json";
+    const ST_CONFIG: &str = "config_sentence_transformers.json";
     vec![
         // ---- model.safetensors: the file and its header ----------------------------------
         // No weights file at all: the error names the folder and both accepted names.
@@ -936,14 +944,16 @@ pub fn cases() -> Vec<BrokenFolder> {
             ["activation_function", "Softsign", "not supported"],
             |d| set_dense(
                 d,
-                Some(json!({"in_features": 52, "out_features": 8, "bias": true,
-                            "activation_function": "torch.nn.modules.activation.Softsign"}))
+                Some(
+                    json!({"in_features": hidden_size(d), "out_features": 8, "bias": true,
+                            "activation_function": "torch.nn.modules.activation.Softsign"})
+                )
             )
         ),
         case!(
             "dense/in_features not the pooled width",
             "2_Dense/config.json",
-            ["in_features 7", "52 values"],
+            ["in_features 7", "values"],
             |d| set_dense(
                 d,
                 Some(json!({"in_features": 7, "out_features": 8, "bias": true,
@@ -956,8 +966,44 @@ pub fn cases() -> Vec<BrokenFolder> {
             ["model.safetensors", "pytorch_model.bin"],
             |d| set_dense(
                 d,
-                Some(json!({"in_features": 52, "out_features": 8, "bias": true,
-                            "activation_function": "torch.nn.modules.activation.Tanh"}))
+                Some(
+                    json!({"in_features": hidden_size(d), "out_features": 8, "bias": true,
+                            "activation_function": "torch.nn.modules.activation.Tanh"})
+                )
+            )
+        ),
+        // ---- config_sentence_transformers.json (prompts) ------------------------------------
+        case!(
+            "prompts/not JSON",
+            ST_CONFIG,
+            ["not valid JSON"],
+            |d| write(d, ST_CONFIG, "{\"prompts\": ")
+        ),
+        case!(
+            "prompts/not an object",
+            ST_CONFIG,
+            ["\"prompts\"", "not an object"],
+            |d| write(d, ST_CONFIG, json!({"prompts": ["query: "]}).to_string())
+        ),
+        case!(
+            "prompts/a prompt not a string",
+            ST_CONFIG,
+            ["prompt \"query\"", "not a string"],
+            |d| write(d, ST_CONFIG, json!({"prompts": {"query": 7}}).to_string())
+        ),
+        case!(
+            "prompts/unknown default_prompt_name",
+            ST_CONFIG,
+            [
+                "default_prompt_name",
+                "not one of the prompts",
+                "document, query"
+            ],
+            |d| write(
+                d,
+                ST_CONFIG,
+                json!({"prompts": {"query": "query: "}, "default_prompt_name": "passage"})
+                    .to_string()
             )
         ),
         case!(

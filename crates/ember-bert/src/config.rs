@@ -1,6 +1,7 @@
-//! `config.json` of a Hugging Face `BertModel` (or a RoBERTa-family model: `RobertaModel`,
-//! `XLMRobertaModel`, `CamembertModel`, which are BERT with other position ids): parsed,
-//! checked for what Ember can run, and bounded before anything is allocated from it.
+//! `config.json` of a Hugging Face `BertModel`, or of the families Ember runs as BERT with
+//! other names, positions or extras ([`ModelFamily`]: `RobertaModel`, `XLMRobertaModel`,
+//! `CamembertModel`, `MPNetModel`, `DistilBertModel`): parsed, checked for what Ember can run,
+//! and bounded before anything is allocated from it.
 
 use std::path::{Path, PathBuf};
 
@@ -182,8 +183,8 @@ const DEFAULT_ROBERTA_PAD: u64 = 1;
 /// `MPNetConfig`'s default `relative_attention_num_buckets`, and a bound no model nears.
 const DEFAULT_MPNET_BUCKETS: u64 = 32;
 const MAX_BUCKETS: usize = 1 << 12;
-/// The `model_type`s Ember runs: BERT, and the RoBERTa family (BERT's layers with
-/// [`PositionIds::AfterPadding`]).
+/// The `model_type`s of BERT and of the RoBERTa family (BERT's layers with
+/// [`PositionIds::AfterPadding`]); `mpnet` and `distilbert` are matched by name.
 const BERT_TYPES: [&str; 1] = ["bert"];
 const ROBERTA_TYPES: [&str; 3] = ["roberta", "xlm-roberta", "camembert"];
 
@@ -548,7 +549,7 @@ mod tests {
         );
         assert_eq!(c.position_ids, PositionIds::FromZero);
         assert_eq!(c.activation, Activation::Gelu);
-        // Errors name DistilBERT's key.
+        // Type errors name DistilBERT's key; the divisibility check speaks BERT's names.
         let bad = text.replace("\"n_heads\": 12", "\"n_heads\": 7");
         let err = BertConfig::from_json_str(&bad, Path::new("d/config.json")).unwrap_err();
         assert!(err.to_string().contains("num_attention_heads = 7"), "{err}");

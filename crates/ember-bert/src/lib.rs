@@ -4,9 +4,10 @@
 //! `H` = hidden size, `F` = intermediate (FFN) size, `nh` = heads, `hd = H / nh`.
 //!
 //! The module tree mirrors Hugging Face's `BertModel` and the weight names are the
-//! checkpoint's own (with or without a `bert.` prefix). RoBERTa-family checkpoints
-//! (`roberta`, `xlm-roberta`, `camembert`, with or without a `roberta.` prefix) are the same
-//! layers with other position rows ([`PositionIds`]):
+//! checkpoint's own (with or without a `bert.` prefix). The other families ([`ModelFamily`]) are
+//! the same post-LayerNorm layers under their own names: RoBERTa (`roberta`, `xlm-roberta`,
+//! `camembert`) with other position rows ([`PositionIds`]), MPNet with a relative position bias
+//! added to the attention scores, DistilBERT with other names and config keys:
 //!
 //! ```text
 //! embeddings   x = LN(word[id] + type[0] + pos[t])                           [T, H]
@@ -68,13 +69,13 @@ pub enum BertError {
     Tensor(#[from] ember_tensor::TensorError),
     /// A tensor the config calls for is not in the weight file.
     #[error(
-        "{path}: missing tensor \"{name}\" (looked for it with and without a \"bert.\" or \"roberta.\" prefix)"
+        "{path}: missing tensor \"{name}\" (looked for it with and without a \"bert.\", \"roberta.\", \"mpnet.\" or \"distilbert.\" prefix)"
     )]
     MissingWeight {
         /// The weight file.
         path: PathBuf,
-        /// The tensor's name, with the prefix (`bert.`, `roberta.` or none) the file's tensors
-        /// use.
+        /// The tensor's name, with the prefix (`bert.`, `roberta.`, `mpnet.`, `distilbert.` or
+        /// none) the file's tensors use.
         name: String,
     },
     /// A tensor's shape disagrees with the sizes in `config.json`.

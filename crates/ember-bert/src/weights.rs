@@ -43,7 +43,7 @@ pub struct EmbeddingWeights {
     pub word: Vec<f32>,
     /// `embeddings.position_embeddings.weight`, `[max_positions, H]`: one row per position.
     pub position: Vec<f32>,
-    /// `embeddings.token_type_embeddings.weight`, `[types, H]` (MPNet: one row of zeros).
+    /// `embeddings.token_type_embeddings.weight`, `[types, H]` (MPNet, DistilBERT: one row of zeros).
     pub token_type: Vec<f32>,
     /// `embeddings.LayerNorm`, applied to the sum of the three rows.
     pub norm: NormWeights,

@@ -550,9 +550,11 @@ mod tests {
         let mut want_biased = vec![f32::NAN; t * h];
         attention_varlen_reference_biased(&qkv, offsets, heads, hd, bias, &mut want_biased)
             .unwrap();
-        let mut got = vec![f32::NAN; t * h];
-        attention_varlen_biased(&qkv, offsets, heads, hd, bias, &mut got).unwrap();
-        close(&got, &want_biased, "biased");
+        for isa in supported_isas() {
+            let mut got = vec![f32::NAN; t * h];
+            attention_impl(isa, &qkv, offsets, heads, hd, bias, &mut got).unwrap();
+            close(&got, &want_biased, &format!("{isa} biased"));
+        }
         if longest > 1 {
             assert!(want_biased
                 .iter()

@@ -177,7 +177,8 @@ impl GemmKernel {
     /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile of `family` that
     /// still makes at least one block per multiprocessor (`Mma`: 128 × 128, else 64 × 64;
     /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernels' 128 × 256
-    /// and 128 × 128, else `Wgmma`'s 64 × 128).
+    /// and 128 × 128 (the latter also when its blocks busy half the multiprocessors), else
+    /// `Wgmma`'s 64 × 128).
     pub fn choose(
         dtype: Dtype,
         m: usize,
@@ -202,10 +203,21 @@ impl GemmKernel {
                 GemmKernel::Wgmma64x128,
             ),
         };
-        candidates
+        let chosen = candidates
             .iter()
             .copied()
-            .find(|kernel| fills(kernel.tile()))
+            .find(|kernel| fills(kernel.tile()));
+        // The TMA 128 × 128 kernel was written for n = 768 at T ≈ 2400 (114 tiles on 132
+        // SMs): it also takes a grid that busies at least half the SMs in one wave, rather
+        // than twice as many half tiles. A guess until the GPU table says otherwise.
+        let half_fills = |(bm, bn): (u32, u32)| {
+            2 * m.div_ceil(bm as usize) * n.div_ceil(bn as usize) >= multiprocessors as usize
+        };
+        chosen
+            .or_else(|| {
+                (family == GemmFamily::WgmmaTma && half_fills(GemmKernel::WgmmaTma128x128.tile()))
+                    .then_some(GemmKernel::WgmmaTma128x128)
+            })
             .unwrap_or(smallest)
     }
 }
@@ -539,9 +551,14 @@ mod tests {
                 GemmKernel::Wgmma64x128,
             ),
         ] {
+            let at_768 = if family == GemmFamily::WgmmaTma {
+                GemmKernel::WgmmaTma128x128 // 114 tiles: over half of the 132 SMs
+            } else {
+                small
+            };
             assert_eq!(
                 GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, family),
-                small
+                at_768
             );
             assert_eq!(
                 GemmKernel::choose(Dtype::Bf16, 2400, 3072, 132, family),

@@ -205,7 +205,7 @@ impl PoolingConfig {
         if let Some(include_prompt) = object.get("include_prompt") {
             if include_prompt != &Value::Bool(true) {
                 return Err(invalid(format!(
-                    "\"include_prompt\": {include_prompt} is not supported (Ember has no prompts; only true)"
+                    "\"include_prompt\": {include_prompt} is not supported (Ember's pooling keeps a prompt's tokens; only true)"
                 )));
             }
         }

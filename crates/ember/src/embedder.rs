@@ -68,7 +68,8 @@ pub struct ModelInfo {
     pub dim: usize,
     /// Longest token sequence encoded, special tokens included.
     pub max_seq_length: usize,
-    /// The longest `max_seq_length` the model allows (`config.json`).
+    /// `config.json`'s `max_position_embeddings`: the longest `max_seq_length` the model allows
+    /// (for RoBERTa and MPNet, less `pad_token_id + 1`: their positions start there).
     pub max_position_embeddings: usize,
     /// Pooling modes, in output order (sentence-transformers' names: `mean`, `cls`, …).
     pub pooling: Vec<&'static str>,
@@ -592,8 +593,9 @@ impl Embedder {
         Ok((tokens, flops))
     }
 
-    /// The token ids the encoder sees for `text`: `[CLS] … [SEP]`, truncated to
-    /// [`max_seq_length`](Self::max_seq_length).
+    /// The token ids the encoder sees for `text` without a prompt: `[CLS] … [SEP]`, truncated
+    /// to [`max_seq_length`](Self::max_seq_length). With a prompt, the encoder sees the ids of
+    /// the prompt and the text as one string (see [`Embedder::default_prompt`]).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EmberError> {
         let mut ids = Vec::new();
         self.tokenizer

@@ -154,7 +154,7 @@ pub enum EmberError {
     /// `modules.json` lists a module other than Transformer, Pooling, Dense and Normalize (a
     /// CNN, an LSTM, …): the embeddings would not match sentence-transformers'.
     #[error(
-        "{path}: module {module:?} is not supported (Ember runs Transformer, Pooling, Normalize)"
+        "{path}: module {module:?} is not supported (Ember runs Transformer, Pooling, Dense, Normalize)"
     )]
     UnsupportedModule {
         /// `modules.json`.

@@ -325,3 +325,36 @@ fn unknown_model_is_a_404_naming_the_id() {
     );
     assert!(message.contains("no such model"), "{message}");
 }
+
+#[test]
+fn a_dense_module_s_weights_are_downloaded_too() {
+    // LaBSE's chain (tiny-bert-dense): 2_Dense/config.json and 2_Dense/model.safetensors.
+    let hub = FakeHub::start(Behaviour {
+        fixture: Some("tiny-bert-dense"),
+        ..Behaviour::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let config = hub_config(&hub, cache.path());
+    let dir = resolve_model_with(REPO, &config).unwrap();
+    assert!(dir.join("2_Dense/model.safetensors").is_file());
+    let local = Embedder::builder()
+        .threads(1)
+        .load_dir(&fixture_dir_named("tiny-bert-dense"))
+        .unwrap();
+    let downloaded = Embedder::builder()
+        .threads(1)
+        .hub(config)
+        .load(REPO)
+        .unwrap();
+    assert_eq!(downloaded.dim(), local.dim());
+    assert_eq!(embed_bits(&downloaded), embed_bits(&local));
+    // The snapshot counts as complete: a second load asks the hub nothing.
+    let asked = hub.requests().len();
+    let config = hub_config(&hub, cache.path());
+    Embedder::builder()
+        .threads(1)
+        .hub(config)
+        .load(REPO)
+        .unwrap();
+    assert_eq!(hub.requests().len(), asked);
+}

@@ -66,6 +66,9 @@ pub(super) fn snapshot_is_complete(dir: &Path) -> bool {
         && transformer.join("config.json").is_file()
         && (transformer.join("tokenizer.json").is_file() || transformer.join("vocab.txt").is_file())
         && folder.pooling_config.as_ref().is_none_or(|p| p.is_file())
+        && folder.dense.iter().all(|dense| {
+            dense.join("config.json").is_file() && ember_tensor::find_weight_file(dense).is_ok()
+        })
 }
 
 /// Downloads `id` into `repo_dir` (`<cache>/models--org--name`) and returns its snapshot.
@@ -88,6 +91,8 @@ pub(super) fn download_model(
     // one, its Transformer at the root.
     let mut transformer_dir = String::new();
     let mut other_modules = Vec::new();
+    // Dense modules also need their weights.
+    let mut dense_modules = Vec::new();
     let mut files = Vec::new();
     if siblings.contains("modules.json") {
         fetch("modules.json")?;
@@ -101,13 +106,13 @@ pub(super) fn download_model(
                     message: format!("module {i} path {raw_path:?} leaves the model folder"),
                 });
             };
-            let is_transformer = module
-                .get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with("Transformer"));
-            if is_transformer && i == 0 {
+            let kind = module.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind.ends_with("Transformer") && i == 0 {
                 transformer_dir = path;
             } else if !path.is_empty() {
+                if kind.ends_with("Dense") {
+                    dense_modules.push(path.clone());
+                }
                 other_modules.push(path);
             }
         }
@@ -122,20 +127,26 @@ pub(super) fn download_model(
             .iter()
             .map(|f| in_dir(&transformer_dir, f)),
     );
-    let weights = WEIGHT_FILES
-        .iter()
-        .map(|f| in_dir(&transformer_dir, f))
-        .find(|f| siblings.contains(f))
-        .ok_or_else(|| EmberError::HubMissingFile {
-            model: model.to_owned(),
-            revision: id.revision.clone(),
-            file: WEIGHT_FILES
-                .iter()
-                .map(|f| in_dir(&transformer_dir, f))
-                .collect::<Vec<_>>()
-                .join(" or "),
-        })?;
-    files.push(weights);
+    // The first weights file the repo has in `dir`, else an error naming both.
+    let weights_in = |dir: &str| {
+        WEIGHT_FILES
+            .iter()
+            .map(|f| in_dir(dir, f))
+            .find(|f| siblings.contains(f))
+            .ok_or_else(|| EmberError::HubMissingFile {
+                model: model.to_owned(),
+                revision: id.revision.clone(),
+                file: WEIGHT_FILES
+                    .iter()
+                    .map(|f| in_dir(dir, f))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            })
+    };
+    files.push(weights_in(&transformer_dir)?);
+    for dir in &dense_modules {
+        files.push(weights_in(dir)?);
+    }
     files.extend(other_modules.iter().map(|dir| in_dir(dir, "config.json")));
     let mut seen = HashSet::new();
     for file in files {

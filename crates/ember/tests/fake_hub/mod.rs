@@ -34,7 +34,14 @@ pub const UNWANTED: &[&str] = &[
 ];
 
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-bert")
+    fixture_dir_named("tiny-bert")
+}
+
+/// `tests/fixtures/<name>`.
+pub fn fixture_dir_named(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -51,6 +58,11 @@ pub fn git_etag(bytes: &[u8]) -> String {
 
 /// The fixture's files, by path relative to the folder (`1_Pooling/config.json`).
 pub fn fixture_files() -> BTreeMap<String, Vec<u8>> {
+    fixture_files_of(&fixture_dir())
+}
+
+/// [`fixture_files`] of another folder.
+pub fn fixture_files_of(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -63,7 +75,7 @@ pub fn fixture_files() -> BTreeMap<String, Vec<u8>> {
         }
     }
     let mut files = BTreeMap::new();
-    walk(&fixture_dir(), &fixture_dir(), &mut files);
+    walk(root, root, &mut files);
     assert!(files.contains_key(LFS_FILE) && files.contains_key("1_Pooling/config.json"));
     files
 }
@@ -92,6 +104,8 @@ pub struct Behaviour {
     pub drop_first_download: bool,
     /// The CDN serves the weights with one byte changed.
     pub corrupt_weights: bool,
+    /// The folder under tests/fixtures served as the repo (default: tiny-bert).
+    pub fixture: Option<&'static str>,
 }
 
 pub struct FakeHub {
@@ -113,7 +127,7 @@ impl FakeHub {
         let cdn = TcpListener::bind("127.0.0.1:0").unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(State {
-            files: fixture_files(),
+            files: fixture_files_of(&fixture_dir_named(behaviour.fixture.unwrap_or("tiny-bert"))),
             behaviour,
             cdn_port: cdn.local_addr().unwrap().port(),
             log: Arc::clone(&log),
