@@ -1,4 +1,5 @@
-//! sentence-transformers' prompts (`config_sentence_transformers.json`): tests/fixtures/
+//! sentence-transformers' `config_sentence_transformers.json`: its `truncate_dim`, and its
+//! prompts: tests/fixtures/
 //! tiny-bert-prompts is tiny-bert with prompts `query` ("query: ", the default), `passage`
 //! and `empty`, against `SentenceTransformer.encode` with no prompt named (the default
 //! applies), `prompt_name=`, `prompt=` and `prompt=""` (which turns the default off), on the
@@ -121,4 +122,50 @@ fn an_unknown_prompt_name_is_an_error_naming_the_prompts() {
         panic!("loaded with an unknown default prompt");
     };
     assert!(err.to_string().contains("no-such-prompt"), "{err}");
+}
+
+#[test]
+fn truncate_dim_keeps_the_first_values_after_every_module() {
+    // sentence-transformers slices each embedding after the last module (Normalize included):
+    // the first n values of the full row, bit for bit.
+    let texts = ["a cat sits on the mat", "", "query: dogs"];
+    let full = load("tiny-bert-dense", Prompt::Default)
+        .encode(&texts)
+        .unwrap();
+    let cut = Embedder::builder()
+        .threads(2)
+        .truncate_dim(7)
+        .load_dir(&fixtures_dir().join("tiny-bert-dense"))
+        .unwrap();
+    assert_eq!(cut.dim(), 7);
+    let rows = cut.encode(&texts).unwrap();
+    for (i, row) in rows.rows().enumerate() {
+        assert_eq!(row, &full.row(i)[..7], "text {i}");
+    }
+    // From the folder's config_sentence_transformers.json; a builder value wins; at or over
+    // the width keeps everything.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures_dir().join("tiny-bert-dense"), dir.path());
+    std::fs::write(
+        dir.path().join("config_sentence_transformers.json"),
+        r#"{"truncate_dim": 5, "prompts": {}}"#,
+    )
+    .unwrap();
+    let from_file = Embedder::builder().threads(2).load_dir(dir.path()).unwrap();
+    assert_eq!(from_file.encode(&texts).unwrap().row(0), &full.row(0)[..5]);
+    let wide = Embedder::builder()
+        .threads(2)
+        .truncate_dim(10_000)
+        .load_dir(dir.path())
+        .unwrap();
+    assert_eq!(wide.encode(&texts).unwrap(), full);
+    std::fs::write(
+        dir.path().join("config_sentence_transformers.json"),
+        r#"{"truncate_dim": 0}"#,
+    )
+    .unwrap();
+    let Err(err) = Embedder::builder().load_dir(dir.path()) else {
+        panic!("truncate_dim 0 loaded");
+    };
+    assert!(err.to_string().contains("truncate_dim"), "{err}");
 }

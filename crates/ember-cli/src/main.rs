@@ -12,7 +12,7 @@
 //! MODEL OPTIONS: [--batch-size N] [--threads N] [--device cpu|cuda[:N]] [--dtype f32|bf16|int8|f16]
 //!                [--max-seq-length N]
 //!                [--normalize | --no-normalize] [--truncation truncate|error]
-//!                [--prompt-name NAME | --prompt TEXT | --no-prompt]
+//!                [--prompt-name NAME | --prompt TEXT | --no-prompt] [--truncate-dim N]
 //! ```
 //! `embed` writes JSON lines (one array per text, input order) to stdout, or to `--output`;
 //! `npy` is a float32 `[n, dim]` array and `raw` the same values with no header (see
@@ -135,6 +135,10 @@ struct ModelArgs {
     /// No prompt, even if the model has a default one.
     #[arg(long)]
     no_prompt: bool,
+    /// Keep only the first N values of each embedding (Matryoshka models), after every module
+    /// [default: the model's truncate_dim, if any].
+    #[arg(long, value_name = "N")]
+    truncate_dim: Option<usize>,
 }
 
 /// `--truncation` values.
@@ -335,6 +339,9 @@ fn load(args: &ModelArgs) -> Result<Embedder, CliError> {
         });
     if let Some(threads) = args.threads {
         builder = builder.threads(threads);
+    }
+    if let Some(n) = args.truncate_dim {
+        builder = builder.truncate_dim(n);
     }
     if let Some(name) = &args.prompt_name {
         builder = builder.default_prompt(Prompt::Named(name));

@@ -112,6 +112,8 @@ pub struct EmbedderBuilder {
     hub: Option<HubConfig>,
     /// What [`Prompt::Default`] stands for, if not the folder's `default_prompt_name`.
     default_prompt: Option<DefaultPrompt>,
+    /// Keep only the first values of each embedding, if not the folder's `truncate_dim`.
+    truncate_dim: Option<usize>,
 }
 
 /// [`EmbedderBuilder::default_prompt`]'s choice.
@@ -193,6 +195,16 @@ impl EmbedderBuilder {
     /// [`Truncation::Truncate`]).
     pub fn truncation(mut self, truncation: Truncation) -> Self {
         self.truncation = truncation;
+        self
+    }
+
+    /// Keeps only the first `n` values of each embedding (Matryoshka models), as
+    /// sentence-transformers' `truncate_dim` does: after every module, Normalize included, so
+    /// a truncated row of a normalising model is not of unit length. Overrides
+    /// `config_sentence_transformers.json`'s `truncate_dim`; `n` at or over the model's width
+    /// keeps every value. `n = 0` fails at load.
+    pub fn truncate_dim(mut self, n: usize) -> Self {
+        self.truncate_dim = Some(n);
         self
     }
 
@@ -334,6 +346,9 @@ impl EmbedderBuilder {
         let backend = Backend::load(self.device, config.clone(), open_weights, load_dtype, &pool)?;
         let config = &config;
         let pooling = folder.pooling(config.hidden_size)?;
+        if self.truncate_dim == Some(0) {
+            return Err(EmberError::Options("truncate_dim 0 leaves no value".into()));
+        }
         let default_prompt = match &self.default_prompt {
             None => folder
                 .default_prompt_name
@@ -389,7 +404,11 @@ impl EmbedderBuilder {
             config: config.clone(),
             device: self.device,
             tokenizer,
-            dim: width,
+            dim: self
+                .truncate_dim
+                .or(folder.truncate_dim)
+                .map_or(width, |t| t.min(width)),
+            full_dim: width,
             dense,
             default_prompt,
             prompts: folder.prompts,
@@ -453,8 +472,10 @@ pub struct Embedder {
     truncation: Truncation,
     model_dir: PathBuf,
     weights_file: PathBuf,
-    /// Width of the rows `encode` returns: the last Dense module's, else the pooling's.
+    /// Width of the rows `encode` returns: `full_dim`, or less under a `truncate_dim`.
     dim: usize,
+    /// Width of the pipeline's rows: the last Dense module's, else the pooling's.
+    full_dim: usize,
     /// sentence-transformers' Dense modules after Pooling, in order.
     dense: Vec<DenseLayer>,
     /// `config_sentence_transformers.json`'s prompts by name.
@@ -894,7 +915,8 @@ impl Embedder {
             .order
             .sort_unstable_by_key(|&i| (std::cmp::Reverse(offsets[i + 1] - offsets[i]), i));
 
-        let dim = self.dim;
+        // The pipeline's rows are `full_dim` wide; a truncate_dim keeps their first `dim`.
+        let (dim, full_dim) = (self.dim, self.full_dim);
         for chunk in state.order.chunks(self.batch_size) {
             state.batch_ids.clear();
             state.seq_offsets.clear();
@@ -922,14 +944,14 @@ impl Embedder {
                 pooled
             } else {
                 let which = run_dense(&self.dense, pooled, chunk.len(), &mut state.dense)?;
-                let result = &mut state.dense[which][..chunk.len() * dim];
+                let result = &mut state.dense[which][..chunk.len() * full_dim];
                 if self.normalize {
-                    normalize_rows(result, dim);
+                    normalize_rows(result, full_dim);
                 }
                 result
             };
-            for (row, &i) in rows_out.chunks_exact(dim).zip(chunk) {
-                out[i * dim..(i + 1) * dim].copy_from_slice(row);
+            for (row, &i) in rows_out.chunks_exact(full_dim).zip(chunk) {
+                out[i * dim..(i + 1) * dim].copy_from_slice(&row[..dim]);
             }
         }
         Ok(())

@@ -46,6 +46,9 @@ pub struct ModelFolder {
     /// `config_sentence_transformers.json`'s `default_prompt_name`: the prompt
     /// sentence-transformers' `encode` uses when the call names none.
     pub default_prompt_name: Option<String>,
+    /// `config_sentence_transformers.json`'s `truncate_dim`: keep only the first values of each
+    /// embedding (Matryoshka models).
+    pub truncate_dim: Option<usize>,
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Value, EmberError> {
@@ -83,6 +86,7 @@ impl ModelFolder {
                 ["query", "document"].map(|name| (name.to_owned(), String::new())),
             ),
             default_prompt_name: None,
+            truncate_dim: None,
         };
         if modules_path.exists() {
             folder.read_modules(&modules_path)?;
@@ -146,6 +150,17 @@ impl ModelFolder {
             }
             Some(v) => return Err(invalid(format!("\"prompts\" = {v} is not an object"))),
         }
+        self.truncate_dim = match object.get("truncate_dim") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|&n| n > 0)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        invalid(format!("\"truncate_dim\" = {v} is not a positive integer"))
+                    })?,
+            ),
+        };
         self.default_prompt_name = match object.get("default_prompt_name") {
             None | Some(Value::Null) => None,
             Some(Value::String(name)) if self.prompts.contains_key(name) => Some(name.clone()),
