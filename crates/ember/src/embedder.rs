@@ -597,16 +597,26 @@ impl Embedder {
         self.device
     }
 
-    /// The work of encoding `texts`: their token count (special tokens included, after
-    /// truncation) and the encoder FLOPs
-    /// ([`BertConfig::encoder_flops`](ember_bert::BertConfig::encoder_flops) per text), which
-    /// throughput figures are counted in.
+    /// The work of encoding `texts` as [`encode`](Self::encode) does (with the default
+    /// prompt, if any): their token count (special tokens included, after truncation) and the
+    /// encoder FLOPs ([`BertConfig::encoder_flops`](ember_bert::BertConfig::encoder_flops) per
+    /// text), which throughput figures are counted in.
     pub fn encoder_work<S: AsRef<str>>(&self, texts: &[S]) -> Result<(usize, f64), EmberError> {
         let mut ids = Vec::new();
         let (mut tokens, mut flops) = (0, 0.0);
+        let mut prompted = String::new();
         for (index, text) in texts.iter().enumerate() {
+            let text = match &self.default_prompt {
+                Some(prompt) => {
+                    prompted.clear();
+                    prompted.push_str(prompt);
+                    prompted.push_str(text.as_ref());
+                    prompted.as_str()
+                }
+                None => text.as_ref(),
+            };
             self.tokenizer
-                .encode_into(text.as_ref(), &mut ids)
+                .encode_into(text, &mut ids)
                 .map_err(|message| EmberError::Tokenize { index, message })?;
             tokens += ids.len();
             flops += self.config.encoder_flops(ids.len());

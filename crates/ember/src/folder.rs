@@ -128,7 +128,9 @@ impl ModelFolder {
         Ok(folder)
     }
 
-    /// `prompts` (an object of strings) and `default_prompt_name` (null or one of them).
+    /// `config_sentence_transformers.json`: `prompts` (an object of strings),
+    /// `default_prompt_name` (null or one of them) and `truncate_dim` (null or a positive
+    /// integer).
     fn read_prompts(&mut self, path: &Path) -> Result<(), EmberError> {
         let invalid = |message: String| EmberError::Invalid {
             path: path.to_owned(),
