@@ -326,6 +326,16 @@ impl<'a> WeightLoader<'a> {
         )))
     }
 
+    /// [`relative_bias`](Self::relative_bias) as the CPU model keeps it.
+    fn relative_bias_table(
+        &self,
+        config: &BertConfig,
+    ) -> Result<Option<RelativeBiasTable>, BertError> {
+        Ok(self
+            .relative_bias(config)?
+            .map(|(values, span)| RelativeBiasTable { values, span }))
+    }
+
     fn layer_norm(&self, stem: &str, hidden: usize) -> Result<LayerNormWeights, BertError> {
         Ok(LayerNormWeights {
             gamma: self.tensor(&format!("{stem}.weight"), &[hidden])?,
@@ -525,12 +535,12 @@ impl BertModel {
         )?;
         let embeddings = loader.embeddings(&self.config)?;
         loader.check_no_layer_past(self.config.num_hidden_layers)?;
-        let relative_bias = loader.relative_bias(&self.config)?;
+        let relative_bias = loader.relative_bias_table(&self.config)?;
         Ok(Self {
             config: self.config.clone(),
             embeddings,
             layers,
-            relative_bias: relative_bias.map(|(values, span)| RelativeBiasTable { values, span }),
+            relative_bias,
         })
     }
 
@@ -540,12 +550,12 @@ impl BertModel {
             .map(|i| loader.layer(&config, i, None))
             .collect::<Result<Vec<_>, BertError>>()?;
         loader.check_no_layer_past(config.num_hidden_layers)?;
-        let relative_bias = loader.relative_bias(&config)?;
+        let relative_bias = loader.relative_bias_table(&config)?;
         Ok(Self {
             config,
             embeddings,
             layers,
-            relative_bias: relative_bias.map(|(values, span)| RelativeBiasTable { values, span }),
+            relative_bias,
         })
     }
 

@@ -606,15 +606,7 @@ impl Embedder {
         let (mut tokens, mut flops) = (0, 0.0);
         let mut prompted = String::new();
         for (index, text) in texts.iter().enumerate() {
-            let text = match &self.default_prompt {
-                Some(prompt) => {
-                    prompted.clear();
-                    prompted.push_str(prompt);
-                    prompted.push_str(text.as_ref());
-                    prompted.as_str()
-                }
-                None => text.as_ref(),
-            };
+            let text = prompted_text(self.default_prompt.as_deref(), text.as_ref(), &mut prompted);
             self.tokenizer
                 .encode_into(text, &mut ids)
                 .map_err(|message| EmberError::Tokenize { index, message })?;
@@ -878,17 +870,7 @@ impl Embedder {
         state.token_offsets.push(0);
         for (index, text) in texts.iter().enumerate() {
             let (ids, scratch) = (&mut state.text_ids, &mut state.tokenize);
-            // sentence-transformers prepends the prompt to the text before tokenizing (in one
-            // reused buffer here, so a warm call still allocates nothing).
-            let text = match prompt {
-                Some(prompt) => {
-                    state.prompted.clear();
-                    state.prompted.push_str(prompt);
-                    state.prompted.push_str(text.as_ref());
-                    state.prompted.as_str()
-                }
-                None => text.as_ref(),
-            };
+            let text = prompted_text(prompt, text.as_ref(), &mut state.prompted);
             let dropped = if count_dropped {
                 self.tokenizer
                     .encode_into_counting_dropped(text, ids, scratch)
@@ -992,6 +974,20 @@ fn run_dense(
         src_len = len;
     }
     Ok((dense.len() + 1) % 2)
+}
+
+/// `text` as the encoder sees it: `prompt + text` in `buffer` (reused: a warm call allocates
+/// nothing), as sentence-transformers prepends the prompt before tokenizing; else `text`.
+fn prompted_text<'a>(prompt: Option<&str>, text: &'a str, buffer: &'a mut String) -> &'a str {
+    match prompt {
+        Some(prompt) => {
+            buffer.clear();
+            buffer.push_str(prompt);
+            buffer.push_str(text);
+            buffer
+        }
+        None => text,
+    }
 }
 
 /// The names of `prompts`, for errors: "query, passage", or "it has none".
