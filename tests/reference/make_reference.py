@@ -132,6 +132,42 @@ It writes (all paths relative to the repository root):
     here against the plain BertModel (mean pooling in f64). Rewrite only this part (and the folder)
     with ``--only prompts`` (no ``--minilm-dir`` needed: it copies the committed tiny-bert/).
 
+``tests/fixtures/tiny-modernbert/``, ``tests/fixtures/tiny-modernbert-bias/``
+    Tiny random ``ModernBertModel`` (model_type "modernbert", the architecture of
+    nomic-ai/modernbert-embed-base and Alibaba-NLP/gte-modernbert-base: hidden 64, 4 heads of 16,
+    intermediate 96 (GeGLU: ``Wi`` [192, 64] split into input and gate), 4 pre-norm layers (layer 0
+    without attn_norm), fused ``Wqkv``, rotate_half RoPE with one theta per layer type, a sliding
+    window ``|q - k| <= local_attention // 2`` on "sliding_attention" layers, embeddings =
+    LayerNorm(tok_embeddings) only, final_norm; gelu, norm_eps 1e-5, 512 positions, vocab_size 640
+    rounded up past the tokenizer's 605 ids), every parameter re-randomised as for tiny-roberta (the
+    norm weights ``1 + 0.1 N(0, 1)``). tiny-modernbert: no biases, layers full, sliding, sliding,
+    full, local_attention 16, thetas 160000 (full) / 10000 (sliding), config.json and
+    tokenizer_config.json hand-written in the format of the published checkpoints (transformers
+    4.48: ``global_attn_every_n_layers`` 3, ``global_rope_theta``, ``local_rope_theta``, unused
+    ``layer_norm_eps`` and ``position_embedding_type`` "absolute"; no ``layer_types`` or
+    ``rope_parameters``), mean pooling then ``2_Normalize``. tiny-modernbert-bias: norm_bias,
+    attention_bias and mlp_bias (random, nonzero), layers sliding, full, sliding, full (no
+    global_attn_every_n_layers gives it), local_attention 8, thetas 80000 / 5000, config.json as
+    transformers 5 saves it (``layer_types``, ``rope_parameters``), CLS pooling, no Normalize. Both
+    max_seq_length 128, the same tokenizer: a byte-level BPE laid out as ModernBERT's (NFC,
+    ByteLevel, BPE without unk, 600 ids trained on the RoBERTa corpus), then [UNK], [CLS], [SEP],
+    [PAD], [MASK] (lstrip) = 600..604 as special added tokens, TemplateProcessing
+    ``[CLS] $A [SEP]``; no token_type_ids.
+
+``tests/fixtures/tiny_modernbert_reference.json``
+    Both folders through ``SentenceTransformer(folder, device="cpu").encode(texts, batch_size=16)``
+    on the texts of tiny_roberta_reference.json, MPNet's extra texts (" a" x 126: exactly 128
+    tokens, x 127: truncated), texts of 5, 6, 9 and 10 tokens around both windows' edges, and
+    literal [PAD] / [CLS] / [SEP] / [UNK] / [MASK] strings (ordinary tokens to the model):
+    per model unpadded ``input_ids``, ``position_ids`` (the plain indices 0..n-1 RoPE uses),
+    ``num_tokens_untruncated``, f32 ``embeddings``, and its ``layer_types``, ``sliding_window``
+    (= local_attention // 2, inclusive) and ``rope_theta`` per layer type. Checked here against
+    the plain ModernBertModel (pooled in f64), which our own window masks reproduce exactly, and
+    against mutations that must each move the embeddings by more than 1e-3: no window, the two
+    thetas swapped, no RoPE, an exclusive or an unhalved window, interleaved RoPE and (bias model)
+    zeroed biases. Rewrite only this part (and the two folders) with ``--only modernbert`` (no
+    ``--minilm-dir`` needed).
+
 ``tests/fixtures/sbert_base_seeded_reference.json``
     A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
     max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
@@ -176,12 +212,15 @@ import transformers  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoConfig,
     BertConfig,
     BertModel,
     BertTokenizer,
     DistilBertConfig,
     DistilBertModel,
     DistilBertTokenizerFast,
+    ModernBertConfig,
+    ModernBertModel,
     MPNetConfig,
     MPNetModel,
     MPNetTokenizerFast,
@@ -190,6 +229,7 @@ from transformers import (  # noqa: E402
     RobertaTokenizerFast,
     XLMRobertaConfig,
     XLMRobertaModel,
+    PreTrainedTokenizerFast,
     XLMRobertaTokenizerFast,
 )
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder  # noqa: E402
@@ -837,14 +877,15 @@ def fresh_folder(folder: Path) -> None:
     folder.mkdir(parents=True)
 
 
-def random_model(model_cls, config, seed: int, std: dict[str, float] | None = None):
+def random_model(model_cls, config, seed: int, std: dict[str, float] | None = None,
+                 norm_suffixes: tuple[str, ...] = ("LayerNorm.weight", "layer_norm.weight")):
     """``model_cls(config)`` built after ``torch.manual_seed(seed)``, then every parameter
     re-randomised so that every term of the forward pass matters: LayerNorm affine terms, biases and
     the padding_idx rows of the embedding tables (zero at init) included. The draws come from a
     ``torch.Generator`` seeded ``1000 + seed`` in sorted parameter-name order (the committed weights
-    depend on that order): LayerNorm weights (DistilBERT's ``*layer_norm.weight`` too)
-    ``1 + 0.1 N(0, 1)``, biases ``0.1 N(0, 1)``, everything else ``0.2 N(0, 1)``, except the
-    parameters named in ``std``, drawn as ``std[name] * N(0, 1)``."""
+    depend on that order): LayerNorm weights (DistilBERT's ``*layer_norm.weight`` too; whatever
+    ends with one of ``norm_suffixes``) ``1 + 0.1 N(0, 1)``, biases ``0.1 N(0, 1)``, everything
+    else ``0.2 N(0, 1)``, except the parameters named in ``std``, drawn as ``std[name] * N(0, 1)``."""
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     gen = torch.Generator().manual_seed(1000 + seed)
@@ -852,7 +893,7 @@ def random_model(model_cls, config, seed: int, std: dict[str, float] | None = No
         for name, p in sorted(model.named_parameters()):
             if std and name in std:
                 p.copy_(std[name] * torch.randn(p.shape, generator=gen))
-            elif name.endswith(("LayerNorm.weight", "layer_norm.weight")):
+            elif name.endswith(norm_suffixes):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
             elif name.endswith(".bias"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
@@ -2079,6 +2120,390 @@ def make_prompts() -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Tiny random ModernBERT (the architecture of nomic-ai/modernbert-embed-base and
+# Alibaba-NLP/gte-modernbert-base)
+# --------------------------------------------------------------------------------------------
+
+MB_FULL, MB_SLIDING = "full_attention", "sliding_attention"
+MODERNBERT = {
+    # tiny-modernbert: the published checkpoints' settings and config.json format (transformers
+    # 4.48: global_attn_every_n_layers 3 -> full, sliding, sliding, full; global_rope_theta and
+    # local_rope_theta), mean pooling then Normalize, no bias terms.
+    "tiny-modernbert": {
+        "seed": 40, "modes": ("mean",), "normalize": True, "bias": False,
+        "layer_types": [MB_FULL, MB_SLIDING, MB_SLIDING, MB_FULL], "local_attention": 16,
+        "rope_theta": {MB_FULL: 160_000.0, MB_SLIDING: 10_000.0}, "config_format": "published",
+    },
+    # tiny-modernbert-bias: norm_bias, attention_bias and mlp_bias, config.json as transformers 5
+    # writes it (layer_types, rope_parameters); a layer pattern that no global_attn_every_n_layers
+    # gives (layer 0 sliding), a narrower window and other thetas, so that a mix-up shows; CLS pooling.
+    "tiny-modernbert-bias": {
+        "seed": 41, "modes": ("cls",), "normalize": False, "bias": True,
+        "layer_types": [MB_SLIDING, MB_FULL, MB_SLIDING, MB_FULL], "local_attention": 8,
+        "rope_theta": {MB_FULL: 80_000.0, MB_SLIDING: 5_000.0}, "config_format": "transformers",
+    },
+}
+MB_HIDDEN = 64
+MB_HEADS = 4  # head_dim 16
+MB_INTERMEDIATE = 96  # Wi is [2 x 96, 64]: (input, gate) halves
+MB_LAYERS = 4
+MB_MAX_SEQ = 128
+MB_MAX_POS = 512
+MB_GLOBAL_EVERY = 3  # tiny-modernbert's published global_attn_every_n_layers
+MB_TRAINED_VOCAB = 600  # byte-level BPE: the 256 byte symbols, then 344 merges
+# Special added tokens after the last BPE id, as in ModernBERT (50280..50284 there).
+MB_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+MB_VOCAB_MULTIPLE = 64  # config vocab_size rounded up past the tokenizer, as ModernBERT's 50368
+MB_VOCAB_SIZE = -(-(MB_TRAINED_VOCAB + len(MB_SPECIALS)) // MB_VOCAB_MULTIPLE) * MB_VOCAB_MULTIPLE
+
+# Texts that only the ModernBERT fixture encodes, after roberta_texts() (whose literal <pad> etc.
+# are plain text here): MPNet's " a" x 126 (exactly 128 tokens), x 127 (truncated) and a medium
+# text, then texts around both sliding windows' edges and literal ModernBERT specials.
+MB_EXTRA_TEXTS = MP_EXTRA_TEXTS + [
+    boundary_text(3),  # 5 tokens: all within tiny-modernbert-bias's |q - k| <= 4
+    boundary_text(4),  # 6 tokens: its first and last token out of each other's window
+    boundary_text(7),  # 9 tokens: all within tiny-modernbert's |q - k| <= 8
+    boundary_text(8),  # 10 tokens: its first and last token out of each other's window
+    # Literal specials are ordinary tokens to the model (attention mask 1, RoPE position = index);
+    # [MASK] takes the space before it (lstrip).
+    "left [PAD] right [CLS] end [SEP] more [UNK] text",
+    "fill [MASK] here and[MASK] there",
+    "[PAD] " + LONG_BREAD,  # truncated to 128 with a literal [PAD] first
+]
+
+
+def modernbert_texts() -> list[str]:
+    """The texts of tiny_roberta_reference.json, then MB_EXTRA_TEXTS."""
+    texts = roberta_texts() + MB_EXTRA_TEXTS
+    assert len(texts) == len(set(texts)), "duplicate texts"
+    return texts
+
+
+def train_modernbert_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
+    """A byte-level BPE laid out as ModernBERT's (OLMo's) tokenizer.json: NFC normalizer, ByteLevel
+    pre-tokenizer (no prefix space, GPT-2 regex), a BPE model without unk token trained here as in
+    ``train_bpe_tokenizer`` (deterministic; the 256 byte symbols first, then merges, no specials in
+    the trained vocab), then [UNK], [CLS], [SEP], [PAD], [MASK] as special added tokens after the
+    last BPE id ([MASK] lstrip, as ModernBERT's), TemplateProcessing "[CLS] $A [SEP]" (pair "[CLS]
+    $A [SEP] $B [SEP]", type ids all 0) and a ByteLevel decoder. Wrapped as a
+    PreTrainedTokenizerFast whose model_input_names are input_ids and attention_mask only."""
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.normalizer = tokenizers.normalizers.NFC()
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=MB_TRAINED_VOCAB, min_frequency=2, show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer=trainer)
+    assert tok.get_vocab_size() == MB_TRAINED_VOCAB, tok.get_vocab_size()
+    tok.add_special_tokens([tokenizers.AddedToken(s, lstrip=s == "[MASK]", rstrip=False, normalized=False,
+                                                  special=True) for s in MB_SPECIALS])
+    ids = {s: tok.token_to_id(s) for s in MB_SPECIALS}
+    assert list(ids.values()) == list(range(MB_TRAINED_VOCAB, MB_TRAINED_VOCAB + len(MB_SPECIALS))), ids
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=MB_MAX_POS,
+                                   model_input_names=["input_ids", "attention_mask"],
+                                   **BERT_SPECIAL_TOKENS)
+
+
+def published_modernbert_config(saved: dict, spec: dict) -> dict:
+    """config.json in the format of the published ModernBERT checkpoints (written by transformers
+    4.48; answerdotai/ModernBERT-base, nomic-ai/modernbert-embed-base, Alibaba-NLP/gte-modernbert-base),
+    from what transformers 5 saved: no layer_types or rope_parameters, but global_attn_every_n_layers,
+    global_rope_theta and local_rope_theta, and their unused keys (layer_norm_eps,
+    position_embedding_type "absolute" although there is no position table, reference_compile, ...)."""
+    out = dict(saved)
+    for k in ("layer_types", "rope_parameters", "dtype", "tie_word_embeddings", "transformers_version"):
+        out.pop(k, None)
+    assert spec["layer_types"] == [MB_SLIDING if i % MB_GLOBAL_EVERY else MB_FULL for i in range(MB_LAYERS)]
+    out |= {
+        "global_attn_every_n_layers": MB_GLOBAL_EVERY,
+        "global_rope_theta": spec["rope_theta"][MB_FULL],
+        "local_rope_theta": spec["rope_theta"][MB_SLIDING],
+        "classifier_pooling": "mean",
+        "gradient_checkpointing": False,
+        "layer_norm_eps": saved["norm_eps"],
+        "position_embedding_type": "absolute",
+        "reference_compile": False,
+        "repad_logits_with_grad": False,
+        "torch_dtype": "float32",
+        "transformers_version": "4.48.0",
+    }
+    return dict(sorted(out.items()))
+
+
+def published_tokenizer_config(folder: Path) -> dict:
+    """tokenizer_config.json as the published checkpoints have it (transformers 4.48):
+    PreTrainedTokenizerFast, added_tokens_decoder, clean_up_tokenization_spaces."""
+    tj = read_json(folder / "tokenizer.json")
+    keys = ("content", "lstrip", "normalized", "rstrip", "single_word", "special")
+    return {
+        "added_tokens_decoder": {str(a["id"]): {k: a[k] for k in keys} for a in tj["added_tokens"]},
+        "clean_up_tokenization_spaces": True,
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+        "model_input_names": ["input_ids", "attention_mask"],
+        "model_max_length": MB_MAX_POS,
+        "pad_token": "[PAD]",
+        "sep_token": "[SEP]",
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "unk_token": "[UNK]",
+    }
+
+
+def build_tiny_modernbert(folder: Path, spec: dict, tokenizer) -> dict:
+    fresh_folder(folder)
+    ids = dict(zip(MB_SPECIALS, tokenizer.convert_tokens_to_ids(MB_SPECIALS)))
+    assert list(ids.values()) == list(range(MB_TRAINED_VOCAB, MB_TRAINED_VOCAB + len(MB_SPECIALS)))
+    assert len(tokenizer) == MB_TRAINED_VOCAB + len(MB_SPECIALS) < MB_VOCAB_SIZE
+    bias = spec["bias"]
+    config = ModernBertConfig(
+        vocab_size=MB_VOCAB_SIZE,
+        hidden_size=MB_HIDDEN,
+        intermediate_size=MB_INTERMEDIATE,
+        num_hidden_layers=MB_LAYERS,
+        num_attention_heads=MB_HEADS,
+        hidden_activation="gelu",
+        max_position_embeddings=MB_MAX_POS,
+        norm_eps=1e-5,
+        norm_bias=bias,
+        attention_bias=bias,
+        mlp_bias=bias,
+        layer_types=list(spec["layer_types"]),
+        local_attention=spec["local_attention"],
+        rope_parameters={t: {"rope_type": "default", "rope_theta": th} for t, th in spec["rope_theta"].items()},
+        pad_token_id=ids["[PAD]"],
+        cls_token_id=ids["[CLS]"],
+        sep_token_id=ids["[SEP]"],
+        bos_token_id=ids["[CLS]"],
+        eos_token_id=ids["[SEP]"],
+        classifier_pooling=spec["modes"][0],
+        architectures=["ModernBertModel"],
+    )
+    assert config.model_type == "modernbert" and config.sliding_window == spec["local_attention"] // 2
+    # Re-randomised as build_tiny_roberta's: every norm weight (embeddings.norm, attn_norm (none in
+    # layer 0), mlp_norm, final_norm) 1 + 0.1 N(0, 1), every bias 0.1 N(0, 1), the rest 0.2 N(0, 1)
+    # (the [PAD] row and the rows past the tokenizer's ids too).
+    model = random_model(ModernBertModel, config, spec["seed"], norm_suffixes=("norm.weight",))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert "layers.0.attn_norm.weight" not in state and "layers.1.attn_norm.weight" in state
+    assert all(k.endswith(".weight") for k in state) != bias
+    assert state["layers.0.attn.Wqkv.weight"].shape == (3 * MB_HIDDEN, MB_HIDDEN)
+    assert state["layers.0.mlp.Wi.weight"].shape == (2 * MB_INTERMEDIATE, MB_HIDDEN)
+    save_st_folder(folder, model, tokenizer, BERT_SPECIAL_TOKENS, MB_MAX_SEQ,
+                   pooling_config(MB_HIDDEN, spec["modes"], full_legacy=True), normalize=spec["normalize"])
+    saved = read_json(folder / "config.json")
+    assert saved["layer_types"] == spec["layer_types"] and "global_rope_theta" not in saved
+    assert saved["rope_parameters"] == {t: {"rope_theta": th, "rope_type": "default"}
+                                        for t, th in spec["rope_theta"].items()}, saved["rope_parameters"]
+    assert "global_attn_every_n_layers" not in saved, saved
+    if spec["config_format"] == "published":
+        (folder / "config.json").write_text(json.dumps(published_modernbert_config(saved, spec), indent=2) + "\n")
+        (folder / "tokenizer_config.json").write_text(json.dumps(published_tokenizer_config(folder), indent=2) + "\n")
+    written = read_json(folder / "config.json")
+    assert ("layer_types" in written) == ("rope_parameters" in written) == (spec["config_format"] != "published")
+    # transformers 5.24 reads either format back to the intended layer types, thetas and window.
+    loaded = AutoConfig.from_pretrained(str(folder))
+    assert type(loaded) is ModernBertConfig and loaded.layer_types == spec["layer_types"], loaded.layer_types
+    assert {t: p["rope_theta"] for t, p in loaded.rope_parameters.items()} == spec["rope_theta"]
+    assert all(p["rope_type"] == "default" for p in loaded.rope_parameters.values())
+    assert loaded.local_attention == spec["local_attention"] and loaded.sliding_window == spec["local_attention"] // 2
+    assert (loaded.pad_token_id, loaded.cls_token_id, loaded.sep_token_id) == (ids["[PAD]"], ids["[CLS]"], ids["[SEP]"])
+    check_st_folder(folder, ModernBertModel, state)
+    tj = read_json(folder / "tokenizer.json")
+    assert added_token_ids(tj) == ids
+    assert [a["lstrip"] for a in tj["added_tokens"]] == [False] * 4 + [True]
+    assert all(a["special"] and not a["normalized"] for a in tj["added_tokens"])
+    assert tj["normalizer"] == {"type": "NFC"}, tj["normalizer"]
+    assert tj["pre_tokenizer"] == {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                                   "use_regex": True}, tj["pre_tokenizer"]
+    assert tj["model"]["type"] == "BPE" and tj["model"]["unk_token"] is None
+    assert tj["post_processor"]["type"] == "TemplateProcessing"
+    assert tj["post_processor"]["special_tokens"]["[CLS]"]["ids"] == [ids["[CLS]"]]
+    assert tj["post_processor"]["special_tokens"]["[SEP]"]["ids"] == [ids["[SEP]"]]
+    assert tj["truncation"] is None and tj["padding"] is None
+    return {"state": state, "n_params": sum(v.numel() for v in state.values()), "ids": ids,
+            "config_keys": sorted(written)}
+
+
+def window_mask(n: int, window: int, inclusive: bool = True) -> torch.Tensor:
+    """[1, 1, n, n] boolean attention mask (True: attend) of a sliding window over n unpadded
+    tokens: |q - k| <= window (inclusive) or < window."""
+    q = torch.arange(n)
+    d = (q[None, :] - q[:, None]).abs()
+    return (d <= window if inclusive else d < window)[None, None]
+
+
+def mb_hidden(model, ids: list[int], masks: dict | None = None, **kwargs) -> torch.Tensor:
+    """ModernBertModel's last hidden state [n, hidden] for one unpadded sequence; ``masks``, if
+    given, replaces transformers' own per-layer-type masks ({layer type: [1, 1, n, n] bool mask or
+    None for no mask}; ModernBertModel.forward takes such a dict as ``attention_mask``)."""
+    t = torch.tensor([ids])
+    mask = masks if masks is not None else torch.ones_like(t)
+    return model(input_ids=t, attention_mask=mask, **kwargs).last_hidden_state[0]
+
+
+def interleave_rope_weights(model) -> None:
+    """Permute the query and key rows of every Wqkv (weight and bias) within each head by
+    [0, 2, 4, ..., 14, 1, 3, ..., 15]: transformers' rotate_half RoPE on the permuted rows gives
+    the same attention scores as an interleaved (GPT-J style: pairs (2i, 2i + 1) rotated by
+    frequency i) RoPE on the original ones, the likely mistake this variant stands for."""
+    hd = MB_HIDDEN // MB_HEADS
+    perm = torch.cat([torch.arange(0, hd, 2), torch.arange(1, hd, 2)])
+    rows = torch.cat([part * MB_HIDDEN + h * hd + perm for part in (0, 1) for h in range(MB_HEADS)]
+                     + [torch.arange(2 * MB_HIDDEN, 3 * MB_HIDDEN)])
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.attn.Wqkv.weight.copy_(layer.attn.Wqkv.weight[rows])
+            if layer.attn.Wqkv.bias is not None:
+                layer.attn.Wqkv.bias.copy_(layer.attn.Wqkv.bias[rows])
+
+
+def make_modernbert() -> dict:
+    """tests/fixtures/tiny-modernbert/, tiny-modernbert-bias/ and tiny_modernbert_reference.json."""
+    tokenizer = train_modernbert_tokenizer(tokenizer_corpus())
+    texts = modernbert_texts()
+    models_out = {}
+    summary = {}
+    for folder, spec in MODERNBERT.items():
+        path = FIXTURES / folder
+        built = build_tiny_modernbert(path, spec, tokenizer)
+        ids_of = built["ids"]
+        modes, normalize = spec["modes"], spec["normalize"]
+        window = spec["local_attention"] // 2
+        m = load_st_folder(path, MB_MAX_SEQ, ["Transformer", "Pooling"] + ["Normalize"] * normalize, modes[0],
+                           "modernbert", built["state"])
+        hf = m[0].auto_model
+        assert type(hf).__name__ == "ModernBertModel"
+        assert hf.config.layer_types == spec["layer_types"]
+        feats = m.preprocess(texts[:2])
+        st_keys = sorted(feats)
+        assert "token_type_ids" not in feats, st_keys  # model_input_names: input_ids, attention_mask
+        calls = st_forward_kwargs(m, texts[:2])
+        assert all("token_type_ids" not in k and "position_ids" not in k for k in calls), calls
+        forward_kwargs = calls[0]
+        # The intended thetas reached the model: inv_freq = theta ** -(arange(0, 16, 2) / 16), in f32.
+        hd = MB_HIDDEN // MB_HEADS
+        for t, theta in spec["rope_theta"].items():
+            want = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float) / hd))
+            assert torch.equal(getattr(hf.rotary_emb, f"{t}_inv_freq"), want), t
+
+        ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, MB_MAX_SEQ,
+                                            ends=(ids_of["[CLS]"], ids_of["[SEP]"]), pad_id=ids_of["[PAD]"])
+        i126, i127, i_med = (texts.index(t) for t in MP_EXTRA_TEXTS)
+        assert full[i126] == MB_MAX_SEQ and lens[i126] == MB_MAX_SEQ  # " a" x 126: exactly 128
+        assert full[i127] == MB_MAX_SEQ + 1 and lens[i127] == MB_MAX_SEQ  # x 127: cut
+        assert [lens[texts.index(boundary_text(n))] for n in (3, 4, 7, 8)] == [5, 6, 9, 10]
+        assert sum(f > MB_MAX_SEQ for f in full) >= 3
+        i_specials, i_mask, i_long_pad = (texts.index(t) for t in MB_EXTRA_TEXTS[-3:])
+        assert [ids[i_specials].count(ids_of[s]) for s in MB_SPECIALS] == [1, 2, 2, 1, 0]
+        assert ids[i_mask].count(ids_of["[MASK]"]) == 2
+        mask_prev = [tokenizer.convert_ids_to_tokens(ids[i_mask][j - 1])
+                     for j, v in enumerate(ids[i_mask]) if v == ids_of["[MASK]"]]
+        assert "Ġ" in tokenizer.get_vocab() and "Ġ" not in mask_prev, mask_prev  # lstrip: the space went with [MASK]
+        assert ids[i_long_pad][1] == ids_of["[PAD]"] and lens[i_long_pad] == MB_MAX_SEQ
+        i_essay = texts.index(LONG_ESSAY)
+        assert lens[i_essay] == MB_MAX_SEQ
+        positions = [list(range(n)) for n in lens]  # RoPE positions: plain indices, [PAD] or not
+
+        emb, diff_single = encode_checked(m, texts, normalize)
+
+        # Independent recomputation: the folder loaded afresh as a plain ModernBertModel (sdpa, as
+        # ST loads it), each text alone, attention mask all ones, pooled here in f64; the same with
+        # transformers' per-layer-type masks replaced by our own |q - k| <= local_attention // 2
+        # window (identical); and mutations that must each move the embedding by more than 1e-3:
+        # (a) no sliding window (full attention in every layer), (b) the two thetas swapped,
+        # (c) no RoPE (position_ids all 0: cos 1, sin 0), (d) the window exclusive
+        # (|q - k| < local_attention // 2), (e) the window not halved (|q - k| <= local_attention),
+        # (f) interleaved instead of rotate_half RoPE, (g) (bias model) every bias zeroed.
+        # For information: eager attention, and cos/sin computed in f64.
+        plain = ModernBertModel.from_pretrained(str(path)).eval()
+        assert plain.config._attn_implementation == "sdpa", plain.config._attn_implementation
+        eager = ModernBertModel.from_pretrained(str(path), attn_implementation="eager").eval()
+        swapped = ModernBertModel.from_pretrained(str(path)).eval()
+        with torch.no_grad():
+            r = swapped.rotary_emb
+            f, s = r.full_attention_inv_freq.clone(), r.sliding_attention_inv_freq.clone()
+            r.full_attention_inv_freq.copy_(s)
+            r.sliding_attention_inv_freq.copy_(f)
+        interleaved = ModernBertModel.from_pretrained(str(path)).eval()
+        interleave_rope_weights(interleaved)
+        no_bias = ModernBertModel.from_pretrained(str(path)).eval()
+        with torch.no_grad():
+            for name, p in no_bias.named_parameters():
+                if name.endswith(".bias"):
+                    p.zero_()
+        rope64 = ModernBertModel.from_pretrained(str(path)).eval()
+
+        def rope64_forward(x, position_ids, layer_type):
+            inv = 1.0 / (spec["rope_theta"][layer_type] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+            freqs = position_ids[..., None].double() * inv
+            e = torch.cat((freqs, freqs), dim=-1)
+            return e.cos().to(x.dtype), e.sin().to(x.dtype)
+
+        rope64.rotary_emb.forward = rope64_forward
+
+        def err(hidden: torch.Tensor, i: int) -> float:
+            return float(np.abs(pool_f64(hidden, modes, normalize) - emb[i]).max())
+
+        checks = {}
+        with torch.inference_mode():
+            for i in [i_med, i_specials, i_long_pad, i127, i_essay]:
+                n, r_ids = lens[i], ids[i]
+                out = mb_hidden(plain, r_ids)
+                assert torch.equal(out, hidden_states(plain, r_ids))
+                own = mb_hidden(plain, r_ids, {MB_FULL: None, MB_SLIDING: window_mask(n, window)})
+                assert torch.equal(own, out), float((own - out).abs().max())
+                c = {"err": err(out, i)}
+                assert c["err"] < 1e-5, (folder, i, c["err"])
+                c["no_window"] = err(mb_hidden(plain, r_ids, {MB_FULL: None, MB_SLIDING: None}), i)
+                c["swapped_theta"] = err(mb_hidden(swapped, r_ids), i)
+                c["no_rope"] = err(mb_hidden(plain, r_ids, position_ids=torch.zeros(1, n, dtype=torch.long)), i)
+                c["window_exclusive"] = err(mb_hidden(plain, r_ids, {MB_FULL: None,
+                                                                     MB_SLIDING: window_mask(n, window, False)}), i)
+                c["window_not_halved"] = err(mb_hidden(
+                    plain, r_ids, {MB_FULL: None, MB_SLIDING: window_mask(n, spec["local_attention"])}), i)
+                c["interleaved_rope"] = err(mb_hidden(interleaved, r_ids), i)
+                if spec["bias"]:
+                    c["no_bias"] = err(mb_hidden(no_bias, r_ids), i)
+                for k, v in c.items():
+                    assert k == "err" or v > 1e-3, (folder, i, k, v)
+                c["eager_vs_sdpa"] = float((mb_hidden(eager, r_ids) - out).abs().max())
+                c["rope_f64"] = err(mb_hidden(rope64, r_ids), i)
+                checks[i] = c
+
+        models_out[folder] = position_model_entry("modernbert", spec["seed"], MB_VOCAB_SIZE, modes, normalize, ids,
+                                                  positions, full, emb) | {
+            "layer_types": spec["layer_types"],
+            "sliding_window": window,  # |q - k| <= this on sliding_attention layers
+            "rope_theta": spec["rope_theta"],
+        }
+        summary[folder] = {"lens": lens, "full": full, "checks": checks, "diff_single": diff_single,
+                           "size": fsize(path), "params": built["n_params"], "st_keys": st_keys,
+                           "forward_kwargs": forward_kwargs, "config_keys": built["config_keys"]}
+        print(f"[modernbert] {folder}: config.json {spec['config_format']} format, layer_types "
+              f"{[t[0].upper() for t in spec['layer_types']]}, window |q - k| <= {window}, thetas "
+              f"{spec['rope_theta'][MB_FULL]:g} / {spec['rope_theta'][MB_SLIDING]:g}, biases {spec['bias']}; "
+              f"vocab {len(tokenizer)} (config {MB_VOCAB_SIZE}), {built['n_params']:,} params, "
+              f"{fsize(path):,} bytes; {len(texts)} texts, token counts {min(lens)}..{max(lens)}, truncated "
+              f"{sum(f > MB_MAX_SEQ for f in full)}; ST features {st_keys}; ST forward kwargs {forward_kwargs}; "
+              f"max |batched - one-at-a-time| = {diff_single:.3g}; plain-torch check:")
+        for i, c in checks.items():
+            print(f"[modernbert]   text {i} ({lens[i]} tokens): |diff| {c['err']:.3g}; mutations "
+                  + ", ".join(f"{k} {v:.3g}" for k, v in c.items() if k not in ("err", "eager_vs_sdpa", "rope_f64"))
+                  + f"; eager vs sdpa hidden {c['eager_vs_sdpa']:.3g}, f64 cos/sin {c['rope_f64']:.3g}")
+
+    out_path = FIXTURES / "tiny_modernbert_reference.json"
+    write_models_reference(out_path, MB_MAX_SEQ, texts, models_out, MB_HIDDEN)
+    data = read_json(out_path)
+    assert list(data["models"]) == list(MODERNBERT)
+    assert data["models"]["tiny-modernbert"]["input_ids"] == data["models"]["tiny-modernbert-bias"]["input_ids"]
+    return {"texts": texts, "summary": summary}
+
+
+# --------------------------------------------------------------------------------------------
 # torch.save fixtures (the only part of this script that needs torch.save itself)
 # --------------------------------------------------------------------------------------------
 
@@ -2396,7 +2821,7 @@ def main() -> None:
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
-    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts"], default=None,
+    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "modernbert"], default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
                          "tiny_mpnet_reference.json (its vocab from --minilm-dir if given, else from "
@@ -2404,8 +2829,9 @@ def main() -> None:
                          "tiny-distilbert/, tiny-bert-dense/, tiny-bert-dense-identity/ and "
                          "tiny_distilbert_dense_reference.json (from the committed tiny-bert/); "
                          "prompts: only (re)write tiny-bert-prompts/ and tiny_prompts_reference.json "
-                         "(from the committed tiny-bert/). None needs --minilm-dir; all leave every "
-                         "other fixture untouched")
+                         "(from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
+                         "tiny-modernbert-bias/ and tiny_modernbert_reference.json. None needs "
+                         "--minilm-dir; all leave every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
     args = ap.parse_args()
@@ -2427,9 +2853,12 @@ def main() -> None:
         elif args.only == "distilbert":
             make_distilbert_dense()
             written = [FIXTURES / f for f in DENSE_MODELS] + [FIXTURES / "tiny_distilbert_dense_reference.json"]
-        else:
+        elif args.only == "prompts":
             make_prompts()
             written = [FIXTURES / PROMPTS_FOLDER, FIXTURES / "tiny_prompts_reference.json"]
+        else:
+            make_modernbert()
+            written = [FIXTURES / f for f in MODERNBERT] + [FIXTURES / "tiny_modernbert_reference.json"]
         print(f"[{args.only}] done in {time.time() - t:.1f}s")
         for p in written:
             print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes")
@@ -2474,6 +2903,9 @@ def main() -> None:
     pr = make_prompts()
     print(f"[prompts] done in {time.time() - t:.1f}s")
     t = time.time()
+    mb = make_modernbert()
+    print(f"[modernbert] done in {time.time() - t:.1f}s")
+    t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))
     print(f"[sbert-base] done in {time.time() - t:.1f}s")
@@ -2489,6 +2921,7 @@ def main() -> None:
     print(f"distilbert + Dense: {', '.join(DENSE_MODELS)}, {len(db['texts'])} texts, max_seq_length {DB_MAX_SEQ}")
     print(f"prompts: {PROMPTS_FOLDER}, {len(pr['texts'])} texts x {len(pr['cases'])} cases, "
           f"max_seq_length {TINY_MAX_SEQ}")
+    print(f"modernbert: {', '.join(MODERNBERT)}, {len(mb['texts'])} texts, max_seq_length {MB_MAX_SEQ}")
     for p in sorted(FIXTURES.iterdir()):
         extra = f"  sha256:{sha256(p)}" if p.is_file() else ""
         print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes{extra}")

@@ -281,3 +281,21 @@ fn dtypes_a_device_does_not_run_are_refused() {
         "options: dtype f16 runs on cuda only; on the CPU use f32, bf16 or int8"
     );
 }
+
+/// ModernBERT has no CUDA kernels yet: asking for it on cuda is refused with the reason, on
+/// any machine (before a device is opened), not a missing-tensor error from BERT's names.
+#[test]
+fn modernbert_on_cuda_is_refused_with_the_reason() {
+    let dir = fixtures_dir().join("tiny-modernbert");
+    for dtype in [Precision::F32, Precision::Bf16] {
+        let Err(err) = load(&dir, Device::Cuda(0), dtype, 8) else {
+            panic!("tiny-modernbert loaded on cuda");
+        };
+        let message = err.to_string();
+        assert!(
+            message.contains("modernbert models run on the CPU only") && message.contains("rotary"),
+            "{message}"
+        );
+    }
+    load(&dir, Device::Cpu, Precision::F32, 8).unwrap();
+}

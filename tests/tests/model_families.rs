@@ -49,7 +49,7 @@ fn load(folder: impl AsRef<str>, dtype: Precision, batch: usize) -> Embedder {
 }
 
 /// The reference files and the folders each holds.
-const REFERENCES: [(&str, &[&str]); 3] = [
+const REFERENCES: [(&str, &[&str]); 4] = [
     (
         "tiny_roberta_reference.json",
         &["tiny-roberta", "tiny-xlm-roberta"],
@@ -62,6 +62,10 @@ const REFERENCES: [(&str, &[&str]); 3] = [
             "tiny-bert-dense-identity",
             "tiny-distilbert",
         ],
+    ),
+    (
+        "tiny_modernbert_reference.json",
+        &["tiny-modernbert", "tiny-modernbert-bias"],
     ),
 ];
 

@@ -1,7 +1,8 @@
 //! `config.json` of a Hugging Face `BertModel`, or of the families Ember runs as BERT with
 //! other names, positions or extras ([`ModelFamily`]: `RobertaModel`, `XLMRobertaModel`,
-//! `CamembertModel`, `MPNetModel`, `DistilBertModel`): parsed, checked for what Ember can run,
-//! and bounded before anything is allocated from it.
+//! `CamembertModel`, `MPNetModel`, `DistilBertModel`; `ModernBertModel`, whose layers differ
+//! in kind ([`ModernBertParams`])): parsed, checked for what Ember can run, and bounded before
+//! anything is allocated from it.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,32 @@ pub struct BertConfig {
     /// (transformers buckets with [`MPNET_BUCKETS`] whatever this says, so it is at least
     /// that); `None` for BERT and RoBERTa, which have none.
     pub relative_attention_buckets: Option<usize>,
+    /// ModernBERT's layer kinds, rotary positions and biases; `None` for the other families.
+    pub modern: Option<ModernBertParams>,
+}
+
+/// What a `modernbert` config adds: pre-LayerNorm layers with rotary positions (no position
+/// table), a GeGLU feed-forward (`mlp.Wi` is `[2F, H]`), attention over a sliding window on
+/// some layers, and biases only where the config asks for them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModernBertParams {
+    /// `norm_bias`: the LayerNorms have a `β` (none in published ModernBERTs).
+    pub norm_bias: bool,
+    /// `attention_bias`: `attn.Wqkv` and `attn.Wo` have biases.
+    pub attention_bias: bool,
+    /// `mlp_bias`: `mlp.Wi` and `mlp.Wo` have biases.
+    pub mlp_bias: bool,
+    /// Per layer, `Some(w)` for a sliding-window layer, whose queries attend to the keys
+    /// within `w` = `local_attention / 2` positions of them; `None` for full attention.
+    /// From `layer_types`, else `global_attn_every_n_layers` (layer `i` is global when `i`
+    /// is a multiple of it; 3 by default).
+    pub windows: Vec<Option<usize>>,
+    /// RoPE `θ` of the full-attention layers: `rope_parameters.full_attention.rope_theta`,
+    /// else `global_rope_theta`, else 160 000.
+    pub global_rope_theta: f64,
+    /// RoPE `θ` of the sliding-window layers: `rope_parameters.sliding_attention.rope_theta`,
+    /// else `local_rope_theta`, else 10 000.
+    pub local_rope_theta: f64,
 }
 
 /// Which family of checkpoints a config describes: the same encoder layers under other names,
@@ -70,16 +97,21 @@ pub enum ModelFamily {
     /// `dim`, `n_layers`, `n_heads`, `hidden_dim`, `activation`, LayerNorm ε 1e-12, no
     /// token-type table, positions from 0.
     DistilBert,
+    /// `modernbert`: pre-LayerNorm layers `layers.{i}.{attn_norm, attn.Wqkv, attn.Wo, mlp_norm,
+    /// mlp.Wi, mlp.Wo}` and a `final_norm`, rotary positions, GeGLU, local attention on some
+    /// layers, config keys `hidden_activation` and `norm_eps` ([`ModernBertParams`]).
+    ModernBert,
 }
 
 impl ModelFamily {
-    /// The family's name: `bert`, `roberta`, `mpnet` or `distilbert`.
+    /// The family's name: `bert`, `roberta`, `mpnet`, `distilbert` or `modernbert`.
     pub fn name(self) -> &'static str {
         match self {
             ModelFamily::Bert => "bert",
             ModelFamily::Roberta => "roberta",
             ModelFamily::Mpnet => "mpnet",
             ModelFamily::DistilBert => "distilbert",
+            ModelFamily::ModernBert => "modernbert",
         }
     }
 }
@@ -180,6 +212,13 @@ const DEFAULT_ACT: &str = "gelu";
 const DEFAULT_POSITION_TYPE: &str = "absolute";
 /// `RobertaConfig`'s and `MPNetConfig`'s default `pad_token_id`.
 const DEFAULT_ROBERTA_PAD: u64 = 1;
+/// `ModernBertConfig`'s defaults.
+const DEFAULT_MODERN_MAX_POSITIONS: u64 = 8192;
+const DEFAULT_MODERN_EPS: f64 = 1e-5;
+const DEFAULT_GLOBAL_EVERY: u64 = 3;
+const DEFAULT_LOCAL_ATTENTION: u64 = 128;
+const DEFAULT_GLOBAL_THETA: f64 = 160_000.0;
+const DEFAULT_LOCAL_THETA: f64 = 10_000.0;
 /// `MPNetConfig`'s default `relative_attention_num_buckets`, and a bound no model nears.
 const DEFAULT_MPNET_BUCKETS: u64 = 32;
 const MAX_BUCKETS: usize = 1 << 12;
@@ -254,9 +293,10 @@ impl BertConfig {
                 Some(t) if ROBERTA_TYPES.contains(&t) => ModelFamily::Roberta,
                 Some("mpnet") => ModelFamily::Mpnet,
                 Some("distilbert") => ModelFamily::DistilBert,
+                Some("modernbert") => ModelFamily::ModernBert,
                 _ => {
                     return Err(invalid(format!(
-                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\", \"mpnet\" and \"distilbert\")"
+                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\", \"mpnet\", \"distilbert\" and \"modernbert\")"
                     )))
                 }
             },
@@ -269,15 +309,22 @@ impl BertConfig {
                 (ModelFamily::DistilBert, "num_attention_heads") => "n_heads",
                 (ModelFamily::DistilBert, "intermediate_size") => "hidden_dim",
                 (ModelFamily::DistilBert, "hidden_act") => "activation",
+                (ModelFamily::ModernBert, "hidden_act") => "hidden_activation",
+                (ModelFamily::ModernBert, "layer_norm_eps") => "norm_eps",
                 _ => bert_key,
             }
         };
-        let layer_norm_eps = match (family, get("layer_norm_eps")) {
+        let layer_norm_eps = match (family, get(key("layer_norm_eps"))) {
             // DistilBERT's LayerNorms are built with ε = 1e-12 whatever the config says.
-            (ModelFamily::DistilBert, _) | (_, None) => DEFAULT_EPS,
-            (_, Some(v)) => v
-                .as_f64()
-                .ok_or_else(|| invalid(format!("\"layer_norm_eps\" = {v} is not a number")))?,
+            (ModelFamily::DistilBert, _) | (ModelFamily::Bert, None) => DEFAULT_EPS,
+            (ModelFamily::Roberta | ModelFamily::Mpnet, None) => DEFAULT_EPS,
+            (ModelFamily::ModernBert, None) => DEFAULT_MODERN_EPS,
+            (_, Some(v)) => v.as_f64().ok_or_else(|| {
+                invalid(format!(
+                    "\"{}\" = {v} is not a number",
+                    key("layer_norm_eps")
+                ))
+            })?,
         };
         let hidden_act = string(key("hidden_act"), DEFAULT_ACT)?;
         let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
@@ -301,12 +348,15 @@ impl BertConfig {
         let vocab_size = field("vocab_size", None, MAX_VOCAB)?;
         let max_position_embeddings = field(
             "max_position_embeddings",
-            Some(DEFAULT_MAX_POSITIONS),
+            Some(match family {
+                ModelFamily::ModernBert => DEFAULT_MODERN_MAX_POSITIONS,
+                _ => DEFAULT_MAX_POSITIONS,
+            }),
             MAX_POSITIONS,
         )?;
-        // MPNet and DistilBERT have no token-type table.
+        // MPNet, DistilBERT and ModernBERT have no token-type table.
         let type_vocab_size = match family {
-            ModelFamily::Mpnet | ModelFamily::DistilBert => 0,
+            ModelFamily::Mpnet | ModelFamily::DistilBert | ModelFamily::ModernBert => 0,
             _ => field("type_vocab_size", Some(DEFAULT_TYPE_VOCAB), MAX_TYPE_VOCAB)?,
         };
         let relative_attention_buckets = match family {
@@ -356,16 +406,27 @@ impl BertConfig {
                 layer_norm_eps
             )));
         }
-        if position_embedding_type != "absolute" {
+        // ModernBERT has no position table (published configs carry a stale "absolute").
+        if position_embedding_type != "absolute" && family != ModelFamily::ModernBert {
             return Err(invalid(format!(
                 "position_embedding_type {position_embedding_type:?} is not supported (only \"absolute\")"
             )));
         }
         let activation = Activation::from_hf_name(&hidden_act).ok_or_else(|| {
             invalid(format!(
-                "hidden_act {hidden_act:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, linear)"
+                "{} {hidden_act:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, linear)",
+                key("hidden_act")
             ))
         })?;
+        let modern = match family {
+            ModelFamily::ModernBert => Some(modern_params(
+                &get,
+                &invalid,
+                num_hidden_layers,
+                hidden_size / num_attention_heads,
+            )?),
+            _ => None,
+        };
         Ok(Self {
             hidden_size,
             num_hidden_layers,
@@ -379,6 +440,7 @@ impl BertConfig {
             position_ids,
             family,
             relative_attention_buckets,
+            modern,
         })
     }
 
@@ -397,15 +459,171 @@ impl BertConfig {
     /// `len` tokens: per layer and token the four projections, `2·(3H² + H² + 2HF)`, plus
     /// attention's `q·kᵀ` and `p·v`, `2·2·len·H`. Embeddings, LayerNorm, softmax and GELU are
     /// left out (they are O(H) per token). Ember's throughput figures are counted in these.
+    ///
+    /// ModernBERT's feed-forward is `H → 2F → F → H` (GeGLU): `2·(4H² + 3HF)` per token;
+    /// its sliding-window layers' queries see only the keys of their window.
     pub fn encoder_flops(&self, len: usize) -> f64 {
         let (h, f, l) = (
             self.hidden_size as f64,
             self.intermediate_size as f64,
             len as f64,
         );
-        let per_token = 2.0 * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * h;
-        self.num_hidden_layers as f64 * l * per_token
+        let Some(modern) = &self.modern else {
+            let per_token = 2.0 * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * h;
+            return self.num_hidden_layers as f64 * l * per_token;
+        };
+        let projections = l * 2.0 * (4.0 * h * h + 3.0 * h * f);
+        let keys = |window: Option<usize>| -> f64 {
+            match window {
+                None => l * l,
+                Some(w) => (0..len)
+                    .map(|i| (i + w + 1).min(len) - i.saturating_sub(w))
+                    .sum::<usize>() as f64,
+            }
+        };
+        modern
+            .windows
+            .iter()
+            .map(|&window| projections + 4.0 * keys(window) * h)
+            .sum()
     }
+}
+
+/// Reads ModernBERT's extras (see [`ModernBertParams`]); `get` looks a key up (`None` when
+/// absent or `null`), `invalid` makes the error naming the file.
+fn modern_params<'v>(
+    get: &dyn Fn(&str) -> Option<&'v Value>,
+    invalid: &dyn Fn(String) -> BertError,
+    layers: usize,
+    head_dim: usize,
+) -> Result<ModernBertParams, BertError> {
+    let boolean = |key: &str| -> Result<bool, BertError> {
+        match get(key) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(invalid(format!("\"{key}\" = {v} is not a boolean"))),
+        }
+    };
+    let count = |key: &str, default: u64| -> Result<usize, BertError> {
+        match get(key) {
+            None => Ok(default as usize),
+            Some(v) => v
+                .as_u64()
+                .filter(|&n| n > 0 && n <= MAX_POSITIONS as u64)
+                .map(|n| n as usize)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "\"{key}\" = {v} is not an integer in 1..={MAX_POSITIONS}"
+                    ))
+                }),
+        }
+    };
+    if let Some(v) = get("head_dim") {
+        if v.as_u64() != Some(head_dim as u64) {
+            return Err(invalid(format!(
+                "\"head_dim\" = {v} is not hidden_size / num_attention_heads = {head_dim}"
+            )));
+        }
+    }
+    if !head_dim.is_multiple_of(2) {
+        return Err(invalid(format!(
+            "the head dimension hidden_size / num_attention_heads = {head_dim} is odd: rotary positions need it even"
+        )));
+    }
+    let window = count("local_attention", DEFAULT_LOCAL_ATTENTION)? / 2;
+    let windows = match get("layer_types") {
+        Some(Value::Array(kinds)) => {
+            if kinds.len() != layers {
+                return Err(invalid(format!(
+                    "\"layer_types\" lists {} layers, num_hidden_layers = {layers}",
+                    kinds.len()
+                )));
+            }
+            kinds
+                .iter()
+                .map(|kind| match kind.as_str() {
+                    Some("full_attention") => Ok(None),
+                    Some("sliding_attention") => Ok(Some(window)),
+                    _ => Err(invalid(format!(
+                        "\"layer_types\" holds {kind}: only \"full_attention\" and \"sliding_attention\" are ModernBERT's"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Some(v) => {
+            return Err(invalid(format!(
+                "\"layer_types\" = {v} is not a list of layer kinds"
+            )))
+        }
+        None => {
+            let every = count("global_attn_every_n_layers", DEFAULT_GLOBAL_EVERY)?;
+            (0..layers)
+                .map(|i| (!i.is_multiple_of(every)).then_some(window))
+                .collect()
+        }
+    };
+    // transformers 5's `rope_parameters` per layer kind, else the published configs' keys.
+    let parameters = match get("rope_parameters") {
+        None => None,
+        Some(Value::Object(kinds)) => Some(kinds),
+        Some(v) => {
+            return Err(invalid(format!(
+                "\"rope_parameters\" = {v} is not an object"
+            )))
+        }
+    };
+    if let Some(scaling) = get("rope_scaling") {
+        return Err(invalid(format!(
+            "\"rope_scaling\" = {scaling}: scaled rotary positions are not supported"
+        )));
+    }
+    let theta = |kind: &str, key: &str, default: f64| -> Result<f64, BertError> {
+        let entry = parameters
+            .and_then(|p| p.get(kind))
+            .filter(|v| !v.is_null());
+        let value = match entry {
+            None => get(key),
+            Some(Value::Object(entry)) => {
+                match entry.get("rope_type").or_else(|| entry.get("type")) {
+                    None => {}
+                    Some(Value::String(t)) if t == "default" => {}
+                    Some(t) => {
+                        return Err(invalid(format!(
+                            "\"rope_parameters\".\"{kind}\" has rope_type {t}: only \"default\" rotary positions are supported"
+                        )))
+                    }
+                }
+                entry
+                    .get("rope_theta")
+                    .filter(|v| !v.is_null())
+                    .or_else(|| get(key))
+            }
+            Some(v) => {
+                return Err(invalid(format!(
+                    "\"rope_parameters\".\"{kind}\" = {v} is not an object"
+                )))
+            }
+        };
+        match value {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "the {kind} rope_theta {v} is not a positive number"
+                    ))
+                }),
+        }
+    };
+    Ok(ModernBertParams {
+        norm_bias: boolean("norm_bias")?,
+        attention_bias: boolean("attention_bias")?,
+        mlp_bias: boolean("mlp_bias")?,
+        windows,
+        global_rope_theta: theta("full_attention", "global_rope_theta", DEFAULT_GLOBAL_THETA)?,
+        local_rope_theta: theta("sliding_attention", "local_rope_theta", DEFAULT_LOCAL_THETA)?,
+    })
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -556,6 +774,114 @@ mod tests {
         let bad = text.replace("\"dim\": 768", "\"dim\": \"768\"");
         let err = BertConfig::from_json_str(&bad, Path::new("d/config.json")).unwrap_err();
         assert!(err.to_string().contains("\"dim\""), "{err}");
+    }
+
+    /// ModernBERT-base's published config (nomic-ai/modernbert-embed-base's keys), trimmed.
+    const MODERNBERT: &str = r#"{"architectures": ["ModernBertModel"], "model_type": "modernbert",
+        "hidden_size": 768, "num_hidden_layers": 22, "num_attention_heads": 12,
+        "intermediate_size": 1152, "vocab_size": 50368, "max_position_embeddings": 8192,
+        "hidden_activation": "gelu", "norm_eps": 1e-05, "layer_norm_eps": 1e-05,
+        "norm_bias": false, "attention_bias": false, "mlp_bias": false,
+        "global_attn_every_n_layers": 3, "local_attention": 128,
+        "global_rope_theta": 160000.0, "local_rope_theta": 10000.0,
+        "position_embedding_type": "absolute", "pad_token_id": 50283}"#;
+
+    #[test]
+    fn reads_modernbert_in_both_formats() {
+        let c = BertConfig::from_json_str(MODERNBERT, Path::new("config.json")).unwrap();
+        assert_eq!(c.family, ModelFamily::ModernBert);
+        assert_eq!((c.type_vocab_size, c.max_tokens()), (0, 8192));
+        assert_eq!(c.layer_norm_eps, 1e-5);
+        assert_eq!(c.activation, Activation::Gelu);
+        let m = c.modern.as_ref().unwrap();
+        assert!(!m.norm_bias && !m.attention_bias && !m.mlp_bias);
+        assert_eq!(
+            (m.global_rope_theta, m.local_rope_theta),
+            (160_000.0, 10_000.0)
+        );
+        assert_eq!(m.windows.len(), 22);
+        for (i, w) in m.windows.iter().enumerate() {
+            assert_eq!(*w, (i % 3 != 0).then_some(64), "layer {i}");
+        }
+        // transformers 5's layout: `layer_types` and `rope_parameters`, which win.
+        let text = MODERNBERT
+            .replace(
+                "\"global_attn_every_n_layers\": 3,",
+                r#""layer_types": ["sliding_attention", "full_attention"], "norm_bias": true,"#,
+            )
+            .replace("\"num_hidden_layers\": 22", "\"num_hidden_layers\": 2")
+            .replace(
+                "\"global_rope_theta\": 160000.0,",
+                r#""rope_parameters": {"full_attention": {"rope_theta": 80000.0, "rope_type": "default"},
+                    "sliding_attention": {"rope_type": "default"}},"#,
+            )
+            .replace("\"norm_bias\": false,", "");
+        let c = BertConfig::from_json_str(&text, Path::new("config.json")).unwrap();
+        let m = c.modern.clone().unwrap();
+        assert_eq!(m.windows, [Some(64), None]);
+        assert!(m.norm_bias);
+        // A kind without its θ takes `local_rope_theta`, as transformers' setdefault does.
+        assert_eq!(
+            (m.global_rope_theta, m.local_rope_theta),
+            (80_000.0, 10_000.0)
+        );
+        // Its FLOPs: GeGLU's 3HF per token, and each local query sees at most 129 keys.
+        let (h, f) = (768.0, 1152.0);
+        let flops = c.encoder_flops(1000);
+        let keys = 1000.0 * 1000.0 + (1000.0 * 129.0 - 2.0 * (64.0 * 65.0 / 2.0));
+        let want = 2.0 * 1000.0 * 2.0 * (4.0 * h * h + 3.0 * h * f) + 4.0 * keys * h;
+        assert_eq!(flops, want);
+    }
+
+    #[test]
+    fn refuses_modernbert_settings_it_cannot_run() {
+        for (from, to) in [
+            (
+                "\"local_attention\": 128",
+                "\"rope_scaling\": {\"rope_type\": \"yarn\"}",
+            ),
+            (
+                "\"global_attn_every_n_layers\": 3",
+                "\"layer_types\": [\"full_attention\"]",
+            ),
+            (
+                "\"global_attn_every_n_layers\": 3",
+                "\"layer_types\": \"full_attention\"",
+            ),
+            (
+                "\"global_attn_every_n_layers\": 3",
+                "\"global_attn_every_n_layers\": 0",
+            ),
+            (
+                "\"num_attention_heads\": 12",
+                "\"num_attention_heads\": 256",
+            ),
+            ("\"norm_bias\": false", "\"norm_bias\": \"no\""),
+            ("\"local_rope_theta\": 10000.0", "\"local_rope_theta\": -1"),
+            (
+                "\"hidden_activation\": \"gelu\"",
+                "\"hidden_activation\": \"swiglu\"",
+            ),
+            ("\"local_attention\": 128", "\"head_dim\": 32"),
+            (
+                "\"global_rope_theta\": 160000.0",
+                r#""rope_parameters": {"full_attention": {"rope_type": "dynamic", "rope_theta": 1.0}}"#,
+            ),
+        ] {
+            let text = MODERNBERT.replace(from, to);
+            assert_ne!(text, MODERNBERT);
+            let err = BertConfig::from_json_str(&text, Path::new("m/config.json")).unwrap_err();
+            assert!(err.to_string().contains("m/config.json"), "{err}");
+        }
+        let err = BertConfig::from_json_str(
+            &MODERNBERT.replace(
+                "\"local_attention\": 128",
+                "\"rope_scaling\": {\"factor\": 2}",
+            ),
+            Path::new("m/config.json"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("rope_scaling"), "{err}");
     }
 
     #[test]

@@ -3,18 +3,23 @@
 //! Embedding tables and LayerNorm parameters stay views into the memory-mapped file (f32) or
 //! widened copies (f16/bf16); the four linear layers of each encoder layer are packed once at
 //! load into the GEMM microkernel's layout, Q, K and V fused into one `[3H, H]` projection.
+//!
+//! Two forward passes share the weights' layout: BERT's post-LayerNorm layers (BERT, RoBERTa,
+//! MPNet, DistilBERT), and ModernBERT's pre-LayerNorm layers with rotary positions, GeGLU and
+//! sliding-window attention ([`crate::ModernBertParams`]).
 
 use std::path::{Path, PathBuf};
 
 use ember_cpu::gemm::{Int8Rotation, Int8Rounding, WeightData};
 use ember_cpu::{
-    attention_varlen_biased, layernorm, linear, Activation, PackedLinear, Precision, RelativeBias,
+    apply_rotary, attention_varlen_with_terms, gated_activation, layernorm, linear, Activation,
+    AttentionTerms, PackedLinear, Precision, RelativeBias, Rotary,
 };
 use ember_tensor::{find_weight_file, F32Tensor, StoredData, StoredTensor, WeightFile};
 
 use crate::{expand_relative_bias, BertConfig, BertError, ModelFamily};
 
-/// A LayerNorm's `γ` and `β`, each `[H]`.
+/// A LayerNorm's `γ` and `β`, each `[H]` (`β` zeros where the model has none: ModernBERT).
 struct LayerNormWeights {
     gamma: F32Tensor,
     beta: F32Tensor,
@@ -24,7 +29,8 @@ struct LayerNormWeights {
 /// place: an f16 table stays f16, and only the rows in use are paged in) and their LayerNorm.
 struct Embeddings {
     word: StoredTensor,
-    position: StoredTensor,
+    /// `None` for ModernBERT, whose positions are rotary.
+    position: Option<StoredTensor>,
     /// `None` for MPNet, which has no token-type table.
     token_type: Option<StoredTensor>,
     norm: LayerNormWeights,
@@ -36,18 +42,30 @@ struct RelativeBiasTable {
     span: usize,
 }
 
-/// One `BertLayer`.
+/// One `BertLayer` (ModernBERT's names in brackets).
 struct Layer {
-    /// `attention.self.{query,key,value}` fused: `[3H, H]`.
+    /// `attention.self.{query,key,value}` fused: `[3H, H]` (`attn.Wqkv`).
     qkv: PackedLinear,
-    /// `attention.output.dense`: `[H, H]`.
+    /// `attention.output.dense`: `[H, H]` (`attn.Wo`).
     attention_output: PackedLinear,
-    attention_norm: LayerNormWeights,
-    /// `intermediate.dense`: `[F, H]`.
+    /// `attention.output.LayerNorm`, after the attention block (`attn_norm`, before it; none
+    /// in layer 0).
+    attention_norm: Option<LayerNormWeights>,
+    /// `intermediate.dense`: `[F, H]` (`mlp.Wi`, `[2F, H]`: GeGLU's input and gate).
     intermediate: PackedLinear,
-    /// `output.dense`: `[H, F]`.
+    /// `output.dense`: `[H, F]` (`mlp.Wo`).
     output: PackedLinear,
+    /// `output.LayerNorm`, after the feed-forward block (`mlp_norm`, before it).
     output_norm: LayerNormWeights,
+}
+
+/// What ModernBERT's forward pass needs beside the layers.
+struct ModernParts {
+    /// `final_norm`, after the last layer.
+    final_norm: LayerNormWeights,
+    /// The rotary tables of the full-attention layers' `θ` and of the sliding-window layers'.
+    global_rotary: Rotary,
+    local_rotary: Rotary,
 }
 
 /// A loaded BERT encoder. Immutable after load: share it between threads freely; each
@@ -57,6 +75,7 @@ pub struct BertModel {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     relative_bias: Option<RelativeBiasTable>,
+    modern: Option<ModernParts>,
 }
 
 /// Tokens per step of the feed-forward block (`[rows, F]` intermediate: 1.5 MB for
@@ -68,8 +87,10 @@ const FFN_ROW_BLOCK: usize = 256;
 #[derive(Default)]
 pub struct Workspace {
     hidden: Vec<f32>,
-    /// `[T, 3H]` Q, K, V; after attention, the feed-forward intermediate `[rows, F]`.
+    /// `[T, 3H]` Q, K, V; after attention, the feed-forward intermediate `[rows, F]`
+    /// (ModernBERT: `[rows, 2F]`).
     qkv: Vec<f32>,
+    /// `[T, H]` attention output; ModernBERT's gated intermediate `[rows, F]` after it.
     context: Vec<f32>,
     attention: Vec<f32>,
 }
@@ -106,7 +127,8 @@ type LayerInputs = [Vec<f32>; 4];
 type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(), BertError>;
 
 /// Finds checkpoint tensors by their `BertModel` names (translated to MPNet's and DistilBERT's
-/// for those), with or without a `bert.`, `roberta.`, `mpnet.` or `distilbert.` prefix.
+/// for those; ModernBERT's are asked for by their own), with or without a `bert.`, `roberta.`,
+/// `mpnet.`, `distilbert.` or `model.` prefix.
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
     family: ModelFamily,
@@ -117,9 +139,13 @@ pub(crate) struct WeightLoader<'a> {
 
 impl<'a> WeightLoader<'a> {
     pub(crate) fn new(file: &'a WeightFile, family: ModelFamily, precision: Precision) -> Self {
-        let prefix = ["bert.", "roberta.", "mpnet.", "distilbert."]
+        let word = match family {
+            ModelFamily::ModernBert => "embeddings.tok_embeddings.weight",
+            _ => "embeddings.word_embeddings.weight",
+        };
+        let prefix = ["bert.", "roberta.", "mpnet.", "distilbert.", "model."]
             .into_iter()
-            .find(|prefix| file.contains(&format!("{prefix}embeddings.word_embeddings.weight")))
+            .find(|prefix| file.contains(&format!("{prefix}{word}")))
             .unwrap_or("");
         Self {
             file,
@@ -152,21 +178,43 @@ impl<'a> WeightLoader<'a> {
         self.file.path().to_owned()
     }
 
-    /// `embeddings.*`: the three tables and their LayerNorm.
+    /// `embeddings.*`: the three tables and their LayerNorm (ModernBERT: `tok_embeddings` and
+    /// `norm`).
     fn embeddings(&self, config: &BertConfig) -> Result<Embeddings, BertError> {
         let h = config.hidden_size;
+        if let Some(modern) = &config.modern {
+            return Ok(Embeddings {
+                word: self.stored("embeddings.tok_embeddings.weight", &[config.vocab_size, h])?,
+                position: None,
+                token_type: None,
+                norm: self.norm("embeddings.norm", h, modern.norm_bias)?,
+            });
+        }
         Ok(Embeddings {
             word: self.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            position: self.stored(
+            position: Some(self.stored(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
-            )?,
+            )?),
             token_type: match config.type_vocab_size {
                 0 => None,
                 types => Some(self.stored("embeddings.token_type_embeddings.weight", &[types, h])?),
             },
             norm: self.layer_norm("embeddings.LayerNorm", h)?,
         })
+    }
+
+    /// ModernBERT's `final_norm` and rotary tables (`None` for the other families).
+    fn modern_parts(&self, config: &BertConfig) -> Result<Option<ModernParts>, BertError> {
+        let Some(modern) = &config.modern else {
+            return Ok(None);
+        };
+        let (hd, len) = (config.head_dim(), config.max_tokens());
+        Ok(Some(ModernParts {
+            final_norm: self.norm("final_norm", config.hidden_size, modern.norm_bias)?,
+            global_rotary: Rotary::new(modern.global_rope_theta, hd, len)?,
+            local_rotary: Rotary::new(modern.local_rope_theta, hd, len)?,
+        }))
     }
 
     /// `encoder.layer.{index}`, its linear layers (int8) calibrated on `inputs` if given.
@@ -188,6 +236,33 @@ impl<'a> WeightLoader<'a> {
             .map(|(kind, &k)| Self::outliers(rows(kind), k))
             .collect::<Vec<_>>();
         let int8 = |kind: usize| (&outliers[kind][..], rows(kind));
+        if let Some(modern) = &config.modern {
+            let stem = format!("layers.{index}");
+            let (attention_bias, mlp_bias) = (modern.attention_bias, modern.mlp_bias);
+            let linear = |name: &str, n: usize, k: usize, bias: bool, kind: usize| {
+                self.linear_with(&format!("{stem}.{name}"), n, k, bias, int8(kind))
+            };
+            let norm = |name: &str| self.norm(&format!("{stem}.{name}"), h, modern.norm_bias);
+            return Ok(Layer {
+                qkv: linear("attn.Wqkv", 3 * h, h, attention_bias, linear_kind::QKV)?,
+                attention_output: linear(
+                    "attn.Wo",
+                    h,
+                    h,
+                    attention_bias,
+                    linear_kind::ATTENTION_OUTPUT,
+                )?,
+                // transformers' layer 0 has an identity in place of `attn_norm`.
+                attention_norm: if index == 0 {
+                    None
+                } else {
+                    Some(norm("attn_norm")?)
+                },
+                intermediate: linear("mlp.Wi", 2 * f, h, mlp_bias, linear_kind::INTERMEDIATE)?,
+                output: linear("mlp.Wo", h, f, mlp_bias, linear_kind::OUTPUT)?,
+                output_norm: norm("mlp_norm")?,
+            });
+        }
         Ok(Layer {
             qkv: self.fused_qkv(&format!("{stem}.attention.self"), h, int8(linear_kind::QKV))?,
             attention_output: self.linear(
@@ -196,7 +271,9 @@ impl<'a> WeightLoader<'a> {
                 h,
                 int8(linear_kind::ATTENTION_OUTPUT),
             )?,
-            attention_norm: self.layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
+            attention_norm: Some(
+                self.layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
+            ),
             intermediate: self.linear(
                 &format!("{stem}.intermediate.dense"),
                 f,
@@ -277,7 +354,7 @@ impl<'a> WeightLoader<'a> {
     /// The name `BertModel`'s `name` has in this family's checkpoints.
     fn family_name(&self, name: &str) -> String {
         match self.family {
-            ModelFamily::Bert | ModelFamily::Roberta => name.to_owned(),
+            ModelFamily::Bert | ModelFamily::Roberta | ModelFamily::ModernBert => name.to_owned(),
             ModelFamily::Mpnet => name
                 .replace(".attention.self.query.", ".attention.attn.q.")
                 .replace(".attention.self.key.", ".attention.attn.k.")
@@ -303,6 +380,7 @@ impl<'a> WeightLoader<'a> {
     fn layers_stem(&self) -> &'static str {
         match self.family {
             ModelFamily::DistilBert => "transformer.layer.",
+            ModelFamily::ModernBert => "layers.",
             _ => "encoder.layer.",
         }
     }
@@ -337,9 +415,20 @@ impl<'a> WeightLoader<'a> {
     }
 
     fn layer_norm(&self, stem: &str, hidden: usize) -> Result<LayerNormWeights, BertError> {
+        self.norm(stem, hidden, true)
+    }
+
+    /// A LayerNorm's `γ`, and its `β` if it has one (`bias`), else zeros: adding them is exact.
+    fn norm(&self, stem: &str, hidden: usize, bias: bool) -> Result<LayerNormWeights, BertError> {
+        let beta_name = format!("{stem}.bias");
+        let beta = if bias {
+            self.tensor(&beta_name, &[hidden])?
+        } else {
+            F32Tensor::zeros(&beta_name, hidden)
+        };
         Ok(LayerNormWeights {
             gamma: self.tensor(&format!("{stem}.weight"), &[hidden])?,
-            beta: self.tensor(&format!("{stem}.bias"), &[hidden])?,
+            beta,
         })
     }
 
@@ -350,12 +439,27 @@ impl<'a> WeightLoader<'a> {
         stem: &str,
         n: usize,
         k: usize,
-        (outliers, calibration): (&[usize], &[f32]),
+        int8: (&[usize], &[f32]),
+    ) -> Result<PackedLinear, BertError> {
+        self.linear_with(stem, n, k, true, int8)
+    }
+
+    /// [`linear`](Self::linear), with a bias only if `bias` (`nn.Linear(bias=False)` has
+    /// none).
+    fn linear_with(
+        &self,
+        stem: &str,
+        n: usize,
+        k: usize,
+        bias: bool,
+        int8: (&[usize], &[f32]),
     ) -> Result<PackedLinear, BertError> {
         let weight = self.stored(&format!("{stem}.weight"), &[n, k])?;
-        let bias = self.tensor(&format!("{stem}.bias"), &[n])?;
-        let int8 = (outliers, calibration);
-        Ok(self.pack(weight_data(weight.data()), bias.data(), n, k, int8)?)
+        let bias = bias
+            .then(|| self.tensor(&format!("{stem}.bias"), &[n]))
+            .transpose()?;
+        let bias = bias.as_ref().map(F32Tensor::data);
+        Ok(self.pack(weight_data(weight.data()), bias, n, k, int8)?)
     }
 
     /// Packs a linear's weight `[n, k]` and bias in the loader's precision; int8 weights
@@ -367,7 +471,7 @@ impl<'a> WeightLoader<'a> {
     fn pack(
         &self,
         weight: WeightData<'_>,
-        bias: &[f32],
+        bias: Option<&[f32]>,
         n: usize,
         k: usize,
         (outliers, calibration): (&[usize], &[f32]),
@@ -382,17 +486,9 @@ impl<'a> WeightLoader<'a> {
                         Int8Rounding::Gptq(calibration),
                     )
                 };
-                PackedLinear::from_weight_int8(
-                    weight,
-                    Some(bias),
-                    n,
-                    k,
-                    outliers,
-                    rotation,
-                    rounding,
-                )
+                PackedLinear::from_weight_int8(weight, bias, n, k, outliers, rotation, rounding)
             }
-            precision => PackedLinear::from_weight(weight, Some(bias), n, k, precision),
+            precision => PackedLinear::from_weight(weight, bias, n, k, precision),
         }
     }
 
@@ -441,7 +537,8 @@ impl<'a> WeightLoader<'a> {
             biases.push(self.tensor(&format!("{stem}.{part}.bias"), &[hidden])?);
         }
         let bias: Vec<f32> = biases.iter().flat_map(|b| b.data()).copied().collect();
-        let pack = |weight: WeightData<'_>| self.pack(weight, &bias, 3 * hidden, hidden, int8);
+        let pack =
+            |weight: WeightData<'_>| self.pack(weight, Some(&bias), 3 * hidden, hidden, int8);
         let data: Vec<StoredData<'_>> = parts.iter().map(StoredTensor::data).collect();
         let packed = match (data[0], data[1], data[2]) {
             (StoredData::F16(q), StoredData::F16(k), StoredData::F16(v)) => {
@@ -541,6 +638,7 @@ impl BertModel {
             embeddings,
             layers,
             relative_bias,
+            modern: loader.modern_parts(&self.config)?,
         })
     }
 
@@ -551,11 +649,13 @@ impl BertModel {
             .collect::<Result<Vec<_>, BertError>>()?;
         loader.check_no_layer_past(config.num_hidden_layers)?;
         let relative_bias = loader.relative_bias_table(&config)?;
+        let modern = loader.modern_parts(&config)?;
         Ok(Self {
             config,
             embeddings,
             layers,
             relative_bias,
+            modern,
         })
     }
 
@@ -594,6 +694,9 @@ impl BertModel {
         workspace: &'w mut Workspace,
         mut calibration: Option<LayerCalibration<'_>>,
     ) -> Result<&'w [f32], BertError> {
+        if let Some(modern) = &self.modern {
+            return self.forward_pre_norm(modern, token_ids, seq_offsets, workspace, calibration);
+        }
         let c = &self.config;
         let (h, f, t) = (c.hidden_size, c.intermediate_size, token_ids.len());
         self.check_batch(token_ids, seq_offsets)?;
@@ -626,12 +729,12 @@ impl BertModel {
                 values: &b.values,
                 span: b.span,
             });
-            attention_varlen_biased(
+            attention_varlen_with_terms(
                 qkv,
                 seq_offsets,
                 c.num_attention_heads,
                 c.head_dim(),
-                bias,
+                AttentionTerms { bias, window: None },
                 context,
             )?;
             record(&mut inputs, linear_kind::ATTENTION_OUTPUT, context);
@@ -643,15 +746,17 @@ impl BertModel {
                 Some(hidden),
                 attention,
             )?;
-            let norm = &layer.attention_norm;
-            layernorm(
-                attention,
-                t,
-                h,
-                norm.gamma.data(),
-                norm.beta.data(),
-                c.layer_norm_eps,
-            )?;
+            // Every post-LayerNorm layer has its attention LayerNorm.
+            if let Some(norm) = &layer.attention_norm {
+                layernorm(
+                    attention,
+                    t,
+                    h,
+                    norm.gamma.data(),
+                    norm.beta.data(),
+                    c.layer_norm_eps,
+                )?;
+            }
             record(&mut inputs, linear_kind::INTERMEDIATE, attention);
             // The feed-forward block, FFN_ROW_BLOCK tokens at a time: rows are independent, so
             // the `[rows, F]` intermediate stays in cache and is all that is kept of it.
@@ -694,6 +799,117 @@ impl BertModel {
         Ok(hidden)
     }
 
+    /// ModernBERT's forward pass (pre-LayerNorm; see [`crate::ModernBertParams`]), with the
+    /// buffers of [`forward_impl`](Self::forward_impl): `x ← x + Wo·attn(rope(Wqkv·LN(x)))`,
+    /// `x ← x + Wo·(act(a) ⊙ g)` with `[a | g] = Wi·LN(x)`, then `final_norm`.
+    fn forward_pre_norm<'w>(
+        &self,
+        modern: &ModernParts,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+        workspace: &'w mut Workspace,
+        mut calibration: Option<LayerCalibration<'_>>,
+    ) -> Result<&'w [f32], BertError> {
+        let c = &self.config;
+        let (h, f, t) = (c.hidden_size, c.intermediate_size, token_ids.len());
+        let (heads, eps) = (c.num_attention_heads, c.layer_norm_eps);
+        let windows = c.modern.as_ref().map_or(&[][..], |m| &m.windows[..]);
+        self.check_batch(token_ids, seq_offsets)?;
+
+        let Workspace {
+            hidden,
+            qkv,
+            context,
+            attention,
+        } = workspace;
+        let hidden = grow(hidden, t * h);
+        let ffn_rows = t.min(FFN_ROW_BLOCK);
+        // Q, K, V, then GeGLU's `[rows, 2F]` input and gate.
+        let qkv_or_intermediate = grow(qkv, (t * 3 * h).max(ffn_rows * 2 * f));
+        // The attention output, then the gated `[rows, F]`.
+        let context_or_gated = grow(context, (t * h).max(ffn_rows * f));
+        let attention = grow(attention, t * h);
+        let norm_into = |from: &[f32], to: &mut [f32], norm: &LayerNormWeights| {
+            to.copy_from_slice(from);
+            layernorm(to, t, h, norm.gamma.data(), norm.beta.data(), eps)
+        };
+
+        self.embed(token_ids, seq_offsets, hidden)?;
+        let mut inputs = calibration.is_some().then(LayerInputs::default);
+        let record = |inputs: &mut Option<LayerInputs>, kind: usize, x: &[f32]| {
+            if let Some(inputs) = inputs {
+                inputs[kind].extend_from_slice(x);
+            }
+        };
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention block; `hidden` holds x.
+            let input: &[f32] = match &layer.attention_norm {
+                None => hidden,
+                Some(norm) => {
+                    norm_into(hidden, attention, norm)?;
+                    attention
+                }
+            };
+            let qkv = &mut qkv_or_intermediate[..t * 3 * h];
+            record(&mut inputs, linear_kind::QKV, input);
+            linear(input, t, &layer.qkv, Activation::Identity, None, qkv)?;
+            let window = windows.get(l).copied().flatten();
+            let rotary = match window {
+                None => &modern.global_rotary,
+                Some(_) => &modern.local_rotary,
+            };
+            apply_rotary(qkv, seq_offsets, heads, rotary)?;
+            let context = &mut context_or_gated[..t * h];
+            let terms = AttentionTerms { bias: None, window };
+            attention_varlen_with_terms(qkv, seq_offsets, heads, c.head_dim(), terms, context)?;
+            record(&mut inputs, linear_kind::ATTENTION_OUTPUT, context);
+            // x + attention, into `attention`; then LN of it into `hidden`.
+            linear(
+                context,
+                t,
+                &layer.attention_output,
+                Activation::Identity,
+                Some(hidden),
+                attention,
+            )?;
+            norm_into(attention, hidden, &layer.output_norm)?;
+            record(&mut inputs, linear_kind::INTERMEDIATE, hidden);
+            // Feed-forward block, FFN_ROW_BLOCK tokens at a time; each block's output
+            // (x + GeGLU) replaces its LN rows in `hidden` once they are read.
+            for r0 in (0..t).step_by(FFN_ROW_BLOCK) {
+                let rows = (t - r0).min(FFN_ROW_BLOCK);
+                let block = r0 * h..(r0 + rows) * h;
+                let intermediate = &mut qkv_or_intermediate[..rows * 2 * f];
+                linear(
+                    &hidden[block.clone()],
+                    rows,
+                    &layer.intermediate,
+                    Activation::Identity,
+                    None,
+                    intermediate,
+                )?;
+                let gated = &mut context_or_gated[..rows * f];
+                gated_activation(c.activation, intermediate, rows, f, gated)?;
+                record(&mut inputs, linear_kind::OUTPUT, gated);
+                linear(
+                    gated,
+                    rows,
+                    &layer.output,
+                    Activation::Identity,
+                    Some(&attention[block.clone()]),
+                    &mut hidden[block],
+                )?;
+            }
+            if let (Some(calibration), Some(inputs)) = (calibration.as_mut(), inputs.as_mut()) {
+                calibration(l, inputs)?;
+                inputs.iter_mut().for_each(Vec::clear);
+            }
+        }
+        let norm = &modern.final_norm;
+        layernorm(hidden, t, h, norm.gamma.data(), norm.beta.data(), eps)?;
+        Ok(hidden)
+    }
+
     fn check_batch(&self, token_ids: &[u32], seq_offsets: &[usize]) -> Result<(), BertError> {
         check_batch(&self.config, token_ids, seq_offsets)
     }
@@ -709,7 +925,8 @@ impl BertModel {
         let c = &self.config;
         let h = c.hidden_size;
         let e = &self.embeddings;
-        let (word, position) = (e.word.data(), e.position.data());
+        let word = e.word.data();
+        let position = e.position.as_ref().map(StoredTensor::data);
         let token_type = e.token_type.as_ref().map(StoredTensor::data);
         for window in seq_offsets.windows(2) {
             let sequence = &token_ids[window[0]..window[1]];
@@ -723,7 +940,9 @@ impl BertModel {
                 if let Some(token_type) = token_type {
                     add_widened(row, token_type, 0);
                 }
-                add_widened(row, position, pos * h);
+                if let Some(position) = position {
+                    add_widened(row, position, pos * h);
+                }
             }
         }
         let tokens = token_ids.len();

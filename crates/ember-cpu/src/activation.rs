@@ -261,6 +261,71 @@ pub fn apply_activation(act: Activation, x: &mut [f32]) {
     }
 }
 
+/// Rows of `[rows, 2F]` below which [`gated_activation`] stays on the calling thread.
+const SEQUENTIAL_GATED_VALUES: usize = 1 << 15;
+
+/// A gated linear unit's gate, ModernBERT's GeGLU (transformers' `ModernBertMLP`:
+/// `input, gate = Wi(x).chunk(2, dim=-1)`, then `act(input) * gate`): for `x` `[rows, 2F]`,
+/// `out[r, j] = act(x[r, j]) · x[r, F + j]` into `out` `[rows, F]`, on the [`active_isa`].
+/// Each value is the f32 activation times the gate, rounded once, as torch computes it.
+pub fn gated_activation(
+    act: Activation,
+    x: &[f32],
+    rows: usize,
+    f: usize,
+    out: &mut [f32],
+) -> Result<(), crate::KernelError> {
+    const OP: &str = "gated_activation";
+    let width = crate::error::checked_elems(OP, "x", f, 2)?;
+    crate::error::check_len(
+        OP,
+        "x",
+        crate::error::checked_elems(OP, "x", rows, width)?,
+        x.len(),
+    )?;
+    crate::error::check_len(
+        OP,
+        "out",
+        crate::error::checked_elems(OP, "out", rows, f)?,
+        out.len(),
+    )?;
+    if rows == 0 || f == 0 {
+        return Ok(());
+    }
+    let gate = |(x, out): (&[f32], &mut [f32])| {
+        let (input, gate) = x.split_at(f);
+        out.copy_from_slice(input);
+        apply_activation(act, out);
+        for (o, g) in out.iter_mut().zip(gate) {
+            *o *= g;
+        }
+    };
+    if x.len() < SEQUENTIAL_GATED_VALUES {
+        x.chunks_exact(width)
+            .zip(out.chunks_exact_mut(f))
+            .for_each(gate);
+    } else {
+        use rayon::prelude::*;
+        x.par_chunks_exact(width)
+            .zip(out.par_chunks_exact_mut(f))
+            .for_each(gate);
+    }
+    Ok(())
+}
+
+/// Plain-loop reference of [`gated_activation`]: the activation in f64, rounded to f32,
+/// times the gate.
+pub fn gated_activation_reference(act: Activation, x: &[f32], f: usize, out: &mut [f32]) {
+    if f == 0 {
+        return;
+    }
+    for (x, out) in x.chunks_exact(2 * f).zip(out.chunks_exact_mut(f)) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = act.reference(x[j] as f64) as f32 * x[f + j];
+        }
+    }
+}
+
 /// Plain-loop reference: `x[i] = act(x[i])` evaluated in f64.
 pub fn apply_activation_reference(act: Activation, x: &mut [f32]) {
     for v in x {
@@ -296,6 +361,30 @@ mod tests {
         Activation::GeluTanh,
         Activation::Relu,
     ];
+
+    #[test]
+    fn gated_activation_matches_its_reference() {
+        for (rows, f) in [(1, 1), (3, 17), (5, 96), (70, 300), (0, 8), (4, 0)] {
+            let x: Vec<f32> = (0..rows * 2 * f)
+                .map(|i| ((i * 7919 % 1000) as f32 / 125.0) - 4.0)
+                .collect();
+            for act in ALL {
+                let mut want = vec![f32::NAN; rows * f];
+                gated_activation_reference(act, &x, f, &mut want);
+                let mut got = vec![f32::NAN; rows * f];
+                gated_activation(act, &x, rows, f, &mut got).unwrap();
+                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 4e-7 * (1.0 + w.abs()),
+                        "{act:?} rows={rows} f={f} [{i}]: {g} vs {w}"
+                    );
+                }
+            }
+        }
+        let mut out = [0.0f32; 4];
+        assert!(gated_activation(Activation::Gelu, &[0.0; 7], 1, 4, &mut out).is_err());
+        assert!(gated_activation(Activation::Gelu, &[0.0; 8], 1, 4, &mut out[..3]).is_err());
+    }
 
     fn inputs() -> Vec<f32> {
         // Dense grid over the interesting range plus extremes; odd length exercises tails.

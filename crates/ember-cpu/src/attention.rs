@@ -9,6 +9,9 @@
 //!
 //! With a [`RelativeBias`] (MPNet's), a bias that depends only on the head and on `j − i` is
 //! added to each score `(i, j)` after the scaling, as transformers adds its `position_bias`.
+//! With a `window` `w` (ModernBERT's local attention), query `i` attends only to the keys `j`
+//! with `|j − i| ≤ w` of its sequence (transformers' bidirectional sliding-window mask): the
+//! softmax runs over those keys alone, and only they are read.
 //!
 //! Work is split into (sequence, head[, query chunk]) tasks on rayon's current pool. A task
 //! copies `K_hᵀ` (`[hd, L]`) and `V_h` (`[L, hd]`) of its sequence into a per-thread scratch
@@ -75,6 +78,30 @@ impl RelativeBias<'_> {
         Ok(())
     }
 }
+/// What may be added to the plain `softmax(Q·Kᵀ/√hd)·V` of [`attention_varlen`]: both off by
+/// default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttentionTerms<'a> {
+    /// A relative position bias added to the scaled scores (MPNet).
+    pub bias: Option<RelativeBias<'a>>,
+    /// Query `i` attends only to keys `j` with `|j − i| ≤ window` (ModernBERT's local
+    /// layers: `local_attention / 2`).
+    pub window: Option<usize>,
+}
+
+impl AttentionTerms<'_> {
+    /// The keys `[a, b)` query `i` of a sequence of `len` tokens attends to.
+    fn keys(&self, i: usize, len: usize) -> (usize, usize) {
+        match self.window {
+            None => (0, len),
+            Some(w) => (
+                i.saturating_sub(w),
+                i.saturating_add(w).saturating_add(1).min(len),
+            ),
+        }
+    }
+}
+
 /// Below this many multiply-adds (`Σ L²·H`) a call stays on the calling thread.
 const SEQUENTIAL_MACS: usize = 1 << 17;
 
@@ -108,7 +135,20 @@ pub fn attention_varlen_biased(
     bias: Option<RelativeBias<'_>>,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    attention_impl(active_isa(), qkv, seq_offsets, heads, head_dim, bias, out)
+    let terms = AttentionTerms { bias, window: None };
+    attention_impl(active_isa(), qkv, seq_offsets, heads, head_dim, terms, out)
+}
+
+/// [`attention_varlen`] with `terms` (a relative bias, a sliding window, both or neither).
+pub fn attention_varlen_with_terms(
+    qkv: &[f32],
+    seq_offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    terms: AttentionTerms<'_>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    attention_impl(active_isa(), qkv, seq_offsets, heads, head_dim, terms, out)
 }
 
 /// Checks shapes, offsets and the bias (if any); returns `(T, H)`.
@@ -118,7 +158,7 @@ fn validate(
     seq_offsets: &[usize],
     heads: usize,
     head_dim: usize,
-    bias: Option<RelativeBias<'_>>,
+    terms: AttentionTerms<'_>,
     out: &[f32],
 ) -> Result<(usize, usize), KernelError> {
     let bad_offsets = |reason: String| KernelError::InvalidOffsets { op, reason };
@@ -146,7 +186,7 @@ fn validate(
     let h3 = checked_elems(op, "qkv", h, 3)?;
     check_len(op, "qkv", checked_elems(op, "qkv", t, h3)?, qkv.len())?;
     check_len(op, "out", checked_elems(op, "out", t, h)?, out.len())?;
-    if let Some(bias) = &bias {
+    if let Some(bias) = &terms.bias {
         bias.validate(op, heads, seq_offsets)?;
     }
     Ok((t, h))
@@ -172,8 +212,8 @@ struct Task<'b> {
     q0: usize,
     q1: usize,
     head: usize,
-    /// Added to the scaled scores, if any.
-    bias: Option<RelativeBias<'b>>,
+    /// The bias and window, if any.
+    terms: AttentionTerms<'b>,
 }
 
 /// [`attention_varlen`] on an explicit instruction set (`Err(UnsupportedIsa)` if this CPU
@@ -186,7 +226,8 @@ pub fn attention_varlen_with_isa(
     head_dim: usize,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    attention_impl(isa, qkv, seq_offsets, heads, head_dim, None, out)
+    let terms = AttentionTerms::default();
+    attention_impl(isa, qkv, seq_offsets, heads, head_dim, terms, out)
 }
 
 fn attention_impl(
@@ -195,11 +236,11 @@ fn attention_impl(
     seq_offsets: &[usize],
     heads: usize,
     head_dim: usize,
-    bias: Option<RelativeBias<'_>>,
+    terms: AttentionTerms<'_>,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     const OP: &str = "attention_varlen";
-    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, bias, out)?;
+    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, terms, out)?;
     if !isa.is_supported() {
         return Err(KernelError::UnsupportedIsa { op: OP, isa });
     }
@@ -240,7 +281,7 @@ fn attention_impl(
                 q0,
                 q1,
                 head,
-                bias,
+                terms,
             };
             with_scratch(task_scratch_len(isa, len, head_dim), |scratch| {
                 // Support was checked above: dispatch cannot fail.
@@ -327,7 +368,7 @@ fn attention_task<S: Simd>(
         q0,
         q1,
         head,
-        bias,
+        terms,
     } = task;
     let lp = len.next_multiple_of(v2);
     let hdp = hd.next_multiple_of(v2);
@@ -359,8 +400,11 @@ fn attention_task<S: Simd>(
                 let i = s0 + i0 + r.min(qb - 1);
                 &qkv[i * ld + q_col..i * ld + q_col + hd]
             });
+            // The keys any query of the block attends to: [j_lo, j_hi).
+            let j_lo = terms.keys(i0, len).0;
+            let j_hi = terms.keys(i0 + qb - 1, len).1;
             // Scores: 4 queries × 2 vectors of keys, one FMA chain over d per score.
-            for jc in (0..lp).step_by(v2) {
+            for jc in (j_lo - j_lo % v2..j_hi).step_by(v2) {
                 let mut acc = [[s.splat(0.0); 2]; QB];
                 for (d, kt_d) in kt.chunks_exact(lp).enumerate() {
                     // SAFETY: jc + v2 ≤ lp, so both loads stay in row d of kt.
@@ -384,19 +428,24 @@ fn attention_task<S: Simd>(
                 }
             }
             for r in 0..qb {
+                let (a, b) = terms.keys(i0 + r, len);
                 let row = &mut scores[r * lp..r * lp + len];
-                if let Some(bias) = &bias {
+                if let Some(bias) = &terms.bias {
                     // Added after the scaling, as transformers adds MPNet's position_bias.
-                    for (score, b) in row.iter_mut().zip(bias.row(head, i0 + r, len)) {
-                        *score += b;
+                    let biases = &bias.row(head, i0 + r, len)[a..b];
+                    for (score, bias) in row[a..b].iter_mut().zip(biases) {
+                        *score += bias;
                     }
                 }
-                softmax_row(s, row);
+                softmax_row(s, &mut row[a..b]);
+                // Keys of the block outside this query's window weigh nothing.
+                row[j_lo..a].fill(0.0);
+                row[b..j_hi].fill(0.0);
             }
             // P·V: 4 queries × 2 vectors of d, one FMA chain over keys per output.
             for dc in (0..hdp).step_by(v2) {
                 let mut acc = [[s.splat(0.0); 2]; QB];
-                for j in 0..len {
+                for j in j_lo..j_hi {
                     // SAFETY: dc + v2 ≤ hdp, so both loads stay in row j of vp.
                     let (v0, v1) = unsafe {
                         let p = vp.as_ptr().add(j * hdp + dc);
@@ -456,8 +505,22 @@ pub fn attention_varlen_reference_biased(
     bias: Option<RelativeBias<'_>>,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    let terms = AttentionTerms { bias, window: None };
+    attention_varlen_reference_with_terms(qkv, seq_offsets, heads, head_dim, terms, out)
+}
+
+/// [`attention_varlen_reference`] with `terms`: the bias (if any) added to the scaled scores,
+/// each query's softmax over the keys of its window (if any) alone.
+pub fn attention_varlen_reference_with_terms(
+    qkv: &[f32],
+    seq_offsets: &[usize],
+    heads: usize,
+    head_dim: usize,
+    terms: AttentionTerms<'_>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     const OP: &str = "attention_varlen_reference";
-    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, bias, out)?;
+    let (_, h) = validate(OP, qkv, seq_offsets, heads, head_dim, terms, out)?;
     let ld = 3 * h;
     let scale = 1.0 / (head_dim as f64).sqrt();
     for w in seq_offsets.windows(2) {
@@ -465,13 +528,17 @@ pub fn attention_varlen_reference_biased(
         for head in 0..heads {
             let col = head * head_dim;
             for i in s0..s1 {
-                let scores: Vec<f64> = (s0..s1)
+                let (a, b) = terms.keys(i - s0, s1 - s0);
+                let keys = s0 + a..s0 + b;
+                let scores: Vec<f64> = keys
+                    .clone()
                     .map(|j| {
                         let dot = (0..head_dim)
                             .map(|d| {
                                 qkv[i * ld + col + d] as f64 * qkv[j * ld + h + col + d] as f64
                             })
                             .sum::<f64>();
+                        let bias = terms.bias;
                         let b = bias.map_or(0.0, |b| b.row(head, i - s0, s1 - s0)[j - s0] as f64);
                         dot * scale + b
                     })
@@ -480,7 +547,8 @@ pub fn attention_varlen_reference_biased(
                 let exps: Vec<f64> = scores.iter().map(|&v| (v - max).exp()).collect();
                 let sum: f64 = exps.iter().sum();
                 for d in 0..head_dim {
-                    let acc: f64 = (s0..s1)
+                    let acc: f64 = keys
+                        .clone()
                         .zip(&exps)
                         .map(|(j, e)| e / sum * qkv[j * ld + 2 * h + col + d] as f64)
                         .sum();
@@ -550,9 +618,10 @@ mod tests {
         let mut want_biased = vec![f32::NAN; t * h];
         attention_varlen_reference_biased(&qkv, offsets, heads, hd, bias, &mut want_biased)
             .unwrap();
+        let terms = AttentionTerms { bias, window: None };
         for isa in supported_isas() {
             let mut got = vec![f32::NAN; t * h];
-            attention_impl(isa, &qkv, offsets, heads, hd, bias, &mut got).unwrap();
+            attention_impl(isa, &qkv, offsets, heads, hd, terms, &mut got).unwrap();
             close(&got, &want_biased, &format!("{isa} biased"));
         }
         if longest > 1 {
@@ -560,6 +629,55 @@ mod tests {
                 .iter()
                 .zip(&want)
                 .any(|(a, b)| (a - b).abs() > 1e-3));
+        }
+        // Sliding windows (ModernBERT's local layers): narrower than a register block, as wide
+        // as one, and wider than every sequence (which must equal no window at all, bit for
+        // bit); alone and with the bias.
+        for window in [0, 1, 3, 8, 16, 33, longest] {
+            for bias in [None, bias] {
+                let terms = AttentionTerms {
+                    bias,
+                    window: Some(window),
+                };
+                let mut want_windowed = vec![f32::NAN; t * h];
+                attention_varlen_reference_with_terms(
+                    &qkv,
+                    offsets,
+                    heads,
+                    hd,
+                    terms,
+                    &mut want_windowed,
+                )
+                .unwrap();
+                let full = if bias.is_some() { &want_biased } else { &want };
+                if window + 1 < longest {
+                    assert!(
+                        want_windowed
+                            .iter()
+                            .zip(full)
+                            .any(|(a, b)| (a - b).abs() > 1e-3),
+                        "window {window} changes nothing"
+                    );
+                }
+                for isa in supported_isas() {
+                    let mut got = vec![f32::NAN; t * h];
+                    attention_impl(isa, &qkv, offsets, heads, hd, terms, &mut got).unwrap();
+                    let what = format!("{isa} window {window} bias {}", bias.is_some());
+                    close(&got, &want_windowed, &what);
+                    if window + 1 >= longest {
+                        let mut unwindowed = vec![f32::NAN; t * h];
+                        let terms = AttentionTerms { bias, window: None };
+                        attention_impl(isa, &qkv, offsets, heads, hd, terms, &mut unwindowed)
+                            .unwrap();
+                        assert!(
+                            got.iter()
+                                .zip(&unwindowed)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{what}: a window wider than the sequence changed the result"
+                        );
+                    }
+                }
+            }
         }
     }
 

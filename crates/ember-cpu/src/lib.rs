@@ -24,17 +24,20 @@ pub mod isa;
 pub mod layernorm;
 pub mod math;
 pub mod probe;
+pub mod rotary;
 pub(crate) mod simd;
 pub mod softmax;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-pub use activation::{apply_activation, Activation};
+pub use activation::{apply_activation, gated_activation, Activation};
 pub use attention::{
-    attention_varlen, attention_varlen_biased, reserve_attention_scratch, RelativeBias,
+    attention_varlen, attention_varlen_biased, attention_varlen_with_terms,
+    reserve_attention_scratch, AttentionTerms, RelativeBias,
 };
 pub use error::KernelError;
 pub use gemm::{linear, PackedLinear, Precision};
 pub use isa::{active_isa, supported_isas, Isa};
 pub use layernorm::layernorm;
+pub use rotary::{apply_rotary, Rotary};
 pub use softmax::softmax_inplace;

@@ -337,6 +337,10 @@ impl std::fmt::Debug for CudaBertModel {
     }
 }
 
+/// Why [`CudaBertModel::load`] refuses ModernBERT.
+pub const MODERNBERT_ON_CUDA: &str =
+    "its rotary positions, GeGLU feed-forward and sliding-window attention have no CUDA kernels yet (use the CPU)";
+
 impl CudaBertModel {
     /// Uploads the checkpoint `file` (checked against `config`) to `device` in `dtype`, and
     /// compiles every kernel now so that no later call pays for NVRTC.
@@ -346,6 +350,12 @@ impl CudaBertModel {
         file: &WeightFile,
         dtype: Dtype,
     ) -> Result<Self, CudaError> {
+        if config.modern.is_some() {
+            return Err(CudaError::UnsupportedModel {
+                family: config.family.name(),
+                reason: MODERNBERT_ON_CUDA,
+            });
+        }
         if config.head_dim() > crate::attention::MAX_HEAD_DIM {
             return Err(CudaError::InvalidShape {
                 op: "CudaBertModel::load",

@@ -44,7 +44,7 @@ pub mod layernorm;
 pub mod nvrtc;
 pub mod pooling;
 
-pub use bert::CudaBertModel;
+pub use bert::{CudaBertModel, MODERNBERT_ON_CUDA};
 pub use device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
 pub use error::CudaError;
 pub use nvrtc::{Arch, Nvrtc};

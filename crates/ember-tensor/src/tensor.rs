@@ -83,6 +83,12 @@ impl F32Tensor {
         })
     }
 
+    /// A vector of `len` zeros made in memory, not read from a file (a parameter a model
+    /// does not store because it is zero: a LayerNorm without `β`).
+    pub fn zeros(name: &str, len: usize) -> F32Tensor {
+        Self::from_owned(name, vec![len], DType::F32, vec![0.0; len])
+    }
+
     /// A tensor holding `values` (already decoded, row-major), stored on disk as `stored_dtype`.
     pub(crate) fn from_owned(
         name: &str,
