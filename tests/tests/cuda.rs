@@ -155,8 +155,9 @@ fn bf16_and_f16_stay_within_cosine_0_999() {
     }
 }
 
-/// The RoBERTa, MPNet and DistilBERT families and the Dense module on the GPU (position rows,
-/// MPNet's relative position bias, Dense after the device's pooling): every model of
+/// The RoBERTa, MPNet, DistilBERT and ModernBERT families and the Dense module on the GPU
+/// (position rows, MPNet's relative position bias, ModernBERT's rotary positions, GeGLU and
+/// sliding windows, Dense after the device's pooling): every model of
 /// tests/tests/model_families.rs against sentence-transformers.
 #[test]
 fn other_families_match_sentence_transformers() {
@@ -173,8 +174,9 @@ fn other_families_match_sentence_transformers() {
         "tiny_roberta_reference.json",
         "tiny_mpnet_reference.json",
         "tiny_distilbert_dense_reference.json",
+        "tiny_modernbert_reference.json",
     ] {
-        // All 31–34 texts even on the emulated driver: the models are tiny (seconds there).
+        // All 31–41 texts even on the emulated driver: the models are tiny (seconds there).
         let reference: Reference = read_fixture(file);
         for (folder, model) in &reference.models {
             let dir = fixtures_dir().join(folder);
@@ -280,22 +282,4 @@ fn dtypes_a_device_does_not_run_are_refused() {
         err,
         "options: dtype f16 runs on cuda only; on the CPU use f32, bf16 or int8"
     );
-}
-
-/// ModernBERT has no CUDA kernels yet: asking for it on cuda is refused with the reason, on
-/// any machine (before a device is opened), not a missing-tensor error from BERT's names.
-#[test]
-fn modernbert_on_cuda_is_refused_with_the_reason() {
-    let dir = fixtures_dir().join("tiny-modernbert");
-    for dtype in [Precision::F32, Precision::Bf16] {
-        let Err(err) = load(&dir, Device::Cuda(0), dtype, 8) else {
-            panic!("tiny-modernbert loaded on cuda");
-        };
-        let message = err.to_string();
-        assert!(
-            message.contains("modernbert models run on the CPU only") && message.contains("rotary"),
-            "{message}"
-        );
-    }
-    load(&dir, Device::Cpu, Precision::F32, 8).unwrap();
 }

@@ -282,7 +282,7 @@ fn modernbert_forward_allocates_nothing(batches: &[(Vec<u32>, Vec<usize>)]) {
         .build()
         .unwrap();
     let mut workspace = ember_bert::Workspace::default();
-    let mut run = |workspace: &mut ember_bert::Workspace| {
+    let run = |workspace: &mut ember_bert::Workspace| {
         for (ids, offsets) in &batches {
             pool.install(|| model.forward(ids, offsets, workspace).map(|_| ()))
                 .unwrap();

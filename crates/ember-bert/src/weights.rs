@@ -4,6 +4,8 @@
 //!
 //! Shapes (`H` hidden, `F` FFN): linear weights `[n, k]` (`nn.Linear` layout), biases `[n]`;
 //! Q, K and V fused into one `[3H, H]` weight and `[3H]` bias, as the CPU model fuses them.
+//! ModernBERT's layers come in the same struct under their own names (see [`LayerWeights`]);
+//! the biases and LayerNorm shifts it does not have are zeros (adding them is exact).
 //!
 //! [`BertModel`]: crate::BertModel
 
@@ -41,28 +43,31 @@ pub struct LinearWeights {
 pub struct EmbeddingWeights {
     /// `embeddings.word_embeddings.weight`, `[vocab, H]`: one row per token id.
     pub word: Vec<f32>,
-    /// `embeddings.position_embeddings.weight`, `[max_positions, H]`: one row per position.
-    pub position: Vec<f32>,
+    /// `embeddings.position_embeddings.weight`, `[max_positions, H]`: one row per position
+    /// (`None` for ModernBERT, whose positions are rotary).
+    pub position: Option<Vec<f32>>,
     /// `embeddings.token_type_embeddings.weight`, `[types, H]` (MPNet, DistilBERT: one row of zeros).
     pub token_type: Vec<f32>,
     /// `embeddings.LayerNorm`, applied to the sum of the three rows.
     pub norm: NormWeights,
 }
 
-/// One `BertLayer`, in forward order.
+/// One `BertLayer`, in forward order (ModernBERT's names in brackets).
 #[derive(Clone, Debug)]
 pub struct LayerWeights {
-    /// `attention.self.{query,key,value}` fused: `[3H, H]`.
+    /// `attention.self.{query,key,value}` fused: `[3H, H]` (`attn.Wqkv`).
     pub qkv: LinearWeights,
-    /// `attention.output.dense`: `[H, H]`.
+    /// `attention.output.dense`: `[H, H]` (`attn.Wo`).
     pub attention_output: LinearWeights,
-    /// `attention.output.LayerNorm`, over the attention output plus the layer's input.
-    pub attention_norm: NormWeights,
-    /// `intermediate.dense`: `[F, H]`.
+    /// `attention.output.LayerNorm`, over the attention output plus the layer's input
+    /// (`attn_norm`, over the layer's input before attention; `None` in layer 0).
+    pub attention_norm: Option<NormWeights>,
+    /// `intermediate.dense`: `[F, H]` (`mlp.Wi`: `[2F, H]`, GeGLU's input then gate).
     pub intermediate: LinearWeights,
-    /// `output.dense`: `[H, F]`.
+    /// `output.dense`: `[H, F]` (`mlp.Wo`).
     pub output: LinearWeights,
-    /// `output.LayerNorm`, over the FFN output plus `attention_norm`'s output.
+    /// `output.LayerNorm`, over the FFN output plus `attention_norm`'s output (`mlp_norm`,
+    /// over the FFN's input).
     pub output_norm: NormWeights,
 }
 
@@ -91,17 +96,39 @@ impl<'a> F32WeightReader<'a> {
     }
 
     fn norm(&self, stem: &str) -> Result<NormWeights, BertError> {
+        self.norm_with(stem, true)
+    }
+
+    /// A LayerNorm; `β` zeros when it has none (`bias` false).
+    fn norm_with(&self, stem: &str, bias: bool) -> Result<NormWeights, BertError> {
         let h = self.config.hidden_size;
         Ok(NormWeights {
             gamma: self.vec(&format!("{stem}.weight"), &[h])?,
-            beta: self.vec(&format!("{stem}.bias"), &[h])?,
+            beta: match bias {
+                true => self.vec(&format!("{stem}.bias"), &[h])?,
+                false => vec![0.0; h],
+            },
         })
     }
 
     fn linear(&self, stem: &str, n: usize, k: usize) -> Result<LinearWeights, BertError> {
+        self.linear_with(stem, n, k, true)
+    }
+
+    /// A linear; its bias zeros when it has none (`bias` false).
+    fn linear_with(
+        &self,
+        stem: &str,
+        n: usize,
+        k: usize,
+        bias: bool,
+    ) -> Result<LinearWeights, BertError> {
         Ok(LinearWeights {
             weight: self.vec(&format!("{stem}.weight"), &[n, k])?,
-            bias: self.vec(&format!("{stem}.bias"), &[n])?,
+            bias: match bias {
+                true => self.vec(&format!("{stem}.bias"), &[n])?,
+                false => vec![0.0; n],
+            },
             n,
             k,
         })
@@ -111,12 +138,20 @@ impl<'a> F32WeightReader<'a> {
     pub fn embeddings(&self) -> Result<EmbeddingWeights, BertError> {
         let c = self.config;
         let h = c.hidden_size;
+        if let Some(modern) = &c.modern {
+            return Ok(EmbeddingWeights {
+                word: self.vec("embeddings.tok_embeddings.weight", &[c.vocab_size, h])?,
+                position: None,
+                token_type: vec![0.0; h],
+                norm: self.norm_with("embeddings.norm", modern.norm_bias)?,
+            });
+        }
         Ok(EmbeddingWeights {
             word: self.vec("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
-            position: self.vec(
+            position: Some(self.vec(
                 "embeddings.position_embeddings.weight",
                 &[c.max_position_embeddings, h],
-            )?,
+            )?),
             // MPNet has no token-type table: a row of zeros adds nothing, exactly.
             token_type: match c.type_vocab_size {
                 0 => vec![0.0; h],
@@ -133,9 +168,35 @@ impl<'a> F32WeightReader<'a> {
         self.loader.relative_bias(self.config)
     }
 
+    /// ModernBERT's `final_norm`; `None` for the other families.
+    pub fn final_norm(&self) -> Result<Option<NormWeights>, BertError> {
+        self.config
+            .modern
+            .as_ref()
+            .map(|modern| self.norm_with("final_norm", modern.norm_bias))
+            .transpose()
+    }
+
     /// Encoder layer `index` (`< num_hidden_layers`).
     pub fn layer(&self, index: usize) -> Result<LayerWeights, BertError> {
         let (h, f) = (self.config.hidden_size, self.config.intermediate_size);
+        if let Some(modern) = &self.config.modern {
+            let stem = format!("layers.{index}");
+            let (attention, mlp) = (modern.attention_bias, modern.mlp_bias);
+            let linear = |name: &str, n: usize, k: usize, bias: bool| {
+                self.linear_with(&format!("{stem}.{name}"), n, k, bias)
+            };
+            let norm = |name: &str| self.norm_with(&format!("{stem}.{name}"), modern.norm_bias);
+            return Ok(LayerWeights {
+                qkv: linear("attn.Wqkv", 3 * h, h, attention)?,
+                attention_output: linear("attn.Wo", h, h, attention)?,
+                // transformers' layer 0 has an identity in place of `attn_norm`.
+                attention_norm: (index > 0).then(|| norm("attn_norm")).transpose()?,
+                intermediate: linear("mlp.Wi", 2 * f, h, mlp)?,
+                output: linear("mlp.Wo", h, f, mlp)?,
+                output_norm: norm("mlp_norm")?,
+            });
+        }
         let stem = format!("encoder.layer.{index}");
         let mut qkv = LinearWeights {
             weight: Vec::with_capacity(3 * h * h),
@@ -151,7 +212,7 @@ impl<'a> F32WeightReader<'a> {
         Ok(LayerWeights {
             qkv,
             attention_output: self.linear(&format!("{stem}.attention.output.dense"), h, h)?,
-            attention_norm: self.norm(&format!("{stem}.attention.output.LayerNorm"))?,
+            attention_norm: Some(self.norm(&format!("{stem}.attention.output.LayerNorm"))?),
             intermediate: self.linear(&format!("{stem}.intermediate.dense"), f, h)?,
             output: self.linear(&format!("{stem}.output.dense"), h, f)?,
             output_norm: self.norm(&format!("{stem}.output.LayerNorm"))?,

@@ -84,6 +84,11 @@ impl Rotary {
         self.max_len
     }
 
+    /// The whole `cos` and `sin` tables, `[max_len, hd/2]` each (what a GPU backend uploads).
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
     /// `(cos, sin)` of position `p`, `hd/2` values each.
     fn row(&self, p: usize) -> (&[f32], &[f32]) {
         let half = self.head_dim / 2;

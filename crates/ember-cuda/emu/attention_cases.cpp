@@ -1,6 +1,7 @@
 // attention.cu under emulation: out[t, h·hd ..] = softmax(q_t · K_sᵀ / √hd + b_h) · V_s per
 // sequence s and head h, launched as src/attention.rs does; b_h is nothing, or a relative position
-// bias (MPNet's) of span `span`: b_h[t, j] = bias[h·(2·span + 1) + span + j − t].
+// bias (MPNet's) of span `span`: b_h[t, j] = bias[h·(2·span + 1) + span + j − t]; with a window
+// w ≥ 0 (ModernBERT's local layers) only the keys j with |j − t| ≤ w count.
 #include "harness.h"
 
 #include "attention.cu"
@@ -9,16 +10,16 @@ namespace harness {
 namespace {
 
 template <typename T>
-using AttentionEntry = void (*)(const T*, const unsigned*, T*, int, int, float, const float*, int);
+using AttentionEntry = void (*)(const T*, const unsigned*, T*, int, int, float, const float*, int, int);
 
-// span < 0: no bias.
+// span < 0: no bias; window < 0: full attention.
 template <typename T>
 void add(Cases& cases, AttentionEntry<T> entry, std::vector<unsigned> seq_offsets, int heads, int head_dim,
-         int span = -1) {
+         int span = -1, int window = -1) {
     const std::string name = "attention/" + lens(seq_offsets) + "x" + std::to_string(heads) + "x" +
-                             std::to_string(head_dim) + (span >= 0 ? "+bias" + std::to_string(span) : "") + "/" +
-                             dtype_name<T>();
-    cases.push_back({name, bound<T>(), [entry, seq_offsets, heads, head_dim, span, seed = cases.size()] {
+                             std::to_string(head_dim) + (span >= 0 ? "+bias" + std::to_string(span) : "") +
+                             (window >= 0 ? "+window" + std::to_string(window) : "") + "/" + dtype_name<T>();
+    cases.push_back({name, bound<T>(), [entry, seq_offsets, heads, head_dim, span, window, seed = cases.size()] {
                          Rng rng{seed};
                          const std::size_t tokens = seq_offsets.back(), hd = head_dim, h = std::size_t(heads) * hd;
                          // ×2 makes the softmax peaked enough for the online rescaling to matter.
@@ -33,7 +34,14 @@ void add(Cases& cases, AttentionEntry<T> entry, std::vector<unsigned> seq_offset
                                  for (std::size_t t = start; t < end; ++t) {
                                      std::vector<double> p(end - start);
                                      double max_score = -INFINITY, sum = 0.0;
+                                     const auto outside = [&](std::size_t j) {
+                                         return window >= 0 && (j + window < t || j > t + window);
+                                     };
                                      for (std::size_t j = start; j < end; ++j) {
+                                         if (outside(j)) {
+                                             p[j - start] = -INFINITY;
+                                             continue;
+                                         }
                                          double dot = 0.0;
                                          for (std::size_t d = 0; d < hd; ++d)
                                              dot += double(qkv[t * 3 * h + head * hd + d]) *
@@ -63,7 +71,7 @@ void add(Cases& cases, AttentionEntry<T> entry, std::vector<unsigned> seq_offset
                              const auto error = emu::launch(
                                  schedule, grid, dim3(32 * ATT_WARPS), 0, entry, qkv.data(), seq_offsets.data(),
                                  out.data(), heads, head_dim, scale, span >= 0 ? bias.data() : nullptr,
-                                 span >= 0 ? span : 0);
+                                 span >= 0 ? span : 0, window);
                              got = decode(out);
                              return error;
                          };
@@ -82,6 +90,13 @@ template <typename T> void add_all(Cases& cases, AttentionEntry<T> entry) {
     // sequence of 33 must not read outside it), and wider.
     add(cases, entry, {0, 33, 34, 50}, 2, 32, 32);
     add(cases, entry, {0, 5, 22}, 2, 13, 40);
+    // ModernBERT's sliding windows: only the query itself; narrower than a key tile, so that
+    // whole tiles are skipped and a query's first tiles hold none of its keys; wider than every
+    // sequence; with the bias.
+    add(cases, entry, {0, 5, 22}, 2, 13, -1, 0);
+    add(cases, entry, {0, 100, 101, 140}, 2, 16, -1, 8);
+    add(cases, entry, {0, 33, 34, 50}, 2, 32, -1, 64);
+    add(cases, entry, {0, 70}, 1, 32, 69, 20);
 }
 
 }  // namespace

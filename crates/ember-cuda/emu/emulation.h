@@ -79,6 +79,7 @@ extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 
 __forceinline__ int min(int a, int b) { return a < b ? a : b; }
+__forceinline__ int max(int a, int b) { return a > b ? a : b; }
 __forceinline__ float __uint_as_float(unsigned u) {
     float f;
     std::memcpy(&f, &u, sizeof f);
@@ -89,6 +90,8 @@ __forceinline__ float __int_as_float(int i) {
     std::memcpy(&f, &i, sizeof f);
     return f;
 }
+// A product rounded on its own, never fused into an FMA (this build does not contract either).
+__forceinline__ float __fmul_rn(float a, float b) { return a * b; }
 
 namespace emu {
 

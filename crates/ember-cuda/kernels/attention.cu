@@ -16,7 +16,9 @@
 // and finally out = o / l. Scores are (q·k)·(1/√hd), as on the CPU, plus, when `bias` is not
 // null (MPNet's relative position bias, expanded per distance: [heads, 2·span + 1] f32),
 // bias[head·(2·span + 1) + span + j − i] for key j and query i (span ≥ the longest sequence − 1,
-// the host checks). hd ≤ 128 (the host checks).
+// the host checks). With window ≥ 0 (ModernBERT's local layers) query i attends only to the keys
+// j with |j − i| ≤ window: other scores are −∞, and key tiles wholly outside the block's windows
+// are skipped; window < 0 is full attention. hd ≤ 128 (the host checks).
 // Grid: (⌈max_len / 16⌉, heads, n_seq); blocks past their sequence's end return at once.
 #include "common.cuh"
 
@@ -30,7 +32,7 @@
 template <typename T>
 __device__ __forceinline__ void attention_varlen(
     const T* __restrict__ qkv, const unsigned* __restrict__ seq_offsets, T* __restrict__ out,
-    int heads, int head_dim, float scale, const float* __restrict__ bias, int span) {
+    int heads, int head_dim, float scale, const float* __restrict__ bias, int span, int window) {
     __shared__ float q_s[ATT_BQ][ATT_MAX_HD];
     __shared__ float k_s[ATT_BK][ATT_MAX_HD + 1];
     __shared__ float v_s[ATT_BK][ATT_MAX_HD];
@@ -57,7 +59,13 @@ __device__ __forceinline__ void attention_varlen(
         for (int c = 0; c < ATT_DPL; ++c) o[q][c] = 0.0f;
     }
 
-    for (int k0 = 0; k0 < len; k0 += ATT_BK) {
+    // The keys any query of the block attends to: [k_lo, k_hi), from a whole tile.
+    int k_lo = 0, k_hi = len;
+    if (window >= 0) {
+        k_lo = max(q0 - window, 0) / ATT_BK * ATT_BK;
+        k_hi = min(q0 + ATT_BQ - 1 + window + 1, len);
+    }
+    for (int k0 = k_lo; k0 < k_hi; k0 += ATT_BK) {
         __syncthreads();  // the previous tile is consumed (and, the first time, q_s is written)
         for (int e = threadIdx.x; e < ATT_BK * hd; e += blockDim.x) {
             const int j = e / hd, d = e % hd;
@@ -75,16 +83,20 @@ __device__ __forceinline__ void attention_varlen(
             float s = 0.0f;
             for (int d = 0; d < hd; ++d) s = fmaf(qv[d], k_s[lane][d], s);
             const int query = q0 + warp * ATT_QPW + q;
-            s = key_valid ? s * scale : -f32_infinity();
+            const int key = k0 + lane;
+            const bool attends = key_valid && (window < 0 || abs(key - query) <= window);
+            s = attends ? s * scale : -f32_infinity();
             // Queries past the sequence's end are computed, never stored: no bias for them
             // (their distances may lie outside the table).
-            if (bias != nullptr && key_valid && query < len)
-                s += bias[static_cast<size_t>(head) * (2 * span + 1) + span + (k0 + lane) - query];
-            // The tile holds at least one valid key (k0 < len), so m_new is finite unless the
-            // inputs are not; m_run = −∞ on the first tile gives α = 0.
+            if (bias != nullptr && attends && query < len)
+                s += bias[static_cast<size_t>(head) * (2 * span + 1) + span + key - query];
+            // Without a window the tile holds at least one valid key (k0 < len), so m_new is
+            // finite unless the inputs are not; m_run = −∞ on the first tile gives α = 0. With
+            // one, a query may have no key in this tile (nor before it): m_new = −∞, and
+            // α = 1, p = 0 leave its (empty) sums as they are.
             const float m_new = fmaxf(m_run[q], warp_max(s));
-            const float alpha = expf(m_run[q] - m_new);
-            const float p = key_valid ? expf(s - m_new) : 0.0f;
+            const float alpha = m_new == -f32_infinity() ? 1.0f : expf(m_run[q] - m_new);
+            const float p = attends ? expf(s - m_new) : 0.0f;
             l_run[q] = fmaf(l_run[q], alpha, warp_sum(p));
             m_run[q] = m_new;
 #pragma unroll
@@ -117,8 +129,9 @@ __device__ __forceinline__ void attention_varlen(
 #define ATTENTION(T, SUFFIX)                                                                      \
     extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_varlen_##SUFFIX(       \
         const T* __restrict__ qkv, const unsigned* __restrict__ seq_offsets, T* __restrict__ out, \
-        int heads, int head_dim, float scale, const float* __restrict__ bias, int span) {         \
-        attention_varlen<T>(qkv, seq_offsets, out, heads, head_dim, scale, bias, span);           \
+        int heads, int head_dim, float scale, const float* __restrict__ bias, int span,           \
+        int window) {                                                                             \
+        attention_varlen<T>(qkv, seq_offsets, out, heads, head_dim, scale, bias, span, window);   \
     }
 
 ATTENTION(float, f32)

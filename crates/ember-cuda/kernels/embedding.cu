@@ -9,7 +9,9 @@
 // and including t whose id is not pad_id (pad_id + 1 + t − start(t) in a text without them).
 //
 // token_ids is [T] u32; seq_offsets is [n_seq + 1] u32 (0, …, T, non-decreasing); the tables are
-// [vocab, H], [max_positions, H], [types, H] (only row 0 is read: Ember encodes single segments);
+// [vocab, H], [max_positions, H] (or null: ModernBERT, whose positions are rotary, adds nothing —
+// max_positions then only bounds the sequence), [types, H] (only row 0 is read: Ember encodes
+// single segments);
 // gamma, beta [H] f32; out [T, H]. The sum is in f32 in torch's order, the LayerNorm as in
 // layernorm.cu. One warp per token. An id ≥ vocab or a position ≥ max_positions gives a NaN row
 // (the host checks ids before upload; this only keeps a bad batch from reading out of bounds).
@@ -56,20 +58,22 @@ __device__ __forceinline__ void embedding_layernorm(
         return;
     }
     const T* w = word + static_cast<size_t>(id) * hidden;
-    const T* p = position + static_cast<size_t>(pos) * hidden;
+    const T* p = position != nullptr ? position + static_cast<size_t>(pos) * hidden : nullptr;
+    // Adding 0 for a missing table is exact.
+    const auto at = [p](int j) { return p != nullptr ? to_f32(p[j]) : 0.0f; };
 
     float sum = 0.0f;
     for (int j = lane; j < hidden; j += 32)
-        sum += (to_f32(w[j]) + to_f32(token_type[j])) + to_f32(p[j]);
+        sum += (to_f32(w[j]) + to_f32(token_type[j])) + at(j);
     const float mean = warp_sum(sum) / hidden;
     float sq = 0.0f;
     for (int j = lane; j < hidden; j += 32) {
-        const float d = (to_f32(w[j]) + to_f32(token_type[j])) + to_f32(p[j]) - mean;
+        const float d = (to_f32(w[j]) + to_f32(token_type[j])) + at(j) - mean;
         sq = fmaf(d, d, sq);
     }
     const float rstd = 1.0f / sqrtf(warp_sum(sq) / hidden + eps);
     for (int j = lane; j < hidden; j += 32) {
-        const float v = (to_f32(w[j]) + to_f32(token_type[j])) + to_f32(p[j]);
+        const float v = (to_f32(w[j]) + to_f32(token_type[j])) + at(j);
         yr[j] = from_f32<T>(fmaf((v - mean) * rstd, gamma[j], beta[j]));
     }
 }

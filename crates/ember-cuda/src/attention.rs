@@ -77,6 +77,22 @@ pub fn attention_varlen<E: Element>(
     bias: Option<&DeviceRelativeBias>,
     out: &mut DeviceTensor<E>,
 ) -> Result<(), CudaError> {
+    attention_varlen_windowed(device, qkv, seq_offsets, heads, head_dim, bias, None, out)
+}
+
+/// [`attention_varlen`] where, with a `window` `w`, query `i` attends only to the keys `j` of
+/// its sequence with `|j − i| ≤ w` (ModernBERT's local layers; [`ember_cpu::AttentionTerms`]).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_varlen_windowed<E: Element>(
+    device: &CudaDevice,
+    qkv: &DeviceTensor<E>,
+    seq_offsets: &SeqOffsets,
+    heads: usize,
+    head_dim: usize,
+    bias: Option<&DeviceRelativeBias>,
+    window: Option<usize>,
+    out: &mut DeviceTensor<E>,
+) -> Result<(), CudaError> {
     const OP: &str = "attention_varlen";
     let t = seq_offsets.tokens();
     let invalid = |reason: String| CudaError::InvalidShape { op: OP, reason };
@@ -141,6 +157,8 @@ pub fn attention_varlen<E: Element>(
     let null: u64 = 0;
     // The span fits i32: the bias's heads·(2·span + 1) floats do (checked at upload).
     let span = bias.map_or(0, |b| b.span as i32);
+    // −1: full attention. A window past the longest sequence is the same as none.
+    let window = window.map_or(-1, |w| w.min(seq_offsets.max_len()) as i32);
     let stream = device.stream();
     let mut launch = stream.launch_builder(&function);
     launch
@@ -154,9 +172,9 @@ pub fn attention_varlen<E: Element>(
         Some(b) => launch.arg(b.values.slice()),
         None => launch.arg(&null),
     };
-    launch.arg(&span);
+    launch.arg(&span).arg(&window);
     // SAFETY: arguments match attention.cu (qkv, seq_offsets, out: device pointers; heads,
-    // head_dim: int; scale: float; bias: a device pointer or null; span: int);
+    // head_dim: int; scale: float; bias: a device pointer or null; span, window: int);
     // seq_offsets were validated at upload (0 … T, non-decreasing), qkv/out hold T·3H and T·H
     // elements, and the bias holds heads·(2·span + 1) floats with span ≥ the longest sequence
     // − 1 (checked above).

@@ -15,6 +15,22 @@
 //! pool(hidden, offsets, modes) → pooled [n, modes·H];  normalize_rows if asked
 //! ```
 //!
+//! ModernBERT runs its pre-LayerNorm layers over the same buffers:
+//!
+//! ```text
+//! embedding_layernorm(ids, offsets) (no position table)      → hidden   [T, H]
+//! per layer:
+//!   LN(hidden) (not in layer 0)                              → attn     [T, H]
+//!   rotary(linear(attn or hidden, W_qkv))                    → qkv      [T, 3H]
+//!   attention_varlen(qkv, offsets, window of the layer)      → context  [T, H]
+//!   linear(context, W_o) + hidden                            → attn     [T, H]
+//!   LN(attn)                                                 → hidden   [T, H]
+//!   linear(hidden, W_i)                                      → inter    [T, 2F]
+//!   act(inter[:, :F]) · inter[:, F:]                         → gated    [T, F]
+//!   linear(gated, W_o2) + attn                               → hidden   [T, H]
+//! LN(hidden) (final_norm)
+//! ```
+//!
 //! Weights go up once, at load, in the element type of the run: `f32` (the exact SIMT GEMM)
 //! or `bf16`/`f16` (tensor cores; biases and LayerNorm parameters stay f32). Activations live
 //! in buffers grown to the largest batch seen and reused, so a warm call allocates no device
@@ -26,13 +42,15 @@ use ember_bert::{check_batch, BertConfig, F32WeightReader};
 use ember_pooling::PoolingMode;
 use ember_tensor::WeightFile;
 
-use crate::attention::DeviceRelativeBias;
+use crate::activation::gated_activation;
+use crate::attention::{attention_varlen_windowed, DeviceRelativeBias};
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
-use crate::embedding::{embedding_layernorm, EmbeddingTables};
+use crate::embedding::{embedding_layernorm, EmbeddingTables, Positions};
 use crate::error::CudaError;
 use crate::gemm::{linear, DeviceLinear};
-use crate::layernorm::layernorm;
+use crate::layernorm::{layernorm, layernorm_into};
 use crate::pooling::{normalize_rows, pool};
+use crate::rotary::{apply_rotary, DeviceRotary};
 use ember_cpu::Activation;
 
 /// A LayerNorm's `γ`, `β` `[H]` on the device.
@@ -57,7 +75,8 @@ impl DeviceNorm {
 struct DeviceLayer<E: Element> {
     qkv: DeviceLinear<E>,
     attention_output: DeviceLinear<E>,
-    attention_norm: DeviceNorm,
+    /// `None` in ModernBERT's layer 0.
+    attention_norm: Option<DeviceNorm>,
     intermediate: DeviceLinear<E>,
     output: DeviceLinear<E>,
     output_norm: DeviceNorm,
@@ -73,7 +92,10 @@ struct Activations<E: Element> {
     qkv: DeviceTensor<E>,
     context: DeviceTensor<E>,
     attention: DeviceTensor<E>,
+    /// `[T, F]` (ModernBERT: `[T, 2F]`, GeGLU's input and gate).
     intermediate: DeviceTensor<E>,
+    /// ModernBERT's gated `[T, F]`.
+    gated: Option<DeviceTensor<E>>,
     pooled: DeviceTensor<f32>,
     token_ids: TokenIds,
     seq_offsets: SeqOffsets,
@@ -85,7 +107,41 @@ struct Encoder<E: Element> {
     layers: Vec<DeviceLayer<E>>,
     /// MPNet's relative position bias (f32 whatever `E`, as on the CPU).
     relative_bias: Option<DeviceRelativeBias>,
+    modern: Option<DeviceModern>,
     activations: Option<Activations<E>>,
+}
+
+/// What ModernBERT's forward pass needs beside the layers.
+struct DeviceModern {
+    final_norm: DeviceNorm,
+    /// The rotary tables of the full-attention layers' `θ` and of the sliding-window layers'.
+    global_rotary: DeviceRotary,
+    local_rotary: DeviceRotary,
+    /// Per layer, its window (`None`: full attention).
+    windows: Vec<Option<usize>>,
+}
+
+impl DeviceModern {
+    fn upload(
+        device: &CudaDevice,
+        reader: &F32WeightReader<'_>,
+        config: &BertConfig,
+    ) -> Result<Option<Self>, CudaError> {
+        let (Some(modern), Some(final_norm)) = (&config.modern, reader.final_norm()?) else {
+            return Ok(None);
+        };
+        let rotary = |theta: f64| -> Result<DeviceRotary, CudaError> {
+            let tables = ember_cpu::Rotary::new(theta, config.head_dim(), config.max_tokens())
+                .map_err(ember_bert::BertError::from)?;
+            DeviceRotary::upload(device, &tables)
+        };
+        Ok(Some(DeviceModern {
+            final_norm: DeviceNorm::upload(device, &final_norm)?,
+            global_rotary: rotary(modern.global_rope_theta)?,
+            local_rotary: rotary(modern.local_rope_theta)?,
+            windows: modern.windows.clone(),
+        }))
+    }
 }
 
 fn upload_linear<E: Element>(
@@ -109,10 +165,16 @@ impl<E: Element> Encoder<E> {
         config: &BertConfig,
     ) -> Result<Self, CudaError> {
         let e = reader.embeddings()?;
+        let positions = match &e.position {
+            Some(table) => Positions::Table(table),
+            None => Positions::Rotary {
+                max_positions: config.max_position_embeddings,
+            },
+        };
         let embeddings = EmbeddingTables::upload(
             device,
             &e.word,
-            &e.position,
+            positions,
             &e.token_type,
             &e.norm.gamma,
             &e.norm.beta,
@@ -126,7 +188,11 @@ impl<E: Element> Encoder<E> {
                 Ok(DeviceLayer {
                     qkv: upload_linear(device, &l.qkv)?,
                     attention_output: upload_linear(device, &l.attention_output)?,
-                    attention_norm: DeviceNorm::upload(device, &l.attention_norm)?,
+                    attention_norm: l
+                        .attention_norm
+                        .as_ref()
+                        .map(|norm| DeviceNorm::upload(device, norm))
+                        .transpose()?,
                     intermediate: upload_linear(device, &l.intermediate)?,
                     output: upload_linear(device, &l.output)?,
                     output_norm: DeviceNorm::upload(device, &l.output_norm)?,
@@ -143,6 +209,7 @@ impl<E: Element> Encoder<E> {
             embeddings,
             layers,
             relative_bias,
+            modern: DeviceModern::upload(device, reader, config)?,
             activations: None,
         })
     }
@@ -167,7 +234,11 @@ impl<E: Element> Encoder<E> {
             buffer.set_len(t * h)?;
         }
         a.qkv.set_len(t * 3 * h)?;
-        a.intermediate.set_len(t * c.intermediate_size)?;
+        a.intermediate
+            .set_len(t * c.intermediate_size * intermediate_halves(c))?;
+        if let Some(gated) = &mut a.gated {
+            gated.set_len(t * c.intermediate_size)?;
+        }
         a.pooled.set_len(n * pooled_dim)?;
         device.write_token_ids(token_ids, &mut a.token_ids)?;
         device.write_offsets(seq_offsets, &mut a.seq_offsets)?;
@@ -182,7 +253,16 @@ impl<E: Element> Encoder<E> {
             eps,
             &mut a.hidden,
         )?;
-        for layer in &self.layers {
+        if let Some(modern) = &self.modern {
+            Self::pre_norm_layers(device, c, &self.layers, modern, a, t)?;
+        }
+        let post_norm_layers = if self.modern.is_some() {
+            &[][..]
+        } else {
+            &self.layers[..]
+        };
+        let offsets = &a.seq_offsets;
+        for layer in post_norm_layers {
             linear(
                 device,
                 &a.hidden,
@@ -210,17 +290,19 @@ impl<E: Element> Encoder<E> {
                 Some(&a.hidden),
                 &mut a.attention,
             )?;
-            let norm = &layer.attention_norm;
-            layernorm(
-                device,
-                &mut a.attention,
-                None,
-                t,
-                h,
-                &norm.gamma,
-                &norm.beta,
-                eps,
-            )?;
+            // Every post-LayerNorm layer has its attention LayerNorm.
+            if let Some(norm) = &layer.attention_norm {
+                layernorm(
+                    device,
+                    &mut a.attention,
+                    None,
+                    t,
+                    h,
+                    &norm.gamma,
+                    &norm.beta,
+                    eps,
+                )?;
+            }
             linear(
                 device,
                 &a.attention,
@@ -251,11 +333,117 @@ impl<E: Element> Encoder<E> {
                 eps,
             )?;
         }
-        pool(device, &a.hidden, offsets, h, modes, &mut a.pooled)?;
+        pool(device, &a.hidden, &a.seq_offsets, h, modes, &mut a.pooled)?;
         if normalize {
             normalize_rows(device, &mut a.pooled, pooled_dim)?;
         }
         device.download_into(&a.pooled, out)
+    }
+}
+
+impl<E: Element> Encoder<E> {
+    /// ModernBERT's layers and `final_norm` over `a.hidden` (see the module docs).
+    fn pre_norm_layers(
+        device: &CudaDevice,
+        c: &BertConfig,
+        layers: &[DeviceLayer<E>],
+        modern: &DeviceModern,
+        a: &mut Activations<E>,
+        t: usize,
+    ) -> Result<(), CudaError> {
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        let (heads, head_dim, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
+        let Some(gated) = a.gated.as_mut() else {
+            return Err(CudaError::InvalidShape {
+                op: "CudaBertModel",
+                reason: "ModernBERT's gated buffer missing".into(),
+            });
+        };
+        for (layer, &window) in layers.iter().zip(&modern.windows) {
+            let input = match &layer.attention_norm {
+                None => &a.hidden,
+                Some(norm) => {
+                    let (g, b) = (&norm.gamma, &norm.beta);
+                    layernorm_into(device, &a.hidden, &mut a.attention, t, h, g, b, eps)?;
+                    &a.attention
+                }
+            };
+            linear(
+                device,
+                input,
+                t,
+                &layer.qkv,
+                Activation::Identity,
+                None,
+                &mut a.qkv,
+            )?;
+            let rotary = match window {
+                None => &modern.global_rotary,
+                Some(_) => &modern.local_rotary,
+            };
+            apply_rotary(device, &mut a.qkv, &a.seq_offsets, heads, rotary)?;
+            attention_varlen_windowed(
+                device,
+                &a.qkv,
+                &a.seq_offsets,
+                heads,
+                head_dim,
+                None,
+                window,
+                &mut a.context,
+            )?;
+            linear(
+                device,
+                &a.context,
+                t,
+                &layer.attention_output,
+                Activation::Identity,
+                Some(&a.hidden),
+                &mut a.attention,
+            )?;
+            let norm = &layer.output_norm;
+            let (g, b) = (&norm.gamma, &norm.beta);
+            layernorm_into(device, &a.attention, &mut a.hidden, t, h, g, b, eps)?;
+            linear(
+                device,
+                &a.hidden,
+                t,
+                &layer.intermediate,
+                Activation::Identity,
+                None,
+                &mut a.intermediate,
+            )?;
+            gated_activation(device, c.activation, &a.intermediate, t, f, gated)?;
+            linear(
+                device,
+                gated,
+                t,
+                &layer.output,
+                Activation::Identity,
+                Some(&a.attention),
+                &mut a.hidden,
+            )?;
+        }
+        let norm = &modern.final_norm;
+        layernorm(
+            device,
+            &mut a.hidden,
+            None,
+            t,
+            h,
+            &norm.gamma,
+            &norm.beta,
+            eps,
+        )
+    }
+}
+
+/// How many `[T, F]` halves the FFN's up-projection writes: 2 for ModernBERT's GeGLU.
+fn intermediate_halves(c: &BertConfig) -> usize {
+    if c.modern.is_some() {
+        2
+    } else {
+        1
     }
 }
 
@@ -284,7 +472,11 @@ fn grow_activations<'a, E: Element>(
             qkv: device.zeros(t * 3 * h)?,
             context: device.zeros(t * h)?,
             attention: device.zeros(t * h)?,
-            intermediate: device.zeros(t * f)?,
+            intermediate: device.zeros(t * f * intermediate_halves(c))?,
+            gated: match c.modern {
+                Some(_) => Some(device.zeros(t * f)?),
+                None => None,
+            },
             pooled: device.zeros(n * pooled_dim)?,
             token_ids: device.upload_token_ids(&vec![0; t])?,
             seq_offsets: device.upload_offsets(&vec![0; n + 1])?,
@@ -337,10 +529,6 @@ impl std::fmt::Debug for CudaBertModel {
     }
 }
 
-/// Why [`CudaBertModel::load`] refuses ModernBERT.
-pub const MODERNBERT_ON_CUDA: &str =
-    "its rotary positions, GeGLU feed-forward and sliding-window attention have no CUDA kernels yet (use the CPU)";
-
 impl CudaBertModel {
     /// Uploads the checkpoint `file` (checked against `config`) to `device` in `dtype`, and
     /// compiles every kernel now so that no later call pays for NVRTC.
@@ -350,12 +538,6 @@ impl CudaBertModel {
         file: &WeightFile,
         dtype: Dtype,
     ) -> Result<Self, CudaError> {
-        if config.modern.is_some() {
-            return Err(CudaError::UnsupportedModel {
-                family: config.family.name(),
-                reason: MODERNBERT_ON_CUDA,
-            });
-        }
         if config.head_dim() > crate::attention::MAX_HEAD_DIM {
             return Err(CudaError::InvalidShape {
                 op: "CudaBertModel::load",

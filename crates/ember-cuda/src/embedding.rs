@@ -1,7 +1,8 @@
 //! BertEmbeddings on the GPU (`kernels/embedding.cu`): for token `t` whose position row is `p`
 //! (its index in the sequence for BERT; [`PositionIds`] for the RoBERTa family),
 //! `x[t] = LN((word[id_t] + token_type[0]) + position[p])`, mirroring
-//! `ember_bert::BertModel`'s embedding step over a packed batch.
+//! `ember_bert::BertModel`'s embedding step over a packed batch. ModernBERT has no position
+//! table ([`Positions::Rotary`]): its rows are `LN(word[id_t] + 0)`.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ember_bert::PositionIds;
@@ -27,11 +28,25 @@ fn entry_point(dtype: Dtype) -> &'static str {
     }
 }
 
+/// Where token positions come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Positions<'a> {
+    /// An absolute position table, `[max_positions, H]` (BERT, RoBERTa, MPNet, DistilBERT).
+    Table(&'a [f32]),
+    /// None in the embeddings: rotary positions in attention (ModernBERT), for sequences of
+    /// up to `max_positions` tokens.
+    Rotary {
+        /// The longest sequence the model runs.
+        max_positions: usize,
+    },
+}
+
 /// The embedding tables (in `E`) and their LayerNorm (f32) on the device.
 #[derive(Debug)]
 pub struct EmbeddingTables<E: Element> {
     word: DeviceTensor<E>,
-    position: DeviceTensor<E>,
+    /// `None` for [`Positions::Rotary`].
+    position: Option<DeviceTensor<E>>,
     token_type: DeviceTensor<E>,
     gamma: DeviceTensor<f32>,
     beta: DeviceTensor<f32>,
@@ -42,14 +57,14 @@ pub struct EmbeddingTables<E: Element> {
 }
 
 impl<E: Element> EmbeddingTables<E> {
-    /// Uploads `word` `[vocab, H]`, `position` `[max_positions, H]`, `token_type`
+    /// Uploads `word` `[vocab, H]`, `position` (a `[max_positions, H]` table, or none), `token_type`
     /// `[types ≥ 1, H]` and the LayerNorm's `gamma`, `beta` `[H]`; `position_ids` says which
     /// row of `position` each token takes (BERT's or the RoBERTa family's).
     #[allow(clippy::too_many_arguments)]
     pub fn upload(
         device: &CudaDevice,
         word: &[f32],
-        position: &[f32],
+        position: Positions<'_>,
         token_type: &[f32],
         gamma: &[f32],
         beta: &[f32],
@@ -70,7 +85,10 @@ impl<E: Element> EmbeddingTables<E> {
             Ok(data.len() / hidden)
         };
         let vocab = rows("word", word)?;
-        let max_positions = rows("position", position)?;
+        let max_positions = match position {
+            Positions::Table(table) => rows("position", table)?,
+            Positions::Rotary { max_positions } => max_positions,
+        };
         rows("token_type", token_type)?;
         check_len(OP, "gamma", hidden, gamma.len())?;
         check_len(OP, "beta", hidden, beta.len())?;
@@ -86,7 +104,10 @@ impl<E: Element> EmbeddingTables<E> {
         }
         Ok(EmbeddingTables {
             word: device.upload(word)?,
-            position: device.upload(position)?,
+            position: match position {
+                Positions::Table(table) => Some(device.upload(table)?),
+                Positions::Rotary { .. } => None,
+            },
             // Only row 0 is read (single-segment inputs, as on the CPU).
             token_type: device.upload(&token_type[..hidden])?,
             gamma: device.upload(gamma)?,
@@ -175,14 +196,19 @@ pub fn embedding_layernorm<E: Element>(
         PositionIds::FromZero => -1,
         PositionIds::AfterPadding { pad_token_id } => pad_token_id as i32,
     };
+    let null: u64 = 0;
     let stream = device.stream();
     let mut launch = stream.launch_builder(&function);
     launch
         .arg(token_ids.device())
         .arg(seq_offsets.device())
         .arg(&n_seq)
-        .arg(tables.word.slice())
-        .arg(tables.position.slice())
+        .arg(tables.word.slice());
+    match &tables.position {
+        Some(position) => launch.arg(position.slice()),
+        None => launch.arg(&null),
+    };
+    launch
         .arg(tables.token_type.slice())
         .arg(tables.gamma.slice())
         .arg(tables.beta.slice())
@@ -194,7 +220,8 @@ pub fn embedding_layernorm<E: Element>(
         .arg(&pad_id)
         .arg(&eps);
     // SAFETY: arguments match embedding.cu's signature; the tables hold vocab, max_positions
-    // and 1 rows of H, out holds T·H, and the kernel bounds-checks ids and positions.
+    // (or, null, none: the kernel then reads no position row) and 1 rows of H, out holds T·H,
+    // and the kernel bounds-checks ids and positions.
     unsafe { launch.launch(config) }.map_err(CudaError::driver("launch embedding"))?;
     Ok(())
 }

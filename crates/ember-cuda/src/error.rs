@@ -112,14 +112,6 @@ pub enum CudaError {
         /// What is wrong.
         reason: String,
     },
-    /// A model family the CUDA kernels do not run yet.
-    #[error("{family} models run on the CPU only: {reason}")]
-    UnsupportedModel {
-        /// `model_type`.
-        family: &'static str,
-        /// What has no kernel.
-        reason: &'static str,
-    },
     /// The checkpoint or the batch does not fit the model (from `ember-bert`'s checks).
     #[error(transparent)]
     Model(#[from] ember_bert::BertError),

@@ -27,17 +27,23 @@ pub enum KernelFile {
     Attention,
     /// `pooling.cu`: sentence-transformers pooling modes and Normalize.
     Pooling,
+    /// `rotary.cu`: rotary position embeddings on Q and K (ModernBERT).
+    Rotary,
+    /// `activation.cu`: a gated activation, `act(a) · g` (ModernBERT's GeGLU).
+    Activation,
 }
 
 impl KernelFile {
     /// Every kernel file, in a fixed order.
-    pub const ALL: [KernelFile; 6] = [
+    pub const ALL: [KernelFile; 8] = [
         KernelFile::Embedding,
         KernelFile::Gemm,
         KernelFile::GemmSm90,
         KernelFile::LayerNorm,
         KernelFile::Attention,
         KernelFile::Pooling,
+        KernelFile::Rotary,
+        KernelFile::Activation,
     ];
 
     /// The file's name under `kernels/`.
@@ -49,6 +55,8 @@ impl KernelFile {
             KernelFile::LayerNorm => "layernorm.cu",
             KernelFile::Attention => "attention.cu",
             KernelFile::Pooling => "pooling.cu",
+            KernelFile::Rotary => "rotary.cu",
+            KernelFile::Activation => "activation.cu",
         }
     }
 
@@ -61,6 +69,8 @@ impl KernelFile {
             KernelFile::LayerNorm => include_str!("../kernels/layernorm.cu"),
             KernelFile::Attention => include_str!("../kernels/attention.cu"),
             KernelFile::Pooling => include_str!("../kernels/pooling.cu"),
+            KernelFile::Rotary => include_str!("../kernels/rotary.cu"),
+            KernelFile::Activation => include_str!("../kernels/activation.cu"),
         }
     }
 
@@ -80,7 +90,7 @@ impl KernelFile {
 
     /// The `extern "C"` kernels of this file that the launchers use.
     pub fn entry_points(self) -> Vec<&'static str> {
-        use crate::{attention, embedding, gemm, layernorm, pooling};
+        use crate::{activation, attention, embedding, gemm, layernorm, pooling, rotary};
         match self {
             KernelFile::Embedding => embedding::ENTRY_POINTS.to_vec(),
             KernelFile::Gemm | KernelFile::GemmSm90 => gemm::GemmKernel::ALL
@@ -92,6 +102,8 @@ impl KernelFile {
             KernelFile::LayerNorm => layernorm::ENTRY_POINTS.to_vec(),
             KernelFile::Attention => attention::ENTRY_POINTS.to_vec(),
             KernelFile::Pooling => pooling::ENTRY_POINTS.to_vec(),
+            KernelFile::Rotary => rotary::ENTRY_POINTS.to_vec(),
+            KernelFile::Activation => activation::ENTRY_POINTS.to_vec(),
         }
     }
 }

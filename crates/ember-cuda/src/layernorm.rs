@@ -34,9 +34,42 @@ pub fn layernorm<E: Element>(
     beta: &DeviceTensor<f32>,
     eps: f32,
 ) -> Result<(), CudaError> {
+    launch_layernorm(device, None, x, residual, rows, hidden, (gamma, beta), eps)
+}
+
+/// `out ← LN(x)` row by row, `x` kept (a pre-LayerNorm layer's input, ModernBERT's).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_into<E: Element>(
+    device: &CudaDevice,
+    x: &DeviceTensor<E>,
+    out: &mut DeviceTensor<E>,
+    rows: usize,
+    hidden: usize,
+    gamma: &DeviceTensor<f32>,
+    beta: &DeviceTensor<f32>,
+    eps: f32,
+) -> Result<(), CudaError> {
+    launch_layernorm(device, Some(x), out, None, rows, hidden, (gamma, beta), eps)
+}
+
+/// `out ← LN(x + residual)`, `x` being `out` itself when `None`.
+#[allow(clippy::too_many_arguments)]
+fn launch_layernorm<E: Element>(
+    device: &CudaDevice,
+    x: Option<&DeviceTensor<E>>,
+    out: &mut DeviceTensor<E>,
+    residual: Option<&DeviceTensor<E>>,
+    rows: usize,
+    hidden: usize,
+    (gamma, beta): (&DeviceTensor<f32>, &DeviceTensor<f32>),
+    eps: f32,
+) -> Result<(), CudaError> {
     const OP: &str = "layernorm";
     let len = checked_product(OP, "x", &[rows, hidden])?;
-    check_len(OP, "x", len, x.len())?;
+    check_len(OP, "out", len, out.len())?;
+    if let Some(x) = x {
+        check_len(OP, "x", len, x.len())?;
+    }
     if let Some(r) = residual {
         check_len(OP, "residual", len, r.len())?;
     }
@@ -55,9 +88,12 @@ pub fn layernorm<E: Element>(
     let null: u64 = 0;
     let stream = device.stream();
     let mut launch = stream.launch_builder(&function);
-    // The kernel reads x (and r) and writes out = x: pass x once as input, once as output.
-    let x_ptr = x.slice_mut();
-    launch.arg(&*x_ptr);
+    // In place, the kernel reads x (and r) and writes out = x: x is passed twice.
+    let out_ptr = out.slice_mut();
+    match x {
+        Some(x) => launch.arg(x.slice()),
+        None => launch.arg(&*out_ptr),
+    };
     match residual {
         Some(r) => launch.arg(r.slice()),
         None => launch.arg(&null),
@@ -65,7 +101,7 @@ pub fn layernorm<E: Element>(
     launch
         .arg(gamma.slice())
         .arg(beta.slice())
-        .arg(&*x_ptr)
+        .arg(&*out_ptr)
         .arg(&rows_i)
         .arg(&hidden_i)
         .arg(&eps);

@@ -8,10 +8,12 @@
 //!
 //! | op                                   | kernel file      | CPU reference                          |
 //! |--------------------------------------|------------------|----------------------------------------|
-//! | [`embedding::embedding_layernorm`] (BERT's or RoBERTa's position rows) | `embedding.cu` | `ember_bert` embedding step |
+//! | [`embedding::embedding_layernorm`] (BERT's or RoBERTa's position rows, or none) | `embedding.cu` | `ember_bert` embedding step |
 //! | [`gemm::linear`]                     | `gemm.cu`, `gemm_sm90.cu` | [`ember_cpu::gemm::linear_reference`] |
 //! | [`layernorm::layernorm`]             | `layernorm.cu`   | [`ember_cpu::layernorm::layernorm_reference`] |
-//! | [`attention::attention_varlen`] (optionally MPNet's relative position bias) | `attention.cu` | [`ember_cpu::attention::attention_varlen_reference_biased`] |
+//! | [`attention::attention_varlen`] (optionally MPNet's relative position bias, ModernBERT's sliding window) | `attention.cu` | [`ember_cpu::attention::attention_varlen_reference_with_terms`] |
+//! | [`rotary::apply_rotary`] (ModernBERT) | `rotary.cu` | [`ember_cpu::rotary::apply_rotary_reference`] |
+//! | [`activation::gated_activation`] (ModernBERT's GeGLU) | `activation.cu` | [`ember_cpu::activation::gated_activation_reference`] |
 //! | [`pooling::pool`], [`pooling::normalize_rows`] | `pooling.cu` | [`ember_pooling::pool`], [`ember_pooling::normalize_rows`] |
 //!
 //! Nothing CUDA is needed to build: the driver (`libcuda`) is loaded at run time by `cudarc`,
@@ -33,6 +35,7 @@
 //! # Ok::<(), ember_cuda::CudaError>(())
 //! ```
 
+pub mod activation;
 pub mod attention;
 pub mod bert;
 pub mod device;
@@ -43,8 +46,9 @@ pub mod kernels;
 pub mod layernorm;
 pub mod nvrtc;
 pub mod pooling;
+pub mod rotary;
 
-pub use bert::{CudaBertModel, MODERNBERT_ON_CUDA};
+pub use bert::CudaBertModel;
 pub use device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
 pub use error::CudaError;
 pub use nvrtc::{Arch, Nvrtc};

@@ -19,15 +19,19 @@
 //! the cases above [`EMULATED_MAX_MULTIPLY_ADDS`] say they skipped.
 
 use ember_bert::PositionIds;
-use ember_cpu::attention::attention_varlen_reference_biased;
+use ember_cpu::activation::gated_activation_reference;
+use ember_cpu::attention::attention_varlen_reference_with_terms;
 use ember_cpu::gemm::linear_reference;
 use ember_cpu::layernorm::layernorm_reference;
+use ember_cpu::rotary::apply_rotary_reference;
 use ember_cpu::{Activation, Isa, PackedLinear};
-use ember_cuda::attention::{attention_varlen, DeviceRelativeBias};
-use ember_cuda::embedding::{embedding_layernorm, EmbeddingTables};
+use ember_cuda::activation::gated_activation;
+use ember_cuda::attention::{attention_varlen, attention_varlen_windowed, DeviceRelativeBias};
+use ember_cuda::embedding::{embedding_layernorm, EmbeddingTables, Positions};
 use ember_cuda::gemm::{linear, linear_with_kernel, DeviceLinear, GemmKernel};
-use ember_cuda::layernorm::layernorm;
+use ember_cuda::layernorm::{layernorm, layernorm_into};
 use ember_cuda::pooling::{normalize_rows, pool};
+use ember_cuda::rotary::{apply_rotary, DeviceRotary};
 use ember_cuda::{CudaDevice, CudaError, Dtype, Element};
 use ember_pooling::{PoolingConfig, PoolingMode};
 
@@ -157,12 +161,29 @@ enum Op {
         head_dim: usize,
         /// `Some(span)`: a random relative position bias (MPNet's) of that span.
         bias_span: Option<usize>,
+        /// `Some(w)`: keys within `w` of each query only (ModernBERT's local layers).
+        window: Option<usize>,
     },
     LayerNorm {
         rows: usize,
         hidden: usize,
         residual: bool,
         eps: f32,
+        /// Into another buffer, the input kept (`layernorm_into`; no residual).
+        into: bool,
+    },
+    /// ModernBERT's rotary positions on Q and K of a `[T, 3H]` buffer.
+    Rotary {
+        seq_offsets: Vec<usize>,
+        heads: usize,
+        head_dim: usize,
+        theta: f64,
+    },
+    /// ModernBERT's GeGLU gate: `[rows, 2F]` → `[rows, F]`.
+    Gated {
+        rows: usize,
+        f: usize,
+        act: Activation,
     },
     Embedding {
         seq_offsets: Vec<usize>,
@@ -172,6 +193,8 @@ enum Op {
         /// `Some`: the RoBERTa family's position rows after this padding id, with the id
         /// also inside sequences.
         pad_token_id: Option<u32>,
+        /// No position table (ModernBERT's rotary positions).
+        rotary: bool,
     },
     Pool {
         seq_offsets: Vec<usize>,
@@ -222,6 +245,13 @@ impl Case {
                 2 * squares * heads * head_dim
             }
             Op::LayerNorm { rows, hidden, .. } => rows * hidden,
+            Op::Rotary {
+                seq_offsets,
+                heads,
+                head_dim,
+                ..
+            } => seq_offsets.last().copied().unwrap_or(0) * 2 * heads * head_dim,
+            Op::Gated { rows, f, .. } => rows * f,
             Op::Embedding {
                 seq_offsets,
                 hidden,
@@ -273,12 +303,14 @@ impl Case {
                 heads,
                 head_dim,
                 bias_span,
+                window,
             } => (
                 "attention".to_owned(),
                 format!(
-                    "{}x{heads}x{head_dim}{}",
+                    "{}x{heads}x{head_dim}{}{}",
                     lens(seq_offsets),
-                    bias_span.map_or(String::new(), |span| format!("+bias{span}"))
+                    bias_span.map_or(String::new(), |span| format!("+bias{span}")),
+                    window.map_or(String::new(), |w| format!("+window{w}"))
                 ),
             ),
             Op::LayerNorm {
@@ -286,25 +318,40 @@ impl Case {
                 hidden,
                 residual,
                 eps,
+                into,
             } => (
-                "layernorm".to_owned(),
+                if *into { "layernorm-into" } else { "layernorm" }.to_owned(),
                 format!(
                     "{rows}x{hidden}{},eps={eps:e}",
                     if *residual { "+r" } else { "" }
                 ),
             ),
+            Op::Rotary {
+                seq_offsets,
+                heads,
+                head_dim,
+                theta,
+            } => (
+                "rotary".to_owned(),
+                format!("{}x{heads}x{head_dim},theta={theta}", lens(seq_offsets)),
+            ),
+            Op::Gated { rows, f, act } => {
+                ("gated".to_owned(), format!("{rows}x{f}{}", act_name(*act)))
+            }
             Op::Embedding {
                 seq_offsets,
                 hidden,
                 vocab,
                 max_positions,
                 pad_token_id,
+                rotary,
             } => (
                 "embedding".to_owned(),
                 format!(
-                    "{}x{hidden},vocab={vocab},pos={max_positions}{}",
+                    "{}x{hidden},vocab={vocab},pos={max_positions}{}{}",
                     lens(seq_offsets),
-                    pad_token_id.map_or(String::new(), |pad| format!(",pad={pad}"))
+                    pad_token_id.map_or(String::new(), |pad| format!(",pad={pad}")),
+                    if *rotary { ",no-table" } else { "" }
                 ),
             ),
             Op::Pool {
@@ -400,6 +447,7 @@ impl Case {
                 heads,
                 head_dim,
                 bias_span,
+                window,
             } => {
                 let (t, h) = (*seq_offsets.last().unwrap(), heads * head_dim);
                 // ×2 makes the softmax peaked enough for the online rescaling to matter.
@@ -409,12 +457,16 @@ impl Case {
                     .zip(bias_values.as_deref())
                     .map(|(span, values)| ember_cpu::RelativeBias { values, span });
                 let mut want = vec![0.0f32; t * h];
-                attention_varlen_reference_biased(
+                let terms = ember_cpu::AttentionTerms {
+                    bias,
+                    window: *window,
+                };
+                attention_varlen_reference_with_terms(
                     &qkv,
                     seq_offsets,
                     *heads,
                     *head_dim,
-                    bias,
+                    terms,
                     &mut want,
                 )
                 .expect("reference shapes");
@@ -428,13 +480,14 @@ impl Case {
                     .map(|b| DeviceRelativeBias::upload(device, b.values, *heads, b.span))
                     .transpose()?;
                 let mut out_d = device.upload::<E>(&vec![f32::NAN; t * h])?;
-                attention_varlen(
+                attention_varlen_windowed(
                     device,
                     &qkv_d,
                     &offsets_d,
                     *heads,
                     *head_dim,
                     bias_d.as_ref(),
+                    *window,
                     &mut out_d,
                 )?;
                 Ok((Some(device.download(&out_d)?), want))
@@ -444,6 +497,7 @@ impl Case {
                 hidden,
                 residual,
                 eps,
+                into,
             } => {
                 // Rows offset by their index: |μ| ≫ σ stresses the variance.
                 let x: Vec<f32> = (0..rows * hidden)
@@ -468,6 +522,18 @@ impl Case {
                 let r_d = r.as_deref().map(|r| device.upload::<E>(r)).transpose()?;
                 let gamma_d = device.upload::<f32>(&gamma)?;
                 let beta_d = device.upload::<f32>(&beta)?;
+                if into {
+                    let mut out_d = device.upload::<E>(&vec![f32::NAN; rows * hidden])?;
+                    let (g, b) = (&gamma_d, &beta_d);
+                    layernorm_into(device, &x_d, &mut out_d, rows, hidden, g, b, eps)?;
+                    // The input is kept.
+                    assert_eq!(
+                        device.download(&x_d)?,
+                        x,
+                        "layernorm_into changed its input"
+                    );
+                    return Ok((Some(device.download(&out_d)?), want));
+                }
                 layernorm(
                     device,
                     &mut x_d,
@@ -480,12 +546,54 @@ impl Case {
                 )?;
                 Ok((Some(device.download(&x_d)?), want))
             }
+            &Op::Rotary {
+                ref seq_offsets,
+                heads,
+                head_dim,
+                theta,
+            } => {
+                let (t, h) = (*seq_offsets.last().unwrap(), heads * head_dim);
+                let qkv = quantize::<E>(&rng.vec(t * 3 * h, 2.0));
+                let max_len = seq_offsets
+                    .windows(2)
+                    .map(|w| w[1] - w[0])
+                    .max()
+                    .unwrap_or(0);
+                let tables =
+                    ember_cpu::Rotary::new(theta, head_dim, max_len).expect("rotary shapes");
+                let mut want = qkv.clone();
+                apply_rotary_reference(&mut want, seq_offsets, heads, theta, &tables)
+                    .expect("reference shapes");
+
+                let Some(device) = device else {
+                    return Ok((None, want));
+                };
+                let mut qkv_d = device.upload::<E>(&qkv)?;
+                let offsets_d = device.upload_offsets(seq_offsets)?;
+                let rotary_d = DeviceRotary::upload(device, &tables)?;
+                apply_rotary(device, &mut qkv_d, &offsets_d, heads, &rotary_d)?;
+                Ok((Some(device.download(&qkv_d)?), want))
+            }
+            &Op::Gated { rows, f, act } => {
+                let x = quantize::<E>(&rng.vec(rows * 2 * f, 3.0));
+                let mut want = vec![0.0f32; rows * f];
+                gated_activation_reference(act, &x, f, &mut want);
+
+                let Some(device) = device else {
+                    return Ok((None, want));
+                };
+                let x_d = device.upload::<E>(&x)?;
+                let mut out_d = device.upload::<E>(&vec![f32::NAN; rows * f])?;
+                gated_activation(device, act, &x_d, rows, f, &mut out_d)?;
+                Ok((Some(device.download(&out_d)?), want))
+            }
             &Op::Embedding {
                 ref seq_offsets,
                 hidden,
                 vocab,
                 max_positions,
                 pad_token_id,
+                rotary,
             } => {
                 let position_ids = match pad_token_id {
                     None => PositionIds::FromZero,
@@ -493,7 +601,11 @@ impl Case {
                 };
                 let t = *seq_offsets.last().unwrap();
                 let word = quantize::<E>(&rng.vec(vocab * hidden, 1.0));
-                let position = quantize::<E>(&rng.vec(max_positions * hidden, 1.0));
+                let position = if rotary {
+                    vec![0.0; max_positions * hidden]
+                } else {
+                    quantize::<E>(&rng.vec(max_positions * hidden, 1.0))
+                };
                 let token_type = quantize::<E>(&rng.vec(2 * hidden, 1.0));
                 let gamma: Vec<f32> = (0..hidden).map(|_| 1.0 + 0.5 * rng.uniform()).collect();
                 let beta = rng.vec(hidden, 1.0);
@@ -522,10 +634,14 @@ impl Case {
                 let Some(device) = device else {
                     return Ok((None, want));
                 };
+                let positions = match rotary {
+                    true => Positions::Rotary { max_positions },
+                    false => Positions::Table(&position),
+                };
                 let tables = EmbeddingTables::<E>::upload(
                     device,
                     &word,
-                    &position,
+                    positions,
                     &token_type,
                     &gamma,
                     &beta,
@@ -656,7 +772,55 @@ fn cases() -> Vec<Case> {
                     heads,
                     head_dim,
                     bias_span: None,
+                    window: None,
                 },
+                dtype,
+            });
+        }
+        // ModernBERT's sliding windows: only the query itself; narrower than a 32-key tile
+        // (whole tiles skipped, queries whose first tiles hold none of their keys); ModernBERT's
+        // ±64 on sequences past it; wider than every sequence; with MPNet's bias too.
+        for (seq_offsets, heads, head_dim, window, bias_span) in [
+            (vec![0, 5, 22], 4, 13, 0, None),
+            (vec![0, 100, 101, 140], 2, 16, 8, None),
+            (vec![0, 40, 41, 74, 300], 12, 64, 64, None),
+            (vec![0, 33, 34, 50], 2, 32, 200, None),
+            (vec![0, 1, 3, 3, 70], 2, 64, 20, Some(100)),
+        ] {
+            cases.push(Case {
+                op: Op::Attention {
+                    seq_offsets,
+                    heads,
+                    head_dim,
+                    bias_span,
+                    window: Some(window),
+                },
+                dtype,
+            });
+        }
+        for (seq_offsets, heads, head_dim, theta) in [
+            (vec![0, 1], 1, 2, 10_000.0),
+            (vec![0, 5, 22, 22, 90], 4, 16, 160_000.0),
+            (vec![0, 300, 301], 12, 64, 10_000.0),
+        ] {
+            cases.push(Case {
+                op: Op::Rotary {
+                    seq_offsets,
+                    heads,
+                    head_dim,
+                    theta,
+                },
+                dtype,
+            });
+        }
+        for (rows, f, act) in [
+            (1, 1, Gelu),
+            (7, 96, Gelu),
+            (300, 1152, Gelu),
+            (33, 50, GeluTanh),
+        ] {
+            cases.push(Case {
+                op: Op::Gated { rows, f, act },
                 dtype,
             });
         }
@@ -673,6 +837,7 @@ fn cases() -> Vec<Case> {
                     heads,
                     head_dim,
                     bias_span: Some(span),
+                    window: None,
                 },
                 dtype,
             });
@@ -691,10 +856,22 @@ fn cases() -> Vec<Case> {
                     hidden,
                     residual,
                     eps,
+                    into: false,
                 },
                 dtype,
             });
         }
+        // ModernBERT's pre-LayerNorm: the input kept.
+        cases.push(Case {
+            op: Op::LayerNorm {
+                rows: 65,
+                hidden: 768,
+                residual: false,
+                eps: 1e-5,
+                into: true,
+            },
+            dtype,
+        });
         for hidden in [52, 384] {
             cases.push(Case {
                 op: Op::Embedding {
@@ -703,10 +880,23 @@ fn cases() -> Vec<Case> {
                     vocab: 100,
                     max_positions: 64,
                     pad_token_id: None,
+                    rotary: false,
                 },
                 dtype,
             });
         }
+        // ModernBERT: no position table.
+        cases.push(Case {
+            op: Op::Embedding {
+                seq_offsets: vec![0, 3, 10, 11, 31, 95],
+                hidden: 64,
+                vocab: 100,
+                max_positions: 64,
+                pad_token_id: None,
+                rotary: true,
+            },
+            dtype,
+        });
         // RoBERTa: positions from pad_token_id + 1 = 2, so 62 tokens fill the 64 rows.
         cases.push(Case {
             op: Op::Embedding {
@@ -715,6 +905,7 @@ fn cases() -> Vec<Case> {
                 vocab: 100,
                 max_positions: 64,
                 pad_token_id: Some(1),
+                rotary: false,
             },
             dtype,
         });

@@ -130,14 +130,6 @@ impl Backend {
         dtype: Precision,
     ) -> Result<Backend, EmberError> {
         use ember_cuda::Dtype;
-        if config.modern.is_some() {
-            // Said before the device is opened, so on any machine.
-            return Err(ember_cuda::CudaError::UnsupportedModel {
-                family: config.family.name(),
-                reason: ember_cuda::MODERNBERT_ON_CUDA,
-            }
-            .into());
-        }
         let dtype = match dtype {
             Precision::F32 => Dtype::F32,
             Precision::Bf16 => Dtype::Bf16,

@@ -16,7 +16,8 @@
 #include "emulation.h"
 
 // X(file) for each kernels/<file>.cu.
-#define EMBER_KERNEL_FILES(X) X(embedding) X(gemm) X(gemm_sm90) X(layernorm) X(attention) X(pooling)
+#define EMBER_KERNEL_FILES(X) \
+    X(embedding) X(gemm) X(gemm_sm90) X(layernorm) X(attention) X(pooling) X(rotary) X(activation)
 
 #define EMBER_KERNELS_embedding(X) X(embedding_layernorm_f32) X(embedding_layernorm_bf16) X(embedding_layernorm_f16)
 #define EMBER_KERNELS_gemm(X)                                                                           \
@@ -30,6 +31,8 @@
 #define EMBER_KERNELS_layernorm(X) X(layernorm_f32) X(layernorm_bf16) X(layernorm_f16)
 #define EMBER_KERNELS_attention(X) X(attention_varlen_f32) X(attention_varlen_bf16) X(attention_varlen_f16)
 #define EMBER_KERNELS_pooling(X) X(pool_f32) X(pool_bf16) X(pool_f16) X(normalize_rows_f32)
+#define EMBER_KERNELS_rotary(X) X(rotary_f32) X(rotary_bf16) X(rotary_f16)
+#define EMBER_KERNELS_activation(X) X(gated_activation_f32) X(gated_activation_bf16) X(gated_activation_f16)
 
 namespace ember_driver {
 
