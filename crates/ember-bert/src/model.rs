@@ -122,6 +122,13 @@ mod linear_kind {
 /// intermediate, output) over a calibration batch, indexed by [`linear_kind`].
 type LayerInputs = [Vec<f32>; 4];
 
+/// Appends `x`, the input of linear `kind`, to the calibration's `inputs` (if calibrating).
+fn record(inputs: &mut Option<LayerInputs>, kind: usize, x: &[f32]) {
+    if let Some(inputs) = inputs {
+        inputs[kind].extend_from_slice(x);
+    }
+}
+
 /// Called by the calibrating forward pass at the end of each encoder layer with its index
 /// and its linear layers' inputs.
 type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(), BertError>;
@@ -716,11 +723,6 @@ impl BertModel {
 
         self.embed(token_ids, seq_offsets, hidden)?;
         let mut inputs = calibration.is_some().then(LayerInputs::default);
-        let record = |inputs: &mut Option<LayerInputs>, kind: usize, x: &[f32]| {
-            if let Some(inputs) = inputs {
-                inputs[kind].extend_from_slice(x);
-            }
-        };
         for (l, layer) in self.layers.iter().enumerate() {
             let qkv = &mut qkv_or_intermediate[..t * 3 * h];
             record(&mut inputs, linear_kind::QKV, hidden);
@@ -836,11 +838,6 @@ impl BertModel {
 
         self.embed(token_ids, seq_offsets, hidden)?;
         let mut inputs = calibration.is_some().then(LayerInputs::default);
-        let record = |inputs: &mut Option<LayerInputs>, kind: usize, x: &[f32]| {
-            if let Some(inputs) = inputs {
-                inputs[kind].extend_from_slice(x);
-            }
-        };
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention block; `hidden` holds x.
             let input: &[f32] = match &layer.attention_norm {

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::error::{check_len, checked_elems, KernelError};
+use crate::error::{check_len, check_offsets, checked_elems, KernelError};
 use crate::isa::{active_isa, Isa};
 use crate::simd::{isa_dispatch, Simd};
 use crate::softmax::softmax_row;
@@ -161,21 +161,7 @@ fn validate(
     terms: AttentionTerms<'_>,
     out: &[f32],
 ) -> Result<(usize, usize), KernelError> {
-    let bad_offsets = |reason: String| KernelError::InvalidOffsets { op, reason };
-    let Some(&t) = seq_offsets.last() else {
-        return Err(bad_offsets("empty (needs at least [0])".into()));
-    };
-    if seq_offsets[0] != 0 {
-        return Err(bad_offsets(format!("starts at {}, not 0", seq_offsets[0])));
-    }
-    if let Some(i) = seq_offsets.windows(2).position(|w| w[1] < w[0]) {
-        return Err(bad_offsets(format!(
-            "decreasing at index {}: {} > {}",
-            i + 1,
-            seq_offsets[i],
-            seq_offsets[i + 1]
-        )));
-    }
+    let t = check_offsets(op, seq_offsets)?;
     if t > 0 && (heads == 0 || head_dim == 0) {
         return Err(KernelError::InvalidShape {
             op,

@@ -89,3 +89,24 @@ pub(crate) fn checked_elems(
     a.checked_mul(b)
         .ok_or(KernelError::ShapeOverflow { op, tensor })
 }
+
+/// The token count `T` of `seq_offsets`, which must run from 0, non-decreasing (`[0, …, T]`),
+/// or `Err(InvalidOffsets)` saying where they do not.
+pub(crate) fn check_offsets(op: &'static str, seq_offsets: &[usize]) -> Result<usize, KernelError> {
+    let bad_offsets = |reason: String| KernelError::InvalidOffsets { op, reason };
+    let Some(&t) = seq_offsets.last() else {
+        return Err(bad_offsets("empty (needs at least [0])".into()));
+    };
+    if seq_offsets[0] != 0 {
+        return Err(bad_offsets(format!("starts at {}, not 0", seq_offsets[0])));
+    }
+    if let Some(i) = seq_offsets.windows(2).position(|w| w[1] < w[0]) {
+        return Err(bad_offsets(format!(
+            "decreasing at index {}: {} > {}",
+            i + 1,
+            seq_offsets[i],
+            seq_offsets[i + 1]
+        )));
+    }
+    Ok(t)
+}

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::{check_len, checked_elems, KernelError};
+use crate::error::{check_len, check_offsets, checked_elems, KernelError};
 
 /// Below this many rotated values (`T·2H`) a call stays on the calling thread.
 const SEQUENTIAL_VALUES: usize = 1 << 16;
@@ -107,21 +107,7 @@ fn validate(
     heads: usize,
     rotary: &Rotary,
 ) -> Result<usize, KernelError> {
-    let bad_offsets = |reason: String| KernelError::InvalidOffsets { op, reason };
-    let Some(&t) = seq_offsets.last() else {
-        return Err(bad_offsets("empty (needs at least [0])".into()));
-    };
-    if seq_offsets[0] != 0 {
-        return Err(bad_offsets(format!("starts at {}, not 0", seq_offsets[0])));
-    }
-    if let Some(i) = seq_offsets.windows(2).position(|w| w[1] < w[0]) {
-        return Err(bad_offsets(format!(
-            "decreasing at index {}: {} > {}",
-            i + 1,
-            seq_offsets[i],
-            seq_offsets[i + 1]
-        )));
-    }
+    let t = check_offsets(op, seq_offsets)?;
     let h = checked_elems(op, "qkv", heads, rotary.head_dim)?;
     let h3 = checked_elems(op, "qkv", h, 3)?;
     check_len(op, "qkv", checked_elems(op, "qkv", t, h3)?, qkv.len())?;
