@@ -1,7 +1,8 @@
 //! Kernel benchmarks on BERT shapes, one thread: the linear layer (GEMM + fused epilogue) on
 //! `[T,768]×[768,768]ᵀ`, `[T,768]×[3072,768]ᵀ`, `[T,3072]×[768,3072]ᵀ` for every ISA this CPU
 //! runs (scalar only for T ≤ 128) and for the `matrixmultiply` crate (the peer), attention over
-//! 32 sequences of 75 tokens (12 heads of 64), and LayerNorm. Throughput is in FLOPs
+//! 32 sequences of 75 tokens (12 heads of 64), and over 8 of 512 with and without ModernBERT's
+//! ±64-token window, LayerNorm, and ModernBERT's rotary positions and GeGLU gate. Throughput is in FLOPs
 //! (criterion's "elements"); after the criterion runs, a table gives each GEMM as a fraction of
 //! the FMA peak probed in the same process and as a ratio to `matrixmultiply` on the same
 //! shape, measured in the same process.
@@ -18,7 +19,8 @@ use ember_benches::random_vec;
 use ember_cpu::gemm::linear_with_isa;
 use ember_cpu::probe::fma_peak_gflops;
 use ember_cpu::{
-    attention_varlen, layernorm, supported_isas, Activation, Isa, PackedLinear, Precision,
+    apply_rotary, attention_varlen, attention_varlen_with_terms, gated_activation, layernorm,
+    supported_isas, Activation, AttentionTerms, Isa, PackedLinear, Precision, Rotary,
 };
 
 const SHAPES: [(usize, usize, &str); 3] = [
@@ -161,6 +163,71 @@ fn bench_attention(c: &mut Criterion) {
     group.finish();
 }
 
+/// ModernBERT-base's attention on long sequences: full (its global layers) and over a ±64-token
+/// window (its local ones), FLOPs counted over the keys each query reads.
+fn bench_windowed_attention(c: &mut Criterion) {
+    let pool = one_thread();
+    let (heads, head_dim, seqs, len) = (12, 64, 8, 512);
+    let hidden = heads * head_dim;
+    let tokens = seqs * len;
+    let qkv = random_vec(tokens * 3 * hidden, 8);
+    let offsets: Vec<usize> = (0..=seqs).map(|s| s * len).collect();
+    let mut out = vec![f32::NAN; tokens * hidden];
+    let mut group = c.benchmark_group("cpu/attention");
+    group.sample_size(10);
+    for window in [None, Some(64)] {
+        let keys: usize = (0..len)
+            .map(|i| window.map_or(len, |w: usize| (i + w + 1).min(len) - i.saturating_sub(w)))
+            .sum();
+        group.throughput(Throughput::Elements(
+            (4 * seqs * heads * keys * head_dim) as u64,
+        ));
+        let name = match window {
+            None => format!("{seqs}x{len}x{heads}x{head_dim}"),
+            Some(w) => format!("{seqs}x{len}x{heads}x{head_dim}+window{w}"),
+        };
+        group.bench_function(name, |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    let terms = AttentionTerms { bias: None, window };
+                    attention_varlen_with_terms(&qkv, &offsets, heads, head_dim, terms, &mut out)
+                        .expect("shapes agree")
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// ModernBERT-base's rotary positions on 2400 tokens (Q and K of 12 heads of 64) and its GeGLU
+/// gate on `[2400, 2·1152]`; bytes read and written.
+fn bench_modernbert_elementwise(c: &mut Criterion) {
+    let pool = one_thread();
+    let (tokens, heads, head_dim, f) = (2400, 12, 64, 1152);
+    let hidden = heads * head_dim;
+    let offsets: Vec<usize> = (0..=tokens / 75).map(|s| s * 75).collect();
+    let rotary = Rotary::new(160_000.0, head_dim, 75).expect("rotary shapes");
+    let mut qkv = random_vec(tokens * 3 * hidden, 9);
+    let x = random_vec(tokens * 2 * f, 10);
+    let mut gated = vec![f32::NAN; tokens * f];
+    let mut group = c.benchmark_group("cpu/modernbert");
+    group.throughput(Throughput::Bytes((2 * tokens * 2 * hidden * 4) as u64));
+    group.bench_function(format!("rotary/{tokens}x{heads}x{head_dim}"), |b| {
+        pool.install(|| {
+            b.iter(|| apply_rotary(&mut qkv, &offsets, heads, &rotary).expect("shapes agree"))
+        })
+    });
+    group.throughput(Throughput::Bytes((3 * tokens * f * 4) as u64));
+    group.bench_function(format!("geglu/{tokens}x{f}"), |b| {
+        pool.install(|| {
+            b.iter(|| {
+                gated_activation(Activation::Gelu, &x, tokens, f, &mut gated).expect("shapes agree")
+            })
+        })
+    });
+    group.finish();
+}
+
 fn bench_layernorm(c: &mut Criterion) {
     let pool = one_thread();
     let (rows, hidden) = (2400, 768);
@@ -260,7 +327,9 @@ criterion_group!(
     bench_linear,
     bench_matrixmultiply,
     bench_attention,
-    bench_layernorm
+    bench_windowed_attention,
+    bench_layernorm,
+    bench_modernbert_elementwise
 );
 
 fn main() {
