@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine (the device tool), from the repository root, after scripts/gpu/build.sh here
-# (carry target/gpu-bin.tar.gz, which this unpacks):
+# (carry target/gpu-bin.tar.xz, which this unpacks):
 #   1. every kernel compiles with the machine's NVRTC (nvrtc_compile, EMBER_REQUIRE_NVRTC=1);
 #   2. every CUDA op but the wgmma GEMMs matches the CPU reference (backend_ops,
 #      EMBER_REQUIRE_CUDA=1, EMBER_CUDA_CASES=-wgmma);
@@ -26,11 +26,15 @@ bin=$PWD/target/gpu-bin
 log=$out/run.log
 : > "$log"
 # build.sh's pack (the folder itself is over the device tool's carry limit with the model).
-if [ ! -d "$bin" ] && [ -f target/gpu-bin.tar.gz ]; then
-  tar -C target -xzf target/gpu-bin.tar.gz
+if [ ! -d "$bin" ] && [ -f target/gpu-bin.tar.xz ]; then
+  if command -v xz >/dev/null 2>&1; then
+    tar -C target -xJf target/gpu-bin.tar.xz
+  else  # Python's lzma, where the image has no xz.
+    python3 -c 'import tarfile; tarfile.open("target/gpu-bin.tar.xz").extractall("target")'
+  fi
 fi
 if [ ! -x "$bin/gemm_bench" ]; then
-  echo "bench_gpu: $bin/gemm_bench is missing: run scripts/gpu/build.sh on the build machine and carry target/gpu-bin.tar.gz" | tee -a "$log"
+  echo "bench_gpu: $bin/gemm_bench is missing: run scripts/gpu/build.sh on the build machine and carry target/gpu-bin.tar.xz" | tee -a "$log"
   exit 1
 fi
 device=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 | head -n 1)
