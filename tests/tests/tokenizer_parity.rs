@@ -13,8 +13,18 @@
 //! shrink the limits. Edits the fast path does not reproduce must fall back, and say why; a
 //! folder that falls back still embeds (on the crate) exactly as the fast path does.
 //!
+//! The byte-level BPE fast path is held to the same standard: tiny-roberta, tiny-modernbert and
+//! tiny-modernbert-bias on the corpus, the fixture texts, [`BPE_FRAGMENTS`] and 100 000 seeded
+//! hostile texts each with those fragments spliced in ([`bpe_texts`]), their dropped counts
+//! against the crate's untruncated lengths, the ids sentence-transformers recorded for the
+//! fixtures, long runs, and edits of tiny-roberta's `tokenizer.json` ([`bpe_variants`]) that
+//! either still match (prefix space, NFC / Lowercase, added-token flags, `ignore_merges`,
+//! unknown bytes, legacy merges, each post-processor, limits) or fall back with a reason
+//! (dropout, affixes, byte fallback, other normalisers and pre-tokenisers, shared ids).
+//!
 //! `cargo test --release -p ember-reference-tests --test tokenizer_parity -- --ignored
-//! --nocapture tokenizer_speed` prints the fast path's speed against the crate's.
+//! --nocapture tokenizer_speed` prints the fast paths' speed against the crate's (WordPiece,
+//! and BPE in `bpe_tokenizer_speed`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -488,4 +498,513 @@ fn tokenizer_speed() {
          tokenization {:.2}%",
         100.0 * fast / encode
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte-level BPE (RoBERTa, ModernBERT): Ember's `bpe` path against the crate.
+// ---------------------------------------------------------------------------------------------
+
+/// The committed byte-level BPE folders: RoBERTa (`<s> … </s>`, `<mask>` with lstrip, no
+/// normaliser) and ModernBERT (NFC, `[CLS] … [SEP]` by TemplateProcessing, `[MASK]` lstrip).
+const BPE_FOLDERS: &[&str] = &["tiny-roberta", "tiny-modernbert", "tiny-modernbert-bias"];
+
+/// Fragments the byte-level pipeline treats specially, spliced into the generated texts:
+/// contractions (the regex's are ASCII and case-sensitive), whitespace runs before words and at
+/// the end (`\s+(?!\S)`), numbers, literal added tokens with and without spaces around them,
+/// text NFC changes (decomposed accents, Å as U+212B, Hangul jamo, long mark stacks), bytes
+/// outside ASCII in every UTF-8 length, very long words.
+const BPE_FRAGMENTS: &[&str] = &[
+    "<mask>",
+    " <mask>",
+    "<mask> ",
+    "   <mask>   ",
+    "\t<mask>",
+    "<mask><mask>",
+    "<s>",
+    "</s>",
+    " </s> ",
+    "<pad>",
+    "<unk>",
+    "<mask",
+    "mask>",
+    "[MASK]",
+    " [MASK]",
+    "  [MASK]x",
+    "[CLS]",
+    "[SEP]",
+    "[PAD]",
+    "[UNK]",
+    "'s",
+    "'S",
+    "’s",
+    "'re",
+    "'ve",
+    "'m",
+    "'ll",
+    "'d",
+    "'t",
+    "''s",
+    " 's",
+    "'",
+    "it's",
+    "IT'S",
+    "we'll've",
+    "\u{3000}",
+    "\u{3000}\u{3000}x",
+    "\t",
+    "\n",
+    "\r\n",
+    "  ",
+    "    ",
+    " \t ",
+    "\n\n\n",
+    "\u{A0}",
+    "\u{85}",
+    "\u{2028}",
+    "123",
+    " 4567",
+    "3.14",
+    "٣٤٥",
+    "Ⅻ",
+    "½",
+    "e\u{301}",
+    "\u{301}",
+    "a\u{301}\u{302}\u{303}\u{304}\u{305}\u{306}\u{307}",
+    "\u{212B}",
+    "\u{1100}\u{1161}\u{11A8}",
+    "한국어",
+    "café",
+    "naïve",
+    "日本語",
+    "🙂",
+    "👩🏽‍💻",
+    "\u{0}",
+    "\u{FFFD}",
+    "\u{10FFFF}",
+    "$%&",
+    "...",
+    "--",
+    "@user",
+    "#tag",
+];
+
+/// Seeded texts for the BPE folders: [`MixedText`]'s hostile texts with [`BPE_FRAGMENTS`]
+/// spliced in at random char boundaries, and every so often a very long word or a long
+/// whitespace run.
+fn bpe_texts(generated: usize, seed: u64) -> Vec<String> {
+    let mut texts = corpus();
+    texts.extend(read_fixture::<Vec<String>>("texts.json"));
+    texts.extend(EXTRA_TEXTS.iter().map(|t| t.to_string()));
+    texts.extend(BPE_FRAGMENTS.iter().map(|t| t.to_string()));
+    for reference in [
+        "tiny_roberta_reference.json",
+        "tiny_modernbert_reference.json",
+    ] {
+        let value: Value = read_fixture(reference);
+        texts.extend(
+            value["texts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned()),
+        );
+    }
+    texts.extend([
+        String::new(),
+        " ".into(),
+        "a".repeat(5_000),
+        format!("x{}y", " ".repeat(3_000)),
+        format!("{}end", "\u{3000}".repeat(500)),
+        "<mask>".repeat(100),
+        " <mask>".repeat(100),
+        "hello world ".repeat(200),
+    ]);
+    let mut generator = MixedText::new(seed, vocabulary_words());
+    let mut state = seed ^ 0x5eed_b9e0;
+    let mut below = |n: usize| {
+        state = ember_reference_tests::seeded::mix(state);
+        (state % n as u64) as usize
+    };
+    for _ in 0..generated {
+        let mut text = generator.text();
+        for _ in 0..below(6) {
+            let boundaries: Vec<usize> = (0..=text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
+            let at = boundaries[below(boundaries.len())];
+            let fragment = match below(40) {
+                0 => "abc".repeat(1 + below(400)),
+                1 => " ".repeat(1 + below(50)),
+                _ => BPE_FRAGMENTS[below(BPE_FRAGMENTS.len())].to_owned(),
+            };
+            text.insert_str(at, &fragment);
+        }
+        texts.push(text);
+    }
+    texts
+}
+
+/// The dropped counts (`encode_into_counting_dropped`) against the crate's untruncated
+/// lengths, and the counted ids against plain `encode_into`.
+fn assert_dropped_parity(name: &str, tokenizer: &TextTokenizer, texts: &[String]) -> usize {
+    let mut scratch = ember::tokenize::TokenizeScratch::default();
+    let (mut counted, mut plain) = (Vec::new(), Vec::new());
+    let mut mismatches = Vec::new();
+    let mut cut = 0;
+    for (i, text) in texts.iter().enumerate() {
+        let dropped = tokenizer
+            .encode_into_counting_dropped(text, &mut counted, &mut scratch)
+            .unwrap();
+        tokenizer.encode_into(text, &mut plain).unwrap();
+        let full = tokenizer.reference_untruncated_len(text).unwrap();
+        cut += usize::from(dropped > 0);
+        if counted != plain || counted.len() + dropped != full {
+            mismatches.push(format!(
+                "text {i} {text:?}: {} kept + {dropped} dropped, crate untruncated {full}, same ids {}",
+                counted.len(),
+                counted == plain
+            ));
+        }
+    }
+    println!(
+        "{name}: dropped counts of {} texts compared ({cut} cut), {} mismatches",
+        texts.len(),
+        mismatches.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{name}: {} of {} dropped counts differ; first:\n{}",
+        mismatches.len(),
+        texts.len(),
+        mismatches[..mismatches.len().min(5)].join("\n")
+    );
+    texts.len()
+}
+
+#[test]
+fn bpe_folders_take_the_fast_path() {
+    for name in BPE_FOLDERS {
+        for do_lower_case in [None, Some(true)] {
+            let tokenizer = load(&fixtures_dir().join(name), do_lower_case);
+            assert!(
+                tokenizer.is_fast(),
+                "{name} (do_lower_case {do_lower_case:?}) falls back: {:?}",
+                tokenizer.fallback_reason()
+            );
+        }
+    }
+}
+
+/// The ids sentence-transformers recorded for the fixtures' reference texts (Python
+/// `tokenizers`), against the fast path.
+#[test]
+fn bpe_folders_match_the_recorded_python_ids() {
+    for (reference, names) in [
+        ("tiny_roberta_reference.json", &["tiny-roberta"][..]),
+        (
+            "tiny_modernbert_reference.json",
+            &["tiny-modernbert", "tiny-modernbert-bias"][..],
+        ),
+    ] {
+        let value: Value = read_fixture(reference);
+        let texts = value["texts"].as_array().unwrap();
+        for name in names {
+            let Some(model) = value["models"].get(*name) else {
+                continue;
+            };
+            let tokenizer = load(&fixtures_dir().join(name), None);
+            assert!(tokenizer.is_fast());
+            let mut ids = Vec::new();
+            for (text, expected) in texts.iter().zip(model["input_ids"].as_array().unwrap()) {
+                tokenizer
+                    .encode_into(text.as_str().unwrap(), &mut ids)
+                    .unwrap();
+                let expected: Vec<u32> = serde_json::from_value(expected.clone()).unwrap();
+                assert_eq!(ids, expected, "{name}: {text}");
+            }
+            println!("{name}: {} recorded texts match", texts.len());
+        }
+    }
+}
+
+#[test]
+fn bpe_folders_match_tokenizers_crate() {
+    for (seed, name) in (20..).zip(BPE_FOLDERS) {
+        let texts = bpe_texts(GENERATED_PER_FOLDER, seed);
+        let dir = fixtures_dir().join(name);
+        let tokenizer = load(&dir, None);
+        assert!(tokenizer.is_fast(), "{:?}", tokenizer.fallback_reason());
+        assert_parity(&format!("{name} tokenizer.json"), &tokenizer, &texts);
+        // Dropped counts run the crate twice per text: a fifth of the texts.
+        assert_dropped_parity(name, &tokenizer, &texts[..texts.len() / 5]);
+    }
+}
+
+/// One edit of tiny-roberta's `tokenizer.json`, with the folder's limits.
+struct BpeVariant {
+    name: &'static str,
+    edit: fn(&mut Value),
+    do_lower_case: bool,
+    max_seq_length: usize,
+    fast: bool,
+}
+
+/// Takes byte-level symbols out of a BPE vocabulary, with every merge that involves them.
+fn remove_symbols(t: &mut Value, symbols: &[&str]) {
+    let vocab = t["model"]["vocab"].as_object_mut().unwrap();
+    for symbol in symbols {
+        vocab.remove(*symbol);
+    }
+    let merges = t["model"]["merges"].as_array_mut().unwrap();
+    merges.retain(|merge| {
+        let merge = merge.to_string();
+        !symbols.iter().any(|symbol| merge.contains(symbol))
+    });
+}
+
+fn bpe_variants() -> Vec<BpeVariant> {
+    let fast = |name, edit: fn(&mut Value)| BpeVariant {
+        name,
+        edit,
+        do_lower_case: false,
+        max_seq_length: 40,
+        fast: true,
+    };
+    let falls_back = |name, edit: fn(&mut Value)| BpeVariant {
+        fast: false,
+        ..fast(name, edit)
+    };
+    fn added<'a>(t: &'a mut Value, content: &str) -> &'a mut Value {
+        t["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|token| token["content"] == content)
+            .unwrap()
+    }
+    vec![
+        fast("add_prefix_space", |t| {
+            t["pre_tokenizer"]["add_prefix_space"] = json!(true)
+        }),
+        fast("NFC normaliser", |t| {
+            t["normalizer"] = json!({"type": "NFC"})
+        }),
+        fast("[NFC, Lowercase] normaliser", |t| {
+            t["normalizer"] = json!({"type": "Sequence", "normalizers": [
+                {"type": "NFC"}, {"type": "Lowercase"}]})
+        }),
+        BpeVariant {
+            do_lower_case: true,
+            ..fast("do_lower_case prepends Lowercase", |t| {
+                t["normalizer"] = json!({"type": "NFC"});
+                added(t, "<mask>")["normalized"] = json!(true);
+            })
+        },
+        fast("added tokens rstrip, single_word, normalized", |t| {
+            added(t, "<mask>")["rstrip"] = json!(true);
+            added(t, "</s>")["single_word"] = json!(true);
+            added(t, "<s>")["normalized"] = json!(true);
+            added(t, "<pad>")["lstrip"] = json!(true);
+            added(t, "<pad>")["rstrip"] = json!(true);
+            t["normalizer"] = json!({"type": "NFC"});
+            let tokens = t["added_tokens"].as_array_mut().unwrap();
+            tokens.push(
+                json!({"id": 1501, "content": "Hello World", "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": true, "special": false}),
+            );
+            tokens.push(
+                json!({"id": 1502, "content": "caf\u{e9}", "single_word": true,
+                "lstrip": false, "rstrip": false, "normalized": true, "special": false}),
+            );
+        }),
+        fast("ignore_merges", |t| {
+            t["model"]["ignore_merges"] = json!(true)
+        }),
+        fast("unk_token, bytes missing", |t| {
+            t["model"]["unk_token"] = json!("<unk>");
+            // 'z' and the UTF-8 continuation bytes 0x80–0x82 become <unk>.
+            remove_symbols(t, &["z", "\u{122}", "\u{123}", "\u{124}"]);
+        }),
+        fast("fused unk_token, bytes missing", |t| {
+            t["model"]["unk_token"] = json!("<unk>");
+            t["model"]["fuse_unk"] = json!(true);
+            remove_symbols(t, &["z", "\u{122}", "\u{123}", "\u{124}"]);
+        }),
+        fast("no unk_token, bytes missing", |t| {
+            remove_symbols(t, &["z", "\u{122}", "\u{123}", "\u{124}"])
+        }),
+        fast("legacy \"a b\" merges", |t| {
+            let merges: Vec<Value> = t["model"]["merges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    json!(format!(
+                        "{} {}",
+                        m[0].as_str().unwrap(),
+                        m[1].as_str().unwrap()
+                    ))
+                })
+                .collect();
+            t["model"]["merges"] = json!(merges);
+        }),
+        fast("merges reversed", |t| {
+            t["model"]["merges"].as_array_mut().unwrap().reverse()
+        }),
+        fast(
+            "BertProcessing",
+            |t| {
+                t["post_processor"] =
+                    json!({"type": "BertProcessing", "sep": ["</s>", 2], "cls": ["<s>", 0]})
+            },
+        ),
+        fast("ByteLevel post-processor", |t| {
+            t["post_processor"] = json!({"type": "ByteLevel", "add_prefix_space": true,
+                "trim_offsets": true, "use_regex": true})
+        }),
+        fast("Sequence [ByteLevel, RobertaProcessing]", |t| {
+            let roberta = t["post_processor"].clone();
+            t["post_processor"] = json!({"type": "Sequence", "processors": [
+                {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
+                 "use_regex": true}, roberta]})
+        }),
+        fast("no post-processor", |t| t["post_processor"] = Value::Null),
+        fast("dropout 0", |t| t["model"]["dropout"] = json!(0.0)),
+        BpeVariant {
+            max_seq_length: 2,
+            ..fast("max_seq_length 2", |_| {})
+        },
+        BpeVariant {
+            max_seq_length: 3,
+            ..fast("max_seq_length 3", |_| {})
+        },
+        BpeVariant {
+            max_seq_length: 512,
+            ..fast("max_seq_length 512", |_| {})
+        },
+        falls_back("dropout 0.1", |t| t["model"]["dropout"] = json!(0.1)),
+        falls_back("continuing_subword_prefix", |t| {
+            // The crate cuts the prefix off each merge's right part (panicking on a shorter
+            // one): one merge, over a prefixed token.
+            t["model"]["continuing_subword_prefix"] = json!("##");
+            t["model"]["vocab"]["##t"] = json!(1501);
+            t["model"]["merges"] = json!([["\u{120}", "##t"]]);
+        }),
+        falls_back("end_of_word_suffix", |t| {
+            t["model"]["end_of_word_suffix"] = json!("</w>")
+        }),
+        falls_back("byte_fallback", |t| {
+            t["model"]["byte_fallback"] = json!(true)
+        }),
+        falls_back("NFKC normaliser", |t| {
+            t["normalizer"] = json!({"type": "NFKC"})
+        }),
+        falls_back("ByteLevel without regex", |t| {
+            t["pre_tokenizer"]["use_regex"] = json!(false)
+        }),
+        falls_back("Metaspace pre-tokeniser", |t| {
+            t["pre_tokenizer"] = json!({"type": "Metaspace", "replacement": "▁",
+                "prepend_scheme": "always", "split": true})
+        }),
+        falls_back("two added tokens on one id", |t| {
+            t["model"]["vocab"]["<mask>"] = json!(2)
+        }),
+    ]
+}
+
+#[test]
+fn bpe_pipeline_variants_match_or_fall_back() {
+    let texts = bpe_texts(GENERATED_PER_VARIANT, 30);
+    let original: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("tiny-roberta/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    for variant in bpe_variants() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tokenizer_json = original.clone();
+        (variant.edit)(&mut tokenizer_json);
+        std::fs::write(
+            dir.path().join("tokenizer.json"),
+            tokenizer_json.to_string(),
+        )
+        .unwrap();
+        let tokenizer = TextTokenizer::load(
+            dir.path(),
+            Some(variant.max_seq_length),
+            variant.do_lower_case,
+            514,
+        )
+        .unwrap();
+        assert_eq!(
+            tokenizer.is_fast(),
+            variant.fast,
+            "{}: fallback reason {:?}",
+            variant.name,
+            tokenizer.fallback_reason()
+        );
+        if let Some(reason) = tokenizer.fallback_reason() {
+            println!("{}: falls back: {reason}", variant.name);
+            assert!(!reason.is_empty());
+            let mut ids = Vec::new();
+            let ok = tokenizer.encode_into("A cat sits.", &mut ids);
+            assert!(ok.is_ok(), "{}", variant.name);
+            continue;
+        }
+        assert_parity(variant.name, &tokenizer, &texts);
+        assert_dropped_parity(variant.name, &tokenizer, &texts[..texts.len() / 10]);
+    }
+}
+
+/// The BPE fast path against the crate on the corpus, per folder: prints µs/text and the ratio.
+#[test]
+#[ignore = "timing: run with --ignored --nocapture"]
+fn bpe_tokenizer_speed() {
+    let texts = corpus();
+    for name in BPE_FOLDERS.iter().take(2) {
+        let tokenizer = load(&fixtures_dir().join(name), None);
+        assert!(tokenizer.is_fast());
+        let mut ids = Vec::new();
+        let mut time = |encode: &dyn Fn(&str, &mut Vec<u32>)| {
+            let mut best = f64::INFINITY;
+            for pass in 0..6 {
+                let start = Instant::now();
+                for text in &texts {
+                    encode(text, &mut ids);
+                }
+                if pass > 0 {
+                    best = best.min(start.elapsed().as_secs_f64());
+                }
+            }
+            best
+        };
+        let fast = time(&|text, ids| tokenizer.encode_into(text, ids).unwrap());
+        let crate_time = time(&|text, ids| tokenizer.reference_encode_into(text, ids).unwrap());
+        let per_text = |seconds: f64| seconds / texts.len() as f64 * 1e6;
+        println!(
+            "{name}: tokenize {} corpus texts, one thread: Ember BPE {:.2} µs/text, tokenizers \
+             crate {:.2} µs/text: {:.1}× faster",
+            texts.len(),
+            per_text(fast),
+            per_text(crate_time),
+            crate_time / fast
+        );
+    }
+}
+
+/// Long runs: whitespace before a word (`\s+(?!\S)` backs off one char: the crate's
+/// backtracking regex walks the whole run), and long words and texts, counted to the end.
+#[test]
+fn bpe_long_runs_match_tokenizers_crate() {
+    let tokenizer = load(&fixtures_dir().join("tiny-roberta"), None);
+    assert!(tokenizer.is_fast());
+    let mut texts = Vec::new();
+    for n in [10_000, 200_000, 1_100_000] {
+        texts.push(format!("a{}b c", " ".repeat(n)));
+        texts.push(format!("a{}b", "\n".repeat(n)));
+        texts.push(format!("a{}", " \t".repeat(n / 2)));
+        texts.push("ab".repeat(n / 2));
+        texts.push("é".repeat(n / 2));
+    }
+    assert_parity("tiny-roberta, long runs", &tokenizer, &texts);
+    assert_dropped_parity("tiny-roberta, long runs", &tokenizer, &texts);
 }

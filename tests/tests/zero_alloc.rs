@@ -20,7 +20,8 @@
 //! - Tokenization: the `tokenizers` crate allocates about 390 times per corpus sentence
 //!   (strings, vectors, hash maps, the `Encoding`: 1,470,555 counted allocations here with
 //!   the crate forced). Standard BERT folders now take Ember's WordPiece
-//!   path, which reuses one scratch per call state. It runs on one thread, in order: about
+//!   path, RoBERTa's and ModernBERT's its byte-level BPE (checked here on tiny-roberta and
+//!   tiny-modernbert), which reuse one scratch per call state. It runs on one thread, in order: about
 //!   2 µs a sentence (`tokenizer_speed` in `tokenizer_parity.rs`), under 1% of the forward
 //!   pass, and its scratch grows once, whichever worker would otherwise have drawn which text.
 //! - Reaching the pool: `ThreadPool::install` from a thread outside the pool pushes onto
@@ -234,82 +235,21 @@ fn main() {
         "zero_alloc: {} texts with a prompt: 0 allocations",
         texts.len()
     );
-    let ids = texts_ids(&embedder, &texts);
     drop(embedder);
     folder_encode_allocates_nothing("tiny-bert-dense", "a Dense module", &texts);
-    modernbert_forward_allocates_nothing(&ids);
+    folder_encode_allocates_nothing("tiny-roberta", "RoBERTa's byte-level BPE", &texts);
+    folder_encode_allocates_nothing("tiny-modernbert", "ModernBERT", &texts);
     c_abi_encode_allocates_nothing(&texts, &expected);
     for dtype in [ember::Precision::Bf16, ember::Precision::Int8] {
         reduced_precision_encode_allocates_nothing(dtype, &texts);
     }
 }
 
-/// The corpus as packed batches of 32 texts, `(ids, offsets)`, in the ids of `embedder`'s
-/// vocabulary (all-MiniLM-L6-v2's: < 30522).
-fn texts_ids(embedder: &Embedder, texts: &[String]) -> Vec<(Vec<u32>, Vec<usize>)> {
-    texts
-        .chunks(32)
-        .map(|chunk| {
-            let mut ids = Vec::new();
-            let mut offsets = vec![0];
-            for text in chunk {
-                ids.extend(embedder.tokenize(text).unwrap());
-                offsets.push(ids.len());
-            }
-            (ids, offsets)
-        })
-        .collect()
-}
-
-/// ModernBERT's forward pass (rotary positions, GeGLU, sliding windows; tiny-modernbert)
-/// after warm-up allocates nothing. It is run on token ids: its byte-level BPE tokenizer runs
-/// on the `tokenizers` crate, which allocates per text (only BERT's WordPiece pipeline runs on
-/// Ember's allocation-free tokenizer). The ids are MiniLM's folded into its vocabulary.
-fn modernbert_forward_allocates_nothing(batches: &[(Vec<u32>, Vec<usize>)]) {
-    let dir = ember_reference_tests::fixtures_dir().join("tiny-modernbert");
-    let model = ember_bert::BertModel::from_dir(&dir).unwrap();
-    let vocab = model.config().vocab_size as u32;
-    let batches: Vec<(Vec<u32>, Vec<usize>)> = batches
-        .iter()
-        .map(|(ids, offsets)| (ids.iter().map(|id| id % vocab).collect(), offsets.clone()))
-        .collect();
-    // This thread is one of the pool's: `install` runs here, not through rayon's injector
-    // (which allocates), and GEMM's packed-A scratch is always this thread's, as the
-    // embedder's resident job arranges (see the module docs).
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .use_current_thread()
-        .build()
-        .unwrap();
-    let mut workspace = ember_bert::Workspace::default();
-    let run = |workspace: &mut ember_bert::Workspace| {
-        for (ids, offsets) in &batches {
-            pool.install(|| model.forward(ids, offsets, workspace).map(|_| ()))
-                .unwrap();
-        }
-    };
-    // Every worker's attention scratch, sized for the longest sequence.
-    let longest = batches
-        .iter()
-        .flat_map(|(_, o)| o.windows(2).map(|w| w[1] - w[0]))
-        .max()
-        .unwrap();
-    pool.broadcast(|_| ember_cpu::reserve_attention_scratch(longest, model.config().head_dim()));
-    for _ in 0..2 {
-        run(&mut workspace);
-    }
-    COUNTING.store(true, Ordering::SeqCst);
-    run(&mut workspace);
-    COUNTING.store(false, Ordering::SeqCst);
-    assert_nothing_counted("ModernBERT forward");
-    println!(
-        "zero_alloc: ModernBERT forward, {} batches after warm-up: 0 allocations",
-        batches.len()
-    );
-}
-
 /// The fixture `folder`'s model (`what`) after warm-up allocates nothing: a Dense module after
-/// pooling and Normalize after it (LaBSE's chain, tiny-bert-dense), whose buffers grow once.
+/// pooling and Normalize after it (LaBSE's chain, tiny-bert-dense), whose buffers grow once;
+/// RoBERTa's byte-level BPE (tiny-roberta) and ModernBERT's (tiny-modernbert: NFC, BPE,
+/// `[CLS] … [SEP]`) on Ember's own BPE tokenizer, and ModernBERT's forward pass (rotary
+/// positions, GeGLU, sliding windows).
 fn folder_encode_allocates_nothing(folder: &str, what: &str, texts: &[String]) {
     let embedder = Embedder::builder()
         .threads(2)

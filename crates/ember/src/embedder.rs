@@ -11,7 +11,8 @@
 //! many tokens were dropped.
 //!
 //! After warm-up a call allocates nothing: scratch lives in a reused `EncodeState`, texts are
-//! tokenized on the fast WordPiece path (for standard BERT folders), and the call reaches the
+//! tokenized on Ember's own WordPiece or byte-level BPE path (for standard BERT, RoBERTa and
+//! ModernBERT folders), and the call reaches the
 //! pool through a resident job (`resident.rs`) rather than `ThreadPool::install`.
 
 use std::collections::BTreeMap;
@@ -91,9 +92,11 @@ pub struct ModelInfo {
     pub intermediate_size: usize,
     /// Tokens in the vocabulary.
     pub vocab_size: usize,
-    /// Whether texts take Ember's allocation-free WordPiece path (else the `tokenizers` crate).
+    /// Whether texts take Ember's allocation-free WordPiece or byte-level BPE path (else the
+    /// `tokenizers` crate).
     pub fast_tokenizer: bool,
-    /// The encoder's family: `bert`, `roberta` (also XLM-R, CamemBERT), `mpnet`, `distilbert`.
+    /// The encoder's family: `bert`, `roberta` (also XLM-R, CamemBERT), `mpnet`, `distilbert`,
+    /// `modernbert`.
     pub architecture: &'static str,
     /// `(in, out)` features of each Dense module after pooling, in order.
     pub dense: Vec<(usize, usize)>,
@@ -391,7 +394,7 @@ impl EmbedderBuilder {
         } else {
             backend
         };
-        // Encoding needs only one pipeline: on Ember's WordPiece path, the crate's goes.
+        // Encoding needs only one pipeline: on Ember's WordPiece or BPE path, the crate's goes.
         tokenizer.release_reference();
         // Which worker runs which attention task is up to work stealing: size every worker's
         // scratch for the longest sequence now, so that no later call grows one.

@@ -31,6 +31,7 @@
 //! - [`Embedder::info`] for what was loaded, [`EmberError`] for what went wrong (each variant
 //!   names the file, tensor or text at fault).
 
+mod bpe;
 mod calibration;
 mod dense;
 mod device;

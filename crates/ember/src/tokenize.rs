@@ -9,8 +9,12 @@
 //! When the pipeline is exactly the standard BERT one (BertNormalizer, optionally after a
 //! `Lowercase`; BertPreTokenizer; WordPiece; `[CLS] … [SEP]` by BertProcessing or the
 //! equivalent TemplateProcessing; added tokens without `single_word`), texts are encoded by
-//! Ember's own [`WordPieceTokenizer`], which gives the same ids without allocating. Any other
-//! pipeline runs on the `tokenizers` crate, which stays loaded as the reference either way.
+//! Ember's own [`WordPieceTokenizer`], which gives the same ids without allocating. When it is
+//! a byte-level BPE one (GPT-2 / RoBERTa / ModernBERT: no normaliser or NFC / Lowercase; the
+//! ByteLevel pre-tokeniser with its regex; BPE without dropout, byte fallback or affixes;
+//! RobertaProcessing, BertProcessing, TemplateProcessing `[specials] $A [specials]`, ByteLevel
+//! or none), by Ember's own `bpe::BpeTokenizer`, likewise. Any other pipeline runs on the
+//! `tokenizers` crate, which stays loaded as the reference either way.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -21,6 +25,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::models::ModelWrapper;
 use tokenizers::normalizers::{BertNormalizer, Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::template::TemplateProcessing;
@@ -29,6 +34,7 @@ use tokenizers::{
     AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
+use crate::bpe::{BpeAddedToken, BpeScratch, BpeSpec, BpeTokenizer, NormalizerStep};
 use crate::folder::read_json;
 use crate::wordpiece::{
     AddedTokenSpec, BertNormalization, WordPieceScratch, WordPieceSpec, WordPieceTokenizer,
@@ -38,12 +44,13 @@ use crate::EmberError;
 /// A tokenizer configured for one model: truncation to `max_seq_length`, no padding.
 pub struct TextTokenizer {
     /// The `tokenizers` crate's pipeline: the reference, and the path for pipelines
-    /// `wordpiece` does not reproduce. `None` once [`TextTokenizer::release_reference`] has
-    /// dropped it (only ever with `wordpiece` present).
+    /// `fast` does not reproduce. `None` once [`TextTokenizer::release_reference`] has
+    /// dropped it (only ever with `fast` present).
     tokenizer: Option<Tokenizer>,
-    /// The same pipeline without per-text allocation, when it is the standard BERT one.
-    wordpiece: Option<WordPieceTokenizer>,
-    /// Why `wordpiece` is `None`.
+    /// The same pipeline without per-text allocation, when it is the standard BERT one or a
+    /// byte-level BPE one.
+    fast: Option<FastTokenizer>,
+    /// Why `fast` is `None`.
     fallback_reason: Option<String>,
     /// `tokenizer` without truncation, built the first time a text's full length is asked
     /// for: the reference count of dropped tokens, and the fallback path's way to count them.
@@ -53,10 +60,17 @@ pub struct TextTokenizer {
     source: PathBuf,
 }
 
+/// Ember's own allocation-free tokenizers.
+enum FastTokenizer {
+    WordPiece(WordPieceTokenizer),
+    Bpe(BpeTokenizer),
+}
+
 /// Buffers [`TextTokenizer::encode_into_with`] reuses from one text to the next.
 #[derive(Debug, Default)]
 pub struct TokenizeScratch {
     wordpiece: WordPieceScratch,
+    bpe: BpeScratch,
 }
 
 thread_local! {
@@ -159,8 +173,8 @@ impl TextTokenizer {
         let config = TokenizerConfig::read(dir)?;
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
-        let (mut tokenizer, source) = if json_path.exists() {
-            let tokenizer = read_tokenizer_json(&json_path)?;
+        let (mut tokenizer, source, bpe_merges) = if json_path.exists() {
+            let (tokenizer, bpe_merges) = read_tokenizer_json(&json_path)?;
             // The crate loads such a file and then fails on the first unknown word.
             if let ModelWrapper::WordPiece(model) = tokenizer.get_model() {
                 if tokenizer.token_to_id(&model.unk_token).is_none() {
@@ -173,11 +187,12 @@ impl TextTokenizer {
                     });
                 }
             }
-            (tokenizer, json_path)
+            (tokenizer, json_path, bpe_merges)
         } else if vocab_path.exists() {
             (
                 Self::wordpiece_from_vocab(&vocab_path, &config)?,
                 vocab_path,
+                None,
             )
         } else {
             return Err(EmberError::Tokenizer {
@@ -241,16 +256,26 @@ impl TextTokenizer {
                 message,
             })?;
         }
-        let (wordpiece, fallback_reason) =
-            match standard_bert_spec(&tokenizer, lowercase_prepended, max_seq_length)
+        let fast = match tokenizer.get_model() {
+            ModelWrapper::BPE(_) => byte_level_bpe_spec(
+                &tokenizer,
+                bpe_merges.as_ref(),
+                lowercase_prepended,
+                max_seq_length,
+            )
+            .and_then(|spec| BpeTokenizer::new(&spec).map_err(|e| e.to_string()))
+            .map(FastTokenizer::Bpe),
+            _ => standard_bert_spec(&tokenizer, lowercase_prepended, max_seq_length)
                 .and_then(|spec| WordPieceTokenizer::new(&spec).map_err(|e| e.to_string()))
-            {
-                Ok(wordpiece) => (Some(wordpiece), None),
-                Err(reason) => (None, Some(reason)),
-            };
+                .map(FastTokenizer::WordPiece),
+        };
+        let (fast, fallback_reason) = match fast {
+            Ok(fast) => (Some(fast), None),
+            Err(reason) => (None, Some(reason)),
+        };
         Ok(Self {
             tokenizer: Some(tokenizer),
-            wordpiece,
+            fast,
             fallback_reason,
             untruncated: OnceLock::new(),
             max_seq_length,
@@ -326,9 +351,13 @@ impl TextTokenizer {
         ids: &mut Vec<u32>,
         scratch: &mut TokenizeScratch,
     ) -> Result<(), String> {
-        match &self.wordpiece {
-            Some(wordpiece) => {
+        match &self.fast {
+            Some(FastTokenizer::WordPiece(wordpiece)) => {
                 wordpiece.encode_into(text, ids, &mut scratch.wordpiece);
+                Ok(())
+            }
+            Some(FastTokenizer::Bpe(bpe)) => {
+                bpe.encode_into(text, ids, &mut scratch.bpe);
                 Ok(())
             }
             None => self.reference_encode_into(text, ids),
@@ -345,9 +374,12 @@ impl TextTokenizer {
         ids: &mut Vec<u32>,
         scratch: &mut TokenizeScratch,
     ) -> Result<usize, String> {
-        match &self.wordpiece {
-            Some(wordpiece) => {
+        match &self.fast {
+            Some(FastTokenizer::WordPiece(wordpiece)) => {
                 Ok(wordpiece.encode_into_counting_dropped(text, ids, &mut scratch.wordpiece))
+            }
+            Some(FastTokenizer::Bpe(bpe)) => {
+                Ok(bpe.encode_into_counting_dropped(text, ids, &mut scratch.bpe))
             }
             None => {
                 self.reference_encode_into(text, ids)?;
@@ -398,12 +430,12 @@ impl TextTokenizer {
         Ok(())
     }
 
-    /// Drops the `tokenizers` crate's pipeline when texts take Ember's own WordPiece path, which
-    /// then needs nothing else (about 4 MB for a 30k-word vocabulary: the crate keeps its own
-    /// vocabulary maps). The `reference_*` methods are errors afterwards; a tokenizer on the
-    /// crate's path keeps it.
+    /// Drops the `tokenizers` crate's pipeline when texts take Ember's own WordPiece or BPE
+    /// path, which then needs nothing else (about 4 MB for a 30k-word vocabulary: the crate
+    /// keeps its own vocabulary maps). The `reference_*` methods are errors afterwards; a
+    /// tokenizer on the crate's path keeps it.
     pub fn release_reference(&mut self) {
-        if self.wordpiece.is_some() {
+        if self.fast.is_some() {
             self.tokenizer = None;
         }
     }
@@ -417,10 +449,11 @@ impl TextTokenizer {
         })
     }
 
-    /// Whether texts take Ember's allocation-free WordPiece path (the pipeline is the
-    /// standard BERT one) rather than the `tokenizers` crate.
+    /// Whether texts take Ember's allocation-free WordPiece or byte-level BPE path (the
+    /// pipeline is the standard BERT one or a byte-level BPE one) rather than the `tokenizers`
+    /// crate.
     pub fn is_fast(&self) -> bool {
-        self.wordpiece.is_some()
+        self.fast.is_some()
     }
 
     /// Why the pipeline runs on the `tokenizers` crate; `None` on the fast path.
@@ -478,14 +511,21 @@ impl TextTokenizer {
 /// so syntax errors are reported like any other file's, and the crate builds the tokenizer from
 /// the parsed value; a panic that still escapes it is caught and reported as an error naming the
 /// file (under `panic = "abort"` it would abort instead).
-fn read_tokenizer_json(path: &Path) -> Result<Tokenizer, EmberError> {
+///
+/// Also returns the model's `merges` as written, when it has some: the crate keeps its merge
+/// table private, and the BPE fast path needs it.
+fn read_tokenizer_json(path: &Path) -> Result<(Tokenizer, Option<Value>), EmberError> {
     let value = read_json(path)?;
+    let merges = value
+        .get("model")
+        .and_then(|model| model.get("merges"))
+        .cloned();
     let error = |message: String| EmberError::Tokenizer {
         path: path.to_owned(),
         message,
     };
     match std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(value)) {
-        Ok(Ok(tokenizer)) => Ok(tokenizer),
+        Ok(Ok(tokenizer)) => Ok((tokenizer, merges)),
         Ok(Err(e)) => Err(error(e.to_string())),
         Err(payload) => Err(error(format!(
             "the tokenizers crate panicked reading it: {}",
@@ -587,25 +627,10 @@ fn standard_bert_spec(
         return Err("special tokens are encoded as text, or padding is on".into());
     }
 
-    // The crate matches added tokens by content (its content → id map) but keeps one token per
-    // id: two contents on one id (a vocabulary giving "[MASK]" the id of "[SEP]", found by the
-    // tokenizer_files fuzz target) leave a matched content out of the id → token list read below.
-    let decoder = tokenizer.get_added_tokens_decoder();
-    for (content, id) in tokenizer.get_added_vocabulary().get_vocab() {
-        if decoder.get(id).map(|token| &token.content) != Some(content) {
-            return Err(format!(
-                "added token {content:?} shares id {id} with another token"
-            ));
-        }
-    }
     let mut added_tokens = Vec::new();
-    for (id, token) in decoder {
+    for (id, token) in consistent_added_tokens(tokenizer)? {
         if token.single_word {
             return Err(format!("added token {:?} is single_word", token.content));
-        }
-        // The crate matches by content and looks flags up by id: they must agree.
-        if tokenizer.token_to_id(&token.content) != Some(id) {
-            return Err(format!("added token {:?} has two ids", token.content));
         }
         added_tokens.push(AddedTokenSpec {
             content: token.content,
@@ -615,7 +640,6 @@ fn standard_bert_spec(
             normalized: token.normalized,
         });
     }
-    added_tokens.sort_by_key(|token| token.id);
 
     Ok(WordPieceSpec {
         vocab: tokenizers::Model::get_vocab(model),
@@ -632,6 +656,199 @@ fn standard_bert_spec(
         suffix_ids,
         max_length,
     })
+}
+
+/// The added tokens, sorted by id, if the crate's content → id and id → token maps agree.
+fn consistent_added_tokens(tokenizer: &Tokenizer) -> Result<Vec<(u32, AddedToken)>, String> {
+    // The crate matches added tokens by content (its content → id map) but keeps one token per
+    // id: two contents on one id (a vocabulary giving "[MASK]" the id of "[SEP]", found by the
+    // tokenizer_files fuzz target) leave a matched content out of the id → token list read below.
+    let decoder = tokenizer.get_added_tokens_decoder();
+    for (content, id) in tokenizer.get_added_vocabulary().get_vocab() {
+        if decoder.get(id).map(|token| &token.content) != Some(content) {
+            return Err(format!(
+                "added token {content:?} shares id {id} with another token"
+            ));
+        }
+    }
+    let mut tokens = Vec::new();
+    for (id, token) in decoder {
+        // The crate matches by content and looks flags up by id: they must agree.
+        if tokenizer.token_to_id(&token.content) != Some(id) {
+            return Err(format!("added token {:?} has two ids", token.content));
+        }
+        tokens.push((id, token));
+    }
+    tokens.sort_by_key(|&(id, _)| id);
+    Ok(tokens)
+}
+
+/// Describes `tokenizer` for [`BpeTokenizer`] if its pipeline is a byte-level BPE one that
+/// Ember reproduces exactly; otherwise says what differs. `merges`: the model's `merges` as
+/// `tokenizer.json` has them. `lowercase_prepended`: a `Lowercase` went in front of the file's
+/// normaliser after the added tokens were registered.
+fn byte_level_bpe_spec(
+    tokenizer: &Tokenizer,
+    merges: Option<&Value>,
+    lowercase_prepended: bool,
+    max_length: usize,
+) -> Result<BpeSpec, String> {
+    let step = |normalizer: &NormalizerWrapper| match normalizer {
+        NormalizerWrapper::NFC(_) => Ok(NormalizerStep::Nfc),
+        NormalizerWrapper::Lowercase(_) => Ok(NormalizerStep::Lowercase),
+        _ => Err(
+            "the normaliser is not NFC, Lowercase or a sequence of them (BPE fast path)".to_owned(),
+        ),
+    };
+    let normalizer = match tokenizer.get_normalizer() {
+        None => Vec::new(),
+        Some(NormalizerWrapper::Sequence(sequence)) => sequence
+            .as_ref()
+            .iter()
+            .map(step)
+            .collect::<Result<_, _>>()?,
+        Some(other) => vec![step(other)?],
+    };
+    let mut added_token_normalizer = normalizer.clone();
+    if lowercase_prepended {
+        added_token_normalizer.remove(0);
+    }
+
+    let add_prefix_space = match tokenizer.get_pre_tokenizer() {
+        Some(PreTokenizerWrapper::ByteLevel(ByteLevel {
+            add_prefix_space,
+            use_regex: true,
+            ..
+        })) => *add_prefix_space,
+        _ => {
+            return Err("the pre-tokeniser is not ByteLevel with use_regex (BPE fast path)".into())
+        }
+    };
+
+    let ModelWrapper::BPE(model) = tokenizer.get_model() else {
+        return Err("the model is not BPE".into());
+    };
+    if model.dropout.is_some_and(|p| p != 0.0) {
+        return Err("BPE dropout is set".into());
+    }
+    if model.byte_fallback {
+        return Err("BPE byte_fallback is set".into());
+    }
+    if model
+        .continuing_subword_prefix
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+        || model
+            .end_of_word_suffix
+            .as_ref()
+            .is_some_and(|s| !s.is_empty())
+    {
+        return Err("BPE has a continuing_subword_prefix or end_of_word_suffix".into());
+    }
+    let merges = bpe_merges(merges)?;
+
+    let (prefix_ids, suffix_ids) = match tokenizer.get_post_processor() {
+        None => (Vec::new(), Vec::new()),
+        Some(processor) => special_ids(processor)?,
+    };
+    if prefix_ids.len() + suffix_ids.len() > max_length {
+        return Err(format!(
+            "max_seq_length {max_length} is shorter than the post-processor's special tokens"
+        ));
+    }
+    if tokenizer.get_encode_special_tokens() || tokenizer.get_padding().is_some() {
+        return Err("special tokens are encoded as text, or padding is on".into());
+    }
+    let added_tokens = consistent_added_tokens(tokenizer)?
+        .into_iter()
+        .map(|(id, token)| BpeAddedToken {
+            content: token.content,
+            id,
+            lstrip: token.lstrip,
+            rstrip: token.rstrip,
+            single_word: token.single_word,
+            normalized: token.normalized,
+        })
+        .collect();
+
+    Ok(BpeSpec {
+        vocab: tokenizers::Model::get_vocab(model),
+        merges,
+        unk_token: model.unk_token.clone(),
+        fuse_unk: model.fuse_unk,
+        ignore_merges: model.ignore_merges,
+        normalizer,
+        added_token_normalizer,
+        add_prefix_space,
+        added_tokens,
+        prefix_ids,
+        suffix_ids,
+        max_length,
+    })
+}
+
+/// `tokenizer.json`'s BPE merges, read as the crate reads them: pairs `["a", "b"]`, or the
+/// legacy strings `"a b"` (lines starting `#version` skipped).
+fn bpe_merges(merges: Option<&Value>) -> Result<Vec<(String, String)>, String> {
+    let unsupported = || "the BPE merges are not a list of pairs or \"a b\" strings".to_owned();
+    let list = merges.and_then(Value::as_array).ok_or_else(unsupported)?;
+    if list.iter().all(Value::is_array) {
+        list.iter()
+            .map(|pair| match pair.as_array().map(Vec::as_slice) {
+                Some([Value::String(a), Value::String(b)]) => Ok((a.clone(), b.clone())),
+                _ => Err(unsupported()),
+            })
+            .collect()
+    } else {
+        let mut pairs = Vec::with_capacity(list.len());
+        for line in list {
+            let line = line.as_str().ok_or_else(unsupported)?;
+            if line.starts_with("#version") {
+                continue;
+            }
+            let mut parts = line.split(' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(b), None) => pairs.push((a.to_owned(), b.to_owned())),
+                _ => return Err(unsupported()),
+            }
+        }
+        Ok(pairs)
+    }
+}
+
+/// The ids a post-processor puts before and after a single sequence: RobertaProcessing and
+/// BertProcessing (`cls … sep`), TemplateProcessing (see [`template_single_ids`]), ByteLevel
+/// (none), or a Sequence of ByteLevels and at most one of the others.
+fn special_ids(processor: &PostProcessorWrapper) -> Result<(Vec<u32>, Vec<u32>), String> {
+    match processor {
+        PostProcessorWrapper::Roberta(roberta) => Ok((vec![roberta.cls.1], vec![roberta.sep.1])),
+        PostProcessorWrapper::Bert(bert) => {
+            Ok((vec![bert.get_cls_copy().1], vec![bert.get_sep_copy().1]))
+        }
+        PostProcessorWrapper::Template(template) => template_single_ids(template),
+        PostProcessorWrapper::ByteLevel(_) => Ok((Vec::new(), Vec::new())),
+        PostProcessorWrapper::Sequence(sequence) => {
+            // Its members are not public; its serialised form is.
+            let members: Vec<PostProcessorWrapper> = serde_json::to_value(sequence)
+                .ok()
+                .and_then(|value| serde_json::from_value(value["processors"].clone()).ok())
+                .ok_or("the post-processor Sequence cannot be read back")?;
+            let mut ids = (Vec::new(), Vec::new());
+            let mut adding = 0;
+            for member in &members {
+                if !matches!(member, PostProcessorWrapper::ByteLevel(_)) {
+                    adding += 1;
+                    ids = special_ids(member)?;
+                }
+            }
+            if adding > 1 {
+                return Err(
+                    "the post-processor Sequence has more than one member adding tokens".into(),
+                );
+            }
+            Ok(ids)
+        }
+    }
 }
 
 /// The ids a TemplateProcessing puts before and after a single sequence, if its `single`
