@@ -34,7 +34,8 @@ pub struct BertConfig {
     pub intermediate_size: usize,
     /// Rows of the word-embedding table; every token id must be below it.
     pub vocab_size: usize,
-    /// Rows of the position-embedding table: the longest sequence, in tokens, the model runs.
+    /// Rows of the position-embedding table: the longest sequence, in tokens, the model runs
+    /// (ModernBERT: no table, the rotary tables' length).
     pub max_position_embeddings: usize,
     /// Rows of the token-type (segment) table; Ember uses row 0. 0 for MPNet, which has none.
     pub type_vocab_size: usize,
@@ -219,6 +220,9 @@ const DEFAULT_GLOBAL_EVERY: u64 = 3;
 const DEFAULT_LOCAL_ATTENTION: u64 = 128;
 const DEFAULT_GLOBAL_THETA: f64 = 160_000.0;
 const DEFAULT_LOCAL_THETA: f64 = 10_000.0;
+/// The most values (`max_position_embeddings · head_dim`) a ModernBERT's rotary tables may hold
+/// per `θ`: 2^24 floats, 64 MiB.
+const MAX_ROTARY_VALUES: usize = 1 << 24;
 /// `MPNetConfig`'s default `relative_attention_num_buckets`, and a bound no model nears.
 const DEFAULT_MPNET_BUCKETS: u64 = 32;
 const MAX_BUCKETS: usize = 1 << 12;
@@ -402,7 +406,8 @@ impl BertConfig {
         }
         if !(layer_norm_eps.is_finite() && layer_norm_eps > 0.0 && layer_norm_eps < 1.0) {
             return Err(invalid(format!(
-                "layer_norm_eps = {} is not in (0, 1)",
+                "{} = {} is not in (0, 1)",
+                key("layer_norm_eps"),
                 layer_norm_eps
             )));
         }
@@ -424,6 +429,7 @@ impl BertConfig {
                 &invalid,
                 num_hidden_layers,
                 hidden_size / num_attention_heads,
+                max_position_embeddings,
             )?),
             _ => None,
         };
@@ -445,7 +451,8 @@ impl BertConfig {
     }
 
     /// The longest sequence, in tokens, the position table holds: `max_position_embeddings`
-    /// less the rows before the first token's ([`PositionIds::first_row`]).
+    /// less the rows before the first token's ([`PositionIds::first_row`]); ModernBERT's
+    /// rotary tables are built for this many positions.
     pub fn max_tokens(&self) -> usize {
         self.max_position_embeddings - self.position_ids.first_row()
     }
@@ -496,6 +503,7 @@ fn modern_params<'v>(
     invalid: &dyn Fn(String) -> BertError,
     layers: usize,
     head_dim: usize,
+    max_positions: usize,
 ) -> Result<ModernBertParams, BertError> {
     let boolean = |key: &str| -> Result<bool, BertError> {
         match get(key) {
@@ -525,12 +533,28 @@ fn modern_params<'v>(
             )));
         }
     }
+    // The rotary tables hold `max_position_embeddings · head_dim` floats per θ, sized from this
+    // number alone (there is no position table in the file to check it against): 64 MiB at
+    // most (ModernBERT-base: 8192 · 64, 2 MiB).
+    if max_positions.saturating_mul(head_dim) > MAX_ROTARY_VALUES {
+        return Err(invalid(format!(
+            "max_position_embeddings = {max_positions} × head dimension {head_dim} is past the {MAX_ROTARY_VALUES} values Ember's rotary tables hold"
+        )));
+    }
     if !head_dim.is_multiple_of(2) {
         return Err(invalid(format!(
             "the head dimension hidden_size / num_attention_heads = {head_dim} is odd: rotary positions need it even"
         )));
     }
-    let window = count("local_attention", DEFAULT_LOCAL_ATTENTION)? / 2;
+    // transformers' `sliding_window` (half the window), set in a config, overrides
+    // `local_attention` through its setter; `local_attention` 0 or 1 is the token alone.
+    let window = match get("sliding_window") {
+        Some(_) => count("sliding_window", 0)?,
+        None => match get("local_attention") {
+            Some(v) if v.as_u64() == Some(0) => 0,
+            _ => count("local_attention", DEFAULT_LOCAL_ATTENTION)? / 2,
+        },
+    };
     let windows = match get("layer_types") {
         Some(Value::Array(kinds)) => {
             if kinds.len() != layers {
@@ -825,6 +849,14 @@ mod tests {
             (m.global_rope_theta, m.local_rope_theta),
             (80_000.0, 10_000.0)
         );
+        // transformers' `sliding_window` (half the window) overrides `local_attention`; a
+        // `local_attention` of 0 is each token alone.
+        let sliding = MODERNBERT.replace("\"local_attention\": 128", "\"sliding_window\": 32");
+        let m = BertConfig::from_json_str(&sliding, Path::new("config.json")).unwrap();
+        assert_eq!(m.modern.unwrap().windows[1], Some(32));
+        let zero = MODERNBERT.replace("\"local_attention\": 128", "\"local_attention\": 0");
+        let m = BertConfig::from_json_str(&zero, Path::new("config.json")).unwrap();
+        assert_eq!(m.modern.unwrap().windows[1], Some(0));
         // Its FLOPs: GeGLU's 3HF per token, and each local query sees at most 129 keys.
         let (h, f) = (768.0, 1152.0);
         let flops = c.encoder_flops(1000);
@@ -863,6 +895,11 @@ mod tests {
                 "\"hidden_activation\": \"swiglu\"",
             ),
             ("\"local_attention\": 128", "\"head_dim\": 32"),
+            // Rotary tables of 2^20 positions × 64: past the 2^24 values allowed.
+            (
+                "\"max_position_embeddings\": 8192",
+                "\"max_position_embeddings\": 1048576",
+            ),
             (
                 "\"global_rope_theta\": 160000.0",
                 r#""rope_parameters": {"full_attention": {"rope_type": "dynamic", "rope_theta": 1.0}}"#,

@@ -261,7 +261,7 @@ pub fn apply_activation(act: Activation, x: &mut [f32]) {
     }
 }
 
-/// Rows of `[rows, 2F]` below which [`gated_activation`] stays on the calling thread.
+/// Values of `x` (`rows · 2F`) below which [`gated_activation`] stays on the calling thread.
 const SEQUENTIAL_GATED_VALUES: usize = 1 << 15;
 
 /// A gated linear unit's gate, ModernBERT's GeGLU (transformers' `ModernBertMLP`:

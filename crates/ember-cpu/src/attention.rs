@@ -11,7 +11,8 @@
 //! added to each score `(i, j)` after the scaling, as transformers adds its `position_bias`.
 //! With a `window` `w` (ModernBERT's local attention), query `i` attends only to the keys `j`
 //! with `|j − i| ≤ w` of its sequence (transformers' bidirectional sliding-window mask): the
-//! softmax runs over those keys alone, and only they are read.
+//! softmax runs over those keys alone, and only the key tiles a block's windows touch are
+//! scored (K and V of the whole sequence are still copied once per task).
 //!
 //! Work is split into (sequence, head[, query chunk]) tasks on rayon's current pool. A task
 //! copies `K_hᵀ` (`[hd, L]`) and `V_h` (`[L, hd]`) of its sequence into a per-thread scratch

@@ -58,7 +58,15 @@ impl Rotary {
         let half = head_dim / 2;
         let len = checked_elems(OP, "table", max_len, half)?;
         let frequencies = inverse_frequencies(theta, head_dim);
-        let (mut cos, mut sin) = (Vec::with_capacity(len), Vec::with_capacity(len));
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for table in [&mut cos, &mut sin] {
+            table
+                .try_reserve_exact(len)
+                .map_err(|_| KernelError::InvalidShape {
+                    op: OP,
+                    reason: format!("no memory for a rotary table of {len} values"),
+                })?;
+        }
         for p in 0..max_len {
             for &w in &frequencies {
                 let angle = (p as f32 * w) as f64;

@@ -733,7 +733,9 @@ impl BpeTokenizer {
         }
     }
 
-    /// The ByteLevel pre-tokeniser then BPE over one normalised piece (not empty).
+    /// The ByteLevel pre-tokeniser then BPE over one normalised piece; an empty piece (an
+    /// empty text, when no added-token split comes first) gives nothing, as the crate drops
+    /// empty splits before the prefix space would be added.
     fn encode_words(
         &self,
         text: &str,
@@ -741,6 +743,9 @@ impl BpeTokenizer {
         prefixed: &mut String,
         words: &mut WordScratch<'_>,
     ) {
+        if text.is_empty() {
+            return;
+        }
         let text = if self.add_prefix_space && !text.starts_with(' ') {
             prefixed.clear();
             prefixed.push(' ');
@@ -1309,5 +1314,19 @@ mod tests {
         let dropped = t.encode_into_counting_dropped("aaaa aaaa aaaa", &mut ids, &mut scratch);
         assert_eq!(ids.len(), 8);
         assert_eq!(dropped, 2 + 1 + 2 + 1 + 2 - 6);
+    }
+
+    /// With `add_prefix_space` and no added tokens, an empty text is the specials alone (the
+    /// crate drops the empty split before the prefix would make it `Ġ`).
+    #[test]
+    fn an_empty_text_is_only_the_specials() {
+        let mut s = spec(&[("a", "a")]);
+        s.add_prefix_space = true;
+        let t = BpeTokenizer::new(&s).unwrap();
+        let (mut ids, mut scratch) = (Vec::new(), BpeScratch::default());
+        t.encode_into("", &mut ids, &mut scratch);
+        assert_eq!(ids, [1000, 1001]);
+        t.encode_into("a", &mut ids, &mut scratch);
+        assert_eq!(ids, [1000, s.vocab["Ġ"], s.vocab["a"], 1001]);
     }
 }

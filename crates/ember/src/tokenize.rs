@@ -161,7 +161,8 @@ impl TextTokenizer {
     ///
     /// `max_seq_length` is sentence-transformers' (from `sentence_bert_config.json`), else the
     /// tokenizer config's `model_max_length`; either way capped at `max_tokens`, the longest
-    /// sequence the model's position table holds ([`ember_bert::BertConfig::max_tokens`]).
+    /// sequence the model's position table (ModernBERT: its rotary tables) holds
+    /// ([`ember_bert::BertConfig::max_tokens`]).
     /// `do_lower_case` prepends a `Lowercase` normaliser unless one is there, as
     /// sentence-transformers does.
     pub fn load(
@@ -234,7 +235,7 @@ impl TextTokenizer {
             return Err(EmberError::Tokenizer {
                 path: source,
                 message: format!(
-                    "max_seq_length {max_seq_length} leaves no room for [CLS] and [SEP]"
+                    "max_seq_length {max_seq_length} leaves no room for the text beside the special tokens ([CLS] and [SEP], or <s> and </s>)"
                 ),
             });
         }
