@@ -36,7 +36,7 @@
 //! `tokenizers` crate.
 
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -44,6 +44,8 @@ use unicode_normalization_alignments::char::{
     canonical_combining_class, compose, decompose_canonical,
 };
 use unicode_normalization_alignments::{is_nfc_quick, IsNormalized};
+
+use crate::wordpiece::{FxHasher, Pieces};
 
 /// Why a tokenizer description cannot be built into a [`BpeTokenizer`].
 #[derive(Debug, thiserror::Error)]
@@ -148,59 +150,6 @@ pub struct BpeScratch {
     pairs: Vec<(u32, u32)>,
     /// One word in the byte-level alphabet (`ignore_merges` looks it up whole).
     mapped: String,
-}
-
-/// FxHash (rustc's): keys are fixed at load, so a fast non-keyed hash is safe.
-#[derive(Default, Clone, Copy)]
-struct FxHasher {
-    hash: u64,
-}
-
-impl FxHasher {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, byte: u8) {
-        self.add(byte as u64);
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.hash
-    }
 }
 
 type FxBuild = BuildHasherDefault<FxHasher>;
@@ -1089,32 +1038,6 @@ fn sort_by_class(marks: &mut [(u8, char)]) {
         while j > 0 && marks[j - 1].0 > marks[j].0 {
             marks.swap(j - 1, j);
             j -= 1;
-        }
-    }
-}
-
-/// The ids of one text as words are added: kept up to `limit` (prefix included); past it,
-/// either tokenizing stops (`done`) or, with `count_dropped`, the tokens are only counted.
-struct Pieces<'a> {
-    ids: &'a mut Vec<u32>,
-    limit: usize,
-    count_dropped: bool,
-    /// Tokens cut at the limit so far (a lower bound unless `count_dropped`).
-    dropped: usize,
-}
-
-impl Pieces<'_> {
-    /// Whether more text can change nothing the caller asked for.
-    fn done(&self) -> bool {
-        !self.count_dropped && self.ids.len() >= self.limit
-    }
-
-    /// Appends one word's tokens (written by `encode`), then cuts what passes the limit.
-    fn push_word(&mut self, encode: impl FnOnce(&mut Vec<u32>)) {
-        encode(self.ids);
-        if self.ids.len() > self.limit {
-            self.dropped += self.ids.len() - self.limit;
-            self.ids.truncate(self.limit);
         }
     }
 }

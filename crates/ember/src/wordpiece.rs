@@ -127,9 +127,9 @@ pub struct WordPieceScratch {
 }
 
 /// FxHash (rustc's): vocabulary keys are fixed at load, so a fast non-keyed hash is safe and
-/// roughly halves a lookup's cost against SipHash.
+/// roughly halves a lookup's cost against SipHash. Also the BPE path's ([`crate::bpe`]).
 #[derive(Default, Clone, Copy)]
-struct FxHasher {
+pub(crate) struct FxHasher {
     hash: u64,
 }
 
@@ -162,6 +162,11 @@ impl Hasher for FxHasher {
     #[inline]
     fn write_u8(&mut self, byte: u8) {
         self.add(byte as u64);
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
     }
 
     #[inline]
@@ -511,23 +516,24 @@ impl WordPieceTokenizer {
 
 /// The ids of one text as words are added: kept up to `limit` (prefix included); past it,
 /// either tokenizing stops (`done`) or, with `count_dropped`, the pieces are only counted.
-struct Pieces<'a> {
-    ids: &'a mut Vec<u32>,
-    limit: usize,
-    count_dropped: bool,
+/// Also the BPE path's ([`crate::bpe`]).
+pub(crate) struct Pieces<'a> {
+    pub(crate) ids: &'a mut Vec<u32>,
+    pub(crate) limit: usize,
+    pub(crate) count_dropped: bool,
     /// Pieces cut at the limit so far (a lower bound unless `count_dropped`).
-    dropped: usize,
+    pub(crate) dropped: usize,
 }
 
 impl Pieces<'_> {
     /// Whether more text can change nothing the caller asked for.
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         !self.count_dropped && self.ids.len() >= self.limit
     }
 
     /// Appends one word's pieces (written by `encode`), then cuts what passes the limit. A
     /// word is whole before it is cut because WordPiece may replace its pieces by `[UNK]`.
-    fn push_word(&mut self, encode: impl FnOnce(&mut Vec<u32>)) {
+    pub(crate) fn push_word(&mut self, encode: impl FnOnce(&mut Vec<u32>)) {
         encode(self.ids);
         if self.ids.len() > self.limit {
             self.dropped += self.ids.len() - self.limit;
