@@ -1259,7 +1259,8 @@ def roberta_position_ids(ids: list[int], pad: int = RB_PAD) -> list[int]:
     return out
 
 
-def build_tiny_roberta(folder: Path, model_type: str, seed: int, tokenizer, modes, normalize: bool) -> dict:
+def build_tiny_roberta(folder: Path, model_type: str, seed: int, tokenizer, modes, normalize: bool,
+                       normalizer: list[str] | None = None) -> dict:
     fresh_folder(folder)
     config_cls, model_cls = {"roberta": (RobertaConfig, RobertaModel),
                              "xlm-roberta": (XLMRobertaConfig, XLMRobertaModel)}[model_type]
@@ -1297,8 +1298,13 @@ def build_tiny_roberta(folder: Path, model_type: str, seed: int, tokenizer, mode
         assert tj["post_processor"]["type"] == "RobertaProcessing"
         assert tj["post_processor"]["cls"] == ["<s>", 0] and tj["post_processor"]["sep"] == ["</s>", 2]
     else:
-        assert tj["normalizer"] is None and tj["model"]["type"] == "Unigram" and tj["model"]["unk_id"] == 3
-        assert [p["type"] for p in tj["pre_tokenizer"]["pretokenizers"]] == ["WhitespaceSplit", "Metaspace"]
+        assert tj["model"]["type"] == "Unigram" and tj["model"]["unk_id"] == 3
+        if normalizer is None:
+            assert tj["normalizer"] is None
+            assert [p["type"] for p in tj["pre_tokenizer"]["pretokenizers"]] == ["WhitespaceSplit", "Metaspace"]
+        else:
+            assert [n["type"] for n in tj["normalizer"]["normalizers"]] == normalizer, tj["normalizer"]
+            assert tj["pre_tokenizer"]["type"] == "Metaspace", tj["pre_tokenizer"]
         assert tj["post_processor"]["type"] == "TemplateProcessing"
     return {"state": state, "n_params": sum(v.numel() for v in state.values())}
 
@@ -1307,66 +1313,160 @@ def make_roberta() -> dict:
     corpus = tokenizer_corpus()
     toks = {"tiny-roberta": train_bpe_tokenizer(corpus), "tiny-xlm-roberta": train_unigram_tokenizer(corpus)}
     texts = roberta_texts()
-    pad_text = texts.index(RB_EDGE_TEXTS[0])
     models_out = {}
     summary = {}
     for folder, (model_type, seed, modes, normalize) in ROBERTA.items():
-        path = FIXTURES / folder
-        built = build_tiny_roberta(path, model_type, seed, toks[folder], modes, normalize)
-        assert len(modes) == 1
-        m = load_st_folder(path, RB_MAX_SEQ, ["Transformer", "Pooling"] + ["Normalize"] * normalize, modes[0],
-                           model_type, built["state"])
-        hf = m[0].auto_model
-        assert type(hf).__name__ == {"roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}[model_type]
-        feats = m.preprocess(texts[:2])
-        st_keys = sorted(feats)
-        assert "token_type_ids" not in feats, st_keys  # RoBERTa tokenizers return none
-
-        ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, RB_MAX_SEQ, ends=(0, 2), pad_id=RB_PAD)
-        assert lens[N_CORE] == RB_MAX_SEQ and full[N_CORE] == RB_MAX_SEQ  # " a" x 38: exactly 40
-        assert full[N_CORE + 1] == RB_MAX_SEQ + 1 and lens[N_CORE + 1] == RB_MAX_SEQ  # x 39: cut
-        assert any(f > RB_MAX_SEQ for f in full), "no truncated text"
-        assert any(RB_PAD in r for r in ids), "no literal <pad> token"
-        assert ids[pad_text].count(RB_PAD) == 1 and ids[pad_text].count(0) == 2
-        assert ids[-1][1] == RB_PAD and lens[-1] == RB_MAX_SEQ  # <pad> first, then truncated
-
-        positions = [roberta_position_ids(r) for r in ids]
-        for r, pos in zip(ids, positions):
-            hf_pos = hf.embeddings.create_position_ids_from_input_ids(torch.tensor([r]), RB_PAD)
-            assert hf_pos[0].tolist() == pos
-        assert max(max(p) for p in positions) < RB_MAX_POS
-
-        emb, diff_single = encode_checked(m, texts, normalize)
-
-        # Independent recomputation: the folder loaded afresh as a plain transformers model, each
-        # <pad>-containing text alone, attention mask all ones, pooled here; and the same with
-        # naive positions (2, 3, 4, ...), which must give a clearly different embedding.
-        plain = type(hf).from_pretrained(str(path)).eval()
-        checks = {}
-        with torch.inference_mode():
-            for i in [pad_text, len(texts) - 1]:
-                out = hidden_states(plain, ids[i])
-                naive = hidden_states(plain, ids[i], position_ids=torch.arange(2, lens[i] + 2)[None])
-                assert torch.equal(out, hidden_states(plain, ids[i], position_ids=torch.tensor([positions[i]])))
-                err = float(np.abs(pool_f64(out, modes, normalize) - emb[i]).max())
-                err_naive = float(np.abs(pool_f64(naive, modes, normalize) - emb[i]).max())
-                assert err < 1e-5, (folder, i, err)
-                assert err_naive > 1e-3, (folder, i, err_naive)
-                checks[i] = (err, err_naive)
-
-        models_out[folder] = position_model_entry(model_type, seed, len(toks[folder]), modes, normalize, ids,
-                                                  positions, full, emb)
-        summary[folder] = {"lens": lens, "full": full, "checks": checks, "diff_single": diff_single,
-                           "n_unk": sum(r.count(3) for r in ids), "n_pad": sum(r.count(RB_PAD) for r in ids),
-                           "size": fsize(path), "params": built["n_params"], "st_keys": st_keys}
-        print(f"[roberta] {folder}: {model_type}, vocab {len(toks[folder])}, {built['n_params']:,} params, "
-              f"{fsize(path):,} bytes; {len(texts)} texts, token counts {min(lens)}..{max(lens)}, "
-              f"truncated {sum(f > RB_MAX_SEQ for f in full)}, <pad> tokens {summary[folder]['n_pad']}, "
-              f"<unk> tokens {summary[folder]['n_unk']}; ST features {st_keys}; "
-              f"max |batched - one-at-a-time| = {diff_single:.3g}; plain-torch check "
-              + ", ".join(f"text {i}: |diff| {e:.3g} (naive positions {n:.3g})" for i, (e, n) in checks.items()))
-
+        models_out[folder], summary[folder] = roberta_folder(folder, model_type, seed, toks[folder], modes,
+                                                             normalize, texts)
     write_models_reference(FIXTURES / "tiny_roberta_reference.json", RB_MAX_SEQ, texts, models_out, RB_HIDDEN)
+    return {"texts": texts, "summary": summary}
+
+
+def roberta_folder(folder: str, model_type: str, seed: int, tokenizer, modes, normalize: bool,
+                   texts: list[str], normalizer: list[str] | None = None) -> tuple[dict, dict]:
+    """Builds one tiny RoBERTa-family folder, encodes ``texts`` (which include RB_EDGE_TEXTS and
+    the two boundary texts) with sentence-transformers and checks it; returns its reference entry
+    and a summary. ``normalizer``: the types tokenizer.json's normalizer Sequence must hold (None:
+    no normalizer)."""
+    path = FIXTURES / folder
+    pad_text = texts.index(RB_EDGE_TEXTS[0])
+    built = build_tiny_roberta(path, model_type, seed, tokenizer, modes, normalize, normalizer)
+    assert len(modes) == 1
+    m = load_st_folder(path, RB_MAX_SEQ, ["Transformer", "Pooling"] + ["Normalize"] * normalize, modes[0],
+                       model_type, built["state"])
+    hf = m[0].auto_model
+    assert type(hf).__name__ == {"roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}[model_type]
+    feats = m.preprocess(texts[:2])
+    st_keys = sorted(feats)
+    assert "token_type_ids" not in feats, st_keys  # RoBERTa tokenizers return none
+
+    ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, RB_MAX_SEQ, ends=(0, 2), pad_id=RB_PAD)
+    assert lens[N_CORE] == RB_MAX_SEQ and full[N_CORE] == RB_MAX_SEQ  # " a" x 38: exactly 40
+    assert full[N_CORE + 1] == RB_MAX_SEQ + 1 and lens[N_CORE + 1] == RB_MAX_SEQ  # x 39: cut
+    assert any(f > RB_MAX_SEQ for f in full), "no truncated text"
+    assert any(RB_PAD in r for r in ids), "no literal <pad> token"
+    assert ids[pad_text].count(RB_PAD) == 1 and ids[pad_text].count(0) == 2
+    last_edge = texts.index(RB_EDGE_TEXTS[-1])
+    assert ids[last_edge][1] == RB_PAD and lens[last_edge] == RB_MAX_SEQ  # <pad> first, then truncated
+
+    positions = [roberta_position_ids(r) for r in ids]
+    for r, pos in zip(ids, positions):
+        hf_pos = hf.embeddings.create_position_ids_from_input_ids(torch.tensor([r]), RB_PAD)
+        assert hf_pos[0].tolist() == pos
+    assert max(max(p) for p in positions) < RB_MAX_POS
+
+    emb, diff_single = encode_checked(m, texts, normalize)
+
+    # Independent recomputation: the folder loaded afresh as a plain transformers model, each
+    # <pad>-containing text alone, attention mask all ones, pooled here; and the same with
+    # naive positions (2, 3, 4, ...), which must give a clearly different embedding.
+    plain = type(hf).from_pretrained(str(path)).eval()
+    checks = {}
+    with torch.inference_mode():
+        for i in [pad_text, last_edge]:
+            out = hidden_states(plain, ids[i])
+            naive = hidden_states(plain, ids[i], position_ids=torch.arange(2, lens[i] + 2)[None])
+            assert torch.equal(out, hidden_states(plain, ids[i], position_ids=torch.tensor([positions[i]])))
+            err = float(np.abs(pool_f64(out, modes, normalize) - emb[i]).max())
+            err_naive = float(np.abs(pool_f64(naive, modes, normalize) - emb[i]).max())
+            assert err < 1e-5, (folder, i, err)
+            assert err_naive > 1e-3, (folder, i, err_naive)
+            checks[i] = (err, err_naive)
+
+    entry = position_model_entry(model_type, seed, len(tokenizer), modes, normalize, ids, positions, full, emb)
+    summary = {"lens": lens, "full": full, "checks": checks, "diff_single": diff_single,
+               "n_unk": sum(r.count(3) for r in ids), "n_pad": sum(r.count(RB_PAD) for r in ids),
+               "size": fsize(path), "params": built["n_params"], "st_keys": st_keys}
+    print(f"[roberta] {folder}: {model_type}, vocab {len(tokenizer)}, {built['n_params']:,} params, "
+          f"{fsize(path):,} bytes; {len(texts)} texts, token counts {min(lens)}..{max(lens)}, "
+          f"truncated {sum(f > RB_MAX_SEQ for f in full)}, <pad> tokens {summary['n_pad']}, "
+          f"<unk> tokens {summary['n_unk']}; ST features {st_keys}; "
+          f"max |batched - one-at-a-time| = {diff_single:.3g}; plain-torch check "
+          + ", ".join(f"text {i}: |diff| {e:.3g} (naive positions {n:.3g})" for i, (e, n) in checks.items()))
+    return entry, summary
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random XLM-R with a real SentencePiece tokenizer (nmt_nfkc charsmap)
+# --------------------------------------------------------------------------------------------
+
+XLMR_SPM_FOLDER = "tiny-xlmr-spm"
+XS_SEED = 12
+XS_PIECES = 2000  # the SentencePiece model's pieces (<unk>, <s>, </s> + 1,997); 2,002 ids after conversion
+
+# Texts that only tiny-xlmr-spm encodes, after roberta_texts(): what the nmt_nfkc charsmap, the
+# right Strip and the " {2,}" -> "▁" Replace of transformers' XLMRobertaConverter act on.
+XS_EXTRA_TEXTS = [
+    "Ｆｕｌｌｗｉｄｔｈ ＬＥＴＴＥＲＳ １２３ and ｶﾀｶﾅ ﾊﾟﾝ halfwidth kana",
+    "ligatures ﬁne ﬂow ﬀ, circled ① ② ⑳, powers x² y³ ½ ¼, ™ № ℃ ㎏ ㍻",
+    "combining cafe\u0301 vs café, n\u0303 a\u0308\u0304 o\u0328\u0301 e\u0301\u0301\u0301\u0301\u0301\u0301",
+    "spaces:  two   three\u00a0nbsp\u3000ideographic\u2003em\u2009thin   ",
+    "zero\u200bwidth, joiner\u200d, soft\u00adhyphen, tab\tnewline\ncarriage\r\nend\u0001ctl",
+    "Ｈａｎｇｕｌ 한국어 jamo \u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165 \u110b\u1165, emoji 👩🏽\u200d💻 🇫🇷 ❤\ufe0f 1\ufe0f\u20e3",
+    "Ǆ ǅ ǆ ĳ, roman Ⅻ ⅻ, Å K µ ſ ﹏ ︵ «quotes» ``backticks'' „low“",
+    "   \u3000 leading spaces and trailing ones \u00a0  ",
+]
+
+
+def xlmr_spm_texts() -> list[str]:
+    texts = roberta_texts() + XS_EXTRA_TEXTS
+    assert len(texts) == len(set(texts)), "duplicate texts"
+    return texts
+
+
+def train_spm_tokenizer(corpus: list[str]) -> XLMRobertaTokenizerFast:
+    """A SentencePiece Unigram model trained by sentencepiece itself (nmt_nfkc normalisation, the
+    default, as xlm-roberta-base's; one thread, so the model is the same bytes on every run), then
+    converted as transformers converts xlm-roberta-base's sentencepiece.bpe.model:
+    XLMRobertaConverter gives the fairseq id layout (<s>, <pad>, </s>, <unk> = 0..3, the pieces,
+    "<mask>" last), the Precompiled charsmap + right Strip + Replace(" {2,}" -> "▁") normaliser
+    and the Metaspace pre-tokeniser."""
+    import io
+    import sentencepiece as spm
+    from transformers.convert_slow_tokenizer import XLMRobertaConverter
+
+    def train() -> bytes:
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=buf, vocab_size=XS_PIECES,
+                                       model_type="unigram", normalization_rule_name="nmt_nfkc",
+                                       character_coverage=0.9995, num_threads=1, minloglevel=2)
+        return buf.getvalue()
+
+    model = train()
+    assert train() == model, "sentencepiece's model changed between two runs"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sentencepiece.bpe.model"
+        path.write_bytes(model)
+
+        class Slow:  # what XLMRobertaConverter reads of a slow XLMRobertaTokenizer
+            vocab_file = str(path)
+            add_prefix_space = True
+            legacy = True
+
+            def convert_tokens_to_ids(self, token: str) -> int:
+                return RB_SPECIALS.index(token)
+
+        fast = XLMRobertaConverter(Slow()).converted()
+    vocab = json.loads(fast.to_str())["model"]["vocab"]
+    assert [p for p, _ in vocab[:4]] == RB_SPECIALS and vocab[-1][0] == "<mask>", vocab[:5]
+    assert len(vocab) == XS_PIECES + 2 and len({p for p, _ in vocab}) == len(vocab)
+    return XLMRobertaTokenizerFast(tokenizer_object=fast, model_max_length=RB_MAX_POS - 2, mask_token=RB_MASK)
+
+
+def make_xlmr_spm() -> dict:
+    tokenizer = train_spm_tokenizer(tokenizer_corpus())
+    texts = xlmr_spm_texts()
+    entry, summary = roberta_folder(XLMR_SPM_FOLDER, "xlm-roberta", XS_SEED, tokenizer, ("mean",), True, texts,
+                                    normalizer=["Precompiled", "Strip", "Replace"])
+    # The normaliser must matter: the same texts through the pipeline without it give other ids.
+    tj = read_json(FIXTURES / XLMR_SPM_FOLDER / "tokenizer.json")
+    plain = dict(tj, normalizer=None)
+    rt = tokenizers.Tokenizer.from_str(json.dumps(plain))
+    changed = [i for i, t in enumerate(XS_EXTRA_TEXTS) if rt.encode(t).ids != tokenizers.Tokenizer.from_file(
+        str(FIXTURES / XLMR_SPM_FOLDER / "tokenizer.json")).encode(t).ids]
+    assert changed == list(range(len(XS_EXTRA_TEXTS))), changed
+    write_models_reference(FIXTURES / "tiny_xlmr_spm_reference.json", RB_MAX_SEQ, texts,
+                           {XLMR_SPM_FOLDER: entry}, RB_HIDDEN)
     return {"texts": texts, "summary": summary}
 
 
@@ -2821,7 +2921,8 @@ def main() -> None:
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
-    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "modernbert"], default=None,
+    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "modernbert", "xlmr-spm"],
+                    default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
                          "tiny_mpnet_reference.json (its vocab from --minilm-dir if given, else from "
@@ -2830,7 +2931,8 @@ def main() -> None:
                          "tiny_distilbert_dense_reference.json (from the committed tiny-bert/); "
                          "prompts: only (re)write tiny-bert-prompts/ and tiny_prompts_reference.json "
                          "(from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
-                         "tiny-modernbert-bias/ and tiny_modernbert_reference.json. None needs "
+                         "tiny-modernbert-bias/ and tiny_modernbert_reference.json; xlmr-spm: only (re)write "
+                         "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json. None needs "
                          "--minilm-dir; all leave every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
@@ -2856,6 +2958,9 @@ def main() -> None:
         elif args.only == "prompts":
             make_prompts()
             written = [FIXTURES / PROMPTS_FOLDER, FIXTURES / "tiny_prompts_reference.json"]
+        elif args.only == "xlmr-spm":
+            make_xlmr_spm()
+            written = [FIXTURES / XLMR_SPM_FOLDER, FIXTURES / "tiny_xlmr_spm_reference.json"]
         else:
             make_modernbert()
             written = [FIXTURES / f for f in MODERNBERT] + [FIXTURES / "tiny_modernbert_reference.json"]
@@ -2906,6 +3011,9 @@ def main() -> None:
     mb = make_modernbert()
     print(f"[modernbert] done in {time.time() - t:.1f}s")
     t = time.time()
+    xs = make_xlmr_spm()
+    print(f"[xlmr-spm] done in {time.time() - t:.1f}s")
+    t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))
     print(f"[sbert-base] done in {time.time() - t:.1f}s")
@@ -2922,6 +3030,7 @@ def main() -> None:
     print(f"prompts: {PROMPTS_FOLDER}, {len(pr['texts'])} texts x {len(pr['cases'])} cases, "
           f"max_seq_length {TINY_MAX_SEQ}")
     print(f"modernbert: {', '.join(MODERNBERT)}, {len(mb['texts'])} texts, max_seq_length {MB_MAX_SEQ}")
+    print(f"xlmr-spm: {XLMR_SPM_FOLDER}, {len(xs['texts'])} texts, max_seq_length {RB_MAX_SEQ}")
     for p in sorted(FIXTURES.iterdir()):
         extra = f"  sha256:{sha256(p)}" if p.is_file() else ""
         print(f"  {p.relative_to(REPO)}{'/' if p.is_dir() else ''}  {fsize(p):>10,} bytes{extra}")

@@ -172,6 +172,7 @@ fn other_families_match_sentence_transformers() {
     }
     for file in [
         "tiny_roberta_reference.json",
+        "tiny_xlmr_spm_reference.json",
         "tiny_mpnet_reference.json",
         "tiny_distilbert_dense_reference.json",
         "tiny_modernbert_reference.json",

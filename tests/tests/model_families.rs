@@ -2,7 +2,9 @@
 //! all-mpnet-base-v2's architecture) and DistilBERT, and sentence-transformers' Dense module.
 //! Tiny random models made by the reference script, against sentence-transformers:
 //! - tiny-roberta (byte-level BPE, mean pooling), tiny-xlm-roberta (SentencePiece Unigram, CLS
-//!   pooling + Normalize) and tiny-mpnet (WordPiece with `<s> … </s>`, mean pooling +
+//!   pooling + Normalize), tiny-xlmr-spm (a tokenizer trained by sentencepiece and converted as
+//!   transformers converts xlm-roberta-base's: the nmt_nfkc charsmap, right strip, runs of spaces
+//!   to "▁"; mean pooling + Normalize, on texts the charsmap rewrites) and tiny-mpnet (WordPiece with `<s> … </s>`, mean pooling +
 //!   Normalize, a relative position bias, 128 tokens), on texts that hold the literal padding
 //!   token `<pad>` (both families give it the padding position row and do not count it);
 //! - tiny-distilbert with a Dense module (48 → 24, tanh; distiluse's chain), and tiny-bert
@@ -49,11 +51,12 @@ fn load(folder: impl AsRef<str>, dtype: Precision, batch: usize) -> Embedder {
 }
 
 /// The reference files and the folders each holds.
-const REFERENCES: [(&str, &[&str]); 4] = [
+const REFERENCES: [(&str, &[&str]); 5] = [
     (
         "tiny_roberta_reference.json",
         &["tiny-roberta", "tiny-xlm-roberta"],
     ),
+    ("tiny_xlmr_spm_reference.json", &["tiny-xlmr-spm"]),
     ("tiny_mpnet_reference.json", &["tiny-mpnet"]),
     (
         "tiny_distilbert_dense_reference.json",
