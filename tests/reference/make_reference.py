@@ -224,6 +224,8 @@ from transformers import (  # noqa: E402
     MPNetConfig,
     MPNetModel,
     MPNetTokenizerFast,
+    NomicBertConfig,
+    NomicBertModel,
     RobertaConfig,
     RobertaModel,
     RobertaTokenizerFast,
@@ -1468,6 +1470,115 @@ def make_xlmr_spm() -> dict:
     write_models_reference(FIXTURES / "tiny_xlmr_spm_reference.json", RB_MAX_SEQ, texts,
                            {XLMR_SPM_FOLDER: entry}, RB_HIDDEN)
     return {"texts": texts, "summary": summary}
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random NomicBERT (nomic-embed-text-v1 / v1.5's architecture)
+# --------------------------------------------------------------------------------------------
+
+NOMIC_FOLDER = "tiny-nomic-bert"
+NB_SEED = 40
+NB_HIDDEN = 48
+NB_HEADS = 4  # head_dim 12
+NB_MAX_SEQ = 128
+NB_MAX_POS = 160  # the rotary cache's length; positions are plain indices 0..n-1
+NB_THETA = 1000.0  # nomic-embed-text-v1.5's rotary_emb_base (NomicBertConfig's default theta)
+
+
+def build_tiny_nomic(folder: Path, vocab: list[str]) -> dict:
+    """transformers 5's native NomicBertModel (post-LayerNorm layers, rotary positions with
+    rotate_half, no biases in attention or MLP, SwiGLU feed-forward, token-type table, no
+    position table), saved by save_pretrained, which writes the published checkpoint names
+    (emb_ln, encoder.layers.{i}.attn.Wqkv / out_proj, mlp.fc11 (up) / fc12 (gate) / fc2, norm1,
+    norm2): transformers' conversion mapping renames them back on load. config.json gets the
+    published nomic-ai config keys (n_embd, n_head, ..., rotary_emb_base, activation_function
+    "swiglu") beside transformers' own, with the same values."""
+    fresh_folder(folder)
+    config = NomicBertConfig(
+        vocab_size=len(vocab),
+        hidden_size=NB_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=NB_HEADS,
+        intermediate_size=80,
+        max_position_embeddings=NB_MAX_POS,
+        type_vocab_size=2,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+        rope_parameters={"rope_type": "default", "rope_theta": NB_THETA},
+        architectures=["NomicBertModel"],
+    )
+    assert config.model_type == "nomic_bert" and config.hidden_act == "silu"
+    model = random_model(NomicBertModel, config, NB_SEED)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not any(k.endswith(".bias") and "LayerNorm" not in k and "layernorm" not in k for k in state), \
+        sorted(state)
+    tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True, model_max_length=8192)
+    save_st_folder(folder, model, tok, BERT_SPECIAL_TOKENS, NB_MAX_SEQ,
+                   pooling_config(NB_HIDDEN, ("mean",), full_legacy=True), normalize=True)
+    cfg = read_json(folder / "config.json")
+    cfg |= {"activation_function": "swiglu", "n_embd": NB_HIDDEN, "n_head": NB_HEADS, "n_inner": 80, "n_layer": 2,
+            "n_positions": NB_MAX_POS, "layer_norm_epsilon": 1e-12, "rotary_emb_base": NB_THETA,
+            "rotary_emb_fraction": 1.0, "rotary_emb_interleaved": False, "rotary_scaling_factor": None,
+            "prenorm": False, "qkv_proj_bias": False, "mlp_fc1_bias": False, "mlp_fc2_bias": False,
+            "use_rms_norm": False, "parallel_block": False, "causal": False}
+    write_json(folder / "config.json", cfg)
+    with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
+        names = sorted(f.keys())
+        stored = {n: f.get_tensor(n) for n in names}
+    assert "emb_ln.weight" in names and "encoder.layers.0.attn.Wqkv.weight" in names, names
+    assert "encoder.layers.1.mlp.fc12.weight" in names and "encoder.layers.1.norm2.bias" in names, names
+    # The published layout, checked against the native state: Wqkv = [q; k; v], fc11 = up, fc12 = gate.
+    for i in range(2):
+        sa, mlp, st = f"layers.{i}.self_attn", f"layers.{i}.mlp", f"encoder.layers.{i}"
+        assert torch.equal(stored[f"{st}.attn.Wqkv.weight"],
+                           torch.cat([state[f"{sa}.{p}_proj.weight"] for p in "qkv"]))
+        assert torch.equal(stored[f"{st}.mlp.fc11.weight"], state[f"{mlp}.up_proj.weight"])
+        assert torch.equal(stored[f"{st}.mlp.fc12.weight"], state[f"{mlp}.gate_proj.weight"])
+    info = loading_info(folder, NomicBertModel)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert fsize(folder) < 1_000_000, fsize(folder)
+    return {"state": state, "n_params": sum(v.numel() for v in state.values()), "weight_names": names}
+
+
+def make_nomic() -> dict:
+    vocab = committed_tiny_bert_vocab()
+    texts = mpnet_texts()
+    path = FIXTURES / NOMIC_FOLDER
+    built = build_tiny_nomic(path, vocab)
+    m = load_st_folder(path, NB_MAX_SEQ, ["Transformer", "Pooling", "Normalize"], "mean", "nomic_bert", built["state"])
+    hf = m[0].auto_model
+    assert type(hf).__name__ == "NomicBertModel"
+    hd = NB_HIDDEN // NB_HEADS
+    want = 1.0 / (NB_THETA ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    assert torch.equal(hf.rotary_emb.inv_freq, want), (hf.rotary_emb.inv_freq, want)
+    ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, NB_MAX_SEQ, ends=(101, 102))
+    assert sum(f > NB_MAX_SEQ for f in full) >= 1 and max(lens) == NB_MAX_SEQ
+    emb, diff_single = encode_checked(m, texts, True)
+
+    # Independent recomputation: the plain NomicBertModel, each text alone, pooled here in f64;
+    # and mutations that must each move the embedding by more than 1e-3: (a) no rotary positions
+    # (position_ids all 0), (b) token type 1 instead of 0.
+    plain = NomicBertModel.from_pretrained(str(path)).eval()
+    checks = {}
+    with torch.inference_mode():
+        for i in [0, texts.index(MP_EXTRA_TEXTS[-1])]:
+            out = hidden_states(plain, ids[i], token_types=True)
+            err = float(np.abs(pool_f64(out, ("mean",), True) - emb[i]).max())
+            no_rope = hidden_states(plain, ids[i], token_types=True, position_ids=torch.zeros(1, lens[i], dtype=torch.long))
+            t = torch.tensor([ids[i]])
+            type1 = plain(input_ids=t, attention_mask=torch.ones_like(t), token_type_ids=torch.ones_like(t)).last_hidden_state[0]
+            moved = [float(np.abs(pool_f64(x, ("mean",), True) - emb[i]).max()) for x in (no_rope, type1)]
+            assert err < 1e-5, (i, err)
+            assert min(moved) > 1e-3, (i, moved)
+            checks[i] = (err, moved)
+    entry = position_model_entry("nomic_bert", NB_SEED, len(vocab), ("mean",), True, ids,
+                                 [list(range(n)) for n in lens], full, emb)
+    write_models_reference(FIXTURES / "tiny_nomic_reference.json", NB_MAX_SEQ, texts, {NOMIC_FOLDER: entry},
+                           NB_HIDDEN)
+    print(f"[nomic] {NOMIC_FOLDER}: {built['n_params']:,} params, {fsize(path):,} bytes; {len(texts)} texts, "
+          f"token counts {min(lens)}..{max(lens)}, truncated {sum(f > NB_MAX_SEQ for f in full)}; "
+          f"max |batched - one-at-a-time| = {diff_single:.3g}; plain-torch checks {checks}")
+    return {"texts": texts}
 
 
 # --------------------------------------------------------------------------------------------
@@ -2921,7 +3032,7 @@ def main() -> None:
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
-    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "modernbert", "xlmr-spm"],
+    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "modernbert", "xlmr-spm", "nomic"],
                     default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
@@ -2932,7 +3043,8 @@ def main() -> None:
                          "prompts: only (re)write tiny-bert-prompts/ and tiny_prompts_reference.json "
                          "(from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
                          "tiny-modernbert-bias/ and tiny_modernbert_reference.json; xlmr-spm: only (re)write "
-                         "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json. None needs "
+                         "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json; nomic: only (re)write tiny-nomic-bert/ "
+                         "and tiny_nomic_reference.json. None needs "
                          "--minilm-dir; all leave every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
@@ -2958,6 +3070,9 @@ def main() -> None:
         elif args.only == "prompts":
             make_prompts()
             written = [FIXTURES / PROMPTS_FOLDER, FIXTURES / "tiny_prompts_reference.json"]
+        elif args.only == "nomic":
+            make_nomic()
+            written = [FIXTURES / NOMIC_FOLDER, FIXTURES / "tiny_nomic_reference.json"]
         elif args.only == "xlmr-spm":
             make_xlmr_spm()
             written = [FIXTURES / XLMR_SPM_FOLDER, FIXTURES / "tiny_xlmr_spm_reference.json"]
@@ -3013,6 +3128,9 @@ def main() -> None:
     t = time.time()
     xs = make_xlmr_spm()
     print(f"[xlmr-spm] done in {time.time() - t:.1f}s")
+    t = time.time()
+    make_nomic()
+    print(f"[nomic] done in {time.time() - t:.1f}s")
     t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))

@@ -51,12 +51,13 @@ fn load(folder: impl AsRef<str>, dtype: Precision, batch: usize) -> Embedder {
 }
 
 /// The reference files and the folders each holds.
-const REFERENCES: [(&str, &[&str]); 5] = [
+const REFERENCES: [(&str, &[&str]); 6] = [
     (
         "tiny_roberta_reference.json",
         &["tiny-roberta", "tiny-xlm-roberta"],
     ),
     ("tiny_xlmr_spm_reference.json", &["tiny-xlmr-spm"]),
+    ("tiny_nomic_reference.json", &["tiny-nomic-bert"]),
     ("tiny_mpnet_reference.json", &["tiny-mpnet"]),
     (
         "tiny_distilbert_dense_reference.json",

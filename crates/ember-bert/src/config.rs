@@ -1,7 +1,7 @@
 //! `config.json` of a Hugging Face `BertModel`, or of the families Ember runs as BERT with
 //! other names, positions or extras ([`ModelFamily`]: `RobertaModel`, `XLMRobertaModel`,
 //! `CamembertModel`, `MPNetModel`, `DistilBertModel`; `ModernBertModel`, whose layers differ
-//! in kind ([`ModernBertParams`])): parsed, checked for what Ember can run, and bounded before
+//! in kind ([`ModernBertParams`]); `NomicBertModel` ([`NomicBertParams`])): parsed, checked for what Ember can run, and bounded before
 //! anything is allocated from it.
 
 use std::path::{Path, PathBuf};
@@ -54,6 +54,18 @@ pub struct BertConfig {
     pub relative_attention_buckets: Option<usize>,
     /// ModernBERT's layer kinds, rotary positions and biases; `None` for the other families.
     pub modern: Option<ModernBertParams>,
+    /// NomicBERT's rotary positions; `None` for the other families.
+    pub nomic: Option<NomicBertParams>,
+}
+
+/// What a `nomic_bert` config adds to BERT's post-LayerNorm layers: rotary positions (no
+/// position table) and a gated feed-forward `fc2(act(fc12·x) ⊙ fc11·x)` (SwiGLU with
+/// `hidden_act` SiLU), with no bias in attention or feed-forward.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NomicBertParams {
+    /// RoPE `θ`: `rope_parameters.rope_theta`, else `rope_theta`, else the published
+    /// `rotary_emb_base`, else 1000 (nomic-embed-text-v1.5's).
+    pub rope_theta: f64,
 }
 
 /// What a `modernbert` config adds: pre-LayerNorm layers with rotary positions (no position
@@ -102,10 +114,17 @@ pub enum ModelFamily {
     /// mlp.Wi, mlp.Wo}` and a `final_norm`, rotary positions, GeGLU, local attention on some
     /// layers, config keys `hidden_activation` and `norm_eps` ([`ModernBertParams`]).
     ModernBert,
+    /// `nomic_bert` (nomic-embed-text-v1, v1.5): post-LayerNorm layers under
+    /// `encoder.layers.{i}.{attn.Wqkv, attn.out_proj, norm1, mlp.fc11, mlp.fc12, mlp.fc2,
+    /// norm2}` and `emb_ln`, without biases but the LayerNorms', rotary positions and a SwiGLU
+    /// feed-forward ([`NomicBertParams`]); transformers 5's config keys or the published
+    /// nomic-ai ones (`n_embd`, `n_layer`, `n_head`, `n_inner`, `rotary_emb_base`, …).
+    NomicBert,
 }
 
 impl ModelFamily {
-    /// The family's name: `bert`, `roberta`, `mpnet`, `distilbert` or `modernbert`.
+    /// The family's name: `bert`, `roberta`, `mpnet`, `distilbert`, `modernbert` or
+    /// `nomic_bert`.
     pub fn name(self) -> &'static str {
         match self {
             ModelFamily::Bert => "bert",
@@ -113,6 +132,7 @@ impl ModelFamily {
             ModelFamily::Mpnet => "mpnet",
             ModelFamily::DistilBert => "distilbert",
             ModelFamily::ModernBert => "modernbert",
+            ModelFamily::NomicBert => "nomic_bert",
         }
     }
 }
@@ -220,6 +240,10 @@ const DEFAULT_GLOBAL_EVERY: u64 = 3;
 const DEFAULT_LOCAL_ATTENTION: u64 = 128;
 const DEFAULT_GLOBAL_THETA: f64 = 160_000.0;
 const DEFAULT_LOCAL_THETA: f64 = 10_000.0;
+/// `NomicBertConfig`'s defaults (nomic-embed-text-v1.5's values).
+const DEFAULT_NOMIC_MAX_POSITIONS: u64 = 2048;
+const DEFAULT_NOMIC_THETA: f64 = 1000.0;
+const DEFAULT_NOMIC_ACT: &str = "silu";
 /// The most values (`max_position_embeddings · head_dim`) a ModernBERT's rotary tables may hold
 /// per `θ`: 2^24 floats, 64 MiB.
 const MAX_ROTARY_VALUES: usize = 1 << 24;
@@ -298,16 +322,31 @@ impl BertConfig {
                 Some("mpnet") => ModelFamily::Mpnet,
                 Some("distilbert") => ModelFamily::DistilBert,
                 Some("modernbert") => ModelFamily::ModernBert,
+                Some("nomic_bert") => ModelFamily::NomicBert,
                 _ => {
                     return Err(invalid(format!(
-                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\", \"mpnet\", \"distilbert\" and \"modernbert\")"
+                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\", \"mpnet\", \"distilbert\", \"modernbert\" and \"nomic_bert\")"
                     )))
                 }
             },
         };
-        // DistilBertConfig's names for BertConfig's keys.
+        // DistilBertConfig's names for BertConfig's keys; for NomicBERT, the published nomic-ai
+        // name where transformers 5's is absent (transformers reads only its own).
         let key = |bert_key: &'static str| -> &'static str {
+            let nomic = |published: &'static str| {
+                if get(bert_key).is_none() && get(published).is_some() {
+                    published
+                } else {
+                    bert_key
+                }
+            };
             match (family, bert_key) {
+                (ModelFamily::NomicBert, "hidden_size") => nomic("n_embd"),
+                (ModelFamily::NomicBert, "num_hidden_layers") => nomic("n_layer"),
+                (ModelFamily::NomicBert, "num_attention_heads") => nomic("n_head"),
+                (ModelFamily::NomicBert, "intermediate_size") => nomic("n_inner"),
+                (ModelFamily::NomicBert, "layer_norm_eps") => nomic("layer_norm_epsilon"),
+                (ModelFamily::NomicBert, "max_position_embeddings") => nomic("n_positions"),
                 (ModelFamily::DistilBert, "hidden_size") => "dim",
                 (ModelFamily::DistilBert, "num_hidden_layers") => "n_layers",
                 (ModelFamily::DistilBert, "num_attention_heads") => "n_heads",
@@ -321,7 +360,9 @@ impl BertConfig {
         let layer_norm_eps = match (family, get(key("layer_norm_eps"))) {
             // DistilBERT's LayerNorms are built with ε = 1e-12 whatever the config says.
             (ModelFamily::DistilBert, _) | (ModelFamily::Bert, None) => DEFAULT_EPS,
-            (ModelFamily::Roberta | ModelFamily::Mpnet, None) => DEFAULT_EPS,
+            (ModelFamily::Roberta | ModelFamily::Mpnet | ModelFamily::NomicBert, None) => {
+                DEFAULT_EPS
+            }
             (ModelFamily::ModernBert, None) => DEFAULT_MODERN_EPS,
             (_, Some(v)) => v.as_f64().ok_or_else(|| {
                 invalid(format!(
@@ -330,7 +371,10 @@ impl BertConfig {
                 ))
             })?,
         };
-        let hidden_act = string(key("hidden_act"), DEFAULT_ACT)?;
+        let hidden_act = match family {
+            ModelFamily::NomicBert => string(key("hidden_act"), DEFAULT_NOMIC_ACT)?,
+            _ => string(key("hidden_act"), DEFAULT_ACT)?,
+        };
         let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
         // Every size is an integer in 1..=max, bounded before anything is sized from it.
         let field = |key: &str, default: Option<u64>, max: usize| -> Result<usize, BertError> {
@@ -351,9 +395,10 @@ impl BertConfig {
         let intermediate_size = field(key("intermediate_size"), None, MAX_INTERMEDIATE)?;
         let vocab_size = field("vocab_size", None, MAX_VOCAB)?;
         let max_position_embeddings = field(
-            "max_position_embeddings",
+            key("max_position_embeddings"),
             Some(match family {
                 ModelFamily::ModernBert => DEFAULT_MODERN_MAX_POSITIONS,
+                ModelFamily::NomicBert => DEFAULT_NOMIC_MAX_POSITIONS,
                 _ => DEFAULT_MAX_POSITIONS,
             }),
             MAX_POSITIONS,
@@ -411,15 +456,18 @@ impl BertConfig {
                 layer_norm_eps
             )));
         }
-        // ModernBERT has no position table (published configs carry a stale "absolute").
-        if position_embedding_type != "absolute" && family != ModelFamily::ModernBert {
+        // ModernBERT and NomicBERT have no position table (published configs may carry a stale
+        // "absolute").
+        if position_embedding_type != "absolute"
+            && !matches!(family, ModelFamily::ModernBert | ModelFamily::NomicBert)
+        {
             return Err(invalid(format!(
                 "position_embedding_type {position_embedding_type:?} is not supported (only \"absolute\")"
             )));
         }
         let activation = Activation::from_hf_name(&hidden_act).ok_or_else(|| {
             invalid(format!(
-                "{} {hidden_act:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, linear)",
+                "{} {hidden_act:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, linear)",
                 key("hidden_act")
             ))
         })?;
@@ -428,6 +476,15 @@ impl BertConfig {
                 &get,
                 &invalid,
                 num_hidden_layers,
+                hidden_size / num_attention_heads,
+                max_position_embeddings,
+            )?),
+            _ => None,
+        };
+        let nomic = match family {
+            ModelFamily::NomicBert => Some(nomic_params(
+                &get,
+                &invalid,
                 hidden_size / num_attention_heads,
                 max_position_embeddings,
             )?),
@@ -447,6 +504,7 @@ impl BertConfig {
             family,
             relative_attention_buckets,
             modern,
+            nomic,
         })
     }
 
@@ -467,7 +525,8 @@ impl BertConfig {
     /// attention's `q·kᵀ` and `p·v`, `2·2·len·H`. Embeddings, LayerNorm, softmax and GELU are
     /// left out (they are O(H) per token). Ember's throughput figures are counted in these.
     ///
-    /// ModernBERT's feed-forward is `H → 2F → F → H` (GeGLU): `2·(4H² + 3HF)` per token;
+    /// ModernBERT's feed-forward is `H → 2F → F → H` (GeGLU), NomicBERT's too (SwiGLU):
+    /// `2·(4H² + 3HF)` per token;
     /// its sliding-window layers' queries see only the keys of their window.
     pub fn encoder_flops(&self, len: usize) -> f64 {
         let (h, f, l) = (
@@ -476,7 +535,9 @@ impl BertConfig {
             len as f64,
         );
         let Some(modern) = &self.modern else {
-            let per_token = 2.0 * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * h;
+            // NomicBERT's SwiGLU: H → 2F → F → H.
+            let ffn = if self.nomic.is_some() { 3.0 } else { 2.0 };
+            let per_token = 2.0 * (4.0 * h * h + ffn * h * f) + 4.0 * l * h;
             return self.num_hidden_layers as f64 * l * per_token;
         };
         let projections = l * 2.0 * (4.0 * h * h + 3.0 * h * f);
@@ -648,6 +709,102 @@ fn modern_params<'v>(
         global_rope_theta: theta("full_attention", "global_rope_theta", DEFAULT_GLOBAL_THETA)?,
         local_rope_theta: theta("sliding_attention", "local_rope_theta", DEFAULT_LOCAL_THETA)?,
     })
+}
+
+/// Reads NomicBERT's extras (see [`NomicBertParams`]) and refuses the published nomic-ai
+/// options that change the architecture (transformers 5 ignores them and would run another
+/// model than the one trained): pre-LayerNorm, biases, partial or interleaved or scaled rotary
+/// positions, RMSNorm, parallel blocks, causal attention, a non-SwiGLU MLP.
+fn nomic_params<'v>(
+    get: &dyn Fn(&str) -> Option<&'v Value>,
+    invalid: &dyn Fn(String) -> BertError,
+    head_dim: usize,
+    max_positions: usize,
+) -> Result<NomicBertParams, BertError> {
+    for key in [
+        "prenorm",
+        "qkv_proj_bias",
+        "mlp_fc1_bias",
+        "mlp_fc2_bias",
+        "rotary_emb_interleaved",
+        "use_rms_norm",
+        "parallel_block",
+        "causal",
+    ] {
+        match get(key) {
+            None | Some(Value::Bool(false)) => {}
+            Some(v) => {
+                return Err(invalid(format!(
+                    "\"{key}\" = {v} is not supported (Ember runs NomicBERT with it false, as nomic-embed-text-v1.5)"
+                )))
+            }
+        }
+    }
+    if let Some(v) = get("activation_function").filter(|v| v.as_str() != Some("swiglu")) {
+        return Err(invalid(format!(
+            "\"activation_function\" = {v} is not supported (only \"swiglu\")"
+        )));
+    }
+    if let Some(v) = get("rotary_emb_fraction").filter(|v| v.as_f64() != Some(1.0)) {
+        return Err(invalid(format!(
+            "\"rotary_emb_fraction\" = {v} is not supported (only 1.0: every head dimension rotated)"
+        )));
+    }
+    for key in ["rotary_scaling_factor", "rope_scaling"] {
+        if let Some(v) = get(key) {
+            return Err(invalid(format!(
+                "\"{key}\" = {v}: scaled rotary positions are not supported"
+            )));
+        }
+    }
+    if let Some(v) = get("head_dim") {
+        if v.as_u64() != Some(head_dim as u64) {
+            return Err(invalid(format!(
+                "\"head_dim\" = {v} is not hidden_size / num_attention_heads = {head_dim}"
+            )));
+        }
+    }
+    if max_positions.saturating_mul(head_dim) > MAX_ROTARY_VALUES {
+        return Err(invalid(format!(
+            "max_position_embeddings = {max_positions} × head dimension {head_dim} is past the {MAX_ROTARY_VALUES} values Ember's rotary tables hold"
+        )));
+    }
+    if !head_dim.is_multiple_of(2) {
+        return Err(invalid(format!(
+            "the head dimension hidden_size / num_attention_heads = {head_dim} is odd: rotary positions need it even"
+        )));
+    }
+    let theta = match get("rope_parameters") {
+        None => None,
+        Some(Value::Object(entry)) => {
+            match entry.get("rope_type").or_else(|| entry.get("type")) {
+                None => {}
+                Some(Value::String(t)) if t == "default" => {}
+                Some(t) => {
+                    return Err(invalid(format!(
+                        "\"rope_parameters\" has rope_type {t}: only \"default\" rotary positions are supported"
+                    )))
+                }
+            }
+            entry.get("rope_theta").filter(|v| !v.is_null())
+        }
+        Some(v) => {
+            return Err(invalid(format!(
+                "\"rope_parameters\" = {v} is not an object"
+            )))
+        }
+    };
+    let rope_theta = match theta
+        .or_else(|| get("rope_theta"))
+        .or_else(|| get("rotary_emb_base"))
+    {
+        None => DEFAULT_NOMIC_THETA,
+        Some(v) => v
+            .as_f64()
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .ok_or_else(|| invalid(format!("the rope_theta {v} is not a positive number")))?,
+    };
+    Ok(NomicBertParams { rope_theta })
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -926,7 +1083,7 @@ mod tests {
         for (from, to) in [
             ("\"num_attention_heads\": 12", "\"num_attention_heads\": 7"),
             ("\"absolute\"", "\"relative_key\""),
-            ("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"swish\""),
+            ("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\""),
             (
                 "\"num_hidden_layers\": 6",
                 "\"num_hidden_layers\": 1000000000",
@@ -946,5 +1103,85 @@ mod tests {
         }
         let err = BertConfig::from_json_str("{", Path::new("m/config.json")).unwrap_err();
         assert!(err.to_string().contains("m/config.json"), "{err}");
+    }
+
+    /// nomic-ai/nomic-embed-text-v1.5's published config.json (its nomic-ai keys only),
+    /// trimmed of training-only keys.
+    const NOMIC: &str = r#"{"activation_function": "swiglu", "architectures": ["NomicBertModel"],
+        "model_type": "nomic_bert", "n_embd": 768, "n_head": 12, "n_inner": 3072, "n_layer": 12,
+        "n_positions": 8192, "layer_norm_epsilon": 1e-12, "rotary_emb_base": 1000,
+        "rotary_emb_fraction": 1.0, "rotary_emb_interleaved": false, "rotary_emb_scale_base": null,
+        "rotary_scaling_factor": null, "prenorm": false, "qkv_proj_bias": false,
+        "mlp_fc1_bias": false, "mlp_fc2_bias": false, "use_rms_norm": false,
+        "parallel_block": false, "causal": false, "type_vocab_size": 2, "vocab_size": 30528,
+        "pad_vocab_size_multiple": 64}"#;
+
+    #[test]
+    fn reads_nomic_bert_in_both_formats() {
+        let path = Path::new("m/config.json");
+        let c = BertConfig::from_json_str(NOMIC, path).unwrap();
+        assert_eq!(c.family, ModelFamily::NomicBert);
+        assert_eq!(
+            (c.hidden_size, c.num_hidden_layers, c.num_attention_heads),
+            (768, 12, 12)
+        );
+        assert_eq!((c.intermediate_size, c.vocab_size, c.type_vocab_size), (3072, 30528, 2));
+        assert_eq!((c.max_position_embeddings, c.max_tokens()), (8192, 8192));
+        assert_eq!((c.layer_norm_eps, c.activation), (1e-12, Activation::Silu));
+        assert_eq!(c.nomic, Some(NomicBertParams { rope_theta: 1000.0 }));
+        assert_eq!(c.position_ids, PositionIds::FromZero);
+        assert!(c.modern.is_none());
+        // transformers 5's keys win over the published ones; its defaults where both are absent.
+        let native = r#"{"model_type": "nomic_bert", "hidden_size": 64, "n_embd": 768,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 96,
+            "vocab_size": 100, "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0},
+            "rotary_emb_base": 1000, "hidden_act": "gelu"}"#;
+        let c = BertConfig::from_json_str(native, path).unwrap();
+        assert_eq!((c.hidden_size, c.intermediate_size), (64, 96));
+        assert_eq!((c.max_position_embeddings, c.type_vocab_size), (2048, 2));
+        assert_eq!(c.nomic, Some(NomicBertParams { rope_theta: 5000.0 }));
+        assert_eq!(c.activation, Activation::Gelu);
+        let c = BertConfig::from_json_str(&native.replace("rope_parameters", "x"), path).unwrap();
+        assert_eq!(c.nomic, Some(NomicBertParams { rope_theta: 1000.0 }));
+        // SwiGLU's FFN is H → 2F → F → H.
+        let flops = c.encoder_flops(10);
+        let (h, f) = (64.0, 96.0);
+        assert_eq!(flops, 2.0 * 10.0 * (2.0 * (4.0 * h * h + 3.0 * h * f) + 40.0 * h));
+    }
+
+    #[test]
+    fn refuses_nomic_bert_settings_it_cannot_run() {
+        for (from, to) in [
+            ("\"prenorm\": false", "\"prenorm\": true"),
+            ("\"qkv_proj_bias\": false", "\"qkv_proj_bias\": true"),
+            ("\"mlp_fc1_bias\": false", "\"mlp_fc1_bias\": true"),
+            ("\"mlp_fc2_bias\": false", "\"mlp_fc2_bias\": true"),
+            ("\"rotary_emb_interleaved\": false", "\"rotary_emb_interleaved\": true"),
+            ("\"rotary_emb_fraction\": 1.0", "\"rotary_emb_fraction\": 0.5"),
+            ("\"rotary_scaling_factor\": null", "\"rotary_scaling_factor\": 2.0"),
+            ("\"use_rms_norm\": false", "\"use_rms_norm\": true"),
+            ("\"parallel_block\": false", "\"parallel_block\": true"),
+            ("\"causal\": false", "\"causal\": true"),
+            ("\"swiglu\"", "\"gelu\""),
+            ("\"rotary_emb_base\": 1000", "\"rotary_emb_base\": -1"),
+            ("\"n_head\": 12", "\"n_head\": 128"), // head dim 6 is even, 768 / 128 = 6: fine
+            ("\"n_head\": 12", "\"n_head\": 256"), // 3: odd
+            ("\"n_positions\": 8192", "\"n_positions\": 1000000"),
+            (
+                "\"rotary_emb_base\": 1000",
+                "\"rope_parameters\": {\"rope_type\": \"dynamic\", \"rope_theta\": 1000}",
+            ),
+            ("\"n_embd\": 768", "\"n_embd\": 768, \"rope_scaling\": {\"type\": \"ntk\"}"),
+        ] {
+            let text = NOMIC.replace(from, to);
+            assert_ne!(text, NOMIC, "{from}");
+            let result = BertConfig::from_json_str(&text, Path::new("m/config.json"));
+            if to.contains("128") {
+                assert!(result.is_ok(), "{to}: {:?}", result.err());
+                continue;
+            }
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("m/config.json"), "{err}");
+        }
     }
 }

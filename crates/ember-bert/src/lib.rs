@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 pub use config::{
     expand_relative_bias, relative_position_bucket, BertConfig, ModelFamily, ModernBertParams,
-    PositionIds, MPNET_BUCKETS, MPNET_MAX_DISTANCE,
+    NomicBertParams, PositionIds, MPNET_BUCKETS, MPNET_MAX_DISTANCE,
 };
 pub use model::{check_batch, BertModel, Workspace, INT8_OUTLIER_CHANNELS};
 pub use weights::F32WeightReader;

@@ -76,6 +76,8 @@ pub struct BertModel {
     layers: Vec<Layer>,
     relative_bias: Option<RelativeBiasTable>,
     modern: Option<ModernParts>,
+    /// NomicBERT's rotary tables (`None` for the other families).
+    rotary: Option<Rotary>,
 }
 
 /// Tokens per step of the feed-forward block (`[rows, F]` intermediate: 1.5 MB for
@@ -186,7 +188,7 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// `embeddings.*`: the three tables and their LayerNorm (ModernBERT: `tok_embeddings` and
-    /// `norm`).
+    /// `norm`; NomicBERT: no position table, `emb_ln`).
     fn embeddings(&self, config: &BertConfig) -> Result<Embeddings, BertError> {
         let h = config.hidden_size;
         if let Some(modern) = &config.modern {
@@ -195,6 +197,17 @@ impl<'a> WeightLoader<'a> {
                 position: None,
                 token_type: None,
                 norm: self.norm("embeddings.norm", h, modern.norm_bias)?,
+            });
+        }
+        if config.nomic.is_some() {
+            return Ok(Embeddings {
+                word: self.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+                position: None,
+                token_type: Some(self.stored(
+                    "embeddings.token_type_embeddings.weight",
+                    &[config.type_vocab_size, h],
+                )?),
+                norm: self.layer_norm("emb_ln", h)?,
             });
         }
         Ok(Embeddings {
@@ -222,6 +235,18 @@ impl<'a> WeightLoader<'a> {
             global_rotary: Rotary::new(modern.global_rope_theta, hd, len)?,
             local_rotary: Rotary::new(modern.local_rope_theta, hd, len)?,
         }))
+    }
+
+    /// NomicBERT's rotary tables (`None` for the other families).
+    fn nomic_rotary(&self, config: &BertConfig) -> Result<Option<Rotary>, BertError> {
+        let Some(nomic) = &config.nomic else {
+            return Ok(None);
+        };
+        Ok(Some(Rotary::new(
+            nomic.rope_theta,
+            config.head_dim(),
+            config.max_tokens(),
+        )?))
     }
 
     /// `encoder.layer.{index}`, its linear layers (int8) calibrated on `inputs` if given.
@@ -270,8 +295,25 @@ impl<'a> WeightLoader<'a> {
                 output_norm: norm("mlp_norm")?,
             });
         }
+        if config.nomic.is_some() {
+            let stem = format!("encoder.layers.{index}");
+            let linear = |name: &str, n: usize, k: usize, kind: usize| {
+                self.linear_with(&format!("{stem}.{name}"), n, k, false, int8(kind))
+            };
+            // SwiGLU's `[2F, H]`: the gate (`fc12`, activated) first, then `fc11`.
+            let gate_up = [format!("{stem}.mlp.fc12"), format!("{stem}.mlp.fc11")];
+            return Ok(Layer {
+                qkv: linear("attn.Wqkv", 3 * h, h, linear_kind::QKV)?,
+                attention_output: linear("attn.out_proj", h, h, linear_kind::ATTENTION_OUTPUT)?,
+                attention_norm: Some(self.layer_norm(&format!("{stem}.norm1"), h)?),
+                intermediate: self.fused(&gate_up, f, h, false, int8(linear_kind::INTERMEDIATE))?,
+                output: linear("mlp.fc2", h, f, linear_kind::OUTPUT)?,
+                output_norm: self.layer_norm(&format!("{stem}.norm2"), h)?,
+            });
+        }
+        let qkv_stems = ["query", "key", "value"].map(|p| format!("{stem}.attention.self.{p}"));
         Ok(Layer {
-            qkv: self.fused_qkv(&format!("{stem}.attention.self"), h, int8(linear_kind::QKV))?,
+            qkv: self.fused(&qkv_stems, h, h, true, int8(linear_kind::QKV))?,
             attention_output: self.linear(
                 &format!("{stem}.attention.output.dense"),
                 h,
@@ -361,7 +403,10 @@ impl<'a> WeightLoader<'a> {
     /// The name `BertModel`'s `name` has in this family's checkpoints.
     fn family_name(&self, name: &str) -> String {
         match self.family {
-            ModelFamily::Bert | ModelFamily::Roberta | ModelFamily::ModernBert => name.to_owned(),
+            ModelFamily::Bert
+            | ModelFamily::Roberta
+            | ModelFamily::ModernBert
+            | ModelFamily::NomicBert => name.to_owned(),
             ModelFamily::Mpnet => name
                 .replace(".attention.self.query.", ".attention.attn.q.")
                 .replace(".attention.self.key.", ".attention.attn.k.")
@@ -388,6 +433,7 @@ impl<'a> WeightLoader<'a> {
         match self.family {
             ModelFamily::DistilBert => "transformer.layer.",
             ModelFamily::ModernBert => "layers.",
+            ModelFamily::NomicBert => "encoder.layers.",
             _ => "encoder.layer.",
         }
     }
@@ -525,38 +571,54 @@ impl<'a> WeightLoader<'a> {
         Ok(())
     }
 
-    /// Q, K and V of one layer fused into a single `[3H, H]` linear, kept in the stored
-    /// dtype when all three share it (widened to f32 otherwise).
+    /// Linears `stems` (each `[n, k]`, with a bias if `bias`) fused into one `[parts·n, k]`
+    /// linear, kept in the stored dtype when all share it (widened to f32 otherwise): Q, K and
+    /// V of a BERT layer; NomicBERT's gate and up projections.
     ///
-    /// The six tensors are found and shape-checked before the fused buffers are sized: the
-    /// config alone does not justify `3H²` floats (a config with `H = 2^16` and 1 MB of
-    /// embeddings asked for 48 GiB before the missing query weight was noticed).
-    fn fused_qkv(
+    /// Every tensor is found and shape-checked before the fused buffers are sized: the config
+    /// alone does not justify `3H²` floats (a config with `H = 2^16` and 1 MB of embeddings
+    /// asked for 48 GiB before the missing query weight was noticed).
+    fn fused(
         &self,
-        stem: &str,
-        hidden: usize,
+        stems: &[String],
+        n: usize,
+        k: usize,
+        bias: bool,
         int8: (&[usize], &[f32]),
     ) -> Result<PackedLinear, BertError> {
-        let mut parts = Vec::with_capacity(3);
-        let mut biases = Vec::with_capacity(3);
-        for part in ["query", "key", "value"] {
-            parts.push(self.stored(&format!("{stem}.{part}.weight"), &[hidden, hidden])?);
-            biases.push(self.tensor(&format!("{stem}.{part}.bias"), &[hidden])?);
+        let mut parts = Vec::with_capacity(stems.len());
+        let mut biases = Vec::with_capacity(stems.len());
+        for stem in stems {
+            parts.push(self.stored(&format!("{stem}.weight"), &[n, k])?);
+            if bias {
+                biases.push(self.tensor(&format!("{stem}.bias"), &[n])?);
+            }
         }
         let bias: Vec<f32> = biases.iter().flat_map(|b| b.data()).copied().collect();
-        let pack =
-            |weight: WeightData<'_>| self.pack(weight, Some(&bias), 3 * hidden, hidden, int8);
+        let bias = (!bias.is_empty()).then_some(&bias[..]);
+        let rows = stems.len() * n;
+        let pack = |weight: WeightData<'_>| self.pack(weight, bias, rows, k, int8);
         let data: Vec<StoredData<'_>> = parts.iter().map(StoredTensor::data).collect();
-        let packed = match (data[0], data[1], data[2]) {
-            (StoredData::F16(q), StoredData::F16(k), StoredData::F16(v)) => {
-                pack(WeightData::F16(&[q, k, v].concat()))
-            }
-            (StoredData::Bf16(q), StoredData::Bf16(k), StoredData::Bf16(v)) => {
-                pack(WeightData::Bf16(&[q, k, v].concat()))
-            }
+        let f16: Option<Vec<_>> = data
+            .iter()
+            .map(|d| match d {
+                StoredData::F16(w) => Some(*w),
+                _ => None,
+            })
+            .collect();
+        let bf16: Option<Vec<_>> = data
+            .iter()
+            .map(|d| match d {
+                StoredData::Bf16(w) => Some(*w),
+                _ => None,
+            })
+            .collect();
+        let packed = match (f16, bf16) {
+            (Some(parts), _) => pack(WeightData::F16(&parts.concat())),
+            (_, Some(parts)) => pack(WeightData::Bf16(&parts.concat())),
             _ => {
-                let mut weight = vec![0.0f32; 3 * hidden * hidden];
-                for (part, out) in data.iter().zip(weight.chunks_exact_mut(hidden * hidden)) {
+                let mut weight = vec![0.0f32; rows * k];
+                for (part, out) in data.iter().zip(weight.chunks_exact_mut(n * k)) {
                     part.widen_into(0, out);
                 }
                 pack(WeightData::F32(&weight))
@@ -646,6 +708,7 @@ impl BertModel {
             layers,
             relative_bias,
             modern: loader.modern_parts(&self.config)?,
+            rotary: loader.nomic_rotary(&self.config)?,
         })
     }
 
@@ -657,12 +720,14 @@ impl BertModel {
         loader.check_no_layer_past(config.num_hidden_layers)?;
         let relative_bias = loader.relative_bias_table(&config)?;
         let modern = loader.modern_parts(&config)?;
+        let rotary = loader.nomic_rotary(&config)?;
         Ok(Self {
             config,
             embeddings,
             layers,
             relative_bias,
             modern,
+            rotary,
         })
     }
 
@@ -715,10 +780,13 @@ impl BertModel {
             attention,
         } = workspace;
         let hidden = grow(hidden, t * h);
-        // Q, K, V are dead once attention has run: the FFN intermediate reuses their buffer.
+        // Q, K, V are dead once attention has run: the FFN intermediate reuses their buffer
+        // (NomicBERT's SwiGLU: `[rows, 2F]`, then the gated `[rows, F]` in `context`).
+        let gated = self.rotary.is_some();
         let ffn_rows = t.min(FFN_ROW_BLOCK);
-        let qkv_or_intermediate = grow(qkv, (t * 3 * h).max(ffn_rows * f));
-        let context = grow(context, t * h);
+        let ffn_width = if gated { 2 * f } else { f };
+        let qkv_or_intermediate = grow(qkv, (t * 3 * h).max(ffn_rows * ffn_width));
+        let context_or_gated = grow(context, (t * h).max(if gated { ffn_rows * f } else { 0 }));
         let attention = grow(attention, t * h);
 
         self.embed(token_ids, seq_offsets, hidden)?;
@@ -727,6 +795,10 @@ impl BertModel {
             let qkv = &mut qkv_or_intermediate[..t * 3 * h];
             record(&mut inputs, linear_kind::QKV, hidden);
             linear(hidden, t, &layer.qkv, Activation::Identity, None, qkv)?;
+            if let Some(rotary) = &self.rotary {
+                apply_rotary(qkv, seq_offsets, c.num_attention_heads, rotary)?;
+            }
+            let context = &mut context_or_gated[..t * h];
             let bias = self.relative_bias.as_ref().map(|b| RelativeBias {
                 values: &b.values,
                 span: b.span,
@@ -765,15 +837,23 @@ impl BertModel {
             for r0 in (0..t).step_by(FFN_ROW_BLOCK) {
                 let rows = (t - r0).min(FFN_ROW_BLOCK);
                 let input = r0 * h..(r0 + rows) * h;
-                let out = &mut qkv_or_intermediate[..rows * f];
+                let out = &mut qkv_or_intermediate[..rows * ffn_width];
+                let act = if gated { Activation::Identity } else { c.activation };
                 linear(
                     &attention[input.clone()],
                     rows,
                     &layer.intermediate,
-                    c.activation,
+                    act,
                     None,
                     out,
                 )?;
+                let out = if gated {
+                    let gated = &mut context_or_gated[..rows * f];
+                    gated_activation(c.activation, out, rows, f, gated)?;
+                    gated
+                } else {
+                    out
+                };
                 record(&mut inputs, linear_kind::OUTPUT, out);
                 linear(
                     out,

@@ -52,7 +52,8 @@ pub struct EmbeddingWeights {
     pub norm: NormWeights,
 }
 
-/// One `BertLayer`, in forward order (ModernBERT's names in brackets).
+/// One `BertLayer`, in forward order (ModernBERT's names in brackets; NomicBERT's:
+/// `attn.Wqkv`, `attn.out_proj`, `norm1`, `[mlp.fc12; mlp.fc11]`, `mlp.fc2`, `norm2`).
 #[derive(Clone, Debug)]
 pub struct LayerWeights {
     /// `attention.self.{query,key,value}` fused: `[3H, H]` (`attn.Wqkv`).
@@ -62,7 +63,8 @@ pub struct LayerWeights {
     /// `attention.output.LayerNorm`, over the attention output plus the layer's input
     /// (`attn_norm`, over the layer's input before attention; `None` in layer 0).
     pub attention_norm: Option<NormWeights>,
-    /// `intermediate.dense`: `[F, H]` (`mlp.Wi`: `[2F, H]`, GeGLU's input then gate).
+    /// `intermediate.dense`: `[F, H]` (`mlp.Wi`: `[2F, H]`, GeGLU's input then gate;
+    /// NomicBERT: SwiGLU's gate `fc12`, then `fc11`).
     pub intermediate: LinearWeights,
     /// `output.dense`: `[H, F]` (`mlp.Wo`).
     pub output: LinearWeights,
@@ -146,6 +148,17 @@ impl<'a> F32WeightReader<'a> {
                 norm: self.norm_with("embeddings.norm", modern.norm_bias)?,
             });
         }
+        if c.nomic.is_some() {
+            return Ok(EmbeddingWeights {
+                word: self.vec("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+                position: None,
+                token_type: self.vec(
+                    "embeddings.token_type_embeddings.weight",
+                    &[c.type_vocab_size, h],
+                )?,
+                norm: self.norm("emb_ln")?,
+            });
+        }
         Ok(EmbeddingWeights {
             word: self.vec("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
             position: Some(self.vec(
@@ -195,6 +208,28 @@ impl<'a> F32WeightReader<'a> {
                 intermediate: linear("mlp.Wi", 2 * f, h, mlp)?,
                 output: linear("mlp.Wo", h, f, mlp)?,
                 output_norm: norm("mlp_norm")?,
+            });
+        }
+        if self.config.nomic.is_some() {
+            let stem = format!("encoder.layers.{index}");
+            let linear = |name: &str, n: usize, k: usize| {
+                self.linear_with(&format!("{stem}.{name}"), n, k, false)
+            };
+            // SwiGLU's `[2F, H]`: the gate (`fc12`, activated) first, then `fc11`.
+            let gate = linear("mlp.fc12", f, h)?;
+            let up = linear("mlp.fc11", f, h)?;
+            return Ok(LayerWeights {
+                qkv: linear("attn.Wqkv", 3 * h, h)?,
+                attention_output: linear("attn.out_proj", h, h)?,
+                attention_norm: Some(self.norm(&format!("{stem}.norm1"))?),
+                intermediate: LinearWeights {
+                    weight: [gate.weight, up.weight].concat(),
+                    bias: vec![0.0; 2 * f],
+                    n: 2 * f,
+                    k: h,
+                },
+                output: linear("mlp.fc2", h, f)?,
+                output_norm: self.norm(&format!("{stem}.norm2"))?,
             });
         }
         let stem = format!("encoder.layer.{index}");

@@ -30,6 +30,9 @@ pub enum Activation {
     GeluTanh,
     /// `y = max(x, 0)`.
     Relu,
+    /// SiLU (swish): `x / (1 + e^{−x})`, torch's `nn.SiLU()`, HF `"silu"` / `"swish"` (the
+    /// gate of SwiGLU feed-forwards: NomicBERT's).
+    Silu,
 }
 
 impl Activation {
@@ -39,13 +42,15 @@ impl Activation {
     /// use ember_cpu::Activation;
     /// assert_eq!(Activation::from_hf_name("gelu"), Some(Activation::Gelu));
     /// assert_eq!(Activation::from_hf_name("gelu_new"), Some(Activation::GeluTanh));
-    /// assert_eq!(Activation::from_hf_name("swish"), None);
+    /// assert_eq!(Activation::from_hf_name("swish"), Some(Activation::Silu));
+    /// assert_eq!(Activation::from_hf_name("mish"), None);
     /// ```
     pub fn from_hf_name(name: &str) -> Option<Activation> {
         match name {
             "gelu" => Some(Activation::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
             "relu" => Some(Activation::Relu),
+            "silu" | "swish" => Some(Activation::Silu),
             "linear" | "identity" => Some(Activation::Identity),
             _ => None,
         }
@@ -67,6 +72,7 @@ impl Activation {
                 let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
                 0.5 * x * (1.0 + u.tanh())
             }
+            Activation::Silu => x / (1.0 + (-x).exp()),
         }
     }
 }
@@ -90,6 +96,11 @@ pub(crate) fn activate<S: Simd>(s: S, act: Activation, v: S::V) -> S::V {
             // x86) and 1 + e^{−80} = 1 exactly.
             let minus_2u = s.clamp(minus_2u, -80.0, f32::INFINITY);
             s.div(v, s.add(s.splat(1.0), exp(s, minus_2u)))
+        }
+        Activation::Silu => {
+            // torch's x / (1 + e^{−x}), the exponent floored at −80 as above (x > 80 gives x).
+            let minus_x = s.clamp(s.mul(v, s.splat(-1.0)), -80.0, f32::INFINITY);
+            s.div(v, s.add(s.splat(1.0), exp(s, minus_x)))
         }
     }
 }
@@ -120,6 +131,7 @@ pub(crate) fn epilogue_row<S: Simd>(
         Activation::Relu => epilogue_loop::<S, ReluFn>(s, row, bias, residual),
         Activation::Gelu => epilogue_loop::<S, GeluFn>(s, row, bias, residual),
         Activation::GeluTanh => epilogue_loop::<S, GeluTanhFn>(s, row, bias, residual),
+        Activation::Silu => epilogue_loop::<S, SiluFn>(s, row, bias, residual),
     }
 }
 
@@ -167,6 +179,7 @@ struct IdentityFn;
 struct ReluFn;
 struct GeluFn;
 struct GeluTanhFn;
+struct SiluFn;
 
 impl Lanewise for IdentityFn {
     #[inline(always)]
@@ -190,6 +203,12 @@ impl Lanewise for GeluTanhFn {
     #[inline(always)]
     fn apply<S: Simd>(s: S, v: S::V) -> S::V {
         activate(s, Activation::GeluTanh, v)
+    }
+}
+impl Lanewise for SiluFn {
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, v: S::V) -> S::V {
+        activate(s, Activation::Silu, v)
     }
 }
 
@@ -355,11 +374,12 @@ mod tests {
         residual: Option<&[f32]>,
     ) -> () => epilogue_body);
 
-    const ALL: [Activation; 4] = [
+    const ALL: [Activation; 5] = [
         Activation::Identity,
         Activation::Gelu,
         Activation::GeluTanh,
         Activation::Relu,
+        Activation::Silu,
     ];
 
     #[test]

@@ -135,6 +135,7 @@ template <> __device__ __forceinline__ void mma_m16n8k16<f16>(float d[4], const 
 #define ACT_GELU 1
 #define ACT_GELU_TANH 2
 #define ACT_RELU 3
+#define ACT_SILU 4
 
 // y = act(x).
 // Gelu:     ½·x·(1 + erf(x/√2)) evaluated as x·Φ(x) = ½·x·erfc(−x/√2): no cancellation for x < 0.
@@ -150,6 +151,8 @@ __device__ __forceinline__ float activate(int act, float x) {
     }
     case ACT_RELU:
         return x < 0.0f ? 0.0f : x;
+    case ACT_SILU:  // torch's x / (1 + e^{−x}); the exponent floored at −80 (x > 80 gives x)
+        return x / (1.0f + expf(fmaxf(-x, -80.0f)));
     default:
         return x;
     }

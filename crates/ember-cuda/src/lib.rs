@@ -62,5 +62,6 @@ pub(crate) fn activation_code(act: Activation) -> i32 {
         Activation::Gelu => 1,
         Activation::GeluTanh => 2,
         Activation::Relu => 3,
+        Activation::Silu => 4,
     }
 }

@@ -219,6 +219,7 @@ fn act_name(act: Activation) -> &'static str {
         Activation::Gelu => "+gelu",
         Activation::GeluTanh => "+gelu_tanh",
         Activation::Relu => "+relu",
+        Activation::Silu => "+silu",
     }
 }
 
@@ -708,7 +709,7 @@ fn cases() -> Vec<Case> {
         act,
         residual,
     };
-    use Activation::{Gelu, GeluTanh, Identity, Relu};
+    use Activation::{Gelu, GeluTanh, Identity, Relu, Silu};
     // Tensor cores: k % 8 == 0.
     let mma_shapes = [
         (1, 8, 8, false, Identity, false),
@@ -716,6 +717,7 @@ fn cases() -> Vec<Case> {
         (64, 64, 32, false, Identity, true),
         (127, 129, 40, true, Gelu, true),
         (130, 200, 72, true, GeluTanh, false),
+        (70, 96, 48, true, Silu, false),
         (300, 768, 768, true, Identity, true), // attention output + residual
         (300, 3072, 768, true, Gelu, false),   // FFN up + GELU
         (300, 768, 3072, true, Identity, true), // FFN down + residual
@@ -743,6 +745,7 @@ fn cases() -> Vec<Case> {
         (1, 1, 1, false, Identity, false),
         (3, 5, 7, true, Relu, true),
         (65, 63, 17, true, GeluTanh, false),
+        (33, 40, 24, true, Silu, true),
         (64, 96, 52, true, Gelu, false), // tiny BERT: H = 52
         (200, 384, 1536, true, Identity, true),
         (129, 1536, 384, true, Gelu, false),
@@ -818,6 +821,8 @@ fn cases() -> Vec<Case> {
             (7, 96, Gelu),
             (300, 1152, Gelu),
             (33, 50, GeluTanh),
+            (300, 3072, Silu), // NomicBERT's SwiGLU
+            (5, 80, Silu),
         ] {
             cases.push(Case {
                 op: Op::Gated { rows, f, act },
