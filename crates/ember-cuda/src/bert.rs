@@ -31,6 +31,11 @@
 //! LN(hidden) (final_norm)
 //! ```
 //!
+//! NomicBERT runs the post-LayerNorm layers with Q and K rotated after `W_qkv` (no position
+//! table) and its SwiGLU feed-forward in place of `act(linear(attn, W_i))`: `linear(attn, W_i)
+//! → inter [T, 2F]`, `act(inter[:, :F]) · inter[:, F:] → gated [T, F]`, then `W_o2` over
+//! `gated`.
+//!
 //! Weights go up once, at load, in the element type of the run: `f32` (the exact SIMT GEMM)
 //! or `bf16`/`f16` (tensor cores; biases and LayerNorm parameters stay f32). Activations live
 //! in buffers grown to the largest batch seen and reused, so a warm call allocates no device
@@ -108,6 +113,8 @@ struct Encoder<E: Element> {
     /// MPNet's relative position bias (f32 whatever `E`, as on the CPU).
     relative_bias: Option<DeviceRelativeBias>,
     modern: Option<DeviceModern>,
+    /// NomicBERT's rotary tables (its post-LayerNorm layers rotate Q and K).
+    rotary: Option<DeviceRotary>,
     activations: Option<Activations<E>>,
 }
 
@@ -210,6 +217,19 @@ impl<E: Element> Encoder<E> {
             layers,
             relative_bias,
             modern: DeviceModern::upload(device, reader, config)?,
+            rotary: config
+                .nomic
+                .as_ref()
+                .map(|nomic| -> Result<DeviceRotary, CudaError> {
+                    let tables = ember_cpu::Rotary::new(
+                        nomic.rope_theta,
+                        config.head_dim(),
+                        config.max_tokens(),
+                    )
+                    .map_err(ember_bert::BertError::from)?;
+                    DeviceRotary::upload(device, &tables)
+                })
+                .transpose()?,
             activations: None,
         })
     }
@@ -272,6 +292,9 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.qkv,
             )?;
+            if let Some(rotary) = &self.rotary {
+                apply_rotary(device, &mut a.qkv, offsets, heads, rotary)?;
+            }
             crate::attention::attention_varlen(
                 device,
                 &a.qkv,
@@ -303,18 +326,31 @@ impl<E: Element> Encoder<E> {
                     eps,
                 )?;
             }
+            // NomicBERT's SwiGLU: `[T, 2F]` (gate, up), then act(gate) · up into `gated`.
+            let up_act = match a.gated {
+                Some(_) => Activation::Identity,
+                None => c.activation,
+            };
             linear(
                 device,
                 &a.attention,
                 t,
                 &layer.intermediate,
-                c.activation,
+                up_act,
                 None,
                 &mut a.intermediate,
             )?;
+            let ffn_input = match a.gated.as_mut() {
+                Some(gated) => {
+                    let f = c.intermediate_size;
+                    gated_activation(device, c.activation, &a.intermediate, t, f, gated)?;
+                    &*gated
+                }
+                None => &a.intermediate,
+            };
             linear(
                 device,
-                &a.intermediate,
+                ffn_input,
                 t,
                 &layer.output,
                 Activation::Identity,
@@ -438,9 +474,10 @@ impl<E: Element> Encoder<E> {
     }
 }
 
-/// How many `[T, F]` halves the FFN's up-projection writes: 2 for ModernBERT's GeGLU.
+/// How many `[T, F]` halves the FFN's up-projection writes: 2 for ModernBERT's GeGLU and
+/// NomicBERT's SwiGLU.
 fn intermediate_halves(c: &BertConfig) -> usize {
-    if c.modern.is_some() {
+    if c.modern.is_some() || c.nomic.is_some() {
         2
     } else {
         1
@@ -473,9 +510,9 @@ fn grow_activations<'a, E: Element>(
             context: device.zeros(t * h)?,
             attention: device.zeros(t * h)?,
             intermediate: device.zeros(t * f * intermediate_halves(c))?,
-            gated: match c.modern {
-                Some(_) => Some(device.zeros(t * f)?),
-                None => None,
+            gated: match intermediate_halves(c) {
+                2 => Some(device.zeros(t * f)?),
+                _ => None,
             },
             pooled: device.zeros(n * pooled_dim)?,
             token_ids: device.upload_token_ids(&vec![0; t])?,
