@@ -326,6 +326,8 @@ fn padded_dims(isa: Isa, len: usize, hd: usize) -> (usize, usize) {
         Isa::Scalar => 1,
         Isa::Avx2 => 8,
         Isa::Avx512 => 16,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => 4,
     };
     (
         len.next_multiple_of(2 * lanes),

@@ -26,6 +26,7 @@
 //! |----------|----------------|-----------------------|
 //! | AVX-512  | 14 × 32        | 28 zmm (+2 B, 1 A)    |
 //! | AVX2     | 6 × 16 (twice) | 12 ymm (+2 B, 1 A)    |
+//! | NEON     | 8 × 8 (4×)     | 16 q (+2 B, 8 A)      |
 //! | scalar   | 4 × 32         | 1 × 8 f32 at a time   |
 //!
 //! After the last K block the tile is finished in registers (`+ b`, ReLU, `+ R`) before its
@@ -39,7 +40,7 @@
 //! change the chain. Edge rows use the same kernel body instantiated for fewer rows (same
 //! chain per element), edge columns are masked, never reordered. Hence `Y[i, j]` depends only
 //! on `X[i, :]`, `W` and the ISA: not on `m`, on which rows share a tile, on the task split or
-//! on the number of threads. (AVX2 and AVX-512 both use FMA in the same order and agree
+//! on the number of threads. (AVX2, AVX-512 and NEON all use FMA in the same order and agree
 //! bit-for-bit on the product; `Scalar` uses separate multiply and add.)
 //!
 //! # Bf16
@@ -97,6 +98,8 @@ mod kernel_avx512_bf16;
 mod kernel_avx512_vnni;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx512f_bf16;
+#[cfg(target_arch = "aarch64")]
+mod kernel_neon;
 mod kernel_scalar;
 mod kernel_scalar_bf16;
 mod kernel_scalar_i8;
@@ -942,7 +945,8 @@ pub(crate) trait Microkernel: Copy + Send + Sync {
 /// `r0 ≤ r1` of `X` (`[·, k]`), `1 ≤ mr ≤ K::MR`, `kc ≤ K::KC`, `pc + kc ≤ k`, a
 /// quantisation for every row if `K::ROW_QUANT`, and `dst_len` elements enough for the
 /// micro-panels (see [`pack_a_block`]). The SIMD packers check it before their unchecked
-/// loops.
+/// loops (the x86-64 ones: the NEON kernel packs with the portable [`pack_a_block`]).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn pack_a_request_fits<K: Microkernel>(
     (x, k): (&[f32], usize),
     (r0, r1): (usize, usize),
@@ -1126,6 +1130,11 @@ fn linear_impl(
             }
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => return Err(unsupported),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                let kern = kernel_neon::NeonKernel::<B>::detect().ok_or(unsupported)?;
+                gemm_driver(kern, args, out)
+            }
         }
         Ok(())
     }
@@ -1746,8 +1755,8 @@ pub(crate) fn pack_a_block_bf16(
 /// stored widened back to f32 (exact), so that a kernel broadcasts it straight into an FMA.
 /// An odd `kc` gets a zero after its last value, completing the final k pair (its B partner
 /// is the panel's zero padding). The plain-loop reference of those kernels' vector packing
-/// (test builds only: every kernel that uses this layout packs with SIMD).
-#[cfg(test)]
+/// (test builds only: every kernel that uses this layout packs with SIMD, and all are x86-64).
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) fn pack_a_block_bf16_widened(
     x: &[f32],
     k: usize,

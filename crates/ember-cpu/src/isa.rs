@@ -4,14 +4,18 @@
 //! kernel also has a `*_with_isa` entry point so tests can run each path this machine has
 //! ([`supported_isas`]) in one process.
 //!
-//! `EMBER_ISA=avx512|avx2|scalar` forces a path. A forced path the CPU lacks falls back to the
-//! best supported one (with a note on stderr): unsupported instructions are never executed.
+//! `EMBER_ISA=avx512|avx2|neon|scalar` forces a path. A forced path the CPU lacks falls back to
+//! the best supported one (with a note on stderr): unsupported instructions are never executed.
 //!
-//! | [`Isa`]   | requires (x86-64)      | GEMM microkernel (MR × NR) |
-//! |-----------|------------------------|----------------------------|
-//! | `Avx512`  | AVX-512F, AVX2, FMA    | 14 × 32 (two zmm per row)   |
-//! | `Avx2`    | AVX2, FMA              | 6 × 16 (two ymm per row)    |
-//! | `Scalar`  | nothing                | 4 × 32, plain `a·b + c`    |
+//! | [`Isa`]  | requires                    | GEMM microkernel (MR × NR)            |
+//! |----------|-----------------------------|---------------------------------------|
+//! | `Avx512` | x86-64: AVX-512F, AVX2, FMA | 14 × 32 (two zmm per row)             |
+//! | `Avx2`   | x86-64: AVX2, FMA           | 6 × 16 (two ymm per row), twice       |
+//! | `Neon`   | aarch64: NEON (baseline)    | 8 × 8 (two q per row), four times     |
+//! | `Scalar` | nothing                     | 4 × 32, plain `a·b + c`               |
+//!
+//! `Neon` exists only in aarch64 builds, so that an x86-64 build's matches over [`Isa`] stay
+//! what they were (and need no arm for a path that cannot run there).
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -25,6 +29,9 @@ pub enum Isa {
     Avx2,
     /// 512-bit AVX-512F (with AVX2 and FMA3).
     Avx512,
+    /// 128-bit Advanced SIMD (NEON) with fused multiply-add: baseline on every aarch64 CPU.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Isa {
@@ -34,6 +41,8 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => "neon",
         }
     }
 
@@ -43,6 +52,8 @@ impl Isa {
             "scalar" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
             "avx512" | "avx512f" => Some(Isa::Avx512),
+            #[cfg(target_arch = "aarch64")]
+            "neon" | "asimd" => Some(Isa::Neon),
             _ => None,
         }
     }
@@ -63,6 +74,8 @@ impl Isa {
             }
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => false,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
         }
     }
 }
@@ -73,10 +86,26 @@ impl fmt::Display for Isa {
     }
 }
 
+/// Every instruction set this build knows, worst first.
+const ALL_ISAS: &[Isa] = &[
+    Isa::Scalar,
+    Isa::Avx2,
+    Isa::Avx512,
+    #[cfg(target_arch = "aarch64")]
+    Isa::Neon,
+];
+
+/// The `EMBER_ISA` values, for messages.
+#[cfg(target_arch = "aarch64")]
+const ISA_NAMES: &str = "neon, avx512, avx2 or scalar";
+#[cfg(not(target_arch = "aarch64"))]
+const ISA_NAMES: &str = "avx512, avx2 or scalar";
+
 /// Every instruction set this CPU supports, best last (`Scalar` is always first).
 pub fn supported_isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-        .into_iter()
+    ALL_ISAS
+        .iter()
+        .copied()
         .filter(|isa| isa.is_supported())
         .collect()
 }
@@ -103,8 +132,7 @@ pub fn active_isa() -> Isa {
             }
             None => {
                 eprintln!(
-                    "ember-cpu: unknown EMBER_ISA={forced:?} \
-                     (expected avx512, avx2 or scalar); using {best}"
+                    "ember-cpu: unknown EMBER_ISA={forced:?} (expected {ISA_NAMES}); using {best}"
                 );
                 best
             }
@@ -118,7 +146,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+        for &isa in ALL_ISAS {
             assert_eq!(Isa::from_name(isa.name()), Some(isa));
         }
         assert_eq!(Isa::from_name(" AVX512 "), Some(Isa::Avx512));

@@ -1,9 +1,10 @@
 //! A thin SIMD layer so that each element-wise kernel is written once and compiled per ISA.
 //!
 //! A *token* type per instruction set implements [`Simd`]: `ScalarToken` (one `f32` lane,
-//! always available), `Avx2Token` (8 lanes) and `Avx512Token` (16 lanes). A token can only be
-//! obtained by `detect()`, which checks the CPU, so holding one proves its instructions can run;
-//! that is why the arithmetic methods are safe. Only the pointer methods are `unsafe`.
+//! always available), `Avx2Token` (8 lanes), `Avx512Token` (16 lanes) and, on aarch64,
+//! `NeonToken` (4 lanes). A token can only be obtained by `detect()`, which checks the CPU, so
+//! holding one proves its instructions can run; that is why the arithmetic methods are safe.
+//! Only the pointer methods are `unsafe`.
 //!
 //! Generic bodies are `#[inline(always)]` functions over `S: Simd`; [`isa_dispatch!`] wraps
 //! them in one `#[target_feature]` function per ISA so that the intrinsics are inlined and
@@ -15,7 +16,10 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(target_arch = "aarch64")]
+use std::arch::aarch64::*;
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::isa::Isa;
 
 /// Vector operations over `f32` lanes. See the module docs for why arithmetic is safe.
@@ -229,7 +233,7 @@ impl Avx512Token {
 // Every arithmetic method below wraps one intrinsic in `unsafe`. The single justification,
 // stated once instead of on each line: a value of `Self` exists only if `detect()` saw the
 // required CPU features, so the instruction is available.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! simd_op {
     ($e:expr) => {
         // SAFETY: the token proves the CPU supports this ISA (see comment above).
@@ -486,6 +490,151 @@ impl Simd for Avx512Token {
     }
 }
 
+/// Proof that the CPU has NEON (Advanced SIMD, with FMA); 4 lanes. Every aarch64 CPU has it:
+/// the token keeps the pattern of the x86 ones (and `EMBER_ISA=scalar` still avoids it).
+#[cfg(target_arch = "aarch64")]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NeonToken(());
+
+#[cfg(target_arch = "aarch64")]
+impl NeonToken {
+    /// `Some` iff the CPU supports NEON.
+    pub(crate) fn detect() -> Option<Self> {
+        Isa::Neon.is_supported().then_some(Self(()))
+    }
+}
+
+// As for the x86 tokens, every arithmetic method wraps its intrinsics in `simd_op!`: a
+// `NeonToken` exists only if `detect()` saw NEON. The comparisons and selects below are
+// written so that NaN and −0 come out as on the other paths (`relu(−0) = −0`,
+// `relu(NaN) = NaN`, as `x < 0 ? 0 : x`), not as `fmax`/`fmin` would have them.
+#[cfg(target_arch = "aarch64")]
+impl Simd for NeonToken {
+    type V = float32x4_t;
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> float32x4_t {
+        simd_op!(vdupq_n_f32(x))
+    }
+    #[inline(always)]
+    fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        simd_op!(vaddq_f32(a, b))
+    }
+    #[inline(always)]
+    fn sub(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        simd_op!(vsubq_f32(a, b))
+    }
+    #[inline(always)]
+    fn mul(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        simd_op!(vmulq_f32(a, b))
+    }
+    #[inline(always)]
+    fn div(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        simd_op!(vdivq_f32(a, b))
+    }
+    #[inline(always)]
+    fn fma(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        // vfmaq_f32(c, a, b) = c + a·b, one rounding.
+        simd_op!(vfmaq_f32(c, a, b))
+    }
+    #[inline(always)]
+    fn max(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        simd_op!(vmaxq_f32(a, b))
+    }
+    #[inline(always)]
+    fn clamp(self, x: float32x4_t, lo: f32, hi: f32) -> float32x4_t {
+        // Compares are false for NaN, so a NaN in x passes through both selects.
+        simd_op!({
+            let (lo, hi) = (vdupq_n_f32(lo), vdupq_n_f32(hi));
+            let below = vbslq_f32(vcltq_f32(x, lo), lo, x);
+            vbslq_f32(vcgtq_f32(x, hi), hi, below)
+        })
+    }
+    #[inline(always)]
+    fn relu(self, x: float32x4_t) -> float32x4_t {
+        neon_relu(x)
+    }
+    #[inline(always)]
+    fn abs(self, x: float32x4_t) -> float32x4_t {
+        simd_op!(vabsq_f32(x))
+    }
+    #[inline(always)]
+    fn copysign(self, mag: float32x4_t, sign: float32x4_t) -> float32x4_t {
+        // Bit select: the sign bit from `sign`, the rest from `mag`.
+        simd_op!(vbslq_f32(vdupq_n_u32(0x8000_0000), sign, mag))
+    }
+    #[inline(always)]
+    fn round(self, a: float32x4_t) -> float32x4_t {
+        // frintn: to nearest, ties to even.
+        simd_op!(vrndnq_f32(a))
+    }
+    #[inline(always)]
+    fn pow2i(self, n: float32x4_t) -> float32x4_t {
+        // n is integral, so the conversion's rounding mode does not matter.
+        simd_op!(vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(
+            vcvtq_s32_f32(n),
+            vdupq_n_s32(127),
+        ))))
+    }
+    #[inline(always)]
+    fn select_lt(
+        self,
+        a: float32x4_t,
+        b: float32x4_t,
+        t: float32x4_t,
+        f: float32x4_t,
+    ) -> float32x4_t {
+        simd_op!(vbslq_f32(vcltq_f32(a, b), t, f))
+    }
+    #[inline(always)]
+    fn reduce_add(self, v: float32x4_t) -> f32 {
+        // faddp twice: (v0 + v1) + (v2 + v3), a fixed order.
+        simd_op!(vaddvq_f32(v))
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: float32x4_t) -> f32 {
+        simd_op!(vmaxvq_f32(v))
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> float32x4_t {
+        // SAFETY: the caller guarantees 4 readable floats (ld1 needs no alignment).
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: float32x4_t) {
+        // SAFETY: the caller guarantees 4 writable floats (st1 needs no alignment).
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_partial(self, p: *const f32, n: usize) -> float32x4_t {
+        // NEON has no masked loads: go through a zeroed stack copy of the first n floats.
+        let mut lanes = [0.0f32; 4];
+        // SAFETY: the caller guarantees n ≤ 4 readable floats at p; `lanes` holds 4.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n.min(4));
+            vld1q_f32(lanes.as_ptr())
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, v: float32x4_t, n: usize) {
+        let mut lanes = [0.0f32; 4];
+        // SAFETY: `lanes` holds 4 floats; the caller guarantees n ≤ 4 writable floats at p.
+        unsafe {
+            vst1q_f32(lanes.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n.min(4));
+        }
+    }
+}
+
+/// `x < 0 ? 0 : x` per lane: NaN and −0 pass through, as the other paths' ReLU.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+pub(crate) fn neon_relu(x: float32x4_t) -> float32x4_t {
+    // SAFETY: NEON is in the aarch64 baseline, and every caller also holds a `NeonToken`.
+    unsafe { vbslq_f32(vcltzq_f32(x), vdupq_n_f32(0.0), x) }
+}
+
 /// Defines `fn $name(isa: Isa, args…) -> Result<$ret, KernelError>` that runs the generic
 /// `$body(token, args…)` compiled for `isa` (one `#[target_feature]` wrapper per ISA), or
 /// returns `UnsupportedIsa` if this CPU lacks it.
@@ -523,6 +672,12 @@ macro_rules! isa_dispatch {
                     let t = $crate::simd::Avx512Token::detect().ok_or(unsupported)?;
                     // SAFETY: the token proves the CPU has AVX-512F, AVX2 and FMA.
                     Ok(unsafe { with_avx512(t, $($arg),*) })
+                }
+                // NEON is in the aarch64 baseline: the generic body is compiled with it as is.
+                #[cfg(target_arch = "aarch64")]
+                $crate::isa::Isa::Neon => {
+                    let t = $crate::simd::NeonToken::detect().ok_or(unsupported)?;
+                    Ok($body(t, $($arg),*))
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => Err(unsupported),

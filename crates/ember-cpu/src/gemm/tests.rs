@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::isa::supported_isas;
+#[cfg(target_arch = "x86_64")]
 use crate::probe::fma_peak_gflops;
 
 pub(crate) use crate::test_util::SplitMix;
@@ -1631,6 +1632,56 @@ fn expected_isa_paths_are_exercised() {
             crate::isa::best_isa(),
             "active ISA is not the best one"
         );
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+/// The aarch64 side of `expected_isa_paths_are_exercised`: NEON is in every aarch64 CPU, so
+/// it must be offered, be the best ISA, and its kernel must actually run for f32, f16 and
+/// bf16 panels. `EMBER_ISA=scalar` must still force the portable path.
+#[test]
+fn neon_path_is_exercised() {
+    use half::{bf16, f16};
+    use std::sync::atomic::Ordering;
+    assert!(
+        supported_isas().contains(&Isa::Neon),
+        "NEON not offered on aarch64"
+    );
+    assert_eq!(crate::isa::best_isa(), Isa::Neon);
+    let mut rng = SplitMix(99);
+    let (m, n, k) = (20, 40, 30);
+    let x = rng.vec(m * k);
+    let w = rng.vec(n * k);
+    let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+    for (name, data) in [
+        ("f32", WeightData::F32(&w)),
+        ("f16", WeightData::F16(&w16)),
+        ("bf16", WeightData::Bf16(&wb16)),
+    ] {
+        let packed = PackedLinear::from_weight(data, None, n, k, Precision::F32).unwrap();
+        let before = kernel_neon::TILES.load(Ordering::Relaxed);
+        let mut out = vec![f32::NAN; m * n];
+        linear_with_isa(
+            Isa::Neon,
+            &x,
+            m,
+            &packed,
+            Activation::Identity,
+            None,
+            &mut out,
+        )
+        .unwrap();
+        assert!(
+            kernel_neon::TILES.load(Ordering::Relaxed) > before,
+            "neon {name} panels: path was not exercised"
+        );
+        println!("neon {name} panels: exercised");
+    }
+    match std::env::var("EMBER_ISA").as_deref() {
+        Err(_) => assert_eq!(active_isa(), Isa::Neon, "active ISA is not NEON"),
+        Ok("scalar") => assert_eq!(active_isa(), Isa::Scalar, "EMBER_ISA=scalar ignored"),
+        Ok(_) => {}
     }
 }
 
