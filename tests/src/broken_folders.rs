@@ -678,10 +678,10 @@ pub fn cases() -> Vec<BrokenFolder> {
             |d| { set_config(d, "layer_norm_eps", json!(0)) }
         ),
         case!(
-            "config/hidden_act swish",
+            "config/hidden_act mish",
             CONFIG,
-            ["hidden_act \"swish\" is not supported"],
-            |d| { set_config(d, "hidden_act", json!("swish")) }
+            ["hidden_act \"mish\" is not supported"],
+            |d| { set_config(d, "hidden_act", json!("mish")) }
         ),
         case!(
             "config/hidden_act a number",

@@ -22,9 +22,20 @@
 //! unknown bytes, legacy merges, each post-processor, limits) or fall back with a reason
 //! (dropout, affixes, byte fallback, other normalisers and pre-tokenisers, shared ids).
 //!
+//! The SentencePiece Unigram fast path likewise: tiny-xlm-roberta (no normaliser,
+//! WhitespaceSplit + Metaspace) and tiny-xlmr-spm (a real `nmt_nfkc` Precompiled charsmap,
+//! Strip, Replace `" {2,}"`, Metaspace: transformers 5's XLMRobertaConverter) on the corpus, the
+//! fixture texts, [`UNIGRAM_FRAGMENTS`] (what the charsmap and Metaspace touch) and 100 000
+//! seeded hostile texts each ([`unigram_texts`]), their dropped counts, the ids
+//! sentence-transformers recorded for tiny-xlmr-spm, and edits of tiny-xlmr-spm's
+//! `tokenizer.json` ([`unigram_variants`]) that still match (the older hub layout, no
+//! normaliser, each prepend scheme, `split` false, Replace forms, added-token flags, limits) or
+//! fall back with a reason (byte fallback, other regexes and normalisers, no `unk_id`, a corrupt
+//! charsmap).
+//!
 //! `cargo test --release -p ember-reference-tests --test tokenizer_parity -- --ignored
 //! --nocapture tokenizer_speed` prints the fast paths' speed against the crate's (WordPiece,
-//! and BPE in `bpe_tokenizer_speed`).
+//! BPE in `bpe_tokenizer_speed`, Unigram in `unigram_tokenizer_speed`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -607,13 +618,22 @@ const BPE_FRAGMENTS: &[&str] = &[
 /// spliced in at random char boundaries, and every so often a very long word or a long
 /// whitespace run.
 fn bpe_texts(generated: usize, seed: u64) -> Vec<String> {
+    texts_with_fragments(generated, seed, BPE_FRAGMENTS)
+}
+
+/// The corpus, fixture texts (the recorded references' included), `fragments` alone, a few
+/// long or empty texts, then `generated` of [`MixedText`]'s hostile texts with `fragments`
+/// spliced in at random char boundaries, and every so often a very long word or a long
+/// whitespace run.
+fn texts_with_fragments(generated: usize, seed: u64, fragments: &[&str]) -> Vec<String> {
     let mut texts = corpus();
     texts.extend(read_fixture::<Vec<String>>("texts.json"));
     texts.extend(EXTRA_TEXTS.iter().map(|t| t.to_string()));
-    texts.extend(BPE_FRAGMENTS.iter().map(|t| t.to_string()));
+    texts.extend(fragments.iter().map(|t| t.to_string()));
     for reference in [
         "tiny_roberta_reference.json",
         "tiny_modernbert_reference.json",
+        "tiny_xlmr_spm_reference.json",
     ] {
         let value: Value = read_fixture(reference);
         texts.extend(
@@ -650,7 +670,7 @@ fn bpe_texts(generated: usize, seed: u64) -> Vec<String> {
             let fragment = match below(40) {
                 0 => "abc".repeat(1 + below(400)),
                 1 => " ".repeat(1 + below(50)),
-                _ => BPE_FRAGMENTS[below(BPE_FRAGMENTS.len())].to_owned(),
+                _ => fragments[below(fragments.len())].to_owned(),
             };
             text.insert_str(at, &fragment);
         }
@@ -977,4 +997,510 @@ fn bpe_long_runs_match_tokenizers_crate() {
     }
     assert_parity("tiny-roberta, long runs", &tokenizer, &texts);
     assert_dropped_parity("tiny-roberta, long runs", &tokenizer, &texts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SentencePiece Unigram (XLM-RoBERTa): Ember's `unigram` path against the crate.
+// ---------------------------------------------------------------------------------------------
+
+/// The committed Unigram folders: tiny-xlm-roberta (no normaliser, WhitespaceSplit then
+/// Metaspace, `<mask>` lstrip) and tiny-xlmr-spm (transformers 5's XLMRobertaConverter over a
+/// real `nmt_nfkc` model: Precompiled, Strip right, Replace `" {2,}"` → `▁`, Metaspace).
+const UNIGRAM_FOLDERS: &[&str] = &["tiny-xlm-roberta", "tiny-xlmr-spm"];
+
+/// Fragments the Unigram pipeline treats specially, on top of [`BPE_FRAGMENTS`]: what the
+/// `nmt_nfkc` charsmap rewrites (fullwidth and halfwidth forms, ligatures, circled, super- and
+/// subscript digits, compatibility chars, combining marks and long runs of them, Hangul jamo,
+/// control and format chars, odd spaces), graphemes it sees whole (emoji ZWJ sequences, flags,
+/// CR LF, Prepend and conjunct clusters, graphemes of 6 bytes and more), Metaspace's `▁`, and
+/// the runs of spaces Replace and Strip see.
+const UNIGRAM_FRAGMENTS: &[&str] = &[
+    "ＡＢＣ１２３",
+    "Ｈｅｌｌｏ",
+    "！？",
+    "ｶﾀｶﾅ",
+    "ｶﾞ",
+    "ﾞ",
+    "ﬁ",
+    "ﬂow",
+    "ﬀ",
+    "Ǆ",
+    "①②⑳",
+    "⑴",
+    "x²³",
+    "⁴",
+    "₅",
+    "™",
+    "℡",
+    "㍱",
+    "¼",
+    "Ⅻ",
+    "¨",
+    "´",
+    "¸",
+    "e\u{301}",
+    "e\u{301}\u{302}",
+    "Ａ\u{301}",
+    "a\u{301}\u{302}\u{303}\u{304}\u{305}\u{306}\u{307}\u{308}\u{309}\u{30A}\u{30B}\u{30C}\u{30D}\u{30E}\u{30F}\u{310}\u{311}\u{312}\u{313}\u{314}",
+    "\u{301}\u{301}",
+    "\u{1100}\u{1161}\u{11A8}",
+    "\u{1100}\u{1161}",
+    "\u{3131}\u{314F}",
+    "👨‍👩‍👧‍👦",
+    "👩🏽‍💻",
+    "🇫🇷🇩🇪",
+    "🇫",
+    "❤️",
+    "\u{1}\u{7}\u{1B}",
+    "\u{7F}",
+    "\u{9F}",
+    "\u{200B}",
+    "\u{200D}",
+    "\u{FEFF}",
+    "\u{AD}",
+    "\u{A0}",
+    "\u{A0}\u{A0}",
+    "\u{3000}",
+    "\u{2002}\u{2009}",
+    "\u{202F}",
+    "\r\n",
+    "\r",
+    "\u{0600}a",
+    "\u{0915}\u{094D}\u{0937}",
+    "ำ",
+    "ไทย",
+    "Ελληνικά",
+    "русский",
+    "עברית",
+    "العربية",
+    "▁",
+    "▁▁",
+    " ▁x",
+    "x▁",
+    "  ",
+    "   ",
+    "      ",
+    " \t ",
+    "\u{A0} ",
+    " \u{3000} ",
+    "<mask>",
+    " <mask>",
+    "  <mask>  ",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<pad>",
+    "<mask",
+];
+
+/// Seeded texts for the Unigram folders: [`texts_with_fragments`] over [`UNIGRAM_FRAGMENTS`] and
+/// [`BPE_FRAGMENTS`], plus texts that are all whitespace or end in it.
+fn unigram_texts(generated: usize, seed: u64) -> Vec<String> {
+    let fragments: Vec<&str> = UNIGRAM_FRAGMENTS
+        .iter()
+        .chain(BPE_FRAGMENTS)
+        .copied()
+        .collect();
+    let mut texts = texts_with_fragments(generated, seed, &fragments);
+    texts.extend(
+        [
+            "",
+            " ",
+            "   ",
+            "\t\n",
+            "\u{3000}\u{A0} \t",
+            "trailing   ",
+            "trailing\u{3000}",
+            "   leading",
+            "a  b   c    d",
+            "<mask>",
+            "<s>hello</s>",
+            "x<mask>y",
+            "▁▁▁",
+        ]
+        .map(str::to_owned),
+    );
+    texts
+}
+
+#[test]
+fn unigram_folders_take_the_fast_path() {
+    for name in UNIGRAM_FOLDERS {
+        let tokenizer = load(&fixtures_dir().join(name), None);
+        assert!(
+            tokenizer.fallback_reason().is_none(),
+            "{name} falls back: {:?}",
+            tokenizer.fallback_reason()
+        );
+        // sentence-transformers' do_lower_case prepends a Lowercase the path does not take.
+        let lowered = load(&fixtures_dir().join(name), Some(true));
+        assert!(!lowered.is_fast());
+    }
+}
+
+/// The ids sentence-transformers recorded for tiny-xlmr-spm's reference texts (Python
+/// `tokenizers`), and their untruncated lengths, against the fast path.
+#[test]
+fn unigram_folder_matches_the_recorded_python_ids() {
+    let value: Value = read_fixture("tiny_xlmr_spm_reference.json");
+    let texts = value["texts"].as_array().unwrap();
+    let model = &value["models"]["tiny-xlmr-spm"];
+    let tokenizer = load(&fixtures_dir().join("tiny-xlmr-spm"), None);
+    assert!(tokenizer.is_fast());
+    let mut scratch = ember::tokenize::TokenizeScratch::default();
+    let mut ids = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let text = text.as_str().unwrap();
+        let dropped = tokenizer
+            .encode_into_counting_dropped(text, &mut ids, &mut scratch)
+            .unwrap();
+        let expected: Vec<u32> = serde_json::from_value(model["input_ids"][i].clone()).unwrap();
+        assert_eq!(ids, expected, "{text:?}");
+        if let Some(full) = model["num_tokens_untruncated"][i].as_u64() {
+            assert_eq!(ids.len() + dropped, full as usize, "{text:?}");
+        }
+    }
+    println!("tiny-xlmr-spm: {} recorded texts match", texts.len());
+}
+
+#[test]
+fn unigram_folders_match_tokenizers_crate() {
+    for (seed, name) in (40..).zip(UNIGRAM_FOLDERS) {
+        let texts = unigram_texts(GENERATED_PER_FOLDER, seed);
+        let tokenizer = load(&fixtures_dir().join(name), None);
+        assert!(tokenizer.is_fast(), "{:?}", tokenizer.fallback_reason());
+        assert_parity(&format!("{name} tokenizer.json"), &tokenizer, &texts);
+        assert_dropped_parity(name, &tokenizer, &texts[..texts.len() / 5]);
+    }
+}
+
+/// Long texts and runs, counted to the end.
+#[test]
+fn unigram_long_runs_match_tokenizers_crate() {
+    let mut texts = Vec::new();
+    for n in [10_000, 200_000] {
+        texts.push(format!("a{}b c", " ".repeat(n)));
+        texts.push(format!("a{}b", "\u{3000}".repeat(n / 2)));
+        texts.push("ab".repeat(n / 2));
+        texts.push("é".repeat(n / 2));
+        texts.push("e\u{301}".repeat(n / 4));
+        texts.push("\u{301}".repeat(n / 2));
+        texts.push("ＡＢ".repeat(n / 4));
+        texts.push("hello world ".repeat(n / 12));
+    }
+    for name in UNIGRAM_FOLDERS {
+        let tokenizer = load(&fixtures_dir().join(name), None);
+        assert!(tokenizer.is_fast());
+        assert_parity(&format!("{name}, long runs"), &tokenizer, &texts);
+        assert_dropped_parity(&format!("{name}, long runs"), &tokenizer, &texts);
+    }
+}
+
+/// The older hub layout of xlm-roberta-base and paraphrase-multilingual-*: Precompiled alone,
+/// then WhitespaceSplit and Metaspace.
+fn hub_layout(t: &mut Value) {
+    let precompiled = t["normalizer"]["normalizers"][0].clone();
+    assert_eq!(precompiled["type"], "Precompiled");
+    t["normalizer"] = precompiled;
+    t["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
+        {"type": "WhitespaceSplit"},
+        {"type": "Metaspace", "replacement": "▁", "add_prefix_space": true,
+         "prepend_scheme": "always"}]});
+}
+
+fn unigram_variants() -> Vec<Variant> {
+    let fast = |name, edit: fn(&mut Value)| Variant {
+        name,
+        edit,
+        do_lower_case: false,
+        max_seq_length: 40,
+        fast: true,
+    };
+    let falls_back = |name, edit: fn(&mut Value)| Variant {
+        fast: false,
+        ..fast(name, edit)
+    };
+    fn added<'a>(t: &'a mut Value, content: &str) -> &'a mut Value {
+        t["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|token| token["content"] == content)
+            .unwrap()
+    }
+    fn metaspace(t: &mut Value) -> &mut Value {
+        &mut t["pre_tokenizer"]
+    }
+    vec![
+        fast(
+            "hub layout: Precompiled, WhitespaceSplit + Metaspace",
+            hub_layout,
+        ),
+        fast("hub layout, no normaliser", |t| {
+            hub_layout(t);
+            t["normalizer"] = Value::Null;
+        }),
+        fast("hub layout, prepend_scheme first", |t| {
+            hub_layout(t);
+            let m = &mut t["pre_tokenizer"]["pretokenizers"][1];
+            m.as_object_mut().unwrap().remove("add_prefix_space");
+            m["prepend_scheme"] = json!("first");
+        }),
+        fast("hub layout, add_prefix_space false", |t| {
+            hub_layout(t);
+            let m = &mut t["pre_tokenizer"]["pretokenizers"][1];
+            m["add_prefix_space"] = json!(false);
+            m["prepend_scheme"] = json!("never");
+        }),
+        fast("no normaliser", |t| t["normalizer"] = Value::Null),
+        fast("Precompiled alone, Metaspace alone", |t| {
+            t["normalizer"] = t["normalizer"]["normalizers"][0].clone()
+        }),
+        fast("prepend_scheme first", |t| {
+            metaspace(t)["prepend_scheme"] = json!("first")
+        }),
+        fast("prepend_scheme never", |t| {
+            metaspace(t)["prepend_scheme"] = json!("never")
+        }),
+        fast("split false", |t| metaspace(t)["split"] = json!(false)),
+        fast("split false, prepend_scheme first", |t| {
+            metaspace(t)["split"] = json!(false);
+            metaspace(t)["prepend_scheme"] = json!("first");
+        }),
+        fast("replacement '_'", |t| {
+            metaspace(t)["replacement"] = json!("_");
+            t["normalizer"]["normalizers"][2]["content"] = json!("_");
+        }),
+        fast("Strip both sides, Replace \" +\" and a literal", |t| {
+            let n = t["normalizer"]["normalizers"].as_array_mut().unwrap();
+            n[1]["strip_left"] = json!(true);
+            n[2]["pattern"] = json!({"Regex": " +"});
+            n.push(json!({"type": "Replace", "pattern": {"String": "ab"}, "content": "X Y"}));
+        }),
+        fast("Replace \" {3,}\" before Precompiled", |t| {
+            let n = t["normalizer"]["normalizers"].as_array_mut().unwrap();
+            let mut replace = n.pop().unwrap();
+            replace["pattern"] = json!({"Regex": " {3,}"});
+            n.insert(0, replace);
+        }),
+        fast("added tokens rstrip, single_word, normalized", |t| {
+            added(t, "<mask>")["rstrip"] = json!(true);
+            added(t, "</s>")["single_word"] = json!(true);
+            added(t, "<s>")["normalized"] = json!(true);
+            added(t, "<pad>")["lstrip"] = json!(true);
+            added(t, "<pad>")["rstrip"] = json!(true);
+            let tokens = t["added_tokens"].as_array_mut().unwrap();
+            tokens.push(
+                json!({"id": 2002, "content": "Hello World", "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": true, "special": false}),
+            );
+            tokens.push(
+                json!({"id": 2003, "content": "ＡＢＣ", "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": true, "special": false}),
+            );
+        }),
+        fast("unk_id 0, pieces repeated", |t| {
+            t["model"]["unk_id"] = json!(0);
+            let vocab = t["model"]["vocab"].as_array_mut().unwrap();
+            let again: Vec<Value> = vocab[4..20].to_vec();
+            vocab.extend(again);
+        }),
+        fast("RobertaProcessing", |t| {
+            t["post_processor"] = json!({"type": "RobertaProcessing", "sep": ["</s>", 2],
+                "cls": ["<s>", 0], "trim_offsets": true, "add_prefix_space": true})
+        }),
+        fast("no post-processor", |t| t["post_processor"] = Value::Null),
+        Variant {
+            max_seq_length: 2,
+            ..fast("max_seq_length 2", |_| {})
+        },
+        Variant {
+            max_seq_length: 3,
+            ..fast("max_seq_length 3", |_| {})
+        },
+        Variant {
+            max_seq_length: 512,
+            ..fast("max_seq_length 512", |_| {})
+        },
+        falls_back("byte_fallback", |t| {
+            t["model"]["byte_fallback"] = json!(true)
+        }),
+        falls_back("no unk_id", |t| t["model"]["unk_id"] = Value::Null),
+        falls_back("Replace regex \"\\s+\"", |t| {
+            t["normalizer"]["normalizers"][2]["pattern"] = json!({"Regex": "\\s+"})
+        }),
+        falls_back("NFKC normaliser", |t| {
+            t["normalizer"] = json!({"type": "NFKC"})
+        }),
+        falls_back("Lowercase in the sequence", |t| {
+            t["normalizer"]["normalizers"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "Lowercase"}))
+        }),
+        falls_back("Whitespace pre-tokeniser", |t| {
+            t["pre_tokenizer"] = json!({"type": "Whitespace"})
+        }),
+        falls_back("prepend_scheme first after Strip left", |t| {
+            t["normalizer"]["normalizers"][1]["strip_left"] = json!(true);
+            metaspace(t)["prepend_scheme"] = json!("first");
+        }),
+        falls_back("Metaspace before WhitespaceSplit", |t| {
+            let metaspace = t["pre_tokenizer"].clone();
+            t["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
+                metaspace, {"type": "WhitespaceSplit"}]});
+        }),
+        Variant {
+            do_lower_case: true,
+            ..falls_back("do_lower_case prepends Lowercase", |_| {})
+        },
+    ]
+}
+
+#[test]
+fn unigram_pipeline_variants_match_or_fall_back() {
+    let texts = unigram_texts(GENERATED_PER_VARIANT, 50);
+    let original = fixtures_dir().join("tiny-xlmr-spm/tokenizer.json");
+    check_variants(&original, unigram_variants(), &texts, 514, true);
+}
+
+/// A corrupt charsmap never panics: one the crate would read out of bounds (it panics on the
+/// texts that reach there) is refused at load with an error naming `tokenizer.json`; random byte
+/// flips of tiny-xlmr-spm's either load, and then give the crate's ids, or are refused so. (The
+/// crate's own loader panics on replacements that are not UTF-8; that panic is caught and
+/// reported as the error, but its message still prints.)
+#[test]
+fn corrupt_charsmaps_never_panic() {
+    let original: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("tiny-xlmr-spm/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let blob = base64_decode(
+        original["normalizer"]["normalizers"][0]["precompiled_charsmap"]
+            .as_str()
+            .unwrap(),
+    );
+    // The root's children far past the array.
+    let mut bytes = blob.clone();
+    bytes[4..8].copy_from_slice(&(0x3F_FFFFu32 << 10).to_le_bytes());
+    let mut t = original.clone();
+    t["normalizer"]["normalizers"][0]["precompiled_charsmap"] = json!(base64_encode(&bytes));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), t.to_string()).unwrap();
+    let error = TextTokenizer::load(dir.path(), Some(40), false, 514)
+        .err()
+        .expect("a charsmap whose children lie past the array is refused");
+    assert!(error.to_string().contains("tokenizer.json"), "{error}");
+    println!("root past the array: {error}");
+
+    let texts: Vec<String> = UNIGRAM_FRAGMENTS.iter().map(|t| t.to_string()).collect();
+    let mut state = 0x00c0_ffeeu64;
+    let (mut fast, mut fallback, mut refused) = (0, 0, 0);
+    for round in 0..60 {
+        let mut bytes = blob.clone();
+        for _ in 0..1 + round % 8 {
+            state = ember_reference_tests::seeded::mix(state);
+            // Mostly the double array (and its size), sometimes the replacements.
+            let at = if round % 4 == 0 {
+                (state % bytes.len() as u64) as usize
+            } else {
+                (state % (bytes.len() as u64).min(4096)) as usize
+            };
+            bytes[at] = (state >> 40) as u8;
+        }
+        let mut t = original.clone();
+        t["normalizer"]["normalizers"][0]["precompiled_charsmap"] = json!(base64_encode(&bytes));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), t.to_string()).unwrap();
+        match TextTokenizer::load(dir.path(), Some(40), false, 514) {
+            Ok(tokenizer) if tokenizer.is_fast() => {
+                fast += 1;
+                assert_parity("corrupt charsmap", &tokenizer, &texts);
+            }
+            Ok(_) => fallback += 1,
+            Err(e) => {
+                assert!(e.to_string().contains("tokenizer.json"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    println!("corrupt charsmaps: {fast} fast, {fallback} fall back, {refused} refused");
+}
+
+/// Standard base64 (with padding), as `tokenizer.json` holds the charsmap.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut out = Vec::new();
+    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
+        let mut bits = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            bits |= u32::from(value(c)) << (18 - 6 * i);
+        }
+        let bytes = bits.to_be_bytes();
+        out.extend(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let mut bits = 0u32;
+        for (i, &b) in chunk.iter().enumerate() {
+            bits |= u32::from(b) << (16 - 8 * i);
+        }
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(bits >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The Unigram fast path against the crate on the corpus, per folder: prints µs/text and the
+/// ratio.
+#[test]
+#[ignore = "timing: run with --ignored --nocapture"]
+fn unigram_tokenizer_speed() {
+    let texts = corpus();
+    for name in UNIGRAM_FOLDERS {
+        let tokenizer = load(&fixtures_dir().join(name), None);
+        assert!(tokenizer.is_fast());
+        let mut ids = Vec::new();
+        let mut time = |encode: &dyn Fn(&str, &mut Vec<u32>)| {
+            let mut best = f64::INFINITY;
+            for pass in 0..6 {
+                let start = Instant::now();
+                for text in &texts {
+                    encode(text, &mut ids);
+                }
+                if pass > 0 {
+                    best = best.min(start.elapsed().as_secs_f64());
+                }
+            }
+            best
+        };
+        let fast = time(&|text, ids| tokenizer.encode_into(text, ids).unwrap());
+        let crate_time = time(&|text, ids| tokenizer.reference_encode_into(text, ids).unwrap());
+        let per_text = |seconds: f64| seconds / texts.len() as f64 * 1e6;
+        println!(
+            "{name}: tokenize {} corpus texts, one thread: Ember Unigram {:.2} µs/text, \
+             tokenizers crate {:.2} µs/text: {:.1}× faster",
+            texts.len(),
+            per_text(fast),
+            per_text(crate_time),
+            crate_time / fast
+        );
+    }
 }

@@ -21,7 +21,10 @@
 //!   (strings, vectors, hash maps, the `Encoding`: 1,470,555 counted allocations here with
 //!   the crate forced). Standard BERT folders now take Ember's WordPiece
 //!   path, RoBERTa's and ModernBERT's its byte-level BPE (checked here on tiny-roberta and
-//!   tiny-modernbert), which reuse one scratch per call state. It runs on one thread, in order: about
+//!   tiny-modernbert), XLM-RoBERTa's its SentencePiece Unigram (checked here on
+//!   tiny-xlm-roberta and tiny-xlmr-spm, whose charsmap is a real `nmt_nfkc` one, on the
+//!   corpus and a few multilingual texts), which reuse one scratch per call state. It runs on
+//!   one thread, in order: about
 //!   2 µs a sentence (`tokenizer_speed` in `tokenizer_parity.rs`), under 1% of the forward
 //!   pass, and its scratch grows once, whichever worker would otherwise have drawn which text.
 //! - Reaching the pool: `ThreadPool::install` from a thread outside the pool pushes onto
@@ -239,6 +242,28 @@ fn main() {
     folder_encode_allocates_nothing("tiny-bert-dense", "a Dense module", &texts);
     folder_encode_allocates_nothing("tiny-roberta", "RoBERTa's byte-level BPE", &texts);
     folder_encode_allocates_nothing("tiny-modernbert", "ModernBERT", &texts);
+    folder_encode_allocates_nothing("tiny-nomic-bert", "NomicBERT (rotary, SwiGLU)", &texts);
+    // XLM-R's SentencePiece Unigram, on the corpus and on text its charsmap rewrites.
+    let mut multilingual = texts.clone();
+    multilingual.extend(
+        [
+            "Ｈｅｌｌｏ ｗｏｒｌｄ！ ﬁne ①② x²  spaced   out   ",
+            "Crème brûlée, e\u{301}\u{302}, 한국어 \u{1100}\u{1161}\u{11A8}, 日本語のテキスト",
+            "👨‍👩‍👧‍👦 🇫🇷 ❤️ \u{200B}\u{FEFF}\u{AD} tab\there\u{A0}nbsp\u{3000}end",
+            "Ελληνικά русский עברית العربية ไทย हिन्दी <mask> done",
+        ]
+        .map(str::to_owned),
+    );
+    folder_encode_allocates_nothing(
+        "tiny-xlm-roberta",
+        "XLM-R's Unigram (no normaliser, WhitespaceSplit + Metaspace)",
+        &multilingual,
+    );
+    folder_encode_allocates_nothing(
+        "tiny-xlmr-spm",
+        "XLM-R's Unigram (nmt_nfkc Precompiled charsmap, Strip, Replace, Metaspace)",
+        &multilingual,
+    );
     c_abi_encode_allocates_nothing(&texts, &expected);
     for dtype in [ember::Precision::Bf16, ember::Precision::Int8] {
         reduced_precision_encode_allocates_nothing(dtype, &texts);
@@ -249,7 +274,9 @@ fn main() {
 /// pooling and Normalize after it (LaBSE's chain, tiny-bert-dense), whose buffers grow once;
 /// RoBERTa's byte-level BPE (tiny-roberta) and ModernBERT's (tiny-modernbert: NFC, BPE,
 /// `[CLS] … [SEP]`) on Ember's own BPE tokenizer, and ModernBERT's forward pass (rotary
-/// positions, GeGLU, sliding windows).
+/// positions, GeGLU, sliding windows); XLM-RoBERTa's SentencePiece Unigram (tiny-xlm-roberta,
+/// and tiny-xlmr-spm with a real `nmt_nfkc` Precompiled charsmap) on Ember's own Unigram
+/// tokenizer.
 fn folder_encode_allocates_nothing(folder: &str, what: &str, texts: &[String]) {
     let embedder = Embedder::builder()
         .threads(2)

@@ -1125,7 +1125,10 @@ mod tests {
             (c.hidden_size, c.num_hidden_layers, c.num_attention_heads),
             (768, 12, 12)
         );
-        assert_eq!((c.intermediate_size, c.vocab_size, c.type_vocab_size), (3072, 30528, 2));
+        assert_eq!(
+            (c.intermediate_size, c.vocab_size, c.type_vocab_size),
+            (3072, 30528, 2)
+        );
         assert_eq!((c.max_position_embeddings, c.max_tokens()), (8192, 8192));
         assert_eq!((c.layer_norm_eps, c.activation), (1e-12, Activation::Silu));
         assert_eq!(c.nomic, Some(NomicBertParams { rope_theta: 1000.0 }));
@@ -1146,7 +1149,10 @@ mod tests {
         // SwiGLU's FFN is H → 2F → F → H.
         let flops = c.encoder_flops(10);
         let (h, f) = (64.0, 96.0);
-        assert_eq!(flops, 2.0 * 10.0 * (2.0 * (4.0 * h * h + 3.0 * h * f) + 40.0 * h));
+        assert_eq!(
+            flops,
+            2.0 * 10.0 * (2.0 * (4.0 * h * h + 3.0 * h * f) + 40.0 * h)
+        );
     }
 
     #[test]
@@ -1156,9 +1162,18 @@ mod tests {
             ("\"qkv_proj_bias\": false", "\"qkv_proj_bias\": true"),
             ("\"mlp_fc1_bias\": false", "\"mlp_fc1_bias\": true"),
             ("\"mlp_fc2_bias\": false", "\"mlp_fc2_bias\": true"),
-            ("\"rotary_emb_interleaved\": false", "\"rotary_emb_interleaved\": true"),
-            ("\"rotary_emb_fraction\": 1.0", "\"rotary_emb_fraction\": 0.5"),
-            ("\"rotary_scaling_factor\": null", "\"rotary_scaling_factor\": 2.0"),
+            (
+                "\"rotary_emb_interleaved\": false",
+                "\"rotary_emb_interleaved\": true",
+            ),
+            (
+                "\"rotary_emb_fraction\": 1.0",
+                "\"rotary_emb_fraction\": 0.5",
+            ),
+            (
+                "\"rotary_scaling_factor\": null",
+                "\"rotary_scaling_factor\": 2.0",
+            ),
             ("\"use_rms_norm\": false", "\"use_rms_norm\": true"),
             ("\"parallel_block\": false", "\"parallel_block\": true"),
             ("\"causal\": false", "\"causal\": true"),
@@ -1171,7 +1186,10 @@ mod tests {
                 "\"rotary_emb_base\": 1000",
                 "\"rope_parameters\": {\"rope_type\": \"dynamic\", \"rope_theta\": 1000}",
             ),
-            ("\"n_embd\": 768", "\"n_embd\": 768, \"rope_scaling\": {\"type\": \"ntk\"}"),
+            (
+                "\"n_embd\": 768",
+                "\"n_embd\": 768, \"rope_scaling\": {\"type\": \"ntk\"}",
+            ),
         ] {
             let text = NOMIC.replace(from, to);
             assert_ne!(text, NOMIC, "{from}");

@@ -838,7 +838,11 @@ impl BertModel {
                 let rows = (t - r0).min(FFN_ROW_BLOCK);
                 let input = r0 * h..(r0 + rows) * h;
                 let out = &mut qkv_or_intermediate[..rows * ffn_width];
-                let act = if gated { Activation::Identity } else { c.activation };
+                let act = if gated {
+                    Activation::Identity
+                } else {
+                    c.activation
+                };
                 linear(
                     &attention[input.clone()],
                     rows,

@@ -86,7 +86,8 @@ pub enum NormalizerStep {
     Lowercase,
 }
 
-/// A token from `tokenizer.json`'s `added_tokens`, matched in the text before BPE runs.
+/// A token from `tokenizer.json`'s `added_tokens`, matched in the text before BPE runs (and
+/// before Unigram runs: [`crate::unigram`] shares it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BpeAddedToken {
     /// The token's text, e.g. `<mask>`.
@@ -202,8 +203,9 @@ enum CharClass {
     Other,
 }
 
-/// `\s`, `\p{L}`, `\p{N}` and `\w` as `regex-syntax` defines them.
-struct CharTables {
+/// `\s`, `\p{L}`, `\p{N}` and `\w` as `regex-syntax` defines them. Also the Unigram path's
+/// ([`crate::unigram`]), for added tokens.
+pub(crate) struct CharTables {
     ascii: [CharClass; 128],
     ascii_word: [bool; 128],
     /// Non-overlapping, sorted `(first, last, class)` for `\s`, `\p{L}`, `\p{N}`.
@@ -229,7 +231,7 @@ fn class_ranges(pattern: &str) -> Vec<(u32, u32)> {
     }
 }
 
-fn char_tables() -> &'static CharTables {
+pub(crate) fn char_tables() -> &'static CharTables {
     static TABLES: OnceLock<CharTables> = OnceLock::new();
     TABLES.get_or_init(|| {
         let mut classes = Vec::new();
@@ -401,8 +403,9 @@ fn byte_to_char() -> [char; 256] {
     map
 }
 
-/// An added-token search over raw or normalised text.
-struct AddedTokenMatcher {
+/// An added-token search over raw or normalised text. Also the Unigram path's
+/// ([`crate::unigram`]).
+pub(crate) struct AddedTokenMatcher {
     automaton: AhoCorasick,
     /// Per pattern: the token's id and flags.
     tokens: Vec<BpeAddedToken>,
@@ -410,7 +413,9 @@ struct AddedTokenMatcher {
 
 impl AddedTokenMatcher {
     /// `None` when there is nothing to match.
-    fn new(patterns: Vec<(String, BpeAddedToken)>) -> Result<Option<Self>, BpeError> {
+    pub(crate) fn new(
+        patterns: Vec<(String, BpeAddedToken)>,
+    ) -> Result<Option<Self>, aho_corasick::BuildError> {
         if patterns.is_empty() {
             return Ok(None);
         }
@@ -426,7 +431,7 @@ impl AddedTokenMatcher {
     /// `on_split(range, None)` for each non-empty stretch between them, in order, exactly as
     /// the `tokenizers` crate's `AddedVocabulary::find_matches` splits. Stops when `on_split`
     /// returns false.
-    fn split(
+    pub(crate) fn split(
         &self,
         tables: &CharTables,
         text: &str,

@@ -41,6 +41,7 @@ pub mod hub;
 mod resident;
 pub mod similarity;
 pub mod tokenize;
+mod unigram;
 pub mod wordpiece;
 
 use std::path::PathBuf;

@@ -13,8 +13,11 @@
 //! a byte-level BPE one (GPT-2 / RoBERTa / ModernBERT: no normaliser or NFC / Lowercase; the
 //! ByteLevel pre-tokeniser with its regex; BPE without dropout, byte fallback or affixes;
 //! RobertaProcessing, BertProcessing, TemplateProcessing `[specials] $A [specials]`, ByteLevel
-//! or none), by Ember's own `bpe::BpeTokenizer`, likewise. Any other pipeline runs on the
-//! `tokenizers` crate, which stays loaded as the reference either way.
+//! or none), by Ember's own `bpe::BpeTokenizer`, likewise. When it is a SentencePiece Unigram
+//! one (XLM-RoBERTa: no normaliser, or Precompiled / Strip / Replace `" {n,}"` or a literal;
+//! Metaspace, after WhitespaceSplit or alone; Unigram without byte fallback; the same
+//! post-processors), by Ember's own `unigram::UnigramTokenizer`, likewise. Any other pipeline
+//! runs on the `tokenizers` crate, which stays loaded as the reference either way.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ use tokenizers::models::ModelWrapper;
 use tokenizers::normalizers::{BertNormalizer, Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme as MetaspacePrependScheme};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::template::TemplateProcessing;
@@ -36,6 +40,10 @@ use tokenizers::{
 
 use crate::bpe::{BpeAddedToken, BpeScratch, BpeSpec, BpeTokenizer, NormalizerStep};
 use crate::folder::read_json;
+use crate::unigram::{
+    check_charsmap, PrependScheme, UnigramNormalizerStep, UnigramScratch, UnigramSpec,
+    UnigramTokenizer,
+};
 use crate::wordpiece::{
     AddedTokenSpec, BertNormalization, WordPieceScratch, WordPieceSpec, WordPieceTokenizer,
 };
@@ -47,8 +55,8 @@ pub struct TextTokenizer {
     /// `fast` does not reproduce. `None` once [`TextTokenizer::release_reference`] has
     /// dropped it (only ever with `fast` present).
     tokenizer: Option<Tokenizer>,
-    /// The same pipeline without per-text allocation, when it is the standard BERT one or a
-    /// byte-level BPE one.
+    /// The same pipeline without per-text allocation, when it is the standard BERT one, a
+    /// byte-level BPE one or a SentencePiece Unigram one.
     fast: Option<FastTokenizer>,
     /// Why `fast` is `None`.
     fallback_reason: Option<String>,
@@ -64,6 +72,7 @@ pub struct TextTokenizer {
 enum FastTokenizer {
     WordPiece(WordPieceTokenizer),
     Bpe(BpeTokenizer),
+    Unigram(UnigramTokenizer),
 }
 
 /// Buffers [`TextTokenizer::encode_into_with`] reuses from one text to the next.
@@ -71,6 +80,7 @@ enum FastTokenizer {
 pub struct TokenizeScratch {
     wordpiece: WordPieceScratch,
     bpe: BpeScratch,
+    unigram: UnigramScratch,
 }
 
 thread_local! {
@@ -174,8 +184,14 @@ impl TextTokenizer {
         let config = TokenizerConfig::read(dir)?;
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
-        let (mut tokenizer, source, bpe_merges) = if json_path.exists() {
-            let (tokenizer, bpe_merges) = read_tokenizer_json(&json_path)?;
+        let (mut tokenizer, source, model_fields) = if json_path.exists() {
+            let (tokenizer, model_fields) = read_tokenizer_json(&json_path)?;
+            if let Some(normalizer) = tokenizer.get_normalizer() {
+                check_precompiled(normalizer).map_err(|message| EmberError::Tokenizer {
+                    path: json_path.clone(),
+                    message,
+                })?;
+            }
             // The crate loads such a file and then fails on the first unknown word.
             if let ModelWrapper::WordPiece(model) = tokenizer.get_model() {
                 if tokenizer.token_to_id(&model.unk_token).is_none() {
@@ -188,7 +204,7 @@ impl TextTokenizer {
                     });
                 }
             }
-            (tokenizer, json_path, bpe_merges)
+            (tokenizer, json_path, model_fields)
         } else if vocab_path.exists() {
             (
                 Self::wordpiece_from_vocab(&vocab_path, &config)?,
@@ -260,12 +276,22 @@ impl TextTokenizer {
         let fast = match tokenizer.get_model() {
             ModelWrapper::BPE(_) => byte_level_bpe_spec(
                 &tokenizer,
-                bpe_merges.as_ref(),
+                model_fields
+                    .as_ref()
+                    .and_then(|fields| fields.get("merges")),
                 lowercase_prepended,
                 max_seq_length,
             )
             .and_then(|spec| BpeTokenizer::new(&spec).map_err(|e| e.to_string()))
             .map(FastTokenizer::Bpe),
+            ModelWrapper::Unigram(_) => unigram_spec(
+                &tokenizer,
+                model_fields.as_ref(),
+                lowercase_prepended,
+                max_seq_length,
+            )
+            .and_then(|spec| UnigramTokenizer::new(&spec).map_err(|e| e.to_string()))
+            .map(FastTokenizer::Unigram),
             _ => standard_bert_spec(&tokenizer, lowercase_prepended, max_seq_length)
                 .and_then(|spec| WordPieceTokenizer::new(&spec).map_err(|e| e.to_string()))
                 .map(FastTokenizer::WordPiece),
@@ -361,6 +387,10 @@ impl TextTokenizer {
                 bpe.encode_into(text, ids, &mut scratch.bpe);
                 Ok(())
             }
+            Some(FastTokenizer::Unigram(unigram)) => {
+                unigram.encode_into(text, ids, &mut scratch.unigram);
+                Ok(())
+            }
             None => self.reference_encode_into(text, ids),
         }
     }
@@ -381,6 +411,9 @@ impl TextTokenizer {
             }
             Some(FastTokenizer::Bpe(bpe)) => {
                 Ok(bpe.encode_into_counting_dropped(text, ids, &mut scratch.bpe))
+            }
+            Some(FastTokenizer::Unigram(unigram)) => {
+                Ok(unigram.encode_into_counting_dropped(text, ids, &mut scratch.unigram))
             }
             None => {
                 self.reference_encode_into(text, ids)?;
@@ -431,9 +464,9 @@ impl TextTokenizer {
         Ok(())
     }
 
-    /// Drops the `tokenizers` crate's pipeline when texts take Ember's own WordPiece or BPE
-    /// path, which then needs nothing else (about 4 MB for a 30k-word vocabulary: the crate
-    /// keeps its own vocabulary maps). The `reference_*` methods are errors afterwards; a
+    /// Drops the `tokenizers` crate's pipeline when texts take Ember's own WordPiece, BPE or
+    /// Unigram path, which then needs nothing else (about 4 MB for a 30k-word vocabulary: the
+    /// crate keeps its own vocabulary maps). The `reference_*` methods are errors afterwards; a
     /// tokenizer on the crate's path keeps it.
     pub fn release_reference(&mut self) {
         if self.fast.is_some() {
@@ -450,9 +483,9 @@ impl TextTokenizer {
         })
     }
 
-    /// Whether texts take Ember's allocation-free WordPiece or byte-level BPE path (the
-    /// pipeline is the standard BERT one or a byte-level BPE one) rather than the `tokenizers`
-    /// crate.
+    /// Whether texts take Ember's allocation-free WordPiece, byte-level BPE or Unigram path
+    /// (the pipeline is the standard BERT one, a byte-level BPE one or a SentencePiece Unigram
+    /// one) rather than the `tokenizers` crate.
     pub fn is_fast(&self) -> bool {
         self.fast.is_some()
     }
@@ -513,20 +546,25 @@ impl TextTokenizer {
 /// the parsed value; a panic that still escapes it is caught and reported as an error naming the
 /// file (under `panic = "abort"` it would abort instead).
 ///
-/// Also returns the model's `merges` as written, when it has some: the crate keeps its merge
-/// table private, and the BPE fast path needs it.
+/// Also returns the model's fields other than its vocabulary, as written: the crate keeps some
+/// private that the fast paths need (BPE's `merges`, Unigram's `unk_id`).
 fn read_tokenizer_json(path: &Path) -> Result<(Tokenizer, Option<Value>), EmberError> {
     let value = read_json(path)?;
-    let merges = value
-        .get("model")
-        .and_then(|model| model.get("merges"))
-        .cloned();
+    let model_fields = value.get("model").and_then(Value::as_object).map(|model| {
+        Value::Object(
+            model
+                .iter()
+                .filter(|(key, _)| key.as_str() != "vocab")
+                .map(|(key, field)| (key.clone(), field.clone()))
+                .collect(),
+        )
+    });
     let error = |message: String| EmberError::Tokenizer {
         path: path.to_owned(),
         message,
     };
     match std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(value)) {
-        Ok(Ok(tokenizer)) => Ok((tokenizer, merges)),
+        Ok(Ok(tokenizer)) => Ok((tokenizer, model_fields)),
         Ok(Err(e)) => Err(error(e.to_string())),
         Err(payload) => Err(error(format!(
             "the tokenizers crate panicked reading it: {}",
@@ -890,4 +928,211 @@ fn template_single_ids(template: &TemplateProcessing) -> Result<(Vec<u32>, Vec<u
         return Err(unsupported());
     }
     Ok((prefix, suffix))
+}
+
+/// Describes `tokenizer` for [`UnigramTokenizer`] if its pipeline is a SentencePiece Unigram
+/// one that Ember reproduces exactly; otherwise says what differs. `model_fields`: the model's
+/// fields as `tokenizer.json` has them (its `unk_id`). `lowercase_prepended`: a `Lowercase` went
+/// in front of the file's normaliser.
+fn unigram_spec(
+    tokenizer: &Tokenizer,
+    model_fields: Option<&Value>,
+    lowercase_prepended: bool,
+    max_length: usize,
+) -> Result<UnigramSpec, String> {
+    if lowercase_prepended {
+        return Err(
+            "a Lowercase normaliser is prepended (do_lower_case), which the Unigram fast path does not reproduce"
+                .into(),
+        );
+    }
+    let normalizer = match tokenizer.get_normalizer() {
+        None => Vec::new(),
+        Some(NormalizerWrapper::Sequence(sequence)) => sequence
+            .as_ref()
+            .iter()
+            .map(unigram_normalizer_step)
+            .collect::<Result<_, _>>()?,
+        Some(other) => vec![unigram_normalizer_step(other)?],
+    };
+
+    let unsupported_pre_tokenizer = || {
+        "the pre-tokeniser is not Metaspace, alone or after WhitespaceSplit (Unigram fast path)"
+            .to_owned()
+    };
+    let (whitespace_split, metaspace): (bool, &Metaspace) = match tokenizer.get_pre_tokenizer() {
+        Some(PreTokenizerWrapper::Metaspace(metaspace)) => (false, metaspace),
+        Some(PreTokenizerWrapper::Sequence(sequence)) => match sequence.as_ref() {
+            [PreTokenizerWrapper::Metaspace(metaspace)] => (false, metaspace),
+            [PreTokenizerWrapper::WhitespaceSplit(_), PreTokenizerWrapper::Metaspace(metaspace)] => {
+                (true, metaspace)
+            }
+            _ => return Err(unsupported_pre_tokenizer()),
+        },
+        _ => return Err(unsupported_pre_tokenizer()),
+    };
+    let prepend_scheme = match metaspace.prepend_scheme {
+        MetaspacePrependScheme::Always => PrependScheme::Always,
+        MetaspacePrependScheme::Never => PrependScheme::Never,
+        MetaspacePrependScheme::First => PrependScheme::First,
+    };
+    // `first` asks whether a word is aligned to the text's first char. Ember follows the
+    // crate's alignments through Precompiled and Strip of the right; a word after WhitespaceSplit
+    // may start anywhere, so that needs them exact; a Metaspace over the whole piece only asks
+    // about its first char, which only a Strip of the left moves.
+    if prepend_scheme == PrependScheme::First {
+        let exact = normalizer.iter().all(|step| {
+            matches!(
+                step,
+                UnigramNormalizerStep::Precompiled(_)
+                    | UnigramNormalizerStep::Strip { left: false, .. }
+            )
+        }) && normalizer
+            .iter()
+            .filter(|step| matches!(step, UnigramNormalizerStep::Precompiled(_)))
+            .count()
+            <= 1;
+        let moves_start = normalizer
+            .iter()
+            .any(|step| matches!(step, UnigramNormalizerStep::Strip { left: true, .. }));
+        if moves_start || (whitespace_split && !exact) {
+            return Err(
+                "Metaspace's prepend_scheme \"first\" after a normaliser whose alignments Ember does not follow (Unigram fast path)"
+                    .into(),
+            );
+        }
+    }
+
+    let ModelWrapper::Unigram(model) = tokenizer.get_model() else {
+        return Err("the model is not Unigram".into());
+    };
+    if model.byte_fallback() {
+        return Err("Unigram byte_fallback is set".into());
+    }
+    let unk_id = model_fields
+        .and_then(|fields| fields.get("unk_id"))
+        .and_then(Value::as_u64)
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or(
+            "the Unigram model has no unk_id (the crate errs on any text with a char outside its vocabulary)",
+        )?;
+
+    let (prefix_ids, suffix_ids) = match tokenizer.get_post_processor() {
+        None => (Vec::new(), Vec::new()),
+        Some(processor) => special_ids(processor)?,
+    };
+    if prefix_ids.len() + suffix_ids.len() > max_length {
+        return Err(format!(
+            "max_seq_length {max_length} is shorter than the post-processor's special tokens"
+        ));
+    }
+    if tokenizer.get_encode_special_tokens() || tokenizer.get_padding().is_some() {
+        return Err("special tokens are encoded as text, or padding is on".into());
+    }
+    let added_tokens = consistent_added_tokens(tokenizer)?
+        .into_iter()
+        .map(|(id, token)| BpeAddedToken {
+            content: token.content,
+            id,
+            lstrip: token.lstrip,
+            rstrip: token.rstrip,
+            single_word: token.single_word,
+            normalized: token.normalized,
+        })
+        .collect();
+
+    Ok(UnigramSpec {
+        vocab: model.iter().cloned().collect(),
+        unk_id,
+        normalizer,
+        whitespace_split,
+        replacement: metaspace.get_replacement(),
+        prepend_scheme,
+        split: metaspace.split,
+        added_tokens,
+        prefix_ids,
+        suffix_ids,
+        max_length,
+    })
+}
+
+/// A Precompiled normaliser's charsmap, decoded from the base64 the crate serialises it to (the
+/// bytes are private).
+fn precompiled_charsmap(
+    precompiled: &tokenizers::normalizers::precompiled::Precompiled,
+) -> Result<Vec<u8>, String> {
+    let value = serde_json::to_value(precompiled).map_err(|e| e.to_string())?;
+    value["precompiled_charsmap"]
+        .as_str()
+        .and_then(|text| base64::decode(text).ok())
+        .ok_or_else(|| "the Precompiled normaliser's charsmap cannot be read back".to_owned())
+}
+
+/// Every Precompiled charsmap in `normalizer` must be safe to read: the crate loads one whose
+/// double array points past its end, then panics on the texts that reach there (whatever the
+/// model), so such a file is refused at load.
+fn check_precompiled(normalizer: &NormalizerWrapper) -> Result<(), String> {
+    match normalizer {
+        NormalizerWrapper::Precompiled(precompiled) => {
+            check_charsmap(&precompiled_charsmap(precompiled)?).map_err(|e| e.to_string())
+        }
+        NormalizerWrapper::Sequence(sequence) => {
+            sequence.as_ref().iter().try_for_each(check_precompiled)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// One normaliser of a Unigram pipeline, if the fast path reproduces it: Precompiled, Strip,
+/// Replace of a literal string or of the regex `" {n,}"` / `" +"`.
+fn unigram_normalizer_step(
+    normalizer: &NormalizerWrapper,
+) -> Result<UnigramNormalizerStep, String> {
+    match normalizer {
+        NormalizerWrapper::Precompiled(precompiled) => Ok(UnigramNormalizerStep::Precompiled(
+            precompiled_charsmap(precompiled)?,
+        )),
+        NormalizerWrapper::StripNormalizer(strip) => Ok(UnigramNormalizerStep::Strip {
+            left: strip.strip_left,
+            right: strip.strip_right,
+        }),
+        NormalizerWrapper::Replace(replace) => {
+            // The pattern is private too.
+            let value = serde_json::to_value(replace).map_err(|e| e.to_string())?;
+            let content = value["content"]
+                .as_str()
+                .ok_or("the Replace normaliser cannot be read back")?
+                .to_owned();
+            if let Some(pattern) = value["pattern"]["String"].as_str() {
+                if pattern.is_empty() {
+                    return Err("a Replace normaliser's pattern is empty (Unigram fast path)".into());
+                }
+                return Ok(UnigramNormalizerStep::ReplaceLiteral {
+                    pattern: pattern.to_owned(),
+                    content,
+                });
+            }
+            let regex = value["pattern"]["Regex"].as_str().unwrap_or_default();
+            let min_run = if regex == " +" {
+                Some(1)
+            } else {
+                regex
+                    .strip_prefix(" {")
+                    .and_then(|rest| rest.strip_suffix(",}"))
+                    .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|digits| digits.parse::<usize>().ok())
+                    .filter(|&n| n >= 1)
+            };
+            match min_run {
+                Some(min_run) => Ok(UnigramNormalizerStep::ReplaceSpaceRuns { min_run, content }),
+                None => Err(format!(
+                    "the Replace regex {regex:?} is not one the Unigram fast path reproduces (\" {{n,}}\", \" +\")"
+                )),
+            }
+        }
+        _ => Err(
+            "the normaliser is not Precompiled, Strip, Replace or a sequence of them (Unigram fast path)"
+                .into(),
+        ),
+    }
 }
