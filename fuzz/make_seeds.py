@@ -42,7 +42,8 @@ def write(target, name, data):
 
 def main():
     shutil.rmtree(SEEDS, ignore_errors=True)
-    for target in ["safetensors", "bert_config", "st_configs", "tokenize_text", "tokenizer_files"]:
+    for target in ["safetensors", "bert_config", "st_configs", "tokenize_text", "tokenize_text_bpe_unigram",
+                   "tokenizer_files"]:
         (SEEDS / target).mkdir(parents=True)
 
     # safetensors: the tiny model's first tensors, every readable dtype, an I64 buffer,
@@ -89,6 +90,13 @@ def main():
     texts = json.loads((FUZZ.parent / "tests" / "fixtures" / "texts.json").read_text())
     for i, text in enumerate(texts if isinstance(texts, list) else texts.get("texts", [])):
         write("tokenize_text", f"text{i:03}", text)
+
+    # tokenize_text_bpe_unigram: a folder selector byte (0..3), then the texts of the RoBERTa and
+    # tiny-xlmr-spm references (literal <pad>/<mask>, text the nmt_nfkc charsmap rewrites).
+    for name in ["tiny_roberta_reference.json", "tiny_xlmr_spm_reference.json"]:
+        ref = json.loads((FUZZ.parent / "tests" / "fixtures" / name).read_text())
+        for i, text in enumerate(ref["texts"]):
+            write("tokenize_text_bpe_unigram", f"{name.split('_')[1]}{i:03}", chr(i % 4) + text)
 
     # tokenizer_files: selector byte, tokenizer file, NUL, tokenizer_config.json.
     tokenizer = json.loads((TINY / "tokenizer.json").read_text())

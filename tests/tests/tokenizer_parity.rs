@@ -949,10 +949,16 @@ fn bpe_pipeline_variants_match_or_fall_back() {
 #[test]
 #[ignore = "timing: run with --ignored --nocapture"]
 fn bpe_tokenizer_speed() {
+    print_speed_against_the_crate("BPE", &BPE_FOLDERS[..2]);
+}
+
+/// For each folder (its fast path taken), the best of 5 passes over the corpus on one thread,
+/// Ember's tokenizer and the `tokenizers` crate in turn: µs/text and the ratio.
+fn print_speed_against_the_crate(kind: &str, folders: &[&str]) {
     let texts = corpus();
-    for name in BPE_FOLDERS.iter().take(2) {
+    for name in folders {
         let tokenizer = load(&fixtures_dir().join(name), None);
-        assert!(tokenizer.is_fast());
+        assert!(tokenizer.is_fast(), "{name}: {:?}", tokenizer.fallback_reason());
         let mut ids = Vec::new();
         let mut time = |encode: &dyn Fn(&str, &mut Vec<u32>)| {
             let mut best = f64::INFINITY;
@@ -971,7 +977,7 @@ fn bpe_tokenizer_speed() {
         let crate_time = time(&|text, ids| tokenizer.reference_encode_into(text, ids).unwrap());
         let per_text = |seconds: f64| seconds / texts.len() as f64 * 1e6;
         println!(
-            "{name}: tokenize {} corpus texts, one thread: Ember BPE {:.2} µs/text, tokenizers \
+            "{name}: tokenize {} corpus texts, one thread: Ember {kind} {:.2} µs/text, tokenizers \
              crate {:.2} µs/text: {:.1}× faster",
             texts.len(),
             per_text(fast),
@@ -1473,34 +1479,5 @@ fn base64_encode(bytes: &[u8]) -> String {
 #[test]
 #[ignore = "timing: run with --ignored --nocapture"]
 fn unigram_tokenizer_speed() {
-    let texts = corpus();
-    for name in UNIGRAM_FOLDERS {
-        let tokenizer = load(&fixtures_dir().join(name), None);
-        assert!(tokenizer.is_fast());
-        let mut ids = Vec::new();
-        let mut time = |encode: &dyn Fn(&str, &mut Vec<u32>)| {
-            let mut best = f64::INFINITY;
-            for pass in 0..6 {
-                let start = Instant::now();
-                for text in &texts {
-                    encode(text, &mut ids);
-                }
-                if pass > 0 {
-                    best = best.min(start.elapsed().as_secs_f64());
-                }
-            }
-            best
-        };
-        let fast = time(&|text, ids| tokenizer.encode_into(text, ids).unwrap());
-        let crate_time = time(&|text, ids| tokenizer.reference_encode_into(text, ids).unwrap());
-        let per_text = |seconds: f64| seconds / texts.len() as f64 * 1e6;
-        println!(
-            "{name}: tokenize {} corpus texts, one thread: Ember Unigram {:.2} µs/text, \
-             tokenizers crate {:.2} µs/text: {:.1}× faster",
-            texts.len(),
-            per_text(fast),
-            per_text(crate_time),
-            crate_time / fast
-        );
-    }
+    print_speed_against_the_crate("Unigram", UNIGRAM_FOLDERS);
 }
