@@ -958,7 +958,11 @@ fn print_speed_against_the_crate(kind: &str, folders: &[&str]) {
     let texts = corpus();
     for name in folders {
         let tokenizer = load(&fixtures_dir().join(name), None);
-        assert!(tokenizer.is_fast(), "{name}: {:?}", tokenizer.fallback_reason());
+        assert!(
+            tokenizer.is_fast(),
+            "{name}: {:?}",
+            tokenizer.fallback_reason()
+        );
         let mut ids = Vec::new();
         let mut time = |encode: &dyn Fn(&str, &mut Vec<u32>)| {
             let mut best = f64::INFINITY;
