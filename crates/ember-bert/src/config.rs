@@ -587,26 +587,7 @@ fn modern_params<'v>(
                 }),
         }
     };
-    if let Some(v) = get("head_dim") {
-        if v.as_u64() != Some(head_dim as u64) {
-            return Err(invalid(format!(
-                "\"head_dim\" = {v} is not hidden_size / num_attention_heads = {head_dim}"
-            )));
-        }
-    }
-    // The rotary tables hold `max_position_embeddings · head_dim` floats per θ, sized from this
-    // number alone (there is no position table in the file to check it against): 64 MiB at
-    // most (ModernBERT-base: 8192 · 64, 2 MiB).
-    if max_positions.saturating_mul(head_dim) > MAX_ROTARY_VALUES {
-        return Err(invalid(format!(
-            "max_position_embeddings = {max_positions} × head dimension {head_dim} is past the {MAX_ROTARY_VALUES} values Ember's rotary tables hold"
-        )));
-    }
-    if !head_dim.is_multiple_of(2) {
-        return Err(invalid(format!(
-            "the head dimension hidden_size / num_attention_heads = {head_dim} is odd: rotary positions need it even"
-        )));
-    }
+    check_rotary(get, invalid, head_dim, max_positions)?;
     // transformers' `sliding_window` (half the window), set in a config, overrides
     // `local_attention` through its setter; `local_attention` 0 or 1 is the token alone.
     let window = match get("sliding_window") {
@@ -669,15 +650,7 @@ fn modern_params<'v>(
         let value = match entry {
             None => get(key),
             Some(Value::Object(entry)) => {
-                match entry.get("rope_type").or_else(|| entry.get("type")) {
-                    None => {}
-                    Some(Value::String(t)) if t == "default" => {}
-                    Some(t) => {
-                        return Err(invalid(format!(
-                            "\"rope_parameters\".\"{kind}\" has rope_type {t}: only \"default\" rotary positions are supported"
-                        )))
-                    }
-                }
+                check_rope_type(invalid, &format!("\"rope_parameters\".\"{kind}\""), entry)?;
                 entry
                     .get("rope_theta")
                     .filter(|v| !v.is_null())
@@ -709,6 +682,52 @@ fn modern_params<'v>(
         global_rope_theta: theta("full_attention", "global_rope_theta", DEFAULT_GLOBAL_THETA)?,
         local_rope_theta: theta("sliding_attention", "local_rope_theta", DEFAULT_LOCAL_THETA)?,
     })
+}
+
+/// What rotary positions ask of a config: a `head_dim`, if given, equal to `H / nh`, and even;
+/// and tables (`max_position_embeddings · head_dim` floats per θ, sized from these numbers
+/// alone: there is no position table in the file to check them against) of at most 64 MiB
+/// (ModernBERT-base: 8192 · 64, 2 MiB).
+fn check_rotary<'v>(
+    get: &dyn Fn(&str) -> Option<&'v Value>,
+    invalid: &dyn Fn(String) -> BertError,
+    head_dim: usize,
+    max_positions: usize,
+) -> Result<(), BertError> {
+    if let Some(v) = get("head_dim") {
+        if v.as_u64() != Some(head_dim as u64) {
+            return Err(invalid(format!(
+                "\"head_dim\" = {v} is not hidden_size / num_attention_heads = {head_dim}"
+            )));
+        }
+    }
+    if max_positions.saturating_mul(head_dim) > MAX_ROTARY_VALUES {
+        return Err(invalid(format!(
+            "max_position_embeddings = {max_positions} × head dimension {head_dim} is past the {MAX_ROTARY_VALUES} values Ember's rotary tables hold"
+        )));
+    }
+    if !head_dim.is_multiple_of(2) {
+        return Err(invalid(format!(
+            "the head dimension hidden_size / num_attention_heads = {head_dim} is odd: rotary positions need it even"
+        )));
+    }
+    Ok(())
+}
+
+/// A `rope_parameters` entry (`what` names it in the error) must be of the default (unscaled)
+/// type.
+fn check_rope_type(
+    invalid: &dyn Fn(String) -> BertError,
+    what: &str,
+    entry: &serde_json::Map<String, Value>,
+) -> Result<(), BertError> {
+    match entry.get("rope_type").or_else(|| entry.get("type")) {
+        None => Ok(()),
+        Some(Value::String(t)) if t == "default" => Ok(()),
+        Some(t) => Err(invalid(format!(
+            "{what} has rope_type {t}: only \"default\" rotary positions are supported"
+        ))),
+    }
 }
 
 /// Reads NomicBERT's extras (see [`NomicBertParams`]) and refuses the published nomic-ai
@@ -757,35 +776,11 @@ fn nomic_params<'v>(
             )));
         }
     }
-    if let Some(v) = get("head_dim") {
-        if v.as_u64() != Some(head_dim as u64) {
-            return Err(invalid(format!(
-                "\"head_dim\" = {v} is not hidden_size / num_attention_heads = {head_dim}"
-            )));
-        }
-    }
-    if max_positions.saturating_mul(head_dim) > MAX_ROTARY_VALUES {
-        return Err(invalid(format!(
-            "max_position_embeddings = {max_positions} × head dimension {head_dim} is past the {MAX_ROTARY_VALUES} values Ember's rotary tables hold"
-        )));
-    }
-    if !head_dim.is_multiple_of(2) {
-        return Err(invalid(format!(
-            "the head dimension hidden_size / num_attention_heads = {head_dim} is odd: rotary positions need it even"
-        )));
-    }
+    check_rotary(get, invalid, head_dim, max_positions)?;
     let theta = match get("rope_parameters") {
         None => None,
         Some(Value::Object(entry)) => {
-            match entry.get("rope_type").or_else(|| entry.get("type")) {
-                None => {}
-                Some(Value::String(t)) if t == "default" => {}
-                Some(t) => {
-                    return Err(invalid(format!(
-                        "\"rope_parameters\" has rope_type {t}: only \"default\" rotary positions are supported"
-                    )))
-                }
-            }
+            check_rope_type(invalid, "\"rope_parameters\"", entry)?;
             entry.get("rope_theta").filter(|v| !v.is_null())
         }
         Some(v) => {
