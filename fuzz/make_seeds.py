@@ -7,6 +7,7 @@ tensors, a vocabulary cut to its first 200 tokens).
 Run from anywhere: python3 fuzz/make_seeds.py
 """
 
+import base64
 import json
 import shutil
 import struct
@@ -15,6 +16,23 @@ from pathlib import Path
 FUZZ = Path(__file__).resolve().parent
 TINY = FUZZ.parent / "tests" / "fixtures" / "tiny-bert"
 SEEDS = FUZZ / "seeds"
+RULES_CHARSMAP = (
+    "AAQAAAAAAQBBDQAAAgAAgGkdAAAEAACAkYwCAKAFAAAAAACAvIACAKEtAAALAAAACgAAAA0AAAAMAAAADwAAAA4AAAARAAAA"
+    "EAAAABMAAAASAAAAFQAAABQAAAAXAAAAFgAAABkAAAAYAAAAGwAAABoAAAAdAAAAHAAAAB8AAAAeAAAAIQAAACAAAAAjAAAA"
+    "IgAAACUAAAAkAAAAZjABACYAAAApAAAAKAAAACsAAAAqAAAALQAAACwAAAAvAAAALgAAADEAAAAwAAAAMwAAADIAAAA1AAAA"
+    "NAAAADcAAAA2AAAAOQAAADgAAAA7AAAAOgAAAD0AAAA8AAAAPwAAAD4AAABBAAAAQAAAAEMAAABCAAAARQAAAEQAAABHAAAA"
+    "RgAAAEkAAABIAAAASwAAAEoAAABNAAAATAAAAE8AAABOAAAAUQAAAFAAAABTAAAAUgAAAFUAAABUAAAAVwAAAFYAAABZAAAA"
+    "WAAAAFsAAABaAAAAXQAAAFwAAABfAAAAXgAAAGEAAABgAAAAYwAAAGIAAABlAAAAZAAAAGcAAABmAAAAaQAAAGgAAABrAAAA"
+    "agAAAG0AAABsAAAAbwAAAG4AAABxAAAAcAAAAHMAAAByAAAAdQAAAHQAAAB3AAAAdgAAAHkAAAB4AAAAewAAAHoAAAB9AAAA"
+    "fAAAAH8AAAB+AAAAgQAAAIAAAACDAAAAggAAAIUAAACEAAAAhwAAAIYAAACJAAAAiAAAAIsAAACKAAAAjQAAAIwAAACPAAAA"
+    "jgAAAJEAAACQAAAAkwAAAJIAAACVAAAAlAAAAJcAAACWAAAAmQAAAJgAAACbAAAAmgAAAJ0AAACcAAAAnwAAAJ4AAAChAAAA"
+    "oAAAAOLYAACiAAAApQAAAKQAAACnAAAApgAAAKkAAACoAAAAqwAAAKoAAACtAAAArAAAAK8AAADvbAAAsQAAALAAAACzAAAA"
+    "sgAAALUAAAC0AAAAtwAAALYAAAC5AAAAuAAAALsAAAC6AAAAvQAAALwAAAC/AAAAvgAAAMEAAADAAAAAwwAAAMIAAADFAAAA"
+    "xAAAAMcAAADGAAAAyQAAAMgAAADLAAAAygAAAM0AAADMAAAAzwAAAM4AAADRAAAA0AAAANMAAADSAAAA1QAAANQAAADXAAAA"
+    "1gAAANkAAADYAAAA2wAAANoAAADdAAAA3AAAAN8AAADeAAAA4QAAAOAAAADjAAAA4gAAAOUAAADkAAAA5wAAAOYAAADpAAAA"
+    "6AAAAOsAAADqAAAA7QAAAOwAAADvAAAA7gAAAPEAAADwAAAA8wAAAPIAAAD1AAAA9AAAAPcAAAD2AAAA+QAAAPgAAAD7AAAA"
+    "+gAAAP0AAAD8AAAA/wAAAP4AAAAxAGEA76yBAA=="
+)
 
 
 def safetensors(entries, metadata=None, pad_to=None):
@@ -43,7 +61,7 @@ def write(target, name, data):
 def main():
     shutil.rmtree(SEEDS, ignore_errors=True)
     for target in ["safetensors", "bert_config", "st_configs", "tokenize_text", "tokenize_text_bpe_unigram",
-                   "tokenizer_files"]:
+                   "tokenizer_files", "charsmap"]:
         (SEEDS / target).mkdir(parents=True)
 
     # safetensors: the tiny model's first tensors, every readable dtype, an I64 buffer,
@@ -97,6 +115,15 @@ def main():
         ref = json.loads((FUZZ.parent / "tests" / "fixtures" / name).read_text())
         for i, text in enumerate(ref["texts"]):
             write("tokenize_text_bpe_unigram", f"{name.split('_')[1]}{i:03}", chr(i % 4) + text)
+
+    # charsmap: a small valid SentencePiece charsmap (sentencepiece 0.2.3 with the rules
+    # A -> a, U+FF21 -> a, U+2460 -> 1, "fi" -> U+FB01 as normalization_rule_tsv: a 1,036-byte
+    # double array and replacements), an empty trie, and the first kilobyte of the nmt_nfkc one.
+    write("charsmap", "rules", base64.b64decode(RULES_CHARSMAP))
+    write("charsmap", "empty-trie", b"\0\0\0\0")
+    xlmr = json.loads((FUZZ.parent / "tests" / "fixtures" / "tiny-xlmr-spm" / "tokenizer.json").read_text())
+    nfkc = base64.b64decode(xlmr["normalizer"]["normalizers"][0]["precompiled_charsmap"])
+    write("charsmap", "nfkc-head", nfkc[:1024])
 
     # tokenizer_files: selector byte, tokenizer file, NUL, tokenizer_config.json.
     tokenizer = json.loads((TINY / "tokenizer.json").read_text())

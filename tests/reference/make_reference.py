@@ -1477,7 +1477,13 @@ def make_xlmr_spm() -> dict:
 # --------------------------------------------------------------------------------------------
 
 NOMIC_FOLDER = "tiny-nomic-bert"
-NB_SEED = 40
+NOMIC = {
+    # folder: (seed, rope theta, published nomic-ai keys that differ from transformers' own)
+    NOMIC_FOLDER: (40, 1000.0, {}),
+    # Another theta (in rope_parameters), and stale published keys that transformers ignores
+    # (its own keys win), so Ember must too.
+    "tiny-nomic-bert-theta": (41, 7777.0, {"rotary_emb_base": 5.0, "n_inner": 999, "layer_norm_epsilon": 0.1}),
+}
 NB_HIDDEN = 48
 NB_HEADS = 4  # head_dim 12
 NB_MAX_SEQ = 128
@@ -1485,14 +1491,14 @@ NB_MAX_POS = 160  # the rotary cache's length; positions are plain indices 0..n-
 NB_THETA = 1000.0  # nomic-embed-text-v1.5's rotary_emb_base (NomicBertConfig's default theta)
 
 
-def build_tiny_nomic(folder: Path, vocab: list[str]) -> dict:
+def build_tiny_nomic(folder: Path, vocab: list[str], seed: int, theta: float, stale: dict) -> dict:
     """transformers 5's native NomicBertModel (post-LayerNorm layers, rotary positions with
     rotate_half, no biases in attention or MLP, SwiGLU feed-forward, token-type table, no
     position table), saved by save_pretrained, which writes the published checkpoint names
     (emb_ln, encoder.layers.{i}.attn.Wqkv / out_proj, mlp.fc11 (up) / fc12 (gate) / fc2, norm1,
     norm2): transformers' conversion mapping renames them back on load. config.json gets the
     published nomic-ai config keys (n_embd, n_head, ..., rotary_emb_base, activation_function
-    "swiglu") beside transformers' own, with the same values."""
+    "swiglu") beside transformers' own, with the same values except those in ``stale``."""
     fresh_folder(folder)
     config = NomicBertConfig(
         vocab_size=len(vocab),
@@ -1504,11 +1510,11 @@ def build_tiny_nomic(folder: Path, vocab: list[str]) -> dict:
         type_vocab_size=2,
         layer_norm_eps=1e-12,
         pad_token_id=0,
-        rope_parameters={"rope_type": "default", "rope_theta": NB_THETA},
+        rope_parameters={"rope_type": "default", "rope_theta": theta},
         architectures=["NomicBertModel"],
     )
     assert config.model_type == "nomic_bert" and config.hidden_act == "silu"
-    model = random_model(NomicBertModel, config, NB_SEED)
+    model = random_model(NomicBertModel, config, seed)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert not any(k.endswith(".bias") and "LayerNorm" not in k and "layernorm" not in k for k in state), \
         sorted(state)
@@ -1517,10 +1523,10 @@ def build_tiny_nomic(folder: Path, vocab: list[str]) -> dict:
                    pooling_config(NB_HIDDEN, ("mean",), full_legacy=True), normalize=True)
     cfg = read_json(folder / "config.json")
     cfg |= {"activation_function": "swiglu", "n_embd": NB_HIDDEN, "n_head": NB_HEADS, "n_inner": 80, "n_layer": 2,
-            "n_positions": NB_MAX_POS, "layer_norm_epsilon": 1e-12, "rotary_emb_base": NB_THETA,
+            "n_positions": NB_MAX_POS, "layer_norm_epsilon": 1e-12, "rotary_emb_base": theta,
             "rotary_emb_fraction": 1.0, "rotary_emb_interleaved": False, "rotary_scaling_factor": None,
             "prenorm": False, "qkv_proj_bias": False, "mlp_fc1_bias": False, "mlp_fc2_bias": False,
-            "use_rms_norm": False, "parallel_block": False, "causal": False}
+            "use_rms_norm": False, "parallel_block": False, "causal": False} | stale
     write_json(folder / "config.json", cfg)
     with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
         names = sorted(f.keys())
@@ -1543,41 +1549,55 @@ def build_tiny_nomic(folder: Path, vocab: list[str]) -> dict:
 def make_nomic() -> dict:
     vocab = committed_tiny_bert_vocab()
     texts = mpnet_texts()
-    path = FIXTURES / NOMIC_FOLDER
-    built = build_tiny_nomic(path, vocab)
-    m = load_st_folder(path, NB_MAX_SEQ, ["Transformer", "Pooling", "Normalize"], "mean", "nomic_bert", built["state"])
-    hf = m[0].auto_model
-    assert type(hf).__name__ == "NomicBertModel"
-    hd = NB_HIDDEN // NB_HEADS
-    want = 1.0 / (NB_THETA ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-    assert torch.equal(hf.rotary_emb.inv_freq, want), (hf.rotary_emb.inv_freq, want)
-    ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, NB_MAX_SEQ, ends=(101, 102))
-    assert sum(f > NB_MAX_SEQ for f in full) >= 1 and max(lens) == NB_MAX_SEQ
-    emb, diff_single = encode_checked(m, texts, True)
+    models_out = {}
+    for folder, (seed, theta, stale) in NOMIC.items():
+        path = FIXTURES / folder
+        built = build_tiny_nomic(path, vocab, seed, theta, stale)
+        m = load_st_folder(path, NB_MAX_SEQ, ["Transformer", "Pooling", "Normalize"], "mean", "nomic_bert",
+                           built["state"])
+        hf = m[0].auto_model
+        assert type(hf).__name__ == "NomicBertModel"
+        assert hf.config.intermediate_size == 80 and hf.config.layer_norm_eps == 1e-12  # stale keys ignored
+        hd = NB_HIDDEN // NB_HEADS
+        want = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+        assert torch.equal(hf.rotary_emb.inv_freq, want), (hf.rotary_emb.inv_freq, want)
+        ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, NB_MAX_SEQ, ends=(101, 102))
+        assert sum(f > NB_MAX_SEQ for f in full) >= 1 and max(lens) == NB_MAX_SEQ
+        emb, diff_single = encode_checked(m, texts, True)
 
-    # Independent recomputation: the plain NomicBertModel, each text alone, pooled here in f64;
-    # and mutations that must each move the embedding by more than 1e-3: (a) no rotary positions
-    # (position_ids all 0), (b) token type 1 instead of 0.
-    plain = NomicBertModel.from_pretrained(str(path)).eval()
-    checks = {}
-    with torch.inference_mode():
-        for i in [0, texts.index(MP_EXTRA_TEXTS[-1])]:
-            out = hidden_states(plain, ids[i], token_types=True)
-            err = float(np.abs(pool_f64(out, ("mean",), True) - emb[i]).max())
-            no_rope = hidden_states(plain, ids[i], token_types=True, position_ids=torch.zeros(1, lens[i], dtype=torch.long))
-            t = torch.tensor([ids[i]])
-            type1 = plain(input_ids=t, attention_mask=torch.ones_like(t), token_type_ids=torch.ones_like(t)).last_hidden_state[0]
-            moved = [float(np.abs(pool_f64(x, ("mean",), True) - emb[i]).max()) for x in (no_rope, type1)]
-            assert err < 1e-5, (i, err)
-            assert min(moved) > 1e-3, (i, moved)
-            checks[i] = (err, moved)
-    entry = position_model_entry("nomic_bert", NB_SEED, len(vocab), ("mean",), True, ids,
-                                 [list(range(n)) for n in lens], full, emb)
-    write_models_reference(FIXTURES / "tiny_nomic_reference.json", NB_MAX_SEQ, texts, {NOMIC_FOLDER: entry},
-                           NB_HIDDEN)
-    print(f"[nomic] {NOMIC_FOLDER}: {built['n_params']:,} params, {fsize(path):,} bytes; {len(texts)} texts, "
-          f"token counts {min(lens)}..{max(lens)}, truncated {sum(f > NB_MAX_SEQ for f in full)}; "
-          f"max |batched - one-at-a-time| = {diff_single:.3g}; plain-torch checks {checks}")
+        # Independent recomputation: the plain NomicBertModel, each text alone, pooled here in
+        # f64; and mutations that must each move the embedding by more than 1e-3: (a) no rotary
+        # positions (position_ids all 0), (b) token type 1 instead of 0, (c) (theta folder) the
+        # default theta 1000 instead of its own.
+        plain = NomicBertModel.from_pretrained(str(path)).eval()
+        other_theta = None
+        if theta != NB_THETA:
+            other_theta = NomicBertModel.from_pretrained(
+                str(path), rope_parameters={"rope_type": "default", "rope_theta": NB_THETA}).eval()
+        checks = {}
+        with torch.inference_mode():
+            for i in [0, texts.index(MP_EXTRA_TEXTS[-1])]:
+                out = hidden_states(plain, ids[i], token_types=True)
+                err = float(np.abs(pool_f64(out, ("mean",), True) - emb[i]).max())
+                no_rope = hidden_states(plain, ids[i], token_types=True,
+                                        position_ids=torch.zeros(1, lens[i], dtype=torch.long))
+                t = torch.tensor([ids[i]])
+                type1 = plain(input_ids=t, attention_mask=torch.ones_like(t),
+                              token_type_ids=torch.ones_like(t)).last_hidden_state[0]
+                mutated = [no_rope, type1]
+                if other_theta is not None:
+                    mutated.append(hidden_states(other_theta, ids[i], token_types=True))
+                moved = [float(np.abs(pool_f64(x, ("mean",), True) - emb[i]).max()) for x in mutated]
+                assert err < 1e-5, (folder, i, err)
+                assert min(moved) > 1e-3, (folder, i, moved)
+                checks[i] = (err, moved)
+        models_out[folder] = position_model_entry("nomic_bert", seed, len(vocab), ("mean",), True, ids,
+                                                  [list(range(n)) for n in lens], full, emb)
+        print(f"[nomic] {folder}: theta {theta}, {built['n_params']:,} params, {fsize(path):,} bytes; "
+              f"{len(texts)} texts, token counts {min(lens)}..{max(lens)}, truncated "
+              f"{sum(f > NB_MAX_SEQ for f in full)}; max |batched - one-at-a-time| = {diff_single:.3g}; "
+              f"plain-torch checks {checks}")
+    write_models_reference(FIXTURES / "tiny_nomic_reference.json", NB_MAX_SEQ, texts, models_out, NB_HIDDEN)
     return {"texts": texts}
 
 
@@ -3043,8 +3063,8 @@ def main() -> None:
                          "prompts: only (re)write tiny-bert-prompts/ and tiny_prompts_reference.json "
                          "(from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
                          "tiny-modernbert-bias/ and tiny_modernbert_reference.json; xlmr-spm: only (re)write "
-                         "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json; nomic: only (re)write tiny-nomic-bert/ "
-                         "and tiny_nomic_reference.json. None needs "
+                         "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json; nomic: only (re)write tiny-nomic-bert/, "
+                         "tiny-nomic-bert-theta/ and tiny_nomic_reference.json. None needs "
                          "--minilm-dir; all leave every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
@@ -3072,7 +3092,7 @@ def main() -> None:
             written = [FIXTURES / PROMPTS_FOLDER, FIXTURES / "tiny_prompts_reference.json"]
         elif args.only == "nomic":
             make_nomic()
-            written = [FIXTURES / NOMIC_FOLDER, FIXTURES / "tiny_nomic_reference.json"]
+            written = [FIXTURES / f for f in NOMIC] + [FIXTURES / "tiny_nomic_reference.json"]
         elif args.only == "xlmr-spm":
             make_xlmr_spm()
             written = [FIXTURES / XLMR_SPM_FOLDER, FIXTURES / "tiny_xlmr_spm_reference.json"]

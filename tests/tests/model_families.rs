@@ -57,7 +57,10 @@ const REFERENCES: [(&str, &[&str]); 6] = [
         &["tiny-roberta", "tiny-xlm-roberta"],
     ),
     ("tiny_xlmr_spm_reference.json", &["tiny-xlmr-spm"]),
-    ("tiny_nomic_reference.json", &["tiny-nomic-bert"]),
+    (
+        "tiny_nomic_reference.json",
+        &["tiny-nomic-bert", "tiny-nomic-bert-theta"],
+    ),
     ("tiny_mpnet_reference.json", &["tiny-mpnet"]),
     (
         "tiny_distilbert_dense_reference.json",

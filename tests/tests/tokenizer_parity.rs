@@ -1241,6 +1241,10 @@ fn unigram_variants() -> Vec<Variant> {
     fn metaspace(t: &mut Value) -> &mut Value {
         &mut t["pre_tokenizer"]
     }
+    fn without_replace(t: &mut Value) {
+        let steps = t["normalizer"]["normalizers"].as_array_mut().unwrap();
+        assert_eq!(steps.pop().unwrap()["type"], "Replace");
+    }
     vec![
         fast(
             "hub layout: Precompiled, WhitespaceSplit + Metaspace",
@@ -1266,17 +1270,24 @@ fn unigram_variants() -> Vec<Variant> {
         fast("Precompiled alone, Metaspace alone", |t| {
             t["normalizer"] = t["normalizer"]["normalizers"][0].clone()
         }),
-        fast("prepend_scheme first", |t| {
+        // `first` stays fast after Precompiled and Strip of the right only: the converter's
+        // Replace comes out here, and `first` after it falls back (below).
+        fast("prepend_scheme first, Precompiled + Strip", |t| {
+            without_replace(t);
             metaspace(t)["prepend_scheme"] = json!("first")
         }),
         fast("prepend_scheme never", |t| {
             metaspace(t)["prepend_scheme"] = json!("never")
         }),
         fast("split false", |t| metaspace(t)["split"] = json!(false)),
-        fast("split false, prepend_scheme first", |t| {
-            metaspace(t)["split"] = json!(false);
-            metaspace(t)["prepend_scheme"] = json!("first");
-        }),
+        fast(
+            "split false, prepend_scheme first, Precompiled + Strip",
+            |t| {
+                without_replace(t);
+                metaspace(t)["split"] = json!(false);
+                metaspace(t)["prepend_scheme"] = json!("first");
+            },
+        ),
         fast("replacement '_'", |t| {
             metaspace(t)["replacement"] = json!("_");
             t["normalizer"]["normalizers"][2]["content"] = json!("_");
@@ -1350,6 +1361,16 @@ fn unigram_variants() -> Vec<Variant> {
         }),
         falls_back("Whitespace pre-tokeniser", |t| {
             t["pre_tokenizer"] = json!({"type": "Whitespace"})
+        }),
+        // The crate aligns what a Replace inserts to the last char it replaced: "ab" → "X Y"
+        // on "abc d" gets no "▁" under `first`; nor does "  hello" with " {2,}" → "".
+        falls_back("prepend_scheme first after the converter's Replace", |t| {
+            metaspace(t)["prepend_scheme"] = json!("first");
+        }),
+        falls_back("prepend_scheme first after a literal Replace", |t| {
+            t["normalizer"] =
+                json!({"type": "Replace", "pattern": {"String": "ab"}, "content": "X Y"});
+            metaspace(t)["prepend_scheme"] = json!("first");
         }),
         falls_back("prepend_scheme first after Strip left", |t| {
             t["normalizer"]["normalizers"][1]["strip_left"] = json!(true);
@@ -1435,6 +1456,29 @@ fn corrupt_charsmaps_never_panic() {
         }
     }
     println!("corrupt charsmaps: {fast} fast, {fallback} fall back, {refused} refused");
+
+    // A 16-byte charsmap whose header claims a 4 GiB double array: refused before the crate
+    // reserves `size / 4` units for it (8 GiB), and one shorter than its header.
+    for (bytes, what) in [
+        (
+            [&0xFFFF_FFF0u32.to_le_bytes()[..], &[0; 12]].concat(),
+            "claims",
+        ),
+        (vec![1, 2, 3], "shorter than its 4-byte header"),
+    ] {
+        let mut t = original.clone();
+        t["normalizer"]["normalizers"][0]["precompiled_charsmap"] = json!(base64_encode(&bytes));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), t.to_string()).unwrap();
+        let error = TextTokenizer::load(dir.path(), Some(40), false, 514)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            error.contains("tokenizer.json") && error.contains(what),
+            "{error}"
+        );
+    }
 }
 
 /// Standard base64 (with padding), as `tokenizer.json` holds the charsmap.

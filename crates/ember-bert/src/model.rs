@@ -782,7 +782,7 @@ impl BertModel {
         let hidden = grow(hidden, t * h);
         // Q, K, V are dead once attention has run: the FFN intermediate reuses their buffer
         // (NomicBERT's SwiGLU: `[rows, 2F]`, then the gated `[rows, F]` in `context`).
-        let gated = self.rotary.is_some();
+        let gated = c.nomic.is_some();
         let ffn_rows = t.min(FFN_ROW_BLOCK);
         let ffn_width = if gated { 2 * f } else { f };
         let qkv_or_intermediate = grow(qkv, (t * 3 * h).max(ffn_rows * ffn_width));

@@ -563,6 +563,9 @@ fn read_tokenizer_json(path: &Path) -> Result<(Tokenizer, Option<Value>), EmberE
         path: path.to_owned(),
         message,
     };
+    if let Some(normalizer) = value.get("normalizer") {
+        check_charsmap_sizes(normalizer).map_err(error)?;
+    }
     match std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(value)) {
         Ok(Ok(tokenizer)) => Ok((tokenizer, model_fields)),
         Ok(Err(e)) => Err(error(e.to_string())),
@@ -570,6 +573,43 @@ fn read_tokenizer_json(path: &Path) -> Result<(Tokenizer, Option<Value>), EmberE
             "the tokenizers crate panicked reading it: {}",
             panic_message(payload.as_ref())
         ))),
+    }
+}
+
+/// Every Precompiled charsmap in a `normalizer` value (nested in Sequences) must announce a
+/// double array that fits in its bytes: the crate reserves `trie_size / 4` units before it
+/// looks at the length, so a 16-byte charsmap claiming 4 GiB would ask for 8 GiB (an abort,
+/// not a panic, where memory is short). Checked on the JSON, before the crate parses it.
+fn check_charsmap_sizes(normalizer: &Value) -> Result<(), String> {
+    match normalizer.get("type").and_then(Value::as_str) {
+        Some("Precompiled") => {
+            let Some(blob) = normalizer["precompiled_charsmap"]
+                .as_str()
+                .and_then(|text| base64::decode(text).ok())
+            else {
+                return Ok(()); // the crate reports what it cannot decode
+            };
+            let trie_size = blob
+                .get(..4)
+                .map(|head| u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize);
+            match trie_size {
+                Some(size) if size <= blob.len() - 4 => Ok(()),
+                Some(size) => Err(format!(
+                    "the Precompiled charsmap's double array claims {size} bytes, past the {} it holds",
+                    blob.len() - 4
+                )),
+                None => Err(format!(
+                    "the Precompiled charsmap is {} bytes, shorter than its 4-byte header",
+                    blob.len()
+                )),
+            }
+        }
+        Some("Sequence") => normalizer["normalizers"]
+            .as_array()
+            .map_or(Ok(()), |steps| {
+                steps.iter().try_for_each(check_charsmap_sizes)
+            }),
+        _ => Ok(()),
     }
 }
 
@@ -977,9 +1017,10 @@ fn unigram_spec(
         MetaspacePrependScheme::First => PrependScheme::First,
     };
     // `first` asks whether a word is aligned to the text's first char. Ember follows the
-    // crate's alignments through Precompiled and Strip of the right; a word after WhitespaceSplit
-    // may start anywhere, so that needs them exact; a Metaspace over the whole piece only asks
-    // about its first char, which only a Strip of the left moves.
+    // crate's alignments exactly through one Precompiled and Strip of the right only; a Replace
+    // aligns what it inserts to the last char it replaced (or moves the next char's), a Strip
+    // of the left moves the start, and a word after WhitespaceSplit or a normalised added token
+    // may start anywhere: with any of those steps, `first` falls back.
     if prepend_scheme == PrependScheme::First {
         let exact = normalizer.iter().all(|step| {
             matches!(
@@ -992,10 +1033,7 @@ fn unigram_spec(
             .filter(|step| matches!(step, UnigramNormalizerStep::Precompiled(_)))
             .count()
             <= 1;
-        let moves_start = normalizer
-            .iter()
-            .any(|step| matches!(step, UnigramNormalizerStep::Strip { left: true, .. }));
-        if moves_start || (whitespace_split && !exact) {
+        if !exact {
             return Err(
                 "Metaspace's prepend_scheme \"first\" after a normaliser whose alignments Ember does not follow (Unigram fast path)"
                     .into(),
