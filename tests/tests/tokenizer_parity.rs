@@ -248,6 +248,37 @@ struct Variant {
     fast: bool,
 }
 
+impl Variant {
+    /// An edit that must keep the fast path, checked at `max_seq_length` 40.
+    fn fast_40(name: &'static str, edit: fn(&mut Value)) -> Self {
+        Variant {
+            name,
+            edit,
+            do_lower_case: false,
+            max_seq_length: 40,
+            fast: true,
+        }
+    }
+
+    /// An edit the fast path must refuse (with a reason), at `max_seq_length` 40.
+    fn falls_back_40(name: &'static str, edit: fn(&mut Value)) -> Self {
+        Variant {
+            fast: false,
+            ..Self::fast_40(name, edit)
+        }
+    }
+}
+
+/// The added token of `tokenizer.json` (as a `Value`) whose content is `content`.
+fn added_token_mut<'a>(t: &'a mut Value, content: &str) -> &'a mut Value {
+    t["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|token| token["content"] == content)
+        .unwrap()
+}
+
 fn bert_normalizer(lowercase: bool, strip_accents: Value) -> Value {
     json!({"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
            "strip_accents": strip_accents, "lowercase": lowercase})
@@ -789,25 +820,7 @@ fn remove_symbols(t: &mut Value, symbols: &[&str]) {
 }
 
 fn bpe_variants() -> Vec<Variant> {
-    let fast = |name, edit: fn(&mut Value)| Variant {
-        name,
-        edit,
-        do_lower_case: false,
-        max_seq_length: 40,
-        fast: true,
-    };
-    let falls_back = |name, edit: fn(&mut Value)| Variant {
-        fast: false,
-        ..fast(name, edit)
-    };
-    fn added<'a>(t: &'a mut Value, content: &str) -> &'a mut Value {
-        t["added_tokens"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|token| token["content"] == content)
-            .unwrap()
-    }
+    let (fast, falls_back) = (Variant::fast_40, Variant::falls_back_40);
     vec![
         fast("add_prefix_space", |t| {
             t["pre_tokenizer"]["add_prefix_space"] = json!(true)
@@ -823,15 +836,15 @@ fn bpe_variants() -> Vec<Variant> {
             do_lower_case: true,
             ..fast("do_lower_case prepends Lowercase", |t| {
                 t["normalizer"] = json!({"type": "NFC"});
-                added(t, "<mask>")["normalized"] = json!(true);
+                added_token_mut(t, "<mask>")["normalized"] = json!(true);
             })
         },
         fast("added tokens rstrip, single_word, normalized", |t| {
-            added(t, "<mask>")["rstrip"] = json!(true);
-            added(t, "</s>")["single_word"] = json!(true);
-            added(t, "<s>")["normalized"] = json!(true);
-            added(t, "<pad>")["lstrip"] = json!(true);
-            added(t, "<pad>")["rstrip"] = json!(true);
+            added_token_mut(t, "<mask>")["rstrip"] = json!(true);
+            added_token_mut(t, "</s>")["single_word"] = json!(true);
+            added_token_mut(t, "<s>")["normalized"] = json!(true);
+            added_token_mut(t, "<pad>")["lstrip"] = json!(true);
+            added_token_mut(t, "<pad>")["rstrip"] = json!(true);
             t["normalizer"] = json!({"type": "NFC"});
             let tokens = t["added_tokens"].as_array_mut().unwrap();
             tokens.push(
@@ -1219,25 +1232,7 @@ fn hub_layout(t: &mut Value) {
 }
 
 fn unigram_variants() -> Vec<Variant> {
-    let fast = |name, edit: fn(&mut Value)| Variant {
-        name,
-        edit,
-        do_lower_case: false,
-        max_seq_length: 40,
-        fast: true,
-    };
-    let falls_back = |name, edit: fn(&mut Value)| Variant {
-        fast: false,
-        ..fast(name, edit)
-    };
-    fn added<'a>(t: &'a mut Value, content: &str) -> &'a mut Value {
-        t["added_tokens"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|token| token["content"] == content)
-            .unwrap()
-    }
+    let (fast, falls_back) = (Variant::fast_40, Variant::falls_back_40);
     fn metaspace(t: &mut Value) -> &mut Value {
         &mut t["pre_tokenizer"]
     }
@@ -1305,11 +1300,11 @@ fn unigram_variants() -> Vec<Variant> {
             n.insert(0, replace);
         }),
         fast("added tokens rstrip, single_word, normalized", |t| {
-            added(t, "<mask>")["rstrip"] = json!(true);
-            added(t, "</s>")["single_word"] = json!(true);
-            added(t, "<s>")["normalized"] = json!(true);
-            added(t, "<pad>")["lstrip"] = json!(true);
-            added(t, "<pad>")["rstrip"] = json!(true);
+            added_token_mut(t, "<mask>")["rstrip"] = json!(true);
+            added_token_mut(t, "</s>")["single_word"] = json!(true);
+            added_token_mut(t, "<s>")["normalized"] = json!(true);
+            added_token_mut(t, "<pad>")["lstrip"] = json!(true);
+            added_token_mut(t, "<pad>")["rstrip"] = json!(true);
             let tokens = t["added_tokens"].as_array_mut().unwrap();
             tokens.push(
                 json!({"id": 2002, "content": "Hello World", "single_word": false,
