@@ -186,12 +186,6 @@ impl TextTokenizer {
         let vocab_path = dir.join("vocab.txt");
         let (mut tokenizer, source, model_fields) = if json_path.exists() {
             let (tokenizer, model_fields) = read_tokenizer_json(&json_path)?;
-            if let Some(normalizer) = tokenizer.get_normalizer() {
-                check_precompiled(normalizer).map_err(|message| EmberError::Tokenizer {
-                    path: json_path.clone(),
-                    message,
-                })?;
-            }
             // The crate loads such a file and then fails on the first unknown word.
             if let ModelWrapper::WordPiece(model) = tokenizer.get_model() {
                 if tokenizer.token_to_id(&model.unk_token).is_none() {
@@ -564,7 +558,7 @@ fn read_tokenizer_json(path: &Path) -> Result<(Tokenizer, Option<Value>), EmberE
         message,
     };
     if let Some(normalizer) = value.get("normalizer") {
-        check_charsmap_sizes(normalizer).map_err(error)?;
+        check_charsmaps(normalizer).map_err(error)?;
     }
     match std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(value)) {
         Ok(Ok(tokenizer)) => Ok((tokenizer, model_fields)),
@@ -576,39 +570,24 @@ fn read_tokenizer_json(path: &Path) -> Result<(Tokenizer, Option<Value>), EmberE
     }
 }
 
-/// Every Precompiled charsmap in a `normalizer` value (nested in Sequences) must announce a
-/// double array that fits in its bytes: the crate reserves `trie_size / 4` units before it
-/// looks at the length, so a 16-byte charsmap claiming 4 GiB would ask for 8 GiB (an abort,
-/// not a panic, where memory is short). Checked on the JSON, before the crate parses it.
-fn check_charsmap_sizes(normalizer: &Value) -> Result<(), String> {
+/// Every Precompiled charsmap in a `normalizer` value (nested in Sequences) must be safe to
+/// read ([`check_charsmap`]), checked on the JSON before the crate parses it: the crate
+/// reserves `trie_size / 4` units before it looks at the length (a 16-byte charsmap claiming
+/// 4 GiB asks for 8 GiB: an abort, not a panic, where memory is short), and it loads a double
+/// array that points past its end, then panics on the texts that reach there (whatever the
+/// model). A charsmap that is not base64 is left to the crate to report.
+fn check_charsmaps(normalizer: &Value) -> Result<(), String> {
     match normalizer.get("type").and_then(Value::as_str) {
-        Some("Precompiled") => {
-            let Some(blob) = normalizer["precompiled_charsmap"]
-                .as_str()
-                .and_then(|text| base64::decode(text).ok())
-            else {
-                return Ok(()); // the crate reports what it cannot decode
-            };
-            let trie_size = blob
-                .get(..4)
-                .map(|head| u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize);
-            match trie_size {
-                Some(size) if size <= blob.len() - 4 => Ok(()),
-                Some(size) => Err(format!(
-                    "the Precompiled charsmap's double array claims {size} bytes, past the {} it holds",
-                    blob.len() - 4
-                )),
-                None => Err(format!(
-                    "the Precompiled charsmap is {} bytes, shorter than its 4-byte header",
-                    blob.len()
-                )),
-            }
-        }
+        Some("Precompiled") => match normalizer["precompiled_charsmap"]
+            .as_str()
+            .and_then(|text| base64::decode(text).ok())
+        {
+            Some(blob) => check_charsmap(&blob).map_err(|e| e.to_string()),
+            None => Ok(()),
+        },
         Some("Sequence") => normalizer["normalizers"]
             .as_array()
-            .map_or(Ok(()), |steps| {
-                steps.iter().try_for_each(check_charsmap_sizes)
-            }),
+            .map_or(Ok(()), |steps| steps.iter().try_for_each(check_charsmaps)),
         _ => Ok(()),
     }
 }
@@ -826,29 +805,7 @@ fn byte_level_bpe_spec(
     }
     let merges = bpe_merges(merges)?;
 
-    let (prefix_ids, suffix_ids) = match tokenizer.get_post_processor() {
-        None => (Vec::new(), Vec::new()),
-        Some(processor) => special_ids(processor)?,
-    };
-    if prefix_ids.len() + suffix_ids.len() > max_length {
-        return Err(format!(
-            "max_seq_length {max_length} is shorter than the post-processor's special tokens"
-        ));
-    }
-    if tokenizer.get_encode_special_tokens() || tokenizer.get_padding().is_some() {
-        return Err("special tokens are encoded as text, or padding is on".into());
-    }
-    let added_tokens = consistent_added_tokens(tokenizer)?
-        .into_iter()
-        .map(|(id, token)| BpeAddedToken {
-            content: token.content,
-            id,
-            lstrip: token.lstrip,
-            rstrip: token.rstrip,
-            single_word: token.single_word,
-            normalized: token.normalized,
-        })
-        .collect();
+    let (prefix_ids, suffix_ids, added_tokens) = specials_and_added_tokens(tokenizer, max_length)?;
 
     Ok(BpeSpec {
         vocab: tokenizers::Model::get_vocab(model),
@@ -1055,6 +1012,32 @@ fn unigram_spec(
             "the Unigram model has no unk_id (the crate errs on any text with a char outside its vocabulary)",
         )?;
 
+    let (prefix_ids, suffix_ids, added_tokens) = specials_and_added_tokens(tokenizer, max_length)?;
+
+    Ok(UnigramSpec {
+        vocab: model.iter().cloned().collect(),
+        unk_id,
+        normalizer,
+        whitespace_split,
+        replacement: metaspace.get_replacement(),
+        prepend_scheme,
+        split: metaspace.split,
+        added_tokens,
+        prefix_ids,
+        suffix_ids,
+        max_length,
+    })
+}
+
+/// What the BPE and Unigram fast paths take from around the model: the post-processor's ids
+/// before and after the tokens (which must leave room under `max_length`), and the added tokens
+/// (consistent with the vocabulary); refused when special tokens are encoded as text or padding
+/// is on.
+#[allow(clippy::type_complexity)]
+fn specials_and_added_tokens(
+    tokenizer: &Tokenizer,
+    max_length: usize,
+) -> Result<(Vec<u32>, Vec<u32>, Vec<BpeAddedToken>), String> {
     let (prefix_ids, suffix_ids) = match tokenizer.get_post_processor() {
         None => (Vec::new(), Vec::new()),
         Some(processor) => special_ids(processor)?,
@@ -1078,20 +1061,7 @@ fn unigram_spec(
             normalized: token.normalized,
         })
         .collect();
-
-    Ok(UnigramSpec {
-        vocab: model.iter().cloned().collect(),
-        unk_id,
-        normalizer,
-        whitespace_split,
-        replacement: metaspace.get_replacement(),
-        prepend_scheme,
-        split: metaspace.split,
-        added_tokens,
-        prefix_ids,
-        suffix_ids,
-        max_length,
-    })
+    Ok((prefix_ids, suffix_ids, added_tokens))
 }
 
 /// A Precompiled normaliser's charsmap, decoded from the base64 the crate serialises it to (the
@@ -1104,21 +1074,6 @@ fn precompiled_charsmap(
         .as_str()
         .and_then(|text| base64::decode(text).ok())
         .ok_or_else(|| "the Precompiled normaliser's charsmap cannot be read back".to_owned())
-}
-
-/// Every Precompiled charsmap in `normalizer` must be safe to read: the crate loads one whose
-/// double array points past its end, then panics on the texts that reach there (whatever the
-/// model), so such a file is refused at load.
-fn check_precompiled(normalizer: &NormalizerWrapper) -> Result<(), String> {
-    match normalizer {
-        NormalizerWrapper::Precompiled(precompiled) => {
-            check_charsmap(&precompiled_charsmap(precompiled)?).map_err(|e| e.to_string())
-        }
-        NormalizerWrapper::Sequence(sequence) => {
-            sequence.as_ref().iter().try_for_each(check_precompiled)
-        }
-        _ => Ok(()),
-    }
 }
 
 /// One normaliser of a Unigram pipeline, if the fast path reproduces it: Precompiled, Strip,

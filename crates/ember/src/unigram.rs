@@ -236,9 +236,12 @@ impl CharsMap {
     /// boundary.
     fn new(blob: &[u8]) -> Result<Self, UnigramError> {
         let corrupt = |message: String| UnigramError::CorruptCharsMap(message);
-        let size_bytes = blob
-            .get(..4)
-            .ok_or_else(|| corrupt(format!("{} bytes, too short for its size", blob.len())))?;
+        let size_bytes = blob.get(..4).ok_or_else(|| {
+            corrupt(format!(
+                "{} bytes, shorter than its 4-byte header",
+                blob.len()
+            ))
+        })?;
         let trie_size =
             u32::from_le_bytes([size_bytes[0], size_bytes[1], size_bytes[2], size_bytes[3]])
                 as usize;
