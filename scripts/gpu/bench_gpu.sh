@@ -11,10 +11,14 @@
 #      `ember bench --device cuda --dtype f16` on the same corpus (ember.json);
 #   5. on Hopper, the same for the wgmma GEMMs (kernels/gemm_sm90.cu): backend_ops' wgmma cases,
 #      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma
-#      (ember_wgmma.json) and =wgmma-tma (ember_wgmma-tma.json); last, since a kernel that hangs
+#      (ember_wgmma.json) and =wgmma-tma (ember_wgmma-tma.json); late, since a kernel that hangs
 #      takes its step's time limit;
+#   6. every GEMM kernel and cuBLAS again in f16;
 # then one table, gpu_bench.md. Every step runs under its own time limit, so that one that hangs
-# costs its limit and not the rest. Writes run.log, ember_gemm.jsonl, torch_gemm.jsonl, st.json,
+# costs its limit and not the rest, and all of them under one budget, EMBER_GPU_BUDGET_S seconds
+# from the start (default 470, for a `run` call's timeout_s=540): a step gets at most what is
+# left of it less 25 s kept for the table, and is skipped (and counted as failed) when under 20 s
+# is left, so the table and the logs always come back. Writes run.log, ember_gemm.jsonl, torch_gemm.jsonl, st.json,
 # ember.json, ember_wgmma.json, ember_wgmma-tma.json and gpu_bench.md under $OUT (else /tmp/ember-gpu). Exit status:
 # non-zero if a step failed.
 set -uo pipefail
@@ -57,12 +61,25 @@ if [ -z "${EMBER_NVRTC_LIB:-}" ]; then
 fi
 echo "NVRTC: ${EMBER_NVRTC_LIB:-not found in the usual places; trying the dynamic linker}" | tee -a "$log"
 
+export PYTHONUNBUFFERED=1
 status=0
+budget=${EMBER_GPU_BUDGET_S:-470}
+# fit SECONDS: prints SECONDS, or less if the budget has less left (less 25 s kept for the
+# table); fails, logging the skip, when under 20 s would be left.
+fit() {
+  local left=$((budget - SECONDS - 25))
+  if [ "$left" -lt 20 ]; then
+    echo "== SKIPPED (out of the ${budget} s budget at ${SECONDS} s): ${*:2}" >> "$log"
+    return 1
+  fi
+  [ "$1" -lt "$left" ] && echo "$1" || echo "$left"
+}
 # step SECONDS COMMAND…: runs COMMAND under a time limit, its output into the log.
 step() {
-  local limit=$1
+  local limit
+  limit=$(fit "$@") || { tail -n 1 "$log"; status=1; return; }
   shift
-  echo "== $* (limit ${limit} s)" | tee -a "$log"
+  echo "== $* (limit ${limit} s, at ${SECONDS} s)" | tee -a "$log"
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 124 ] && echo "== TIMED OUT after ${limit} s" | tee -a "$log"
@@ -71,9 +88,10 @@ step() {
 # ember_bench GEMM JSON: `ember bench --device cuda --dtype f16` on the corpus with
 # EMBER_CUDA_GEMM=GEMM, its JSON into JSON.
 ember_bench() {
-  local gemm=$1 json=$2
-  echo "== EMBER_CUDA_GEMM=$gemm $bin/ember bench --device cuda --dtype f16" | tee -a "$log"
-  if EMBER_CUDA_GEMM=$gemm timeout --kill-after=10 150 "$bin/ember" bench --model "$bin/minilm-fp16" \
+  local gemm=$1 json=$2 limit
+  limit=$(fit 90 ember bench "$gemm") || { tail -n 1 "$log"; status=1; return; }
+  echo "== EMBER_CUDA_GEMM=$gemm $bin/ember bench --device cuda --dtype f16 (limit ${limit} s, at ${SECONDS} s)" | tee -a "$log"
+  if EMBER_CUDA_GEMM=$gemm timeout --kill-after=10 "$limit" "$bin/ember" bench --model "$bin/minilm-fp16" \
       --device cuda --dtype f16 --input benches/corpus/wordnet-examples.txt --batch-size 128 \
       --latency-texts 200 --json > "$json" 2> >(tee -a "$log" >&2); then
     cat "$json" >> "$log"
@@ -83,7 +101,7 @@ ember_bench() {
   fi
 }
 e2e() {  # cuda_e2e with EMBER_CUDA_GEMM=$1
-  step 150 env EMBER_CUDA_GEMM="$1" EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
+  step 120 env EMBER_CUDA_GEMM="$1" EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
     EMBER_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/cuda_e2e" --nocapture --test-threads 1
 }
 model=0
@@ -91,22 +109,22 @@ model=0
 
 # The test binaries read kernels/ relative to the crate (every_cu_file_is_embedded): env -C.
 crate=crates/ember-cuda
-step 180 env -C "$crate" EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
-step 180 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
+step 90 env -C "$crate" EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
+step 150 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
   --nocapture --test-threads 1
-step 150 "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl"
-step 150 python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
+step 90 "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl"
+step 90 python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
 st_args=()
 if [ "$model" = 1 ]; then
-  step 180 python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --json "$out/st.json"
+  step 120 python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --json "$out/st.json"
   st_args=(--st "$out/st.json" --ember-e2e "$out/ember.json")
   e2e mma
   ember_bench mma "$out/ember.json"
 fi
 if [ "$hopper" = 1 ]; then
-  step 120 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma "$bin/backend_ops" \
+  step 90 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma "$bin/backend_ops" \
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
-  step 150 "$bin/gemm_bench" --dtype bf16 --kernels Wgmma --json "$out/ember_gemm.jsonl"
+  step 60 "$bin/gemm_bench" --dtype bf16 --kernels Wgmma --json "$out/ember_gemm.jsonl"
   if [ "$model" = 1 ]; then
     for gemm in wgmma wgmma-tma; do
       st_args+=(--ember-e2e-gemm "$gemm=$out/ember_$gemm.json")
@@ -115,6 +133,12 @@ if [ "$hopper" = 1 ]; then
     done
   fi
 fi
-step 60 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \
-  --torch "$out/torch_gemm.jsonl" "${st_args[@]}" --out "$out/gpu_bench.md"
+# Last, with what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
+step 60 "$bin/gemm_bench" --dtype f16 --json "$out/ember_gemm.jsonl"
+step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.jsonl"
+echo "== table at ${SECONDS} s" | tee -a "$log"
+timeout 20 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \
+  --torch "$out/torch_gemm.jsonl" "${st_args[@]}" --out "$out/gpu_bench.md" 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+echo "== done at ${SECONDS} s, status $status" | tee -a "$log"
 exit $status
