@@ -29,6 +29,8 @@ mkdir -p "$out"
 bin=$PWD/target/gpu-bin
 log=$out/run.log
 : > "$log"
+# The JSON lines files are appended to (bf16, then f16; each family's kernels): start empty.
+rm -f "$out"/*.jsonl "$out"/*.json
 # build.sh's pack (the folder itself is over the device tool's carry limit with the model).
 if [ ! -d "$bin" ] && [ -f target/gpu-bin.tar.xz ]; then
   if command -v xz >/dev/null 2>&1; then

@@ -44,7 +44,7 @@ def main():
     device = torch.device("cuda")
     # cuBLAS as PyTorch uses it by default (its reduced-precision reductions setting untouched).
     print(f"{torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda} {args.dtype}")
-    out = open(args.json, "w") if args.json else None
+    out = open(args.json, "a") if args.json else None  # appends: bench_gpu.sh runs bf16, then f16
     for t in (2400, 4800):
         for n, k, name in SHAPES:
             gen = torch.Generator(device=device).manual_seed(t * n + k)
