@@ -7,20 +7,24 @@
 #   3. Ember's mma.sync GEMMs vs cuBLAS (torch.matmul) on BERT-base shapes, bf16 (gemm_bench,
 #      torch_gemm.py);
 #   4. if build.sh --with-model carried a model: sentence-transformers fp16 end to end
-#      (st_bench.py), Ember on cuda against sentence-transformers' embeddings (cuda_e2e), and
-#      `ember bench --device cuda --dtype f16` on the same corpus (ember.json);
+#      (st_bench.py) on $bin/corpus10.txt (benches/corpus/wordnet-examples.txt ten times, 12,440
+#      texts, built at the start), then for each GEMM family, Ember on cuda against
+#      sentence-transformers' embeddings (cuda_e2e) and `ember bench --device cuda --dtype f16` on
+#      the same corpus (one JSON line per family in ember_e2e.jsonl, with "gemm": FAMILY first):
+#      `default` (EMBER_CUDA_GEMM unset: the engine's own choice) and `mma`;
 #   5. on Hopper, the same for the wgmma GEMMs (kernels/gemm_sm90.cu): backend_ops' wgmma cases,
-#      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma
-#      (ember_wgmma.json) and =wgmma-tma (ember_wgmma-tma.json); late, since a kernel that hangs
-#      takes its step's time limit;
+#      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma,
+#      wgmma-tma and wgmma-persistent (appending to ember_e2e.jsonl); late, since a kernel that
+#      hangs takes its step's time limit;
 #   6. every GEMM kernel and cuBLAS again in f16;
 # then one table, gpu_bench.md. Every step runs under its own time limit, so that one that hangs
 # costs its limit and not the rest, and all of them under one budget, EMBER_GPU_BUDGET_S seconds
 # from the start (default 470, for a `run` call's timeout_s=540): a step gets at most what is
 # left of it less 25 s kept for the table, and is skipped (and counted as failed) when under 20 s
-# is left, so the table and the logs always come back. Writes run.log, ember_gemm.jsonl, torch_gemm.jsonl, st.json,
-# ember.json, ember_wgmma.json, ember_wgmma-tma.json and gpu_bench.md under $OUT (else /tmp/ember-gpu). Exit status:
-# non-zero if a step failed.
+# is left, so the table and the logs always come back. A family whose ember bench failed or was
+# skipped gets a line {"gemm": FAMILY, "error": "failed"|"skipped"} (a "not measured" row).
+# Writes 6 files under $OUT (else /tmp/ember-gpu): run.log, ember_gemm.jsonl, torch_gemm.jsonl,
+# st.json, ember_e2e.jsonl and gpu_bench.md. Exit status: non-zero if a step failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -43,6 +47,10 @@ if [ ! -x "$bin/gemm_bench" ]; then
   echo "bench_gpu: $bin/gemm_bench is missing: run scripts/gpu/build.sh on the build machine and carry target/gpu-bin.tar.xz" | tee -a "$log"
   exit 1
 fi
+# The end-to-end corpus: the 1,244 texts ten times over (12,440; one pass over the 1,244 took
+# Ember ~17 ms on an H200, too short to time).
+corpus=$bin/corpus10.txt
+for _ in 1 2 3 4 5 6 7 8 9 10; do cat benches/corpus/wordnet-examples.txt; done > "$corpus"
 device=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 | head -n 1)
 echo "device: $device" | tee -a "$log"
 hopper=0
@@ -87,25 +95,51 @@ step() {
   [ "$rc" -eq 124 ] && echo "== TIMED OUT after ${limit} s" | tee -a "$log"
   [ "$rc" -eq 0 ] || { echo "== FAILED ($rc): $*" | tee -a "$log"; status=1; }
 }
-# ember_bench GEMM JSON: `ember bench --device cuda --dtype f16` on the corpus with
-# EMBER_CUDA_GEMM=GEMM, its JSON into JSON.
+# gemm_env FAMILY: the env(1) arguments that select FAMILY: EMBER_CUDA_GEMM=FAMILY, or for
+# `default` EMBER_CUDA_GEMM unset (the engine's own choice).
+gemm_env() {
+  if [ "$1" = default ]; then echo "-u EMBER_CUDA_GEMM"; else echo "EMBER_CUDA_GEMM=$1"; fi
+}
+# e2e_line FAMILY JSON [ERROR]: appends JSON (`ember bench --json`'s one line) to ember_e2e.jsonl
+# with "gemm": FAMILY first, and to the log; for an empty JSON, {"gemm": FAMILY, "error": ERROR}.
+# Output that is not one JSON object, or none without an ERROR, also gets an error line, and fails.
+e2e_line() {
+  python3 -c 'import json, sys
+gemm, text, error = (sys.argv[1:] + ["", ""])[:3]
+try:
+    row = json.loads(text) if text.strip() else {"error": error or "no output"}
+    assert isinstance(row, dict)
+    if not text.strip() and not error:
+        error = True
+except (ValueError, AssertionError):
+    row, error = {"error": "not one JSON object: " + text[:200]}, True
+print(json.dumps({"gemm": gemm, **row}, ensure_ascii=False, separators=(",", ":")))
+sys.exit(1 if error is True else 0)' "$@" | tee -a "$log" >> "$e2e_json"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "== FAILED: ember bench's JSON for $1" | tee -a "$log"; status=1; }
+}
+# ember_bench GEMM: `ember bench --device cuda --dtype f16` on the corpus with the GEMM family
+# GEMM (gemm_env), its JSON line into ember_e2e.jsonl.
 ember_bench() {
-  local gemm=$1 json=$2 limit
-  limit=$(fit 90 ember bench "$gemm") || { tail -n 1 "$log"; status=1; return; }
-  echo "== EMBER_CUDA_GEMM=$gemm $bin/ember bench --device cuda --dtype f16 (limit ${limit} s, at ${SECONDS} s)" | tee -a "$log"
-  if EMBER_CUDA_GEMM=$gemm timeout --kill-after=10 "$limit" "$bin/ember" bench --model "$bin/minilm-fp16" \
-      --device cuda --dtype f16 --input benches/corpus/wordnet-examples.txt --batch-size 128 \
-      --latency-texts 200 --json > "$json" 2> >(tee -a "$log" >&2); then
-    cat "$json" >> "$log"
+  local gemm=$1 limit line
+  limit=$(fit 90 ember bench "$gemm") || { tail -n 1 "$log"; status=1; e2e_line "$gemm" "" skipped; return; }
+  echo "== env $(gemm_env "$gemm") $bin/ember bench --device cuda --dtype f16 (limit ${limit} s, at ${SECONDS} s)" | tee -a "$log"
+  # shellcheck disable=SC2046 # gemm_env's words, split on purpose
+  if line=$(env $(gemm_env "$gemm") timeout --kill-after=10 "$limit" "$bin/ember" bench \
+      --model "$bin/minilm-fp16" --device cuda --dtype f16 --input "$corpus" --batch-size 128 \
+      --latency-texts 200 --json 2> >(tee -a "$log" >&2)); then
+    e2e_line "$gemm" "$line"
   else
-    echo "== FAILED: EMBER_CUDA_GEMM=$gemm ember bench --device cuda" | tee -a "$log"
+    echo "== FAILED: env $(gemm_env "$gemm") ember bench --device cuda" | tee -a "$log"
     status=1
+    e2e_line "$gemm" "" failed
   fi
 }
-e2e() {  # cuda_e2e with EMBER_CUDA_GEMM=$1
-  step 120 env EMBER_CUDA_GEMM="$1" EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
+e2e() {  # cuda_e2e with the GEMM family $1 (gemm_env)
+  # shellcheck disable=SC2046
+  step 120 env $(gemm_env "$1") EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
     EMBER_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/cuda_e2e" --nocapture --test-threads 1
 }
+e2e_json=$out/ember_e2e.jsonl
 model=0
 [ -d "$bin/minilm-fp16" ] && model=1
 
@@ -118,20 +152,22 @@ step 90 "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gem
 step 90 python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
 st_args=()
 if [ "$model" = 1 ]; then
-  step 120 python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --json "$out/st.json"
-  st_args=(--st "$out/st.json" --ember-e2e "$out/ember.json")
-  e2e mma
-  ember_bench mma "$out/ember.json"
+  step 120 python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --corpus "$corpus" \
+    --json "$out/st.json"
+  st_args=(--st "$out/st.json" --ember-e2e "$e2e_json")
+  for gemm in default mma; do
+    e2e "$gemm"
+    ember_bench "$gemm"
+  done
 fi
 if [ "$hopper" = 1 ]; then
   step 90 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma "$bin/backend_ops" \
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
   step 60 "$bin/gemm_bench" --dtype bf16 --kernels Wgmma --json "$out/ember_gemm.jsonl"
   if [ "$model" = 1 ]; then
-    for gemm in wgmma wgmma-tma; do
-      st_args+=(--ember-e2e-gemm "$gemm=$out/ember_$gemm.json")
+    for gemm in wgmma wgmma-tma wgmma-persistent; do
       e2e "$gemm"
-      ember_bench "$gemm" "$out/ember_$gemm.json"
+      ember_bench "$gemm"
     done
   fi
 fi

@@ -2,19 +2,48 @@
 """Merges bench_gpu.sh's measurements into one markdown table (ratios first).
 
     python3 scripts/gpu/table.py --device TEXT --ember ember_gemm.jsonl --torch torch_gemm.jsonl
-                                 [--st st.json] [--ember-e2e ember.json]
-                                 [--ember-e2e-gemm wgmma=ember_wgmma.json ...] [--out FILE]
+                                 [--st st.json] [--ember-e2e ember_e2e.jsonl] [--out FILE]
+
+--ember-e2e: one `ember bench --device cuda --json` object a line, each with a leading
+"gemm": FAMILY ("default": EMBER_CUDA_GEMM unset); a line with "error" and no figures (a run that
+failed or was skipped), a missing or an empty file give "not measured" rows.
 """
 
 import argparse
 import datetime
 import json
+import sys
 from pathlib import Path
 
 
 def lines(path):
-    p = Path(path)
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.is_file() else []
+    """The JSON objects of a JSON lines file, one a line; none for a missing file. A line that is
+    not a JSON object (a run killed mid-write) is left out, with a warning."""
+    p = Path(path) if path else None
+    if not p or not p.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            print(f"table.py: {path}:{number}: not a JSON object, left out", file=sys.stderr)
+    return rows
+
+
+E2E_FIELDS = ("sentences_per_s", "batch_size", "latency_ms_p50", "latency_ms_p99")
+
+
+def e2e_label(row):
+    dtype = row.get("dtype", "f16")
+    gemm = row.get("gemm", "default")
+    return f"Ember CUDA {dtype}, default GEMM" if gemm == "default" else f"Ember CUDA {dtype}, EMBER_CUDA_GEMM={gemm}"
 
 
 def main():
@@ -23,12 +52,13 @@ def main():
     parser.add_argument("--ember", required=True)
     parser.add_argument("--torch", required=True)
     parser.add_argument("--st")
-    parser.add_argument("--ember-e2e", help="`ember bench --device cuda --json` output")
-    parser.add_argument("--ember-e2e-gemm", action="append", default=[], metavar="FAMILY=FILE",
-                        help="the same with EMBER_CUDA_GEMM=FAMILY (repeatable)")
+    parser.add_argument("--ember-e2e", metavar="FILE",
+                        help='`ember bench --device cuda --json` lines, each with "gemm": FAMILY')
     parser.add_argument("--out")
     args = parser.parse_args()
-    ember, torch_rows = lines(args.ember), lines(args.torch)
+    has = lambda r, fields: all(f in r for f in fields)
+    ember = [r for r in lines(args.ember) if has(r, ("t", "n", "k", "epilogue", "dtype", "kernel", "tflops"))]
+    torch_rows = [r for r in lines(args.torch) if has(r, ("t", "n", "k", "epilogue", "dtype", "tflops"))]
     key = lambda r: (r["t"], r["n"], r["k"], r["epilogue"], r["dtype"])
     cublas = {key(r): r for r in torch_rows}
     out = [f"# Ember CUDA vs PyTorch, {datetime.date.today()}, {args.device.strip()}", ""]
@@ -37,7 +67,7 @@ def main():
             "|---:|---|---|---|---|---:|---|---:|---:|---:|---:|"]
     for k_ in sorted({key(r) for r in ember}):
         rows = [r for r in ember if key(r) == k_]
-        chosen = next((r for r in rows if r["chosen"]), rows[0])
+        chosen = next((r for r in rows if r.get("chosen")), rows[0])
         best = max(rows, key=lambda r: r["tflops"])
         ref = cublas.get(k_)
         ratio = f"{chosen['tflops'] / ref['tflops']:.2f}" if ref else "—"
@@ -46,35 +76,41 @@ def main():
         t, n, k, epilogue, dtype = k_
         out.append(f"| {t} | {n} × {k} | {epilogue or 'none'} | {dtype} | {chosen['kernel']} | {chosen['tflops']:.1f} | "
                    f"{best['kernel']} | {best['tflops']:.1f} | {ref_tflops} | {ratio} | {best_ratio} |")
-    out += ["", "Goal (issue 5): chosen ÷ cuBLAS ≥ 0.80 for T ≥ 2400. The chosen kernels are mma.sync unless "
-            "EMBER_CUDA_GEMM=wgmma or wgmma-tma; the Wgmma* rows are Hopper's wgmma kernels.", ""]
-    out += ["## End to end (benches/corpus/wordnet-examples.txt)", ""]
-    st = lines(args.st)[0] if args.st and Path(args.st).exists() and lines(args.st) else None
+    out += ["", "Goal (issue 5): chosen ÷ cuBLAS ≥ 0.80 for T ≥ 2400; chosen = what gemm::linear picks under the "
+            "default family (EMBER_CUDA_GEMM unset) on this device. The Wgmma* rows are Hopper's wgmma kernels.", ""]
+    out += ["## End to end: benches/corpus/wordnet-examples.txt ×10 (12,440 texts)", ""]
+    st = next(iter(lines(args.st)), None)
+    if st and not all(k in st for k in ("texts_per_s", "batch_size", "p50_ms", "p99_ms")):
+        st = None
     if not args.st and not args.ember_e2e:
         out.append("Not run: no model folder was carried (scripts/gpu/build.sh --with-model).")
     else:
         out += ["| engine | texts/s | batch | p50 ms (1 text) | p99 ms |", "|---|---:|---:|---:|---:|"]
         if st:
-            out.append(f"| sentence-transformers fp16 ({Path(st['model']).name}, torch {st['torch']}) | "
+            out.append(f"| sentence-transformers fp16 ({Path(st.get('model', '?')).name}, torch {st.get('torch', '?')}) | "
                        f"{st['texts_per_s']:.0f} | {st['batch_size']} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |")
         else:
             out.append("| sentence-transformers fp16 | not measured (st_bench.py failed) | | | |")
         measured = []
-        runs = [("", args.ember_e2e)] + [(f", EMBER_CUDA_GEMM={spec.split('=', 1)[0]}", spec.split("=", 1)[1])
-                                         for spec in args.ember_e2e_gemm]
-        for label, path in runs:
-            e2e = lines(path)[0] if path and Path(path).exists() and lines(path) else None
-            if e2e:
-                out.append(f"| Ember CUDA {e2e.get('dtype', '?')}{label} | {e2e['sentences_per_s']:.0f} | {e2e['batch_size']} | "
+        runs = lines(args.ember_e2e)
+        for e2e in runs:
+            label = e2e_label(e2e)
+            if all(isinstance(e2e.get(k), (int, float)) for k in E2E_FIELDS):
+                out.append(f"| {label} | {e2e['sentences_per_s']:.0f} | {e2e['batch_size']} | "
                            f"{e2e['latency_ms_p50']:.2f} | {e2e['latency_ms_p99']:.2f} |")
                 measured.append((label, e2e))
-            elif path:
-                out.append(f"| Ember CUDA{label} | not measured (ember bench --device cuda failed or was not run) | | | |")
+            else:
+                why = str(e2e.get("error") or "no figures").replace("|", "\\|")
+                out.append(f"| {label} | not measured (ember bench --device cuda: {why}) | | | |")
+        if args.ember_e2e and not runs:
+            out.append("| Ember CUDA f16 | not measured (ember bench --device cuda failed or was not run) | | | |")
         if measured and st:
             out.append("")
             for label, e2e in measured:
-                out.append(f"Ember{label} ÷ sentence-transformers: throughput {e2e['sentences_per_s'] / st['texts_per_s']:.2f}× "
-                           f"(goal ≥ 2), batch-1 p50 {e2e['latency_ms_p50'] / st['p50_ms']:.2f} (goal ≤ 0.5).")
+                p50 = f"{e2e['latency_ms_p50'] / st['p50_ms']:.2f}" if st["p50_ms"] else "—"
+                throughput = f"{e2e['sentences_per_s'] / st['texts_per_s']:.2f}×" if st["texts_per_s"] else "—"
+                out.append(f"{label} ÷ sentence-transformers: throughput {throughput} "
+                           f"(goal ≥ 2), batch-1 p50 {p50} (goal ≤ 0.5).")
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:

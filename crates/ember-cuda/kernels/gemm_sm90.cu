@@ -390,7 +390,40 @@ GEMM_WGMMA(64, 128, f16, f16)
 
 #define WS_STAGES 4
 
-template <typename T, int BM, int BN>
+// The accumulators of one consumer warpgroup (rows row0 .. row0 + 63 of Y, columns block_n ..
+// block_n + BN − 1), stored straight from registers: + b, act, + R, one rounding, by pairs
+// (gemm_store_pair). A warp's store covers 8 rows × 16 bytes; the next n8 block fills the other
+// half of each 32-byte sector.
+template <typename T, int BN>
+__device__ __forceinline__ void wgmma_store_accumulators(
+    const float* acc, const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y,
+    int m, int n, int row0, int block_n, int act) {
+    const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    const bool paired = (n % 2) == 0;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int g_row = row0 + warp * 16 + g + half * 8;
+        if (g_row < m) {
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+                const int g_col = block_n + j * 8 + 2 * t;
+                if (g_col < n)
+                    gemm_store_pair<T>(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1], bias, R,
+                                       Y, n, g_row, g_col, act, paired);
+            }
+        }
+    }
+}
+
+// PERSISTENT = false: one block per tile (grid (n tiles, m tiles)), the epilogue staged in
+// shared memory. PERSISTENT = true: a grid of at most one block per multiprocessor, each taking
+// tiles blockIdx.x, blockIdx.x + gridDim.x, … (n fastest). The stage ring and its mbarrier
+// phases run on across tiles (`it` counts k tiles over the block's whole life, the same in
+// producer and consumers), the consumers free every stage (the last k tile's too), and they
+// store their accumulators straight from registers, so that the producer is already loading the
+// next tile's stages while they run the epilogue.
+template <typename T, int BM, int BN, bool PERSISTENT>
 __device__ __forceinline__ void gemm_wgmma_tma(
     const TensorMap* x_map, const TensorMap* w_map, const float* __restrict__ bias,
     const T* __restrict__ R, T* __restrict__ Y, int m, int n, int k, int act) {
@@ -410,8 +443,9 @@ __device__ __forceinline__ void gemm_wgmma_tma(
     unsigned long long* empty = full + WS_STAGES;
 
     const int warpgroup = threadIdx.x / 128;  // 0: producer
-    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
     const int k_tiles = (k + WG_BK - 1) / WG_BK;
+    const int tiles_n = (n + BN - 1) / BN;
+    const int tiles = PERSISTENT ? tiles_n * ((m + BM - 1) / BM) : 1;
     if (threadIdx.x == 0) {
         for (int s = 0; s < WS_STAGES; ++s) {
             mbarrier_init(&full[s], 1);
@@ -422,46 +456,60 @@ __device__ __forceinline__ void gemm_wgmma_tma(
     __syncthreads();
 
     float acc[ACC];
-    if (warpgroup == 0) {
-        // Warp 0 only; its lanes wait together (uniform control flow), lane 0 issues.
-        if (threadIdx.x < 32) {
-            for (int kt = 0; kt < k_tiles; ++kt) {
-                const int s = kt % WS_STAGES;
-                const unsigned round = kt / WS_STAGES;
-                // Round 0 passes at once (parity 1 "completed" before the first phase).
-                while (!mbarrier_try_wait_parity(&empty[s], (round & 1) ^ 1)) {
-                }
-                if (threadIdx.x == 0) {
-                    mbarrier_arrive_expect_tx(&full[s], STAGE);
-                    tma_load_2d(smem + s * STAGE, x_map, kt * WG_BK, block_m, &full[s]);
-                    tma_load_2d(smem + s * STAGE + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
+    int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
+    int it = 0;  // k tiles this block has gone through, over all its tiles
+    for (int tile = PERSISTENT ? blockIdx.x : 0; tile < tiles; tile += PERSISTENT ? gridDim.x : 1) {
+        if (PERSISTENT) {
+            block_m = (tile / tiles_n) * BM;
+            block_n = (tile % tiles_n) * BN;
+        }
+        if (warpgroup == 0) {
+            // Warp 0 only; its lanes wait together (uniform control flow), lane 0 issues.
+            if (threadIdx.x < 32) {
+                for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+                    const int s = it % WS_STAGES;
+                    const unsigned round = it / WS_STAGES;
+                    // Round 0 passes at once (parity 1 "completed" before the first phase).
+                    while (!mbarrier_try_wait_parity(&empty[s], (round & 1) ^ 1)) {
+                    }
+                    if (threadIdx.x == 0) {
+                        mbarrier_arrive_expect_tx(&full[s], STAGE);
+                        tma_load_2d(smem + s * STAGE, x_map, kt * WG_BK, block_m, &full[s]);
+                        tma_load_2d(smem + s * STAGE + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
+                    }
                 }
             }
-        }
-    } else {
-        const int consumer = warpgroup - 1;
+        } else {
+            const int consumer = warpgroup - 1;
 #pragma unroll
-        for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
-        for (int kt = 0; kt < k_tiles; ++kt) {
-            const int s = kt % WS_STAGES;
-            while (!mbarrier_try_wait_parity(&full[s], (kt / WS_STAGES) & 1)) {
+            for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
+            for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+                const int s = it % WS_STAGES;
+                while (!mbarrier_try_wait_parity(&full[s], (it / WS_STAGES) & 1)) {
+                }
+                const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
+                const unsigned b = smem_base + s * STAGE + A_BYTES;
+                wgmma_fence_operands<ACC>(acc);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < WG_BK / 16; ++kk)
+                    Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
+                wgmma_commit();
+                wgmma_wait<1>();
+                wgmma_fence_operands<ACC>(acc);
+                // The previous k tile's MMAs have retired: its stage may be refilled.
+                if (kt > 0) mbarrier_arrive(&empty[(it - 1) % WS_STAGES]);
             }
-            const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
-            const unsigned b = smem_base + s * STAGE + A_BYTES;
+            wgmma_wait<0>();
             wgmma_fence_operands<ACC>(acc);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < WG_BK / 16; ++kk)
-                Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
-            wgmma_commit();
-            wgmma_wait<1>();
-            wgmma_fence_operands<ACC>(acc);
-            // Tile kt − 1's MMAs have retired: its stage may be refilled.
-            if (kt > 0) mbarrier_arrive(&empty[(kt - 1) % WS_STAGES]);
+            if (PERSISTENT) {
+                if (k_tiles > 0) mbarrier_arrive(&empty[(it - 1) % WS_STAGES]);
+                wgmma_store_accumulators<T, BN>(acc, bias, R, Y, m, n, block_m + consumer * 64,
+                                                block_n, act);
+            }
         }
-        wgmma_wait<0>();
-        wgmma_fence_operands<ACC>(acc);
     }
+    if (PERSISTENT) return;
     // Every MMA retired and every load landed (the consumers waited for all of them): the
     // stages are free for the epilogue.
     __syncthreads();
@@ -490,7 +538,14 @@ __device__ __forceinline__ void gemm_wgmma_tma(
             const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,     \
             const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m,    \
             int n, int k, int act) {                                                              \
-        gemm_wgmma_tma<T, BM, BN>(&x_map, &w_map, bias, R, Y, m, n, k, act);                      \
+        gemm_wgmma_tma<T, BM, BN, false>(&x_map, &w_map, bias, R, Y, m, n, k, act);               \
+    }                                                                                             \
+    extern "C" __global__ void __launch_bounds__((BM / 64 + 1) * 128, 1)                         \
+        gemm_wgmma_tma_persistent_##BM##x##BN##_##SUFFIX(                                         \
+            const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,     \
+            const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m,    \
+            int n, int k, int act) {                                                              \
+        gemm_wgmma_tma<T, BM, BN, true>(&x_map, &w_map, bias, R, Y, m, n, k, act);                \
     }
 
 GEMM_WGMMA_TMA(128, 256, bf16, bf16)

@@ -303,8 +303,8 @@ impl CudaDevice {
     }
 
     /// The tensor-core kernels [`crate::gemm::linear`] chooses among: `EMBER_CUDA_GEMM` when the
-    /// device was opened (`mma`, `wgmma`, `wgmma-tma`; the last two sm_90 only), else `Mma`,
-    /// the default until Hopper's kernels have been measured against `mma.sync` on an H100.
+    /// device was opened (`mma`, `wgmma`, `wgmma-tma`, `wgmma-persistent`; all but `mma` sm_90
+    /// only), else [`GemmFamily::default_for`] the device.
     pub fn gemm_family(&self) -> GemmFamily {
         self.gemm_family
     }
@@ -564,12 +564,12 @@ impl CudaDevice {
     }
 }
 
-/// `EMBER_CUDA_GEMM`: unset → `Mma`; else [`GemmFamily::parse`]'s family, which must run on
-/// `arch`. Anything else is an error.
+/// `EMBER_CUDA_GEMM`: unset → [`GemmFamily::default_for`] `arch`; else [`GemmFamily::parse`]'s
+/// family, which must run on `arch`. Anything else is an error.
 fn gemm_family_setting(arch: Arch) -> Result<GemmFamily, CudaError> {
     const VARIABLE: &str = "EMBER_CUDA_GEMM";
     let Some(value) = std::env::var_os(VARIABLE) else {
-        return Ok(GemmFamily::Mma);
+        return Ok(GemmFamily::default_for(arch));
     };
     let invalid = |reason: String| CudaError::InvalidSetting {
         variable: VARIABLE,
@@ -581,7 +581,9 @@ fn gemm_family_setting(arch: Arch) -> Result<GemmFamily, CudaError> {
         Some(_) => Err(invalid(format!(
             "Hopper's wgmma kernels need sm_90; this device is {arch}"
         ))),
-        None => Err(invalid("expected `mma`, `wgmma` or `wgmma-tma`".to_owned())),
+        None => Err(invalid(
+            "expected `mma`, `wgmma`, `wgmma-tma` or `wgmma-persistent`".to_owned(),
+        )),
     }
 }
 

@@ -10,6 +10,8 @@
 //! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
 //! | `WgmmaTma128x256`   | bf16, f16 | 128 × 256 × 64   | the same, warp-specialised: a producer warp feeds 4 stages with TMA (`cp.async.bulk.tensor`) on mbarriers, two consumer warpgroups |
 //! | `WgmmaTma128x128`   | bf16, f16 | 128 × 128 × 64   | the same with `m64n128k16`, for n = 768 (BERT-base's attention output and FFN down), where 128 × 256 tiles leave most multiprocessors idle |
+//! | `WgmmaPersistent128x256` | bf16, f16 | 128 × 256 × 64 | as `WgmmaTma128x256`, persistent: at most one block per multiprocessor, each taking tiles in turn; the consumers store from registers while the producer loads the next tile |
+//! | `WgmmaPersistent128x128` | bf16, f16 | 128 × 128 × 64 | the same with `m64n128k16` |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
@@ -17,9 +19,10 @@
 //!
 //! The tensor-core kernels need `k % 8 == 0` (16-byte rows for `cp.async`); any `m`, `n`.
 //!
-//! [`linear`] uses the `wgmma` kernels only when the device says so
-//! ([`CudaDevice::gemm_family`]: sm_90 and `EMBER_CUDA_GEMM=wgmma` or `wgmma-tma`): they have not
-//! yet been measured against the `mma.sync` ones on an H100, so the default stays `mma.sync`.
+//! [`linear`] chooses among the kernels of the device's family ([`CudaDevice::gemm_family`]):
+//! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-persistent`), else
+//! [`GemmFamily::default_for`] the device: the TMA kernels on sm_90, which were the fastest on an
+//! H200 (benches/results/gpu.md), `mma.sync` elsewhere.
 
 use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
 use ember_cpu::Activation;
@@ -55,6 +58,12 @@ pub enum GemmKernel {
     WgmmaTma128x256,
     /// As `WgmmaTma128x256`, 128 × 128 tiles (sm_90 only).
     WgmmaTma128x128,
+    /// As `WgmmaTma128x256`, persistent: at most one block per multiprocessor, each taking
+    /// tiles in turn, the epilogue stored from registers while the next tile's stages load
+    /// (sm_90 only).
+    WgmmaPersistent128x256,
+    /// As `WgmmaPersistent128x256`, 128 × 128 tiles (sm_90 only).
+    WgmmaPersistent128x128,
     /// Hopper's warpgroup tensor cores, 128 × 256 tiles (sm_90 only).
     Wgmma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
@@ -67,11 +76,13 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 8] = [
+    pub const ALL: [GemmKernel; 10] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
         GemmKernel::WgmmaTma128x256,
         GemmKernel::WgmmaTma128x128,
+        GemmKernel::WgmmaPersistent128x256,
+        GemmKernel::WgmmaPersistent128x128,
         GemmKernel::Wgmma128x256,
         GemmKernel::Wgmma128x128,
         GemmKernel::Wgmma64x128,
@@ -89,6 +100,18 @@ impl GemmKernel {
             (GemmKernel::WgmmaTma128x256, Dtype::F16) => Some("gemm_wgmma_tma_128x256_f16"),
             (GemmKernel::WgmmaTma128x128, Dtype::Bf16) => Some("gemm_wgmma_tma_128x128_bf16"),
             (GemmKernel::WgmmaTma128x128, Dtype::F16) => Some("gemm_wgmma_tma_128x128_f16"),
+            (GemmKernel::WgmmaPersistent128x256, Dtype::Bf16) => {
+                Some("gemm_wgmma_tma_persistent_128x256_bf16")
+            }
+            (GemmKernel::WgmmaPersistent128x256, Dtype::F16) => {
+                Some("gemm_wgmma_tma_persistent_128x256_f16")
+            }
+            (GemmKernel::WgmmaPersistent128x128, Dtype::Bf16) => {
+                Some("gemm_wgmma_tma_persistent_128x128_bf16")
+            }
+            (GemmKernel::WgmmaPersistent128x128, Dtype::F16) => {
+                Some("gemm_wgmma_tma_persistent_128x128_f16")
+            }
             (GemmKernel::Wgmma128x256, Dtype::Bf16) => Some("gemm_wgmma_128x256_bf16"),
             (GemmKernel::Wgmma128x256, Dtype::F16) => Some("gemm_wgmma_128x256_f16"),
             (GemmKernel::Wgmma128x128, Dtype::Bf16) => Some("gemm_wgmma_128x128_bf16"),
@@ -105,6 +128,8 @@ impl GemmKernel {
         match self {
             GemmKernel::WgmmaTma128x256
             | GemmKernel::WgmmaTma128x128
+            | GemmKernel::WgmmaPersistent128x256
+            | GemmKernel::WgmmaPersistent128x128
             | GemmKernel::Wgmma128x256
             | GemmKernel::Wgmma128x128
             | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
@@ -121,17 +146,31 @@ impl GemmKernel {
     fn uses_tma(self) -> bool {
         matches!(
             self,
-            GemmKernel::WgmmaTma128x256 | GemmKernel::WgmmaTma128x128
+            GemmKernel::WgmmaTma128x256
+                | GemmKernel::WgmmaTma128x128
+                | GemmKernel::WgmmaPersistent128x256
+                | GemmKernel::WgmmaPersistent128x128
+        )
+    }
+
+    /// Whether its grid is at most one block per multiprocessor, each looping over tiles.
+    fn is_persistent(self) -> bool {
+        matches!(
+            self,
+            GemmKernel::WgmmaPersistent128x256 | GemmKernel::WgmmaPersistent128x128
         )
     }
 
     /// Output tile `(rows, cols)` of one block.
     fn tile(self) -> (u32, u32) {
         match self {
-            GemmKernel::WgmmaTma128x256 | GemmKernel::Wgmma128x256 => (128, 256),
-            GemmKernel::Mma128x128 | GemmKernel::WgmmaTma128x128 | GemmKernel::Wgmma128x128 => {
-                (128, 128)
-            }
+            GemmKernel::WgmmaTma128x256
+            | GemmKernel::WgmmaPersistent128x256
+            | GemmKernel::Wgmma128x256 => (128, 256),
+            GemmKernel::Mma128x128
+            | GemmKernel::WgmmaTma128x128
+            | GemmKernel::WgmmaPersistent128x128
+            | GemmKernel::Wgmma128x128 => (128, 128),
             GemmKernel::Wgmma64x128 => (64, 128),
             GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
         }
@@ -141,9 +180,10 @@ impl GemmKernel {
     /// producer warpgroup for the TMA kernel.
     fn threads(self) -> u32 {
         match self {
-            GemmKernel::WgmmaTma128x256 | GemmKernel::WgmmaTma128x128 => {
-                (self.tile().0 / 64 + 1) * 128
-            }
+            GemmKernel::WgmmaTma128x256
+            | GemmKernel::WgmmaTma128x128
+            | GemmKernel::WgmmaPersistent128x256
+            | GemmKernel::WgmmaPersistent128x128 => (self.tile().0 / 64 + 1) * 128,
             GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 self.tile().0 * 2
             }
@@ -171,14 +211,18 @@ impl GemmKernel {
                 let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES + WGMMA_STAGES * 2 * 8;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
+            // The same stages and barriers; the epilogue stores from registers.
+            GemmKernel::WgmmaPersistent128x256 | GemmKernel::WgmmaPersistent128x128 => {
+                WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES + WGMMA_STAGES * 2 * 8 + WGMMA_ALIGN_SLACK
+            }
         }
     }
 
     /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile of `family` that
     /// still makes at least one block per multiprocessor (`Mma`: 128 × 128, else 64 × 64;
-    /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernels' 128 × 256
-    /// and 128 × 128 (the latter also when its blocks busy half the multiprocessors), else
-    /// `Wgmma`'s 64 × 128).
+    /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma` and `WgmmaPersistent`: their
+    /// TMA kernels' 128 × 256 and 128 × 128 (the latter also when its blocks busy half the
+    /// multiprocessors), else `Wgmma`'s 64 × 128).
     pub fn choose(
         dtype: Dtype,
         m: usize,
@@ -202,22 +246,33 @@ impl GemmKernel {
                 &[GemmKernel::WgmmaTma128x256, GemmKernel::WgmmaTma128x128],
                 GemmKernel::Wgmma64x128,
             ),
+            GemmFamily::WgmmaPersistent => (
+                &[
+                    GemmKernel::WgmmaPersistent128x256,
+                    GemmKernel::WgmmaPersistent128x128,
+                ],
+                GemmKernel::Wgmma64x128,
+            ),
         };
         let chosen = candidates
             .iter()
             .copied()
             .find(|kernel| fills(kernel.tile()));
-        // The TMA 128 × 128 kernel was written for n = 768 at T ≈ 2400 (114 tiles on 132
-        // SMs): it also takes a grid that busies at least half the SMs in one wave, rather
-        // than twice as many half tiles. A guess until the GPU table says otherwise.
+        // The TMA 128 × 128 kernels were written for n = 768 at T ≈ 2400 (114 tiles on 132
+        // SMs): they also take a grid that busies at least half the SMs in one wave, rather
+        // than twice as many half tiles. Measured on an H200 (benches/results/gpu.md): at
+        // T = 2400, n = 768 the TMA 128 × 128 kernel was the fastest of all (attention output
+        // and FFN down).
         let half_fills = |(bm, bn): (u32, u32)| {
             2 * m.div_ceil(bm as usize) * n.div_ceil(bn as usize) >= multiprocessors as usize
         };
+        let tma_128x128 = match family {
+            GemmFamily::WgmmaTma => Some(GemmKernel::WgmmaTma128x128),
+            GemmFamily::WgmmaPersistent => Some(GemmKernel::WgmmaPersistent128x128),
+            GemmFamily::Mma | GemmFamily::Wgmma => None,
+        };
         chosen
-            .or_else(|| {
-                (family == GemmFamily::WgmmaTma && half_fills(GemmKernel::WgmmaTma128x128.tile()))
-                    .then_some(GemmKernel::WgmmaTma128x128)
-            })
+            .or_else(|| tma_128x128.filter(|kernel| half_fills(kernel.tile())))
             .unwrap_or(smallest)
     }
 }
@@ -226,22 +281,38 @@ impl GemmKernel {
 /// [`CudaDevice::open`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmFamily {
-    /// `mma.sync` (`kernels/gemm.cu`): any sm_80+ GPU; the default.
+    /// `mma.sync` (`kernels/gemm.cu`): any sm_80+ GPU; the default before sm_90.
     Mma,
     /// Hopper's `wgmma` fed by `cp.async` (`kernels/gemm_sm90.cu`), sm_90 only.
     Wgmma,
-    /// As `Wgmma`, but the warp-specialised TMA kernel for the large tiles, sm_90 only.
+    /// As `Wgmma`, but the warp-specialised TMA kernel for the large tiles, sm_90 only; the
+    /// default on sm_90 (the fastest family on an H200, benches/results/gpu.md).
     WgmmaTma,
+    /// As `WgmmaTma`, with the persistent TMA kernels, sm_90 only.
+    WgmmaPersistent,
 }
 
 impl GemmFamily {
-    /// The family an `EMBER_CUDA_GEMM` value names: `mma`, `wgmma` or `wgmma-tma`.
+    /// The family an `EMBER_CUDA_GEMM` value names: `mma`, `wgmma`, `wgmma-tma` or
+    /// `wgmma-persistent`.
     pub fn parse(value: &str) -> Option<GemmFamily> {
         match value {
             "mma" => Some(GemmFamily::Mma),
             "wgmma" => Some(GemmFamily::Wgmma),
             "wgmma-tma" => Some(GemmFamily::WgmmaTma),
+            "wgmma-persistent" => Some(GemmFamily::WgmmaPersistent),
             _ => None,
+        }
+    }
+
+    /// What [`linear`] uses when `EMBER_CUDA_GEMM` is unset: `WgmmaTma` where it runs (sm_90:
+    /// on an H200 its kernels were the fastest on every BERT shape but FFN up, where
+    /// `WgmmaTma128x256` still beat `mma.sync` by 1.2–1.5×, benches/results/gpu.md), else `Mma`.
+    pub fn default_for(arch: Arch) -> GemmFamily {
+        if GemmFamily::WgmmaTma.runs_on(arch) {
+            GemmFamily::WgmmaTma
+        } else {
+            GemmFamily::Mma
         }
     }
 
@@ -377,10 +448,17 @@ pub fn linear_with_kernel<E: Element>(
             reason: format!("m = {m} needs more than 65,535 row blocks"),
         })?;
     let grid_x = n.div_ceil(bn as usize) as u32; // n fits i32, so this fits u32
+    // A persistent kernel: one block per multiprocessor at most, each looping over the tiles.
+    let grid_dim = if kernel.is_persistent() {
+        let tiles = u64::from(grid_x) * u64::from(grid_y);
+        (tiles.min(u64::from(device.multiprocessors().max(1))) as u32, 1, 1)
+    } else {
+        (grid_x, grid_y, 1)
+    };
     let smem = kernel.dynamic_smem();
     let function = device.function(kernel.file(), entry_point, smem)?;
     let config = LaunchConfig {
-        grid_dim: (grid_x, grid_y, 1),
+        grid_dim,
         block_dim: (kernel.threads(), 1, 1),
         shared_mem_bytes: smem,
     };
@@ -511,6 +589,18 @@ mod tests {
             131_072 + 64 + 1024
         );
         assert_eq!(GemmKernel::WgmmaTma128x128.threads(), 384);
+        // The persistent kernels: the same stages and barriers, no epilogue tile.
+        assert_eq!(
+            GemmKernel::WgmmaPersistent128x256.dynamic_smem(),
+            196_608 + 64 + 1024
+        );
+        assert_eq!(
+            GemmKernel::WgmmaPersistent128x128.dynamic_smem(),
+            131_072 + 64 + 1024
+        );
+        assert_eq!(GemmKernel::WgmmaPersistent128x256.threads(), 384);
+        assert!(GemmKernel::WgmmaPersistent128x128.is_persistent());
+        assert!(!GemmKernel::WgmmaTma128x128.is_persistent());
         assert_eq!(GemmKernel::Wgmma128x128.dynamic_smem(), 131_072 + 1024);
         assert_eq!(GemmKernel::Wgmma64x128.dynamic_smem(), 98_304 + 1024);
         assert_eq!(GemmKernel::Wgmma128x128.threads(), 256);
@@ -550,11 +640,17 @@ mod tests {
                 GemmKernel::WgmmaTma128x256,
                 GemmKernel::Wgmma64x128,
             ),
+            (
+                GemmFamily::WgmmaPersistent,
+                GemmKernel::WgmmaPersistent128x256,
+                GemmKernel::Wgmma64x128,
+            ),
         ] {
-            let at_768 = if family == GemmFamily::WgmmaTma {
-                GemmKernel::WgmmaTma128x128 // 114 tiles: over half of the 132 SMs
-            } else {
-                small
+            let at_768 = match family {
+                // 114 tiles: over half of the 132 SMs
+                GemmFamily::WgmmaTma => GemmKernel::WgmmaTma128x128,
+                GemmFamily::WgmmaPersistent => GemmKernel::WgmmaPersistent128x128,
+                GemmFamily::Mma | GemmFamily::Wgmma => small,
             };
             assert_eq!(
                 GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, family),
@@ -575,6 +671,12 @@ mod tests {
             }
         }
         assert_eq!(GemmFamily::parse("wgmma-tma"), Some(GemmFamily::WgmmaTma));
+        assert_eq!(
+            GemmFamily::parse("wgmma-persistent"),
+            Some(GemmFamily::WgmmaPersistent)
+        );
+        assert_eq!(GemmFamily::default_for(Arch::SM90), GemmFamily::WgmmaTma);
+        assert_eq!(GemmFamily::default_for(Arch::SM80), GemmFamily::Mma);
         assert_eq!(GemmFamily::parse("WGMMA"), None);
         for kernel in GemmKernel::ALL {
             for dtype in Dtype::ALL {
@@ -588,6 +690,8 @@ mod tests {
                 kernel,
                 GemmKernel::WgmmaTma128x256
                     | GemmKernel::WgmmaTma128x128
+                    | GemmKernel::WgmmaPersistent128x256
+                    | GemmKernel::WgmmaPersistent128x128
                     | GemmKernel::Wgmma128x256
                     | GemmKernel::Wgmma128x128
                     | GemmKernel::Wgmma64x128
