@@ -17,7 +17,8 @@
 #      wgmma-tma and wgmma-persistent (appending to ember_e2e.jsonl); late, since a kernel that
 #      hangs takes its step's time limit;
 #   6. every GEMM kernel and cuBLAS again in f16;
-# then one table, gpu_bench.md. Every step runs under its own time limit, so that one that hangs
+# then one table, gpu_bench.md. `bench_gpu.sh --gemm-only` runs steps 2, 3, 5 and 6 without the
+# NVRTC check and the end-to-end runs. Every step runs under its own time limit, so that one that hangs
 # costs its limit and not the rest, and all of them under one budget, EMBER_GPU_BUDGET_S seconds
 # from the start (default 470, for a `run` call's timeout_s=540): a step gets at most what is
 # left of it less 25 s kept for the table, and is skipped (and counted as failed) when under 20 s
@@ -142,10 +143,15 @@ e2e() {  # cuda_e2e with the GEMM family $1 (gemm_env)
 e2e_json=$out/ember_e2e.jsonl
 model=0
 [ -d "$bin/minilm-fp16" ] && model=1
+# --gemm-only (a shorter device call while tuning the GEMMs): steps 2, 3, 5's backend_ops and
+# gemm_bench, and 6; no NVRTC check, no end-to-end runs.
+gemm_only=0
+[ "${1:-}" = --gemm-only ] && { gemm_only=1; model=0; }
 
 # The test binaries read kernels/ relative to the crate (every_cu_file_is_embedded): env -C.
 crate=crates/ember-cuda
-step 90 env -C "$crate" EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
+[ "$gemm_only" = 1 ] ||
+  step 90 env -C "$crate" EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
 step 150 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
   --nocapture --test-threads 1
 step 90 "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl"

@@ -368,7 +368,7 @@ __device__ __forceinline__ void gemm_wgmma(
                 make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
         }
     __syncthreads();
-    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
+    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act, threadIdx.x);
 }
 
 #define GEMM_WGMMA(BM, BN, T, SUFFIX)                                                             \
@@ -390,40 +390,25 @@ GEMM_WGMMA(64, 128, f16, f16)
 
 #define WS_STAGES 4
 
-// The accumulators of one consumer warpgroup (rows row0 .. row0 + 63 of Y, columns block_n ..
-// block_n + BN − 1), stored straight from registers: + b, act, + R, one rounding, by pairs
-// (gemm_store_pair). A warp's store covers 8 rows × 16 bytes; the next n8 block fills the other
-// half of each 32-byte sector.
-template <typename T, int BN>
-__device__ __forceinline__ void wgmma_store_accumulators(
-    const float* acc, const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y,
-    int m, int n, int row0, int block_n, int act) {
-    const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, t = lane % 4;
-    const bool paired = (n % 2) == 0;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const int g_row = row0 + warp * 16 + g + half * 8;
-        if (g_row < m) {
-#pragma unroll
-            for (int j = 0; j < BN / 8; ++j) {
-                const int g_col = block_n + j * 8 + 2 * t;
-                if (g_col < n)
-                    gemm_store_pair<T>(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1], bias, R,
-                                       Y, n, g_row, g_col, act, paired);
-            }
-        }
-    }
-}
+// The persistent kernels' epilogue stages 64 × EC column chunks of one consumer warpgroup's
+// accumulators, in its own shared-memory buffer behind the stages (so that the producer goes on
+// loading the next tile's), synchronised among the warpgroup's 128 threads by two mbarriers.
+#define WS_EPILOGUE_COLS 128
+#define WS_EPILOGUE_STRIDE (WS_EPILOGUE_COLS + 8)  // floats; the pad spreads rows over banks
 
-// PERSISTENT = false: one block per tile (grid (n tiles, m tiles)), the epilogue staged in
-// shared memory. PERSISTENT = true: a grid of at most one block per multiprocessor, each taking
-// tiles blockIdx.x, blockIdx.x + gridDim.x, … (n fastest). The stage ring and its mbarrier
-// phases run on across tiles (`it` counts k tiles over the block's whole life, the same in
-// producer and consumers), the consumers free every stage (the last k tile's too), and they
-// store their accumulators straight from registers, so that the producer is already loading the
-// next tile's stages while they run the epilogue.
-template <typename T, int BM, int BN, bool PERSISTENT>
+// PERSISTENT = false: one block per tile (grid (n tiles, m tiles)), STAGES = 4, the epilogue
+// staged in the stages' shared memory after a __syncthreads. PERSISTENT = true: a grid of at most
+// one block per multiprocessor, each taking tiles blockIdx.x, blockIdx.x + gridDim.x, … (n
+// fastest). The stage ring and its mbarrier phases run on across tiles (`it` counts k tiles
+// over the block's whole life, the same in producer and consumers), and the consumers free every
+// stage (the last k tile's too) before their epilogue, so that the producer is already loading
+// the next tile while they store this one. Each consumer warpgroup stages its 64 rows through
+// its own buffer Cs [64][WS_EPILOGUE_STRIDE] in WS_EPILOGUE_COLS-wide chunks: it writes its
+// accumulators, arrives on `staged` and waits for its 128 threads, runs gemm_store_tile over
+// the chunk, then arrives on `drained` and waits, before the next chunk overwrites Cs.
+// Shared memory: STAGES stages, then full[STAGES], empty[STAGES], staged[2], drained[2]
+// (8 bytes each), then the two buffers (src/gemm.rs's dynamic_smem adds it up).
+template <typename T, int BM, int BN, int STAGES, bool PERSISTENT>
 __device__ __forceinline__ void gemm_wgmma_tma(
     const TensorMap* x_map, const TensorMap* w_map, const float* __restrict__ bias,
     const T* __restrict__ R, T* __restrict__ Y, int m, int n, int k, int act) {
@@ -433,31 +418,42 @@ __device__ __forceinline__ void gemm_wgmma_tma(
     constexpr int STAGE = A_BYTES + B_BYTES;
     constexpr int ACC = BN / 2;
     static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "stages stay 1024-byte aligned");
+    static_assert(PERSISTENT || STAGES == WS_STAGES, "the one-tile kernels have 4 stages");
+    static_assert(BN % WS_EPILOGUE_COLS == 0, "whole epilogue chunks");
 
     // Stages, then the barriers; the host adds 1024 bytes of slack for the alignment.
     EMBER_DYNAMIC_SMEM(unsigned char, wgmma_tma_smem_raw);
     unsigned char* smem =
         wgmma_tma_smem_raw + ((1024 - (smem_u32(wgmma_tma_smem_raw) % 1024)) % 1024);
     const unsigned smem_base = smem_u32(smem);
-    unsigned long long* full = reinterpret_cast<unsigned long long*>(smem + WS_STAGES * STAGE);
-    unsigned long long* empty = full + WS_STAGES;
+    unsigned long long* full = reinterpret_cast<unsigned long long*>(smem + STAGES * STAGE);
+    unsigned long long* empty = full + STAGES;
+    unsigned long long* staged = empty + STAGES;      // PERSISTENT only: per consumer
+    unsigned long long* drained = staged + CONSUMERS;  // PERSISTENT only: per consumer
+    float* epilogue_buffers = reinterpret_cast<float*>(drained + CONSUMERS);
 
     const int warpgroup = threadIdx.x / 128;  // 0: producer
     const int k_tiles = (k + WG_BK - 1) / WG_BK;
     const int tiles_n = (n + BN - 1) / BN;
     const int tiles = PERSISTENT ? tiles_n * ((m + BM - 1) / BM) : 1;
     if (threadIdx.x == 0) {
-        for (int s = 0; s < WS_STAGES; ++s) {
+        for (int s = 0; s < STAGES; ++s) {
             mbarrier_init(&full[s], 1);
             mbarrier_init(&empty[s], CONSUMERS * 128);
         }
+        if (PERSISTENT)
+            for (int c = 0; c < CONSUMERS; ++c) {
+                mbarrier_init(&staged[c], 128);
+                mbarrier_init(&drained[c], 128);
+            }
         fence_mbarrier_init();
     }
     __syncthreads();
 
     float acc[ACC];
     int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
-    int it = 0;  // k tiles this block has gone through, over all its tiles
+    int it = 0;      // k tiles this block has gone through, over all its tiles
+    int chunks = 0;  // epilogue chunks this consumer warpgroup has staged (PERSISTENT)
     for (int tile = PERSISTENT ? blockIdx.x : 0; tile < tiles; tile += PERSISTENT ? gridDim.x : 1) {
         if (PERSISTENT) {
             block_m = (tile / tiles_n) * BM;
@@ -467,8 +463,8 @@ __device__ __forceinline__ void gemm_wgmma_tma(
             // Warp 0 only; its lanes wait together (uniform control flow), lane 0 issues.
             if (threadIdx.x < 32) {
                 for (int kt = 0; kt < k_tiles; ++kt, ++it) {
-                    const int s = it % WS_STAGES;
-                    const unsigned round = it / WS_STAGES;
+                    const int s = it % STAGES;
+                    const unsigned round = it / STAGES;
                     // Round 0 passes at once (parity 1 "completed" before the first phase).
                     while (!mbarrier_try_wait_parity(&empty[s], (round & 1) ^ 1)) {
                     }
@@ -484,8 +480,8 @@ __device__ __forceinline__ void gemm_wgmma_tma(
 #pragma unroll
             for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
             for (int kt = 0; kt < k_tiles; ++kt, ++it) {
-                const int s = it % WS_STAGES;
-                while (!mbarrier_try_wait_parity(&full[s], (it / WS_STAGES) & 1)) {
+                const int s = it % STAGES;
+                while (!mbarrier_try_wait_parity(&full[s], (it / STAGES) & 1)) {
                 }
                 const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
                 const unsigned b = smem_base + s * STAGE + A_BYTES;
@@ -498,14 +494,36 @@ __device__ __forceinline__ void gemm_wgmma_tma(
                 wgmma_wait<1>();
                 wgmma_fence_operands<ACC>(acc);
                 // The previous k tile's MMAs have retired: its stage may be refilled.
-                if (kt > 0) mbarrier_arrive(&empty[(it - 1) % WS_STAGES]);
+                if (kt > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
             }
             wgmma_wait<0>();
             wgmma_fence_operands<ACC>(acc);
             if (PERSISTENT) {
-                if (k_tiles > 0) mbarrier_arrive(&empty[(it - 1) % WS_STAGES]);
-                wgmma_store_accumulators<T, BN>(acc, bias, R, Y, m, n, block_m + consumer * 64,
-                                                block_n, act);
+                if (k_tiles > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
+                float* Cs = epilogue_buffers + consumer * 64 * WS_EPILOGUE_STRIDE;
+                const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+                const int g = lane / 4, t = lane % 4;
+#pragma unroll
+                for (int c0 = 0; c0 < BN; c0 += WS_EPILOGUE_COLS, ++chunks) {
+#pragma unroll
+                    for (int j = c0 / 8; j < (c0 + WS_EPILOGUE_COLS) / 8; ++j)
+#pragma unroll
+                        for (int half = 0; half < 2; ++half) {
+                            const int row = warp * 16 + g + half * 8;
+                            const int col = j * 8 - c0 + 2 * t;
+                            *reinterpret_cast<float2*>(Cs + row * WS_EPILOGUE_STRIDE + col) =
+                                make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
+                        }
+                    mbarrier_arrive(&staged[consumer]);
+                    while (!mbarrier_try_wait_parity(&staged[consumer], chunks & 1)) {
+                    }
+                    gemm_store_tile<T, 64, WS_EPILOGUE_COLS, 128>(
+                        Cs, WS_EPILOGUE_STRIDE, bias, R, Y, m, n, block_m + consumer * 64,
+                        block_n + c0, act, threadIdx.x % 128);
+                    mbarrier_arrive(&drained[consumer]);
+                    while (!mbarrier_try_wait_parity(&drained[consumer], chunks & 1)) {
+                    }
+                }
             }
         }
     }
@@ -529,8 +547,12 @@ __device__ __forceinline__ void gemm_wgmma_tma(
             }
     }
     __syncthreads();
-    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
+    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act, threadIdx.x);
 }
+
+// The persistent kernels' stages: 4 for 128 × 128 (128 KiB + 68 KiB of epilogue buffers),
+// 3 for 128 × 256 (144 KiB + 68 KiB; 4 would pass the 227 KiB a block may have).
+#define WS_PERSISTENT_STAGES(BN) ((BN) == 256 ? 3 : 4)
 
 #define GEMM_WGMMA_TMA(BM, BN, T, SUFFIX)                                                         \
     extern "C" __global__ void __launch_bounds__((BM / 64 + 1) * 128, 1)                         \
@@ -538,14 +560,15 @@ __device__ __forceinline__ void gemm_wgmma_tma(
             const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,     \
             const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m,    \
             int n, int k, int act) {                                                              \
-        gemm_wgmma_tma<T, BM, BN, false>(&x_map, &w_map, bias, R, Y, m, n, k, act);               \
+        gemm_wgmma_tma<T, BM, BN, WS_STAGES, false>(&x_map, &w_map, bias, R, Y, m, n, k, act);    \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__((BM / 64 + 1) * 128, 1)                         \
         gemm_wgmma_tma_persistent_##BM##x##BN##_##SUFFIX(                                         \
             const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,     \
             const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m,    \
             int n, int k, int act) {                                                              \
-        gemm_wgmma_tma<T, BM, BN, true>(&x_map, &w_map, bias, R, Y, m, n, k, act);                \
+        gemm_wgmma_tma<T, BM, BN, WS_PERSISTENT_STAGES(BN), true>(&x_map, &w_map, bias, R, Y, m, n, \
+                                                              k, act);                             \
     }
 
 GEMM_WGMMA_TMA(128, 256, bf16, bf16)

@@ -10,7 +10,7 @@
 //! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
 //! | `WgmmaTma128x256`   | bf16, f16 | 128 × 256 × 64   | the same, warp-specialised: a producer warp feeds 4 stages with TMA (`cp.async.bulk.tensor`) on mbarriers, two consumer warpgroups |
 //! | `WgmmaTma128x128`   | bf16, f16 | 128 × 128 × 64   | the same with `m64n128k16`, for n = 768 (BERT-base's attention output and FFN down), where 128 × 256 tiles leave most multiprocessors idle |
-//! | `WgmmaPersistent128x256` | bf16, f16 | 128 × 256 × 64 | as `WgmmaTma128x256`, persistent: at most one block per multiprocessor, each taking tiles in turn; the consumers store from registers while the producer loads the next tile |
+//! | `WgmmaPersistent128x256` | bf16, f16 | 128 × 256 × 64 | as `WgmmaTma128x256` (3 stages), persistent: at most one block per multiprocessor, each taking tiles in turn; each consumer warpgroup stages its rows through its own buffer while the producer loads the next tile |
 //! | `WgmmaPersistent128x128` | bf16, f16 | 128 × 128 × 64 | the same with `m64n128k16` |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
@@ -58,9 +58,9 @@ pub enum GemmKernel {
     WgmmaTma128x256,
     /// As `WgmmaTma128x256`, 128 × 128 tiles (sm_90 only).
     WgmmaTma128x128,
-    /// As `WgmmaTma128x256`, persistent: at most one block per multiprocessor, each taking
-    /// tiles in turn, the epilogue stored from registers while the next tile's stages load
-    /// (sm_90 only).
+    /// As `WgmmaTma128x256` (with 3 stages), persistent: at most one block per
+    /// multiprocessor, each taking tiles in turn, the epilogue staged in buffers of its own
+    /// while the next tile's stages load (sm_90 only).
     WgmmaPersistent128x256,
     /// As `WgmmaPersistent128x256`, 128 × 128 tiles (sm_90 only).
     WgmmaPersistent128x128,
@@ -211,9 +211,16 @@ impl GemmKernel {
                 let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES + WGMMA_STAGES * 2 * 8;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
-            // The same stages and barriers; the epilogue stores from registers.
+            // gemm_sm90.cu's WS_PERSISTENT_STAGES stages, their `full` and `empty` mbarriers, a
+            // `staged` and a `drained` one per consumer warpgroup, and each consumer's epilogue
+            // buffer of 64 × (128 + 8) f32.
             GemmKernel::WgmmaPersistent128x256 | GemmKernel::WgmmaPersistent128x128 => {
-                WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES + WGMMA_STAGES * 2 * 8 + WGMMA_ALIGN_SLACK
+                let stages = if bn == 256 { 3 } else { 4 };
+                let consumers = bm / 64;
+                stages * (bm + bn) * WGMMA_ROW_BYTES
+                    + (2 * stages + 2 * consumers) * 8
+                    + consumers * 64 * (128 + 8) * 4
+                    + WGMMA_ALIGN_SLACK
             }
         }
     }
@@ -589,14 +596,15 @@ mod tests {
             131_072 + 64 + 1024
         );
         assert_eq!(GemmKernel::WgmmaTma128x128.threads(), 384);
-        // The persistent kernels: the same stages and barriers, no epilogue tile.
+        // The persistent kernels: 3 (128 × 256) or 4 stages, their barriers and 4 more, and two
+        // epilogue buffers of 64 × 136 f32.
         assert_eq!(
             GemmKernel::WgmmaPersistent128x256.dynamic_smem(),
-            196_608 + 64 + 1024
+            147_456 + 80 + 69_632 + 1024
         );
         assert_eq!(
             GemmKernel::WgmmaPersistent128x128.dynamic_smem(),
-            131_072 + 64 + 1024
+            131_072 + 96 + 69_632 + 1024
         );
         assert_eq!(GemmKernel::WgmmaPersistent128x256.threads(), 384);
         assert!(GemmKernel::WgmmaPersistent128x128.is_persistent());
