@@ -14,7 +14,7 @@
 #      `default` (EMBER_CUDA_GEMM unset: the engine's own choice) and `mma`;
 #   5. on Hopper, the same for the wgmma GEMMs (kernels/gemm_sm90.cu): backend_ops' wgmma cases,
 #      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma,
-#      wgmma-tma and wgmma-persistent (appending to ember_e2e.jsonl); late, since a kernel that
+#      wgmma-tma and wgmma-tma-occ2 (appending to ember_e2e.jsonl); late, since a kernel that
 #      hangs takes its step's time limit;
 #   6. every GEMM kernel and cuBLAS again in f16;
 # then one table, gpu_bench.md. `bench_gpu.sh --gemm-only` runs steps 2, 3, 5 and 6 without the
@@ -150,7 +150,8 @@ gemm_only=0
 
 # The test binaries read kernels/ relative to the crate (every_cu_file_is_embedded): env -C.
 crate=crates/ember-cuda
-[ "$gemm_only" = 1 ] ||
+# EMBER_GPU_NVRTC=0 skips the NVRTC check (backend_ops compiles every kernel it runs anyway).
+[ "$gemm_only" = 1 ] || [ "${EMBER_GPU_NVRTC:-1}" = 0 ] ||
   step 90 env -C "$crate" EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
 step 150 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
   --nocapture --test-threads 1
@@ -171,7 +172,8 @@ if [ "$hopper" = 1 ]; then
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
   step 60 "$bin/gemm_bench" --dtype bf16 --kernels Wgmma --json "$out/ember_gemm.jsonl"
   if [ "$model" = 1 ]; then
-    for gemm in wgmma wgmma-tma wgmma-persistent; do
+    # EMBER_GPU_FAMILIES: the Hopper families to run end to end (default: all three).
+    for gemm in ${EMBER_GPU_FAMILIES:-wgmma wgmma-tma wgmma-tma-occ2}; do
       e2e "$gemm"
       ember_bench "$gemm"
     done

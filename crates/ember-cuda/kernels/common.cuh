@@ -182,49 +182,37 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // ---- GEMM epilogue ----------------------------------------------------------------------------
 
-// Y[g_row][g_col, g_col + 1] = act(v + b) + R for those of the two columns that are < n
-// (g_col even, g_row < m), rounded once to T: the tensor-core GEMMs' epilogue for one pair.
-// `paired` ((n % 2) == 0): then the pair is one aligned 32-bit word of Y, stored at once.
-template <typename T>
-__device__ __forceinline__ void gemm_store_pair(
-    float v0, float v1, const float* __restrict__ bias, const T* __restrict__ R,
-    T* __restrict__ Y, int n, int g_row, int g_col, int act, bool paired) {
-    float v[2] = {v0, v1};
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-        if (g_col + e >= n) break;
-        float y = v[e];
-        if (bias) y += bias[g_col + e];
-        y = activate(act, y);
-        if (R) y += to_f32(R[static_cast<size_t>(g_row) * n + g_col + e]);
-        v[e] = y;
-    }
-    T* dst = Y + static_cast<size_t>(g_row) * n + g_col;
-    if (paired) {
-        *reinterpret_cast<unsigned*>(dst) = pack2<T>(v[0], v[1]);
-    } else {
-        dst[0] = from_f32<T>(v[0]);
-        if (g_col + 1 < n) dst[1] = from_f32<T>(v[1]);
-    }
-}
-
-// The tensor-core GEMMs' (gemm.cu, gemm_sm90.cu) common epilogue: the f32 accumulator tile
-// Cs [BM][cs] (row stride cs floats, even, staged in shared memory by the caller, which
-// synchronises first) becomes Y[block_m.., block_n..] = act(C + b) + R, rounded once to T, by
-// THREADS threads numbered tid = 0 .. THREADS − 1. Each thread takes consecutive column pairs
-// of a row, so that bias, residual and Y are read and written coalesced, and the activation is
-// one copy of code in a plain loop (unrolled over a register tile, its copies overflow the
-// instruction cache: a persistent kernel that did so ran its epilogue 3× slower on an H200).
+// The tensor-core GEMMs' (gemm.cu, gemm_sm90.cu) common epilogue: the block's f32 accumulator
+// tile Cs [BM][cs] (row stride cs floats, even, staged in shared memory by the caller, which
+// synchronises first) becomes Y[block_m.., block_n..] = act(C + b) + R, rounded once to T.
+// Each thread takes consecutive column pairs of a row, so that bias, residual and Y are read and
+// written coalesced, and the activation is one copy of code in a plain loop.
 template <typename T, int BM, int BN, int THREADS>
 __device__ __forceinline__ void gemm_store_tile(
     const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
-    T* __restrict__ Y, int m, int n, int block_m, int block_n, int act, int tid) {
-    const bool paired = (n % 2) == 0;
-    for (int p = tid; p < BM * BN / 2; p += THREADS) {
+    T* __restrict__ Y, int m, int n, int block_m, int block_n, int act) {
+    const bool paired = (n % 2) == 0;  // then (col, col + 1) is one aligned 32-bit word of Y
+    for (int p = threadIdx.x; p < BM * BN / 2; p += THREADS) {
         const int row = p / (BN / 2), col = (p % (BN / 2)) * 2;
         const int g_row = block_m + row, g_col = block_n + col;
         if (g_row >= m || g_col >= n) continue;
         const float2 c = *reinterpret_cast<const float2*>(Cs + row * cs + col);  // cs is even
-        gemm_store_pair<T>(c.x, c.y, bias, R, Y, n, g_row, g_col, act, paired);
+        float v[2] = {c.x, c.y};
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            if (g_col + e >= n) break;
+            float y = v[e];
+            if (bias) y += bias[g_col + e];
+            y = activate(act, y);
+            if (R) y += to_f32(R[static_cast<size_t>(g_row) * n + g_col + e]);
+            v[e] = y;
+        }
+        T* dst = Y + static_cast<size_t>(g_row) * n + g_col;
+        if (paired) {
+            *reinterpret_cast<unsigned*>(dst) = pack2<T>(v[0], v[1]);
+        } else {
+            dst[0] = from_f32<T>(v[0]);
+            if (g_col + 1 < n) dst[1] = from_f32<T>(v[1]);
+        }
     }
 }

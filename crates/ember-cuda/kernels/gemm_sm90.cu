@@ -30,8 +30,13 @@
 // warp-specialised (as CUTLASS's sm90 kernels): 384 threads, warpgroup 0 the producer,
 // warpgroups 1 and 2 the consumers (64 rows each). The 128 × 128 tile is for n = 768 (BERT-base's
 // attention output and FFN down), where 128 × 256 tiles give 3 columns of blocks.
+// gemm_wgmma_tma_128x128_occ2_{bf16,f16}: the 128 × 128 kernel with 3 stages and 288 threads
+// (the two consumer warpgroups, then one producer warp), so that two blocks fit on a
+// multiprocessor (2 × 97 KiB of shared memory, 2 × 288 threads of at most 113 registers) and
+// one's epilogue overlaps the other's MMAs; for FFN up (n = 3072, k = 768), where a 128 × 256
+// block spends much of its time outside its 12 k tiles.
 //  - The producer's warp 0 streams the tiles with the tensor memory accelerator: for tile kt it
-//    waits until stage kt % 4 is empty (mbarrier `empty`, phase kt / 4), then one lane arms
+//    waits until stage kt % STAGES is empty (mbarrier `empty`, phase kt / STAGES), then one lane arms
 //    `full` with the stage's byte count and issues two cp.async.bulk.tensor.2d loads (X's rows
 //    block_m.., W's rows block_n.., k = 64·kt..), which write the same 128-byte-swizzled layout
 //    as the cp.async kernels (the tensor maps say SWIZZLE_128B; the stages are 1024-aligned),
@@ -368,7 +373,7 @@ __device__ __forceinline__ void gemm_wgmma(
                 make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
         }
     __syncthreads();
-    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act, threadIdx.x);
+    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
 }
 
 #define GEMM_WGMMA(BM, BN, T, SUFFIX)                                                             \
@@ -390,36 +395,20 @@ GEMM_WGMMA(64, 128, f16, f16)
 
 #define WS_STAGES 4
 
-// The persistent kernels' epilogue stages 64 × EC column chunks of one consumer warpgroup's
-// accumulators, in its own shared-memory buffer behind the stages (so that the producer goes on
-// loading the next tile's), synchronised among the warpgroup's 128 threads by two mbarriers.
-#define WS_EPILOGUE_COLS 128
-#define WS_EPILOGUE_STRIDE (WS_EPILOGUE_COLS + 8)  // floats; the pad spreads rows over banks
-
-// PERSISTENT = false: one block per tile (grid (n tiles, m tiles)), STAGES = 4, the epilogue
-// staged in the stages' shared memory after a __syncthreads. PERSISTENT = true: a grid of at most
-// one block per multiprocessor, each taking tiles blockIdx.x, blockIdx.x + gridDim.x, … (n
-// fastest). The stage ring and its mbarrier phases run on across tiles (`it` counts k tiles
-// over the block's whole life, the same in producer and consumers), and the consumers free every
-// stage (the last k tile's too) before their epilogue, so that the producer is already loading
-// the next tile while they store this one. Each consumer warpgroup stages its 64 rows through
-// its own buffer Cs [64][WS_EPILOGUE_STRIDE] in WS_EPILOGUE_COLS-wide chunks: it writes its
-// accumulators, arrives on `staged` and waits for its 128 threads, runs gemm_store_tile over
-// the chunk, then arrives on `drained` and waits, before the next chunk overwrites Cs.
-// Shared memory: STAGES stages, then full[STAGES], empty[STAGES], staged[2], drained[2]
-// (8 bytes each), then the two buffers (src/gemm.rs's dynamic_smem adds it up).
-template <typename T, int BM, int BN, int STAGES, bool PERSISTENT>
+// THREADS = (BM / 64 + 1) · 128: warpgroup 0 is the producer (its warp 0 works), warpgroups
+// 1.. the consumers. THREADS = BM / 64 · 128 + 32: warpgroups 0.. are the consumers and the one
+// warp after them the producer, so that fewer idle warps hold registers (the occ2 kernel).
+template <typename T, int BM, int BN, int STAGES, int THREADS>
 __device__ __forceinline__ void gemm_wgmma_tma(
     const TensorMap* x_map, const TensorMap* w_map, const float* __restrict__ bias,
     const T* __restrict__ R, T* __restrict__ Y, int m, int n, int k, int act) {
     constexpr int CONSUMERS = BM / 64;  // warpgroups
-    constexpr int THREADS = (CONSUMERS + 1) * 128;
+    constexpr bool PRODUCER_LAST = THREADS == CONSUMERS * 128 + 32;
+    static_assert(PRODUCER_LAST || THREADS == (CONSUMERS + 1) * 128, "a producer warpgroup or warp");
     constexpr int A_BYTES = BM * WG_ROW_BYTES, B_BYTES = BN * WG_ROW_BYTES;
     constexpr int STAGE = A_BYTES + B_BYTES;
     constexpr int ACC = BN / 2;
     static_assert(A_BYTES % 1024 == 0 && B_BYTES % 1024 == 0, "stages stay 1024-byte aligned");
-    static_assert(PERSISTENT || STAGES == WS_STAGES, "the one-tile kernels have 4 stages");
-    static_assert(BN % WS_EPILOGUE_COLS == 0, "whole epilogue chunks");
 
     // Stages, then the barriers; the host adds 1024 bytes of slack for the alignment.
     EMBER_DYNAMIC_SMEM(unsigned char, wgmma_tma_smem_raw);
@@ -428,150 +417,97 @@ __device__ __forceinline__ void gemm_wgmma_tma(
     const unsigned smem_base = smem_u32(smem);
     unsigned long long* full = reinterpret_cast<unsigned long long*>(smem + STAGES * STAGE);
     unsigned long long* empty = full + STAGES;
-    unsigned long long* staged = empty + STAGES;      // PERSISTENT only: per consumer
-    unsigned long long* drained = staged + CONSUMERS;  // PERSISTENT only: per consumer
-    float* epilogue_buffers = reinterpret_cast<float*>(drained + CONSUMERS);
 
-    const int warpgroup = threadIdx.x / 128;  // 0: producer
+    // The producer's working warp, and the consumer warpgroup this thread is in (if any).
+    const bool producer = PRODUCER_LAST ? threadIdx.x >= CONSUMERS * 128 : threadIdx.x < 128;
+    const bool producer_warp = PRODUCER_LAST ? producer : threadIdx.x < 32;
+    const int consumer = PRODUCER_LAST ? threadIdx.x / 128 : threadIdx.x / 128 - 1;
+    const int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
     const int k_tiles = (k + WG_BK - 1) / WG_BK;
-    const int tiles_n = (n + BN - 1) / BN;
-    const int tiles = PERSISTENT ? tiles_n * ((m + BM - 1) / BM) : 1;
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
             mbarrier_init(&full[s], 1);
             mbarrier_init(&empty[s], CONSUMERS * 128);
         }
-        if (PERSISTENT)
-            for (int c = 0; c < CONSUMERS; ++c) {
-                mbarrier_init(&staged[c], 128);
-                mbarrier_init(&drained[c], 128);
-            }
         fence_mbarrier_init();
     }
     __syncthreads();
 
     float acc[ACC];
-    int block_m = blockIdx.y * BM, block_n = blockIdx.x * BN;
-    int it = 0;      // k tiles this block has gone through, over all its tiles
-    int chunks = 0;  // epilogue chunks this consumer warpgroup has staged (PERSISTENT)
-    for (int tile = PERSISTENT ? blockIdx.x : 0; tile < tiles; tile += PERSISTENT ? gridDim.x : 1) {
-        if (PERSISTENT) {
-            block_m = (tile / tiles_n) * BM;
-            block_n = (tile % tiles_n) * BN;
+    if (producer) {
+        // One warp; its lanes wait together (uniform control flow), lane 0 issues.
+        if (producer_warp) {
+            for (int kt = 0; kt < k_tiles; ++kt) {
+                const int s = kt % STAGES;
+                const unsigned round = kt / STAGES;
+                // Round 0 passes at once (parity 1 "completed" before the first phase).
+                while (!mbarrier_try_wait_parity(&empty[s], (round & 1) ^ 1)) {
+                }
+                if (threadIdx.x % 32 == 0) {
+                    mbarrier_arrive_expect_tx(&full[s], STAGE);
+                    tma_load_2d(smem + s * STAGE, x_map, kt * WG_BK, block_m, &full[s]);
+                    tma_load_2d(smem + s * STAGE + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
+                }
+            }
         }
-        if (warpgroup == 0) {
-            // Warp 0 only; its lanes wait together (uniform control flow), lane 0 issues.
-            if (threadIdx.x < 32) {
-                for (int kt = 0; kt < k_tiles; ++kt, ++it) {
-                    const int s = it % STAGES;
-                    const unsigned round = it / STAGES;
-                    // Round 0 passes at once (parity 1 "completed" before the first phase).
-                    while (!mbarrier_try_wait_parity(&empty[s], (round & 1) ^ 1)) {
-                    }
-                    if (threadIdx.x == 0) {
-                        mbarrier_arrive_expect_tx(&full[s], STAGE);
-                        tma_load_2d(smem + s * STAGE, x_map, kt * WG_BK, block_m, &full[s]);
-                        tma_load_2d(smem + s * STAGE + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
-                    }
-                }
-            }
-        } else {
-            const int consumer = warpgroup - 1;
+    } else {
 #pragma unroll
-            for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
-            for (int kt = 0; kt < k_tiles; ++kt, ++it) {
-                const int s = it % STAGES;
-                while (!mbarrier_try_wait_parity(&full[s], (it / STAGES) & 1)) {
-                }
-                const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
-                const unsigned b = smem_base + s * STAGE + A_BYTES;
-                wgmma_fence_operands<ACC>(acc);
-                wgmma_fence();
-#pragma unroll
-                for (int kk = 0; kk < WG_BK / 16; ++kk)
-                    Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
-                wgmma_commit();
-                wgmma_wait<1>();
-                wgmma_fence_operands<ACC>(acc);
-                // The previous k tile's MMAs have retired: its stage may be refilled.
-                if (kt > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
+        for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
+        for (int kt = 0; kt < k_tiles; ++kt) {
+            const int s = kt % STAGES;
+            while (!mbarrier_try_wait_parity(&full[s], (kt / STAGES) & 1)) {
             }
-            wgmma_wait<0>();
+            const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
+            const unsigned b = smem_base + s * STAGE + A_BYTES;
             wgmma_fence_operands<ACC>(acc);
-            if (PERSISTENT) {
-                if (k_tiles > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
-                float* Cs = epilogue_buffers + consumer * 64 * WS_EPILOGUE_STRIDE;
-                const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
-                const int g = lane / 4, t = lane % 4;
+            wgmma_fence();
 #pragma unroll
-                for (int c0 = 0; c0 < BN; c0 += WS_EPILOGUE_COLS, ++chunks) {
-#pragma unroll
-                    for (int j = c0 / 8; j < (c0 + WS_EPILOGUE_COLS) / 8; ++j)
-#pragma unroll
-                        for (int half = 0; half < 2; ++half) {
-                            const int row = warp * 16 + g + half * 8;
-                            const int col = j * 8 - c0 + 2 * t;
-                            *reinterpret_cast<float2*>(Cs + row * WS_EPILOGUE_STRIDE + col) =
-                                make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
-                        }
-                    mbarrier_arrive(&staged[consumer]);
-                    while (!mbarrier_try_wait_parity(&staged[consumer], chunks & 1)) {
-                    }
-                    gemm_store_tile<T, 64, WS_EPILOGUE_COLS, 128>(
-                        Cs, WS_EPILOGUE_STRIDE, bias, R, Y, m, n, block_m + consumer * 64,
-                        block_n + c0, act, threadIdx.x % 128);
-                    mbarrier_arrive(&drained[consumer]);
-                    while (!mbarrier_try_wait_parity(&drained[consumer], chunks & 1)) {
-                    }
-                }
-            }
+            for (int kk = 0; kk < WG_BK / 16; ++kk)
+                Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
+            wgmma_commit();
+            wgmma_wait<1>();
+            wgmma_fence_operands<ACC>(acc);
+            // Tile kt − 1's MMAs have retired: its stage may be refilled.
+            if (kt > 0) mbarrier_arrive(&empty[(kt - 1) % STAGES]);
         }
+        wgmma_wait<0>();
+        wgmma_fence_operands<ACC>(acc);
     }
-    if (PERSISTENT) return;
     // Every MMA retired and every load landed (the consumers waited for all of them): the
     // stages are free for the epilogue.
     __syncthreads();
     constexpr int CS = BN + 8;
     float* Cs = reinterpret_cast<float*>(smem);
-    if (warpgroup > 0) {
+    if (!producer) {
         const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
         const int g = lane / 4, t = lane % 4;
 #pragma unroll
         for (int j = 0; j < BN / 8; ++j)
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int row = (warpgroup - 1) * 64 + warp * 16 + g + half * 8;
+                const int row = consumer * 64 + warp * 16 + g + half * 8;
                 const int col = j * 8 + 2 * t;
                 *reinterpret_cast<float2*>(Cs + row * CS + col) =
                     make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
             }
     }
     __syncthreads();
-    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act, threadIdx.x);
+    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
 }
 
-// The persistent kernels' stages: 4 for 128 × 128 (128 KiB + 68 KiB of epilogue buffers),
-// 3 for 128 × 256 (144 KiB + 68 KiB; 4 would pass the 227 KiB a block may have).
-#define WS_PERSISTENT_STAGES(BN) ((BN) == 256 ? 3 : 4)
-
-#define GEMM_WGMMA_TMA(BM, BN, T, SUFFIX)                                                         \
-    extern "C" __global__ void __launch_bounds__((BM / 64 + 1) * 128, 1)                         \
-        gemm_wgmma_tma_##BM##x##BN##_##SUFFIX(                                                    \
-            const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,     \
-            const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m,    \
-            int n, int k, int act) {                                                              \
-        gemm_wgmma_tma<T, BM, BN, WS_STAGES, false>(&x_map, &w_map, bias, R, Y, m, n, k, act);    \
-    }                                                                                             \
-    extern "C" __global__ void __launch_bounds__((BM / 64 + 1) * 128, 1)                         \
-        gemm_wgmma_tma_persistent_##BM##x##BN##_##SUFFIX(                                         \
-            const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,     \
-            const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m,    \
-            int n, int k, int act) {                                                              \
-        gemm_wgmma_tma<T, BM, BN, WS_PERSISTENT_STAGES(BN), true>(&x_map, &w_map, bias, R, Y, m, n, \
-                                                              k, act);                             \
+// MIN_BLOCKS = 2: two blocks on each multiprocessor (3 stages; 288 threads, so at most 113
+// registers a thread), so that one block's epilogue overlaps the other's MMAs.
+#define GEMM_WGMMA_TMA(BM, BN, STAGES, THREADS, MIN_BLOCKS, T, NAME)                              \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) NAME(                       \
+        const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,         \
+        const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m, int n, \
+        int k, int act) {                                                                         \
+        gemm_wgmma_tma<T, BM, BN, STAGES, THREADS>(&x_map, &w_map, bias, R, Y, m, n, k, act);     \
     }
 
-GEMM_WGMMA_TMA(128, 256, bf16, bf16)
-GEMM_WGMMA_TMA(128, 256, f16, f16)
-GEMM_WGMMA_TMA(128, 128, bf16, bf16)
-GEMM_WGMMA_TMA(128, 128, f16, f16)
+GEMM_WGMMA_TMA(128, 256, WS_STAGES, 384, 1, bf16, gemm_wgmma_tma_128x256_bf16)
+GEMM_WGMMA_TMA(128, 256, WS_STAGES, 384, 1, f16, gemm_wgmma_tma_128x256_f16)
+GEMM_WGMMA_TMA(128, 128, WS_STAGES, 384, 1, bf16, gemm_wgmma_tma_128x128_bf16)
+GEMM_WGMMA_TMA(128, 128, WS_STAGES, 384, 1, f16, gemm_wgmma_tma_128x128_f16)
+GEMM_WGMMA_TMA(128, 128, 3, 288, 2, bf16, gemm_wgmma_tma_128x128_occ2_bf16)
+GEMM_WGMMA_TMA(128, 128, 3, 288, 2, f16, gemm_wgmma_tma_128x128_occ2_f16)

@@ -303,7 +303,7 @@ impl CudaDevice {
     }
 
     /// The tensor-core kernels [`crate::gemm::linear`] chooses among: `EMBER_CUDA_GEMM` when the
-    /// device was opened (`mma`, `wgmma`, `wgmma-tma`, `wgmma-persistent`; all but `mma` sm_90
+    /// device was opened (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`; all but `mma` sm_90
     /// only), else [`GemmFamily::default_for`] the device.
     pub fn gemm_family(&self) -> GemmFamily {
         self.gemm_family
@@ -414,6 +414,14 @@ impl CudaDevice {
                 .set_attribute(
                     cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                     dynamic_smem as i32,
+                )
+                .map_err(CudaError::driver("cuFuncSetAttribute"))?;
+            // The most shared memory and the least L1 on its multiprocessors, so that as many
+            // blocks fit as the registers allow (two of WgmmaTma128x128Occ2's 97 KiB).
+            function
+                .set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                    100,
                 )
                 .map_err(CudaError::driver("cuFuncSetAttribute"))?;
         }
@@ -582,7 +590,7 @@ fn gemm_family_setting(arch: Arch) -> Result<GemmFamily, CudaError> {
             "Hopper's wgmma kernels need sm_90; this device is {arch}"
         ))),
         None => Err(invalid(
-            "expected `mma`, `wgmma`, `wgmma-tma` or `wgmma-persistent`".to_owned(),
+            "expected `mma`, `wgmma`, `wgmma-tma` or `wgmma-tma-occ2`".to_owned(),
         )),
     }
 }

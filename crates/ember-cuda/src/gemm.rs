@@ -10,8 +10,7 @@
 //! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
 //! | `WgmmaTma128x256`   | bf16, f16 | 128 × 256 × 64   | the same, warp-specialised: a producer warp feeds 4 stages with TMA (`cp.async.bulk.tensor`) on mbarriers, two consumer warpgroups |
 //! | `WgmmaTma128x128`   | bf16, f16 | 128 × 128 × 64   | the same with `m64n128k16`, for n = 768 (BERT-base's attention output and FFN down), where 128 × 256 tiles leave most multiprocessors idle |
-//! | `WgmmaPersistent128x256` | bf16, f16 | 128 × 256 × 64 | as `WgmmaTma128x256` (3 stages), persistent: at most one block per multiprocessor, each taking tiles in turn; each consumer warpgroup stages its rows through its own buffer while the producer loads the next tile |
-//! | `WgmmaPersistent128x128` | bf16, f16 | 128 × 128 × 64 | the same with `m64n128k16` |
+//! | `WgmmaTma128x128Occ2` | bf16, f16 | 128 × 128 × 64 | the same with 3 stages and at most 85 registers a thread: two blocks a multiprocessor, one's epilogue overlapping the other's MMAs |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
@@ -20,7 +19,7 @@
 //! The tensor-core kernels need `k % 8 == 0` (16-byte rows for `cp.async`); any `m`, `n`.
 //!
 //! [`linear`] chooses among the kernels of the device's family ([`CudaDevice::gemm_family`]):
-//! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-persistent`), else
+//! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`), else
 //! [`GemmFamily::default_for`] the device: the TMA kernels on sm_90, which were the fastest on an
 //! H200 (benches/results/gpu.md), `mma.sync` elsewhere.
 
@@ -58,12 +57,9 @@ pub enum GemmKernel {
     WgmmaTma128x256,
     /// As `WgmmaTma128x256`, 128 × 128 tiles (sm_90 only).
     WgmmaTma128x128,
-    /// As `WgmmaTma128x256` (with 3 stages), persistent: at most one block per
-    /// multiprocessor, each taking tiles in turn, the epilogue staged in buffers of its own
-    /// while the next tile's stages load (sm_90 only).
-    WgmmaPersistent128x256,
-    /// As `WgmmaPersistent128x256`, 128 × 128 tiles (sm_90 only).
-    WgmmaPersistent128x128,
+    /// As `WgmmaTma128x128`, with 3 stages and registers for two blocks a multiprocessor
+    /// (sm_90 only).
+    WgmmaTma128x128Occ2,
     /// Hopper's warpgroup tensor cores, 128 × 256 tiles (sm_90 only).
     Wgmma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
@@ -76,13 +72,12 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 10] = [
+    pub const ALL: [GemmKernel; 9] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
         GemmKernel::WgmmaTma128x256,
         GemmKernel::WgmmaTma128x128,
-        GemmKernel::WgmmaPersistent128x256,
-        GemmKernel::WgmmaPersistent128x128,
+        GemmKernel::WgmmaTma128x128Occ2,
         GemmKernel::Wgmma128x256,
         GemmKernel::Wgmma128x128,
         GemmKernel::Wgmma64x128,
@@ -100,17 +95,11 @@ impl GemmKernel {
             (GemmKernel::WgmmaTma128x256, Dtype::F16) => Some("gemm_wgmma_tma_128x256_f16"),
             (GemmKernel::WgmmaTma128x128, Dtype::Bf16) => Some("gemm_wgmma_tma_128x128_bf16"),
             (GemmKernel::WgmmaTma128x128, Dtype::F16) => Some("gemm_wgmma_tma_128x128_f16"),
-            (GemmKernel::WgmmaPersistent128x256, Dtype::Bf16) => {
-                Some("gemm_wgmma_tma_persistent_128x256_bf16")
+            (GemmKernel::WgmmaTma128x128Occ2, Dtype::Bf16) => {
+                Some("gemm_wgmma_tma_128x128_occ2_bf16")
             }
-            (GemmKernel::WgmmaPersistent128x256, Dtype::F16) => {
-                Some("gemm_wgmma_tma_persistent_128x256_f16")
-            }
-            (GemmKernel::WgmmaPersistent128x128, Dtype::Bf16) => {
-                Some("gemm_wgmma_tma_persistent_128x128_bf16")
-            }
-            (GemmKernel::WgmmaPersistent128x128, Dtype::F16) => {
-                Some("gemm_wgmma_tma_persistent_128x128_f16")
+            (GemmKernel::WgmmaTma128x128Occ2, Dtype::F16) => {
+                Some("gemm_wgmma_tma_128x128_occ2_f16")
             }
             (GemmKernel::Wgmma128x256, Dtype::Bf16) => Some("gemm_wgmma_128x256_bf16"),
             (GemmKernel::Wgmma128x256, Dtype::F16) => Some("gemm_wgmma_128x256_f16"),
@@ -128,8 +117,7 @@ impl GemmKernel {
         match self {
             GemmKernel::WgmmaTma128x256
             | GemmKernel::WgmmaTma128x128
-            | GemmKernel::WgmmaPersistent128x256
-            | GemmKernel::WgmmaPersistent128x128
+            | GemmKernel::WgmmaTma128x128Occ2
             | GemmKernel::Wgmma128x256
             | GemmKernel::Wgmma128x128
             | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
@@ -148,28 +136,17 @@ impl GemmKernel {
             self,
             GemmKernel::WgmmaTma128x256
                 | GemmKernel::WgmmaTma128x128
-                | GemmKernel::WgmmaPersistent128x256
-                | GemmKernel::WgmmaPersistent128x128
-        )
-    }
-
-    /// Whether its grid is at most one block per multiprocessor, each looping over tiles.
-    fn is_persistent(self) -> bool {
-        matches!(
-            self,
-            GemmKernel::WgmmaPersistent128x256 | GemmKernel::WgmmaPersistent128x128
+                | GemmKernel::WgmmaTma128x128Occ2
         )
     }
 
     /// Output tile `(rows, cols)` of one block.
     fn tile(self) -> (u32, u32) {
         match self {
-            GemmKernel::WgmmaTma128x256
-            | GemmKernel::WgmmaPersistent128x256
-            | GemmKernel::Wgmma128x256 => (128, 256),
+            GemmKernel::WgmmaTma128x256 | GemmKernel::Wgmma128x256 => (128, 256),
             GemmKernel::Mma128x128
             | GemmKernel::WgmmaTma128x128
-            | GemmKernel::WgmmaPersistent128x128
+            | GemmKernel::WgmmaTma128x128Occ2
             | GemmKernel::Wgmma128x128 => (128, 128),
             GemmKernel::Wgmma64x128 => (64, 128),
             GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
@@ -177,13 +154,14 @@ impl GemmKernel {
     }
 
     /// Threads per block: 256, or one warpgroup (128) per 64 rows for `wgmma`, plus the
-    /// producer warpgroup for the TMA kernel.
+    /// producer warpgroup for the TMA kernels (a producer warp for `WgmmaTma128x128Occ2`).
     fn threads(self) -> u32 {
         match self {
-            GemmKernel::WgmmaTma128x256
-            | GemmKernel::WgmmaTma128x128
-            | GemmKernel::WgmmaPersistent128x256
-            | GemmKernel::WgmmaPersistent128x128 => (self.tile().0 / 64 + 1) * 128,
+            GemmKernel::WgmmaTma128x256 | GemmKernel::WgmmaTma128x128 => {
+                (self.tile().0 / 64 + 1) * 128
+            }
+            // The consumer warpgroups, then one producer warp.
+            GemmKernel::WgmmaTma128x128Occ2 => self.tile().0 / 64 * 128 + 32,
             GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 self.tile().0 * 2
             }
@@ -206,30 +184,27 @@ impl GemmKernel {
                 let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
-            GemmKernel::WgmmaTma128x256 | GemmKernel::WgmmaTma128x128 => {
+            GemmKernel::WgmmaTma128x256
+            | GemmKernel::WgmmaTma128x128
+            | GemmKernel::WgmmaTma128x128Occ2 => {
                 // The stages, then a `full` and an `empty` mbarrier (8 bytes) per stage.
-                let pipeline = WGMMA_STAGES * (bm + bn) * WGMMA_ROW_BYTES + WGMMA_STAGES * 2 * 8;
+                let stages = if self == GemmKernel::WgmmaTma128x128Occ2 {
+                    3
+                } else {
+                    WGMMA_STAGES
+                };
+                let pipeline = stages * (bm + bn) * WGMMA_ROW_BYTES + stages * 2 * 8;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
-            }
-            // gemm_sm90.cu's WS_PERSISTENT_STAGES stages, their `full` and `empty` mbarriers, a
-            // `staged` and a `drained` one per consumer warpgroup, and each consumer's epilogue
-            // buffer of 64 × (128 + 8) f32.
-            GemmKernel::WgmmaPersistent128x256 | GemmKernel::WgmmaPersistent128x128 => {
-                let stages = if bn == 256 { 3 } else { 4 };
-                let consumers = bm / 64;
-                stages * (bm + bn) * WGMMA_ROW_BYTES
-                    + (2 * stages + 2 * consumers) * 8
-                    + consumers * 64 * (128 + 8) * 4
-                    + WGMMA_ALIGN_SLACK
             }
         }
     }
 
     /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile of `family` that
     /// still makes at least one block per multiprocessor (`Mma`: 128 × 128, else 64 × 64;
-    /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma` and `WgmmaPersistent`: their
-    /// TMA kernels' 128 × 256 and 128 × 128 (the latter also when its blocks busy half the
-    /// multiprocessors), else `Wgmma`'s 64 × 128).
+    /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernels' 128 × 256
+    /// and 128 × 128 (the latter also when its blocks busy half the multiprocessors), else
+    /// `Wgmma`'s 64 × 128; `WgmmaTmaOcc2`: `WgmmaTma128x128Occ2` where its tiles fill the
+    /// multiprocessors, else as `WgmmaTma`).
     pub fn choose(
         dtype: Dtype,
         m: usize,
@@ -253,33 +228,27 @@ impl GemmKernel {
                 &[GemmKernel::WgmmaTma128x256, GemmKernel::WgmmaTma128x128],
                 GemmKernel::Wgmma64x128,
             ),
-            GemmFamily::WgmmaPersistent => (
-                &[
-                    GemmKernel::WgmmaPersistent128x256,
-                    GemmKernel::WgmmaPersistent128x128,
-                ],
-                GemmKernel::Wgmma64x128,
-            ),
+            GemmFamily::WgmmaTmaOcc2 => {
+                (&[GemmKernel::WgmmaTma128x128Occ2], GemmKernel::Wgmma64x128)
+            }
         };
         let chosen = candidates
             .iter()
             .copied()
             .find(|kernel| fills(kernel.tile()));
-        // The TMA 128 × 128 kernels were written for n = 768 at T ≈ 2400 (114 tiles on 132
-        // SMs): they also take a grid that busies at least half the SMs in one wave, rather
-        // than twice as many half tiles. Measured on an H200 (benches/results/gpu.md): at
-        // T = 2400, n = 768 the TMA 128 × 128 kernel was the fastest of all (attention output
-        // and FFN down).
+        // The TMA 128 × 128 kernel was written for n = 768 at T ≈ 2400 (114 tiles on 132
+        // SMs): it also takes a grid that busies at least half the SMs in one wave, rather
+        // than twice as many half tiles. On an H200 it was then the fastest kernel of all for
+        // those shapes (attention output, FFN down; benches/results/gpu.md).
         let half_fills = |(bm, bn): (u32, u32)| {
             2 * m.div_ceil(bm as usize) * n.div_ceil(bn as usize) >= multiprocessors as usize
         };
-        let tma_128x128 = match family {
-            GemmFamily::WgmmaTma => Some(GemmKernel::WgmmaTma128x128),
-            GemmFamily::WgmmaPersistent => Some(GemmKernel::WgmmaPersistent128x128),
-            GemmFamily::Mma | GemmFamily::Wgmma => None,
-        };
         chosen
-            .or_else(|| tma_128x128.filter(|kernel| half_fills(kernel.tile())))
+            .or_else(|| {
+                (matches!(family, GemmFamily::WgmmaTma | GemmFamily::WgmmaTmaOcc2)
+                    && half_fills(GemmKernel::WgmmaTma128x128.tile()))
+                .then_some(GemmKernel::WgmmaTma128x128)
+            })
             .unwrap_or(smallest)
     }
 }
@@ -295,19 +264,19 @@ pub enum GemmFamily {
     /// As `Wgmma`, but the warp-specialised TMA kernel for the large tiles, sm_90 only; the
     /// default on sm_90 (the fastest family on an H200, benches/results/gpu.md).
     WgmmaTma,
-    /// As `WgmmaTma`, with the persistent TMA kernels, sm_90 only.
-    WgmmaPersistent,
+    /// As `WgmmaTma`, with `WgmmaTma128x128Occ2` for the tiles that fill the GPU, sm_90 only.
+    WgmmaTmaOcc2,
 }
 
 impl GemmFamily {
     /// The family an `EMBER_CUDA_GEMM` value names: `mma`, `wgmma`, `wgmma-tma` or
-    /// `wgmma-persistent`.
+    /// `wgmma-tma-occ2`.
     pub fn parse(value: &str) -> Option<GemmFamily> {
         match value {
             "mma" => Some(GemmFamily::Mma),
             "wgmma" => Some(GemmFamily::Wgmma),
             "wgmma-tma" => Some(GemmFamily::WgmmaTma),
-            "wgmma-persistent" => Some(GemmFamily::WgmmaPersistent),
+            "wgmma-tma-occ2" => Some(GemmFamily::WgmmaTmaOcc2),
             _ => None,
         }
     }
@@ -455,17 +424,10 @@ pub fn linear_with_kernel<E: Element>(
             reason: format!("m = {m} needs more than 65,535 row blocks"),
         })?;
     let grid_x = n.div_ceil(bn as usize) as u32; // n fits i32, so this fits u32
-    // A persistent kernel: one block per multiprocessor at most, each looping over the tiles.
-    let grid_dim = if kernel.is_persistent() {
-        let tiles = u64::from(grid_x) * u64::from(grid_y);
-        (tiles.min(u64::from(device.multiprocessors().max(1))) as u32, 1, 1)
-    } else {
-        (grid_x, grid_y, 1)
-    };
     let smem = kernel.dynamic_smem();
     let function = device.function(kernel.file(), entry_point, smem)?;
     let config = LaunchConfig {
-        grid_dim,
+        grid_dim: (grid_x, grid_y, 1),
         block_dim: (kernel.threads(), 1, 1),
         shared_mem_bytes: smem,
     };
@@ -596,19 +558,14 @@ mod tests {
             131_072 + 64 + 1024
         );
         assert_eq!(GemmKernel::WgmmaTma128x128.threads(), 384);
-        // The persistent kernels: 3 (128 × 256) or 4 stages, their barriers and 4 more, and two
-        // epilogue buffers of 64 × 136 f32.
+        // 3 stages, or the epilogue tile (128 × 136 f32), which is larger: two blocks fit in
+        // the 228 KiB of an SM.
         assert_eq!(
-            GemmKernel::WgmmaPersistent128x256.dynamic_smem(),
-            147_456 + 80 + 69_632 + 1024
+            GemmKernel::WgmmaTma128x128Occ2.dynamic_smem(),
+            98_304 + 48 + 1024
         );
-        assert_eq!(
-            GemmKernel::WgmmaPersistent128x128.dynamic_smem(),
-            131_072 + 96 + 69_632 + 1024
-        );
-        assert_eq!(GemmKernel::WgmmaPersistent128x256.threads(), 384);
-        assert!(GemmKernel::WgmmaPersistent128x128.is_persistent());
-        assert!(!GemmKernel::WgmmaTma128x128.is_persistent());
+        assert!(2 * (GemmKernel::WgmmaTma128x128Occ2.dynamic_smem() + 1024) <= 228 * 1024);
+        assert_eq!(GemmKernel::WgmmaTma128x128Occ2.threads(), 288);
         assert_eq!(GemmKernel::Wgmma128x128.dynamic_smem(), 131_072 + 1024);
         assert_eq!(GemmKernel::Wgmma64x128.dynamic_smem(), 98_304 + 1024);
         assert_eq!(GemmKernel::Wgmma128x128.threads(), 256);
@@ -648,17 +605,11 @@ mod tests {
                 GemmKernel::WgmmaTma128x256,
                 GemmKernel::Wgmma64x128,
             ),
-            (
-                GemmFamily::WgmmaPersistent,
-                GemmKernel::WgmmaPersistent128x256,
-                GemmKernel::Wgmma64x128,
-            ),
         ] {
-            let at_768 = match family {
-                // 114 tiles: over half of the 132 SMs
-                GemmFamily::WgmmaTma => GemmKernel::WgmmaTma128x128,
-                GemmFamily::WgmmaPersistent => GemmKernel::WgmmaPersistent128x128,
-                GemmFamily::Mma | GemmFamily::Wgmma => small,
+            let at_768 = if family == GemmFamily::WgmmaTma {
+                GemmKernel::WgmmaTma128x128 // 114 tiles: over half of the 132 SMs
+            } else {
+                small
             };
             assert_eq!(
                 GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, family),
@@ -680,8 +631,16 @@ mod tests {
         }
         assert_eq!(GemmFamily::parse("wgmma-tma"), Some(GemmFamily::WgmmaTma));
         assert_eq!(
-            GemmFamily::parse("wgmma-persistent"),
-            Some(GemmFamily::WgmmaPersistent)
+            GemmFamily::parse("wgmma-tma-occ2"),
+            Some(GemmFamily::WgmmaTmaOcc2)
+        );
+        assert_eq!(
+            GemmKernel::choose(Dtype::F16, 2400, 3072, 132, GemmFamily::WgmmaTmaOcc2),
+            GemmKernel::WgmmaTma128x128Occ2
+        );
+        assert_eq!(
+            GemmKernel::choose(Dtype::F16, 2400, 768, 132, GemmFamily::WgmmaTmaOcc2),
+            GemmKernel::WgmmaTma128x128
         );
         assert_eq!(GemmFamily::default_for(Arch::SM90), GemmFamily::WgmmaTma);
         assert_eq!(GemmFamily::default_for(Arch::SM80), GemmFamily::Mma);
@@ -698,8 +657,7 @@ mod tests {
                 kernel,
                 GemmKernel::WgmmaTma128x256
                     | GemmKernel::WgmmaTma128x128
-                    | GemmKernel::WgmmaPersistent128x256
-                    | GemmKernel::WgmmaPersistent128x128
+                    | GemmKernel::WgmmaTma128x128Occ2
                     | GemmKernel::Wgmma128x256
                     | GemmKernel::Wgmma128x128
                     | GemmKernel::Wgmma64x128

@@ -284,8 +284,7 @@ impl Case {
                     Some(GemmKernel::Mma64x64) => "mma64x64",
                     Some(GemmKernel::WgmmaTma128x256) => "wgmmatma128x256",
                     Some(GemmKernel::WgmmaTma128x128) => "wgmmatma128x128",
-                    Some(GemmKernel::WgmmaPersistent128x256) => "wgmmapersistent128x256",
-                    Some(GemmKernel::WgmmaPersistent128x128) => "wgmmapersistent128x128",
+                    Some(GemmKernel::WgmmaTma128x128Occ2) => "wgmmatma128x128occ2",
                     Some(GemmKernel::Wgmma128x256) => "wgmma128x256",
                     Some(GemmKernel::Wgmma128x128) => "wgmma128x128",
                     Some(GemmKernel::Wgmma64x128) => "wgmma64x128",
@@ -724,25 +723,12 @@ fn cases() -> Vec<Case> {
         (300, 3072, 768, true, Gelu, false),   // FFN up + GELU
         (300, 768, 3072, true, Identity, true), // FFN down + residual
         (300, 2304, 768, true, Identity, false), // fused QKV
-        // More tiles than the 132 multiprocessors of an H100 / H200 (and the emulated GPU's):
-        // the persistent kernels' blocks take several tiles each, partial in m and n. The
-        // first two are small enough for the emulated GPU (under 20 M multiply-adds).
+        // More tiles than the 132 multiprocessors of an H100 / H200 (and the emulated GPU's),
+        // partial in m and n: several blocks a multiprocessor, or waves of them. The first is
+        // small enough for the emulated GPU (18 M multiply-adds).
         (8500, 264, 8, true, Gelu, true), // 67 × 2 tiles of 128 × 256, 67 × 3 of 128 × 128
-        // 265 tiles of 2 k tiles: block 0 takes 3, so the stage ring wraps (parity 1) and
-        // reuses the stage of a tile's last k tile, which only the consumers' release after
-        // their loop frees (a missing release hangs).
-        (33900, 8, 72, false, Identity, false),
         (2100, 2056, 40, true, Identity, true), // 17 × 9 tiles of 128 × 256
     ];
-    // The tall case's point is the persistent kernels' stage ring; the others' take it
-    // minutes on the emulated GPU.
-    let wanted = |kernel: GemmKernel, m: usize| {
-        m != 33900
-            || matches!(
-                kernel,
-                GemmKernel::WgmmaPersistent128x256 | GemmKernel::WgmmaPersistent128x128
-            )
-    };
     for dtype in [Dtype::Bf16, Dtype::F16] {
         // Every tensor-core kernel (all but the SIMT f32 one).
         for kernel in GemmKernel::ALL
@@ -750,9 +736,6 @@ fn cases() -> Vec<Case> {
             .filter(|&kernel| kernel != GemmKernel::Simt)
         {
             for &(m, n, k, bias, act, residual) in &mma_shapes {
-                if !wanted(kernel, m) {
-                    continue;
-                }
                 cases.push(Case {
                     op: gemm(Some(kernel), m, n, k, bias, act, residual),
                     dtype,

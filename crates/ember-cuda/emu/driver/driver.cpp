@@ -85,6 +85,7 @@ constexpr std::size_t kAllocationAlignment = 256;
 constexpr const char kDeviceName[] = "Ember emulated sm_90 (CPU, crates/ember-cuda/emu)";
 
 constexpr int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+constexpr int CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9;
 constexpr unsigned CU_EVENT_DISABLE_TIMING = 2;
 
 // ---- the driver's state ----
@@ -762,11 +763,15 @@ __attribute__((visibility("default"))) CUresult cuModuleGetFunction(Function** f
     return CUDA_SUCCESS;
 }
 
-// Only CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (the opt-in above 48 KiB) is emulated.
+// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (the opt-in above 48 KiB) is emulated;
+// CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT (a hint: -1 or a percentage) is checked
+// and has no effect.
 __attribute__((visibility("default"))) CUresult cuFuncSetAttribute(Function* function, int attribute, int value) {
     EMBER_LOCK;
     EMBER_CHECK_CONTEXT;
     if (!function || !g_modules.count(function->module)) return CUDA_ERROR_INVALID_HANDLE;
+    if (attribute == CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT)
+        return value >= -1 && value <= 100 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
     if (attribute != CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) {
         report("cuFuncSetAttribute: attribute %d is not emulated", attribute);
         return CUDA_ERROR_NOT_SUPPORTED;
