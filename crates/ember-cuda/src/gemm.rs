@@ -581,14 +581,22 @@ mod tests {
         // H100: 132 multiprocessors. BERT-base at T = 2400: 19 × 6 = 114 tiles of 128 × 128
         // for n = 768 (too few), 19 × 24 = 456 for n = 3072, and 19 × 12 = 228 of 128 × 256.
         // For n = 1024: 19 × 4 = 76 tiles of 128 × 256 (too few), 19 × 8 = 152 of 128 × 128.
-        assert_eq!(
-            GemmKernel::choose(Dtype::Bf16, 2400, 1024, 132, GemmFamily::Wgmma),
-            GemmKernel::Wgmma128x128
-        );
-        assert_eq!(
-            GemmKernel::choose(Dtype::Bf16, 2400, 1024, 132, GemmFamily::WgmmaTma),
-            GemmKernel::WgmmaTma128x128
-        );
+        // WgmmaTmaOcc2: its kernel where 128 × 128 tiles fill the GPU, else as WgmmaTma.
+        for (n, family, expected) in [
+            (1024, GemmFamily::Wgmma, GemmKernel::Wgmma128x128),
+            (1024, GemmFamily::WgmmaTma, GemmKernel::WgmmaTma128x128),
+            (
+                3072,
+                GemmFamily::WgmmaTmaOcc2,
+                GemmKernel::WgmmaTma128x128Occ2,
+            ),
+            (768, GemmFamily::WgmmaTmaOcc2, GemmKernel::WgmmaTma128x128),
+        ] {
+            assert_eq!(
+                GemmKernel::choose(Dtype::Bf16, 2400, n, 132, family),
+                expected
+            );
+        }
         for (family, big, small) in [
             (
                 GemmFamily::Mma,
@@ -633,14 +641,6 @@ mod tests {
         assert_eq!(
             GemmFamily::parse("wgmma-tma-occ2"),
             Some(GemmFamily::WgmmaTmaOcc2)
-        );
-        assert_eq!(
-            GemmKernel::choose(Dtype::F16, 2400, 3072, 132, GemmFamily::WgmmaTmaOcc2),
-            GemmKernel::WgmmaTma128x128Occ2
-        );
-        assert_eq!(
-            GemmKernel::choose(Dtype::F16, 2400, 768, 132, GemmFamily::WgmmaTmaOcc2),
-            GemmKernel::WgmmaTma128x128
         );
         assert_eq!(GemmFamily::default_for(Arch::SM90), GemmFamily::WgmmaTma);
         assert_eq!(GemmFamily::default_for(Arch::SM80), GemmFamily::Mma);
