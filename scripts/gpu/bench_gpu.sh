@@ -155,14 +155,17 @@ crate=crates/ember-cuda
   step 90 env -C "$crate" EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
 step 150 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
   --nocapture --test-threads 1
-step 90 "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl"
+# gemm_bench marks the kernel the default family chooses: EMBER_CUDA_GEMM unset for it.
+step 90 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl"
 step 90 python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
 st_args=()
 if [ "$model" = 1 ]; then
   step 120 python3 scripts/gpu/st_bench.py --model "$bin/minilm-fp16" --corpus "$corpus" \
     --json "$out/st.json"
   st_args=(--st "$out/st.json" --ember-e2e "$e2e_json")
-  for gemm in default mma; do
+  # On Hopper the default family is wgmma-tma: it runs in the Hopper block, after the wgmma
+  # kernels' own checks.
+  for gemm in mma $([ "$hopper" = 1 ] || echo default); do
     e2e "$gemm"
     ember_bench "$gemm"
   done
@@ -170,17 +173,18 @@ fi
 if [ "$hopper" = 1 ]; then
   step 90 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma "$bin/backend_ops" \
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
-  step 60 "$bin/gemm_bench" --dtype bf16 --kernels Wgmma --json "$out/ember_gemm.jsonl"
+  step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Wgmma \
+    --json "$out/ember_gemm.jsonl"
   if [ "$model" = 1 ]; then
-    # EMBER_GPU_FAMILIES: the Hopper families to run end to end (default: all three).
-    for gemm in ${EMBER_GPU_FAMILIES:-wgmma wgmma-tma wgmma-tma-occ2}; do
+    # EMBER_GPU_FAMILIES: the other Hopper families to run end to end (default: all three).
+    for gemm in default ${EMBER_GPU_FAMILIES-wgmma wgmma-tma wgmma-tma-occ2}; do
       e2e "$gemm"
       ember_bench "$gemm"
     done
   fi
 fi
 # Last, with what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
-step 60 "$bin/gemm_bench" --dtype f16 --json "$out/ember_gemm.jsonl"
+step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --json "$out/ember_gemm.jsonl"
 step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.jsonl"
 echo "== table at ${SECONDS} s" | tee -a "$log"
 timeout 20 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \

@@ -67,14 +67,16 @@ def main():
             "|---:|---|---|---|---|---:|---|---:|---:|---:|---:|"]
     for k_ in sorted({key(r) for r in ember}):
         rows = [r for r in ember if key(r) == k_]
-        chosen = next((r for r in rows if r.get("chosen")), rows[0])
+        # No "chosen" row when the chosen kernel's step was skipped or failed: not measured.
+        chosen = next((r for r in rows if r.get("chosen")), None)
         best = max(rows, key=lambda r: r["tflops"])
         ref = cublas.get(k_)
-        ratio = f"{chosen['tflops'] / ref['tflops']:.2f}" if ref else "—"
+        ratio = f"{chosen['tflops'] / ref['tflops']:.2f}" if ref and chosen else "—"
         best_ratio = f"{best['tflops'] / ref['tflops']:.2f}" if ref else "—"
         ref_tflops = f"{ref['tflops']:.1f}" if ref else "—"
         t, n, k, epilogue, dtype = k_
-        out.append(f"| {t} | {n} × {k} | {epilogue or 'none'} | {dtype} | {chosen['kernel']} | {chosen['tflops']:.1f} | "
+        out.append(f"| {t} | {n} × {k} | {epilogue or 'none'} | {dtype} | {chosen['kernel'] if chosen else 'not measured'} | "
+                   f"{format(chosen['tflops'], '.1f') if chosen else '—'} | "
                    f"{best['kernel']} | {best['tflops']:.1f} | {ref_tflops} | {ratio} | {best_ratio} |")
     out += ["", "Goal (issue 5): chosen ÷ cuBLAS ≥ 0.80 for T ≥ 2400; chosen = what gemm::linear picks under the "
             "default family (EMBER_CUDA_GEMM unset) on this device. The Wgmma* rows are Hopper's wgmma kernels.", ""]

@@ -14,22 +14,23 @@ constexpr std::size_t wgmma_smem(std::size_t bm, std::size_t bn) {
     return WG_STAGES * (bm + bn) * WG_ROW_BYTES + 1024;
 }
 
-// GemmKernel::dynamic_smem of the TMA kernel: the stages, a full and an empty mbarrier per
-// stage, and the alignment slack.
-constexpr std::size_t tma_smem(std::size_t bm, std::size_t bn) {
-    return WS_STAGES * (bm + bn) * WG_ROW_BYTES + WS_STAGES * 2 * 8 + 1024;
+// GemmKernel::dynamic_smem of a TMA kernel: the stages, a full and an empty mbarrier per
+// stage, and the alignment slack (the stages outweigh the epilogue's f32 tile).
+constexpr std::size_t tma_smem(std::size_t bm, std::size_t bn, std::size_t stages) {
+    return stages * (bm + bn) * WG_ROW_BYTES + stages * 2 * 8 + 1024;
 }
 
 template <typename T>
 using TmaEntry = void (*)(TensorMap, TensorMap, const float*, const T*, T*, int, int, int, int);
 
-// The TMA kernel's case: gemm_harness.h's reference and inputs, X and W passed as tensor maps
+// A TMA kernel's case: gemm_harness.h's reference and inputs, X and W passed as tensor maps
 // encoded as src/gemm.rs's TensorMap::tile_rows encodes them (dims {k, rows}, boxes {64, BM or
-// BN}, 128-byte swizzle).
+// BN}, 128-byte swizzle); `threads` and `stages` as the kernel was instantiated with.
 template <typename T>
-void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int bn, GemmShape s) {
-    const GemmKernel<T> reference_only{name, nullptr, unsigned(bm), unsigned(bn), unsigned((bm / 64 + 1) * 128),
-                                       tma_smem(bm, bn)};
+void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int bn, unsigned threads,
+                  std::size_t stages, GemmShape s) {
+    const GemmKernel<T> reference_only{name, nullptr, unsigned(bm), unsigned(bn), threads,
+                                       tma_smem(bm, bn, stages)};
     add_gemm_case_with<T>(cases, reference_only, s,
                        [entry, bm, bn, s](const emu::Schedule& schedule, const GemmKernel<T>& kernel,
                                           const std::vector<T>& x, const std::vector<T>& w, const float* b,
@@ -77,10 +78,14 @@ void add_gemm_sm90_cases(Cases& cases) {
     for (const auto& kernel : f16_kernels)
         for (const auto& s : shapes) add_gemm_case(cases, kernel, s);
     for (const auto& s : shapes) {
-        add_tma_case<bf16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_bf16, 128, 256, s);
-        add_tma_case<f16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_f16, 128, 256, s);
-        add_tma_case<bf16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_bf16, 128, 128, s);
-        add_tma_case<f16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_f16, 128, 128, s);
+        add_tma_case<bf16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_bf16, 128, 256, 384, WS_STAGES, s);
+        add_tma_case<f16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_f16, 128, 256, 384, WS_STAGES, s);
+        add_tma_case<bf16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_bf16, 128, 128, 384, WS_STAGES, s);
+        add_tma_case<f16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_f16, 128, 128, 384, WS_STAGES, s);
+        add_tma_case<bf16>(cases, "gemm-wgmmatma128x128occ2", gemm_wgmma_tma_128x128_occ2_bf16, 128, 128,
+                           WS_OCC2_THREADS, WS_OCC2_STAGES, s);
+        add_tma_case<f16>(cases, "gemm-wgmmatma128x128occ2", gemm_wgmma_tma_128x128_occ2_f16, 128, 128,
+                          WS_OCC2_THREADS, WS_OCC2_STAGES, s);
     }
 }
 

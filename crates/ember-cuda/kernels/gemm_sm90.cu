@@ -30,9 +30,10 @@
 // warp-specialised (as CUTLASS's sm90 kernels): 384 threads, warpgroup 0 the producer,
 // warpgroups 1 and 2 the consumers (64 rows each). The 128 × 128 tile is for n = 768 (BERT-base's
 // attention output and FFN down), where 128 × 256 tiles give 3 columns of blocks.
-// gemm_wgmma_tma_128x128_occ2_{bf16,f16}: the 128 × 128 kernel with 3 stages and 288 threads
-// (the two consumer warpgroups, then one producer warp), so that two blocks fit on a
-// multiprocessor (2 × 97 KiB of shared memory, 2 × 288 threads of at most 113 registers) and
+// gemm_wgmma_tma_128x128_occ2_{bf16,f16}: the 128 × 128 kernel with WS_OCC2_STAGES = 3 stages
+// and WS_OCC2_THREADS = 288 threads (the two consumer warpgroups, then one producer warp, so no
+// idle warps), so that two blocks fit on a multiprocessor (2 × 97 KiB of shared memory, which
+// needs the largest carveout; 2 × 288 threads of at most 112 registers, ptxas gives 90) and
 // one's epilogue overlaps the other's MMAs; for FFN up (n = 3072, k = 768), where a 128 × 256
 // block spends much of its time outside its 12 k tiles.
 //  - The producer's warp 0 streams the tiles with the tensor memory accelerator: for tile kt it
@@ -40,14 +41,16 @@
 //    `full` with the stage's byte count and issues two cp.async.bulk.tensor.2d loads (X's rows
 //    block_m.., W's rows block_n.., k = 64·kt..), which write the same 128-byte-swizzled layout
 //    as the cp.async kernels (the tensor maps say SWIZZLE_128B; the stages are 1024-aligned),
-//    zero-fill past m, n and k, and complete on `full`. Warps 1–3 of warpgroup 0 have no work.
+//    zero-fill past m, n and k, and complete on `full`. Warps 1–3 of warpgroup 0 have no work
+//    (the occ2 kernel has a producer warp, after the consumers, instead of a warpgroup).
 //  - Each consumer thread waits on `full` for tile kt, issues its warpgroup's 4 MMAs, commits,
 //    waits for the group before (wait_group 1) and then arrives on that tile's `empty`: 256
 //    arrivals free a stage. No __syncthreads in the main loop.
 //  - X and W come as CUtensorMaps passed by value (__grid_constant__), encoded by the host for
 //    each launch (src/gemm.rs): 2-D, {k, rows}, row stride k·2 bytes, box {64, 128 or 256}.
 //  - After the loop every thread meets at __syncthreads (all MMAs retired, all loads landed),
-//    the consumers stage their accumulators as f32 and all 384 threads run gemm_store_tile.
+//    the consumers stage their accumulators as f32 and all the block's threads (384; 288 for
+//    occ2) run gemm_store_tile.
 // Needs k % 8 == 0 (the host checks) and 16-byte-aligned X and W (whole allocations).
 #include "common.cuh"
 
@@ -495,8 +498,11 @@ __device__ __forceinline__ void gemm_wgmma_tma(
     gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
 }
 
-// MIN_BLOCKS = 2: two blocks on each multiprocessor (3 stages; 288 threads, so at most 113
-// registers a thread), so that one block's epilogue overlaps the other's MMAs.
+// MIN_BLOCKS = 2: two blocks on each multiprocessor (3 stages; 288 threads, so at most 112
+// registers a thread), so that one block's epilogue overlaps the other's MMAs. src/gemm.rs's
+// WGMMA_OCC2_STAGES is WS_OCC2_STAGES (a unit test reads this file to check).
+#define WS_OCC2_STAGES 3
+#define WS_OCC2_THREADS 288
 #define GEMM_WGMMA_TMA(BM, BN, STAGES, THREADS, MIN_BLOCKS, T, NAME)                              \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) NAME(                       \
         const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,         \
@@ -509,5 +515,5 @@ GEMM_WGMMA_TMA(128, 256, WS_STAGES, 384, 1, bf16, gemm_wgmma_tma_128x256_bf16)
 GEMM_WGMMA_TMA(128, 256, WS_STAGES, 384, 1, f16, gemm_wgmma_tma_128x256_f16)
 GEMM_WGMMA_TMA(128, 128, WS_STAGES, 384, 1, bf16, gemm_wgmma_tma_128x128_bf16)
 GEMM_WGMMA_TMA(128, 128, WS_STAGES, 384, 1, f16, gemm_wgmma_tma_128x128_f16)
-GEMM_WGMMA_TMA(128, 128, 3, 288, 2, bf16, gemm_wgmma_tma_128x128_occ2_bf16)
-GEMM_WGMMA_TMA(128, 128, 3, 288, 2, f16, gemm_wgmma_tma_128x128_occ2_f16)
+GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, bf16, gemm_wgmma_tma_128x128_occ2_bf16)
+GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, f16, gemm_wgmma_tma_128x128_occ2_f16)

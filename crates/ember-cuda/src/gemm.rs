@@ -10,7 +10,7 @@
 //! | `Mma64x64`          | bf16, f16 | 64 × 64 × 32     | the same, for batches too small to fill the GPU with 128 × 128 tiles |
 //! | `WgmmaTma128x256`   | bf16, f16 | 128 × 256 × 64   | the same, warp-specialised: a producer warp feeds 4 stages with TMA (`cp.async.bulk.tensor`) on mbarriers, two consumer warpgroups |
 //! | `WgmmaTma128x128`   | bf16, f16 | 128 × 128 × 64   | the same with `m64n128k16`, for n = 768 (BERT-base's attention output and FFN down), where 128 × 256 tiles leave most multiprocessors idle |
-//! | `WgmmaTma128x128Occ2` | bf16, f16 | 128 × 128 × 64 | the same with 3 stages and at most 85 registers a thread: two blocks a multiprocessor, one's epilogue overlapping the other's MMAs |
+//! | `WgmmaTma128x128Occ2` | bf16, f16 | 128 × 128 × 64 | the same with 3 stages and 288 threads (a producer warp, not a warpgroup), so at most 112 registers a thread: two blocks a multiprocessor, one's epilogue overlapping the other's MMAs |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
@@ -42,6 +42,8 @@ const MMA_EPILOGUE_PAD: u32 = 8;
 /// `kernels/gemm_sm90.cu`'s `WG_STAGES` and tile row (`WG_BK` halves: 128 bytes), and the
 /// 1024 bytes of slack the kernel may skip to align its tiles to the swizzle's 1024 bytes.
 const WGMMA_STAGES: u32 = 4;
+/// `kernels/gemm_sm90.cu`'s `WS_OCC2_STAGES`: `WgmmaTma128x128Occ2`'s stages.
+const WGMMA_OCC2_STAGES: u32 = 3;
 const WGMMA_ROW_BYTES: u32 = 128;
 const WGMMA_ALIGN_SLACK: u32 = 1024;
 
@@ -189,7 +191,7 @@ impl GemmKernel {
             | GemmKernel::WgmmaTma128x128Occ2 => {
                 // The stages, then a `full` and an `empty` mbarrier (8 bytes) per stage.
                 let stages = if self == GemmKernel::WgmmaTma128x128Occ2 {
-                    3
+                    WGMMA_OCC2_STAGES
                 } else {
                     WGMMA_STAGES
                 };
@@ -199,8 +201,8 @@ impl GemmKernel {
         }
     }
 
-    /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile of `family` that
-    /// still makes at least one block per multiprocessor (`Mma`: 128 × 128, else 64 × 64;
+    /// What [`linear`] runs: `Simt` for f32; for bf16/f16, the largest tile of `family` whose
+    /// blocks still busy 3/4 of the multiprocessors (`Mma`: 128 × 128, else 64 × 64;
     /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernels' 128 × 256
     /// and 128 × 128 (the latter also when its blocks busy half the multiprocessors), else
     /// `Wgmma`'s 64 × 128; `WgmmaTmaOcc2`: `WgmmaTma128x128Occ2` where its tiles fill the
@@ -215,9 +217,20 @@ impl GemmKernel {
         if dtype == Dtype::F32 {
             return GemmKernel::Simt;
         }
-        let fills = |(bm, bn): (u32, u32)| {
-            m.div_ceil(bm as usize) * n.div_ceil(bn as usize) >= multiprocessors as usize
-        };
+        let blocks = |(bm, bn): (u32, u32)| m.div_ceil(bm as usize) * n.div_ceil(bn as usize);
+        if family == GemmFamily::WgmmaTmaOcc2 {
+            // Two blocks a multiprocessor: worth it where there are blocks for both.
+            return if blocks(GemmKernel::WgmmaTma128x128Occ2.tile()) >= multiprocessors as usize {
+                GemmKernel::WgmmaTma128x128Occ2
+            } else {
+                GemmKernel::choose(dtype, m, n, multiprocessors, GemmFamily::WgmmaTma)
+            };
+        }
+        // 3/4, not all: on an H200 (132 SMs, benches/results/gpu.md, run 4), where the rule
+        // changes the choice (n = 768: 114 blocks of 128 × 128 at T = 2400, of 128 × 256 at
+        // T = 4800), the larger tile was faster in 15 of 16 cases, by 2–28 %, and 1 % slower
+        // in one (mma.sync, f16, 768 × 768); 57 blocks (43 %) of 128 × 256 were slower.
+        let fills = |tile| 4 * blocks(tile) >= 3 * multiprocessors as usize;
         let (candidates, smallest): (&[GemmKernel], GemmKernel) = match family {
             GemmFamily::Mma => (&[GemmKernel::Mma128x128], GemmKernel::Mma64x64),
             GemmFamily::Wgmma => (
@@ -228,26 +241,21 @@ impl GemmKernel {
                 &[GemmKernel::WgmmaTma128x256, GemmKernel::WgmmaTma128x128],
                 GemmKernel::Wgmma64x128,
             ),
-            GemmFamily::WgmmaTmaOcc2 => {
-                (&[GemmKernel::WgmmaTma128x128Occ2], GemmKernel::Wgmma64x128)
-            }
+            GemmFamily::WgmmaTmaOcc2 => unreachable!("chosen above"),
         };
         let chosen = candidates
             .iter()
             .copied()
             .find(|kernel| fills(kernel.tile()));
         // The TMA 128 × 128 kernel was written for n = 768 at T ≈ 2400 (114 tiles on 132
-        // SMs): it also takes a grid that busies at least half the SMs in one wave, rather
-        // than twice as many half tiles. On an H200 it was then the fastest kernel of all for
-        // those shapes (attention output, FFN down; benches/results/gpu.md).
-        let half_fills = |(bm, bn): (u32, u32)| {
-            2 * m.div_ceil(bm as usize) * n.div_ceil(bn as usize) >= multiprocessors as usize
-        };
+        // SMs, the fastest kernel of all there on an H200: attention output, FFN down): it
+        // also takes a grid that busies at least half the SMs in one wave, rather than twice
+        // as many half tiles (a guess: no shape of the GPU table falls between).
+        let half_fills = |tile| 2 * blocks(tile) >= multiprocessors as usize;
         chosen
             .or_else(|| {
-                (matches!(family, GemmFamily::WgmmaTma | GemmFamily::WgmmaTmaOcc2)
-                    && half_fills(GemmKernel::WgmmaTma128x128.tile()))
-                .then_some(GemmKernel::WgmmaTma128x128)
+                (family == GemmFamily::WgmmaTma && half_fills(GemmKernel::WgmmaTma128x128.tile()))
+                    .then_some(GemmKernel::WgmmaTma128x128)
             })
             .unwrap_or(smallest)
     }
@@ -262,7 +270,8 @@ pub enum GemmFamily {
     /// Hopper's `wgmma` fed by `cp.async` (`kernels/gemm_sm90.cu`), sm_90 only.
     Wgmma,
     /// As `Wgmma`, but the warp-specialised TMA kernel for the large tiles, sm_90 only; the
-    /// default on sm_90 (the fastest family on an H200, benches/results/gpu.md).
+    /// default on sm_90 (the fastest family in an H200's GEMM benchmark,
+    /// benches/results/gpu.md).
     WgmmaTma,
     /// As `WgmmaTma`, with `WgmmaTma128x128Occ2` for the tiles that fill the GPU, sm_90 only.
     WgmmaTmaOcc2,
@@ -282,8 +291,9 @@ impl GemmFamily {
     }
 
     /// What [`linear`] uses when `EMBER_CUDA_GEMM` is unset: `WgmmaTma` where it runs (sm_90:
-    /// on an H200 its kernels were the fastest on every BERT shape but FFN up, where
-    /// `WgmmaTma128x256` still beat `mma.sync` by 1.2–1.5×, benches/results/gpu.md), else `Mma`.
+    /// in an H200's GEMM benchmark its kernels beat `mma.sync` on every BERT-base shape, by
+    /// 1.2–2.2×, benches/results/gpu.md; end to end on MiniLM the two were within noise of each
+    /// other), else `Mma`.
     pub fn default_for(arch: Arch) -> GemmFamily {
         if GemmFamily::WgmmaTma.runs_on(arch) {
             GemmFamily::WgmmaTma
@@ -558,14 +568,26 @@ mod tests {
             131_072 + 64 + 1024
         );
         assert_eq!(GemmKernel::WgmmaTma128x128.threads(), 384);
-        // 3 stages, or the epilogue tile (128 × 136 f32), which is larger: two blocks fit in
-        // the 228 KiB of an SM.
+        // 3 stages (larger than the epilogue's 128 × 136 f32 tile): two blocks fit in the
+        // 228 KiB of an SM (with the 1 KiB the driver keeps per block).
         assert_eq!(
             GemmKernel::WgmmaTma128x128Occ2.dynamic_smem(),
             98_304 + 48 + 1024
         );
         assert!(2 * (GemmKernel::WgmmaTma128x128Occ2.dynamic_smem() + 1024) <= 228 * 1024);
         assert_eq!(GemmKernel::WgmmaTma128x128Occ2.threads(), 288);
+        // The constants mirror gemm_sm90.cu's.
+        let source = KernelFile::GemmSm90.source();
+        for (name, value) in [
+            ("WS_STAGES", WGMMA_STAGES),
+            ("WS_OCC2_STAGES", WGMMA_OCC2_STAGES),
+            ("WS_OCC2_THREADS", GemmKernel::WgmmaTma128x128Occ2.threads()),
+        ] {
+            assert!(
+                source.contains(&format!("#define {name} {value}\n")),
+                "gemm_sm90.cu should #define {name} {value}"
+            );
+        }
         assert_eq!(GemmKernel::Wgmma128x128.dynamic_smem(), 131_072 + 1024);
         assert_eq!(GemmKernel::Wgmma64x128.dynamic_smem(), 98_304 + 1024);
         assert_eq!(GemmKernel::Wgmma128x128.threads(), 256);
@@ -578,8 +600,9 @@ mod tests {
 
     #[test]
     fn choose_fills_the_gpu_with_the_largest_tile_that_can() {
-        // H100: 132 multiprocessors. BERT-base at T = 2400: 19 × 6 = 114 tiles of 128 × 128
-        // for n = 768 (too few), 19 × 24 = 456 for n = 3072, and 19 × 12 = 228 of 128 × 256.
+        // H100 / H200: 132 multiprocessors, 3/4 of them 99. BERT-base at T = 2400: 19 × 3 = 57
+        // tiles of 128 × 256 for n = 768 (too few), 19 × 6 = 114 of 128 × 128 (enough); 19 × 12
+        // = 228 of 128 × 256 for n = 3072; at T = 4800, 38 × 3 = 114 of 128 × 256 for n = 768.
         // For n = 1024: 19 × 4 = 76 tiles of 128 × 256 (too few), 19 × 8 = 152 of 128 × 128.
         // WgmmaTmaOcc2: its kernel where 128 × 128 tiles fill the GPU, else as WgmmaTma.
         for (n, family, expected) in [
@@ -597,36 +620,33 @@ mod tests {
                 expected
             );
         }
-        for (family, big, small) in [
+        for (family, big, at_768, small) in [
             (
                 GemmFamily::Mma,
+                GemmKernel::Mma128x128,
                 GemmKernel::Mma128x128,
                 GemmKernel::Mma64x64,
             ),
             (
                 GemmFamily::Wgmma,
                 GemmKernel::Wgmma128x256,
+                GemmKernel::Wgmma128x128,
                 GemmKernel::Wgmma64x128,
             ),
             (
                 GemmFamily::WgmmaTma,
                 GemmKernel::WgmmaTma128x256,
+                GemmKernel::WgmmaTma128x128,
                 GemmKernel::Wgmma64x128,
             ),
         ] {
-            let at_768 = if family == GemmFamily::WgmmaTma {
-                GemmKernel::WgmmaTma128x128 // 114 tiles: over half of the 132 SMs
-            } else {
-                small
-            };
             assert_eq!(
                 GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, family),
                 at_768
             );
-            assert_eq!(
-                GemmKernel::choose(Dtype::Bf16, 2400, 3072, 132, family),
-                big
-            );
+            for (m, n) in [(2400, 3072), (4800, 768)] {
+                assert_eq!(GemmKernel::choose(Dtype::Bf16, m, n, 132, family), big);
+            }
             assert_eq!(GemmKernel::choose(Dtype::F16, 1, 768, 132, family), small);
             assert_eq!(
                 GemmKernel::choose(Dtype::F32, 4800, 3072, 132, family),
