@@ -18,8 +18,9 @@
 //! copies `K_hᵀ` (`[hd, L]`) and `V_h` (`[L, hd]`) of its sequence into a per-thread scratch
 //! buffer (zero-padded to whole vectors), then for each block of 4 queries computes scores
 //! with a register tile (4 queries × 2 vectors of keys, one FMA chain over `d` per score),
-//! applies the softmax of [`crate::softmax`], and accumulates `P·V` (4 queries × 2 vectors of
-//! `d`, one FMA chain over keys per output). Every output element therefore depends only on
+//! applies the softmax of [`crate::softmax`] but for its last pass (the terms `e^{x − max}`
+//! and `1/Σ`), and accumulates `P·V` (4 queries × 2 vectors of `d`, one FMA chain over keys
+//! per output), scaling each output by its query's `1/Σ` as it is stored. Every output element therefore depends only on
 //! its own sequence and head, in a fixed order: results are bit-identical whether a sequence
 //! is alone or batched, and for any thread count.
 
@@ -30,7 +31,7 @@ use rayon::prelude::*;
 use crate::error::{check_len, check_offsets, checked_elems, KernelError};
 use crate::isa::{active_isa, Isa};
 use crate::simd::{isa_dispatch, Simd};
-use crate::softmax::softmax_row;
+use crate::softmax::softmax_terms;
 
 /// Queries per register tile.
 const QB: usize = 4;
@@ -416,7 +417,10 @@ fn attention_task<S: Simd>(
                     }
                 }
             }
-            for r in 0..qb {
+            // Each query's 1/Σ: its row of `scores` holds e^{x − max}, and the P·V outputs are
+            // scaled instead (hd multiplies a query rather than a row's L).
+            let mut inv_sum = [1.0f32; QB];
+            for (r, inv_r) in inv_sum.iter_mut().enumerate().take(qb) {
                 let (a, b) = terms.keys(i0 + r, len);
                 let row = &mut scores[r * lp..r * lp + len];
                 if let Some(bias) = &terms.bias {
@@ -426,7 +430,7 @@ fn attention_task<S: Simd>(
                         *score += bias;
                     }
                 }
-                softmax_row(s, &mut row[a..b]);
+                *inv_r = softmax_terms(s, &mut row[a..b]);
                 // Keys of the block outside this query's window weigh nothing.
                 row[j_lo..a].fill(0.0);
                 row[b..j_hi].fill(0.0);
@@ -450,13 +454,14 @@ fn attention_task<S: Simd>(
                 let w1 = S::LANES.min(hd.saturating_sub(dc + S::LANES));
                 for (r, acc_r) in acc.iter().enumerate().take(qb) {
                     let t = s0 + i0 + r;
+                    let inv = s.splat(inv_sum[r]);
                     // SAFETY: row t < T and columns head·hd + dc .. + w0 + w1 ≤ (head+1)·hd
                     // lie inside `out` ([T, H], validated); this task alone owns them.
                     unsafe {
                         let p = out.0.add(t * h + head * hd + dc);
-                        s.store_partial(p, acc_r[0], w0);
+                        s.store_partial(p, s.mul(acc_r[0], inv), w0);
                         if w1 > 0 {
-                            s.store_partial(p.add(S::LANES), acc_r[1], w1);
+                            s.store_partial(p.add(S::LANES), s.mul(acc_r[1], inv), w1);
                         }
                     }
                 }

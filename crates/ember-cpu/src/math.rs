@@ -34,9 +34,32 @@ const EXP_P5: f32 = 0.5; // Cephes' 5.0000001201e-1 rounds to 0.5 in f32.
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     let xc = s.clamp(x, EXP_LO, EXP_HI);
-    let n = s.round(s.mul(xc, s.splat(LOG2_E)));
+    let (er, n) = exp_reduced(s, xc);
+    // 2ⁿ = 2^n1 · 2^n2 with n1, n2 ∈ [−63, 64].
+    let n1 = s.round(s.mul(n, s.splat(0.5)));
+    let n2 = s.sub(n, n1);
+    let y = s.mul(s.mul(er, s.pow2i(n1)), s.pow2i(n2));
+    let y = s.select_lt(x, s.splat(EXP_LO), s.splat(0.0), y);
+    s.select_lt(s.splat(EXP_HI), x, s.splat(f32::INFINITY), y)
+}
+
+/// `eˣ` for `x ∈ [−80, 0]`, a softmax's `x − max` once the terms under `e^{−80}` are flushed:
+/// [`exp`]'s reduction and polynomial (so the same ≤ 2 ulp) without the clamp and with `2ⁿ` in
+/// one step (`n ∈ [−116, 0]`: a normal number). NaN gives NaN; anything else outside the range
+/// gives an unspecified value, for the caller to select away.
+#[inline(always)]
+pub(crate) fn exp_softmax_term<S: Simd>(s: S, x: S::V) -> S::V {
+    let (er, n) = exp_reduced(s, x);
+    s.mul(er, s.pow2i(n))
+}
+
+/// `(eʳ, n)` with `eˣ = eʳ·2ⁿ`: `n = round(x·log₂e)`, `r = x − n·ln2` in two steps, then the
+/// polynomial. `x` must be finite and in [`exp`]'s range for `n` to be usable.
+#[inline(always)]
+fn exp_reduced<S: Simd>(s: S, x: S::V) -> (S::V, S::V) {
+    let n = s.round(s.mul(x, s.splat(LOG2_E)));
     // r = x − n·ln2 in two steps; n ∈ [−126, 128].
-    let r = s.fma(n, s.splat(-LN2_HI), xc);
+    let r = s.fma(n, s.splat(-LN2_HI), x);
     let r = s.fma(n, s.splat(-LN2_LO), r);
     let mut p = s.splat(EXP_P0);
     p = s.fma(p, r, s.splat(EXP_P1));
@@ -45,13 +68,7 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     p = s.fma(p, r, s.splat(EXP_P4));
     p = s.fma(p, r, s.splat(EXP_P5));
     let r2 = s.mul(r, r);
-    let er = s.fma(p, r2, s.add(r, s.splat(1.0)));
-    // 2ⁿ = 2^n1 · 2^n2 with n1, n2 ∈ [−63, 64].
-    let n1 = s.round(s.mul(n, s.splat(0.5)));
-    let n2 = s.sub(n, n1);
-    let y = s.mul(s.mul(er, s.pow2i(n1)), s.pow2i(n2));
-    let y = s.select_lt(x, s.splat(EXP_LO), s.splat(0.0), y);
-    s.select_lt(s.splat(EXP_HI), x, s.splat(f32::INFINITY), y)
+    (s.fma(p, r2, s.add(r, s.splat(1.0))), n)
 }
 
 // erf on |x| < 1: erf(x) = x + x·A(x²), A a degree-6 polynomial (Chebyshev interpolant of
@@ -202,26 +219,29 @@ mod tests {
     use crate::simd::isa_dispatch;
 
     #[inline(always)]
-    fn map_exp<S: Simd>(s: S, xs: &mut [f32]) {
+    fn map<S: Simd>(s: S, xs: &mut [f32], f: impl Fn(S, S::V) -> S::V) {
         for chunk in xs.chunks_mut(S::LANES) {
             // SAFETY: load/store_partial touch exactly chunk.len() ≤ LANES floats.
             unsafe {
                 let v = s.load_partial(chunk.as_ptr(), chunk.len());
-                s.store_partial(chunk.as_mut_ptr(), exp(s, v), chunk.len());
+                s.store_partial(chunk.as_mut_ptr(), f(s, v), chunk.len());
             }
         }
     }
     #[inline(always)]
+    fn map_exp<S: Simd>(s: S, xs: &mut [f32]) {
+        map(s, xs, exp);
+    }
+    #[inline(always)]
+    fn map_exp_softmax_term<S: Simd>(s: S, xs: &mut [f32]) {
+        map(s, xs, exp_softmax_term);
+    }
+    #[inline(always)]
     fn map_erf<S: Simd>(s: S, xs: &mut [f32]) {
-        for chunk in xs.chunks_mut(S::LANES) {
-            // SAFETY: load/store_partial touch exactly chunk.len() ≤ LANES floats.
-            unsafe {
-                let v = s.load_partial(chunk.as_ptr(), chunk.len());
-                s.store_partial(chunk.as_mut_ptr(), erf(s, v), chunk.len());
-            }
-        }
+        map(s, xs, erf);
     }
     isa_dispatch!(fn exp_with_isa(xs: &mut [f32]) -> () => map_exp);
+    isa_dispatch!(fn exp_softmax_term_with_isa(xs: &mut [f32]) -> () => map_exp_softmax_term);
     isa_dispatch!(fn erf_with_isa(xs: &mut [f32]) -> () => map_erf);
 
     fn grid(lo: f32, hi: f32, count: usize) -> Vec<f32> {
@@ -238,24 +258,37 @@ mod tests {
 
     #[test]
     fn exp_is_accurate_on_every_isa() {
-        let xs = grid(-87.0, 88.5, 200_001);
-        for isa in supported_isas() {
-            let mut ys = xs.clone();
-            exp_with_isa(isa, &mut ys).unwrap();
-            let mut worst = (0.0f64, 0.0f32);
-            for (&x, &y) in xs.iter().zip(&ys) {
-                let u = ulp_diff(y, (x as f64).exp());
-                if u > worst.0 {
-                    worst = (u, x);
+        type Map = fn(Isa, &mut [f32]) -> Result<(), crate::error::KernelError>;
+        let cases: [(&str, Map, f32, f32); 2] = [
+            ("exp", exp_with_isa, -87.0, 88.5),
+            ("exp_softmax_term", exp_softmax_term_with_isa, -80.0, 0.0),
+        ];
+        for (name, f, lo, hi) in cases {
+            let xs = grid(lo, hi, 200_001);
+            for isa in supported_isas() {
+                let mut ys = xs.clone();
+                f(isa, &mut ys).unwrap();
+                let mut worst = (0.0f64, 0.0f32);
+                for (&x, &y) in xs.iter().zip(&ys) {
+                    let u = ulp_diff(y, (x as f64).exp());
+                    if u > worst.0 {
+                        worst = (u, x);
+                    }
                 }
+                println!("{name} {isa}: max {:.2} ulp at x = {}", worst.0, worst.1);
+                assert!(
+                    worst.0 <= 2.0,
+                    "{name} {isa}: {:.2} ulp at x = {}",
+                    worst.0,
+                    worst.1
+                );
             }
-            println!("exp {isa}: max {:.2} ulp at x = {}", worst.0, worst.1);
-            assert!(
-                worst.0 <= 2.0,
-                "exp {isa}: {:.2} ulp at x = {}",
-                worst.0,
-                worst.1
-            );
+        }
+        for isa in supported_isas() {
+            let mut ys = [f32::NAN, 0.0, -80.0];
+            exp_softmax_term_with_isa(isa, &mut ys).unwrap();
+            assert!(ys[0].is_nan(), "{isa}");
+            assert_eq!(ys[1], 1.0, "{isa}");
         }
     }
 

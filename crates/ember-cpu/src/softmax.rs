@@ -2,15 +2,17 @@
 //! `y_j = e^{x_j − m} / Σ_k e^{x_k − m}`, `m = max_k x_k`.
 //!
 //! Three passes on the active ISA: the maximum, then `e^{x−m}` (the vectorised `exp` of
-//! [`crate::math`], ≤ 2 ulp) written back while summing (each vector reduced in f32, the
-//! vectors accumulated in f64), then a multiply by `1/Σ`. Lanes are combined in a fixed
-//! order, so a row's result depends only on the row. A row of all `-inf` gives NaN (as
+//! [`crate::math`] for arguments in `[−80, 0]`, ≤ 2 ulp) written back while summing (runs of
+//! up to 8 vectors summed lane-wise in f32, each run reduced in f32 and the runs accumulated in
+//! f64), then a multiply by `1/Σ`; attention stops after the second pass and scales its
+//! outputs by `1/Σ` instead. Lanes are combined in a fixed order, so a row's result depends
+//! only on the row. A row of all `-inf` gives NaN (as
 //! torch); `-inf` entries otherwise give 0, and so does any entry more than 80 below the row
 //! maximum (its true value is < 2·10⁻³⁵; flushing it keeps subnormals, which are slow on
 //! x86, out of the row).
 
 use crate::isa::{active_isa, Isa};
-use crate::math::exp;
+use crate::math::exp_softmax_term;
 use crate::simd::{isa_dispatch, Simd};
 
 /// Softmax of `row` in place, on the [`active_isa`].
@@ -33,12 +35,36 @@ isa_dispatch!(
     pub fn softmax_inplace_with_isa(row: &mut [f32]) -> () => softmax_row
 );
 
-/// The generic body, shared with attention.
+/// The generic body.
 #[inline(always)]
-pub(crate) fn softmax_row<S: Simd>(s: S, row: &mut [f32]) {
+fn softmax_row<S: Simd>(s: S, row: &mut [f32]) {
+    let inv = s.splat(softmax_terms(s, row));
+    let (n, ptr) = (row.len(), row.as_mut_ptr());
+    // Pass 3: normalise.
+    let mut j = 0;
+    while j < n {
+        let w = S::LANES.min(n - j);
+        // SAFETY: j + w ≤ n.
+        unsafe {
+            let v = s.load_partial(ptr.add(j), w);
+            s.store_partial(ptr.add(j), s.mul(v, inv), w);
+        }
+        j += w;
+    }
+}
+
+/// Vectors summed lane-wise in f32 before one reduction into the f64 total: few enough that
+/// the f32 sums lose nothing that matters (each ≤ 8 terms ≤ 1 a lane), many enough that the
+/// horizontal reductions stop costing as much as the exponentials.
+const SUM_RUN: usize = 8;
+
+/// Softmax's first two passes, shared with attention: `row` becomes `e^{x − max}` (not yet
+/// normalised) and the result is `1/Σ` (NaN for an all `-inf` row; 1 for an empty one).
+#[inline(always)]
+pub(crate) fn softmax_terms<S: Simd>(s: S, row: &mut [f32]) -> f32 {
     let n = row.len();
     if n == 0 {
-        return;
+        return 1.0;
     }
     let ptr = row.as_mut_ptr();
     // Pass 1: maximum (partial vectors padded with -inf).
@@ -57,41 +83,39 @@ pub(crate) fn softmax_row<S: Simd>(s: S, row: &mut [f32]) {
         j += w;
     }
     let max = s.splat(s.reduce_max(vmax));
-    // Pass 2: e^{x − max}, stored and summed: each vector is reduced in f32 (a short tree),
-    // the vectors are summed in f64, so long rows lose nothing to a long f32 chain.
+    // Pass 2: e^{x − max}, stored and summed: runs of SUM_RUN vectors are summed lane-wise
+    // and reduced in f32 (a short tree), the runs are summed in f64, so long rows lose
+    // nothing to a long f32 chain.
     let mut total = 0.0f64;
     let mut j = 0;
     while j < n {
-        let w = S::LANES.min(n - j);
-        // SAFETY: j + w ≤ n.
-        unsafe {
-            // Terms below e^{−80} (relative to the largest, so < 2·10⁻³⁵ of the sum) are
-            // flushed to 0: they would turn subnormal after normalisation, and subnormal
-            // operands trap to microcode on x86 (here and in attention's P·V).
-            let d = s.sub(s.load_partial(ptr.add(j), w), max);
-            let e = s.select_lt(d, s.splat(-80.0), s.splat(0.0), exp(s, d));
-            s.store_partial(ptr.add(j), e, w);
-            let e = if w == S::LANES {
-                e
-            } else {
-                pad_with(s, e, w, 0.0)
-            };
-            total += s.reduce_add(e) as f64;
+        let mut run = s.splat(0.0);
+        for _ in 0..SUM_RUN {
+            if j >= n {
+                break;
+            }
+            let w = S::LANES.min(n - j);
+            // SAFETY: j + w ≤ n.
+            unsafe {
+                // Terms below e^{−80} (relative to the largest, so < 2·10⁻³⁵ of the sum) are
+                // flushed to 0: they would turn subnormal after normalisation, and subnormal
+                // operands trap to microcode on x86 (here and in attention's P·V). A NaN
+                // (from an all -inf or a +inf row) stays NaN.
+                let d = s.sub(s.load_partial(ptr.add(j), w), max);
+                let e = s.select_lt(d, s.splat(-80.0), s.splat(0.0), exp_softmax_term(s, d));
+                s.store_partial(ptr.add(j), e, w);
+                let e = if w == S::LANES {
+                    e
+                } else {
+                    pad_with(s, e, w, 0.0)
+                };
+                run = s.add(run, e);
+            }
+            j += w;
         }
-        j += w;
+        total += s.reduce_add(run) as f64;
     }
-    let inv = s.splat((1.0 / total) as f32);
-    // Pass 3: normalise.
-    let mut j = 0;
-    while j < n {
-        let w = S::LANES.min(n - j);
-        // SAFETY: j + w ≤ n.
-        unsafe {
-            let v = s.load_partial(ptr.add(j), w);
-            s.store_partial(ptr.add(j), s.mul(v, inv), w);
-        }
-        j += w;
-    }
+    (1.0 / total) as f32
 }
 
 /// `v` with lanes `≥ w` replaced by `fill`.
