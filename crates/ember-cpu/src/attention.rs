@@ -20,9 +20,9 @@
 //! with a register tile (4 queries × 2 vectors of keys, one FMA chain over `d` per score),
 //! applies the softmax of [`crate::softmax`] but for its last pass (the terms `e^{x − max}`
 //! and `1/Σ`), and accumulates `P·V` (4 queries × 2 vectors of `d`, one FMA chain over keys
-//! per output), scaling each output by its query's `1/Σ` as it is stored. Every output element therefore depends only on
-//! its own sequence and head, in a fixed order: results are bit-identical whether a sequence
-//! is alone or batched, and for any thread count.
+//! per output), scaling each output by its query's `1/Σ` as it is stored. Every output
+//! element therefore depends only on its own sequence and head, in a fixed order: results are
+//! bit-identical whether a sequence is alone or batched, and for any thread count.
 
 use std::cell::RefCell;
 

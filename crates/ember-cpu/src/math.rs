@@ -285,7 +285,7 @@ mod tests {
             }
         }
         for isa in supported_isas() {
-            let mut ys = [f32::NAN, 0.0, -80.0];
+            let mut ys = [f32::NAN, 0.0];
             exp_softmax_term_with_isa(isa, &mut ys).unwrap();
             assert!(ys[0].is_nan(), "{isa}");
             assert_eq!(ys[1], 1.0, "{isa}");

@@ -6,10 +6,9 @@
 //! up to 8 vectors summed lane-wise in f32, each run reduced in f32 and the runs accumulated in
 //! f64), then a multiply by `1/Σ`; attention stops after the second pass and scales its
 //! outputs by `1/Σ` instead. Lanes are combined in a fixed order, so a row's result depends
-//! only on the row. A row of all `-inf` gives NaN (as
-//! torch); `-inf` entries otherwise give 0, and so does any entry more than 80 below the row
-//! maximum (its true value is < 2·10⁻³⁵; flushing it keeps subnormals, which are slow on
-//! x86, out of the row).
+//! only on the row. A row of all `-inf` gives NaN (as torch); `-inf` entries otherwise give
+//! 0, and so does any entry more than 80 below the row maximum (its true value is < 2·10⁻³⁵;
+//! flushing it keeps subnormals, which are slow on x86, out of the row).
 
 use crate::isa::{active_isa, Isa};
 use crate::math::exp_softmax_term;

@@ -36,13 +36,14 @@
 // needs the largest carveout; 2 × 288 threads of at most 112 registers, ptxas gives 90) and
 // one's epilogue overlaps the other's MMAs; for FFN up (n = 3072, k = 768), where a 128 × 256
 // block spends much of its time outside its 12 k tiles.
-//  - The producer's warp 0 streams the tiles with the tensor memory accelerator: for tile kt it
-//    waits until stage kt % STAGES is empty (mbarrier `empty`, phase kt / STAGES), then one lane arms
-//    `full` with the stage's byte count and issues two cp.async.bulk.tensor.2d loads (X's rows
-//    block_m.., W's rows block_n.., k = 64·kt..), which write the same 128-byte-swizzled layout
-//    as the cp.async kernels (the tensor maps say SWIZZLE_128B; the stages are 1024-aligned),
-//    zero-fill past m, n and k, and complete on `full`. Warps 1–3 of warpgroup 0 have no work
-//    (the occ2 kernel has a producer warp, after the consumers, instead of a warpgroup).
+//  - The producer's warp 0 streams the tiles with the tensor memory accelerator: for tile kt
+//    it waits until stage kt % STAGES is empty (mbarrier `empty`, phase kt / STAGES), then one
+//    lane arms `full` with the stage's byte count and issues two cp.async.bulk.tensor.2d loads
+//    (X's rows block_m.., W's rows block_n.., k = 64·kt..), which write the same
+//    128-byte-swizzled layout as the cp.async kernels (the tensor maps say SWIZZLE_128B; the
+//    stages are 1024-aligned), zero-fill past m, n and k, and complete on `full`. Warps 1–3
+//    of warpgroup 0 have no work (the occ2 kernel has a producer warp, after the consumers,
+//    instead of a warpgroup).
 //  - Each consumer thread waits on `full` for tile kt, issues its warpgroup's 4 MMAs, commits,
 //    waits for the group before (wait_group 1) and then arrives on that tile's `empty`: 256
 //    arrivals free a stage. No __syncthreads in the main loop.

@@ -20,8 +20,8 @@
 //!
 //! [`linear`] chooses among the kernels of the device's family ([`CudaDevice::gemm_family`]):
 //! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`), else
-//! [`GemmFamily::default_for`] the device: the TMA kernels on sm_90, which were the fastest on an
-//! H200 (benches/results/gpu.md), `mma.sync` elsewhere.
+//! [`GemmFamily::default_for`] the device: the TMA kernels on sm_90, the fastest in an H200's
+//! GEMM benchmark (benches/results/gpu.md), `mma.sync` elsewhere.
 
 use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
 use ember_cpu::Activation;
@@ -218,13 +218,11 @@ impl GemmKernel {
             return GemmKernel::Simt;
         }
         let blocks = |(bm, bn): (u32, u32)| m.div_ceil(bm as usize) * n.div_ceil(bn as usize);
-        if family == GemmFamily::WgmmaTmaOcc2 {
-            // Two blocks a multiprocessor: worth it where there are blocks for both.
-            return if blocks(GemmKernel::WgmmaTma128x128Occ2.tile()) >= multiprocessors as usize {
-                GemmKernel::WgmmaTma128x128Occ2
-            } else {
-                GemmKernel::choose(dtype, m, n, multiprocessors, GemmFamily::WgmmaTma)
-            };
+        // WgmmaTmaOcc2: two blocks a multiprocessor, worth it where there are blocks for both;
+        // elsewhere it chooses as WgmmaTma.
+        let occ2 = GemmKernel::WgmmaTma128x128Occ2;
+        if family == GemmFamily::WgmmaTmaOcc2 && blocks(occ2.tile()) >= multiprocessors as usize {
+            return occ2;
         }
         // 3/4, not all: on an H200 (132 SMs, benches/results/gpu.md, run 4), where the rule
         // changes the choice (n = 768: 114 blocks of 128 × 128 at T = 2400, of 128 × 256 at
@@ -237,11 +235,10 @@ impl GemmKernel {
                 &[GemmKernel::Wgmma128x256, GemmKernel::Wgmma128x128],
                 GemmKernel::Wgmma64x128,
             ),
-            GemmFamily::WgmmaTma => (
+            GemmFamily::WgmmaTma | GemmFamily::WgmmaTmaOcc2 => (
                 &[GemmKernel::WgmmaTma128x256, GemmKernel::WgmmaTma128x128],
                 GemmKernel::Wgmma64x128,
             ),
-            GemmFamily::WgmmaTmaOcc2 => unreachable!("chosen above"),
         };
         let chosen = candidates
             .iter()
@@ -254,8 +251,9 @@ impl GemmKernel {
         let half_fills = |tile| 2 * blocks(tile) >= multiprocessors as usize;
         chosen
             .or_else(|| {
-                (family == GemmFamily::WgmmaTma && half_fills(GemmKernel::WgmmaTma128x128.tile()))
-                    .then_some(GemmKernel::WgmmaTma128x128)
+                (matches!(family, GemmFamily::WgmmaTma | GemmFamily::WgmmaTmaOcc2)
+                    && half_fills(GemmKernel::WgmmaTma128x128.tile()))
+                .then_some(GemmKernel::WgmmaTma128x128)
             })
             .unwrap_or(smallest)
     }
