@@ -101,28 +101,30 @@ step() {
 gemm_env() {
   if [ "$1" = default ]; then echo "-u EMBER_CUDA_GEMM"; else echo "EMBER_CUDA_GEMM=$1"; fi
 }
-# e2e_line FAMILY JSON [ERROR]: appends JSON (`ember bench --json`'s one line) to ember_e2e.jsonl
-# with "gemm": FAMILY first, and to the log; for an empty JSON, {"gemm": FAMILY, "error": ERROR}.
-# Output that is not one JSON object, or none without an ERROR, also gets an error line, and fails.
+# e2e_error FAMILY WHY: {"gemm": FAMILY, "error": WHY} into ember_e2e.jsonl (a "not measured"
+# row) and the log, and the run fails.
+e2e_error() {
+  printf '{"gemm":"%s","error":"%s"}\n' "$1" "$2" | tee -a "$log" >> "$e2e_json"
+  status=1
+}
+# e2e_line FAMILY JSON: `ember bench --json`'s one line, with "gemm": FAMILY first, into
+# ember_e2e.jsonl and the log; output that is not one JSON object is an error line instead.
 e2e_line() {
-  python3 -c 'import json, sys
-gemm, text, error = (sys.argv[1:] + ["", ""])[:3]
-try:
-    row = json.loads(text) if text.strip() else {"error": error or "no output"}
-    assert isinstance(row, dict)
-    if not text.strip() and not error:
-        error = True
-except (ValueError, AssertionError):
-    row, error = {"error": "not one JSON object: " + text[:200]}, True
-print(json.dumps({"gemm": gemm, **row}, ensure_ascii=False, separators=(",", ":")))
-sys.exit(1 if error is True else 0)' "$@" | tee -a "$log" >> "$e2e_json"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "== FAILED: ember bench's JSON for $1" | tee -a "$log"; status=1; }
+  local row
+  if row=$(python3 -c 'import json, sys
+row = json.loads(sys.argv[2])
+assert isinstance(row, dict)
+print(json.dumps({"gemm": sys.argv[1], **row}, separators=(",", ":")))' "$1" "$2" 2>/dev/null); then
+    echo "$row" | tee -a "$log" >> "$e2e_json"
+  else
+    e2e_error "$1" "ember bench printed no JSON object"
+  fi
 }
 # ember_bench GEMM: `ember bench --device cuda --dtype f16` on the corpus with the GEMM family
 # GEMM (gemm_env), its JSON line into ember_e2e.jsonl.
 ember_bench() {
   local gemm=$1 limit line
-  limit=$(fit 90 ember bench "$gemm") || { tail -n 1 "$log"; status=1; e2e_line "$gemm" "" skipped; return; }
+  limit=$(fit 90 ember bench "$gemm") || { tail -n 1 "$log"; e2e_error "$gemm" skipped; return; }
   echo "== env $(gemm_env "$gemm") $bin/ember bench --device cuda --dtype f16 (limit ${limit} s, at ${SECONDS} s)" | tee -a "$log"
   # shellcheck disable=SC2046 # gemm_env's words, split on purpose
   if line=$(env $(gemm_env "$gemm") timeout --kill-after=10 "$limit" "$bin/ember" bench \
@@ -131,14 +133,19 @@ ember_bench() {
     e2e_line "$gemm" "$line"
   else
     echo "== FAILED: env $(gemm_env "$gemm") ember bench --device cuda" | tee -a "$log"
-    status=1
-    e2e_line "$gemm" "" failed
+    e2e_error "$gemm" failed
   fi
 }
-e2e() {  # cuda_e2e with the GEMM family $1 (gemm_env)
-  # shellcheck disable=SC2046
-  step 120 env $(gemm_env "$1") EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
-    EMBER_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/cuda_e2e" --nocapture --test-threads 1
+# end_to_end FAMILY…: for each GEMM family, cuda_e2e (against sentence-transformers), then
+# ember bench.
+end_to_end() {
+  local gemm
+  for gemm in "$@"; do
+    # shellcheck disable=SC2046
+    step 120 env $(gemm_env "$gemm") EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
+      EMBER_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/cuda_e2e" --nocapture --test-threads 1
+    ember_bench "$gemm"
+  done
 }
 e2e_json=$out/ember_e2e.jsonl
 model=0
@@ -165,10 +172,8 @@ if [ "$model" = 1 ]; then
   st_args=(--st "$out/st.json" --ember-e2e "$e2e_json")
   # On Hopper the default family is wgmma-tma: it runs in the Hopper block, after the wgmma
   # kernels' own checks.
-  for gemm in mma $([ "$hopper" = 1 ] || echo default); do
-    e2e "$gemm"
-    ember_bench "$gemm"
-  done
+  # shellcheck disable=SC2046
+  end_to_end mma $([ "$hopper" = 1 ] || echo default)
 fi
 if [ "$hopper" = 1 ]; then
   step 90 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma "$bin/backend_ops" \
@@ -177,10 +182,8 @@ if [ "$hopper" = 1 ]; then
     --json "$out/ember_gemm.jsonl"
   if [ "$model" = 1 ]; then
     # EMBER_GPU_FAMILIES: the other Hopper families to run end to end (default: all three).
-    for gemm in default ${EMBER_GPU_FAMILIES-wgmma wgmma-tma wgmma-tma-occ2}; do
-      e2e "$gemm"
-      ember_bench "$gemm"
-    done
+    # shellcheck disable=SC2086
+    end_to_end default ${EMBER_GPU_FAMILIES-wgmma wgmma-tma wgmma-tma-occ2}
   fi
 fi
 # Last, with what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).

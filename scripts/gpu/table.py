@@ -81,9 +81,7 @@ def main():
     out += ["", "Goal (issue 5): chosen ÷ cuBLAS ≥ 0.80 for T ≥ 2400; chosen = what gemm::linear picks under the "
             "default family (EMBER_CUDA_GEMM unset) on this device. The Wgmma* rows are Hopper's wgmma kernels.", ""]
     out += ["## End to end: benches/corpus/wordnet-examples.txt ×10 (12,440 texts)", ""]
-    st = next(iter(lines(args.st)), None)
-    if st and not all(k in st for k in ("texts_per_s", "batch_size", "p50_ms", "p99_ms")):
-        st = None
+    st = next((r for r in lines(args.st) if has(r, ("texts_per_s", "batch_size", "p50_ms", "p99_ms"))), None)
     if not args.st and not args.ember_e2e:
         out.append("Not run: no model folder was carried (scripts/gpu/build.sh --with-model).")
     else:
