@@ -5,7 +5,8 @@
 //! ±64-token window, LayerNorm, and ModernBERT's rotary positions and GeGLU gate. Throughput is in FLOPs
 //! (criterion's "elements"); after the criterion runs, a table gives each GEMM as a fraction of
 //! the FMA peak probed in the same process and as a ratio to `matrixmultiply` on the same
-//! shape, measured in the same process.
+//! shape, measured in the same process, and a second table does the same for each attention
+//! case against its plain-loop reference (`attention_varlen_reference_with_terms`).
 //!
 //! `cargo bench -p ember-benches --bench kernels` (`-- no-criterion-case` for the table only).
 
@@ -16,10 +17,11 @@ use std::time::Instant;
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use ember_benches::random_vec;
+use ember_cpu::attention::{attention_varlen_reference_with_terms, attention_varlen_with_isa};
 use ember_cpu::gemm::linear_with_isa;
 use ember_cpu::probe::fma_peak_gflops;
 use ember_cpu::{
-    apply_rotary, attention_varlen, attention_varlen_with_terms, gated_activation, layernorm,
+    active_isa, apply_rotary, attention_varlen_with_terms, gated_activation, layernorm,
     supported_isas, Activation, AttentionTerms, Isa, PackedLinear, Precision, Rotary,
 };
 
@@ -29,6 +31,92 @@ const SHAPES: [(usize, usize, &str); 3] = [
     (768, 3072, "ffn_out"),
 ];
 const TOKENS: [usize; 3] = [16, 128, 2400];
+
+/// Attention heads and head dim of every attention case (BERT-base, ModernBERT-base).
+const HEADS: usize = 12;
+const HEAD_DIM: usize = 64;
+
+/// One attention case: `seqs` sequences of `len` tokens, over the whole sequence or a
+/// `±window`-token window (ModernBERT's local layers).
+#[derive(Clone, Copy)]
+struct AttentionCase {
+    seqs: usize,
+    len: usize,
+    window: Option<usize>,
+    /// Of the random QKV.
+    seed: u64,
+}
+
+/// The attention cases of the criterion group `cpu/attention` and of the ratio table: BERT's
+/// 32 sequences of 75 tokens, and ModernBERT-base's 8 of 512, full (its global layers) and over
+/// a ±64-token window (its local ones).
+const ATTENTION_CASES: [AttentionCase; 3] = [
+    AttentionCase {
+        seqs: 32,
+        len: 75,
+        window: None,
+        seed: 4,
+    },
+    AttentionCase {
+        seqs: 8,
+        len: 512,
+        window: None,
+        seed: 8,
+    },
+    AttentionCase {
+        seqs: 8,
+        len: 512,
+        window: Some(64),
+        seed: 8,
+    },
+];
+
+impl AttentionCase {
+    /// `seqs x len x heads x head_dim`, with `+window<w>` for a windowed case.
+    fn name(&self) -> String {
+        let Self { seqs, len, .. } = *self;
+        match self.window {
+            None => format!("{seqs}x{len}x{HEADS}x{HEAD_DIM}"),
+            Some(w) => format!("{seqs}x{len}x{HEADS}x{HEAD_DIM}+window{w}"),
+        }
+    }
+
+    /// FLOPs over the keys actually attended: query `i` of a sequence reads `k_i` keys (`len`,
+    /// or `min(i + w + 1, len) − max(i − w, 0)` in a `±w` window), and costs `2·k_i·head_dim`
+    /// for its scores (`Q·Kᵀ`) and `2·k_i·head_dim` for its output (`P·V`), per head:
+    /// `4 · seqs · heads · head_dim · Σ_i k_i` (`4·seqs·heads·len²·head_dim` without a window).
+    /// The softmax's exponentials are not counted, nor the keys of the tiles the kernel scores
+    /// beyond a window's edge.
+    fn flops(&self) -> usize {
+        let keys: usize = (0..self.len)
+            .map(|i| {
+                self.window.map_or(self.len, |w| {
+                    (i + w + 1).min(self.len) - i.saturating_sub(w)
+                })
+            })
+            .sum();
+        4 * self.seqs * HEADS * HEAD_DIM * keys
+    }
+
+    /// The packed `[T, 3·H]` QKV, the sequence offsets, and an `[T, H]` output buffer.
+    fn inputs(&self) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
+        let hidden = HEADS * HEAD_DIM;
+        let tokens = self.seqs * self.len;
+        let offsets = (0..=self.seqs).map(|s| s * self.len).collect();
+        (
+            random_vec(tokens * 3 * hidden, self.seed),
+            offsets,
+            vec![f32::NAN; tokens * hidden],
+        )
+    }
+
+    fn terms(&self) -> AttentionTerms<'static> {
+        AttentionTerms {
+            bias: None,
+            window: self.window,
+        }
+    }
+}
 
 fn one_thread() -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
@@ -140,58 +228,27 @@ fn bench_matrixmultiply(c: &mut Criterion) {
     group.finish();
 }
 
+/// Attention on [`ATTENTION_CASES`] on the active ISA, FLOPs counted over the keys each query
+/// reads ([`AttentionCase::flops`]).
 fn bench_attention(c: &mut Criterion) {
     let pool = one_thread();
-    let (heads, head_dim, seqs, len) = (12, 64, 32, 75);
-    let hidden = heads * head_dim;
-    let tokens = seqs * len;
-    let qkv = random_vec(tokens * 3 * hidden, 4);
-    let offsets: Vec<usize> = (0..=seqs).map(|s| s * len).collect();
-    let mut out = vec![f32::NAN; tokens * hidden];
     let mut group = c.benchmark_group("cpu/attention");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(
-        (4 * seqs * heads * len * len * head_dim) as u64,
-    ));
-    group.bench_function(format!("{seqs}x{len}x{heads}x{head_dim}"), |b| {
-        pool.install(|| {
-            b.iter(|| {
-                attention_varlen(&qkv, &offsets, heads, head_dim, &mut out).expect("shapes agree")
-            })
-        })
-    });
-    group.finish();
-}
-
-/// ModernBERT-base's attention on long sequences: full (its global layers) and over a ±64-token
-/// window (its local ones), FLOPs counted over the keys each query reads.
-fn bench_windowed_attention(c: &mut Criterion) {
-    let pool = one_thread();
-    let (heads, head_dim, seqs, len) = (12, 64, 8, 512);
-    let hidden = heads * head_dim;
-    let tokens = seqs * len;
-    let qkv = random_vec(tokens * 3 * hidden, 8);
-    let offsets: Vec<usize> = (0..=seqs).map(|s| s * len).collect();
-    let mut out = vec![f32::NAN; tokens * hidden];
-    let mut group = c.benchmark_group("cpu/attention");
-    group.sample_size(10);
-    for window in [None, Some(64)] {
-        let keys: usize = (0..len)
-            .map(|i| window.map_or(len, |w: usize| (i + w + 1).min(len) - i.saturating_sub(w)))
-            .sum();
-        group.throughput(Throughput::Elements(
-            (4 * seqs * heads * keys * head_dim) as u64,
-        ));
-        let name = match window {
-            None => format!("{seqs}x{len}x{heads}x{head_dim}"),
-            Some(w) => format!("{seqs}x{len}x{heads}x{head_dim}+window{w}"),
-        };
-        group.bench_function(name, |b| {
+    for case in ATTENTION_CASES {
+        let (qkv, offsets, mut out) = case.inputs();
+        group.throughput(Throughput::Elements(case.flops() as u64));
+        group.bench_function(case.name(), |b| {
             pool.install(|| {
                 b.iter(|| {
-                    let terms = AttentionTerms { bias: None, window };
-                    attention_varlen_with_terms(&qkv, &offsets, heads, head_dim, terms, &mut out)
-                        .expect("shapes agree")
+                    attention_varlen_with_terms(
+                        &qkv,
+                        &offsets,
+                        HEADS,
+                        HEAD_DIM,
+                        case.terms(),
+                        &mut out,
+                    )
+                    .expect("shapes agree")
                 })
             })
         });
@@ -264,7 +321,7 @@ fn best_gflops_interleaved(flops: f64, calls: &mut [&mut dyn FnMut()]) -> Vec<f6
     best
 }
 
-/// Each GEMM shape per ISA next to the probed peak and to `matrixmultiply`, in one run.
+/// The GEMM and attention tables, each kernel per ISA next to the FMA peak probed in this run.
 fn peak_table() {
     let pool = one_thread();
     let isas: Vec<(Isa, f64)> = supported_isas()
@@ -275,6 +332,15 @@ fn peak_table() {
         println!("\nno FMA probe on this CPU: no ratio table");
         return;
     }
+    gemm_table(&pool, &isas);
+    attention_table(&pool, &isas);
+    for &(isa, peak) in &isas {
+        println!("probe {}: {peak:.1} GFLOP/s", isa.name());
+    }
+}
+
+/// Each GEMM shape per ISA next to its `peak` and to `matrixmultiply`, in one run.
+fn gemm_table(pool: &rayon::ThreadPool, isas: &[(Isa, f64)]) {
     println!("\nGEMM, one thread: share of the FMA peak probed in this run, and speed-up over matrixmultiply");
     println!(
         "{:<7} {:<9} {:>16} {:>9} {:>8} {:>10} {:>8}",
@@ -291,7 +357,7 @@ fn peak_table() {
             let mut ours: Vec<Box<dyn FnMut()>> = isas
                 .iter()
                 .map(|&(isa, _)| {
-                    let (x, w, pool) = (&x, &w, &pool);
+                    let (x, w) = (&x, &w);
                     let mut out = vec![0.0f32; t * n];
                     Box::new(move || {
                         let out = &mut out;
@@ -317,8 +383,82 @@ fn peak_table() {
             }
         }
     }
-    for &(isa, peak) in &isas {
-        println!("probe {}: {peak:.1} GFLOP/s", isa.name());
+}
+
+/// Each of [`ATTENTION_CASES`] per ISA next to its `peak` and to the plain-loop reference (f64,
+/// one thread), in one run, FLOPs as [`AttentionCase::flops`]. A windowed case runs on the
+/// active ISA alone: `ember_cpu` has no public attention with both an explicit ISA and terms.
+fn attention_table(pool: &rayon::ThreadPool, isas: &[(Isa, f64)]) {
+    println!("\nAttention, one thread: share of the FMA peak probed in this run, and speed-up over the f64 reference");
+    println!(
+        "{:<7} {:<9} {:>16} {:>9} {:>8} {:>11} {:>8}",
+        "isa", "keys", "S x L x H x hd", "GFLOP/s", "% peak", "ref GFLOP/s", "× ref"
+    );
+    for case in ATTENTION_CASES {
+        let (qkv, offsets, mut out_ref) = case.inputs();
+        let flops = case.flops() as f64;
+        let out_len = out_ref.len();
+        let mut reference = || {
+            pool.install(|| {
+                attention_varlen_reference_with_terms(
+                    &qkv,
+                    &offsets,
+                    HEADS,
+                    HEAD_DIM,
+                    case.terms(),
+                    &mut out_ref,
+                )
+                .expect("shapes agree")
+            })
+        };
+        let rows: Vec<(Isa, f64)> = match case.window {
+            None => isas.to_vec(),
+            Some(_) => isas
+                .iter()
+                .copied()
+                .filter(|&(isa, _)| isa == active_isa())
+                .collect(),
+        };
+        let mut ours: Vec<Box<dyn FnMut()>> = rows
+            .iter()
+            .map(|&(isa, _)| {
+                let (qkv, offsets) = (&qkv, &offsets);
+                let mut out = vec![f32::NAN; out_len];
+                Box::new(move || {
+                    let out = &mut out;
+                    pool.install(|| {
+                        match case.window {
+                            None => {
+                                attention_varlen_with_isa(isa, qkv, offsets, HEADS, HEAD_DIM, out)
+                            }
+                            Some(_) => attention_varlen_with_terms(
+                                qkv,
+                                offsets,
+                                HEADS,
+                                HEAD_DIM,
+                                case.terms(),
+                                out,
+                            ),
+                        }
+                        .expect("shapes agree")
+                    })
+                }) as Box<dyn FnMut()>
+            })
+            .collect();
+        let mut calls: Vec<&mut dyn FnMut()> = vec![&mut reference];
+        calls.extend(ours.iter_mut().map(|c| &mut **c as &mut dyn FnMut()));
+        let gflops = best_gflops_interleaved(flops, &mut calls);
+        let reference = gflops[0];
+        let keys = case.window.map_or("all".to_owned(), |w| format!("±{w}"));
+        let shape = format!("{}x{}x{HEADS}x{HEAD_DIM}", case.seqs, case.len);
+        for (&(isa, peak), &ours) in rows.iter().zip(&gflops[1..]) {
+            println!(
+                "{:<7} {keys:<9} {shape:>16} {ours:>9.1} {:>7.1}% {reference:>11.1} {:>7.2}×",
+                isa.name(),
+                100.0 * ours / peak,
+                ours / reference
+            );
+        }
     }
 }
 
@@ -327,7 +467,6 @@ criterion_group!(
     bench_linear,
     bench_matrixmultiply,
     bench_attention,
-    bench_windowed_attention,
     bench_layernorm,
     bench_modernbert_elementwise
 );

@@ -805,7 +805,11 @@ fn byte_level_bpe_spec(
     }
     let merges = bpe_merges(merges)?;
 
-    let (prefix_ids, suffix_ids, added_tokens) = specials_and_added_tokens(tokenizer, max_length)?;
+    let SpecialsAndAddedTokens {
+        prefix_ids,
+        suffix_ids,
+        added_tokens,
+    } = specials_and_added_tokens(tokenizer, max_length)?;
 
     Ok(BpeSpec {
         vocab: tokenizers::Model::get_vocab(model),
@@ -1012,7 +1016,11 @@ fn unigram_spec(
             "the Unigram model has no unk_id (the crate errs on any text with a char outside its vocabulary)",
         )?;
 
-    let (prefix_ids, suffix_ids, added_tokens) = specials_and_added_tokens(tokenizer, max_length)?;
+    let SpecialsAndAddedTokens {
+        prefix_ids,
+        suffix_ids,
+        added_tokens,
+    } = specials_and_added_tokens(tokenizer, max_length)?;
 
     Ok(UnigramSpec {
         vocab: model.iter().cloned().collect(),
@@ -1029,15 +1037,26 @@ fn unigram_spec(
     })
 }
 
+/// What the BPE and Unigram fast paths take from around the model, read by
+/// [`specials_and_added_tokens`].
+struct SpecialsAndAddedTokens {
+    /// The post-processor's ids before the model's tokens (`<s>`); empty without one.
+    prefix_ids: Vec<u32>,
+    /// The post-processor's ids after the model's tokens (`</s>`); empty without one.
+    suffix_ids: Vec<u32>,
+    /// `tokenizer.json`'s added tokens (consistent with the vocabulary), split out of the text
+    /// before the model runs.
+    added_tokens: Vec<BpeAddedToken>,
+}
+
 /// What the BPE and Unigram fast paths take from around the model: the post-processor's ids
 /// before and after the tokens (which must leave room under `max_length`), and the added tokens
 /// (consistent with the vocabulary); refused when special tokens are encoded as text or padding
 /// is on.
-#[allow(clippy::type_complexity)]
 fn specials_and_added_tokens(
     tokenizer: &Tokenizer,
     max_length: usize,
-) -> Result<(Vec<u32>, Vec<u32>, Vec<BpeAddedToken>), String> {
+) -> Result<SpecialsAndAddedTokens, String> {
     let (prefix_ids, suffix_ids) = match tokenizer.get_post_processor() {
         None => (Vec::new(), Vec::new()),
         Some(processor) => special_ids(processor)?,
@@ -1061,7 +1080,11 @@ fn specials_and_added_tokens(
             normalized: token.normalized,
         })
         .collect();
-    Ok((prefix_ids, suffix_ids, added_tokens))
+    Ok(SpecialsAndAddedTokens {
+        prefix_ids,
+        suffix_ids,
+        added_tokens,
+    })
 }
 
 /// A Precompiled normaliser's charsmap, decoded from the base64 the crate serialises it to (the
