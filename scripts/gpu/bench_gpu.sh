@@ -14,8 +14,8 @@
 #      `default` (EMBER_CUDA_GEMM unset: the engine's own choice) and `mma`;
 #   5. on Hopper, the same for the wgmma GEMMs (kernels/gemm_sm90.cu): backend_ops' wgmma cases,
 #      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma,
-#      wgmma-tma and wgmma-tma-occ2 (appending to ember_e2e.jsonl); late, since a kernel that
-#      hangs takes its step's time limit;
+#      wgmma-tma, wgmma-tma-occ2 and wgmma-pingpong (appending to ember_e2e.jsonl); late, since
+#      a kernel that hangs takes its step's time limit;
 #   6. every GEMM kernel and cuBLAS again in f16;
 # then one table, gpu_bench.md. `bench_gpu.sh --gemm-only` runs steps 2, 3, 5 and 6 without the
 # NVRTC check and the end-to-end runs. Every step runs under its own time limit, so that one that hangs
@@ -181,9 +181,9 @@ if [ "$hopper" = 1 ]; then
   step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Wgmma \
     --json "$out/ember_gemm.jsonl"
   if [ "$model" = 1 ]; then
-    # EMBER_GPU_FAMILIES: the other Hopper families to run end to end (default: all three).
+    # EMBER_GPU_FAMILIES: the other Hopper families to run end to end (default: all four).
     # shellcheck disable=SC2086
-    end_to_end default ${EMBER_GPU_FAMILIES-wgmma wgmma-tma wgmma-tma-occ2}
+    end_to_end default ${EMBER_GPU_FAMILIES-wgmma wgmma-tma wgmma-tma-occ2 wgmma-pingpong}
   fi
 fi
 # Last, with what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).

@@ -244,6 +244,8 @@ const char* op_name(CollectiveOp op) {
         return "ptx_mma_bf16";
     case CollectiveOp::MmaF16:
         return "ptx_mma_f16";
+    case CollectiveOp::SyncWarp:
+        return "__syncwarp";
     }
     return "?";
 }
@@ -370,6 +372,8 @@ float bf16_to_f32(unsigned short h) { return __uint_as_float(static_cast<unsigne
 void run_collective(Launch& launch, Fiber* lanes, unsigned n) {
     const CollectiveOp op = lanes[0].op;
     switch (op) {
+    case CollectiveOp::SyncWarp:
+        return;  // every lane has arrived: that is all
     case CollectiveOp::ShflIdx:
     case CollectiveOp::ShflXor: {
         const std::size_t size = lanes[0].size;

@@ -6,9 +6,9 @@
 //
 // Model (emulation.cpp implements it):
 // - A launch runs its blocks one after another on one OS thread. The threads of a block are
-//   fibers, each on its own stack; a fiber runs until it reaches __syncthreads(), a
-//   warp collective (shuffles, ldmatrix, mma) or its end, and only then does another run. Which
-//   ready fiber runs next is the schedule's choice (ascending or descending thread order, or
+//   fibers, each on its own stack; a fiber runs until it reaches __syncthreads(), a warp
+//   collective (shuffles, ldmatrix, mma, __syncwarp) or its end, and only then does another run.
+//   Which ready fiber runs next is the schedule's choice (ascending or descending thread order, or
 //   seeded random), so that a missing barrier shows up as a wrong result under some schedule.
 // - __syncthreads() releases the block when every thread that has not exited is waiting at it.
 //   A barrier reached while some threads have exited (they returned early: undefined behaviour
@@ -102,7 +102,7 @@ struct Site {
 };
 
 // The collectives a warp can meet at.
-enum class CollectiveOp : unsigned char { ShflIdx, ShflXor, Ldmatrix, MmaBf16, MmaF16 };
+enum class CollectiveOp : unsigned char { ShflIdx, ShflXor, Ldmatrix, MmaBf16, MmaF16, SyncWarp };
 
 // Blocks the calling fiber at __syncthreads() until the block is released.
 void syncthreads(Site site);
@@ -149,6 +149,13 @@ void cp_async_wait_group(int pending);
 
 __forceinline__ void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
     ::emu::syncthreads({file, line});
+}
+
+// __syncwarp(): a barrier for the warp's lanes (all 32: partial masks are not emulated), which
+// orders their shared-memory accesses before it before those after it.
+__forceinline__ void __syncwarp(unsigned mask = 0xffffffffu, const char* file = __builtin_FILE(),
+                                int line = __builtin_LINE()) {
+    ::emu::warp_collective(::emu::CollectiveOp::SyncWarp, mask, nullptr, nullptr, nullptr, 0, 0, {file, line});
 }
 
 // __shfl_sync: lane l gets `v` of lane `src_lane % 32`. __shfl_xor_sync: of lane l ^ lane_mask.

@@ -3,6 +3,8 @@
 #include "gemm_harness.h"
 #include "tensor_map.h"
 
+#include <algorithm>
+
 #include "gemm_sm90.cu"
 
 namespace harness {
@@ -25,14 +27,15 @@ using TmaEntry = void (*)(TensorMap, TensorMap, const float*, const T*, T*, int,
 
 // A TMA kernel's case: gemm_harness.h's reference and inputs, X and W passed as tensor maps
 // encoded as src/gemm.rs's TensorMap::tile_rows encodes them (dims {k, rows}, boxes {64, BM or
-// BN}, 128-byte swizzle); `threads` and `stages` as the kernel was instantiated with.
+// BN}, 128-byte swizzle); `threads` and `smem` as the kernel was instantiated with. A persistent
+// kernel (`persistent_blocks` > 0) gets a 1-D grid of that many blocks (at most one per tile),
+// each looping over its tiles; the others one block per tile.
 template <typename T>
 void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int bn, unsigned threads,
-                  std::size_t stages, GemmShape s) {
-    const GemmKernel<T> reference_only{name, nullptr, unsigned(bm), unsigned(bn), threads,
-                                       tma_smem(bm, bn, stages)};
+                  std::size_t smem, GemmShape s, unsigned persistent_blocks = 0) {
+    const GemmKernel<T> reference_only{name, nullptr, unsigned(bm), unsigned(bn), threads, smem};
     add_gemm_case_with<T>(cases, reference_only, s,
-                       [entry, bm, bn, s](const emu::Schedule& schedule, const GemmKernel<T>& kernel,
+                       [entry, bm, bn, s, persistent_blocks](const emu::Schedule& schedule, const GemmKernel<T>& kernel,
                                           const std::vector<T>& x, const std::vector<T>& w, const float* b,
                                           const T* r, T* y) {
                            const unsigned type = std::is_same<T, bf16>::value ? emu::kTensorMapBfloat16
@@ -47,7 +50,10 @@ void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int
                                snprintf(error.message, sizeof error.message, "encode_tensor_map_2d: %s", why);
                                return error;
                            }
-                           const dim3 grid((s.n + bn - 1) / bn, (s.m + bm - 1) / bm);
+                           const unsigned tiles_n = (s.n + bn - 1) / bn, tiles_m = (s.m + bm - 1) / bm;
+                           const dim3 grid = persistent_blocks == 0
+                                                 ? dim3(tiles_n, tiles_m)
+                                                 : dim3(std::min(persistent_blocks, tiles_n * tiles_m));
                            return emu::launch(schedule, grid, dim3(kernel.threads), kernel.dynamic_smem, entry, x_map,
                                               w_map, b, r, y, s.m, s.n, s.k, s.act);
                        });
@@ -55,9 +61,17 @@ void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int
 
 }  // namespace
 
+// GemmKernel::dynamic_smem of the ping-pong kernel: the stages, the 8 consumer warps' epilogue
+// buffers, full and empty per stage, turn per consumer, and the alignment slack.
+constexpr std::size_t pingpong_smem() {
+    return WS_PP_STAGES * (128 + 128) * WG_ROW_BYTES + 8 * WS_PP_EPI_ROWS * WS_PP_EPI_STRIDE * 4 +
+           (2 * WS_PP_STAGES + 2) * 8 + 1024;
+}
+
 // kTensorCoreShapes plus k past one and two stage rings (k = 136: 3 k tiles, the last partial;
 // k = 328: 6 tiles, every stage reused), m past two 64-row warpgroups and n past one 256-column
-// tile.
+// tile; for the persistent kernel also 9 tiles of 3 k tiles each, so that its stage ring wraps
+// in the middle of a tile, on one block (both consumers alternate over 9 tiles) and on two.
 void add_gemm_sm90_cases(Cases& cases) {
     std::vector<GemmShape> shapes(std::begin(kTensorCoreShapes), std::end(kTensorCoreShapes));
     shapes.insert(shapes.end(), {
@@ -65,6 +79,8 @@ void add_gemm_sm90_cases(Cases& cases) {
         {129, 128, 328, false, ACT_GELU, false},
         {70, 300, 200, true, ACT_GELU, true},
     });
+    std::vector<GemmShape> persistent_shapes = shapes;
+    persistent_shapes.push_back({260, 384, 136, true, ACT_GELU, true});
     const GemmKernel<bf16> bf16_kernels[] = {
         {"gemm-wgmma128x256", gemm_wgmma_128x256_bf16, 128, 256, 256, wgmma_smem(128, 256)},
         {"gemm-wgmma128x128", gemm_wgmma_128x128_bf16, 128, 128, 256, wgmma_smem(128, 128)},
@@ -78,15 +94,25 @@ void add_gemm_sm90_cases(Cases& cases) {
     for (const auto& kernel : f16_kernels)
         for (const auto& s : shapes) add_gemm_case(cases, kernel, s);
     for (const auto& s : shapes) {
-        add_tma_case<bf16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_bf16, 128, 256, 384, WS_STAGES, s);
-        add_tma_case<f16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_f16, 128, 256, 384, WS_STAGES, s);
-        add_tma_case<bf16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_bf16, 128, 128, 384, WS_STAGES, s);
-        add_tma_case<f16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_f16, 128, 128, 384, WS_STAGES, s);
+        const std::size_t smem256 = tma_smem(128, 256, WS_STAGES), smem128 = tma_smem(128, 128, WS_STAGES);
+        const std::size_t occ2 = tma_smem(128, 128, WS_OCC2_STAGES);
+        add_tma_case<bf16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_bf16, 128, 256, 384, smem256, s);
+        add_tma_case<f16>(cases, "gemm-wgmmatma128x256", gemm_wgmma_tma_128x256_f16, 128, 256, 384, smem256, s);
+        add_tma_case<bf16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_bf16, 128, 128, 384, smem128, s);
+        add_tma_case<f16>(cases, "gemm-wgmmatma128x128", gemm_wgmma_tma_128x128_f16, 128, 128, 384, smem128, s);
         add_tma_case<bf16>(cases, "gemm-wgmmatma128x128occ2", gemm_wgmma_tma_128x128_occ2_bf16, 128, 128,
-                           WS_OCC2_THREADS, WS_OCC2_STAGES, s);
+                           WS_OCC2_THREADS, occ2, s);
         add_tma_case<f16>(cases, "gemm-wgmmatma128x128occ2", gemm_wgmma_tma_128x128_occ2_f16, 128, 128,
-                          WS_OCC2_THREADS, WS_OCC2_STAGES, s);
+                          WS_OCC2_THREADS, occ2, s);
     }
+    for (const auto& s : persistent_shapes)
+        for (unsigned blocks : {1u, 2u}) {
+            const char* name = blocks == 1 ? "gemm-wgmmapingpong128x128-1block" : "gemm-wgmmapingpong128x128-2blocks";
+            add_tma_case<bf16>(cases, name, gemm_wgmma_pingpong_128x128_bf16, 128, 128, WS_PP_THREADS,
+                               pingpong_smem(), s, blocks);
+            add_tma_case<f16>(cases, name, gemm_wgmma_pingpong_128x128_f16, 128, 128, WS_PP_THREADS,
+                              pingpong_smem(), s, blocks);
+        }
 }
 
 }  // namespace harness

@@ -186,13 +186,14 @@ __device__ __forceinline__ float warp_max(float v) {
 // tile Cs [BM][cs] (row stride cs floats, even, staged in shared memory by the caller, which
 // synchronises first) becomes Y[block_m.., block_n..] = act(C + b) + R, rounded once to T.
 // Each thread takes consecutive column pairs of a row, so that bias, residual and Y are read and
-// written coalesced, and the activation is one copy of code in a plain loop.
+// written coalesced, and the activation is one copy of code in a plain loop. THREADS threads
+// share the tile; `tid` (0 .. THREADS − 1) is this one's index among them.
 template <typename T, int BM, int BN, int THREADS>
 __device__ __forceinline__ void gemm_store_tile(
     const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
-    T* __restrict__ Y, int m, int n, int block_m, int block_n, int act) {
+    T* __restrict__ Y, int m, int n, int block_m, int block_n, int act, int tid) {
     const bool paired = (n % 2) == 0;  // then (col, col + 1) is one aligned 32-bit word of Y
-    for (int p = threadIdx.x; p < BM * BN / 2; p += THREADS) {
+    for (int p = tid; p < BM * BN / 2; p += THREADS) {
         const int row = p / (BN / 2), col = (p % (BN / 2)) * 2;
         const int g_row = block_m + row, g_col = block_n + col;
         if (g_row >= m || g_col >= n) continue;

@@ -150,7 +150,7 @@ __device__ __forceinline__ void gemm_mma(
             }
     __syncthreads();
 
-    gemm_store_tile<T, BM, BN, GEMM_THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
+    gemm_store_tile<T, BM, BN, GEMM_THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act, threadIdx.x);
 }
 
 #define GEMM_MMA(BM, BN, T, SUFFIX)                                                               \

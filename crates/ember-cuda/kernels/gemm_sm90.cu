@@ -377,7 +377,7 @@ __device__ __forceinline__ void gemm_wgmma(
                 make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
         }
     __syncthreads();
-    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
+    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act, threadIdx.x);
 }
 
 #define GEMM_WGMMA(BM, BN, T, SUFFIX)                                                             \
@@ -496,7 +496,7 @@ __device__ __forceinline__ void gemm_wgmma_tma(
             }
     }
     __syncthreads();
-    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act);
+    gemm_store_tile<T, BM, BN, THREADS>(Cs, CS, bias, R, Y, m, n, block_m, block_n, act, threadIdx.x);
 }
 
 // MIN_BLOCKS = 2: two blocks on each multiprocessor (3 stages; 288 threads, so at most 112
@@ -518,3 +518,165 @@ GEMM_WGMMA_TMA(128, 128, WS_STAGES, 384, 1, bf16, gemm_wgmma_tma_128x128_bf16)
 GEMM_WGMMA_TMA(128, 128, WS_STAGES, 384, 1, f16, gemm_wgmma_tma_128x128_f16)
 GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, bf16, gemm_wgmma_tma_128x128_occ2_bf16)
 GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, f16, gemm_wgmma_tma_128x128_occ2_f16)
+
+// ---- persistent ping-pong ----------------------------------------------------------------------
+
+// gemm_wgmma_pingpong_128x128_{bf16,f16}: persistent and warp-specialised as CUTLASS's sm90
+// "ping-pong" kernels, for FFN up (n = 3072, k = 768), where a tile's 12 k tiles take about as
+// long as its epilogue. WS_PP_THREADS = 288 threads: consumer warpgroups 0 and 1, then the
+// producer warp; one block per multiprocessor (WS_PP_STAGES stages of 32 KiB and 34 KiB of
+// epilogue buffers), a grid of at most one block per multiprocessor.
+//  - Block b takes the tiles b, b + G, b + 2G, … (G = gridDim.x, n fastest); its i-th tile goes
+//    to consumer i % 2, which computes all of it (128 × 128: two m64n128k16 MMAs a k16 step,
+//    128 accumulators a thread). The producer loads the block's tiles' k tiles in that order
+//    through one ring of stages (`full`/`empty` as in gemm_wgmma_tma; a stage is consumed by
+//    one warpgroup, so `empty` counts 128 arrivals), running on across tiles.
+//  - The two consumers take turns at the tensor cores: consumer c waits on `turn[c]` before its
+//    main loop and arrives on `turn[1 − c]` once it has issued its last MMA, so that their main
+//    loops run one after the other, in the producer's order, and each one's epilogue overlaps
+//    the other's main loop. Consumer 0's first wait passes at once (parity 1, as the empty
+//    stages' first round); consumer c's j-th main loop waits for the other's (j − c)-th.
+//  - The epilogue is per warp, synchronised by __syncwarp alone: warp w of a consumer holds
+//    rows 16w .. 16w + 15 of each 64-row half of the tile; it stages 8 of them at a time as f32
+//    in its own buffer [WS_PP_EPI_ROWS][WS_PP_EPI_STRIDE] and stores them with gemm_store_tile
+//    (+ b, act, + R, coalesced), in 4 steps. The steps are a loop, not unrolled (so that the
+//    store and its activation are one copy of code); each selects its accumulators with
+//    compile-time indices under `if (s == step)`.
+// Shared memory: the stages, the 8 warps' epilogue buffers, then full[STAGES], empty[STAGES],
+// turn[2] (src/gemm.rs's dynamic_smem adds it up, with 1024 bytes of alignment slack).
+// src/gemm.rs mirrors these four (a unit test reads this file). The buffers' row stride is in
+// floats; its pad spreads a warp's 8 rows over the banks.
+#define WS_PP_STAGES 5
+#define WS_PP_THREADS 288
+#define WS_PP_EPI_ROWS 8
+#define WS_PP_EPI_STRIDE (128 + 8)
+
+template <typename T>
+__device__ __forceinline__ void gemm_wgmma_pingpong(
+    const TensorMap* x_map, const TensorMap* w_map, const float* __restrict__ bias,
+    const T* __restrict__ R, T* __restrict__ Y, int m, int n, int k, int act) {
+    constexpr int BM = 128, BN = 128, STAGES = WS_PP_STAGES;
+    constexpr int A_BYTES = BM * WG_ROW_BYTES, B_BYTES = BN * WG_ROW_BYTES;
+    constexpr int STAGE = A_BYTES + B_BYTES;
+    constexpr int HALF_ACC = BN / 2;  // one m64n128 accumulator: 64 floats a thread
+    constexpr int EPI_FLOATS = WS_PP_EPI_ROWS * WS_PP_EPI_STRIDE;  // one warp's buffer
+    static_assert(WS_PP_THREADS == 2 * 128 + 32, "two consumer warpgroups, one producer warp");
+    static_assert(WS_PP_EPI_ROWS == 8, "a step is one of a warp's 8-row fragment halves");
+    static_assert((STAGES * STAGE) % 1024 == 0 && (8 * EPI_FLOATS * 4) % 8 == 0, "aligned parts");
+
+    EMBER_DYNAMIC_SMEM(unsigned char, wgmma_pp_smem_raw);
+    unsigned char* smem = wgmma_pp_smem_raw + ((1024 - (smem_u32(wgmma_pp_smem_raw) % 1024)) % 1024);
+    const unsigned smem_base = smem_u32(smem);
+    float* epilogue_buffers = reinterpret_cast<float*>(smem + STAGES * STAGE);
+    unsigned long long* full = reinterpret_cast<unsigned long long*>(epilogue_buffers + 8 * EPI_FLOATS);
+    unsigned long long* empty = full + STAGES;
+    unsigned long long* turn = empty + STAGES;
+
+    const int tiles_n = (n + BN - 1) / BN;
+    const int tiles = tiles_n * ((m + BM - 1) / BM);
+    const int k_tiles = (k + WG_BK - 1) / WG_BK;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbarrier_init(&full[s], 1);
+            mbarrier_init(&empty[s], 128);
+        }
+        for (int c = 0; c < 2; ++c) mbarrier_init(&turn[c], 128);
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+
+    if (threadIdx.x >= 256) {
+        // The producer warp; its lanes wait together (uniform control flow), lane 0 issues.
+        int it = 0;  // k tiles loaded, over all the block's tiles
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+            const int block_m = (tile / tiles_n) * BM, block_n = (tile % tiles_n) * BN;
+            for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+                const int s = it % STAGES;
+                // Round 0 passes at once (parity 1 "completed" before the first phase).
+                while (!mbarrier_try_wait_parity(&empty[s], ((it / STAGES) & 1) ^ 1)) {
+                }
+                if (threadIdx.x % 32 == 0) {
+                    mbarrier_arrive_expect_tx(&full[s], STAGE);
+                    tma_load_2d(smem + s * STAGE, x_map, kt * WG_BK, block_m, &full[s]);
+                    tma_load_2d(smem + s * STAGE + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
+                }
+            }
+        }
+        return;  // no block-wide barrier follows
+    }
+
+    const int c = threadIdx.x / 128;
+    const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    float* Cs = epilogue_buffers + (threadIdx.x / 32) * EPI_FLOATS;
+    float acc[2 * HALF_ACC];  // rows 0–63 of the tile, then rows 64–127
+    int j = 0;                // this consumer's tiles so far
+    for (int tile = blockIdx.x + c * gridDim.x; tile < tiles; tile += 2 * gridDim.x, ++j) {
+        const int block_m = (tile / tiles_n) * BM, block_n = (tile % tiles_n) * BN;
+        const int it0 = (2 * j + c) * k_tiles;  // the block's k tiles before this tile's
+        // Consumer 0's j-th main loop after consumer 1's (j − 1)-th; consumer 1's j-th after
+        // consumer 0's j-th.
+        const unsigned parity = c == 0 ? (j & 1) ^ 1 : j & 1;
+        while (!mbarrier_try_wait_parity(&turn[c], parity)) {
+        }
+#pragma unroll
+        for (int i = 0; i < 2 * HALF_ACC; ++i) acc[i] = 0.0f;
+        for (int kt = 0; kt < k_tiles; ++kt) {
+            const int it = it0 + kt, s = it % STAGES;
+            while (!mbarrier_try_wait_parity(&full[s], (it / STAGES) & 1)) {
+            }
+            const unsigned a = smem_base + s * STAGE;
+            const unsigned b = a + A_BYTES;
+            wgmma_fence_operands<2 * HALF_ACC>(acc);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < WG_BK / 16; ++kk) {
+                const unsigned long long desc_b = wgmma_desc_sw128(b + kk * 32);
+                Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), desc_b);
+                Wgmma<T, BN>::mma(acc + HALF_ACC, wgmma_desc_sw128(a + 64 * WG_ROW_BYTES + kk * 32),
+                                  desc_b);
+            }
+            wgmma_commit();
+            wgmma_wait<1>();
+            wgmma_fence_operands<2 * HALF_ACC>(acc);
+            // The previous k tile's MMAs have retired: its stage may be refilled.
+            if (kt > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
+        }
+        // Every MMA of this tile is issued: the other consumer's main loop may start.
+        mbarrier_arrive(&turn[c ^ 1]);
+        wgmma_wait<0>();
+        wgmma_fence_operands<2 * HALF_ACC>(acc);
+        if (k_tiles > 0) mbarrier_arrive(&empty[(it0 + k_tiles - 1) % STAGES]);
+
+        // Step s = 2h + half: rows 64h + 16·warp + 8·half + g of the tile, this thread's
+        // acc[64h + 4jn + 2half + {0, 1}] at columns 8jn + 2t + {0, 1}.
+#pragma unroll 1
+        for (int step = 0; step < 4; ++step) {
+#pragma unroll
+            for (int s = 0; s < 4; ++s)
+                if (s == step)
+#pragma unroll
+                    for (int jn = 0; jn < BN / 8; ++jn) {
+                        const float* d = acc + (s / 2) * HALF_ACC + 4 * jn + 2 * (s % 2);
+                        *reinterpret_cast<float2*>(Cs + g * WS_PP_EPI_STRIDE + jn * 8 + 2 * t) =
+                            make_float2(d[0], d[1]);
+                    }
+            __syncwarp();
+            const int row0 = block_m + 64 * (step / 2) + 16 * warp + 8 * (step % 2);
+            gemm_store_tile<T, WS_PP_EPI_ROWS, BN, 32>(Cs, WS_PP_EPI_STRIDE, bias, R, Y, m, n, row0, block_n,
+                                                       act, lane);
+            __syncwarp();  // before the next step overwrites Cs
+        }
+    }
+}
+
+#define GEMM_WGMMA_PINGPONG(T, NAME)                                                              \
+    extern "C" __global__ void __launch_bounds__(WS_PP_THREADS, 1) NAME(                          \
+        const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,         \
+        const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m, int n, \
+        int k, int act) {                                                                         \
+        gemm_wgmma_pingpong<T>(&x_map, &w_map, bias, R, Y, m, n, k, act);                         \
+    }
+
+GEMM_WGMMA_PINGPONG(bf16, gemm_wgmma_pingpong_128x128_bf16)
+GEMM_WGMMA_PINGPONG(f16, gemm_wgmma_pingpong_128x128_f16)

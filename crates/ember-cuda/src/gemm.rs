@@ -11,6 +11,7 @@
 //! | `WgmmaTma128x256`   | bf16, f16 | 128 × 256 × 64   | the same, warp-specialised: a producer warp feeds 4 stages with TMA (`cp.async.bulk.tensor`) on mbarriers, two consumer warpgroups |
 //! | `WgmmaTma128x128`   | bf16, f16 | 128 × 128 × 64   | the same with `m64n128k16`, for n = 768 (BERT-base's attention output and FFN down), where 128 × 256 tiles leave most multiprocessors idle |
 //! | `WgmmaTma128x128Occ2` | bf16, f16 | 128 × 128 × 64 | the same with 3 stages and 288 threads (a producer warp, not a warpgroup), so at most 112 registers a thread: two blocks a multiprocessor, one's epilogue overlapping the other's MMAs |
+//! | `WgmmaPingpong128x128` | bf16, f16 | 128 × 128 × 64 | persistent (a block a multiprocessor looping over tiles), a producer warp and two consumer warpgroups that each compute whole tiles and take turns at the tensor cores, so that one's epilogue overlaps the other's MMAs |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
@@ -19,7 +20,7 @@
 //! The tensor-core kernels need `k % 8 == 0` (16-byte rows for `cp.async`); any `m`, `n`.
 //!
 //! [`linear`] chooses among the kernels of the device's family ([`CudaDevice::gemm_family`]):
-//! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`), else
+//! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`, `wgmma-pingpong`), else
 //! [`GemmFamily::default_for`] the device: the TMA kernels on sm_90, the fastest in an H200's
 //! GEMM benchmark (benches/results/gpu.md), `mma.sync` elsewhere.
 
@@ -44,6 +45,12 @@ const MMA_EPILOGUE_PAD: u32 = 8;
 const WGMMA_STAGES: u32 = 4;
 /// `kernels/gemm_sm90.cu`'s `WS_OCC2_STAGES`: `WgmmaTma128x128Occ2`'s stages.
 const WGMMA_OCC2_STAGES: u32 = 3;
+/// `kernels/gemm_sm90.cu`'s `WS_PP_STAGES`, `WS_PP_EPI_ROWS` and `WS_PP_EPI_STRIDE`:
+/// `WgmmaPingpong128x128`'s stages, and the rows and row stride (floats) of each consumer
+/// warp's epilogue buffer.
+const WGMMA_PP_STAGES: u32 = 5;
+const WGMMA_PP_EPI_ROWS: u32 = 8;
+const WGMMA_PP_EPI_STRIDE: u32 = 128 + 8;
 const WGMMA_ROW_BYTES: u32 = 128;
 const WGMMA_ALIGN_SLACK: u32 = 1024;
 
@@ -62,6 +69,9 @@ pub enum GemmKernel {
     /// As `WgmmaTma128x128`, with 3 stages and registers for two blocks a multiprocessor
     /// (sm_90 only).
     WgmmaTma128x128Occ2,
+    /// Persistent, TMA-fed, 128 × 128 tiles, two consumer warpgroups taking turns at the tensor
+    /// cores, each on tiles of its own (sm_90 only).
+    WgmmaPingpong128x128,
     /// Hopper's warpgroup tensor cores, 128 × 256 tiles (sm_90 only).
     Wgmma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
@@ -74,12 +84,13 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 9] = [
+    pub const ALL: [GemmKernel; 10] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
         GemmKernel::WgmmaTma128x256,
         GemmKernel::WgmmaTma128x128,
         GemmKernel::WgmmaTma128x128Occ2,
+        GemmKernel::WgmmaPingpong128x128,
         GemmKernel::Wgmma128x256,
         GemmKernel::Wgmma128x128,
         GemmKernel::Wgmma64x128,
@@ -103,6 +114,12 @@ impl GemmKernel {
             (GemmKernel::WgmmaTma128x128Occ2, Dtype::F16) => {
                 Some("gemm_wgmma_tma_128x128_occ2_f16")
             }
+            (GemmKernel::WgmmaPingpong128x128, Dtype::Bf16) => {
+                Some("gemm_wgmma_pingpong_128x128_bf16")
+            }
+            (GemmKernel::WgmmaPingpong128x128, Dtype::F16) => {
+                Some("gemm_wgmma_pingpong_128x128_f16")
+            }
             (GemmKernel::Wgmma128x256, Dtype::Bf16) => Some("gemm_wgmma_128x256_bf16"),
             (GemmKernel::Wgmma128x256, Dtype::F16) => Some("gemm_wgmma_128x256_f16"),
             (GemmKernel::Wgmma128x128, Dtype::Bf16) => Some("gemm_wgmma_128x128_bf16"),
@@ -120,6 +137,7 @@ impl GemmKernel {
             GemmKernel::WgmmaTma128x256
             | GemmKernel::WgmmaTma128x128
             | GemmKernel::WgmmaTma128x128Occ2
+            | GemmKernel::WgmmaPingpong128x128
             | GemmKernel::Wgmma128x256
             | GemmKernel::Wgmma128x128
             | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
@@ -139,7 +157,14 @@ impl GemmKernel {
             GemmKernel::WgmmaTma128x256
                 | GemmKernel::WgmmaTma128x128
                 | GemmKernel::WgmmaTma128x128Occ2
+                | GemmKernel::WgmmaPingpong128x128
         )
+    }
+
+    /// Whether its blocks loop over the tiles (a grid of at most one block per
+    /// multiprocessor, one dimension) rather than computing one tile each.
+    fn persistent(self) -> bool {
+        self == GemmKernel::WgmmaPingpong128x128
     }
 
     /// Output tile `(rows, cols)` of one block.
@@ -149,6 +174,7 @@ impl GemmKernel {
             GemmKernel::Mma128x128
             | GemmKernel::WgmmaTma128x128
             | GemmKernel::WgmmaTma128x128Occ2
+            | GemmKernel::WgmmaPingpong128x128
             | GemmKernel::Wgmma128x128 => (128, 128),
             GemmKernel::Wgmma64x128 => (64, 128),
             GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
@@ -164,6 +190,7 @@ impl GemmKernel {
             }
             // The consumer warpgroups, then one producer warp.
             GemmKernel::WgmmaTma128x128Occ2 => self.tile().0 / 64 * 128 + 32,
+            GemmKernel::WgmmaPingpong128x128 => 2 * 128 + 32,
             GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 self.tile().0 * 2
             }
@@ -198,6 +225,14 @@ impl GemmKernel {
                 let pipeline = stages * (bm + bn) * WGMMA_ROW_BYTES + stages * 2 * 8;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
+            GemmKernel::WgmmaPingpong128x128 => {
+                // The stages, each consumer warp's epilogue buffer, then the mbarriers: full
+                // and empty per stage, turn per consumer.
+                let stages = WGMMA_PP_STAGES * (bm + bn) * WGMMA_ROW_BYTES;
+                let buffers = 8 * WGMMA_PP_EPI_ROWS * WGMMA_PP_EPI_STRIDE * 4;
+                let barriers = (2 * WGMMA_PP_STAGES + 2) * 8;
+                stages + buffers + barriers + WGMMA_ALIGN_SLACK
+            }
         }
     }
 
@@ -206,7 +241,8 @@ impl GemmKernel {
     /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernels' 128 × 256
     /// and 128 × 128 (the latter also when its blocks busy half the multiprocessors), else
     /// `Wgmma`'s 64 × 128; `WgmmaTmaOcc2`: `WgmmaTma128x128Occ2` where its tiles fill the
-    /// multiprocessors, else as `WgmmaTma`).
+    /// multiprocessors, else as `WgmmaTma`; `WgmmaPingpong`: `WgmmaPingpong128x128` where its
+    /// tiles give both consumers of every multiprocessor one, else as `WgmmaTma`).
     pub fn choose(
         dtype: Dtype,
         m: usize,
@@ -219,23 +255,31 @@ impl GemmKernel {
         }
         let blocks = |(bm, bn): (u32, u32)| m.div_ceil(bm as usize) * n.div_ceil(bn as usize);
         // WgmmaTmaOcc2: two blocks a multiprocessor, worth it where there are blocks for both;
-        // elsewhere it chooses as WgmmaTma.
-        let occ2 = GemmKernel::WgmmaTma128x128Occ2;
-        if family == GemmFamily::WgmmaTmaOcc2 && blocks(occ2.tile()) >= multiprocessors as usize {
-            return occ2;
+        // WgmmaPingpong: two consumer warpgroups a multiprocessor, each on whole tiles, worth it
+        // where there are tiles for both (a guess, not yet measured). Elsewhere they choose as
+        // WgmmaTma.
+        let sms = multiprocessors as usize;
+        match family {
+            GemmFamily::WgmmaTmaOcc2 if blocks((128, 128)) >= sms => {
+                return GemmKernel::WgmmaTma128x128Occ2
+            }
+            GemmFamily::WgmmaPingpong if blocks((128, 128)) >= 2 * sms => {
+                return GemmKernel::WgmmaPingpong128x128
+            }
+            _ => {}
         }
         // 3/4, not all: on an H200 (132 SMs, benches/results/gpu.md, run 4), where the rule
         // changes the choice (n = 768: 114 blocks of 128 × 128 at T = 2400, of 128 × 256 at
         // T = 4800), the larger tile was faster in 15 of 16 cases, by 2–28 %, and 1 % slower
         // in one (mma.sync, f16, 768 × 768); 57 blocks (43 %) of 128 × 256 were slower.
-        let fills = |tile| 4 * blocks(tile) >= 3 * multiprocessors as usize;
+        let fills = |tile| 4 * blocks(tile) >= 3 * sms;
         let (candidates, smallest): (&[GemmKernel], GemmKernel) = match family {
             GemmFamily::Mma => (&[GemmKernel::Mma128x128], GemmKernel::Mma64x64),
             GemmFamily::Wgmma => (
                 &[GemmKernel::Wgmma128x256, GemmKernel::Wgmma128x128],
                 GemmKernel::Wgmma64x128,
             ),
-            GemmFamily::WgmmaTma | GemmFamily::WgmmaTmaOcc2 => (
+            GemmFamily::WgmmaTma | GemmFamily::WgmmaTmaOcc2 | GemmFamily::WgmmaPingpong => (
                 &[GemmKernel::WgmmaTma128x256, GemmKernel::WgmmaTma128x128],
                 GemmKernel::Wgmma64x128,
             ),
@@ -248,10 +292,10 @@ impl GemmKernel {
         // SMs, the fastest kernel of all there on an H200: attention output, FFN down): it
         // also takes a grid that busies at least half the SMs in one wave, rather than twice
         // as many half tiles (a guess: no shape of the GPU table falls between).
-        let half_fills = |tile| 2 * blocks(tile) >= multiprocessors as usize;
+        let half_fills = |tile| 2 * blocks(tile) >= sms;
         chosen
             .or_else(|| {
-                (matches!(family, GemmFamily::WgmmaTma | GemmFamily::WgmmaTmaOcc2)
+                (!matches!(family, GemmFamily::Mma | GemmFamily::Wgmma)
                     && half_fills(GemmKernel::WgmmaTma128x128.tile()))
                 .then_some(GemmKernel::WgmmaTma128x128)
             })
@@ -273,17 +317,21 @@ pub enum GemmFamily {
     WgmmaTma,
     /// As `WgmmaTma`, with `WgmmaTma128x128Occ2` for the tiles that fill the GPU, sm_90 only.
     WgmmaTmaOcc2,
+    /// As `WgmmaTma`, with `WgmmaPingpong128x128` where there are two tiles for every
+    /// multiprocessor, sm_90 only.
+    WgmmaPingpong,
 }
 
 impl GemmFamily {
-    /// The family an `EMBER_CUDA_GEMM` value names: `mma`, `wgmma`, `wgmma-tma` or
-    /// `wgmma-tma-occ2`.
+    /// The family an `EMBER_CUDA_GEMM` value names: `mma`, `wgmma`, `wgmma-tma`,
+    /// `wgmma-tma-occ2` or `wgmma-pingpong`.
     pub fn parse(value: &str) -> Option<GemmFamily> {
         match value {
             "mma" => Some(GemmFamily::Mma),
             "wgmma" => Some(GemmFamily::Wgmma),
             "wgmma-tma" => Some(GemmFamily::WgmmaTma),
             "wgmma-tma-occ2" => Some(GemmFamily::WgmmaTmaOcc2),
+            "wgmma-pingpong" => Some(GemmFamily::WgmmaPingpong),
             _ => None,
         }
     }
@@ -424,14 +472,27 @@ pub fn linear_with_kernel<E: Element>(
         return Ok(());
     }
     let (bm, bn) = kernel.tile();
-    let grid_y = u32::try_from(m.div_ceil(bm as usize))
-        .ok()
-        .filter(|&y| y <= 65_535)
-        .ok_or_else(|| CudaError::InvalidShape {
-            op: OP,
-            reason: format!("m = {m} needs more than 65,535 row blocks"),
-        })?;
-    let grid_x = n.div_ceil(bn as usize) as u32; // n fits i32, so this fits u32
+    let (row_blocks, col_blocks) = (m.div_ceil(bm as usize), n.div_ceil(bn as usize));
+    let (grid_x, grid_y) = if kernel.persistent() {
+        // Tile indices are i32 in the kernel; at most one block per multiprocessor.
+        let tiles = row_blocks
+            .checked_mul(col_blocks)
+            .filter(|&tiles| i32::try_from(tiles).is_ok())
+            .ok_or_else(|| CudaError::InvalidShape {
+                op: OP,
+                reason: format!("{m} × {n} has more than 2^31 − 1 tiles"),
+            })?;
+        (tiles.min(device.multiprocessors() as usize) as u32, 1)
+    } else {
+        let grid_y = u32::try_from(row_blocks)
+            .ok()
+            .filter(|&y| y <= 65_535)
+            .ok_or_else(|| CudaError::InvalidShape {
+                op: OP,
+                reason: format!("m = {m} needs more than 65,535 row blocks"),
+            })?;
+        (col_blocks as u32, grid_y) // n fits i32, so col_blocks fits u32
+    };
     let smem = kernel.dynamic_smem();
     let function = device.function(kernel.file(), entry_point, smem)?;
     let config = LaunchConfig {
@@ -574,18 +635,32 @@ mod tests {
         );
         assert!(2 * (GemmKernel::WgmmaTma128x128Occ2.dynamic_smem() + 1024) <= 228 * 1024);
         assert_eq!(GemmKernel::WgmmaTma128x128Occ2.threads(), 288);
+        // 5 stages of 32 KiB, eight 8 × 136 f32 epilogue buffers, 12 mbarriers: one block an
+        // SM.
+        assert_eq!(
+            GemmKernel::WgmmaPingpong128x128.dynamic_smem(),
+            163_840 + 34_816 + 96 + 1024
+        );
+        assert_eq!(GemmKernel::WgmmaPingpong128x128.threads(), 288);
         // The constants mirror gemm_sm90.cu's.
         let source = KernelFile::GemmSm90.source();
         for (name, value) in [
             ("WS_STAGES", WGMMA_STAGES),
             ("WS_OCC2_STAGES", WGMMA_OCC2_STAGES),
             ("WS_OCC2_THREADS", GemmKernel::WgmmaTma128x128Occ2.threads()),
+            ("WS_PP_STAGES", WGMMA_PP_STAGES),
+            ("WS_PP_EPI_ROWS", WGMMA_PP_EPI_ROWS),
+            ("WS_PP_THREADS", GemmKernel::WgmmaPingpong128x128.threads()),
         ] {
             assert!(
                 source.contains(&format!("#define {name} {value}\n")),
                 "gemm_sm90.cu should #define {name} {value}"
             );
         }
+        assert!(source.contains(&format!(
+            "#define WS_PP_EPI_STRIDE (128 + {})\n",
+            WGMMA_PP_EPI_STRIDE - 128
+        )));
         assert_eq!(GemmKernel::Wgmma128x128.dynamic_smem(), 131_072 + 1024);
         assert_eq!(GemmKernel::Wgmma64x128.dynamic_smem(), 98_304 + 1024);
         assert_eq!(GemmKernel::Wgmma128x128.threads(), 256);
@@ -602,7 +677,9 @@ mod tests {
         // tiles of 128 × 256 for n = 768 (too few), 19 × 6 = 114 of 128 × 128 (enough); 19 × 12
         // = 228 of 128 × 256 for n = 3072; at T = 4800, 38 × 3 = 114 of 128 × 256 for n = 768.
         // For n = 1024: 19 × 4 = 76 tiles of 128 × 256 (too few), 19 × 8 = 152 of 128 × 128.
-        // WgmmaTmaOcc2: its kernel where 128 × 128 tiles fill the GPU, else as WgmmaTma.
+        // WgmmaTmaOcc2: its kernel where 128 × 128 tiles fill the GPU, else as WgmmaTma;
+        // WgmmaPingpong: its kernel where they fill it twice (264 tiles: 456 for n = 3072),
+        // else as WgmmaTma.
         for (n, family, expected) in [
             (1024, GemmFamily::Wgmma, GemmKernel::Wgmma128x128),
             (1024, GemmFamily::WgmmaTma, GemmKernel::WgmmaTma128x128),
@@ -612,6 +689,13 @@ mod tests {
                 GemmKernel::WgmmaTma128x128Occ2,
             ),
             (768, GemmFamily::WgmmaTmaOcc2, GemmKernel::WgmmaTma128x128),
+            (
+                3072,
+                GemmFamily::WgmmaPingpong,
+                GemmKernel::WgmmaPingpong128x128,
+            ),
+            (768, GemmFamily::WgmmaPingpong, GemmKernel::WgmmaTma128x128),
+            (1024, GemmFamily::WgmmaPingpong, GemmKernel::WgmmaTma128x128),
         ] {
             assert_eq!(
                 GemmKernel::choose(Dtype::Bf16, 2400, n, 132, family),
@@ -660,6 +744,15 @@ mod tests {
             GemmFamily::parse("wgmma-tma-occ2"),
             Some(GemmFamily::WgmmaTmaOcc2)
         );
+        assert_eq!(
+            GemmFamily::parse("wgmma-pingpong"),
+            Some(GemmFamily::WgmmaPingpong)
+        );
+        // At T = 4800, n = 768: 228 tiles of 128 × 128, under two per SM.
+        assert_eq!(
+            GemmKernel::choose(Dtype::F16, 4800, 768, 132, GemmFamily::WgmmaPingpong),
+            GemmKernel::WgmmaTma128x256
+        );
         assert_eq!(GemmFamily::default_for(Arch::SM90), GemmFamily::WgmmaTma);
         assert_eq!(GemmFamily::default_for(Arch::SM80), GemmFamily::Mma);
         assert_eq!(GemmFamily::parse("WGMMA"), None);
@@ -676,6 +769,7 @@ mod tests {
                 GemmKernel::WgmmaTma128x256
                     | GemmKernel::WgmmaTma128x128
                     | GemmKernel::WgmmaTma128x128Occ2
+                    | GemmKernel::WgmmaPingpong128x128
                     | GemmKernel::Wgmma128x256
                     | GemmKernel::Wgmma128x128
                     | GemmKernel::Wgmma64x128
