@@ -217,3 +217,75 @@ __device__ __forceinline__ void gemm_store_tile(
         }
     }
 }
+
+// One warp's part of a tensor-core epilogue, for an activation known at compile time:
+// Y[row0 + r][col0 + c] = act(Cs[r][c] + b) + R for r < ROWS and c < BN (a multiple of 64), rows
+// past m and columns past n skipped; Cs [ROWS][cs] f32 (cs even), staged by the warp, which
+// synchronises first. Lane l owns the column pairs 2l + 64q of every row, so that its bias values
+// are loaded once and the warp reads Cs and writes Y 256 contiguous bytes of a row at a time. An
+// absent bias adds −0, which leaves every value (−0 too) as it is.
+template <typename T, int ROWS, int BN, int ACT>
+__device__ __forceinline__ void gemm_store_rows_warp_act(
+    const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
+    T* __restrict__ Y, int m, int n, int row0, int col0, int lane) {
+    static_assert(BN % 64 == 0, "whole 64-column groups");
+    constexpr int Q = BN / 64;
+    const bool paired = (n % 2) == 0;  // then (col, col + 1) is one aligned 32-bit word of Y
+    float b[Q][2];
+    bool in_n[Q][2];
+#pragma unroll
+    for (int q = 0; q < Q; ++q)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int col = col0 + 64 * q + 2 * lane + e;
+            in_n[q][e] = col < n;
+            b[q][e] = bias != nullptr && in_n[q][e] ? bias[col] : -0.0f;
+        }
+#pragma unroll 2
+    for (int r = 0; r < ROWS; ++r) {
+        const int g_row = row0 + r;
+        if (g_row >= m) break;
+#pragma unroll
+        for (int q = 0; q < Q; ++q) {
+            if (!in_n[q][0]) continue;
+            const int col = col0 + 64 * q + 2 * lane;
+            const float2 c = *reinterpret_cast<const float2*>(Cs + r * cs + 64 * q + 2 * lane);
+            float v[2] = {activate(ACT, c.x + b[q][0]), activate(ACT, c.y + b[q][1])};
+            const size_t at = static_cast<size_t>(g_row) * n + col;
+            if (R) {
+                v[0] += to_f32(R[at]);
+                if (in_n[q][1]) v[1] += to_f32(R[at + 1]);
+            }
+            if (paired) {
+                *reinterpret_cast<unsigned*>(Y + at) = pack2<T>(v[0], v[1]);
+            } else {
+                Y[at] = from_f32<T>(v[0]);
+                if (in_n[q][1]) Y[at + 1] = from_f32<T>(v[1]);
+            }
+        }
+    }
+}
+
+// gemm_store_rows_warp_act for the activation `act` (ACT_*): the switch is outside the loops.
+template <typename T, int ROWS, int BN>
+__device__ __forceinline__ void gemm_store_rows_warp(
+    const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
+    T* __restrict__ Y, int m, int n, int row0, int col0, int act, int lane) {
+    switch (act) {
+    case ACT_GELU:
+        gemm_store_rows_warp_act<T, ROWS, BN, ACT_GELU>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
+        break;
+    case ACT_GELU_TANH:
+        gemm_store_rows_warp_act<T, ROWS, BN, ACT_GELU_TANH>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
+        break;
+    case ACT_RELU:
+        gemm_store_rows_warp_act<T, ROWS, BN, ACT_RELU>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
+        break;
+    case ACT_SILU:
+        gemm_store_rows_warp_act<T, ROWS, BN, ACT_SILU>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
+        break;
+    default:
+        gemm_store_rows_warp_act<T, ROWS, BN, ACT_IDENTITY>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
+        break;
+    }
+}

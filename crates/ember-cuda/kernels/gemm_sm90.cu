@@ -538,10 +538,12 @@ GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, f16, gemm_wgmma_tma
 //    stages' first round); consumer c's j-th main loop waits for the other's (j − c)-th.
 //  - The epilogue is per warp, synchronised by __syncwarp alone: warp w of a consumer holds
 //    rows 16w .. 16w + 15 of each 64-row half of the tile; it stages 8 of them at a time as f32
-//    in its own buffer [WS_PP_EPI_ROWS][WS_PP_EPI_STRIDE] and stores them with gemm_store_tile
-//    (+ b, act, + R, coalesced), in 4 steps. The steps are a loop, not unrolled (so that the
-//    store and its activation are one copy of code); each selects its accumulators with
-//    compile-time indices under `if (s == step)`.
+//    in its own buffer [WS_PP_EPI_ROWS][WS_PP_EPI_STRIDE] and stores them with
+//    gemm_store_rows_warp (common.cuh: + b, act, + R, coalesced; each lane's bias values loaded
+//    once, the activation's switch outside the loop), in 4 steps. The steps are unrolled, so
+//    that each step's accumulators die as it stages them (159 registers, under the 168 ptxas
+//    keeps to for 288 threads; a rolled loop keeps all 128 live through every store and spills,
+//    though it would hold one copy of the store instead of 4).
 // Shared memory: the stages, the 8 warps' epilogue buffers, then full[STAGES], empty[STAGES],
 // turn[2] (src/gemm.rs's dynamic_smem adds it up, with 1024 bytes of alignment slack).
 // src/gemm.rs mirrors these four (a unit test reads this file). The buffers' row stride is in
@@ -648,23 +650,19 @@ __device__ __forceinline__ void gemm_wgmma_pingpong(
         wgmma_fence_operands<2 * HALF_ACC>(acc);
         if (k_tiles > 0) mbarrier_arrive(&empty[(it0 + k_tiles - 1) % STAGES]);
 
-        // Step s = 2h + half: rows 64h + 16·warp + 8·half + g of the tile, this thread's
+        // Step 2h + half: rows 64h + 16·warp + 8·half + g of the tile, this thread's
         // acc[64h + 4jn + 2half + {0, 1}] at columns 8jn + 2t + {0, 1}.
-#pragma unroll 1
+#pragma unroll
         for (int step = 0; step < 4; ++step) {
 #pragma unroll
-            for (int s = 0; s < 4; ++s)
-                if (s == step)
-#pragma unroll
-                    for (int jn = 0; jn < BN / 8; ++jn) {
-                        const float* d = acc + (s / 2) * HALF_ACC + 4 * jn + 2 * (s % 2);
-                        *reinterpret_cast<float2*>(Cs + g * WS_PP_EPI_STRIDE + jn * 8 + 2 * t) =
-                            make_float2(d[0], d[1]);
-                    }
+            for (int jn = 0; jn < BN / 8; ++jn) {
+                const float* d = acc + (step / 2) * HALF_ACC + 4 * jn + 2 * (step % 2);
+                *reinterpret_cast<float2*>(Cs + g * WS_PP_EPI_STRIDE + jn * 8 + 2 * t) = make_float2(d[0], d[1]);
+            }
             __syncwarp();
             const int row0 = block_m + 64 * (step / 2) + 16 * warp + 8 * (step % 2);
-            gemm_store_tile<T, WS_PP_EPI_ROWS, BN, 32>(Cs, WS_PP_EPI_STRIDE, bias, R, Y, m, n, row0, block_n,
-                                                       act, lane);
+            gemm_store_rows_warp<T, WS_PP_EPI_ROWS, BN>(Cs, WS_PP_EPI_STRIDE, bias, R, Y, m, n, row0, block_n,
+                                                        act, lane);
             __syncwarp();  // before the next step overwrites Cs
         }
     }
