@@ -182,52 +182,18 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // ---- GEMM epilogue ----------------------------------------------------------------------------
 
-// The tensor-core GEMMs' (gemm.cu, gemm_sm90.cu) common epilogue: the block's f32 accumulator
-// tile Cs [BM][cs] (row stride cs floats, even, staged in shared memory by the caller, which
-// synchronises first) becomes Y[block_m.., block_n..] = act(C + b) + R, rounded once to T.
-// Each thread takes consecutive column pairs of a row, so that bias, residual and Y are read and
-// written coalesced, and the activation is one copy of code in a plain loop. THREADS threads
-// share the tile; `tid` (0 .. THREADS − 1) is this one's index among them.
-template <typename T, int BM, int BN, int THREADS>
-__device__ __forceinline__ void gemm_store_tile(
-    const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
-    T* __restrict__ Y, int m, int n, int block_m, int block_n, int act, int tid) {
-    const bool paired = (n % 2) == 0;  // then (col, col + 1) is one aligned 32-bit word of Y
-    for (int p = tid; p < BM * BN / 2; p += THREADS) {
-        const int row = p / (BN / 2), col = (p % (BN / 2)) * 2;
-        const int g_row = block_m + row, g_col = block_n + col;
-        if (g_row >= m || g_col >= n) continue;
-        const float2 c = *reinterpret_cast<const float2*>(Cs + row * cs + col);  // cs is even
-        float v[2] = {c.x, c.y};
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            if (g_col + e >= n) break;
-            float y = v[e];
-            if (bias) y += bias[g_col + e];
-            y = activate(act, y);
-            if (R) y += to_f32(R[static_cast<size_t>(g_row) * n + g_col + e]);
-            v[e] = y;
-        }
-        T* dst = Y + static_cast<size_t>(g_row) * n + g_col;
-        if (paired) {
-            *reinterpret_cast<unsigned*>(dst) = pack2<T>(v[0], v[1]);
-        } else {
-            dst[0] = from_f32<T>(v[0]);
-            if (g_col + 1 < n) dst[1] = from_f32<T>(v[1]);
-        }
-    }
-}
-
-// One warp's part of a tensor-core epilogue, for an activation known at compile time:
-// Y[row0 + r][col0 + c] = act(Cs[r][c] + b) + R for r < ROWS and c < BN (a multiple of 64), rows
-// past m and columns past n skipped; Cs [ROWS][cs] f32 (cs even), staged by the warp, which
-// synchronises first. Lane l owns the column pairs 2l + 64q of every row, so that its bias values
-// are loaded once and the warp reads Cs and writes Y 256 contiguous bytes of a row at a time. An
-// absent bias adds −0, which leaves every value (−0 too) as it is.
-template <typename T, int ROWS, int BN, int ACT>
-__device__ __forceinline__ void gemm_store_rows_warp_act(
-    const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
-    T* __restrict__ Y, int m, int n, int row0, int col0, int lane) {
+// The tensor-core GEMMs' (gemm.cu, gemm_sm90.cu) common epilogue, for an activation known at
+// compile time: rows r0, r0 + r_step, … (< rows) of an f32 accumulator tile Cs [rows][cs] (row
+// stride cs floats, even; staged by the caller, which synchronises first) become
+// Y[row0 + r][col0 + c] = act(Cs[r][c] + b) + R for c < BN (a multiple of 64), rounded once to T;
+// rows past m and columns past n are skipped. Each lane of a warp owns the column pairs 2l + 64q
+// of every row it stores, so that its bias values are loaded once and the warp reads Cs and writes
+// Y 256 contiguous bytes of a row at a time. An absent bias adds −0, which leaves every value
+// (−0 too) as it is.
+template <typename T, int BN, int ACT>
+__device__ __forceinline__ void gemm_store_rows_act(
+    const float* Cs, int cs, int r0, int r_step, int rows, const float* __restrict__ bias,
+    const T* __restrict__ R, T* __restrict__ Y, int m, int n, int row0, int col0, int lane) {
     static_assert(BN % 64 == 0, "whole 64-column groups");
     constexpr int Q = BN / 64;
     const bool paired = (n % 2) == 0;  // then (col, col + 1) is one aligned 32-bit word of Y
@@ -241,8 +207,10 @@ __device__ __forceinline__ void gemm_store_rows_warp_act(
             in_n[q][e] = col < n;
             b[q][e] = bias != nullptr && in_n[q][e] ? bias[col] : -0.0f;
         }
-#pragma unroll 2
-    for (int r = 0; r < ROWS; ++r) {
+    // 128 columns: two rows at a time (8 independent activations); 256: one (the same 8); 64: one
+    // (gemm_mma_64x64 spills at two).
+#pragma unroll(Q == 2 ? 2 : 1)
+    for (int r = r0; r < rows; r += r_step) {
         const int g_row = row0 + r;
         if (g_row >= m) break;
 #pragma unroll
@@ -266,26 +234,49 @@ __device__ __forceinline__ void gemm_store_rows_warp_act(
     }
 }
 
-// gemm_store_rows_warp_act for the activation `act` (ACT_*): the switch is outside the loops.
+// gemm_store_rows_act for the activation `act` (ACT_*): the switch is outside the loops.
+template <typename T, int BN>
+__device__ __forceinline__ void gemm_store_rows(
+    const float* Cs, int cs, int r0, int r_step, int rows, const float* __restrict__ bias,
+    const T* __restrict__ R, T* __restrict__ Y, int m, int n, int row0, int col0, int act, int lane) {
+#define EMBER_STORE_ROWS(ACT) \
+    gemm_store_rows_act<T, BN, ACT>(Cs, cs, r0, r_step, rows, bias, R, Y, m, n, row0, col0, lane)
+    switch (act) {
+    case ACT_GELU:
+        EMBER_STORE_ROWS(ACT_GELU);
+        break;
+    case ACT_GELU_TANH:
+        EMBER_STORE_ROWS(ACT_GELU_TANH);
+        break;
+    case ACT_RELU:
+        EMBER_STORE_ROWS(ACT_RELU);
+        break;
+    case ACT_SILU:
+        EMBER_STORE_ROWS(ACT_SILU);
+        break;
+    default:
+        EMBER_STORE_ROWS(ACT_IDENTITY);
+        break;
+    }
+#undef EMBER_STORE_ROWS
+}
+
+// The whole BM × BN tile Cs [BM][cs] into Y[block_m.., block_n..] by THREADS threads (`tid` is
+// this one's index among them, 0 .. THREADS − 1): warp w stores rows w, w + THREADS/32, ….
+template <typename T, int BM, int BN, int THREADS>
+__device__ __forceinline__ void gemm_store_tile(
+    const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
+    T* __restrict__ Y, int m, int n, int block_m, int block_n, int act, int tid) {
+    static_assert(THREADS % 32 == 0, "whole warps");
+    gemm_store_rows<T, BN>(Cs, cs, tid / 32, THREADS / 32, BM, bias, R, Y, m, n, block_m, block_n, act,
+                           tid % 32);
+}
+
+// One warp's ROWS × BN tile Cs [ROWS][cs] (staged by the warp, which synchronises first) into
+// Y[row0.., col0..].
 template <typename T, int ROWS, int BN>
 __device__ __forceinline__ void gemm_store_rows_warp(
     const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
     T* __restrict__ Y, int m, int n, int row0, int col0, int act, int lane) {
-    switch (act) {
-    case ACT_GELU:
-        gemm_store_rows_warp_act<T, ROWS, BN, ACT_GELU>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
-        break;
-    case ACT_GELU_TANH:
-        gemm_store_rows_warp_act<T, ROWS, BN, ACT_GELU_TANH>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
-        break;
-    case ACT_RELU:
-        gemm_store_rows_warp_act<T, ROWS, BN, ACT_RELU>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
-        break;
-    case ACT_SILU:
-        gemm_store_rows_warp_act<T, ROWS, BN, ACT_SILU>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
-        break;
-    default:
-        gemm_store_rows_warp_act<T, ROWS, BN, ACT_IDENTITY>(Cs, cs, bias, R, Y, m, n, row0, col0, lane);
-        break;
-    }
+    gemm_store_rows<T, BN>(Cs, cs, 0, 1, ROWS, bias, R, Y, m, n, row0, col0, act, lane);
 }
