@@ -14,9 +14,12 @@
 #      `default` (EMBER_CUDA_GEMM unset: the engine's own choice) and `mma`;
 #   5. on Hopper, the same for the wgmma GEMMs (kernels/gemm_sm90.cu): backend_ops' wgmma cases,
 #      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma,
-#      wgmma-tma, wgmma-tma-occ2 and wgmma-pingpong (appending to ember_e2e.jsonl); late, since
-#      a kernel that hangs takes its step's time limit;
+#      wgmma-tma and wgmma-tma-occ2 (appending to ember_e2e.jsonl); late, since a kernel that
+#      hangs takes its step's time limit; the ping-pong kernels, new to the GPU, in backend_ops
+#      and gemm_bench steps of their own;
 #   6. every GEMM kernel and cuBLAS again in f16;
+#   7. on Hopper, end to end with the new families, wgmma-pingpong and wgmma-pingpong-mc
+#      (EMBER_GPU_NEW_FAMILIES), last, so that a hang there cannot cost the table its f16 rows;
 # then one table, gpu_bench.md. `bench_gpu.sh --gemm-only` runs steps 2, 3, 5 and 6 without the
 # NVRTC check and the end-to-end runs. Every step runs under its own time limit, so that one that hangs
 # costs its limit and not the rest, and all of them under one budget, EMBER_GPU_BUDGET_S seconds
@@ -176,19 +179,36 @@ if [ "$model" = 1 ]; then
   end_to_end mma $([ "$hopper" = 1 ] || echo default)
 fi
 if [ "$hopper" = 1 ]; then
-  step 90 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma "$bin/backend_ops" \
+  # The ping-pong kernels (session 12, first run on a GPU) in steps of their own, after the
+  # others: a hang there costs its own step's limit only.
+  step 90 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma,-pingpong "$bin/backend_ops" \
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
-  step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Wgmma \
+  step 45 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=pingpong "$bin/backend_ops" \
+    --nocapture --test-threads 1 every_op_matches_the_cpu_reference
+  step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Wgmma,-WgmmaPingpong \
+    --json "$out/ember_gemm.jsonl"
+  step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels WgmmaPingpong \
     --json "$out/ember_gemm.jsonl"
   if [ "$model" = 1 ]; then
-    # EMBER_GPU_FAMILIES: the other Hopper families to run end to end (default: all four).
+    # EMBER_GPU_FAMILIES: the other proven Hopper families to run end to end.
     # shellcheck disable=SC2086
-    end_to_end default ${EMBER_GPU_FAMILIES-wgmma wgmma-tma wgmma-tma-occ2 wgmma-pingpong}
+    end_to_end default ${EMBER_GPU_FAMILIES-wgmma wgmma-tma wgmma-tma-occ2}
   fi
 fi
-# Last, with what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
-step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --json "$out/ember_gemm.jsonl"
+# With what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
+step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels -WgmmaPingpong \
+  --json "$out/ember_gemm.jsonl"
+if [ "$hopper" = 1 ]; then
+  step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels WgmmaPingpong \
+    --json "$out/ember_gemm.jsonl"
+fi
 step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.jsonl"
+# Last, the families of kernels new to the GPU end to end (EMBER_GPU_NEW_FAMILIES), so that a
+# hang there cannot cost the GEMM table its f16 rows.
+if [ "$hopper" = 1 ] && [ "$model" = 1 ]; then
+  # shellcheck disable=SC2086
+  end_to_end ${EMBER_GPU_NEW_FAMILIES-wgmma-pingpong wgmma-pingpong-mc}
+fi
 echo "== table at ${SECONDS} s" | tee -a "$log"
 timeout 20 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \
   --torch "$out/torch_gemm.jsonl" "${st_args[@]}" --out "$out/gpu_bench.md" 2>&1 | tee -a "$log"

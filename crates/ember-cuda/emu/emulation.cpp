@@ -1,5 +1,5 @@
-// emulation.cpp: the fiber scheduler, barriers, warp collectives, cp.async queues, shared memory
-// and conversions behind emulation.h (see its header comment for the model and its limits).
+// emulation.cpp: the fiber scheduler, barriers (__syncthreads, cluster_sync), warp collectives,
+// cp.async queues, shared memory (per CTA of a cluster) and conversions behind emulation.h (see its header comment for the model and its limits).
 #include "emulation.h"
 
 #include <link.h>
@@ -47,9 +47,11 @@ constexpr std::size_t kStackBytes = 64 * 1024;  // per fiber, above a PROT_NONE 
 constexpr unsigned kMaxThreads = 1024;
 constexpr std::size_t kMaxDynamicSmem = 227 * 1024;  // sm_90's per-block opt-in maximum
 constexpr unsigned kWarp = 32;
+constexpr unsigned kMaxCluster = 8;  // the portable cluster size
 
-// Yielded: back from a spin-wait (yield), runnable once no fiber is Ready.
-enum class State : unsigned char { Ready, Yielded, AtBarrier, AtCollective, Exited, Faulted };
+// Yielded: back from a spin-wait (yield), runnable once no fiber is Ready. AtBarrier: at
+// __syncthreads; AtClusterBarrier: at cluster_sync.
+enum class State : unsigned char { Ready, Yielded, AtBarrier, AtClusterBarrier, AtCollective, Exited, Faulted };
 
 struct Copy {
     void* dst;
@@ -159,17 +161,27 @@ struct StaticShared {
     std::size_t bytes;
 };
 
+// One CTA of the running cluster.
+struct Cta {
+    uint3 block_idx;
+    unsigned char* window;  // its shared window: 1024-byte aligned, smem_shift bytes before
+    unsigned char* smem;    // its dynamic shared memory (both null without)
+};
+
 struct Launch {
     const Schedule* schedule;
     KernelBody body;
     void* args;
-    std::vector<Fiber> fibers;  // the block's threads, by linear thread index
-    char* stacks;               // one mapping: (guard page + stack) per fiber
+    // The cluster's threads: CTA r's are fibers [r·block_threads, (r + 1)·block_threads), each
+    // CTA's by linear thread index.
+    std::vector<Fiber> fibers;
+    unsigned block_threads;
+    unsigned cluster_x;
+    std::vector<Cta> ctas;  // by rank
+    char* stacks;           // one mapping: (guard page + stack) per fiber
     std::size_t stacks_bytes;
     FiberContext scheduler;
     Fiber* current;
-    unsigned char* window;  // the block's shared window: 1024-byte aligned, smem_shift bytes
-    unsigned char* smem;    // before the block's dynamic shared memory
     std::size_t smem_bytes;
     std::uint64_t rng;
     StaticShared static_shared;  // this thread's __shared__ variables
@@ -179,6 +191,11 @@ struct Launch {
     std::uint64_t progress;
     std::uint64_t round_progress;
     bool in_round;
+    // The lowest rank whose yielded fibers a round runs again: 0, but for a cluster under the
+    // descending schedule, where it starts at the highest rank and comes down one rank for each
+    // round that got nowhere (back up at any progress), so that higher ranks run as far ahead of
+    // lower ones as the kernel's synchronisation allows (a missing cross-block wait shows).
+    unsigned round_floor;
     LaunchError error;
 #ifdef EMBER_EMU_ASAN
     const void* scheduler_stack;
@@ -188,7 +205,12 @@ struct Launch {
 };
 
 Launch* g_launch;
-std::uint64_t g_block_serial;
+std::uint64_t g_block_serial;  // counts clusters
+// emu::register_cluster_dims's records.
+std::vector<std::pair<AnyKernel, unsigned>>& cluster_dims() {
+    static std::vector<std::pair<AnyKernel, unsigned>> dims;
+    return dims;
+}
 std::vector<ExitCheck>& exit_checks() {
     static std::vector<ExitCheck> checks;
     return checks;
@@ -255,28 +277,57 @@ const char* base_name(const char* path) {
     return slash ? slash + 1 : path;
 }
 
-// Records the launch's first failure, prefixed with the block.
+void vfail(Launch& launch, int used, const char* format, va_list args) {
+    vsnprintf(launch.error.message + used, sizeof launch.error.message - used, format, args);
+}
+
+// Records the launch's first failure, prefixed with the block (blockIdx: the CTA of the fiber
+// that ran last, or the one set for the diagnosis) and, in a cluster launch, its rank.
 __attribute__((format(printf, 2, 3))) void fail(Launch& launch, const char* format, ...) {
     if (launch.error.failed) return;
     launch.error.failed = true;
-    int used = snprintf(launch.error.message, sizeof launch.error.message, "block (%u,%u,%u): ", blockIdx.x,
-                        blockIdx.y, blockIdx.z);
+    int used = launch.cluster_x == 1
+                   ? snprintf(launch.error.message, sizeof launch.error.message, "block (%u,%u,%u): ", blockIdx.x,
+                              blockIdx.y, blockIdx.z)
+                   : snprintf(launch.error.message, sizeof launch.error.message, "block (%u,%u,%u), rank %u of its "
+                              "cluster: ", blockIdx.x, blockIdx.y, blockIdx.z, blockIdx.x % launch.cluster_x);
     va_list args;
     va_start(args, format);
-    vsnprintf(launch.error.message + used, sizeof launch.error.message - used, format, args);
+    vfail(launch, used, format, args);
+    va_end(args);
+}
+
+// A failure of the whole cluster (a deadlock, cluster_sync): prefixed with its blocks (with
+// the block, as fail(), in a launch without clusters).
+__attribute__((format(printf, 2, 3))) void fail_cluster(Launch& launch, const char* format, ...) {
+    if (launch.error.failed) return;
+    launch.error.failed = true;
+    const uint3 first = launch.ctas[0].block_idx;
+    int used = launch.cluster_x == 1
+                   ? snprintf(launch.error.message, sizeof launch.error.message, "block (%u,%u,%u): ", first.x,
+                              first.y, first.z)
+                   : snprintf(launch.error.message, sizeof launch.error.message, "cluster of blocks (%u-%u,%u,%u): ",
+                              first.x, first.x + launch.cluster_x - 1, first.y, first.z);
+    va_list args;
+    va_start(args, format);
+    vfail(launch, used, format, args);
     va_end(args);
 }
 
 unsigned linear_index(const Fiber& f) { return static_cast<unsigned>(&f - g_launch->fibers.data()); }
+// The fiber's CTA (its rank) and its linear index in its block.
+unsigned rank_of(const Fiber& f) { return linear_index(f) / g_launch->block_threads; }
+unsigned local_index(const Fiber& f) { return linear_index(f) % g_launch->block_threads; }
 
 bool in_range(const void* p, std::size_t bytes, const unsigned char* base, std::size_t size) {
     const auto* q = static_cast<const unsigned char*>(p);
     return base && q >= base && bytes <= size && q <= base + (size - bytes);
 }
 
-bool in_shared(const void* p, std::size_t bytes) {
+// In CTA `rank`'s dynamic shared memory or the static __shared__ variables.
+bool in_shared(unsigned rank, const void* p, std::size_t bytes) {
     const StaticShared& s = g_launch->static_shared;
-    return in_range(p, bytes, g_launch->smem, g_launch->smem_bytes) || in_range(p, bytes, s.base, s.bytes);
+    return in_range(p, bytes, g_launch->ctas[rank].smem, g_launch->smem_bytes) || in_range(p, bytes, s.base, s.bytes);
 }
 
 // ---- fiber switching (with AddressSanitizer told which stack is live) ----
@@ -298,6 +349,7 @@ void switch_to_scheduler(Fiber& f, bool exiting) {
 
 void resume(Launch& launch, Fiber& f) {
     threadIdx = f.tid;
+    blockIdx = launch.ctas[rank_of(f)].block_idx;
     launch.current = &f;
 #ifdef EMBER_EMU_ASAN
     __sanitizer_start_switch_fiber(&launch.scheduler_fake_stack, f.stack, kStackBytes);
@@ -314,8 +366,8 @@ std::size_t pending_copies(const Fiber& f) {
     return n;
 }
 
-// A fiber's life: the kernel body once per block of the launch; resumed after its exit, it
-// runs as the same thread of the next block (so a fiber is started once per launch).
+// A fiber's life: the kernel body once per cluster of the launch; resumed after its exit, it
+// runs as the same thread of the next cluster (so a fiber is started once per launch).
 [[noreturn]] void fiber_main() {
     Launch& launch = *g_launch;
 #ifdef EMBER_EMU_ASAN
@@ -368,8 +420,8 @@ Fiber* pick(Launch& launch) {
 
 float bf16_to_f32(unsigned short h) { return __uint_as_float(static_cast<unsigned>(h) << 16); }
 
-// The warp's lanes, all waiting at `op`: runs it.
-void run_collective(Launch& launch, Fiber* lanes, unsigned n) {
+// The warp's lanes (of CTA `rank`), all waiting at `op`: runs it.
+void run_collective(Launch& launch, unsigned rank, Fiber* lanes, unsigned n) {
     const CollectiveOp op = lanes[0].op;
     switch (op) {
     case CollectiveOp::SyncWarp:
@@ -393,7 +445,7 @@ void run_collective(Launch& launch, Fiber* lanes, unsigned n) {
     case CollectiveOp::Ldmatrix: {
         for (unsigned l = 0; l < n; ++l) {
             const auto address = reinterpret_cast<std::uintptr_t>(lanes[l].in);
-            if (address % 16 != 0 || !in_shared(lanes[l].in, 16)) {
+            if (address % 16 != 0 || !in_shared(rank, lanes[l].in, 16)) {
                 fail(launch, "ldmatrix_x4 at %s:%d: lane %u's row address %p is not 16 bytes of shared memory, "
                              "16-byte aligned",
                      base_name(lanes[l].site.file), lanes[l].site.line, l, lanes[l].in);
@@ -450,11 +502,14 @@ void run_collective(Launch& launch, Fiber* lanes, unsigned n) {
     }
 }
 
-// Runs warp `w`'s collective if every lane that has not exited waits at it.
-void settle_warp(Launch& launch, unsigned w) {
-    const unsigned first = w * kWarp;
-    const unsigned n = std::min<unsigned>(kWarp, static_cast<unsigned>(launch.fibers.size()) - first);
+// Runs the collective of the warp of `member` if every lane that has not exited waits at it.
+void settle_warp(Launch& launch, const Fiber& member) {
+    const unsigned rank = rank_of(member), block_first = rank * launch.block_threads;
+    const unsigned w = local_index(member) / kWarp;  // the warp in its block
+    const unsigned first = block_first + w * kWarp;
+    const unsigned n = std::min<unsigned>(kWarp, block_first + launch.block_threads - first);
     Fiber* lanes = &launch.fibers[first];
+    blockIdx = launch.ctas[rank].block_idx;  // for the messages
     unsigned waiting = 0, exited_mask = 0;
     for (unsigned l = 0; l < n; ++l) {
         if (lanes[l].state == State::AtCollective) ++waiting;
@@ -491,16 +546,72 @@ void settle_warp(Launch& launch, unsigned w) {
             return;
         }
     }
-    run_collective(launch, lanes, n);
+    run_collective(launch, rank, lanes, n);
     for (unsigned l = 0; l < n; ++l) lanes[l].state = State::Ready;
 }
 
-// Releases __syncthreads() if every thread that has not exited waits at it.
-void settle_barrier(Launch& launch) {
+// In a cluster launch, the static __shared__ variables must keep the poison (the CTAs of a
+// cluster would share them): checked at every barrier release and at the cluster's end, so that
+// a write fails the launch before another CTA can read it across a barrier. False when it fails.
+bool static_shared_untouched(Launch& launch) {
+    const StaticShared& s = launch.static_shared;
+    if (launch.cluster_x == 1) return true;
+    for (std::size_t i = 0; i < s.bytes; ++i) {
+        if (s.base[i] != 0xFF) {
+            fail_cluster(launch, "a static __shared__ variable was written in a cluster launch: the emulation would "
+                                 "share it among the cluster's CTAs (a cluster kernel must use dynamic shared memory "
+                                 "only)");
+            return false;
+        }
+    }
+    return true;
+}
+
+// Releases CTA `rank`'s __syncthreads() if every thread of it that has not exited waits at it.
+void settle_barrier(Launch& launch, unsigned rank) {
+    Fiber* const begin = launch.fibers.data() + std::size_t(rank) * launch.block_threads;
+    Fiber* const end = begin + launch.block_threads;
+    unsigned waiting = 0, exited = 0;
+    const Fiber* lead = nullptr;
+    for (const Fiber* f = begin; f != end; ++f) {
+        if (f->state == State::AtBarrier) {
+            ++waiting;
+            if (!lead) lead = f;
+        } else if (f->state == State::Exited) {
+            ++exited;
+        } else {
+            return;
+        }
+    }
+    if (waiting == 0) return;
+    blockIdx = launch.ctas[rank].block_idx;  // for the messages
+    if (exited != 0) {
+        const Fiber* first_exited = begin;
+        while (first_exited->state != State::Exited) ++first_exited;
+        fail(launch,
+             "__syncthreads() at %s:%d is reached by %u threads, but %u (thread %u first) returned before it "
+             "(undefined behaviour in CUDA)",
+             base_name(lead->site.file), lead->site.line, waiting, exited, local_index(*first_exited));
+        return;
+    }
+    for (const Fiber* f = begin; f != end; ++f) {
+        if (f->site.line != lead->site.line || strcmp(f->site.file, lead->site.file) != 0) {
+            fail(launch, "threads %u and %u wait at different barriers: %s:%d and %s:%d", local_index(*lead),
+                 local_index(*f), base_name(lead->site.file), lead->site.line, base_name(f->site.file),
+                 f->site.line);
+            return;
+        }
+    }
+    if (!static_shared_untouched(launch)) return;
+    for (Fiber* f = begin; f != end; ++f) f->state = State::Ready;
+}
+
+// Releases cluster_sync() if every thread of every CTA of the cluster waits at it (none exited).
+void settle_cluster_barrier(Launch& launch) {
     unsigned waiting = 0, exited = 0;
     const Fiber* lead = nullptr;
     for (const Fiber& f : launch.fibers) {
-        if (f.state == State::AtBarrier) {
+        if (f.state == State::AtClusterBarrier) {
             ++waiting;
             if (!lead) lead = &f;
         } else if (f.state == State::Exited) {
@@ -511,88 +622,114 @@ void settle_barrier(Launch& launch) {
     }
     if (waiting == 0) return;
     if (exited != 0) {
-        unsigned first_exited = 0;
-        while (launch.fibers[first_exited].state != State::Exited) ++first_exited;
-        fail(launch,
-             "__syncthreads() at %s:%d is reached by %u threads, but %u (thread %u first) returned before it "
-             "(undefined behaviour in CUDA)",
-             base_name(lead->site.file), lead->site.line, waiting, exited, first_exited);
+        const Fiber* first_exited = launch.fibers.data();
+        while (first_exited->state != State::Exited) ++first_exited;
+        const uint3 b = launch.ctas[rank_of(*first_exited)].block_idx;
+        fail_cluster(launch,
+                     "cluster_sync() at %s:%d is reached by %u threads, but %u (thread %u of block (%u,%u,%u) first) "
+                     "returned before it (undefined behaviour in CUDA)",
+                     base_name(lead->site.file), lead->site.line, waiting, exited, local_index(*first_exited), b.x,
+                     b.y, b.z);
         return;
     }
     for (const Fiber& f : launch.fibers) {
         if (f.site.line != lead->site.line || strcmp(f.site.file, lead->site.file) != 0) {
-            fail(launch, "threads %u and %u wait at different barriers: %s:%d and %s:%d", linear_index(*lead),
-                 linear_index(f), base_name(lead->site.file), lead->site.line, base_name(f.site.file),
-                 f.site.line);
+            const uint3 a = launch.ctas[rank_of(*lead)].block_idx, b = launch.ctas[rank_of(f)].block_idx;
+            fail_cluster(launch,
+                         "thread %u of block (%u,%u,%u) and thread %u of block (%u,%u,%u) wait at different "
+                         "cluster_sync() calls: %s:%d and %s:%d",
+                         local_index(*lead), a.x, a.y, a.z, local_index(f), b.x, b.y, b.z, base_name(lead->site.file),
+                         lead->site.line, base_name(f.site.file), f.site.line);
             return;
         }
     }
+    if (!static_shared_untouched(launch)) return;
     for (Fiber& f : launch.fibers) f.state = State::Ready;
 }
 
-// Every thread is blocked and nothing can release them: say where they wait.
+// Every thread is blocked and nothing can release them: say where they wait (in a cluster
+// launch, CTA by CTA, as "rank r: threads i-j ...").
 void report_deadlock(Launch& launch) {
-    char text[448] = {};
+    char text[sizeof launch.error.message - 64] = {};
     std::size_t used = 0;
     const std::vector<Fiber>& fibers = launch.fibers;
     for (std::size_t i = 0; i < fibers.size();) {
         std::size_t j = i;
         auto same = [&](const Fiber& a, const Fiber& b) {
-            if (a.state != b.state) return false;
+            if (rank_of(a) != rank_of(b) || a.state != b.state) return false;
             if (a.state == State::Exited) return true;
             if (a.site.line != b.site.line || a.site.file != b.site.file) return false;
             if (a.state == State::Yielded) return strcmp(a.waiting_for, b.waiting_for) == 0;
-            return a.state == State::AtBarrier || a.op == b.op;
+            return a.state == State::AtBarrier || a.state == State::AtClusterBarrier || a.op == b.op;
         };
         while (j + 1 < fibers.size() && same(fibers[j + 1], fibers[i])) ++j;
         const Fiber& f = fibers[i];
-        const char* what = f.state == State::Exited      ? "exited"
-                           : f.state == State::AtBarrier ? "__syncthreads"
-                           : f.state == State::Yielded   ? f.waiting_for
-                                                         : op_name(f.op);
+        const char* what = f.state == State::Exited             ? "exited"
+                           : f.state == State::AtBarrier        ? "__syncthreads"
+                           : f.state == State::AtClusterBarrier ? "cluster_sync"
+                           : f.state == State::Yielded          ? f.waiting_for
+                                                                : op_name(f.op);
+        const char* separator = i ? "; " : "";
+        if (used < sizeof text && launch.cluster_x > 1 && (i == 0 || rank_of(fibers[i - 1]) != rank_of(f)))
+            used += snprintf(text + used, sizeof text - used, "%srank %u: ", separator, rank_of(f)), separator = "";
         if (used < sizeof text)
-            used += snprintf(text + used, sizeof text - used, "%sthreads %zu-%zu %s", i ? "; " : "", i, j, what);
+            used += snprintf(text + used, sizeof text - used, "%sthreads %u-%u %s", separator, local_index(f),
+                             local_index(fibers[j]), what);
         if (f.state != State::Exited && used < sizeof text)
             used += snprintf(text + used, sizeof text - used, " (%s:%d)", base_name(f.site.file), f.site.line);
         i = j + 1;
     }
-    fail(launch, "deadlock: %s", text);
+    fail_cluster(launch, "deadlock: %s", text);
 }
 
-void run_block(Launch& launch, dim3 block) {
+// Runs the cluster whose first block is `first`.
+void run_cluster(Launch& launch, dim3 block, uint3 first) {
     ++g_block_serial;
     const StaticShared& s = launch.static_shared;
     if (s.bytes) std::memset(s.base, 0xFF, s.bytes);
-    void* arena = nullptr;
     const std::size_t shift = launch.schedule->smem_shift;
-    if (launch.smem_bytes && posix_memalign(&arena, 1024, shift + launch.smem_bytes) != 0) {
-        fail(launch, "cannot allocate %zu bytes of dynamic shared memory", launch.smem_bytes);
-        return;
+    bool allocated = true;
+    for (unsigned r = 0; r < launch.cluster_x; ++r) {
+        Cta& cta = launch.ctas[r];
+        cta.block_idx = {first.x + r, first.y, first.z};
+        void* arena = nullptr;
+        if (launch.smem_bytes && posix_memalign(&arena, 1024, shift + launch.smem_bytes) != 0) {
+            blockIdx = cta.block_idx;
+            fail(launch, "cannot allocate %zu bytes of dynamic shared memory", launch.smem_bytes);
+            allocated = false;
+        }
+        if (arena) std::memset(arena, 0xFF, shift + launch.smem_bytes);
+        cta.window = static_cast<unsigned char*>(arena);
+        cta.smem = arena ? cta.window + shift : nullptr;
     }
-    if (arena) std::memset(arena, 0xFF, shift + launch.smem_bytes);
-    launch.window = static_cast<unsigned char*>(arena);
-    launch.smem = arena ? launch.window + shift : nullptr;
 
     for (unsigned i = 0; i < launch.fibers.size(); ++i) {
         Fiber& f = launch.fibers[i];
+        const unsigned t = i % launch.block_threads;
         f.state = State::Ready;
-        f.tid = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
+        f.tid = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
         f.committed.clear();
         f.open.clear();
     }
     launch.progress = launch.round_progress = 0;
     launch.in_round = false;
+    const bool skewed = launch.cluster_x > 1 && launch.schedule->order == Schedule::Order::Descending;
+    const unsigned top_floor = skewed ? launch.cluster_x - 1 : 0;
+    launch.round_floor = top_floor;
 
-    while (!launch.error.failed) {
+    while (allocated && !launch.error.failed) {
         Fiber* f = pick(launch);
         if (!f) {
-            // Nothing is ready: the yielded fibers run again, as a round, unless the last round
-            // got nowhere.
+            // Nothing is ready: the yielded fibers (of ranks ≥ round_floor) run again, as a round,
+            // unless the last round got nowhere with every rank in it.
             bool yielded = false;
             for (const Fiber& g : launch.fibers) yielded |= g.state == State::Yielded;
-            if (yielded && !(launch.in_round && launch.progress == launch.round_progress)) {
+            const bool stalled = launch.in_round && launch.progress == launch.round_progress;
+            if (yielded && !(stalled && launch.round_floor == 0)) {
+                if (stalled) --launch.round_floor;
+                else launch.round_floor = top_floor;
                 for (Fiber& g : launch.fibers)
-                    if (g.state == State::Yielded) g.state = State::Ready;
+                    if (g.state == State::Yielded && rank_of(g) >= launch.round_floor) g.state = State::Ready;
                 launch.in_round = true;
                 launch.round_progress = launch.progress;
                 continue;
@@ -604,12 +741,15 @@ void run_block(Launch& launch, dim3 block) {
         }
         resume(launch, *f);
         if (f->state != State::Yielded) ++launch.progress;
-        if (f->state == State::AtCollective || f->state == State::Exited)
-            settle_warp(launch, linear_index(*f) / kWarp);
-        if (!launch.error.failed) settle_barrier(launch);
+        if (f->state == State::AtCollective || f->state == State::Exited) settle_warp(launch, *f);
+        if (!launch.error.failed) settle_barrier(launch, rank_of(*f));
+        if (!launch.error.failed) settle_cluster_barrier(launch);
     }
-    free(arena);
-    launch.smem = launch.window = nullptr;
+    if (!launch.error.failed) static_shared_untouched(launch);
+    for (Cta& cta : launch.ctas) {
+        free(cta.window);
+        cta.smem = cta.window = nullptr;
+    }
 }
 
 void perform(const Copy& c) {
@@ -636,6 +776,13 @@ void syncthreads(Site site) {
     switch_to_scheduler(f, false);
 }
 
+void cluster_sync(Site site) {
+    Fiber& f = current_fiber("cluster_sync");
+    f.state = State::AtClusterBarrier;
+    f.site = site;
+    switch_to_scheduler(f, false);
+}
+
 void warp_collective(CollectiveOp op, unsigned mask, const void* in, const void* in2, void* out, int param,
                      std::size_t size, Site site) {
     Fiber& f = current_fiber(op_name(op));
@@ -652,21 +799,62 @@ void warp_collective(CollectiveOp op, unsigned mask, const void* in, const void*
 }
 
 void* dynamic_smem_base() {
-    current_fiber("dynamic_smem_base");
-    return g_launch->smem;
+    const Fiber& f = current_fiber("dynamic_smem_base");
+    return g_launch->ctas[rank_of(f)].smem;
 }
 
 void* shared_window_base() {
-    current_fiber("shared_window_base");
-    return g_launch->window;
+    const Fiber& f = current_fiber("shared_window_base");
+    return g_launch->ctas[rank_of(f)].window;
 }
 
 std::uint64_t block_serial() { return g_block_serial; }
 
+unsigned cluster_rank() { return rank_of(current_fiber("cluster_ctarank")); }
+
+unsigned cluster_size() {
+    current_fiber("cluster_nctarank");
+    return g_launch->cluster_x;
+}
+
+unsigned thread_slot() { return linear_index(current_fiber("thread_slot")); }
+
+void* dynamic_smem_base_of(unsigned rank) {
+    current_fiber("dynamic_smem_base_of");
+    return rank < g_launch->cluster_x ? g_launch->ctas[rank].smem : nullptr;
+}
+
+void* shared_window_base_of(unsigned rank) {
+    current_fiber("shared_window_base_of");
+    return rank < g_launch->cluster_x ? g_launch->ctas[rank].window : nullptr;
+}
+
+int dynamic_smem_owner(const void* p, std::size_t bytes) {
+    current_fiber("dynamic_smem_owner");
+    for (unsigned r = 0; r < g_launch->cluster_x; ++r)
+        if (in_range(p, bytes, g_launch->ctas[r].smem, g_launch->smem_bytes)) return static_cast<int>(r);
+    return -1;
+}
+
+bool cta_exited(unsigned rank) {
+    current_fiber("cta_exited");
+    const Launch& launch = *g_launch;
+    if (rank >= launch.cluster_x) return false;
+    const Fiber* begin = launch.fibers.data() + std::size_t(rank) * launch.block_threads;
+    return std::all_of(begin, begin + launch.block_threads, [](const Fiber& f) { return f.state == State::Exited; });
+}
+
+void* map_shared_rank(const void* p, unsigned rank) {
+    const Launch& launch = *g_launch;
+    const Cta& own = launch.ctas[rank_of(current_fiber("mapa"))];
+    if (rank >= launch.cluster_x || !in_range(p, 0, own.smem, launch.smem_bytes)) return nullptr;
+    return launch.ctas[rank].smem + (static_cast<const unsigned char*>(p) - own.smem);
+}
+
 SharedSpace shared_space(const void* p, std::size_t bytes) {
-    current_fiber("shared_space");
+    const Fiber& f = current_fiber("shared_space");
     const StaticShared& s = g_launch->static_shared;
-    if (in_range(p, bytes, g_launch->smem, g_launch->smem_bytes)) return SharedSpace::Dynamic;
+    if (in_range(p, bytes, g_launch->ctas[rank_of(f)].smem, g_launch->smem_bytes)) return SharedSpace::Dynamic;
     if (in_range(p, bytes, s.base, s.bytes)) return SharedSpace::Static;
     return SharedSpace::None;
 }
@@ -695,10 +883,9 @@ void fault(const char* message) {
 }
 
 unsigned smem_offset(const void* p) {
-    Launch& launch = *g_launch;
-    current_fiber("smem_u32");
-    if (!in_range(p, 0, launch.smem, launch.smem_bytes)) fault("smem_u32 of an address outside the dynamic shared memory");
-    return static_cast<unsigned>(static_cast<const unsigned char*>(p) - launch.window);
+    const Cta& cta = g_launch->ctas[rank_of(current_fiber("smem_u32"))];
+    if (!in_range(p, 0, cta.smem, g_launch->smem_bytes)) fault("smem_u32 of an address outside the dynamic shared memory");
+    return static_cast<unsigned>(static_cast<const unsigned char*>(p) - cta.window);
 }
 
 void cp_async_enqueue(void* smem, const void* gmem, int src_bytes, Site site) {
@@ -709,7 +896,7 @@ void cp_async_enqueue(void* smem, const void* gmem, int src_bytes, Site site) {
                  src_bytes);
         fault(message);
     }
-    if (reinterpret_cast<std::uintptr_t>(smem) % 16 != 0 || !in_shared(smem, 16)) {
+    if (reinterpret_cast<std::uintptr_t>(smem) % 16 != 0 || !in_shared(rank_of(f), smem, 16)) {
         snprintf(message, sizeof message, "cp_async_16 at %s:%d: destination %p is not 16 bytes of shared memory, "
                                           "16-byte aligned", base_name(site.file), site.line, smem);
         fault(message);
@@ -775,8 +962,28 @@ unsigned short f32_to_f16(float x) {
 
 // ---- launching ----
 
+bool register_cluster_dims(AnyKernel kernel, unsigned x) {
+    cluster_dims().emplace_back(kernel, x);
+    return true;
+}
+
+unsigned cluster_dims_of(AnyKernel kernel) {
+    for (const auto& [k, x] : cluster_dims())
+        if (k == kernel) return x;
+    return 0;
+}
+
+LaunchError cluster_dims_mismatch(unsigned asked, unsigned declared) {
+    LaunchError error;
+    error.failed = true;
+    snprintf(error.message, sizeof error.message,
+             "invalid launch: clusters of %u blocks for a kernel whose __cluster_dims__ (EMBER_CLUSTER_DIMS) is %u",
+             asked, declared);
+    return error;
+}
+
 LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_t dynamic_smem, KernelBody body,
-                     void* args) {
+                     void* args, unsigned cluster_x) {
     LaunchError error;
     const unsigned long long threads = 1ull * block.x * block.y * block.z;
     const unsigned long long blocks = 1ull * grid.x * grid.y * grid.z;
@@ -789,6 +996,18 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
                  grid.x, grid.y, grid.z, block.x, block.y, block.z, dynamic_smem, kMaxThreads, kMaxDynamicSmem);
         return error;
     }
+    if (cluster_x == 0 || cluster_x > kMaxCluster || grid.x % cluster_x != 0 || (cluster_x > 1 && threads % kWarp != 0)) {
+        error.failed = true;
+        snprintf(error.message, sizeof error.message,
+                 "invalid launch: grid (%u,%u,%u), block (%u,%u,%u) in clusters of %u blocks: %s", grid.x, grid.y,
+                 grid.z, block.x, block.y, block.z, cluster_x,
+                 cluster_x == 0 || cluster_x > kMaxCluster ? "a cluster has 1 to 8 blocks"
+                 : grid.x % cluster_x != 0
+                     ? "grid x is not a multiple of the cluster size"
+                     : "a cluster launch needs a multiple of 32 threads per block (warps must not straddle CTAs in "
+                       "this emulation)");
+        return error;
+    }
 
     Launch launch{};
     launch.schedule = &schedule;
@@ -797,9 +1016,13 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
     launch.smem_bytes = dynamic_smem;
     launch.rng = schedule.seed;
     launch.static_shared = find_static_shared();
-    launch.fibers.resize(threads);
+    launch.block_threads = static_cast<unsigned>(threads);
+    launch.cluster_x = cluster_x;
+    launch.ctas.resize(cluster_x);
+    const std::size_t fibers = threads * cluster_x;
+    launch.fibers.resize(fibers);
     const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-    launch.stacks_bytes = threads * (page + kStackBytes);
+    launch.stacks_bytes = fibers * (page + kStackBytes);
     void* stacks = mmap(nullptr, launch.stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (stacks == MAP_FAILED) {
         error.failed = true;
@@ -807,7 +1030,7 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
         return error;
     }
     launch.stacks = static_cast<char*>(stacks);
-    for (std::size_t i = 0; i < threads; ++i) {
+    for (std::size_t i = 0; i < fibers; ++i) {
         char* guard = launch.stacks + i * (page + kStackBytes);
         mprotect(guard, page, PROT_NONE);  // a fiber that overflows its stack faults here
         Fiber& f = launch.fibers[i];
@@ -818,22 +1041,26 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
         context_start(f.context, f.stack, kStackBytes, fiber_main);
     }
 
-    // Blocks in the schedule's order.
-    std::vector<unsigned long long> order(blocks);
-    for (unsigned long long b = 0; b < blocks; ++b) order[b] = b;
+    // Clusters in the schedule's order.
+    const unsigned clusters_x = grid.x / cluster_x;
+    const unsigned long long clusters = blocks / cluster_x;
+    std::vector<unsigned long long> order(clusters);
+    for (unsigned long long c = 0; c < clusters; ++c) order[c] = c;
     if (schedule.order == Schedule::Order::Descending) {
         std::reverse(order.begin(), order.end());
     } else if (schedule.order == Schedule::Order::Random) {
-        for (unsigned long long b = blocks; b > 1; --b) std::swap(order[b - 1], order[splitmix(launch.rng) % b]);
+        for (unsigned long long c = clusters; c > 1; --c) std::swap(order[c - 1], order[splitmix(launch.rng) % c]);
     }
 
     g_launch = &launch;
     blockDim = block;
     gridDim = grid;
-    for (unsigned long long b : order) {
-        blockIdx = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
-                    static_cast<unsigned>(b / (1ull * grid.x * grid.y))};
-        run_block(launch, block);
+    for (unsigned long long c : order) {
+        const uint3 first = {static_cast<unsigned>(c % clusters_x) * cluster_x,
+                             static_cast<unsigned>(c / clusters_x % grid.y),
+                             static_cast<unsigned>(c / (1ull * clusters_x * grid.y))};
+        blockIdx = first;
+        run_cluster(launch, block, first);
         if (launch.error.failed) break;
     }
     g_launch = nullptr;

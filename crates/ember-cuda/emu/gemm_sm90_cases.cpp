@@ -28,14 +28,16 @@ using TmaEntry = void (*)(TensorMap, TensorMap, const float*, const T*, T*, int,
 // A TMA kernel's case: gemm_harness.h's reference and inputs, X and W passed as tensor maps
 // encoded as src/gemm.rs's TensorMap::tile_rows encodes them (dims {k, rows}, boxes {64, BM or
 // BN}, 128-byte swizzle); `threads` and `smem` as the kernel was instantiated with. A persistent
-// kernel (`persistent_blocks` > 0) gets a 1-D grid of that many blocks (at most one per tile),
-// each looping over its tiles; the others one block per tile.
+// kernel (`persistent_blocks` > 0) gets a 1-D grid of that many blocks (at most one per tile, or
+// per group of `cluster` row blocks, whole clusters), each looping over its tiles; the others one
+// block per tile. In clusters, each block loads BN / cluster rows of the W tile (src/gemm.rs).
 template <typename T>
 void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int bn, unsigned threads,
-                  std::size_t smem, GemmShape s, unsigned persistent_blocks = 0) {
+                  std::size_t smem, GemmShape s, unsigned persistent_blocks = 0, unsigned cluster = 1) {
     const GemmKernel<T> reference_only{name, nullptr, unsigned(bm), unsigned(bn), threads, smem};
     add_gemm_case_with<T>(cases, reference_only, s,
-                       [entry, bm, bn, s, persistent_blocks](const emu::Schedule& schedule, const GemmKernel<T>& kernel,
+                       [entry, bm, bn, s, persistent_blocks, cluster](const emu::Schedule& schedule,
+                                                                      const GemmKernel<T>& kernel,
                                           const std::vector<T>& x, const std::vector<T>& w, const float* b,
                                           const T* r, T* y) {
                            const unsigned type = std::is_same<T, bf16>::value ? emu::kTensorMapBfloat16
@@ -43,7 +45,8 @@ void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int
                            TensorMap x_map, w_map;
                            const std::size_t row = std::size_t(s.k) * 2;
                            const char* why = emu::encode_tensor_map_2d(&x_map, x.data(), s.k, s.m, row, 64, bm, type);
-                           if (!why) why = emu::encode_tensor_map_2d(&w_map, w.data(), s.k, s.n, row, 64, bn, type);
+                           if (!why)
+                               why = emu::encode_tensor_map_2d(&w_map, w.data(), s.k, s.n, row, 64, bn / cluster, type);
                            if (why) {
                                emu::LaunchError error;
                                error.failed = true;
@@ -51,11 +54,12 @@ void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int
                                return error;
                            }
                            const unsigned tiles_n = (s.n + bn - 1) / bn, tiles_m = (s.m + bm - 1) / bm;
+                           const unsigned groups = tiles_n * ((tiles_m + cluster - 1) / cluster);
                            const dim3 grid = persistent_blocks == 0
                                                  ? dim3(tiles_n, tiles_m)
-                                                 : dim3(std::min(persistent_blocks, tiles_n * tiles_m));
-                           return emu::launch(schedule, grid, dim3(kernel.threads), kernel.dynamic_smem, entry, x_map,
-                                              w_map, b, r, y, s.m, s.n, s.k, s.act);
+                                                 : dim3(std::min(persistent_blocks / cluster, groups) * cluster);
+                           return emu::launch_cluster(schedule, cluster, grid, dim3(kernel.threads), kernel.dynamic_smem,
+                                                      entry, x_map, w_map, b, r, y, s.m, s.n, s.k, s.act);
                        });
 }
 
@@ -70,8 +74,9 @@ constexpr std::size_t pingpong_smem() {
 
 // kTensorCoreShapes plus k past one and two stage rings (k = 136: 3 k tiles, the last partial;
 // k = 328: 6 tiles, every stage reused), m past two 64-row warpgroups and n past one 256-column
-// tile; for the persistent kernel also 9 tiles of 3 k tiles each, so that its stage ring wraps
-// in the middle of a tile, on one block (both consumers alternate over 9 tiles) and on two.
+// tile; for the persistent kernels also 9 tiles of 2 k tiles each, so that the stage ring wraps
+// in the middle of a tile, on one block or cluster (both consumers alternate over every tile)
+// and on two (3 × 3 tiles: with clusters of 2 the last pair has a row block past m).
 void add_gemm_sm90_cases(Cases& cases) {
     std::vector<GemmShape> shapes(std::begin(kTensorCoreShapes), std::end(kTensorCoreShapes));
     shapes.insert(shapes.end(), {
@@ -80,7 +85,7 @@ void add_gemm_sm90_cases(Cases& cases) {
         {70, 300, 200, true, ACT_GELU, true},
     });
     std::vector<GemmShape> persistent_shapes = shapes;
-    persistent_shapes.push_back({260, 384, 136, true, ACT_GELU, true});
+    persistent_shapes.push_back({260, 384, 72, true, ACT_GELU, true});
     const GemmKernel<bf16> bf16_kernels[] = {
         {"gemm-wgmma128x256", gemm_wgmma_128x256_bf16, 128, 256, 256, wgmma_smem(128, 256)},
         {"gemm-wgmma128x128", gemm_wgmma_128x128_bf16, 128, 128, 256, wgmma_smem(128, 128)},
@@ -105,14 +110,30 @@ void add_gemm_sm90_cases(Cases& cases) {
         add_tma_case<f16>(cases, "gemm-wgmmatma128x128occ2", gemm_wgmma_tma_128x128_occ2_f16, 128, 128,
                           WS_OCC2_THREADS, occ2, s);
     }
-    for (const auto& s : persistent_shapes)
+    for (const auto& s : persistent_shapes) {
+        // Several blocks (clusters) only where there are tiles for more than one: the one-block
+        // runs already take every tile through both consumers.
+        const bool several = (s.m + 127) / 128 * ((s.n + 127) / 128) >= 3;
         for (unsigned blocks : {1u, 2u}) {
+            if (blocks == 2 && !several) continue;
             const char* name = blocks == 1 ? "gemm-wgmmapingpong128x128-1block" : "gemm-wgmmapingpong128x128-2blocks";
             add_tma_case<bf16>(cases, name, gemm_wgmma_pingpong_128x128_bf16, 128, 128, WS_PP_THREADS,
                                pingpong_smem(), s, blocks);
             add_tma_case<f16>(cases, name, gemm_wgmma_pingpong_128x128_f16, 128, 128, WS_PP_THREADS,
                               pingpong_smem(), s, blocks);
         }
+        // Clusters of 2: one cluster (both of its consumers alternating over every tile pair) and
+        // two.
+        for (unsigned blocks : {2u, 4u}) {
+            if (blocks == 4 && !several) continue;
+            const char* name =
+                blocks == 2 ? "gemm-wgmmapingpongmc128x128-1cluster" : "gemm-wgmmapingpongmc128x128-2clusters";
+            add_tma_case<bf16>(cases, name, gemm_wgmma_pingpong_mc_128x128_bf16, 128, 128, WS_PP_THREADS,
+                               pingpong_smem(), s, blocks, WS_MC_CLUSTER);
+            add_tma_case<f16>(cases, name, gemm_wgmma_pingpong_mc_128x128_f16, 128, 128, WS_PP_THREADS,
+                              pingpong_smem(), s, blocks, WS_MC_CLUSTER);
+        }
+    }
 }
 
 }  // namespace harness

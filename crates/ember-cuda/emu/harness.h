@@ -130,7 +130,7 @@ struct Case {
     double bound;      // NMSE
     std::function<Instance()> make;
     // An expected failure: the launch must fail with a message containing this (the emulator's
-    // own checks, tested by tma_cases.cpp); null for an ordinary case.
+    // own checks, tested by tma_cases.cpp and cluster_cases.cpp); null for an ordinary case.
     const char* expect_failure = nullptr;
 };
 
@@ -143,7 +143,9 @@ void add_gemm_sm90_cases(Cases& cases);
 void add_layernorm_cases(Cases& cases);
 void add_attention_cases(Cases& cases);
 void add_pooling_cases(Cases& cases);
-// Not a kernel file: the emulator's mbarriers and TMA (tma.h), on kernels of its own.
+// Not kernel files: the emulator's mbarriers and TMA (tma.h), and its thread-block clusters
+// (cluster_sync, remote arrivals, TMA multicast), on kernels of their own.
 void add_tma_cases(Cases& cases);
+void add_cluster_cases(Cases& cases);
 
 }  // namespace harness

@@ -115,6 +115,7 @@ int main(int argc, char** argv) {
     harness::add_attention_cases(cases);
     harness::add_pooling_cases(cases);
     harness::add_tma_cases(cases);
+    harness::add_cluster_cases(cases);
 
     const auto start = std::chrono::steady_clock::now();
     int runs = 0, failures = conversions_are_exact() ? 0 : 1;

@@ -3,24 +3,36 @@
 // EMBER_CPU_EMULATION is defined, after defining TensorMap (the 128-byte CUtensorMap). Only
 // what it uses, with the PTX ISA's semantics:
 //
-// - An mbarrier is 8 bytes of shared memory (dynamic or static, 8-byte aligned). Its state is
-//   kept in a side table keyed by address, reset for each block: the current phase's parity
-//   (starts 0), the arrivals pending (`count` at init and at each phase completion) and the
-//   transaction bytes pending (tx, starts 0). mbarrier_init writes a tag into the 8 bytes, and
-//   every operation checks it: a barrier never initialised (the 0xFF poison), or overwritten by
-//   an ordinary store or a TMA tile, fails the launch.
+// - An mbarrier is 8 bytes of shared memory (dynamic, or static outside cluster launches;
+//   8-byte aligned). Its state is kept in a side table keyed by address, reset for each cluster
+//   (each block, without clusters; the CTAs of a cluster have their own arenas, so their
+//   barriers' addresses differ): the current phase's parity (starts 0), the arrivals pending
+//   (`count` at init and at each phase completion) and the transaction bytes pending (tx,
+//   starts 0). mbarrier_init writes a tag into the 8 bytes, and every operation checks it: a
+//   barrier never initialised (the 0xFF poison), or overwritten by an ordinary store or a TMA
+//   tile, fails the launch.
 //   arrive: pending − 1; arrive_expect_tx(b): tx + b, then arrive; a TMA load's completion:
 //   tx − (its box's bytes). The phase completes when pending = 0 and tx = 0: the parity flips,
 //   pending = count. try_wait_parity(P) is true iff the phase of parity P has completed (the
 //   current parity differs from P).
-//   Failures: an arrival with none pending, tx below 0 (PTX allows a transiently negative tx,
-//   when a load completes before its expect_tx; this emulation does not), tx above 2^20 − 1, a
-//   count outside 1..2^20 − 1, re-initialising a barrier that has been used (arrivals, tx or a
+//   Failures: an arrival with none pending; tx below 0 in a launch without clusters (PTX allows
+//   a transiently negative tx, when a load completes before its expect_tx; there the kernel's
+//   own thread issues both, so it is a bug), or in a cluster launch tx below 0 once every
+//   arrival of the phase is made (a peer's multicast may complete on a barrier before its own
+//   thread's arrive_expect_tx: that is allowed while arrivals are pending); |tx| above 2^20 − 1;
+//   a count outside 1..2^20 − 1; re-initialising a barrier that has been used (arrivals, tx or a
 //   completed phase).
+// - The local operations (init, arrive, arrive_expect_tx, try_wait, tma_load_2d's barrier and
+//   destination) take the calling thread's CTA's shared memory; the cluster ones
+//   (mbarrier_arrive_cluster, tma_load_2d_multicast) take an address in it and act at the same
+//   offset in the named CTAs' dynamic shared memory (mapa.shared::cluster); naming a CTA whose
+//   threads have all exited (its shared memory is gone) fails the launch. Messages name a
+//   barrier by its shared-window offset and, in cluster launches, its CTA's rank.
 // - mbarrier_try_wait_parity returning false yields the fiber (emu::yield), so the kernel's
-//   spin loop lets the other threads run; when every thread is waiting or yielded and a round of
-//   yields changes no barrier, the launch fails as a deadlock, naming for each group of threads
-//   the barrier (its shared-memory offset), the parity waited for and the barrier's state.
+//   spin loop lets the other threads (of every CTA of the cluster) run; when every thread is
+//   waiting or yielded and a round of yields changes no barrier (arrivals and transactions from
+//   peer CTAs count), the launch fails as a deadlock, naming for each group of threads the
+//   barrier (its shared-memory offset), the parity waited for and the barrier's state.
 // - tma_load_2d copies the box at issue (the copy and its complete_tx are immediate; a kernel
 //   that reads a stage without waiting on its `full` barrier reads whatever the schedule let
 //   land, and the schedules differ in which thread runs first): element (row c1 + r, column
@@ -29,9 +41,13 @@
 //   (emu::shared_window_base(), as wgmma.h decodes descriptors) has bits [4, 7) XORed with bits
 //   [7, 10) (128-byte swizzle). The tile must be 128-byte aligned in the dynamic shared memory.
 //   A map the emulation did not encode (tensor_map.h) fails the launch.
-// Limits: one CTA (no clusters, no multicast); fence_mbarrier_init orders nothing (every write is
-// visible at once); mbarrier.inval, arrive counts > 1 and the returned state token are not
-// emulated.
+//   tma_load_2d_multicast does the same for each CTA named in its mask, into that CTA's shared
+//   window at the destination's offset, with the complete_tx on that CTA's barrier at `bar`'s
+//   offset; a mask of 0 or naming a rank beyond the cluster fails the launch.
+// Limits: fence_mbarrier_init orders nothing (every write is visible at once); mbarrier.inval,
+// arrive counts > 1, expect_tx without an arrival and the returned state token are not emulated;
+// an mbarrier in static __shared__ memory fails a cluster launch (the emulation would share it
+// among the cluster's CTAs).
 #pragma once
 
 #include <cstdint>
@@ -55,10 +71,11 @@ struct Barrier {
     bool used;  // an arrival or transaction since init
 };
 
-// The current block's barriers, by address (a kernel has a handful: a linear search).
+// The current cluster's barriers (every CTA's), by address (a kernel has a handful: a linear
+// search).
 struct Barriers {
     std::vector<Barrier> list;
-    std::uint64_t block = 0;  // emu::block_serial() of that block
+    std::uint64_t block = 0;  // emu::block_serial() of that cluster
 };
 
 inline Barriers& barriers() {
@@ -76,30 +93,44 @@ inline std::uint64_t tag(const void* bar) {
 }
 
 // Where the barrier at `bar` is, for messages: its shared-window offset (dynamic shared
-// memory) or its address (static __shared__).
+// memory; in a cluster launch, with its CTA's rank) or its address (static __shared__).
 inline void describe(char* text, std::size_t size, const void* bar) {
-    if (::emu::shared_space(bar, 8) == ::emu::SharedSpace::Dynamic)
-        snprintf(text, size, "the mbarrier at shared offset %ld",
-                 static_cast<long>(static_cast<const unsigned char*>(bar) -
-                                   static_cast<const unsigned char*>(::emu::shared_window_base())));
-    else snprintf(text, size, "the mbarrier at %p (static __shared__)", bar);
+    const int owner = ::emu::dynamic_smem_owner(bar, 8);
+    if (owner < 0) {
+        snprintf(text, size, "the mbarrier at %p (static __shared__)", bar);
+        return;
+    }
+    const long offset = static_cast<long>(static_cast<const unsigned char*>(bar) -
+                                          static_cast<const unsigned char*>(::emu::shared_window_base_of(owner)));
+    if (::emu::cluster_size() == 1) snprintf(text, size, "the mbarrier at shared offset %ld", offset);
+    else snprintf(text, size, "the mbarrier at shared offset %ld of CTA rank %d", offset, owner);
 }
 
 [[noreturn]] inline void fail(const char* what, const void* bar, const char* why) {
-    char where[64], message[256];
+    char where[96], message[400];
     describe(where, sizeof where, bar);
     snprintf(message, sizeof message, "%s on %s: %s", what, where, why);
     ::emu::fault(message);
 }
 
-inline void check_address(const char* what, const void* bar) {
+// `remote`: a cluster operation, which may name any CTA's dynamic shared memory; a local one
+// needs the calling thread's CTA's.
+inline void check_address(const char* what, const void* bar, bool remote = false) {
     if (reinterpret_cast<std::uintptr_t>(bar) % 8 != 0) fail(what, bar, "not 8-byte aligned");
-    if (::emu::shared_space(bar, 8) == ::emu::SharedSpace::None) fail(what, bar, "not in shared memory");
+    const ::emu::SharedSpace space = ::emu::shared_space(bar, 8);
+    if (space == ::emu::SharedSpace::Static && ::emu::cluster_size() > 1)
+        fail(what, bar,
+             "an mbarrier in static __shared__ memory in a cluster launch: the emulation would share it among the "
+             "cluster's CTAs (use dynamic shared memory)");
+    if (space != ::emu::SharedSpace::None) return;
+    if (::emu::dynamic_smem_owner(bar, 8) < 0) fail(what, bar, "not in shared memory");
+    if (!remote)
+        fail(what, bar, "in another CTA's shared memory (a local operation takes an address in the calling thread's CTA)");
 }
 
 // The barrier at `bar`, initialised and intact, or the launch fails.
-inline Barrier& find(const char* what, const void* bar) {
-    check_address(what, bar);
+inline Barrier& find(const char* what, const void* bar, bool remote = false) {
+    check_address(what, bar, remote);
     for (Barrier& b : barriers().list) {
         if (b.address != bar) continue;
         std::uint64_t bits;
@@ -108,6 +139,31 @@ inline Barrier& find(const char* what, const void* bar) {
         return b;
     }
     fail(what, bar, "never initialised (mbarrier_init)");
+}
+
+// mapa.shared::cluster: `p` (in the calling thread's CTA's dynamic shared memory; its static
+// shared memory too in a launch without clusters) at the same offset in CTA `rank`.
+inline void* map_to_rank(const char* what, void* p, unsigned rank) {
+    char message[200];
+    if (rank >= ::emu::cluster_size()) {
+        snprintf(message, sizeof message, "%s to CTA rank %u: the cluster has %u CTAs", what, rank, ::emu::cluster_size());
+        ::emu::fault(message);
+    }
+    if (::emu::cta_exited(rank)) {
+        snprintf(message, sizeof message,
+                 "%s to CTA rank %u, which has exited (its shared memory is gone: a cluster_sync before the end keeps "
+                 "every CTA until its peers are done with it)",
+                 what, rank);
+        ::emu::fault(message);
+    }
+    if (::emu::cluster_size() == 1 && ::emu::shared_space(p, 1) == ::emu::SharedSpace::Static) return p;
+    void* mapped = ::emu::map_shared_rank(p, rank);
+    if (!mapped) {
+        snprintf(message, sizeof message, "%s of %p: not an address in the calling thread's CTA's dynamic shared memory",
+                 what, p);
+        ::emu::fault(message);
+    }
+    return mapped;
 }
 
 // One arrival's worth of state change, then the phase completion if due.
@@ -120,8 +176,8 @@ inline void settle(Barrier& b) {
     ::emu::note_progress();
 }
 
-inline void arrive(const char* what, unsigned long long* bar, std::int64_t expect_tx) {
-    Barrier& b = find(what, bar);
+inline void arrive(const char* what, unsigned long long* bar, std::int64_t expect_tx, bool remote = false) {
+    Barrier& b = find(what, bar, remote);
     if (b.pending == 0) fail(what, bar, "an arrival beyond the count (every expected arrival of the phase was made)");
     b.tx += expect_tx;
     if (b.tx > kMaxTx) fail(what, bar, "the pending transaction bytes exceed 2^20 - 1");
@@ -129,19 +185,77 @@ inline void arrive(const char* what, unsigned long long* bar, std::int64_t expec
     settle(b);
 }
 
-inline void complete_tx(unsigned long long* bar, std::int64_t bytes) {
-    const char* what = "tma_load_2d's complete_tx";
-    Barrier& b = find(what, bar);
+// A load's completion of `bytes` on the barrier at `bar` (in a peer CTA for a multicast). In a
+// cluster launch tx may go negative while arrivals are pending (a peer's multicast before this
+// CTA's arrive_expect_tx).
+inline void complete_tx(const char* what, unsigned long long* bar, std::int64_t bytes, bool remote = false) {
+    Barrier& b = find(what, bar, remote);
     b.tx -= bytes;
-    if (b.tx < 0) {
-        char why[160];
+    if (b.tx < 0 && (::emu::cluster_size() == 1 || b.pending == 0)) {
+        char why[200];
         snprintf(why, sizeof why,
                  "the transaction count went negative (%lld bytes: the load completed %lld bytes more than "
                  "arrive_expect_tx announced for the phase)",
                  static_cast<long long>(b.tx), static_cast<long long>(-b.tx));
         fail(what, bar, why);
     }
+    if (b.tx < -kMaxTx) fail(what, bar, "the transaction count went below -(2^20 - 1)");
     settle(b);
+}
+
+// Copies the box of `m` at (c0, c1) into the shared window `window` at offset `start` (the tile
+// 128-byte aligned in CTA `rank`'s dynamic shared memory, checked by the caller), swizzled.
+inline void copy_box(const char* what, const TensorMapData& m, int c0, int c1, unsigned char* window,
+                     std::size_t start, unsigned rank) {
+    const std::size_t row_bytes = std::size_t(m.box_inner) * m.element_bytes;
+    const std::size_t tile_bytes = row_bytes * m.box_outer;
+    const std::size_t chunk_elements = 16 / m.element_bytes;
+    for (std::uint32_t r = 0; r < m.box_outer; ++r) {
+        const long long row = static_cast<long long>(c1) + r;
+        const bool row_in = row >= 0 && static_cast<unsigned long long>(row) < m.outer_dim;
+        for (std::size_t chunk = 0; chunk < row_bytes / 16; ++chunk) {
+            // 16 bytes stay together under the swizzle (it moves bits 4 and up).
+            const std::size_t address = start + r * row_bytes + chunk * 16;
+            unsigned char* to = window + (address ^ (((address >> 7) & 7) << 4));
+            // A tile that does not end on a 128-byte boundary may have chunks swizzled past its end.
+            if (tile_bytes % 128 != 0 && ::emu::dynamic_smem_owner(to, 16) != static_cast<int>(rank)) {
+                char message[160];
+                snprintf(message, sizeof message,
+                         "%s: a swizzled 16-byte chunk of the tile lands past the dynamic shared memory", what);
+                ::emu::fault(message);
+            }
+            for (std::size_t e = 0; e < chunk_elements; ++e) {
+                const long long col = static_cast<long long>(c0) + static_cast<long long>(chunk * chunk_elements + e);
+                const bool in = row_in && col >= 0 && static_cast<unsigned long long>(col) < m.inner_dim;
+                unsigned char* out = to + e * m.element_bytes;
+                if (in) std::memcpy(out, m.base + row * m.row_stride + col * m.element_bytes, m.element_bytes);
+                else std::memset(out, 0, m.element_bytes);
+            }
+        }
+    }
+}
+
+// The map, decoded, and the tile's bytes, checking `smem_dst` (a 128-byte aligned tile in the
+// calling thread's CTA's dynamic shared memory).
+inline std::size_t check_load(const char* what, void* smem_dst, const TensorMap* map, TensorMapData& m) {
+    static_assert(sizeof(TensorMap) == ::emu::kTensorMapBytes, "TensorMap is a CUtensorMap's 128 bytes");
+    char message[240];
+    if (!::emu::decode_tensor_map(map, m)) {
+        snprintf(message, sizeof message,
+                 "%s: the tensor map was not encoded by the emulation (cuTensorMapEncodeTiled of the emulated driver, "
+                 "or emu::encode_tensor_map_2d), or was overwritten since",
+                 what);
+        ::emu::fault(message);
+    }
+    const std::size_t tile_bytes = std::size_t(m.box_inner) * m.element_bytes * m.box_outer;
+    if (reinterpret_cast<std::uintptr_t>(smem_dst) % 128 != 0 ||
+        ::emu::shared_space(smem_dst, tile_bytes) != ::emu::SharedSpace::Dynamic) {
+        snprintf(message, sizeof message,
+                 "%s: the destination %p (+%zu bytes) is not 128-byte aligned in the dynamic shared memory", what,
+                 smem_dst, tile_bytes);
+        ::emu::fault(message);
+    }
+    return tile_bytes;
 }
 
 }  // namespace emu::tma
@@ -196,44 +310,59 @@ __forceinline__ bool mbarrier_try_wait_parity(unsigned long long* bar, unsigned 
 
 // cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [dst], [map, {c0, c1}], [bar]
 __forceinline__ void tma_load_2d(void* smem_dst, const TensorMap* map, int c0, int c1, unsigned long long* bar) {
-    static_assert(sizeof(TensorMap) == ::emu::kTensorMapBytes, "TensorMap is a CUtensorMap's 128 bytes");
+    using namespace ::emu::tma;
     ::emu::TensorMapData m;
-    if (!::emu::decode_tensor_map(map, m))
-        ::emu::fault("tma_load_2d: the tensor map was not encoded by the emulation (cuTensorMapEncodeTiled of the "
-                     "emulated driver, or emu::encode_tensor_map_2d), or was overwritten since");
-    const std::size_t row_bytes = std::size_t(m.box_inner) * m.element_bytes;
-    const std::size_t tile_bytes = row_bytes * m.box_outer;
-    auto* dst = static_cast<unsigned char*>(smem_dst);
-    if (reinterpret_cast<std::uintptr_t>(dst) % 128 != 0 ||
-        ::emu::shared_space(dst, tile_bytes) != ::emu::SharedSpace::Dynamic) {
-        char message[200];
-        snprintf(message, sizeof message,
-                 "tma_load_2d: the destination %p (+%zu bytes) is not 128-byte aligned in the dynamic shared memory",
-                 smem_dst, tile_bytes);
-        ::emu::fault(message);
-    }
-    ::emu::tma::find("tma_load_2d", bar);  // before the copy: a tile over the barrier shows as such
+    const std::size_t tile_bytes = check_load("tma_load_2d", smem_dst, map, m);
+    find("tma_load_2d", bar);  // before the copy: a tile over the barrier shows as such
     auto* window = static_cast<unsigned char*>(::emu::shared_window_base());
-    const std::size_t start = static_cast<std::size_t>(dst - window);
-    const std::size_t chunk_elements = 16 / m.element_bytes;
-    for (std::uint32_t r = 0; r < m.box_outer; ++r) {
-        const long long row = static_cast<long long>(c1) + r;
-        const bool row_in = row >= 0 && static_cast<unsigned long long>(row) < m.outer_dim;
-        for (std::size_t chunk = 0; chunk < row_bytes / 16; ++chunk) {
-            // 16 bytes stay together under the swizzle (it moves bits 4 and up).
-            const std::size_t address = start + r * row_bytes + chunk * 16;
-            unsigned char* to = window + (address ^ (((address >> 7) & 7) << 4));
-            // A tile that does not end on a 128-byte boundary may have chunks swizzled past its end.
-            if (tile_bytes % 128 != 0 && ::emu::shared_space(to, 16) != ::emu::SharedSpace::Dynamic)
-                ::emu::fault("tma_load_2d: a swizzled 16-byte chunk of the tile lands past the dynamic shared memory");
-            for (std::size_t e = 0; e < chunk_elements; ++e) {
-                const long long col = static_cast<long long>(c0) + static_cast<long long>(chunk * chunk_elements + e);
-                const bool in = row_in && col >= 0 && static_cast<unsigned long long>(col) < m.inner_dim;
-                unsigned char* out = to + e * m.element_bytes;
-                if (in) std::memcpy(out, m.base + row * m.row_stride + col * m.element_bytes, m.element_bytes);
-                else std::memset(out, 0, m.element_bytes);
-            }
+    copy_box("tma_load_2d", m, c0, c1, window, static_cast<std::size_t>(static_cast<unsigned char*>(smem_dst) - window),
+             ::emu::cluster_rank());
+    complete_tx("tma_load_2d's complete_tx", bar, static_cast<std::int64_t>(tile_bytes));
+}
+
+// mapa.shared::cluster + mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote bar]:
+// one arrival (no tx) on the barrier at `bar`'s offset in CTA `rank` of the cluster (the own
+// rank: a local arrival). The arriving thread then yields, as after mbarrier_arrive.
+__forceinline__ void mbarrier_arrive_cluster(unsigned long long* bar, unsigned rank,
+                                             const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    using namespace ::emu::tma;
+    const char* what = "mbarrier_arrive_cluster";
+    auto* remote = static_cast<unsigned long long*>(map_to_rank(what, bar, rank));
+    arrive(what, remote, 0, true);
+    ::emu::yield({file, line}, "a turn after mbarrier_arrive_cluster");
+}
+
+// cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster
+// [dst], [map, {c0, c1}], [bar], cta_mask: the box into `smem_dst`'s offset of every CTA whose
+// bit is set in `cta_mask`, each completing its transactions on its barrier at `bar`'s offset.
+__forceinline__ void tma_load_2d_multicast(void* smem_dst, const TensorMap* map, int c0, int c1,
+                                           unsigned long long* bar, unsigned short cta_mask) {
+    using namespace ::emu::tma;
+    const char* what = "tma_load_2d_multicast";
+    ::emu::TensorMapData m;
+    const std::size_t tile_bytes = check_load(what, smem_dst, map, m);
+    const unsigned size = ::emu::cluster_size();
+    char message[200];
+    if (cta_mask == 0) ::emu::fault("tma_load_2d_multicast: the CTA mask is 0 (no destination)");
+    for (unsigned r = 0; r < 16; ++r)
+        if ((cta_mask >> r & 1) && r >= size) {
+            snprintf(message, sizeof message,
+                     "tma_load_2d_multicast: the CTA mask 0x%04x names CTA rank %u, but the cluster has %u CTAs",
+                     static_cast<unsigned>(cta_mask), r, size);
+            ::emu::fault(message);
         }
-    }
-    ::emu::tma::complete_tx(bar, static_cast<std::int64_t>(tile_bytes));
+    // Every destination's barrier before any copy: a tile over a barrier shows as such.
+    unsigned long long* bars[16] = {};
+    for (unsigned r = 0; r < size; ++r)
+        if (cta_mask >> r & 1) {
+            bars[r] = static_cast<unsigned long long*>(map_to_rank(what, bar, r));
+            find(what, bars[r], true);
+        }
+    const auto* own_window = static_cast<const unsigned char*>(::emu::shared_window_base());
+    const std::size_t start = static_cast<std::size_t>(static_cast<const unsigned char*>(smem_dst) - own_window);
+    for (unsigned r = 0; r < size; ++r)
+        if (cta_mask >> r & 1) {
+            copy_box(what, m, c0, c1, static_cast<unsigned char*>(::emu::shared_window_base_of(r)), start, r);
+            complete_tx("tma_load_2d_multicast's complete_tx", bars[r], static_cast<std::int64_t>(tile_bytes), true);
+        }
 }

@@ -15,10 +15,12 @@
 // - A descriptor is decoded as the hardware does for the 128-byte swizzle: element (row r, k)
 //   of the operand is at byte  start + (r / 8)·SBO + (r % 8)·128 + 2k  of the shared window,
 //   then bits [4, 7) of that address are XORed with bits [7, 10). Addresses are offsets in the
-//   block's shared window (emu::shared_window_base(), as smem_u32 gives them), whose base is
+//   calling thread's CTA's shared window (emu::shared_window_base(), as smem_u32 gives them), whose base is
 //   1024-byte aligned; the dynamic shared memory may start past it (Schedule::smem_shift).
 //   A layout other than 128-byte swizzle, or a base offset that does not match the start
 //   address, fails the launch.
+// - The state is per thread and per warpgroup of each CTA of the running cluster
+//   (emu::thread_slot(), and rank · 8 + threadIdx.x / 128), reset for each cluster.
 // Limits: wgmma.fence and fence.proxy.async order nothing here (every write is visible at once);
 // the register operands are not checked against concurrent use.
 #pragma once
@@ -42,21 +44,21 @@ struct Mma {
 struct Thread {
     std::vector<Mma> open;
     std::vector<std::vector<Mma>> committed;
-    unsigned issued = 0;  // MMAs issued in the current block, to match the warpgroup's record
-    std::uint64_t block = 0;  // emu::block_serial() of that block
+    unsigned issued = 0;  // MMAs issued in the current cluster, to match the warpgroup's record
+    std::uint64_t block = 0;  // emu::block_serial() of that cluster
 };
 
-// The descriptors the first thread of a warpgroup issued, in order, in the current block.
+// The descriptors the first thread of a warpgroup issued, in order, in the current cluster.
 struct Warpgroup {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> issued;
     std::uint64_t block = 0;
 };
 
-// The calling thread's state, reset when a new block starts. A thread that exits with MMAs
+// The calling thread's state, reset when a new cluster starts. A thread that exits with MMAs
 // not waited for fails the launch (exit_check).
 inline Thread& thread() {
-    static Thread threads[1024];
-    Thread& t = threads[threadIdx.x];
+    static Thread threads[::emu::kMaxClusterThreads];
+    Thread& t = threads[::emu::thread_slot()];
     if (t.block != ::emu::block_serial()) {
         t = Thread{};
         t.block = ::emu::block_serial();
@@ -71,8 +73,8 @@ inline const char* exit_check() {
 inline const bool exit_check_registered = (::emu::add_exit_check(exit_check), true);
 
 inline Warpgroup& warpgroup() {
-    static Warpgroup groups[1024 / 128];
-    Warpgroup& g = groups[threadIdx.x / 128];
+    static Warpgroup groups[::emu::kMaxClusterThreads / 128];
+    Warpgroup& g = groups[::emu::cluster_rank() * (1024 / 128) + threadIdx.x / 128];
     if (g.block != ::emu::block_serial()) {
         g = Warpgroup{};
         g.block = ::emu::block_serial();

@@ -13,9 +13,10 @@
 //! ```
 //! Prints one line per case; `--json` also appends them to FILE as JSON lines for
 //! `scripts/gpu/bench_gpu.sh`. `--kernels` times only the kernels whose names start with one of
-//! the prefixes (bench_gpu.sh times the `mma.sync` and the `wgmma` kernels in separate runs, so
-//! that a hang in one cannot lose the other's figures). Without a GPU it says so and exits with
-//! status 2.
+//! the prefixes and with none of those written `-prefix` (`--kernels Wgmma,-WgmmaPingpong`;
+//! bench_gpu.sh times the `mma.sync`, the proven `wgmma` and the new kernels in separate runs,
+//! so that a hang in one cannot lose the others' figures). Without a GPU it says so and exits
+//! with status 2.
 
 use std::io::Write;
 
@@ -30,7 +31,8 @@ const ITERATIONS: usize = 100;
 struct Args {
     dtype: Dtype,
     json: Option<std::path::PathBuf>,
-    /// `--kernels Mma,Simt`: only the kernels whose names start with one of these.
+    /// `--kernels Mma,Simt`: only the kernels whose names start with one of these (if any is
+    /// given) and with none of those written `-prefix`.
     kernels: Vec<String>,
 }
 
@@ -127,7 +129,10 @@ fn bench<E: Element>(
         .filter(|kernel| kernel.entry_point(E::DTYPE).is_some() && kernel.runs_on(device.arch()))
         .filter(|kernel| {
             let name = format!("{kernel:?}");
-            prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p.as_str()))
+            let (exclude, include): (Vec<&String>, Vec<&String>) =
+                prefixes.iter().partition(|p| p.starts_with('-'));
+            (include.is_empty() || include.iter().any(|p| name.starts_with(p.as_str())))
+                && !exclude.iter().any(|p| name.starts_with(&p[1..]))
         })
         .collect();
     println!(

@@ -23,6 +23,9 @@ struct f16 { unsigned short bits; };
 #else
 // A kernel's dynamic shared memory, `T name[]`, 16-byte aligned.
 #define EMBER_DYNAMIC_SMEM(T, name) extern __shared__ __align__(16) T name[]
+// After a kernel declared __cluster_dims__(x, 1, 1): tells the emulation (emulation.h) to launch
+// it in clusters of x; nothing here, where the CUBIN carries the cluster shape.
+#define EMBER_CLUSTER_DIMS(kernel, x)
 
 __device__ __forceinline__ float ptx_cvt_f32_f16(unsigned short h) {
     float f;

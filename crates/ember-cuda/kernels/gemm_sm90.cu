@@ -237,6 +237,41 @@ __device__ __forceinline__ void tma_load_2d(void* smem_dst, const TensorMap* map
         "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(smem_u32(bar))
         : "memory");
 }
+
+// ---- thread-block clusters (sm_90) ----
+
+// This block's rank in its cluster, and the cluster's size.
+__device__ __forceinline__ unsigned cluster_ctarank() {
+    unsigned rank;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+    return rank;
+}
+__device__ __forceinline__ unsigned cluster_nctarank() {
+    unsigned size;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(size));
+    return size;
+}
+// Every thread of every block of the cluster meets here; shared-memory accesses before it (the
+// peers' too) are ordered before those after it.
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// Arrives on the mbarrier at `bar`'s offset in the shared memory of block `rank` of the cluster.
+__device__ __forceinline__ void mbarrier_arrive_cluster(unsigned long long* bar, unsigned rank) {
+    unsigned remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smem_u32(bar)), "r"(rank));
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
+}
+// tma_load_2d into `smem_dst`'s offset in every block of the cluster whose bit is set in
+// `cta_mask`, each completing on its own mbarrier at `bar`'s offset.
+__device__ __forceinline__ void tma_load_2d_multicast(void* smem_dst, const TensorMap* map, int c0, int c1,
+                                                      unsigned long long* bar, unsigned short cta_mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster "
+        "[%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(smem_u32(smem_dst)),
+        "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(c1), "r"(smem_u32(bar)), "h"(cta_mask)
+        : "memory");
+}
 #else
 #include "tma.h"  // crates/ember-cuda/emu/
 #endif  // EMBER_CPU_EMULATION
@@ -529,8 +564,10 @@ GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, f16, gemm_wgmma_tma
 //  - Block b takes the tiles b, b + G, b + 2G, … (G = gridDim.x, n fastest); its i-th tile goes
 //    to consumer i % 2, which computes all of it (128 × 128: two m64n128k16 MMAs a k16 step,
 //    128 accumulators a thread). The producer loads the block's tiles' k tiles in that order
-//    through one ring of stages (`full`/`empty` as in gemm_wgmma_tma; a stage is consumed by
-//    one warpgroup, so `empty` counts 128 arrivals), running on across tiles.
+//    through one ring of stages (`full`/`empty` as in gemm_wgmma_tma), running on across tiles.
+//    A stage is consumed by one warpgroup, whose 4 warps each release it once (lane 0, after
+//    the warp's wgmma.wait_group and a __syncwarp): `empty` counts 4 arrivals per block that
+//    reads the stage.
 //  - The two consumers take turns at the tensor cores: consumer c waits on `turn[c]` before its
 //    main loop and arrives on `turn[1 − c]` once it has issued its last MMA, so that their main
 //    loops run one after the other, in the producer's order, and each one's epilogue overlaps
@@ -541,9 +578,21 @@ GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, f16, gemm_wgmma_tma
 //    in its own buffer [WS_PP_EPI_ROWS][WS_PP_EPI_STRIDE] and stores them with
 //    gemm_store_rows_warp (common.cuh: + b, act, + R, coalesced; each lane's bias values loaded
 //    once, the activation's switch outside the loop), in 4 steps. The steps are unrolled, so
-//    that each step's accumulators die as it stages them (159 registers, under the 168 ptxas
-//    keeps to for 288 threads; a rolled loop keeps all 128 live through every store and spills,
-//    though it would hold one copy of the store instead of 4).
+//    that each step's accumulators die as it stages them (under the 168 registers ptxas keeps to
+//    for 288 threads; a rolled loop keeps all 128 live through every store and spills, though it
+//    would hold one copy of the store instead of 4).
+// gemm_wgmma_pingpong_mc_128x128_{bf16,f16}: the same in clusters of CLUSTER = 2 blocks
+// (__cluster_dims__), which share the W tile through TMA multicast, so that each block reads 24
+// KiB a stage from L2 instead of 32. Cluster q (blocks 2q and 2q + 1) takes the tile pairs q,
+// q + G/2, … (n fastest over pairs of 128-row blocks); block r of the cluster computes rows
+// (2·pair_m + r)·128 of the pair's columns. Its producer loads its X box into its own stage and
+// rows 64r .. 64r + 63 of the W box into rows 64r.. of the stage's W tile of both blocks
+// (multicast), each completing on that block's `full`, which its own producer armed for the
+// whole stage (a peer's bytes may land before that arming: the transaction count may go
+// negative for a while, which PTX allows). So a stage is refilled only once both blocks'
+// consumers have released it: each warp arrives on its own block's `empty` and on the peer's
+// (8 arrivals). Barrier init and the end are cluster-wide barriers, so that no block touches a
+// peer's shared memory before the peer has initialised it or after it exited.
 // Shared memory: the stages, the 8 warps' epilogue buffers, then full[STAGES], empty[STAGES],
 // turn[2] (src/gemm.rs's dynamic_smem adds it up, with 1024 bytes of alignment slack).
 // src/gemm.rs mirrors these four (a unit test reads this file). The buffers' row stride is in
@@ -553,18 +602,20 @@ GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, f16, gemm_wgmma_tma
 #define WS_PP_EPI_ROWS 8
 #define WS_PP_EPI_STRIDE (128 + 8)
 
-template <typename T>
+template <typename T, int CLUSTER>
 __device__ __forceinline__ void gemm_wgmma_pingpong(
     const TensorMap* x_map, const TensorMap* w_map, const float* __restrict__ bias,
     const T* __restrict__ R, T* __restrict__ Y, int m, int n, int k, int act) {
     constexpr int BM = 128, BN = 128, STAGES = WS_PP_STAGES;
     constexpr int A_BYTES = BM * WG_ROW_BYTES, B_BYTES = BN * WG_ROW_BYTES;
     constexpr int STAGE = A_BYTES + B_BYTES;
-    constexpr int HALF_ACC = BN / 2;  // one m64n128 accumulator: 64 floats a thread
+    constexpr int B_ROWS = BN / CLUSTER;  // the rows of the W tile each block of a cluster loads
+    constexpr int HALF_ACC = BN / 2;      // one m64n128 accumulator: 64 floats a thread
     constexpr int EPI_FLOATS = WS_PP_EPI_ROWS * WS_PP_EPI_STRIDE;  // one warp's buffer
+    static_assert(CLUSTER == 1 || CLUSTER == 2, "a block or a pair");
     static_assert(WS_PP_THREADS == 2 * 128 + 32, "two consumer warpgroups, one producer warp");
     static_assert(WS_PP_EPI_ROWS == 8, "a step is one of a warp's 8-row fragment halves");
-    static_assert((STAGES * STAGE) % 1024 == 0 && (8 * EPI_FLOATS * 4) % 8 == 0, "aligned parts");
+    static_assert((STAGES * STAGE) % 1024 == 0 && (B_ROWS * WG_ROW_BYTES) % 1024 == 0, "aligned parts");
 
     EMBER_DYNAMIC_SMEM(unsigned char, wgmma_pp_smem_raw);
     unsigned char* smem = wgmma_pp_smem_raw + ((1024 - (smem_u32(wgmma_pp_smem_raw) % 1024)) % 1024);
@@ -574,98 +625,121 @@ __device__ __forceinline__ void gemm_wgmma_pingpong(
     unsigned long long* empty = full + STAGES;
     unsigned long long* turn = empty + STAGES;
 
+    // Tiles in groups of CLUSTER row blocks (n fastest); this block's row block in a group.
     const int tiles_n = (n + BN - 1) / BN;
-    const int tiles = tiles_n * ((m + BM - 1) / BM);
+    const int groups = tiles_n * ((m + BM * CLUSTER - 1) / (BM * CLUSTER));
+    const int rank = CLUSTER == 1 ? 0 : static_cast<int>(cluster_ctarank());
+    const int first_group = blockIdx.x / CLUSTER, group_step = gridDim.x / CLUSTER;
     const int k_tiles = (k + WG_BK - 1) / WG_BK;
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
             mbarrier_init(&full[s], 1);
-            mbarrier_init(&empty[s], 128);
+            mbarrier_init(&empty[s], 4 * CLUSTER);
         }
         for (int c = 0; c < 2; ++c) mbarrier_init(&turn[c], 128);
         fence_mbarrier_init();
     }
-    __syncthreads();
+    if (CLUSTER == 1) __syncthreads();
+    else cluster_sync();
 
     if (threadIdx.x >= 256) {
         // The producer warp; its lanes wait together (uniform control flow), lane 0 issues.
         int it = 0;  // k tiles loaded, over all the block's tiles
-        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-            const int block_m = (tile / tiles_n) * BM, block_n = (tile % tiles_n) * BN;
+        for (int group = first_group; group < groups; group += group_step) {
+            const int block_m = ((group / tiles_n) * CLUSTER + rank) * BM, block_n = (group % tiles_n) * BN;
             for (int kt = 0; kt < k_tiles; ++kt, ++it) {
                 const int s = it % STAGES;
                 // Round 0 passes at once (parity 1 "completed" before the first phase).
                 while (!mbarrier_try_wait_parity(&empty[s], ((it / STAGES) & 1) ^ 1)) {
                 }
                 if (threadIdx.x % 32 == 0) {
+                    unsigned char* stage = smem + s * STAGE;
                     mbarrier_arrive_expect_tx(&full[s], STAGE);
-                    tma_load_2d(smem + s * STAGE, x_map, kt * WG_BK, block_m, &full[s]);
-                    tma_load_2d(smem + s * STAGE + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
+                    tma_load_2d(stage, x_map, kt * WG_BK, block_m, &full[s]);
+                    if (CLUSTER == 1)
+                        tma_load_2d(stage + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
+                    else
+                        tma_load_2d_multicast(stage + A_BYTES + rank * B_ROWS * WG_ROW_BYTES, w_map, kt * WG_BK,
+                                              block_n + rank * B_ROWS, &full[s], (1u << CLUSTER) - 1);
                 }
             }
         }
-        return;  // no block-wide barrier follows
-    }
-
-    const int c = threadIdx.x / 128;
-    const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, t = lane % 4;
-    float* Cs = epilogue_buffers + (threadIdx.x / 32) * EPI_FLOATS;
-    float acc[2 * HALF_ACC];  // rows 0–63 of the tile, then rows 64–127
-    int j = 0;                // this consumer's tiles so far
-    for (int tile = blockIdx.x + c * gridDim.x; tile < tiles; tile += 2 * gridDim.x, ++j) {
-        const int block_m = (tile / tiles_n) * BM, block_n = (tile % tiles_n) * BN;
-        const int it0 = (2 * j + c) * k_tiles;  // the block's k tiles before this tile's
-        // Consumer 0's j-th main loop after consumer 1's (j − 1)-th; consumer 1's j-th after
-        // consumer 0's j-th.
-        const unsigned parity = c == 0 ? (j & 1) ^ 1 : j & 1;
-        while (!mbarrier_try_wait_parity(&turn[c], parity)) {
-        }
-#pragma unroll
-        for (int i = 0; i < 2 * HALF_ACC; ++i) acc[i] = 0.0f;
-        for (int kt = 0; kt < k_tiles; ++kt) {
-            const int it = it0 + kt, s = it % STAGES;
-            while (!mbarrier_try_wait_parity(&full[s], (it / STAGES) & 1)) {
-            }
-            const unsigned a = smem_base + s * STAGE;
-            const unsigned b = a + A_BYTES;
-            wgmma_fence_operands<2 * HALF_ACC>(acc);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < WG_BK / 16; ++kk) {
-                const unsigned long long desc_b = wgmma_desc_sw128(b + kk * 32);
-                Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), desc_b);
-                Wgmma<T, BN>::mma(acc + HALF_ACC, wgmma_desc_sw128(a + 64 * WG_ROW_BYTES + kk * 32),
-                                  desc_b);
-            }
-            wgmma_commit();
-            wgmma_wait<1>();
-            wgmma_fence_operands<2 * HALF_ACC>(acc);
-            // The previous k tile's MMAs have retired: its stage may be refilled.
-            if (kt > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
-        }
-        // Every MMA of this tile is issued: the other consumer's main loop may start.
-        mbarrier_arrive(&turn[c ^ 1]);
-        wgmma_wait<0>();
-        wgmma_fence_operands<2 * HALF_ACC>(acc);
-        if (k_tiles > 0) mbarrier_arrive(&empty[(it0 + k_tiles - 1) % STAGES]);
-
-        // Step 2h + half: rows 64h + 16·warp + 8·half + g of the tile, this thread's
-        // acc[64h + 4jn + 2half + {0, 1}] at columns 8jn + 2t + {0, 1}.
-#pragma unroll
-        for (int step = 0; step < 4; ++step) {
-#pragma unroll
-            for (int jn = 0; jn < BN / 8; ++jn) {
-                const float* d = acc + (step / 2) * HALF_ACC + 4 * jn + 2 * (step % 2);
-                *reinterpret_cast<float2*>(Cs + g * WS_PP_EPI_STRIDE + jn * 8 + 2 * t) = make_float2(d[0], d[1]);
-            }
+    } else {
+        const int c = threadIdx.x / 128;
+        const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+        const int g = lane / 4, t = lane % 4;
+        float* Cs = epilogue_buffers + (threadIdx.x / 32) * EPI_FLOATS;
+        // A stage's MMAs have retired for this warp (all its lanes passed wgmma.wait_group):
+        // lane 0 releases the stage on every block of the cluster that reads it.
+        auto release = [&](int s) {
             __syncwarp();
-            const int row0 = block_m + 64 * (step / 2) + 16 * warp + 8 * (step % 2);
-            gemm_store_rows_warp<T, WS_PP_EPI_ROWS, BN>(Cs, WS_PP_EPI_STRIDE, bias, R, Y, m, n, row0, block_n,
-                                                        act, lane);
-            __syncwarp();  // before the next step overwrites Cs
+            if (lane == 0) {
+                if (CLUSTER == 1) {
+                    mbarrier_arrive(&empty[s]);
+                } else {
+                    for (int peer = 0; peer < CLUSTER; ++peer) mbarrier_arrive_cluster(&empty[s], peer);
+                }
+            }
+        };
+        float acc[2 * HALF_ACC];  // rows 0–63 of the tile, then rows 64–127
+        int j = 0;                // this consumer's tiles so far
+        for (int group = first_group + c * group_step; group < groups; group += 2 * group_step, ++j) {
+            const int block_m = ((group / tiles_n) * CLUSTER + rank) * BM, block_n = (group % tiles_n) * BN;
+            const int it0 = (2 * j + c) * k_tiles;  // the block's k tiles before this tile's
+            // Consumer 0's j-th main loop after consumer 1's (j − 1)-th; consumer 1's j-th after
+            // consumer 0's j-th.
+            const unsigned parity = c == 0 ? (j & 1) ^ 1 : j & 1;
+            while (!mbarrier_try_wait_parity(&turn[c], parity)) {
+            }
+#pragma unroll
+            for (int i = 0; i < 2 * HALF_ACC; ++i) acc[i] = 0.0f;
+            for (int kt = 0; kt < k_tiles; ++kt) {
+                const int it = it0 + kt, s = it % STAGES;
+                while (!mbarrier_try_wait_parity(&full[s], (it / STAGES) & 1)) {
+                }
+                const unsigned a = smem_base + s * STAGE;
+                const unsigned b = a + A_BYTES;
+                wgmma_fence_operands<2 * HALF_ACC>(acc);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < WG_BK / 16; ++kk) {
+                    const unsigned long long desc_b = wgmma_desc_sw128(b + kk * 32);
+                    Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), desc_b);
+                    Wgmma<T, BN>::mma(acc + HALF_ACC, wgmma_desc_sw128(a + 64 * WG_ROW_BYTES + kk * 32),
+                                      desc_b);
+                }
+                wgmma_commit();
+                wgmma_wait<1>();
+                wgmma_fence_operands<2 * HALF_ACC>(acc);
+                // The previous k tile's MMAs have retired: its stage may be refilled.
+                if (kt > 0) release((it - 1) % STAGES);
+            }
+            // Every MMA of this tile is issued: the other consumer's main loop may start.
+            mbarrier_arrive(&turn[c ^ 1]);
+            wgmma_wait<0>();
+            wgmma_fence_operands<2 * HALF_ACC>(acc);
+            if (k_tiles > 0) release((it0 + k_tiles - 1) % STAGES);
+
+            // Step 2h + half: rows 64h + 16·warp + 8·half + g of the tile, this thread's
+            // acc[64h + 4jn + 2half + {0, 1}] at columns 8jn + 2t + {0, 1}.
+#pragma unroll
+            for (int step = 0; step < 4; ++step) {
+#pragma unroll
+                for (int jn = 0; jn < BN / 8; ++jn) {
+                    const float* d = acc + (step / 2) * HALF_ACC + 4 * jn + 2 * (step % 2);
+                    *reinterpret_cast<float2*>(Cs + g * WS_PP_EPI_STRIDE + jn * 8 + 2 * t) = make_float2(d[0], d[1]);
+                }
+                __syncwarp();
+                const int row0 = block_m + 64 * (step / 2) + 16 * warp + 8 * (step % 2);
+                gemm_store_rows_warp<T, WS_PP_EPI_ROWS, BN>(Cs, WS_PP_EPI_STRIDE, bias, R, Y, m, n, row0, block_n,
+                                                            act, lane);
+                __syncwarp();  // before the next step overwrites Cs
+            }
         }
     }
+    // No block of a cluster exits while a peer may still arrive on its barriers or multicast into
+    // its stages.
+    if (CLUSTER > 1) cluster_sync();
 }
 
 #define GEMM_WGMMA_PINGPONG(T, NAME)                                                              \
@@ -673,8 +747,20 @@ __device__ __forceinline__ void gemm_wgmma_pingpong(
         const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,         \
         const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m, int n, \
         int k, int act) {                                                                         \
-        gemm_wgmma_pingpong<T>(&x_map, &w_map, bias, R, Y, m, n, k, act);                         \
+        gemm_wgmma_pingpong<T, 1>(&x_map, &w_map, bias, R, Y, m, n, k, act);                      \
     }
+#define WS_MC_CLUSTER 2
+#define GEMM_WGMMA_PINGPONG_MC(T, NAME)                                                           \
+    extern "C" __global__ void __launch_bounds__(WS_PP_THREADS, 1)                               \
+        __cluster_dims__(WS_MC_CLUSTER, 1, 1) NAME(                                               \
+            const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,     \
+            const float* __restrict__ bias, const T* __restrict__ R, T* __restrict__ Y, int m,    \
+            int n, int k, int act) {                                                              \
+        gemm_wgmma_pingpong<T, WS_MC_CLUSTER>(&x_map, &w_map, bias, R, Y, m, n, k, act);          \
+    }                                                                                             \
+    EMBER_CLUSTER_DIMS(NAME, WS_MC_CLUSTER)
 
 GEMM_WGMMA_PINGPONG(bf16, gemm_wgmma_pingpong_128x128_bf16)
 GEMM_WGMMA_PINGPONG(f16, gemm_wgmma_pingpong_128x128_f16)
+GEMM_WGMMA_PINGPONG_MC(bf16, gemm_wgmma_pingpong_mc_128x128_bf16)
+GEMM_WGMMA_PINGPONG_MC(f16, gemm_wgmma_pingpong_mc_128x128_f16)

@@ -12,6 +12,7 @@
 //! | `WgmmaTma128x128`   | bf16, f16 | 128 × 128 × 64   | the same with `m64n128k16`, for n = 768 (BERT-base's attention output and FFN down), where 128 × 256 tiles leave most multiprocessors idle |
 //! | `WgmmaTma128x128Occ2` | bf16, f16 | 128 × 128 × 64 | the same with 3 stages and 288 threads (a producer warp, not a warpgroup), so at most 112 registers a thread: two blocks a multiprocessor, one's epilogue overlapping the other's MMAs |
 //! | `WgmmaPingpong128x128` | bf16, f16 | 128 × 128 × 64 | persistent (a block a multiprocessor looping over tiles), a producer warp and two consumer warpgroups that each compute whole tiles and take turns at the tensor cores, so that one's epilogue overlaps the other's MMAs |
+//! | `WgmmaPingpongMc128x128` | bf16, f16 | 128 × 128 × 64 | the same in clusters of 2 blocks (rows 2i·128 and (2i + 1)·128 of the same columns) that share the W tile through TMA multicast: 24 KiB read from L2 a stage instead of 32 |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma64x128`       | bf16, f16 | 64 × 128 × 64    | the same, one warpgroup a block        |
@@ -20,7 +21,8 @@
 //! The tensor-core kernels need `k % 8 == 0` (16-byte rows for `cp.async`); any `m`, `n`.
 //!
 //! [`linear`] chooses among the kernels of the device's family ([`CudaDevice::gemm_family`]):
-//! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`, `wgmma-pingpong`), else
+//! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`, `wgmma-pingpong`,
+//! `wgmma-pingpong-mc`), else
 //! [`GemmFamily::default_for`] the device: the TMA kernels on sm_90, the fastest in an H200's
 //! GEMM benchmark (benches/results/gpu.md), `mma.sync` elsewhere.
 
@@ -51,6 +53,8 @@ const WGMMA_OCC2_STAGES: u32 = 3;
 const WGMMA_PP_STAGES: u32 = 5;
 const WGMMA_PP_EPI_ROWS: u32 = 8;
 const WGMMA_PP_EPI_STRIDE: u32 = 128 + 8;
+/// `kernels/gemm_sm90.cu`'s `WS_MC_CLUSTER`: `WgmmaPingpongMc128x128`'s blocks per cluster.
+const WGMMA_MC_CLUSTER: u32 = 2;
 const WGMMA_ROW_BYTES: u32 = 128;
 const WGMMA_ALIGN_SLACK: u32 = 1024;
 
@@ -72,6 +76,9 @@ pub enum GemmKernel {
     /// Persistent, TMA-fed, 128 × 128 tiles, two consumer warpgroups taking turns at the tensor
     /// cores, each on tiles of its own (sm_90 only).
     WgmmaPingpong128x128,
+    /// As `WgmmaPingpong128x128`, in clusters of 2 blocks sharing the W tile through TMA
+    /// multicast (sm_90 only).
+    WgmmaPingpongMc128x128,
     /// Hopper's warpgroup tensor cores, 128 × 256 tiles (sm_90 only).
     Wgmma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
@@ -84,13 +91,14 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 10] = [
+    pub const ALL: [GemmKernel; 11] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
         GemmKernel::WgmmaTma128x256,
         GemmKernel::WgmmaTma128x128,
         GemmKernel::WgmmaTma128x128Occ2,
         GemmKernel::WgmmaPingpong128x128,
+        GemmKernel::WgmmaPingpongMc128x128,
         GemmKernel::Wgmma128x256,
         GemmKernel::Wgmma128x128,
         GemmKernel::Wgmma64x128,
@@ -120,6 +128,12 @@ impl GemmKernel {
             (GemmKernel::WgmmaPingpong128x128, Dtype::F16) => {
                 Some("gemm_wgmma_pingpong_128x128_f16")
             }
+            (GemmKernel::WgmmaPingpongMc128x128, Dtype::Bf16) => {
+                Some("gemm_wgmma_pingpong_mc_128x128_bf16")
+            }
+            (GemmKernel::WgmmaPingpongMc128x128, Dtype::F16) => {
+                Some("gemm_wgmma_pingpong_mc_128x128_f16")
+            }
             (GemmKernel::Wgmma128x256, Dtype::Bf16) => Some("gemm_wgmma_128x256_bf16"),
             (GemmKernel::Wgmma128x256, Dtype::F16) => Some("gemm_wgmma_128x256_f16"),
             (GemmKernel::Wgmma128x128, Dtype::Bf16) => Some("gemm_wgmma_128x128_bf16"),
@@ -138,6 +152,7 @@ impl GemmKernel {
             | GemmKernel::WgmmaTma128x128
             | GemmKernel::WgmmaTma128x128Occ2
             | GemmKernel::WgmmaPingpong128x128
+            | GemmKernel::WgmmaPingpongMc128x128
             | GemmKernel::Wgmma128x256
             | GemmKernel::Wgmma128x128
             | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
@@ -158,13 +173,25 @@ impl GemmKernel {
                 | GemmKernel::WgmmaTma128x128
                 | GemmKernel::WgmmaTma128x128Occ2
                 | GemmKernel::WgmmaPingpong128x128
+                | GemmKernel::WgmmaPingpongMc128x128
         )
     }
 
     /// Whether its blocks loop over the tiles (a grid of at most one block per
     /// multiprocessor, one dimension) rather than computing one tile each.
     fn persistent(self) -> bool {
-        self == GemmKernel::WgmmaPingpong128x128
+        matches!(
+            self,
+            GemmKernel::WgmmaPingpong128x128 | GemmKernel::WgmmaPingpongMc128x128
+        )
+    }
+
+    /// Blocks per thread-block cluster (the kernel's `__cluster_dims__`; 1: no clusters).
+    fn cluster(self) -> u32 {
+        match self {
+            GemmKernel::WgmmaPingpongMc128x128 => WGMMA_MC_CLUSTER,
+            _ => 1,
+        }
     }
 
     /// Output tile `(rows, cols)` of one block.
@@ -175,6 +202,7 @@ impl GemmKernel {
             | GemmKernel::WgmmaTma128x128
             | GemmKernel::WgmmaTma128x128Occ2
             | GemmKernel::WgmmaPingpong128x128
+            | GemmKernel::WgmmaPingpongMc128x128
             | GemmKernel::Wgmma128x128 => (128, 128),
             GemmKernel::Wgmma64x128 => (64, 128),
             GemmKernel::Mma64x64 | GemmKernel::Simt => (64, 64),
@@ -190,7 +218,7 @@ impl GemmKernel {
             }
             // The consumer warpgroups, then one producer warp.
             GemmKernel::WgmmaTma128x128Occ2 => self.tile().0 / 64 * 128 + 32,
-            GemmKernel::WgmmaPingpong128x128 => 2 * 128 + 32,
+            GemmKernel::WgmmaPingpong128x128 | GemmKernel::WgmmaPingpongMc128x128 => 2 * 128 + 32,
             GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 self.tile().0 * 2
             }
@@ -225,7 +253,7 @@ impl GemmKernel {
                 let pipeline = stages * (bm + bn) * WGMMA_ROW_BYTES + stages * 2 * 8;
                 pipeline.max(epilogue) + WGMMA_ALIGN_SLACK
             }
-            GemmKernel::WgmmaPingpong128x128 => {
+            GemmKernel::WgmmaPingpong128x128 | GemmKernel::WgmmaPingpongMc128x128 => {
                 // The stages, each consumer warp's epilogue buffer, then the mbarriers: full
                 // and empty per stage, turn per consumer.
                 let stages = WGMMA_PP_STAGES * (bm + bn) * WGMMA_ROW_BYTES;
@@ -241,8 +269,9 @@ impl GemmKernel {
     /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernels' 128 × 256
     /// and 128 × 128 (the latter also when its blocks busy half the multiprocessors), else
     /// `Wgmma`'s 64 × 128; `WgmmaTmaOcc2`: `WgmmaTma128x128Occ2` where its tiles fill the
-    /// multiprocessors, else as `WgmmaTma`; `WgmmaPingpong`: `WgmmaPingpong128x128` where its
-    /// tiles give both consumers of every multiprocessor one, else as `WgmmaTma`).
+    /// multiprocessors, else as `WgmmaTma`; `WgmmaPingpong` and `WgmmaPingpongMc`:
+    /// `WgmmaPingpong128x128` or `WgmmaPingpongMc128x128` where their tiles give both consumers
+    /// of every multiprocessor one, else as `WgmmaTma`).
     pub fn choose(
         dtype: Dtype,
         m: usize,
@@ -266,6 +295,9 @@ impl GemmKernel {
             GemmFamily::WgmmaPingpong if blocks((128, 128)) >= 2 * sms => {
                 return GemmKernel::WgmmaPingpong128x128
             }
+            GemmFamily::WgmmaPingpongMc if blocks((128, 128)) >= 2 * sms => {
+                return GemmKernel::WgmmaPingpongMc128x128
+            }
             _ => {}
         }
         // 3/4, not all: on an H200 (132 SMs, benches/results/gpu.md, run 4), where the rule
@@ -279,7 +311,10 @@ impl GemmKernel {
                 &[GemmKernel::Wgmma128x256, GemmKernel::Wgmma128x128],
                 GemmKernel::Wgmma64x128,
             ),
-            GemmFamily::WgmmaTma | GemmFamily::WgmmaTmaOcc2 | GemmFamily::WgmmaPingpong => (
+            GemmFamily::WgmmaTma
+            | GemmFamily::WgmmaTmaOcc2
+            | GemmFamily::WgmmaPingpong
+            | GemmFamily::WgmmaPingpongMc => (
                 &[GemmKernel::WgmmaTma128x256, GemmKernel::WgmmaTma128x128],
                 GemmKernel::Wgmma64x128,
             ),
@@ -320,11 +355,13 @@ pub enum GemmFamily {
     /// As `WgmmaTma`, with `WgmmaPingpong128x128` where there are two tiles for every
     /// multiprocessor, sm_90 only.
     WgmmaPingpong,
+    /// As `WgmmaPingpong`, with `WgmmaPingpongMc128x128`, sm_90 only.
+    WgmmaPingpongMc,
 }
 
 impl GemmFamily {
     /// The family an `EMBER_CUDA_GEMM` value names: `mma`, `wgmma`, `wgmma-tma`,
-    /// `wgmma-tma-occ2` or `wgmma-pingpong`.
+    /// `wgmma-tma-occ2`, `wgmma-pingpong` or `wgmma-pingpong-mc`.
     pub fn parse(value: &str) -> Option<GemmFamily> {
         match value {
             "mma" => Some(GemmFamily::Mma),
@@ -332,6 +369,7 @@ impl GemmFamily {
             "wgmma-tma" => Some(GemmFamily::WgmmaTma),
             "wgmma-tma-occ2" => Some(GemmFamily::WgmmaTmaOcc2),
             "wgmma-pingpong" => Some(GemmFamily::WgmmaPingpong),
+            "wgmma-pingpong-mc" => Some(GemmFamily::WgmmaPingpongMc),
             _ => None,
         }
     }
@@ -474,15 +512,19 @@ pub fn linear_with_kernel<E: Element>(
     let (bm, bn) = kernel.tile();
     let (row_blocks, col_blocks) = (m.div_ceil(bm as usize), n.div_ceil(bn as usize));
     let (grid_x, grid_y) = if kernel.persistent() {
-        // Tile indices are i32 in the kernel; at most one block per multiprocessor.
-        let tiles = row_blocks
+        // Groups of `cluster` row blocks (one tile each without clusters), indexed by i32 in the
+        // kernel; at most one block per multiprocessor, whole clusters.
+        let cluster = kernel.cluster() as usize;
+        let groups = row_blocks
+            .div_ceil(cluster)
             .checked_mul(col_blocks)
-            .filter(|&tiles| i32::try_from(tiles).is_ok())
+            .filter(|&groups| i32::try_from(groups).is_ok())
             .ok_or_else(|| CudaError::InvalidShape {
                 op: OP,
                 reason: format!("{m} × {n} has more than 2^31 − 1 tiles"),
             })?;
-        (tiles.min(device.multiprocessors() as usize) as u32, 1)
+        let clusters = groups.min((device.multiprocessors() as usize / cluster).max(1));
+        ((clusters * cluster) as u32, 1)
     } else {
         let grid_y = u32::try_from(row_blocks)
             .ok()
@@ -511,7 +553,8 @@ pub fn linear_with_kernel<E: Element>(
         let (w_ptr, w_read) = w.weight.slice().device_ptr(stream);
         Some((
             TensorMap::tile_rows::<E>(x_ptr, m, k, bm)?,
-            TensorMap::tile_rows::<E>(w_ptr, n, k, bn)?,
+            // A cluster's blocks each load their share of the W tile's rows.
+            TensorMap::tile_rows::<E>(w_ptr, n, k, bn / kernel.cluster())?,
             (x_read, w_read),
         ))
     } else {
@@ -642,6 +685,12 @@ mod tests {
             163_840 + 34_816 + 96 + 1024
         );
         assert_eq!(GemmKernel::WgmmaPingpong128x128.threads(), 288);
+        assert_eq!(
+            GemmKernel::WgmmaPingpongMc128x128.dynamic_smem(),
+            GemmKernel::WgmmaPingpong128x128.dynamic_smem()
+        );
+        assert_eq!(GemmKernel::WgmmaPingpongMc128x128.threads(), 288);
+        assert_eq!(GemmKernel::WgmmaPingpongMc128x128.cluster(), 2);
         // The constants mirror gemm_sm90.cu's.
         let source = KernelFile::GemmSm90.source();
         for (name, value) in [
@@ -651,6 +700,7 @@ mod tests {
             ("WS_PP_STAGES", WGMMA_PP_STAGES),
             ("WS_PP_EPI_ROWS", WGMMA_PP_EPI_ROWS),
             ("WS_PP_THREADS", GemmKernel::WgmmaPingpong128x128.threads()),
+            ("WS_MC_CLUSTER", WGMMA_MC_CLUSTER),
         ] {
             assert!(
                 source.contains(&format!("#define {name} {value}\n")),
@@ -695,6 +745,16 @@ mod tests {
                 GemmKernel::WgmmaPingpong128x128,
             ),
             (768, GemmFamily::WgmmaPingpong, GemmKernel::WgmmaTma128x128),
+            (
+                3072,
+                GemmFamily::WgmmaPingpongMc,
+                GemmKernel::WgmmaPingpongMc128x128,
+            ),
+            (
+                768,
+                GemmFamily::WgmmaPingpongMc,
+                GemmKernel::WgmmaTma128x128,
+            ),
             (1024, GemmFamily::WgmmaPingpong, GemmKernel::WgmmaTma128x128),
         ] {
             assert_eq!(
@@ -748,6 +808,10 @@ mod tests {
             GemmFamily::parse("wgmma-pingpong"),
             Some(GemmFamily::WgmmaPingpong)
         );
+        assert_eq!(
+            GemmFamily::parse("wgmma-pingpong-mc"),
+            Some(GemmFamily::WgmmaPingpongMc)
+        );
         // At T = 4800, n = 768: 228 tiles of 128 × 128, under two per SM.
         assert_eq!(
             GemmKernel::choose(Dtype::F16, 4800, 768, 132, GemmFamily::WgmmaPingpong),
@@ -770,6 +834,7 @@ mod tests {
                     | GemmKernel::WgmmaTma128x128
                     | GemmKernel::WgmmaTma128x128Occ2
                     | GemmKernel::WgmmaPingpong128x128
+                    | GemmKernel::WgmmaPingpongMc128x128
                     | GemmKernel::Wgmma128x256
                     | GemmKernel::Wgmma128x128
                     | GemmKernel::Wgmma64x128

@@ -20,8 +20,10 @@
 //   parameter sizes and __launch_bounds__; the code that runs is the registry's host build.
 // - cuLaunchKernel refuses what the real driver refuses (block and grid limits, the kernel's
 //   __launch_bounds__, dynamic shared memory above 48 KiB without the function's opt-in or above
-//   the opt-in), unpacks `kernelParams` by the kernel's C++ signature and runs the grid with
-//   emu::run_grid in ascending schedule before returning. A kernel fault (an emulator
+//   the opt-in, a grid x that is not a multiple of the kernel's __cluster_dims__ x), unpacks
+//   `kernelParams` by the kernel's C++ signature and runs the grid with emu::run_grid in
+//   ascending schedule before returning, in clusters when the kernel declares them
+//   (EMBER_CLUSTER_DIMS, registry.h; the emulator runs a cluster's CTAs together). A kernel fault (an emulator
 //   LaunchError) is printed with the kernel's name, returns CUDA_ERROR_LAUNCH_FAILED, and is
 //   sticky, as on a GPU: every later call on the context returns it until the primary context is
 //   released by all its users and retained afresh.
@@ -259,7 +261,7 @@ const KernelEntry* find_entry(const std::string& name, const char** file) {
 // ---- device attributes ----
 
 // The value of CUdevice_attribute `attribute`: an H100's where it matters to a launch, 0 for
-// the features not emulated (memory pools, managed memory, clusters, …).
+// the features not emulated (memory pools, managed memory, …).
 int device_attribute(int attribute) {
     switch (attribute) {
     case 1: return static_cast<int>(kMaxThreadsPerBlock);  // MAX_THREADS_PER_BLOCK
@@ -293,6 +295,7 @@ int device_attribute(int attribute) {
     case 97: return static_cast<int>(kOptinSmemPerBlock);  // MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
     case 106: return 32;  // MAX_BLOCKS_PER_MULTIPROCESSOR
     case 111: return 1024;  // RESERVED_SHARED_MEMORY_PER_BLOCK
+    case 120: return 1;  // CLUSTER_LAUNCH (1-D clusters along x, emu/emulation.h)
     default: return 0;  // MEMORY_POOLS_SUPPORTED (115) among them
     }
 }
@@ -392,6 +395,12 @@ CUresult launch(Function* f, const LaunchShape& shape, void** params, void** ext
                       ? "dynamic shared memory above 48 KiB without cuFuncSetAttribute("
                         "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)"
                       : "dynamic shared memory above the function's MAX_DYNAMIC_SHARED_SIZE_BYTES";
+    char cluster_why[96];
+    if (!refused && shape.grid.x % entry.cluster_x != 0) {
+        snprintf(cluster_why, sizeof cluster_why, "grid x is not a multiple of the kernel's cluster size "
+                 "(__cluster_dims__ x = %u)", entry.cluster_x);
+        refused = cluster_why;
+    }
     if (refused) {
         report("cuLaunchKernel %s refused: %s (threads per block: at most %u for this kernel)", config, refused,
                f->max_threads);
