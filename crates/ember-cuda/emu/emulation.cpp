@@ -1,5 +1,6 @@
 // emulation.cpp: the fiber scheduler, barriers (__syncthreads, cluster_sync), warp collectives,
-// cp.async queues, shared memory (per CTA of a cluster) and conversions behind emulation.h (see its header comment for the model and its limits).
+// cp.async queues, shared memory (per CTA of a cluster) and conversions behind emulation.h (see
+// its header comment for the model and its limits).
 #include "emulation.h"
 
 #include <link.h>
@@ -884,7 +885,8 @@ void fault(const char* message) {
 
 unsigned smem_offset(const void* p) {
     const Cta& cta = g_launch->ctas[rank_of(current_fiber("smem_u32"))];
-    if (!in_range(p, 0, cta.smem, g_launch->smem_bytes)) fault("smem_u32 of an address outside the dynamic shared memory");
+    if (!in_range(p, 0, cta.smem, g_launch->smem_bytes))
+        fault("smem_u32 of an address outside the dynamic shared memory");
     return static_cast<unsigned>(static_cast<const unsigned char*>(p) - cta.window);
 }
 
@@ -996,7 +998,8 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
                  grid.x, grid.y, grid.z, block.x, block.y, block.z, dynamic_smem, kMaxThreads, kMaxDynamicSmem);
         return error;
     }
-    if (cluster_x == 0 || cluster_x > kMaxCluster || grid.x % cluster_x != 0 || (cluster_x > 1 && threads % kWarp != 0)) {
+    if (cluster_x == 0 || cluster_x > kMaxCluster || grid.x % cluster_x != 0 ||
+        (cluster_x > 1 && threads % kWarp != 0)) {
         error.failed = true;
         snprintf(error.message, sizeof error.message,
                  "invalid launch: grid (%u,%u,%u), block (%u,%u,%u) in clusters of %u blocks: %s", grid.x, grid.y,

@@ -182,6 +182,11 @@ inline void arrive(const char* what, unsigned long long* bar, std::int64_t expec
     b.tx += expect_tx;
     if (b.tx > kMaxTx) fail(what, bar, "the pending transaction bytes exceed 2^20 - 1");
     --b.pending;
+    // A peer's multicast may have taken tx below 0 before this phase's arrive_expect_tx (a
+    // cluster launch); once every arrival is made it must not stay there.
+    if (b.pending == 0 && b.tx < 0)
+        fail(what, bar, "the transaction count is negative with every arrival made (loads completed more bytes "
+                        "than arrive_expect_tx announced for the phase)");
     settle(b);
 }
 

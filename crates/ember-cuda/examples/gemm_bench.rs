@@ -59,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
                     .next()
                     .ok_or("--kernels NAME,… (prefixes of GemmKernel names)")?
                     .split(',')
+                    .filter(|part| !part.is_empty() && *part != "-")
                     .map(str::to_owned)
                     .collect()
             }

@@ -240,16 +240,11 @@ __device__ __forceinline__ void tma_load_2d(void* smem_dst, const TensorMap* map
 
 // ---- thread-block clusters (sm_90) ----
 
-// This block's rank in its cluster, and the cluster's size.
+// This block's rank in its cluster.
 __device__ __forceinline__ unsigned cluster_ctarank() {
     unsigned rank;
     asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
     return rank;
-}
-__device__ __forceinline__ unsigned cluster_nctarank() {
-    unsigned size;
-    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(size));
-    return size;
 }
 // Every thread of every block of the cluster meets here; shared-memory accesses before it (the
 // peers' too) are ordered before those after it.
@@ -572,7 +567,7 @@ GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, f16, gemm_wgmma_tma
 //    main loop and arrives on `turn[1 − c]` once it has issued its last MMA, so that their main
 //    loops run one after the other, in the producer's order, and each one's epilogue overlaps
 //    the other's main loop. Consumer 0's first wait passes at once (parity 1, as the empty
-//    stages' first round); consumer c's j-th main loop waits for the other's (j − c)-th.
+//    stages' first round); consumer c's j-th main loop waits for the other's (j − 1 + c)-th.
 //  - The epilogue is per warp, synchronised by __syncwarp alone: warp w of a consumer holds
 //    rows 16w .. 16w + 15 of each 64-row half of the tile; it stages 8 of them at a time as f32
 //    in its own buffer [WS_PP_EPI_ROWS][WS_PP_EPI_STRIDE] and stores them with

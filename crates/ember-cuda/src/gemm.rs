@@ -47,10 +47,10 @@ const MMA_EPILOGUE_PAD: u32 = 8;
 const WGMMA_STAGES: u32 = 4;
 /// `kernels/gemm_sm90.cu`'s `WS_OCC2_STAGES`: `WgmmaTma128x128Occ2`'s stages.
 const WGMMA_OCC2_STAGES: u32 = 3;
-/// `kernels/gemm_sm90.cu`'s `WS_PP_STAGES`, `WS_PP_EPI_ROWS` and `WS_PP_EPI_STRIDE`:
-/// `WgmmaPingpong128x128`'s stages, and the rows and row stride (floats) of each consumer
-/// warp's epilogue buffer.
+/// `kernels/gemm_sm90.cu`'s `WS_PP_STAGES`: the ping-pong kernels' stages.
 const WGMMA_PP_STAGES: u32 = 5;
+/// `WS_PP_EPI_ROWS` and `WS_PP_EPI_STRIDE`: the rows and row stride (floats) of each of the
+/// ping-pong kernels' consumer warps' epilogue buffer.
 const WGMMA_PP_EPI_ROWS: u32 = 8;
 const WGMMA_PP_EPI_STRIDE: u32 = 128 + 8;
 /// `kernels/gemm_sm90.cu`'s `WS_MC_CLUSTER`: `WgmmaPingpongMc128x128`'s blocks per cluster.
@@ -210,7 +210,8 @@ impl GemmKernel {
     }
 
     /// Threads per block: 256, or one warpgroup (128) per 64 rows for `wgmma`, plus the
-    /// producer warpgroup for the TMA kernels (a producer warp for `WgmmaTma128x128Occ2`).
+    /// producer warpgroup for the TMA kernels (a producer warp for `WgmmaTma128x128Occ2`); the
+    /// ping-pong kernels: two consumer warpgroups (a whole tile each) and a producer warp.
     fn threads(self) -> u32 {
         match self {
             GemmKernel::WgmmaTma128x256 | GemmKernel::WgmmaTma128x128 => {
@@ -226,8 +227,9 @@ impl GemmKernel {
         }
     }
 
-    /// Dynamic shared memory per block, bytes: the larger of the cp.async pipeline (bf16/f16)
-    /// and the epilogue's f32 tile, which reuses it.
+    /// Dynamic shared memory per block, bytes: the larger of the pipeline (bf16/f16) and the
+    /// epilogue's f32 tile, which reuses it; for the ping-pong kernels, whose epilogue runs
+    /// beside the pipeline, their sum.
     fn dynamic_smem(self) -> u32 {
         let (bm, bn) = self.tile();
         let epilogue = bm * (bn + MMA_EPILOGUE_PAD) * 4;
