@@ -228,6 +228,8 @@ pub struct CudaDevice {
     multiprocessors: u32,
     modules: Mutex<HashMap<KernelFile, Arc<CudaModule>>>,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    /// cuOccupancyMaxActiveClusters per clustered kernel (its launch shape never changes).
+    max_active_clusters: Mutex<HashMap<&'static str, u32>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -299,6 +301,7 @@ impl CudaDevice {
             multiprocessors: u32::try_from(multiprocessors).unwrap_or(1).max(1),
             modules: Mutex::default(),
             functions: Mutex::default(),
+            max_active_clusters: Mutex::default(),
         })
     }
 
@@ -427,6 +430,58 @@ impl CudaDevice {
                 .map_err(CudaError::driver("cuFuncSetAttribute"))?;
         }
         Ok(lock().entry(name).or_insert(function).clone())
+    }
+
+    /// How many clusters of the kernel `name` (`function`, declared with `__cluster_dims__(cluster,
+    /// 1, 1)`) run at once with `threads` threads and `dynamic_smem` bytes a block
+    /// (cuOccupancyMaxActiveClusters: the GPCs may not pair every multiprocessor), at least 1;
+    /// asked once per kernel.
+    pub(crate) fn max_active_clusters(
+        &self,
+        function: &CudaFunction,
+        name: &'static str,
+        cluster: u32,
+        threads: u32,
+        dynamic_smem: u32,
+    ) -> Result<u32, CudaError> {
+        let lock = || {
+            self.max_active_clusters
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(&clusters) = lock().get(name) {
+            return Ok(clusters);
+        }
+        let config = cudarc::driver::sys::CUlaunchConfig {
+            gridDimX: cluster,
+            gridDimY: 1,
+            gridDimZ: 1,
+            blockDimX: threads,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: dynamic_smem,
+            hStream: std::ptr::null_mut(),
+            attrs: std::ptr::null_mut(),
+            numAttrs: 0,
+        };
+        let mut clusters: std::ffi::c_int = 0;
+        self.context
+            .bind_to_thread()
+            .map_err(CudaError::driver("cuCtxSetCurrent"))?;
+        // SAFETY: `function` is a live kernel of this context's modules; `config` is a complete
+        // CUlaunchConfig without attributes (the kernel's own cluster shape applies); `clusters`
+        // is a writable int.
+        unsafe {
+            cudarc::driver::sys::cuOccupancyMaxActiveClusters(
+                &mut clusters,
+                function.cu_function(),
+                &config,
+            )
+        }
+        .result()
+        .map_err(CudaError::driver("cuOccupancyMaxActiveClusters"))?;
+        let clusters = u32::try_from(clusters).unwrap_or(0).max(1);
+        Ok(*lock().entry(name).or_insert(clusters))
     }
 
     /// A tensor of `len` zeros.

@@ -525,7 +525,19 @@ pub fn linear_with_kernel<E: Element>(
                 op: OP,
                 reason: format!("{m} × {n} has more than 2^31 − 1 tiles"),
             })?;
-        let clusters = groups.min((device.multiprocessors() as usize / cluster).max(1));
+        let mut clusters = groups.min((device.multiprocessors() as usize / cluster).max(1));
+        if cluster > 1 {
+            // All at once, or the surplus would run as a second wave of whole shares.
+            let function = device.function(kernel.file(), entry_point, kernel.dynamic_smem())?;
+            let resident = device.max_active_clusters(
+                &function,
+                entry_point,
+                kernel.cluster(),
+                kernel.threads(),
+                kernel.dynamic_smem(),
+            )?;
+            clusters = clusters.min(resident as usize);
+        }
         ((clusters * cluster) as u32, 1)
     } else {
         let grid_y = u32::try_from(row_blocks)

@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -787,6 +788,36 @@ __attribute__((visibility("default"))) CUresult cuFuncSetAttribute(Function* fun
     }
     if (value < 0 || static_cast<std::size_t>(value) > kOptinSmemPerBlock) return CUDA_ERROR_INVALID_VALUE;
     function->max_dynamic_smem = static_cast<std::size_t>(value);
+    return CUDA_SUCCESS;
+}
+
+// CUlaunchConfig (cuda.h), as far as cuOccupancyMaxActiveClusters reads it.
+struct LaunchConfig {
+    unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_mem_bytes;
+    void* stream;
+    void* attrs;
+    unsigned num_attrs;
+};
+
+// How many clusters of `function`'s size (its __cluster_dims__; launch attributes are not
+// emulated) can run at once: as many as the multiprocessors hold, each holding as many of the
+// config's blocks as the 228 KiB of shared memory (1 KiB of it reserved per block) allows. No GPC
+// layout: every multiprocessor can take part in a cluster.
+__attribute__((visibility("default"))) CUresult cuOccupancyMaxActiveClusters(int* clusters, Function* function,
+                                                                             const LaunchConfig* config) {
+    EMBER_LOCK;
+    EMBER_CHECK_CONTEXT;
+    if (!clusters || !config || !function || !g_modules.count(function->module)) return CUDA_ERROR_INVALID_VALUE;
+    if (config->num_attrs != 0) {
+        report("cuOccupancyMaxActiveClusters: launch attributes are not emulated");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    const unsigned threads = config->block_x * config->block_y * config->block_z;
+    if (threads == 0 || threads > function->max_threads || config->shared_mem_bytes > function->max_dynamic_smem)
+        return CUDA_ERROR_INVALID_VALUE;
+    const std::size_t per_block = config->shared_mem_bytes + 1024;
+    const std::size_t blocks_per_sm = std::min<std::size_t>(228 * 1024 / per_block, 2048 / threads);
+    *clusters = static_cast<int>(kMultiprocessors * blocks_per_sm / function->entry->cluster_x);
     return CUDA_SUCCESS;
 }
 
