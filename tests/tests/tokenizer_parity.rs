@@ -44,6 +44,7 @@ use ember::tokenize::TextTokenizer;
 use ember::ModelFolder;
 use ember_reference_tests::mixed_text::MixedText;
 use ember_reference_tests::*;
+use rayon::prelude::*;
 use serde_json::{json, Value};
 
 const GENERATED_PER_FOLDER: usize = 100_000;
@@ -116,33 +117,50 @@ fn all_texts(generated: usize, seed: u64) -> Vec<String> {
     texts
 }
 
+/// What one text gave on both paths: the mismatch (if any), whether the crate's ids filled
+/// `max_seq_length`, and the seconds each path took.
+struct Compared {
+    mismatch: Option<String>,
+    truncated: bool,
+    fast_time: f64,
+    reference_time: f64,
+}
+
 /// Compares both paths on every text; panics listing the first mismatches. Returns how many
 /// texts were compared.
+///
+/// The texts are spread over rayon's pool (almost all the time goes to the `tokenizers` crate,
+/// one text at a time), so the times printed are summed over its threads.
 fn assert_parity(name: &str, tokenizer: &TextTokenizer, texts: &[String]) -> usize {
-    let (mut fast, mut reference) = (Vec::new(), Vec::new());
-    let mut mismatches = Vec::new();
-    let mut truncated = 0;
-    let (mut fast_time, mut reference_time) = (0.0, 0.0);
-    for (i, text) in texts.iter().enumerate() {
-        let start = Instant::now();
-        let a = tokenizer.encode_into(text, &mut fast).map(|_| fast.clone());
-        let middle = Instant::now();
-        let b = tokenizer
-            .reference_encode_into(text, &mut reference)
-            .map(|_| reference.clone());
-        fast_time += (middle - start).as_secs_f64();
-        reference_time += middle.elapsed().as_secs_f64();
-        if b.as_ref()
-            .is_ok_and(|ids| ids.len() == tokenizer.max_seq_length())
-        {
-            truncated += 1;
-        }
-        if a != b {
-            mismatches.push(format!(
-                "text {i} {text:?}:\n  fast      {a:?}\n  tokenizers {b:?}"
-            ));
-        }
-    }
+    let compared: Vec<Compared> = texts
+        .par_iter()
+        .enumerate()
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(fast, reference), (i, text)| {
+                let start = Instant::now();
+                let a = tokenizer.encode_into(text, fast);
+                let middle = Instant::now();
+                let b = tokenizer.reference_encode_into(text, reference);
+                let reference_time = middle.elapsed().as_secs_f64();
+                let (a, b) = (a.map(|()| &*fast), b.map(|()| &*reference));
+                Compared {
+                    truncated: b
+                        .as_ref()
+                        .is_ok_and(|ids| ids.len() == tokenizer.max_seq_length()),
+                    mismatch: (a != b).then(|| {
+                        format!("text {i} {text:?}:\n  fast      {a:?}\n  tokenizers {b:?}")
+                    }),
+                    fast_time: (middle - start).as_secs_f64(),
+                    reference_time,
+                }
+            },
+        )
+        .collect();
+    let truncated = compared.iter().filter(|c| c.truncated).count();
+    let fast_time: f64 = compared.iter().map(|c| c.fast_time).sum();
+    let reference_time: f64 = compared.iter().map(|c| c.reference_time).sum();
+    let mismatches: Vec<String> = compared.into_iter().filter_map(|c| c.mismatch).collect();
     println!(
         "{name}: {} texts compared ({truncated} at max_seq_length {}), {} mismatches \
          (fast {fast_time:.2} s, tokenizers {reference_time:.2} s)",
@@ -711,27 +729,37 @@ fn texts_with_fragments(generated: usize, seed: u64, fragments: &[&str]) -> Vec<
 }
 
 /// The dropped counts (`encode_into_counting_dropped`) against the crate's untruncated
-/// lengths, and the counted ids against plain `encode_into`.
+/// lengths, and the counted ids against plain `encode_into`; the texts spread over rayon's pool
+/// as in [`assert_parity`].
 fn assert_dropped_parity(name: &str, tokenizer: &TextTokenizer, texts: &[String]) -> usize {
-    let mut scratch = ember::tokenize::TokenizeScratch::default();
-    let (mut counted, mut plain) = (Vec::new(), Vec::new());
-    let mut mismatches = Vec::new();
-    let mut cut = 0;
-    for (i, text) in texts.iter().enumerate() {
-        let dropped = tokenizer
-            .encode_into_counting_dropped(text, &mut counted, &mut scratch)
-            .unwrap();
-        tokenizer.encode_into(text, &mut plain).unwrap();
-        let full = tokenizer.reference_untruncated_len(text).unwrap();
-        cut += usize::from(dropped > 0);
-        if counted != plain || counted.len() + dropped != full {
-            mismatches.push(format!(
-                "text {i} {text:?}: {} kept + {dropped} dropped, crate untruncated {full}, same ids {}",
-                counted.len(),
-                counted == plain
-            ));
-        }
-    }
+    // Per text: whether truncation cut it, and its mismatch if any.
+    let checked: Vec<(bool, Option<String>)> = texts
+        .par_iter()
+        .enumerate()
+        .map_init(
+            || {
+                let scratch = ember::tokenize::TokenizeScratch::default();
+                (scratch, Vec::new(), Vec::new())
+            },
+            |(scratch, counted, plain), (i, text)| {
+                let dropped = tokenizer
+                    .encode_into_counting_dropped(text, counted, scratch)
+                    .unwrap();
+                tokenizer.encode_into(text, plain).unwrap();
+                let full = tokenizer.reference_untruncated_len(text).unwrap();
+                let mismatch = (counted != plain || counted.len() + dropped != full).then(|| {
+                    format!(
+                        "text {i} {text:?}: {} kept + {dropped} dropped, crate untruncated {full}, same ids {}",
+                        counted.len(),
+                        counted == plain
+                    )
+                });
+                (dropped > 0, mismatch)
+            },
+        )
+        .collect();
+    let cut = checked.iter().filter(|(cut, _)| *cut).count();
+    let mismatches: Vec<String> = checked.into_iter().filter_map(|(_, m)| m).collect();
     println!(
         "{name}: dropped counts of {} texts compared ({cut} cut), {} mismatches",
         texts.len(),
