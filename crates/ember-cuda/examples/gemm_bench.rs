@@ -125,13 +125,13 @@ fn bench<E: Element>(
     prefixes: &[String],
     json: &mut Option<std::fs::File>,
 ) -> Result<(), CudaError> {
+    let (exclude, include): (Vec<&String>, Vec<&String>) =
+        prefixes.iter().partition(|p| p.starts_with('-'));
     let kernels: Vec<GemmKernel> = GemmKernel::ALL
         .into_iter()
         .filter(|kernel| kernel.entry_point(E::DTYPE).is_some() && kernel.runs_on(device.arch()))
         .filter(|kernel| {
             let name = format!("{kernel:?}");
-            let (exclude, include): (Vec<&String>, Vec<&String>) =
-                prefixes.iter().partition(|p| p.starts_with('-'));
             (include.is_empty() || include.iter().any(|p| name.starts_with(p.as_str())))
                 && !exclude.iter().any(|p| name.starts_with(&p[1..]))
         })

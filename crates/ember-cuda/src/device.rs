@@ -401,14 +401,18 @@ impl CudaDevice {
         name: &'static str,
         dynamic_smem: u32,
     ) -> Result<CudaFunction, CudaError> {
-        let lock = || {
-            self.functions
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
-        if let Some(function) = lock().get(name) {
-            return Ok(function.clone());
-        }
+        cached(&self.functions, name, || {
+            self.load_function(file, name, dynamic_smem)
+        })
+    }
+
+    /// [`Self::function`]'s first load.
+    fn load_function(
+        &self,
+        file: KernelFile,
+        name: &'static str,
+        dynamic_smem: u32,
+    ) -> Result<CudaFunction, CudaError> {
         let function = self
             .module(file)?
             .load_function(name)
@@ -429,7 +433,7 @@ impl CudaDevice {
                 )
                 .map_err(CudaError::driver("cuFuncSetAttribute"))?;
         }
-        Ok(lock().entry(name).or_insert(function).clone())
+        Ok(function)
     }
 
     /// How many clusters of the kernel `name` (`function`, declared with `__cluster_dims__(cluster,
@@ -444,14 +448,19 @@ impl CudaDevice {
         threads: u32,
         dynamic_smem: u32,
     ) -> Result<u32, CudaError> {
-        let lock = || {
-            self.max_active_clusters
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        };
-        if let Some(&clusters) = lock().get(name) {
-            return Ok(clusters);
-        }
+        cached(&self.max_active_clusters, name, || {
+            self.ask_max_active_clusters(function, cluster, threads, dynamic_smem)
+        })
+    }
+
+    /// [`Self::max_active_clusters`]'s driver call.
+    fn ask_max_active_clusters(
+        &self,
+        function: &CudaFunction,
+        cluster: u32,
+        threads: u32,
+        dynamic_smem: u32,
+    ) -> Result<u32, CudaError> {
         let config = cudarc::driver::sys::CUlaunchConfig {
             gridDimX: cluster,
             gridDimY: 1,
@@ -480,8 +489,7 @@ impl CudaDevice {
         }
         .result()
         .map_err(CudaError::driver("cuOccupancyMaxActiveClusters"))?;
-        let clusters = u32::try_from(clusters).unwrap_or(0).max(1);
-        Ok(*lock().entry(name).or_insert(clusters))
+        Ok(u32::try_from(clusters).unwrap_or(0).max(1))
     }
 
     /// A tensor of `len` zeros.
@@ -651,6 +659,21 @@ fn gemm_family_setting(arch: Arch) -> Result<GemmFamily, CudaError> {
                 .to_owned(),
         )),
     }
+}
+
+/// `map[key]`, made by `make` the first time (outside the lock, so that `make` may take other
+/// locks; of two threads that both made it, the first to store it wins).
+fn cached<V: Clone>(
+    map: &Mutex<HashMap<&'static str, V>>,
+    key: &'static str,
+    make: impl FnOnce() -> Result<V, CudaError>,
+) -> Result<V, CudaError> {
+    let lock = || map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(value) = lock().get(key) {
+        return Ok(value.clone());
+    }
+    let value = make()?;
+    Ok(lock().entry(key).or_insert(value).clone())
 }
 
 /// `seq_offsets` as u32 and the longest sequence, or `Err(InvalidOffsets)` unless they start

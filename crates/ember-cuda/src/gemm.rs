@@ -511,6 +511,8 @@ pub fn linear_with_kernel<E: Element>(
     if mn == 0 {
         return Ok(());
     }
+    let smem = kernel.dynamic_smem();
+    let function = device.function(kernel.file(), entry_point, smem)?;
     let (bm, bn) = kernel.tile();
     let (row_blocks, col_blocks) = (m.div_ceil(bm as usize), n.div_ceil(bn as usize));
     let (grid_x, grid_y) = if kernel.persistent() {
@@ -528,13 +530,12 @@ pub fn linear_with_kernel<E: Element>(
         let mut clusters = groups.min((device.multiprocessors() as usize / cluster).max(1));
         if cluster > 1 {
             // All at once, or the surplus would run as a second wave of whole shares.
-            let function = device.function(kernel.file(), entry_point, kernel.dynamic_smem())?;
             let resident = device.max_active_clusters(
                 &function,
                 entry_point,
                 kernel.cluster(),
                 kernel.threads(),
-                kernel.dynamic_smem(),
+                smem,
             )?;
             clusters = clusters.min(resident as usize);
         }
@@ -549,8 +550,6 @@ pub fn linear_with_kernel<E: Element>(
             })?;
         (col_blocks as u32, grid_y) // n fits i32, so col_blocks fits u32
     };
-    let smem = kernel.dynamic_smem();
-    let function = device.function(kernel.file(), entry_point, smem)?;
     let config = LaunchConfig {
         grid_dim: (grid_x, grid_y, 1),
         block_dim: (kernel.threads(), 1, 1),
