@@ -138,6 +138,8 @@ struct Fiber {
     char* stack;
     State state;
     uint3 tid;
+    unsigned rank;  // its CTA's rank in the cluster
+    unsigned warp;  // its warp's index in the cluster (rank · warps a block + warp in its block)
     Site site;  // of the barrier, collective or spin-wait it waits at
     char waiting_for[128];  // a yielded fiber's yield() description
     // The posted collective (warp_collective's arguments).
@@ -167,6 +169,10 @@ struct Cta {
     uint3 block_idx;
     unsigned char* window;  // its shared window: 1024-byte aligned, smem_shift bytes before
     unsigned char* smem;    // its dynamic shared memory (both null without)
+    // Its threads at __syncthreads() and exited: settle_barrier scans the CTA only once these
+    // add up to the block (a scan per resumed fiber made a barrier phase quadratic in threads).
+    unsigned at_barrier;
+    unsigned exited;
 };
 
 struct Launch {
@@ -197,6 +203,18 @@ struct Launch {
     // round that got nowhere (back up at any progress), so that higher ranks run as far ahead of
     // lower ones as the kernel's synchronisation allows (a missing cross-block wait shows).
     unsigned round_floor;
+    // Every Ready fiber's index is in [ready_lo, ready_hi) (bounds, not exact: widened when a
+    // fiber is made ready, narrowed by pick), so that pick scans only that span and still
+    // returns what a scan of every fiber would.
+    std::size_t ready_lo;
+    std::size_t ready_hi;
+    // The cluster's threads at cluster_sync() (settle_cluster_barrier scans only when these and
+    // the CTAs' exited threads add up to the cluster).
+    unsigned at_cluster_barrier;
+    // By warp (Fiber::warp): lanes waiting at a collective, lanes exited (settle_warp looks at
+    // the lanes only once these add up to the warp).
+    std::vector<unsigned> warp_waiting;
+    std::vector<unsigned> warp_exited;
     LaunchError error;
 #ifdef EMBER_EMU_ASAN
     const void* scheduler_stack;
@@ -317,7 +335,7 @@ __attribute__((format(printf, 2, 3))) void fail_cluster(Launch& launch, const ch
 
 unsigned linear_index(const Fiber& f) { return static_cast<unsigned>(&f - g_launch->fibers.data()); }
 // The fiber's CTA (its rank) and its linear index in its block.
-unsigned rank_of(const Fiber& f) { return linear_index(f) / g_launch->block_threads; }
+unsigned rank_of(const Fiber& f) { return f.rank; }
 unsigned local_index(const Fiber& f) { return linear_index(f) % g_launch->block_threads; }
 
 bool in_range(const void* p, std::size_t bytes, const unsigned char* base, std::size_t size) {
@@ -389,6 +407,8 @@ std::size_t pending_copies(const Fiber& f) {
             f.state = State::Faulted;
         } else {
             f.state = State::Exited;
+            ++launch.ctas[rank_of(f)].exited;
+            ++launch.warp_exited[f.warp];
         }
         switch_to_scheduler(f, f.state == State::Faulted);
     }
@@ -396,27 +416,51 @@ std::size_t pending_copies(const Fiber& f) {
 
 // ---- the scheduler ----
 
+// Makes fibers [first, last) ready, widening pick's span to hold them.
+void make_ready(Launch& launch, std::size_t first, std::size_t last) {
+    for (std::size_t i = first; i < last; ++i) launch.fibers[i].state = State::Ready;
+    if (first < last) {
+        launch.ready_lo = std::min(launch.ready_lo, first);
+        launch.ready_hi = std::max(launch.ready_hi, last);
+    }
+}
+
+// The next fiber to run in the schedule's order: the first ready one, the last, or a random one
+// (searched in [ready_lo, ready_hi) only, where every ready fiber is); null when none is ready.
 Fiber* pick(Launch& launch) {
-    std::vector<Fiber>& fibers = launch.fibers;
+    Fiber* const fibers = launch.fibers.data();
+    std::size_t lo = launch.ready_lo, hi = std::min(launch.ready_hi, launch.fibers.size());
+    Fiber* found = nullptr;
     switch (launch.schedule->order) {
     case Schedule::Order::Ascending:
-        for (Fiber& f : fibers)
-            if (f.state == State::Ready) return &f;
-        return nullptr;
+        while (lo < hi && fibers[lo].state != State::Ready) ++lo;
+        if (lo < hi) found = &fibers[lo];
+        break;
     case Schedule::Order::Descending:
-        for (auto f = fibers.rbegin(); f != fibers.rend(); ++f)
-            if (f->state == State::Ready) return &*f;
-        return nullptr;
+        while (lo < hi && fibers[hi - 1].state != State::Ready) --hi;
+        if (lo < hi) found = &fibers[hi - 1];
+        break;
     case Schedule::Order::Random: {
+        while (lo < hi && fibers[lo].state != State::Ready) ++lo;
+        while (lo < hi && fibers[hi - 1].state != State::Ready) --hi;
         std::size_t ready = 0;
-        for (const Fiber& f : fibers) ready += f.state == State::Ready;
-        if (ready == 0) return nullptr;
+        for (std::size_t i = lo; i < hi; ++i) ready += fibers[i].state == State::Ready;
+        if (ready == 0) break;
         std::size_t k = splitmix(launch.rng) % ready;
-        for (Fiber& f : fibers)
-            if (f.state == State::Ready && k-- == 0) return &f;
+        for (std::size_t i = lo; i < hi && !found; ++i)
+            if (fibers[i].state == State::Ready && k-- == 0) found = &fibers[i];
+        break;
     }
     }
-    return nullptr;
+    // No ready fiber outside [lo, hi): the span narrows (to nothing when none is ready).
+    if (found) {
+        launch.ready_lo = lo;
+        launch.ready_hi = hi;
+    } else {
+        launch.ready_lo = launch.fibers.size();
+        launch.ready_hi = 0;
+    }
+    return found;
 }
 
 float bf16_to_f32(unsigned short h) { return __uint_as_float(static_cast<unsigned>(h) << 16); }
@@ -509,6 +553,8 @@ void settle_warp(Launch& launch, const Fiber& member) {
     const unsigned w = local_index(member) / kWarp;  // the warp in its block
     const unsigned first = block_first + w * kWarp;
     const unsigned n = std::min<unsigned>(kWarp, block_first + launch.block_threads - first);
+    const unsigned arrived = launch.warp_waiting[member.warp];
+    if (arrived == 0 || arrived + launch.warp_exited[member.warp] != n) return;
     Fiber* lanes = &launch.fibers[first];
     blockIdx = launch.ctas[rank].block_idx;  // for the messages
     unsigned waiting = 0, exited_mask = 0;
@@ -518,6 +564,7 @@ void settle_warp(Launch& launch, const Fiber& member) {
         else return;
     }
     if (waiting == 0) return;
+    launch.warp_waiting[member.warp] = 0;
     const Fiber& lead = *std::find_if(lanes, lanes + n, [](const Fiber& f) { return f.state == State::AtCollective; });
     const unsigned all = n == kWarp ? 0xFFFFFFFFu : (1u << n) - 1;
     if (exited_mask != 0) {
@@ -548,7 +595,7 @@ void settle_warp(Launch& launch, const Fiber& member) {
         }
     }
     run_collective(launch, rank, lanes, n);
-    for (unsigned l = 0; l < n; ++l) lanes[l].state = State::Ready;
+    make_ready(launch, first, first + n);
 }
 
 // In a cluster launch, the static __shared__ variables must keep the poison (the CTAs of a
@@ -570,6 +617,8 @@ bool static_shared_untouched(Launch& launch) {
 
 // Releases CTA `rank`'s __syncthreads() if every thread of it that has not exited waits at it.
 void settle_barrier(Launch& launch, unsigned rank) {
+    Cta& cta = launch.ctas[rank];
+    if (cta.at_barrier == 0 || cta.at_barrier + cta.exited != launch.block_threads) return;
     Fiber* const begin = launch.fibers.data() + std::size_t(rank) * launch.block_threads;
     Fiber* const end = begin + launch.block_threads;
     unsigned waiting = 0, exited = 0;
@@ -604,11 +653,15 @@ void settle_barrier(Launch& launch, unsigned rank) {
         }
     }
     if (!static_shared_untouched(launch)) return;
-    for (Fiber* f = begin; f != end; ++f) f->state = State::Ready;
+    cta.at_barrier = 0;
+    make_ready(launch, std::size_t(rank) * launch.block_threads, std::size_t(rank + 1) * launch.block_threads);
 }
 
 // Releases cluster_sync() if every thread of every CTA of the cluster waits at it (none exited).
 void settle_cluster_barrier(Launch& launch) {
+    unsigned arrived = launch.at_cluster_barrier;
+    for (const Cta& cta : launch.ctas) arrived += cta.exited;
+    if (launch.at_cluster_barrier == 0 || arrived != launch.fibers.size()) return;
     unsigned waiting = 0, exited = 0;
     const Fiber* lead = nullptr;
     for (const Fiber& f : launch.fibers) {
@@ -645,7 +698,8 @@ void settle_cluster_barrier(Launch& launch) {
         }
     }
     if (!static_shared_untouched(launch)) return;
-    for (Fiber& f : launch.fibers) f.state = State::Ready;
+    launch.at_cluster_barrier = 0;
+    make_ready(launch, 0, launch.fibers.size());
 }
 
 // Every thread is blocked and nothing can release them: say where they wait (in a cluster
@@ -693,6 +747,7 @@ void run_cluster(Launch& launch, dim3 block, uint3 first) {
     for (unsigned r = 0; r < launch.cluster_x; ++r) {
         Cta& cta = launch.ctas[r];
         cta.block_idx = {first.x + r, first.y, first.z};
+        cta.at_barrier = cta.exited = 0;
         void* arena = nullptr;
         if (launch.smem_bytes && posix_memalign(&arena, 1024, shift + launch.smem_bytes) != 0) {
             blockIdx = cta.block_idx;
@@ -704,10 +759,13 @@ void run_cluster(Launch& launch, dim3 block, uint3 first) {
         cta.smem = arena ? cta.window + shift : nullptr;
     }
 
+    launch.at_cluster_barrier = 0;
+    std::fill(launch.warp_waiting.begin(), launch.warp_waiting.end(), 0u);
+    std::fill(launch.warp_exited.begin(), launch.warp_exited.end(), 0u);
+    make_ready(launch, 0, launch.fibers.size());
     for (unsigned i = 0; i < launch.fibers.size(); ++i) {
         Fiber& f = launch.fibers[i];
         const unsigned t = i % launch.block_threads;
-        f.state = State::Ready;
         f.tid = {t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
         f.committed.clear();
         f.open.clear();
@@ -730,7 +788,8 @@ void run_cluster(Launch& launch, dim3 block, uint3 first) {
                 if (stalled) --launch.round_floor;
                 else launch.round_floor = top_floor;
                 for (Fiber& g : launch.fibers)
-                    if (g.state == State::Yielded && rank_of(g) >= launch.round_floor) g.state = State::Ready;
+                    if (g.state == State::Yielded && rank_of(g) >= launch.round_floor)
+                        make_ready(launch, linear_index(g), linear_index(g) + 1);
                 launch.in_round = true;
                 launch.round_progress = launch.progress;
                 continue;
@@ -773,6 +832,7 @@ Fiber& current_fiber(const char* what) {
 void syncthreads(Site site) {
     Fiber& f = current_fiber("__syncthreads");
     f.state = State::AtBarrier;
+    ++g_launch->ctas[rank_of(f)].at_barrier;
     f.site = site;
     switch_to_scheduler(f, false);
 }
@@ -780,6 +840,7 @@ void syncthreads(Site site) {
 void cluster_sync(Site site) {
     Fiber& f = current_fiber("cluster_sync");
     f.state = State::AtClusterBarrier;
+    ++g_launch->at_cluster_barrier;
     f.site = site;
     switch_to_scheduler(f, false);
 }
@@ -788,6 +849,7 @@ void warp_collective(CollectiveOp op, unsigned mask, const void* in, const void*
                      std::size_t size, Site site) {
     Fiber& f = current_fiber(op_name(op));
     f.state = State::AtCollective;
+    ++g_launch->warp_waiting[f.warp];
     f.op = op;
     f.mask = mask;
     f.in = in;
@@ -1024,6 +1086,9 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
     launch.ctas.resize(cluster_x);
     const std::size_t fibers = threads * cluster_x;
     launch.fibers.resize(fibers);
+    const unsigned warps_per_block = static_cast<unsigned>((threads + kWarp - 1) / kWarp);
+    launch.warp_waiting.assign(std::size_t(warps_per_block) * cluster_x, 0);
+    launch.warp_exited.assign(std::size_t(warps_per_block) * cluster_x, 0);
     const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
     launch.stacks_bytes = fibers * (page + kStackBytes);
     void* stacks = mmap(nullptr, launch.stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -1038,6 +1103,8 @@ LaunchError run_grid(const Schedule& schedule, dim3 grid, dim3 block, std::size_
         mprotect(guard, page, PROT_NONE);  // a fiber that overflows its stack faults here
         Fiber& f = launch.fibers[i];
         f.stack = guard + page;
+        f.rank = static_cast<unsigned>(i / threads);
+        f.warp = f.rank * warps_per_block + static_cast<unsigned>(i % threads) / kWarp;
 #ifdef EMBER_EMU_ASAN
         ASAN_UNPOISON_MEMORY_REGION(f.stack, kStackBytes);  // the shadow of an earlier launch's frames
 #endif
