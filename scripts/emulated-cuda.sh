@@ -9,9 +9,11 @@
 # EMBER_EMU_CXXFLAGS adds flags (e.g. "-O1 -g").
 #   scripts/emulated-cuda.sh --test
 # then runs the CUDA tests on it (a few minutes on 2 cores; needs NVRTC, see
-# scripts/install-nvrtc.sh, and the model, see scripts/fetch-model.sh): backend_ops with the
-# mma.sync and the wgmma GEMM, cuda_e2e, and `ember embed --device cuda` in f32, bf16 and f16
-# against the CPU's f32 (cosine ≥ 0.99999 for f32, ≥ 0.999 for bf16 and f16).
+# scripts/install-nvrtc.sh, and the model, see scripts/fetch-model.sh): backend_ops (every
+# kernel by name, and the kernel each GEMM family chooses), cuda_e2e, and `ember embed --device
+# cuda` in f32, bf16 and f16 against the CPU's f32 (cosine ≥ 0.99999 for f32, ≥ 0.999 for bf16
+# and f16). The processes after the first load the kernels from the on-disk CUBIN cache
+# (EMBER_KERNEL_CACHE, crates/ember-cuda/src/kernel_cache.rs) instead of compiling them again.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 crate=$root/crates/ember-cuda
@@ -37,7 +39,11 @@ export LD_LIBRARY_PATH="$out${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" EMBER_REQUIRE
 EMBER_MINILM_DIR=${EMBER_MINILM_DIR:-$(scripts/fetch-model.sh)}
 export EMBER_MINILM_DIR
 cargo test --release -p ember-cuda --test backend_ops
-EMBER_CUDA_GEMM=wgmma cargo test --release -p ember-cuda --test backend_ops
+# The other families' choice (`gemm-auto` cases; every kernel already ran above by name).
+for family in mma wgmma; do
+  EMBER_CUDA_GEMM=$family EMBER_CUDA_CASES=gemm-auto cargo test --release -p ember-cuda --test backend_ops \
+    -- every_op_matches_the_cpu_reference
+done
 cargo test --release -p ember-reference-tests --test cuda_e2e
 cargo build --release -p ember-cli
 cosine() {  # of two JSON arrays of numbers

@@ -1,12 +1,14 @@
 //! The kernel sources, embedded in the crate, and their compilation: each `kernels/<op>.cu` is
 //! compiled by NVRTC (with `kernels/common.cuh` as its only header) the first time one of its
 //! kernels is needed on a device, for that device's architecture; the CUBIN is cached for the
-//! rest of the process, so a second device of the same architecture reuses it.
+//! rest of the process, so a second device of the same architecture reuses it, and on disk
+//! ([`crate::kernel_cache`]), so that later processes load it instead of compiling.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::CudaError;
+use crate::kernel_cache;
 use crate::nvrtc::{Arch, Nvrtc};
 
 /// `kernels/common.cuh`, included by every kernel file.
@@ -88,6 +90,36 @@ impl KernelFile {
         nvrtc.compile(self.file_name(), self.source(), &[COMMON_HEADER], arch)
     }
 
+    /// This file's CUBIN for `arch`: from the on-disk cache in `dir` when it holds one for
+    /// exactly these sources, options and NVRTC, else compiled and stored there (a cache that
+    /// cannot be written is no error). `dir: None` only compiles.
+    pub fn compile_cached(
+        self,
+        nvrtc: &Nvrtc,
+        arch: Arch,
+        dir: Option<&std::path::Path>,
+    ) -> Result<Vec<u8>, CudaError> {
+        let Some(dir) = dir else {
+            return Ok(self.compile(nvrtc, arch)?.cubin);
+        };
+        let options = Nvrtc::options(arch);
+        let key = kernel_cache::Key::new(&kernel_cache::Inputs {
+            file: self.file_name(),
+            source: self.source(),
+            headers: &[COMMON_HEADER],
+            target: &arch.nvrtc_target(),
+            options: &options,
+            nvrtc_version: nvrtc.version(),
+        });
+        if let Some(cubin) = kernel_cache::load(dir, &key) {
+            return Ok(cubin);
+        }
+        let cubin = self.compile(nvrtc, arch)?.cubin;
+        // Best effort: an unwritable cache costs the next process a compilation, nothing more.
+        let _ = kernel_cache::store(dir, &key, &cubin);
+        Ok(cubin)
+    }
+
     /// The `extern "C"` kernels of this file that the launchers use.
     pub fn entry_points(self) -> Vec<&'static str> {
         use crate::{activation, attention, embedding, gemm, layernorm, pooling, rotary};
@@ -123,7 +155,9 @@ pub fn cubin(nvrtc: &Nvrtc, file: KernelFile, arch: Arch) -> Result<Arc<[u8]>, C
     if let Some(cubin) = lock().get(&(file, arch)) {
         return Ok(cubin.clone());
     }
-    // Compile outside the lock (seconds for gemm.cu); a racing thread's copy is as good.
-    let cubin: Arc<[u8]> = file.compile(nvrtc, arch)?.cubin.into();
+    // Compile (or read from disk) outside the lock (seconds for gemm.cu); a racing thread's
+    // copy is as good.
+    let dir = kernel_cache::directory();
+    let cubin: Arc<[u8]> = file.compile_cached(nvrtc, arch, dir.as_deref())?.into();
     Ok(lock().entry((file, arch)).or_insert(cubin).clone())
 }

@@ -42,6 +42,7 @@ pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod gemm;
+pub mod kernel_cache;
 pub mod kernels;
 pub mod layernorm;
 pub mod nvrtc;

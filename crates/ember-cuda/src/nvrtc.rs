@@ -235,6 +235,19 @@ impl Nvrtc {
         Err(CudaError::Nvrtc { call, message })
     }
 
+    /// The options [`Nvrtc::compile`] passes for `arch` (also part of the on-disk cache's key,
+    /// [`crate::kernel_cache`]).
+    pub fn options(arch: Arch) -> [String; 4] {
+        [
+            format!("--gpu-architecture={}", arch.nvrtc_target()),
+            "--std=c++17".to_owned(),
+            // Line tables for profilers; no effect on the code.
+            "--generate-line-info".to_owned(),
+            // ptxas's resource report (registers, spills) goes into the log.
+            "--ptxas-options=-v".to_owned(),
+        ]
+    }
+
     /// Compiles `source` (named `file` in messages) with `headers` (`(include name, text)`,
     /// found by `#include "name"`) to a CUBIN for `arch`. A compilation error is
     /// `Err(Compile)` with NVRTC's log.
@@ -265,17 +278,10 @@ impl Nvrtc {
             header_texts.iter().map(|s| s.as_ptr()).collect();
         let header_name_ptrs: Vec<*const c_char> =
             header_names.iter().map(|s| s.as_ptr()).collect();
-        let options = [
-            format!("--gpu-architecture={}", arch.nvrtc_target()),
-            "--std=c++17".to_owned(),
-            // Line tables for profilers; no effect on the code.
-            "--generate-line-info".to_owned(),
-            // ptxas's resource report (registers, spills) goes into the log.
-            "--ptxas-options=-v".to_owned(),
-        ]
-        .iter()
-        .map(|o| c_string(o, "an option"))
-        .collect::<Result<Vec<_>, _>>()?;
+        let options = Self::options(arch)
+            .iter()
+            .map(|o| c_string(o, "an option"))
+            .collect::<Result<Vec<_>, _>>()?;
         let option_ptrs: Vec<*const c_char> = options.iter().map(|s| s.as_ptr()).collect();
 
         let mut program: Program = std::ptr::null_mut();

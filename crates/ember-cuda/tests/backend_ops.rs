@@ -744,10 +744,15 @@ fn cases() -> Vec<Case> {
                 });
             }
         }
-        cases.push(Case {
-            op: gemm(None, 2400, 768, 768, true, Gelu, true),
-            dtype,
-        });
+        // The kernel `linear` chooses (in the family EMBER_CUDA_GEMM names, or the device's
+        // default): BERT-base's attention output at T = 2400, and two shapes small enough for
+        // the emulated GPU, one with fewer tiles than multiprocessors and one with more.
+        for (m, n, k) in [(2400, 768, 768), (130, 200, 72), (8500, 264, 8)] {
+            cases.push(Case {
+                op: gemm(None, m, n, k, true, Gelu, true),
+                dtype,
+            });
+        }
     }
     for &(m, n, k, bias, act, residual) in &[
         (1, 1, 1, false, Identity, false),

@@ -191,6 +191,69 @@ fn a_kernel_that_does_not_compile_is_an_error_with_the_log() {
     );
 }
 
+/// The on-disk cache (`ember_cuda::kernel_cache`) with a real NVRTC: a miss compiles and stores
+/// the very CUBIN a plain compilation gives; a hit is read from disk, not compiled (a planted
+/// entry comes back as planted); a damaged entry is compiled again and rewritten.
+#[test]
+fn the_disk_cache_stores_and_loads_cubins() {
+    let Some(nvrtc) = nvrtc_or_skip("the_disk_cache_stores_and_loads_cubins") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ember-nvrtc-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (file, arch) = (KernelFile::Rotary, Arch::SM80); // the smallest file: ~0.05 s
+    let compiled = file.compile(nvrtc, arch).unwrap().cubin;
+    let first = file.compile_cached(nvrtc, arch, Some(&dir)).unwrap();
+    assert_eq!(first, compiled, "a miss gives what compiling gives");
+    let entries: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("rotary-sm_80-") && name.ends_with(".cubin"),
+        "{name}"
+    );
+
+    // A hit: plant another CUBIN under the same key (stored through the cache's own writer) and
+    // get it back.
+    let key_inputs = ember_cuda::kernel_cache::Inputs {
+        file: file.file_name(),
+        source: file.source(),
+        headers: &[COMMON_HEADER],
+        target: &arch.nvrtc_target(),
+        options: &Nvrtc::options(arch),
+        nvrtc_version: nvrtc.version(),
+    };
+    let key = ember_cuda::kernel_cache::Key::new(&key_inputs);
+    assert_eq!(key.file_name(), name);
+    let planted = b"not a cubin, but the cache's".to_vec();
+    ember_cuda::kernel_cache::store(&dir, &key, &planted).unwrap();
+    assert_eq!(
+        file.compile_cached(nvrtc, arch, Some(&dir)).unwrap(),
+        planted
+    );
+
+    // Damaged: compiled again, and the entry rewritten whole.
+    let mut bytes = std::fs::read(entry).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(entry, &bytes).unwrap();
+    assert_eq!(
+        file.compile_cached(nvrtc, arch, Some(&dir)).unwrap(),
+        compiled
+    );
+    assert_eq!(
+        ember_cuda::kernel_cache::load(&dir, &key).as_deref(),
+        Some(compiled.as_slice())
+    );
+    // Without a directory: compiled, nothing written.
+    assert_eq!(file.compile_cached(nvrtc, arch, None).unwrap(), compiled);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Runs without NVRTC: a new `.cu` file must be listed in `KernelFile` (or it would be neither
 /// embedded nor compiled by CI), and the embedded text is the file's. The folder is the crate's
 /// `kernels/`, else `./kernels` (a test binary carried to another machine runs from the crate).
