@@ -193,7 +193,7 @@ __device__ __forceinline__ float warp_max(float v) {
 // of every row it stores, so that its bias values are loaded once and the warp reads Cs and writes
 // Y 256 contiguous bytes of a row at a time. An absent bias adds −0, which leaves every value
 // (−0 too) as it is.
-template <typename T, int BN, int ACT>
+template <typename T, int BN, int ACT, int UNROLL>
 __device__ __forceinline__ void gemm_store_rows_act(
     const float* Cs, int cs, int r0, int r_step, int rows, const float* __restrict__ bias,
     const T* __restrict__ R, T* __restrict__ Y, int m, int n, int row0, int col0, int lane) {
@@ -210,9 +210,8 @@ __device__ __forceinline__ void gemm_store_rows_act(
             in_n[q][e] = col < n;
             b[q][e] = bias != nullptr && in_n[q][e] ? bias[col] : -0.0f;
         }
-    // 128 columns: two rows at a time (8 independent activations); 256: one (the same 8); 64: one
-    // (gemm_mma_64x64 spills at two).
-#pragma unroll(Q == 2 ? 2 : 1)
+    // UNROLL rows at a time: see gemm_store_rows.
+#pragma unroll(UNROLL)
     for (int r = r0; r < rows; r += r_step) {
         const int g_row = row0 + r;
         if (g_row >= m) break;
@@ -238,12 +237,14 @@ __device__ __forceinline__ void gemm_store_rows_act(
 }
 
 // gemm_store_rows_act for the activation `act` (ACT_*): the switch is outside the loops.
-template <typename T, int BN>
+// UNROLL rows a loop iteration: by default two for 128 columns (8 independent activations a
+// lane), one for 256 (the same 8) and for 64 (gemm_mma_64x64 spills at two).
+template <typename T, int BN, int UNROLL = (BN == 128 ? 2 : 1)>
 __device__ __forceinline__ void gemm_store_rows(
     const float* Cs, int cs, int r0, int r_step, int rows, const float* __restrict__ bias,
     const T* __restrict__ R, T* __restrict__ Y, int m, int n, int row0, int col0, int act, int lane) {
 #define EMBER_STORE_ROWS(ACT) \
-    gemm_store_rows_act<T, BN, ACT>(Cs, cs, r0, r_step, rows, bias, R, Y, m, n, row0, col0, lane)
+    gemm_store_rows_act<T, BN, ACT, UNROLL>(Cs, cs, r0, r_step, rows, bias, R, Y, m, n, row0, col0, lane)
     switch (act) {
     case ACT_GELU:
         EMBER_STORE_ROWS(ACT_GELU);
@@ -276,10 +277,12 @@ __device__ __forceinline__ void gemm_store_tile(
 }
 
 // One warp's ROWS × BN tile Cs [ROWS][cs] (staged by the warp, which synchronises first) into
-// Y[row0.., col0..].
+// Y[row0.., col0..], one row a loop iteration: its caller (the ping-pong GEMM) inlines it 4 times
+// for each activation, and overlaps it with the other consumer's MMAs, so its code's size
+// (instruction cache) matters more than its ILP.
 template <typename T, int ROWS, int BN>
 __device__ __forceinline__ void gemm_store_rows_warp(
     const float* Cs, int cs, const float* __restrict__ bias, const T* __restrict__ R,
     T* __restrict__ Y, int m, int n, int row0, int col0, int act, int lane) {
-    gemm_store_rows<T, BN>(Cs, cs, 0, 1, ROWS, bias, R, Y, m, n, row0, col0, act, lane);
+    gemm_store_rows<T, BN, 1>(Cs, cs, 0, 1, ROWS, bias, R, Y, m, n, row0, col0, act, lane);
 }

@@ -255,7 +255,11 @@ __device__ __forceinline__ void cluster_sync() {
 __device__ __forceinline__ void mbarrier_arrive_cluster(unsigned long long* bar, unsigned rank) {
     unsigned remote;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smem_u32(bar)), "r"(rank));
-    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
+    // .release.cta (the default), as CUTLASS's ClusterBarrier::arrive: what the arrival must
+    // follow is this warp's retired wgmma reads of the stage (wgmma.wait_group), which no
+    // cluster-scope release orders anyway, and .release.cluster costs a GPU-wide MEMBAR on every
+    // k tile's release.
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
 }
 // tma_load_2d into `smem_dst`'s offset in every block of the cluster whose bit is set in
 // `cta_mask`, each completing on its own mbarrier at `bar`'s offset.
@@ -575,7 +579,8 @@ GEMM_WGMMA_TMA(128, 128, WS_OCC2_STAGES, WS_OCC2_THREADS, 2, f16, gemm_wgmma_tma
 //    once, the activation's switch outside the loop), in 4 steps. The steps are unrolled, so
 //    that each step's accumulators die as it stages them (under the 168 registers ptxas keeps to
 //    for 288 threads; a rolled loop keeps all 128 live through every store and spills, though it
-//    would hold one copy of the store instead of 4).
+//    would hold one copy of the store instead of 4); gemm_store_rows_warp's row loop is not
+//    unrolled, so that the 4 × 5 copies (steps × activations) stay ~110 KB of code, not ~190.
 // gemm_wgmma_pingpong_mc_128x128_{bf16,f16}: the same in clusters of CLUSTER = 2 blocks
 // (__cluster_dims__), which share the W tile through TMA multicast, so that each block reads 24
 // KiB a stage from L2 instead of 32. Cluster q (blocks 2q and 2q + 1) takes the tile pairs q,
