@@ -23,7 +23,10 @@
 // y and the cluster order (per schedule) matter; one case releases every stage with
 // mbarrier_arrive_cluster (own rank included) and launches with emu::launch (the cluster size
 // from EMBER_CLUSTER_DIMS). Then the same kernel with one bug each, and cluster_exit_race, as
-// expected failures: the launch must fail with the emulator's diagnosis (not hang).
+// expected failures: the launch must fail with the emulator's diagnosis (not hang). Last,
+// cluster_stage_release: a pair of CTAs writing each other's stages, without TMA, for the race
+// that the descending schedule's skewed rounds are there to expose (emulation.h), and that the
+// other schedules miss: a stage released to its own CTA's `empty` only.
 #include <cstdio>
 #include <cstring>
 
@@ -149,11 +152,111 @@ __global__ void __cluster_dims__(2, 1, 1) cluster_exit_race() {
     mbarrier_arrive_cluster(bar, 0);
 }
 
+// A stage ring that both CTAs of a cluster fill, reduced to plain words: as the clustered
+// ping-pong GEMM (gemm_sm90.cu) multicasts each block's half of the W tile into both blocks'
+// stages, each CTA's producer (warp 0's lane 0) writes its half of tile t's stage into its own
+// stage and the peer's (mapa + st.shared::cluster), and the consumers (warps 1 and 2) read the
+// whole stage: each checks its 2 words (one of each half) against release_word and copies them
+// to out.
+//
+//   init (thread 0):   full[s] count 2 (both producers), empty[s] count 2 × consumers (both
+//                      CTAs read the stage, so both release it)
+//   cluster_sync
+//   producer, tile t:  wait empty[t % S] (phase t / S − 1), write its half into both CTAs'
+//                      stage, arrive on the peer's full, then on its own
+//   consumers, tile t: wait full[t % S] (phase t / S), check and copy the stage, arrive on the
+//                      own empty and (mbarrier_arrive_cluster) the peer's
+//   cluster_sync
+//
+// `own_release_only` plants the GEMM's bug, with the count to match (empty: the own consumers
+// only; left at both CTAs' it deadlocks, as cluster/pipeline-…+no-peer-release shows): a
+// producer then refills a stage once its own CTA's consumers are done with it, though it writes
+// into the peer's too, where the peer's may still be reading. Under the descending schedule the
+// rounds let rank 1 run ahead of rank 0 as far as the waits allow: rank 1's consumers take tile
+// t once rank 0's producer has arrived on rank 1's full, and rank 1's producer refills the stage
+// (in both CTAs) before rank 0's consumers can read it (they wait for their producer's own
+// arrival, made after the peer's): a consumer faults on a word of tile t + S. The ascending and
+// random schedules let rank 0 keep up, and miss it. The order of the producer's arrivals matters:
+// with its own first, rank 0's consumers get their turn whenever rank 1 waits for rank 0's
+// producer, before rank 1 can refill the stage, and none of the three schedules shows the bug.
+constexpr int kReleaseStages = 2;
+constexpr int kReleaseHalf = kConsumerThreads;  // words: a consumer reads one of each half
+constexpr int kReleaseStage = kCluster * kReleaseHalf;
+constexpr std::size_t kReleaseSmemBytes = kReleaseStages * (kReleaseStage * 4 + 2 * 8);
+
+// Word i of tile t's stage in cluster `cluster` (of a launch of `tiles` tiles a block): unique
+// in the launch, and never the 0xFFFFFFFF poison.
+__device__ unsigned release_word(unsigned cluster, int tiles, int t, int i) {
+    return (cluster * unsigned(tiles) + unsigned(t)) * kReleaseStage + unsigned(i);
+}
+
+__global__ void __cluster_dims__(2, 1, 1) cluster_stage_release(float* out, int tiles, int own_release_only) {
+    EMBER_DYNAMIC_SMEM(unsigned, stages);
+    auto* full = reinterpret_cast<unsigned long long*>(stages + kReleaseStages * kReleaseStage);
+    unsigned long long* empty = full + kReleaseStages;
+    const unsigned rank = cluster_ctarank(), peer = rank ^ 1, cluster = blockIdx.x / kCluster;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < kReleaseStages; ++s) {
+            mbarrier_init(&full[s], kCluster);
+            mbarrier_init(&empty[s], (own_release_only ? 1 : kCluster) * kConsumerThreads);
+        }
+        fence_mbarrier_init();
+    }
+    cluster_sync();
+
+    if (threadIdx.x == 0) {
+        for (int t = 0; t < tiles; ++t) {
+            const int s = t % kReleaseStages;
+            if (t >= kReleaseStages)
+                while (!mbarrier_try_wait_parity(&empty[s], (t / kReleaseStages - 1) & 1)) {}
+            unsigned* half = stages + s * kReleaseStage + rank * kReleaseHalf;
+            for (unsigned r = 0; r < kCluster; ++r) {
+                // tma.h's mapa, which fails the launch if CTA r has exited.
+                auto* to = static_cast<unsigned*>(emu::tma::map_to_rank("st.shared::cluster", half, r));
+                for (int i = 0; i < kReleaseHalf; ++i)
+                    to[i] = release_word(cluster, tiles, t, int(rank) * kReleaseHalf + i);
+            }
+            mbarrier_arrive_cluster(&full[s], peer);
+            mbarrier_arrive(&full[s]);
+        }
+    } else if (threadIdx.x >= 32) {
+        const int c = threadIdx.x - 32;
+        for (int t = 0; t < tiles; ++t) {
+            const int s = t % kReleaseStages;
+            while (!mbarrier_try_wait_parity(&full[s], (t / kReleaseStages) & 1)) {}
+            const unsigned* stage = stages + s * kReleaseStage;
+            for (int i = c; i < kReleaseStage; i += kConsumerThreads) {
+                const unsigned word = stage[i], want = release_word(cluster, tiles, t, i);
+                if (word != want) {
+                    // The same word of a later tile of this cluster: the stage was refilled.
+                    const unsigned first = release_word(cluster, tiles, 0, i);
+                    const bool refilled = word > want && word <= release_word(cluster, tiles, tiles - 1, i) &&
+                                          (word - first) % kReleaseStage == 0;
+                    char message[200];
+                    if (refilled)
+                        snprintf(message, sizeof message,
+                                 "tile %d's stage holds tile %d's word %d: it was refilled under its readers", t,
+                                 int((word - first) / kReleaseStage), i);
+                    else
+                        snprintf(message, sizeof message, "tile %d's stage holds 0x%08x at word %d, not 0x%08x", t,
+                                 word, i, want);
+                    emu::fault(message);
+                }
+                out[(std::size_t(blockIdx.x) * tiles + t) * kReleaseStage + i] = float(word);
+            }
+            mbarrier_arrive(&empty[s]);
+            if (!own_release_only) mbarrier_arrive_cluster(&empty[s], peer);
+        }
+    }
+    cluster_sync();
+}
+
 }  // namespace
 
 // At global namespace scope (it specialises emu::ClusterOf).
 EMBER_CLUSTER_DIMS(cluster_pipeline, 2)
 EMBER_CLUSTER_DIMS(cluster_exit_race, 2)
+EMBER_CLUSTER_DIMS(cluster_stage_release, 2)
 
 namespace {
 
@@ -267,6 +370,58 @@ void add_cluster_case(harness::Cases& cases, unsigned grid_x, int tiles, int bug
                      expect_failure});
 }
 
+// Whether `schedule` skews a cluster's rounds (run_cluster: the descending order does).
+bool skews_clusters(const emu::Schedule& schedule) { return schedule.order == emu::Schedule::Order::Descending; }
+
+// An expected failure that only the skewing schedule must show: the harness (run_kernels.cpp)
+// wants every schedule's launch to fail with `expect_failure`, but a race that the skew is there
+// to expose may go unseen under the others. Under those, a launch that succeeded is reported as
+// such, in a message that names `expect_failure` (so the harness takes it); a launch that failed
+// is passed on, so that it must still fail with `expect_failure`.
+std::function<emu::LaunchError(const emu::Schedule&, std::vector<float>&)> failing_when_skewed(
+    const char* expect_failure, std::function<emu::LaunchError(const emu::Schedule&, std::vector<float>&)> run) {
+    return [=](const emu::Schedule& schedule, std::vector<float>& got) {
+        emu::LaunchError error = run(schedule, got);
+        if (!error.failed && !skews_clusters(schedule)) {
+            error.failed = true;
+            snprintf(error.message, sizeof error.message,
+                     "the launch succeeded, as it may under %s (only the descending schedule's skew must show \"%s\")",
+                     schedule.name, expect_failure);
+        }
+        return error;
+    };
+}
+
+// cluster_stage_release on `grid` blocks (clusters of 2), `tiles` tiles a block: with
+// `own_release_only`, an expected failure under the skewing schedule only (see the kernel).
+void add_stage_release_case(harness::Cases& cases, unsigned grid, int tiles, bool own_release_only) {
+    using namespace harness;
+    const char* expect_failure = own_release_only ? "refilled under its readers" : nullptr;
+    const std::string name = "cluster/stage-release-" + std::to_string(grid) + "-t" + std::to_string(tiles) +
+                             (own_release_only ? "+own-release-only" : "") + "/-";
+    cases.push_back({name, 0.0, [=] {
+                         Instance instance;
+                         instance.want.resize(std::size_t(grid) * tiles * kReleaseStage);
+                         for (unsigned block = 0; block < grid; ++block)
+                             for (int t = 0; t < tiles; ++t)
+                                 for (int i = 0; i < kReleaseStage; ++i)
+                                     instance.want[(std::size_t(block) * tiles + t) * kReleaseStage + i] =
+                                         release_word(block / kCluster, tiles, t, i);
+                         instance.run = [=, size = instance.want.size()](const emu::Schedule& schedule,
+                                                                           std::vector<float>& got) {
+                             std::vector<float> out(size, std::nanf(""));
+                             const emu::LaunchError error =
+                                 emu::launch(schedule, dim3(grid), dim3(kThreads), kReleaseSmemBytes,
+                                             cluster_stage_release, out.data(), tiles, int(own_release_only));
+                             got = out;
+                             return error;
+                         };
+                         if (own_release_only) instance.run = failing_when_skewed(expect_failure, instance.run);
+                         return instance;
+                     },
+                     expect_failure});
+}
+
 }  // namespace
 
 namespace harness {
@@ -291,6 +446,9 @@ void add_cluster_cases(Cases& cases) {
                          return instance;
                      },
                      "which has exited"});
+    // 7 tiles over 2 stages: each stage refilled 3 times.
+    add_stage_release_case(cases, 4, 7, false);
+    add_stage_release_case(cases, 4, 7, true);
 }
 
 }  // namespace harness
