@@ -62,23 +62,20 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
-/// Checks `fast` against the f64 reference with a per-element bound that scales with the
-/// magnitude of the reduction: f32 summation error grows like √k·ε·Σ|x·w|.
-fn check(
-    case: &Case,
-    isa: Isa,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    r: Option<&[f32]>,
-    fast: &[f32],
-) {
+/// The f64 reference's results for a case and a per-element bound that scales with the
+/// magnitude of the reduction (f32 summation error grows like √k·ε·Σ|x·w|): computed once, then
+/// checked against every ISA's output ([`check`]).
+struct Expected {
+    want: Vec<f32>,
+    tol: Vec<f64>,
+}
+
+fn expected(case: &Case, x: &[f32], w: &[f32], b: Option<&[f32]>, r: Option<&[f32]>) -> Expected {
     let (m, n, k) = (case.m, case.n, case.k);
-    let mut reference = vec![f32::NAN; m * n];
-    linear_reference(x, m, w, b, n, k, case.act, r, &mut reference).unwrap();
+    let mut want = vec![f32::NAN; m * n];
+    linear_reference(x, m, w, b, n, k, case.act, r, &mut want).unwrap();
     let eps = f32::EPSILON as f64;
-    let mut worst = 0.0f64;
-    let mut failures = Vec::new();
+    let mut tol = Vec::with_capacity(m * n);
     for i in 0..m {
         for j in 0..n {
             let mut abs_sum: f64 = (0..k)
@@ -91,18 +88,36 @@ fn check(
                 abs_sum += (b[j] as f64).abs();
                 pre += b[j] as f64;
             }
-            let got = fast[i * n + j] as f64;
-            let want = reference[i * n + j] as f64;
-            let tol = 1.2 * (4.0 * (k.max(1) as f64).sqrt() * eps * abs_sum + eps * pre.abs())
-                + 2e-7 * pre.abs().max(1.0)
-                + 2.0 * eps * want.abs();
-            let err = (got - want).abs();
-            if err.is_nan() || err > tol {
-                failures.push(format!("  [{i},{j}] got {got} want {want} (tol {tol:.2e})"));
-            }
-            worst = worst.max(err / tol);
+            let reference = want[i * n + j] as f64;
+            tol.push(
+                1.2 * (4.0 * (k.max(1) as f64).sqrt() * eps * abs_sum + eps * pre.abs())
+                    + 2e-7 * pre.abs().max(1.0)
+                    + 2.0 * eps * reference.abs(),
+            );
         }
     }
+    Expected { want, tol }
+}
+
+/// Checks `fast` (from `isa`) against [`expected`]'s reference and bounds; NaN never passes.
+fn check(case: &Case, isa: Isa, expected: &Expected, fast: &[f32]) {
+    let n = case.n;
+    let mut worst = 0.0f64;
+    let mut failures = Vec::new();
+    for (index, ((&got, &want), &tol)) in fast
+        .iter()
+        .zip(&expected.want)
+        .zip(&expected.tol)
+        .enumerate()
+    {
+        let err = (got as f64 - want as f64).abs();
+        if err.is_nan() || err > tol {
+            let (i, j) = (index / n.max(1), index % n.max(1));
+            failures.push(format!("  [{i},{j}] got {got} want {want} (tol {tol:.2e})"));
+        }
+        worst = worst.max(err / tol);
+    }
+    assert_eq!(fast.len(), expected.want.len(), "{case} on {isa}");
     assert!(
         failures.is_empty(),
         "{case} on {isa}: {} mismatches, first:\n{}",
@@ -139,18 +154,11 @@ fn every_isa_matches_reference_on_edge_shapes() {
                 Precision::F16 => unreachable!("not in the list"),
             };
             assert_eq!(w_seen, round_to(precision, &w, n, k));
+            let want = expected(&case, &x_seen, &w_seen, b.as_deref(), r.as_deref());
             for isa in supported_isas() {
                 let mut out = vec![f32::NAN; m * n];
                 linear_with_isa(isa, &x, m, &packed, case.act, r.as_deref(), &mut out).unwrap();
-                check(
-                    &case,
-                    isa,
-                    &x_seen,
-                    &w_seen,
-                    b.as_deref(),
-                    r.as_deref(),
-                    &out,
-                );
+                check(&case, isa, &want, &out);
                 if precision == Precision::Int8 {
                     check_int8_against_f32(&case, &x, &w, b.as_deref(), r.as_deref(), &out);
                 }
@@ -898,10 +906,11 @@ fn int8_outlier_channels_are_exact_and_kernels_agree_bit_for_bit() {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max)
         };
+        let want = expected(&case, &x_seen, &w_seen, Some(&b), Some(&r));
         for isa in supported_isas() {
             let mut out = vec![f32::NAN; m * n];
             linear_with_isa(isa, &x, m, &packed, act, Some(&r), &mut out).unwrap();
-            check(&case, isa, &x_seen, &w_seen, Some(&b), Some(&r), &out);
+            check(&case, isa, &want, &out);
             let mut without = vec![f32::NAN; m * n];
             linear_with_isa(isa, &x, m, &plain, act, Some(&r), &mut without).unwrap();
             assert!(
@@ -1161,10 +1170,11 @@ fn rotated_int8_matches_its_definition_and_kernels_agree_bit_for_bit() {
                 .sum();
             (sum / y.len() as f64).sqrt()
         };
+        let want = expected(&case, &x_seen, &w_seen, Some(&b), Some(&r));
         for isa in supported_isas() {
             let mut out = vec![f32::NAN; m * n];
             linear_with_isa(isa, &x, m, &packed, act, Some(&r), &mut out).unwrap();
-            check(&case, isa, &x_seen, &w_seen, Some(&b), Some(&r), &out);
+            check(&case, isa, &want, &out);
             let mut own = vec![f32::NAN; m * n];
             linear_impl(isa, &x, m, &packed, act, Some(&r), &mut own, 0).unwrap();
             assert!(
