@@ -7,19 +7,22 @@
 //!
 //! An entry is named `<file stem>-<target>-<key>.cubin`, where the key is the SHA-256 of
 //! everything the CUBIN depends on: the file's text and its header's, NVRTC's options (the
-//! target among them) and version, and Ember's version. So an entry is never used for other
+//! target among them), version and build (the library file's path, size and modification time),
+//! and Ember's version. So an entry is never used for other
 //! sources, and a change of any input makes a new entry rather than a stale hit. An entry holds
 //! a magic tag, the SHA-256 of the CUBIN and the CUBIN: a truncated or corrupt file is a miss
 //! (compiled again and rewritten), never loaded. Entries are written to a temporary file and
 //! renamed into place, so concurrent processes see whole entries only. At most
 //! [`KEEP_PER_FILE`] entries of one file and target are kept (the oldest go first), so that
-//! editing a kernel does not grow the directory without bound.
+//! editing a kernel does not grow the directory without bound; a temporary file a killed
+//! process left is removed after an hour.
 //!
 //! The cache is best effort: a directory that cannot be read or written only means compiling.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -43,7 +46,9 @@ pub fn directory() -> Option<PathBuf> {
     )
 }
 
-/// [`directory`] for the given variables (`EMBER_KERNEL_CACHE`, `XDG_CACHE_HOME`, `HOME`).
+/// [`directory`] for the given variables (`EMBER_KERNEL_CACHE`, `XDG_CACHE_HOME`, `HOME`); an
+/// `XDG_CACHE_HOME` or `HOME` that is empty or relative is ignored (as the XDG spec says), so
+/// that the cache never lands in the current directory.
 pub fn directory_from(
     explicit: Option<OsString>,
     xdg_cache_home: Option<OsString>,
@@ -55,10 +60,10 @@ pub fn directory_from(
         }
         return Some(PathBuf::from(dir));
     }
+    let absolute = |dir: OsString| Some(PathBuf::from(dir)).filter(|dir| dir.is_absolute());
     let cache = xdg_cache_home
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| home.map(|home| PathBuf::from(home).join(".cache")))?;
+        .and_then(absolute)
+        .or_else(|| Some(home.and_then(absolute)?.join(".cache")))?;
     Some(cache.join("ember").join("kernels"))
 }
 
@@ -77,6 +82,8 @@ pub struct Inputs<'a> {
     pub options: &'a [String],
     /// NVRTC's version.
     pub nvrtc_version: (i32, i32),
+    /// NVRTC's build ([`crate::Nvrtc::identity`]).
+    pub nvrtc_identity: &'a str,
 }
 
 /// An entry's file name under the cache directory.
@@ -99,6 +106,7 @@ impl Key {
         field(env!("CARGO_PKG_VERSION").as_bytes());
         field(&inputs.nvrtc_version.0.to_le_bytes());
         field(&inputs.nvrtc_version.1.to_le_bytes());
+        field(inputs.nvrtc_identity.as_bytes());
         field(inputs.target.as_bytes());
         field(&(inputs.options.len() as u64).to_le_bytes());
         for option in inputs.options {
@@ -139,13 +147,16 @@ pub fn load(dir: &Path, key: &Key) -> Option<Vec<u8>> {
 /// renamed into place; then the oldest entries of the same file and target beyond
 /// [`KEEP_PER_FILE`] are removed.
 pub fn store(dir: &Path, key: &Key, cubin: &[u8]) -> std::io::Result<()> {
+    // Unique among this process's writers (the counter) and other processes' (the pid).
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let temporary = dir.join(format!(".{}.{}.{nanos}.tmp", key.name, std::process::id()));
+    let serial = WRITES.fetch_add(1, Ordering::Relaxed);
+    let temporary = dir.join(format!(".{}.{}.{serial}.tmp", key.name, std::process::id()));
     let written = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
         file.write_all(MAGIC)?;
         file.write_all(&Sha256::digest(cubin))?;
         file.write_all(cubin)?;
@@ -161,20 +172,30 @@ pub fn store(dir: &Path, key: &Key, cubin: &[u8]) -> std::io::Result<()> {
 }
 
 /// Removes the oldest entries of `key`'s file and target beyond [`KEEP_PER_FILE`] (never `key`'s
-/// own). Best effort: a file another process removed first is no error.
+/// own), and their temporary files over an hour old (left by a process killed while writing).
+/// Best effort: a file another process removed first is no error.
 fn prune(dir: &Path, key: &Key) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut others: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with(&key.prefix) && name.ends_with(".cubin") && *name != key.name
-        })
-        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
-        .collect();
+    let temporary_prefix = format!(".{}", key.prefix);
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut others: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(modified) = entry.metadata().and_then(|m| m.modified()).ok() else {
+            continue;
+        };
+        if name.starts_with(&key.prefix) && name.ends_with(".cubin") && *name != key.name {
+            others.push((modified, entry.path()));
+        } else if name.starts_with(&temporary_prefix)
+            && name.ends_with(".tmp")
+            && modified < an_hour_ago
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     // Newest first; the entry just stored is one of the kept.
     others.sort_by(|a, b| b.cmp(a));
     for (_, path) in others.into_iter().skip(KEEP_PER_FILE - 1) {
@@ -194,6 +215,7 @@ mod tests {
             target: "sm_90a",
             options,
             nvrtc_version: (12, 9),
+            nvrtc_identity: "/usr/lib/libnvrtc.so.12.9.86:100:1",
         }
     }
 
@@ -237,6 +259,10 @@ mod tests {
             },
             Inputs {
                 nvrtc_version: (12, 8),
+                ..base
+            },
+            Inputs {
+                nvrtc_identity: "/usr/lib/libnvrtc.so.12.9.41:100:1",
                 ..base
             },
             Inputs {
@@ -318,11 +344,33 @@ mod tests {
             ..inputs("v0", &options)
         });
         store(&dir, &other, b"other").unwrap();
-        for key in &keys {
+        // Entries a minute apart, in the order stored, whatever the file system's resolution.
+        let start = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (i, key) in keys.iter().enumerate() {
             store(&dir, key, b"cubin").unwrap();
-            // Distinct modification times, whatever the file system's resolution.
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            if let Ok(file) = std::fs::File::options()
+                .write(true)
+                .open(dir.join(key.file_name()))
+            {
+                let at = start + std::time::Duration::from_secs(60 * i as u64);
+                file.set_modified(at).unwrap();
+            }
         }
+        // A temporary file of this kernel's left two hours ago goes; a fresh one stays.
+        let stale = dir.join(format!(".{}.1.0.tmp", keys[0].file_name()));
+        let fresh = dir.join(format!(".{}.1.1.tmp", keys[0].file_name()));
+        for path in [&stale, &fresh] {
+            std::fs::write(path, b"partial").unwrap();
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        store(&dir, keys.last().unwrap(), b"cubin").unwrap();
+        assert!(!stale.exists() && fresh.exists());
         let kept: Vec<bool> = keys.iter().map(|k| load(&dir, k).is_some()).collect();
         let newest = keys.len() - KEEP_PER_FILE;
         assert!(kept[..newest].iter().all(|&k| !k), "{kept:?}");
@@ -348,6 +396,12 @@ mod tests {
             directory_from(None, os(""), os("/h")),
             Some(PathBuf::from("/h/.cache/ember/kernels"))
         );
+        assert_eq!(
+            directory_from(None, os("relative"), os("/h")),
+            Some(PathBuf::from("/h/.cache/ember/kernels"))
+        );
+        assert_eq!(directory_from(None, None, os("")), None);
+        assert_eq!(directory_from(None, None, os("home")), None);
         assert_eq!(directory_from(None, None, None), None);
     }
 }

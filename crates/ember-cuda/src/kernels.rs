@@ -14,6 +14,9 @@ use crate::nvrtc::{Arch, Nvrtc};
 /// `kernels/common.cuh`, included by every kernel file.
 pub const COMMON_HEADER: (&str, &str) = ("common.cuh", include_str!("../kernels/common.cuh"));
 
+/// The headers every kernel file is compiled with (and keyed by in the on-disk cache).
+pub const HEADERS: [(&str, &str); 1] = [COMMON_HEADER];
+
 /// One `kernels/*.cu` file: one op, mirroring `crates/ember-cpu/src/<op>.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelFile {
@@ -87,7 +90,7 @@ impl KernelFile {
 
     /// Compiles this file for `arch` with `nvrtc` (no cache: see [`cubin`]).
     pub fn compile(self, nvrtc: &Nvrtc, arch: Arch) -> Result<crate::nvrtc::Compiled, CudaError> {
-        nvrtc.compile(self.file_name(), self.source(), &[COMMON_HEADER], arch)
+        nvrtc.compile(self.file_name(), self.source(), &HEADERS, arch)
     }
 
     /// This file's CUBIN for `arch`: from the on-disk cache in `dir` when it holds one for
@@ -106,10 +109,11 @@ impl KernelFile {
         let key = kernel_cache::Key::new(&kernel_cache::Inputs {
             file: self.file_name(),
             source: self.source(),
-            headers: &[COMMON_HEADER],
+            headers: &HEADERS,
             target: &arch.nvrtc_target(),
             options: &options,
             nvrtc_version: nvrtc.version(),
+            nvrtc_identity: nvrtc.identity(),
         });
         if let Some(cubin) = kernel_cache::load(dir, &key) {
             return Ok(cubin);

@@ -91,6 +91,7 @@ pub struct Nvrtc {
     api: Api,
     path: PathBuf,
     version: (i32, i32),
+    identity: String,
     // Keeps the function pointers in `api` valid; dropped last.
     _library: libloading::Library,
 }
@@ -134,6 +135,46 @@ pub fn candidates() -> Vec<PathBuf> {
     }
     found.push(PathBuf::from("/usr/local/cuda/lib64/libnvrtc.so"));
     found
+}
+
+/// [`Nvrtc::identity`] of the library loaded from `path`: a bare name (found by the dynamic
+/// linker) is resolved to the file the process mapped for it (`/proc/self/maps`); a file that
+/// cannot be resolved or read is identified by its name alone.
+fn library_identity(path: &Path) -> String {
+    let file = if path.components().count() > 1 {
+        Some(path.to_owned())
+    } else {
+        // `libnvrtc.so.12` maps as its link's target (`libnvrtc.so.12.9.86`): match up to `.so`.
+        let name = path.as_os_str().to_string_lossy();
+        let stem = name
+            .find(".so")
+            .map_or(&*name, |end| &name[..end + 3])
+            .to_owned();
+        std::fs::read_to_string("/proc/self/maps")
+            .ok()
+            .and_then(|maps| {
+                maps.lines()
+                    .filter_map(|line| line.split_whitespace().nth(5))
+                    .map(PathBuf::from)
+                    .find(|mapped| {
+                        mapped
+                            .file_name()
+                            .is_some_and(|f| f.to_string_lossy().starts_with(&stem))
+                    })
+            })
+    };
+    let Some(file) = file.and_then(|f| f.canonicalize().ok()) else {
+        return path.display().to_string();
+    };
+    let (len, modified) = std::fs::metadata(&file).map_or((0, 0), |m| {
+        let modified = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        (m.len(), modified)
+    });
+    format!("{}:{len}:{modified}", file.display())
 }
 
 impl Nvrtc {
@@ -210,6 +251,7 @@ impl Nvrtc {
             api,
             path: path.to_owned(),
             version: (major, minor),
+            identity: library_identity(path),
             _library: library,
         })
     }
@@ -222,6 +264,14 @@ impl Nvrtc {
     /// NVRTC's CUDA version, e.g. `(12, 9)`.
     pub fn version(&self) -> (i32, i32) {
         self.version
+    }
+
+    /// Which build of NVRTC this is, beyond [`Nvrtc::version`] (12.9.41 and 12.9.86 both say
+    /// 12.9): the loaded file's canonical path, size and modification time, for the on-disk
+    /// cache's key ([`crate::kernel_cache`]), so that replacing the library (a ptxas fix) is a
+    /// new key rather than a stale hit.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     fn check(&self, call: &'static str, status: NvrtcResult) -> Result<(), CudaError> {

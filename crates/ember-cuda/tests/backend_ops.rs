@@ -1068,12 +1068,13 @@ fn every_op_matches_the_cpu_reference() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let mut failures = Vec::new();
-    let mut ran = 0;
+    let (mut admitted, mut ran) = (0, 0);
     for (index, case) in cases().iter().enumerate() {
         let name = case.name();
         if !filter.admits(&name) {
             continue;
         }
+        admitted += 1;
         if let Op::Gemm {
             kernel: Some(kernel),
             ..
@@ -1120,6 +1121,8 @@ fn every_op_matches_the_cpu_reference() {
         }
     }
     println!("{ran} cases, {} failed (seed {seed})", failures.len());
+    // A filter that names no case (a typo, a renamed case) must not pass for having run nothing.
+    assert!(admitted > 0, "EMBER_CUDA_CASES admits none of the cases");
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 

@@ -17,10 +17,11 @@ fn nvrtc_or_skip(test: &str) -> Option<&'static Nvrtc> {
     match Nvrtc::get() {
         Ok(nvrtc) => {
             println!(
-                "{test}: NVRTC {}.{} from {}",
+                "{test}: NVRTC {}.{} from {} ({})",
                 nvrtc.version().0,
                 nvrtc.version().1,
-                nvrtc.path().display()
+                nvrtc.path().display(),
+                nvrtc.identity()
             );
             Some(nvrtc)
         }
@@ -222,10 +223,11 @@ fn the_disk_cache_stores_and_loads_cubins() {
     let key_inputs = ember_cuda::kernel_cache::Inputs {
         file: file.file_name(),
         source: file.source(),
-        headers: &[COMMON_HEADER],
+        headers: &ember_cuda::kernels::HEADERS,
         target: &arch.nvrtc_target(),
         options: &Nvrtc::options(arch),
         nvrtc_version: nvrtc.version(),
+        nvrtc_identity: nvrtc.identity(),
     };
     let key = ember_cuda::kernel_cache::Key::new(&key_inputs);
     assert_eq!(key.file_name(), name);
