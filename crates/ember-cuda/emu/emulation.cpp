@@ -902,9 +902,7 @@ int dynamic_smem_owner(const void* p, std::size_t bytes) {
 bool cta_exited(unsigned rank) {
     current_fiber("cta_exited");
     const Launch& launch = *g_launch;
-    if (rank >= launch.cluster_x) return false;
-    const Fiber* begin = launch.fibers.data() + std::size_t(rank) * launch.block_threads;
-    return std::all_of(begin, begin + launch.block_threads, [](const Fiber& f) { return f.state == State::Exited; });
+    return rank < launch.cluster_x && launch.ctas[rank].exited == launch.block_threads;
 }
 
 void* map_shared_rank(const void* p, unsigned rank) {

@@ -105,16 +105,7 @@ impl KernelFile {
         let Some(dir) = dir else {
             return Ok(self.compile(nvrtc, arch)?.cubin);
         };
-        let options = Nvrtc::options(arch);
-        let key = kernel_cache::Key::new(&kernel_cache::Inputs {
-            file: self.file_name(),
-            source: self.source(),
-            headers: &HEADERS,
-            target: &arch.nvrtc_target(),
-            options: &options,
-            nvrtc_version: nvrtc.version(),
-            nvrtc_identity: nvrtc.identity(),
-        });
+        let key = self.cache_key(nvrtc, arch);
         if let Some(cubin) = kernel_cache::load(dir, &key) {
             return Ok(cubin);
         }
@@ -122,6 +113,20 @@ impl KernelFile {
         // Best effort: an unwritable cache costs the next process a compilation, nothing more.
         let _ = kernel_cache::store(dir, &key, &cubin);
         Ok(cubin)
+    }
+
+    /// The key of this file's CUBIN for `arch` in the on-disk cache: its source and headers, and
+    /// what [`KernelFile::compile`] passes NVRTC.
+    pub fn cache_key(self, nvrtc: &Nvrtc, arch: Arch) -> kernel_cache::Key {
+        kernel_cache::Key::new(&kernel_cache::Inputs {
+            file: self.file_name(),
+            source: self.source(),
+            headers: &HEADERS,
+            target: &arch.nvrtc_target(),
+            options: &Nvrtc::options(arch),
+            nvrtc_version: nvrtc.version(),
+            nvrtc_identity: nvrtc.identity(),
+        })
     }
 
     /// The `extern "C"` kernels of this file that the launchers use.

@@ -220,16 +220,7 @@ fn the_disk_cache_stores_and_loads_cubins() {
 
     // A hit: plant another CUBIN under the same key (stored through the cache's own writer) and
     // get it back.
-    let key_inputs = ember_cuda::kernel_cache::Inputs {
-        file: file.file_name(),
-        source: file.source(),
-        headers: &ember_cuda::kernels::HEADERS,
-        target: &arch.nvrtc_target(),
-        options: &Nvrtc::options(arch),
-        nvrtc_version: nvrtc.version(),
-        nvrtc_identity: nvrtc.identity(),
-    };
-    let key = ember_cuda::kernel_cache::Key::new(&key_inputs);
+    let key = file.cache_key(nvrtc, arch);
     assert_eq!(key.file_name(), name);
     let planted = b"not a cubin, but the cache's".to_vec();
     ember_cuda::kernel_cache::store(&dir, &key, &planted).unwrap();
