@@ -4,7 +4,13 @@
 Y = X·Wᵀ with X [T, k], W [n, k], T ∈ {2400, 4800}, (n, k) ∈ {(768, 768), (3072, 768),
 (768, 3072)}: torch.matmul(x, w.t()); FFN up also as F.gelu(F.linear(x, w, b)) (exact GELU), the
 fused case Ember runs in one kernel. Random inputs in [-1, 1) (W scaled by 1/√k), 4 input sets
-in turn, 10 warm-up calls, then the median of 100 calls each timed with CUDA events.
+in turn, 10 warm-up calls, then 100 calls queued back to back behind a gate, the median of their
+GPU times (a CUDA event between each two). The gate is `torch.cuda._sleep`, a kernel that spins
+while Python queues every call, so that no host time (Python and PyTorch's dispatch, 10 µs or
+more a call, against kernels of 10–60 µs) falls inside a call's time; it must still be spinning
+when the last call is queued, else it is tried again longer, and a case measured without it says
+"not gated". Ember's gemm_bench does the same with CudaDevice::time_each_ms (its gate a stream
+waiting on a host word).
 
     python3 scripts/gpu/torch_gemm.py [--dtype bf16|f16] [--json FILE]
 """
@@ -20,19 +26,31 @@ SETS, WARM_UP, ITERATIONS = 4, 10, 100
 SHAPES = [(768, 768, "attn_out"), (3072, 768, "ffn_up"), (768, 3072, "ffn_down")]
 
 
+# Spin cycles of the gate's first try (~25 ms at an H100/H200's 1.98 GHz), ×4 a retry.
+GATE_CYCLES = 50_000_000
+
+
 def measure(fn):
+    """(median ms, gated): see the module's documentation."""
     for i in range(WARM_UP):
         fn(i)
     torch.cuda.synchronize()
-    times = []
-    for i in range(ITERATIONS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(i)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    sleep = getattr(torch.cuda, "_sleep", None)
+    cycles, gated = GATE_CYCLES, False
+    for _ in range(3):
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(ITERATIONS + 1)]
+        if sleep:
+            sleep(cycles)
+        events[0].record()
+        for i in range(ITERATIONS):
+            fn(i)
+            events[i + 1].record()
+        gated = bool(sleep) and not events[0].query()  # the gate still spins: nothing has run
+        events[-1].synchronize()
+        if gated or not sleep:
+            break
+        cycles *= 4
+    return statistics.median(a.elapsed_time(b) for a, b in zip(events, events[1:])), gated
 
 
 def main():
@@ -56,13 +74,14 @@ def main():
             if name == "ffn_up":
                 variants.append(("+b+gelu", lambda i: F.gelu(F.linear(xs[i % SETS], ws[i % SETS], bs[i % SETS]))))
             for epilogue, fn in variants:
-                ms = measure(fn)
+                ms, gated = measure(fn)
                 tflops = 2 * t * n * k / (ms * 1e-3) / 1e12
                 case = f"gemm/T={t}/{name}_{n}x{k}{epilogue}/{args.dtype}"
-                print(f"{case:44} {'cublas':>11} {ms * 1e3:9.1f} µs {tflops:7.1f} TFLOP/s")
+                print(f"{case:44} {'cublas':>11} {ms * 1e3:9.1f} µs {tflops:7.1f} TFLOP/s"
+                      + ("" if gated else "  (not gated)"))
                 if out:
                     out.write(json.dumps(dict(impl="torch", kernel="cublas", t=t, n=n, k=k, epilogue=epilogue,
-                                              dtype=args.dtype, median_ms=ms, tflops=tflops)) + "\n")
+                                              dtype=args.dtype, median_ms=ms, tflops=tflops, gated=gated)) + "\n")
 
 
 if __name__ == "__main__":

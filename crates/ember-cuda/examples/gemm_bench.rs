@@ -4,8 +4,11 @@
 //! fused FFN-up epilogue (`+ b`, GELU).
 //!
 //! Protocol (the same as `scripts/gpu/torch_gemm.py`, so that the ratio is fair): random inputs
-//! in [-1, 1) (never zeros), 4 input sets used in turn, 10 warm-up launches, then the median of
-//! 100 launches each timed with CUDA events. FLOPs = 2·T·n·k.
+//! in [-1, 1) (never zeros), 4 input sets used in turn, 10 warm-up launches, then 100 launches
+//! queued back to back behind a gate (`CudaDevice::time_each_ms`: the stream waits while the
+//! host queues them all, with a CUDA event between each two), the median of their GPU times:
+//! no host time inside a launch's time. FLOPs = 2·T·n·k. A case whose gate the driver refused
+//! or the watchdog opened says `(not gated)` (`"gated": false` in the JSON).
 //!
 //! ```sh
 //! cargo run --release -p ember-cuda --example gemm_bench -- [--dtype bf16|f16] [--json FILE]
@@ -87,6 +90,8 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
 struct Measured {
     median_ms: f64,
     tflops: f64,
+    /// Whether the calls ran behind `time_each_ms`'s gate (no host time inside a call's time).
+    gated: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -108,15 +113,12 @@ fn measure<E: Element>(
         run(i)?;
     }
     device.synchronize()?;
-    let mut times = Vec::with_capacity(ITERATIONS);
-    for i in 0..ITERATIONS {
-        times.push(device.time_ms(|| run(i))? as f64);
-    }
-    times.sort_by(f64::total_cmp);
-    let median_ms = times[ITERATIONS / 2];
+    let times = device.time_each_ms(ITERATIONS, run)?;
+    let median_ms = f64::from(times.median_ms().expect("ITERATIONS > 0"));
     Ok(Measured {
         median_ms,
         tflops: 2.0 * (t * n * k) as f64 / (median_ms * 1e-3) / 1e12,
+        gated: times.gated,
     })
 }
 
@@ -192,19 +194,21 @@ fn bench<E: Element>(
                     let m = measure(device, kernel, &xs, ws, t, act, &mut ys)?;
                     let case = format!("gemm/T={t}/{name}_{n}x{k}{epilogue}/{}", E::DTYPE);
                     println!(
-                        "{case:44} {:>10}{} {:9.1} µs {:7.1} TFLOP/s",
+                        "{case:44} {:>10}{} {:9.1} µs {:7.1} TFLOP/s{}",
                         format!("{kernel:?}"),
                         if kernel == chosen { "*" } else { " " },
                         m.median_ms * 1e3,
-                        m.tflops
+                        m.tflops,
+                        if m.gated { "" } else { "  (not gated)" }
                     );
                     if let Some(file) = json {
                         let line = format!(
-                            "{{\"impl\":\"ember\",\"kernel\":\"{kernel:?}\",\"chosen\":{},\"t\":{t},\"n\":{n},\"k\":{k},\"epilogue\":\"{epilogue}\",\"dtype\":\"{}\",\"median_ms\":{},\"tflops\":{}}}",
+                            "{{\"impl\":\"ember\",\"kernel\":\"{kernel:?}\",\"chosen\":{},\"t\":{t},\"n\":{n},\"k\":{k},\"epilogue\":\"{epilogue}\",\"dtype\":\"{}\",\"median_ms\":{},\"tflops\":{},\"gated\":{}}}",
                             kernel == chosen,
                             E::DTYPE,
                             m.median_ms,
-                            m.tflops
+                            m.tflops,
+                            m.gated
                         );
                         writeln!(file, "{line}").map_err(|e| CudaError::InvalidShape {
                             op: "gemm_bench",

@@ -340,27 +340,6 @@ impl CudaDevice {
             .map_err(CudaError::driver("synchronize"))
     }
 
-    /// GPU time, in milliseconds, of the work `f` queues on this device (measured with two
-    /// CUDA events around it; waits for that work).
-    pub fn time_ms(&self, f: impl FnOnce() -> Result<(), CudaError>) -> Result<f32, CudaError> {
-        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let event = || {
-            self.context
-                .new_event(timing)
-                .map_err(CudaError::driver("cuEventCreate"))
-        };
-        let (start, end) = (event()?, event()?);
-        start
-            .record(&self.stream)
-            .map_err(CudaError::driver("cuEventRecord"))?;
-        f()?;
-        end.record(&self.stream)
-            .map_err(CudaError::driver("cuEventRecord"))?;
-        start
-            .elapsed_ms(&end)
-            .map_err(CudaError::driver("cuEventElapsedTime"))
-    }
-
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }

@@ -48,11 +48,13 @@ pub mod layernorm;
 pub mod nvrtc;
 pub mod pooling;
 pub mod rotary;
+pub mod timing;
 
 pub use bert::CudaBertModel;
 pub use device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
 pub use error::CudaError;
 pub use nvrtc::{Arch, Nvrtc};
+pub use timing::CallTimes;
 
 use ember_cpu::Activation;
 

@@ -1265,3 +1265,53 @@ fn bad_shapes_are_errors() {
     );
     assert!(device.upload_offsets(&[0, 3, 2]).is_err());
 }
+
+/// `time_each_ms` (gemm_bench's timer): one time per call, the work done as without it, an
+/// error from a call returned with the stream open again. On a GPU every call must have been
+/// queued behind the gate; the emulated driver refuses the gate (its streams cannot wait).
+#[test]
+fn time_each_times_every_call_behind_the_gate() {
+    let Some(device) = device_or_skip("time_each_times_every_call_behind_the_gate") else {
+        return;
+    };
+    let (m, n, k) = (96, 64, 128);
+    let mut rng = SplitMix(0x71AE);
+    let x = device.upload::<half::bf16>(&rng.vec(m * k, 1.0)).unwrap();
+    let w = DeviceLinear::<half::bf16>::upload(&device, &rng.vec(n * k, 0.1), None, n, k).unwrap();
+    let mut y = device.zeros::<half::bf16>(m * n).unwrap();
+    linear(&device, &x, m, &w, Activation::Identity, None, &mut y).unwrap();
+    let want = device.download(&y).unwrap();
+
+    let mut ys: Vec<_> = (0..3)
+        .map(|_| device.zeros::<half::bf16>(m * n).unwrap())
+        .collect();
+    let times = device
+        .time_each_ms(6, |i| {
+            linear(&device, &x, m, &w, Activation::Identity, None, &mut ys[i % 3])
+        })
+        .unwrap();
+    println!("time_each_ms: {:?} gated: {}", times.ms, times.gated);
+    assert_eq!(times.ms.len(), 6);
+    assert!(times.ms.iter().all(|t| t.is_finite() && *t >= 0.0), "{times:?}");
+    assert!(times.median_ms().is_some());
+    assert_eq!(times.gated, !emulated(&device), "{times:?}");
+    for y in &ys {
+        assert_eq!(device.download(y).unwrap(), want);
+    }
+
+    let err = device.time_each_ms(4, |i| {
+        if i == 2 {
+            return Err(CudaError::InvalidShape {
+                op: "test",
+                reason: "planted".to_owned(),
+            });
+        }
+        linear(&device, &x, m, &w, Activation::Identity, None, &mut ys[0])
+    });
+    assert!(
+        matches!(&err, Err(CudaError::InvalidShape { reason, .. }) if reason == "planted"),
+        "{err:?}"
+    );
+    device.synchronize().unwrap();
+    assert_eq!(device.time_each_ms(2, |_| Ok(())).unwrap().ms.len(), 2);
+}

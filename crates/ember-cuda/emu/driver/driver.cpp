@@ -125,6 +125,7 @@ Context g_context;
 std::map<std::uintptr_t, std::size_t> g_allocations;  // device pointer → bytes
 std::set<Module*> g_modules;
 std::set<Stream*> g_streams;
+std::set<void*> g_host_allocations;  // cuMemHostAlloc's
 std::set<Event*> g_events;
 
 __attribute__((format(printf, 1, 2))) void report(const char* format, ...) {
@@ -559,6 +560,39 @@ __attribute__((visibility("default"))) CUresult cuMemFree_v2(std::uintptr_t dptr
     return release(dptr);
 }
 
+// Pinned host memory (CudaDevice::time_each_ms's gate word): plain host memory, its device
+// pointer its own address, as under unified addressing.
+__attribute__((visibility("default"))) CUresult cuMemHostAlloc(void** pointer, std::size_t bytes, unsigned /*flags*/) {
+    EMBER_LOCK;
+    EMBER_CHECK_CONTEXT;
+    if (!pointer || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+    const std::size_t rounded = (bytes + 4095) / 4096 * 4096;
+    *pointer = aligned_alloc(4096, rounded);
+    if (!*pointer) return CUDA_ERROR_OUT_OF_MEMORY;
+    g_host_allocations.insert(*pointer);
+    return CUDA_SUCCESS;
+}
+
+__attribute__((visibility("default"))) CUresult cuMemHostGetDevicePointer_v2(std::uintptr_t* dptr, void* pointer,
+                                                                           unsigned flags) {
+    EMBER_LOCK;
+    EMBER_CHECK_CONTEXT;
+    if (!dptr || flags != 0 || !g_host_allocations.count(pointer)) return CUDA_ERROR_INVALID_VALUE;
+    *dptr = reinterpret_cast<std::uintptr_t>(pointer);
+    return CUDA_SUCCESS;
+}
+
+__attribute__((visibility("default"))) CUresult cuMemFreeHost(void* pointer) {
+    EMBER_LOCK;
+    EMBER_CHECK_CONTEXT;
+    if (!g_host_allocations.erase(pointer)) {
+        report("cuMemFreeHost: %p is not a live cuMemHostAlloc allocation", pointer);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    free(pointer);
+    return CUDA_SUCCESS;
+}
+
 __attribute__((visibility("default"))) CUresult cuMemGetInfo_v2(std::size_t* free_bytes, std::size_t* total_bytes) {
     EMBER_LOCK;
     EMBER_CHECK_CONTEXT;
@@ -658,6 +692,21 @@ __attribute__((visibility("default"))) CUresult cuStreamWaitEvent(void* stream, 
     EMBER_CHECK_CONTEXT;
     if (!valid_stream(stream) || !g_events.count(event)) return CUDA_ERROR_INVALID_HANDLE;
     return CUDA_SUCCESS;
+}
+
+// A stream cannot wait here: work runs when it is queued, so a wait on a word the host has not
+// yet set would have to block the host that is to set it. Refused (time_each_ms then times
+// without its gate); a wait already satisfied is a no-op.
+__attribute__((visibility("default"))) CUresult cuStreamWaitValue32_v2(void* stream, std::uintptr_t address,
+                                                                     std::uint32_t value, unsigned flags) {
+    EMBER_LOCK;
+    EMBER_CHECK_CONTEXT;
+    if (!valid_stream(stream) || flags != 0 /* CU_STREAM_WAIT_VALUE_GEQ */ ||
+        !(g_host_allocations.count(reinterpret_cast<void*>(address)) ||
+          device_range_ok("cuStreamWaitValue32", "address", address, sizeof(std::uint32_t))))
+        return CUDA_ERROR_INVALID_VALUE;
+    const std::uint32_t word = __atomic_load_n(reinterpret_cast<const std::uint32_t*>(address), __ATOMIC_SEQ_CST);
+    return word >= value ? CUDA_SUCCESS : CUDA_ERROR_NOT_SUPPORTED;
 }
 
 // Events: recorded at the call (the stream's work before it has already run).
