@@ -75,6 +75,19 @@ if [ -z "${EMBER_NVRTC_LIB:-}" ]; then
 fi
 echo "NVRTC: ${EMBER_NVRTC_LIB:-not found in the usual places; trying the dynamic linker}" | tee -a "$log"
 
+# The cuBLAS PyTorch loads (read from the maps of a process that has just run a half-precision
+# matmul), for gemm_bench's in-process pairs (--cublas): Ember's kernels and cuBLAS's in one
+# gated sequence. Without it gemm_bench times Ember alone (torch_gemm.py is still the table's
+# cuBLAS column).
+cublas_lib=$(timeout 60 python3 -c '
+import torch
+a = torch.ones(64, 64, device="cuda", dtype=torch.float16)
+torch.cuda.synchronize(); (a @ a).sum().item()
+print(next(line.split()[-1] for line in open("/proc/self/maps") if "/libcublas.so" in line))' 2>/dev/null)
+cublas_args=()
+[ -n "$cublas_lib" ] && [ -f "$cublas_lib" ] && cublas_args=(--cublas "$cublas_lib")
+echo "cuBLAS for gemm_bench: ${cublas_lib:-not found}" | tee -a "$log"
+
 export PYTHONUNBUFFERED=1
 status=0
 budget=${EMBER_GPU_BUDGET_S:-470}
@@ -166,7 +179,7 @@ crate=crates/ember-cuda
 step 150 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
   --nocapture --test-threads 1
 # gemm_bench marks the kernel the default family chooses: EMBER_CUDA_GEMM unset for it.
-step 90 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl"
+step 90 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
 step 90 python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
 st_args=()
 if [ "$model" = 1 ]; then
@@ -186,9 +199,9 @@ if [ "$hopper" = 1 ]; then
   step 45 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=pingpong "$bin/backend_ops" \
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
   step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Wgmma,-WgmmaPingpong \
-    --json "$out/ember_gemm.jsonl"
+    --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
   step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels WgmmaPingpong \
-    --json "$out/ember_gemm.jsonl"
+    --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
   if [ "$model" = 1 ]; then
     # EMBER_GPU_FAMILIES: the other proven Hopper families to run end to end.
     # shellcheck disable=SC2086
@@ -197,10 +210,10 @@ if [ "$hopper" = 1 ]; then
 fi
 # With what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
 step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels -WgmmaPingpong \
-  --json "$out/ember_gemm.jsonl"
+  --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
 if [ "$hopper" = 1 ]; then
   step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels WgmmaPingpong \
-    --json "$out/ember_gemm.jsonl"
+    --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
 fi
 step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.jsonl"
 # Last, the families of kernels new to the GPU end to end (EMBER_GPU_NEW_FAMILIES), so that a

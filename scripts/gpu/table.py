@@ -63,8 +63,8 @@ def main():
     cublas = {key(r): r for r in torch_rows}
     out = [f"# Ember CUDA vs PyTorch, {datetime.date.today()}, {args.device.strip()}", ""]
     out += ["## GEMM Y = X·Wᵀ (X [T, k], W [n, k]); median of 100 calls queued back to back behind a gate, CUDA events", "",
-            "| T | n × k | epilogue | dtype | Ember kernel (chosen) | Ember TFLOP/s | best Ember kernel | best TFLOP/s | cuBLAS TFLOP/s | chosen ÷ cuBLAS | best ÷ cuBLAS |",
-            "|---:|---|---|---|---|---:|---|---:|---:|---:|---:|"]
+            "| T | n × k | epilogue | dtype | Ember kernel (chosen) | Ember TFLOP/s | best Ember kernel | best TFLOP/s | cuBLAS TFLOP/s | chosen ÷ cuBLAS | best ÷ cuBLAS | chosen ÷ cuBLAS, paired | best ÷ cuBLAS, paired |",
+            "|---:|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for k_ in sorted({key(r) for r in ember}):
         rows = [r for r in ember if key(r) == k_]
         # No "chosen" row when the chosen kernel's step was skipped or failed: not measured.
@@ -74,16 +74,25 @@ def main():
         ratio = f"{chosen['tflops'] / ref['tflops']:.2f}" if ref and chosen else "—"
         best_ratio = f"{best['tflops'] / ref['tflops']:.2f}" if ref else "—"
         ref_tflops = f"{ref['tflops']:.1f}" if ref else "—"
+        # Paired: gemm_bench --cublas timed the kernel and cuBLAS in one sequence (cublas_ms).
+        paired = lambda r: r["cublas_ms"] / r["median_ms"] if r and r.get("cublas_ms") and r.get("median_ms") else None
+        pairs = [p for p in map(paired, rows) if p]
+        chosen_paired = f"{paired(chosen):.2f}" if paired(chosen) else "—"
+        best_paired = f"{max(pairs):.2f}" if pairs else "—"
         t, n, k, epilogue, dtype = k_
         # † : measured without the gate (host time may be inside); rows from before it have no "gated".
         mark = lambda r: "" if r is None or r.get("gated", True) else " †"
         out.append(f"| {t} | {n} × {k} | {epilogue or 'none'} | {dtype} | {chosen['kernel'] if chosen else 'not measured'} | "
                    f"{format(chosen['tflops'], '.1f') + mark(chosen) if chosen else '—'} | "
-                   f"{best['kernel']} | {best['tflops']:.1f}{mark(best)} | {ref_tflops}{mark(ref)} | {ratio} | {best_ratio} |")
+                   f"{best['kernel']} | {best['tflops']:.1f}{mark(best)} | {ref_tflops}{mark(ref)} | {ratio} | {best_ratio} | "
+                   f"{chosen_paired} | {best_paired} |")
     out += ["", "Goal (issue 5): chosen ÷ cuBLAS ≥ 0.80 for T ≥ 2400; chosen = what gemm::linear picks under the "
             "default family (EMBER_CUDA_GEMM unset) on this device. The Wgmma* rows are Hopper's wgmma kernels. "
             "Each side's 100 calls are queued while the stream is held (Ember: a wait on a host word; PyTorch: "
-            "torch.cuda._sleep), so no host time is inside a call's time; † marks a figure measured without that gate.", ""]
+            "torch.cuda._sleep), so no host time is inside a call's time; † marks a figure measured without that gate. "
+            "cuBLAS TFLOP/s and the first two ratios: torch.matmul (F.gelu(F.linear) for + b + GELU) in torch_gemm.py's "
+            "process; the paired ratios: cublasGemmEx (the library PyTorch loads) in gemm_bench's own process, each kernel's "
+            "calls and cuBLAS's in turn in one sequence (plain products only).", ""]
     out += ["## End to end: benches/corpus/wordnet-examples.txt ×10 (12,440 texts)", ""]
     st = next((r for r in lines(args.st) if has(r, ("texts_per_s", "batch_size", "p50_ms", "p99_ms"))), None)
     if not args.st and not args.ember_e2e:

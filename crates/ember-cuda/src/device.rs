@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    ValidAsZeroBits,
 };
 
 use crate::error::CudaError;
@@ -139,6 +140,14 @@ impl<E: Element> DeviceTensor<E> {
         }
         self.len = len;
         Ok(())
+    }
+
+    /// The buffer's device address, for another CUDA library working on it (gemm_bench's
+    /// cuBLAS): its work must be queued on [`CudaDevice::cu_stream`] (this tensor's device's) and
+    /// must stay within [`capacity`](Self::capacity) elements, while the tensor lives.
+    pub fn device_address(&self, device: &CudaDevice) -> u64 {
+        let (address, _recorded) = self.data.device_ptr(&device.stream);
+        address
     }
 
     pub(crate) fn slice(&self) -> &CudaSlice<E::Bits> {
@@ -338,6 +347,12 @@ impl CudaDevice {
         self.stream
             .synchronize()
             .map_err(CudaError::driver("synchronize"))
+    }
+
+    /// The stream all of this device's work is queued on, for another CUDA library to queue
+    /// its own work in order with Ember's (gemm_bench's cuBLAS, `cublasSetStream`).
+    pub fn cu_stream(&self) -> cudarc::driver::sys::CUstream {
+        self.stream.cu_stream()
     }
 
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {

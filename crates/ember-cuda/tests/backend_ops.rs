@@ -1287,12 +1287,23 @@ fn time_each_times_every_call_behind_the_gate() {
         .collect();
     let times = device
         .time_each_ms(6, |i| {
-            linear(&device, &x, m, &w, Activation::Identity, None, &mut ys[i % 3])
+            linear(
+                &device,
+                &x,
+                m,
+                &w,
+                Activation::Identity,
+                None,
+                &mut ys[i % 3],
+            )
         })
         .unwrap();
     println!("time_each_ms: {:?} gated: {}", times.ms, times.gated);
     assert_eq!(times.ms.len(), 6);
-    assert!(times.ms.iter().all(|t| t.is_finite() && *t >= 0.0), "{times:?}");
+    assert!(
+        times.ms.iter().all(|t| t.is_finite() && *t >= 0.0),
+        "{times:?}"
+    );
     assert!(times.median_ms().is_some());
     assert_eq!(times.gated, !emulated(&device), "{times:?}");
     for y in &ys {

@@ -10,9 +10,15 @@
 //! no host time inside a launch's time. FLOPs = 2·T·n·k. A case whose gate the driver refused
 //! or the watchdog opened says `(not gated)` (`"gated": false` in the JSON).
 //!
+//! With `--cublas LIB` (a `libcublas.so`; bench_gpu.sh passes the one PyTorch loads), each
+//! kernel's plain product is also timed against cuBLAS in this process: 200 calls in one gated
+//! sequence, Ember's and `cublasGemmEx`'s in turn on the same shapes (each call on other inputs
+//! than the call before), so that the ratio holds for the same GPU state; `cublas_ms` in the JSON
+//! (the fused `+ b + GELU` case has no cuBLAS counterpart here, only PyTorch's).
+//!
 //! ```sh
 //! cargo run --release -p ember-cuda --example gemm_bench -- [--dtype bf16|f16] [--json FILE]
-//!     [--kernels Mma,Simt]
+//!     [--kernels Mma,Simt] [--cublas LIB]
 //! ```
 //! Prints one line per case; `--json` also appends them to FILE as JSON lines for
 //! `scripts/gpu/bench_gpu.sh`. `--kernels` times only the kernels whose names start with one of
@@ -21,7 +27,11 @@
 //! so that a hang in one cannot lose the others' figures). Without a GPU it says so and exits
 //! with status 2.
 
+mod cublas;
+
 use std::io::Write;
+
+use cublas::Cublas;
 
 use ember_cpu::Activation;
 use ember_cuda::gemm::{linear_with_kernel, DeviceLinear, GemmKernel};
@@ -37,6 +47,8 @@ struct Args {
     /// `--kernels Mma,Simt`: only the kernels whose names start with one of these (if any is
     /// given) and with none of those written `-prefix`.
     kernels: Vec<String>,
+    /// `--cublas LIB`: time cuBLAS in this process too.
+    cublas: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
         dtype: Dtype::Bf16,
         json: None,
         kernels: Vec::new(),
+        cublas: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -57,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--json" => args.json = Some(it.next().ok_or("--json FILE")?.into()),
+            "--cublas" => args.cublas = Some(it.next().ok_or("--cublas LIB")?.into()),
             "--kernels" => {
                 args.kernels = it
                     .next()
@@ -92,8 +106,19 @@ struct Measured {
     tflops: f64,
     /// Whether the calls ran behind `time_each_ms`'s gate (no host time inside a call's time).
     gated: bool,
+    /// cuBLAS's median in the same sequence (`--cublas`, plain product only).
+    cublas_ms: Option<f64>,
 }
 
+/// The median of `times` (the upper middle one).
+fn median(mut times: Vec<f32>) -> f64 {
+    times.sort_by(f32::total_cmp);
+    f64::from(times[times.len() / 2])
+}
+
+/// One kernel on one case: [`ITERATIONS`] gated calls; with `cublas` (weights `raw`, the same
+/// values as `ws`) 2·[`ITERATIONS`] calls, Ember's (even) and cuBLAS's (odd) in turn, call `c`
+/// on input set `c % SETS`.
 #[allow(clippy::too_many_arguments)]
 fn measure<E: Element>(
     device: &CudaDevice,
@@ -103,22 +128,38 @@ fn measure<E: Element>(
     t: usize,
     act: Activation,
     ys: &mut [DeviceTensor<E>],
+    cublas: Option<(&Cublas, &[DeviceTensor<E>])>,
 ) -> Result<Measured, CudaError> {
     let (n, k) = (ws[0].n(), ws[0].k());
-    let mut run = |i: usize| {
-        let (x, w) = (&xs[i % SETS], &ws[i % SETS]);
-        linear_with_kernel(device, kernel, x, t, w, act, None, &mut ys[i % SETS])
+    let flops = 2.0 * (t * n * k) as f64;
+    let mut run = |c: usize, with_cublas: bool| {
+        let s = c % SETS;
+        match cublas {
+            Some((cublas, raw)) if with_cublas && c % 2 == 1 => {
+                cublas.gemm(device, &xs[s], t, &raw[s], n, k, &mut ys[s])
+            }
+            _ => linear_with_kernel(device, kernel, &xs[s], t, &ws[s], act, None, &mut ys[s]),
+        }
     };
-    for i in 0..WARM_UP {
-        run(i)?;
+    let paired = cublas.is_some();
+    let calls = if paired { 2 * ITERATIONS } else { ITERATIONS };
+    for c in 0..2 * WARM_UP {
+        run(c, paired)?;
     }
     device.synchronize()?;
-    let times = device.time_each_ms(ITERATIONS, run)?;
-    let median_ms = f64::from(times.median_ms().expect("ITERATIONS > 0"));
+    let times = device.time_each_ms(calls, |c| run(c, paired))?;
+    let gated = times.gated;
+    let (ember, cublas_ms) = if paired {
+        let every_other = |first: usize| times.ms.iter().skip(first).step_by(2).copied().collect();
+        (median(every_other(0)), Some(median(every_other(1))))
+    } else {
+        (median(times.ms.clone()), None)
+    };
     Ok(Measured {
-        median_ms,
-        tflops: 2.0 * (t * n * k) as f64 / (median_ms * 1e-3) / 1e12,
-        gated: times.gated,
+        median_ms: ember,
+        tflops: flops / (ember * 1e-3) / 1e12,
+        gated,
+        cublas_ms,
     })
 }
 
@@ -126,7 +167,9 @@ fn bench<E: Element>(
     device: &CudaDevice,
     prefixes: &[String],
     json: &mut Option<std::fs::File>,
+    cublas: Option<&Cublas>,
 ) -> Result<(), CudaError> {
+    let mut cublas = cublas.filter(|_| E::DTYPE != Dtype::F32);
     let (exclude, include): (Vec<&String>, Vec<&String>) =
         prefixes.iter().partition(|p| p.starts_with('-'));
     let kernels: Vec<GemmKernel> = GemmKernel::ALL
@@ -139,7 +182,7 @@ fn bench<E: Element>(
         })
         .collect();
     println!(
-        "{} ({}, {} SMs), {} , median of {ITERATIONS} after {WARM_UP} warm-up, {SETS} input sets",
+        "{} ({}, {} SMs), {}, median of {ITERATIONS} gated calls after {WARM_UP} warm-up, {SETS} input sets",
         device.name(),
         device.arch(),
         device.multiprocessors(),
@@ -155,19 +198,31 @@ fn bench<E: Element>(
                 .map(|s| device.upload::<E>(&random(t * k, s as u64)))
                 .collect::<Result<Vec<_>, _>>()?;
             let scale = 1.0 / (k as f32).sqrt();
+            let w_values: Vec<Vec<f32>> = (0..SETS)
+                .map(|s| {
+                    random(n * k, 100 + s as u64)
+                        .iter()
+                        .map(|v| v * scale)
+                        .collect()
+                })
+                .collect();
             let weights = |bias: bool| {
                 (0..SETS)
                     .map(|s| {
-                        let w: Vec<f32> = random(n * k, 100 + s as u64)
-                            .iter()
-                            .map(|v| v * scale)
-                            .collect();
                         let b = bias.then(|| random(n, 200 + s as u64));
-                        DeviceLinear::<E>::upload(device, &w, b.as_deref(), n, k)
+                        DeviceLinear::<E>::upload(device, &w_values[s], b.as_deref(), n, k)
                     })
                     .collect::<Result<Vec<_>, _>>()
             };
             let plain = weights(false)?;
+            // cuBLAS's W: the same values, as a plain [n, k] tensor.
+            let raw = match cublas {
+                Some(_) => w_values
+                    .iter()
+                    .map(|w| device.upload::<E>(w))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            };
             // FFN up also as BERT runs it: + b and GELU fused into the epilogue (torch: a
             // separate GELU kernel after cuBLAS's bias epilogue).
             let fused = if name == "ffn_up" {
@@ -189,12 +244,54 @@ fn bench<E: Element>(
                 Some(("", Activation::Identity, &plain)),
                 fused.as_ref().map(|ws| ("+b+gelu", Activation::Gelu, ws)),
             ];
+            // cuBLAS must compute what Ember does (a wrong transpose or stream would time
+            // something else): once per shape, against the first kernel timed. If not, it is
+            // left out from here on, and Ember's kernels are still timed.
+            if let (Some(lib), Some(&first)) = (cublas, kernels.first()) {
+                lib.gemm(device, &xs[0], t, &raw[0], n, k, &mut ys[0])?;
+                let theirs = device.download(&ys[0])?;
+                linear_with_kernel(
+                    device,
+                    first,
+                    &xs[0],
+                    t,
+                    &plain[0],
+                    Activation::Identity,
+                    None,
+                    &mut ys[1],
+                )?;
+                let ours = device.download(&ys[1])?;
+                let (err, norm) = theirs
+                    .iter()
+                    .zip(&ours)
+                    .fold((0.0f64, 0.0f64), |(e, m), (&a, &b)| {
+                        (e + f64::from(a - b).powi(2), m + f64::from(b).powi(2))
+                    });
+                let nmse = err / norm;
+                if nmse.is_nan() || nmse > 1e-4 {
+                    eprintln!(
+                        "gemm_bench: cuBLAS and {first:?} disagree on {t} × {n} × {k} \
+                         (NMSE {nmse:.2e}): cuBLAS left out from here on"
+                    );
+                    cublas = None;
+                }
+            }
             for &kernel in &kernels {
                 for &(epilogue, act, ws) in variants.iter().flatten() {
-                    let m = measure(device, kernel, &xs, ws, t, act, &mut ys)?;
+                    let paired = cublas
+                        .filter(|_| epilogue.is_empty())
+                        .map(|c| (c, &raw[..]));
+                    let m = measure(device, kernel, &xs, ws, t, act, &mut ys, paired)?;
                     let case = format!("gemm/T={t}/{name}_{n}x{k}{epilogue}/{}", E::DTYPE);
+                    let beside = m.cublas_ms.map_or(String::new(), |c| {
+                        format!(
+                            "  | cuBLAS here {:7.1} TFLOP/s, Ember ÷ cuBLAS {:.2}",
+                            2.0 * (t * n * k) as f64 / (c * 1e-3) / 1e12,
+                            c / m.median_ms
+                        )
+                    });
                     println!(
-                        "{case:44} {:>10}{} {:9.1} µs {:7.1} TFLOP/s{}",
+                        "{case:44} {:>10}{} {:9.1} µs {:7.1} TFLOP/s{}{beside}",
                         format!("{kernel:?}"),
                         if kernel == chosen { "*" } else { " " },
                         m.median_ms * 1e3,
@@ -203,12 +300,14 @@ fn bench<E: Element>(
                     );
                     if let Some(file) = json {
                         let line = format!(
-                            "{{\"impl\":\"ember\",\"kernel\":\"{kernel:?}\",\"chosen\":{},\"t\":{t},\"n\":{n},\"k\":{k},\"epilogue\":\"{epilogue}\",\"dtype\":\"{}\",\"median_ms\":{},\"tflops\":{},\"gated\":{}}}",
+                            "{{\"impl\":\"ember\",\"kernel\":\"{kernel:?}\",\"chosen\":{},\"t\":{t},\"n\":{n},\"k\":{k},\"epilogue\":\"{epilogue}\",\"dtype\":\"{}\",\"median_ms\":{},\"tflops\":{},\"gated\":{}{}}}",
                             kernel == chosen,
                             E::DTYPE,
                             m.median_ms,
                             m.tflops,
-                            m.gated
+                            m.gated,
+                            m.cublas_ms
+                                .map_or(String::new(), |c| format!(",\"cublas_ms\":{c}"))
                         );
                         writeln!(file, "{line}").map_err(|e| CudaError::InvalidShape {
                             op: "gemm_bench",
@@ -251,13 +350,32 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // cuBLAS is a comparison only: without it the kernels are still timed (and PyTorch's
+    // torch_gemm.py still gives the table's cuBLAS column).
+    let cublas = args
+        .cublas
+        .as_deref()
+        .and_then(|path| match Cublas::load(path, &device) {
+            Ok(cublas) => {
+                println!(
+                    "cuBLAS {} ({}) in this process",
+                    cublas.version,
+                    cublas.path.display()
+                );
+                Some(cublas)
+            }
+            Err(err) => {
+                eprintln!("gemm_bench: --cublas: {err}; timing Ember's kernels alone");
+                None
+            }
+        });
     // No warm_up(): it would load every kernel file, and a file that fails to load would stop
     // the kernels of the others from being timed. Each kernel's first launch (and its file's
     // NVRTC compilation) falls in its own warm-up launches instead.
     let result = match args.dtype {
-        Dtype::Bf16 => bench::<half::bf16>(&device, &args.kernels, &mut json),
-        Dtype::F16 => bench::<half::f16>(&device, &args.kernels, &mut json),
-        Dtype::F32 => bench::<f32>(&device, &args.kernels, &mut json),
+        Dtype::Bf16 => bench::<half::bf16>(&device, &args.kernels, &mut json, cublas.as_ref()),
+        Dtype::F16 => bench::<half::f16>(&device, &args.kernels, &mut json, cublas.as_ref()),
+        Dtype::F32 => bench::<f32>(&device, &args.kernels, &mut json, cublas.as_ref()),
     };
     if let Err(err) = result {
         eprintln!("gemm_bench: {err}");
