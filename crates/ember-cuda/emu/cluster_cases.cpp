@@ -370,7 +370,9 @@ void add_cluster_case(harness::Cases& cases, unsigned grid_x, int tiles, int bug
                      expect_failure});
 }
 
-// Whether `schedule` skews a cluster's rounds (run_cluster: the descending order does).
+// Whether `schedule` runs a cluster's higher ranks ahead (run_cluster: the descending order
+// does), the skew that must expose the planted races below; the ascending order's (rank 0
+// ahead) may or may not.
 bool skews_clusters(const emu::Schedule& schedule) { return schedule.order == emu::Schedule::Order::Descending; }
 
 // An expected failure that only the skewing schedule must show: the harness (run_kernels.cpp)

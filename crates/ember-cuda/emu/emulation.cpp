@@ -198,11 +198,12 @@ struct Launch {
     std::uint64_t progress;
     std::uint64_t round_progress;
     bool in_round;
-    // The lowest rank whose yielded fibers a round runs again: 0, but for a cluster under the
-    // descending schedule, where it starts at the highest rank and comes down one rank for each
-    // round that got nowhere (back up at any progress), so that higher ranks run as far ahead of
-    // lower ones as the kernel's synchronisation allows (a missing cross-block wait shows).
-    unsigned round_floor;
+    // The ranks whose yielded fibers a round runs again: every rank, but for a cluster under the
+    // descending schedule a window that starts at the highest rank (under the ascending one, at
+    // rank 0) and widens by one rank for each round that got nowhere (back to the leading rank
+    // alone at any progress), so that one end of the cluster runs as far ahead of the other as
+    // the kernel's synchronisation allows (a missing cross-block wait shows).
+    unsigned round_lo, round_hi;
     // Every Ready fiber's index is in [ready_lo, ready_hi) (bounds, not exact: widened when a
     // fiber is made ready, narrowed by pick), so that pick scans only that span and still
     // returns what a scan of every fiber would.
@@ -772,23 +773,35 @@ void run_cluster(Launch& launch, dim3 block, uint3 first) {
     }
     launch.progress = launch.round_progress = 0;
     launch.in_round = false;
-    const bool skewed = launch.cluster_x > 1 && launch.schedule->order == Schedule::Order::Descending;
-    const unsigned top_floor = skewed ? launch.cluster_x - 1 : 0;
-    launch.round_floor = top_floor;
+    // Skewed rounds: under the descending schedule the highest rank leads, under the ascending
+    // one rank 0 (the random schedule runs every rank each round).
+    const unsigned last_rank = launch.cluster_x - 1;
+    const bool high_leads = last_rank > 0 && launch.schedule->order == Schedule::Order::Descending;
+    const bool low_leads = last_rank > 0 && launch.schedule->order == Schedule::Order::Ascending;
+    const auto lead = [&] {
+        launch.round_lo = high_leads ? last_rank : 0;
+        launch.round_hi = low_leads ? 0 : last_rank;
+    };
+    lead();
 
     while (allocated && !launch.error.failed) {
         Fiber* f = pick(launch);
         if (!f) {
-            // Nothing is ready: the yielded fibers (of ranks ≥ round_floor) run again, as a round,
-            // unless the last round got nowhere with every rank in it.
+            // Nothing is ready: the yielded fibers (of ranks in [round_lo, round_hi]) run again, as
+            // a round, unless the last round got nowhere with every rank in it.
             bool yielded = false;
             for (const Fiber& g : launch.fibers) yielded |= g.state == State::Yielded;
             const bool stalled = launch.in_round && launch.progress == launch.round_progress;
-            if (yielded && !(stalled && launch.round_floor == 0)) {
-                if (stalled) --launch.round_floor;
-                else launch.round_floor = top_floor;
+            const bool every_rank = launch.round_lo == 0 && launch.round_hi == last_rank;
+            if (yielded && !(stalled && every_rank)) {
+                if (!stalled) {
+                    lead();
+                } else {
+                    if (launch.round_lo > 0) --launch.round_lo;
+                    if (launch.round_hi < last_rank) ++launch.round_hi;
+                }
                 for (Fiber& g : launch.fibers)
-                    if (g.state == State::Yielded && rank_of(g) >= launch.round_floor)
+                    if (g.state == State::Yielded && rank_of(g) >= launch.round_lo && rank_of(g) <= launch.round_hi)
                         make_ready(launch, linear_index(g), linear_index(g) + 1);
                 launch.in_round = true;
                 launch.round_progress = launch.progress;

@@ -45,6 +45,8 @@
 //   gets nowhere) of one rank lower too, back to the highest at any progress, so that a higher
 //   CTA runs as far ahead of a lower one as the kernel's cross-CTA waits allow, and one missing
 //   shows as a peer's stage overwritten under its readers, or as an arrival on an exited CTA.
+//   Under the ascending schedule the same with rank 0 leading (the random schedule runs every
+//   rank each round).
 //
 // Limits: no memory model beyond "a write is visible as soon as it is made" (no caches, no
 // reordering, no fences); static __shared__ arrays have no redzones (out-of-bounds accesses
