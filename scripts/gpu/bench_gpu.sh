@@ -39,8 +39,11 @@ log=$out/run.log
 : > "$log"
 # The JSON lines files are appended to (bf16, then f16; each family's kernels): start empty.
 rm -f "$out"/*.jsonl "$out"/*.json
-# build.sh's pack (the folder itself is over the device tool's carry limit with the model).
-if [ ! -d "$bin" ] && [ -f target/gpu-bin.tar.xz ]; then
+# build.sh's pack (the folder itself is over the device tool's carry limit with the model),
+# unpacked afresh each time: the device machine keeps ignored outputs between calls, and a
+# rerun after a rebuild must not find the last call's binaries.
+if [ -f target/gpu-bin.tar.xz ]; then
+  rm -rf "$bin"
   if command -v xz >/dev/null 2>&1; then
     tar -C target -xJf target/gpu-bin.tar.xz
   else  # Python's lzma, where the image has no xz.
@@ -83,7 +86,7 @@ cublas_lib=$(timeout 60 python3 -c '
 import torch
 a = torch.ones(64, 64, device="cuda", dtype=torch.float16)
 torch.cuda.synchronize(); (a @ a).sum().item()
-print(next(line.split()[-1] for line in open("/proc/self/maps") if "/libcublas.so" in line))' 2>/dev/null)
+print(next(line.split()[-1] for line in open("/proc/self/maps") if "/libcublas.so" in line))' 2>>"$log")
 cublas_args=()
 [ -n "$cublas_lib" ] && [ -f "$cublas_lib" ] && cublas_args=(--cublas "$cublas_lib")
 echo "cuBLAS for gemm_bench: ${cublas_lib:-not found}" | tee -a "$log"

@@ -144,7 +144,9 @@ impl<E: Element> DeviceTensor<E> {
 
     /// The buffer's device address, for another CUDA library working on it (gemm_bench's
     /// cuBLAS): its work must be queued on [`CudaDevice::cu_stream`] (this tensor's device's) and
-    /// must stay within [`capacity`](Self::capacity) elements, while the tensor lives.
+    /// must stay within [`capacity`](Self::capacity) elements, while the tensor lives. (A device
+    /// queues everything on one stream, so cudarc records no cross-stream order for the buffer:
+    /// reading or writing it there needs none.)
     pub fn device_address(&self, device: &CudaDevice) -> u64 {
         let (address, _recorded) = self.data.device_ptr(&device.stream);
         address
@@ -349,8 +351,9 @@ impl CudaDevice {
             .map_err(CudaError::driver("synchronize"))
     }
 
-    /// The stream all of this device's work is queued on, for another CUDA library to queue
-    /// its own work in order with Ember's (gemm_bench's cuBLAS, `cublasSetStream`).
+    /// The stream all of this device's work is queued on (the context's legacy default stream),
+    /// for another CUDA library to queue its own work in order with Ember's (gemm_bench's
+    /// cuBLAS, `cublasSetStream`).
     pub fn cu_stream(&self) -> cudarc::driver::sys::CUstream {
         self.stream.cu_stream()
     }

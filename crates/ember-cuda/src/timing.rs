@@ -4,9 +4,12 @@
 //! completes at once, and the kernel starts only when the host has finished queueing it (for a
 //! Rust launcher a few µs, for a PyTorch call from Python 10 µs or more, against kernels of
 //! 10–60 µs). So the stream is held shut first: it waits on a word of host memory
-//! (`cuStreamWaitValue32`) while the host queues every call with an event between each two;
-//! then the host opens the gate and the calls run back to back, each timed from the event
-//! before it to the event after it, with no host time inside.
+//! (`cuStreamWaitValue32`) while the host queues the calls with an event between each two; then
+//! the host opens the gate and the calls run back to back, each timed from the event before it
+//! to the event after it, with no host time inside. The calls go in groups of at most
+//! [`GATE_GROUP`], each behind a gate of its own (the host queues the next group while the last
+//! one runs), so that the launch queue never fills behind a closed gate (the driver blocks
+//! `cuLaunchKernel` once about a thousand launches are pending).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -24,11 +27,11 @@ use crate::error::CudaError;
 pub struct CallTimes {
     /// GPU milliseconds of each call, in call order.
     pub ms: Vec<f32>,
-    /// Whether every call was queued behind the closed gate, so that no host time falls inside
+    /// Whether every call was queued behind a closed gate, so that no host time falls inside
     /// a call's time. `false` where the driver refused the gate (the emulated driver; a driver
-    /// without stream memory operations), where the stream was found to have run ahead of the
-    /// host anyway, or where the watchdog had to open it ([`GATE_WATCHDOG`]): then each time may
-    /// include the host's queueing of its call, as with two events around one call.
+    /// without stream memory operations), where a group's stream was found to have run ahead of
+    /// the host anyway, or where the watchdog had to open it ([`GATE_WATCHDOG`]): then each
+    /// time may include the host's queueing of its call, as with two events around one call.
     pub gated: bool,
 }
 
@@ -41,11 +44,17 @@ impl CallTimes {
     }
 }
 
-/// How long the gate may stay shut: past this a watchdog thread opens it, so that a call that
-/// waits for the stream (a synchronous copy, a synchronisation inside `f`, a kernel compiled on
-/// first use) cannot hang the process; its times are then reported as not gated, and the gate is
-/// not used again in this process (each later timing would lose as long again).
-pub const GATE_WATCHDOG: Duration = Duration::from_secs(10);
+/// The most calls queued behind one gate. Each call may be several launches (cuBLAS's) and is
+/// followed by an event, and the next group is queued while this one runs: well under the
+/// driver's ~1,000 pending launches.
+pub const GATE_GROUP: usize = 64;
+
+/// How long one gate may stay shut: past this a watchdog thread opens every gate, so that a
+/// call that waits for the stream (a synchronous copy, a synchronisation inside `f`, a kernel
+/// compiled on first use) cannot hang the process; the times are then reported as not gated,
+/// and the gate is not used again in this process (each later timing would lose as long again).
+/// Queueing a group takes well under a millisecond.
+pub const GATE_WATCHDOG: Duration = Duration::from_secs(3);
 
 /// Set once the watchdog has had to open a gate.
 static GATE_DISABLED: AtomicBool = AtomicBool::new(false);
@@ -53,7 +62,7 @@ static GATE_DISABLED: AtomicBool = AtomicBool::new(false);
 impl CudaDevice {
     /// Queues `count` calls of `f(i)` (each must only queue work on this device's stream, never
     /// wait for it) and returns the GPU time of each: see the module's documentation. Waits for
-    /// the work. An error from `f` stops the queueing and is returned once the gate is open again.
+    /// the work. An error from `f` stops the queueing and is returned once the gates are open.
     pub fn time_each_ms(
         &self,
         count: usize,
@@ -65,61 +74,85 @@ impl CudaDevice {
             .bind_to_thread()
             .map_err(CudaError::driver("cuCtxSetCurrent"))?;
         let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let events = (0..=count)
-            .map(|_| context.new_event(timing))
-            .collect::<Result<Vec<CudaEvent>, _>>()
-            .map_err(CudaError::driver("cuEventCreate"))?;
-        let gate = Gate::close(stream);
+        let new_event = || {
+            context
+                .new_event(timing)
+                .map_err(CudaError::driver("cuEventCreate"))
+        };
         let record = |event: &CudaEvent| {
             event
                 .record(stream)
                 .map_err(CudaError::driver("cuEventRecord"))
         };
-        let queued = record(&events[0]).and_then(|()| {
-            for i in 0..count {
-                f(i)?;
-                record(&events[i + 1])?;
+        let mut gate = Gate::new(stream);
+        let mut held_all = gate.is_some();
+        // Per group: its first event, then one after each call.
+        let mut groups: Vec<Vec<CudaEvent>> = Vec::new();
+        for (g, first) in (0..count).step_by(GATE_GROUP).enumerate() {
+            let calls = first..count.min(first + GATE_GROUP);
+            let value = g as u32 + 1;
+            if let Some(closed) = gate.as_mut() {
+                if !closed.close(value) {
+                    gate = None; // Drop opens it: the rest is timed without
+                    held_all = false;
+                }
             }
-            Ok(())
-        });
-        // Still shut when the host is done: the first event has not run. (Asked before opening.)
-        let held = match &gate {
-            Some(_) => !events[0]
-                .try_is_complete()
-                .map_err(CudaError::driver("cuEventQuery"))?,
-            None => false,
-        };
-        let opened_in_time = gate.is_some_and(Gate::open);
-        queued?;
-        events[count]
-            .synchronize()
-            .map_err(CudaError::driver("cuEventSynchronize"))?;
-        let ms = events
-            .windows(2)
-            .map(|pair| pair[0].elapsed_ms(&pair[1]))
-            .collect::<Result<Vec<f32>, _>>()
-            .map_err(CudaError::driver("cuEventElapsedTime"))?;
+            let mut events = vec![new_event()?];
+            record(&events[0])?;
+            for i in calls {
+                f(i)?;
+                let event = new_event()?;
+                record(&event)?;
+                events.push(event);
+            }
+            if let Some(open) = gate.as_mut() {
+                // Still shut when the host is done: the group's first event has not run.
+                held_all &= !events[0]
+                    .try_is_complete()
+                    .map_err(CudaError::driver("cuEventQuery"))?;
+                open.open(value);
+            }
+            groups.push(events);
+        }
+        let watchdog_fired = gate.map(Gate::finish).unwrap_or(false);
+        if let Some(last) = groups.last().and_then(|events| events.last()) {
+            last.synchronize()
+                .map_err(CudaError::driver("cuEventSynchronize"))?;
+        }
+        let mut ms = Vec::with_capacity(count);
+        for events in &groups {
+            for pair in events.windows(2) {
+                ms.push(
+                    pair[0]
+                        .elapsed_ms(&pair[1])
+                        .map_err(CudaError::driver("cuEventElapsedTime"))?,
+                );
+            }
+        }
         Ok(CallTimes {
             ms,
-            gated: held && opened_in_time,
+            gated: held_all && !watchdog_fired,
         })
     }
 }
 
-/// A stream held shut on a word of mapped, pinned host memory: `cuStreamWaitValue32(≥ 1)`
-/// queued on it, the word 0 until [`Gate::open`] (or the watchdog, or `Drop`) stores 1.
+/// A word of mapped, pinned host memory that the stream waits on: group `g`'s calls are queued
+/// behind `cuStreamWaitValue32(word ≥ g + 1)` ([`Gate::close`]), and the host stores `g + 1`
+/// once it has queued them ([`Gate::open`]). Dropping it opens every gate (stores `u32::MAX`),
+/// waits for the stream to pass them, then frees the word.
 struct Gate {
     host: *mut std::ffi::c_void,
+    device_ptr: sys::CUdeviceptr,
     stream: Arc<CudaStream>,
-    /// Told when the host opens the gate; the watchdog thread opens it itself past
-    /// [`GATE_WATCHDOG`] and says so by returning `true`.
+    /// Told at each opening (and closed on Drop); past [`GATE_WATCHDOG`] without a message the
+    /// watchdog thread opens every gate itself and returns `true`.
     opened: Option<mpsc::Sender<()>>,
     watchdog: Option<std::thread::JoinHandle<bool>>,
 }
 
 impl Gate {
-    /// Queues the wait, or `None` where the driver refuses a step (nothing is then queued).
-    fn close(stream: &Arc<CudaStream>) -> Option<Gate> {
+    /// The word and its watchdog, or `None` where the driver refuses a step.
+    fn new(stream: &Arc<CudaStream>) -> Option<Gate> {
         if GATE_DISABLED.load(Ordering::Relaxed) {
             return None;
         }
@@ -141,81 +174,90 @@ impl Gate {
         unsafe { AtomicU32::from_ptr(host.cast()) }.store(0, Ordering::SeqCst);
         let mut gate = Gate {
             host,
+            device_ptr: 0,
             stream: Arc::clone(stream),
             opened: None,
             watchdog: None,
         };
-        let mut device_ptr: sys::CUdeviceptr = 0;
         // SAFETY: `host` was allocated with CU_MEMHOSTALLOC_DEVICEMAP in this context.
-        let status = unsafe { sys::cuMemHostGetDevicePointer_v2(&mut device_ptr, host, 0) };
+        let status = unsafe { sys::cuMemHostGetDevicePointer_v2(&mut gate.device_ptr, host, 0) };
         if status != sys::CUresult::CUDA_SUCCESS {
             return None; // Drop frees the memory
-        }
-        // SAFETY: `device_ptr` maps the live 4-byte word; the stream is live. The wait blocks
-        // the stream (not the host) until the word is ≥ 1.
-        let status = unsafe {
-            sys::cuStreamWaitValue32_v2(
-                stream.cu_stream(),
-                device_ptr,
-                1,
-                sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32,
-            )
-        };
-        if status != sys::CUresult::CUDA_SUCCESS {
-            return None;
         }
         let (opened, wait) = mpsc::channel::<()>();
         let word = host as usize;
         let watchdog = std::thread::Builder::new()
             .name("ember-gate-watchdog".to_owned())
-            .spawn(move || {
-                if wait.recv_timeout(GATE_WATCHDOG).is_ok() {
-                    return false;
+            .spawn(move || loop {
+                match wait.recv_timeout(GATE_WATCHDOG) {
+                    Ok(()) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // SAFETY: the Gate that owns the word joins this thread before freeing it.
+                        unsafe { AtomicU32::from_ptr(word as *mut u32) }
+                            .store(u32::MAX, Ordering::SeqCst);
+                        GATE_DISABLED.store(true, Ordering::Relaxed);
+                        eprintln!(
+                            "ember-cuda: time_each_ms: the host still queued after \
+                             {GATE_WATCHDOG:?}; gate opened, and timings in this process are \
+                             not gated from now on"
+                        );
+                        return true;
+                    }
                 }
-                // SAFETY: the Gate that owns the word joins this thread before freeing it.
-                unsafe { AtomicU32::from_ptr(word as *mut u32) }.store(1, Ordering::SeqCst);
-                GATE_DISABLED.store(true, Ordering::Relaxed);
-                eprintln!(
-                    "ember-cuda: time_each_ms: the host still queued after {GATE_WATCHDOG:?}; gate \
-                     opened, and timings in this process are not gated from now on"
-                );
-                true
             });
-        match watchdog {
-            Ok(handle) => {
-                gate.opened = Some(opened);
-                gate.watchdog = Some(handle);
-                Some(gate)
-            }
-            // No watchdog, no gate: open it now (Drop) and time ungated.
-            Err(_) => None,
-        }
+        let handle = watchdog.ok()?; // no watchdog, no gate
+        gate.opened = Some(opened);
+        gate.watchdog = Some(handle);
+        Some(gate)
     }
 
-    /// Opens the gate; `true` if it was still the host's to open (the watchdog had not).
-    fn open(mut self) -> bool {
-        self.release()
+    /// Queues the wait for `value`; `false` if the driver refuses it (nothing is then queued).
+    fn close(&mut self, value: u32) -> bool {
+        // SAFETY: `device_ptr` maps the live 4-byte word; the stream is live. The wait blocks
+        // the stream (not the host) until the word is ≥ `value`.
+        let status = unsafe {
+            sys::cuStreamWaitValue32_v2(
+                self.stream.cu_stream(),
+                self.device_ptr,
+                value,
+                sys::CUstreamWaitValue_flags::CU_STREAM_WAIT_VALUE_GEQ as u32,
+            )
+        };
+        status == sys::CUresult::CUDA_SUCCESS
     }
 
-    fn release(&mut self) -> bool {
-        // SAFETY: the word is live until Drop frees it, after this.
-        unsafe { AtomicU32::from_ptr(self.host.cast()) }.store(1, Ordering::SeqCst);
-        if let Some(opened) = self.opened.take() {
+    /// Opens the gate of `value` (and those before it).
+    fn open(&mut self, value: u32) {
+        // SAFETY: the word is live until Drop frees it. fetch_max: never below what the
+        // watchdog may have stored.
+        unsafe { AtomicU32::from_ptr(self.host.cast()) }.fetch_max(value, Ordering::SeqCst);
+        if let Some(opened) = &self.opened {
             let _ = opened.send(());
         }
-        match self.watchdog.take() {
-            Some(handle) => !handle.join().unwrap_or(true),
-            None => true,
-        }
+    }
+
+    /// Opens every gate and stops the watchdog; `true` if the watchdog had to open one.
+    fn release(&mut self) -> bool {
+        self.open(u32::MAX);
+        self.opened = None; // disconnects the watchdog
+        self.watchdog
+            .take()
+            .is_some_and(|handle| handle.join().unwrap_or(true))
+    }
+
+    /// [`release`](Self::release), then Drop.
+    fn finish(mut self) -> bool {
+        self.release()
     }
 }
 
 impl Drop for Gate {
     fn drop(&mut self) {
         self.release();
-        // The stream must be past the wait before its word is freed.
+        // The stream must be past every wait before its word is freed.
         let _ = self.stream.synchronize();
-        // SAFETY: allocated by cuMemHostAlloc in Gate::close, freed once.
+        // SAFETY: allocated by cuMemHostAlloc in Gate::new, freed once.
         unsafe { sys::cuMemFreeHost(self.host) };
     }
 }

@@ -1324,5 +1324,16 @@ fn time_each_times_every_call_behind_the_gate() {
         "{err:?}"
     );
     device.synchronize().unwrap();
-    assert_eq!(device.time_each_ms(2, |_| Ok(())).unwrap().ms.len(), 2);
+    // Several gated groups (GATE_GROUP calls at most behind one gate): one time per call still.
+    let count = 2 * ember_cuda::timing::GATE_GROUP + 3;
+    let mut calls = 0;
+    let times = device
+        .time_each_ms(count, |i| {
+            assert_eq!(i, calls);
+            calls += 1;
+            linear(&device, &x, m, &w, Activation::Identity, None, &mut ys[i % 3])
+        })
+        .unwrap();
+    assert_eq!((calls, times.ms.len()), (count, count));
+    assert_eq!(times.gated, !emulated(&device), "{times:?}");
 }

@@ -55,19 +55,16 @@ pub struct Cublas {
 }
 
 impl Cublas {
-    /// Loads `path` (and the `libcublasLt.so*` beside it first, should its own search path not
-    /// find it), creates a handle and binds it to `device`'s stream.
+    /// Loads `path` (and the libcublasLt of the same version beside it first, should its own
+    /// search path not find it), creates a handle and binds it to `device`'s stream.
     pub fn load(path: &Path, device: &CudaDevice) -> Result<Cublas, String> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let lt = std::fs::read_dir(dir)
-            .ok()
-            .and_then(|entries| {
-                entries.flatten().map(|e| e.path()).find(|p| {
-                    p.file_name()
-                        .and_then(|f| f.to_str())
-                        .is_some_and(|f| f.starts_with("libcublasLt.so"))
-                })
-            })
+        // libcublas.so.13 → libcublasLt.so.13 beside it (the same version).
+        let lt = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix("libcublas"))
+            .map(|rest| path.with_file_name(format!("libcublasLt{rest}")))
+            .filter(|lt| lt.is_file())
             // SAFETY: loading cuBLAS's own companion library runs only its initialisers.
             .and_then(|lt| unsafe { libloading::Library::new(lt) }.ok());
         // SAFETY: as above, for cuBLAS itself.
