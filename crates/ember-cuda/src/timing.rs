@@ -28,8 +28,8 @@ pub struct CallTimes {
     /// GPU milliseconds of each call, in call order.
     pub ms: Vec<f32>,
     /// Whether every call was queued behind a closed gate, so that no host time falls inside
-    /// a call's time. `false` where the driver refused the gate (the emulated driver; a driver
-    /// without stream memory operations), where a group's stream was found to have run ahead of
+    /// a call's time. `false` where the driver refused the gate (a driver without stream memory
+    /// operations), where a group's stream was found to have run ahead of
     /// the host anyway, or where the watchdog had to open it ([`GATE_WATCHDOG`]): then each
     /// time may include the host's queueing of its call, as with two events around one call.
     pub gated: bool,
@@ -84,10 +84,11 @@ impl CudaDevice {
                 .record(stream)
                 .map_err(CudaError::driver("cuEventRecord"))
         };
+        // Per group: its first event, then one after each call. (Declared before the gate, so
+        // that on an early return the gate is dropped, and opened, first.)
+        let mut groups: Vec<Vec<CudaEvent>> = Vec::new();
         let mut gate = Gate::new(stream);
         let mut held_all = gate.is_some();
-        // Per group: its first event, then one after each call.
-        let mut groups: Vec<Vec<CudaEvent>> = Vec::new();
         for (g, first) in (0..count).step_by(GATE_GROUP).enumerate() {
             let calls = first..count.min(first + GATE_GROUP);
             let value = g as u32 + 1;

@@ -14,7 +14,11 @@
 //   under AddressSanitizer in tests/emulation.rs).
 // - Streams and events are synchronous: work runs during the call that queues it, so
 //   synchronising does nothing and an event's time is when it was recorded (elapsed times are the
-//   emulation's own, in wall-clock milliseconds).
+//   emulation's own, in wall-clock milliseconds). The exception: behind a cuStreamWaitValue32 on
+//   a word not yet set (CudaDevice::time_each_ms's gate), launches and event records are queued
+//   (one queue for every stream) and run at the first driver call after the word is set, or in
+//   a call that must wait for them (synchronisations, copies, frees), which polls the word with
+//   the driver's lock released; cuEventQuery says CUDA_ERROR_NOT_READY for a queued record.
 // - cuModuleLoadData takes the CUBIN NVRTC built: it must be an ELF image for sm_90, and every
 //   kernel in it must be in the registry (registry.h). The image is kept for its kernels' names,
 //   parameter sizes and __launch_bounds__; the code that runs is the registry's host build.
@@ -47,6 +51,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
+#include <functional>
+#include <thread>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -117,6 +124,17 @@ struct Event {
     unsigned flags;
     bool recorded = false;
     std::chrono::steady_clock::time_point time;
+    bool pending = false;  // its record is queued behind a stream wait (g_pending)
+    std::uint64_t serial = 0;  // tells a queued record its event from a later one at the same address
+};
+
+// Work queued behind a stream wait that was not yet satisfied (cuStreamWaitValue32): every
+// stream's work in one order (the emulator runs streams in the order work is queued anyway).
+// An item is a wait (the word at `address` must reach `value`) or work to run.
+struct Pending {
+    std::uintptr_t address = 0;
+    std::uint32_t value = 0;
+    std::function<void()> work;
 };
 
 std::mutex g_lock;
@@ -127,6 +145,8 @@ std::set<Module*> g_modules;
 std::set<Stream*> g_streams;
 std::set<void*> g_host_allocations;  // cuMemHostAlloc's
 std::set<Event*> g_events;
+std::deque<Pending> g_pending;
+std::uint64_t g_event_serial;
 
 __attribute__((format(printf, 1, 2))) void report(const char* format, ...) {
     va_list args;
@@ -135,6 +155,43 @@ __attribute__((format(printf, 1, 2))) void report(const char* format, ...) {
     vfprintf(stderr, format, args);
     fprintf(stderr, "\n");
     va_end(args);
+}
+
+// Runs the queued work up to the first wait whose word has not reached its value; whether the
+// queue is now empty. Every entry point calls it first (EMBER_LOCK): a wait is let through at
+// the first driver call after the host has set its word.
+bool drain() {
+    while (!g_pending.empty()) {
+        Pending item = std::move(g_pending.front());
+        if (item.address &&
+            __atomic_load_n(reinterpret_cast<const std::uint32_t*>(item.address), __ATOMIC_SEQ_CST) < item.value)
+            return false;
+        g_pending.pop_front();
+        if (item.work) item.work();
+    }
+    return true;
+}
+
+// For a call that must wait for the queued work (a synchronisation, a copy, a free): polls the
+// waits' words with the lock released, as a GPU's stream waits for another host thread to set
+// them. A wait still unmet after a minute is reported, the queue dropped and the context
+// faulted (as a hung GPU would be, but the tests go on).
+CUresult settle(std::unique_lock<std::mutex>& hold) {
+    const auto start = std::chrono::steady_clock::now();
+    while (!drain()) {
+        if (std::chrono::steady_clock::now() - start > std::chrono::seconds(60)) {
+            report("a stream has waited over 60 s for the word at 0x%zx to reach %u; its queued work is dropped",
+                   static_cast<std::size_t>(g_pending.front().address), g_pending.front().value);
+            for (Event* event : g_events) event->pending = false;
+            g_pending.clear();
+            g_context.sticky = CUDA_ERROR_LAUNCH_FAILED;
+            return CUDA_ERROR_LAUNCH_FAILED;
+        }
+        hold.unlock();
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        hold.lock();
+    }
+    return CUDA_SUCCESS;
 }
 
 // The context's state for a call that needs an initialised driver and a live context.
@@ -408,6 +465,33 @@ CUresult launch(Function* f, const LaunchShape& shape, void** params, void** ext
                f->max_threads);
         return CUDA_ERROR_INVALID_VALUE;
     }
+    if (!g_pending.empty()) {
+        // Behind a stream wait: the arguments are copied now (kernelParams need only live for the
+        // call), each in a 64-byte aligned slot (a CUtensorMap's alignment), and the grid runs
+        // when the wait is let through; a fault then is sticky, as an asynchronous one is.
+        std::size_t offsets[kMaxKernelParams], bytes = 0;
+        for (unsigned i = 0; i < entry.param_count; ++i) {
+            offsets[i] = bytes;
+            bytes += (entry.param_sizes[i] + 63) / 64 * 64;
+        }
+        std::shared_ptr<unsigned char> copies(static_cast<unsigned char*>(aligned_alloc(64, bytes ? bytes : 64)), free);
+        if (!copies) return CUDA_ERROR_OUT_OF_MEMORY;
+        std::vector<void*> pointers(entry.param_count);
+        for (unsigned i = 0; i < entry.param_count; ++i) {
+            std::memcpy(copies.get() + offsets[i], params[i], entry.param_sizes[i]);
+            pointers[i] = copies.get() + offsets[i];
+        }
+        const std::string name = config;
+        g_pending.push_back({0, 0, [&entry, shape, copies, pointers, name]() mutable {
+                                 if (g_context.sticky) return;
+                                 const emu::LaunchError error = entry.launch(shape, pointers.data());
+                                 if (error.failed) {
+                                     report("kernel %s failed: %s", name.c_str(), error.message);
+                                     g_context.sticky = CUDA_ERROR_LAUNCH_FAILED;
+                                 }
+                             }});
+        return CUDA_SUCCESS;
+    }
     const emu::LaunchError error = entry.launch(shape, params);
     if (error.failed) {
         report("kernel %s failed: %s", config, error.message);
@@ -424,7 +508,14 @@ using namespace ember_driver;
 
 // ---- the entry points, as cudarc resolves them (cuda.h's names, _v2 where cuda.h maps to it) ----
 
-#define EMBER_LOCK std::lock_guard<std::mutex> hold(g_lock)
+#define EMBER_LOCK                                 \
+    std::unique_lock<std::mutex> hold(g_lock); \
+    drain()
+// For the calls that wait for queued work (see settle).
+#define EMBER_SETTLE                                           \
+    do {                                                       \
+        if (const CUresult settled = settle(hold)) return settled; \
+    } while (0)
 #define EMBER_CHECK_CONTEXT                                  \
     do {                                                     \
         if (const CUresult state = context_state()) return state; \
@@ -518,6 +609,7 @@ __attribute__((visibility("default"))) CUresult cuDevicePrimaryCtxRetain(Context
 
 __attribute__((visibility("default"))) CUresult cuDevicePrimaryCtxRelease_v2(int device) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     if (!g_initialized) return CUDA_ERROR_NOT_INITIALIZED;
     if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
     if (g_context.retains == 0) return CUDA_ERROR_INVALID_CONTEXT;
@@ -542,6 +634,7 @@ __attribute__((visibility("default"))) CUresult cuCtxSetCurrent(Context* context
 
 __attribute__((visibility("default"))) CUresult cuCtxSynchronize() {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     return CUDA_SUCCESS;
 }
@@ -556,6 +649,7 @@ __attribute__((visibility("default"))) CUresult cuMemAlloc_v2(std::uintptr_t* dp
 
 __attribute__((visibility("default"))) CUresult cuMemFree_v2(std::uintptr_t dptr) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     return release(dptr);
 }
@@ -584,6 +678,7 @@ __attribute__((visibility("default"))) CUresult cuMemHostGetDevicePointer_v2(std
 
 __attribute__((visibility("default"))) CUresult cuMemFreeHost(void* pointer) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     if (!g_host_allocations.erase(pointer)) {
         report("cuMemFreeHost: %p is not a live cuMemHostAlloc allocation", pointer);
@@ -604,6 +699,7 @@ __attribute__((visibility("default"))) CUresult cuMemGetInfo_v2(std::size_t* fre
 
 __attribute__((visibility("default"))) CUresult cuMemcpyHtoD_v2(std::uintptr_t dst, const void* src, std::size_t bytes) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     return copy("cuMemcpyHtoD", reinterpret_cast<void*>(dst), true, src, false, bytes);
 }
@@ -611,6 +707,7 @@ __attribute__((visibility("default"))) CUresult cuMemcpyHtoD_v2(std::uintptr_t d
 __attribute__((visibility("default"))) CUresult cuMemcpyHtoDAsync_v2(std::uintptr_t dst, const void* src, std::size_t bytes,
                                                                      void* stream) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     if (!valid_stream(stream)) return CUDA_ERROR_INVALID_HANDLE;
     return copy("cuMemcpyHtoDAsync", reinterpret_cast<void*>(dst), true, src, false, bytes);
@@ -618,6 +715,7 @@ __attribute__((visibility("default"))) CUresult cuMemcpyHtoDAsync_v2(std::uintpt
 
 __attribute__((visibility("default"))) CUresult cuMemcpyDtoH_v2(void* dst, std::uintptr_t src, std::size_t bytes) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     return copy("cuMemcpyDtoH", dst, false, reinterpret_cast<const void*>(src), true, bytes);
 }
@@ -625,6 +723,7 @@ __attribute__((visibility("default"))) CUresult cuMemcpyDtoH_v2(void* dst, std::
 __attribute__((visibility("default"))) CUresult cuMemcpyDtoHAsync_v2(void* dst, std::uintptr_t src, std::size_t bytes,
                                                                      void* stream) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     if (!valid_stream(stream)) return CUDA_ERROR_INVALID_HANDLE;
     return copy("cuMemcpyDtoHAsync", dst, false, reinterpret_cast<const void*>(src), true, bytes);
@@ -632,6 +731,7 @@ __attribute__((visibility("default"))) CUresult cuMemcpyDtoHAsync_v2(void* dst, 
 
 __attribute__((visibility("default"))) CUresult cuMemcpyDtoD_v2(std::uintptr_t dst, std::uintptr_t src, std::size_t bytes) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     return copy("cuMemcpyDtoD", reinterpret_cast<void*>(dst), true, reinterpret_cast<const void*>(src), true, bytes);
 }
@@ -639,6 +739,7 @@ __attribute__((visibility("default"))) CUresult cuMemcpyDtoD_v2(std::uintptr_t d
 __attribute__((visibility("default"))) CUresult cuMemcpyDtoDAsync_v2(std::uintptr_t dst, std::uintptr_t src,
                                                                      std::size_t bytes, void* stream) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     if (!valid_stream(stream)) return CUDA_ERROR_INVALID_HANDLE;
     return copy("cuMemcpyDtoDAsync", reinterpret_cast<void*>(dst), true, reinterpret_cast<const void*>(src), true,
@@ -647,6 +748,7 @@ __attribute__((visibility("default"))) CUresult cuMemcpyDtoDAsync_v2(std::uintpt
 
 __attribute__((visibility("default"))) CUresult cuMemsetD8_v2(std::uintptr_t dst, unsigned char value, std::size_t count) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     if (!device_range_ok("cuMemsetD8", "destination", dst, count)) return CUDA_ERROR_INVALID_VALUE;
     std::memset(reinterpret_cast<void*>(dst), value, count);
@@ -656,6 +758,7 @@ __attribute__((visibility("default"))) CUresult cuMemsetD8_v2(std::uintptr_t dst
 __attribute__((visibility("default"))) CUresult cuMemsetD8Async(std::uintptr_t dst, unsigned char value, std::size_t count,
                                                                 void* stream) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     if (!valid_stream(stream)) return CUDA_ERROR_INVALID_HANDLE;
     if (!device_range_ok("cuMemsetD8Async", "destination", dst, count)) return CUDA_ERROR_INVALID_VALUE;
@@ -676,6 +779,7 @@ __attribute__((visibility("default"))) CUresult cuStreamCreate(Stream** stream, 
 
 __attribute__((visibility("default"))) CUresult cuStreamDestroy_v2(Stream* stream) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     if (!g_streams.erase(stream)) return CUDA_ERROR_INVALID_HANDLE;
     delete stream;
     return CUDA_SUCCESS;
@@ -683,6 +787,7 @@ __attribute__((visibility("default"))) CUresult cuStreamDestroy_v2(Stream* strea
 
 __attribute__((visibility("default"))) CUresult cuStreamSynchronize(void* stream) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     return valid_stream(stream) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
@@ -694,9 +799,9 @@ __attribute__((visibility("default"))) CUresult cuStreamWaitEvent(void* stream, 
     return CUDA_SUCCESS;
 }
 
-// A stream cannot wait here: work runs when it is queued, so a wait on a word the host has not
-// yet set would have to block the host that is to set it. Refused (time_each_ms then times
-// without its gate); a wait already satisfied is a no-op.
+// A wait not yet met queues the stream's later work (launches, event records) until the word
+// reaches the value: it runs at the first driver call after that, or in a call that waits for
+// it (settle). A wait already met with nothing queued is a no-op.
 __attribute__((visibility("default"))) CUresult cuStreamWaitValue32_v2(void* stream, std::uintptr_t address,
                                                                      std::uint32_t value, unsigned flags) {
     EMBER_LOCK;
@@ -706,7 +811,8 @@ __attribute__((visibility("default"))) CUresult cuStreamWaitValue32_v2(void* str
           device_range_ok("cuStreamWaitValue32", "address", address, sizeof(std::uint32_t))))
         return CUDA_ERROR_INVALID_VALUE;
     const std::uint32_t word = __atomic_load_n(reinterpret_cast<const std::uint32_t*>(address), __ATOMIC_SEQ_CST);
-    return word >= value ? CUDA_SUCCESS : CUDA_ERROR_NOT_SUPPORTED;
+    if (word < value || !g_pending.empty()) g_pending.push_back({address, value, {}});
+    return CUDA_SUCCESS;
 }
 
 // Events: recorded at the call (the stream's work before it has already run).
@@ -715,13 +821,13 @@ __attribute__((visibility("default"))) CUresult cuEventCreate(Event** event, uns
     EMBER_LOCK;
     EMBER_CHECK_CONTEXT;
     if (!event) return CUDA_ERROR_INVALID_VALUE;
-    *event = new Event{flags, false, {}};
+    *event = new Event{flags, false, {}, false, ++g_event_serial};
     g_events.insert(*event);
     return CUDA_SUCCESS;
 }
 
 __attribute__((visibility("default"))) CUresult cuEventDestroy_v2(Event* event) {
-    EMBER_LOCK;
+    EMBER_LOCK;  // a record still queued for it finds it gone (Event::serial)
     if (!g_events.erase(event)) return CUDA_ERROR_INVALID_HANDLE;
     delete event;
     return CUDA_SUCCESS;
@@ -731,6 +837,16 @@ __attribute__((visibility("default"))) CUresult cuEventRecord(Event* event, void
     EMBER_LOCK;
     EMBER_CHECK_CONTEXT;
     if (!g_events.count(event) || !valid_stream(stream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (!g_pending.empty()) {  // recorded when the work queued before it has run
+        event->pending = true;
+        g_pending.push_back({0, 0, [event, serial = event->serial] {
+                                 if (!g_events.count(event) || event->serial != serial) return;  // destroyed
+                                 event->pending = false;
+                                 event->recorded = true;
+                                 event->time = std::chrono::steady_clock::now();
+                             }});
+        return CUDA_SUCCESS;
+    }
     event->recorded = true;
     event->time = std::chrono::steady_clock::now();
     return CUDA_SUCCESS;
@@ -739,11 +855,13 @@ __attribute__((visibility("default"))) CUresult cuEventRecord(Event* event, void
 __attribute__((visibility("default"))) CUresult cuEventQuery(Event* event) {
     EMBER_LOCK;
     EMBER_CHECK_CONTEXT;
-    return g_events.count(event) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+    if (!g_events.count(event)) return CUDA_ERROR_INVALID_HANDLE;
+    return event->pending ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
 }
 
 __attribute__((visibility("default"))) CUresult cuEventSynchronize(Event* event) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
     return g_events.count(event) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
@@ -756,7 +874,7 @@ __attribute__((visibility("default"))) CUresult cuEventElapsedTime(float* ms, Ev
     if (!g_events.count(start) || !g_events.count(end) || (start->flags & CU_EVENT_DISABLE_TIMING) ||
         (end->flags & CU_EVENT_DISABLE_TIMING))
         return CUDA_ERROR_INVALID_HANDLE;
-    if (!start->recorded || !end->recorded) return CUDA_ERROR_NOT_READY;
+    if (!start->recorded || !end->recorded || start->pending || end->pending) return CUDA_ERROR_NOT_READY;
     const float elapsed = std::chrono::duration<float, std::milli>(end->time - start->time).count();
     *ms = elapsed > 1e-3f ? elapsed : 1e-3f;
     return CUDA_SUCCESS;
@@ -806,6 +924,7 @@ __attribute__((visibility("default"))) CUresult cuModuleLoadData(Module** module
 
 __attribute__((visibility("default"))) CUresult cuModuleUnload(Module* module) {
     EMBER_LOCK;
+    EMBER_SETTLE;
     if (!g_modules.erase(module)) return CUDA_ERROR_INVALID_HANDLE;
     delete module;
     return CUDA_SUCCESS;
