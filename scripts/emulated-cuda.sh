@@ -10,8 +10,8 @@
 #   scripts/emulated-cuda.sh --test
 # then runs the CUDA tests on it (a few minutes on 2 cores; needs NVRTC, see
 # scripts/install-nvrtc.sh, and the model, see scripts/fetch-model.sh): backend_ops (every
-# kernel by name, and the kernel each GEMM family chooses), cuda_e2e, and `ember embed --device
-# cuda` in f32, bf16 and f16 against the CPU's f32 (cosine ≥ 0.99999 for f32, ≥ 0.999 for bf16
+# kernel by name, and the kernel each GEMM family chooses), cuda_e2e, gemm_bench's dry run
+# (--quick), and `ember embed --device cuda` in f32, bf16 and f16 against the CPU's f32 (cosine ≥ 0.99999 for f32, ≥ 0.999 for bf16
 # and f16). The processes after the first load the kernels from the on-disk CUBIN cache
 # (EMBER_KERNEL_CACHE, crates/ember-cuda/src/kernel_cache.rs) instead of compiling them again.
 set -euo pipefail
@@ -45,6 +45,20 @@ for family in mma wgmma; do
     -- every_op_matches_the_cpu_reference
 done
 cargo test --release -p ember-reference-tests --test cuda_e2e
+# gemm_bench's dry run (--quick: small shapes, a few calls) with every kernel, then table.py on
+# its JSON: the benchmark's paths (the gated timer, the chosen kernel, the JSON lines) before a
+# GPU run depends on them. Every line must say it was gated (the emulated driver queues work
+# behind the gate's wait as a GPU's stream does).
+cargo build --release -p ember-cuda --example gemm_bench
+rm -f "$out/gemm_quick.jsonl"
+target/release/examples/gemm_bench --quick --dtype bf16 --json "$out/gemm_quick.jsonl"
+python3 scripts/gpu/table.py --device emulated --ember "$out/gemm_quick.jsonl" --torch /dev/null >/dev/null
+python3 -c '
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+assert len(rows) >= 24 and all(r["gated"] for r in rows), rows
+assert sum(r["chosen"] for r in rows) == 8, "one chosen kernel per case"
+print(f"gemm_bench --quick: {len(rows)} lines, all gated")' "$out/gemm_quick.jsonl"
 cargo build --release -p ember-cli
 cosine() {  # of two JSON arrays of numbers
   paste <(tr -d '[] ' <<<"$1" | tr ',' '\n') <(tr -d '[] ' <<<"$2" | tr ',' '\n') |

@@ -1331,7 +1331,15 @@ fn time_each_times_every_call_behind_the_gate() {
         .time_each_ms(count, |i| {
             assert_eq!(i, calls);
             calls += 1;
-            linear(&device, &x, m, &w, Activation::Identity, None, &mut ys[i % 3])
+            linear(
+                &device,
+                &x,
+                m,
+                &w,
+                Activation::Identity,
+                None,
+                &mut ys[i % 3],
+            )
         })
         .unwrap();
     assert_eq!((calls, times.ms.len()), (count, count));

@@ -18,8 +18,9 @@
 //!
 //! ```sh
 //! cargo run --release -p ember-cuda --example gemm_bench -- [--dtype bf16|f16] [--json FILE]
-//!     [--kernels Mma,Simt] [--cublas LIB]
+//!     [--kernels Mma,Simt] [--cublas LIB] [--quick]
 //! ```
+//! `--quick`: small shapes and a few calls, the same steps (a dry run on the emulated driver).
 //! Prints one line per case; `--json` also appends them to FILE as JSON lines for
 //! `scripts/gpu/bench_gpu.sh`. `--kernels` times only the kernels whose names start with one of
 //! the prefixes and with none of those written `-prefix` (`--kernels Wgmma,-WgmmaPingpong`;
@@ -41,6 +42,39 @@ const SETS: usize = 4;
 const WARM_UP: usize = 10;
 const ITERATIONS: usize = 100;
 
+/// How much is run: the BERT shapes and the protocol above, or with `--quick` the same steps on
+/// small shapes, 4 calls after 2 (for scripts/emulated-cuda.sh's dry run on the emulated driver:
+/// every path of the benchmark and its JSON, no figure worth reading).
+#[derive(Clone, Copy)]
+struct Plan {
+    ts: [usize; 2],
+    shapes: [(usize, usize, &'static str); 3],
+    warm_up: usize,
+    iterations: usize,
+}
+
+const FULL: Plan = Plan {
+    ts: [2400, 4800],
+    shapes: [
+        (768, 768, "attn_out"),
+        (3072, 768, "ffn_up"),
+        (768, 3072, "ffn_down"),
+    ],
+    warm_up: WARM_UP,
+    iterations: ITERATIONS,
+};
+
+const QUICK: Plan = Plan {
+    ts: [96, 200],
+    shapes: [
+        (64, 64, "attn_out"),
+        (256, 64, "ffn_up"),
+        (64, 256, "ffn_down"),
+    ],
+    warm_up: 2,
+    iterations: 4,
+};
+
 struct Args {
     dtype: Dtype,
     json: Option<std::path::PathBuf>,
@@ -49,6 +83,8 @@ struct Args {
     kernels: Vec<String>,
     /// `--cublas LIB`: time cuBLAS in this process too.
     cublas: Option<std::path::PathBuf>,
+    /// `--quick`: [`QUICK`] instead of [`FULL`].
+    quick: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         kernels: Vec::new(),
         cublas: None,
+        quick: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -71,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--json" => args.json = Some(it.next().ok_or("--json FILE")?.into()),
             "--cublas" => args.cublas = Some(it.next().ok_or("--cublas LIB")?.into()),
+            "--quick" => args.quick = true,
             "--kernels" => {
                 args.kernels = it
                     .next()
@@ -116,11 +154,12 @@ fn median(mut times: Vec<f32>) -> f64 {
     f64::from(times[times.len() / 2])
 }
 
-/// One kernel on one case: [`ITERATIONS`] gated calls; with `cublas` (weights `raw`, the same
-/// values as `ws`) 2·[`ITERATIONS`] calls, Ember's (even) and cuBLAS's (odd) in turn, call `c`
+/// One kernel on one case: `plan.iterations` gated calls; with `cublas` (weights `raw`, the same
+/// values as `ws`) twice as many, Ember's (even) and cuBLAS's (odd) in turn, call `c`
 /// on input set `c % SETS`.
 #[allow(clippy::too_many_arguments)]
 fn measure<E: Element>(
+    plan: Plan,
     device: &CudaDevice,
     kernel: GemmKernel,
     xs: &[DeviceTensor<E>],
@@ -149,8 +188,8 @@ fn measure<E: Element>(
             _ => linear_with_kernel(device, kernel, &xs[s], t, &ws[s], act, None, &mut ys[s]),
         }
     };
-    let calls = if paired { 2 * ITERATIONS } else { ITERATIONS };
-    for c in 0..calls / ITERATIONS * WARM_UP {
+    let calls = if paired { 2 } else { 1 } * plan.iterations;
+    for c in 0..calls / plan.iterations * plan.warm_up {
         run(c)?;
     }
     device.synchronize()?;
@@ -171,6 +210,7 @@ fn measure<E: Element>(
 }
 
 fn bench<E: Element>(
+    plan: Plan,
     device: &CudaDevice,
     prefixes: &[String],
     json: &mut Option<std::fs::File>,
@@ -189,18 +229,16 @@ fn bench<E: Element>(
         })
         .collect();
     println!(
-        "{} ({}, {} SMs), {}, median of {ITERATIONS} gated calls after {WARM_UP} warm-up, {SETS} input sets",
+        "{} ({}, {} SMs), {}, median of {} gated calls after {} warm-up, {SETS} input sets",
         device.name(),
         device.arch(),
         device.multiprocessors(),
-        E::DTYPE
+        E::DTYPE,
+        plan.iterations,
+        plan.warm_up
     );
-    for t in [2400, 4800] {
-        for (n, k, name) in [
-            (768, 768, "attn_out"),
-            (3072, 768, "ffn_up"),
-            (768, 3072, "ffn_down"),
-        ] {
+    for t in plan.ts {
+        for (n, k, name) in plan.shapes {
             let xs = (0..SETS)
                 .map(|s| device.upload::<E>(&random(t * k, s as u64)))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -298,11 +336,11 @@ fn bench<E: Element>(
                         .filter(|_| epilogue.is_empty())
                         .map(|c| (c, &raw[..]));
                     let m = match paired {
-                        None => measure(device, kernel, &xs, ws, t, act, &mut ys, None)?,
+                        None => measure(plan, device, kernel, &xs, ws, t, act, &mut ys, None)?,
                         // cuBLAS is a comparison only: if the paired run fails, time the
                         // kernel alone, and leave cuBLAS out from here on.
                         Some(_) => {
-                            match measure(device, kernel, &xs, ws, t, act, &mut ys, paired) {
+                            match measure(plan, device, kernel, &xs, ws, t, act, &mut ys, paired) {
                                 Ok(m) => m,
                                 Err(err) => {
                                     eprintln!(
@@ -310,7 +348,7 @@ fn bench<E: Element>(
                                      timing it alone, and cuBLAS left out from here on"
                                 );
                                     cublas = None;
-                                    measure(device, kernel, &xs, ws, t, act, &mut ys, None)?
+                                    measure(plan, device, kernel, &xs, ws, t, act, &mut ys, None)?
                                 }
                             }
                         }
@@ -405,10 +443,13 @@ fn main() {
     // No warm_up(): it would load every kernel file, and a file that fails to load would stop
     // the kernels of the others from being timed. Each kernel's first launch (and its file's
     // NVRTC compilation) falls in its own warm-up launches instead.
+    let plan = if args.quick { QUICK } else { FULL };
     let result = match args.dtype {
-        Dtype::Bf16 => bench::<half::bf16>(&device, &args.kernels, &mut json, cublas.as_ref()),
-        Dtype::F16 => bench::<half::f16>(&device, &args.kernels, &mut json, cublas.as_ref()),
-        Dtype::F32 => bench::<f32>(&device, &args.kernels, &mut json, cublas.as_ref()),
+        Dtype::Bf16 => {
+            bench::<half::bf16>(plan, &device, &args.kernels, &mut json, cublas.as_ref())
+        }
+        Dtype::F16 => bench::<half::f16>(plan, &device, &args.kernels, &mut json, cublas.as_ref()),
+        Dtype::F32 => bench::<f32>(plan, &device, &args.kernels, &mut json, cublas.as_ref()),
     };
     if let Err(err) = result {
         eprintln!("gemm_bench: {err}");
