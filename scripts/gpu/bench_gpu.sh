@@ -89,6 +89,8 @@ torch.cuda.synchronize(); (a @ a).sum().item()
 print(next(line.split()[-1] for line in open("/proc/self/maps") if "/libcublas.so" in line))' 2>>"$log")
 cublas_args=()
 [ -n "$cublas_lib" ] && [ -f "$cublas_lib" ] && cublas_args=(--cublas "$cublas_lib")
+# EMBER_GPU_GEMM_QUICK=1: gemm_bench --quick (a dry run of this script on the emulated driver).
+[ "${EMBER_GPU_GEMM_QUICK:-0}" = 1 ] && cublas_args+=(--quick)
 echo "cuBLAS for gemm_bench: ${cublas_lib:-not found}" | tee -a "$log"
 
 export PYTHONUNBUFFERED=1
