@@ -28,7 +28,7 @@
 # is left, so the table and the logs always come back. A family whose ember bench failed or was
 # skipped gets a line {"gemm": FAMILY, "error": "failed"|"skipped"} (a "not measured" row).
 # Writes 6 files under $OUT (else /tmp/ember-gpu): run.log, ember_gemm.jsonl, torch_gemm.jsonl,
-# st.json, ember_e2e.jsonl and gpu_bench.md. Exit status: non-zero if a step failed.
+# st.json, ember_e2e.jsonl and gpu_bench.md (and ncu.csv with EMBER_GPU_NCU=1, below). Exit status: non-zero if a step failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -226,6 +226,23 @@ step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.js
 if [ "$hopper" = 1 ] && [ "$model" = 1 ]; then
   # shellcheck disable=SC2086
   end_to_end ${EMBER_GPU_NEW_FAMILIES-wgmma-pingpong wgmma-pingpong-mc}
+fi
+# EMBER_GPU_NCU=1 (Hopper): Nsight Compute on FFN up at T = 4800 in f16, each TMA and ping-pong
+# kernel and cuBLAS once (gemm_bench --profile), last: speed of light, tensor pipes, occupancy
+# and warp stalls per kernel (ncu_summary.py; the raw CSV as ncu.csv). --clock-control none:
+# the card's clocks are left alone (METHOD.md).
+if [ "$hopper" = 1 ] && [ "${EMBER_GPU_NCU:-0}" = 1 ]; then
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+  if [ -n "$ncu_bin" ]; then
+    step 150 "$ncu_bin" --clock-control none --csv --page raw --log-file "$out/ncu.csv" \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section LaunchStats --section Occupancy \
+      env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --profile --only 4800x3072x768 --dtype f16 \
+      --kernels WgmmaTma,WgmmaPingpong "${cublas_args[@]}"
+    timeout 20 python3 scripts/gpu/ncu_summary.py "$out/ncu.csv" 2>&1 | tee -a "$log"
+  else
+    echo "== EMBER_GPU_NCU=1: no ncu found" | tee -a "$log"
+  fi
 fi
 echo "== table at ${SECONDS} s" | tee -a "$log"
 timeout 20 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \

@@ -21,6 +21,9 @@
 //!     [--kernels Mma,Simt] [--cublas LIB] [--quick]
 //! ```
 //! `--quick`: small shapes and a few calls, the same steps (a dry run on the emulated driver).
+//! `--profile`: each kernel (and cuBLAS) once after one warm-up call, untimed and ungated, for
+//! Nsight Compute (`ncu … gemm_bench --profile --only 4800x3072x768`; bench_gpu.sh's
+//! `EMBER_GPU_NCU=1`); `--only TxNxK` keeps one shape.
 //! Prints one line per case; `--json` also appends them to FILE as JSON lines for
 //! `scripts/gpu/bench_gpu.sh`. `--kernels` times only the kernels whose names start with one of
 //! the prefixes and with none of those written `-prefix` (`--kernels Wgmma,-WgmmaPingpong`;
@@ -51,6 +54,9 @@ struct Plan {
     shapes: [(usize, usize, &'static str); 3],
     warm_up: usize,
     iterations: usize,
+    /// `--profile`: each call once after one warm-up call, not timed (no gate: a profiler
+    /// replaying each launch would block the host behind it), for Nsight Compute.
+    profile: bool,
 }
 
 const FULL: Plan = Plan {
@@ -62,6 +68,14 @@ const FULL: Plan = Plan {
     ],
     warm_up: WARM_UP,
     iterations: ITERATIONS,
+    profile: false,
+};
+
+const PROFILE: Plan = Plan {
+    warm_up: 1,
+    iterations: 1,
+    profile: true,
+    ..FULL
 };
 
 const QUICK: Plan = Plan {
@@ -73,6 +87,7 @@ const QUICK: Plan = Plan {
     ],
     warm_up: 2,
     iterations: 4,
+    profile: false,
 };
 
 struct Args {
@@ -83,8 +98,11 @@ struct Args {
     kernels: Vec<String>,
     /// `--cublas LIB`: time cuBLAS in this process too.
     cublas: Option<std::path::PathBuf>,
-    /// `--quick`: [`QUICK`] instead of [`FULL`].
+    /// `--quick`: [`QUICK`] instead of [`FULL`]; `--profile`: [`PROFILE`].
     quick: bool,
+    profile: bool,
+    /// `--only TxNxK`: that one shape (`4800x3072x768`).
+    only: Option<(usize, usize, usize)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -94,6 +112,8 @@ fn parse_args() -> Result<Args, String> {
         kernels: Vec::new(),
         cublas: None,
         quick: false,
+        profile: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -109,6 +129,15 @@ fn parse_args() -> Result<Args, String> {
             "--json" => args.json = Some(it.next().ok_or("--json FILE")?.into()),
             "--cublas" => args.cublas = Some(it.next().ok_or("--cublas LIB")?.into()),
             "--quick" => args.quick = true,
+            "--profile" => args.profile = true,
+            "--only" => {
+                let shape = it.next().ok_or("--only TxNxK")?;
+                let dims: Vec<usize> = shape.split('x').filter_map(|d| d.parse().ok()).collect();
+                match dims[..] {
+                    [t, n, k] => args.only = Some((t, n, k)),
+                    _ => return Err(format!("--only TxNxK (4800x3072x768), not {shape:?}")),
+                }
+            }
             "--kernels" => {
                 args.kernels = it
                     .next()
@@ -193,6 +222,18 @@ fn measure<E: Element>(
         run(c)?;
     }
     device.synchronize()?;
+    if plan.profile {
+        for c in 0..calls {
+            run(c)?;
+        }
+        device.synchronize()?;
+        return Ok(Measured {
+            median_ms: f64::NAN,
+            tflops: f64::NAN,
+            gated: false,
+            cublas_ms: None,
+        });
+    }
     let times = device.time_each_ms(calls, run)?;
     let gated = times.gated;
     let (ember, cublas_ms) = if paired {
@@ -209,8 +250,10 @@ fn measure<E: Element>(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench<E: Element>(
     plan: Plan,
+    only: Option<(usize, usize, usize)>,
     device: &CudaDevice,
     prefixes: &[String],
     json: &mut Option<std::fs::File>,
@@ -239,6 +282,9 @@ fn bench<E: Element>(
     );
     for t in plan.ts {
         for (n, k, name) in plan.shapes {
+            if only.is_some_and(|shape| shape != (t, n, k)) {
+                continue;
+            }
             let xs = (0..SETS)
                 .map(|s| device.upload::<E>(&random(t * k, s as u64)))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -354,6 +400,12 @@ fn bench<E: Element>(
                         }
                     };
                     let case = format!("gemm/T={t}/{name}_{n}x{k}{epilogue}/{}", E::DTYPE);
+                    if plan.profile {
+                        println!(
+                            "{case:44} {kernel:?}: profiled (ran once after one warm-up call)"
+                        );
+                        continue;
+                    }
                     let beside = m.cublas_ms.map_or(String::new(), |c| {
                         format!(
                             "  | cuBLAS here {:7.1} TFLOP/s, Ember ÷ cuBLAS {:.2}",
@@ -443,13 +495,36 @@ fn main() {
     // No warm_up(): it would load every kernel file, and a file that fails to load would stop
     // the kernels of the others from being timed. Each kernel's first launch (and its file's
     // NVRTC compilation) falls in its own warm-up launches instead.
-    let plan = if args.quick { QUICK } else { FULL };
+    let plan = match (args.quick, args.profile) {
+        (_, true) => PROFILE,
+        (true, false) => QUICK,
+        (false, false) => FULL,
+    };
     let result = match args.dtype {
-        Dtype::Bf16 => {
-            bench::<half::bf16>(plan, &device, &args.kernels, &mut json, cublas.as_ref())
-        }
-        Dtype::F16 => bench::<half::f16>(plan, &device, &args.kernels, &mut json, cublas.as_ref()),
-        Dtype::F32 => bench::<f32>(plan, &device, &args.kernels, &mut json, cublas.as_ref()),
+        Dtype::Bf16 => bench::<half::bf16>(
+            plan,
+            args.only,
+            &device,
+            &args.kernels,
+            &mut json,
+            cublas.as_ref(),
+        ),
+        Dtype::F16 => bench::<half::f16>(
+            plan,
+            args.only,
+            &device,
+            &args.kernels,
+            &mut json,
+            cublas.as_ref(),
+        ),
+        Dtype::F32 => bench::<f32>(
+            plan,
+            args.only,
+            &device,
+            &args.kernels,
+            &mut json,
+            cublas.as_ref(),
+        ),
     };
     if let Err(err) = result {
         eprintln!("gemm_bench: {err}");
