@@ -234,7 +234,7 @@ fi
 if [ "$hopper" = 1 ] && [ "${EMBER_GPU_NCU:-0}" = 1 ]; then
   ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
   if [ -n "$ncu_bin" ]; then
-    step 150 "$ncu_bin" --clock-control none --csv --page raw --log-file "$out/ncu.csv" \
+    step 150 "$ncu_bin" --clock-control none --target-processes all --csv --page raw --log-file "$out/ncu.csv" \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section LaunchStats --section Occupancy \
       env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --profile --only 4800x3072x768 --dtype f16 \
