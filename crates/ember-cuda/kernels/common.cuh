@@ -165,6 +165,9 @@ __device__ __forceinline__ float half_erfc_abs_over_sqrt2(float x) {
 // Gelu:     ½·x·(1 + erf(x/√2)) = x·Φ(x), Φ(x) = ½·erfc(−x/√2): ½·erfc(|x|/√2) for x ≤ 0 (no
 //           cancellation), 1 − that for x > 0 (half_erfc_abs_over_sqrt2).
 // GeluTanh: ½·x·(1 + tanh u) = x / (1 + e^{−2u}), u = √(2/π)·(x + 0.044715·x³), −2u ≥ −80.
+// (GeluTanh and SiLU divide and exponentiate with the fast intrinsics, within 2 ulp each: an IEEE
+// division inlines a call to its slow path at every copy of the epilogue. A denominator past
+// 2^126 (e^{−2u} or e^{−x} overflowing, x far below 0) gives 0, the function's limit there.)
 // Relu:     x < 0 ? 0 : x, so NaN passes through as on the CPU.
 __device__ __forceinline__ float activate(int act, float x) {
     switch (act) {
@@ -174,12 +177,12 @@ __device__ __forceinline__ float activate(int act, float x) {
     }
     case ACT_GELU_TANH: {
         float minus_2u = -2.0f * 0.7978845608f * x * fmaf(x * x, 0.044715f, 1.0f);
-        return x / (1.0f + expf(fmaxf(minus_2u, -80.0f)));
+        return __fdividef(x, 1.0f + __expf(fmaxf(minus_2u, -80.0f)));
     }
     case ACT_RELU:
         return x < 0.0f ? 0.0f : x;
     case ACT_SILU:  // torch's x / (1 + e^{−x}); the exponent floored at −80 (x > 80 gives x)
-        return x / (1.0f + expf(fmaxf(-x, -80.0f)));
+        return __fdividef(x, 1.0f + __expf(fmaxf(-x, -80.0f)));
     default:
         return x;
     }
