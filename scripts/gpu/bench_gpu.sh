@@ -28,7 +28,7 @@
 # is left, so the table and the logs always come back. A family whose ember bench failed or was
 # skipped gets a line {"gemm": FAMILY, "error": "failed"|"skipped"} (a "not measured" row).
 # Writes 6 files under $OUT (else /tmp/ember-gpu): run.log, ember_gemm.jsonl, torch_gemm.jsonl,
-# st.json, ember_e2e.jsonl and gpu_bench.md (and ncu.csv with EMBER_GPU_NCU=1, below). Exit status: non-zero if a step failed.
+# st.json, ember_e2e.jsonl and gpu_bench.md, and a 7th, ncu.csv, with EMBER_GPU_NCU=1 (below). Exit status: non-zero if a step failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -87,10 +87,11 @@ import torch
 a = torch.ones(64, 64, device="cuda", dtype=torch.float16)
 torch.cuda.synchronize(); (a @ a).sum().item()
 print(next(line.split()[-1] for line in open("/proc/self/maps") if "/libcublas.so" in line))' 2>>"$log")
-cublas_args=()
-[ -n "$cublas_lib" ] && [ -f "$cublas_lib" ] && cublas_args=(--cublas "$cublas_lib")
+# gemm_bench's arguments common to every step (below, also --quick).
+bench_args=()
+[ -n "$cublas_lib" ] && [ -f "$cublas_lib" ] && bench_args=(--cublas "$cublas_lib")
 # EMBER_GPU_GEMM_QUICK=1: gemm_bench --quick (a dry run of this script on the emulated driver).
-[ "${EMBER_GPU_GEMM_QUICK:-0}" = 1 ] && cublas_args+=(--quick)
+[ "${EMBER_GPU_GEMM_QUICK:-0}" = 1 ] && bench_args+=(--quick)
 echo "cuBLAS for gemm_bench: ${cublas_lib:-not found}" | tee -a "$log"
 
 export PYTHONUNBUFFERED=1
@@ -184,7 +185,7 @@ crate=crates/ember-cuda
 step 150 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
   --nocapture --test-threads 1
 # gemm_bench marks the kernel the default family chooses: EMBER_CUDA_GEMM unset for it.
-step 90 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
+step 90 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
 step 90 python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
 st_args=()
 if [ "$model" = 1 ]; then
@@ -204,9 +205,9 @@ if [ "$hopper" = 1 ]; then
   step 45 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=pingpong "$bin/backend_ops" \
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
   step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Wgmma,-WgmmaPingpong \
-    --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
+    --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
   step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels WgmmaPingpong \
-    --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
+    --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
   if [ "$model" = 1 ]; then
     # EMBER_GPU_FAMILIES: the other proven Hopper families to run end to end.
     # shellcheck disable=SC2086
@@ -215,10 +216,10 @@ if [ "$hopper" = 1 ]; then
 fi
 # With what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
 step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels -WgmmaPingpong \
-  --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
+  --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
 if [ "$hopper" = 1 ]; then
   step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels WgmmaPingpong \
-    --json "$out/ember_gemm.jsonl" "${cublas_args[@]}"
+    --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
 fi
 step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.jsonl"
 # Last, the families of kernels new to the GPU end to end (EMBER_GPU_NEW_FAMILIES), so that a
@@ -232,13 +233,14 @@ fi
 # and warp stalls per kernel (ncu_summary.py; the raw CSV as ncu.csv). --clock-control none:
 # the card's clocks are left alone (METHOD.md).
 if [ "$hopper" = 1 ] && [ "${EMBER_GPU_NCU:-0}" = 1 ]; then
-  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+  # ncu on PATH, else the newest Nsight Compute installed.
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | sort -V | tail -n 1)
   if [ -n "$ncu_bin" ]; then
     step 150 "$ncu_bin" --clock-control none --target-processes all --csv --page raw --log-file "$out/ncu.csv" \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section LaunchStats --section Occupancy \
       env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --profile --only 4800x3072x768 --dtype f16 \
-      --kernels WgmmaTma,WgmmaPingpong "${cublas_args[@]}"
+      --kernels WgmmaTma,WgmmaPingpong "${bench_args[@]}"
     timeout 20 python3 scripts/gpu/ncu_summary.py "$out/ncu.csv" 2>&1 | tee -a "$log"
   else
     echo "== EMBER_GPU_NCU=1: no ncu found" | tee -a "$log"

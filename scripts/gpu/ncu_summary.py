@@ -50,8 +50,8 @@ def main():
     stalls = [(m.group(1), name) for name in header
               if (m := re.match(r"smsp__average_warps_issue_stalled_(\w+)_per_issue_active\.ratio$", name))]
     scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}.get(unit("gpu__time_duration.sum"))
-    print("| kernel | µs | SM % | L2 % | DRAM % | tensor pipes % | occupancy % | regs | top stalls (cycles / issued instruction) |")
-    print("|---|---:|---:|---:|---:|---|---:|---:|---|")
+    print("| ID | kernel | µs | SM % | L2 % | DRAM % | tensor pipes % | occupancy % | regs | top stalls (cycles / issued instruction) |")
+    print("|---:|---|---:|---:|---:|---:|---|---:|---:|---|")
     for row in rows[header_at + 2:]:
         if len(row) != len(header):
             continue
@@ -64,7 +64,8 @@ def main():
         top = sorted(((value(row, n) or 0.0, reason) for reason, n in stalls), reverse=True)[:5]
         top_text = ", ".join(f"{reason} {v:.1f}" for v, reason in top if v > 0) or "—"
         regs = value(row, "launch__registers_per_thread")
-        print(f"| {name} | {micros} | {pct(row, 'sm__throughput.avg.pct_of_peak_sustained_elapsed')} | "
+        launch = row[col["ID"]] if "ID" in col else "?"
+        print(f"| {launch} | {name} | {micros} | {pct(row, 'sm__throughput.avg.pct_of_peak_sustained_elapsed')} | "
               f"{pct(row, 'lts__throughput.avg.pct_of_peak_sustained_elapsed')} | "
               f"{pct(row, 'dram__throughput.avg.pct_of_peak_sustained_elapsed')} | {pipes} | "
               f"{pct(row, 'sm__warps_active.avg.pct_of_peak_sustained_active')} | "

@@ -36,12 +36,17 @@ pub struct CallTimes {
 }
 
 impl CallTimes {
-    /// The median time (the upper of the two middle ones for an even count); `None` for no call.
+    /// The median time ([`median`]); `None` for no call.
     pub fn median_ms(&self) -> Option<f32> {
-        let mut sorted = self.ms.clone();
-        sorted.sort_by(f32::total_cmp);
-        sorted.get(sorted.len() / 2).copied()
+        median(&self.ms)
     }
+}
+
+/// The median of `times` (the upper of the two middle ones for an even count); `None` if empty.
+pub fn median(times: &[f32]) -> Option<f32> {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
 }
 
 /// The most calls queued behind one gate. Each call may be several launches (cuBLAS's) and is
@@ -55,6 +60,10 @@ pub const GATE_GROUP: usize = 64;
 /// and the gate is not used again in this process (each later timing would lose as long again).
 /// Queueing a group takes well under a millisecond.
 pub const GATE_WATCHDOG: Duration = Duration::from_secs(3);
+
+/// The watchdog on the emulated driver (crates/ember-cuda/emu/driver), where a group's kernels run
+/// on the CPU inside the next driver call, between two openings: about 0.8 s for 64 small GEMMs.
+const GATE_WATCHDOG_EMULATED: Duration = Duration::from_secs(30);
 
 /// Set once the watchdog has had to open a gate.
 static GATE_DISABLED: AtomicBool = AtomicBool::new(false);
@@ -87,7 +96,12 @@ impl CudaDevice {
         // Per group: its first event, then one after each call. (Declared before the gate, so
         // that on an early return the gate is dropped, and opened, first.)
         let mut groups: Vec<Vec<CudaEvent>> = Vec::new();
-        let mut gate = Gate::new(stream);
+        let watchdog = if self.name().contains("emulated") {
+            GATE_WATCHDOG_EMULATED
+        } else {
+            GATE_WATCHDOG
+        };
+        let mut gate = Gate::new(stream, watchdog);
         let mut held_all = gate.is_some();
         for (g, first) in (0..count).step_by(GATE_GROUP).enumerate() {
             let calls = first..count.min(first + GATE_GROUP);
@@ -153,7 +167,7 @@ struct Gate {
 
 impl Gate {
     /// The word and its watchdog, or `None` where the driver refuses a step.
-    fn new(stream: &Arc<CudaStream>) -> Option<Gate> {
+    fn new(stream: &Arc<CudaStream>, limit: Duration) -> Option<Gate> {
         if GATE_DISABLED.load(Ordering::Relaxed) {
             return None;
         }
@@ -190,7 +204,7 @@ impl Gate {
         let watchdog = std::thread::Builder::new()
             .name("ember-gate-watchdog".to_owned())
             .spawn(move || loop {
-                match wait.recv_timeout(GATE_WATCHDOG) {
+                match wait.recv_timeout(limit) {
                     Ok(()) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => return false,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -199,9 +213,8 @@ impl Gate {
                             .store(u32::MAX, Ordering::SeqCst);
                         GATE_DISABLED.store(true, Ordering::Relaxed);
                         eprintln!(
-                            "ember-cuda: time_each_ms: the host still queued after \
-                             {GATE_WATCHDOG:?}; gate opened, and timings in this process are \
-                             not gated from now on"
+                            "ember-cuda: time_each_ms: the host still queued after {limit:?}; \
+                             gate opened, and timings in this process are not gated from now on"
                         );
                         return true;
                     }

@@ -18,7 +18,9 @@
 //   a word not yet set (CudaDevice::time_each_ms's gate), launches and event records are queued
 //   (one queue for every stream) and run at the first driver call after the word is set, or in
 //   a call that must wait for them (synchronisations, copies, frees), which polls the word with
-//   the driver's lock released; cuEventQuery says CUDA_ERROR_NOT_READY for a queued record.
+//   the driver's lock released; cuEventQuery says CUDA_ERROR_NOT_READY for a queued record, and
+//   cuEventSynchronize waits for that record only. Copies and memsets, even the async ones, wait
+//   for the whole queue (a GPU would queue them behind the wait).
 // - cuModuleLoadData takes the CUBIN NVRTC built: it must be an ELF image for sm_90, and every
 //   kernel in it must be in the registry (registry.h). The image is kept for its kernels' names,
 //   parameter sizes and __launch_bounds__; the code that runs is the registry's host build.
@@ -126,6 +128,7 @@ struct Event {
     std::chrono::steady_clock::time_point time;
     bool pending = false;  // its record is queued behind a stream wait (g_pending)
     std::uint64_t serial = 0;  // tells a queued record its event from a later one at the same address
+    std::uint64_t latest = 0;  // the ticket of its latest record: only that one's run clears `pending`
 };
 
 // Work queued behind a stream wait that was not yet satisfied (cuStreamWaitValue32): every
@@ -146,7 +149,7 @@ std::set<Stream*> g_streams;
 std::set<void*> g_host_allocations;  // cuMemHostAlloc's
 std::set<Event*> g_events;
 std::deque<Pending> g_pending;
-std::uint64_t g_event_serial;
+std::uint64_t g_event_serial, g_record_ticket;
 
 __attribute__((format(printf, 1, 2))) void report(const char* format, ...) {
     va_list args;
@@ -162,10 +165,11 @@ __attribute__((format(printf, 1, 2))) void report(const char* format, ...) {
 // the first driver call after the host has set its word.
 bool drain() {
     while (!g_pending.empty()) {
-        Pending item = std::move(g_pending.front());
-        if (item.address &&
-            __atomic_load_n(reinterpret_cast<const std::uint32_t*>(item.address), __ATOMIC_SEQ_CST) < item.value)
+        const Pending& front = g_pending.front();
+        if (front.address &&
+            __atomic_load_n(reinterpret_cast<const std::uint32_t*>(front.address), __ATOMIC_SEQ_CST) < front.value)
             return false;
+        Pending item = std::move(g_pending.front());
         g_pending.pop_front();
         if (item.work) item.work();
     }
@@ -176,9 +180,9 @@ bool drain() {
 // waits' words with the lock released, as a GPU's stream waits for another host thread to set
 // them. A wait still unmet after a minute is reported, the queue dropped and the context
 // faulted (as a hung GPU would be, but the tests go on).
-CUresult settle(std::unique_lock<std::mutex>& hold) {
+CUresult settle(std::unique_lock<std::mutex>& hold, const std::function<bool()>& done = {}) {
     const auto start = std::chrono::steady_clock::now();
-    while (!drain()) {
+    while (!drain() && !(done && done())) {
         if (std::chrono::steady_clock::now() - start > std::chrono::seconds(60)) {
             report("a stream has waited over 60 s for the word at 0x%zx to reach %u; its queued work is dropped",
                    static_cast<std::size_t>(g_pending.front().address), g_pending.front().value);
@@ -837,16 +841,19 @@ __attribute__((visibility("default"))) CUresult cuEventRecord(Event* event, void
     EMBER_LOCK;
     EMBER_CHECK_CONTEXT;
     if (!g_events.count(event) || !valid_stream(stream)) return CUDA_ERROR_INVALID_HANDLE;
+    event->latest = ++g_record_ticket;
     if (!g_pending.empty()) {  // recorded when the work queued before it has run
         event->pending = true;
-        g_pending.push_back({0, 0, [event, serial = event->serial] {
+        g_pending.push_back({0, 0, [event, serial = event->serial, ticket = event->latest] {
                                  if (!g_events.count(event) || event->serial != serial) return;  // destroyed
-                                 event->pending = false;
                                  event->recorded = true;
                                  event->time = std::chrono::steady_clock::now();
+                                 // A later record of the same event, still queued, keeps it pending.
+                                 if (event->latest == ticket) event->pending = false;
                              }});
         return CUDA_SUCCESS;
     }
+    event->pending = false;
     event->recorded = true;
     event->time = std::chrono::steady_clock::now();
     return CUDA_SUCCESS;
@@ -861,9 +868,10 @@ __attribute__((visibility("default"))) CUresult cuEventQuery(Event* event) {
 
 __attribute__((visibility("default"))) CUresult cuEventSynchronize(Event* event) {
     EMBER_LOCK;
-    EMBER_SETTLE;
     EMBER_CHECK_CONTEXT;
-    return g_events.count(event) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+    if (!g_events.count(event)) return CUDA_ERROR_INVALID_HANDLE;
+    // Until its own record has run (work queued after it may still wait).
+    return settle(hold, [event] { return !g_events.count(event) || !event->pending; });
 }
 
 // Milliseconds between two recorded timing events, at least 1 µs.

@@ -132,9 +132,9 @@ fn parse_args() -> Result<Args, String> {
             "--profile" => args.profile = true,
             "--only" => {
                 let shape = it.next().ok_or("--only TxNxK")?;
-                let dims: Vec<usize> = shape.split('x').filter_map(|d| d.parse().ok()).collect();
-                match dims[..] {
-                    [t, n, k] => args.only = Some((t, n, k)),
+                let dims: Result<Vec<usize>, _> = shape.split('x').map(str::parse).collect();
+                match dims.as_deref() {
+                    Ok(&[t, n, k]) => args.only = Some((t, n, k)),
                     _ => return Err(format!("--only TxNxK (4800x3072x768), not {shape:?}")),
                 }
             }
@@ -177,10 +177,9 @@ struct Measured {
     cublas_ms: Option<f64>,
 }
 
-/// The median of `times` (the upper middle one).
-fn median(mut times: Vec<f32>) -> f64 {
-    times.sort_by(f32::total_cmp);
-    f64::from(times[times.len() / 2])
+/// The median of `times` (`timing::median`; the sequences are never empty).
+fn median(times: Vec<f32>) -> f64 {
+    f64::from(ember_cuda::timing::median(&times).unwrap_or(f32::NAN))
 }
 
 /// One kernel on one case: `plan.iterations` gated calls; with `cublas` (weights `raw`, the same
@@ -237,7 +236,15 @@ fn measure<E: Element>(
     let times = device.time_each_ms(calls, run)?;
     let gated = times.gated;
     let (ember, cublas_ms) = if paired {
-        let every_other = |first: usize| times.ms.iter().skip(first).step_by(2).copied().collect();
+        let every_other = |first: usize| {
+            times
+                .ms
+                .iter()
+                .skip(first)
+                .step_by(2)
+                .copied()
+                .collect::<Vec<f32>>()
+        };
         (median(every_other(0)), Some(median(every_other(1))))
     } else {
         (median(times.ms.clone()), None)
@@ -280,6 +287,14 @@ fn bench<E: Element>(
         plan.iterations,
         plan.warm_up
     );
+    if let Some((t, n, k)) = only {
+        if !(plan.ts.contains(&t) && plan.shapes.iter().any(|s| (s.0, s.1) == (n, k))) {
+            return Err(CudaError::InvalidShape {
+                op: "gemm_bench --only",
+                reason: format!("{t}x{n}x{k} is not one of this plan's shapes"),
+            });
+        }
+    }
     for t in plan.ts {
         for (n, k, name) in plan.shapes {
             if only.is_some_and(|shape| shape != (t, n, k)) {
