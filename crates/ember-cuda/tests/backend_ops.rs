@@ -1278,26 +1278,17 @@ fn time_each_times_every_call_behind_the_gate() {
     let mut rng = SplitMix(0x71AE);
     let x = device.upload::<half::bf16>(&rng.vec(m * k, 1.0)).unwrap();
     let w = DeviceLinear::<half::bf16>::upload(&device, &rng.vec(n * k, 0.1), None, n, k).unwrap();
+    let gemm = |y: &mut ember_cuda::DeviceTensor<half::bf16>| {
+        linear(&device, &x, m, &w, Activation::Identity, None, y)
+    };
     let mut y = device.zeros::<half::bf16>(m * n).unwrap();
-    linear(&device, &x, m, &w, Activation::Identity, None, &mut y).unwrap();
+    gemm(&mut y).unwrap();
     let want = device.download(&y).unwrap();
 
     let mut ys: Vec<_> = (0..3)
         .map(|_| device.zeros::<half::bf16>(m * n).unwrap())
         .collect();
-    let times = device
-        .time_each_ms(6, |i| {
-            linear(
-                &device,
-                &x,
-                m,
-                &w,
-                Activation::Identity,
-                None,
-                &mut ys[i % 3],
-            )
-        })
-        .unwrap();
+    let times = device.time_each_ms(6, |i| gemm(&mut ys[i % 3])).unwrap();
     println!("time_each_ms: {:?} gated: {}", times.ms, times.gated);
     assert_eq!(times.ms.len(), 6);
     assert!(
@@ -1317,7 +1308,7 @@ fn time_each_times_every_call_behind_the_gate() {
                 reason: "planted".to_owned(),
             });
         }
-        linear(&device, &x, m, &w, Activation::Identity, None, &mut ys[0])
+        gemm(&mut ys[0])
     });
     assert!(
         matches!(&err, Err(CudaError::InvalidShape { reason, .. }) if reason == "planted"),
@@ -1331,15 +1322,7 @@ fn time_each_times_every_call_behind_the_gate() {
         .time_each_ms(count, |i| {
             assert_eq!(i, calls);
             calls += 1;
-            linear(
-                &device,
-                &x,
-                m,
-                &w,
-                Activation::Identity,
-                None,
-                &mut ys[i % 3],
-            )
+            gemm(&mut ys[i % 3])
         })
         .unwrap();
     assert_eq!((calls, times.ms.len()), (count, count));
