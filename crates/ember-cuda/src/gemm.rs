@@ -294,6 +294,15 @@ impl GemmKernel {
             GemmFamily::WgmmaTmaOcc2 if blocks((128, 128)) >= sms => {
                 return GemmKernel::WgmmaTma128x128Occ2
             }
+            // The default family on BERT-base's FFN up (n = 4·768; larger models' too) where two
+            // blocks can share every multiprocessor: on an H200 (benches/results/gpu.md, run 4)
+            // WgmmaTma128x128Occ2 beat the WgmmaTma128x256 chosen otherwise on all 8 FFN-up
+            // rows (T = 2400 and 4800, bf16 and f16, + b + GELU or not), by 8–22 %. Not below
+            // n = 3072 (MiniLM's FFN up, n = 1536, was slower end to end with it, with 144 blocks,
+            // one a multiprocessor), nor for fewer than two blocks a multiprocessor (unmeasured).
+            GemmFamily::WgmmaTma if n >= 3072 && blocks((128, 128)) >= 2 * sms => {
+                return GemmKernel::WgmmaTma128x128Occ2
+            }
             GemmFamily::WgmmaPingpong if blocks((128, 128)) >= 2 * sms => {
                 return GemmKernel::WgmmaPingpong128x128
             }
@@ -348,9 +357,10 @@ pub enum GemmFamily {
     Mma,
     /// Hopper's `wgmma` fed by `cp.async` (`kernels/gemm_sm90.cu`), sm_90 only.
     Wgmma,
-    /// As `Wgmma`, but the warp-specialised TMA kernel for the large tiles, sm_90 only; the
-    /// default on sm_90 (the fastest family in an H200's GEMM benchmark,
-    /// benches/results/gpu.md).
+    /// As `Wgmma`, but the warp-specialised TMA kernel for the large tiles, and
+    /// `WgmmaTma128x128Occ2` on FFN-up shapes (n ≥ 3072) with two 128 × 128 blocks for every
+    /// multiprocessor, sm_90 only; the default on sm_90 (the fastest family in an H200's GEMM
+    /// benchmark, benches/results/gpu.md).
     WgmmaTma,
     /// As `WgmmaTma`, with `WgmmaTma128x128Occ2` for the tiles that fill the GPU, sm_90 only.
     WgmmaTmaOcc2,
@@ -800,7 +810,10 @@ mod tests {
                 at_768
             );
             for (m, n) in [(2400, 3072), (4800, 768)] {
-                assert_eq!(GemmKernel::choose(Dtype::Bf16, m, n, 132, family), big);
+                // The default family takes Occ2 on FFN up (below).
+                if family != GemmFamily::WgmmaTma || n != 3072 {
+                    assert_eq!(GemmKernel::choose(Dtype::Bf16, m, n, 132, family), big);
+                }
             }
             assert_eq!(GemmKernel::choose(Dtype::F16, 1, 768, 132, family), small);
             assert_eq!(
@@ -831,6 +844,23 @@ mod tests {
             GemmKernel::WgmmaTma128x256
         );
         assert_eq!(GemmFamily::default_for(Arch::SM90), GemmFamily::WgmmaTma);
+        // The default family on FFN up: Occ2 from two 128 × 128 blocks a multiprocessor (264
+        // at 132: T ≥ 1408 for n = 3072), the 128 × 256 kernel below that and for n < 3072.
+        for (m, n, expected) in [
+            (2400, 3072, GemmKernel::WgmmaTma128x128Occ2),
+            (4800, 3072, GemmKernel::WgmmaTma128x128Occ2),
+            (1408, 3072, GemmKernel::WgmmaTma128x128Occ2),
+            (1280, 3072, GemmKernel::WgmmaTma128x256),
+            (2400, 4096, GemmKernel::WgmmaTma128x128Occ2),
+            (2400, 1536, GemmKernel::WgmmaTma128x256),
+            (4800, 2304, GemmKernel::WgmmaTma128x256),
+        ] {
+            assert_eq!(
+                GemmKernel::choose(Dtype::F16, m, n, 132, GemmFamily::WgmmaTma),
+                expected,
+                "{m} x {n}"
+            );
+        }
         assert_eq!(GemmFamily::default_for(Arch::SM80), GemmFamily::Mma);
         assert_eq!(GemmFamily::parse("WGMMA"), None);
         for kernel in GemmKernel::ALL {

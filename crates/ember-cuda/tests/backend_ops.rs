@@ -745,9 +745,15 @@ fn cases() -> Vec<Case> {
             }
         }
         // The kernel `linear` chooses (in the family EMBER_CUDA_GEMM names, or the device's
-        // default): BERT-base's attention output at T = 2400, and two shapes small enough for
-        // the emulated GPU, one with fewer tiles than multiprocessors and one with more.
-        for (m, n, k) in [(2400, 768, 768), (130, 200, 72), (8500, 264, 8)] {
+        // default): BERT-base's attention output at T = 2400 and FFN up at T = 1536 (where the
+        // default family takes WgmmaTma128x128Occ2 on an H100 / H200), and two shapes small
+        // enough for the emulated GPU, one with fewer tiles than multiprocessors and one with more.
+        for (m, n, k) in [
+            (2400, 768, 768),
+            (1536, 3072, 768),
+            (130, 200, 72),
+            (8500, 264, 8),
+        ] {
             cases.push(Case {
                 op: gemm(None, m, n, k, true, Gelu, true),
                 dtype,
