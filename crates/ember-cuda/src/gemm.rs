@@ -298,8 +298,9 @@ impl GemmKernel {
             // blocks can share every multiprocessor: on an H200 (benches/results/gpu.md, run 4)
             // WgmmaTma128x128Occ2 beat the WgmmaTma128x256 chosen otherwise on all 8 FFN-up
             // rows (T = 2400 and 4800, bf16 and f16, + b + GELU or not), by 8–22 %. Not below
-            // n = 3072 (MiniLM's FFN up, n = 1536, was slower end to end with it, with 144 blocks,
-            // one a multiprocessor), nor for fewer than two blocks a multiprocessor (unmeasured).
+            // n = 3072: the wgmma-tma-occ2 family, which also takes it for MiniLM's FFN up
+            // (n = 1536: 144 blocks at its batch, about one a multiprocessor), was 13 % slower
+            // end to end; nor for fewer than two blocks a multiprocessor (unmeasured).
             GemmFamily::WgmmaTma if n >= 3072 && blocks((128, 128)) >= 2 * sms => {
                 return GemmKernel::WgmmaTma128x128Occ2
             }
