@@ -123,10 +123,10 @@ step() {
 gemm_env() {
   if [ "$1" = default ]; then echo "-u EMBER_CUDA_GEMM"; else echo "EMBER_CUDA_GEMM=$1"; fi
 }
-# e2e_error FAMILY WHY: {"gemm": FAMILY, "error": WHY} into ember_e2e.jsonl (a "not measured"
-# row) and the log, and the run fails.
+# e2e_error FAMILY WHY [MODEL]: {"gemm": FAMILY, "error": WHY, "model": MODEL} into
+# ember_e2e.jsonl (a "not measured" row) and the log, and the run fails.
 e2e_error() {
-  printf '{"gemm":"%s","error":"%s"}\n' "$1" "$2" | tee -a "$log" >> "$e2e_json"
+  printf '{"gemm":"%s","error":"%s","model":"%s"}\n' "$1" "$2" "${3:-$bin/minilm-fp16}" | tee -a "$log" >> "$e2e_json"
   status=1
 }
 # e2e_line FAMILY JSON: `ember bench --json`'s one line, with "gemm": FAMILY first, into
@@ -139,23 +139,24 @@ assert isinstance(row, dict)
 print(json.dumps({"gemm": sys.argv[1], **row}, separators=(",", ":")))' "$1" "$2" 2>/dev/null); then
     echo "$row" | tee -a "$log" >> "$e2e_json"
   else
-    e2e_error "$1" "ember bench printed no JSON object"
+    e2e_error "$1" "ember bench printed no JSON object" "${3:-}"
   fi
 }
-# ember_bench GEMM: `ember bench --device cuda --dtype f16` on the corpus with the GEMM family
-# GEMM (gemm_env), its JSON line into ember_e2e.jsonl.
+# ember_bench GEMM [MODEL]: `ember bench --device cuda --dtype f16` on the corpus with the GEMM
+# family GEMM (gemm_env) and the model folder MODEL (default the carried MiniLM), its JSON line
+# into ember_e2e.jsonl.
 ember_bench() {
-  local gemm=$1 limit line
-  limit=$(fit 90 ember bench "$gemm") || { tail -n 1 "$log"; e2e_error "$gemm" skipped; return; }
+  local gemm=$1 model_dir=${2:-$bin/minilm-fp16} limit line
+  limit=$(fit 90 ember bench "$gemm") || { tail -n 1 "$log"; e2e_error "$gemm" skipped "$model_dir"; return; }
   echo "== env $(gemm_env "$gemm") $bin/ember bench --device cuda --dtype f16 (limit ${limit} s, at ${SECONDS} s)" | tee -a "$log"
   # shellcheck disable=SC2046 # gemm_env's words, split on purpose
   if line=$(env $(gemm_env "$gemm") timeout --kill-after=10 "$limit" "$bin/ember" bench \
-      --model "$bin/minilm-fp16" --device cuda --dtype f16 --input "$corpus" --batch-size 128 \
+      --model "$model_dir" --device cuda --dtype f16 --input "$corpus" --batch-size 128 \
       --latency-texts 200 --json 2> >(tee -a "$log" >&2)); then
-    e2e_line "$gemm" "$line"
+    e2e_line "$gemm" "$line" "$model_dir"
   else
     echo "== FAILED: env $(gemm_env "$gemm") ember bench --device cuda" | tee -a "$log"
-    e2e_error "$gemm" failed
+    e2e_error "$gemm" failed "$model_dir"
   fi
 }
 # end_to_end FAMILY…: for each GEMM family, cuda_e2e (against sentence-transformers), then
@@ -222,6 +223,20 @@ if [ "$hopper" = 1 ]; then
     --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
 fi
 step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.jsonl"
+# The issue's first reference shape end to end: SBERT-base-nli-v2's (768, 12 layers, FFN 3072,
+# max_seq_length 75, mean pooling) with seeded weights, written here (write_seeded, ~1 s; 440 MB
+# is past the carry), sentence-transformers fp16 and Ember's default family on the same corpus,
+# appended to st.json and ember_e2e.jsonl (their "model" names the folder). EMBER_GPU_BASE=0
+# leaves it out.
+if [ "$model" = 1 ] && [ "${EMBER_GPU_BASE:-1}" = 1 ]; then
+  base=/tmp/sbert-base-seeded
+  rm -rf "$base"
+  step 30 "$bin/write_seeded" "$base" "$bin/minilm-fp16"
+  if [ -f "$base/model.safetensors" ]; then
+    step 150 python3 scripts/gpu/st_bench.py --model "$base" --corpus "$corpus" --json "$out/st.json"
+    ember_bench default "$base"
+  fi
+fi
 # Last, the families of kernels new to the GPU end to end (EMBER_GPU_NEW_FAMILIES), so that a
 # hang there cannot cost the GEMM table its f16 rows.
 if [ "$hopper" = 1 ] && [ "$model" = 1 ]; then

@@ -15,6 +15,9 @@ rm -rf "$out"
 mkdir -p "$out"
 cargo build --release -p ember-cuda --example gemm_bench
 cp target/release/examples/gemm_bench "$out/"
+# The SBERT-base-shaped seeded model is written there, not carried (440 MB).
+cargo build --release -p ember-reference-tests --example write_seeded
+cp target/release/examples/write_seeded "$out/"
 # The CLI (its `cuda` feature is on by default) for `ember bench --device cuda`.
 cargo build --release -p ember-cli
 cp target/release/ember "$out/"
@@ -30,10 +33,10 @@ for line in sys.stdin:
         print(msg["target"]["name"], msg["executable"])
 ' \
   | while read -r name path; do cp "$path" "$out/$name"; done
-for binary in nvrtc_compile backend_ops cuda_e2e gemm_bench ember; do
+for binary in nvrtc_compile backend_ops cuda_e2e gemm_bench write_seeded ember; do
   [ -x "$out/$binary" ] || { echo "build: $out/$binary is missing" >&2; exit 1; }
 done
-strip "$out"/nvrtc_compile "$out"/backend_ops "$out"/cuda_e2e "$out"/gemm_bench "$out"/ember
+strip "$out"/nvrtc_compile "$out"/backend_ops "$out"/cuda_e2e "$out"/gemm_bench "$out"/write_seeded "$out"/ember
 if [ "${1:-}" = "--with-model" ]; then
   python3 scripts/gpu/make_fp16_model.py "$(scripts/fetch-model.sh)" "$out/minilm-fp16"
 fi

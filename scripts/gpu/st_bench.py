@@ -65,8 +65,9 @@ def main():
         p99_ms=latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
     )
     print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result) + "\n")
+    if args.json:  # appended: bench_gpu.sh runs it for each model folder
+        with open(args.json, "a") as out:
+            out.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

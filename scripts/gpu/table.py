@@ -39,6 +39,13 @@ def lines(path):
 
 E2E_FIELDS = ("sentences_per_s", "batch_size", "latency_ms_p50", "latency_ms_p99")
 
+# The model folders bench_gpu.sh runs end to end, by their folder names.
+MODEL_NAMES = {
+    "minilm-fp16": "all-MiniLM-L6-v2 (its weights stored in f16; hidden 384, 6 layers, max_seq_length 256)",
+    "sbert-base-seeded": "SBERT-base-nli-v2's shape with seeded weights (hidden 768, 12 layers, FFN 3072, "
+                         "max_seq_length 75, mean pooling)",
+}
+
 
 def e2e_label(row):
     dtype = row.get("dtype", "f16")
@@ -94,19 +101,27 @@ def main():
             "process; the paired ratios: cublasGemmEx (the library PyTorch loads) in gemm_bench's own process, each kernel's "
             "calls and cuBLAS's in turn in one sequence (plain products only).", ""]
     out += ["## End to end: benches/corpus/wordnet-examples.txt ×10 (12,440 texts)", ""]
-    st = next((r for r in lines(args.st) if has(r, ("texts_per_s", "batch_size", "p50_ms", "p99_ms"))), None)
+    st_rows = [r for r in lines(args.st) if has(r, ("texts_per_s", "batch_size", "p50_ms", "p99_ms"))]
+    runs = lines(args.ember_e2e)
+    # One table per model folder (st_bench.py's and ember bench's "model"; an error line names
+    # it too); rows without one are the carried MiniLM's.
+    folder = lambda r: Path(str(r.get("model") or "minilm-fp16")).name
+    models = list(dict.fromkeys([folder(r) for r in st_rows] + [folder(r) for r in runs])) or ["minilm-fp16"]
     if not args.st and not args.ember_e2e:
         out.append("Not run: no model folder was carried (scripts/gpu/build.sh --with-model).")
-    else:
-        out += ["| engine | texts/s | batch | p50 ms (1 text) | p99 ms |", "|---|---:|---:|---:|---:|"]
+        models = []
+    for model in models:
+        out += [f"### {MODEL_NAMES.get(model, model)}", "",
+                "| engine | texts/s | batch | p50 ms (1 text) | p99 ms |", "|---|---:|---:|---:|---:|"]
+        st = next((r for r in st_rows if folder(r) == model), None)
         if st:
-            out.append(f"| sentence-transformers fp16 ({Path(st.get('model', '?')).name}, torch {st.get('torch', '?')}) | "
+            out.append(f"| sentence-transformers fp16 ({model}, torch {st.get('torch', '?')}) | "
                        f"{st['texts_per_s']:.0f} | {st['batch_size']} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |")
         else:
             out.append("| sentence-transformers fp16 | not measured (st_bench.py failed) | | | |")
         measured = []
-        runs = lines(args.ember_e2e)
-        for e2e in runs:
+        model_runs = [r for r in runs if folder(r) == model]
+        for e2e in model_runs:
             label = e2e_label(e2e)
             if all(isinstance(e2e.get(k), (int, float)) for k in E2E_FIELDS):
                 out.append(f"| {label} | {e2e['sentences_per_s']:.0f} | {e2e['batch_size']} | "
@@ -115,7 +130,7 @@ def main():
             else:
                 why = str(e2e.get("error") or "no figures").replace("|", "\\|")
                 out.append(f"| {label} | not measured (ember bench --device cuda: {why}) | | | |")
-        if args.ember_e2e and not runs:
+        if args.ember_e2e and not model_runs:
             out.append("| Ember CUDA f16 | not measured (ember bench --device cuda failed or was not run) | | | |")
         if measured and st:
             out.append("")
@@ -124,6 +139,7 @@ def main():
                 throughput = f"{e2e['sentences_per_s'] / st['texts_per_s']:.2f}×" if st["texts_per_s"] else "—"
                 out.append(f"{label} ÷ sentence-transformers: throughput {throughput} "
                            f"(goal ≥ 2), batch-1 p50 {p50} (goal ≤ 0.5).")
+        out.append("")
     text = "\n".join(out) + "\n"
     print(text)
     if args.out:
