@@ -178,13 +178,13 @@ struct Measured {
 }
 
 /// The median of `times` (`timing::median`; the sequences are never empty).
-fn median(times: Vec<f32>) -> f64 {
-    f64::from(ember_cuda::timing::median(&times).unwrap_or(f32::NAN))
+fn median(times: &[f32]) -> f64 {
+    f64::from(ember_cuda::timing::median(times).unwrap_or(f32::NAN))
 }
 
 /// One kernel on one case: `plan.iterations` gated calls; with `cublas` (weights `raw`, the same
-/// values as `ws`) twice as many, Ember's (even) and cuBLAS's (odd) in turn, call `c`
-/// on input set `c % SETS`.
+/// values as `ws`) twice as many, Ember's (even) and cuBLAS's (odd) in turn (the input sets:
+/// `run` below).
 #[allow(clippy::too_many_arguments)]
 fn measure<E: Element>(
     plan: Plan,
@@ -245,9 +245,9 @@ fn measure<E: Element>(
                 .copied()
                 .collect::<Vec<f32>>()
         };
-        (median(every_other(0)), Some(median(every_other(1))))
+        (median(&every_other(0)), Some(median(&every_other(1))))
     } else {
-        (median(times.ms.clone()), None)
+        (median(&times.ms), None)
     };
     Ok(Measured {
         median_ms: ember,
