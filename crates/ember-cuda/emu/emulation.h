@@ -294,6 +294,13 @@ __forceinline__ unsigned ptx_cvt_bf16x2(float lo, float hi) {
 __forceinline__ unsigned ptx_cvt_f16x2(float lo, float hi) {
     return static_cast<unsigned>(::emu::f32_to_f16(lo)) | static_cast<unsigned>(::emu::f32_to_f16(hi)) << 16;
 }
+// ex2.approx.ftz.f32 / rcp.approx.ftz.f32: computed exactly here (a GPU's are within 2 and 1
+// ulp), with the flushes of .ftz: a subnormal input is ±0 and a subnormal result becomes ±0.
+__forceinline__ float emu_flush_subnormal(float x) {
+    return fpclassify(x) == FP_SUBNORMAL ? copysignf(0.0f, x) : x;
+}
+__forceinline__ float ptx_ex2_approx_ftz(float x) { return emu_flush_subnormal(exp2f(emu_flush_subnormal(x))); }
+__forceinline__ float ptx_rcp_approx_ftz(float x) { return emu_flush_subnormal(1.0f / emu_flush_subnormal(x)); }
 
 // cvta.to.shared: here the offset from the shared window's base (shared_window_base(): what a
 // shared-memory descriptor or ldmatrix address encodes when the kernel has no static shared

@@ -56,6 +56,22 @@ __device__ __forceinline__ unsigned ptx_cvt_f16x2(float lo, float hi) {
     return r;
 }
 
+// 2^x and 1/x on the multifunction unit, one instruction each (the activations' exponential and
+// reciprocal): ex2.approx.ftz within 2 ulp, rcp.approx.ftz within 1 ulp, subnormal inputs and
+// results flushed to zero. __expf and __fdividef are the same approximations without .ftz, which
+// on sm_90 wraps each in 3–4 instructions that rescale subnormals; the activations' arguments
+// never need that (see activate).
+__device__ __forceinline__ float ptx_ex2_approx_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float ptx_rcp_approx_ftz(float x) {
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Async copies and tensor cores (sm_80).
 
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
@@ -142,14 +158,19 @@ template <> __device__ __forceinline__ void mma_m16n8k16<f16>(float d[4], const 
 
 // ½·erfc(|x|/√2), x ≥ 0 or not: Numerical Recipes' `erfcc` (Press et al., §6.2; a Chebyshev fit
 // of erfc(z)·e^{z²} in t = 1/(1 + z/2), fractional error below 1.2e-7 for every z ≥ 0), one
-// fast reciprocal and one fast exponential, no branch: GELU in 30 instructions an element where
-// erfcf took 49 (SASS of NVRTC 12.9, sm_90a, two elements a thread), which the fused FFN-up
-// epilogue runs 16,384 times a 128 × 128 tile. Error of the GELU in f32 (exact exp and division,
-// |x| ≤ 6): 3.6e-6 relative, 3.8e-7 absolute at most, as erfcf's 2.8e-6; __expf adds up to
-// 2 + ⌊1.173·|x|⌋ ulp of its argument (about 24 ulp, 1.4e-6, at −19, where |x| = 6).
+// reciprocal and one exponential on the multifunction unit, no branch: GELU in ~23 instructions
+// an element where erfcf took 49 (SASS of NVRTC 12.9, sm_90a), which the fused FFN-up epilogue
+// runs 16,384 times a 128 × 128 tile. Error of the GELU in f32 (exact exp and division, |x| ≤ 6):
+// 3.6e-6 relative, 3.8e-7 absolute at most, as erfcf's 2.8e-6; ex2.approx adds up to 2 ulp of
+// e^{a} and the rounding of a·log₂e about |a|·2⁻²⁴ relative (a = −19 at |x| = 6: 1.1e-6).
+// The .ftz flushes cannot matter: 1/(1 + z/2) is subnormal only for |x| > 2^127 (t = 0 gives
+// the tail 0, its limit), and e^{a} only where a < −87.3, i.e. |x| > 13.2, where the tail
+// (below 1e-38) is 0 to every output dtype but f32, and 0 in place of it leaves GELU(x) within
+// 2e-37 of itself.
+#define EMBER_LOG2_E 1.44269504088896341f
 __device__ __forceinline__ float half_erfc_abs_over_sqrt2(float x) {
     const float z = fabsf(x) * 0.70710678118654752f;
-    const float t = __fdividef(1.0f, fmaf(0.5f, z, 1.0f));
+    const float t = ptx_rcp_approx_ftz(fmaf(0.5f, z, 1.0f));
     float p = fmaf(t, 0.17087277f, -0.82215223f);
     p = fmaf(t, p, 1.48851587f);
     p = fmaf(t, p, -1.13520398f);
@@ -159,17 +180,19 @@ __device__ __forceinline__ float half_erfc_abs_over_sqrt2(float x) {
     p = fmaf(t, p, 0.37409196f);
     p = fmaf(t, p, 1.00002368f);
     p = fmaf(t, p, -1.26551223f);
-    return 0.5f * t * __expf(fmaf(-z, z, p));
+    return 0.5f * t * ptx_ex2_approx_ftz(fmaf(-z, z, p) * EMBER_LOG2_E);
 }
 
 // y = act(x).
 // Gelu:     ½·x·(1 + erf(x/√2)) = x·Φ(x), Φ(x) = ½·erfc(−x/√2): ½·erfc(|x|/√2) for x ≤ 0 (no
 //           cancellation), 1 − that for x > 0 (half_erfc_abs_over_sqrt2).
 // GeluTanh: ½·x·(1 + tanh u) = x / (1 + e^{−2u}), u = √(2/π)·(x + 0.044715·x³), −2u ≥ −80.
-// (GeluTanh and SiLU divide and exponentiate with the fast intrinsics, __fdividef within 2 ulp,
-// __expf within 2 + ⌊1.173·|x|⌋ ulp: an IEEE division inlines a call to its slow path at every
-// copy of the epilogue. A denominator past
-// 2^126 (e^{−2u} or e^{−x} overflowing, x far below 0) gives 0, the function's limit there.)
+// SiLU:     x / (1 + e^{−x}), −x ≥ −80.
+// (Both exponentiate and take the reciprocal on the multifunction unit, ex2.approx.ftz within
+// 2 ulp, rcp.approx.ftz within 1 ulp: an IEEE division inlines a call to its slow path at every
+// copy of the epilogue. With the exponent floored at −80, e^{…} ≥ e^{−80} is normal; a
+// denominator past 2^126 (x far below 0) has a flushed or zero reciprocal and gives x·0 = −0,
+// the function's limit there, within 1e-37 of it.)
 // Relu:     x < 0 ? 0 : x, so NaN passes through as on the CPU.
 __device__ __forceinline__ float activate(int act, float x) {
     switch (act) {
@@ -179,12 +202,12 @@ __device__ __forceinline__ float activate(int act, float x) {
     }
     case ACT_GELU_TANH: {
         float minus_2u = -2.0f * 0.7978845608f * x * fmaf(x * x, 0.044715f, 1.0f);
-        return __fdividef(x, 1.0f + __expf(fmaxf(minus_2u, -80.0f)));
+        return x * ptx_rcp_approx_ftz(1.0f + ptx_ex2_approx_ftz(fmaxf(minus_2u, -80.0f) * EMBER_LOG2_E));
     }
     case ACT_RELU:
         return x < 0.0f ? 0.0f : x;
     case ACT_SILU:  // torch's x / (1 + e^{−x}); the exponent floored at −80 (x > 80 gives x)
-        return __fdividef(x, 1.0f + __expf(fmaxf(-x, -80.0f)));
+        return x * ptx_rcp_approx_ftz(1.0f + ptx_ex2_approx_ftz(fmaxf(-x, -80.0f) * EMBER_LOG2_E));
     default:
         return x;
     }
