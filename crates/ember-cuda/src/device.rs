@@ -551,6 +551,11 @@ impl CudaDevice {
     /// Overwrites `dst` with `seq_offsets` (checked as by [`upload_offsets`](Self::upload_offsets)),
     /// reusing its host and device buffers; they grow (never shrink) when the batch has more
     /// sequences than any before, so a warm caller allocates nothing.
+    ///
+    /// The host copy is what every launcher checks its buffers against, and the kernels index
+    /// those buffers with the device copy, so the two never disagree: offsets that fail the
+    /// checks leave `dst` as it was, and a failed allocation or copy leaves it empty (`[0]`:
+    /// no tokens, which no launch with tokens accepts).
     pub fn write_offsets(
         &self,
         seq_offsets: &[usize],
@@ -563,24 +568,44 @@ impl CudaDevice {
         if seq_offsets.first() != Some(&0) {
             return Err(bad("does not start at 0".into()));
         }
-        dst.host.clear();
-        dst.max_len = 0;
+        let mut max_len = 0;
         for w in seq_offsets.windows(2) {
             if w[1] < w[0] {
                 return Err(bad(format!("decreasing: {} > {}", w[0], w[1])));
             }
-            dst.max_len = dst.max_len.max(w[1] - w[0]);
+            max_len = max_len.max(w[1] - w[0]);
         }
-        for &o in seq_offsets {
-            dst.host
-                .push(u32::try_from(o).map_err(|_| bad(format!("{o} does not fit in u32")))?);
+        // Non-decreasing from 0: every offset fits when the last does.
+        let last = seq_offsets[seq_offsets.len() - 1];
+        if u32::try_from(last).is_err() {
+            return Err(bad(format!("{last} does not fit in u32")));
         }
-        if dst.device.len() < dst.host.len() {
+        let result = self.write_checked_offsets(seq_offsets, max_len, dst);
+        if result.is_err() {
+            dst.host.clear();
+            dst.host.push(0);
+            dst.max_len = 0;
+        }
+        result
+    }
+
+    /// write_offsets once the offsets passed its checks.
+    fn write_checked_offsets(
+        &self,
+        seq_offsets: &[usize],
+        max_len: usize,
+        dst: &mut SeqOffsets,
+    ) -> Result<(), CudaError> {
+        if dst.device.len() < seq_offsets.len() {
             dst.device = self
                 .stream
-                .alloc_zeros::<u32>(dst.host.capacity())
+                .alloc_zeros::<u32>(seq_offsets.len())
                 .map_err(CudaError::driver("cuMemAlloc"))?;
         }
+        dst.host.clear();
+        // Checked by the caller: at most the last offset, which fits.
+        dst.host.extend(seq_offsets.iter().map(|&o| o as u32));
+        dst.max_len = max_len;
         self.stream
             .memcpy_htod(&dst.host, &mut dst.device)
             .map_err(CudaError::driver("cuMemcpyHtoD"))

@@ -157,10 +157,21 @@ pub(crate) fn checked_product(
         })
 }
 
-/// `value` as a kernel's `int` parameter, or `Err(InvalidShape)` if it does not fit.
+/// The largest value [`to_i32`] passes: `i32::MAX` less 2^16, so that a kernel may add a
+/// tile's extent, a loop's stride or a lane's column (all well under 2^16) to any dimension or
+/// index below it in `int` arithmetic without overflowing (`k + 63`, `k0 += 16`, `col0 + 2·lane`).
+pub(crate) const MAX_KERNEL_INT: usize = i32::MAX as usize - (1 << 16);
+
+/// `value` as a kernel's `int` parameter, or `Err(InvalidShape)` if it is over
+/// [`MAX_KERNEL_INT`].
 pub(crate) fn to_i32(op: &'static str, what: &'static str, value: usize) -> Result<i32, CudaError> {
-    i32::try_from(value).map_err(|_| CudaError::InvalidShape {
-        op,
-        reason: format!("{what} = {value} does not fit the kernel's 32-bit index"),
-    })
+    if value > MAX_KERNEL_INT {
+        return Err(CudaError::InvalidShape {
+            op,
+            reason: format!(
+                "{what} = {value} is over {MAX_KERNEL_INT}, what the kernels' 32-bit indices allow"
+            ),
+        });
+    }
+    Ok(value as i32) // ≤ i32::MAX
 }

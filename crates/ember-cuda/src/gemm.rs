@@ -522,6 +522,12 @@ pub fn linear_with_kernel<E: Element>(
     if mn == 0 {
         return Ok(());
     }
+    // A product over no k (out = act(b) + R): a tensor map cannot describe an empty k, so the
+    // TMA-fed kernels hand it to the cp.async one of their architecture, which runs no k tile.
+    let (kernel, entry_point) = match GemmKernel::Wgmma64x128.entry_point(E::DTYPE) {
+        Some(cp_async) if k == 0 && kernel.uses_tma() => (GemmKernel::Wgmma64x128, cp_async),
+        _ => (kernel, entry_point),
+    };
     let smem = kernel.dynamic_smem();
     let function = device.function(kernel.file(), entry_point, smem)?;
     let (bm, bn) = kernel.tile();

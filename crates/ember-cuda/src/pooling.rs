@@ -68,12 +68,19 @@ pub fn pool<E: Element>(
     }
     let (h_i, out_dim_i) = (to_i32(OP, "h", h)?, to_i32(OP, "modes·h", out_dim)?);
     let n_u32 = to_i32(OP, "sequences", n)? as u32;
+    let col_blocks = h.div_ceil(THREADS as usize);
+    if col_blocks > 65_535 {
+        return Err(CudaError::InvalidShape {
+            op: OP,
+            reason: format!("h = {h} needs more than 65,535 blocks of {THREADS} columns"),
+        });
+    }
     if n == 0 || out_dim == 0 {
         return Ok(());
     }
     let function = device.function(KernelFile::Pooling, entry_point(E::DTYPE), 0)?;
     let config = LaunchConfig {
-        grid_dim: (n_u32, h.div_ceil(THREADS as usize) as u32, 1),
+        grid_dim: (n_u32, col_blocks as u32, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     };

@@ -716,6 +716,7 @@ fn cases() -> Vec<Case> {
     // Tensor cores: k % 8 == 0.
     let mma_shapes = [
         (1, 8, 8, false, Identity, false),
+        (5, 24, 0, true, Gelu, true), // no k: act(b) + R
         (7, 13, 24, true, Relu, false),
         (64, 64, 32, false, Identity, true),
         (127, 129, 40, true, Gelu, true),
@@ -1270,6 +1271,36 @@ fn bad_shapes_are_errors() {
         "{err:?}"
     );
     assert!(device.upload_offsets(&[0, 3, 2]).is_err());
+
+    // Offsets that fail write_offsets' checks leave the host and device copies as they were,
+    // still in step: a launch sized by the refused offsets is refused, not run on the old
+    // device offsets past the end of its buffers.
+    let mut offsets = device.upload_offsets(&[0, 64, 128]).unwrap();
+    for refused in [&[0, 8, 1 << 32][..], &[0, 8, 4], &[1, 8], &[]] {
+        let err = device.write_offsets(refused, &mut offsets);
+        assert!(
+            matches!(err, Err(CudaError::InvalidOffsets { .. })),
+            "{refused:?}: {err:?}"
+        );
+        assert_eq!(offsets.host(), [0, 64, 128], "{refused:?}");
+        assert_eq!(offsets.max_len(), 64, "{refused:?}");
+    }
+    let err = attention_varlen(
+        &device,
+        &bf16(8 * 3 * 8),
+        &offsets,
+        1,
+        8,
+        None,
+        &mut bf16(8 * 8),
+    );
+    assert!(
+        matches!(err, Err(CudaError::LengthMismatch { .. })),
+        "{err:?}"
+    );
+    device.write_offsets(&[0, 3, 3, 8], &mut offsets).unwrap();
+    assert_eq!(offsets.host(), [0, 3, 3, 8]);
+    assert_eq!(offsets.max_len(), 5);
 }
 
 /// `time_each_ms` (gemm_bench's timer): one time per call, the work done as without it, an
