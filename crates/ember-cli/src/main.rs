@@ -18,7 +18,8 @@
 //! `npy` is a float32 `[n, dim]` array and `raw` the same values with no header (see
 //! `output.rs`). `--shard I/N` embeds the texts whose 0-based index `j` has `j % N == I`, in
 //! input order; its JSON lines carry `j`. Output files are written to a temporary name and
-//! renamed only once complete, so a failed run leaves nothing behind. Texts are embedded in
+//! renamed only once complete, so a run that fails with an error leaves nothing behind (FIFOs,
+//! devices and `/dev/stdout` are written in place; see `output.rs`). Texts are embedded in
 //! chunks and written as they are done, with a progress bar on stderr when it is a terminal
 //! and the input has at least 1000 texts.
 //!
@@ -189,7 +190,8 @@ enum Command {
         /// One text per line, or JSON lines with a "text" field.
         #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
         input_format: InputFormat,
-        /// Write to FILE (complete or not at all) instead of standard output.
+        /// Write to FILE (complete or not at all; a FIFO, device or /dev/stdout as it goes)
+        /// instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
         /// jsonl, npy or raw f32 [default: from the --output extension, else jsonl].
@@ -424,7 +426,13 @@ fn embed(
     let selected: Vec<usize> = (index..texts.len()).step_by(count).collect();
     let dim = embedder.dim();
     let mut writer = EmbeddingWriter::create(output, format, shard.is_some(), selected.len(), dim)?;
-    let chunk_len = embedder.batch_size() * EMBED_CHUNK_BATCHES;
+    // Any --batch-size is accepted (the library takes any non-zero one): saturate rather than
+    // wrap, and never make a chunk, or reserve room, for more texts than there are.
+    let chunk_len = embedder
+        .batch_size()
+        .saturating_mul(EMBED_CHUNK_BATCHES)
+        .min(selected.len())
+        .max(1);
     let mut rows = Vec::new();
     let mut chunk_texts: Vec<&str> = Vec::with_capacity(chunk_len);
     let mut progress = Progress::new(selected.len());

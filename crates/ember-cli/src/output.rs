@@ -5,8 +5,15 @@
 //! - `npy`: NumPy format 1.0, float32 `[n, dim]`, C order;
 //! - `raw`: the same little-endian f32 values with no header (`n · dim · 4` bytes).
 //!
-//! A file is written under a temporary name beside it and renamed only once complete, so a
-//! failed run leaves nothing behind.
+//! A regular file (or a new path) is written under a temporary name beside it and renamed only
+//! once complete, so a run that fails with an error leaves nothing behind; a run killed by a
+//! signal can leave that hidden `.NAME.PID.partial` file (std has no signal handling to remove
+//! it). A symlink to a file is followed, so the rename replaces its target and the link stays.
+//! `/dev/stdout` and `/dev/stderr` (or `/dev/fd/1`, `/proc/self/fd/2`…) are the process's own
+//! streams, written directly; anything else that exists and is not a regular file (a FIFO, a
+//! terminal, `/dev/null`), and any other path under `/proc` or `/dev/fd`, is opened and written
+//! in place, appending. Renaming over those would cut off their reader or replace a device
+//! node; what a stream was sent before an error cannot be taken back.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -52,10 +59,13 @@ pub struct EmbeddingWriter {
     rows_left: usize,
     /// What errors call the output.
     name: String,
-    /// `(temporary, final)` paths of a file output; the temporary one is removed on drop
-    /// unless `finish` renamed it.
-    file: Option<(PathBuf, PathBuf)>,
+    /// A file output written by rename; the temporary file is removed on drop unless
+    /// `finish` renamed it.
+    file: Option<RenamedFile>,
 }
+
+/// `(temporary, final)` paths of a file output that is renamed into place once complete.
+type RenamedFile = (PathBuf, PathBuf);
 
 impl EmbeddingWriter {
     /// Starts an output of `rows × dim` values at `path` (stdout when `None`).
@@ -74,18 +84,8 @@ impl EmbeddingWriter {
             ),
             Some(path) => {
                 let name = path.display().to_string();
-                let file_name = path.file_name().ok_or_else(|| {
-                    CliError::Usage(format!("--output {name} is not a file name"))
-                })?;
-                let mut temp_name = std::ffi::OsString::from(".");
-                temp_name.push(file_name);
-                temp_name.push(format!(".{}.partial", std::process::id()));
-                let temp = path.with_file_name(temp_name);
-                let file = std::fs::File::create(&temp).map_err(|source| CliError::Io {
-                    path: name.clone(),
-                    source,
-                })?;
-                (Box::new(file), name, Some((temp, path.to_owned())))
+                let (out, temp_and_target) = open_output(path, &name)?;
+                (out, name, temp_and_target)
             }
         };
         let mut writer = Self {
@@ -161,6 +161,120 @@ impl EmbeddingWriter {
             }
         }
         Ok(())
+    }
+}
+
+/// Opens what `--output path` is written through, and for a regular file (or a new path) the
+/// `(temporary, final)` pair that [`EmbeddingWriter::finish`] renames; `name` is what errors
+/// call the output.
+fn open_output(path: &Path, name: &str) -> Result<(Box<dyn Write>, Option<RenamedFile>), CliError> {
+    let io_error = |source| CliError::Io {
+        path: name.to_owned(),
+        source,
+    };
+    let target = match output_target(path).map_err(io_error)? {
+        // The descriptor itself, not a reopening of it: that shares the caller's offset (so
+        // `{ echo a; ember -o /dev/stdout …; echo b; } > f` keeps all three in order) and
+        // works where reopening cannot (a socket).
+        OutputTarget::Stdout => return Ok((Box::new(std::io::stdout().lock()), None)),
+        // Not locked for the whole run: a worker thread's warning (ember-cpu's EMBER_ISA
+        // notice) would wait for the lock while this thread waits for the worker.
+        OutputTarget::Stderr => return Ok((Box::new(std::io::stderr()), None)),
+        OutputTarget::InPlace => {
+            // Append: another descriptor's file (`/proc/self/fd/3`) then continues where its
+            // holder wrote up to, not at 0. A FIFO or device ignores it.
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(io_error)?;
+            return Ok((Box::new(file), None));
+        }
+        OutputTarget::Replace(target) => target,
+    };
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| CliError::Usage(format!("--output {name} is not a file name")))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(".{}.partial", std::process::id()));
+    let temp = target.with_file_name(temp_name);
+    let file = std::fs::File::create(&temp).map_err(io_error)?;
+    Ok((Box::new(file), Some((temp, target))))
+}
+
+/// How an `--output` path is written.
+#[derive(Debug, PartialEq, Eq)]
+enum OutputTarget {
+    /// To this process's standard output: `/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/1`.
+    Stdout,
+    /// To this process's standard error: `/dev/stderr`, `/dev/fd/2`, `/proc/self/fd/2`.
+    Stderr,
+    /// Through the path as it is: a FIFO, device or socket (a rename over it would cut off
+    /// its reader, or replace `/dev/null` for everyone), or a file under `/proc` or
+    /// `/dev/fd` (another open descriptor, which its holder keeps using by that name).
+    InPlace,
+    /// Under a temporary name beside this regular file, or path to create, then renamed
+    /// over it: the output path with the symlinks of its last component followed, so a link
+    /// to a file keeps being a link.
+    Replace(PathBuf),
+}
+
+/// Decides how `path` is written (see [`OutputTarget`]).
+fn output_target(path: &Path) -> std::io::Result<OutputTarget> {
+    // Linux's own limit on links followed in one lookup (MAXSYMLINKS).
+    const MAX_LINKS: usize = 40;
+    // Follow the links of the last component by hand, as `open` would: unlike `canonicalize`
+    // this also follows a dangling link to the file it names, and it sees `/dev/stdout` on
+    // the way to `/proc/self/fd/1`, whose own target is only a name (`pipe:[1234]`).
+    let mut resolved = path.to_owned();
+    let mut links = 0;
+    loop {
+        if let Some(target) = descriptor_target(&resolved) {
+            return Ok(target);
+        }
+        match std::fs::symlink_metadata(&resolved) {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(std::io::Error::other(format!(
+                        "more than {MAX_LINKS} symbolic links to follow"
+                    )));
+                }
+                let link = std::fs::read_link(&resolved)?;
+                // A relative target is relative to the link's directory; `join` keeps an
+                // absolute one as it is.
+                resolved = match resolved.parent() {
+                    Some(dir) => dir.join(link),
+                    None => link,
+                };
+            }
+            // Not a link, or not there (a missing directory is reported by the create).
+            _ => break,
+        }
+    }
+    // The type from the kernel, which follows every link (a directory link into `/proc`
+    // included). A directory is "written in place" too: opening it fails before any
+    // embedding is done.
+    match std::fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => Ok(OutputTarget::InPlace),
+        Ok(_) => Ok(OutputTarget::Replace(resolved)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(OutputTarget::Replace(resolved)),
+        Err(e) => Err(e),
+    }
+}
+
+/// How `path` is written when it names one of the process's file descriptors rather than a
+/// file in a directory; `None` when it does not.
+fn descriptor_target(path: &Path) -> Option<OutputTarget> {
+    let named = |names: [&str; 3]| names.iter().any(|name| path == Path::new(name));
+    if named(["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]) {
+        Some(OutputTarget::Stdout)
+    } else if named(["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"]) {
+        Some(OutputTarget::Stderr)
+    } else if path.starts_with("/proc") || path.starts_with("/dev/fd") {
+        Some(OutputTarget::InPlace)
+    } else {
+        None
     }
 }
 
@@ -319,4 +433,69 @@ pub fn read_npy(path: &Path) -> Result<Embeddings, CliError> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     Embeddings::from_vec(values, rows, dim).map_err(CliError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Only decides; nothing is opened, so device nodes are safe to name even as root.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn devices_and_standard_streams_are_written_in_place() {
+        let cases = [
+            ("/dev/null", OutputTarget::InPlace),
+            ("/proc/self/fd/0", OutputTarget::InPlace),
+            ("/dev/stdout", OutputTarget::Stdout),
+            ("/dev/fd/1", OutputTarget::Stdout),
+            ("/proc/self/fd/1", OutputTarget::Stdout),
+            ("/dev/stderr", OutputTarget::Stderr),
+            ("/proc/self/fd/2", OutputTarget::Stderr),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(output_target(Path::new(path)).unwrap(), expected, "{path}");
+        }
+        // A link of one's own to standard output is followed to it.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("out.jsonl");
+        std::os::unix::fs::symlink("/dev/stdout", &link).unwrap();
+        assert_eq!(output_target(&link).unwrap(), OutputTarget::Stdout);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn regular_files_and_new_paths_are_replaced_through_their_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file.npy");
+        std::fs::write(&file, b"old").unwrap();
+        let new = dir.path().join("new.npy");
+        assert_eq!(
+            output_target(&file).unwrap(),
+            OutputTarget::Replace(file.clone())
+        );
+        assert_eq!(
+            output_target(&new).unwrap(),
+            OutputTarget::Replace(new.clone())
+        );
+        // link → link → file, and a relative dangling link.
+        let first = dir.path().join("first");
+        let second = dir.path().join("second");
+        std::os::unix::fs::symlink(&file, &second).unwrap();
+        std::os::unix::fs::symlink("second", &first).unwrap();
+        assert_eq!(
+            output_target(&first).unwrap(),
+            OutputTarget::Replace(file.clone())
+        );
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink("new.npy", &dangling).unwrap();
+        assert_eq!(
+            output_target(&dangling).unwrap(),
+            OutputTarget::Replace(new)
+        );
+        // A loop is an error, not a hang.
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::os::unix::fs::symlink("b", &a).unwrap();
+        std::os::unix::fs::symlink("a", &b).unwrap();
+        assert!(output_target(&a).is_err());
+    }
 }

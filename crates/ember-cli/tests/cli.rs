@@ -788,3 +788,169 @@ fn prompt_flags_pick_the_prompt() {
         "{stderr}"
     );
 }
+
+#[test]
+fn any_batch_size_gives_the_same_rows() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let texts = ["first text", "a second, longer text here", "third"];
+    let run = |batch_size: &str| {
+        let mut args = vec!["embed", "--model", m, "--batch-size", batch_size];
+        args.extend_from_slice(&texts);
+        json_rows(&ember(&args, None))
+    };
+    let expected = run("2");
+    assert_eq!(expected.len(), texts.len());
+    // 2^61 · 8 wraps to 0, usize::MAX · 8 overflows, 10^11 · 8 texts would be 12.8 TB of `&str`.
+    for batch_size in [
+        "2305843009213693952",
+        "18446744073709551615",
+        "100000000000",
+    ] {
+        assert_eq!(run(batch_size), expected, "--batch-size {batch_size}");
+    }
+}
+
+/// The JSON lines `ember embed` prints for `texts` on the tiny model.
+fn stdout_json_lines(texts: &[&str]) -> String {
+    let model = tiny_model();
+    let mut args = vec!["embed", "--model", model.to_str().unwrap()];
+    args.extend_from_slice(texts);
+    let out = ember(&args, None);
+    assert_success(&out);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn output_to_a_fifo_is_written_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let model = tiny_model();
+    let texts = ["first text", "a second, longer text here"];
+    let expected = stdout_json_lines(&texts);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("embeddings.jsonl");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    // The reader is a process so that, if ember never opens the FIFO, it can be killed
+    // rather than hang the test in `open`.
+    let mut reader = Command::new("cat")
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut args = vec![
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "-o",
+        fifo.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&texts);
+    let out = ember(&args, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while reader.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let reader_finished = reader.try_wait().unwrap().is_some();
+    if !reader_finished {
+        reader.kill().unwrap();
+    }
+    let received = reader.wait_with_output().unwrap();
+    assert_success(&out);
+    assert!(
+        reader_finished,
+        "the FIFO's reader never saw the end of the output"
+    );
+    assert_eq!(String::from_utf8(received.stdout).unwrap(), expected);
+    let file_type = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(file_type.is_fifo(), "the FIFO was replaced: {file_type:?}");
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries.len(), 1, "nothing but the FIFO: {entries:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn output_through_a_symlink_writes_its_target_and_keeps_the_link() {
+    let model = tiny_model();
+    let texts = ["first text", "a second, longer text here"];
+    let expected = stdout_json_lines(&texts);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("target.jsonl"), "old contents\n").unwrap();
+    // One link to an existing file, one dangling (its target is the file to create); both
+    // relative, so they resolve against their own directory, not the working directory.
+    let cases = [
+        ("link.jsonl", "data/target.jsonl"),
+        ("dangling.jsonl", "data/new.jsonl"),
+    ];
+    for (link, target) in cases {
+        std::os::unix::fs::symlink(target, dir.path().join(link)).unwrap();
+        let link_path = dir.path().join(link);
+        let mut args = vec![
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "-o",
+            link_path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&texts);
+        assert_success(&ember(&args, None));
+        let metadata = std::fs::symlink_metadata(&link_path).unwrap();
+        assert!(metadata.file_type().is_symlink(), "{link} was replaced");
+        assert_eq!(std::fs::read_link(&link_path).unwrap(), Path::new(target));
+        let written = std::fs::read_to_string(dir.path().join(target)).unwrap();
+        assert_eq!(written, expected, "{link} → {target}");
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        ["new.jsonl", "target.jsonl"],
+        "no temporary files left"
+    );
+}
+
+// `/dev/fd/1` rather than `/dev/stdout`: a build that still renamed into place would only fail
+// to create its temporary file in `/proc/self/fd`, where `/dev/stdout`, run as root, would
+// have the link in `/dev` replaced.
+#[cfg(target_os = "linux")]
+#[test]
+fn output_to_dev_fd_1_is_standard_output() {
+    let model = tiny_model();
+    let texts = ["first text", "a second, longer text here"];
+    let expected = stdout_json_lines(&texts);
+    let mut args = vec![
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "-o",
+        "/dev/fd/1",
+    ];
+    args.extend_from_slice(&texts);
+    let piped = ember(&args, None);
+    assert_success(&piped);
+    assert_eq!(String::from_utf8(piped.stdout).unwrap(), expected);
+
+    // Redirected to a file that others write around it: the same descriptor, so the
+    // output lands between them (a reopened file, or one renamed over, would not).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.jsonl");
+    let script = r#"{ echo header; "$@"; echo footer; } > "$OUT""#;
+    let status = Command::new("sh")
+        .args(["-c", script, "sh", env!("CARGO_BIN_EXE_ember")])
+        .args(&args)
+        .env("OUT", &file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written, format!("header\n{expected}footer\n"));
+}
