@@ -243,6 +243,97 @@ fn huge_hidden_small_file(dir: &Path) {
     write_safetensors(dir.join("model.safetensors"), &tensors).unwrap();
 }
 
+/// Every tensor renamed `bert.<name>` (as `BertModel.save_pretrained` of a task model names
+/// them), and the word-embedding table's bytes declared F64 (half as many columns): the prefix
+/// must be recognised from a table of any dtype, so that the table is refused for its dtype
+/// under its real name rather than `embeddings.word_embeddings.weight` reported missing.
+fn prefixed_f64_word_table(dir: &Path) {
+    edit_header(dir, |header| {
+        for (name, mut entry) in std::mem::take(header) {
+            if name == "__metadata__" {
+                header.insert(name, entry);
+                continue;
+            }
+            if name == "embeddings.word_embeddings.weight" {
+                let columns = entry["shape"][1].as_u64().unwrap();
+                entry["shape"][1] = json!(columns / 2);
+                entry["dtype"] = json!("F64");
+            }
+            header.insert(format!("bert.{name}"), entry);
+        }
+    });
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                0xEDB8_8320 ^ (crc >> 1)
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A STORED zip archive of `entries`, as `torch.save` writes one (without its padding and
+/// zip64 records, which the reader does not need).
+fn zip_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in entries {
+        let (crc, len, local) = (crc32(data), data.len() as u32, out.len() as u32);
+        let name_len = name.len() as u16;
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for field in [crc, len, len] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+        out.extend_from_slice(&name_len.to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for field in [crc, len, len] {
+            central.extend_from_slice(&field.to_le_bytes());
+        }
+        central.extend_from_slice(&name_len.to_le_bytes());
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&local.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let (cd_start, cd_size) = (out.len() as u32, central.len() as u32);
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    let count = entries.len() as u16;
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&cd_size.to_le_bytes());
+    out.extend_from_slice(&cd_start.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// `model.safetensors` replaced by a 2 MiB `pytorch_model.bin` whose pickle is `PROTO 2` and
+/// then 2^21 EMPTY_LISTs, with no STOP. Each 1-byte opcode kept an arena slot and a stack
+/// value: uncapped, the arena alone asked for 151 MB at once (10 MB of them: 1 GiB), where the
+/// interpreter now stops at 2^20 objects.
+fn empty_list_flood_torch_bin(dir: &Path) {
+    remove(dir, "model.safetensors");
+    let mut pickle = vec![0x80, 2];
+    pickle.resize(2 + (2 << 20), b']');
+    let archive = zip_archive(&[
+        ("pytorch_model/data.pkl", &pickle),
+        ("pytorch_model/byteorder", b"little"),
+    ]);
+    write(dir, "pytorch_model.bin", archive);
+}
+
 /// Every broken folder, grouped by the file at fault.
 pub fn cases() -> Vec<BrokenFolder> {
     macro_rules! case {
@@ -493,6 +584,25 @@ pub fn cases() -> Vec<BrokenFolder> {
             |d| rewrite_weights(d, DType::F32, |name| {
                 name != "encoder.layer.1.intermediate.dense.bias"
             })
+        ),
+        case!(
+            "weights/prefixed names, F64 word table",
+            WEIGHTS,
+            [
+                "tensor \"bert.embeddings.word_embeddings.weight\"",
+                "dtype \"F64\" is not supported"
+            ],
+            prefixed_f64_word_table
+        ),
+        case!(
+            "weights/pytorch_model.bin of 2 MiB of EMPTY_LIST",
+            "pytorch_model.bin",
+            [
+                "pytorch_model/data.pkl",
+                "more than 1048576 objects",
+                "refused as hostile"
+            ],
+            empty_list_flood_torch_bin
         ),
         case!(
             "weights/weight transposed",

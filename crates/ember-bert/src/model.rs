@@ -152,9 +152,11 @@ impl<'a> WeightLoader<'a> {
             ModelFamily::ModernBert => "embeddings.tok_embeddings.weight",
             _ => "embeddings.word_embeddings.weight",
         };
+        // Any dtype counts: a prefixed word table Ember cannot read must be reported under its
+        // real name, with its dtype, not as the unprefixed name missing.
         let prefix = ["bert.", "roberta.", "mpnet.", "distilbert.", "model."]
             .into_iter()
-            .find(|prefix| file.contains(&format!("{prefix}{word}")))
+            .find(|prefix| file.has_tensor(&format!("{prefix}{word}")))
             .unwrap_or("");
         Self {
             file,
@@ -387,12 +389,13 @@ impl<'a> WeightLoader<'a> {
             Some(format!("{}{name}", self.prefix)),
             legacy.map(|l| format!("{}{l}", self.prefix)),
         ];
-        // Tensors of a dtype Ember does not read count as found, so that `f32_tensor` names
-        // their dtype rather than this reporting them missing.
+        // Presence alone decides: tensors of a dtype Ember does not read count as found, so
+        // that `f32_tensor` names their dtype, and so do a torch archive's non-contiguous views
+        // (a transposed weight), which `f32_tensor` gathers (they have no `raw_bytes`).
         let found = candidates
             .iter()
             .flatten()
-            .find(|candidate| self.file.raw_bytes(candidate).is_ok())
+            .find(|candidate| self.file.has_tensor(candidate))
             .ok_or_else(|| BertError::MissingWeight {
                 path: self.path(),
                 name: format!("{}{name}", self.prefix),
@@ -1103,6 +1106,194 @@ mod tests {
         let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
         let file = WeightFile::open(dir.join("model.safetensors")).unwrap();
         (config, file)
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    0xEDB8_8320 ^ (crc >> 1)
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A STORED zip archive of `entries`, as `torch.save` writes one (without its padding and
+    /// zip64 records, which the reader does not need).
+    fn zip_archive(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut central = Vec::new();
+        for (name, data) in entries {
+            let (crc, len, local) = (crc32(data), data.len() as u32, out.len() as u32);
+            let name_len = name.len() as u16;
+            out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+            out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            for field in [crc, len, len] {
+                out.extend_from_slice(&field.to_le_bytes());
+            }
+            out.extend_from_slice(&name_len.to_le_bytes());
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(data);
+            central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+            central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            for field in [crc, len, len] {
+                central.extend_from_slice(&field.to_le_bytes());
+            }
+            central.extend_from_slice(&name_len.to_le_bytes());
+            central.extend_from_slice(&[0; 12]);
+            central.extend_from_slice(&local.to_le_bytes());
+            central.extend_from_slice(name.as_bytes());
+        }
+        let (cd_start, cd_size) = (out.len() as u32, central.len() as u32);
+        out.extend_from_slice(&central);
+        out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        let count = entries.len() as u16;
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&cd_size.to_le_bytes());
+        out.extend_from_slice(&cd_start.to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out
+    }
+
+    /// Pickle opcodes for the `torch.save` state dict of `tensors` (one F32 storage each, key
+    /// = index), written the way torch writes it (protocol 2).
+    struct StateDictPickle(Vec<u8>);
+
+    impl StateDictPickle {
+        fn string(&mut self, s: &str) {
+            self.0.push(b'X');
+            self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            self.0.extend_from_slice(s.as_bytes());
+        }
+        fn global(&mut self, module: &str, name: &str) {
+            self.0
+                .extend_from_slice(format!("c{module}\n{name}\n").as_bytes());
+        }
+        fn int(&mut self, n: usize) {
+            self.0.push(b'J');
+            self.0.extend_from_slice(&(n as i32).to_le_bytes());
+        }
+        fn ints(&mut self, values: &[usize]) {
+            self.0.push(b'(');
+            values.iter().for_each(|&v| self.int(v));
+            self.0.push(b't');
+        }
+    }
+
+    /// Writes `tensors` (`[n, k]` or `[n]`, row-major values) as a `torch.save` archive at
+    /// `path`. The 2-D tensors named in `transposed` are stored as torch stores
+    /// `w.t().contiguous().t()`: a storage holding `wᵀ` row-major, viewed with strides `(1, n)`.
+    fn write_torch_archive(
+        path: &Path,
+        tensors: &[(String, Vec<usize>, Vec<f32>)],
+        transposed: &[&str],
+    ) {
+        let mut pickle = StateDictPickle(vec![0x80, 2]);
+        pickle.global("collections", "OrderedDict");
+        pickle.0.extend_from_slice(b")R(");
+        let mut entries = Vec::new();
+        for (key, (name, shape, values)) in tensors.iter().enumerate() {
+            let (storage, stride) = match shape[..] {
+                [n, k] if transposed.contains(&name.as_str()) => {
+                    let columns = (0..k).flat_map(|j| (0..n).map(move |i| values[i * k + j]));
+                    (columns.collect::<Vec<f32>>(), vec![1, n])
+                }
+                [_, k] => (values.clone(), vec![k, 1]),
+                _ => (values.clone(), vec![1]),
+            };
+            pickle.string(name);
+            pickle.global("torch._utils", "_rebuild_tensor_v2");
+            pickle.0.extend_from_slice(b"((");
+            pickle.string("storage");
+            pickle.global("torch", "FloatStorage");
+            pickle.string(&key.to_string());
+            pickle.string("cpu");
+            pickle.int(values.len());
+            pickle.0.extend_from_slice(b"tQ");
+            pickle.int(0);
+            pickle.ints(shape);
+            pickle.ints(&stride);
+            pickle.0.push(0x89);
+            pickle.global("collections", "OrderedDict");
+            pickle.0.extend_from_slice(b")RtR");
+            let bytes = storage.iter().flat_map(|v| v.to_le_bytes()).collect();
+            entries.push((format!("archive/data/{key}"), bytes));
+        }
+        pickle.0.extend_from_slice(b"u.");
+        entries.insert(0, ("archive/data.pkl".to_owned(), pickle.0));
+        entries.insert(1, ("archive/byteorder".to_owned(), b"little".to_vec()));
+        std::fs::write(path, zip_archive(&entries)).unwrap();
+    }
+
+    /// Removes the file when dropped, test failed or not.
+    struct TempFile(std::path::PathBuf);
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn transposed_views_in_a_torch_archive_load_like_the_contiguous_weights() {
+        // One weight of the fused Q/K/V and one plain linear, saved as `w.t().contiguous().t()`:
+        // present, readable (gathered row-major), and were reported missing because they have
+        // no raw bytes of their own.
+        let (config, safetensors) = tiny();
+        let transposed = [
+            "encoder.layer.0.attention.self.query.weight",
+            "encoder.layer.1.intermediate.dense.weight",
+        ];
+        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = safetensors
+            .names()
+            .map(|name| {
+                let tensor = safetensors.f32_tensor(name).unwrap();
+                (
+                    name.to_owned(),
+                    tensor.shape().to_vec(),
+                    tensor.data().to_vec(),
+                )
+            })
+            .collect();
+        let path =
+            std::env::temp_dir().join(format!("ember-bert-transposed-{}.bin", std::process::id()));
+        let _remove = TempFile(path.clone());
+        write_torch_archive(&path, &tensors, &transposed);
+        let torch = WeightFile::open(&path).unwrap();
+        let WeightFile::Torch(archive) = &torch else {
+            panic!("{} is not read as a torch archive", path.display());
+        };
+        for name in transposed {
+            assert_eq!(archive.is_contiguous(name), Some(false), "{name}");
+        }
+
+        let ids: Vec<u32> = (0..23).map(|i| 101 + 97 * i).collect();
+        let offsets = [0, 9, 23];
+        let embed = |file: &WeightFile| {
+            let model = BertModel::from_weights(config.clone(), file).unwrap();
+            let mut workspace = Workspace::default();
+            let out = model.forward(&ids, &offsets, &mut workspace).unwrap();
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(embed(&torch), embed(&safetensors));
+        // The GPU loader's reader too.
+        let layer = |file: &WeightFile, index: usize| {
+            crate::F32WeightReader::new(&config, file)
+                .layer(index)
+                .unwrap()
+        };
+        let (a, b) = (layer(&torch, 0), layer(&safetensors, 0));
+        assert_eq!(a.qkv.weight, b.qkv.weight);
+        let (a, b) = (layer(&torch, 1), layer(&safetensors, 1));
+        assert_eq!(a.intermediate.weight, b.intermediate.weight);
     }
 
     #[test]

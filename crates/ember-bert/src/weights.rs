@@ -233,17 +233,23 @@ impl<'a> F32WeightReader<'a> {
             });
         }
         let stem = format!("encoder.layer.{index}");
-        let mut qkv = LinearWeights {
-            weight: Vec::with_capacity(3 * h * h),
-            bias: Vec::with_capacity(3 * h),
+        // Q, K and V are each read and shape-checked before the fused `[3H, H]` is sized: the
+        // config alone does not justify 3H² floats (H = 2^16 with 1 MB of embeddings asked
+        // for 48 GiB before the missing query weight was noticed), as in the CPU loader's
+        // `fused`.
+        let self_attention =
+            |part: &str| self.linear(&format!("{stem}.attention.self.{part}"), h, h);
+        let (query, key, value) = (
+            self_attention("query")?,
+            self_attention("key")?,
+            self_attention("value")?,
+        );
+        let qkv = LinearWeights {
+            weight: [query.weight, key.weight, value.weight].concat(),
+            bias: [query.bias, key.bias, value.bias].concat(),
             n: 3 * h,
             k: h,
         };
-        for part in ["query", "key", "value"] {
-            let linear = self.linear(&format!("{stem}.attention.self.{part}"), h, h)?;
-            qkv.weight.extend_from_slice(&linear.weight);
-            qkv.bias.extend_from_slice(&linear.bias);
-        }
         Ok(LayerWeights {
             qkv,
             attention_output: self.linear(&format!("{stem}.attention.output.dense"), h, h)?,
@@ -252,5 +258,141 @@ impl<'a> F32WeightReader<'a> {
             output: self.linear(&format!("{stem}.output.dense"), h, f)?,
             output_norm: self.norm(&format!("{stem}.output.LayerNorm"))?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::path::Path;
+
+    use ember_tensor::SafeTensorsFile;
+
+    use super::*;
+
+    /// Refuses any single request over the limit that [`with_limit`] sets on the calling thread
+    /// (other threads, and this one outside `with_limit`, are not limited). A refused request
+    /// of an infallible allocation aborts the test binary with "memory allocation of N bytes
+    /// failed", rather than the machine paging through it.
+    struct ThreadLimitingAllocator;
+
+    thread_local! {
+        static LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+
+    impl ThreadLimitingAllocator {
+        fn admit(size: usize) -> bool {
+            // `try_with`: a request while the thread is being torn down is not limited.
+            LIMIT.try_with(|limit| size <= limit.get()).unwrap_or(true)
+        }
+    }
+
+    // SAFETY: every admitted call is forwarded unchanged to `System`; a refused one returns
+    // null, which `GlobalAlloc` allows for any request. The check reads a const-initialised
+    // thread-local, which never allocates.
+    unsafe impl GlobalAlloc for ThreadLimitingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if !Self::admit(layout.size()) {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: the caller's guarantees for `layout` are passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            if !Self::admit(layout.size()) {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: as for `alloc`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if !Self::admit(new_size) {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: `ptr` was allocated by `System` (through this allocator) with `layout`.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as for `realloc`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: ThreadLimitingAllocator = ThreadLimitingAllocator;
+
+    fn with_limit<T>(limit: usize, f: impl FnOnce() -> T) -> T {
+        LIMIT.with(|l| l.set(limit));
+        let result = f();
+        LIMIT.with(|l| l.set(usize::MAX));
+        result
+    }
+
+    /// A safetensors file of F32 tensors, all filled with `value`.
+    fn safetensors(tensors: &[(&str, Vec<usize>)], value: f32) -> SafeTensorsFile {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (name, shape) in tensors {
+            let begin = data.len();
+            let count: usize = shape.iter().product();
+            data.extend(std::iter::repeat_n(value.to_le_bytes(), count).flatten());
+            header.insert(
+                (*name).to_owned(),
+                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [begin, data.len()]}),
+            );
+        }
+        let header = serde_json::Value::Object(header).to_string();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&data);
+        SafeTensorsFile::from_bytes("huge-hidden.safetensors", bytes).unwrap()
+    }
+
+    #[test]
+    fn a_missing_query_is_reported_before_the_fused_qkv_is_sized() {
+        // The config and the embeddings agree and are within every config bound, but
+        // H = 2^16 sized a [3H, H] buffer (48 GiB) before the layer's tensors were looked up.
+        let h = 1usize << 16;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-bert");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        for (key, value) in [
+            ("hidden_size", h),
+            ("num_attention_heads", 1),
+            ("num_hidden_layers", 1),
+            ("intermediate_size", 1),
+            ("vocab_size", 1),
+            ("max_position_embeddings", 1),
+            ("type_vocab_size", 1),
+        ] {
+            config[key] = value.into();
+        }
+        let config =
+            BertConfig::from_json_str(&config.to_string(), &dir.join("config.json")).unwrap();
+        let file = WeightFile::from(safetensors(
+            &[
+                ("embeddings.word_embeddings.weight", vec![1, h]),
+                ("embeddings.position_embeddings.weight", vec![1, h]),
+                ("embeddings.token_type_embeddings.weight", vec![1, h]),
+                ("embeddings.LayerNorm.weight", vec![h]),
+                ("embeddings.LayerNorm.bias", vec![h]),
+            ],
+            0.5,
+        ));
+        let reader = F32WeightReader::new(&config, &file);
+        // The broken-folder bound: 4 × the 1.25 MiB of weights + 64 MiB.
+        let (embeddings, layer) = with_limit(70 << 20, || (reader.embeddings(), reader.layer(0)));
+        assert_eq!(embeddings.unwrap().word.len(), h);
+        let err = layer.unwrap_err().to_string();
+        assert!(
+            err.contains("huge-hidden.safetensors")
+                && err.contains("missing tensor \"encoder.layer.0.attention.self.query.weight\""),
+            "{err}"
+        );
     }
 }

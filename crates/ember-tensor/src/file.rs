@@ -233,6 +233,12 @@ impl SafeTensorsFile {
         self.tensors.contains_key(name)
     }
 
+    /// Whether a tensor called `name` is present, whatever its dtype (unlike
+    /// [`contains`](Self::contains), an I64 or F64 tensor counts).
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name) || self.unsupported.contains_key(name)
+    }
+
     /// `(name, dtype)` of the tensors whose dtype Ember does not read (e.g.
     /// `("embeddings.position_ids", "I64")`), sorted by name.
     pub fn unsupported_tensors(&self) -> impl Iterator<Item = (&str, &str)> + '_ {

@@ -21,8 +21,17 @@
 //!
 //! Objects live in one arena and refer to each other by index, so the memo and containers share
 //! objects without reference counting: cycles built by a hostile pickle cannot leak, dropping is
-//! flat (no recursion however deep the nesting), and every opcode allocates at most in proportion
-//! to the bytes it consumed — the whole parse is bounded by the pickle's length.
+//! flat (no recursion however deep the nesting), and no opcode copies a string or a tuple it only
+//! refers to (a storage keeps its key's index, a tensor its size and stride tuples' indices).
+//!
+//! Memory is capped, not merely proportional to the pickle: most opcodes are one byte, and each
+//! keeps 16 to 40 bytes (a stack slot, an arena slot, a memo entry), so a few megabytes of `]`
+//! would otherwise grow the arena past a gigabyte. What the interpreter holds is counted
+//! ([`MAX_HELD`] objects, container items and memo entries together; [`MAX_STACK`] stack values
+//! and as many open MARKs; [`MAX_TENSORS`] tensors in the result) and a pickle that needs more is
+//! refused as malformed. A real state dict holds about 35 values per tensor (BERT-large: ~400
+//! tensors, ~14,000), so the caps are generous by almost two orders of magnitude while keeping
+//! every buffer under 64 MiB and the whole parse under about 150 MiB, whatever the input.
 //!
 //! The output ([`StateDict`]) is raw: tensors are validated against their storages by the caller,
 //! which knows the archive (see `torch.rs`).
@@ -139,6 +148,24 @@ pub(crate) struct StateDict {
 /// copied per dict entry stays small.
 pub(crate) const MAX_DIMS: usize = 16;
 
+/// Arena objects, the items of every tuple, list and dict (a dict pair counts two) and memo
+/// entries, counted together: about 35 per tensor in a `torch.save` state dict (tiny-bert's 40
+/// tensors: 1,396), so 2^20 is room for some 30,000 tensors (BERT-large has ~400). At the cap
+/// the arena (at most 32-byte slots) is 32 MiB and the memo's table about 50 MiB, each under the
+/// 64 MiB a hostile folder may ask for at once; uncapped, a 10 MB pickle of `]` asked for 1 GiB.
+pub(crate) const MAX_HELD: usize = 1 << 20;
+
+/// Values on the stack, and open MARKs, each: a state dict's stack is a few values deep plus one
+/// per dict entry of a pending SETITEMS (torch.save batches them 1,000 at a time). 16 MiB of
+/// values, 8 MiB of marks at the cap.
+pub(crate) const MAX_STACK: usize = 1 << 20;
+
+/// Tensors in one state dict: BERT-large has ~400, the largest single-file checkpoints a few
+/// thousand. Each result entry is ~90 bytes plus its name and dims: 2^16 of them stay under
+/// 40 MiB, where the [`MAX_HELD`] dict pairs naming one memoised tensor would allow eight times
+/// as many.
+pub(crate) const MAX_TENSORS: usize = 1 << 16;
+
 /// A pickle value: scalars inline, everything else an index into the arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Value {
@@ -148,7 +175,8 @@ enum Value {
     Obj(usize),
 }
 
-/// An object of the arena.
+/// An object of the arena. The rare large variants are boxed so that a slot stays 32 bytes
+/// (the size [`MAX_HELD`]'s budget assumes; a unit test checks it).
 #[derive(Debug)]
 enum Object {
     Str(String),
@@ -159,13 +187,31 @@ enum Object {
     Dict(Vec<(Value, Value)>),
     Global(Global),
     /// A storage object from `BINPERSID` (not yet resolved against the archive).
-    Storage(StorageRecord),
-    Tensor {
-        storage: usize,
-        storage_offset: i64,
-        shape: Vec<i64>,
-        stride: Vec<i64>,
-    },
+    Storage(Box<StorageObject>),
+    Tensor(Box<TensorObject>),
+}
+
+/// A persistent id's storage, its key left in the arena: a memoised id named by many
+/// `BINPERSID`s (3 bytes each) must not copy a long key each time.
+#[derive(Debug)]
+struct StorageObject {
+    class: StorageClass,
+    /// Arena index of the key, a [`Object::Str`].
+    key: usize,
+    numel: i64,
+}
+
+/// A `_rebuild_tensor_v2` result, its size and stride left in the arena: a memoised argument
+/// tuple rebuilt by many `REDUCE`s (5 bytes each) must not copy 2 × 16 dims each time.
+#[derive(Debug)]
+struct TensorObject {
+    /// Arena index of the [`Object::Storage`].
+    storage: usize,
+    storage_offset: i64,
+    /// Arena indices of the size and stride tuples, checked to be at most [`MAX_DIMS`] ints
+    /// of equal length.
+    shape: usize,
+    stride: usize,
 }
 
 impl Object {
@@ -177,7 +223,16 @@ impl Object {
             Object::Dict(_) => "dict",
             Object::Global(_) => "global",
             Object::Storage(_) => "storage",
-            Object::Tensor { .. } => "tensor",
+            Object::Tensor(_) => "tensor",
+        }
+    }
+
+    /// Values it holds besides itself, for the [`MAX_HELD`] count.
+    fn items(&self) -> usize {
+        match self {
+            Object::Tuple(items) | Object::List(items) => items.len(),
+            Object::Dict(pairs) => 2 * pairs.len(),
+            _ => 0,
         }
     }
 }
@@ -274,6 +329,7 @@ pub(crate) fn load_state_dict(pickle: &[u8]) -> Result<StateDict, PickleError> {
         marks: Vec::new(),
         memo: HashMap::new(),
         arena: Vec::new(),
+        held: 0,
     };
     let top = loop {
         if let Some(result) = unpickler.step()? {
@@ -293,9 +349,11 @@ struct Unpickler<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
     arena: Vec<Object>,
+    /// Arena objects, container items and memo entries so far (see [`MAX_HELD`]).
+    held: usize,
 }
 
-impl Unpickler<'_> {
+impl<'a> Unpickler<'a> {
     fn malformed(&self, reason: impl Into<String>) -> PickleError {
         PickleError {
             offset: self.op_start,
@@ -310,7 +368,7 @@ impl Unpickler<'_> {
             .map_or("?", |&code| opcode_name(code))
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         let end = self
             .pos
             .checked_add(n)
@@ -322,9 +380,9 @@ impl Unpickler<'_> {
                     self.data.len() - self.pos
                 ))
             })?;
-        let bytes = &self.data[self.pos..end];
+        let (data, start) = (self.data, self.pos);
         self.pos = end;
-        Ok(bytes)
+        Ok(&data[start..end])
     }
 
     fn take_array<const N: usize>(&mut self) -> Result<[u8; N], PickleError> {
@@ -335,8 +393,9 @@ impl Unpickler<'_> {
     }
 
     /// A `\n`-terminated line (for GLOBAL), without the newline.
-    fn take_line(&mut self) -> Result<&str, PickleError> {
-        let rest = &self.data[self.pos..];
+    fn take_line(&mut self) -> Result<&'a str, PickleError> {
+        let data = self.data;
+        let rest = &data[self.pos..];
         let Some(len) = rest.iter().position(|&b| b == b'\n') else {
             return Err(self.malformed("truncated: GLOBAL line has no newline"));
         };
@@ -346,9 +405,51 @@ impl Unpickler<'_> {
         Ok(line)
     }
 
-    fn push_obj(&mut self, object: Object) {
+    /// Counts `n` more held values, refusing the pickle past [`MAX_HELD`].
+    fn hold(&mut self, n: usize) -> Result<(), PickleError> {
+        match self.held.checked_add(n).filter(|&held| held <= MAX_HELD) {
+            Some(held) => {
+                self.held = held;
+                Ok(())
+            }
+            None => Err(self.malformed(format!(
+                "{} would hold more than {MAX_HELD} objects, container items and memo entries \
+                 (a state dict needs about 35 per tensor): refused as hostile",
+                self.op_name()
+            ))),
+        }
+    }
+
+    /// Adds `object` to the arena.
+    fn new_object(&mut self, object: Object) -> Result<Value, PickleError> {
+        self.hold(1 + object.items())?;
         self.arena.push(object);
-        self.stack.push(Value::Obj(self.arena.len() - 1));
+        Ok(Value::Obj(self.arena.len() - 1))
+    }
+
+    fn push(&mut self, value: Value) -> Result<(), PickleError> {
+        if self.stack.len() >= MAX_STACK {
+            return Err(self.malformed(format!(
+                "stack deeper than {MAX_STACK} values: refused as hostile"
+            )));
+        }
+        self.stack.push(value);
+        Ok(())
+    }
+
+    fn push_obj(&mut self, object: Object) -> Result<(), PickleError> {
+        let value = self.new_object(object)?;
+        self.push(value)
+    }
+
+    fn push_mark(&mut self) -> Result<(), PickleError> {
+        if self.marks.len() >= MAX_STACK {
+            return Err(self.malformed(format!(
+                "more than {MAX_STACK} open MARKs: refused as hostile"
+            )));
+        }
+        self.marks.push(self.stack.len());
+        Ok(())
     }
 
     fn pop(&mut self) -> Result<Value, PickleError> {
@@ -402,6 +503,9 @@ impl Unpickler<'_> {
 
     fn memo_put(&mut self, key: u32) -> Result<(), PickleError> {
         let value = self.top()?;
+        if !self.memo.contains_key(&key) {
+            self.hold(1)?;
+        }
         self.memo.insert(key, value);
         Ok(())
     }
@@ -411,24 +515,19 @@ impl Unpickler<'_> {
             .memo
             .get(&key)
             .ok_or_else(|| self.malformed(format!("memo key {key} was never stored")))?;
-        self.stack.push(value);
-        Ok(())
+        self.push(value)
     }
 
-    fn push_global(&mut self, module: &str, name: &str) -> Result<(), PickleError> {
-        match Global::resolve(module, name) {
-            Some(global) => {
-                self.push_obj(Object::Global(global));
-                Ok(())
-            }
-            None => Err(PickleError {
-                offset: self.op_start,
-                fault: PickleFault::Global {
-                    module: module.to_owned(),
-                    name: name.to_owned(),
-                },
-            }),
-        }
+    /// The allow-listed global `module.name`. The names are copied only to report one that is
+    /// not on the list: memoised names may be long and named again and again.
+    fn resolve_global(&self, module: &str, name: &str) -> Result<Global, PickleError> {
+        Global::resolve(module, name).ok_or_else(|| PickleError {
+            offset: self.op_start,
+            fault: PickleFault::Global {
+                module: module.to_owned(),
+                name: name.to_owned(),
+            },
+        })
     }
 
     /// The dict `target` (for SETITEM(S)).
@@ -454,8 +553,16 @@ impl Unpickler<'_> {
         if items.len() % 2 == 1 {
             return Err(self.malformed("SETITEMS with an odd number of values"));
         }
+        self.hold(items.len())?;
         let pairs = self.dict_mut(target)?;
         pairs.extend(items.chunks_exact(2).map(|pair| (pair[0], pair[1])));
+        Ok(())
+    }
+
+    /// APPEND(S): `items` onto the list `target`.
+    fn append(&mut self, target: Value, items: &[Value]) -> Result<(), PickleError> {
+        self.hold(items.len())?;
+        self.list_mut(target)?.extend_from_slice(items);
         Ok(())
     }
 
@@ -484,7 +591,8 @@ impl Unpickler<'_> {
         }
     }
 
-    fn int_tuple(&self, value: Value, what: &str) -> Result<Vec<i64>, PickleError> {
+    /// A tensor size or stride: a tuple of at most [`MAX_DIMS`] ints, checked without copying.
+    fn dims(&self, value: Value, what: &str) -> Result<&[Value], PickleError> {
         let items = self.tuple(value, what)?;
         if items.len() > MAX_DIMS {
             return Err(self.malformed(format!(
@@ -492,7 +600,18 @@ impl Unpickler<'_> {
                 items.len()
             )));
         }
-        items.iter().map(|&v| self.int(v, what)).collect()
+        for &item in items {
+            self.int(item, what)?;
+        }
+        Ok(items)
+    }
+
+    /// The ints of a tuple that [`dims`](Self::dims) accepted.
+    fn dims_vec(&self, index: usize, what: &str) -> Result<Vec<i64>, PickleError> {
+        self.dims(Value::Obj(index), what)?
+            .iter()
+            .map(|&v| self.int(v, what))
+            .collect()
     }
 
     /// Runs one opcode; `Some(value)` at STOP.
@@ -515,13 +634,13 @@ impl Unpickler<'_> {
                 self.take_array::<8>()?;
             }
             b'.' => return self.pop().map(Some),
-            b'(' => self.marks.push(self.stack.len()),
-            b'}' => self.push_obj(Object::Dict(Vec::new())),
-            b']' => self.push_obj(Object::List(Vec::new())),
-            b')' => self.push_obj(Object::Tuple(Vec::new())),
+            b'(' => self.push_mark()?,
+            b'}' => self.push_obj(Object::Dict(Vec::new()))?,
+            b']' => self.push_obj(Object::List(Vec::new()))?,
+            b')' => self.push_obj(Object::Tuple(Vec::new()))?,
             b't' => {
                 let items = self.pop_to_mark()?;
-                self.push_obj(Object::Tuple(items));
+                self.push_obj(Object::Tuple(items))?;
             }
             0x85..=0x87 => {
                 let n = usize::from(code - 0x84);
@@ -529,22 +648,22 @@ impl Unpickler<'_> {
                 for slot in items.iter_mut().rev() {
                     *slot = self.pop()?;
                 }
-                self.push_obj(Object::Tuple(items));
+                self.push_obj(Object::Tuple(items))?;
             }
-            b'N' => self.stack.push(Value::None),
-            0x88 => self.stack.push(Value::Bool(true)),
-            0x89 => self.stack.push(Value::Bool(false)),
+            b'N' => self.push(Value::None)?,
+            0x88 => self.push(Value::Bool(true))?,
+            0x89 => self.push(Value::Bool(false))?,
             b'J' => {
                 let n = i32::from_le_bytes(self.take_array()?);
-                self.stack.push(Value::Int(i64::from(n)));
+                self.push(Value::Int(i64::from(n)))?;
             }
             b'K' => {
                 let [n] = self.take_array()?;
-                self.stack.push(Value::Int(i64::from(n)));
+                self.push(Value::Int(i64::from(n)))?;
             }
             b'M' => {
                 let n = u16::from_le_bytes(self.take_array()?);
-                self.stack.push(Value::Int(i64::from(n)));
+                self.push(Value::Int(i64::from(n)))?;
             }
             0x8a => {
                 // LONG1: n-byte little-endian two's complement.
@@ -558,7 +677,7 @@ impl Unpickler<'_> {
                 let negative = bytes.last().is_some_and(|&b| b & 0x80 != 0);
                 let mut le = [if negative { 0xFF } else { 0 }; 8];
                 le[..bytes.len()].copy_from_slice(bytes);
-                self.stack.push(Value::Int(i64::from_le_bytes(le)));
+                self.push(Value::Int(i64::from_le_bytes(le)))?;
             }
             b'X' | 0x8c => {
                 let len = if code == b'X' {
@@ -571,7 +690,7 @@ impl Unpickler<'_> {
                 let Some(text) = std::str::from_utf8(bytes).ok().map(str::to_owned) else {
                     return Err(self.malformed("string is not UTF-8"));
                 };
-                self.push_obj(Object::Str(text));
+                self.push_obj(Object::Str(text))?;
             }
             b'q' => {
                 let [key] = self.take_array()?;
@@ -608,17 +727,18 @@ impl Unpickler<'_> {
             b'a' => {
                 let value = self.pop()?;
                 let target = self.top()?;
-                self.list_mut(target)?.push(value);
+                self.append(target, &[value])?;
             }
             b'e' => {
                 let items = self.pop_to_mark()?;
                 let target = self.top()?;
-                self.list_mut(target)?.extend(items);
+                self.append(target, &items)?;
             }
             b'c' => {
-                let module = self.take_line()?.to_owned();
-                let name = self.take_line()?.to_owned();
-                self.push_global(&module, &name)?;
+                let module = self.take_line()?;
+                let name = self.take_line()?;
+                let global = self.resolve_global(module, name)?;
+                self.push_obj(Object::Global(global))?;
             }
             0x93 => {
                 let name = self.pop()?;
@@ -626,14 +746,14 @@ impl Unpickler<'_> {
                 let (Some(module), Some(name)) = (self.string(module), self.string(name)) else {
                     return Err(self.malformed("STACK_GLOBAL needs two strings"));
                 };
-                let (module, name) = (module.to_owned(), name.to_owned());
-                self.push_global(&module, &name)?;
+                let global = self.resolve_global(module, name)?;
+                self.push_obj(Object::Global(global))?;
             }
             b'R' => {
                 let args = self.pop()?;
                 let callable = self.pop()?;
                 let result = self.reduce(callable, args)?;
-                self.stack.push(result);
+                self.push(result)?;
             }
             b'b' => {
                 // BUILD sets an object's state. Only the `_metadata` attribute of a state dict
@@ -650,7 +770,7 @@ impl Unpickler<'_> {
             b'Q' => {
                 let pid = self.pop()?;
                 let storage = self.persistent_load(pid)?;
-                self.push_obj(Object::Storage(storage));
+                self.push_obj(Object::Storage(Box::new(storage)))?;
             }
             _ => {
                 return Err(PickleError {
@@ -663,7 +783,7 @@ impl Unpickler<'_> {
     }
 
     /// `("storage", torch.<X>Storage, key, location, numel)` → the storage it names.
-    fn persistent_load(&self, pid: Value) -> Result<StorageRecord, PickleError> {
+    fn persistent_load(&self, pid: Value) -> Result<StorageObject, PickleError> {
         let items = self.tuple(pid, "persistent id")?;
         let &[tag, class, key, _location, numel] = items else {
             return Err(self.malformed(format!(
@@ -680,12 +800,13 @@ impl Unpickler<'_> {
                 self.kind(class)
             )));
         };
-        let key = self
-            .string(key)
-            .ok_or_else(|| self.malformed("persistent id's storage key is not a string"))?;
-        Ok(StorageRecord {
+        let key = match key {
+            Value::Obj(index) if self.string(key).is_some() => index,
+            _ => return Err(self.malformed("persistent id's storage key is not a string")),
+        };
+        Ok(StorageObject {
             class: *class,
-            key: key.to_owned(),
+            key,
             numel: self.int(numel, "storage numel")?,
         })
     }
@@ -711,7 +832,7 @@ impl Unpickler<'_> {
                 if !args.is_empty() {
                     return Err(self.malformed("OrderedDict() with arguments"));
                 }
-                self.arena.push(Object::Dict(Vec::new()));
+                self.new_object(Object::Dict(Vec::new()))
             }
             Global::RebuildTensorV2 | Global::RebuildTensor => {
                 // v2: (storage, storage_offset, size, stride, requires_grad, backward_hooks
@@ -741,43 +862,40 @@ impl Unpickler<'_> {
                     }
                 };
                 let storage_offset = self.int(args[1], "storage offset")?;
-                let shape = self.int_tuple(args[2], "tensor size")?;
-                let stride = self.int_tuple(args[3], "tensor stride")?;
-                if shape.len() != stride.len() {
+                let dims = self.dims(args[2], "tensor size")?.len();
+                let stride_dims = self.dims(args[3], "tensor stride")?.len();
+                if dims != stride_dims {
                     return Err(self.malformed(format!(
-                        "tensor size has {} dimensions but its stride {}",
-                        shape.len(),
-                        stride.len()
+                        "tensor size has {dims} dimensions but its stride {stride_dims}"
                     )));
                 }
-                self.arena.push(Object::Tensor {
+                // `dims` accepted both, so both are arena tuples.
+                let (Value::Obj(shape), Value::Obj(stride)) = (args[2], args[3]) else {
+                    return Err(self.malformed("tensor size or stride is not a tuple"));
+                };
+                self.new_object(Object::Tensor(Box::new(TensorObject {
                     storage,
                     storage_offset,
                     shape,
                     stride,
-                });
+                })))
             }
             Global::RebuildParameter => {
                 // (data, requires_grad, backward_hooks): the parameter is its data.
                 match args.first() {
                     Some(&data)
                         if args.len() == 3
-                            && matches!(self.object(data), Some(Object::Tensor { .. })) =>
+                            && matches!(self.object(data), Some(Object::Tensor(_))) =>
                     {
-                        return Ok(data)
+                        Ok(data)
                     }
-                    _ => {
-                        return Err(self.malformed("_rebuild_parameter needs (tensor, bool, hooks)"))
-                    }
+                    _ => Err(self.malformed("_rebuild_parameter needs (tensor, bool, hooks)")),
                 }
             }
-            Global::Storage(_) => {
-                return Err(self.malformed(
-                    "a torch storage class is called; storages may only appear in persistent ids",
-                ))
-            }
+            Global::Storage(_) => Err(self.malformed(
+                "a torch storage class is called; storages may only appear in persistent ids",
+            )),
         }
-        Ok(Value::Obj(self.arena.len() - 1))
     }
 
     /// Collects the tensors of the final dict (see [`load_state_dict`]).
@@ -799,54 +917,119 @@ impl Unpickler<'_> {
         }
 
         let mut out = StateDict::default();
-        // Arena index → index in `out`: each storage is copied once, and a name object met
-        // again (a repeated BINGET) is not copied again.
+        // Arena index → index in `out`, then content → index in `out`: each storage and each
+        // name is copied once, and each distinct key or name object is hashed once however
+        // many entries name it (a memoised key can be long and named a million times).
         let mut storage_slots: HashMap<usize, usize> = HashMap::new();
+        let mut storage_key_slots: HashMap<usize, usize> = HashMap::new();
+        let mut storage_name_slots: HashMap<&str, usize> = HashMap::new();
         let mut key_slots: HashMap<usize, usize> = HashMap::new();
         let mut name_slots: HashMap<&str, usize> = HashMap::new();
         for &(key, value) in pairs {
-            let Some(Object::Tensor {
-                storage,
-                storage_offset,
-                shape,
-                stride,
-            }) = self.object(value)
-            else {
+            let Some(Object::Tensor(tensor)) = self.object(value) else {
                 continue;
             };
             let (Value::Obj(key_index), Some(name)) = (key, self.string(key)) else {
                 continue;
             };
-            let storage = match storage_slots.get(storage) {
+            let storage = match storage_slots.get(&tensor.storage) {
                 Some(&slot) => slot,
                 None => {
-                    let Some(Object::Storage(record)) = self.arena.get(*storage) else {
-                        return Err(self.malformed("tensor without a storage"));
-                    };
-                    out.storages.push(record.clone());
-                    storage_slots.insert(*storage, out.storages.len() - 1);
-                    out.storages.len() - 1
+                    let slot = self.storage_slot(
+                        tensor.storage,
+                        &mut out.storages,
+                        &mut storage_key_slots,
+                        &mut storage_name_slots,
+                    )?;
+                    storage_slots.insert(tensor.storage, slot);
+                    slot
                 }
             };
             let record = TensorRecord {
                 storage,
-                storage_offset: *storage_offset,
-                shape: shape.clone(),
-                stride: stride.clone(),
+                storage_offset: tensor.storage_offset,
+                shape: self.dims_vec(tensor.shape, "tensor size")?,
+                stride: self.dims_vec(tensor.stride, "tensor stride")?,
             };
-            let slot = match key_slots.get(&key_index).or_else(|| name_slots.get(name)) {
-                Some(&slot) => {
-                    out.tensors[slot].1 = record;
+            let known = match key_slots.get(&key_index) {
+                Some(&slot) => Some(slot),
+                None => name_slots.get(name).copied(),
+            };
+            let slot = match known.and_then(|slot| Some((slot, out.tensors.get_mut(slot)?))) {
+                Some((slot, entry)) => {
+                    entry.1 = record;
                     slot
                 }
                 None => {
+                    if out.tensors.len() >= MAX_TENSORS {
+                        return Err(self.malformed(format!(
+                            "more than {MAX_TENSORS} tensors: refused as hostile"
+                        )));
+                    }
                     out.tensors.push((name.to_owned(), record));
+                    name_slots.insert(name, out.tensors.len() - 1);
                     out.tensors.len() - 1
                 }
             };
             key_slots.insert(key_index, slot);
-            name_slots.insert(name, slot);
         }
         Ok(out)
+    }
+
+    /// The index in `storages` of the storage at arena index `index`, adding it if its key is
+    /// new. Persistent ids with the same key name the same storage (as in torch, which loads
+    /// each key once); they must then agree on its class and size.
+    fn storage_slot<'s>(
+        &'s self,
+        index: usize,
+        storages: &mut Vec<StorageRecord>,
+        key_slots: &mut HashMap<usize, usize>,
+        name_slots: &mut HashMap<&'s str, usize>,
+    ) -> Result<usize, PickleError> {
+        let Some(Object::Storage(storage)) = self.arena.get(index) else {
+            return Err(self.malformed("tensor without a storage"));
+        };
+        let Some(key) = self.string(Value::Obj(storage.key)) else {
+            return Err(self.malformed("persistent id's storage key is not a string"));
+        };
+        let slot = match key_slots.get(&storage.key) {
+            Some(&slot) => slot,
+            None => {
+                let slot = match name_slots.get(key) {
+                    Some(&slot) => slot,
+                    None => {
+                        storages.push(StorageRecord {
+                            class: storage.class,
+                            key: key.to_owned(),
+                            numel: storage.numel,
+                        });
+                        name_slots.insert(key, storages.len() - 1);
+                        storages.len() - 1
+                    }
+                };
+                key_slots.insert(storage.key, slot);
+                slot
+            }
+        };
+        match storages.get(slot) {
+            Some(first) if first.class == storage.class && first.numel == storage.numel => Ok(slot),
+            Some(first) => Err(self.malformed(format!(
+                "storage \"{key}\" is declared as {} {} elements and as {} {} elements",
+                first.numel, first.class.dtype, storage.numel, storage.class.dtype
+            ))),
+            None => Err(self.malformed("tensor without a storage")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_slots_and_values_stay_the_size_the_caps_assume() {
+        // MAX_HELD's budget: 2^20 arena slots of at most 32 bytes (32 MiB), stack values of 16.
+        assert!(std::mem::size_of::<Object>() <= 32);
+        assert_eq!(std::mem::size_of::<Value>(), 16);
     }
 }

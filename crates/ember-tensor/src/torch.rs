@@ -50,7 +50,10 @@ const TAR_MAGIC_OFFSET: usize = 257;
 /// `torch.*Storage` classes, each applied by Ember itself. Any other opcode or global is an error
 /// naming it and its byte offset ([`TensorError::PickleOpcode`], [`TensorError::PickleGlobal`]).
 /// A checkpoint that wraps its weights as `{"state_dict": {…}, …}` is unwrapped; entries that
-/// are not tensors (and `_metadata`) are ignored.
+/// are not tensors (and `_metadata`) are ignored. What the interpreter holds is capped (2^20
+/// objects, container items and memo entries; 2^20 stack values; 2^16 tensors: seventy times
+/// what BERT-large needs), so a hostile pickle of a few megabytes is refused as
+/// [`TensorError::Pickle`] rather than grown into gigabytes.
 ///
 /// # Validation
 ///
@@ -181,6 +184,13 @@ impl TorchFile {
     /// Whether a tensor called `name` is present with a dtype Ember reads.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
+    }
+
+    /// Whether a tensor called `name` is present, whatever its dtype and layout (unlike
+    /// [`contains`](Self::contains), an I64 or F64 tensor counts; unlike a
+    /// [`raw_bytes`](Self::raw_bytes) probe, so does a transposed view).
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.any_tensor(name).is_some()
     }
 
     /// `(name, dtype)` of the tensors whose dtype Ember does not read (e.g.

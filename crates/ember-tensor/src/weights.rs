@@ -119,6 +119,14 @@ impl WeightFile {
         either!(self, file => file.contains(name))
     }
 
+    /// Whether a tensor called `name` is present, whatever its dtype or layout: what decides
+    /// that a name is in the checkpoint, so that reading it then says what is wrong with it
+    /// (its dtype) or reads it (a torch archive's non-contiguous view) rather than calling it
+    /// missing.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        either!(self, file => file.has_tensor(name))
+    }
+
     /// `(name, dtype)` of the tensors whose dtype Ember does not read, sorted by name.
     pub fn unsupported_tensors(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
         either!(self, file => Box::new(file.unsupported_tensors()))

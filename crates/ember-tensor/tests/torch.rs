@@ -2,10 +2,95 @@
 //! `tests/reference/make_reference.py`) read to exactly what `torch.load` reads, and hostile or
 //! corrupt archives and pickles, built here byte by byte, refused with a message that says why.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use ember_tensor::{find_weight_file, DType, SafeTensorsFile, TensorError, TorchFile, WeightFile};
 use serde_json::Value;
+
+/// Passes every request to `System`; on a thread that is [`measure`]-ing, also tracks the
+/// largest single request and the peak of the bytes live. Thread-local, so that the tests
+/// running beside a measured one do not count.
+struct MeasuringAllocator;
+
+thread_local! {
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+impl MeasuringAllocator {
+    /// Books `grown` bytes requested in one piece and `freed` bytes released.
+    fn book(grown: usize, freed: usize) {
+        // `try_with`: allocations while the thread is being torn down are not counted.
+        let _ = MEASURING.try_with(|measuring| {
+            if !measuring.get() {
+                return;
+            }
+            let live = LIVE.with(|live| {
+                live.set((live.get() + grown).saturating_sub(freed));
+                live.get()
+            });
+            PEAK.with(|peak| peak.set(peak.get().max(live)));
+            LARGEST.with(|largest| largest.set(largest.get().max(grown)));
+        });
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the bookkeeping touches only
+// const-initialised thread-locals, which never allocate.
+unsafe impl GlobalAlloc for MeasuringAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::book(layout.size(), 0);
+        // SAFETY: the caller's guarantees for `layout` are passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::book(layout.size(), 0);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::book(new_size, layout.size());
+        // SAFETY: `ptr` was allocated by `System` (through this allocator) with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        Self::book(0, layout.size());
+        // SAFETY: as for `realloc`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: MeasuringAllocator = MeasuringAllocator;
+
+/// What [`measure`] saw: the largest single request and the peak of the bytes live, on this
+/// thread.
+#[derive(Debug)]
+struct Measured {
+    largest: usize,
+    peak: usize,
+}
+
+fn measure<T>(f: impl FnOnce() -> T) -> (T, Measured) {
+    LIVE.with(|c| c.set(0));
+    PEAK.with(|c| c.set(0));
+    LARGEST.with(|c| c.set(0));
+    MEASURING.with(|c| c.set(true));
+    let result = f();
+    MEASURING.with(|c| c.set(false));
+    let measured = Measured {
+        largest: LARGEST.with(Cell::get),
+        peak: PEAK.with(Cell::get),
+    };
+    (result, measured)
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -818,5 +903,166 @@ fn every_single_byte_corruption_is_an_error_or_still_a_sound_file() {
     assert!(
         opened > 0,
         "some flips (in padding, names, versions) leave a sound file"
+    );
+}
+
+/// The interpreter's caps (`pickle.rs`): held objects, stack values and MARKs, tensors.
+const MAX_HELD: usize = 1 << 20;
+const MAX_TENSORS: usize = 1 << 16;
+const MIB: usize = 1 << 20;
+
+/// Opens the archive of `pickle` while measuring; checks the message names the file and the
+/// pickle's entry, and that the open kept to the broken-folder rule (no single request over
+/// 4 × the file + 64 MiB) and to `peak_mib` live. Returns the message.
+fn measured_pickle_error(pickle: &Pickle, peak_mib: usize) -> String {
+    let message = measured_open_error(pickle, peak_mib);
+    assert!(message.contains("archive/data.pkl"), "{message}");
+    message
+}
+
+/// [`measured_pickle_error`] for an error that need not be the pickle's.
+fn measured_open_error(pickle: &Pickle, peak_mib: usize) -> String {
+    let (bytes, _) = torch_archive(&pickle.0, STORAGE_BYTES);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let (opened, measured) = measure(|| TorchFile::open(&path).map(|_| ()));
+    let message = opened.unwrap_err().to_string();
+    assert!(message.contains("hostile.bin"), "{message}");
+    let rule = 4 * bytes.len() + 64 * MIB;
+    assert!(
+        measured.largest <= rule && measured.peak <= peak_mib * MIB,
+        "{}-byte file: {measured:?} (rule: one request at most {rule}, at most {peak_mib} MiB \
+         live): {}",
+        bytes.len(),
+        &message[..message.len().min(300)]
+    );
+    message
+}
+
+/// `PROTO 2`, `prefix`, then `body` `times` times, and no STOP.
+fn flood(prefix: &[u8], body: &[u8], times: usize) -> Pickle {
+    let mut pickle = Pickle::proto2().raw(prefix);
+    pickle.0.reserve(body.len() * times);
+    for _ in 0..times {
+        pickle.0.extend_from_slice(body);
+    }
+    pickle
+}
+
+#[test]
+fn floods_of_one_byte_opcodes_are_refused_at_the_caps_not_grown_into() {
+    // Uncapped, each 1-byte opcode kept 16 to 90 bytes: 10 MB of `]` asked for 1 GiB at once.
+    let n = MAX_HELD + 16;
+    let held = "more than 1048576 objects, container items and memo entries";
+    let cases: [(&str, Pickle, &str); 8] = [
+        ("EMPTY_LIST", flood(b"", b"]", n), held),
+        ("EMPTY_DICT", flood(b"", b"}", n), held),
+        ("EMPTY_TUPLE", flood(b"", b")", n), held),
+        ("MARK", flood(b"", b"(", n), "more than 1048576 open MARKs"),
+        (
+            "NONE",
+            flood(b"", b"N", n),
+            "stack deeper than 1048576 values",
+        ),
+        // Each MEMOIZE stores the top under a new key.
+        ("MEMOIZE", flood(b"N", b"\x94", n), held),
+        // Items appended to one list, set in one dict.
+        ("APPEND", flood(b"]", b"Na", n), held),
+        ("SETITEM", flood(b"}", b"K\x01K\x01s", n / 2), held),
+    ];
+    for (what, pickle, expected) in cases {
+        let message = measured_pickle_error(&pickle, 128);
+        assert!(message.contains(expected), "{what}: {message}");
+        assert!(message.contains("refused as hostile"), "{what}: {message}");
+    }
+}
+
+/// `_rebuild_tensor_v2` memoised as 0, a good tensor's argument tuple as 1, the tensor as 2.
+fn memoised_tensor_parts() -> Pickle {
+    let spec = good_spec();
+    Pickle::proto2()
+        .global("torch._utils", "_rebuild_tensor_v2")
+        .raw(b"q\x00(")
+        .raw(b"(")
+        .string("storage")
+        .global("torch", spec.class)
+        .string("0")
+        .string("cpu")
+        .int(spec.numel)
+        .raw(b"tQ")
+        .int(spec.offset)
+        .int_tuple(&[1; 16])
+        .int_tuple(&[1; 16])
+        .raw(b"\x89")
+        .global("collections", "OrderedDict")
+        .raw(b")R")
+        .raw(b"tq\x01")
+        .raw(b"h\x00h\x01Rq\x02")
+}
+
+#[test]
+fn tensors_rebuilt_from_one_memoised_tuple_share_it_and_stop_at_the_cap() {
+    // `h0 h1 R`: 5 bytes rebuild a 16-dim tensor from the memoised arguments. Each kept its
+    // own 2 × 16 dims (~300 bytes); now it refers to the tuples, and the arena stops at the
+    // held cap.
+    let pickle = flood(&memoised_tensor_parts().0, b"h\x00h\x01R", MAX_HELD);
+    let message = measured_pickle_error(&pickle, 128);
+    assert!(
+        message.contains("more than 1048576 objects") && message.contains("REDUCE"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_state_dict_of_more_than_the_tensor_cap_is_refused() {
+    // 65,537 names, each naming the one memoised tensor: ~9 bytes an entry, each of which
+    // kept a name and 2 × 16 dims.
+    let mut pickle = memoised_tensor_parts()
+        .global("collections", "OrderedDict")
+        .raw(b")R(");
+    for i in 0..=MAX_TENSORS {
+        let name = format!("t{i}");
+        pickle.0.push(0x8c);
+        pickle.0.push(name.len() as u8);
+        pickle.0.extend_from_slice(name.as_bytes());
+        pickle.0.extend_from_slice(b"h\x02");
+    }
+    let pickle = pickle.raw(b"u.");
+    let message = measured_pickle_error(&pickle, 64);
+    assert!(message.contains("more than 65536 tensors"), "{message}");
+}
+
+#[test]
+fn a_long_storage_key_named_by_many_tensors_is_copied_once() {
+    // A 60,000-byte key in a memoised persistent id, loaded by 4,096 BINPERSIDs (3 bytes
+    // each) for 4,096 tensors: copied per storage object, that was 245 MB from a 100 kB file.
+    let key = "k".repeat(60_000);
+    let mut pickle = Pickle::proto2()
+        .global("torch._utils", "_rebuild_tensor_v2")
+        .raw(b"q\x00(")
+        .string("storage")
+        .global("torch", "FloatStorage")
+        .string(&key)
+        .string("cpu")
+        .int(12)
+        .raw(b"tq\x01")
+        .global("collections", "OrderedDict")
+        .raw(b")R(");
+    for i in 0..4096 {
+        let name = format!("t{i}");
+        pickle.0.push(0x8c);
+        pickle.0.push(name.len() as u8);
+        pickle.0.extend_from_slice(name.as_bytes());
+        // _rebuild_tensor_v2(BINPERSID(pid), 0, (), (), False, OrderedDict()): a scalar.
+        pickle.0.extend_from_slice(b"h\x00(h\x01QK\x00)))\x89}tR");
+    }
+    let pickle = pickle.raw(b"u.");
+    let message = measured_open_error(&pickle, 16);
+    // The storage is found once and refused once: the archive has no entry of that name.
+    assert!(
+        message.contains(&format!("storage entry \"archive/data/{key}\" is not in")),
+        "{}",
+        &message[..message.len().min(300)]
     );
 }
