@@ -33,12 +33,32 @@ unsafe impl Send for CText {}
 unsafe impl Sync for CText {}
 
 impl CText {
+    /// The view of text `index`: `len` bytes at `ptr`, refused (before any slice is formed)
+    /// when `ptr` is `NULL` with bytes to read, or `len` is past `isize::MAX`, the most a
+    /// slice can span: e.g. `(size_t)-1`, the C idiom for "NUL-terminated", which Ember does
+    /// not take.
+    fn new(index: usize, ptr: *const c_char, len: usize) -> Result<Self, String> {
+        if len > isize::MAX as usize {
+            return Err(format!(
+                "ember_encode: lens[{index}] = {len} is past the largest text (isize::MAX bytes); \
+                 lens[i] is a byte count ((size_t)-1 for a NUL-terminated text is not accepted)"
+            ));
+        }
+        if len > 0 && ptr.is_null() {
+            return Err(format!("ember_encode: text {index} is NULL"));
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
     fn bytes(&self) -> &[u8] {
         if self.len == 0 {
             return &[];
         }
-        // SAFETY: non-null (checked when the view was made) and `len` readable bytes, as the
-        // caller of `ember_encode` promises, alive for the call.
+        // SAFETY: non-null and `len ≤ isize::MAX` (both checked by `CText::new`), and `len`
+        // readable bytes, as the caller of `ember_encode` promises, alive for the call.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
@@ -141,7 +161,9 @@ pub unsafe extern "C" fn ember_max_seq_length(embedder: *const EmberEmbedder) ->
 }
 
 /// Embeds `n` texts (`texts[i]`: `lens[i]` bytes of UTF-8) into `out` (`out_len` floats, at
-/// least `n · dim` needed). 0 on success, -1 on failure.
+/// least `n · dim` needed). 0 on success, -1 on failure: among others, for a `lens[i]` past
+/// `isize::MAX` (such as `(size_t)-1`: lengths are byte counts, not a NUL-terminated marker)
+/// or an `n` no array of pointers can hold, refused before anything is read.
 ///
 /// # Safety
 /// `embedder` is `NULL` or live; when `n > 0`, `texts` and `lens` point to `n` entries each,
@@ -167,16 +189,31 @@ pub unsafe extern "C" fn ember_encode(
         if texts.is_null() || lens.is_null() || out.is_null() {
             return Err("ember_encode: texts, lens and out must not be NULL".into());
         }
+        // A slice spans at most isize::MAX bytes: past that, no caller can hold the arrays
+        // (`n` is garbage, e.g. a negative count cast to size_t) and forming them is UB.
+        let max_n = isize::MAX as usize / size_of::<*const c_char>().max(size_of::<usize>());
+        if n > max_n {
+            return Err(format!(
+                "ember_encode: n = {n} texts is more than texts and lens can hold (at most {max_n})"
+            ));
+        }
         let needed = n
             .checked_mul(embedder.dim())
-            .ok_or("ember_encode: n × dim overflows")?;
+            .filter(|&needed| needed <= isize::MAX as usize / size_of::<f32>())
+            .ok_or_else(|| {
+                format!(
+                    "ember_encode: {n} texts × dim {} is more floats than out can hold",
+                    embedder.dim()
+                )
+            })?;
         if out_len < needed {
             return Err(format!(
                 "ember_encode: out holds {out_len} floats, {n} texts × {} need {needed}",
                 embedder.dim()
             ));
         }
-        // SAFETY: non-null, and the caller promises `n` entries each.
+        // SAFETY: non-null, `n` entries of 8 bytes or fewer span at most isize::MAX bytes
+        // (checked above), and the caller promises `n` entries each.
         let (ptrs, lens) = unsafe {
             (
                 std::slice::from_raw_parts(texts, n),
@@ -194,13 +231,7 @@ pub unsafe extern "C" fn ember_encode(
             };
             views.clear();
             for (i, (&ptr, &len)) in ptrs.iter().zip(lens).enumerate() {
-                if len > 0 && ptr.is_null() {
-                    return Err(format!("ember_encode: text {i} is NULL"));
-                }
-                let view = CText {
-                    ptr: ptr.cast(),
-                    len,
-                };
+                let view = CText::new(i, ptr, len)?;
                 std::str::from_utf8(view.bytes()).map_err(|e| {
                     format!(
                         "ember_encode: text {i} is not UTF-8 (at byte {})",
@@ -209,8 +240,8 @@ pub unsafe extern "C" fn ember_encode(
                 })?;
                 views.push(view);
             }
-            // SAFETY: non-null, the caller promises `out_len ≥ needed` writable floats used
-            // by nothing else during the call.
+            // SAFETY: non-null, `needed ≤ isize::MAX / 4` (checked above), and the caller
+            // promises `out_len ≥ needed` writable floats used by nothing else during the call.
             let out = unsafe { std::slice::from_raw_parts_mut(out, needed) };
             let result = embedder.encode_into(views, out).map_err(|e| e.to_string());
             // Views are only ever read inside the call that made them (every call clears the

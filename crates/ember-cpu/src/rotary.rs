@@ -116,6 +116,14 @@ fn validate(
     rotary: &Rotary,
 ) -> Result<usize, KernelError> {
     let t = check_offsets(op, seq_offsets)?;
+    // Even with no tokens: a `[0, 0]` offsets list still walks its (empty) sequence in rows of
+    // `3H`, which must not be 0.
+    if heads == 0 {
+        return Err(KernelError::InvalidShape {
+            op,
+            reason: "heads = 0 must be > 0".into(),
+        });
+    }
     let h = checked_elems(op, "qkv", heads, rotary.head_dim)?;
     let h3 = checked_elems(op, "qkv", h, 3)?;
     check_len(op, "qkv", checked_elems(op, "qkv", t, h3)?, qkv.len())?;
@@ -314,5 +322,19 @@ mod tests {
         assert!(apply_rotary(&mut qkv, &[0, 4, 9], 1, &rotary).is_ok());
         assert!(apply_rotary(&mut qkv, &[0, 4, 8], 1, &rotary).is_err()); // T·3H ≠ len
         assert!(apply_rotary(&mut qkv, &[1, 9], 1, &rotary).is_err());
+    }
+
+    #[test]
+    fn zero_heads_is_an_error_not_a_panic() {
+        let rotary = Rotary::new(10_000.0, 4, 8).unwrap();
+        // Empty sequences, no tokens: with H = 0 the rows of 3H = 0 values used to reach
+        // `chunks_mut(0)` (and `par_chunks_mut(0)`) and panic.
+        for offsets in [&[0usize, 0][..], &[0], &[0, 0, 0]] {
+            let err = apply_rotary(&mut [], offsets, 0, &rotary).unwrap_err();
+            assert!(matches!(err, KernelError::InvalidShape { .. }), "{err}");
+            assert!(err.to_string().contains("heads = 0"), "{err}");
+            let err = apply_rotary_reference(&mut [], offsets, 0, 10_000.0, &rotary).unwrap_err();
+            assert!(matches!(err, KernelError::InvalidShape { .. }), "{err}");
+        }
     }
 }

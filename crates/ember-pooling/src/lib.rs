@@ -49,7 +49,8 @@ pub enum PoolingError {
         message: String,
     },
     /// [`pool`]'s buffers disagree with the configuration or the offsets (wrong lengths, offsets
-    /// not starting at 0, an empty or reversed sequence); the message says which.
+    /// not starting at 0, an empty or reversed sequence, an `embedding_dimension` of 0); the
+    /// message says which.
     #[error("pooling: {0}")]
     Shape(String),
 }
@@ -267,12 +268,14 @@ impl PoolingConfig {
 }
 
 /// Pools a packed batch: `hidden` is `[T, H]`, `seq_offsets` describes the sequences, `out` is
-/// `[n, modes · H]`. Every sequence must hold at least one token.
+/// `[n, modes · H]`. Every sequence must hold at least one token. Everything is checked before
+/// anything is written: on an error `out` is left as it was.
 ///
 /// # Errors
 ///
-/// [`PoolingError::Shape`] when `seq_offsets` does not start at 0, a sequence is empty or
-/// reversed, or `hidden` / `out` do not have `T · H` / `n · modes · H` values.
+/// [`PoolingError::Shape`] when `H` is 0, `seq_offsets` does not start at 0, a sequence is
+/// empty or reversed, or `hidden` / `out` do not have `T · H` / `n · modes · H` values (`T`
+/// being the last offset).
 ///
 /// ```
 /// use ember_pooling::{pool, PoolingConfig, PoolingMode};
@@ -287,6 +290,10 @@ impl PoolingConfig {
 /// let mut out = [0.0; 2 * 4];
 /// pool(&config, &hidden, &seq_offsets, &mut out)?;
 /// assert_eq!(out, [2.0, -1.0, 1.0, 2.0, /* second sequence */ 5.0, 6.0, 5.0, 6.0]);
+///
+/// // Offsets that run past `T` and back are refused, and `out` is untouched.
+/// assert!(pool(&config, &hidden, &[0, 5, 3], &mut out).is_err());
+/// assert_eq!(out, [2.0, -1.0, 1.0, 2.0, 5.0, 6.0, 5.0, 6.0]);
 /// # Ok::<(), ember_pooling::PoolingError>(())
 /// ```
 pub fn pool(
@@ -296,33 +303,50 @@ pub fn pool(
     out: &mut [f32],
 ) -> Result<(), PoolingError> {
     let h = config.embedding_dimension;
-    let out_dim = config.output_dim();
+    if h == 0 {
+        return Err(PoolingError::Shape(
+            "embedding_dimension must be > 0".into(),
+        ));
+    }
+    let out_dim = config.modes.len().checked_mul(h).ok_or_else(|| {
+        PoolingError::Shape(format!(
+            "{} modes × embedding_dimension {h} overflows",
+            config.modes.len()
+        ))
+    })?;
     let n = seq_offsets.len().saturating_sub(1);
     let tokens = seq_offsets.last().copied().unwrap_or(0);
     if seq_offsets.first().is_some_and(|&first| first != 0) {
         return Err(PoolingError::Shape("seq_offsets must start at 0".into()));
     }
-    if hidden.len() != tokens * h {
+    // Strictly increasing offsets that end at `T` keep every sequence's rows inside `hidden`.
+    if let Some((s, window)) = seq_offsets
+        .windows(2)
+        .enumerate()
+        .find(|(_, w)| w[1] <= w[0])
+    {
+        return Err(PoolingError::Shape(format!(
+            "sequence {s} is empty or reversed ({}..{})",
+            window[0], window[1]
+        )));
+    }
+    if tokens.checked_mul(h) != Some(hidden.len()) {
         return Err(PoolingError::Shape(format!(
             "hidden has {} values, expected {tokens} tokens × {h}",
             hidden.len()
         )));
     }
-    if out.len() != n * out_dim {
+    if n.checked_mul(out_dim) != Some(out.len()) {
         return Err(PoolingError::Shape(format!(
             "output has {} values, expected {n} × {out_dim}",
             out.len()
         )));
     }
-    for (s, window) in seq_offsets.windows(2).enumerate() {
-        let (start, end) = (window[0], window[1]);
-        if end <= start {
-            return Err(PoolingError::Shape(format!(
-                "sequence {s} is empty or reversed ({start}..{end})"
-            )));
-        }
-        let rows = &hidden[start * h..end * h];
-        let out_row = &mut out[s * out_dim..(s + 1) * out_dim];
+    let sequences = seq_offsets
+        .windows(2)
+        .zip(out.chunks_exact_mut(out_dim.max(1)));
+    for (window, out_row) in sequences {
+        let rows = &hidden[window[0] * h..window[1] * h];
         for (mode, block) in config.modes.iter().zip(out_row.chunks_exact_mut(h)) {
             pool_sequence(*mode, rows, h, block);
         }
@@ -376,7 +400,9 @@ fn pool_sequence(mode: PoolingMode, rows: &[f32], h: usize, out: &mut [f32]) {
 
 /// sentence-transformers' `Normalize`: each row `x ← x / max(‖x‖₂, 1e-12)`; `data` is `[n, dim]`.
 ///
-/// A zero row stays zero. Values past the last whole row are left as they are.
+/// A zero row stays zero; a row holding a NaN becomes all NaN, as torch's `F.normalize` makes
+/// it (its `clamp_min` keeps a NaN norm, where Rust's `f64::max` would drop it). Values past
+/// the last whole row are left as they are.
 ///
 /// ```
 /// let mut rows = [3.0, 4.0, 0.0, 0.0];
@@ -389,7 +415,9 @@ pub fn normalize_rows(data: &mut [f32], dim: usize) {
     }
     for row in data.chunks_exact_mut(dim) {
         let norm = row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        let scale = 1.0 / norm.max(1e-12);
+        // Not `norm.max(1e-12)`: that gives 1e-12 for a NaN norm, scaling the row's other
+        // values up by 1e12 instead of making them NaN.
+        let scale = 1.0 / if norm < 1e-12 { 1e-12 } else { norm };
         for x in row.iter_mut() {
             *x = (*x as f64 * scale) as f32;
         }
@@ -492,6 +520,54 @@ mod tests {
         assert!(pool(&c, &[1.0; 4], &[0, 3], &mut out).is_err());
         assert!(pool(&c, &[1.0; 4], &[0, 0, 2], &mut [0.0; 4]).is_err());
         assert!(pool(&c, &[1.0; 4], &[1, 2], &mut out).is_err());
+    }
+
+    #[test]
+    fn bad_offsets_are_errors_and_leave_out_untouched() {
+        // H = 2, T = 3. [0, 5, 3] starts at 0 and ends at T but runs past T in between (it
+        // used to panic slicing `hidden`); [0, 2, 2] has an empty sequence after a valid one
+        // (it used to write the first row before failing).
+        let c = config(&[PoolingMode::Mean, PoolingMode::Cls], 2);
+        let hidden = [1.0, 2.0, 3.0, -4.0, 5.0, 6.0];
+        for offsets in [&[0, 5, 3][..], &[0, 2, 2], &[0, 3, 2], &[0, 0, 3]] {
+            let mut out = [f32::NAN; 2 * 4];
+            let err = pool(&c, &hidden, offsets, &mut out).unwrap_err();
+            assert!(
+                err.to_string().contains("empty or reversed"),
+                "{offsets:?}: {err}"
+            );
+            assert!(
+                out.iter().all(|x| x.is_nan()),
+                "{offsets:?}: out written: {out:?}"
+            );
+        }
+        // Offsets past T·H overflowing usize.
+        let mut out = [f32::NAN; 4];
+        assert!(pool(&c, &hidden, &[0, usize::MAX], &mut out).is_err());
+        assert!(out.iter().all(|x| x.is_nan()));
+    }
+
+    #[test]
+    fn zero_embedding_dimension_is_an_error() {
+        for modes in [&[PoolingMode::Mean][..], &[]] {
+            let c = config(modes, 0);
+            assert!(pool(&c, &[], &[0, 1], &mut []).is_err());
+            assert!(pool(&c, &[], &[0], &mut []).is_err());
+        }
+    }
+
+    #[test]
+    fn normalize_propagates_nan_as_torch_does() {
+        // torch.nn.functional.normalize(torch.tensor([[nan, 1., 2.], [3., 4., 0.]])):
+        // [[nan, nan, nan], [0.6, 0.8, 0.]].
+        let mut data = [f32::NAN, 1.0, 2.0, 3.0, 4.0, 0.0];
+        normalize_rows(&mut data, 3);
+        assert!(data[..3].iter().all(|x| x.is_nan()), "{data:?}");
+        assert_eq!(data[3..], [0.6, 0.8, 0.0]);
+        // Below the clamp a row is divided by 1e-12, not by its norm.
+        let mut tiny = [1e-13f32, 0.0];
+        normalize_rows(&mut tiny, 2);
+        assert!((tiny[0] - 0.1).abs() < 1e-6, "{tiny:?}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::{Mutex, PoisonError};
 
 use ember_bert::{BertConfig, BertError};
 use ember_cpu::Precision;
-use ember_pooling::{normalize_rows, PoolingConfig};
+use ember_pooling::{normalize_rows, PoolingConfig, PoolingMode};
 use ember_tensor::WeightFile;
 
 use crate::calibration::calibration_batch;
@@ -370,17 +370,22 @@ impl EmbedderBuilder {
             }
         }
         .filter(|prompt| !prompt.is_empty());
-        // Dense modules after Pooling, each taking the previous one's rows.
+        // Dense modules after Pooling, each taking the previous one's rows. Loaded on the
+        // embedder's pool, as the encoder is (`Backend::load`): packing a layer's weights runs
+        // parallel loops, which on the caller's thread would start rayon's global pool (one
+        // thread per core, kept for the life of the process, whatever `threads` says).
         let mut width = pooling.output_dim();
-        let dense = folder
-            .dense
-            .iter()
-            .map(|dir| {
-                let layer = DenseLayer::load(dir, width)?;
-                width = layer.out_features();
-                Ok(layer)
-            })
-            .collect::<Result<Vec<_>, EmberError>>()?;
+        let dense = pool.install(|| {
+            folder
+                .dense
+                .iter()
+                .map(|dir| {
+                    let layer = DenseLayer::load(dir, width)?;
+                    width = layer.out_features();
+                    Ok(layer)
+                })
+                .collect::<Result<Vec<_>, EmberError>>()
+        })?;
         let mut tokenizer = TextTokenizer::load(
             &folder.transformer_dir,
             max_seq_length,
@@ -635,9 +640,12 @@ impl Embedder {
     ///
     /// # Errors
     ///
-    /// [`EmberError::Tokenize`] when the tokenizer fails on a text, [`EmberError::TooLong`]
-    /// for a text past `max_seq_length` under [`Truncation::Error`], [`EmberError::Bert`] for
-    /// a batch the encoder refuses (a bug, as the tokenizer's ids are checked at load).
+    /// [`EmberError::Tokenize`] when the tokenizer fails on a text, or gives it no tokens at
+    /// all (a tokenizer that adds no special tokens, given `""`) under a pooling mode that
+    /// needs one (`cls`, `lasttoken`, `max`; under the means such a text's pooled row is zeros,
+    /// as in sentence-transformers), [`EmberError::TooLong`] for a text past `max_seq_length`
+    /// under [`Truncation::Error`], [`EmberError::Bert`] for a batch the encoder refuses (a
+    /// bug, as the tokenizer's ids are checked at load).
     ///
     /// ```
     /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");
@@ -890,6 +898,19 @@ impl Embedder {
                     max_seq_length: self.max_seq_length(),
                 });
             }
+            if ids.is_empty() {
+                // Only a tokenizer that adds no special tokens gives none (for "", or a text
+                // of nothing but whitespace or control characters).
+                if let Some(mode) = self.pooling.modes.iter().find(|&&m| !zero_when_empty(m)) {
+                    return Err(EmberError::Tokenize {
+                        index,
+                        message: format!(
+                            "it gives no tokens (the tokenizer adds no special tokens), and \
+                             {mode} pooling needs at least one"
+                        ),
+                    });
+                }
+            }
             if let Some(reports) = reports.as_deref_mut() {
                 reports[index] = TextReport {
                     tokens: ids.len(),
@@ -910,9 +931,16 @@ impl Embedder {
             .order
             .sort_unstable_by_key(|&i| (std::cmp::Reverse(offsets[i + 1] - offsets[i]), i));
 
-        // The pipeline's rows are `full_dim` wide; a truncate_dim keeps their first `dim`.
-        let (dim, full_dim) = (self.dim, self.full_dim);
-        for chunk in state.order.chunks(self.batch_size) {
+        // Texts of no tokens sort last and skip the encoder (which refuses an empty sequence):
+        // their pooled rows are zeros, what sentence-transformers' mean pooling gives over an
+        // all-zero attention mask (`Σ 0 / clamp(0, 1e-9)`; modes without that meaning were
+        // refused above). Dense and Normalize then treat them as any row.
+        let with_tokens = state
+            .order
+            .partition_point(|&i| offsets[i + 1] > offsets[i]);
+        let (encoded, empty) = state.order.split_at(with_tokens);
+        let pooled_dim = self.pooling.output_dim();
+        for chunk in encoded.chunks(self.batch_size) {
             state.batch_ids.clear();
             state.seq_offsets.clear();
             state.seq_offsets.push(0);
@@ -920,7 +948,6 @@ impl Embedder {
                 state.batch_ids.extend_from_slice(tokens(i));
                 state.seq_offsets.push(state.batch_ids.len());
             }
-            let pooled_dim = self.pooling.output_dim();
             let rows = chunk.len() * pooled_dim;
             if state.pooled.len() < rows {
                 state.pooled.resize(rows, 0.0);
@@ -935,22 +962,59 @@ impl Embedder {
                 self.normalize && self.dense.is_empty(),
                 pooled,
             )?;
-            let rows_out: &[f32] = if self.dense.is_empty() {
-                pooled
-            } else {
-                let which = run_dense(&self.dense, pooled, chunk.len(), &mut state.dense)?;
-                let result = &mut state.dense[which][..chunk.len() * full_dim];
-                if self.normalize {
-                    normalize_rows(result, full_dim);
-                }
-                result
-            };
-            for (row, &i) in rows_out.chunks_exact(full_dim).zip(chunk) {
-                out[i * dim..(i + 1) * dim].copy_from_slice(&row[..dim]);
+            self.write_rows(chunk, pooled, &mut state.dense, out)?;
+        }
+        for chunk in empty.chunks(self.batch_size) {
+            let rows = chunk.len() * pooled_dim;
+            if state.pooled.len() < rows {
+                state.pooled.resize(rows, 0.0);
             }
+            let pooled = &mut state.pooled[..rows];
+            pooled.fill(0.0);
+            self.write_rows(chunk, pooled, &mut state.dense, out)?;
         }
         Ok(())
     }
+
+    /// Finishes the pooled rows `pooled` (`[chunk.len(), pooled_dim]`, normalised already when
+    /// there is no Dense module) of the texts `chunk`: runs the Dense modules and then
+    /// Normalize, if any, and writes each row's first `dim` values at its text's place in
+    /// `out`.
+    fn write_rows(
+        &self,
+        chunk: &[usize],
+        pooled: &[f32],
+        dense_buffers: &mut [Vec<f32>; 2],
+        out: &mut [f32],
+    ) -> Result<(), EmberError> {
+        // The pipeline's rows are `full_dim` wide; a truncate_dim keeps their first `dim`.
+        let (dim, full_dim) = (self.dim, self.full_dim);
+        let rows_out: &[f32] = if self.dense.is_empty() {
+            pooled
+        } else {
+            let which = run_dense(&self.dense, pooled, chunk.len(), dense_buffers)?;
+            let result = &mut dense_buffers[which][..chunk.len() * full_dim];
+            if self.normalize {
+                normalize_rows(result, full_dim);
+            }
+            result
+        };
+        for (row, &i) in rows_out.chunks_exact(full_dim).zip(chunk) {
+            out[i * dim..(i + 1) * dim].copy_from_slice(&row[..dim]);
+        }
+        Ok(())
+    }
+}
+
+/// Whether sentence-transformers' pooling `mode` gives a zero block for a text of no tokens
+/// (an all-zero attention mask): the means do (`Σ 0 / clamp(0, 1e-9)`). `cls` and `lasttoken`
+/// would read a padding token's state and `max` gives its `-1e9` fill, nothing of the text:
+/// Ember refuses those.
+fn zero_when_empty(mode: PoolingMode) -> bool {
+    matches!(
+        mode,
+        PoolingMode::Mean | PoolingMode::MeanSqrtLen | PoolingMode::WeightedMean
+    )
 }
 
 /// Runs the Dense modules on `rows` rows of `input`, alternating between the two `buffers`
@@ -1074,8 +1138,9 @@ impl Embeddings {
 
     /// The rows in order, each `dim` values.
     pub fn rows(&self) -> impl ExactSizeIterator<Item = &[f32]> {
-        // `max(1)`: chunks_exact panics on 0; with dim 0 there is no data to iterate anyway.
-        self.data.chunks_exact(self.dim.max(1))
+        // By index, not `chunks_exact(dim)`: with `dim = 0` there are still `len()` rows, each
+        // empty (and chunks_exact(0) panics).
+        (0..self.rows).map(move |i| self.row(i))
     }
 
     /// All values, `[len, dim]` row-major.
@@ -1086,5 +1151,32 @@ impl Embeddings {
     /// The values, `[len, dim]` row-major, without copying.
     pub fn into_vec(self) -> Vec<f32> {
         self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_yields_as_many_rows_as_it_says() {
+        // dim 0: `len()` empty rows (no data), not none.
+        let empty_rows = Embeddings::from_vec(vec![], 3, 0).unwrap();
+        let rows = empty_rows.rows();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.collect::<Vec<_>>(), vec![&[] as &[f32]; 3]);
+        // No rows.
+        let none = Embeddings::from_vec(vec![], 0, 4).unwrap();
+        assert_eq!(none.rows().len(), 0);
+        assert_eq!(none.rows().count(), 0);
+        // The usual case: every row, in order, and the size hint counts down with them.
+        let data: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        let two_by_three = Embeddings::from_vec(data, 2, 3).unwrap();
+        let mut rows = two_by_three.rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.next(), Some(&[0.0, 1.0, 2.0][..]));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.next(), Some(&[3.0, 4.0, 5.0][..]));
+        assert_eq!((rows.len(), rows.next()), (0, None));
     }
 }
