@@ -26,7 +26,8 @@ extern "C" {
 /* A loaded model. Opaque; create with ember_load, release with ember_free. */
 typedef struct EmberEmbedder EmberEmbedder;
 
-/* Loads a model folder (or a hub id org/name found in the local Hugging Face cache).
+/* Loads a model folder (or a hub id org/name found in the local Hugging Face cache; never
+ * downloaded here, whatever HF_HUB_OFFLINE says: fetch it first, e.g. with `ember embed`).
  * model: NUL-terminated UTF-8 path or hub id; read during the call only.
  * threads: worker threads of the embedder's own pool, 0 for one per core.
  * batch_size: texts per forward pass, 0 for the default (32).
@@ -50,8 +51,9 @@ size_t ember_max_seq_length(const EmberEmbedder *embedder);
  * out_len floats (any floats past n * ember_dim() are left untouched): row i is text i's
  * embedding. texts, lens and out stay the caller's and are not used after the call returns.
  * Returns 0 on success, -1 on failure (out is then unspecified; ember_last_error says why):
- * embedder, texts, lens or out NULL, a NULL text of nonzero length, a text that is not
- * UTF-8 (its index and byte offset are named), out_len < n * ember_dim().
+ * embedder, texts, lens or out NULL, a NULL text of nonzero length, a length over
+ * SIZE_MAX / 2 (so (size_t)-1 is not "NUL-terminated"), a text that is not UTF-8 (its
+ * index and byte offset are named), n or n * ember_dim() too large, out_len < n * ember_dim().
  * n == 0 succeeds and writes nothing.
  * Thread-safe: any number of threads may encode with one embedder at once; their calls take
  * turns on the embedder's pool, each using all of its threads. Once warm, a call allocates

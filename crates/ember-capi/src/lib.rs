@@ -128,7 +128,10 @@ pub unsafe extern "C" fn ember_load(
         let model = unsafe { CStr::from_ptr(model) }
             .to_str()
             .map_err(|_| "ember_load: model path is not UTF-8".to_string())?;
-        let mut builder = Embedder::builder();
+        // Offline whatever features the build unified: the C interface promises a lookup in
+        // the local cache, never a network request inside ember_load (a workspace build turns
+        // on ember's `hub` feature through ember-cli).
+        let mut builder = Embedder::builder().hub(ember::HubConfig::from_env().offline(true));
         if threads > 0 {
             builder = builder.threads(threads);
         }
