@@ -94,7 +94,9 @@ normalize_rows_f32(float* __restrict__ data, int dim) {
     double total = 0.0;
 #pragma unroll
     for (int w = 0; w < POOL_THREADS / 32; ++w) total += partial[w];
-    const double scale = 1.0 / fmax(sqrt(total), 1e-12);
+    // Not fmax, which drops a NaN: a row with a NaN stays all NaN, as in F.normalize.
+    const double norm = sqrt(total);
+    const double scale = 1.0 / (norm < 1e-12 ? 1e-12 : norm);
     for (int j = threadIdx.x; j < dim; j += POOL_THREADS)
         row[j] = static_cast<float>(static_cast<double>(row[j]) * scale);
 }

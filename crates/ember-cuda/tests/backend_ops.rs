@@ -1303,6 +1303,22 @@ fn bad_shapes_are_errors() {
     assert_eq!(offsets.max_len(), 5);
 }
 
+/// A row holding a NaN normalises to all NaN, as torch's F.normalize and ember-pooling do (the
+/// clamp of ‖x‖ to 1e-12 must not drop the NaN); the other rows as usual.
+#[test]
+fn normalize_keeps_a_nan_row_nan() {
+    let Some(device) = device_or_skip("normalize_keeps_a_nan_row_nan") else {
+        return;
+    };
+    let mut x = device
+        .upload::<f32>(&[f32::NAN, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0])
+        .unwrap();
+    normalize_rows(&device, &mut x, 3).unwrap();
+    let got = device.download(&x).unwrap();
+    assert!(got[..3].iter().all(|v| v.is_nan()), "{got:?}");
+    assert_eq!(got[3..], [0.6, 0.8, 0.0, 0.0, 0.0, 0.0], "{got:?}");
+}
+
 /// `time_each_ms` (gemm_bench's timer): one time per call, the work done as without it, an
 /// error from a call returned with the stream open again, and every call queued behind the gate
 /// (on the emulated driver too, which queues work behind a stream wait).
