@@ -358,3 +358,53 @@ fn a_dense_module_s_weights_are_downloaded_too() {
         .unwrap();
     assert_eq!(hub.requests().len(), asked);
 }
+
+#[test]
+fn a_snapshot_filled_through_transformers_alone_is_completed() {
+    let hub = FakeHub::start(Behaviour::default());
+    let cache = tempfile::tempdir().unwrap();
+    let config = hub_config(&hub, cache.path());
+    let dir = resolve_model_with(REPO, &config).unwrap();
+    // What the repo lacks of the files that decide the embeddings is recorded as
+    // huggingface_hub records a 404, so the next load need not ask.
+    let no_exist = cache
+        .path()
+        .join("models--org--tiny")
+        .join(".no_exist")
+        .join(COMMIT);
+    let files = fixture_files();
+    for decisive in [
+        "modules.json",
+        "config_sentence_transformers.json",
+        "sentence_bert_config.json",
+        "tokenizer_config.json",
+    ] {
+        assert_eq!(
+            no_exist.join(decisive).is_file(),
+            !files.contains_key(decisive),
+            "{decisive}: a marker exactly when the repo lacks it"
+        );
+    }
+
+    // Python's transformers (AutoModel, AutoTokenizer) fetches no modules.json and leaves no
+    // marker for it: the snapshot is completed from the hub, not read as a plain transformers
+    // folder (mean pooling by default, no Normalize).
+    assert!(
+        files.contains_key("modules.json"),
+        "the fixture has modules"
+    );
+    std::fs::remove_file(dir.join("modules.json")).unwrap();
+    let before = hub.requests().len();
+    assert_eq!(resolve_model_with(REPO, &config).unwrap(), dir);
+    assert!(dir.join("modules.json").is_file());
+    assert!(hub.requests()[before..]
+        .iter()
+        .any(|r| r.path.ends_with("/modules.json")));
+
+    // Offline, the snapshot is used as it is (sentence-transformers offline does the same).
+    std::fs::remove_file(dir.join("modules.json")).unwrap();
+    let asked = hub.requests().len();
+    let offline = hub_config(&hub, cache.path()).offline(true);
+    assert_eq!(resolve_model_with(REPO, &offline).unwrap(), dir);
+    assert_eq!(hub.requests().len(), asked);
+}

@@ -55,13 +55,40 @@ const MAX_REDIRECTS: usize = 10;
 /// Tries per blob when its body breaks off (each resumes where the last stopped).
 const MAX_ATTEMPTS: usize = 4;
 
+/// Files whose absence changes what a folder embeds (module chain, max_seq_length, prompts,
+/// lowercasing), relative to the Transformer module's folder when `true`: a snapshot must hold
+/// each or know the repo lacks it (see [`snapshot_is_complete`]).
+const DECISIVE_FILES: &[(&str, bool)] = &[
+    ("modules.json", false),
+    ("config_sentence_transformers.json", false),
+    ("sentence_bert_config.json", true),
+    ("tokenizer_config.json", true),
+];
+
 /// Whether a cached snapshot holds a whole model: a Transformer config, a tokenizer, the
-/// weights, and the pooling config that `modules.json` names, all resolving (no dangling link).
+/// weights, and the pooling config that `modules.json` names, all resolving (no dangling link);
+/// and each of [`DECISIVE_FILES`] either there or known to be missing from the repo, by the
+/// empty marker `<repo>/.no_exist/<commit>/<file>` that huggingface_hub leaves for a file the
+/// hub answered 404 for (and [`download_model`] leaves for each it did not find). Without that
+/// check, a snapshot Python filled through transformers alone (`AutoModel`, `AutoTokenizer`: no
+/// `modules.json`) would be read as a plain transformers folder, pooled by default and not
+/// normalised, where the repo's own modules say otherwise.
 pub(super) fn snapshot_is_complete(dir: &Path) -> bool {
     let Ok(folder) = ModelFolder::open(dir) else {
         return false;
     };
     let transformer = &folder.transformer_dir;
+    let known = |file: &str, in_transformer: bool| {
+        let rel = if in_transformer {
+            match transformer.strip_prefix(dir) {
+                Ok(sub) => sub.join(file),
+                Err(_) => return false,
+            }
+        } else {
+            PathBuf::from(file)
+        };
+        dir.join(&rel).is_file() || no_exist_marker(dir, &rel).is_some_and(|m| m.is_file())
+    };
     folder.weights_file().is_ok()
         && transformer.join("config.json").is_file()
         && (transformer.join("tokenizer.json").is_file() || transformer.join("vocab.txt").is_file())
@@ -69,6 +96,16 @@ pub(super) fn snapshot_is_complete(dir: &Path) -> bool {
         && folder.dense.iter().all(|dense| {
             dense.join("config.json").is_file() && ember_tensor::find_weight_file(dense).is_ok()
         })
+        && DECISIVE_FILES
+            .iter()
+            .all(|&(file, in_transformer)| known(file, in_transformer))
+}
+
+/// `<repo>/.no_exist/<commit>/<rel>` for the snapshot `<repo>/snapshots/<commit>`.
+fn no_exist_marker(snapshot: &Path, rel: &Path) -> Option<PathBuf> {
+    let commit = snapshot.file_name()?;
+    let repo_dir = snapshot.parent()?.parent()?;
+    Some(repo_dir.join(".no_exist").join(commit).join(rel))
 }
 
 /// Downloads `id` into `repo_dir` (`<cache>/models--org--name`) and returns its snapshot.
@@ -152,6 +189,26 @@ pub(super) fn download_model(
     for file in files {
         if siblings.contains(&file) && seen.insert(file.clone()) {
             fetch(&file)?;
+        }
+    }
+    // What the repo lacks of the files that decide the embeddings, recorded as huggingface_hub
+    // records a 404, so that snapshot_is_complete can tell "not in the repo" from "not
+    // fetched yet" next time without asking the hub.
+    for &(file, in_transformer) in DECISIVE_FILES {
+        let file = if in_transformer {
+            in_dir(&transformer_dir, file)
+        } else {
+            file.to_owned()
+        };
+        if !siblings.contains(&file) {
+            let marker = repo_dir.join(".no_exist").join(&commit).join(&file);
+            let parent = marker.parent().unwrap_or(repo_dir);
+            let io_err = |path: &Path| {
+                let path = path.to_owned();
+                move |source| EmberError::Io { path, source }
+            };
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+            File::create(&marker).map_err(io_err(&marker))?;
         }
     }
 
