@@ -39,6 +39,8 @@ export LD_LIBRARY_PATH="$out${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" EMBER_REQUIRE
 EMBER_MINILM_DIR=${EMBER_MINILM_DIR:-$(scripts/fetch-model.sh)}
 export EMBER_MINILM_DIR
 cargo test --release -p ember-cuda --test backend_ops
+# CUDA_VISIBLE_DEVICES="" (cuInit: no device) is NoDevice, not a bare driver error.
+cargo test --release -p ember-cuda --test no_device
 # The other families' choice (`gemm-auto` cases; every kernel already ran above by name).
 for family in mma wgmma; do
   EMBER_CUDA_GEMM=$family EMBER_CUDA_CASES=gemm-auto cargo test --release -p ember-cuda --test backend_ops \

@@ -271,8 +271,15 @@ impl CudaDevice {
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(CudaError::NoDriver);
         }
-        let count = CudaContext::device_count().map_err(CudaError::driver("cuInit"))?;
-        let count = usize::try_from(count).unwrap_or(0);
+        let count = match CudaContext::device_count() {
+            Ok(count) => usize::try_from(count).unwrap_or(0),
+            // cuInit's answer where a driver is installed but no GPU is visible to this process
+            // (none in the machine, CUDA_VISIBLE_DEVICES="", a container without devices).
+            Err(cudarc::driver::DriverError(
+                cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE,
+            )) => 0,
+            Err(e) => return Err(CudaError::driver("cuInit")(e)),
+        };
         if ordinal >= count {
             return Err(CudaError::NoDevice { ordinal, count });
         }

@@ -78,6 +78,7 @@ constexpr CUresult CUDA_SUCCESS = 0;
 constexpr CUresult CUDA_ERROR_INVALID_VALUE = 1;
 constexpr CUresult CUDA_ERROR_OUT_OF_MEMORY = 2;
 constexpr CUresult CUDA_ERROR_NOT_INITIALIZED = 3;
+constexpr CUresult CUDA_ERROR_NO_DEVICE = 100;
 constexpr CUresult CUDA_ERROR_INVALID_DEVICE = 101;
 constexpr CUresult CUDA_ERROR_INVALID_IMAGE = 200;
 constexpr CUresult CUDA_ERROR_INVALID_CONTEXT = 201;
@@ -532,6 +533,10 @@ extern "C" {
 __attribute__((visibility("default"))) CUresult cuInit(unsigned flags) {
     EMBER_LOCK;
     if (flags != 0) return CUDA_ERROR_INVALID_VALUE;
+    // As the driver: CUDA_VISIBLE_DEVICES set but naming no device ("" or a negative index)
+    // hides every GPU, and cuInit says so.
+    const char* visible = getenv("CUDA_VISIBLE_DEVICES");
+    if (visible && (visible[0] == '\0' || visible[0] == '-')) return CUDA_ERROR_NO_DEVICE;
     g_initialized = true;
     return CUDA_SUCCESS;
 }
