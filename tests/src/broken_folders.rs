@@ -864,7 +864,7 @@ pub fn cases() -> Vec<BrokenFolder> {
         case!(
             "tokenizer.json/Precompiled normaliser with a number for a charsmap",
             TOKENIZER,
-            ["precompiled_charsmap is 5, not a base64 string"],
+            ["precompiled_charsmap is a number, not a base64 string"],
             |d| edit_json(d, TOKENIZER, |t| {
                 t["normalizer"] = json!({ "type": "Precompiled", "precompiled_charsmap": 5 });
             })

@@ -436,6 +436,10 @@ fn embed(
     let mut rows = Vec::new();
     let mut chunk_texts: Vec<&str> = Vec::with_capacity(chunk_len);
     let mut progress = Progress::new(selected.len());
+    if writer.writes_to_stderr() {
+        // Not drawn into the rows themselves (`-o /dev/stderr`).
+        progress = progress.hidden();
+    }
     progress.update(0);
     for (c, chunk) in selected.chunks(chunk_len).enumerate() {
         chunk_texts.clear();

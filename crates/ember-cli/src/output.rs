@@ -62,12 +62,20 @@ pub struct EmbeddingWriter {
     /// A file output written by rename; the temporary file is removed on drop unless
     /// `finish` renamed it.
     file: Option<RenamedFile>,
+    /// Whether the rows go to this process's standard error (`-o /dev/stderr`), where a
+    /// progress bar would be drawn into them.
+    to_stderr: bool,
 }
 
 /// `(temporary, final)` paths of a file output that is renamed into place once complete.
 type RenamedFile = (PathBuf, PathBuf);
 
 impl EmbeddingWriter {
+    /// Whether the rows go to standard error (no progress bar may be drawn there).
+    pub fn writes_to_stderr(&self) -> bool {
+        self.to_stderr
+    }
+
     /// Starts an output of `rows × dim` values at `path` (stdout when `None`).
     pub fn create(
         path: Option<&Path>,
@@ -88,6 +96,8 @@ impl EmbeddingWriter {
                 (out, name, temp_and_target)
             }
         };
+        let to_stderr =
+            path.is_some_and(|path| output_target(path).ok() == Some(OutputTarget::Stderr));
         let mut writer = Self {
             out: BufWriter::with_capacity(1 << 16, out),
             format,
@@ -96,6 +106,7 @@ impl EmbeddingWriter {
             rows_left: rows,
             name,
             file,
+            to_stderr,
         };
         if format == OutputFormat::Npy {
             let header = npy_header(rows, dim);
@@ -209,9 +220,10 @@ enum OutputTarget {
     Stdout,
     /// To this process's standard error: `/dev/stderr`, `/dev/fd/2`, `/proc/self/fd/2`.
     Stderr,
-    /// Through the path as it is: a FIFO, device or socket (a rename over it would cut off
-    /// its reader, or replace `/dev/null` for everyone), or a file under `/proc` or
-    /// `/dev/fd` (another open descriptor, which its holder keeps using by that name).
+    /// Through the path as it is: a FIFO or device (a rename over it would cut off its
+    /// reader, or replace `/dev/null` for everyone), or a file under `/proc` or `/dev/fd`
+    /// (another open descriptor, which its holder keeps using by that name). A socket or a
+    /// directory is refused by the open, before any embedding.
     InPlace,
     /// Under a temporary name beside this regular file, or path to create, then renamed
     /// over it: the output path with the symlinks of its last component followed, so a link
@@ -230,7 +242,7 @@ fn output_target(path: &Path) -> std::io::Result<OutputTarget> {
     let mut links = 0;
     loop {
         if let Some(target) = descriptor_target(&resolved) {
-            return Ok(target);
+            return target;
         }
         match std::fs::symlink_metadata(&resolved) {
             Ok(metadata) if metadata.file_type().is_symlink() => {
@@ -265,17 +277,26 @@ fn output_target(path: &Path) -> std::io::Result<OutputTarget> {
 
 /// How `path` is written when it names one of the process's file descriptors rather than a
 /// file in a directory; `None` when it does not.
-fn descriptor_target(path: &Path) -> Option<OutputTarget> {
+fn descriptor_target(path: &Path) -> Option<std::io::Result<OutputTarget>> {
     let named = |names: [&str; 3]| names.iter().any(|name| path == Path::new(name));
-    if named(["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]) {
-        Some(OutputTarget::Stdout)
-    } else if named(["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"]) {
-        Some(OutputTarget::Stderr)
-    } else if path.starts_with("/proc") || path.starts_with("/dev/fd") {
-        Some(OutputTarget::InPlace)
-    } else {
-        None
+    // The input's descriptor (`< texts.txt`): appending the rows to it would write into the
+    // texts' file.
+    if named(["/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"]) {
+        return Some(Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "standard input is not an output",
+        )));
     }
+    let target = if named(["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]) {
+        OutputTarget::Stdout
+    } else if named(["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"]) {
+        OutputTarget::Stderr
+    } else if path.starts_with("/proc") || path.starts_with("/dev/fd") {
+        OutputTarget::InPlace
+    } else {
+        return None;
+    };
+    Some(Ok(target))
 }
 
 impl Drop for EmbeddingWriter {
@@ -445,7 +466,7 @@ mod tests {
     fn devices_and_standard_streams_are_written_in_place() {
         let cases = [
             ("/dev/null", OutputTarget::InPlace),
-            ("/proc/self/fd/0", OutputTarget::InPlace),
+            ("/proc/self/fd/3", OutputTarget::InPlace),
             ("/dev/stdout", OutputTarget::Stdout),
             ("/dev/fd/1", OutputTarget::Stdout),
             ("/proc/self/fd/1", OutputTarget::Stdout),
@@ -454,6 +475,11 @@ mod tests {
         ];
         for (path, expected) in cases {
             assert_eq!(output_target(Path::new(path)).unwrap(), expected, "{path}");
+        }
+        // Standard input is not an output, by any of its names.
+        for stdin in ["/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"] {
+            let err = output_target(Path::new(stdin)).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{stdin}");
         }
         // A link of one's own to standard output is followed to it.
         let dir = tempfile::tempdir().unwrap();

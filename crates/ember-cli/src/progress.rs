@@ -36,6 +36,12 @@ impl Progress {
         }
     }
 
+    /// This bar, never drawn (the rows themselves go to stderr).
+    pub fn hidden(mut self) -> Self {
+        self.enabled = false;
+        self
+    }
+
     /// `done` texts of `total` are embedded.
     pub fn update(&mut self, done: usize) {
         if !self.enabled {

@@ -314,7 +314,20 @@ pub fn resolve_model_with(model: &str, hub: &HubConfig) -> Result<PathBuf, Ember
             // download) is completed from the hub; its blobs are reused.
             return match cached {
                 Some(dir) if download::snapshot_is_complete(&dir) => Ok(dir),
-                _ => download::download_model(&id, model, &repo_dir, hub),
+                Some(dir) => match download::download_model(&id, model, &repo_dir, hub) {
+                    // The hub cannot be reached (no network, a proxy, a transfer cut short):
+                    // the snapshot as it is, when it has what loading needs, as huggingface_hub
+                    // falls back to its cache. (Snapshots from before the `.no_exist` markers
+                    // count as incomplete until one download has written them.)
+                    Err(EmberError::HubTransfer { .. })
+                        if crate::folder::ModelFolder::open(&dir)
+                            .is_ok_and(|folder| download::snapshot_is_loadable(&folder)) =>
+                    {
+                        Ok(dir)
+                    }
+                    other => other,
+                },
+                None => download::download_model(&id, model, &repo_dir, hub),
             };
         }
     }

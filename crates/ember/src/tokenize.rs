@@ -586,8 +586,15 @@ fn check_charsmaps(normalizer: &Value) -> Result<(), String> {
                 Err(_) => Ok(()), // the crate's own error names it
             },
             Value::Null => Ok(()),
+            // The kind only: a hostile file's value may be megabytes long.
             other => Err(format!(
-                "a Precompiled normaliser's precompiled_charsmap is {other}, not a base64 string"
+                "a Precompiled normaliser's precompiled_charsmap is {}, not a base64 string",
+                match other {
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::Array(_) => "an array",
+                    _ => "an object",
+                }
             )),
         },
         Some("Sequence") => normalizer["normalizers"]

@@ -401,6 +401,16 @@ fn a_snapshot_filled_through_transformers_alone_is_completed() {
         .iter()
         .any(|r| r.path.ends_with("/modules.json")));
 
+    // A hub that cannot be reached: a snapshot that has what loading needs is used as it is
+    // (say, one downloaded before the markers existed), as huggingface_hub falls back to its
+    // cache; the load does not fail for want of a refresh.
+    std::fs::remove_dir_all(&no_exist).unwrap();
+    let unreachable = HubConfig::new(cache.path()).endpoint("http://127.0.0.1:9");
+    assert_eq!(resolve_model_with(REPO, &unreachable).unwrap(), dir);
+    // Reachable again: one refresh writes the markers back.
+    resolve_model_with(REPO, &config).unwrap();
+    assert!(no_exist.is_dir());
+
     // Offline, the snapshot is used as it is (sentence-transformers offline does the same).
     std::fs::remove_file(dir.join("modules.json")).unwrap();
     let asked = hub.requests().len();

@@ -89,6 +89,16 @@ pub(super) fn snapshot_is_complete(dir: &Path) -> bool {
         };
         dir.join(&rel).is_file() || no_exist_marker(dir, &rel).is_some_and(|m| m.is_file())
     };
+    snapshot_is_loadable(&folder)
+        && DECISIVE_FILES
+            .iter()
+            .all(|&(file, in_transformer)| known(file, in_transformer))
+}
+
+/// Whether a snapshot has what loading needs (the first half of [`snapshot_is_complete`]):
+/// what the resolver falls back to when the hub cannot be reached.
+pub(super) fn snapshot_is_loadable(folder: &ModelFolder) -> bool {
+    let transformer = &folder.transformer_dir;
     folder.weights_file().is_ok()
         && transformer.join("config.json").is_file()
         && (transformer.join("tokenizer.json").is_file() || transformer.join("vocab.txt").is_file())
@@ -96,9 +106,6 @@ pub(super) fn snapshot_is_complete(dir: &Path) -> bool {
         && folder.dense.iter().all(|dense| {
             dense.join("config.json").is_file() && ember_tensor::find_weight_file(dense).is_ok()
         })
-        && DECISIVE_FILES
-            .iter()
-            .all(|&(file, in_transformer)| known(file, in_transformer))
 }
 
 /// `<repo>/.no_exist/<commit>/<rel>` for the snapshot `<repo>/snapshots/<commit>`.
