@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use ember_tensor::{f32_to_le_bytes, write_safetensors, DType};
 use serde_json::{json, Map, Value};
 
-use crate::{copy_dir, fixtures_dir, rewrite_weights};
+use crate::{copy_dir, fixtures_dir, rewrite_weights, zip_archive};
 
 /// One broken folder.
 pub struct BrokenFolder {
@@ -262,61 +262,6 @@ fn prefixed_f64_word_table(dir: &Path) {
             header.insert(format!("bert.{name}"), entry);
         }
     });
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A STORED zip archive of `entries`, as `torch.save` writes one (without its padding and
-/// zip64 records, which the reader does not need).
-fn zip_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (name, data) in entries {
-        let (crc, len, local) = (crc32(data), data.len() as u32, out.len() as u32);
-        let name_len = name.len() as u16;
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        for field in [crc, len, len] {
-            out.extend_from_slice(&field.to_le_bytes());
-        }
-        out.extend_from_slice(&name_len.to_le_bytes());
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
-        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        for field in [crc, len, len] {
-            central.extend_from_slice(&field.to_le_bytes());
-        }
-        central.extend_from_slice(&name_len.to_le_bytes());
-        central.extend_from_slice(&[0; 12]);
-        central.extend_from_slice(&local.to_le_bytes());
-        central.extend_from_slice(name.as_bytes());
-    }
-    let (cd_start, cd_size) = (out.len() as u32, central.len() as u32);
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    let count = entries.len() as u16;
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&cd_size.to_le_bytes());
-    out.extend_from_slice(&cd_start.to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out
 }
 
 /// `model.safetensors` replaced by a 2 MiB `pytorch_model.bin` whose pickle is `PROTO 2` and

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use ember::Embedder;
+use ember_bert::{BertConfig, BertModel, F32WeightReader, Workspace};
 use ember_reference_tests::*;
+use ember_tensor::WeightFile;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -96,4 +98,140 @@ fn unreadable_pytorch_model_bins_are_named() {
         err.contains("pytorch_model.bin") && err.contains("embeddings.word_embeddings.weight"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strided tensors: torch archives built here
+// ---------------------------------------------------------------------------------------------
+
+/// The repository's tiny test model (2 layers, H = 52, F = 76).
+fn tiny() -> (BertConfig, WeightFile) {
+    let dir = fixtures_dir().join("tiny-bert");
+    let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+    let file = WeightFile::open(dir.join("model.safetensors")).unwrap();
+    (config, file)
+}
+
+/// Pickle opcodes for the `torch.save` state dict of `tensors` (one F32 storage each, key
+/// = index), written the way torch writes it (protocol 2).
+struct StateDictPickle(Vec<u8>);
+
+impl StateDictPickle {
+    fn string(&mut self, s: &str) {
+        self.0.push(b'X');
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn global(&mut self, module: &str, name: &str) {
+        self.0
+            .extend_from_slice(format!("c{module}\n{name}\n").as_bytes());
+    }
+    fn int(&mut self, n: usize) {
+        self.0.push(b'J');
+        self.0.extend_from_slice(&(n as i32).to_le_bytes());
+    }
+    fn ints(&mut self, values: &[usize]) {
+        self.0.push(b'(');
+        values.iter().for_each(|&v| self.int(v));
+        self.0.push(b't');
+    }
+}
+
+/// Writes `tensors` (`[n, k]` or `[n]`, row-major values) as a `torch.save` archive at
+/// `path`. The 2-D tensors named in `transposed` are stored as torch stores
+/// `w.t().contiguous().t()`: a storage holding `wᵀ` row-major, viewed with strides `(1, n)`.
+fn write_torch_archive(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    transposed: &[&str],
+) {
+    let mut pickle = StateDictPickle(vec![0x80, 2]);
+    pickle.global("collections", "OrderedDict");
+    pickle.0.extend_from_slice(b")R(");
+    let mut entries = Vec::new();
+    for (key, (name, shape, values)) in tensors.iter().enumerate() {
+        let (storage, stride) = match shape[..] {
+            [n, k] if transposed.contains(&name.as_str()) => {
+                let columns = (0..k).flat_map(|j| (0..n).map(move |i| values[i * k + j]));
+                (columns.collect::<Vec<f32>>(), vec![1, n])
+            }
+            [_, k] => (values.clone(), vec![k, 1]),
+            _ => (values.clone(), vec![1]),
+        };
+        pickle.string(name);
+        pickle.global("torch._utils", "_rebuild_tensor_v2");
+        pickle.0.extend_from_slice(b"((");
+        pickle.string("storage");
+        pickle.global("torch", "FloatStorage");
+        pickle.string(&key.to_string());
+        pickle.string("cpu");
+        pickle.int(values.len());
+        pickle.0.extend_from_slice(b"tQ");
+        pickle.int(0);
+        pickle.ints(shape);
+        pickle.ints(&stride);
+        pickle.0.push(0x89);
+        pickle.global("collections", "OrderedDict");
+        pickle.0.extend_from_slice(b")RtR");
+        let bytes = storage.iter().flat_map(|v| v.to_le_bytes()).collect();
+        entries.push((format!("archive/data/{key}"), bytes));
+    }
+    pickle.0.extend_from_slice(b"u.");
+    entries.insert(0, ("archive/data.pkl".to_owned(), pickle.0));
+    entries.insert(1, ("archive/byteorder".to_owned(), b"little".to_vec()));
+    let entries: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    std::fs::write(path, zip_archive(&entries)).unwrap();
+}
+
+#[test]
+fn transposed_views_in_a_torch_archive_load_like_the_contiguous_weights() {
+    // One weight of the fused Q/K/V and one plain linear, saved as `w.t().contiguous().t()`:
+    // present, readable (gathered row-major), and were reported missing because they have
+    // no raw bytes of their own.
+    let (config, safetensors) = tiny();
+    let transposed = [
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.1.intermediate.dense.weight",
+    ];
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = safetensors
+        .names()
+        .map(|name| {
+            let tensor = safetensors.f32_tensor(name).unwrap();
+            (
+                name.to_owned(),
+                tensor.shape().to_vec(),
+                tensor.data().to_vec(),
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pytorch_model.bin");
+    write_torch_archive(&path, &tensors, &transposed);
+    let torch = WeightFile::open(&path).unwrap();
+    let WeightFile::Torch(archive) = &torch else {
+        panic!("{} is not read as a torch archive", path.display());
+    };
+    for name in transposed {
+        assert_eq!(archive.is_contiguous(name), Some(false), "{name}");
+    }
+
+    let ids: Vec<u32> = (0..23).map(|i| 101 + 97 * i).collect();
+    let offsets = [0, 9, 23];
+    let embed = |file: &WeightFile| {
+        let model = BertModel::from_weights(config.clone(), file).unwrap();
+        let mut workspace = Workspace::default();
+        let out = model.forward(&ids, &offsets, &mut workspace).unwrap();
+        out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(embed(&torch), embed(&safetensors));
+    // The GPU loader's reader too.
+    let layer =
+        |file: &WeightFile, index: usize| F32WeightReader::new(&config, file).layer(index).unwrap();
+    let (a, b) = (layer(&torch, 0), layer(&safetensors, 0));
+    assert_eq!(a.qkv.weight, b.qkv.weight);
+    let (a, b) = (layer(&torch, 1), layer(&safetensors, 1));
+    assert_eq!(a.intermediate.weight, b.intermediate.weight);
 }
