@@ -11,6 +11,8 @@ import base64
 import json
 import shutil
 import struct
+import zipfile
+import io
 from pathlib import Path
 
 FUZZ = Path(__file__).resolve().parent
@@ -61,7 +63,7 @@ def write(target, name, data):
 def main():
     shutil.rmtree(SEEDS, ignore_errors=True)
     for target in ["safetensors", "bert_config", "st_configs", "tokenize_text", "tokenize_text_bpe_unigram",
-                   "tokenizer_files", "charsmap"]:
+                   "tokenizer_files", "charsmap", "torch_file"]:
         (SEEDS / target).mkdir(parents=True)
 
     # safetensors: the tiny model's first tensors, every readable dtype, an I64 buffer,
@@ -136,6 +138,21 @@ def main():
     write("tokenizer_files", "json-lowercase", "\x02" + small_json)
     write("tokenizer_files", "vocab-with-config", "\x01" + small_vocab + "\0" + tokenizer_config)
     write("tokenizer_files", "vocab-len8", "\x09" + small_vocab)
+
+    # torch_file: a kind byte, then (odd) the fixture archive's data.pkl, which the target puts
+    # back among the real storages, or (even) a whole archive: the same pickle with one-float
+    # storages (too small for its tensors: the validation's refusals) and a truncated one.
+    with zipfile.ZipFile(FUZZ.parent / "tests" / "fixtures" / "tiny-bert-torchbin" / "pytorch_model.bin") as z:
+        names = z.namelist()
+        pickle_name = next(n for n in names if n.endswith("/data.pkl"))
+        pickle = z.read(pickle_name)
+        small = io.BytesIO()
+        with zipfile.ZipFile(small, "w", zipfile.ZIP_STORED) as out:
+            for n in names:
+                out.writestr(n, pickle if n == pickle_name else z.read(n)[:4])
+    write("torch_file", "pickle", b"\x01" + pickle)
+    write("torch_file", "archive-small-storages", b"\x00" + small.getvalue())
+    write("torch_file", "archive-truncated", b"\x00" + small.getvalue()[: len(small.getvalue()) // 2])
 
 
 if __name__ == "__main__":

@@ -140,6 +140,23 @@ impl TorchFile {
         })
     }
 
+    /// [`open`](Self::open) over bytes already in memory (`path` names them in errors): the
+    /// same checks, without a file (the `torch_file` fuzz target's way in).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), but for the file's own I/O.
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, TensorError> {
+        let path = path.into();
+        let (tensors, unsupported) = parse(&path, &bytes)?;
+        Ok(Self {
+            path,
+            map: Arc::new(FileBytes::Owned(bytes)),
+            tensors,
+            unsupported,
+        })
+    }
+
     /// The path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -244,6 +244,27 @@ fn tiny_bert_bin_holds_the_safetensors_tensors_bit_for_bit() {
 }
 
 #[test]
+fn from_bytes_reads_what_open_reads() {
+    let path = fixtures().join("tiny-bert-torchbin/pytorch_model.bin");
+    let opened = TorchFile::open(&path).unwrap();
+    let read = TorchFile::from_bytes("in-memory.bin", std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(read.path(), Path::new("in-memory.bin"));
+    assert_eq!(
+        read.names().collect::<Vec<_>>(),
+        opened.names().collect::<Vec<_>>()
+    );
+    for name in opened.names() {
+        assert_eq!(
+            read.raw_bytes(name).unwrap(),
+            opened.raw_bytes(name).unwrap(),
+            "{name}"
+        );
+    }
+    let err = TorchFile::from_bytes("empty.bin", Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("empty.bin"), "{err}");
+}
+
+#[test]
 fn weight_files_of_either_format_open_through_one_type() {
     let st_dir = fixtures().join("tiny-bert");
     let bin_dir = fixtures().join("tiny-bert-torchbin");
