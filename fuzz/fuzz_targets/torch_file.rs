@@ -44,7 +44,11 @@ fn archive_with_pickle(pickle: &[u8]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let stored = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
     for (name, data) in fixture_entries() {
-        let data: &[u8] = if name.ends_with("/data.pkl") { pickle } else { data };
+        let data: &[u8] = if name.ends_with("/data.pkl") {
+            pickle
+        } else {
+            data
+        };
         writer.start_file(name.as_str(), stored).expect("an entry");
         writer.write_all(data).expect("its bytes");
     }
