@@ -9,13 +9,21 @@
 //! (printed before each load), rather than the machine paging or the kernel killing it.
 //! Its own test binary without libtest's harness (`harness = false` in `tests/Cargo.toml`), so
 //! that nothing else runs while the limit is on.
+//!
+//! Each case is also read as the CUDA loader reads it ([`F32WeightReader`]: every tensor
+//! widened to f32, Q/K/V fused), under the same limit and with no GPU: that reader sized
+//! the fused `[3H, H]` buffer before finding its tensors (48 GiB for a 2^16 hidden size).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::path::Path;
+
 use ember::Embedder;
+use ember_bert::{BertConfig, F32WeightReader};
 use ember_reference_tests::broken_folders::{cases, folder_bytes};
+use ember_tensor::{find_weight_file, WeightFile};
 
 /// Refuses requests over [`LIMIT`]; records the largest request under it and over it.
 struct LimitingAllocator;
@@ -89,6 +97,23 @@ fn with_limit<T>(limit: usize, f: impl FnOnce() -> T) -> (T, usize, usize) {
     )
 }
 
+/// Reads the folder's weights as `CudaBertModel::load` does, without a device: the first error,
+/// as text.
+fn read_as_the_cuda_loader(dir: &Path) -> Result<(), String> {
+    let config = BertConfig::from_file(&dir.join("config.json")).map_err(|e| e.to_string())?;
+    let file = find_weight_file(dir)
+        .and_then(WeightFile::open)
+        .map_err(|e| e.to_string())?;
+    let reader = F32WeightReader::new(&config, &file);
+    reader.embeddings().map_err(|e| e.to_string())?;
+    reader.relative_bias().map_err(|e| e.to_string())?;
+    reader.final_norm().map_err(|e| e.to_string())?;
+    for layer in 0..config.num_hidden_layers {
+        reader.layer(layer).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn main() {
     // The limit is enforced: a fallible request over it is refused and recorded.
     let (reserved, _, refused) = with_limit(MIB, || Vec::<u8>::new().try_reserve(2 * MIB));
@@ -120,6 +145,21 @@ fn main() {
         }
         if largest > largest_overall.0 {
             largest_overall = (largest, bytes, case.name);
+        }
+        let (read, _, refused) = with_limit(limit, || read_as_the_cuda_loader(dir.path()));
+        if refused > 0 {
+            failures.push(format!(
+                "{}: the CUDA loader's reader asked for {refused} bytes at once (folder {bytes} \
+                 bytes, limit {limit})",
+                case.name
+            ));
+        }
+        if case.name == "config/hidden 2^16 with 1 MB of weights" {
+            let err = read.expect_err("the huge hidden size reads");
+            assert!(
+                err.contains("missing tensor \"encoder.layer.0.attention.self.query.weight\""),
+                "{err}"
+            );
         }
     }
     assert!(
