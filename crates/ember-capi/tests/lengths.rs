@@ -27,6 +27,23 @@ fn load_tiny() -> *mut EmberEmbedder {
     e
 }
 
+/// ember_encode of `ptrs.len()` texts into `out`. `lens` may lie (that is what these tests
+/// check); every pointer is live and `out` is a live buffer of its length.
+fn encode(e: *mut EmberEmbedder, ptrs: &[*const c_char], lens: &[usize], out: &mut [f32]) -> i32 {
+    // SAFETY: `e` is live, `ptrs` and `lens` hold `ptrs.len()` entries each, `out` is writable
+    // for `out.len()` floats; a length that lies must be refused before any text is read.
+    unsafe {
+        ember_encode(
+            e,
+            ptrs.as_ptr(),
+            lens.as_ptr(),
+            ptrs.len(),
+            out.as_mut_ptr(),
+            out.len(),
+        )
+    }
+}
+
 #[test]
 fn a_length_past_isize_max_is_an_error() {
     let e = load_tiny();
@@ -37,18 +54,8 @@ fn a_length_past_isize_max_is_an_error() {
     for bad_len in [usize::MAX, isize::MAX as usize + 1] {
         let lens = [texts[0].len(), bad_len];
         let mut out = vec![f32::NAN; 2 * dim];
-        // SAFETY: every pointer is live; `lens[1]` lies about text 1, which ember_encode must
-        // refuse before reading it.
-        let rc = unsafe {
-            ember_encode(
-                e,
-                ptrs.as_ptr(),
-                lens.as_ptr(),
-                2,
-                out.as_mut_ptr(),
-                out.len(),
-            )
-        };
+        // `lens[1]` lies about text 1, which ember_encode must refuse before reading it.
+        let rc = encode(e, &ptrs, &lens, &mut out);
         assert_eq!(rc, -1, "lens[1] = {bad_len} accepted");
         let message = last_error();
         assert!(
@@ -60,18 +67,7 @@ fn a_length_past_isize_max_is_an_error() {
     // The same call with honest lengths works.
     let lens = [texts[0].len(), texts[1].len()];
     let mut out = vec![f32::NAN; 2 * dim];
-    // SAFETY: pointers and lengths describe live slices.
-    let rc = unsafe {
-        ember_encode(
-            e,
-            ptrs.as_ptr(),
-            lens.as_ptr(),
-            2,
-            out.as_mut_ptr(),
-            out.len(),
-        )
-    };
-    assert_eq!(rc, 0);
+    assert_eq!(encode(e, &ptrs, &lens, &mut out), 0);
     assert!(out.iter().all(|x| x.is_finite()));
     // SAFETY: `e` came from ember_load and is no longer used.
     unsafe { ember_free(e) };

@@ -396,6 +396,13 @@ impl Pickle {
     fn global(self, module: &str, name: &str) -> Self {
         self.raw(format!("c{module}\n{name}\n").as_bytes())
     }
+    /// SHORT_BINUNICODE: a string of at most 255 bytes in 2 bytes of header.
+    fn short_string(mut self, s: &str) -> Self {
+        self.0.push(0x8c);
+        self.0
+            .push(u8::try_from(s.len()).expect("at most 255 bytes"));
+        self.raw(s.as_bytes())
+    }
     fn string(mut self, s: &str) -> Self {
         self.0.push(b'X');
         self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -1043,11 +1050,7 @@ fn a_state_dict_of_more_than_the_tensor_cap_is_refused() {
         .global("collections", "OrderedDict")
         .raw(b")R(");
     for i in 0..=MAX_TENSORS {
-        let name = format!("t{i}");
-        pickle.0.push(0x8c);
-        pickle.0.push(name.len() as u8);
-        pickle.0.extend_from_slice(name.as_bytes());
-        pickle.0.extend_from_slice(b"h\x02");
+        pickle = pickle.short_string(&format!("t{i}")).raw(b"h\x02");
     }
     let pickle = pickle.raw(b"u.");
     let message = measured_pickle_error(&pickle, 64);
@@ -1071,12 +1074,10 @@ fn a_long_storage_key_named_by_many_tensors_is_copied_once() {
         .global("collections", "OrderedDict")
         .raw(b")R(");
     for i in 0..4096 {
-        let name = format!("t{i}");
-        pickle.0.push(0x8c);
-        pickle.0.push(name.len() as u8);
-        pickle.0.extend_from_slice(name.as_bytes());
         // _rebuild_tensor_v2(BINPERSID(pid), 0, (), (), False, OrderedDict()): a scalar.
-        pickle.0.extend_from_slice(b"h\x00(h\x01QK\x00)))\x89}tR");
+        pickle = pickle
+            .short_string(&format!("t{i}"))
+            .raw(b"h\x00(h\x01QK\x00)))\x89}tR");
     }
     let pickle = pickle.raw(b"u.");
     let message = measured_open_error(&pickle, 16);
