@@ -84,20 +84,24 @@ impl EmbeddingWriter {
         rows: usize,
         dim: usize,
     ) -> Result<Self, CliError> {
-        let (out, name, file): (Box<dyn Write>, _, _) = match path {
+        let (out, name, file, to_stderr): (Box<dyn Write>, _, _, _) = match path {
             None => (
                 Box::new(std::io::stdout().lock()),
                 "standard output".to_owned(),
                 None,
+                false,
             ),
             Some(path) => {
                 let name = path.display().to_string();
-                let (out, temp_and_target) = open_output(path, &name)?;
-                (out, name, temp_and_target)
+                let target = output_target(path).map_err(|source| CliError::Io {
+                    path: name.clone(),
+                    source,
+                })?;
+                let to_stderr = target == OutputTarget::Stderr;
+                let (out, temp_and_target) = open_output(path, target, &name)?;
+                (out, name, temp_and_target, to_stderr)
             }
         };
-        let to_stderr =
-            path.is_some_and(|path| output_target(path).ok() == Some(OutputTarget::Stderr));
         let mut writer = Self {
             out: BufWriter::with_capacity(1 << 16, out),
             format,
@@ -175,15 +179,19 @@ impl EmbeddingWriter {
     }
 }
 
-/// Opens what `--output path` is written through, and for a regular file (or a new path) the
-/// `(temporary, final)` pair that [`EmbeddingWriter::finish`] renames; `name` is what errors
-/// call the output.
-fn open_output(path: &Path, name: &str) -> Result<(Box<dyn Write>, Option<RenamedFile>), CliError> {
+/// Opens what `--output path` is written through, as `target` ([`output_target`]) says, and
+/// for a regular file (or a new path) the `(temporary, final)` pair that
+/// [`EmbeddingWriter::finish`] renames; `name` is what errors call the output.
+fn open_output(
+    path: &Path,
+    target: OutputTarget,
+    name: &str,
+) -> Result<(Box<dyn Write>, Option<RenamedFile>), CliError> {
     let io_error = |source| CliError::Io {
         path: name.to_owned(),
         source,
     };
-    let target = match output_target(path).map_err(io_error)? {
+    let target = match target {
         // The descriptor itself, not a reopening of it: that shares the caller's offset (so
         // `{ echo a; ember -o /dev/stdout …; echo b; } > f` keeps all three in order) and
         // works where reopening cannot (a socket).
