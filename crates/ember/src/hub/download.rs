@@ -108,6 +108,12 @@ pub(super) fn snapshot_is_loadable(folder: &ModelFolder) -> bool {
         })
 }
 
+/// The error for an I/O `source` error on `path`, for `map_err`.
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> EmberError {
+    let path = path.to_owned();
+    move |source| EmberError::Io { path, source }
+}
+
 /// `<repo>/.no_exist/<commit>/<rel>` for the snapshot `<repo>/snapshots/<commit>`.
 fn no_exist_marker(snapshot: &Path, rel: &Path) -> Option<PathBuf> {
     let commit = snapshot.file_name()?;
@@ -210,10 +216,6 @@ pub(super) fn download_model(
         if !siblings.contains(&file) {
             let marker = repo_dir.join(".no_exist").join(&commit).join(&file);
             let parent = marker.parent().unwrap_or(repo_dir);
-            let io_err = |path: &Path| {
-                let path = path.to_owned();
-                move |source| EmberError::Io { path, source }
-            };
             fs::create_dir_all(parent).map_err(io_err(parent))?;
             File::create(&marker).map_err(io_err(&marker))?;
         }
@@ -229,10 +231,6 @@ pub(super) fn download_model(
 /// the old commit or the new one, never a torn write.
 fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<(), EmberError> {
     let ref_path = repo_dir.join("refs").join(revision);
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| EmberError::Io { path, source }
-    };
     let parent = ref_path.parent().unwrap_or(repo_dir);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
     // Unique per process and per call: threads of one process write refs too.
@@ -427,10 +425,6 @@ impl<'a> Client<'a> {
         locks: &Path,
         file: &str,
     ) -> Result<(), EmberError> {
-        let io_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| EmberError::Io { path, source }
-        };
         fs::create_dir_all(blobs).map_err(io_err(blobs))?;
         fs::create_dir_all(locks).map_err(io_err(locks))?;
         let lock_path = locks.join(format!("{}.lock", meta.etag));
@@ -669,10 +663,6 @@ fn check_blob(partial: &Path, meta: &FileMeta) -> Result<(), String> {
 /// `pointer` → a relative symlink to `blob` (`../../blobs/<etag>`, one more `..` per folder
 /// level of `file`), as huggingface_hub makes them; a copy where symlinks are not available.
 fn link_snapshot_file(blob: &Path, pointer: &Path, file: &str) -> Result<(), EmberError> {
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| EmberError::Io { path, source }
-    };
     if let Some(parent) = pointer.parent() {
         fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
