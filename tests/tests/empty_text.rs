@@ -10,30 +10,12 @@
 //! failed the whole call with the packed batch's offsets ("sequence 3..3 must hold 1..=64
 //! tokens").
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ember::{Embedder, EmberError};
+use ember_reference_tests::{copy_dir, fixtures_dir};
 use ember_tensor::WeightFile;
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
     let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -44,7 +26,7 @@ fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)
 /// A copy of fixture `name` whose tokenizer adds no special tokens, pooling with `mode`.
 fn without_special_tokens(name: &str, mode: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(name), dir.path());
+    copy_dir(&fixtures_dir().join(name), dir.path());
     edit_json(&dir.path().join("tokenizer.json"), |json| {
         json.insert("post_processor".into(), Value::Null);
     });
