@@ -131,13 +131,7 @@ impl TorchFile {
                 .map_err(|e| archive_error(&path, e)),
             _ => Ok(()),
         })?;
-        let (tensors, unsupported) = parse(&path, &map)?;
-        Ok(Self {
-            path,
-            map: Arc::new(FileBytes::Mapped(map)),
-            tensors,
-            unsupported,
-        })
+        Self::validate(path, FileBytes::Mapped(map))
     }
 
     /// [`open`](Self::open) over bytes already in memory (`path` names them in errors): the
@@ -147,11 +141,14 @@ impl TorchFile {
     ///
     /// As [`open`](Self::open), but for the file's own I/O.
     pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, TensorError> {
-        let path = path.into();
+        Self::validate(path.into(), FileBytes::Owned(bytes))
+    }
+
+    fn validate(path: PathBuf, bytes: FileBytes) -> Result<Self, TensorError> {
         let (tensors, unsupported) = parse(&path, &bytes)?;
         Ok(Self {
             path,
-            map: Arc::new(FileBytes::Owned(bytes)),
+            map: Arc::new(bytes),
             tensors,
             unsupported,
         })
