@@ -105,7 +105,7 @@ impl CudaDevice {
         let mut held_all = gate.is_some();
         for (g, first) in (0..count).step_by(GATE_GROUP).enumerate() {
             let calls = first..count.min(first + GATE_GROUP);
-            let value = g as u32 + 1;
+            let value = u32::try_from(g + 1).unwrap_or(u32::MAX); // close refuses past 2^31
             if let Some(closed) = gate.as_mut() {
                 if !closed.close(value) {
                     gate = None; // Drop opens it: the rest is timed without
@@ -153,12 +153,22 @@ impl CudaDevice {
 
 /// A word of mapped, pinned host memory that the stream waits on: group `g`'s calls are queued
 /// behind `cuStreamWaitValue32(word ≥ g + 1)` ([`Gate::close`]), and the host stores `g + 1`
-/// once it has queued them ([`Gate::open`]). Dropping it opens every gate (stores `u32::MAX`),
-/// waits for the stream to pass them, then frees the word.
+/// once it has queued them ([`Gate::open`]). Dropping it opens every gate (stores the last value
+/// closed), waits for the stream to pass them, then frees the word.
+///
+/// `CU_STREAM_WAIT_VALUE_GEQ` is cyclic: a wait for `v` is met when `(word - v) as i32 >= 0`. So
+/// the word only ever holds values a wait was queued for (1, 2, … well below 2^31): a store of
+/// `u32::MAX` "to open everything" is *before* 1 in that order and met no wait (it hung an H200
+/// whenever the GPU read the word only after it, session 16).
 struct Gate {
     host: *mut std::ffi::c_void,
     device_ptr: sys::CUdeviceptr,
     stream: Arc<CudaStream>,
+    /// The latest value a wait was queued for (0: none), shared with the watchdog, which opens up
+    /// to it.
+    closed: Arc<AtomicU32>,
+    /// Set by the watchdog when it opens the gates; [`Gate::close`] queues no wait after that.
+    fired: Arc<AtomicBool>,
     /// Told at each opening (and closed on Drop); past [`GATE_WATCHDOG`] without a message the
     /// watchdog thread opens every gate itself and returns `true`.
     opened: Option<mpsc::Sender<()>>,
@@ -191,6 +201,8 @@ impl Gate {
             host,
             device_ptr: 0,
             stream: Arc::clone(stream),
+            closed: Arc::new(AtomicU32::new(0)),
+            fired: Arc::new(AtomicBool::new(false)),
             opened: None,
             watchdog: None,
         };
@@ -201,6 +213,7 @@ impl Gate {
         }
         let (opened, wait) = mpsc::channel::<()>();
         let word = host as usize;
+        let (closed, fired) = (Arc::clone(&gate.closed), Arc::clone(&gate.fired));
         let watchdog = std::thread::Builder::new()
             .name("ember-gate-watchdog".to_owned())
             .spawn(move || loop {
@@ -208,9 +221,14 @@ impl Gate {
                     Ok(()) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => return false,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // `fired` before reading `closed` (both SeqCst; `close` does the
+                        // reverse): a wait queued after this store is refused, one queued before
+                        // it has its value in `closed` and is opened here.
+                        fired.store(true, Ordering::SeqCst);
+                        let last = closed.load(Ordering::SeqCst);
                         // SAFETY: the Gate that owns the word joins this thread before freeing it.
                         unsafe { AtomicU32::from_ptr(word as *mut u32) }
-                            .store(u32::MAX, Ordering::SeqCst);
+                            .fetch_max(last, Ordering::SeqCst);
                         GATE_DISABLED.store(true, Ordering::Relaxed);
                         eprintln!(
                             "ember-cuda: time_each_ms: the host still queued after {limit:?}; \
@@ -226,8 +244,16 @@ impl Gate {
         Some(gate)
     }
 
-    /// Queues the wait for `value`; `false` if the driver refuses it (nothing is then queued).
+    /// Queues the wait for `value` (greater than any before it, below 2^31); `false` if the
+    /// watchdog has fired or the driver refuses it (nothing is then queued).
     fn close(&mut self, value: u32) -> bool {
+        if value > i32::MAX as u32 {
+            return false;
+        }
+        self.closed.store(value, Ordering::SeqCst);
+        if self.fired.load(Ordering::SeqCst) {
+            return false;
+        }
         // SAFETY: `device_ptr` maps the live 4-byte word; the stream is live. The wait blocks
         // the stream (not the host) until the word is ≥ `value`.
         let status = unsafe {
@@ -244,7 +270,7 @@ impl Gate {
     /// Opens the gate of `value` (and those before it).
     fn open(&mut self, value: u32) {
         // SAFETY: the word is live until Drop frees it. fetch_max: never below what the
-        // watchdog may have stored.
+        // watchdog may have stored (all values are below 2^31, so max is also the cyclic order).
         unsafe { AtomicU32::from_ptr(self.host.cast()) }.fetch_max(value, Ordering::SeqCst);
         if let Some(opened) = &self.opened {
             let _ = opened.send(());
@@ -253,7 +279,7 @@ impl Gate {
 
     /// Opens every gate and stops the watchdog; `true` if the watchdog had to open one.
     fn release(&mut self) -> bool {
-        self.open(u32::MAX);
+        self.open(self.closed.load(Ordering::SeqCst));
         self.opened = None; // disconnects the watchdog
         self.watchdog
             .take()

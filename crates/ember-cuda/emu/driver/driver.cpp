@@ -161,6 +161,12 @@ __attribute__((format(printf, 1, 2))) void report(const char* format, ...) {
     va_end(args);
 }
 
+// CU_STREAM_WAIT_VALUE_GEQ as the driver defines it: a cyclic comparison, (int32_t)(word - value) >= 0,
+// so that a word of 0xFFFFFFFF does not meet a wait for 1 (on an H200 such a wait never ends).
+bool wait_met(std::uint32_t word, std::uint32_t value) {
+    return static_cast<std::int32_t>(word - value) >= 0;
+}
+
 // Runs the queued work up to the first wait whose word has not reached its value; whether the
 // queue is now empty. Every entry point calls it first (EMBER_LOCK): a wait is let through at
 // the first driver call after the host has set its word.
@@ -168,7 +174,8 @@ bool drain() {
     while (!g_pending.empty()) {
         const Pending& front = g_pending.front();
         if (front.address &&
-            __atomic_load_n(reinterpret_cast<const std::uint32_t*>(front.address), __ATOMIC_SEQ_CST) < front.value)
+            !wait_met(__atomic_load_n(reinterpret_cast<const std::uint32_t*>(front.address), __ATOMIC_SEQ_CST),
+                      front.value))
             return false;
         Pending item = std::move(g_pending.front());
         g_pending.pop_front();
@@ -820,7 +827,7 @@ __attribute__((visibility("default"))) CUresult cuStreamWaitValue32_v2(void* str
           device_range_ok("cuStreamWaitValue32", "address", address, sizeof(std::uint32_t))))
         return CUDA_ERROR_INVALID_VALUE;
     const std::uint32_t word = __atomic_load_n(reinterpret_cast<const std::uint32_t*>(address), __ATOMIC_SEQ_CST);
-    if (word < value || !g_pending.empty()) g_pending.push_back({address, value, {}});
+    if (!wait_met(word, value) || !g_pending.empty()) g_pending.push_back({address, value, {}});
     return CUDA_SUCCESS;
 }
 
