@@ -152,7 +152,7 @@ ember_bench() {
   # shellcheck disable=SC2046 # gemm_env's words, split on purpose
   if line=$(env $(gemm_env "$gemm") timeout --kill-after=10 "$limit" "$bin/ember" bench \
       --model "$model_dir" --device cuda --dtype f16 --input "$corpus" --batch-size 128 \
-      --latency-texts 200 --json 2> >(tee -a "$log" >&2)); then
+      --latency-texts 200 --repeats 10 --json 2> >(tee -a "$log" >&2)); then
     e2e_line "$gemm" "$line" "$model_dir"
   else
     echo "== FAILED: env $(gemm_env "$gemm") ember bench --device cuda" | tee -a "$log"
