@@ -270,7 +270,9 @@ impl GemmKernel {
     /// blocks still busy 3/4 of the multiprocessors (`Mma`: 128 × 128, else 64 × 64;
     /// `Wgmma`: 128 × 256, 128 × 128, else 64 × 128; `WgmmaTma`: the TMA kernels' 128 × 256
     /// and 128 × 128 (the latter also when its blocks busy half the multiprocessors), else
-    /// `Wgmma`'s 64 × 128; `WgmmaTmaOcc2`: `WgmmaTma128x128Occ2` where its tiles fill the
+    /// `Wgmma`'s 64 × 128, and `WgmmaTma128x128Occ2` for an FFN up (n ≥ 3072) with an
+    /// exponential activation (`act`: GELU, GELU-tanh, SiLU) where two of its blocks share every
+    /// multiprocessor; `WgmmaTmaOcc2`: `WgmmaTma128x128Occ2` where its tiles fill the
     /// multiprocessors, else as `WgmmaTma`; `WgmmaPingpong` and `WgmmaPingpongMc`:
     /// `WgmmaPingpong128x128` or `WgmmaPingpongMc128x128` where their tiles give both consumers
     /// of every multiprocessor one, else as `WgmmaTma`).
@@ -280,6 +282,7 @@ impl GemmKernel {
         n: usize,
         multiprocessors: u32,
         family: GemmFamily,
+        act: Activation,
     ) -> GemmKernel {
         if dtype == Dtype::F32 {
             return GemmKernel::Simt;
@@ -295,13 +298,23 @@ impl GemmKernel {
                 return GemmKernel::WgmmaTma128x128Occ2
             }
             // The default family on BERT-base's FFN up (n = 4·768; larger models' too) where two
-            // blocks can share every multiprocessor: on an H200 (benches/results/gpu.md, run 4)
-            // WgmmaTma128x128Occ2 beat the WgmmaTma128x256 chosen otherwise on all 8 FFN-up
-            // rows (T = 2400 and 4800, bf16 and f16, + b + GELU or not), by 8–22 %. Not below
-            // n = 3072: the wgmma-tma-occ2 family, which also takes it for MiniLM's FFN up
-            // (n = 1536: 144 blocks at its batch, about one a multiprocessor), was 13 % slower
-            // end to end; nor for fewer than two blocks a multiprocessor (unmeasured).
-            GemmFamily::WgmmaTma if n >= 3072 && blocks((128, 128)) >= 2 * sms => {
+            // blocks can share every multiprocessor, with an activation that costs the epilogue
+            // ~20 instructions an element: there one block's epilogue overlapping the other's
+            // MMAs pays. On an H200 with gated timing (benches/results/gpu.md, run 6)
+            // WgmmaTma128x128Occ2 beat WgmmaTma128x256 with + b + GELU by 4.5–15 % (T = 2400 and
+            // 4800, bf16 and f16), and lost by 4.4–5.9 % on the plain product; ReLU's epilogue
+            // is as cheap as the plain one's (unmeasured). Not below n = 3072: the
+            // wgmma-tma-occ2 family, which also takes it for MiniLM's FFN up (n = 1536: 144
+            // blocks at its batch, about one a multiprocessor), was 13 % slower end to end
+            // (run 4); nor for fewer than two blocks a multiprocessor (unmeasured).
+            GemmFamily::WgmmaTma
+                if n >= 3072
+                    && blocks((128, 128)) >= 2 * sms
+                    && matches!(
+                        act,
+                        Activation::Gelu | Activation::GeluTanh | Activation::Silu
+                    ) =>
+            {
                 return GemmKernel::WgmmaTma128x128Occ2
             }
             GemmFamily::WgmmaPingpong if blocks((128, 128)) >= 2 * sms => {
@@ -472,6 +485,7 @@ pub fn linear<E: Element>(
         w.n,
         device.multiprocessors(),
         device.gemm_family(),
+        act,
     );
     linear_with_kernel(device, kernel, x, m, w, act, residual, out)
 }
@@ -788,7 +802,7 @@ mod tests {
             (1024, GemmFamily::WgmmaPingpong, GemmKernel::WgmmaTma128x128),
         ] {
             assert_eq!(
-                GemmKernel::choose(Dtype::Bf16, 2400, n, 132, family),
+                GemmKernel::choose(Dtype::Bf16, 2400, n, 132, family, Activation::Identity),
                 expected
             );
         }
@@ -813,18 +827,24 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, family),
+                GemmKernel::choose(Dtype::Bf16, 2400, 768, 132, family, Activation::Identity),
                 at_768
             );
             for (m, n) in [(2400, 3072), (4800, 768)] {
                 // The default family takes Occ2 on FFN up (below).
                 if family != GemmFamily::WgmmaTma || n != 3072 {
-                    assert_eq!(GemmKernel::choose(Dtype::Bf16, m, n, 132, family), big);
+                    assert_eq!(
+                        GemmKernel::choose(Dtype::Bf16, m, n, 132, family, Activation::Identity),
+                        big
+                    );
                 }
             }
-            assert_eq!(GemmKernel::choose(Dtype::F16, 1, 768, 132, family), small);
             assert_eq!(
-                GemmKernel::choose(Dtype::F32, 4800, 3072, 132, family),
+                GemmKernel::choose(Dtype::F16, 1, 768, 132, family, Activation::Identity),
+                small
+            );
+            assert_eq!(
+                GemmKernel::choose(Dtype::F32, 4800, 3072, 132, family, Activation::Gelu),
                 GemmKernel::Simt
             );
             for kernel in [big, small] {
@@ -847,12 +867,20 @@ mod tests {
         );
         // At T = 4800, n = 768: 228 tiles of 128 × 128, under two per SM.
         assert_eq!(
-            GemmKernel::choose(Dtype::F16, 4800, 768, 132, GemmFamily::WgmmaPingpong),
+            GemmKernel::choose(
+                Dtype::F16,
+                4800,
+                768,
+                132,
+                GemmFamily::WgmmaPingpong,
+                Activation::Identity
+            ),
             GemmKernel::WgmmaTma128x256
         );
         assert_eq!(GemmFamily::default_for(Arch::SM90), GemmFamily::WgmmaTma);
-        // The default family on FFN up: Occ2 from two 128 × 128 blocks a multiprocessor (264
-        // at 132: T ≥ 1408 for n = 3072), the 128 × 256 kernel below that and for n < 3072.
+        // The default family on FFN up with its activation: Occ2 from two 128 × 128 blocks a
+        // multiprocessor (264 at 132: T ≥ 1408 for n = 3072), the 128 × 256 kernel below that
+        // and for n < 3072; the plain product, + b alone and ReLU always the 128 × 256 kernel.
         for (m, n, expected) in [
             (2400, 3072, GemmKernel::WgmmaTma128x128Occ2),
             (4800, 3072, GemmKernel::WgmmaTma128x128Occ2),
@@ -862,11 +890,20 @@ mod tests {
             (2400, 1536, GemmKernel::WgmmaTma128x256),
             (4800, 2304, GemmKernel::WgmmaTma128x256),
         ] {
-            assert_eq!(
-                GemmKernel::choose(Dtype::F16, m, n, 132, GemmFamily::WgmmaTma),
-                expected,
-                "{m} x {n}"
-            );
+            for act in [Activation::Gelu, Activation::GeluTanh, Activation::Silu] {
+                assert_eq!(
+                    GemmKernel::choose(Dtype::F16, m, n, 132, GemmFamily::WgmmaTma, act),
+                    expected,
+                    "{m} x {n} {act:?}"
+                );
+            }
+            for act in [Activation::Identity, Activation::Relu] {
+                assert_eq!(
+                    GemmKernel::choose(Dtype::F16, m, n, 132, GemmFamily::WgmmaTma, act),
+                    GemmKernel::WgmmaTma128x256,
+                    "{m} x {n} {act:?}"
+                );
+            }
         }
         assert_eq!(GemmFamily::default_for(Arch::SM80), GemmFamily::Mma);
         assert_eq!(GemmFamily::parse("WGMMA"), None);

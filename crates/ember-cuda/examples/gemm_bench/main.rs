@@ -339,13 +339,6 @@ fn bench<E: Element>(
             let mut ys = (0..SETS)
                 .map(|_| device.zeros::<E>(t * n))
                 .collect::<Result<Vec<_>, _>>()?;
-            let chosen = GemmKernel::choose(
-                E::DTYPE,
-                t,
-                n,
-                device.multiprocessors(),
-                device.gemm_family(),
-            );
             let variants = [
                 Some(("", Activation::Identity, &plain)),
                 fused.as_ref().map(|ws| ("+b+gelu", Activation::Gelu, ws)),
@@ -393,6 +386,15 @@ fn bench<E: Element>(
             }
             for &kernel in &kernels {
                 for &(epilogue, act, ws) in variants.iter().flatten() {
+                    // What gemm::linear runs for this product (the activation decides on FFN up).
+                    let chosen = GemmKernel::choose(
+                        E::DTYPE,
+                        t,
+                        n,
+                        device.multiprocessors(),
+                        device.gemm_family(),
+                        act,
+                    );
                     let paired = cublas
                         .filter(|_| epilogue.is_empty())
                         .map(|c| (c, &raw[..]));
