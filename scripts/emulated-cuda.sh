@@ -42,7 +42,7 @@ cargo test --release -p ember-cuda --test backend_ops
 # CUDA_VISIBLE_DEVICES="" (cuInit: no device) is NoDevice, not a bare driver error.
 cargo test --release -p ember-cuda --test no_device
 # The other families' choice (`gemm-auto` cases; every kernel already ran above by name).
-for family in mma wgmma; do
+for family in mma wgmma wgmma-tma-store; do
   EMBER_CUDA_GEMM=$family EMBER_CUDA_CASES=gemm-auto cargo test --release -p ember-cuda --test backend_ops \
     -- every_op_matches_the_cpu_reference
 done

@@ -15,11 +15,12 @@
 #   5. on Hopper, the same for the wgmma GEMMs (kernels/gemm_sm90.cu): backend_ops' wgmma cases,
 #      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma,
 #      wgmma-tma and wgmma-tma-occ2 (appending to ember_e2e.jsonl); late, since a kernel that
-#      hangs takes its step's time limit; the ping-pong kernels, new to the GPU, in backend_ops
-#      and gemm_bench steps of their own;
-#   6. every GEMM kernel and cuBLAS again in f16;
-#   7. on Hopper, end to end with the new families, wgmma-pingpong and wgmma-pingpong-mc
-#      (EMBER_GPU_NEW_FAMILIES), last, so that a hang there cannot cost the table its f16 rows;
+#      hangs takes its step's time limit; the ping-pong kernels and the TMA-stored one (session
+#      16, new to the GPU) in backend_ops and gemm_bench steps of their own;
+#   6. every GEMM kernel and cuBLAS again in f16; with EMBER_GPU_NCU=1, Nsight Compute (below);
+#   7. SBERT-base's shape end to end (seeded weights), then on Hopper the new families,
+#      wgmma-tma-store (EMBER_GPU_NEW_FAMILIES; the ping-pong ones ran in session 16), last, so
+#      that a hang there cannot cost the table its f16 rows;
 # then one table, gpu_bench.md. `bench_gpu.sh --gemm-only` runs steps 2, 3, 5 and 6 without the
 # NVRTC check and the end-to-end runs. Every step runs under its own time limit, so that one that hangs
 # costs its limit and not the rest, and all of them under one budget, EMBER_GPU_BUDGET_S seconds
@@ -199,15 +200,15 @@ if [ "$model" = 1 ]; then
   end_to_end mma $([ "$hopper" = 1 ] || echo default)
 fi
 if [ "$hopper" = 1 ]; then
-  # The ping-pong kernels (session 12, first run on a GPU) in steps of their own, after the
-  # others: a hang there costs its own step's limit only.
-  step 90 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma,-pingpong "$bin/backend_ops" \
+  # The ping-pong kernels (session 12) and the TMA-stored one (session 16, first run on a GPU)
+  # in steps of their own, after the others: a hang there costs its own step's limit only.
+  step 90 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=wgmma,-pingpong,-tmastore "$bin/backend_ops" \
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
-  step 45 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=pingpong "$bin/backend_ops" \
+  step 60 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=pingpong,tmastore "$bin/backend_ops" \
     --nocapture --test-threads 1 every_op_matches_the_cpu_reference
-  step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Wgmma,-WgmmaPingpong \
+  step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Wgmma,-WgmmaPingpong,-WgmmaTmaStore \
     --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
-  step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels WgmmaPingpong \
+  step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels WgmmaPingpong,WgmmaTmaStore \
     --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
   if [ "$model" = 1 ]; then
     # EMBER_GPU_FAMILIES: the other proven Hopper families to run end to end.
@@ -216,13 +217,32 @@ if [ "$hopper" = 1 ]; then
   fi
 fi
 # With what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
-step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels -WgmmaPingpong \
+step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels -WgmmaPingpong,-WgmmaTmaStore \
   --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
 if [ "$hopper" = 1 ]; then
-  step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels WgmmaPingpong \
+  step 40 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels WgmmaPingpong,WgmmaTmaStore \
     --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
 fi
 step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.jsonl"
+# EMBER_GPU_NCU=1 (Hopper): Nsight Compute on FFN up at T = 4800 in f16, each TMA and ping-pong
+# kernel and cuBLAS once (gemm_bench --profile), before the end-to-end runs that come after
+# the GEMM tables (session 16's budget skipped it when it came last): speed of light, tensor pipes, occupancy
+# and warp stalls per kernel (ncu_summary.py; the raw CSV as ncu.csv). --clock-control none:
+# the card's clocks are left alone (METHOD.md).
+if [ "$hopper" = 1 ] && [ "${EMBER_GPU_NCU:-0}" = 1 ]; then
+  # ncu on PATH, else the newest Nsight Compute installed.
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$ncu_bin" ]; then
+    step 150 "$ncu_bin" --clock-control none --target-processes all --csv --page raw --log-file "$out/ncu.csv" \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section LaunchStats --section Occupancy \
+      env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --profile --only 4800x3072x768 --dtype f16 \
+      --kernels WgmmaTma,WgmmaPingpong "${bench_args[@]}"
+    [ -f "$out/ncu.csv" ] && timeout 20 python3 scripts/gpu/ncu_summary.py "$out/ncu.csv" 2>&1 | tee -a "$log"
+  else
+    echo "== EMBER_GPU_NCU=1: no ncu found" | tee -a "$log"
+  fi
+fi
 # The issue's first reference shape end to end: SBERT-base-nli-v2's (768, 12 layers, FFN 3072,
 # max_seq_length 75, mean pooling) with seeded weights, written here (write_seeded, ~1 s; 440 MB
 # is past the carry), sentence-transformers fp16 and Ember's default family on the same corpus,
@@ -241,25 +261,7 @@ fi
 # hang there cannot cost the GEMM table its f16 rows.
 if [ "$hopper" = 1 ] && [ "$model" = 1 ]; then
   # shellcheck disable=SC2086
-  end_to_end ${EMBER_GPU_NEW_FAMILIES-wgmma-pingpong wgmma-pingpong-mc}
-fi
-# EMBER_GPU_NCU=1 (Hopper): Nsight Compute on FFN up at T = 4800 in f16, each TMA and ping-pong
-# kernel and cuBLAS once (gemm_bench --profile), last: speed of light, tensor pipes, occupancy
-# and warp stalls per kernel (ncu_summary.py; the raw CSV as ncu.csv). --clock-control none:
-# the card's clocks are left alone (METHOD.md).
-if [ "$hopper" = 1 ] && [ "${EMBER_GPU_NCU:-0}" = 1 ]; then
-  # ncu on PATH, else the newest Nsight Compute installed.
-  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | sort -V | tail -n 1)
-  if [ -n "$ncu_bin" ]; then
-    step 150 "$ncu_bin" --clock-control none --target-processes all --csv --page raw --log-file "$out/ncu.csv" \
-      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-      --section WarpStateStats --section LaunchStats --section Occupancy \
-      env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --profile --only 4800x3072x768 --dtype f16 \
-      --kernels WgmmaTma,WgmmaPingpong "${bench_args[@]}"
-    timeout 20 python3 scripts/gpu/ncu_summary.py "$out/ncu.csv" 2>&1 | tee -a "$log"
-  else
-    echo "== EMBER_GPU_NCU=1: no ncu found" | tee -a "$log"
-  fi
+  end_to_end ${EMBER_GPU_NEW_FAMILIES-wgmma-tma-store}
 fi
 echo "== table at ${SECONDS} s" | tee -a "$log"
 timeout 20 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \

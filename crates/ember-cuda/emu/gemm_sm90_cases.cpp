@@ -63,7 +63,52 @@ void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int
                        });
 }
 
+template <typename T>
+using TmaStoreEntry = void (*)(TensorMap, TensorMap, TensorMap, const float*, const T*, int, int, int, int);
+
+// The TMA-stored kernel's case: as add_tma_case's persistent ones (`blocks` blocks, at most one
+// per tile), with Y too as a tensor map (dims {n, m}, boxes {64, WS_ST_BOX_ROWS}, 128-byte
+// swizzle: src/gemm.rs's, which needs n % 8 == 0; for other n src/gemm.rs runs the 128 × 256 TMA
+// kernel, so the caller leaves those shapes out).
+template <typename T>
+void add_tma_store_case(Cases& cases, const char* name, TmaStoreEntry<T> entry, std::size_t smem, GemmShape s,
+                        unsigned blocks) {
+    const GemmKernel<T> reference_only{name, nullptr, 128, 256, WS_ST_THREADS, smem};
+    add_gemm_case_with<T>(cases, reference_only, s,
+                          [entry, s, blocks](const emu::Schedule& schedule, const GemmKernel<T>& kernel,
+                                             const std::vector<T>& x, const std::vector<T>& w, const float* b,
+                                             const T* r, T* y) {
+                              const unsigned type = std::is_same<T, bf16>::value ? emu::kTensorMapBfloat16
+                                                                                 : emu::kTensorMapFloat16;
+                              TensorMap x_map, w_map, y_map;
+                              const std::size_t row = std::size_t(s.k) * 2;
+                              const char* why = emu::encode_tensor_map_2d(&x_map, x.data(), s.k, s.m, row, 64, 128, type);
+                              if (!why) why = emu::encode_tensor_map_2d(&w_map, w.data(), s.k, s.n, row, 64, 256, type);
+                              if (!why)
+                                  why = emu::encode_tensor_map_2d(&y_map, y, s.n, s.m, std::size_t(s.n) * 2,
+                                                                  WS_ST_BOX_COLS, WS_ST_BOX_ROWS, type);
+                              if (why) {
+                                  emu::LaunchError error;
+                                  error.failed = true;
+                                  snprintf(error.message, sizeof error.message, "encode_tensor_map_2d: %s", why);
+                                  return error;
+                              }
+                              const unsigned tiles = ((s.n + 255) / 256) * ((s.m + 127) / 128);
+                              return emu::launch_cluster(schedule, 1, dim3(std::min(blocks, tiles)), dim3(kernel.threads),
+                                                         kernel.dynamic_smem, entry, x_map, w_map, y_map, b, r, s.m,
+                                                         s.n, s.k, s.act);
+                          });
+}
+
 }  // namespace
+
+// GemmKernel::dynamic_smem of the TMA-stored kernel: the stages, each consumer warp's f32
+// scratch (half its box's rows) and box, full and empty per stage, and the alignment slack.
+constexpr std::size_t tma_store_smem() {
+    return WS_ST_STAGES * (128 + 256) * WG_ROW_BYTES + 8 * (WS_ST_BOX_ROWS / 2 * WS_ST_BOX_COLS * 4 +
+                                                            WS_ST_BOX_ROWS * WS_ST_BOX_COLS * 2) +
+           2 * WS_ST_STAGES * 8 + 1024;
+}
 
 // GemmKernel::dynamic_smem of the ping-pong kernel: the stages, the 8 consumer warps' epilogue
 // buffers, full and empty per stage, turn per consumer, and the alignment slack.
@@ -121,6 +166,15 @@ void add_gemm_sm90_cases(Cases& cases) {
                                pingpong_smem(), s, blocks);
             add_tma_case<f16>(cases, name, gemm_wgmma_pingpong_128x128_f16, 128, 128, WS_PP_THREADS,
                               pingpong_smem(), s, blocks);
+        }
+        // The TMA-stored kernel (n % 8 == 0 only: see add_tma_store_case) on one block and on
+        // two; on 260 × 384 × 72 one block takes 6 tiles of 2 k tiles through its 4 stages.
+        if (s.n % 8 == 0) {
+            for (unsigned blocks : {1u, 2u}) {
+                const char* name = blocks == 1 ? "gemm-wgmmatmastore128x256-1block" : "gemm-wgmmatmastore128x256-2blocks";
+                add_tma_store_case<bf16>(cases, name, gemm_wgmma_tma_store_128x256_bf16, tma_store_smem(), s, blocks);
+                add_tma_store_case<f16>(cases, name, gemm_wgmma_tma_store_128x256_f16, tma_store_smem(), s, blocks);
+            }
         }
         // Clusters of 2: one cluster (both of its consumers alternating over every tile pair) and
         // two.

@@ -371,3 +371,110 @@ __forceinline__ void tma_load_2d_multicast(void* smem_dst, const TensorMap* map,
             complete_tx("tma_load_2d_multicast's complete_tx", bars[r], static_cast<std::int64_t>(tile_bytes), true);
         }
 }
+
+// ---- TMA stores (cp.async.bulk.tensor, shared → global, bulk async-groups) ----
+//
+// tma_store_2d records the store in the calling thread's open bulk group; bulk_commit_group
+// closes that group; bulk_wait_group_read<N> and bulk_wait_group<N> carry out, oldest first,
+// every committed group but the newest N: only then is the box read from shared memory (with the
+// 128-byte swizzle, as tma_load_2d writes it) and written to the tensor, skipping elements
+// outside it. So a kernel that rewrites a box before waiting for its store to have read it
+// stores the new contents, and one that never waits stores nothing: both show as wrong output.
+// A thread of an earlier block that left stores pending fails the next block's first bulk
+// operation on its thread slot.
+
+namespace emu::tma {
+
+struct BulkStore {
+    TensorMapData map;
+    int c0, c1;
+    std::size_t start;  // the box's offset in its CTA's shared window
+};
+
+struct BulkGroups {
+    std::uint64_t block = 0;  // emu::block_serial() of the groups' block
+    std::vector<std::vector<BulkStore>> committed;  // oldest first
+    std::vector<BulkStore> open;
+};
+
+inline BulkGroups& bulk_groups(const char* what) {
+    static std::vector<BulkGroups> table(::emu::kMaxClusterThreads);
+    BulkGroups& groups = table[::emu::thread_slot()];
+    if (groups.block != ::emu::block_serial()) {
+        if (!groups.committed.empty() || !groups.open.empty()) {
+            char message[240];
+            snprintf(message, sizeof message,
+                     "%s: a thread of an earlier block exited with TMA stores pending (cp.async.bulk.wait_group "
+                     "before exit)",
+                     what);
+            ::emu::fault(message);
+        }
+        groups.block = ::emu::block_serial();
+    }
+    return groups;
+}
+
+// Writes the box `s` from the calling thread's CTA's shared window to its tensor.
+inline void store_box(const BulkStore& s) {
+    const TensorMapData& m = s.map;
+    const auto* window = static_cast<const unsigned char*>(::emu::shared_window_base());
+    const std::size_t row_bytes = std::size_t(m.box_inner) * m.element_bytes;
+    const std::size_t chunk_elements = 16 / m.element_bytes;
+    auto* base = const_cast<unsigned char*>(m.base);
+    for (std::uint32_t r = 0; r < m.box_outer; ++r) {
+        const long long row = static_cast<long long>(s.c1) + r;
+        if (row < 0 || static_cast<unsigned long long>(row) >= m.outer_dim) continue;
+        for (std::size_t chunk = 0; chunk < row_bytes / 16; ++chunk) {
+            const std::size_t address = s.start + r * row_bytes + chunk * 16;
+            const unsigned char* from = window + (address ^ (((address >> 7) & 7) << 4));
+            for (std::size_t e = 0; e < chunk_elements; ++e) {
+                const long long col = static_cast<long long>(s.c0) + static_cast<long long>(chunk * chunk_elements + e);
+                if (col < 0 || static_cast<unsigned long long>(col) >= m.inner_dim) continue;
+                std::memcpy(base + row * m.row_stride + col * m.element_bytes, from + e * m.element_bytes,
+                            m.element_bytes);
+            }
+        }
+    }
+}
+
+inline void bulk_wait(const char* what, int keep) {
+    BulkGroups& groups = bulk_groups(what);
+    while (groups.committed.size() > static_cast<std::size_t>(keep)) {
+        for (const BulkStore& s : groups.committed.front()) store_box(s);
+        groups.committed.erase(groups.committed.begin());
+    }
+}
+
+}  // namespace emu::tma
+
+// cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [map, {c0, c1}], [src]
+__forceinline__ void tma_store_2d(const TensorMap* map, int c0, int c1, const void* smem_src) {
+    using namespace ::emu::tma;
+    const char* what = "tma_store_2d";
+    BulkStore s;
+    // The source is checked as a load's destination is (a 128-byte aligned box in the dynamic
+    // shared memory of the calling thread's CTA).
+    const std::size_t box_bytes = check_load(what, const_cast<void*>(smem_src), map, s.map);
+    (void)box_bytes;
+    s.c0 = c0;
+    s.c1 = c1;
+    s.start = static_cast<std::size_t>(static_cast<const unsigned char*>(smem_src) -
+                                       static_cast<const unsigned char*>(::emu::shared_window_base()));
+    bulk_groups(what).open.push_back(s);
+}
+
+// setmaxnreg: registers are not emulated.
+template <int N> __forceinline__ void setmaxnreg_dec() {}
+template <int N> __forceinline__ void setmaxnreg_inc() {}
+
+// cp.async.bulk.commit_group
+__forceinline__ void bulk_commit_group() {
+    ::emu::tma::BulkGroups& groups = ::emu::tma::bulk_groups("bulk_commit_group");
+    groups.committed.push_back(std::move(groups.open));
+    groups.open.clear();
+}
+
+// cp.async.bulk.wait_group.read N and cp.async.bulk.wait_group N (the same here: a store is
+// read and written at once).
+template <int N> __forceinline__ void bulk_wait_group_read() { ::emu::tma::bulk_wait("bulk_wait_group_read", N); }
+template <int N> __forceinline__ void bulk_wait_group() { ::emu::tma::bulk_wait("bulk_wait_group", N); }

@@ -238,6 +238,34 @@ __device__ __forceinline__ void tma_load_2d(void* smem_dst, const TensorMap* map
         : "memory");
 }
 
+// The box of `map` at (c0 = column, c1 = row) from `smem_src` (the 128-byte-swizzled layout
+// tma_load_2d writes) to global memory, in this thread's current bulk async-group; the parts of
+// the box outside the tensor are not written.
+__device__ __forceinline__ void tma_store_2d(const TensorMap* map, int c0, int c1, const void* smem_src) {
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                     reinterpret_cast<unsigned long long>(map)),
+                 "r"(c0), "r"(c1), "r"(smem_u32(smem_src))
+                 : "memory");
+}
+// Sets this warpgroup's registers a thread to N (every thread of the warpgroup executes it):
+// dec returns registers to the block's pool, inc takes them from it (waiting until it has them).
+template <int N> __device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N> __device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+// Closes this thread's bulk async-group of the stores issued since the last commit.
+__device__ __forceinline__ void bulk_commit_group() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed bulk groups still read shared memory (their
+// sources may then be overwritten), or (bulk_wait_group) are still pending at all.
+template <int N> __device__ __forceinline__ void bulk_wait_group_read() {
+    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N> __device__ __forceinline__ void bulk_wait_group() {
+    asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // ---- thread-block clusters (sm_90) ----
 
 // This block's rank in its cluster.
@@ -764,3 +792,227 @@ GEMM_WGMMA_PINGPONG(bf16, gemm_wgmma_pingpong_128x128_bf16)
 GEMM_WGMMA_PINGPONG(f16, gemm_wgmma_pingpong_128x128_f16)
 GEMM_WGMMA_PINGPONG_MC(bf16, gemm_wgmma_pingpong_mc_128x128_bf16)
 GEMM_WGMMA_PINGPONG_MC(f16, gemm_wgmma_pingpong_mc_128x128_f16)
+
+// ---- persistent, stored through the tensor memory accelerator ----------------------------------
+
+// gemm_wgmma_tma_store_128x256_{bf16,f16}: WgmmaTma128x256's tile and main loop (two consumer
+// warpgroups of 64 × 256, WS_ST_STAGES = 4 stages of 48 KiB), made persistent so that a tile's
+// epilogue overlaps the next tile's loads and its own stores, for products with few k tiles
+// (FFN up: 12), where the one-tile kernel spends a quarter of its time filling its stages and
+// writing its tile (session 16's H200 run: 27.0 µs for 2 waves of 12 k tiles, against 9.5 µs a
+// wave at the main loop's rate on FFN down). WS_ST_THREADS = 384: the two consumer warpgroups,
+// then the producer warpgroup (its first warp works), which hands registers to the consumers
+// with setmaxnreg (40 a thread for it, 232 for them; with 288 threads ptxas keeps every thread to
+// 168, and the consumers' 128 accumulators and epilogue spilled); one block per multiprocessor, a
+// grid of at most one block per multiprocessor.
+//  - Block b takes the tiles b, b + G, … (G = gridDim.x, n fastest). The producer loads their
+//    k tiles through one ring of stages, running on across tiles (as the ping-pong kernel's), so
+//    the next tile's first stages fill while the consumers store this one.
+//  - The epilogue is per warp, synchronised by __syncwarp alone (warp w of consumer c holds rows
+//    64c + 16w .. + 15 of the tile), 64 columns at a time (4 boxes a tile): the warp stages 8 of
+//    its rows as f32 in its scratch [8][64] (column pairs XOR-swizzled by row, so that both the
+//    fragment's writes and the row reads are free of bank conflicts), computes act(acc + b) + R
+//    row by row (gemm_store_rows_act's arithmetic, one lane a column pair, the activation's
+//    switch outside the rolled row loop) into its 16 × 64 box of T (128-byte swizzled, as the Y
+//    tensor map says), twice, and lane 0 hands the box to the TMA (tma_store_2d, which clips
+//    rows past m and columns past n); the consumer goes on to the next box and, after the 4th,
+//    the next tile's MMAs while the TMA reads the box and writes it out. Before the warp
+//    rewrites its box, lane 0 waits until the last store has read it (bulk_wait_group_read<0>),
+//    and at the end until every store has completed. Needs n % 8 == 0 (a 16-byte row stride for
+//    Y's tensor map): src/gemm.rs runs WgmmaTma128x256 for any other n.
+// Shared memory: the stages, the 8 warps' scratches (2 KiB) and boxes (2 KiB), then
+// full[STAGES], empty[STAGES] (src/gemm.rs mirrors these defines; a unit test reads this file).
+#define WS_ST_STAGES 4
+#define WS_ST_THREADS 384
+#define WS_ST_PRODUCER_REGS 40
+#define WS_ST_CONSUMER_REGS 232
+#define WS_ST_BOX_ROWS 16
+#define WS_ST_BOX_COLS 64
+
+// Rows r = 0 .. ROWS − 1 of a warp's scratch Cs [ROWS][64] (pairs XOR-swizzled by r % 4; staged
+// by the warp, which synchronises first) into rows box_row0 + r of its box: act(Cs + b) + R,
+// rounded once to T; lane l owns the columns col0 + 2l, + 1, whose bias values it holds (b0, b1:
+// −0 without one). R is read at Y's row row0 + r (< m) and those columns (< n; n is even).
+template <typename T, int ACT, int ROWS>
+__device__ __forceinline__ void tma_box_rows_act(const float* Cs, float b0, float b1, const T* __restrict__ R,
+                                                 int m, int n, int row0, int col0, unsigned char* box,
+                                                 int box_row0, int lane) {
+    const int col = col0 + 2 * lane;
+    const bool in_n = col < n;
+#pragma unroll 1
+    for (int r = 0; r < ROWS; ++r) {
+        const float2 c = *reinterpret_cast<const float2*>(Cs + r * WS_ST_BOX_COLS + ((2 * lane) ^ ((r & 3) << 3)));
+        float v0 = activate(ACT, c.x + b0), v1 = activate(ACT, c.y + b1);
+        const int g_row = row0 + r;
+        if (R != nullptr && in_n && g_row < m) {
+            const size_t at = static_cast<size_t>(g_row) * n + col;
+            v0 += to_f32(R[at]);
+            v1 += to_f32(R[at + 1]);
+        }
+        const int br = box_row0 + r;
+        *reinterpret_cast<unsigned*>(box + br * WG_ROW_BYTES + (((lane / 4) ^ (br % 8)) * 16) + 4 * (lane % 4)) =
+            pack2<T>(v0, v1);
+    }
+}
+
+template <typename T, int ROWS>
+__device__ __forceinline__ void tma_box_rows(const float* Cs, float b0, float b1, const T* __restrict__ R, int m,
+                                             int n, int row0, int col0, unsigned char* box, int box_row0, int act,
+                                             int lane) {
+#define EMBER_BOX_ROWS(ACT) tma_box_rows_act<T, ACT, ROWS>(Cs, b0, b1, R, m, n, row0, col0, box, box_row0, lane)
+    switch (act) {
+    case ACT_GELU:
+        EMBER_BOX_ROWS(ACT_GELU);
+        break;
+    case ACT_GELU_TANH:
+        EMBER_BOX_ROWS(ACT_GELU_TANH);
+        break;
+    case ACT_RELU:
+        EMBER_BOX_ROWS(ACT_RELU);
+        break;
+    case ACT_SILU:
+        EMBER_BOX_ROWS(ACT_SILU);
+        break;
+    default:
+        EMBER_BOX_ROWS(ACT_IDENTITY);
+        break;
+    }
+#undef EMBER_BOX_ROWS
+}
+
+template <typename T>
+__device__ __forceinline__ void gemm_wgmma_tma_store(const TensorMap* x_map, const TensorMap* w_map,
+                                                     const TensorMap* y_map, const float* __restrict__ bias,
+                                                     const T* __restrict__ R, int m, int n, int k, int act) {
+    constexpr int BM = 128, BN = 256, STAGES = WS_ST_STAGES;
+    constexpr int A_BYTES = BM * WG_ROW_BYTES, B_BYTES = BN * WG_ROW_BYTES;
+    constexpr int STAGE = A_BYTES + B_BYTES;
+    constexpr int ACC = BN / 2;  // one m64n256 accumulator: 128 floats a thread
+    constexpr int BOX_BYTES = WS_ST_BOX_ROWS * WS_ST_BOX_COLS * 2;
+    constexpr int SCRATCH_FLOATS = (WS_ST_BOX_ROWS / 2) * WS_ST_BOX_COLS;
+    constexpr int WARP_BYTES = SCRATCH_FLOATS * 4 + BOX_BYTES;
+    static_assert(WS_ST_THREADS == 3 * 128, "two consumer warpgroups, one producer warpgroup");
+    static_assert(WS_ST_PRODUCER_REGS * 128 + WS_ST_CONSUMER_REGS * 256 <= 65536, "the register file");
+    static_assert(WS_ST_BOX_COLS * 2 == WG_ROW_BYTES && WS_ST_BOX_ROWS == 16, "a box is a warp's 16 rows, 128 bytes each");
+    static_assert((STAGES * STAGE) % 1024 == 0 && WARP_BYTES % 1024 == 0, "boxes 1024-byte aligned (the swizzle)");
+
+    EMBER_DYNAMIC_SMEM(unsigned char, wgmma_st_smem_raw);
+    unsigned char* smem = wgmma_st_smem_raw + ((1024 - (smem_u32(wgmma_st_smem_raw) % 1024)) % 1024);
+    const unsigned smem_base = smem_u32(smem);
+    unsigned char* warp_areas = smem + STAGES * STAGE;
+    unsigned long long* full = reinterpret_cast<unsigned long long*>(warp_areas + 8 * WARP_BYTES);
+    unsigned long long* empty = full + STAGES;
+
+    const int tiles_n = (n + BN - 1) / BN;
+    const int tiles = tiles_n * ((m + BM - 1) / BM);
+    const int k_tiles = (k + WG_BK - 1) / WG_BK;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbarrier_init(&full[s], 1);
+            mbarrier_init(&empty[s], 2 * 128);
+        }
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+
+    if (threadIdx.x >= 256) {
+        setmaxnreg_dec<WS_ST_PRODUCER_REGS>();
+        if (threadIdx.x >= 256 + 32) return;  // warps 1–3 of the producer warpgroup: no work
+        // The producer warp; its lanes wait together (uniform control flow), lane 0 issues.
+        int it = 0;  // k tiles loaded, over all the block's tiles
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+            const int block_m = (tile / tiles_n) * BM, block_n = (tile % tiles_n) * BN;
+            for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+                const int s = it % STAGES;
+                // Round 0 passes at once (parity 1 "completed" before the first phase).
+                while (!mbarrier_try_wait_parity(&empty[s], ((it / STAGES) & 1) ^ 1)) {
+                }
+                if (threadIdx.x % 32 == 0) {
+                    mbarrier_arrive_expect_tx(&full[s], STAGE);
+                    tma_load_2d(smem + s * STAGE, x_map, kt * WG_BK, block_m, &full[s]);
+                    tma_load_2d(smem + s * STAGE + A_BYTES, w_map, kt * WG_BK, block_n, &full[s]);
+                }
+            }
+        }
+        return;
+    }
+    setmaxnreg_inc<WS_ST_CONSUMER_REGS>();
+    const int consumer = threadIdx.x / 128;
+    const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    float* Cs = reinterpret_cast<float*>(warp_areas + (threadIdx.x / 32) * WARP_BYTES);
+    unsigned char* box = warp_areas + (threadIdx.x / 32) * WARP_BYTES + SCRATCH_FLOATS * 4;
+    float acc[ACC];
+    int it = 0;  // k tiles consumed, over all the block's tiles
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int block_m = (tile / tiles_n) * BM, block_n = (tile % tiles_n) * BN;
+#pragma unroll
+        for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
+        for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+            const int s = it % STAGES;
+            while (!mbarrier_try_wait_parity(&full[s], (it / STAGES) & 1)) {
+            }
+            const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
+            const unsigned b = smem_base + s * STAGE + A_BYTES;
+            wgmma_fence_operands<ACC>(acc);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < WG_BK / 16; ++kk)
+                Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
+            wgmma_commit();
+            wgmma_wait<1>();
+            wgmma_fence_operands<ACC>(acc);
+            // The previous k tile's MMAs have retired: its stage may be refilled.
+            if (kt > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
+        }
+        wgmma_wait<0>();
+        wgmma_fence_operands<ACC>(acc);
+        if (k_tiles > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
+
+        // Box q (columns 64q ..) of the warp's rows: halves 0 and 1 are the fragment's rows g and
+        // g + 8, this thread's acc[4j + 2half + {0, 1}] at columns 8j + 2t + {0, 1}, j = 8q + jj.
+        const int row0 = block_m + 64 * consumer + 16 * warp;
+#pragma unroll
+        for (int q = 0; q < BN / WS_ST_BOX_COLS; ++q) {
+            const int col0 = block_n + WS_ST_BOX_COLS * q;
+            float b0 = -0.0f, b1 = -0.0f;
+            if (bias != nullptr && col0 + 2 * lane < n) {
+                const float2 bb = *reinterpret_cast<const float2*>(bias + col0 + 2 * lane);
+                b0 = bb.x;
+                b1 = bb.y;
+            }
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+#pragma unroll
+                for (int jj = 0; jj < WS_ST_BOX_COLS / 8; ++jj) {
+                    const float* d = acc + 4 * (8 * q + jj) + 2 * half;
+                    *reinterpret_cast<float2*>(Cs + g * WS_ST_BOX_COLS + ((8 * jj + 2 * t) ^ ((g & 3) << 3))) =
+                        make_float2(d[0], d[1]);
+                }
+                if (half == 0 && lane == 0) bulk_wait_group_read<0>();  // the last box's store has read it
+                __syncwarp();
+                tma_box_rows<T, WS_ST_BOX_ROWS / 2>(Cs, b0, b1, R, m, n, row0 + 8 * half, col0, box, 8 * half, act,
+                                                    lane);
+                __syncwarp();  // before the scratch (half 0) or the box (the store) is read again
+            }
+            fence_proxy_async_shared();  // the box's st.shared, before the TMA reads it
+            __syncwarp();
+            if (lane == 0) {
+                tma_store_2d(y_map, col0, row0, box);
+                bulk_commit_group();
+            }
+        }
+    }
+    if (lane == 0) bulk_wait_group<0>();  // the boxes stay in shared memory until written
+}
+
+#define GEMM_WGMMA_TMA_STORE(T, NAME)                                                               \
+    extern "C" __global__ void __launch_bounds__(WS_ST_THREADS, 1) NAME(                            \
+        const __grid_constant__ TensorMap x_map, const __grid_constant__ TensorMap w_map,           \
+        const __grid_constant__ TensorMap y_map, const float* __restrict__ bias,                    \
+        const T* __restrict__ R, int m, int n, int k, int act) {                                    \
+        gemm_wgmma_tma_store<T>(&x_map, &w_map, &y_map, bias, R, m, n, k, act);                     \
+    }
+
+GEMM_WGMMA_TMA_STORE(bf16, gemm_wgmma_tma_store_128x256_bf16)
+GEMM_WGMMA_TMA_STORE(f16, gemm_wgmma_tma_store_128x256_f16)

@@ -325,7 +325,7 @@ impl CudaDevice {
 
     /// The tensor-core kernels [`crate::gemm::linear`] chooses among: `EMBER_CUDA_GEMM` when the
     /// device was opened (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`, `wgmma-pingpong`,
-    /// `wgmma-pingpong-mc`; all but `mma` sm_90 only), else [`GemmFamily::default_for`] the
+    /// `wgmma-pingpong-mc`, `wgmma-tma-store`; all but `mma` sm_90 only), else [`GemmFamily::default_for`] the
     /// device.
     pub fn gemm_family(&self) -> GemmFamily {
         self.gemm_family
@@ -683,8 +683,8 @@ fn gemm_family_setting(arch: Arch) -> Result<GemmFamily, CudaError> {
             "Hopper's wgmma kernels need sm_90; this device is {arch}"
         ))),
         None => Err(invalid(
-            "expected `mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`, `wgmma-pingpong` or \
-             `wgmma-pingpong-mc`"
+            "expected `mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`, `wgmma-pingpong`, \
+             `wgmma-pingpong-mc` or `wgmma-tma-store`"
                 .to_owned(),
         )),
     }

@@ -12,6 +12,7 @@
 //! | `WgmmaTma128x128`   | bf16, f16 | 128 × 128 × 64   | the same with `m64n128k16`, for n = 768 (BERT-base's attention output and FFN down), where 128 × 256 tiles leave most multiprocessors idle |
 //! | `WgmmaTma128x128Occ2` | bf16, f16 | 128 × 128 × 64 | the same with 3 stages and 288 threads (a producer warp, not a warpgroup), so at most 112 registers a thread: two blocks a multiprocessor, one's epilogue overlapping the other's MMAs |
 //! | `WgmmaPingpong128x128` | bf16, f16 | 128 × 128 × 64 | persistent (a block a multiprocessor looping over tiles), a producer warp and two consumer warpgroups that each compute whole tiles and take turns at the tensor cores, so that one's epilogue overlaps the other's MMAs |
+//! | `WgmmaTmaStore128x256` | bf16, f16 | 128 × 256 × 64 | `WgmmaTma128x256`'s main loop, persistent (a block a multiprocessor looping over tiles; the producer loads the next tile's stages during the epilogue), each warp's part of the tile written out in 16 × 64 boxes by TMA stores (`cp.async.bulk.tensor`, shared → global) that overlap the next box and the next tile |
 //! | `WgmmaPingpongMc128x128` | bf16, f16 | 128 × 128 × 64 | the same in clusters of 2 blocks (rows 2i·128 and (2i + 1)·128 of the same columns) that share the W tile through TMA multicast: 24 KiB read from L2 a stage instead of 32 |
 //! | `Wgmma128x256`      | bf16, f16 | 128 × 256 × 64   | Hopper's `wgmma.mma_async.m64n256k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
 //! | `Wgmma128x128`      | bf16, f16 | 128 × 128 × 64   | Hopper's `wgmma.mma_async.m64n128k16` (`kernels/gemm_sm90.cu`, sm_90 only), f32 accumulation |
@@ -22,11 +23,11 @@
 //!
 //! [`linear`] chooses among the kernels of the device's family ([`CudaDevice::gemm_family`]):
 //! `EMBER_CUDA_GEMM` (`mma`, `wgmma`, `wgmma-tma`, `wgmma-tma-occ2`, `wgmma-pingpong`,
-//! `wgmma-pingpong-mc`), else
+//! `wgmma-pingpong-mc`, `wgmma-tma-store`), else
 //! [`GemmFamily::default_for`] the device: the TMA kernels on sm_90, the fastest in an H200's
 //! GEMM benchmark (benches/results/gpu.md), `mma.sync` elsewhere.
 
-use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use ember_cpu::Activation;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element};
@@ -55,6 +56,12 @@ const WGMMA_PP_EPI_ROWS: u32 = 8;
 const WGMMA_PP_EPI_STRIDE: u32 = 128 + 8;
 /// `kernels/gemm_sm90.cu`'s `WS_MC_CLUSTER`: `WgmmaPingpongMc128x128`'s blocks per cluster.
 const WGMMA_MC_CLUSTER: u32 = 2;
+/// `kernels/gemm_sm90.cu`'s `WS_ST_STAGES`, `WS_ST_BOX_ROWS` and `WS_ST_BOX_COLS`:
+/// `WgmmaTmaStore128x256`'s stages and each consumer warp's output box (T) and f32 scratch
+/// (half the box's rows).
+const WGMMA_ST_STAGES: u32 = 4;
+const WGMMA_ST_BOX_ROWS: u32 = 16;
+const WGMMA_ST_BOX_COLS: u32 = 64;
 const WGMMA_ROW_BYTES: u32 = 128;
 const WGMMA_ALIGN_SLACK: u32 = 1024;
 
@@ -79,6 +86,9 @@ pub enum GemmKernel {
     /// As `WgmmaPingpong128x128`, in clusters of 2 blocks sharing the W tile through TMA
     /// multicast (sm_90 only).
     WgmmaPingpongMc128x128,
+    /// As `WgmmaTma128x256`, persistent, its output written by TMA stores that overlap the next
+    /// tile (sm_90 only; n % 8 == 0, else `WgmmaTma128x256` runs).
+    WgmmaTmaStore128x256,
     /// Hopper's warpgroup tensor cores, 128 × 256 tiles (sm_90 only).
     Wgmma128x256,
     /// Hopper's warpgroup tensor cores, 128 × 128 tiles (sm_90 only).
@@ -91,7 +101,7 @@ pub enum GemmKernel {
 
 impl GemmKernel {
     /// Every kernel.
-    pub const ALL: [GemmKernel; 11] = [
+    pub const ALL: [GemmKernel; 12] = [
         GemmKernel::Mma128x128,
         GemmKernel::Mma64x64,
         GemmKernel::WgmmaTma128x256,
@@ -99,6 +109,7 @@ impl GemmKernel {
         GemmKernel::WgmmaTma128x128Occ2,
         GemmKernel::WgmmaPingpong128x128,
         GemmKernel::WgmmaPingpongMc128x128,
+        GemmKernel::WgmmaTmaStore128x256,
         GemmKernel::Wgmma128x256,
         GemmKernel::Wgmma128x128,
         GemmKernel::Wgmma64x128,
@@ -134,6 +145,12 @@ impl GemmKernel {
             (GemmKernel::WgmmaPingpongMc128x128, Dtype::F16) => {
                 Some("gemm_wgmma_pingpong_mc_128x128_f16")
             }
+            (GemmKernel::WgmmaTmaStore128x256, Dtype::Bf16) => {
+                Some("gemm_wgmma_tma_store_128x256_bf16")
+            }
+            (GemmKernel::WgmmaTmaStore128x256, Dtype::F16) => {
+                Some("gemm_wgmma_tma_store_128x256_f16")
+            }
             (GemmKernel::Wgmma128x256, Dtype::Bf16) => Some("gemm_wgmma_128x256_bf16"),
             (GemmKernel::Wgmma128x256, Dtype::F16) => Some("gemm_wgmma_128x256_f16"),
             (GemmKernel::Wgmma128x128, Dtype::Bf16) => Some("gemm_wgmma_128x128_bf16"),
@@ -153,6 +170,7 @@ impl GemmKernel {
             | GemmKernel::WgmmaTma128x128Occ2
             | GemmKernel::WgmmaPingpong128x128
             | GemmKernel::WgmmaPingpongMc128x128
+            | GemmKernel::WgmmaTmaStore128x256
             | GemmKernel::Wgmma128x256
             | GemmKernel::Wgmma128x128
             | GemmKernel::Wgmma64x128 => KernelFile::GemmSm90,
@@ -174,6 +192,7 @@ impl GemmKernel {
                 | GemmKernel::WgmmaTma128x128Occ2
                 | GemmKernel::WgmmaPingpong128x128
                 | GemmKernel::WgmmaPingpongMc128x128
+                | GemmKernel::WgmmaTmaStore128x256
         )
     }
 
@@ -182,7 +201,9 @@ impl GemmKernel {
     fn persistent(self) -> bool {
         matches!(
             self,
-            GemmKernel::WgmmaPingpong128x128 | GemmKernel::WgmmaPingpongMc128x128
+            GemmKernel::WgmmaPingpong128x128
+                | GemmKernel::WgmmaPingpongMc128x128
+                | GemmKernel::WgmmaTmaStore128x256
         )
     }
 
@@ -197,7 +218,9 @@ impl GemmKernel {
     /// Output tile `(rows, cols)` of one block.
     fn tile(self) -> (u32, u32) {
         match self {
-            GemmKernel::WgmmaTma128x256 | GemmKernel::Wgmma128x256 => (128, 256),
+            GemmKernel::WgmmaTma128x256
+            | GemmKernel::WgmmaTmaStore128x256
+            | GemmKernel::Wgmma128x256 => (128, 256),
             GemmKernel::Mma128x128
             | GemmKernel::WgmmaTma128x128
             | GemmKernel::WgmmaTma128x128Occ2
@@ -220,6 +243,8 @@ impl GemmKernel {
             // The consumer warpgroups, then one producer warp.
             GemmKernel::WgmmaTma128x128Occ2 => self.tile().0 / 64 * 128 + 32,
             GemmKernel::WgmmaPingpong128x128 | GemmKernel::WgmmaPingpongMc128x128 => 2 * 128 + 32,
+            // Two consumer warpgroups and a producer warpgroup (setmaxnreg needs whole ones).
+            GemmKernel::WgmmaTmaStore128x256 => 3 * 128,
             GemmKernel::Wgmma128x256 | GemmKernel::Wgmma128x128 | GemmKernel::Wgmma64x128 => {
                 self.tile().0 * 2
             }
@@ -263,6 +288,15 @@ impl GemmKernel {
                 let barriers = (2 * WGMMA_PP_STAGES + 2) * 8;
                 stages + buffers + barriers + WGMMA_ALIGN_SLACK
             }
+            GemmKernel::WgmmaTmaStore128x256 => {
+                // The stages, each consumer warp's f32 scratch (half its box's rows) and box of
+                // bf16/f16, then full and empty per stage.
+                let stages = WGMMA_ST_STAGES * (bm + bn) * WGMMA_ROW_BYTES;
+                let box_elements = WGMMA_ST_BOX_ROWS * WGMMA_ST_BOX_COLS;
+                let warps = 8 * (box_elements / 2 * 4 + box_elements * 2);
+                let barriers = 2 * WGMMA_ST_STAGES * 8;
+                stages + warps + barriers + WGMMA_ALIGN_SLACK
+            }
         }
     }
 
@@ -275,7 +309,8 @@ impl GemmKernel {
     /// multiprocessor; `WgmmaTmaOcc2`: `WgmmaTma128x128Occ2` where its tiles fill the
     /// multiprocessors, else as `WgmmaTma`; `WgmmaPingpong` and `WgmmaPingpongMc`:
     /// `WgmmaPingpong128x128` or `WgmmaPingpongMc128x128` where their tiles give both consumers
-    /// of every multiprocessor one, else as `WgmmaTma`).
+    /// of every multiprocessor one, else as `WgmmaTma`; `WgmmaTmaStore`: as `WgmmaTma`, with
+    /// `WgmmaTmaStore128x256` for `WgmmaTma128x256`).
     pub fn choose(
         dtype: Dtype,
         m: usize,
@@ -286,6 +321,13 @@ impl GemmKernel {
     ) -> GemmKernel {
         if dtype == Dtype::F32 {
             return GemmKernel::Simt;
+        }
+        if family == GemmFamily::WgmmaTmaStore {
+            return match GemmKernel::choose(dtype, m, n, multiprocessors, GemmFamily::WgmmaTma, act)
+            {
+                GemmKernel::WgmmaTma128x256 => GemmKernel::WgmmaTmaStore128x256,
+                kernel => kernel,
+            };
         }
         let blocks = |(bm, bn): (u32, u32)| m.div_ceil(bm as usize) * n.div_ceil(bn as usize);
         // WgmmaTmaOcc2: two blocks a multiprocessor, worth it where there are blocks for both;
@@ -339,7 +381,8 @@ impl GemmKernel {
             GemmFamily::WgmmaTma
             | GemmFamily::WgmmaTmaOcc2
             | GemmFamily::WgmmaPingpong
-            | GemmFamily::WgmmaPingpongMc => (
+            | GemmFamily::WgmmaPingpongMc
+            | GemmFamily::WgmmaTmaStore => (
                 &[GemmKernel::WgmmaTma128x256, GemmKernel::WgmmaTma128x128],
                 GemmKernel::Wgmma64x128,
             ),
@@ -383,11 +426,14 @@ pub enum GemmFamily {
     WgmmaPingpong,
     /// As `WgmmaPingpong`, with `WgmmaPingpongMc128x128`, sm_90 only.
     WgmmaPingpongMc,
+    /// As `WgmmaTma`, with `WgmmaTmaStore128x256` wherever that takes `WgmmaTma128x256`, sm_90
+    /// only.
+    WgmmaTmaStore,
 }
 
 impl GemmFamily {
     /// The family an `EMBER_CUDA_GEMM` value names: `mma`, `wgmma`, `wgmma-tma`,
-    /// `wgmma-tma-occ2`, `wgmma-pingpong` or `wgmma-pingpong-mc`.
+    /// `wgmma-tma-occ2`, `wgmma-pingpong`, `wgmma-pingpong-mc` or `wgmma-tma-store`.
     pub fn parse(value: &str) -> Option<GemmFamily> {
         match value {
             "mma" => Some(GemmFamily::Mma),
@@ -396,6 +442,7 @@ impl GemmFamily {
             "wgmma-tma-occ2" => Some(GemmFamily::WgmmaTmaOcc2),
             "wgmma-pingpong" => Some(GemmFamily::WgmmaPingpong),
             "wgmma-pingpong-mc" => Some(GemmFamily::WgmmaPingpongMc),
+            "wgmma-tma-store" => Some(GemmFamily::WgmmaTmaStore),
             _ => None,
         }
     }
@@ -542,6 +589,14 @@ pub fn linear_with_kernel<E: Element>(
         Some(cp_async) if k == 0 && kernel.uses_tma() => (GemmKernel::Wgmma64x128, cp_async),
         _ => (kernel, entry_point),
     };
+    // Y's tensor map needs a 16-byte row stride: for any other n the TMA-stored kernel's
+    // one-tile twin, whose main loop and epilogue arithmetic are the same, runs instead.
+    let (kernel, entry_point) = match GemmKernel::WgmmaTma128x256.entry_point(E::DTYPE) {
+        Some(twin) if kernel == GemmKernel::WgmmaTmaStore128x256 && !n.is_multiple_of(8) => {
+            (GemmKernel::WgmmaTma128x256, twin)
+        }
+        _ => (kernel, entry_point),
+    };
     let smem = kernel.dynamic_smem();
     let function = device.function(kernel.file(), entry_point, smem)?;
     let (bm, bn) = kernel.tile();
@@ -608,6 +663,18 @@ pub fn linear_with_kernel<E: Element>(
         Some((x_map, w_map, _)) => launch.arg(x_map).arg(w_map),
         None => launch.arg(x.slice()).arg(w.weight.slice()),
     };
+    // The TMA-stored kernel takes Y as a tensor map too (third), and no Y pointer.
+    let out_slice = out.slice_mut();
+    let (y_map, y_slice) = if kernel == GemmKernel::WgmmaTmaStore128x256 {
+        let (y_ptr, y_write) = out_slice.device_ptr_mut(stream);
+        let map = TensorMap::tile_rows::<E>(y_ptr, m, n, WGMMA_ST_BOX_ROWS)?;
+        (Some((map, y_write)), None)
+    } else {
+        (None, Some(out_slice))
+    };
+    if let Some((map, _)) = &y_map {
+        launch.arg(map);
+    }
     match &w.bias {
         Some(b) => launch.arg(b.slice()),
         None => launch.arg(&null),
@@ -616,15 +683,15 @@ pub fn linear_with_kernel<E: Element>(
         Some(r) => launch.arg(r.slice()),
         None => launch.arg(&null),
     };
-    launch
-        .arg(out.slice_mut())
-        .arg(&m_i)
-        .arg(&n_i)
-        .arg(&k_i)
-        .arg(&act_i);
+    if let Some(y) = y_slice {
+        launch.arg(y);
+    }
+    launch.arg(&m_i).arg(&n_i).arg(&k_i).arg(&act_i);
     // SAFETY: the arguments match gemm.cu's (and gemm_sm90.cu's) signature (X, W, bias, R, Y: device pointers of
-    // the kernel's element type, null for an absent bias/residual; m, n, k, act: int), and
-    // every buffer was checked above to hold the elements the kernel touches for (m, n, k).
+    // the kernel's element type, null for an absent bias/residual; m, n, k, act: int; the TMA
+    // kernels take X and W as tensor maps, and the TMA-stored one Y as a third map after them
+    // and no Y pointer), and every buffer was checked above to hold the elements the kernel
+    // touches for (m, n, k); the maps describe exactly those buffers' [m, k], [n, k], [m, n].
     unsafe { launch.launch(config) }.map_err(CudaError::driver("launch gemm"))?;
     Ok(())
 }
@@ -643,6 +710,8 @@ impl TensorMap {
     /// `base` with: dims {k, rows}, boxes of {64, `box_rows`} elements (one 128-byte row of
     /// bf16/f16 per tile row), 128-byte swizzle (the layout the wgmma descriptors read), zeros
     /// past the edges. Needs `k % 8 == 0` (16-byte row stride), which `linear` checks first.
+    /// The TMA-stored kernel writes Y `[m, n]` through the same kind of map (k = n: its boxes
+    /// are 16 rows of 64 columns; `linear` runs it only for n % 8 == 0).
     fn tile_rows<E: Element>(
         base: cudarc::driver::sys::CUdeviceptr,
         rows: usize,
@@ -735,6 +804,15 @@ mod tests {
         );
         assert_eq!(GemmKernel::WgmmaPingpongMc128x128.threads(), 288);
         assert_eq!(GemmKernel::WgmmaPingpongMc128x128.cluster(), 2);
+        // 4 stages of 48 KiB, eight warps' 2 KiB f32 scratch and 2 KiB box, 8 mbarriers: within
+        // the 227 KiB a block may have.
+        assert_eq!(
+            GemmKernel::WgmmaTmaStore128x256.dynamic_smem(),
+            196_608 + 32_768 + 64 + 1024
+        );
+        assert!(GemmKernel::WgmmaTmaStore128x256.dynamic_smem() <= 227 * 1024);
+        assert_eq!(GemmKernel::WgmmaTmaStore128x256.threads(), 384);
+        assert!(GemmKernel::WgmmaTmaStore128x256.persistent());
         // The constants mirror gemm_sm90.cu's.
         let source = KernelFile::GemmSm90.source();
         for (name, value) in [
@@ -745,6 +823,10 @@ mod tests {
             ("WS_PP_EPI_ROWS", WGMMA_PP_EPI_ROWS),
             ("WS_PP_THREADS", GemmKernel::WgmmaPingpong128x128.threads()),
             ("WS_MC_CLUSTER", WGMMA_MC_CLUSTER),
+            ("WS_ST_STAGES", WGMMA_ST_STAGES),
+            ("WS_ST_THREADS", GemmKernel::WgmmaTmaStore128x256.threads()),
+            ("WS_ST_BOX_ROWS", WGMMA_ST_BOX_ROWS),
+            ("WS_ST_BOX_COLS", WGMMA_ST_BOX_COLS),
         ] {
             assert!(
                 source.contains(&format!("#define {name} {value}\n")),
@@ -905,6 +987,38 @@ mod tests {
                 );
             }
         }
+        // WgmmaTmaStore: as WgmmaTma, with the TMA-stored kernel for the 128 × 256 tiles.
+        assert_eq!(
+            GemmFamily::parse("wgmma-tma-store"),
+            Some(GemmFamily::WgmmaTmaStore)
+        );
+        for (m, n, act) in [
+            (2400, 3072, Activation::Identity),
+            (4800, 768, Activation::Identity),
+            (2400, 3072, Activation::Gelu),
+            (2400, 768, Activation::Identity),
+            (1, 768, Activation::Identity),
+        ] {
+            let tma = GemmKernel::choose(Dtype::F16, m, n, 132, GemmFamily::WgmmaTma, act);
+            let store = GemmKernel::choose(Dtype::F16, m, n, 132, GemmFamily::WgmmaTmaStore, act);
+            let expected = if tma == GemmKernel::WgmmaTma128x256 {
+                GemmKernel::WgmmaTmaStore128x256
+            } else {
+                tma
+            };
+            assert_eq!(store, expected, "{m} x {n} {act:?}");
+        }
+        assert_eq!(
+            GemmKernel::choose(
+                Dtype::F16,
+                2400,
+                3072,
+                132,
+                GemmFamily::WgmmaTmaStore,
+                Activation::Identity
+            ),
+            GemmKernel::WgmmaTmaStore128x256
+        );
         assert_eq!(GemmFamily::default_for(Arch::SM80), GemmFamily::Mma);
         assert_eq!(GemmFamily::parse("WGMMA"), None);
         for kernel in GemmKernel::ALL {
@@ -922,6 +1036,7 @@ mod tests {
                     | GemmKernel::WgmmaTma128x128Occ2
                     | GemmKernel::WgmmaPingpong128x128
                     | GemmKernel::WgmmaPingpongMc128x128
+                    | GemmKernel::WgmmaTmaStore128x256
                     | GemmKernel::Wgmma128x256
                     | GemmKernel::Wgmma128x128
                     | GemmKernel::Wgmma64x128

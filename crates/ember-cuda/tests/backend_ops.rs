@@ -287,6 +287,7 @@ impl Case {
                     Some(GemmKernel::WgmmaTma128x128Occ2) => "wgmmatma128x128occ2",
                     Some(GemmKernel::WgmmaPingpong128x128) => "wgmmapingpong128x128",
                     Some(GemmKernel::WgmmaPingpongMc128x128) => "wgmmapingpongmc128x128",
+                    Some(GemmKernel::WgmmaTmaStore128x256) => "wgmmatmastore128x256",
                     Some(GemmKernel::Wgmma128x256) => "wgmma128x256",
                     Some(GemmKernel::Wgmma128x128) => "wgmma128x128",
                     Some(GemmKernel::Wgmma64x128) => "wgmma64x128",

@@ -34,7 +34,8 @@
     X(gemm_wgmma_tma_128x128_bf16) X(gemm_wgmma_tma_128x128_f16)                    \
     X(gemm_wgmma_tma_128x128_occ2_bf16) X(gemm_wgmma_tma_128x128_occ2_f16)          \
     X(gemm_wgmma_pingpong_128x128_bf16) X(gemm_wgmma_pingpong_128x128_f16)          \
-    X(gemm_wgmma_pingpong_mc_128x128_bf16) X(gemm_wgmma_pingpong_mc_128x128_f16)
+    X(gemm_wgmma_pingpong_mc_128x128_bf16) X(gemm_wgmma_pingpong_mc_128x128_f16)    \
+    X(gemm_wgmma_tma_store_128x256_bf16) X(gemm_wgmma_tma_store_128x256_f16)
 #define EMBER_KERNELS_layernorm(X) X(layernorm_f32) X(layernorm_bf16) X(layernorm_f16)
 #define EMBER_KERNELS_attention(X) X(attention_varlen_f32) X(attention_varlen_bf16) X(attention_varlen_f16)
 #define EMBER_KERNELS_pooling(X) X(pool_f32) X(pool_bf16) X(pool_f16) X(normalize_rows_f32)
