@@ -41,6 +41,8 @@ export EMBER_MINILM_DIR
 cargo test --release -p ember-cuda --test backend_ops
 # CUDA_VISIBLE_DEVICES="" (cuInit: no device) is NoDevice, not a bare driver error.
 cargo test --release -p ember-cuda --test no_device
+# A call that waits for the stream behind the timing gate is released by its watchdog (~30 s).
+cargo test --release -p ember-cuda --test gate_watchdog
 # The other families' choice (`gemm-auto` cases; every kernel already ran above by name).
 for family in mma wgmma wgmma-tma-store; do
   EMBER_CUDA_GEMM=$family EMBER_CUDA_CASES=gemm-auto cargo test --release -p ember-cuda --test backend_ops \
