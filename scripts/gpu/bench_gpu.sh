@@ -17,10 +17,11 @@
 #      wgmma-tma and wgmma-tma-occ2 (appending to ember_e2e.jsonl); late, since a kernel that
 #      hangs takes its step's time limit; the ping-pong kernels and the TMA-stored one (session
 #      16, new to the GPU) in backend_ops and gemm_bench steps of their own;
-#   6. every GEMM kernel and cuBLAS again in f16; with EMBER_GPU_NCU=1, Nsight Compute (below);
-#   7. SBERT-base's shape end to end (seeded weights), then on Hopper the new families,
-#      wgmma-tma-store (EMBER_GPU_NEW_FAMILIES; the ping-pong ones ran in session 16), last, so
-#      that a hang there cannot cost the table its f16 rows;
+#   6. every GEMM kernel and cuBLAS again in f16;
+#   7. on Hopper the new families end to end, wgmma-tma-store (EMBER_GPU_NEW_FAMILIES; session
+#      16 ran `ember bench` alone with the ping-pong ones, which have not met cuda_e2e yet), after
+#      the GEMM tables so that a hang there cannot cost them their f16 rows; then with
+#      EMBER_GPU_NCU=1 Nsight Compute (below), then SBERT-base's shape end to end;
 # then one table, gpu_bench.md. `bench_gpu.sh --gemm-only` runs steps 2, 3, 5 and 6 without the
 # NVRTC check and the end-to-end runs. Every step runs under its own time limit, so that one that hangs
 # costs its limit and not the rest, and all of them under one budget, EMBER_GPU_BUDGET_S seconds
@@ -186,6 +187,8 @@ crate=crates/ember-cuda
   step 90 env -C "$crate" EMBER_REQUIRE_NVRTC=1 "$bin/nvrtc_compile" --nocapture --test-threads 1
 step 150 env -C "$crate" EMBER_REQUIRE_CUDA=1 EMBER_CUDA_CASES=-wgmma "$bin/backend_ops" \
   --nocapture --test-threads 1
+# The timing gate's watchdog (3 s on a GPU; its own process: it turns the gate off).
+step 45 env -C "$crate" EMBER_REQUIRE_CUDA=1 "$bin/gate_watchdog" --nocapture --test-threads 1
 # gemm_bench marks the kernel the default family chooses: EMBER_CUDA_GEMM unset for it.
 step 90 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype bf16 --kernels Mma,Simt --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
 step 90 python3 scripts/gpu/torch_gemm.py --dtype bf16 --json "$out/torch_gemm.jsonl"
@@ -224,6 +227,13 @@ if [ "$hopper" = 1 ]; then
     --json "$out/ember_gemm.jsonl" "${bench_args[@]}"
 fi
 step 60 python3 scripts/gpu/torch_gemm.py --dtype f16 --json "$out/torch_gemm.jsonl"
+# The families of kernels new to the GPU end to end (EMBER_GPU_NEW_FAMILIES), after the GEMM
+# tables, so that a hang there cannot cost them their f16 rows; before Nsight Compute and
+# SBERT-base, which the budget may cut.
+if [ "$hopper" = 1 ] && [ "$model" = 1 ]; then
+  # shellcheck disable=SC2086
+  end_to_end ${EMBER_GPU_NEW_FAMILIES-wgmma-tma-store}
+fi
 # EMBER_GPU_NCU=1 (Hopper): Nsight Compute on FFN up at T = 4800 in f16, each TMA and ping-pong
 # kernel and cuBLAS once (gemm_bench --profile), before the end-to-end runs that come after
 # the GEMM tables (session 16's budget skipped it when it came last): speed of light, tensor pipes, occupancy
@@ -256,12 +266,6 @@ if [ "$model" = 1 ] && [ "${EMBER_GPU_BASE:-1}" = 1 ]; then
     step 150 python3 scripts/gpu/st_bench.py --model "$base" --corpus "$corpus" --json "$out/st.json"
     ember_bench default "$base"
   fi
-fi
-# Last, the families of kernels new to the GPU end to end (EMBER_GPU_NEW_FAMILIES), so that a
-# hang there cannot cost the GEMM table its f16 rows.
-if [ "$hopper" = 1 ] && [ "$model" = 1 ]; then
-  # shellcheck disable=SC2086
-  end_to_end ${EMBER_GPU_NEW_FAMILIES-wgmma-tma-store}
 fi
 echo "== table at ${SECONDS} s" | tee -a "$log"
 timeout 20 python3 scripts/gpu/table.py --device "$device" --ember "$out/ember_gemm.jsonl" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds here what scripts/gpu/bench_gpu.sh runs on the GPU machine, which may have no Rust
-# toolchain: ember-cuda's test binaries (nvrtc_compile, backend_ops), the end-to-end test
+# toolchain: ember-cuda's test binaries (nvrtc_compile, backend_ops, gate_watchdog), the end-to-end test
 # (cuda_e2e), the CLI (ember) and the GEMM bench (gemm_bench), stripped, into target/gpu-bin/
 # (~21 MB); with --with-model also an fp16 copy of all-MiniLM-L6-v2 (~45 MB) for the
 # sentence-transformers baseline. Together they pass the device tool's 64 MiB carry, so the
@@ -28,15 +28,15 @@ cp target/release/ember "$out/"
 import json, sys
 for line in sys.stdin:
     msg = json.loads(line)
-    wanted = {"nvrtc_compile", "backend_ops", "cuda_e2e"}
+    wanted = {"nvrtc_compile", "backend_ops", "gate_watchdog", "cuda_e2e"}
     if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] in wanted:
         print(msg["target"]["name"], msg["executable"])
 ' \
   | while read -r name path; do cp "$path" "$out/$name"; done
-for binary in nvrtc_compile backend_ops cuda_e2e gemm_bench write_seeded ember; do
+for binary in nvrtc_compile backend_ops gate_watchdog cuda_e2e gemm_bench write_seeded ember; do
   [ -x "$out/$binary" ] || { echo "build: $out/$binary is missing" >&2; exit 1; }
 done
-strip "$out"/nvrtc_compile "$out"/backend_ops "$out"/cuda_e2e "$out"/gemm_bench "$out"/write_seeded "$out"/ember
+strip "$out"/nvrtc_compile "$out"/backend_ops "$out"/gate_watchdog "$out"/cuda_e2e "$out"/gemm_bench "$out"/write_seeded "$out"/ember
 if [ "${1:-}" = "--with-model" ]; then
   python3 scripts/gpu/make_fp16_model.py "$(scripts/fetch-model.sh)" "$out/minilm-fp16"
 fi

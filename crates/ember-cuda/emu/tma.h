@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "tensor_map.h"
+#include "wgmma.h"  // its per-thread fence.proxy.async counts (TMA stores check them)
 
 namespace emu::tma {
 
@@ -381,7 +382,11 @@ __forceinline__ void tma_load_2d_multicast(void* smem_dst, const TensorMap* map,
 // outside it. So a kernel that rewrites a box before waiting for its store to have read it
 // stores the new contents, and one that never waits stores nothing: both show as wrong output.
 // A thread of an earlier block that left stores pending fails the next block's first bulk
-// operation on its thread slot.
+// operation on its thread slot, and the launch fails when a thread exits with stores not waited
+// for (emu::add_exit_check). The shared-memory writes a store reads must be ordered before it by
+// fence.proxy.async: every lane of the issuing thread's warp must have executed one
+// (fence_proxy_async_shared, counted by wgmma.h) since the warp's previous store, or the store
+// fails the launch.
 
 namespace emu::tma {
 
@@ -395,6 +400,7 @@ struct BulkGroups {
     std::uint64_t block = 0;  // emu::block_serial() of the groups' block
     std::vector<std::vector<BulkStore>> committed;  // oldest first
     std::vector<BulkStore> open;
+    unsigned lane_fences[32] = {};  // the warp's lanes' fence.proxy.async counts at its last store
 };
 
 inline BulkGroups& bulk_groups(const char* what) {
@@ -409,10 +415,19 @@ inline BulkGroups& bulk_groups(const char* what) {
                      what);
             ::emu::fault(message);
         }
+        groups = BulkGroups{};
         groups.block = ::emu::block_serial();
     }
     return groups;
 }
+
+inline const char* bulk_exit_check() {
+    const BulkGroups& groups = bulk_groups("exit");
+    return groups.committed.empty() && groups.open.empty()
+               ? nullptr
+               : "a TMA store (cp.async.bulk.tensor) issued but never waited for (cp.async.bulk.wait_group)";
+}
+inline const bool bulk_exit_check_registered = (::emu::add_exit_check(bulk_exit_check), true);
 
 // Writes the box `s` from the calling thread's CTA's shared window to its tensor.
 inline void store_box(const BulkStore& s) {
@@ -460,12 +475,31 @@ __forceinline__ void tma_store_2d(const TensorMap* map, int c0, int c1, const vo
     s.c1 = c1;
     s.start = static_cast<std::size_t>(static_cast<const unsigned char*>(smem_src) -
                                        static_cast<const unsigned char*>(::emu::shared_window_base()));
-    bulk_groups(what).open.push_back(s);
+    BulkGroups& groups = bulk_groups(what);
+    // Every lane of the warp fenced (fence.proxy.async) since the warp's last store.
+    const unsigned warp0 = ::emu::thread_slot() & ~31u;
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        const unsigned fences = ::emu::wgmma::thread_at(warp0 + lane).proxy_fences;
+        if (fences == groups.lane_fences[lane]) {
+            char message[200];
+            snprintf(message, sizeof message,
+                     "%s: lane %u of the issuing warp executed no fence.proxy.async since the warp's last store "
+                     "(its shared-memory writes are not ordered before the TMA's read)",
+                     what, lane);
+            ::emu::fault(message);
+        }
+        groups.lane_fences[lane] = fences;
+    }
+    groups.open.push_back(s);
 }
 
-// setmaxnreg: registers are not emulated.
-template <int N> __forceinline__ void setmaxnreg_dec() {}
-template <int N> __forceinline__ void setmaxnreg_inc() {}
+// setmaxnreg: registers are not emulated; the count is checked as ptxas checks it.
+template <int N> __forceinline__ void setmaxnreg_dec() {
+    static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg's count: a multiple of 8 in 24..256");
+}
+template <int N> __forceinline__ void setmaxnreg_inc() {
+    static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg's count: a multiple of 8 in 24..256");
+}
 
 // cp.async.bulk.commit_group
 __forceinline__ void bulk_commit_group() {

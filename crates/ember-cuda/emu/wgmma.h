@@ -21,7 +21,9 @@
 //   address, fails the launch.
 // - The state is per thread and per warpgroup of each CTA of the running cluster
 //   (emu::thread_slot(), and rank · 8 + threadIdx.x / 128), reset for each cluster.
-// Limits: wgmma.fence and fence.proxy.async order nothing here (every write is visible at once);
+// Limits: wgmma.fence and fence.proxy.async order nothing here (every write is visible at once;
+// tma.h's stores check that the issuing warp's lanes executed fence.proxy.async since its last
+// store);
 // the register operands are not checked against concurrent use.
 #pragma once
 
@@ -45,6 +47,7 @@ struct Thread {
     std::vector<Mma> open;
     std::vector<std::vector<Mma>> committed;
     unsigned issued = 0;  // MMAs issued in the current cluster, to match the warpgroup's record
+    unsigned proxy_fences = 0;  // fence.proxy.async executed in the current cluster (tma.h's stores check them)
     std::uint64_t block = 0;  // emu::block_serial() of that cluster
 };
 
@@ -56,15 +59,16 @@ struct Warpgroup {
 
 // The calling thread's state, reset when a new cluster starts. A thread that exits with MMAs
 // not waited for fails the launch (exit_check).
-inline Thread& thread() {
+inline Thread& thread_at(unsigned slot) {
     static Thread threads[::emu::kMaxClusterThreads];
-    Thread& t = threads[::emu::thread_slot()];
+    Thread& t = threads[slot];
     if (t.block != ::emu::block_serial()) {
         t = Thread{};
         t.block = ::emu::block_serial();
     }
     return t;
 }
+inline Thread& thread() { return thread_at(::emu::thread_slot()); }
 
 inline const char* exit_check() {
     const Thread& t = thread();
@@ -129,7 +133,8 @@ inline void issue(float* d, int n, Type type, std::uint64_t desc_a, std::uint64_
 }  // namespace emu::wgmma
 
 __forceinline__ void wgmma_fence() {}
-__forceinline__ void fence_proxy_async_shared() {}
+// Orders nothing here; counted, so that a TMA store can check its warp fenced (tma.h).
+__forceinline__ void fence_proxy_async_shared() { ++::emu::wgmma::thread().proxy_fences; }
 __forceinline__ void wgmma_commit() {
     auto& t = ::emu::wgmma::thread();
     t.committed.push_back(std::move(t.open));

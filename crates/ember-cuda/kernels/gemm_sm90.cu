@@ -250,9 +250,11 @@ __device__ __forceinline__ void tma_store_2d(const TensorMap* map, int c0, int c
 // Sets this warpgroup's registers a thread to N (every thread of the warpgroup executes it):
 // dec returns registers to the block's pool, inc takes them from it (waiting until it has them).
 template <int N> __device__ __forceinline__ void setmaxnreg_dec() {
+    static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg's count: a multiple of 8 in 24..256");
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 template <int N> __device__ __forceinline__ void setmaxnreg_inc() {
+    static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg's count: a multiple of 8 in 24..256");
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
 }
 // Closes this thread's bulk async-group of the stores issued since the last commit.
@@ -802,9 +804,9 @@ GEMM_WGMMA_PINGPONG_MC(f16, gemm_wgmma_pingpong_mc_128x128_f16)
 // writing its tile (session 16's H200 run: 27.0 µs for 2 waves of 12 k tiles, against 9.5 µs a
 // wave at the main loop's rate on FFN down). WS_ST_THREADS = 384: the two consumer warpgroups,
 // then the producer warpgroup (its first warp works), which hands registers to the consumers
-// with setmaxnreg (40 a thread for it, 232 for them; with 288 threads ptxas keeps every thread to
-// 168, and the consumers' 128 accumulators and epilogue spilled); one block per multiprocessor, a
-// grid of at most one block per multiprocessor.
+// with setmaxnreg (40 a thread for it, 232 for them; built first with 288 threads, a producer
+// warp and no setmaxnreg, ptxas gave it 168 registers and 16 bytes of spills, nvrtc_compile's
+// table); one block per multiprocessor, a grid of at most one block per multiprocessor.
 //  - Block b takes the tiles b, b + G, … (G = gridDim.x, n fastest). The producer loads their
 //    k tiles through one ring of stages, running on across tiles (as the ping-pong kernel's), so
 //    the next tile's first stages fill while the consumers store this one.
@@ -894,7 +896,8 @@ __device__ __forceinline__ void gemm_wgmma_tma_store(const TensorMap* x_map, con
     static_assert(WS_ST_THREADS == 3 * 128, "two consumer warpgroups, one producer warpgroup");
     static_assert(WS_ST_PRODUCER_REGS * 128 + WS_ST_CONSUMER_REGS * 256 <= 65536, "the register file");
     static_assert(WS_ST_BOX_COLS * 2 == WG_ROW_BYTES && WS_ST_BOX_ROWS == 16, "a box is a warp's 16 rows, 128 bytes each");
-    static_assert((STAGES * STAGE) % 1024 == 0 && WARP_BYTES % 1024 == 0, "boxes 1024-byte aligned (the swizzle)");
+    static_assert((STAGES * STAGE) % 1024 == 0 && WARP_BYTES % 1024 == 0 && (SCRATCH_FLOATS * 4) % 1024 == 0,
+                  "boxes 1024-byte aligned (the swizzle)");
 
     EMBER_DYNAMIC_SMEM(unsigned char, wgmma_st_smem_raw);
     unsigned char* smem = wgmma_st_smem_raw + ((1024 - (smem_u32(wgmma_st_smem_raw) % 1024)) % 1024);
