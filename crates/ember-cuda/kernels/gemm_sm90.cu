@@ -463,6 +463,41 @@ GEMM_WGMMA(64, 128, f16, f16)
 
 #define WS_STAGES 4
 
+// A consumer warpgroup's main loop of the TMA kernels over the ring's k tiles it0 .. it0 +
+// k_tiles − 1 (tile it in stage it % STAGES, phase it / STAGES): zeroes `acc`, then for each k
+// tile waits on `full`, issues the warpgroup's 4 MMAs (rows 64·consumer.. of the A tile, all BN
+// rows of the B tile), commits, and once the MMAs of the k tile before have retired
+// (wgmma.wait_group 1) releases its stage on `empty`. Returns with every MMA retired; the last
+// stage is released too if `release_last` (a persistent kernel's producer refills it).
+template <typename T, int BN, int STAGES, int STAGE, int A_BYTES>
+__device__ __forceinline__ void wgmma_tma_consume(float* acc, unsigned smem_base, unsigned long long* full,
+                                                  unsigned long long* empty, int it0, int k_tiles, int consumer,
+                                                  bool release_last) {
+    constexpr int ACC = BN / 2;
+#pragma unroll
+    for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        const int it = it0 + kt, s = it % STAGES;
+        while (!mbarrier_try_wait_parity(&full[s], (it / STAGES) & 1)) {
+        }
+        const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
+        const unsigned b = smem_base + s * STAGE + A_BYTES;
+        wgmma_fence_operands<ACC>(acc);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < WG_BK / 16; ++kk)
+            Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
+        wgmma_commit();
+        wgmma_wait<1>();
+        wgmma_fence_operands<ACC>(acc);
+        // The previous k tile's MMAs have retired: its stage may be refilled.
+        if (kt > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
+    }
+    wgmma_wait<0>();
+    wgmma_fence_operands<ACC>(acc);
+    if (release_last && k_tiles > 0) mbarrier_arrive(&empty[(it0 + k_tiles - 1) % STAGES]);
+}
+
 // THREADS = (BM / 64 + 1) · 128: warpgroup 0 is the producer (its warp 0 works), warpgroups
 // 1.. the consumers. THREADS = BM / 64 · 128 + 32: warpgroups 0.. are the consumers and the one
 // warp after them the producer, so that fewer idle warps hold registers (the occ2 kernel).
@@ -519,27 +554,7 @@ __device__ __forceinline__ void gemm_wgmma_tma(
             }
         }
     } else {
-#pragma unroll
-        for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
-        for (int kt = 0; kt < k_tiles; ++kt) {
-            const int s = kt % STAGES;
-            while (!mbarrier_try_wait_parity(&full[s], (kt / STAGES) & 1)) {
-            }
-            const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
-            const unsigned b = smem_base + s * STAGE + A_BYTES;
-            wgmma_fence_operands<ACC>(acc);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < WG_BK / 16; ++kk)
-                Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
-            wgmma_commit();
-            wgmma_wait<1>();
-            wgmma_fence_operands<ACC>(acc);
-            // Tile kt − 1's MMAs have retired: its stage may be refilled.
-            if (kt > 0) mbarrier_arrive(&empty[(kt - 1) % STAGES]);
-        }
-        wgmma_wait<0>();
-        wgmma_fence_operands<ACC>(acc);
+        wgmma_tma_consume<T, BN, STAGES, STAGE, A_BYTES>(acc, smem_base, full, empty, 0, k_tiles, consumer, false);
     }
     // Every MMA retired and every load landed (the consumers waited for all of them): the
     // stages are free for the epilogue.
@@ -949,28 +964,8 @@ __device__ __forceinline__ void gemm_wgmma_tma_store(const TensorMap* x_map, con
     int it = 0;  // k tiles consumed, over all the block's tiles
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
         const int block_m = (tile / tiles_n) * BM, block_n = (tile % tiles_n) * BN;
-#pragma unroll
-        for (int i = 0; i < ACC; ++i) acc[i] = 0.0f;
-        for (int kt = 0; kt < k_tiles; ++kt, ++it) {
-            const int s = it % STAGES;
-            while (!mbarrier_try_wait_parity(&full[s], (it / STAGES) & 1)) {
-            }
-            const unsigned a = smem_base + s * STAGE + consumer * 64 * WG_ROW_BYTES;
-            const unsigned b = smem_base + s * STAGE + A_BYTES;
-            wgmma_fence_operands<ACC>(acc);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < WG_BK / 16; ++kk)
-                Wgmma<T, BN>::mma(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32));
-            wgmma_commit();
-            wgmma_wait<1>();
-            wgmma_fence_operands<ACC>(acc);
-            // The previous k tile's MMAs have retired: its stage may be refilled.
-            if (kt > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
-        }
-        wgmma_wait<0>();
-        wgmma_fence_operands<ACC>(acc);
-        if (k_tiles > 0) mbarrier_arrive(&empty[(it - 1) % STAGES]);
+        wgmma_tma_consume<T, BN, STAGES, STAGE, A_BYTES>(acc, smem_base, full, empty, it, k_tiles, consumer, true);
+        it += k_tiles;
 
         // Box q (columns 64q ..) of the warp's rows: halves 0 and 1 are the fragment's rows g and
         // g + 8, this thread's acc[4j + 2half + {0, 1}] at columns 8j + 2t + {0, 1}, j = 8q + jj.
