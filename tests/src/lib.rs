@@ -196,29 +196,17 @@ pub fn rewrite_weights(dir: &Path, dtype: DType, keep: impl Fn(&str) -> bool) {
     ember_tensor::write_safetensors(&path, &views).unwrap();
 }
 
-/// The zip CRC-32 (IEEE 802.3, reflected) of `bytes`.
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// A STORED zip archive of `entries`, as `torch.save` writes one (without its padding and
 /// zip64 records, which the reader does not need).
 pub fn zip_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut central = Vec::new();
     for (name, data) in entries {
-        let (crc, len, local) = (crc32(data), data.len() as u32, out.len() as u32);
+        let (crc, len, local) = (
+            ember_tensor::crc32(data),
+            data.len() as u32,
+            out.len() as u32,
+        );
         let name_len = name.len() as u16;
         out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
         out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);

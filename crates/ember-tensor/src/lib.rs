@@ -64,3 +64,4 @@ pub use tensor::F32Tensor;
 pub use torch::TorchFile;
 pub use weights::{find_weight_file, WeightFile, WEIGHT_FILE_NAMES};
 pub use write::{f32_to_bf16_bytes, f32_to_f16_bytes, f32_to_le_bytes, write_safetensors};
+pub use zip::crc32;

@@ -395,8 +395,9 @@ fn zip64_extra(extra: &[u8]) -> Option<impl Iterator<Item = u64> + '_> {
     None
 }
 
-/// The CRC-32 (IEEE 802.3, reflected, as zip uses) of `bytes`.
-pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+/// The CRC-32 (IEEE 802.3, reflected, as zip uses) of `bytes`: what [`crate::TorchFile`] checks
+/// a checkpoint's pickle against, and what a test writing an archive stores.
+pub fn crc32(bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut i = 0;

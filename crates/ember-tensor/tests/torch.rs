@@ -6,7 +6,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use ember_tensor::{find_weight_file, DType, SafeTensorsFile, TensorError, TorchFile, WeightFile};
+use ember_tensor::{
+    crc32, find_weight_file, DType, SafeTensorsFile, TensorError, TorchFile, WeightFile,
+};
 use serde_json::Value;
 
 /// Passes every request to `System`; on a thread that is [`measure`]-ing, also tracks the
@@ -300,21 +302,6 @@ fn weight_files_of_either_format_open_through_one_type() {
 // ---------------------------------------------------------------------------------------------
 // Hostile and corrupt archives, built here
 // ---------------------------------------------------------------------------------------------
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
 
 /// Offsets of the pieces of an archive from [`zip_archive`], for corrupting them.
 struct ZipLayout {
