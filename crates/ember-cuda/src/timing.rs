@@ -165,10 +165,8 @@ struct Gate {
     device_ptr: sys::CUdeviceptr,
     stream: Arc<CudaStream>,
     /// The latest value a wait was queued for (0: none), shared with the watchdog, which opens up
-    /// to it.
+    /// to it (and sets [`GATE_DISABLED`], after which [`Gate::close`] queues no wait).
     closed: Arc<AtomicU32>,
-    /// Set by the watchdog when it opens the gates; [`Gate::close`] queues no wait after that.
-    fired: Arc<AtomicBool>,
     /// Told at each opening (and closed on Drop); past [`GATE_WATCHDOG`] without a message the
     /// watchdog thread opens every gate itself and returns `true`.
     opened: Option<mpsc::Sender<()>>,
@@ -202,7 +200,6 @@ impl Gate {
             device_ptr: 0,
             stream: Arc::clone(stream),
             closed: Arc::new(AtomicU32::new(0)),
-            fired: Arc::new(AtomicBool::new(false)),
             opened: None,
             watchdog: None,
         };
@@ -213,7 +210,7 @@ impl Gate {
         }
         let (opened, wait) = mpsc::channel::<()>();
         let word = host as usize;
-        let (closed, fired) = (Arc::clone(&gate.closed), Arc::clone(&gate.fired));
+        let closed = Arc::clone(&gate.closed);
         let watchdog = std::thread::Builder::new()
             .name("ember-gate-watchdog".to_owned())
             .spawn(move || loop {
@@ -221,15 +218,14 @@ impl Gate {
                     Ok(()) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => return false,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        // `fired` before reading `closed` (both SeqCst; `close` does the
+                        // GATE_DISABLED before reading `closed` (both SeqCst; `close` does the
                         // reverse): a wait queued after this store is refused, one queued before
                         // it has its value in `closed` and is opened here.
-                        fired.store(true, Ordering::SeqCst);
+                        GATE_DISABLED.store(true, Ordering::SeqCst);
                         let last = closed.load(Ordering::SeqCst);
                         // SAFETY: the Gate that owns the word joins this thread before freeing it.
                         unsafe { AtomicU32::from_ptr(word as *mut u32) }
                             .fetch_max(last, Ordering::SeqCst);
-                        GATE_DISABLED.store(true, Ordering::Relaxed);
                         eprintln!(
                             "ember-cuda: time_each_ms: the host still queued after {limit:?}; \
                              gate opened, and timings in this process are not gated from now on"
@@ -251,7 +247,7 @@ impl Gate {
             return false;
         }
         self.closed.store(value, Ordering::SeqCst);
-        if self.fired.load(Ordering::SeqCst) {
+        if GATE_DISABLED.load(Ordering::SeqCst) {
             return false;
         }
         // SAFETY: `device_ptr` maps the live 4-byte word; the stream is live. The wait blocks
