@@ -213,6 +213,34 @@ __device__ __forceinline__ float activate(int act, float x) {
     }
 }
 
+// Runs the expression CALL, which names the activation as the constant EMBER_ACT, in a switch on
+// `act` (ACT_*): an epilogue's loops are instantiated once for each activation and the switch
+// stays outside them. (A generic lambda would say it without a macro, but NVRTC takes device
+// lambdas only with --extended-lambda.) CALL goes in parentheses when it holds commas.
+#define EMBER_SWITCH_ACTIVATION(act, CALL)            \
+    switch (act) {                                    \
+    case ACT_GELU: {                                  \
+        constexpr int EMBER_ACT = ACT_GELU;           \
+        CALL;                                         \
+    } break;                                          \
+    case ACT_GELU_TANH: {                             \
+        constexpr int EMBER_ACT = ACT_GELU_TANH;      \
+        CALL;                                         \
+    } break;                                          \
+    case ACT_RELU: {                                  \
+        constexpr int EMBER_ACT = ACT_RELU;           \
+        CALL;                                         \
+    } break;                                          \
+    case ACT_SILU: {                                  \
+        constexpr int EMBER_ACT = ACT_SILU;           \
+        CALL;                                         \
+    } break;                                          \
+    default: {                                        \
+        constexpr int EMBER_ACT = ACT_IDENTITY;       \
+        CALL;                                         \
+    } break;                                          \
+    }
+
 // ---- warp reductions ------------------------------------------------------------------------
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -295,26 +323,8 @@ template <typename T, int BN, int UNROLL = (BN == 128 ? 2 : 1)>
 __device__ __forceinline__ void gemm_store_rows(
     const float* Cs, int cs, int r0, int r_step, int rows, const float* __restrict__ bias,
     const T* __restrict__ R, T* __restrict__ Y, int m, int n, int row0, int col0, int act, int lane) {
-#define EMBER_STORE_ROWS(ACT) \
-    gemm_store_rows_act<T, BN, ACT, UNROLL>(Cs, cs, r0, r_step, rows, bias, R, Y, m, n, row0, col0, lane)
-    switch (act) {
-    case ACT_GELU:
-        EMBER_STORE_ROWS(ACT_GELU);
-        break;
-    case ACT_GELU_TANH:
-        EMBER_STORE_ROWS(ACT_GELU_TANH);
-        break;
-    case ACT_RELU:
-        EMBER_STORE_ROWS(ACT_RELU);
-        break;
-    case ACT_SILU:
-        EMBER_STORE_ROWS(ACT_SILU);
-        break;
-    default:
-        EMBER_STORE_ROWS(ACT_IDENTITY);
-        break;
-    }
-#undef EMBER_STORE_ROWS
+    EMBER_SWITCH_ACTIVATION(act, (gemm_store_rows_act<T, BN, EMBER_ACT, UNROLL>(Cs, cs, r0, r_step, rows, bias, R,
+                                                                                 Y, m, n, row0, col0, lane)))
 }
 
 // The whole BM × BN tile Cs [BM][cs] into Y[block_m.., block_n..] by THREADS threads (`tid` is
