@@ -381,9 +381,7 @@ __forceinline__ void tma_load_2d_multicast(void* smem_dst, const TensorMap* map,
 // 128-byte swizzle, as tma_load_2d writes it) and written to the tensor, skipping elements
 // outside it. So a kernel that rewrites a box before waiting for its store to have read it
 // stores the new contents, and one that never waits stores nothing: both show as wrong output.
-// A thread of an earlier block that left stores pending fails the next block's first bulk
-// operation on its thread slot, and the launch fails when a thread exits with stores not waited
-// for (emu::add_exit_check). The shared-memory writes a store reads must be ordered before it by
+// The launch fails when a thread exits with stores not waited for (emu::add_exit_check). The shared-memory writes a store reads must be ordered before it by
 // fence.proxy.async: every lane of the issuing thread's warp must have executed one
 // (fence_proxy_async_shared, counted by wgmma.h) since the warp's previous store, or the store
 // fails the launch.
@@ -403,18 +401,11 @@ struct BulkGroups {
     unsigned lane_fences[32] = {};  // the warp's lanes' fence.proxy.async counts at its last store
 };
 
-inline BulkGroups& bulk_groups(const char* what) {
+inline BulkGroups& bulk_groups() {
     static std::vector<BulkGroups> table(::emu::kMaxClusterThreads);
     BulkGroups& groups = table[::emu::thread_slot()];
     if (groups.block != ::emu::block_serial()) {
-        if (!groups.committed.empty() || !groups.open.empty()) {
-            char message[240];
-            snprintf(message, sizeof message,
-                     "%s: a thread of an earlier block exited with TMA stores pending (cp.async.bulk.wait_group "
-                     "before exit)",
-                     what);
-            ::emu::fault(message);
-        }
+        // A new block on this slot (an earlier one's pending stores failed its launch at exit).
         groups = BulkGroups{};
         groups.block = ::emu::block_serial();
     }
@@ -422,7 +413,7 @@ inline BulkGroups& bulk_groups(const char* what) {
 }
 
 inline const char* bulk_exit_check() {
-    const BulkGroups& groups = bulk_groups("exit");
+    const BulkGroups& groups = bulk_groups();
     return groups.committed.empty() && groups.open.empty()
                ? nullptr
                : "a TMA store (cp.async.bulk.tensor) issued but never waited for (cp.async.bulk.wait_group)";
@@ -452,8 +443,8 @@ inline void store_box(const BulkStore& s) {
     }
 }
 
-inline void bulk_wait(const char* what, int keep) {
-    BulkGroups& groups = bulk_groups(what);
+inline void bulk_wait(int keep) {
+    BulkGroups& groups = bulk_groups();
     while (groups.committed.size() > static_cast<std::size_t>(keep)) {
         for (const BulkStore& s : groups.committed.front()) store_box(s);
         groups.committed.erase(groups.committed.begin());
@@ -475,7 +466,7 @@ __forceinline__ void tma_store_2d(const TensorMap* map, int c0, int c1, const vo
     s.c1 = c1;
     s.start = static_cast<std::size_t>(static_cast<const unsigned char*>(smem_src) -
                                        static_cast<const unsigned char*>(::emu::shared_window_base()));
-    BulkGroups& groups = bulk_groups(what);
+    BulkGroups& groups = bulk_groups();
     // Every lane of the warp fenced (fence.proxy.async) since the warp's last store.
     const unsigned warp0 = ::emu::thread_slot() & ~31u;
     for (unsigned lane = 0; lane < 32; ++lane) {
@@ -503,12 +494,12 @@ template <int N> __forceinline__ void setmaxnreg_inc() {
 
 // cp.async.bulk.commit_group
 __forceinline__ void bulk_commit_group() {
-    ::emu::tma::BulkGroups& groups = ::emu::tma::bulk_groups("bulk_commit_group");
+    ::emu::tma::BulkGroups& groups = ::emu::tma::bulk_groups();
     groups.committed.push_back(std::move(groups.open));
     groups.open.clear();
 }
 
 // cp.async.bulk.wait_group.read N and cp.async.bulk.wait_group N (the same here: a store is
 // read and written at once).
-template <int N> __forceinline__ void bulk_wait_group_read() { ::emu::tma::bulk_wait("bulk_wait_group_read", N); }
-template <int N> __forceinline__ void bulk_wait_group() { ::emu::tma::bulk_wait("bulk_wait_group", N); }
+template <int N> __forceinline__ void bulk_wait_group_read() { ::emu::tma::bulk_wait(N); }
+template <int N> __forceinline__ void bulk_wait_group() { ::emu::tma::bulk_wait(N); }
