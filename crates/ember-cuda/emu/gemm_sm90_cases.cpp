@@ -22,6 +22,29 @@ constexpr std::size_t tma_smem(std::size_t bm, std::size_t bn, std::size_t stage
     return stages * (bm + bn) * WG_ROW_BYTES + stages * 2 * 8 + 1024;
 }
 
+// X's and W's tensor maps as src/gemm.rs's TensorMap::tile_rows encodes them (dims {k, rows},
+// boxes {64, x_rows or w_rows}, 128-byte swizzle): null, or why the encoding failed.
+// The tensor-map element type of T.
+template <typename T> constexpr unsigned tensor_map_type() {
+    return std::is_same<T, bf16>::value ? emu::kTensorMapBfloat16 : emu::kTensorMapFloat16;
+}
+
+template <typename T>
+const char* encode_operands(TensorMap& x_map, TensorMap& w_map, const std::vector<T>& x, const std::vector<T>& w,
+                            GemmShape s, unsigned x_rows, unsigned w_rows) {
+    const std::size_t row = std::size_t(s.k) * 2;
+    const char* why = emu::encode_tensor_map_2d(&x_map, x.data(), s.k, s.m, row, 64, x_rows, tensor_map_type<T>());
+    return why ? why : emu::encode_tensor_map_2d(&w_map, w.data(), s.k, s.n, row, 64, w_rows, tensor_map_type<T>());
+}
+
+// A failed launch saying why a tensor map could not be encoded.
+inline emu::LaunchError encode_failure(const char* why) {
+    emu::LaunchError error;
+    error.failed = true;
+    snprintf(error.message, sizeof error.message, "encode_tensor_map_2d: %s", why);
+    return error;
+}
+
 template <typename T>
 using TmaEntry = void (*)(TensorMap, TensorMap, const float*, const T*, T*, int, int, int, int);
 
@@ -40,19 +63,9 @@ void add_tma_case(Cases& cases, const char* name, TmaEntry<T> entry, int bm, int
                                                                       const GemmKernel<T>& kernel,
                                           const std::vector<T>& x, const std::vector<T>& w, const float* b,
                                           const T* r, T* y) {
-                           const unsigned type = std::is_same<T, bf16>::value ? emu::kTensorMapBfloat16
-                                                                              : emu::kTensorMapFloat16;
                            TensorMap x_map, w_map;
-                           const std::size_t row = std::size_t(s.k) * 2;
-                           const char* why = emu::encode_tensor_map_2d(&x_map, x.data(), s.k, s.m, row, 64, bm, type);
-                           if (!why)
-                               why = emu::encode_tensor_map_2d(&w_map, w.data(), s.k, s.n, row, 64, bn / cluster, type);
-                           if (why) {
-                               emu::LaunchError error;
-                               error.failed = true;
-                               snprintf(error.message, sizeof error.message, "encode_tensor_map_2d: %s", why);
-                               return error;
-                           }
+                           if (const char* why = encode_operands(x_map, w_map, x, w, s, bm, bn / cluster))
+                               return encode_failure(why);
                            const unsigned tiles_n = (s.n + bn - 1) / bn, tiles_m = (s.m + bm - 1) / bm;
                            const unsigned groups = tiles_n * ((tiles_m + cluster - 1) / cluster);
                            const dim3 grid = persistent_blocks == 0
@@ -78,21 +91,12 @@ void add_tma_store_case(Cases& cases, const char* name, TmaStoreEntry<T> entry, 
                           [entry, s, blocks](const emu::Schedule& schedule, const GemmKernel<T>& kernel,
                                              const std::vector<T>& x, const std::vector<T>& w, const float* b,
                                              const T* r, T* y) {
-                              const unsigned type = std::is_same<T, bf16>::value ? emu::kTensorMapBfloat16
-                                                                                 : emu::kTensorMapFloat16;
                               TensorMap x_map, w_map, y_map;
-                              const std::size_t row = std::size_t(s.k) * 2;
-                              const char* why = emu::encode_tensor_map_2d(&x_map, x.data(), s.k, s.m, row, 64, 128, type);
-                              if (!why) why = emu::encode_tensor_map_2d(&w_map, w.data(), s.k, s.n, row, 64, 256, type);
+                              const char* why = encode_operands(x_map, w_map, x, w, s, 128, 256);
                               if (!why)
                                   why = emu::encode_tensor_map_2d(&y_map, y, s.n, s.m, std::size_t(s.n) * 2,
-                                                                  WS_ST_BOX_COLS, WS_ST_BOX_ROWS, type);
-                              if (why) {
-                                  emu::LaunchError error;
-                                  error.failed = true;
-                                  snprintf(error.message, sizeof error.message, "encode_tensor_map_2d: %s", why);
-                                  return error;
-                              }
+                                                                  WS_ST_BOX_COLS, WS_ST_BOX_ROWS, tensor_map_type<T>());
+                              if (why) return encode_failure(why);
                               const unsigned tiles = ((s.n + 255) / 256) * ((s.m + 127) / 128);
                               return emu::launch_cluster(schedule, 1, dim3(std::min(blocks, tiles)), dim3(kernel.threads),
                                                          kernel.dynamic_smem, entry, x_map, w_map, y_map, b, r, s.m,
