@@ -240,6 +240,31 @@ fn minilm_vocab_txt_only_matches_tokenizers_crate() {
     assert_parity("all-MiniLM-L6-v2 vocab.txt", &tokenizer, &texts);
 }
 
+/// MPNet's pipeline (all-mpnet-base-v2's: BERT's normaliser and pre-tokeniser, WordPiece,
+/// `<s> … </s>` by RobertaProcessing, `<mask>` lstrip) takes the fast path and gives the
+/// crate's ids.
+#[test]
+fn mpnet_folder_matches_tokenizers_crate() {
+    let tokenizer = load(&fixtures_dir().join("tiny-mpnet"), None);
+    assert!(
+        tokenizer.is_fast(),
+        "tiny-mpnet falls back: {:?}",
+        tokenizer.fallback_reason()
+    );
+    let mut texts = all_texts(GENERATED_PER_VARIANT, 8);
+    texts.extend(
+        [
+            "<mask>",
+            "a <mask>",
+            "a  \t<mask>b",
+            "<s>x</s> <mask><mask> <pad>",
+            "<MASK> [UNK]",
+        ]
+        .map(str::to_owned),
+    );
+    assert_parity("tiny-mpnet tokenizer.json", &tokenizer, &texts);
+}
+
 #[test]
 fn tiny_folders_match_tokenizers_crate() {
     // The three folders' tokenizer files are identical: a different seed each tests more.
@@ -357,6 +382,10 @@ fn variants() -> Vec<Variant> {
         fast("BertProcessing", |t| {
             t["post_processor"] =
                 json!({"type": "BertProcessing", "sep": ["[SEP]", 102], "cls": ["[CLS]", 101]});
+        }),
+        fast("RobertaProcessing (MPNet's, on WordPiece)", |t| {
+            t["post_processor"] = json!({"type": "RobertaProcessing", "sep": ["[SEP]", 102],
+                "cls": ["[CLS]", 101], "trim_offsets": true, "add_prefix_space": false});
         }),
         fast("added tokens, normalised and stripped", add_tokens),
         Variant {

@@ -8,7 +8,8 @@
 //!
 //! When the pipeline is exactly the standard BERT one (BertNormalizer, optionally after a
 //! `Lowercase`; BertPreTokenizer; WordPiece; `[CLS] … [SEP]` by BertProcessing or the
-//! equivalent TemplateProcessing; added tokens without `single_word`), texts are encoded by
+//! equivalent TemplateProcessing, or MPNet's `<s> … </s>` by RobertaProcessing; added tokens
+//! without `single_word`), texts are encoded by
 //! Ember's own [`WordPieceTokenizer`], which gives the same ids without allocating. When it is
 //! a byte-level BPE one (GPT-2 / RoBERTa / ModernBERT: no normaliser or NFC / Lowercase; the
 //! ByteLevel pre-tokeniser with its regex; BPE without dropout, byte fallback or affixes;
@@ -682,9 +683,14 @@ fn standard_bert_spec(
             (vec![bert.get_cls_copy().1], vec![bert.get_sep_copy().1])
         }
         Some(PostProcessorWrapper::Template(template)) => template_single_ids(template)?,
+        // MPNet's (`<s> … </s>`): for one sequence its ids are BertProcessing's; trim_offsets
+        // and add_prefix_space change only offsets.
+        Some(PostProcessorWrapper::Roberta(roberta)) => (vec![roberta.cls.1], vec![roberta.sep.1]),
         _ => {
             return Err(
-                "the post-processor is neither BertProcessing nor TemplateProcessing".into(),
+                "the post-processor is none of BertProcessing, RobertaProcessing and \
+                 TemplateProcessing"
+                    .into(),
             )
         }
     };
