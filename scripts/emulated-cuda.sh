@@ -4,7 +4,7 @@
 # target/emulated-cuda/libcuda.so, and prints that directory, so that the unchanged Rust CUDA
 # path runs on the CPU:
 #   LD_LIBRARY_PATH=$(scripts/emulated-cuda.sh) EMBER_REQUIRE_CUDA=1 \
-#     cargo test --release -p ember-cuda --test backend_ops
+#     cargo test --release --workspace --test backend_ops
 # Rebuilds only when a source is newer than the library. CXX picks the compiler (default g++);
 # EMBER_EMU_CXXFLAGS adds flags (e.g. "-O1 -g").
 #   scripts/emulated-cuda.sh --test
@@ -35,25 +35,31 @@ if [ "${1:-}" != --test ]; then
 fi
 
 cd "$root"
+# Every cargo call below selects the whole workspace (--workspace with a target filter), so
+# that features resolve as for `cargo test --release --workspace` and, after it (as in
+# .ci/run), nothing is compiled again: with -p, each package's own feature set rebuilt ~2 min
+# of crates.
 export LD_LIBRARY_PATH="$out${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" EMBER_REQUIRE_CUDA=1
 EMBER_MINILM_DIR=${EMBER_MINILM_DIR:-$(scripts/fetch-model.sh)}
 export EMBER_MINILM_DIR
-cargo test --release -p ember-cuda --test backend_ops
+cargo test --release --workspace --test backend_ops
 # CUDA_VISIBLE_DEVICES="" (cuInit: no device) is NoDevice, not a bare driver error.
-cargo test --release -p ember-cuda --test no_device
+cargo test --release --workspace --test no_device
 # A call that waits for the stream behind the timing gate is released by its watchdog (~30 s).
-cargo test --release -p ember-cuda --test gate_watchdog
+cargo test --release --workspace --test gate_watchdog
 # The other families' choice (`gemm-auto` cases; every kernel already ran above by name).
 for family in mma wgmma wgmma-tma-store; do
-  EMBER_CUDA_GEMM=$family EMBER_CUDA_CASES=gemm-auto cargo test --release -p ember-cuda --test backend_ops \
+  EMBER_CUDA_GEMM=$family EMBER_CUDA_CASES=gemm-auto cargo test --release --workspace --test backend_ops \
     -- every_op_matches_the_cpu_reference
 done
-cargo test --release -p ember-reference-tests --test cuda_e2e
+cargo test --release --workspace --test cuda_e2e
+# A warm encode allocates nothing, on the host or the device (the tiny fixtures; seconds).
+cargo test --release --workspace --test cuda_zero_alloc
 # gemm_bench's dry run (--quick: small shapes, a few calls) with every kernel, then table.py on
 # its JSON: the benchmark's paths (the gated timer, the chosen kernel, the JSON lines) before a
 # GPU run depends on them. Every line must say it was gated (the emulated driver queues work
 # behind the gate's wait as a GPU's stream does).
-cargo build --release -p ember-cuda --example gemm_bench
+cargo build --release --workspace --example gemm_bench
 rm -f "$out/gemm_quick.jsonl"
 target/release/examples/gemm_bench --quick --dtype bf16 --json "$out/gemm_quick.jsonl"
 python3 scripts/gpu/table.py --device emulated --ember "$out/gemm_quick.jsonl" --torch /dev/null >/dev/null
@@ -63,7 +69,8 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 assert len(rows) >= 24 and all(r["gated"] for r in rows), rows
 assert sum(r["chosen"] for r in rows) == 8, "one chosen kernel per case"
 print(f"gemm_bench --quick: {len(rows)} lines, all gated")' "$out/gemm_quick.jsonl"
-cargo build --release -p ember-cli
+# The CLI as its tests build it (`cargo build --bin ember` resolves features differently).
+cargo test --release --workspace --test cli --no-run
 cosine() {  # of two JSON arrays of numbers
   paste <(tr -d '[] ' <<<"$1" | tr ',' '\n') <(tr -d '[] ' <<<"$2" | tr ',' '\n') |
     awk '{ d += $1 * $2; a += $1 * $1; b += $2 * $2 } END { printf "%.8f", d / sqrt(a * b) }'

@@ -219,6 +219,12 @@ if [ "$hopper" = 1 ]; then
     end_to_end default ${EMBER_GPU_FAMILIES-wgmma wgmma-tma wgmma-tma-occ2}
   fi
 fi
+# A warm encode allocates nothing, on the host or the device (tests/tests/cuda_zero_alloc.rs):
+# the default family, the tiny fixtures and MiniLM, f32 and f16 (seconds).
+if [ "$model" = 1 ]; then
+  step 60 env -u EMBER_CUDA_GEMM EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
+    EMBER_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/cuda_zero_alloc"
+fi
 # With what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
 step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels -WgmmaPingpong,-WgmmaTmaStore \
   --json "$out/ember_gemm.jsonl" "${bench_args[@]}"

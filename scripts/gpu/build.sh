@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds here what scripts/gpu/bench_gpu.sh runs on the GPU machine, which may have no Rust
-# toolchain: ember-cuda's test binaries (nvrtc_compile, backend_ops, gate_watchdog), the end-to-end test
-# (cuda_e2e), the CLI (ember) and the GEMM bench (gemm_bench), stripped, into target/gpu-bin/
+# toolchain: ember-cuda's test binaries (nvrtc_compile, backend_ops, gate_watchdog), the end-to-end
+# tests (cuda_e2e, cuda_zero_alloc), the CLI (ember) and the GEMM bench (gemm_bench), stripped, into target/gpu-bin/
 # (~21 MB); with --with-model also an fp16 copy of all-MiniLM-L6-v2 (~45 MB) for the
 # sentence-transformers baseline. Together they pass the device tool's 64 MiB carry, so the
 # folder is also packed as target/gpu-bin.tar.xz (~45 MB; xz -9e, not gzip's 50 MB, so that it
@@ -23,20 +23,22 @@ cargo build --release -p ember-cli
 cp target/release/ember "$out/"
 # The test binaries' names carry a hash: take them from cargo's own report.
 { cargo test --release -p ember-cuda --no-run --message-format=json
-  cargo test --release -p ember-reference-tests --test cuda_e2e --no-run --message-format=json; } \
+  cargo test --release -p ember-reference-tests --test cuda_e2e --test cuda_zero_alloc --no-run \
+    --message-format=json; } \
   | python3 -c '
 import json, sys
 for line in sys.stdin:
     msg = json.loads(line)
-    wanted = {"nvrtc_compile", "backend_ops", "gate_watchdog", "cuda_e2e"}
+    wanted = {"nvrtc_compile", "backend_ops", "gate_watchdog", "cuda_e2e", "cuda_zero_alloc"}
     if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] in wanted:
         print(msg["target"]["name"], msg["executable"])
 ' \
   | while read -r name path; do cp "$path" "$out/$name"; done
-for binary in nvrtc_compile backend_ops gate_watchdog cuda_e2e gemm_bench write_seeded ember; do
+binaries=(nvrtc_compile backend_ops gate_watchdog cuda_e2e cuda_zero_alloc gemm_bench write_seeded ember)
+for binary in "${binaries[@]}"; do
   [ -x "$out/$binary" ] || { echo "build: $out/$binary is missing" >&2; exit 1; }
 done
-strip "$out"/nvrtc_compile "$out"/backend_ops "$out"/gate_watchdog "$out"/cuda_e2e "$out"/gemm_bench "$out"/write_seeded "$out"/ember
+(cd "$out" && strip "${binaries[@]}")
 if [ "${1:-}" = "--with-model" ]; then
   python3 scripts/gpu/make_fp16_model.py "$(scripts/fetch-model.sh)" "$out/minilm-fp16"
 fi

@@ -240,7 +240,18 @@ pub fn zip_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// Whether the CUDA driver this process loaded is Ember's emulated one
+/// (`target/emulated-cuda/libcuda.so`, built by scripts/emulated-cuda.sh; kernels on the CPU).
+/// Ask once the driver is loaded.
+pub fn emulated_driver() -> bool {
+    std::fs::read_to_string("/proc/self/maps").is_ok_and(|maps| {
+        maps.lines()
+            .any(|line| line.ends_with("/emulated-cuda/libcuda.so"))
+    })
+}
+
 pub mod broken_folders;
+pub mod counting_alloc;
 pub mod mixed_text;
 pub mod seeded;
 

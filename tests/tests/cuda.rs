@@ -68,15 +68,6 @@ fn cuda_or_skip_dir(
 /// empty text among them), so that a test takes seconds there.
 const EMULATED_TEXTS: usize = 6;
 
-/// Whether the CUDA driver this process loaded is Ember's emulated one
-/// (`target/emulated-cuda/libcuda.so`, built by scripts/emulated-cuda.sh).
-fn emulated_driver() -> bool {
-    std::fs::read_to_string("/proc/self/maps").is_ok_and(|maps| {
-        maps.lines()
-            .any(|line| line.ends_with("/emulated-cuda/libcuda.so"))
-    })
-}
-
 /// The reference, cut to [`EMULATED_TEXTS`] texts on the emulated driver (call once the driver
 /// is loaded).
 fn gpu_reference() -> ModelReference {

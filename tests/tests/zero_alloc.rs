@@ -50,81 +50,13 @@
 //! Not covered: GEMMs with `T·K > 2^24` (e.g. BERT-base batches of 32 × 512 tokens) pack A
 //! per task in a per-worker buffer, which can grow late in the same way attention's did.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use ember::Embedder;
+use ember_reference_tests::counting_alloc::{
+    assert_counting_allocator_in_use, assert_nothing_counted, count, CountingAllocator,
+};
 use ember_reference_tests::minilm_dir;
-
-/// Passes everything to the system allocator, counting allocations while [`COUNTING`] is set.
-struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static FIRST_ALLOCATION: Mutex<Option<String>> = Mutex::new(None);
-
-thread_local! {
-    /// Set while this thread is inside `record`, whose own allocations (the backtrace) are
-    /// not counted. `const` and `Drop`-free, so using it never allocates.
-    static RECORDING: Cell<bool> = const { Cell::new(false) };
-}
-
-impl CountingAllocator {
-    fn record(&self, what: &str, layout: Layout) {
-        if !COUNTING.load(Ordering::SeqCst) {
-            return;
-        }
-        let reentered = RECORDING
-            .try_with(|flag| flag.replace(true))
-            .unwrap_or(true);
-        if reentered {
-            return;
-        }
-        if ALLOCATIONS.fetch_add(1, Ordering::SeqCst) == 0 {
-            let thread = std::thread::current();
-            let trace = std::backtrace::Backtrace::force_capture();
-            let report = format!(
-                "{what} of {} bytes on thread {:?}:\n{trace}",
-                layout.size(),
-                thread.name().unwrap_or("<unnamed>")
-            );
-            if let Ok(mut first) = FIRST_ALLOCATION.lock() {
-                *first = Some(report);
-            }
-        }
-        let _ = RECORDING.try_with(|flag| flag.set(false));
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; counting touches only atomics, a
-// `const` thread-local and (once, guarded against re-entry) a mutex.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.record("alloc", layout);
-        // SAFETY: the caller's guarantees for `layout` are passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.record("alloc_zeroed", layout);
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.record("realloc", layout);
-        // SAFETY: `ptr` was allocated by `System` (through this allocator) with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as for `realloc`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -158,28 +90,20 @@ fn main() {
     all.fill(f32::NAN);
 
     // The counter counts: one box, one allocation.
-    COUNTING.store(true, Ordering::SeqCst);
-    drop(std::hint::black_box(Box::new(1u64)));
-    COUNTING.store(false, Ordering::SeqCst);
-    assert_eq!(
-        ALLOCATIONS.swap(0, Ordering::SeqCst),
-        1,
-        "the counting allocator is not in use"
-    );
-    FIRST_ALLOCATION.lock().unwrap().take();
+    assert_counting_allocator_in_use();
 
-    COUNTING.store(true, Ordering::SeqCst);
-    for _ in 0..2 {
-        embedder.encode_into(&texts, &mut all).unwrap();
-    }
     let mut singles_match = true;
-    for (i, text) in texts.iter().enumerate() {
-        embedder
-            .encode_into(std::slice::from_ref(text), &mut one)
-            .unwrap();
-        singles_match &= one[..] == expected[i * dim..(i + 1) * dim];
-    }
-    COUNTING.store(false, Ordering::SeqCst);
+    count(|| {
+        for _ in 0..2 {
+            embedder.encode_into(&texts, &mut all).unwrap();
+        }
+        for (i, text) in texts.iter().enumerate() {
+            embedder
+                .encode_into(std::slice::from_ref(text), &mut one)
+                .unwrap();
+            singles_match &= one[..] == expected[i * dim..(i + 1) * dim];
+        }
+    });
 
     assert_nothing_counted("encode_into");
     assert!(
@@ -204,11 +128,11 @@ fn main() {
             .unwrap();
     }
     all.fill(f32::NAN);
-    COUNTING.store(true, Ordering::SeqCst);
-    embedder
-        .encode_into_with_report(&texts, &mut all, &mut reports)
-        .unwrap();
-    COUNTING.store(false, Ordering::SeqCst);
+    count(|| {
+        embedder
+            .encode_into_with_report(&texts, &mut all, &mut reports)
+            .unwrap();
+    });
     assert_nothing_counted("encode_into_with_report");
     assert!(all == expected, "reporting changed the embeddings");
     assert!(reports
@@ -227,11 +151,11 @@ fn main() {
             .unwrap();
     }
     let prompted = all.clone();
-    COUNTING.store(true, Ordering::SeqCst);
-    embedder
-        .encode_into_with_prompt(prompt, &texts, &mut all)
-        .unwrap();
-    COUNTING.store(false, Ordering::SeqCst);
+    count(|| {
+        embedder
+            .encode_into_with_prompt(prompt, &texts, &mut all)
+            .unwrap();
+    });
     assert_nothing_counted("encode_into_with_prompt");
     assert!(all == prompted && all != expected, "the prompt's rows");
     println!(
@@ -243,6 +167,11 @@ fn main() {
     folder_encode_allocates_nothing("tiny-roberta", "RoBERTa's byte-level BPE", &texts);
     folder_encode_allocates_nothing("tiny-modernbert", "ModernBERT", &texts);
     folder_encode_allocates_nothing("tiny-nomic-bert", "NomicBERT (rotary, SwiGLU)", &texts);
+    folder_encode_allocates_nothing(
+        "tiny-mpnet",
+        "MPNet (WordPiece with <s> … </s> by RobertaProcessing, relative attention bias)",
+        &texts,
+    );
     // XLM-R's SentencePiece Unigram, on the corpus and on text its charsmap rewrites.
     let mut multilingual = texts.clone();
     multilingual.extend(
@@ -286,9 +215,9 @@ fn folder_encode_allocates_nothing(folder: &str, what: &str, texts: &[String]) {
     for _ in 0..2 {
         embedder.encode_into(texts, &mut all).unwrap();
     }
-    COUNTING.store(true, Ordering::SeqCst);
-    embedder.encode_into(texts, &mut all).unwrap();
-    COUNTING.store(false, Ordering::SeqCst);
+    count(|| {
+        embedder.encode_into(texts, &mut all).unwrap();
+    });
     assert_nothing_counted(&format!("encode_into through {what}"));
     println!(
         "zero_alloc: {} texts through {what}: 0 allocations",
@@ -312,25 +241,14 @@ fn reduced_precision_encode_allocates_nothing(dtype: ember::Precision, texts: &[
     }
     let expected = all.clone();
     all.fill(f32::NAN);
-    COUNTING.store(true, Ordering::SeqCst);
-    embedder.encode_into(texts, &mut all).unwrap();
-    COUNTING.store(false, Ordering::SeqCst);
+    count(|| {
+        embedder.encode_into(texts, &mut all).unwrap();
+    });
     assert_nothing_counted(&format!("{dtype} encode_into"));
     assert!(all == expected, "{dtype}: embeddings changed between calls");
     println!(
         "zero_alloc: {dtype}, {} texts after warm-up: 0 allocations",
         texts.len()
-    );
-}
-
-/// Asserts that nothing was counted since the last check, showing the first allocation's
-/// backtrace if something was; resets the count.
-fn assert_nothing_counted(what: &str) {
-    let allocations = ALLOCATIONS.swap(0, Ordering::SeqCst);
-    let first = FIRST_ALLOCATION.lock().unwrap().take().unwrap_or_default();
-    assert!(
-        allocations == 0,
-        "{what}: {allocations} allocations after warm-up; the first: {first}"
     );
 }
 
@@ -368,13 +286,13 @@ fn c_abi_encode_allocates_nothing(texts: &[String], expected: &[f32]) {
     all.fill(f32::NAN);
     let mut one = vec![0f32; dim];
     let mut singles_match = true;
-    COUNTING.store(true, Ordering::SeqCst);
-    encode(0, texts.len(), &mut all);
-    for i in 0..64 {
-        encode(i, i + 1, &mut one);
-        singles_match &= one[..] == expected[i * dim..(i + 1) * dim];
-    }
-    COUNTING.store(false, Ordering::SeqCst);
+    count(|| {
+        encode(0, texts.len(), &mut all);
+        for i in 0..64 {
+            encode(i, i + 1, &mut one);
+            singles_match &= one[..] == expected[i * dim..(i + 1) * dim];
+        }
+    });
     assert_nothing_counted("C ABI ember_encode");
     assert!(
         all == expected,

@@ -2,12 +2,13 @@
 //! [`ember_cpu::gated_activation`]: for `x` `[rows, 2F]`, `out[r, j] = act(x[r, j]) · x[r, F + j]`
 //! into `out` `[rows, F]` (ModernBERT's GeGLU).
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 use ember_cpu::Activation;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 /// activation.cu's `GATED_THREADS`, and the most blocks a launch takes (a grid-stride loop).
 const THREADS: u32 = 256;
@@ -53,15 +54,15 @@ pub fn gated_activation<E: Element>(
     let rows_i = rows as i64;
     let act_i = crate::activation_code(act);
     let stream = device.stream();
-    let mut launch = stream.launch_builder(&function);
+    let mut launch = Launch::new(stream, &function);
     launch
-        .arg(x.slice())
-        .arg(out.slice_mut())
-        .arg(&rows_i)
-        .arg(&f_i)
-        .arg(&act_i);
+        .input(x.slice())
+        .output(out.slice_mut())
+        .value(&rows_i)
+        .value(&f_i)
+        .value(&act_i);
     // SAFETY: arguments match activation.cu (x, out: device pointers; rows: long long; f, act:
     // int); x holds rows·2f and out rows·f elements (checked).
-    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch gated_activation"))?;
+    unsafe { launch.launch("launch gated_activation", config) }?;
     Ok(())
 }

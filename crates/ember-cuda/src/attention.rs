@@ -5,11 +5,12 @@
 //! each), `out` is `[T, H]`: `out[t, h·hd..] = softmax(q_t·K_sᵀ/√hd)·V_s` for the sequence `s`
 //! holding `t`. `head_dim ≤ 128`.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 /// attention.cu's `ATT_BQ` (queries per block), `ATT_WARPS`, `ATT_MAX_HD`.
 const QUERIES_PER_BLOCK: usize = 16;
@@ -160,24 +161,24 @@ pub fn attention_varlen_windowed<E: Element>(
     // −1: full attention. A window past the longest sequence is the same as none.
     let window = window.map_or(-1, |w| w.min(seq_offsets.max_len()) as i32);
     let stream = device.stream();
-    let mut launch = stream.launch_builder(&function);
+    let mut launch = Launch::new(stream, &function);
     launch
-        .arg(qkv.slice())
-        .arg(seq_offsets.device())
-        .arg(out.slice_mut())
-        .arg(&heads_i)
-        .arg(&head_dim_i)
-        .arg(&scale);
+        .input(qkv.slice())
+        .input(seq_offsets.device())
+        .output(out.slice_mut())
+        .value(&heads_i)
+        .value(&head_dim_i)
+        .value(&scale);
     match bias {
-        Some(b) => launch.arg(b.values.slice()),
-        None => launch.arg(&null),
+        Some(b) => launch.input(b.values.slice()),
+        None => launch.value(&null),
     };
-    launch.arg(&span).arg(&window);
+    launch.value(&span).value(&window);
     // SAFETY: arguments match attention.cu (qkv, seq_offsets, out: device pointers; heads,
     // head_dim: int; scale: float; bias: a device pointer or null; span, window: int);
     // seq_offsets were validated at upload (0 … T, non-decreasing), qkv/out hold T·3H and T·H
     // elements, and the bias holds heads·(2·span + 1) floats with span ≥ the longest sequence
     // − 1 (checked above).
-    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch attention"))?;
+    unsafe { launch.launch("launch attention", config) }?;
     Ok(())
 }

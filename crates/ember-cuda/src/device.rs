@@ -10,6 +10,7 @@
 //! validation and launch sizes. All work is queued on one stream, in order.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
@@ -21,6 +22,16 @@ use crate::error::CudaError;
 use crate::gemm::GemmFamily;
 use crate::kernels::{self, KernelFile};
 use crate::nvrtc::{Arch, Nvrtc};
+
+/// Device allocations made by [`CudaDevice`]s in this process so far (see [`device_allocations`]).
+static DEVICE_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many device allocations Ember's CUDA backend has made in this process: weights, the
+/// activation buffers as they grow, the token-id and offset buffers. A warm encode adds none
+/// (`tests/tests/cuda_zero_alloc.rs`). Kernel modules (loaded once per kernel) are not counted.
+pub fn device_allocations() -> u64 {
+    DEVICE_ALLOCATIONS.load(Ordering::Relaxed)
+}
 
 /// An element type of device tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -496,12 +507,23 @@ impl CudaDevice {
         Ok(u32::try_from(clusters).unwrap_or(0).max(1))
     }
 
+    /// `len` zeroed elements of device memory: every device allocation Ember makes goes through
+    /// here (clippy's `disallowed_methods`, `clippy.toml`, refuses cudarc's allocating calls
+    /// anywhere else) and is counted by [`device_allocations`].
+    #[allow(clippy::disallowed_methods)] // the one counted path
+    fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> Result<CudaSlice<T>, CudaError> {
+        DEVICE_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        self.stream
+            .alloc_zeros::<T>(len)
+            .map_err(CudaError::driver("cuMemAlloc"))
+    }
+
     /// A tensor of `len` zeros.
     pub fn zeros<E: Element>(&self, len: usize) -> Result<DeviceTensor<E>, CudaError> {
-        let data = self
-            .stream
-            .alloc_zeros::<E::Bits>(len.max(1))
-            .map_err(CudaError::driver("cuMemAlloc"))?;
+        let data = self.alloc_zeros::<E::Bits>(len.max(1))?;
         Ok(DeviceTensor { data, len })
     }
 
@@ -544,9 +566,9 @@ impl CudaDevice {
     /// decreasing and fit in u32 ([`check_offsets`]).
     pub fn upload_offsets(&self, seq_offsets: &[usize]) -> Result<SeqOffsets, CudaError> {
         let (host, max_len) = check_offsets("upload_offsets", seq_offsets)?;
-        let device = self
-            .stream
-            .clone_htod(&host)
+        let mut device = self.alloc_zeros::<u32>(host.len())?;
+        self.stream
+            .memcpy_htod(&host, &mut device)
             .map_err(CudaError::driver("cuMemcpyHtoD"))?;
         Ok(SeqOffsets {
             host,
@@ -604,10 +626,7 @@ impl CudaDevice {
         dst: &mut SeqOffsets,
     ) -> Result<(), CudaError> {
         if dst.device.len() < seq_offsets.len() {
-            dst.device = self
-                .stream
-                .alloc_zeros::<u32>(seq_offsets.len())
-                .map_err(CudaError::driver("cuMemAlloc"))?;
+            dst.device = self.alloc_zeros::<u32>(seq_offsets.len())?;
         }
         dst.host.clear();
         // Checked by the caller: at most the last offset, which fits.
@@ -622,10 +641,7 @@ impl CudaDevice {
     /// the batch has more tokens than any before.
     pub fn write_token_ids(&self, token_ids: &[u32], dst: &mut TokenIds) -> Result<(), CudaError> {
         if dst.device.len() < token_ids.len() {
-            dst.device = self
-                .stream
-                .alloc_zeros::<u32>(token_ids.len())
-                .map_err(CudaError::driver("cuMemAlloc"))?;
+            dst.device = self.alloc_zeros::<u32>(token_ids.len())?;
         }
         dst.len = token_ids.len();
         if token_ids.is_empty() {
@@ -652,12 +668,12 @@ impl CudaDevice {
     /// Uploads a packed batch's token ids. Ids are checked against the vocabulary by the
     /// embedding launcher's caller (the kernel writes NaN rows for ids out of range).
     pub fn upload_token_ids(&self, token_ids: &[u32]) -> Result<TokenIds, CudaError> {
-        let device = if token_ids.is_empty() {
-            self.stream.alloc_zeros::<u32>(1)
-        } else {
-            self.stream.clone_htod(token_ids)
+        let mut device = self.alloc_zeros::<u32>(token_ids.len().max(1))?;
+        if !token_ids.is_empty() {
+            self.stream
+                .memcpy_htod(token_ids, &mut device)
+                .map_err(CudaError::driver("cuMemcpyHtoD"))?;
         }
-        .map_err(CudaError::driver("cuMemcpyHtoD"))?;
         Ok(TokenIds {
             device,
             len: token_ids.len(),

@@ -4,12 +4,13 @@
 //! `ember_bert::BertModel`'s embedding step over a packed batch. ModernBERT has no position
 //! table ([`Positions::Rotary`]): its rows are `LN(word[id_t] + 0)`.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 use ember_bert::PositionIds;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 /// Tokens per 256-thread block (one warp each): `EMB_WARPS` in embedding.cu.
 const TOKENS_PER_BLOCK: usize = 8;
@@ -198,30 +199,30 @@ pub fn embedding_layernorm<E: Element>(
     };
     let null: u64 = 0;
     let stream = device.stream();
-    let mut launch = stream.launch_builder(&function);
+    let mut launch = Launch::new(stream, &function);
     launch
-        .arg(token_ids.device())
-        .arg(seq_offsets.device())
-        .arg(&n_seq)
-        .arg(tables.word.slice());
+        .input(token_ids.device())
+        .input(seq_offsets.device())
+        .value(&n_seq)
+        .input(tables.word.slice());
     match &tables.position {
-        Some(position) => launch.arg(position.slice()),
-        None => launch.arg(&null),
+        Some(position) => launch.input(position.slice()),
+        None => launch.value(&null),
     };
     launch
-        .arg(tables.token_type.slice())
-        .arg(tables.gamma.slice())
-        .arg(tables.beta.slice())
-        .arg(out.slice_mut())
-        .arg(&tokens)
-        .arg(&hidden)
-        .arg(&vocab)
-        .arg(&max_positions)
-        .arg(&pad_id)
-        .arg(&eps);
+        .input(tables.token_type.slice())
+        .input(tables.gamma.slice())
+        .input(tables.beta.slice())
+        .output(out.slice_mut())
+        .value(&tokens)
+        .value(&hidden)
+        .value(&vocab)
+        .value(&max_positions)
+        .value(&pad_id)
+        .value(&eps);
     // SAFETY: arguments match embedding.cu's signature; the tables hold vocab, max_positions
     // (or, null, none: the kernel then reads no position row) and 1 rows of H, out holds T·H,
     // and the kernel bounds-checks ids and positions.
-    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch embedding"))?;
+    unsafe { launch.launch("launch embedding", config) }?;
     Ok(())
 }

@@ -27,12 +27,13 @@
 //! [`GemmFamily::default_for`] the device: the TMA kernels on sm_90, the fastest in an H200's
 //! GEMM benchmark (benches/results/gpu.md), `mma.sync` elsewhere.
 
-use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut, LaunchConfig};
 use ember_cpu::Activation;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 use crate::nvrtc::Arch;
 
 /// Threads per block of the `mma.sync` and SIMT kernels (the `wgmma` ones: 128 a warpgroup).
@@ -644,7 +645,6 @@ pub fn linear_with_kernel<E: Element>(
     let null: u64 = 0;
     let act_i = crate::activation_code(act);
     let stream = device.stream();
-    let mut launch = stream.launch_builder(&function);
     // The TMA kernel takes X and W as tensor maps (by value) instead of pointers; the guards keep
     // cudarc's stream-ordering records for the two buffers until the launch is queued.
     let maps = if kernel.uses_tma() {
@@ -659,10 +659,6 @@ pub fn linear_with_kernel<E: Element>(
     } else {
         None
     };
-    match &maps {
-        Some((x_map, w_map, _)) => launch.arg(x_map).arg(w_map),
-        None => launch.arg(x.slice()).arg(w.weight.slice()),
-    };
     // The TMA-stored kernel takes Y as a tensor map too (third), and no Y pointer.
     let out_slice = out.slice_mut();
     let (y_map, y_slice) = if kernel == GemmKernel::WgmmaTmaStore128x256 {
@@ -672,27 +668,32 @@ pub fn linear_with_kernel<E: Element>(
     } else {
         (None, Some(out_slice))
     };
+    let mut launch = Launch::new(stream, &function);
+    match &maps {
+        Some((x_map, w_map, _)) => launch.value(x_map).value(w_map),
+        None => launch.input(x.slice()).input(w.weight.slice()),
+    };
     if let Some((map, _)) = &y_map {
-        launch.arg(map);
+        launch.value(map);
     }
     match &w.bias {
-        Some(b) => launch.arg(b.slice()),
-        None => launch.arg(&null),
+        Some(b) => launch.input(b.slice()),
+        None => launch.value(&null),
     };
     match residual {
-        Some(r) => launch.arg(r.slice()),
-        None => launch.arg(&null),
+        Some(r) => launch.input(r.slice()),
+        None => launch.value(&null),
     };
     if let Some(y) = y_slice {
-        launch.arg(y);
+        launch.output(y);
     }
-    launch.arg(&m_i).arg(&n_i).arg(&k_i).arg(&act_i);
+    launch.value(&m_i).value(&n_i).value(&k_i).value(&act_i);
     // SAFETY: the arguments match gemm.cu's (and gemm_sm90.cu's) signature (X, W, bias, R, Y: device pointers of
     // the kernel's element type, null for an absent bias/residual; m, n, k, act: int; the TMA
     // kernels take X and W as tensor maps, and the TMA-stored one Y as a third map after them
     // and no Y pointer), and every buffer was checked above to hold the elements the kernel
     // touches for (m, n, k); the maps describe exactly those buffers' [m, k], [n, k], [m, n].
-    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch gemm"))?;
+    unsafe { launch.launch("launch gemm", config) }?;
     Ok(())
 }
 

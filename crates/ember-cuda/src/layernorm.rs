@@ -3,11 +3,12 @@
 //!
 //! `y = (v − μ) / √(σ² + ε) · γ + β`, `v = x + r`, biased variance; `γ`, `β` are `[hidden]` f32.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{DevicePtrMut, LaunchConfig};
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 /// Rows per 256-thread block (one warp each): `LN_WARPS` in layernorm.cu.
 const ROWS_PER_BLOCK: usize = 8;
@@ -87,26 +88,27 @@ fn launch_layernorm<E: Element>(
     };
     let null: u64 = 0;
     let stream = device.stream();
-    let mut launch = stream.launch_builder(&function);
-    // In place, the kernel reads x (and r) and writes out = x: x is passed twice.
-    let out_ptr = out.slice_mut();
+    // In place, the kernel reads x (and r) and writes out = x: out's address is passed twice
+    // (its guard, held until the launch is queued, orders it as written).
+    let (out_address, _out_guard) = out.slice_mut().device_ptr_mut(stream);
+    let mut launch = Launch::new(stream, &function);
     match x {
-        Some(x) => launch.arg(x.slice()),
-        None => launch.arg(&*out_ptr),
+        Some(x) => launch.input(x.slice()),
+        None => launch.value(&out_address),
     };
     match residual {
-        Some(r) => launch.arg(r.slice()),
-        None => launch.arg(&null),
+        Some(r) => launch.input(r.slice()),
+        None => launch.value(&null),
     };
     launch
-        .arg(gamma.slice())
-        .arg(beta.slice())
-        .arg(&*out_ptr)
-        .arg(&rows_i)
-        .arg(&hidden_i)
-        .arg(&eps);
+        .input(gamma.slice())
+        .input(beta.slice())
+        .value(&out_address)
+        .value(&rows_i)
+        .value(&hidden_i)
+        .value(&eps);
     // SAFETY: arguments match layernorm.cu (x, residual|null, gamma, beta, out: device pointers,
     // rows, hidden: int, eps: float); lengths were checked; out aliasing x is supported.
-    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch layernorm"))?;
+    unsafe { launch.launch("launch layernorm", config) }?;
     Ok(())
 }

@@ -44,6 +44,7 @@ pub mod error;
 pub mod gemm;
 pub mod kernel_cache;
 pub mod kernels;
+mod launch;
 pub mod layernorm;
 pub mod nvrtc;
 pub mod pooling;
@@ -51,7 +52,9 @@ pub mod rotary;
 pub mod timing;
 
 pub use bert::CudaBertModel;
-pub use device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds};
+pub use device::{
+    device_allocations, CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets, TokenIds,
+};
 pub use error::CudaError;
 pub use nvrtc::{Arch, Nvrtc};
 pub use timing::CallTimes;

@@ -2,12 +2,13 @@
 //! [`ember_pooling::pool`] and [`ember_pooling::normalize_rows`]: `hidden` `[T, H]` → `out`
 //! `[n_seq, modes·H]` (f32), one block of `H` per mode in the order given; sums in f64.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 use ember_pooling::PoolingMode;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 /// pooling.cu's `POOL_THREADS`.
 const THREADS: u32 = 256;
@@ -87,19 +88,19 @@ pub fn pool<E: Element>(
     let stream = device.stream();
     for (i, &mode) in modes.iter().enumerate() {
         let (mode_i, col) = (mode_code(mode), (i * h) as i32);
-        let mut launch = stream.launch_builder(&function);
+        let mut launch = Launch::new(stream, &function);
         launch
-            .arg(hidden.slice())
-            .arg(seq_offsets.device())
-            .arg(&h_i)
-            .arg(&mode_i)
-            .arg(out.slice_mut())
-            .arg(&out_dim_i)
-            .arg(&col);
+            .input(hidden.slice())
+            .input(seq_offsets.device())
+            .value(&h_i)
+            .value(&mode_i)
+            .output(out.slice_mut())
+            .value(&out_dim_i)
+            .value(&col);
         // SAFETY: arguments match pooling.cu's pool (hidden, seq_offsets: device pointers;
         // h, mode: int; out: device pointer; out_stride, out_col: int); hidden holds T·h, out
         // n·modes·h with col + h ≤ out_dim, and every sequence is non-empty.
-        unsafe { launch.launch(config) }.map_err(CudaError::driver("launch pool"))?;
+        unsafe { launch.launch("launch pool", config) }?;
     }
     Ok(())
 }
@@ -130,10 +131,10 @@ pub fn normalize_rows(
         shared_mem_bytes: 0,
     };
     let stream = device.stream();
-    let mut launch = stream.launch_builder(&function);
-    launch.arg(data.slice_mut()).arg(&dim_i);
+    let mut launch = Launch::new(stream, &function);
+    launch.output(data.slice_mut()).value(&dim_i);
     // SAFETY: arguments match normalize_rows_f32 (data: device pointer, dim: int); data holds
     // rows·dim floats.
-    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch normalize"))?;
+    unsafe { launch.launch("launch normalize", config) }?;
     Ok(())
 }

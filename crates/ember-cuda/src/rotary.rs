@@ -3,11 +3,12 @@
 //! place, each token by its position in its sequence, from the CPU's own `cos`/`sin` tables
 //! ([`ember_cpu::Rotary`], torch's values) uploaded once.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 use crate::device::{CudaDevice, DeviceTensor, Dtype, Element, SeqOffsets};
 use crate::error::{check_len, checked_product, to_i32, CudaError};
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 /// rotary.cu's `ROT_THREADS`.
 const THREADS: u32 = 128;
@@ -91,17 +92,17 @@ pub fn apply_rotary<E: Element>(
     };
     let (heads_i, head_dim_i) = (heads as i32, rotary.head_dim as i32);
     let stream = device.stream();
-    let mut launch = stream.launch_builder(&function);
+    let mut launch = Launch::new(stream, &function);
     launch
-        .arg(qkv.slice_mut())
-        .arg(seq_offsets.device())
-        .arg(rotary.cos.slice())
-        .arg(rotary.sin.slice())
-        .arg(&heads_i)
-        .arg(&head_dim_i);
+        .output(qkv.slice_mut())
+        .input(seq_offsets.device())
+        .input(rotary.cos.slice())
+        .input(rotary.sin.slice())
+        .value(&heads_i)
+        .value(&head_dim_i);
     // SAFETY: arguments match rotary.cu (qkv, seq_offsets, cos, sin: device pointers; heads,
     // head_dim: int); qkv holds T·3H elements (checked, and its indices fit i32), the offsets
     // were validated at upload, and the tables hold max_len ≥ the longest sequence rows of hd/2.
-    unsafe { launch.launch(config) }.map_err(CudaError::driver("launch rotary"))?;
+    unsafe { launch.launch("launch rotary", config) }?;
     Ok(())
 }
