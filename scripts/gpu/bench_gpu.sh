@@ -16,7 +16,8 @@
 #      gemm_bench's Wgmma kernels, then cuda_e2e and ember bench with EMBER_CUDA_GEMM=wgmma,
 #      wgmma-tma and wgmma-tma-occ2 (appending to ember_e2e.jsonl); late, since a kernel that
 #      hangs takes its step's time limit; the ping-pong kernels and the TMA-stored one (session
-#      16, new to the GPU) in backend_ops and gemm_bench steps of their own;
+#      16, new to the GPU) in backend_ops and gemm_bench steps of their own; then (with the
+#      model) a warm encode allocates nothing on the host or the device (cuda_zero_alloc);
 #   6. every GEMM kernel and cuBLAS again in f16;
 #   7. on Hopper the new families end to end, wgmma-tma-store (EMBER_GPU_NEW_FAMILIES; session
 #      16 ran `ember bench` alone with the ping-pong ones, which have not met cuda_e2e yet), after

@@ -508,8 +508,9 @@ impl CudaDevice {
     }
 
     /// `len` zeroed elements of device memory: every device allocation Ember makes goes through
-    /// here (clippy's `disallowed_methods`, `clippy.toml`, refuses cudarc's allocating calls
-    /// anywhere else) and is counted by [`device_allocations`].
+    /// here (clippy's `disallowed_methods`, `clippy.toml`, refuses cudarc's named allocating
+    /// calls anywhere else; `CudaSlice::clone`, which it cannot name, is not used) and is
+    /// counted by [`device_allocations`].
     #[allow(clippy::disallowed_methods)] // the one counted path
     fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
         &self,

@@ -19,7 +19,8 @@ use cudarc::driver::{
 
 use crate::error::CudaError;
 
-/// The most arguments one launch takes (the embedding kernel's 14 are the most today).
+/// The most arguments one launch takes (the embedding kernel's 15 are the most today; more
+/// is an `InvalidShape` error from [`Launch::launch`], not a crash).
 pub(crate) const MAX_ARGS: usize = 16;
 
 /// One argument: a pointer to a caller's value, or a buffer's device address (held here, so
@@ -33,7 +34,7 @@ enum Arg {
 /// A kernel launch being assembled: `Launch::new(stream, &function)`, then one call per kernel
 /// parameter in order ([`value`](Self::value) for a scalar or a struct passed by value,
 /// [`input`](Self::input) for a buffer the kernel reads, [`output`](Self::output) for one it
-/// writes), then `unsafe { launch.launch(config) }`.
+/// writes), then `unsafe { launch.launch("launch NAME", config) }`.
 pub(crate) struct Launch<'a> {
     stream: &'a CudaStream,
     function: &'a CudaFunction,
