@@ -1002,17 +1002,6 @@ void cp_async_wait_group(int pending) {
 
 // ---- conversions ----
 
-float f16_to_f32(unsigned short h) {
-    const unsigned sign = static_cast<unsigned>(h & 0x8000) << 16;
-    const unsigned exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
-    if (exponent == 0) {  // zero or subnormal: mantissa · 2⁻²⁴, exact in f32
-        const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
-        return sign ? -magnitude : magnitude;
-    }
-    if (exponent == 31) return __uint_as_float(sign | 0x7F800000u | mantissa << 13);  // inf, NaN
-    return __uint_as_float(sign | (exponent + 112) << 23 | mantissa << 13);
-}
-
 unsigned short f32_to_bf16(float x) {
     unsigned u;
     std::memcpy(&u, &x, sizeof u);

@@ -274,7 +274,17 @@ __forceinline__ T __shfl_xor_sync(unsigned mask, T v, int lane_mask, const char*
 // ---- the PTX primitives of common.cuh ----------------------------------------------------------
 
 namespace emu {
-float f16_to_f32(unsigned short h);
+inline float f16_to_f32(unsigned short h) {  // exact; inline: every emulated MMA decodes with it
+    const unsigned sign = static_cast<unsigned>(h & 0x8000) << 16;
+    const unsigned exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    if (exponent == 0) {  // zero or subnormal: mantissa · 2⁻²⁴, exact in f32
+        const float magnitude = static_cast<float>(mantissa) * 0x1p-24f;  // exact
+        return sign ? -magnitude : magnitude;
+    }
+    if (exponent == 31) return __uint_as_float(sign | 0x7F800000u | mantissa << 13);  // inf, NaN
+    return __uint_as_float(sign | (exponent + 112) << 23 | mantissa << 13);
+}
+
 unsigned short f32_to_bf16(float x);
 unsigned short f32_to_f16(float x);
 // The byte offset of `p` from the calling thread's CTA's shared window; fails the launch when

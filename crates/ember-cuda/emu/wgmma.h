@@ -86,8 +86,15 @@ inline Warpgroup& warpgroup() {
     return g;
 }
 
-// The 16-bit element (row, k) of the operand `desc` describes.
-inline float element(std::uint64_t desc, Type type, int row, int k) {
+// An operand descriptor decoded once per MMA: the start and stride-byte offset, checked to be
+// the 128-byte swizzle layout with the base offset its start address implies.
+struct Operand {
+    const unsigned char* window;  // the calling thread's CTA's shared window
+    unsigned start, sbo;
+    Type type;
+};
+
+inline Operand operand(std::uint64_t desc, Type type) {
     const unsigned start = static_cast<unsigned>(desc & 0x3FFF) << 4;
     const unsigned sbo = static_cast<unsigned>((desc >> 32) & 0x3FFF) << 4;
     const unsigned base_offset = static_cast<unsigned>((desc >> 49) & 7);
@@ -95,27 +102,39 @@ inline float element(std::uint64_t desc, Type type, int row, int k) {
     if (layout != 1) ::emu::fault("wgmma: only the 128-byte swizzle layout (descriptor bits 62-63 = 1) is emulated");
     if (base_offset != ((start >> 7) & 7))
         ::emu::fault("wgmma: the descriptor's base offset does not match its start address (bits 7-9)");
-    const unsigned address = start + (row / 8) * sbo + (row % 8) * 128 + 2 * k;
-    const unsigned swizzled = address ^ (((address >> 7) & 7) << 4);
-    unsigned short bits;
-    std::memcpy(&bits, static_cast<const unsigned char*>(::emu::shared_window_base()) + swizzled, sizeof bits);
-    return type == Type::Bf16 ? to_f32(bf16{bits}) : to_f32(f16{bits});
+    return {static_cast<const unsigned char*>(::emu::shared_window_base()), start, sbo, type};
 }
 
-// Runs one MMA for the calling thread: its fragment of D += A (64 × 16) · B (n × 16)ᵀ.
+// The 16-bit element (row, k) of the operand.
+inline double element(const Operand& op, int row, int k) {
+    const unsigned address = op.start + (row / 8) * op.sbo + (row % 8) * 128 + 2 * k;
+    const unsigned swizzled = address ^ (((address >> 7) & 7) << 4);
+    unsigned short bits;
+    std::memcpy(&bits, op.window + swizzled, sizeof bits);
+    return op.type == Type::Bf16 ? to_f32(bf16{bits}) : to_f32(f16{bits});
+}
+
+// Runs one MMA for the calling thread: its fragment of D += A (64 × 16) · B (n × 16)ᵀ. Each
+// element of A's two rows and of each B column it needs is read once (the products and their
+// order, k = 0 … 15 in double, are those of the instruction's definition).
 inline void run(const Mma& mma) {
     const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
+    const Operand a_op = operand(mma.desc_a, mma.type), b_op = operand(mma.desc_b, mma.type);
+    double a[2][16];
+    for (int half = 0; half < 2; ++half)
+        for (int k = 0; k < 16; ++k) a[half][k] = element(a_op, warp * 16 + g + half * 8, k);
     for (int j = 0; j < mma.n / 8; ++j)
-        for (int half = 0; half < 2; ++half)
-            for (int e = 0; e < 2; ++e) {
-                const int row = warp * 16 + g + half * 8, col = j * 8 + 2 * t + e;
+        for (int e = 0; e < 2; ++e) {
+            double b[16];
+            for (int k = 0; k < 16; ++k) b[k] = element(b_op, j * 8 + 2 * t + e, k);
+            for (int half = 0; half < 2; ++half) {
                 double sum = 0.0;
-                for (int k = 0; k < 16; ++k)
-                    sum += double(element(mma.desc_a, mma.type, row, k)) * element(mma.desc_b, mma.type, col, k);
+                for (int k = 0; k < 16; ++k) sum += a[half][k] * b[k];
                 float& d = mma.d[4 * j + 2 * half + e];
                 d = static_cast<float>(double(d) + sum);
             }
+        }
 }
 
 inline void issue(float* d, int n, Type type, std::uint64_t desc_a, std::uint64_t desc_b) {
