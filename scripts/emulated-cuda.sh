@@ -45,7 +45,7 @@ export EMBER_MINILM_DIR
 cargo test --release --workspace --test backend_ops
 # CUDA_VISIBLE_DEVICES="" (cuInit: no device) is NoDevice, not a bare driver error.
 cargo test --release --workspace --test no_device
-# A call that waits for the stream behind the timing gate is released by its watchdog (~30 s).
+# A call that waits for the stream behind the timing gate is released by its watchdog (~10 s).
 cargo test --release --workspace --test gate_watchdog
 # The other families' choice (`gemm-auto` cases; every kernel already ran above by name).
 for family in mma wgmma wgmma-tma-store; do

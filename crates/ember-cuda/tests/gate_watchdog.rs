@@ -1,6 +1,6 @@
 //! The timing gate's watchdog (`CudaDevice::time_each_ms`, `src/timing.rs`): a call that waits
 //! for the stream while its group is held behind the gate would wait for ever; the watchdog opens
-//! the gate (after 3 s on a GPU, 30 s on the emulated driver), the calls complete and are
+//! the gate (after 3 s on a GPU, 10 s on the emulated driver), the calls complete and are
 //! reported as not gated, and later timings in the process are not gated. Its own test binary:
 //! the watchdog turns the gate off for the whole process.
 //!
