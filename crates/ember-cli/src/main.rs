@@ -478,6 +478,7 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
         "intermediate_size": info.intermediate_size,
         "vocab_size": info.vocab_size,
         "fast_tokenizer": info.fast_tokenizer,
+        "tokenizer_fallback": info.tokenizer_fallback,
         "prompts": embedder.prompts(),
         "default_prompt": embedder.default_prompt(),
         "architecture": info.architecture,

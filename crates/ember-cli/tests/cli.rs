@@ -491,19 +491,27 @@ fn raw_output_is_the_npy_payload() {
 }
 
 /// A copy of the tiny model whose `modules.json` ends in a Normalize module.
-fn tiny_model_normalized(dir: &Path) -> PathBuf {
-    let copy = dir.join("tiny-bert-normalize");
-    let copy_dir = |from: &Path, to: &Path| {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_file() {
-                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-            }
+/// The files of `from` (not its folders) copied into `to`.
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
-    };
-    copy_dir(&tiny_model(), &copy);
-    copy_dir(&tiny_model().join("1_Pooling"), &copy.join("1_Pooling"));
+    }
+}
+
+/// A copy of the tiny model in `dir/name`.
+fn tiny_model_copy(dir: &Path, name: &str) -> PathBuf {
+    let copy = dir.join(name);
+    copy_files(&tiny_model(), &copy);
+    copy_files(&tiny_model().join("1_Pooling"), &copy.join("1_Pooling"));
+    copy
+}
+
+fn tiny_model_normalized(dir: &Path) -> PathBuf {
+    let copy = tiny_model_copy(dir, "tiny-bert-normalize");
     let modules = copy.join("modules.json");
     let mut list: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&modules).unwrap()).unwrap();
@@ -658,6 +666,8 @@ fn info_prints_the_model_as_json() {
         ("hidden_size", serde_json::json!(52)),
         ("vocab_size", serde_json::json!(2601)),
         ("truncation", serde_json::json!("truncate")),
+        ("fast_tokenizer", serde_json::json!(true)),
+        ("tokenizer_fallback", serde_json::Value::Null),
     ] {
         assert_eq!(plain[key], value, "{key}: {plain}");
     }
@@ -687,6 +697,33 @@ fn info_prints_the_model_as_json() {
             &serde_json::json!("bf16"),
             &serde_json::json!("error")
         )
+    );
+    // A pipeline Ember's own tokenizers do not reproduce (a `single_word` added token) says so,
+    // and why.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tiny_model_copy(dir.path(), "tiny-bert-single-word");
+    let path = copy.join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for token in tokenizer["added_tokens"].as_array_mut().unwrap() {
+        if token["content"] == "[MASK]" {
+            token["single_word"] = serde_json::json!(true);
+        }
+    }
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    let out = ember(&["info", "--model", copy.to_str().unwrap()], None);
+    assert_success(&out);
+    let fallback: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        fallback["fast_tokenizer"],
+        serde_json::json!(false),
+        "{fallback}"
+    );
+    assert!(
+        fallback["tokenizer_fallback"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("single_word")),
+        "{fallback}"
     );
 }
 

@@ -92,9 +92,12 @@ pub struct ModelInfo {
     pub intermediate_size: usize,
     /// Tokens in the vocabulary.
     pub vocab_size: usize,
-    /// Whether texts take Ember's allocation-free WordPiece or byte-level BPE path (else the
-    /// `tokenizers` crate).
+    /// Whether texts take Ember's own allocation-free tokenizer (WordPiece, byte-level BPE or
+    /// SentencePiece Unigram; else the `tokenizers` crate).
     pub fast_tokenizer: bool,
+    /// Why they do not, when they do not: what in the folder's pipeline Ember's own tokenizers
+    /// do not reproduce (e.g. a `single_word` added token).
+    pub tokenizer_fallback: Option<String>,
     /// The encoder's family: `bert`, `roberta` (also XLM-R, CamemBERT), `mpnet`, `distilbert`,
     /// `modernbert`.
     pub architecture: &'static str,
@@ -576,6 +579,7 @@ impl Embedder {
             intermediate_size: config.intermediate_size,
             vocab_size: config.vocab_size,
             fast_tokenizer: self.tokenizer.is_fast(),
+            tokenizer_fallback: self.tokenizer.fallback_reason().map(str::to_owned),
             architecture: config.family.name(),
             dense: self
                 .dense
