@@ -64,6 +64,9 @@ pub const GATE_WATCHDOG: Duration = Duration::from_secs(3);
 /// The watchdog on the emulated driver (crates/ember-cuda/emu/driver), where a group's kernels run
 /// on the CPU inside the next driver call, between two openings: under 0.8 s for 64 small GEMMs
 /// (measured before the emulated wgmma got 4× faster), so 10 s leaves a loaded CI machine room.
+/// A kernel compiled on first use inside a group can take longer (NVRTC took 14.6 s for
+/// gemm_sm90.cu on 2 cores): there, run each call once before timing it, as backend_ops and
+/// gemm_bench do, or the times come back not gated.
 const GATE_WATCHDOG_EMULATED: Duration = Duration::from_secs(10);
 
 /// Set once the watchdog has had to open a gate.
