@@ -9,7 +9,6 @@
 //! builder's event lists did when a context orders several streams; Ember uses one.
 
 use std::ffi::c_void;
-use std::marker::PhantomData;
 
 use cudarc::driver::sys::CUdeviceptr;
 use cudarc::driver::{
@@ -35,6 +34,7 @@ enum Arg {
 /// parameter in order ([`value`](Self::value) for a scalar or a struct passed by value,
 /// [`input`](Self::input) for a buffer the kernel reads, [`output`](Self::output) for one it
 /// writes), then `unsafe { launch.launch("launch NAME", config) }`.
+/// `'a` ties the stream, the kernel, the values pointed to and the buffers to the launch.
 pub(crate) struct Launch<'a> {
     stream: &'a CudaStream,
     function: &'a CudaFunction,
@@ -44,8 +44,6 @@ pub(crate) struct Launch<'a> {
     len: usize,
     /// Set when more than [`MAX_ARGS`] arguments were pushed (reported by `launch`).
     overflow: bool,
-    /// The values pointed to must outlive the launch call.
-    values: PhantomData<&'a ()>,
 }
 
 impl<'a> Launch<'a> {
@@ -57,7 +55,6 @@ impl<'a> Launch<'a> {
             guards: [const { None }; MAX_ARGS],
             len: 0,
             overflow: false,
-            values: PhantomData,
         }
     }
 
