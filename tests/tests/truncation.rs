@@ -211,6 +211,31 @@ fn error_policy_names_the_text_and_its_length() {
         strict.encode(&fitting).unwrap(),
         lenient.encode(&fitting).unwrap()
     );
+
+    // 300 texts on 2 threads are tokenized in shares of 64, in parallel: the failure reported
+    // is still the first in input order (text 150, in the third share), not the later one
+    // (text 290, in the last share), nor whichever share ended first.
+    let strict_on_two = Embedder::builder()
+        .threads(2)
+        .truncation(Truncation::Error)
+        .load_dir(&tiny)
+        .unwrap();
+    let mut many = vec!["a cat"; 300];
+    many[290] = too_long.as_str();
+    many[150] = too_long.as_str();
+    for _ in 0..3 {
+        let error = strict_on_two.encode(&many).unwrap_err();
+        assert!(
+            matches!(error, EmberError::TooLong { index: 150, .. }),
+            "{error:?}"
+        );
+    }
+    many[150] = "fine";
+    let error = strict_on_two.encode(&many).unwrap_err();
+    assert!(
+        matches!(error, EmberError::TooLong { index: 290, .. }),
+        "{error:?}"
+    );
 }
 
 #[test]

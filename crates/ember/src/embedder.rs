@@ -1,9 +1,9 @@
 //! The [`Embedder`]: a loaded model folder that turns texts into sentence embeddings.
 //!
-//! `encode` tokenizes every text, orders them longest first (as sentence-transformers does),
-//! packs each batch of `batch_size` texts into one `[T, H]` matrix without padding, runs the
-//! encoder, pools, normalises when the folder says so, and writes each row back at its text's
-//! input position. Every kernel computes a row independently of the others in its batch and
+//! `encode` tokenizes every text (in shares, on the pool's threads), orders them longest
+//! first (as sentence-transformers does), packs each batch of `batch_size` texts into one
+//! `[T, H]` matrix without padding, runs the encoder, pools, normalises when the folder says
+//! so, and writes each row back at its text's input position. Every kernel computes a row independently of the others in its batch and
 //! of the thread count, so a text's embedding is bit-identical however it is batched.
 //!
 //! Texts longer than `max_seq_length` tokens are truncated (as sentence-transformers does) or
@@ -33,6 +33,7 @@ use crate::hub::{resolve_model_with, HubConfig};
 use crate::resident::ResidentJob;
 use crate::tokenize::{TextTokenizer, TokenizeScratch};
 use crate::EmberError;
+use rayon::prelude::*;
 
 /// Default texts per forward pass (sentence-transformers' default batch size).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -439,16 +440,9 @@ impl EmbedderBuilder {
 /// Per-call scratch, kept between calls so steady-state encoding reuses its buffers.
 #[derive(Default)]
 struct EncodeState {
-    /// One text's ids, as the tokenizer writes them.
-    text_ids: Vec<u32>,
-    /// The prompt and one text, when the call has a prompt.
-    prompted: String,
-    /// The ids of every text of the call, concatenated in input order; text `i` is
-    /// `token_ids[token_offsets[i]..token_offsets[i + 1]]`. One buffer sized by the call's
-    /// tokens (not a vector per text), grown once by the largest call.
-    token_ids: Vec<u32>,
-    token_offsets: Vec<usize>,
-    tokenize: TokenizeScratch,
+    /// The call's texts in contiguous shares, each tokenized by one task (see
+    /// [`TokenizeShare`]); as many as the largest call used.
+    shares: Vec<TokenizeShare>,
     /// Text indices, longest first.
     order: Vec<usize>,
     /// The packed batch: ids `[T]` and `seq_offsets` `[n + 1]`.
@@ -459,6 +453,50 @@ struct EncodeState {
     /// The Dense modules' outputs, `[n, out_features]` (ping-pong between layers).
     dense: [Vec<f32>; 2],
     cpu: CpuScratch,
+}
+
+/// Texts a tokenizing task takes at the least: about 2 µs each on Ember's own tokenizers, so
+/// a share is worth far more than the pool's cost of handing it to another worker.
+const MIN_TEXTS_PER_SHARE: usize = 64;
+
+/// Shares a call's texts are cut into for each of the pool's threads, so that a worker that
+/// draws long texts (or starts late) does not hold up the rest.
+const SHARES_PER_THREAD: usize = 4;
+
+/// One contiguous share of a call's texts, tokenized by one task on the pool, with the
+/// scratch it tokenizes with; kept between calls, so a warm call allocates nothing. On a GPU
+/// the pool has nothing else to do while the host tokenizes, and one thread's share of the
+/// time is large: MiniLM's texts take ~2 µs each to tokenize on one core of the development
+/// VM, against 10.2 µs each end to end on an H200 (benches/results/gpu.md, 97,745 texts/s).
+#[derive(Default)]
+struct TokenizeShare {
+    /// One text's ids, as the tokenizer writes them.
+    text_ids: Vec<u32>,
+    /// The prompt and one text, when the call has a prompt.
+    prompted: String,
+    scratch: TokenizeScratch,
+    /// The ids of the share's texts, concatenated in input order: its `j`-th text is
+    /// `token_ids[offsets[j]..offsets[j + 1]]`. One buffer sized by the share's tokens (not a
+    /// vector per text), grown once by the largest call.
+    token_ids: Vec<u32>,
+    offsets: Vec<usize>,
+    /// Its texts' reports, when the caller asked for them.
+    reports: Vec<TextReport>,
+    /// The share's first failure (its texts after it are left untokenized).
+    error: Option<EmberError>,
+}
+
+/// A call's tokenized texts: text `i` is text `i % per_share` of share `i / per_share`.
+struct TokenizedTexts<'a> {
+    shares: &'a [TokenizeShare],
+    per_share: usize,
+}
+
+impl TokenizedTexts<'_> {
+    fn tokens(&self, i: usize) -> &[u32] {
+        let (share, j) = (&self.shares[i / self.per_share], i % self.per_share);
+        &share.token_ids[share.offsets[j]..share.offsets[j + 1]]
+    }
 }
 
 /// A sentence-transformers model ready to embed text. `Send + Sync`: share one between
@@ -878,54 +916,48 @@ impl Embedder {
         // Dropped tokens are counted only when someone looks: counting reads a text to its
         // end, where plain truncation stops at the limit.
         let count_dropped = reports.is_some() || self.truncation == Truncation::Error;
-        // On one thread, in order: the fast path takes ~2 µs a sentence, under 1% of the
-        // forward pass, and a single scratch then grows to the longest text once.
-        state.token_ids.clear();
-        state.token_offsets.clear();
-        state.token_offsets.push(0);
-        for (index, text) in texts.iter().enumerate() {
-            let (ids, scratch) = (&mut state.text_ids, &mut state.tokenize);
-            let text = prompted_text(prompt, text.as_ref(), &mut state.prompted);
-            let dropped = if count_dropped {
-                self.tokenizer
-                    .encode_into_counting_dropped(text, ids, scratch)
-            } else {
-                self.tokenizer
-                    .encode_into_with(text, ids, scratch)
-                    .map(|()| 0)
-            }
-            .map_err(|message| EmberError::Tokenize { index, message })?;
-            if dropped > 0 && self.truncation == Truncation::Error {
-                return Err(EmberError::TooLong {
-                    index,
-                    tokens: ids.len() + dropped,
-                    max_seq_length: self.max_seq_length(),
-                });
-            }
-            if ids.is_empty() {
-                // Only a tokenizer that adds no special tokens gives none (for "", or a text
-                // of nothing but whitespace or control characters).
-                if let Some(mode) = self.pooling.modes.iter().find(|&&m| !zero_when_empty(m)) {
-                    return Err(EmberError::Tokenize {
-                        index,
-                        message: format!(
-                            "it gives no tokens (the tokenizer adds no special tokens), and \
-                             {mode} pooling needs at least one"
-                        ),
-                    });
-                }
+        // Contiguous shares, in parallel on the pool (this runs on it: see `encode_checked`);
+        // a call of at most MIN_TEXTS_PER_SHARE texts, or on a pool of one thread, is one
+        // share, tokenized right here. A text's ids do not depend on its share.
+        let threads = rayon::current_num_threads();
+        let per_share = if threads == 1 {
+            n.max(1)
+        } else {
+            n.div_ceil(SHARES_PER_THREAD * threads)
+                .max(MIN_TEXTS_PER_SHARE)
+        };
+        let share_count = n.div_ceil(per_share).max(1);
+        if state.shares.len() < share_count {
+            state
+                .shares
+                .resize_with(share_count, TokenizeShare::default);
+        }
+        let shares = &mut state.shares[..share_count];
+        let with_reports = reports.is_some();
+        let tokenize = |(s, share): (usize, &mut TokenizeShare)| {
+            let first = s * per_share;
+            let texts = &texts[first..n.min(first + per_share)];
+            self.tokenize_share(share, texts, first, prompt, count_dropped, with_reports);
+        };
+        if share_count == 1 {
+            tokenize((0, &mut shares[0]));
+        } else {
+            shares.par_iter_mut().enumerate().for_each(tokenize);
+        }
+        // The first failure in input order, as a serial loop would have stopped at.
+        for (s, share) in shares.iter_mut().enumerate() {
+            if let Some(error) = share.error.take() {
+                return Err(error);
             }
             if let Some(reports) = reports.as_deref_mut() {
-                reports[index] = TextReport {
-                    tokens: ids.len(),
-                    dropped_tokens: dropped,
-                };
+                reports[s * per_share..][..share.reports.len()].copy_from_slice(&share.reports);
             }
-            state.token_ids.extend_from_slice(&state.text_ids);
-            state.token_offsets.push(state.token_ids.len());
         }
-        let (token_ids, offsets) = (&state.token_ids, &state.token_offsets);
-        let tokens = |i: usize| &token_ids[offsets[i]..offsets[i + 1]];
+        let tokenized = TokenizedTexts {
+            shares: &state.shares[..share_count],
+            per_share,
+        };
+        let tokens = |i: usize| tokenized.tokens(i);
 
         state.order.clear();
         state.order.extend(0..n);
@@ -933,15 +965,13 @@ impl Embedder {
         // sort give that exact order without the stable sort's scratch allocation.
         state
             .order
-            .sort_unstable_by_key(|&i| (std::cmp::Reverse(offsets[i + 1] - offsets[i]), i));
+            .sort_unstable_by_key(|&i| (std::cmp::Reverse(tokens(i).len()), i));
 
         // Texts of no tokens sort last and skip the encoder (which refuses an empty sequence):
         // their pooled rows are zeros, what sentence-transformers' mean pooling gives over an
         // all-zero attention mask (`Σ 0 / clamp(0, 1e-9)`; modes without that meaning were
         // refused above). Dense and Normalize then treat them as any row.
-        let with_tokens = state
-            .order
-            .partition_point(|&i| offsets[i + 1] > offsets[i]);
+        let with_tokens = state.order.partition_point(|&i| !tokens(i).is_empty());
         let (encoded, empty) = state.order.split_at(with_tokens);
         let pooled_dim = self.pooling.output_dim();
         for chunk in encoded.chunks(self.batch_size) {
@@ -978,6 +1008,88 @@ impl Embedder {
             self.write_rows(chunk, pooled, &mut state.dense, out)?;
         }
         Ok(())
+    }
+
+    /// Tokenizes `texts`, the call's texts `first..`, into `share` (see [`TokenizeShare`]),
+    /// with their reports if `with_reports`; stops at the first failure, left in
+    /// `share.error`.
+    fn tokenize_share<S: AsRef<str>>(
+        &self,
+        share: &mut TokenizeShare,
+        texts: &[S],
+        first: usize,
+        prompt: Option<&str>,
+        count_dropped: bool,
+        with_reports: bool,
+    ) {
+        share.token_ids.clear();
+        share.offsets.clear();
+        share.offsets.push(0);
+        share.reports.clear();
+        share.error = None;
+        for (j, text) in texts.iter().enumerate() {
+            match self.tokenize_text(share, text.as_ref(), first + j, prompt, count_dropped) {
+                Ok(report) => {
+                    share.token_ids.extend_from_slice(&share.text_ids);
+                    share.offsets.push(share.token_ids.len());
+                    if with_reports {
+                        share.reports.push(report);
+                    }
+                }
+                Err(error) => {
+                    share.error = Some(error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Text `index`'s ids into `share.text_ids`: its tokens and, if `count_dropped`, how many
+    /// truncation dropped; a failure of the tokenizer, a text too long under
+    /// [`Truncation::Error`], or no tokens where the pooling needs one, is an `Err`.
+    fn tokenize_text(
+        &self,
+        share: &mut TokenizeShare,
+        text: &str,
+        index: usize,
+        prompt: Option<&str>,
+        count_dropped: bool,
+    ) -> Result<TextReport, EmberError> {
+        let (ids, scratch) = (&mut share.text_ids, &mut share.scratch);
+        let text = prompted_text(prompt, text, &mut share.prompted);
+        let dropped = if count_dropped {
+            self.tokenizer
+                .encode_into_counting_dropped(text, ids, scratch)
+        } else {
+            self.tokenizer
+                .encode_into_with(text, ids, scratch)
+                .map(|()| 0)
+        }
+        .map_err(|message| EmberError::Tokenize { index, message })?;
+        if dropped > 0 && self.truncation == Truncation::Error {
+            return Err(EmberError::TooLong {
+                index,
+                tokens: ids.len() + dropped,
+                max_seq_length: self.max_seq_length(),
+            });
+        }
+        if ids.is_empty() {
+            // Only a tokenizer that adds no special tokens gives none (for "", or a text of
+            // nothing but whitespace or control characters).
+            if let Some(mode) = self.pooling.modes.iter().find(|&&m| !zero_when_empty(m)) {
+                return Err(EmberError::Tokenize {
+                    index,
+                    message: format!(
+                        "it gives no tokens (the tokenizer adds no special tokens), and \
+                         {mode} pooling needs at least one"
+                    ),
+                });
+            }
+        }
+        Ok(TextReport {
+            tokens: ids.len(),
+            dropped_tokens: dropped,
+        })
     }
 
     /// Finishes the pooled rows `pooled` (`[chunk.len(), pooled_dim]`, normalised already when
