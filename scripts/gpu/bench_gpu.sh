@@ -17,7 +17,8 @@
 #      wgmma-tma and wgmma-tma-occ2 (appending to ember_e2e.jsonl); late, since a kernel that
 #      hangs takes its step's time limit; the ping-pong kernels and the TMA-stored one (session
 #      16, new to the GPU) in backend_ops and gemm_bench steps of their own; then (with the
-#      model) a warm encode allocates nothing on the host or the device (cuda_zero_alloc);
+#      model) a warm encode allocates nothing on the host or the device (cuda_zero_alloc), and
+#      where MiniLM's end-to-end time goes, op by op (EMBER_CUDA_PROFILE=1, ember bench);
 #   6. every GEMM kernel and cuBLAS again in f16;
 #   7. on Hopper the new families end to end, wgmma-tma-store (EMBER_GPU_NEW_FAMILIES; session
 #      16 ran `ember bench` alone with the ping-pong ones, which have not met cuda_e2e yet), after
@@ -225,6 +226,14 @@ fi
 if [ "$model" = 1 ]; then
   step 60 env -u EMBER_CUDA_GEMM EMBER_REQUIRE_CUDA=1 EMBER_MINILM_DIR="$bin/minilm-fp16" \
     EMBER_FIXTURES_DIR="$PWD/tests/fixtures" "$bin/cuda_zero_alloc"
+fi
+# Where the end-to-end time goes (EMBER_CUDA_PROFILE=1, crates/ember-cuda/src/profile.rs): per
+# op, its GPU time and the host's time queueing it, forwards of one text and batches of 128
+# apart; MiniLM, the default family, 2 passes and 100 single texts, f16 and the f32 model
+# `ember bench` compares it with (the tables come on stderr as each model is dropped).
+if [ "$model" = 1 ]; then
+  step 45 env -u EMBER_CUDA_GEMM EMBER_CUDA_PROFILE=1 "$bin/ember" bench --model "$bin/minilm-fp16" \
+    --device cuda --dtype f16 --input "$corpus" --batch-size 128 --latency-texts 100 --repeats 2
 fi
 # With what the budget has left: the same GEMMs in f16 (the dtype of the end-to-end runs).
 step 60 env -u EMBER_CUDA_GEMM "$bin/gemm_bench" --dtype f16 --kernels -WgmmaPingpong,-WgmmaTmaStore \

@@ -292,3 +292,78 @@ fn dtypes_a_device_does_not_run_are_refused() {
         "options: dtype f16 runs on cuda only; on the CPU use f32, bf16 or int8"
     );
 }
+
+/// `CudaBertModel::enable_profile`: every op of every later forward is counted, forwards of one
+/// text apart from batches, and the times are finite. (Their values are the GPU's to show: on
+/// the emulated driver the kernels run inside the launch, so GPU and host times agree.)
+#[test]
+fn profile_counts_every_op_of_each_forward() {
+    use ember_cuda::{CudaBertModel, CudaDevice, Dtype};
+    let tiny = fixtures_dir().join("tiny-bert");
+    let device = match CudaDevice::open(0) {
+        Ok(device) => device,
+        Err(err) if std::env::var("EMBER_REQUIRE_CUDA").as_deref() != Ok("1") => {
+            eprintln!("profile_counts_every_op_of_each_forward: skipped: {err}");
+            return;
+        }
+        Err(err) => panic!("no GPU: {err}"),
+    };
+    let config = ember_bert::BertConfig::from_file(&tiny.join("config.json")).unwrap();
+    let weights = WeightFile::open(tiny.join("model.safetensors")).unwrap();
+    let (layers, h) = (config.num_hidden_layers, config.hidden_size);
+    let mut model = CudaBertModel::load(device, config, &weights, Dtype::F32).unwrap();
+    let mean = [ember_pooling::PoolingMode::Mean];
+    let (ids, offsets) = ([2, 7, 3, 2, 3], [0, 3, 5]);
+    let mut out = vec![0.0; 2 * h];
+    model.embed(&ids, &offsets, &mean, true, &mut out).unwrap();
+    assert!(model.profile_report().is_none(), "profiled before enabled");
+
+    model.enable_profile();
+    let unprofiled = out.clone();
+    for _ in 0..3 {
+        model.embed(&ids, &offsets, &mean, true, &mut out).unwrap();
+        assert_eq!(out, unprofiled, "profiling changed the rows");
+    }
+    model
+        .embed(&ids[..3], &offsets[..2], &mean, false, &mut out[..h])
+        .unwrap();
+    let report = model.profile_report().unwrap();
+    println!("{report}");
+    let (single, batches) = report.split_at(report.find("forwards of batches").unwrap());
+    assert!(single.starts_with("forwards of one text: 1 forwards, 1 texts, 3 tokens"));
+    assert!(batches.starts_with("forwards of batches: 3 forwards, 6 texts, 15 tokens"));
+    // Each table: the op, its calls, then its GPU ms, share, GPU and host µs a call.
+    let calls = |table: &str, op: &str| -> Option<(u64, Vec<f64>)> {
+        let line = table.lines().find(|l| l.trim_start().starts_with(op))?;
+        let fields: Vec<&str> = line[line.find(op)? + op.len()..].split_whitespace().collect();
+        let times = fields[1..]
+            .iter()
+            .map(|f| f.trim_end_matches('%').parse().unwrap())
+            .collect();
+        Some((fields[0].parse().unwrap(), times))
+    };
+    for (table, forwards) in [(single, 1), (batches, 3)] {
+        for (op, per_forward) in [
+            ("upload ids, offsets", 1),
+            ("embedding + layernorm", 1),
+            ("qkv linear", layers),
+            ("attention", layers),
+            ("attention-out linear + R", layers),
+            ("attention layernorm", layers),
+            ("ffn-up linear (+ act)", layers),
+            ("ffn-down linear + R", layers),
+            ("output layernorm", layers),
+            ("pooling", 1),
+            ("download (+ wait)", 1),
+        ] {
+            let (count, times) = calls(table, op).unwrap_or_else(|| panic!("{op} missing"));
+            assert_eq!(count, (forwards * per_forward) as u64, "{op}");
+            assert!(
+                times.iter().all(|t| t.is_finite() && *t >= 0.0),
+                "{op}: {times:?}"
+            );
+        }
+        // Normalize ran in the batches only.
+        assert_eq!(calls(table, "normalize").map(|c| c.0), (forwards == 3).then_some(3));
+    }
+}

@@ -55,6 +55,7 @@ use crate::error::CudaError;
 use crate::gemm::{linear, DeviceLinear};
 use crate::layernorm::{layernorm, layernorm_into};
 use crate::pooling::{normalize_rows, pool};
+use crate::profile::OpProfile;
 use crate::rotary::{apply_rotary, DeviceRotary};
 use ember_cpu::Activation;
 
@@ -236,6 +237,7 @@ impl<E: Element> Encoder<E> {
 
     /// Runs the batch and writes its pooled (and normalised, if asked) rows into `out`.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn embed(
         &mut self,
         device: &CudaDevice,
@@ -245,6 +247,7 @@ impl<E: Element> Encoder<E> {
         modes: &[PoolingMode],
         normalize: bool,
         out: &mut [f32],
+        profile: &mut OpProfile,
     ) -> Result<(), CudaError> {
         let (h, t) = (c.hidden_size, token_ids.len());
         let n = seq_offsets.len().saturating_sub(1);
@@ -260,8 +263,10 @@ impl<E: Element> Encoder<E> {
             gated.set_len(t * c.intermediate_size)?;
         }
         a.pooled.set_len(n * pooled_dim)?;
+        profile.begin(device)?;
         device.write_token_ids(token_ids, &mut a.token_ids)?;
         device.write_offsets(seq_offsets, &mut a.seq_offsets)?;
+        profile.mark(device, "upload ids, offsets")?;
         let offsets = &a.seq_offsets;
         let (heads, head_dim, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
 
@@ -273,8 +278,9 @@ impl<E: Element> Encoder<E> {
             eps,
             &mut a.hidden,
         )?;
+        profile.mark(device, "embedding + layernorm")?;
         if let Some(modern) = &self.modern {
-            Self::pre_norm_layers(device, c, &self.layers, modern, a, t)?;
+            Self::pre_norm_layers(device, c, &self.layers, modern, a, t, profile)?;
         }
         let post_norm_layers = if self.modern.is_some() {
             &[][..]
@@ -292,8 +298,10 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.qkv,
             )?;
+            profile.mark(device, "qkv linear")?;
             if let Some(rotary) = &self.rotary {
                 apply_rotary(device, &mut a.qkv, offsets, heads, rotary)?;
+                profile.mark(device, "rotary")?;
             }
             crate::attention::attention_varlen(
                 device,
@@ -304,6 +312,7 @@ impl<E: Element> Encoder<E> {
                 self.relative_bias.as_ref(),
                 &mut a.context,
             )?;
+            profile.mark(device, "attention")?;
             linear(
                 device,
                 &a.context,
@@ -313,6 +322,7 @@ impl<E: Element> Encoder<E> {
                 Some(&a.hidden),
                 &mut a.attention,
             )?;
+            profile.mark(device, "attention-out linear + R")?;
             // Every post-LayerNorm layer has its attention LayerNorm.
             if let Some(norm) = &layer.attention_norm {
                 layernorm(
@@ -325,6 +335,7 @@ impl<E: Element> Encoder<E> {
                     &norm.beta,
                     eps,
                 )?;
+                profile.mark(device, "attention layernorm")?;
             }
             // NomicBERT's SwiGLU: `[T, 2F]` (gate, up), then act(gate) · up into `gated`.
             let up_act = match a.gated {
@@ -340,10 +351,12 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.intermediate,
             )?;
+            profile.mark(device, "ffn-up linear (+ act)")?;
             let ffn_input = match a.gated.as_mut() {
                 Some(gated) => {
                     let f = c.intermediate_size;
                     gated_activation(device, c.activation, &a.intermediate, t, f, gated)?;
+                    profile.mark(device, "gated activation")?;
                     &*gated
                 }
                 None => &a.intermediate,
@@ -357,6 +370,7 @@ impl<E: Element> Encoder<E> {
                 Some(&a.attention),
                 &mut a.hidden,
             )?;
+            profile.mark(device, "ffn-down linear + R")?;
             let norm = &layer.output_norm;
             layernorm(
                 device,
@@ -368,12 +382,17 @@ impl<E: Element> Encoder<E> {
                 &norm.beta,
                 eps,
             )?;
+            profile.mark(device, "output layernorm")?;
         }
         pool(device, &a.hidden, &a.seq_offsets, h, modes, &mut a.pooled)?;
+        profile.mark(device, "pooling")?;
         if normalize {
             normalize_rows(device, &mut a.pooled, pooled_dim)?;
+            profile.mark(device, "normalize")?;
         }
-        device.download_into(&a.pooled, out)
+        device.download_into(&a.pooled, out)?;
+        profile.mark(device, "download (+ wait)")?;
+        profile.end(n, t)
     }
 }
 
@@ -386,6 +405,7 @@ impl<E: Element> Encoder<E> {
         modern: &DeviceModern,
         a: &mut Activations<E>,
         t: usize,
+        profile: &mut OpProfile,
     ) -> Result<(), CudaError> {
         let (h, f) = (c.hidden_size, c.intermediate_size);
         let (heads, head_dim, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
@@ -401,6 +421,7 @@ impl<E: Element> Encoder<E> {
                 Some(norm) => {
                     let (g, b) = (&norm.gamma, &norm.beta);
                     layernorm_into(device, &a.hidden, &mut a.attention, t, h, g, b, eps)?;
+                    profile.mark(device, "attention layernorm")?;
                     &a.attention
                 }
             };
@@ -413,11 +434,13 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.qkv,
             )?;
+            profile.mark(device, "qkv linear")?;
             let rotary = match window {
                 None => &modern.global_rotary,
                 Some(_) => &modern.local_rotary,
             };
             apply_rotary(device, &mut a.qkv, &a.seq_offsets, heads, rotary)?;
+            profile.mark(device, "rotary")?;
             attention_varlen_windowed(
                 device,
                 &a.qkv,
@@ -428,6 +451,7 @@ impl<E: Element> Encoder<E> {
                 window,
                 &mut a.context,
             )?;
+            profile.mark(device, "attention")?;
             linear(
                 device,
                 &a.context,
@@ -437,9 +461,11 @@ impl<E: Element> Encoder<E> {
                 Some(&a.hidden),
                 &mut a.attention,
             )?;
+            profile.mark(device, "attention-out linear + R")?;
             let norm = &layer.output_norm;
             let (g, b) = (&norm.gamma, &norm.beta);
             layernorm_into(device, &a.attention, &mut a.hidden, t, h, g, b, eps)?;
+            profile.mark(device, "ffn layernorm")?;
             linear(
                 device,
                 &a.hidden,
@@ -449,7 +475,9 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.intermediate,
             )?;
+            profile.mark(device, "ffn-up linear (+ act)")?;
             gated_activation(device, c.activation, &a.intermediate, t, f, gated)?;
+            profile.mark(device, "gated activation")?;
             linear(
                 device,
                 gated,
@@ -459,6 +487,7 @@ impl<E: Element> Encoder<E> {
                 Some(&a.attention),
                 &mut a.hidden,
             )?;
+            profile.mark(device, "ffn-down linear + R")?;
         }
         let norm = &modern.final_norm;
         layernorm(
@@ -470,7 +499,8 @@ impl<E: Element> Encoder<E> {
             &norm.gamma,
             &norm.beta,
             eps,
-        )
+        )?;
+        profile.mark(device, "final layernorm")
     }
 }
 
@@ -554,6 +584,7 @@ pub struct CudaBertModel {
     device: CudaDevice,
     config: BertConfig,
     encoder: AnyEncoder,
+    profile: OpProfile,
 }
 
 impl std::fmt::Debug for CudaBertModel {
@@ -611,7 +642,21 @@ impl CudaBertModel {
             device,
             config,
             encoder,
+            profile: OpProfile::default(),
         })
+    }
+
+    /// Times every later forward op by op ([`OpProfile`]: each op's GPU time and the host's
+    /// time queueing it), until the model is dropped, which prints
+    /// [`profile_report`](Self::profile_report) to standard error.
+    pub fn enable_profile(&mut self) {
+        self.profile.enable();
+    }
+
+    /// The per-op times of the forwards so far, as tables (see [`OpProfile::report`]); `None`
+    /// unless [`enable_profile`](Self::enable_profile) was called and a forward ran.
+    pub fn profile_report(&self) -> Option<String> {
+        self.profile.report()
     }
 
     /// The configuration the model was built from.
@@ -652,11 +697,24 @@ impl CudaBertModel {
             n * modes.len() * self.config.hidden_size,
             out.len(),
         )?;
-        let (d, c) = (&self.device, &self.config);
+        let (d, c, p) = (&self.device, &self.config, &mut self.profile);
         match &mut self.encoder {
-            AnyEncoder::F32(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out),
-            AnyEncoder::Bf16(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out),
-            AnyEncoder::F16(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out),
+            AnyEncoder::F32(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out, p),
+            AnyEncoder::Bf16(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out, p),
+            AnyEncoder::F16(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out, p),
+        }
+    }
+}
+
+impl Drop for CudaBertModel {
+    fn drop(&mut self) {
+        if let Some(report) = self.profile.report() {
+            eprintln!(
+                "ember-cuda profile ({}, {}, {} layers):\n{report}",
+                self.device.name(),
+                self.dtype(),
+                self.config.num_hidden_layers
+            );
         }
     }
 }

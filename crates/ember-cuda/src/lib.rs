@@ -48,6 +48,7 @@ mod launch;
 pub mod layernorm;
 pub mod nvrtc;
 pub mod pooling;
+pub mod profile;
 pub mod rotary;
 pub mod timing;
 
@@ -57,6 +58,7 @@ pub use device::{
 };
 pub use error::CudaError;
 pub use nvrtc::{Arch, Nvrtc};
+pub use profile::OpProfile;
 pub use timing::CallTimes;
 
 use ember_cpu::Activation;

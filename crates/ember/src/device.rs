@@ -142,7 +142,11 @@ impl Backend {
         };
         let device = ember_cuda::CudaDevice::open(ordinal)?;
         let weights = weights()?;
-        let model = ember_cuda::CudaBertModel::load(device, config, &weights, dtype)?;
+        let mut model = ember_cuda::CudaBertModel::load(device, config, &weights, dtype)?;
+        // A diagnostic: per-op GPU and host times, printed to stderr when the model is dropped.
+        if std::env::var_os("EMBER_CUDA_PROFILE").is_some_and(|v| !v.is_empty() && v != "0") {
+            model.enable_profile();
+        }
         Ok(Backend::Cuda(Mutex::new(model)))
     }
 
