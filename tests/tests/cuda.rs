@@ -335,7 +335,9 @@ fn profile_counts_every_op_of_each_forward() {
     // Each table: the op, its calls, then its GPU ms, share, GPU and host µs a call.
     let calls = |table: &str, op: &str| -> Option<(u64, Vec<f64>)> {
         let line = table.lines().find(|l| l.trim_start().starts_with(op))?;
-        let fields: Vec<&str> = line[line.find(op)? + op.len()..].split_whitespace().collect();
+        let fields: Vec<&str> = line[line.find(op)? + op.len()..]
+            .split_whitespace()
+            .collect();
         let times = fields[1..]
             .iter()
             .map(|f| f.trim_end_matches('%').parse().unwrap())
@@ -364,6 +366,9 @@ fn profile_counts_every_op_of_each_forward() {
             );
         }
         // Normalize ran in the batches only.
-        assert_eq!(calls(table, "normalize").map(|c| c.0), (forwards == 3).then_some(3));
+        assert_eq!(
+            calls(table, "normalize").map(|c| c.0),
+            (forwards == 3).then_some(3)
+        );
     }
 }

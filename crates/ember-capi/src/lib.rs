@@ -1,10 +1,13 @@
 //! The C ABI of Ember (`include/ember.h`): load a model, ask its dimension, embed UTF-8 texts
 //! into a caller's buffer, read the last error, free.
 //!
-//! Every entry point runs under [`std::panic::catch_unwind`], so no panic unwinds into C; a
+//! `ember_load` and `ember_encode` run under [`std::panic::catch_unwind`], and the other
+//! entry points cannot panic (their thread-locals are reached with `try_with`, so not even
+//! from a thread-local destructor that runs after Rust's own), so no panic unwinds into C; a
 //! failure is a return value (`NULL` or `-1`) and [`ember_last_error`] tells what happened,
 //! per thread. Pointers from C are checked for `NULL`; lengths are checked before any
-//! slice is formed; texts are validated as UTF-8 (an error names the text's index).
+//! slice is formed; texts are validated as UTF-8 (an error names the text's index) and
+//! checked not to overlap the output buffer.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -82,7 +85,9 @@ fn set_last_error(message: Option<String>) {
     // An interior NUL cannot be represented in a C string: show it as U+2400.
     let message = message
         .map(|m| CString::new(m.replace('\0', "\u{2400}")).unwrap_or_else(|_| CString::default()));
-    LAST_ERROR.with(|cell| *cell.borrow_mut() = message);
+    // After the thread's storage is gone (a C++ thread_local's destructor calling in) there is
+    // nowhere to keep it; ember_last_error says so.
+    let _ = LAST_ERROR.try_with(|cell| *cell.borrow_mut() = message);
 }
 
 /// Runs `f`, recording its error (or panic) as the thread's last error; `fallback` is returned
@@ -223,18 +228,16 @@ pub unsafe extern "C" fn ember_encode(
                 std::slice::from_raw_parts(lens, n),
             )
         };
-        TEXTS.with(|cell| {
-            // Reuse the thread's list of views (no allocation after the first calls); a
-            // fresh one if it is somehow in use.
-            let mut own = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let views = match borrowed.as_deref_mut() {
-                Ok(views) => views,
-                Err(_) => &mut own,
-            };
-            views.clear();
+        // The bytes of `out`, which no text may share: `encode_into` reads the texts while it
+        // writes `out`.
+        let out_bytes = (out as usize)..(out as usize).saturating_add(needed * size_of::<f32>());
+        let encode = |views: &mut Vec<CText>| -> Result<(), String> {
             for (i, (&ptr, &len)) in ptrs.iter().zip(lens).enumerate() {
                 let view = CText::new(i, ptr, len)?;
+                let text_bytes = (ptr as usize)..(ptr as usize).saturating_add(len);
+                if text_bytes.start < out_bytes.end && out_bytes.start < text_bytes.end {
+                    return Err(format!("ember_encode: text {i} overlaps out"));
+                }
                 std::str::from_utf8(view.bytes()).map_err(|e| {
                     format!(
                         "ember_encode: text {i} is not UTF-8 (at byte {})",
@@ -243,15 +246,30 @@ pub unsafe extern "C" fn ember_encode(
                 })?;
                 views.push(view);
             }
-            // SAFETY: non-null, `needed ≤ isize::MAX / 4` (checked above), and the caller
-            // promises `out_len ≥ needed` writable floats used by nothing else during the call.
+            // SAFETY: non-null, `needed ≤ isize::MAX / 4` (checked above), no text overlaps it
+            // (checked above), and the caller promises `out_len ≥ needed` writable floats used
+            // by nothing else during the call.
             let out = unsafe { std::slice::from_raw_parts_mut(out, needed) };
-            let result = embedder.encode_into(views, out).map_err(|e| e.to_string());
-            // Views are only ever read inside the call that made them (every call clears the
-            // list first); clearing here too leaves no dangling view behind a success.
+            embedder
+                .encode_into(views.as_slice(), out)
+                .map_err(|e| e.to_string())
+        };
+        // The thread's list of views, reused (no allocation after the first calls); a fresh
+        // one if it is somehow in use, or the thread's storage already destroyed.
+        let run = |views: &mut Vec<CText>| {
+            views.clear();
+            let result = encode(views);
+            // Views are only read inside the call that made them; clearing on every way out
+            // leaves no pointer of the caller's behind.
             views.clear();
             result
-        })?;
+        };
+        TEXTS
+            .try_with(|cell| match cell.try_borrow_mut() {
+                Ok(mut views) => run(&mut views),
+                Err(_) => run(&mut Vec::new()),
+            })
+            .unwrap_or_else(|_| run(&mut Vec::new()))?;
         Ok(0)
     })
 }
@@ -260,11 +278,14 @@ pub unsafe extern "C" fn ember_encode(
 /// succeeded; valid until the thread's next such call.
 #[no_mangle]
 pub extern "C" fn ember_last_error() -> *const c_char {
-    LAST_ERROR.with(|cell| {
-        cell.borrow()
-            .as_ref()
-            .map_or(std::ptr::null(), |m| m.as_ptr())
-    })
+    LAST_ERROR
+        .try_with(|cell| match cell.try_borrow() {
+            Ok(message) => message.as_ref().map_or(std::ptr::null(), |m| m.as_ptr()),
+            Err(_) => c"ember: the last error is being written".as_ptr(),
+        })
+        .unwrap_or_else(|_| {
+            c"ember: the last error is unavailable: this thread's storage is destroyed".as_ptr()
+        })
 }
 
 /// Releases an embedder; `NULL` is ignored.

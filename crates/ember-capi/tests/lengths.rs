@@ -103,3 +103,81 @@ fn a_count_no_array_can_hold_is_an_error() {
     // SAFETY: `e` came from ember_load and is no longer used.
     unsafe { ember_free(e) };
 }
+
+#[test]
+fn a_text_inside_out_is_an_error() {
+    let e = load_tiny();
+    // SAFETY: `e` is live.
+    let dim = unsafe { ember_dim(e) };
+    // One buffer for both, as a C caller with an arena might: the text sits in out's bytes,
+    // which the encoder would write while it reads the text.
+    let mut arena = vec![0f32; 2 * dim];
+    let text = b"a cat";
+    // SAFETY: the arena holds 8 · dim ≥ 5 bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), arena.as_mut_ptr().cast::<u8>().add(4), 5)
+    };
+    // SAFETY: the arena's base as bytes; 4 + 5 bytes stay inside it.
+    let inside = unsafe { arena.as_ptr().cast::<c_char>().add(4) };
+    let fine: &[u8] = b"fine";
+    for (ptrs, bad) in [
+        ([fine.as_ptr().cast(), inside], 1),
+        ([inside, fine.as_ptr().cast()], 0),
+    ] {
+        let lens = [if bad == 0 { 5 } else { 4 }, if bad == 1 { 5 } else { 4 }];
+        // SAFETY: every pointer is live for its length; `out` is the arena, 2 · dim floats.
+        let rc = unsafe {
+            ember_encode(
+                e,
+                ptrs.as_ptr(),
+                lens.as_ptr(),
+                2,
+                arena.as_mut_ptr(),
+                2 * dim,
+            )
+        };
+        assert_eq!(rc, -1, "a text inside out was accepted");
+        let message = last_error();
+        assert!(
+            message.contains(&format!("text {bad} overlaps out")),
+            "{message}"
+        );
+    }
+    // A text that ends where out begins does not overlap it: "fine" in the arena's first
+    // float, out the next `dim`.
+    let mut arena = vec![0f32; 1 + dim];
+    arena[0] = f32::from_ne_bytes(*b"fine");
+    let (text, out) = arena.split_at_mut(1);
+    let ptrs = [text.as_ptr().cast::<c_char>()];
+    assert_eq!(encode(e, &ptrs, &[4], out), 0, "{}", last_error_or_none());
+    assert!(out.iter().all(|x| x.is_finite()));
+    // SAFETY: `e` came from ember_load and is no longer used.
+    unsafe { ember_free(e) };
+}
+
+fn last_error_or_none() -> String {
+    let ptr = ember_last_error();
+    if ptr.is_null() {
+        return "no error".into();
+    }
+    // SAFETY: as in last_error.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn a_thread_count_past_max_threads_is_an_error() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-bert");
+    let path = CString::new(model.to_str().expect("UTF-8 path")).expect("no NUL");
+    for threads in [usize::MAX, ember::MAX_THREADS + 1] {
+        // SAFETY: a valid C string.
+        let e = unsafe { ember_load(path.as_ptr(), threads, 0) };
+        assert!(e.is_null(), "threads = {threads} accepted");
+        let message = last_error();
+        assert!(
+            message.contains(&format!("threads = {threads}")),
+            "{message}"
+        );
+    }
+}

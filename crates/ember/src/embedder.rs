@@ -35,6 +35,9 @@ use crate::tokenize::{TextTokenizer, TokenizeScratch};
 use crate::EmberError;
 use rayon::prelude::*;
 
+/// The most threads an embedder's pool may have ([`EmbedderBuilder::threads`]).
+pub const MAX_THREADS: usize = 4096;
+
 /// Default texts per forward pass (sentence-transformers' default batch size).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
@@ -132,7 +135,8 @@ enum DefaultPrompt {
 }
 
 impl EmbedderBuilder {
-    /// Worker threads of the embedder's own pool (default: the machine's cores).
+    /// Worker threads of the embedder's own pool (default: the machine's cores; 1 to
+    /// [`MAX_THREADS`]).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
         self
@@ -301,6 +305,14 @@ impl EmbedderBuilder {
         }
         let threads = match self.threads {
             Some(0) => return Err(EmberError::Options("threads must be at least 1".into())),
+            // rayon would quietly cap the count at 65,535, and that many threads (each with
+            // its attention scratch) exhausts the machine: a count past any machine's cores is
+            // a caller's mistake (a -1 cast to usize, say), refused before a thread starts.
+            Some(n) if n > MAX_THREADS => {
+                return Err(EmberError::Options(format!(
+                    "threads = {n} is more than Ember runs ({MAX_THREADS} at most)"
+                )))
+            }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };

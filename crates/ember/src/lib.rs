@@ -49,7 +49,7 @@ use std::path::PathBuf;
 pub use device::Device;
 pub use embedder::{
     Embedder, EmbedderBuilder, Embeddings, ModelInfo, Prompt, TextReport, Truncation,
-    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_SIZE, MAX_THREADS,
 };
 pub use ember_cpu::Precision;
 pub use folder::{resolve_model, ModelFolder};
