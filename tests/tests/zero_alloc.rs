@@ -23,10 +23,10 @@
 //!   path, RoBERTa's and ModernBERT's its byte-level BPE (checked here on tiny-roberta and
 //!   tiny-modernbert), XLM-RoBERTa's its SentencePiece Unigram (checked here on
 //!   tiny-xlm-roberta and tiny-xlmr-spm, whose charsmap is a real `nmt_nfkc` one, on the
-//!   corpus and a few multilingual texts), which reuse one scratch per call state. It runs on
-//!   one thread, in order: about
-//!   2 µs a sentence (`tokenizer_speed` in `tokenizer_parity.rs`), under 1% of the forward
-//!   pass, and its scratch grows once, whichever worker would otherwise have drawn which text.
+//!   corpus and a few multilingual texts), which reuse one scratch per pool worker. About
+//!   2 µs a sentence (`tokenizer_speed` in `tokenizer_parity.rs`): a call of more than 64 texts
+//!   is tokenized in shares on the pool's workers (twice: lengths first, then the ids into
+//!   their places in one buffer), a smaller one on the resident worker alone.
 //! - Reaching the pool: `ThreadPool::install` from a thread outside the pool pushes onto
 //!   rayon's injector (crossbeam's `Injector`), which allocates a new block every 63 pushes:
 //!   20 allocations over the 2 + 1,244 counted calls, all in `Injector::push`. Calls now
@@ -35,7 +35,8 @@
 //!   hand it their closure through a mutex and condition variable, and the parallel loops
 //!   inside run as in-pool `join`s, which only touch the workers' preallocated deques.
 //! - The call's token ids live in one concatenated buffer (with offsets), grown once by the
-//!   largest call, rather than a vector per text.
+//!   largest call, rather than a vector per text (or per share of a parallel call: the corpus
+//!   sorted longest first, below, would grow the first share's).
 //! - Attention's per-thread scratch grows to the largest task a worker has run, and which
 //!   worker runs which (sequence, head) task is up to work stealing: 10 of 19 runs of this test
 //!   on the shared 2-core machine, under load from other processes, allocated once or twice, in
@@ -118,6 +119,63 @@ fn main() {
         "zero_alloc: {} texts × 2 calls + {} single-text calls after warm-up: 0 allocations",
         texts.len(),
         texts.len()
+    );
+
+    // Calls of other shapes than the warm-up's, none with more texts, tokens, or tokens in a
+    // batch: as many texts as the corpus, the first 156 of them (a share's worth on 2
+    // threads) all the corpus's 32nd-longest text (so that no batch of 32 outgrows the
+    // warm-up's longest, whose texts are at least as long) and the rest one word, so that the
+    // first share holds more tokens than any warm-up share (1.6×); the corpus's 300 longest
+    // texts; its first 100 (2 shares). Calls of more than 64 texts are tokenized in shares on
+    // the pool's workers, but into one buffer sized by the call's tokens (buffers per share
+    // would grow wherever a share held more than its own before, beyond the slack of their
+    // doubling), and each worker's scratch has room for texts of 8 KiB from its first use:
+    // nothing grows again, whichever worker draws which text. Not warmed up with these
+    // shapes.
+    let mut by_length: Vec<&String> = texts.iter().collect();
+    by_length.sort_by_key(|t| std::cmp::Reverse(embedder.tokenize(t).unwrap().len()));
+    let mut skewed: Vec<String> = vec![by_length[31].clone(); 156];
+    skewed.extend(
+        texts[156..]
+            .iter()
+            .map(|t| t.split(' ').next().unwrap().to_owned()),
+    );
+    let longest = &by_length[..300];
+    let first_100: Vec<&String> = texts.iter().take(100).collect();
+    let tokens = |shape: &[&String]| -> usize {
+        shape
+            .iter()
+            .map(|t| embedder.tokenize(t).unwrap().len())
+            .sum()
+    };
+    let skewed: Vec<&String> = skewed.iter().collect();
+    let corpus: Vec<&String> = texts.iter().collect();
+    assert!(
+        tokens(&skewed) <= tokens(&corpus),
+        "the skewed call has more tokens"
+    );
+    let first_share = |shape: &[&String]| tokens(&shape[..156.min(shape.len())]);
+    let warm_up_share = (0..texts.len())
+        .step_by(156)
+        .map(|at| first_share(&corpus[at..]))
+        .max()
+        .unwrap();
+    let shapes = [&skewed[..], longest, &first_100[..]];
+    count(|| {
+        for shape in shapes {
+            embedder
+                .encode_into(shape, &mut all[..shape.len() * dim])
+                .unwrap();
+        }
+    });
+    assert_nothing_counted("encode_into of other shapes");
+    println!(
+        "zero_alloc: {} texts, {} tokens in the first share (at most {} in a warm-up share; {} in all, the corpus {}), the 300 longest, the first 100: 0 allocations",
+        skewed.len(),
+        first_share(&skewed),
+        warm_up_share,
+        tokens(&skewed),
+        tokens(&corpus)
     );
 
     // With per-text reports, every text is tokenized to its end: still nothing allocated.

@@ -153,6 +153,20 @@ pub struct BpeScratch {
     mapped: String,
 }
 
+impl BpeScratch {
+    /// Room for texts of up to `text_bytes` bytes and words of up to
+    /// [`WORD_RESERVE`](crate::wordpiece::WORD_RESERVE), so that none of them grows it.
+    pub(crate) fn reserve(&mut self, text_bytes: usize) {
+        use crate::wordpiece::WORD_RESERVE;
+        self.normalized.reserve(text_bytes);
+        self.prefixed.reserve(WORD_RESERVE);
+        self.mapped.reserve(2 * WORD_RESERVE);
+        self.symbols.reserve(WORD_RESERVE);
+        self.queue.reserve(WORD_RESERVE);
+        self.pairs.reserve(WORD_RESERVE);
+    }
+}
+
 type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// A symbol of a word being merged: the crate's `Symbol`. `len == 0` marks one merged away.
@@ -911,6 +925,15 @@ struct NormalizeScratch {
     decomposed: Vec<(u8, char)>,
     /// NFC: marks that did not compose, held until the next starter.
     uncomposed: Vec<char>,
+}
+
+impl NormalizeScratch {
+    fn reserve(&mut self, text_bytes: usize) {
+        self.text.reserve(text_bytes);
+        self.other.reserve(text_bytes);
+        self.decomposed.reserve(crate::wordpiece::WORD_RESERVE);
+        self.uncomposed.reserve(crate::wordpiece::WORD_RESERVE);
+    }
 }
 
 /// Normalises `raw` by `steps`: `raw` itself when they change nothing, else a buffer of

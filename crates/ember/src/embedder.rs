@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, TryLockError};
 
 use ember_bert::{BertConfig, BertError};
 use ember_cpu::Precision;
@@ -452,9 +452,20 @@ impl EmbedderBuilder {
 /// Per-call scratch, kept between calls so steady-state encoding reuses its buffers.
 #[derive(Default)]
 struct EncodeState {
-    /// The call's texts in contiguous shares, each tokenized by one task (see
-    /// [`TokenizeShare`]); as many as the largest call used.
-    shares: Vec<TokenizeShare>,
+    /// What each pool worker tokenizes with, by its index in the pool (see
+    /// [`TokenizeWorker`]).
+    workers: Vec<Mutex<TokenizeWorker>>,
+    /// The ids of every text of the call, concatenated in input order; text `i` is
+    /// `token_ids[token_offsets[i]..token_offsets[i + 1]]`. One buffer sized by the call's
+    /// tokens (not a vector per text), grown once by the largest call.
+    token_ids: Vec<u32>,
+    token_offsets: Vec<usize>,
+    /// Per text, the tokens truncation dropped (counted when reports or
+    /// [`Truncation::Error`] ask; else 0).
+    dropped: Vec<usize>,
+    /// Per share of a parallel call (see [`Embedder::tokenize_in_shares`]), its first
+    /// failure.
+    share_errors: Vec<Option<EmberError>>,
     /// Text indices, longest first.
     order: Vec<usize>,
     /// The packed batch: ids `[T]` and `seq_offsets` `[n + 1]`.
@@ -475,40 +486,35 @@ const MIN_TEXTS_PER_SHARE: usize = 64;
 /// draws long texts (or starts late) does not hold up the rest.
 const SHARES_PER_THREAD: usize = 4;
 
-/// One contiguous share of a call's texts, tokenized by one task on the pool, with the
-/// scratch it tokenizes with; kept between calls, so a warm call allocates nothing. On a GPU
-/// the pool has nothing else to do while the host tokenizes, and one thread's share of the
-/// time is large: MiniLM's texts take ~2 µs each to tokenize on one core of the development
-/// VM, against 10.2 µs each end to end on an H200 (benches/results/gpu.md, 97,745 texts/s).
+/// What one pool worker tokenizes with, whichever texts it draws: its scratch grows to the
+/// longest piece the worker has tokenized, over every call. Calls tokenized in one piece run on
+/// one worker, the resident job's (see `encode_checked`), as the serial loop always did.
 #[derive(Default)]
-struct TokenizeShare {
+struct TokenizeWorker {
+    /// Whether the buffers have had their first reservation.
+    reserved: bool,
     /// One text's ids, as the tokenizer writes them.
     text_ids: Vec<u32>,
     /// The prompt and one text, when the call has a prompt.
     prompted: String,
     scratch: TokenizeScratch,
-    /// The ids of the share's texts, concatenated in input order: its `j`-th text is
-    /// `token_ids[offsets[j]..offsets[j + 1]]`. One buffer sized by the share's tokens (not a
-    /// vector per text), grown once by the largest call.
-    token_ids: Vec<u32>,
-    offsets: Vec<usize>,
-    /// Its texts' reports, when the caller asked for them.
-    reports: Vec<TextReport>,
-    /// The share's first failure (its texts after it are left untokenized).
-    error: Option<EmberError>,
 }
 
-/// A call's tokenized texts: text `i` is text `i % per_share` of share `i / per_share`.
-struct TokenizedTexts<'a> {
-    shares: &'a [TokenizeShare],
+/// Texts of up to this many bytes never grow a worker's tokenizing scratch, reserved at its
+/// first use: which worker draws which text is up to work stealing, so a scratch sized by the
+/// texts it happened to draw could grow in any later call (a longer text is rare past this,
+/// and grows that worker's scratch once, as it grew the serial loop's one scratch).
+const SCRATCH_TEXT_BYTES: usize = 8 << 10;
+
+/// A parallel call's texts and their places in its id buffer (the second pass of
+/// `Embedder::tokenize_in_shares`).
+struct Shares<'a, S> {
+    texts: &'a [S],
+    /// `token_offsets`, the prefix sums of the first pass's lengths.
+    offsets: &'a [usize],
     per_share: usize,
-}
-
-impl TokenizedTexts<'_> {
-    fn tokens(&self, i: usize) -> &[u32] {
-        let (share, j) = (&self.shares[i / self.per_share], i % self.per_share);
-        &share.token_ids[share.offsets[j]..share.offsets[j + 1]]
-    }
+    prompt: Option<&'a str>,
+    count_dropped: bool,
 }
 
 /// A sentence-transformers model ready to embed text. `Send + Sync`: share one between
@@ -921,55 +927,38 @@ impl Embedder {
         state: &mut EncodeState,
         texts: &[S],
         out: &mut [f32],
-        mut reports: Option<&mut [TextReport]>,
+        reports: Option<&mut [TextReport]>,
         prompt: Option<&str>,
     ) -> Result<(), EmberError> {
         let n = texts.len();
         // Dropped tokens are counted only when someone looks: counting reads a text to its
         // end, where plain truncation stops at the limit.
         let count_dropped = reports.is_some() || self.truncation == Truncation::Error;
-        // Contiguous shares, in parallel on the pool (this runs on it: see `encode_checked`);
-        // a call of at most MIN_TEXTS_PER_SHARE texts, or on a pool of one thread, is one
-        // share, tokenized right here. A text's ids do not depend on its share.
+        // Tokenizing: in one piece on this thread for a call of at most MIN_TEXTS_PER_SHARE
+        // texts or a pool of one thread, else in shares on the pool's workers (this runs on
+        // the pool: see `encode_checked`). A text's ids are the same either way.
         let threads = rayon::current_num_threads();
-        let per_share = if threads == 1 {
-            n.max(1)
-        } else {
-            n.div_ceil(SHARES_PER_THREAD * threads)
-                .max(MIN_TEXTS_PER_SHARE)
-        };
-        let share_count = n.div_ceil(per_share).max(1);
-        if state.shares.len() < share_count {
-            state
-                .shares
-                .resize_with(share_count, TokenizeShare::default);
+        if state.workers.len() < threads {
+            state.workers.resize_with(threads, Mutex::default);
         }
-        let shares = &mut state.shares[..share_count];
-        let with_reports = reports.is_some();
-        let tokenize = |(s, share): (usize, &mut TokenizeShare)| {
-            let first = s * per_share;
-            let texts = &texts[first..n.min(first + per_share)];
-            self.tokenize_share(share, texts, first, prompt, count_dropped, with_reports);
-        };
-        if share_count == 1 {
-            tokenize((0, &mut shares[0]));
+        let per_share = n
+            .div_ceil(SHARES_PER_THREAD * threads)
+            .max(MIN_TEXTS_PER_SHARE);
+        if threads == 1 || n <= per_share {
+            self.tokenize_whole(state, texts, prompt, count_dropped)?;
         } else {
-            shares.par_iter_mut().enumerate().for_each(tokenize);
+            self.tokenize_in_shares(state, texts, per_share, prompt, count_dropped)?;
         }
-        // The first failure in input order, as a serial loop would have stopped at.
-        for (s, share) in shares.iter_mut().enumerate() {
-            if let Some(error) = share.error.take() {
-                return Err(error);
-            }
-            if let Some(reports) = reports.as_deref_mut() {
-                reports[s * per_share..][..share.reports.len()].copy_from_slice(&share.reports);
+        let (token_ids, offsets) = (&state.token_ids, &state.token_offsets);
+        if let Some(reports) = reports {
+            for (i, report) in reports.iter_mut().enumerate() {
+                *report = TextReport {
+                    tokens: offsets[i + 1] - offsets[i],
+                    dropped_tokens: state.dropped[i],
+                };
             }
         }
-        let tokenized = TokenizedTexts {
-            shares: &state.shares[..share_count],
-            per_share,
-        };
-        let tokens = |i: usize| tokenized.tokens(i);
+        let tokens = |i: usize| &token_ids[offsets[i]..offsets[i + 1]];
 
         state.order.clear();
         state.order.extend(0..n);
@@ -977,7 +966,7 @@ impl Embedder {
         // sort give that exact order without the stable sort's scratch allocation.
         state
             .order
-            .sort_unstable_by_key(|&i| (std::cmp::Reverse(tokens(i).len()), i));
+            .sort_unstable_by_key(|&i| (std::cmp::Reverse(offsets[i + 1] - offsets[i]), i));
 
         // Texts of no tokens sort last and skip the encoder (which refuses an empty sequence):
         // their pooled rows are zeros, what sentence-transformers' mean pooling gives over an
@@ -1022,53 +1011,195 @@ impl Embedder {
         Ok(())
     }
 
-    /// Tokenizes `texts`, the call's texts `first..`, into `share` (see [`TokenizeShare`]),
-    /// with their reports if `with_reports`; stops at the first failure, left in
-    /// `share.error`.
-    fn tokenize_share<S: AsRef<str>>(
+    /// Runs `f` with the calling pool worker's [`TokenizeWorker`], its buffers reserved at
+    /// first use (for `max_seq_length` ids and [`SCRATCH_TEXT_BYTES`]). The lock is never
+    /// contended (a worker tokenizes one share at a time, with its own index's); a fresh one
+    /// is used if it somehow were.
+    fn with_worker<R>(
         &self,
-        share: &mut TokenizeShare,
-        texts: &[S],
-        first: usize,
-        prompt: Option<&str>,
-        count_dropped: bool,
-        with_reports: bool,
-    ) {
-        share.token_ids.clear();
-        share.offsets.clear();
-        share.offsets.push(0);
-        share.reports.clear();
-        share.error = None;
-        for (j, text) in texts.iter().enumerate() {
-            match self.tokenize_text(share, text.as_ref(), first + j, prompt, count_dropped) {
-                Ok(report) => {
-                    share.token_ids.extend_from_slice(&share.text_ids);
-                    share.offsets.push(share.token_ids.len());
-                    if with_reports {
-                        share.reports.push(report);
-                    }
-                }
-                Err(error) => {
-                    share.error = Some(error);
-                    return;
-                }
+        workers: &[Mutex<TokenizeWorker>],
+        f: impl FnOnce(&mut TokenizeWorker) -> R,
+    ) -> R {
+        let prepared = |worker: &mut TokenizeWorker| {
+            if !worker.reserved {
+                worker.reserved = true;
+                worker.text_ids.reserve(self.max_seq_length());
+                worker.prompted.reserve(SCRATCH_TEXT_BYTES);
+                self.tokenizer
+                    .reserve_scratch(&mut worker.scratch, SCRATCH_TEXT_BYTES);
             }
+            f(worker)
+        };
+        let index = rayon::current_thread_index().unwrap_or(0) % workers.len().max(1);
+        match workers.get(index).map(Mutex::try_lock) {
+            Some(Ok(mut worker)) => prepared(&mut worker),
+            Some(Err(TryLockError::Poisoned(poisoned))) => prepared(&mut poisoned.into_inner()),
+            Some(Err(TryLockError::WouldBlock)) | None => prepared(&mut TokenizeWorker::default()),
         }
     }
 
-    /// Text `index`'s ids into `share.text_ids`: its tokens and, if `count_dropped`, how many
+    /// Tokenizes `texts` into `state.token_ids` and `state.token_offsets` (and
+    /// `state.dropped`) on this thread, in order, with its worker's scratch; the first failure
+    /// stops it.
+    fn tokenize_whole<S: AsRef<str>>(
+        &self,
+        state: &mut EncodeState,
+        texts: &[S],
+        prompt: Option<&str>,
+        count_dropped: bool,
+    ) -> Result<(), EmberError> {
+        state.token_ids.clear();
+        state.token_offsets.clear();
+        state.token_offsets.push(0);
+        state.dropped.clear();
+        self.with_worker(&state.workers, |worker| {
+            for (index, text) in texts.iter().enumerate() {
+                let report =
+                    self.tokenize_text(worker, text.as_ref(), index, prompt, count_dropped)?;
+                state.token_ids.extend_from_slice(&worker.text_ids);
+                state.token_offsets.push(state.token_ids.len());
+                state.dropped.push(report.dropped_tokens);
+            }
+            Ok(())
+        })
+    }
+
+    /// [`tokenize_whole`](Self::tokenize_whole)'s result, with the work spread over the
+    /// pool: `texts` in contiguous shares of `per_share`, tokenized twice. First every share
+    /// in parallel writes its texts' lengths (and dropped counts) and notes its first
+    /// failure; the first failure in input order is returned, as the serial loop would have;
+    /// prefix sums of the lengths place each text in the one id buffer; then every share in
+    /// parallel tokenizes its texts again into its own part of it. Twice the work (on two
+    /// threads about the serial loop's time, on `P` about `2/P` of it), but the ids land in
+    /// one buffer sized by the call's tokens, so that a warm call allocates nothing exactly
+    /// when the serial loop would not (a per-share buffer would grow whenever a call put more
+    /// tokens than before into one share).
+    ///
+    /// Why: on the CPU, tokenizing is under 1 % of a call, but on a GPU the pool has nothing
+    /// else to do, and one thread's share of the time is large: MiniLM's texts take ~2 µs each
+    /// to tokenize on one core of the development VM, against 10.2 µs each end to end on an
+    /// H200 (benches/results/gpu.md, 97,745 texts/s).
+    fn tokenize_in_shares<S: AsRef<str> + Sync>(
+        &self,
+        state: &mut EncodeState,
+        texts: &[S],
+        per_share: usize,
+        prompt: Option<&str>,
+        count_dropped: bool,
+    ) -> Result<(), EmberError> {
+        let n = texts.len();
+        let share_count = n.div_ceil(per_share);
+        state.token_offsets.clear();
+        state.token_offsets.resize(n + 1, 0);
+        state.dropped.clear();
+        state.dropped.resize(n, 0);
+        state.share_errors.clear();
+        state.share_errors.resize_with(share_count, || None);
+        let workers = &state.workers;
+        state.token_offsets[1..]
+            .par_chunks_mut(per_share)
+            .zip(state.dropped.par_chunks_mut(per_share))
+            .zip(state.share_errors.par_iter_mut())
+            .enumerate()
+            .for_each(|(share, ((lengths, dropped), error))| {
+                let first = share * per_share;
+                self.with_worker(workers, |worker| {
+                    for (j, text) in texts[first..first + lengths.len()].iter().enumerate() {
+                        match self.tokenize_text(
+                            worker,
+                            text.as_ref(),
+                            first + j,
+                            prompt,
+                            count_dropped,
+                        ) {
+                            Ok(report) => {
+                                lengths[j] = report.tokens;
+                                dropped[j] = report.dropped_tokens;
+                            }
+                            Err(failure) => {
+                                *error = Some(failure);
+                                return;
+                            }
+                        }
+                    }
+                })
+            });
+        if let Some(failure) = state.share_errors.iter_mut().find_map(Option::take) {
+            return Err(failure);
+        }
+        for i in 0..n {
+            state.token_offsets[i + 1] += state.token_offsets[i];
+        }
+        state.token_ids.clear();
+        state.token_ids.resize(state.token_offsets[n], 0);
+        let shares = Shares {
+            texts,
+            offsets: &state.token_offsets,
+            per_share,
+            prompt,
+            count_dropped,
+        };
+        self.fill_shares(workers, &shares, 0..share_count, &mut state.token_ids)
+    }
+
+    /// The second pass of [`tokenize_in_shares`](Self::tokenize_in_shares): shares
+    /// `range`'s ids into `ids`, their part of the call's id buffer, halving the range over
+    /// `rayon::join` down to one share a task.
+    fn fill_shares<S: AsRef<str> + Sync>(
+        &self,
+        workers: &[Mutex<TokenizeWorker>],
+        shares: &Shares<'_, S>,
+        range: std::ops::Range<usize>,
+        ids: &mut [u32],
+    ) -> Result<(), EmberError> {
+        let offsets = shares.offsets;
+        let start_text = |share: usize| (share * shares.per_share).min(shares.texts.len());
+        if range.len() <= 1 {
+            let (first, end) = (start_text(range.start), start_text(range.end));
+            let base = offsets[first];
+            return self.with_worker(workers, |worker| {
+                for i in first..end {
+                    let text = shares.texts[i].as_ref();
+                    self.tokenize_text(worker, text, i, shares.prompt, shares.count_dropped)?;
+                    let part = &mut ids[offsets[i] - base..offsets[i + 1] - base];
+                    if part.len() != worker.text_ids.len() {
+                        return Err(EmberError::Tokenize {
+                            index: i,
+                            message: format!(
+                                "internal error: {} tokens the second time, {} the first",
+                                worker.text_ids.len(),
+                                part.len()
+                            ),
+                        });
+                    }
+                    part.copy_from_slice(&worker.text_ids);
+                }
+                Ok(())
+            });
+        }
+        let mid = range.start + range.len() / 2;
+        let split = offsets[start_text(mid)] - offsets[start_text(range.start)];
+        let (left, right) = ids.split_at_mut(split);
+        let (left, right) = rayon::join(
+            || self.fill_shares(workers, shares, range.start..mid, left),
+            || self.fill_shares(workers, shares, mid..range.end, right),
+        );
+        left.and(right)
+    }
+
+    /// Text `index`'s ids into `worker.text_ids`: its tokens and, if `count_dropped`, how many
     /// truncation dropped; a failure of the tokenizer, a text too long under
     /// [`Truncation::Error`], or no tokens where the pooling needs one, is an `Err`.
     fn tokenize_text(
         &self,
-        share: &mut TokenizeShare,
+        worker: &mut TokenizeWorker,
         text: &str,
         index: usize,
         prompt: Option<&str>,
         count_dropped: bool,
     ) -> Result<TextReport, EmberError> {
-        let (ids, scratch) = (&mut share.text_ids, &mut share.scratch);
-        let text = prompted_text(prompt, text, &mut share.prompted);
+        let (ids, scratch) = (&mut worker.text_ids, &mut worker.scratch);
+        let text = prompted_text(prompt, text, &mut worker.prompted);
         let dropped = if count_dropped {
             self.tokenizer
                 .encode_into_counting_dropped(text, ids, scratch)

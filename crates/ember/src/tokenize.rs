@@ -365,6 +365,18 @@ impl TextTokenizer {
         })
     }
 
+    /// Gives `scratch` room for texts of up to `text_bytes` bytes on this tokenizer's path
+    /// (for words of up to 256 bytes), so that none of them grows it; the fallback path has
+    /// no scratch.
+    pub fn reserve_scratch(&self, scratch: &mut TokenizeScratch, text_bytes: usize) {
+        match &self.fast {
+            Some(FastTokenizer::WordPiece(_)) => scratch.wordpiece.reserve(text_bytes),
+            Some(FastTokenizer::Bpe(_)) => scratch.bpe.reserve(text_bytes),
+            Some(FastTokenizer::Unigram(_)) => scratch.unigram.reserve(text_bytes),
+            None => {}
+        }
+    }
+
     /// [`encode_into`](Self::encode_into) with the caller's scratch: on the fast path nothing
     /// is allocated once `ids` and `scratch` have grown to the longest text.
     pub fn encode_into_with(

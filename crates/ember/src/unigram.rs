@@ -156,6 +156,19 @@ pub struct UnigramScratch {
     words: WordScratch,
 }
 
+impl UnigramScratch {
+    /// Room for texts of up to `text_bytes` bytes and words of up to
+    /// [`WORD_RESERVE`](crate::wordpiece::WORD_RESERVE), so that none of them grows it.
+    pub(crate) fn reserve(&mut self, text_bytes: usize) {
+        use crate::wordpiece::WORD_RESERVE;
+        self.normalized.text.reserve(text_bytes);
+        self.normalized.other.reserve(text_bytes);
+        self.words.spaced.reserve(WORD_RESERVE);
+        self.words.best.reserve(WORD_RESERVE + 1);
+        self.words.path.reserve(WORD_RESERVE);
+    }
+}
+
 /// The normaliser's buffers.
 #[derive(Debug, Default)]
 struct NormalizeScratch {

@@ -126,6 +126,18 @@ pub struct WordPieceScratch {
     pending_marks: Vec<(u8, char)>,
 }
 
+impl WordPieceScratch {
+    /// Room for texts of up to `text_bytes` bytes, so that none of them grows it.
+    pub(crate) fn reserve(&mut self, text_bytes: usize) {
+        self.normalized.reserve(text_bytes);
+        self.pending_marks.reserve(WORD_RESERVE);
+    }
+}
+
+/// What a scratch reserves for one word's buffers (its symbols, pieces, marks): words of more
+/// bytes than this are rare, and grow them once.
+pub(crate) const WORD_RESERVE: usize = 256;
+
 /// FxHash (rustc's): vocabulary keys are fixed at load, so a fast non-keyed hash is safe and
 /// roughly halves a lookup's cost against SipHash. Also the BPE path's ([`crate::bpe`]).
 #[derive(Default, Clone, Copy)]
