@@ -237,7 +237,6 @@ impl<E: Element> Encoder<E> {
 
     /// Runs the batch and writes its pooled (and normalised, if asked) rows into `out`.
     #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::too_many_arguments)]
     fn embed(
         &mut self,
         device: &CudaDevice,
@@ -263,10 +262,10 @@ impl<E: Element> Encoder<E> {
             gated.set_len(t * c.intermediate_size)?;
         }
         a.pooled.set_len(n * pooled_dim)?;
-        profile.begin(device)?;
+        profile.begin(device);
         device.write_token_ids(token_ids, &mut a.token_ids)?;
         device.write_offsets(seq_offsets, &mut a.seq_offsets)?;
-        profile.mark(device, "upload ids, offsets")?;
+        profile.mark(device, "upload ids, offsets");
         let offsets = &a.seq_offsets;
         let (heads, head_dim, eps) = (c.num_attention_heads, c.head_dim(), c.layer_norm_eps);
 
@@ -278,7 +277,7 @@ impl<E: Element> Encoder<E> {
             eps,
             &mut a.hidden,
         )?;
-        profile.mark(device, "embedding + layernorm")?;
+        profile.mark(device, "embedding + layernorm");
         if let Some(modern) = &self.modern {
             Self::pre_norm_layers(device, c, &self.layers, modern, a, t, profile)?;
         }
@@ -298,10 +297,10 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.qkv,
             )?;
-            profile.mark(device, "qkv linear")?;
+            profile.mark(device, "qkv linear");
             if let Some(rotary) = &self.rotary {
                 apply_rotary(device, &mut a.qkv, offsets, heads, rotary)?;
-                profile.mark(device, "rotary")?;
+                profile.mark(device, "rotary");
             }
             crate::attention::attention_varlen(
                 device,
@@ -312,7 +311,7 @@ impl<E: Element> Encoder<E> {
                 self.relative_bias.as_ref(),
                 &mut a.context,
             )?;
-            profile.mark(device, "attention")?;
+            profile.mark(device, "attention");
             linear(
                 device,
                 &a.context,
@@ -322,7 +321,7 @@ impl<E: Element> Encoder<E> {
                 Some(&a.hidden),
                 &mut a.attention,
             )?;
-            profile.mark(device, "attention-out linear + R")?;
+            profile.mark(device, "attention-out linear + R");
             // Every post-LayerNorm layer has its attention LayerNorm.
             if let Some(norm) = &layer.attention_norm {
                 layernorm(
@@ -335,7 +334,7 @@ impl<E: Element> Encoder<E> {
                     &norm.beta,
                     eps,
                 )?;
-                profile.mark(device, "attention layernorm")?;
+                profile.mark(device, "attention layernorm");
             }
             // NomicBERT's SwiGLU: `[T, 2F]` (gate, up), then act(gate) · up into `gated`.
             let up_act = match a.gated {
@@ -351,12 +350,12 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.intermediate,
             )?;
-            profile.mark(device, "ffn-up linear (+ act)")?;
+            profile.mark(device, "ffn-up linear (+ act)");
             let ffn_input = match a.gated.as_mut() {
                 Some(gated) => {
                     let f = c.intermediate_size;
                     gated_activation(device, c.activation, &a.intermediate, t, f, gated)?;
-                    profile.mark(device, "gated activation")?;
+                    profile.mark(device, "gated activation");
                     &*gated
                 }
                 None => &a.intermediate,
@@ -370,7 +369,7 @@ impl<E: Element> Encoder<E> {
                 Some(&a.attention),
                 &mut a.hidden,
             )?;
-            profile.mark(device, "ffn-down linear + R")?;
+            profile.mark(device, "ffn-down linear + R");
             let norm = &layer.output_norm;
             layernorm(
                 device,
@@ -382,17 +381,18 @@ impl<E: Element> Encoder<E> {
                 &norm.beta,
                 eps,
             )?;
-            profile.mark(device, "output layernorm")?;
+            profile.mark(device, "output layernorm");
         }
         pool(device, &a.hidden, &a.seq_offsets, h, modes, &mut a.pooled)?;
-        profile.mark(device, "pooling")?;
+        profile.mark(device, "pooling");
         if normalize {
             normalize_rows(device, &mut a.pooled, pooled_dim)?;
-            profile.mark(device, "normalize")?;
+            profile.mark(device, "normalize");
         }
         device.download_into(&a.pooled, out)?;
-        profile.mark(device, "download (+ wait)")?;
-        profile.end(n, t)
+        profile.mark(device, "download (+ wait)");
+        profile.end(n, t);
+        Ok(())
     }
 }
 
@@ -421,7 +421,7 @@ impl<E: Element> Encoder<E> {
                 Some(norm) => {
                     let (g, b) = (&norm.gamma, &norm.beta);
                     layernorm_into(device, &a.hidden, &mut a.attention, t, h, g, b, eps)?;
-                    profile.mark(device, "attention layernorm")?;
+                    profile.mark(device, "attention layernorm");
                     &a.attention
                 }
             };
@@ -434,13 +434,13 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.qkv,
             )?;
-            profile.mark(device, "qkv linear")?;
+            profile.mark(device, "qkv linear");
             let rotary = match window {
                 None => &modern.global_rotary,
                 Some(_) => &modern.local_rotary,
             };
             apply_rotary(device, &mut a.qkv, &a.seq_offsets, heads, rotary)?;
-            profile.mark(device, "rotary")?;
+            profile.mark(device, "rotary");
             attention_varlen_windowed(
                 device,
                 &a.qkv,
@@ -451,7 +451,7 @@ impl<E: Element> Encoder<E> {
                 window,
                 &mut a.context,
             )?;
-            profile.mark(device, "attention")?;
+            profile.mark(device, "attention");
             linear(
                 device,
                 &a.context,
@@ -461,11 +461,11 @@ impl<E: Element> Encoder<E> {
                 Some(&a.hidden),
                 &mut a.attention,
             )?;
-            profile.mark(device, "attention-out linear + R")?;
+            profile.mark(device, "attention-out linear + R");
             let norm = &layer.output_norm;
             let (g, b) = (&norm.gamma, &norm.beta);
             layernorm_into(device, &a.attention, &mut a.hidden, t, h, g, b, eps)?;
-            profile.mark(device, "ffn layernorm")?;
+            profile.mark(device, "ffn layernorm");
             linear(
                 device,
                 &a.hidden,
@@ -475,9 +475,9 @@ impl<E: Element> Encoder<E> {
                 None,
                 &mut a.intermediate,
             )?;
-            profile.mark(device, "ffn-up linear (+ act)")?;
+            profile.mark(device, "ffn-up linear (+ act)");
             gated_activation(device, c.activation, &a.intermediate, t, f, gated)?;
-            profile.mark(device, "gated activation")?;
+            profile.mark(device, "gated activation");
             linear(
                 device,
                 gated,
@@ -487,7 +487,7 @@ impl<E: Element> Encoder<E> {
                 Some(&a.attention),
                 &mut a.hidden,
             )?;
-            profile.mark(device, "ffn-down linear + R")?;
+            profile.mark(device, "ffn-down linear + R");
         }
         let norm = &modern.final_norm;
         layernorm(
@@ -500,7 +500,8 @@ impl<E: Element> Encoder<E> {
             &norm.beta,
             eps,
         )?;
-        profile.mark(device, "final layernorm")
+        profile.mark(device, "final layernorm");
+        Ok(())
     }
 }
 

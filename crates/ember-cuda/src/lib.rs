@@ -58,7 +58,6 @@ pub use device::{
 };
 pub use error::CudaError;
 pub use nvrtc::{Arch, Nvrtc};
-pub use profile::OpProfile;
 pub use timing::CallTimes;
 
 use ember_cpu::Activation;

@@ -12,9 +12,15 @@
 //!
 //! So an op whose GPU time is close to its host time is launch-bound (the stream waited for the
 //! host), and one whose GPU time is well above it is GPU-bound. Forwards of one sequence
-//! (single-text latency) and of several (batches) are added up apart. Costs an event record
-//! and a clock read per op when on (allocating its events on first use), one branch per op when
-//! off.
+//! (single-text latency) and of several (batches) are added up apart; a forward that had to
+//! create events (the first) is not counted.
+//!
+//! Its own cost, when on: an event record and a clock read after each op, inside that op's host
+//! time (and inside its GPU time when the stream waits for the host: so profiling makes ops
+//! look more launch-bound than they are), and after each forward two driver calls an op to read
+//! the times, outside the forward's wall time but inside a caller's timing (`ember bench`'s
+//! figures under profiling are not comparable with others). Off: one branch per op. A failure
+//! of the driver's event calls stops profiling, not the forward.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -55,8 +61,12 @@ pub struct OpProfile {
     labels: Vec<&'static str>,
     /// Host time, µs since `start`, at each event's record.
     host_us: Vec<f64>,
+    /// The current forward's GPU times, read before any is added up.
+    gpu_ms: Vec<f64>,
     /// Events recorded in the current forward.
     used: usize,
+    /// Whether the current forward created events (its times include that: not counted).
+    created: bool,
     start: Option<Instant>,
     classes: [ClassTotals; 2],
 }
@@ -73,66 +83,72 @@ impl OpProfile {
     }
 
     /// Records the event before the first op of a forward.
-    pub(crate) fn begin(&mut self, device: &CudaDevice) -> Result<(), CudaError> {
-        if !self.enabled {
-            return Ok(());
+    pub(crate) fn begin(&mut self, device: &CudaDevice) {
+        if self.enabled {
+            self.used = 0;
+            self.created = false;
+            self.start = Some(Instant::now());
+            self.record(device, "");
         }
-        self.used = 0;
-        self.start = Some(Instant::now());
-        self.record(device, "")
     }
 
     /// Records the event after op `label` (one of a forward's ops, in order).
-    pub(crate) fn mark(
-        &mut self,
-        device: &CudaDevice,
-        label: &'static str,
-    ) -> Result<(), CudaError> {
-        if !self.enabled {
-            return Ok(());
+    pub(crate) fn mark(&mut self, device: &CudaDevice, label: &'static str) {
+        if self.enabled {
+            self.record(device, label);
         }
-        self.record(device, label)
     }
 
-    fn record(&mut self, device: &CudaDevice, label: &'static str) -> Result<(), CudaError> {
+    /// A failure of the driver's event calls ends profiling (said once on stderr) rather than
+    /// the forward, whose rows are right whatever the profile.
+    fn give_up(&mut self, error: CudaError) {
+        self.enabled = false;
+        eprintln!("ember-cuda profile: stopped: {error}");
+    }
+
+    fn record(&mut self, device: &CudaDevice, label: &'static str) {
         let stream = device.stream();
         if self.used == self.events.len() {
-            let event = stream
+            match stream
                 .context()
                 .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(CudaError::driver("cuEventCreate"))?;
-            self.events.push(event);
+            {
+                Ok(event) => self.events.push(event),
+                Err(error) => return self.give_up(CudaError::driver("cuEventCreate")(error)),
+            }
             self.labels.push(label);
             self.host_us.push(0.0);
+            self.created = true;
         }
-        self.events[self.used]
-            .record(stream)
-            .map_err(CudaError::driver("cuEventRecord"))?;
+        if let Err(error) = self.events[self.used].record(stream) {
+            return self.give_up(CudaError::driver("cuEventRecord")(error));
+        }
         self.labels[self.used] = label;
         let start = self.start.unwrap_or_else(Instant::now);
         self.host_us[self.used] = start.elapsed().as_secs_f64() * 1e6;
         self.used += 1;
-        Ok(())
     }
 
     /// Adds up the forward just finished (its stream synchronised: the last op is the
-    /// download) of `sequences` sequences and `tokens` tokens.
-    pub(crate) fn end(&mut self, sequences: usize, tokens: usize) -> Result<(), CudaError> {
-        if !self.enabled || self.used < 2 {
-            return Ok(());
+    /// download) of `sequences` sequences and `tokens` tokens, unless it created events.
+    pub(crate) fn end(&mut self, sequences: usize, tokens: usize) {
+        if !self.enabled || self.used < 2 || self.created {
+            return;
         }
         let wall_ms = self.start.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1e3);
+        self.gpu_ms.clear();
+        for pair in self.events[..self.used].windows(2) {
+            match pair[0].elapsed_ms(&pair[1]) {
+                Ok(ms) => self.gpu_ms.push(f64::from(ms)),
+                Err(error) => return self.give_up(CudaError::driver("cuEventElapsedTime")(error)),
+            }
+        }
         let class = &mut self.classes[usize::from(sequences > 1)];
         class.forwards += 1;
         class.sequences += sequences as u64;
         class.tokens += tokens as u64;
         class.wall_ms += wall_ms;
-        for i in 1..self.used {
-            let gpu_ms = f64::from(
-                self.events[i - 1]
-                    .elapsed_ms(&self.events[i])
-                    .map_err(CudaError::driver("cuEventElapsedTime"))?,
-            );
+        for (i, &gpu_ms) in (1..self.used).zip(&self.gpu_ms) {
             let host_ms = (self.host_us[i] - self.host_us[i - 1]) / 1e3;
             let label = self.labels[i];
             let at = match class.ops.iter().position(|op| op.label == label) {
@@ -153,10 +169,10 @@ impl OpProfile {
             total.host_ms += host_ms;
         }
         self.used = 0;
-        Ok(())
     }
 
-    /// The totals as a table per class of forwards, ops in pipeline order; `None` when off or
+    /// The totals as a table per class of forwards, ops in the order first seen (the
+    /// pipeline's, but for an op a later forward adds, e.g. normalize); `None` when off or
     /// before any forward.
     pub fn report(&self) -> Option<String> {
         if !self.enabled || self.classes.iter().all(|c| c.forwards == 0) {
