@@ -8,10 +8,12 @@ use ember_reference_tests::*;
 fn hub_ids_resolve_in_the_local_cache_and_missing_models_are_named() {
     let cache = tempfile::tempdir().unwrap();
     let repo = cache.path().join("hub/models--acme--tiny-bert");
-    let snapshot = repo.join("snapshots/0123abc");
+    // A ref holds a full commit sha, as huggingface_hub writes it.
+    let commit = "0123abc0123abc0123abc0123abc0123abc0123a";
+    let snapshot = repo.join("snapshots").join(commit);
     copy_dir(&fixtures_dir().join("tiny-bert"), &snapshot);
     std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "0123abc").unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
     // This test binary's only environment changes; nothing else here reads HF variables.
     // Offline: with ember's `hub` feature (on in workspace builds, through the CLI) a missing
     // id would otherwise be downloaded.

@@ -285,8 +285,8 @@ fn safe_join(root: &Path, sub: &str) -> Option<PathBuf> {
 
 /// Resolves `--model`: a folder path, or a hub id `org/name[@revision]` in the local Hugging
 /// Face cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), at
-/// `models--org--name/snapshots/<refs/main or the only snapshot>/`; with the `hub` feature, a
-/// hub id not cached is downloaded there. The settings come from the environment
+/// `models--org--name/snapshots/<refs/main>/` (with no refs at all, the only snapshot); with
+/// the `hub` feature, a hub id not cached is downloaded there. The settings come from the environment
 /// ([`HubConfig::from_env`]); [`resolve_model_with`] takes them explicitly.
 pub fn resolve_model(model: &str) -> Result<PathBuf, EmberError> {
     resolve_model_with(model, &HubConfig::from_env())

@@ -252,7 +252,10 @@ pub(crate) fn is_commit_sha(s: &str) -> bool {
 }
 
 /// The cached snapshot of `id`, without the network: `snapshots/<revision>` for a commit sha,
-/// else `snapshots/<refs/revision>`, else (for the default revision) the only snapshot.
+/// else `snapshots/<refs/revision>`, else, for the default revision of a cache with no refs
+/// at all (snapshots copied in without them), the only snapshot. Not when `refs/` names other
+/// revisions: the only snapshot is then theirs, and `main` may well be another commit
+/// (huggingface_hub never substitutes one).
 fn cached_snapshot(repo_dir: &Path, id: &RepoId) -> Option<PathBuf> {
     let snapshots = repo_dir.join("snapshots");
     if id.revision_is_commit() {
@@ -267,6 +270,11 @@ fn cached_snapshot(repo_dir: &Path, id: &RepoId) -> Option<PathBuf> {
         .filter(|dir| dir.is_dir());
     if from_ref.is_some() || id.revision != DEFAULT_REVISION {
         return from_ref;
+    }
+    let any_ref =
+        std::fs::read_dir(repo_dir.join("refs")).is_ok_and(|mut refs| refs.next().is_some());
+    if any_ref {
+        return None;
     }
     let entries: Vec<PathBuf> = std::fs::read_dir(&snapshots)
         .ok()?

@@ -166,6 +166,21 @@ fn revision_suffix_is_asked_for_and_recorded_in_refs() {
     let refs = cache.path().join("models--org--tiny").join("refs");
     assert_eq!(std::fs::read_to_string(refs.join("v1.0")).unwrap(), COMMIT);
     assert!(!refs.join("main").exists());
+
+    // The default revision is not v1.0's snapshot, the only one cached: offline it is not
+    // found, online the hub is asked what `main` is.
+    let config = hub_config(&hub, cache.path());
+    let err = resolve_model_with("org/tiny", &config.clone().offline(true)).unwrap_err();
+    assert!(matches!(err, EmberError::HubOffline { .. }), "{err:?}");
+    let asked_main = |hub: &FakeHub| {
+        hub.requests()
+            .iter()
+            .any(|r| r.path == "/api/models/org/tiny/revision/main")
+    };
+    assert!(!asked_main(&hub));
+    resolve_model_with("org/tiny", &config).unwrap();
+    assert!(asked_main(&hub));
+    assert_eq!(std::fs::read_to_string(refs.join("main")).unwrap(), COMMIT);
 }
 
 #[test]
