@@ -323,13 +323,18 @@ pub fn resolve_model_with(model: &str, hub: &HubConfig) -> Result<PathBuf, Ember
             return match cached {
                 Some(dir) if download::snapshot_is_complete(&dir) => Ok(dir),
                 Some(dir) => match download::download_model(&id, model, &repo_dir, hub) {
-                    // The hub cannot be reached (no network, a proxy, a transfer cut short):
-                    // the snapshot as it is, when it has what loading needs, as huggingface_hub
-                    // falls back to its cache. (Snapshots from before the `.no_exist` markers
+                    // The hub cannot be reached (no network, a proxy, a transfer cut short)
+                    // or is busy or failing (429, 5xx): the snapshot as it is, when it has what
+                    // loading needs, as huggingface_hub falls back to its cache. (Snapshots from before the `.no_exist` markers
                     // count as incomplete until one download has written them.)
-                    Err(EmberError::HubTransfer { .. })
-                        if crate::folder::ModelFolder::open(&dir)
-                            .is_ok_and(|folder| download::snapshot_is_loadable(&folder)) =>
+                    Err(
+                        EmberError::HubTransfer { .. }
+                        | EmberError::HubHttp {
+                            status: 429 | 500..,
+                            ..
+                        },
+                    ) if crate::folder::ModelFolder::open(&dir)
+                        .is_ok_and(|folder| download::snapshot_is_loadable(&folder)) =>
                     {
                         Ok(dir)
                     }

@@ -221,6 +221,8 @@ fn hub_status_hint(status: u16, token_set: bool) -> &'static str {
             " (HF_TOKEN was sent: check that it can read this model, and that the id is right)"
         }
         (404, _) => " (no such model, revision or file on the hub: check the id)",
+        (429, _) => " (too many requests: try again later, or set HF_TOKEN for a higher limit)",
+        (500.., _) => " (the hub or its storage is failing: try again later)",
         _ => "",
     }
 }

@@ -262,6 +262,32 @@ fn concurrent_downloads_share_one_cache() {
 }
 
 #[test]
+fn a_body_past_the_announced_size_is_cut_off_and_the_signature_kept_out_of_the_error() {
+    let hub = FakeHub::start(Behaviour {
+        oversize_weights: true,
+        ..Behaviour::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let err = resolve_model_with(REPO, &hub_config(&hub, cache.path())).unwrap_err();
+    assert!(matches!(err, EmberError::HubTransfer { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("more than the"), "{message}");
+    // The CDN URL's query is a signature granting access to the file: not shown.
+    assert!(
+        message.contains("?…") && !message.contains("sig="),
+        "{message}"
+    );
+    // Nothing past the announced size was written.
+    let size = fixture_files()[LFS_FILE].len() as u64;
+    for partial in leftovers(cache.path()) {
+        assert!(
+            std::fs::metadata(&partial).unwrap().len() <= size,
+            "{partial:?}"
+        );
+    }
+}
+
+#[test]
 fn corrupt_download_is_refused_and_removed() {
     let hub = FakeHub::start(Behaviour {
         corrupt_weights: true,

@@ -214,10 +214,11 @@ pub(super) fn download_model(
             file.to_owned()
         };
         if !siblings.contains(&file) {
+            // Best effort: in a cache this process cannot write (a read-only volume a Python
+            // download filled), a missing marker only means asking the hub again next time.
             let marker = repo_dir.join(".no_exist").join(&commit).join(&file);
             let parent = marker.parent().unwrap_or(repo_dir);
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
-            File::create(&marker).map_err(io_err(&marker))?;
+            let _ = fs::create_dir_all(parent).and_then(|()| File::create(&marker));
         }
     }
 
@@ -453,7 +454,7 @@ impl<'a> Client<'a> {
             return Err(EmberError::HubCorrupt {
                 model: self.model.to_owned(),
                 file: file.to_owned(),
-                url: meta.download_url.clone(),
+                url: shown_url(&meta.download_url),
                 message,
             });
         }
@@ -555,11 +556,22 @@ impl<'a> Client<'a> {
                     return Err(AttemptError::Retry(self.transfer_error(&url, message)));
                 }
             };
-            out.write_all(&buf[..n]).map_err(io_err)?;
             downloaded += n as u64;
+            if meta.size.is_some_and(|size| downloaded > size) {
+                // More than the hub announced: stop before it fills the disk (the blob would
+                // fail its size check anyway).
+                let size = meta.size.unwrap_or(0);
+                let message =
+                    format!("the server sent more than the {size} bytes the hub announced");
+                return Err(AttemptError::Fatal(self.transfer_error(&url, message)));
+            }
+            out.write_all(&buf[..n]).map_err(io_err)?;
             progress(downloaded);
         }
-        out.flush().map_err(io_err)
+        out.flush().map_err(io_err)?;
+        // On disk before the blob takes its final name: after a power cut a blob under its
+        // sha256 is whole, not a short file trusted for ever.
+        out.sync_all().map_err(io_err)
     }
 
     /// Sends a HEAD (`head`) or GET to `url`, with `Range: bytes=<range>-` when given, and
@@ -618,16 +630,17 @@ impl<'a> Client<'a> {
     fn status_error(&self, url: &str, status: StatusCode) -> EmberError {
         EmberError::HubHttp {
             model: self.model.to_owned(),
-            url: url.to_owned(),
+            url: shown_url(url),
             status: status.as_u16(),
-            token_set: self.hub.token.is_some(),
+            // Whether it went to the URL that answered: `send` keeps it to the endpoint.
+            token_set: self.hub.token.is_some() && origin(url) == origin(&self.hub.endpoint),
         }
     }
 
     fn transfer_error(&self, url: &str, message: String) -> EmberError {
         EmberError::HubTransfer {
             model: self.model.to_owned(),
-            url: url.to_owned(),
+            url: shown_url(url),
             message,
         }
     }
@@ -761,6 +774,15 @@ fn is_sha256(s: &str) -> bool {
 }
 
 /// `scheme://authority` of an absolute URL (lowercased), or `""`.
+/// `url` for an error message: without its query, which for the hub's storage redirects is a
+/// signature that grants access to the file for a while (a private model's too).
+fn shown_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((path, _)) => format!("{path}?…"),
+        None => url.to_owned(),
+    }
+}
+
 fn origin(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return String::new();
@@ -807,6 +829,18 @@ fn encode_segment(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_errors_lose_their_query() {
+        assert_eq!(
+            shown_url("https://cdn.example/repos/ab/cd?X-Amz-Signature=secret&e=1"),
+            "https://cdn.example/repos/ab/cd?…"
+        );
+        assert_eq!(
+            shown_url("https://huggingface.co/api/models/o/n"),
+            "https://huggingface.co/api/models/o/n"
+        );
+    }
 
     #[test]
     fn urls_join_and_compare_by_origin() {

@@ -104,6 +104,8 @@ pub struct Behaviour {
     pub drop_first_download: bool,
     /// The CDN serves the weights with one byte changed.
     pub corrupt_weights: bool,
+    /// The CDN serves the weights followed by a mebibyte more than `X-Linked-Size` says.
+    pub oversize_weights: bool,
     /// The folder under tests/fixtures served as the repo (default: tiny-bert).
     pub fixture: Option<&'static str>,
 }
@@ -290,6 +292,9 @@ fn cdn_response(state: &State, method: &str, path: &str, range: Option<&String>)
     if state.behaviour.corrupt_weights {
         let third = body.len() / 3;
         body[third] ^= 0x55;
+    }
+    if state.behaviour.oversize_weights {
+        body.extend(std::iter::repeat_n(0u8, 1 << 20));
     }
     let first = {
         let mut gets = state.cdn_gets.lock().unwrap();
