@@ -30,6 +30,19 @@ fn hub_ids_resolve_in_the_local_cache_and_missing_models_are_named() {
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("loaded a model that is not there"),
     }
+
+    // huggingface_hub's other names for the same settings.
+    std::env::remove_var("HF_HUB_OFFLINE");
+    std::env::set_var("TRANSFORMERS_OFFLINE", "1");
+    std::env::set_var("HUGGINGFACE_HUB_CACHE", cache.path().join("old-name"));
+    let config = ember::HubConfig::from_env();
+    assert!(config.is_offline());
+    assert_eq!(config.cache_dir(), Some(&*cache.path().join("old-name")));
+    std::env::set_var("HF_HUB_CACHE", cache.path().join("new-name"));
+    assert_eq!(
+        ember::HubConfig::from_env().cache_dir(),
+        Some(&*cache.path().join("new-name"))
+    );
 }
 
 #[test]

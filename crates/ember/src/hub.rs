@@ -86,12 +86,13 @@ impl HubConfig {
 
     /// The settings huggingface_hub reads from the environment:
     ///
-    /// - cache: `HF_HUB_CACHE`, else `$HF_HOME/hub`; `HF_HOME` defaults to
-    ///   `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`;
+    /// - cache: `HF_HUB_CACHE` (or its old name `HUGGINGFACE_HUB_CACHE`), else `$HF_HOME/hub`;
+    ///   `HF_HOME` defaults to `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`;
     /// - endpoint: `HF_ENDPOINT`, else [`DEFAULT_ENDPOINT`];
-    /// - token: `HF_TOKEN`, else the file `HF_TOKEN_PATH`, else `$HF_HOME/token`
-    ///   (`~/.cache/huggingface/token`);
-    /// - offline: `HF_HUB_OFFLINE` set to `1`, `true`, `yes` or `on`.
+    /// - token: `HF_TOKEN` (or its old name `HUGGING_FACE_HUB_TOKEN`), else the file
+    ///   `HF_TOKEN_PATH`, else `$HF_HOME/token` (`~/.cache/huggingface/token`);
+    /// - offline: `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`, which huggingface_hub also
+    ///   honours) set to `1`, `true`, `yes` or `on`.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let hf_home = var("HF_HOME").map(PathBuf::from).or_else(|| {
@@ -101,12 +102,14 @@ impl HubConfig {
             Some(cache.join("huggingface"))
         });
         let cache_dir = var("HF_HUB_CACHE")
+            .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
             .map(PathBuf::from)
             .or_else(|| hf_home.as_ref().map(|home| home.join("hub")));
         let endpoint = var("HF_ENDPOINT")
             .and_then(|v| v.into_string().ok())
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let token = var("HF_TOKEN")
+            .or_else(|| var("HUGGING_FACE_HUB_TOKEN"))
             .and_then(|v| v.into_string().ok())
             .or_else(|| {
                 let path = var("HF_TOKEN_PATH")
@@ -114,14 +117,17 @@ impl HubConfig {
                     .or_else(|| hf_home.as_ref().map(|home| home.join("token")))?;
                 std::fs::read_to_string(path).ok()
             });
-        let offline = var("HF_HUB_OFFLINE")
-            .and_then(|v| v.into_string().ok())
-            .is_some_and(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "on"
-                )
-            });
+        let set = |name: &str| {
+            var(name)
+                .and_then(|v| v.into_string().ok())
+                .is_some_and(|v| {
+                    matches!(
+                        v.trim().to_ascii_lowercase().as_str(),
+                        "1" | "true" | "yes" | "on"
+                    )
+                })
+        };
+        let offline = set("HF_HUB_OFFLINE") || set("TRANSFORMERS_OFFLINE");
         Self {
             endpoint: String::new(),
             cache_dir,
@@ -229,7 +235,10 @@ impl RepoId {
         };
         let parts: Vec<&str> = repo.split('/').collect();
         let revision_ok = revision.split('/').all(name_ok);
-        (parts.len() == 2 && parts.iter().all(|p| name_ok(p)) && revision_ok).then(|| Self {
+        // The hub forbids `--` in names, and the cache's folder (`models--org--name`) would
+        // not tell `org/a--b` from `org--a/b`.
+        let repo_ok = parts.len() == 2 && parts.iter().all(|p| name_ok(p) && !p.contains("--"));
+        (repo_ok && revision_ok).then(|| Self {
             repo: repo.to_owned(),
             revision: revision.to_owned(),
         })
@@ -390,6 +399,8 @@ mod tests {
             "org/name@",
             "org/name@../x",
             "org/name@a//b",
+            "org/a--b",
+            "org--a/b",
         ] {
             assert!(RepoId::parse(bad).is_none(), "{bad}");
         }
