@@ -692,14 +692,40 @@ fn link_snapshot_file(blob: &Path, pointer: &Path, file: &str) -> Result<(), Emb
         match std::os::unix::fs::symlink(&target, pointer) {
             // Another process linked it first: same target.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && pointer.is_file() => Ok(()),
+            // A file system without symlinks (exFAT, some SMB/NFS mounts): a copy, as
+            // huggingface_hub makes there.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
+                ) =>
+            {
+                copy_blob(blob, pointer)
+            }
             result => result.map_err(io_err(pointer)),
         }
     }
     #[cfg(not(unix))]
     {
         let _ = file;
-        fs::copy(blob, pointer).map(drop).map_err(io_err(pointer))
+        copy_blob(blob, pointer)
     }
+}
+
+/// `blob` copied to `pointer` through a temporary file beside it and a rename, so that a copy
+/// cut short (a crash, a full disk) never stands at `pointer`, which is trusted once it is a
+/// file.
+fn copy_blob(blob: &Path, pointer: &Path) -> Result<(), EmberError> {
+    let mut partial = pointer.as_os_str().to_owned();
+    partial.push(format!(".{}.incomplete", std::process::id()));
+    let partial = PathBuf::from(partial);
+    let copied = fs::copy(blob, &partial)
+        .and_then(|_| File::open(&partial)?.sync_all())
+        .and_then(|()| fs::rename(&partial, pointer));
+    if copied.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    copied.map_err(io_err(pointer))
 }
 
 /// `../../blobs/<etag>` for `config.json`, `../../../blobs/<etag>` for `1_Pooling/config.json`.
@@ -829,6 +855,27 @@ fn encode_segment(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_copy_lands_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        fs::write(&blob, b"weights").unwrap();
+        let pointer = dir.path().join("model.safetensors");
+        copy_blob(&blob, &pointer).unwrap();
+        assert_eq!(fs::read(&pointer).unwrap(), b"weights");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "a temporary file was left: {names:?}");
+        // A blob that is gone: an error naming the pointer, nothing at it.
+        let missing = dir.path().join("config.json");
+        let err = copy_blob(&dir.path().join("absent"), &missing).unwrap_err();
+        assert!(err.to_string().contains("config.json"), "{err}");
+        assert!(!missing.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
 
     #[test]
     fn urls_in_errors_lose_their_query() {
