@@ -3,8 +3,9 @@
 //! `encode` tokenizes every text (in shares, on the pool's threads), orders them longest
 //! first (as sentence-transformers does), packs each batch of `batch_size` texts into one
 //! `[T, H]` matrix without padding, runs the encoder, pools, normalises when the folder says
-//! so, and writes each row back at its text's input position. Every kernel computes a row independently of the others in its batch and
-//! of the thread count, so a text's embedding is bit-identical however it is batched.
+//! so, and writes each row back at its text's input position. Every kernel computes a row
+//! independently of the others in its batch and of the thread count, so a text's embedding
+//! is bit-identical however it is batched.
 //!
 //! Texts longer than `max_seq_length` tokens are truncated (as sentence-transformers does) or
 //! refused, as [`Truncation`] says; [`Embedder::encode_into_with_report`] tells, per text, how
@@ -880,7 +881,7 @@ impl Embedder {
     /// [`encode_into`](Self::encode_into) that also fills `reports[i]` (one per text) with
     /// text `i`'s tokens and how many truncation dropped. Every text is tokenized to its end
     /// to count them (time linear in its length; plain `encode_into` stops at the limit); a
-    /// warm call allocates nothing either.
+    /// warm call allocates nothing either. On an `Err`, `reports`, like `out`, is unspecified.
     pub fn encode_into_with_report<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
