@@ -56,7 +56,7 @@ size_t ember_max_seq_length(const EmberEmbedder *embedder);
  * during it, no other thread may write the texts or touch out, and no text may overlap out
  * (refused).
  * Returns 0 on success, -1 on failure (out is then unspecified; ember_last_error says why):
- * embedder, texts, lens or out NULL, a NULL text of nonzero length, a length over
+ * embedder, texts, lens or out NULL or misaligned for its type, a NULL text of nonzero length, a length over
  * SIZE_MAX / 2 (so (size_t)-1 is not "NUL-terminated"), a text that is not UTF-8 (its
  * index and byte offset are named), n or n * ember_dim() too large, out_len < n * ember_dim().
  * n == 0 succeeds and writes nothing.

@@ -20,8 +20,8 @@ pub struct EmberEmbedder {
     embedder: Embedder,
 }
 
-/// A caller's text inside `ember_encode`: `len` bytes at `ptr`, checked to be UTF-8 before
-/// it is used as a `&str`. Read only during the `ember_encode` call that made it, while the
+/// A caller's text inside `ember_encode`: `len` bytes at `ptr`, UTF-8 (every `CText` is:
+/// `CText::new` checks it). Read only during the `ember_encode` call that made it, while the
 /// caller keeps the bytes alive and unchanged.
 #[derive(Clone, Copy)]
 struct CText {
@@ -39,7 +39,7 @@ impl CText {
     /// The view of text `index`: `len` bytes at `ptr`, refused (before any slice is formed)
     /// when `ptr` is `NULL` with bytes to read, or `len` is past `isize::MAX`, the most a
     /// slice can span: e.g. `(size_t)-1`, the C idiom for "NUL-terminated", which Ember does
-    /// not take.
+    /// not take; and refused when the bytes are not UTF-8 (naming where they stop being).
     fn new(index: usize, ptr: *const c_char, len: usize) -> Result<Self, String> {
         if len > isize::MAX as usize {
             return Err(format!(
@@ -50,10 +50,17 @@ impl CText {
         if len > 0 && ptr.is_null() {
             return Err(format!("ember_encode: text {index} is NULL"));
         }
-        Ok(Self {
+        let view = Self {
             ptr: ptr.cast(),
             len,
-        })
+        };
+        std::str::from_utf8(view.bytes()).map_err(|e| {
+            format!(
+                "ember_encode: text {index} is not UTF-8 (at byte {})",
+                e.valid_up_to()
+            )
+        })?;
+        Ok(view)
     }
 
     fn bytes(&self) -> &[u8] {
@@ -68,7 +75,7 @@ impl CText {
 
 impl AsRef<str> for CText {
     fn as_ref(&self) -> &str {
-        // SAFETY: `ember_encode` validated these bytes as UTF-8 before pushing the view.
+        // SAFETY: `CText::new`, the only way to make one, checked these bytes are UTF-8.
         unsafe { std::str::from_utf8_unchecked(self.bytes()) }
     }
 }
@@ -197,6 +204,15 @@ pub unsafe extern "C" fn ember_encode(
         if texts.is_null() || lens.is_null() || out.is_null() {
             return Err("ember_encode: texts, lens and out must not be NULL".into());
         }
+        // A slice over a misaligned pointer is undefined behaviour; in C the pointer already
+        // was (a cast from a char buffer, say): say so rather than read through it.
+        if !(texts.is_aligned() && lens.is_aligned() && out.is_aligned()) {
+            return Err(
+                "ember_encode: texts, lens and out must be aligned for their types (a float * \
+                 at a multiple of 4 bytes, the others of 8)"
+                    .into(),
+            );
+        }
         // A slice spans at most isize::MAX bytes: past that, no caller can hold the arrays
         // (`n` is garbage, e.g. a negative count cast to size_t) and forming them is UB.
         let max_n = isize::MAX as usize / size_of::<*const c_char>().max(size_of::<usize>());
@@ -233,17 +249,12 @@ pub unsafe extern "C" fn ember_encode(
         let out_bytes = (out as usize)..(out as usize).saturating_add(needed * size_of::<f32>());
         let encode = |views: &mut Vec<CText>| -> Result<(), String> {
             for (i, (&ptr, &len)) in ptrs.iter().zip(lens).enumerate() {
+                // Its length first: a (size_t)-1 would "overlap" everything after `ptr`.
                 let view = CText::new(i, ptr, len)?;
                 let text_bytes = (ptr as usize)..(ptr as usize).saturating_add(len);
                 if text_bytes.start < out_bytes.end && out_bytes.start < text_bytes.end {
                     return Err(format!("ember_encode: text {i} overlaps out"));
                 }
-                std::str::from_utf8(view.bytes()).map_err(|e| {
-                    format!(
-                        "ember_encode: text {i} is not UTF-8 (at byte {})",
-                        e.valid_up_to()
-                    )
-                })?;
                 views.push(view);
             }
             // SAFETY: non-null, `needed ≤ isize::MAX / 4` (checked above), no text overlaps it

@@ -181,3 +181,28 @@ fn a_thread_count_past_max_threads_is_an_error() {
         );
     }
 }
+
+#[test]
+fn a_misaligned_out_is_an_error() {
+    let e = load_tiny();
+    // SAFETY: `e` is live.
+    let dim = unsafe { ember_dim(e) };
+    let text: &[u8] = b"a cat";
+    let ptrs = [text.as_ptr().cast::<c_char>()];
+    let lens = [text.len()];
+    let mut buffer = vec![0f32; dim + 1];
+    // One byte into the buffer: a float * that no float can be read or written through.
+    let misaligned = buffer
+        .as_mut_ptr()
+        .cast::<u8>()
+        .wrapping_add(1)
+        .cast::<f32>();
+    // SAFETY: `e` is live and the arrays hold one entry; `out` must be refused before use.
+    let rc = unsafe { ember_encode(e, ptrs.as_ptr(), lens.as_ptr(), 1, misaligned, dim) };
+    assert_eq!(rc, -1, "a misaligned out was accepted");
+    let message = last_error();
+    assert!(message.contains("aligned"), "{message}");
+    assert!(buffer.iter().all(|&x| x == 0.0), "out was written");
+    // SAFETY: `e` came from ember_load and is no longer used.
+    unsafe { ember_free(e) };
+}
