@@ -65,12 +65,29 @@ pub fn parse_texts(name: &str, bytes: &[u8], format: InputFormat) -> Result<Vec<
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             let text = std::str::from_utf8(raw)
                 .map_err(|e| error(line, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+            // A UTF-8 byte-order mark (Windows editors write one) is not part of text 1, as
+            // Python's utf-8-sig reads it: kept, it would change that text's embedding (and
+            // break its JSON).
+            let text = if line == 1 {
+                text.strip_prefix('\u{feff}').unwrap_or(text)
+            } else {
+                text
+            };
             match format {
                 InputFormat::Lines => Ok(text.to_owned()),
                 InputFormat::Jsonl => {
+                    if text.trim().is_empty() {
+                        return Err(error(line, "empty line: expected a JSON object".into()));
+                    }
                     let value: serde_json::Value = serde_json::from_str(text)
                         .map_err(|e| error(line, format!("malformed JSON: {e}")))?;
-                    match value.get("text") {
+                    let Some(object) = value.as_object() else {
+                        return Err(error(
+                            line,
+                            format!("expected a JSON object with a \"text\" field, got {value}"),
+                        ));
+                    };
+                    match object.get("text") {
                         Some(serde_json::Value::String(s)) => Ok(s.clone()),
                         Some(other) => {
                             Err(error(line, format!("\"text\" is not a string: {other}")))

@@ -191,7 +191,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = InputFormat::Lines)]
         input_format: InputFormat,
         /// Write to FILE (complete or not at all; a FIFO, device or /dev/stdout as it goes)
-        /// instead of standard output.
+        /// instead of standard output ("-": standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
         /// jsonl, npy or raw f32 [default: from the --output extension, else jsonl].
@@ -276,7 +276,7 @@ fn parse_shard(text: &str) -> Result<Shard, String> {
 /// How `--input` files (and standard input) hold their texts.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum InputFormat {
-    /// One text per line (UTF-8; a trailing "\r" is dropped).
+    /// One text per line (UTF-8; a trailing "\r" and a leading byte-order mark are dropped).
     Lines,
     /// JSON lines, each an object with a string field "text".
     Jsonl,
@@ -576,14 +576,108 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 &texts,
                 &options,
             )?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
             if json {
-                println!("{report}");
+                writeln!(out, "{report}")
             } else {
-                println!("{}", bench::describe(&report));
+                writeln!(out, "{}", bench::describe(&report))
             }
-            Ok(())
+            .and_then(|()| out.flush())
+            .map_err(CliError::stdout)
         }
     }
+}
+
+/// Where `ember search` keeps what a `--matrix` was computed from: `FILE.npy.json` beside it
+/// (not in the .npy header, whose keys NumPy checks).
+fn fingerprint_path(matrix: &Path) -> PathBuf {
+    let mut name = matrix.as_os_str().to_owned();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+/// What a corpus matrix depends on: the corpus (its lines, hashed), the model's files and the
+/// options that change the rows (dtype, device, pooling, normalisation, length, prompt,
+/// width). The weights file is named by path, size and modification time, not hashed (a
+/// second per GB).
+fn matrix_fingerprint(embedder: &ember::Embedder, texts: &[String]) -> serde_json::Value {
+    use sha2::Digest;
+    let mut corpus = sha2::Sha256::new();
+    for text in texts {
+        corpus.update((text.len() as u64).to_le_bytes());
+        corpus.update(text.as_bytes());
+    }
+    let corpus_sha256: String = corpus
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let info = embedder.info();
+    let weights = std::fs::metadata(&info.weights_file).ok();
+    let modified = weights
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos().to_string());
+    serde_json::json!({
+        "corpus_lines": texts.len(),
+        "corpus_sha256": corpus_sha256,
+        "model_dir": info.model_dir.display().to_string(),
+        "weights_file": info.weights_file.display().to_string(),
+        "weights_bytes": weights.map(|m| m.len()),
+        "weights_modified_ns": modified,
+        "dim": info.dim,
+        "max_seq_length": info.max_seq_length,
+        "pooling": info.pooling,
+        "normalize": info.normalize,
+        "dtype": info.dtype.name(),
+        "device": info.device.to_string(),
+        "default_prompt": embedder.default_prompt(),
+    })
+}
+
+/// Refuses a saved matrix whose fingerprint (see [`matrix_fingerprint`]) differs from this
+/// run's, naming what changed; one without a fingerprint (written before Ember kept them) is
+/// used with a warning that it could not be checked.
+fn check_fingerprint(matrix: &Path, fingerprint: &serde_json::Value) -> Result<(), CliError> {
+    let path = fingerprint_path(matrix);
+    let saved: serde_json::Value = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Usage(format!("{}: not a fingerprint: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "ember: {} has no fingerprint beside it ({}): it is used as it is, unchecked \
+                 against the corpus and model (delete it to recompute it)",
+                matrix.display(),
+                path.display()
+            );
+            return Ok(());
+        }
+        Err(source) => {
+            return Err(CliError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    let changed: Vec<&str> = fingerprint
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(key, value)| saved.get(key.as_str()) != Some(*value))
+        .map(|(key, _)| key.as_str())
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "{} was computed from another corpus, model or options (changed: {}; see {}): \
+         delete it to recompute it",
+        matrix.display(),
+        changed.join(", "),
+        path.display()
+    )))
 }
 
 /// `ember search`: the `top_k` corpus lines nearest each query, as JSON lines; the corpus
@@ -600,6 +694,7 @@ fn search(
         return Err(CliError::Usage("--matrix must name a .npy file".into()));
     }
     let embedder = load(model)?;
+    let fingerprint = matrix_fingerprint(&embedder, &texts);
     let corpus_embeddings = match matrix {
         Some(path) if path.exists() => {
             let saved = output::read_npy(path)?;
@@ -614,6 +709,7 @@ fn search(
                     embedder.dim()
                 )));
             }
+            check_fingerprint(path, &fingerprint)?;
             saved
         }
         _ => {
@@ -622,6 +718,7 @@ fn search(
             })?;
             if let Some(path) = matrix {
                 output::write_embeddings(&computed, Some(path))?;
+                output::write_json_file(&fingerprint_path(path), &fingerprint)?;
             }
             computed
         }

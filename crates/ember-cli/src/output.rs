@@ -213,12 +213,32 @@ fn open_output(
     let file_name = target
         .file_name()
         .ok_or_else(|| CliError::Usage(format!("--output {name} is not a file name")))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(".{}.partial", std::process::id()));
-    let temp = target.with_file_name(temp_name);
-    let file = std::fs::File::create(&temp).map_err(io_error)?;
-    Ok((Box::new(file), Some((temp, target))))
+    // A name no other run shares, created only if absent (never truncating or following
+    // another's): two runs with one PID (containers' PID 1, a shard rerun while the first
+    // still stops) writing the same output would otherwise empty each other's file, and the
+    // first to finish would rename a half-written one into place.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    for attempt in 0u32.. {
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(file_name);
+        temp_name.push(format!(
+            ".{}.{nanos:08x}.{attempt}.partial",
+            std::process::id()
+        ));
+        let temp = target.with_file_name(temp_name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((Box::new(file), Some((temp, target)))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {}
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+    unreachable!("the loop returns by its 100th attempt")
 }
 
 /// How an `--output` path is written.
@@ -286,6 +306,10 @@ fn output_target(path: &Path) -> std::io::Result<OutputTarget> {
 /// How `path` is written when it names one of the process's file descriptors rather than a
 /// file in a directory; `None` when it does not.
 fn descriptor_target(path: &Path) -> Option<std::io::Result<OutputTarget>> {
+    // `-o -`: standard output, as `-i -` is standard input.
+    if path == Path::new("-") {
+        return Some(Ok(OutputTarget::Stdout));
+    }
     let named = |names: [&str; 3]| names.iter().any(|name| path == Path::new(name));
     // The input's descriptor (`< texts.txt`): appending the rows to it would write into the
     // texts' file.
@@ -323,6 +347,31 @@ pub fn write_embeddings(embeddings: &Embeddings, path: Option<&Path>) -> Result<
     let indices: Vec<usize> = (0..embeddings.len()).collect();
     writer.write_rows(embeddings.as_slice(), &indices)?;
     writer.finish()
+}
+
+/// Writes `value` as pretty JSON to `path`, whole or not at all (a temporary file beside it,
+/// then a rename).
+pub fn write_json_file(path: &Path, value: &serde_json::Value) -> Result<(), CliError> {
+    let name = path.display().to_string();
+    let io_error = |source| CliError::Io {
+        path: name.clone(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| CliError::Usage(format!("{name} is not a file name")))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(".{}.partial", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    let written = serde_json::to_vec_pretty(value)
+        .map_err(std::io::Error::from)
+        .and_then(|bytes| std::fs::write(&temp, bytes))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.map_err(io_error)
 }
 
 fn write_json_lines(

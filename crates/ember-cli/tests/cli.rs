@@ -159,6 +159,44 @@ fn jsonl_input_reads_the_text_field() {
 }
 
 #[test]
+fn a_byte_order_mark_is_not_part_of_the_first_text() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let plain = json_rows(&ember(&["embed", "--model", m], Some(b"a cat\nb\n")));
+    let marked = json_rows(&ember(
+        &["embed", "--model", m],
+        Some(b"\xef\xbb\xbfa cat\nb\n"),
+    ));
+    assert_eq!(marked, plain);
+    let jsonl = json_rows(&ember(
+        &["embed", "--model", m, "--input-format", "jsonl"],
+        Some(b"\xef\xbb\xbf{\"text\": \"a cat\"}\n{\"text\": \"b\"}\n"),
+    ));
+    assert_eq!(jsonl, plain);
+}
+
+#[test]
+fn output_dash_is_standard_output() {
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ember"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let to_dash = run(&["embed", "--model", m, "--output", "-", "a cat"]);
+    assert_success(&to_dash);
+    assert_eq!(
+        to_dash.stdout,
+        run(&["embed", "--model", m, "a cat"]).stdout
+    );
+    assert!(!dir.path().join("-").exists(), "a file named - was written");
+}
+
+#[test]
 fn empty_input_gives_zero_rows() {
     let model = tiny_model();
     let m = model.to_str().unwrap();
@@ -182,11 +220,21 @@ fn bad_input_names_the_line_and_leaves_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let npy = dir.path().join("out.npy");
     let out_arg = npy.to_str().unwrap();
-    let cases: [(&[u8], &[&str], &str); 4] = [
+    let cases: [(&[u8], &[&str], &str); 6] = [
         (
             b"fine\nfine\n\xff\xfe broken\n",
             &[],
             "line 3: invalid UTF-8",
+        ),
+        (
+            b"{\"text\": \"a\"}\n[1, 2]\n",
+            &["--input-format", "jsonl"],
+            "line 2: expected a JSON object",
+        ),
+        (
+            b"{\"text\": \"a\"}\n\n",
+            &["--input-format", "jsonl"],
+            "line 2: empty line",
         ),
         (
             b"{\"text\": \"a\"}\n{not json}\n",
@@ -356,6 +404,32 @@ fn search_saves_and_reuses_the_corpus_matrix() {
         stderr.contains("corpus.npy") && stderr.contains("3 rows"),
         "{stderr}"
     );
+
+    // And one computed from other lines, though as many (its fingerprint, beside it, says so).
+    let fingerprint = dir.path().join("corpus.npy.json");
+    assert!(fingerprint.exists(), "no fingerprint was saved");
+    let edited = dir.path().join("edited.txt");
+    std::fs::write(
+        &edited,
+        "a cat sits
+a dog sleeps
+stocks fell
+",
+    )
+    .unwrap();
+    let refused = search(&edited);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("corpus.npy") && stderr.contains("corpus_sha256"),
+        "{stderr}"
+    );
+    // Without its fingerprint (a matrix from before them) it is used, with a warning.
+    std::fs::remove_file(&fingerprint).unwrap();
+    let unchecked = search(&corpus);
+    assert_success(&unchecked);
+    assert_eq!(unchecked.stdout, first.stdout);
+    assert!(String::from_utf8_lossy(&unchecked.stderr).contains("no fingerprint"));
 
     // So is a damaged one.
     let bytes = std::fs::read(&matrix).unwrap();
