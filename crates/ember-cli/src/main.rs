@@ -211,7 +211,10 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Find the corpus lines most similar (cosine) to each query; prints JSON lines.
+    /// Find the corpus lines most similar (cosine) to each query; prints JSON lines. Queries
+    /// get the model's "query" prompt and the corpus its "document" (or "passage", "corpus")
+    /// prompt, as sentence-transformers' encode_query/encode_document, unless --prompt-name,
+    /// --prompt or --no-prompt says what both get.
     Search {
         /// The corpus: one text per line.
         #[arg(long)]
@@ -222,7 +225,8 @@ enum Command {
         /// Hits per query.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
-        /// Corpus embeddings (.npy): read if present (delete it when the corpus changes), else saved.
+        /// Corpus embeddings (.npy): read if present, else saved, with FILE.npy.json beside it
+        /// (what they came from: a matrix of other lines, model or options is refused).
         #[arg(long)]
         matrix: Option<PathBuf>,
         #[command(flatten)]
@@ -371,12 +375,13 @@ const EMBED_CHUNK_BATCHES: usize = 8;
 /// `name(i)` naming text `i`.
 fn encode_named<S: AsRef<str> + Sync>(
     embedder: &Embedder,
+    prompt: Prompt<'_>,
     texts: &[S],
     out: &mut [f32],
     name: impl Fn(usize) -> String,
 ) -> Result<(), CliError> {
     embedder
-        .encode_into(texts, out)
+        .encode_into_with_prompt(prompt, texts, out)
         .map_err(|error| match error {
             EmberError::TooLong {
                 index,
@@ -403,8 +408,18 @@ fn encode_all(
     texts: &[String],
     name: impl Fn(usize) -> String,
 ) -> Result<ember::Embeddings, CliError> {
+    encode_all_with_prompt(embedder, Prompt::Default, texts, name)
+}
+
+/// [`encode_all`] with `prompt` before every text.
+fn encode_all_with_prompt(
+    embedder: &Embedder,
+    prompt: Prompt<'_>,
+    texts: &[String],
+    name: impl Fn(usize) -> String,
+) -> Result<ember::Embeddings, CliError> {
     let mut data = vec![0f32; texts.len() * embedder.dim()];
-    encode_named(embedder, texts, &mut data, name)?;
+    encode_named(embedder, prompt, texts, &mut data, name)?;
     Ok(ember::Embeddings::from_vec(
         data,
         texts.len(),
@@ -445,7 +460,9 @@ fn embed(
         chunk_texts.clear();
         chunk_texts.extend(chunk.iter().map(|&j| texts[j].as_str()));
         rows.resize(chunk.len() * dim, 0.0);
-        encode_named(embedder, &chunk_texts, &mut rows, |i| name(chunk[i]))?;
+        encode_named(embedder, Prompt::Default, &chunk_texts, &mut rows, |i| {
+            name(chunk[i])
+        })?;
         writer.write_rows(&rows, chunk)?;
         progress.update(c * chunk_len + chunk.len());
     }
@@ -598,10 +615,14 @@ fn fingerprint_path(matrix: &Path) -> PathBuf {
 }
 
 /// What a corpus matrix depends on: the corpus (its lines, hashed), the model's files and the
-/// options that change the rows (dtype, device, pooling, normalisation, length, prompt,
-/// width). The weights file is named by path, size and modification time, not hashed (a
+/// options that change the rows (dtype, device, pooling, normalisation, length, the corpus's
+/// prompt, width). The weights file is named by path, size and modification time, not hashed (a
 /// second per GB).
-fn matrix_fingerprint(embedder: &ember::Embedder, texts: &[String]) -> serde_json::Value {
+fn matrix_fingerprint(
+    embedder: &ember::Embedder,
+    texts: &[String],
+    prompt: Option<&str>,
+) -> serde_json::Value {
     use sha2::Digest;
     let mut corpus = sha2::Sha256::new();
     for text in texts {
@@ -633,7 +654,7 @@ fn matrix_fingerprint(embedder: &ember::Embedder, texts: &[String]) -> serde_jso
         "normalize": info.normalize,
         "dtype": info.dtype.name(),
         "device": info.device.to_string(),
-        "default_prompt": embedder.default_prompt(),
+        "corpus_prompt": prompt,
     })
 }
 
@@ -694,7 +715,21 @@ fn search(
         return Err(CliError::Usage("--matrix must name a .npy file".into()));
     }
     let embedder = load(model)?;
-    let fingerprint = matrix_fingerprint(&embedder, &texts);
+    // As sentence-transformers' encode_query and encode_document, unless a prompt option
+    // says otherwise for both: the queries with the `query` prompt, the corpus with the first
+    // of `document`, `passage` and `corpus` (e5's "query: " and "passage: ", say).
+    let explicit = model.prompt_name.is_some() || model.prompt.is_some() || model.no_prompt;
+    let (query_prompt, corpus_prompt) = if explicit {
+        (Prompt::Default, Prompt::Default)
+    } else {
+        let document = ["document", "passage", "corpus"]
+            .into_iter()
+            .find(|name| embedder.prompts().contains_key(*name))
+            .unwrap_or("document");
+        (Prompt::Named("query"), Prompt::Named(document))
+    };
+    let corpus_prompt_text = embedder.prompt_text(corpus_prompt)?;
+    let fingerprint = matrix_fingerprint(&embedder, &texts, corpus_prompt_text);
     let corpus_embeddings = match matrix {
         Some(path) if path.exists() => {
             let saved = output::read_npy(path)?;
@@ -713,7 +748,7 @@ fn search(
             saved
         }
         _ => {
-            let computed = encode_all(&embedder, &texts, |i| {
+            let computed = encode_all_with_prompt(&embedder, corpus_prompt, &texts, |i| {
                 format!("{}: line {}", corpus.display(), i + 1)
             })?;
             if let Some(path) = matrix {
@@ -723,7 +758,9 @@ fn search(
             computed
         }
     };
-    let queries = encode_all(&embedder, query, |i| format!("query {}", i + 1))?;
+    let queries = encode_all_with_prompt(&embedder, query_prompt, query, |i| {
+        format!("query {}", i + 1)
+    })?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (q, text) in query.iter().enumerate() {

@@ -443,6 +443,74 @@ stocks fell
     );
 }
 
+/// `ember search` embeds the corpus as sentence-transformers' encode_document and the queries
+/// as encode_query: with tiny-bert-prompts (prompts query "query: " and passage "passage: ",
+/// default "query"; like every model, an empty "document" prompt, which encode_document
+/// takes before "passage"), its saved matrix is `ember embed --no-prompt`'s rows (where it
+/// was `--prompt-name query`'s, the default's), and the top hit's score the cosine of
+/// `--prompt-name query`'s row with it. An explicit prompt option applies to both.
+#[test]
+fn search_prompts_queries_and_corpus_as_sentence_transformers_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-bert-prompts");
+    let m = model.to_str().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, "a cat sits\na dog runs\nstocks fell\n").unwrap();
+    let embed = |prompt: &[&str], input: &[u8]| {
+        let npy = dir.path().join(format!("{}.npy", prompt.join("")));
+        let mut args = vec!["embed", "--model", m, "-o", npy.to_str().unwrap()];
+        args.extend_from_slice(prompt);
+        let out = ember(&args, Some(input));
+        assert_success(&out);
+        read_npy(&npy).1
+    };
+    let search = |extra: &[&str], matrix: &Path| {
+        let mut args = vec![
+            "search",
+            "--model",
+            m,
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--query",
+            "a cat",
+            "--top-k",
+            "1",
+            "--matrix",
+            matrix.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = ember(&args, None);
+        assert_success(&out);
+        let hit: serde_json::Value =
+            serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+        (read_npy(matrix).1, hit)
+    };
+    let lines = b"a cat sits\na dog runs\nstocks fell\n";
+    let passages = embed(&["--no-prompt"], lines);
+    let query = embed(&["--prompt-name", "query"], b"a cat\n");
+    let (matrix, hit) = search(&[], &dir.path().join("m1.npy"));
+    assert_eq!(
+        matrix, passages,
+        "the corpus did not get the document prompt"
+    );
+    let dim = query.len();
+    let row = (hit["line"].as_u64().unwrap() - 1) as usize;
+    let doc = &passages[row * dim..(row + 1) * dim];
+    let dot: f64 = query
+        .iter()
+        .zip(doc)
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum();
+    let cosine = dot / (norm(&query) * norm(doc));
+    assert!(
+        (hit["score"].as_f64().unwrap() - cosine).abs() < 1e-5,
+        "the query did not get the query prompt: {hit} vs {cosine}"
+    );
+    let (explicit, _) = search(&["--prompt-name", "query"], &dir.path().join("m2.npy"));
+    assert_eq!(explicit, embed(&["--prompt-name", "query"], lines));
+}
+
 /// Eleven short texts, one per line, for the options below.
 const ELEVEN_LINES: &[u8] = b"zero\none text\ntwo words here\n\nfour\nfive, with a comma\n\
 six\nseven seven\neight: the last but two\nnine\nten\n";
