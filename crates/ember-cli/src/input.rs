@@ -10,13 +10,17 @@ use crate::{CliError, InputFormat};
 
 /// Reads all texts from `path` (standard input when `None` or `-`).
 pub fn read_texts(path: Option<&Path>, format: InputFormat) -> Result<Vec<String>, CliError> {
-    read_named_texts(path, format).map(|(_, texts)| texts)
+    read_named_texts(path, format, |_| true).map(|(_, texts)| texts)
 }
 
-/// [`read_texts`], with the name errors give the source (`standard input` or the path).
+/// [`read_texts`], with the name errors give the source (`standard input` or the path); only
+/// the texts `keep` says yes to (by 0-based index) are kept, the others left empty, though
+/// every line is checked (a shard of a large corpus holds its own texts only, and fails on a
+/// bad line as every other shard does).
 pub fn read_named_texts(
     path: Option<&Path>,
     format: InputFormat,
+    keep: impl Fn(usize) -> bool,
 ) -> Result<(String, Vec<String>), CliError> {
     let (name, bytes) = match path {
         None => read_stdin()?,
@@ -30,7 +34,7 @@ pub fn read_named_texts(
             (name, bytes)
         }
     };
-    let texts = parse_texts(&name, &bytes, format)?;
+    let texts = parse_texts_kept(&name, &bytes, format, keep)?;
     Ok((name, texts))
 }
 
@@ -48,7 +52,19 @@ fn read_stdin() -> Result<(String, Vec<u8>), CliError> {
 }
 
 /// Splits `bytes` into texts; `name` names the source in errors.
-pub fn parse_texts(name: &str, bytes: &[u8], format: InputFormat) -> Result<Vec<String>, CliError> {
+#[cfg(test)]
+fn parse_texts(name: &str, bytes: &[u8], format: InputFormat) -> Result<Vec<String>, CliError> {
+    parse_texts_kept(name, bytes, format, |_| true)
+}
+
+/// [`parse_texts`] keeping only the texts `keep` says yes to (the others are empty strings,
+/// which allocate nothing); every line is checked all the same.
+fn parse_texts_kept(
+    name: &str,
+    bytes: &[u8],
+    format: InputFormat,
+    keep: impl Fn(usize) -> bool,
+) -> Result<Vec<String>, CliError> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     if bytes.is_empty() {
         return Ok(Vec::new());
@@ -73,8 +89,15 @@ pub fn parse_texts(name: &str, bytes: &[u8], format: InputFormat) -> Result<Vec<
             } else {
                 text
             };
+            let owned = |text: &str| {
+                if keep(i) {
+                    text.to_owned()
+                } else {
+                    String::new()
+                }
+            };
             match format {
-                InputFormat::Lines => Ok(text.to_owned()),
+                InputFormat::Lines => Ok(owned(text)),
                 InputFormat::Jsonl => {
                     if text.trim().is_empty() {
                         return Err(error(line, "empty line: expected a JSON object".into()));
@@ -88,7 +111,7 @@ pub fn parse_texts(name: &str, bytes: &[u8], format: InputFormat) -> Result<Vec<
                         ));
                     };
                     match object.get("text") {
-                        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                        Some(serde_json::Value::String(s)) => Ok(owned(s)),
                         Some(other) => {
                             Err(error(line, format!("\"text\" is not a string: {other}")))
                         }
@@ -103,6 +126,22 @@ pub fn parse_texts(name: &str, bytes: &[u8], format: InputFormat) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_keeps_its_own_texts_and_checks_every_line() {
+        let odd = |j: usize| j % 2 == 1;
+        let texts = parse_texts_kept("f", b"a\nb\nc\nd\n", InputFormat::Lines, odd).unwrap();
+        assert_eq!(texts, ["", "b", "", "d"]);
+        assert!(texts[0].capacity() == 0 && texts[2].capacity() == 0);
+        // A bad line another shard holds still fails this one, naming it.
+        let err = parse_texts_kept("f", b"a\nb\n\xff\n", InputFormat::Lines, odd).unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        let jsonl = b"{\"text\": \"a\"}\n{\"text\": \"b\"}\n";
+        assert_eq!(
+            parse_texts_kept("f", jsonl, InputFormat::Jsonl, odd).unwrap(),
+            ["", "b"]
+        );
+    }
 
     #[test]
     fn lines_keep_empty_lines_and_drop_the_final_newline() {

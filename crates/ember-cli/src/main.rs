@@ -531,7 +531,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 (false, None) => (None, texts),
                 (true, input) => {
-                    let (name, texts) = input::read_named_texts(input.as_deref(), input_format)?;
+                    let Shard { index, count } = shard.unwrap_or(Shard { index: 0, count: 1 });
+                    let (name, texts) =
+                        input::read_named_texts(input.as_deref(), input_format, |j| {
+                            j % count == index
+                        })?;
                     (Some(name), texts)
                 }
             };
