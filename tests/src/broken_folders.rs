@@ -1006,6 +1006,100 @@ pub fn cases() -> Vec<BrokenFolder> {
             )
         ),
         case!(
+            "dense/activation outside torch",
+            "2_Dense/config.json",
+            ["activation_function", "mypkg.ReLU", "not supported"],
+            |d| set_dense(
+                d,
+                Some(
+                    json!({"in_features": hidden_size(d), "out_features": 8, "bias": true,
+                            "activation_function": "mypkg.ReLU"})
+                )
+            )
+        ),
+        case!(
+            "dense/on the token embeddings",
+            "2_Dense/config.json",
+            [
+                "module_input_name",
+                "token_embeddings",
+                "sentence embedding only"
+            ],
+            |d| set_dense(
+                d,
+                Some(
+                    json!({"in_features": hidden_size(d), "out_features": 8, "bias": true,
+                            "activation_function": "torch.nn.modules.activation.Tanh",
+                            "module_input_name": "token_embeddings"})
+                )
+            )
+        ),
+        case!(
+            "dense/residual",
+            "2_Dense/config.json",
+            ["use_residual", "not supported"],
+            |d| set_dense(
+                d,
+                Some(
+                    json!({"in_features": hidden_size(d), "out_features": hidden_size(d),
+                            "bias": true, "use_residual": true,
+                            "activation_function": "torch.nn.modules.activation.Tanh"})
+                )
+            )
+        ),
+        case!(
+            "modules/no Pooling",
+            "modules.json",
+            ["no Pooling module"],
+            |d| set_modules(d, json!([{ "type": TRANSFORMER, "path": "" }]))
+        ),
+        case!(
+            "modules/Normalize before Pooling",
+            "modules.json",
+            ["Normalize", "out of the order"],
+            |d| set_modules(
+                d,
+                json!([
+                    { "type": TRANSFORMER, "path": "" },
+                    { "type": "sentence_transformers.models.Normalize", "path": "2_Normalize" },
+                    { "type": POOLING, "path": "1_Pooling" }
+                ])
+            )
+        ),
+        case!(
+            "modules/Normalize of the token embeddings",
+            "2_Normalize/config.json",
+            ["module_input_name", "token_embeddings"],
+            |d| {
+                set_modules(
+                    d,
+                    json!([
+                        { "type": TRANSFORMER, "path": "" },
+                        { "type": POOLING, "path": "1_Pooling" },
+                        { "type": "sentence_transformers.models.Normalize", "path": "2_Normalize" }
+                    ]),
+                );
+                std::fs::create_dir_all(d.join("2_Normalize")).unwrap();
+                write(
+                    d,
+                    "2_Normalize/config.json",
+                    r#"{"module_input_name": "token_embeddings"}"#,
+                );
+            }
+        ),
+        case!(
+            "pooling/every mode off",
+            "1_Pooling/config.json",
+            ["no pooling mode is on"],
+            |d| write(
+                d,
+                "1_Pooling/config.json",
+                json!({"word_embedding_dimension": hidden_size(d),
+                "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false})
+                .to_string()
+            )
+        ),
+        case!(
             "dense/in_features not the pooled width",
             "2_Dense/config.json",
             ["in_features 7", "values"],
@@ -1105,7 +1199,15 @@ pub fn cases() -> Vec<BrokenFolder> {
             "modules/Transformer folder missing",
             "0_Transformer/config.json",
             ["No such file"],
-            |d| { set_modules(d, json!([{ "type": TRANSFORMER, "path": "0_Transformer" }])) }
+            |d| {
+                set_modules(
+                    d,
+                    json!([
+                        { "type": TRANSFORMER, "path": "0_Transformer" },
+                        { "type": POOLING, "path": "1_Pooling" }
+                    ]),
+                )
+            }
         ),
         case!(
             "modules/Pooling folder missing",

@@ -225,6 +225,13 @@ impl PoolingConfig {
                     "\"pooling_mode\" must be a name or a list of names, found {other}"
                 )))
             }
+            // No mode key at all: the Pooling constructor's default, mean.
+            None if PoolingMode::LEGACY_KEYS
+                .iter()
+                .all(|(key, _)| object.get(*key).is_none_or(Value::is_null)) =>
+            {
+                vec![PoolingMode::Mean]
+            }
             None => {
                 let mut modes = Vec::new();
                 for (key, mode) in PoolingMode::LEGACY_KEYS {
@@ -241,11 +248,14 @@ impl PoolingConfig {
                 modes
             }
         };
-        let modes = if modes.is_empty() {
-            vec![PoolingMode::Mean]
-        } else {
-            modes
-        };
+        if modes.is_empty() {
+            // Modes given, none on: sentence-transformers would make a sentence embedding of
+            // width 0 (and fail to concatenate none). Not mean, which is for no mode key at all.
+            return Err(invalid(
+                "no pooling mode is on (an empty \"pooling_mode\" list, or every pooling_mode_* key false)"
+                    .into(),
+            ));
+        }
         Ok(Self {
             embedding_dimension,
             modes,
@@ -445,6 +455,20 @@ mod tests {
             vec![PoolingMode::Cls, PoolingMode::Mean, PoolingMode::LastToken]
         );
         assert_eq!(c.output_dim(), 12);
+    }
+
+    #[test]
+    fn modes_given_but_none_on_are_refused() {
+        for text in [
+            r#"{"embedding_dimension": 8, "pooling_mode": []}"#,
+            r#"{"word_embedding_dimension": 8, "pooling_mode_mean_tokens": false, "pooling_mode_cls_token": false}"#,
+        ] {
+            let err = PoolingConfig::from_json_str(text, Path::new("p.json")).unwrap_err();
+            assert!(
+                err.to_string().contains("no pooling mode is on"),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -33,8 +33,13 @@ enum DenseActivation {
 }
 
 impl DenseActivation {
-    /// The class name `activation_function` ends with (`torch.nn.modules.activation.Tanh`).
+    /// The torch class `activation_function` names (`torch.nn.modules.activation.Tanh`); a
+    /// path outside torch is code Ember cannot run (sentence-transformers imports it only with
+    /// `trust_remote_code`), whatever its class is called.
     fn from_torch_name(name: &str) -> Option<Self> {
+        if !name.starts_with("torch.") {
+            return None;
+        }
         Some(match name.rsplit('.').next().unwrap_or(name) {
             "Identity" => DenseActivation::Identity,
             "Tanh" => DenseActivation::Tanh,
@@ -97,6 +102,32 @@ impl DenseLayer {
                 ))
             }
         };
+        // What newer sentence-transformers' Dense can do besides act(W·x + b) on the sentence
+        // embedding: another input or output (a token-level Dense), or a residual `+ x`. Ember
+        // would run neither as written, so they are refused rather than ignored.
+        for key in ["module_input_name", "module_output_name"] {
+            match object.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(name)) if name == "sentence_embedding" => {}
+                Some(v) => {
+                    return Err(invalid(
+                        &config_path,
+                        format!(
+                            "\"{key}\" = {v}: Ember's Dense runs on the sentence embedding only"
+                        ),
+                    ))
+                }
+            }
+        }
+        match object.get("use_residual") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(v) => {
+                return Err(invalid(
+                    &config_path,
+                    format!("\"use_residual\" = {v}: a residual Dense is not supported"),
+                ))
+            }
+        }
         // sentence-transformers' default is Tanh.
         let activation = match object.get("activation_function") {
             None | Some(Value::Null) => DenseActivation::Tanh,
@@ -105,7 +136,7 @@ impl DenseLayer {
                     invalid(
                         &config_path,
                         format!(
-                            "activation_function {name:?} is not supported (Identity, Tanh, ReLU, Sigmoid, GELU)"
+                            "activation_function {name:?} is not supported (torch.nn's Identity, Tanh, ReLU, Sigmoid, GELU)"
                         ),
                     )
                 })?

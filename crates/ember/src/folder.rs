@@ -221,7 +221,27 @@ impl ModelFolder {
                 "Dense" if self.pooling_config.is_some() && !self.normalize => {
                     self.dense.push(dir);
                 }
-                "Normalize" if saw_transformer && !self.normalize => self.normalize = true,
+                "Normalize" if self.pooling_config.is_some() && !self.normalize => {
+                    // Newer sentence-transformers' Normalize may name another input (token
+                    // embeddings): refused rather than run on the sentence embedding.
+                    let config = dir.join("config.json");
+                    if config.is_file() {
+                        let value = read_json(&config)?;
+                        match value.get("module_input_name") {
+                            None | Some(Value::Null) => {}
+                            Some(Value::String(name)) if name == "sentence_embedding" => {}
+                            Some(v) => {
+                                return Err(EmberError::Invalid {
+                                    path: config,
+                                    message: format!(
+                                        "\"module_input_name\" = {v}: Ember normalises the sentence embedding only"
+                                    ),
+                                })
+                            }
+                        }
+                    }
+                    self.normalize = true;
+                }
                 "Transformer" | "Pooling" | "Dense" | "Normalize" => {
                     return Err(invalid(format!(
                         "module {i} ({kind}) is out of the order Ember runs: Transformer, Pooling, Dense…, Normalize"
@@ -237,6 +257,10 @@ impl ModelFolder {
         }
         if !saw_transformer {
             return Err(invalid("no Transformer module".into()));
+        }
+        if self.pooling_config.is_none() {
+            // sentence-transformers would have no sentence embedding to return.
+            return Err(invalid("no Pooling module after the Transformer".into()));
         }
         Ok(())
     }
