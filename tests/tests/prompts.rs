@@ -168,4 +168,42 @@ fn truncate_dim_keeps_the_first_values_after_every_module() {
         panic!("truncate_dim 0 loaded");
     };
     assert!(err.to_string().contains("truncate_dim"), "{err}");
+
+    // An explicit normalize(true) gives unit rows after the cut, as sentence-transformers'
+    // encode(normalize_embeddings=True, truncate_dim=7) normalises after truncating; the
+    // folder's own Normalize module (tiny-bert-dense has one) leaves the cut rows shorter.
+    let unit = Embedder::builder()
+        .threads(2)
+        .truncate_dim(7)
+        .normalize(true)
+        .load_dir(&fixtures_dir().join("tiny-bert-dense"))
+        .unwrap();
+    let norm = |row: &[f32]| row.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    for (i, (row, cut_row)) in unit
+        .encode(&texts)
+        .unwrap()
+        .rows()
+        .zip(rows.rows())
+        .enumerate()
+    {
+        if norm(cut_row) == 0.0 {
+            continue;
+        }
+        assert!(
+            (norm(row) - 1.0).abs() < 1e-6,
+            "text {i}: norm {}",
+            norm(row)
+        );
+        assert!(
+            norm(cut_row) < 0.999,
+            "text {i}: the folder's rows were unit after the cut"
+        );
+        let scale = norm(cut_row) as f32;
+        for (a, b) in row.iter().zip(cut_row) {
+            assert!(
+                (a * scale - b).abs() < 1e-6,
+                "text {i}: not the same direction"
+            );
+        }
+    }
 }

@@ -137,7 +137,7 @@ struct ModelArgs {
     #[arg(long)]
     no_prompt: bool,
     /// Keep only the first N values of each embedding (Matryoshka models), after every module
-    /// [default: the model's truncate_dim, if any].
+    /// (normalised again with --normalize) [default: the model's truncate_dim, if any].
     #[arg(long, value_name = "N")]
     truncate_dim: Option<usize>,
 }

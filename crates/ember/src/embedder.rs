@@ -197,7 +197,10 @@ impl EmbedderBuilder {
     }
 
     /// L2-normalise the embeddings or not, whatever the folder's `modules.json` says (default:
-    /// normalise exactly when it lists a `Normalize` module).
+    /// normalise exactly when it lists a `Normalize` module). `true` gives unit rows under a
+    /// `truncate_dim` too: the kept values are normalised again, as sentence-transformers'
+    /// `normalize_embeddings=True` does after truncating (a folder's own Normalize module
+    /// runs before the truncation, so its rows are unit only whole).
     pub fn normalize(mut self, normalize: bool) -> Self {
         self.normalize = Some(normalize);
         self
@@ -439,6 +442,7 @@ impl EmbedderBuilder {
             prompts: folder.prompts,
             pooling,
             normalize: self.normalize.unwrap_or(folder.normalize),
+            normalize_truncated: self.normalize == Some(true),
             truncation: self.truncation,
             model_dir: folder.root,
             weights_file,
@@ -537,6 +541,9 @@ pub struct Embedder {
     tokenizer: TextTokenizer,
     pooling: PoolingConfig,
     normalize: bool,
+    /// Whether rows cut by a `truncate_dim` are normalised again (an explicit
+    /// [`EmbedderBuilder::normalize`]`(true)`).
+    normalize_truncated: bool,
     truncation: Truncation,
     model_dir: PathBuf,
     weights_file: PathBuf,
@@ -1260,7 +1267,11 @@ impl Embedder {
             result
         };
         for (row, &i) in rows_out.chunks_exact(full_dim).zip(chunk) {
-            out[i * dim..(i + 1) * dim].copy_from_slice(&row[..dim]);
+            let kept = &mut out[i * dim..(i + 1) * dim];
+            kept.copy_from_slice(&row[..dim]);
+            if self.normalize_truncated && dim < full_dim {
+                normalize_rows(kept, dim);
+            }
         }
         Ok(())
     }
