@@ -1123,6 +1123,12 @@ pub fn cases() -> Vec<BrokenFolder> {
         ),
         // ---- config_sentence_transformers.json (prompts) ------------------------------------
         case!(
+            "prompts/unknown similarity function",
+            ST_CONFIG,
+            ["similarity_fn_name", "jaccard"],
+            |d| write(d, ST_CONFIG, r#"{"similarity_fn_name": "jaccard"}"#)
+        ),
+        case!(
             "prompts/not JSON",
             ST_CONFIG,
             ["not valid JSON"],

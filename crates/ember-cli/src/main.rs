@@ -211,7 +211,8 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Find the corpus lines most similar (cosine) to each query; prints JSON lines. Queries
+    /// Find the corpus lines most similar to each query (by the model's similarity_fn_name:
+    /// cosine unless it names dot, euclidean or manhattan); prints JSON lines. Queries
     /// get the model's "query" prompt and the corpus its "document" (or "passage", "corpus")
     /// prompt, as sentence-transformers' encode_query/encode_document, unless --prompt-name,
     /// --prompt or --no-prompt says what both get.
@@ -498,6 +499,7 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
         "tokenizer_fallback": info.tokenizer_fallback,
         "prompts": embedder.prompts(),
         "default_prompt": embedder.default_prompt(),
+        "similarity": embedder.similarity().name(),
         "architecture": info.architecture,
         "dense": info.dense.iter().map(|&(i, o)| serde_json::json!({"in": i, "out": o})).collect::<Vec<_>>(),
         "threads": embedder.threads(),
@@ -768,7 +770,12 @@ fn search(
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (q, text) in query.iter().enumerate() {
-        let hits = ember::similarity::top_k(queries.row(q), &corpus_embeddings, top_k);
+        let hits = ember::similarity::top_k_by(
+            embedder.similarity(),
+            queries.row(q),
+            &corpus_embeddings,
+            top_k,
+        );
         for (rank, (index, score)) in hits.into_iter().enumerate() {
             let line = serde_json::json!({
                 "query": text,

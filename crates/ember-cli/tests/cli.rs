@@ -511,6 +511,69 @@ fn search_prompts_queries_and_corpus_as_sentence_transformers_does() {
     assert_eq!(explicit, embed(&["--prompt-name", "query"], lines));
 }
 
+/// A model whose config_sentence_transformers.json names `dot` is searched by dot product, as
+/// sentence-transformers' model.similarity would rank it; `ember info` says which.
+#[test]
+fn search_ranks_by_the_models_similarity_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model_copy(dir.path(), "tiny-dot");
+    std::fs::write(
+        model.join("config_sentence_transformers.json"),
+        r#"{"similarity_fn_name": "dot"}"#,
+    )
+    .unwrap();
+    let m = model.to_str().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, "a cat sits\na dog runs\nstocks fell\n").unwrap();
+    let out = ember(
+        &[
+            "search",
+            "--model",
+            m,
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--query",
+            "a cat",
+            "--top-k",
+            "3",
+        ],
+        None,
+    );
+    assert_success(&out);
+    let hits: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rows = json_rows(&ember(
+        &[
+            "embed",
+            "--model",
+            m,
+            "a cat",
+            "a cat sits",
+            "a dog runs",
+            "stocks fell",
+        ],
+        None,
+    ));
+    for hit in &hits {
+        let line = hit["line"].as_u64().unwrap() as usize;
+        let dot: f64 = rows[0]
+            .iter()
+            .zip(&rows[line])
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum();
+        let score = hit["score"].as_f64().unwrap();
+        assert!(
+            (score - dot).abs() < 1e-3 * dot.abs().max(1.0),
+            "{hit}: dot {dot}"
+        );
+    }
+    let info = ember(&["info", "--model", m], None);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("\"similarity\": \"dot\""));
+}
+
 /// Eleven short texts, one per line, for the options below.
 const ELEVEN_LINES: &[u8] = b"zero\none text\ntwo words here\n\nfour\nfive, with a comma\n\
 six\nseven seven\neight: the last but two\nnine\nten\n";

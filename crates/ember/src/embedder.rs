@@ -440,6 +440,7 @@ impl EmbedderBuilder {
             dense,
             default_prompt,
             prompts: folder.prompts,
+            similarity: folder.similarity,
             pooling,
             normalize: self.normalize.unwrap_or(folder.normalize),
             normalize_truncated: self.normalize == Some(true),
@@ -555,6 +556,8 @@ pub struct Embedder {
     dense: Vec<DenseLayer>,
     /// `config_sentence_transformers.json`'s prompts by name.
     prompts: BTreeMap<String, String>,
+    /// The folder's similarity function (`similarity_fn_name`).
+    similarity: crate::similarity::Similarity,
     /// What [`Prompt::Default`] puts before each text (`None`: nothing).
     default_prompt: Option<String>,
     batch_size: usize,
@@ -848,6 +851,13 @@ impl Embedder {
     /// The model's prompts by name (`config_sentence_transformers.json`).
     pub fn prompts(&self) -> &BTreeMap<String, String> {
         &self.prompts
+    }
+
+    /// The similarity function the model was trained for (`config_sentence_transformers.json`'s
+    /// `similarity_fn_name`; cosine when it names none), as sentence-transformers'
+    /// `model.similarity` uses: rank with [`similarity::top_k_by`](crate::similarity::top_k_by).
+    pub fn similarity(&self) -> crate::similarity::Similarity {
+        self.similarity
     }
 
     /// What [`Embedder::encode`] puts before each text: the folder's default prompt, or the

@@ -49,6 +49,8 @@ pub struct ModelFolder {
     /// `config_sentence_transformers.json`'s `truncate_dim`: keep only the first values of each
     /// embedding (Matryoshka models).
     pub truncate_dim: Option<usize>,
+    /// `config_sentence_transformers.json`'s `similarity_fn_name` (cosine when absent).
+    pub similarity: crate::similarity::Similarity,
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Value, EmberError> {
@@ -87,6 +89,7 @@ impl ModelFolder {
             ),
             default_prompt_name: None,
             truncate_dim: None,
+            similarity: crate::similarity::Similarity::Cosine,
         };
         if modules_path.exists() {
             folder.read_modules(&modules_path)?;
@@ -152,6 +155,20 @@ impl ModelFolder {
             }
             Some(v) => return Err(invalid(format!("\"prompts\" = {v} is not an object"))),
         }
+        self.similarity = match object.get("similarity_fn_name") {
+            None | Some(Value::Null) => crate::similarity::Similarity::Cosine,
+            Some(Value::String(name)) => crate::similarity::Similarity::from_name(name)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "\"similarity_fn_name\" = {name:?} is not cosine, dot, euclidean or manhattan"
+                    ))
+                })?,
+            Some(v) => {
+                return Err(invalid(format!(
+                    "\"similarity_fn_name\" = {v} is not a string"
+                )))
+            }
+        };
         self.truncate_dim = match object.get("truncate_dim") {
             None | Some(Value::Null) => None,
             Some(v) => Some(

@@ -119,13 +119,92 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// # Ok::<(), ember::EmberError>(())
 /// ```
 pub fn top_k(query: &[f32], corpus: &Embeddings, k: usize) -> Vec<(usize, f32)> {
+    top_k_by(Similarity::Cosine, query, corpus, k)
+}
+
+/// A model's similarity function: `config_sentence_transformers.json`'s `similarity_fn_name`
+/// (sentence-transformers' `SimilarityFunction`; cosine when the folder names none). Larger is
+/// more similar: the distances are negated, as sentence-transformers' are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Similarity {
+    /// `a·b / max(‖a‖·‖b‖, 1e-12)`.
+    #[default]
+    Cosine,
+    /// `a·b` (models trained for it, e.g. multi-qa-mpnet-base-dot-v1).
+    Dot,
+    /// `−‖a − b‖₂`.
+    Euclidean,
+    /// `−‖a − b‖₁`.
+    Manhattan,
+}
+
+impl Similarity {
+    /// The function `similarity_fn_name` names (`cosine`, `dot`, `euclidean`, `manhattan`;
+    /// sentence-transformers also writes `dot_product`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "cosine" => Similarity::Cosine,
+            "dot" | "dot_product" => Similarity::Dot,
+            "euclidean" => Similarity::Euclidean,
+            "manhattan" => Similarity::Manhattan,
+            _ => return None,
+        })
+    }
+
+    /// Its name, as `similarity_fn_name` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Similarity::Cosine => "cosine",
+            Similarity::Dot => "dot",
+            Similarity::Euclidean => "euclidean",
+            Similarity::Manhattan => "manhattan",
+        }
+    }
+
+    /// The similarity of `a` and `b` (over their common length).
+    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Similarity::Cosine => cosine(a, b),
+            Similarity::Dot => dot(a, b),
+            Similarity::Euclidean => -a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>()
+                .sqrt(),
+            Similarity::Manhattan => -a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>(),
+        }
+    }
+}
+
+/// [`top_k`] by `similarity` (a model's: [`crate::Embedder::similarity`]).
+///
+/// ```
+/// use ember::{similarity::{top_k_by, Similarity}, Embeddings};
+///
+/// // By dot product the longer row wins; by cosine the better aligned one.
+/// let corpus = Embeddings::from_vec(vec![1.0, 0.0, 3.0, 3.0], 2, 2)?;
+/// assert_eq!(top_k_by(Similarity::Dot, &[1.0, 0.0], &corpus, 1)[0], (1, 3.0));
+/// assert_eq!(top_k_by(Similarity::Cosine, &[1.0, 0.0], &corpus, 1)[0].0, 0);
+/// # Ok::<(), ember::EmberError>(())
+/// ```
+pub fn top_k_by(
+    similarity: Similarity,
+    query: &[f32],
+    corpus: &Embeddings,
+    k: usize,
+) -> Vec<(usize, f32)> {
     let query_norm = dot(query, query).sqrt();
     let mut scored: Vec<(usize, f32)> = corpus
         .rows()
         .enumerate()
-        .map(|(i, row)| {
-            let norms = query_norm * dot(row, row).sqrt();
-            (i, dot(query, row) / norms.max(1e-12))
+        .map(|(i, row)| match similarity {
+            // The query's norm once, not per row.
+            Similarity::Cosine => {
+                let norms = query_norm * dot(row, row).sqrt();
+                (i, dot(query, row) / norms.max(1e-12))
+            }
+            other => (i, other.score(query, row)),
         })
         .collect();
     // Best first; NaN last; ties by index (the sort is stable and rows come in index order).
@@ -138,6 +217,24 @@ pub fn top_k(query: &[f32], corpus: &Embeddings, k: usize) -> Vec<(usize, f32)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn similarity_functions_by_name() {
+        let (a, b) = ([1.0, 2.0], [4.0, -2.0]);
+        for (name, expected) in [
+            ("cosine", 0.0),
+            ("dot", 0.0),
+            ("dot_product", 0.0),
+            ("euclidean", -5.0),
+            ("manhattan", -7.0),
+        ] {
+            let f = Similarity::from_name(name).unwrap();
+            assert_eq!(f.score(&a, &b), expected, "{name}");
+        }
+        assert_eq!(Similarity::from_name("dot").unwrap().name(), "dot");
+        assert!(Similarity::from_name("jaccard").is_none());
+        assert_eq!(Similarity::default(), Similarity::Cosine);
+    }
 
     /// f64 reference dot product.
     fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
