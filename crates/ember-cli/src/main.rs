@@ -628,6 +628,7 @@ fn matrix_fingerprint(
     embedder: &ember::Embedder,
     texts: &[String],
     prompt: Option<&str>,
+    normalize_asked: Option<bool>,
 ) -> serde_json::Value {
     use sha2::Digest;
     let mut corpus = sha2::Sha256::new();
@@ -658,6 +659,9 @@ fn matrix_fingerprint(
         "max_seq_length": info.max_seq_length,
         "pooling": info.pooling,
         "normalize": info.normalize,
+        // --normalize also renormalises rows a truncate_dim cut: not the same rows as the
+        // folder's own Normalize gives.
+        "normalize_asked": normalize_asked,
         "dtype": info.dtype.name(),
         "device": info.device.to_string(),
         "corpus_prompt": prompt,
@@ -723,7 +727,9 @@ fn search(
     let embedder = load(model)?;
     // As sentence-transformers' encode_query and encode_document, unless a prompt option
     // says otherwise for both: the queries with the `query` prompt, the corpus with the first
-    // of `document`, `passage` and `corpus` (e5's "query: " and "passage: ", say).
+    // of `document`, `passage` and `corpus` the model has (every model has `document`, empty
+    // unless its folder sets it, so a folder with only `passage` gets no corpus prompt there,
+    // as in sentence-transformers).
     let explicit = model.prompt_name.is_some() || model.prompt.is_some() || model.no_prompt;
     let (query_prompt, corpus_prompt) = if explicit {
         (Prompt::Default, Prompt::Default)
@@ -735,7 +741,8 @@ fn search(
         (Prompt::Named("query"), Prompt::Named(document))
     };
     let corpus_prompt_text = embedder.prompt_text(corpus_prompt)?;
-    let fingerprint = matrix_fingerprint(&embedder, &texts, corpus_prompt_text);
+    let normalize_asked = (model.normalize || model.no_normalize).then_some(model.normalize);
+    let fingerprint = matrix_fingerprint(&embedder, &texts, corpus_prompt_text, normalize_asked);
     let corpus_embeddings = match matrix {
         Some(path) if path.exists() => {
             let saved = output::read_npy(path)?;
