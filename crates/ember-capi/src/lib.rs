@@ -208,8 +208,8 @@ pub unsafe extern "C" fn ember_encode(
         // was (a cast from a char buffer, say): say so rather than read through it.
         if !(texts.is_aligned() && lens.is_aligned() && out.is_aligned()) {
             return Err(
-                "ember_encode: texts, lens and out must be aligned for their types (a float * \
-                 at a multiple of 4 bytes, the others of 8)"
+                "ember_encode: texts, lens and out must be aligned for their types (out at a \
+                 multiple of sizeof(float), texts of sizeof(char *), lens of sizeof(size_t))"
                     .into(),
             );
         }

@@ -642,6 +642,14 @@ fn matrix_fingerprint(
         .map(|b| format!("{b:02x}"))
         .collect();
     let info = embedder.info();
+    // Spelled as the file system resolves them: `-m m`, `-m ./m/` and an absolute path are
+    // one model.
+    let canonical = |path: &Path| {
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_owned())
+            .display()
+            .to_string()
+    };
     let weights = std::fs::metadata(&info.weights_file).ok();
     let modified = weights
         .as_ref()
@@ -651,8 +659,8 @@ fn matrix_fingerprint(
     serde_json::json!({
         "corpus_lines": texts.len(),
         "corpus_sha256": corpus_sha256,
-        "model_dir": info.model_dir.display().to_string(),
-        "weights_file": info.weights_file.display().to_string(),
+        "model_dir": canonical(&info.model_dir),
+        "weights_file": canonical(&info.weights_file),
         "weights_bytes": weights.map(|m| m.len()),
         "weights_modified_ns": modified,
         "dim": info.dim,
@@ -668,9 +676,24 @@ fn matrix_fingerprint(
     })
 }
 
+/// The sha256 of the file at `path`, in hex: ties a fingerprint to the one matrix it was
+/// written with (another run's matrix under the same name does not match it).
+fn file_sha256(path: &Path) -> Result<String, CliError> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(|source| CliError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 /// Refuses a saved matrix whose fingerprint (see [`matrix_fingerprint`]) differs from this
-/// run's, naming what changed; one without a fingerprint (written before Ember kept them) is
-/// used with a warning that it could not be checked.
+/// run's, naming what changed, or was written with another matrix file (`matrix_sha256`);
+/// one without a fingerprint (written before Ember kept them) is used with a warning that it
+/// could not be checked.
 fn check_fingerprint(matrix: &Path, fingerprint: &serde_json::Value) -> Result<(), CliError> {
     let path = fingerprint_path(matrix);
     let saved: serde_json::Value = match std::fs::read(&path) {
@@ -692,13 +715,20 @@ fn check_fingerprint(matrix: &Path, fingerprint: &serde_json::Value) -> Result<(
             })
         }
     };
-    let changed: Vec<&str> = fingerprint
+    let mut changed: Vec<&str> = fingerprint
         .as_object()
         .into_iter()
         .flatten()
         .filter(|(key, value)| saved.get(key.as_str()) != Some(*value))
         .map(|(key, _)| key.as_str())
         .collect();
+    if saved
+        .get("matrix_sha256")
+        .and_then(serde_json::Value::as_str)
+        != Some(file_sha256(matrix)?.as_str())
+    {
+        changed.push("matrix_sha256");
+    }
     if changed.is_empty() {
         return Ok(());
     }
@@ -766,6 +796,8 @@ fn search(
             })?;
             if let Some(path) = matrix {
                 output::write_embeddings(&computed, Some(path))?;
+                let mut fingerprint = fingerprint;
+                fingerprint["matrix_sha256"] = file_sha256(path)?.into();
                 output::write_json_file(&fingerprint_path(path), &fingerprint)?;
             }
             computed

@@ -210,17 +210,30 @@ fn open_output(
         }
         OutputTarget::Replace(target) => target,
     };
-    let file_name = target
-        .file_name()
-        .ok_or_else(|| CliError::Usage(format!("--output {name} is not a file name")))?;
-    // A name no other run shares, created only if absent (never truncating or following
-    // another's): two runs with one PID (containers' PID 1, a shard rerun while the first
-    // still stops) writing the same output would otherwise empty each other's file, and the
-    // first to finish would rename a half-written one into place.
+    let (file, temp) = create_temp_beside(&target).map_err(|e| match e {
+        TempError::NotAFile => CliError::Usage(format!("--output {name} is not a file name")),
+        TempError::Io(e) => io_error(e),
+    })?;
+    Ok((Box::new(file), Some((temp, target))))
+}
+
+enum TempError {
+    NotAFile,
+    Io(std::io::Error),
+}
+
+/// A new file beside `target` (`.NAME.PID.NANOS.N.partial`), to be renamed over it once
+/// complete: a name no other run shares, created only if absent (never truncating or
+/// following another's). Two runs with one PID (containers' PID 1, a shard rerun while the
+/// first still stops) writing the same path would otherwise empty each other's file, and the
+/// first to finish would rename a half-written one into place.
+fn create_temp_beside(target: &Path) -> Result<(std::fs::File, PathBuf), TempError> {
+    let file_name = target.file_name().ok_or(TempError::NotAFile)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    for attempt in 0u32.. {
+    let mut attempt = 0u32;
+    loop {
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(file_name);
         temp_name.push(format!(
@@ -233,12 +246,13 @@ fn open_output(
             .create_new(true)
             .open(&temp)
         {
-            Ok(file) => return Ok((Box::new(file), Some((temp, target)))),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {}
-            Err(e) => return Err(io_error(e)),
+            Ok(file) => return Ok((file, temp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1
+            }
+            Err(e) => return Err(TempError::Io(e)),
         }
     }
-    unreachable!("the loop returns by its 100th attempt")
 }
 
 /// How an `--output` path is written.
@@ -357,16 +371,14 @@ pub fn write_json_file(path: &Path, value: &serde_json::Value) -> Result<(), Cli
         path: name.clone(),
         source,
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| CliError::Usage(format!("{name} is not a file name")))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    temp_name.push(format!(".{}.partial", std::process::id()));
-    let temp = path.with_file_name(temp_name);
+    let (mut file, temp) = create_temp_beside(path).map_err(|e| match e {
+        TempError::NotAFile => CliError::Usage(format!("{name} is not a file name")),
+        TempError::Io(e) => io_error(e),
+    })?;
     let written = serde_json::to_vec_pretty(value)
         .map_err(std::io::Error::from)
-        .and_then(|bytes| std::fs::write(&temp, bytes))
+        .and_then(|bytes| file.write_all(&bytes))
+        .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&temp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);

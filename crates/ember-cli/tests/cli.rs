@@ -424,6 +424,26 @@ stocks fell
         stderr.contains("corpus.npy") && stderr.contains("corpus_sha256"),
         "{stderr}"
     );
+    // A matrix another run wrote under the same name (here ember embed, of other lines of the
+    // same count) does not match the fingerprint beside it.
+    let other_rows = ember(
+        &[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "-o",
+            matrix.to_str().unwrap(),
+        ],
+        Some(b"x\ny\nz\n"),
+    );
+    assert_success(&other_rows);
+    let refused = search(&corpus);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("matrix_sha256"), "{stderr}");
+    std::fs::remove_file(&matrix).unwrap();
+    assert_success(&search(&corpus)); // recomputed, with a new fingerprint
+
     // Without its fingerprint (a matrix from before them) it is used, with a warning.
     std::fs::remove_file(&fingerprint).unwrap();
     let unchecked = search(&corpus);
@@ -444,16 +464,26 @@ stocks fell
 }
 
 /// `ember search` embeds the corpus as sentence-transformers' encode_document and the queries
-/// as encode_query: with tiny-bert-prompts (prompts query "query: " and passage "passage: ",
-/// default "query"; like every model, an empty "document" prompt, which encode_document
-/// takes before "passage"), its saved matrix is `ember embed --no-prompt`'s rows (where it
-/// was `--prompt-name query`'s, the default's), and the top hit's score the cosine of
-/// `--prompt-name query`'s row with it. An explicit prompt option applies to both.
+/// as encode_query: with tiny-bert-prompts' prompts (query "query: ", passage "passage: ", no
+/// default; like every model, an empty "document" prompt, which encode_document takes before
+/// "passage"), its saved matrix is `ember embed --no-prompt`'s rows, and the top hit's score
+/// the cosine of `--prompt-name query`'s row with it (it was the unprompted query's). An
+/// explicit prompt option applies to both.
 #[test]
 fn search_prompts_queries_and_corpus_as_sentence_transformers_does() {
     let dir = tempfile::tempdir().unwrap();
-    let model =
+    // Without its default prompt ("query"), so that only search's own choice can put "query: "
+    // before the query.
+    let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-bert-prompts");
+    let model = dir.path().join("prompts-no-default");
+    copy_files(&fixture, &model);
+    copy_files(&fixture.join("1_Pooling"), &model.join("1_Pooling"));
+    std::fs::write(
+        model.join("config_sentence_transformers.json"),
+        r#"{"prompts": {"query": "query: ", "passage": "passage: "}}"#,
+    )
+    .unwrap();
     let m = model.to_str().unwrap();
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, "a cat sits\na dog runs\nstocks fell\n").unwrap();

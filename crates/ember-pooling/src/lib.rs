@@ -154,8 +154,9 @@ impl PoolingConfig {
     }
 
     /// Parses a pooling config. Both formats are accepted: the legacy one with
-    /// `word_embedding_dimension` and `pooling_mode_*` booleans (no mode on means `mean`, as in
-    /// sentence-transformers), and the current one with `embedding_dimension` and `pooling_mode`
+    /// `word_embedding_dimension` and `pooling_mode_*` booleans (each off unless set true but
+    /// `pooling_mode_mean_tokens`, on unless set false, as sentence-transformers' `Pooling`
+    /// constructor defaults them; none on is refused), and the current one with `embedding_dimension` and `pooling_mode`
     /// (a name or a list of names, kept in the order given). `path` only names the file in errors.
     ///
     /// # Errors
@@ -226,16 +227,14 @@ impl PoolingConfig {
                 )))
             }
             // No mode key at all: the Pooling constructor's default, mean.
-            None if PoolingMode::LEGACY_KEYS
-                .iter()
-                .all(|(key, _)| object.get(*key).is_none_or(Value::is_null)) =>
-            {
-                vec![PoolingMode::Mean]
-            }
+            // sentence-transformers' Pooling(**config): every flag off unless the file says
+            // true, but for pooling_mode_mean_tokens, on unless it says false.
             None => {
                 let mut modes = Vec::new();
                 for (key, mode) in PoolingMode::LEGACY_KEYS {
+                    let default = mode == PoolingMode::Mean;
                     match object.get(key) {
+                        None | Some(Value::Null) if default => modes.push(mode),
                         None | Some(Value::Bool(false)) | Some(Value::Null) => {}
                         Some(Value::Bool(true)) => modes.push(mode),
                         Some(other) => {
@@ -249,10 +248,10 @@ impl PoolingConfig {
             }
         };
         if modes.is_empty() {
-            // Modes given, none on: sentence-transformers would make a sentence embedding of
-            // width 0 (and fail to concatenate none). Not mean, which is for no mode key at all.
+            // None on (mean said false too): sentence-transformers would make a sentence
+            // embedding of width 0 (and fail to concatenate none).
             return Err(invalid(
-                "no pooling mode is on (an empty \"pooling_mode\" list, or every pooling_mode_* key false)"
+                "no pooling mode is on (an empty \"pooling_mode\" list, or pooling_mode_mean_tokens and every other pooling_mode_* key false)"
                     .into(),
             ));
         }
@@ -455,6 +454,23 @@ mod tests {
             vec![PoolingMode::Cls, PoolingMode::Mean, PoolingMode::LastToken]
         );
         assert_eq!(c.output_dim(), 12);
+    }
+
+    #[test]
+    fn a_legacy_config_without_the_mean_key_pools_the_mean_too() {
+        // Pooling(word_embedding_dimension=8, pooling_mode_cls_token=True): cls and mean.
+        let c = PoolingConfig::from_json_str(
+            r#"{"word_embedding_dimension": 8, "pooling_mode_cls_token": true}"#,
+            Path::new("p.json"),
+        )
+        .unwrap();
+        assert_eq!(c.modes, vec![PoolingMode::Cls, PoolingMode::Mean]);
+        let c = PoolingConfig::from_json_str(
+            r#"{"word_embedding_dimension": 8, "pooling_mode_cls_token": false}"#,
+            Path::new("p.json"),
+        )
+        .unwrap();
+        assert_eq!(c.modes, vec![PoolingMode::Mean]);
     }
 
     #[test]

@@ -122,6 +122,13 @@ pub fn top_k(query: &[f32], corpus: &Embeddings, k: usize) -> Vec<(usize, f32)> 
     top_k_by(Similarity::Cosine, query, corpus, k)
 }
 
+/// `a·b / max(‖a‖·√(b·b), 1e-12)` with `‖a‖` given: [`top_k_by`]'s cosine (the query's norm
+/// computed once) and [`Similarity::score`]'s.
+fn cosine_of_norms(a: &[f32], b: &[f32], a_norm: f32) -> f32 {
+    let norms = a_norm * dot(b, b).sqrt();
+    dot(a, b) / norms.max(1e-12)
+}
+
 /// A model's similarity function: `config_sentence_transformers.json`'s `similarity_fn_name`
 /// (sentence-transformers' `SimilarityFunction`; cosine when the folder names none). Larger is
 /// more similar: the distances are negated, as sentence-transformers' are.
@@ -139,12 +146,12 @@ pub enum Similarity {
 }
 
 impl Similarity {
-    /// The function `similarity_fn_name` names (`cosine`, `dot`, `euclidean`, `manhattan`;
-    /// sentence-transformers also writes `dot_product`).
+    /// The function `similarity_fn_name` names: `cosine`, `dot`, `euclidean` or `manhattan`
+    /// (sentence-transformers' `SimilarityFunction` values; it refuses any other).
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "cosine" => Similarity::Cosine,
-            "dot" | "dot_product" => Similarity::Dot,
+            "dot" => Similarity::Dot,
             "euclidean" => Similarity::Euclidean,
             "manhattan" => Similarity::Manhattan,
             _ => return None,
@@ -161,10 +168,11 @@ impl Similarity {
         }
     }
 
-    /// The similarity of `a` and `b` (over their common length).
+    /// The similarity of `a` and `b` (over their common length); cosine as [`top_k_by`]
+    /// computes it (`a·b / max(√(a·a)·√(b·b), 1e-12)`), bit for bit.
     pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
-            Similarity::Cosine => cosine(a, b),
+            Similarity::Cosine => cosine_of_norms(a, b, dot(a, a).sqrt()),
             Similarity::Dot => dot(a, b),
             Similarity::Euclidean => -a
                 .iter()
@@ -200,10 +208,7 @@ pub fn top_k_by(
         .enumerate()
         .map(|(i, row)| match similarity {
             // The query's norm once, not per row.
-            Similarity::Cosine => {
-                let norms = query_norm * dot(row, row).sqrt();
-                (i, dot(query, row) / norms.max(1e-12))
-            }
+            Similarity::Cosine => (i, cosine_of_norms(query, row, query_norm)),
             other => (i, other.score(query, row)),
         })
         .collect();
@@ -224,7 +229,6 @@ mod tests {
         for (name, expected) in [
             ("cosine", 0.0),
             ("dot", 0.0),
-            ("dot_product", 0.0),
             ("euclidean", -5.0),
             ("manhattan", -7.0),
         ] {
@@ -233,6 +237,7 @@ mod tests {
         }
         assert_eq!(Similarity::from_name("dot").unwrap().name(), "dot");
         assert!(Similarity::from_name("jaccard").is_none());
+        assert!(Similarity::from_name("dot_product").is_none()); // a member name, not a value
         assert_eq!(Similarity::default(), Similarity::Cosine);
     }
 
