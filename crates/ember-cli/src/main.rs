@@ -636,11 +636,7 @@ fn matrix_fingerprint(
         corpus.update((text.len() as u64).to_le_bytes());
         corpus.update(text.as_bytes());
     }
-    let corpus_sha256: String = corpus
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let corpus_sha256 = hex(&corpus.finalize());
     let info = embedder.info();
     // Spelled as the file system resolves them: `-m m`, `-m ./m/` and an absolute path are
     // one model.
@@ -676,25 +672,35 @@ fn matrix_fingerprint(
     })
 }
 
-/// The sha256 of the file at `path`, in hex: ties a fingerprint to the one matrix it was
+/// `bytes` in lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sha256 of a matrix file's bytes, in hex: ties a fingerprint to the one matrix it was
 /// written with (another run's matrix under the same name does not match it).
-fn file_sha256(path: &Path) -> Result<String, CliError> {
+fn matrix_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    let bytes = std::fs::read(path).map_err(|source| CliError::Io {
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// The bytes of the file at `path`.
+fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|source| CliError::Io {
         path: path.display().to_string(),
         source,
-    })?;
-    Ok(sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    })
 }
 
 /// Refuses a saved matrix whose fingerprint (see [`matrix_fingerprint`]) differs from this
 /// run's, naming what changed, or was written with another matrix file (`matrix_sha256`);
 /// one without a fingerprint (written before Ember kept them) is used with a warning that it
 /// could not be checked.
-fn check_fingerprint(matrix: &Path, fingerprint: &serde_json::Value) -> Result<(), CliError> {
+fn check_fingerprint(
+    matrix: &Path,
+    matrix_bytes: &[u8],
+    fingerprint: &serde_json::Value,
+) -> Result<(), CliError> {
     let path = fingerprint_path(matrix);
     let saved: serde_json::Value = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -725,7 +731,7 @@ fn check_fingerprint(matrix: &Path, fingerprint: &serde_json::Value) -> Result<(
     if saved
         .get("matrix_sha256")
         .and_then(serde_json::Value::as_str)
-        != Some(file_sha256(matrix)?.as_str())
+        != Some(matrix_sha256(matrix_bytes).as_str())
     {
         changed.push("matrix_sha256");
     }
@@ -775,7 +781,9 @@ fn search(
     let fingerprint = matrix_fingerprint(&embedder, &texts, corpus_prompt_text, normalize_asked);
     let corpus_embeddings = match matrix {
         Some(path) if path.exists() => {
-            let saved = output::read_npy(path)?;
+            // Read once: parsed, and hashed for the fingerprint.
+            let bytes = read_file(path)?;
+            let saved = output::parse_npy(path, &bytes)?;
             if (saved.len(), saved.dim()) != (texts.len(), embedder.dim()) {
                 return Err(CliError::Usage(format!(
                     "{}: holds {} rows of {}, but the corpus has {} lines and the model \
@@ -787,7 +795,7 @@ fn search(
                     embedder.dim()
                 )));
             }
-            check_fingerprint(path, &fingerprint)?;
+            check_fingerprint(path, &bytes, &fingerprint)?;
             saved
         }
         _ => {
@@ -797,7 +805,7 @@ fn search(
             if let Some(path) = matrix {
                 output::write_embeddings(&computed, Some(path))?;
                 let mut fingerprint = fingerprint;
-                fingerprint["matrix_sha256"] = file_sha256(path)?.into();
+                fingerprint["matrix_sha256"] = matrix_sha256(&read_file(path)?).into();
                 output::write_json_file(&fingerprint_path(path), &fingerprint)?;
             }
             computed

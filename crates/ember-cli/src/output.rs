@@ -210,16 +210,8 @@ fn open_output(
         }
         OutputTarget::Replace(target) => target,
     };
-    let (file, temp) = create_temp_beside(&target).map_err(|e| match e {
-        TempError::NotAFile => CliError::Usage(format!("--output {name} is not a file name")),
-        TempError::Io(e) => io_error(e),
-    })?;
+    let (file, temp) = create_temp_beside(&target, &format!("--output {name}"))?;
     Ok((Box::new(file), Some((temp, target))))
-}
-
-enum TempError {
-    NotAFile,
-    Io(std::io::Error),
 }
 
 /// A new file beside `target` (`.NAME.PID.NANOS.N.partial`), to be renamed over it once
@@ -227,8 +219,11 @@ enum TempError {
 /// following another's). Two runs with one PID (containers' PID 1, a shard rerun while the
 /// first still stops) writing the same path would otherwise empty each other's file, and the
 /// first to finish would rename a half-written one into place.
-fn create_temp_beside(target: &Path) -> Result<(std::fs::File, PathBuf), TempError> {
-    let file_name = target.file_name().ok_or(TempError::NotAFile)?;
+/// `what` names the target in errors.
+fn create_temp_beside(target: &Path, what: &str) -> Result<(std::fs::File, PathBuf), CliError> {
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| CliError::Usage(format!("{what} is not a file name")))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -250,7 +245,12 @@ fn create_temp_beside(target: &Path) -> Result<(std::fs::File, PathBuf), TempErr
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
                 attempt += 1
             }
-            Err(e) => return Err(TempError::Io(e)),
+            Err(source) => {
+                return Err(CliError::Io {
+                    path: target.display().to_string(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -371,10 +371,7 @@ pub fn write_json_file(path: &Path, value: &serde_json::Value) -> Result<(), Cli
         path: name.clone(),
         source,
     };
-    let (mut file, temp) = create_temp_beside(path).map_err(|e| match e {
-        TempError::NotAFile => CliError::Usage(format!("{name} is not a file name")),
-        TempError::Io(e) => io_error(e),
-    })?;
+    let (mut file, temp) = create_temp_beside(path, &name)?;
     let written = serde_json::to_vec_pretty(value)
         .map_err(std::io::Error::from)
         .and_then(|bytes| file.write_all(&bytes))
@@ -460,17 +457,14 @@ pub fn write_similarity(
     Ok(())
 }
 
-/// Reads a float32 `[rows, dim]` `.npy` as [`EmbeddingWriter`] writes it (format 1.0 or 2.0,
-/// `'<f4'`, C order). Anything else is an error naming the file and what is wrong.
-pub fn read_npy(path: &Path) -> Result<Embeddings, CliError> {
+/// Parses `bytes`, read from `path` (which names them in errors), as a float32 `[rows, dim]`
+/// `.npy` as [`EmbeddingWriter`] writes it (format 1.0 or 2.0, `'<f4'`, C order). Anything
+/// else is an error naming the file and what is wrong.
+pub fn parse_npy(path: &Path, bytes: &[u8]) -> Result<Embeddings, CliError> {
     let name = path.display().to_string();
     let bad = |message: &str| {
         CliError::Usage(format!("{name}: not a float32 [rows, dim] .npy: {message}"))
     };
-    let bytes = std::fs::read(path).map_err(|source| CliError::Io {
-        path: name.clone(),
-        source,
-    })?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("no NumPy magic"));
     }

@@ -26,6 +26,33 @@ fn ember(args: &[&str], stdin: Option<&[u8]>) -> Output {
     output
 }
 
+/// `ember search --model MODEL --corpus CORPUS --query QUERY --top-k K`, then `extra`.
+fn search(model: &Path, corpus: &Path, query: &str, top_k: usize, extra: &[&str]) -> Output {
+    let top_k = top_k.to_string();
+    let mut args = vec![
+        "search",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--query",
+        query,
+        "--top-k",
+        &top_k,
+    ];
+    args.extend_from_slice(extra);
+    ember(&args, None)
+}
+
+/// The JSON objects of a run's standard output, one a line.
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Asserts the run succeeded, showing its stderr if not.
 fn assert_success(output: &Output) {
     assert!(
@@ -332,26 +359,9 @@ fn search_finds_the_matching_line_first() {
     )
     .unwrap();
     let model = tiny_model();
-    let output = ember(
-        &[
-            "search",
-            "--model",
-            model.to_str().unwrap(),
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--query",
-            "A cat sits on the mat.",
-            "--top-k",
-            "2",
-        ],
-        None,
-    );
+    let output = search(&model, &corpus, "A cat sits on the mat.", 2, &[]);
     assert_success(&output);
-    let hits: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let hits = json_lines(&output);
     assert_eq!(hits.len(), 2);
     assert_eq!(hits[0]["line"], 2);
     assert_eq!(hits[0]["rank"], 1);
@@ -366,28 +376,19 @@ fn search_saves_and_reuses_the_corpus_matrix() {
     std::fs::write(&corpus, "a cat sits\na dog runs\nstocks fell\n").unwrap();
     let matrix = dir.path().join("corpus.npy");
     let model = tiny_model();
-    let search = |corpus: &Path| {
-        ember(
-            &[
-                "search",
-                "--model",
-                model.to_str().unwrap(),
-                "--corpus",
-                corpus.to_str().unwrap(),
-                "--query",
-                "a cat",
-                "--top-k",
-                "3",
-                "--matrix",
-                matrix.to_str().unwrap(),
-            ],
-            None,
+    let search_with_matrix = |corpus: &Path| {
+        search(
+            &model,
+            corpus,
+            "a cat",
+            3,
+            &["--matrix", matrix.to_str().unwrap()],
         )
     };
-    let first = search(&corpus);
+    let first = search_with_matrix(&corpus);
     assert_success(&first);
     assert!(matrix.exists(), "the matrix was not saved");
-    let second = search(&corpus);
+    let second = search_with_matrix(&corpus);
     assert_success(&second);
     assert_eq!(
         first.stdout, second.stdout,
@@ -397,7 +398,7 @@ fn search_saves_and_reuses_the_corpus_matrix() {
     // A matrix that does not fit the corpus is refused, naming the file.
     let shorter = dir.path().join("shorter.txt");
     std::fs::write(&shorter, "a cat sits\n").unwrap();
-    let refused = search(&shorter);
+    let refused = search_with_matrix(&shorter);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -417,7 +418,7 @@ stocks fell
 ",
     )
     .unwrap();
-    let refused = search(&edited);
+    let refused = search_with_matrix(&edited);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -437,16 +438,16 @@ stocks fell
         Some(b"x\ny\nz\n"),
     );
     assert_success(&other_rows);
-    let refused = search(&corpus);
+    let refused = search_with_matrix(&corpus);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("matrix_sha256"), "{stderr}");
     std::fs::remove_file(&matrix).unwrap();
-    assert_success(&search(&corpus)); // recomputed, with a new fingerprint
+    assert_success(&search_with_matrix(&corpus)); // recomputed, with a new fingerprint
 
     // Without its fingerprint (a matrix from before them) it is used, with a warning.
     std::fs::remove_file(&fingerprint).unwrap();
-    let unchecked = search(&corpus);
+    let unchecked = search_with_matrix(&corpus);
     assert_success(&unchecked);
     assert_eq!(unchecked.stdout, first.stdout);
     assert!(String::from_utf8_lossy(&unchecked.stderr).contains("no fingerprint"));
@@ -454,7 +455,7 @@ stocks fell
     // So is a damaged one.
     let bytes = std::fs::read(&matrix).unwrap();
     std::fs::write(&matrix, &bytes[..bytes.len() - 3]).unwrap();
-    let damaged = search(&corpus);
+    let damaged = search_with_matrix(&corpus);
     assert!(!damaged.status.success());
     let stderr = String::from_utf8_lossy(&damaged.stderr);
     assert!(
@@ -495,31 +496,18 @@ fn search_prompts_queries_and_corpus_as_sentence_transformers_does() {
         assert_success(&out);
         read_npy(&npy).1
     };
-    let search = |extra: &[&str], matrix: &Path| {
-        let mut args = vec![
-            "search",
-            "--model",
-            m,
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--query",
-            "a cat",
-            "--top-k",
-            "1",
-            "--matrix",
-            matrix.to_str().unwrap(),
-        ];
+    let search_hit = |extra: &[&str], matrix: &Path| {
+        let mut args = vec!["--matrix", matrix.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let out = ember(&args, None);
+        let out = search(&model, &corpus, "a cat", 1, &args);
         assert_success(&out);
-        let hit: serde_json::Value =
-            serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+        let hit = json_lines(&out).remove(0);
         (read_npy(matrix).1, hit)
     };
     let lines = b"a cat sits\na dog runs\nstocks fell\n";
     let passages = embed(&["--no-prompt"], lines);
     let query = embed(&["--prompt-name", "query"], b"a cat\n");
-    let (matrix, hit) = search(&[], &dir.path().join("m1.npy"));
+    let (matrix, hit) = search_hit(&[], &dir.path().join("m1.npy"));
     assert_eq!(
         matrix, passages,
         "the corpus did not get the document prompt"
@@ -537,7 +525,7 @@ fn search_prompts_queries_and_corpus_as_sentence_transformers_does() {
         (hit["score"].as_f64().unwrap() - cosine).abs() < 1e-5,
         "the query did not get the query prompt: {hit} vs {cosine}"
     );
-    let (explicit, _) = search(&["--prompt-name", "query"], &dir.path().join("m2.npy"));
+    let (explicit, _) = search_hit(&["--prompt-name", "query"], &dir.path().join("m2.npy"));
     assert_eq!(explicit, embed(&["--prompt-name", "query"], lines));
 }
 
@@ -555,26 +543,9 @@ fn search_ranks_by_the_models_similarity_function() {
     let m = model.to_str().unwrap();
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, "a cat sits\na dog runs\nstocks fell\n").unwrap();
-    let out = ember(
-        &[
-            "search",
-            "--model",
-            m,
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--query",
-            "a cat",
-            "--top-k",
-            "3",
-        ],
-        None,
-    );
+    let out = search(&model, &corpus, "a cat", 3, &[]);
     assert_success(&out);
-    let hits: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let hits = json_lines(&out);
     let rows = json_rows(&ember(
         &[
             "embed",
@@ -638,11 +609,7 @@ fn shards_merge_into_the_unsharded_output() {
             Some(ELEVEN_LINES),
         );
         assert_success(&out);
-        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = json_lines(&out);
         let indices: Vec<usize> = lines
             .iter()
             .map(|l| l["index"].as_u64().unwrap() as usize)

@@ -77,11 +77,6 @@ impl OpProfile {
         self.enabled = true;
     }
 
-    /// Whether forwards are profiled.
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
     /// Records the event before the first op of a forward.
     pub(crate) fn begin(&mut self, device: &CudaDevice) {
         if self.enabled {
