@@ -16,8 +16,9 @@
 //!
 //! Redirects are followed; `Authorization` goes to the endpoint's origin only, never to the
 //! host a redirect leads to. Each blob download holds `.locks/models--org--name/<etag>.lock`
-//! (flock, as huggingface_hub's filelock does), so two processes, Ember or Python, do not
-//! write one blob at once; a blob only ever appears by rename, complete and checked.
+//! (`File::lock`: flock on Unix, as huggingface_hub's filelock, `LockFileEx` on Windows), so two
+//! processes, Ember or Python, do not write one blob at once; a blob only ever appears by
+//! rename, complete and checked.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -469,7 +470,7 @@ impl<'a> Client<'a> {
                 finished: true,
             });
         }
-        drop(lock); // closing the lock file releases the flock
+        drop(lock); // closing the lock file releases the lock
         Ok(())
     }
 
@@ -743,28 +744,19 @@ fn relative_blob_target(file: &str, blob: &Path) -> PathBuf {
     target
 }
 
-/// Takes an exclusive flock on `file`, waiting for it; closing the file releases it.
-#[cfg(unix)]
+/// Takes an exclusive lock on `file`, waiting for it; closing the file releases it. `File::lock`
+/// is flock on Unix (what huggingface_hub's filelock takes there, so Python and Ember exclude
+/// each other) and `LockFileEx` on Windows; where a platform has no file locks, blobs still
+/// only appear complete, by rename.
 fn lock_exclusive(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     loop {
-        // SAFETY: `file` is open for the whole call, so its descriptor is valid; flock takes
-        // no pointers.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match file.lock() {
+            Ok(()) => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::Unsupported => return Ok(()),
+            Err(err) => return Err(err),
         }
     }
-}
-
-/// No lock where flock is not available: blobs still only appear complete, by rename.
-#[cfg(not(unix))]
-fn lock_exclusive(_file: &File) -> io::Result<()> {
-    Ok(())
 }
 
 fn header_str(response: &Response<Body>, name: &str) -> Option<String> {
@@ -942,5 +934,32 @@ mod tests {
             relative_blob_target("1_Pooling/config.json", blob),
             Path::new("../../../blobs/abc")
         );
+    }
+
+    /// The blob lock excludes another handle on the same lock file (another process's, or
+    /// another thread's) until it is dropped.
+    #[test]
+    fn the_blob_lock_excludes_other_handles_until_dropped() {
+        let dir = std::env::temp_dir().join(format!("ember-lock-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("abc.lock");
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        let (held, other) = (open(), open());
+        lock_exclusive(&held).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        lock_exclusive(&other).unwrap();
+        drop(other);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
