@@ -203,7 +203,8 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Print the cosine similarity matrix of a few texts.
+    /// Print the similarity matrix of a few texts (by the model's similarity_fn_name: cosine,
+    /// dot, or negated euclidean/manhattan distance).
     Similarity {
         /// Two or more texts.
         #[arg(required = true, num_args = 2..)]
@@ -555,7 +556,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let embeddings = encode_all(&embedder, &texts, |i| format!("text argument {}", i + 1))?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            output::write_similarity(&mut out, &texts, &embeddings).map_err(CliError::stdout)?;
+            output::write_similarity(&mut out, &texts, &embeddings, embedder.similarity())
+                .map_err(CliError::stdout)?;
             out.flush().map_err(CliError::stdout)
         }
         Command::Search {

@@ -18,6 +18,7 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use ember::similarity::Similarity;
 use ember::Embeddings;
 
 use crate::CliError;
@@ -424,15 +425,19 @@ fn npy_header(rows: usize, dim: usize) -> Vec<u8> {
     bytes
 }
 
-/// A readable cosine-similarity matrix of `texts`.
+/// A readable matrix of `texts`' similarities by `similarity` (the model's
+/// `similarity_fn_name`; distances negated, as sentence-transformers' `model.similarity` gives
+/// them).
 pub fn write_similarity(
     out: &mut impl Write,
     texts: &[String],
     embeddings: &Embeddings,
+    similarity: Similarity,
 ) -> std::io::Result<()> {
     writeln!(
         out,
-        "cosine similarity ({} texts, dim {}):",
+        "{} similarity ({} texts, dim {}):",
+        similarity.name(),
         texts.len(),
         embeddings.dim()
     )?;
@@ -441,16 +446,24 @@ pub fn write_similarity(
         let ellipsis = if text.chars().count() > 48 { "…" } else { "" };
         writeln!(out, "  [{i}] {shown}{ellipsis}")?;
     }
+    let cells: Vec<String> = (0..texts.len() * texts.len())
+        .map(|c| {
+            let (i, j) = (c / texts.len(), c % texts.len());
+            // + 0.0: a distance's negated zero prints as 0.000.
+            format!("{:.3}", similarity.score(embeddings.row(i), embeddings.row(j)) + 0.0)
+        })
+        .collect();
+    // Dot products and distances of unnormalised rows can be wider than cosine's "-0.123".
+    let width = cells.iter().map(String::len).max().unwrap_or(0).max(6);
     write!(out, "\n     ")?;
     for j in 0..texts.len() {
-        write!(out, " {:>6}", format!("[{j}]"))?;
+        write!(out, " {:>width$}", format!("[{j}]"))?;
     }
     writeln!(out)?;
-    for i in 0..texts.len() {
+    for (i, row) in cells.chunks(texts.len().max(1)).enumerate() {
         write!(out, "  {:<3}", format!("[{i}]"))?;
-        for j in 0..texts.len() {
-            let similarity = ember::similarity::cosine(embeddings.row(i), embeddings.row(j));
-            write!(out, " {similarity:>6.3}")?;
+        for cell in row {
+            write!(out, " {cell:>width$}")?;
         }
         writeln!(out)?;
     }

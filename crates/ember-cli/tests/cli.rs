@@ -349,6 +349,53 @@ fn similarity_prints_a_matrix() {
     assert!(text.contains(" 1.000"), "{text}");
 }
 
+/// `ember similarity` scores by the model's similarity_fn_name (dot; manhattan, negated, as
+/// sentence-transformers' model.similarity gives it), each cell from the rows `ember embed`
+/// prints.
+#[test]
+fn similarity_uses_the_models_similarity_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = ["a cat", "a dog runs", "stocks fell"];
+    for (name, function) in [("dot", "dot"), ("manhattan", "manhattan")] {
+        let model = tiny_model_copy(dir.path(), &format!("tiny-{name}"));
+        std::fs::write(
+            model.join("config_sentence_transformers.json"),
+            format!(r#"{{"similarity_fn_name": "{function}"}}"#),
+        )
+        .unwrap();
+        let m = model.to_str().unwrap();
+        let mut args = vec!["similarity", "--model", m];
+        args.extend(texts);
+        let out = ember(&args, None);
+        assert_success(&out);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(&format!("{function} similarity (3 texts")), "{text}");
+        let mut args = vec!["embed", "--model", m];
+        args.extend(texts);
+        let rows = json_rows(&ember(&args, None));
+        // The matrix: the last three lines, "[i]" then three cells.
+        let lines: Vec<&str> = text.lines().rev().take(3).collect();
+        for (i, line) in lines.iter().rev().enumerate() {
+            let cells: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|cell| cell.parse().unwrap())
+                .collect();
+            assert_eq!(cells.len(), 3, "{text}");
+            for (j, &cell) in cells.iter().enumerate() {
+                let pairs = rows[i].iter().zip(&rows[j]).map(|(&a, &b)| (a as f64, b as f64));
+                let expected = match function {
+                    "dot" => pairs.map(|(a, b)| a * b).sum::<f64>(),
+                    _ => -pairs.map(|(a, b)| (a - b).abs()).sum::<f64>(),
+                };
+                assert!((cell - expected).abs() <= 6e-4, "[{i}][{j}] {cell} vs {expected}\n{text}");
+            }
+        }
+        // Unnormalised rows: the scores are not cosines (dot of a row with itself is not 1).
+        assert!(!text.contains(" 1.000"), "{text}");
+    }
+}
+
 #[test]
 fn search_finds_the_matching_line_first() {
     let dir = tempfile::tempdir().unwrap();
