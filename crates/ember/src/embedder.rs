@@ -987,9 +987,9 @@ impl Embedder {
             .sort_unstable_by_key(|&i| (std::cmp::Reverse(offsets[i + 1] - offsets[i]), i));
 
         // Texts of no tokens sort last and skip the encoder (which refuses an empty sequence):
-        // their pooled rows are zeros, what sentence-transformers' mean pooling gives over an
-        // all-zero attention mask (`Σ 0 / clamp(0, 1e-9)`; modes without that meaning were
-        // refused above). Dense and Normalize then treat them as any row.
+        // their pooled rows are zeros, what sentence-transformers' mean and last-token pooling
+        // give over an all-zero attention mask (`Σ 0 / clamp(0, 1e-9)`, a masked gather; modes
+        // without that meaning were refused above). Dense and Normalize then treat them as any row.
         let with_tokens = state.order.partition_point(|&i| !tokens(i).is_empty());
         let (encoded, empty) = state.order.split_at(with_tokens);
         let pooled_dim = self.pooling.output_dim();
@@ -1288,13 +1288,16 @@ impl Embedder {
 }
 
 /// Whether sentence-transformers' pooling `mode` gives a zero block for a text of no tokens
-/// (an all-zero attention mask): the means do (`Σ 0 / clamp(0, 1e-9)`). `cls` and `lasttoken`
-/// would read a padding token's state and `max` gives its `-1e9` fill, nothing of the text:
-/// Ember refuses those.
+/// (an all-zero attention mask): the means do (`Σ 0 / clamp(0, 1e-9)`), and `lasttoken`
+/// (sentence-transformers ≥ 5 gathers from `token_embeddings * mask`). `cls` would read a
+/// padding token's state and `max` gives `-inf`, nothing of the text: Ember refuses those.
 fn zero_when_empty(mode: PoolingMode) -> bool {
     matches!(
         mode,
-        PoolingMode::Mean | PoolingMode::MeanSqrtLen | PoolingMode::WeightedMean
+        PoolingMode::Mean
+            | PoolingMode::MeanSqrtLen
+            | PoolingMode::WeightedMean
+            | PoolingMode::LastToken
     )
 }
 

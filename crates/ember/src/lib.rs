@@ -174,7 +174,7 @@ pub enum EmberError {
         message: String,
     },
     /// The tokenizer failed on one text, or gave it no tokens where the pooling mode needs one
-    /// (`cls`, `lasttoken`, `max`; a tokenizer that adds no special tokens, given `""`).
+    /// (`cls`, `max`; a tokenizer that adds no special tokens, given `""`).
     #[error("text {index}: cannot tokenize: {message}")]
     Tokenize {
         /// The text's index in the call's texts, from 0.
