@@ -485,6 +485,7 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
         "max_position_embeddings": info.max_position_embeddings,
         "pooling": info.pooling,
         "normalize": info.normalize,
+        "unit_length": info.unit_length,
         "truncation": match info.truncation {
             Truncation::Truncate => "truncate",
             Truncation::Error => "error",
@@ -630,7 +631,6 @@ fn matrix_fingerprint(
     embedder: &ember::Embedder,
     texts: &[String],
     prompt: Option<&str>,
-    normalize_asked: Option<bool>,
 ) -> serde_json::Value {
     use sha2::Digest;
     let mut corpus = sha2::Sha256::new();
@@ -666,8 +666,9 @@ fn matrix_fingerprint(
         "pooling": info.pooling,
         "normalize": info.normalize,
         // --normalize also renormalises rows a truncate_dim cut: not the same rows as the
-        // folder's own Normalize gives.
-        "normalize_asked": normalize_asked,
+        // folder's own Normalize gives (and where nothing is cut, the same rows whether asked
+        // or not).
+        "unit_length": info.unit_length,
         "dtype": info.dtype.name(),
         "device": info.device.to_string(),
         "corpus_prompt": prompt,
@@ -779,8 +780,7 @@ fn search(
         (Prompt::Named("query"), Prompt::Named(document))
     };
     let corpus_prompt_text = embedder.prompt_text(corpus_prompt)?;
-    let normalize_asked = (model.normalize || model.no_normalize).then_some(model.normalize);
-    let fingerprint = matrix_fingerprint(&embedder, &texts, corpus_prompt_text, normalize_asked);
+    let fingerprint = matrix_fingerprint(&embedder, &texts, corpus_prompt_text);
     let corpus_embeddings = match matrix {
         Some(path) if path.exists() => {
             // Read once: parsed, and hashed for the fingerprint.

@@ -491,6 +491,23 @@ stocks fell
     assert!(stderr.contains("matrix_sha256"), "{stderr}");
     std::fs::remove_file(&matrix).unwrap();
     assert_success(&search_with_matrix(&corpus)); // recomputed, with a new fingerprint
+    // Options that leave the rows as they were do not refuse it (tiny-bert has no Normalize);
+    // ones that change them do, naming what changed.
+    let with = |extra: &[&str]| {
+        let mut args = vec!["--matrix", matrix.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        search(&model, &corpus, "a cat", 3, &args)
+    };
+    let same = with(&["--no-normalize"]);
+    assert_success(&same);
+    assert_eq!(same.stdout, first.stdout);
+    let refused = with(&["--normalize"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("normalize"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // Without its fingerprint (a matrix from before them) it is used, with a warning.
     std::fs::remove_file(&fingerprint).unwrap();
@@ -924,6 +941,30 @@ fn info_prints_the_model_as_json() {
         .as_str()
         .unwrap()
         .ends_with("model.safetensors"));
+    assert_eq!(plain["unit_length"], serde_json::json!(false), "{plain}");
+    // Unit rows: Normalize and no cut, or a cut normalised again (--normalize), not the
+    // folder's Normalize before a cut.
+    let dir = tempfile::tempdir().unwrap();
+    let normalized = tiny_model_normalized(dir.path());
+    let n = normalized.to_str().unwrap();
+    for (model, extra, normalize, unit) in [
+        (m, &["--normalize"][..], true, true),
+        (n, &[][..], true, true),
+        (n, &["--truncate-dim", "16"][..], true, false),
+        (n, &["--normalize", "--truncate-dim", "16"][..], true, true),
+        (n, &["--no-normalize"][..], false, false),
+    ] {
+        let mut args = vec!["info", "--model", model];
+        args.extend_from_slice(extra);
+        let out = ember(&args, None);
+        assert_success(&out);
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (&got["normalize"], &got["unit_length"]),
+            (&serde_json::json!(normalize), &serde_json::json!(unit)),
+            "{extra:?}"
+        );
+    }
     let changed = info(&[
         "--max-seq-length",
         "64",

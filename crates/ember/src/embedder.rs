@@ -81,6 +81,10 @@ pub struct ModelInfo {
     pub pooling: Vec<&'static str>,
     /// Whether embeddings are L2-normalised.
     pub normalize: bool,
+    /// Whether the embeddings returned have unit length (a text's zero row aside): normalised,
+    /// and not cut by a `truncate_dim` after that, or normalised again after the cut
+    /// (`EmbedderBuilder::normalize(true)`, as `normalize_embeddings=True` does).
+    pub unit_length: bool,
     /// What happens to texts longer than `max_seq_length`.
     pub truncation: Truncation,
     /// Operand precision of the linear layers.
@@ -637,6 +641,7 @@ impl Embedder {
             max_position_embeddings: config.max_position_embeddings,
             pooling: self.pooling.modes.iter().map(|m| m.name()).collect(),
             normalize: self.normalize,
+            unit_length: self.normalize && (self.dim == self.full_dim || self.normalize_truncated),
             truncation: self.truncation,
             dtype: self.dtype(),
             device: self.device,
