@@ -132,6 +132,16 @@ It writes (all paths relative to the repository root):
     here against the plain BertModel (mean pooling in f64). Rewrite only this part (and the folder)
     with ``--only prompts`` (no ``--minilm-dir`` needed: it copies the committed tiny-bert/).
 
+``tests/fixtures/tiny_exclude_prompt_reference.json``
+    tiny-bert-prompts with its ``1_Pooling/config.json`` rewritten (in a temporary copy) to all six
+    modes and ``include_prompt: false`` (recorded as ``pooling_config``), through ``encode(texts,
+    batch_size=16, prompt_name=..., prompt=...)`` under each of ``EXCLUDE_PROMPT_CASES``: the default
+    prompt, "passage", a custom prompt, ``prompt=""`` (nothing left out) and a prompt longer than
+    max_seq_length (ST counts 39 prompt tokens: only each text's final [SEP] is pooled). Per case
+    the ``prompt_length`` ST's Transformer computes (the prompt tokenized alone, less its trailing
+    special token) and f32 ``embeddings``; checked here against the plain BertModel with the masked
+    pooling formulas in f64. Rewrite only this file with ``--only exclude-prompt``.
+
 ``tests/fixtures/tiny-modernbert/``, ``tests/fixtures/tiny-modernbert-bias/``
     Tiny random ``ModernBertModel`` (model_type "modernbert", the architecture of
     nomic-ai/modernbert-embed-base and Alibaba-NLP/gte-modernbert-base: hidden 64, 4 heads of 16,
@@ -2164,6 +2174,113 @@ PROMPT_CASES = [
 ]
 
 
+EXCLUDE_PROMPT_MODES = ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
+# A prompt longer than max_seq_length: tokenized alone and truncated to 40 it is [CLS] + 38 pieces
+# + [SEP], so ST counts 39 prompt tokens and every text keeps only its final [SEP] for pooling.
+LONG_PROMPT = "represent this sentence for searching relevant passages " * 8
+EXCLUDE_PROMPT_CASES = [
+    ("encode(texts)", None, None),
+    ('encode(texts, prompt_name="passage")', "passage", None),
+    (f'encode(texts, prompt="{CUSTOM_PROMPT}")', None, CUSTOM_PROMPT),
+    ('encode(texts, prompt="")', None, ""),
+    ("encode(texts, prompt=LONG_PROMPT)", None, LONG_PROMPT),
+]
+
+
+def masked_pool_f64(hidden: torch.Tensor, prompt_length: int, modes: list[str]) -> np.ndarray:
+    """ST 6.2's Pooling with include_prompt=False on one unpadded sequence [L, H], in f64, written
+    from its masked formulas: positions < prompt_length are masked out of every mode; weightedmean
+    keeps the remaining tokens' 1-based positions as weights; lasttoken is the last unmasked token.
+    Every case here keeps at least one token (the trailing [SEP])."""
+    x = hidden.double().numpy()
+    n = x.shape[0]
+    p = prompt_length
+    assert p < n, (p, n)
+    kept = x[p:]
+    w = np.arange(p + 1, n + 1, dtype=np.float64)[:, None]
+    blocks = {
+        "cls": kept[0],
+        "max": kept.max(0),
+        "mean": kept.mean(0),
+        "mean_sqrt_len_tokens": kept.sum(0) / np.sqrt(n - p),
+        "weightedmean": (w * kept).sum(0) / w.sum(),
+        "lasttoken": x[n - 1],
+    }
+    return np.concatenate([blocks[m] for m in modes])
+
+
+def make_exclude_prompt() -> dict:
+    """tests/fixtures/tiny_exclude_prompt_reference.json: tiny-bert-prompts with its Pooling
+    rewritten to all six modes and ``include_prompt: false`` (the folder is made in a temporary
+    directory; the Rust test makes the same from the committed tiny-bert-prompts/ and the
+    ``pooling_config`` recorded here), through ``encode`` under each of EXCLUDE_PROMPT_CASES."""
+    texts = mpnet_texts()
+    pooling_cfg = {"embedding_dimension": TINY_HIDDEN, "pooling_mode": EXCLUDE_PROMPT_MODES,
+                   "include_prompt": False}
+    with tempfile.TemporaryDirectory(prefix="ember-exclude-prompt-") as tmp:
+        folder = Path(tmp) / "tiny-bert-exclude-prompt"
+        shutil.copytree(FIXTURES / PROMPTS_FOLDER, folder)
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg, indent=2), encoding="utf-8")
+        m = SentenceTransformer(str(folder), device="cpu")
+        assert m[1].include_prompt is False and list(m[1].pooling_mode) == EXCLUDE_PROMPT_MODES, m[1]
+        assert m.max_seq_length == TINY_MAX_SEQ
+        plain = BertModel.from_pretrained(str(folder)).eval()
+        cases = []
+        summary = []
+        for call, prompt_name, prompt in EXCLUDE_PROMPT_CASES:
+            resolved = m._resolve_prompt(prompt, prompt_name)
+            feats = m.preprocess(texts[:1], prompt=resolved)
+            prompt_length = feats.get("prompt_length")
+            if resolved:
+                assert isinstance(prompt_length, int) and prompt_length > 0, (call, prompt_length)
+            else:
+                assert prompt_length is None, call
+            emb = encode_prompted(m, texts, prompt_name, prompt)
+            single = np.stack([encode_prompted(m, [t], prompt_name, prompt)[0] for t in texts])
+            diff_single = float(np.abs(single - emb).max())
+            assert diff_single < 1e-5, (call, diff_single)
+            ids = unpadded_input_ids(m, texts, prompt=resolved)
+            worst = 0.0
+            with torch.inference_mode():
+                for i, r in enumerate(ids):
+                    ref = masked_pool_f64(hidden_states(plain, r, token_types=True), prompt_length or 0,
+                                          EXCLUDE_PROMPT_MODES)
+                    worst = max(worst, float(np.abs(ref - emb[i]).max()))
+            assert worst < 1e-5, (call, worst)
+            cases.append({
+                "call": call,
+                "prompt_name": prompt_name,
+                "prompt": prompt,
+                "resolved_prompt": resolved,
+                "prompt_length": prompt_length,
+                "embeddings": F32Rows(emb),
+            })
+            summary.append((call, prompt_length, min(len(r) for r in ids), max(len(r) for r in ids),
+                            diff_single, worst))
+    by_call = {c["call"]: c["embeddings"].a for c in cases}
+    # Leaving the prompt out changes the rows (the mean block of the default call differs from
+    # the no-prompt call's and from the prompts fixture's include_prompt=True mean).
+    assert not np.allclose(by_call["encode(texts)"], by_call['encode(texts, prompt="")'], atol=1e-3)
+    long_case = cases[-1]
+    assert long_case["prompt_length"] == TINY_MAX_SEQ - 1, long_case["prompt_length"]
+
+    out_path = FIXTURES / "tiny_exclude_prompt_reference.json"
+    out = run_info(FOLDER_ENCODE_CALL.removesuffix(")") + ", prompt_name=prompt_name, prompt=prompt)") | {
+        "folder": PROMPTS_FOLDER,
+        "pooling_config": pooling_cfg,
+        "max_seq_length": TINY_MAX_SEQ,
+        "texts": StrRows(texts),
+        "cases": cases,
+    }
+    write_json(out_path, out)
+    for k, c in enumerate(cases):
+        check_f32_roundtrip(out_path, ["cases", k, "embeddings"], c["embeddings"].a)
+    for call, pl, lo, hi, d, w in summary:
+        print(f"[exclude-prompt]   {call}: prompt_length {pl}, token counts {lo}..{hi}; "
+              f"max |batched - one-at-a-time| {d:.3g}; max |ST - masked BertModel pooling| {w:.3g}")
+    return {"texts": texts, "cases": [c["call"] for c in cases]}
+
+
 def st_config_json(config: dict) -> str:
     """config_sentence_transformers.json as ST's save writes it: ``json.dump(config, f, indent=2,
     sort_keys=True)`` (base/model.py), ASCII-escaped, no trailing newline."""
@@ -3052,7 +3169,8 @@ def main() -> None:
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
-    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "modernbert", "xlmr-spm", "nomic"],
+    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "exclude-prompt", "modernbert",
+                                       "xlmr-spm", "nomic"],
                     default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
@@ -3061,7 +3179,8 @@ def main() -> None:
                          "tiny-distilbert/, tiny-bert-dense/, tiny-bert-dense-identity/ and "
                          "tiny_distilbert_dense_reference.json (from the committed tiny-bert/); "
                          "prompts: only (re)write tiny-bert-prompts/ and tiny_prompts_reference.json "
-                         "(from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
+                         "(from the committed tiny-bert/); exclude-prompt: only (re)write "
+                         "tiny_exclude_prompt_reference.json (from the committed tiny-bert-prompts/); modernbert: only (re)write tiny-modernbert/, "
                          "tiny-modernbert-bias/ and tiny_modernbert_reference.json; xlmr-spm: only (re)write "
                          "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json; nomic: only (re)write tiny-nomic-bert/, "
                          "tiny-nomic-bert-theta/ and tiny_nomic_reference.json. None needs "
@@ -3090,6 +3209,9 @@ def main() -> None:
         elif args.only == "prompts":
             make_prompts()
             written = [FIXTURES / PROMPTS_FOLDER, FIXTURES / "tiny_prompts_reference.json"]
+        elif args.only == "exclude-prompt":
+            make_exclude_prompt()
+            written = [FIXTURES / "tiny_exclude_prompt_reference.json"]
         elif args.only == "nomic":
             make_nomic()
             written = [FIXTURES / f for f in NOMIC] + [FIXTURES / "tiny_nomic_reference.json"]
@@ -3142,6 +3264,9 @@ def main() -> None:
     t = time.time()
     pr = make_prompts()
     print(f"[prompts] done in {time.time() - t:.1f}s")
+    t = time.time()
+    make_exclude_prompt()
+    print(f"[exclude-prompt] done in {time.time() - t:.1f}s")
     t = time.time()
     mb = make_modernbert()
     print(f"[modernbert] done in {time.time() - t:.1f}s")

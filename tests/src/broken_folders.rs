@@ -1294,10 +1294,10 @@ pub fn cases() -> Vec<BrokenFolder> {
             |d| set_pooling(d, "pooling_mode_mean_tokens", json!("yes"))
         ),
         case!(
-            "pooling/include_prompt false",
+            "pooling/include_prompt not a boolean",
             POOLING_CONFIG,
-            ["\"include_prompt\": false is not supported"],
-            |d| set_pooling(d, "include_prompt", json!(false))
+            ["\"include_prompt\" must be true or false"],
+            |d| set_pooling(d, "include_prompt", json!("false"))
         ),
         // ---- sentence_bert_config.json ---------------------------------------------------
         case!("sbert/not JSON", SBERT, ["not valid JSON"], |d| write(

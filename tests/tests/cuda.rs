@@ -210,6 +210,52 @@ fn other_families_match_sentence_transformers() {
     }
 }
 
+/// `include_prompt: false` on the device's pooling (`pooling.cu` leaves the prompt's tokens
+/// out): tiny-bert-prompts with all six modes, f32, against sentence-transformers under each
+/// kind of prompt of tests/tests/prompts.rs's reference.
+#[test]
+fn include_prompt_false_matches_sentence_transformers() {
+    #[derive(serde::Deserialize)]
+    struct Reference {
+        folder: String,
+        pooling_config: serde_json::Value,
+        texts: Vec<String>,
+        cases: Vec<Case>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Case {
+        call: String,
+        prompt_name: Option<String>,
+        prompt: Option<String>,
+        embeddings: Vec<Vec<f32>>,
+    }
+    let reference: Reference = read_fixture("tiny_exclude_prompt_reference.json");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures_dir().join(&reference.folder), dir.path());
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        reference.pooling_config.to_string(),
+    )
+    .unwrap();
+    let test = "include_prompt_false_matches_sentence_transformers";
+    let Some(gpu) = cuda_or_skip_dir(test, dir.path(), Precision::F32, 16) else {
+        return;
+    };
+    for case in &reference.cases {
+        let prompt = match (&case.prompt, &case.prompt_name) {
+            (Some(text), _) => ember::Prompt::Text(text),
+            (None, Some(name)) => ember::Prompt::Named(name),
+            (None, None) => ember::Prompt::Default,
+        };
+        let embeddings = gpu.encode_with_prompt(prompt, &reference.texts).unwrap();
+        let ours: Vec<&[f32]> = embeddings.rows().collect();
+        assert_f32_bounds(
+            &format!("cuda f32 include_prompt false, {}", case.call),
+            agreement(&ours, &case.embeddings),
+        );
+    }
+}
+
 #[test]
 fn rows_are_the_same_alone_and_batched() {
     for dtype in [Precision::F32, Precision::Bf16, Precision::F16] {

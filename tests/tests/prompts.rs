@@ -207,3 +207,110 @@ fn truncate_dim_keeps_the_first_values_after_every_module() {
         }
     }
 }
+
+/// tests/fixtures/tiny_exclude_prompt_reference.json: tiny-bert-prompts with all six pooling
+/// modes and `include_prompt: false`, so each text's pooling leaves out the prompt's tokens as
+/// sentence-transformers counts them (the prompt tokenized alone, less its trailing `[SEP]`).
+#[derive(Deserialize)]
+struct ExcludeReference {
+    folder: String,
+    pooling_config: serde_json::Value,
+    texts: Vec<String>,
+    cases: Vec<ExcludeCase>,
+}
+
+#[derive(Deserialize)]
+struct ExcludeCase {
+    call: String,
+    prompt_name: Option<String>,
+    prompt: Option<String>,
+    prompt_length: Option<usize>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn exclude_prompt_folder(reference: &ExcludeReference) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures_dir().join(&reference.folder), dir.path());
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        reference.pooling_config.to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn include_prompt_false_leaves_the_prompt_out_as_sentence_transformers() {
+    let reference: ExcludeReference = read_fixture("tiny_exclude_prompt_reference.json");
+    assert_eq!(reference.cases.len(), 5);
+    let dir = exclude_prompt_folder(&reference);
+    let embedder = Embedder::builder().threads(2).load_dir(dir.path()).unwrap();
+    assert!(!embedder.pooling().include_prompt);
+    assert_eq!(embedder.pooling().modes.len(), 6);
+    let with_prompt = load(&reference.folder, Prompt::Default);
+    for case in &reference.cases {
+        let prompt = match (&case.prompt, &case.prompt_name) {
+            (Some(text), _) => Prompt::Text(text),
+            (None, Some(name)) => Prompt::Named(name),
+            (None, None) => Prompt::Default,
+        };
+        let embeddings = embedder
+            .encode_with_prompt(prompt, &reference.texts)
+            .unwrap();
+        let rows: Vec<&[f32]> = embeddings.rows().collect();
+        assert_f32_bounds(&case.call, agreement(&rows, &case.embeddings));
+        // The mean block (third of six) is not the include_prompt-true mean of the same call,
+        // unless there is no prompt to leave out.
+        let h = embedder.info().hidden_size;
+        let kept = with_prompt
+            .encode_with_prompt(prompt, &reference.texts)
+            .unwrap();
+        let same_mean =
+            (0..reference.texts.len()).all(|i| embeddings.row(i)[2 * h..3 * h] == kept.row(i)[..]);
+        assert_eq!(same_mean, case.prompt_length.is_none(), "{}", case.call);
+        // One text at a time gives the same rows.
+        for (i, text) in reference.texts.iter().enumerate().step_by(7) {
+            let alone = embedder.encode_with_prompt(prompt, &[text]).unwrap();
+            assert_eq!(alone.row(0), embeddings.row(i), "{}: text {i}", case.call);
+        }
+    }
+}
+
+/// Under max pooling a text that keeps no token of its own once the prompt is left out (only
+/// possible when the tokenizer adds no special tokens) is refused, naming it; the means give
+/// zeros there, as sentence-transformers' do over an all-zero mask.
+#[test]
+fn include_prompt_false_with_nothing_left_follows_sentence_transformers_or_refuses() {
+    let reference: ExcludeReference = read_fixture("tiny_exclude_prompt_reference.json");
+    let dir = exclude_prompt_folder(&reference);
+    // No post-processor: "query: " alone is its own 3 pieces, the prompt length, so "" keeps
+    // none of its tokens.
+    let path = dir.path().join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tokenizer["post_processor"] = serde_json::Value::Null;
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    let embedder = Embedder::builder().threads(1).load_dir(dir.path()).unwrap();
+    let err = embedder.encode(&["a cat sits", "", "dogs"]).unwrap_err();
+    assert!(
+        err.to_string().starts_with("text 1") && err.to_string().contains("max pooling"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        r#"{"embedding_dimension": 52, "pooling_mode": ["mean", "lasttoken", "cls"], "include_prompt": false}"#,
+    )
+    .unwrap();
+    let embedder = Embedder::builder().threads(1).load_dir(dir.path()).unwrap();
+    let rows = embedder.encode(&["a cat sits", "", "dogs"]).unwrap();
+    let empty = rows.row(1);
+    assert!(empty[..104].iter().all(|&x| x == 0.0), "mean and lasttoken");
+    // cls: the first token's state (the mask's argmax is 0): the cls block of "query: " with
+    // nothing left out. (With no special tokens the prompt's length is all of its pieces, so
+    // "" prefixed by it keeps none.)
+    let whole = embedder
+        .encode_with_prompt(Prompt::None, &["query: "])
+        .unwrap();
+    assert_eq!(&empty[104..], &whole.row(0)[104..]);
+    assert_ne!(&empty[104..], &[0.0; 52][..]);
+}

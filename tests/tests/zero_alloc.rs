@@ -251,6 +251,7 @@ fn main() {
         "XLM-R's Unigram (nmt_nfkc Precompiled charsmap, Strip, Replace, Metaspace)",
         &multilingual,
     );
+    include_prompt_false_encode_allocates_nothing(&texts);
     c_abi_encode_allocates_nothing(&texts, &expected);
     for dtype in [ember::Precision::Bf16, ember::Precision::Int8] {
         reduced_precision_encode_allocates_nothing(dtype, &texts);
@@ -279,6 +280,46 @@ fn folder_encode_allocates_nothing(folder: &str, what: &str, texts: &[String]) {
     assert_nothing_counted(&format!("encode_into through {what}"));
     println!(
         "zero_alloc: {} texts through {what}: 0 allocations",
+        texts.len()
+    );
+}
+
+/// A pooling with `include_prompt: false` (tiny-bert-prompts, all six modes): each warm call
+/// counts its prompt's tokens again (in the worker's scratch) and leaves them out, allocating
+/// nothing, for the folder's default prompt and for a prompt given with the call.
+fn include_prompt_false_encode_allocates_nothing(texts: &[String]) {
+    let dir = tempfile::tempdir().unwrap();
+    ember_reference_tests::copy_dir(
+        &ember_reference_tests::fixtures_dir().join("tiny-bert-prompts"),
+        dir.path(),
+    );
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        r#"{"embedding_dimension": 52, "pooling_mode": ["cls", "max", "mean",
+            "mean_sqrt_len_tokens", "weightedmean", "lasttoken"], "include_prompt": false}"#,
+    )
+    .unwrap();
+    let embedder = Embedder::builder().threads(2).load_dir(dir.path()).unwrap();
+    assert!(!embedder.pooling().include_prompt);
+    let mut all = vec![0f32; texts.len() * embedder.dim()];
+    for prompt in [
+        ember::Prompt::Default,
+        ember::Prompt::Text("represent this sentence: "),
+    ] {
+        for _ in 0..2 {
+            embedder
+                .encode_into_with_prompt(prompt, texts, &mut all)
+                .unwrap();
+        }
+        count(|| {
+            embedder
+                .encode_into_with_prompt(prompt, texts, &mut all)
+                .unwrap();
+        });
+        assert_nothing_counted(&format!("include_prompt false, {prompt:?}"));
+    }
+    println!(
+        "zero_alloc: {} texts with include_prompt false: 0 allocations",
         texts.len()
     );
 }

@@ -484,6 +484,7 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
         "max_seq_length": info.max_seq_length,
         "max_position_embeddings": info.max_position_embeddings,
         "pooling": info.pooling,
+        "include_prompt": info.include_prompt,
         "normalize": info.normalize,
         "unit_length": info.unit_length,
         "truncation": match info.truncation {
@@ -664,6 +665,7 @@ fn matrix_fingerprint(
         "dim": info.dim,
         "max_seq_length": info.max_seq_length,
         "pooling": info.pooling,
+        "include_prompt": info.include_prompt,
         "normalize": info.normalize,
         // --normalize also renormalises rows a truncate_dim cut: not the same rows as the
         // folder's own Normalize gives (and where nothing is cut, the same rows whether asked

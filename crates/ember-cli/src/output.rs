@@ -450,7 +450,10 @@ pub fn write_similarity(
         .map(|c| {
             let (i, j) = (c / texts.len(), c % texts.len());
             // + 0.0: a distance's negated zero prints as 0.000.
-            format!("{:.3}", similarity.score(embeddings.row(i), embeddings.row(j)) + 0.0)
+            format!(
+                "{:.3}",
+                similarity.score(embeddings.row(i), embeddings.row(j)) + 0.0
+            )
         })
         .collect();
     // Dot products and distances of unnormalised rows can be wider than cosine's "-0.123".

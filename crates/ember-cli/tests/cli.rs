@@ -369,7 +369,10 @@ fn similarity_uses_the_models_similarity_function() {
         let out = ember(&args, None);
         assert_success(&out);
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(text.contains(&format!("{function} similarity (3 texts")), "{text}");
+        assert!(
+            text.contains(&format!("{function} similarity (3 texts")),
+            "{text}"
+        );
         let mut args = vec!["embed", "--model", m];
         args.extend(texts);
         let rows = json_rows(&ember(&args, None));
@@ -383,12 +386,18 @@ fn similarity_uses_the_models_similarity_function() {
                 .collect();
             assert_eq!(cells.len(), 3, "{text}");
             for (j, &cell) in cells.iter().enumerate() {
-                let pairs = rows[i].iter().zip(&rows[j]).map(|(&a, &b)| (a as f64, b as f64));
+                let pairs = rows[i]
+                    .iter()
+                    .zip(&rows[j])
+                    .map(|(&a, &b)| (a as f64, b as f64));
                 let expected = match function {
                     "dot" => pairs.map(|(a, b)| a * b).sum::<f64>(),
                     _ => -pairs.map(|(a, b)| (a - b).abs()).sum::<f64>(),
                 };
-                assert!((cell - expected).abs() <= 6e-4, "[{i}][{j}] {cell} vs {expected}\n{text}");
+                assert!(
+                    (cell - expected).abs() <= 6e-4,
+                    "[{i}][{j}] {cell} vs {expected}\n{text}"
+                );
             }
         }
         // Unnormalised rows: the scores are not cosines (dot of a row with itself is not 1).
@@ -491,8 +500,8 @@ stocks fell
     assert!(stderr.contains("matrix_sha256"), "{stderr}");
     std::fs::remove_file(&matrix).unwrap();
     assert_success(&search_with_matrix(&corpus)); // recomputed, with a new fingerprint
-    // Options that leave the rows as they were do not refuse it (tiny-bert has no Normalize);
-    // ones that change them do, naming what changed.
+                                                  // Options that leave the rows as they were do not refuse it (tiny-bert has no Normalize);
+                                                  // ones that change them do, naming what changed.
     let with = |extra: &[&str]| {
         let mut args = vec!["--matrix", matrix.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -926,6 +935,7 @@ fn info_prints_the_model_as_json() {
         ("max_seq_length", serde_json::json!(40)),
         ("max_position_embeddings", serde_json::json!(64)),
         ("pooling", serde_json::json!(["mean"])),
+        ("include_prompt", serde_json::json!(true)),
         ("normalize", serde_json::json!(false)),
         ("dtype", serde_json::json!("f32")),
         ("layers", serde_json::json!(2)),

@@ -137,6 +137,7 @@ template <> __device__ __forceinline__ unsigned pack2<f16>(float lo, float hi) {
 
 __device__ __forceinline__ float f32_infinity() { return __int_as_float(0x7f800000); }
 __device__ __forceinline__ float f32_nan() { return __int_as_float(0x7fffffff); }
+__device__ __forceinline__ float f32_neg_inf() { return -f32_infinity(); }
 
 // D = A·B + D on one m16n8k16 tile (ptx_mma_bf16 / ptx_mma_f16 above).
 template <typename T> __device__ __forceinline__ void mma_m16n8k16(float d[4], const unsigned a[4], const unsigned b[2]);

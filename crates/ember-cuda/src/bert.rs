@@ -243,11 +243,12 @@ impl<E: Element> Encoder<E> {
         c: &BertConfig,
         token_ids: &[u32],
         seq_offsets: &[usize],
-        modes: &[PoolingMode],
+        pooling: Pooling<'_>,
         normalize: bool,
         out: &mut [f32],
         profile: &mut OpProfile,
     ) -> Result<(), CudaError> {
+        let Pooling { modes, excluded } = pooling;
         let (h, t) = (c.hidden_size, token_ids.len());
         let n = seq_offsets.len().saturating_sub(1);
         let pooled_dim = modes.len() * h;
@@ -383,7 +384,15 @@ impl<E: Element> Encoder<E> {
             )?;
             profile.mark(device, "output layernorm");
         }
-        pool(device, &a.hidden, &a.seq_offsets, h, modes, &mut a.pooled)?;
+        pool(
+            device,
+            &a.hidden,
+            &a.seq_offsets,
+            h,
+            modes,
+            excluded,
+            &mut a.pooled,
+        )?;
         profile.mark(device, "pooling");
         if normalize {
             normalize_rows(device, &mut a.pooled, pooled_dim)?;
@@ -690,6 +699,21 @@ impl CudaBertModel {
         normalize: bool,
         out: &mut [f32],
     ) -> Result<(), CudaError> {
+        self.embed_excluding(token_ids, seq_offsets, modes, 0, normalize, out)
+    }
+
+    /// [`embed`](Self::embed) with the first `excluded` tokens of every sequence left out of
+    /// the pooling (`include_prompt: false`: a prompt's tokens; see
+    /// [`ember_pooling::pool_excluding`]).
+    pub fn embed_excluding(
+        &mut self,
+        token_ids: &[u32],
+        seq_offsets: &[usize],
+        modes: &[PoolingMode],
+        excluded: usize,
+        normalize: bool,
+        out: &mut [f32],
+    ) -> Result<(), CudaError> {
         check_batch(&self.config, token_ids, seq_offsets)?;
         let n = seq_offsets.len() - 1; // check_batch: at least [0, T]
         crate::error::check_len(
@@ -699,12 +723,22 @@ impl CudaBertModel {
             out.len(),
         )?;
         let (d, c, p) = (&self.device, &self.config, &mut self.profile);
+        let pooling = Pooling { modes, excluded };
         match &mut self.encoder {
-            AnyEncoder::F32(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out, p),
-            AnyEncoder::Bf16(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out, p),
-            AnyEncoder::F16(e) => e.embed(d, c, token_ids, seq_offsets, modes, normalize, out, p),
+            AnyEncoder::F32(e) => e.embed(d, c, token_ids, seq_offsets, pooling, normalize, out, p),
+            AnyEncoder::Bf16(e) => {
+                e.embed(d, c, token_ids, seq_offsets, pooling, normalize, out, p)
+            }
+            AnyEncoder::F16(e) => e.embed(d, c, token_ids, seq_offsets, pooling, normalize, out, p),
         }
     }
+}
+
+/// What pooling a batch takes: its modes, and the tokens at each sequence's start left out.
+#[derive(Clone, Copy)]
+struct Pooling<'a> {
+    modes: &'a [PoolingMode],
+    excluded: usize,
 }
 
 impl Drop for CudaBertModel {

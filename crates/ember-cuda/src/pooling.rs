@@ -36,14 +36,17 @@ fn mode_code(mode: PoolingMode) -> i32 {
     }
 }
 
-/// Pools every sequence of a packed batch with each of `modes` into `out` `[n_seq, modes·h]`.
-/// Every sequence must hold at least one token.
+/// Pools every sequence of a packed batch with each of `modes` into `out` `[n_seq, modes·h]`,
+/// the first `excluded` tokens of each masked out (as [`ember_pooling::pool_excluding`]; 0 for
+/// none). Every sequence must hold at least one token.
+#[allow(clippy::too_many_arguments)]
 pub fn pool<E: Element>(
     device: &CudaDevice,
     hidden: &DeviceTensor<E>,
     seq_offsets: &SeqOffsets,
     h: usize,
     modes: &[PoolingMode],
+    excluded: usize,
     out: &mut DeviceTensor<f32>,
 ) -> Result<(), CudaError> {
     const OP: &str = "pool";
@@ -69,6 +72,8 @@ pub fn pool<E: Element>(
     }
     let (h_i, out_dim_i) = (to_i32(OP, "h", h)?, to_i32(OP, "modes·h", out_dim)?);
     let n_u32 = to_i32(OP, "sequences", n)? as u32;
+    // More than any sequence holds (offsets are u32) masks the same: every token.
+    let excluded_u32 = u32::try_from(excluded).unwrap_or(u32::MAX);
     let col_blocks = h.div_ceil(THREADS as usize);
     if col_blocks > 65_535 {
         return Err(CudaError::InvalidShape {
@@ -94,11 +99,13 @@ pub fn pool<E: Element>(
             .input(seq_offsets.device())
             .value(&h_i)
             .value(&mode_i)
+            .value(&excluded_u32)
             .output(out.slice_mut())
             .value(&out_dim_i)
             .value(&col);
         // SAFETY: arguments match pooling.cu's pool (hidden, seq_offsets: device pointers;
-        // h, mode: int; out: device pointer; out_stride, out_col: int); hidden holds T·h, out
+        // h, mode: int; excluded: unsigned; out: device pointer; out_stride, out_col: int);
+        // hidden holds T·h, out
         // n·modes·h with col + h ≤ out_dim, and every sequence is non-empty.
         unsafe { launch.launch("launch pool", config) }?;
     }

@@ -200,6 +200,8 @@ enum Op {
         seq_offsets: Vec<usize>,
         hidden: usize,
         modes: Vec<PoolingMode>,
+        /// Tokens at each sequence's start left out (`include_prompt: false`).
+        excluded: usize,
     },
     Normalize {
         rows: usize,
@@ -262,6 +264,7 @@ impl Case {
                 seq_offsets,
                 hidden,
                 modes,
+                ..
             } => seq_offsets.last().copied().unwrap_or(0) * hidden * modes.len(),
             Op::Normalize { rows, dim } => rows * dim,
         }
@@ -363,11 +366,20 @@ impl Case {
                 seq_offsets,
                 hidden,
                 modes,
+                excluded,
             } => {
                 let modes: Vec<&str> = modes.iter().map(|m| m.name()).collect();
+                let excluded = match excluded {
+                    0 => String::new(),
+                    p => format!(",excluding={p}"),
+                };
                 (
                     "pool".to_owned(),
-                    format!("{}x{hidden},{}", lens(seq_offsets), modes.join("+")),
+                    format!(
+                        "{}x{hidden},{}{excluded}",
+                        lens(seq_offsets),
+                        modes.join("+")
+                    ),
                 )
             }
             Op::Normalize { rows, dim } => ("normalize".to_owned(), format!("{rows}x{dim}")),
@@ -663,15 +675,18 @@ impl Case {
                 seq_offsets,
                 hidden,
                 modes,
+                excluded,
             } => {
                 let (t, n) = (*seq_offsets.last().unwrap(), seq_offsets.len() - 1);
                 let x = quantize::<E>(&rng.vec(t * hidden, 2.0));
                 let config = PoolingConfig {
                     embedding_dimension: *hidden,
                     modes: modes.clone(),
+                    include_prompt: *excluded == 0,
                 };
                 let mut want = vec![0.0f32; n * config.output_dim()];
-                ember_pooling::pool(&config, &x, seq_offsets, &mut want).expect("reference");
+                ember_pooling::pool_excluding(&config, &x, seq_offsets, *excluded, &mut want)
+                    .expect("reference");
 
                 let Some(device) = device else {
                     return Ok((None, want));
@@ -679,7 +694,9 @@ impl Case {
                 let x_d = device.upload::<E>(&x)?;
                 let offsets_d = device.upload_offsets(seq_offsets)?;
                 let mut out_d = device.upload::<f32>(&vec![f32::NAN; want.len()])?;
-                pool(device, &x_d, &offsets_d, *hidden, modes, &mut out_d)?;
+                pool(
+                    device, &x_d, &offsets_d, *hidden, modes, *excluded, &mut out_d,
+                )?;
                 Ok((Some(device.download(&out_d)?), want))
             }
             &Op::Normalize { rows, dim } => {
@@ -935,23 +952,50 @@ fn cases() -> Vec<Case> {
             },
             dtype,
         });
+        let every_mode = vec![
+            PoolingMode::Cls,
+            PoolingMode::Max,
+            PoolingMode::Mean,
+            PoolingMode::MeanSqrtLen,
+            PoolingMode::WeightedMean,
+            PoolingMode::LastToken,
+        ];
         for hidden in [52, 384, 768] {
             cases.push(Case {
                 op: Op::Pool {
                     seq_offsets: vec![0, 1, 6, 39, 300],
                     hidden,
-                    modes: vec![
-                        PoolingMode::Cls,
-                        PoolingMode::Max,
-                        PoolingMode::Mean,
-                        PoolingMode::MeanSqrtLen,
-                        PoolingMode::WeightedMean,
-                        PoolingMode::LastToken,
-                    ],
+                    modes: every_mode.clone(),
+                    excluded: 0,
                 },
                 dtype,
             });
         }
+        // A prompt's tokens left out: every mode where each sequence keeps some; and, past
+        // whole sequences (1 and 5 tokens under 5 excluded), the modes that give a finite row
+        // there (max gives -inf, which the harness refuses).
+        cases.push(Case {
+            op: Op::Pool {
+                seq_offsets: vec![0, 2, 6, 39, 300],
+                hidden: 384,
+                modes: every_mode.clone(),
+                excluded: 1,
+            },
+            dtype,
+        });
+        cases.push(Case {
+            op: Op::Pool {
+                seq_offsets: vec![0, 1, 6, 39, 300],
+                hidden: 52,
+                modes: every_mode
+                    .iter()
+                    .copied()
+                    .filter(|&m| m != PoolingMode::Max)
+                    .collect(),
+                excluded: 5,
+            },
+            dtype,
+        });
     }
     for (rows, dim) in [(5, 384), (3, 52), (2, 1)] {
         cases.push(Case {
@@ -1265,6 +1309,7 @@ fn bad_shapes_are_errors() {
         &offsets,
         8,
         &[PoolingMode::Mean],
+        0,
         &mut pooled,
     );
     assert!(

@@ -11,6 +11,13 @@
 //! - `mean`: `Σ x_i / L`;  `mean_sqrt_len_tokens`: `Σ x_i / √L`;
 //! - `weightedmean`: `Σ i·x_i / Σ i` (weights are 1-based positions, as in sentence-transformers).
 //!
+//! With `include_prompt: false` ([`pool_excluding`]) the first `p` tokens of each sequence (the
+//! prompt's, as sentence-transformers counts them) are masked out of every mode, as its
+//! `Pooling` zeroes them in the attention mask: the modes run over `x_{p+1} … x_L`, and
+//! `weightedmean` keeps those tokens' original weights `p+1 … L`. A sequence with no token left
+//! pools as sentence-transformers' all-zero mask does: zeros for the means and `lasttoken`,
+//! `x_1` for `cls` (the mask's `argmax` is 0), `-inf` for `max`.
+//!
 //! Sums are accumulated in f64 and rounded once, so a row never depends on the batch around it.
 //! [`normalize_rows`] is sentence-transformers' `Normalize` module: `x / max(‖x‖₂, 1e-12)`.
 
@@ -40,7 +47,7 @@ pub enum PoolingError {
         source: serde_json::Error,
     },
     /// The configuration is JSON but not one Ember can use: no embedding dimension, an unknown
-    /// mode, a mode key that is not a boolean, `include_prompt: false`…
+    /// mode, a mode key that is not a boolean…
     #[error("{path}: {message}")]
     Invalid {
         /// The configuration file.
@@ -133,6 +140,9 @@ pub struct PoolingConfig {
     /// The modes, in the order their `H`-wide blocks appear in a pooled row; never empty when
     /// parsed from a file (no mode means `mean`).
     pub modes: Vec<PoolingMode>,
+    /// `include_prompt` (default true): false leaves a prompt's tokens out of the pooling (see
+    /// [`pool_excluding`]).
+    pub include_prompt: bool,
 }
 
 impl PoolingConfig {
@@ -141,6 +151,7 @@ impl PoolingConfig {
         Self {
             embedding_dimension,
             modes: vec![PoolingMode::Mean],
+            include_prompt: true,
         }
     }
 
@@ -204,13 +215,15 @@ impl PoolingConfig {
                 ))
             })? as usize;
 
-        if let Some(include_prompt) = object.get("include_prompt") {
-            if include_prompt != &Value::Bool(true) {
+        let include_prompt = match object.get("include_prompt") {
+            None => true,
+            Some(Value::Bool(include)) => *include,
+            Some(other) => {
                 return Err(invalid(format!(
-                    "\"include_prompt\": {include_prompt} is not supported (Ember's pooling keeps a prompt's tokens; only true)"
-                )));
+                    "\"include_prompt\" must be true or false, found {other}"
+                )))
             }
-        }
+        };
 
         let modes = match object.get("pooling_mode") {
             Some(Value::String(name)) => vec![Self::parse_mode(name, path)?],
@@ -258,6 +271,7 @@ impl PoolingConfig {
         Ok(Self {
             embedding_dimension,
             modes,
+            include_prompt,
         })
     }
 
@@ -295,6 +309,7 @@ impl PoolingConfig {
 /// let config = PoolingConfig {
 ///     embedding_dimension: 2,
 ///     modes: vec![PoolingMode::Mean, PoolingMode::Cls],
+///     include_prompt: true,
 /// };
 /// let mut out = [0.0; 2 * 4];
 /// pool(&config, &hidden, &seq_offsets, &mut out)?;
@@ -309,6 +324,38 @@ pub fn pool(
     config: &PoolingConfig,
     hidden: &[f32],
     seq_offsets: &[usize],
+    out: &mut [f32],
+) -> Result<(), PoolingError> {
+    pool_excluding(config, hidden, seq_offsets, 0, out)
+}
+
+/// [`pool`] with the first `excluded` tokens of every sequence masked out, as
+/// sentence-transformers' `Pooling` with `include_prompt: false` masks a prompt of `excluded`
+/// tokens (its `prompt_length`: the prompt tokenized alone, special tokens included, less a
+/// trailing special token). See the crate docs for a sequence with no token left. `excluded`
+/// 0 is [`pool`].
+///
+/// ```
+/// use ember_pooling::{pool_excluding, PoolingConfig, PoolingMode};
+///
+/// // H = 1; one sequence of 4 tokens, the first 2 a prompt's.
+/// let hidden = [10.0, 20.0, 1.0, 3.0];
+/// let config = PoolingConfig {
+///     embedding_dimension: 1,
+///     modes: vec![PoolingMode::Cls, PoolingMode::Mean, PoolingMode::WeightedMean],
+///     include_prompt: false,
+/// };
+/// let mut out = [0.0; 3];
+/// pool_excluding(&config, &hidden, &[0, 4], 2, &mut out)?;
+/// // cls: the first token after the prompt; weights 3 and 4: (3·1 + 4·3) / 7.
+/// assert_eq!(out, [1.0, 2.0, 15.0 / 7.0]);
+/// # Ok::<(), ember_pooling::PoolingError>(())
+/// ```
+pub fn pool_excluding(
+    config: &PoolingConfig,
+    hidden: &[f32],
+    seq_offsets: &[usize],
+    excluded: usize,
     out: &mut [f32],
 ) -> Result<(), PoolingError> {
     let h = config.embedding_dimension;
@@ -357,21 +404,36 @@ pub fn pool(
     for (window, out_row) in sequences {
         let rows = &hidden[window[0] * h..window[1] * h];
         for (mode, block) in config.modes.iter().zip(out_row.chunks_exact_mut(h)) {
-            pool_sequence(*mode, rows, h, block);
+            pool_sequence(*mode, rows, h, excluded, block);
         }
     }
     Ok(())
 }
 
-/// One mode over one sequence: `rows` is `[L, H]` with `L ≥ 1`, `out` is `[H]`.
-fn pool_sequence(mode: PoolingMode, rows: &[f32], h: usize, out: &mut [f32]) {
+/// One mode over one sequence: `rows` is `[L, H]` with `L ≥ 1`, `out` is `[H]`; the first
+/// `excluded` rows are masked out (see the crate docs).
+fn pool_sequence(mode: PoolingMode, rows: &[f32], h: usize, excluded: usize, out: &mut [f32]) {
     let len = rows.len() / h;
+    // Positions (0-based) of the tokens pooled: [first, len).
+    let first = excluded.min(len);
+    let kept = &rows[first * h..];
+    if kept.is_empty() {
+        // sentence-transformers over an all-zero mask: argmax picks position 0 for cls,
+        // masked_fill(-inf) leaves -inf for max, the rest sum or gather zeros.
+        match mode {
+            PoolingMode::Cls => out.copy_from_slice(&rows[..h]),
+            PoolingMode::Max => out.fill(f32::NEG_INFINITY),
+            _ => out.fill(0.0),
+        }
+        return;
+    }
+    let count = len - first;
     match mode {
-        PoolingMode::Cls => out.copy_from_slice(&rows[..h]),
+        PoolingMode::Cls => out.copy_from_slice(&kept[..h]),
         PoolingMode::LastToken => out.copy_from_slice(&rows[(len - 1) * h..]),
         PoolingMode::Max => {
-            out.copy_from_slice(&rows[..h]);
-            for row in rows.chunks_exact(h).skip(1) {
+            out.copy_from_slice(&kept[..h]);
+            for row in kept.chunks_exact(h).skip(1) {
                 for (o, &x) in out.iter_mut().zip(row) {
                     // torch's max propagates NaN; so does this.
                     if x > *o || x.is_nan() {
@@ -388,16 +450,22 @@ fn pool_sequence(mode: PoolingMode, rows: &[f32], h: usize, out: &mut [f32]) {
             for col in (0..h).step_by(BLOCK) {
                 let width = BLOCK.min(h - col);
                 acc[..width].fill(0.0);
-                for (i, row) in rows.chunks_exact(h).enumerate() {
-                    let weight = if weighted { (i + 1) as f64 } else { 1.0 };
+                for (i, row) in kept.chunks_exact(h).enumerate() {
+                    // 1-based positions in the whole sequence, prompt included.
+                    let weight = if weighted {
+                        (first + i + 1) as f64
+                    } else {
+                        1.0
+                    };
                     for (a, &x) in acc[..width].iter_mut().zip(&row[col..col + width]) {
                         *a += weight * x as f64;
                     }
                 }
                 let denominator = match mode {
-                    PoolingMode::Mean => len as f64,
-                    PoolingMode::MeanSqrtLen => (len as f64).sqrt(),
-                    _ => (len * (len + 1) / 2) as f64,
+                    PoolingMode::Mean => count as f64,
+                    PoolingMode::MeanSqrtLen => (count as f64).sqrt(),
+                    // Σ_{i=first+1}^{len} i
+                    _ => (len * (len + 1) / 2 - first * (first + 1) / 2) as f64,
                 };
                 for (o, a) in out[col..col + width].iter_mut().zip(&acc[..width]) {
                     *o = (a / denominator) as f32;
@@ -441,6 +509,7 @@ mod tests {
         PoolingConfig {
             embedding_dimension: h,
             modes: modes.to_vec(),
+            include_prompt: true,
         }
     }
 
@@ -508,11 +577,84 @@ mod tests {
             r#"{"embedding_dimension": 4, "pooling_mode": "median"}"#,
             r#"{"embedding_dimension": 0}"#,
             r#"{"embedding_dimension": 4, "pooling_mode_mean_tokens": "yes"}"#,
-            r#"{"embedding_dimension": 4, "include_prompt": false}"#,
+            r#"{"embedding_dimension": 4, "include_prompt": "no"}"#,
+            r#"{"embedding_dimension": 4, "include_prompt": null}"#,
         ] {
             let err =
                 PoolingConfig::from_json_str(text, Path::new("1_Pooling/config.json")).unwrap_err();
             assert!(err.to_string().contains("1_Pooling/config.json"), "{err}");
+        }
+    }
+
+    #[test]
+    fn include_prompt_is_read_from_both_formats() {
+        for (text, include) in [
+            (r#"{"embedding_dimension": 4}"#, true),
+            (
+                r#"{"embedding_dimension": 4, "include_prompt": true}"#,
+                true,
+            ),
+            (
+                r#"{"embedding_dimension": 4, "include_prompt": false}"#,
+                false,
+            ),
+            (
+                r#"{"word_embedding_dimension": 4, "pooling_mode_cls_token": true, "include_prompt": false}"#,
+                false,
+            ),
+        ] {
+            let c = PoolingConfig::from_json_str(text, Path::new("p.json")).unwrap();
+            assert_eq!(c.include_prompt, include, "{text}");
+        }
+    }
+
+    /// Every mode with the first `p` tokens masked, against a direct reading of
+    /// sentence-transformers' masked formulas in f64, for every `p` from 0 to past the end.
+    #[test]
+    fn excluded_tokens_are_masked_out_of_every_mode() {
+        let h = 3;
+        let len = 5;
+        let hidden: Vec<f32> = (0..len * h)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.5)
+            .collect();
+        let modes = [
+            PoolingMode::Cls,
+            PoolingMode::Max,
+            PoolingMode::Mean,
+            PoolingMode::MeanSqrtLen,
+            PoolingMode::WeightedMean,
+            PoolingMode::LastToken,
+        ];
+        let c = config(&modes, h);
+        let x = |t: usize, j: usize| hidden[t * h + j] as f64;
+        for p in 0..=len + 1 {
+            let mut out = vec![f32::NAN; 6 * h];
+            pool_excluding(&c, &hidden, &[0, len], p, &mut out).unwrap();
+            let kept: Vec<usize> = (p.min(len)..len).collect();
+            for j in 0..h {
+                let sum: f64 = kept.iter().map(|&t| x(t, j)).sum();
+                let n = kept.len() as f64;
+                let weights: f64 = kept.iter().map(|&t| (t + 1) as f64).sum();
+                let weighted: f64 = kept.iter().map(|&t| (t + 1) as f64 * x(t, j)).sum();
+                let expected = [
+                    x(kept.first().copied().unwrap_or(0), j),
+                    kept.iter()
+                        .map(|&t| x(t, j))
+                        .fold(f64::NEG_INFINITY, f64::max),
+                    sum / n.max(1e-9),
+                    sum / n.max(1e-9).sqrt(),
+                    weighted / weights.max(1e-9),
+                    if kept.is_empty() { 0.0 } else { x(len - 1, j) },
+                ];
+                for (m, e) in expected.iter().enumerate() {
+                    assert_eq!(out[m * h + j], *e as f32, "p {p}, mode {m}, column {j}");
+                }
+            }
+            if p == 0 {
+                let mut plain = vec![0.0; 6 * h];
+                pool(&c, &hidden, &[0, len], &mut plain).unwrap();
+                assert_eq!(out, plain);
+            }
         }
     }
 

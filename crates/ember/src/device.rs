@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 
 use ember_bert::{BertConfig, BertModel, Workspace};
 use ember_cpu::Precision;
-use ember_pooling::{normalize_rows, pool, PoolingConfig};
+use ember_pooling::{normalize_rows, pool_excluding, PoolingConfig};
 use ember_tensor::WeightFile;
 
 use crate::EmberError;
@@ -178,20 +178,23 @@ impl Backend {
     }
 
     /// Encodes one packed batch (`token_ids` `[T]`, `seq_offsets` `[n + 1]`) into its pooled,
-    /// and if `normalize` L2-normalised, rows `out` `[n, dim]`.
+    /// and if `normalize` L2-normalised, rows `out` `[n, dim]`; the first `excluded` tokens of
+    /// each sequence (a prompt's, under `include_prompt: false`) are left out of the pooling.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn embed_batch(
         &self,
         scratch: &mut CpuScratch,
         token_ids: &[u32],
         seq_offsets: &[usize],
         pooling: &PoolingConfig,
+        excluded: usize,
         normalize: bool,
         out: &mut [f32],
     ) -> Result<(), EmberError> {
         match self {
             Backend::Cpu(model) => {
                 let hidden = model.forward(token_ids, seq_offsets, &mut scratch.workspace)?;
-                pool(pooling, hidden, seq_offsets, out)?;
+                pool_excluding(pooling, hidden, seq_offsets, excluded, out)?;
                 if normalize {
                     normalize_rows(out, pooling.output_dim());
                 }
@@ -202,7 +205,14 @@ impl Backend {
                 // A call that panicked leaves nothing half-written that the next one reads
                 // (every buffer is refilled before use): take a poisoned lock over.
                 let mut model = model.lock().unwrap_or_else(PoisonError::into_inner);
-                model.embed(token_ids, seq_offsets, &pooling.modes, normalize, out)?;
+                model.embed_excluding(
+                    token_ids,
+                    seq_offsets,
+                    &pooling.modes,
+                    excluded,
+                    normalize,
+                    out,
+                )?;
                 Ok(())
             }
         }

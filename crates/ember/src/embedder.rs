@@ -79,6 +79,8 @@ pub struct ModelInfo {
     pub max_position_embeddings: usize,
     /// Pooling modes, in output order (sentence-transformers' names: `mean`, `cls`, …).
     pub pooling: Vec<&'static str>,
+    /// The pooling's `include_prompt`: false leaves a prompt's tokens out of it.
+    pub include_prompt: bool,
     /// Whether embeddings are L2-normalised.
     pub normalize: bool,
     /// Whether the embeddings returned have unit length (a text's zero row aside): normalised,
@@ -640,6 +642,7 @@ impl Embedder {
             max_seq_length: self.max_seq_length(),
             max_position_embeddings: config.max_position_embeddings,
             pooling: self.pooling.modes.iter().map(|m| m.name()).collect(),
+            include_prompt: self.pooling.include_prompt,
             normalize: self.normalize,
             unit_length: self.normalize && (self.dim == self.full_dim || self.normalize_truncated),
             truncation: self.truncation,
@@ -972,7 +975,30 @@ impl Embedder {
         } else {
             self.tokenize_in_shares(state, texts, per_share, prompt, count_dropped)?;
         }
+        // include_prompt false: the prompt's tokens (as sentence-transformers counts them) are
+        // left out of the pooling of every text of the call.
+        let excluded = match prompt {
+            Some(prompt) if !self.pooling.include_prompt && !prompt.is_empty() => {
+                self.prompt_length(state, prompt)?
+            }
+            _ => 0,
+        };
         let (token_ids, offsets) = (&state.token_ids, &state.token_offsets);
+        if excluded > 0 && self.pooling.modes.contains(&PoolingMode::Max) {
+            // No token of the text itself left: sentence-transformers' max gives -inf there.
+            if let Some(index) =
+                (0..n).find(|&i| (1..=excluded).contains(&(offsets[i + 1] - offsets[i])))
+            {
+                return Err(EmberError::Tokenize {
+                    index,
+                    message: format!(
+                        "its {} tokens are all the prompt's ({excluded}, left out of the pooling: \
+                         include_prompt is false), and max pooling needs one of the text's",
+                        offsets[index + 1] - offsets[index]
+                    ),
+                });
+            }
+        }
         if let Some(reports) = reports {
             for (i, report) in reports.iter_mut().enumerate() {
                 *report = TextReport {
@@ -1017,6 +1043,7 @@ impl Embedder {
                 &state.batch_ids,
                 &state.seq_offsets,
                 &self.pooling,
+                excluded,
                 self.normalize && self.dense.is_empty(),
                 pooled,
             )?;
@@ -1032,6 +1059,22 @@ impl Embedder {
             self.write_rows(chunk, pooled, &mut state.dense, out)?;
         }
         Ok(())
+    }
+
+    /// The prompt's token count sentence-transformers leaves out of the pooling under
+    /// `include_prompt: false` ([`TextTokenizer::prompt_length`]), tokenized in the calling
+    /// worker's scratch.
+    fn prompt_length(&self, state: &EncodeState, prompt: &str) -> Result<usize, EmberError> {
+        self.with_worker(&state.workers, |worker| {
+            let TokenizeWorker {
+                text_ids, scratch, ..
+            } = worker;
+            self.tokenizer
+                .prompt_length(prompt, text_ids, scratch)
+                .map_err(|message| {
+                    EmberError::Options(format!("cannot tokenize the prompt {prompt:?}: {message}"))
+                })
+        })
     }
 
     /// Runs `f` with the calling pool worker's [`TokenizeWorker`], its buffers reserved at

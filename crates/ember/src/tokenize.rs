@@ -65,6 +65,10 @@ pub struct TextTokenizer {
     /// for: the reference count of dropped tokens, and the fallback path's way to count them.
     untruncated: OnceLock<Result<Tokenizer, String>>,
     max_seq_length: usize,
+    /// The ids of the special added tokens (`[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`, …),
+    /// sorted: transformers' `all_special_ids`, which sentence-transformers consults to count a
+    /// prompt's tokens.
+    special_ids: Vec<u32>,
     /// `tokenizer.json` or `vocab.txt`: the file errors about the vocabulary name.
     source: PathBuf,
 }
@@ -295,12 +299,20 @@ impl TextTokenizer {
             Ok(fast) => (Some(fast), None),
             Err(reason) => (None, Some(reason)),
         };
+        let mut special_ids: Vec<u32> = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, token)| token.special)
+            .map(|(id, _)| id)
+            .collect();
+        special_ids.sort_unstable();
         Ok(Self {
             tokenizer: Some(tokenizer),
             fast,
             fallback_reason,
             untruncated: OnceLock::new(),
             max_seq_length,
+            special_ids,
             source,
         })
     }
@@ -375,6 +387,24 @@ impl TextTokenizer {
             Some(FastTokenizer::Unigram(_)) => scratch.unigram.reserve(text_bytes),
             None => {}
         }
+    }
+
+    /// How many tokens of a text prefixed by `prompt` sentence-transformers counts as the
+    /// prompt's (its Transformer's `_get_prompt_length`, which `include_prompt: false` pooling
+    /// leaves out): the prompt tokenized alone, special tokens included and truncated as a
+    /// text, less one when its last id is a special token (the trailing `[SEP]`). `ids` and
+    /// `scratch` are working space, as for [`encode_into_with`](Self::encode_into_with).
+    pub fn prompt_length(
+        &self,
+        prompt: &str,
+        ids: &mut Vec<u32>,
+        scratch: &mut TokenizeScratch,
+    ) -> Result<usize, String> {
+        self.encode_into_with(prompt, ids, scratch)?;
+        let trailing_special = ids
+            .last()
+            .is_some_and(|id| self.special_ids.binary_search(id).is_ok());
+        Ok(ids.len() - usize::from(trailing_special))
     }
 
     /// [`encode_into`](Self::encode_into) with the caller's scratch: on the fast path nothing
