@@ -142,6 +142,13 @@ It writes (all paths relative to the repository root):
     special token) and f32 ``embeddings``; checked here against the plain BertModel with the masked
     pooling formulas in f64. Rewrite only this file with ``--only exclude-prompt``.
 
+``tests/fixtures/tiny_quantize_reference.json``
+    tiny-bert through ``encode(texts, batch_size=16, precision=p)`` for p in int8, uint8, binary and
+    ubinary (``quantize_embeddings`` on the call's own float32 rows: int8/uint8 on their per-dimension
+    min and max), on the texts of tiny_mpnet_reference.json: the float32 ``embeddings``, those
+    ``ranges`` ([2, 52]) and each precision's integer ``values`` and NumPy ``dtype``. Rewrite only
+    this file with ``--only quantize``.
+
 ``tests/fixtures/tiny-modernbert/``, ``tests/fixtures/tiny-modernbert-bias/``
     Tiny random ``ModernBertModel`` (model_type "modernbert", the architecture of
     nomic-ai/modernbert-embed-base and Alibaba-NLP/gte-modernbert-base: hidden 64, 4 heads of 16,
@@ -2281,6 +2288,50 @@ def make_exclude_prompt() -> dict:
     return {"texts": texts, "cases": [c["call"] for c in cases]}
 
 
+QUANTIZE_FOLDER = "tiny-bert"
+QUANTIZE_PRECISIONS = ["int8", "uint8", "binary", "ubinary"]
+
+
+def make_quantize() -> dict:
+    """tests/fixtures/tiny_quantize_reference.json: tiny-bert (mean pooling, 52 values, no
+    Normalize) through ``encode(texts, batch_size=16, precision=p)`` for each of
+    QUANTIZE_PRECISIONS on the texts of tiny_mpnet_reference.json, with the float32 rows of the
+    same call and the ranges ``[min, max]`` per dimension that int8/uint8 computed from them.
+    Checked here: each quantized result is ``quantize_embeddings(float rows, p)`` exactly."""
+    from sentence_transformers.util import quantize_embeddings
+
+    texts = mpnet_texts()
+    m = SentenceTransformer(str(FIXTURES / QUANTIZE_FOLDER), device="cpu")
+    floats = m.encode(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False)
+    assert floats.dtype == np.float32
+    ranges = np.vstack((floats.min(0), floats.max(0)))
+    cases = []
+    for precision in QUANTIZE_PRECISIONS:
+        q = m.encode(texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False, precision=precision)
+        again = quantize_embeddings(floats, precision=precision)
+        assert q.dtype == again.dtype and np.array_equal(q, again), precision
+        if precision.endswith("int8"):
+            assert np.array_equal(q, quantize_embeddings(floats, precision=precision, ranges=ranges)), precision
+        expected_dtype = np.int8 if precision in ("int8", "binary") else np.uint8
+        width = floats.shape[1] if precision.endswith("int8") else (floats.shape[1] + 7) // 8
+        assert q.dtype == expected_dtype and q.shape == (len(texts), width), (precision, q.dtype, q.shape)
+        cases.append({"precision": precision, "dtype": str(q.dtype), "values": IntRows(q.tolist())})
+        print(f"[quantize]   {precision}: {q.dtype} {q.shape}, values {int(q.min())}..{int(q.max())}")
+    out_path = FIXTURES / "tiny_quantize_reference.json"
+    out = run_info("SentenceTransformer(folder, device='cpu').encode(texts, batch_size=16, "
+                   "convert_to_numpy=True, precision=precision)") | {
+        "folder": QUANTIZE_FOLDER,
+        "texts": StrRows(texts),
+        "embeddings": F32Rows(floats),
+        "ranges": F32Rows(ranges),
+        "cases": cases,
+    }
+    write_json(out_path, out)
+    check_f32_roundtrip(out_path, ["embeddings"], floats)
+    check_f32_roundtrip(out_path, ["ranges"], ranges)
+    return {"texts": len(texts), "precisions": QUANTIZE_PRECISIONS}
+
+
 def st_config_json(config: dict) -> str:
     """config_sentence_transformers.json as ST's save writes it: ``json.dump(config, f, indent=2,
     sort_keys=True)`` (base/model.py), ASCII-escaped, no trailing newline."""
@@ -3169,8 +3220,8 @@ def main() -> None:
     ap.add_argument("--torch-fixtures-only", action="store_true",
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
-    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "exclude-prompt", "modernbert",
-                                       "xlmr-spm", "nomic"],
+    ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "exclude-prompt", "quantize",
+                                       "modernbert", "xlmr-spm", "nomic"],
                     default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
@@ -3180,7 +3231,8 @@ def main() -> None:
                          "tiny_distilbert_dense_reference.json (from the committed tiny-bert/); "
                          "prompts: only (re)write tiny-bert-prompts/ and tiny_prompts_reference.json "
                          "(from the committed tiny-bert/); exclude-prompt: only (re)write "
-                         "tiny_exclude_prompt_reference.json (from the committed tiny-bert-prompts/); modernbert: only (re)write tiny-modernbert/, "
+                         "tiny_exclude_prompt_reference.json (from the committed tiny-bert-prompts/); quantize: only "
+                         "(re)write tiny_quantize_reference.json (from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
                          "tiny-modernbert-bias/ and tiny_modernbert_reference.json; xlmr-spm: only (re)write "
                          "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json; nomic: only (re)write tiny-nomic-bert/, "
                          "tiny-nomic-bert-theta/ and tiny_nomic_reference.json. None needs "
@@ -3212,6 +3264,9 @@ def main() -> None:
         elif args.only == "exclude-prompt":
             make_exclude_prompt()
             written = [FIXTURES / "tiny_exclude_prompt_reference.json"]
+        elif args.only == "quantize":
+            make_quantize()
+            written = [FIXTURES / "tiny_quantize_reference.json"]
         elif args.only == "nomic":
             make_nomic()
             written = [FIXTURES / f for f in NOMIC] + [FIXTURES / "tiny_nomic_reference.json"]
@@ -3267,6 +3322,9 @@ def main() -> None:
     t = time.time()
     make_exclude_prompt()
     print(f"[exclude-prompt] done in {time.time() - t:.1f}s")
+    t = time.time()
+    make_quantize()
+    print(f"[quantize] done in {time.time() - t:.1f}s")
     t = time.time()
     mb = make_modernbert()
     print(f"[modernbert] done in {time.time() - t:.1f}s")

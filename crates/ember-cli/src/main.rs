@@ -36,9 +36,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ember::{Embedder, EmberError, HubConfig, Prompt, Truncation};
+use ember::quantize::{Quantization, QuantizationRanges};
+use ember::{Embedder, Embeddings, EmberError, HubConfig, Prompt, Truncation};
 
-use crate::output::{EmbeddingWriter, OutputFormat};
+use crate::output::{Element, EmbeddingWriter, OutputFormat};
 use crate::progress::{DownloadBar, Progress};
 
 const EXAMPLES: &str = "\
@@ -156,6 +157,29 @@ fn parse_device(name: &str) -> Result<ember::Device, String> {
     ember::Device::from_name(name).ok_or_else(|| format!("{name:?}: expected cpu, cuda or cuda:N"))
 }
 
+/// `--precision` values: sentence-transformers' `precision`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrecisionArg {
+    Float32,
+    Int8,
+    Uint8,
+    Binary,
+    Ubinary,
+}
+
+impl PrecisionArg {
+    /// The quantization it asks for; `None` for float32.
+    fn quantization(self) -> Option<Quantization> {
+        match self {
+            PrecisionArg::Float32 => None,
+            PrecisionArg::Int8 => Some(Quantization::Int8),
+            PrecisionArg::Uint8 => Some(Quantization::Uint8),
+            PrecisionArg::Binary => Some(Quantization::Binary),
+            PrecisionArg::Ubinary => Some(Quantization::Ubinary),
+        }
+    }
+}
+
 /// `--dtype` values.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Dtype {
@@ -200,6 +224,20 @@ enum Command {
         /// Embed only shard I of N (0-based): the texts whose index j has j % N == I.
         #[arg(long, value_name = "I/N", value_parser = parse_shard)]
         shard: Option<Shard>,
+        /// Store each embedding at lower precision, as sentence-transformers'
+        /// encode(precision=…): int8 / uint8 (a byte a value, on per-dimension ranges) or
+        /// binary / ubinary (a bit a value, 8 a byte); npy and raw write the bytes, jsonl the
+        /// integers.
+        #[arg(long, value_enum, default_value_t = PrecisionArg::Float32)]
+        precision: PrecisionArg,
+        /// int8 / uint8: the ranges, a float32 .npy [2, dim] (per-dimension minima, then
+        /// maxima: sentence-transformers' `ranges`) [default: the min and max of this input's
+        /// own embeddings, as encode(precision=…) takes them].
+        #[arg(long, value_name = "FILE.npy")]
+        ranges: Option<PathBuf>,
+        /// int8 / uint8: also write the ranges used to FILE.npy (to quantize queries alike).
+        #[arg(long, value_name = "FILE.npy")]
+        save_ranges: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -429,20 +467,35 @@ fn encode_all_with_prompt(
     )?)
 }
 
+/// Where and how `ember embed` writes its rows.
+struct EmbedOutput<'a> {
+    path: Option<&'a Path>,
+    format: OutputFormat,
+    /// `--precision` other than float32.
+    quantize: Option<QuantizeArgs>,
+}
+
+/// `--precision int8|uint8|binary|ubinary` and its ranges.
+struct QuantizeArgs {
+    quantization: Quantization,
+    /// `--ranges`, read; for int8 / uint8 without it, the input's own.
+    ranges: Option<QuantizationRanges>,
+    save_ranges: Option<PathBuf>,
+}
+
 /// `ember embed` after argument checks: `texts` named by `name`, this shard's rows written as
-/// they are done.
+/// they are done (int8 / uint8 without `--ranges`: once all are, their ranges taken from them
+/// all).
 fn embed(
     embedder: &Embedder,
     texts: &[String],
     name: impl Fn(usize) -> String,
     shard: Option<Shard>,
-    output: Option<&Path>,
-    format: OutputFormat,
+    out: EmbedOutput<'_>,
 ) -> Result<(), CliError> {
     let Shard { index, count } = shard.unwrap_or(Shard { index: 0, count: 1 });
     let selected: Vec<usize> = (index..texts.len()).step_by(count).collect();
     let dim = embedder.dim();
-    let mut writer = EmbeddingWriter::create(output, format, shard.is_some(), selected.len(), dim)?;
     // Any --batch-size is accepted (the library takes any non-zero one): saturate rather than
     // wrap, and never make a chunk, or reserve room, for more texts than there are.
     let chunk_len = embedder
@@ -450,26 +503,121 @@ fn embed(
         .saturating_mul(EMBED_CHUNK_BATCHES)
         .min(selected.len())
         .max(1);
-    let mut rows = Vec::new();
-    let mut chunk_texts: Vec<&str> = Vec::with_capacity(chunk_len);
     let mut progress = Progress::new(selected.len());
+    let encode_chunk = |chunk: &[usize], rows: &mut Vec<f32>| -> Result<(), CliError> {
+        let chunk_texts: Vec<&str> = chunk.iter().map(|&j| texts[j].as_str()).collect();
+        rows.resize(chunk.len() * dim, 0.0);
+        encode_named(embedder, Prompt::Default, &chunk_texts, rows, |i| {
+            name(chunk[i])
+        })
+    };
+    let Some(mut quantize) = out.quantize else {
+        let mut writer =
+            EmbeddingWriter::create(out.path, out.format, shard.is_some(), selected.len(), dim)?;
+        if writer.writes_to_stderr() {
+            // Not drawn into the rows themselves (`-o /dev/stderr`).
+            progress = progress.hidden();
+        }
+        progress.update(0);
+        let mut rows = Vec::new();
+        for (c, chunk) in selected.chunks(chunk_len).enumerate() {
+            encode_chunk(chunk, &mut rows)?;
+            writer.write_rows(&rows, chunk)?;
+            progress.update(c * chunk_len + chunk.len());
+        }
+        progress.finish();
+        return writer.finish();
+    };
+    let quantization = quantize.quantization;
+    // int8 / uint8 on the input's own ranges: every row first (sentence-transformers takes
+    // the min and max over all the embeddings of the call).
+    let mut all = Vec::new();
+    if quantization.needs_ranges() && quantize.ranges.is_none() {
+        if shard.is_some() {
+            return Err(CliError::Usage(format!(
+                "--precision {} with --shard needs --ranges: each shard would take its own",
+                quantization.name()
+            )));
+        }
+        progress.update(0);
+        let mut rows = Vec::new();
+        all.reserve(selected.len() * dim);
+        for (c, chunk) in selected.chunks(chunk_len).enumerate() {
+            encode_chunk(chunk, &mut rows)?;
+            all.extend_from_slice(&rows);
+            progress.update(c * chunk_len + chunk.len());
+        }
+        progress.finish();
+        let embeddings = Embeddings::from_vec(all, selected.len(), dim)?;
+        quantize.ranges = Some(
+            QuantizationRanges::from_embeddings(&embeddings).map_err(|e| {
+                CliError::Usage(format!(
+                    "--precision {}: {e} (give --ranges from embeddings like these)",
+                    quantization.name()
+                ))
+            })?,
+        );
+        all = embeddings.into_vec();
+        progress = Progress::new(0).hidden();
+    }
+    if let (Some(path), Some(ranges)) = (&quantize.save_ranges, &quantize.ranges) {
+        let matrix = Embeddings::from_vec([ranges.min(), ranges.max()].concat(), 2, dim)?;
+        output::write_embeddings(&matrix, Some(path))?;
+    }
+    let element = match quantization.is_signed() {
+        true => Element::I8,
+        false => Element::U8,
+    };
+    let width = quantization.row_bytes(dim);
+    let mut writer = EmbeddingWriter::create_of(
+        out.path,
+        out.format,
+        shard.is_some(),
+        selected.len(),
+        width,
+        element,
+    )?;
     if writer.writes_to_stderr() {
-        // Not drawn into the rows themselves (`-o /dev/stderr`).
         progress = progress.hidden();
     }
-    progress.update(0);
+    let mut rows = Vec::new();
+    let mut bytes = Vec::new();
     for (c, chunk) in selected.chunks(chunk_len).enumerate() {
-        chunk_texts.clear();
-        chunk_texts.extend(chunk.iter().map(|&j| texts[j].as_str()));
-        rows.resize(chunk.len() * dim, 0.0);
-        encode_named(embedder, Prompt::Default, &chunk_texts, &mut rows, |i| {
-            name(chunk[i])
-        })?;
-        writer.write_rows(&rows, chunk)?;
+        let floats: &[f32] = if all.is_empty() {
+            encode_chunk(chunk, &mut rows)?;
+            &rows
+        } else {
+            &all[c * chunk_len * dim..(c * chunk_len + chunk.len()) * dim]
+        };
+        bytes.resize(chunk.len() * width, 0);
+        ember::quantize::quantize_into(
+            floats,
+            dim,
+            quantization,
+            quantize.ranges.as_ref(),
+            &mut bytes,
+        )?;
+        writer.write_byte_rows(&bytes, chunk)?;
         progress.update(c * chunk_len + chunk.len());
     }
     progress.finish();
     writer.finish()
+}
+
+/// `--ranges FILE.npy`: float32 `[2, dim]`, minima then maxima.
+fn read_ranges(path: &Path, dim: usize) -> Result<QuantizationRanges, CliError> {
+    let matrix = output::parse_npy(path, &read_file(path)?)?;
+    if (matrix.len(), matrix.dim()) != (2, dim) {
+        return Err(CliError::Usage(format!(
+            "{}: ranges are [2, dim] (minima, then maxima); this holds [{}, {}], the model \
+             gives {dim} values a text",
+            path.display(),
+            matrix.len(),
+            matrix.dim()
+        )));
+    }
+    QuantizationRanges::new(matrix.row(0).to_vec(), matrix.row(1).to_vec())
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
 /// `ember info`: the model's metadata as one JSON object.
@@ -527,6 +675,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             output,
             output_format,
             shard,
+            precision,
+            ranges,
+            save_ranges,
         } => {
             let (source, texts) = match (texts.is_empty(), input) {
                 (false, Some(_)) => {
@@ -549,8 +700,32 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 None => format!("text argument {}", j + 1),
             };
             let format = output_format.unwrap_or(OutputFormat::from_path(output.as_deref()));
+            let quantization = precision.quantization();
+            if quantization.is_none_or(|q| !q.needs_ranges())
+                && (ranges.is_some() || save_ranges.is_some())
+            {
+                return Err(CliError::Usage(
+                    "--ranges and --save-ranges are for --precision int8 or uint8".into(),
+                ));
+            }
             let embedder = load(&model)?;
-            embed(&embedder, &texts, name, shard, output.as_deref(), format)
+            let quantize = match quantization {
+                None => None,
+                Some(quantization) => Some(QuantizeArgs {
+                    quantization,
+                    ranges: ranges
+                        .as_deref()
+                        .map(|path| read_ranges(path, embedder.dim()))
+                        .transpose()?,
+                    save_ranges,
+                }),
+            };
+            let out = EmbedOutput {
+                path: output.as_deref(),
+                format,
+                quantize,
+            };
+            embed(&embedder, &texts, name, shard, out)
         }
         Command::Info { model } => info(&model),
         Command::Similarity { model, texts } => {
@@ -730,7 +905,12 @@ fn check_fingerprint(
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(key, value)| saved.get(key.as_str()) != Some(*value))
+        .filter(|(key, value)| {
+            // Fingerprints from before include_prompt was read were all of including ones.
+            let default =
+                (key.as_str() == "include_prompt").then_some(&serde_json::Value::Bool(true));
+            saved.get(key.as_str()).or(default) != Some(*value)
+        })
         .map(|(key, _)| key.as_str())
         .collect();
     if saved

@@ -28,10 +28,30 @@ use crate::CliError;
 pub enum OutputFormat {
     /// One JSON array per text (an object with "index" and "embedding" when sharded).
     Jsonl,
-    /// NumPy .npy: float32 [n, dim], C order.
+    /// NumPy .npy: float32 [n, dim], C order (int8 / uint8 [n, bytes] with --precision).
     Npy,
-    /// Little-endian float32, row-major, no header: n * dim * 4 bytes.
+    /// Little-endian float32, row-major, no header: n * dim * 4 bytes (n * bytes with
+    /// --precision).
     Raw,
+}
+
+/// What one value of a written row is: a float32, or a byte of a quantized row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Element {
+    F32,
+    I8,
+    U8,
+}
+
+impl Element {
+    /// NumPy's `descr` for it.
+    fn descr(self) -> &'static str {
+        match self {
+            Element::F32 => "<f4",
+            Element::I8 => "|i1",
+            Element::U8 => "|u1",
+        }
+    }
 }
 
 impl OutputFormat {
@@ -56,7 +76,9 @@ pub struct EmbeddingWriter {
     format: OutputFormat,
     /// Label each JSON line with its text's index.
     with_index: bool,
+    /// Values a row (bytes for a quantized one).
     dim: usize,
+    element: Element,
     rows_left: usize,
     /// What errors call the output.
     name: String,
@@ -77,13 +99,25 @@ impl EmbeddingWriter {
         self.to_stderr
     }
 
-    /// Starts an output of `rows × dim` values at `path` (stdout when `None`).
+    /// Starts an output of `rows × dim` float32 values at `path` (stdout when `None`).
     pub fn create(
         path: Option<&Path>,
         format: OutputFormat,
         with_index: bool,
         rows: usize,
         dim: usize,
+    ) -> Result<Self, CliError> {
+        Self::create_of(path, format, with_index, rows, dim, Element::F32)
+    }
+
+    /// [`create`](Self::create) for rows of `dim` values of `element`.
+    pub fn create_of(
+        path: Option<&Path>,
+        format: OutputFormat,
+        with_index: bool,
+        rows: usize,
+        dim: usize,
+        element: Element,
     ) -> Result<Self, CliError> {
         let (out, name, file, to_stderr): (Box<dyn Write>, _, _, _) = match path {
             None => (
@@ -108,13 +142,14 @@ impl EmbeddingWriter {
             format,
             with_index,
             dim,
+            element,
             rows_left: rows,
             name,
             file,
             to_stderr,
         };
         if format == OutputFormat::Npy {
-            let header = npy_header(rows, dim);
+            let header = npy_header(rows, dim, element);
             writer
                 .out
                 .write_all(&header)
@@ -133,19 +168,7 @@ impl EmbeddingWriter {
     /// Appends `rows` (`[k, dim]`); `indices[r]` is row `r`'s text index (JSON lines show it
     /// when the writer was created `with_index`).
     pub fn write_rows(&mut self, rows: &[f32], indices: &[usize]) -> Result<(), CliError> {
-        if rows.len() != indices.len() * self.dim {
-            return Err(CliError::Usage(format!(
-                "{}: {} values for {} rows of {}",
-                self.name,
-                rows.len(),
-                indices.len(),
-                self.dim
-            )));
-        }
-        self.rows_left = self
-            .rows_left
-            .checked_sub(indices.len())
-            .ok_or_else(|| CliError::Usage(format!("{}: more rows than announced", self.name)))?;
+        self.check_rows(Element::F32, rows.len(), indices)?;
         let result = match self.format {
             OutputFormat::Jsonl => write_json_lines(
                 &mut self.out,
@@ -156,6 +179,55 @@ impl EmbeddingWriter {
             OutputFormat::Npy | OutputFormat::Raw => write_f32_le(&mut self.out, rows),
         };
         result.map_err(|e| self.io_error(e))
+    }
+
+    /// Appends quantized rows (`[k, dim]` bytes; signed ones as two's complement), as
+    /// [`write_rows`](Self::write_rows) does floats: JSON lines show the integers.
+    pub fn write_byte_rows(&mut self, rows: &[u8], indices: &[usize]) -> Result<(), CliError> {
+        let element = self.element;
+        if element == Element::F32 {
+            return Err(CliError::Usage(format!(
+                "{}: bytes for float rows",
+                self.name
+            )));
+        }
+        self.check_rows(element, rows.len(), indices)?;
+        let result = match self.format {
+            OutputFormat::Jsonl => {
+                let values = rows.chunks_exact(self.dim.max(1)).map(|row| -> Vec<i16> {
+                    match element {
+                        Element::I8 => row.iter().map(|&b| i16::from(b as i8)).collect(),
+                        _ => row.iter().map(|&b| i16::from(b)).collect(),
+                    }
+                });
+                write_json_rows(&mut self.out, values, self.with_index.then_some(indices))
+            }
+            OutputFormat::Npy | OutputFormat::Raw => self.out.write_all(rows),
+        };
+        result.map_err(|e| self.io_error(e))
+    }
+
+    /// Checks that `values` of `element` are `indices.len()` whole rows, and counts them.
+    fn check_rows(
+        &mut self,
+        element: Element,
+        values: usize,
+        indices: &[usize],
+    ) -> Result<(), CliError> {
+        if element != self.element || values != indices.len() * self.dim {
+            return Err(CliError::Usage(format!(
+                "{}: {values} values ({element:?}) for {} rows of {} ({:?})",
+                self.name,
+                indices.len(),
+                self.dim,
+                self.element
+            )));
+        }
+        self.rows_left = self
+            .rows_left
+            .checked_sub(indices.len())
+            .ok_or_else(|| CliError::Usage(format!("{}: more rows than announced", self.name)))?;
+        Ok(())
     }
 
     /// Flushes and, for a file, syncs it and moves it into place.
@@ -390,11 +462,20 @@ fn write_json_lines(
     dim: usize,
     indices: Option<&[usize]>,
 ) -> std::io::Result<()> {
-    for (r, row) in rows.chunks_exact(dim.max(1)).enumerate() {
+    write_json_rows(out, rows.chunks_exact(dim.max(1)), indices)
+}
+
+/// One JSON line per row (`{"index": i, "embedding": row}` when `indices` is given).
+fn write_json_rows<R: serde::Serialize>(
+    out: &mut impl Write,
+    rows: impl Iterator<Item = R>,
+    indices: Option<&[usize]>,
+) -> std::io::Result<()> {
+    for (r, row) in rows.enumerate() {
         if let Some(indices) = indices {
             write!(out, "{{\"index\":{},\"embedding\":", indices[r])?;
         }
-        serde_json::to_writer(&mut *out, row)?;
+        serde_json::to_writer(&mut *out, &row)?;
         if indices.is_some() {
             out.write_all(b"}")?;
         }
@@ -410,11 +491,12 @@ fn write_f32_le(out: &mut impl Write, rows: &[f32]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// NumPy format 1.0's preamble for float32 `[rows, dim]`: magic, header length, a Python-dict
-/// header padded (with the final newline) to a multiple of 64 bytes.
-fn npy_header(rows: usize, dim: usize) -> Vec<u8> {
+/// NumPy format 1.0's preamble for `[rows, dim]` of `element`: magic, header length, a
+/// Python-dict header padded (with the final newline) to a multiple of 64 bytes.
+fn npy_header(rows: usize, dim: usize, element: Element) -> Vec<u8> {
+    let descr = element.descr();
     let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');

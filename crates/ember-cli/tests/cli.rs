@@ -499,9 +499,10 @@ stocks fell
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("matrix_sha256"), "{stderr}");
     std::fs::remove_file(&matrix).unwrap();
-    assert_success(&search_with_matrix(&corpus)); // recomputed, with a new fingerprint
-                                                  // Options that leave the rows as they were do not refuse it (tiny-bert has no Normalize);
-                                                  // ones that change them do, naming what changed.
+    // Recomputed, with a new fingerprint.
+    assert_success(&search_with_matrix(&corpus));
+    // Options that leave the rows as they were do not refuse it (tiny-bert has no Normalize);
+    // ones that change them do, naming what changed.
     let with = |extra: &[&str]| {
         let mut args = vec!["--matrix", matrix.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -1290,4 +1291,167 @@ fn output_to_dev_fd_1_is_standard_output() {
     assert!(status.success());
     let written = std::fs::read_to_string(&file).unwrap();
     assert_eq!(written, format!("header\n{expected}footer\n"));
+}
+
+/// `ember embed --precision`: every quantization's rows are `ember::quantize` of the float rows
+/// `ember embed` prints (int8 / uint8 on those rows' own ranges, or on `--ranges`); npy writes
+/// NumPy's int8 / uint8 arrays, raw the bytes; `--save-ranges` writes what `--ranges` reads.
+#[test]
+fn embed_precision_quantizes_as_the_library() {
+    use ember::quantize::{quantize, Quantization, QuantizationRanges};
+    let model = tiny_model();
+    let m = model.to_str().unwrap();
+    let texts = [
+        "a cat sits on the mat",
+        "a dog runs",
+        "stocks fell sharply",
+        "hello",
+    ];
+    fn with<'a>(m: &'a str, extra: &[&'a str], texts: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["embed", "--model", m];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(texts);
+        args
+    }
+    let args = |extra: &[&'static str]| with(m, extra, &texts);
+    let floats = json_rows(&ember(&args(&[]), None));
+    let dim = floats[0].len();
+    let floats = ember::Embeddings::from_vec(floats.concat(), texts.len(), dim).unwrap();
+    let own = QuantizationRanges::from_embeddings(&floats).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for quantization in Quantization::ALL {
+        let expected = quantize(&floats, quantization, Some(&own)).unwrap();
+        let name = quantization.name();
+        // JSON lines: the integers.
+        let out = ember(&args(&["--precision", name]), None);
+        assert_success(&out);
+        let lines: Vec<Vec<i64>> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        for (i, line) in lines.iter().enumerate() {
+            let want: Vec<i64> = match quantization.is_signed() {
+                true => expected.row_i8(i).iter().map(|&v| v as i64).collect(),
+                false => expected.row(i).iter().map(|&v| v as i64).collect(),
+            };
+            assert_eq!(line, &want, "{name}: row {i}");
+        }
+        // npy: NumPy's dtype and shape, then the bytes.
+        let npy = dir.path().join(format!("{name}.npy"));
+        assert_success(&ember(
+            &with(
+                m,
+                &["--precision", name, "-o", npy.to_str().unwrap()],
+                &texts,
+            ),
+            None,
+        ));
+        let bytes = std::fs::read(&npy).unwrap();
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+        let descr = if quantization.is_signed() {
+            "|i1"
+        } else {
+            "|u1"
+        };
+        assert!(
+            header.contains(&format!("'descr': '{descr}'"))
+                && header.contains(&format!(
+                    "'shape': ({}, {})",
+                    texts.len(),
+                    quantization.row_bytes(dim)
+                )),
+            "{header}"
+        );
+        assert_eq!(&bytes[10 + header_len..], expected.as_bytes(), "{name}");
+        // raw: the bytes alone.
+        let raw = dir.path().join(format!("{name}.bin"));
+        assert_success(&ember(
+            &with(
+                m,
+                &["--precision", name, "-o", raw.to_str().unwrap()],
+                &texts,
+            ),
+            None,
+        ));
+        assert_eq!(std::fs::read(&raw).unwrap(), expected.as_bytes(), "{name}");
+    }
+    // --save-ranges writes this input's ranges; --ranges reads them back (here for one text,
+    // which alone has no ranges of its own).
+    let saved = dir.path().join("ranges.npy");
+    assert_success(&ember(
+        &with(
+            m,
+            &[
+                "--precision",
+                "uint8",
+                "--save-ranges",
+                saved.to_str().unwrap(),
+            ],
+            &texts,
+        ),
+        None,
+    ));
+    let (shape, values) = read_npy(&saved);
+    assert_eq!(shape, [2, dim]);
+    assert_eq!((&values[..dim], &values[dim..]), (own.min(), own.max()));
+    let one = ember(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--precision",
+            "int8",
+            "--ranges",
+            saved.to_str().unwrap(),
+            texts[1],
+        ],
+        None,
+    );
+    assert_success(&one);
+    let line: Vec<i64> = serde_json::from_slice(one.stdout.trim_ascii_end()).unwrap();
+    let want = quantize(&floats, Quantization::Int8, Some(&own)).unwrap();
+    let want: Vec<i64> = want.row_i8(1).iter().map(|&v| v as i64).collect();
+    assert_eq!(line, want);
+    // Refused: one text without --ranges, --ranges for binary, --shard without --ranges,
+    // ranges of another width.
+    for (extra, message) in [
+        (&["--precision", "int8"][..], "at least 2"),
+        (
+            &["--precision", "binary", "--ranges", "x.npy"][..],
+            "are for --precision int8",
+        ),
+        (
+            &["--precision", "uint8", "--shard", "0/2"][..],
+            "needs --ranges",
+        ),
+    ] {
+        let mut args = vec!["embed", "--model", m];
+        args.extend_from_slice(extra);
+        args.push(texts[0]);
+        if extra.contains(&"--shard") {
+            args.push(texts[1]);
+        }
+        let out = ember(&args, None);
+        assert!(!out.status.success(), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+    }
+    let wrong = ember(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--precision",
+            "int8",
+            "--ranges",
+            dir.path().join("int8.npy").to_str().unwrap(),
+            texts[0],
+        ],
+        None,
+    );
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("int8.npy"), "{stderr}");
 }

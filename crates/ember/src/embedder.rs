@@ -721,10 +721,12 @@ impl Embedder {
     ///
     /// [`EmberError::Tokenize`] when the tokenizer fails on a text, or gives it no tokens at
     /// all (a tokenizer that adds no special tokens, given `""`) under a pooling mode that
-    /// needs one (`cls`, `lasttoken`, `max`; under the means such a text's pooled row is zeros,
-    /// as in sentence-transformers), [`EmberError::TooLong`] for a text past `max_seq_length`
-    /// under [`Truncation::Error`], [`EmberError::Bert`] for a batch the encoder refuses (a
-    /// bug, as the tokenizer's ids are checked at load).
+    /// needs one (`cls`, `max`; under the means and `lasttoken` such a text's pooled row is
+    /// zeros, as in sentence-transformers), or, under `max` with `include_prompt: false`, none
+    /// but the prompt's; [`EmberError::Options`] when the prompt itself cannot be tokenized
+    /// (`include_prompt: false` counts its tokens); [`EmberError::TooLong`] for a text past
+    /// `max_seq_length` under [`Truncation::Error`]; [`EmberError::Bert`] for a batch the
+    /// encoder refuses (a bug, as the tokenizer's ids are checked at load).
     ///
     /// ```
     /// # let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-bert");

@@ -28,6 +28,8 @@
 //! - [`Embedder::encode`] → [`Embeddings`] (`[n, dim]`, rows in input order), or
 //!   [`Embedder::encode_into`] a caller's buffer (no allocation once warm);
 //! - [`similarity::dot`], [`similarity::cosine`] and [`similarity::top_k`] over the rows;
+//! - [`quantize::quantize`]: the rows as int8, uint8 or (packed) binary, as
+//!   sentence-transformers' `quantize_embeddings` gives them;
 //! - [`Embedder::info`] for what was loaded, [`EmberError`] for what went wrong (each variant
 //!   names the file, tensor or text at fault).
 
@@ -38,6 +40,7 @@ mod device;
 pub mod embedder;
 pub mod folder;
 pub mod hub;
+pub mod quantize;
 mod resident;
 pub mod similarity;
 pub mod tokenize;

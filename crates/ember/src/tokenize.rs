@@ -65,9 +65,9 @@ pub struct TextTokenizer {
     /// for: the reference count of dropped tokens, and the fallback path's way to count them.
     untruncated: OnceLock<Result<Tokenizer, String>>,
     max_seq_length: usize,
-    /// The ids of the special added tokens (`[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`, …),
-    /// sorted: transformers' `all_special_ids`, which sentence-transformers consults to count a
-    /// prompt's tokens.
+    /// transformers' `all_special_ids` (`[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`, …), sorted
+    /// ([`special_token_ids`]): sentence-transformers consults them to count a prompt's
+    /// tokens.
     special_ids: Vec<u32>,
     /// `tokenizer.json` or `vocab.txt`: the file errors about the vocabulary name.
     source: PathBuf,
@@ -299,13 +299,7 @@ impl TextTokenizer {
             Ok(fast) => (Some(fast), None),
             Err(reason) => (None, Some(reason)),
         };
-        let mut special_ids: Vec<u32> = tokenizer
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, token)| token.special)
-            .map(|(id, _)| id)
-            .collect();
-        special_ids.sort_unstable();
+        let special_ids = special_token_ids(&tokenizer, dir);
         Ok(Self {
             tokenizer: Some(tokenizer),
             fast,
@@ -654,6 +648,61 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("no message")
+}
+
+/// The ids transformers' `all_special_ids` would hold, sorted: the tokens
+/// `tokenizer_config.json` and `special_tokens_map.json` name (`bos_token` … `mask_token`,
+/// `additional_special_tokens`, `extra_special_tokens`), together with the special added
+/// tokens and the post-processor's own tokens (what encoding `""` gives), which name the same
+/// ones in a consistent folder. Unreadable files and unknown tokens add nothing: the set only
+/// decides whether a prompt's last token is special.
+fn special_token_ids(tokenizer: &Tokenizer, dir: &Path) -> Vec<u32> {
+    let mut ids: Vec<u32> = tokenizer
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, token)| token.special)
+        .map(|(id, _)| id)
+        .collect();
+    if let Ok(Ok(encoding)) = std::panic::catch_unwind(|| tokenizer.encode_fast("", true)) {
+        ids.extend_from_slice(encoding.get_ids());
+    }
+    const NAMED: [&str; 7] = [
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "sep_token",
+        "pad_token",
+        "cls_token",
+        "mask_token",
+    ];
+    let content = |v: &Value| -> Option<String> {
+        v.as_str()
+            .or_else(|| v.get("content")?.as_str())
+            .map(str::to_owned)
+    };
+    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+            continue;
+        };
+        let Ok(Value::Object(object)) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let mut names: Vec<String> = NAMED
+            .iter()
+            .filter_map(|key| object.get(*key).and_then(content))
+            .collect();
+        for key in ["additional_special_tokens", "extra_special_tokens"] {
+            match object.get(key) {
+                Some(Value::Array(list)) => names.extend(list.iter().filter_map(content)),
+                Some(Value::Object(map)) => names.extend(map.values().filter_map(content)),
+                _ => {}
+            }
+        }
+        ids.extend(names.iter().filter_map(|name| tokenizer.token_to_id(name)));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// Every special token a TemplateProcessing's templates use must be one of its
