@@ -149,6 +149,15 @@ It writes (all paths relative to the repository root):
     ``ranges`` ([2, 52]) and each precision's integer ``values`` and NumPy ``dtype``. Rewrite only
     this file with ``--only quantize``.
 
+``tests/fixtures/tokenizer_class_reference.json``
+    transformers 5's AutoTokenizer (as sentence-transformers loads it) on copies of tiny-bert whose
+    tokenizer.json / tokenizer_config.json are edited as TOKENIZER_CLASS_VARIANTS say (each edit is
+    recorded: a dotted key set to a value, or removed): the class it chose and each text's
+    ``input_ids``. ``BertTokenizer`` rebuilds the pipeline from tokenizer_config.json (do_lower_case
+    true unless it says false, strip_accents, tokenize_chinese_chars, [CLS] $A [SEP], WordPiece's
+    defaults) and keeps only tokenizer.json's vocabulary and added tokens; ``PreTrainedTokenizerFast``
+    takes tokenizer.json as it is. Rewrite only this file with ``--only tokenizer-class``.
+
 ``tests/fixtures/tiny-modernbert/``, ``tests/fixtures/tiny-modernbert-bias/``
     Tiny random ``ModernBertModel`` (model_type "modernbert", the architecture of
     nomic-ai/modernbert-embed-base and Alibaba-NLP/gte-modernbert-base: hidden 64, 4 heads of 16,
@@ -2271,6 +2280,34 @@ def make_exclude_prompt() -> dict:
     long_case = cases[-1]
     assert long_case["prompt_length"] == TINY_MAX_SEQ - 1, long_case["prompt_length"]
 
+    # No special tokens (tokenizer_class PreTrainedTokenizerFast takes tokenizer.json as it is,
+    # here without a post-processor): "query: " is the whole prompt length, so "" prefixed by it
+    # keeps no token of its own; cls then gives the first token, the means and lasttoken zeros.
+    nothing_cfg = {"embedding_dimension": TINY_HIDDEN,
+                   "pooling_mode": ["cls", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"],
+                   "include_prompt": False}
+    nothing_texts = ["", "a cat sits", "x"]
+    with tempfile.TemporaryDirectory(prefix="ember-exclude-prompt-") as tmp:
+        folder = Path(tmp) / "no-special-tokens"
+        shutil.copytree(FIXTURES / PROMPTS_FOLDER, folder)
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(nothing_cfg, indent=2), encoding="utf-8")
+        apply_edits(folder, {"tokenizer.json": {"post_processor": None},
+                             "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}})
+        m = SentenceTransformer(str(folder), device="cpu")
+        feats = m.preprocess(nothing_texts, prompt="query: ")
+        nothing_length = feats["prompt_length"]
+        ids = unpadded_input_ids(m, nothing_texts, prompt="query: ")
+        assert len(ids[0]) == nothing_length and all(len(r) > nothing_length for r in ids[1:]), ids
+        nothing = m.encode(nothing_texts, batch_size=16, convert_to_numpy=True, show_progress_bar=False,
+                           prompt="query: ")
+        plain = BertModel.from_pretrained(str(folder)).eval()
+        with torch.inference_mode():
+            first = hidden_states(plain, ids[0], token_types=True)[0].double().numpy()
+        h = TINY_HIDDEN
+        assert np.abs(nothing[0][:h] - first).max() < 1e-5 and not nothing[0][h:].any(), nothing[0]
+    print(f"[exclude-prompt]   no special tokens: prompt_length {nothing_length}, token counts "
+          f"{[len(r) for r in ids]}; the all-prompt text: cls = its first token, the rest 0")
+
     out_path = FIXTURES / "tiny_exclude_prompt_reference.json"
     out = run_info(FOLDER_ENCODE_CALL.removesuffix(")") + ", prompt_name=prompt_name, prompt=prompt)") | {
         "folder": PROMPTS_FOLDER,
@@ -2278,6 +2315,15 @@ def make_exclude_prompt() -> dict:
         "max_seq_length": TINY_MAX_SEQ,
         "texts": StrRows(texts),
         "cases": cases,
+        "no_special_tokens": {
+            "edits": {"tokenizer.json": {"post_processor": None},
+                      "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}},
+            "pooling_config": nothing_cfg,
+            "prompt": "query: ",
+            "prompt_length": nothing_length,
+            "texts": StrRows(nothing_texts),
+            "embeddings": F32Rows(nothing),
+        },
     }
     write_json(out_path, out)
     for k, c in enumerate(cases):
@@ -2286,6 +2332,91 @@ def make_exclude_prompt() -> dict:
         print(f"[exclude-prompt]   {call}: prompt_length {pl}, token counts {lo}..{hi}; "
               f"max |batched - one-at-a-time| {d:.3g}; max |ST - masked BertModel pooling| {w:.3g}")
     return {"texts": texts, "cases": [c["call"] for c in cases]}
+
+
+REMOVE = "$remove"
+# (name, {file: {dotted key: value or REMOVE}}): edits of a tiny-bert copy, each loaded by
+# transformers' AutoTokenizer as sentence-transformers loads it.
+TOKENIZER_CLASS_VARIANTS = [
+    ("as published", {}),
+    ("tokenizer.json cased, config do_lower_case true", {"tokenizer.json": {"normalizer.lowercase": False}}),
+    ("config do_lower_case false", {"tokenizer_config.json": {"do_lower_case": False}}),
+    ("no do_lower_case in the config, tokenizer.json cased",
+     {"tokenizer.json": {"normalizer.lowercase": False}, "tokenizer_config.json": {"do_lower_case": REMOVE}}),
+    ("config strip_accents false", {"tokenizer_config.json": {"strip_accents": False}}),
+    ("config cased, strip_accents true", {"tokenizer_config.json": {"do_lower_case": False, "strip_accents": True}}),
+    ("config tokenize_chinese_chars false", {"tokenizer_config.json": {"tokenize_chinese_chars": False}}),
+    ("tokenizer.json without a post-processor", {"tokenizer.json": {"post_processor": None}}),
+    ("tokenizer.json NFKC normaliser", {"tokenizer.json": {"normalizer": {"type": "NFKC"}}}),
+    ("tokenizer.json WhitespaceSplit pre-tokeniser", {"tokenizer.json": {"pre_tokenizer": {"type": "WhitespaceSplit"}}}),
+    ("tokenizer.json max_input_chars_per_word 8", {"tokenizer.json": {"model.max_input_chars_per_word": 8}}),
+    ("no tokenizer_class (config.json model_type bert), tokenizer.json cased",
+     {"tokenizer.json": {"normalizer.lowercase": False}, "tokenizer_config.json": {"tokenizer_class": REMOVE}}),
+    ("tokenizer_class BertTokenizerFast, tokenizer.json cased",
+     {"tokenizer.json": {"normalizer.lowercase": False}, "tokenizer_config.json": {"tokenizer_class": "BertTokenizerFast"}}),
+    ("tokenizer_class PreTrainedTokenizerFast, tokenizer.json cased",
+     {"tokenizer.json": {"normalizer.lowercase": False},
+      "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
+    ("tokenizer_class PreTrainedTokenizerFast, no post-processor",
+     {"tokenizer.json": {"post_processor": None}, "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
+]
+TOKENIZER_CLASS_TEXTS = [
+    "Hello World", "Héllo Wörld, naïve café!", "ÉCOLE Ångström", "中文字符 and 日本語", "A [MASK] here.",
+    "supercalifragilisticexpialidocious words", "tab\tand\u00a0nbsp", "x" * 120, "", "UPPER lower MiXeD 123",
+    "e-mail: someone@example.com (see https://x.y/z)", "don't stop-believing...",
+]
+
+
+def apply_edits(folder: Path, edits: dict) -> None:
+    for file, changes in edits.items():
+        path = folder / file
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for dotted, value in changes.items():
+            *parents, last = dotted.split(".")
+            node = data
+            for key in parents:
+                node = node[key]
+            if value == REMOVE:
+                node.pop(last, None)
+            else:
+                node[last] = value
+        path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def make_tokenizer_classes() -> dict:
+    """tests/fixtures/tokenizer_class_reference.json: how transformers 5 (AutoTokenizer, as
+    sentence-transformers loads it) tokenizes copies of tiny-bert edited as TOKENIZER_CLASS_VARIANTS
+    say. For ``BertTokenizer`` (the config's tokenizer_class, or config.json's model_type bert
+    without one) it rebuilds normaliser, pre-tokeniser, post-processor and WordPiece settings from
+    tokenizer_config.json and keeps only tokenizer.json's vocabulary and added tokens;
+    ``PreTrainedTokenizerFast`` takes tokenizer.json as it is. Per variant: the edits, the class
+    AutoTokenizer chose, and each text's ``input_ids`` (special tokens added, no truncation)."""
+    from transformers import AutoTokenizer
+
+    variants = []
+    for name, edits in TOKENIZER_CLASS_VARIANTS:
+        with tempfile.TemporaryDirectory(prefix="ember-tokenizer-class-") as tmp:
+            folder = Path(tmp) / "tiny-bert"
+            shutil.copytree(FIXTURES / "tiny-bert", folder)
+            apply_edits(folder, edits)
+            tok = AutoTokenizer.from_pretrained(str(folder))
+            ids = [tok(t)["input_ids"] for t in TOKENIZER_CLASS_TEXTS]
+        variants.append({"name": name, "edits": edits, "class": type(tok).__name__, "input_ids": IntRows(ids)})
+        print(f"[tokenizer-class]   {name}: {type(tok).__name__}; {TOKENIZER_CLASS_TEXTS[1]!r} -> {ids[1]}")
+    by_name = {v["name"]: v["input_ids"].rows for v in variants}
+    published = by_name["as published"]
+    assert by_name["tokenizer.json cased, config do_lower_case true"] == published
+    assert by_name["tokenizer.json without a post-processor"] == published
+    assert by_name["tokenizer_class PreTrainedTokenizerFast, tokenizer.json cased"] != published
+    out_path = FIXTURES / "tokenizer_class_reference.json"
+    out = run_info("AutoTokenizer.from_pretrained(folder)(text)['input_ids']") | {
+        "folder": "tiny-bert",
+        "remove_marker": REMOVE,
+        "texts": StrRows(TOKENIZER_CLASS_TEXTS),
+        "variants": variants,
+    }
+    write_json(out_path, out)
+    return {"variants": len(variants)}
 
 
 QUANTIZE_FOLDER = "tiny-bert"
@@ -3221,7 +3352,7 @@ def main() -> None:
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
     ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "exclude-prompt", "quantize",
-                                       "modernbert", "xlmr-spm", "nomic"],
+                                       "tokenizer-class", "modernbert", "xlmr-spm", "nomic"],
                     default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
@@ -3232,7 +3363,8 @@ def main() -> None:
                          "prompts: only (re)write tiny-bert-prompts/ and tiny_prompts_reference.json "
                          "(from the committed tiny-bert/); exclude-prompt: only (re)write "
                          "tiny_exclude_prompt_reference.json (from the committed tiny-bert-prompts/); quantize: only "
-                         "(re)write tiny_quantize_reference.json (from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
+                         "(re)write tiny_quantize_reference.json (from the committed tiny-bert/); tokenizer-class: only "
+                         "(re)write tokenizer_class_reference.json (from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
                          "tiny-modernbert-bias/ and tiny_modernbert_reference.json; xlmr-spm: only (re)write "
                          "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json; nomic: only (re)write tiny-nomic-bert/, "
                          "tiny-nomic-bert-theta/ and tiny_nomic_reference.json. None needs "
@@ -3267,6 +3399,9 @@ def main() -> None:
         elif args.only == "quantize":
             make_quantize()
             written = [FIXTURES / "tiny_quantize_reference.json"]
+        elif args.only == "tokenizer-class":
+            make_tokenizer_classes()
+            written = [FIXTURES / "tokenizer_class_reference.json"]
         elif args.only == "nomic":
             make_nomic()
             written = [FIXTURES / f for f in NOMIC] + [FIXTURES / "tiny_nomic_reference.json"]
@@ -3325,6 +3460,9 @@ def main() -> None:
     t = time.time()
     make_quantize()
     print(f"[quantize] done in {time.time() - t:.1f}s")
+    t = time.time()
+    make_tokenizer_classes()
+    print(f"[tokenizer-class] done in {time.time() - t:.1f}s")
     t = time.time()
     mb = make_modernbert()
     print(f"[modernbert] done in {time.time() - t:.1f}s")

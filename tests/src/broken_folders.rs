@@ -795,16 +795,20 @@ pub fn cases() -> Vec<BrokenFolder> {
             |d| edit_text_bytes(d, TOKENIZER, b"\"prefix\": \"##\"", b"\"prefix\": \"#\t#\"")
         ),
         // Found by the tokenizer_files fuzz target: the tokenizers crate panicked on every text.
+        // (As PreTrainedTokenizerFast: BertTokenizer would not use the file's post-processor.)
         case!(
             "tokenizer.json/template token not among the special tokens",
             TOKENIZER,
             ["single template uses special token \"[SEP]\""],
-            |d| edit_json(d, TOKENIZER, |t| {
-                t["post_processor"]["special_tokens"]
-                    .as_object_mut()
-                    .unwrap()
-                    .remove("[SEP]");
-            })
+            |d| {
+                set_tokenizer_config(d, "tokenizer_class", json!("PreTrainedTokenizerFast"));
+                edit_json(d, TOKENIZER, |t| {
+                    t["post_processor"]["special_tokens"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("[SEP]");
+                })
+            }
         ),
         case!(
             "tokenizer.json/Precompiled normaliser with a number for a charsmap",

@@ -1,5 +1,7 @@
 //! Texts that tokenize to no tokens at all: possible when the tokenizer adds no special tokens
-//! (`tokenizer.json` with `"post_processor": null`) and the text is `""`.
+//! (`tokenizer.json` with `"post_processor": null`, taken as it is: `tokenizer_class`
+//! `PreTrainedTokenizerFast`; transformers' `BertTokenizer` would add `[CLS]` and `[SEP]`
+//! anyway, see tokenizer_class.rs) and the text is `""`.
 //!
 //! sentence-transformers pads such a text to the batch with an all-zero attention mask; its
 //! mean pooling divides the masked sum (0) by `clamp(Σ mask, min=1e-9)`, so the pooled row is
@@ -30,6 +32,9 @@ fn without_special_tokens(name: &str, mode: &str) -> tempfile::TempDir {
     copy_dir(&fixtures_dir().join(name), dir.path());
     edit_json(&dir.path().join("tokenizer.json"), |json| {
         json.insert("post_processor".into(), Value::Null);
+    });
+    edit_json(&dir.path().join("tokenizer_config.json"), |json| {
+        json.insert("tokenizer_class".into(), "PreTrainedTokenizerFast".into());
     });
     edit_json(&dir.path().join("1_Pooling/config.json"), |json| {
         json.retain(|key, _| !key.starts_with("pooling_mode"));

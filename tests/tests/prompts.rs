@@ -276,41 +276,66 @@ fn include_prompt_false_leaves_the_prompt_out_as_sentence_transformers() {
     }
 }
 
-/// Under max pooling a text that keeps no token of its own once the prompt is left out (only
-/// possible when the tokenizer adds no special tokens) is refused, naming it; the means give
-/// zeros there, as sentence-transformers' do over an all-zero mask.
+/// With no special tokens (tokenizer.json without a post-processor, taken as it is:
+/// `PreTrainedTokenizerFast`), `"query: "` is the whole prompt length, so `""` prefixed by it
+/// keeps no token of its own: sentence-transformers gives its first token under cls and zeros
+/// under the means and lasttoken (the fixture's `no_special_tokens`), and under max (`-inf`
+/// there) Ember refuses the text, naming it.
 #[test]
 fn include_prompt_false_with_nothing_left_follows_sentence_transformers_or_refuses() {
-    let reference: ExcludeReference = read_fixture("tiny_exclude_prompt_reference.json");
-    let dir = exclude_prompt_folder(&reference);
-    // No post-processor: "query: " alone is its own 3 pieces, the prompt length, so "" keeps
-    // none of its tokens.
-    let path = dir.path().join("tokenizer.json");
-    let mut tokenizer: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    tokenizer["post_processor"] = serde_json::Value::Null;
-    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    #[derive(Deserialize)]
+    struct NothingLeft {
+        edits: serde_json::Map<String, serde_json::Value>,
+        pooling_config: serde_json::Value,
+        prompt: String,
+        prompt_length: usize,
+        texts: Vec<String>,
+        embeddings: Vec<Vec<f32>>,
+    }
+    #[derive(Deserialize)]
+    struct Fixture {
+        folder: String,
+        no_special_tokens: NothingLeft,
+    }
+    let fixture: Fixture = read_fixture("tiny_exclude_prompt_reference.json");
+    let case = &fixture.no_special_tokens;
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures_dir().join(&fixture.folder), dir.path());
+    for (file, changes) in &case.edits {
+        let path = dir.path().join(file);
+        let mut data: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (key, value) in changes.as_object().unwrap() {
+            data[key] = value.clone();
+        }
+        std::fs::write(&path, data.to_string()).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        case.pooling_config.to_string(),
+    )
+    .unwrap();
     let embedder = Embedder::builder().threads(1).load_dir(dir.path()).unwrap();
-    let err = embedder.encode(&["a cat sits", "", "dogs"]).unwrap_err();
+    assert_eq!(
+        embedder.tokenize(&case.prompt).unwrap().len(),
+        case.prompt_length
+    );
+    let rows = embedder
+        .encode_with_prompt(Prompt::Text(&case.prompt), &case.texts)
+        .unwrap();
+    let ours: Vec<&[f32]> = rows.rows().collect();
+    assert_f32_bounds("no special tokens", agreement(&ours, &case.embeddings));
+    assert!(rows.row(0)[52..].iter().all(|&x| x == 0.0));
+    // Under max, the text with nothing of its own is refused, naming it.
+    let mut modes = case.pooling_config.clone();
+    modes["pooling_mode"] = serde_json::json!(["mean", "max"]);
+    std::fs::write(dir.path().join("1_Pooling/config.json"), modes.to_string()).unwrap();
+    let embedder = Embedder::builder().threads(1).load_dir(dir.path()).unwrap();
+    let err = embedder
+        .encode_with_prompt(Prompt::Text(&case.prompt), &["a cat", "", "dogs"])
+        .unwrap_err();
     assert!(
         err.to_string().starts_with("text 1") && err.to_string().contains("max pooling"),
         "{err}"
     );
-    std::fs::write(
-        dir.path().join("1_Pooling/config.json"),
-        r#"{"embedding_dimension": 52, "pooling_mode": ["mean", "lasttoken", "cls"], "include_prompt": false}"#,
-    )
-    .unwrap();
-    let embedder = Embedder::builder().threads(1).load_dir(dir.path()).unwrap();
-    let rows = embedder.encode(&["a cat sits", "", "dogs"]).unwrap();
-    let empty = rows.row(1);
-    assert!(empty[..104].iter().all(|&x| x == 0.0), "mean and lasttoken");
-    // cls: the first token's state (the mask's argmax is 0): the cls block of "query: " with
-    // nothing left out. (With no special tokens the prompt's length is all of its pieces, so
-    // "" prefixed by it keeps none.)
-    let whole = embedder
-        .encode_with_prompt(Prompt::None, &["query: "])
-        .unwrap();
-    assert_eq!(&empty[104..], &whole.row(0)[104..]);
-    assert_ne!(&empty[104..], &[0.0; 52][..]);
 }

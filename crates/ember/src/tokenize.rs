@@ -95,6 +95,8 @@ thread_local! {
 
 /// `tokenizer_config.json`'s settings that matter here.
 struct TokenizerConfig {
+    /// `tokenizer_class`, less a `Fast` suffix (transformers 5 has one class for both).
+    tokenizer_class: Option<String>,
     model_max_length: Option<usize>,
     do_lower_case: bool,
     strip_accents: Option<bool>,
@@ -157,7 +159,17 @@ impl TokenizerConfig {
                 (n < 1e15).then_some(n as usize)
             }
         };
+        let tokenizer_class = match get("tokenizer_class") {
+            None => None,
+            Some(Value::String(name)) => Some(name.strip_suffix("Fast").unwrap_or(name).to_owned()),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "\"tokenizer_class\" = {v} is not a string"
+                )))
+            }
+        };
         Ok(Self {
+            tokenizer_class,
             model_max_length,
             do_lower_case: flag("do_lower_case")?.unwrap_or(true),
             strip_accents: flag("strip_accents")?,
@@ -202,6 +214,15 @@ impl TextTokenizer {
                         ),
                     });
                 }
+            }
+            let mut tokenizer = tokenizer;
+            if builds_bert_tokenizer(dir, &config) {
+                Self::as_bert_tokenizer_builds_it(&mut tokenizer, &config).map_err(|message| {
+                    EmberError::Tokenizer {
+                        path: json_path.clone(),
+                        message,
+                    }
+                })?;
             }
             (tokenizer, json_path, model_fields)
         } else if vocab_path.exists() {
@@ -309,6 +330,47 @@ impl TextTokenizer {
             special_ids,
             source,
         })
+    }
+
+    /// The pipeline transformers 5's `BertTokenizer` makes of a `tokenizer.json`: it keeps the
+    /// file's vocabulary and added tokens and builds the rest from `tokenizer_config.json`, as
+    /// from a `vocab.txt` ([`wordpiece_from_vocab`](Self::wordpiece_from_vocab)): WordPiece with
+    /// the config's `unk_token`, `##` and 100 characters a word; `BertNormalizer(clean_text,
+    /// tokenize_chinese_chars, strip_accents, do_lower_case)` (`do_lower_case` true unless the
+    /// config says false); `BertPreTokenizer`; `[CLS] $A [SEP]` with the config's tokens. The
+    /// file's own normaliser, pre-tokeniser, post-processor and WordPiece settings are not used
+    /// (sentence-transformers, through transformers, does not use them either).
+    fn as_bert_tokenizer_builds_it(
+        tokenizer: &mut Tokenizer,
+        config: &TokenizerConfig,
+    ) -> Result<(), String> {
+        let ModelWrapper::WordPiece(file_model) = tokenizer.get_model() else {
+            return Ok(()); // not a WordPiece file: transformers would not load it as BERT's
+        };
+        let mut model = file_model.clone();
+        model.unk_token = config.unk.clone();
+        model.continuing_subword_prefix = "##".into();
+        model.max_input_chars_per_word = 100;
+        let id_of = |token: &str| {
+            tokenizers::Model::token_to_id(&model, token).ok_or_else(|| {
+                format!(
+                    "special token {token:?} (tokenizer_config.json, or BertTokenizer's default) is not in the vocabulary"
+                )
+            })
+        };
+        id_of(&config.unk)?;
+        let cls = (config.cls.clone(), id_of(&config.cls)?);
+        let sep = (config.sep.clone(), id_of(&config.sep)?);
+        tokenizer.with_model(model);
+        tokenizer.with_normalizer(Some(BertNormalizer::new(
+            true,
+            config.tokenize_chinese_chars,
+            config.strip_accents,
+            config.do_lower_case,
+        )));
+        tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+        tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
+        Ok(())
     }
 
     /// The WordPiece pipeline transformers' `BertTokenizerFast` builds from a vocabulary.
@@ -648,6 +710,28 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("no message")
+}
+
+/// Whether transformers 5's `AutoTokenizer` loads the folder as `BertTokenizer` (or
+/// `DistilBertTokenizer`, the same class), which rebuilds the pipeline from
+/// `tokenizer_config.json` rather than take `tokenizer.json`'s: the config's `tokenizer_class`
+/// says so, or, without one, `config.json`'s `model_type` is one transformers maps to it
+/// (`bert`, `distilbert`, `nomic_bert`). Any other class (`PreTrainedTokenizerFast`,
+/// `TokenizersBackend`, RoBERTa's, …) is taken as the file has it.
+fn builds_bert_tokenizer(dir: &Path, config: &TokenizerConfig) -> bool {
+    match config.tokenizer_class.as_deref() {
+        Some(class) => matches!(class, "BertTokenizer" | "DistilBertTokenizer"),
+        None => {
+            let model_type = std::fs::read_to_string(dir.join("config.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                .and_then(|config| config.get("model_type")?.as_str().map(str::to_owned));
+            matches!(
+                model_type.as_deref(),
+                Some("bert" | "distilbert" | "nomic_bert")
+            )
+        }
+    }
 }
 
 /// The ids transformers' `all_special_ids` would hold, sorted: the tokens

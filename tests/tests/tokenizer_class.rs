@@ -1,0 +1,93 @@
+//! transformers 5's `AutoTokenizer` (what sentence-transformers loads) does not always take
+//! `tokenizer.json` as it is: for `BertTokenizer` (the config's `tokenizer_class`, or
+//! `config.json`'s `model_type` bert without one) it keeps only the file's vocabulary and added
+//! tokens and rebuilds the rest from `tokenizer_config.json` (`do_lower_case` true unless it says
+//! false, `strip_accents`, `tokenize_chinese_chars`, `[CLS] $A [SEP]`, WordPiece's defaults);
+//! `PreTrainedTokenizerFast` takes the file as it is. tests/fixtures/
+//! tokenizer_class_reference.json records its ids for copies of tiny-bert edited both ways;
+//! Ember's tokenizer gives the same ids, on its fast path and on the `tokenizers` crate.
+
+use std::path::Path;
+
+use ember::tokenize::TextTokenizer;
+use ember_reference_tests::*;
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Deserialize)]
+struct Reference {
+    folder: String,
+    remove_marker: String,
+    texts: Vec<String>,
+    variants: Vec<Variant>,
+}
+
+#[derive(Deserialize)]
+struct Variant {
+    name: String,
+    /// File name → dotted key → new value (or the remove marker).
+    edits: serde_json::Map<String, Value>,
+    class: String,
+    input_ids: Vec<Vec<u32>>,
+}
+
+/// Applies `edits` (see [`Variant::edits`]) to the files of `dir`.
+fn apply_edits(dir: &Path, edits: &serde_json::Map<String, Value>, remove: &str) {
+    for (file, changes) in edits {
+        let path = dir.join(file);
+        let mut data: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (dotted, value) in changes.as_object().unwrap() {
+            let mut keys: Vec<&str> = dotted.split('.').collect();
+            let last = keys.pop().unwrap();
+            let mut node = &mut data;
+            for key in keys {
+                node = &mut node[key];
+            }
+            let object = node.as_object_mut().unwrap();
+            if value.as_str() == Some(remove) {
+                object.remove(last);
+            } else {
+                object.insert(last.to_owned(), value.clone());
+            }
+        }
+        std::fs::write(&path, data.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn tokenizer_files_are_read_as_transformers_reads_them() {
+    let reference: Reference = read_fixture("tokenizer_class_reference.json");
+    assert!(reference.variants.len() >= 10);
+    let mut rebuilt = 0;
+    for variant in &reference.variants {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures_dir().join(&reference.folder), dir.path());
+        apply_edits(dir.path(), &variant.edits, &reference.remove_marker);
+        let tokenizer = TextTokenizer::load(dir.path(), None, false, 64)
+            .unwrap_or_else(|e| panic!("{}: {e}", variant.name));
+        let mut ids = Vec::new();
+        for (text, expected) in reference.texts.iter().zip(&variant.input_ids) {
+            tokenizer.encode_into(text, &mut ids).unwrap();
+            assert_eq!(&ids, expected, "{}: {text:?}", variant.name);
+            tokenizer.reference_encode_into(text, &mut ids).unwrap();
+            assert_eq!(
+                &ids, expected,
+                "{} (tokenizers crate): {text:?}",
+                variant.name
+            );
+        }
+        rebuilt += usize::from(variant.class == "BertTokenizer");
+        println!(
+            "{} ({}): {} texts, ids as transformers'; fast path: {}",
+            variant.name,
+            variant.class,
+            reference.texts.len(),
+            tokenizer.is_fast()
+        );
+    }
+    assert!(
+        rebuilt >= 10,
+        "{rebuilt} variants went through BertTokenizer"
+    );
+}
