@@ -2335,6 +2335,9 @@ def make_exclude_prompt() -> dict:
 
 
 REMOVE = "$remove"
+# tiny-bert's own added tokens ([PAD], [UNK], [CLS], [SEP], [MASK]), kept where a variant adds one.
+TINY_BERT_ADDED = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "tiny-bert" / "tokenizer.json")
+                             .read_text(encoding="utf-8"))["added_tokens"]
 # (name, {file: {dotted key: value or REMOVE}}): edits of a tiny-bert copy, each loaded by
 # transformers' AutoTokenizer as sentence-transformers loads it.
 TOKENIZER_CLASS_VARIANTS = [
@@ -2359,7 +2362,17 @@ TOKENIZER_CLASS_VARIANTS = [
       "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
     ("tokenizer_class PreTrainedTokenizerFast, no post-processor",
      {"tokenizer.json": {"post_processor": None}, "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
+    ("no added tokens in tokenizer.json (the config's special tokens are added)", {"tokenizer.json": {"added_tokens": []}}),
+    ("tokenizer.json cased with a normalised added token, config lowercasing",
+     {"tokenizer.json": {"normalizer.lowercase": False,
+                         "added_tokens": [*TINY_BERT_ADDED, {"id": 2601, "content": "Hello World", "single_word": False,
+                                                            "lstrip": False, "rstrip": False, "normalized": True,
+                                                            "special": False}]}}),
+    ("config.json tokenizer_class PreTrainedTokenizerFast, none in tokenizer_config, tokenizer.json cased",
+     {"tokenizer.json": {"normalizer.lowercase": False}, "tokenizer_config.json": {"tokenizer_class": REMOVE},
+      "config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
 ]
+
 TOKENIZER_CLASS_TEXTS = [
     "Hello World", "Héllo Wörld, naïve café!", "ÉCOLE Ångström", "中文字符 and 日本語", "A [MASK] here.",
     "supercalifragilisticexpialidocious words", "tab\tand\u00a0nbsp", "x" * 120, "", "UPPER lower MiXeD 123",

@@ -145,5 +145,11 @@ fn embedder_rows_quantize_as_sentence_transformers_but_at_edges() {
             case.precision,
             ours.len() * dim
         );
+        // Edges are rare: at most 1 % of the values (4 and 0 of 1,768 when written).
+        assert!(
+            differing * 100 <= ours.len() * dim,
+            "{}: {differing} values differ",
+            case.precision
+        );
     }
 }

@@ -529,46 +529,20 @@ fn embed(
         return writer.finish();
     };
     let quantization = quantize.quantization;
-    // int8 / uint8 on the input's own ranges: every row first (sentence-transformers takes
-    // the min and max over all the embeddings of the call).
-    let mut all = Vec::new();
-    if quantization.needs_ranges() && quantize.ranges.is_none() {
-        if shard.is_some() {
-            return Err(CliError::Usage(format!(
-                "--precision {} with --shard needs --ranges: each shard would take its own",
-                quantization.name()
-            )));
-        }
-        progress.update(0);
-        let mut rows = Vec::new();
-        all.reserve(selected.len() * dim);
-        for (c, chunk) in selected.chunks(chunk_len).enumerate() {
-            encode_chunk(chunk, &mut rows)?;
-            all.extend_from_slice(&rows);
-            progress.update(c * chunk_len + chunk.len());
-        }
-        progress.finish();
-        let embeddings = Embeddings::from_vec(all, selected.len(), dim)?;
-        quantize.ranges = Some(
-            QuantizationRanges::from_embeddings(&embeddings).map_err(|e| {
-                CliError::Usage(format!(
-                    "--precision {}: {e} (give --ranges from embeddings like these)",
-                    quantization.name()
-                ))
-            })?,
-        );
-        all = embeddings.into_vec();
-        progress = Progress::new(0).hidden();
-    }
-    if let (Some(path), Some(ranges)) = (&quantize.save_ranges, &quantize.ranges) {
-        let matrix = Embeddings::from_vec([ranges.min(), ranges.max()].concat(), 2, dim)?;
-        output::write_embeddings(&matrix, Some(path))?;
+    let two_passes =
+        quantization.needs_ranges() && quantize.ranges.is_none() && !selected.is_empty();
+    if two_passes && shard.is_some() {
+        return Err(CliError::Usage(format!(
+            "--precision {} with --shard needs --ranges: each shard would take its own",
+            quantization.name()
+        )));
     }
     let element = match quantization.is_signed() {
         true => Element::I8,
         false => Element::U8,
     };
     let width = quantization.row_bytes(dim);
+    // Created first: an output that cannot be written fails before any text is embedded.
     let mut writer = EmbeddingWriter::create_of(
         out.path,
         out.format,
@@ -580,14 +554,44 @@ fn embed(
     if writer.writes_to_stderr() {
         progress = progress.hidden();
     }
+    progress.update(0);
+    // int8 / uint8 on the input's own ranges: every row first (sentence-transformers takes
+    // the min and max over all the embeddings of the call).
+    let mut all = Vec::new();
+    if two_passes {
+        let mut rows = Vec::new();
+        all.reserve(selected.len() * dim);
+        for chunk in selected.chunks(chunk_len) {
+            encode_chunk(chunk, &mut rows)?;
+            all.extend_from_slice(&rows);
+            progress.update(all.len() / dim);
+        }
+        let embeddings = Embeddings::from_vec(all, selected.len(), dim)?;
+        quantize.ranges = Some(
+            QuantizationRanges::from_embeddings(&embeddings).map_err(|e| {
+                CliError::Usage(format!(
+                    "--precision {}: {e} (give --ranges from embeddings like these)",
+                    quantization.name()
+                ))
+            })?,
+        );
+        all = embeddings.into_vec();
+    }
+    if let (Some(path), Some(ranges)) = (&quantize.save_ranges, &quantize.ranges) {
+        // Always .npy, whatever the name: what --ranges reads.
+        let mut ranges_out = EmbeddingWriter::create(Some(path), OutputFormat::Npy, false, 2, dim)?;
+        ranges_out.write_rows(&[ranges.min(), ranges.max()].concat(), &[0, 1])?;
+        ranges_out.finish()?;
+    }
     let mut rows = Vec::new();
     let mut bytes = Vec::new();
     for (c, chunk) in selected.chunks(chunk_len).enumerate() {
-        let floats: &[f32] = if all.is_empty() {
-            encode_chunk(chunk, &mut rows)?;
-            &rows
-        } else {
+        let floats: &[f32] = if two_passes {
             &all[c * chunk_len * dim..(c * chunk_len + chunk.len()) * dim]
+        } else {
+            encode_chunk(chunk, &mut rows)?;
+            progress.update(c * chunk_len + chunk.len());
+            &rows
         };
         bytes.resize(chunk.len() * width, 0);
         ember::quantize::quantize_into(
@@ -598,7 +602,6 @@ fn embed(
             &mut bytes,
         )?;
         writer.write_byte_rows(&bytes, chunk)?;
-        progress.update(c * chunk_len + chunk.len());
     }
     progress.finish();
     writer.finish()

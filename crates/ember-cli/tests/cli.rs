@@ -1414,6 +1414,38 @@ fn embed_precision_quantizes_as_the_library() {
     let want = quantize(&floats, Quantization::Int8, Some(&own)).unwrap();
     let want: Vec<i64> = want.row_i8(1).iter().map(|&v| v as i64).collect();
     assert_eq!(line, want);
+    // Across chunks (--batch-size 1: chunks of 8 texts) the two passes keep every row's place;
+    // --save-ranges writes .npy whatever the name.
+    let many: Vec<String> = (0..11)
+        .map(|i| format!("text number {i} of many"))
+        .collect();
+    let mut args = vec!["embed", "--model", m, "--batch-size", "1"];
+    args.extend(many.iter().map(String::as_str));
+    let floats = json_rows(&ember(&args, None));
+    let floats = ember::Embeddings::from_vec(floats.concat(), many.len(), dim).unwrap();
+    let ranges = QuantizationRanges::from_embeddings(&floats).unwrap();
+    let expected = quantize(&floats, Quantization::Uint8, Some(&ranges)).unwrap();
+    let named_json = dir.path().join("ranges.json");
+    let raw = dir.path().join("many.bin");
+    let mut args = vec![
+        "embed",
+        "--model",
+        m,
+        "--batch-size",
+        "1",
+        "--precision",
+        "uint8",
+        "--save-ranges",
+        named_json.to_str().unwrap(),
+        "-o",
+        raw.to_str().unwrap(),
+    ];
+    args.extend(many.iter().map(String::as_str));
+    assert_success(&ember(&args, None));
+    assert_eq!(std::fs::read(&raw).unwrap(), expected.as_bytes());
+    let (shape, values) = read_npy(&named_json);
+    assert_eq!(shape, [2, dim]);
+    assert_eq!(&values[..dim], ranges.min());
     // Refused: one text without --ranges, --ranges for binary, --shard without --ranges,
     // ranges of another width.
     for (extra, message) in [

@@ -98,7 +98,7 @@ pub struct QuantizationRanges {
 
 impl QuantizationRanges {
     /// The per-dimension minimum and maximum of `calibration` (at least two rows, as
-    /// sentence-transformers requires; a NaN value is an error).
+    /// sentence-transformers requires; a NaN or infinite value is an error).
     pub fn from_embeddings(calibration: &Embeddings) -> Result<Self, EmberError> {
         if calibration.len() < 2 {
             return Err(EmberError::Options(format!(
@@ -110,9 +110,9 @@ impl QuantizationRanges {
         let (mut min, mut max) = (calibration.row(0).to_vec(), calibration.row(0).to_vec());
         for row in calibration.rows() {
             for (j, &x) in row.iter().enumerate() {
-                if x.is_nan() {
+                if !x.is_finite() {
                     return Err(EmberError::Options(format!(
-                        "quantization ranges: calibration value {j} of a row is NaN"
+                        "quantization ranges: calibration value {j} of a row is {x}"
                     )));
                 }
                 min[j] = min[j].min(x);
@@ -258,6 +258,9 @@ pub fn quantize_into(
             row_bytes
         )));
     }
+    if n == 0 {
+        return Ok(()); // nothing to quantize, as sentence-transformers returns an empty array
+    }
     match quantization {
         Quantization::Int8 | Quantization::Uint8 => {
             let ranges = ranges.ok_or_else(|| {
@@ -273,14 +276,15 @@ pub fn quantize_into(
                     ranges.dim()
                 )));
             }
-            let offset = if quantization == Quantization::Int8 {
-                128
-            } else {
-                0
-            };
+            let signed = quantization == Quantization::Int8;
             for (row, out_row) in rows.chunks_exact(dim).zip(out.chunks_exact_mut(row_bytes)) {
                 for (j, (&x, o)) in row.iter().zip(out_row.iter_mut()).enumerate() {
-                    *o = bucket(x, ranges.min[j], ranges.max[j]).wrapping_sub(offset);
+                    *o = match (bucket(x, ranges.min[j], ranges.max[j]), signed) {
+                        // NumPy casts a NaN bucket to 0, for int8 as for uint8.
+                        (None, _) => 0,
+                        (Some(q), false) => q,
+                        (Some(q), true) => q.wrapping_sub(128),
+                    };
                 }
             }
         }
@@ -306,15 +310,15 @@ pub fn quantize_into(
 }
 
 /// `clip(floor((x − start) / step), 0, 255)` with `step = (end − start) / 255` (1 when 0), in
-/// f32 as NumPy does it; NaN gives 0.
-fn bucket(x: f32, start: f32, end: f32) -> u8 {
+/// f32 as NumPy does it; `None` for NaN (a NaN value).
+fn bucket(x: f32, start: f32, end: f32) -> Option<u8> {
     let mut step = (end - start) / 255.0;
     if step == 0.0 {
         step = 1.0;
     }
     let q = ((x - start) / step).floor();
-    // `as u8` saturates (and maps NaN to 0): the clip.
-    q.clamp(0.0, 255.0) as u8
+    // `as u8` saturates: the clip.
+    (!q.is_nan()).then_some(q.clamp(0.0, 255.0) as u8)
 }
 
 #[cfg(test)]
@@ -363,6 +367,24 @@ mod tests {
         let outside = Embeddings::from_vec(vec![-9.0, 9.0], 1, 2).unwrap();
         let q = quantize(&outside, Quantization::Uint8, Some(&ranges)).unwrap();
         assert_eq!(q.row(0), [0, 6]);
+    }
+
+    #[test]
+    fn nan_and_empty_follow_numpy() {
+        let ranges = QuantizationRanges::new(vec![0.0, 0.0], vec![1.0, 1.0]).unwrap();
+        let rows = Embeddings::from_vec(vec![f32::NAN, 0.5], 1, 2).unwrap();
+        // NumPy: (nan - 128).astype(int8) and nan.astype(uint8) are both 0.
+        for q in [Quantization::Int8, Quantization::Uint8] {
+            assert_eq!(
+                quantize(&rows, q, Some(&ranges)).unwrap().row(0)[0],
+                0,
+                "{q:?}"
+            );
+        }
+        let none = Embeddings::from_vec(Vec::new(), 0, 2).unwrap();
+        for q in Quantization::ALL {
+            assert!(quantize(&none, q, None).unwrap().is_empty());
+        }
     }
 
     #[test]

@@ -203,8 +203,10 @@ impl TextTokenizer {
         let vocab_path = dir.join("vocab.txt");
         let (mut tokenizer, source, model_fields) = if json_path.exists() {
             let (tokenizer, model_fields) = read_tokenizer_json(&json_path)?;
-            // The crate loads such a file and then fails on the first unknown word.
-            if let ModelWrapper::WordPiece(model) = tokenizer.get_model() {
+            let rebuild = builds_bert_tokenizer(dir, &config);
+            // The crate loads such a file and then fails on the first unknown word. (Rebuilt
+            // as BertTokenizer, the config's unknown token is the one checked.)
+            if let (false, ModelWrapper::WordPiece(model)) = (rebuild, tokenizer.get_model()) {
                 if tokenizer.token_to_id(&model.unk_token).is_none() {
                     return Err(EmberError::Tokenizer {
                         path: json_path,
@@ -216,7 +218,7 @@ impl TextTokenizer {
                 }
             }
             let mut tokenizer = tokenizer;
-            if builds_bert_tokenizer(dir, &config) {
+            if rebuild {
                 Self::as_bert_tokenizer_builds_it(&mut tokenizer, &config).map_err(|message| {
                     EmberError::Tokenizer {
                         path: json_path.clone(),
@@ -362,6 +364,20 @@ impl TextTokenizer {
         let cls = (config.cls.clone(), id_of(&config.cls)?);
         let sep = (config.sep.clone(), id_of(&config.sep)?);
         tokenizer.with_model(model);
+        Self::set_bert_pipeline(tokenizer, config, cls, sep);
+        Ok(())
+    }
+
+    /// `BertTokenizer`'s pipeline around its WordPiece model: `BertNormalizer` and
+    /// `BertPreTokenizer` from `config`, `[CLS] $A [SEP]`, and the special tokens registered as
+    /// added ones (a literal `[CLS]` in a text is the `[CLS]` id, not word pieces) where the
+    /// tokenizer has none of that name yet, as transformers adds them.
+    fn set_bert_pipeline(
+        tokenizer: &mut Tokenizer,
+        config: &TokenizerConfig,
+        cls: (String, u32),
+        sep: (String, u32),
+    ) {
         tokenizer.with_normalizer(Some(BertNormalizer::new(
             true,
             config.tokenize_chinese_chars,
@@ -370,7 +386,25 @@ impl TextTokenizer {
         )));
         tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
         tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
-        Ok(())
+        let present: Vec<String> = tokenizer
+            .get_added_tokens_decoder()
+            .into_values()
+            .map(|token| token.content)
+            .collect();
+        let specials: Vec<AddedToken> = [
+            &config.pad,
+            &config.unk,
+            &config.cls,
+            &config.sep,
+            &config.mask,
+        ]
+        .into_iter()
+        .filter(|t| tokenizer.token_to_id(t).is_some() && !present.contains(t))
+        .map(|t| AddedToken::from(t.clone(), true))
+        .collect();
+        // Even with none to add, this matters: adding re-normalises the `normalized` added
+        // tokens' patterns with the normaliser just set, as transformers adds them after it.
+        tokenizer.add_special_tokens(&specials);
     }
 
     /// The WordPiece pipeline transformers' `BertTokenizerFast` builds from a vocabulary.
@@ -397,28 +431,7 @@ impl TextTokenizer {
         let sep = (config.sep.clone(), id_of(&config.sep)?);
         id_of(&config.unk)?;
         let mut tokenizer = Tokenizer::new(model);
-        tokenizer.with_normalizer(Some(BertNormalizer::new(
-            true,
-            config.tokenize_chinese_chars,
-            config.strip_accents,
-            config.do_lower_case,
-        )));
-        tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-        tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
-        // transformers registers the special tokens as added tokens: a literal "[CLS]" in the
-        // text becomes the [CLS] id rather than word pieces.
-        let specials: Vec<AddedToken> = [
-            &config.pad,
-            &config.unk,
-            &config.cls,
-            &config.sep,
-            &config.mask,
-        ]
-        .into_iter()
-        .filter(|t| tokenizer.token_to_id(t).is_some())
-        .map(|t| AddedToken::from(t.clone(), true))
-        .collect();
-        tokenizer.add_special_tokens(&specials);
+        Self::set_bert_pipeline(&mut tokenizer, config, cls, sep);
         Ok(tokenizer)
     }
 
@@ -714,23 +727,35 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 /// Whether transformers 5's `AutoTokenizer` loads the folder as `BertTokenizer` (or
 /// `DistilBertTokenizer`, the same class), which rebuilds the pipeline from
-/// `tokenizer_config.json` rather than take `tokenizer.json`'s: the config's `tokenizer_class`
-/// says so, or, without one, `config.json`'s `model_type` is one transformers maps to it
-/// (`bert`, `distilbert`, `nomic_bert`). Any other class (`PreTrainedTokenizerFast`,
-/// `TokenizersBackend`, RoBERTa's, …) is taken as the file has it.
+/// `tokenizer_config.json` rather than take `tokenizer.json`'s: the class named by
+/// `tokenizer_config.json`'s `tokenizer_class`, else by `config.json`'s, says so (a `Fast`
+/// suffix dropped), or, with neither, `config.json`'s `model_type` is one transformers maps to
+/// it (`bert`, `distilbert`, `nomic_bert`). ModernBERT folders are taken as they are whatever
+/// they name (transformers lists `modernbert` among the models whose hub class it overrides).
+/// Any other class (`PreTrainedTokenizerFast`, `TokenizersBackend`, RoBERTa's, …) is taken as
+/// the file has it.
 fn builds_bert_tokenizer(dir: &Path, config: &TokenizerConfig) -> bool {
-    match config.tokenizer_class.as_deref() {
+    let model_config = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+    let key = |name: &str| {
+        model_config
+            .as_ref()
+            .and_then(|c| c.get(name)?.as_str().map(str::to_owned))
+    };
+    let model_type = key("model_type");
+    if model_type.as_deref() == Some("modernbert") {
+        return false;
+    }
+    let class = config.tokenizer_class.clone().or_else(|| {
+        key("tokenizer_class").map(|name| name.strip_suffix("Fast").unwrap_or(&name).to_owned())
+    });
+    match class.as_deref() {
         Some(class) => matches!(class, "BertTokenizer" | "DistilBertTokenizer"),
-        None => {
-            let model_type = std::fs::read_to_string(dir.join("config.json"))
-                .ok()
-                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-                .and_then(|config| config.get("model_type")?.as_str().map(str::to_owned));
-            matches!(
-                model_type.as_deref(),
-                Some("bert" | "distilbert" | "nomic_bert")
-            )
-        }
+        None => matches!(
+            model_type.as_deref(),
+            Some("bert" | "distilbert" | "nomic_bert")
+        ),
     }
 }
 
