@@ -2372,6 +2372,19 @@ TOKENIZER_CLASS_VARIANTS = [
      {"tokenizer.json": {"normalizer.lowercase": False}, "tokenizer_config.json": {"tokenizer_class": REMOVE},
       "config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
 ]
+# The same for tiny-mpnet (MPNetTokenizer: BertNormalizer from the config, <s> $A </s>).
+MPNET_CLASS_VARIANTS = [
+    ("mpnet as published", {}),
+    ("mpnet tokenizer.json cased, config do_lower_case true", {"tokenizer.json": {"normalizer.lowercase": False}}),
+    ("mpnet config do_lower_case false", {"tokenizer_config.json": {"do_lower_case": False}}),
+    ("mpnet tokenizer.json without a post-processor", {"tokenizer.json": {"post_processor": None}}),
+    ("mpnet no added tokens in tokenizer.json", {"tokenizer.json": {"added_tokens": []}}),
+    ("mpnet no tokenizer_class (model_type mpnet), tokenizer.json cased",
+     {"tokenizer.json": {"normalizer.lowercase": False}, "tokenizer_config.json": {"tokenizer_class": REMOVE}}),
+    ("mpnet tokenizer_class PreTrainedTokenizerFast, tokenizer.json cased",
+     {"tokenizer.json": {"normalizer.lowercase": False},
+      "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
+]
 
 TOKENIZER_CLASS_TEXTS = [
     "Hello World", "Héllo Wörld, naïve café!", "ÉCOLE Ångström", "中文字符 and 日本語", "A [MASK] here.",
@@ -2407,23 +2420,26 @@ def make_tokenizer_classes() -> dict:
     from transformers import AutoTokenizer
 
     variants = []
-    for name, edits in TOKENIZER_CLASS_VARIANTS:
+    all_variants = [("tiny-bert", *v) for v in TOKENIZER_CLASS_VARIANTS] + \
+                   [(MPNET_FOLDER, *v) for v in MPNET_CLASS_VARIANTS]
+    for source, name, edits in all_variants:
         with tempfile.TemporaryDirectory(prefix="ember-tokenizer-class-") as tmp:
-            folder = Path(tmp) / "tiny-bert"
-            shutil.copytree(FIXTURES / "tiny-bert", folder)
+            folder = Path(tmp) / source
+            shutil.copytree(FIXTURES / source, folder)
             apply_edits(folder, edits)
             tok = AutoTokenizer.from_pretrained(str(folder))
             ids = [tok(t)["input_ids"] for t in TOKENIZER_CLASS_TEXTS]
-        variants.append({"name": name, "edits": edits, "class": type(tok).__name__, "input_ids": IntRows(ids)})
+        variants.append({"name": name, "folder": source, "edits": edits, "class": type(tok).__name__,
+                         "input_ids": IntRows(ids)})
         print(f"[tokenizer-class]   {name}: {type(tok).__name__}; {TOKENIZER_CLASS_TEXTS[1]!r} -> {ids[1]}")
     by_name = {v["name"]: v["input_ids"].rows for v in variants}
     published = by_name["as published"]
     assert by_name["tokenizer.json cased, config do_lower_case true"] == published
     assert by_name["tokenizer.json without a post-processor"] == published
     assert by_name["tokenizer_class PreTrainedTokenizerFast, tokenizer.json cased"] != published
+    assert by_name["mpnet tokenizer.json without a post-processor"] == by_name["mpnet as published"]
     out_path = FIXTURES / "tokenizer_class_reference.json"
     out = run_info("AutoTokenizer.from_pretrained(folder)(text)['input_ids']") | {
-        "folder": "tiny-bert",
         "remove_marker": REMOVE,
         "texts": StrRows(TOKENIZER_CLASS_TEXTS),
         "variants": variants,

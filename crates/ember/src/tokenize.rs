@@ -33,6 +33,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme as MetaspacePrependScheme};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::bert::BertProcessing;
+use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{
@@ -106,6 +107,9 @@ struct TokenizerConfig {
     sep: String,
     pad: String,
     mask: String,
+    /// The same five with `MPNetTokenizer`'s defaults (`[UNK]`, `<s>`, `</s>`, `<pad>`,
+    /// `<mask>`) for the keys the file leaves out, and its `bos_token` / `eos_token`.
+    mpnet: [String; 7],
 }
 
 impl TokenizerConfig {
@@ -174,6 +178,15 @@ impl TokenizerConfig {
             do_lower_case: flag("do_lower_case")?.unwrap_or(true),
             strip_accents: flag("strip_accents")?,
             tokenize_chinese_chars: flag("tokenize_chinese_chars")?.unwrap_or(true),
+            mpnet: [
+                token("unk_token", "[UNK]")?,
+                token("cls_token", "<s>")?,
+                token("sep_token", "</s>")?,
+                token("pad_token", "<pad>")?,
+                token("mask_token", "<mask>")?,
+                token("bos_token", "<s>")?,
+                token("eos_token", "</s>")?,
+            ],
             unk: token("unk_token", "[UNK]")?,
             cls: token("cls_token", "[CLS]")?,
             sep: token("sep_token", "[SEP]")?,
@@ -203,10 +216,10 @@ impl TextTokenizer {
         let vocab_path = dir.join("vocab.txt");
         let (mut tokenizer, source, model_fields) = if json_path.exists() {
             let (tokenizer, model_fields) = read_tokenizer_json(&json_path)?;
-            let rebuild = builds_bert_tokenizer(dir, &config);
+            let rebuild = rebuilt_class(dir, &config);
             // The crate loads such a file and then fails on the first unknown word. (Rebuilt
             // as BertTokenizer, the config's unknown token is the one checked.)
-            if let (false, ModelWrapper::WordPiece(model)) = (rebuild, tokenizer.get_model()) {
+            if let (None, ModelWrapper::WordPiece(model)) = (rebuild, tokenizer.get_model()) {
                 if tokenizer.token_to_id(&model.unk_token).is_none() {
                     return Err(EmberError::Tokenizer {
                         path: json_path,
@@ -218,13 +231,13 @@ impl TextTokenizer {
                 }
             }
             let mut tokenizer = tokenizer;
-            if rebuild {
-                Self::as_bert_tokenizer_builds_it(&mut tokenizer, &config).map_err(|message| {
-                    EmberError::Tokenizer {
+            if let Some(class) = rebuild {
+                Self::as_transformers_builds_it(&mut tokenizer, &config, class).map_err(
+                    |message| EmberError::Tokenizer {
                         path: json_path.clone(),
                         message,
-                    }
-                })?;
+                    },
+                )?;
             }
             (tokenizer, json_path, model_fields)
         } else if vocab_path.exists() {
@@ -334,47 +347,54 @@ impl TextTokenizer {
         })
     }
 
-    /// The pipeline transformers 5's `BertTokenizer` makes of a `tokenizer.json`: it keeps the
-    /// file's vocabulary and added tokens and builds the rest from `tokenizer_config.json`, as
-    /// from a `vocab.txt` ([`wordpiece_from_vocab`](Self::wordpiece_from_vocab)): WordPiece with
-    /// the config's `unk_token`, `##` and 100 characters a word; `BertNormalizer(clean_text,
+    /// The pipeline transformers 5's `BertTokenizer` (or `MPNetTokenizer`) makes of a
+    /// `tokenizer.json`: it keeps the file's vocabulary and added tokens and builds the rest
+    /// from `tokenizer_config.json`, as from a `vocab.txt`
+    /// ([`wordpiece_from_vocab`](Self::wordpiece_from_vocab)): WordPiece with the config's
+    /// `unk_token`, `##` and 100 characters a word; `BertNormalizer(clean_text,
     /// tokenize_chinese_chars, strip_accents, do_lower_case)` (`do_lower_case` true unless the
-    /// config says false); `BertPreTokenizer`; `[CLS] $A [SEP]` with the config's tokens. The
-    /// file's own normaliser, pre-tokeniser, post-processor and WordPiece settings are not used
-    /// (sentence-transformers, through transformers, does not use them either).
-    fn as_bert_tokenizer_builds_it(
+    /// config says false); `BertPreTokenizer`; `[CLS] $A [SEP]` (MPNet: `<s> $A </s>` by
+    /// RobertaProcessing) with the config's tokens. The file's own normaliser, pre-tokeniser,
+    /// post-processor and WordPiece settings are not used (sentence-transformers, through
+    /// transformers, does not use them either).
+    fn as_transformers_builds_it(
         tokenizer: &mut Tokenizer,
         config: &TokenizerConfig,
+        class: WordPieceClass,
     ) -> Result<(), String> {
         let ModelWrapper::WordPiece(file_model) = tokenizer.get_model() else {
             return Ok(()); // not a WordPiece file: transformers would not load it as BERT's
         };
+        let specials = Specials::of(config, class);
         let mut model = file_model.clone();
-        model.unk_token = config.unk.clone();
+        model.unk_token = specials.unk.clone();
         model.continuing_subword_prefix = "##".into();
         model.max_input_chars_per_word = 100;
         let id_of = |token: &str| {
             tokenizers::Model::token_to_id(&model, token).ok_or_else(|| {
                 format!(
-                    "special token {token:?} (tokenizer_config.json, or BertTokenizer's default) is not in the vocabulary"
+                    "special token {token:?} (tokenizer_config.json, or {class:?}Tokenizer's default) is not in the vocabulary"
                 )
             })
         };
-        id_of(&config.unk)?;
-        let cls = (config.cls.clone(), id_of(&config.cls)?);
-        let sep = (config.sep.clone(), id_of(&config.sep)?);
+        id_of(&specials.unk)?;
+        let cls = (specials.cls.clone(), id_of(&specials.cls)?);
+        let sep = (specials.sep.clone(), id_of(&specials.sep)?);
         tokenizer.with_model(model);
-        Self::set_bert_pipeline(tokenizer, config, cls, sep);
+        Self::set_wordpiece_pipeline(tokenizer, config, class, &specials, cls, sep);
         Ok(())
     }
 
-    /// `BertTokenizer`'s pipeline around its WordPiece model: `BertNormalizer` and
-    /// `BertPreTokenizer` from `config`, `[CLS] $A [SEP]`, and the special tokens registered as
-    /// added ones (a literal `[CLS]` in a text is the `[CLS]` id, not word pieces) where the
-    /// tokenizer has none of that name yet, as transformers adds them.
-    fn set_bert_pipeline(
+    /// A transformers WordPiece class's pipeline around its model: `BertNormalizer` and
+    /// `BertPreTokenizer` from `config`, `[CLS] $A [SEP]` (MPNet: `<s> $A </s>`), and its
+    /// special tokens registered as added ones (a literal `[CLS]` in a text is the `[CLS]` id,
+    /// not word pieces) where the tokenizer has none of that name yet, as transformers adds
+    /// them (MPNet's `<mask>` taking the space before it).
+    fn set_wordpiece_pipeline(
         tokenizer: &mut Tokenizer,
         config: &TokenizerConfig,
+        class: WordPieceClass,
+        specials: &Specials,
         cls: (String, u32),
         sep: (String, u32),
     ) {
@@ -385,26 +405,36 @@ impl TextTokenizer {
             config.do_lower_case,
         )));
         tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-        tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
+        match class {
+            WordPieceClass::Bert => {
+                tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
+            }
+            WordPieceClass::MPNet => {
+                tokenizer.with_post_processor(Some(
+                    RobertaProcessing::new(sep, cls)
+                        .trim_offsets(true)
+                        .add_prefix_space(false),
+                ));
+            }
+        }
         let present: Vec<String> = tokenizer
             .get_added_tokens_decoder()
             .into_values()
             .map(|token| token.content)
             .collect();
-        let specials: Vec<AddedToken> = [
-            &config.pad,
-            &config.unk,
-            &config.cls,
-            &config.sep,
-            &config.mask,
-        ]
-        .into_iter()
-        .filter(|t| tokenizer.token_to_id(t).is_some() && !present.contains(t))
-        .map(|t| AddedToken::from(t.clone(), true))
-        .collect();
+        let mut new: Vec<AddedToken> = Vec::new();
+        for (content, lstrip) in specials.registered(class) {
+            let known = tokenizer.token_to_id(content).is_some();
+            if known
+                && !present.iter().any(|p| p == content)
+                && !new.iter().any(|t| &t.content == content)
+            {
+                new.push(AddedToken::from(content.clone(), true).lstrip(lstrip));
+            }
+        }
         // Even with none to add, this matters: adding re-normalises the `normalized` added
         // tokens' patterns with the normaliser just set, as transformers adds them after it.
-        tokenizer.add_special_tokens(&specials);
+        tokenizer.add_special_tokens(&new);
     }
 
     /// The WordPiece pipeline transformers' `BertTokenizerFast` builds from a vocabulary.
@@ -431,7 +461,15 @@ impl TextTokenizer {
         let sep = (config.sep.clone(), id_of(&config.sep)?);
         id_of(&config.unk)?;
         let mut tokenizer = Tokenizer::new(model);
-        Self::set_bert_pipeline(&mut tokenizer, config, cls, sep);
+        let specials = Specials::of(config, WordPieceClass::Bert);
+        Self::set_wordpiece_pipeline(
+            &mut tokenizer,
+            config,
+            WordPieceClass::Bert,
+            &specials,
+            cls,
+            sep,
+        );
         Ok(tokenizer)
     }
 
@@ -725,16 +763,87 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("no message")
 }
 
-/// Whether transformers 5's `AutoTokenizer` loads the folder as `BertTokenizer` (or
-/// `DistilBertTokenizer`, the same class), which rebuilds the pipeline from
-/// `tokenizer_config.json` rather than take `tokenizer.json`'s: the class named by
-/// `tokenizer_config.json`'s `tokenizer_class`, else by `config.json`'s, says so (a `Fast`
-/// suffix dropped), or, with neither, `config.json`'s `model_type` is one transformers maps to
-/// it (`bert`, `distilbert`, `nomic_bert`). ModernBERT folders are taken as they are whatever
-/// they name (transformers lists `modernbert` among the models whose hub class it overrides).
-/// Any other class (`PreTrainedTokenizerFast`, `TokenizersBackend`, RoBERTa's, …) is taken as
-/// the file has it.
-fn builds_bert_tokenizer(dir: &Path, config: &TokenizerConfig) -> bool {
+/// transformers 5's WordPiece tokenizer classes that rebuild the pipeline from
+/// `tokenizer_config.json` rather than take `tokenizer.json`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WordPieceClass {
+    /// `BertTokenizer` (also `DistilBertTokenizer`): `[CLS] $A [SEP]`.
+    Bert,
+    /// `MPNetTokenizer`: `<s> $A </s>`, other default tokens.
+    MPNet,
+}
+
+/// A class's special tokens: the config's, or the class's defaults.
+struct Specials {
+    unk: String,
+    cls: String,
+    sep: String,
+    pad: String,
+    mask: String,
+    /// MPNet's `bos_token` / `eos_token` (registered too); unused for BERT.
+    bos: String,
+    eos: String,
+}
+
+impl Specials {
+    fn of(config: &TokenizerConfig, class: WordPieceClass) -> Self {
+        match class {
+            WordPieceClass::Bert => Self {
+                unk: config.unk.clone(),
+                cls: config.cls.clone(),
+                sep: config.sep.clone(),
+                pad: config.pad.clone(),
+                mask: config.mask.clone(),
+                bos: String::new(),
+                eos: String::new(),
+            },
+            WordPieceClass::MPNet => {
+                let [unk, cls, sep, pad, mask, bos, eos] = config.mpnet.clone();
+                Self {
+                    unk,
+                    cls,
+                    sep,
+                    pad,
+                    mask,
+                    bos,
+                    eos,
+                }
+            }
+        }
+    }
+
+    /// The tokens the class registers as special added tokens, with whether each takes the
+    /// space before it (`lstrip`).
+    fn registered(&self, class: WordPieceClass) -> Vec<(&String, bool)> {
+        match class {
+            WordPieceClass::Bert => vec![
+                (&self.pad, false),
+                (&self.unk, false),
+                (&self.cls, false),
+                (&self.sep, false),
+                (&self.mask, false),
+            ],
+            WordPieceClass::MPNet => vec![
+                (&self.bos, false),
+                (&self.eos, false),
+                (&self.sep, false),
+                (&self.cls, false),
+                (&self.unk, false),
+                (&self.pad, false),
+                (&self.mask, true),
+            ],
+        }
+    }
+}
+
+/// Which of [`WordPieceClass`] transformers 5's `AutoTokenizer` loads the folder as, if any:
+/// the class named by `tokenizer_config.json`'s `tokenizer_class`, else by `config.json`'s
+/// (a `Fast` suffix dropped), or, with neither, the one `config.json`'s `model_type` maps to
+/// (`bert`, `distilbert`, `nomic_bert`: BERT's; `mpnet`). ModernBERT folders are taken as they
+/// are whatever they name (transformers lists `modernbert` among the models whose hub class it
+/// overrides). Any other class (`PreTrainedTokenizerFast`, `TokenizersBackend`, RoBERTa's, …)
+/// is taken as the file has it.
+fn rebuilt_class(dir: &Path, config: &TokenizerConfig) -> Option<WordPieceClass> {
     let model_config = std::fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<Value>(&text).ok());
@@ -745,17 +854,20 @@ fn builds_bert_tokenizer(dir: &Path, config: &TokenizerConfig) -> bool {
     };
     let model_type = key("model_type");
     if model_type.as_deref() == Some("modernbert") {
-        return false;
+        return None;
     }
     let class = config.tokenizer_class.clone().or_else(|| {
         key("tokenizer_class").map(|name| name.strip_suffix("Fast").unwrap_or(&name).to_owned())
     });
     match class.as_deref() {
-        Some(class) => matches!(class, "BertTokenizer" | "DistilBertTokenizer"),
-        None => matches!(
-            model_type.as_deref(),
-            Some("bert" | "distilbert" | "nomic_bert")
-        ),
+        Some("BertTokenizer" | "DistilBertTokenizer") => Some(WordPieceClass::Bert),
+        Some("MPNetTokenizer") => Some(WordPieceClass::MPNet),
+        Some(_) => None,
+        None => match model_type.as_deref() {
+            Some("bert" | "distilbert" | "nomic_bert") => Some(WordPieceClass::Bert),
+            Some("mpnet") => Some(WordPieceClass::MPNet),
+            _ => None,
+        },
     }
 }
 
