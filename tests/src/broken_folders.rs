@@ -830,11 +830,13 @@ pub fn cases() -> Vec<BrokenFolder> {
             ["tokenizer:", "Model missing"],
             |d| { set_key(d, TOKENIZER, "model", None) }
         ),
+        // As PreTrainedTokenizerFast: BertTokenizer takes its unknown token from the config.
         case!(
             "tokenizer.json/unk_token not in the vocabulary",
             TOKENIZER,
             ["unknown token \"<unk>\" is not in the vocabulary"],
             |d| {
+                set_tokenizer_config(d, "tokenizer_class", json!("PreTrainedTokenizerFast"));
                 edit_text_bytes(
                     d,
                     TOKENIZER,
@@ -842,6 +844,12 @@ pub fn cases() -> Vec<BrokenFolder> {
                     b"\"unk_token\": \"<unk>\"",
                 )
             }
+        ),
+        case!(
+            "tokenizer_config.json/unk_token not in the vocabulary (BertTokenizer)",
+            TOKENIZER_CONFIG,
+            ["special token \"<unk>\"", "is not in the vocabulary"],
+            |d| set_tokenizer_config(d, "unk_token", json!("<unk>"))
         ),
         case!(
             "tokenizer.json/not UTF-8",

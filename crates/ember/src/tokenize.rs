@@ -232,12 +232,15 @@ impl TextTokenizer {
             }
             let mut tokenizer = tokenizer;
             if let Some(class) = rebuild {
-                Self::as_transformers_builds_it(&mut tokenizer, &config, class).map_err(
-                    |message| EmberError::Tokenizer {
-                        path: json_path.clone(),
-                        message,
-                    },
-                )?;
+                // What can fail here is a special token the config names (or the class's
+                // default for one it does not): the error names the config when there is one.
+                let config_path = dir.join("tokenizer_config.json");
+                let path = match config_path.exists() {
+                    true => config_path,
+                    false => json_path.clone(),
+                };
+                Self::as_transformers_builds_it(&mut tokenizer, &config, class)
+                    .map_err(|message| EmberError::Tokenizer { path, message })?;
             }
             (tokenizer, json_path, model_fields)
         } else if vocab_path.exists() {
