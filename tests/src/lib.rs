@@ -151,6 +151,16 @@ pub fn assert_cosine_bound(what: &str, a: Agreement, min_cosine: f64) {
     );
 }
 
+/// The prompt of a sentence-transformers `encode(…, prompt_name=…, prompt=…)` call as Ember
+/// spells it: `prompt=` wins over `prompt_name=`, as there; neither is the default prompt.
+pub fn st_prompt<'a>(prompt: Option<&'a str>, prompt_name: Option<&'a str>) -> ember::Prompt<'a> {
+    match (prompt, prompt_name) {
+        (Some(text), _) => ember::Prompt::Text(text),
+        (None, Some(name)) => ember::Prompt::Named(name),
+        (None, None) => ember::Prompt::Default,
+    }
+}
+
 /// Copies a model folder (recursively) to `dest`.
 pub fn copy_dir(from: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();

@@ -242,11 +242,7 @@ fn include_prompt_false_matches_sentence_transformers() {
         return;
     };
     for case in &reference.cases {
-        let prompt = match (&case.prompt, &case.prompt_name) {
-            (Some(text), _) => ember::Prompt::Text(text),
-            (None, Some(name)) => ember::Prompt::Named(name),
-            (None, None) => ember::Prompt::Default,
-        };
+        let prompt = st_prompt(case.prompt.as_deref(), case.prompt_name.as_deref());
         let embeddings = gpu.encode_with_prompt(prompt, &reference.texts).unwrap();
         let ours: Vec<&[f32]> = embeddings.rows().collect();
         assert_f32_bounds(

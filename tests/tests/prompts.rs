@@ -32,11 +32,7 @@ impl Case {
     /// The call as Ember spells it: `prompt=` wins over `prompt_name=`, as in
     /// sentence-transformers; neither is the default.
     fn prompt(&self) -> Prompt<'_> {
-        match (&self.prompt, &self.prompt_name) {
-            (Some(text), _) => Prompt::Text(text),
-            (None, Some(name)) => Prompt::Named(name),
-            (None, None) => Prompt::Default,
-        }
+        st_prompt(self.prompt.as_deref(), self.prompt_name.as_deref())
     }
 }
 
@@ -249,11 +245,7 @@ fn include_prompt_false_leaves_the_prompt_out_as_sentence_transformers() {
     assert_eq!(embedder.pooling().modes.len(), 6);
     let with_prompt = load(&reference.folder, Prompt::Default);
     for case in &reference.cases {
-        let prompt = match (&case.prompt, &case.prompt_name) {
-            (Some(text), _) => Prompt::Text(text),
-            (None, Some(name)) => Prompt::Named(name),
-            (None, None) => Prompt::Default,
-        };
+        let prompt = st_prompt(case.prompt.as_deref(), case.prompt_name.as_deref());
         let embeddings = embedder
             .encode_with_prompt(prompt, &reference.texts)
             .unwrap();
