@@ -161,6 +161,48 @@ pub fn st_prompt<'a>(prompt: Option<&'a str>, prompt_name: Option<&'a str>) -> e
     }
 }
 
+/// A temporary copy of fixture `folder` with `pooling_config` as its `1_Pooling/config.json`.
+pub fn copy_with_pooling(folder: &str, pooling_config: &serde_json::Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures_dir().join(folder), dir.path());
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        pooling_config.to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+/// Edits the JSON files of `dir` as tests/reference/make_reference.py's `apply_edits` does:
+/// `edits` maps a file name to `{dotted key: value}`; a value equal to `remove` (if given)
+/// removes the key instead.
+pub fn apply_edits(
+    dir: &Path,
+    edits: &serde_json::Map<String, serde_json::Value>,
+    remove: Option<&str>,
+) {
+    for (file, changes) in edits {
+        let path = dir.join(file);
+        let mut data: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (dotted, value) in changes.as_object().unwrap() {
+            let mut keys: Vec<&str> = dotted.split('.').collect();
+            let last = keys.pop().unwrap();
+            let mut node = &mut data;
+            for key in keys {
+                node = &mut node[key];
+            }
+            let object = node.as_object_mut().unwrap();
+            if remove.is_some() && value.as_str() == remove {
+                object.remove(last);
+            } else {
+                object.insert(last.to_owned(), value.clone());
+            }
+        }
+        std::fs::write(&path, data.to_string()).unwrap();
+    }
+}
+
 /// Copies a model folder (recursively) to `dest`.
 pub fn copy_dir(from: &Path, dest: &Path) {
     std::fs::create_dir_all(dest).unwrap();

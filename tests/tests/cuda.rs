@@ -230,13 +230,7 @@ fn include_prompt_false_matches_sentence_transformers() {
         embeddings: Vec<Vec<f32>>,
     }
     let reference: Reference = read_fixture("tiny_exclude_prompt_reference.json");
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures_dir().join(&reference.folder), dir.path());
-    std::fs::write(
-        dir.path().join("1_Pooling/config.json"),
-        reference.pooling_config.to_string(),
-    )
-    .unwrap();
+    let dir = copy_with_pooling(&reference.folder, &reference.pooling_config);
     let test = "include_prompt_false_matches_sentence_transformers";
     let Some(gpu) = cuda_or_skip_dir(test, dir.path(), Precision::F32, 16) else {
         return;

@@ -225,14 +225,7 @@ struct ExcludeCase {
 }
 
 fn exclude_prompt_folder(reference: &ExcludeReference) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures_dir().join(&reference.folder), dir.path());
-    std::fs::write(
-        dir.path().join("1_Pooling/config.json"),
-        reference.pooling_config.to_string(),
-    )
-    .unwrap();
-    dir
+    copy_with_pooling(&reference.folder, &reference.pooling_config)
 }
 
 #[test]
@@ -291,22 +284,8 @@ fn include_prompt_false_with_nothing_left_follows_sentence_transformers_or_refus
     }
     let fixture: Fixture = read_fixture("tiny_exclude_prompt_reference.json");
     let case = &fixture.no_special_tokens;
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixtures_dir().join(&fixture.folder), dir.path());
-    for (file, changes) in &case.edits {
-        let path = dir.path().join(file);
-        let mut data: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for (key, value) in changes.as_object().unwrap() {
-            data[key] = value.clone();
-        }
-        std::fs::write(&path, data.to_string()).unwrap();
-    }
-    std::fs::write(
-        dir.path().join("1_Pooling/config.json"),
-        case.pooling_config.to_string(),
-    )
-    .unwrap();
+    let dir = copy_with_pooling(&fixture.folder, &case.pooling_config);
+    apply_edits(dir.path(), &case.edits, None);
     let embedder = Embedder::builder().threads(1).load_dir(dir.path()).unwrap();
     assert_eq!(
         embedder.tokenize(&case.prompt).unwrap().len(),

@@ -288,17 +288,11 @@ fn folder_encode_allocates_nothing(folder: &str, what: &str, texts: &[String]) {
 /// counts its prompt's tokens again (in the worker's scratch) and leaves them out, allocating
 /// nothing, for the folder's default prompt and for a prompt given with the call.
 fn include_prompt_false_encode_allocates_nothing(texts: &[String]) {
-    let dir = tempfile::tempdir().unwrap();
-    ember_reference_tests::copy_dir(
-        &ember_reference_tests::fixtures_dir().join("tiny-bert-prompts"),
-        dir.path(),
+    let dir = ember_reference_tests::copy_with_pooling(
+        "tiny-bert-prompts",
+        &serde_json::json!({"embedding_dimension": 52, "pooling_mode": ["cls", "max", "mean",
+            "mean_sqrt_len_tokens", "weightedmean", "lasttoken"], "include_prompt": false}),
     );
-    std::fs::write(
-        dir.path().join("1_Pooling/config.json"),
-        r#"{"embedding_dimension": 52, "pooling_mode": ["cls", "max", "mean",
-            "mean_sqrt_len_tokens", "weightedmean", "lasttoken"], "include_prompt": false}"#,
-    )
-    .unwrap();
     let embedder = Embedder::builder().threads(2).load_dir(dir.path()).unwrap();
     assert!(!embedder.pooling().include_prompt);
     let mut all = vec![0f32; texts.len() * embedder.dim()];

@@ -504,8 +504,10 @@ fn embed(
         .min(selected.len())
         .max(1);
     let mut progress = Progress::new(selected.len());
-    let encode_chunk = |chunk: &[usize], rows: &mut Vec<f32>| -> Result<(), CliError> {
-        let chunk_texts: Vec<&str> = chunk.iter().map(|&j| texts[j].as_str()).collect();
+    let mut chunk_texts: Vec<&str> = Vec::with_capacity(chunk_len);
+    let mut encode_chunk = |chunk: &[usize], rows: &mut Vec<f32>| -> Result<(), CliError> {
+        chunk_texts.clear();
+        chunk_texts.extend(chunk.iter().map(|&j| texts[j].as_str()));
         rows.resize(chunk.len() * dim, 0.0);
         encode_named(embedder, Prompt::Default, &chunk_texts, rows, |i| {
             name(chunk[i])

@@ -505,6 +505,11 @@ pub fn normalize_rows(data: &mut [f32], dim: usize) {
 mod tests {
     use super::*;
 
+    /// Every mode, in sentence-transformers' concatenation order.
+    fn every_mode() -> [PoolingMode; 6] {
+        PoolingMode::LEGACY_KEYS.map(|(_, mode)| mode)
+    }
+
     fn config(modes: &[PoolingMode], h: usize) -> PoolingConfig {
         PoolingConfig {
             embedding_dimension: h,
@@ -617,14 +622,7 @@ mod tests {
         let hidden: Vec<f32> = (0..len * h)
             .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.5)
             .collect();
-        let modes = [
-            PoolingMode::Cls,
-            PoolingMode::Max,
-            PoolingMode::Mean,
-            PoolingMode::MeanSqrtLen,
-            PoolingMode::WeightedMean,
-            PoolingMode::LastToken,
-        ];
+        let modes = every_mode();
         let c = config(&modes, h);
         let x = |t: usize, j: usize| hidden[t * h + j] as f64;
         for p in 0..=len + 1 {
@@ -663,14 +661,7 @@ mod tests {
         // Two sequences, H = 2: [[1,2],[3,-4]] and [[5,6]].
         let hidden = [1.0, 2.0, 3.0, -4.0, 5.0, 6.0];
         let offsets = [0, 2, 3];
-        let modes = [
-            PoolingMode::Cls,
-            PoolingMode::Max,
-            PoolingMode::Mean,
-            PoolingMode::MeanSqrtLen,
-            PoolingMode::WeightedMean,
-            PoolingMode::LastToken,
-        ];
+        let modes = every_mode();
         let c = config(&modes, 2);
         let mut out = vec![f32::NAN; 2 * 12];
         pool(&c, &hidden, &offsets, &mut out).unwrap();
