@@ -150,13 +150,16 @@ It writes (all paths relative to the repository root):
     this file with ``--only quantize``.
 
 ``tests/fixtures/tokenizer_class_reference.json``
-    transformers 5's AutoTokenizer (as sentence-transformers loads it) on copies of tiny-bert whose
-    tokenizer.json / tokenizer_config.json are edited as TOKENIZER_CLASS_VARIANTS say (each edit is
-    recorded: a dotted key set to a value, or removed): the class it chose and each text's
-    ``input_ids``. ``BertTokenizer`` rebuilds the pipeline from tokenizer_config.json (do_lower_case
-    true unless it says false, strip_accents, tokenize_chinese_chars, [CLS] $A [SEP], WordPiece's
-    defaults) and keeps only tokenizer.json's vocabulary and added tokens; ``PreTrainedTokenizerFast``
-    takes tokenizer.json as it is. Rewrite only this file with ``--only tokenizer-class``.
+    transformers 5's AutoTokenizer (as sentence-transformers loads it) on copies of tiny-bert,
+    tiny-mpnet, tiny-roberta, tiny-xlmr-spm and tiny-xlm-roberta whose tokenizer.json /
+    tokenizer_config.json / special_tokens_map.json / config.json are edited as the
+    *_CLASS_VARIANTS lists say (each edit is recorded: a dotted key, or a list index, set to a
+    value, or removed): the class it chose and each text's ``input_ids``. The model-specific
+    classes (BertTokenizer, MPNetTokenizer, RobertaTokenizer, XLMRobertaTokenizer,
+    CamembertTokenizer) keep only tokenizer.json's vocabulary (merges, charsmap) and build the rest
+    from the class and tokenizer_config.json; the added tokens come from the config's
+    added_tokens_decoder when it has one; ``PreTrainedTokenizerFast`` takes tokenizer.json as it is.
+    Rewrite only this file with ``--only tokenizer-class``.
 
 ``tests/fixtures/tiny-modernbert/``, ``tests/fixtures/tiny-modernbert-bias/``
     Tiny random ``ModernBertModel`` (model_type "modernbert", the architecture of
@@ -2385,11 +2388,93 @@ MPNET_CLASS_VARIANTS = [
      {"tokenizer.json": {"normalizer.lowercase": False},
       "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
 ]
+# tokenizer_config.json's added_tokens_decoder (what transformers 4.34+ wrote): when present,
+# transformers takes the added tokens from it, not from tokenizer.json. Here [MASK] takes the space
+# before it, and a normalised "Hello World" is added.
+BERT_DECODER = {str(t["id"]): {k: v for k, v in t.items() if k != "id"} | ({"lstrip": True} if t["content"] == "[MASK]" else {})
+                for t in TINY_BERT_ADDED} | {
+    "2601": {"content": "Hello World", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False,
+             "special": False}}
+TOKENIZER_CLASS_VARIANTS += [
+    ("config added_tokens_decoder (tokenizer.json's added tokens not read)",
+     {"tokenizer_config.json": {"added_tokens_decoder": BERT_DECODER}, "tokenizer.json": {"added_tokens": []}}),
+    ("special_tokens_map.json over tokenizer_config.json",
+     {"tokenizer_config.json": {"cls_token": "[MASK]"}, "tokenizer.json": {"added_tokens": []}}),
+    ("special_tokens_map.json not read beside added_tokens_decoder",
+     {"tokenizer_config.json": {"cls_token": "[MASK]", "added_tokens_decoder": BERT_DECODER}}),
+]
+# RobertaTokenizer keeps tokenizer.json's vocabulary, merges and added tokens and builds the rest:
+# no normaliser, ByteLevel(add_prefix_space from the config, false by default), BPE without
+# dropout or unknown token, RobertaProcessing with the config's <s> and </s>.
+ROBERTA_FOLDER = "tiny-roberta"
+ROBERTA_PREFIX_SPACE = {"pre_tokenizer.add_prefix_space": True, "post_processor.add_prefix_space": True}
+ROBERTA_CLASS_VARIANTS = [
+    ("roberta as published", {}),
+    ("roberta tokenizer.json add_prefix_space true", {"tokenizer.json": ROBERTA_PREFIX_SPACE}),
+    ("roberta config add_prefix_space true", {"tokenizer_config.json": {"add_prefix_space": True}}),
+    ("roberta no add_prefix_space in the config, tokenizer.json true",
+     {"tokenizer.json": ROBERTA_PREFIX_SPACE, "tokenizer_config.json": {"add_prefix_space": REMOVE}}),
+    ("roberta tokenizer.json Lowercase normaliser", {"tokenizer.json": {"normalizer": {"type": "Lowercase"}}}),
+    ("roberta tokenizer.json without a post-processor", {"tokenizer.json": {"post_processor": None}}),
+    ("roberta config cls_token <unk>", {"tokenizer_config.json": {"cls_token": "<unk>"},
+                                        "special_tokens_map.json": {"cls_token": "<unk>"}}),
+    ("roberta no tokenizer_class (model_type roberta), tokenizer.json add_prefix_space true",
+     {"tokenizer.json": ROBERTA_PREFIX_SPACE, "tokenizer_config.json": {"tokenizer_class": REMOVE}}),
+    ("roberta tokenizer_class PreTrainedTokenizerFast, tokenizer.json add_prefix_space true",
+     {"tokenizer.json": ROBERTA_PREFIX_SPACE, "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
+    ("roberta config added_tokens_decoder, <mask> without lstrip",
+     {"tokenizer_config.json": {"added_tokens_decoder": {
+         "0": {"content": "<s>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False, "special": True},
+         "2": {"content": "</s>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False, "special": True},
+         "1500": {"content": "<mask>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                  "special": True}}}}),
+]
+# XLMRobertaTokenizer (and CamembertTokenizer) keep tokenizer.json's vocabulary, its Precompiled
+# charsmap and added tokens: Precompiled alone, WhitespaceSplit then Metaspace (prepend_scheme
+# always unless the config's add_prefix_space is false), Unigram with unk_id 3 (Camembert: the
+# config's unk_token's), <s> $A </s> from the config's bos/eos. tiny-xlmr-spm's tokenizer.json is
+# transformers 5's conversion of a SentencePiece model; the "transformers 4" variants rewrite it as
+# the files most published multilingual models carry (Replace of space runs by one space, a
+# Metaspace with add_prefix_space).
+XLMR_FOLDER = "tiny-xlmr-spm"
+XLMR_AS_TRANSFORMERS_4 = {
+    "normalizer.normalizers.1": {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+    "normalizer.normalizers.2": REMOVE,
+    "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True},
+}
+XLMR_CLASS_VARIANTS = [
+    ("xlmr as published", {}),
+    ("xlmr tokenizer.json as transformers 4 wrote it", {"tokenizer.json": XLMR_AS_TRANSFORMERS_4}),
+    ("xlmr config add_prefix_space false", {"tokenizer_config.json": {"add_prefix_space": False}}),
+    ("xlmr tokenizer.json without a normaliser", {"tokenizer.json": {"normalizer": None}}),
+    ("xlmr tokenizer.json unk_id 0", {"tokenizer.json": {"model.unk_id": 0}}),
+    ("xlmr tokenizer.json without a post-processor", {"tokenizer.json": {"post_processor": None}}),
+    ("xlmr config bos_token <pad>", {"tokenizer_config.json": {"bos_token": "<pad>"},
+                                     "special_tokens_map.json": {"bos_token": "<pad>"}}),
+    ("xlmr no tokenizer_class (model_type xlm-roberta), tokenizer.json as transformers 4 wrote it",
+     {"tokenizer.json": XLMR_AS_TRANSFORMERS_4, "tokenizer_config.json": {"tokenizer_class": REMOVE}}),
+    ("xlmr tokenizer_class PreTrainedTokenizerFast, tokenizer.json as transformers 4 wrote it",
+     {"tokenizer.json": XLMR_AS_TRANSFORMERS_4, "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
+    ("camembert tokenizer_class CamembertTokenizer, tokenizer.json as transformers 4 wrote it",
+     {"tokenizer.json": XLMR_AS_TRANSFORMERS_4, "tokenizer_config.json": {"tokenizer_class": "CamembertTokenizer"}}),
+    ("camembert model_type camembert, unk_token <pad>, tokenizer.json unk_id 0",
+     {"tokenizer.json": {"model.unk_id": 0}, "tokenizer_config.json": {"tokenizer_class": REMOVE, "unk_token": "<pad>"},
+      "special_tokens_map.json": {"unk_token": "<pad>"}, "config.json": {"model_type": "camembert"}}),
+]
+XLMR_NO_CHARSMAP_VARIANTS = [
+    ("xlmr without a charsmap, tokenizer.json as transformers 4 wrote it",
+     {"tokenizer.json": {"normalizer": {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "},
+                         "pre_tokenizer": XLMR_AS_TRANSFORMERS_4["pre_tokenizer"]}}),
+]
 
 TOKENIZER_CLASS_TEXTS = [
     "Hello World", "Héllo Wörld, naïve café!", "ÉCOLE Ångström", "中文字符 and 日本語", "A [MASK] here.",
     "supercalifragilisticexpialidocious words", "tab\tand\u00a0nbsp", "x" * 120, "", "UPPER lower MiXeD 123",
     "e-mail: someone@example.com (see https://x.y/z)", "don't stop-believing...",
+    # Whitespace and the RoBERTa family's special tokens, where transformers 4's SentencePiece files
+    # and transformers 5's rebuild part ways.
+    "  leading and  double  spaces ", " ", "trailing space ", "line\nbreak\r\nand\ttab", "A <mask> here.",
+    "end <s> mid </s>",
 ]
 
 
@@ -2401,8 +2486,15 @@ def apply_edits(folder: Path, edits: dict) -> None:
             *parents, last = dotted.split(".")
             node = data
             for key in parents:
-                node = node[key]
-            if value == REMOVE:
+                node = node[int(key)] if isinstance(node, list) else node[key]
+            if isinstance(node, list):  # an index: replace, append at the end, or remove
+                if value == REMOVE:
+                    node.pop(int(last))
+                elif int(last) == len(node):
+                    node.append(value)
+                else:
+                    node[int(last)] = value
+            elif value == REMOVE:
                 node.pop(last, None)
             else:
                 node[last] = value
@@ -2411,17 +2503,21 @@ def apply_edits(folder: Path, edits: dict) -> None:
 
 def make_tokenizer_classes() -> dict:
     """tests/fixtures/tokenizer_class_reference.json: how transformers 5 (AutoTokenizer, as
-    sentence-transformers loads it) tokenizes copies of tiny-bert edited as TOKENIZER_CLASS_VARIANTS
-    say. For ``BertTokenizer`` (the config's tokenizer_class, or config.json's model_type bert
-    without one) it rebuilds normaliser, pre-tokeniser, post-processor and WordPiece settings from
-    tokenizer_config.json and keeps only tokenizer.json's vocabulary and added tokens;
+    sentence-transformers loads it) tokenizes copies of the tiny fixtures edited as the
+    *_CLASS_VARIANTS lists say. A model-specific class (the config's tokenizer_class, or the one
+    config.json's model_type maps to) rebuilds normaliser, pre-tokeniser, post-processor and model
+    settings from the class and tokenizer_config.json and keeps only tokenizer.json's vocabulary
+    (merges, charsmap) and added tokens (the config's added_tokens_decoder instead, when present);
     ``PreTrainedTokenizerFast`` takes tokenizer.json as it is. Per variant: the edits, the class
     AutoTokenizer chose, and each text's ``input_ids`` (special tokens added, no truncation)."""
     from transformers import AutoTokenizer
 
     variants = []
     all_variants = [("tiny-bert", *v) for v in TOKENIZER_CLASS_VARIANTS] + \
-                   [(MPNET_FOLDER, *v) for v in MPNET_CLASS_VARIANTS]
+                   [(MPNET_FOLDER, *v) for v in MPNET_CLASS_VARIANTS] + \
+                   [(ROBERTA_FOLDER, *v) for v in ROBERTA_CLASS_VARIANTS] + \
+                   [(XLMR_FOLDER, *v) for v in XLMR_CLASS_VARIANTS] + \
+                   [("tiny-xlm-roberta", *v) for v in XLMR_NO_CHARSMAP_VARIANTS]
     for source, name, edits in all_variants:
         with tempfile.TemporaryDirectory(prefix="ember-tokenizer-class-") as tmp:
             folder = Path(tmp) / source
@@ -2438,6 +2534,12 @@ def make_tokenizer_classes() -> dict:
     assert by_name["tokenizer.json without a post-processor"] == published
     assert by_name["tokenizer_class PreTrainedTokenizerFast, tokenizer.json cased"] != published
     assert by_name["mpnet tokenizer.json without a post-processor"] == by_name["mpnet as published"]
+    assert by_name["roberta tokenizer.json add_prefix_space true"] == by_name["roberta as published"]
+    assert by_name["roberta config add_prefix_space true"] != by_name["roberta as published"]
+    xlmr = by_name["xlmr as published"]
+    assert by_name["xlmr tokenizer.json as transformers 4 wrote it"] == xlmr
+    assert by_name["xlmr tokenizer_class PreTrainedTokenizerFast, tokenizer.json as transformers 4 wrote it"] != xlmr
+    assert by_name["config added_tokens_decoder (tokenizer.json's added tokens not read)"] != published
     out_path = FIXTURES / "tokenizer_class_reference.json"
     out = run_info("AutoTokenizer.from_pretrained(folder)(text)['input_ids']") | {
         "remove_marker": REMOVE,

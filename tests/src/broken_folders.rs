@@ -126,6 +126,15 @@ fn set_tokenizer_config(dir: &Path, key: &str, value: Value) {
     set_key(dir, "tokenizer_config.json", key, Some(value));
 }
 
+/// Names a special token in `tokenizer_config.json` and, where the folder has one, in
+/// `special_tokens_map.json`, which transformers lays over the config's.
+fn set_special_token(dir: &Path, key: &str, value: Value) {
+    set_tokenizer_config(dir, key, value.clone());
+    if dir.join("special_tokens_map.json").exists() {
+        set_key(dir, "special_tokens_map.json", key, Some(value));
+    }
+}
+
 /// Leaves `vocab.txt` as the tokenizer (a folder's `tokenizer.json` takes precedence).
 fn vocab_only(dir: &Path) {
     remove(dir, "tokenizer.json");
@@ -849,7 +858,39 @@ pub fn cases() -> Vec<BrokenFolder> {
             "tokenizer_config.json/unk_token not in the vocabulary (BertTokenizer)",
             TOKENIZER_CONFIG,
             ["special token \"<unk>\"", "is not in the vocabulary"],
-            |d| set_tokenizer_config(d, "unk_token", json!("<unk>"))
+            |d| set_special_token(d, "unk_token", json!("<unk>"))
+        ),
+        case!(
+            "special_tokens_map.json/not JSON",
+            "special_tokens_map.json",
+            ["not valid JSON"],
+            |d| write(d, "special_tokens_map.json", "{\"unk_token\": ")
+        ),
+        case!(
+            "special_tokens_map.json/unk_token a list",
+            "special_tokens_map.json",
+            ["\"unk_token\"", "is not a token"],
+            |d| set_key(d, "special_tokens_map.json", "unk_token", Some(json!(["[UNK]"])))
+        ),
+        case!(
+            "tokenizer_config/added_tokens_decoder entry without content",
+            TOKENIZER_CONFIG,
+            ["\"added_tokens_decoder\" entry 100", "\"content\""],
+            |d| set_tokenizer_config(
+                d,
+                "added_tokens_decoder",
+                json!({"100": {"lstrip": false, "special": true}})
+            )
+        ),
+        case!(
+            "tokenizer_config/added_tokens_decoder key not an id",
+            TOKENIZER_CONFIG,
+            ["\"added_tokens_decoder\"", "\"unk\"", "not an id"],
+            |d| set_tokenizer_config(
+                d,
+                "added_tokens_decoder",
+                json!({"unk": {"content": "[UNK]", "special": true}})
+            )
         ),
         case!(
             "tokenizer.json/not UTF-8",
@@ -945,7 +986,7 @@ pub fn cases() -> Vec<BrokenFolder> {
             ["special token \"<unk>\" is not in the vocabulary"],
             |d| {
                 vocab_only(d);
-                set_tokenizer_config(d, "unk_token", json!("<unk>"));
+                set_special_token(d, "unk_token", json!("<unk>"));
             }
         ),
         case!(

@@ -174,8 +174,9 @@ pub fn copy_with_pooling(folder: &str, pooling_config: &serde_json::Value) -> te
 }
 
 /// Edits the JSON files of `dir` as tests/reference/make_reference.py's `apply_edits` does:
-/// `edits` maps a file name to `{dotted key: value}`; a value equal to `remove` (if given)
-/// removes the key instead.
+/// `edits` maps a file name to `{dotted key: value}` (a key of a list is an index: replaced,
+/// or appended when it is the length); a value equal to `remove` (if given) removes the key
+/// (or the list element) instead.
 pub fn apply_edits(
     dir: &Path,
     edits: &serde_json::Map<String, serde_json::Value>,
@@ -190,13 +191,32 @@ pub fn apply_edits(
             let last = keys.pop().unwrap();
             let mut node = &mut data;
             for key in keys {
-                node = &mut node[key];
+                node = match node {
+                    serde_json::Value::Array(list) => &mut list[key.parse::<usize>().unwrap()],
+                    other => &mut other[key],
+                };
             }
-            let object = node.as_object_mut().unwrap();
-            if remove.is_some() && value.as_str() == remove {
-                object.remove(last);
-            } else {
-                object.insert(last.to_owned(), value.clone());
+            let removing = remove.is_some() && value.as_str() == remove;
+            match node {
+                // An index: replace, append at the end, or remove.
+                serde_json::Value::Array(list) => {
+                    let index: usize = last.parse().unwrap();
+                    if removing {
+                        list.remove(index);
+                    } else if index == list.len() {
+                        list.push(value.clone());
+                    } else {
+                        list[index] = value.clone();
+                    }
+                }
+                node => {
+                    let object = node.as_object_mut().unwrap();
+                    if removing {
+                        object.remove(last);
+                    } else {
+                        object.insert(last.to_owned(), value.clone());
+                    }
+                }
             }
         }
         std::fs::write(&path, data.to_string()).unwrap();

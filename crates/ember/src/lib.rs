@@ -44,6 +44,7 @@ pub mod quantize;
 mod resident;
 pub mod similarity;
 pub mod tokenize;
+mod tokenizer_class;
 mod unigram;
 pub mod wordpiece;
 

@@ -3,8 +3,11 @@
 //! `tokenizer.json` is loaded with the `tokenizers` crate; a folder with only `vocab.txt` and
 //! `tokenizer_config.json` gets the BERT WordPiece pipeline transformers builds from them
 //! (BERT normaliser with the config's lower-casing, accent and CJK rules, BERT pre-tokeniser,
-//! `[CLS] … [SEP]`). Truncation is always `longest_first` to `max_seq_length` and padding is
-//! off — whatever `tokenizer.json` says — because the batch is packed.
+//! `[CLS] … [SEP]`). For a model-specific transformers class (BERT's, MPNet's, RoBERTa's,
+//! XLM-R's, CamemBERT's) only the file's vocabulary and added tokens are kept and the rest is
+//! built as that class builds it (`tokenizer_class.rs`). Truncation is always `longest_first`
+//! to `max_seq_length` and padding is off — whatever `tokenizer.json` says — because the batch
+//! is packed.
 //!
 //! When the pipeline is exactly the standard BERT one (BertNormalizer, optionally after a
 //! `Lowercase`; BertPreTokenizer; WordPiece; `[CLS] … [SEP]` by BertProcessing or the
@@ -25,15 +28,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::models::ModelWrapper;
-use tokenizers::normalizers::{BertNormalizer, Lowercase, NormalizerWrapper, Sequence};
-use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::normalizers::{Lowercase, NormalizerWrapper, Sequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme as MetaspacePrependScheme};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::processors::bert::BertProcessing;
-use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{
@@ -42,6 +41,7 @@ use tokenizers::{
 
 use crate::bpe::{BpeAddedToken, BpeScratch, BpeSpec, BpeTokenizer, NormalizerStep};
 use crate::folder::read_json;
+use crate::tokenizer_class::{self, rebuilt_class, TokenizerConfig};
 use crate::unigram::{
     check_charsmap, PrependScheme, UnigramNormalizerStep, UnigramScratch, UnigramSpec,
     UnigramTokenizer,
@@ -94,108 +94,6 @@ thread_local! {
     static SCRATCH: RefCell<TokenizeScratch> = RefCell::new(TokenizeScratch::default());
 }
 
-/// `tokenizer_config.json`'s settings that matter here.
-struct TokenizerConfig {
-    /// `tokenizer_class`, less a `Fast` suffix (transformers 5 has one class for both).
-    tokenizer_class: Option<String>,
-    model_max_length: Option<usize>,
-    do_lower_case: bool,
-    strip_accents: Option<bool>,
-    tokenize_chinese_chars: bool,
-    unk: String,
-    cls: String,
-    sep: String,
-    pad: String,
-    mask: String,
-    /// The same five with `MPNetTokenizer`'s defaults (`[UNK]`, `<s>`, `</s>`, `<pad>`,
-    /// `<mask>`) for the keys the file leaves out, and its `bos_token` / `eos_token`.
-    mpnet: [String; 7],
-}
-
-impl TokenizerConfig {
-    /// Reads `dir/tokenizer_config.json` if there is one (defaults otherwise). A key that is
-    /// present must have the kind transformers writes (`null` counts as absent).
-    fn read(dir: &Path) -> Result<Self, EmberError> {
-        let path = dir.join("tokenizer_config.json");
-        let value = if path.exists() {
-            read_json(&path)?
-        } else {
-            Value::Object(Default::default())
-        };
-        let invalid = |message: String| EmberError::Invalid {
-            path: path.clone(),
-            message,
-        };
-        let object = value
-            .as_object()
-            .ok_or_else(|| invalid("expected a JSON object".into()))?;
-        let get = |key: &str| object.get(key).filter(|v| !v.is_null());
-        let flag = |key: &str| -> Result<Option<bool>, EmberError> {
-            get(key)
-                .map(|v| {
-                    v.as_bool()
-                        .ok_or_else(|| invalid(format!("\"{key}\" = {v} is not true or false")))
-                })
-                .transpose()
-        };
-        // transformers writes special tokens as strings or as AddedToken objects.
-        let token = |key: &str, default: &str| -> Result<String, EmberError> {
-            match get(key) {
-                None => Ok(default.to_owned()),
-                Some(v) => v
-                    .as_str()
-                    .or_else(|| v.get("content")?.as_str())
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "\"{key}\" = {v} is not a token (a string, or an object with a \"content\" string)"
-                        ))
-                    }),
-            }
-        };
-        // transformers writes 1e30 for "no limit": anything past usize range means none.
-        let model_max_length = match get("model_max_length") {
-            None => None,
-            Some(v) => {
-                let n = v.as_f64().filter(|&n| n >= 1.0).ok_or_else(|| {
-                    invalid(format!("\"model_max_length\" = {v} is not a number ≥ 1"))
-                })?;
-                (n < 1e15).then_some(n as usize)
-            }
-        };
-        let tokenizer_class = match get("tokenizer_class") {
-            None => None,
-            Some(Value::String(name)) => Some(name.strip_suffix("Fast").unwrap_or(name).to_owned()),
-            Some(v) => {
-                return Err(invalid(format!(
-                    "\"tokenizer_class\" = {v} is not a string"
-                )))
-            }
-        };
-        Ok(Self {
-            tokenizer_class,
-            model_max_length,
-            do_lower_case: flag("do_lower_case")?.unwrap_or(true),
-            strip_accents: flag("strip_accents")?,
-            tokenize_chinese_chars: flag("tokenize_chinese_chars")?.unwrap_or(true),
-            mpnet: [
-                token("unk_token", "[UNK]")?,
-                token("cls_token", "<s>")?,
-                token("sep_token", "</s>")?,
-                token("pad_token", "<pad>")?,
-                token("mask_token", "<mask>")?,
-                token("bos_token", "<s>")?,
-                token("eos_token", "</s>")?,
-            ],
-            unk: token("unk_token", "[UNK]")?,
-            cls: token("cls_token", "[CLS]")?,
-            sep: token("sep_token", "[SEP]")?,
-            pad: token("pad_token", "[PAD]")?,
-            mask: token("mask_token", "[MASK]")?,
-        })
-    }
-}
-
 impl TextTokenizer {
     /// Loads the tokenizer of the Transformer module in `dir`.
     ///
@@ -215,7 +113,7 @@ impl TextTokenizer {
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
         let (mut tokenizer, source, model_fields) = if json_path.exists() {
-            let (tokenizer, model_fields) = read_tokenizer_json(&json_path)?;
+            let (tokenizer, mut model_fields) = read_tokenizer_json(&json_path)?;
             let rebuild = rebuilt_class(dir, &config);
             // The crate loads such a file and then fails on the first unknown word. (Rebuilt
             // as BertTokenizer, the config's unknown token is the one checked.)
@@ -239,8 +137,12 @@ impl TextTokenizer {
                     true => config_path,
                     false => json_path.clone(),
                 };
-                Self::as_transformers_builds_it(&mut tokenizer, &config, class)
-                    .map_err(|message| EmberError::Tokenizer { path, message })?;
+                let rebuilt =
+                    tokenizer_class::rebuild(&tokenizer, &mut model_fields, &config, class)
+                        .map_err(|message| EmberError::Tokenizer { path, message })?;
+                if let Some(rebuilt) = rebuilt {
+                    tokenizer = rebuilt;
+                }
             }
             (tokenizer, json_path, model_fields)
         } else if vocab_path.exists() {
@@ -350,97 +252,7 @@ impl TextTokenizer {
         })
     }
 
-    /// The pipeline transformers 5's `BertTokenizer` (or `MPNetTokenizer`) makes of a
-    /// `tokenizer.json`: it keeps the file's vocabulary and added tokens and builds the rest
-    /// from `tokenizer_config.json`, as from a `vocab.txt`
-    /// ([`wordpiece_from_vocab`](Self::wordpiece_from_vocab)): WordPiece with the config's
-    /// `unk_token`, `##` and 100 characters a word; `BertNormalizer(clean_text,
-    /// tokenize_chinese_chars, strip_accents, do_lower_case)` (`do_lower_case` true unless the
-    /// config says false); `BertPreTokenizer`; `[CLS] $A [SEP]` (MPNet: `<s> $A </s>` by
-    /// RobertaProcessing) with the config's tokens. The file's own normaliser, pre-tokeniser,
-    /// post-processor and WordPiece settings are not used (sentence-transformers, through
-    /// transformers, does not use them either).
-    fn as_transformers_builds_it(
-        tokenizer: &mut Tokenizer,
-        config: &TokenizerConfig,
-        class: WordPieceClass,
-    ) -> Result<(), String> {
-        let ModelWrapper::WordPiece(file_model) = tokenizer.get_model() else {
-            return Ok(()); // not a WordPiece file: transformers would not load it as BERT's
-        };
-        let specials = Specials::of(config, class);
-        let mut model = file_model.clone();
-        model.unk_token = specials.unk.clone();
-        model.continuing_subword_prefix = "##".into();
-        model.max_input_chars_per_word = 100;
-        let id_of = |token: &str| {
-            tokenizers::Model::token_to_id(&model, token).ok_or_else(|| {
-                format!(
-                    "special token {token:?} (tokenizer_config.json, or {class:?}Tokenizer's default) is not in the vocabulary"
-                )
-            })
-        };
-        id_of(&specials.unk)?;
-        let cls = (specials.cls.clone(), id_of(&specials.cls)?);
-        let sep = (specials.sep.clone(), id_of(&specials.sep)?);
-        tokenizer.with_model(model);
-        Self::set_wordpiece_pipeline(tokenizer, config, class, &specials, cls, sep);
-        Ok(())
-    }
-
-    /// A transformers WordPiece class's pipeline around its model: `BertNormalizer` and
-    /// `BertPreTokenizer` from `config`, `[CLS] $A [SEP]` (MPNet: `<s> $A </s>`), and its
-    /// special tokens registered as added ones (a literal `[CLS]` in a text is the `[CLS]` id,
-    /// not word pieces) where the tokenizer has none of that name yet, as transformers adds
-    /// them (MPNet's `<mask>` taking the space before it).
-    fn set_wordpiece_pipeline(
-        tokenizer: &mut Tokenizer,
-        config: &TokenizerConfig,
-        class: WordPieceClass,
-        specials: &Specials,
-        cls: (String, u32),
-        sep: (String, u32),
-    ) {
-        tokenizer.with_normalizer(Some(BertNormalizer::new(
-            true,
-            config.tokenize_chinese_chars,
-            config.strip_accents,
-            config.do_lower_case,
-        )));
-        tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-        match class {
-            WordPieceClass::Bert => {
-                tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
-            }
-            WordPieceClass::MPNet => {
-                tokenizer.with_post_processor(Some(
-                    RobertaProcessing::new(sep, cls)
-                        .trim_offsets(true)
-                        .add_prefix_space(false),
-                ));
-            }
-        }
-        let present: Vec<String> = tokenizer
-            .get_added_tokens_decoder()
-            .into_values()
-            .map(|token| token.content)
-            .collect();
-        let mut new: Vec<AddedToken> = Vec::new();
-        for (content, lstrip) in specials.registered(class) {
-            let known = tokenizer.token_to_id(content).is_some();
-            if known
-                && !present.iter().any(|p| p == content)
-                && !new.iter().any(|t| &t.content == content)
-            {
-                new.push(AddedToken::from(content.clone(), true).lstrip(lstrip));
-            }
-        }
-        // Even with none to add, this matters: adding re-normalises the `normalized` added
-        // tokens' patterns with the normaliser just set, as transformers adds them after it.
-        tokenizer.add_special_tokens(&new);
-    }
-
-    /// The WordPiece pipeline transformers' `BertTokenizerFast` builds from a vocabulary.
+    /// The WordPiece pipeline transformers' `BertTokenizer` builds from a vocabulary.
     fn wordpiece_from_vocab(
         vocab_path: &Path,
         config: &TokenizerConfig,
@@ -452,28 +264,7 @@ impl TextTokenizer {
         let vocab_str = vocab_path
             .to_str()
             .ok_or_else(|| error("path is not UTF-8".into()))?;
-        let model = WordPiece::from_file(vocab_str)
-            .unk_token(config.unk.clone())
-            .build()
-            .map_err(|e| error(e.to_string()))?;
-        let id_of = |token: &str| {
-            tokenizers::Model::token_to_id(&model, token)
-                .ok_or_else(|| error(format!("special token {token:?} is not in the vocabulary")))
-        };
-        let cls = (config.cls.clone(), id_of(&config.cls)?);
-        let sep = (config.sep.clone(), id_of(&config.sep)?);
-        id_of(&config.unk)?;
-        let mut tokenizer = Tokenizer::new(model);
-        let specials = Specials::of(config, WordPieceClass::Bert);
-        Self::set_wordpiece_pipeline(
-            &mut tokenizer,
-            config,
-            WordPieceClass::Bert,
-            &specials,
-            cls,
-            sep,
-        );
-        Ok(tokenizer)
+        tokenizer_class::bert_from_vocab(vocab_str, config).map_err(error)
     }
 
     /// Tokenizes one text into `ids` (cleared first): `[CLS] … [SEP]`, at most
@@ -764,114 +555,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("no message")
-}
-
-/// transformers 5's WordPiece tokenizer classes that rebuild the pipeline from
-/// `tokenizer_config.json` rather than take `tokenizer.json`'s.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WordPieceClass {
-    /// `BertTokenizer` (also `DistilBertTokenizer`): `[CLS] $A [SEP]`.
-    Bert,
-    /// `MPNetTokenizer`: `<s> $A </s>`, other default tokens.
-    MPNet,
-}
-
-/// A class's special tokens: the config's, or the class's defaults.
-struct Specials {
-    unk: String,
-    cls: String,
-    sep: String,
-    pad: String,
-    mask: String,
-    /// MPNet's `bos_token` / `eos_token` (registered too); unused for BERT.
-    bos: String,
-    eos: String,
-}
-
-impl Specials {
-    fn of(config: &TokenizerConfig, class: WordPieceClass) -> Self {
-        match class {
-            WordPieceClass::Bert => Self {
-                unk: config.unk.clone(),
-                cls: config.cls.clone(),
-                sep: config.sep.clone(),
-                pad: config.pad.clone(),
-                mask: config.mask.clone(),
-                bos: String::new(),
-                eos: String::new(),
-            },
-            WordPieceClass::MPNet => {
-                let [unk, cls, sep, pad, mask, bos, eos] = config.mpnet.clone();
-                Self {
-                    unk,
-                    cls,
-                    sep,
-                    pad,
-                    mask,
-                    bos,
-                    eos,
-                }
-            }
-        }
-    }
-
-    /// The tokens the class registers as special added tokens, with whether each takes the
-    /// space before it (`lstrip`).
-    fn registered(&self, class: WordPieceClass) -> Vec<(&String, bool)> {
-        match class {
-            WordPieceClass::Bert => vec![
-                (&self.pad, false),
-                (&self.unk, false),
-                (&self.cls, false),
-                (&self.sep, false),
-                (&self.mask, false),
-            ],
-            WordPieceClass::MPNet => vec![
-                (&self.bos, false),
-                (&self.eos, false),
-                (&self.sep, false),
-                (&self.cls, false),
-                (&self.unk, false),
-                (&self.pad, false),
-                (&self.mask, true),
-            ],
-        }
-    }
-}
-
-/// Which of [`WordPieceClass`] transformers 5's `AutoTokenizer` loads the folder as, if any:
-/// the class named by `tokenizer_config.json`'s `tokenizer_class`, else by `config.json`'s
-/// (a `Fast` suffix dropped), or, with neither, the one `config.json`'s `model_type` maps to
-/// (`bert`, `distilbert`, `nomic_bert`: BERT's; `mpnet`). ModernBERT folders are taken as they
-/// are whatever they name (transformers lists `modernbert` among the models whose hub class it
-/// overrides). Any other class (`PreTrainedTokenizerFast`, `TokenizersBackend`, RoBERTa's, …)
-/// is taken as the file has it.
-fn rebuilt_class(dir: &Path, config: &TokenizerConfig) -> Option<WordPieceClass> {
-    let model_config = std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
-    let key = |name: &str| {
-        model_config
-            .as_ref()
-            .and_then(|c| c.get(name)?.as_str().map(str::to_owned))
-    };
-    let model_type = key("model_type");
-    if model_type.as_deref() == Some("modernbert") {
-        return None;
-    }
-    let class = config.tokenizer_class.clone().or_else(|| {
-        key("tokenizer_class").map(|name| name.strip_suffix("Fast").unwrap_or(&name).to_owned())
-    });
-    match class.as_deref() {
-        Some("BertTokenizer" | "DistilBertTokenizer") => Some(WordPieceClass::Bert),
-        Some("MPNetTokenizer") => Some(WordPieceClass::MPNet),
-        Some(_) => None,
-        None => match model_type.as_deref() {
-            Some("bert" | "distilbert" | "nomic_bert") => Some(WordPieceClass::Bert),
-            Some("mpnet") => Some(WordPieceClass::MPNet),
-            _ => None,
-        },
-    }
 }
 
 /// The ids transformers' `all_special_ids` would hold, sorted: the tokens
