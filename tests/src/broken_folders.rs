@@ -870,7 +870,12 @@ pub fn cases() -> Vec<BrokenFolder> {
             "special_tokens_map.json/unk_token a list",
             "special_tokens_map.json",
             ["\"unk_token\"", "is not a token"],
-            |d| set_key(d, "special_tokens_map.json", "unk_token", Some(json!(["[UNK]"])))
+            |d| set_key(
+                d,
+                "special_tokens_map.json",
+                "unk_token",
+                Some(json!(["[UNK]"]))
+            )
         ),
         case!(
             "tokenizer_config/added_tokens_decoder entry without content",

@@ -316,7 +316,9 @@ impl Specials {
 
     /// Token `i` of [`NAMED`]; every class has a default for those asked for.
     fn get(&self, i: usize) -> &str {
-        self.0[i].as_ref().map_or("", |(content, _)| content.as_str())
+        self.0[i]
+            .as_ref()
+            .map_or("", |(content, _)| content.as_str())
     }
 }
 
