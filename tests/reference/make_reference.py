@@ -2402,6 +2402,34 @@ TOKENIZER_CLASS_VARIANTS += [
      {"tokenizer_config.json": {"cls_token": "[MASK]"}, "tokenizer.json": {"added_tokens": []}}),
     ("special_tokens_map.json not read beside added_tokens_decoder",
      {"tokenizer_config.json": {"cls_token": "[MASK]", "added_tokens_decoder": BERT_DECODER}}),
+    # Extra special tokens, from each place transformers takes them, split a word.
+    ("config additional_special_tokens", {"tokenizer_config.json": {"additional_special_tokens": ["world"]}}),
+    ("config extra_special_tokens", {"tokenizer_config.json": {"extra_special_tokens": ["world"]}}),
+    ("special_tokens_map.json additional_special_tokens",
+     {"special_tokens_map.json": {"additional_special_tokens": ["world"]}}),
+    ("config model-specific named token", {"tokenizer_config.json": {"world_token": "world"}}),
+    ("added_tokens.json", {"added_tokens.json": {"world": 2601}}),
+    ("special_tokens_map.json mask_token object, normalized",
+     {"tokenizer.json": {"added_tokens": []},
+      "special_tokens_map.json": {"mask_token": {"content": "[MASK]", "lstrip": False, "normalized": True,
+                                                 "rstrip": False, "single_word": False}}}),
+    ("split_special_tokens, [MASK] not special in the decoder",
+     {"tokenizer_config.json": {"split_special_tokens": True, "added_tokens_decoder": BERT_DECODER | {
+         "103": {"content": "[MASK]", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                 "special": False}}}}),
+    ("tokenizer_class ElectraTokenizer, no post-processor",
+     {"tokenizer.json": {"post_processor": None}, "tokenizer_config.json": {"tokenizer_class": "ElectraTokenizer"}}),
+    ("tokenizer_class PreTrainedTokenizerFast, no added tokens in tokenizer.json",
+     {"tokenizer.json": {"added_tokens": []}, "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
+    ("tokenizer_class PreTrainedTokenizerFast, split_special_tokens",
+     {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "split_special_tokens": True}}),
+    ("tokenizer_class PreTrainedTokenizerFast, config additional_special_tokens",
+     {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "additional_special_tokens": ["world"]}}),
+    # sentence-transformers passes sentence_bert_config.json's tokenizer_args to AutoTokenizer.
+    ("sentence_bert_config tokenizer_args do_lower_case false",
+     {"sentence_bert_config.json": {"tokenizer_args": {"do_lower_case": False}}}),
+    ("sentence_bert_config tokenizer_args cls_token, over special_tokens_map.json",
+     {"sentence_bert_config.json": {"tokenizer_args": {"cls_token": "[MASK]"}}}),
 ]
 # RobertaTokenizer keeps tokenizer.json's vocabulary, merges and added tokens and builds the rest:
 # no normaliser, ByteLevel(add_prefix_space from the config, false by default), BPE without
@@ -2422,6 +2450,12 @@ ROBERTA_CLASS_VARIANTS = [
      {"tokenizer.json": ROBERTA_PREFIX_SPACE, "tokenizer_config.json": {"tokenizer_class": REMOVE}}),
     ("roberta tokenizer_class PreTrainedTokenizerFast, tokenizer.json add_prefix_space true",
      {"tokenizer.json": ROBERTA_PREFIX_SPACE, "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"}}),
+    ("roberta special_tokens_map.json cls_token <unk> over the config's",
+     {"special_tokens_map.json": {"cls_token": "<unk>"}}),
+    ("roberta tokenizer_class BartTokenizer, no post-processor",
+     {"tokenizer.json": {"post_processor": None}, "tokenizer_config.json": {"tokenizer_class": "BartTokenizer"}}),
+    ("roberta sentence_bert_config tokenizer_args add_prefix_space true",
+     {"sentence_bert_config.json": {"tokenizer_args": {"add_prefix_space": True}}}),
     ("roberta config added_tokens_decoder, <mask> without lstrip",
      {"tokenizer_config.json": {"added_tokens_decoder": {
          "0": {"content": "<s>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False, "special": True},
@@ -2451,6 +2485,13 @@ XLMR_CLASS_VARIANTS = [
     ("xlmr tokenizer.json without a post-processor", {"tokenizer.json": {"post_processor": None}}),
     ("xlmr config bos_token <pad>", {"tokenizer_config.json": {"bos_token": "<pad>"},
                                      "special_tokens_map.json": {"bos_token": "<pad>"}}),
+    ("xlmr no add_prefix_space in the config, tokenizer.json as transformers 4 wrote it",
+     {"tokenizer.json": XLMR_AS_TRANSFORMERS_4, "tokenizer_config.json": {"add_prefix_space": REMOVE}}),
+    ("xlmr config added_tokens_decoder, <mask> without lstrip",
+     {"tokenizer_config.json": {"added_tokens_decoder": {
+         "0": {"content": "<s>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True},
+         "2001": {"content": "<mask>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                  "special": True}}}}),
     ("xlmr no tokenizer_class (model_type xlm-roberta), tokenizer.json as transformers 4 wrote it",
      {"tokenizer.json": XLMR_AS_TRANSFORMERS_4, "tokenizer_config.json": {"tokenizer_class": REMOVE}}),
     ("xlmr tokenizer_class PreTrainedTokenizerFast, tokenizer.json as transformers 4 wrote it",
@@ -2474,14 +2515,14 @@ TOKENIZER_CLASS_TEXTS = [
     # Whitespace and the RoBERTa family's special tokens, where transformers 4's SentencePiece files
     # and transformers 5's rebuild part ways.
     "  leading and  double  spaces ", " ", "trailing space ", "line\nbreak\r\nand\ttab", "A <mask> here.",
-    "end <s> mid </s>",
+    "end <s> mid </s>", "xworldy here", "A [mask] here.",
 ]
 
 
 def apply_edits(folder: Path, edits: dict) -> None:
     for file, changes in edits.items():
         path = folder / file
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         for dotted, value in changes.items():
             *parents, last = dotted.split(".")
             node = data
@@ -2523,7 +2564,10 @@ def make_tokenizer_classes() -> dict:
             folder = Path(tmp) / source
             shutil.copytree(FIXTURES / source, folder)
             apply_edits(folder, edits)
-            tok = AutoTokenizer.from_pretrained(str(folder))
+            # As sentence-transformers loads it: with sentence_bert_config.json's tokenizer_args.
+            st_config = read_json(folder / "sentence_bert_config.json")
+            tokenizer_args = st_config.get("tokenizer_args") or st_config.get("processor_kwargs") or {}
+            tok = AutoTokenizer.from_pretrained(str(folder), **tokenizer_args)
             ids = [tok(t)["input_ids"] for t in TOKENIZER_CLASS_TEXTS]
         variants.append({"name": name, "folder": source, "edits": edits, "class": type(tok).__name__,
                          "input_ids": IntRows(ids)})

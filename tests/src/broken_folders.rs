@@ -126,12 +126,12 @@ fn set_tokenizer_config(dir: &Path, key: &str, value: Value) {
     set_key(dir, "tokenizer_config.json", key, Some(value));
 }
 
-/// Names a special token in `tokenizer_config.json` and, where the folder has one, in
-/// `special_tokens_map.json`, which transformers lays over the config's.
+/// Names a special token in `tokenizer_config.json` only: where the folder has a
+/// `special_tokens_map.json`, which transformers lays over the config's, its entry goes.
 fn set_special_token(dir: &Path, key: &str, value: Value) {
-    set_tokenizer_config(dir, key, value.clone());
+    set_tokenizer_config(dir, key, value);
     if dir.join("special_tokens_map.json").exists() {
-        set_key(dir, "special_tokens_map.json", key, Some(value));
+        set_key(dir, "special_tokens_map.json", key, None);
     }
 }
 
@@ -859,6 +859,40 @@ pub fn cases() -> Vec<BrokenFolder> {
             TOKENIZER_CONFIG,
             ["special token \"<unk>\"", "is not in the vocabulary"],
             |d| set_special_token(d, "unk_token", json!("<unk>"))
+        ),
+        case!(
+            "special_tokens_map.json/unk_token not in the vocabulary",
+            "special_tokens_map.json",
+            ["special token \"<unk>\"", "is not in the vocabulary"],
+            |d| set_key(
+                d,
+                "special_tokens_map.json",
+                "unk_token",
+                Some(json!("<unk>"))
+            )
+        ),
+        case!(
+            "tokenizer_config/tokenizer_class of another model kind",
+            TOKENIZER_CONFIG,
+            ["RobertaTokenizer", "byte-level BPE", "model is WordPiece"],
+            |d| set_tokenizer_config(d, "tokenizer_class", json!("RobertaTokenizer"))
+        ),
+        case!(
+            "added_tokens.json/an id that is not a number",
+            "added_tokens.json",
+            ["\"world\"", "is not a token id"],
+            |d| write(d, "added_tokens.json", "{\"world\": \"seven\"}")
+        ),
+        case!(
+            "sentence_bert_config.json/tokenizer_args a string",
+            "sentence_bert_config.json",
+            ["\"tokenizer_args\"", "is not an object"],
+            |d| set_key(
+                d,
+                "sentence_bert_config.json",
+                "tokenizer_args",
+                Some(json!("lower"))
+            )
         ),
         case!(
             "special_tokens_map.json/not JSON",

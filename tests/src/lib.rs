@@ -184,8 +184,11 @@ pub fn apply_edits(
 ) {
     for (file, changes) in edits {
         let path = dir.join(file);
-        let mut data: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        // A file the folder lacks starts as `{}`.
+        let mut data: serde_json::Value = match path.exists() {
+            true => serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap(),
+            false => serde_json::json!({}),
+        };
         for (dotted, value) in changes.as_object().unwrap() {
             let mut keys: Vec<&str> = dotted.split('.').collect();
             let last = keys.pop().unwrap();

@@ -7,9 +7,10 @@
 //! with `<s> $A </s>`), `RobertaTokenizer` (no normaliser, ByteLevel with the config's
 //! `add_prefix_space`), `XLMRobertaTokenizer` and `CamembertTokenizer` (the charsmap alone,
 //! WhitespaceSplit + Metaspace, Unigram's unk_id 3 or the config's unk_token's). The added tokens
-//! are the config's `added_tokens_decoder` when it has one, else the file's; named special tokens
-//! come from `special_tokens_map.json` over `tokenizer_config.json`. `PreTrainedTokenizerFast`
-//! takes the file as it is. tests/fixtures/tokenizer_class_reference.json records transformers'
+//! are the config's `added_tokens_decoder` when it has one, else `added_tokens.json`'s and the
+//! file's, then the named and extra special tokens (every class registers them, the one that
+//! takes the file's pipeline as it is, `PreTrainedTokenizerFast`, too); sentence-transformers'
+//! `tokenizer_args` win over every file, `special_tokens_map.json` over `tokenizer_config.json`. tests/fixtures/tokenizer_class_reference.json records transformers'
 //! ids for copies of tiny-bert, tiny-mpnet, tiny-roberta, tiny-xlmr-spm and tiny-xlm-roberta
 //! edited both ways (among them XLM-R files as transformers 4 wrote them, as most published
 //! multilingual models carry); Ember's tokenizer gives the same ids, on its fast path and on the
@@ -60,7 +61,31 @@ fn tokenizer_files_are_read_as_transformers_reads_them() {
                 variant.name
             );
         }
-        rebuilt += usize::from(variant.class != "TokenizersBackend");
+        // The class Ember built is transformers' (TokenizersBackend: the file as it is).
+        let expected_class = match variant.class.as_str() {
+            "TokenizersBackend" => None,
+            "DistilBertTokenizer" => Some("BertTokenizer"),
+            class => Some(class),
+        };
+        assert_eq!(
+            tokenizer.transformers_class(),
+            expected_class,
+            "{}",
+            variant.name
+        );
+        // Every pipeline here runs on Ember's own tokenizers but those the fast paths do not
+        // take: special tokens read as text (split_special_tokens), and a WordPiece one
+        // without a post-processor.
+        let falls_back = variant.name.contains("split_special_tokens")
+            || variant.name == "tokenizer_class PreTrainedTokenizerFast, no post-processor";
+        assert_eq!(
+            tokenizer.is_fast(),
+            !falls_back,
+            "{}: fallback reason {:?}",
+            variant.name,
+            tokenizer.fallback_reason()
+        );
+        rebuilt += usize::from(expected_class.is_some());
         println!(
             "{} ({}): {} texts, ids as transformers'; fast path: {}",
             variant.name,

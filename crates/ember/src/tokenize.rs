@@ -41,7 +41,7 @@ use tokenizers::{
 
 use crate::bpe::{BpeAddedToken, BpeScratch, BpeSpec, BpeTokenizer, NormalizerStep};
 use crate::folder::read_json;
-use crate::tokenizer_class::{self, rebuilt_class, TokenizerConfig};
+use crate::tokenizer_class::{self, rebuilt_class, Specials, TokenizerClass, TokenizerConfig};
 use crate::unigram::{
     check_charsmap, PrependScheme, UnigramNormalizerStep, UnigramScratch, UnigramSpec,
     UnigramTokenizer,
@@ -67,11 +67,13 @@ pub struct TextTokenizer {
     untruncated: OnceLock<Result<Tokenizer, String>>,
     max_seq_length: usize,
     /// transformers' `all_special_ids` (`[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`, …), sorted
-    /// ([`special_token_ids`]): sentence-transformers consults them to count a prompt's
+    /// (`Specials::ids`): sentence-transformers consults them to count a prompt's
     /// tokens.
     special_ids: Vec<u32>,
     /// `tokenizer.json` or `vocab.txt`: the file errors about the vocabulary name.
     source: PathBuf,
+    /// The transformers class whose pipeline was built (`None`: `tokenizer.json` as it is).
+    class: Option<&'static str>,
 }
 
 /// Ember's own allocation-free tokenizers.
@@ -112,45 +114,44 @@ impl TextTokenizer {
         let config = TokenizerConfig::read(dir)?;
         let json_path = dir.join("tokenizer.json");
         let vocab_path = dir.join("vocab.txt");
-        let (mut tokenizer, source, model_fields) = if json_path.exists() {
-            let (tokenizer, mut model_fields) = read_tokenizer_json(&json_path)?;
-            let rebuild = rebuilt_class(dir, &config);
-            // The crate loads such a file and then fails on the first unknown word. (Rebuilt
-            // as BertTokenizer, the config's unknown token is the one checked.)
-            if let (None, ModelWrapper::WordPiece(model)) = (rebuild, tokenizer.get_model()) {
-                if tokenizer.token_to_id(&model.unk_token).is_none() {
-                    return Err(EmberError::Tokenizer {
-                        path: json_path,
-                        message: format!(
-                            "the WordPiece unknown token {:?} is not in the vocabulary",
-                            model.unk_token
-                        ),
-                    });
+        let class = rebuilt_class(dir, &config);
+        let built = |e: tokenizer_class::BuildError| EmberError::Tokenizer {
+            path: dir.join(e.file),
+            message: e.message,
+        };
+        let (mut tokenizer, source, model_fields, built_class) = if json_path.exists() {
+            let (mut tokenizer, mut model_fields) = read_tokenizer_json(&json_path)?;
+            match class {
+                Some(class) => {
+                    tokenizer_class::rebuild(&mut tokenizer, &mut model_fields, &config, class)
+                        .map_err(built)?;
+                }
+                None => {
+                    // The crate loads such a file and then fails on the first unknown word.
+                    // (Rebuilt, the files' unknown token is the one checked.)
+                    if let ModelWrapper::WordPiece(model) = tokenizer.get_model() {
+                        if tokenizer.token_to_id(&model.unk_token).is_none() {
+                            return Err(EmberError::Tokenizer {
+                                path: json_path,
+                                message: format!(
+                                    "the WordPiece unknown token {:?} is not in the vocabulary",
+                                    model.unk_token
+                                ),
+                            });
+                        }
+                    }
+                    tokenizer_class::as_it_is(&mut tokenizer, &config);
                 }
             }
-            let mut tokenizer = tokenizer;
-            if let Some(class) = rebuild {
-                // What can fail here is a special token the config names (or the class's
-                // default for one it does not): the error names the config when there is one.
-                let config_path = dir.join("tokenizer_config.json");
-                let path = match config_path.exists() {
-                    true => config_path,
-                    false => json_path.clone(),
-                };
-                let rebuilt =
-                    tokenizer_class::rebuild(&tokenizer, &mut model_fields, &config, class)
-                        .map_err(|message| EmberError::Tokenizer { path, message })?;
-                if let Some(rebuilt) = rebuilt {
-                    tokenizer = rebuilt;
-                }
-            }
-            (tokenizer, json_path, model_fields)
+            (tokenizer, json_path, model_fields, class)
         } else if vocab_path.exists() {
-            (
-                Self::wordpiece_from_vocab(&vocab_path, &config)?,
-                vocab_path,
-                None,
-            )
+            let vocab = vocab_path.to_str().ok_or_else(|| EmberError::Tokenizer {
+                path: vocab_path.clone(),
+                message: "path is not UTF-8".into(),
+            })?;
+            let (tokenizer, built) =
+                tokenizer_class::wordpiece_from_vocab(vocab, &config, class).map_err(built)?;
+            (tokenizer, vocab_path, None, Some(built))
         } else {
             return Err(EmberError::Tokenizer {
                 path: dir.to_owned(),
@@ -240,7 +241,7 @@ impl TextTokenizer {
             Ok(fast) => (Some(fast), None),
             Err(reason) => (None, Some(reason)),
         };
-        let special_ids = special_token_ids(&tokenizer, dir);
+        let special_ids = Specials::of(&config, built_class).ids(&tokenizer);
         Ok(Self {
             tokenizer: Some(tokenizer),
             fast,
@@ -249,22 +250,8 @@ impl TextTokenizer {
             max_seq_length,
             special_ids,
             source,
+            class: built_class.map(TokenizerClass::name),
         })
-    }
-
-    /// The WordPiece pipeline transformers' `BertTokenizer` builds from a vocabulary.
-    fn wordpiece_from_vocab(
-        vocab_path: &Path,
-        config: &TokenizerConfig,
-    ) -> Result<Tokenizer, EmberError> {
-        let error = |message: String| EmberError::Tokenizer {
-            path: vocab_path.to_owned(),
-            message,
-        };
-        let vocab_str = vocab_path
-            .to_str()
-            .ok_or_else(|| error("path is not UTF-8".into()))?;
-        tokenizer_class::bert_from_vocab(vocab_str, config).map_err(error)
     }
 
     /// Tokenizes one text into `ids` (cleared first): `[CLS] … [SEP]`, at most
@@ -421,6 +408,14 @@ impl TextTokenizer {
         })
     }
 
+    /// The transformers 5 tokenizer class whose pipeline this is (`BertTokenizer`,
+    /// `MPNetTokenizer`, `RobertaTokenizer`, `XLMRobertaTokenizer`, `CamembertTokenizer`), or
+    /// `None` where `tokenizer.json` is taken as it is (`PreTrainedTokenizerFast`, and classes
+    /// Ember does not rebuild).
+    pub fn transformers_class(&self) -> Option<&'static str> {
+        self.class
+    }
+
     /// Whether texts take Ember's allocation-free WordPiece, byte-level BPE or Unigram path
     /// (the pipeline is the standard BERT one, a byte-level BPE one or a SentencePiece Unigram
     /// one) rather than the `tokenizers` crate.
@@ -555,61 +550,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("no message")
-}
-
-/// The ids transformers' `all_special_ids` would hold, sorted: the tokens
-/// `tokenizer_config.json` and `special_tokens_map.json` name (`bos_token` … `mask_token`,
-/// `additional_special_tokens`, `extra_special_tokens`), together with the special added
-/// tokens and the post-processor's own tokens (what encoding `""` gives), which name the same
-/// ones in a consistent folder. Unreadable files and unknown tokens add nothing: the set only
-/// decides whether a prompt's last token is special.
-fn special_token_ids(tokenizer: &Tokenizer, dir: &Path) -> Vec<u32> {
-    let mut ids: Vec<u32> = tokenizer
-        .get_added_tokens_decoder()
-        .into_iter()
-        .filter(|(_, token)| token.special)
-        .map(|(id, _)| id)
-        .collect();
-    if let Ok(Ok(encoding)) = std::panic::catch_unwind(|| tokenizer.encode_fast("", true)) {
-        ids.extend_from_slice(encoding.get_ids());
-    }
-    const NAMED: [&str; 7] = [
-        "bos_token",
-        "eos_token",
-        "unk_token",
-        "sep_token",
-        "pad_token",
-        "cls_token",
-        "mask_token",
-    ];
-    let content = |v: &Value| -> Option<String> {
-        v.as_str()
-            .or_else(|| v.get("content")?.as_str())
-            .map(str::to_owned)
-    };
-    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
-            continue;
-        };
-        let Ok(Value::Object(object)) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        let mut names: Vec<String> = NAMED
-            .iter()
-            .filter_map(|key| object.get(*key).and_then(content))
-            .collect();
-        for key in ["additional_special_tokens", "extra_special_tokens"] {
-            match object.get(key) {
-                Some(Value::Array(list)) => names.extend(list.iter().filter_map(content)),
-                Some(Value::Object(map)) => names.extend(map.values().filter_map(content)),
-                _ => {}
-            }
-        }
-        ids.extend(names.iter().filter_map(|name| tokenizer.token_to_id(name)));
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 /// Every special token a TemplateProcessing's templates use must be one of its

@@ -4,11 +4,15 @@
 //! transformers 5 has one class per model family, each with its own `__init__` that builds the
 //! pipeline from scratch: only the vocabulary (and BPE merges, and a SentencePiece charsmap)
 //! comes from `tokenizer.json`; normaliser, pre-tokeniser, model settings and post-processor come
-//! from `tokenizer_config.json` and the class's defaults; the added tokens come from the config's
-//! `added_tokens_decoder` when it has one, else from `tokenizer.json`. A folder whose
-//! `tokenizer.json` was written by an older transformers (or by hand) can say something else, and
-//! then the class wins: `PreTrainedTokenizerFast` (`TokenizersBackend`) is the one class that
-//! takes the file as it is.
+//! from `tokenizer_config.json` and the class's defaults. A folder whose `tokenizer.json` was
+//! written by an older transformers (or by hand) can say something else, and then the class
+//! wins: `PreTrainedTokenizerFast` (`TokenizersBackend`) is the one class that takes the file's
+//! pipeline as it is.
+//!
+//! Every class, that one included, then registers added tokens the same way
+//! (`register_added_tokens`): the config's `added_tokens_decoder`, else `added_tokens.json`'s
+//! and `tokenizer.json`'s, then the named and extra special tokens not among them. The files
+//! are read with transformers' precedence ([`TokenizerConfig::read`]).
 //!
 //! The classes reproduced here, and what each builds:
 //!
@@ -20,6 +24,7 @@
 //! | `XLMRobertaTokenizer` | the file's Precompiled charsmap, alone | WhitespaceSplit, Metaspace(always, or never) | Unigram, unk_id 3 | `<s> $A </s>` from bos/eos |
 //! | `CamembertTokenizer` | the same | the same | Unigram, unk_id of the config's unk_token | the same |
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use serde_json::Value;
@@ -36,7 +41,7 @@ use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, AddedVocabulary, Model, Tokenizer};
 
 use crate::folder::read_json;
 use crate::EmberError;
@@ -57,16 +62,41 @@ const UNK: usize = 2;
 const SEP: usize = 3;
 const CLS: usize = 5;
 
-/// A special token as a config names it: a string, or an `AddedToken` object (whose `lstrip`,
-/// when it says, overrides the class's).
+const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+const SPECIAL_TOKENS_MAP: &str = "special_tokens_map.json";
+const SENTENCE_BERT_CONFIG: &str = "sentence_bert_config.json";
+
+/// A special token as the files name it.
 #[derive(Clone, Debug)]
 struct ConfigToken {
-    content: String,
-    lstrip: Option<bool>,
+    /// Special; with the object's flags when given as an object (a string's are the class's).
+    token: AddedToken,
+    from_object: bool,
+    /// The file that names it (for errors).
+    file: &'static str,
 }
 
-/// `tokenizer_config.json`'s settings that matter here (and `special_tokens_map.json`'s named
-/// tokens, which transformers lays over them when the config has no `added_tokens_decoder`).
+/// What a failed build blames: a file of the folder, and why.
+pub(crate) struct BuildError {
+    pub file: &'static str,
+    pub message: String,
+}
+
+impl BuildError {
+    fn new(file: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            file,
+            message: message.into(),
+        }
+    }
+}
+
+/// `tokenizer_config.json`'s settings that matter here, as transformers 5 reads them together
+/// with the folder's other tokenizer files: sentence-transformers' `tokenizer_args`
+/// (`processor_kwargs`) from `sentence_bert_config.json`, which it passes to `AutoTokenizer`
+/// and which win over every file; `special_tokens_map.json` and `added_tokens.json`, which are
+/// read only when the config has no `added_tokens_decoder` (the first's tokens laid over the
+/// config's).
 pub(crate) struct TokenizerConfig {
     /// `tokenizer_class`, less a `Fast` suffix (transformers 5 has one class for both).
     pub tokenizer_class: Option<String>,
@@ -81,36 +111,76 @@ pub(crate) struct TokenizerConfig {
     split_special_tokens: bool,
     /// [`NAMED`]'s tokens, where the files name them.
     named: [Option<ConfigToken>; 7],
-    /// `added_tokens_decoder`, in id order: when present, the added tokens transformers
-    /// registers (`tokenizer.json`'s are not read).
-    added_tokens_decoder: Option<Vec<AddedToken>>,
+    /// Other `*_token` keys (model-specific named tokens; `extra_special_tokens` as an object).
+    model_specific: Vec<ConfigToken>,
+    /// `extra_special_tokens` (or `additional_special_tokens`) as a list; `None` when no file
+    /// gives one.
+    extras: Option<Vec<ConfigToken>>,
+    /// `added_tokens_decoder`, by id: when present, the added tokens transformers starts from
+    /// (`tokenizer.json`'s are not read).
+    added_tokens_decoder: Option<Vec<(u32, AddedToken)>>,
+    /// `added_tokens.json` (read only without `added_tokens_decoder`), by id; `tokenizer.json`'s
+    /// added tokens are laid over it.
+    added_tokens_json: Vec<(u32, AddedToken)>,
 }
 
 impl TokenizerConfig {
-    /// Reads `dir/tokenizer_config.json` if there is one (defaults otherwise), and
-    /// `special_tokens_map.json`'s named tokens unless the config has an `added_tokens_decoder`
-    /// (as transformers does). A key that is present must have the kind transformers writes
-    /// (`null` counts as absent).
+    /// Reads the tokenizer files of `dir` (defaults for those that are absent). A key that is
+    /// present must have the kind transformers writes (`null` counts as absent).
     pub fn read(dir: &Path) -> Result<Self, EmberError> {
-        let path = dir.join("tokenizer_config.json");
-        let value = if path.exists() {
+        let path = dir.join(TOKENIZER_CONFIG);
+        let mut value = if path.exists() {
             read_json(&path)?
         } else {
             Value::Object(Default::default())
         };
-        let invalid = |path: &Path, message: String| EmberError::Invalid {
-            path: path.to_owned(),
+        let invalid = |file: &str, message: String| EmberError::Invalid {
+            path: dir.join(file),
             message,
         };
         let object = value
-            .as_object()
-            .ok_or_else(|| invalid(&path, "expected a JSON object".into()))?;
+            .as_object_mut()
+            .ok_or_else(|| invalid(TOKENIZER_CONFIG, "expected a JSON object".into()))?;
+        // Which file each key came from: sentence-transformers' tokenizer arguments replace the
+        // config's keys.
+        let mut from_st: HashSet<String> = HashSet::new();
+        let st_path = dir.join(SENTENCE_BERT_CONFIG);
+        if st_path.exists() {
+            let st = read_json(&st_path)?;
+            // sentence-transformers renames the old key to the new one, replacing it.
+            let args = st
+                .get("tokenizer_args")
+                .or_else(|| st.get("processor_kwargs"));
+            match args {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(args)) => {
+                    for (key, value) in args {
+                        object.insert(key.clone(), value.clone());
+                        from_st.insert(key.clone());
+                    }
+                }
+                Some(other) => {
+                    return Err(invalid(
+                        SENTENCE_BERT_CONFIG,
+                        format!("\"tokenizer_args\" = {other} is not an object"),
+                    ))
+                }
+            }
+        }
+        let object = &*object;
+        let file_of = |key: &str| match from_st.contains(key) {
+            true => SENTENCE_BERT_CONFIG,
+            false => TOKENIZER_CONFIG,
+        };
         let get = |key: &str| object.get(key).filter(|v| !v.is_null());
         let flag = |key: &str| -> Result<Option<bool>, EmberError> {
             get(key)
                 .map(|v| {
                     v.as_bool().ok_or_else(|| {
-                        invalid(&path, format!("\"{key}\" = {v} is not true or false"))
+                        invalid(
+                            file_of(key),
+                            format!("\"{key}\" = {v} is not true or false"),
+                        )
                     })
                 })
                 .transpose()
@@ -121,7 +191,7 @@ impl TokenizerConfig {
             Some(v) => {
                 let n = v.as_f64().filter(|&n| n >= 1.0).ok_or_else(|| {
                     invalid(
-                        &path,
+                        file_of("model_max_length"),
                         format!("\"model_max_length\" = {v} is not a number ≥ 1"),
                     )
                 })?;
@@ -133,31 +203,154 @@ impl TokenizerConfig {
             Some(Value::String(name)) => Some(name.strip_suffix("Fast").unwrap_or(name).to_owned()),
             Some(v) => {
                 return Err(invalid(
-                    &path,
+                    file_of("tokenizer_class"),
                     format!("\"tokenizer_class\" = {v} is not a string"),
                 ))
             }
         };
         let added_tokens_decoder = get("added_tokens_decoder")
-            .map(|v| added_tokens_decoder(v).map_err(|message| invalid(&path, message)))
+            .map(|v| {
+                added_tokens_decoder(v).map_err(|m| invalid(file_of("added_tokens_decoder"), m))
+            })
             .transpose()?;
 
         let mut named: [Option<ConfigToken>; 7] = Default::default();
         for (slot, key) in named.iter_mut().zip(NAMED) {
             *slot = get(key)
-                .map(|v| config_token(key, v).map_err(|message| invalid(&path, message)))
-                .transpose()?;
+                .map(|v| config_token(key, v, file_of(key), false))
+                .transpose()
+                .map_err(|m| invalid(file_of(key), m))?;
         }
-        let map_path = dir.join("special_tokens_map.json");
-        if added_tokens_decoder.is_none() && map_path.exists() {
-            let map = read_json(&map_path)?;
-            let map = map
-                .as_object()
-                .ok_or_else(|| invalid(&map_path, "expected a JSON object".into()))?;
-            for (slot, key) in named.iter_mut().zip(NAMED) {
-                if let Some(v) = map.get(key).filter(|v| !v.is_null()) {
-                    *slot = Some(config_token(key, v).map_err(|m| invalid(&map_path, m))?);
+        let mut model_specific: Vec<(String, ConfigToken)> = Vec::new();
+        for (key, v) in object {
+            if key.ends_with("_token") && !NAMED.contains(&key.as_str()) {
+                // transformers keeps only the values that are tokens.
+                if let Ok(token) = config_token(key, v, file_of(key), false) {
+                    model_specific.push((key.clone(), token));
                 }
+            }
+        }
+        let token_list = |key: &str, v: &Value, file: &'static str, special_map: bool| {
+            let list = v
+                .as_array()
+                .ok_or_else(|| format!("\"{key}\" = {v} is not a list of tokens"))?;
+            list.iter()
+                .map(|item| config_token(key, item, file, special_map))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut extras: Option<Vec<ConfigToken>> = None;
+        match get("extra_special_tokens") {
+            Some(Value::Object(map)) => {
+                for (key, v) in map {
+                    let token = config_token(key, v, file_of("extra_special_tokens"), false)
+                        .map_err(|m| invalid(file_of("extra_special_tokens"), m))?;
+                    model_specific.push((key.clone(), token));
+                }
+            }
+            Some(Value::Array(list)) if !list.is_empty() => {
+                let file = file_of("extra_special_tokens");
+                extras = Some(
+                    token_list(
+                        "extra_special_tokens",
+                        &Value::Array(list.clone()),
+                        file,
+                        false,
+                    )
+                    .map_err(|m| invalid(file, m))?,
+                );
+            }
+            _ => {}
+        }
+        if extras.is_none() {
+            if let Some(v) = get("additional_special_tokens") {
+                let file = file_of("additional_special_tokens");
+                extras = Some(
+                    token_list("additional_special_tokens", v, file, false)
+                        .map_err(|m| invalid(file, m))?,
+                );
+            }
+        }
+
+        let mut added_tokens_json = Vec::new();
+        if added_tokens_decoder.is_none() {
+            let map_path = dir.join(SPECIAL_TOKENS_MAP);
+            if map_path.exists() {
+                let map = read_json(&map_path)?;
+                let map = map
+                    .as_object()
+                    .ok_or_else(|| invalid(SPECIAL_TOKENS_MAP, "expected a JSON object".into()))?;
+                let mut map_additional = None;
+                for (key, v) in map.iter().filter(|(_, v)| !v.is_null()) {
+                    // sentence-transformers' arguments win over the map too.
+                    if from_st.contains(key) {
+                        continue;
+                    }
+                    let token = |special_map| {
+                        config_token(key, v, SPECIAL_TOKENS_MAP, special_map)
+                            .map_err(|m| invalid(SPECIAL_TOKENS_MAP, m))
+                    };
+                    if let Some(i) = NAMED.iter().position(|named| named == key) {
+                        named[i] = Some(token(true)?);
+                    } else if key == "extra_special_tokens" && v.is_array() {
+                        let list = token_list(key, v, SPECIAL_TOKENS_MAP, true)
+                            .map_err(|m| invalid(SPECIAL_TOKENS_MAP, m))?;
+                        let extras = extras.get_or_insert_with(Vec::new);
+                        for token in list {
+                            if !extras
+                                .iter()
+                                .any(|t| t.token.content == token.token.content)
+                            {
+                                extras.push(token);
+                            }
+                        }
+                    } else if key == "additional_special_tokens" {
+                        map_additional = Some(
+                            token_list(key, v, SPECIAL_TOKENS_MAP, true)
+                                .map_err(|m| invalid(SPECIAL_TOKENS_MAP, m))?,
+                        );
+                    } else if key.ends_with("_token") {
+                        if let Ok(token) = config_token(key, v, SPECIAL_TOKENS_MAP, true) {
+                            model_specific.retain(|(k, _)| k != key);
+                            model_specific.push((key.clone(), token));
+                        }
+                    }
+                }
+                if extras.is_none() {
+                    extras = map_additional;
+                }
+            }
+            let json_path = dir.join("added_tokens.json");
+            if json_path.exists() {
+                let special: HashSet<String> = named
+                    .iter()
+                    .flatten()
+                    .chain(extras.iter().flatten())
+                    .map(|t| t.token.content.clone())
+                    .collect();
+                let value = read_json(&json_path)?;
+                let map = value.as_object().ok_or_else(|| {
+                    invalid(
+                        "added_tokens.json",
+                        "expected a JSON object of token → id".into(),
+                    )
+                })?;
+                for (content, id) in map {
+                    let id = id
+                        .as_u64()
+                        .and_then(|id| u32::try_from(id).ok())
+                        .ok_or_else(|| {
+                            invalid(
+                                "added_tokens.json",
+                                format!("the id of {content:?} ({id}) is not a token id"),
+                            )
+                        })?;
+                    let is_special = special.contains(content);
+                    added_tokens_json.push((
+                        id,
+                        AddedToken::from(content.clone(), is_special).normalized(!is_special),
+                    ));
+                }
+                added_tokens_json.sort_by_key(|(id, _)| *id);
             }
         }
 
@@ -171,32 +364,76 @@ impl TokenizerConfig {
             trim_offsets: flag("trim_offsets")?.unwrap_or(true),
             split_special_tokens: flag("split_special_tokens")?.unwrap_or(false),
             named,
+            model_specific: model_specific.into_iter().map(|(_, t)| t).collect(),
+            extras,
             added_tokens_decoder,
+            added_tokens_json,
         })
     }
 }
 
-/// A named special token's value: a string, or an object with a `"content"` string (and
-/// perhaps `"lstrip"`).
-fn config_token(key: &str, v: &Value) -> Result<ConfigToken, String> {
+/// A special token's value: a string, or an object with a `"content"` string and perhaps the
+/// flags of an `AddedToken`, read as transformers does: `special_tokens_map.json`'s objects are
+/// special whatever they say (`special_map`); a config's take their `special` (false when
+/// absent; a named token is made special when it is registered); `normalized` defaults to the
+/// opposite of `special`, the other flags to false.
+fn config_token(
+    key: &str,
+    v: &Value,
+    file: &'static str,
+    special_map: bool,
+) -> Result<ConfigToken, String> {
+    if let Some(content) = v.as_str() {
+        return Ok(ConfigToken {
+            token: AddedToken::from(content.to_owned(), true),
+            from_object: false,
+            file,
+        });
+    }
     let content = v
-        .as_str()
-        .or_else(|| v.get("content")?.as_str())
+        .get("content")
+        .and_then(Value::as_str)
+        .filter(|_| v.is_object())
         .ok_or_else(|| {
             format!(
                 "\"{key}\" = {v} is not a token (a string, or an object with a \"content\" string)"
             )
         })?;
+    let flags = token_flags(v, special_map).map_err(|m| format!("\"{key}\": {m}"))?;
     Ok(ConfigToken {
-        content: content.to_owned(),
-        lstrip: v.get("lstrip").and_then(Value::as_bool),
+        token: flags(content),
+        from_object: true,
+        file,
+    })
+}
+
+/// An `AddedToken` object's flags, as a function of its content.
+fn token_flags(v: &Value, force_special: bool) -> Result<impl Fn(&str) -> AddedToken, String> {
+    let flag = |name: &str| -> Result<Option<bool>, String> {
+        match v.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(format!("\"{name}\" = {other} is not true or false")),
+        }
+    };
+    let special = force_special || flag("special")?.unwrap_or(false);
+    let normalized = flag("normalized")?.unwrap_or(!special);
+    let single_word = flag("single_word")?.unwrap_or(false);
+    let lstrip = flag("lstrip")?.unwrap_or(false);
+    let rstrip = flag("rstrip")?.unwrap_or(false);
+    Ok(move |content: &str| {
+        AddedToken::from(content.to_owned(), special)
+            .single_word(single_word)
+            .lstrip(lstrip)
+            .rstrip(rstrip)
+            .normalized(normalized)
     })
 }
 
 /// `added_tokens_decoder`: `{"<id>": {"content": …, "lstrip": …, "rstrip": …, "normalized": …,
-/// "single_word": …, "special": …}}`, as transformers reads it (`AddedToken(**token)`: absent
-/// flags false, `normalized` the opposite of `special`), in id order.
-fn added_tokens_decoder(value: &Value) -> Result<Vec<AddedToken>, String> {
+/// "single_word": …, "special": …}}`, as transformers reads it (`AddedToken(**token)`), in id
+/// order.
+fn added_tokens_decoder(value: &Value) -> Result<Vec<(u32, AddedToken)>, String> {
     let map = value
         .as_object()
         .ok_or_else(|| format!("\"added_tokens_decoder\" = {value} is not an object"))?;
@@ -211,25 +448,12 @@ fn added_tokens_decoder(value: &Value) -> Result<Vec<AddedToken>, String> {
             .ok_or_else(|| {
                 format!("\"added_tokens_decoder\" entry {id} has no \"content\" string")
             })?;
-        let flag = |name: &str, default: bool| -> Result<bool, String> {
-            match token.get(name) {
-                None | Some(Value::Null) => Ok(default),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(other) => Err(format!(
-                    "\"added_tokens_decoder\" entry {id}: \"{name}\" = {other} is not true or false"
-                )),
-            }
-        };
-        let special = flag("special", false)?;
-        let added = AddedToken::from(content.to_owned(), special)
-            .single_word(flag("single_word", false)?)
-            .lstrip(flag("lstrip", false)?)
-            .rstrip(flag("rstrip", false)?)
-            .normalized(flag("normalized", !special)?);
-        tokens.push((id, added));
+        let flags = token_flags(token, false)
+            .map_err(|m| format!("\"added_tokens_decoder\" entry {id}: {m}"))?;
+        tokens.push((id, flags(content)));
     }
     tokens.sort_by_key(|(id, _)| *id);
-    Ok(tokens.into_iter().map(|(_, token)| token).collect())
+    Ok(tokens)
 }
 
 /// transformers 5's tokenizer classes that rebuild the pipeline rather than take
@@ -294,41 +518,102 @@ impl TokenizerClass {
     }
 }
 
-/// A class's special tokens: the config's, else the class's defaults; with `lstrip`.
-struct Specials([Option<(String, bool)>; 7]);
+/// The special tokens a tokenizer registers: the files' (else, for a class, the class's
+/// defaults), model-specific named ones, and the extra ones.
+pub(crate) struct Specials {
+    /// [`NAMED`]'s: the token and the file naming it (`None` for a class default).
+    named: [Option<(AddedToken, Option<&'static str>)>; 7],
+    model_specific: Vec<AddedToken>,
+    extras: Vec<AddedToken>,
+}
 
 impl Specials {
-    fn of(config: &TokenizerConfig, class: TokenizerClass) -> Self {
-        let defaults = class.defaults();
-        let mut named: [Option<(String, bool)>; 7] = Default::default();
+    /// `class` `None`: the tokenizer takes `tokenizer.json` as it is, and only the files name
+    /// special tokens.
+    pub fn of(config: &TokenizerConfig, class: Option<TokenizerClass>) -> Self {
+        let defaults = class.map(TokenizerClass::defaults).unwrap_or_default();
+        let mut named: [Option<(AddedToken, Option<&'static str>)>; 7] = Default::default();
         for (i, slot) in named.iter_mut().enumerate() {
             let default_lstrip = defaults[i].is_some_and(|(_, lstrip)| lstrip);
             *slot = match &config.named[i] {
-                Some(token) => Some((
-                    token.content.clone(),
-                    token.lstrip.unwrap_or(default_lstrip),
-                )),
-                None => defaults[i].map(|(content, lstrip)| (content.to_owned(), lstrip)),
+                // A class wraps a string in its own AddedToken (MPNet's and CamemBERT's mask
+                // takes the space before it); an object stays as it is.
+                Some(given) => {
+                    let mut token = given.token.clone();
+                    if !given.from_object {
+                        token.lstrip = default_lstrip;
+                    }
+                    Some((token, Some(given.file)))
+                }
+                None => defaults[i].map(|(content, lstrip)| {
+                    (AddedToken::from(content, true).lstrip(lstrip), None)
+                }),
             };
         }
-        Self(named)
+        let tokens = |list: &[ConfigToken]| list.iter().map(|t| t.token.clone()).collect();
+        let extras = match (&config.extras, class) {
+            (Some(extras), _) => tokens(extras),
+            (None, Some(TokenizerClass::Camembert)) => {
+                ["<s>NOTUSED", "</s>NOTUSED", "<unk>NOTUSED"]
+                    .map(|content| AddedToken::from(content, true))
+                    .to_vec()
+            }
+            (None, _) => Vec::new(),
+        };
+        Self {
+            named,
+            model_specific: tokens(&config.model_specific),
+            extras,
+        }
     }
 
-    /// Token `i` of [`NAMED`]; every class has a default for those asked for.
+    /// Token `i` of [`NAMED`] ("" when neither the files nor the class name one).
     fn get(&self, i: usize) -> &str {
-        self.0[i]
+        self.named[i]
             .as_ref()
-            .map_or("", |(content, _)| content.as_str())
+            .map_or("", |(token, _)| token.content.as_str())
+    }
+
+    /// The file to blame when token `i` is not in the vocabulary.
+    fn file(&self, i: usize) -> &'static str {
+        self.named[i]
+            .as_ref()
+            .and_then(|(_, file)| *file)
+            .unwrap_or(TOKENIZER_CONFIG)
+    }
+
+    /// The named tokens: [`NAMED`]'s, then the model-specific ones.
+    fn named(&self) -> impl Iterator<Item = &AddedToken> {
+        self.named
+            .iter()
+            .flatten()
+            .map(|(token, _)| token)
+            .chain(&self.model_specific)
+    }
+
+    /// transformers' `all_special_ids`: the named and extra tokens' ids, sorted (those not in
+    /// the vocabulary, which Ember does not register, have none).
+    pub fn ids(&self, tokenizer: &Tokenizer) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .named()
+            .chain(&self.extras)
+            .filter_map(|token| tokenizer.token_to_id(&token.content))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 }
 
 /// Which of [`TokenizerClass`] transformers 5's `AutoTokenizer` loads the folder as, if any:
 /// the class named by `tokenizer_config.json`'s `tokenizer_class`, else by `config.json`'s (a
-/// `Fast` suffix dropped), or, with neither, the one `config.json`'s `model_type` maps to
-/// (`bert`, `distilbert`, `nomic_bert`: BERT's; `mpnet`; `roberta`; `xlm-roberta`;
-/// `camembert`). ModernBERT folders are taken as they are whatever they name (transformers lists
-/// `modernbert` among the models whose hub class it overrides). Any other class
-/// (`PreTrainedTokenizerFast`, `TokenizersBackend`, …) is taken as the file has it.
+/// `Fast` suffix dropped; the names transformers resolves to these classes too, such as
+/// `ElectraTokenizer` or `BartTokenizer`), or, with neither, the one `config.json`'s
+/// `model_type` maps to (`bert`, `distilbert`, `nomic_bert`, `electra`: BERT's; `mpnet`;
+/// `roberta`; `xlm-roberta`; `camembert`). ModernBERT folders are taken as they are whatever
+/// they name (transformers lists `modernbert` among the models whose hub class it overrides).
+/// Any other class (`PreTrainedTokenizerFast`, `TokenizersBackend`, …) is taken as the file
+/// has it.
 pub(crate) fn rebuilt_class(dir: &Path, config: &TokenizerConfig) -> Option<TokenizerClass> {
     let model_config = std::fs::read_to_string(dir.join("config.json"))
         .ok()
@@ -346,14 +631,28 @@ pub(crate) fn rebuilt_class(dir: &Path, config: &TokenizerConfig) -> Option<Toke
         key("tokenizer_class").map(|name| name.strip_suffix("Fast").unwrap_or(&name).to_owned())
     });
     match class.as_deref() {
-        Some("BertTokenizer" | "DistilBertTokenizer") => Some(TokenizerClass::Bert),
+        Some(
+            "BertTokenizer"
+            | "DistilBertTokenizer"
+            | "ElectraTokenizer"
+            | "LayoutLMTokenizer"
+            | "LxmertTokenizer"
+            | "MobileBertTokenizer"
+            | "SqueezeBertTokenizer",
+        ) => Some(TokenizerClass::Bert),
         Some("MPNetTokenizer") => Some(TokenizerClass::MPNet),
-        Some("RobertaTokenizer") => Some(TokenizerClass::Roberta),
+        Some(
+            "RobertaTokenizer"
+            | "BartTokenizer"
+            | "LEDTokenizer"
+            | "LongformerTokenizer"
+            | "MvpTokenizer",
+        ) => Some(TokenizerClass::Roberta),
         Some("XLMRobertaTokenizer") => Some(TokenizerClass::XlmRoberta),
         Some("CamembertTokenizer") => Some(TokenizerClass::Camembert),
         Some(_) => None,
         None => match model_type.as_deref() {
-            Some("bert" | "distilbert" | "nomic_bert") => Some(TokenizerClass::Bert),
+            Some("bert" | "distilbert" | "nomic_bert" | "electra") => Some(TokenizerClass::Bert),
             Some("mpnet") => Some(TokenizerClass::MPNet),
             Some("roberta") => Some(TokenizerClass::Roberta),
             Some("xlm-roberta") => Some(TokenizerClass::XlmRoberta),
@@ -363,78 +662,143 @@ pub(crate) fn rebuilt_class(dir: &Path, config: &TokenizerConfig) -> Option<Toke
     }
 }
 
-/// The pipeline `class` makes of a `tokenizer.json` (`file`), or `None` when the file's model
-/// is not the class's kind (WordPiece, BPE, Unigram), where transformers would not load it as
-/// that class and the file is taken as it is. `model_fields` (the file's `model` less its
-/// vocabulary) gets the `unk_id` the class sets. Errors name a special token the post-processor
-/// needs that is not in the vocabulary.
+/// Makes `tokenizer` (a `tokenizer.json`'s) the pipeline `class` builds of that file. The
+/// model is replaced only where its settings differ from the class's (a real vocabulary's model
+/// takes as long to build as the file to read); `model_fields` (the file's `model` less its
+/// vocabulary) gets the `unk_id` the class sets. Refused when the file's model is not the
+/// class's kind (WordPiece, BPE, Unigram): transformers would build the class's model over the
+/// other kind's vocabulary. Other errors name a special token the post-processor needs that is
+/// not in the vocabulary.
 pub(crate) fn rebuild(
-    file: &Tokenizer,
+    tokenizer: &mut Tokenizer,
     model_fields: &mut Option<Value>,
     config: &TokenizerConfig,
     class: TokenizerClass,
-) -> Result<Option<Tokenizer>, String> {
-    let specials = Specials::of(config, class);
+) -> Result<(), BuildError> {
+    let specials = Specials::of(config, Some(class));
     let mut precompiled = None;
-    let model: ModelWrapper = match (class, file.get_model()) {
+    let model: Option<ModelWrapper> = match (class, tokenizer.get_model()) {
         (TokenizerClass::Bert | TokenizerClass::MPNet, ModelWrapper::WordPiece(model)) => {
-            let mut model = model.clone();
-            model.unk_token = specials.get(UNK).to_owned();
-            model.continuing_subword_prefix = "##".into();
-            model.max_input_chars_per_word = 100;
-            model.into()
+            let unk = specials.get(UNK);
+            let as_built = model.unk_token == unk
+                && model.continuing_subword_prefix == "##"
+                && model.max_input_chars_per_word == 100;
+            (!as_built).then(|| {
+                let mut model = model.clone();
+                model.unk_token = unk.to_owned();
+                model.continuing_subword_prefix = "##".into();
+                model.max_input_chars_per_word = 100;
+                model.into()
+            })
         }
         (TokenizerClass::Roberta, ModelWrapper::BPE(model)) => {
-            let mut model: BPE = model.clone();
-            model.dropout = None;
-            model.unk_token = None;
-            model.continuing_subword_prefix = None;
-            model.end_of_word_suffix = None;
-            model.fuse_unk = false;
-            model.byte_fallback = false;
-            model.ignore_merges = false;
-            model.into()
+            let empty = |affix: &Option<String>| affix.as_deref().is_none_or(str::is_empty);
+            let as_built = model.dropout.is_none()
+                && model.unk_token.is_none()
+                && empty(&model.continuing_subword_prefix)
+                && empty(&model.end_of_word_suffix)
+                && !model.fuse_unk
+                && !model.byte_fallback
+                && !model.ignore_merges;
+            (!as_built).then(|| {
+                let mut model: BPE = model.clone();
+                model.dropout = None;
+                model.unk_token = None;
+                model.continuing_subword_prefix = None;
+                model.end_of_word_suffix = None;
+                model.fuse_unk = false;
+                model.byte_fallback = false;
+                model.ignore_merges = false;
+                model.into()
+            })
         }
         (TokenizerClass::XlmRoberta | TokenizerClass::Camembert, ModelWrapper::Unigram(model)) => {
-            let vocab: Vec<(String, f64)> = model.iter().cloned().collect();
             let unk_id = match class {
-                TokenizerClass::Camembert => vocab
+                TokenizerClass::Camembert => model
                     .iter()
                     .position(|(piece, _)| piece == specials.get(UNK))
                     .unwrap_or(0),
                 _ => 3,
             };
-            let model = Unigram::from(vocab, Some(unk_id), false).map_err(|e| {
-                format!("{} sets the Unigram unk_id to {unk_id}: {e}", class.name())
-            })?;
+            let file_unk_id = model_fields
+                .as_ref()
+                .and_then(|fields| fields.get("unk_id")?.as_u64());
+            let as_built = file_unk_id == Some(unk_id as u64) && !model.byte_fallback();
+            let rebuilt = match as_built {
+                true => None,
+                false => {
+                    let vocab: Vec<(String, f64)> = model.iter().cloned().collect();
+                    let model = Unigram::from(vocab, Some(unk_id), false).map_err(|e| {
+                        BuildError::new(
+                            "tokenizer.json",
+                            format!("{} sets the Unigram unk_id to {unk_id}: {e}", class.name()),
+                        )
+                    })?;
+                    Some(model.into())
+                }
+            };
             if let Some(Value::Object(fields)) = model_fields {
                 fields.insert("unk_id".into(), unk_id.into());
             }
-            precompiled = file_precompiled(file.get_normalizer());
-            model.into()
+            precompiled = file_precompiled(tokenizer.get_normalizer());
+            rebuilt
         }
-        _ => return Ok(None),
+        (_, file_model) => {
+            let kind = match file_model {
+                ModelWrapper::WordPiece(_) => "WordPiece",
+                ModelWrapper::BPE(_) => "BPE",
+                ModelWrapper::Unigram(_) => "Unigram",
+                ModelWrapper::WordLevel(_) => "WordLevel",
+            };
+            let wants = match class {
+                TokenizerClass::Bert | TokenizerClass::MPNet => "WordPiece",
+                TokenizerClass::Roberta => "byte-level BPE",
+                TokenizerClass::XlmRoberta | TokenizerClass::Camembert => "SentencePiece Unigram",
+            };
+            return Err(BuildError::new(
+                TOKENIZER_CONFIG,
+                format!(
+                    "the folder's tokenizer class is {} (tokenizer_class, or config.json's model_type), which builds a {wants} tokenizer over tokenizer.json's vocabulary, but tokenizer.json's model is {kind} (tokenizer_class \"PreTrainedTokenizerFast\" takes the file as it is)",
+                    class.name()
+                ),
+            ));
+        }
     };
-    let file_added = {
-        let mut added: Vec<(u32, AddedToken)> =
-            file.get_added_tokens_decoder().into_iter().collect();
-        added.sort_by_key(|(id, _)| *id);
-        added.into_iter().map(|(_, token)| token).collect()
-    };
-    assemble(model, precompiled, file_added, config, class, &specials).map(Some)
+    if let Some(model) = model {
+        tokenizer.with_model(model);
+    }
+    assemble(tokenizer, precompiled, config, class, &specials)
 }
 
-/// The pipeline transformers' `BertTokenizer` builds from a `vocab.txt` alone (WordPiece with
-/// the config's unknown token). Errors: the file cannot be read, or a special token the
-/// pipeline needs is not in it.
-pub(crate) fn bert_from_vocab(vocab: &str, config: &TokenizerConfig) -> Result<Tokenizer, String> {
-    let class = TokenizerClass::Bert;
-    let specials = Specials::of(config, class);
+/// The pipeline transformers builds from a `vocab.txt` alone: `class`'s (MPNet's, else BERT's)
+/// WordPiece with the files' unknown token, and the class built. Errors: the file cannot be
+/// read, or a special token the pipeline needs is not in it.
+pub(crate) fn wordpiece_from_vocab(
+    vocab: &str,
+    config: &TokenizerConfig,
+    class: Option<TokenizerClass>,
+) -> Result<(Tokenizer, TokenizerClass), BuildError> {
+    let class = match class {
+        Some(TokenizerClass::MPNet) => TokenizerClass::MPNet,
+        _ => TokenizerClass::Bert,
+    };
+    let specials = Specials::of(config, Some(class));
     let model = WordPiece::from_file(vocab)
         .unk_token(specials.get(UNK).to_owned())
         .build()
-        .map_err(|e| e.to_string())?;
-    assemble(model.into(), None, Vec::new(), config, class, &specials)
+        .map_err(|e| BuildError::new("vocab.txt", e.to_string()))?;
+    let mut tokenizer = Tokenizer::new(model);
+    assemble(&mut tokenizer, None, config, class, &specials).map_err(|e| BuildError {
+        file: "vocab.txt",
+        ..e
+    })?;
+    Ok((tokenizer, class))
+}
+
+/// What transformers does with a `tokenizer.json` taken as it is: its added tokens stay, and
+/// the files' are registered over them ([`register_added_tokens`]).
+pub(crate) fn as_it_is(tokenizer: &mut Tokenizer, config: &TokenizerConfig) {
+    register_added_tokens(tokenizer, config, &Specials::of(config, None), false);
 }
 
 /// The first Precompiled normaliser of `normalizer`, at its top or in its top-level Sequence:
@@ -451,19 +815,16 @@ fn file_precompiled(normalizer: Option<&NormalizerWrapper>) -> Option<Normalizer
     }
 }
 
-/// `class`'s pipeline around `model`, in transformers' order: normaliser and pre-tokeniser;
-/// the added tokens (the config's `added_tokens_decoder`, else `file_added`), then the named
-/// special tokens not among them (those in the vocabulary), all normalised with the normaliser
-/// just set; the post-processor with its tokens' ids.
+/// `class`'s pipeline around `tokenizer`'s model, in transformers' order: normaliser and
+/// pre-tokeniser; the added tokens, registered afresh ([`register_added_tokens`]); the
+/// post-processor with its tokens' ids.
 fn assemble(
-    model: ModelWrapper,
+    tokenizer: &mut Tokenizer,
     precompiled: Option<NormalizerWrapper>,
-    file_added: Vec<AddedToken>,
     config: &TokenizerConfig,
     class: TokenizerClass,
     specials: &Specials,
-) -> Result<Tokenizer, String> {
-    let mut tokenizer = Tokenizer::new(model);
+) -> Result<(), BuildError> {
     match class {
         TokenizerClass::Bert | TokenizerClass::MPNet => {
             tokenizer.with_normalizer(Some(BertNormalizer::new(
@@ -494,48 +855,49 @@ fn assemble(
             ])));
         }
     }
+    register_added_tokens(tokenizer, config, specials, true);
 
-    tokenizer.add_tokens(config.added_tokens_decoder.as_ref().unwrap_or(&file_added));
-    let mut new: Vec<AddedToken> = Vec::new();
-    for (content, lstrip) in specials.0.iter().flatten() {
-        let present = tokenizer
-            .get_added_vocabulary()
-            .get_added_tokens_decoder()
-            .values()
-            .any(|token| &token.content == content);
-        if !present
-            && tokenizer.token_to_id(content).is_some()
-            && !new.iter().any(|t| &t.content == content)
-        {
-            new.push(AddedToken::from(content.clone(), true).lstrip(*lstrip));
-        }
-    }
-    tokenizer.add_special_tokens(&new);
-
+    let missing = |i: usize| {
+        let token = specials.get(i);
+        let whose = match specials.named[i].as_ref().and_then(|(_, file)| *file) {
+            Some(file) => format!("named in {file}"),
+            None => format!("{}'s default", class.name()),
+        };
+        BuildError::new(
+            specials.file(i),
+            format!("special token {token:?} is not in the vocabulary ({whose})"),
+        )
+    };
     let id_of = |i: usize| {
         let token = specials.get(i);
         tokenizer
             .token_to_id(token)
             .map(|id| (token.to_owned(), id))
-            .ok_or_else(|| {
-                format!(
-                    "special token {token:?} is not in the vocabulary (the config's, or {}'s default)",
-                    class.name()
-                )
-            })
+            .ok_or_else(|| missing(i))
     };
     match class {
-        TokenizerClass::Bert => {
-            id_of(UNK)?;
-            let processor = BertProcessing::new(id_of(SEP)?, id_of(CLS)?);
-            tokenizer.with_post_processor(Some(processor));
-        }
-        TokenizerClass::MPNet => {
-            id_of(UNK)?;
-            let processor = RobertaProcessing::new(id_of(SEP)?, id_of(CLS)?)
-                .trim_offsets(true)
-                .add_prefix_space(false);
-            tokenizer.with_post_processor(Some(processor));
+        TokenizerClass::Bert | TokenizerClass::MPNet => {
+            // The unknown token must be the model's own (an added token cannot stand in: the
+            // crate would fail on the first unknown word).
+            if tokenizer
+                .get_model()
+                .token_to_id(specials.get(UNK))
+                .is_none()
+            {
+                return Err(missing(UNK));
+            }
+            let (sep, cls) = (id_of(SEP)?, id_of(CLS)?);
+            match class {
+                TokenizerClass::Bert => {
+                    tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
+                }
+                _ => {
+                    let processor = RobertaProcessing::new(sep, cls)
+                        .trim_offsets(true)
+                        .add_prefix_space(false);
+                    tokenizer.with_post_processor(Some(processor));
+                }
+            }
         }
         TokenizerClass::Roberta => {
             let processor = RobertaProcessing::new(id_of(SEP)?, id_of(CLS)?)
@@ -546,6 +908,12 @@ fn assemble(
         TokenizerClass::XlmRoberta | TokenizerClass::Camembert => {
             let (bos, bos_id) = id_of(BOS)?;
             let (eos, eos_id) = id_of(EOS)?;
+            let template_error = |e: tokenizers::Error| {
+                BuildError::new(
+                    specials.file(BOS),
+                    format!("{}'s template <s> $A </s>: {e}", class.name()),
+                )
+            };
             let processor = TemplateProcessing::builder()
                 .try_single(vec![bos.clone(), "$A".into(), eos.clone()])
                 .and_then(|builder| {
@@ -558,13 +926,61 @@ fn assemble(
                         eos.clone(),
                     ])
                 })
-                .map_err(|e| format!("{}'s template: {e}", class.name()))?
+                .map_err(|e| template_error(e.into()))?
                 .special_tokens(vec![(bos, bos_id), (eos, eos_id)])
                 .build()
-                .map_err(|e| format!("{}'s template: {e}", class.name()))?;
+                .map_err(|e| template_error(e.into()))?;
             tokenizer.with_post_processor(Some(processor));
         }
     }
+    Ok(())
+}
+
+/// transformers' added-token step, which every class runs (`TokenizersBackend.__init__`):
+/// the starting tokens (the config's `added_tokens_decoder`; else `added_tokens.json`'s with
+/// `tokenizer.json`'s laid over them by id), in id order, then the named and extra special
+/// tokens not among them or already added (those in the vocabulary: Ember gives none a new
+/// id), a named one made special; added to the `tokenizer` (emptied first when `fresh`, as
+/// a class that builds its own tokenizer starts empty), normalised with its normaliser. Then
+/// `split_special_tokens`.
+fn register_added_tokens(
+    tokenizer: &mut Tokenizer,
+    config: &TokenizerConfig,
+    specials: &Specials,
+    fresh: bool,
+) {
+    let mut file_added: Vec<(u32, AddedToken)> =
+        tokenizer.get_added_tokens_decoder().into_iter().collect();
+    file_added.sort_by_key(|(id, _)| *id);
+    let mut to_add: Vec<AddedToken> = match &config.added_tokens_decoder {
+        Some(decoder) => decoder.iter().map(|(_, token)| token.clone()).collect(),
+        None => {
+            let mut by_id: BTreeMap<u32, AddedToken> =
+                config.added_tokens_json.iter().cloned().collect();
+            by_id.extend(file_added.iter().cloned());
+            by_id.into_values().collect()
+        }
+    };
+    if fresh {
+        tokenizer.with_added_vocabulary(AddedVocabulary::new());
+        file_added.clear();
+    }
+    let mut encoder: HashSet<String> = file_added.into_iter().map(|(_, t)| t.content).collect();
+    encoder.extend(to_add.iter().map(|token| token.content.clone()));
+    for token in specials.named().chain(&specials.extras) {
+        if !encoder.contains(&token.content)
+            && !to_add.iter().any(|t| t.content == token.content)
+            && tokenizer.token_to_id(&token.content).is_some()
+        {
+            to_add.push(token.clone());
+        }
+    }
+    let named: HashSet<&str> = specials.named().map(|t| t.content.as_str()).collect();
+    for token in &mut to_add {
+        if named.contains(token.content.as_str()) {
+            token.special = true;
+        }
+    }
+    tokenizer.add_tokens(&to_add);
     tokenizer.set_encode_special_tokens(config.split_special_tokens);
-    Ok(tokenizer)
 }
