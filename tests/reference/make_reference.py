@@ -2425,7 +2425,34 @@ TOKENIZER_CLASS_VARIANTS += [
      {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "split_special_tokens": True}}),
     ("tokenizer_class PreTrainedTokenizerFast, config additional_special_tokens",
      {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "additional_special_tokens": ["world"]}}),
+    # Which values transformers counts as tokens, and the flags it gives them.
+    ("config model-specific named token as a plain object (not a token)",
+     {"tokenizer_config.json": {"world_token": {"content": "world", "special": True}}}),
+    ("config model-specific named token, special_tokens_map.json's other one loses",
+     {"tokenizer_config.json": {"world_token": "world"}, "special_tokens_map.json": {"world_token": "here"}}),
+    ("special_tokens_map.json extra_special_tokens object",
+     {"special_tokens_map.json": {"extra_special_tokens": {"world_token": "world"}}}),
+    ("config extra_special_tokens empty, special_tokens_map.json additional_special_tokens",
+     {"tokenizer_config.json": {"extra_special_tokens": []},
+      "special_tokens_map.json": {"additional_special_tokens": ["world"]}}),
+    ("special_tokens_map.json mask_token null", {"special_tokens_map.json": {"mask_token": None}}),
+    ("config mask_token AddedToken object without normalized",
+     {"tokenizer.json": {"added_tokens": []}, "special_tokens_map.json": {"mask_token": REMOVE},
+      "tokenizer_config.json": {"mask_token": {"__type": "AddedToken", "content": "[MASK]"}}}),
+    ("tokenizer_class PreTrainedTokenizerFast, Lowercase, decoder [MASK] normalized",
+     {"tokenizer.json": {"normalizer": {"type": "Lowercase"}},
+      "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "added_tokens_decoder": BERT_DECODER | {
+          "103": {"content": "[MASK]", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False,
+                  "special": True}}}}),
+    ("tokenizer_class PreTrainedTokenizerFast, padding's pad_token",
+     {"tokenizer.json": {"padding": {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None,
+                                     "pad_id": 1193, "pad_type_id": 0, "pad_token": "world"}},
+      "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": REMOVE},
+      "special_tokens_map.json": {"pad_token": REMOVE}}),
     # sentence-transformers passes sentence_bert_config.json's tokenizer_args to AutoTokenizer.
+    ("sentence_bert_config tokenizer_args tokenizer_class (AutoTokenizer reads the file's)",
+     {"tokenizer.json": {"normalizer.lowercase": False},
+      "sentence_bert_config.json": {"tokenizer_args": {"tokenizer_class": "PreTrainedTokenizerFast"}}}),
     ("sentence_bert_config tokenizer_args do_lower_case false",
      {"sentence_bert_config.json": {"tokenizer_args": {"do_lower_case": False}}}),
     ("sentence_bert_config tokenizer_args cls_token, over special_tokens_map.json",
@@ -2487,6 +2514,7 @@ XLMR_CLASS_VARIANTS = [
                                      "special_tokens_map.json": {"bos_token": "<pad>"}}),
     ("xlmr no add_prefix_space in the config, tokenizer.json as transformers 4 wrote it",
      {"tokenizer.json": XLMR_AS_TRANSFORMERS_4, "tokenizer_config.json": {"add_prefix_space": REMOVE}}),
+    ("xlmr config add_prefix_space null", {"tokenizer_config.json": {"add_prefix_space": None}}),
     ("xlmr config added_tokens_decoder, <mask> without lstrip",
      {"tokenizer_config.json": {"added_tokens_decoder": {
          "0": {"content": "<s>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True},
@@ -2508,6 +2536,33 @@ XLMR_NO_CHARSMAP_VARIANTS = [
                          "pre_tokenizer": XLMR_AS_TRANSFORMERS_4["pre_tokenizer"]}}),
 ]
 
+# The same through sentence-transformers (SentenceTransformer(folder).tokenize): its max_seq_length,
+# tokenizer_args, do_lower_case and truncation, on tiny-bert. (name, edits, texts)
+ST_TOKENIZE_TEXTS = ["one two three four five six seven eight nine ten", "Hello World", "hello world here",
+                     "word " * 30]
+ST_TOKENIZE_VARIANTS = [
+    ("st as published", {}),
+    ("st max_seq_length 6", {"sentence_bert_config.json": {"max_seq_length": 6}}),
+    ("st truncation_side left", {"sentence_bert_config.json": {"max_seq_length": 6},
+                                 "tokenizer_config.json": {"truncation_side": "left"}}),
+    ("st tokenizer.json truncation from the left",
+     {"sentence_bert_config.json": {"max_seq_length": 6},
+      "tokenizer.json": {"truncation": {"direction": "Left", "max_length": 512, "strategy": "LongestFirst",
+                                        "stride": 0}}}),
+    ("st tokenizer_args truncation_side left", {"sentence_bert_config.json": {
+        "max_seq_length": 6, "tokenizer_args": {"truncation_side": "left"}}}),
+    ("st tokenizer_args model_max_length 8 over max_seq_length 40",
+     {"sentence_bert_config.json": {"tokenizer_args": {"model_max_length": 8}}}),
+    ("st do_lower_case over a cased tokenizer with a normalised added token",
+     {"sentence_bert_config.json": {"do_lower_case": True},
+      "tokenizer_config.json": {"do_lower_case": False},
+      "tokenizer.json": {"added_tokens": [*TINY_BERT_ADDED, {"id": 2601, "content": "Hello World", "single_word": False,
+                                                             "lstrip": False, "rstrip": False, "normalized": True,
+                                                             "special": False}]}}),
+    ("st sentence_roberta_config.json (an older name), max_seq_length 6",
+     {"sentence_bert_config.json": {"$rename": "sentence_roberta_config.json", "max_seq_length": 6}}),
+]
+
 TOKENIZER_CLASS_TEXTS = [
     "Hello World", "Héllo Wörld, naïve café!", "ÉCOLE Ångström", "中文字符 and 日本語", "A [MASK] here.",
     "supercalifragilisticexpialidocious words", "tab\tand\u00a0nbsp", "x" * 120, "", "UPPER lower MiXeD 123",
@@ -2523,7 +2578,12 @@ def apply_edits(folder: Path, edits: dict) -> None:
     for file, changes in edits.items():
         path = folder / file
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if "$rename" in changes:  # the file moves to another name (then the other edits apply)
+            path.unlink()
+            path = folder / changes["$rename"]
         for dotted, value in changes.items():
+            if dotted == "$rename":
+                continue
             *parents, last = dotted.split(".")
             node = data
             for key in parents:
@@ -2570,7 +2630,7 @@ def make_tokenizer_classes() -> dict:
             tok = AutoTokenizer.from_pretrained(str(folder), **tokenizer_args)
             ids = [tok(t)["input_ids"] for t in TOKENIZER_CLASS_TEXTS]
         variants.append({"name": name, "folder": source, "edits": edits, "class": type(tok).__name__,
-                         "input_ids": IntRows(ids)})
+                         "all_special_ids": sorted(set(tok.all_special_ids)), "input_ids": IntRows(ids)})
         print(f"[tokenizer-class]   {name}: {type(tok).__name__}; {TOKENIZER_CLASS_TEXTS[1]!r} -> {ids[1]}")
     by_name = {v["name"]: v["input_ids"].rows for v in variants}
     published = by_name["as published"]
@@ -2584,11 +2644,30 @@ def make_tokenizer_classes() -> dict:
     assert by_name["xlmr tokenizer.json as transformers 4 wrote it"] == xlmr
     assert by_name["xlmr tokenizer_class PreTrainedTokenizerFast, tokenizer.json as transformers 4 wrote it"] != xlmr
     assert by_name["config added_tokens_decoder (tokenizer.json's added tokens not read)"] != published
+    st_variants = []
+    for name, edits in ST_TOKENIZE_VARIANTS:
+        with tempfile.TemporaryDirectory(prefix="ember-st-tokenize-") as tmp:
+            folder = Path(tmp) / "tiny-bert"
+            shutil.copytree(FIXTURES / "tiny-bert", folder)
+            apply_edits(folder, edits)
+            m = SentenceTransformer(str(folder), device="cpu")
+            features = m.tokenize(ST_TOKENIZE_TEXTS)
+            ids = [[int(i) for i, keep in zip(row, mask) if keep]
+                   for row, mask in zip(features["input_ids"].tolist(), features["attention_mask"].tolist())]
+        st_variants.append({"name": name, "edits": edits, "max_seq_length": m.max_seq_length,
+                            "input_ids": IntRows(ids)})
+        print(f"[tokenizer-class]   {name}: max_seq_length {m.max_seq_length}; {ST_TOKENIZE_TEXTS[0]!r} -> {ids[0]}")
+    st_ids = {v["name"]: v["input_ids"].rows for v in st_variants}
+    assert st_ids["st truncation_side left"] != st_ids["st max_seq_length 6"]
+    assert st_ids["st sentence_roberta_config.json (an older name), max_seq_length 6"] == st_ids["st max_seq_length 6"]
     out_path = FIXTURES / "tokenizer_class_reference.json"
-    out = run_info("AutoTokenizer.from_pretrained(folder)(text)['input_ids']") | {
+    out = run_info("AutoTokenizer.from_pretrained(folder, **tokenizer_args)(text)['input_ids']; "
+                   "SentenceTransformer(folder).tokenize(texts)") | {
         "remove_marker": REMOVE,
         "texts": StrRows(TOKENIZER_CLASS_TEXTS),
         "variants": variants,
+        "st_texts": StrRows(ST_TOKENIZE_TEXTS),
+        "st_variants": st_variants,
     }
     write_json(out_path, out)
     return {"variants": len(variants)}

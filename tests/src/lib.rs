@@ -176,7 +176,8 @@ pub fn copy_with_pooling(folder: &str, pooling_config: &serde_json::Value) -> te
 /// Edits the JSON files of `dir` as tests/reference/make_reference.py's `apply_edits` does:
 /// `edits` maps a file name to `{dotted key: value}` (a key of a list is an index: replaced,
 /// or appended when it is the length); a value equal to `remove` (if given) removes the key
-/// (or the list element) instead.
+/// (or the list element) instead; a file the folder lacks starts as `{}`, and the key
+/// `"$rename"` moves the file to the name it gives.
 pub fn apply_edits(
     dir: &Path,
     edits: &serde_json::Map<String, serde_json::Value>,
@@ -189,7 +190,16 @@ pub fn apply_edits(
             true => serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap(),
             false => serde_json::json!({}),
         };
+        let mut path = path;
+        // "$rename": the file moves to another name (then the other edits apply).
+        if let Some(to) = changes.get("$rename").and_then(|v| v.as_str()) {
+            std::fs::remove_file(&path).unwrap();
+            path = dir.join(to);
+        }
         for (dotted, value) in changes.as_object().unwrap() {
+            if dotted == "$rename" {
+                continue;
+            }
             let mut keys: Vec<&str> = dotted.split('.').collect();
             let last = keys.pop().unwrap();
             let mut node = &mut data;

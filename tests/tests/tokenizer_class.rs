@@ -26,6 +26,18 @@ struct Reference {
     remove_marker: String,
     texts: Vec<String>,
     variants: Vec<Variant>,
+    st_texts: Vec<String>,
+    st_variants: Vec<StVariant>,
+}
+
+/// A tiny-bert copy tokenized by sentence-transformers itself (`SentenceTransformer.tokenize`):
+/// its max_seq_length, tokenizer_args, do_lower_case and truncation side.
+#[derive(Deserialize)]
+struct StVariant {
+    name: String,
+    edits: serde_json::Map<String, Value>,
+    max_seq_length: usize,
+    input_ids: Vec<Vec<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +48,8 @@ struct Variant {
     /// File name → dotted key → new value (or the remove marker).
     edits: serde_json::Map<String, Value>,
     class: String,
+    /// transformers' `all_special_ids`, sorted.
+    all_special_ids: Vec<u32>,
     input_ids: Vec<Vec<u32>>,
 }
 
@@ -74,16 +88,44 @@ fn tokenizer_files_are_read_as_transformers_reads_them() {
             variant.name
         );
         // Every pipeline here runs on Ember's own tokenizers but those the fast paths do not
-        // take: special tokens read as text (split_special_tokens), and a WordPiece one
-        // without a post-processor.
+        // take: special tokens read as text (split_special_tokens), and WordPiece ones
+        // without a post-processor or with a Lowercase normaliser.
         let falls_back = variant.name.contains("split_special_tokens")
-            || variant.name == "tokenizer_class PreTrainedTokenizerFast, no post-processor";
+            || [
+                "tokenizer_class PreTrainedTokenizerFast, no post-processor",
+                "tokenizer_class PreTrainedTokenizerFast, Lowercase, decoder [MASK] normalized",
+            ]
+            .contains(&variant.name.as_str());
         assert_eq!(
             tokenizer.is_fast(),
             !falls_back,
             "{}: fallback reason {:?}",
             variant.name,
             tokenizer.fallback_reason()
+        );
+        // transformers gives a special token outside the vocabulary a new id (CamemBERT's
+        // <s>NOTUSED, …); Ember registers none.
+        let tokenizer_json: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("tokenizer.json")).unwrap(),
+        )
+        .unwrap();
+        let vocab = &tokenizer_json["model"]["vocab"];
+        let vocab_size = vocab
+            .as_array()
+            .map(Vec::len)
+            .or_else(|| vocab.as_object().map(serde_json::Map::len))
+            .unwrap() as u32;
+        let expected: Vec<u32> = variant
+            .all_special_ids
+            .iter()
+            .copied()
+            .filter(|&id| id < vocab_size)
+            .collect();
+        assert_eq!(
+            tokenizer.special_ids(),
+            expected,
+            "{}: all_special_ids",
+            variant.name
         );
         rebuilt += usize::from(expected_class.is_some());
         println!(
@@ -98,4 +140,53 @@ fn tokenizer_files_are_read_as_transformers_reads_them() {
         rebuilt >= 40,
         "{rebuilt} variants went through a class that rebuilds the pipeline"
     );
+}
+
+#[test]
+fn folders_are_tokenized_as_sentence_transformers_tokenizes_them() {
+    let reference: Reference = read_fixture("tokenizer_class_reference.json");
+    assert!(reference.st_variants.len() >= 8);
+    for variant in &reference.st_variants {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures_dir().join("tiny-bert"), dir.path());
+        apply_edits(dir.path(), &variant.edits, Some(&reference.remove_marker));
+        // As the embedder loads it: sentence-transformers' max_seq_length and do_lower_case,
+        // at most the position table.
+        let folder = ember::folder::ModelFolder::open(dir.path()).unwrap();
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+                .unwrap();
+        let positions = config["max_position_embeddings"].as_u64().unwrap() as usize;
+        let tokenizer = TextTokenizer::load(
+            &folder.transformer_dir,
+            folder.max_seq_length,
+            folder.do_lower_case,
+            positions,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", variant.name));
+        assert_eq!(
+            tokenizer.max_seq_length(),
+            variant.max_seq_length,
+            "{}",
+            variant.name
+        );
+        let mut ids = Vec::new();
+        for (text, expected) in reference.st_texts.iter().zip(&variant.input_ids) {
+            tokenizer.encode_into(text, &mut ids).unwrap();
+            assert_eq!(&ids, expected, "{}: {text:?}", variant.name);
+            tokenizer.reference_encode_into(text, &mut ids).unwrap();
+            assert_eq!(
+                &ids, expected,
+                "{} (tokenizers crate): {text:?}",
+                variant.name
+            );
+        }
+        println!(
+            "{}: max_seq_length {}, {} texts as sentence-transformers'; fast path: {}",
+            variant.name,
+            variant.max_seq_length,
+            reference.st_texts.len(),
+            tokenizer.is_fast()
+        );
+    }
 }

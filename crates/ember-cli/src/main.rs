@@ -653,6 +653,7 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
         "vocab_size": info.vocab_size,
         "fast_tokenizer": info.fast_tokenizer,
         "tokenizer_fallback": info.tokenizer_fallback,
+        "tokenizer_class": info.tokenizer_class,
         "prompts": embedder.prompts(),
         "default_prompt": embedder.default_prompt(),
         "similarity": embedder.similarity().name(),

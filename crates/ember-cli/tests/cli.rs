@@ -945,6 +945,7 @@ fn info_prints_the_model_as_json() {
         ("truncation", serde_json::json!("truncate")),
         ("fast_tokenizer", serde_json::json!(true)),
         ("tokenizer_fallback", serde_json::Value::Null),
+        ("tokenizer_class", serde_json::json!("BertTokenizer")),
     ] {
         assert_eq!(plain[key], value, "{key}: {plain}");
     }

@@ -109,6 +109,10 @@ pub struct ModelInfo {
     /// Why they do not, when they do not: what in the folder's pipeline Ember's own tokenizers
     /// do not reproduce (e.g. a `single_word` added token).
     pub tokenizer_fallback: Option<String>,
+    /// The transformers 5 tokenizer class whose pipeline Ember built (`BertTokenizer`,
+    /// `MPNetTokenizer`, `RobertaTokenizer`, `XLMRobertaTokenizer`, `CamembertTokenizer`), or
+    /// `None` where it took `tokenizer.json`'s as it is (`PreTrainedTokenizerFast`).
+    pub tokenizer_class: Option<&'static str>,
     /// The encoder's family: `bert`, `roberta` (also XLM-R, CamemBERT), `mpnet`, `distilbert`,
     /// `modernbert`.
     pub architecture: &'static str,
@@ -655,6 +659,7 @@ impl Embedder {
             vocab_size: config.vocab_size,
             fast_tokenizer: self.tokenizer.is_fast(),
             tokenizer_fallback: self.tokenizer.fallback_reason().map(str::to_owned),
+            tokenizer_class: self.tokenizer.transformers_class(),
             architecture: config.family.name(),
             dense: self
                 .dense

@@ -35,7 +35,10 @@ pub struct ModelFolder {
     pub dense: Vec<PathBuf>,
     /// Whether `modules.json` lists a `Normalize` module.
     pub normalize: bool,
-    /// `sentence_bert_config.json`'s `max_seq_length`, when given.
+    /// `sentence_bert_config.json`'s `max_seq_length`, when given (or that of
+    /// `sentence_roberta_config.json`, `sentence_xlm-roberta_config.json`, …, the names older
+    /// models have for it, as sentence-transformers reads them); its `tokenizer_args`'
+    /// `model_max_length` instead where given.
     pub max_seq_length: Option<usize>,
     /// `sentence_bert_config.json`'s `do_lower_case`.
     pub do_lower_case: bool,
@@ -94,8 +97,10 @@ impl ModelFolder {
         if modules_path.exists() {
             folder.read_modules(&modules_path)?;
         }
-        let sbert_path = folder.transformer_dir.join("sentence_bert_config.json");
-        if sbert_path.exists() {
+        // sentence_bert_config.json, or an older model's name for it.
+        let sbert = crate::tokenizer_class::sentence_config(&folder.transformer_dir);
+        if let Some(sbert) = sbert {
+            let sbert_path = folder.transformer_dir.join(sbert);
             let value = read_json(&sbert_path)?;
             let invalid = |message: String| EmberError::Invalid {
                 path: sbert_path.clone(),
@@ -118,6 +123,25 @@ impl ModelFolder {
                     Some(usize::try_from(n).unwrap_or(usize::MAX))
                 }
             };
+            // A model_max_length among the tokenizer arguments (which sentence-transformers
+            // passes to AutoTokenizer) wins over max_seq_length: sentence-transformers passes
+            // its max_seq_length as model_max_length only without one (1e30 and the like: none).
+            let args = object
+                .get("tokenizer_args")
+                .or_else(|| object.get("processor_kwargs"));
+            if let Some(v) = args.and_then(|args| args.get("model_max_length")) {
+                if !v.is_null() {
+                    let n = v.as_f64().filter(|&n| n >= 2.0).ok_or_else(|| {
+                        invalid(format!(
+                            "tokenizer_args model_max_length {v} is not a number ≥ 2"
+                        ))
+                    })?;
+                    folder.max_seq_length = Some(match n < 1e15 {
+                        true => n as usize,
+                        false => usize::MAX,
+                    });
+                }
+            }
             folder.do_lower_case = match object.get("do_lower_case") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,

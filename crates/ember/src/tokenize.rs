@@ -41,7 +41,9 @@ use tokenizers::{
 
 use crate::bpe::{BpeAddedToken, BpeScratch, BpeSpec, BpeTokenizer, NormalizerStep};
 use crate::folder::read_json;
-use crate::tokenizer_class::{self, rebuilt_class, Specials, TokenizerClass, TokenizerConfig};
+use crate::tokenizer_class::{
+    self, rebuilt_class, Specials, TokenizerClass, TokenizerConfig, TruncationSide,
+};
 use crate::unigram::{
     check_charsmap, PrependScheme, UnigramNormalizerStep, UnigramScratch, UnigramSpec,
     UnigramTokenizer,
@@ -119,6 +121,8 @@ impl TextTokenizer {
             path: dir.join(e.file),
             message: e.message,
         };
+        let mut as_is_specials = None;
+        let mut file_left = false;
         let (mut tokenizer, source, model_fields, built_class) = if json_path.exists() {
             let (mut tokenizer, mut model_fields) = read_tokenizer_json(&json_path)?;
             match class {
@@ -140,9 +144,12 @@ impl TextTokenizer {
                             });
                         }
                     }
-                    tokenizer_class::as_it_is(&mut tokenizer, &config);
+                    as_is_specials = Some(tokenizer_class::as_it_is(&mut tokenizer, &config));
                 }
             }
+            file_left = tokenizer
+                .get_truncation()
+                .is_some_and(|t| t.direction == TruncationDirection::Left);
             (tokenizer, json_path, model_fields, class)
         } else if vocab_path.exists() {
             let vocab = vocab_path.to_str().ok_or_else(|| EmberError::Tokenizer {
@@ -159,9 +166,9 @@ impl TextTokenizer {
             });
         };
 
-        // Whether a `Lowercase` normaliser goes in front of the file's own: the added tokens'
-        // patterns were normalised without it, so the fast path needs to know.
-        let mut lowercase_prepended = false;
+        // sentence-transformers' do_lower_case: a `Lowercase` in front of the normaliser. Setting
+        // a normaliser in tokenizers (the Python package) normalises the added tokens'
+        // patterns again; the crate does that when tokens are added, so add none.
         if do_lower_case {
             let normalizer = tokenizer.get_normalizer().cloned();
             let has_lowercase = match &normalizer {
@@ -180,7 +187,7 @@ impl TextTokenizer {
                     None => {}
                 }
                 tokenizer.with_normalizer(Some(Sequence::new(chain)));
-                lowercase_prepended = true;
+                tokenizer.add_tokens(&[]);
             }
         }
 
@@ -188,6 +195,11 @@ impl TextTokenizer {
             .or(config.model_max_length)
             .unwrap_or(max_tokens)
             .min(max_tokens);
+        // transformers' truncation_side, else tokenizer.json's direction.
+        let left = match config.truncation_side {
+            Some(side) => side == TruncationSide::Left,
+            None => file_left,
+        };
         if max_seq_length < 2 {
             return Err(EmberError::Tokenizer {
                 path: source,
@@ -198,7 +210,10 @@ impl TextTokenizer {
         }
         tokenizer
             .with_truncation(Some(TruncationParams {
-                direction: TruncationDirection::Right,
+                direction: match left {
+                    true => TruncationDirection::Left,
+                    false => TruncationDirection::Right,
+                },
                 max_length: max_seq_length,
                 strategy: TruncationStrategy::LongestFirst,
                 stride: 0,
@@ -215,25 +230,23 @@ impl TextTokenizer {
             })?;
         }
         let fast = match tokenizer.get_model() {
+            // Ember's own tokenizers cut from the right.
+            _ if left => Err("truncation from the left (truncation_side)".to_owned()),
             ModelWrapper::BPE(_) => byte_level_bpe_spec(
                 &tokenizer,
                 model_fields
                     .as_ref()
                     .and_then(|fields| fields.get("merges")),
-                lowercase_prepended,
                 max_seq_length,
             )
             .and_then(|spec| BpeTokenizer::new(&spec).map_err(|e| e.to_string()))
             .map(FastTokenizer::Bpe),
-            ModelWrapper::Unigram(_) => unigram_spec(
-                &tokenizer,
-                model_fields.as_ref(),
-                lowercase_prepended,
-                max_seq_length,
-            )
-            .and_then(|spec| UnigramTokenizer::new(&spec).map_err(|e| e.to_string()))
-            .map(FastTokenizer::Unigram),
-            _ => standard_bert_spec(&tokenizer, lowercase_prepended, max_seq_length)
+            ModelWrapper::Unigram(_) => {
+                unigram_spec(&tokenizer, model_fields.as_ref(), max_seq_length)
+                    .and_then(|spec| UnigramTokenizer::new(&spec).map_err(|e| e.to_string()))
+                    .map(FastTokenizer::Unigram)
+            }
+            _ => standard_bert_spec(&tokenizer, max_seq_length)
                 .and_then(|spec| WordPieceTokenizer::new(&spec).map_err(|e| e.to_string()))
                 .map(FastTokenizer::WordPiece),
         };
@@ -241,7 +254,8 @@ impl TextTokenizer {
             Ok(fast) => (Some(fast), None),
             Err(reason) => (None, Some(reason)),
         };
-        let special_ids = Specials::of(&config, built_class).ids(&tokenizer);
+        let specials = as_is_specials.unwrap_or_else(|| Specials::of(&config, built_class));
+        let special_ids = specials.ids(&tokenizer);
         Ok(Self {
             tokenizer: Some(tokenizer),
             fast,
@@ -416,6 +430,13 @@ impl TextTokenizer {
         self.class
     }
 
+    /// transformers' `all_special_ids`, sorted: the ids of the named special tokens (`[CLS]`,
+    /// `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`, model-specific ones) and the extra ones, as the
+    /// folder's files (or its class's defaults) name them.
+    pub fn special_ids(&self) -> &[u32] {
+        &self.special_ids
+    }
+
     /// Whether texts take Ember's allocation-free WordPiece, byte-level BPE or Unigram path
     /// (the pipeline is the standard BERT one, a byte-level BPE one or a SentencePiece Unigram
     /// one) rather than the `tokenizers` crate.
@@ -577,13 +598,8 @@ fn check_template_tokens(template: &TemplateProcessing) -> Result<(), String> {
 }
 
 /// Describes `tokenizer` for [`WordPieceTokenizer`] if its pipeline is the standard BERT one;
-/// otherwise says what differs. `lowercase_prepended`: a `Lowercase` went in front of the
-/// file's normaliser after the added tokens were registered.
-fn standard_bert_spec(
-    tokenizer: &Tokenizer,
-    lowercase_prepended: bool,
-    max_length: usize,
-) -> Result<WordPieceSpec, String> {
+/// otherwise says what differs.
+fn standard_bert_spec(tokenizer: &Tokenizer, max_length: usize) -> Result<WordPieceSpec, String> {
     let (lowercase_first, bert) = match tokenizer.get_normalizer() {
         Some(NormalizerWrapper::BertNormalizer(bert)) => (false, bert),
         Some(NormalizerWrapper::Sequence(sequence)) => match sequence.as_ref() {
@@ -662,7 +678,7 @@ fn standard_bert_spec(
         max_input_chars_per_word: model.max_input_chars_per_word,
         normalization,
         added_token_normalization: BertNormalization {
-            lowercase_first: lowercase_first && !lowercase_prepended,
+            lowercase_first,
             ..normalization
         },
         added_tokens,
@@ -699,12 +715,10 @@ fn consistent_added_tokens(tokenizer: &Tokenizer) -> Result<Vec<(u32, AddedToken
 
 /// Describes `tokenizer` for [`BpeTokenizer`] if its pipeline is a byte-level BPE one that
 /// Ember reproduces exactly; otherwise says what differs. `merges`: the model's `merges` as
-/// `tokenizer.json` has them. `lowercase_prepended`: a `Lowercase` went in front of the file's
-/// normaliser after the added tokens were registered.
+/// `tokenizer.json` has them.
 fn byte_level_bpe_spec(
     tokenizer: &Tokenizer,
     merges: Option<&Value>,
-    lowercase_prepended: bool,
     max_length: usize,
 ) -> Result<BpeSpec, String> {
     let step = |normalizer: &NormalizerWrapper| match normalizer {
@@ -723,10 +737,9 @@ fn byte_level_bpe_spec(
             .collect::<Result<_, _>>()?,
         Some(other) => vec![step(other)?],
     };
-    let mut added_token_normalizer = normalizer.clone();
-    if lowercase_prepended {
-        added_token_normalizer.remove(0);
-    }
+    // The added tokens' patterns are normalised with the whole normaliser (also after
+    // sentence-transformers' Lowercase: see `TextTokenizer::load`).
+    let added_token_normalizer = normalizer.clone();
 
     let add_prefix_space = match tokenizer.get_pre_tokenizer() {
         Some(PreTokenizerWrapper::ByteLevel(ByteLevel {
@@ -889,20 +902,12 @@ fn template_single_ids(template: &TemplateProcessing) -> Result<(Vec<u32>, Vec<u
 
 /// Describes `tokenizer` for [`UnigramTokenizer`] if its pipeline is a SentencePiece Unigram
 /// one that Ember reproduces exactly; otherwise says what differs. `model_fields`: the model's
-/// fields as `tokenizer.json` has them (its `unk_id`). `lowercase_prepended`: a `Lowercase` went
-/// in front of the file's normaliser.
+/// fields as `tokenizer.json` has them (its `unk_id`).
 fn unigram_spec(
     tokenizer: &Tokenizer,
     model_fields: Option<&Value>,
-    lowercase_prepended: bool,
     max_length: usize,
 ) -> Result<UnigramSpec, String> {
-    if lowercase_prepended {
-        return Err(
-            "a Lowercase normaliser is prepended (do_lower_case), which the Unigram fast path does not reproduce"
-                .into(),
-        );
-    }
     let normalizer = match tokenizer.get_normalizer() {
         None => Vec::new(),
         Some(NormalizerWrapper::Sequence(sequence)) => sequence

@@ -60,11 +60,11 @@ const BOS: usize = 0;
 const EOS: usize = 1;
 const UNK: usize = 2;
 const SEP: usize = 3;
+const PAD: usize = 4;
 const CLS: usize = 5;
 
 const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
 const SPECIAL_TOKENS_MAP: &str = "special_tokens_map.json";
-const SENTENCE_BERT_CONFIG: &str = "sentence_bert_config.json";
 
 /// A special token as the files name it.
 #[derive(Clone, Debug)]
@@ -72,6 +72,9 @@ struct ConfigToken {
     /// Special; with the object's flags when given as an object (a string's are the class's).
     token: AddedToken,
     from_object: bool,
+    /// Whether the object said `normalized` (tokenizers makes a token it did not say it for
+    /// unnormalised when the token is made special).
+    normalized_given: bool,
     /// The file that names it (for errors).
     file: &'static str,
 }
@@ -91,6 +94,32 @@ impl BuildError {
     }
 }
 
+/// The side `truncation_side` (or `tokenizer.json`'s truncation direction) cuts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TruncationSide {
+    Right,
+    Left,
+}
+
+/// The files sentence-transformers reads a Transformer module's config from, the first present
+/// winning (`sentence_bert_config.json`, or an older model's name for it).
+pub(crate) const SENTENCE_CONFIGS: [&str; 7] = [
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+];
+
+/// The sentence-transformers config file of the module in `dir`, if any ([`SENTENCE_CONFIGS`]).
+pub(crate) fn sentence_config(dir: &Path) -> Option<&'static str> {
+    SENTENCE_CONFIGS
+        .into_iter()
+        .find(|name| dir.join(name).is_file())
+}
+
 /// `tokenizer_config.json`'s settings that matter here, as transformers 5 reads them together
 /// with the folder's other tokenizer files: sentence-transformers' `tokenizer_args`
 /// (`processor_kwargs`) from `sentence_bert_config.json`, which it passes to `AutoTokenizer`
@@ -98,35 +127,53 @@ impl BuildError {
 /// read only when the config has no `added_tokens_decoder` (the first's tokens laid over the
 /// config's).
 pub(crate) struct TokenizerConfig {
-    /// `tokenizer_class`, less a `Fast` suffix (transformers 5 has one class for both).
+    /// `tokenizer_class` of `tokenizer_config.json`, less a `Fast` suffix (transformers 5 has
+    /// one class for both).
     pub tokenizer_class: Option<String>,
     pub model_max_length: Option<usize>,
+    /// `truncation_side`, where given.
+    pub truncation_side: Option<TruncationSide>,
     do_lower_case: bool,
     strip_accents: Option<bool>,
     tokenize_chinese_chars: bool,
-    /// RoBERTa's and XLM-R's `add_prefix_space` (their defaults differ).
-    add_prefix_space: Option<bool>,
+    /// RoBERTa's and XLM-R's `add_prefix_space` (their defaults differ); `Some(None)`: null,
+    /// which XLM-R's class reads as false.
+    add_prefix_space: Option<Option<bool>>,
     trim_offsets: bool,
     /// `split_special_tokens`: special tokens in a text are read as text.
     split_special_tokens: bool,
-    /// [`NAMED`]'s tokens, where the files name them.
-    named: [Option<ConfigToken>; 7],
+    /// [`NAMED`]'s tokens: `None` where no file names one (the class's default), `Some(None)`
+    /// where a file sets it to null (none).
+    named: [Option<Option<ConfigToken>>; 7],
     /// Other `*_token` keys (model-specific named tokens; `extra_special_tokens` as an object).
     model_specific: Vec<ConfigToken>,
     /// `extra_special_tokens` (or `additional_special_tokens`) as a list; `None` when no file
     /// gives one.
     extras: Option<Vec<ConfigToken>>,
-    /// `added_tokens_decoder`, by id: when present, the added tokens transformers starts from
-    /// (`tokenizer.json`'s are not read).
-    added_tokens_decoder: Option<Vec<(u32, AddedToken)>>,
+    /// `added_tokens_decoder`, by id, with whether each says `normalized`: when present, the
+    /// added tokens transformers starts from (`tokenizer.json`'s are not read).
+    added_tokens_decoder: Option<Vec<(u32, AddedToken, bool)>>,
     /// `added_tokens.json` (read only without `added_tokens_decoder`), by id; `tokenizer.json`'s
     /// added tokens are laid over it.
     added_tokens_json: Vec<(u32, AddedToken)>,
 }
 
+/// Python's truth of a JSON value (`null`, `false`, `0`, `""`, `[]` and `{}` are false).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
 impl TokenizerConfig {
-    /// Reads the tokenizer files of `dir` (defaults for those that are absent). A key that is
-    /// present must have the kind transformers writes (`null` counts as absent).
+    /// Reads the tokenizer files of `dir` (defaults for those that are absent), following
+    /// transformers' `_from_pretrained` and `PreTrainedTokenizerBase.__init__` step by step. A
+    /// key that is present must have the kind transformers writes.
     pub fn read(dir: &Path) -> Result<Self, EmberError> {
         let path = dir.join(TOKENIZER_CONFIG);
         let mut value = if path.exists() {
@@ -141,36 +188,52 @@ impl TokenizerConfig {
         let object = value
             .as_object_mut()
             .ok_or_else(|| invalid(TOKENIZER_CONFIG, "expected a JSON object".into()))?;
-        // Which file each key came from: sentence-transformers' tokenizer arguments replace the
-        // config's keys.
+        // AutoTokenizer picks the class from the file, before any argument.
+        let tokenizer_class = match object.get("tokenizer_class").filter(|v| !v.is_null()) {
+            None => None,
+            Some(Value::String(name)) => Some(name.strip_suffix("Fast").unwrap_or(name).to_owned()),
+            Some(v) => {
+                return Err(invalid(
+                    TOKENIZER_CONFIG,
+                    format!("\"tokenizer_class\" = {v} is not a string"),
+                ))
+            }
+        };
+        // sentence-transformers' tokenizer arguments replace the config's keys (and, when
+        // true, keep special_tokens_map.json's away).
         let mut from_st: HashSet<String> = HashSet::new();
-        let st_path = dir.join(SENTENCE_BERT_CONFIG);
-        if st_path.exists() {
-            let st = read_json(&st_path)?;
+        let mut st_truthy: HashSet<String> = HashSet::new();
+        let st_file = sentence_config(dir);
+        if let Some(st_file) = st_file {
+            let st = read_json(&dir.join(st_file))?;
             // sentence-transformers renames the old key to the new one, replacing it.
             let args = st
                 .get("tokenizer_args")
-                .or_else(|| st.get("processor_kwargs"));
+                .map(|v| ("tokenizer_args", v))
+                .or_else(|| st.get("processor_kwargs").map(|v| ("processor_kwargs", v)));
             match args {
-                None | Some(Value::Null) => {}
-                Some(Value::Object(args)) => {
+                None | Some((_, Value::Null)) => {}
+                Some((_, Value::Object(args))) => {
                     for (key, value) in args {
                         object.insert(key.clone(), value.clone());
                         from_st.insert(key.clone());
+                        if truthy(value) {
+                            st_truthy.insert(key.clone());
+                        }
                     }
                 }
-                Some(other) => {
+                Some((key, other)) => {
                     return Err(invalid(
-                        SENTENCE_BERT_CONFIG,
-                        format!("\"tokenizer_args\" = {other} is not an object"),
+                        st_file,
+                        format!("\"{key}\" = {other} is not an object"),
                     ))
                 }
             }
         }
         let object = &*object;
-        let file_of = |key: &str| match from_st.contains(key) {
-            true => SENTENCE_BERT_CONFIG,
-            false => TOKENIZER_CONFIG,
+        let file_of = |key: &str| match (from_st.contains(key), st_file) {
+            (true, Some(st_file)) => st_file,
+            _ => TOKENIZER_CONFIG,
         };
         let get = |key: &str| object.get(key).filter(|v| !v.is_null());
         let flag = |key: &str| -> Result<Option<bool>, EmberError> {
@@ -186,27 +249,35 @@ impl TokenizerConfig {
                 .transpose()
         };
         // transformers 5 writes 1e30 for "no limit": anything past usize range means none.
-        let model_max_length = match get("model_max_length") {
-            None => None,
-            Some(v) => {
-                let n = v.as_f64().filter(|&n| n >= 1.0).ok_or_else(|| {
-                    invalid(
-                        file_of("model_max_length"),
-                        format!("\"model_max_length\" = {v} is not a number ≥ 1"),
-                    )
-                })?;
-                (n < 1e15).then_some(n as usize)
+        let max_length = |key: &str| -> Result<Option<usize>, EmberError> {
+            match get(key) {
+                None => Ok(None),
+                Some(v) => {
+                    let n = v.as_f64().filter(|&n| n >= 1.0).ok_or_else(|| {
+                        invalid(file_of(key), format!("\"{key}\" = {v} is not a number ≥ 1"))
+                    })?;
+                    Ok((n < 1e15).then_some(n as usize))
+                }
             }
         };
-        let tokenizer_class = match get("tokenizer_class") {
+        let model_max_length = max_length("model_max_length")?;
+        let truncation_side = match get("truncation_side") {
             None => None,
-            Some(Value::String(name)) => Some(name.strip_suffix("Fast").unwrap_or(name).to_owned()),
-            Some(v) => {
-                return Err(invalid(
-                    file_of("tokenizer_class"),
-                    format!("\"tokenizer_class\" = {v} is not a string"),
-                ))
-            }
+            Some(v) => Some(match v.as_str() {
+                Some("right") => TruncationSide::Right,
+                Some("left") => TruncationSide::Left,
+                _ => {
+                    return Err(invalid(
+                        file_of("truncation_side"),
+                        format!("\"truncation_side\" = {v} is not \"right\" or \"left\""),
+                    ))
+                }
+            }),
+        };
+        let add_prefix_space = match object.get("add_prefix_space") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(_) => Some(flag("add_prefix_space")?),
         };
         let added_tokens_decoder = get("added_tokens_decoder")
             .map(|v| {
@@ -214,62 +285,52 @@ impl TokenizerConfig {
             })
             .transpose()?;
 
-        let mut named: [Option<ConfigToken>; 7] = Default::default();
-        for (slot, key) in named.iter_mut().zip(NAMED) {
-            *slot = get(key)
-                .map(|v| config_token(key, v, file_of(key), false))
-                .transpose()
-                .map_err(|m| invalid(file_of(key), m))?;
-        }
-        let mut model_specific: Vec<(String, ConfigToken)> = Vec::new();
-        for (key, v) in object {
-            if key.ends_with("_token") && !NAMED.contains(&key.as_str()) {
-                // transformers keeps only the values that are tokens.
-                if let Ok(token) = config_token(key, v, file_of(key), false) {
-                    model_specific.push((key.clone(), token));
-                }
-            }
-        }
+        let token = |key: &str, v: &Value, file: &'static str, special_map: bool| {
+            config_token(key, v, file, special_map).map_err(|m| invalid(file, m))
+        };
         let token_list = |key: &str, v: &Value, file: &'static str, special_map: bool| {
             let list = v
                 .as_array()
-                .ok_or_else(|| format!("\"{key}\" = {v} is not a list of tokens"))?;
+                .ok_or_else(|| invalid(file, format!("\"{key}\" = {v} is not a list of tokens")))?;
             list.iter()
-                .map(|item| config_token(key, item, file, special_map))
+                .map(|item| token(key, item, file, special_map))
                 .collect::<Result<Vec<_>, _>>()
         };
-        let mut extras: Option<Vec<ConfigToken>> = None;
-        match get("extra_special_tokens") {
-            Some(Value::Object(map)) => {
-                for (key, v) in map {
-                    let token = config_token(key, v, file_of("extra_special_tokens"), false)
-                        .map_err(|m| invalid(file_of("extra_special_tokens"), m))?;
-                    model_specific.push((key.clone(), token));
-                }
-            }
-            Some(Value::Array(list)) if !list.is_empty() => {
-                let file = file_of("extra_special_tokens");
-                extras = Some(
-                    token_list(
-                        "extra_special_tokens",
-                        &Value::Array(list.clone()),
-                        file,
-                        false,
-                    )
-                    .map_err(|m| invalid(file, m))?,
-                );
-            }
-            _ => {}
+        let mut named: [Option<Option<ConfigToken>>; 7] = Default::default();
+        for (slot, key) in named.iter_mut().zip(NAMED) {
+            *slot = match object.get(key) {
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(v) => Some(Some(token(key, v, file_of(key), false)?)),
+            };
         }
-        if extras.is_none() {
-            if let Some(v) = get("additional_special_tokens") {
-                let file = file_of("additional_special_tokens");
-                extras = Some(
-                    token_list("additional_special_tokens", v, file, false)
-                        .map_err(|m| invalid(file, m))?,
-                );
+        // Model-specific named tokens: other `*_token` keys whose values are tokens (a string,
+        // or an object transformers wrote as an AddedToken).
+        let is_token = |v: &Value| {
+            v.is_string() || v.get("__type").and_then(Value::as_str) == Some("AddedToken")
+        };
+        let mut explicit: BTreeMap<String, ConfigToken> = BTreeMap::new();
+        for (key, v) in object {
+            if key.ends_with("_token") && !NAMED.contains(&key.as_str()) && is_token(v) {
+                explicit.insert(key.clone(), token(key, v, file_of(key), false)?);
             }
         }
+        // additional_special_tokens becomes extra_special_tokens unless that is given (and not
+        // empty); an object of extra special tokens names model-specific ones.
+        let mut extra: Option<Value> = object.get("extra_special_tokens").cloned();
+        let mut additional: Option<Value> = object.get("additional_special_tokens").cloned();
+        if additional.is_some() && !extra.as_ref().is_some_and(truthy) {
+            extra = additional.take();
+        }
+        if let Some(Value::Object(map)) = &extra {
+            let file = file_of("extra_special_tokens");
+            for (key, v) in map {
+                explicit.insert(key.clone(), token(key, v, file, false)?);
+            }
+            extra = None;
+        }
+        let mut extra_file = file_of("extra_special_tokens");
+        let mut auto: BTreeMap<String, ConfigToken> = BTreeMap::new();
 
         let mut added_tokens_json = Vec::new();
         if added_tokens_decoder.is_none() {
@@ -279,50 +340,71 @@ impl TokenizerConfig {
                 let map = map
                     .as_object()
                     .ok_or_else(|| invalid(SPECIAL_TOKENS_MAP, "expected a JSON object".into()))?;
-                let mut map_additional = None;
-                for (key, v) in map.iter().filter(|(_, v)| !v.is_null()) {
-                    // sentence-transformers' arguments win over the map too.
-                    if from_st.contains(key) {
+                let file = SPECIAL_TOKENS_MAP;
+                for (key, v) in map {
+                    if st_truthy.contains(key) {
                         continue;
                     }
-                    let token = |special_map| {
-                        config_token(key, v, SPECIAL_TOKENS_MAP, special_map)
-                            .map_err(|m| invalid(SPECIAL_TOKENS_MAP, m))
-                    };
                     if let Some(i) = NAMED.iter().position(|named| named == key) {
-                        named[i] = Some(token(true)?);
+                        named[i] = match v {
+                            Value::Null => Some(None),
+                            v => Some(Some(token(key, v, file, true)?)),
+                        };
                     } else if key == "extra_special_tokens" && v.is_array() {
-                        let list = token_list(key, v, SPECIAL_TOKENS_MAP, true)
-                            .map_err(|m| invalid(SPECIAL_TOKENS_MAP, m))?;
-                        let extras = extras.get_or_insert_with(Vec::new);
-                        for token in list {
-                            if !extras
-                                .iter()
-                                .any(|t| t.token.content == token.token.content)
-                            {
-                                extras.push(token);
+                        let mut merged = match &extra {
+                            Some(Value::Array(list)) => list.clone(),
+                            _ => Vec::new(),
+                        };
+                        for item in v.as_array().into_iter().flatten() {
+                            if !merged.contains(item) {
+                                merged.push(item.clone());
                             }
                         }
+                        extra = Some(Value::Array(merged));
+                        extra_file = file;
+                    } else if key == "extra_special_tokens" {
+                        extra = Some(v.clone());
+                        extra_file = file;
                     } else if key == "additional_special_tokens" {
-                        map_additional = Some(
-                            token_list(key, v, SPECIAL_TOKENS_MAP, true)
-                                .map_err(|m| invalid(SPECIAL_TOKENS_MAP, m))?,
-                        );
-                    } else if key.ends_with("_token") {
-                        if let Ok(token) = config_token(key, v, SPECIAL_TOKENS_MAP, true) {
-                            model_specific.retain(|(k, _)| k != key);
-                            model_specific.push((key.clone(), token));
-                        }
+                        additional = Some(v.clone());
+                    } else if key.ends_with("_token") && !v.is_null() {
+                        auto.insert(key.clone(), token(key, v, file, true)?);
                     }
                 }
-                if extras.is_none() {
-                    extras = map_additional;
+                // An object of extra special tokens from the map names model-specific ones.
+                if let Some(Value::Object(map)) = &extra {
+                    for (key, v) in map {
+                        explicit.insert(key.clone(), token(key, v, file, true)?);
+                    }
+                    extra = None;
                 }
             }
+        }
+        if extra.is_none() {
+            if let Some(list) = additional.take() {
+                extra = Some(list);
+                extra_file = SPECIAL_TOKENS_MAP;
+            }
+        }
+        let extras = match &extra {
+            None | Some(Value::Null) => None,
+            Some(list) => Some(token_list(
+                "extra_special_tokens",
+                list,
+                extra_file,
+                extra_file == SPECIAL_TOKENS_MAP,
+            )?),
+        };
+        // The config's model-specific tokens win over the map's.
+        auto.extend(explicit);
+        let model_specific: Vec<ConfigToken> = auto.into_values().collect();
+
+        if added_tokens_decoder.is_none() {
             let json_path = dir.join("added_tokens.json");
             if json_path.exists() {
                 let special: HashSet<String> = named
                     .iter()
+                    .flatten()
                     .flatten()
                     .chain(extras.iter().flatten())
                     .map(|t| t.token.content.clone())
@@ -357,14 +439,15 @@ impl TokenizerConfig {
         Ok(Self {
             tokenizer_class,
             model_max_length,
+            truncation_side,
             do_lower_case: flag("do_lower_case")?.unwrap_or(true),
             strip_accents: flag("strip_accents")?,
             tokenize_chinese_chars: flag("tokenize_chinese_chars")?.unwrap_or(true),
-            add_prefix_space: flag("add_prefix_space")?,
+            add_prefix_space,
             trim_offsets: flag("trim_offsets")?.unwrap_or(true),
             split_special_tokens: flag("split_special_tokens")?.unwrap_or(false),
             named,
-            model_specific: model_specific.into_iter().map(|(_, t)| t).collect(),
+            model_specific,
             extras,
             added_tokens_decoder,
             added_tokens_json,
@@ -387,6 +470,7 @@ fn config_token(
         return Ok(ConfigToken {
             token: AddedToken::from(content.to_owned(), true),
             from_object: false,
+            normalized_given: true,
             file,
         });
     }
@@ -403,8 +487,14 @@ fn config_token(
     Ok(ConfigToken {
         token: flags(content),
         from_object: true,
+        normalized_given: normalized_given(v),
         file,
     })
+}
+
+/// Whether an `AddedToken` object says `normalized`.
+fn normalized_given(v: &Value) -> bool {
+    v.get("normalized").is_some_and(Value::is_boolean)
 }
 
 /// An `AddedToken` object's flags, as a function of its content.
@@ -433,7 +523,7 @@ fn token_flags(v: &Value, force_special: bool) -> Result<impl Fn(&str) -> AddedT
 /// `added_tokens_decoder`: `{"<id>": {"content": …, "lstrip": …, "rstrip": …, "normalized": …,
 /// "single_word": …, "special": …}}`, as transformers reads it (`AddedToken(**token)`), in id
 /// order.
-fn added_tokens_decoder(value: &Value) -> Result<Vec<(u32, AddedToken)>, String> {
+fn added_tokens_decoder(value: &Value) -> Result<Vec<(u32, AddedToken, bool)>, String> {
     let map = value
         .as_object()
         .ok_or_else(|| format!("\"added_tokens_decoder\" = {value} is not an object"))?;
@@ -450,9 +540,9 @@ fn added_tokens_decoder(value: &Value) -> Result<Vec<(u32, AddedToken)>, String>
             })?;
         let flags = token_flags(token, false)
             .map_err(|m| format!("\"added_tokens_decoder\" entry {id}: {m}"))?;
-        tokens.push((id, flags(content)));
+        tokens.push((id, flags(content), normalized_given(token)));
     }
-    tokens.sort_by_key(|(id, _)| *id);
+    tokens.sort_by_key(|(id, _, _)| *id);
     Ok(tokens)
 }
 
@@ -521,10 +611,11 @@ impl TokenizerClass {
 /// The special tokens a tokenizer registers: the files' (else, for a class, the class's
 /// defaults), model-specific named ones, and the extra ones.
 pub(crate) struct Specials {
-    /// [`NAMED`]'s: the token and the file naming it (`None` for a class default).
-    named: [Option<(AddedToken, Option<&'static str>)>; 7],
-    model_specific: Vec<AddedToken>,
-    extras: Vec<AddedToken>,
+    /// [`NAMED`]'s: the token, whether it says `normalized`, and the file naming it (`None`
+    /// for a class default).
+    named: [Option<(AddedToken, bool, Option<&'static str>)>; 7],
+    model_specific: Vec<(AddedToken, bool)>,
+    extras: Vec<(AddedToken, bool)>,
 }
 
 impl Specials {
@@ -532,30 +623,36 @@ impl Specials {
     /// special tokens.
     pub fn of(config: &TokenizerConfig, class: Option<TokenizerClass>) -> Self {
         let defaults = class.map(TokenizerClass::defaults).unwrap_or_default();
-        let mut named: [Option<(AddedToken, Option<&'static str>)>; 7] = Default::default();
+        let mut named: [Option<(AddedToken, bool, Option<&'static str>)>; 7] = Default::default();
         for (i, slot) in named.iter_mut().enumerate() {
             let default_lstrip = defaults[i].is_some_and(|(_, lstrip)| lstrip);
             *slot = match &config.named[i] {
                 // A class wraps a string in its own AddedToken (MPNet's and CamemBERT's mask
                 // takes the space before it); an object stays as it is.
-                Some(given) => {
+                Some(Some(given)) => {
                     let mut token = given.token.clone();
                     if !given.from_object {
                         token.lstrip = default_lstrip;
                     }
-                    Some((token, Some(given.file)))
+                    Some((token, given.normalized_given, Some(given.file)))
                 }
+                // Set to null: none, whatever the class's default.
+                Some(None) => None,
                 None => defaults[i].map(|(content, lstrip)| {
-                    (AddedToken::from(content, true).lstrip(lstrip), None)
+                    (AddedToken::from(content, true).lstrip(lstrip), true, None)
                 }),
             };
         }
-        let tokens = |list: &[ConfigToken]| list.iter().map(|t| t.token.clone()).collect();
+        let tokens = |list: &[ConfigToken]| {
+            list.iter()
+                .map(|t| (t.token.clone(), t.normalized_given))
+                .collect()
+        };
         let extras = match (&config.extras, class) {
             (Some(extras), _) => tokens(extras),
             (None, Some(TokenizerClass::Camembert)) => {
                 ["<s>NOTUSED", "</s>NOTUSED", "<unk>NOTUSED"]
-                    .map(|content| AddedToken::from(content, true))
+                    .map(|content| (AddedToken::from(content, true), true))
                     .to_vec()
             }
             (None, _) => Vec::new(),
@@ -571,33 +668,43 @@ impl Specials {
     fn get(&self, i: usize) -> &str {
         self.named[i]
             .as_ref()
-            .map_or("", |(token, _)| token.content.as_str())
+            .map_or("", |(token, _, _)| token.content.as_str())
     }
 
     /// The file to blame when token `i` is not in the vocabulary.
     fn file(&self, i: usize) -> &'static str {
         self.named[i]
             .as_ref()
-            .and_then(|(_, file)| *file)
+            .and_then(|(_, _, file)| *file)
             .unwrap_or(TOKENIZER_CONFIG)
     }
 
-    /// The named tokens: [`NAMED`]'s, then the model-specific ones.
-    fn named(&self) -> impl Iterator<Item = &AddedToken> {
+    /// The named tokens, [`NAMED`]'s then the model-specific ones, with whether each says
+    /// `normalized`.
+    fn named(&self) -> impl Iterator<Item = (&AddedToken, bool)> {
         self.named
             .iter()
             .flatten()
-            .map(|(token, _)| token)
-            .chain(&self.model_specific)
+            .map(|(token, given, _)| (token, *given))
+            .chain(
+                self.model_specific
+                    .iter()
+                    .map(|(token, given)| (token, *given)),
+            )
+    }
+
+    /// The named tokens, then the extra ones.
+    fn all(&self) -> impl Iterator<Item = (&AddedToken, bool)> {
+        self.named()
+            .chain(self.extras.iter().map(|(token, given)| (token, *given)))
     }
 
     /// transformers' `all_special_ids`: the named and extra tokens' ids, sorted (those not in
     /// the vocabulary, which Ember does not register, have none).
     pub fn ids(&self, tokenizer: &Tokenizer) -> Vec<u32> {
         let mut ids: Vec<u32> = self
-            .named()
-            .chain(&self.extras)
-            .filter_map(|token| tokenizer.token_to_id(&token.content))
+            .all()
+            .filter_map(|(token, _)| tokenizer.token_to_id(&token.content))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -796,9 +903,22 @@ pub(crate) fn wordpiece_from_vocab(
 }
 
 /// What transformers does with a `tokenizer.json` taken as it is: its added tokens stay, and
-/// the files' are registered over them ([`register_added_tokens`]).
-pub(crate) fn as_it_is(tokenizer: &mut Tokenizer, config: &TokenizerConfig) {
-    register_added_tokens(tokenizer, config, &Specials::of(config, None), false);
+/// the files' are registered over them ([`register_added_tokens`]). Returns the special tokens
+/// (for `all_special_ids`).
+pub(crate) fn as_it_is(tokenizer: &mut Tokenizer, config: &TokenizerConfig) -> Specials {
+    let mut specials = Specials::of(config, None);
+    // Without a pad token in the files, the one of tokenizer.json's padding.
+    if config.named[PAD].is_none() {
+        if let Some(padding) = tokenizer.get_padding() {
+            specials.named[PAD] = Some((
+                AddedToken::from(padding.pad_token.clone(), true),
+                true,
+                None,
+            ));
+        }
+    }
+    register_added_tokens(tokenizer, config, &specials, false);
+    specials
 }
 
 /// The first Precompiled normaliser of `normalizer`, at its top or in its top-level Sequence:
@@ -838,14 +958,19 @@ fn assemble(
         TokenizerClass::Roberta => {
             tokenizer.with_normalizer(None::<NormalizerWrapper>);
             tokenizer.with_pre_tokenizer(Some(ByteLevel::new(
-                config.add_prefix_space.unwrap_or(false),
+                config.add_prefix_space.flatten().unwrap_or(false),
                 true,
                 true,
             )));
         }
         TokenizerClass::XlmRoberta | TokenizerClass::Camembert => {
             tokenizer.with_normalizer(precompiled);
-            let scheme = match config.add_prefix_space.unwrap_or(true) {
+            // None (null) is false to the class; absent, its default true.
+            let scheme = match config
+                .add_prefix_space
+                .unwrap_or(Some(true))
+                .unwrap_or(false)
+            {
                 true => PrependScheme::Always,
                 false => PrependScheme::Never,
             };
@@ -859,7 +984,7 @@ fn assemble(
 
     let missing = |i: usize| {
         let token = specials.get(i);
-        let whose = match specials.named[i].as_ref().and_then(|(_, file)| *file) {
+        let whose = match specials.named[i].as_ref().and_then(|(_, _, file)| *file) {
             Some(file) => format!("named in {file}"),
             None => format!("{}'s default", class.name()),
         };
@@ -902,7 +1027,7 @@ fn assemble(
         TokenizerClass::Roberta => {
             let processor = RobertaProcessing::new(id_of(SEP)?, id_of(CLS)?)
                 .trim_offsets(config.trim_offsets)
-                .add_prefix_space(config.add_prefix_space.unwrap_or(false));
+                .add_prefix_space(config.add_prefix_space.flatten().unwrap_or(false));
             tokenizer.with_post_processor(Some(processor));
         }
         TokenizerClass::XlmRoberta | TokenizerClass::Camembert => {
@@ -940,9 +1065,10 @@ fn assemble(
 /// the starting tokens (the config's `added_tokens_decoder`; else `added_tokens.json`'s with
 /// `tokenizer.json`'s laid over them by id), in id order, then the named and extra special
 /// tokens not among them or already added (those in the vocabulary: Ember gives none a new
-/// id), a named one made special; added to the `tokenizer` (emptied first when `fresh`, as
-/// a class that builds its own tokenizer starts empty), normalised with its normaliser. Then
-/// `split_special_tokens`.
+/// id), a named one made special (and, unless it says otherwise, unnormalised); added to the
+/// `tokenizer`'s own (none when `fresh`, as a class that builds its own tokenizer starts
+/// empty), a token added again replacing the one before it, as tokenizers 0.23 (the Python
+/// package) does; normalised with the tokenizer's normaliser. Then `split_special_tokens`.
 fn register_added_tokens(
     tokenizer: &mut Tokenizer,
     config: &TokenizerConfig,
@@ -952,35 +1078,50 @@ fn register_added_tokens(
     let mut file_added: Vec<(u32, AddedToken)> =
         tokenizer.get_added_tokens_decoder().into_iter().collect();
     file_added.sort_by_key(|(id, _)| *id);
-    let mut to_add: Vec<AddedToken> = match &config.added_tokens_decoder {
-        Some(decoder) => decoder.iter().map(|(_, token)| token.clone()).collect(),
+    // (token, whether it says `normalized`)
+    let mut to_add: Vec<(AddedToken, bool)> = match &config.added_tokens_decoder {
+        Some(decoder) => decoder
+            .iter()
+            .map(|(_, token, given)| (token.clone(), *given))
+            .collect(),
         None => {
             let mut by_id: BTreeMap<u32, AddedToken> =
                 config.added_tokens_json.iter().cloned().collect();
             by_id.extend(file_added.iter().cloned());
-            by_id.into_values().collect()
+            by_id.into_values().map(|token| (token, true)).collect()
         }
     };
     if fresh {
-        tokenizer.with_added_vocabulary(AddedVocabulary::new());
         file_added.clear();
     }
-    let mut encoder: HashSet<String> = file_added.into_iter().map(|(_, t)| t.content).collect();
-    encoder.extend(to_add.iter().map(|token| token.content.clone()));
-    for token in specials.named().chain(&specials.extras) {
+    let mut encoder: HashSet<String> = file_added.iter().map(|(_, t)| t.content.clone()).collect();
+    encoder.extend(to_add.iter().map(|(token, _)| token.content.clone()));
+    for (token, given) in specials.all() {
         if !encoder.contains(&token.content)
-            && !to_add.iter().any(|t| t.content == token.content)
+            && !to_add.iter().any(|(t, _)| t.content == token.content)
             && tokenizer.token_to_id(&token.content).is_some()
         {
-            to_add.push(token.clone());
+            to_add.push((token.clone(), given));
         }
     }
-    let named: HashSet<&str> = specials.named().map(|t| t.content.as_str()).collect();
-    for token in &mut to_add {
-        if named.contains(token.content.as_str()) {
+    let named: HashSet<&str> = specials.named().map(|(t, _)| t.content.as_str()).collect();
+    for (token, normalized_given) in &mut to_add {
+        if !token.special && named.contains(token.content.as_str()) {
             token.special = true;
+            if !*normalized_given {
+                token.normalized = false;
+            }
         }
     }
-    tokenizer.add_tokens(&to_add);
+    // The crate keeps the first flags of a special token added twice: build the list whole.
+    let mut all: Vec<AddedToken> = file_added.into_iter().map(|(_, token)| token).collect();
+    for (token, _) in to_add {
+        match all.iter_mut().find(|t| t.content == token.content) {
+            Some(earlier) => *earlier = token,
+            None => all.push(token),
+        }
+    }
+    tokenizer.with_added_vocabulary(AddedVocabulary::new());
+    tokenizer.add_tokens(&all);
     tokenizer.set_encode_special_tokens(config.split_special_tokens);
 }
