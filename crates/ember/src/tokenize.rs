@@ -124,11 +124,17 @@ impl TextTokenizer {
         let mut as_is_specials = None;
         let mut file_left = false;
         let (mut tokenizer, source, model_fields, built_class) = if json_path.exists() {
-            let (mut tokenizer, mut model_fields) = read_tokenizer_json(&json_path)?;
+            let (mut tokenizer, mut model_fields, file_added) = read_tokenizer_json(&json_path)?;
             match class {
                 Some(class) => {
-                    tokenizer_class::rebuild(&mut tokenizer, &mut model_fields, &config, class)
-                        .map_err(built)?;
+                    tokenizer_class::rebuild(
+                        &mut tokenizer,
+                        &mut model_fields,
+                        &file_added,
+                        &config,
+                        class,
+                    )
+                    .map_err(built)?;
                 }
                 None => {
                     // The crate loads such a file and then fails on the first unknown word.
@@ -144,7 +150,11 @@ impl TextTokenizer {
                             });
                         }
                     }
-                    as_is_specials = Some(tokenizer_class::as_it_is(&mut tokenizer, &config));
+                    as_is_specials = Some(tokenizer_class::as_it_is(
+                        &mut tokenizer,
+                        &file_added,
+                        &config,
+                    ));
                 }
             }
             file_left = tokenizer
@@ -502,8 +512,13 @@ impl TextTokenizer {
 ///
 /// Also returns the model's fields other than its vocabulary, as written: the crate keeps some
 /// private that the fast paths need (BPE's `merges`, Unigram's `unk_id`).
-fn read_tokenizer_json(path: &Path) -> Result<(Tokenizer, Option<Value>), EmberError> {
+/// `tokenizer.json` as the crate reads it, the model's fields but its vocabulary, and the file's
+/// added tokens as listed, with the ids the file gives them.
+type TokenizerFile = (Tokenizer, Option<Value>, Vec<(u32, AddedToken)>);
+
+fn read_tokenizer_json(path: &Path) -> Result<TokenizerFile, EmberError> {
     let value = read_json(path)?;
+    let added = tokenizer_class::listed_added_tokens(&value);
     let model_fields = value.get("model").and_then(Value::as_object).map(|model| {
         Value::Object(
             model
@@ -521,7 +536,7 @@ fn read_tokenizer_json(path: &Path) -> Result<(Tokenizer, Option<Value>), EmberE
         check_charsmaps(normalizer).map_err(error)?;
     }
     match std::panic::catch_unwind(|| serde_json::from_value::<Tokenizer>(value)) {
-        Ok(Ok(tokenizer)) => Ok((tokenizer, model_fields)),
+        Ok(Ok(tokenizer)) => Ok((tokenizer, model_fields, added)),
         Ok(Err(e)) => Err(error(e.to_string())),
         Err(payload) => Err(error(format!(
             "the tokenizers crate panicked reading it: {}",

@@ -319,8 +319,11 @@ impl TokenizerConfig {
         // empty); an object of extra special tokens names model-specific ones.
         let mut extra: Option<Value> = object.get("extra_special_tokens").cloned();
         let mut additional: Option<Value> = object.get("additional_special_tokens").cloned();
+        let mut extra_file = file_of("extra_special_tokens");
+        let mut additional_file = file_of("additional_special_tokens");
         if additional.is_some() && !extra.as_ref().is_some_and(truthy) {
             extra = additional.take();
+            extra_file = additional_file;
         }
         if let Some(Value::Object(map)) = &extra {
             let file = file_of("extra_special_tokens");
@@ -329,7 +332,6 @@ impl TokenizerConfig {
             }
             extra = None;
         }
-        let mut extra_file = file_of("extra_special_tokens");
         let mut auto: BTreeMap<String, ConfigToken> = BTreeMap::new();
 
         let mut added_tokens_json = Vec::new();
@@ -367,6 +369,7 @@ impl TokenizerConfig {
                         extra_file = file;
                     } else if key == "additional_special_tokens" {
                         additional = Some(v.clone());
+                        additional_file = file;
                     } else if key.ends_with("_token") && !v.is_null() {
                         auto.insert(key.clone(), token(key, v, file, true)?);
                     }
@@ -383,7 +386,7 @@ impl TokenizerConfig {
         if extra.is_none() {
             if let Some(list) = additional.take() {
                 extra = Some(list);
-                extra_file = SPECIAL_TOKENS_MAP;
+                extra_file = additional_file;
             }
         }
         let extras = match &extra {
@@ -779,6 +782,7 @@ pub(crate) fn rebuilt_class(dir: &Path, config: &TokenizerConfig) -> Option<Toke
 pub(crate) fn rebuild(
     tokenizer: &mut Tokenizer,
     model_fields: &mut Option<Value>,
+    file_added: &[(u32, AddedToken)],
     config: &TokenizerConfig,
     class: TokenizerClass,
 ) -> Result<(), BuildError> {
@@ -874,7 +878,7 @@ pub(crate) fn rebuild(
     if let Some(model) = model {
         tokenizer.with_model(model);
     }
-    assemble(tokenizer, precompiled, config, class, &specials)
+    assemble(tokenizer, precompiled, file_added, config, class, &specials)
 }
 
 /// The pipeline transformers builds from a `vocab.txt` alone: `class`'s (MPNet's, else BERT's)
@@ -895,7 +899,7 @@ pub(crate) fn wordpiece_from_vocab(
         .build()
         .map_err(|e| BuildError::new("vocab.txt", e.to_string()))?;
     let mut tokenizer = Tokenizer::new(model);
-    assemble(&mut tokenizer, None, config, class, &specials).map_err(|e| BuildError {
+    assemble(&mut tokenizer, None, &[], config, class, &specials).map_err(|e| BuildError {
         file: "vocab.txt",
         ..e
     })?;
@@ -905,7 +909,11 @@ pub(crate) fn wordpiece_from_vocab(
 /// What transformers does with a `tokenizer.json` taken as it is: its added tokens stay, and
 /// the files' are registered over them ([`register_added_tokens`]). Returns the special tokens
 /// (for `all_special_ids`).
-pub(crate) fn as_it_is(tokenizer: &mut Tokenizer, config: &TokenizerConfig) -> Specials {
+pub(crate) fn as_it_is(
+    tokenizer: &mut Tokenizer,
+    file_added: &[(u32, AddedToken)],
+    config: &TokenizerConfig,
+) -> Specials {
     let mut specials = Specials::of(config, None);
     // Without a pad token in the files, the one of tokenizer.json's padding.
     if config.named[PAD].is_none() {
@@ -917,8 +925,25 @@ pub(crate) fn as_it_is(tokenizer: &mut Tokenizer, config: &TokenizerConfig) -> S
             ));
         }
     }
-    register_added_tokens(tokenizer, config, &specials, false);
+    register_added_tokens(tokenizer, file_added, config, &specials, false);
     specials
+}
+
+/// `tokenizer.json`'s `added_tokens` as listed, with the ids the file gives them (transformers
+/// orders them by those ids; the crate numbers them in the order listed). Entries the crate
+/// would not read are left out (the crate then refuses the file).
+pub(crate) fn listed_added_tokens(tokenizer_json: &Value) -> Vec<(u32, AddedToken)> {
+    let Some(list) = tokenizer_json.get("added_tokens").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|entry| {
+            let id = u32::try_from(entry.get("id")?.as_u64()?).ok()?;
+            let content = entry.get("content")?.as_str()?;
+            let flags = token_flags(entry, false).ok()?;
+            Some((id, flags(content)))
+        })
+        .collect()
 }
 
 /// The first Precompiled normaliser of `normalizer`, at its top or in its top-level Sequence:
@@ -941,6 +966,7 @@ fn file_precompiled(normalizer: Option<&NormalizerWrapper>) -> Option<Normalizer
 fn assemble(
     tokenizer: &mut Tokenizer,
     precompiled: Option<NormalizerWrapper>,
+    file_added: &[(u32, AddedToken)],
     config: &TokenizerConfig,
     class: TokenizerClass,
     specials: &Specials,
@@ -980,7 +1006,7 @@ fn assemble(
             ])));
         }
     }
-    register_added_tokens(tokenizer, config, specials, true);
+    register_added_tokens(tokenizer, file_added, config, specials, true);
 
     let missing = |i: usize| {
         let token = specials.get(i);
@@ -1063,21 +1089,20 @@ fn assemble(
 
 /// transformers' added-token step, which every class runs (`TokenizersBackend.__init__`):
 /// the starting tokens (the config's `added_tokens_decoder`; else `added_tokens.json`'s with
-/// `tokenizer.json`'s laid over them by id), in id order, then the named and extra special
-/// tokens not among them or already added (those in the vocabulary: Ember gives none a new
-/// id), a named one made special (and, unless it says otherwise, unnormalised); added to the
-/// `tokenizer`'s own (none when `fresh`, as a class that builds its own tokenizer starts
-/// empty), a token added again replacing the one before it, as tokenizers 0.23 (the Python
-/// package) does; normalised with the tokenizer's normaliser. Then `split_special_tokens`.
+/// `tokenizer.json`'s, `file_added`, laid over them by id), in id order, then the named and
+/// extra special tokens not among them or already added (those in the vocabulary: Ember gives
+/// none a new id), a named one made special (and, unless it says otherwise, unnormalised);
+/// added to the `tokenizer`'s own (the file's, in the order listed; none when `fresh`, as a
+/// class that builds its own tokenizer starts empty), a token added again replacing the one
+/// before it, as tokenizers 0.23 (the Python package) does; normalised with the tokenizer's
+/// normaliser. Then `split_special_tokens`.
 fn register_added_tokens(
     tokenizer: &mut Tokenizer,
+    file_added: &[(u32, AddedToken)],
     config: &TokenizerConfig,
     specials: &Specials,
     fresh: bool,
 ) {
-    let mut file_added: Vec<(u32, AddedToken)> =
-        tokenizer.get_added_tokens_decoder().into_iter().collect();
-    file_added.sort_by_key(|(id, _)| *id);
     // (token, whether it says `normalized`)
     let mut to_add: Vec<(AddedToken, bool)> = match &config.added_tokens_decoder {
         Some(decoder) => decoder
@@ -1091,9 +1116,10 @@ fn register_added_tokens(
             by_id.into_values().map(|token| (token, true)).collect()
         }
     };
-    if fresh {
-        file_added.clear();
-    }
+    let file_added: &[(u32, AddedToken)] = match fresh {
+        true => &[],
+        false => file_added,
+    };
     let mut encoder: HashSet<String> = file_added.iter().map(|(_, t)| t.content.clone()).collect();
     encoder.extend(to_add.iter().map(|(token, _)| token.content.clone()));
     for (token, given) in specials.all() {
@@ -1114,7 +1140,7 @@ fn register_added_tokens(
         }
     }
     // The crate keeps the first flags of a special token added twice: build the list whole.
-    let mut all: Vec<AddedToken> = file_added.into_iter().map(|(_, token)| token).collect();
+    let mut all: Vec<AddedToken> = file_added.iter().map(|(_, token)| token.clone()).collect();
     for (token, _) in to_add {
         match all.iter_mut().find(|t| t.content == token.content) {
             Some(earlier) => *earlier = token,
