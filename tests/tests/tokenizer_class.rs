@@ -53,6 +53,19 @@ struct Variant {
     input_ids: Vec<Vec<u32>>,
 }
 
+/// `tokenizer` gives `expected` for `texts`, on its fast path (or fallback) and on the
+/// `tokenizers` crate.
+fn assert_ids(tokenizer: &TextTokenizer, name: &str, texts: &[String], expected: &[Vec<u32>]) {
+    assert_eq!(texts.len(), expected.len(), "{name}");
+    let mut ids = Vec::new();
+    for (text, expected) in texts.iter().zip(expected) {
+        tokenizer.encode_into(text, &mut ids).unwrap();
+        assert_eq!(&ids, expected, "{name}: {text:?}");
+        tokenizer.reference_encode_into(text, &mut ids).unwrap();
+        assert_eq!(&ids, expected, "{name} (tokenizers crate): {text:?}");
+    }
+}
+
 #[test]
 fn tokenizer_files_are_read_as_transformers_reads_them() {
     let reference: Reference = read_fixture("tokenizer_class_reference.json");
@@ -64,17 +77,12 @@ fn tokenizer_files_are_read_as_transformers_reads_them() {
         apply_edits(dir.path(), &variant.edits, Some(&reference.remove_marker));
         let tokenizer = TextTokenizer::load(dir.path(), Some(128), false, 128)
             .unwrap_or_else(|e| panic!("{}: {e}", variant.name));
-        let mut ids = Vec::new();
-        for (text, expected) in reference.texts.iter().zip(&variant.input_ids) {
-            tokenizer.encode_into(text, &mut ids).unwrap();
-            assert_eq!(&ids, expected, "{}: {text:?}", variant.name);
-            tokenizer.reference_encode_into(text, &mut ids).unwrap();
-            assert_eq!(
-                &ids, expected,
-                "{} (tokenizers crate): {text:?}",
-                variant.name
-            );
-        }
+        assert_ids(
+            &tokenizer,
+            &variant.name,
+            &reference.texts,
+            &variant.input_ids,
+        );
         // The class Ember built is transformers' (TokenizersBackend: the file as it is).
         let expected_class = match variant.class.as_str() {
             "TokenizersBackend" => None,
@@ -170,17 +178,12 @@ fn folders_are_tokenized_as_sentence_transformers_tokenizes_them() {
             "{}",
             variant.name
         );
-        let mut ids = Vec::new();
-        for (text, expected) in reference.st_texts.iter().zip(&variant.input_ids) {
-            tokenizer.encode_into(text, &mut ids).unwrap();
-            assert_eq!(&ids, expected, "{}: {text:?}", variant.name);
-            tokenizer.reference_encode_into(text, &mut ids).unwrap();
-            assert_eq!(
-                &ids, expected,
-                "{} (tokenizers crate): {text:?}",
-                variant.name
-            );
-        }
+        assert_ids(
+            &tokenizer,
+            &variant.name,
+            &reference.st_texts,
+            &variant.input_ids,
+        );
         println!(
             "{}: max_seq_length {}, {} texts as sentence-transformers'; fast path: {}",
             variant.name,
