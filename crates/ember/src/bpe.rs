@@ -118,11 +118,9 @@ pub struct BpeSpec {
     pub fuse_unk: bool,
     /// A word that is in the vocabulary whole is that one token, whatever the merges say.
     pub ignore_merges: bool,
-    /// How each piece of text between added tokens is normalised, in order.
+    /// How each piece of text between added tokens is normalised, in order (and the contents
+    /// of `normalized` added tokens).
     pub normalizer: Vec<NormalizerStep>,
-    /// How the contents of `normalized` added tokens are normalised: the normaliser the crate
-    /// had when the tokens were added (before a prepended `Lowercase`).
-    pub added_token_normalizer: Vec<NormalizerStep>,
     /// The ByteLevel pre-tokeniser's `add_prefix_space`.
     pub add_prefix_space: bool,
     /// Tokens split out of the text before BPE runs, matched leftmost-longest.
@@ -585,11 +583,7 @@ impl BpeTokenizer {
                 continue;
             }
             if token.normalized {
-                let pattern = normalize(
-                    &spec.added_token_normalizer,
-                    &token.content,
-                    &mut scratch.normalized,
-                );
+                let pattern = normalize(&spec.normalizer, &token.content, &mut scratch.normalized);
                 if pattern.is_empty() {
                     return Err(BpeError::EmptyAddedToken {
                         content: token.content.clone(),
@@ -1191,7 +1185,6 @@ mod tests {
             fuse_unk: false,
             ignore_merges: false,
             normalizer: Vec::new(),
-            added_token_normalizer: Vec::new(),
             add_prefix_space: false,
             added_tokens: Vec::new(),
             prefix_ids: vec![1000],

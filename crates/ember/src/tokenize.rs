@@ -692,10 +692,6 @@ fn standard_bert_spec(tokenizer: &Tokenizer, max_length: usize) -> Result<WordPi
         continuing_subword_prefix: model.continuing_subword_prefix.clone(),
         max_input_chars_per_word: model.max_input_chars_per_word,
         normalization,
-        added_token_normalization: BertNormalization {
-            lowercase_first,
-            ..normalization
-        },
         added_tokens,
         prefix_ids,
         suffix_ids,
@@ -752,9 +748,6 @@ fn byte_level_bpe_spec(
             .collect::<Result<_, _>>()?,
         Some(other) => vec![step(other)?],
     };
-    // The added tokens' patterns are normalised with the whole normaliser (also after
-    // sentence-transformers' Lowercase: see `TextTokenizer::load`).
-    let added_token_normalizer = normalizer.clone();
 
     let add_prefix_space = match tokenizer.get_pre_tokenizer() {
         Some(PreTokenizerWrapper::ByteLevel(ByteLevel {
@@ -802,7 +795,6 @@ fn byte_level_bpe_spec(
         fuse_unk: model.fuse_unk,
         ignore_merges: model.ignore_merges,
         normalizer,
-        added_token_normalizer,
         add_prefix_space,
         added_tokens,
         prefix_ids,

@@ -101,11 +101,8 @@ pub struct WordPieceSpec {
     pub continuing_subword_prefix: String,
     /// Words longer than this, in chars, become `unk_token` whole (100 for BERT).
     pub max_input_chars_per_word: usize,
-    /// How the text is normalised.
+    /// How the text is normalised (and the contents of `normalized` added tokens).
     pub normalization: BertNormalization,
-    /// How the contents of `normalized` added tokens are normalised: the normaliser the
-    /// `tokenizers` crate had when the tokens were added (before a prepended `Lowercase`).
-    pub added_token_normalization: BertNormalization,
     /// Tokens split out of the text before WordPiece runs, matched leftmost-longest.
     pub added_tokens: Vec<AddedTokenSpec>,
     /// Ids before and after the word pieces: `[CLS]` and `[SEP]` for BERT.
@@ -296,7 +293,6 @@ impl AddedTokenMatcher {
 ///     continuing_subword_prefix: "##".into(),
 ///     max_input_chars_per_word: 100,
 ///     normalization: bert,
-///     added_token_normalization: bert,
 ///     added_tokens: Vec::new(),
 ///     prefix_ids: vec![1], // [CLS]
 ///     suffix_ids: vec![2], // [SEP]
@@ -361,7 +357,7 @@ impl WordPieceTokenizer {
                 continue;
             }
             if token.normalized {
-                normalize_into(spec.added_token_normalization, &token.content, &mut scratch);
+                normalize_into(spec.normalization, &token.content, &mut scratch);
                 if scratch.normalized.is_empty() {
                     return Err(WordPieceError::EmptyAddedToken {
                         content: token.content.clone(),
@@ -756,7 +752,6 @@ mod tests {
             continuing_subword_prefix: "##".into(),
             max_input_chars_per_word: 100,
             normalization,
-            added_token_normalization: normalization,
             prefix_ids: vec![2],
             suffix_ids: vec![3],
             max_length: 16,
