@@ -1122,10 +1122,9 @@ fn register_added_tokens(
     };
     let mut encoder: HashSet<String> = file_added.iter().map(|(_, t)| t.content.clone()).collect();
     encoder.extend(to_add.iter().map(|(token, _)| token.content.clone()));
+    // Each content once: the encoder holds every token added so far.
     for (token, given) in specials.all() {
-        if !encoder.contains(&token.content)
-            && !to_add.iter().any(|(t, _)| t.content == token.content)
-            && tokenizer.token_to_id(&token.content).is_some()
+        if tokenizer.token_to_id(&token.content).is_some() && encoder.insert(token.content.clone())
         {
             to_add.push((token.clone(), given));
         }
