@@ -248,6 +248,8 @@ from transformers import (  # noqa: E402
     DistilBertConfig,
     DistilBertModel,
     DistilBertTokenizerFast,
+    GteConfig,
+    GteModel,
     ModernBertConfig,
     ModernBertModel,
     MPNetConfig,
@@ -1627,6 +1629,197 @@ def make_nomic() -> dict:
               f"{sum(f > NB_MAX_SEQ for f in full)}; max |batched - one-at-a-time| = {diff_single:.3g}; "
               f"plain-torch checks {checks}")
     write_models_reference(FIXTURES / "tiny_nomic_reference.json", NB_MAX_SEQ, texts, models_out, NB_HIDDEN)
+    return {"texts": texts}
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random GTE (gte-base-en-v1.5 / gte-multilingual-base's architecture)
+# --------------------------------------------------------------------------------------------
+
+GTE_HIDDEN = 48
+GTE_HEADS = 4  # head_dim 12
+GTE_FFN = 80
+GTE_MAX_SEQ = 128
+GTE_MAX_POS = 160
+GTE = {
+    # folder: (seed, tokenizer, type_vocab_size, rope theta (None: GteConfig's default 160000),
+    #          NTK factor (model_type "new" only), pooling, normalize)
+    # gte-base-en-v1.5's kind: BERT WordPiece, no token-type table, CLS pooling.
+    "tiny-gte": (50, "bert", 0, 10000.0, None, ("cls",), False),
+    # gte-multilingual-base's kind: XLM-R's tokenizer (class from model_type "gte"), one token
+    # type, the default theta, weights under a "new." prefix, mean pooling + Normalize.
+    "tiny-gte-multilingual": (51, "xlmr", 1, None, None, ("mean",), True),
+    # Alibaba-NLP's published format (model_type "new", read by their remote code): NewConfig's
+    # keys with the fixed NTK scaling of gte-base-en-v1.5 ({"type": "ntk", "factor": 2.0}).
+    "tiny-gte-new": (52, "bert", 2, 2000.0, 2.0, ("mean",), False),
+}
+
+
+def ntk_inverse_frequencies(theta: float, factor: float, hd: int) -> torch.Tensor:
+    """The inverse frequencies of Alibaba-NLP's published ``NTKScalingRotaryEmbedding`` (fixed
+    NTK, no ``mixed_b``; https://kexue.fm/archives/9706 eq. (6)): those of ``theta * factor``,
+    each divided by ``factor ** (2 / hd)``. Its tables are built for max_position_embeddings *
+    factor positions, past max_position_embeddings whenever factor > 1, so this always holds."""
+    base = theta * factor
+    inv_freq = 1.0 / (base ** (torch.arange(0, hd, 2).float() / hd))
+    return inv_freq / factor ** (2 / hd)
+
+
+def build_tiny_gte(folder: Path, seed: int, tokenizer: str, types: int, theta: float | None,
+                   ntk: float | None, modes: tuple[str, ...], normalize: bool) -> dict:
+    """transformers 5's native GteModel (BERT's post-LayerNorm layers with rotary positions,
+    biases on q/k/v/o and down_proj, ``down(gelu(gate(x)) * up(x))``, embeddings = LayerNorm(word
+    (+ token type)), no position table), saved by save_pretrained, which writes Alibaba-NLP's
+    published names (encoder.layer.{i}.attention.qkv_proj / o_proj, attn_ln, mlp.up_gate_proj
+    ([up; gate]), mlp.down_proj, mlp_ln): transformers' conversion mapping renames them back on
+    load. ``ntk``: config.json is then rewritten as Alibaba-NLP's NewConfig (model_type "new",
+    rope_theta, rope_scaling, pack_qkv, ...), which transformers cannot load without their
+    remote code; the reference for it is the native model with the NTK frequencies."""
+    fresh_folder(folder)
+    if tokenizer == "bert":
+        vocab = committed_tiny_bert_vocab()
+        tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True, model_max_length=8192)
+        specials, vocab_size = BERT_SPECIAL_TOKENS, len(vocab)
+    else:
+        tok = XLMRobertaTokenizerFast.from_pretrained(str(FIXTURES / XLMR_SPM_FOLDER))
+        specials, vocab_size = roberta_special_tokens("<unk>"), len(tok)
+    config = GteConfig(
+        vocab_size=vocab_size,
+        hidden_size=GTE_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=GTE_HEADS,
+        intermediate_size=GTE_FFN,
+        max_position_embeddings=GTE_MAX_POS,
+        type_vocab_size=types,
+        layer_norm_eps=1e-12,
+        rope_parameters=None if theta is None else {"rope_type": "default", "rope_theta": theta},
+        architectures=["GteModel"],
+    )
+    assert config.model_type == "gte" and config.hidden_act == "gelu"
+    model = random_model(GteModel, config, seed)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(f"layers.0.{n}.bias" in state for n in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"))
+    assert "layers.0.mlp.up_proj.bias" not in state and "layers.0.mlp.gate_proj.bias" not in state
+    assert ("embeddings.token_type_embeddings.weight" in state) == (types > 0)
+    save_st_folder(folder, model, tok, specials, GTE_MAX_SEQ,
+                   pooling_config(GTE_HIDDEN, modes, full_legacy=True), normalize=normalize)
+    with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
+        stored = {n: f.get_tensor(n) for n in f.keys()}
+    assert "encoder.layer.0.attention.qkv_proj.weight" in stored and "encoder.layer.1.mlp_ln.bias" in stored
+    # The published layout, checked against the native state: qkv_proj = [q; k; v],
+    # up_gate_proj = [up; gate] (no bias).
+    for i in range(2):
+        sa, mlp, st = f"layers.{i}.self_attn", f"layers.{i}.mlp", f"encoder.layer.{i}"
+        assert torch.equal(stored[f"{st}.attention.qkv_proj.weight"],
+                           torch.cat([state[f"{sa}.{p}_proj.weight"] for p in "qkv"]))
+        assert torch.equal(stored[f"{st}.mlp.up_gate_proj.weight"],
+                           torch.cat([state[f"{mlp}.up_proj.weight"], state[f"{mlp}.gate_proj.weight"]]))
+        assert f"{st}.mlp.up_gate_proj.bias" not in stored
+    if tokenizer == "xlmr":
+        # The weights under a "new." prefix (a checkpoint of Alibaba-NLP's NewForMaskedLM's
+        # backbone); transformers strips it on load.
+        safetensors.torch.save_file({f"new.{n}": t for n, t in stored.items()}, str(folder / "model.safetensors"),
+                                    metadata={"format": "pt"})
+        # No tokenizer_class: AutoTokenizer takes model_type "gte"'s, XLMRobertaTokenizer.
+        tc = read_json(folder / "tokenizer_config.json")
+        del tc["tokenizer_class"]
+        write_json(folder / "tokenizer_config.json", tc)
+    if ntk is None:
+        info = loading_info(folder, GteModel)
+        assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    # tiny-xlmr-spm's tokenizer.json alone is 447 kB.
+    assert fsize(folder) < (1_000_000 if tokenizer == "bert" else 1_100_000), fsize(folder)
+    return {"state": state, "n_params": sum(v.numel() for v in state.values()),
+            "vocab_size": vocab_size, "config": read_json(folder / "config.json")}
+
+
+def as_new_config(native: dict, theta: float, ntk: float) -> dict:
+    """GteConfig's config.json rewritten as Alibaba-NLP's NewConfig writes one (gte-base-en-v1.5's
+    keys and order), with ``theta`` and the fixed NTK ``ntk`` factor."""
+    keys = ["attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob", "hidden_size",
+            "initializer_range", "intermediate_size", "layer_norm_eps", "max_position_embeddings",
+            "num_attention_heads", "num_hidden_layers", "pad_token_id", "type_vocab_size", "vocab_size"]
+    return {"architectures": ["NewModel"],
+            "auto_map": {"AutoConfig": "Alibaba-NLP/new-impl--configuration.NewConfig",
+                         "AutoModel": "Alibaba-NLP/new-impl--modeling.NewModel"},
+            "classifier_dropout": None, "layer_norm_type": "layer_norm", "logn_attention_clip1": False,
+            "logn_attention_scale": False, "model_type": "new", "pack_qkv": True,
+            "position_embedding_type": "rope", "rope_scaling": {"factor": ntk, "type": "ntk"},
+            "rope_theta": theta, "torch_dtype": "float32", "transformers_version": "4.39.1",
+            "unpad_inputs": False, "use_memory_efficient_attention": False} | {k: native[k] for k in keys}
+
+
+def make_gte() -> dict:
+    texts = mpnet_texts()
+    models_out = {}
+    for folder, (seed, tokenizer, types, theta, ntk, modes, normalize) in GTE.items():
+        path = FIXTURES / folder
+        built = build_tiny_gte(path, seed, tokenizer, types, theta, ntk, modes, normalize)
+        modules = ["Transformer", "Pooling"] + (["Normalize"] if normalize else [])
+        m = load_st_folder(path, GTE_MAX_SEQ, modules, modes[0], "gte", built["state"])
+        hf = m[0].auto_model
+        assert type(hf).__name__ == "GteModel"
+        tok_class = type(m[0].tokenizer).__name__
+        assert tok_class == ("BertTokenizer" if tokenizer == "bert" else "XLMRobertaTokenizer"), tok_class
+        hd = GTE_HIDDEN // GTE_HEADS
+        want_theta = 160000.0 if theta is None else theta
+        want = 1.0 / (want_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+        assert torch.equal(hf.rotary_emb.inv_freq, want), (hf.rotary_emb.inv_freq, want)
+        if ntk is not None:
+            scaled = ntk_inverse_frequencies(theta, ntk, hd)
+            assert not torch.equal(scaled, want)
+            hf.rotary_emb.inv_freq.copy_(scaled)
+            hf.rotary_emb.original_inv_freq.copy_(scaled)
+        ends = (101, 102) if tokenizer == "bert" else (0, 2)
+        ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, GTE_MAX_SEQ, ends=ends,
+                                            pad_id=0 if tokenizer == "bert" else 1)
+        assert sum(f > GTE_MAX_SEQ for f in full) >= 1 and max(lens) == GTE_MAX_SEQ
+        emb, diff_single = encode_checked(m, texts, normalize)
+
+        # Independent recomputation: the plain GteModel, each text alone, pooled here in f64;
+        # and mutations that must each move the embedding by more than 1e-3: (a) no rotary
+        # positions, (b) (with a token-type table) token type 1, (c) gate and up swapped,
+        # (d) (NTK, the longer text) the unscaled frequencies.
+        checks = {}
+        with torch.inference_mode():
+            for i in [0, texts.index(MP_EXTRA_TEXTS[-1])]:
+                out = hidden_states(hf, ids[i])
+                err = float(np.abs(pool_f64(out, modes, normalize) - emb[i]).max())
+                t = torch.tensor([ids[i]])
+                mutated = [hf(input_ids=t, attention_mask=torch.ones_like(t),
+                              position_ids=torch.zeros_like(t)).last_hidden_state[0]]
+                if types > 1:
+                    mutated.append(hf(input_ids=t, attention_mask=torch.ones_like(t),
+                                      token_type_ids=torch.ones_like(t)).last_hidden_state[0])
+                for layer in hf.layers:
+                    layer.mlp.up_proj, layer.mlp.gate_proj = layer.mlp.gate_proj, layer.mlp.up_proj
+                mutated.append(hidden_states(hf, ids[i]))
+                for layer in hf.layers:
+                    layer.mlp.up_proj, layer.mlp.gate_proj = layer.mlp.gate_proj, layer.mlp.up_proj
+                if ntk is not None and lens[i] > 16:  # (2 tokens barely rotate)
+                    scaled = hf.rotary_emb.inv_freq.clone()
+                    hf.rotary_emb.inv_freq.copy_(want)
+                    mutated.append(hidden_states(hf, ids[i]))
+                    hf.rotary_emb.inv_freq.copy_(scaled)
+                moved = [float(np.abs(pool_f64(x, modes, normalize) - emb[i]).max()) for x in mutated]
+                assert err < 1e-5, (folder, i, err)
+                assert min(moved) > 1e-3, (folder, i, moved)
+                checks[i] = (err, moved)
+        if ntk is not None:
+            write_json(path / "config.json", as_new_config(built["config"], theta, ntk))
+            try:
+                AutoConfig.from_pretrained(str(path))
+                raise AssertionError("transformers loaded a model_type \"new\" config without remote code")
+            except ValueError:
+                pass
+        entry = position_model_entry("new" if ntk is not None else "gte", seed, built["vocab_size"], modes,
+                                     normalize, ids, [list(range(n)) for n in lens], full, emb)
+        models_out[folder] = entry | {"rope_theta": want_theta, "ntk_factor": ntk}
+        print(f"[gte] {folder}: theta {want_theta}, ntk {ntk}, {built['n_params']:,} params, {fsize(path):,} bytes; "
+              f"{len(texts)} texts, token counts {min(lens)}..{max(lens)}, truncated "
+              f"{sum(f > GTE_MAX_SEQ for f in full)}; max |batched - one-at-a-time| = {diff_single:.3g}; "
+              f"plain-torch checks {checks}")
+    write_models_reference(FIXTURES / "tiny_gte_reference.json", GTE_MAX_SEQ, texts, models_out, GTE_HIDDEN)
     return {"texts": texts}
 
 
@@ -3606,7 +3799,7 @@ def main() -> None:
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
     ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "exclude-prompt", "quantize",
-                                       "tokenizer-class", "modernbert", "xlmr-spm", "nomic"],
+                                       "tokenizer-class", "modernbert", "xlmr-spm", "nomic", "gte"],
                     default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
@@ -3621,7 +3814,8 @@ def main() -> None:
                          "(re)write tokenizer_class_reference.json (from the committed tiny-bert/); modernbert: only (re)write tiny-modernbert/, "
                          "tiny-modernbert-bias/ and tiny_modernbert_reference.json; xlmr-spm: only (re)write "
                          "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json; nomic: only (re)write tiny-nomic-bert/, "
-                         "tiny-nomic-bert-theta/ and tiny_nomic_reference.json. None needs "
+                         "tiny-nomic-bert-theta/ and tiny_nomic_reference.json; gte: only (re)write tiny-gte/, "
+                         "tiny-gte-multilingual/, tiny-gte-new/ and tiny_gte_reference.json. None needs "
                          "--minilm-dir; all leave every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
@@ -3659,6 +3853,9 @@ def main() -> None:
         elif args.only == "nomic":
             make_nomic()
             written = [FIXTURES / f for f in NOMIC] + [FIXTURES / "tiny_nomic_reference.json"]
+        elif args.only == "gte":
+            make_gte()
+            written = [FIXTURES / f for f in GTE] + [FIXTURES / "tiny_gte_reference.json"]
         elif args.only == "xlmr-spm":
             make_xlmr_spm()
             written = [FIXTURES / XLMR_SPM_FOLDER, FIXTURES / "tiny_xlmr_spm_reference.json"]

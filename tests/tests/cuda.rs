@@ -168,6 +168,7 @@ fn other_families_match_sentence_transformers() {
         "tiny_distilbert_dense_reference.json",
         "tiny_modernbert_reference.json",
         "tiny_nomic_reference.json",
+        "tiny_gte_reference.json",
     ] {
         // All 31–41 texts even on the emulated driver: the models are tiny (seconds there).
         let reference: Reference = read_fixture(file);

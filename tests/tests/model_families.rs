@@ -51,7 +51,7 @@ fn load(folder: impl AsRef<str>, dtype: Precision, batch: usize) -> Embedder {
 }
 
 /// The reference files and the folders each holds.
-const REFERENCES: [(&str, &[&str]); 6] = [
+const REFERENCES: [(&str, &[&str]); 7] = [
     (
         "tiny_roberta_reference.json",
         &["tiny-roberta", "tiny-xlm-roberta"],
@@ -73,6 +73,10 @@ const REFERENCES: [(&str, &[&str]); 6] = [
     (
         "tiny_modernbert_reference.json",
         &["tiny-modernbert", "tiny-modernbert-bias"],
+    ),
+    (
+        "tiny_gte_reference.json",
+        &["tiny-gte", "tiny-gte-multilingual", "tiny-gte-new"],
     ),
 ];
 

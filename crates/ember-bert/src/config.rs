@@ -1,7 +1,8 @@
 //! `config.json` of a Hugging Face `BertModel`, or of the families Ember runs as BERT with
 //! other names, positions or extras ([`ModelFamily`]: `RobertaModel`, `XLMRobertaModel`,
 //! `CamembertModel`, `MPNetModel`, `DistilBertModel`; `ModernBertModel`, whose layers differ
-//! in kind ([`ModernBertParams`]); `NomicBertModel` ([`NomicBertParams`])): parsed, checked for what Ember can run, and bounded before
+//! in kind ([`ModernBertParams`]); `NomicBertModel` and `GteModel`, BERT's layers with rotary
+//! positions and a gated feed-forward ([`RotaryParams`])): parsed, checked for what Ember can run, and bounded before
 //! anything is allocated from it.
 
 use std::path::{Path, PathBuf};
@@ -54,18 +55,44 @@ pub struct BertConfig {
     pub relative_attention_buckets: Option<usize>,
     /// ModernBERT's layer kinds, rotary positions and biases; `None` for the other families.
     pub modern: Option<ModernBertParams>,
-    /// NomicBERT's rotary positions; `None` for the other families.
-    pub nomic: Option<NomicBertParams>,
+    /// NomicBERT's and GTE's rotary positions; `None` for the other families.
+    pub rotary: Option<RotaryParams>,
 }
 
-/// What a `nomic_bert` config adds to BERT's post-LayerNorm layers: rotary positions (no
-/// position table) and a gated feed-forward `fc2(act(fc12·x) ⊙ fc11·x)` (SwiGLU with
-/// `hidden_act` SiLU), with no bias in attention or feed-forward.
+/// What a `nomic_bert` or `gte` config adds to BERT's post-LayerNorm layers: rotary positions
+/// (no position table) and a gated feed-forward `down(act(gate·x) ⊙ up·x)` (NomicBERT: SwiGLU,
+/// `fc2(silu(fc12·x) ⊙ fc11·x)`, no bias in attention or feed-forward; GTE: `hidden_act` GELU,
+/// biases on Q, K, V, the attention output and `down_proj`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct NomicBertParams {
-    /// RoPE `θ`: `rope_parameters.rope_theta`, else `rope_theta`, else the published
-    /// `rotary_emb_base`, else 1000 (nomic-embed-text-v1.5's).
+pub struct RotaryParams {
+    /// RoPE `θ`: `rope_parameters.rope_theta`, else `rope_theta`, else (NomicBERT) the
+    /// published `rotary_emb_base`; else the family's default (NomicBERT 1000, transformers'
+    /// GTE 160 000, Alibaba-NLP's `"new"` 10 000).
     pub rope_theta: f64,
+    /// The factor of the fixed NTK scaling of Alibaba-NLP's published GTE configs
+    /// (`"rope_scaling": {"type": "ntk", "factor": f}`, gte-base-en-v1.5's 2.0), when above 1:
+    /// `θ` becomes `θ·f` and every inverse frequency is divided by `f^(2/hd)`.
+    pub ntk_factor: Option<f64>,
+}
+
+impl RotaryParams {
+    /// The inverse frequencies `ωᵢ` (`hd/2` of them) as torch computes them: transformers'
+    /// `inv_freq` of `θ` in f32 ([`ember_cpu::rotary::inverse_frequencies`]); with an NTK factor
+    /// `f`, those of `θ·f` (the product in f64, as Python's) each divided in f32 by
+    /// `f^(2/hd)` (a Python float, rounded to f32), as the published `NTKScalingRotaryEmbedding`
+    /// does.
+    pub fn inverse_frequencies(&self, head_dim: usize) -> Vec<f32> {
+        match self.ntk_factor {
+            None => ember_cpu::rotary::inverse_frequencies(self.rope_theta, head_dim),
+            Some(f) => {
+                let divisor = f.powf(2.0 / head_dim as f64) as f32;
+                ember_cpu::rotary::inverse_frequencies(self.rope_theta * f, head_dim)
+                    .into_iter()
+                    .map(|w| w / divisor)
+                    .collect()
+            }
+        }
+    }
 }
 
 /// What a `modernbert` config adds: pre-LayerNorm layers with rotary positions (no position
@@ -117,14 +144,21 @@ pub enum ModelFamily {
     /// `nomic_bert` (nomic-embed-text-v1, v1.5): post-LayerNorm layers under
     /// `encoder.layers.{i}.{attn.Wqkv, attn.out_proj, norm1, mlp.fc11, mlp.fc12, mlp.fc2,
     /// norm2}` and `emb_ln`, without biases but the LayerNorms', rotary positions and a SwiGLU
-    /// feed-forward ([`NomicBertParams`]); transformers 5's config keys or the published
+    /// feed-forward ([`RotaryParams`]); transformers 5's config keys or the published
     /// nomic-ai ones (`n_embd`, `n_layer`, `n_head`, `n_inner`, `rotary_emb_base`, …).
     NomicBert,
+    /// `gte` (transformers 5's `GteModel`) and `new` (Alibaba-NLP's published remote code:
+    /// gte-base-en-v1.5, gte-large-en-v1.5, gte-multilingual-base): NomicBERT's post-LayerNorm
+    /// rotary layers under `encoder.layer.{i}.{attention.qkv_proj (or q/k/v_proj),
+    /// attention.o_proj, attn_ln, mlp.up_gate_proj, mlp.down_proj, mlp_ln}`, with biases but
+    /// on `up_gate_proj` (`[up; gate]`), a GELU-gated feed-forward, `embeddings.LayerNorm` and a
+    /// token-type table unless `type_vocab_size` is 0 ([`RotaryParams`]).
+    Gte,
 }
 
 impl ModelFamily {
     /// The family's name: `bert`, `roberta`, `mpnet`, `distilbert`, `modernbert` or
-    /// `nomic_bert`.
+    /// `nomic_bert` or `gte`.
     pub fn name(self) -> &'static str {
         match self {
             ModelFamily::Bert => "bert",
@@ -133,6 +167,7 @@ impl ModelFamily {
             ModelFamily::DistilBert => "distilbert",
             ModelFamily::ModernBert => "modernbert",
             ModelFamily::NomicBert => "nomic_bert",
+            ModelFamily::Gte => "gte",
         }
     }
 }
@@ -244,6 +279,13 @@ const DEFAULT_LOCAL_THETA: f64 = 10_000.0;
 const DEFAULT_NOMIC_MAX_POSITIONS: u64 = 2048;
 const DEFAULT_NOMIC_THETA: f64 = 1000.0;
 const DEFAULT_NOMIC_ACT: &str = "silu";
+/// `GteConfig`'s defaults (transformers 5), and those of Alibaba-NLP's `NewConfig` where they
+/// differ.
+const DEFAULT_GTE_MAX_POSITIONS: u64 = 8192;
+const DEFAULT_GTE_THETA: f64 = 160_000.0;
+const DEFAULT_GTE_TYPE_VOCAB: u64 = 1;
+const DEFAULT_NEW_MAX_POSITIONS: u64 = 2048;
+const DEFAULT_NEW_THETA: f64 = 10_000.0;
 /// The most values (`max_position_embeddings · head_dim`) a ModernBERT's rotary tables may hold
 /// per `θ`: 2^24 floats, 64 MiB.
 const MAX_ROTARY_VALUES: usize = 1 << 24;
@@ -323,13 +365,16 @@ impl BertConfig {
                 Some("distilbert") => ModelFamily::DistilBert,
                 Some("modernbert") => ModelFamily::ModernBert,
                 Some("nomic_bert") => ModelFamily::NomicBert,
+                Some("gte" | "new") => ModelFamily::Gte,
                 _ => {
                     return Err(invalid(format!(
-                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\", \"mpnet\", \"distilbert\", \"modernbert\" and \"nomic_bert\")"
+                        "model_type {model_type} is not supported (Ember runs \"bert\", \"roberta\", \"xlm-roberta\", \"camembert\", \"mpnet\", \"distilbert\", \"modernbert\", \"nomic_bert\" and \"gte\" (or Alibaba-NLP's \"new\"))"
                     )))
                 }
             },
         };
+        // Alibaba-NLP's published GTE configs (read by their remote code, not transformers').
+        let published_gte = get("model_type").and_then(Value::as_str) == Some("new");
         // DistilBertConfig's names for BertConfig's keys; for NomicBERT, the published nomic-ai
         // name where transformers 5's is absent (transformers reads only its own).
         let key = |bert_key: &'static str| -> &'static str {
@@ -360,9 +405,13 @@ impl BertConfig {
         let layer_norm_eps = match (family, get(key("layer_norm_eps"))) {
             // DistilBERT's LayerNorms are built with ε = 1e-12 whatever the config says.
             (ModelFamily::DistilBert, _) | (ModelFamily::Bert, None) => DEFAULT_EPS,
-            (ModelFamily::Roberta | ModelFamily::Mpnet | ModelFamily::NomicBert, None) => {
-                DEFAULT_EPS
-            }
+            (
+                ModelFamily::Roberta
+                | ModelFamily::Mpnet
+                | ModelFamily::NomicBert
+                | ModelFamily::Gte,
+                None,
+            ) => DEFAULT_EPS,
             (ModelFamily::ModernBert, None) => DEFAULT_MODERN_EPS,
             (_, Some(v)) => v.as_f64().ok_or_else(|| {
                 invalid(format!(
@@ -399,6 +448,8 @@ impl BertConfig {
             Some(match family {
                 ModelFamily::ModernBert => DEFAULT_MODERN_MAX_POSITIONS,
                 ModelFamily::NomicBert => DEFAULT_NOMIC_MAX_POSITIONS,
+                ModelFamily::Gte if published_gte => DEFAULT_NEW_MAX_POSITIONS,
+                ModelFamily::Gte => DEFAULT_GTE_MAX_POSITIONS,
                 _ => DEFAULT_MAX_POSITIONS,
             }),
             MAX_POSITIONS,
@@ -406,6 +457,15 @@ impl BertConfig {
         // MPNet, DistilBERT and ModernBERT have no token-type table.
         let type_vocab_size = match family {
             ModelFamily::Mpnet | ModelFamily::DistilBert | ModelFamily::ModernBert => 0,
+            // GTE's is 1, or 0 (gte-base-en-v1.5): then it has none.
+            ModelFamily::Gte => match get("type_vocab_size") {
+                Some(v) if v.as_u64() == Some(0) => 0,
+                _ => field(
+                    "type_vocab_size",
+                    Some(DEFAULT_GTE_TYPE_VOCAB),
+                    MAX_TYPE_VOCAB,
+                )?,
+            },
             _ => field("type_vocab_size", Some(DEFAULT_TYPE_VOCAB), MAX_TYPE_VOCAB)?,
         };
         let relative_attention_buckets = match family {
@@ -456,10 +516,13 @@ impl BertConfig {
                 layer_norm_eps
             )));
         }
-        // ModernBERT and NomicBERT have no position table (published configs may carry a stale
-        // "absolute").
+        // ModernBERT, NomicBERT and GTE have no position table (published configs may carry a
+        // stale "absolute"; Alibaba-NLP's GTE configs are checked in `gte_params`).
         if position_embedding_type != "absolute"
-            && !matches!(family, ModelFamily::ModernBert | ModelFamily::NomicBert)
+            && !matches!(
+                family,
+                ModelFamily::ModernBert | ModelFamily::NomicBert | ModelFamily::Gte
+            )
         {
             return Err(invalid(format!(
                 "position_embedding_type {position_embedding_type:?} is not supported (only \"absolute\")"
@@ -481,11 +544,19 @@ impl BertConfig {
             )?),
             _ => None,
         };
-        let nomic = match family {
+        let head_dim = hidden_size / num_attention_heads;
+        let rotary = match family {
             ModelFamily::NomicBert => Some(nomic_params(
                 &get,
                 &invalid,
-                hidden_size / num_attention_heads,
+                head_dim,
+                max_position_embeddings,
+            )?),
+            ModelFamily::Gte => Some(gte_params(
+                &get,
+                &invalid,
+                published_gte,
+                head_dim,
                 max_position_embeddings,
             )?),
             _ => None,
@@ -504,7 +575,7 @@ impl BertConfig {
             family,
             relative_attention_buckets,
             modern,
-            nomic,
+            rotary,
         })
     }
 
@@ -525,7 +596,7 @@ impl BertConfig {
     /// attention's `q·kᵀ` and `p·v`, `2·2·len·H`. Embeddings, LayerNorm, softmax and GELU are
     /// left out (they are O(H) per token). Ember's throughput figures are counted in these.
     ///
-    /// ModernBERT's feed-forward is `H → 2F → F → H` (GeGLU), NomicBERT's too (SwiGLU):
+    /// ModernBERT's feed-forward is `H → 2F → F → H` (GeGLU), NomicBERT's and GTE's too:
     /// `2·(4H² + 3HF)` per token;
     /// its sliding-window layers' queries see only the keys of their window.
     pub fn encoder_flops(&self, len: usize) -> f64 {
@@ -535,8 +606,8 @@ impl BertConfig {
             len as f64,
         );
         let Some(modern) = &self.modern else {
-            // NomicBERT's SwiGLU: H → 2F → F → H.
-            let ffn = if self.nomic.is_some() { 3.0 } else { 2.0 };
+            // NomicBERT's and GTE's gated feed-forward: H → 2F → F → H.
+            let ffn = if self.rotary.is_some() { 3.0 } else { 2.0 };
             let per_token = 2.0 * (4.0 * h * h + ffn * h * f) + 4.0 * l * h;
             return self.num_hidden_layers as f64 * l * per_token;
         };
@@ -730,7 +801,7 @@ fn check_rope_type(
     }
 }
 
-/// Reads NomicBERT's extras (see [`NomicBertParams`]) and refuses the published nomic-ai
+/// Reads NomicBERT's extras (see [`RotaryParams`]) and refuses the published nomic-ai
 /// options that change the architecture (transformers 5 ignores them and would run another
 /// model than the one trained): pre-LayerNorm, biases, partial or interleaved or scaled rotary
 /// positions, RMSNorm, parallel blocks, causal attention, a non-SwiGLU MLP.
@@ -739,7 +810,7 @@ fn nomic_params<'v>(
     invalid: &dyn Fn(String) -> BertError,
     head_dim: usize,
     max_positions: usize,
-) -> Result<NomicBertParams, BertError> {
+) -> Result<RotaryParams, BertError> {
     for key in [
         "prenorm",
         "qkv_proj_bias",
@@ -781,6 +852,26 @@ fn nomic_params<'v>(
         }
     }
     check_rotary(get, invalid, head_dim, max_positions)?;
+    let rope_theta = default_rope_theta(
+        get,
+        invalid,
+        &["rope_theta", "rotary_emb_base"],
+        DEFAULT_NOMIC_THETA,
+    )?;
+    Ok(RotaryParams {
+        rope_theta,
+        ntk_factor: None,
+    })
+}
+
+/// `rope_parameters`' `rope_theta` (the entry checked to be of the default, unscaled type),
+/// else the `fallback` key's, else `default`.
+fn default_rope_theta<'v>(
+    get: &dyn Fn(&str) -> Option<&'v Value>,
+    invalid: &dyn Fn(String) -> BertError,
+    fallback: &[&str],
+    default: f64,
+) -> Result<f64, BertError> {
     let theta = match get("rope_parameters") {
         None => None,
         Some(Value::Object(entry)) => {
@@ -793,17 +884,102 @@ fn nomic_params<'v>(
             )))
         }
     };
-    let rope_theta = match theta
-        .or_else(|| get("rope_theta"))
-        .or_else(|| get("rotary_emb_base"))
-    {
-        None => DEFAULT_NOMIC_THETA,
-        Some(v) => v
-            .as_f64()
-            .filter(|t| t.is_finite() && *t > 0.0)
-            .ok_or_else(|| invalid(format!("the rope_theta {v} is not a positive number")))?,
+    match theta.or_else(|| fallback.iter().find_map(|key| get(key))) {
+        None => Ok(default),
+        Some(v) => positive_theta(invalid, v),
+    }
+}
+
+fn positive_theta(invalid: &dyn Fn(String) -> BertError, v: &Value) -> Result<f64, BertError> {
+    v.as_f64()
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .ok_or_else(|| invalid(format!("the rope_theta {v} is not a positive number")))
+}
+
+/// Reads GTE's rotary positions (see [`RotaryParams`]). transformers 5's `gte` configs:
+/// `rope_parameters` (only the default type; a legacy `rope_scaling` becomes one, so it is
+/// refused unless of that type), else `rope_theta`, else 160 000. Alibaba-NLP's `new` configs,
+/// as their remote code reads them: `rope_theta` (else 10 000) and `rope_scaling` (none, or
+/// the fixed NTK scaling `{"type": "ntk", "factor": f}`), with the options that would change
+/// the architecture refused: absolute positions, RMSNorm, the log-n attention scale.
+fn gte_params<'v>(
+    get: &dyn Fn(&str) -> Option<&'v Value>,
+    invalid: &dyn Fn(String) -> BertError,
+    published: bool,
+    head_dim: usize,
+    max_positions: usize,
+) -> Result<RotaryParams, BertError> {
+    check_rotary(get, invalid, head_dim, max_positions)?;
+    if !published {
+        if let Some(v) = get("rope_scaling") {
+            let default = v
+                .as_object()
+                .is_some_and(|entry| check_rope_type(invalid, "\"rope_scaling\"", entry).is_ok());
+            if !default {
+                return Err(invalid(format!(
+                    "\"rope_scaling\" = {v}: scaled rotary positions are not supported"
+                )));
+            }
+        }
+        let rope_theta = default_rope_theta(get, invalid, &["rope_theta"], DEFAULT_GTE_THETA)?;
+        return Ok(RotaryParams {
+            rope_theta,
+            ntk_factor: None,
+        });
+    }
+    let require = |key: &str, want: &str, default: &str| -> Result<(), BertError> {
+        match get(key) {
+            None => Ok(()),
+            Some(Value::String(s)) if s == want => Ok(()),
+            Some(v) => Err(invalid(format!(
+                "\"{key}\" = {v} is not supported (Ember runs Alibaba-NLP's GTE with {want:?}, the default {default:?})"
+            ))),
+        }
     };
-    Ok(NomicBertParams { rope_theta })
+    require("position_embedding_type", "rope", "rope")?;
+    require("layer_norm_type", "layer_norm", "layer_norm")?;
+    match get("logn_attention_scale") {
+        None | Some(Value::Bool(false)) => {}
+        Some(v) => {
+            return Err(invalid(format!(
+                "\"logn_attention_scale\" = {v} is not supported (Ember runs Alibaba-NLP's GTE without the log-n attention scale, as published)"
+            )))
+        }
+    }
+    let rope_theta = match get("rope_theta") {
+        None => DEFAULT_NEW_THETA,
+        Some(v) => positive_theta(invalid, v)?,
+    };
+    let ntk_factor = match get("rope_scaling") {
+        None => None,
+        Some(Value::Object(entry))
+            if entry.get("type").and_then(Value::as_str) == Some("ntk")
+                && entry.get("mixed_b").is_none_or(Value::is_null) =>
+        {
+            let factor = entry
+                .get("factor")
+                .and_then(Value::as_f64)
+                .filter(|f| f.is_finite() && *f > 0.0)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "\"rope_scaling\" = {}: its \"factor\" must be a positive number",
+                        Value::Object(entry.clone())
+                    ))
+                })?;
+            // The published code rescales only when `max_position_embeddings · factor` is past
+            // `max_position_embeddings`.
+            (factor > 1.0).then_some(factor)
+        }
+        Some(v) => {
+            return Err(invalid(format!(
+                "\"rope_scaling\" = {v} is not supported (only the fixed NTK scaling {{\"type\": \"ntk\", \"factor\": f}})"
+            )))
+        }
+    };
+    Ok(RotaryParams {
+        rope_theta,
+        ntk_factor,
+    })
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -1130,7 +1306,13 @@ mod tests {
         );
         assert_eq!((c.max_position_embeddings, c.max_tokens()), (8192, 8192));
         assert_eq!((c.layer_norm_eps, c.activation), (1e-12, Activation::Silu));
-        assert_eq!(c.nomic, Some(NomicBertParams { rope_theta: 1000.0 }));
+        assert_eq!(
+            c.rotary,
+            Some(RotaryParams {
+                rope_theta: 1000.0,
+                ntk_factor: None
+            })
+        );
         assert_eq!(c.position_ids, PositionIds::FromZero);
         assert!(c.modern.is_none());
         // 128 heads of 6: an even head dimension is all rotary positions need.
@@ -1147,10 +1329,22 @@ mod tests {
         let c = BertConfig::from_json_str(native, path).unwrap();
         assert_eq!((c.hidden_size, c.intermediate_size), (64, 96));
         assert_eq!((c.max_position_embeddings, c.type_vocab_size), (2048, 2));
-        assert_eq!(c.nomic, Some(NomicBertParams { rope_theta: 5000.0 }));
+        assert_eq!(
+            c.rotary,
+            Some(RotaryParams {
+                rope_theta: 5000.0,
+                ntk_factor: None
+            })
+        );
         assert_eq!(c.activation, Activation::Gelu);
         let c = BertConfig::from_json_str(&native.replace("rope_parameters", "x"), path).unwrap();
-        assert_eq!(c.nomic, Some(NomicBertParams { rope_theta: 1000.0 }));
+        assert_eq!(
+            c.rotary,
+            Some(RotaryParams {
+                rope_theta: 1000.0,
+                ntk_factor: None
+            })
+        );
         // SwiGLU's FFN is H → 2F → F → H.
         let flops = c.encoder_flops(10);
         let (h, f) = (64.0, 96.0);
@@ -1205,5 +1399,126 @@ mod tests {
             let err = result.unwrap_err().to_string();
             assert!(err.contains("m/config.json"), "{err}");
         }
+    }
+
+    /// Alibaba-NLP/gte-base-en-v1.5's published config.json (read by its remote code),
+    /// trimmed of its `auto_map`.
+    const GTE_NEW: &str = r#"{"architectures": ["NewModel"], "attention_probs_dropout_prob": 0.0,
+        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "hidden_size": 768,
+        "intermediate_size": 3072, "layer_norm_eps": 1e-12, "layer_norm_type": "layer_norm",
+        "logn_attention_clip1": false, "logn_attention_scale": false,
+        "max_position_embeddings": 8192, "model_type": "new", "num_attention_heads": 12,
+        "num_hidden_layers": 12, "pack_qkv": true, "pad_token_id": 0,
+        "position_embedding_type": "rope", "rope_scaling": {"factor": 2.0, "type": "ntk"},
+        "rope_theta": 500000, "type_vocab_size": 0, "unpad_inputs": false,
+        "use_memory_efficient_attention": false, "vocab_size": 30528}"#;
+
+    #[test]
+    fn reads_gte_configs() {
+        let path = Path::new("m/config.json");
+        let c = BertConfig::from_json_str(GTE_NEW, path).unwrap();
+        assert_eq!(c.family, ModelFamily::Gte);
+        assert_eq!(
+            (c.hidden_size, c.intermediate_size, c.type_vocab_size),
+            (768, 3072, 0)
+        );
+        assert_eq!((c.max_tokens(), c.activation), (8192, Activation::Gelu));
+        assert_eq!(
+            c.rotary,
+            Some(RotaryParams {
+                rope_theta: 500000.0,
+                ntk_factor: Some(2.0)
+            })
+        );
+        // NTK: θ·f, and every frequency divided by f^(2/hd); ω₀ = 1 / 2^(1/32).
+        let w = c.rotary.as_ref().unwrap().inverse_frequencies(64);
+        assert_eq!(w.len(), 32);
+        assert_eq!(w[0], 1.0 / 2f64.powf(1.0 / 32.0) as f32);
+        let plain = ember_cpu::rotary::inverse_frequencies(1_000_000.0, 64);
+        assert!(w.iter().zip(&plain).all(|(a, b)| a < b));
+        // A factor of 1 (or none) leaves the frequencies alone; NewConfig's defaults.
+        let one = GTE_NEW.replace("\"factor\": 2.0", "\"factor\": 1.0");
+        let c = BertConfig::from_json_str(&one, path).unwrap();
+        assert_eq!(c.rotary.unwrap().ntk_factor, None);
+        let bare = r#"{"model_type": "new", "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 96, "vocab_size": 100}"#;
+        let c = BertConfig::from_json_str(bare, path).unwrap();
+        assert_eq!((c.max_position_embeddings, c.type_vocab_size), (2048, 1));
+        assert_eq!(
+            c.rotary,
+            Some(RotaryParams {
+                rope_theta: 10000.0,
+                ntk_factor: None
+            })
+        );
+        // transformers 5's GteConfig: rope_parameters, else rope_theta, else 160 000.
+        let native = bare.replace("\"new\"", "\"gte\"");
+        let c = BertConfig::from_json_str(&native, path).unwrap();
+        assert_eq!((c.max_position_embeddings, c.type_vocab_size), (8192, 1));
+        assert_eq!(
+            c.rotary,
+            Some(RotaryParams {
+                rope_theta: 160000.0,
+                ntk_factor: None
+            })
+        );
+        let theta = native.replace("\"vocab_size\"", "\"rope_theta\": 5000, \"vocab_size\"");
+        let c = BertConfig::from_json_str(&theta, path).unwrap();
+        assert_eq!(c.rotary.unwrap().rope_theta, 5000.0);
+        let both = theta.replace(
+            "\"vocab_size\"",
+            "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 7000.0}, \"vocab_size\"",
+        );
+        let c = BertConfig::from_json_str(&both, path).unwrap();
+        assert_eq!(c.rotary.as_ref().unwrap().rope_theta, 7000.0);
+        // The gated FFN counts as NomicBERT's.
+        let (h, f) = (64.0, 96.0);
+        assert_eq!(
+            c.encoder_flops(10),
+            2.0 * 10.0 * (2.0 * (4.0 * h * h + 3.0 * h * f) + 40.0 * h)
+        );
+    }
+
+    #[test]
+    fn refuses_gte_settings_it_cannot_run() {
+        for (from, to) in [
+            (
+                "\"logn_attention_scale\": false",
+                "\"logn_attention_scale\": true",
+            ),
+            (
+                "\"layer_norm_type\": \"layer_norm\"",
+                "\"layer_norm_type\": \"rms_norm\"",
+            ),
+            (
+                "\"position_embedding_type\": \"rope\"",
+                "\"position_embedding_type\": \"absolute\"",
+            ),
+            ("\"type\": \"ntk\"", "\"type\": \"linear\""),
+            ("\"type\": \"ntk\"", "\"type\": \"ntk\", \"mixed_b\": 0.5"),
+            ("\"factor\": 2.0", "\"factor\": -2.0"),
+            ("\"rope_theta\": 500000", "\"rope_theta\": 0"),
+            (
+                "\"num_attention_heads\": 12",
+                "\"num_attention_heads\": 256",
+            ), // head dim 3
+            ("\"type_vocab_size\": 0", "\"type_vocab_size\": -1"),
+            // transformers' GteConfig: a scaled rope_type fails there too.
+            ("\"model_type\": \"new\"", "\"model_type\": \"gte\""),
+        ] {
+            let mut text = GTE_NEW.replace(from, to);
+            if to.contains("\"gte\"") {
+                text = text.replace("\"rope_theta\": 500000, ", "");
+            }
+            assert_ne!(text, GTE_NEW, "{from}");
+            let result = BertConfig::from_json_str(&text, Path::new("m/config.json"));
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("m/config.json"), "{from} → {to}: {err}");
+        }
+        let dynamic = r#"{"model_type": "gte", "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 96, "vocab_size": 100,
+            "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 5.0}}"#;
+        let err = BertConfig::from_json_str(dynamic, Path::new("m/config.json")).unwrap_err();
+        assert!(err.to_string().contains("dynamic"), "{err}");
     }
 }

@@ -28,9 +28,9 @@ use std::path::PathBuf;
 
 pub use config::{
     expand_relative_bias, relative_position_bucket, BertConfig, ModelFamily, ModernBertParams,
-    NomicBertParams, PositionIds, MPNET_BUCKETS, MPNET_MAX_DISTANCE,
+    PositionIds, RotaryParams, MPNET_BUCKETS, MPNET_MAX_DISTANCE,
 };
-pub use model::{check_batch, BertModel, Workspace, INT8_OUTLIER_CHANNELS};
+pub use model::{check_batch, rotary_tables, BertModel, Workspace, INT8_OUTLIER_CHANNELS};
 pub use weights::F32WeightReader;
 
 /// Errors loading or running a BERT encoder.

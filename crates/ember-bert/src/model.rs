@@ -76,7 +76,7 @@ pub struct BertModel {
     layers: Vec<Layer>,
     relative_bias: Option<RelativeBiasTable>,
     modern: Option<ModernParts>,
-    /// NomicBERT's rotary tables (`None` for the other families).
+    /// NomicBERT's and GTE's rotary tables (`None` for the other families).
     rotary: Option<Rotary>,
 }
 
@@ -137,7 +137,7 @@ type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(),
 
 /// Finds checkpoint tensors by their `BertModel` names (translated to MPNet's and DistilBERT's
 /// for those; ModernBERT's are asked for by their own), with or without a `bert.`, `roberta.`,
-/// `mpnet.`, `distilbert.` or `model.` prefix.
+/// `mpnet.`, `distilbert.`, `model.` or (GTE) `new.` prefix.
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
     family: ModelFamily,
@@ -154,10 +154,17 @@ impl<'a> WeightLoader<'a> {
         };
         // Any dtype counts: a prefixed word table Ember cannot read must be reported under its
         // real name, with its dtype, not as the unprefixed name missing.
-        let prefix = ["bert.", "roberta.", "mpnet.", "distilbert.", "model."]
-            .into_iter()
-            .find(|prefix| file.has_tensor(&format!("{prefix}{word}")))
-            .unwrap_or("");
+        let prefix = [
+            "bert.",
+            "roberta.",
+            "mpnet.",
+            "distilbert.",
+            "model.",
+            "new.",
+        ]
+        .into_iter()
+        .find(|prefix| file.has_tensor(&format!("{prefix}{word}")))
+        .unwrap_or("");
         Self {
             file,
             family,
@@ -190,7 +197,8 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// `embeddings.*`: the three tables and their LayerNorm (ModernBERT: `tok_embeddings` and
-    /// `norm`; NomicBERT: no position table, `emb_ln`).
+    /// `norm`; NomicBERT: no position table, `emb_ln`; GTE: no position table, a token-type
+    /// table unless `type_vocab_size` is 0).
     fn embeddings(&self, config: &BertConfig) -> Result<Embeddings, BertError> {
         let h = config.hidden_size;
         if let Some(modern) = &config.modern {
@@ -201,7 +209,20 @@ impl<'a> WeightLoader<'a> {
                 norm: self.norm("embeddings.norm", h, modern.norm_bias)?,
             });
         }
-        if config.nomic.is_some() {
+        if config.family == ModelFamily::Gte {
+            return Ok(Embeddings {
+                word: self.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+                position: None,
+                token_type: match config.type_vocab_size {
+                    0 => None,
+                    types => {
+                        Some(self.stored("embeddings.token_type_embeddings.weight", &[types, h])?)
+                    }
+                },
+                norm: self.layer_norm("embeddings.LayerNorm", h)?,
+            });
+        }
+        if config.family == ModelFamily::NomicBert {
             return Ok(Embeddings {
                 word: self.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
                 position: None,
@@ -239,16 +260,9 @@ impl<'a> WeightLoader<'a> {
         }))
     }
 
-    /// NomicBERT's rotary tables (`None` for the other families).
-    fn nomic_rotary(&self, config: &BertConfig) -> Result<Option<Rotary>, BertError> {
-        let Some(nomic) = &config.nomic else {
-            return Ok(None);
-        };
-        Ok(Some(Rotary::new(
-            nomic.rope_theta,
-            config.head_dim(),
-            config.max_tokens(),
-        )?))
+    /// NomicBERT's and GTE's rotary tables (`None` for the other families).
+    fn rotary(&self, config: &BertConfig) -> Result<Option<Rotary>, BertError> {
+        rotary_tables(config)
     }
 
     /// `encoder.layer.{index}`, its linear layers (int8) calibrated on `inputs` if given.
@@ -297,7 +311,38 @@ impl<'a> WeightLoader<'a> {
                 output_norm: norm("mlp_norm")?,
             });
         }
-        if config.nomic.is_some() {
+        if config.family == ModelFamily::Gte {
+            let linear = |name: &str, n: usize, k: usize, bias: bool, kind: usize| {
+                self.linear_with(&format!("{stem}.{name}"), n, k, bias, int8(kind))
+            };
+            let qkv = match self.gte_packed_qkv(index) {
+                true => linear("attention.qkv_proj", 3 * h, h, true, linear_kind::QKV)?,
+                false => {
+                    let stems = ["q", "k", "v"].map(|p| format!("{stem}.attention.{p}_proj"));
+                    self.fused(&stems, h, h, true, int8(linear_kind::QKV))?
+                }
+            };
+            return Ok(Layer {
+                qkv,
+                attention_output: linear(
+                    "attention.o_proj",
+                    h,
+                    h,
+                    true,
+                    linear_kind::ATTENTION_OUTPUT,
+                )?,
+                attention_norm: Some(self.layer_norm(&format!("{stem}.attn_ln"), h)?),
+                intermediate: self.halves_swapped(
+                    &format!("{stem}.mlp.up_gate_proj"),
+                    f,
+                    h,
+                    int8(linear_kind::INTERMEDIATE),
+                )?,
+                output: linear("mlp.down_proj", h, f, true, linear_kind::OUTPUT)?,
+                output_norm: self.layer_norm(&format!("{stem}.mlp_ln"), h)?,
+            });
+        }
+        if config.family == ModelFamily::NomicBert {
             let stem = format!("encoder.layers.{index}");
             let linear = |name: &str, n: usize, k: usize, kind: usize| {
                 self.linear_with(&format!("{stem}.{name}"), n, k, false, int8(kind))
@@ -409,7 +454,8 @@ impl<'a> WeightLoader<'a> {
             ModelFamily::Bert
             | ModelFamily::Roberta
             | ModelFamily::ModernBert
-            | ModelFamily::NomicBert => name.to_owned(),
+            | ModelFamily::NomicBert
+            | ModelFamily::Gte => name.to_owned(),
             ModelFamily::Mpnet => name
                 .replace(".attention.self.query.", ".attention.attn.q.")
                 .replace(".attention.self.key.", ".attention.attn.k.")
@@ -629,6 +675,66 @@ impl<'a> WeightLoader<'a> {
         };
         Ok(packed?)
     }
+
+    /// Whether GTE layer `index` stores Q, K and V as one `attention.qkv_proj` (Alibaba-NLP's
+    /// `pack_qkv`, what every published GTE and transformers write) rather than as
+    /// `attention.{q,k,v}_proj`.
+    pub(crate) fn gte_packed_qkv(&self, index: usize) -> bool {
+        let name = format!("encoder.layer.{index}.attention.qkv_proj.weight");
+        self.file.has_tensor(&format!("{}{name}", self.prefix))
+            || !self.file.has_tensor(&format!(
+                "{}encoder.layer.{index}.attention.q_proj.weight",
+                self.prefix
+            ))
+    }
+
+    /// GTE's `up_gate_proj` (`[2F, k]`, no bias: `up` rows, then `gate` rows) packed as
+    /// `[gate; up]`, the order the gated activation reads (`act(first half) · second half`),
+    /// in the stored dtype.
+    fn halves_swapped(
+        &self,
+        stem: &str,
+        f: usize,
+        k: usize,
+        int8: (&[usize], &[f32]),
+    ) -> Result<PackedLinear, BertError> {
+        let stored = self.stored(&format!("{stem}.weight"), &[2 * f, k])?;
+        let half = f * k;
+        let packed = match stored.data() {
+            StoredData::F32(w) => {
+                self.pack(WeightData::F32(&swap_halves(w, half)), None, 2 * f, k, int8)
+            }
+            StoredData::F16(w) => {
+                self.pack(WeightData::F16(&swap_halves(w, half)), None, 2 * f, k, int8)
+            }
+            StoredData::Bf16(w) => self.pack(
+                WeightData::Bf16(&swap_halves(w, half)),
+                None,
+                2 * f,
+                k,
+                int8,
+            ),
+        };
+        Ok(packed?)
+    }
+}
+
+/// `w` with its first `half` values moved after the rest (GTE's `[up; gate]` → `[gate; up]`).
+pub(crate) fn swap_halves<T: Copy>(w: &[T], half: usize) -> Vec<T> {
+    [&w[half..], &w[..half]].concat()
+}
+
+/// NomicBERT's and GTE's rotary tables for [`BertConfig::max_tokens`] positions (`None` for
+/// the other families).
+pub fn rotary_tables(config: &BertConfig) -> Result<Option<Rotary>, BertError> {
+    let Some(params) = &config.rotary else {
+        return Ok(None);
+    };
+    let frequencies = params.inverse_frequencies(config.head_dim());
+    Ok(Some(Rotary::with_frequencies(
+        &frequencies,
+        config.max_tokens(),
+    )?))
 }
 
 /// A stored tensor's values as the GEMM's weight input.
@@ -711,7 +817,7 @@ impl BertModel {
             layers,
             relative_bias,
             modern: loader.modern_parts(&self.config)?,
-            rotary: loader.nomic_rotary(&self.config)?,
+            rotary: loader.rotary(&self.config)?,
         })
     }
 
@@ -723,7 +829,7 @@ impl BertModel {
         loader.check_no_layer_past(config.num_hidden_layers)?;
         let relative_bias = loader.relative_bias_table(&config)?;
         let modern = loader.modern_parts(&config)?;
-        let rotary = loader.nomic_rotary(&config)?;
+        let rotary = loader.rotary(&config)?;
         Ok(Self {
             config,
             embeddings,
@@ -784,8 +890,9 @@ impl BertModel {
         } = workspace;
         let hidden = grow(hidden, t * h);
         // Q, K, V are dead once attention has run: the FFN intermediate reuses their buffer
-        // (NomicBERT's SwiGLU: `[rows, 2F]`, then the gated `[rows, F]` in `context`).
-        let gated = c.nomic.is_some();
+        // (NomicBERT's and GTE's gated FFN: `[rows, 2F]`, then the gated `[rows, F]` in
+        // `context`).
+        let gated = c.rotary.is_some();
         let ffn_rows = t.min(FFN_ROW_BLOCK);
         let ffn_width = if gated { 2 * f } else { f };
         let qkv_or_intermediate = grow(qkv, (t * 3 * h).max(ffn_rows * ffn_width));

@@ -12,8 +12,8 @@
 use ember_cpu::Precision;
 use ember_tensor::WeightFile;
 
-use crate::model::WeightLoader;
-use crate::{BertConfig, BertError};
+use crate::model::{swap_halves, WeightLoader};
+use crate::{BertConfig, BertError, ModelFamily};
 
 /// A LayerNorm's `γ`, `β`, each `[H]`.
 #[derive(Clone, Debug)]
@@ -53,7 +53,9 @@ pub struct EmbeddingWeights {
 }
 
 /// One `BertLayer`, in forward order (ModernBERT's names in brackets; NomicBERT's:
-/// `attn.Wqkv`, `attn.out_proj`, `norm1`, `[mlp.fc12; mlp.fc11]`, `mlp.fc2`, `norm2`).
+/// `attn.Wqkv`, `attn.out_proj`, `norm1`, `[mlp.fc12; mlp.fc11]`, `mlp.fc2`, `norm2`; GTE's:
+/// `attention.qkv_proj`, `attention.o_proj`, `attn_ln`, `mlp.up_gate_proj` with its halves
+/// swapped, `mlp.down_proj`, `mlp_ln`).
 #[derive(Clone, Debug)]
 pub struct LayerWeights {
     /// `attention.self.{query,key,value}` fused: `[3H, H]` (`attn.Wqkv`).
@@ -64,7 +66,7 @@ pub struct LayerWeights {
     /// (`attn_norm`, over the layer's input before attention; `None` in layer 0).
     pub attention_norm: Option<NormWeights>,
     /// `intermediate.dense`: `[F, H]` (`mlp.Wi`: `[2F, H]`, GeGLU's input then gate;
-    /// NomicBERT: SwiGLU's gate `fc12`, then `fc11`).
+    /// NomicBERT: SwiGLU's gate `fc12`, then `fc11`; GTE: the gate, then up).
     pub intermediate: LinearWeights,
     /// `output.dense`: `[H, F]` (`mlp.Wo`).
     pub output: LinearWeights,
@@ -148,7 +150,18 @@ impl<'a> F32WeightReader<'a> {
                 norm: self.norm_with("embeddings.norm", modern.norm_bias)?,
             });
         }
-        if c.nomic.is_some() {
+        if c.family == ModelFamily::Gte {
+            return Ok(EmbeddingWeights {
+                word: self.vec("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+                position: None,
+                token_type: match c.type_vocab_size {
+                    0 => vec![0.0; h],
+                    types => self.vec("embeddings.token_type_embeddings.weight", &[types, h])?,
+                },
+                norm: self.norm("embeddings.LayerNorm")?,
+            });
+        }
+        if c.family == ModelFamily::NomicBert {
             return Ok(EmbeddingWeights {
                 word: self.vec("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
                 position: None,
@@ -210,7 +223,37 @@ impl<'a> F32WeightReader<'a> {
                 output_norm: norm("mlp_norm")?,
             });
         }
-        if self.config.nomic.is_some() {
+        if self.config.family == ModelFamily::Gte {
+            let stem = format!("encoder.layer.{index}");
+            let qkv = if self.loader.gte_packed_qkv(index) {
+                self.linear(&format!("{stem}.attention.qkv_proj"), 3 * h, h)?
+            } else {
+                let part = |p: &str| self.linear(&format!("{stem}.attention.{p}_proj"), h, h);
+                let (q, k, v) = (part("q")?, part("k")?, part("v")?);
+                LinearWeights {
+                    weight: [q.weight, k.weight, v.weight].concat(),
+                    bias: [q.bias, k.bias, v.bias].concat(),
+                    n: 3 * h,
+                    k: h,
+                }
+            };
+            // `[up; gate]` as stored; the gated activation reads `[gate; up]`.
+            let up_gate = self.linear_with(&format!("{stem}.mlp.up_gate_proj"), 2 * f, h, false)?;
+            return Ok(LayerWeights {
+                qkv,
+                attention_output: self.linear(&format!("{stem}.attention.o_proj"), h, h)?,
+                attention_norm: Some(self.norm(&format!("{stem}.attn_ln"))?),
+                intermediate: LinearWeights {
+                    weight: swap_halves(&up_gate.weight, f * h),
+                    bias: vec![0.0; 2 * f],
+                    n: 2 * f,
+                    k: h,
+                },
+                output: self.linear(&format!("{stem}.mlp.down_proj"), h, f)?,
+                output_norm: self.norm(&format!("{stem}.mlp_ln"))?,
+            });
+        }
+        if self.config.family == ModelFamily::NomicBert {
             let stem = format!("encoder.layers.{index}");
             let linear = |name: &str, n: usize, k: usize| {
                 self.linear_with(&format!("{stem}.{name}"), n, k, false)

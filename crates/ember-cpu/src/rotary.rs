@@ -55,9 +55,22 @@ impl Rotary {
                 reason: format!("theta = {theta} must be a positive number"),
             });
         }
-        let half = head_dim / 2;
+        Self::with_frequencies(&inverse_frequencies(theta, head_dim), max_len)
+    }
+
+    /// The tables of the given inverse frequencies `ωᵢ` (`hd/2` of them, finite; a scaled
+    /// rotary embedding's) for positions `0..max_len`.
+    pub fn with_frequencies(frequencies: &[f32], max_len: usize) -> Result<Self, KernelError> {
+        const OP: &str = "Rotary::with_frequencies";
+        let half = frequencies.len();
+        if half == 0 || frequencies.iter().any(|w| !w.is_finite()) {
+            return Err(KernelError::InvalidShape {
+                op: OP,
+                reason: format!("{half} inverse frequencies, each must be finite, at least one"),
+            });
+        }
+        let head_dim = 2 * half;
         let len = checked_elems(OP, "table", max_len, half)?;
-        let frequencies = inverse_frequencies(theta, head_dim);
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
         for table in [&mut cos, &mut sin] {
             table
@@ -68,7 +81,7 @@ impl Rotary {
                 })?;
         }
         for p in 0..max_len {
-            for &w in &frequencies {
+            for &w in frequencies {
                 let angle = (p as f32 * w) as f64;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);

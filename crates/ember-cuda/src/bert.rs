@@ -218,18 +218,8 @@ impl<E: Element> Encoder<E> {
             layers,
             relative_bias,
             modern: DeviceModern::upload(device, reader, config)?,
-            rotary: config
-                .nomic
-                .as_ref()
-                .map(|nomic| -> Result<DeviceRotary, CudaError> {
-                    let tables = ember_cpu::Rotary::new(
-                        nomic.rope_theta,
-                        config.head_dim(),
-                        config.max_tokens(),
-                    )
-                    .map_err(ember_bert::BertError::from)?;
-                    DeviceRotary::upload(device, &tables)
-                })
+            rotary: ember_bert::rotary_tables(config)?
+                .map(|tables| DeviceRotary::upload(device, &tables))
                 .transpose()?,
             activations: None,
         })
@@ -514,10 +504,10 @@ impl<E: Element> Encoder<E> {
     }
 }
 
-/// How many `[T, F]` halves the FFN's up-projection writes: 2 for ModernBERT's GeGLU and
-/// NomicBERT's SwiGLU.
+/// How many `[T, F]` halves the FFN's up-projection writes: 2 for ModernBERT's GeGLU,
+/// NomicBERT's SwiGLU and GTE's gated GELU.
 fn intermediate_halves(c: &BertConfig) -> usize {
-    if c.modern.is_some() || c.nomic.is_some() {
+    if c.modern.is_some() || c.rotary.is_some() {
         2
     } else {
         1

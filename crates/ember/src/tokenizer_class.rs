@@ -720,7 +720,7 @@ impl Specials {
 /// `Fast` suffix dropped; the names transformers resolves to these classes too, such as
 /// `ElectraTokenizer` or `BartTokenizer`), or, with neither, the one `config.json`'s
 /// `model_type` maps to (`bert`, `distilbert`, `nomic_bert`, `electra`: BERT's; `mpnet`;
-/// `roberta`; `xlm-roberta`; `camembert`). ModernBERT folders are taken as they are whatever
+/// `roberta`; `xlm-roberta` and `gte`: XLM-R's; `camembert`). ModernBERT folders are taken as they are whatever
 /// they name (transformers lists `modernbert` among the models whose hub class it overrides).
 /// Any other class (`PreTrainedTokenizerFast`, `TokenizersBackend`, …) is taken as the file
 /// has it.
@@ -765,7 +765,7 @@ pub(crate) fn rebuilt_class(dir: &Path, config: &TokenizerConfig) -> Option<Toke
             Some("bert" | "distilbert" | "nomic_bert" | "electra") => Some(TokenizerClass::Bert),
             Some("mpnet") => Some(TokenizerClass::MPNet),
             Some("roberta") => Some(TokenizerClass::Roberta),
-            Some("xlm-roberta") => Some(TokenizerClass::XlmRoberta),
+            Some("xlm-roberta" | "gte") => Some(TokenizerClass::XlmRoberta),
             Some("camembert") => Some(TokenizerClass::Camembert),
             _ => None,
         },
