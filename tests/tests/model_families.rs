@@ -10,6 +10,11 @@
 //! - tiny-distilbert with a Dense module (48 → 24, tanh; distiluse's chain), and tiny-bert
 //!   under CLS pooling → Dense (tanh) → Normalize (LaBSE's chain) and mean pooling → Dense
 //!   without bias or activation;
+//! - tiny-modernbert(-bias), tiny-nomic-bert(-theta), and GTE: tiny-gte (WordPiece, no
+//!   token-type table, CLS pooling: gte-base-en-v1.5's kind), tiny-gte-multilingual (XLM-R's
+//!   tokenizer, chosen by `model_type` "gte"; weights under a `new.` prefix; mean + Normalize)
+//!   and tiny-gte-new (Alibaba-NLP's published config format, `model_type` "new", with the
+//!   fixed NTK rotary scaling of gte-base-en-v1.5);
 //!
 //! all on the empty text and texts truncated to `max_seq_length`.
 

@@ -226,6 +226,11 @@ fn main() {
     folder_encode_allocates_nothing("tiny-modernbert", "ModernBERT", &texts);
     folder_encode_allocates_nothing("tiny-nomic-bert", "NomicBERT (rotary, SwiGLU)", &texts);
     folder_encode_allocates_nothing(
+        "tiny-gte-multilingual",
+        "GTE (rotary, gated GELU, XLM-R's tokenizer)",
+        &texts,
+    );
+    folder_encode_allocates_nothing(
         "tiny-mpnet",
         "MPNet (WordPiece with <s> … </s> by RobertaProcessing, relative attention bias)",
         &texts,
