@@ -197,6 +197,25 @@ It writes (all paths relative to the repository root):
     zeroed biases. Rewrite only this part (and the two folders) with ``--only modernbert`` (no
     ``--minilm-dir`` needed).
 
+``tests/fixtures/tiny-gte/``, ``tiny-gte-multilingual/``, ``tiny-gte-new/``, ``tiny_gte_reference.json``
+    Tiny random ``GteModel`` (transformers 5's model_type "gte", the architecture of Alibaba-NLP's
+    gte-base-en-v1.5 / gte-multilingual-base: hidden 48, 4 heads of 12, 2 post-LayerNorm layers,
+    rotate_half RoPE, biases on q/k/v/o and down_proj, ``down(gelu(gate(x)) * up(x))``, no
+    position table, max_position_embeddings 160), saved by transformers under the published
+    names (``qkv_proj``, ``up_gate_proj`` = [up; gate], ``attn_ln``, ``mlp_ln``), max_seq_length
+    128. tiny-gte: tiny-bert's WordPiece, no token-type table, theta 10000, CLS pooling;
+    tiny-gte-multilingual: tiny-xlmr-spm's tokenizer without a tokenizer_class (AutoTokenizer
+    takes model_type "gte"'s XLMRobertaTokenizer), one token type, the default theta 160000,
+    weights under a ``new.`` prefix, mean pooling + Normalize; tiny-gte-new: config.json in
+    Alibaba-NLP's NewConfig format (model_type "new", rope_theta 2000, rope_scaling
+    {"type": "ntk", "factor": 2.0}, pack_qkv, ...), two token types, mean pooling; its reference
+    is the native model with the inverse frequencies of the published NTKScalingRotaryEmbedding
+    (transformers cannot load "new" without the remote code). The reference holds, per folder,
+    ``input_ids``, ``num_tokens_untruncated`` and f32 ``embeddings`` on MPNet's texts, each
+    checked against the plain model pooled in f64 and against mutations that must move it by
+    more than 1e-3 (no rotation, token type 1, gate and up swapped, the unscaled frequencies).
+    Rewrite only these with ``--only gte``.
+
 ``tests/fixtures/sbert_base_seeded_reference.json``
     A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
     max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
