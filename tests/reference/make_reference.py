@@ -2695,6 +2695,28 @@ ROBERTA_CLASS_VARIANTS = [
      {"tokenizer.json": {"post_processor": None}, "tokenizer_config.json": {"tokenizer_class": "BartTokenizer"}}),
     ("roberta sentence_bert_config tokenizer_args add_prefix_space true",
      {"sentence_bert_config.json": {"tokenizer_args": {"add_prefix_space": True}}}),
+    # add_bos_token / add_eos_token: keyword arguments of AutoTokenizer (sentence-transformers'
+    # tokenizer_args) make TokenizersBackend (the class that takes tokenizer.json as it is)
+    # replace the post-processor by [bos] $A [eos]; in tokenizer_config.json, or for a
+    # model-specific class, they change nothing.
+    ("roberta PreTrainedTokenizerFast, tokenizer_args add_bos_token false",
+     {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"},
+      "sentence_bert_config.json": {"tokenizer_args": {"add_bos_token": False}}}),
+    ("roberta PreTrainedTokenizerFast, tokenizer_args add_eos_token true",
+     {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"},
+      "sentence_bert_config.json": {"tokenizer_args": {"add_eos_token": True}}}),
+    ("roberta PreTrainedTokenizerFast, no post-processor, tokenizer_args add_bos_token and add_eos_token true",
+     {"tokenizer.json": {"post_processor": None},
+      "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"},
+      "sentence_bert_config.json": {"tokenizer_args": {"add_bos_token": True, "add_eos_token": 1}}}),
+    ("roberta PreTrainedTokenizerFast, tokenizer_args add_bos_token true, bos_token <unk>",
+     {"tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"},
+      "sentence_bert_config.json": {"tokenizer_args": {"add_bos_token": True, "bos_token": "<unk>"}}}),
+    ("roberta PreTrainedTokenizerFast, no post-processor, config add_eos_token true (no effect)",
+     {"tokenizer.json": {"post_processor": None},
+      "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "add_eos_token": True}}),
+    ("roberta tokenizer_args add_bos_token false (RobertaTokenizer: no effect)",
+     {"sentence_bert_config.json": {"tokenizer_args": {"add_bos_token": False}}}),
     ("roberta config added_tokens_decoder, <mask> without lstrip",
      {"tokenizer_config.json": {"added_tokens_decoder": {
          "0": {"content": "<s>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False, "special": True},
@@ -2856,6 +2878,12 @@ def make_tokenizer_classes() -> dict:
     assert by_name["xlmr tokenizer.json as transformers 4 wrote it"] == xlmr
     assert by_name["xlmr tokenizer_class PreTrainedTokenizerFast, tokenizer.json as transformers 4 wrote it"] != xlmr
     assert by_name["config added_tokens_decoder (tokenizer.json's added tokens not read)"] != published
+    rob = by_name["roberta as published"]
+    assert by_name["roberta PreTrainedTokenizerFast, tokenizer_args add_bos_token false"] == [r[1:-1] for r in rob]
+    assert by_name["roberta PreTrainedTokenizerFast, tokenizer_args add_eos_token true"] == [r[1:] for r in rob]
+    assert by_name["roberta PreTrainedTokenizerFast, no post-processor, tokenizer_args add_bos_token and "
+                   "add_eos_token true"] == rob
+    assert by_name["roberta tokenizer_args add_bos_token false (RobertaTokenizer: no effect)"] == rob
     st_variants = []
     for name, edits in ST_TOKENIZE_VARIANTS:
         with tempfile.TemporaryDirectory(prefix="ember-st-tokenize-") as tmp:

@@ -150,11 +150,10 @@ impl TextTokenizer {
                             });
                         }
                     }
-                    as_is_specials = Some(tokenizer_class::as_it_is(
-                        &mut tokenizer,
-                        &file_added,
-                        &config,
-                    ));
+                    as_is_specials = Some(
+                        tokenizer_class::as_it_is(&mut tokenizer, &file_added, &config)
+                            .map_err(built)?,
+                    );
                 }
             }
             file_left = tokenizer

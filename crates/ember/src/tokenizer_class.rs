@@ -156,6 +156,12 @@ pub(crate) struct TokenizerConfig {
     /// `added_tokens.json` (read only without `added_tokens_decoder`), by id; `tokenizer.json`'s
     /// added tokens are laid over it.
     added_tokens_json: Vec<(u32, AddedToken)>,
+    /// `add_bos_token` and `add_eos_token` (each false when absent) when sentence-transformers'
+    /// tokenizer arguments give either, with the file that gives them: `AutoTokenizer`'s
+    /// keyword arguments, with which `TokenizersBackend` replaces a tokenizer.json taken as it
+    /// is's post-processor by `[bos] $A [eos]` (the same keys in `tokenizer_config.json`
+    /// change nothing).
+    bos_eos_args: Option<(bool, bool, &'static str)>,
 }
 
 /// Python's truth of a JSON value (`null`, `false`, `0`, `""`, `[]` and `{}` are false).
@@ -231,6 +237,15 @@ impl TokenizerConfig {
             }
         }
         let object = &*object;
+        let bos_eos_args = match st_file {
+            Some(file)
+                if from_st.contains("add_bos_token") || from_st.contains("add_eos_token") =>
+            {
+                let flag = |key: &str| from_st.contains(key) && object.get(key).is_some_and(truthy);
+                Some((flag("add_bos_token"), flag("add_eos_token"), file))
+            }
+            _ => None,
+        };
         let file_of = |key: &str| match (from_st.contains(key), st_file) {
             (true, Some(st_file)) => st_file,
             _ => TOKENIZER_CONFIG,
@@ -454,6 +469,7 @@ impl TokenizerConfig {
             extras,
             added_tokens_decoder,
             added_tokens_json,
+            bos_eos_args,
         })
     }
 }
@@ -907,13 +923,16 @@ pub(crate) fn wordpiece_from_vocab(
 }
 
 /// What transformers does with a `tokenizer.json` taken as it is: its added tokens stay, and
-/// the files' are registered over them ([`register_added_tokens`]). Returns the special tokens
-/// (for `all_special_ids`).
+/// the files' are registered over them ([`register_added_tokens`]); with `add_bos_token` or
+/// `add_eos_token` among sentence-transformers' tokenizer arguments, the post-processor becomes
+/// `TokenizersBackend.update_post_processor`'s template, `[bos] $A [eos]` (each where its flag
+/// is true and the token is set; a token outside the vocabulary takes the unknown token's id,
+/// as `convert_tokens_to_ids` gives it). Returns the special tokens (for `all_special_ids`).
 pub(crate) fn as_it_is(
     tokenizer: &mut Tokenizer,
     file_added: &[(u32, AddedToken)],
     config: &TokenizerConfig,
-) -> Specials {
+) -> Result<Specials, BuildError> {
     let mut specials = Specials::of(config, None);
     // Without a pad token in the files, the one of tokenizer.json's padding.
     if config.named[PAD].is_none() {
@@ -926,7 +945,57 @@ pub(crate) fn as_it_is(
         }
     }
     register_added_tokens(tokenizer, file_added, config, &specials, false);
-    specials
+    if let Some((add_bos, add_eos, file)) = config.bos_eos_args {
+        let unk = specials.named[UNK]
+            .as_ref()
+            .and_then(|(token, _, _)| tokenizer.token_to_id(&token.content));
+        let token = |i: usize, add: bool| -> Result<Option<(String, u32)>, BuildError> {
+            let Some((token, _, _)) = specials.named[i].as_ref().filter(|_| add) else {
+                return Ok(None);
+            };
+            let id = tokenizer.token_to_id(&token.content).or(unk).ok_or_else(|| {
+                BuildError::new(
+                    file,
+                    format!(
+                        "{} {:?} is neither in the vocabulary nor is there an unknown token to stand for it",
+                        NAMED[i], token.content
+                    ),
+                )
+            })?;
+            Ok(Some((token.content.clone(), id)))
+        };
+        let (bos, eos) = (token(BOS, add_bos)?, token(EOS, add_eos)?);
+        let piece = |t: &Option<(String, u32)>, seq: u32| {
+            t.as_ref().map(|(content, _)| format!("{content}:{seq}"))
+        };
+        let single: Vec<String> = piece(&bos, 0)
+            .into_iter()
+            .chain(["$A:0".to_owned()])
+            .chain(piece(&eos, 0))
+            .collect();
+        let pair: Vec<String> = single
+            .iter()
+            .cloned()
+            .chain(piece(&bos, 1))
+            .chain(["$B:1".to_owned()])
+            .chain(piece(&eos, 1))
+            .collect();
+        let template_error = |e: String| {
+            BuildError::new(
+                file,
+                format!("the template of add_bos_token/add_eos_token: {e}"),
+            )
+        };
+        let processor = TemplateProcessing::builder()
+            .try_single(single)
+            .and_then(|builder| builder.try_pair(pair))
+            .map_err(template_error)?
+            .special_tokens(bos.into_iter().chain(eos).collect::<Vec<_>>())
+            .build()
+            .map_err(|e| template_error(e.to_string()))?;
+        tokenizer.with_post_processor(Some(processor));
+    }
+    Ok(specials)
 }
 
 /// `tokenizer.json`'s `added_tokens` as listed, with the ids the file gives them (transformers
