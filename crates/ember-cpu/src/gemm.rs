@@ -17,7 +17,7 @@
 //! `MR` broadcasts stay within `MR` adjacent lines). The output is then cut into tasks of
 //! (row block × panel range) on rayon's current pool, N first for small `m` so each thread
 //! streams only its share of `W`. In a task, for each K block, each A micro-panel (in L1)
-//! sweeps a group of `NC_PANELS` B micro-panels (in L2) with the ISA's `MR × NR`
+//! sweeps a group of B micro-panels (half the L2: `nc_panels`) with the ISA's `MR × NR`
 //! microkernel, which keeps the whole tile of `Y` in registers: per k step, `NR/LANES` loads
 //! of B, `MR` broadcasts of A, `MR·NR/LANES` FMAs. (For a huge `X`, over 64 MiB packed, each
 //! task instead packs its own row block per K block into a per-worker buffer.)
@@ -126,9 +126,45 @@ pub const NR: usize = 32;
 pub(crate) const KC: usize = 256;
 /// Packed A groups `KG` consecutive k values per row (see [`pack_a_block`]).
 pub(crate) const KG: usize = 16;
-/// Panels swept per A micro-panel: a group's B micro-panels (`KC × NR × NC_PANELS` floats,
-/// 512 KiB) stay in L2 while every A micro-panel of the task passes over them.
+/// Panels swept per A micro-panel where the L2 size is unknown: a group's B micro-panels
+/// (`KC × NR × NC_PANELS` floats, 512 KiB) stay in L2 while every A micro-panel of the task
+/// passes over them (see [`nc_panels`]).
 const NC_PANELS: usize = 16;
+/// Bytes of one f32 B micro-panel, `KC × NR` floats (bf16 panels: `2·KC × NR` halves, the same).
+const PANEL_BYTES: usize = KC * NR * 4;
+
+/// Panels per group: as many B micro-panels as fill half of one core's L2 (the rest holds the
+/// A block and the output tiles), 4 to 16. 16 on a 1 MiB L2 (Zen 4: the value measured
+/// best there), 8 on Zen 2/3's 512 KiB, where 16 (the whole L2) cost 1–8 points of the FMA
+/// peak per BERT shape on one thread (AVX2 f32 `gemm_throughput`, three pairs of runs in
+/// turns on a Zen 3 VM: 80–85 % of the peak instead of 74–82 %), 4 on a 256 KiB L2. Only
+/// the order tiles are computed in depends on it, never a result.
+fn nc_panels() -> usize {
+    static PANELS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PANELS.get_or_init(|| match l2_bytes() {
+        Some(l2) if l2 > 0 => (l2 / 2 / PANEL_BYTES).clamp(4, 16),
+        _ => NC_PANELS,
+    })
+}
+
+/// One core's L2 cache in bytes, from CPUID leaf `0x8000_0006` (AMD and Intel both report it
+/// there); `None` where unknown.
+fn l2_bytes() -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        // SAFETY: CPUID exists on every x86-64 CPU; leaves past the maximum extended leaf are
+        // not asked for.
+        #[allow(unused_unsafe)]
+        let ecx =
+            unsafe { (__cpuid(0x8000_0000).eax >= 0x8000_0006).then(|| __cpuid(0x8000_0006).ecx) };
+        ecx.map(|ecx| (ecx >> 16) as usize * 1024)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
 /// Most rows a task packs per K block: its A block (`MC_MAX × KC` floats, 336 KiB) stays in
 /// L2 next to the B group.
 const MC_MAX: usize = 336;
@@ -1544,14 +1580,15 @@ fn gemm_task<K: Microkernel>(
                 block
             }
         };
-        // Tile order: groups of NC_PANELS panels; in a group, each A micro-panel (MR × kc,
+        // Tile order: groups of `nc_panels()` panels; in a group, each A micro-panel (MR × kc,
         // stays in L1) sweeps the group's B micro-panels (≤ 768 KiB, in L2 after the first
         // sweep). Nested loops, not a flat index: the per-tile bookkeeping must stay far
         // below the tile's few thousand cycles.
         let row_panels = (r1 - r0).div_ceil(mr);
         let in_kernel_act = matches!(act, Activation::Identity | Activation::Relu);
-        for g0 in (p0..p1).step_by(NC_PANELS) {
-            let g1 = (g0 + NC_PANELS).min(p1);
+        let group = nc_panels();
+        for g0 in (p0..p1).step_by(group) {
+            let g1 = (g0 + group).min(p1);
             for q in 0..row_panels {
                 let ir = r0 + q * mr;
                 let rows = mr.min(r1 - ir);
