@@ -203,7 +203,8 @@ It writes (all paths relative to the repository root):
     rotate_half RoPE, biases on q/k/v/o and down_proj, ``down(gelu(gate(x)) * up(x))``, no
     position table, max_position_embeddings 160), saved by transformers under the published
     names (``qkv_proj``, ``up_gate_proj`` = [up; gate], ``attn_ln``, ``mlp_ln``), max_seq_length
-    128. tiny-gte: tiny-bert's WordPiece, no token-type table, theta 10000, CLS pooling;
+    128. tiny-gte: tiny-bert's WordPiece, no token-type table, theta 10000, weights under a
+    ``gte.`` prefix (transformers' task heads save so), CLS pooling;
     tiny-gte-multilingual: tiny-xlmr-spm's tokenizer without a tokenizer_class (AutoTokenizer
     takes model_type "gte"'s XLMRobertaTokenizer), one token type, the default theta 160000,
     weights under a ``new.`` prefix, mean pooling + Normalize; tiny-gte-new: config.json in
@@ -1663,7 +1664,8 @@ GTE_MAX_POS = 160
 GTE = {
     # folder: (seed, tokenizer, type_vocab_size, rope theta (None: GteConfig's default 160000),
     #          NTK factor (model_type "new" only), pooling, normalize)
-    # gte-base-en-v1.5's kind: BERT WordPiece, no token-type table, CLS pooling.
+    # gte-base-en-v1.5's kind: BERT WordPiece, no token-type table, CLS pooling; weights under
+    # the "gte." prefix of transformers' own task heads (GteForMaskedLM's backbone).
     "tiny-gte": (50, "bert", 0, 10000.0, None, ("cls",), False),
     # gte-multilingual-base's kind: XLM-R's tokenizer (class from model_type "gte"), one token
     # type, the default theta, weights under a "new." prefix, mean pooling + Normalize.
@@ -1734,11 +1736,13 @@ def build_tiny_gte(folder: Path, seed: int, tokenizer: str, types: int, theta: f
         assert torch.equal(stored[f"{st}.mlp.up_gate_proj.weight"],
                            torch.cat([state[f"{mlp}.up_proj.weight"], state[f"{mlp}.gate_proj.weight"]]))
         assert f"{st}.mlp.up_gate_proj.bias" not in stored
-    if tokenizer == "xlmr":
-        # The weights under a "new." prefix (a checkpoint of Alibaba-NLP's NewForMaskedLM's
-        # backbone); transformers strips it on load.
-        safetensors.torch.save_file({f"new.{n}": t for n, t in stored.items()}, str(folder / "model.safetensors"),
+    # A task head's prefix: "gte." (transformers' GteForMaskedLM) on tiny-gte, "new." (Alibaba-NLP's
+    # NewForMaskedLM) on tiny-gte-multilingual; transformers strips either on load.
+    prefix = {"tiny-gte": "gte.", "tiny-gte-multilingual": "new."}.get(folder.name)
+    if prefix is not None:
+        safetensors.torch.save_file({f"{prefix}{n}": t for n, t in stored.items()}, str(folder / "model.safetensors"),
                                     metadata={"format": "pt"})
+    if tokenizer == "xlmr":
         # No tokenizer_class: AutoTokenizer takes model_type "gte"'s, XLMRobertaTokenizer.
         tc = read_json(folder / "tokenizer_config.json")
         del tc["tokenizer_class"]

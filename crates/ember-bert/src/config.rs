@@ -57,6 +57,10 @@ pub struct BertConfig {
     pub modern: Option<ModernBertParams>,
     /// NomicBERT's and GTE's rotary positions; `None` for the other families.
     pub rotary: Option<RotaryParams>,
+    /// Alibaba-NLP's `"pack_qkv": false` (in a `"new"` config only; transformers' `"gte"`
+    /// reads only the packed form): Q, K and V stored as `attention.{q,k,v}_proj` rather than
+    /// one `attention.qkv_proj`.
+    pub split_qkv: bool,
 }
 
 /// What a `nomic_bert` or `gte` config adds to BERT's post-LayerNorm layers: rotary positions
@@ -545,6 +549,13 @@ impl BertConfig {
             _ => None,
         };
         let head_dim = hidden_size / num_attention_heads;
+        let split_qkv = match (published_gte, get("pack_qkv")) {
+            (true, Some(Value::Bool(packed))) => !packed,
+            (true, Some(v)) => {
+                return Err(invalid(format!("\"pack_qkv\" = {v} is not true or false")))
+            }
+            _ => false,
+        };
         let rotary = match family {
             ModelFamily::NomicBert => Some(nomic_params(
                 &get,
@@ -576,6 +587,7 @@ impl BertConfig {
             relative_attention_buckets,
             modern,
             rotary,
+            split_qkv,
         })
     }
 
@@ -855,6 +867,7 @@ fn nomic_params<'v>(
     let rope_theta = default_rope_theta(
         get,
         invalid,
+        "rope_parameters",
         &["rope_theta", "rotary_emb_base"],
         DEFAULT_NOMIC_THETA,
     )?;
@@ -864,25 +877,22 @@ fn nomic_params<'v>(
     })
 }
 
-/// `rope_parameters`' `rope_theta` (the entry checked to be of the default, unscaled type),
-/// else the `fallback` key's, else `default`.
+/// The `entry` key's (`rope_parameters`, or a legacy `rope_scaling`) `rope_theta`, the entry
+/// checked to be of the default, unscaled type; else the `fallback` key's, else `default`.
 fn default_rope_theta<'v>(
     get: &dyn Fn(&str) -> Option<&'v Value>,
     invalid: &dyn Fn(String) -> BertError,
+    entry: &str,
     fallback: &[&str],
     default: f64,
 ) -> Result<f64, BertError> {
-    let theta = match get("rope_parameters") {
+    let theta = match get(entry) {
         None => None,
-        Some(Value::Object(entry)) => {
-            check_rope_type(invalid, "\"rope_parameters\"", entry)?;
-            entry.get("rope_theta").filter(|v| !v.is_null())
+        Some(Value::Object(map)) => {
+            check_rope_type(invalid, &format!("\"{entry}\""), map)?;
+            map.get("rope_theta").filter(|v| !v.is_null())
         }
-        Some(v) => {
-            return Err(invalid(format!(
-                "\"rope_parameters\" = {v} is not an object"
-            )))
-        }
+        Some(v) => return Err(invalid(format!("\"{entry}\" = {v} is not an object"))),
     };
     match theta.or_else(|| fallback.iter().find_map(|key| get(key))) {
         None => Ok(default),
@@ -911,17 +921,23 @@ fn gte_params<'v>(
 ) -> Result<RotaryParams, BertError> {
     check_rotary(get, invalid, head_dim, max_positions)?;
     if !published {
-        if let Some(v) = get("rope_scaling") {
-            let default = v
-                .as_object()
-                .is_some_and(|entry| check_rope_type(invalid, "\"rope_scaling\"", entry).is_ok());
-            if !default {
-                return Err(invalid(format!(
-                    "\"rope_scaling\" = {v}: scaled rotary positions are not supported"
-                )));
-            }
-        }
-        let rope_theta = default_rope_theta(get, invalid, &["rope_theta"], DEFAULT_GTE_THETA)?;
+        // transformers' `convert_rope_params_to_dict`: `rope_scaling or rope_parameters`, a
+        // legacy `rope_scaling` (when it is truthy) replacing the other entry whole.
+        let legacy = get("rope_scaling").is_some_and(|v| match v {
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            Value::Null => false,
+        });
+        let entry = if legacy {
+            "rope_scaling"
+        } else {
+            "rope_parameters"
+        };
+        let rope_theta =
+            default_rope_theta(get, invalid, entry, &["rope_theta"], DEFAULT_GTE_THETA)?;
         return Ok(RotaryParams {
             rope_theta,
             ntk_factor: None,
@@ -1471,6 +1487,32 @@ mod tests {
         );
         let c = BertConfig::from_json_str(&both, path).unwrap();
         assert_eq!(c.rotary.as_ref().unwrap().rope_theta, 7000.0);
+        // A legacy rope_scaling replaces rope_parameters whole (`rope_scaling or
+        // rope_parameters`): its rope_theta, else the top-level one.
+        for (scaling, theta) in [
+            (r#"{"rope_type": "default"}"#, 5000.0),
+            (r#"{"type": "default", "rope_theta": 9.0}"#, 9.0),
+            ("{}", 7000.0),
+        ] {
+            let text = both.replace(
+                "\"vocab_size\"",
+                &format!("\"rope_scaling\": {scaling}, \"vocab_size\""),
+            );
+            let c = BertConfig::from_json_str(&text, path).unwrap();
+            assert_eq!(c.rotary.as_ref().unwrap().rope_theta, theta, "{scaling}");
+        }
+        assert!(!c.split_qkv);
+        // Alibaba-NLP's pack_qkv false: Q, K, V stored apart (transformers' gte ignores it).
+        let split = bare.replace("\"vocab_size\"", "\"pack_qkv\": false, \"vocab_size\"");
+        assert!(BertConfig::from_json_str(&split, path).unwrap().split_qkv);
+        let native_split = split.replace("\"new\"", "\"gte\"");
+        assert!(
+            !BertConfig::from_json_str(&native_split, path)
+                .unwrap()
+                .split_qkv
+        );
+        let bad = bare.replace("\"vocab_size\"", "\"pack_qkv\": \"no\", \"vocab_size\"");
+        assert!(BertConfig::from_json_str(&bad, path).is_err());
         // The gated FFN counts as NomicBERT's.
         let (h, f) = (64.0, 96.0);
         assert_eq!(

@@ -137,7 +137,7 @@ type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(),
 
 /// Finds checkpoint tensors by their `BertModel` names (translated to MPNet's and DistilBERT's
 /// for those; ModernBERT's are asked for by their own), with or without a `bert.`, `roberta.`,
-/// `mpnet.`, `distilbert.`, `model.` or (GTE) `new.` prefix.
+/// `mpnet.`, `distilbert.` or `model.` prefix (GTE: `gte.` or `new.`).
 pub(crate) struct WeightLoader<'a> {
     file: &'a WeightFile,
     family: ModelFamily,
@@ -154,17 +154,16 @@ impl<'a> WeightLoader<'a> {
         };
         // Any dtype counts: a prefixed word table Ember cannot read must be reported under its
         // real name, with its dtype, not as the unprefixed name missing.
-        let prefix = [
-            "bert.",
-            "roberta.",
-            "mpnet.",
-            "distilbert.",
-            "model.",
-            "new.",
-        ]
-        .into_iter()
-        .find(|prefix| file.has_tensor(&format!("{prefix}{word}")))
-        .unwrap_or("");
+        // GTE's task heads: transformers' (`gte.`) and Alibaba-NLP's (`new.`).
+        let prefixes: &[&'static str] = match family {
+            ModelFamily::Gte => &["gte.", "new."],
+            _ => &["bert.", "roberta.", "mpnet.", "distilbert.", "model."],
+        };
+        let prefix = prefixes
+            .iter()
+            .copied()
+            .find(|prefix| file.has_tensor(&format!("{prefix}{word}")))
+            .unwrap_or("");
         Self {
             file,
             family,
@@ -260,11 +259,6 @@ impl<'a> WeightLoader<'a> {
         }))
     }
 
-    /// NomicBERT's and GTE's rotary tables (`None` for the other families).
-    fn rotary(&self, config: &BertConfig) -> Result<Option<Rotary>, BertError> {
-        rotary_tables(config)
-    }
-
     /// `encoder.layer.{index}`, its linear layers (int8) calibrated on `inputs` if given.
     fn layer(
         &self,
@@ -315,9 +309,9 @@ impl<'a> WeightLoader<'a> {
             let linear = |name: &str, n: usize, k: usize, bias: bool, kind: usize| {
                 self.linear_with(&format!("{stem}.{name}"), n, k, bias, int8(kind))
             };
-            let qkv = match self.gte_packed_qkv(index) {
-                true => linear("attention.qkv_proj", 3 * h, h, true, linear_kind::QKV)?,
-                false => {
+            let qkv = match config.split_qkv {
+                false => linear("attention.qkv_proj", 3 * h, h, true, linear_kind::QKV)?,
+                true => {
                     let stems = ["q", "k", "v"].map(|p| format!("{stem}.attention.{p}_proj"));
                     self.fused(&stems, h, h, true, int8(linear_kind::QKV))?
                 }
@@ -676,18 +670,6 @@ impl<'a> WeightLoader<'a> {
         Ok(packed?)
     }
 
-    /// Whether GTE layer `index` stores Q, K and V as one `attention.qkv_proj` (Alibaba-NLP's
-    /// `pack_qkv`, what every published GTE and transformers write) rather than as
-    /// `attention.{q,k,v}_proj`.
-    pub(crate) fn gte_packed_qkv(&self, index: usize) -> bool {
-        let name = format!("encoder.layer.{index}.attention.qkv_proj.weight");
-        self.file.has_tensor(&format!("{}{name}", self.prefix))
-            || !self.file.has_tensor(&format!(
-                "{}encoder.layer.{index}.attention.q_proj.weight",
-                self.prefix
-            ))
-    }
-
     /// GTE's `up_gate_proj` (`[2F, k]`, no bias: `up` rows, then `gate` rows) packed as
     /// `[gate; up]`, the order the gated activation reads (`act(first half) · second half`),
     /// in the stored dtype.
@@ -817,7 +799,7 @@ impl BertModel {
             layers,
             relative_bias,
             modern: loader.modern_parts(&self.config)?,
-            rotary: loader.rotary(&self.config)?,
+            rotary: rotary_tables(&self.config)?,
         })
     }
 
@@ -829,7 +811,7 @@ impl BertModel {
         loader.check_no_layer_past(config.num_hidden_layers)?;
         let relative_bias = loader.relative_bias_table(&config)?;
         let modern = loader.modern_parts(&config)?;
-        let rotary = loader.rotary(&config)?;
+        let rotary = rotary_tables(&config)?;
         Ok(Self {
             config,
             embeddings,

@@ -225,7 +225,7 @@ impl<'a> F32WeightReader<'a> {
         }
         if self.config.family == ModelFamily::Gte {
             let stem = format!("encoder.layer.{index}");
-            let qkv = if self.loader.gte_packed_qkv(index) {
+            let qkv = if !self.config.split_qkv {
                 self.linear(&format!("{stem}.attention.qkv_proj"), 3 * h, h)?
             } else {
                 let part = |p: &str| self.linear(&format!("{stem}.attention.{p}_proj"), h, h);

@@ -237,11 +237,18 @@ impl TokenizerConfig {
             }
         }
         let object = &*object;
+        // A string (or AddedToken) value is no flag: transformers takes any `*_token` keyword
+        // argument of that kind for a model-specific special token (as below).
+        let flag_arg = |key: &str| {
+            object
+                .get(key)
+                .filter(|v| from_st.contains(key) && !v.is_string() && v.get("__type").is_none())
+        };
         let bos_eos_args = match st_file {
             Some(file)
-                if from_st.contains("add_bos_token") || from_st.contains("add_eos_token") =>
+                if flag_arg("add_bos_token").is_some() || flag_arg("add_eos_token").is_some() =>
             {
-                let flag = |key: &str| from_st.contains(key) && object.get(key).is_some_and(truthy);
+                let flag = |key: &str| flag_arg(key).is_some_and(truthy);
                 Some((flag("add_bos_token"), flag("add_eos_token"), file))
             }
             _ => None,
@@ -926,8 +933,9 @@ pub(crate) fn wordpiece_from_vocab(
 /// the files' are registered over them ([`register_added_tokens`]); with `add_bos_token` or
 /// `add_eos_token` among sentence-transformers' tokenizer arguments, the post-processor becomes
 /// `TokenizersBackend.update_post_processor`'s template, `[bos] $A [eos]` (each where its flag
-/// is true and the token is set; a token outside the vocabulary takes the unknown token's id,
-/// as `convert_tokens_to_ids` gives it). Returns the special tokens (for `all_special_ids`).
+/// is true and the token is set; refused when that token is not in the vocabulary, where
+/// transformers would add it under a new id). Returns the special tokens (for
+/// `all_special_ids`).
 pub(crate) fn as_it_is(
     tokenizer: &mut Tokenizer,
     file_added: &[(u32, AddedToken)],
@@ -946,19 +954,16 @@ pub(crate) fn as_it_is(
     }
     register_added_tokens(tokenizer, file_added, config, &specials, false);
     if let Some((add_bos, add_eos, file)) = config.bos_eos_args {
-        let unk = specials.named[UNK]
-            .as_ref()
-            .and_then(|(token, _, _)| tokenizer.token_to_id(&token.content));
         let token = |i: usize, add: bool| -> Result<Option<(String, u32)>, BuildError> {
             let Some((token, _, _)) = specials.named[i].as_ref().filter(|_| add) else {
                 return Ok(None);
             };
-            let id = tokenizer.token_to_id(&token.content).or(unk).ok_or_else(|| {
+            let id = tokenizer.token_to_id(&token.content).ok_or_else(|| {
                 BuildError::new(
                     file,
                     format!(
-                        "{} {:?} is neither in the vocabulary nor is there an unknown token to stand for it",
-                        NAMED[i], token.content
+                        "add_{}: {} {:?} is not in the vocabulary (transformers would give it a new id, past the tokenizer's; Ember does not)",
+                        NAMED[i], NAMED[i], token.content
                     ),
                 )
             })?;
