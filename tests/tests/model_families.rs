@@ -223,3 +223,98 @@ fn a_longer_max_seq_length_than_the_positions_hold_is_refused() {
         "{err}"
     );
 }
+
+/// Alibaba-NLP's `"pack_qkv": false` keeps Q, K and V apart (`attention.{q,k,v}_proj`): the
+/// same weights stored so give tiny-gte-new's rows bit for bit. In a transformers `"gte"`
+/// config, which reads only `qkv_proj`, they are refused, naming the missing tensor.
+#[test]
+fn gte_split_qkv_is_the_packed_model() {
+    let packed = fixtures_dir().join("tiny-gte-new");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&packed, dir.path());
+    let path = dir.path().join("model.safetensors");
+    let file = ember_tensor::SafeTensorsFile::open(&path).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut split = 0;
+    for name in file.names() {
+        let t = file.f32_tensor(name).unwrap();
+        let Some((stem, kind)) = name
+            .strip_suffix(".weight")
+            .map(|s| (s, "weight"))
+            .or_else(|| name.strip_suffix(".bias").map(|s| (s, "bias")))
+            .and_then(|(s, kind)| Some((s.strip_suffix(".qkv_proj")?, kind)))
+        else {
+            tensors.push((name.to_owned(), t.shape().to_vec(), t.data().to_vec()));
+            continue;
+        };
+        split += 1;
+        let third = t.data().len() / 3;
+        let mut shape = t.shape().to_vec();
+        shape[0] /= 3;
+        for (i, part) in ["q", "k", "v"].iter().enumerate() {
+            let values = t.data()[i * third..(i + 1) * third].to_vec();
+            tensors.push((format!("{stem}.{part}_proj.{kind}"), shape.clone(), values));
+        }
+    }
+    drop(file);
+    assert_eq!(split, 4, "two layers' qkv_proj weight and bias");
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| ember_tensor::f32_to_le_bytes(v))
+        .collect();
+    let views: Vec<(&str, ember_tensor::DType, Vec<usize>, &[u8])> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            (
+                n.as_str(),
+                ember_tensor::DType::F32,
+                s.clone(),
+                b.as_slice(),
+            )
+        })
+        .collect();
+    ember_tensor::write_safetensors(&path, &views).unwrap();
+    let config_path = dir.path().join("config.json");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains("\"pack_qkv\": true"));
+    std::fs::write(
+        &config_path,
+        config.replace("\"pack_qkv\": true", "\"pack_qkv\": false"),
+    )
+    .unwrap();
+
+    let reference: Reference = read_fixture("tiny_gte_reference.json");
+    let texts = &reference.texts;
+    let want = load("tiny-gte-new", Precision::F32, 8)
+        .encode(texts)
+        .unwrap();
+    let got = Embedder::builder()
+        .threads(2)
+        .batch_size(8)
+        .load_dir(dir.path())
+        .unwrap()
+        .encode(texts)
+        .unwrap();
+    assert_eq!(
+        got.rows().collect::<Vec<_>>(),
+        want.rows().collect::<Vec<_>>()
+    );
+
+    std::fs::write(
+        &config_path,
+        config
+            .replace("\"pack_qkv\": true", "\"pack_qkv\": false")
+            .replace("\"model_type\": \"new\"", "\"model_type\": \"gte\"")
+            .replace("\"rope_scaling\"", "\"unused_rope_scaling\""),
+    )
+    .unwrap();
+    let Err(err) = Embedder::from_dir(dir.path()) else {
+        panic!("a \"gte\" config ran split q/k/v_proj");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("encoder.layer.0.attention.qkv_proj.weight"),
+        "{err}"
+    );
+}
