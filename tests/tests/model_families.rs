@@ -318,3 +318,29 @@ fn gte_split_qkv_is_the_packed_model() {
         "{err}"
     );
 }
+
+/// GTE checkpoints stored in f16 or bf16 (`up_gate_proj`'s halves swapped at their stored
+/// width): cosine ≥ 0.999 to sentence-transformers' f32 rows.
+#[test]
+fn gte_in_half_precision_stays_within_cosine_0_999() {
+    let reference: Reference = read_fixture("tiny_gte_reference.json");
+    for folder in ["tiny-gte", "tiny-gte-multilingual"] {
+        for dtype in [ember_tensor::DType::F16, ember_tensor::DType::BF16] {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(&fixtures_dir().join(folder), dir.path());
+            rewrite_weights(dir.path(), dtype, |_| true);
+            let embeddings = Embedder::builder()
+                .threads(2)
+                .load_dir(dir.path())
+                .unwrap()
+                .encode(&reference.texts)
+                .unwrap();
+            let rows: Vec<&[f32]> = embeddings.rows().collect();
+            assert_cosine_bound(
+                &format!("{folder} stored as {dtype:?}"),
+                agreement(&rows, &reference.models[folder].embeddings),
+                0.999,
+            );
+        }
+    }
+}
