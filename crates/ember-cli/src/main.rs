@@ -808,7 +808,8 @@ fn fingerprint_path(matrix: &Path) -> PathBuf {
 /// What a corpus matrix depends on: the corpus (its lines, hashed), the model's files and the
 /// options that change the rows (dtype, device, pooling, normalisation, length, the corpus's
 /// prompt, width). The weights file is named by path, size and modification time, not hashed (a
-/// second per GB).
+/// second per GB); the folder's other files (configs, tokenizer, module folders) are hashed
+/// ([`model_files_sha256`]).
 fn matrix_fingerprint(
     embedder: &ember::Embedder,
     texts: &[String],
@@ -843,6 +844,7 @@ fn matrix_fingerprint(
         "weights_file": canonical(&info.weights_file),
         "weights_bytes": weights.map(|m| m.len()),
         "weights_modified_ns": modified,
+        "model_files_sha256": model_files_sha256(&info.model_dir, &info.weights_file),
         "dim": info.dim,
         "max_seq_length": info.max_seq_length,
         "pooling": info.pooling,
@@ -857,6 +859,55 @@ fn matrix_fingerprint(
         "corpus_prompt": prompt,
     })
 }
+
+/// Files past this size are left out of [`model_files_sha256`] (weights in other formats:
+/// ONNX or OpenVINO exports a hub folder may hold beside the safetensors).
+const MODEL_FILE_HASH_MAX: u64 = 64 << 20;
+
+/// The sha256 of the model folder's files but the weights file (and hidden ones, and files
+/// over [`MODEL_FILE_HASH_MAX`]): each relative path and its bytes, in path order, symlinks
+/// followed (a hub snapshot's files are links into its blobs). A configuration or tokenizer
+/// file edited after a matrix was saved changes it. `None` if the folder cannot be read.
+fn model_files_sha256(dir: &Path, weights: &Path) -> Option<String> {
+    use sha2::Digest;
+    let weights = std::fs::canonicalize(weights).ok();
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).ok()? {
+            let path = entry.ok()?.path();
+            if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            let meta = std::fs::metadata(&path).ok()?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.len() <= MODEL_FILE_HASH_MAX
+                && std::fs::canonicalize(&path).ok() != weights
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut hash = sha2::Sha256::new();
+    for path in files {
+        let relative = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy();
+        let bytes = std::fs::read(&path).ok()?;
+        hash.update((relative.len() as u64).to_le_bytes());
+        hash.update(relative.as_bytes());
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    Some(hex(&hash.finalize()))
+}
+
+/// Fingerprint keys newer than fingerprints: a saved one without them was written by an
+/// earlier Ember, and they are left unchecked (with a warning) rather than refusing it.
+const NEWER_FINGERPRINT_KEYS: [&str; 1] = ["model_files_sha256"];
 
 /// `bytes` in lowercase hex.
 fn hex(bytes: &[u8]) -> String {
@@ -907,6 +958,18 @@ fn check_fingerprint(
             })
         }
     };
+    let unchecked: Vec<&str> = NEWER_FINGERPRINT_KEYS
+        .into_iter()
+        .filter(|key| saved.get(key).is_none())
+        .collect();
+    if !unchecked.is_empty() {
+        eprintln!(
+            "ember: {} was written by an earlier Ember, without {}: those are not checked \
+             (delete the matrix to recompute it)",
+            path.display(),
+            unchecked.join(", ")
+        );
+    }
     let mut changed: Vec<&str> = fingerprint
         .as_object()
         .into_iter()
@@ -915,7 +978,8 @@ fn check_fingerprint(
             // Fingerprints from before include_prompt was read were all of including ones.
             let default =
                 (key.as_str() == "include_prompt").then_some(&serde_json::Value::Bool(true));
-            saved.get(key.as_str()).or(default) != Some(*value)
+            !unchecked.contains(&key.as_str())
+                && saved.get(key.as_str()).or(default) != Some(*value)
         })
         .map(|(key, _)| key.as_str())
         .collect();

@@ -425,6 +425,53 @@ fn search_finds_the_matching_line_first() {
     assert!(hits[0]["score"].as_f64().unwrap() >= hits[1]["score"].as_f64().unwrap());
 }
 
+/// A saved matrix is tied to the model folder's files beside the weights: a tokenizer file
+/// edited after it was saved refuses it, naming `model_files_sha256`; a fingerprint from an
+/// earlier Ember, without that key, is used with a warning.
+#[test]
+fn search_refuses_a_matrix_of_since_edited_model_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model_copy(dir.path(), "model");
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, "a cat sits\na dog runs\nstocks fell\n").unwrap();
+    let matrix = dir.path().join("corpus.npy");
+    let run = || {
+        search(
+            &model,
+            &corpus,
+            "a cat",
+            2,
+            &["--matrix", matrix.to_str().unwrap()],
+        )
+    };
+    let first = run();
+    assert_success(&first);
+    assert_success(&run());
+    let config = model.join("tokenizer_config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen('{', "{\"model_max_length\": 512, ", 1)).unwrap();
+    let refused = run();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("model_files_sha256"), "{stderr}");
+    std::fs::write(&config, &text).unwrap();
+    assert_success(&run());
+    // A fingerprint written before the key existed.
+    let fingerprint = dir.path().join("corpus.npy.json");
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&fingerprint).unwrap()).unwrap();
+    saved.as_object_mut().unwrap().remove("model_files_sha256");
+    std::fs::write(&fingerprint, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let older = run();
+    assert_success(&older);
+    assert_eq!(older.stdout, first.stdout);
+    assert!(
+        String::from_utf8_lossy(&older.stderr).contains("earlier Ember"),
+        "{}",
+        String::from_utf8_lossy(&older.stderr)
+    );
+}
+
 #[test]
 fn search_saves_and_reuses_the_corpus_matrix() {
     let dir = tempfile::tempdir().unwrap();
