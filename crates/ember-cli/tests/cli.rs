@@ -449,7 +449,11 @@ fn search_refuses_a_matrix_of_since_edited_model_files() {
     assert_success(&run());
     let config = model.join("tokenizer_config.json");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replacen('{', "{\"model_max_length\": 512, ", 1)).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen('{', "{\"model_max_length\": 512, ", 1),
+    )
+    .unwrap();
     let refused = run();
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
