@@ -138,6 +138,25 @@ impl<'a> F32WeightReader<'a> {
         })
     }
 
+    /// The linears `stems` (Q, K, V: each `[H, H]` with a bias) fused into one `[3H, H]`. Each
+    /// is read and shape-checked before the fused weight is sized: the config alone does not
+    /// justify 3H² floats (H = 2^16 with 1 MB of embeddings asked for 48 GiB before the missing
+    /// query weight was noticed), as in the CPU loader's `fused`.
+    fn fused_qkv(&self, stems: [String; 3]) -> Result<LinearWeights, BertError> {
+        let h = self.config.hidden_size;
+        let [q, k, v] = [
+            self.linear(&stems[0], h, h)?,
+            self.linear(&stems[1], h, h)?,
+            self.linear(&stems[2], h, h)?,
+        ];
+        Ok(LinearWeights {
+            weight: [q.weight, k.weight, v.weight].concat(),
+            bias: [q.bias, k.bias, v.bias].concat(),
+            n: 3 * h,
+            k: h,
+        })
+    }
+
     /// The embedding tables and their LayerNorm.
     pub fn embeddings(&self) -> Result<EmbeddingWeights, BertError> {
         let c = self.config;
@@ -228,14 +247,7 @@ impl<'a> F32WeightReader<'a> {
             let qkv = if !self.config.split_qkv {
                 self.linear(&format!("{stem}.attention.qkv_proj"), 3 * h, h)?
             } else {
-                let part = |p: &str| self.linear(&format!("{stem}.attention.{p}_proj"), h, h);
-                let (q, k, v) = (part("q")?, part("k")?, part("v")?);
-                LinearWeights {
-                    weight: [q.weight, k.weight, v.weight].concat(),
-                    bias: [q.bias, k.bias, v.bias].concat(),
-                    n: 3 * h,
-                    k: h,
-                }
+                self.fused_qkv(["q", "k", "v"].map(|p| format!("{stem}.attention.{p}_proj")))?
             };
             // `[up; gate]` as stored; the gated activation reads `[gate; up]`.
             let up_gate = self.linear_with(&format!("{stem}.mlp.up_gate_proj"), 2 * f, h, false)?;
@@ -276,25 +288,10 @@ impl<'a> F32WeightReader<'a> {
             });
         }
         let stem = format!("encoder.layer.{index}");
-        // Q, K and V are each read and shape-checked before the fused `[3H, H]` is sized: the
-        // config alone does not justify 3H² floats (H = 2^16 with 1 MB of embeddings asked
-        // for 48 GiB before the missing query weight was noticed), as in the CPU loader's
-        // `fused`.
-        let self_attention =
-            |part: &str| self.linear(&format!("{stem}.attention.self.{part}"), h, h);
-        let (query, key, value) = (
-            self_attention("query")?,
-            self_attention("key")?,
-            self_attention("value")?,
-        );
-        let qkv = LinearWeights {
-            weight: [query.weight, key.weight, value.weight].concat(),
-            bias: [query.bias, key.bias, value.bias].concat(),
-            n: 3 * h,
-            k: h,
-        };
         Ok(LayerWeights {
-            qkv,
+            qkv: self.fused_qkv(
+                ["query", "key", "value"].map(|p| format!("{stem}.attention.self.{p}")),
+            )?,
             attention_output: self.linear(&format!("{stem}.attention.output.dense"), h, h)?,
             attention_norm: Some(self.norm(&format!("{stem}.attention.output.LayerNorm"))?),
             intermediate: self.linear(&format!("{stem}.intermediate.dense"), f, h)?,
