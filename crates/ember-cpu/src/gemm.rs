@@ -134,8 +134,8 @@ const NC_PANELS: usize = 16;
 const PANEL_BYTES: usize = KC * NR * 4;
 
 /// Panels per group: as many B micro-panels as fill half of one core's L2 (the rest holds the
-/// A block and the output tiles), 4 to 16. 16 on a 1 MiB L2 (Zen 4: the value measured
-/// best there), 8 on Zen 2/3's 512 KiB, where 16 (the whole L2) cost 1–8 points of the FMA
+/// A block and the output tiles), 4 to 16. 16 on a 1 MiB L2 (Zen 4: the fixed value its
+/// figures were measured with; not tuned there since), 8 on Zen 2/3's 512 KiB, where 16 (the whole L2) cost 1–8 points of the FMA
 /// peak per BERT shape on one thread (AVX2 f32 `gemm_throughput`, three pairs of runs in
 /// turns on a Zen 3 VM: 80–85 % of the peak instead of 74–82 %), 4 on a 256 KiB L2. Only
 /// the order tiles are computed in depends on it, never a result.
