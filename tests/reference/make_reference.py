@@ -217,6 +217,23 @@ It writes (all paths relative to the repository root):
     more than 1e-3 (no rotation, token type 1, gate and up swapped, the unscaled frequencies).
     Rewrite only these with ``--only gte``.
 
+``tests/fixtures/tiny-jina/``, ``tiny-jina-reglu/``, ``tiny-jina-original/``, ``tiny_jina_reference.json``
+    Tiny random JinaBERTs (jina-embeddings-v2-small-en / -base-en's architecture: a ``bert``
+    config with ``"position_embedding_type": "alibi"``; hidden 48, 2 post-LayerNorm layers, no
+    position table, ALiBi ``-slope_h * |j - i|`` added to the scaled attention scores, 512
+    positions, max_seq_length 128), built by ``jina_bert.py`` (our PyTorch JinaBERT: Jina's remote
+    code is not vendored; it was checked once against it) and saved under the published names
+    with Jina's config.json (auto_map to jinaai/jina-bert-implementation). tiny-jina: GEGLU
+    (``mlp.gated_layers`` = [gate; up], ``mlp.wo``, ``mlp.layernorm``), 6 heads (ALiBi's
+    interleaved slopes, as base-en's 12), mean pooling; tiny-jina-reglu: ReGLU, 8 heads, weights
+    under a ``bert.`` prefix, mean + Normalize; tiny-jina-original: feed_forward_type
+    "original" (BERT's feed-forward, gelu_new), 4 heads, CLS pooling. sentence-transformers
+    loads each with ``AutoModel`` mapped to jina_bert's class. Each folder's ``input_ids``,
+    ``num_tokens_untruncated``, f32 ``embeddings`` and ``alibi_slopes`` on MPNet's texts, checked
+    against an f64 recomputation from the checkpoint's tensors and against mutations that must
+    move it by more than 1e-3 (no ALiBi, the slopes reversed, token type 1, gate and up
+    swapped). Rewrite only these with ``--only jina``.
+
 ``tests/fixtures/sbert_base_seeded_reference.json``
     A BERT-base-shaped model (12 x 768, 30522 vocab, bert-base-uncased tokenizer, mean pooling,
     max_seq_length 75) whose weights come from a documented counter-based generator (SEED_SPEC
@@ -286,6 +303,9 @@ from transformers import (  # noqa: E402
     XLMRobertaTokenizerFast,
 )
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jina_bert  # noqa: E402  (our JinaBERT: Jina's published remote code is not vendored)
 from transformers.models.mpnet.modeling_mpnet import (  # noqa: E402
     create_position_ids_from_input_ids as mpnet_create_position_ids,
 )
@@ -1843,6 +1863,181 @@ def make_gte() -> dict:
               f"{sum(f > GTE_MAX_SEQ for f in full)}; max |batched - one-at-a-time| = {diff_single:.3g}; "
               f"plain-torch checks {checks}")
     write_models_reference(FIXTURES / "tiny_gte_reference.json", GTE_MAX_SEQ, texts, models_out, GTE_HIDDEN)
+    return {"texts": texts}
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny random JinaBERT (jina-embeddings-v2-small-en / -base-en's architecture)
+# --------------------------------------------------------------------------------------------
+
+JINA_HIDDEN = 48
+JINA_FFN = 80
+JINA_MAX_SEQ = 128
+JINA_MAX_POS = 512
+JINA = {
+    # folder: (seed, heads, feed_forward_type, weight-name prefix, pooling, normalize)
+    # jina-embeddings-v2-base-en's kind: GEGLU, a head count that is not a power of two (base-en
+    # has 12: ALiBi's slopes then interleave two geometric series), mean pooling.
+    "tiny-jina": (60, 6, "geglu", "", ("mean",), False),
+    # ReGLU, 8 heads (small-en's count: one geometric series), the "bert." prefix of Jina's
+    # JinaBertForMaskedLM, mean pooling + Normalize.
+    "tiny-jina-reglu": (61, 8, "reglu", "bert.", ("mean",), True),
+    # JinaBertConfig's default feed_forward_type "original": BERT's intermediate/output with
+    # hidden_act (gelu_new here); CLS pooling.
+    "tiny-jina-original": (62, 4, "original", "", ("cls",), False),
+}
+
+
+def jina_published_config(heads: int, ffn: str, vocab_size: int) -> dict:
+    """config.json as Jina publishes it (jina-embeddings-v2-small-en's keys and order)."""
+    impl = "jinaai/jina-bert-implementation--"
+    return {"_name_or_path": "jinaai/jina-bert-implementation", "architectures": ["JinaBertForMaskedLM"],
+            "attention_probs_dropout_prob": 0.0, "attn_implementation": "torch",
+            "auto_map": {"AutoConfig": impl + "configuration_bert.JinaBertConfig",
+                         "AutoModel": impl + "modeling_bert.JinaBertModel",
+                         "AutoModelForMaskedLM": impl + "modeling_bert.JinaBertForMaskedLM",
+                         "AutoModelForSequenceClassification": impl + "modeling_bert.JinaBertForSequenceClassification"},
+            "classifier_dropout": None, "emb_pooler": "mean", "feed_forward_type": ffn,
+            "gradient_checkpointing": False, "hidden_act": "gelu_new" if ffn == "original" else "gelu",
+            "hidden_dropout_prob": 0.1, "hidden_size": JINA_HIDDEN, "initializer_range": 0.02,
+            "intermediate_size": JINA_FFN, "layer_norm_eps": 1e-12, "max_position_embeddings": JINA_MAX_POS,
+            "model_max_length": 8192, "model_type": "bert", "num_attention_heads": heads, "num_hidden_layers": 2,
+            "pad_token_id": 0, "position_embedding_type": "alibi", "torch_dtype": "float32",
+            "transformers_version": "4.26.0", "type_vocab_size": 2, "use_cache": True, "vocab_size": vocab_size}
+
+
+def jina_hidden_f64(stored: dict, cfg: dict, ids: list[int], token_type: int = 0, slopes=None,
+                    swap_glu: bool = False) -> torch.Tensor:
+    """JinaBERT's last hidden state [n, H] of one sequence, computed here in f64 straight from the
+    checkpoint's tensors (``stored``, names without a prefix), independently of jina_bert.py:
+    ``slopes`` replaces ALiBi's (a mutation), ``swap_glu`` swaps the GLU's gate and up halves."""
+    w = {k: v.double() for k, v in stored.items()}
+    h, nh, f = cfg["hidden_size"], cfg["num_attention_heads"], cfg["intermediate_size"]
+    hd, eps, n = h // nh, cfg["layer_norm_eps"], len(ids)
+
+    def ln(x, name):
+        mu = x.mean(-1, keepdim=True)
+        var = ((x - mu) ** 2).mean(-1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + eps) * w[name + ".weight"] + w[name + ".bias"]
+
+    def lin(x, name, bias=True):
+        y = x @ w[name + ".weight"].T
+        return y + w[name + ".bias"] if bias else y
+
+    def gelu(x, tanh=False):
+        if tanh:
+            return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+    x = ln(w["embeddings.word_embeddings.weight"][ids] + w["embeddings.token_type_embeddings.weight"][token_type],
+           "embeddings.LayerNorm")
+    pos = torch.arange(n)
+    dist = (pos[None, :] - pos[:, None]).abs().double()
+    s = torch.tensor(jina_bert.alibi_slopes(nh) if slopes is None else slopes, dtype=torch.float64)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"encoder.layer.{i}"
+        q, k, v = (lin(x, f"{p}.attention.self.{m}").reshape(n, nh, hd).transpose(0, 1)
+                   for m in ("query", "key", "value"))
+        scores = q @ k.transpose(1, 2) / math.sqrt(hd) - s[:, None, None] * dist
+        ctx = (torch.softmax(scores, -1) @ v).transpose(0, 1).reshape(n, h)
+        a = ln(lin(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
+        if cfg["feed_forward_type"] == "original":
+            y = lin(gelu(lin(a, f"{p}.intermediate.dense"), tanh=True), f"{p}.output.dense")
+            x = ln(y + a, f"{p}.output.LayerNorm")
+        else:
+            g = lin(a, f"{p}.mlp.gated_layers", bias=False)
+            gate, up = (g[:, f:], g[:, :f]) if swap_glu else (g[:, :f], g[:, f:])
+            act = gelu(gate) if cfg["feed_forward_type"] == "geglu" else torch.relu(gate)
+            x = ln(lin(act * up, f"{p}.mlp.wo") + a, f"{p}.mlp.layernorm")
+    return x
+
+
+def build_tiny_jina(folder: Path, seed: int, heads: int, ffn: str, prefix: str, modes: tuple[str, ...],
+                    normalize: bool) -> dict:
+    """A JinaBERT (jina_bert.py) with every parameter re-randomised, saved under the published
+    names (embeddings without a position table, BERT's attention names, mlp.gated_layers / wo /
+    layernorm or BERT's intermediate / output, a pooler) and Jina's config.json."""
+    fresh_folder(folder)
+    vocab = committed_tiny_bert_vocab()
+    cfg = jina_published_config(heads, ffn, len(vocab))
+    # transformers 5 takes "attn_implementation" for its own (and refuses "torch"): the folder
+    # gets Jina's config.json once the reference is made (make_jina), this one until then.
+    loadable = {k: v for k, v in cfg.items() if k not in ("_name_or_path", "auto_map", "attn_implementation")}
+    config = BertConfig(**loadable)
+    assert config.position_embedding_type == "alibi" and config.feed_forward_type == ffn
+    model = random_model(jina_bert.JinaBertModel, config, seed,
+                         norm_suffixes=("LayerNorm.weight", "layernorm.weight"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    glu = ffn != "original"
+    assert ("encoder.layer.1.mlp.gated_layers.weight" in state) == glu
+    assert "encoder.layer.0.mlp.gated_layers.bias" not in state and "pooler.dense.weight" in state
+    assert not any("position_embeddings" in k for k in state)
+    tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True, model_max_length=8192)
+    save_st_folder(folder, model, tok, BERT_SPECIAL_TOKENS, JINA_MAX_SEQ,
+                   pooling_config(JINA_HIDDEN, modes, full_legacy=True), normalize=normalize)
+    write_json(folder / "config.json", loadable)
+    with safetensors.safe_open(str(folder / "model.safetensors"), "pt") as f:
+        stored = {n: f.get_tensor(n) for n in f.keys()}
+    assert sorted(stored) == sorted(state), (sorted(stored), sorted(state))
+    if prefix:
+        safetensors.torch.save_file({f"{prefix}{n}": t for n, t in stored.items()}, str(folder / "model.safetensors"),
+                                    metadata={"format": "pt"})
+    assert fsize(folder) < 1_000_000, fsize(folder)
+    return {"state": state, "stored": stored, "config": cfg, "vocab_size": len(vocab),
+            "n_params": sum(v.numel() for v in state.values())}
+
+
+def make_jina() -> dict:
+    texts = mpnet_texts()
+    models_out = {}
+    jina_bert.register()
+    try:
+        for folder, (seed, heads, ffn, prefix, modes, normalize) in JINA.items():
+            path = FIXTURES / folder
+            built = build_tiny_jina(path, seed, heads, ffn, prefix, modes, normalize)
+            info = loading_info(path, jina_bert.JinaBertModel)
+            assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+            modules = ["Transformer", "Pooling"] + (["Normalize"] if normalize else [])
+            m = load_st_folder(path, JINA_MAX_SEQ, modules, modes[0], "bert", built["state"])
+            assert type(m[0].auto_model).__name__ == "JinaBertModel", type(m[0].auto_model)
+            assert type(m[0].tokenizer).__name__ == "BertTokenizer", type(m[0].tokenizer)
+            ids, lens, full = checked_input_ids(m, path / "tokenizer.json", texts, JINA_MAX_SEQ, ends=(101, 102))
+            assert sum(f > JINA_MAX_SEQ for f in full) >= 1 and max(lens) == JINA_MAX_SEQ
+            emb, diff_single = encode_checked(m, texts, normalize)
+
+            # Independent recomputation in f64 from the checkpoint's tensors, each text alone; and
+            # mutations that must each move the embedding by more than 1e-3: (a) no ALiBi, (b)
+            # the slopes in reverse head order, (c) token type 1, (d) (GLU) gate and up swapped.
+            cfg, stored = built["config"], built["stored"]
+            slopes = jina_bert.alibi_slopes(heads)
+            checks = {}
+            for i in [0, texts.index(MP_EXTRA_TEXTS[-1])]:
+                err = float(np.abs(pool_f64(jina_hidden_f64(stored, cfg, ids[i]), modes, normalize) - emb[i]).max())
+                mutated = [jina_hidden_f64(stored, cfg, ids[i], slopes=[0.0] * heads),
+                           jina_hidden_f64(stored, cfg, ids[i], slopes=slopes[::-1]),
+                           jina_hidden_f64(stored, cfg, ids[i], token_type=1)]
+                if ffn != "original":
+                    mutated.append(jina_hidden_f64(stored, cfg, ids[i], swap_glu=True))
+                moved = [float(np.abs(pool_f64(x, modes, normalize) - emb[i]).max()) for x in mutated]
+                assert err < 1e-5, (folder, i, err)
+                if lens[i] > 2:
+                    assert min(moved) > 1e-3, (folder, i, moved)
+                checks[i] = (err, moved)
+            write_json(path / "config.json", cfg)
+            entry = position_model_entry("bert", seed, built["vocab_size"], modes, normalize, ids,
+                                         [list(range(n)) for n in lens], full, emb)
+            models_out[folder] = entry | {
+                "feed_forward_type": ffn,
+                "num_attention_heads": heads,
+                "alibi_slopes": F32Rows([np.array(slopes, dtype=np.float32)]),
+            }
+            print(f"[jina] {folder}: {heads} heads, {ffn}, prefix {prefix!r}, {built['n_params']:,} params, "
+                  f"{fsize(path):,} bytes; {len(texts)} texts, token counts {min(lens)}..{max(lens)}, truncated "
+                  f"{sum(f > JINA_MAX_SEQ for f in full)}; max |batched - one-at-a-time| = {diff_single:.3g}; "
+                  f"f64 checks {checks}")
+    finally:
+        jina_bert.unregister()
+    write_models_reference(FIXTURES / "tiny_jina_reference.json", JINA_MAX_SEQ, texts, models_out, JINA_HIDDEN)
     return {"texts": texts}
 
 
@@ -3850,7 +4045,7 @@ def main() -> None:
                     help="only (re)write the torch.save fixtures from the committed tiny-bert "
                          "(see make_torch_fixtures); leaves every other fixture untouched")
     ap.add_argument("--only", choices=["roberta", "mpnet", "distilbert", "prompts", "exclude-prompt", "quantize",
-                                       "tokenizer-class", "modernbert", "xlmr-spm", "nomic", "gte"],
+                                       "tokenizer-class", "modernbert", "xlmr-spm", "nomic", "gte", "jina"],
                     default=None,
                     help="roberta: only (re)write tiny-roberta/, tiny-xlm-roberta/ and "
                          "tiny_roberta_reference.json; mpnet: only (re)write tiny-mpnet/ and "
@@ -3866,7 +4061,8 @@ def main() -> None:
                          "tiny-modernbert-bias/ and tiny_modernbert_reference.json; xlmr-spm: only (re)write "
                          "tiny-xlmr-spm/ and tiny_xlmr_spm_reference.json; nomic: only (re)write tiny-nomic-bert/, "
                          "tiny-nomic-bert-theta/ and tiny_nomic_reference.json; gte: only (re)write tiny-gte/, "
-                         "tiny-gte-multilingual/, tiny-gte-new/ and tiny_gte_reference.json. None needs "
+                         "tiny-gte-multilingual/, tiny-gte-new/ and tiny_gte_reference.json; jina: only (re)write "
+                         "tiny-jina/, tiny-jina-reglu/, tiny-jina-original/ and tiny_jina_reference.json. None needs "
                          "--minilm-dir; all leave every other fixture untouched")
     ap.add_argument("--tmp-dir", type=Path, default=None,
                     help="where to build the ~440 MB seeded BERT-base folder (deleted afterwards)")
@@ -3907,6 +4103,9 @@ def main() -> None:
         elif args.only == "gte":
             make_gte()
             written = [FIXTURES / f for f in GTE] + [FIXTURES / "tiny_gte_reference.json"]
+        elif args.only == "jina":
+            make_jina()
+            written = [FIXTURES / f for f in JINA] + [FIXTURES / "tiny_jina_reference.json"]
         elif args.only == "xlmr-spm":
             make_xlmr_spm()
             written = [FIXTURES / XLMR_SPM_FOLDER, FIXTURES / "tiny_xlmr_spm_reference.json"]
@@ -3974,6 +4173,12 @@ def main() -> None:
     t = time.time()
     make_nomic()
     print(f"[nomic] done in {time.time() - t:.1f}s")
+    t = time.time()
+    make_gte()
+    print(f"[gte] done in {time.time() - t:.1f}s")
+    t = time.time()
+    make_jina()
+    print(f"[jina] done in {time.time() - t:.1f}s")
     t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))

@@ -169,6 +169,7 @@ fn other_families_match_sentence_transformers() {
         "tiny_modernbert_reference.json",
         "tiny_nomic_reference.json",
         "tiny_gte_reference.json",
+        "tiny_jina_reference.json",
     ] {
         // All 31–41 texts even on the emulated driver: the models are tiny (seconds there).
         let reference: Reference = read_fixture(file);

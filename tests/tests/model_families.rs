@@ -15,6 +15,10 @@
 //!   tokenizer, chosen by `model_type` "gte"; weights under a `new.` prefix; mean + Normalize)
 //!   and tiny-gte-new (Alibaba-NLP's published config format, `model_type` "new", with the
 //!   fixed NTK rotary scaling of gte-base-en-v1.5);
+//! - JinaBERT (jina-embeddings-v2's ALiBi and GLU feed-forward, Jina's published config):
+//!   tiny-jina (GEGLU, 6 heads: ALiBi's slopes for a head count that is not a power of two),
+//!   tiny-jina-reglu (ReGLU, 8 heads, a `bert.` prefix, mean + Normalize) and
+//!   tiny-jina-original (BERT's feed-forward with `gelu_new`, CLS pooling);
 //!
 //! all on the empty text and texts truncated to `max_seq_length`.
 
@@ -56,7 +60,7 @@ fn load(folder: impl AsRef<str>, dtype: Precision, batch: usize) -> Embedder {
 }
 
 /// The reference files and the folders each holds.
-const REFERENCES: [(&str, &[&str]); 7] = [
+const REFERENCES: [(&str, &[&str]); 8] = [
     (
         "tiny_roberta_reference.json",
         &["tiny-roberta", "tiny-xlm-roberta"],
@@ -82,6 +86,10 @@ const REFERENCES: [(&str, &[&str]); 7] = [
     (
         "tiny_gte_reference.json",
         &["tiny-gte", "tiny-gte-multilingual", "tiny-gte-new"],
+    ),
+    (
+        "tiny_jina_reference.json",
+        &["tiny-jina", "tiny-jina-original", "tiny-jina-reglu"],
     ),
 ];
 
@@ -343,4 +351,124 @@ fn gte_in_half_precision_stays_within_cosine_0_999() {
             );
         }
     }
+}
+
+#[derive(Deserialize)]
+struct JinaReference {
+    models: BTreeMap<String, JinaCase>,
+}
+
+#[derive(Deserialize)]
+struct JinaCase {
+    num_attention_heads: usize,
+    /// `[[slope per head]]`, as Jina's `_get_alibi_head_slopes` gives them in f32.
+    alibi_slopes: Vec<Vec<f32>>,
+}
+
+/// ALiBi's slopes are the published formula's, bit for bit, for 4, 6 and 8 heads (6: the
+/// interleaved series a head count that is not a power of two takes, as base-en's 12).
+#[test]
+fn alibi_slopes_are_jina_s() {
+    let reference: JinaReference = read_fixture("tiny_jina_reference.json");
+    for (folder, case) in &reference.models {
+        let got = ember_bert::alibi_slopes(case.num_attention_heads);
+        assert_eq!(got, case.alibi_slopes[0], "{folder}");
+    }
+    // jina-embeddings-v2-base-en's 12 heads: the slopes of 8, then every other one of 16's.
+    let base: Vec<f32> = [1, 2, 3, 4, 5, 6, 7, 8]
+        .iter()
+        .map(|&i| 0.5f32.powi(i))
+        .chain([0.5f32, 1.5, 2.5, 3.5].iter().map(|&e| 2f32.powf(-e)))
+        .collect();
+    assert_eq!(ember_bert::alibi_slopes(12), base);
+}
+
+/// JinaBERT checkpoints stored in f16 or bf16: cosine ≥ 0.999 to sentence-transformers' f32
+/// rows.
+#[test]
+fn jina_in_half_precision_stays_within_cosine_0_999() {
+    let reference: Reference = read_fixture("tiny_jina_reference.json");
+    for folder in ["tiny-jina", "tiny-jina-reglu"] {
+        for dtype in [ember_tensor::DType::F16, ember_tensor::DType::BF16] {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(&fixtures_dir().join(folder), dir.path());
+            rewrite_weights(dir.path(), dtype, |_| true);
+            let embeddings = Embedder::builder()
+                .threads(2)
+                .load_dir(dir.path())
+                .unwrap()
+                .encode(&reference.texts)
+                .unwrap();
+            let rows: Vec<&[f32]> = embeddings.rows().collect();
+            assert_cosine_bound(
+                &format!("{folder} stored as {dtype:?}"),
+                agreement(&rows, &reference.models[folder].embeddings),
+                0.999,
+            );
+        }
+    }
+}
+
+/// Jina's qk-post-norm code (jina-embeddings-v2-base-code) normalises Q and K: refused by its
+/// `auto_map`, and by its `layer_norm_q` tensors where the config does not say.
+#[test]
+fn jina_qk_post_norm_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures_dir().join("tiny-jina"), dir.path());
+    let config_path = dir.path().join("config.json");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace("jina-bert-implementation--", "jina-bert-v2-qk-post-norm--"),
+    )
+    .unwrap();
+    let Err(err) = Embedder::from_dir(dir.path()) else {
+        panic!("a qk-post-norm config loaded");
+    };
+    assert!(err.to_string().contains("qk-post-norm"), "{err}");
+
+    std::fs::write(&config_path, &config).unwrap();
+    let path = dir.path().join("model.safetensors");
+    let file = ember_tensor::SafeTensorsFile::open(&path).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = file
+        .names()
+        .map(|name| {
+            let t = file.f32_tensor(name).unwrap();
+            (name.to_owned(), t.shape().to_vec(), t.data().to_vec())
+        })
+        .collect();
+    drop(file);
+    for (name, shape) in [("layer_norm_q.weight", 48), ("layer_norm_q.bias", 48)] {
+        tensors.push((
+            format!("encoder.layer.0.attention.self.{name}"),
+            vec![shape],
+            vec![1.0; shape],
+        ));
+    }
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| ember_tensor::f32_to_le_bytes(v))
+        .collect();
+    let views: Vec<(&str, ember_tensor::DType, Vec<usize>, &[u8])> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            (
+                n.as_str(),
+                ember_tensor::DType::F32,
+                s.clone(),
+                b.as_slice(),
+            )
+        })
+        .collect();
+    ember_tensor::write_safetensors(&path, &views).unwrap();
+    let Err(err) = Embedder::from_dir(dir.path()) else {
+        panic!("a model with layer_norm_q loaded");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("encoder.layer.0.attention.self.layer_norm_q.weight")
+            && err.contains("qk-post-norm"),
+        "{err}"
+    );
 }

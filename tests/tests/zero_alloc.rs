@@ -230,6 +230,7 @@ fn main() {
         "GTE (rotary, gated GELU, XLM-R's tokenizer)",
         &texts,
     );
+    folder_encode_allocates_nothing("tiny-jina", "JinaBERT (ALiBi, GEGLU)", &texts);
     folder_encode_allocates_nothing(
         "tiny-mpnet",
         "MPNet (WordPiece with <s> … </s> by RobertaProcessing, relative attention bias)",

@@ -2,7 +2,8 @@
 //! other names, positions or extras ([`ModelFamily`]: `RobertaModel`, `XLMRobertaModel`,
 //! `CamembertModel`, `MPNetModel`, `DistilBertModel`; `ModernBertModel`, whose layers differ
 //! in kind ([`ModernBertParams`]); `NomicBertModel` and `GteModel`, BERT's layers with rotary
-//! positions and a gated feed-forward ([`RotaryParams`])): parsed, checked for what Ember can run, and bounded before
+//! positions and a gated feed-forward ([`RotaryParams`]); Jina's JinaBERT, BERT's layers with
+//! ALiBi and a GLU feed-forward): parsed, checked for what Ember can run, and bounded before
 //! anything is allocated from it.
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,10 @@ pub struct BertConfig {
     /// reads only the packed form): Q, K and V stored as `attention.{q,k,v}_proj` rather than
     /// one `attention.qkv_proj`.
     pub split_qkv: bool,
+    /// The feed-forward is gated: `down(act(gate·x) ⊙ up·x)`, its up-projection `[2F, H]`
+    /// holding the gate's rows first (as loaded; GTE's are swapped at load). ModernBERT,
+    /// NomicBERT, GTE, and JinaBERT's `feed_forward_type` `"geglu"` / `"reglu"`.
+    pub gated_ffn: bool,
 }
 
 /// What a `nomic_bert` or `gte` config adds to BERT's post-LayerNorm layers: rotary positions
@@ -158,11 +163,18 @@ pub enum ModelFamily {
     /// on `up_gate_proj` (`[up; gate]`), a GELU-gated feed-forward, `embeddings.LayerNorm` and a
     /// token-type table unless `type_vocab_size` is 0 ([`RotaryParams`]).
     Gte,
+    /// JinaBERT (jina-embeddings-v2-small-en, -base-en; Jina's remote code
+    /// `jinaai/jina-bert-implementation`): a `bert` config with `"position_embedding_type":
+    /// "alibi"`. BERT's post-LayerNorm layers and names without a position table: attention
+    /// scores gain ALiBi's `−slope_h·|j − i|` ([`alibi_bias`]), and with `feed_forward_type`
+    /// `"geglu"` (`"reglu"`) the feed-forward is `mlp.wo(gelu(gate) ⊙ up)` (ReLU) with
+    /// `mlp.gated_layers` = `[gate; up]` and `mlp.layernorm` after it.
+    JinaBert,
 }
 
 impl ModelFamily {
-    /// The family's name: `bert`, `roberta`, `mpnet`, `distilbert`, `modernbert` or
-    /// `nomic_bert` or `gte`.
+    /// The family's name: `bert`, `roberta`, `mpnet`, `distilbert`, `modernbert`,
+    /// `nomic_bert`, `gte` or `jina_bert` (whose configs say `bert`).
     pub fn name(self) -> &'static str {
         match self {
             ModelFamily::Bert => "bert",
@@ -172,6 +184,7 @@ impl ModelFamily {
             ModelFamily::ModernBert => "modernbert",
             ModelFamily::NomicBert => "nomic_bert",
             ModelFamily::Gte => "gte",
+            ModelFamily::JinaBert => "jina_bert",
         }
     }
 }
@@ -211,6 +224,43 @@ pub fn expand_relative_bias(weight: &[f32], heads: usize, span: usize) -> Vec<f3
         for h in 0..heads {
             values[h * width + index] = weight[bucket * heads + h];
         }
+    }
+    values
+}
+
+/// ALiBi's head slopes as Jina's `_get_alibi_head_slopes` computes them (in Python floats,
+/// then an f32 tensor): for `n` a power of two, `s·sⁱ` with `s = 2^(−8/n)`, i.e.
+/// `2^(−(2^−(log₂n − 3)))`; otherwise those of the largest power of two `p` below `n`, then
+/// every other slope of `2p`'s, up to `n`.
+pub fn alibi_slopes(heads: usize) -> Vec<f32> {
+    fn power_of_2(n: usize) -> Vec<f64> {
+        let start = 2f64.powf(-(2f64.powf(-((n as f64).log2() - 3.0))));
+        (0..n).map(|i| start * start.powf(i as f64)).collect()
+    }
+    fn slopes(n: usize) -> Vec<f64> {
+        if n.is_power_of_two() {
+            return power_of_2(n);
+        }
+        let closest = 1usize << n.ilog2();
+        let mut all = power_of_2(closest);
+        all.extend(slopes(2 * closest).into_iter().step_by(2).take(n - closest));
+        all
+    }
+    match heads {
+        0 => Vec::new(),
+        n => slopes(n).into_iter().map(|s| s as f32).collect(),
+    }
+}
+
+/// JinaBERT's ALiBi bias for [`ember_cpu::RelativeBias`]: `[heads, 2·span + 1]`, entry
+/// `span + d` of head `h` `−slope_h · |d|`, the product in f32 as torch forms it (an f32
+/// slope tensor times the integer distances).
+pub fn alibi_bias(heads: usize, span: usize) -> Vec<f32> {
+    let width = 2 * span + 1;
+    let mut values = Vec::with_capacity(heads * width);
+    for slope in alibi_slopes(heads) {
+        let negated = -slope;
+        values.extend((0..width).map(|index| negated * index.abs_diff(span) as f32));
     }
     values
 }
@@ -270,6 +320,8 @@ const DEFAULT_TYPE_VOCAB: u64 = 2;
 const DEFAULT_EPS: f64 = 1e-12;
 const DEFAULT_ACT: &str = "gelu";
 const DEFAULT_POSITION_TYPE: &str = "absolute";
+/// `JinaBertConfig`'s default `feed_forward_type` (published configs set "geglu").
+const DEFAULT_JINA_FEED_FORWARD: &str = "original";
 /// `RobertaConfig`'s and `MPNetConfig`'s default `pad_token_id`.
 const DEFAULT_ROBERTA_PAD: u64 = 1;
 /// `ModernBertConfig`'s defaults.
@@ -293,6 +345,9 @@ const DEFAULT_NEW_THETA: f64 = 10_000.0;
 /// The most values (`max_position_embeddings · head_dim`) a ModernBERT's rotary tables may hold
 /// per `θ`: 2^24 floats, 64 MiB.
 const MAX_ROTARY_VALUES: usize = 1 << 24;
+/// The most values (`heads · (2·max_tokens − 1)`) a JinaBERT's expanded ALiBi bias may hold:
+/// 2^24 floats, 64 MiB (jina-embeddings-v2-base-en: 12 heads, 8192 positions, 196 596).
+const MAX_ALIBI_VALUES: usize = 1 << 24;
 /// `MPNetConfig`'s default `relative_attention_num_buckets`, and a bound no model nears.
 const DEFAULT_MPNET_BUCKETS: u64 = 32;
 const MAX_BUCKETS: usize = 1 << 12;
@@ -377,6 +432,15 @@ impl BertConfig {
                 }
             },
         };
+        // JinaBERT's configs say "bert"; ALiBi positions tell them apart.
+        let family = match family {
+            ModelFamily::Bert
+                if string("position_embedding_type", DEFAULT_POSITION_TYPE)? == "alibi" =>
+            {
+                ModelFamily::JinaBert
+            }
+            other => other,
+        };
         // Alibaba-NLP's published GTE configs (read by their remote code, not transformers').
         let published_gte = get("model_type").and_then(Value::as_str) == Some("new");
         // DistilBertConfig's names for BertConfig's keys; for NomicBERT, the published nomic-ai
@@ -413,7 +477,8 @@ impl BertConfig {
                 ModelFamily::Roberta
                 | ModelFamily::Mpnet
                 | ModelFamily::NomicBert
-                | ModelFamily::Gte,
+                | ModelFamily::Gte
+                | ModelFamily::JinaBert,
                 None,
             ) => DEFAULT_EPS,
             (ModelFamily::ModernBert, None) => DEFAULT_MODERN_EPS,
@@ -521,23 +586,50 @@ impl BertConfig {
             )));
         }
         // ModernBERT, NomicBERT and GTE have no position table (published configs may carry a
-        // stale "absolute"; Alibaba-NLP's GTE configs are checked in `gte_params`).
+        // stale "absolute"; Alibaba-NLP's GTE configs are checked in `gte_params`); JinaBERT's
+        // is "alibi".
         if position_embedding_type != "absolute"
             && !matches!(
                 family,
-                ModelFamily::ModernBert | ModelFamily::NomicBert | ModelFamily::Gte
+                ModelFamily::ModernBert
+                    | ModelFamily::NomicBert
+                    | ModelFamily::Gte
+                    | ModelFamily::JinaBert
             )
         {
             return Err(invalid(format!(
                 "position_embedding_type {position_embedding_type:?} is not supported (only \"absolute\")"
             )));
         }
-        let activation = Activation::from_hf_name(&hidden_act).ok_or_else(|| {
-            invalid(format!(
-                "{} {hidden_act:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, linear)",
-                key("hidden_act")
-            ))
-        })?;
+        let hidden_activation = || {
+            Activation::from_hf_name(&hidden_act).ok_or_else(|| {
+                invalid(format!(
+                    "{} {hidden_act:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, linear)",
+                    key("hidden_act")
+                ))
+            })
+        };
+        // JinaBERT's GLU feed-forwards fix their activation (`nn.GELU()`, `nn.ReLU()`) whatever
+        // `hidden_act` says; its "original" one is BERT's, with `hidden_act`.
+        let (activation, gated_ffn) = match family {
+            ModelFamily::JinaBert => {
+                jina_checks(&get, &invalid, num_attention_heads, max_position_embeddings)?;
+                match string("feed_forward_type", DEFAULT_JINA_FEED_FORWARD)?.as_str() {
+                    "original" => (hidden_activation()?, false),
+                    "geglu" => (Activation::Gelu, true),
+                    "reglu" => (Activation::Relu, true),
+                    other => {
+                        return Err(invalid(format!(
+                            "feed_forward_type {other:?} is not supported (JinaBERT's \"original\", \"geglu\" and \"reglu\")"
+                        )))
+                    }
+                }
+            }
+            ModelFamily::ModernBert | ModelFamily::NomicBert | ModelFamily::Gte => {
+                (hidden_activation()?, true)
+            }
+            _ => (hidden_activation()?, false),
+        };
         let modern = match family {
             ModelFamily::ModernBert => Some(modern_params(
                 &get,
@@ -588,6 +680,7 @@ impl BertConfig {
             modern,
             rotary,
             split_qkv,
+            gated_ffn,
         })
     }
 
@@ -618,8 +711,8 @@ impl BertConfig {
             len as f64,
         );
         let Some(modern) = &self.modern else {
-            // NomicBERT's and GTE's gated feed-forward: H → 2F → F → H.
-            let ffn = if self.rotary.is_some() { 3.0 } else { 2.0 };
+            // NomicBERT's, GTE's and JinaBERT's gated feed-forward: H → 2F → F → H.
+            let ffn = if self.gated_ffn { 3.0 } else { 2.0 };
             let per_token = 2.0 * (4.0 * h * h + ffn * h * f) + 4.0 * l * h;
             return self.num_hidden_layers as f64 * l * per_token;
         };
@@ -638,6 +731,31 @@ impl BertConfig {
             .map(|&window| projections + 4.0 * keys(window) * h)
             .sum()
     }
+}
+
+/// Refuses the JinaBERT configs Ember cannot run: Jina's `jina-bert-v2-qk-post-norm` remote
+/// code (jina-embeddings-v2-base-code), which normalises Q and K after their projections, and an
+/// ALiBi bias too large to expand ([`MAX_ALIBI_VALUES`]).
+fn jina_checks<'v>(
+    get: &dyn Fn(&str) -> Option<&'v Value>,
+    invalid: &dyn Fn(String) -> BertError,
+    heads: usize,
+    max_positions: usize,
+) -> Result<(), BertError> {
+    if let Some(auto_map) = get("auto_map") {
+        if auto_map.to_string().contains("qk-post-norm") {
+            return Err(invalid(format!(
+                "auto_map {auto_map} names Jina's jina-bert-v2-qk-post-norm code (jina-embeddings-v2-base-code), which normalises Q and K after their projections: Ember does not run it"
+            )));
+        }
+    }
+    let values = (2 * max_positions - 1).saturating_mul(heads);
+    if values > MAX_ALIBI_VALUES {
+        return Err(invalid(format!(
+            "ALiBi over max_position_embeddings = {max_positions} for {heads} heads needs {values} bias values, more than the {MAX_ALIBI_VALUES} Ember expands"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads ModernBERT's extras (see [`ModernBertParams`]); `get` looks a key up (`None` when
@@ -1562,5 +1680,91 @@ mod tests {
             "rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 5.0}}"#;
         let err = BertConfig::from_json_str(dynamic, Path::new("m/config.json")).unwrap_err();
         assert!(err.to_string().contains("dynamic"), "{err}");
+    }
+
+    /// jina-embeddings-v2-base-en's config.json as published.
+    const JINA_BASE: &str = r#"{"_name_or_path": "jinaai/jina-bert-implementation",
+        "architectures": ["JinaBertForMaskedLM"], "attention_probs_dropout_prob": 0.0,
+        "attn_implementation": "torch", "auto_map": {
+        "AutoConfig": "jinaai/jina-bert-implementation--configuration_bert.JinaBertConfig",
+        "AutoModel": "jinaai/jina-bert-implementation--modeling_bert.JinaBertModel"},
+        "classifier_dropout": null, "emb_pooler": "mean", "feed_forward_type": "geglu",
+        "gradient_checkpointing": false, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
+        "layer_norm_eps": 1e-12, "max_position_embeddings": 8192, "model_max_length": 8192,
+        "model_type": "bert", "num_attention_heads": 12, "num_hidden_layers": 12,
+        "pad_token_id": 0, "position_embedding_type": "alibi", "torch_dtype": "float32",
+        "transformers_version": "4.26.0", "type_vocab_size": 2, "use_cache": true,
+        "vocab_size": 30528}"#;
+
+    #[test]
+    fn reads_jina_bert_configs() {
+        let c = BertConfig::from_json_str(JINA_BASE, Path::new("config.json")).unwrap();
+        assert_eq!(c.family, ModelFamily::JinaBert);
+        assert_eq!(c.family.name(), "jina_bert");
+        assert!(c.gated_ffn);
+        assert_eq!(c.activation, Activation::Gelu);
+        assert_eq!((c.max_tokens(), c.type_vocab_size), (8192, 2));
+        assert_eq!(c.position_ids, PositionIds::FromZero);
+        // GEGLU's FLOPs: H → 2F → F → H.
+        let gated = c.encoder_flops(10);
+        let plain = BertConfig::from_json_str(MINILM, Path::new("config.json")).unwrap();
+        assert!(!plain.gated_ffn);
+        let (h, f) = (768.0, 3072.0);
+        assert_eq!(
+            gated,
+            12.0 * 10.0 * (2.0 * (4.0 * h * h + 3.0 * h * f) + 4.0 * 10.0 * h)
+        );
+        // ReGLU fixes ReLU whatever hidden_act says; "original" is BERT's FFN with hidden_act.
+        let reglu = JINA_BASE
+            .replace("\"geglu\"", "\"reglu\"")
+            .replace("\"gelu\"", "\"mish\"");
+        let c = BertConfig::from_json_str(&reglu, Path::new("config.json")).unwrap();
+        assert_eq!((c.activation, c.gated_ffn), (Activation::Relu, true));
+        for text in [
+            JINA_BASE.replace("\"geglu\"", "\"original\""),
+            JINA_BASE.replace("\"feed_forward_type\": \"geglu\",", ""),
+        ] {
+            let c = BertConfig::from_json_str(&text, Path::new("config.json")).unwrap();
+            assert_eq!((c.activation, c.gated_ffn), (Activation::Gelu, false));
+        }
+        // ALiBi over 8192 positions: 12 × 16383 values, the slopes of base-en's 12 heads.
+        let bias = alibi_bias(12, 8191);
+        assert_eq!(bias.len(), 12 * 16383);
+        assert_eq!(bias[8191], 0.0);
+        assert_eq!(bias[8191 + 3], -0.5 * 3.0);
+        assert_eq!(bias[8191 - 3], -0.5 * 3.0);
+        assert_eq!(bias[11 * 16383 + 8191 + 100], -(2f32.powf(-3.5)) * 100.0);
+    }
+
+    #[test]
+    fn refuses_jina_bert_settings_it_cannot_run() {
+        for (from, to) in [
+            ("\"geglu\"", "\"swiglu\""),
+            ("\"geglu\"", "\"reglu \""),
+            (
+                "jina-bert-implementation--modeling_bert",
+                "jina-bert-v2-qk-post-norm--modeling_bert",
+            ),
+            // 12 × (2·2^20 − 1) bias values: past the 2^24 Ember expands.
+            (
+                "\"max_position_embeddings\": 8192",
+                "\"max_position_embeddings\": 1048576",
+            ),
+            ("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\""),
+        ] {
+            let mut text = JINA_BASE.replace(from, to);
+            if to.contains("mish") {
+                text = text.replace("\"geglu\"", "\"original\"");
+            }
+            assert_ne!(text, JINA_BASE, "{from}");
+            let result = BertConfig::from_json_str(&text, Path::new("m/config.json"));
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("m/config.json"), "{from} → {to}: {err}");
+        }
+        // ALiBi belongs to JinaBERT's "bert" configs only.
+        let roberta = JINA_BASE.replace("\"model_type\": \"bert\"", "\"model_type\": \"roberta\"");
+        let err = BertConfig::from_json_str(&roberta, Path::new("m/config.json")).unwrap_err();
+        assert!(err.to_string().contains("alibi"), "{err}");
     }
 }

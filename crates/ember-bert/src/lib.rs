@@ -27,8 +27,8 @@ pub mod weights;
 use std::path::PathBuf;
 
 pub use config::{
-    expand_relative_bias, relative_position_bucket, BertConfig, ModelFamily, ModernBertParams,
-    PositionIds, RotaryParams, MPNET_BUCKETS, MPNET_MAX_DISTANCE,
+    alibi_bias, alibi_slopes, expand_relative_bias, relative_position_bucket, BertConfig,
+    ModelFamily, ModernBertParams, PositionIds, RotaryParams, MPNET_BUCKETS, MPNET_MAX_DISTANCE,
 };
 pub use model::{check_batch, rotary_tables, BertModel, Workspace, INT8_OUTLIER_CHANNELS};
 pub use weights::F32WeightReader;

@@ -17,7 +17,7 @@ use ember_cpu::{
 };
 use ember_tensor::{find_weight_file, F32Tensor, StoredData, StoredTensor, WeightFile};
 
-use crate::{expand_relative_bias, BertConfig, BertError, ModelFamily};
+use crate::{alibi_bias, expand_relative_bias, BertConfig, BertError, ModelFamily};
 
 /// A LayerNorm's `γ` and `β`, each `[H]` (`β` zeros where the model has none: ModernBERT).
 struct LayerNormWeights {
@@ -36,7 +36,8 @@ struct Embeddings {
     norm: LayerNormWeights,
 }
 
-/// MPNet's relative position bias, expanded per distance ([`expand_relative_bias`]).
+/// MPNet's relative position bias, expanded per distance ([`expand_relative_bias`]), or
+/// JinaBERT's ALiBi ([`alibi_bias`]).
 struct RelativeBiasTable {
     values: Vec<f32>,
     span: usize,
@@ -196,8 +197,8 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// `embeddings.*`: the three tables and their LayerNorm (ModernBERT: `tok_embeddings` and
-    /// `norm`; NomicBERT: no position table, `emb_ln`; GTE: no position table, a token-type
-    /// table unless `type_vocab_size` is 0).
+    /// `norm`; NomicBERT: no position table, `emb_ln`; GTE, JinaBERT: no position table, a
+    /// token-type table unless `type_vocab_size` is 0).
     fn embeddings(&self, config: &BertConfig) -> Result<Embeddings, BertError> {
         let h = config.hidden_size;
         if let Some(modern) = &config.modern {
@@ -208,7 +209,7 @@ impl<'a> WeightLoader<'a> {
                 norm: self.norm("embeddings.norm", h, modern.norm_bias)?,
             });
         }
-        if config.family == ModelFamily::Gte {
+        if matches!(config.family, ModelFamily::Gte | ModelFamily::JinaBert) {
             return Ok(Embeddings {
                 word: self.stored("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
                 position: None,
@@ -353,6 +354,37 @@ impl<'a> WeightLoader<'a> {
             });
         }
         let qkv_stems = ["query", "key", "value"].map(|p| format!("{stem}.attention.self.{p}"));
+        if config.family == ModelFamily::JinaBert {
+            self.refuse_qk_norm(&stem)?;
+        }
+        if config.family == ModelFamily::JinaBert && config.gated_ffn {
+            let linear = |name: &str, n: usize, k: usize, bias: bool, kind: usize| {
+                self.linear_with(&format!("{stem}.{name}"), n, k, bias, int8(kind))
+            };
+            return Ok(Layer {
+                qkv: self.fused(&qkv_stems, h, h, true, int8(linear_kind::QKV))?,
+                attention_output: linear(
+                    "attention.output.dense",
+                    h,
+                    h,
+                    true,
+                    linear_kind::ATTENTION_OUTPUT,
+                )?,
+                attention_norm: Some(
+                    self.layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
+                ),
+                // `[gate; up]`, the gate (activated) first, as the gated activation reads it.
+                intermediate: linear(
+                    "mlp.gated_layers",
+                    2 * f,
+                    h,
+                    false,
+                    linear_kind::INTERMEDIATE,
+                )?,
+                output: linear("mlp.wo", h, f, true, linear_kind::OUTPUT)?,
+                output_norm: self.layer_norm(&format!("{stem}.mlp.layernorm"), h)?,
+            });
+        }
         Ok(Layer {
             qkv: self.fused(&qkv_stems, h, h, true, int8(linear_kind::QKV))?,
             attention_output: self.linear(
@@ -378,6 +410,22 @@ impl<'a> WeightLoader<'a> {
             )?,
             output_norm: self.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
         })
+    }
+
+    /// Refuses a JinaBERT layer `stem` whose attention normalises Q and K (`attention.self.
+    /// layer_norm_q`/`layer_norm_k`: Jina's qk-post-norm code, jina-embeddings-v2-base-code,
+    /// whose config may not say so).
+    pub(crate) fn refuse_qk_norm(&self, stem: &str) -> Result<(), BertError> {
+        let name = format!("{}{stem}.attention.self.layer_norm_q.weight", self.prefix);
+        if self.file.has_tensor(&name) {
+            return Err(BertError::Config {
+                path: self.path(),
+                message: format!(
+                    "holds {name}: a JinaBERT that normalises Q and K after their projections (Jina's qk-post-norm code, jina-embeddings-v2-base-code), which Ember does not run"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Loads `name` as f32 and checks its shape (see [`WeightLoader::find`]).
@@ -449,7 +497,8 @@ impl<'a> WeightLoader<'a> {
             | ModelFamily::Roberta
             | ModelFamily::ModernBert
             | ModelFamily::NomicBert
-            | ModelFamily::Gte => name.to_owned(),
+            | ModelFamily::Gte
+            | ModelFamily::JinaBert => name.to_owned(),
             ModelFamily::Mpnet => name
                 .replace(".attention.self.query.", ".attention.attn.q.")
                 .replace(".attention.self.key.", ".attention.attn.k.")
@@ -483,17 +532,20 @@ impl<'a> WeightLoader<'a> {
 
     /// MPNet's `encoder.relative_attention_bias.weight` (`[buckets, heads]`) expanded over
     /// every distance a sequence of [`BertConfig::max_tokens`] can hold: `(values, span)`;
-    /// `None` for the families without one.
+    /// JinaBERT's ALiBi over the same distances; `None` for the families without either.
     pub(crate) fn relative_bias(
         &self,
         config: &BertConfig,
     ) -> Result<Option<(Vec<f32>, usize)>, BertError> {
+        let heads = config.num_attention_heads;
+        let span = config.max_tokens() - 1;
+        if config.family == ModelFamily::JinaBert {
+            return Ok(Some((alibi_bias(heads, span), span)));
+        }
         let Some(buckets) = config.relative_attention_buckets else {
             return Ok(None);
         };
-        let heads = config.num_attention_heads;
         let weight = self.tensor("encoder.relative_attention_bias.weight", &[buckets, heads])?;
-        let span = config.max_tokens() - 1;
         Ok(Some((
             expand_relative_bias(weight.data(), heads, span),
             span,
@@ -872,9 +924,9 @@ impl BertModel {
         } = workspace;
         let hidden = grow(hidden, t * h);
         // Q, K, V are dead once attention has run: the FFN intermediate reuses their buffer
-        // (NomicBERT's and GTE's gated FFN: `[rows, 2F]`, then the gated `[rows, F]` in
-        // `context`).
-        let gated = c.rotary.is_some();
+        // (NomicBERT's, GTE's and JinaBERT's gated FFN: `[rows, 2F]`, then the gated `[rows, F]`
+        // in `context`).
+        let gated = c.gated_ffn;
         let ffn_rows = t.min(FFN_ROW_BLOCK);
         let ffn_width = if gated { 2 * f } else { f };
         let qkv_or_intermediate = grow(qkv, (t * 3 * h).max(ffn_rows * ffn_width));

@@ -55,7 +55,8 @@ pub struct EmbeddingWeights {
 /// One `BertLayer`, in forward order (ModernBERT's names in brackets; NomicBERT's:
 /// `attn.Wqkv`, `attn.out_proj`, `norm1`, `[mlp.fc12; mlp.fc11]`, `mlp.fc2`, `norm2`; GTE's:
 /// `attention.qkv_proj`, `attention.o_proj`, `attn_ln`, `mlp.up_gate_proj` with its halves
-/// swapped, `mlp.down_proj`, `mlp_ln`).
+/// swapped, `mlp.down_proj`, `mlp_ln`; JinaBERT's GLU: BERT's attention names, then
+/// `mlp.gated_layers`, `mlp.wo`, `mlp.layernorm`).
 #[derive(Clone, Debug)]
 pub struct LayerWeights {
     /// `attention.self.{query,key,value}` fused: `[3H, H]` (`attn.Wqkv`).
@@ -169,7 +170,7 @@ impl<'a> F32WeightReader<'a> {
                 norm: self.norm_with("embeddings.norm", modern.norm_bias)?,
             });
         }
-        if c.family == ModelFamily::Gte {
+        if matches!(c.family, ModelFamily::Gte | ModelFamily::JinaBert) {
             return Ok(EmbeddingWeights {
                 word: self.vec("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
                 position: None,
@@ -207,8 +208,8 @@ impl<'a> F32WeightReader<'a> {
     }
 
     /// MPNet's relative position bias expanded per distance, `([heads, 2·span + 1], span)`
-    /// (see [`crate::expand_relative_bias`]; `span` = [`BertConfig::max_tokens`] − 1); `None`
-    /// for the families without one.
+    /// (see [`crate::expand_relative_bias`]; `span` = [`BertConfig::max_tokens`] − 1), or
+    /// JinaBERT's ALiBi ([`crate::alibi_bias`]); `None` for the families without either.
     pub fn relative_bias(&self) -> Result<Option<(Vec<f32>, usize)>, BertError> {
         self.loader.relative_bias(self.config)
     }
@@ -288,10 +289,28 @@ impl<'a> F32WeightReader<'a> {
             });
         }
         let stem = format!("encoder.layer.{index}");
+        let qkv_stems = ["query", "key", "value"].map(|p| format!("{stem}.attention.self.{p}"));
+        if self.config.family == ModelFamily::JinaBert {
+            self.loader.refuse_qk_norm(&stem)?;
+        }
+        if self.config.family == ModelFamily::JinaBert && self.config.gated_ffn {
+            return Ok(LayerWeights {
+                qkv: self.fused_qkv(qkv_stems)?,
+                attention_output: self.linear(&format!("{stem}.attention.output.dense"), h, h)?,
+                attention_norm: Some(self.norm(&format!("{stem}.attention.output.LayerNorm"))?),
+                // `[gate; up]` as stored, the order the gated activation reads.
+                intermediate: self.linear_with(
+                    &format!("{stem}.mlp.gated_layers"),
+                    2 * f,
+                    h,
+                    false,
+                )?,
+                output: self.linear(&format!("{stem}.mlp.wo"), h, f)?,
+                output_norm: self.norm(&format!("{stem}.mlp.layernorm"))?,
+            });
+        }
         Ok(LayerWeights {
-            qkv: self.fused_qkv(
-                ["query", "key", "value"].map(|p| format!("{stem}.attention.self.{p}")),
-            )?,
+            qkv: self.fused_qkv(qkv_stems)?,
             attention_output: self.linear(&format!("{stem}.attention.output.dense"), h, h)?,
             attention_norm: Some(self.norm(&format!("{stem}.attention.output.LayerNorm"))?),
             intermediate: self.linear(&format!("{stem}.intermediate.dense"), f, h)?,

@@ -505,9 +505,9 @@ impl<E: Element> Encoder<E> {
 }
 
 /// How many `[T, F]` halves the FFN's up-projection writes: 2 for ModernBERT's GeGLU,
-/// NomicBERT's SwiGLU and GTE's gated GELU.
+/// NomicBERT's SwiGLU, GTE's gated GELU and JinaBERT's GEGLU / ReGLU.
 fn intermediate_halves(c: &BertConfig) -> usize {
-    if c.modern.is_some() || c.rotary.is_some() {
+    if c.gated_ffn {
         2
     } else {
         1
