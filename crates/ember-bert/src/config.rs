@@ -691,6 +691,41 @@ impl BertConfig {
         self.max_position_embeddings - self.position_ids.first_row()
     }
 
+    /// How the encoder sees token positions, as `ember info` prints it: `absolute` (BERT,
+    /// DistilBERT), `absolute from row p` (the RoBERTa family's rows after the padding row),
+    /// `absolute from row p + relative bias` (MPNet), `rotary θ=…` (NomicBERT, GTE; `, NTK ×f`
+    /// with Alibaba-NLP's fixed NTK scaling), `rotary θ=… (global), θ=… (local, ±w)`
+    /// (ModernBERT's two kinds of layer) or `alibi` (JinaBERT).
+    pub fn positions(&self) -> String {
+        if let Some(m) = &self.modern {
+            let window = m.windows.iter().flatten().next();
+            return match window {
+                Some(w) => format!(
+                    "rotary θ={} (global), θ={} (local, ±{w})",
+                    m.global_rope_theta, m.local_rope_theta
+                ),
+                None => format!("rotary θ={} (global)", m.global_rope_theta),
+            };
+        }
+        if let Some(r) = &self.rotary {
+            return match r.ntk_factor {
+                Some(f) => format!("rotary θ={}, NTK ×{f}", r.rope_theta),
+                None => format!("rotary θ={}", r.rope_theta),
+            };
+        }
+        if self.family == ModelFamily::JinaBert {
+            return "alibi".to_owned();
+        }
+        let absolute = match self.position_ids.first_row() {
+            0 => "absolute".to_owned(),
+            row => format!("absolute from row {row}"),
+        };
+        match self.relative_attention_buckets {
+            Some(_) => format!("{absolute} + relative bias"),
+            None => absolute,
+        }
+    }
+
     /// `hd = H / nh`.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
@@ -1702,6 +1737,7 @@ mod tests {
         let c = BertConfig::from_json_str(JINA_BASE, Path::new("config.json")).unwrap();
         assert_eq!(c.family, ModelFamily::JinaBert);
         assert_eq!(c.family.name(), "jina_bert");
+        assert_eq!(c.positions(), "alibi");
         assert!(c.gated_ffn);
         assert_eq!(c.activation, Activation::Gelu);
         assert_eq!((c.max_tokens(), c.type_vocab_size), (8192, 2));

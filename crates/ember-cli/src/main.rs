@@ -658,6 +658,7 @@ fn info(args: &ModelArgs) -> Result<(), CliError> {
         "default_prompt": embedder.default_prompt(),
         "similarity": embedder.similarity().name(),
         "architecture": info.architecture,
+        "positions": info.positions,
         "dense": info.dense.iter().map(|&(i, o)| serde_json::json!({"in": i, "out": o})).collect::<Vec<_>>(),
         "threads": embedder.threads(),
         "batch_size": embedder.batch_size(),

@@ -997,8 +997,39 @@ fn info_prints_the_model_as_json() {
         ("fast_tokenizer", serde_json::json!(true)),
         ("tokenizer_fallback", serde_json::Value::Null),
         ("tokenizer_class", serde_json::json!("BertTokenizer")),
+        ("architecture", serde_json::json!("bert")),
+        ("positions", serde_json::json!("absolute")),
     ] {
         assert_eq!(plain[key], value, "{key}: {plain}");
+    }
+    // The other families' positions, by their fixtures.
+    let fixtures = model.parent().unwrap();
+    for (folder, architecture, positions) in [
+        ("tiny-roberta", "roberta", "absolute from row 2"),
+        ("tiny-mpnet", "mpnet", "absolute from row 2 + relative bias"),
+        ("tiny-gte-new", "gte", "rotary θ=2000, NTK ×2"),
+        ("tiny-nomic-bert", "nomic_bert", "rotary θ=1000"),
+        (
+            "tiny-modernbert",
+            "modernbert",
+            "rotary θ=160000 (global), θ=10000 (local, ±8)",
+        ),
+        ("tiny-jina", "jina_bert", "alibi"),
+    ] {
+        let out = ember(
+            &["info", "--model", fixtures.join(folder).to_str().unwrap()],
+            None,
+        );
+        assert_success(&out);
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (&got["architecture"], &got["positions"]),
+            (
+                &serde_json::json!(architecture),
+                &serde_json::json!(positions)
+            ),
+            "{folder}"
+        );
     }
     assert!(plain["weights_file"]
         .as_str()

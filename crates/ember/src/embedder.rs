@@ -114,8 +114,11 @@ pub struct ModelInfo {
     /// `None` where it took `tokenizer.json`'s as it is (`PreTrainedTokenizerFast`).
     pub tokenizer_class: Option<&'static str>,
     /// The encoder's family: `bert`, `roberta` (also XLM-R, CamemBERT), `mpnet`, `distilbert`,
-    /// `modernbert`.
+    /// `modernbert`, `nomic_bert`, `gte`, `jina_bert`.
     pub architecture: &'static str,
+    /// How the encoder sees token positions ([`BertConfig::positions`](ember_bert::BertConfig::positions)):
+    /// `absolute`, `rotary θ=160000`, `alibi`, ….
+    pub positions: String,
     /// `(in, out)` features of each Dense module after pooling, in order.
     pub dense: Vec<(usize, usize)>,
 }
@@ -661,6 +664,7 @@ impl Embedder {
             tokenizer_fallback: self.tokenizer.fallback_reason().map(str::to_owned),
             tokenizer_class: self.tokenizer.transformers_class(),
             architecture: config.family.name(),
+            positions: config.positions(),
             dense: self
                 .dense
                 .iter()
