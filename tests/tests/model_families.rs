@@ -327,12 +327,11 @@ fn gte_split_qkv_is_the_packed_model() {
     );
 }
 
-/// GTE checkpoints stored in f16 or bf16 (`up_gate_proj`'s halves swapped at their stored
-/// width): cosine ≥ 0.999 to sentence-transformers' f32 rows.
-#[test]
-fn gte_in_half_precision_stays_within_cosine_0_999() {
-    let reference: Reference = read_fixture("tiny_gte_reference.json");
-    for folder in ["tiny-gte", "tiny-gte-multilingual"] {
+/// `folders` of `reference_file` with their weights stored in f16 and in bf16: cosine ≥ 0.999 to
+/// sentence-transformers' f32 rows.
+fn half_precision_stored_stays_within_cosine_0_999(reference_file: &str, folders: &[&str]) {
+    let reference: Reference = read_fixture(reference_file);
+    for folder in folders {
         for dtype in [ember_tensor::DType::F16, ember_tensor::DType::BF16] {
             let dir = tempfile::tempdir().unwrap();
             copy_dir(&fixtures_dir().join(folder), dir.path());
@@ -346,11 +345,21 @@ fn gte_in_half_precision_stays_within_cosine_0_999() {
             let rows: Vec<&[f32]> = embeddings.rows().collect();
             assert_cosine_bound(
                 &format!("{folder} stored as {dtype:?}"),
-                agreement(&rows, &reference.models[folder].embeddings),
+                agreement(&rows, &reference.models[*folder].embeddings),
                 0.999,
             );
         }
     }
+}
+
+/// GTE checkpoints stored in f16 or bf16 (`up_gate_proj`'s halves swapped at their stored
+/// width).
+#[test]
+fn gte_in_half_precision_stays_within_cosine_0_999() {
+    half_precision_stored_stays_within_cosine_0_999(
+        "tiny_gte_reference.json",
+        &["tiny-gte", "tiny-gte-multilingual"],
+    );
 }
 
 #[derive(Deserialize)]
@@ -383,30 +392,13 @@ fn alibi_slopes_are_jina_s() {
     assert_eq!(ember_bert::alibi_slopes(12), base);
 }
 
-/// JinaBERT checkpoints stored in f16 or bf16: cosine ≥ 0.999 to sentence-transformers' f32
-/// rows.
+/// JinaBERT checkpoints stored in f16 or bf16.
 #[test]
 fn jina_in_half_precision_stays_within_cosine_0_999() {
-    let reference: Reference = read_fixture("tiny_jina_reference.json");
-    for folder in ["tiny-jina", "tiny-jina-reglu"] {
-        for dtype in [ember_tensor::DType::F16, ember_tensor::DType::BF16] {
-            let dir = tempfile::tempdir().unwrap();
-            copy_dir(&fixtures_dir().join(folder), dir.path());
-            rewrite_weights(dir.path(), dtype, |_| true);
-            let embeddings = Embedder::builder()
-                .threads(2)
-                .load_dir(dir.path())
-                .unwrap()
-                .encode(&reference.texts)
-                .unwrap();
-            let rows: Vec<&[f32]> = embeddings.rows().collect();
-            assert_cosine_bound(
-                &format!("{folder} stored as {dtype:?}"),
-                agreement(&rows, &reference.models[folder].embeddings),
-                0.999,
-            );
-        }
-    }
+    half_precision_stored_stays_within_cosine_0_999(
+        "tiny_jina_reference.json",
+        &["tiny-jina", "tiny-jina-reglu"],
+    );
 }
 
 /// Jina's qk-post-norm code (jina-embeddings-v2-base-code) normalises Q and K: refused by its
