@@ -1775,19 +1775,25 @@ mod tests {
 
     #[test]
     fn refuses_jina_bert_settings_it_cannot_run() {
-        for (from, to) in [
-            ("\"geglu\"", "\"swiglu\""),
-            ("\"geglu\"", "\"reglu \""),
+        for (from, to, says) in [
+            ("\"geglu\"", "\"swiglu\"", "feed_forward_type"),
+            ("\"geglu\"", "\"reglu \"", "feed_forward_type"),
             (
                 "jina-bert-implementation--modeling_bert",
                 "jina-bert-v2-qk-post-norm--modeling_bert",
+                "qk-post-norm",
             ),
             // 12 × (2·2^20 − 1) bias values: past the 2^24 Ember expands.
             (
                 "\"max_position_embeddings\": 8192",
                 "\"max_position_embeddings\": 1048576",
+                "ALiBi",
             ),
-            ("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\""),
+            (
+                "\"hidden_act\": \"gelu\"",
+                "\"hidden_act\": \"mish\"",
+                "hidden_act",
+            ),
         ] {
             let mut text = JINA_BASE.replace(from, to);
             if to.contains("mish") {
@@ -1796,7 +1802,10 @@ mod tests {
             assert_ne!(text, JINA_BASE, "{from}");
             let result = BertConfig::from_json_str(&text, Path::new("m/config.json"));
             let err = result.unwrap_err().to_string();
-            assert!(err.contains("m/config.json"), "{from} → {to}: {err}");
+            assert!(
+                err.contains("m/config.json") && err.contains(says),
+                "{from} → {to}: {err}"
+            );
         }
         // ALiBi belongs to JinaBERT's "bert" configs only.
         let roberta = JINA_BASE.replace("\"model_type\": \"bert\"", "\"model_type\": \"roberta\"");

@@ -91,9 +91,9 @@ const FFN_ROW_BLOCK: usize = 256;
 pub struct Workspace {
     hidden: Vec<f32>,
     /// `[T, 3H]` Q, K, V; after attention, the feed-forward intermediate `[rows, F]`
-    /// (ModernBERT: `[rows, 2F]`).
+    /// (gated feed-forwards: `[rows, 2F]`).
     qkv: Vec<f32>,
-    /// `[T, H]` attention output; ModernBERT's gated intermediate `[rows, F]` after it.
+    /// `[T, H]` attention output; a gated feed-forward's gated `[rows, F]` after it.
     context: Vec<f32>,
     attention: Vec<f32>,
 }

@@ -67,7 +67,8 @@ pub struct LayerWeights {
     /// (`attn_norm`, over the layer's input before attention; `None` in layer 0).
     pub attention_norm: Option<NormWeights>,
     /// `intermediate.dense`: `[F, H]` (`mlp.Wi`: `[2F, H]`, GeGLU's input then gate;
-    /// NomicBERT: SwiGLU's gate `fc12`, then `fc11`; GTE: the gate, then up).
+    /// NomicBERT: SwiGLU's gate `fc12`, then `fc11`; GTE: the gate, then up; JinaBERT's GLU:
+    /// `mlp.gated_layers` = `[gate; up]`).
     pub intermediate: LinearWeights,
     /// `output.dense`: `[H, F]` (`mlp.Wo`).
     pub output: LinearWeights,

@@ -16,11 +16,11 @@
 //!
 //! Work is split into (sequence, head[, query chunk]) tasks on rayon's current pool. A task
 //! copies `K_hᵀ` and `V_h` of its sequence into a per-thread scratch buffer (zero-padded to
-//! whole vectors), both in blocks of one register pair (`v2` floats): `Kᵀ` as `[L/v2][hd][v2]`
+//! whole vectors), both in blocks of one register pair (`v2` floats): `Kᵀ` as `[⌈L/v2⌉][hd][v2]`
 //! (each block of keys' `hd` rows contiguous) and `V` as `[hd/v2][L][v2]` (each block of dims'
 //! `L` rows contiguous), so that a tile reads one sequential stream rather than `hd` strided
 //! ones (a head's `K` and `V` outgrow the L2 past ~1,000 tokens). Then for each block of
-//! [`QB`] queries it computes scores with a register tile (`QB` queries × 2 vectors of keys,
+//! `QB` (6) queries it computes scores with a register tile (`QB` queries × 2 vectors of keys,
 //! one FMA chain over `d` per score), applies the softmax of [`crate::softmax`] but for its
 //! last pass (the terms `e^{x − max}` and `1/Σ`), and accumulates `P·V` (`QB` queries × 2
 //! vectors of `d`, one FMA chain over keys per output), scaling each output by its query's

@@ -32,7 +32,7 @@ fn entry_point(dtype: Dtype) -> &'static str {
     }
 }
 
-/// MPNet's relative position bias on the device, expanded per distance as
+/// MPNet's relative position bias (or JinaBERT's ALiBi) on the device, expanded per distance as
 /// [`ember_cpu::RelativeBias`] is: `[heads, 2·span + 1]` f32, entry `span + (j − i)` of head
 /// `h` added to score `(i, j)`.
 #[derive(Debug)]
@@ -68,7 +68,7 @@ impl DeviceRelativeBias {
 }
 
 /// `out = softmax(Q·Kᵀ/√hd + bias)·V` per sequence and head (see the module docs); `bias`
-/// (MPNet's relative position bias) is added to the scaled scores when given.
+/// (MPNet's relative position bias, JinaBERT's ALiBi) is added to the scaled scores when given.
 pub fn attention_varlen<E: Element>(
     device: &CudaDevice,
     qkv: &DeviceTensor<E>,

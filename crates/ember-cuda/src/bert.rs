@@ -111,7 +111,7 @@ struct Activations<E: Element> {
 struct Encoder<E: Element> {
     embeddings: EmbeddingTables<E>,
     layers: Vec<DeviceLayer<E>>,
-    /// MPNet's relative position bias (f32 whatever `E`, as on the CPU).
+    /// MPNet's relative position bias or JinaBERT's ALiBi (f32 whatever `E`, as on the CPU).
     relative_bias: Option<DeviceRelativeBias>,
     modern: Option<DeviceModern>,
     /// NomicBERT's rotary tables (its post-LayerNorm layers rotate Q and K).

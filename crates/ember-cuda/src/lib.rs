@@ -11,7 +11,7 @@
 //! | [`embedding::embedding_layernorm`] (BERT's or RoBERTa's position rows, or none) | `embedding.cu` | `ember_bert` embedding step |
 //! | [`gemm::linear`]                     | `gemm.cu`, `gemm_sm90.cu` | [`ember_cpu::gemm::linear_reference`] |
 //! | [`layernorm::layernorm`]             | `layernorm.cu`   | [`ember_cpu::layernorm::layernorm_reference`] |
-//! | [`attention::attention_varlen`] (optionally MPNet's relative position bias, ModernBERT's sliding window) | `attention.cu` | [`ember_cpu::attention::attention_varlen_reference_with_terms`] |
+//! | [`attention::attention_varlen`] (optionally MPNet's relative position bias or JinaBERT's ALiBi, ModernBERT's sliding window) | `attention.cu` | [`ember_cpu::attention::attention_varlen_reference_with_terms`] |
 //! | [`rotary::apply_rotary`] (ModernBERT) | `rotary.cu` | [`ember_cpu::rotary::apply_rotary_reference`] |
 //! | [`activation::gated_activation`] (ModernBERT's GeGLU) | `activation.cu` | [`ember_cpu::activation::gated_activation_reference`] |
 //! | [`pooling::pool`], [`pooling::normalize_rows`] | `pooling.cu` | [`ember_pooling::pool`], [`ember_pooling::normalize_rows`] |
