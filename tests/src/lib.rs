@@ -281,6 +281,20 @@ pub fn rewrite_weights(dir: &Path, dtype: DType, keep: impl Fn(&str) -> bool) {
     ember_tensor::write_safetensors(&path, &views).unwrap();
 }
 
+/// Writes `tensors` (name, shape, values) to `path` as an f32 safetensors file.
+pub fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| ember_tensor::f32_to_le_bytes(v))
+        .collect();
+    let views: Vec<(&str, DType, Vec<usize>, &[u8])> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| (n.as_str(), DType::F32, s.clone(), b.as_slice()))
+        .collect();
+    ember_tensor::write_safetensors(path, &views).unwrap();
+}
+
 /// A STORED zip archive of `entries`, as `torch.save` writes one (without its padding and
 /// zip64 records, which the reader does not need).
 pub fn zip_archive(entries: &[(&str, &[u8])]) -> Vec<u8> {

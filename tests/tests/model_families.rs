@@ -266,23 +266,7 @@ fn gte_split_qkv_is_the_packed_model() {
     }
     drop(file);
     assert_eq!(split, 4, "two layers' qkv_proj weight and bias");
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| ember_tensor::f32_to_le_bytes(v))
-        .collect();
-    let views: Vec<(&str, ember_tensor::DType, Vec<usize>, &[u8])> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            (
-                n.as_str(),
-                ember_tensor::DType::F32,
-                s.clone(),
-                b.as_slice(),
-            )
-        })
-        .collect();
-    ember_tensor::write_safetensors(&path, &views).unwrap();
+    write_f32_safetensors(&path, &tensors);
     let config_path = dir.path().join("config.json");
     let config = std::fs::read_to_string(&config_path).unwrap();
     assert!(config.contains("\"pack_qkv\": true"));
@@ -437,23 +421,7 @@ fn jina_qk_post_norm_is_refused() {
             vec![1.0; shape],
         ));
     }
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| ember_tensor::f32_to_le_bytes(v))
-        .collect();
-    let views: Vec<(&str, ember_tensor::DType, Vec<usize>, &[u8])> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            (
-                n.as_str(),
-                ember_tensor::DType::F32,
-                s.clone(),
-                b.as_slice(),
-            )
-        })
-        .collect();
-    ember_tensor::write_safetensors(&path, &views).unwrap();
+    write_f32_safetensors(&path, &tensors);
     let Err(err) = Embedder::from_dir(dir.path()) else {
         panic!("a model with layer_norm_q loaded");
     };
