@@ -136,6 +136,27 @@ fn record(inputs: &mut Option<LayerInputs>, kind: usize, x: &[f32]) {
 /// and its linear layers' inputs.
 type LayerCalibration<'c> = &'c mut dyn FnMut(usize, &LayerInputs) -> Result<(), BertError>;
 
+/// The feed-forward of a layer under BERT's names, `(up, up rows, up has a bias, down, down's
+/// LayerNorm)`: `intermediate.dense`, `output.dense`, `output.LayerNorm`; or JinaBERT's GLU:
+/// `mlp.gated_layers` = `[gate; up]` (`[2F, H]`, no bias; the gate, activated, first, the order
+/// the gated activation reads), `mlp.wo`, `mlp.layernorm`.
+pub(crate) fn bert_ffn_names(
+    config: &BertConfig,
+) -> (&'static str, usize, bool, &'static str, &'static str) {
+    let f = config.intermediate_size;
+    if config.family == ModelFamily::JinaBert && config.gated_ffn {
+        ("mlp.gated_layers", 2 * f, false, "mlp.wo", "mlp.layernorm")
+    } else {
+        (
+            "intermediate.dense",
+            f,
+            true,
+            "output.dense",
+            "output.LayerNorm",
+        )
+    }
+}
+
 /// Finds checkpoint tensors by their `BertModel` names (translated to MPNet's and DistilBERT's
 /// for those; ModernBERT's are asked for by their own), with or without a `bert.`, `roberta.`,
 /// `mpnet.`, `distilbert.` or `model.` prefix (GTE: `gte.` or `new.`).
@@ -357,34 +378,7 @@ impl<'a> WeightLoader<'a> {
         if config.family == ModelFamily::JinaBert {
             self.refuse_qk_norm(&stem)?;
         }
-        if config.family == ModelFamily::JinaBert && config.gated_ffn {
-            let linear = |name: &str, n: usize, k: usize, bias: bool, kind: usize| {
-                self.linear_with(&format!("{stem}.{name}"), n, k, bias, int8(kind))
-            };
-            return Ok(Layer {
-                qkv: self.fused(&qkv_stems, h, h, true, int8(linear_kind::QKV))?,
-                attention_output: linear(
-                    "attention.output.dense",
-                    h,
-                    h,
-                    true,
-                    linear_kind::ATTENTION_OUTPUT,
-                )?,
-                attention_norm: Some(
-                    self.layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
-                ),
-                // `[gate; up]`, the gate (activated) first, as the gated activation reads it.
-                intermediate: linear(
-                    "mlp.gated_layers",
-                    2 * f,
-                    h,
-                    false,
-                    linear_kind::INTERMEDIATE,
-                )?,
-                output: linear("mlp.wo", h, f, true, linear_kind::OUTPUT)?,
-                output_norm: self.layer_norm(&format!("{stem}.mlp.layernorm"), h)?,
-            });
-        }
+        let (up, up_rows, up_bias, down, down_norm) = bert_ffn_names(config);
         Ok(Layer {
             qkv: self.fused(&qkv_stems, h, h, true, int8(linear_kind::QKV))?,
             attention_output: self.linear(
@@ -396,19 +390,15 @@ impl<'a> WeightLoader<'a> {
             attention_norm: Some(
                 self.layer_norm(&format!("{stem}.attention.output.LayerNorm"), h)?,
             ),
-            intermediate: self.linear(
-                &format!("{stem}.intermediate.dense"),
-                f,
+            intermediate: self.linear_with(
+                &format!("{stem}.{up}"),
+                up_rows,
                 h,
+                up_bias,
                 int8(linear_kind::INTERMEDIATE),
             )?,
-            output: self.linear(
-                &format!("{stem}.output.dense"),
-                h,
-                f,
-                int8(linear_kind::OUTPUT),
-            )?,
-            output_norm: self.layer_norm(&format!("{stem}.output.LayerNorm"), h)?,
+            output: self.linear(&format!("{stem}.{down}"), h, f, int8(linear_kind::OUTPUT))?,
+            output_norm: self.layer_norm(&format!("{stem}.{down_norm}"), h)?,
         })
     }
 

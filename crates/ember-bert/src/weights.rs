@@ -12,7 +12,7 @@
 use ember_cpu::Precision;
 use ember_tensor::WeightFile;
 
-use crate::model::{swap_halves, WeightLoader};
+use crate::model::{bert_ffn_names, swap_halves, WeightLoader};
 use crate::{BertConfig, BertError, ModelFamily};
 
 /// A LayerNorm's `γ`, `β`, each `[H]`.
@@ -294,29 +294,14 @@ impl<'a> F32WeightReader<'a> {
         if self.config.family == ModelFamily::JinaBert {
             self.loader.refuse_qk_norm(&stem)?;
         }
-        if self.config.family == ModelFamily::JinaBert && self.config.gated_ffn {
-            return Ok(LayerWeights {
-                qkv: self.fused_qkv(qkv_stems)?,
-                attention_output: self.linear(&format!("{stem}.attention.output.dense"), h, h)?,
-                attention_norm: Some(self.norm(&format!("{stem}.attention.output.LayerNorm"))?),
-                // `[gate; up]` as stored, the order the gated activation reads.
-                intermediate: self.linear_with(
-                    &format!("{stem}.mlp.gated_layers"),
-                    2 * f,
-                    h,
-                    false,
-                )?,
-                output: self.linear(&format!("{stem}.mlp.wo"), h, f)?,
-                output_norm: self.norm(&format!("{stem}.mlp.layernorm"))?,
-            });
-        }
+        let (up, up_rows, up_bias, down, down_norm) = bert_ffn_names(self.config);
         Ok(LayerWeights {
             qkv: self.fused_qkv(qkv_stems)?,
             attention_output: self.linear(&format!("{stem}.attention.output.dense"), h, h)?,
             attention_norm: Some(self.norm(&format!("{stem}.attention.output.LayerNorm"))?),
-            intermediate: self.linear(&format!("{stem}.intermediate.dense"), f, h)?,
-            output: self.linear(&format!("{stem}.output.dense"), h, f)?,
-            output_norm: self.norm(&format!("{stem}.output.LayerNorm"))?,
+            intermediate: self.linear_with(&format!("{stem}.{up}"), up_rows, h, up_bias)?,
+            output: self.linear(&format!("{stem}.{down}"), h, f)?,
+            output_norm: self.norm(&format!("{stem}.{down_norm}"))?,
         })
     }
 }
