@@ -4036,6 +4036,14 @@ def make_sbert_base(minilm_dir: Path, texts: list[str], tmp_root: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def timed(name: str, make, *args):
+    """``make(*args)``, then a line saying how long it took; returns its result."""
+    t = time.time()
+    out = make(*args)
+    print(f"[{name}] done in {time.time() - t:.1f}s")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minilm-dir", type=Path,
@@ -4136,49 +4144,21 @@ def main() -> None:
     write_json(FIXTURES / "texts.json", StrRows(texts))
     assert json.loads((FIXTURES / "texts.json").read_text(encoding="utf-8")) == texts
 
-    t = time.time()
-    mini = make_minilm(minilm_dir, texts)
-    print(f"[minilm] done in {time.time() - t:.1f}s")
-    t = time.time()
-    tiny = make_tiny(minilm_dir, texts)
-    print(f"[tiny] done in {time.time() - t:.1f}s")
+    mini = timed("minilm", make_minilm, minilm_dir, texts)
+    tiny = timed("tiny", make_tiny, minilm_dir, texts)
     make_torch_fixtures()
-    t = time.time()
-    rob = make_roberta()
-    print(f"[roberta] done in {time.time() - t:.1f}s")
-    t = time.time()
-    mp = make_mpnet(minilm_dir)
-    print(f"[mpnet] done in {time.time() - t:.1f}s")
-    t = time.time()
-    db = make_distilbert_dense()
-    print(f"[distilbert] done in {time.time() - t:.1f}s")
-    t = time.time()
-    pr = make_prompts()
-    print(f"[prompts] done in {time.time() - t:.1f}s")
-    t = time.time()
-    make_exclude_prompt()
-    print(f"[exclude-prompt] done in {time.time() - t:.1f}s")
-    t = time.time()
-    make_quantize()
-    print(f"[quantize] done in {time.time() - t:.1f}s")
-    t = time.time()
-    make_tokenizer_classes()
-    print(f"[tokenizer-class] done in {time.time() - t:.1f}s")
-    t = time.time()
-    mb = make_modernbert()
-    print(f"[modernbert] done in {time.time() - t:.1f}s")
-    t = time.time()
-    xs = make_xlmr_spm()
-    print(f"[xlmr-spm] done in {time.time() - t:.1f}s")
-    t = time.time()
-    make_nomic()
-    print(f"[nomic] done in {time.time() - t:.1f}s")
-    t = time.time()
-    make_gte()
-    print(f"[gte] done in {time.time() - t:.1f}s")
-    t = time.time()
-    make_jina()
-    print(f"[jina] done in {time.time() - t:.1f}s")
+    rob = timed("roberta", make_roberta)
+    mp = timed("mpnet", make_mpnet, minilm_dir)
+    db = timed("distilbert", make_distilbert_dense)
+    pr = timed("prompts", make_prompts)
+    timed("exclude-prompt", make_exclude_prompt)
+    timed("quantize", make_quantize)
+    timed("tokenizer-class", make_tokenizer_classes)
+    mb = timed("modernbert", make_modernbert)
+    xs = timed("xlmr-spm", make_xlmr_spm)
+    timed("nomic", make_nomic)
+    timed("gte", make_gte)
+    timed("jina", make_jina)
     t = time.time()
     with tempfile.TemporaryDirectory(prefix="ember-ref-", dir=args.tmp_dir) as tmp:
         sb = make_sbert_base(minilm_dir, texts, Path(tmp))
