@@ -17,7 +17,7 @@
 //! Work is split into (sequence, head[, query chunk]) tasks on rayon's current pool. A task
 //! copies `K_hᵀ` and `V_h` of its sequence into a per-thread scratch buffer (zero-padded to
 //! whole vectors), both in blocks of one register pair (`v2` floats): `Kᵀ` as `[⌈L/v2⌉][hd][v2]`
-//! (each block of keys' `hd` rows contiguous) and `V` as `[hd/v2][L][v2]` (each block of dims'
+//! (each block of keys' `hd` rows contiguous) and `V` as `[⌈hd/v2⌉][L][v2]` (each block of dims'
 //! `L` rows contiguous), so that a tile reads one sequential stream rather than `hd` strided
 //! ones (a head's `K` and `V` outgrow the L2 past ~1,000 tokens). Then for each block of
 //! `QB` (6) queries it computes scores with a register tile (`QB` queries × 2 vectors of keys,
@@ -791,13 +791,13 @@ mod tests {
         ] {
             let t = *offsets.last().unwrap();
             let mut rng = SplitMix(1);
-            let qkv = rng.vec(t * 3 * h);
             // EMBER_ATTN_SHAPES=4096 (names, comma-separated): only those.
             if let Ok(only) = std::env::var("EMBER_ATTN_SHAPES") {
                 if !only.split(',').any(|o| name.ends_with(o.trim())) {
                     continue;
                 }
             }
+            let qkv = rng.vec(t * 3 * h);
             let mut out = vec![0.0f32; t * h];
             // QKᵀ and P·V: 2 · 2·L²·hd flops per head and sequence.
             let flops: f64 = offsets
