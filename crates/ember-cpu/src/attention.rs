@@ -774,7 +774,8 @@ mod tests {
         }
     }
 
-    /// Single-thread GFLOP/s of BERT-base attention (12 heads × 64) for a few batch shapes.
+    /// Single-thread GFLOP/s of BERT-base attention (12 heads × 64) for a few batch shapes, and
+    /// their share of one core's FMA peak measured in the same run.
     /// `cargo test --release -p ember-cpu attention_throughput -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -819,9 +820,12 @@ mod tests {
                         }
                         best
                     });
+                // The ratio to one core's FMA peak, measured right after (none for scalar).
+                let gflops = flops / best / 1e9;
+                let peak = crate::probe::fma_peak_gflops(isa, 5.0);
+                let percent = peak.map_or(f64::NAN, |p| 100.0 * gflops / p);
                 println!(
-                    "{isa:7} {name:8}: {:6.1} GFLOP/s, {:8.1} µs",
-                    flops / best / 1e9,
+                    "{isa:7} {name:8}: {gflops:6.1} GFLOP/s ({percent:5.1}% of the FMA peak), {:8.1} µs",
                     best * 1e6
                 );
             }
