@@ -432,13 +432,10 @@ impl BertConfig {
                 }
             },
         };
+        let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
         // JinaBERT's configs say "bert"; ALiBi positions tell them apart.
         let family = match family {
-            ModelFamily::Bert
-                if string("position_embedding_type", DEFAULT_POSITION_TYPE)? == "alibi" =>
-            {
-                ModelFamily::JinaBert
-            }
+            ModelFamily::Bert if position_embedding_type == "alibi" => ModelFamily::JinaBert,
             other => other,
         };
         // Alibaba-NLP's published GTE configs (read by their remote code, not transformers').
@@ -493,7 +490,6 @@ impl BertConfig {
             ModelFamily::NomicBert => string(key("hidden_act"), DEFAULT_NOMIC_ACT)?,
             _ => string(key("hidden_act"), DEFAULT_ACT)?,
         };
-        let position_embedding_type = string("position_embedding_type", DEFAULT_POSITION_TYPE)?;
         // Every size is an integer in 1..=max, bounded before anything is sized from it.
         let field = |key: &str, default: Option<u64>, max: usize| -> Result<usize, BertError> {
             let value = match get(key) {
